@@ -1,0 +1,5 @@
+import sys
+
+from msc.cli.main import main
+
+sys.exit(main())

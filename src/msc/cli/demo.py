@@ -1,0 +1,122 @@
+"""``msc demo`` (what ``make run`` runs): create a demo switch under a directory and run it.
+
+First run: copies the demo ``msc.toml``, creates the master and signing keys, and adds demo users
+with random passwords, printed once (only their hashes are stored). Every run: starts two CLETS
+stubs (the primary and secondary switching centres) and ``msc serve`` as separate processes,
+prints how to connect, and stops all three cleanly on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+DEMO_USERS = (
+    # id, name, ORI, role, dob
+    ("JD1234", "DOE, JANE", "CA0130000", "full", "1984-03-02"),
+    ("RS5678", "SMITH, ROBERT", "CA0130000", "ltfa", "1979-11-20"),
+    ("EC0001", "GARCIA, ELENA", "CA0130100", "full", "1990-06-14"),
+    ("EC0002", "NGUYEN, TOM", "CA0130100", "full", "1988-01-09"),
+    ("INV001", "HOLMES, SARAH", "CA0130000", "investigator", None),
+    ("ADM001", "ADAMS, CHRIS", "CA0130000", "admin", None),
+)
+STUBS = (("7501", "7601", "primary"), ("7511", "7611", "secondary"))
+
+
+def init(directory: Path, template: str | None) -> None:
+    from msc.config.load import load
+    from msc.config.model import UserEntry, UsersFile
+    from msc.journal.keys import KeyRing
+    from msc.mnemonics import userfile
+    from msc.mnemonics.passwords import hash_password
+
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    cfg_path = directory / "msc.toml"
+    if template:
+        shutil.copyfile(template, cfg_path)
+    else:
+        cfg_path.write_text(resources.files("msc").joinpath("data/msc.toml").read_text())
+    settings = load(cfg_path)
+    ring = KeyRing(settings.data_dir / "keys", settings.key_file)
+    if not ring.exists:
+        ring.init()
+    today = dt.date.today()
+    users, shown = [], []
+    for uid, name, ori, role, dob in DEMO_USERS:
+        pw = "demo-" + secrets.token_urlsafe(9)
+        users.append(UserEntry(id=uid, name=name, ori=ori, role=role, password=hash_password(pw, ln=14),
+                               dob=dt.date.fromisoformat(dob) if dob else None,
+                               certified_until=today + dt.timedelta(days=730), created=today))
+        shown.append((uid, name, ori, role, pw))
+    userfile.write(settings.users_path, UsersFile(user=tuple(users)))
+    print("Demo users (passwords are shown only now; only their hashes are stored):")
+    for uid, name, ori, role, pw in shown:
+        print(f"  {uid}  {role:<13} {ori}  {name:<16} password: {pw}")
+    print()
+
+
+def main(args) -> int:
+    directory = Path(args.dir).resolve()
+    if not (directory / "msc.toml").exists():
+        init(directory, args.template)
+    if args.init_only:
+        return 0
+    exe = [sys.executable, "-m", "msc"]
+    logs = directory / "logs"
+    logs.mkdir(exist_ok=True)
+    procs = []
+    try:
+        for port, control, label in STUBS:
+            procs.append(subprocess.Popen(
+                [*exe, "stub", "--role", "clets", "--listen", f"127.0.0.1:{port}", "--control", f"127.0.0.1:{control}",
+                 "--log", str(logs / f"stub-{label}.log"), "--seed", "1"],
+                stderr=open(logs / f"stub-{label}.err", "a")))
+        time.sleep(0.3)
+        ready = directory / ".ready"
+        ready.unlink(missing_ok=True)
+        serve = subprocess.Popen([*exe, "serve", "--config", str(directory / "msc.toml"), "--ready-file", str(ready)],
+                                 stderr=open(logs / "msc.log", "a"))
+        procs.append(serve)
+        deadline = time.monotonic() + 15
+        while not ready.exists():
+            if serve.poll() is not None or time.monotonic() > deadline:
+                print(f"msc serve did not start; see {logs / 'msc.log'}", file=sys.stderr)
+                return 1
+            time.sleep(0.05)
+        print(f"""msc is running (switch log: {logs / 'msc.log'}, stub logs: {logs}/stub-*.log)
+
+  Terminal listener   127.0.0.1:7400     metrics http://127.0.0.1:9400/metrics
+  CLETS stubs         127.0.0.1:7501 (primary), 127.0.0.1:7511 (secondary); push unsolicited
+                      traffic with:  echo 'ICS1.YQ.CA0130000.NAM/SMITH, JOHN' | nc 127.0.0.1 7601
+
+Connect a terminal and log on as JD1234 with the password shown when the demo was created:
+
+  .venv/bin/msc terminal --connect 127.0.0.1:7400 --header ICS1
+
+then type, for example:  QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101
+
+Press Ctrl-C to stop.""", flush=True)
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        print("a demo process exited; stopping", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping…", flush=True)
+        return 0
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()

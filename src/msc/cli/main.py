@@ -1,0 +1,232 @@
+"""The ``msc`` command (OPERATIONS.md "The msc command"). Thin: parse arguments, call packages.
+
+Exit codes: 0 ok, 1 the operation found a problem, 2 usage or configuration error,
+3 authentication refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from msc import __version__
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_AUTH = 0, 1, 2, 3
+
+
+def _hostport(value: str) -> tuple[str, int]:
+    from msc.config.validate import parse_hostport
+
+    try:
+        return parse_hostport(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _load(args):
+    from msc.config.load import ConfigError, load
+
+    try:
+        return load(args.config)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(f"error: {issue}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+# -- serve / stub / terminal -----------------------------------------------------------------
+
+def cmd_serve(args) -> int:
+    from msc.ops.logging import configure
+    from msc.server.main import serve
+    from msc.server.switch import StartupError
+
+    configure(level=args.log_level)
+    settings = _load(args)
+    try:
+        return serve(settings, ready_file=args.ready_file)
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def cmd_stub(args) -> int:
+    import uvloop
+
+    from msc.stubs.server import StubConfig, run
+
+    host, port = args.listen
+    cfg = StubConfig(role=args.role, host=host, port=port, control=args.control, log_path=args.log,
+                     latency_ms=args.latency_ms, fail_rate=args.fail_rate, seed=args.seed,
+                     heartbeat_s=args.heartbeat_s)
+
+    def ready(stub) -> None:
+        ctl = f" control {stub.cfg.control[0]}:{stub.control_port}" if stub.cfg.control else ""
+        print(f"msc stub {cfg.role} listening on {host}:{stub.port}{ctl}", file=sys.stderr, flush=True)
+
+    try:
+        uvloop.run(run(cfg, ready=ready))
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def cmd_terminal(args) -> int:
+    from msc.cli.terminal import TerminalOptions, run
+
+    host, port = args.connect
+    password = None
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    opts = TerminalOptions(
+        host=host, port=port, header=args.header, send=args.send or [], expect=args.expect, user=args.user,
+        password=password, otp=args.otp, timeout=args.timeout, tls=args.tls, ca=args.ca, cert=args.cert,
+        key=args.key, interactive=not (args.send or args.expect or args.user or args.bind), fail_on_nak=args.fail_on_nak,
+        bind=args.bind,
+    )
+    try:
+        return asyncio.run(run(opts))
+    except (ConnectionError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    except asyncio.TimeoutError:
+        print("error: timed out waiting for msc", file=sys.stderr)
+        return EXIT_PROBLEM
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+# -- config / keys -----------------------------------------------------------------------------
+
+def cmd_config_check(args) -> int:
+    from msc.config.load import ConfigError, load
+
+    try:
+        s = load(args.config)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(f"error: {issue}", file=sys.stderr)
+        print(f"{len(exc.issues)} error(s)", file=sys.stderr)
+        return EXIT_USAGE
+    c = s.config
+    print(f"ok: {s.config_path}: {len(c.listener)} listener(s), {len(c.upstream)} upstream(s), "
+          f"{sum(len(r.mke) for r in c.route)} message key(s), {len(c.agency)} agencies, {len(c.station)} stations, "
+          f"{len(c.pool)} pool(s); {s.users_path}: {len(s.users.user)} user(s)")
+    return EXIT_OK
+
+
+def cmd_keys(args) -> int:
+    from msc.journal.keys import KeyError_, KeyRing
+
+    s = _load(args)
+    ring = KeyRing(s.data_dir / "keys", s.key_file)
+    try:
+        if args.action == "init":
+            mk = ring.init()
+            print(f"master key {mk.id} at {s.key_file} (keep a copy offline: without it the journal cannot be read)")
+            print(f"signing public key: {ring.dir / 'signing.pub'}")
+        else:
+            old, new = ring.rotate()
+            print(f"master key rotated: {old} -> {new}; data keys re-wrapped, no record re-encrypted")
+            from msc.cli.admin import record_admin
+
+            record_admin(s, f"KEYS ROTATE MASTER/{old} TO/{new}")
+    except KeyError_ as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+# -- users -------------------------------------------------------------------------------------
+
+def cmd_user_add(args) -> int:
+    from msc.cli.users import add_user
+
+    return add_user(args, _load(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="msc", description="msc — a CLETS-style message switching computer")
+    p.add_argument("--version", action="version", version=f"msc {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp):
+        sp.add_argument("--config", required=True, help="path to msc.toml")
+        return sp
+
+    sp = with_config(sub.add_parser("serve", help="run the switch in the foreground"))
+    sp.add_argument("--log-level", default="info")
+    sp.add_argument("--ready-file", help="write this file once every listener is bound")
+    sp.set_defaults(func=cmd_serve)
+
+    sp = sub.add_parser("stub", help="run an upstream simulator")
+    sp.add_argument("--role", choices=("clets", "ncic", "nlets", "dmv"), required=True)
+    sp.add_argument("--listen", type=_hostport, required=True, metavar="HOST:PORT")
+    sp.add_argument("--control", type=_hostport, metavar="HOST:PORT", help="accept unsolicited message texts here")
+    sp.add_argument("--log", metavar="FILE", help="append every message received, one per line")
+    sp.add_argument("--latency-ms", type=float, default=0.0)
+    sp.add_argument("--fail-rate", type=float, default=0.0, help="fraction of requests answered N (0..1)")
+    sp.add_argument("--seed", type=int, default=1)
+    sp.add_argument("--heartbeat-s", type=float, default=30.0)
+    sp.set_defaults(func=cmd_stub)
+
+    sp = sub.add_parser("terminal", help="an interactive line-mode terminal")
+    sp.add_argument("--connect", type=_hostport, required=True, metavar="HOST:PORT")
+    sp.add_argument("--header", required=True, help="the mnemonic (or pool name) to use")
+    sp.add_argument("--send", action="append", metavar="TEXT", help="send this message (repeatable)")
+    sp.add_argument("--expect", type=int, default=0, metavar="N", help="wait for N outputs")
+    sp.add_argument("--user", help="log on as this user (scripts)")
+    sp.add_argument("--otp", help="one-time password for --user")
+    sp.add_argument("--password-stdin", action="store_true", help="read the password from stdin's first line")
+    sp.add_argument("--bind", action="store_true", help="send BIND (printers and hosts) instead of logging on")
+    sp.add_argument("--timeout", type=float, default=30.0)
+    sp.add_argument("--fail-on-nak", action="store_true")
+    sp.add_argument("--tls", action="store_true")
+    sp.add_argument("--ca")
+    sp.add_argument("--cert")
+    sp.add_argument("--key")
+    sp.set_defaults(func=cmd_terminal)
+
+    cfg = sub.add_parser("config", help="configuration files").add_subparsers(dest="action", required=True)
+    sp = with_config(cfg.add_parser("check", help="validate msc.toml and users.toml"))
+    sp.set_defaults(func=cmd_config_check)
+
+    sp = with_config(sub.add_parser("keys", help="master key and signing key"))
+    sp.add_argument("action", choices=("init", "rotate"))
+    sp.set_defaults(func=cmd_keys)
+
+    users = sub.add_parser("user", help="the user directory").add_subparsers(dest="action", required=True)
+    sp = with_config(users.add_parser("add", help="add a user to users.toml"))
+    sp.add_argument("--id", required=True)
+    sp.add_argument("--name", required=True)
+    sp.add_argument("--ori", required=True)
+    sp.add_argument("--role", required=True, choices=("full", "ltfa", "practitioner", "admin", "investigator"))
+    sp.add_argument("--dob", help="YYYY-MM-DD (self-inquiry detection only)")
+    sp.add_argument("--certified-until", help="YYYY-MM-DD (proficiency, PPP §1.8.2)")
+    sp.add_argument("--totp", action="store_true", help="enrol a TOTP second factor; prints the URI once")
+    sp.add_argument("--password-stdin", action="store_true")
+    sp.set_defaults(func=cmd_user_add)
+
+    sp = sub.add_parser("demo", help="create the demo under DIR and run stubs + switch (make run)")
+    sp.add_argument("--dir", default="var")
+    sp.add_argument("--template", help="msc.toml to start from (default: the packaged demo config)")
+    sp.add_argument("--init-only", action="store_true")
+    sp.set_defaults(func=lambda a: __import__("msc.cli.demo", fromlist=["main"]).main(a))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or EXIT_OK
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""msgspec Structs for ``msc.toml`` and ``users.toml`` (CONFIG.md), one per table.
+
+Decoding is strict: unknown keys are errors, and every field has the type CONFIG.md gives.
+Cross-references (a station's ORI is a configured agency, a route names a configured upstream …)
+are checked in :mod:`msc.config.validate`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from msgspec import Struct, field
+
+DEFAULT_BANNER = (
+    "This is a restricted criminal justice information system. Use is monitored\n"
+    "and audited; unauthorized use is prohibited and may be punished. Use means consent."
+)
+
+StationKind = Literal["terminal", "host", "printer"]
+Role = Literal["full", "ltfa", "practitioner", "admin", "investigator"]
+Status = Literal["active", "disabled"]
+Day = Literal["MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"]
+
+#: Categories msc defines itself; route categories are added to these (E204).
+BUILTIN_CATEGORIES = frozenset(("admin", "entry"))
+
+
+class _Table(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ServerTls(_Table, kw_only=True):
+    cert: str
+    key: str
+    client_ca: str | None = None
+    require_client_cert: bool = False
+
+
+class ClientTls(_Table, kw_only=True):
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    server_name: str | None = None
+
+
+class SwitchSection(_Table, kw_only=True):
+    name: str = "MSC"
+    data_dir: str = "var"
+    users_file: str = "users.toml"
+    banner: str = DEFAULT_BANNER
+    idle_logoff_s: float = 1800
+    session_max_s: float = 43200
+    # PPP §1.6.1 D: no criminal-history access for licensing, certification or employment.
+    prohibited_purposes: tuple[str, ...] = ("E", "J")
+    # Store-and-forward (PROTOCOL.md §5): how long an output waits, how many per mnemonic.
+    queue_expiry_s: float = 72 * 3600
+    queue_max: int = 10000
+    drain_timeout_s: float = 10
+    timezone: str = "UTC"  # for reports' "after hours"
+
+
+class ListenerSection(_Table, kw_only=True):
+    name: str
+    bind: str
+    max_frame: int = 32768
+    max_connections: int = 1000
+    heartbeat_s: float = 30
+    read_timeout_s: float = 10
+    rate_limit: float = 200
+    tls: ServerTls | None = None
+
+
+class MetricsSection(_Table, kw_only=True):
+    bind: str = "127.0.0.1:9400"
+
+
+class JournalSection(_Table, kw_only=True):
+    dir: str = "var/journal"
+    key_file: str = "var/keys/master.key"
+    retention_days: int = 1096
+    synchronous: Literal["full", "normal"] = "full"
+    checkpoint_every: int = 10000
+    checkpoint_interval_s: float = 60
+
+
+class UpstreamSection(_Table, kw_only=True):
+    name: str
+    endpoints: tuple[str, ...]
+    timeout_s: float = 30
+    heartbeat_s: float = 30
+    max_in_flight: int = 1000
+    tls: ClientTls | None = None
+
+
+class RouteSection(_Table, kw_only=True):
+    mke: tuple[str, ...]
+    upstream: str
+    category: str
+    #: Keys of this route that enter or change records (need the "entry" authorization).
+    #: Default: the NCIC update keys among ``mke`` (first letter E, M, X, C or L).
+    entry: tuple[str, ...] | None = None
+
+
+class AgencySection(_Table, kw_only=True):
+    ori: str
+    name: str
+    duty_station: str | None = None
+
+
+class StationSection(_Table, kw_only=True):
+    mnemonic: str
+    kind: StationKind
+    ori: str
+    serves: tuple[str, ...] = ()
+    addresses: tuple[str, ...] = ()
+    client_cert_cn: str | None = None
+    mnemonics: tuple[str, ...] = ()
+    authorizations: tuple[str, ...] = ()
+    receives_admin: bool = False
+    staffed_24x7: bool = False
+    status: Status = "active"
+
+
+class PoolSection(_Table, kw_only=True):
+    name: str
+    ori: str
+    serves: tuple[str, ...] = ()
+    mnemonics: tuple[str, ...]
+    addresses: tuple[str, ...] = ()
+    client_cert_cn: str | None = None
+    authorizations: tuple[str, ...] = ()
+    unsolicited_to: str | None = None
+
+
+class GroupSection(_Table, kw_only=True):
+    name: str
+    members: tuple[str, ...]
+
+
+class ForwardSection(_Table, kw_only=True):
+    from_: str = field(name="from")
+    to: str
+    days: tuple[Day, ...] = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
+    start: str = "00:00"
+    end: str = "00:00"
+    timezone: str = "UTC"
+
+
+class Config(_Table, kw_only=True):
+    """The whole of ``msc.toml``."""
+
+    switch: SwitchSection = SwitchSection()
+    listener: tuple[ListenerSection, ...] = ()
+    metrics: MetricsSection = MetricsSection()
+    journal: JournalSection = JournalSection()
+    upstream: tuple[UpstreamSection, ...] = ()
+    route: tuple[RouteSection, ...] = ()
+    agency: tuple[AgencySection, ...] = ()
+    station: tuple[StationSection, ...] = ()
+    pool: tuple[PoolSection, ...] = ()
+    group: tuple[GroupSection, ...] = ()
+    forward: tuple[ForwardSection, ...] = ()
+
+
+class UserEntry(_Table, kw_only=True):
+    """One ``[[user]]`` of ``users.toml``."""
+
+    id: str
+    name: str
+    ori: str
+    role: Role
+    password: str
+    dob: dt.date | None = None
+    totp: str | None = None
+    certified_until: dt.date | None = None
+    status: Status = "active"
+    created: dt.date | None = None
+
+
+class RemovedUser(_Table, kw_only=True):
+    """A tombstone: a removed user ID is not reassigned for 365 days (CJIS IA-4d)."""
+
+    id: str
+    removed: dt.date
+
+
+class UsersFile(_Table, kw_only=True):
+    """The whole of ``users.toml``."""
+
+    user: tuple[UserEntry, ...] = ()
+    removed: tuple[RemovedUser, ...] = ()

@@ -1,0 +1,327 @@
+"""Cross-field validation of a decoded configuration.
+
+Types are checked by msgspec when the files are decoded; this module checks what types cannot:
+formats (mnemonics, ORIs, addresses), uniqueness, references between tables, and the regulatory
+floors (retention >= 1096 days, PPP §1.7.1 A). The grammar comes from :mod:`msc.protocol.grammar`
+so a mnemonic means the same thing in the config as on the wire.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import zoneinfo
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from msc.config.load import ConfigIssue, locate
+from msc.config.model import BUILTIN_CATEGORIES
+from msc.protocol import grammar as g
+from msc.protocol.message import SPECIAL_KEYS
+
+if TYPE_CHECKING:
+    from msc.config.load import Settings
+
+MIN_RETENTION_DAYS = 1096  # PPP §1.7.1 A: three years of journals
+_CATEGORY_RE = re.compile(r"[a-z][a-z0-9_]{0,30}\Z")
+_TIME_RE = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]\Z")
+NCIC_UPDATE_PREFIXES = ("E", "M", "X", "C", "L")
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:7400"`` / ``"[::1]:7400"`` → (host, port); raises ValueError."""
+    if value.startswith("["):
+        host, sep, port = value[1:].partition("]:")
+    else:
+        host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def entry_keys(route) -> frozenset[str]:
+    """The keys of a route that enter or change records (need the ``entry`` authorization)."""
+    if route.entry is not None:
+        return frozenset(route.entry)
+    return frozenset(k for k in route.mke if k.startswith(NCIC_UPDATE_PREFIXES))
+
+
+class _Checker:
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.issues: list[ConfigIssue] = []
+        self._texts: dict[str, str] = {}
+
+    def _text(self, file: str) -> str:
+        if file not in self._texts:
+            try:
+                with open(file, encoding="utf-8", errors="replace") as fh:
+                    self._texts[file] = fh.read()
+            except OSError:
+                self._texts[file] = ""
+        return self._texts[file]
+
+    def add(self, path: str, message: str, *, users: bool = False) -> None:
+        file = str(self.s.users_path if users else self.s.config_path)
+        parts: list[str | int] = []
+        for name, index in re.findall(r"([A-Za-z_][\w]*)|\[(\d+)\]", path):
+            parts.append(name if name else int(index))
+        if parts and parts[-1] == "from_":
+            parts[-1] = "from"
+        self.issues.append(ConfigIssue(file, path, message, locate(self._text(file), parts)))
+
+
+def validate(settings: Settings) -> list[ConfigIssue]:
+    c = _Checker(settings)
+    cfg = settings.config
+    sw = cfg.switch
+
+    if not sw.name.strip():
+        c.add("switch.name", "must not be empty")
+    for key in ("idle_logoff_s", "session_max_s", "queue_expiry_s", "drain_timeout_s"):
+        if getattr(sw, key) <= 0:
+            c.add(f"switch.{key}", "must be > 0")
+    if sw.queue_max < 1:
+        c.add("switch.queue_max", "must be >= 1")
+    for i, p in enumerate(sw.prohibited_purposes):
+        if not re.fullmatch(r"[A-Z0-9]", p):
+            c.add(f"switch.prohibited_purposes[{i}]", "a purpose code is one character [A-Z0-9]")
+    _check_tz(c, "switch.timezone", sw.timezone)
+
+    # listeners
+    for name, n in Counter(ln.name for ln in cfg.listener).items():
+        if n > 1:
+            c.add("listener", f"listener name {name!r} used {n} times")
+    binds = Counter()
+    for i, ln in enumerate(cfg.listener):
+        p = f"listener[{i}]"
+        try:
+            binds[parse_hostport(ln.bind)] += 1
+        except ValueError as exc:
+            c.add(f"{p}.bind", str(exc))
+        if not 64 <= ln.max_frame <= 16 * 1024 * 1024:
+            c.add(f"{p}.max_frame", "must be between 64 and 16777216")
+        if ln.max_connections < 1:
+            c.add(f"{p}.max_connections", "must be >= 1")
+        for key in ("heartbeat_s", "read_timeout_s", "rate_limit"):
+            if getattr(ln, key) <= 0:
+                c.add(f"{p}.{key}", "must be > 0")
+        if ln.tls is not None:
+            for key in ("cert", "key", "client_ca"):
+                value = getattr(ln.tls, key)
+                if value is not None and not settings.path(value).is_file():
+                    c.add(f"{p}.tls.{key}", f"file not found: {value}")
+            if ln.tls.require_client_cert and ln.tls.client_ca is None:
+                c.add(f"{p}.tls.client_ca", "require_client_cert needs client_ca")
+    for hp, n in binds.items():
+        if n > 1:
+            c.add("listener", f"address {hp[0]}:{hp[1]} bound by {n} listeners")
+    try:
+        parse_hostport(cfg.metrics.bind)
+    except ValueError as exc:
+        c.add("metrics.bind", str(exc))
+
+    j = cfg.journal
+    if j.retention_days < MIN_RETENTION_DAYS:
+        c.add("journal.retention_days", f"must be >= {MIN_RETENTION_DAYS} (three years, PPP §1.7.1 A)")
+    if j.checkpoint_every < 1:
+        c.add("journal.checkpoint_every", "must be >= 1")
+    if j.checkpoint_interval_s <= 0:
+        c.add("journal.checkpoint_interval_s", "must be > 0")
+
+    # upstreams and routes
+    upstreams = {u.name for u in cfg.upstream}
+    for name, n in Counter(u.name for u in cfg.upstream).items():
+        if n > 1:
+            c.add("upstream", f"upstream name {name!r} used {n} times")
+    for i, u in enumerate(cfg.upstream):
+        p = f"upstream[{i}]"
+        if not 1 <= len(u.endpoints) <= 2:
+            c.add(f"{p}.endpoints", "give a primary and optionally a secondary endpoint")
+        for k, ep in enumerate(u.endpoints):
+            try:
+                parse_hostport(ep)
+            except ValueError as exc:
+                c.add(f"{p}.endpoints[{k}]", str(exc))
+        for key in ("timeout_s", "heartbeat_s"):
+            if getattr(u, key) <= 0:
+                c.add(f"{p}.{key}", "must be > 0")
+        if u.max_in_flight < 1:
+            c.add(f"{p}.max_in_flight", "must be >= 1")
+        if u.tls is not None:
+            for key in ("ca", "cert", "key"):
+                value = getattr(u.tls, key)
+                if value is not None and not settings.path(value).is_file():
+                    c.add(f"{p}.tls.{key}", f"file not found: {value}")
+    seen_keys: dict[str, int] = {}
+    categories = set(BUILTIN_CATEGORIES)
+    for i, r in enumerate(cfg.route):
+        p = f"route[{i}]"
+        if not r.mke:
+            c.add(f"{p}.mke", "must list at least one message key")
+        for k, key in enumerate(r.mke):
+            if g.MKE_RE.match(key) is None:
+                c.add(f"{p}.mke[{k}]", f"{key!r} is not a message key (2-6 [A-Z0-9])")
+            elif key in SPECIAL_KEYS:
+                c.add(f"{p}.mke[{k}]", f"{key} is handled by msc itself and cannot be routed")
+            elif key in seen_keys:
+                c.add(f"{p}.mke[{k}]", f"{key} is already routed by route[{seen_keys[key]}]")
+            else:
+                seen_keys[key] = i
+        if r.upstream not in upstreams:
+            c.add(f"{p}.upstream", f"no [[upstream]] named {r.upstream!r}")
+        if _CATEGORY_RE.match(r.category) is None:
+            c.add(f"{p}.category", "a category is lower-case letters, digits and _")
+        elif r.category in BUILTIN_CATEGORIES:
+            c.add(f"{p}.category", f"{r.category!r} is reserved")
+        categories.add(r.category)
+        if r.entry is not None:
+            for k, key in enumerate(r.entry):
+                if key not in r.mke:
+                    c.add(f"{p}.entry[{k}]", f"{key} is not one of this route's keys")
+
+    # agencies
+    agencies = {a.ori for a in cfg.agency}
+    for ori, n in Counter(a.ori for a in cfg.agency).items():
+        if n > 1:
+            c.add("agency", f"ORI {ori} configured {n} times")
+    for i, a in enumerate(cfg.agency):
+        if g.ORI_RE.match(a.ori) is None:
+            c.add(f"agency[{i}].ori", f"{a.ori!r} is not an ORI (2 letters + 7 [A-Z0-9])")
+
+    # every address a message can be delivered to: station and host/pool mnemonics
+    owners: dict[str, str] = {}
+
+    def claim(name: str, owner: str, path: str) -> None:
+        if name in owners and owners[name] != owner:
+            c.add(path, f"{name} is already used by {owners[name]}")
+        owners[name] = owner
+
+    stations = {}
+    for i, st in enumerate(cfg.station):
+        p = f"station[{i}]"
+        stations[st.mnemonic] = st
+        if g.MNEMONIC_RE.match(st.mnemonic) is None:
+            c.add(f"{p}.mnemonic", f"{st.mnemonic!r} is not a mnemonic (4 [A-Z0-9], PPP §1.6.2 A)")
+        claim(st.mnemonic, f"station {st.mnemonic}", f"{p}.mnemonic")
+        if st.ori not in agencies:
+            c.add(f"{p}.ori", f"no [[agency]] with ORI {st.ori}")
+        for k, ori in enumerate(st.serves):
+            if ori not in agencies:
+                c.add(f"{p}.serves[{k}]", f"no [[agency]] with ORI {ori}")
+        if st.kind != "printer" and not st.serves:
+            c.add(f"{p}.serves", "list the agencies whose users may operate this station")
+        _check_addresses(c, p, st.addresses, st.client_cert_cn)
+        if st.kind == "host":
+            if not st.mnemonics:
+                c.add(f"{p}.mnemonics", "a host lists its workstation mnemonics")
+            for k, m in enumerate(st.mnemonics):
+                if g.MNEMONIC_RE.match(m) is None:
+                    c.add(f"{p}.mnemonics[{k}]", f"{m!r} is not a mnemonic")
+                claim(m, f"station {st.mnemonic}", f"{p}.mnemonics[{k}]")
+        elif st.mnemonics:
+            c.add(f"{p}.mnemonics", "only host stations have workstation mnemonics")
+        for k, a in enumerate(st.authorizations):
+            if a not in categories:
+                c.add(f"{p}.authorizations[{k}]", f"unknown category {a!r} (known: {', '.join(sorted(categories))})")
+        if st.kind == "printer" and st.authorizations:
+            c.add(f"{p}.authorizations", "a printer only receives")
+
+    pools = set()
+    for i, pl in enumerate(cfg.pool):
+        p = f"pool[{i}]"
+        pools.add(pl.name)
+        if g.POOL_NAME_RE.match(pl.name) is None:
+            c.add(f"{p}.name", f"{pl.name!r} is not a pool name (4-10 [A-Z0-9])")
+        claim(pl.name, f"pool {pl.name}", f"{p}.name")
+        if pl.ori not in agencies:
+            c.add(f"{p}.ori", f"no [[agency]] with ORI {pl.ori}")
+        if not pl.serves:
+            c.add(f"{p}.serves", "list the agencies whose users may log on to this pool")
+        for k, ori in enumerate(pl.serves):
+            if ori not in agencies:
+                c.add(f"{p}.serves[{k}]", f"no [[agency]] with ORI {ori}")
+        if not pl.mnemonics:
+            c.add(f"{p}.mnemonics", "a pool needs at least one mnemonic")
+        for k, m in enumerate(pl.mnemonics):
+            if g.MNEMONIC_RE.match(m) is None:
+                c.add(f"{p}.mnemonics[{k}]", f"{m!r} is not a mnemonic")
+            claim(m, f"pool {pl.name}", f"{p}.mnemonics[{k}]")
+        _check_addresses(c, p, pl.addresses, pl.client_cert_cn)
+        for k, a in enumerate(pl.authorizations):
+            if a not in categories:
+                c.add(f"{p}.authorizations[{k}]", f"unknown category {a!r}")
+        if pl.unsolicited_to is not None and pl.unsolicited_to not in stations:
+            c.add(f"{p}.unsolicited_to", f"no [[station]] {pl.unsolicited_to}")
+
+    for i, a in enumerate(cfg.agency):
+        if a.duty_station is not None:
+            st = stations.get(a.duty_station)
+            if st is None:
+                c.add(f"agency[{i}].duty_station", f"no [[station]] {a.duty_station}")
+            elif st.kind == "host":
+                c.add(f"agency[{i}].duty_station", "the 24x7 destination must be a terminal or printer")
+
+    groups = set()
+    for i, gr in enumerate(cfg.group):
+        p = f"group[{i}]"
+        if g.GROUP_NAME_RE.match(gr.name) is None:
+            c.add(f"{p}.name", f"{gr.name!r} is not a group name (2-10 [A-Z0-9])")
+        claim(gr.name, f"group {gr.name}", f"{p}.name")
+        groups.add(gr.name)
+        for k, m in enumerate(gr.members):
+            if m not in stations:
+                c.add(f"{p}.members[{k}]", f"no [[station]] {m}")
+
+    for i, f in enumerate(cfg.forward):
+        p = f"forward[{i}]"
+        if f.from_ not in stations:
+            c.add(f"{p}.from_", f"no [[station]] {f.from_}")
+        if f.to not in stations:
+            c.add(f"{p}.to", f"no [[station]] {f.to}")
+        if f.from_ == f.to:
+            c.add(f"{p}.to", "a station cannot forward to itself")
+        for key in ("start", "end"):
+            if _TIME_RE.match(getattr(f, key)) is None:
+                c.add(f"{p}.{key}", "time of day is HH:MM (24 h)")
+        _check_tz(c, f"{p}.timezone", f.timezone)
+
+    # users.toml
+    users = settings.users
+    for uid, n in Counter(u.id for u in users.user).items():
+        if n > 1:
+            c.add("user", f"user ID {uid} appears {n} times", users=True)
+    removed = {r.id for r in users.removed}
+    for i, u in enumerate(users.user):
+        p = f"user[{i}]"
+        if g.USER_ID_RE.match(u.id) is None:
+            c.add(f"{p}.id", f"{u.id!r} is not a user ID (6 [A-Z0-9], PPP §1.6.7)", users=True)
+        if u.ori not in agencies:
+            c.add(f"{p}.ori", f"no [[agency]] with ORI {u.ori} in {settings.config_path.name}", users=True)
+        if not (u.password.startswith("$scrypt$") or u.password.startswith("$argon2")):
+            c.add(f"{p}.password", "must be a hash written by `msc user add` (never plaintext)", users=True)
+        if u.totp is not None and not u.totp.startswith("enc:"):
+            c.add(f"{p}.totp", "must be an encrypted secret written by `msc user add --totp`", users=True)
+        if u.id in removed:
+            c.add(f"{p}.id", f"{u.id} was removed and may not be reassigned yet (CJIS IA-4d)", users=True)
+    for i, r in enumerate(users.removed):
+        if g.USER_ID_RE.match(r.id) is None:
+            c.add(f"removed[{i}].id", f"{r.id!r} is not a user ID", users=True)
+    return c.issues
+
+
+def _check_tz(c: _Checker, path: str, name: str) -> None:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        c.add(path, f"unknown time zone {name!r}")
+
+
+def _check_addresses(c: _Checker, p: str, addresses, cn) -> None:
+    if not addresses and cn is None:
+        c.add(f"{p}.addresses", "give addresses or client_cert_cn: who may claim it")
+    for k, a in enumerate(addresses):
+        try:
+            ipaddress.ip_network(a, strict=False)
+        except ValueError:
+            c.add(f"{p}.addresses[{k}]", f"{a!r} is not an IP address or CIDR")

@@ -1,0 +1,10 @@
+"""msc.journal — the append-only, encrypted, tamper-evident journal (JOURNAL.md).
+
+A library with its own API: it never imports routing, the server or the directory.
+"""
+
+from msc.journal.journal import Journal
+from msc.journal.keys import KeyRing
+from msc.journal.records import Entry, JournalError, Kind, Record
+
+__all__ = ["Entry", "Journal", "JournalError", "KeyRing", "Kind", "Record"]

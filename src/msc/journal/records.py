@@ -1,0 +1,179 @@
+"""Journal record types and their canonical, sealed byte form (JOURNAL.md "What is recorded").
+
+An :class:`Entry` is what callers append. The journal stamps it with a sequence number and a
+UTC time, seals its private part (message text, requester, recipient) with AES-256-GCM, and
+stores the canonical bytes of the whole record (:func:`seal`). Those bytes are the Merkle leaf
+input, so any change to metadata or ciphertext is detected by ``msc journal verify``.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from typing import Any
+
+import msgspec
+from msgspec import Struct
+
+from msc.protocol.codes import MscError
+
+FORMAT_VERSION = 1
+
+
+class Kind(enum.StrEnum):
+    RECEIVED = "RECEIVED"
+    REJECTED = "REJECTED"
+    FORWARDED = "FORWARDED"
+    QUEUED = "QUEUED"
+    DELIVERED = "DELIVERED"
+    UNDELIVERED = "UNDELIVERED"
+    SESSION = "SESSION"
+    ADMIN = "ADMIN"
+    AUDIT = "AUDIT"
+
+
+KINDS = frozenset(k.value for k in Kind)
+
+
+class JournalError(MscError):
+    """The journal could not durably record something: the caller must fail closed (E501)."""
+
+
+class Entry(Struct, kw_only=True, array_like=False):
+    """A record as a caller appends it; ``seq`` and ``ts`` are added by the journal.
+
+    Field meanings follow JOURNAL.md: ``direction`` is ``in``/``out``/``-``; ``peer`` the station
+    or upstream name; ``user`` the OIF; ``code`` the disposition/reject code; ``purpose``,
+    ``requester`` and ``recipient`` the CORI ``PUR/``, ``ATN/`` and ``REL/`` (PPP §1.7.1 A);
+    ``osn`` the output sequence number of an output to a mnemonic.
+    """
+
+    kind: str
+    direction: str = "-"
+    peer: str | None = None
+    mnemonic: str | None = None
+    user: str | None = None
+    taf: str | None = None
+    ori: str | None = None
+    mke: str | None = None
+    txn: str | None = None
+    code: str | None = None
+    purpose: str | None = None
+    requester: str | None = None
+    recipient: str | None = None
+    osn: int | None = None
+    text: str = ""
+
+    def __repr__(self) -> str:  # never print message text in a traceback or log
+        return f"Entry(kind={self.kind!r}, mnemonic={self.mnemonic!r}, txn={self.txn!r})"
+
+
+class Meta(Struct, array_like=True, frozen=True):
+    """The plaintext metadata of a stored record: searchable, and bound into the GCM tag."""
+
+    v: int
+    seq: int
+    ts: int  # microseconds since the Unix epoch, UTC
+    kind: str
+    direction: str
+    peer: str | None
+    mnemonic: str | None
+    user: str | None
+    taf: str | None
+    ori: str | None
+    mke: str | None
+    txn: str | None
+    code: str | None
+    purpose: str | None
+    osn: int | None
+    period: str  # "YYYY-MM": the data key that sealed it
+
+
+class Private(Struct, array_like=True):
+    """The encrypted part of a record."""
+
+    text: str
+    requester: str | None = None
+    recipient: str | None = None
+
+
+class Sealed(Struct, array_like=True, frozen=True):
+    """The canonical stored form: metadata, nonce and ciphertext. Its encoding is the leaf."""
+
+    meta: Meta
+    nonce: bytes
+    ciphertext: bytes
+
+
+class Record(Struct, kw_only=True, frozen=True):
+    """A decrypted record, as search and export return it (JOURNAL.md jsonl keys)."""
+
+    seq: int
+    ts: int
+    kind: str
+    direction: str
+    peer: str | None
+    mnemonic: str | None
+    user: str | None
+    taf: str | None
+    ori: str | None
+    mke: str | None
+    txn: str | None
+    code: str | None
+    purpose: str | None
+    requester: str | None
+    recipient: str | None
+    text: str
+    osn: int | None = None
+
+    def __repr__(self) -> str:
+        return f"Record(seq={self.seq}, kind={self.kind!r}, mnemonic={self.mnemonic!r})"
+
+
+_meta_encoder = msgspec.msgpack.Encoder()
+_private_encoder = msgspec.msgpack.Encoder()
+_sealed_encoder = msgspec.msgpack.Encoder()
+_sealed_decoder = msgspec.msgpack.Decoder(Sealed)
+_private_decoder = msgspec.msgpack.Decoder(Private)
+
+
+def make_meta(entry: Entry, seq: int, ts: int, period: str) -> Meta:
+    return Meta(
+        FORMAT_VERSION, seq, ts, entry.kind, entry.direction, entry.peer, entry.mnemonic,
+        entry.user, entry.taf, entry.ori, entry.mke, entry.txn, entry.code, entry.purpose,
+        entry.osn, period,
+    )
+
+
+def seal(aead: Any, entry: Entry, seq: int, ts: int, period: str) -> tuple[Meta, bytes]:
+    """Seal one entry with ``aead`` (an ``AESGCM`` for ``period``); return (meta, canonical bytes).
+
+    The associated data is the encoded metadata, so a ciphertext cannot be moved to another
+    sequence number or relabelled (JOURNAL.md "Encryption").
+    """
+    meta = make_meta(entry, seq, ts, period)
+    ad = _meta_encoder.encode(meta)
+    nonce = os.urandom(12)
+    plain = _private_encoder.encode(Private(entry.text, entry.requester, entry.recipient))
+    ct = aead.encrypt(nonce, plain, ad)
+    return meta, _sealed_encoder.encode(Sealed(meta, nonce, ct))
+
+
+def unseal_meta(blob: bytes) -> Sealed:
+    """Decode the canonical bytes (no decryption). Raises ``msgspec.DecodeError`` if mangled."""
+    return _sealed_decoder.decode(blob)
+
+
+def open_sealed(aead: Any, sealed: Sealed) -> Private:
+    """Decrypt and authenticate. Raises ``cryptography.exceptions.InvalidTag`` on tampering."""
+    plain = aead.decrypt(sealed.nonce, sealed.ciphertext, _meta_encoder.encode(sealed.meta))
+    return _private_decoder.decode(plain)
+
+
+def to_record(meta: Meta, private: Private) -> Record:
+    return Record(
+        seq=meta.seq, ts=meta.ts, kind=meta.kind, direction=meta.direction, peer=meta.peer,
+        mnemonic=meta.mnemonic, user=meta.user, taf=meta.taf, ori=meta.ori, mke=meta.mke,
+        txn=meta.txn, code=meta.code, purpose=meta.purpose, requester=private.requester,
+        recipient=private.recipient, text=private.text, osn=meta.osn,
+    )

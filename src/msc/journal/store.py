@@ -1,0 +1,374 @@
+"""On-disk layout of the journal and the synchronous writer that owns it.
+
+::
+
+    journal/
+      2026-11.db      one SQLite database (WAL) per calendar month: records + blind-index tokens
+      2026-12.db
+      meta.db         signed checkpoints (with the Merkle frontier at each), purged months
+      2023-10.leaves  leaf hashes of a purged month (kept so the tree stays verifiable)
+
+Records are never updated or deleted: triggers refuse it. Only the retention purge removes a
+whole month, by deleting its file after saving its leaf hashes (JOURNAL.md "Retention").
+
+:class:`Writer` is used from exactly one thread. It commits batches that the event loop has
+already sealed, maintains the Merkle :class:`~msc.journal.merkle.Frontier` over committed
+records, and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from msc.journal.merkle import Frontier
+from msc.journal.records import JournalError
+
+
+class JournalBusy(JournalError):
+    """Another process holds the journal's writer lock (normally the running daemon)."""
+
+PARTITION_RE = re.compile(r"(\d{4})-(\d{2})\.db\Z")
+
+COLUMNS = (
+    "seq", "ts", "kind", "direction", "peer", "mnemonic", "user", "taf", "ori", "mke", "txn",
+    "code", "purpose", "osn",
+)
+_INSERT_RECORD = f"INSERT INTO records({', '.join(COLUMNS)}, blob, leaf) VALUES ({', '.join('?' * (len(COLUMNS) + 2))})"
+
+PARTITION_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records(
+    seq INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    peer TEXT, mnemonic TEXT, user TEXT, taf TEXT, ori TEXT, mke TEXT, txn TEXT,
+    code TEXT, purpose TEXT, osn INTEGER,
+    blob BLOB NOT NULL,
+    leaf BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens(token BLOB NOT NULL, seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS records_user ON records(user);
+CREATE INDEX IF NOT EXISTS records_mnemonic ON records(mnemonic);
+CREATE INDEX IF NOT EXISTS records_txn ON records(txn);
+CREATE INDEX IF NOT EXISTS tokens_token ON tokens(token);
+CREATE TRIGGER IF NOT EXISTS records_append_only_u BEFORE UPDATE ON records
+    BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS records_append_only_d BEFORE DELETE ON records
+    BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS tokens_append_only_u BEFORE UPDATE ON tokens
+    BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS tokens_append_only_d BEFORE DELETE ON tokens
+    BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
+"""
+
+META_SCHEMA = """
+CREATE TABLE IF NOT EXISTS checkpoints(
+    tree_size INTEGER PRIMARY KEY,
+    root BLOB NOT NULL,
+    ts INTEGER NOT NULL,
+    signature BLOB NOT NULL,
+    frontier BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS purged(
+    period TEXT PRIMARY KEY,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    purged_at INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS checkpoints_append_only_u BEFORE UPDATE ON checkpoints
+    BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS checkpoints_append_only_d BEFORE DELETE ON checkpoints
+    BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
+"""
+
+
+def checkpoint_message(name: str, tree_size: int, root: bytes, ts: int) -> bytes:
+    """The exact bytes an Ed25519 checkpoint signature covers (also used by the bundle verifier)."""
+    return f"msc-checkpoint/v1\n{name}\n{tree_size}\n{root.hex()}\n{ts}\n".encode()
+
+
+@dataclass(frozen=True)
+class Row:
+    """One sealed record ready for the writer: metadata columns, canonical bytes, tokens."""
+
+    period: str
+    values: tuple  # in COLUMNS order
+    blob: bytes
+    tokens: Sequence[bytes]
+
+    @property
+    def seq(self) -> int:
+        return self.values[0]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    tree_size: int
+    root: bytes
+    ts: int
+    signature: bytes
+    frontier: bytes
+
+
+def partition_path(directory: Path, period: str) -> Path:
+    return directory / f"{period}.db"
+
+
+def list_partitions(directory: Path) -> list[str]:
+    """Periods that have a partition file, oldest first."""
+    if not directory.is_dir():
+        return []
+    return sorted(f"{m.group(1)}-{m.group(2)}" for p in directory.iterdir() if (m := PARTITION_RE.match(p.name)))
+
+
+def connect(path: Path, *, readonly: bool = False, synchronous: str = "full") -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+    return conn
+
+
+def open_meta(directory: Path) -> sqlite3.Connection:
+    conn = connect(directory / "meta.db")
+    conn.executescript(META_SCHEMA)
+    return conn
+
+
+def load_checkpoints(meta: sqlite3.Connection) -> list[Checkpoint]:
+    return [Checkpoint(*r) for r in meta.execute(
+        "SELECT tree_size, root, ts, signature, frontier FROM checkpoints ORDER BY tree_size")]
+
+
+def load_purged(meta: sqlite3.Connection) -> list[tuple[str, int, int]]:
+    return list(meta.execute("SELECT period, first_seq, last_seq FROM purged ORDER BY first_seq"))
+
+
+def read_leaves_file(directory: Path, period: str) -> bytes:
+    return (directory / f"{period}.leaves").read_bytes()
+
+
+class Writer:
+    """The journal's single writer. Not thread-safe: call it from one thread only."""
+
+    def __init__(self, directory: Path, *, synchronous: str = "full") -> None:
+        self.dir = directory
+        self.synchronous = synchronous
+        self._conns: dict[str, sqlite3.Connection] = {}
+        self._meta: sqlite3.Connection | None = None
+        self.frontier = Frontier()
+        self.last_seq = 0
+        self.last_ts = 0
+        self.checkpoints: list[Checkpoint] = []
+        self._lock_fd: int | None = None
+
+    # -- opening and recovery ---------------------------------------------------------------
+
+    def open(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self._lock_fd is None:
+            # One writer per journal, across processes: the daemon, or the CLI when no daemon runs.
+            fd = os.open(self.dir / ".writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise JournalBusy(f"{self.dir} is being written by another process") from None
+            self._lock_fd = fd
+        self._meta = open_meta(self.dir)
+        os.chmod(self.dir / "meta.db", 0o600)
+        self.checkpoints = load_checkpoints(self._meta)
+        periods = list_partitions(self.dir)
+        purged = load_purged(self._meta)
+        last = 0
+        last_ts = 0
+        for period in reversed(periods):
+            row = self._conn(period).execute("SELECT seq, ts FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+            if row:
+                last, last_ts = row
+                break
+        if not last and purged:
+            last = purged[-1][2]
+        self.last_seq = last
+        self.last_ts = last_ts
+        self.frontier = self._rebuild_frontier(periods, purged)
+
+    def _rebuild_frontier(self, periods: list[str], purged: list[tuple[str, int, int]]) -> Frontier:
+        """Start from the latest checkpoint's frontier and replay the leaves committed after it."""
+        start = Frontier()
+        for cp in reversed(self.checkpoints):
+            if cp.tree_size <= self.last_seq:
+                start = Frontier.from_bytes(cp.tree_size, cp.frontier)
+                break
+        f = start
+        for _period, first, last in purged:
+            if last <= f.size:
+                continue
+            data = read_leaves_file(self.dir, _period)
+            for i in range(max(first, f.size + 1), last + 1):
+                off = (i - first) * 32
+                f.append(data[off : off + 32])
+        for period in periods:
+            for (leaf,) in self._conn(period).execute("SELECT leaf FROM records WHERE seq > ? ORDER BY seq", (f.size,)):
+                f.append(leaf)
+        return f
+
+    def _conn(self, period: str) -> sqlite3.Connection:
+        conn = self._conns.get(period)
+        if conn is None:
+            path = partition_path(self.dir, period)
+            conn = connect(path, synchronous=self.synchronous)
+            conn.executescript(PARTITION_SCHEMA)
+            os.chmod(path, 0o600)
+            self._conns[period] = conn
+            # Keep at most the two newest partitions open: writes only go to the current month.
+            for old in sorted(self._conns)[:-2]:
+                self._conns.pop(old).close()
+        return conn
+
+    # -- appending ------------------------------------------------------------------------
+
+    def commit(self, rows: Sequence[Row]) -> list[bytes]:
+        """Commit one batch durably (one transaction per month touched). Returns leaf hashes.
+
+        On any failure the batch raises :class:`JournalError`; ``last_seq`` then reflects what is
+        actually on disk, so the caller can re-number the next batch without a gap.
+        """
+        leaves = [hashlib.sha256(b"\x00" + r.blob).digest() for r in rows]
+        start = 0
+        try:
+            while start < len(rows):
+                period = rows[start].period
+                end = start
+                while end < len(rows) and rows[end].period == period:
+                    end += 1
+                conn = self._conn(period)
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany(_INSERT_RECORD, [(*r.values, r.blob, leaves[i]) for i, r in enumerate(rows[start:end], start)])
+                    conn.executemany("INSERT INTO tokens(token, seq) VALUES (?, ?)", [(t, r.seq) for r in rows[start:end] for t in r.tokens])
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                for i in range(start, end):
+                    self.frontier.append(leaves[i])
+                self.last_seq = rows[end - 1].seq
+                self.last_ts = rows[end - 1].values[1]
+                start = end
+        except (sqlite3.Error, OSError) as exc:
+            # Never assume a failed commit (or fsync) succeeded: reconnect and re-read the truth.
+            self._reset_after_failure()
+            raise JournalError(f"journal commit failed: {exc}") from exc
+        return leaves
+
+    def _reset_after_failure(self) -> None:
+        for conn in self._conns.values():
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+        self._conns.clear()
+        if self._meta is not None:
+            try:
+                self._meta.close()
+            except sqlite3.Error:
+                pass
+            self._meta = None
+        try:
+            self.open()
+        except (sqlite3.Error, OSError):
+            pass  # still failing; the next commit will try again
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def checkpoint(self, name: str, sign, ts: int) -> Checkpoint | None:
+        """Sign and store a checkpoint of the committed tree (None if nothing new)."""
+        size = self.frontier.size
+        if size == 0 or (self.checkpoints and self.checkpoints[-1].tree_size >= size):
+            return None
+        root = self.frontier.root()
+        sig = sign(checkpoint_message(name, size, root, ts))
+        cp = Checkpoint(size, root, ts, sig, self.frontier.to_bytes())
+        assert self._meta is not None
+        try:
+            self._meta.execute(
+                "INSERT INTO checkpoints(tree_size, root, ts, signature, frontier) VALUES (?, ?, ?, ?, ?)",
+                (cp.tree_size, cp.root, cp.ts, cp.signature, cp.frontier),
+            )
+        except sqlite3.Error as exc:
+            raise JournalError(f"checkpoint failed: {exc}") from exc
+        self.checkpoints.append(cp)
+        return cp
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
+        if self._meta is not None:
+            self._meta.close()
+            self._meta = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+class Reader:
+    """Read-only access to every partition (search, verify, export, redelivery)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self._conns: dict[str, sqlite3.Connection] = {}
+
+    def periods(self) -> list[str]:
+        return list_partitions(self.dir)
+
+    def conn(self, period: str) -> sqlite3.Connection:
+        conn = self._conns.get(period)
+        if conn is None:
+            conn = connect(partition_path(self.dir, period), readonly=True)
+            self._conns[period] = conn
+        return conn
+
+    def meta(self) -> sqlite3.Connection | None:
+        path = self.dir / "meta.db"
+        if not path.exists():
+            return None
+        return connect(path, readonly=True)
+
+    def period_range(self, period: str) -> tuple[int, int] | None:
+        row = self.conn(period).execute("SELECT MIN(seq), MAX(seq) FROM records").fetchone()
+        return None if row[0] is None else (row[0], row[1])
+
+    def find_period(self, seq: int) -> str | None:
+        for period in reversed(self.periods()):
+            r = self.period_range(period)
+            if r and r[0] <= seq:
+                return period if seq <= r[1] else None
+        return None
+
+    def blob(self, seq: int) -> tuple[str, bytes] | None:
+        period = self.find_period(seq)
+        if period is None:
+            return None
+        row = self.conn(period).execute("SELECT blob FROM records WHERE seq = ?", (seq,)).fetchone()
+        return (period, row[0]) if row else None
+
+    def rows(self, period: str, where: str = "", params: Sequence = (), *, columns: str = "*") -> Iterator[tuple]:
+        sql = f"SELECT {columns} FROM records {('WHERE ' + where) if where else ''} ORDER BY seq"
+        yield from self.conn(period).execute(sql, params)
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()

@@ -1,0 +1,88 @@
+"""Prometheus metrics (OPERATIONS.md "Metrics"), with prometheus-client.
+
+One :class:`Metrics` per switch, on its own registry, so several switches can run in one test
+process. Label values are bounded: categories come from the route table, codes from §6, kinds
+from JOURNAL.md — never a user or a mnemonic.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from msc import __version__
+from msc.protocol.codes import Reject
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+JOURNAL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.frames_received = Counter("msc_frames_received_total", "Frames received", ["peer"], registry=r)
+        self.frames_sent = Counter("msc_frames_sent_total", "Frames sent", ["peer"], registry=r)
+        self.messages = Counter("msc_messages_total", "Messages by category and outcome", ["category", "outcome"], registry=r)
+        self.rejects = Counter("msc_rejects_total", "Rejections by code (PROTOCOL.md §6)", ["code"], registry=r)
+        self.transaction_seconds = Histogram(
+            "msc_transaction_seconds", "Client accept to response delivered to the client", ["category"],
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.sessions = Gauge("msc_sessions", "Bound sessions by kind", ["kind"], registry=r)
+        self.pool_free = Gauge("msc_pool_free_mnemonics", "Free mnemonics per pool", ["pool"], registry=r)
+        self.logon_failures = Counter("msc_logon_failures_total", "Refused logons", registry=r)
+        self.lockouts = Counter("msc_lockouts_total", "Accounts locked (CJIS AC-7)", registry=r)
+        self.self_inquiry = Counter("msc_self_inquiry_total", "Self-inquiries refused (PPP §1.6.4 B)", registry=r)
+        self.upstream_up = Gauge("msc_upstream_up", "1 if the upstream endpoint is connected", ["upstream", "endpoint"], registry=r)
+        self.upstream_in_flight = Gauge("msc_upstream_in_flight", "Requests sent and not yet answered", ["upstream"], registry=r)
+        self.delivery_queued = Gauge("msc_delivery_queued", "Outputs waiting for delivery, all mnemonics", registry=r)
+        self.journal_append_seconds = Histogram("msc_journal_append_seconds", "Journal group-commit duration",
+                                                buckets=JOURNAL_BUCKETS, registry=r)
+        self.journal_records = Counter("msc_journal_records_total", "Journal records committed", ["kind"], registry=r)
+        self.journal_errors = Counter("msc_journal_errors_total", "Failed journal commits", registry=r)
+        self.journal_verify_failures = Counter("msc_journal_verify_failures_total", "Failed journal verifications", registry=r)
+        self.journal_tree_size = Gauge("msc_journal_tree_size", "Latest checkpointed Merkle tree size", registry=r)
+        self.config_reload = Counter("msc_config_reload_total", "Configuration reloads", ["outcome"], registry=r)
+        self.availability = Gauge("msc_availability_ratio", "Availability from the ledger", ["window"], registry=r)
+        self.build_info = Gauge("msc_build_info", "Build information", ["version"], registry=r)
+        self.build_info.labels(__version__).set(1)
+        # Pre-create children so the series exist (at 0) before the first event.
+        for peer in ("client", "upstream"):
+            self.frames_received.labels(peer)
+            self.frames_sent.labels(peer)
+        for outcome in ("ok", "error"):
+            self.config_reload.labels(outcome)
+        for window in ("30d", "365d"):
+            self.availability.labels(window)
+        self._rejects = {c.code: self.rejects.labels(c.code) for c in Reject}
+        self._kinds: dict[str, object] = {}
+        self._rx_client = self.frames_received.labels("client")
+        self._tx_client = self.frames_sent.labels("client")
+        self._rx_up = self.frames_received.labels("upstream")
+        self._tx_up = self.frames_sent.labels("upstream")
+
+    # Hot-path helpers: label lookups cached.
+
+    def reject(self, code: str) -> None:
+        c = self._rejects.get(code)
+        if c is not None:
+            c.inc()
+
+    def frame(self, peer: str, direction: str, n: int = 1) -> None:
+        if peer == "client":
+            (self._rx_client if direction == "received" else self._tx_client).inc(n)
+        else:
+            (self._rx_up if direction == "received" else self._tx_up).inc(n)
+
+    def journal_committed(self, entries, seconds: float) -> None:
+        self.journal_append_seconds.observe(seconds)
+        counts: dict[str, int] = {}
+        for e in entries:
+            counts[e.kind] = counts.get(e.kind, 0) + 1
+        for kind, n in counts.items():
+            child = self._kinds.get(kind)
+            if child is None:
+                child = self._kinds[kind] = self.journal_records.labels(str(kind))
+            child.inc(n)
+
+    def exposition(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

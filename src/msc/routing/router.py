@@ -1,0 +1,288 @@
+"""The router: requests out to upstream links, responses and unsolicited traffic back in.
+
+Requests are matched to responses by header (mnemonic + ref) in the order they were sent: an
+upstream answers a request with ``M`` frames whose header is the request's (PROTOCOL.md §4).
+Every accepted request ends in exactly one of: a response delivered to its mnemonic, an upstream
+``N`` reported as ``HEADER.MSC.<code> <reason>``, a lost link before the upstream's ``A``
+(``MSC.E302``), or no response within ``timeout_s`` (``MSC.E303``). Notices are journaled like
+any other output before they are delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from msc.journal.records import Entry, JournalError, Kind
+from msc.mnemonics.directory import Directory, Route
+from msc.protocol import framing
+from msc.protocol.codes import ProtocolError, Reject
+from msc.protocol.message import format_output, msc_notice, parse_upstream
+from msc.routing.delivery import Delivery, Output
+from msc.routing.upstream import Sent, UpstreamLink
+
+log = structlog.get_logger("msc.router")
+
+MSC_PEER = "MSC"  # the peer name of outputs msc generates itself (notices)
+
+
+@dataclass(eq=False)
+class Pending:
+    """One accepted request on its way upstream."""
+
+    txn: str
+    header: str
+    mnemonic: str
+    endpoint: str
+    user: str | None
+    taf: str | None
+    ori: str | None
+    mke: str
+    category: str
+    upstream: str
+    started: float = field(default_factory=time.perf_counter)
+    sent_at: float = 0.0
+    xid: int = 0
+    upstream_acked: bool = False
+    done: bool = False
+
+    # Called by the UpstreamLink.
+    def acked(self, link: UpstreamLink, sent: Sent) -> None:
+        self.upstream_acked = True
+
+    def refused(self, link: UpstreamLink, sent: Sent, code: str, reason: str) -> None:
+        self.router._resolve_failed(self, Reject[code] if code in Reject.__members__ else Reject.E502, reason)
+
+    router: Any = field(default=None, repr=False)
+
+
+class Router:
+    def __init__(self, journal, delivery: Delivery, *, metrics: Any, directory: Directory,
+                 boot_id: str | None = None) -> None:
+        self.journal = journal
+        self.delivery = delivery
+        self.metrics = metrics
+        self.directory = directory
+        self.links: dict[str, UpstreamLink] = {}
+        self._waiting: dict[str, deque[Pending]] = {}
+        self._by_link: dict[str, deque[Pending]] = {}
+        self._boot = boot_id or format(int(time.time()), "x")
+        self._txn = itertools.count(1)
+        self._sweeper: asyncio.Task | None = None
+        self.on_unsolicited_filter: Callable[[str, str], tuple[str, str] | None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def add_link(self, link: UpstreamLink) -> None:
+        self.links[link.name] = link
+        self._by_link.setdefault(link.name, deque())
+
+    def start(self) -> None:
+        for link in self.links.values():
+            link.start()
+        self._sweeper = asyncio.create_task(self._sweep(), name="router-timeouts")
+
+    async def stop(self) -> None:
+        if self._sweeper:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for link in self.links.values():
+            await link.stop()
+
+    def new_txn(self) -> str:
+        return f"{self._boot}-{next(self._txn):x}"
+
+    # -- requests -------------------------------------------------------------------------
+
+    def capacity(self, route: Route) -> tuple[UpstreamLink | None, Reject | None]:
+        """Can the route's upstream take a request now? (E302 down, E307 over max_in_flight)."""
+        link = self.links.get(route.upstream)
+        if link is None or not link.up:
+            return None, Reject.E302
+        if link.in_flight >= link.cfg.max_in_flight:
+            return None, Reject.E307
+        return link, None
+
+    def dispatch(self, pending: Pending, payload: bytes) -> None:
+        """Send a committed request upstream (its RECEIVED/FORWARDED records are on disk)."""
+        pending.router = self
+        link = self.links.get(pending.upstream)
+        try:
+            if link is None:
+                raise LookupError
+            pending.xid = link.send(payload, pending.txn, pending).xid
+        except Exception:
+            self._resolve_failed(pending, Reject.E302, None)
+            return
+        pending.sent_at = time.monotonic()
+        self._waiting.setdefault(pending.header, deque()).append(pending)
+        self._by_link[pending.upstream].append(pending)
+        self._in_flight_gauge(link)
+
+    def _in_flight_gauge(self, link: UpstreamLink) -> None:
+        self.metrics.upstream_in_flight.labels(link.name).set(link.in_flight)
+
+    def _forget(self, pending: Pending) -> None:
+        q = self._waiting.get(pending.header)
+        if q is not None:
+            with contextlib.suppress(ValueError):
+                q.remove(pending)
+            if not q:
+                del self._waiting[pending.header]
+
+    def _resolve_failed(self, pending: Pending, reject: Reject, detail: str | None) -> None:
+        if pending.done:
+            return
+        pending.done = True
+        self._forget(pending)
+        link = self.links.get(pending.upstream)
+        if link is not None:
+            self._in_flight_gauge(link)
+        self.metrics.reject(reject.code)
+        self.notice(pending, reject, detail)
+
+    def on_lost(self, link: UpstreamLink, lost: list[Sent]) -> None:
+        """The link dropped: requests the upstream never acknowledged are answered E302."""
+        for sent in lost:
+            pending: Pending = sent.context
+            if not pending.upstream_acked:
+                self._resolve_failed(pending, Reject.E302, f"{link.name.upper()} LINK LOST BEFORE ACKNOWLEDGEMENT")
+        self._in_flight_gauge(link)
+
+    async def _sweep(self) -> None:
+        """Time out requests with no response (E303). O(1) per request: queues are in send order."""
+        while True:
+            await asyncio.sleep(0.25)
+            now = time.monotonic()
+            for name, q in self._by_link.items():
+                link = self.links[name]
+                timeout = link.cfg.timeout_s
+                while q and (q[0].done or now - q[0].sent_at >= timeout):
+                    p = q.popleft()
+                    if not p.done:
+                        link.sent.pop(p.xid, None)
+                        self._resolve_failed(p, Reject.E303, f"NO RESPONSE FROM {name.upper()} WITHIN {timeout:g} S")
+
+    # -- outputs --------------------------------------------------------------------------
+
+    def notice(self, pending: Pending, reject: Reject, detail: str | None) -> None:
+        """Tell the operator the fate of an accepted request: ``HEADER.MSC.<code> <reason>``."""
+        payload = msc_notice(pending.header, reject, detail)
+        entry_kw = dict(user=pending.user, taf=pending.taf, ori=pending.ori, mke="MSC", code=reject.code,
+                        txn=pending.txn)
+        asyncio.get_running_loop().create_task(
+            self._emit_retrying(pending.endpoint, pending.mnemonic, payload, MSC_PEER, entry_kw, pending.category))
+
+    async def _emit_retrying(self, endpoint: str, mnemonic: str, payload: bytes, peer: str, entry_kw: dict,
+                             category: str | None) -> None:
+        """Journal then deliver an msc-generated output; retry while the journal is failing."""
+        delay = 0.1
+        while True:
+            try:
+                await self.emit([(endpoint, mnemonic)], payload, peer, entry_kw, category=category)
+                return
+            except JournalError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def emit(self, destinations: list[tuple[str, str]], payload: bytes, peer: str, entry_kw: dict,
+                   *, category: str | None = None, started: float | None = None) -> list[Output]:
+        """Journal an output for each (endpoint, mnemonic), then hand them to delivery."""
+        outputs, entries = self._prepare(destinations, payload, peer, entry_kw, category, started)
+        await self.journal.submit(entries)
+        for o in outputs:
+            self.delivery.deliver(o)
+        return outputs
+
+    def _prepare(self, destinations, payload, peer, entry_kw, category, started):
+        outputs, entries = [], []
+        text = payload.decode("ascii", "replace")
+        for endpoint, mnemonic in destinations:
+            osn = self.delivery.next_osn(endpoint)
+            o = Output(endpoint, osn, mnemonic, payload, txn=entry_kw.get("txn"), category=category, started=started)
+            if started is not None and category is not None:
+                o.on_done = self._observe_latency
+            outputs.append(o)
+            entries.append(Entry(kind=Kind.RECEIVED, direction="in", peer=peer, mnemonic=mnemonic, osn=osn,
+                                 text=text, **entry_kw))
+        return outputs, entries
+
+    def _observe_latency(self, output: Output) -> None:
+        self.metrics.transaction_seconds.labels(output.category).observe(time.perf_counter() - output.started)
+
+    # -- traffic from upstream --------------------------------------------------------------
+
+    def on_upstream_message(self, link: UpstreamLink, generation: Any, xid: int, payload: bytes) -> None:
+        try:
+            msg = parse_upstream(payload)
+            destinations, pending = self._destinations(msg.dest)
+        except ProtocolError as exc:
+            self._refuse_upstream(link, generation, xid, payload, exc.reject, exc.detail)
+            return
+        entry_kw = dict(ori=msg.ori, mke=msg.mke)
+        category = started = None
+        if pending is not None:
+            pending.done = True
+            self._forget(pending)
+            self.links[pending.upstream].sent.pop(pending.xid, None)
+            self._in_flight_gauge(link)
+            entry_kw.update(user=pending.user, taf=pending.taf, txn=pending.txn, ori=msg.ori or pending.ori)
+            category, started = pending.category, pending.started
+        else:
+            entry_kw["txn"] = self.new_txn()
+        outputs, entries = self._prepare(destinations, payload, link.name, entry_kw, category, started)
+        fut = self.journal.submit(entries)
+
+        def committed(f: asyncio.Future) -> None:
+            if f.cancelled() or f.exception() is not None:
+                self.metrics.reject(Reject.E501.code)
+                link.reply(framing.nak(xid, Reject.E501.code, Reject.E501.reason), generation)
+                return
+            link.reply(framing.ack(xid), generation)
+            for o in outputs:
+                self.delivery.deliver(o)
+
+        fut.add_done_callback(committed)
+
+    def _destinations(self, dest: str) -> tuple[list[tuple[str, str]], Pending | None]:
+        """Resolve an upstream header to (endpoint, mnemonic) pairs, and the request it answers."""
+        d = self.directory
+        q = self._waiting.get(dest)
+        if q:
+            pending = q[0]
+            return [(pending.endpoint, pending.mnemonic)], pending
+        if dest in d.groups:
+            members = [(d.endpoint_of(m), m) for m in d.groups[dest]]
+            return [(e, m) for e, m in members if e is not None], None
+        if dest in d.agencies:
+            receivers = d.admin_receivers(dest)
+            if not receivers:
+                raise ProtocolError(Reject.E304, f"NO STATION OF {dest} RECEIVES ADMINISTRATIVE TRAFFIC")
+            return [(m, m) for m in receivers], None
+        mnemonic = dest[:4]
+        endpoint = d.endpoint_of(mnemonic)
+        if endpoint is None:
+            raise ProtocolError(Reject.E304, f"DESTINATION {dest} UNKNOWN")
+        return [(endpoint, mnemonic)], None
+
+    def _refuse_upstream(self, link, generation, xid, payload, reject: Reject, detail: str) -> None:
+        self.metrics.reject(reject.code)
+        fut = self.journal.submit([Entry(kind=Kind.REJECTED, direction="in", peer=link.name, code=reject.code,
+                                         text=payload.decode("ascii", "backslashreplace"))])
+
+        def committed(f: asyncio.Future) -> None:
+            link.reply(framing.nak(xid, reject.code, detail), generation)
+
+        fut.add_done_callback(committed)
+
+
+__all__ = ["MSC_PEER", "Pending", "Router", "format_output"]

@@ -1,0 +1,632 @@
+"""One client connection: a terminal, a host (CAD/RMS/LAN), a pooled client or a printer.
+
+The session owns the connection's state machine (below), turns frames into decisions, and talks
+to the journal, the router and delivery. Its rules, in the order a message meets them:
+
+1. framing (E101, the connection is closed) and the per-connection rate limit (E307);
+2. parsing (E102–E108);
+3. the state machine: banner acknowledged before anything (E201, CJIS AC-8), logged on / bound
+   before traffic (E201);
+4. the connection's own mnemonics only (E210), OIF/TAF as the session requires (E104/E105);
+5. the route table (E301) and the authorization matrix (E204–E209, ``msc.mnemonics.authz``);
+6. upstream capacity (E302, E307);
+7. ``RECEIVED`` and ``FORWARDED`` committed to the journal (E501 if not) — then ``A`` to the
+   client and the request to the upstream, never before.
+
+Every rejected message is journaled (``REJECTED``, secrets redacted) before its ``N``.
+
+State machine (transitions not listed are refused with E201 or E210)::
+
+    BANNER  --A xid 0-->                 READY
+    READY   --LOGON ok (terminal/pool)-->  OPERATOR
+    READY   --first message / BIND (host)-> HOST
+    READY   --BIND (printer)-->            PRINTER
+    OPERATOR --LOGOFF / idle / max age-->  READY
+    any     --close, framing error, disable--> CLOSED
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import ipaddress
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import structlog
+
+from msc.journal.records import Entry, Kind
+from msc.mnemonics import authz
+from msc.mnemonics.directory import Pool, Station, User
+from msc.protocol import framing
+from msc.protocol.codes import FramingError, ProtocolError, Reject
+from msc.protocol.framing import Framer
+from msc.protocol.message import (
+    AM,
+    SPECIAL_KEYS,
+    AdminText,
+    Bind,
+    Input,
+    Logoff,
+    Logon,
+    PasswordChange,
+    Transaction,
+    banner,
+    decode_lossy,
+    format_pairs,
+    parse_nak,
+    parse_input,
+    redact,
+)
+from msc.routing.router import Pending
+
+if TYPE_CHECKING:
+    from msc.server.switch import ListenerRuntime, Switch
+
+log = structlog.get_logger("msc.session")
+
+SYS_XID = 0  # msc's own SYS outputs (the banner) are not delivery-tracked: xid 0
+MAX_INFLIGHT = 256  # messages awaiting their journal commit before we stop reading
+MAX_HELD = 64  # frames held while a logon is verified
+WRITE_HIGH_WATER = 256 * 1024
+
+
+class State(enum.Enum):
+    BANNER = "banner"  # banner sent, not yet acknowledged
+    READY = "ready"  # acknowledged; nothing bound yet (or operator logged off)
+    OPERATOR = "operator"  # terminal or pool session with a logged-on user
+    HOST = "host"  # bound host station; OIF/TAF on every message
+    PRINTER = "printer"  # bound printer; receives only
+    CLOSED = "closed"
+
+
+#: Which special keys each state accepts (PROTOCOL.md §2–§3); routed keys need OPERATOR or HOST.
+ACCEPTS: dict[State, frozenset[str]] = {
+    State.BANNER: frozenset(),
+    State.READY: frozenset(("LOGON", "BIND")),
+    State.OPERATOR: frozenset(("LOGON", "LOGOFF", "PWD", "AM")),
+    State.HOST: frozenset(("BIND", "LOGOFF", "AM")),  # a host's operators log on at the host
+    State.PRINTER: frozenset(("BIND", "LOGOFF")),
+    State.CLOSED: frozenset(),
+}
+TRAFFIC_STATES = frozenset((State.OPERATOR, State.HOST))
+
+
+def taf_for(peer_ip: str | None) -> str:
+    """The TAF msc inserts: IPv4 as 8 hex digits, IPv6 as its last 16 (PROTOCOL.md §2)."""
+    if not peer_ip:
+        return "000000"
+    try:
+        ip = ipaddress.ip_address(peer_ip)
+    except ValueError:
+        return "000000"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        else:
+            return f"{int(ip) & 0xFFFFFFFFFFFFFFFF:016X}"
+    return f"{int(ip):08X}"
+
+
+class Session(asyncio.Protocol):
+    """asyncio protocol for one client connection (uvloop transports underneath)."""
+
+    def __init__(self, switch: Switch, listener: ListenerRuntime) -> None:
+        self.switch = switch
+        self.listener = listener
+        self.metrics = switch.metrics
+        self.framer = Framer(max_frame=listener.cfg.max_frame)
+        self.transport: asyncio.Transport | None = None
+        self.state = State.BANNER
+        self.peer_ip: str | None = None
+        self.peer_cn: str | None = None
+        self.taf: str | None = None
+        self.user: str | None = None  # logged-on user (terminal/pool) — Sink protocol
+        self.user_rec: User | None = None
+        self.mnemonic: str | None = None  # claimed static mnemonic or allocated pooled one
+        self.endpoint: str | None = None  # delivery endpoint while attached
+        self.station: Station | None = None
+        self.pool: Pool | None = None
+        self.kind: str | None = None  # terminal | host | pool | printer (metrics)
+        self.connected_at = time.monotonic()
+        self.logon_at = 0.0
+        self.last_rx = self.last_tx = self.last_activity = time.monotonic()
+        self.partial_since: float | None = None
+        self.inflight = 0
+        self._held: list[framing.Frame] | None = None
+        self._hb_probe: int | None = None
+        self._hb_xid = 0
+        self._write_paused = False
+        self._read_paused = False
+        self._tokens = float(listener.cfg.rate_limit)
+        self._token_time = time.monotonic()
+        self.log = log
+
+    # -- connection events ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer_ip = peer[0] if isinstance(peer, tuple) else None
+        cert = transport.get_extra_info("peercert")
+        if cert:
+            for rdn in cert.get("subject", ()):
+                for key, value in rdn:
+                    if key == "commonName":
+                        self.peer_cn = value
+        self.taf = taf_for(self.peer_ip)
+        self.log = log.bind(peer=self.peer_ip, listener=self.listener.cfg.name)
+        if not self.listener.admit(self):
+            # max_connections reached: refuse at once, before any work (SECURITY.md hostile input).
+            self.metrics.reject(Reject.E307.code)
+            transport.write(framing.nak(0, Reject.E307.code, "TOO MANY CONNECTIONS"))
+            transport.close()
+            self.state = State.CLOSED
+            return
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self.switch.sessions.add(self)
+        self._journal_session("CONNECT")
+        self._write(framing.message(SYS_XID, banner(self.switch.settings.config.switch.banner)))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.state is State.CLOSED and self not in self.switch.sessions:
+            self.listener.release(self)
+            return
+        self._unbind("DISCONNECT")
+        self.state = State.CLOSED
+        self.switch.sessions.discard(self)
+        self.listener.release(self)
+        self._journal_session("DISCONNECT")
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self.endpoint is not None:
+            self.switch.delivery.resume(self.endpoint)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        self.last_rx = now
+        try:
+            frames = self.framer.feed(data)
+        except FramingError as exc:
+            self._framing_error(exc)
+            return
+        self.partial_since = (self.partial_since or now) if self.framer.buffered else None
+        if frames:
+            self.metrics.frame("client", "received", len(frames))
+        for f in frames:
+            if self.state is State.CLOSED:
+                return
+            if self._held is not None:
+                if len(self._held) >= MAX_HELD:
+                    self._pause_reading()
+                self._held.append(f)
+                continue
+            self._frame(f)
+        if self.framer.failed is not None:
+            self._framing_error(self.framer.failed)
+
+    # -- frames ---------------------------------------------------------------------------
+
+    def _frame(self, f: framing.Frame) -> None:
+        t = f.type
+        if t == framing.MSG:
+            self.last_activity = time.monotonic()
+            self._message(f.xid, f.payload)
+        elif t == framing.ACK:
+            if f.xid == SYS_XID:
+                if self.state is State.BANNER:
+                    self.state = State.READY
+                    self._journal_session("BANNER ACKNOWLEDGED")
+            elif self.endpoint is not None:
+                self.switch.delivery.acked(self.endpoint, f.xid, self)
+        elif t == framing.NAK:
+            if f.xid != SYS_XID and self.endpoint is not None:
+                code, reason = parse_nak(f.payload)
+                self.switch.delivery.refused(self.endpoint, f.xid, code, reason, self)
+        elif t == framing.HEARTBEAT:
+            # Answer the client's probes; an H with our own probe's xid is its answer.
+            if f.xid == self._hb_probe:
+                self._hb_probe = None
+            else:
+                self._write(framing.heartbeat(f.xid))
+
+    def _framing_error(self, exc: FramingError) -> None:
+        self.metrics.reject(exc.code)
+        self.log.info("session.framing_error", code=exc.code)
+        self._write(framing.nak(0, exc.code, exc.detail))
+        self.close()
+
+    def _rate_ok(self) -> bool:
+        rate = self.listener.cfg.rate_limit
+        now = time.monotonic()
+        self._tokens = min(rate, self._tokens + (now - self._token_time) * rate)
+        self._token_time = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+    def _message(self, xid: int, payload: bytes) -> None:
+        if not self._rate_ok():
+            # A flooding client is told to slow down, and is slowed: we stop reading until its
+            # bucket has refilled (the kernel's buffers then push back on it).
+            self._reject(xid, Reject.E307, None, decode_lossy(payload))
+            self._pause_reading(resume_after=1.0 / self.listener.cfg.rate_limit * 8)
+            return
+        try:
+            inp = parse_input(payload)
+        except ProtocolError as exc:
+            self._reject(xid, exc.reject, exc.detail, redact(decode_lossy(payload)))
+            return
+        try:
+            self._dispatch(xid, inp)
+        except ProtocolError as exc:
+            self._reject(xid, exc.reject, exc.detail, inp.journal_text(), inp)
+        except Exception:  # a bug: answer E502 with a correlation id, keep serving
+            corr = self.switch.router.new_txn()
+            self.log.exception("session.internal_error", correlation=corr)
+            self._reject(xid, Reject.E502, f"INTERNAL ERROR {corr}", inp.journal_text(), inp)
+
+    def _dispatch(self, xid: int, inp: Input) -> None:
+        state = self.state
+        if state is State.BANNER:
+            raise ProtocolError(Reject.E201, "BANNER NOT ACKNOWLEDGED")
+        mke = inp.mke
+        if state is State.READY and self.kind is None and mke not in ("LOGON", "BIND"):
+            # The first message of a host binds the connection (PROTOCOL.md §2).
+            st = self.switch.directory.station_of(inp.mnemonic)
+            if st is not None and st.kind == "host":
+                self._bind_station(st, inp)
+                state = self.state
+        body = inp.body
+        if mke in SPECIAL_KEYS:
+            if mke not in ACCEPTS[state]:
+                if state is State.PRINTER:
+                    raise ProtocolError(Reject.E204, "A PRINTER ONLY RECEIVES")
+                raise ProtocolError(Reject.E201 if state is State.READY else Reject.E210)
+            if isinstance(body, Logon):
+                if self.kind in ("host", "printer"):
+                    raise ProtocolError(Reject.E210)
+                self._begin_logon(xid, inp, body)
+                return
+            if isinstance(body, Bind):
+                self._bind(xid, inp)
+                return
+            self._check_mnemonic(inp)
+            if isinstance(body, Logoff):
+                self._logoff(xid, inp)
+                return
+        elif state not in TRAFFIC_STATES:
+            if state is State.PRINTER:
+                raise ProtocolError(Reject.E204, "A PRINTER ONLY RECEIVES")
+            raise ProtocolError(Reject.E201)
+        else:
+            self._check_mnemonic(inp)
+        user, oif, taf = self._operator_of(inp)
+        if isinstance(body, PasswordChange):
+            self.switch.change_password(self, xid, inp, body)
+            return
+        if isinstance(body, AdminText):
+            self.switch.admin_message(self, xid, inp, body, user, oif, taf)
+            return
+        assert isinstance(body, Transaction)
+        route = self.switch.directory.routes.get(mke)
+        if route is None:
+            raise ProtocolError(Reject.E301, f"UNKNOWN MESSAGE KEY {mke}")
+        self._authorize(user, route, body)
+        link, refused = self.switch.router.capacity(route)
+        if refused is not None:
+            raise ProtocolError(refused)
+        self._accept_transaction(xid, inp, body, user, oif, taf, route, link.name)
+
+    # -- checks ---------------------------------------------------------------------------
+
+    def _check_mnemonic(self, inp: Input) -> None:
+        if self.kind == "host":
+            if inp.mnemonic not in self.station.mnemonics:
+                raise ProtocolError(Reject.E210)
+        elif inp.mnemonic != self.mnemonic:
+            raise ProtocolError(Reject.E210)
+
+    def _operator_of(self, inp: Input) -> tuple[User, str, str]:
+        """Who is sending, and the OIF/TAF msc sends upstream (PPP §1.6.7, §1.6.8)."""
+        if self.kind == "host":
+            if inp.oif is None:
+                raise ProtocolError(Reject.E104, "OIF REQUIRED FROM A HOST")
+            if inp.taf is None:
+                raise ProtocolError(Reject.E105, "TAF REQUIRED FROM A HOST")
+            user = self.switch.directory.users.get(inp.oif)
+            if user is None or not user.active or self.switch.users.is_locked(user.id) \
+                    or user.ori not in self.station.serves:
+                raise ProtocolError(Reject.E104, "OIF IS NOT AN ACTIVE USER OF A SERVED AGENCY")
+            return user, inp.oif, inp.taf
+        user = self.user_rec
+        assert user is not None
+        # The ACP inserts OIF and TAF itself; if the client sends them they must agree.
+        if inp.oif is not None and inp.oif != user.id:
+            raise ProtocolError(Reject.E104, "OIF DOES NOT MATCH THE LOGGED-ON USER")
+        if inp.taf is not None and inp.taf != self.taf:
+            raise ProtocolError(Reject.E105, "TAF DOES NOT MATCH THIS TERMINAL")
+        return user, user.id, self.taf
+
+    def _serving(self) -> tuple[frozenset[str], frozenset[str]]:
+        src = self.pool if self.kind == "pool" else self.station
+        return src.authorizations, src.serves
+
+    def _authorize(self, user: User, route, body) -> None:
+        auths, serves = self._serving()
+        denied = authz.decide(user=user, authorizations=auths, serves=serves, route=route, body=body,
+                              prohibited_purposes=self.switch.directory.prohibited_purposes,
+                              today=self.switch.today())
+        if denied is not None:
+            if denied.reject is Reject.E208:
+                self.metrics.self_inquiry.inc()
+                self._journal_session("SECURITY SELF-INQUIRY REFUSED", code=Reject.E208.code, user=user.id)
+            raise ProtocolError(denied.reject, denied.detail)
+
+    # -- accepted traffic -----------------------------------------------------------------
+
+    def _accept_transaction(self, xid: int, inp: Input, body: Transaction, user: User, oif: str, taf: str,
+                            route, upstream: str) -> None:
+        router = self.switch.router
+        txn = router.new_txn()
+        purpose = body.get("PUR") if route.category == authz.CORI else None
+        requester = body.get("ATN") if route.category == authz.CORI else None
+        recipient = body.get("REL") if route.category == authz.CORI else None
+        forwarded = inp.normalized(oif, taf)
+        common = dict(mnemonic=inp.mnemonic, user=oif, taf=taf, ori=body.ori, mke=inp.mke, txn=txn,
+                      purpose=purpose, requester=requester, recipient=recipient)
+        entries = (
+            Entry(kind=Kind.RECEIVED, direction="in", peer=self._peer_name(), text=inp.journal_text(), **common),
+            Entry(kind=Kind.FORWARDED, direction="out", peer=upstream, text=forwarded, **common),
+        )
+        pending = Pending(txn=txn, header=inp.header, mnemonic=inp.mnemonic, endpoint=self._endpoint_for(inp.mnemonic),
+                          user=oif, taf=taf, ori=body.ori, mke=inp.mke, category=route.category, upstream=upstream)
+        self._commit_then(entries, xid, b"", lambda: router.dispatch(pending, forwarded.encode("ascii")),
+                          category=route.category)
+
+    def _commit_then(self, entries, xid: int, ack_payload: bytes, after: Callable[[], None] | None,
+                     *, category: str | None = None) -> None:
+        """Journal, then (only if committed) acknowledge the client and run ``after``."""
+        self.inflight += 1
+        if self.inflight >= MAX_INFLIGHT:
+            self._pause_reading()
+        fut = self.switch.journal.submit(entries)
+
+        def done(f: asyncio.Future) -> None:
+            self.inflight -= 1
+            if self._read_paused and self.inflight < MAX_INFLIGHT // 2:
+                self._resume_reading()
+            if f.cancelled() or f.exception() is not None:
+                # Fail closed (ARCHITECTURE.md): nothing forwarded, the client told E501.
+                self.metrics.reject(Reject.E501.code)
+                if category:
+                    self.metrics.messages.labels(category, "rejected").inc()
+                self._write(framing.nak(xid, Reject.E501.code, Reject.E501.reason))
+                return
+            if category:
+                self.metrics.messages.labels(category, "accepted").inc()
+            self._write(framing.ack(xid, ack_payload))
+            if after is not None:
+                after()
+
+        fut.add_done_callback(done)
+
+    def _peer_name(self) -> str | None:
+        if self.kind == "pool":
+            return self.pool.name
+        return self.station.mnemonic if self.station else None
+
+    def _endpoint_for(self, mnemonic: str) -> str:
+        if self.kind == "host":
+            return self.station.mnemonic
+        return self.mnemonic  # terminal, pool, printer: the mnemonic is the endpoint
+
+    # -- rejections -----------------------------------------------------------------------
+
+    def _reject(self, xid: int, reject: Reject, detail: str | None, text: str, inp: Input | None = None) -> None:
+        self.metrics.reject(reject.code)
+        category = None
+        if inp is not None:
+            route = self.switch.directory.routes.get(inp.mke)
+            category = route.category if route else ("admin" if inp.mke == AM else None)
+        if category:
+            self.metrics.messages.labels(category, "rejected").inc()
+        entry = Entry(kind=Kind.REJECTED, direction="in", peer=self._peer_name(),
+                      mnemonic=inp.mnemonic if inp else self.mnemonic,
+                      user=(inp.oif if inp and inp.oif else self.user), taf=(inp.taf if inp and inp.taf else self.taf),
+                      ori=inp.ori if inp else None, mke=inp.mke if inp else None, code=reject.code,
+                      text=text)
+        nak = framing.nak(xid, reject.code, detail or reject.reason)
+        self.inflight += 1
+        fut = self.switch.journal.submit([entry])
+
+        def done(f: asyncio.Future) -> None:
+            self.inflight -= 1
+            if not f.cancelled() and f.exception() is not None:
+                self.metrics.reject(Reject.E501.code)
+            self._write(nak)
+
+        fut.add_done_callback(done)
+        self.log.info("session.reject", code=reject.code, mnemonic=inp.mnemonic if inp else self.mnemonic)
+
+    # -- logon ----------------------------------------------------------------------------
+
+    def _begin_logon(self, xid: int, inp: Input, body: Logon) -> None:
+        directory = self.switch.directory
+        pool = directory.pools.get(inp.header)
+        if pool is not None:
+            if self.kind not in (None, "pool") or (self.pool is not None and self.pool is not pool):
+                raise ProtocolError(Reject.E210)
+            if not pool.admits(self.peer_ip, self.peer_cn):
+                raise ProtocolError(Reject.E210, "THIS ADDRESS MAY NOT USE THIS POOL")
+        else:
+            st = directory.stations.get(inp.mnemonic)
+            if st is None or st.kind != "terminal" or not st.admits(self.peer_ip, self.peer_cn):
+                raise ProtocolError(Reject.E210)
+            if self.mnemonic is not None and self.mnemonic != st.mnemonic:
+                raise ProtocolError(Reject.E210)
+            if st.disabled:
+                raise ProtocolError(Reject.E204, "STATION DISABLED")
+            # PPP §1.6.2 A: the first header claims the static mnemonic for this connection.
+            self.station, self.mnemonic, self.kind = st, st.mnemonic, "terminal"
+        self._held = []  # hold further frames until the logon is decided
+        asyncio.get_running_loop().create_task(self._logon(xid, inp, body, pool))
+
+    async def _logon(self, xid: int, inp: Input, body: Logon, pool: Pool | None) -> None:
+        try:
+            await self.switch.logon(self, xid, inp, body, pool)
+        except Exception:
+            corr = self.switch.router.new_txn()
+            self.log.exception("session.internal_error", correlation=corr)
+            self._reject(xid, Reject.E502, f"INTERNAL ERROR {corr}", inp.journal_text(), inp)
+        finally:
+            self._release_held()
+
+    def logged_on(self, user: User, mnemonic: str, pool: Pool | None) -> None:
+        """Called by the switch once a logon is committed."""
+        if self.user is not None:
+            self._unbind("RELOGON")
+        self.user_rec, self.user = user, user.id
+        self.mnemonic = mnemonic
+        self.kind = "pool" if pool else "terminal"
+        self.pool = pool
+        self.state = State.OPERATOR
+        self.logon_at = time.monotonic()
+        self.log = self.log.bind(mnemonic=mnemonic, user=user.id)
+        self.switch.session_bound(self)
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, None
+        for f in held or ():
+            if self.state is State.CLOSED:
+                return
+            self._frame(f)
+        if self._read_paused and self.inflight < MAX_INFLIGHT // 2:
+            self._resume_reading()
+
+    def hold(self) -> None:
+        self._held = []
+
+    def _logoff(self, xid: int, inp: Input) -> None:
+        entry = self._session_entry("LOGOFF")
+        self._unbind("LOGOFF")
+        if self.kind == "pool":
+            self.mnemonic = None  # the mnemonic went back to its pool
+        elif self.kind in ("host", "printer"):
+            self.station = self.mnemonic = self.kind = None
+        self.state = State.READY
+        self._commit_then([entry], xid, b"", None)
+
+    # -- binding hosts and printers -------------------------------------------------------
+
+    def _bind(self, xid: int, inp: Input) -> None:
+        st = self.switch.directory.station_of(inp.mnemonic)
+        if self.state is State.BANNER:
+            raise ProtocolError(Reject.E201)
+        if self.kind in ("host", "printer"):
+            self._check_mnemonic(inp)
+            self._write(framing.ack(xid))
+            return
+        if st is None or st.kind not in ("host", "printer") or self.state is not State.READY:
+            raise ProtocolError(Reject.E210)
+        self._bind_station(st, inp)
+        self._commit_then([self._session_entry("BIND")], xid, format_pairs(MNE=st.mnemonic), None)
+
+    def _bind_station(self, st: Station, inp: Input) -> None:
+        if not st.admits(self.peer_ip, self.peer_cn):
+            raise ProtocolError(Reject.E210)
+        if st.disabled:
+            raise ProtocolError(Reject.E204, "STATION DISABLED")
+        self.station, self.mnemonic, self.kind = st, st.mnemonic, st.kind
+        self.state = State.HOST if st.kind == "host" else State.PRINTER
+        self.log = self.log.bind(mnemonic=st.mnemonic)
+        self.switch.session_bound(self)
+        self._journal_session("BIND")
+
+    def _unbind(self, why: str) -> None:
+        if self.endpoint is not None or self.user is not None or self.kind in ("host", "printer"):
+            self.switch.session_unbound(self, why)
+        self.user = None
+        self.user_rec = None
+
+    # -- output (the delivery Sink) --------------------------------------------------------
+
+    def send_output(self, osn: int, payload: bytes) -> bool:
+        if self.transport is None or self.transport.is_closing():
+            return False
+        if self._write_paused:
+            return False
+        self._write(framing.message(osn, payload))
+        return True
+
+    def send_sys(self, text: str) -> None:
+        self._write(framing.message(SYS_XID, f"SYS.{text}".encode("ascii", "replace")))
+
+    def _write(self, data: bytes) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.write(data)
+            self.last_tx = time.monotonic()
+            self.metrics.frame("client", "sent")
+
+    # -- flow control ---------------------------------------------------------------------
+
+    def _pause_reading(self, resume_after: float | None = None) -> None:
+        if self.transport is not None and not self._read_paused and not self.transport.is_closing():
+            self._read_paused = True
+            self.transport.pause_reading()
+            if resume_after is not None:
+                asyncio.get_running_loop().call_later(resume_after, self._resume_reading)
+
+    def _resume_reading(self) -> None:
+        if self.transport is not None and self._read_paused and not self.transport.is_closing():
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    def close(self, why: str | None = None) -> None:
+        if why:
+            self.send_sys(f"LOGOFF.{why}")
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- journal helpers ------------------------------------------------------------------
+
+    def _session_entry(self, what: str, *, code: str | None = None, user: str | None = None) -> Entry:
+        return Entry(kind=Kind.SESSION, direction="-", peer=self._peer_name() or self.listener.cfg.name,
+                     mnemonic=self.mnemonic, user=user or self.user, taf=self.taf, code=code, text=what)
+
+    def _journal_session(self, what: str, *, code: str | None = None, user: str | None = None) -> asyncio.Future:
+        return self.switch.journal.submit([self._session_entry(what, code=code, user=user)])
+
+    def timers(self, now: float, cfg) -> None:
+        """Called about once a second by the listener's sweeper: heartbeats and timeouts."""
+        lc = self.listener.cfg
+        if self.partial_since is not None and now - self.partial_since > lc.read_timeout_s:
+            # Slowloris: an incomplete frame held too long (PROTOCOL.md §1).
+            self._framing_error(FramingError("INCOMPLETE FRAME TIMED OUT"))
+            return
+        if now - self.last_rx > 3 * lc.heartbeat_s:
+            self.log.info("session.dead")
+            self.abort()
+            return
+        if now - self.last_tx >= lc.heartbeat_s:
+            self._hb_xid = self._hb_xid % framing.MAX_XID + 1
+            self._hb_probe = self._hb_xid
+            self._write(framing.heartbeat(self._hb_xid))
+        if self.state is State.OPERATOR:
+            sw = cfg.switch
+            if now - self.last_activity > sw.idle_logoff_s:
+                self.switch.force_logoff(self, "IDLE")
+            elif now - self.logon_at > sw.session_max_s:
+                self.switch.force_logoff(self, "SESSION MAXIMUM")
+

@@ -1,0 +1,407 @@
+"""The Switch: wires config, directory, journal, router, delivery and listeners together.
+
+It owns start, stop and the decisions that span sessions: logons (password checks in a worker
+thread), who holds which mnemonic, forced logoffs. Only :mod:`msc.server.main` creates the event
+loop; the Switch runs inside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import os
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import structlog
+
+from msc.config.load import Settings
+from msc.config.model import ListenerSection
+from msc.config.validate import parse_hostport
+from msc.journal.journal import Journal
+from msc.journal.keys import KeyRing
+from msc.journal.records import Entry, JournalError, Kind
+from msc.mnemonics import authz, totp
+from msc.mnemonics.directory import Directory, Pool, User
+from msc.mnemonics.lockout import LockoutTracker
+from msc.mnemonics.passwords import dummy_hash, verify_password
+from msc.ops.metrics import Metrics
+from msc.protocol import framing
+from msc.protocol.codes import MscError, ProtocolError, Reject
+from msc.protocol.message import AdminText, Input, Logon, PasswordChange, format_pairs
+from msc.routing.delivery import Delivery
+from msc.routing.router import Router
+from msc.routing.upstream import UpstreamLink
+from msc.server.control import ControlServer
+from msc.server.session import Session, State
+
+if TYPE_CHECKING:
+    from msc.ops.http import OpsServer
+
+log = structlog.get_logger("msc.switch")
+
+
+class StartupError(MscError):
+    pass
+
+
+@dataclass(eq=False)
+class ListenerRuntime:
+    cfg: ListenerSection
+    server: asyncio.AbstractServer | None = None
+    sessions: set = field(default_factory=set)
+
+    def admit(self, session: Session) -> bool:
+        if len(self.sessions) >= self.cfg.max_connections:
+            return False
+        self.sessions.add(session)
+        return True
+
+    def release(self, session: Session) -> None:
+        self.sessions.discard(session)
+
+
+class Users:
+    """Run-time user state: lockout counters (persisted by the access issue's state store)."""
+
+    def __init__(self) -> None:
+        self.lockout = LockoutTracker()
+
+    def is_locked(self, user_id: str) -> bool:
+        return self.lockout.is_locked(user_id)
+
+
+def server_ssl_context(settings: Settings, tls) -> ssl.SSLContext:
+    """TLS for a listener: TLS 1.2 minimum, strong AEAD ciphers only (CJIS SC-8/SC-13)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!eNULL:!MD5:!RC4:!3DES:!EXPORT")
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.load_cert_chain(settings.path(tls.cert), settings.path(tls.key))
+    if tls.client_ca:
+        ctx.load_verify_locations(settings.path(tls.client_ca))
+        ctx.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
+    return ctx
+
+
+def client_ssl_context(settings: Settings, tls) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!eNULL:!MD5:!RC4:!3DES:!EXPORT")
+    if tls.ca:
+        ctx.load_verify_locations(settings.path(tls.ca))
+    else:
+        ctx.load_default_certs()
+    if tls.cert:
+        ctx.load_cert_chain(settings.path(tls.cert), settings.path(tls.key) if tls.key else None)
+    return ctx
+
+
+class Switch:
+    def __init__(self, settings: Settings, *, clock=time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.metrics = Metrics()
+        self.directory = Directory(settings)
+        self.users = Users()
+        self.sessions: set[Session] = set()
+        self.holders: dict[str, Session] = {}  # endpoint → the session it is attached to
+        self.listeners: list[ListenerRuntime] = []
+        self.journal: Journal | None = None
+        self.router: Router | None = None
+        self.delivery: Delivery | None = None
+        self.ops: OpsServer | None = None
+        self.control: ControlServer | None = None
+        self._sweeper: asyncio.Task | None = None
+        self.started = asyncio.Event()
+        self._otp_steps: dict[str, int] = {}
+        self._users_aead = None
+        self.config_loaded = True
+        self.log = log.bind(switch=settings.config.switch.name)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        cfg = s.config
+        s.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        keyring = KeyRing(s.data_dir / "keys", s.key_file)
+        if not keyring.exists:
+            raise StartupError(f"no key ring in {s.data_dir / 'keys'}: run `msc keys init --config {s.config_path}`")
+        m = self.metrics
+        self.journal = Journal(
+            s.journal_dir, keyring, name=cfg.switch.name, synchronous=cfg.journal.synchronous,
+            checkpoint_every=cfg.journal.checkpoint_every, checkpoint_interval_s=cfg.journal.checkpoint_interval_s,
+            clock=self.clock, on_commit=m.journal_committed, on_error=self._journal_error,
+            on_checkpoint=lambda cp: m.journal_tree_size.set(cp.tree_size),
+        )
+        await self.journal.open()
+        self._users_aead = keyring.users_aead()
+        m.journal_tree_size.set(self.journal.tree_size)
+        self.delivery = Delivery(self.journal, queue_max=cfg.switch.queue_max, expiry_s=cfg.switch.queue_expiry_s,
+                                 metrics=m, clock=self.clock)
+        self.router = Router(self.journal, self.delivery, metrics=m, directory=self.directory)
+        for up in cfg.upstream:
+            ctx = client_ssl_context(s, up.tls) if up.tls else None
+            link = UpstreamLink(up, ssl_context=ctx, on_message=self.router.on_upstream_message,
+                                on_lost=self.router.on_lost, on_state=self._upstream_state,
+                                on_frame=lambda d: m.frame("upstream", d))
+            self.router.add_link(link)
+            for label in ("primary", "secondary")[: len(up.endpoints)]:
+                m.upstream_up.labels(up.name, label).set(0)
+            m.upstream_in_flight.labels(up.name).set(0)
+        self.router.start()
+        await self.journal.append(Entry(kind=Kind.ADMIN, text=f"START {cfg.switch.name} PID/{os.getpid()}"))
+        for lc in cfg.listener:
+            await self._listen(lc)
+        from msc.ops.http import OpsServer
+
+        self.ops = OpsServer(self)
+        await self.ops.start(cfg.metrics.bind)
+        self.control = ControlServer(self, s.data_dir / "control.sock")
+        await self.control.start()
+        self._sweeper = asyncio.create_task(self._sweep(), name="session-timers")
+        for kind in ("terminal", "host", "pool", "printer"):
+            m.sessions.labels(kind).set(0)
+        self.started.set()
+        self.log.info("switch.started", listeners=[lc.bind for lc in cfg.listener])
+
+    async def _listen(self, lc: ListenerSection) -> ListenerRuntime:
+        host, port = parse_hostport(lc.bind)
+        rt = ListenerRuntime(lc)
+        ctx = server_ssl_context(self.settings, lc.tls) if lc.tls else None
+        rt.server = await asyncio.get_running_loop().create_server(
+            lambda: Session(self, rt), host, port, ssl=ctx, backlog=1024, reuse_address=True)
+        self.listeners.append(rt)
+        return rt
+
+    def listener_ports(self) -> dict[str, int]:
+        return {rt.cfg.name: rt.server.sockets[0].getsockname()[1] for rt in self.listeners if rt.server}
+
+    async def stop(self) -> None:
+        """Stop accepting, close sessions, stop links, flush and close the journal."""
+        for rt in self.listeners:
+            if rt.server:
+                rt.server.close()
+        if self._sweeper:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for sess in list(self.sessions):
+            sess.close("SHUTDOWN")
+        await asyncio.sleep(0)
+        if self.router:
+            await self.router.stop()
+        if self.ops:
+            await self.ops.stop()
+        if self.control:
+            await self.control.stop()
+        if self.journal:
+            with contextlib.suppress(JournalError):
+                await self.journal.append(Entry(kind=Kind.ADMIN, text=f"STOP {self.settings.config.switch.name}"))
+            await self.journal.close()
+        self.log.info("switch.stopped")
+
+    # -- configuration changes ------------------------------------------------------------
+
+    def reload_users(self) -> str | None:
+        """Re-read users.toml; apply it if valid. Returns an error text, or None."""
+        from msc.config.load import ConfigError, ConfigIssue, decode_file
+        from msc.config.model import UsersFile
+        from msc.config.validate import validate
+
+        issues: list[ConfigIssue] = []
+        users = decode_file(self.settings.users_path, UsersFile, issues) if self.settings.users_path.exists() else UsersFile()
+        if users is None:
+            return "; ".join(map(str, issues))
+        settings = dataclasses.replace(self.settings, users=users)
+        issues = validate(settings)
+        if issues:
+            return "; ".join(map(str, issues))
+        self.settings = settings
+        self.apply_directory(Directory(settings))
+        return None
+
+    def apply_directory(self, directory: Directory) -> None:
+        """Swap in a new directory; log off sessions it no longer allows (within a second)."""
+        self.directory = directory
+        if self.router is not None:
+            self.router.directory = directory
+        for sess in list(self.sessions):
+            if sess.user is not None:
+                u = directory.users.get(sess.user)
+                if u is None or not u.active:
+                    self.force_logoff(sess, "USER DISABLED" if u else "USER REMOVED")
+            st = directory.stations.get(sess.station.mnemonic) if sess.station is not None else None
+            if sess.station is not None and (st is None or st.disabled):
+                self.journal.submit([sess._session_entry("STATION DISABLED")])
+                sess._unbind("STATION DISABLED")
+                sess.close("STATION DISABLED")
+
+    async def control_users_changed(self, req: dict) -> dict:
+        err = self.reload_users()
+        return {"ok": err is None, "error": err}
+
+    async def control_ping(self, req: dict) -> dict:
+        return {"ok": True, "switch": self.settings.config.switch.name, "pid": os.getpid()}
+
+    # -- health ---------------------------------------------------------------------------
+
+    def readiness(self) -> tuple[bool, dict]:
+        reasons = {}
+        if self.journal is None or not self.journal.healthy:
+            reasons["journal"] = self.journal.last_error if self.journal else "not open"
+        unbound = [rt.cfg.name for rt in self.listeners if rt.server is None or not rt.server.is_serving()]
+        if unbound or len(self.listeners) != len(self.settings.config.listener):
+            reasons["listeners"] = unbound or "not started"
+        if not self.config_loaded:
+            reasons["config"] = "failed to load"
+        return not reasons, reasons
+
+    def _journal_error(self, exc: Exception) -> None:
+        self.metrics.journal_errors.inc()
+        self.log.error("journal.commit_failed", error=str(exc))
+
+    def _upstream_state(self, link: UpstreamLink) -> None:
+        labels = ("primary", "secondary")[: len(link.endpoints)]
+        for i, label in enumerate(labels):
+            self.metrics.upstream_up.labels(link.name, label).set(1 if link.endpoint_index == i else 0)
+
+    def today(self) -> dt.date:
+        return dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc).date()
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def session_bound(self, sess: Session) -> None:
+        endpoint = sess.mnemonic
+        old = self.holders.get(endpoint)
+        if old is not None and old is not sess:
+            # The same station connected again (a restarted terminal): the newer session wins.
+            old._unbind("REPLACED")
+            old.close("REPLACED")
+        self.holders[endpoint] = sess
+        sess.endpoint = endpoint
+        self.metrics.sessions.labels(sess.kind).inc()
+        self.delivery.attach(endpoint, sess)
+
+    def session_unbound(self, sess: Session, why: str) -> None:
+        endpoint = sess.endpoint
+        if endpoint is None:
+            return
+        sess.endpoint = None
+        if self.holders.get(endpoint) is sess:
+            del self.holders[endpoint]
+        self.delivery.detach(endpoint, sess)
+        self.metrics.sessions.labels(sess.kind).dec()
+
+    def force_logoff(self, sess: Session, why: str) -> None:
+        sess.log.info("session.forced_logoff", why=why)
+        self.journal.submit([sess._session_entry(f"LOGOFF {why}")])
+        sess._unbind(why)
+        sess.send_sys(f"LOGOFF.{why}")
+        if sess.kind == "pool":
+            sess.mnemonic = None
+        if sess.state is State.OPERATOR:
+            sess.state = State.READY
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            cfg = self.settings.config
+            for sess in list(self.sessions):
+                try:
+                    sess.timers(now, cfg)
+                except Exception:
+                    self.log.exception("session.timer_error")
+
+    # -- logon ----------------------------------------------------------------------------
+
+    async def logon(self, sess: Session, xid: int, inp: Input, body: Logon, pool: Pool | None) -> None:
+        d = self.directory
+        user: User | None = d.users.get(body.user)
+        journal_text = inp.journal_text()
+
+        def refuse(reject: Reject, detail: str | None, why: str) -> None:
+            sess._journal_session(f"LOGON FAILED {why}", code=reject.code, user=body.user)
+            sess._reject(xid, reject, detail, journal_text, inp)
+
+        if self.users.is_locked(body.user):
+            refuse(Reject.E203, "ACCOUNT LOCKED", "LOCKED")
+            return
+        encoded = user.password_hash if user is not None else dummy_hash()
+        ok = await asyncio.to_thread(verify_password, body.password, encoded)
+        if ok and user is not None and user.totp is not None:
+            ok = self.verify_otp(user, body.otp)
+        if not ok or user is None:
+            self.metrics.logon_failures.inc()
+            if self.users.lockout.failure(body.user, self.clock()):
+                self.metrics.lockouts.inc()
+                sess._journal_session("LOCKOUT", code=Reject.E203.code, user=body.user)
+            refuse(Reject.E202, None, "BAD CREDENTIALS")
+            return
+        if not user.active:
+            refuse(Reject.E203, "ACCOUNT DISABLED", "DISABLED")
+            return
+        src = pool if pool is not None else sess.station
+        denied = authz.check_operator(user, src.serves, self.today())
+        if denied is not None:
+            refuse(denied.reject, denied.detail, denied.code)
+            return
+        if pool is not None:
+            mnemonic = self.allocate(pool)
+            if mnemonic is None:
+                refuse(Reject.E305, None, "POOL EXHAUSTED")
+                return
+        else:
+            mnemonic = sess.station.mnemonic
+        self.users.lockout.success(user.id)
+        entry = Entry(kind=Kind.SESSION, peer=pool.name if pool else mnemonic, mnemonic=mnemonic, user=user.id,
+                      taf=sess.taf, text="LOGON OK" + (f" POOL {pool.name} ALLOCATED" if pool else ""))
+        try:
+            await self.journal.append(entry)
+        except JournalError:
+            if pool is not None:
+                self.release(pool, mnemonic)
+            sess._write(framing.nak(xid, Reject.E501.code, Reject.E501.reason))
+            return
+        if sess.state is State.CLOSED:
+            if pool is not None:
+                self.release(pool, mnemonic)
+            return
+        sess._write(framing.ack(xid, format_pairs(MNE=mnemonic, USR=user.id)))
+        sess.logged_on(user, mnemonic, pool)
+        sess.log.info("session.logon", outcome="ok")
+
+    def verify_otp(self, user: User, otp: str | None) -> bool:
+        """RFC 6238 with one step of drift; each step's code is accepted once per user."""
+        if otp is None or user.totp is None:
+            return False
+        try:
+            secret = totp.open_secret(self._users_aead, user.id, user.totp)
+        except Exception:
+            self.log.error("logon.totp_secret_unreadable", user=user.id)
+            return False
+        step = totp.matching_step(secret, otp, self.clock())
+        if step is None or step <= self._otp_steps.get(user.id, -1):
+            return False
+        self._otp_steps[user.id] = step
+        return True
+
+    def allocate(self, pool: Pool) -> str | None:
+        return None  # pooled mnemonics come with the access issue
+
+    def release(self, pool: Pool, mnemonic: str) -> None:
+        pass
+
+    # -- messages the switch handles itself -----------------------------------------------
+
+    def change_password(self, sess: Session, xid: int, inp: Input, body: PasswordChange) -> None:
+        raise ProtocolError(Reject.E502, "PASSWORD CHANGE NOT YET AVAILABLE")
+
+    def admin_message(self, sess: Session, xid: int, inp: Input, body: AdminText, user: User, oif: str, taf: str) -> None:
+        raise ProtocolError(Reject.E502, "ADMINISTRATIVE MESSAGES NOT YET AVAILABLE")

@@ -1,0 +1,274 @@
+"""Shared fixtures: a generated config, an in-process stub, an in-process Switch on loopback.
+
+Every network test binds 127.0.0.1 with port 0 and is bounded in time (pytest-timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from msc.config.load import load
+from msc.config.model import UserEntry, UsersFile
+from msc.journal.keys import KeyRing
+from msc.mnemonics import userfile
+from msc.mnemonics.passwords import hash_password
+
+PASSWORD = "correct horse battery"
+TODAY = dt.date.today()
+
+# id, name, ori, role, dob, certified_until, status
+USERS = [
+    ("TS0001", "TEST, TERRY", "CA0130000", "full", "1970-01-01", TODAY + dt.timedelta(days=365), "active"),
+    ("TS0002", "SECOND, SAM", "CA0130000", "full", "1975-05-05", TODAY + dt.timedelta(days=365), "active"),
+    ("LT0001", "LESS, LARRY", "CA0130000", "ltfa", None, TODAY + dt.timedelta(days=365), "active"),
+    ("EC0001", "GARCIA, ELENA", "CA0130100", "full", None, TODAY + dt.timedelta(days=365), "active"),
+    ("EC0002", "NGUYEN, TOM", "CA0130100", "full", None, TODAY + dt.timedelta(days=365), "active"),
+    ("EX0001", "EXPIRED, ED", "CA0130000", "full", None, TODAY - dt.timedelta(days=1), "active"),
+    ("DS0001", "DISABLED, DAN", "CA0130000", "full", None, TODAY + dt.timedelta(days=365), "disabled"),
+    ("PR0001", "PRACTITIONER, PAT", "CA0130000", "practitioner", None, None, "active"),
+    ("AD0001", "ADMIN, ALEX", "CA0130000", "admin", None, None, "active"),
+    ("IN0001", "INVESTIGATOR, IVY", "CA0130000", "investigator", None, None, "active"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+CONFIG = """
+[switch]
+name = "TEST-MSC"
+data_dir = "data"
+users_file = "users.toml"
+idle_logoff_s = {idle_logoff_s}
+session_max_s = {session_max_s}
+
+[[listener]]
+name = "terminals"
+bind = "127.0.0.1:{port}"
+max_connections = {max_connections}
+heartbeat_s = {heartbeat_s}
+read_timeout_s = {read_timeout_s}
+rate_limit = {rate_limit}
+max_frame = {max_frame}
+
+[metrics]
+bind = "127.0.0.1:{metrics_port}"
+
+[journal]
+dir = "data/journal"
+key_file = "data/keys/master.key"
+synchronous = "{synchronous}"
+checkpoint_every = {checkpoint_every}
+checkpoint_interval_s = 60
+
+[[upstream]]
+name = "clets"
+endpoints = [{endpoints}]
+timeout_s = {timeout_s}
+heartbeat_s = {up_heartbeat_s}
+max_in_flight = {max_in_flight}
+
+[[route]]
+mke = ["QW", "QV", "EW", "MW", "XW", "CW", "YQ", "YR"]
+upstream = "clets"
+category = "cjis"
+
+[[route]]
+mke = ["QH", "QR"]
+upstream = "clets"
+category = "cori"
+
+[[route]]
+mke = ["DQ", "RQ", "KQ"]
+upstream = "clets"
+category = "dmv"
+
+[[agency]]
+ori = "CA0130000"
+name = "Imperial County Sheriff's Office"
+duty_station = "ICS1"
+
+[[agency]]
+ori = "CA0130100"
+name = "El Centro Police Department"
+duty_station = "ECP1"
+
+[[station]]
+mnemonic = "ICS1"
+kind = "terminal"
+ori = "CA0130000"
+serves = ["CA0130000"]
+addresses = ["127.0.0.1"]
+authorizations = ["cjis", "cori", "dmv", "admin", "entry"]
+receives_admin = true
+staffed_24x7 = true
+
+[[station]]
+mnemonic = "ICS2"
+kind = "terminal"
+ori = "CA0130000"
+serves = ["CA0130000"]
+addresses = ["127.0.0.1"]
+authorizations = ["cjis", "dmv", "admin"]
+receives_admin = true
+
+[[station]]
+mnemonic = "ICS9"
+kind = "terminal"
+ori = "CA0130000"
+serves = ["CA0130000"]
+addresses = ["10.9.9.9"]
+authorizations = ["cjis"]
+
+[[station]]
+mnemonic = "ECC1"
+kind = "host"
+ori = "CA0130100"
+serves = ["CA0130100"]
+addresses = ["127.0.0.1"]
+mnemonics = ["ECC1", "ECC2", "ECC3"]
+authorizations = ["cjis", "dmv", "admin"]
+
+[[station]]
+mnemonic = "ECP1"
+kind = "printer"
+ori = "CA0130100"
+addresses = ["127.0.0.1"]
+receives_admin = true
+staffed_24x7 = true
+
+[[pool]]
+name = "ECMDT"
+ori = "CA0130100"
+serves = ["CA0130100"]
+mnemonics = ["ECM1", "ECM2"]
+addresses = ["127.0.0.0/8"]
+authorizations = ["cjis", "dmv"]
+unsolicited_to = "ECP1"
+
+[[group]]
+name = "APB"
+members = ["ICS1", "ECP1"]
+{extra}
+"""
+
+DEFAULTS = dict(
+    idle_logoff_s=1800, session_max_s=43200, max_connections=1000, heartbeat_s=30, read_timeout_s=10,
+    rate_limit=200, max_frame=32768, synchronous="full", checkpoint_every=10000, timeout_s=30,
+    up_heartbeat_s=30, max_in_flight=1000, extra="",
+)
+
+
+def write_users(path: Path, users=USERS) -> None:
+    entries = []
+    for uid, name, ori, role, dob, cert, status in users:
+        entries.append(UserEntry(id=uid, name=name, ori=ori, role=role, password=hash_password(PASSWORD, ln=4),
+                                 dob=dt.date.fromisoformat(dob) if dob else None, certified_until=cert,
+                                 status=status))
+    userfile.write(path, UsersFile(user=tuple(entries)))
+
+
+def make_config(directory: Path, *, upstream_ports=(), port=0, metrics_port=0, **overrides) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    values = {**DEFAULTS, **overrides}
+    endpoints = ", ".join(f'"127.0.0.1:{p}"' for p in (upstream_ports or (free_port(),)))
+    text = CONFIG.format(port=port, metrics_port=metrics_port, endpoints=endpoints, **values)
+    path = directory / "msc.toml"
+    path.write_text(text)
+    write_users(directory / "users.toml")
+    s = load(path)
+    ring = KeyRing(s.data_dir / "keys", s.key_file)
+    if not ring.exists:
+        ring.init()
+    return path
+
+
+@dataclass
+class Harness:
+    """An in-process switch with in-process stubs; everything on loopback."""
+
+    tmp: Path
+    stubs: list = field(default_factory=list)
+    switch: object = None
+
+    async def start_stub(self, **kw):
+        from msc.stubs.server import Stub, StubConfig
+
+        cfg = StubConfig(host="127.0.0.1", port=kw.pop("port", 0), log_path=str(self.tmp / f"stub{len(self.stubs)}.log"),
+                         control=("127.0.0.1", 0), **kw)
+        stub = Stub(cfg)
+        await stub.start()
+        self.stubs.append(stub)
+        return stub
+
+    async def start_switch(self, upstream_ports=None, **overrides):
+        from msc.server.switch import Switch
+
+        ports = upstream_ports if upstream_ports is not None else [s.port for s in self.stubs]
+        path = make_config(self.tmp, upstream_ports=ports, **overrides)
+        self.switch = Switch(load(path))
+        await self.switch.start()
+        return self.switch
+
+    @property
+    def port(self) -> int:
+        return self.switch.listener_ports()["terminals"]
+
+    async def wait_upstream(self, timeout: float = 5.0) -> None:
+        for link in self.switch.router.links.values():
+            assert await link.wait_up(timeout), "upstream did not come up"
+
+    async def client(self, *, ack_banner: bool = True, **kw):
+        from tests.wire import WireClient
+
+        c = await WireClient.connect(self.port, **kw)
+        await c.banner(ack=ack_banner)
+        return c
+
+    async def operator(self, header: str = "ICS1", user: str = "TS0001"):
+        c = await self.client()
+        f = await c.logon(header, user, PASSWORD)
+        assert f.type == "A", f
+        return c
+
+    async def stop(self) -> None:
+        if self.switch is not None:
+            await self.switch.stop()
+        for s in self.stubs:
+            await s.stop()
+
+    def stub_log(self, i: int = 0) -> list[str]:
+        p = Path(self.stubs[i].cfg.log_path)
+        return p.read_text().splitlines() if p.exists() else []
+
+
+@pytest.fixture
+async def harness(tmp_path):
+    h = Harness(tmp_path)
+    try:
+        yield h
+    finally:
+        with contextlib.suppress(Exception):
+            await h.stop()
+
+
+async def eventually(predicate, timeout: float = 5.0, interval: float = 0.02):
+    """Poll until predicate() is truthy (no bare sleeps in tests)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)
