@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import re
 import ssl
 import sys
 from dataclasses import dataclass, field
@@ -127,8 +128,12 @@ class Terminal:
         return await asyncio.wait_for(fut, self.opts.timeout)
 
     def full(self, line: str) -> str:
+        """Add the header unless the line already starts with it (optionally with a ref)."""
         line = line.strip()
-        return line if line.startswith(self.header + ".") else f"{self.header}.{line}"
+        first = line.split(".", 1)[0]
+        if first.startswith(self.header) and re.fullmatch(r"[A-Z0-9]{4,10}", first):
+            return line
+        return f"{self.header}.{line}"
 
     async def logon(self, user: str, otp: str | None, password: str) -> bool:
         kind, payload = await self.request(f"{self.header}.LOGON.{user}.{otp or '-'}.{password}")

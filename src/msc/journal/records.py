@@ -4,11 +4,18 @@ An :class:`Entry` is what callers append. The journal stamps it with a sequence 
 UTC time, seals its private part (message text, requester, recipient) with AES-256-GCM, and
 stores the canonical bytes of the whole record (:func:`seal`). Those bytes are the Merkle leaf
 input, so any change to metadata or ciphertext is detected by ``msc journal verify``.
+
+The canonical form is compact JSON (``[meta, nonce, ciphertext]``, bytes in base64) so that the
+stand-alone verifier shipped in export bundles can read it with the Python standard library.
+The metadata also carries ``commit`` = SHA-256(salt ‖ private fields), with the 16-byte salt
+inside the ciphertext: an export reveals one record's salt and text, and anyone can check that
+they are exactly what was sealed — without the month's data key, which would open every record.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import os
 from typing import Any
 
@@ -87,6 +94,7 @@ class Meta(Struct, array_like=True, frozen=True):
     purpose: str | None
     osn: int | None
     period: str  # "YYYY-MM": the data key that sealed it
+    commit: bytes  # SHA-256(salt || private fields), see commitment()
 
 
 class Private(Struct, array_like=True):
@@ -95,6 +103,19 @@ class Private(Struct, array_like=True):
     text: str
     requester: str | None = None
     recipient: str | None = None
+    salt: bytes = b""
+
+
+def commitment(salt: bytes, text: str, requester: str | None, recipient: str | None) -> bytes:
+    """SHA-256 over the salt and length-prefixed fields (stdlib-reproducible; no JSON escaping)."""
+    h = hashlib.sha256(salt)
+    for field_ in (text, requester, recipient):
+        if field_ is None:
+            h.update(b"\x00")
+        else:
+            b = field_.encode("utf-8")
+            h.update(b"\x01" + len(b).to_bytes(4, "big") + b)
+    return h.digest()
 
 
 class Sealed(Struct, array_like=True, frozen=True):
@@ -130,18 +151,18 @@ class Record(Struct, kw_only=True, frozen=True):
         return f"Record(seq={self.seq}, kind={self.kind!r}, mnemonic={self.mnemonic!r})"
 
 
-_meta_encoder = msgspec.msgpack.Encoder()
+_meta_encoder = msgspec.json.Encoder()
+_sealed_encoder = msgspec.json.Encoder()
+_sealed_decoder = msgspec.json.Decoder(Sealed)
 _private_encoder = msgspec.msgpack.Encoder()
-_sealed_encoder = msgspec.msgpack.Encoder()
-_sealed_decoder = msgspec.msgpack.Decoder(Sealed)
 _private_decoder = msgspec.msgpack.Decoder(Private)
 
 
-def make_meta(entry: Entry, seq: int, ts: int, period: str) -> Meta:
+def make_meta(entry: Entry, seq: int, ts: int, period: str, commit: bytes) -> Meta:
     return Meta(
         FORMAT_VERSION, seq, ts, entry.kind, entry.direction, entry.peer, entry.mnemonic,
         entry.user, entry.taf, entry.ori, entry.mke, entry.txn, entry.code, entry.purpose,
-        entry.osn, period,
+        entry.osn, period, commit,
     )
 
 
@@ -151,10 +172,11 @@ def seal(aead: Any, entry: Entry, seq: int, ts: int, period: str) -> tuple[Meta,
     The associated data is the encoded metadata, so a ciphertext cannot be moved to another
     sequence number or relabelled (JOURNAL.md "Encryption").
     """
-    meta = make_meta(entry, seq, ts, period)
+    rnd = os.urandom(28)
+    nonce, salt = rnd[:12], rnd[12:]
+    meta = make_meta(entry, seq, ts, period, commitment(salt, entry.text, entry.requester, entry.recipient))
     ad = _meta_encoder.encode(meta)
-    nonce = os.urandom(12)
-    plain = _private_encoder.encode(Private(entry.text, entry.requester, entry.recipient))
+    plain = _private_encoder.encode(Private(entry.text, entry.requester, entry.recipient, salt))
     ct = aead.encrypt(nonce, plain, ad)
     return meta, _sealed_encoder.encode(Sealed(meta, nonce, ct))
 

@@ -8,6 +8,7 @@ Formatting functions produce the bytes msc sends. Nothing here does I/O.
 
 from __future__ import annotations
 
+import re
 from typing import Union
 
 import msgspec
@@ -154,13 +155,21 @@ def _fail(reject: Reject, detail: str | None = None) -> ProtocolError:
     return ProtocolError(reject, detail)
 
 
+# Everything before the first CR/LF of a message must be an AM up to the start of its free text.
+_AM_BEFORE_FREE_TEXT = re.compile(rb"[^.\r\n]*(?:\.[*#][^.\r\n]*){0,2}\.AM\.[^.\r\n]*\.[^.\r\n]*\.TXT")
+
+
 def _check_chars(payload: bytes) -> bool:
-    """Return True if the payload has CR/LF (allowed only in AM free text); raise E102 on others."""
-    if not payload.isascii() or g.NOT_PRINTABLE.search(payload) is not None:
-        if g.NOT_PRINTABLE_OR_NEWLINE.search(payload) is not None:
-            raise _fail(Reject.E102)
-        return True
-    return False
+    """Characters first (PROTOCOL.md §1): E102 for anything outside 0x20–0x7E, except CR/LF
+    inside the free text of an AM. Returns True if the payload has (allowed) CR/LF."""
+    if payload.isascii() and g.NOT_PRINTABLE.search(payload) is None:
+        return False
+    if g.NOT_PRINTABLE_OR_NEWLINE.search(payload) is not None:
+        raise _fail(Reject.E102)
+    first = min(i for i in (payload.find(b"\r"), payload.find(b"\n")) if i >= 0)
+    if _AM_BEFORE_FREE_TEXT.match(payload, 0, first) is None:
+        raise _fail(Reject.E102, "CR/LF ONLY ALLOWED IN ADMINISTRATIVE TEXT")
+    return True
 
 
 def parse_input(payload: bytes) -> Input:
@@ -291,14 +300,16 @@ def redact(text: str) -> str:
     Rejected messages are journaled too; a malformed LOGON must not put its password on disk.
     """
     parts = text.split(".")
-    i = 1
+    # The key follows the header and any extended headers; a client that left the header out
+    # entirely must not get its password journaled either.
+    i = 0 if parts[0] in (LOGON, PWD) else 1
     while i < len(parts) and parts[i][:1] in ("*", "#"):
         i += 1
     if i >= len(parts):
         return text
     key = parts[i]
     if key == LOGON:
-        keep = parts[: i + 2]  # header … LOGON USERID
+        keep = parts[: i + 2]  # header … LOGON USERID (the user ID is kept, §7)
         return ".".join(keep) + (".*.*" if len(parts) > i + 2 else "")
     if key == PWD:
         return ".".join(parts[: i + 1]) + (".*.*" if len(parts) > i + 1 else "")

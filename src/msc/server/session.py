@@ -255,7 +255,7 @@ class Session(asyncio.Protocol):
         if not self._rate_ok():
             # A flooding client is told to slow down, and is slowed: we stop reading until its
             # bucket has refilled (the kernel's buffers then push back on it).
-            self._reject(xid, Reject.E307, None, decode_lossy(payload))
+            self._reject(xid, Reject.E307, None, redact(decode_lossy(payload)))
             self._pause_reading(resume_after=1.0 / self.listener.cfg.rate_limit * 8)
             return
         try:

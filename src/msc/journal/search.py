@@ -1,0 +1,151 @@
+"""Journal search for investigators (JOURNAL.md "Search, print, export"; PPP §1.10.1).
+
+Filters combine with AND and results come in sequence order. Metadata filters are SQL on the
+plaintext columns of each month's partition (indexes on user, mnemonic and transaction id); a
+time range becomes a sequence range by binary search on the timestamp, which never decreases
+with the sequence; ``--token TAG:VALUE`` is matched through the month's blind index, then every
+candidate is decrypted and confirmed, so a truncated-HMAC collision never produces a false hit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from msc.journal.keys import KeyRing
+from msc.journal.records import Record, open_sealed, to_record, unseal_meta
+from msc.journal.store import Reader
+from msc.journal.tokens import matches, token
+
+FILTER_COLUMNS = ("mnemonic", "user", "ori", "mke", "kind", "taf", "txn")
+
+
+@dataclass
+class Query:
+    start: int | None = None  # microseconds since the epoch, inclusive
+    end: int | None = None  # exclusive
+    mnemonic: str | None = None
+    user: str | None = None
+    ori: str | None = None
+    mke: str | None = None
+    kind: str | None = None
+    taf: str | None = None
+    txn: str | None = None
+    tokens: list[tuple[str, str]] = field(default_factory=list)
+    limit: int | None = None
+
+    def describe(self) -> dict:
+        d = {k: getattr(self, k) for k in FILTER_COLUMNS if getattr(self, k) is not None}
+        if self.start is not None:
+            d["from"] = iso(self.start)
+        if self.end is not None:
+            d["to"] = iso(self.end)
+        if self.tokens:
+            # The audit record names which fields were searched, not the values (they are CJI).
+            d["tokens"] = [t for t, _ in self.tokens]
+        if self.limit is not None:
+            d["limit"] = self.limit
+        return d
+
+
+def iso(ts_us: int) -> str:
+    return dt.datetime.fromtimestamp(ts_us / 1e6, dt.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: str) -> int:
+    """``2026-01-01`` or ``2026-01-01T08:30`` (UTC unless an offset is given) → µs."""
+    d = dt.datetime.fromisoformat(value)
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=dt.timezone.utc)
+    return int(d.timestamp() * 1_000_000)
+
+
+def _periods_between(periods: list[str], start: int | None, end: int | None) -> list[str]:
+    def key(ts: int) -> str:
+        d = dt.datetime.fromtimestamp(ts / 1e6, dt.timezone.utc)
+        return f"{d.year:04d}-{d.month:02d}"
+
+    lo = key(start) if start is not None else None
+    hi = key(end - 1) if end is not None else None
+    return [p for p in periods if (lo is None or p >= lo) and (hi is None or p <= hi)]
+
+
+def _seq_bound(conn: sqlite3.Connection, ts: int) -> int | None:
+    """The smallest sequence number whose timestamp is >= ts (timestamps never decrease)."""
+    row = conn.execute("SELECT MIN(seq), MAX(seq) FROM records").fetchone()
+    if row[0] is None:
+        return None
+    lo, hi = row
+    if conn.execute("SELECT ts FROM records WHERE seq = ?", (hi,)).fetchone()[0] < ts:
+        return hi + 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        r = conn.execute("SELECT ts FROM records WHERE seq >= ? ORDER BY seq LIMIT 1", (mid,)).fetchone()
+        if r[0] < ts:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def search(directory, keyring: KeyRing, q: Query) -> Iterator[Record]:
+    """Yield matching records, decrypted, in sequence order."""
+    reader = Reader(directory)
+    produced = 0
+    try:
+        for period in _periods_between(reader.periods(), q.start, q.end):
+            keys = keyring.period(period, create=False)
+            if keys is None:
+                continue  # purged: crypto-shredded
+            conn = reader.conn(period)
+            where, params = [], []
+            if q.start is not None:
+                lo = _seq_bound(conn, q.start)
+                if lo is not None:
+                    where.append("seq >= ?")
+                    params.append(lo)
+            if q.end is not None:
+                hi = _seq_bound(conn, q.end)
+                if hi is not None:
+                    where.append("seq < ?")
+                    params.append(hi)
+            for col in FILTER_COLUMNS:
+                value = getattr(q, col)
+                if value is not None:
+                    where.append(f"{col} = ?")
+                    params.append(value)
+            for tag, value in q.tokens:
+                where.append("seq IN (SELECT seq FROM tokens WHERE token = ?)")
+                params.append(token(keys.index_key, tag, value))
+            sql = "SELECT blob FROM records" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
+            for (blob,) in conn.execute(sql, params):
+                sealed = unseal_meta(blob)
+                private = open_sealed(keys.aead, sealed)
+                if q.tokens and not all(matches(private.text, private.requester, private.recipient, t, v) for t, v in q.tokens):
+                    continue
+                yield to_record(sealed.meta, private)
+                produced += 1
+                if q.limit is not None and produced >= q.limit:
+                    return
+    finally:
+        reader.close()
+
+
+def read(directory, keyring: KeyRing, seqs: list[int]) -> Iterator[Record]:
+    """Records by sequence number (for export and redelivery), in the order given."""
+    reader = Reader(directory)
+    try:
+        for seq in seqs:
+            found = reader.blob(seq)
+            if found is None:
+                continue
+            period, blob = found
+            keys = keyring.period(period, create=False)
+            if keys is None:
+                continue
+            sealed = unseal_meta(blob)
+            yield to_record(sealed.meta, open_sealed(keys.aead, sealed))
+    finally:
+        reader.close()

@@ -1,0 +1,113 @@
+"""The msc command as a user runs it: real `msc serve`, `msc stub`, `msc terminal` processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.conftest import PASSWORD, free_port, make_config
+from tests.e2e.conftest import Proc, run, wait_for, wait_port
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_serve_stub_and_terminal_end_to_end(tmp_path, procs):
+    up = free_port()
+    port = free_port()
+    cfg = make_config(tmp_path, upstream_ports=[up], port=port, metrics_port=free_port())
+    stub_log = tmp_path / "stub.log"
+    procs.append(Proc("stub", "--role", "clets", "--listen", f"127.0.0.1:{up}", "--log", str(stub_log),
+                      "--seed", "7", log=tmp_path / "stub.err"))
+    wait_port(up)
+    ready = tmp_path / "ready"
+    serve = Proc("serve", "--config", str(cfg), "--ready-file", str(ready), log=tmp_path / "serve.err")
+    procs.append(serve)
+    wait_for(ready, serve)
+    r = run("terminal", "--connect", f"127.0.0.1:{port}", "--header", "ICS1", "--user", "TS0001",
+            "--password-stdin", "--send", "ICS1A1.QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101",
+            "--send", "QV.CA0130000.LIC/7ABC123", "--expect", "2", "--timeout", "20", input=PASSWORD + "\n")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "A 1 MNE/ICS1.USR/TS0001"
+    outputs = [ln for ln in lines if ln.startswith("M ")]
+    assert len(outputs) == 2
+    assert any(" ICS1A1.QW.CA0130000." in ln for ln in outputs)
+    # The stub recorded what msc forwarded, with OIF and TAF.
+    logged = stub_log.read_text().splitlines()
+    assert "ICS1A1.*TS0001.#7F000001.QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101" in logged
+    # Logs are JSON lines and never contain message text or the password.
+    serve.stop()
+    err = (tmp_path / "serve.err").read_text()
+    assert '"event": "switch.started"' in err and '"event": "switch.stopped"' in err
+    for secret in (PASSWORD, "SMITH", "7ABC123"):
+        assert secret not in err
+
+
+def test_bad_password_exits_3(tmp_path, procs):
+    port = free_port()
+    cfg = make_config(tmp_path, port=port, metrics_port=free_port())
+    ready = tmp_path / "ready"
+    serve = Proc("serve", "--config", str(cfg), "--ready-file", str(ready), log=tmp_path / "serve.err")
+    procs.append(serve)
+    wait_for(ready, serve)
+    r = run("terminal", "--connect", f"127.0.0.1:{port}", "--header", "ICS1", "--user", "TS0001",
+            "--password-stdin", input="wrong\n")
+    assert r.returncode == 3
+    assert "E202" in r.stdout
+
+
+def test_config_check_exit_codes(tmp_path):
+    cfg = make_config(tmp_path)
+    r = run("config", "check", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("ok: ")
+    cfg.write_text(cfg.read_text().replace('mnemonic = "ICS2"', 'mnemonic = "x"').replace("retention", "retention"))
+    r = run("config", "check", "--config", str(cfg))
+    assert r.returncode == 2
+    assert "station[1].mnemonic" in r.stderr and "msc.toml:" in r.stderr
+
+
+def test_user_add_writes_a_hash_and_refuses_duplicates_and_weak_passwords(tmp_path):
+    cfg = make_config(tmp_path)
+    args = ("user", "add", "--config", str(cfg), "--id", "NW0001", "--name", "NEW, NORA", "--ori", "CA0130000",
+            "--role", "full", "--dob", "1990-02-03", "--certified-until", "2030-01-01", "--password-stdin")
+    r = run(*args, input="a much better passphrase\n")
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "users.toml").read_text()
+    assert 'id = "NW0001"' in text and "$scrypt$" in text
+    assert "a much better passphrase" not in text
+    assert run(*args, input="a much better passphrase\n").returncode == 2  # exists
+    r = run(*[a if a != "NW0001" else "NW0002" for a in args], input="password1\n")
+    assert r.returncode == 2 and "banned" in r.stderr
+    r = run(*[a if a != "NW0001" else "NW0003" for a in args], input="short\n")
+    assert r.returncode == 2 and "at least 8" in r.stderr
+    assert run("config", "check", "--config", str(cfg)).returncode == 0
+
+
+def test_user_add_with_totp_prints_the_uri_once(tmp_path):
+    cfg = make_config(tmp_path)
+    r = run("user", "add", "--config", str(cfg), "--id", "MF0001", "--name", "MFA, MIA", "--ori", "CA0130000",
+            "--role", "full", "--totp", "--password-stdin", input="a much better passphrase\n")
+    assert r.returncode == 0, r.stderr
+    uri = [ln for ln in r.stdout.splitlines() if ln.startswith("otpauth://totp/")]
+    assert len(uri) == 1 and "secret=" in uri[0]
+    secret = uri[0].split("secret=")[1].split("&")[0]
+    text = (tmp_path / "users.toml").read_text()
+    assert 'totp = "enc:' in text and secret not in text
+
+
+def test_make_run_demo_initialises_and_serves(tmp_path):
+    """`msc demo` (what `make run` runs) creates config, keys and users, then serves until SIGINT."""
+    import subprocess
+    import sys
+
+    d = tmp_path / "var"
+    r = run("demo", "--dir", str(d), "--init-only")
+    assert r.returncode == 0, r.stderr
+    assert "JD1234" in r.stdout and "password: demo-" in r.stdout
+    assert (d / "msc.toml").exists() and (d / "data" / "keys" / "master.key").exists()
+    assert oct((d / "data" / "keys" / "master.key").stat().st_mode & 0o777) == "0o600"
+    assert run("config", "check", "--config", str(d / "msc.toml")).returncode == 0

@@ -1,0 +1,119 @@
+"""msc.config: strict decoding and validation with file, path and line in every error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from msc.config.load import ConfigError, load, locate
+from tests.conftest import make_config
+
+DEMO = Path(__file__).resolve().parents[2] / "config" / "msc.toml"
+
+
+def test_demo_config_is_valid(tmp_path):
+    (tmp_path / "msc.toml").write_text(DEMO.read_text())
+    s = load(tmp_path / "msc.toml")
+    c = s.config
+    assert c.switch.name == "ICSO-MSC"
+    assert [st.mnemonic for st in c.station] == ["ICS1", "ICS2", "ECC1", "ECP1"]
+    assert c.forward[0].from_ == "ECP1"
+    assert s.journal_dir == tmp_path / "data" / "journal"
+
+
+def _bad(tmp_path, old: str, new: str) -> ConfigError:
+    path = make_config(tmp_path)
+    path.write_text(path.read_text().replace(old, new, 1))
+    with pytest.raises(ConfigError) as exc:
+        load(path)
+    return exc.value
+
+
+def _line_of(path: Path, needle: str, occurrence: int = 0) -> int:
+    lines = [i + 1 for i, line in enumerate(path.read_text().splitlines()) if needle in line]
+    return lines[occurrence]
+
+
+def test_type_error_names_file_path_and_line(tmp_path):
+    err = _bad(tmp_path, 'mnemonic = "ICS2"', "mnemonic = 12")
+    (issue,) = err.issues
+    assert issue.file.endswith("msc.toml")
+    assert issue.path == "station[1].mnemonic"
+    assert issue.line == _line_of(tmp_path / "msc.toml", "mnemonic = 12")
+    assert "Expected `str`" in issue.message
+
+
+def test_unknown_key_is_an_error_with_its_line(tmp_path):
+    err = _bad(tmp_path, 'mnemonic = "ICS2"', 'mnemonic = "ICS2"\nbogus = 1')
+    (issue,) = err.issues
+    assert "unknown field `bogus`" in issue.message
+    assert issue.line == _line_of(tmp_path / "msc.toml", "bogus = 1")
+
+
+def test_not_toml(tmp_path):
+    err = _bad(tmp_path, "[switch]", "[switch")
+    assert "not valid TOML" in err.issues[0].message
+
+
+@pytest.mark.parametrize("old,new,path,fragment", [
+    ('mnemonic = "ICS2"', 'mnemonic = "ic2"', "station[1].mnemonic", "not a mnemonic"),
+    ('ori = "CA0130000"\nname', 'ori = "XX"\nname', "agency[0].ori", "not an ORI"),
+    ('upstream = "clets"\ncategory = "cori"', 'upstream = "nope"\ncategory = "cori"', "route[1].upstream", "no [[upstream]]"),
+    ('serves = ["CA0130000"]', 'serves = ["CA9999999"]', "station[0].serves[0]", "no [[agency]]"),
+    ('addresses = ["127.0.0.1"]', 'addresses = ["not-an-ip"]', "station[0].addresses[0]", "not an IP"),
+    ('authorizations = ["cjis", "cori", "dmv", "admin", "entry"]', 'authorizations = ["cjis", "nuclear"]',
+     "station[0].authorizations[1]", "unknown category"),
+    ('members = ["ICS1", "ECP1"]', 'members = ["ICS1", "NOPE"]', "group[0].members[1]", "no [[station]]"),
+    ('unsolicited_to = "ECP1"', 'unsolicited_to = "NOPE"', "pool[0].unsolicited_to", "no [[station]]"),
+    ('duty_station = "ICS1"', 'duty_station = "ECC1"', "agency[0].duty_station", "terminal or printer"),
+    ('synchronous = "full"', 'synchronous = "full"\nretention_days = 365', "journal.retention_days", ">= 1096"),
+    ('mke = ["QH", "QR"]', 'mke = ["QH", "QW"]', "route[1].mke[1]", "already routed"),
+    ('mke = ["QH", "QR"]', 'mke = ["QH", "LOGON"]', "route[1].mke[1]", "handled by msc"),
+])
+def test_semantic_errors(tmp_path, old, new, path, fragment):
+    err = _bad(tmp_path, old, new)
+    matching = [i for i in err.issues if i.path == path]
+    assert matching, [str(i) for i in err.issues]
+    assert fragment in matching[0].message
+    assert matching[0].line is not None
+
+
+def test_every_error_is_listed_not_just_the_first(tmp_path):
+    path = make_config(tmp_path)
+    text = path.read_text().replace('mnemonic = "ICS2"', 'mnemonic = "i2"').replace(
+        'members = ["ICS1", "ECP1"]', 'members = ["NOPE"]')
+    path.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load(path)
+    paths = {i.path for i in exc.value.issues}
+    assert {"station[1].mnemonic", "group[0].members[0]"} <= paths
+
+
+def test_users_file_errors_name_the_users_file(tmp_path):
+    path = make_config(tmp_path)
+    users = tmp_path / "users.toml"
+    users.write_text(users.read_text().replace('role = "ltfa"', 'role = "superuser"'))
+    with pytest.raises(ConfigError) as exc:
+        load(path)
+    (issue,) = exc.value.issues
+    assert issue.file.endswith("users.toml")
+    assert issue.path.startswith("user[") and issue.path.endswith("].role")
+
+
+def test_plaintext_password_is_refused(tmp_path):
+    path = make_config(tmp_path)
+    users = tmp_path / "users.toml"
+    text = users.read_text()
+    start = text.index('password = "') + len('password = "')
+    users.write_text(text[:start] + "hunter22" + text[text.index('"', start):])
+    with pytest.raises(ConfigError) as exc:
+        load(path)
+    assert "never plaintext" in exc.value.issues[0].message
+
+
+def test_locate_handles_tables_and_arrays():
+    text = '[switch]\nname = "x"\n\n[[station]]\nmnemonic = "A"\n[[station]]\nmnemonic = "B"\n'
+    assert locate(text, ["switch", "name"]) == 2
+    assert locate(text, ["station", 1, "mnemonic"]) == 7
+    assert locate(text, ["station", 5, "mnemonic"]) is None

@@ -1,0 +1,123 @@
+"""The journal's append path: group commit, contiguous sequence, encryption, append-only."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from msc.journal import Entry, Journal, JournalError, KeyRing
+from msc.journal.records import open_sealed, unseal_meta
+from msc.journal.store import JournalBusy, Writer, partition_path
+
+
+@pytest.fixture
+def ring(tmp_path):
+    r = KeyRing(tmp_path / "keys", tmp_path / "keys" / "master.key")
+    r.init()
+    return r
+
+
+async def _journal(tmp_path, ring, **kw) -> Journal:
+    j = Journal(tmp_path / "journal", ring, **kw)
+    await j.open()
+    return j
+
+
+SECRET_TEXT = "ICS1.QW.CA0130000.NAM/ZEBULON, QUIXOTE.DOB/19800101"
+
+
+async def test_append_returns_contiguous_sequence_numbers_in_call_order(tmp_path, ring):
+    j = await _journal(tmp_path, ring)
+    futs = [j.submit([Entry(kind="RECEIVED", text=f"m{i}"), Entry(kind="FORWARDED", text=f"f{i}")]) for i in range(50)]
+    seqs = [s for f in await asyncio.gather(*futs) for s in f]
+    assert seqs == list(range(1, 101))
+    await j.close()
+    # Reopening continues the sequence.
+    j = await _journal(tmp_path, ring)
+    assert await j.append(Entry(kind="ADMIN", text="x")) == [101]
+    await j.close()
+
+
+async def test_failed_commit_reuses_sequence_numbers_and_reports_journal_error(tmp_path, ring, monkeypatch):
+    j = await _journal(tmp_path, ring)
+    assert await j.append(Entry(kind="RECEIVED", text="a")) == [1]
+    real = j._writer.commit
+
+    def broken(rows):
+        raise JournalError("injected")
+
+    monkeypatch.setattr(j._writer, "commit", broken)
+    with pytest.raises(JournalError):
+        await j.append(Entry(kind="RECEIVED", text="b"))
+    assert not j.healthy
+    monkeypatch.setattr(j._writer, "commit", real)
+    assert await j.append(Entry(kind="RECEIVED", text="c")) == [2]  # no gap
+    assert j.healthy
+    await j.close()
+
+
+async def test_no_message_text_or_name_in_plaintext_on_disk(tmp_path, ring):
+    j = await _journal(tmp_path, ring)
+    await j.append(Entry(kind="RECEIVED", mnemonic="ICS1", user="TS0001", text=SECRET_TEXT, requester="HOLMES, SHERLOCK"))
+    await j.close()
+    for path in (tmp_path).rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            for needle in (b"ZEBULON", b"QUIXOTE", b"HOLMES", b"NAM/"):
+                assert needle not in data, (path, needle)
+
+
+async def test_records_decrypt_and_metadata_is_bound(tmp_path, ring):
+    j = await _journal(tmp_path, ring)
+    await j.append(Entry(kind="RECEIVED", mnemonic="ICS1", user="TS0001", text=SECRET_TEXT))
+    await j.close()
+    period = next(p.stem for p in (tmp_path / "journal").glob("*.db") if p.stem != "meta")
+    conn = sqlite3.connect(partition_path(tmp_path / "journal", period))
+    (blob,) = conn.execute("SELECT blob FROM records WHERE seq = 1").fetchone()
+    sealed = unseal_meta(blob)
+    keys = ring.period(period)
+    assert open_sealed(keys.aead, sealed).text == SECRET_TEXT
+    # Relabelling the metadata (here: another user) breaks the GCM tag.
+    import msgspec
+    from cryptography.exceptions import InvalidTag
+
+    forged = msgspec.structs.replace(sealed, meta=msgspec.structs.replace(sealed.meta, user="XX9999"))
+    with pytest.raises(InvalidTag):
+        open_sealed(keys.aead, forged)
+
+
+async def test_store_refuses_update_and_delete(tmp_path, ring):
+    j = await _journal(tmp_path, ring)
+    await j.append(Entry(kind="RECEIVED", text="x"))
+    await j.close()
+    period = next(p.stem for p in (tmp_path / "journal").glob("*.db") if p.stem != "meta")
+    conn = sqlite3.connect(partition_path(tmp_path / "journal", period))
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        conn.execute("UPDATE records SET user = 'X' WHERE seq = 1")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        conn.execute("DELETE FROM records WHERE seq = 1")
+
+
+async def test_one_writer_per_journal(tmp_path, ring):
+    j = await _journal(tmp_path, ring)
+    w = Writer(tmp_path / "journal")
+    with pytest.raises(JournalBusy):
+        w.open()
+    await j.close()
+    w.open()
+    w.close()
+
+
+async def test_checkpoint_is_signed_and_counts_the_tree(tmp_path, ring):
+    j = await _journal(tmp_path, ring, checkpoint_every=10)
+    for i in range(25):
+        await j.append(Entry(kind="RECEIVED", text=str(i)))
+    await j.flush()
+    cp = await j.checkpoint()
+    assert cp is not None and cp.tree_size == j.tree_size >= 25
+    from msc.journal.store import checkpoint_message
+
+    ring.public_key().verify(cp.signature, checkpoint_message("MSC", cp.tree_size, cp.root, cp.ts))
+    await j.close()
