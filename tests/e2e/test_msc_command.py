@@ -111,3 +111,39 @@ def test_make_run_demo_initialises_and_serves(tmp_path):
     assert (d / "msc.toml").exists() and (d / "data" / "keys" / "master.key").exists()
     assert oct((d / "data" / "keys" / "master.key").stat().st_mode & 0o777) == "0o600"
     assert run("config", "check", "--config", str(d / "msc.toml")).returncode == 0
+
+
+def test_msc_demo_runs_stubs_and_switch_and_stops_on_ctrl_c(tmp_path):
+    """What `make run` does, on its fixed demo ports (skipped if another program holds them)."""
+    import socket
+    import subprocess
+    import sys
+
+    for port in (7400, 7501, 7511, 7601, 7611, 9400):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                pytest.skip(f"port {port} is in use on this machine")
+    d = tmp_path / "var"
+    p = subprocess.Popen([sys.executable, "-m", "msc", "demo", "--dir", str(d)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = p.stdout.readline()
+            lines.append(line)
+            if "Press Ctrl-C to stop." in line or not line:
+                break
+        out = "".join(lines)
+        assert "msc is running" in out, out + p.stderr.read()
+        pw = next(ln.split("password: ")[1].strip() for ln in lines if ln.strip().startswith("JD1234"))
+        r = run("terminal", "--connect", "127.0.0.1:7400", "--header", "ICS1", "--user", "JD1234",
+                "--password-stdin", "--send", "QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101", "--expect", "1",
+                input=pw + "\n")
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        p.send_signal(signal.SIGINT)
+        assert p.wait(timeout=30) == 0
+    assert "stopping" in p.stdout.read()
+    log = (d / "logs" / "msc.log").read_text()
+    assert '"event": "switch.stopped"' in log

@@ -238,3 +238,18 @@ async def test_roles_and_accounts_at_logon(harness):
     assert (await c.logon("ICS1", "IN0001", PASSWORD)).code == "E205"  # investigator
     assert (await c.logon("ICS1", "EC0001", PASSWORD)).code == "E206"  # other agency
     assert (await c.logon("ICS1", "EX0001", PASSWORD)).code == "E207"  # certification expired
+
+
+async def test_stub_control_pushes_unsolicited_traffic_to_a_terminal(harness):
+    stub = await harness.start_stub()
+    await harness.start_switch()
+    await harness.wait_upstream()
+    c = await harness.operator("ICS1")
+    r, w = await asyncio.open_connection("127.0.0.1", stub.control_port)
+    w.write(b"ICS1.YQ.CA0130000.NAM/SMITH, JOHN.NIC/W123456789\n")
+    assert (await asyncio.wait_for(r.readline(), 5)).strip() == b"A"
+    out = await c.output()
+    assert out.text == "ICS1.YQ.CA0130000.NAM/SMITH, JOHN.NIC/W123456789"
+    w.write(b"ZZZZ.AM.CA0130000.TXT NOBODY\n")  # a destination msc does not host
+    assert (await asyncio.wait_for(r.readline(), 5)).startswith(b"N E304")
+    w.close()
