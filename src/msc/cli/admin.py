@@ -69,12 +69,18 @@ def record(settings: Settings, entries: Sequence[Entry]) -> list[int]:
     return reply["seqs"]
 
 
-async def _direct(settings: Settings, entries: Sequence[Entry]) -> list[int]:
+async def _direct_journal(settings: Settings) -> Journal:
+    """Open the journal as its writer (raises JournalBusy if the daemon has it)."""
     c = settings.config
     ring = KeyRing(settings.data_dir / "keys", settings.key_file)
     j = Journal(settings.journal_dir, ring, name=c.switch.name, synchronous=c.journal.synchronous,
                 checkpoint_every=c.journal.checkpoint_every, checkpoint_interval_s=c.journal.checkpoint_interval_s)
     await j.open()
+    return j
+
+
+async def _direct(settings: Settings, entries: Sequence[Entry]) -> list[int]:
+    j = await _direct_journal(settings)
     try:
         return await j.append(*entries)
     finally:

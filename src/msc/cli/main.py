@@ -211,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--password-stdin", action="store_true")
     sp.set_defaults(func=cmd_user_add)
 
+    from msc.cli import journal as journal_cli
+
+    journal_cli.add_arguments(sub)
+
     sp = sub.add_parser("demo", help="create the demo under DIR and run stubs + switch (make run)")
     sp.add_argument("--dir", default="var")
     sp.add_argument("--template", help="msc.toml to start from (default: the packaged demo config)")

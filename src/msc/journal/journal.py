@@ -23,13 +23,25 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from msc.journal.indexer import Indexer
 from msc.journal.keys import KeyRing, PeriodKeys, next_period, period_of
 from msc.journal.records import Entry, JournalError, Kind, seal
-from msc.journal.store import Checkpoint, Row, Writer
+from msc.journal.store import Checkpoint, Row, Writer, list_partitions
 from msc.journal.tokens import tokens_for
 
 #: Upper bound on records sealed into one batch; more wait for the next commit.
 MAX_BATCH = 4096
+MIN_RETENTION_DAYS = 1096  # PPP §1.7.1 A: three years
+INDEX_BATCH = 20_000  # wake the indexer early once this many records are unindexed (else every second)
+
+
+def month_expired(period: str, retention_days: int, now: float) -> bool:
+    """Has the whole month ended more than ``retention_days`` before ``now``?"""
+    import datetime as dt
+
+    y, m = map(int, period.split("-"))
+    end = dt.datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=dt.timezone.utc)
+    return end.timestamp() + retention_days * 86400 <= now
 
 
 class Journal:
@@ -77,6 +89,8 @@ class Journal:
         self.on_commit = on_commit
         self.on_error = on_error
         self.on_checkpoint = on_checkpoint
+        self._indexer: Indexer | None = None
+        self._unindexed = 0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -92,6 +106,8 @@ class Journal:
         self._last_checkpoint_time = self._clock()
         self._signing = await loop.run_in_executor(self._executor, self.keyring.signing_key)
         await loop.run_in_executor(self._executor, self.prepare_keys)
+        self._indexer = Indexer(self.dir)
+        self._indexer.start()
         self._task = asyncio.create_task(self._run(), name="journal-writer")
         self._timer = asyncio.create_task(self._tick(), name="journal-checkpoints")
 
@@ -119,6 +135,8 @@ class Journal:
         self._task = None
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._writer.close)
+        if self._indexer is not None:
+            await loop.run_in_executor(None, self._indexer.stop)
         self._executor.shutdown(wait=True)
 
     async def flush(self) -> None:
@@ -146,13 +164,13 @@ class Journal:
     def last_seq(self) -> int:
         return self._next_seq - 1
 
-    def _seal(self, batch: list[tuple[Sequence[Entry], asyncio.Future]]) -> list[Row]:
+    def _seal(self, batch: list[tuple[Sequence[Entry], asyncio.Future]], seq: int) -> list[Row]:
         now = int(self._clock() * 1_000_000)
         # Timestamps never go backwards (the clock may): sequence order is time order, which
         # lets search turn a time range into a sequence range.
         ts = max(now, self._last_ts)
+        self._last_ts = ts
         rows = []
-        seq = self._next_seq
         period = period_of(ts)
         keys: PeriodKeys | None = self.keyring.period(period)
         if keys is None:
@@ -166,57 +184,114 @@ class Journal:
                 seq += 1
         return rows
 
+    def _take(self) -> list[tuple[Sequence[Entry], asyncio.Future]]:
+        k, count = 0, 0
+        while k < len(self._pending) and count < MAX_BATCH:
+            count += len(self._pending[k][0])
+            k += 1
+        batch = self._pending[:k]
+        del self._pending[:k]
+        return batch
+
     async def _run(self) -> None:
+        """Group commit, pipelined: while batch N commits in the writer thread, batch N+1 is
+        sealed on the loop with the sequence numbers that follow N's. If N fails, N+1's seal is
+        discarded and its entries go back to the front of the queue to be re-sealed with N's
+        numbers, so the sequence stays contiguous."""
         loop = asyncio.get_running_loop()
+        ready: tuple[list, list[Row]] | None = None  # a batch sealed ahead, and its rows
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
-                self._idle.clear()
-                k, count = 0, 0
-                while k < len(self._pending) and count < MAX_BATCH:
-                    count += len(self._pending[k][0])
-                    k += 1
-                batch = self._pending[:k]
-                del self._pending[:k]
-                # A waiter may have given up (cancelled); its records are still written:
-                # they describe something that already happened.
-                t0 = time.perf_counter()
-                try:
-                    rows = self._seal(batch)
-                    await loop.run_in_executor(self._executor, self._writer.commit, rows)
-                except Exception as exc:  # JournalError, or a key problem while sealing
-                    err = exc if isinstance(exc, JournalError) else JournalError(str(exc))
-                    self.healthy = False
-                    self.last_error = str(err)
-                    self.errors_total += 1
-                    # The writer re-read what is really on disk; continue from there.
-                    self._next_seq = self._writer.last_seq + 1
-                    self._last_ts = max(self._last_ts, self._writer.last_ts)
-                    for _entries, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(err)
-                    if self.on_error:
-                        self.on_error(err)
-                    continue
-                self.healthy = True
-                self.last_error = None
-                first = self._next_seq
-                self._next_seq = rows[-1].values[0] + 1
-                self._last_ts = rows[-1].values[1]
-                self._since_checkpoint += len(rows)
-                seq = first
-                for entries, fut in batch:
-                    n = len(entries)
+            if ready is None and not self._pending:
+                self._idle.set()
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            self._idle.clear()
+            t0 = time.perf_counter()
+            try:
+                if ready is None:
+                    batch = self._take()
+                    rows = self._seal(batch, self._next_seq)
+                else:
+                    batch, rows = ready
+                    ready = None
+                commit = loop.run_in_executor(self._executor, self._writer.commit, rows)
+                if self._pending:
+                    nxt = self._take()
+                    try:
+                        ready = (nxt, self._seal(nxt, rows[-1].values[0] + 1))
+                    except Exception:
+                        self._pending[:0] = nxt
+                        ready = None
+                await commit
+            except Exception as exc:  # JournalError, or a key problem while sealing
+                err = exc if isinstance(exc, JournalError) else JournalError(str(exc))
+                self.healthy = False
+                self.last_error = str(err)
+                self.errors_total += 1
+                if ready is not None:
+                    self._pending[:0] = ready[0]
+                    ready = None
+                # The writer re-read what is really on disk; continue from there.
+                self._next_seq = self._writer.last_seq + 1
+                self._last_ts = max(self._last_ts, self._writer.last_ts)
+                for _entries, fut in batch:
                     if not fut.done():
-                        fut.set_result(list(range(seq, seq + n)))
-                    seq += n
-                if self.on_commit:
-                    self.on_commit([e for entries, _ in batch for e in entries], time.perf_counter() - t0)
-                if self._since_checkpoint >= self.checkpoint_every:
-                    with contextlib.suppress(JournalError):
-                        await self._checkpoint()
-            self._idle.set()
+                        fut.set_exception(err)
+                if self.on_error:
+                    self.on_error(err)
+                continue
+            self.healthy = True
+            self.last_error = None
+            first = rows[0].values[0]
+            self._next_seq = rows[-1].values[0] + 1
+            self._last_ts = max(self._last_ts, rows[-1].values[1])
+            self._since_checkpoint += len(rows)
+            self._unindexed += len(rows)
+            if self._unindexed >= INDEX_BATCH:
+                self._unindexed = 0
+                self._indexer.poke()
+            seq = first
+            for entries, fut in batch:
+                n = len(entries)
+                if not fut.done():
+                    fut.set_result(list(range(seq, seq + n)))
+                seq += n
+            if self.on_commit:
+                self.on_commit([e for entries, _ in batch for e in entries], time.perf_counter() - t0)
+            if self._since_checkpoint >= self.checkpoint_every:
+                with contextlib.suppress(JournalError):
+                    await self._checkpoint()
+
+    # -- retention ------------------------------------------------------------------------
+
+    async def purge(self, retention_days: int, *, now: float | None = None, actor: str | None = None) -> list[tuple[str, int, int]]:
+        """Delete whole months older than ``retention_days`` and destroy their keys (JOURNAL.md).
+
+        Only months that ended more than ``retention_days`` ago go; the current month never does.
+        Each purge is an ADMIN record. Returns (period, first seq, last seq) per month purged.
+        """
+        if retention_days < MIN_RETENTION_DAYS:
+            raise JournalError(f"retention_days must be >= {MIN_RETENTION_DAYS} (PPP §1.7.1 A)")
+        now = self._clock() if now is None else now
+        loop = asyncio.get_running_loop()
+        await self.flush()
+        current = period_of(int(now * 1e6))
+        done = []
+        for period in await loop.run_in_executor(self._executor, lambda: list_partitions(self.dir)):
+            if period >= current or not month_expired(period, retention_days, now):
+                break
+            span = await loop.run_in_executor(self._executor, self._writer.purge_period, period)
+            # Crypto-shredding: without the month's key its records (and any backup copy of
+            # them) cannot be read. The leaf hashes kept above keep the tree verifiable.
+            await loop.run_in_executor(self._executor, self.keyring.destroy_period, period)
+            await loop.run_in_executor(self._executor, self._writer.delete_partition, period)
+            if span is None:
+                continue
+            done.append((period, *span))
+            await self.append(Entry(kind=Kind.ADMIN, user=actor,
+                                    text=f"RETENTION PURGE {period} SEQ/{span[0]}-{span[1]} RETENTION_DAYS/{retention_days} KEY DESTROYED"))
+        return done
 
     # -- checkpoints ----------------------------------------------------------------------
 

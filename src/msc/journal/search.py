@@ -1,7 +1,8 @@
 """Journal search for investigators (JOURNAL.md "Search, print, export"; PPP §1.10.1).
 
 Filters combine with AND and results come in sequence order. Metadata filters are SQL on the
-plaintext columns of each month's partition (indexes on user, mnemonic and transaction id); a
+plaintext columns of each month's partition, driven by the month's batch-built index (user,
+mnemonic, transaction id, tokens; :mod:`msc.journal.indexer`) with the unindexed tail scanned; a
 time range becomes a sequence range by binary search on the timestamp, which never decreases
 with the sequence; ``--token TAG:VALUE`` is matched through the month's blind index, then every
 candidate is decrypted and confirmed, so a truncated-HMAC collision never produces a false hit.
@@ -14,6 +15,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from msc.journal.indexer import index_path
 from msc.journal.keys import KeyRing
 from msc.journal.records import Record, open_sealed, to_record, unseal_meta
 from msc.journal.store import Reader
@@ -74,10 +76,11 @@ def _periods_between(periods: list[str], start: int | None, end: int | None) -> 
 
 def _seq_bound(conn: sqlite3.Connection, ts: int) -> int | None:
     """The smallest sequence number whose timestamp is >= ts (timestamps never decrease)."""
-    row = conn.execute("SELECT MIN(seq), MAX(seq) FROM records").fetchone()
-    if row[0] is None:
+    # Two statements: SQLite answers a lone MIN() or MAX() from the b-tree, but scans for both.
+    lo = conn.execute("SELECT MIN(seq) FROM records").fetchone()[0]
+    if lo is None:
         return None
-    lo, hi = row
+    hi = conn.execute("SELECT MAX(seq) FROM records").fetchone()[0]
     if conn.execute("SELECT ts FROM records WHERE seq = ?", (hi,)).fetchone()[0] < ts:
         return hi + 1
     while lo < hi:
@@ -90,6 +93,21 @@ def _seq_bound(conn: sqlite3.Connection, ts: int) -> int | None:
     return lo
 
 
+def _attach_index(conn: sqlite3.Connection, directory, period: str) -> tuple[int, int]:
+    """Attach the month's index read-only (if any); return (indexed_upto, tokens rowid)."""
+    path = index_path(directory, period)
+    if not path.exists():
+        return 0, 0
+    if not any(row[1] == "ix" for row in conn.execute("PRAGMA database_list")):
+        conn.execute("ATTACH DATABASE ? AS ix", (f"file:{path}?mode=ro",))
+    try:
+        rows = dict(conn.execute("SELECT k, v FROM ix.meta"))
+    except sqlite3.DatabaseError:
+        conn.execute("DETACH DATABASE ix")
+        return 0, 0
+    return rows.get("indexed_upto", 0), rows.get("tokens_rowid", 0)
+
+
 def search(directory, keyring: KeyRing, q: Query) -> Iterator[Record]:
     """Yield matching records, decrypted, in sequence order."""
     reader = Reader(directory)
@@ -100,35 +118,61 @@ def search(directory, keyring: KeyRing, q: Query) -> Iterator[Record]:
             if keys is None:
                 continue  # purged: crypto-shredded
             conn = reader.conn(period)
-            where, params = [], []
+            upto, trow = _attach_index(conn, directory, period)
+            common, cparams = [], []
             if q.start is not None:
                 lo = _seq_bound(conn, q.start)
                 if lo is not None:
-                    where.append("seq >= ?")
-                    params.append(lo)
+                    common.append("seq >= ?")
+                    cparams.append(lo)
             if q.end is not None:
                 hi = _seq_bound(conn, q.end)
                 if hi is not None:
-                    where.append("seq < ?")
-                    params.append(hi)
+                    common.append("seq < ?")
+                    cparams.append(hi)
             for col in FILTER_COLUMNS:
                 value = getattr(q, col)
                 if value is not None:
-                    where.append(f"{col} = ?")
-                    params.append(value)
-            for tag, value in q.tokens:
-                where.append("seq IN (SELECT seq FROM tokens WHERE token = ?)")
-                params.append(token(keys.index_key, tag, value))
-            sql = "SELECT blob FROM records" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
-            for (blob,) in conn.execute(sql, params):
-                sealed = unseal_meta(blob)
-                private = open_sealed(keys.aead, sealed)
-                if q.tokens and not all(matches(private.text, private.requester, private.recipient, t, v) for t, v in q.tokens):
-                    continue
-                yield to_record(sealed.meta, private)
-                produced += 1
-                if q.limit is not None and produced >= q.limit:
-                    return
+                    common.append(f"{col} = ?")
+                    cparams.append(value)
+            toks = [token(keys.index_key, tag, value) for tag, value in q.tokens]
+            # Below indexed_upto the batch-built index drives (CROSS JOIN fixes the loop order: index
+            # range first, then record lookups by sequence); above it, the short tail is scanned.
+            if toks:
+                outer, key, value = "ix_token", "token", toks[0]
+            else:
+                driver = next((c for c in ("txn", "user", "mnemonic") if getattr(q, c) is not None), None)
+                outer, key, value = (f"ix_{driver}", driver, getattr(q, driver)) if driver else (None, None, None)
+            if outer is not None:
+                head_sql = (f"SELECT r.blob FROM ix.{outer} AS i CROSS JOIN records AS r ON r.seq = i.seq "
+                            f"WHERE i.{key} = ? AND i.seq <= ?")
+                hparams = [value, upto]
+                for t in toks[1:]:
+                    head_sql += " AND r.seq IN (SELECT seq FROM ix.ix_token WHERE token = ?)"
+                    hparams.append(t)
+                for c in common:
+                    head_sql += " AND " + c.replace("seq", "i.seq", 1) if c.startswith("seq") else " AND r." + c
+                head_sql += " ORDER BY i.seq"
+            else:
+                head_sql = "SELECT blob FROM records WHERE " + " AND ".join(["seq <= ?", *common]) + " ORDER BY seq"
+                hparams = [upto]
+            tail, tparams = ["seq > ?"], [upto]
+            for t in toks:
+                tail.append("seq IN (SELECT seq FROM tokens WHERE rowid > ? AND token = ?)")
+                tparams += [trow, t]
+            tail_sql = "SELECT blob FROM records WHERE " + " AND ".join(tail + common) + " ORDER BY seq"
+            parts = [(tail_sql, tparams)] if upto == 0 else [(head_sql, hparams), (tail_sql, tparams)]
+            for sql, params in parts:
+                for (blob,) in conn.execute(sql, [*params, *cparams]):
+                    sealed = unseal_meta(blob)
+                    private = open_sealed(keys.aead, sealed)
+                    if q.tokens and not all(matches(private.text, private.requester, private.recipient, t, v)
+                                            for t, v in q.tokens):
+                        continue
+                    yield to_record(sealed.meta, private)
+                    produced += 1
+                    if q.limit is not None and produced >= q.limit:
+                        return
     finally:
         reader.close()
 

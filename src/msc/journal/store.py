@@ -23,10 +23,12 @@ import hashlib
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from msc.config.files import atomic_write
 from msc.journal.merkle import Frontier
 from msc.journal.records import JournalError
 
@@ -34,7 +36,7 @@ from msc.journal.records import JournalError
 class JournalBusy(JournalError):
     """Another process holds the journal's writer lock (normally the running daemon)."""
 
-PARTITION_RE = re.compile(r"(\d{4})-(\d{2})\.db\Z")
+PARTITION_RE = re.compile(r"(\d{4})-(\d{2})\.db\Z")  # not YYYY-MM.idx.db
 
 COLUMNS = (
     "seq", "ts", "kind", "direction", "peer", "mnemonic", "user", "taf", "ori", "mke", "txn",
@@ -53,11 +55,8 @@ CREATE TABLE IF NOT EXISTS records(
     blob BLOB NOT NULL,
     leaf BLOB NOT NULL
 );
+-- No secondary index here: they are built in batches in YYYY-MM.idx.db (msc.journal.indexer).
 CREATE TABLE IF NOT EXISTS tokens(token BLOB NOT NULL, seq INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS records_user ON records(user);
-CREATE INDEX IF NOT EXISTS records_mnemonic ON records(mnemonic);
-CREATE INDEX IF NOT EXISTS records_txn ON records(txn);
-CREATE INDEX IF NOT EXISTS tokens_token ON tokens(token);
 CREATE TRIGGER IF NOT EXISTS records_append_only_u BEFORE UPDATE ON records
     BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS records_append_only_d BEFORE DELETE ON records
@@ -187,8 +186,9 @@ class Writer:
         self._meta = open_meta(self.dir)
         os.chmod(self.dir / "meta.db", 0o600)
         self.checkpoints = load_checkpoints(self._meta)
-        periods = list_partitions(self.dir)
         purged = load_purged(self._meta)
+        self._finish_interrupted_purges(purged)
+        periods = list_partitions(self.dir)
         last = 0
         last_ts = 0
         for period in reversed(periods):
@@ -221,6 +221,44 @@ class Writer:
             for (leaf,) in self._conn(period).execute("SELECT leaf FROM records WHERE seq > ? ORDER BY seq", (f.size,)):
                 f.append(leaf)
         return f
+
+    def _finish_interrupted_purges(self, purged: list[tuple[str, int, int]]) -> None:
+        """A purge that stopped after recording itself still has files to delete: finish it."""
+        for period, _first, _last in purged:
+            self.delete_partition(period)
+
+    def purge_period(self, period: str) -> tuple[int, int] | None:
+        """Retention: keep the month's leaf hashes, record the purge, delete its partition.
+
+        The caller destroys the month's key (crypto-shredding) between recording the purge and
+        the file deletion done here; a crash anywhere in between is completed by :meth:`open`.
+        """
+        path = partition_path(self.dir, period)
+        if not path.exists():
+            return None
+        conn = self._conns.pop(period, None) or connect(path, synchronous=self.synchronous)
+        try:
+            rows = conn.execute("SELECT seq, leaf FROM records ORDER BY seq").fetchall()
+        finally:
+            conn.close()
+        if not rows:
+            for suffix in ("", "-wal", "-shm"):
+                (self.dir / f"{period}.db{suffix}").unlink(missing_ok=True)
+            return None
+        first, last = rows[0][0], rows[-1][0]
+        if len(rows) != last - first + 1:
+            raise JournalError(f"{period} is not contiguous ({first}..{last}, {len(rows)} records): run verify")
+        atomic_write(self.dir / f"{period}.leaves", b"".join(leaf for _, leaf in rows), 0o600)
+        assert self._meta is not None
+        self._meta.execute("INSERT OR REPLACE INTO purged(period, first_seq, last_seq, purged_at) VALUES (?, ?, ?, ?)",
+                           (period, first, last, int(time.time() * 1_000_000)))
+        return first, last
+
+    def delete_partition(self, period: str) -> None:
+        self._conns.pop(period, None)
+        for name in (f"{period}.db", f"{period}.idx.db"):
+            for suffix in ("", "-wal", "-shm"):
+                (self.dir / f"{name}{suffix}").unlink(missing_ok=True)
 
     def _conn(self, period: str) -> sqlite3.Connection:
         conn = self._conns.get(period)
@@ -331,7 +369,16 @@ class Reader:
         self._conns: dict[str, sqlite3.Connection] = {}
 
     def periods(self) -> list[str]:
-        return list_partitions(self.dir)
+        """Partitions present, oldest first (a month whose purge was interrupted is excluded)."""
+        periods = list_partitions(self.dir)
+        meta = self.meta()
+        if meta is None:
+            return periods
+        try:
+            purged = {p for p, _f, _l in load_purged(meta)}
+        finally:
+            meta.close()
+        return [p for p in periods if p not in purged]
 
     def conn(self, period: str) -> sqlite3.Connection:
         conn = self._conns.get(period)
@@ -347,8 +394,12 @@ class Reader:
         return connect(path, readonly=True)
 
     def period_range(self, period: str) -> tuple[int, int] | None:
-        row = self.conn(period).execute("SELECT MIN(seq), MAX(seq) FROM records").fetchone()
-        return None if row[0] is None else (row[0], row[1])
+        # Two statements on purpose: a lone MIN()/MAX() is a b-tree lookup, both together a scan.
+        conn = self.conn(period)
+        lo = conn.execute("SELECT MIN(seq) FROM records").fetchone()[0]
+        if lo is None:
+            return None
+        return lo, conn.execute("SELECT MAX(seq) FROM records").fetchone()[0]
 
     def find_period(self, seq: int) -> str | None:
         for period in reversed(self.periods()):

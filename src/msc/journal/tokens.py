@@ -13,7 +13,6 @@ month's key (retention) makes its tokens meaningless.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 
@@ -23,32 +22,46 @@ TOKEN_LEN = 16
 TOKEN_TAGS = (
     "NAM", "DOB", "SOC", "OLN", "LIC", "VIN", "FBI", "SID", "CII", "MNU", "NIC", "OCA", "ATN", "REL",
 )
-_FIELD_RE = re.compile(r"(?<![A-Z0-9])(" + "|".join(TOKEN_TAGS) + r")/([^.\r\n]*)")
 _SPACE_RE = re.compile(r"\s+")
 _COMMA_RE = re.compile(r"\s*,\s*")
 
 
 def normalize(value: str) -> str:
-    v = _SPACE_RE.sub(" ", value.strip().upper())
-    return _COMMA_RE.sub(",", v)
+    v = value.strip().upper()
+    if "  " in v or "," in v or "\t" in v:  # the common case (no commas, single spaces) skips the regexes
+        v = _COMMA_RE.sub(",", _SPACE_RE.sub(" ", v))
+    return v
+
+
+_TAG_SET = frozenset(TOKEN_TAGS)
+_END_RE = re.compile(r"[.\r\n]")
 
 
 def fields_of(text: str) -> set[tuple[str, str]]:
-    """Every tokenizable (tag, normalized value) in a message text."""
+    """Every tokenizable (tag, normalized value) in a message text.
+
+    A field is ``TAG/value`` where TAG is one of :data:`TOKEN_TAGS` not preceded by a letter or
+    digit, and the value runs to the next '.', CR or LF. Walking the '/' characters is several
+    times faster than a regex scan of the whole text, and this runs for every journaled record.
+    """
     out = set()
-    for tag, value in _FIELD_RE.findall(text):
-        v = normalize(value)
-        if v:
-            out.add((tag, v))
+    i = text.find("/")
+    while i != -1:
+        if i >= 3 and text[i - 3 : i] in _TAG_SET and (i == 3 or not text[i - 4].isalnum()):
+            m = _END_RE.search(text, i + 1)
+            v = normalize(text[i + 1 : m.start() if m else len(text)])
+            if v:
+                out.add((text[i - 3 : i], v))
+        i = text.find("/", i + 1)
     return out
 
 
 def token(index_key: bytes, tag: str, value: str) -> bytes:
-    return hmac.new(index_key, f"{tag}:{value}".encode(), hashlib.sha256).digest()[:TOKEN_LEN]
+    return hmac.digest(index_key, f"{tag}:{value}".encode(), "sha256")[:TOKEN_LEN]
 
 
 def tokens_for(index_key: bytes, text: str, requester: str | None = None, recipient: str | None = None) -> list[bytes]:
-    fields = fields_of(text)
+    fields = fields_of(text) if "/" in text else set()
     if requester:
         fields.add(("ATN", normalize(requester)))
     if recipient:

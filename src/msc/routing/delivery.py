@@ -47,6 +47,7 @@ class Output:
     sent: bool = False
     queued_recorded: bool = False
     category: str | None = None
+    cori: tuple[str | None, str | None, str | None] = (None, None, None)  # purpose, requester, recipient
     started: float | None = None  # perf_counter of the request's acceptance (latency metric)
     on_done: Callable[[Output], None] | None = None
 
@@ -155,8 +156,10 @@ class Delivery:
             return False  # a duplicate or stale ack (at-least-once delivery)
         self._count -= 1
         self._gauge()
+        purpose, requester, recipient = output.cori
         self.journal.submit([Entry(kind=Kind.DELIVERED, direction="out", peer=endpoint, mnemonic=output.mnemonic,
-                                   user=sink.user, taf=sink.taf, txn=output.txn, osn=osn, text=f"OSN {osn}")])
+                                   user=sink.user, taf=sink.taf, txn=output.txn, osn=osn, purpose=purpose,
+                                   requester=requester, recipient=recipient, text=f"OSN {osn}")])
         if output.on_done is not None:
             output.on_done(output)
         return True

@@ -48,6 +48,10 @@ class Pending:
     mke: str
     category: str
     upstream: str
+    # CORI release fields (PPP §1.6.1 C, §1.7.1 A), carried to the response and its delivery.
+    purpose: str | None = None
+    requester: str | None = None
+    recipient: str | None = None
     started: float = field(default_factory=time.perf_counter)
     sent_at: float = 0.0
     xid: int = 0
@@ -208,7 +212,8 @@ class Router:
         text = payload.decode("ascii", "replace")
         for endpoint, mnemonic in destinations:
             osn = self.delivery.next_osn(endpoint)
-            o = Output(endpoint, osn, mnemonic, payload, txn=entry_kw.get("txn"), category=category, started=started)
+            o = Output(endpoint, osn, mnemonic, payload, txn=entry_kw.get("txn"), category=category, started=started,
+                       cori=(entry_kw.get("purpose"), entry_kw.get("requester"), entry_kw.get("recipient")))
             if started is not None and category is not None:
                 o.on_done = self._observe_latency
             outputs.append(o)
@@ -235,7 +240,8 @@ class Router:
             self._forget(pending)
             self.links[pending.upstream].sent.pop(pending.xid, None)
             self._in_flight_gauge(link)
-            entry_kw.update(user=pending.user, taf=pending.taf, txn=pending.txn, ori=msg.ori or pending.ori)
+            entry_kw.update(user=pending.user, taf=pending.taf, txn=pending.txn, ori=msg.ori or pending.ori,
+                            purpose=pending.purpose, requester=pending.requester, recipient=pending.recipient)
             category, started = pending.category, pending.started
         else:
             entry_kw["txn"] = self.new_txn()

@@ -386,7 +386,8 @@ class Session(asyncio.Protocol):
             Entry(kind=Kind.FORWARDED, direction="out", peer=upstream, text=forwarded, **common),
         )
         pending = Pending(txn=txn, header=inp.header, mnemonic=inp.mnemonic, endpoint=self._endpoint_for(inp.mnemonic),
-                          user=oif, taf=taf, ori=body.ori, mke=inp.mke, category=route.category, upstream=upstream)
+                          user=oif, taf=taf, ori=body.ori, mke=inp.mke, category=route.category, upstream=upstream,
+                          purpose=purpose, requester=requester, recipient=recipient)
         self._commit_then(entries, xid, b"", lambda: router.dispatch(pending, forwarded.encode("ascii")),
                           category=route.category)
 

@@ -117,6 +117,7 @@ class Switch:
         self.ops: OpsServer | None = None
         self.control: ControlServer | None = None
         self._sweeper: asyncio.Task | None = None
+        self._retention: asyncio.Task | None = None
         self.started = asyncio.Event()
         self._otp_steps: dict[str, int] = {}
         self._users_aead = None
@@ -165,6 +166,7 @@ class Switch:
         self.control = ControlServer(self, s.data_dir / "control.sock")
         await self.control.start()
         self._sweeper = asyncio.create_task(self._sweep(), name="session-timers")
+        self._retention = asyncio.create_task(self._retention_daily(), name="journal-retention")
         for kind in ("terminal", "host", "pool", "printer"):
             m.sessions.labels(kind).set(0)
         self.started.set()
@@ -187,10 +189,11 @@ class Switch:
         for rt in self.listeners:
             if rt.server:
                 rt.server.close()
-        if self._sweeper:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._sweeper, self._retention):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for sess in list(self.sessions):
             sess.close("SHUTDOWN")
         await asyncio.sleep(0)
@@ -245,6 +248,19 @@ class Switch:
     async def control_users_changed(self, req: dict) -> dict:
         err = self.reload_users()
         return {"ok": err is None, "error": err}
+
+    async def control_checkpoint(self, req: dict) -> dict:
+        cp = await self.journal.checkpoint()
+        return {"ok": True, "tree_size": cp.tree_size if cp else self.journal.tree_size}
+
+    async def control_purge(self, req: dict) -> dict:
+        purged = await self.journal.purge(self.settings.config.journal.retention_days)
+        return {"ok": True, "purged": purged}
+
+    async def control_verify_failed(self, req: dict) -> dict:
+        self.metrics.journal_verify_failures.inc()
+        self.log.error("journal.verify_failed", first_bad=req.get("first_bad"))
+        return {"ok": True}
 
     async def control_ping(self, req: dict) -> dict:
         return {"ok": True, "switch": self.settings.config.switch.name, "pid": os.getpid()}
@@ -307,6 +323,18 @@ class Switch:
             sess.mnemonic = None
         if sess.state is State.OPERATOR:
             sess.state = State.READY
+
+    async def _retention_daily(self) -> None:
+        """JOURNAL.md "Retention": purge months older than retention_days once a day."""
+        await asyncio.sleep(60)
+        while True:
+            try:
+                for period, first, last in await self.journal.purge(self.settings.config.journal.retention_days):
+                    self.log.info("journal.purged", period=period, first=first, last=last)
+                self.journal.prepare_keys()
+            except JournalError as exc:
+                self.log.error("journal.purge_failed", error=str(exc))
+            await asyncio.sleep(86400)
 
     async def _sweep(self) -> None:
         while True:

@@ -1,0 +1,103 @@
+"""Export bundles: records a court or the state can check without msc (JOURNAL.md).
+
+A bundle is a zip file::
+
+    records.jsonl      the matching records, decrypted (the jsonl search format)
+    proofs.jsonl       per record: its sealed bytes, its salt, its RFC 6962 inclusion proof
+    checkpoint.json    the signed checkpoint covering every exported record
+    public_key.txt     the switch's Ed25519 checkpoint key (base64)
+    verify_bundle.py   the verifier: Python standard library only
+    MANIFEST.txt       case, investigator, filters, time, counts
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import zipfile
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+
+from msc.journal.keys import KeyRing
+from msc.journal.proofs import proofs
+from msc.journal.records import Record, open_sealed, unseal_meta
+from msc.journal.store import Checkpoint, Reader, load_checkpoints, load_purged, read_leaves_file
+
+
+def record_json(r: Record) -> dict:
+    from msc.journal.search import iso
+
+    return {"seq": r.seq, "ts": iso(r.ts), "kind": r.kind, "direction": r.direction, "peer": r.peer,
+            "mnemonic": r.mnemonic, "user": r.user, "taf": r.taf, "ori": r.ori, "mke": r.mke, "txn": r.txn,
+            "code": r.code, "purpose": r.purpose, "requester": r.requester, "recipient": r.recipient, "text": r.text}
+
+
+def _leaves(directory: Path, reader: Reader, purged: list[tuple[str, int, int]]) -> Iterator[bytes]:
+    for period, first, last in purged:
+        data = read_leaves_file(directory, period)
+        for i in range(last - first + 1):
+            yield data[i * 32 : (i + 1) * 32]
+    for period in reader.periods():
+        for (leaf,) in reader.conn(period).execute("SELECT leaf FROM records ORDER BY seq"):
+            yield leaf
+
+
+def covering_checkpoint(directory: Path, seq: int) -> Checkpoint | None:
+    reader = Reader(directory)
+    meta = reader.meta()
+    try:
+        cps = load_checkpoints(meta) if meta else []
+    finally:
+        if meta:
+            meta.close()
+    for cp in cps:
+        if cp.tree_size >= seq:
+            return cp
+    return None
+
+
+def write_bundle(directory: Path, keyring: KeyRing, seqs: list[int], out: Path, *, name: str,
+                 checkpoint: Checkpoint, manifest: dict) -> int:
+    """Write the bundle for the given records (sorted sequence numbers). Returns the count."""
+    reader = Reader(directory)
+    meta = reader.meta()
+    purged = load_purged(meta) if meta else []
+    if meta:
+        meta.close()
+    try:
+        root, proof_map = proofs(_leaves(directory, reader, purged), checkpoint.tree_size, [s - 1 for s in seqs])
+        if root != checkpoint.root:
+            raise ValueError("the journal does not match its checkpoint: run `msc journal verify`")
+        records, proof_lines = [], []
+        for seq in seqs:
+            found = reader.blob(seq)
+            if found is None:
+                continue
+            period, blob = found
+            keys = keyring.period(period, create=False)
+            sealed = unseal_meta(blob)
+            private = open_sealed(keys.aead, sealed)
+            from msc.journal.records import to_record
+
+            records.append(json.dumps(record_json(to_record(sealed.meta, private))))
+            proof_lines.append(json.dumps({
+                "seq": seq, "record": base64.b64encode(blob).decode(), "salt": base64.b64encode(private.salt).decode(),
+                "proof": [h.hex() for h in proof_map[seq - 1]],
+            }))
+    finally:
+        reader.close()
+    verifier = resources.files("msc.journal").joinpath("bundle_verifier.py").read_text()
+    cp = {"name": name, "tree_size": checkpoint.tree_size, "root": checkpoint.root.hex(), "ts": checkpoint.ts,
+          "signature": base64.b64encode(checkpoint.signature).decode()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("records.jsonl", "\n".join(records) + ("\n" if records else ""))
+        z.writestr("proofs.jsonl", "\n".join(proof_lines) + ("\n" if proof_lines else ""))
+        z.writestr("checkpoint.json", json.dumps(cp, indent=1) + "\n")
+        z.writestr("public_key.txt", base64.b64encode(keyring.public_key_bytes()).decode() + "\n")
+        z.writestr("verify_bundle.py", verifier)
+        z.writestr("MANIFEST.txt", "".join(f"{k}: {v}\n" for k, v in manifest.items()) + f"records: {len(records)}\n"
+                   "verify with: python3 verify_bundle.py bundle.zip   (Python standard library only)\n")
+    out.chmod(0o600)
+    return len(records)

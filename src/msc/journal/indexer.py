@@ -1,0 +1,146 @@
+"""Deferred search indexes: built in batches beside the journal, never on the append path.
+
+Random-key index inserts (user, mnemonic, blind-index tokens) cost more than the append itself
+(PERFORMANCE.md: "index in batches or per partition"). So each month's records database has no
+secondary index at all, and a derived ``YYYY-MM.idx.db`` holds sorted ``(key, seq)`` tables that
+an indexer thread fills with one ``INSERT … SELECT … ORDER BY`` per table from a read snapshot of
+the records — in its own file, so it never contends for the records database's write lock.
+
+``meta.indexed_upto`` says how far the index goes; search uses it below that and scans the short
+unindexed tail above it. The index is derived data (``synchronous = NORMAL``): if it is lost or
+damaged it is rebuilt from the records.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+import structlog
+
+from msc.journal.store import list_partitions, partition_path
+
+log = structlog.get_logger("msc.journal.indexer")
+
+INDEX_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ix_user(user TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY(user, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ix_mnemonic(mnemonic TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY(mnemonic, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ix_txn(txn TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY(txn, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ix_token(token BLOB NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY(token, seq)) WITHOUT ROWID;
+"""
+
+INDEXED = ("user", "mnemonic", "txn")
+
+
+def index_path(directory: Path, period: str) -> Path:
+    return directory / f"{period}.idx.db"
+
+
+def open_index(directory: Path, period: str, *, readonly: bool = False) -> sqlite3.Connection | None:
+    path = index_path(directory, period)
+    if readonly:
+        if not path.exists():
+            return None
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(f"file:{path}", uri=True, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(INDEX_SCHEMA)
+    os.chmod(path, 0o600)
+    return conn
+
+
+def progress(conn: sqlite3.Connection | None) -> tuple[int, int]:
+    """(indexed_upto seq, tokens rowid indexed up to) — (0, 0) for no index."""
+    if conn is None:
+        return 0, 0
+    try:
+        rows = dict(conn.execute("SELECT k, v FROM meta"))
+    except sqlite3.DatabaseError:
+        return 0, 0
+    return rows.get("indexed_upto", 0), rows.get("tokens_rowid", 0)
+
+
+def catch_up(directory: Path, period: str, *, max_records: int = 200_000) -> int:
+    """Index the records of one month not yet indexed (at most ``max_records``). Returns how many."""
+    rec_path = partition_path(directory, period)
+    if not rec_path.exists():
+        return 0
+    conn = open_index(directory, period)
+    conn.execute("ATTACH DATABASE ? AS r", (f"file:{rec_path}?mode=ro",))
+    try:
+        upto, trow = progress(conn)
+        # DEFERRED: a read snapshot of the records, and a write lock on the index file only.
+        conn.execute("BEGIN")
+        # One read snapshot: records and their tokens are committed together by the writer.
+        hi = conn.execute("SELECT MAX(seq) FROM r.records WHERE seq <= ?", (upto + max_records,)).fetchone()[0]
+        if hi is None or hi <= upto:
+            conn.execute("ROLLBACK")
+            return 0
+        thi = conn.execute("SELECT MAX(rowid) FROM r.tokens WHERE seq <= ?", (hi,)).fetchone()[0] or trow
+        for col in INDEXED:
+            conn.execute(f"INSERT OR IGNORE INTO ix_{col}({col}, seq) SELECT {col}, seq FROM r.records "
+                         f"WHERE seq > ? AND seq <= ? AND {col} IS NOT NULL ORDER BY {col}, seq", (upto, hi))
+        conn.execute("INSERT OR IGNORE INTO ix_token(token, seq) SELECT token, seq FROM r.tokens "
+                     "WHERE rowid > ? AND rowid <= ? ORDER BY token, seq", (trow, thi))
+        conn.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('indexed_upto', ?), ('tokens_rowid', ?)", (hi, thi))
+        conn.execute("COMMIT")
+        return hi - upto
+    except sqlite3.DatabaseError:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.close()
+
+
+class Indexer:
+    """A background thread that keeps every month's index close behind the journal."""
+
+    def __init__(self, directory: Path, *, interval_s: float = 1.0) -> None:
+        self.dir = directory
+        self.interval_s = interval_s
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self.errors = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="msc-journal-indexer", daemon=True)
+        self._thread.start()
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def run_once(self) -> int:
+        done = 0
+        for period in list_partitions(self.dir):
+            while True:
+                n = catch_up(self.dir, period)
+                done += n
+                if n == 0 or self._stop:
+                    break
+        return done
+
+    def _run(self) -> None:
+        while not self._stop:
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            try:
+                self.run_once()
+            except (sqlite3.DatabaseError, OSError) as exc:
+                self.errors += 1
+                log.warning("journal.indexer_error", error=str(exc))
+        try:
+            self.run_once()  # leave a complete index behind on a clean stop
+        except (sqlite3.DatabaseError, OSError):
+            pass
