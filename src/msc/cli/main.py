@@ -62,7 +62,7 @@ def cmd_stub(args) -> int:
     host, port = args.listen
     cfg = StubConfig(role=args.role, host=host, port=port, control=args.control, log_path=args.log,
                      latency_ms=args.latency_ms, fail_rate=args.fail_rate, seed=args.seed,
-                     heartbeat_s=args.heartbeat_s)
+                     heartbeat_s=args.heartbeat_s, tls_cert=args.tls_cert, tls_key=args.tls_key)
 
     def ready(stub) -> None:
         ctl = f" control {stub.cfg.control[0]}:{stub.control_port}" if stub.cfg.control else ""
@@ -172,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--fail-rate", type=float, default=0.0, help="fraction of requests answered N (0..1)")
     sp.add_argument("--seed", type=int, default=1)
     sp.add_argument("--heartbeat-s", type=float, default=30.0)
+    sp.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
+    sp.add_argument("--tls-key", help="and this key")
     sp.set_defaults(func=cmd_stub)
 
     sp = sub.add_parser("terminal", help="an interactive line-mode terminal")
@@ -210,6 +212,25 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--totp", action="store_true", help="enrol a TOTP second factor; prints the URI once")
     sp.add_argument("--password-stdin", action="store_true")
     sp.set_defaults(func=cmd_user_add)
+    for action, fn, help_ in (("passwd", "user_passwd", "set a new password"),
+                              ("disable", "user_status", "disable (logs the user off at once)"),
+                              ("enable", "user_status", "enable again"),
+                              ("unlock", "user_unlock", "release a lockout (CJIS AC-7)"),
+                              ("remove", "user_remove", "remove; the ID is not reassigned for 365 days")):
+        sp = with_config(users.add_parser(action, help=help_))
+        sp.add_argument("id")
+        if action == "passwd":
+            sp.add_argument("--password-stdin", action="store_true")
+        sp.set_defaults(func=lambda a, fn=fn: getattr(__import__("msc.cli.users", fromlist=[fn]), fn)(a, _load(a)))
+    sp = with_config(users.add_parser("list", help="list users, roles, status, lockouts, last logon"))
+    sp.add_argument("--format", choices=("text", "json"), default="text")
+    sp.set_defaults(func=lambda a: __import__("msc.cli.users", fromlist=["user_list"]).user_list(a, _load(a)))
+
+    stations = sub.add_parser("station", help="stations at run time").add_subparsers(dest="action", required=True)
+    for action in ("disable", "enable"):
+        sp = with_config(stations.add_parser(action, help=f"{action} a station (PPP §1.9.1)"))
+        sp.add_argument("mnemonic")
+        sp.set_defaults(func=lambda a: __import__("msc.cli.users", fromlist=["station_status"]).station_status(a, _load(a)))
 
     from msc.cli import journal as journal_cli
 

@@ -115,3 +115,136 @@ def add_user(args, settings: Settings) -> int:
         print("TOTP provisioning URI (shown once; enrol it in the user's authenticator now):")
         print(uri)
     return EXIT_OK
+
+
+def _find(settings: Settings, uid: str):
+    u = next((u for u in userfile.read(settings.users_path).user if u.id == uid), None)
+    if u is None:
+        raise SystemExit(f"error: no user {uid} in {settings.users_path}")
+    return u
+
+
+def _change(settings: Settings, uid: str, fn) -> None:
+    try:
+        userfile.update(settings.users_path, lambda users: userfile.replace_user(users, uid, fn),
+                        lambda u: validate_users(settings, u))
+    except LookupError:
+        raise SystemExit(f"error: no user {uid} in {settings.users_path}") from None
+    except ConfigError as exc:
+        raise SystemExit("\n".join(f"error: {i}" for i in exc.issues)) from None
+
+
+def user_passwd(args, settings: Settings) -> int:
+    uid = args.id.upper()
+    u = _find(settings, uid)
+    pw = read_new_password(args)
+    problem = password_problem(pw, uid, u.name)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    hashed = hash_password(pw)
+    _change(settings, uid, lambda e: msgspec.structs.replace(e, password=hashed))
+    from msc.cli.admin import notify_users_changed
+
+    notify_users_changed(settings, f"USER PASSWD {uid}")
+    print(f"password of {uid} changed")
+    return EXIT_OK
+
+
+def user_status(args, settings: Settings) -> int:
+    uid = args.id.upper()
+    status = "disabled" if args.action == "disable" else "active"
+    _find(settings, uid)
+    _change(settings, uid, lambda e: msgspec.structs.replace(e, status=status))
+    from msc.cli.admin import notify_users_changed
+
+    notify_users_changed(settings, f"USER {args.action.upper()} {uid}")
+    print(f"{uid} {status}" + (" (logged off within a second if the switch is running)" if status == "disabled" else ""))
+    return EXIT_OK
+
+
+def user_unlock(args, settings: Settings) -> int:
+    from msc.cli.admin import DaemonUnavailable, control, record_admin
+    from msc.mnemonics.state import StateStore
+
+    uid = args.id.upper()
+    _find(settings, uid)
+    try:
+        reply = control(settings, {"op": "unlock", "id": uid})
+        if not reply.get("ok"):
+            raise SystemExit(f"error: {reply.get('error')}")
+    except DaemonUnavailable:
+        store = StateStore(settings.state_db)
+        store.unlock(uid)
+        store.close()
+    record_admin(settings, f"USER UNLOCK {uid}")
+    print(f"{uid} unlocked")
+    return EXIT_OK
+
+
+def user_remove(args, settings: Settings) -> int:
+    uid = args.id.upper()
+    _find(settings, uid)
+    today = dt.date.today()
+    userfile.update(settings.users_path, lambda users: userfile.remove_user(users, uid, today))
+    from msc.cli.admin import notify_users_changed
+
+    notify_users_changed(settings, f"USER REMOVE {uid}")
+    print(f"{uid} removed; the ID cannot be reassigned before {today + dt.timedelta(days=ID_REUSE_DAYS)} (CJIS IA-4d)")
+    return EXIT_OK
+
+
+def user_list(args, settings: Settings) -> int:
+    import json
+
+    from msc.mnemonics.state import StateStore
+
+    users = userfile.read(settings.users_path)
+    state = StateStore(settings.state_db).users() if settings.data_dir.exists() else {}
+    rows = []
+    for u in users.user:
+        st = state.get(u.id)
+
+        def when(t):
+            return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="seconds") if t else None
+
+        rows.append({"id": u.id, "name": u.name, "ori": u.ori, "role": u.role, "status": u.status,
+                     "locked": bool(st and st.locked_at), "totp": u.totp is not None,
+                     "certified_until": u.certified_until.isoformat() if u.certified_until else None,
+                     "last_logon": when(st.last_logon) if st else None})
+    if args.format == "json":
+        print(json.dumps({"users": rows, "removed": [{"id": r.id, "removed": r.removed.isoformat()} for r in users.removed]},
+                         indent=1))
+        return EXIT_OK
+    print(f"{'ID':<7} {'ROLE':<13} {'ORI':<10} {'STATUS':<9} {'LOCKED':<7} {'TOTP':<5} {'CERTIFIED':<11} {'LAST LOGON':<26} NAME")
+    for r in rows:
+        print(f"{r['id']:<7} {r['role']:<13} {r['ori']:<10} {r['status']:<9} {'yes' if r['locked'] else 'no':<7} "
+              f"{'yes' if r['totp'] else 'no':<5} {r['certified_until'] or '-':<11} {r['last_logon'] or '-':<26} {r['name']}")
+    for r in users.removed:
+        print(f"{r.id:<7} (removed {r.removed}; not reassignable until {r.removed + dt.timedelta(days=ID_REUSE_DAYS)})")
+    return EXIT_OK
+
+
+def station_status(args, settings: Settings) -> int:
+    """``msc station disable|enable`` (PPP §1.9.1: a stolen or misplaced terminal, at once)."""
+    from msc.cli.admin import DaemonUnavailable, control, record_admin
+    from msc.mnemonics.state import StateStore
+
+    mnemonic = args.mnemonic.upper()
+    if mnemonic not in {s.mnemonic for s in settings.config.station}:
+        print(f"error: no station {mnemonic} in {settings.config_path}", file=sys.stderr)
+        return EXIT_USAGE
+    disabled = args.action == "disable"
+    try:
+        reply = control(settings, {"op": "station", "mnemonic": mnemonic, "disabled": disabled})
+        if not reply.get("ok"):
+            raise SystemExit(f"error: {reply.get('error')}")
+        live = True
+    except DaemonUnavailable:
+        store = StateStore(settings.state_db)
+        store.set_station(mnemonic, disabled)
+        store.close()
+        live = False
+    record_admin(settings, f"STATION {args.action.upper()} {mnemonic}")
+    print(f"station {mnemonic} {'disabled' if disabled else 'enabled'}" + (" in the running switch" if live else ""))
+    return EXIT_OK

@@ -116,9 +116,11 @@ def _time(s: str) -> dt.time:
 
 
 class Directory:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, disabled_stations: frozenset[str] = frozenset()) -> None:
+        """``disabled_stations``: stations disabled at run time (``msc station disable``)."""
         cfg = settings.config
         self.settings = settings
+        self.disabled_stations = disabled_stations
         self.agencies = {a.ori: Agency(a.ori, a.name, a.duty_station) for a in cfg.agency}
         self.stations: dict[str, Station] = {}
         self.host_of: dict[str, str] = {}  # workstation mnemonic → host station mnemonic
@@ -126,7 +128,8 @@ class Directory:
             nets = tuple(ipaddress.ip_network(a, strict=False) for a in s.addresses)
             mnes = frozenset(s.mnemonics) if s.kind == "host" else frozenset((s.mnemonic,))
             st = Station(s.mnemonic, s.kind, s.ori, frozenset(s.serves), nets, s.client_cert_cn, mnes,
-                         frozenset(s.authorizations), s.receives_admin, s.staffed_24x7, s.status == "disabled")
+                         frozenset(s.authorizations), s.receives_admin, s.staffed_24x7,
+                         s.status == "disabled" or s.mnemonic in disabled_stations)
             self.stations[s.mnemonic] = st
             if s.kind == "host":
                 for m in s.mnemonics:

@@ -177,6 +177,20 @@ class Delivery:
                                    text=f"OSN {osn} REFUSED BY CLIENT: {reason}")])
         return True
 
+    def abandon(self, endpoint: str, reason: str) -> list[Output]:
+        """Give up an endpoint's outbox (a pooled mnemonic whose session ended): every output is
+        recorded UNDELIVERED with the reason and returned, oldest first."""
+        ep = self.endpoints.get(endpoint)
+        if ep is None or not ep.outbox:
+            return []
+        outputs = list(ep.outbox.values())
+        ep.outbox.clear()  # the OSN sequence goes on: OSNs are per mnemonic, for good
+        self._count -= len(outputs)
+        self._gauge()
+        self.journal.submit([Entry(kind=Kind.UNDELIVERED, direction="out", peer=endpoint, mnemonic=o.mnemonic,
+                                   txn=o.txn, osn=o.osn, code=None, text=f"OSN {o.osn} {reason}") for o in outputs])
+        return outputs
+
     def pending(self) -> int:
         return self._count
 

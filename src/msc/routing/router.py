@@ -52,6 +52,7 @@ class Pending:
     purpose: str | None = None
     requester: str | None = None
     recipient: str | None = None
+    alloc: int | None = None  # the ACP allocation of a pooled mnemonic that sent the request
     started: float = field(default_factory=time.perf_counter)
     sent_at: float = 0.0
     xid: int = 0
@@ -81,7 +82,7 @@ class Router:
         self._boot = boot_id or format(int(time.time()), "x")
         self._txn = itertools.count(1)
         self._sweeper: asyncio.Task | None = None
-        self.on_unsolicited_filter: Callable[[str, str], tuple[str, str] | None] | None = None
+        self.acp = None  # the switch's AccessControlPoint (pooled mnemonics)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -265,7 +266,12 @@ class Router:
         q = self._waiting.get(dest)
         if q:
             pending = q[0]
-            return [(pending.endpoint, pending.mnemonic)], pending
+            if pending.alloc is None or (self.acp is not None and (h := self.acp.holder(pending.mnemonic))
+                                         and h.id == pending.alloc):
+                return [(pending.endpoint, pending.mnemonic)], pending
+            # The pooled session that asked has ended (its mnemonic may be lent to someone else
+            # now): the answer is unsolicited traffic for a pooled mnemonic (PPP §1.6.2 B 1 f).
+            return self._pooled_unsolicited(pending.mnemonic), pending
         if dest in d.groups:
             members = [(d.endpoint_of(m), m) for m in d.groups[dest]]
             return [(e, m) for e, m in members if e is not None], None
@@ -275,10 +281,22 @@ class Router:
                 raise ProtocolError(Reject.E304, f"NO STATION OF {dest} RECEIVES ADMINISTRATIVE TRAFFIC")
             return [(m, m) for m in receivers], None
         mnemonic = dest[:4]
+        if mnemonic in d.pool_of:
+            return self._pooled_unsolicited(mnemonic), None
         endpoint = d.endpoint_of(mnemonic)
         if endpoint is None:
             raise ProtocolError(Reject.E304, f"DESTINATION {dest} UNKNOWN")
         return [(endpoint, mnemonic)], None
+
+    def _pooled_unsolicited(self, mnemonic: str) -> list[tuple[str, str]]:
+        """PPP §1.6.2 B 1 f: "Unsolicited messages cannot be delivered to a pooled mnemonic
+        unless there is a defined destination, such as a printer." (PROTOCOL.md §5)"""
+        pool = self.directory.pools.get(self.directory.pool_of.get(mnemonic, ""))
+        target = pool.unsolicited_to if pool else None
+        endpoint = self.directory.endpoint_of(target) if target else None
+        if endpoint is None:
+            raise ProtocolError(Reject.E306, f"NO DEFINED DESTINATION FOR POOLED MNEMONIC {mnemonic}")
+        return [(endpoint, target)]
 
     def _refuse_upstream(self, link, generation, xid, payload, reject: Reject, detail: str) -> None:
         self.metrics.reject(reject.code)

@@ -128,6 +128,7 @@ class Session(asyncio.Protocol):
         self.endpoint: str | None = None  # delivery endpoint while attached
         self.station: Station | None = None
         self.pool: Pool | None = None
+        self.alloc = None  # the ACP's loan of a pooled mnemonic (msc.mnemonics.acp.Allocation)
         self.kind: str | None = None  # terminal | host | pool | printer (metrics)
         self.connected_at = time.monotonic()
         self.logon_at = 0.0
@@ -309,7 +310,7 @@ class Session(asyncio.Protocol):
             self._check_mnemonic(inp)
         user, oif, taf = self._operator_of(inp)
         if isinstance(body, PasswordChange):
-            self.switch.change_password(self, xid, inp, body)
+            self.switch.change_password(self, xid, inp, body, user)
             return
         if isinstance(body, AdminText):
             self.switch.admin_message(self, xid, inp, body, user, oif, taf)
@@ -375,6 +376,9 @@ class Session(asyncio.Protocol):
                             route, upstream: str) -> None:
         router = self.switch.router
         txn = router.new_txn()
+        now = self.switch.clock()
+        self.switch.users.used[oif] = now  # last use (CJIS AC-2, PPP §1.6.2 inactive mnemonics)
+        self.switch.users.stations_used[inp.mnemonic] = now
         purpose = body.get("PUR") if route.category == authz.CORI else None
         requester = body.get("ATN") if route.category == authz.CORI else None
         recipient = body.get("REL") if route.category == authz.CORI else None
@@ -386,6 +390,7 @@ class Session(asyncio.Protocol):
             Entry(kind=Kind.FORWARDED, direction="out", peer=upstream, text=forwarded, **common),
         )
         pending = Pending(txn=txn, header=inp.header, mnemonic=inp.mnemonic, endpoint=self._endpoint_for(inp.mnemonic),
+                          alloc=self.alloc.id if self.alloc is not None else None,
                           user=oif, taf=taf, ori=body.ori, mke=inp.mke, category=route.category, upstream=upstream,
                           purpose=purpose, requester=requester, recipient=recipient)
         self._commit_then(entries, xid, b"", lambda: router.dispatch(pending, forwarded.encode("ascii")),

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import msgspec
 import structlog
 
 from msc.config.load import Settings
@@ -27,7 +28,9 @@ from msc.journal.keys import KeyRing
 from msc.journal.records import Entry, JournalError, Kind
 from msc.mnemonics import authz, totp
 from msc.mnemonics.directory import Directory, Pool, User
+from msc.mnemonics.acp import AccessControlPoint, Allocation
 from msc.mnemonics.lockout import LockoutTracker
+from msc.mnemonics.state import StateStore
 from msc.mnemonics.passwords import dummy_hash, verify_password
 from msc.ops.metrics import Metrics
 from msc.protocol import framing
@@ -66,13 +69,36 @@ class ListenerRuntime:
 
 
 class Users:
-    """Run-time user state: lockout counters (persisted by the access issue's state store)."""
+    """Run-time user state: lockout (CJIS AC-7), TOTP steps used, last use — kept in state.db."""
 
     def __init__(self) -> None:
         self.lockout = LockoutTracker()
+        self.otp_steps: dict[str, int] = {}
+        self.store: StateStore | None = None
+        self.used: dict[str, float] = {}  # user → last use, flushed to state.db periodically
+        self.stations_used: dict[str, float] = {}
+
+    def load(self, store: StateStore) -> None:
+        self.store = store
+        for uid, row in store.users().items():
+            self.lockout.restore(uid, row.failures, row.locked_at)
+            if row.last_otp_step is not None:
+                self.otp_steps[uid] = row.last_otp_step
 
     def is_locked(self, user_id: str) -> bool:
         return self.lockout.is_locked(user_id)
+
+    async def persist_lockout(self, uid: str) -> None:
+        failures, locked_at = self.lockout.snapshot().get(uid, ([], None))
+        await asyncio.to_thread(self.store.save_lockout, uid, failures, locked_at)
+
+    async def flush_use(self) -> None:
+        users, self.used = self.used, {}
+        stations, self.stations_used = self.stations_used, {}
+        if users:
+            await asyncio.to_thread(self.store.used, users)
+        if stations:
+            await asyncio.to_thread(self.store.station_used, stations)
 
 
 def server_ssl_context(settings: Settings, tls) -> ssl.SSLContext:
@@ -106,8 +132,11 @@ class Switch:
         self.settings = settings
         self.clock = clock
         self.metrics = Metrics()
-        self.directory = Directory(settings)
+        self.state = StateStore(settings.state_db)
         self.users = Users()
+        self.users.load(self.state)
+        self.directory = Directory(settings, disabled_stations=frozenset(self.state.disabled_stations()))
+        self.acp = AccessControlPoint(self.directory.pools)
         self.sessions: set[Session] = set()
         self.holders: dict[str, Session] = {}  # endpoint → the session it is attached to
         self.listeners: list[ListenerRuntime] = []
@@ -119,7 +148,6 @@ class Switch:
         self._sweeper: asyncio.Task | None = None
         self._retention: asyncio.Task | None = None
         self.started = asyncio.Event()
-        self._otp_steps: dict[str, int] = {}
         self._users_aead = None
         self.config_loaded = True
         self.log = log.bind(switch=settings.config.switch.name)
@@ -146,6 +174,7 @@ class Switch:
         self.delivery = Delivery(self.journal, queue_max=cfg.switch.queue_max, expiry_s=cfg.switch.queue_expiry_s,
                                  metrics=m, clock=self.clock)
         self.router = Router(self.journal, self.delivery, metrics=m, directory=self.directory)
+        self.router.acp = self.acp
         for up in cfg.upstream:
             ctx = client_ssl_context(s, up.tls) if up.tls else None
             link = UpstreamLink(up, ssl_context=ctx, on_message=self.router.on_upstream_message,
@@ -169,6 +198,8 @@ class Switch:
         self._retention = asyncio.create_task(self._retention_daily(), name="journal-retention")
         for kind in ("terminal", "host", "pool", "printer"):
             m.sessions.labels(kind).set(0)
+        for pool in self.directory.pools:
+            self._pool_gauge(pool)
         self.started.set()
         self.log.info("switch.started", listeners=[lc.bind for lc in cfg.listener])
 
@@ -203,6 +234,8 @@ class Switch:
             await self.ops.stop()
         if self.control:
             await self.control.stop()
+        with contextlib.suppress(Exception):
+            await self.users.flush_use()
         if self.journal:
             with contextlib.suppress(JournalError):
                 await self.journal.append(Entry(kind=Kind.ADMIN, text=f"STOP {self.settings.config.switch.name}"))
@@ -226,12 +259,13 @@ class Switch:
         if issues:
             return "; ".join(map(str, issues))
         self.settings = settings
-        self.apply_directory(Directory(settings))
+        self.apply_directory(Directory(settings, disabled_stations=self.directory.disabled_stations))
         return None
 
     def apply_directory(self, directory: Directory) -> None:
         """Swap in a new directory; log off sessions it no longer allows (within a second)."""
         self.directory = directory
+        self.acp.update(directory.pools)
         if self.router is not None:
             self.router.directory = directory
         for sess in list(self.sessions):
@@ -306,6 +340,8 @@ class Switch:
 
     def session_unbound(self, sess: Session, why: str) -> None:
         endpoint = sess.endpoint
+        if sess.alloc is not None:
+            self.release_pooled(sess, why)
         if endpoint is None:
             return
         sess.endpoint = None
@@ -337,8 +373,13 @@ class Switch:
             await asyncio.sleep(86400)
 
     async def _sweep(self) -> None:
+        ticks = 0
         while True:
             await asyncio.sleep(1.0)
+            ticks += 1
+            if ticks % 60 == 0:
+                with contextlib.suppress(Exception):
+                    await self.users.flush_use()
             now = time.monotonic()
             cfg = self.settings.config
             for sess in list(self.sessions):
@@ -350,6 +391,7 @@ class Switch:
     # -- logon ----------------------------------------------------------------------------
 
     async def logon(self, sess: Session, xid: int, inp: Input, body: Logon, pool: Pool | None) -> None:
+        """CJIS AC-7/IA-2/IA-5 logon: lockout first, then password (and OTP), then the account."""
         d = self.directory
         user: User | None = d.users.get(body.user)
         journal_text = inp.journal_text()
@@ -357,6 +399,7 @@ class Switch:
         def refuse(reject: Reject, detail: str | None, why: str) -> None:
             sess._journal_session(f"LOGON FAILED {why}", code=reject.code, user=body.user)
             sess._reject(xid, reject, detail, journal_text, inp)
+            sess.log.info("session.logon", outcome="refused", code=reject.code)
 
         if self.users.is_locked(body.user):
             refuse(Reject.E203, "ACCOUNT LOCKED", "LOCKED")
@@ -364,12 +407,9 @@ class Switch:
         encoded = user.password_hash if user is not None else dummy_hash()
         ok = await asyncio.to_thread(verify_password, body.password, encoded)
         if ok and user is not None and user.totp is not None:
-            ok = self.verify_otp(user, body.otp)
+            ok = await self.verify_otp(user, body.otp)
         if not ok or user is None:
-            self.metrics.logon_failures.inc()
-            if self.users.lockout.failure(body.user, self.clock()):
-                self.metrics.lockouts.inc()
-                sess._journal_session("LOCKOUT", code=Reject.E203.code, user=body.user)
+            await self.logon_failed(sess, body.user)
             refuse(Reject.E202, None, "BAD CREDENTIALS")
             return
         if not user.active:
@@ -380,56 +420,154 @@ class Switch:
         if denied is not None:
             refuse(denied.reject, denied.detail, denied.code)
             return
+        alloc: Allocation | None = None
         if pool is not None:
-            mnemonic = self.allocate(pool)
-            if mnemonic is None:
+            if sess.alloc is not None:  # a new logon on the same pooled session: give the old one back
+                self.release_pooled(sess, "RELOGON")
+            alloc = self.acp.allocate(pool.name, user.id)
+            if alloc is None:
                 refuse(Reject.E305, None, "POOL EXHAUSTED")
                 return
+            self._pool_gauge(pool.name)
+            mnemonic = alloc.mnemonic
         else:
             mnemonic = sess.station.mnemonic
         self.users.lockout.success(user.id)
+        text = "LOGON OK" + (f" POOL {pool.name} ALLOCATE {mnemonic}" if pool else "")
         entry = Entry(kind=Kind.SESSION, peer=pool.name if pool else mnemonic, mnemonic=mnemonic, user=user.id,
-                      taf=sess.taf, text="LOGON OK" + (f" POOL {pool.name} ALLOCATED" if pool else ""))
+                      taf=sess.taf, text=text)
         try:
             await self.journal.append(entry)
         except JournalError:
-            if pool is not None:
-                self.release(pool, mnemonic)
+            if alloc is not None:
+                self.acp.release(alloc.mnemonic)
+                self._pool_gauge(pool.name)
             sess._write(framing.nak(xid, Reject.E501.code, Reject.E501.reason))
             return
         if sess.state is State.CLOSED:
-            if pool is not None:
-                self.release(pool, mnemonic)
+            if alloc is not None:
+                self.acp.release(alloc.mnemonic)
+                self._pool_gauge(pool.name)
+                self.journal.submit([Entry(kind=Kind.SESSION, peer=pool.name, mnemonic=mnemonic, user=user.id,
+                                           taf=sess.taf, text=f"POOL {pool.name} RELEASE {mnemonic} DISCONNECT")])
             return
         sess._write(framing.ack(xid, format_pairs(MNE=mnemonic, USR=user.id)))
+        sess.alloc = alloc
         sess.logged_on(user, mnemonic, pool)
         sess.log.info("session.logon", outcome="ok")
+        await asyncio.to_thread(self.state.logon, user.id, self.clock())
 
-    def verify_otp(self, user: User, otp: str | None) -> bool:
+    async def logon_failed(self, sess: Session, uid: str) -> None:
+        self.metrics.logon_failures.inc()
+        if self.users.lockout.failure(uid, self.clock()):
+            self.metrics.lockouts.inc()
+            sess._journal_session("LOCKOUT", code=Reject.E203.code, user=uid)
+            sess.log.warning("session.lockout", locked_user=uid)
+        await self.users.persist_lockout(uid)
+
+    async def verify_otp(self, user: User, otp: str | None) -> bool:
         """RFC 6238 with one step of drift; each step's code is accepted once per user."""
         if otp is None or user.totp is None:
             return False
         try:
             secret = totp.open_secret(self._users_aead, user.id, user.totp)
         except Exception:
-            self.log.error("logon.totp_secret_unreadable", user=user.id)
+            self.log.error("logon.totp_secret_unreadable", locked_user=user.id)
             return False
         step = totp.matching_step(secret, otp, self.clock())
-        if step is None or step <= self._otp_steps.get(user.id, -1):
+        if step is None or step <= self.users.otp_steps.get(user.id, -1):
             return False
-        self._otp_steps[user.id] = step
+        self.users.otp_steps[user.id] = step
+        await asyncio.to_thread(self.state.otp_step, user.id, step)
         return True
 
-    def allocate(self, pool: Pool) -> str | None:
-        return None  # pooled mnemonics come with the access issue
+    # -- pools (the Access Control Point, PPP §1.6.2 B) --------------------------------------
 
-    def release(self, pool: Pool, mnemonic: str) -> None:
-        pass
+    def _pool_gauge(self, pool: str) -> None:
+        self.metrics.pool_free.labels(pool).set(self.acp.free_count(pool))
+
+    def release_pooled(self, sess: Session, why: str) -> None:
+        """Give a pooled session's mnemonic back; what still waits for it goes to the pool's
+        defined destination or is recorded undelivered (PPP §1.6.2 B 1 f)."""
+        alloc = sess.alloc
+        if alloc is None:
+            return
+        sess.alloc = None
+        self.acp.release(alloc.mnemonic)
+        self._pool_gauge(alloc.pool)
+        self.journal.submit([Entry(kind=Kind.SESSION, peer=alloc.pool, mnemonic=alloc.mnemonic, user=alloc.user,
+                                   taf=sess.taf, text=f"POOL {alloc.pool} RELEASE {alloc.mnemonic} {why}")])
+        pool = self.directory.pools.get(alloc.pool)
+        target = pool.unsolicited_to if pool else None
+        for output in self.delivery.abandon(alloc.mnemonic, "POOLED SESSION ENDED" +
+                                            (f", REDIRECTED TO {target}" if target else "")):
+            if target is not None:
+                asyncio.get_running_loop().create_task(self.router.emit(
+                    [(self.directory.endpoint_of(target), target)], output.payload, "MSC",
+                    dict(txn=output.txn, code=None)))
+
+    # -- password change (PWD, CJIS IA-5) ----------------------------------------------------
+
+    def change_password(self, sess: Session, xid: int, inp: Input, body: PasswordChange, user: User) -> None:
+        if sess.kind == "host":
+            raise ProtocolError(Reject.E204, "A HOST CHANGES ITS OPERATORS' PASSWORDS ITSELF")
+        sess.hold()
+        asyncio.get_running_loop().create_task(self._change_password(sess, xid, inp, body, user))
+
+    async def _change_password(self, sess: Session, xid: int, inp: Input, body: PasswordChange, user: User) -> None:
+        from msc.cli.users import password_problem
+        from msc.mnemonics import userfile
+        from msc.mnemonics.passwords import hash_password
+
+        try:
+            new = None
+            for old, candidate in body.candidates():
+                if await asyncio.to_thread(verify_password, old, user.password_hash):
+                    new = candidate
+                    break
+            if new is None:
+                await self.logon_failed(sess, user.id)
+                sess._journal_session("PASSWORD CHANGE FAILED BAD PASSWORD", code=Reject.E202.code)
+                sess._reject(xid, Reject.E202, "OLD PASSWORD WRONG", inp.journal_text(), inp)
+                return
+            problem = password_problem(new, user.id, user.name)
+            if problem:
+                sess._reject(xid, Reject.E108, problem.upper(), inp.journal_text(), inp)
+                return
+            hashed = await asyncio.to_thread(hash_password, new)
+
+            def change(users):
+                return userfile.replace_user(users, user.id, lambda u: msgspec.structs.replace(u, password=hashed))
+
+            await asyncio.to_thread(userfile.update, self.settings.users_path, change)
+            self.reload_users()
+            sess.user_rec = self.directory.users.get(user.id, sess.user_rec)
+            sess._commit_then([sess._session_entry("PASSWORD CHANGED"),
+                               Entry(kind=Kind.ADMIN, user=user.id, mnemonic=sess.mnemonic,
+                                     text=f"USER PASSWD {user.id} BY PWD")], xid, b"", None)
+        except Exception:
+            corr = self.router.new_txn()
+            self.log.exception("session.internal_error", correlation=corr)
+            sess._reject(xid, Reject.E502, f"INTERNAL ERROR {corr}", inp.journal_text(), inp)
+        finally:
+            sess._release_held()
 
     # -- messages the switch handles itself -----------------------------------------------
 
-    def change_password(self, sess: Session, xid: int, inp: Input, body: PasswordChange) -> None:
-        raise ProtocolError(Reject.E502, "PASSWORD CHANGE NOT YET AVAILABLE")
-
     def admin_message(self, sess: Session, xid: int, inp: Input, body: AdminText, user: User, oif: str, taf: str) -> None:
         raise ProtocolError(Reject.E502, "ADMINISTRATIVE MESSAGES NOT YET AVAILABLE")
+
+    # -- run-time control (msc user …, msc station …) ----------------------------------------
+
+    async def control_unlock(self, req: dict) -> dict:
+        uid = req["id"]
+        self.users.lockout.unlock(uid)
+        await asyncio.to_thread(self.state.unlock, uid)
+        return {"ok": True}
+
+    async def control_station(self, req: dict) -> dict:
+        """``msc station disable|enable``: applied at once; a disabled station's session is dropped."""
+        mnemonic, disabled = req["mnemonic"], bool(req["disabled"])
+        await asyncio.to_thread(self.state.set_station, mnemonic, disabled)
+        self.apply_directory(Directory(self.settings, disabled_stations=frozenset(self.state.disabled_stations())))
+        return {"ok": True}

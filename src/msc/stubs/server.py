@@ -39,6 +39,8 @@ class StubConfig:
     fail_rate: float = 0.0
     seed: int = 1
     heartbeat_s: float = HEARTBEAT_S
+    tls_cert: str | None = None  # serve TLS (as a state switching centre would)
+    tls_key: str | None = None
 
 
 @dataclass
@@ -129,7 +131,15 @@ class Stub:
         if self.cfg.log_path:
             self._log = open(self.cfg.log_path, "a", buffering=1, encoding="ascii", errors="backslashreplace")
         loop = asyncio.get_running_loop()
-        srv = await loop.create_server(lambda: _Conn(self), self.cfg.host, self.cfg.port, reuse_address=True, backlog=1024)
+        ctx = None
+        if self.cfg.tls_cert:
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.load_cert_chain(self.cfg.tls_cert, self.cfg.tls_key)
+        srv = await loop.create_server(lambda: _Conn(self), self.cfg.host, self.cfg.port, reuse_address=True,
+                                       backlog=1024, ssl=ctx)
         self._servers.append(srv)
         if self.cfg.control:
             host, port = self.cfg.control
