@@ -4,7 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test venv clean
+# Debian tools some tests use: sslscan (TLS scan), promtool (metrics and alert rules),
+# fiu-run (disk-fault injection). Installed when missing and possible; tests skip with a reason otherwise.
+SYSTEM_TOOLS := sslscan:sslscan promtool:prometheus fiu-run:fiu-utils
+
+.PHONY: run test venv clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +22,19 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/msc demo --dir var
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
+
+system-deps:
+	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; else SUDO=none; fi; \
+	  if [ "$$SUDO" != none ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian packages:$$missing"; \
+	    ($$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing) >/dev/null \
+	      || echo "warning: could not install$$missing; the tests that need them will be skipped"; \
+	  else echo "warning: cannot install$$missing (not root, no sudo or no apt-get); the tests that need them will be skipped"; fi; \
+	fi
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -60,6 +60,7 @@ heartbeat_s = {heartbeat_s}
 read_timeout_s = {read_timeout_s}
 rate_limit = {rate_limit}
 max_frame = {max_frame}
+{listener_extra}
 
 [metrics]
 bind = "127.0.0.1:{metrics_port}"
@@ -77,6 +78,7 @@ endpoints = [{endpoints}]
 timeout_s = {timeout_s}
 heartbeat_s = {up_heartbeat_s}
 max_in_flight = {max_in_flight}
+{upstream_extra}
 
 [[route]]
 mke = ["QW", "QV", "EW", "MW", "XW", "CW", "YQ", "YR"]
@@ -165,7 +167,7 @@ members = ["ICS1", "ECP1"]
 DEFAULTS = dict(
     idle_logoff_s=1800, session_max_s=43200, max_connections=1000, heartbeat_s=30, read_timeout_s=10,
     rate_limit=200, max_frame=32768, synchronous="full", checkpoint_every=10000, timeout_s=30,
-    up_heartbeat_s=30, max_in_flight=1000, extra="",
+    up_heartbeat_s=30, max_in_flight=1000, extra="", listener_extra="", upstream_extra="",
 )
 
 
@@ -176,6 +178,22 @@ def write_users(path: Path, users=USERS) -> None:
                                  dob=dt.date.fromisoformat(dob) if dob else None, certified_until=cert,
                                  status=status))
     userfile.write(path, UsersFile(user=tuple(entries)))
+
+
+def add_totp_user(config_path: Path, uid: str, name: str = "MFA, MIA", ori: str = "CA0130000") -> bytes:
+    """Add a TOTP-enrolled operator to users.toml; return the raw secret (as the phone app has it)."""
+    import msgspec
+
+    from msc.mnemonics import totp
+
+    s = load(config_path)
+    secret = totp.new_secret()
+    sealed = totp.seal_secret(KeyRing(s.data_dir / "keys", s.key_file).users_aead(), uid, secret)
+    users = userfile.read(s.users_path)
+    entry = UserEntry(id=uid, name=name, ori=ori, role="full", password=hash_password(PASSWORD, ln=4), totp=sealed,
+                      certified_until=TODAY + dt.timedelta(days=365))
+    userfile.write(s.users_path, msgspec.structs.replace(users, user=(*users.user, entry)))
+    return secret
 
 
 def make_config(directory: Path, *, upstream_ports=(), port=0, metrics_port=0, **overrides) -> Path:
@@ -211,11 +229,12 @@ class Harness:
         self.stubs.append(stub)
         return stub
 
-    async def start_switch(self, upstream_ports=None, **overrides):
+    async def start_switch(self, upstream_ports=None, totp_users=(), **overrides):
         from msc.server.switch import Switch
 
         ports = upstream_ports if upstream_ports is not None else [s.port for s in self.stubs]
         path = make_config(self.tmp, upstream_ports=ports, **overrides)
+        self.totp = {uid: add_totp_user(path, uid) for uid in totp_users}
         self.switch = Switch(load(path))
         await self.switch.start()
         return self.switch

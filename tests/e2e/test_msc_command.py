@@ -147,3 +147,42 @@ def test_msc_demo_runs_stubs_and_switch_and_stops_on_ctrl_c(tmp_path):
     assert "stopping" in p.stdout.read()
     log = (d / "logs" / "msc.log").read_text()
     assert '"event": "switch.stopped"' in log
+
+
+def test_user_lifecycle_commands(tmp_path):
+    cfg = make_config(tmp_path)
+    c = str(cfg)
+    r = run("user", "list", "--config", c)
+    assert r.returncode == 0 and "TS0001" in r.stdout and "investigator" in r.stdout
+    assert run("user", "disable", "TS0001", "--config", c).returncode == 0
+    assert 'status = "disabled"' in (tmp_path / "users.toml").read_text()
+    assert run("user", "enable", "TS0001", "--config", c).returncode == 0
+    r = run("user", "passwd", "TS0001", "--config", c, "--password-stdin", input="qwerty123\n")
+    assert r.returncode == 2 and "banned" in r.stderr
+    r = run("user", "passwd", "TS0001", "--config", c, "--password-stdin", input="a new and long secret\n")
+    assert r.returncode == 0
+    assert run("user", "unlock", "TS0001", "--config", c).returncode == 0
+    assert run("user", "remove", "TS0002", "--config", c).returncode == 0
+    from msc.mnemonics import userfile
+
+    users = userfile.read(tmp_path / "users.toml")
+    assert "TS0002" not in {u.id for u in users.user} and [r.id for r in users.removed] == ["TS0002"]  # a tombstone
+    r = run("user", "add", "--config", c, "--id", "TS0002", "--name", "REUSE, RAY", "--ori", "CA0130000",
+            "--role", "full", "--password-stdin", input="another long secret\n")
+    assert r.returncode == 2 and "may not be reassigned" in r.stderr
+    r = run("user", "list", "--config", c, "--format", "json")
+    import json
+
+    doc = json.loads(r.stdout)
+    assert doc["removed"][0]["id"] == "TS0002" and not any(u["id"] == "TS0002" for u in doc["users"])
+    # Every change is an ADMIN journal record.
+    from msc.config.load import load
+    from msc.journal.keys import KeyRing
+    from msc.journal.search import Query, search
+
+    s = load(cfg)
+    texts = [x.text for x in search(s.journal_dir, KeyRing(s.data_dir / "keys", s.key_file), Query(kind="ADMIN"))]
+    for t in ("USER DISABLE TS0001", "USER ENABLE TS0001", "USER PASSWD TS0001", "USER UNLOCK TS0001", "USER REMOVE TS0002"):
+        assert t in texts, (t, texts)
+    assert run("station", "disable", "ICS1", "--config", c).returncode == 0
+    assert run("station", "disable", "NOPE", "--config", c).returncode == 2
