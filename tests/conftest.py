@@ -229,13 +229,13 @@ class Harness:
         self.stubs.append(stub)
         return stub
 
-    async def start_switch(self, upstream_ports=None, totp_users=(), **overrides):
+    async def start_switch(self, upstream_ports=None, totp_users=(), clock=None, **overrides):
         from msc.server.switch import Switch
 
         ports = upstream_ports if upstream_ports is not None else [s.port for s in self.stubs]
         path = make_config(self.tmp, upstream_ports=ports, **overrides)
         self.totp = {uid: add_totp_user(path, uid) for uid in totp_users}
-        self.switch = Switch(load(path))
+        self.switch = Switch(load(path), **({"clock": clock} if clock else {}))
         await self.switch.start()
         return self.switch
 

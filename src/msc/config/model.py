@@ -58,6 +58,7 @@ class SwitchSection(_Table, kw_only=True):
     queue_max: int = 10000
     drain_timeout_s: float = 10
     timezone: str = "UTC"  # for reports' "after hours"
+    admin_upstream: str | None = None  # where AM to remote destinations goes (default: the first upstream)
 
 
 class ListenerSection(_Table, kw_only=True):

@@ -180,6 +180,9 @@ def validate(settings: Settings) -> list[ConfigIssue]:
                 if key not in r.mke:
                     c.add(f"{p}.entry[{k}]", f"{key} is not one of this route's keys")
 
+    if sw.admin_upstream is not None and sw.admin_upstream not in upstreams:
+        c.add("switch.admin_upstream", f"no [[upstream]] named {sw.admin_upstream!r}")
+
     # agencies
     agencies = {a.ori for a in cfg.agency}
     for ori, n in Counter(a.ori for a in cfg.agency).items():

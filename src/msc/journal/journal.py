@@ -263,6 +263,19 @@ class Journal:
                 with contextlib.suppress(JournalError):
                     await self._checkpoint()
 
+    # -- reading (store-and-forward) ------------------------------------------------------
+
+    async def texts(self, seqs: list[int]) -> dict[int, str]:
+        """Texts of committed records (read connections in a worker thread, never the writer)."""
+        from msc.journal.search import texts
+
+        return await asyncio.to_thread(texts, self.dir, self.keyring, seqs)
+
+    async def output_records_since(self, since: int) -> list[tuple]:
+        from msc.journal.search import output_records_since
+
+        return await asyncio.to_thread(lambda: list(output_records_since(self.dir, since)))
+
     # -- retention ------------------------------------------------------------------------
 
     async def purge(self, retention_days: int, *, now: float | None = None, actor: str | None = None) -> list[tuple[str, int, int]]:

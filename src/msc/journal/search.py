@@ -193,3 +193,24 @@ def read(directory, keyring: KeyRing, seqs: list[int]) -> Iterator[Record]:
             yield to_record(sealed.meta, open_sealed(keys.aead, sealed))
     finally:
         reader.close()
+
+
+def output_records_since(directory, since: int) -> Iterator[tuple]:
+    """(seq, ts, kind, direction, mnemonic, osn, txn) of records after ``since`` that carry an
+    OSN — what store-and-forward replays after a restart. Metadata only; nothing is decrypted."""
+    reader = Reader(directory)
+    try:
+        for period in reader.periods():
+            r = reader.period_range(period)
+            if r is None or r[1] <= since:
+                continue
+            yield from reader.conn(period).execute(
+                "SELECT seq, ts, kind, direction, mnemonic, osn, txn FROM records "
+                "WHERE seq > ? AND osn IS NOT NULL ORDER BY seq", (since,))
+    finally:
+        reader.close()
+
+
+def texts(directory, keyring: KeyRing, seqs: list[int]) -> dict[int, str]:
+    """Decrypted message texts by sequence number (redelivery of stored outputs)."""
+    return {r.seq: r.text for r in read(directory, keyring, seqs)}

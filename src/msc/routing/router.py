@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import itertools
 import time
 from collections import deque
@@ -27,6 +28,7 @@ from msc.protocol import framing
 from msc.protocol.codes import ProtocolError, Reject
 from msc.protocol.message import format_output, msc_notice, parse_upstream
 from msc.routing.delivery import Delivery, Output
+from msc.routing.forwarding import land, needs_24x7
 from msc.routing.upstream import Sent, UpstreamLink
 
 log = structlog.get_logger("msc.router")
@@ -53,6 +55,7 @@ class Pending:
     requester: str | None = None
     recipient: str | None = None
     alloc: int | None = None  # the ACP allocation of a pooled mnemonic that sent the request
+    expects_answer: bool = True  # False for AM: the upstream's A is the whole answer
     started: float = field(default_factory=time.perf_counter)
     sent_at: float = 0.0
     xid: int = 0
@@ -62,6 +65,8 @@ class Pending:
     # Called by the UpstreamLink.
     def acked(self, link: UpstreamLink, sent: Sent) -> None:
         self.upstream_acked = True
+        if not self.expects_answer:
+            self.done = True
 
     def refused(self, link: UpstreamLink, sent: Sent, code: str, reason: str) -> None:
         self.router._resolve_failed(self, Reject[code] if code in Reject.__members__ else Reject.E502, reason)
@@ -71,7 +76,7 @@ class Pending:
 
 class Router:
     def __init__(self, journal, delivery: Delivery, *, metrics: Any, directory: Directory,
-                 boot_id: str | None = None) -> None:
+                 boot_id: str | None = None, clock: Callable[[], float] = time.time) -> None:
         self.journal = journal
         self.delivery = delivery
         self.metrics = metrics
@@ -79,10 +84,11 @@ class Router:
         self.links: dict[str, UpstreamLink] = {}
         self._waiting: dict[str, deque[Pending]] = {}
         self._by_link: dict[str, deque[Pending]] = {}
-        self._boot = boot_id or format(int(time.time()), "x")
+        self._boot = boot_id or format(int(time.time() * 1000), "x")  # unique across restarts
         self._txn = itertools.count(1)
         self._sweeper: asyncio.Task | None = None
         self.acp = None  # the switch's AccessControlPoint (pooled mnemonics)
+        self.clock = clock
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -129,7 +135,8 @@ class Router:
             self._resolve_failed(pending, Reject.E302, None)
             return
         pending.sent_at = time.monotonic()
-        self._waiting.setdefault(pending.header, deque()).append(pending)
+        if pending.expects_answer:
+            self._waiting.setdefault(pending.header, deque()).append(pending)
         self._by_link[pending.upstream].append(pending)
         self._in_flight_gauge(link)
 
@@ -173,7 +180,7 @@ class Router:
                 timeout = link.cfg.timeout_s
                 while q and (q[0].done or now - q[0].sent_at >= timeout):
                     p = q.popleft()
-                    if not p.done:
+                    if not p.done and not (p.upstream_acked and not p.expects_answer):
                         link.sent.pop(p.xid, None)
                         self._resolve_failed(p, Reject.E303, f"NO RESPONSE FROM {name.upper()} WITHIN {timeout:g} S")
 
@@ -203,8 +210,9 @@ class Router:
                    *, category: str | None = None, started: float | None = None) -> list[Output]:
         """Journal an output for each (endpoint, mnemonic), then hand them to delivery."""
         outputs, entries = self._prepare(destinations, payload, peer, entry_kw, category, started)
-        await self.journal.submit(entries)
-        for o in outputs:
+        seqs = await self.journal.submit(entries)
+        for o, seq in zip(outputs, seqs):
+            o.seq = seq
             self.delivery.deliver(o)
         return outputs
 
@@ -214,6 +222,7 @@ class Router:
         for endpoint, mnemonic in destinations:
             osn = self.delivery.next_osn(endpoint)
             o = Output(endpoint, osn, mnemonic, payload, txn=entry_kw.get("txn"), category=category, started=started,
+                       created=self.clock(),
                        cori=(entry_kw.get("purpose"), entry_kw.get("requester"), entry_kw.get("recipient")))
             if started is not None and category is not None:
                 o.on_done = self._observe_latency
@@ -230,7 +239,9 @@ class Router:
     def on_upstream_message(self, link: UpstreamLink, generation: Any, xid: int, payload: bytes) -> None:
         try:
             msg = parse_upstream(payload)
-            destinations, pending = self._destinations(msg.dest)
+            destinations, pending = self._destinations(msg.dest, msg.mke)
+            if pending is None and not all(self.delivery.room(e) for e, _ in destinations):
+                raise ProtocolError(Reject.E307, "DESTINATION QUEUE FULL, TRY AGAIN")
         except ProtocolError as exc:
             self._refuse_upstream(link, generation, xid, payload, exc.reject, exc.detail)
             return
@@ -255,13 +266,20 @@ class Router:
                 link.reply(framing.nak(xid, Reject.E501.code, Reject.E501.reason), generation)
                 return
             link.reply(framing.ack(xid), generation)
-            for o in outputs:
+            for o, seq in zip(outputs, f.result()):
+                o.seq = seq
                 self.delivery.deliver(o)
 
         fut.add_done_callback(committed)
 
-    def _destinations(self, dest: str) -> tuple[list[tuple[str, str]], Pending | None]:
-        """Resolve an upstream header to (endpoint, mnemonic) pairs, and the request it answers."""
+    def _destinations(self, dest: str, mke: str | None = None) -> tuple[list[tuple[str, str]], Pending | None]:
+        """Resolve an upstream header to (endpoint, mnemonic) pairs, and the request it answers.
+
+        An answer goes back to the mnemonic that asked. Unsolicited traffic goes to a mnemonic,
+        every station of an ORI that receives administrative traffic, or a group's members —
+        each through TAMF and, for hit confirmations and locates, the 24 x 7 rule
+        (:mod:`msc.routing.forwarding`).
+        """
         d = self.directory
         q = self._waiting.get(dest)
         if q:
@@ -272,21 +290,35 @@ class Router:
             # The pooled session that asked has ended (its mnemonic may be lent to someone else
             # now): the answer is unsolicited traffic for a pooled mnemonic (PPP §1.6.2 B 1 f).
             return self._pooled_unsolicited(pending.mnemonic), pending
+        now = dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc)
         if dest in d.groups:
-            members = [(d.endpoint_of(m), m) for m in d.groups[dest]]
-            return [(e, m) for e, m in members if e is not None], None
-        if dest in d.agencies:
-            receivers = d.admin_receivers(dest)
-            if not receivers:
+            stations = list(d.groups[dest])
+        elif dest in d.agencies:
+            agency = d.agencies[dest]
+            if needs_24x7(mke) and agency.duty_station:
+                stations = [agency.duty_station]
+            else:
+                stations = d.admin_receivers(dest)
+            if not stations:
                 raise ProtocolError(Reject.E304, f"NO STATION OF {dest} RECEIVES ADMINISTRATIVE TRAFFIC")
-            return [(m, m) for m in receivers], None
-        mnemonic = dest[:4]
-        if mnemonic in d.pool_of:
-            return self._pooled_unsolicited(mnemonic), None
-        endpoint = d.endpoint_of(mnemonic)
-        if endpoint is None:
+        else:
+            mnemonic = dest[:4]
+            if mnemonic in d.pool_of:
+                return self._pooled_unsolicited(mnemonic), None
+            if d.endpoint_of(mnemonic) is None:
+                raise ProtocolError(Reject.E304, f"DESTINATION {dest} UNKNOWN")
+            if mnemonic in d.host_of and mnemonic not in d.stations:
+                return [(d.host_of[mnemonic], mnemonic)], None  # a CAD workstation: its host delivers
+            stations = [mnemonic]
+        out: list[tuple[str, str]] = []
+        for m in stations:
+            target = land(d, m, mke, now, self.delivery.attached)
+            endpoint = d.endpoint_of(target)
+            if endpoint is not None and (endpoint, target) not in out:
+                out.append((endpoint, target))
+        if not out:
             raise ProtocolError(Reject.E304, f"DESTINATION {dest} UNKNOWN")
-        return [(endpoint, mnemonic)], None
+        return out, None
 
     def _pooled_unsolicited(self, mnemonic: str) -> list[tuple[str, str]]:
         """PPP §1.6.2 B 1 f: "Unsolicited messages cannot be delivered to a pooled mnemonic

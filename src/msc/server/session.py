@@ -320,6 +320,9 @@ class Session(asyncio.Protocol):
         if route is None:
             raise ProtocolError(Reject.E301, f"UNKNOWN MESSAGE KEY {mke}")
         self._authorize(user, route, body)
+        if not self.switch.delivery.room(self._endpoint_for(inp.mnemonic)):
+            # The operator's own outputs are not being taken: no new work until they are.
+            raise ProtocolError(Reject.E307, "OUTPUT QUEUE FULL, ACKNOWLEDGE OUTPUTS FIRST")
         link, refused = self.switch.router.capacity(route)
         if refused is not None:
             raise ProtocolError(refused)
@@ -396,8 +399,8 @@ class Session(asyncio.Protocol):
         self._commit_then(entries, xid, b"", lambda: router.dispatch(pending, forwarded.encode("ascii")),
                           category=route.category)
 
-    def _commit_then(self, entries, xid: int, ack_payload: bytes, after: Callable[[], None] | None,
-                     *, category: str | None = None) -> None:
+    def _commit_then(self, entries, xid: int, ack_payload: bytes, after: Callable | None,
+                     *, category: str | None = None, pass_seqs: bool = False) -> None:
         """Journal, then (only if committed) acknowledge the client and run ``after``."""
         self.inflight += 1
         if self.inflight >= MAX_INFLIGHT:
@@ -419,7 +422,7 @@ class Session(asyncio.Protocol):
                 self.metrics.messages.labels(category, "accepted").inc()
             self._write(framing.ack(xid, ack_payload))
             if after is not None:
-                after()
+                after(f.result()) if pass_seqs else after()
 
         fut.add_done_callback(done)
 

@@ -37,7 +37,10 @@ from msc.protocol import framing
 from msc.protocol.codes import MscError, ProtocolError, Reject
 from msc.protocol.message import AdminText, Input, Logon, PasswordChange, format_pairs
 from msc.routing.delivery import Delivery
-from msc.routing.router import Router
+from msc.routing.outbox import OutboxStore
+from msc.routing.delivery import Output
+from msc.routing.forwarding import tamf
+from msc.routing.router import Pending, Router
 from msc.routing.upstream import UpstreamLink
 from msc.server.control import ControlServer
 from msc.server.session import Session, State
@@ -50,6 +53,7 @@ log = structlog.get_logger("msc.switch")
 
 class StartupError(MscError):
     pass
+
 
 
 @dataclass(eq=False)
@@ -172,8 +176,11 @@ class Switch:
         self._users_aead = keyring.users_aead()
         m.journal_tree_size.set(self.journal.tree_size)
         self.delivery = Delivery(self.journal, queue_max=cfg.switch.queue_max, expiry_s=cfg.switch.queue_expiry_s,
-                                 metrics=m, clock=self.clock)
-        self.router = Router(self.journal, self.delivery, metrics=m, directory=self.directory)
+                                 metrics=m, clock=self.clock, store=OutboxStore(s.state_db),
+                                 endpoint_of=lambda mnemonic: self.directory.endpoint_of(mnemonic))
+        await self.delivery.restore()
+        self.delivery.start()
+        self.router = Router(self.journal, self.delivery, metrics=m, directory=self.directory, clock=self.clock)
         self.router.acp = self.acp
         for up in cfg.upstream:
             ctx = client_ssl_context(s, up.tls) if up.tls else None
@@ -230,6 +237,8 @@ class Switch:
         await asyncio.sleep(0)
         if self.router:
             await self.router.stop()
+        if self.delivery:
+            await self.delivery.stop()
         if self.ops:
             await self.ops.stop()
         if self.control:
@@ -555,7 +564,78 @@ class Switch:
     # -- messages the switch handles itself -----------------------------------------------
 
     def admin_message(self, sess: Session, xid: int, inp: Input, body: AdminText, user: User, oif: str, taf: str) -> None:
-        raise ProtocolError(Reject.E502, "ADMINISTRATIVE MESSAGES NOT YET AVAILABLE")
+        """``AM`` (PROTOCOL.md §2, PPP §1.6.5): to local mnemonics, ORIs and groups, and through the
+        upstream to every destination msc does not host. Authorized as category ``admin``."""
+        d = self.directory
+        denied = authz.decide(user=user, authorizations=sess._serving()[0], serves=sess._serving()[1], route=None,
+                              body=body, prohibited_purposes=d.prohibited_purposes, today=self.today())
+        if denied is not None:
+            raise ProtocolError(denied.reject, denied.detail)
+        now = dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc)
+        local: list[tuple[str, str]] = []
+        remote: list[str] = []
+        for dest in body.destinations:
+            if dest in d.groups:
+                stations = list(d.groups[dest])
+            elif dest in d.agencies:
+                stations = d.admin_receivers(dest)
+            elif dest[:4] in d.pool_of:
+                stations = [t for _e, t in self.router._pooled_unsolicited(dest[:4])]
+            elif d.endpoint_of(dest[:4]) is not None:
+                stations = [dest[:4]]
+            else:
+                remote.append(dest)  # "a DEST msc does not host goes upstream"
+                continue
+            for m in stations:
+                target = tamf(d, m, now) if m in d.stations else m
+                endpoint = d.endpoint_of(target)
+                if endpoint is not None and (endpoint, target) not in local:
+                    local.append((endpoint, target))
+        for endpoint, _m in local:
+            if not self.delivery.room(endpoint):
+                raise ProtocolError(Reject.E307, f"QUEUE OF {endpoint} FULL, TRY AGAIN")
+        link = None
+        if remote:
+            link = self.router.links.get(self.admin_upstream())
+            if link is None or not link.up:
+                raise ProtocolError(Reject.E302)
+        router = self.router
+        txn = router.new_txn()
+        common = dict(user=oif, taf=taf, ori=body.ori, mke=inp.mke, txn=txn)
+        entries = [Entry(kind=Kind.RECEIVED, direction="in", peer=sess._peer_name(), mnemonic=inp.mnemonic,
+                         text=inp.journal_text(), **common)]
+        forwarded = None
+        if remote:
+            forwarded = f"{inp.header}.*{oif}.#{taf}.AM.{body.ori}.{','.join(remote)}.TXT {body.text}"
+            entries.append(Entry(kind=Kind.FORWARDED, direction="out", peer=link.name, mnemonic=inp.mnemonic,
+                                 text=forwarded, **common))
+        # Each local destination gets the message with the sender in place of the destination list.
+        payload_for = {m: f"{m}.AM.{body.ori}.{inp.mnemonic}.TXT {body.text}".encode("ascii", "replace") for _e, m in local}
+        outputs = []
+        for endpoint, m in local:
+            osn = self.delivery.next_osn(endpoint)
+            outputs.append(Output(endpoint, osn, m, payload_for[m], txn=txn, created=self.clock()))
+            entries.append(Entry(kind=Kind.RECEIVED, direction="in", peer=inp.mnemonic, mnemonic=m, osn=osn,
+                                 text=payload_for[m].decode(), **{k: v for k, v in common.items()}))
+        pending = None
+        if remote:
+            pending = Pending(txn=txn, header=inp.header, mnemonic=inp.mnemonic, endpoint=sess._endpoint_for(inp.mnemonic),
+                              user=oif, taf=taf, ori=body.ori, mke=inp.mke, category="admin", upstream=link.name,
+                              expects_answer=False)
+
+        def after(seqs: list[int]) -> None:
+            for o, seq in zip(outputs, seqs[-len(outputs):] if outputs else []):
+                o.seq = seq
+                self.delivery.deliver(o)
+            if pending is not None:
+                # Nothing comes back for an AM: the upstream's A is its answer, a lost link E302.
+                router.dispatch(pending, forwarded.encode("ascii", "replace"))
+
+        sess._commit_then(entries, xid, b"", after, category="admin", pass_seqs=True)
+
+    def admin_upstream(self) -> str | None:
+        c = self.settings.config
+        return c.switch.admin_upstream or (c.upstream[0].name if c.upstream else None)
 
     # -- run-time control (msc user …, msc station …) ----------------------------------------
 
