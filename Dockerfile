@@ -1,7 +1,9 @@
 # msc — the switch in a container. Build: docker build -t msc .
 # Run:  docker run -v msc-var:/var/lib/msc -p 7400:7400 -p 9400:9400 msc
-# The config and data live in the volume: /var/lib/msc/msc.toml (create it with `msc demo --init-only`
-# or mount your own), data_dir and journal under it.
+# The config and data live in the volume: /var/lib/msc/msc.toml (create it with
+# `docker run --rm -v msc-var:/var/lib/msc msc demo --init-only --dir /var/lib/msc`, or mount your own),
+# data_dir and the journal under it. Inside a container, bind listeners and [metrics] to 0.0.0.0
+# for -p to reach them; the HEALTHCHECK asks /healthz on the container's own loopback either way.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1

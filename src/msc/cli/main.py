@@ -235,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     from msc.cli import journal as journal_cli
 
     journal_cli.add_arguments(sub)
+    from msc.cli import report as report_cli
+
+    report_cli.add_arguments(sub)
 
     sp = sub.add_parser("demo", help="create the demo under DIR and run stubs + switch (make run)")
     sp.add_argument("--dir", default="var")

@@ -114,7 +114,7 @@ def validate(settings: Settings) -> list[ConfigIssue]:
             if ln.tls.require_client_cert and ln.tls.client_ca is None:
                 c.add(f"{p}.tls.client_ca", "require_client_cert needs client_ca")
     for hp, n in binds.items():
-        if n > 1:
+        if n > 1 and hp[1] != 0:  # port 0 asks the kernel for any free port: no conflict
             c.add("listener", f"address {hp[0]}:{hp[1]} bound by {n} listeners")
     try:
         parse_hostport(cfg.metrics.bind)

@@ -358,6 +358,10 @@ class Delivery:
     def pending(self) -> int:
         return self._count
 
+    def unacknowledged(self) -> int:
+        """Outputs written to an attached session and not yet acknowledged."""
+        return sum(1 for ep in self.endpoints.values() if ep.sink is not None for o in ep.outbox.values() if o.sent)
+
     def _gauge(self) -> None:
         if self.metrics is not None:
             self.metrics.delivery_queued.set(self._count)

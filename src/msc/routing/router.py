@@ -140,6 +140,10 @@ class Router:
         self._by_link[pending.upstream].append(pending)
         self._in_flight_gauge(link)
 
+    def outstanding(self) -> int:
+        """Accepted requests whose fate (answer or notice) is not known yet."""
+        return sum(1 for q in self._by_link.values() for p in q if not p.done)
+
     def _in_flight_gauge(self, link: UpstreamLink) -> None:
         self.metrics.upstream_in_flight.labels(link.name).set(link.in_flight)
 
@@ -175,8 +179,10 @@ class Router:
         while True:
             await asyncio.sleep(0.25)
             now = time.monotonic()
-            for name, q in self._by_link.items():
-                link = self.links[name]
+            for name, q in list(self._by_link.items()):
+                link = self.links.get(name)
+                if link is None:
+                    continue
                 timeout = link.cfg.timeout_s
                 while q and (q[0].done or now - q[0].sent_at >= timeout):
                     p = q.popleft()

@@ -20,15 +20,14 @@ async def run(settings: Settings, *, ready_file: str | None = None) -> int:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    if hasattr(switch, "reload"):
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(switch.reload()))
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(switch.reload()))
     await switch.start()
     if ready_file:
         with open(ready_file, "w") as fh:
             fh.write("ready\n")
     await stop.wait()
     log.info("switch.stopping")
-    await switch.stop()
+    await switch.drain()
     return 0
 
 

@@ -446,9 +446,13 @@ class Session(asyncio.Protocol):
             category = route.category if route else ("admin" if inp.mke == AM else None)
         if category:
             self.metrics.messages.labels(category, "rejected").inc()
+        user = self.user
+        if inp is not None:
+            # A refused LOGON is recorded under the user ID it tried (logon failures by user).
+            user = inp.body.user if isinstance(inp.body, Logon) else (inp.oif or self.user)
         entry = Entry(kind=Kind.REJECTED, direction="in", peer=self._peer_name(),
                       mnemonic=inp.mnemonic if inp else self.mnemonic,
-                      user=(inp.oif if inp and inp.oif else self.user), taf=(inp.taf if inp and inp.taf else self.taf),
+                      user=user, taf=(inp.taf if inp and inp.taf else self.taf),
                       ori=inp.ori if inp else None, mke=inp.mke if inp else None, code=reject.code,
                       text=text)
         nak = framing.nak(xid, reject.code, detail or reject.reason)

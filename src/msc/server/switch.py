@@ -32,6 +32,7 @@ from msc.mnemonics.acp import AccessControlPoint, Allocation
 from msc.mnemonics.lockout import LockoutTracker
 from msc.mnemonics.state import StateStore
 from msc.mnemonics.passwords import dummy_hash, verify_password
+from msc.ops.availability import HEARTBEAT_S, WINDOWS, Ledger, compute
 from msc.ops.metrics import Metrics
 from msc.protocol import framing
 from msc.protocol.codes import MscError, ProtocolError, Reject
@@ -151,6 +152,9 @@ class Switch:
         self.control: ControlServer | None = None
         self._sweeper: asyncio.Task | None = None
         self._retention: asyncio.Task | None = None
+        self._ledger_task: asyncio.Task | None = None
+        self.ledger: Ledger | None = None
+        self.last_reload_error: str | None = None
         self.started = asyncio.Event()
         self._users_aead = None
         self.config_loaded = True
@@ -183,14 +187,7 @@ class Switch:
         self.router = Router(self.journal, self.delivery, metrics=m, directory=self.directory, clock=self.clock)
         self.router.acp = self.acp
         for up in cfg.upstream:
-            ctx = client_ssl_context(s, up.tls) if up.tls else None
-            link = UpstreamLink(up, ssl_context=ctx, on_message=self.router.on_upstream_message,
-                                on_lost=self.router.on_lost, on_state=self._upstream_state,
-                                on_frame=lambda d: m.frame("upstream", d))
-            self.router.add_link(link)
-            for label in ("primary", "secondary")[: len(up.endpoints)]:
-                m.upstream_up.labels(up.name, label).set(0)
-            m.upstream_in_flight.labels(up.name).set(0)
+            self._add_link(up)
         self.router.start()
         await self.journal.append(Entry(kind=Kind.ADMIN, text=f"START {cfg.switch.name} PID/{os.getpid()}"))
         for lc in cfg.listener:
@@ -201,6 +198,9 @@ class Switch:
         await self.ops.start(cfg.metrics.bind)
         self.control = ControlServer(self, s.data_dir / "control.sock")
         await self.control.start()
+        self.ledger = Ledger(s.state_db)
+        self.ledger.start(self.clock())
+        self._ledger_task = asyncio.create_task(self._ledger_heartbeat(), name="availability-ledger")
         self._sweeper = asyncio.create_task(self._sweep(), name="session-timers")
         self._retention = asyncio.create_task(self._retention_daily(), name="journal-retention")
         for kind in ("terminal", "host", "pool", "printer"):
@@ -210,13 +210,14 @@ class Switch:
         self.started.set()
         self.log.info("switch.started", listeners=[lc.bind for lc in cfg.listener])
 
-    async def _listen(self, lc: ListenerSection) -> ListenerRuntime:
+    async def _listen(self, lc: ListenerSection, *, register: bool = True) -> ListenerRuntime:
         host, port = parse_hostport(lc.bind)
         rt = ListenerRuntime(lc)
         ctx = server_ssl_context(self.settings, lc.tls) if lc.tls else None
         rt.server = await asyncio.get_running_loop().create_server(
             lambda: Session(self, rt), host, port, ssl=ctx, backlog=1024, reuse_address=True)
-        self.listeners.append(rt)
+        if register:
+            self.listeners.append(rt)
         return rt
 
     def listener_ports(self) -> dict[str, int]:
@@ -227,7 +228,7 @@ class Switch:
         for rt in self.listeners:
             if rt.server:
                 rt.server.close()
-        for task in (self._sweeper, self._retention):
+        for task in (self._sweeper, self._retention, self._ledger_task):
             if task:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -249,6 +250,10 @@ class Switch:
             with contextlib.suppress(JournalError):
                 await self.journal.append(Entry(kind=Kind.ADMIN, text=f"STOP {self.settings.config.switch.name}"))
             await self.journal.close()
+        if self.ledger is not None:
+            # The clean-stop mark: the outage that follows is scheduled (OPERATIONS.md).
+            await asyncio.to_thread(self.ledger.stop, self.clock())
+            self.ledger.close()
         self.log.info("switch.stopped")
 
     # -- configuration changes ------------------------------------------------------------
@@ -278,10 +283,17 @@ class Switch:
         if self.router is not None:
             self.router.directory = directory
         for sess in list(self.sessions):
+            # Sessions judge the next message by the new configuration: re-point what they hold.
+            if sess.station is not None and sess.station.mnemonic in directory.stations:
+                sess.station = directory.stations[sess.station.mnemonic]
+            if sess.pool is not None:
+                sess.pool = directory.pools.get(sess.pool.name, sess.pool)
             if sess.user is not None:
                 u = directory.users.get(sess.user)
                 if u is None or not u.active:
                     self.force_logoff(sess, "USER DISABLED" if u else "USER REMOVED")
+                else:
+                    sess.user_rec = u
             st = directory.stations.get(sess.station.mnemonic) if sess.station is not None else None
             if sess.station is not None and (st is None or st.disabled):
                 self.journal.submit([sess._session_entry("STATION DISABLED")])
@@ -320,6 +332,133 @@ class Switch:
         if not self.config_loaded:
             reasons["config"] = "failed to load"
         return not reasons, reasons
+
+    # -- reload (SIGHUP) and drain (SIGTERM) -------------------------------------------------
+
+    async def reload(self) -> bool:
+        """CONFIG.md "Reload": re-read both files; if either is invalid, keep running as before.
+
+        A valid change applies without dropping sessions: removed or disabled stations and users
+        are logged off, authorizations and routes apply to the next message, listeners and
+        upstream links are added, removed or re-bound as their tables changed.
+        """
+        from msc.config.load import ConfigError, load
+
+        try:
+            new = await asyncio.to_thread(load, self.settings.config_path)
+        except ConfigError as exc:
+            self.last_reload_error = "; ".join(str(i) for i in exc.issues)[:2000]
+            self.metrics.config_reload.labels("error").inc()
+            self.log.error("config.reload_failed", errors=len(exc.issues), first=str(exc.issues[0]))
+            with contextlib.suppress(JournalError):
+                await self.journal.append(Entry(kind=Kind.ADMIN, code="E502",
+                                                text=f"CONFIG RELOAD FAILED: {len(exc.issues)} ERROR(S); RUNNING CONFIG KEPT"))
+            return False
+        old = self.settings
+        changes = await self._apply_config(old, new)
+        self.last_reload_error = None
+        self.metrics.config_reload.labels("ok").inc()
+        self.log.info("config.reloaded", changes=changes)
+        with contextlib.suppress(JournalError):
+            await self.journal.append(Entry(kind=Kind.ADMIN, text="CONFIG RELOAD OK" + (f": {'; '.join(changes)}" if changes else "")))
+        return True
+
+    async def _apply_config(self, old: Settings, new: Settings) -> list[str]:
+        changes: list[str] = []
+        oc, nc = old.config, new.config
+        self.settings = new
+        self.apply_directory(Directory(new, disabled_stations=frozenset(self.state.disabled_stations())))
+        # Listeners: same name and same bind/TLS keep their socket and sessions (limits update in
+        # place); anything else is closed and/or bound anew.
+        old_by_name = {rt.cfg.name: rt for rt in self.listeners}
+        keep = []
+        for lc in nc.listener:
+            rt = old_by_name.pop(lc.name, None)
+            if rt is not None and rt.cfg.bind == lc.bind and rt.cfg.tls == lc.tls:
+                rt.cfg = lc
+                keep.append(rt)
+                continue
+            if rt is not None:
+                rt.server.close()
+                changes.append(f"listener {lc.name} re-bound")
+            else:
+                changes.append(f"listener {lc.name} added")
+            self.listeners.remove(rt) if rt in self.listeners else None
+            keep.append(await self._listen(lc, register=False))
+        for name, rt in old_by_name.items():
+            rt.server.close()  # sessions already on it continue until they end
+            changes.append(f"listener {name} removed")
+        self.listeners = keep
+        # Upstream links.
+        old_up = {u.name: u for u in oc.upstream}
+        for u in nc.upstream:
+            link = self.router.links.get(u.name)
+            if link is None:
+                self._add_link(u).start()
+                changes.append(f"upstream {u.name} added")
+            elif old_up[u.name].endpoints != u.endpoints or old_up[u.name].tls != u.tls:
+                await link.stop()
+                self._add_link(u).start()
+                changes.append(f"upstream {u.name} reconnected")
+            else:
+                link.cfg = u
+        for name in set(old_up) - {u.name for u in nc.upstream}:
+            await self.router.links.pop(name).stop()
+            changes.append(f"upstream {name} removed")
+        # Everything else that can change at run time.
+        self.delivery.queue_max = nc.switch.queue_max
+        self.delivery.expiry_s = nc.switch.queue_expiry_s
+        self.journal.checkpoint_every = nc.journal.checkpoint_every
+        self.journal.checkpoint_interval_s = nc.journal.checkpoint_interval_s
+        if nc.metrics.bind != oc.metrics.bind:
+            await self.ops.stop()
+            await self.ops.start(nc.metrics.bind)
+            changes.append("metrics endpoint re-bound")
+        restart_only = [k for k in ("dir", "key_file", "synchronous") if getattr(oc.journal, k) != getattr(nc.journal, k)]
+        if nc.switch.data_dir != oc.switch.data_dir:
+            restart_only.append("data_dir")
+        if restart_only:
+            self.log.warning("config.needs_restart", settings=restart_only)
+            changes.append(f"needs a restart to apply: {', '.join(restart_only)}")
+        if oc.station != nc.station or oc.pool != nc.pool or oc.agency != nc.agency:
+            changes.append("stations/pools/agencies updated")
+        if oc.route != nc.route:
+            changes.append("routes updated")
+        if old.users != new.users:
+            changes.append("users updated")
+        return changes
+
+    def _add_link(self, up) -> UpstreamLink:
+        m = self.metrics
+        ctx = client_ssl_context(self.settings, up.tls) if up.tls else None
+        link = UpstreamLink(up, ssl_context=ctx, on_message=self.router.on_upstream_message,
+                            on_lost=self.router.on_lost, on_state=self._upstream_state,
+                            on_frame=lambda d: m.frame("upstream", d))
+        self.router.add_link(link)
+        for label in ("primary", "secondary")[: len(up.endpoints)]:
+            m.upstream_up.labels(up.name, label).set(0)
+        m.upstream_in_flight.labels(up.name).set(0)
+        return link
+
+    def in_flight(self) -> int:
+        """Work accepted and not finished: messages awaiting their commit, requests awaiting their
+        answer, and answers written to a terminal but not yet acknowledged by it."""
+        return (sum(sess.inflight for sess in self.sessions) + self.router.outstanding()
+                + self.delivery.unacknowledged())
+
+    async def drain(self) -> None:
+        """SIGTERM: stop accepting, let in-flight work finish (up to drain_timeout_s), then stop."""
+        self.log.info("switch.draining", in_flight=self.in_flight())
+        for rt in self.listeners:
+            if rt.server:
+                rt.server.close()
+        deadline = asyncio.get_running_loop().time() + self.settings.config.switch.drain_timeout_s
+        while self.in_flight() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        left = self.in_flight()
+        if left:
+            self.log.warning("switch.drain_timeout", in_flight=left)
+        await self.stop()
 
     def _journal_error(self, exc: Exception) -> None:
         self.metrics.journal_errors.inc()
@@ -368,6 +507,22 @@ class Switch:
             sess.mnemonic = None
         if sess.state is State.OPERATOR:
             sess.state = State.READY
+
+    async def _ledger_heartbeat(self) -> None:
+        ticks = 0
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.ledger.heartbeat, self.clock())
+            if ticks % 12 == 0:
+                self.refresh_availability()
+            ticks += 1
+
+    def refresh_availability(self) -> None:
+        runs = self.ledger.runs()
+        for window in WINDOWS:
+            a = compute(runs, self.clock(), window, current=self.ledger.run_id)
+            self.metrics.availability.labels(window).set(a.ratio)
 
     async def _retention_daily(self) -> None:
         """JOURNAL.md "Retention": purge months older than retention_days once a day."""

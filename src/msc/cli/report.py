@@ -1,0 +1,72 @@
+"""``msc report availability|mnemonics|users|misuse`` — what the state asks an MSC for."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from msc.cli.admin import daemon_running, record
+from msc.journal.records import Entry, JournalError, Kind
+from msc.ops import reports
+
+EXIT_OK, EXIT_PROBLEM = 0, 1
+
+
+def add_arguments(sub) -> None:
+    r = sub.add_parser("report", help="compliance reports (availability, inactive mnemonics and users, misuse)")
+    r.add_argument("kind", choices=("availability", "mnemonics", "users", "misuse"))
+    r.add_argument("--config", required=True)
+    r.add_argument("--format", choices=("text", "json"), default="text")
+    r.add_argument("--apply", action="store_true", help="users: disable the inactive accounts (CJIS AC-2)")
+    r.add_argument("--from", dest="start", help="misuse: start (default: 30 days ago)")
+    r.add_argument("--to", dest="end", help="misuse: end (default: now)")
+    r.set_defaults(func=cmd_report)
+
+
+def cmd_report(args) -> int:
+    from msc.cli.main import _load
+
+    s = _load(args)
+    now = time.time()
+    if args.kind == "availability":
+        doc = reports.availability(s, now, running=daemon_running(s))
+    elif args.kind == "mnemonics":
+        doc = reports.mnemonics(s, now)
+    elif args.kind == "users":
+        doc = reports.users(s, now)
+        if args.apply:
+            doc["disabled"] = _disable(s, [r["id"] for r in doc["inactive"]])
+    else:
+        from msc.journal.search import parse_time
+
+        start = parse_time(args.start) / 1e6 if args.start else now - 30 * 86400
+        end = parse_time(args.end) / 1e6 if args.end else now
+        doc = reports.misuse(s, start, end)
+        try:  # it reads the journal: audited like a search
+            record(s, [Entry(kind=Kind.AUDIT, text=json.dumps({"op": "report misuse", "from": doc["from"], "to": doc["to"]}))])
+        except JournalError as exc:
+            print(f"error: the report could not be audited: {exc}", file=sys.stderr)
+            return EXIT_PROBLEM
+    if args.format == "json":
+        print(json.dumps(doc, indent=1))
+    else:
+        sys.stdout.write(reports.render(args.kind, doc))
+    if args.kind == "availability":
+        return EXIT_OK if doc["windows"]["365d"]["meets_target"] else EXIT_PROBLEM
+    return EXIT_OK
+
+
+def _disable(s, ids: list[str]) -> list[str]:
+    import msgspec
+
+    from msc.cli.admin import notify_users_changed
+    from msc.mnemonics import userfile
+
+    done = []
+    for uid in ids:
+        userfile.update(s.users_path, lambda users, uid=uid: userfile.replace_user(
+            users, uid, lambda u: msgspec.structs.replace(u, status="disabled")))
+        notify_users_changed(s, f"USER DISABLE {uid} INACTIVE 90 DAYS (CJIS AC-2)")
+        done.append(uid)
+    return done
