@@ -8,7 +8,10 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # fiu-run (disk-fault injection). Installed when missing and possible; tests skip with a reason otherwise.
 SYSTEM_TOOLS := sslscan:sslscan promtool:prometheus fiu-run:fiu-utils
 
-.PHONY: run test venv clean system-deps
+FUZZ_SECONDS ?= 600
+CRASH_ITERATIONS ?= 20
+
+.PHONY: run test venv clean system-deps fuzz crash
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +38,16 @@ system-deps:
 	      || echo "warning: could not install$$missing; the tests that need them will be skipped"; \
 	  else echo "warning: cannot install$$missing (not root, no sudo or no apt-get); the tests that need them will be skipped"; fi; \
 	fi
+
+# 10 minutes of coverage-guided fuzzing of the protocol codec; discoveries go to var/fuzz/corpus.
+fuzz: $(STAMP)
+	mkdir -p var/fuzz/corpus
+	$(BIN)/python tests/fuzz/fuzz_protocol.py var/fuzz/corpus tests/fuzz/corpus \
+	    -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=var/fuzz/ 2>&1 | tee var/fuzz/last-run.log | grep -E "DONE|stat::|crash|ERROR"
+
+# kill -9 of msc serve at random points under load, CRASH_ITERATIONS times (make test does 3).
+crash: $(STAMP)
+	MSC_CRASH_ITERATIONS=$(CRASH_ITERATIONS) $(BIN)/python -m pytest tests/e2e/test_crash_loop.py -q -s
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -91,6 +91,7 @@ class Journal:
         self.on_checkpoint = on_checkpoint
         self._indexer: Indexer | None = None
         self._unindexed = 0
+        self._landed: tuple[int, int] | None = None  # seqs written while commits reported errors
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -233,6 +234,7 @@ class Journal:
                     self._pending[:0] = ready[0]
                     ready = None
                 # The writer re-read what is really on disk; continue from there.
+                failed_first = self._next_seq
                 self._next_seq = self._writer.last_seq + 1
                 self._last_ts = max(self._last_ts, self._writer.last_ts)
                 for _entries, fut in batch:
@@ -240,9 +242,21 @@ class Journal:
                         fut.set_exception(err)
                 if self.on_error:
                     self.on_error(err)
+                if self._writer.last_seq >= failed_first:
+                    # The batch reached the disk although its commit reported an error (a failed
+                    # fsync after the WAL write). Its senders were told E501 and nothing in it was
+                    # forwarded or delivered: the journal will say so once it is healthy again.
+                    lo = failed_first if self._landed is None else min(self._landed[0], failed_first)
+                    self._landed = (lo, self._writer.last_seq)
                 continue
             self.healthy = True
             self.last_error = None
+            if self._landed is not None:
+                lo, hi = self._landed
+                self._landed = None
+                self.submit([Entry(kind=Kind.ADMIN, code="E501", text=(
+                    f"JOURNAL RECORDS SEQ/{lo}-{hi} WERE WRITTEN WHILE COMMITS REPORTED I/O ERRORS; THEIR SENDERS "
+                    "WERE ANSWERED E501 AND NOTHING IN THEM WAS FORWARDED OR DELIVERED"))])
             first = rows[0].values[0]
             self._next_seq = rows[-1].values[0] + 1
             self._last_ts = max(self._last_ts, rows[-1].values[1])
@@ -270,6 +284,11 @@ class Journal:
         from msc.journal.search import texts
 
         return await asyncio.to_thread(texts, self.dir, self.keyring, seqs)
+
+    async def unanswered_requests(self, window_s: float) -> list:
+        from msc.journal.search import unanswered_requests
+
+        return await asyncio.to_thread(unanswered_requests, self.dir, self.keyring, window_s)
 
     async def output_records_since(self, since: int) -> list[tuple]:
         from msc.journal.search import output_records_since

@@ -214,3 +214,50 @@ def output_records_since(directory, since: int) -> Iterator[tuple]:
 def texts(directory, keyring: KeyRing, seqs: list[int]) -> dict[int, str]:
     """Decrypted message texts by sequence number (redelivery of stored outputs)."""
     return {r.seq: r.text for r in read(directory, keyring, seqs)}
+
+
+def unanswered_requests(directory, keyring: KeyRing, window_s: float) -> list[Record]:
+    """FORWARDED requests in the last ``window_s`` of the journal that nothing answered.
+
+    A request is answered by any later ``RECEIVED`` record with its transaction id (a response,
+    or a notice msc generated). Administrative messages expect no answer and are left out.
+    Used after a restart: the fate of such requests died with the process that sent them.
+    """
+    reader = Reader(directory)
+    try:
+        periods = reader.periods()
+        if not periods:
+            return []
+        last_period = periods[-1]
+        conn = reader.conn(last_period)
+        last = conn.execute("SELECT MAX(seq) FROM records").fetchone()[0]
+        if last is None:
+            return []
+        last_ts = conn.execute("SELECT ts FROM records WHERE seq = ?", (last,)).fetchone()[0]
+        since = last_ts - int(window_s * 1e6)
+        forwarded: dict[str, tuple[str, bytes]] = {}
+        answered: set[str] = set()
+        for period in periods[-2:]:  # the window may straddle a month boundary
+            c = reader.conn(period)
+            lo = _seq_bound(c, since)
+            if lo is None:
+                continue
+            for kind, direction, txn, mke, blob in c.execute(
+                    "SELECT kind, direction, txn, mke, blob FROM records WHERE seq >= ? AND txn IS NOT NULL "
+                    "AND kind IN ('FORWARDED', 'RECEIVED') ORDER BY seq", (lo,)):
+                if kind == "FORWARDED" and mke != "AM":
+                    forwarded[txn] = (period, blob)
+                elif kind == "RECEIVED" and txn in forwarded:
+                    answered.add(txn)
+        out = []
+        for txn, (period, blob) in forwarded.items():
+            if txn in answered:
+                continue
+            keys = keyring.period(period, create=False)
+            if keys is None:
+                continue
+            sealed = unseal_meta(blob)
+            out.append(to_record(sealed.meta, open_sealed(keys.aead, sealed)))
+        return out
+    finally:
+        reader.close()

@@ -169,6 +169,7 @@ class Writer:
         self.last_ts = 0
         self.checkpoints: list[Checkpoint] = []
         self._lock_fd: int | None = None
+        self._needs_reopen = False
 
     # -- opening and recovery ---------------------------------------------------------------
 
@@ -283,6 +284,8 @@ class Writer:
         """
         leaves = [hashlib.sha256(b"\x00" + r.blob).digest() for r in rows]
         start = 0
+        if self._needs_reopen:
+            self._reopen()  # re-read the truth before writing anything after a failure
         try:
             while start < len(rows):
                 period = rows[start].period
@@ -311,6 +314,16 @@ class Writer:
         return leaves
 
     def _reset_after_failure(self) -> None:
+        """After a failed write or fsync, nothing in memory can be trusted to match the disk
+        (a batch whose fsync failed may still be in the WAL). Reopen and re-read; if even that
+        fails (the fault persists), every later write reopens first."""
+        self._needs_reopen = True
+        try:
+            self._reopen()
+        except JournalError:
+            pass
+
+    def _reopen(self) -> None:
         for conn in self._conns.values():
             try:
                 conn.close()
@@ -325,13 +338,16 @@ class Writer:
             self._meta = None
         try:
             self.open()
-        except (sqlite3.Error, OSError):
-            pass  # still failing; the next commit will try again
+        except (sqlite3.Error, OSError) as exc:
+            raise JournalError(f"journal cannot be reopened: {exc}") from exc
+        self._needs_reopen = False
 
     # -- checkpoints ----------------------------------------------------------------------
 
     def checkpoint(self, name: str, sign, ts: int) -> Checkpoint | None:
         """Sign and store a checkpoint of the committed tree (None if nothing new)."""
+        if self._needs_reopen:
+            self._reopen()
         size = self.frontier.size
         if size == 0 or (self.checkpoints and self.checkpoints[-1].tree_size >= size):
             return None

@@ -408,9 +408,7 @@ class Session(asyncio.Protocol):
         fut = self.switch.journal.submit(entries)
 
         def done(f: asyncio.Future) -> None:
-            self.inflight -= 1
-            if self._read_paused and self.inflight < MAX_INFLIGHT // 2:
-                self._resume_reading()
+            self._committed_one()
             if f.cancelled() or f.exception() is not None:
                 # Fail closed (ARCHITECTURE.md): nothing forwarded, the client told E501.
                 self.metrics.reject(Reject.E501.code)
@@ -425,6 +423,14 @@ class Session(asyncio.Protocol):
                 after(f.result()) if pass_seqs else after()
 
         fut.add_done_callback(done)
+
+    def _committed_one(self) -> None:
+        """A message's journal record settled: count it down, and read again once the backlog
+        is half gone. Every path that counts up (accept and reject alike) comes through here,
+        so a connection paused for its backlog is always resumed."""
+        self.inflight -= 1
+        if self._read_paused and self.inflight < MAX_INFLIGHT // 2:
+            self._resume_reading()
 
     def _peer_name(self) -> str | None:
         if self.kind == "pool":
@@ -457,10 +463,12 @@ class Session(asyncio.Protocol):
                       text=text)
         nak = framing.nak(xid, reject.code, detail or reject.reason)
         self.inflight += 1
+        if self.inflight >= MAX_INFLIGHT:
+            self._pause_reading()
         fut = self.switch.journal.submit([entry])
 
         def done(f: asyncio.Future) -> None:
-            self.inflight -= 1
+            self._committed_one()
             if not f.cancelled() and f.exception() is not None:
                 self.metrics.reject(Reject.E501.code)
             self._write(nak)

@@ -36,7 +36,7 @@ from msc.ops.availability import HEARTBEAT_S, WINDOWS, Ledger, compute
 from msc.ops.metrics import Metrics
 from msc.protocol import framing
 from msc.protocol.codes import MscError, ProtocolError, Reject
-from msc.protocol.message import AdminText, Input, Logon, PasswordChange, format_pairs
+from msc.protocol.message import AdminText, Input, Logon, PasswordChange, format_pairs, msc_notice
 from msc.routing.delivery import Delivery
 from msc.routing.outbox import OutboxStore
 from msc.routing.delivery import Output
@@ -188,6 +188,7 @@ class Switch:
         self.router.acp = self.acp
         for up in cfg.upstream:
             self._add_link(up)
+        await self._recover_unanswered()
         self.router.start()
         await self.journal.append(Entry(kind=Kind.ADMIN, text=f"START {cfg.switch.name} PID/{os.getpid()}"))
         for lc in cfg.listener:
@@ -209,6 +210,23 @@ class Switch:
             self._pool_gauge(pool)
         self.started.set()
         self.log.info("switch.started", listeners=[lc.bind for lc in cfg.listener])
+
+    async def _recover_unanswered(self) -> None:
+        """Requests forwarded before a crash (or a drain that timed out) whose answer never came:
+        the process that would have told their operators is gone, so tell them now (E302)."""
+        window = max((u.timeout_s for u in self.settings.config.upstream), default=30) + 60
+        for rec in await self.journal.unanswered_requests(window):
+            header = rec.text.split(".", 1)[0]
+            endpoint = self.directory.endpoint_of(rec.mnemonic) if rec.mnemonic else None
+            if endpoint is None:
+                continue
+            pending = Pending(txn=rec.txn, header=header, mnemonic=rec.mnemonic, endpoint=endpoint, user=rec.user,
+                              taf=rec.taf, ori=rec.ori, mke=rec.mke or "", category="", upstream=rec.peer or "")
+            await self.router.emit([(endpoint, rec.mnemonic)], msc_notice(header, Reject.E302,
+                                   "SWITCH RESTARTED BEFORE THE ANSWER CAME"), "MSC",
+                                   dict(user=pending.user, taf=pending.taf, ori=pending.ori, mke="MSC",
+                                        code=Reject.E302.code, txn=pending.txn))
+            self.log.warning("switch.unanswered_after_restart", txn=rec.txn)
 
     async def _listen(self, lc: ListenerSection, *, register: bool = True) -> ListenerRuntime:
         host, port = parse_hostport(lc.bind)
@@ -457,7 +475,9 @@ class Switch:
             await asyncio.sleep(0.05)
         left = self.in_flight()
         if left:
-            self.log.warning("switch.drain_timeout", in_flight=left)
+            self.log.warning("switch.drain_timeout", in_flight=left,
+                             committing=sum(sess.inflight for sess in self.sessions),
+                             awaiting_answer=self.router.outstanding(), unacknowledged=self.delivery.unacknowledged())
         await self.stop()
 
     def _journal_error(self, exc: Exception) -> None:
