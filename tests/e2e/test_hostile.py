@@ -56,7 +56,7 @@ class FakeUpstream:
     async def handle(self, reader, writer) -> None:
         self.connections += 1
         try:
-            while data := await reader.read(65536):
+            while await reader.read(65536):
                 if self.mode == "garbage":
                     writer.write(os.urandom(64) + b"\xff\xff\xff\xff")
         except ConnectionError:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 
@@ -101,8 +100,6 @@ def test_user_add_with_totp_prints_the_uri_once(tmp_path):
 
 def test_make_run_demo_initialises_and_serves(tmp_path):
     """`msc demo` (what `make run` runs) creates config, keys and users, then serves until SIGINT."""
-    import subprocess
-    import sys
 
     d = tmp_path / "var"
     r = run("demo", "--dir", str(d), "--init-only")

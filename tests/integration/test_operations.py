@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import urllib.request
 
 import pytest
-import structlog
 
 from msc.journal.records import JournalError
-from tests.conftest import PASSWORD, add_totp_user, eventually
+from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.timeout(60)
 

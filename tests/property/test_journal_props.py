@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from msc.journal import Entry, Journal, KeyRing
 from msc.journal.search import Query, search
-from msc.journal.store import COLUMNS, Reader, list_partitions, partition_path
+from msc.journal.store import COLUMNS, list_partitions, partition_path
 from msc.journal.tokens import fields_of, normalize
 from msc.journal.verify import verify
 

@@ -9,7 +9,6 @@ prints how to connect, and stops all three cleanly on Ctrl-C.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import secrets
 import shutil
 import signal

@@ -21,3 +21,17 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def open_sqlite(path: Path, schema: str, *, synchronous: str = "FULL"):
+    """A connection to one of msc's own SQLite files (state.db tables): WAL, the given
+    durability, the schema applied, mode 0600, usable from worker threads (callers lock)."""
+    import sqlite3
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.executescript(schema)
+    os.chmod(path, 0o600)
+    return conn

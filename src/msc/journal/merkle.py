@@ -117,23 +117,6 @@ def inclusion_proof(levels: list[list[bytes]], index: int) -> list[bytes]:
     return proof
 
 
-def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes) -> bool:
-    """RFC 9162 §2.1.3.2: does ``proof`` show leaf hash ``leaf`` at ``index`` in the tree ``root``?"""
-    if index >= size:
-        return False
-    fn, sn = index, size - 1
-    r = leaf
-    for p in proof:
-        if sn == 0:
-            return False
-        if fn & 1 or fn == sn:
-            r = node_hash(p, r)
-            if not fn & 1:
-                while (fn & 1) == 0 and fn != 0:
-                    fn >>= 1
-                    sn >>= 1
-        else:
-            r = node_hash(r, p)
-        fn >>= 1
-        sn >>= 1
-    return sn == 0 and r == root
+# The bundle's stand-alone verifier is the one implementation of the RFC 9162 check: what msc
+# tests here is exactly what a court runs.
+from msc.journal.bundle_verifier import verify_inclusion  # noqa: E402, F401  (re-exported)

@@ -15,7 +15,6 @@ they are exactly what was sealed — without the month's data key, which would o
 from __future__ import annotations
 
 import enum
-import hashlib
 import os
 from typing import Any
 
@@ -106,16 +105,8 @@ class Private(Struct, array_like=True):
     salt: bytes = b""
 
 
-def commitment(salt: bytes, text: str, requester: str | None, recipient: str | None) -> bytes:
-    """SHA-256 over the salt and length-prefixed fields (stdlib-reproducible; no JSON escaping)."""
-    h = hashlib.sha256(salt)
-    for field_ in (text, requester, recipient):
-        if field_ is None:
-            h.update(b"\x00")
-        else:
-            b = field_.encode("utf-8")
-            h.update(b"\x01" + len(b).to_bytes(4, "big") + b)
-    return h.digest()
+# One implementation, shared with the export bundle's stdlib-only verifier.
+from msc.journal.bundle_verifier import commitment  # noqa: E402, F401  (re-exported)
 
 
 class Sealed(Struct, array_like=True, frozen=True):

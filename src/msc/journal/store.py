@@ -88,9 +88,8 @@ CREATE TRIGGER IF NOT EXISTS checkpoints_append_only_d BEFORE DELETE ON checkpoi
 """
 
 
-def checkpoint_message(name: str, tree_size: int, root: bytes, ts: int) -> bytes:
-    """The exact bytes an Ed25519 checkpoint signature covers (also used by the bundle verifier)."""
-    return f"msc-checkpoint/v1\n{name}\n{tree_size}\n{root.hex()}\n{ts}\n".encode()
+# The exact bytes an Ed25519 checkpoint signature covers: one definition, the verifier's.
+from msc.journal.bundle_verifier import checkpoint_message  # noqa: E402, F401  (re-exported)
 
 
 @dataclass(frozen=True)

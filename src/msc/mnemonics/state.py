@@ -11,12 +11,12 @@ Plain synchronous SQLite (WAL): the CLI uses it directly, the daemon through a w
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from msc.config.files import open_sqlite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS user_state(
@@ -51,12 +51,7 @@ class StateStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.executescript(SCHEMA)
-        os.chmod(path, 0o600)
+        self._conn = open_sqlite(path, SCHEMA, synchronous="FULL")
         self._lock = threading.Lock()
 
     def close(self) -> None:

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from msc.config.files import open_sqlite
 
 HEARTBEAT_S = 5.0
 WINDOWS = {"30d": 30 * 86400, "365d": 365 * 86400}
@@ -75,12 +76,7 @@ class Availability:
 
 class Ledger:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.executescript(SCHEMA)
-        os.chmod(path, 0o600)
+        self._conn = open_sqlite(path, SCHEMA, synchronous="FULL")
         self._lock = threading.Lock()
         self.run_id: int | None = None
 

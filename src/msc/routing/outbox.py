@@ -14,12 +14,12 @@ A crash between a journal commit and the next snapshot therefore loses nothing.
 
 from __future__ import annotations
 
-import os
-import sqlite3
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from msc.config.files import open_sqlite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox(
@@ -48,13 +48,8 @@ class Stored:
 
 class OutboxStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
-        self._conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL is enough: anything lost here is rebuilt from the journal (see module doc).
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(SCHEMA)
-        os.chmod(path, 0o600)
+        self._conn = open_sqlite(path, SCHEMA, synchronous="NORMAL")
         self._lock = threading.Lock()
 
     def load(self) -> tuple[list[Stored], dict[str, int], int]:

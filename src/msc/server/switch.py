@@ -278,7 +278,7 @@ class Switch:
 
     def reload_users(self) -> str | None:
         """Re-read users.toml; apply it if valid. Returns an error text, or None."""
-        from msc.config.load import ConfigError, ConfigIssue, decode_file
+        from msc.config.load import ConfigIssue, decode_file
         from msc.config.model import UsersFile
         from msc.config.validate import validate
 
