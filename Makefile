@@ -11,7 +11,9 @@ SYSTEM_TOOLS := sslscan:sslscan promtool:prometheus fiu-run:fiu-utils
 FUZZ_SECONDS ?= 600
 CRASH_ITERATIONS ?= 20
 
-.PHONY: run test venv clean system-deps fuzz crash
+BENCH_STAMP := $(VENV)/.bench-installed
+
+.PHONY: run test venv clean system-deps fuzz crash bench soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +40,19 @@ system-deps:
 	      || echo "warning: could not install$$missing; the tests that need them will be skipped"; \
 	  else echo "warning: cannot install$$missing (not root, no sudo or no apt-get); the tests that need them will be skipped"; fi; \
 	fi
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+# Benchmarks beside their same-run baselines (direct path, NATS JetStream with and without fsync).
+bench: $(BENCH_STAMP)
+	@command -v /usr/sbin/nats-server >/dev/null 2>&1 || $(MAKE) --no-print-directory SYSTEM_TOOLS="/usr/sbin/nats-server:nats-server" system-deps
+	$(BIN)/python bench/run_bench.py
+
+# 30 minutes of load with faults on a schedule (kill -9, upstream loss, reloads): availability.
+soak: $(BENCH_STAMP)
+	$(BIN)/python bench/soak.py --minutes $${SOAK_MINUTES:-30}
 
 # 10 minutes of coverage-guided fuzzing of the protocol codec; discoveries go to var/fuzz/corpus.
 fuzz: $(STAMP)

@@ -169,4 +169,4 @@ async def test_no_message_text_or_field_value_in_plaintext_anywhere_on_disk(harn
     cols = [r[1] for r in sqlite3.connect(partition_path(harness.switch.settings.journal_dir, period))
             .execute("PRAGMA table_info(records)")]
     assert cols == ["seq", "ts", "kind", "direction", "peer", "mnemonic", "user", "taf", "ori", "mke", "txn",
-                    "code", "purpose", "osn", "blob", "leaf"]
+                    "code", "purpose", "osn", "blob", "leaf", "tokens"]

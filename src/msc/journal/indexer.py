@@ -53,40 +53,61 @@ def open_index(directory: Path, period: str, *, readonly: bool = False) -> sqlit
     return conn
 
 
-def progress(conn: sqlite3.Connection | None) -> tuple[int, int]:
-    """(indexed_upto seq, tokens rowid indexed up to) — (0, 0) for no index."""
+def progress(conn: sqlite3.Connection | None) -> int:
+    """The sequence number the index covers up to (0: no index)."""
     if conn is None:
-        return 0, 0
+        return 0
     try:
         rows = dict(conn.execute("SELECT k, v FROM meta"))
     except sqlite3.DatabaseError:
-        return 0, 0
-    return rows.get("indexed_upto", 0), rows.get("tokens_rowid", 0)
+        return 0
+    return rows.get("indexed_upto", 0)
 
 
-def catch_up(directory: Path, period: str, *, max_records: int = 200_000) -> int:
-    """Index the records of one month not yet indexed (at most ``max_records``). Returns how many."""
+# Each record carries its tokens packed (16 bytes each); explode them into (token, seq) in SQL.
+_EXPLODE_TOKENS = """
+WITH RECURSIVE t(seq, toks, i) AS (
+    SELECT seq, tokens, 0 FROM r.records WHERE seq > ? AND seq <= ? AND length(tokens) >= 16
+    UNION ALL
+    SELECT seq, toks, i + 16 FROM t WHERE i + 32 <= length(toks)
+)
+INSERT OR IGNORE INTO ix_token(token, seq) SELECT substr(toks, i + 1, 16), seq FROM t ORDER BY 1, 2
+"""
+
+
+def attach_records(directory: Path, period: str) -> sqlite3.Connection | None:
+    """An index connection with the month's records attached read-only (None if no records)."""
     rec_path = partition_path(directory, period)
     if not rec_path.exists():
-        return 0
+        return None
     conn = open_index(directory, period)
     conn.execute("ATTACH DATABASE ? AS r", (f"file:{rec_path}?mode=ro",))
+    return conn
+
+
+def catch_up(directory: Path, period: str, *, max_records: int = 200_000, conn: sqlite3.Connection | None = None) -> int:
+    """Index the records of one month not yet indexed (at most ``max_records``). Returns how many.
+
+    ``conn`` (from :func:`attach_records`) is reused when given, else one is opened and closed.
+    """
+    own = conn is None
+    if own:
+        conn = attach_records(directory, period)
+        if conn is None:
+            return 0
     try:
-        upto, trow = progress(conn)
+        upto = progress(conn)
         # DEFERRED: a read snapshot of the records, and a write lock on the index file only.
         conn.execute("BEGIN")
-        # One read snapshot: records and their tokens are committed together by the writer.
         hi = conn.execute("SELECT MAX(seq) FROM r.records WHERE seq <= ?", (upto + max_records,)).fetchone()[0]
         if hi is None or hi <= upto:
             conn.execute("ROLLBACK")
             return 0
-        thi = conn.execute("SELECT MAX(rowid) FROM r.tokens WHERE seq <= ?", (hi,)).fetchone()[0] or trow
         for col in INDEXED:
             conn.execute(f"INSERT OR IGNORE INTO ix_{col}({col}, seq) SELECT {col}, seq FROM r.records "
                          f"WHERE seq > ? AND seq <= ? AND {col} IS NOT NULL ORDER BY {col}, seq", (upto, hi))
-        conn.execute("INSERT OR IGNORE INTO ix_token(token, seq) SELECT token, seq FROM r.tokens "
-                     "WHERE rowid > ? AND rowid <= ? ORDER BY token, seq", (trow, thi))
-        conn.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('indexed_upto', ?), ('tokens_rowid', ?)", (hi, thi))
+        conn.execute(_EXPLODE_TOKENS, (upto, hi))
+        conn.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('indexed_upto', ?)", (hi,))
         conn.execute("COMMIT")
         return hi - upto
     except sqlite3.DatabaseError:
@@ -94,7 +115,8 @@ def catch_up(directory: Path, period: str, *, max_records: int = 200_000) -> int
             conn.execute("ROLLBACK")
         raise
     finally:
-        conn.close()
+        if own:
+            conn.close()
 
 
 class Indexer:
@@ -106,6 +128,7 @@ class Indexer:
         self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
+        self._conns: dict[str, sqlite3.Connection] = {}
         self.errors = 0
 
     def start(self) -> None:
@@ -121,20 +144,49 @@ class Indexer:
         if self._thread is not None:
             self._thread.join(timeout=30)
 
+    BATCH = 200_000
+
     def run_once(self) -> int:
+        """One pass: index what has accumulated. Loop only while a pass was full (a backlog);
+        otherwise wait for the next interval rather than chase every new record in tiny
+        batches (each pass has a fixed cost; under steady traffic there is always something new)."""
         done = 0
-        for period in list_partitions(self.dir):
-            while True:
-                n = catch_up(self.dir, period)
+        periods = list_partitions(self.dir)
+        for stale in set(self._conns) - set(periods):
+            self._conns.pop(stale).close()
+        for period in periods:
+            conn = self._conns.get(period)
+            if conn is None:
+                conn = attach_records(self.dir, period)
+                if conn is None:
+                    continue
+                self._conns[period] = conn
+                for old in sorted(self._conns)[:-2]:  # only the newest months still grow
+                    self._conns.pop(old).close()
+            while not self._stop:
+                try:
+                    n = catch_up(self.dir, period, max_records=self.BATCH, conn=conn)
+                except sqlite3.DatabaseError:
+                    self._conns.pop(period, None)
+                    conn.close()
+                    raise
                 done += n
-                if n == 0 or self._stop:
+                if n < self.BATCH:
                     break
         return done
 
     def _run(self) -> None:
+        # The index can lag (search scans the unindexed tail); traffic cannot. On Linux a thread is
+        # a task with its own nice value: at 19 the indexer only gets the CPU nobody else wants.
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (AttributeError, OSError):
+            pass
         while not self._stop:
             self._wake.wait(self.interval_s)
             self._wake.clear()
+            if self._stop:
+                break
             try:
                 self.run_once()
             except (sqlite3.DatabaseError, OSError) as exc:
@@ -144,3 +196,6 @@ class Indexer:
             self.run_once()  # leave a complete index behind on a clean stop
         except (sqlite3.DatabaseError, OSError):
             pass
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()

@@ -177,9 +177,11 @@ class Journal:
         if keys is None:
             raise JournalError(f"the key of {period} was destroyed")
         for entries, _fut in batch:
+            toks = ()
             for e in entries:
                 _meta, blob = seal(keys.aead, e, seq, ts, period)
-                toks = tokens_for(keys.index_key, e.text, e.requester, e.recipient) if e.text else ()
+                if not e.same_fields_as_previous:
+                    toks = tokens_for(keys.index_key, e.text, e.requester, e.recipient) if e.text else ()
                 rows.append(Row(period, (seq, ts, e.kind, e.direction, e.peer, e.mnemonic, e.user, e.taf,
                                          e.ori, e.mke, e.txn, e.code, e.purpose, e.osn), blob, toks))
                 seq += 1

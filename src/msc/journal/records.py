@@ -69,6 +69,9 @@ class Entry(Struct, kw_only=True, array_like=False):
     recipient: str | None = None
     osn: int | None = None
     text: str = ""
+    #: The blind-index fields are those of the previous entry of the same append (a FORWARDED
+    #: record carries the same fields as the RECEIVED record before it): skip re-tokenizing.
+    same_fields_as_previous: bool = False
 
     def __repr__(self) -> str:  # never print message text in a traceback or log
         return f"Entry(kind={self.kind!r}, mnemonic={self.mnemonic!r}, txn={self.txn!r})"

@@ -93,19 +93,19 @@ def _seq_bound(conn: sqlite3.Connection, ts: int) -> int | None:
     return lo
 
 
-def _attach_index(conn: sqlite3.Connection, directory, period: str) -> tuple[int, int]:
-    """Attach the month's index read-only (if any); return (indexed_upto, tokens rowid)."""
+def _attach_index(conn: sqlite3.Connection, directory, period: str) -> int:
+    """Attach the month's index read-only (if any); return the sequence it covers up to."""
     path = index_path(directory, period)
     if not path.exists():
-        return 0, 0
+        return 0
     if not any(row[1] == "ix" for row in conn.execute("PRAGMA database_list")):
         conn.execute("ATTACH DATABASE ? AS ix", (f"file:{path}?mode=ro",))
     try:
         rows = dict(conn.execute("SELECT k, v FROM ix.meta"))
     except sqlite3.DatabaseError:
         conn.execute("DETACH DATABASE ix")
-        return 0, 0
-    return rows.get("indexed_upto", 0), rows.get("tokens_rowid", 0)
+        return 0
+    return rows.get("indexed_upto", 0)
 
 
 def search(directory, keyring: KeyRing, q: Query) -> Iterator[Record]:
@@ -118,7 +118,7 @@ def search(directory, keyring: KeyRing, q: Query) -> Iterator[Record]:
             if keys is None:
                 continue  # purged: crypto-shredded
             conn = reader.conn(period)
-            upto, trow = _attach_index(conn, directory, period)
+            upto = _attach_index(conn, directory, period)
             common, cparams = [], []
             if q.start is not None:
                 lo = _seq_bound(conn, q.start)
@@ -158,8 +158,9 @@ def search(directory, keyring: KeyRing, q: Query) -> Iterator[Record]:
                 hparams = [upto]
             tail, tparams = ["seq > ?"], [upto]
             for t in toks:
-                tail.append("seq IN (SELECT seq FROM tokens WHERE rowid > ? AND token = ?)")
-                tparams += [trow, t]
+                # A byte match may straddle two packed tokens: decryption below confirms every hit.
+                tail.append("instr(tokens, ?) > 0")
+                tparams.append(t)
             tail_sql = "SELECT blob FROM records WHERE " + " AND ".join(tail + common) + " ORDER BY seq"
             parts = [(tail_sql, tparams)] if upto == 0 else [(head_sql, hparams), (tail_sql, tparams)]
             for sql, params in parts:

@@ -12,6 +12,7 @@ from msc.config.load import Settings
 from msc.server.switch import Switch
 
 log = structlog.get_logger("msc.serve")
+SWITCH_INTERVAL_S = 0.0005
 
 
 async def run(settings: Settings, *, ready_file: str | None = None) -> int:
@@ -32,4 +33,9 @@ async def run(settings: Settings, *, ready_file: str | None = None) -> int:
 
 
 def serve(settings: Settings, *, ready_file: str | None = None) -> int:
+    import sys
+
+    # The journal writer thread needs the GIL briefly per batch; with CPython's default 5 ms
+    # switch interval it can wait that long behind the event loop, on every commit.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     return uvloop.run(run(settings, ready_file=ready_file))

@@ -1,0 +1,336 @@
+#!/usr/bin/env python3
+"""The benchmark load generator: N concurrent terminal sessions, a realistic message mix.
+
+    python bench/loadgen.py switch  --port P --terminals 64 --duration 10 [--rate 1000]
+    python bench/loadgen.py direct  --port STUB_PORT --terminals 64 --duration 10
+    python bench/loadgen.py nats    --port NATS_PORT --terminals 64 --duration 10
+
+Runs in its own process on uvloop and prints one JSON object. The same messages, sizes and
+concurrency go to each target:
+
+* ``switch`` — terminals log on to msc (stations X000, X001, …) and send the mix; a transaction is
+  request → A → the answer delivered (acknowledged); AM and rejections end at their A/N.
+* ``direct`` — the same requests, already normalized (``HEADER.*OIF.#TAF.TEXT``), straight to a
+  stub: the Python round-trip limit on this machine.
+* ``nats`` — each request published to a JetStream stream and its PubAck awaited: a durable
+  broker's publish + acknowledge.
+
+Closed loop (each terminal has one request outstanding) unless ``--rate`` asks for an open-loop
+aggregate rate (for latency at a fixed load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import struct
+import sys
+import time
+
+HEAD = struct.Struct(">IBI")
+PASSWORD = "bench horse battery"
+ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+PAD = " ADDITIONAL DESCRIPTIVE DATA FOR A REALISTIC REQUEST SIZE"
+
+
+def mnemonic(i: int) -> str:
+    a, rest = divmod(i, 36 * 36)
+    b, c = divmod(rest, 36)
+    return "X" + ALPHABET[a] + ALPHABET[b] + ALPHABET[c]
+
+
+# kind, weight, text builder(i) -> body after the header; expects an answer?
+def mix(rnd: random.Random):
+    n = rnd.randrange(10**6)
+    name = f"PERSON{n % 5000}, TEST{n % 97}"
+    choices = [
+        ("QW", 28, f"QW.CA0130000.NAM/{name}.DOB/19{60 + n % 40}0{1 + n % 9}1{n % 10}.SEX/M.RAC/W{PAD}", True),
+        ("QV", 24, f"QV.CA0130000.LIC/{n:07d}.LIS/CA.VIN/1HGCM8263{n % 100000:05d}{PAD}", True),
+        ("DQ", 14, f"DQ.CA0130000.OLN/D{n:07d}.NAM/{name}{PAD}", True),
+        ("RQ", 10, f"RQ.CA0130000.LIC/{n:07d}{PAD}", True),
+        ("QH", 10, f"QH.CA0130000.NAM/{name}.DOB/19700101.PUR/C.ATN/DET {n % 300}{PAD}", True),
+        ("AM", 5, f"AM.CA0130000.CA0190000.TXT ATTEMPT TO LOCATE VEHICLE {n} LAST SEEN NORTHBOUND", False),
+        ("E301", 5, f"ZZ.CA0130000.NAM/{name}", False),
+        ("E108", 4, f"QH.CA0130000.NAM/{name}", False),
+    ]
+    total = sum(c[1] for c in choices)
+    r = rnd.uniform(0, total)
+    for kind, w, text, answer in choices:
+        r -= w
+        if r <= 0:
+            return kind, text, answer
+    return choices[0][0], choices[0][2], True
+
+
+class Conn(asyncio.Protocol):
+    """One terminal (or one stub/raw connection): frames in, futures out."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.transport = None
+        self.xid = 0
+        self.acks: dict[int, asyncio.Future] = {}
+        self.answers: dict[str, asyncio.Future] = {}
+        self.banner = asyncio.get_running_loop().create_future()
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+        for f in list(self.acks.values()) + list(self.answers.values()):
+            if not f.done():
+                f.set_exception(ConnectionError("closed"))
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        pos = 0
+        out = []
+        while len(buf) - pos >= 9:
+            length, t, xid = HEAD.unpack_from(buf, pos)
+            if len(buf) - pos < 4 + length:
+                break
+            payload = bytes(buf[pos + 9 : pos + 4 + length])
+            pos += 4 + length
+            if t == 77:  # M
+                out.append(HEAD.pack(5, 65, xid))
+                if payload.startswith(b"SYS.BANNER."):
+                    if not self.banner.done():
+                        self.banner.set_result(None)
+                    continue
+                header = payload[: payload.find(b".")].decode()
+                f = self.answers.pop(header, None)
+                if f is not None and not f.done():
+                    f.set_result(payload)
+            elif t in (65, 78):  # A, N
+                f = self.acks.pop(xid, None)
+                if f is not None and not f.done():
+                    f.set_result((chr(t), payload))
+            elif t == 72:  # H
+                out.append(HEAD.pack(5, 72, xid))
+        del buf[:pos]
+        if out:
+            self.transport.write(b"".join(out))
+
+    def send(self, payload: bytes, header: str | None) -> tuple[asyncio.Future, asyncio.Future | None]:
+        self.xid += 1
+        loop = asyncio.get_running_loop()
+        ack = loop.create_future()
+        self.acks[self.xid] = ack
+        ans = None
+        if header is not None:
+            ans = loop.create_future()
+            self.answers[header] = ans
+        self.transport.write(HEAD.pack(len(payload) + 5, 77, self.xid) + payload)
+        return ack, ans
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.lat: list[float] = []
+        self.kinds: dict[str, int] = {}
+        self.rejects: dict[str, int] = {}
+        self.errors = 0
+        self.counting = False
+
+    def done(self, kind: str, seconds: float, code: str | None) -> None:
+        if not self.counting:
+            return
+        self.lat.append(seconds)
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        if code:
+            self.rejects[code] = self.rejects.get(code, 0) + 1
+
+
+async def open_terminal(port: int, i: int, mode: str) -> tuple[Conn, str]:
+    loop = asyncio.get_running_loop()
+    _t, c = await loop.create_connection(Conn, "127.0.0.1", port)
+    mne = mnemonic(i)
+    if mode == "switch":
+        await asyncio.wait_for(c.banner, 30)
+        c.transport.write(HEAD.pack(5, 65, 0))
+        ack, _ = c.send(f"{mne}.LOGON.BN0001.-.{PASSWORD}".encode(), None)
+        kind, payload = await asyncio.wait_for(ack, 60)
+        if kind != "A":
+            raise RuntimeError(f"logon refused for {mne}: {payload!r}")
+    return c, mne
+
+
+async def one_txn(c: Conn, mne: str, seq: int, rnd: random.Random, mode: str, stats: Stats) -> None:
+    kind, body, answer = mix(rnd)
+    header = f"{mne}{seq % 1000000:06d}"[:10]
+    if mode == "direct":
+        payload = f"{header}.*BN0001.#7F000001.{body}".encode()
+        answer = answer or False
+    else:
+        payload = f"{header}.{body}".encode()
+    t0 = time.perf_counter()
+    ack, ans = c.send(payload, header if answer and not kind.startswith("E") else None)
+    try:
+        k, p = await asyncio.wait_for(ack, 30)
+        code = None if k == "A" else p.split(b" ", 1)[0].decode()
+        if ans is not None:
+            if k == "A":
+                await asyncio.wait_for(ans, 30)
+            else:
+                c.answers.pop(header, None)
+        stats.done(kind, time.perf_counter() - t0, code)
+    except (asyncio.TimeoutError, ConnectionError):
+        stats.errors += 1
+
+
+async def run_tcp(args, mode: str) -> dict:
+    stats = Stats()
+    conns = []
+    sem = asyncio.Semaphore(64)
+
+    async def open_one(i):
+        async with sem:
+            return await open_terminal(args.port, args.first + i, mode)
+
+    conns = await asyncio.gather(*(open_one(i) for i in range(args.terminals)))
+    stop = asyncio.Event()
+
+    async def closed_loop(c, mne, k):
+        rnd = random.Random(k)
+        seq = 0
+        while not stop.is_set():
+            await one_txn(c, mne, seq, rnd, mode, stats)
+            seq += 1
+
+    async def open_loop():
+        rnd = random.Random(1)
+        interval = 1.0 / args.rate
+        seq = 0
+        tasks = set()
+        next_t = time.perf_counter()
+        while not stop.is_set():
+            c, mne = conns[seq % len(conns)]
+            t = asyncio.get_running_loop().create_task(one_txn(c, mne, seq, rnd, mode, stats))
+            tasks.add(t)
+            t.add_done_callback(tasks.discard)
+            seq += 1
+            next_t += interval
+            delay = next_t - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    workers = [asyncio.create_task(open_loop())] if args.rate else \
+        [asyncio.create_task(closed_loop(c, m, k)) for k, (c, m) in enumerate(conns)]
+    await asyncio.sleep(args.warmup)
+    stats.counting = True
+    t0 = time.perf_counter()
+    await asyncio.sleep(args.duration)
+    stats.counting = False
+    elapsed = time.perf_counter() - t0
+    stop.set()
+    await asyncio.gather(*workers, return_exceptions=True)
+    for c, _ in conns:
+        c.transport.close()
+    return summarize(args, mode, stats, elapsed)
+
+
+async def run_nats(args) -> dict:
+    import nats
+
+    stats = Stats()
+    nc = await nats.connect(f"nats://127.0.0.1:{args.port}", max_reconnect_attempts=0)
+    js = nc.jetstream()
+    try:
+        await js.delete_stream("MSCBENCH")
+    except Exception:
+        pass
+    await js.add_stream(name="MSCBENCH", subjects=["msc.>"], storage="file")
+    stop = asyncio.Event()
+
+    async def publisher(k):
+        rnd = random.Random(k)
+        seq = 0
+        mne = mnemonic(args.first + k)
+        while not stop.is_set():
+            kind, body, _answer = mix(rnd)
+            payload = f"{mne}{seq % 1000000:06d}.*BN0001.#7F000001.{body}".encode()
+            t0 = time.perf_counter()
+            try:
+                await js.publish(f"msc.{mne}", payload, timeout=30)
+                stats.done(kind, time.perf_counter() - t0, None)
+            except Exception:
+                stats.errors += 1
+            seq += 1
+
+    workers = [asyncio.create_task(publisher(k)) for k in range(args.terminals)]
+    await asyncio.sleep(args.warmup)
+    stats.counting = True
+    t0 = time.perf_counter()
+    await asyncio.sleep(args.duration)
+    stats.counting = False
+    elapsed = time.perf_counter() - t0
+    stop.set()
+    await asyncio.gather(*workers, return_exceptions=True)
+    await nc.close()
+    return summarize(args, "nats", stats, elapsed)
+
+
+def summarize(args, mode: str, stats: Stats, elapsed: float) -> dict:
+    lat = sorted(stats.lat)
+
+    def q(p):
+        return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 3) if lat else None
+
+    return {"mode": mode, "terminals": args.terminals, "rate": args.rate or None, "seconds": round(elapsed, 2),
+            "transactions": len(lat), "per_s": round(len(lat) / elapsed, 1), "p50_ms": q(0.5), "p99_ms": q(0.99),
+            "max_ms": round(lat[-1] * 1000, 3) if lat else None, "kinds": stats.kinds, "rejects": stats.rejects,
+            "errors": stats.errors}
+
+
+async def idle_sessions(args) -> dict:
+    """Open and log on N terminals, hold them, report when done (memory per idle session)."""
+    sem = asyncio.Semaphore(128)
+
+    async def one(i):
+        async with sem:
+            return await open_terminal(args.port, args.first + i, "switch")
+
+    t0 = time.perf_counter()
+    conns = await asyncio.gather(*(one(i) for i in range(args.terminals)))
+    print(json.dumps({"idle_sessions": len(conns), "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
+    await asyncio.sleep(args.duration)
+    for c, _ in conns:
+        c.transport.close()
+    return {"idle_sessions": len(conns)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=("switch", "direct", "nats", "idle"))
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--terminals", type=int, default=16)
+    ap.add_argument("--first", type=int, default=0, help="index of the first station used")
+    ap.add_argument("--duration", type=float, default=10)
+    ap.add_argument("--warmup", type=float, default=2)
+    ap.add_argument("--rate", type=float, default=0, help="open-loop aggregate rate (transactions/s)")
+    args = ap.parse_args()
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    import uvloop
+
+    if args.mode == "nats":
+        result = uvloop.run(run_nats(args))
+    elif args.mode == "idle":
+        result = uvloop.run(idle_sessions(args))
+    else:
+        result = uvloop.run(run_tcp(args, args.mode))
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
