@@ -47,10 +47,15 @@ TCK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
+    """CPU time of a process and its live descendants (msc serve's journal writer is a child)."""
     try:
         f = open(f"/proc/{pid}/stat").read()
         p = f[f.rindex(")") + 2 :].split()
-        return (int(p[11]) + int(p[12])) / TCK
+        total = (int(p[11]) + int(p[12])) / TCK
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            for child in open(f"/proc/{pid}/task/{tid}/children").read().split():
+                total += cpu_seconds(int(child))
+        return total
     except FileNotFoundError:
         return 0.0
 

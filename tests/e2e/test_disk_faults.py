@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -46,11 +47,23 @@ def http(port: int, path: str) -> tuple[int, dict | str]:
         return e.code, json.loads(e.read().decode())
 
 
+def tree(pid: int) -> list[int]:
+    """The process and its descendants (the journal writer runs in a child of msc serve)."""
+    out = [pid]
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            for child in open(f"/proc/{pid}/task/{tid}/children").read().split():
+                out += tree(int(child))
+    except FileNotFoundError:
+        pass
+    return out
+
+
 def fiu(pid: int, action: str, points: list[str], errno: int = 5) -> None:
     args = ["fiu-ctrl"]
     for p in points:
         args += ["-c", f"enable name={p},failinfo={errno}" if action == "enable" else f"disable name={p}"]
-    subprocess.run([*args, str(pid)], check=True, timeout=10)
+    subprocess.run([*args, *map(str, tree(pid))], check=True, timeout=10)
 
 
 def test_disk_faults_fail_closed_and_service_resumes(tmp_path, procs):

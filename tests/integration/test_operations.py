@@ -117,10 +117,10 @@ async def test_readyz_turns_503_when_the_journal_cannot_commit(harness, monkeypa
     port = sw.ops.port
     assert (await asyncio.to_thread(get, port, "/readyz"))[0] == 200
 
-    def broken(rows):
+    async def broken(rows, poke=False):
         raise JournalError("injected: no space left on device")
 
-    monkeypatch.setattr(sw.journal._writer, "commit", broken)
+    monkeypatch.setattr(sw.journal._w, "commit", broken)
     c = await harness.client()
     assert (await c.logon("ICS1", "TS0001", PASSWORD)).code == "E501"
     status, body = await asyncio.to_thread(get, port, "/readyz")

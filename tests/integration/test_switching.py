@@ -171,10 +171,10 @@ async def test_journal_that_cannot_commit_gives_e501_and_nothing_reaches_the_stu
     await harness.wait_upstream()
     c = await harness.operator()
 
-    def broken(rows):
+    async def broken(rows, poke=False):
         raise JournalError("injected: disk failure")
 
-    monkeypatch.setattr(sw.journal._writer, "commit", broken)
+    monkeypatch.setattr(sw.journal._w, "commit", broken)
     f = await c.send("ICS1.QW.CA0130000.NAM/SMITH, JOHN")
     assert f.code == "E501"
     await asyncio.sleep(0.2)

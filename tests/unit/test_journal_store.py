@@ -19,6 +19,11 @@ def ring(tmp_path):
     return r
 
 
+@pytest.fixture(params=["thread", "process"])
+def writer_kind(request):
+    return request.param
+
+
 async def _journal(tmp_path, ring, **kw) -> Journal:
     j = Journal(tmp_path / "journal", ring, **kw)
     await j.open()
@@ -28,14 +33,14 @@ async def _journal(tmp_path, ring, **kw) -> Journal:
 SECRET_TEXT = "ICS1.QW.CA0130000.NAM/ZEBULON, QUIXOTE.DOB/19800101"
 
 
-async def test_append_returns_contiguous_sequence_numbers_in_call_order(tmp_path, ring):
-    j = await _journal(tmp_path, ring)
+async def test_append_returns_contiguous_sequence_numbers_in_call_order(tmp_path, ring, writer_kind):
+    j = await _journal(tmp_path, ring, writer=writer_kind)
     futs = [j.submit([Entry(kind="RECEIVED", text=f"m{i}"), Entry(kind="FORWARDED", text=f"f{i}")]) for i in range(50)]
     seqs = [s for f in await asyncio.gather(*futs) for s in f]
     assert seqs == list(range(1, 101))
     await j.close()
     # Reopening continues the sequence.
-    j = await _journal(tmp_path, ring)
+    j = await _journal(tmp_path, ring, writer=writer_kind)
     assert await j.append(Entry(kind="ADMIN", text="x")) == [101]
     await j.close()
 
@@ -43,16 +48,16 @@ async def test_append_returns_contiguous_sequence_numbers_in_call_order(tmp_path
 async def test_failed_commit_reuses_sequence_numbers_and_reports_journal_error(tmp_path, ring, monkeypatch):
     j = await _journal(tmp_path, ring)
     assert await j.append(Entry(kind="RECEIVED", text="a")) == [1]
-    real = j._writer.commit
+    real = j._w.commit
 
-    def broken(rows):
+    async def broken(rows, poke=False):
         raise JournalError("injected")
 
-    monkeypatch.setattr(j._writer, "commit", broken)
+    monkeypatch.setattr(j._w, "commit", broken)
     with pytest.raises(JournalError):
         await j.append(Entry(kind="RECEIVED", text="b"))
     assert not j.healthy
-    monkeypatch.setattr(j._writer, "commit", real)
+    monkeypatch.setattr(j._w, "commit", real)
     assert await j.append(Entry(kind="RECEIVED", text="c")) == [2]  # no gap
     assert j.healthy
     await j.close()
@@ -100,8 +105,8 @@ async def test_store_refuses_update_and_delete(tmp_path, ring):
         conn.execute("DELETE FROM records WHERE seq = 1")
 
 
-async def test_one_writer_per_journal(tmp_path, ring):
-    j = await _journal(tmp_path, ring)
+async def test_one_writer_per_journal(tmp_path, ring, writer_kind):
+    j = await _journal(tmp_path, ring, writer=writer_kind)
     w = Writer(tmp_path / "journal")
     with pytest.raises(JournalBusy):
         w.open()
@@ -110,8 +115,8 @@ async def test_one_writer_per_journal(tmp_path, ring):
     w.close()
 
 
-async def test_checkpoint_is_signed_and_counts_the_tree(tmp_path, ring):
-    j = await _journal(tmp_path, ring, checkpoint_every=10)
+async def test_checkpoint_is_signed_and_counts_the_tree(tmp_path, ring, writer_kind):
+    j = await _journal(tmp_path, ring, checkpoint_every=10, writer=writer_kind)
     for i in range(25):
         await j.append(Entry(kind="RECEIVED", text=str(i)))
     await j.flush()
@@ -120,4 +125,15 @@ async def test_checkpoint_is_signed_and_counts_the_tree(tmp_path, ring):
     from msc.journal.store import checkpoint_message
 
     ring.public_key().verify(cp.signature, checkpoint_message("MSC", cp.tree_size, cp.root, cp.ts))
+    await j.close()
+
+
+async def test_a_dead_writer_process_fails_closed_and_is_replaced(tmp_path, ring):
+    j = await _journal(tmp_path, ring, writer="process")
+    assert await j.append(Entry(kind="RECEIVED", text="before")) == [1]
+    j._w._proc.kill()  # the writer process dies
+    j._w._proc.wait()
+    with pytest.raises(JournalError):
+        await j.append(Entry(kind="RECEIVED", text="lost with the process"))
+    assert await j.append(Entry(kind="RECEIVED", text="after")) == [2]  # a new one, no gap
     await j.close()

@@ -44,6 +44,55 @@ def month_expired(period: str, retention_days: int, now: float) -> bool:
     return end.timestamp() + retention_days * 86400 <= now
 
 
+class ThreadWriter:
+    """The writer in a worker thread of this process (short-lived CLI use; the daemon uses
+    :class:`msc.journal.writerproc.WriterProcess`). Same asynchronous operations."""
+
+    def __init__(self, directory: Path, synchronous: str, signing) -> None:
+        self.writer = Writer(directory, synchronous=synchronous)
+        self._signing = signing
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="msc-journal")
+        self._indexer = Indexer(directory)
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def start(self) -> None:
+        await self._run(self.writer.open)
+        self._indexer.start()
+
+    @property
+    def last_seq(self) -> int:
+        return self.writer.last_seq
+
+    @property
+    def last_ts(self) -> int:
+        return self.writer.last_ts
+
+    @property
+    def checkpoints(self) -> list:
+        return [[c.tree_size] for c in self.writer.checkpoints]
+
+    async def commit(self, rows, poke_indexer: bool = False) -> None:
+        await self._run(self.writer.commit, rows)
+        if poke_indexer:
+            self._indexer.poke()
+
+    async def checkpoint(self, name: str, ts: int):
+        return await self._run(self.writer.checkpoint, name, self._signing.sign, ts)
+
+    async def purge_period(self, period: str):
+        return await self._run(self.writer.purge_period, period)
+
+    async def delete_partition(self, period: str) -> None:
+        await self._run(self.writer.delete_partition, period)
+
+    async def close(self) -> None:
+        await self._run(self.writer.close)
+        await asyncio.get_running_loop().run_in_executor(None, self._indexer.stop)
+        self._executor.shutdown(wait=True)
+
+
 class Journal:
     """Append-only, encrypted, Merkle-checkpointed journal with group commit."""
 
@@ -60,15 +109,19 @@ class Journal:
         on_commit: Callable[[Sequence[Entry], float], None] | None = None,
         on_error: Callable[[Exception], None] | None = None,
         on_checkpoint: Callable[[Checkpoint], None] | None = None,
+        writer: str = "thread",
     ) -> None:
+        """``writer``: "process" (the daemon: a child process owns the files, no GIL waits on
+        the commit path) or "thread" (a worker thread; short-lived CLI use)."""
         self.dir = directory
+        self.writer_kind = writer
+        self.synchronous = synchronous
         self.keyring = keyring
         self.name = name
         self.checkpoint_every = checkpoint_every
         self.checkpoint_interval_s = checkpoint_interval_s
         self._clock = clock
-        self._writer = Writer(directory, synchronous=synchronous)
-        self._executor: ThreadPoolExecutor | None = None
+        self._w = None  # ThreadWriter or WriterProcess, created at open()
         self._pending: list[tuple[Sequence[Entry], asyncio.Future]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -89,7 +142,6 @@ class Journal:
         self.on_commit = on_commit
         self.on_error = on_error
         self.on_checkpoint = on_checkpoint
-        self._indexer: Indexer | None = None
         self._unindexed = 0
         self._landed: tuple[int, int] | None = None  # seqs written while commits reported errors
 
@@ -97,18 +149,26 @@ class Journal:
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="msc-journal")
-        await loop.run_in_executor(self._executor, self._writer.open)
-        self._next_seq = self._writer.last_seq + 1
-        self._last_ts = self._writer.last_ts
-        cps = self._writer.checkpoints
-        self.tree_size = cps[-1].tree_size if cps else 0
-        self._since_checkpoint = self._writer.last_seq - self.tree_size
+        signing = await asyncio.to_thread(self.keyring.signing_key)
+        self._signing = signing
+        if self.writer_kind == "process":
+            from cryptography.hazmat.primitives import serialization
+
+            from msc.journal.writerproc import WriterProcess
+
+            seed = signing.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                         serialization.NoEncryption())
+            self._w = WriterProcess(self.dir, self.synchronous, seed)
+        else:
+            self._w = ThreadWriter(self.dir, self.synchronous, signing)
+        await self._w.start()
+        self._next_seq = self._w.last_seq + 1
+        self._last_ts = self._w.last_ts
+        cps = self._w.checkpoints
+        self.tree_size = cps[-1][0] if cps else 0
+        self._since_checkpoint = self._w.last_seq - self.tree_size
         self._last_checkpoint_time = self._clock()
-        self._signing = await loop.run_in_executor(self._executor, self.keyring.signing_key)
-        await loop.run_in_executor(self._executor, self.prepare_keys)
-        self._indexer = Indexer(self.dir)
-        self._indexer.start()
+        await loop.run_in_executor(None, self.prepare_keys)
         self._task = asyncio.create_task(self._run(), name="journal-writer")
         self._timer = asyncio.create_task(self._tick(), name="journal-checkpoints")
 
@@ -134,11 +194,7 @@ class Journal:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._writer.close)
-        if self._indexer is not None:
-            await loop.run_in_executor(None, self._indexer.stop)
-        self._executor.shutdown(wait=True)
+        await self._w.close()
 
     async def flush(self) -> None:
         """Wait until everything appended so far has been committed (or failed)."""
@@ -196,12 +252,11 @@ class Journal:
         del self._pending[:k]
         return batch
 
-    async def _run(self) -> None:
+    async def _run(self) -> None:  # noqa: C901 - one loop, read top to bottom
         """Group commit, pipelined: while batch N commits in the writer thread, batch N+1 is
         sealed on the loop with the sequence numbers that follow N's. If N fails, N+1's seal is
         discarded and its entries go back to the front of the queue to be re-sealed with N's
         numbers, so the sequence stays contiguous."""
-        loop = asyncio.get_running_loop()
         ready: tuple[list, list[Row]] | None = None  # a batch sealed ahead, and its rows
         while True:
             if ready is None and not self._pending:
@@ -218,7 +273,11 @@ class Journal:
                 else:
                     batch, rows = ready
                     ready = None
-                commit = loop.run_in_executor(self._executor, self._writer.commit, rows)
+                self._unindexed += len(rows)
+                poke = self._unindexed >= INDEX_BATCH  # wake the indexer early on a backlog
+                if poke:
+                    self._unindexed = 0
+                commit = asyncio.ensure_future(self._w.commit(rows, poke))
                 if self._pending:
                     nxt = self._take()
                     try:
@@ -237,19 +296,19 @@ class Journal:
                     ready = None
                 # The writer re-read what is really on disk; continue from there.
                 failed_first = self._next_seq
-                self._next_seq = self._writer.last_seq + 1
-                self._last_ts = max(self._last_ts, self._writer.last_ts)
+                self._next_seq = self._w.last_seq + 1
+                self._last_ts = max(self._last_ts, self._w.last_ts)
                 for _entries, fut in batch:
                     if not fut.done():
                         fut.set_exception(err)
                 if self.on_error:
                     self.on_error(err)
-                if self._writer.last_seq >= failed_first:
+                if self._w.last_seq >= failed_first:
                     # The batch reached the disk although its commit reported an error (a failed
                     # fsync after the WAL write). Its senders were told E501 and nothing in it was
                     # forwarded or delivered: the journal will say so once it is healthy again.
                     lo = failed_first if self._landed is None else min(self._landed[0], failed_first)
-                    self._landed = (lo, self._writer.last_seq)
+                    self._landed = (lo, self._w.last_seq)
                 continue
             self.healthy = True
             self.last_error = None
@@ -263,10 +322,6 @@ class Journal:
             self._next_seq = rows[-1].values[0] + 1
             self._last_ts = max(self._last_ts, rows[-1].values[1])
             self._since_checkpoint += len(rows)
-            self._unindexed += len(rows)
-            if self._unindexed >= INDEX_BATCH:
-                self._unindexed = 0
-                self._indexer.poke()
             seq = first
             for entries, fut in batch:
                 n = len(entries)
@@ -308,18 +363,17 @@ class Journal:
         if retention_days < MIN_RETENTION_DAYS:
             raise JournalError(f"retention_days must be >= {MIN_RETENTION_DAYS} (PPP §1.7.1 A)")
         now = self._clock() if now is None else now
-        loop = asyncio.get_running_loop()
         await self.flush()
         current = period_of(int(now * 1e6))
         done = []
-        for period in await loop.run_in_executor(self._executor, lambda: list_partitions(self.dir)):
+        for period in await asyncio.to_thread(list_partitions, self.dir):
             if period >= current or not month_expired(period, retention_days, now):
                 break
-            span = await loop.run_in_executor(self._executor, self._writer.purge_period, period)
+            span = await self._w.purge_period(period)
             # Crypto-shredding: without the month's key its records (and any backup copy of
             # them) cannot be read. The leaf hashes kept above keep the tree verifiable.
-            await loop.run_in_executor(self._executor, self.keyring.destroy_period, period)
-            await loop.run_in_executor(self._executor, self._writer.delete_partition, period)
+            await asyncio.to_thread(self.keyring.destroy_period, period)
+            await self._w.delete_partition(period)
             if span is None:
                 continue
             done.append((period, *span))
@@ -347,9 +401,8 @@ class Journal:
         return await self._checkpoint()
 
     async def _checkpoint(self, *, record: bool = True) -> Checkpoint | None:
-        loop = asyncio.get_running_loop()
         ts = int(self._clock() * 1_000_000)
-        cp = await loop.run_in_executor(self._executor, self._writer.checkpoint, self.name, self._signing.sign, ts)
+        cp = await self._w.checkpoint(self.name, ts)
         self._last_checkpoint_time = self._clock()
         if cp is None:
             return None

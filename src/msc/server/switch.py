@@ -174,7 +174,7 @@ class Switch:
             s.journal_dir, keyring, name=cfg.switch.name, synchronous=cfg.journal.synchronous,
             checkpoint_every=cfg.journal.checkpoint_every, checkpoint_interval_s=cfg.journal.checkpoint_interval_s,
             clock=self.clock, on_commit=m.journal_committed, on_error=self._journal_error,
-            on_checkpoint=lambda cp: m.journal_tree_size.set(cp.tree_size),
+            on_checkpoint=lambda cp: m.journal_tree_size.set(cp.tree_size), writer="process",
         )
         await self.journal.open()
         self._users_aead = keyring.users_aead()

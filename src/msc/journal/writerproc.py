@@ -1,0 +1,210 @@
+"""The journal writer in its own process (PERFORMANCE.md: "writer thread or process").
+
+In a thread, the writer must take the GIL back after every SQLite statement, and behind a busy
+event loop each re-take waits — several times per commit, on every transaction's critical path.
+In a child process it never waits: the event loop seals batches and sends them; the child
+inserts, fsyncs, maintains the Merkle frontier and the search index, and signs checkpoints.
+
+Protocol over a socketpair: each message is a 4-byte big-endian length and a msgpack array
+``[op, args…]``; every request gets exactly one reply ``["ok", result]`` or ``["error", text,
+last_seq, last_ts]``. Requests are handled one at a time, in order.
+
+If the child dies, every request in flight fails with JournalError (fail closed) and the parent
+starts a new child, which re-reads the truth from the files before accepting anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+
+from msc.journal.records import JournalError
+
+_LEN = struct.Struct(">I")
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder()
+
+
+# -- the child ---------------------------------------------------------------------------------
+
+def _serve(sock: socket.socket) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from msc.journal.indexer import Indexer
+    from msc.journal.store import JournalBusy, Row, Writer
+
+    writer: Writer | None = None
+    indexer: Indexer | None = None
+    signing: Ed25519PrivateKey | None = None
+    f = sock.makefile("rb", buffering=1 << 20)
+
+    def reply(msg) -> None:
+        data = _encoder.encode(msg)
+        sock.sendall(_LEN.pack(len(data)) + data)
+
+    while True:
+        head = f.read(4)
+        if len(head) < 4:
+            break
+        req = _decoder.decode(f.read(_LEN.unpack(head)[0]))
+        op, args = req[0], req[1:]
+        try:
+            if op == "open":
+                directory, synchronous, seed = args
+                writer = Writer(Path(directory), synchronous=synchronous)
+                writer.open()
+                signing = Ed25519PrivateKey.from_private_bytes(seed)
+                indexer = Indexer(Path(directory))
+                indexer.start()
+                result = [writer.last_seq, writer.last_ts, [[c.tree_size, c.root, c.ts, c.signature, c.frontier]
+                                                              for c in writer.checkpoints]]
+            elif op == "commit":
+                writer.commit([Row(p, tuple(v), b, t) for p, v, b, t in args[0]])
+                result = [writer.last_seq, writer.last_ts]
+                if args[1]:
+                    indexer.poke()
+            elif op == "checkpoint":
+                cp = writer.checkpoint(args[0], signing.sign, args[1])
+                result = None if cp is None else [cp.tree_size, cp.root, cp.ts, cp.signature, cp.frontier]
+            elif op == "purge_period":
+                result = writer.purge_period(args[0])
+            elif op == "delete_partition":
+                writer.delete_partition(args[0])
+                result = None
+            elif op == "close":
+                if indexer is not None:
+                    indexer.stop()
+                if writer is not None:
+                    writer.close()
+                reply(["ok", None])
+                break
+            else:
+                raise ValueError(f"unknown op {op!r}")
+            reply(["ok", result])
+        except JournalBusy as exc:
+            reply(["busy", str(exc), 0, 0])
+        except Exception as exc:  # noqa: BLE001 - every failure goes back to the parent
+            text = str(exc) if isinstance(exc, JournalError) else f"{type(exc).__name__}: {exc}"
+            reply(["error", text, writer.last_seq if writer else 0, writer.last_ts if writer else 0])
+
+
+def main() -> None:
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, -5)  # the journal is on every transaction's path
+    except (AttributeError, OSError):
+        pass
+    try:
+        _serve(sock)
+    finally:
+        sock.close()
+
+
+# -- the parent's side ---------------------------------------------------------------------------
+
+class WriterProcess:
+    """Asynchronous client of the child. Same operations as :class:`msc.journal.store.Writer`."""
+
+    def __init__(self, directory: Path, synchronous: str, signing_seed: bytes) -> None:
+        self.dir = directory
+        self.synchronous = synchronous
+        self._seed = signing_seed
+        self._proc: subprocess.Popen | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._lock = asyncio.Lock()
+        self.last_seq = 0
+        self.last_ts = 0
+        self.checkpoints: list = []
+
+    async def start(self) -> None:
+        parent, child = socket.socketpair()
+        self._proc = subprocess.Popen([sys.executable, "-m", "msc.journal.writerproc", str(child.fileno())],
+                                      pass_fds=(child.fileno(),), close_fds=True)
+        child.close()
+        self._reader, self._writer = await asyncio.open_connection(sock=parent, limit=1 << 24)
+        result = await self._call("open", str(self.dir), self.synchronous, self._seed)
+        self.last_seq, self.last_ts, self.checkpoints = result
+
+    async def _call(self, *req):
+        data = _encoder.encode(list(req))
+        try:
+            self._writer.write(_LEN.pack(len(data)) + data)
+            head = await self._reader.readexactly(4)
+            msg = _decoder.decode(await self._reader.readexactly(_LEN.unpack(head)[0]))
+        except (OSError, asyncio.IncompleteReadError, AttributeError) as exc:
+            await self._restart()
+            raise JournalError(f"journal writer process failed: {exc}") from exc
+        if msg[0] == "ok":
+            return msg[1]
+        if msg[0] == "busy":
+            from msc.journal.store import JournalBusy
+
+            raise JournalBusy(msg[1])
+        self.last_seq, self.last_ts = msg[2], msg[3]
+        raise JournalError(msg[1])
+
+    async def _restart(self) -> None:
+        """The child died: a new one re-reads the truth from disk before anything else."""
+        self._kill()
+        try:
+            await self.start()
+        except Exception as exc:  # noqa: BLE001 - the next request will try again
+            self._proc = None
+            self._writer = None
+            raise JournalError(f"journal writer process cannot restart: {exc}") from exc
+
+    def _kill(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+    async def call(self, *req):
+        async with self._lock:
+            if self._writer is None:
+                await self._restart()
+            return await self._call(*req)
+
+    async def commit(self, rows, poke_indexer: bool = False) -> None:
+        wire = [(r.period, r.values, r.blob, r.tokens) for r in rows]
+        self.last_seq, self.last_ts = await self.call("commit", wire, poke_indexer)
+
+    async def checkpoint(self, name: str, ts: int):
+        from msc.journal.store import Checkpoint
+
+        r = await self.call("checkpoint", name, ts)
+        return None if r is None else Checkpoint(*r)
+
+    async def purge_period(self, period: str):
+        r = await self.call("purge_period", period)
+        return None if r is None else tuple(r)
+
+    async def delete_partition(self, period: str) -> None:
+        await self.call("delete_partition", period)
+
+    async def close(self) -> None:
+        if self._writer is None:
+            return
+        try:
+            await asyncio.wait_for(self.call("close"), 60)
+        except (JournalError, asyncio.TimeoutError):
+            pass
+        self._writer.close()
+        if self._proc is not None:
+            try:
+                await asyncio.to_thread(self._proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+
+
+if __name__ == "__main__":
+    main()
