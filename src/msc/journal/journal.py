@@ -342,10 +342,10 @@ class Journal:
 
         return await asyncio.to_thread(texts, self.dir, self.keyring, seqs)
 
-    async def unanswered_requests(self, window_s: float) -> list:
+    async def unanswered_requests(self, window_s: float, up_to: int | None = None) -> list:
         from msc.journal.search import unanswered_requests
 
-        return await asyncio.to_thread(unanswered_requests, self.dir, self.keyring, window_s)
+        return await asyncio.to_thread(unanswered_requests, self.dir, self.keyring, window_s, up_to=up_to)
 
     async def output_records_since(self, since: int) -> list[tuple]:
         from msc.journal.search import output_records_since

@@ -217,11 +217,13 @@ def texts(directory, keyring: KeyRing, seqs: list[int]) -> dict[int, str]:
     return {r.seq: r.text for r in read(directory, keyring, seqs)}
 
 
-def unanswered_requests(directory, keyring: KeyRing, window_s: float) -> list[Record]:
-    """FORWARDED requests in the last ``window_s`` of the journal that nothing answered.
+def unanswered_requests(directory, keyring: KeyRing, window_s: float, *, up_to: int | None = None) -> list[Record]:
+    """FORWARDED requests in the last ``window_s`` of the journal (up to sequence ``up_to``) that
+    nothing answered.
 
     A request is answered by any later ``RECEIVED`` record with its transaction id (a response,
-    or a notice msc generated). Administrative messages expect no answer and are left out.
+    or a notice msc generated). Administrative messages expect no answer and are left out. The
+    matching runs in SQL over plaintext metadata; only the unanswered requests are decrypted.
     Used after a restart: the fate of such requests died with the process that sent them.
     """
     reader = Reader(directory)
@@ -229,36 +231,34 @@ def unanswered_requests(directory, keyring: KeyRing, window_s: float) -> list[Re
         periods = reader.periods()
         if not periods:
             return []
-        last_period = periods[-1]
-        conn = reader.conn(last_period)
-        last = conn.execute("SELECT MAX(seq) FROM records").fetchone()[0]
+        conn = reader.conn(periods[-1])
+        last = up_to if up_to is not None else conn.execute("SELECT MAX(seq) FROM records").fetchone()[0]
         if last is None:
             return []
-        last_ts = conn.execute("SELECT ts FROM records WHERE seq = ?", (last,)).fetchone()[0]
-        since = last_ts - int(window_s * 1e6)
-        forwarded: dict[str, tuple[str, bytes]] = {}
-        answered: set[str] = set()
+        row = conn.execute("SELECT ts FROM records WHERE seq <= ? ORDER BY seq DESC LIMIT 1", (last,)).fetchone()
+        if row is None:
+            return []
+        since = row[0] - int(window_s * 1e6)
+        out = []
         for period in periods[-2:]:  # the window may straddle a month boundary
             c = reader.conn(period)
             lo = _seq_bound(c, since)
             if lo is None:
                 continue
-            for kind, direction, txn, mke, blob in c.execute(
-                    "SELECT kind, direction, txn, mke, blob FROM records WHERE seq >= ? AND txn IS NOT NULL "
-                    "AND kind IN ('FORWARDED', 'RECEIVED') ORDER BY seq", (lo,)):
-                if kind == "FORWARDED" and mke != "AM":
-                    forwarded[txn] = (period, blob)
-                elif kind == "RECEIVED" and txn in forwarded:
-                    answered.add(txn)
-        out = []
-        for txn, (period, blob) in forwarded.items():
-            if txn in answered:
-                continue
-            keys = keyring.period(period, create=False)
-            if keys is None:
-                continue
-            sealed = unseal_meta(blob)
-            out.append(to_record(sealed.meta, open_sealed(keys.aead, sealed)))
+            # One grouped pass (the hot month has no txn index; a correlated subquery would be
+            # quadratic): per transaction, its last FORWARDED and its last RECEIVED.
+            unanswered = [row[0] for row in c.execute(
+                "SELECT fseq FROM (SELECT MAX(CASE WHEN kind = 'FORWARDED' AND mke IS NOT 'AM' THEN seq END) AS fseq, "
+                "MAX(CASE WHEN kind = 'RECEIVED' THEN seq END) AS rseq FROM records "
+                "WHERE seq >= ? AND seq <= ? AND txn IS NOT NULL AND kind IN ('FORWARDED', 'RECEIVED') GROUP BY txn) "
+                "WHERE fseq IS NOT NULL AND (rseq IS NULL OR rseq < fseq) ORDER BY fseq", (lo, last))]
+            keys = keyring.period(period, create=False) if unanswered else None
+            for seq in unanswered:
+                if keys is None:
+                    break
+                (blob,) = c.execute("SELECT blob FROM records WHERE seq = ?", (seq,)).fetchone()
+                sealed = unseal_meta(blob)
+                out.append(to_record(sealed.meta, open_sealed(keys.aead, sealed)))
         return out
     finally:
         reader.close()

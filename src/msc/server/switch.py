@@ -153,6 +153,7 @@ class Switch:
         self._sweeper: asyncio.Task | None = None
         self._retention: asyncio.Task | None = None
         self._ledger_task: asyncio.Task | None = None
+        self._recovery: asyncio.Task | None = None
         self.ledger: Ledger | None = None
         self.last_reload_error: str | None = None
         self.started = asyncio.Event()
@@ -188,7 +189,6 @@ class Switch:
         self.router.acp = self.acp
         for up in cfg.upstream:
             self._add_link(up)
-        await self._recover_unanswered()
         self.router.start()
         await self.journal.append(Entry(kind=Kind.ADMIN, text=f"START {cfg.switch.name} PID/{os.getpid()}"))
         for lc in cfg.listener:
@@ -204,6 +204,8 @@ class Switch:
         self._ledger_task = asyncio.create_task(self._ledger_heartbeat(), name="availability-ledger")
         self._sweeper = asyncio.create_task(self._sweep(), name="session-timers")
         self._retention = asyncio.create_task(self._retention_daily(), name="journal-retention")
+        # After the listeners are up: serving does not wait for it (its notices are queued outputs).
+        self._recovery = asyncio.create_task(self._recover_unanswered(self.journal.last_seq), name="restart-recovery")
         for kind in ("terminal", "host", "pool", "printer"):
             m.sessions.labels(kind).set(0)
         for pool in self.directory.pools:
@@ -211,11 +213,12 @@ class Switch:
         self.started.set()
         self.log.info("switch.started", listeners=[lc.bind for lc in cfg.listener])
 
-    async def _recover_unanswered(self) -> None:
+    async def _recover_unanswered(self, up_to: int) -> None:
         """Requests forwarded before a crash (or a drain that timed out) whose answer never came:
-        the process that would have told their operators is gone, so tell them now (E302)."""
+        the process that would have told their operators is gone, so tell them now (E302).
+        Only records written before this start (``up_to``) are considered."""
         window = max((u.timeout_s for u in self.settings.config.upstream), default=30) + 60
-        for rec in await self.journal.unanswered_requests(window):
+        for rec in await self.journal.unanswered_requests(window, up_to):
             header = rec.text.split(".", 1)[0]
             endpoint = self.directory.endpoint_of(rec.mnemonic) if rec.mnemonic else None
             if endpoint is None:
@@ -246,7 +249,7 @@ class Switch:
         for rt in self.listeners:
             if rt.server:
                 rt.server.close()
-        for task in (self._sweeper, self._retention, self._ledger_task):
+        for task in (self._sweeper, self._retention, self._ledger_task, self._recovery):
             if task:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,42 @@
+"""A seconds-long smoke run of the benchmark tools (the real benchmark is `make bench`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+from tests.e2e.conftest import Proc, wait_for, wait_port
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.timeout(120)
+
+
+def loadgen(*args: str) -> dict:
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "loadgen.py"), *args], capture_output=True, text=True,
+                       timeout=90)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_loadgen_against_the_switch_and_the_stub(tmp_path, procs):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import benchconfig
+
+    up, port, mport = free_port(), free_port(), free_port()
+    cfg = benchconfig.write(tmp_path, port=port, metrics_port=mport, upstream_ports=[up], stations=8)
+    procs.append(Proc("stub", "--role", "clets", "--listen", f"127.0.0.1:{up}", log=tmp_path / "stub.err"))
+    wait_port(up)
+    ready = tmp_path / "ready"
+    serve = Proc("serve", "--config", str(cfg), "--ready-file", str(ready), log=tmp_path / "serve.err")
+    procs.append(serve)
+    wait_for(ready, serve)
+    res = loadgen("switch", "--port", str(port), "--terminals", "4", "--duration", "1", "--warmup", "0.5")
+    assert res["transactions"] > 0 and res["errors"] == 0
+    assert set(res["rejects"]) <= {"E301", "E108"}  # the mix's deliberate rejections only
+    res = loadgen("direct", "--port", str(up), "--terminals", "4", "--duration", "1", "--warmup", "0.5")
+    assert res["transactions"] > 0 and res["errors"] == 0
