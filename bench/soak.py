@@ -269,7 +269,7 @@ def render(doc: dict) -> str:
              f"({doc['probes_ok']} of {doc['probes']}); goal ≥ 99.9 %",
              f"- Faults: " + ", ".join(f"{n} × {f}" for f, n in sorted(doc["faults"].items())),
              f"- Recovery after a fault (first answered probe): median {statistics.median(rec) if rec else '-'} s, "
-             f"max {max(rec) if rec else '-'} s",
+             f"max {max(rec) if rec else '-'} s (probes are 1 s apart, so this is the resolution)",
              f"- Restart to ready: median {doc['restart_to_ready_s']['median']} s, max {doc['restart_to_ready_s']['max']} s "
              f"over {doc['restart_to_ready_s']['restarts']} restarts; goal < 1 s",
              f"- Messages acknowledged {doc['messages_acknowledged']:,}; **acknowledged but lost: {doc['acknowledged_but_lost']}**; "
