@@ -60,11 +60,14 @@ def entry(i: int, user: str, mnemonic: str, plate: str) -> Entry:
                  ori="CA0130000", mke="QV", txn=f"b-{i:x}", text=text[:500])
 
 
+WRITER = "process"  # --writer: the daemon's journal writer (a child process) unless asked otherwise
+
+
 async def new_journal(d: Path, sync: str) -> Journal:
     ring = KeyRing(d / "keys", d / "keys" / "master.key")
     if not ring.exists:
         ring.init()
-    j = Journal(d / "journal", ring, synchronous=sync, checkpoint_every=100_000)
+    j = Journal(d / "journal", ring, synchronous=sync, checkpoint_every=100_000, writer=WRITER)
     await j.open()
     return j
 
@@ -188,10 +191,14 @@ async def main() -> None:
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--writer", choices=("process", "thread"), default="process",
+                    help="journal writer: a child process (as `msc serve` runs it) or a thread (as the CLI does)")
     args = ap.parse_args()
+    global WRITER
+    WRITER = args.writer
     work = Path(args.workdir or tempfile.mkdtemp(prefix="msc-journal-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    result = {"bench": "journal", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine()}
+    result = {"bench": "journal", "writer": args.writer, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine()}
     try:
         print("A: sustained append …", file=sys.stderr)
         result["append"] = [await phase_append(work, s, args.append_records) for s in ("full", "normal")]
@@ -213,7 +220,7 @@ async def main() -> None:
     a_full, a_norm = result["append"]
     lat, s, v, b = result["latency_5000"], result["search"], result["verify"], result["build"]
     md = (f"\n## Journal benchmark {result['started']} ({result['machine']['cores']} cores, {result['machine']['cpu']}, "
-          f"Python {result['machine']['python']}, SQLite {result['machine']['sqlite']})\n\n"
+          f"Python {result['machine']['python']}, SQLite {result['machine']['sqlite']}; writer: {args.writer})\n\n"
           "| figure | goal (JOURNAL.md) | measured |\n|---|---|---|\n"
           f"| sustained append, synchronous=full, 500-byte texts, 256 appenders | ≥ 50,000 records/s | {a_full['records_per_s']:,} records/s |\n"
           f"| same, synchronous=normal | — | {a_norm['records_per_s']:,} records/s |\n"
@@ -228,4 +235,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    import uvloop  # as `msc serve` runs
+
+    uvloop.run(main())

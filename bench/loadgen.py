@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import struct
 import sys
@@ -137,12 +136,15 @@ class Stats:
         self.kinds: dict[str, int] = {}
         self.rejects: dict[str, int] = {}
         self.errors = 0
+        self.messages = 0
         self.counting = False
 
-    def done(self, kind: str, seconds: float, code: str | None) -> None:
+    def done(self, kind: str, seconds: float, code: str | None, messages: int = 1) -> None:
+        """One transaction finished; ``messages`` durable messages it carried (request, answer)."""
         if not self.counting:
             return
         self.lat.append(seconds)
+        self.messages += messages
         self.kinds[kind] = self.kinds.get(kind, 0) + 1
         if code:
             self.rejects[code] = self.rejects.get(code, 0) + 1
@@ -175,12 +177,14 @@ async def one_txn(c: Conn, mne: str, seq: int, rnd: random.Random, mode: str, st
     try:
         k, p = await asyncio.wait_for(ack, 30)
         code = None if k == "A" else p.split(b" ", 1)[0].decode()
+        messages = 1
         if ans is not None:
             if k == "A":
                 await asyncio.wait_for(ans, 30)
+                messages = 2
             else:
                 c.answers.pop(header, None)
-        stats.done(kind, time.perf_counter() - t0, code)
+        stats.done(kind, time.perf_counter() - t0, code, messages)
     except (asyncio.TimeoutError, ConnectionError):
         stats.errors += 1
 
@@ -285,7 +289,8 @@ def summarize(args, mode: str, stats: Stats, elapsed: float) -> dict:
         return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 3) if lat else None
 
     return {"mode": mode, "terminals": args.terminals, "rate": args.rate or None, "seconds": round(elapsed, 2),
-            "transactions": len(lat), "per_s": round(len(lat) / elapsed, 1), "p50_ms": q(0.5), "p99_ms": q(0.99),
+            "transactions": len(lat), "per_s": round(len(lat) / elapsed, 1),
+            "messages": stats.messages, "messages_per_s": round(stats.messages / elapsed, 1), "p50_ms": q(0.5), "p99_ms": q(0.99),
             "max_ms": round(lat[-1] * 1000, 3) if lat else None, "kinds": stats.kinds, "rejects": stats.rejects,
             "errors": stats.errors}
 

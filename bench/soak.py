@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import statistics
 import subprocess
@@ -267,7 +266,7 @@ def render(doc: dict) -> str:
     lines = [f"# Soak {doc['started']}: {doc['minutes']} min, {doc['terminals']} terminals under load", "",
              f"- **Availability (1-second probes answered): {doc['availability']:.3%}** "
              f"({doc['probes_ok']} of {doc['probes']}); goal ≥ 99.9 %",
-             f"- Faults: " + ", ".join(f"{n} × {f}" for f, n in sorted(doc["faults"].items())),
+             "- Faults: " + ", ".join(f"{n} × {f}" for f, n in sorted(doc["faults"].items())),
              f"- Recovery after a fault (first answered probe): median {statistics.median(rec) if rec else '-'} s, "
              f"max {max(rec) if rec else '-'} s (probes are 1 s apart, so this is the resolution)",
              f"- Restart to ready: median {doc['restart_to_ready_s']['median']} s, max {doc['restart_to_ready_s']['max']} s "
