@@ -189,6 +189,19 @@ async def one_txn(c: Conn, mne: str, seq: int, rnd: random.Random, mode: str, st
         stats.errors += 1
 
 
+async def measure(args, stats: Stats, stop: asyncio.Event, workers: list[asyncio.Task]) -> float:
+    """Warm up, count for ``args.duration`` seconds, stop the workers; returns the counted seconds."""
+    await asyncio.sleep(args.warmup)
+    stats.counting = True
+    t0 = time.perf_counter()
+    await asyncio.sleep(args.duration)
+    stats.counting = False
+    elapsed = time.perf_counter() - t0
+    stop.set()
+    await asyncio.gather(*workers, return_exceptions=True)
+    return elapsed
+
+
 async def run_tcp(args, mode: str) -> dict:
     stats = Stats()
     conns = []
@@ -228,14 +241,7 @@ async def run_tcp(args, mode: str) -> dict:
 
     workers = [asyncio.create_task(open_loop())] if args.rate else \
         [asyncio.create_task(closed_loop(c, m, k)) for k, (c, m) in enumerate(conns)]
-    await asyncio.sleep(args.warmup)
-    stats.counting = True
-    t0 = time.perf_counter()
-    await asyncio.sleep(args.duration)
-    stats.counting = False
-    elapsed = time.perf_counter() - t0
-    stop.set()
-    await asyncio.gather(*workers, return_exceptions=True)
+    elapsed = await measure(args, stats, stop, workers)
     for c, _ in conns:
         c.transport.close()
     return summarize(args, mode, stats, elapsed)
@@ -269,15 +275,7 @@ async def run_nats(args) -> dict:
                 stats.errors += 1
             seq += 1
 
-    workers = [asyncio.create_task(publisher(k)) for k in range(args.terminals)]
-    await asyncio.sleep(args.warmup)
-    stats.counting = True
-    t0 = time.perf_counter()
-    await asyncio.sleep(args.duration)
-    stats.counting = False
-    elapsed = time.perf_counter() - t0
-    stop.set()
-    await asyncio.gather(*workers, return_exceptions=True)
+    elapsed = await measure(args, stats, stop, [asyncio.create_task(publisher(k)) for k in range(args.terminals)])
     await nc.close()
     return summarize(args, "nats", stats, elapsed)
 
