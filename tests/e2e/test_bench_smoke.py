@@ -40,3 +40,26 @@ def test_loadgen_against_the_switch_and_the_stub(tmp_path, procs):
     assert set(res["rejects"]) <= {"E301", "E108"}  # the mix's deliberate rejections only
     res = loadgen("direct", "--port", str(up), "--terminals", "4", "--duration", "1", "--warmup", "0.5")
     assert res["transactions"] > 0 and res["errors"] == 0
+
+
+def test_profile_summary_attributes_samples_to_areas_and_processes():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import profile_switch
+
+    folded = [
+        'process 10:"python -m msc serve";run (uvloop/__init__.py:80);feed (msc/protocol/framing.py:40) 30',
+        'process 10:"python -m msc serve";run (uvloop/__init__.py:80);handle (msc/server/switch.py:9);'
+        'dumps (json/__init__.py:231) 10',
+        'process 10:"python -m msc serve";process 11:"python -m msc.journal.writerproc 16";'
+        '<module> (msc/journal/writerproc.py:1);commit (msc/journal/store.py:5) 50',
+        'process 10:"python -m msc serve";process 11:"python -m msc.journal.writerproc 16";'
+        'run (threading.py:1);catch_up (msc/journal/indexer.py:107) 10',
+        "garbage line without a count",
+    ]
+    md, total = profile_switch.summarise(folded)
+    assert total == 100
+    assert "| journal writer process (commit, indexer) | 60.0 % |" in md
+    assert "| msc serve (event loop, its threads) | 40.0 % |" in md
+    assert "| protocol (parse, format, framing) | 30.0 % |" in md
+    assert "| server (connections, switch) | 10.0 % |" in md  # stdlib self time goes to its msc caller
+    assert "| journal: writer, seal, index | 60.0 % |" in md
