@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import benchconfig  # noqa: E402
 
 from tests.conftest import free_port  # noqa: E402
+from tests.e2e.conftest import wait_port  # noqa: E402
 
 PY = sys.executable
 TCK = os.sysconf("SC_CLK_TCK")
@@ -103,18 +104,6 @@ class Proc:
                 self.p.kill()
 
 
-def wait_port(port: int, timeout: float = 20) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing on port {port}")
-
-
 def loadgen(mode: str, port: int, terminals: int, duration: float, *, rate: float = 0, first: int = 0,
             watch: list[int] = ()) -> dict:
     c0 = {pid: cpu_seconds(pid) for pid in watch}
@@ -152,7 +141,7 @@ class Msc:
                                 stations=stations, synchronous=sync, timeout_s=60)
         self.stub = Proc([PY, "-m", "msc", "stub", "--role", "clets", "--listen", f"127.0.0.1:{self.up}",
                           "--latency-ms", str(latency_ms)], work / "stub.err")
-        wait_port(self.up)
+        wait_port(self.up, 20)
         ready = work / "ready"
         self.serve = Proc([PY, "-m", "msc", "serve", "--config", str(cfg), "--ready-file", str(ready), "--log-level",
                            "warning"], work / "serve.err")
@@ -200,7 +189,7 @@ def run_direct(work: Path, terminals: list[int], duration: float) -> dict:
     port = free_port()
     work.mkdir(parents=True, exist_ok=True)
     stub = Proc([PY, "-m", "msc", "stub", "--role", "clets", "--listen", f"127.0.0.1:{port}"], work / "direct-stub.err")
-    wait_port(port)
+    wait_port(port, 20)
     out = {}
     try:
         for n in terminals:
@@ -224,7 +213,7 @@ def run_nats(work: Path, label: str, binary: str, fsync: bool, terminals: list[i
     sync = '  sync_interval: "always"\n' if fsync else ""
     conf.write_text(f'port: {port}\nlisten: "127.0.0.1:{port}"\njetstream {{\n  store_dir: "{d / "store"}"\n{sync}}}\n')
     nats = Proc([binary, "-c", str(conf)], d / "nats.err")
-    wait_port(port)
+    wait_port(port, 20)
     out = {}
     try:
         for n in terminals:
