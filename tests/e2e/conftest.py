@@ -60,3 +60,21 @@ def procs():
     yield started
     for p in reversed(started):
         p.stop()
+
+
+def start_stub(procs: list[Proc], tmp_path: Path, port: int, *extra: str) -> Proc:
+    """A clets stub on ``port`` (``extra``: --seed, --latency-ms, --log …), listening when this returns."""
+    stub = Proc("stub", "--role", "clets", "--listen", f"127.0.0.1:{port}", *extra, log=tmp_path / "stub.err")
+    procs.append(stub)
+    wait_port(port)
+    return stub
+
+
+def start_serve(procs: list[Proc], tmp_path: Path, cfg: Path, log: str = "serve.err") -> Proc:
+    """`msc serve --config cfg`, ready (listeners bound) when this returns."""
+    ready = tmp_path / "ready"
+    ready.unlink(missing_ok=True)
+    serve = Proc("serve", "--config", str(cfg), "--ready-file", str(ready), log=tmp_path / log)
+    procs.append(serve)
+    wait_for(ready, serve)
+    return serve

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
-from tests.e2e.conftest import Proc, wait_for, wait_port
+from tests.e2e.conftest import start_serve, start_stub
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(120)
@@ -29,12 +29,8 @@ def test_loadgen_against_the_switch_and_the_stub(tmp_path, procs):
 
     up, port, mport = free_port(), free_port(), free_port()
     cfg = benchconfig.write(tmp_path, port=port, metrics_port=mport, upstream_ports=[up], stations=8)
-    procs.append(Proc("stub", "--role", "clets", "--listen", f"127.0.0.1:{up}", log=tmp_path / "stub.err"))
-    wait_port(up)
-    ready = tmp_path / "ready"
-    serve = Proc("serve", "--config", str(cfg), "--ready-file", str(ready), log=tmp_path / "serve.err")
-    procs.append(serve)
-    wait_for(ready, serve)
+    start_stub(procs, tmp_path, up)
+    serve = start_serve(procs, tmp_path, cfg)
     res = loadgen("switch", "--port", str(port), "--terminals", "4", "--duration", "1", "--warmup", "0.5")
     assert res["transactions"] > 0 and res["errors"] == 0
     assert set(res["rejects"]) <= {"E301", "E108"}  # the mix's deliberate rejections only

@@ -12,7 +12,7 @@ from msc.journal.keys import KeyRing
 from msc.journal.search import Query, search
 from msc.journal.verify import verify
 from tests.conftest import PASSWORD, free_port, make_config
-from tests.e2e.conftest import Proc, wait_for, wait_port
+from tests.e2e.conftest import start_serve, start_stub
 from tests.wire import WireClient
 
 pytestmark = pytest.mark.timeout(120)
@@ -44,12 +44,8 @@ async def _load(port: int, acked: list[str], stop: asyncio.Event, n_clients: int
 def test_kill_9_under_load_loses_no_acknowledged_record(tmp_path, procs):
     up, port = free_port(), free_port()
     cfg = make_config(tmp_path, upstream_ports=[up], port=port, metrics_port=free_port())
-    procs.append(Proc("stub", "--role", "clets", "--listen", f"127.0.0.1:{up}", log=tmp_path / "stub.err"))
-    wait_port(up)
-    ready = tmp_path / "ready"
-    serve = Proc("serve", "--config", str(cfg), "--ready-file", str(ready), log=tmp_path / "serve.err")
-    procs.append(serve)
-    wait_for(ready, serve)
+    start_stub(procs, tmp_path, up)
+    serve = start_serve(procs, tmp_path, cfg)
     acked: list[str] = []
 
     async def scenario():

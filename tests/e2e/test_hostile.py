@@ -18,7 +18,7 @@ import time
 import pytest
 
 from tests.conftest import PASSWORD, free_port, make_config
-from tests.e2e.conftest import Proc, wait_for, wait_port
+from tests.e2e.conftest import start_serve, start_stub
 from tests.wire import WireClient, frame
 
 pytestmark = pytest.mark.timeout(300)
@@ -123,12 +123,8 @@ def switch(tmp_path, procs):
                       extra=BAD_UPSTREAM.format(port=bad_port))
     text = cfg.read_text().replace("[switch]\n", "[switch]\nqueue_max = 300\n", 1)
     cfg.write_text(text)
-    procs.append(Proc("stub", "--role", "clets", "--listen", f"127.0.0.1:{up}", log=tmp_path / "stub.err"))
-    wait_port(up)
-    ready = tmp_path / "ready"
-    serve = Proc("serve", "--config", str(cfg), "--ready-file", str(ready), log=tmp_path / "serve.err")
-    procs.append(serve)
-    wait_for(ready, serve)
+    start_stub(procs, tmp_path, up)
+    serve = start_serve(procs, tmp_path, cfg)
     return serve, port, bad_port
 
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.conftest import PASSWORD, free_port, make_config
-from tests.e2e.conftest import Proc, run, wait_for, wait_port
+from tests.e2e.conftest import Proc, run, start_serve, wait_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -21,10 +21,7 @@ def test_serve_stub_and_terminal_end_to_end(tmp_path, procs):
     procs.append(Proc("stub", "--role", "clets", "--listen", f"127.0.0.1:{up}", "--log", str(stub_log),
                       "--seed", "7", log=tmp_path / "stub.err"))
     wait_port(up)
-    ready = tmp_path / "ready"
-    serve = Proc("serve", "--config", str(cfg), "--ready-file", str(ready), log=tmp_path / "serve.err")
-    procs.append(serve)
-    wait_for(ready, serve)
+    serve = start_serve(procs, tmp_path, cfg)
     r = run("terminal", "--connect", f"127.0.0.1:{port}", "--header", "ICS1", "--user", "TS0001",
             "--password-stdin", "--send", "ICS1A1.QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101",
             "--send", "QV.CA0130000.LIC/7ABC123", "--expect", "2", "--timeout", "20", input=PASSWORD + "\n")
@@ -48,10 +45,7 @@ def test_serve_stub_and_terminal_end_to_end(tmp_path, procs):
 def test_bad_password_exits_3(tmp_path, procs):
     port = free_port()
     cfg = make_config(tmp_path, port=port, metrics_port=free_port())
-    ready = tmp_path / "ready"
-    serve = Proc("serve", "--config", str(cfg), "--ready-file", str(ready), log=tmp_path / "serve.err")
-    procs.append(serve)
-    wait_for(ready, serve)
+    serve = start_serve(procs, tmp_path, cfg)
     r = run("terminal", "--connect", f"127.0.0.1:{port}", "--header", "ICS1", "--user", "TS0001",
             "--password-stdin", input="wrong\n")
     assert r.returncode == 3

@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import PASSWORD, free_port, make_config
-from tests.e2e.conftest import Proc, run, wait_for, wait_port
+from tests.e2e.conftest import run, start_serve, start_stub
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
@@ -23,13 +23,8 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 def start(tmp_path, procs, **overrides):
     up, port, mport = free_port(), free_port(), free_port()
     cfg = make_config(tmp_path, upstream_ports=[up], port=port, metrics_port=mport, **overrides)
-    procs.append(Proc("stub", "--role", "clets", "--listen", f"127.0.0.1:{up}", "--seed", "3", log=tmp_path / "stub.err"))
-    wait_port(up)
-    ready = tmp_path / "ready"
-    ready.unlink(missing_ok=True)
-    serve = Proc("serve", "--config", str(cfg), "--ready-file", str(ready), log=tmp_path / "serve.err")
-    procs.append(serve)
-    wait_for(ready, serve)
+    start_stub(procs, tmp_path, up, "--seed", "3")
+    serve = start_serve(procs, tmp_path, cfg)
     return cfg, port, mport, serve
 
 
@@ -107,11 +102,7 @@ def test_availability_report_after_a_crash_and_a_clean_restart(tmp_path, procs):
     serve.p.send_signal(signal.SIGKILL)  # a crash: no clean-stop mark
     serve.p.wait()
     time.sleep(1.0)
-    ready = tmp_path / "ready"
-    ready.unlink()
-    serve = Proc("serve", "--config", str(cfg), "--ready-file", str(ready), log=tmp_path / "serve2.err")
-    procs.append(serve)
-    wait_for(ready, serve)
+    serve = start_serve(procs, tmp_path, cfg, "serve2.err")
     assert serve.stop() == 0  # SIGTERM: drain and a clean stop (scheduled)
     time.sleep(0.5)
     r = run("report", "availability", "--config", str(cfg), "--format", "json")
@@ -127,12 +118,8 @@ def test_availability_report_after_a_crash_and_a_clean_restart(tmp_path, procs):
 def test_sigterm_drains_in_flight_work(tmp_path, procs):
     up, port, mport = free_port(), free_port(), free_port()
     cfg = make_config(tmp_path, upstream_ports=[up], port=port, metrics_port=mport)
-    procs.append(Proc("stub", "--role", "clets", "--listen", f"127.0.0.1:{up}", "--latency-ms", "1500", log=tmp_path / "stub.err"))
-    wait_port(up)
-    ready = tmp_path / "ready"
-    serve = Proc("serve", "--config", str(cfg), "--ready-file", str(ready), log=tmp_path / "serve.err")
-    procs.append(serve)
-    wait_for(ready, serve)
+    start_stub(procs, tmp_path, up, "--latency-ms", "1500")
+    serve = start_serve(procs, tmp_path, cfg)
     t = subprocess.Popen([*__import__("tests.e2e.conftest", fromlist=["MSC"]).MSC, "terminal", "--connect",
                           f"127.0.0.1:{port}", "--header", "ICS1", "--user", "TS0001", "--password-stdin", "--send",
                           "ICS1D.QW.CA0130000.NAM/DRAIN, ME", "--expect", "1", "--timeout", "20"],
