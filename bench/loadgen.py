@@ -29,16 +29,10 @@ import struct
 import sys
 import time
 
+from benchconfig import PASSWORD, mnemonic  # the stations and users the bench configuration made
+
 HEAD = struct.Struct(">IBI")
-PASSWORD = "bench horse battery"
-ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 PAD = " ADDITIONAL DESCRIPTIVE DATA FOR A REALISTIC REQUEST SIZE"
-
-
-def mnemonic(i: int) -> str:
-    a, rest = divmod(i, 36 * 36)
-    b, c = divmod(rest, 36)
-    return "X" + ALPHABET[a] + ALPHABET[b] + ALPHABET[c]
 
 
 # kind, weight, text builder(i) -> body after the header; expects an answer?
