@@ -5,7 +5,6 @@ Bytes in, frames / parsed messages / reject codes out. No I/O, no event loop.
 
 from __future__ import annotations
 
-import os
 import re
 import struct
 from pathlib import Path
@@ -740,30 +739,18 @@ def test_parse_upstream_rejects(payload, code):
 # 7. The reject table (§6)
 # --------------------------------------------------------------------------------------------
 
-def _protocol_md() -> Path | None:
-    candidates = [
-        os.environ.get("MSC_PROTOCOL_MD"),
-        Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md",
-        str(Path(__file__).resolve().parents[3] / "shared" / "spec" / "PROTOCOL.md"),  # ../shared beside the checkout
-    ]
-    for c in candidates:
-        if c and Path(c).is_file():
-            return Path(c)
-    return None
+PROTOCOL_MD = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
 
 
 def _spec_codes() -> dict[str, str]:
-    path = _protocol_md()
-    if path is None:
-        pytest.skip("PROTOCOL.md not found (set MSC_PROTOCOL_MD)")
-    text = path.read_text()
+    text = PROTOCOL_MD.read_text()
     start = text.index("## 6.")
     end = text.index("\n## ", start + 1)
     section = text[start:end]
     rows = re.findall(r"^\|\s*(E\d{3})\s*\|\s*(.*?)\s*\|\s*$", section, re.MULTILINE)
-    assert rows, "no reject table rows found in PROTOCOL.md §6"
+    assert rows, "no reject table rows found in docs/PROTOCOL.md §6"
     codes = [c for c, _ in rows]
-    assert len(codes) == len(set(codes)), "duplicate code in PROTOCOL.md §6"
+    assert len(codes) == len(set(codes)), "duplicate code in docs/PROTOCOL.md §6"
     return dict(rows)
 
 
