@@ -714,6 +714,34 @@ def test_parse_upstream(payload, dest, text, mke, ori):
 
 
 @pytest.mark.parametrize(
+    ("payload", "kind", "ori"),
+    [
+        # NCIC unsolicited notifications: "$." + one character + "." instead of a message key.
+        (b"ICS2.$.L.CA0130000.LOCATE WANTED PERSON NAM/DOE, JOHN.NIC/W123456789", "$.L.", "CA0130000"),
+        (b"CA0130000.$.H.CA0130000\r\nHIT NOTIFICATION NIC/W1", "$.H.", "CA0130000"),
+        (b"ICS1.$.H.TTP CA0130100 THREAT TO PROTECTEE", "$.H.", None),
+        (b"ICS1.$.8.CA0130000 OUT-OF-STATE VEHICLE", "$.8.", "CA0130000"),
+        (b"ICS1.$.K.CA0130000", "$.K.", "CA0130000"),
+        (b"ICS1.$.P.PURGE NOTICE", "$.P.", None),
+        # Ordinary keys keep their key as the kind; text that is neither has none.
+        (b"ICS2.YQ.CA0130000.NAM/X", "YQ", "CA0130000"),
+        (b"ICS2.LW.CA0130000.NIC/W1", "LW", "CA0130000"),
+        (b"ICS2.$L.CA0130000", None, None),
+        (b"ICS2.$.LL.CA0130000", None, None),
+        (b"ICS2.$..CA0130000", None, None),
+        (b"ICS2.$", None, None),
+        (b"ICS2.free text", None, None),
+    ],
+)
+def test_parse_upstream_kind(payload, kind, ori):
+    msg = parse_upstream(payload)
+    assert msg.kind == kind
+    assert msg.ori == ori
+    if kind is not None and kind.startswith("$."):
+        assert msg.mke is None  # a notification has no message key
+
+
+@pytest.mark.parametrize(
     ("payload", "code"),
     [
         (b"ics1.QW.CA0130000.NO RECORD", "E103"),

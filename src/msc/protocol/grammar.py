@@ -41,6 +41,13 @@ GROUP_NAME = r"[A-Z0-9]{2,10}"
 # Upstream destinations (PROTOCOL.md §4): a mnemonic (+ ref), an ORI or a group name.
 DESTINATION = r"[A-Z0-9]{2,10}"
 
+# NCIC unsolicited notifications do not begin with a message key but with "$." and a one-character
+# notification type and "." — "$.L." locate, "$.H." hit (e.g. "$.H.TTP" threat to protectee),
+# "$.8." out-of-state record, "$.K." missing information … (NCIC 2000 Operating Manual: Wanted
+# Person File §2.8 "the $.8. program", Protective Interest File §1.9, National Sex Offender
+# Registry File §1.9 "Unsolicited notifications"). The ORI of the record usually follows.
+NCIC_NOTIFICATION = r"\$\.[A-Z0-9]\."
+
 # One-time password: six digits, or '-' when the account has none (PROTOCOL.md §2 LOGON).
 OTP = r"[0-9]{6}|-"
 
@@ -60,6 +67,8 @@ POOL_NAME_RE = _full(POOL_NAME)
 GROUP_NAME_RE = _full(GROUP_NAME)
 DESTINATION_RE = _full(DESTINATION)
 OTP_RE = _full(OTP)
+NCIC_NOTIFICATION_RE = re.compile(NCIC_NOTIFICATION)  # match() at the start of a message text
+ORI_AT_START_RE = re.compile(rf"({ORI})(?=[. \r\n]|\Z)")
 
 # Message text is printable ASCII (PROTOCOL.md §1); CR and LF only inside administrative free text.
 NOT_PRINTABLE = re.compile(rb"[^\x20-\x7e]")

@@ -391,6 +391,14 @@ class UpstreamMessage(msgspec.Struct, frozen=True):
     def mnemonic(self) -> str:
         return self.dest[:4]
 
+    @property
+    def kind(self) -> str | None:
+        """What the classification of unsolicited traffic looks at: the NCIC notification prefix
+        (``$.L.``, ``$.H.`` …) when the text starts with one, else the message key (``YQ``,
+        ``AM`` …), else None."""
+        m = g.NCIC_NOTIFICATION_RE.match(self.text)
+        return m.group(0) if m is not None else self.mke
+
 
 def parse_upstream(payload: bytes) -> UpstreamMessage:
     """Parse an ``M`` frame from an upstream. Responses may span lines (CR/LF allowed)."""
@@ -402,6 +410,10 @@ def parse_upstream(payload: bytes) -> UpstreamMessage:
         raise _fail(Reject.E103, "DESTINATION MALFORMED")
     if not sep or not text:
         raise _fail(Reject.E106, "TEXT MISSING")
+    notification = g.NCIC_NOTIFICATION_RE.match(text)
+    if notification is not None:  # "$.L.ORI…": no message key; the record's ORI follows
+        at = g.ORI_AT_START_RE.match(text, notification.end())
+        return UpstreamMessage(dest=dest, text=text, mke=None, ori=at.group(1) if at else None)
     parts = text.split(".", 2)
     mke = parts[0] if g.MKE_RE.match(parts[0]) else None
     ori = parts[1] if mke and len(parts) > 1 and g.ORI_RE.match(parts[1]) else None
