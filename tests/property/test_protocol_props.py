@@ -77,7 +77,9 @@ oif_st = st.text(ALNUM, min_size=6, max_size=6)
 taf_st = st.text(ALNUM + ":-", min_size=6, max_size=18)
 mke_st = st.text(ALNUM, min_size=2, max_size=6).filter(lambda k: k not in SPECIAL_KEYS)
 ori_st = st.builds(lambda a, b: a + b, st.text(UPPER, min_size=2, max_size=2), st.text(ALNUM, min_size=7, max_size=7))
-field_st = st.tuples(st.text(UPPER, min_size=3, max_size=3), st.text(PRINTABLE_NO_DOT, min_size=1, max_size=20))
+# A value is not blank (PROTOCOL.md §2: an all-space value is E108 since issue 12).
+field_st = st.tuples(st.text(UPPER, min_size=3, max_size=3),
+                     st.text(PRINTABLE_NO_DOT, min_size=1, max_size=20).filter(lambda v: v.strip(" ")))
 user_st = st.text(ALNUM, min_size=6, max_size=6)
 otp_st = st.none() | st.text(string.digits, min_size=6, max_size=6)
 password_st = st.text(PRINTABLE, min_size=1, max_size=40)

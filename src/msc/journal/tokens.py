@@ -34,20 +34,37 @@ def normalize(value: str) -> str:
 
 
 _TAG_SET = frozenset(TOKEN_TAGS)
-_END_RE = re.compile(r"[.\r\n]")
+# A value ends at the field separator or at a line or page break (layout, PROTOCOL.md §1).
+_END_RE = re.compile(r"[.\r\n\f]")
+# The Nlets marker that ends the routing fields ("….TXTOLN/N1234567"): a tag right after it is a
+# field like any other (PROTOCOL.md §2, Nlets form).
+_TXT = "TXT"
+
+
+def _starts_field(text: str, i: int) -> bool:
+    """Does the tag ending at ``text[i]`` ('/') begin a field? It does at the start, after any
+    character that is not a letter or digit, and right after a ``TXT`` marker that itself begins
+    a part."""
+    if i == 3 or not text[i - 4].isalnum():
+        return True
+    return text[i - 6 : i - 3] == _TXT and (i == 6 or not text[i - 7].isalnum())
 
 
 def fields_of(text: str) -> set[tuple[str, str]]:
     """Every tokenizable (tag, normalized value) in a message text.
 
     A field is ``TAG/value`` where TAG is one of :data:`TOKEN_TAGS` not preceded by a letter or
-    digit, and the value runs to the next '.', CR or LF. Walking the '/' characters is several
-    times faster than a regex scan of the whole text, and this runs for every journaled record.
+    digit (or directly after the Nlets ``TXT`` marker), and the value runs to the next '.', CR,
+    LF or FF; DEL (the teletype rubout) is ignored and HT reads as a space. Walking the '/'
+    characters is several times faster than a regex scan of the whole text, and this runs for
+    every journaled record.
     """
+    if "\x7f" in text:
+        text = text.replace("\x7f", "")
     out = set()
     i = text.find("/")
     while i != -1:
-        if i >= 3 and text[i - 3 : i] in _TAG_SET and (i == 3 or not text[i - 4].isalnum()):
+        if i >= 3 and text[i - 3 : i] in _TAG_SET and _starts_field(text, i):
             m = _END_RE.search(text, i + 1)
             v = normalize(text[i + 1 : m.start() if m else len(text)])
             if v:

@@ -29,17 +29,19 @@ from msc.protocol.message import (
     format_pairs,
     format_upstream,
     msc_notice,
+    output_bytes,
     parse_input,
     parse_nak,
     parse_pairs,
     parse_upstream,
     redact,
+    wire_text,
 )
 
 __all__ = [
     "ACK", "ALL_CODES", "DEFAULT_MAX_FRAME", "HEARTBEAT", "MSG", "NAK",
     "AdminText", "Bind", "Frame", "Framer", "FramingError", "Input", "Logoff", "Logon",
     "MscError", "PasswordChange", "ProtocolError", "Reject", "Transaction", "UpstreamMessage",
-    "banner", "encode_frame", "format_output", "format_pairs", "format_upstream", "msc_notice",
-    "parse_input", "parse_nak", "parse_pairs", "parse_upstream", "redact",
+    "banner", "encode_frame", "format_output", "format_pairs", "format_upstream", "msc_notice", "output_bytes",
+    "parse_input", "parse_nak", "parse_pairs", "parse_upstream", "redact", "wire_text",
 ]

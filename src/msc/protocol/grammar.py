@@ -1,7 +1,23 @@
-"""The CLETS message grammar (PROTOCOL.md §2), written once as named regex pieces.
+"""The message grammar (PROTOCOL.md §1–§4), written once as named pieces with their sources.
 
 Every parser in :mod:`msc.protocol.message` is built from these; nothing else in msc spells a
-pattern for a protocol element.
+pattern for a protocol element. The shapes, in wire order::
+
+    input      = header "." [ oif "." ] [ taf "." ] text
+    text       = mke [ "." body ]
+    body       = ori [ "." ncic-data ]                                  ; NCIC form
+               | ori "." dest-list *( "." control ) "." "TXT" data       ; Nlets form
+    ncic-data  = field *( "." field )
+    data       = fields separated by "." and/or line breaks (layout), see message._parse_data
+
+Sources: CLETS PPP §1.6.2, §1.6.6–§1.6.8 (header, OIF, TAF); the NCIC message structure
+(``MKE.ORI.TAG/value…``, "the final character of the message should not be a period"); the Nlets
+User and Technical Guide, "Message Structure" and the legacy query formats of the driver licence
+(DQ), registration (RQ), hit confirmation (YQ/YR) and administrative (AM) sections: "Message type.
+Sending ORI followed by a period. Destination ORI followed by a period (up to five 2-character
+state codes or regional codes) [or 9-character ORIs]. If needed, optional control field. TXT.
+CR, LF, DEL (optional). Data elements preceded by a prefix and terminated by a period", and
+"control characters are permitted throughout the text of the message and should be ignored".
 """
 
 from __future__ import annotations
@@ -26,19 +42,39 @@ OIF = r"\*" + USER_ID
 TAF_VALUE = r"[A-Z0-9:\-]{6,18}"
 TAF = "#" + TAF_VALUE
 
+# Message key (MKE): NCIC keys are 2–4 characters, Nlets message types "two to three" (Nlets
+# Message Structure, "Message Identification"); msc accepts 2–6 for state-defined keys.
 MKE = r"[A-Z0-9]{2,6}"
 
 # NCIC Originating Agency Identifier: two-letter state code then seven characters.
 ORI = r"[A-Z]{2}[A-Z0-9]{7}"
 
-# NCIC-style field: a three-letter tag, '/', a value without '.'.
+# NCIC-style field: a three-letter tag (the NCIC/Nlets "prefix"), '/', a value without '.'.
 TAG = r"[A-Z]{3}"
+FIELD = rf"(?P<tag>{TAG})/(?P<value>[^.]*)"
+
+# Nlets destinations: "up to five 2-character state codes or regional codes" or 9-character
+# ORIs, separated by commas (Nlets Message Structure; the RAND section allows "commas and
+# optional spaces"). 2-character codes include Nlets itself (NL) and the regions (A1 …).
+STATE_CODE = r"[A-Z0-9]{2}"
+NLETS_DEST = rf"(?:{ORI}|{STATE_CODE})"
+DEST_LIST = rf"{NLETS_DEST}(?: ?, ?{NLETS_DEST})*"
+DEST_SEP = re.compile(r" ?, ?")
+
+# Nlets "optional control field": an asterisk and up to ten characters, echoed by the answering
+# system so the sender can match the answer. No '.', ',' or control character inside.
+CONTROL = r"\*[!-+\-/-~]{1,10}"
+
+# The Nlets marker that ends the routing fields; the data fields follow it ("TXT" then,
+# optionally, CR LF DEL). Never followed by '/' (that would be a field tagged TXT).
+TXT_MARKER = "TXT"
 
 # Pool and group names (CONFIG.md): a pool is "4–10 [A-Z0-9]"; groups may be shorter (APB).
 POOL_NAME = HEADER
 GROUP_NAME = r"[A-Z0-9]{2,10}"
 
-# Upstream destinations (PROTOCOL.md §4): a mnemonic (+ ref), an ORI or a group name.
+# Destinations of AM and of upstream traffic (PROTOCOL.md §2, §4): a mnemonic (+ ref), an ORI,
+# a 2-character Nlets state code or a group name.
 DESTINATION = r"[A-Z0-9]{2,10}"
 
 # NCIC unsolicited notifications do not begin with a message key but with "$." and a one-character
@@ -63,13 +99,38 @@ TAF_VALUE_RE = _full(TAF_VALUE)
 MKE_RE = _full(MKE)
 ORI_RE = _full(ORI)
 TAG_RE = _full(TAG)
+FIELD_RE = re.compile(rf"{TAG}/")
 POOL_NAME_RE = _full(POOL_NAME)
 GROUP_NAME_RE = _full(GROUP_NAME)
 DESTINATION_RE = _full(DESTINATION)
+DEST_LIST_RE = _full(DEST_LIST)
+CONTROL_RE = _full(CONTROL)
 OTP_RE = _full(OTP)
 NCIC_NOTIFICATION_RE = re.compile(NCIC_NOTIFICATION)  # match() at the start of a message text
 ORI_AT_START_RE = re.compile(rf"({ORI})(?=[. \r\n]|\Z)")
 
-# Message text is printable ASCII (PROTOCOL.md §1); CR and LF only inside administrative free text.
+# --- the byte policy (PROTOCOL.md §1, "Characters") ------------------------------------------
+#
+# The same set of bytes is allowed in both directions:
+#   0x20–0x7E  printable ASCII: data.
+#   HT  0x09   data (whitespace inside a value: edits and the search index read it as a space).
+#   LF  0x0A, CR 0x0D, FF 0x0C
+#              layout: line and page breaks between or around fields. Edits and the search index
+#              read the fields without them; the text is forwarded and delivered as sent.
+#   DEL 0x7F   layout: the teletype "rubout"/fill character that Nlets formats put after CR LF
+#              ("TXT CR,LF,DEL (optional)"); ignored wherever it appears in the text.
+# Every other byte (the other C0 controls, bytes >= 0x80):
+#   from a client: E102, nothing forwarded;
+#   from an upstream: journaled exactly as received, delivered with the byte written as
+#   ``<HH>`` (two upper-case hex digits) — see message.output_bytes.
+# Routing fields (header, OIF, TAF, key, ORI, destinations, control field) allow only their own
+# grammar above: any control byte inside them is E102 (client) or E103 (upstream header).
+TEXT_CONTROLS = "\t\n\f\r\x7f"
+LAYOUT = "\n\f\r\x7f"  # removed before fields are read
+LINE_BREAK_RE = re.compile(r"[\n\f\r]+")
+NOT_TEXT = re.compile(rb"[^\x20-\x7e\t\n\f\r\x7f]")
+NOT_TEXT_STR = re.compile(r"[^\x20-\x7e\t\n\f\r\x7f]")
+HAS_CONTROL = re.compile(r"[\t\n\f\r\x7f]")
+
+# Message text is printable ASCII (PROTOCOL.md §1) where no control byte may appear.
 NOT_PRINTABLE = re.compile(rb"[^\x20-\x7e]")
-NOT_PRINTABLE_OR_NEWLINE = re.compile(rb"[^\x20-\x7e\r\n]")

@@ -80,24 +80,51 @@ class PasswordChange(msgspec.Struct, frozen=True, tag="pwd"):
 
 
 class AdminText(msgspec.Struct, frozen=True, tag="am"):
-    """``AM.ORI.DEST[,DEST…].TXT free text`` — an administrative message."""
+    """``AM.ORI.DEST[,DEST…][.*CONTROL].TXT free text`` — an administrative message.
+
+    ``text`` is the free text exactly as sent (line breaks included); ``control`` holds the Nlets
+    optional control field(s), with their asterisk.
+    """
 
     ori: str
     destinations: tuple[str, ...]
     text: str
+    control: tuple[str, ...] = ()
 
 
 class Transaction(msgspec.Struct, frozen=True, tag="txn"):
-    """``MKE.ORI.TAG/value.TAG/value…`` — anything routed by the route table."""
+    """A message routed by the route table, in either shape of PROTOCOL.md §2:
+
+    - NCIC form ``MKE.ORI.TAG/value.TAG/value…``: ``destinations`` and ``control`` are empty;
+    - Nlets form ``MKE.ORI.DEST[,DEST…][.*CONTROL].TXT TAG/value.TAG/value…``: ``destinations``
+      are the 2-character state/region codes and 9-character ORIs, ``control`` the optional
+      control field(s) with their asterisk.
+
+    ``fields`` are the data fields in order, read without layout (line breaks, DEL) and with HT
+    read as a space; a line that does not start with ``TAG/`` continues the value before it.
+    The text forwarded upstream is the message as sent (``Input.text``), not these fields.
+    """
 
     ori: str
     fields: tuple[tuple[str, str], ...] = ()
+    destinations: tuple[str, ...] = ()
+    control: tuple[str, ...] = ()
+
+    @property
+    def nlets(self) -> bool:
+        """True for the Nlets form (a destination list and the TXT marker)."""
+        return bool(self.destinations)
 
     def get(self, tag: str) -> str | None:
+        """The first value of ``tag``, or None."""
         for t, v in self.fields:
             if t == tag:
                 return v
         return None
+
+    def values(self, tag: str) -> list[str]:
+        """Every value of ``tag``, in order."""
+        return [v for t, v in self.fields if t == tag]
 
 
 Body = Union[Logon, Logoff, Bind, PasswordChange, AdminText, Transaction]
@@ -155,21 +182,23 @@ def _fail(reject: Reject, detail: str | None = None) -> ProtocolError:
     return ProtocolError(reject, detail)
 
 
-# Everything before the first CR/LF of a message must be an AM up to the start of its free text.
-_AM_BEFORE_FREE_TEXT = re.compile(rb"[^.\r\n]*(?:\.[*#][^.\r\n]*){0,2}\.AM\.[^.\r\n]*\.[^.\r\n]*\.TXT")
-
-
-def _check_chars(payload: bytes) -> bool:
-    """Characters first (PROTOCOL.md §1): E102 for anything outside 0x20–0x7E, except CR/LF
-    inside the free text of an AM. Returns True if the payload has (allowed) CR/LF."""
+def _bad_byte(payload: bytes) -> ProtocolError | None:
+    """The byte policy of PROTOCOL.md §1 for client input: E102 for any byte outside
+    printable ASCII, HT, LF, FF, CR and DEL (grammar.TEXT_CONTROLS)."""
     if payload.isascii() and g.NOT_PRINTABLE.search(payload) is None:
-        return False
-    if g.NOT_PRINTABLE_OR_NEWLINE.search(payload) is not None:
-        raise _fail(Reject.E102)
-    first = min(i for i in (payload.find(b"\r"), payload.find(b"\n")) if i >= 0)
-    if _AM_BEFORE_FREE_TEXT.match(payload, 0, first) is None:
-        raise _fail(Reject.E102, "CR/LF ONLY ALLOWED IN ADMINISTRATIVE TEXT")
-    return True
+        return None
+    m = g.NOT_TEXT.search(payload)
+    if m is None:
+        return None
+    return _fail(Reject.E102, f"CHARACTER 0x{m.group()[0]:02X} NOT ALLOWED")
+
+
+def _routing(value: str) -> str:
+    """Routing fields (header, OIF, TAF, key, ORI, destinations, control, LOGON/PWD bodies)
+    take no control byte at all, not even layout (PROTOCOL.md §1)."""
+    if g.HAS_CONTROL.search(value) is not None:
+        raise _fail(Reject.E102, "CONTROL CHARACTER IN ROUTING FIELDS")
+    return value
 
 
 def parse_input(payload: bytes) -> Input:
@@ -177,51 +206,57 @@ def parse_input(payload: bytes) -> Input:
 
     Raises :class:`ProtocolError` with the code for the first problem found, checking in wire
     order: characters (E102), header (E103), OIF (E104), TAF (E105), key (E106), then the body
-    (E107 ORI, E108 fields).
+    (E107 ORI, E108 fields). Layout at the end of the message (CR, LF, FF, DEL) is ignored for
+    parsing and kept in ``Input.text`` (the text forwarded is the text as sent).
     """
-    has_newline = _check_chars(payload)
+    bad = _bad_byte(payload)
+    if bad is not None:
+        raise bad
     s = payload.decode("ascii")
-    dot = s.find(".")
-    header = s if dot < 0 else s[:dot]
+    core = s.rstrip(g.LAYOUT) if s[-1:] in g.LAYOUT else s
+    if not core:
+        raise _fail(Reject.E103)
+    dot = core.find(".")
+    header = _routing(core if dot < 0 else core[:dot])
     if g.HEADER_RE.match(header) is None:
         raise _fail(Reject.E103)
     if dot < 0:
         raise _fail(Reject.E106, "MESSAGE KEY MISSING")
     pos = dot + 1
     oif = taf = None
-    if s.startswith("*", pos):
-        end = s.find(".", pos)
-        value = s[pos + 1 :] if end < 0 else s[pos + 1 : end]
+    if core.startswith("*", pos):
+        end = core.find(".", pos)
+        value = _routing(core[pos + 1 :] if end < 0 else core[pos + 1 : end])
         if g.USER_ID_RE.match(value) is None:
             raise _fail(Reject.E104, "OIF MALFORMED")
         oif = value
         if end < 0:
             raise _fail(Reject.E106, "MESSAGE KEY MISSING")
         pos = end + 1
-    if s.startswith("#", pos):
-        end = s.find(".", pos)
-        value = s[pos + 1 :] if end < 0 else s[pos + 1 : end]
+    if core.startswith("#", pos):
+        end = core.find(".", pos)
+        value = _routing(core[pos + 1 :] if end < 0 else core[pos + 1 : end])
         if g.TAF_VALUE_RE.match(value) is None:
             raise _fail(Reject.E105, "TAF MALFORMED")
         taf = value
         if end < 0:
             raise _fail(Reject.E106, "MESSAGE KEY MISSING")
         pos = end + 1
-    text = s[pos:]
-    end = text.find(".")
-    mke = text if end < 0 else text[:end]
+    end = core.find(".", pos)
+    mke = _routing(core[pos:] if end < 0 else core[pos:end])
     if g.MKE_RE.match(mke) is None:
         raise _fail(Reject.E106)
-    rest = None if end < 0 else text[end + 1 :]
-    if has_newline and mke != AM:
-        raise _fail(Reject.E102, "CR/LF ONLY ALLOWED IN ADMINISTRATIVE TEXT")
-    body = _parse_body(mke, rest, has_newline)
-    return Input(header=header, oif=oif, taf=taf, mke=mke, body=body, text=text)
+    rest = None if end < 0 else core[end + 1 :]
+    if mke == AM:
+        body: Body = _parse_admin(rest, s[end + 1 :] if end >= 0 else None)
+    else:
+        body = _parse_body(mke, rest)
+    return Input(header=header, oif=oif, taf=taf, mke=mke, body=body, text=s[pos:])
 
 
-def _parse_body(mke: str, rest: str | None, has_newline: bool) -> Body:
+def _parse_body(mke: str, rest: str | None) -> Body:
     if mke == LOGON:
-        return _parse_logon(rest)
+        return _parse_logon(None if rest is None else _routing(rest))
     if mke in (LOGOFF, BIND):
         if rest is not None:
             raise _fail(Reject.E108, f"{mke} TAKES NO FIELDS")
@@ -229,12 +264,10 @@ def _parse_body(mke: str, rest: str | None, has_newline: bool) -> Body:
     if mke == PWD:
         if not rest or "." not in rest:
             raise _fail(Reject.E108, "PWD NEEDS OLDPASSWORD.NEWPASSWORD")
-        change = PasswordChange(rest)
+        change = PasswordChange(_routing(rest))
         if not change.candidates():
             raise _fail(Reject.E108, "PWD NEEDS OLDPASSWORD.NEWPASSWORD")
         return change
-    if mke == AM:
-        return _parse_admin(rest, has_newline)
     return _parse_transaction(rest)
 
 
@@ -253,45 +286,135 @@ def _parse_logon(rest: str | None) -> Logon:
 
 
 def _parse_ori(value: str | None) -> str:
-    if not value or g.ORI_RE.match(value) is None:
+    if not value or g.ORI_RE.match(_routing(value)) is None:
         raise _fail(Reject.E107)
     return value
 
 
-def _parse_admin(rest: str | None, has_newline: bool) -> AdminText:
-    parts = rest.split(".", 2) if rest is not None else []
-    ori = _parse_ori(parts[0] if parts else None)
-    if len(parts) < 3:
-        raise _fail(Reject.E108, "AM NEEDS ORI.DEST.TXT")
-    head = parts[0] + "." + parts[1]
-    if has_newline and ("\r" in head or "\n" in head):
-        raise _fail(Reject.E102, "CR/LF ONLY ALLOWED IN ADMINISTRATIVE TEXT")
-    dests = tuple(parts[1].split(","))
-    for d in dests:
-        if g.DESTINATION_RE.match(d) is None:
-            raise _fail(Reject.E108, "AM DESTINATION MALFORMED")
-    free = parts[2]
-    if not free.startswith("TXT"):
-        raise _fail(Reject.E108, "AM TEXT MUST START WITH TXT")
-    free = free[3:]
-    if free[:1] in (" ", "/"):
-        free = free[1:]
-    if not free.strip():
-        raise _fail(Reject.E108, "AM TEXT MISSING")
-    return AdminText(ori=ori, destinations=dests, text=free)
+#: At most this many destination-list and control parts are looked at before ``TXT``.
+MAX_ROUTING_PARTS = 8
+
+
+def _envelope(after: str, dest_re, *, am: bool = False) -> tuple[tuple[str, ...], tuple[str, ...], int] | None:
+    """Find the Nlets routing part of ``after`` (the text after ``ORI.``): a destination list,
+    optional control fields, then ``TXT``. Returns (destinations, controls, offset of the data
+    after TXT), or None when ``after`` does not start with a destination list (NCIC form)."""
+    dests: list[str] = []
+    controls: list[str] = []
+    pos = 0
+    for i in range(MAX_ROUTING_PARTS + 1):
+        end = after.find(".", pos)
+        part = after[pos:] if end < 0 else after[pos:end]
+        lead = part.lstrip(g.LAYOUT)
+        if i > 0 and lead.startswith(g.TXT_MARKER) and (am or not lead.startswith(g.TXT_MARKER + "/")):
+            return tuple(dests), tuple(controls), pos + len(part) - len(lead) + len(g.TXT_MARKER)
+        clean = part.strip(g.LAYOUT + " ")
+        if i == 0:
+            items = g.DEST_SEP.split(clean)
+            if not all(dest_re.match(d) for d in items):
+                return None
+            _routing(part)
+            dests.extend(items)
+        elif g.CONTROL_RE.match(clean):
+            controls.append(_routing(part))
+        elif not controls and all(dest_re.match(d) for d in g.DEST_SEP.split(clean)):
+            raise _fail(Reject.E108, "DESTINATIONS ARE ONE LIST SEPARATED BY COMMAS")
+        else:
+            break
+        if end < 0:
+            break
+        pos = end + 1
+    raise _fail(Reject.E108, "TXT MUST FOLLOW THE DESTINATIONS AND CONTROL FIELD")
+
+
+_NLETS_DEST_RE = re.compile(rf"(?:{g.NLETS_DEST})\Z")
 
 
 def _parse_transaction(rest: str | None) -> Transaction:
     if rest is None:
         raise _fail(Reject.E107)
-    parts = rest.split(".")
-    ori = _parse_ori(parts[0])
-    fields = []
-    for part in parts[1:]:
-        if len(part) < 5 or part[3] != "/" or g.TAG_RE.match(part[:3]) is None:
-            raise _fail(Reject.E108, "FIELD MUST BE TAG/VALUE")
-        fields.append((part[:3], part[4:]))
-    return Transaction(ori=ori, fields=tuple(fields))
+    ori, sep, after = rest.partition(".")
+    _parse_ori(ori)
+    if not sep:
+        return Transaction(ori=ori)
+    env = _envelope(after, _NLETS_DEST_RE)
+    if env is None:
+        if not after:
+            raise _fail(Reject.E108, "EMPTY FIELD")
+        return Transaction(ori=ori, fields=_parse_data(after, nlets=False))
+    dests, controls, at = env
+    return Transaction(ori=ori, fields=_parse_data(after[at:], nlets=True), destinations=dests, control=controls)
+
+
+def _parse_data(data: str, *, nlets: bool) -> tuple[tuple[str, str], ...]:
+    """The data fields of a message: ``TAG/value`` separated by '.' and/or line breaks.
+
+    Layout is not data (PROTOCOL.md §1): CR, LF and FF separate lines, DEL is ignored, HT reads
+    as a space. A '.' may end a line (Nlets: "terminated by a period", then CR LF) or begin the
+    next one; in the NCIC form the message does not end with '.' ("the final character of the
+    message should not be a period"), while the Nlets data may (its hit-confirmation examples
+    end so). A line that does not begin with ``TAG/`` continues the previous value (free text
+    wrapped over lines); anything else is E108.
+    """
+    if "\x7f" in data:
+        data = data.replace("\x7f", "")
+    if "\t" in data:
+        data = data.replace("\t", " ")
+    lines = g.LINE_BREAK_RE.split(data) if ("\r" in data or "\n" in data or "\f" in data) else [data]
+    last = len(lines) - 1
+    fields: list[list[str]] = []
+    for li, line in enumerate(lines):
+        if not line.strip(" "):
+            continue
+        parts = line.split(".")
+        final = len(parts) - 1
+        for pi, part in enumerate(parts):
+            if len(part) > 3 and part[3] == "/" and g.TAG_RE.match(part[:3]):
+                if not part[4:].strip(" "):
+                    raise _fail(Reject.E108, f"{part[:3]}/ HAS NO VALUE")
+                fields.append([part[:3], part[4:]])
+            elif not part and pi == final and pi > 0 and (li < last or nlets):
+                continue  # a '.' that ends a line, or the Nlets data
+            elif not part and pi == 0 and final > 0 and fields:
+                continue  # the separator begins the next line
+            elif pi == 0 and fields and part:
+                fields[-1][1] += " " + part  # a continuation line
+            elif not part:
+                raise _fail(Reject.E108, "EMPTY FIELD")
+            else:
+                raise _fail(Reject.E108, "FIELD MUST BE TAG/VALUE")
+    return tuple((t, v) for t, v in fields)
+
+
+def _parse_admin(rest: str | None, rest_as_sent: str | None) -> AdminText:
+    """``AM.ORI.DEST[,DEST…][.*CONTROL].TXT free text``; the free text is kept as sent."""
+    if rest is None:
+        raise _fail(Reject.E107)
+    ori, sep, after = rest.partition(".")
+    _parse_ori(ori)
+    if not sep or not after:
+        raise _fail(Reject.E108, "AM NEEDS ORI.DEST.TXT")
+    first = after.split(".", 1)[0]
+    for d in g.DEST_SEP.split(_routing(first)):
+        if g.DESTINATION_RE.match(d) is None:
+            raise _fail(Reject.E108, "AM DESTINATION MALFORMED")
+    if "." not in after:
+        raise _fail(Reject.E108, "AM NEEDS ORI.DEST.TXT")
+    try:
+        env = _envelope(after, g.DESTINATION_RE, am=True)
+    except ProtocolError as exc:
+        if exc.reject is Reject.E102:
+            raise
+        raise _fail(Reject.E108, "AM TEXT MUST START WITH TXT") from None
+    assert env is not None
+    dests, controls, at = env
+    assert rest_as_sent is not None
+    free = rest_as_sent[len(ori) + 1 + at :]
+    if free[:1] in (" ", "/"):
+        free = free[1:]
+    if not free.strip(" " + g.TEXT_CONTROLS):
+        raise _fail(Reject.E108, "AM TEXT MISSING")
+    return AdminText(ori=ori, destinations=dests, text=free, control=controls)
 
 
 def redact(text: str) -> str:
@@ -401,10 +524,13 @@ class UpstreamMessage(msgspec.Struct, frozen=True):
 
 
 def parse_upstream(payload: bytes) -> UpstreamMessage:
-    """Parse an ``M`` frame from an upstream. Responses may span lines (CR/LF allowed)."""
-    if not payload.isascii() or g.NOT_PRINTABLE_OR_NEWLINE.search(payload) is not None:
-        raise _fail(Reject.E102)
-    s = payload.decode("ascii")
+    """Parse an ``M`` frame from an upstream (PROTOCOL.md §4).
+
+    Only the destination header is strict (E103, E106 when there is no text): an answer is never
+    refused for the bytes of its text (PROTOCOL.md §1). ``text`` holds every byte as received,
+    one character per byte (:func:`wire_text`); :func:`output_bytes` gives what a client is sent.
+    """
+    s = wire_text(payload)
     dest, sep, text = s.partition(".")
     if g.DESTINATION_RE.match(dest) is None:
         raise _fail(Reject.E103, "DESTINATION MALFORMED")
@@ -420,6 +546,32 @@ def parse_upstream(payload: bytes) -> UpstreamMessage:
     return UpstreamMessage(dest=dest, text=text, mke=mke, ori=ori)
 
 
-def format_upstream(dest: str, text: str) -> bytes:
-    """What an upstream (or a stub) sends msc: ``DEST.TEXT``."""
-    return f"{dest}.{text}".encode("ascii", "replace")
+def format_upstream(dest: str, text: str | bytes) -> bytes:
+    """What an upstream (or a stub) sends msc: ``DEST.TEXT``. A ``str`` text is written one byte
+    per character (code points 0–255), so a simulator can send any byte."""
+    raw = text if isinstance(text, bytes) else text.encode("latin-1", "replace")
+    return dest.encode("ascii", "replace") + b"." + raw
+
+
+def wire_text(payload: bytes) -> str:
+    """Bytes received from an upstream as text, losslessly: one character per byte (ISO 8859-1
+    code points), so ``wire_text(p).encode("latin-1") == p`` and the journal keeps the original."""
+    return payload.decode("latin-1")
+
+
+def _visible(m: re.Match[str]) -> str:
+    ch = m.group()
+    raw = ch.encode("latin-1") if ord(ch) < 0x100 else ch.encode("utf-8")
+    return "".join(f"<{b:02X}>" for b in raw)
+
+
+def output_bytes(text: str) -> bytes:
+    """The bytes a client is sent for an output text (PROTOCOL.md §1, byte policy).
+
+    Printable ASCII, HT, LF, FF, CR and DEL go unchanged; every other byte is written visibly as
+    ``<HH>`` (two upper-case hex digits): ``"A\x1bB"`` → ``b"A<1B>B"``, ``"\xdc"`` → ``b"<DC>"``.
+    The journal keeps the text as received; this is only the delivered copy.
+    """
+    if text.isascii() and g.NOT_TEXT_STR.search(text) is None:
+        return text.encode("ascii")
+    return g.NOT_TEXT_STR.sub(_visible, text).encode("ascii")

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import structlog
 
 from msc.journal.records import Entry, Kind
+from msc.protocol.message import output_bytes
 from msc.routing.outbox import OutboxStore, Stored
 
 log = structlog.get_logger("msc.delivery")
@@ -245,7 +246,7 @@ class Delivery:
             for o in missing:
                 text = texts.get(o.seq)
                 if text is not None:
-                    o.payload = text.encode("ascii", "replace")
+                    o.payload = output_bytes(text)
                 else:  # purged or unreadable: its fate must still be recorded
                     ep.outbox.pop(o.osn, None)
                     self._count -= 1

@@ -26,7 +26,7 @@ from msc.journal.records import Entry, JournalError, Kind
 from msc.mnemonics.directory import Directory, Route
 from msc.protocol import framing
 from msc.protocol.codes import ProtocolError, Reject
-from msc.protocol.message import format_output, msc_notice, parse_upstream
+from msc.protocol.message import format_output, msc_notice, output_bytes, parse_upstream, wire_text
 from msc.routing.delivery import Delivery, Output
 from msc.routing.forwarding import land, needs_24x7
 from msc.routing.upstream import Sent, UpstreamLink
@@ -224,10 +224,13 @@ class Router:
 
     def _prepare(self, destinations, payload, peer, entry_kw, category, started):
         outputs, entries = [], []
-        text = payload.decode("ascii", "replace")
+        # The journal keeps every byte as received; the client gets the byte policy's copy
+        # (PROTOCOL.md §1: disallowed bytes written visibly as <HH>).
+        text = wire_text(payload)
+        delivered = output_bytes(text)
         for endpoint, mnemonic in destinations:
             osn = self.delivery.next_osn(endpoint)
-            o = Output(endpoint, osn, mnemonic, payload, txn=entry_kw.get("txn"), category=category, started=started,
+            o = Output(endpoint, osn, mnemonic, delivered, txn=entry_kw.get("txn"), category=category, started=started,
                        created=self.clock(),
                        cori=(entry_kw.get("purpose"), entry_kw.get("requester"), entry_kw.get("recipient")))
             if started is not None and category is not None:
@@ -339,7 +342,7 @@ class Router:
     def _refuse_upstream(self, link, generation, xid, payload, reject: Reject, detail: str) -> None:
         self.metrics.reject(reject.code)
         fut = self.journal.submit([Entry(kind=Kind.REJECTED, direction="in", peer=link.name, code=reject.code,
-                                         text=payload.decode("ascii", "backslashreplace"))])
+                                         text=wire_text(payload))])
 
         def committed(f: asyncio.Future) -> None:
             link.reply(framing.nak(xid, reject.code, detail), generation)

@@ -784,7 +784,8 @@ class Switch:
                          text=inp.journal_text(), **common)]
         forwarded = None
         if remote:
-            forwarded = f"{inp.header}.*{oif}.#{taf}.AM.{body.ori}.{','.join(remote)}.TXT {body.text}"
+            control = "".join(f".{c}" for c in body.control)  # the Nlets control field goes along
+            forwarded = f"{inp.header}.*{oif}.#{taf}.AM.{body.ori}.{','.join(remote)}{control}.TXT {body.text}"
             entries.append(Entry(kind=Kind.FORWARDED, direction="out", peer=link.name, mnemonic=inp.mnemonic,
                                  text=forwarded, **common))
         # Each local destination gets the message with the sender in place of the destination list.

@@ -3,9 +3,10 @@
 It speaks PROTOCOL.md §4 from the upstream's side: answers every ``M`` with ``A`` (or ``N`` at
 ``--fail-rate``), then sends the response as ``M`` ``HEADER.TEXT`` after ``--latency-ms``; it
 answers heartbeats and sends its own; it pushes unsolicited traffic typed into its ``--control``
-port (one message text per line; the control client gets back ``A``, ``N <code> <reason>``, or
-``NOCONN`` once the switch has answered). ``--log`` records every message received, one per
-line, as received (CR and LF inside a message are written as ``\\r`` and ``\\n``).
+port (one message text per line, with ``\\r``, ``\\n``, ``\\t``, ``\\f`` and ``\\xHH`` for any byte;
+the control client gets back ``A``, ``N <code> <reason>``, or ``NOCONN`` once the switch has
+answered). ``--log`` records every message received, one per line, as received (CR and LF
+inside a message are written as ``\\r`` and ``\\n``).
 
 It shares only the wire format with the switch (``msc.protocol``).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import IO
@@ -207,7 +209,7 @@ class Stub:
         if not conns:
             return "NOCONN"
         self.stats.unsolicited += 1
-        fut = conns[0].push(text.encode("ascii", "replace"))
+        fut = conns[0].push(text.encode("latin-1", "replace"))
         try:
             return await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
@@ -219,7 +221,7 @@ class Stub:
                 text = line.decode("ascii", "replace").rstrip("\r\n")
                 if not text:
                     continue
-                result = await self.push(text.replace("\\r", "\r").replace("\\n", "\n"))
+                result = await self.push(control_unescape(text))
                 writer.write((result + "\n").encode())
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -239,6 +241,16 @@ class Stub:
                     c.xid = (c.xid % framing.MAX_XID) + 1
                     c.hb_probe = c.xid
                     c.write(framing.heartbeat(c.xid))
+
+
+_ESCAPE_RE = re.compile(r"\\(?:x([0-9A-Fa-f]{2})|([rntf\\]))")
+_SIMPLE = {"r": "\r", "n": "\n", "t": "\t", "f": "\f", "\\": "\\"}
+
+
+def control_unescape(line: str) -> str:
+    """A control-port line as the text to push: ``\\r``, ``\\n``, ``\\t``, ``\\f``, ``\\\\`` and
+    ``\\xHH`` (any byte, 00–FF) stand for the bytes they name, so any byte can be sent."""
+    return _ESCAPE_RE.sub(lambda m: chr(int(m.group(1), 16)) if m.group(1) else _SIMPLE[m.group(2)], line)
 
 
 async def run(cfg: StubConfig, *, ready=None) -> None:
