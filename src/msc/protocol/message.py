@@ -309,6 +309,11 @@ def _envelope(after: str, dest_re, *, am: bool = False) -> tuple[tuple[str, ...]
         if i > 0 and lead.startswith(g.TXT_MARKER) and (am or not lead.startswith(g.TXT_MARKER + "/")):
             return tuple(dests), tuple(controls), pos + len(part) - len(lead) + len(g.TXT_MARKER)
         clean = part.strip(g.LAYOUT + " ")
+        if g.HAS_CONTROL.search(clean) is not None:
+            # A routing field with a control byte inside it is E102, not "not a routing field".
+            bare = g.HAS_CONTROL.sub("", clean)
+            if g.CONTROL_RE.match(bare) or all(dest_re.match(d) for d in g.DEST_SEP.split(bare)):
+                _routing(clean)
         if i == 0:
             items = g.DEST_SEP.split(clean)
             if not all(dest_re.match(d) for d in items):
@@ -369,6 +374,8 @@ def _parse_data(data: str, *, nlets: bool) -> tuple[tuple[str, str], ...]:
         parts = line.split(".")
         final = len(parts) - 1
         for pi, part in enumerate(parts):
+            if part[:1] == " " and "/" in part:
+                part = part.lstrip(" ")  # "TXT NAM/…", ". DOB/…": spaces before a tag are layout
             if len(part) > 3 and part[3] == "/" and g.TAG_RE.match(part[:3]):
                 if not part[4:].strip(" "):
                     raise _fail(Reject.E108, f"{part[:3]}/ HAS NO VALUE")
