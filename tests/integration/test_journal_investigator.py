@@ -125,16 +125,22 @@ async def test_export_bundle_verifies_with_the_stdlib_script_and_a_doctored_one_
     # The verifier runs with the standard library only (-I: isolated, -S: no site-packages).
     z = tmp_path / "unzipped"
     zipfile.ZipFile(out).extractall(z)
-    p = await asyncio.create_subprocess_exec(sys.executable, "-I", "-S", str(z / "verify_bundle.py"), str(out),
-                                             stdout=asyncio.subprocess.PIPE)
+    pub = harness.switch.settings.data_dir / "keys" / "signing.pub"  # the agency's key, from outside the bundle
+    p = await asyncio.create_subprocess_exec(sys.executable, "-I", "-S", str(z / "verify_bundle.py"), "--key", str(pub),
+                                             str(out), stdout=asyncio.subprocess.PIPE)
     stdout, _ = await p.communicate()
     assert p.returncode == 0, stdout
     assert stdout.startswith(b"OK: ")
+    # Without a pinned key the records check out but their origin is not proven: exit 3, said plainly.
+    p = await asyncio.create_subprocess_exec(sys.executable, "-I", "-S", str(z / "verify_bundle.py"), str(out),
+                                             stdout=asyncio.subprocess.PIPE)
+    stdout, _ = await p.communicate()
+    assert p.returncode == 3 and stdout.startswith(b"ORIGIN NOT CHECKED")
     # Doctor one record's text (a different name) and re-zip: the verifier refuses it.
     records = (z / "records.jsonl").read_text().replace("ZEBULON", "ZACHARY", 1)
     (z / "records.jsonl").write_text(records)
-    p = await asyncio.create_subprocess_exec(sys.executable, "-I", "-S", str(z / "verify_bundle.py"), str(z),
-                                             stdout=asyncio.subprocess.PIPE)
+    p = await asyncio.create_subprocess_exec(sys.executable, "-I", "-S", str(z / "verify_bundle.py"), "--key", str(pub),
+                                             str(z), stdout=asyncio.subprocess.PIPE)
     stdout, _ = await p.communicate()
     assert p.returncode == 1 and b"differ from what was journaled" in stdout
 

@@ -238,8 +238,9 @@ def cmd_export(args) -> int:
     except (JournalError, KeyError_, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
+    fp = _ring(s).signing_identity().fingerprint
     print(f"exported {n} record(s) to {args.out} (checkpoint tree_size {cp.tree_size}); "
-          f"check it with: python3 verify_bundle.py {args.out}")
+          f"check it with: python3 verify_bundle.py --fingerprint {fp} {args.out}")
     return EXIT_OK
 
 

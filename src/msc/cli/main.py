@@ -125,10 +125,12 @@ def cmd_keys(args) -> int:
     s = _load(args)
     ring = KeyRing(s.data_dir / "keys", s.key_file)
     try:
+        if args.action == "show":
+            return show_signing_key(s, ring, args.format)
         if args.action == "init":
             mk = ring.init()
             print(f"master key {mk.id} at {s.key_file} (keep a copy offline: without it the journal cannot be read)")
-            print(f"signing public key: {ring.dir / 'signing.pub'}")
+            show_signing_key(s, ring, "text")
         else:
             old, new = ring.rotate()
             print(f"master key rotated: {old} -> {new}; data keys re-wrapped, no record re-encrypted")
@@ -138,6 +140,31 @@ def cmd_keys(args) -> int:
     except KeyError_ as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    return EXIT_OK
+
+
+def show_signing_key(s, ring, fmt: str) -> int:
+    """``msc keys show``: the checkpoint key's public half and fingerprint, for the agency to publish
+    (JOURNAL.md "Export bundles"): a court pins it with ``verify_bundle.py --fingerprint``."""
+    import json
+
+    ident = ring.signing_identity()
+    if fmt == "json":
+        print(json.dumps({"switch": s.config.switch.name, "algorithm": "Ed25519", "public_key": ident.public_b64,
+                          "fingerprint_sha256": ident.fingerprint, "public_key_file": str(ident.pub_file),
+                          "public_key_file_matches": ident.pub_file_matches}))
+    else:
+        print(f"checkpoint signing key of switch {s.config.switch.name} (Ed25519)")
+        print(f"  public key:   {ident.public_b64}")
+        print(f"  fingerprint:  {ident.fingerprint}   (SHA-256 of the 32-byte public key)")
+        print(f"  key file:     {ident.pub_file}")
+        print("Publish the fingerprint (or the key file) where courts and the state can find it, apart from any "
+              "bundle;")
+        print(f"they check an export with:  python3 verify_bundle.py --fingerprint {ident.fingerprint} bundle.zip")
+    if not ident.pub_file_matches:
+        print(f"error: {ident.pub_file} does not hold the key ring's public key (replaced or damaged): "
+              "publish the fingerprint above, not that file", file=sys.stderr)
+        return EXIT_PROBLEM
     return EXIT_OK
 
 
@@ -197,8 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = with_config(cfg.add_parser("check", help="validate msc.toml and users.toml"))
     sp.set_defaults(func=cmd_config_check)
 
-    sp = with_config(sub.add_parser("keys", help="master key and signing key"))
-    sp.add_argument("action", choices=("init", "rotate"))
+    sp = with_config(sub.add_parser("keys", help="master key and signing key",
+                                    description="init: create the keys; rotate: new master key; show: the "
+                                                "checkpoint key's fingerprint, for the agency to publish"))
+    sp.add_argument("action", choices=("init", "rotate", "show"))
+    sp.add_argument("--format", choices=("text", "json"), default="text", help="for show")
     sp.set_defaults(func=cmd_keys)
 
     users = sub.add_parser("user", help="the user directory").add_subparsers(dest="action", required=True)

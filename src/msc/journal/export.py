@@ -5,8 +5,9 @@ A bundle is a zip file::
     records.jsonl      the matching records, decrypted (the jsonl search format)
     proofs.jsonl       per record: its sealed bytes, its salt, its RFC 6962 inclusion proof
     checkpoint.json    the signed checkpoint covering every exported record
-    public_key.txt     the switch's Ed25519 checkpoint key (base64)
-    verify_bundle.py   the verifier: Python standard library only
+    public_key.txt     the switch's Ed25519 checkpoint key (base64): a convenience copy only; origin
+                       is proven against the key the agency publishes (``msc keys show``)
+    verify_bundle.py   the verifier: Python standard library only (``--key`` / ``--fingerprint``)
     MANIFEST.txt       case, investigator, filters, time, counts
 """
 
@@ -98,6 +99,8 @@ def write_bundle(directory: Path, keyring: KeyRing, seqs: list[int], out: Path, 
         z.writestr("public_key.txt", base64.b64encode(keyring.public_key_bytes()).decode() + "\n")
         z.writestr("verify_bundle.py", verifier)
         z.writestr("MANIFEST.txt", "".join(f"{k}: {v}\n" for k, v in manifest.items()) + f"records: {len(records)}\n"
-                   "verify with: python3 verify_bundle.py bundle.zip   (Python standard library only)\n")
+                   "verify with: python3 verify_bundle.py --fingerprint <the agency's published key fingerprint> bundle.zip\n"
+                   "(Python standard library only; the fingerprint comes from the agency, `msc keys show`, "
+                   "never from this bundle)\n")
     out.chmod(0o600)
     return len(records)

@@ -292,3 +292,34 @@ class KeyRing:
 
     def public_key(self) -> Ed25519PublicKey:
         return Ed25519PublicKey.from_public_bytes(self.public_key_bytes())
+
+    def signing_identity(self) -> SigningIdentity:
+        """What an agency publishes so that a court can pin its checkpoint key (``msc keys show``).
+
+        Read from the key ring (no master key needed: the public half is stored in clear). The
+        copy in ``signing.pub`` is compared with it: a replaced file is reported, never trusted.
+        """
+        from msc.journal.bundle_verifier import fingerprint
+
+        public = self.public_key_bytes()
+        pub_file = self.dir / "signing.pub"
+        try:
+            file_matches = _unb64(pub_file.read_text().strip()) == public
+        except (OSError, ValueError):
+            file_matches = False
+        return SigningIdentity(public=public, fingerprint=fingerprint(public), pub_file=pub_file,
+                               pub_file_matches=file_matches)
+
+
+@dataclass(frozen=True)
+class SigningIdentity:
+    """The checkpoint signing key's public half: raw bytes, SHA-256 fingerprint (64 hex), file."""
+
+    public: bytes
+    fingerprint: str
+    pub_file: Path
+    pub_file_matches: bool
+
+    @property
+    def public_b64(self) -> str:
+        return _b64(self.public)
