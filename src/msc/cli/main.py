@@ -280,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.func is not cmd_serve:
+        # Library warnings (the journal's indexer, …) go to stderr as JSON, never into stdout,
+        # which carries a command's output (jsonl/csv search results).
+        from msc.ops.logging import configure
+
+        configure(level="warning", json=True)
     try:
         return args.func(args) or EXIT_OK
     except KeyboardInterrupt:

@@ -120,7 +120,15 @@ def catch_up(directory: Path, period: str, *, max_records: int = 200_000, conn: 
 
 
 class Indexer:
-    """A background thread that keeps every month's index close behind the journal."""
+    """A background thread that keeps every month's index close behind the journal.
+
+    Only the two newest months can still receive records (timestamps never go backwards), so only
+    they keep a connection open between passes. An older month is indexed with a connection of its
+    own, closed after the pass, and once its index has caught up it is not looked at again (it
+    cannot grow). A failure in one month is logged and counted and does not stop the others.
+    """
+
+    LIVE_MONTHS = 2
 
     def __init__(self, directory: Path, *, interval_s: float = 1.0) -> None:
         self.dir = directory
@@ -129,6 +137,7 @@ class Indexer:
         self._stop = False
         self._thread: threading.Thread | None = None
         self._conns: dict[str, sqlite3.Connection] = {}
+        self._complete: set[str] = set()  # older months whose index has caught up
         self.errors = 0
 
     def start(self) -> None:
@@ -147,32 +156,51 @@ class Indexer:
     BATCH = 200_000
 
     def run_once(self) -> int:
-        """One pass: index what has accumulated. Loop only while a pass was full (a backlog);
-        otherwise wait for the next interval rather than chase every new record in tiny
-        batches (each pass has a fixed cost; under steady traffic there is always something new)."""
+        """One pass over every month: index what has accumulated. Within a month, loop only while
+        a batch was full (a backlog); otherwise wait for the next interval rather than chase every
+        new record in tiny batches (each pass has a fixed cost; under steady traffic there is
+        always something new). Returns how many records were indexed."""
         done = 0
         periods = list_partitions(self.dir)
-        for stale in set(self._conns) - set(periods):
+        live = set(periods[-self.LIVE_MONTHS:])
+        for stale in set(self._conns) - live:
             self._conns.pop(stale).close()
+        self._complete &= set(periods)
         for period in periods:
-            conn = self._conns.get(period)
+            if period in self._complete:
+                continue
+            try:
+                n = self._index_month(period, keep_open=period in live)
+            except (sqlite3.DatabaseError, OSError) as exc:
+                self.errors += 1
+                log.warning("journal.indexer_error", period=period, error=str(exc))
+                continue
+            done += n
+            if period not in live and n < self.BATCH and not self._stop:
+                self._complete.add(period)
+        return done
+
+    def _index_month(self, period: str, *, keep_open: bool) -> int:
+        conn = self._conns.get(period) if keep_open else None
+        if conn is None:
+            conn = attach_records(self.dir, period)
             if conn is None:
-                conn = attach_records(self.dir, period)
-                if conn is None:
-                    continue
+                return 0
+            if keep_open:
                 self._conns[period] = conn
-                for old in sorted(self._conns)[:-2]:  # only the newest months still grow
-                    self._conns.pop(old).close()
-            while not self._stop:
-                try:
-                    n = catch_up(self.dir, period, max_records=self.BATCH, conn=conn)
-                except sqlite3.DatabaseError:
-                    self._conns.pop(period, None)
-                    conn.close()
-                    raise
+        done = 0
+        try:
+            while True:  # at stop: one batch per month, so that stopping stays quick
+                n = catch_up(self.dir, period, max_records=self.BATCH, conn=conn)
                 done += n
-                if n < self.BATCH:
+                if n < self.BATCH or self._stop:
                     break
+        except (sqlite3.DatabaseError, OSError):
+            self._conns.pop(period, None)
+            conn.close()
+            raise
+        if not keep_open:
+            conn.close()
         return done
 
     def _run(self) -> None:
@@ -193,7 +221,7 @@ class Indexer:
                 self.errors += 1
                 log.warning("journal.indexer_error", error=str(exc))
         try:
-            self.run_once()  # leave a complete index behind on a clean stop
+            self.run_once()  # leave the index close behind on a clean stop
         except (sqlite3.DatabaseError, OSError):
             pass
         for conn in self._conns.values():

@@ -282,8 +282,10 @@ class Writer:
             os.chmod(path, 0o600)
             self._conns[period] = conn
             # Keep at most the two newest partitions open: writes only go to the current month.
+            # (Never the one just opened: recovery may ask for an older month.)
             for old in sorted(self._conns)[:-2]:
-                self._conns.pop(old).close()
+                if old != period:
+                    self._conns.pop(old).close()
         return conn
 
     # -- appending ------------------------------------------------------------------------

@@ -95,7 +95,25 @@ def _serve(sock: socket.socket) -> None:
             reply(["error", text, writer.last_seq if writer else 0, writer.last_ts if writer else 0])
 
 
+def _configure_logging() -> None:
+    """The child logs as the daemon does: one JSON object per line on stderr (which it shares with
+    the daemon), never on stdout. (msc.ops.logging is the daemon's; the journal may not import it.)"""
+    import structlog
+
+    def tag(_logger, _name, event_dict):
+        event_dict.setdefault("process", "journal-writer")
+        return event_dict
+
+    structlog.configure(
+        processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+                    tag, structlog.processors.format_exc_info, structlog.processors.JSONRenderer()],
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
 def main() -> None:
+    _configure_logging()
     sock = socket.socket(fileno=int(sys.argv[1]))
     try:
         os.setpriority(os.PRIO_PROCESS, 0, -5)  # the journal is on every transaction's path
