@@ -373,3 +373,28 @@ def test_framer_buffer_bounded_on_arbitrary_stream(data, max_frame, draw):
             return
         if framer.failed is None:
             assert framer.buffered <= max_frame + 9
+
+
+# -- outputs in parts (PROTOCOL.md §5) -------------------------------------------------------
+
+from msc.protocol.parts import join_parts, split_output  # noqa: E402
+
+_TEXT_BYTES = st.binary(max_size=3000).map(lambda b: bytes(c if c >= 9 else 46 for c in b))
+
+
+@props(300)
+@given(header=st.text(string.ascii_uppercase + string.digits, min_size=1, max_size=10),
+       text=_TEXT_BYTES | st.lists(st.sampled_from([b"\r\n", b".", b"A", b"NAM/DOE", b" "]), max_size=800).map(b"".join),
+       limit=st.integers(min_value=40, max_value=5000))
+def test_split_output_parts_fit_rejoin_and_keep_crlf(header, text, limit):
+    payload = header.encode() + b"." + text
+    parts = split_output(payload, limit)
+    assert all(len(p) <= limit for p in parts)
+    assert join_parts(parts) == payload
+    if len(parts) > 1:
+        n = len(parts)
+        assert all(p.startswith(header.encode() + b".MSC.PART %d/%d." % (i, n)) for i, p in enumerate(parts, 1))
+        chunks = [p.split(b".MSC.PART ", 1)[1].split(b".", 1)[1] for p in parts]
+        assert all(c for c in chunks)
+        for a, b in zip(chunks, chunks[1:]):
+            assert not (a.endswith(b"\r") and b.startswith(b"\n"))

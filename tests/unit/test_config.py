@@ -117,3 +117,21 @@ def test_locate_handles_tables_and_arrays():
     assert locate(text, ["switch", "name"]) == 2
     assert locate(text, ["station", 1, "mnemonic"]) == 7
     assert locate(text, ["station", 5, "mnemonic"]) is None
+
+
+@pytest.mark.parametrize("new,path,fragment", [
+    ("ack_timeout_s = 61", "upstream[0].ack_timeout_s", "<= 2 x heartbeat_s"),
+    ("ack_timeout_s = 0", "upstream[0].ack_timeout_s", "must be > 0"),
+    ("resend_wait_s = -1", "upstream[0].resend_wait_s", "must be > 0"),
+])
+def test_upstream_link_health_settings_are_checked(tmp_path, new, path, fragment):
+    err = _bad(tmp_path, "max_in_flight = 1000", f"max_in_flight = 1000\n{new}")
+    matching = [i for i in err.issues if i.path == path]
+    assert matching and fragment in matching[0].message, [str(i) for i in err.issues]
+
+
+def test_ack_timeout_defaults_to_10_s_within_the_dead_link_bound(tmp_path):
+    s = load(make_config(tmp_path))
+    assert s.config.upstream[0].ack_timeout == 10 and s.config.upstream[0].resend_wait_s == 30
+    s = load(make_config(tmp_path / "fast", up_heartbeat_s=1))
+    assert s.config.upstream[0].ack_timeout == 2  # at most 2 x heartbeat_s

@@ -62,7 +62,8 @@ def cmd_stub(args) -> int:
     host, port = args.listen
     cfg = StubConfig(role=args.role, host=host, port=port, control=args.control, log_path=args.log,
                      latency_ms=args.latency_ms, fail_rate=args.fail_rate, seed=args.seed,
-                     heartbeat_s=args.heartbeat_s, tls_cert=args.tls_cert, tls_key=args.tls_key)
+                     heartbeat_s=args.heartbeat_s, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                     half_dead=args.half_dead, resend_s=args.resend_s, resend_max=args.resend_max)
 
     def ready(stub) -> None:
         ctl = f" control {stub.cfg.control[0]}:{stub.control_port}" if stub.cfg.control else ""
@@ -193,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("stub", help="run an upstream simulator")
     sp.add_argument("--role", choices=("clets", "ncic", "nlets", "dmv"), required=True)
     sp.add_argument("--listen", type=_hostport, required=True, metavar="HOST:PORT")
-    sp.add_argument("--control", type=_hostport, metavar="HOST:PORT", help="accept unsolicited message texts here")
+    sp.add_argument("--control", type=_hostport, metavar="HOST:PORT", help="accept unsolicited message texts (and /commands) here")
     sp.add_argument("--log", metavar="FILE", help="append every message received, one per line")
     sp.add_argument("--latency-ms", type=float, default=0.0)
     sp.add_argument("--fail-rate", type=float, default=0.0, help="fraction of requests answered N (0..1)")
@@ -201,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--heartbeat-s", type=float, default=30.0)
     sp.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
     sp.add_argument("--tls-key", help="and this key")
+    sp.add_argument("--half-dead", action="store_true",
+                    help="accept connections and read, never answer (a half-dead host; control: /half-dead on|off)")
+    sp.add_argument("--resend-s", type=float, default=2.0,
+                    help="send a response the switch refused E501/E307 again after this many seconds (0: never)")
+    sp.add_argument("--resend-max", type=int, default=5, help="at most this many times")
     sp.set_defaults(func=cmd_stub)
 
     sp = sub.add_parser("terminal", help="an interactive line-mode terminal")

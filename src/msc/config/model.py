@@ -90,8 +90,21 @@ class UpstreamSection(_Table, kw_only=True):
     endpoints: tuple[str, ...]
     timeout_s: float = 30
     heartbeat_s: float = 30
+    #: The upstream must answer each M and H (A/N/H) within this; else the connection has
+    #: failed and traffic moves to the other endpoint (PROTOCOL.md §4 "Link health").
+    #: Default: 10 s, or 2 x heartbeat_s if that is less.
+    ack_timeout_s: float | None = None
+    #: A request whose answer msc could not journal (the upstream was told N E501) waits this
+    #: long, once the journal records again, for the upstream to send the answer again; then the
+    #: operator gets MSC.E501 (PROTOCOL.md §4 "Every request learns its fate").
+    resend_wait_s: float = 30
     max_in_flight: int = 1000
     tls: ClientTls | None = None
+
+    @property
+    def ack_timeout(self) -> float:
+        """``ack_timeout_s``, or its default: 10 s, at most 2 x ``heartbeat_s``."""
+        return self.ack_timeout_s if self.ack_timeout_s is not None else min(10.0, 2 * self.heartbeat_s)
 
 
 class RouteSection(_Table, kw_only=True):

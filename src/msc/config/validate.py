@@ -143,9 +143,13 @@ def validate(settings: Settings) -> list[ConfigIssue]:
                 parse_hostport(ep)
             except ValueError as exc:
                 c.add(f"{p}.endpoints[{k}]", str(exc))
-        for key in ("timeout_s", "heartbeat_s"):
-            if getattr(u, key) <= 0:
+        for key in ("timeout_s", "heartbeat_s", "ack_timeout_s", "resend_wait_s"):
+            if getattr(u, key) is not None and getattr(u, key) <= 0:
                 c.add(f"{p}.{key}", "must be > 0")
+        if u.heartbeat_s > 0 and u.ack_timeout_s is not None and u.ack_timeout_s > 2 * u.heartbeat_s:
+            # An idle link is probed after heartbeat_s; the probe must fail within the
+            # dead-link bound of 3 x heartbeat_s (PROTOCOL.md §1, §4).
+            c.add(f"{p}.ack_timeout_s", "must be <= 2 x heartbeat_s (the dead-link bound is 3 x heartbeat_s)")
         if u.max_in_flight < 1:
             c.add(f"{p}.max_in_flight", "must be >= 1")
         if u.tls is not None:

@@ -347,6 +347,11 @@ class Journal:
 
         return await asyncio.to_thread(unanswered_requests, self.dir, self.keyring, window_s, up_to=up_to)
 
+    async def refused_answers(self, since_seq: int) -> set[str]:
+        from msc.journal.search import refused_answers
+
+        return await asyncio.to_thread(refused_answers, self.dir, since_seq)
+
     async def output_records_since(self, since: int) -> list[tuple]:
         from msc.journal.search import output_records_since
 

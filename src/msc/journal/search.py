@@ -217,6 +217,22 @@ def texts(directory, keyring: KeyRing, seqs: list[int]) -> dict[int, str]:
     return {r.seq: r.text for r in read(directory, keyring, seqs)}
 
 
+def refused_answers(directory, since_seq: int) -> set[str]:
+    """Transaction ids with an answer msc could not record (``REJECTED`` ``E501`` records with a
+    txn, from ``since_seq`` on): after a restart their operators are told ``E501``, not ``E302``.
+    Metadata only; a range scan by sequence number."""
+    reader = Reader(directory)
+    try:
+        out: set[str] = set()
+        for period in reader.periods()[-2:]:
+            out.update(t for (t,) in reader.conn(period).execute(
+                "SELECT DISTINCT txn FROM records WHERE seq >= ? AND kind = 'REJECTED' AND code = 'E501' "
+                "AND txn IS NOT NULL", (since_seq,)))
+        return out
+    finally:
+        reader.close()
+
+
 def unanswered_requests(directory, keyring: KeyRing, window_s: float, *, up_to: int | None = None) -> list[Record]:
     """FORWARDED requests in the last ``window_s`` of the journal (up to sequence ``up_to``) that
     nothing answered.

@@ -33,6 +33,12 @@ class Metrics:
         self.lockouts = Counter("msc_lockouts_total", "Accounts locked (CJIS AC-7)", registry=r)
         self.self_inquiry = Counter("msc_self_inquiry_total", "Self-inquiries refused (PPP §1.6.4 B)", registry=r)
         self.upstream_up = Gauge("msc_upstream_up", "1 if the upstream endpoint is connected", ["upstream", "endpoint"], registry=r)
+        self.upstream_failures = Counter(
+            "msc_upstream_failures_total", "Upstream connections declared failed (PROTOCOL.md §4 link health)",
+            ["upstream", "endpoint", "reason"], registry=r)
+        self.answers_unrecorded = Counter(
+            "msc_answers_unrecorded_total", "Answers to requests the journal could not record (upstream told E501)",
+            registry=r)
         self.upstream_in_flight = Gauge("msc_upstream_in_flight", "Requests sent and not yet answered", ["upstream"], registry=r)
         self.delivery_queued = Gauge("msc_delivery_queued", "Outputs waiting for delivery, all mnemonics", registry=r)
         self.journal_append_seconds = Histogram("msc_journal_append_seconds", "Journal group-commit duration",

@@ -3,9 +3,11 @@
 Requests are matched to responses by header (mnemonic + ref) in the order they were sent: an
 upstream answers a request with ``M`` frames whose header is the request's (PROTOCOL.md §4).
 Every accepted request ends in exactly one of: a response delivered to its mnemonic, an upstream
-``N`` reported as ``HEADER.MSC.<code> <reason>``, a lost link before the upstream's ``A``
-(``MSC.E302``), or no response within ``timeout_s`` (``MSC.E303``). Notices are journaled like
-any other output before they are delivered.
+``N`` reported as ``HEADER.MSC.<code> <reason>``, a lost link before its answer (``MSC.E302``,
+at once, acknowledged by the upstream or not), no response within ``timeout_s`` (``MSC.E303``),
+or an answer that the journal could not record and the upstream did not send again within
+``resend_wait_s`` (``MSC.E501``). Notices are journaled like any other output before they are
+delivered; an output larger than a station can take goes out in parts (:mod:`msc.protocol.parts`).
 """
 
 from __future__ import annotations
@@ -27,13 +29,16 @@ from msc.mnemonics.directory import Directory, Route
 from msc.protocol import framing
 from msc.protocol.codes import ProtocolError, Reject
 from msc.protocol.message import format_output, msc_notice, output_bytes, parse_upstream, wire_text
+from msc.protocol.parts import FRAME_OVERHEAD, split_output
 from msc.routing.delivery import Delivery, Output
 from msc.routing.forwarding import land, needs_24x7
 from msc.routing.upstream import Sent, UpstreamLink
 
 log = structlog.get_logger("msc.router")
 
-MSC_PEER = "MSC"  # the peer name of outputs msc generates itself (notices)
+MSC_PEER = "MSC"  # the peer name of outputs msc generates itself (notices, parts)
+PROBE_MIN_S = 0.25  # first retry of a refusal record while the journal fails; doubles to 5 s
+PROBE_MAX_S = 5.0
 
 
 @dataclass(eq=False)
@@ -61,6 +66,14 @@ class Pending:
     xid: int = 0
     upstream_acked: bool = False
     done: bool = False
+    #: An answer (or a part of one) has been recorded: its fate is known; a lost link no longer
+    #: turns it into E302.
+    answered: bool = False
+    #: monotonic time by which the upstream must send again an answer msc could not journal
+    #: (None: no such answer waiting). See Router._answer_unrecorded.
+    resend_deadline: float | None = None
+    refusal_recorded: bool = False  # its REJECTED E501 record is committed
+    refusal_sending: bool = False  # … is in a commit now
 
     # Called by the UpstreamLink.
     def acked(self, link: UpstreamLink, sent: Sent) -> None:
@@ -89,6 +102,16 @@ class Router:
         self._sweeper: asyncio.Task | None = None
         self.acp = None  # the switch's AccessControlPoint (pooled mnemonics)
         self.clock = clock
+        #: The largest output payload every station can take: the smallest listener max_frame
+        #: less the frame's type and xid (PROTOCOL.md §1). Longer outputs go out in parts.
+        self.output_limit: Callable[[], int] = lambda: framing.DEFAULT_MAX_FRAME - FRAME_OVERHEAD
+        #: Requests whose answer the journal could not record (the upstream was told N E501):
+        #: they wait for the upstream to send it again (insertion-ordered set).
+        self._unrecorded: dict[Pending, None] = {}
+        self._probe_at = 0.0
+        self._probe_backoff = PROBE_MIN_S
+        self._probing = False
+        self._stopping = False
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -102,6 +125,9 @@ class Router:
         self._sweeper = asyncio.create_task(self._sweep(), name="router-timeouts")
 
     async def stop(self) -> None:
+        # Requests still waiting when the switch stops are told by the next start's recovery
+        # pass (Switch._recover_unanswered), not by notices raced against the journal's close.
+        self._stopping = True
         if self._sweeper:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -142,7 +168,8 @@ class Router:
 
     def outstanding(self) -> int:
         """Accepted requests whose fate (answer or notice) is not known yet."""
-        return sum(1 for q in self._by_link.values() for p in q if not p.done)
+        return (sum(1 for q in self._by_link.values() for p in q if not p.done and p not in self._unrecorded)
+                + len(self._unrecorded))
 
     def _in_flight_gauge(self, link: UpstreamLink) -> None:
         self.metrics.upstream_in_flight.labels(link.name).set(link.in_flight)
@@ -167,11 +194,25 @@ class Router:
         self.notice(pending, reject, detail)
 
     def on_lost(self, link: UpstreamLink, lost: list[Sent]) -> None:
-        """The link dropped: requests the upstream never acknowledged are answered E302."""
-        for sent in lost:
-            pending: Pending = sent.context
-            if not pending.upstream_acked:
-                self._resolve_failed(pending, Reject.E302, f"{link.name.upper()} LINK LOST BEFORE ACKNOWLEDGEMENT")
+        """The link dropped (closed, or declared failed): every request on it that has no answer
+        yet — acknowledged by the upstream or not — is answered ``MSC.E302`` now, not E303 after
+        ``timeout_s`` (PROTOCOL.md §4). Requests that already had an answer keep it; an answer
+        the journal could not record keeps waiting for the upstream to send it again (it may, on
+        the next connection) until its ``resend_wait_s``. Nothing is resent on the operator's
+        behalf: the upstream may have acted on it (an entry, a hit confirmation)."""
+        if self._stopping:
+            return
+        name = link.name.upper()
+        q = self._by_link.get(link.name)
+        for pending in list(q or ()):
+            if pending.done or pending.answered or pending in self._unrecorded:
+                continue
+            if not pending.expects_answer and pending.upstream_acked:
+                continue
+            why = "BEFORE THE ANSWER" if pending.upstream_acked else "BEFORE ACKNOWLEDGEMENT"
+            self._resolve_failed(pending, Reject.E302, f"{name} LINK LOST {why}")
+        if q is not None:
+            q.clear()
         self._in_flight_gauge(link)
 
     async def _sweep(self) -> None:
@@ -186,9 +227,76 @@ class Router:
                 timeout = link.cfg.timeout_s
                 while q and (q[0].done or now - q[0].sent_at >= timeout):
                     p = q.popleft()
+                    if p in self._unrecorded:
+                        continue  # an answer came; its fate is decided by _sweep_unrecorded
                     if not p.done and not (p.upstream_acked and not p.expects_answer):
                         link.sent.pop(p.xid, None)
                         self._resolve_failed(p, Reject.E303, f"NO RESPONSE FROM {name.upper()} WITHIN {timeout:g} S")
+            if self._unrecorded:
+                self._sweep_unrecorded(now)
+
+    # -- answers the journal could not record ------------------------------------------------
+
+    def _answer_unrecorded(self, pending: Pending, link: UpstreamLink) -> None:
+        """The journal failed to record an answer to ``pending``; the upstream was told N E501.
+
+        The request is not finished: it waits (matchable by header again) for the upstream to
+        send the answer again. Its refusal is journaled (a REJECTED E501 record, retried until the
+        journal records again — the first success is when the journal has recovered); from then,
+        or from a later refusal, the upstream has ``resend_wait_s`` to send the answer again, or
+        the operator gets ``MSC.E501`` (PROTOCOL.md §4)."""
+        self.metrics.answers_unrecorded.inc()
+        # It was taken as answered when the answer arrived (nothing else resolves a request that
+        # is done): give it back, first in line for its header.
+        pending.done = False
+        self._waiting.setdefault(pending.header, deque()).appendleft(pending)
+        self._unrecorded[pending] = None
+        if pending.refusal_recorded:
+            pending.resend_deadline = time.monotonic() + self._resend_wait(pending)
+        else:
+            pending.resend_deadline = float("inf")  # set when the refusal record commits
+
+    def _resend_wait(self, pending: Pending) -> float:
+        link = self.links.get(pending.upstream)
+        return link.cfg.resend_wait_s if link is not None else 30.0
+
+    @staticmethod
+    def _refusal_entry(p: Pending) -> Entry:
+        up = p.upstream.upper()
+        return Entry(kind=Kind.REJECTED, direction="in", peer=p.upstream, mnemonic=p.mnemonic, user=p.user, taf=p.taf,
+                     ori=p.ori, mke=p.mke, txn=p.txn, code=Reject.E501.code,
+                     text=f"ANSWER TO {p.header} FROM {up} NOT RECORDED: JOURNAL FAILURE; {up} TOLD E501")
+
+    def _sweep_unrecorded(self, now: float) -> None:
+        todo = [p for p in self._unrecorded if not p.refusal_recorded and not p.refusal_sending]
+        if todo and not self._probing and now >= self._probe_at:
+            self._probing = True
+            entries = [self._refusal_entry(p) for p in todo]
+            for p in todo:
+                p.refusal_sending = True
+
+            def recorded(f: asyncio.Future) -> None:
+                self._probing = False
+                t = time.monotonic()
+                for p in todo:
+                    p.refusal_sending = False
+                if f.cancelled() or f.exception() is not None:
+                    self._probe_at = t + self._probe_backoff
+                    self._probe_backoff = min(self._probe_backoff * 2, PROBE_MAX_S)
+                    return
+                self._probe_backoff = PROBE_MIN_S
+                for p in todo:
+                    p.refusal_recorded = True
+                    if p in self._unrecorded:
+                        p.resend_deadline = t + self._resend_wait(p)
+
+            self.journal.submit(entries).add_done_callback(recorded)
+        for p in [p for p in self._unrecorded if p.resend_deadline is not None and now >= p.resend_deadline]:
+            del self._unrecorded[p]
+            p.resend_deadline = None
+            self._resolve_failed(p, Reject.E501, f"{'PART OF THE ' if p.answered else ''}ANSWER FROM "
+                                 f"{p.upstream.upper()} COULD NOT BE RECORDED AND WAS NOT SENT AGAIN; "
+                                 "REPEAT THE REQUEST")
 
     # -- outputs --------------------------------------------------------------------------
 
@@ -215,30 +323,54 @@ class Router:
     async def emit(self, destinations: list[tuple[str, str]], payload: bytes, peer: str, entry_kw: dict,
                    *, category: str | None = None, started: float | None = None) -> list[Output]:
         """Journal an output for each (endpoint, mnemonic), then hand them to delivery."""
-        outputs, entries = self._prepare(destinations, payload, peer, entry_kw, category, started)
+        outputs, entries, at = self._prepare(destinations, payload, peer, entry_kw, category, started)
         seqs = await self.journal.submit(entries)
-        for o, seq in zip(outputs, seqs):
-            o.seq = seq
-            self.delivery.deliver(o)
+        self.deliver_committed(outputs, at, seqs)
         return outputs
 
+    def deliver_committed(self, outputs: list[Output], at: list[int], seqs: list[int]) -> None:
+        """Hand outputs whose records committed (``at``: each output's index in ``seqs``) to delivery."""
+        for o, i in zip(outputs, at):
+            o.seq = seqs[i]
+            self.delivery.deliver(o)
+
     def _prepare(self, destinations, payload, peer, entry_kw, category, started):
-        outputs, entries = [], []
+        """The outputs of ``payload`` for each destination and the journal entries that create them.
+
+        Returns (outputs, entries, at): ``at[k]`` is the index in ``entries`` of the record that
+        creates ``outputs[k]``. A payload longer than a station can take
+        (:attr:`output_limit`) is journaled once, whole and as received (a RECEIVED record
+        without OSN), and goes out as parts (:mod:`msc.protocol.parts`): one RECEIVED record
+        per part, peer ``MSC``, each with its own OSN.
+        """
+        outputs, entries, at = [], [], []
         # The journal keeps every byte as received; the client gets the byte policy's copy
-        # (PROTOCOL.md §1: disallowed bytes written visibly as <HH>).
+        # (PROTOCOL.md §1: disallowed bytes written visibly as <HH>), in parts if too long.
         text = wire_text(payload)
         delivered = output_bytes(text)
+        limit = self.output_limit()
+        parts = split_output(delivered, limit) if len(delivered) > limit else [delivered]
+        cori = (entry_kw.get("purpose"), entry_kw.get("requester"), entry_kw.get("recipient"))
         for endpoint, mnemonic in destinations:
-            osn = self.delivery.next_osn(endpoint)
-            o = Output(endpoint, osn, mnemonic, delivered, txn=entry_kw.get("txn"), category=category, started=started,
-                       created=self.clock(),
-                       cori=(entry_kw.get("purpose"), entry_kw.get("requester"), entry_kw.get("recipient")))
-            if started is not None and category is not None:
-                o.on_done = self._observe_latency
-            outputs.append(o)
-            entries.append(Entry(kind=Kind.RECEIVED, direction="in", peer=peer, mnemonic=mnemonic, osn=osn,
-                                 text=text, **entry_kw))
-        return outputs, entries
+            if len(parts) > 1:
+                entries.append(Entry(kind=Kind.RECEIVED, direction="in", peer=peer, mnemonic=mnemonic, text=text,
+                                     **entry_kw))
+            for k, part in enumerate(parts):
+                osn = self.delivery.next_osn(endpoint)
+                o = Output(endpoint, osn, mnemonic, part, txn=entry_kw.get("txn"), category=category, started=started,
+                           created=self.clock(), cori=cori)
+                if started is not None and category is not None and k == len(parts) - 1:
+                    o.on_done = self._observe_latency
+                outputs.append(o)
+                at.append(len(entries))
+                if len(parts) == 1:
+                    entries.append(Entry(kind=Kind.RECEIVED, direction="in", peer=peer, mnemonic=mnemonic, osn=osn,
+                                         text=text, **entry_kw))
+                else:
+                    entries.append(Entry(kind=Kind.RECEIVED, direction="in", peer=MSC_PEER, mnemonic=mnemonic,
+                                         osn=osn, text=wire_text(part), same_fields_as_previous=True,
+                                         **entry_kw))
+        return outputs, entries, at
 
     def _observe_latency(self, output: Output) -> None:
         self.metrics.transaction_seconds.labels(output.category).observe(time.perf_counter() - output.started)
@@ -266,18 +398,34 @@ class Router:
             category, started = pending.category, pending.started
         else:
             entry_kw["txn"] = self.new_txn()
-        outputs, entries = self._prepare(destinations, payload, link.name, entry_kw, category, started)
+        outputs, entries, at = self._prepare(destinations, payload, link.name, entry_kw, category, started)
+        refusal = pending is not None and pending in self._unrecorded and not (pending.refusal_recorded or
+                                                                                pending.refusal_sending)
+        if refusal:
+            # The answer comes again before its earlier refusal could be journaled: both, in order.
+            entries.insert(0, self._refusal_entry(pending))
+            at = [i + 1 for i in at]
+            pending.refusal_sending = True
         fut = self.journal.submit(entries)
 
         def committed(f: asyncio.Future) -> None:
+            if refusal:
+                pending.refusal_sending = False
+                pending.refusal_recorded = not (f.cancelled() or f.exception() is not None)
             if f.cancelled() or f.exception() is not None:
+                # Fail closed: not recorded, so not accepted and not delivered. The request it
+                # answers is not finished: it waits for the answer to come again, or gets a notice.
                 self.metrics.reject(Reject.E501.code)
                 link.reply(framing.nak(xid, Reject.E501.code, Reject.E501.reason), generation)
+                if pending is not None:
+                    self._answer_unrecorded(pending, link)
                 return
             link.reply(framing.ack(xid), generation)
-            for o, seq in zip(outputs, f.result()):
-                o.seq = seq
-                self.delivery.deliver(o)
+            if pending is not None:
+                pending.answered = True
+                pending.resend_deadline = None
+                self._unrecorded.pop(pending, None)
+            self.deliver_committed(outputs, at, f.result())
 
         fut.add_done_callback(committed)
 

@@ -1,11 +1,27 @@
 """Links to the state/federal systems (PROTOCOL.md §4, PPP §1.4.1 two switching centres).
 
-An :class:`UpstreamLink` keeps one connection to an upstream: the primary endpoint first, the
-secondary when the primary cannot be reached, reconnecting with jittered exponential backoff. It
-speaks the same framing as clients, sends heartbeats, declares the link dead after
-3 × ``heartbeat_s`` of silence, and tracks every request it sent until the upstream's ``A`` or
-``N``. When a connection is lost, requests the upstream had not yet acknowledged are handed back
-(:attr:`on_lost`) so the operator is told ``E302`` — never silently dropped, never silently resent.
+An :class:`UpstreamLink` keeps one connection to an upstream, through its primary or its
+secondary endpoint. It speaks the same framing as clients and tracks every request it sent until
+the upstream's ``A`` or ``N``.
+
+Link health (PROTOCOL.md §4 "Link health and failover"):
+
+* **Handshake.** A new connection is not used until the upstream has answered an ``H`` sent on
+  connect. A host that accepts TCP connections but never answers (half dead) therefore never
+  receives a request.
+* **Acknowledgement timeout.** The upstream must answer each ``M`` (``A``/``N``) and each ``H``
+  within ``ack_timeout_s``. A request or heartbeat left unanswered that long, ``3 × heartbeat_s``
+  with nothing received at all, or a framing error from the upstream *fails* the connection: it
+  is closed and the next dial starts from the other endpoint, at once.
+* **Staying.** A connection that was healthy and was closed (by the upstream or the network) is
+  redialled on the same endpoint first: traffic that moved to the secondary stays there while
+  the secondary works; the other endpoint is tried when this one cannot be reached or fails.
+* Rounds of dialling that reach nothing wait with jittered exponential backoff.
+
+When a connection that carried traffic is lost, :attr:`on_lost` is called at once with the
+requests the upstream had not acknowledged; the router tells the operators of every request
+still without an answer (acknowledged or not) ``E302`` — never silently dropped, never silently
+resent.
 """
 
 from __future__ import annotations
@@ -34,6 +50,9 @@ BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 5.0
 CONNECT_TIMEOUT_S = 3.0
 
+#: Why a connection was declared failed (the ``reason`` label of msc_upstream_failures_total).
+FAILURE_REASONS = ("handshake", "ack_timeout", "heartbeat_timeout", "silent", "framing")
+
 
 @dataclass(eq=False)
 class Sent:
@@ -57,7 +76,13 @@ class _LinkProtocol(asyncio.Protocol):
         self.last_rx = time.monotonic()
         self.last_tx = time.monotonic()
         self._wbuf: list[bytes] = []
-        self.closed = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.closed = loop.create_future()
+        self.proven = loop.create_future()  # set when the upstream answers the handshake H
+        self.hb_xid: int | None = None  # our heartbeat waiting for its answer
+        self.hb_sent_at = 0.0
+        self.failed: str | None = None  # a FAILURE_REASONS entry once declared failed
+        self.index = 0  # which endpoint (0 primary)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -77,7 +102,13 @@ class _LinkProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
             self.closed.set_result(exc)
+        if not self.proven.done():
+            self.proven.set_result(False)
         self.link._lost(self)
+
+    @property
+    def up(self) -> bool:
+        return self.proven.done() and self.proven.result() is True
 
     def write(self, data: bytes) -> None:
         """Frames written in one event-loop iteration go out in one write() (one syscall): many
@@ -93,6 +124,13 @@ class _LinkProtocol(asyncio.Protocol):
             self.transport.write(buf[0] if len(buf) == 1 else b"".join(buf))
             self.last_tx = time.monotonic()
 
+    def fail(self, reason: str) -> None:
+        """Declare this connection failed and drop it (the next dial goes to the other endpoint)."""
+        if self.failed is None:
+            self.failed = reason
+        if self.transport is not None:
+            self.transport.abort()
+
 
 class UpstreamLink:
     """One upstream system, reached through its primary or secondary endpoint."""
@@ -107,6 +145,7 @@ class UpstreamLink:
         on_lost: Callable[[UpstreamLink, list[Sent]], None],
         on_state: Callable[[UpstreamLink], None] | None = None,
         on_frame: Callable[[str], None] | None = None,
+        on_failure: Callable[[UpstreamLink, str, str], None] | None = None,
     ) -> None:
         self.name = cfg.name
         self.cfg = cfg
@@ -117,11 +156,11 @@ class UpstreamLink:
         self.on_lost = on_lost
         self.on_state = on_state
         self.on_frame = on_frame
+        self.on_failure = on_failure  # (link, "primary"/"secondary", reason)
         self.sent: dict[int, Sent] = {}
-        self.endpoint_index: int | None = None  # which endpoint is connected (0 primary)
-        self._proto: _LinkProtocol | None = None
+        self.endpoint_index: int | None = None  # which endpoint carries traffic (0 primary)
+        self._proto: _LinkProtocol | None = None  # the current connection, proven or not
         self._xid = 0
-        self._hb_xid = -1
         self._task: asyncio.Task | None = None
         self._hb_task: asyncio.Task | None = None
         self._stopping = False
@@ -132,16 +171,20 @@ class UpstreamLink:
 
     @property
     def up(self) -> bool:
-        return self._proto is not None
+        """Connected, and the upstream answered the handshake: requests may be sent."""
+        return self._proto is not None and self._proto.up
 
     @property
     def in_flight(self) -> int:
         return len(self.sent)
 
-    def endpoint_label(self) -> str | None:
-        if self.endpoint_index is None:
+    def label(self, index: int | None) -> str | None:
+        if index is None:
             return None
-        return "primary" if self.endpoint_index == 0 else "secondary"
+        return "primary" if index == 0 else "secondary"
+
+    def endpoint_label(self) -> str | None:
+        return self.label(self.endpoint_index)
 
     async def wait_up(self, timeout: float) -> bool:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -152,7 +195,7 @@ class UpstreamLink:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"upstream-{self.name}")
-        self._hb_task = asyncio.create_task(self._heartbeats(), name=f"upstream-hb-{self.name}")
+        self._hb_task = asyncio.create_task(self._watch(), name=f"upstream-hb-{self.name}")
 
     async def stop(self) -> None:
         self._stopping = True
@@ -164,59 +207,116 @@ class UpstreamLink:
         if self._proto and self._proto.transport:
             self._proto.transport.close()
 
-    async def _run(self) -> None:
+    async def _dial(self, index: int) -> _LinkProtocol | None:
+        host, port = self.endpoints[index]
         loop = asyncio.get_running_loop()
+        server_hostname = (self.cfg.tls.server_name or host) if self.ssl_context and self.cfg.tls else None
+        try:
+            _t, proto = await asyncio.wait_for(
+                loop.create_connection(lambda: _LinkProtocol(self), host, port, ssl=self.ssl_context,
+                                       server_hostname=server_hostname),
+                CONNECT_TIMEOUT_S,
+            )
+        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+            self.log.debug("upstream.connect_failed", endpoint=index, error=type(exc).__name__)
+            return None
+        return proto
+
+    async def _handshake(self, proto: _LinkProtocol) -> bool:
+        """Send ``H`` and wait ``ack_timeout_s`` for its answer: is anybody home?"""
+        self._probe(proto)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(proto.proven), self.cfg.ack_timeout)
+        if proto.up:
+            return True
+        self._failed(proto, proto.failed or "handshake")
+        proto.fail(proto.failed or "handshake")
+        if not proto.closed.done():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(proto.closed), 1.0)
+        return False
+
+    async def _run(self) -> None:
         backoff = BACKOFF_MIN_S
+        start = 0  # the endpoint dialled first: where traffic last went, or the other one after a failure
         while not self._stopping:
-            for index, (host, port) in enumerate(self.endpoints):
-                try:
-                    _t, proto = await asyncio.wait_for(
-                        loop.create_connection(lambda: _LinkProtocol(self), host, port, ssl=self.ssl_context,
-                                               server_hostname=(self.cfg.tls.server_name or host) if self.ssl_context and self.cfg.tls else None),
-                        CONNECT_TIMEOUT_S,
-                    )
-                except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
-                    self.log.debug("upstream.connect_failed", endpoint=index, error=type(exc).__name__)
+            n = len(self.endpoints)
+            for k, index in enumerate([(start + k) % n for k in range(n)]):
+                proto = await self._dial(index)
+                if proto is None:
                     continue
+                proto.index = index
                 self._proto = proto
+                if not await self._handshake(proto):
+                    continue  # half dead (or not speaking our protocol): the other endpoint, now
+                if proto.transport is None or proto.transport.is_closing():
+                    continue
                 self.endpoint_index = index
                 self._connected.set()
-                self.log.info("upstream.up", endpoint="primary" if index == 0 else "secondary")
+                self.log.info("upstream.up", endpoint=self.label(index))
                 if self.on_state:
                     self.on_state(self)
                 backoff = BACKOFF_MIN_S
                 await proto.closed
-                break
+                if self._stopping:
+                    return
+                if proto.failed is None:
+                    start = index  # a healthy connection ended: dial the same endpoint first
+                    break
+                start = (index + 1) % n  # failed: the other endpoint, without waiting
+                if k == n - 1:
+                    break
             if self._stopping:
                 return
             # Jitter spreads reconnects of many switches after a centre outage.
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
-    async def _heartbeats(self) -> None:
-        hb = self.cfg.heartbeat_s
+    def _tick(self) -> float:
+        return max(0.01, min(self.cfg.heartbeat_s / 3, self.cfg.ack_timeout / 4, 1.0))
+
+    async def _watch(self) -> None:
+        """Heartbeats and the failure rules: unanswered M or H, silence, once per tick."""
         while True:
-            await asyncio.sleep(min(hb / 3, 1.0))
+            await asyncio.sleep(self._tick())
             proto = self._proto
-            if proto is None:
-                continue
+            if proto is None or not proto.up or proto.failed is not None:
+                continue  # the handshake watches a new connection itself
             now = time.monotonic()
-            if now - proto.last_rx > 3 * hb:
-                self.log.warning("upstream.dead", silent_s=round(now - proto.last_rx, 1))
-                if proto.transport:
-                    proto.transport.abort()
-                continue
-            if now - proto.last_tx >= hb:
-                self._xid = (self._xid + 1) & framing.MAX_XID or 1
-                self._hb_xid = self._xid
-                proto.write(framing.heartbeat(self._xid))
+            hb, ack = self.cfg.heartbeat_s, self.cfg.ack_timeout
+            oldest = next(iter(self.sent.values()), None)
+            if oldest is not None and now - oldest.sent_at > ack:
+                self._declare(proto, "ack_timeout", waited_s=round(now - oldest.sent_at, 2))
+            elif proto.hb_xid is not None and now - proto.hb_sent_at > ack:
+                self._declare(proto, "heartbeat_timeout", waited_s=round(now - proto.hb_sent_at, 2))
+            elif now - proto.last_rx > 3 * hb:
+                self._declare(proto, "silent", silent_s=round(now - proto.last_rx, 1))
+            elif now - proto.last_tx >= hb and proto.hb_xid is None:
+                self._probe(proto)
+
+    def _probe(self, proto: _LinkProtocol) -> None:
+        self._xid = (self._xid + 1) & framing.MAX_XID or 1
+        proto.hb_xid = self._xid
+        proto.hb_sent_at = time.monotonic()
+        proto.write(framing.heartbeat(self._xid))
+
+    def _declare(self, proto: _LinkProtocol, reason: str, **why: float) -> None:
+        self.log.warning("upstream.failed", endpoint=self.label(proto.index), reason=reason, **why)
+        self._failed(proto, reason)
+        proto.fail(reason)
+
+    def _failed(self, proto: _LinkProtocol, reason: str) -> None:
+        if self.on_failure is not None and proto.failed is None:
+            self.on_failure(self, self.label(proto.index) or "primary", reason)
+        if proto.failed is None:
+            proto.failed = reason
 
     # -- traffic --------------------------------------------------------------------------
 
     def send(self, payload: bytes, txn: str, context: Any) -> Sent:
-        """Send one request. Raises :class:`LinkDown` if there is no connection."""
+        """Send one request. Raises :class:`LinkDown` if there is no proven connection."""
         proto = self._proto
-        if proto is None:
+        if proto is None or not proto.up:
             raise LinkDown(self.name)
         self._xid = (self._xid + 1) & framing.MAX_XID or 1
         sent = Sent(self._xid, txn, context)
@@ -252,15 +352,18 @@ class UpstreamLink:
                 code, reason = parse_nak(f.payload)
                 sent.context.refused(self, sent, code, reason)
         elif t == framing.HEARTBEAT:
-            # Answer the upstream's own probes; a reply to ours needs nothing (any frame
-            # received already counts as proof of life).
-            if f.xid == self._hb_xid:
-                self._hb_xid = -1
+            # The answer to our probe proves the connection; anything else is the upstream's own
+            # probe, which we answer.
+            if f.xid == proto.hb_xid:
+                proto.hb_xid = None
+                if not proto.proven.done():
+                    proto.proven.set_result(True)
             else:
                 proto.write(framing.heartbeat(f.xid))
 
     def _protocol_error(self, proto: _LinkProtocol, exc: FramingError) -> None:
         self.log.warning("upstream.framing_error", code=exc.code)
+        self._failed(proto, "framing")
         proto.write(framing.nak(0, Reject.E101.code, exc.detail))
         proto._flush()
         if proto.transport:
@@ -271,13 +374,15 @@ class UpstreamLink:
             return
         self._proto = None
         self._connected.clear()
-        label = self.endpoint_label()
+        label = self.label(proto.index)
         self.endpoint_index = None
+        was_up = proto.proven.done() and proto.proven.result() is True
+        if not was_up:
+            return  # never carried traffic
         if not self._stopping:
-            self.log.warning("upstream.down", endpoint=label)
+            self.log.warning("upstream.down", endpoint=label, failed=proto.failed)
         lost = list(self.sent.values())
         self.sent.clear()
         if self.on_state:
             self.on_state(self)
-        if lost:
-            self.on_lost(self, lost)
+        self.on_lost(self, lost)

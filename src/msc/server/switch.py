@@ -37,12 +37,13 @@ from msc.ops.metrics import Metrics
 from msc.protocol import framing
 from msc.protocol.codes import MscError, ProtocolError, Reject
 from msc.protocol.message import AdminText, Input, Logon, PasswordChange, format_pairs, msc_notice
+from msc.protocol.parts import max_payload
 from msc.routing.delivery import Delivery
 from msc.routing.outbox import OutboxStore
 from msc.routing.delivery import Output
 from msc.routing.forwarding import tamf
 from msc.routing.router import Pending, Router
-from msc.routing.upstream import UpstreamLink
+from msc.routing.upstream import FAILURE_REASONS, UpstreamLink
 from msc.server.control import ControlServer
 from msc.server.session import Session, State
 
@@ -187,6 +188,7 @@ class Switch:
         self.delivery.start()
         self.router = Router(self.journal, self.delivery, metrics=m, directory=self.directory, clock=self.clock)
         self.router.acp = self.acp
+        self.router.output_limit = self.output_limit
         for up in cfg.upstream:
             self._add_link(up)
         self.router.start()
@@ -217,19 +219,26 @@ class Switch:
         """Requests forwarded before a crash (or a drain that timed out) whose answer never came:
         the process that would have told their operators is gone, so tell them now (E302).
         Only records written before this start (``up_to``) are considered."""
-        window = max((u.timeout_s for u in self.settings.config.upstream), default=30) + 60
-        for rec in await self.journal.unanswered_requests(window, up_to):
+        window = max((u.timeout_s + u.resend_wait_s for u in self.settings.config.upstream), default=60) + 60
+        unanswered = await self.journal.unanswered_requests(window, up_to)
+        # An answer came but could not be recorded (the upstream was told E501): say so.
+        refused = await self.journal.refused_answers(unanswered[0].seq) if unanswered else set()
+        for rec in unanswered:
             header = rec.text.split(".", 1)[0]
             endpoint = self.directory.endpoint_of(rec.mnemonic) if rec.mnemonic else None
             if endpoint is None:
                 continue
             pending = Pending(txn=rec.txn, header=header, mnemonic=rec.mnemonic, endpoint=endpoint, user=rec.user,
                               taf=rec.taf, ori=rec.ori, mke=rec.mke or "", category="", upstream=rec.peer or "")
-            await self.router.emit([(endpoint, rec.mnemonic)], msc_notice(header, Reject.E302,
-                                   "SWITCH RESTARTED BEFORE THE ANSWER CAME"), "MSC",
+            if rec.txn in refused:
+                reject, detail = Reject.E501, (f"ANSWER FROM {(rec.peer or 'UPSTREAM').upper()} COULD NOT BE RECORDED; "
+                                               "SWITCH RESTARTED; REPEAT THE REQUEST")
+            else:
+                reject, detail = Reject.E302, "SWITCH RESTARTED BEFORE THE ANSWER CAME"
+            await self.router.emit([(endpoint, rec.mnemonic)], msc_notice(header, reject, detail), "MSC",
                                    dict(user=pending.user, taf=pending.taf, ori=pending.ori, mke="MSC",
-                                        code=Reject.E302.code, txn=pending.txn))
-            self.log.warning("switch.unanswered_after_restart", txn=rec.txn)
+                                        code=reject.code, txn=pending.txn))
+            self.log.warning("switch.unanswered_after_restart", txn=rec.txn, code=reject.code)
 
     async def _listen(self, lc: ListenerSection, *, register: bool = True) -> ListenerRuntime:
         host, port = parse_hostport(lc.bind)
@@ -454,12 +463,22 @@ class Switch:
         ctx = client_ssl_context(self.settings, up.tls) if up.tls else None
         link = UpstreamLink(up, ssl_context=ctx, on_message=self.router.on_upstream_message,
                             on_lost=self.router.on_lost, on_state=self._upstream_state,
-                            on_frame=lambda d: m.frame("upstream", d))
+                            on_frame=lambda d: m.frame("upstream", d),
+                            on_failure=lambda lk, endpoint, reason: m.upstream_failures.labels(lk.name, endpoint,
+                                                                                              reason).inc())
         self.router.add_link(link)
         for label in ("primary", "secondary")[: len(up.endpoints)]:
             m.upstream_up.labels(up.name, label).set(0)
+            for reason in FAILURE_REASONS:
+                m.upstream_failures.labels(up.name, label, reason)
         m.upstream_in_flight.labels(up.name).set(0)
         return link
+
+    def output_limit(self) -> int:
+        """The largest output payload every station can take: a station may connect through any
+        listener, so the smallest ``max_frame`` counts (PROTOCOL.md §5 "Outputs in parts")."""
+        frames = [lc.max_frame for lc in self.settings.config.listener] or [framing.DEFAULT_MAX_FRAME]
+        return max_payload(min(frames))
 
     def in_flight(self) -> int:
         """Work accepted and not finished: messages awaiting their commit, requests awaiting their
@@ -788,14 +807,16 @@ class Switch:
             forwarded = f"{inp.header}.*{oif}.#{taf}.AM.{body.ori}.{','.join(remote)}{control}.TXT {body.text}"
             entries.append(Entry(kind=Kind.FORWARDED, direction="out", peer=link.name, mnemonic=inp.mnemonic,
                                  text=forwarded, **common))
-        # Each local destination gets the message with the sender in place of the destination list.
-        payload_for = {m: f"{m}.AM.{body.ori}.{inp.mnemonic}.TXT {body.text}".encode("ascii", "replace") for _e, m in local}
-        outputs = []
+        # Each local destination gets the message with the sender in place of the destination list
+        # (in parts if longer than a station can take).
+        outputs: list[Output] = []
+        at: list[int] = []
         for endpoint, m in local:
-            osn = self.delivery.next_osn(endpoint)
-            outputs.append(Output(endpoint, osn, m, payload_for[m], txn=txn, created=self.clock()))
-            entries.append(Entry(kind=Kind.RECEIVED, direction="in", peer=inp.mnemonic, mnemonic=m, osn=osn,
-                                 text=payload_for[m].decode(), **{k: v for k, v in common.items()}))
+            payload = f"{m}.AM.{body.ori}.{inp.mnemonic}.TXT {body.text}".encode("ascii", "replace")
+            outs, ents, pos = router._prepare([(endpoint, m)], payload, inp.mnemonic, dict(common), None, None)
+            outputs += outs
+            at += [len(entries) + i for i in pos]
+            entries += ents
         pending = None
         if remote:
             pending = Pending(txn=txn, header=inp.header, mnemonic=inp.mnemonic, endpoint=sess._endpoint_for(inp.mnemonic),
@@ -803,9 +824,7 @@ class Switch:
                               expects_answer=False)
 
         def after(seqs: list[int]) -> None:
-            for o, seq in zip(outputs, seqs[-len(outputs):] if outputs else []):
-                o.seq = seq
-                self.delivery.deliver(o)
+            router.deliver_committed(outputs, at, seqs)
             if pending is not None:
                 # Nothing comes back for an AM: the upstream's A is its answer, a lost link E302.
                 router.dispatch(pending, forwarded.encode("ascii", "replace"))

@@ -99,3 +99,22 @@ def answer(seed: int, inp: Input) -> str | None:
     if mke == "YR":
         return None
     return f"{mke}.{ori}.ACKNOWLEDGED"
+
+
+_CHARGES = ("PC 459 BURGLARY", "VC 23152 DUI", "PC 211 ROBBERY", "HS 11350 POSSESSION", "PC 245 ASSAULT W/DW",
+            "PC 487 GRAND THEFT", "VC 10851 VEHICLE THEFT", "PC 273.5 DOMESTIC VIOLENCE")
+
+
+def lengthen(text: str, size: int) -> str:
+    """``text`` with arrest-cycle lines appended (CR LF before each) until it is at least
+    ``size`` characters: a long criminal-history answer, deterministic for a given text."""
+    lines = [text]
+    n = len(text)
+    i = 0
+    while n < size:
+        line = (f"\r\nARR/{2000 + i % 25}{1 + i % 12:02d}{1 + i % 28:02d} AGY/CA{i % 58:02d}00{i % 100:03d} "
+                f"CHG/{_CHARGES[i % len(_CHARGES)]} DISPO/{'CONVICTED' if i % 3 else 'DISMISSED'} CYC/{i + 1}")
+        lines.append(line)
+        n += len(line)
+        i += 1
+    return "".join(lines)

@@ -8,6 +8,20 @@ the control client gets back ``A``, ``N <code> <reason>``, or ``NOCONN`` once th
 answered). ``--log`` records every message received, one per line, as received (CR and LF
 inside a message are written as ``\\r`` and ``\\n``).
 
+A response the switch refuses with a transient code (``E501`` journal unavailable, ``E307``
+queue full) is sent again after ``--resend-s`` seconds, up to ``--resend-max`` times, as an
+upstream switching centre retries a delivery (0 turns that off).
+
+Faults it can play, from the command line or as control-port commands (a line starting with
+``/``; answered ``OK`` or ``ERR <why>``):
+
+* ``--half-dead`` / ``/half-dead on|off``: a host that accepts TCP connections and reads, but
+  never answers anything — no ``A``/``N``, no ``H``, no response — and never closes.
+* ``/hold on|off``: acknowledge requests but keep their responses until ``/hold off``.
+* ``/resend SECONDS``: change ``--resend-s`` (0: never send a refused response again).
+* ``/answer-size BYTES``: lengthen every response to at least BYTES with record lines (a long
+  criminal history: one arrest cycle per CR LF line), 0 for the natural length.
+
 It shares only the wire format with the switch (``msc.protocol``).
 """
 
@@ -25,7 +39,7 @@ from msc.protocol import framing
 from msc.protocol.codes import FramingError, ProtocolError, Reject
 from msc.protocol.framing import Framer
 from msc.protocol.message import format_upstream, parse_input
-from msc.stubs.responses import ROLE_KEYS, answer
+from msc.stubs.responses import ROLE_KEYS, answer, lengthen
 
 HEARTBEAT_S = 30.0
 
@@ -43,6 +57,13 @@ class StubConfig:
     heartbeat_s: float = HEARTBEAT_S
     tls_cert: str | None = None  # serve TLS (as a state switching centre would)
     tls_key: str | None = None
+    half_dead: bool = False  # accept and read, never answer (see the module doc)
+    resend_s: float = 2.0  # send a response refused E501/E307 again after this long (0: never)
+    resend_max: int = 5
+
+
+#: Refusals of a response that an upstream retries (PROTOCOL.md §6: journal unavailable, queue full).
+TRANSIENT = frozenset(("E501", "E307"))
 
 
 @dataclass
@@ -51,6 +72,8 @@ class Stats:
     answered: int = 0
     failed: int = 0
     unsolicited: int = 0
+    resent: int = 0  # responses sent again after a transient refusal
+    refused: int = 0  # responses the switch refused (N)
     started: float = field(default_factory=time.time)
 
 
@@ -61,6 +84,7 @@ class _Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.xid = 0
         self.waiting: dict[int, asyncio.Future] = {}
+        self.responses: dict[int, tuple[bytes, int]] = {}  # xid -> (response, times sent again)
         self.hb_probe: int | None = None
         self.last_rx = self.last_tx = time.monotonic()
 
@@ -82,6 +106,8 @@ class _Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
+        if self.stub.half_dead:
+            return  # read, never answer
         try:
             frames = self.framer.feed(data)
         except FramingError as exc:
@@ -102,11 +128,20 @@ class _Conn(asyncio.Protocol):
                 fut = self.waiting.pop(f.xid, None)
                 if fut is not None and not fut.done():
                     fut.set_result("A" if f.type == framing.ACK else "N " + f.payload.decode("ascii", "replace"))
+                sent = self.responses.pop(f.xid, None)
+                if sent is not None and f.type == framing.NAK:
+                    self.stub._refused(self, sent, f.payload)
         if out:
             self.write(b"".join(out))
         if self.framer.failed is not None:
             self.write(framing.nak(0, Reject.E101.code, self.framer.failed.detail))
             self.transport.close()
+
+    def respond(self, response: bytes, attempts: int = 0) -> None:
+        """Send one response and remember it until the switch answers A or N."""
+        self.xid = (self.xid % framing.MAX_XID) + 1
+        self.responses[self.xid] = (response, attempts)
+        self.write(framing.message(self.xid, response))
 
     def push(self, text: bytes) -> asyncio.Future:
         self.xid = (self.xid % framing.MAX_XID) + 1
@@ -128,6 +163,10 @@ class Stub:
         self._log: IO[str] | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: list[asyncio.Task] = []
+        self.half_dead = cfg.half_dead
+        self.hold = False
+        self.held: list[tuple[_Conn, bytes]] = []
+        self.answer_size = 0
 
     async def start(self) -> None:
         if self.cfg.log_path:
@@ -190,16 +229,62 @@ class Stub:
         if text is None:
             return
         self.stats.answered += 1
+        if len(text) < self.answer_size:
+            text = lengthen(text, self.answer_size)
         response = format_upstream(inp.header, text)
-        if self.cfg.latency_ms > 0:
+        if self.hold:
+            self.held.append((conn, response))
+        elif self.cfg.latency_ms > 0:
             asyncio.get_running_loop().call_later(self.cfg.latency_ms / 1000, self._respond, conn, response)
         else:
             conn.xid = (conn.xid % framing.MAX_XID) + 1
+            conn.responses[conn.xid] = (response, 0)
             out.append(framing.message(conn.xid, response))
 
-    def _respond(self, conn: _Conn, response: bytes) -> None:
-        conn.xid = (conn.xid % framing.MAX_XID) + 1
-        conn.write(framing.message(conn.xid, response))
+    def _respond(self, conn: _Conn, response: bytes, attempts: int = 0) -> None:
+        if conn.transport is None or conn.transport.is_closing() or self.half_dead:
+            return
+        conn.respond(response, attempts)
+
+    def _refused(self, conn: _Conn, sent: tuple[bytes, int], payload: bytes) -> None:
+        """The switch answered a response N: send it again later if the refusal is transient."""
+        self.stats.refused += 1
+        response, attempts = sent
+        code = payload[:4].decode("ascii", "replace")
+        if code in TRANSIENT and self.cfg.resend_s > 0 and attempts < self.cfg.resend_max:
+            self.stats.resent += 1
+            asyncio.get_running_loop().call_later(self.cfg.resend_s, self._respond, conn, response, attempts + 1)
+
+    def command(self, line: str) -> str:
+        """A control-port command (without its leading ``/``): ``half-dead on|off``,
+        ``hold on|off``, ``resend SECONDS``. Returns ``OK`` or ``ERR <why>``."""
+        words = line.split()
+        if len(words) == 2 and words[0] in ("half-dead", "hold") and words[1] in ("on", "off"):
+            on = words[1] == "on"
+            if words[0] == "half-dead":
+                self.half_dead = on
+            else:
+                self.hold = on
+                if not on:
+                    held, self.held = self.held, []
+                    for conn, response in held:
+                        self._respond(conn, response)
+            return "OK"
+        if len(words) == 2 and words[0] == "answer-size":
+            if not words[1].isdigit() or int(words[1]) > 16 * 1024 * 1024:
+                return "ERR BYTES MUST BE 0 TO 16777216"
+            self.answer_size = int(words[1])
+            return "OK"
+        if len(words) == 2 and words[0] == "resend":
+            try:
+                seconds = float(words[1])
+            except ValueError:
+                return "ERR SECONDS MUST BE A NUMBER"
+            if not seconds >= 0:
+                return "ERR SECONDS MUST BE >= 0"
+            self.cfg.resend_s = seconds
+            return "OK"
+        return "ERR UNKNOWN COMMAND (half-dead on|off, hold on|off, resend SECONDS, answer-size BYTES)"
 
     # -- unsolicited traffic ---------------------------------------------------------------
 
@@ -221,6 +306,10 @@ class Stub:
                 text = line.decode("ascii", "replace").rstrip("\r\n")
                 if not text:
                     continue
+                if text.startswith("/"):
+                    writer.write((self.command(text[1:]) + "\n").encode())
+                    await writer.drain()
+                    continue
                 result = await self.push(control_unescape(text))
                 writer.write((result + "\n").encode())
                 await writer.drain()
@@ -234,6 +323,8 @@ class Stub:
         while True:
             await asyncio.sleep(min(1.0, hb / 3))
             now = time.monotonic()
+            if self.half_dead:
+                continue  # sends nothing, closes nothing
             for c in list(self.conns):
                 if now - c.last_rx > 3 * hb and c.transport:
                     c.transport.abort()
