@@ -95,6 +95,58 @@ mke = ["DQ", "RQ", "KQ"]
 upstream = "clets"
 category = "dmv"
 
+# Message-key edits (CONFIG.md "Edits"): what a message must carry before it leaves. A person
+# by name with DOB or with sex and race, or by a numeric identifier; a vehicle by LIC, VIN or
+# NIC; criminal history with PUR/ and ATN/ (PPP §1.7.1 A). Field formats (DOB a real CCYYMMDD
+# date, SEX, RAC, LIC/LIS, VIN …) apply to every key. These are msc's built-in edits written
+# out; a routed key without an [[edit]] gets the same built-in rule.
+[edits]
+builtin = true
+purpose_codes = ["A", "C", "D", "F", "H", "I", "J", "S", "V", "X"]   # FBI III purpose codes
+
+[[edit]]
+mke = ["QW"]                           # wanted person
+one_of = [["NAM", "DOB"], ["NAM", "SEX", "RAC"], ["FBI"], ["SID"], ["SOC"], ["OLN"], ["MNU"], ["NIC"]]
+
+[[edit]]
+mke = ["QV"]                           # vehicle
+one_of = [["LIC"], ["VIN"], ["NIC"]]
+
+[[edit]]
+mke = ["EW"]                           # enter wanted person
+required = ["NAM", "SEX", "RAC", "OCA"]
+one_of = [["DOB"], ["SOC"], ["FBI"], ["OLN"], ["MNU"], ["SID"]]
+
+[[edit]]
+mke = ["MW", "XW", "CW"]               # modify, cancel, clear: identify the record
+one_of = [["NIC"], ["NAM", "OCA"], ["OCA"]]
+
+[[edit]]
+mke = ["YQ", "YR"]                     # hit confirmation request / response
+one_of = [["NIC"], ["OCA"], ["NAM"], ["LIC"], ["VIN"]]
+
+[[edit]]
+mke = ["QH"]                           # III name search
+required = ["PUR", "ATN"]
+one_of = [["NAM", "DOB"], ["NAM", "SEX", "RAC"], ["FBI"], ["SID"], ["SOC"], ["OLN"], ["MNU"], ["NIC"]]
+
+[[edit]]
+mke = ["QR"]                           # III record request
+required = ["PUR", "ATN"]
+one_of = [["FBI"], ["SID"], ["CII"]]
+
+[[edit]]
+mke = ["DQ"]                           # driver licence
+one_of = [["OLN"], ["NAM", "DOB"]]
+
+[[edit]]
+mke = ["RQ"]                           # registration
+one_of = [["LIC"], ["VIN"]]
+
+[[edit]]
+mke = ["KQ"]                           # driver and vehicle
+one_of = [["OLN"], ["NAM", "DOB"], ["LIC"], ["VIN"]]
+
 [[agency]]
 ori = "CA0130000"
 name = "Imperial County Sheriff's Office"

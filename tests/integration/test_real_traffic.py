@@ -137,3 +137,38 @@ async def test_upstream_answer_with_any_byte_is_delivered_never_no_response(harn
         assert wire_text(answer.encode("latin-1")) == answer
     assert not [r for r in journal(harness, Query(mnemonic="ICS1")) if r.mke == "MSC"]
     assert not [r for r in journal(harness, Query(kind="REJECTED")) if r.peer == "clets"]
+
+
+# Item 6: (text, what the one E108 must name) — each refused before anything leaves.
+EDIT_REFUSALS = [
+    ("QW.CA0130000", ["IDENTIFIERS MISSING: NEEDS NAM/+DOB/ OR NAM/+SEX/+RAC/"]),
+    ("QW.CA0130000.NAM/SMITH, JOHN.DOB/19801345", ["DOB/19801345 IS NOT A DATE CCYYMMDD"]),
+    ("QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101.NAM/DOE, JANE", ["NAM/ REPEATED 2 TIMES"]),
+    ("QH.CA0130000.NAM/SMITH, JOHN.DOB/19800101.PUR/Z.ATN/DET HOLMES", ["PUR/Z IS NOT A PERMITTED PURPOSE CODE"]),
+    ("QH.CA0130000.NAM/SMITH, JOHN", ["PUR/ REQUIRED", "ATN/ REQUIRED", "IDENTIFIERS MISSING"]),
+    ("QV.CA0130000.LIS/CA.LIC/7-ABC", ["IDENTIFIERS MISSING", "LIC/7-ABC IS NOT"]),
+    ("DQ.CA0130000.AZ,NV,TX,NM,OR,UT.TXTNAM/DOE, JOHN.SEX/M", ["6 DESTINATIONS, AT MOST 5", "IDENTIFIERS MISSING"]),
+    ("RQ.CA0130000.AZ.TXT\r\nLIY/2025", ["IDENTIFIERS MISSING: NEEDS LIC/ OR VIN/"]),
+]
+
+
+async def test_edits_refuse_with_every_problem_and_forward_nothing(harness):
+    await harness.start_stub()
+    await harness.start_switch()
+    await harness.wait_upstream()
+    c = await harness.operator("ICS1", "TS0001")
+    for text, named in EDIT_REFUSALS:
+        reply = await c.send(f"ICS1E.{text}")
+        assert reply.code == "E108", (text, reply.text)
+        reason = reply.text.split(" ", 1)[1]
+        assert len(reason.split("; ")) == len(named), reason
+        for phrase in named:
+            assert phrase in reason, (phrase, reason)
+    # a prohibited purpose code is E209 (PPP §1.6.1 D), not an edit problem
+    assert (await c.send("ICS1P.QH.CA0130000.NAM/SMITH, JOHN.DOB/19800101.PUR/E.ATN/HR")).code == "E209"
+    # and a good one after all that passes
+    assert (await c.send("ICS1G.QH.CA0130000.NAM/SMITH, JOHN.DOB/19800101.PUR/C.ATN/DET HOLMES")).type == "A"
+    log = await eventually(lambda: stub_log(harness))
+    assert log == ["ICS1G.*TS0001.#7F000001.QH.CA0130000.NAM/SMITH, JOHN.DOB/19800101.PUR/C.ATN/DET HOLMES"]
+    refused = journal(harness, Query(kind="REJECTED", mnemonic="ICS1"))
+    assert sorted(r.code for r in refused) == ["E108"] * len(EDIT_REFUSALS) + ["E209"]

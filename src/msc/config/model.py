@@ -161,6 +161,30 @@ class ForwardSection(_Table, kw_only=True):
     timezone: str = "UTC"
 
 
+#: The FBI III purpose codes (msc.protocol.edits.III_PURPOSE_CODES; a unit test keeps them equal).
+III_PURPOSE_CODES = ("A", "C", "D", "F", "H", "I", "J", "S", "V", "X")
+
+
+class EditsSection(_Table, kw_only=True):
+    """``[edits]``: defaults of the message-key edits (CONFIG.md "Edits")."""
+
+    builtin: bool = True  # msc's built-in rule for a routed key without an [[edit]]
+    purpose_codes: tuple[str, ...] = III_PURPOSE_CODES  # what PUR/ may carry
+    formats: dict[str, str] = {}  # tag -> format name, added to / overriding the built-in ones
+
+
+class EditSection(_Table, kw_only=True):
+    """``[[edit]]``: the edits of one or more message keys."""
+
+    mke: tuple[str, ...]
+    required: tuple[str, ...] = ()
+    one_of: tuple[tuple[str, ...], ...] = ()
+    repeatable: tuple[str, ...] | None = None
+    purpose_codes: tuple[str, ...] | None = None
+    formats: dict[str, str] = {}
+    max_destinations: int = 5
+
+
 class Config(_Table, kw_only=True):
     """The whole of ``msc.toml``."""
 
@@ -175,6 +199,8 @@ class Config(_Table, kw_only=True):
     pool: tuple[PoolSection, ...] = ()
     group: tuple[GroupSection, ...] = ()
     forward: tuple[ForwardSection, ...] = ()
+    edits: EditsSection = EditsSection()
+    edit: tuple[EditSection, ...] = ()
 
 
 class UserEntry(_Table, kw_only=True):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from msc.config.load import ConfigIssue, locate
 from msc.config.model import BUILTIN_CATEGORIES
+from msc.protocol import edits as ed
 from msc.protocol import grammar as g
 from msc.protocol.message import SPECIAL_KEYS
 
@@ -184,6 +185,8 @@ def validate(settings: Settings) -> list[ConfigIssue]:
                 if key not in r.mke:
                     c.add(f"{p}.entry[{k}]", f"{key} is not one of this route's keys")
 
+    _check_edits(c, cfg, seen_keys)
+
     if sw.admin_upstream is not None and sw.admin_upstream not in upstreams:
         c.add("switch.admin_upstream", f"no [[upstream]] named {sw.admin_upstream!r}")
 
@@ -315,6 +318,39 @@ def validate(settings: Settings) -> list[ConfigIssue]:
         if g.USER_ID_RE.match(r.id) is None:
             c.add(f"removed[{i}].id", f"{r.id!r} is not a user ID", users=True)
     return c.issues
+
+
+def _check_edits(c: _Checker, cfg, routed: dict[str, int]) -> None:
+    """``[edits]`` and ``[[edit]]`` (CONFIG.md "Edits"): known tags and formats, purpose codes,
+    each key routed and edited once, no rule that nothing could pass."""
+    e = cfg.edits
+    prohibited = frozenset(cfg.switch.prohibited_purposes)
+    for k, code in enumerate(e.purpose_codes):
+        if re.fullmatch("[A-Z]", code) is None:
+            c.add(f"edits.purpose_codes[{k}]", f"{code!r} is not a purpose code (one letter)")
+    for tag, fmt in e.formats.items():
+        if g.TAG_RE.match(tag) is None:
+            c.add("edits.formats", f"{tag!r} is not a tag (3 letters A-Z)")
+        if fmt not in ed.FORMATS:
+            c.add("edits.formats", f"unknown format {fmt!r} for {tag} (known: {', '.join(sorted(ed.FORMATS))})")
+    edited: dict[str, int] = {}
+    for i, sec in enumerate(cfg.edit):
+        p = f"edit[{i}]"
+        if not sec.mke:
+            c.add(f"{p}.mke", "must list at least one message key")
+        for k, key in enumerate(sec.mke):
+            if key not in routed:
+                c.add(f"{p}.mke[{k}]", f"{key} is not routed by any [[route]]: an edit for it never applies")
+            if key in edited:
+                c.add(f"{p}.mke[{k}]", f"{key} already has its edits in edit[{edited[key]}]")
+            edited.setdefault(key, i)
+        cori = any(cfg.route[routed[key]].category == "cori" for key in sec.mke if key in routed)
+        rule = ed.from_section(sec, sec.mke[0] if sec.mke else "", purpose_codes=tuple(e.purpose_codes),
+                               formats={})
+        for name, message in ed.check(rule, prohibited_purposes=prohibited, cori=cori):
+            c.add(f"{p}.{name}", message)
+        if len(set(sec.required)) != len(sec.required):
+            c.add(f"{p}.required", "a tag is listed twice")
 
 
 def _check_tz(c: _Checker, path: str, name: str) -> None:

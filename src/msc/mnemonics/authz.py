@@ -9,7 +9,9 @@ E204   the station (or pool) is not authorized for the route's category, or for 
 E205   the user's role may not operate a terminal, or an ``ltfa`` user sends an entry
 E206   the message's ORI, or the user's agency, is not one the station serves
 E207   the operator's certification has expired (PPP §1.8.2 A 2, biennial)
-E108   a ``cori`` message lacks ``PUR/`` or ``ATN/`` (PPP §1.7.1 A)
+E108   the message-key edits (``msc.protocol.edits``): every problem in one reject — missing
+       identifiers, field formats, repeated tags, purpose codes not permitted; and, whatever
+       the edit table says, a ``cori`` message without ``PUR/`` or ``ATN/`` (PPP §1.7.1 A)
 E209   the purpose code is prohibited (PPP §1.6.1 D: licensing, certification, employment)
 E208   the operator inquires into their own record — ``NAM`` and ``DOB`` match (PPP §1.6.4 B)
 =====  =================================================================================
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 
 from msc.mnemonics.directory import Route, User
 from msc.protocol.codes import Reject
+from msc.protocol.edits import KeyEdit, evaluate, reject_detail
 from msc.protocol.message import PURPOSE_TAG, REQUESTER_TAG, AdminText, Transaction
 
 OPERATOR_ROLES = frozenset(("full", "ltfa"))  # CONFIG.md roles table: who may log on to a terminal
@@ -91,8 +94,10 @@ def decide(
     body: Transaction | AdminText,
     prohibited_purposes: frozenset[str],
     today: dt.date,
+    edit: KeyEdit | None = None,
 ) -> Denied | None:
-    """Apply the matrix to one message. ``route`` is None for ``AM`` (category ``admin``)."""
+    """Apply the matrix to one message. ``route`` is None for ``AM`` (category ``admin``);
+    ``edit`` is the key's message-key edit (None: no edits, as for ``AM``)."""
     category = route.category if route is not None else ADMIN
     if category not in authorizations:
         return Denied(Reject.E204, f"MNEMONIC NOT AUTHORIZED FOR {category.upper()}")
@@ -107,6 +112,10 @@ def decide(
     if body.ori not in serves:
         return Denied(Reject.E206, f"ORI {body.ori} NOT AUTHORIZED ON THIS STATION")
     if isinstance(body, Transaction):
+        if edit is not None:
+            problems = evaluate(edit, body.fields, body.destinations, prohibited_purposes=prohibited_purposes)
+            if problems:
+                return Denied(Reject.E108, reject_detail(problems))
         if category == CORI:
             purpose = body.get(PURPOSE_TAG)
             if not purpose:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from msc.config.load import Settings
 from msc.config.validate import entry_keys
+from msc.protocol import edits
+from msc.protocol.edits import KeyEdit
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -156,6 +158,10 @@ class Directory:
             for u in settings.users.user
         }
         self.prohibited_purposes = frozenset(cfg.switch.prohibited_purposes)
+        # Message-key edits of every routed key (CONFIG.md "Edits", msc.protocol.edits).
+        self.edits: dict[str, KeyEdit] = edits.table(
+            list(self.routes), cfg.edit, use_builtin=cfg.edits.builtin,
+            purpose_codes=tuple(cfg.edits.purpose_codes), formats=dict(cfg.edits.formats))
 
     # -- lookups --------------------------------------------------------------------------
 

@@ -367,7 +367,7 @@ class Session(asyncio.Protocol):
         auths, serves = self._serving()
         denied = authz.decide(user=user, authorizations=auths, serves=serves, route=route, body=body,
                               prohibited_purposes=self.switch.directory.prohibited_purposes,
-                              today=self.switch.today())
+                              today=self.switch.today(), edit=self.switch.directory.edits.get(route.mke))
         if denied is not None:
             if denied.reject is Reject.E208:
                 self.metrics.self_inquiry.inc()
