@@ -168,7 +168,7 @@ async def soak(args) -> dict:
             t0 = time.time()
             try:
                 ok = await asyncio.wait_for(
-                    t.transact(f"{benchconfig.mnemonic(args.terminals)}P{k % 100000:05d}", f"QW.CA0130000.NAM/PROBE {k}", 1.0), 1.0)
+                    t.transact(f"{benchconfig.mnemonic(args.terminals)}P{k % 100000:05d}", f"QW.CA0130000.NAM/PROBE {k}.DOB/19800101", 1.0), 1.0)
             except asyncio.TimeoutError:
                 ok = False
             probes.append((t0, time.time(), ok))

@@ -233,9 +233,9 @@ async def impersonation_and_spoofing(port: int) -> None:
     await c.banner()
     # TS0002 is locked by the brute force above; use the practitioner-free path: an ltfa operator.
     assert (await c.logon("ICS2", "LT0001", PASSWORD)).type == "A"
-    assert (await c.send("ICS1.QW.CA0130000.NAM/X")).code == "E210"  # another station's mnemonic
-    assert (await c.send("ICS2.*TS0001.QW.CA0130000.NAM/X")).code == "E104"  # OIF spoofing
-    assert (await c.send("ICS2.#0A0A0A0A.QW.CA0130000.NAM/X")).code == "E105"  # TAF spoofing
+    assert (await c.send("ICS1.QW.CA0130000.NAM/X.DOB/19800101")).code == "E210"  # another station's mnemonic
+    assert (await c.send("ICS2.*TS0001.QW.CA0130000.NAM/X.DOB/19800101")).code == "E104"  # OIF spoofing
+    assert (await c.send("ICS2.#0A0A0A0A.QW.CA0130000.NAM/X.DOB/19800101")).code == "E105"  # TAF spoofing
     c.close()
 
 

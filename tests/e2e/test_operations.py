@@ -54,7 +54,7 @@ def terminal(port, *sends, expect=0, user="TS0001", header="ICS1"):
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (make test installs Debian's prometheus)")
 def test_metrics_after_traffic_pass_promtool_and_match_the_traffic(tmp_path, procs):
     cfg, port, mport, _ = start(tmp_path, procs)
-    r = terminal(port, *[f"ICS1Q{i}.QW.CA0130000.NAM/SMITH, JOHN{i}" for i in range(7)], "QV.CA0130000.LIC/ABC1",
+    r = terminal(port, *[f"ICS1Q{i}.QW.CA0130000.NAM/SMITH, JOHN{i}.DOB/19800101" for i in range(7)], "QV.CA0130000.LIC/ABC1",
                  "ZZ.CA0130000.NAM/X", "QH.CA0130000.NAM/X", expect=8)
     assert r.returncode == 0, r.stdout + r.stderr
     r = run("terminal", "--connect", f"127.0.0.1:{port}", "--header", "ICS1", "--user", "TS0001", "--password-stdin",
@@ -122,7 +122,7 @@ def test_sigterm_drains_in_flight_work(tmp_path, procs):
     serve = start_serve(procs, tmp_path, cfg)
     t = subprocess.Popen([*__import__("tests.e2e.conftest", fromlist=["MSC"]).MSC, "terminal", "--connect",
                           f"127.0.0.1:{port}", "--header", "ICS1", "--user", "TS0001", "--password-stdin", "--send",
-                          "ICS1D.QW.CA0130000.NAM/DRAIN, ME", "--expect", "1", "--timeout", "20"],
+                          "ICS1D.QW.CA0130000.NAM/DRAIN, ME.DOB/19800101", "--expect", "1", "--timeout", "20"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     t.stdin.write(PASSWORD + "\n")
     t.stdin.close()
@@ -138,8 +138,8 @@ def test_sigterm_drains_in_flight_work(tmp_path, procs):
 
 def test_reports_mnemonics_users_misuse(tmp_path, procs):
     cfg, port, mport, serve = start(tmp_path, procs)
-    r = terminal(port, "QW.CA0130000.NAM/TEST, TERRY.DOB/19700101", "QH.CA0130000.NAM/X.PUR/E.ATN/A",
-                 "QW.CA0130000.NAM/OTHER, ONE")
+    r = terminal(port, "QW.CA0130000.NAM/TEST, TERRY.DOB/19700101", "QH.CA0130000.NAM/X.DOB/19800101.PUR/E.ATN/A",
+                 "QW.CA0130000.NAM/OTHER, ONE.DOB/19800101")
     assert r.returncode == 0
     run("terminal", "--connect", f"127.0.0.1:{port}", "--header", "ICS2", "--user", "TS0002", "--password-stdin",
         input="nope\n")

@@ -88,7 +88,7 @@ async def test_idle_logoff_and_session_maximum(harness):
     c = await harness.operator("ICS1", "TS0001")
     f = await asyncio.wait_for(c.sys.get(), 5)
     assert f.text == "SYS.LOGOFF.IDLE"
-    assert (await c.send("ICS1.QW.CA0130000.NAM/X")).code == "E201"
+    assert (await c.send("ICS1.QW.CA0130000.NAM/X.DOB/19800101")).code == "E201"
     assert (await c.logon("ICS1", "TS0001", PASSWORD)).type == "A"
     await harness.switch.journal.flush()
     assert any(r.text == "LOGOFF IDLE" for r in journal(harness, kind="SESSION"))
@@ -110,7 +110,7 @@ async def test_disabling_a_user_logs_them_off_within_a_second(harness):
     assert rc == 0, err
     f = await asyncio.wait_for(c.sys.get(), 5)
     assert f.text == "SYS.LOGOFF.USER DISABLED"
-    assert (await c.send("ICS1.QW.CA0130000.NAM/X")).code == "E201"
+    assert (await c.send("ICS1.QW.CA0130000.NAM/X.DOB/19800101")).code == "E201"
     assert (await c.logon("ICS1", "TS0001", PASSWORD)).code == "E203"
     assert other.sys.empty()  # other sessions are untouched
     assert (await other.send("ICS2.LOGOFF")).type == "A"
@@ -148,14 +148,14 @@ async def test_pooled_sessions_get_their_own_mnemonics_and_give_them_back(harnes
     assert (await c.logon("ECMDT", "TS0002", PASSWORD)).code == "E206"  # not an agency the pool serves
     assert (await c.logon("ECMDT", "EC0001", PASSWORD)).code == "E305"  # pool exhausted
     # The ACP inserts OIF and TAF; the client sends neither.
-    assert (await a.send(f"{mne_a}A1.QW.CA0130100.NAM/ONE, A")).type == "A"
+    assert (await a.send(f"{mne_a}A1.QW.CA0130100.NAM/ONE, A.DOB/19800101")).type == "A"
     assert (await b.send(f"{mne_b}B1.RQ.CA0130100.LIC/TWO")).type == "A"
     await a.output()
     await b.output()
     log = await eventually(lambda: len(harness.stub_log()) == 2 and harness.stub_log())
-    assert f"{mne_a}A1.*EC0001.#7F000001.QW.CA0130100.NAM/ONE, A" in log
+    assert f"{mne_a}A1.*EC0001.#7F000001.QW.CA0130100.NAM/ONE, A.DOB/19800101" in log
     assert f"{mne_b}B1.*EC0002.#7F000001.RQ.CA0130100.LIC/TWO" in log
-    assert (await a.send(f"{mne_b}.QW.CA0130100.NAM/X")).code == "E210"  # the other session's mnemonic
+    assert (await a.send(f"{mne_b}.QW.CA0130100.NAM/X.DOB/19800101")).code == "E210"  # the other session's mnemonic
     # Logoff returns the mnemonic; the next logon gets it again.
     assert (await a.send(f"{mne_a}.LOGOFF")).type == "A"
     assert sw.metrics.pool_free.labels("ECMDT")._value.get() == 1
@@ -208,14 +208,14 @@ async def test_authorization_codes_end_to_end(harness):
     sw = await harness.start_switch()
     await harness.wait_upstream()
     ics2 = await harness.operator("ICS2", "TS0002")  # ICS2: cjis, dmv, admin — no cori, no entry
-    assert (await ics2.send("ICS2.QH.CA0130000.NAM/X.PUR/C.ATN/A")).code == "E204"
+    assert (await ics2.send("ICS2.QH.CA0130000.NAM/X.DOB/19800101.PUR/C.ATN/A")).code == "E204"
     assert (await ics2.send("ICS2.EW.CA0130000.NAM/X")).code == "E204"
     ltfa = await harness.operator("ICS1", "LT0001")
     assert (await ltfa.send("ICS1.EW.CA0130000.NAM/X")).code == "E205"
-    assert (await ltfa.send("ICS1.QW.CA0130000.NAM/X")).type == "A"
-    assert (await ltfa.send("ICS1.QW.CA0130100.NAM/X")).code == "E206"
-    assert (await ltfa.send("ICS1.QH.CA0130000.NAM/X.PUR/C")).code == "E108"  # ATN/ missing
-    assert (await ltfa.send("ICS1.QH.CA0130000.NAM/X.PUR/E.ATN/A")).code == "E209"
+    assert (await ltfa.send("ICS1.QW.CA0130000.NAM/X.DOB/19800101")).type == "A"
+    assert (await ltfa.send("ICS1.QW.CA0130100.NAM/X.DOB/19800101")).code == "E206"
+    assert (await ltfa.send("ICS1.QH.CA0130000.NAM/X.DOB/19800101.PUR/C")).code == "E108"  # ATN/ missing
+    assert (await ltfa.send("ICS1.QH.CA0130000.NAM/X.DOB/19800101.PUR/E.ATN/A")).code == "E209"
     full = await harness.operator("ICS1", "TS0001")  # TEST, TERRY born 1970-01-01
     assert (await full.send("ICS1.QW.CA0130000.NAM/TEST, TERRY.DOB/19700101")).code == "E208"
     assert sw.metrics.self_inquiry._value.get() == 1

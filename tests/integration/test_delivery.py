@@ -57,7 +57,7 @@ async def test_outputs_and_osns_survive_a_restart(harness):
     sw = await harness.start_switch()
     await harness.wait_upstream()
     c = await harness.operator("ICS1", "TS0001")
-    assert (await c.send("ICS1A.QW.CA0130000.NAM/ONE")).type == "A"
+    assert (await c.send("ICS1A.QW.CA0130000.NAM/ONE.DOB/19800101")).type == "A"
     first = await c.output()
     c.close()
     assert await harness.stubs[0].push("ICS1.AM.CA0130000.TXT WAITING 1") == "A"
@@ -187,7 +187,7 @@ async def test_a_full_queue_refuses_new_traffic_with_e307(harness):
     assert (await ics2.logon("ICS2", "TS0002", PASSWORD)).type == "A"
     await ics2.output()
     await ics2.output()
-    assert (await ics2.send("ICS2.QW.CA0130000.NAM/X")).code == "E307"  # no new work until it acks
+    assert (await ics2.send("ICS2.QW.CA0130000.NAM/X.DOB/19800101")).code == "E307"  # no new work until it acks
 
 
 async def test_primary_killed_under_load_no_request_vanishes(harness):
@@ -265,7 +265,8 @@ async def test_a_slow_reader_does_not_delay_the_others(harness):
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     raw.sendall(struct.pack(">IBI", 5, ord("A"), 0))  # acknowledge the banner, then never read again
     for i in range(1, 2001):
-        p = f"ECC2S{i}.*EC0001.#0A000001.QV.CA0130100.LIC/{'Z' * 40}{i}".encode()
+        # (LIC is at most 10 characters under the message-key edits: the bulk rides in VIN/)
+        p = f"ECC2S{i}.*EC0001.#0A000001.QV.CA0130100.LIC/Z{i}.LIS/CA.VIN/{'Z' * 15}{i:05d}".encode()
         raw.sendall(struct.pack(">IBI", len(p) + 5, ord("M"), i) + p)
     await eventually(lambda: sw.delivery.pending() > 50, timeout=10)
     loaded = await p99(fast, "ICS1L")

@@ -29,7 +29,7 @@ async def traffic(harness):
     c = await harness.operator("ICS1", "TS0001")
     assert (await c.send("ICS1A1.QW.CA0130000.NAM/ZEBULON, QUINN.DOB/19800101")).type == "A"
     await c.output()
-    assert (await c.send("ICS1A2.QH.CA0130000.NAM/ZEBULON, QUINN.PUR/C.ATN/DET HOLMES")).type == "A"
+    assert (await c.send("ICS1A2.QH.CA0130000.NAM/ZEBULON, QUINN.DOB/19800101.PUR/C.ATN/DET HOLMES")).type == "A"
     await c.output()
     host = await harness.client()
     assert (await host.send("ECC2X1.*EC0001.#C0A8010A.RQ.CA0130100.LIC/7XYZ999")).type == "A"

@@ -32,9 +32,9 @@ async def test_valid_reload_applies_and_keeps_every_session(harness):
     ics1 = await harness.operator("ICS1", "TS0001")
     ics2 = await harness.operator("ICS2", "TS0002")
     host = await harness.client()
-    assert (await host.send("ECC2.*EC0001.#0A000001.QW.CA0130100.NAM/X")).type == "A"
+    assert (await host.send("ECC2.*EC0001.#0A000001.QW.CA0130100.NAM/X.DOB/19800101")).type == "A"
     await host.output()
-    assert (await ics2.send("ICS2.QH.CA0130000.NAM/X.PUR/C.ATN/A")).code == "E204"
+    assert (await ics2.send("ICS2.QH.CA0130000.NAM/X.DOB/19800101.PUR/C.ATN/A")).code == "E204"
     cfg = harness.tmp / "msc.toml"
     text = cfg.read_text()
     # ICS2 gains criminal history; a new station appears; the route table gains a key.
@@ -47,9 +47,9 @@ async def test_valid_reload_applies_and_keeps_every_session(harness):
     assert await sw.reload()
     assert sw.metrics.config_reload.labels("ok")._value.get() == 1
     # Every session is still there and works; the change applies to the next message.
-    assert (await ics2.send("ICS2.QH.CA0130000.NAM/X.PUR/C.ATN/A")).type == "A"
+    assert (await ics2.send("ICS2.QH.CA0130000.NAM/X.DOB/19800101.PUR/C.ATN/A")).type == "A"
     assert (await ics1.send("ICS1.ZQ.CA0130000.NAM/X")).type == "A"
-    assert (await host.send("ECC3.*EC0002.#0A000001.QW.CA0130100.NAM/Y")).type == "A"
+    assert (await host.send("ECC3.*EC0002.#0A000001.QW.CA0130100.NAM/Y.DOB/19800101")).type == "A"
     c5 = await harness.client()
     assert (await c5.logon("ICS5", "TS0001", PASSWORD)).type == "A"
     assert all(not c.closed.done() for c in (ics1, ics2, host))

@@ -84,7 +84,8 @@ async def test_input_control_bytes_every_one(harness):
     assert (await c.send(b"ICS1I.QV.CA0130000.LIC/7ABC123.LIS/CA\r\n")).type == "A"
     sent = 1
     for byte in EVERY_CONTROL:
-        payload = b"ICS1X%02X.QV.CA0130000.LIC/7ABC123.LIS/CA" % byte + bytes([byte]) + b"VIN/1HGCM82633A004352"
+        # the byte inside free text (MIS/): HT is data there, DEL ignored, CR LF FF end the field
+        payload = b"ICS1X%02X.QV.CA0130000.LIC/7ABC123.MIS/CA" % byte + bytes([byte]) + b"VIN/1HGCM82633A004352"
         reply = await c.send(payload)
         if byte in ALLOWED:
             assert reply.type == "A", (hex(byte), reply.text)
@@ -96,7 +97,7 @@ async def test_input_control_bytes_every_one(harness):
     log = await eventually(lambda: len(stub_log(harness)) == sent and stub_log(harness))
     assert logged("ICS1I.*TS0001.#7F000001.QV.CA0130000.LIC/7ABC123.LIS/CA\r\n") in log
     for byte in ALLOWED:
-        raw = (b"ICS1X%02X.*TS0001.#7F000001.QV.CA0130000.LIC/7ABC123.LIS/CA" % byte + bytes([byte])
+        raw = (b"ICS1X%02X.*TS0001.#7F000001.QV.CA0130000.LIC/7ABC123.MIS/CA" % byte + bytes([byte])
                + b"VIN/1HGCM82633A004352")
         assert logged(raw.decode("ascii")) in log  # the upstream gets the text exactly as sent
     refused = journal(harness, Query(kind="REJECTED", mnemonic="ICS1"))
@@ -146,7 +147,8 @@ EDIT_REFUSALS = [
     ("QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101.NAM/DOE, JANE", ["NAM/ REPEATED 2 TIMES"]),
     ("QH.CA0130000.NAM/SMITH, JOHN.DOB/19800101.PUR/Z.ATN/DET HOLMES", ["PUR/Z IS NOT A PERMITTED PURPOSE CODE"]),
     ("QH.CA0130000.NAM/SMITH, JOHN", ["PUR/ REQUIRED", "ATN/ REQUIRED", "IDENTIFIERS MISSING"]),
-    ("QV.CA0130000.LIS/CA.LIC/7-ABC", ["IDENTIFIERS MISSING", "LIC/7-ABC IS NOT"]),
+    ("QV.CA0130000.LIS/CAL.LIC/7-ABC", ["LIS/CAL IS NOT", "LIC/7-ABC IS NOT"]),
+    ("QV.CA0130000.LIS/CA", ["IDENTIFIERS MISSING: NEEDS LIC/ OR VIN/ OR NIC/"]),
     ("DQ.CA0130000.AZ,NV,TX,NM,OR,UT.TXTNAM/DOE, JOHN.SEX/M", ["6 DESTINATIONS, AT MOST 5", "IDENTIFIERS MISSING"]),
     ("RQ.CA0130000.AZ.TXT\r\nLIY/2025", ["IDENTIFIERS MISSING: NEEDS LIC/ OR VIN/"]),
 ]

@@ -58,12 +58,12 @@ async def test_host_rules(harness):
     await harness.start_switch()
     await harness.wait_upstream()
     c = await harness.client()
-    assert (await c.send("ECC2.*EC0001.QW.CA0130100.NAM/X")).code == "E105"  # TAF missing
-    assert (await c.send("ECC2.#C0A8010A.QW.CA0130100.NAM/X")).code == "E104"  # OIF missing
-    assert (await c.send("ECC2.*TS0001.#C0A8010A.QW.CA0130100.NAM/X")).code == "E104"  # not a served agency
-    assert (await c.send("ECC2.*NOSUCH.#C0A8010A.QW.CA0130100.NAM/X")).code == "E104"  # not a user
-    assert (await c.send("ICS1.*EC0001.#C0A8010A.QW.CA0130100.NAM/X")).code == "E210"  # not this host's
-    assert (await c.send("ECC2.*EC0001.#C0A8010A.QH.CA0130100.NAM/X.PUR/C.ATN/X")).code == "E204"  # no cori
+    assert (await c.send("ECC2.*EC0001.QW.CA0130100.NAM/X.DOB/19800101")).code == "E105"  # TAF missing
+    assert (await c.send("ECC2.#C0A8010A.QW.CA0130100.NAM/X.DOB/19800101")).code == "E104"  # OIF missing
+    assert (await c.send("ECC2.*TS0001.#C0A8010A.QW.CA0130100.NAM/X.DOB/19800101")).code == "E104"  # not a served agency
+    assert (await c.send("ECC2.*NOSUCH.#C0A8010A.QW.CA0130100.NAM/X.DOB/19800101")).code == "E104"  # not a user
+    assert (await c.send("ICS1.*EC0001.#C0A8010A.QW.CA0130100.NAM/X.DOB/19800101")).code == "E210"  # not this host's
+    assert (await c.send("ECC2.*EC0001.#C0A8010A.QH.CA0130100.NAM/X.DOB/19800101.PUR/C.ATN/X")).code == "E204"  # no cori
     assert harness.stub_log() == []
 
 
@@ -73,14 +73,14 @@ async def test_bad_password_gets_e202_and_unknown_user_the_same(harness):
     c = await harness.client()
     assert (await c.logon("ICS1", "TS0001", "wrong password")).code == "E202"
     assert (await c.logon("ICS1", "NOSUCH", PASSWORD)).code == "E202"
-    assert (await c.send("ICS1.QW.CA0130000.NAM/X")).code == "E201"
+    assert (await c.send("ICS1.QW.CA0130000.NAM/X.DOB/19800101")).code == "E201"
 
 
 async def test_message_before_logon_gets_e201(harness):
     await harness.start_stub()
     await harness.start_switch()
     c = await harness.client()
-    assert (await c.send("ICS1.QW.CA0130000.NAM/SMITH, JOHN")).code == "E201"
+    assert (await c.send("ICS1.QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101")).code == "E201"
     assert harness.stub_log() == []
 
 
@@ -98,7 +98,7 @@ async def test_wrong_mnemonic_gets_e210(harness):
     await harness.start_switch()
     await harness.wait_upstream()
     c = await harness.operator("ICS1")
-    assert (await c.send("ICS2.QW.CA0130000.NAM/X")).code == "E210"
+    assert (await c.send("ICS2.QW.CA0130000.NAM/X.DOB/19800101")).code == "E210"
     # A station whose addresses do not admit this peer cannot be claimed.
     c2 = await harness.client()
     assert (await c2.logon("ICS9", "TS0002", PASSWORD)).code == "E210"
@@ -111,9 +111,9 @@ async def test_oif_taf_spoofing_on_a_terminal(harness):
     await harness.start_switch()
     await harness.wait_upstream()
     c = await harness.operator("ICS1")
-    assert (await c.send("ICS1.*TS0002.QW.CA0130000.NAM/X")).code == "E104"
-    assert (await c.send("ICS1.#0A000001.QW.CA0130000.NAM/X")).code == "E105"
-    assert (await c.send("ICS1.*TS0001.#7F000001.QW.CA0130000.NAM/X")).type == "A"
+    assert (await c.send("ICS1.*TS0002.QW.CA0130000.NAM/X.DOB/19800101")).code == "E104"
+    assert (await c.send("ICS1.#0A000001.QW.CA0130000.NAM/X.DOB/19800101")).code == "E105"
+    assert (await c.send("ICS1.*TS0001.#7F000001.QW.CA0130000.NAM/X.DOB/19800101")).type == "A"
 
 
 async def test_unknown_key_gets_e301(harness):
@@ -127,7 +127,7 @@ async def test_unknown_key_gets_e301(harness):
 async def test_upstream_down_gives_e302(harness):
     await harness.start_switch()  # no stub listening at the configured endpoint
     c = await harness.operator()
-    assert (await c.send("ICS1.QW.CA0130000.NAM/X")).code == "E302"
+    assert (await c.send("ICS1.QW.CA0130000.NAM/X.DOB/19800101")).code == "E302"
 
 
 async def test_upstream_lost_before_ack_gives_msc_e302(harness):
@@ -138,7 +138,7 @@ async def test_upstream_lost_before_ack_gives_msc_e302(harness):
     # Make the stub swallow the next request (no A), then drop the link.
     conn = next(iter(stub.conns))
     conn.data_received = lambda data: None
-    assert (await c.send("ICS1A7.QW.CA0130000.NAM/X")).type == "A"
+    assert (await c.send("ICS1A7.QW.CA0130000.NAM/X.DOB/19800101")).type == "A"
     await eventually(lambda: harness.switch.router.links["clets"].in_flight == 1)
     conn.transport.abort()
     out = await c.output()
@@ -150,7 +150,7 @@ async def test_upstream_nak_and_timeout_reach_the_operator(harness):
     await harness.start_switch(timeout_s=0.5)
     await harness.wait_upstream()
     c = await harness.operator()
-    assert (await c.send("ICS1A1.QW.CA0130000.NAM/X")).type == "A"
+    assert (await c.send("ICS1A1.QW.CA0130000.NAM/X.DOB/19800101")).type == "A"
     out = await c.output()
     assert out.text.startswith("ICS1A1.MSC.E302 ")  # the stub's N, passed on with its code
 
@@ -160,7 +160,7 @@ async def test_upstream_timeout_gives_msc_e303(harness):
     await harness.start_switch(timeout_s=0.3)
     await harness.wait_upstream()
     c = await harness.operator()
-    assert (await c.send("ICS1B2.QW.CA0130000.NAM/X")).type == "A"
+    assert (await c.send("ICS1B2.QW.CA0130000.NAM/X.DOB/19800101")).type == "A"
     out = await c.output()
     assert out.text.startswith("ICS1B2.MSC.E303 ")
 
@@ -175,14 +175,14 @@ async def test_journal_that_cannot_commit_gives_e501_and_nothing_reaches_the_stu
         raise JournalError("injected: disk failure")
 
     monkeypatch.setattr(sw.journal._w, "commit", broken)
-    f = await c.send("ICS1.QW.CA0130000.NAM/SMITH, JOHN")
+    f = await c.send("ICS1.QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101")
     assert f.code == "E501"
     await asyncio.sleep(0.2)
     assert harness.stub_log() == []
     assert not sw.journal.healthy
     monkeypatch.undo()
     # Service resumes when the journal recovers.
-    assert (await c.send("ICS1.QW.CA0130000.NAM/SMITH, JOHN")).type == "A"
+    assert (await c.send("ICS1.QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101")).type == "A"
     assert sw.journal.healthy
 
 
@@ -227,7 +227,7 @@ async def test_printer_binds_and_only_receives(harness):
     c = await harness.client()
     a = await c.send("ECP1.BIND")
     assert a.type == "A" and a.text == "MNE/ECP1"
-    assert (await c.send("ECP1.QW.CA0130100.NAM/X")).code == "E204"
+    assert (await c.send("ECP1.QW.CA0130100.NAM/X.DOB/19800101")).code == "E204"
 
 
 async def test_roles_and_accounts_at_logon(harness):

@@ -103,7 +103,7 @@ async def test_upstream_link_over_tls(harness, pki):
     await harness.start_switch(upstream_extra=f'tls = {{ ca = "{pki.ca_path}", server_name = "localhost" }}')
     await harness.wait_upstream()
     c = await harness.operator()
-    assert (await c.send("ICS1.QW.CA0130000.NAM/SMITH, JOHN")).type == "A"
+    assert (await c.send("ICS1.QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101")).type == "A"
     assert (await c.output()).text.startswith("ICS1.QW.CA0130000.")
 
 
@@ -114,4 +114,4 @@ async def test_upstream_with_an_untrusted_certificate_stays_down(harness, pki, t
     link = harness.switch.router.links["clets"]
     assert not await link.wait_up(1.5)
     c = await harness.operator()
-    assert (await c.send("ICS1.QW.CA0130000.NAM/X")).code == "E302"
+    assert (await c.send("ICS1.QW.CA0130000.NAM/X.DOB/19800101")).code == "E302"
