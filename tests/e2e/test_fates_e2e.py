@@ -113,7 +113,7 @@ def test_half_dead_primary_all_requests_answered_by_the_secondary(tmp_path, proc
         c = await operator(port)
         fates = []
         for i in range(12):
-            assert (await c.send(f"ICS1H{i}.QW.CA0130000.NAM/HALF, DEAD{i}")).type == "A"
+            assert (await c.send(f"ICS1H{i}.QW.CA0130000.NAM/HALF, DEAD{i}.DOB/19800101")).type == "A"
             fates.append((await c.output()).text.split(".")[1])
         return fates
 
@@ -154,7 +154,7 @@ def test_answers_the_journal_cannot_record_end_in_the_answer_or_e501(tmp_path, p
         c = await operator(port)
         assert ctl(ctl_port, "hold on") == "OK"
         for h in sorted(headers):
-            assert (await c.send(f"{h}.QW.CA0130000.NAM/DISK, FAULT{h[-1]}")).type == "A"
+            assert (await c.send(f"{h}.QW.CA0130000.NAM/DISK, FAULT{h[-1]}.DOB/19800101")).type == "A"
         await until(lambda: len(lines(tmp_path / "stub.log")) == n)
         await asyncio.to_thread(fiu, serve.pid, "enable", FAULTS[fault], ERRNO[fault])
         assert ctl(ctl_port, "hold off") == "OK"  # the answers arrive while the disk fails

@@ -89,7 +89,7 @@ async def test_a_lost_link_tells_every_unanswered_request_e302_at_once(harness, 
         assert (await c.output()).text.startswith(f"ICS1D{i}.QV.")
     assert await ctl(stub, "hold on") == "OK"
     for i in range(acked):
-        assert (await c.send(f"ICS1K{i}.QW.CA0130000.NAM/ACKED, NUMBER{i}")).type == "A"
+        assert (await c.send(f"ICS1K{i}.QW.CA0130000.NAM/ACKED, NUMBER{i}.DOB/19800101")).type == "A"
     await eventually(lambda: len(stub.held) == acked and link.in_flight == 0)
     if unacked or loss == "half-dead":
         assert await ctl(stub, "half-dead on") == "OK"
@@ -124,7 +124,7 @@ async def test_an_acknowledged_admin_message_needs_no_notice_when_the_link_drops
     assert (await c.send("ICS1R.AM.CA0130000.CA0190000.TXT TO ANOTHER COUNTY")).type == "A"
     await eventually(lambda: sw.router.links["clets"].in_flight == 0 and stub.stats.received == 1)
     assert await ctl(stub, "hold on") == "OK"
-    assert (await c.send("ICS1Q.QW.CA0130000.NAM/DOE, JOHN")).type == "A"
+    assert (await c.send("ICS1Q.QW.CA0130000.NAM/DOE, JOHN.DOB/19800101")).type == "A"
     await eventually(lambda: len(stub.held) == 1)
     await stub.stop()
     assert (await c.output()).text.startswith("ICS1Q.MSC.E302 ")  # the QW; the AM's A was its answer
@@ -148,7 +148,7 @@ async def test_half_dead_primary_from_the_start_traffic_goes_to_the_secondary(ha
     assert link.endpoint_label() == "secondary"
     c = await harness.operator()
     for i in range(12):
-        assert (await c.send(f"ICS1H{i}.QW.CA0130000.NAM/HALF, DEAD{i}")).type == "A"
+        assert (await c.send(f"ICS1H{i}.QW.CA0130000.NAM/HALF, DEAD{i}.DOB/19800101")).type == "A"
         assert (await c.output()).text.startswith(f"ICS1H{i}.QW.")
     assert primary.stats.received == 0 and secondary.stats.received == 12
     assert metric(sw, "msc_upstream_failures_total", upstream="clets", endpoint="primary", reason="handshake") >= 1
@@ -221,11 +221,11 @@ async def test_both_half_dead_requests_are_refused_until_one_answers(harness):
     await eventually(lambda: metric(sw, "msc_upstream_failures_total", upstream="clets", endpoint="secondary",
                                     reason="handshake") >= 1, timeout=10)
     for i in range(3):  # no endpoint ever answered: refused at once, nothing accepted into the void
-        assert (await c.send(f"ICS1B{i}.QW.CA0130000.NAM/BOTH, DEAD")).code == "E302"
+        assert (await c.send(f"ICS1B{i}.QW.CA0130000.NAM/BOTH, DEAD.DOB/19800101")).code == "E302"
     assert await ctl(secondary, "half-dead off") == "OK"
     await eventually(lambda: link.up, timeout=15)
     assert link.endpoint_label() == "secondary"
-    assert (await c.send("ICS1B9.QW.CA0130000.NAM/BACK, AGAIN")).type == "A"
+    assert (await c.send("ICS1B9.QW.CA0130000.NAM/BACK, AGAIN.DOB/19800101")).type == "A"
     assert (await c.output()).text.startswith("ICS1B9.QW.")
     assert primary.stats.received == 0
 
@@ -320,7 +320,7 @@ async def test_an_answer_the_journal_cannot_record_ends_in_the_answer_or_e501(ha
     assert await ctl(stub, "hold on") == "OK"
     headers = {f"ICS1J{i}" for i in range(n)}
     for h in sorted(headers):
-        assert (await c.send(f"{h}.QW.CA0130000.NAM/JOURNAL, FAULT{h[-1]}")).type == "A"
+        assert (await c.send(f"{h}.QW.CA0130000.NAM/JOURNAL, FAULT{h[-1]}.DOB/19800101")).type == "A"
     await eventually(lambda: len(stub.held) == n)
     fault.on = True
     assert await ctl(stub, "hold off") == "OK"  # the answers arrive while the journal fails
@@ -392,7 +392,7 @@ async def test_unrecorded_answer_across_a_restart_becomes_e501_at_the_next_logon
     fault = JournalFault(sw, monkeypatch)
     c = await harness.operator()
     assert await ctl(stub, "hold on") == "OK"
-    assert (await c.send("ICS1X1.QW.CA0130000.NAM/RESTART, RITA")).type == "A"
+    assert (await c.send("ICS1X1.QW.CA0130000.NAM/RESTART, RITA.DOB/19800101")).type == "A"
     await eventually(lambda: len(stub.held) == 1)
     fault.on = True
     assert await ctl(stub, "hold off") == "OK"
