@@ -509,3 +509,26 @@ max_frame = 512
     assert len(parts) > 1 and join_parts([p.payload for p in parts]) == text.encode()
     _frames_fit(ecp1, 512)
     await eventually(lambda: sw.delivery.pending() == 0)
+
+
+async def test_a_queued_output_longer_than_a_shrunken_max_frame_is_sent_again_in_parts(harness):
+    """The listener's max_frame shrinks (SIGHUP reload) while a long output waits: the station
+    still gets only frames it takes; the old OSN is recorded UNDELIVERED, the parts delivered."""
+    stub = await harness.start_stub()
+    sw = await harness.start_switch(max_frame=32768)
+    await harness.wait_upstream()
+    text = "ICS2.AM.CA0190000.TXT " + "LONG ADMINISTRATIVE MESSAGE " * 200  # ~5.6 KiB, fits 32 KiB
+    assert (await stub.push(text)).startswith("A")  # ICS2 is not connected: it waits
+    await eventually(lambda: sw.delivery.pending() == 1)
+    cfg = harness.tmp / "msc.toml"
+    cfg.write_text(cfg.read_text().replace("max_frame = 32768", "max_frame = 1024"))
+    assert await sw.reload()
+    ics2 = await harness.operator("ICS2", "TS0002")
+    parts = await all_parts(ics2)
+    assert len(parts) > 1 and join_parts([p.payload for p in parts]) == text.encode()
+    _frames_fit(ics2, 1024)
+    await eventually(lambda: sw.delivery.pending() == 0)
+    records = await journal(sw)
+    undelivered = [r for r in records if r.kind == "UNDELIVERED"]
+    assert len(undelivered) == 1 and "SENT AGAIN AS OSN" in undelivered[0].text
+    assert {r.osn for r in records if r.kind == "DELIVERED"} >= {p.xid for p in parts}

@@ -46,6 +46,7 @@ class Sink(Protocol):
 
     user: str | None
     taf: str | None
+    max_output: int  # the longest payload the client takes (PROTOCOL.md §1 max_frame, less 5)
 
     def send_output(self, osn: int, payload: bytes) -> bool:
         """Write one output frame; False if the session cannot take it now (backpressure)."""
@@ -97,6 +98,10 @@ class Delivery:
         self._osn_dirty: dict[str, int] = {}
         self._safe_seq = 0  # every committed effect up to this journal seq is registered
         self._tasks: list[asyncio.Task] = []
+        #: Called with an output taken out of its outbox because it is longer than the attached
+        #: session takes (its listener's max_frame shrank since the output was made): the router
+        #: records it UNDELIVERED and sends it again in parts (PROTOCOL.md §5).
+        self.on_oversize: Callable[[Output, int], None] | None = None
 
     def _ep(self, name: str) -> EndpointState:
         ep = self.endpoints.get(name)
@@ -204,7 +209,17 @@ class Delivery:
             self._record_queued(output, "NOT CONNECTED")
 
     def _send(self, ep: EndpointState, output: Output) -> None:
-        if output.payload is not None and ep.sink.send_output(output.osn, output.payload):
+        if output.payload is None:
+            return
+        limit = getattr(ep.sink, "max_output", None)
+        if limit is not None and len(output.payload) > limit and self.on_oversize is not None:
+            # Never a frame the station must refuse: out of the outbox, and again in parts.
+            del ep.outbox[output.osn]
+            self._count -= 1
+            self._gauge()
+            self.on_oversize(output, limit)
+            return
+        if ep.sink.send_output(output.osn, output.payload):
             output.sent = True
 
     def _record_queued(self, output: Output, why: str) -> None:
@@ -222,6 +237,11 @@ class Delivery:
                 self._removes.add((endpoint, osn))
 
         self.journal.submit([entry]).add_done_callback(done)
+
+    def forget(self, endpoint: str, osn: int) -> None:
+        """An output taken out of its outbox has had its fate committed (see :attr:`on_oversize`)."""
+        self._adds.pop((endpoint, osn), None)
+        self._removes.add((endpoint, osn))
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -268,7 +288,7 @@ class Delivery:
         for output in list(ep.outbox.values()):
             if not output.sent:
                 self._send(ep, output)
-                if not output.sent:
+                if not output.sent and output.osn in ep.outbox:
                     break  # the session pushed back; resume() is called again when it drains
 
     def detach(self, endpoint: str, sink: Sink) -> None:

@@ -372,6 +372,43 @@ class Router:
                                          **entry_kw))
         return outputs, entries, at
 
+    def resplit(self, output: Output, limit: int) -> None:
+        """An output longer than the session it is for takes (a listener's max_frame shrank
+        after it was made): record it UNDELIVERED and send it again as parts of at most ``limit``
+        bytes, with new OSNs, in one commit (retried while the journal fails). Until that commit
+        the original stays the journal's open output, so a crash meanwhile loses nothing."""
+        asyncio.get_running_loop().create_task(self._resplit(output, limit))
+
+    async def _resplit(self, output: Output, limit: int) -> None:
+        parts = split_output(output.payload, min(limit, self.output_limit()))
+        entry_kw = dict(txn=output.txn, purpose=output.cori[0], requester=output.cori[1], recipient=output.cori[2])
+        delay = 0.1
+        while True:
+            outputs, entries, at = [], [], []
+            first = None
+            for part in parts:
+                osn = self.delivery.next_osn(output.endpoint)
+                first = first or osn
+                o = Output(output.endpoint, osn, output.mnemonic, part, txn=output.txn, created=output.created,
+                           cori=output.cori)
+                outputs.append(o)
+                at.append(len(entries) + 1)
+                entries.append(Entry(kind=Kind.RECEIVED, direction="in", peer=MSC_PEER, mnemonic=output.mnemonic,
+                                     osn=osn, text=wire_text(part), **entry_kw))
+            entries.insert(0, Entry(kind=Kind.UNDELIVERED, direction="out", peer=output.endpoint,
+                                    mnemonic=output.mnemonic, txn=output.txn, osn=output.osn,
+                                    text=f"OSN {output.osn} LONGER THAN THE STATION TAKES ({len(output.payload)} > "
+                                         f"{limit} BYTES): SENT AGAIN AS OSN {first}-{first + len(parts) - 1}"))
+            try:
+                seqs = await self.journal.submit(entries)
+            except JournalError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.delivery.forget(output.endpoint, output.osn)
+            self.deliver_committed(outputs, at, seqs)
+            return
+
     def _observe_latency(self, output: Output) -> None:
         self.metrics.transaction_seconds.labels(output.category).observe(time.perf_counter() - output.started)
 

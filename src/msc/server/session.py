@@ -580,6 +580,11 @@ class Session(asyncio.Protocol):
 
     # -- output (the delivery Sink) --------------------------------------------------------
 
+    @property
+    def max_output(self) -> int:
+        """The longest output payload this session's client takes (its listener's max_frame)."""
+        return self.listener.cfg.max_frame - 5  # type and xid (PROTOCOL.md §1)
+
     def send_output(self, osn: int, payload: bytes) -> bool:
         if self.transport is None or self.transport.is_closing():
             return False

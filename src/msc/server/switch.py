@@ -189,6 +189,7 @@ class Switch:
         self.router = Router(self.journal, self.delivery, metrics=m, directory=self.directory, clock=self.clock)
         self.router.acp = self.acp
         self.router.output_limit = self.output_limit
+        self.delivery.on_oversize = self.router.resplit
         for up in cfg.upstream:
             self._add_link(up)
         self.router.start()
