@@ -197,10 +197,15 @@ addresses = ["127.0.0.1"]
 authorizations = ["cjis"]
 ''')
     await harness.wait_upstream()
-    reply = await stub.push("NDM1.YQ.CA0130000.NAM/X")
+    reply = await stub.push("NDM1.AM.CA0130000.NDM1.TXT FOR THE MDT")
     assert reply.startswith("N E306")
     await harness.switch.journal.flush()
     assert any(r.code == "E306" and r.peer == "clets" for r in journal(harness, kind="REJECTED"))
+    # A kind that must reach a 24 x 7 station (issue 12 item 4) has a defined destination even
+    # without a printer: the pool agency's duty station (PPP §1.6.2 A).
+    duty = await harness.operator("ICS1", "TS0001")
+    assert await stub.push("NDM1.YQ.CA0130000.NAM/X") == "A"
+    assert (await duty.output()).text == "NDM1.YQ.CA0130000.NAM/X"
 
 
 async def test_authorization_codes_end_to_end(harness):

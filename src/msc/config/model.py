@@ -59,6 +59,9 @@ class SwitchSection(_Table, kw_only=True):
     drain_timeout_s: float = 10
     timezone: str = "UTC"  # for reports' "after hours"
     admin_upstream: str | None = None  # where AM to remote destinations goes (default: the first upstream)
+    # PROTOCOL.md §4: after its answer window, a request is remembered this long (at most 10,000
+    # of them) so that a late part with its header is still linked to it by txn.
+    late_answer_s: float = 3600
 
 
 class ListenerSection(_Table, kw_only=True):
@@ -114,6 +117,13 @@ class RouteSection(_Table, kw_only=True):
     #: Keys of this route that enter or change records (need the "entry" authorization).
     #: Default: the NCIC update keys among ``mke`` (first letter E, M, X, C or L).
     entry: tuple[str, ...] | None = None
+    #: How long after a request was forwarded further parts of its answer are still linked to it
+    #: (PROTOCOL.md §4: a III QR is answered by the FBI and then by states). Default: the
+    #: upstream's ``timeout_s``; never shorter than it.
+    answer_window_s: float | None = None
+    #: How long to wait for the first part before ``MSC.E303`` (default: the upstream's
+    #: ``timeout_s``): a hit confirmation (YQ) is answered within 10 minutes (urgent) or an hour.
+    timeout_s: float | None = None
 
 
 class AgencySection(_Table, kw_only=True):
@@ -185,6 +195,14 @@ class EditSection(_Table, kw_only=True):
     max_destinations: int = 5
 
 
+class UnsolicitedSection(_Table, kw_only=True):
+    """A row of the unsolicited table (PROTOCOL.md §5): message kinds and where they go."""
+
+    name: str  # the class, as the label of msc_unsolicited_total
+    kinds: tuple[str, ...]  # message keys ("YQ"), NCIC notifications ("$.L."), prefixes ("LW*", "$.*")
+    deliver: Literal["24x7", "addressed"]
+
+
 class Config(_Table, kw_only=True):
     """The whole of ``msc.toml``."""
 
@@ -201,6 +219,7 @@ class Config(_Table, kw_only=True):
     forward: tuple[ForwardSection, ...] = ()
     edits: EditsSection = EditsSection()
     edit: tuple[EditSection, ...] = ()
+    unsolicited: tuple[UnsolicitedSection, ...] = ()
 
 
 class UserEntry(_Table, kw_only=True):

@@ -186,6 +186,18 @@ def validate(settings: Settings) -> list[ConfigIssue]:
                     c.add(f"{p}.entry[{k}]", f"{key} is not one of this route's keys")
 
     _check_edits(c, cfg, seen_keys)
+    timeouts = {u.name: u.timeout_s for u in cfg.upstream}
+    for i, r in enumerate(cfg.route):
+        if r.timeout_s is not None and not r.timeout_s > 0:
+            c.add(f"route[{i}].timeout_s", "must be > 0")
+        timeout = r.timeout_s if r.timeout_s is not None else timeouts.get(r.upstream)
+        if r.answer_window_s is not None and timeout is not None and not r.answer_window_s >= timeout:
+            c.add(f"route[{i}].answer_window_s",
+                  f"must be >= the route's timeout_s ({timeout:g}): an answer that may come until then "
+                  "must find its request")
+    if not sw.late_answer_s >= 0:
+        c.add("switch.late_answer_s", "must be >= 0")
+    _check_unsolicited(c, cfg.unsolicited)
 
     if sw.admin_upstream is not None and sw.admin_upstream not in upstreams:
         c.add("switch.admin_upstream", f"no [[upstream]] named {sw.admin_upstream!r}")
@@ -351,6 +363,35 @@ def _check_edits(c: _Checker, cfg, routed: dict[str, int]) -> None:
             c.add(f"{p}.{name}", message)
         if len(set(sec.required)) != len(sec.required):
             c.add(f"{p}.required", "a tag is listed twice")
+
+
+# A kind of unsolicited traffic (PROTOCOL.md §5): a message key, an NCIC notification "$.X.", a
+# prefix of either ending in "*" ("LW*" every wanted-person locate key, "$.*" every notification).
+_KIND_RE = re.compile(rf"(?:{g.MKE}|{g.NCIC_NOTIFICATION}|[A-Z0-9]{{1,5}}\*|\$\.\*)\Z")
+_CLASS_RE = re.compile(r"[a-z][a-z0-9_-]{0,30}\Z")
+
+
+def _check_unsolicited(c: _Checker, rules) -> None:
+    names: dict[str, int] = {}
+    kinds: dict[str, int] = {}
+    for i, u in enumerate(rules):
+        p = f"unsolicited[{i}]"
+        if _CLASS_RE.match(u.name) is None or u.name == "unknown":
+            c.add(f"{p}.name", "a class name is lower-case letters, digits, - and _ (not 'unknown')")
+        elif u.name in names:
+            c.add(f"{p}.name", f"{u.name!r} is already used by unsolicited[{names[u.name]}]")
+        else:
+            names[u.name] = i
+        if not u.kinds:
+            c.add(f"{p}.kinds", "must list at least one kind")
+        for k, kind in enumerate(u.kinds):
+            if _KIND_RE.match(kind) is None:
+                c.add(f"{p}.kinds[{k}]", f"{kind!r} is not a kind: a message key (YQ), an NCIC "
+                      "notification ($.L.) or a prefix ending in * (LW*, $.*)")
+            elif kind in kinds:
+                c.add(f"{p}.kinds[{k}]", f"{kind} is already classified by unsolicited[{kinds[kind]}]")
+            else:
+                kinds[kind] = i
 
 
 def _check_tz(c: _Checker, path: str, name: str) -> None:

@@ -81,6 +81,8 @@ class Route:
     upstream: str
     category: str
     entry: bool
+    answer_window_s: float | None = None  # PROTOCOL.md §4; None: the timeout
+    timeout_s: float | None = None  # None: the upstream's timeout_s
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,7 @@ class Directory:
         for r in cfg.route:
             entries = entry_keys(r)
             for k in r.mke:
-                self.routes[k] = Route(k, r.upstream, r.category, k in entries)
+                self.routes[k] = Route(k, r.upstream, r.category, k in entries, r.answer_window_s, r.timeout_s)
         self.forwards = tuple(
             Forward(f.from_, f.to, frozenset(f.days), _time(f.start), _time(f.end), f.timezone) for f in cfg.forward
         )

@@ -40,6 +40,13 @@ class Metrics:
             "msc_answers_unrecorded_total", "Answers to requests the journal could not record (upstream told E501)",
             registry=r)
         self.upstream_in_flight = Gauge("msc_upstream_in_flight", "Requests sent and not yet answered", ["upstream"], registry=r)
+        self.answer_parts = Counter("msc_answer_parts_total", "Upstream answer parts linked to their request",
+                                    ["part"], registry=r)
+        self.answer_ambiguous = Counter("msc_answer_ambiguous_total",
+                                        "Answer parts matched while several open requests shared their header",
+                                        registry=r)
+        self.unsolicited = Counter("msc_unsolicited_total", "Unsolicited upstream messages by class of the "
+                                   "unsolicited table (unknown: no rule names the kind)", ["class"], registry=r)
         self.delivery_queued = Gauge("msc_delivery_queued", "Outputs waiting for delivery, all mnemonics", registry=r)
         self.journal_append_seconds = Histogram("msc_journal_append_seconds", "Journal group-commit duration",
                                                 buckets=JOURNAL_BUCKETS, registry=r)
@@ -57,6 +64,9 @@ class Metrics:
             self.frames_sent.labels(peer)
         for outcome in ("ok", "error"):
             self.config_reload.labels(outcome)
+        for part in ("first", "further", "late"):
+            self.answer_parts.labels(part)
+        self.unsolicited.labels("unknown")
         for window in ("30d", "365d"):
             self.availability.labels(window)
         self._rejects = {c.code: self.rejects.labels(c.code) for c in Reject}

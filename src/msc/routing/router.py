@@ -1,25 +1,28 @@
-"""The router: requests out to upstream links, responses and unsolicited traffic back in.
+"""The router: requests out to upstream links, answers and unsolicited traffic back in.
 
-Requests are matched to responses by header (mnemonic + ref) in the order they were sent: an
-upstream answers a request with ``M`` frames whose header is the request's (PROTOCOL.md §4).
-Every accepted request ends in exactly one of: a response delivered to its mnemonic, an upstream
-``N`` reported as ``HEADER.MSC.<code> <reason>``, a lost link before its answer (``MSC.E302``,
-at once, acknowledged by the upstream or not), no response within ``timeout_s`` (``MSC.E303``),
-or an answer that the journal could not record and the upstream did not send again within
-``resend_wait_s`` (``MSC.E501``). Notices are journaled like any other output before they are
-delivered; an output larger than a station can take goes out in parts (:mod:`msc.protocol.parts`).
+The life of a request — waiting for its first answer part, answered and open for further parts
+for its route's answer window, closed and remembered for late parts — is kept in one place,
+:class:`msc.routing.requests.RequestTable` (PROTOCOL.md §4). Every accepted request ends in
+exactly one of: at least one answer part delivered to the session that asked (or its queue),
+an upstream ``N`` reported as ``HEADER.MSC.<code> <reason>``, a lost link before its answer
+(``MSC.E302``, at once, acknowledged by the upstream or not), no answer part within
+``timeout_s`` (``MSC.E303``), or an answer that the journal could not record and the upstream
+did not send again within ``resend_wait_s`` (``MSC.E501``). Every part of an answer is
+journaled with the request's txn, user, ``PUR/``, ``ATN/`` and ``REL/``. Notices are journaled
+like any other output before they are delivered; an output larger than a station can take goes
+out in parts (:mod:`msc.protocol.parts`).
+
+A message that answers no request is unsolicited traffic: it is classified by the unsolicited
+table (:mod:`msc.routing.forwarding`) and lands on the addressed station or a 24 × 7 station.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import itertools
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -28,10 +31,18 @@ from msc.journal.records import Entry, JournalError, Kind
 from msc.mnemonics.directory import Directory, Route
 from msc.protocol import framing
 from msc.protocol.codes import ProtocolError, Reject
-from msc.protocol.message import format_output, msc_notice, output_bytes, parse_upstream, wire_text
+from msc.protocol.message import (
+    UpstreamMessage,
+    format_output,
+    msc_notice,
+    output_bytes,
+    parse_upstream,
+    wire_text,
+)
 from msc.protocol.parts import FRAME_OVERHEAD, split_output
 from msc.routing.delivery import Delivery, Output
-from msc.routing.forwarding import land, needs_24x7
+from msc.routing.forwarding import DELIVER_24X7, UNKNOWN, classifier, land
+from msc.routing.requests import Match, Pending, RequestTable
 from msc.routing.upstream import Sent, UpstreamLink
 
 log = structlog.get_logger("msc.router")
@@ -39,64 +50,20 @@ log = structlog.get_logger("msc.router")
 MSC_PEER = "MSC"  # the peer name of outputs msc generates itself (notices, parts)
 PROBE_MIN_S = 0.25  # first retry of a refusal record while the journal fails; doubles to 5 s
 PROBE_MAX_S = 5.0
-
-
-@dataclass(eq=False)
-class Pending:
-    """One accepted request on its way upstream."""
-
-    txn: str
-    header: str
-    mnemonic: str
-    endpoint: str
-    user: str | None
-    taf: str | None
-    ori: str | None
-    mke: str
-    category: str
-    upstream: str
-    # CORI release fields (PPP §1.6.1 C, §1.7.1 A), carried to the response and its delivery.
-    purpose: str | None = None
-    requester: str | None = None
-    recipient: str | None = None
-    alloc: int | None = None  # the ACP allocation of a pooled mnemonic that sent the request
-    expects_answer: bool = True  # False for AM: the upstream's A is the whole answer
-    started: float = field(default_factory=time.perf_counter)
-    sent_at: float = 0.0
-    xid: int = 0
-    upstream_acked: bool = False
-    done: bool = False
-    #: An answer (or a part of one) has been recorded: its fate is known; a lost link no longer
-    #: turns it into E302.
-    answered: bool = False
-    #: monotonic time by which the upstream must send again an answer msc could not journal
-    #: (None: no such answer waiting). See Router._answer_unrecorded.
-    resend_deadline: float | None = None
-    refusal_recorded: bool = False  # its REJECTED E501 record is committed
-    refusal_sending: bool = False  # … is in a commit now
-
-    # Called by the UpstreamLink.
-    def acked(self, link: UpstreamLink, sent: Sent) -> None:
-        self.upstream_acked = True
-        if not self.expects_answer:
-            self.done = True
-
-    def refused(self, link: UpstreamLink, sent: Sent, code: str, reason: str) -> None:
-        self.router._resolve_failed(self, Reject[code] if code in Reject.__members__ else Reject.E502, reason)
-
-    router: Any = field(default=None, repr=False)
+SWEEP_S = 0.25  # how often deadlines (E303, answer windows, resends) are looked at
 
 
 class Router:
     def __init__(self, journal, delivery: Delivery, *, metrics: Any, directory: Directory,
-                 boot_id: str | None = None, clock: Callable[[], float] = time.time) -> None:
+                 boot_id: str | None = None, clock: Callable[[], float] = time.time,
+                 late_answer_s: float = 3600.0, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.journal = journal
         self.delivery = delivery
         self.metrics = metrics
         self.directory = directory
         self.links: dict[str, UpstreamLink] = {}
-        self._waiting: dict[str, deque[Pending]] = {}
-        self._by_link: dict[str, deque[Pending]] = {}
+        #: Every request from forwarding to its last answer part (PROTOCOL.md §4).
+        self.requests = RequestTable(late_answer_s=late_answer_s, clock=monotonic)
         self._boot = boot_id or format(int(time.time() * 1000), "x")  # unique across restarts
         self._txn = itertools.count(1)
         self._sweeper: asyncio.Task | None = None
@@ -117,7 +84,6 @@ class Router:
 
     def add_link(self, link: UpstreamLink) -> None:
         self.links[link.name] = link
-        self._by_link.setdefault(link.name, deque())
 
     def start(self) -> None:
         for link in self.links.values():
@@ -130,8 +96,10 @@ class Router:
         self._stopping = True
         if self._sweeper:
             self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._sweeper
+            except asyncio.CancelledError:
+                pass
         for link in self.links.values():
             await link.stop()
 
@@ -158,40 +126,38 @@ class Router:
                 raise LookupError
             pending.xid = link.send(payload, pending.txn, pending).xid
         except Exception:
-            self._resolve_failed(pending, Reject.E302, None)
+            self._resolve_failed(pending, Reject.E302, None, remember=False)
             return
-        pending.sent_at = time.monotonic()
-        if pending.expects_answer:
-            self._waiting.setdefault(pending.header, deque()).append(pending)
-        self._by_link[pending.upstream].append(pending)
+        self.requests.opened(pending, link.cfg.timeout_s)
         self._in_flight_gauge(link)
 
     def outstanding(self) -> int:
-        """Accepted requests whose fate (answer or notice) is not known yet."""
-        return (sum(1 for q in self._by_link.values() for p in q if not p.done and p not in self._unrecorded)
+        """Accepted requests whose fate (an answer or a notice) is not known yet."""
+        return (sum(1 for p in self.requests.outstanding() if p not in self._unrecorded)
                 + len(self._unrecorded))
 
     def _in_flight_gauge(self, link: UpstreamLink) -> None:
         self.metrics.upstream_in_flight.labels(link.name).set(link.in_flight)
 
-    def _forget(self, pending: Pending) -> None:
-        q = self._waiting.get(pending.header)
-        if q is not None:
-            with contextlib.suppress(ValueError):
-                q.remove(pending)
-            if not q:
-                del self._waiting[pending.header]
+    def _resolve_failed(self, pending: Pending, reject: Reject, detail: str | None, *, remember: bool = True) -> None:
+        """Tell the operator a request failed (E302, E303, E501, an upstream's N), once.
 
-    def _resolve_failed(self, pending: Pending, reject: Reject, detail: str | None) -> None:
+        ``remember``: keep the request for late parts (an upstream that lost the link or was
+        slow may still answer; one that said ``N`` will not)."""
         if pending.done:
             return
         pending.done = True
-        self._forget(pending)
+        self.requests.close(pending, remember=remember)
         link = self.links.get(pending.upstream)
         if link is not None:
             self._in_flight_gauge(link)
         self.metrics.reject(reject.code)
         self.notice(pending, reject, detail)
+
+    def upstream_refused(self, pending: Pending, code: str, reason: str) -> None:
+        """The upstream answered the request ``N``: no answer will come for it."""
+        reject = Reject[code] if code in Reject.__members__ else Reject.E502
+        self._resolve_failed(pending, reject, reason, remember=False)
 
     def on_lost(self, link: UpstreamLink, lost: list[Sent]) -> None:
         """The link dropped (closed, or declared failed): every request on it that has no answer
@@ -199,41 +165,42 @@ class Router:
         ``timeout_s`` (PROTOCOL.md §4). Requests that already had an answer keep it; an answer
         the journal could not record keeps waiting for the upstream to send it again (it may, on
         the next connection) until its ``resend_wait_s``. Nothing is resent on the operator's
-        behalf: the upstream may have acted on it (an entry, a hit confirmation)."""
+        behalf: the upstream may have acted on it (an entry, a hit confirmation). A request told
+        E302 is still remembered: an answer that comes on the next connection is linked to it."""
         if self._stopping:
             return
         name = link.name.upper()
-        q = self._by_link.get(link.name)
-        for pending in list(q or ()):
+        for pending in self.requests.waiting_on(link.name):
             if pending.done or pending.answered or pending in self._unrecorded:
                 continue
             if not pending.expects_answer and pending.upstream_acked:
                 continue
             why = "BEFORE THE ANSWER" if pending.upstream_acked else "BEFORE ACKNOWLEDGEMENT"
-            self._resolve_failed(pending, Reject.E302, f"{name} LINK LOST {why}")
-        if q is not None:
-            q.clear()
+            self._resolve_failed(pending, Reject.E302, f"{name} LINK LOST {why}", remember=pending.expects_answer)
         self._in_flight_gauge(link)
 
     async def _sweep(self) -> None:
-        """Time out requests with no response (E303). O(1) per request: queues are in send order."""
         while True:
-            await asyncio.sleep(0.25)
-            now = time.monotonic()
-            for name, q in list(self._by_link.items()):
-                link = self.links.get(name)
-                if link is None:
-                    continue
-                timeout = link.cfg.timeout_s
-                while q and (q[0].done or now - q[0].sent_at >= timeout):
-                    p = q.popleft()
-                    if p in self._unrecorded:
-                        continue  # an answer came; its fate is decided by _sweep_unrecorded
-                    if not p.done and not (p.upstream_acked and not p.expects_answer):
-                        link.sent.pop(p.xid, None)
-                        self._resolve_failed(p, Reject.E303, f"NO RESPONSE FROM {name.upper()} WITHIN {timeout:g} S")
-            if self._unrecorded:
-                self._sweep_unrecorded(now)
+            await asyncio.sleep(SWEEP_S)
+            self.expire()
+
+    def expire(self) -> None:
+        """Deadlines: E303 for requests no part of whose answer came within ``timeout_s``;
+        answered requests whose answer window ended are closed (late parts still link);
+        answers the journal could not record and the upstream did not send again (E501)."""
+        timed_out, _closed = self.requests.expire()
+        for p in timed_out:
+            if p in self._unrecorded:
+                continue  # an answer came; its fate is decided by _sweep_unrecorded
+            link = self.links.get(p.upstream)
+            if link is not None:
+                sent = link.sent.get(p.xid)
+                if sent is not None and sent.context is p:
+                    del link.sent[p.xid]
+            self._resolve_failed(p, Reject.E303, f"NO RESPONSE FROM {p.upstream.upper()} WITHIN {p.timeout_s:g} S",
+                                 remember=p.expects_answer)
+        if self._unrecorded:
+            self._sweep_unrecorded(time.monotonic())
 
     # -- answers the journal could not record ------------------------------------------------
 
@@ -246,10 +213,11 @@ class Router:
         or from a later refusal, the upstream has ``resend_wait_s`` to send the answer again, or
         the operator gets ``MSC.E501`` (PROTOCOL.md §4)."""
         self.metrics.answers_unrecorded.inc()
-        # It was taken as answered when the answer arrived (nothing else resolves a request that
-        # is done): give it back, first in line for its header.
+        # The part does not count; a request none of whose parts was recorded waits for its
+        # first part again, first in line for its header (RequestTable.unrecorded). Its fate is
+        # open again either way: a part that is not sent again ends in E501.
+        self.requests.unrecorded(pending)
         pending.done = False
-        self._waiting.setdefault(pending.header, deque()).appendleft(pending)
         self._unrecorded[pending] = None
         if pending.refusal_recorded:
             pending.resend_deadline = time.monotonic() + self._resend_wait(pending)
@@ -415,25 +383,43 @@ class Router:
     # -- traffic from upstream --------------------------------------------------------------
 
     def on_upstream_message(self, link: UpstreamLink, generation: Any, xid: int, payload: bytes) -> None:
+        unsolicited_class = None
         try:
             msg = parse_upstream(payload)
-            destinations, pending = self._destinations(msg.dest, msg.mke)
-            if pending is None and not all(self.delivery.room(e) for e, _ in destinations):
+            match = self.requests.match(msg.dest)
+            pending = match.pending
+            if pending is not None:
+                destinations = self._answer_destinations(pending)
+                # The first part of an answer is always kept (the request was accepted with room
+                # for it); further parts are bounded by the destination's queue like other traffic.
+                bounded = match.how != "first"
+            else:
+                destinations, unsolicited_class = self._unsolicited_destinations(msg)
+                bounded = True
+            if bounded and not all(self.delivery.room(e) for e, _ in destinations):
                 raise ProtocolError(Reject.E307, "DESTINATION QUEUE FULL, TRY AGAIN")
         except ProtocolError as exc:
             self._refuse_upstream(link, generation, xid, payload, exc.reject, exc.detail)
             return
-        entry_kw = dict(ori=msg.ori, mke=msg.mke)
-        category = started = None
+        entry_kw = dict(ori=msg.ori, mke=msg.mke or msg.kind)
+        category = started = how = None
         if pending is not None:
-            pending.done = True
-            self._forget(pending)
-            self.links[pending.upstream].sent.pop(pending.xid, None)
-            self._in_flight_gauge(link)
+            how = self.requests.part(pending)
+            if how == "first":
+                # The answer may overtake the upstream's A: the request is no longer in flight.
+                owner = self.links.get(pending.upstream)
+                sent = owner.sent.get(pending.xid) if owner is not None else None
+                if sent is not None and sent.context is pending:
+                    del owner.sent[pending.xid]
+                    self._in_flight_gauge(owner)
+                # Latency is observed once per request: client accept → first part delivered.
+                category, started = pending.category, pending.started
             entry_kw.update(user=pending.user, taf=pending.taf, txn=pending.txn, ori=msg.ori or pending.ori,
                             purpose=pending.purpose, requester=pending.requester, recipient=pending.recipient)
-            category, started = pending.category, pending.started
         else:
+            if match.ambiguous:  # a late part several remembered requests could own: not linked
+                self.metrics.answer_ambiguous.inc()
+            self.metrics.unsolicited.labels(unsolicited_class).inc()
             entry_kw["txn"] = self.new_txn()
         outputs, entries, at = self._prepare(destinations, payload, link.name, entry_kw, category, started)
         refusal = pending is not None and pending in self._unrecorded and not (pending.refusal_recorded or
@@ -459,37 +445,51 @@ class Router:
                 return
             link.reply(framing.ack(xid), generation)
             if pending is not None:
+                self._count_part(match, how)  # parts are counted once recorded
                 pending.answered = True
+                pending.done = True
                 pending.resend_deadline = None
                 self._unrecorded.pop(pending, None)
             self.deliver_committed(outputs, at, f.result())
 
         fut.add_done_callback(committed)
 
-    def _destinations(self, dest: str, mke: str | None = None) -> tuple[list[tuple[str, str]], Pending | None]:
-        """Resolve an upstream header to (endpoint, mnemonic) pairs, and the request it answers.
+    def _count_part(self, match: Match, how: str) -> None:
+        self.metrics.answer_parts.labels(how).inc()
+        if match.ambiguous:
+            self.metrics.answer_ambiguous.inc()
+            log.warning("router.ambiguous_answer", txn=match.pending.txn if match.pending else None, part=how)
 
-        An answer goes back to the mnemonic that asked. Unsolicited traffic goes to a mnemonic,
-        every station of an ORI that receives administrative traffic, or a group's members —
-        each through TAMF and, for hit confirmations and locates, the 24 x 7 rule
+    def _answer_destinations(self, pending: Pending) -> list[tuple[str, str]]:
+        """Every part of an answer goes to the mnemonic that asked (its session, or its queue).
+
+        A pooled mnemonic is the asker only while the allocation that asked still holds it; after
+        that the mnemonic may be lent to someone else, and the part is unsolicited traffic for a
+        pooled mnemonic — its pool's defined destination (PPP §1.6.2 B 1 f)."""
+        if pending.alloc is None or (self.acp is not None and (h := self.acp.holder(pending.mnemonic))
+                                     and h.id == pending.alloc):
+            return [(pending.endpoint, pending.mnemonic)]
+        return self._pooled_unsolicited(pending.mnemonic)
+
+    def _unsolicited_destinations(self, msg: UpstreamMessage) -> tuple[list[tuple[str, str]], str]:
+        """Resolve the destination of a message that answers no request: (endpoint, mnemonic)
+        pairs and the class the unsolicited table gives its kind (``unknown`` if none).
+
+        A mnemonic, every station of an ORI that receives administrative traffic (a 24 × 7 kind:
+        the agency's duty station), a group's members, or a pooled mnemonic's defined
+        destination — each through TAMF and, for 24 × 7 kinds, the 24 × 7 rule
         (:mod:`msc.routing.forwarding`).
         """
         d = self.directory
-        q = self._waiting.get(dest)
-        if q:
-            pending = q[0]
-            if pending.alloc is None or (self.acp is not None and (h := self.acp.holder(pending.mnemonic))
-                                         and h.id == pending.alloc):
-                return [(pending.endpoint, pending.mnemonic)], pending
-            # The pooled session that asked has ended (its mnemonic may be lent to someone else
-            # now): the answer is unsolicited traffic for a pooled mnemonic (PPP §1.6.2 B 1 f).
-            return self._pooled_unsolicited(pending.mnemonic), pending
+        rule = classifier(d).classify(msg.kind)
+        staffed = rule is not None and rule.deliver == DELIVER_24X7
+        dest = msg.dest
         now = dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc)
         if dest in d.groups:
             stations = list(d.groups[dest])
         elif dest in d.agencies:
             agency = d.agencies[dest]
-            if needs_24x7(mke) and agency.duty_station:
+            if staffed and agency.duty_station:
                 stations = [agency.duty_station]
             else:
                 stations = d.admin_receivers(dest)
@@ -498,21 +498,29 @@ class Router:
         else:
             mnemonic = dest[:4]
             if mnemonic in d.pool_of:
-                return self._pooled_unsolicited(mnemonic), None
-            if d.endpoint_of(mnemonic) is None:
+                try:
+                    stations = [t for _e, t in self._pooled_unsolicited(mnemonic)]
+                except ProtocolError:
+                    # A 24 x 7 kind for a pool without a printer still has a defined
+                    # destination: the pool agency's duty station.
+                    pool = d.pools[d.pool_of[mnemonic]]
+                    duty = d.agencies[pool.ori].duty_station if staffed and pool.ori in d.agencies else None
+                    if duty is None:
+                        raise
+                    stations = [duty]
+            elif d.endpoint_of(mnemonic) is None:
                 raise ProtocolError(Reject.E304, f"DESTINATION {dest} UNKNOWN")
-            if mnemonic in d.host_of and mnemonic not in d.stations:
-                return [(d.host_of[mnemonic], mnemonic)], None  # a CAD workstation: its host delivers
-            stations = [mnemonic]
+            else:
+                stations = [mnemonic]
         out: list[tuple[str, str]] = []
         for m in stations:
-            target = land(d, m, mke, now, self.delivery.attached)
+            target = land(d, m, staffed, now, self.delivery.attached)
             endpoint = d.endpoint_of(target)
             if endpoint is not None and (endpoint, target) not in out:
                 out.append((endpoint, target))
         if not out:
             raise ProtocolError(Reject.E304, f"DESTINATION {dest} UNKNOWN")
-        return out, None
+        return out, rule.name if rule is not None else UNKNOWN
 
     def _pooled_unsolicited(self, mnemonic: str) -> list[tuple[str, str]]:
         """PPP §1.6.2 B 1 f: "Unsolicited messages cannot be delivered to a pooled mnemonic

@@ -397,7 +397,8 @@ class Session(asyncio.Protocol):
         pending = Pending(txn=txn, header=inp.header, mnemonic=inp.mnemonic, endpoint=self._endpoint_for(inp.mnemonic),
                           alloc=self.alloc.id if self.alloc is not None else None,
                           user=oif, taf=taf, ori=body.ori, mke=inp.mke, category=route.category, upstream=upstream,
-                          purpose=purpose, requester=requester, recipient=recipient)
+                          purpose=purpose, requester=requester, recipient=recipient, window_s=route.answer_window_s,
+                          timeout_s=route.timeout_s)
         self._commit_then(entries, xid, b"", lambda: router.dispatch(pending, forwarded.encode("ascii")),
                           category=route.category)
 

@@ -186,7 +186,8 @@ class Switch:
                                  endpoint_of=lambda mnemonic: self.directory.endpoint_of(mnemonic))
         await self.delivery.restore()
         self.delivery.start()
-        self.router = Router(self.journal, self.delivery, metrics=m, directory=self.directory, clock=self.clock)
+        self.router = Router(self.journal, self.delivery, metrics=m, directory=self.directory, clock=self.clock,
+                             late_answer_s=cfg.switch.late_answer_s)
         self.router.acp = self.acp
         self.router.output_limit = self.output_limit
         self.delivery.on_oversize = self.router.resplit
@@ -220,7 +221,12 @@ class Switch:
         """Requests forwarded before a crash (or a drain that timed out) whose answer never came:
         the process that would have told their operators is gone, so tell them now (E302).
         Only records written before this start (``up_to``) are considered."""
-        window = max((u.timeout_s + u.resend_wait_s for u in self.settings.config.upstream), default=60) + 60
+        cfg = self.settings.config
+        # The longest a request may wait for its first part: its upstream's timeout, or its
+        # route's own (a hit confirmation waits 10 minutes), plus the time to send it again.
+        resend = max((u.resend_wait_s for u in cfg.upstream), default=30)
+        window = max([u.timeout_s + u.resend_wait_s for u in cfg.upstream]
+                     + [r.timeout_s + resend for r in cfg.route if r.timeout_s], default=60) + 60
         unanswered = await self.journal.unanswered_requests(window, up_to)
         # An answer came but could not be recorded (the upstream was told E501): say so.
         refused = await self.journal.refused_answers(unanswered[0].seq) if unanswered else set()
@@ -439,6 +445,7 @@ class Switch:
         # Everything else that can change at run time.
         self.delivery.queue_max = nc.switch.queue_max
         self.delivery.expiry_s = nc.switch.queue_expiry_s
+        self.router.requests.late_answer_s = nc.switch.late_answer_s
         self.journal.checkpoint_every = nc.journal.checkpoint_every
         self.journal.checkpoint_interval_s = nc.journal.checkpoint_interval_s
         if nc.metrics.bind != oc.metrics.bind:

@@ -1,0 +1,312 @@
+"""The life of an accepted request, from forwarding to the last part of its answer (PROTOCOL.md §4).
+
+Sans-IO and clock-injected: the router feeds it events and acts on what it returns.
+
+A request (:class:`Pending`) goes through these states::
+
+    waiting ──first part──▶ answered ──window ends──▶ closed ──late_answer_s / LATE_MAX──▶ forgotten
+       │                                                 ▲
+       ├──timeout_s, no part (E303)──────────────────────┤
+       ├──link lost (E302)───────────────────────────────┘
+       └──upstream N──▶ finished
+
+* **waiting**: forwarded, no part of its answer yet. If none comes within the upstream's
+  ``timeout_s`` the operator is told ``MSC.E303`` — only then.
+* **answered**: at least one part arrived. One request may have several answers: a III ``QR`` is
+  answered by the FBI and then by each state that holds part of the record (their answers come
+  over Nlets as ``CR`` "Triple I responses", Nlets Wiki §15 CHRI); a ``QW`` by the state file and
+  then by NCIC, or NCIC and III for a combined ``QWI`` (NCIC 2000 Operating Manual, Wanted Person
+  File §5.7). The request stays open for further parts until ``answer_window_s`` (a route
+  setting, never shorter than ``timeout_s``) after it was forwarded.
+* **closed**: its window ended, or its fate notice (E302/E303) was sent. Closed requests are
+  remembered for ``late_answer_s`` (at most :data:`LATE_MAX` of them, oldest forgotten first):
+  a part with the header of exactly one of them, and of no open request, is still linked to it
+  (``late``). With two or more closed requests of that header the part is *not* linked — it is
+  unsolicited traffic for the addressed mnemonic — because guessing would journal one operator's
+  answer under another request's user and purpose.
+* **finished**: the upstream refused the request (``N``); nothing more will come for it.
+
+Several open requests with one header (a mnemonic that sends without a reference): a part goes
+to the oldest request still **waiting**, first in, first out, as upstreams answer in order; when
+every one has an answer, to the oldest **answered** one. Such a match is reported as ambiguous
+(and counted): a client that puts a distinct reference in each header (``ICS1A1``, ``ICS1A2``
+…, PROTOCOL.md §2) never has one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
+
+#: How many closed requests are remembered for late parts, at most (oldest forgotten first).
+LATE_MAX = 10_000
+
+State = Literal["waiting", "answered", "closed", "finished"]
+How = Literal["first", "further", "late"]
+
+
+@dataclass(eq=False)
+class Pending:
+    """One accepted request on its way upstream, and then its answer parts."""
+
+    txn: str
+    header: str
+    mnemonic: str
+    endpoint: str
+    user: str | None
+    taf: str | None
+    ori: str | None
+    mke: str
+    category: str
+    upstream: str
+    # CORI release fields (PPP §1.6.1 C, §1.7.1 A), carried to every part of the answer.
+    purpose: str | None = None
+    requester: str | None = None
+    recipient: str | None = None
+    alloc: int | None = None  # the ACP allocation of a pooled mnemonic that sent the request
+    expects_answer: bool = True  # False for AM: the upstream's A is the whole answer
+    window_s: float | None = None  # the route's answer window; None: the upstream's timeout_s
+    timeout_s: float | None = None  # the route's wait for a first part (E303); None: the upstream's
+    started: float = field(default_factory=time.perf_counter)  # for the latency metric
+    sent_at: float = 0.0  # monotonic, when forwarded
+    xid: int = 0
+    upstream_acked: bool = False
+    #: The operator has learned the request's fate: a first answer part, or a notice.
+    done: bool = False
+    state: State = "waiting"
+    parts: int = 0  # answer parts matched to this request (less those the journal failed to record)
+    closed_at: float = 0.0
+    #: An answer (or a part of one) has been recorded: its fate is known; a lost link no longer
+    #: turns it into E302.
+    answered: bool = False
+    #: monotonic time by which the upstream must send again an answer msc could not journal
+    #: (None: no such answer waiting). See Router._answer_unrecorded.
+    resend_deadline: float | None = None
+    refusal_recorded: bool = False  # its REJECTED E501 record is committed
+    refusal_sending: bool = False  # … is in a commit now
+
+    # Called by the UpstreamLink.
+    def acked(self, link, sent) -> None:
+        self.upstream_acked = True
+        if not self.expects_answer:
+            self.done = True
+
+    def refused(self, link, sent, code: str, reason: str) -> None:
+        self.router.upstream_refused(self, code, reason)
+
+    router: Any = field(default=None, repr=False)
+
+
+class Match(NamedTuple):
+    """Which request an upstream message answers (``pending`` None: it answers none)."""
+
+    pending: Pending | None
+    how: How | None = None
+    ambiguous: bool = False
+
+
+class RequestTable:
+    """Open and recently closed requests by header, with their deadlines.
+
+    ``clock`` is monotonic seconds. Every method is O(1) amortised in the number of requests,
+    except :meth:`match`, which is linear in the (normally one) open requests of one header.
+    Deadlines need no priority queue: requests are kept in send order per distinct
+    ``timeout_s`` (so their deadlines are in order), and answered requests in answer order per
+    distinct window (a window that ended while others before it had not is closed by
+    :meth:`match` when a part comes for it, and by :meth:`expire` when it reaches the head).
+    """
+
+    def __init__(self, *, late_answer_s: float = 3600.0, late_max: int = LATE_MAX,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.late_answer_s = late_answer_s
+        self.late_max = late_max
+        self.clock = clock
+        # header → its open requests: the Pending itself when it is the only one (the usual case —
+        # a container per request would cost hundreds of bytes for every open window), else a
+        # list in send order.
+        self._open: dict[str, Pending | list[Pending]] = {}
+        self._timeouts: dict[float, deque[Pending]] = {}  # per timeout_s, in send order
+        self._windows: dict[float, deque[Pending]] = {}  # per window_s, in first-answer order
+        self._closed: deque[Pending] = deque()  # remembered for late parts, in closing order
+        self._closed_by_header: dict[str, Pending | list[Pending]] = {}  # the same, remembered
+
+    # -- events ---------------------------------------------------------------------------
+
+    def opened(self, p: Pending, upstream_timeout_s: float) -> None:
+        """``p`` was forwarded now: waiting for its first part until its route's ``timeout_s``
+        (default ``upstream_timeout_s``)."""
+        p.sent_at = self.clock()
+        p.state = "waiting"
+        timeout_s = p.timeout_s = p.timeout_s if p.timeout_s is not None else upstream_timeout_s
+        window = p.window_s if p.window_s is not None else timeout_s
+        p.window_s = window if window > timeout_s else timeout_s  # an answer allowed until timeout_s must find it
+        if p.expects_answer:  # an AM is answered by the upstream's A alone: nothing to match
+            _add(self._open, p)
+        q = self._timeouts.get(timeout_s)
+        if q is None:
+            q = self._timeouts[timeout_s] = deque()
+        q.append(p)
+
+    def match(self, header: str) -> Match:
+        """The request a message with this header answers, if any."""
+        q = self._open.get(header)
+        if q is not None and (type(q) is list or q.state == "answered"):
+            now = self.clock()
+            for p in (list(q) if type(q) is list else (q,)):  # windows that ended before reaching
+                if p.state == "answered" and p.sent_at + p.window_s <= now:  # the head of their queue
+                    self.close(p, at=p.sent_at + p.window_s)
+            q = self._open.get(header)
+        if q is not None:
+            if type(q) is not list:
+                return Match(q, "first" if q.state == "waiting" else "further")
+            for p in q:
+                if p.state == "waiting":
+                    return Match(p, "first", True)
+            return Match(q[0], "further", True)
+        self._forget_old()
+        closed = self._closed_by_header.get(header)
+        if closed is not None:
+            if type(closed) is not list:
+                return Match(closed, "late")
+            return Match(None, None, True)
+        return Match(None)
+
+    def part(self, p: Pending) -> How:
+        """A part of ``p``'s answer arrived (as :meth:`match` said). Returns which part it is."""
+        p.parts += 1
+        if p.state == "waiting":
+            p.state = "answered"
+            p.done = True
+            end = p.sent_at + p.window_s
+            if end <= self.clock():
+                self.close(p, at=end)
+            elif p.window_s > p.timeout_s:
+                # (a window that ends with the timeout is closed at the timeout's deadline)
+                q = self._windows.get(p.window_s)
+                if q is None:
+                    q = self._windows[p.window_s] = deque()
+                q.append(p)
+            return "first"
+        return "further" if p.state == "answered" else "late"
+
+    def unrecorded(self, p: Pending) -> None:
+        """The journal could not record a part of ``p``'s answer (the upstream was told ``N E501``
+        and may send it again): the part does not count, and if no part of ``p`` was recorded,
+        ``p`` waits for its first part again — first in line for its header, so that the part
+        sent again finds it and not a later request with the same header."""
+        if p.parts > 0:
+            p.parts -= 1
+        if p.answered:
+            return  # an earlier part was recorded: p stays answered (open, or remembered)
+        if p.state == "closed":
+            try:
+                self._closed.remove(p)
+            except ValueError:
+                pass
+            _remove(self._closed_by_header, p)
+        else:
+            _remove(self._open, p)
+        p.state = "waiting"
+        q = self._open.get(p.header)
+        if q is None:
+            self._open[p.header] = p
+        elif type(q) is list:
+            q.insert(0, p)
+        else:
+            self._open[p.header] = [p, q]
+
+    def close(self, p: Pending, *, remember: bool = True, at: float | None = None) -> None:
+        """``p`` takes no more parts as an open request (window over, or its fate notice sent).
+        ``remember``: keep it for late parts (False when the upstream refused it); ``at``: when it
+        closed (default now) — late_answer_s counts from then."""
+        if p.state in ("closed", "finished"):
+            return
+        _remove(self._open, p)
+        if not remember:
+            p.state = "finished"
+            return
+        p.state = "closed"
+        p.closed_at = self.clock() if at is None else at
+        self._closed.append(p)
+        _add(self._closed_by_header, p)
+        if len(self._closed) > self.late_max:
+            self._forget_old()  # the count bound at once; the time bound at the next sweep or match
+
+    def expire(self) -> tuple[list[Pending], list[Pending]]:
+        """Deadlines passed by now: (requests with no part within timeout_s — to be told E303,
+        answered requests whose window ended — now closed)."""
+        now = self.clock()
+        timed_out: list[Pending] = []
+        ended: list[Pending] = []
+        for timeout_s, q in self._timeouts.items():
+            while q and q[0].sent_at + timeout_s <= now:
+                p = q.popleft()
+                if p.state == "waiting":
+                    if p.done:  # an AM the upstream acknowledged: finished
+                        p.state = "finished"
+                    else:
+                        timed_out.append(p)
+                elif p.state == "answered" and p.sent_at + p.window_s <= now:
+                    self.close(p, at=p.sent_at + p.window_s)
+                    ended.append(p)
+        for window_s, q in self._windows.items():
+            while q and (q[0].state != "answered" or q[0].sent_at + window_s <= now):
+                p = q.popleft()
+                if p.state == "answered":
+                    self.close(p, at=p.sent_at + window_s)
+                    ended.append(p)
+        self._forget_old()
+        return timed_out, ended
+
+    # -- views ----------------------------------------------------------------------------
+
+    def outstanding(self) -> list[Pending]:
+        """Requests whose fate (a first part, an upstream's A for an AM, a notice) is unknown."""
+        return [p for q in self._timeouts.values() for p in q if p.state == "waiting" and not p.done]
+
+    def waiting_on(self, upstream: str) -> list[Pending]:
+        """Requests forwarded to ``upstream`` (AMs included) that have no part of an answer yet."""
+        return [p for q in self._timeouts.values() for p in q if p.upstream == upstream and p.state == "waiting"]
+
+    def open_requests(self) -> int:
+        return sum(len(q) if type(q) is list else 1 for q in self._open.values())
+
+    def remembered(self) -> int:
+        return len(self._closed)
+
+    def _forget_old(self) -> None:
+        horizon = self.clock() - self.late_answer_s
+        closed = self._closed
+        while closed and (len(closed) > self.late_max or closed[0].closed_at <= horizon):
+            p = closed.popleft()
+            _remove(self._closed_by_header, p)
+            p.state = "finished"
+
+
+def _add(by_header: dict[str, Pending | list[Pending]], p: Pending) -> None:
+    q = by_header.get(p.header)
+    if q is None:
+        by_header[p.header] = p
+    elif type(q) is list:
+        q.append(p)
+    else:
+        by_header[p.header] = [q, p]
+
+
+def _remove(by_header: dict[str, Pending | list[Pending]], p: Pending) -> None:
+    q = by_header.get(p.header)
+    if q is p:
+        del by_header[p.header]
+    elif type(q) is list:
+        try:
+            q.remove(p)
+        except ValueError:
+            return
+        if len(q) == 1:
+            by_header[p.header] = q[0]
+
+
+__all__ = ["LATE_MAX", "Match", "Pending", "RequestTable"]
