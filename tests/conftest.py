@@ -51,6 +51,7 @@ data_dir = "data"
 users_file = "users.toml"
 idle_logoff_s = {idle_logoff_s}
 session_max_s = {session_max_s}
+{switch_extra}
 
 [[listener]]
 name = "terminals"
@@ -84,6 +85,7 @@ max_in_flight = {max_in_flight}
 mke = ["QW", "QV", "EW", "MW", "XW", "CW", "YQ", "YR"]
 upstream = "clets"
 category = "cjis"
+{route_extra}
 
 [[route]]
 mke = ["QH", "QR"]
@@ -220,6 +222,7 @@ DEFAULTS = dict(
     idle_logoff_s=1800, session_max_s=43200, max_connections=1000, heartbeat_s=30, read_timeout_s=10,
     rate_limit=200, max_frame=32768, synchronous="full", checkpoint_every=10000, timeout_s=30,
     up_heartbeat_s=30, max_in_flight=1000, extra="", listener_extra="", upstream_extra="",
+    switch_extra="", route_extra="",
 )
 
 

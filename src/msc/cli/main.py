@@ -15,6 +15,15 @@ from msc import __version__
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_AUTH = 0, 1, 2, 3
 
 
+def _parts(value: str) -> tuple[str, tuple[int, int, float]]:
+    from msc.stubs.server import parse_parts
+
+    try:
+        return parse_parts(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _hostport(value: str) -> tuple[str, int]:
     from msc.config.validate import parse_hostport
 
@@ -63,7 +72,8 @@ def cmd_stub(args) -> int:
     cfg = StubConfig(role=args.role, host=host, port=port, control=args.control, log_path=args.log,
                      latency_ms=args.latency_ms, fail_rate=args.fail_rate, seed=args.seed,
                      heartbeat_s=args.heartbeat_s, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                     half_dead=args.half_dead, resend_s=args.resend_s, resend_max=args.resend_max)
+                     half_dead=args.half_dead, resend_s=args.resend_s, resend_max=args.resend_max,
+                     parts=dict(args.parts))
 
     def ready(stub) -> None:
         ctl = f" control {stub.cfg.control[0]}:{stub.control_port}" if stub.cfg.control else ""
@@ -199,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--latency-ms", type=float, default=0.0)
     sp.add_argument("--fail-rate", type=float, default=0.0, help="fraction of requests answered N (0..1)")
     sp.add_argument("--seed", type=int, default=1)
+    sp.add_argument("--parts", type=_parts, action="append", default=[], metavar="KEY=N[-M][@GAP_MS]",
+                    help="answer KEY in N parts (N-M: by a seeded rule), GAP_MS apart; repeatable")
     sp.add_argument("--heartbeat-s", type=float, default=30.0)
     sp.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
     sp.add_argument("--tls-key", help="and this key")

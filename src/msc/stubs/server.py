@@ -1,11 +1,14 @@
 """``msc stub``: a simulator of an upstream system (the CLETS host, NCIC, Nlets, DMV).
 
 It speaks PROTOCOL.md §4 from the upstream's side: answers every ``M`` with ``A`` (or ``N`` at
-``--fail-rate``), then sends the response as ``M`` ``HEADER.TEXT`` after ``--latency-ms``; it
-answers heartbeats and sends its own; it pushes unsolicited traffic typed into its ``--control``
-port (one message text per line, with ``\\r``, ``\\n``, ``\\t``, ``\\f`` and ``\\xHH`` for any byte;
-the control client gets back ``A``, ``N <code> <reason>``, or ``NOCONN`` once the switch has
-answered). ``--log`` records every message received, one per line, as received (CR and LF
+``--fail-rate``), then sends the response as ``M`` ``HEADER.TEXT`` after ``--latency-ms`` — in
+several parts for the keys given ``--parts`` (``QR=2@1500``: two parts 1.5 s apart; ``QW=1-3``:
+one to three, by a seeded rule on the inquiry); it answers heartbeats and sends its own; it
+pushes unsolicited traffic typed into its ``--control`` port: one message text per line (with
+``\\r``, ``\\n``, ``\\t``, ``\\f`` and ``\\xHH`` for any byte), or ``NOTIFY KIND DEST [ORI]`` for a
+generated NCIC/Nlets notification (``NOTIFY $.L. ICS2 CA0130000``); the control client gets
+back ``A``, ``N <code> <reason>``, ``NOCONN`` once the switch has answered, or ``ERR <why>``.
+``--log`` records every message received, one per line, as received (CR and LF
 inside a message are written as ``\\r`` and ``\\n``).
 
 A response the switch refuses with a transient code (``E501`` journal unavailable, ``E307``
@@ -39,7 +42,8 @@ from msc.protocol import framing
 from msc.protocol.codes import FramingError, ProtocolError, Reject
 from msc.protocol.framing import Framer
 from msc.protocol.message import format_upstream, parse_input
-from msc.stubs.responses import ROLE_KEYS, answer, lengthen
+from msc.protocol import grammar
+from msc.stubs.responses import ROLE_KEYS, answer_parts, lengthen, notification, parts_count
 
 HEARTBEAT_S = 30.0
 
@@ -60,10 +64,27 @@ class StubConfig:
     half_dead: bool = False  # accept and read, never answer (see the module doc)
     resend_s: float = 2.0  # send a response refused E501/E307 again after this long (0: never)
     resend_max: int = 5
+    #: Message key → (fewest parts, most parts, milliseconds between parts): answers in parts.
+    parts: dict[str, tuple[int, int, float]] = field(default_factory=dict)
 
 
 #: Refusals of a response that an upstream retries (PROTOCOL.md §6: journal unavailable, queue full).
 TRANSIENT = frozenset(("E501", "E307"))
+
+
+PARTS_RE = re.compile(r"([A-Z0-9]{2,6})=([1-9])(?:-([1-9]))?(?:@([0-9]+(?:\.[0-9]+)?))?\Z")
+
+
+def parse_parts(spec: str) -> tuple[str, tuple[int, int, float]]:
+    """``--parts`` value ``KEY=N[-M][@GAP_MS]`` → (key, (N, M, gap)); raises ValueError."""
+    m = PARTS_RE.match(spec)
+    if m is None:
+        raise ValueError(f"{spec!r} is not KEY=N[-M][@GAP_MS] (e.g. QR=2@1500, QW=1-3@200)")
+    lo = int(m.group(2))
+    hi = int(m.group(3) or lo)
+    if hi < lo:
+        raise ValueError(f"{spec!r}: {hi} < {lo}")
+    return m.group(1), (lo, hi, float(m.group(4) or 0))
 
 
 @dataclass
@@ -74,6 +95,7 @@ class Stats:
     unsolicited: int = 0
     resent: int = 0  # responses sent again after a transient refusal
     refused: int = 0  # responses the switch refused (N)
+    parts: int = 0  # answer parts sent (>= answered)
     started: float = field(default_factory=time.time)
 
 
@@ -167,6 +189,7 @@ class Stub:
         self.hold = False
         self.held: list[tuple[_Conn, bytes]] = []
         self.answer_size = 0
+        self._notified = 0
 
     async def start(self) -> None:
         if self.cfg.log_path:
@@ -225,21 +248,27 @@ class Stub:
             out.append(framing.nak(xid, Reject.E302.code, f"{self.cfg.role.upper()} SYSTEM UNAVAILABLE"))
             return
         out.append(framing.ack(xid))
-        text = answer(self.cfg.seed, inp)
-        if text is None:
+        rule = self.cfg.parts.get(inp.mke)
+        n = parts_count(self.cfg.seed, inp, rule[0], rule[1]) if rule else 1
+        texts = answer_parts(self.cfg.seed, inp, n)
+        if not texts:
             return
         self.stats.answered += 1
-        if len(text) < self.answer_size:
-            text = lengthen(text, self.answer_size)
-        response = format_upstream(inp.header, text)
-        if self.hold:
-            self.held.append((conn, response))
-        elif self.cfg.latency_ms > 0:
-            asyncio.get_running_loop().call_later(self.cfg.latency_ms / 1000, self._respond, conn, response)
-        else:
-            conn.xid = (conn.xid % framing.MAX_XID) + 1
-            conn.responses[conn.xid] = (response, 0)
-            out.append(framing.message(conn.xid, response))
+        self.stats.parts += len(texts)
+        gap = rule[2] if rule else 0.0
+        for i, text in enumerate(texts):
+            if len(text) < self.answer_size:
+                text = lengthen(text, self.answer_size)
+            response = format_upstream(inp.header, text)
+            delay = self.cfg.latency_ms + i * gap
+            if self.hold:
+                self.held.append((conn, response))
+            elif delay > 0:
+                asyncio.get_running_loop().call_later(delay / 1000, self._respond, conn, response)
+            else:
+                conn.xid = (conn.xid % framing.MAX_XID) + 1
+                conn.responses[conn.xid] = (response, 0)
+                out.append(framing.message(conn.xid, response))
 
     def _respond(self, conn: _Conn, response: bytes, attempts: int = 0) -> None:
         if conn.transport is None or conn.transport.is_closing() or self.half_dead:
@@ -300,6 +329,23 @@ class Stub:
         except asyncio.TimeoutError:
             return "TIMEOUT"
 
+    def notification_text(self, command: str) -> str | None:
+        """``NOTIFY KIND DEST [ORI]`` → the message text to push (None: not such a command).
+
+        ``ORI`` (the agency the notice concerns) defaults to ``DEST`` when that is an ORI.
+        Raises ValueError for a NOTIFY it cannot make."""
+        words = command.split()
+        if not words or words[0] != "NOTIFY":
+            return None
+        if len(words) not in (3, 4):
+            raise ValueError("NOTIFY KIND DEST [ORI]")
+        kind, dest = words[1], words[2]
+        ori = words[3] if len(words) == 4 else dest
+        if grammar.ORI_RE.match(ori) is None:
+            raise ValueError(f"{ori} IS NOT AN ORI")
+        self._notified += 1
+        return notification(self.cfg.seed, kind, dest, ori, self._notified)
+
     async def _control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while line := await reader.readline():
@@ -310,7 +356,13 @@ class Stub:
                     writer.write((self.command(text[1:]) + "\n").encode())
                     await writer.drain()
                     continue
-                result = await self.push(control_unescape(text))
+                try:
+                    generated = self.notification_text(text)
+                except ValueError as exc:
+                    writer.write(f"ERR {exc}\n".encode())
+                    await writer.drain()
+                    continue
+                result = await self.push(generated if generated is not None else control_unescape(text))
                 writer.write((result + "\n").encode())
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
