@@ -15,6 +15,7 @@ import msgspec
 
 from msc.protocol import grammar as g
 from msc.protocol.codes import ProtocolError, Reject
+from msc.protocol.redact import redact  # noqa: F401  (re-exported: the journal path of rejected text)
 
 # Keys msc itself understands (PROTOCOL.md §2); every other key is looked up in the route table.
 LOGON = "LOGON"
@@ -422,28 +423,6 @@ def _parse_admin(rest: str | None, rest_as_sent: str | None) -> AdminText:
     if not free.strip(" " + g.TEXT_CONTROLS):
         raise _fail(Reject.E108, "AM TEXT MISSING")
     return AdminText(ori=ori, destinations=dests, text=free, control=controls)
-
-
-def redact(text: str) -> str:
-    """Redact LOGON/PWD secrets from *any* text, parseable or not (PROTOCOL.md §7).
-
-    Rejected messages are journaled too; a malformed LOGON must not put its password on disk.
-    """
-    parts = text.split(".")
-    # The key follows the header and any extended headers; a client that left the header out
-    # entirely must not get its password journaled either.
-    i = 0 if parts[0] in (LOGON, PWD) else 1
-    while i < len(parts) and parts[i][:1] in ("*", "#"):
-        i += 1
-    if i >= len(parts):
-        return text
-    key = parts[i]
-    if key == LOGON:
-        keep = parts[: i + 2]  # header … LOGON USERID (the user ID is kept, §7)
-        return ".".join(keep) + (".*.*" if len(parts) > i + 2 else "")
-    if key == PWD:
-        return ".".join(parts[: i + 1]) + (".*.*" if len(parts) > i + 1 else "")
-    return text
 
 
 def decode_lossy(payload: bytes) -> str:

@@ -1,0 +1,228 @@
+"""Redaction of logon and password-change secrets from any text (PROTOCOL.md §7).
+
+A parsed ``LOGON`` or ``PWD`` is journaled through :meth:`msc.protocol.message.Input.journal_text`.
+Everything that did *not* parse — a rejected message, a flood the rate limit refused — is
+journaled through :func:`redact`, which must find a secret however the client mangled the form:
+any letter case (``logon``, ``Logon``), any separator (``.`` space ``/`` ``,`` ``-`` …), with or
+without the header or the OIF/TAF, truncated anywhere, with non-ASCII letters (compatibility forms
+such as full-width ``ＬＯＧＯＮ`` fold to ASCII), and with non-ASCII bytes shown as ``\\xNN``
+escapes by :func:`~msc.protocol.message.decode_lossy` (decoded again as UTF-8 to be recognised).
+
+The rule, on the *fields* of the text (runs of letters, digits, ``*`` and ``#``; everything else
+separates):
+
+1. fields that start with ``*`` (OIF) or ``#`` (TAF, including the short hexadecimal
+   ``:``/``-`` pieces of an address) are skipped;
+2. the **key** is the first of the next :data:`KEY_WINDOW` fields that is a secret word
+   (:data:`SECRET_WORDS`, also glued to a header or a user ID, or a two-word form such as
+   ``LOG ON``): the header may be missing, mistyped or split;
+3. after a logon word, a following field that can be a user ID (1–6 letters and digits; all
+   digits only when an OTP slot follows, since six digits may be the OTP itself) is kept — the
+   user ID is not a secret (§7);
+4. everything after that is replaced by ``.*.*`` (a fixed mark: not even the length of the
+   secret survives). Text with no key is returned unchanged.
+
+Pure: no I/O, no state, linear in the length of the text (only a bounded prefix is examined).
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+#: Words that start a logon (the user ID after them is kept).
+LOGON_WORDS = ("logon", "login", "signon", "signin")
+#: Words that start a password change or otherwise announce a secret (nothing after is kept).
+PASSWORD_WORDS = ("password", "passwort", "passwd", "passcode", "passw", "pwd")
+#: Words that count only on their own (as a prefix they would catch too much: "passport").
+EXACT_WORDS = frozenset(("pass", "pw", "pin"))
+#: Two-word forms: ("log", "on") …
+TWO_WORDS = frozenset((("log", "on"), ("log", "in"), ("sign", "on"), ("sign", "in")))
+SECRET_WORDS = (*LOGON_WORDS, *PASSWORD_WORDS)
+
+#: How many fields (after skipping OIF/TAF) may come before the key: header, a split or
+#: mistyped header, the key.
+KEY_WINDOW = 3
+MARK = ".*.*"
+
+_ESCAPE_RE = re.compile(r"\\x([0-9a-fA-F]{2})")
+_BLANK = frozenset(" \t\r\n.")
+_HEX = frozenset("0123456789abcdef")
+_OTP_SLOT_RE = re.compile(r"[^0-9A-Za-z*#]+(?:-|\*|[0-9]{6})(?![0-9A-Za-z])")
+
+
+@dataclass(frozen=True, slots=True)
+class _Unit:
+    norm: str  # NFKC + casefold of the character (or of an escaped UTF-8 sequence)
+    start: int  # its span in the original text
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    units: tuple[_Unit, ...]
+    sep: str  # the normalised separator text before it
+
+    @property
+    def norm(self) -> str:
+        return "".join(u.norm for u in self.units)
+
+    @property
+    def start(self) -> int:
+        return self.units[0].start
+
+    @property
+    def end(self) -> int:
+        return self.units[-1].end
+
+    def offset_after(self, n: int) -> int:
+        """Original offset just after the first ``n`` normalised characters."""
+        seen = 0
+        for u in self.units:
+            seen += len(u.norm)
+            if seen >= n:
+                return u.end
+        return self.end
+
+
+def _fold(ch: str) -> str:
+    if ch.isascii():
+        return ch.lower()
+    return unicodedata.normalize("NFKC", ch).casefold()
+
+
+def _units(text: str) -> Iterator[_Unit]:
+    """The characters of ``text``, with runs of ``\\xNN`` escapes decoded as UTF-8."""
+    i, n = 0, len(text)
+    while i < n:
+        m = _ESCAPE_RE.match(text, i) if text[i] == "\\" else None
+        if m is None:
+            yield _Unit(_fold(text[i]), i, i + 1)
+            i += 1
+            continue
+        dec = codecs.getincrementaldecoder("utf-8")("replace")
+        first = i
+        while m is not None:
+            out = dec.decode(bytes((int(m.group(1), 16),)))
+            i = m.end()
+            if out:
+                yield _Unit("".join(_fold(c) for c in out), first, i)
+                first = i
+            m = _ESCAPE_RE.match(text, i)
+        tail = dec.decode(b"", final=True)
+        if tail or first < i:
+            yield _Unit("".join(_fold(c) for c in tail) or "\ufffd", first, i)
+
+
+def _is_word(u: _Unit) -> bool:
+    return bool(u.norm) and all(c.isalnum() or c in "*#" for c in u.norm)
+
+
+def _fields(text: str) -> Iterator[_Field]:
+    units: list[_Unit] = []
+    sep: list[str] = []
+    pending_sep = ""
+    for u in _units(text):
+        if _is_word(u):
+            if not units:
+                pending_sep = "".join(sep)
+                sep = []
+            units.append(u)
+        else:
+            if units:
+                yield _Field(tuple(units), pending_sep)
+                units = []
+            sep.append(u.norm)
+    if units:
+        yield _Field(tuple(units), pending_sep)
+
+
+def _secret_word(word: str) -> tuple[str, int, int] | None:
+    """(kind, start, end) of the secret word inside a field's normalised text, or None.
+
+    ``kind`` is "logon" or "password". The word may stand alone, be glued after a header
+    (``ICS1LOGON``) or before a user ID (``LOGONJD1234``).
+    """
+    if word in EXACT_WORDS:
+        return "password", 0, len(word)
+    for kind, words in (("logon", LOGON_WORDS), ("password", PASSWORD_WORDS)):
+        for w in words:
+            if word.startswith(w):
+                return kind, 0, len(w)
+            if word.endswith(w):
+                return kind, len(word) - len(w), len(word)
+    return None
+
+
+def is_secret_word(word: str) -> bool:
+    """Would a field spelled ``word`` be taken as a logon or password key?"""
+    return _secret_word(_fold_all(word)) is not None
+
+
+def _fold_all(s: str) -> str:
+    return "".join(_fold(c) for c in s)
+
+
+def _user_like(f: _Field, text: str) -> bool:
+    """Can this field be the user ID of a logon? 1–6 ASCII letters and digits; all digits only
+    when an OTP slot (``-``, six digits, or the ``*`` of a redacted one) follows, else it may
+    be the OTP itself."""
+    w = f.norm
+    if not (1 <= len(w) <= 6 and w.isascii() and w.isalnum()):
+        return False
+    return not w.isdigit() or _OTP_SLOT_RE.match(text, f.end) is not None
+
+
+def redact(text: str) -> str:
+    """``text`` with every logon/password-change secret replaced by ``.*.*`` (see the module).
+
+    ``redact(redact(t)) == redact(t)``; text that does not look like a logon or password
+    change is returned unchanged; never raises.
+    """
+    gen = _fields(text)
+    candidates: list[_Field] = []  # the first KEY_WINDOW + 1 fields that are not OIF/TAF
+    after_taf = False
+    for f in gen:
+        lead = f.norm[0]
+        if lead in "*#":
+            after_taf = lead == "#"
+            continue
+        if after_taf and f.sep in (":", "-") and len(f.norm) <= 4 and all(c in _HEX for c in f.norm):
+            continue  # the rest of a TAF that is an IP or MAC address (PPP §1.6.8 B)
+        after_taf = False
+        candidates.append(f)
+        if len(candidates) > KEY_WINDOW:
+            break
+    key: tuple[str, int, _Field] | None = None  # (kind, where the secret may start, key field)
+    for i, f in enumerate(candidates[:KEY_WINDOW]):
+        if i + 1 < len(candidates) and (f.norm, candidates[i + 1].norm) in TWO_WORDS:
+            nxt = candidates[i + 1]
+            key = ("logon", nxt.end, nxt)
+            break
+        found = _secret_word(f.norm)
+        if found is not None:
+            kind, _start, end = found
+            key = (kind, f.offset_after(end), f)
+            break
+    if key is None:
+        return text
+    kind, cut, field = key
+    if kind == "logon" and cut == field.end:
+        following = _first_after(text, field)
+        if following is not None and following.norm[0] not in "*#" and _user_like(following, text):
+            cut = following.end
+    rest = text[cut:]
+    if not rest or all(c in _BLANK for c in rest):
+        return text
+    return text[:cut] + MARK
+
+
+def _first_after(text: str, field: _Field) -> _Field | None:
+    """The field that follows ``field`` in the text (OIF/TAF-looking ones included)."""
+    f = next(_fields(text[field.end:]), None)
+    if f is None:
+        return None
+    return _Field(tuple(_Unit(u.norm, u.start + field.end, u.end + field.end) for u in f.units), f.sep)
