@@ -31,6 +31,8 @@ CASES = [
     ("ICS1.*JD1234.#C0A8010A.logon.JD1234.-.Hunter2Secret", "ICS1.*JD1234.#C0A8010A.logon.JD1234.*.*"),
     ("ICS1.#C0-A8-01-0A.LOGON.JD1234.-.Hunter2Secret", "ICS1.#C0-A8-01-0A.LOGON.JD1234.*.*"),
     ("ICS1-#C0A8010A-LOGON-JD1234-Hunter2Secret", "ICS1-#C0A8010A-LOGON-JD1234.*.*"),
+    ("ICS1.#00-G-0.LOGON.000000.-.Hunter2Secret", "ICS1.#00-G-0.LOGON.000000.*.*"),
+    ("LOGON.LOGON.JD1234.-.Hunter2Secret", "LOGON.LOGON.JD1234.*.*"),  # a header spelled LOGON
     ("ICS1A1.*JD1234.PWD.Hunter2Secret.New2Secret", "ICS1A1.*JD1234.PWD.*.*"),
     # -- glued, mistyped or split headers, and a key after a wrong one
     ("ICS1LOGON.JD1234.-.Hunter2Secret", "ICS1LOGON.JD1234.*.*"),
@@ -89,3 +91,14 @@ def test_table_of_mangled_secret_texts(text, journal):
 ])
 def test_other_text_is_journaled_as_it_came(text):
     assert redact(text) == text
+
+
+@pytest.mark.parametrize("payload", [b"\xff" * 32768, b"A" * 32768, b"." * 32768, "\u00e4".encode() * 16384,
+                                     b"ICS1.LOGON.JD1234.-." + b"x" * 32748])
+def test_a_frame_sized_text_is_redacted_by_its_start(payload):
+    """Only the start of a text is examined: a 32 KiB reject costs what a short one costs."""
+    from msc.protocol.message import decode_lossy
+
+    text = decode_lossy(payload)
+    out = redact(text)
+    assert out == text or out == "ICS1.LOGON.JD1234.*.*"

@@ -11,8 +11,8 @@ escapes by :func:`~msc.protocol.message.decode_lossy` (decoded again as UTF-8 to
 The rule, on the *fields* of the text (runs of letters, digits, ``*`` and ``#``; everything else
 separates):
 
-1. fields that start with ``*`` (OIF) or ``#`` (TAF, including the short hexadecimal
-   ``:``/``-`` pieces of an address) are skipped;
+1. fields that start with ``*`` (OIF) or ``#`` (TAF, with the ``:``/``-`` pieces of an IP or
+   MAC address after it, unless such a piece is a secret word) are skipped;
 2. the **key** is the first of the next :data:`KEY_WINDOW` fields that is a secret word
    (:data:`SECRET_WORDS`, also glued to a header or a user ID, or a two-word form such as
    ``LOG ON``): the header may be missing, mistyped or split;
@@ -22,7 +22,8 @@ separates):
 4. everything after that is replaced by ``.*.*`` (a fixed mark: not even the length of the
    secret survives). Text with no key is returned unchanged.
 
-Pure: no I/O, no state, linear in the length of the text (only a bounded prefix is examined).
+Pure: no I/O, no state; only the first :data:`SCAN_LIMIT` characters are examined, so its cost
+does not grow with the text.
 """
 
 from __future__ import annotations
@@ -42,15 +43,19 @@ EXACT_WORDS = frozenset(("pass", "pw", "pin"))
 #: Two-word forms: ("log", "on") …
 TWO_WORDS = frozenset((("log", "on"), ("log", "in"), ("sign", "on"), ("sign", "in")))
 SECRET_WORDS = (*LOGON_WORDS, *PASSWORD_WORDS)
+_EXACT_KEYS = frozenset((*SECRET_WORDS, *EXACT_WORDS))
 
 #: How many fields (after skipping OIF/TAF) may come before the key: header, a split or
 #: mistyped header, the key.
 KEY_WINDOW = 3
+#: The key is looked for in this many characters at the start of the text (a header, OIF, TAF
+#: and key take fewer than 80, escaped non-ASCII letters 12 each): the cost of redacting a
+#: rejected 32 KiB frame stays that of a short one.
+SCAN_LIMIT = 512
 MARK = ".*.*"
 
 _ESCAPE_RE = re.compile(r"\\x([0-9a-fA-F]{2})")
-_BLANK = frozenset(" \t\r\n.")
-_HEX = frozenset("0123456789abcdef")
+_BLANK = " \t\r\n."
 _OTP_SLOT_RE = re.compile(r"[^0-9A-Za-z*#]+(?:-|\*|[0-9]{6})(?![0-9A-Za-z])")
 
 
@@ -63,29 +68,24 @@ class _Unit:
 
 @dataclass(frozen=True, slots=True)
 class _Field:
-    units: tuple[_Unit, ...]
+    norm: str  # the normalised text of the field
+    start: int  # its span in the original text
+    end: int
     sep: str  # the normalised separator text before it
-
-    @property
-    def norm(self) -> str:
-        return "".join(u.norm for u in self.units)
-
-    @property
-    def start(self) -> int:
-        return self.units[0].start
-
-    @property
-    def end(self) -> int:
-        return self.units[-1].end
+    ends: tuple[int, ...] | None = None  # original end offset per normalised character (None: 1:1)
 
     def offset_after(self, n: int) -> int:
         """Original offset just after the first ``n`` normalised characters."""
-        seen = 0
-        for u in self.units:
-            seen += len(u.norm)
-            if seen >= n:
-                return u.end
-        return self.end
+        if n >= len(self.norm):
+            return self.end
+        return self.start + n if self.ends is None else self.ends[n - 1]
+
+    def shifted(self, by: int) -> _Field:
+        return _Field(self.norm, self.start + by, self.end + by, self.sep,
+                      None if self.ends is None else tuple(e + by for e in self.ends))
+
+
+_ASCII_FIELD_RE = re.compile(r"[A-Za-z0-9*#]+")
 
 
 def _fold(ch: str) -> str:
@@ -122,6 +122,13 @@ def _is_word(u: _Unit) -> bool:
 
 
 def _fields(text: str) -> Iterator[_Field]:
+    """The fields of ``text`` in order (see the module docstring)."""
+    if text.isascii() and "\\x" not in text:  # the common case, at C speed
+        prev = 0
+        for m in _ASCII_FIELD_RE.finditer(text):
+            yield _Field(m.group().lower(), m.start(), m.end(), text[prev:m.start()])
+            prev = m.end()
+        return
     units: list[_Unit] = []
     sep: list[str] = []
     pending_sep = ""
@@ -133,11 +140,18 @@ def _fields(text: str) -> Iterator[_Field]:
             units.append(u)
         else:
             if units:
-                yield _Field(tuple(units), pending_sep)
+                yield _from_units(units, pending_sep)
                 units = []
             sep.append(u.norm)
     if units:
-        yield _Field(tuple(units), pending_sep)
+        yield _from_units(units, pending_sep)
+
+
+def _from_units(units: list[_Unit], sep: str) -> _Field:
+    ends: list[int] = []
+    for u in units:
+        ends += [u.end] * len(u.norm)
+    return _Field("".join(u.norm for u in units), units[0].start, units[-1].end, sep, tuple(ends))
 
 
 def _secret_word(word: str) -> tuple[str, int, int] | None:
@@ -182,7 +196,7 @@ def redact(text: str) -> str:
     ``redact(redact(t)) == redact(t)``; text that does not look like a logon or password
     change is returned unchanged; never raises.
     """
-    gen = _fields(text)
+    gen = _fields(text[:SCAN_LIMIT])
     candidates: list[_Field] = []  # the first KEY_WINDOW + 1 fields that are not OIF/TAF
     after_taf = False
     for f in gen:
@@ -190,7 +204,7 @@ def redact(text: str) -> str:
         if lead in "*#":
             after_taf = lead == "#"
             continue
-        if after_taf and f.sep in (":", "-") and len(f.norm) <= 4 and all(c in _HEX for c in f.norm):
+        if after_taf and f.sep in (":", "-") and _secret_word(f.norm) is None:
             continue  # the rest of a TAF that is an IP or MAC address (PPP §1.6.8 B)
         after_taf = False
         candidates.append(f)
@@ -204,6 +218,9 @@ def redact(text: str) -> str:
             break
         found = _secret_word(f.norm)
         if found is not None:
+            if i + 1 < len(candidates) and candidates[i + 1].norm in _EXACT_KEYS:
+                f = candidates[i + 1]  # a header spelled like a key (LOGON.LOGON.…): the second is the key
+                found = _secret_word(f.norm)
             kind, _start, end = found
             key = (kind, f.offset_after(end), f)
             break
@@ -214,15 +231,14 @@ def redact(text: str) -> str:
         following = _first_after(text, field)
         if following is not None and following.norm[0] not in "*#" and _user_like(following, text):
             cut = following.end
-    rest = text[cut:]
-    if not rest or all(c in _BLANK for c in rest):
+    if not text[cut:].strip(_BLANK):
         return text
     return text[:cut] + MARK
 
 
 def _first_after(text: str, field: _Field) -> _Field | None:
     """The field that follows ``field`` in the text (OIF/TAF-looking ones included)."""
-    f = next(_fields(text[field.end:]), None)
+    f = next(_fields(text[field.end:field.end + SCAN_LIMIT]), None)
     if f is None:
         return None
-    return _Field(tuple(_Unit(u.norm, u.start + field.end, u.end + field.end) for u in f.units), f.sep)
+    return f.shifted(field.end)
