@@ -118,7 +118,8 @@ def test_availability_report_after_a_crash_and_a_clean_restart(tmp_path, procs):
 def test_sigterm_drains_in_flight_work(tmp_path, procs):
     up, port, mport = free_port(), free_port(), free_port()
     cfg = make_config(tmp_path, upstream_ports=[up], port=port, metrics_port=mport)
-    start_stub(procs, tmp_path, up, "--latency-ms", "1500")
+    stub_log = tmp_path / "stub.log"
+    start_stub(procs, tmp_path, up, "--latency-ms", "1500", "--log", str(stub_log))
     serve = start_serve(procs, tmp_path, cfg)
     t = subprocess.Popen([*__import__("tests.e2e.conftest", fromlist=["MSC"]).MSC, "terminal", "--connect",
                           f"127.0.0.1:{port}", "--header", "ICS1", "--user", "TS0001", "--password-stdin", "--send",
@@ -126,7 +127,12 @@ def test_sigterm_drains_in_flight_work(tmp_path, procs):
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     t.stdin.write(PASSWORD + "\n")
     t.stdin.close()
-    time.sleep(0.8)  # the request is upstream now
+    # SIGTERM once the request is upstream (the stub has it and answers 1.5 s later): a condition,
+    # not a fixed sleep, which a loaded machine outran.
+    deadline = time.monotonic() + 20
+    while not (stub_log.exists() and "DRAIN, ME" in stub_log.read_text()):
+        assert time.monotonic() < deadline and t.poll() is None, "the request never reached the stub"
+        time.sleep(0.02)
     serve.p.send_signal(signal.SIGTERM)
     out = t.stdout.read()
     assert t.wait(timeout=20) == 0, out
