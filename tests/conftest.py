@@ -346,3 +346,20 @@ async def eventually(predicate, timeout: float = 5.0, interval: float = 0.02):
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def old_journal(tmp_path_factory):
+    """keys/ and journal/ of a switch "TEST-MSC" that ran from 15 January 2022 to 15 February 2025
+    (a record at least every 2 hours): January 2022 is purgeable then. Copy it, never modify it."""
+    from tests.timeline import build_dir, utc
+
+    return build_dir(tmp_path_factory.mktemp("old-journal"), utc(2022, 1, 15), utc(2025, 2, 15))
+
+
+@pytest.fixture(scope="session")
+def young_journal(tmp_path_factory):
+    """Like old_journal, from 5 January to 15 February 2025: January is one month old."""
+    from tests.timeline import build_dir, utc
+
+    return build_dir(tmp_path_factory.mktemp("young-journal"), utc(2025, 1, 5), utc(2025, 2, 15))

@@ -10,14 +10,7 @@ from msc.journal import Entry, Journal, JournalError, KeyRing
 from msc.journal.journal import month_expired
 from msc.journal.search import Query, search
 from msc.journal.verify import verify
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
+from tests.timeline import build_continuous, run_for
 
 
 def ts(y, m, d) -> float:
@@ -31,17 +24,15 @@ def test_month_expired_boundaries():
 
 
 async def test_purge_destroys_old_months_keeps_verification_and_is_recorded(tmp_path):
+    """The journal ran from January 2022 to February 2025 (a record at least every 2 hours): by
+    then January 2022 is older than 1096 days by the clock and by the journal's own timeline."""
     ring = KeyRing(tmp_path / "keys", tmp_path / "keys" / "master.key")
     ring.init()
-    clock = Clock(ts(2022, 1, 15))
-    j = Journal(tmp_path / "journal", ring, clock=clock, checkpoint_every=5)
-    await j.open()
-    for i in range(12):
-        await j.append(Entry(kind="RECEIVED", user="TS0001", text=f"ICS1.QW.CA0130000.NAM/OLD, RECORD{i}"))
-    clock.t = ts(2022, 2, 10)
+    j, clock = await build_continuous(tmp_path / "journal", ring, ts(2022, 1, 15), ts(2022, 2, 10),
+                                      first_texts=[f"ICS1.QW.CA0130000.NAM/OLD, RECORD{i}" for i in range(12)])
     for i in range(4):
         await j.append(Entry(kind="RECEIVED", user="TS0001", text=f"ICS1.QW.CA0130000.NAM/FEB, RECORD{i}"))
-    clock.t = ts(2025, 2, 15)  # Jan 2022 is older than 1096 days; Feb 2022 is not yet
+    await run_for(j, clock, ts(2025, 2, 15))  # Jan 2022 is older than 1096 days; Feb 2022 is not yet
     for i in range(3):
         await j.append(Entry(kind="RECEIVED", user="TS0002", text=f"ICS1.QW.CA0130000.NAM/NEW, RECORD{i}"))
     with pytest.raises(JournalError):
@@ -57,6 +48,9 @@ async def test_purge_destroys_old_months_keeps_verification_and_is_recorded(tmp_
     assert not any("OLD, RECORD" in t for t in texts)
     assert any("FEB, RECORD" in t for t in texts)
     assert any(t.startswith("RETENTION PURGE 2022-01 SEQ/1-") for t in texts)
+    # The purge record carries its claim in its sealed metadata, covered by a signed checkpoint.
+    [rec] = [r for r in search(tmp_path / "journal", ring, Query(kind="ADMIN")) if r.code == "PURGE"]
+    assert rec.txn.startswith("PURGE:2022-01:1-") and rec.txn.endswith(":1096")
     res = verify(tmp_path / "journal", ring, name="MSC")
     assert res.ok, res.problems
     assert res.purged_records >= 12

@@ -61,6 +61,16 @@ def add_arguments(sub) -> None:
                 auth=False, filters=False)
     sp.add_argument("--dry-run", action="store_true")
     sp.set_defaults(func=cmd_purge)
+    sp = common(j.add_parser("accept", help="accept what the journal's start-up self-check refuses (journaled)",
+                             description="Records lost after the last checkpoint, or a journal that is gone: "
+                                         "continue (or start anew) with an ADMIN record naming you and your reason. "
+                                         "An altered journal is set aside as evidence with --new-journal."),
+                auth=False, filters=False)
+    sp.add_argument("--as", dest="as_user", required=True, metavar="ADMIN_ID")
+    sp.add_argument("--reason", required=True, help="why (recorded in the journal)")
+    sp.add_argument("--new-journal", action="store_true",
+                    help="set an altered journal aside (renamed, kept) and start a new one")
+    sp.set_defaults(func=cmd_accept)
 
 
 def _settings(args) -> Settings:
@@ -274,39 +284,64 @@ def cmd_verify(args) -> int:
 
 
 def cmd_purge(args) -> int:
+    """Retention (JOURNAL.md): what the clock *and* the journal's own timeline agree is older
+    than retention_days. A refusal (they disagree) is journaled and exits 1."""
     import asyncio
     import time
 
-    from msc.journal.journal import month_expired
-    from msc.journal.store import list_partitions
+    from msc.journal.retention import load_timeline, plan
 
     s = _settings(args)
     days = s.config.journal.retention_days
-    now = time.time()
-    from msc.journal.keys import period_of
-
-    current = period_of(int(now * 1e6))
-    due = [p for p in list_partitions(s.journal_dir) if p < current and month_expired(p, days, now)]
-    if args.dry_run or not due:
-        print(f"retention {days} days: {', '.join(due) if due else 'no month is old enough to purge'}")
+    if args.dry_run:
+        p = plan(load_timeline(s.journal_dir), days, time.time())
+        if p.refused:
+            print(f"retention {days} days: a purge would be REFUSED: {p.refused}")
+            return EXIT_PROBLEM
+        print(f"retention {days} days: " + (", ".join(m for m, _f, _l in p.due) or "no month is old enough to purge"))
+        for month, why in p.waiting:
+            print(f"  {month} waits: {why}")
         return EXIT_OK
     try:
-        reply = control(s, {"op": "purge"})
-        if not reply.get("ok"):
-            print(f"error: {reply.get('error')}", file=sys.stderr)
-            return EXIT_PROBLEM
-        purged = reply["purged"]
-    except DaemonUnavailable:
-        from msc.cli.admin import _direct_journal
+        try:
+            reply = control(s, {"op": "purge"})
+            if not reply.get("ok"):
+                print(f"error: {reply.get('error')}", file=sys.stderr)
+                return EXIT_PROBLEM
+            purged = reply["purged"]
+        except DaemonUnavailable:
+            from msc.cli.admin import _direct_journal
 
-        async def go():
-            j = await _direct_journal(s)
-            try:
-                return await j.purge(days, actor=None)
-            finally:
-                await j.close()
+            async def go():
+                j = await _direct_journal(s)
+                try:
+                    return await j.purge(days, actor=None)
+                finally:
+                    await j.close()
 
-        purged = asyncio.run(go())
+            purged = asyncio.run(go())
+    except JournalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    if not purged:
+        print(f"retention {days} days: no month is old enough to purge")
     for period, first, last in purged:
         print(f"purged {period}: records {first}-{last}; its key is destroyed")
+    return EXIT_OK
+
+
+def cmd_accept(args) -> int:
+    """``msc journal accept``: an administrator accepts what the journal's start-up self-check
+    refuses (JOURNAL.md "Start-up self-check"), in a record that names them and says why."""
+    from msc.journal.acceptance import accept
+
+    s = _settings(args)
+    try:
+        outcome = accept(s.journal_dir, _ring(s), name=s.config.switch.name, reason=args.reason,
+                         actor=args.as_user.upper(), new_journal=args.new_journal,
+                         synchronous=s.config.journal.synchronous)
+    except JournalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    print(outcome)
     return EXIT_OK

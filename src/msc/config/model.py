@@ -84,8 +84,9 @@ class JournalSection(_Table, kw_only=True):
     key_file: str = "var/keys/master.key"
     retention_days: int = 1096
     synchronous: Literal["full", "normal"] = "full"
-    checkpoint_every: int = 10000
-    checkpoint_interval_s: float = 60
+    checkpoint_every: int = 1000  # records; with checkpoint_interval_s: the unsigned tail bound (JOURNAL.md)
+    checkpoint_interval_s: float = 10
+    verify_interval_s: float = 3600  # start a background verification pass at most this often (0: never)
 
 
 class UpstreamSection(_Table, kw_only=True):

@@ -125,10 +125,14 @@ def validate(settings: Settings) -> list[ConfigIssue]:
     j = cfg.journal
     if j.retention_days < MIN_RETENTION_DAYS:
         c.add("journal.retention_days", f"must be >= {MIN_RETENTION_DAYS} (three years, PPP §1.7.1 A)")
-    if j.checkpoint_every < 1:
-        c.add("journal.checkpoint_every", "must be >= 1")
-    if j.checkpoint_interval_s <= 0:
-        c.add("journal.checkpoint_interval_s", "must be > 0")
+    # The unsigned tail (records after the last signed checkpoint) is bounded by these two
+    # (JOURNAL.md "Integrity"): their maxima keep it small.
+    if not 1 <= j.checkpoint_every <= 10000:
+        c.add("journal.checkpoint_every", "must be between 1 and 10000 records")
+    if not 0 < j.checkpoint_interval_s <= 60:
+        c.add("journal.checkpoint_interval_s", "must be > 0 and at most 60 seconds")
+    if j.verify_interval_s < 0:
+        c.add("journal.verify_interval_s", "must be >= 0 (0: no background verification)")
 
     # upstreams and routes
     upstreams = {u.name for u in cfg.upstream}

@@ -23,33 +23,34 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from msc.journal.highwater import HighWater, default_path
 from msc.journal.indexer import Indexer
 from msc.journal.keys import KeyRing, PeriodKeys, next_period, period_of
 from msc.journal.records import Entry, JournalError, Kind, seal
-from msc.journal.store import Checkpoint, Row, Writer, list_partitions
+from msc.journal.retention import (MIN_RETENTION_DAYS, PurgeRefused, load_timeline, month_end, month_expired,  # noqa: F401
+                                   plan, purge_entry)
+from msc.journal.selfcheck import JournalRefused, SelfCheck, check
+from msc.journal.store import Checkpoint, Row, Writer
 from msc.journal.tokens import tokens_for
 
 #: Upper bound on records sealed into one batch; more wait for the next commit.
 MAX_BATCH = 4096
-MIN_RETENTION_DAYS = 1096  # PPP §1.7.1 A: three years
 INDEX_BATCH = 20_000  # wake the indexer early once this many records are unindexed (else every second)
-
-
-def month_expired(period: str, retention_days: int, now: float) -> bool:
-    """Has the whole month ended more than ``retention_days`` before ``now``?"""
-    import datetime as dt
-
-    y, m = map(int, period.split("-"))
-    end = dt.datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=dt.timezone.utc)
-    return end.timestamp() + retention_days * 86400 <= now
+#: While idle the journal still writes a signed checkpoint this often (its record marks time):
+#: the journal's own timeline then has no silence longer than this while the switch runs
+#: (retention.TIMELINE_GAP_S is twice as long).
+HEARTBEAT_S = 3600.0
+#: How often the timer looks at the checkpoint interval.
+TICK_S = 1.0
+ACCEPT_CODE = "ACCEPT"
 
 
 class ThreadWriter:
     """The writer in a worker thread of this process (short-lived CLI use; the daemon uses
     :class:`msc.journal.writerproc.WriterProcess`). Same asynchronous operations."""
 
-    def __init__(self, directory: Path, synchronous: str, signing) -> None:
-        self.writer = Writer(directory, synchronous=synchronous)
+    def __init__(self, directory: Path, synchronous: str, signing, mark_path: Path) -> None:
+        self.writer = Writer(directory, synchronous=synchronous, mark_path=mark_path)
         self._signing = signing
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="msc-journal")
         self._indexer = Indexer(directory)
@@ -70,8 +71,13 @@ class ThreadWriter:
         return self.writer.last_ts
 
     @property
-    def checkpoints(self) -> list:
-        return [[c.tree_size] for c in self.writer.checkpoints]
+    def checkpoint_size(self) -> int:
+        cp = self.writer.last_checkpoint
+        return cp.tree_size if cp else 0
+
+    @property
+    def journal_id(self) -> str | None:
+        return self.writer.journal_id
 
     async def commit(self, rows, poke_indexer: bool = False) -> None:
         await self._run(self.writer.commit, rows)
@@ -81,8 +87,8 @@ class ThreadWriter:
     async def checkpoint(self, name: str, ts: int):
         return await self._run(self.writer.checkpoint, name, self._signing.sign, ts)
 
-    async def purge_period(self, period: str):
-        return await self._run(self.writer.purge_period, period)
+    async def purge_period(self, period: str, purge_seq: int):
+        return await self._run(self.writer.purge_period, period, purge_seq)
 
     async def delete_partition(self, period: str) -> None:
         await self._run(self.writer.delete_partition, period)
@@ -109,10 +115,22 @@ class Journal:
         on_commit: Callable[[Sequence[Entry], float], None] | None = None,
         on_error: Callable[[Exception], None] | None = None,
         on_checkpoint: Callable[[Checkpoint], None] | None = None,
+        on_integrity: Callable[[str], None] | None = None,
         writer: str = "thread",
+        high_water: Path | None = None,
+        prior_evidence: Sequence[str] = (),
+        accept: tuple[str, str | None] | None = None,
     ) -> None:
         """``writer``: "process" (the daemon: a child process owns the files, no GIL waits on
-        the commit path) or "thread" (a worker thread; short-lived CLI use)."""
+        the commit path) or "thread" (a worker thread; short-lived CLI use).
+
+        ``high_water``: the high-water mark file (default: beside the journal directory).
+        ``prior_evidence``: the caller's own reasons to believe a journal existed (the daemon:
+        state.db's availability ledger), for the start-up self-check. ``accept``: (reason,
+        administrator) — an administrator accepts what the self-check found (``msc journal
+        accept``): records lost above the last checkpoint, or no journal where one existed.
+        ``on_integrity(text)``: the journal found itself altered while running (fail closed).
+        """
         self.dir = directory
         self.writer_kind = writer
         self.synchronous = synchronous
@@ -129,7 +147,6 @@ class Journal:
         self._next_seq = 1
         self._last_ts = 0
         self._since_checkpoint = 0
-        self._last_checkpoint_time = 0.0
         self._checkpoint_record_only = False
         self._signing = None
         self._closing = False
@@ -142,8 +159,18 @@ class Journal:
         self.on_commit = on_commit
         self.on_error = on_error
         self.on_checkpoint = on_checkpoint
+        self.on_integrity = on_integrity
         self._unindexed = 0
         self._landed: tuple[int, int] | None = None  # seqs written while commits reported errors
+        self._hwm = HighWater(high_water or default_path(directory))
+        self._prior_evidence = tuple(prior_evidence)
+        self._accept = accept
+        self.selfcheck: SelfCheck | None = None
+        self.accepted: list[str] = []  # what an administrator accepted at this open
+        self.opened_size = 0  # records in the journal when it was opened
+        self._committed = 0  # the highest sequence number known committed by this process
+        self.refused: str | None = None  # set when the journal is found altered while running
+        self._last_checkpoint_mono = time.monotonic()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -158,19 +185,72 @@ class Journal:
 
             seed = signing.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                                          serialization.NoEncryption())
-            self._w = WriterProcess(self.dir, self.synchronous, seed)
+            self._w = WriterProcess(self.dir, self.synchronous, seed, self._hwm.path)
         else:
-            self._w = ThreadWriter(self.dir, self.synchronous, signing)
+            self._w = ThreadWriter(self.dir, self.synchronous, signing, self._hwm.path)
         await self._w.start()
+        try:
+            await asyncio.to_thread(self._self_check)
+        except BaseException:
+            await self._w.close()
+            raise
         self._next_seq = self._w.last_seq + 1
         self._last_ts = self._w.last_ts
-        cps = self._w.checkpoints
-        self.tree_size = cps[-1][0] if cps else 0
+        self.opened_size = self._committed = self._w.last_seq
+        self.tree_size = self._w.checkpoint_size
         self._since_checkpoint = self._w.last_seq - self.tree_size
-        self._last_checkpoint_time = self._clock()
+        self._last_checkpoint_mono = time.monotonic()
         await loop.run_in_executor(None, self.prepare_keys)
+        await asyncio.to_thread(self._finish_key_destruction)
+        if self._w.journal_id:
+            await asyncio.to_thread(self.keyring.register_journal, self._w.journal_id)
         self._task = asyncio.create_task(self._run(), name="journal-writer")
         self._timer = asyncio.create_task(self._tick(), name="journal-checkpoints")
+        if self.accepted:
+            reason, actor = self._accept
+            await self.append(Entry(kind=Kind.ADMIN, user=actor, code=ACCEPT_CODE, text=(
+                f"JOURNAL ACCEPTED AS IT IS BY AN ADMINISTRATOR: {'; '.join(self.accepted)} "
+                f"(JOURNAL NOW ENDS AT SEQ/{self.opened_size}) REASON/{reason}")))
+
+    def _self_check(self) -> None:
+        """JOURNAL.md "Start-up self-check": refuse to append to a journal that is not sound."""
+        mark = self._hwm.read()
+        res = check(self.dir, self.keyring, name=self.name, mark=mark, mark_path=self._hwm.path,
+                    journal_id=self._w.journal_id, prior_evidence=self._prior_evidence, now=self._clock())
+        self.selfcheck = res
+        if res.ok:
+            return
+        acceptable = res.continuable or all(p.kind == "missing" for p in res.problems)
+        if self._accept is None or not acceptable:
+            raise JournalRefused(res, self.dir)
+        self.accepted = [str(p) for p in res.problems]
+
+    def _finish_key_destruction(self) -> None:
+        """A purge that stopped between marking a month purged and destroying its key: finish it."""
+        from msc.journal.store import Reader, load_purged
+
+        meta = Reader(self.dir).meta()
+        if meta is None:
+            return
+        try:
+            purged = [p for p, _f, _l in load_purged(meta)]
+        finally:
+            meta.close()
+        for period in purged:
+            if self.keyring.period(period, create=False) is not None:
+                self.keyring.destroy_period(period)
+
+    def mark(self) -> Mark:
+        return Mark(self._w.journal_id, self._committed, self._last_ts, self.tree_size)
+
+    async def _write_mark(self) -> None:
+        self._last_mark_mono = time.monotonic()
+        try:
+            await asyncio.to_thread(self._hwm.write, self.mark())
+        except OSError as exc:
+            import structlog
+
+            structlog.get_logger("msc.journal").error("journal.high_water_not_written", error=str(exc))
 
     def prepare_keys(self) -> None:
         """Make sure this month's and next month's keys exist (so sealing never waits on disk)."""
@@ -188,8 +268,9 @@ class Journal:
             self._timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._timer
-        with contextlib.suppress(JournalError):
-            await self._checkpoint(record=False)
+        if self.refused is None:
+            with contextlib.suppress(JournalError):
+                await self._checkpoint(record=False)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -210,7 +291,11 @@ class Journal:
         if self._task is None:
             fut.set_exception(JournalError("journal is not open"))
             return fut
+        if self.refused is not None:
+            fut.set_exception(JournalError(self.refused))
+            return fut
         self._pending.append((entries, fut))
+        self._checkpoint_record_only = False
         self._wake.set()
         return fut
 
@@ -243,9 +328,11 @@ class Journal:
                 seq += 1
         return rows
 
-    def _take(self) -> list[tuple[Sequence[Entry], asyncio.Future]]:
+    def _take(self, limit: int = MAX_BATCH) -> list[tuple[Sequence[Entry], asyncio.Future]]:
+        """The next batch: whole appends, until ``limit`` records (at least one append)."""
         k, count = 0, 0
-        while k < len(self._pending) and count < MAX_BATCH:
+        limit = max(1, min(limit, MAX_BATCH))
+        while k < len(self._pending) and count < limit:
             count += len(self._pending[k][0])
             k += 1
         batch = self._pending[:k]
@@ -267,8 +354,10 @@ class Journal:
             self._idle.clear()
             t0 = time.perf_counter()
             try:
+                # A batch stops at the checkpoint mark (the unsigned tail bound, JOURNAL.md).
+                room = self.checkpoint_every - self._since_checkpoint
                 if ready is None:
-                    batch = self._take()
+                    batch = self._take(room)
                     rows = self._seal(batch, self._next_seq)
                 else:
                     batch, rows = ready
@@ -278,8 +367,8 @@ class Journal:
                 if poke:
                     self._unindexed = 0
                 commit = asyncio.ensure_future(self._w.commit(rows, poke))
-                if self._pending:
-                    nxt = self._take()
+                if self._pending and room - len(rows) > 0:  # else a checkpoint comes first
+                    nxt = self._take(room - len(rows))
                     try:
                         ready = (nxt, self._seal(nxt, rows[-1].values[0] + 1))
                     except Exception:
@@ -303,6 +392,9 @@ class Journal:
                         fut.set_exception(err)
                 if self.on_error:
                     self.on_error(err)
+                if self._w.last_seq < self._committed:
+                    self._shrunk()
+                    return
                 if self._w.last_seq >= failed_first:
                     # The batch reached the disk although its commit reported an error (a failed
                     # fsync after the WAL write). Its senders were told E501 and nothing in it was
@@ -320,6 +412,7 @@ class Journal:
                     "WERE ANSWERED E501 AND NOTHING IN THEM WAS FORWARDED OR DELIVERED"))])
             first = rows[0].values[0]
             self._next_seq = rows[-1].values[0] + 1
+            self._committed = max(self._committed, self._next_seq - 1)
             self._last_ts = max(self._last_ts, rows[-1].values[1])
             self._since_checkpoint += len(rows)
             seq = first
@@ -333,6 +426,29 @@ class Journal:
             if self._since_checkpoint >= self.checkpoint_every:
                 with contextlib.suppress(JournalError):
                     await self._checkpoint()
+
+    def _shrunk(self) -> None:
+        """Records this process committed are gone (the files were cut while the writer was being
+        replaced): never write over their sequence numbers. Fail closed for good."""
+        lost_from, lost_to = self._w.last_seq + 1, self._committed
+        self.refused = (f"journal records {lost_from}..{lost_to} were committed and are gone from the files: "
+                        "the journal was altered while the switch ran; nothing more is appended")
+        self.healthy = False
+        self.last_error = self.refused
+        self._next_seq = self._committed + 1  # stays above what is lost (nothing more is written)
+        for entries, fut in self._pending:
+            if not fut.done():
+                fut.set_exception(JournalError(self.refused))
+        self._pending.clear()
+        self._idle.set()
+        if self.on_integrity:
+            self.on_integrity(self.refused)
+
+    @property
+    def committed_size(self) -> int:
+        """What the files hold as far as this process knows: the committed size, or after the
+        journal was found cut while running, the size it was cut to."""
+        return self._w.last_seq if self.refused is not None else self._committed
 
     # -- reading (store-and-forward) ------------------------------------------------------
 
@@ -362,40 +478,65 @@ class Journal:
     async def purge(self, retention_days: int, *, now: float | None = None, actor: str | None = None) -> list[tuple[str, int, int]]:
         """Delete whole months older than ``retention_days`` and destroy their keys (JOURNAL.md).
 
-        Only months that ended more than ``retention_days`` ago go; the current month never does.
-        Each purge is an ADMIN record. Returns (period, first seq, last seq) per month purged.
+        Only months that both the clock and the journal's own timeline say ended more than
+        ``retention_days`` ago (:func:`msc.journal.retention.plan`). If the two disagree nothing
+        is deleted: an ADMIN record says why and :class:`PurgeRefused` is raised. Each month's
+        purge record is committed and covered by a signed checkpoint before the month's files
+        and key are destroyed. Returns (month, first seq, last seq) per month purged.
         """
-        if retention_days < MIN_RETENTION_DAYS:
-            raise JournalError(f"retention_days must be >= {MIN_RETENTION_DAYS} (PPP §1.7.1 A)")
         now = self._clock() if now is None else now
         await self.flush()
-        current = period_of(int(now * 1e6))
+        timeline = await asyncio.to_thread(load_timeline, self.dir)
+        decision = plan(timeline, retention_days, now)  # raises JournalError below the minimum
+        if decision.refused:
+            with contextlib.suppress(JournalError):
+                await self.append(Entry(kind=Kind.ADMIN, user=actor, code="E502", text=(
+                    f"RETENTION PURGE REFUSED: {decision.refused}; NOTHING WAS PURGED (RETENTION_DAYS/{retention_days})")))
+            raise PurgeRefused(f"retention purge refused: {decision.refused}; nothing was purged")
         done = []
-        for period in await asyncio.to_thread(list_partitions, self.dir):
-            if period >= current or not month_expired(period, retention_days, now):
-                break
-            span = await self._w.purge_period(period)
+        for period, first, last in decision.due:
+            from msc.journal.retention import observed_seconds
+
+            seen = observed_seconds(month_end(period), timeline.last_ts, timeline.gaps) / 86400
+            [purge_seq] = await self.append(purge_entry(period, first, last, retention_days, actor,
+                                                        f"ENDED {period} + 1 MONTH; {seen:.0f} DAYS AGO BY THE JOURNAL'S TIMELINE"))
+            cp = await self.checkpoint()
+            if cp is None or cp.tree_size < purge_seq:
+                raise JournalError(f"the purge record of {period} could not be covered by a signed checkpoint; nothing deleted")
+            span = await self._w.purge_period(period, purge_seq)
+            if span is None:
+                continue
+            if tuple(span) != (first, last):
+                raise JournalError(f"{period} changed while it was being purged ({first}..{last} became {span[0]}..{span[1]})")
             # Crypto-shredding: without the month's key its records (and any backup copy of
             # them) cannot be read. The leaf hashes kept above keep the tree verifiable.
             await asyncio.to_thread(self.keyring.destroy_period, period)
             await self._w.delete_partition(period)
-            if span is None:
-                continue
-            done.append((period, *span))
-            await self.append(Entry(kind=Kind.ADMIN, user=actor,
-                                    text=f"RETENTION PURGE {period} SEQ/{span[0]}-{span[1]} RETENTION_DAYS/{retention_days} KEY DESTROYED"))
+            done.append((period, first, last))
         return done
 
     # -- checkpoints ----------------------------------------------------------------------
 
     async def _tick(self) -> None:
+        """Checkpoints on time (monotonic: a clock set back must not stop them), looked at
+        every :data:`TICK_S`.
+
+        Unsigned tail bound (JOURNAL.md): a checkpoint follows the commit that brings
+        ``checkpoint_every`` records since the last one, and the tick that finds
+        ``checkpoint_interval_s`` elapsed with new records; idle, one every :data:`HEARTBEAT_S`.
+        """
         while True:
-            await asyncio.sleep(min(self.checkpoint_interval_s, 5.0))
-            if self._clock() - self._last_checkpoint_time < self.checkpoint_interval_s:
+            await asyncio.sleep(min(self.checkpoint_interval_s, TICK_S))
+            mono = time.monotonic()
+            elapsed = mono - self._last_checkpoint_mono
+            if elapsed < self.checkpoint_interval_s:
                 continue
-            # Do not checkpoint an idle journal whose only news is the previous checkpoint record.
-            if self._since_checkpoint == 0 or (self._since_checkpoint == 1 and self._checkpoint_record_only):
-                self._last_checkpoint_time = self._clock()
+            # An idle journal whose only news is the previous checkpoint record: checkpoint only
+            # once an hour, so that its timeline still shows the switch was running.
+            idle = self._since_checkpoint == 0 or (self._since_checkpoint == 1 and self._checkpoint_record_only)
+            if idle and (elapsed < HEARTBEAT_S or self._since_checkpoint == 0):
+                if self._since_checkpoint == 0:
+                    self._last_checkpoint_mono = mono
                 continue
             with contextlib.suppress(JournalError):
                 await self._checkpoint()
@@ -406,9 +547,9 @@ class Journal:
         return await self._checkpoint()
 
     async def _checkpoint(self, *, record: bool = True) -> Checkpoint | None:
-        ts = int(self._clock() * 1_000_000)
+        ts = max(int(self._clock() * 1_000_000), self._last_ts)
         cp = await self._w.checkpoint(self.name, ts)
-        self._last_checkpoint_time = self._clock()
+        self._last_checkpoint_mono = time.monotonic()
         if cp is None:
             return None
         self.tree_size = cp.tree_size

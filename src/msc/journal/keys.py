@@ -276,6 +276,21 @@ class KeyRing:
             self._write(doc)
         self._periods.pop(period, None)
 
+    def journals(self) -> dict[str, str]:
+        """The journals this key ring has served: journal id → when it was first opened (ISO UTC).
+        Evidence, for the start-up self-check, that a journal existed (its files may be gone)."""
+        return dict(self._read().get("journals", {}))
+
+    def register_journal(self, journal_id: str) -> None:
+        """Remember a journal the first time it is opened with this key ring."""
+        with self._locked():
+            doc = self._read()
+            journals = doc.setdefault("journals", {})
+            if journal_id in journals:
+                return
+            journals[journal_id] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            self._write(doc)
+
     def users_aead(self) -> AESGCM:
         with self._locked():
             doc = self._read()

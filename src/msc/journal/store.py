@@ -32,10 +32,14 @@ from pathlib import Path
 from msc.config.files import atomic_write
 from msc.journal.merkle import Frontier
 from msc.journal.records import JournalError
+from msc.journal.retention import TIMELINE_GAP_S
 
 
 class JournalBusy(JournalError):
     """Another process holds the journal's writer lock (normally the running daemon)."""
+
+#: A silence longer than this between two records is a timeline gap (msc.journal.retention).
+GAP_US = TIMELINE_GAP_S * 1_000_000
 
 PARTITION_RE = re.compile(r"(\d{4})-(\d{2})\.db\Z")  # not YYYY-MM.idx.db
 
@@ -88,8 +92,15 @@ CREATE TABLE IF NOT EXISTS purged(
     period TEXT PRIMARY KEY,
     first_seq INTEGER NOT NULL,
     last_seq INTEGER NOT NULL,
-    purged_at INTEGER NOT NULL
+    purged_at INTEGER NOT NULL,
+    purge_seq INTEGER          -- the purge record (msc.journal.retention) that justifies it
 );
+-- Sealed bytes of purge records whose own month was purged: the proof outlives the month.
+CREATE TABLE IF NOT EXISTS kept(seq INTEGER PRIMARY KEY, blob BLOB NOT NULL);
+-- Silences of more than retention.TIMELINE_GAP_S between two records (restarts, clock jumps):
+-- time the journal did not observe. Derived from the records (verify recomputes them).
+CREATE TABLE IF NOT EXISTS gaps(seq INTEGER PRIMARY KEY, from_ts INTEGER NOT NULL, to_ts INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS journal(k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS checkpoints_append_only_u BEFORE UPDATE ON checkpoints
     BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS checkpoints_append_only_d BEFORE DELETE ON checkpoints
@@ -152,6 +163,8 @@ def connect(path: Path, *, readonly: bool = False, synchronous: str = "full") ->
 def open_meta(directory: Path) -> sqlite3.Connection:
     conn = connect(directory / "meta.db")
     conn.executescript(META_SCHEMA)
+    if "purge_seq" not in {r[1] for r in conn.execute("PRAGMA table_info(purged)")}:
+        conn.execute("ALTER TABLE purged ADD COLUMN purge_seq INTEGER")  # a meta.db from before it existed
     return conn
 
 
@@ -160,8 +173,44 @@ def load_checkpoints(meta: sqlite3.Connection) -> list[Checkpoint]:
         "SELECT tree_size, root, ts, signature, frontier FROM checkpoints ORDER BY tree_size")]
 
 
+def last_checkpoint(meta: sqlite3.Connection, at_most: int | None = None) -> Checkpoint | None:
+    """The newest checkpoint (of tree size ``<= at_most`` if given): one b-tree lookup, however
+    many checkpoints three years of traffic leave (a few million)."""
+    if at_most is None:
+        row = meta.execute("SELECT tree_size, root, ts, signature, frontier FROM checkpoints "
+                           "ORDER BY tree_size DESC LIMIT 1").fetchone()
+    else:
+        row = meta.execute("SELECT tree_size, root, ts, signature, frontier FROM checkpoints WHERE tree_size <= ? "
+                           "ORDER BY tree_size DESC LIMIT 1", (at_most,)).fetchone()
+    return Checkpoint(*row) if row else None
+
+
+def journal_id(meta: sqlite3.Connection) -> str | None:
+    """The journal's identity (random, made when its meta.db was created), or None."""
+    try:
+        row = meta.execute("SELECT v FROM journal WHERE k = 'id'").fetchone()
+    except sqlite3.OperationalError:  # a meta.db from before the table existed
+        return None
+    return row[0] if row else None
+
+
 def load_purged(meta: sqlite3.Connection) -> list[tuple[str, int, int]]:
     return list(meta.execute("SELECT period, first_seq, last_seq FROM purged ORDER BY first_seq"))
+
+
+def load_purge_seqs(meta: sqlite3.Connection) -> dict[str, int | None]:
+    try:
+        return dict(meta.execute("SELECT period, purge_seq FROM purged"))
+    except sqlite3.OperationalError:
+        return {p: None for p, _f, _l in load_purged(meta)}
+
+
+def load_gaps(meta: sqlite3.Connection) -> list[tuple[int, int]]:
+    """(from_ts, to_ts) in µs of each silence recorded by the writer, in sequence order."""
+    try:
+        return list(meta.execute("SELECT from_ts, to_ts FROM gaps ORDER BY seq"))
+    except sqlite3.OperationalError:
+        return []
 
 
 def read_leaves_file(directory: Path, period: str) -> bytes:
@@ -171,15 +220,19 @@ def read_leaves_file(directory: Path, period: str) -> bytes:
 class Writer:
     """The journal's single writer. Not thread-safe: call it from one thread only."""
 
-    def __init__(self, directory: Path, *, synchronous: str = "full") -> None:
+    def __init__(self, directory: Path, *, synchronous: str = "full", mark_path: Path | None = None) -> None:
+        from msc.journal.highwater import HighWater, default_path
+
         self.dir = directory
         self.synchronous = synchronous
+        self.mark = HighWater(mark_path or default_path(directory))  # msc.journal.highwater
         self._conns: dict[str, sqlite3.Connection] = {}
         self._meta: sqlite3.Connection | None = None
         self.frontier = Frontier()
         self.last_seq = 0
         self.last_ts = 0
-        self.checkpoints: list[Checkpoint] = []
+        self.last_checkpoint: Checkpoint | None = None
+        self.journal_id: str | None = None
         self._lock_fd: int | None = None
         self._needs_reopen = False
 
@@ -198,7 +251,14 @@ class Writer:
             self._lock_fd = fd
         self._meta = open_meta(self.dir)
         os.chmod(self.dir / "meta.db", 0o600)
-        self.checkpoints = load_checkpoints(self._meta)
+        self.journal_id = journal_id(self._meta)
+        if self.journal_id is None:
+            import secrets
+
+            self.journal_id = secrets.token_hex(8)
+            self._meta.execute("INSERT OR IGNORE INTO journal(k, v) VALUES ('id', ?)", (self.journal_id,))
+            self.journal_id = journal_id(self._meta)
+        self.last_checkpoint = last_checkpoint(self._meta)
         purged = load_purged(self._meta)
         self._finish_interrupted_purges(purged)
         periods = list_partitions(self.dir)
@@ -217,12 +277,9 @@ class Writer:
 
     def _rebuild_frontier(self, periods: list[str], purged: list[tuple[str, int, int]]) -> Frontier:
         """Start from the latest checkpoint's frontier and replay the leaves committed after it."""
-        start = Frontier()
-        for cp in reversed(self.checkpoints):
-            if cp.tree_size <= self.last_seq:
-                start = Frontier.from_bytes(cp.tree_size, cp.frontier)
-                break
-        f = start
+        assert self._meta is not None
+        cp = last_checkpoint(self._meta, self.last_seq)
+        f = Frontier.from_bytes(cp.tree_size, cp.frontier) if cp else Frontier()
         for _period, first, last in purged:
             if last <= f.size:
                 continue
@@ -240,18 +297,24 @@ class Writer:
         for period, _first, _last in purged:
             self.delete_partition(period)
 
-    def purge_period(self, period: str) -> tuple[int, int] | None:
-        """Retention: keep the month's leaf hashes, record the purge, delete its partition.
+    def purge_period(self, period: str, purge_seq: int) -> tuple[int, int] | None:
+        """Retention: keep the month's leaf hashes (and the sealed bytes of any purge record in
+        it), mark it purged by the purge record ``purge_seq`` — already committed and covered by
+        a signed checkpoint (msc.journal.retention) — for :meth:`delete_partition` to finish.
 
-        The caller destroys the month's key (crypto-shredding) between recording the purge and
-        the file deletion done here; a crash anywhere in between is completed by :meth:`open`.
+        The caller destroys the month's key (crypto-shredding) between this and the deletion;
+        a crash anywhere in between is completed by :meth:`open` and the Journal's open.
         """
+        from msc.journal.retention import PURGE_CODE
+
         path = partition_path(self.dir, period)
         if not path.exists():
             return None
         conn = self._conns.pop(period, None) or connect(path, synchronous=self.synchronous)
         try:
             rows = conn.execute("SELECT seq, leaf FROM records ORDER BY seq").fetchall()
+            evidence = conn.execute("SELECT seq, blob FROM records WHERE kind = 'ADMIN' AND code = ?",
+                                    (PURGE_CODE,)).fetchall()
         finally:
             conn.close()
         if not rows:
@@ -263,8 +326,16 @@ class Writer:
             raise JournalError(f"{period} is not contiguous ({first}..{last}, {len(rows)} records): run verify")
         atomic_write(self.dir / f"{period}.leaves", b"".join(leaf for _, leaf in rows), 0o600)
         assert self._meta is not None
-        self._meta.execute("INSERT OR REPLACE INTO purged(period, first_seq, last_seq, purged_at) VALUES (?, ?, ?, ?)",
-                           (period, first, last, int(time.time() * 1_000_000)))
+        self._meta.execute("BEGIN IMMEDIATE")
+        try:
+            self._meta.executemany("INSERT OR REPLACE INTO kept(seq, blob) VALUES (?, ?)", evidence)
+            self._meta.execute("INSERT OR REPLACE INTO purged(period, first_seq, last_seq, purged_at, purge_seq) "
+                               "VALUES (?, ?, ?, ?, ?)", (period, first, last, int(time.time() * 1_000_000), purge_seq))
+            self._meta.execute("COMMIT")
+        except BaseException:
+            if self._meta.in_transaction:
+                self._meta.execute("ROLLBACK")
+            raise
         return first, last
 
     def delete_partition(self, period: str) -> None:
@@ -300,6 +371,13 @@ class Writer:
         start = 0
         if self._needs_reopen:
             self._reopen()  # re-read the truth before writing anything after a failure
+        if rows and rows[0].seq != self.last_seq + 1:
+            # Never leave a hole, never write over a number: if the files no longer end where the
+            # caller thinks (records were removed behind our back), refuse and say where they end.
+            raise JournalError(f"the batch starts at {rows[0].seq} but the journal ends at {self.last_seq}")
+        gap = None
+        if rows and self.last_ts and rows[0].values[1] - self.last_ts > GAP_US:
+            gap = (rows[0].seq, self.last_ts, rows[0].values[1])
         try:
             while start < len(rows):
                 period = rows[start].period
@@ -326,7 +404,37 @@ class Writer:
             # Never assume a failed commit (or fsync) succeeded: reconnect and re-read the truth.
             self._reset_after_failure()
             raise JournalError(f"journal commit failed: {exc}") from exc
+        if gap is not None:
+            self._record_gap(*gap)
+        self._write_mark()
         return leaves
+
+    def _write_mark(self, *, sync: bool = False) -> None:
+        """The high-water mark after every commit (a pwrite), durably at checkpoints and close."""
+        from msc.journal.highwater import Mark
+
+        cp = self.last_checkpoint
+        try:
+            self.mark.write(Mark(self.journal_id, self.last_seq, self.last_ts, cp.tree_size if cp else 0), sync=sync)
+        except OSError as exc:
+            self.mark.errors += 1
+            if self.mark.errors == 1:
+                import structlog
+
+                structlog.get_logger("msc.journal").error("journal.high_water_not_written", path=str(self.mark.path),
+                                                          error=str(exc))
+
+    def _record_gap(self, seq: int, from_ts: int, to_ts: int) -> None:
+        """Note a silence the journal did not observe: retention does not count it as elapsed time.
+        Derived from the records (verify recomputes gaps from them), so a failure to write it is
+        logged, not fatal to the commit that already succeeded."""
+        assert self._meta is not None
+        try:
+            self._meta.execute("INSERT OR REPLACE INTO gaps(seq, from_ts, to_ts) VALUES (?, ?, ?)", (seq, from_ts, to_ts))
+        except sqlite3.Error as exc:
+            import structlog
+
+            structlog.get_logger("msc.journal").error("journal.gap_not_recorded", seq=seq, error=str(exc))
 
     def _reset_after_failure(self) -> None:
         """After a failed write or fsync, nothing in memory can be trusted to match the disk
@@ -364,7 +472,7 @@ class Writer:
         if self._needs_reopen:
             self._reopen()
         size = self.frontier.size
-        if size == 0 or (self.checkpoints and self.checkpoints[-1].tree_size >= size):
+        if size == 0 or (self.last_checkpoint and self.last_checkpoint.tree_size >= size):
             return None
         root = self.frontier.root()
         sig = sign(checkpoint_message(name, size, root, ts))
@@ -377,13 +485,18 @@ class Writer:
             )
         except sqlite3.Error as exc:
             raise JournalError(f"checkpoint failed: {exc}") from exc
-        self.checkpoints.append(cp)
+        self.last_checkpoint = cp
+        self._write_mark(sync=True)
         return cp
 
     def close(self) -> None:
         for conn in self._conns.values():
             conn.close()
         self._conns.clear()
+        try:
+            self.mark.close()
+        except OSError:
+            pass
         if self._meta is not None:
             self._meta.close()
             self._meta = None

@@ -10,7 +10,11 @@ Recomputes everything from the files and trusts nothing stored beside a record:
   so ciphertext moved between records is caught), and the salted commitment matches;
 * the RFC 6962 root recomputed at each checkpoint's size equals the signed root, and every
   checkpoint's Ed25519 signature verifies;
-* no checkpoint is larger than the journal (truncation below the last checkpoint).
+* no checkpoint is larger than the journal (truncation below the last checkpoint), and the
+  journal is not shorter than ``min_tree_size`` (the committed size seen off the box);
+* every purged month is backed by its purge record, covered by a verified signed checkpoint and
+  written when the month was older than the retention by the journal's own timeline
+  (:mod:`msc.journal.retention`).
 
 The first failure is reported with the sequence number it concerns. Records of purged months are
 covered by their kept leaf hashes (their keys are destroyed, so their tags cannot be checked).
@@ -30,7 +34,8 @@ from cryptography.exceptions import InvalidSignature, InvalidTag
 from msc.journal.keys import KeyRing
 from msc.journal.merkle import Frontier
 from msc.journal.records import commitment, open_sealed, unseal_meta
-from msc.journal.store import COLUMNS, Reader, checkpoint_message, load_checkpoints, load_purged, read_leaves_file
+from msc.journal.retention import PURGE_CODE, TIMELINE_GAP_S, PurgeClaim, claim_of, judge
+from msc.journal.store import COLUMNS, Reader, checkpoint_message, load_purged, read_leaves_file
 
 _META_COLUMNS = COLUMNS[1:]  # seq is checked separately
 
@@ -55,99 +60,251 @@ class VerifyResult:
         self.problems.append(f"seq {seq}: {reason}" if seq is not None else reason)
 
 
-def verify(directory: Path, keyring: KeyRing, *, name: str, min_tree_size: int = 0, stop_at_first: bool = True) -> VerifyResult:
-    t0 = time.perf_counter()
-    res = VerifyResult()
-    reader = Reader(directory)
-    meta = reader.meta()
-    checkpoints = load_checkpoints(meta) if meta else []
-    purged = load_purged(meta) if meta else []
-    if meta:
-        meta.close()
-    public = keyring.public_key()
-    for cp in checkpoints:
-        try:
-            public.verify(cp.signature, checkpoint_message(name, cp.tree_size, cp.root, cp.ts))
-        except InvalidSignature:
-            res.fail(cp.tree_size, f"checkpoint at tree size {cp.tree_size}: signature does not verify")
-    res.checkpoints = len(checkpoints)
-    pending = [cp for cp in checkpoints]
-    frontier = Frontier()
-    expected = 1
-    last_good_cp = 0
+def verify(directory: Path, keyring: KeyRing, *, name: str, min_tree_size: int = 0) -> VerifyResult:
+    """The whole journal, now (``msc journal verify``). Stops at the first problem."""
+    v = Verifier(directory, keyring, name=name)
+    try:
+        while v.res.ok and not v.at_end:
+            v.step(10_000)
+        return v.finish(min_tree_size=min_tree_size)
+    finally:
+        v.close()
 
-    def reached() -> bool:
-        nonlocal last_good_cp
-        while pending and pending[0].tree_size <= frontier.size:
-            cp = pending.pop(0)
-            if cp.tree_size == frontier.size:
-                if frontier.root() != cp.root:
-                    res.fail(last_good_cp + 1, f"tree root at size {cp.tree_size} differs from the signed checkpoint "
-                             f"(a record in {last_good_cp + 1}..{cp.tree_size} was altered)")
+
+class Verifier:
+    """One verification pass over the journal, in steps of bounded size.
+
+    ``msc journal verify`` runs it to the end at once; the background verification
+    (:mod:`msc.journal.watch`) runs it a slice at a time and, once at the end, keeps following the
+    records the switch appends. Every statement reads to completion: no read transaction is left
+    open between steps (it would stop the writer's WAL from being checkpointed).
+    """
+
+    def __init__(self, directory: Path, keyring: KeyRing, *, name: str) -> None:
+        self.t0 = time.perf_counter()
+        self.dir = directory
+        self.keyring = keyring
+        self.name = name
+        self.res = VerifyResult()
+        self.frontier = Frontier()
+        self.expected = 1
+        self.last_good_cp = 0
+        self.at_end = False
+        self.claims: list[PurgeClaim] = []  # purge records seen (live, or kept after their month went)
+        self.gaps: list[tuple[float, float]] = []  # silences between live records (retention.TIMELINE_GAP_S)
+        self._prev_ts: int | None = None
+        self._public = keyring.public_key()
+        self._reader = Reader(directory)
+        meta = self._reader.meta()
+        try:
+            self.purged = load_purged(meta) if meta else []
+            self._kept = dict(meta.execute("SELECT seq, blob FROM kept").fetchall()) if meta and _has_table(meta, "kept") else {}
+        finally:
+            if meta:
+                meta.close()
+        self._purged_todo = list(self.purged)
+        self._in_purged_month = False
+        self._cp_cursor = 0
+        self._pending = self._next_checkpoint(0)
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def _next_checkpoint(self, after: int):
+        meta = self._reader.meta()
+        if meta is None:
+            return None
+        try:
+            return meta.execute("SELECT tree_size, root, ts, signature FROM checkpoints WHERE tree_size > ? "
+                                "ORDER BY tree_size LIMIT 1", (after,)).fetchone()
+        finally:
+            meta.close()
+
+    def _reached(self) -> bool:
+        res, frontier = self.res, self.frontier
+        while self._pending is not None and self._pending[0] <= frontier.size:
+            size, root, ts, signature = self._pending
+            self._cp_cursor = size
+            self._pending = self._next_checkpoint(size)
+            res.checkpoints += 1
+            try:
+                self._public.verify(signature, checkpoint_message(self.name, size, root, ts))
+            except InvalidSignature:
+                res.fail(size, f"checkpoint at tree size {size}: signature does not verify")
+                return False
+            if size == frontier.size:
+                if frontier.root() != root:
+                    res.fail(self.last_good_cp + 1, f"tree root at size {size} differs from the signed checkpoint "
+                             f"(a record in {self.last_good_cp + 1}..{size} was altered)")
                     return False
-                last_good_cp = cp.tree_size
+                self.last_good_cp = size
         return True
 
-    for period, first, last in purged:
-        if first != expected:
-            res.fail(expected, f"purged month {period} starts at {first}, expected {expected}")
-            break
-        data = read_leaves_file(directory, period)
-        if len(data) != (last - first + 1) * 32:
-            res.fail(first, f"kept leaf hashes of purged month {period} are incomplete")
-            break
-        for i in range(last - first + 1):
-            frontier.append(data[i * 32 : (i + 1) * 32])
-            if not reached() and stop_at_first:
-                break
-        res.purged_records += last - first + 1
-        expected = last + 1
+    # -- steps ----------------------------------------------------------------------------------
 
-    if res.ok or not stop_at_first:
-        for period in reader.periods():
-            keys = keyring.period(period, create=False)
-            if keys is None:
-                res.fail(expected, f"the key of {period} was destroyed but its partition is still present")
+    def step(self, budget: int) -> int:
+        """Check up to ``budget`` more records (or kept leaves). Returns how many were checked;
+        sets :attr:`at_end` when the journal has no more records for now."""
+        done = 0
+        if self._pending is None:  # following the tail: checkpoints written since
+            self._pending = self._next_checkpoint(self._cp_cursor)
+        while budget > done and self.res.ok and self._purged_todo:
+            done += self._step_purged(budget - done)
+        while budget > done and self.res.ok:
+            n = self._step_records(budget - done)
+            if n == 0:
                 break
+            done += n
+        return done
+
+    def _step_purged(self, budget: int) -> int:
+        res = self.res
+        period, first, last = self._purged_todo[0]
+        if not self._in_purged_month:
+            if first != self.expected:
+                res.fail(self.expected, f"purged month {period} starts at {first}, expected {self.expected}")
+                return 0
             try:
-                rows = reader.conn(period).execute(f"SELECT {', '.join(COLUMNS)}, blob, leaf FROM records ORDER BY seq")
-                for row in rows:
-                    seq = row[0]
-                    if seq != expected:
-                        res.fail(expected, f"record {expected} is missing (found {seq}): deleted, inserted or reordered")
-                        if stop_at_first:
-                            break
-                        expected = seq
-                    blob, stored_leaf = row[-2], row[-1]
-                    leaf = hashlib.sha256(b"\x00" + blob).digest()
-                    bad = _check_record(row, blob, leaf, stored_leaf, period, keys)
-                    if bad:
-                        res.fail(seq, bad)
-                        if stop_at_first:
-                            break
-                    frontier.append(leaf)
-                    res.records += 1
-                    expected += 1
-                    if not reached() and stop_at_first:
-                        break
+                size = (self.dir / f"{period}.leaves").stat().st_size
+            except OSError:
+                size = -1
+            if size != (last - first + 1) * 32:
+                res.fail(first, f"kept leaf hashes of purged month {period} are missing or incomplete")
+                return 0
+            self._in_purged_month = True
+        n = min(budget, last - self.expected + 1)
+        with open(self.dir / f"{period}.leaves", "rb") as f:
+            f.seek((self.expected - first) * 32)
+            data = f.read(n * 32)
+        for i in range(n):
+            seq = self.expected
+            leaf = data[i * 32 : (i + 1) * 32]
+            blob = self._kept.get(seq)
+            if blob is not None and hashlib.sha256(b"\x00" + blob).digest() == leaf:
+                claim = claim_of(blob, seq)
+                if isinstance(claim, PurgeClaim):
+                    self.claims.append(claim)
+            self.frontier.append(leaf)
+            self.expected += 1
+            res.purged_records += 1
+            if not self._reached():
+                return i + 1
+        if self.expected > last:
+            self._purged_todo.pop(0)
+            self._in_purged_month = False
+        return n
+
+    def _step_records(self, budget: int) -> int:
+        res = self.res
+        for period in self._reader.periods():
+            r = self._reader.period_range(period)
+            if r is None or r[1] < self.expected:
+                continue
+            keys = self.keyring.period(period, create=False)
+            if keys is None:
+                res.fail(self.expected, f"the key of {period} was destroyed but its partition is still present")
+                return 0
+            try:
+                rows = self._reader.conn(period).execute(
+                    f"SELECT {', '.join(COLUMNS)}, blob, leaf FROM records WHERE seq >= ? ORDER BY seq LIMIT ?",
+                    (self.expected, budget)).fetchall()
             except sqlite3.DatabaseError as exc:
-                res.fail(expected, f"partition {period} is unreadable: {exc}")
-            if not res.ok and stop_at_first:
+                res.fail(self.expected, f"partition {period} is unreadable: {exc}")
+                return 0
+            done = 0
+            for row in rows:
+                seq = row[0]
+                if seq != self.expected:
+                    res.fail(self.expected, f"record {self.expected} is missing (found {seq}): deleted, inserted or reordered")
+                    return done
+                blob, stored_leaf = row[-2], row[-1]
+                leaf = hashlib.sha256(b"\x00" + blob).digest()
+                bad = check_record(row, blob, leaf, stored_leaf, period, keys)
+                if bad:
+                    res.fail(seq, bad)
+                    return done
+                ts = row[1]
+                if self._prev_ts is not None and ts - self._prev_ts > TIMELINE_GAP_S * 1_000_000:
+                    self.gaps.append((self._prev_ts / 1e6, ts / 1e6))
+                self._prev_ts = ts
+                if row[2] == "ADMIN" and row[11] == PURGE_CODE:
+                    claim = claim_of(blob, seq)
+                    if isinstance(claim, PurgeClaim):
+                        self.claims.append(claim)
+                self.frontier.append(leaf)
+                res.records += 1
+                self.expected += 1
+                done += 1
+                if not self._reached():
+                    return done
+            return done
+        self.at_end = True
+        return 0
+
+    # -- the end of a pass ------------------------------------------------------------------------
+
+    def check_end(self) -> None:
+        """What can only be judged at the end: no signed checkpoint beyond the records (a cut
+        tail), every purged month proven (JOURNAL.md "Retention")."""
+        res = self.res
+        if res.ok and self._pending is not None:
+            # A checkpoint is written after the records it covers are committed: one beyond the
+            # records the files now hold means records were removed.
+            last = self._last_seq_on_disk()
+            if self._pending[0] > last:
+                res.fail(last + 1, f"journal ends at {last} but a signed checkpoint covers {self._pending[0]}: "
+                         "records were removed from the tail")
+        if res.ok:
+            _check_purges(res, self.purged, self.claims, self.gaps, self.last_good_cp)
+
+    def _last_seq_on_disk(self) -> int:
+        last = self.purged[-1][2] if self.purged else 0
+        for period in self._reader.periods():
+            r = self._reader.period_range(period)
+            if r is not None:
+                last = max(last, r[1])
+        return last
+
+    def finish(self, *, min_tree_size: int = 0) -> VerifyResult:
+        res = self.res
+        res.tree_size = self.frontier.size
+        self.check_end()
+        if res.ok and min_tree_size > self.frontier.size:
+            res.fail(self.frontier.size + 1, f"journal ends at {self.frontier.size}, below the expected size {min_tree_size} "
+                     "(records committed before were removed)")
+        res.seconds = time.perf_counter() - self.t0
+        return res
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def _has_table(meta: sqlite3.Connection, table: str) -> bool:
+    return meta.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone() is not None
+
+
+def _check_purges(res: VerifyResult, purged, claims: list[PurgeClaim], gaps, signed: int) -> None:
+    """A purged month is accepted only with its purge record, covered by a verified signed
+    checkpoint and written when the month was older than the retention by the journal's timeline
+    (JOURNAL.md "Retention")."""
+    for period, first, last in purged:
+        mine = [c for c in claims if c.period == period]
+        if not mine:
+            res.fail(first, f"month {period} (records {first}..{last}) is marked purged, but no purge record says so")
+            continue
+        reasons = []
+        for c in mine:
+            if c.seq > signed:
+                reasons.append(f"its purge record (seq {c.seq}) is not covered by a verified signed checkpoint")
+                continue
+            why = judge(c, period, first, last, gaps)
+            if why is None:
                 break
-    reader.close()
-    res.tree_size = frontier.size
-    if res.ok:
-        for cp in pending:
-            res.fail(frontier.size + 1, f"journal ends at {frontier.size} but a signed checkpoint covers {cp.tree_size}: "
-                     "records were removed from the tail")
-            break
-    if res.ok and min_tree_size > frontier.size:
-        res.fail(frontier.size + 1, f"journal ends at {frontier.size}, below the expected size {min_tree_size}")
-    res.seconds = time.perf_counter() - t0
-    return res
+            reasons.append(why)
+        else:
+            res.fail(first, f"month {period} was not purged properly: {'; '.join(reasons)}")
 
 
-def _check_record(row, blob: bytes, leaf: bytes, stored_leaf: bytes, period: str, keys) -> str | None:
+def check_record(row, blob: bytes, leaf: bytes, stored_leaf: bytes, period: str, keys) -> str | None:
     seq = row[0]
     if leaf != stored_leaf:
         return "stored leaf hash does not match the record bytes (modified)"

@@ -57,14 +57,14 @@ def _serve(sock: socket.socket) -> None:
         op, args = req[0], req[1:]
         try:
             if op == "open":
-                directory, synchronous, seed = args
-                writer = Writer(Path(directory), synchronous=synchronous)
+                directory, synchronous, seed, mark_path = args
+                writer = Writer(Path(directory), synchronous=synchronous, mark_path=Path(mark_path))
                 writer.open()
                 signing = Ed25519PrivateKey.from_private_bytes(seed)
                 indexer = Indexer(Path(directory))
                 indexer.start()
-                result = [writer.last_seq, writer.last_ts, [[c.tree_size, c.root, c.ts, c.signature, c.frontier]
-                                                              for c in writer.checkpoints]]
+                cp = writer.last_checkpoint
+                result = [writer.last_seq, writer.last_ts, cp.tree_size if cp else 0, writer.journal_id]
             elif op == "commit":
                 writer.commit([Row(p, tuple(v), b, t) for p, v, b, t in args[0]])
                 result = [writer.last_seq, writer.last_ts]
@@ -74,7 +74,7 @@ def _serve(sock: socket.socket) -> None:
                 cp = writer.checkpoint(args[0], signing.sign, args[1])
                 result = None if cp is None else [cp.tree_size, cp.root, cp.ts, cp.signature, cp.frontier]
             elif op == "purge_period":
-                result = writer.purge_period(args[0])
+                result = writer.purge_period(args[0], args[1])
             elif op == "delete_partition":
                 writer.delete_partition(args[0])
                 result = None
@@ -130,17 +130,19 @@ def main() -> None:
 class WriterProcess:
     """Asynchronous client of the child. Same operations as :class:`msc.journal.store.Writer`."""
 
-    def __init__(self, directory: Path, synchronous: str, signing_seed: bytes) -> None:
+    def __init__(self, directory: Path, synchronous: str, signing_seed: bytes, mark_path: Path) -> None:
         self.dir = directory
         self.synchronous = synchronous
         self._seed = signing_seed
+        self._mark_path = mark_path
         self._proc: subprocess.Popen | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()
         self.last_seq = 0
         self.last_ts = 0
-        self.checkpoints: list = []
+        self.checkpoint_size = 0  # tree size of the newest signed checkpoint
+        self.journal_id: str | None = None
 
     async def start(self) -> None:
         parent, child = socket.socketpair()
@@ -148,8 +150,8 @@ class WriterProcess:
                                       pass_fds=(child.fileno(),), close_fds=True)
         child.close()
         self._reader, self._writer = await asyncio.open_connection(sock=parent, limit=1 << 24)
-        result = await self._call("open", str(self.dir), self.synchronous, self._seed)
-        self.last_seq, self.last_ts, self.checkpoints = result
+        result = await self._call("open", str(self.dir), self.synchronous, self._seed, str(self._mark_path))
+        self.last_seq, self.last_ts, self.checkpoint_size, self.journal_id = result
 
     async def _call(self, *req):
         data = _encoder.encode(list(req))
@@ -202,8 +204,8 @@ class WriterProcess:
         r = await self.call("checkpoint", name, ts)
         return None if r is None else Checkpoint(*r)
 
-    async def purge_period(self, period: str):
-        r = await self.call("purge_period", period)
+    async def purge_period(self, period: str, purge_seq: int):
+        r = await self.call("purge_period", period, purge_seq)
         return None if r is None else tuple(r)
 
     async def delete_partition(self, period: str) -> None:

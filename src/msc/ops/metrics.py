@@ -7,6 +7,8 @@ from JOURNAL.md — never a user or a mnemonic.
 
 from __future__ import annotations
 
+import secrets
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -54,6 +56,24 @@ class Metrics:
         self.journal_errors = Counter("msc_journal_errors_total", "Failed journal commits", registry=r)
         self.journal_verify_failures = Counter("msc_journal_verify_failures_total", "Failed journal verifications", registry=r)
         self.journal_tree_size = Gauge("msc_journal_tree_size", "Latest checkpointed Merkle tree size", registry=r)
+        # JOURNAL.md "Integrity": the committed size after every commit, for off-box monitoring.
+        # `boot` tells this process's series from the previous one's, so that the alert rules can
+        # compare the size the journal had when reopened with the size it had before (a cut tail).
+        self.boot = secrets.token_hex(4)
+        self.journal_committed_size = Gauge(
+            "msc_journal_committed_size", "Journal records committed (the last sequence number), updated after "
+            "every commit; it never goes backwards", ["boot"], registry=r)
+        self.journal_opened_size = Gauge("msc_journal_opened_size",
+                                         "Journal records when this process opened the journal", registry=r)
+        self.journal_opened_time = Gauge("msc_journal_opened_timestamp_seconds",
+                                         "When this process opened the journal (Unix time)", registry=r)
+        self.journal_selfcheck_seconds = Gauge("msc_journal_selfcheck_seconds",
+                                               "Duration of the journal's start-up self-check", registry=r)
+        self.journal_verified_size = Gauge(
+            "msc_journal_verified_size", "Records the background verification has checked in its current pass", registry=r)
+        self.journal_verify_passes = Counter("msc_journal_verify_passes_total",
+                                             "Background verification passes completed without a problem", registry=r)
+        self._committed_size = self.journal_committed_size.labels(self.boot)
         self.config_reload = Counter("msc_config_reload_total", "Configuration reloads", ["outcome"], registry=r)
         self.availability = Gauge("msc_availability_ratio", "Availability from the ledger", ["window"], registry=r)
         self.build_info = Gauge("msc_build_info", "Build information", ["version"], registry=r)
@@ -99,6 +119,14 @@ class Metrics:
             if child is None:
                 child = self._kinds[kind] = self.journal_records.labels(str(kind))
             child.inc(n)
+
+    def journal_size(self, committed: int) -> None:
+        self._committed_size.set(committed)
+
+    def journal_opened(self, size: int, at: float) -> None:
+        self.journal_opened_size.set(size)
+        self.journal_opened_time.set(at)
+        self._committed_size.set(size)
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 import os
 import ssl
 import time
@@ -26,6 +27,8 @@ from msc.config.validate import parse_hostport
 from msc.journal.journal import Journal
 from msc.journal.keys import KeyRing
 from msc.journal.records import Entry, JournalError, Kind
+from msc.journal.retention import PurgeRefused
+from msc.journal.selfcheck import JournalRefused
 from msc.mnemonics import authz, totp
 from msc.mnemonics.directory import Directory, Pool, User
 from msc.mnemonics.acp import AccessControlPoint, Allocation
@@ -155,6 +158,8 @@ class Switch:
         self._retention: asyncio.Task | None = None
         self._ledger_task: asyncio.Task | None = None
         self._recovery: asyncio.Task | None = None
+        self._watch: asyncio.Task | None = None
+        self.verify_failures: list[dict] = []  # what the background verification found (newest last)
         self.ledger: Ledger | None = None
         self.last_reload_error: str | None = None
         self.started = asyncio.Event()
@@ -172,13 +177,35 @@ class Switch:
         if not keyring.exists:
             raise StartupError(f"no key ring in {s.data_dir / 'keys'}: run `msc keys init --config {s.config_path}`")
         m = self.metrics
+        # The availability ledger (state.db) remembers every earlier run: evidence, for the
+        # journal's self-check, that a journal existed even if every journal file is gone.
+        self.ledger = Ledger(s.state_db)
+        runs = await asyncio.to_thread(self.ledger.runs)
+        evidence = ()
+        if runs:
+            first = dt.datetime.fromtimestamp(runs[0].started, dt.timezone.utc).isoformat(timespec="seconds")
+            evidence = (f"state.db's availability ledger records {len(runs)} earlier run(s) of the switch since {first}",)
         self.journal = Journal(
             s.journal_dir, keyring, name=cfg.switch.name, synchronous=cfg.journal.synchronous,
             checkpoint_every=cfg.journal.checkpoint_every, checkpoint_interval_s=cfg.journal.checkpoint_interval_s,
-            clock=self.clock, on_commit=m.journal_committed, on_error=self._journal_error,
-            on_checkpoint=lambda cp: m.journal_tree_size.set(cp.tree_size), writer="process",
+            clock=self.clock, on_commit=self._journal_committed, on_error=self._journal_error,
+            on_checkpoint=lambda cp: m.journal_tree_size.set(cp.tree_size), on_integrity=self._journal_altered,
+            writer="process", prior_evidence=evidence,
         )
-        await self.journal.open()
+        try:
+            # JOURNAL.md "Start-up self-check": before any listener opens.
+            await self.journal.open()
+        except JournalRefused as exc:
+            self.log.error("journal.refused", problems=[str(p) for p in exc.result.problems])
+            self.ledger.close()
+            self.ledger = None
+            self.journal = None
+            raise StartupError(str(exc)) from None
+        check = self.journal.selfcheck
+        self.log.info("journal.self_check", ok=True, seconds=round(check.seconds, 4), records_checked=check.records_checked,
+                      months=check.months, size=self.journal.opened_size, boot=m.boot)
+        m.journal_selfcheck_seconds.set(check.seconds)
+        m.journal_opened(self.journal.opened_size, self.clock())
         self._users_aead = keyring.users_aead()
         m.journal_tree_size.set(self.journal.tree_size)
         self.delivery = Delivery(self.journal, queue_max=cfg.switch.queue_max, expiry_s=cfg.switch.queue_expiry_s,
@@ -203,11 +230,12 @@ class Switch:
         await self.ops.start(cfg.metrics.bind)
         self.control = ControlServer(self, s.data_dir / "control.sock")
         await self.control.start()
-        self.ledger = Ledger(s.state_db)
         self.ledger.start(self.clock())
         self._ledger_task = asyncio.create_task(self._ledger_heartbeat(), name="availability-ledger")
         self._sweeper = asyncio.create_task(self._sweep(), name="session-timers")
         self._retention = asyncio.create_task(self._retention_daily(), name="journal-retention")
+        if cfg.journal.verify_interval_s > 0:
+            self._watch = asyncio.create_task(self._background_verification(), name="journal-verification")
         # After the listeners are up: serving does not wait for it (its notices are queued outputs).
         self._recovery = asyncio.create_task(self._recover_unanswered(self.journal.last_seq), name="restart-recovery")
         for kind in ("terminal", "host", "pool", "printer"):
@@ -265,7 +293,7 @@ class Switch:
         for rt in self.listeners:
             if rt.server:
                 rt.server.close()
-        for task in (self._sweeper, self._retention, self._ledger_task, self._recovery):
+        for task in (self._sweeper, self._retention, self._ledger_task, self._recovery, self._watch):
             if task:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -346,7 +374,7 @@ class Switch:
         return {"ok": True, "tree_size": cp.tree_size if cp else self.journal.tree_size}
 
     async def control_purge(self, req: dict) -> dict:
-        purged = await self.journal.purge(self.settings.config.journal.retention_days)
+        purged = await self.journal.purge(self.settings.config.journal.retention_days, actor=req.get("actor"))
         return {"ok": True, "purged": purged}
 
     async def control_verify_failed(self, req: dict) -> dict:
@@ -510,6 +538,17 @@ class Switch:
                              awaiting_answer=self.router.outstanding(), unacknowledged=self.delivery.unacknowledged())
         await self.stop()
 
+    def _journal_committed(self, entries, seconds: float) -> None:
+        self.metrics.journal_committed(entries, seconds)
+        self.metrics.journal_size(self.journal.committed_size)
+
+    def _journal_altered(self, text: str) -> None:
+        """The journal found records it had committed gone while running: it refuses every
+        append from now on (E501, /readyz 503); the off-box alert sees the size go back."""
+        self.metrics.journal_verify_failures.inc()
+        self.metrics.journal_size(self.journal.committed_size)
+        self.log.error("journal.altered", error=text)
+
     def _journal_error(self, exc: Exception) -> None:
         self.metrics.journal_errors.inc()
         self.log.error("journal.commit_failed", error=str(exc))
@@ -578,13 +617,73 @@ class Switch:
         """JOURNAL.md "Retention": purge months older than retention_days once a day."""
         await asyncio.sleep(60)
         while True:
-            try:
-                for period, first, last in await self.journal.purge(self.settings.config.journal.retention_days):
-                    self.log.info("journal.purged", period=period, first=first, last=last)
-                self.journal.prepare_keys()
-            except JournalError as exc:
-                self.log.error("journal.purge_failed", error=str(exc))
+            await self.run_retention()
             await asyncio.sleep(86400)
+
+    async def run_retention(self) -> list[tuple[str, int, int]]:
+        """One daily retention run: the months purged. A refusal (the clock and the journal's
+        timeline disagree) is journaled by the journal and logged here; nothing is deleted."""
+        done: list[tuple[str, int, int]] = []
+        try:
+            done = await self.journal.purge(self.settings.config.journal.retention_days)
+            for period, first, last in done:
+                self.log.info("journal.purged", period=period, first=first, last=last)
+        except PurgeRefused as exc:
+            self.log.error("journal.purge_refused", reason=str(exc))
+        except JournalError as exc:
+            self.log.error("journal.purge_failed", error=str(exc))
+        with contextlib.suppress(Exception):
+            self.journal.prepare_keys()
+        return done
+
+    async def _background_verification(self) -> None:
+        """JOURNAL.md "Background verification": a low-priority child process re-verifies the
+        whole journal, pass after pass, and follows its tail; each failure raises
+        msc_journal_verify_failures_total, is logged and journaled. If the child dies it is
+        started again (after a pause)."""
+        import sys
+
+        s = self.settings
+        cfg = s.config
+        args = [sys.executable, "-m", "msc.journal.watch", "--journal", str(s.journal_dir), "--keys",
+                str(s.data_dir / "keys"), "--key-file", str(s.key_file), "--name", cfg.switch.name,
+                "--interval", str(cfg.journal.verify_interval_s)]
+        while True:
+            proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL,
+                                                        stdout=asyncio.subprocess.PIPE, limit=1 << 20)
+            try:
+                async for line in proc.stdout:
+                    try:
+                        event = json.loads(line)
+                    except ValueError:
+                        continue
+                    await self._verification_event(event)
+                await proc.wait()
+                self.log.warning("journal.verification_exited", returncode=proc.returncode)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    with contextlib.suppress(ProcessLookupError):
+                        await proc.wait()
+            await asyncio.sleep(30)
+
+    async def _verification_event(self, event: dict) -> None:
+        m = self.metrics
+        kind = event.get("event")
+        if kind == "progress":
+            m.journal_verified_size.set(event.get("verified", 0))
+        elif kind == "pass_ok":
+            m.journal_verified_size.set(event.get("records", 0))
+            m.journal_verify_passes.inc()
+            self.log.info("journal.verified", records=event.get("records"), seconds=event.get("seconds"))
+        elif kind in ("failed", "error"):
+            m.journal_verify_failures.inc()
+            self.verify_failures.append(event)
+            self.log.error("journal.verify_failed", first_bad=event.get("first_bad"), reason=event.get("reason"),
+                           background=True)
+            with contextlib.suppress(JournalError):
+                await self.journal.append(Entry(kind=Kind.ADMIN, code="VERIFY", text=(
+                    f"BACKGROUND VERIFICATION FAILED AT SEQ/{event.get('first_bad')}: {event.get('reason')}")))
 
     async def _sweep(self) -> None:
         ticks = 0

@@ -1,0 +1,293 @@
+"""Retention (JOURNAL.md "Retention"; PPP §1.7.1 A: journals searchable for three years).
+
+When may a month be purged? Not when the wall clock says so: a clock set three years ahead would
+destroy the current month. A month ``M`` is purged only when **both** agree that it ended more
+than ``retention_days`` ago:
+
+* the clock: ``M`` ended ``retention_days`` before now, and it is not the current month;
+* the journal's own timeline: from the end of ``M`` to the newest record, the journal's record
+  timestamps cover at least ``retention_days`` — *not counting* any gap of more than
+  :data:`TIMELINE_GAP_S` between two consecutive records. While the switch runs it writes a
+  signed checkpoint (a record) at least every hour, so such a gap means the switch was stopped or
+  the clock jumped; the journal cannot vouch for that time, so it does not count (a real outage
+  only delays a purge, which is always allowed: retention is a minimum).
+
+The purge refuses altogether — an ``ADMIN`` record says why, and the command fails — when the
+clock and the journal disagree: the clock is behind the journal's newest record (by more than
+:data:`CLOCK_SKEW_S`), or it makes a month due that the journal's timeline says is still more
+than :data:`DISAGREEMENT_S` short of retention (a clock far ahead, or a journal that has not
+seen the time the clock claims passed).
+
+Each purge is proven by its **purge record**: an ``ADMIN`` record with ``code = "PURGE"`` and
+``txn = "PURGE:<month>:<first>-<last>:<retention_days>"`` in its sealed (plaintext) metadata,
+committed and covered by a signed checkpoint *before* anything is deleted. ``msc journal verify``
+and the start-up self-check accept a purged month only with such a record, written when the
+month was older than the retention by the journal's timeline. When the month holding purge
+records is purged in turn, their sealed bytes are kept in ``meta.db`` (their leaf hashes are in
+the signed tree, so they cannot be forged), so the proof outlives them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from msc.journal.records import Entry, JournalError, Kind, unseal_meta
+
+MIN_RETENTION_DAYS = 1096  # PPP §1.7.1 A: three years
+TIMELINE_GAP_S = 2 * 3600  # a longer silence between two records is time the journal did not see
+CLOCK_SKEW_S = 300  # the clock may be this far behind the newest record before it is "behind"
+DISAGREEMENT_S = 30 * 86400  # clock-due but this much short by the journal: refuse, not wait
+PURGE_CODE = "PURGE"
+_TXN = re.compile(r"PURGE:(\d{4}-\d{2}):(\d+)-(\d+):(\d+)\Z")
+
+
+class PurgeRefused(JournalError):
+    """The clock and the journal's timeline disagree: nothing was purged (JOURNAL.md "Retention")."""
+
+
+def month_end(period: str) -> float:
+    """The first instant after the month (Unix seconds, UTC)."""
+    y, m = map(int, period.split("-"))
+    return dt.datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=dt.timezone.utc).timestamp()
+
+
+def current_month(now: float) -> str:
+    d = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+    return f"{d.year:04d}-{d.month:02d}"
+
+
+def month_expired(period: str, retention_days: int, now: float) -> bool:
+    """Has the whole month ended more than ``retention_days`` before ``now`` (by this clock)?"""
+    return month_end(period) + retention_days * 86400 <= now
+
+
+def purge_txn(period: str, first: int, last: int, retention_days: int) -> str:
+    return f"PURGE:{period}:{first}-{last}:{retention_days}"
+
+
+def parse_purge_txn(txn: str | None) -> tuple[str, int, int, int] | None:
+    m = _TXN.match(txn or "")
+    return (m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4))) if m else None
+
+
+def purge_entry(period: str, first: int, last: int, retention_days: int, actor: str | None, why: str) -> Entry:
+    """The purge record, written and checkpointed before the month is deleted."""
+    return Entry(kind=Kind.ADMIN, user=actor, code=PURGE_CODE, txn=purge_txn(period, first, last, retention_days),
+                 text=f"RETENTION PURGE {period} SEQ/{first}-{last} RETENTION_DAYS/{retention_days} KEY DESTROYED ({why})")
+
+
+def observed_seconds(start: float, end: float, gaps: Sequence[tuple[float, float]]) -> float:
+    """Seconds of [start, end] the journal observed: the span minus every gap (in seconds) in it."""
+    if end <= start:
+        return 0.0
+    missing = sum(max(0.0, min(b, end) - max(a, start)) for a, b in gaps)
+    return end - start - missing
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """What the journal itself knows of time: its months (oldest first) with their sequence
+    ranges, its newest record's time (seconds), and the gaps (seconds) it did not observe."""
+
+    months: tuple[tuple[str, int, int], ...]
+    last_ts: float
+    gaps: tuple[tuple[float, float], ...] = ()
+
+
+@dataclass
+class Plan:
+    """``due``: months to purge now (oldest first); ``waiting``: (month, why not yet);
+    ``refused``: why nothing may be purged (the clock and the journal disagree), or None."""
+
+    due: list[tuple[str, int, int]] = field(default_factory=list)
+    waiting: list[tuple[str, str]] = field(default_factory=list)
+    refused: str | None = None
+
+
+def plan(timeline: Timeline, retention_days: int, now: float) -> Plan:
+    """Which months may go (pure: the clock ``now`` and the journal's ``timeline`` only)."""
+    if retention_days < MIN_RETENTION_DAYS:
+        raise JournalError(f"retention_days must be >= {MIN_RETENTION_DAYS} (PPP §1.7.1 A)")
+    out = Plan()
+    keep = retention_days * 86400
+    if timeline.last_ts and now < timeline.last_ts - CLOCK_SKEW_S:
+        out.refused = (f"THE CLOCK ({_iso(now)}) IS BEHIND THE JOURNAL'S NEWEST RECORD ({_iso(timeline.last_ts)})")
+        return out
+    current = current_month(now)
+    stop = False
+    for period, first, last in timeline.months:
+        by_clock = period < current and month_expired(period, retention_days, now)
+        seen = observed_seconds(month_end(period), timeline.last_ts, timeline.gaps)
+        if by_clock and seen < keep - DISAGREEMENT_S:
+            out.due.clear()
+            out.refused = (f"THE CLOCK ({_iso(now)}) SAYS {period} ENDED {(now - month_end(period)) / 86400:.0f} DAYS AGO, "
+                           f"THE JOURNAL'S TIMELINE ONLY {seen / 86400:.0f} DAYS (RETENTION {retention_days} DAYS)"
+                           + (f"; IT DID NOT SEE {len(timeline.gaps)} GAP(S), THE LONGEST "
+                              f"{max(b - a for a, b in timeline.gaps) / 86400:.1f} DAYS" if timeline.gaps else ""))
+            return out
+        if stop:
+            continue
+        if by_clock and seen >= keep:
+            out.due.append((period, first, last))
+            continue
+        stop = True  # months go oldest first, without leaving a hole behind
+        if by_clock:
+            out.waiting.append((period, f"{(keep - seen) / 86400:.1f} days short of retention by the journal's timeline"))
+    return out
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def load_timeline(directory: Path) -> Timeline:
+    """The journal's timeline from its files (read-only; meta.db's recorded gaps)."""
+    from msc.journal.store import Reader, load_gaps
+
+    reader = Reader(directory)
+    try:
+        months, last_ts = [], 0
+        for period in reader.periods():
+            r = reader.period_range(period)
+            if r is None:
+                continue
+            months.append((period, r[0], r[1]))
+            last_ts = reader.conn(period).execute("SELECT ts FROM records WHERE seq = ?", (r[1],)).fetchone()[0]
+        meta = reader.meta()
+        gaps = load_gaps(meta) if meta is not None else []
+        if meta is not None:
+            meta.close()
+    finally:
+        reader.close()
+    return Timeline(tuple(months), last_ts / 1e6, tuple((a / 1e6, b / 1e6) for a, b in gaps))
+
+
+# -- proof of a purge ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PurgeClaim:
+    """A purge record as read from its sealed metadata."""
+
+    seq: int
+    ts: float  # seconds
+    period: str
+    first: int
+    last: int
+    retention_days: int
+
+
+def claim_of(blob: bytes, seq: int) -> PurgeClaim | str:
+    """The purge claim in a record's sealed bytes, or why they are not a purge record."""
+    try:
+        meta = unseal_meta(blob).meta
+    except msgspec.DecodeError:
+        return "its bytes do not decode"
+    if meta.seq != seq:
+        return f"its bytes belong to sequence {meta.seq}"
+    parsed = parse_purge_txn(meta.txn) if meta.kind == Kind.ADMIN and meta.code == PURGE_CODE else None
+    if parsed is None:
+        return "it is not a purge record"
+    return PurgeClaim(seq, meta.ts / 1e6, *parsed)
+
+
+def judge(claim: PurgeClaim, period: str, first: int, last: int, gaps: Sequence[tuple[float, float]] = ()) -> str | None:
+    """Does this purge record justify the purge of ``period`` (``first``..``last``)? None if so."""
+    if (claim.period, claim.first, claim.last) != (period, first, last):
+        return (f"its purge record (seq {claim.seq}) is for {claim.period} {claim.first}..{claim.last}, "
+                f"not {period} {first}..{last}")
+    if claim.seq <= last:
+        return f"its purge record (seq {claim.seq}) comes before the month's own records"
+    if claim.retention_days < MIN_RETENTION_DAYS:
+        return f"its purge record (seq {claim.seq}) used a retention of {claim.retention_days} days (< {MIN_RETENTION_DAYS})"
+    seen = observed_seconds(month_end(period), claim.ts, gaps)
+    if seen < claim.retention_days * 86400:
+        return (f"it was purged (seq {claim.seq}, {_iso(claim.ts)}) {seen / 86400:.0f} days after it ended by the "
+                f"journal's timeline, before its retention of {claim.retention_days} days")
+    return None
+
+
+def kept_blob(meta: sqlite3.Connection, seq: int) -> bytes | None:
+    """The sealed bytes of a purge record whose own month was purged (kept in meta.db)."""
+    try:
+        row = meta.execute("SELECT blob FROM kept WHERE seq = ?", (seq,)).fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return row[0] if row else None
+
+
+def leaf_of_purged(directory: Path, purged, seq: int) -> bytes | None:
+    from msc.journal.store import read_leaves_file
+
+    for period, first, last, *_rest in purged:
+        if first <= seq <= last:
+            try:
+                data = read_leaves_file(directory, period)
+            except OSError:
+                return None
+            return data[(seq - first) * 32 : (seq - first + 1) * 32]
+    return None
+
+
+def check_purge_evidence(directory: Path, reader, meta, keyring, purged, *, signed_size: int) -> list[tuple[int | None, str]]:
+    """The start-up check of every purged month's proof (by the ``purge_seq`` meta.db points at;
+    the full walk in ``msc journal verify`` finds the records itself). Returns (seq, problem)s."""
+    from msc.journal.store import load_purge_seqs
+
+    problems: list[tuple[int | None, str]] = []
+    if not purged:
+        return problems
+    seqs = load_purge_seqs(meta)
+    for period, first, last in purged:
+        seq = seqs.get(period)
+        if seq is None:
+            problems.append((first, f"month {period} is marked purged, but no purge record says so"))
+            continue
+        if seq > signed_size:
+            problems.append((seq, f"the purge record of {period} is not covered by a signed checkpoint"))
+            continue
+        found = reader.blob(seq)
+        if found is not None:
+            blob = found[1]
+            stored = reader.conn(found[0]).execute("SELECT leaf FROM records WHERE seq = ?", (seq,)).fetchone()[0]
+            keys = keyring.period(found[0], create=False)
+            if hashlib.sha256(b"\x00" + blob).digest() != stored or not _authentic(keys, blob):
+                problems.append((seq, f"the purge record of {period} was modified or forged"))
+                continue
+        else:
+            blob = kept_blob(meta, seq)
+            leaf = leaf_of_purged(directory, purged, seq)
+            if blob is None or leaf is None or hashlib.sha256(b"\x00" + blob).digest() != leaf:
+                problems.append((seq, f"month {period} is marked purged, but its purge record (seq {seq}) is missing or altered"))
+                continue
+        claim = claim_of(blob, seq)
+        if isinstance(claim, str):
+            problems.append((seq, f"month {period} is marked purged, but record {seq} is no proof: {claim}"))
+            continue
+        why = judge(claim, period, first, last)
+        if why:
+            problems.append((seq, f"month {period} was not purged properly: {why}"))
+    return problems
+
+
+def _authentic(keys, blob: bytes) -> bool:
+    """The record's AES-GCM tag verifies under its month's key (only the switch can make one)."""
+    from cryptography.exceptions import InvalidTag
+
+    from msc.journal.records import open_sealed
+
+    if keys is None:
+        return False
+    try:
+        open_sealed(keys.aead, unseal_meta(blob))
+    except (InvalidTag, msgspec.DecodeError):
+        return False
+    return True
