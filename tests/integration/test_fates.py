@@ -356,6 +356,42 @@ async def test_an_answer_the_journal_cannot_record_ends_in_the_answer_or_e501(ha
     await eventually(lambda: sw.delivery.pending() == 0)
 
 
+async def test_an_answer_written_although_its_commit_failed_is_never_delivered_and_is_closed(harness, monkeypatch):
+    """fsync fails after SQLite wrote the WAL: the answer's record is in the file though the
+    upstream was told E501. That output is recorded UNDELIVERED (so no restart delivers it), and
+    the answer the upstream sends again is delivered, once."""
+    stub = await harness.start_stub(resend_s=0.2)
+    sw = await harness.start_switch(upstream_extra=FAST_LINK)
+    await harness.wait_upstream()
+    c = await harness.operator()
+    real = sw.journal._w.commit
+    fail_after_write = {"on": False}
+
+    async def commit(rows, poke=False):
+        await real(rows, poke)
+        if fail_after_write["on"]:
+            fail_after_write["on"] = False
+            raise JournalError("injected: fsync failed after the write")
+
+    monkeypatch.setattr(sw.journal._w, "commit", commit)
+    assert await ctl(stub, "hold on") == "OK"
+    assert (await c.send("ICS1L1.QW.CA0130000.NAM/LANDED, LARRY.DOB/19700101")).type == "A"
+    await eventually(lambda: len(stub.held) == 1)
+    await sw.journal.flush()
+    fail_after_write["on"] = True
+    assert await ctl(stub, "hold off") == "OK"
+    out = await c.output()
+    assert out.text.startswith("ICS1L1.QW.")
+    await eventually(lambda: sw.delivery.pending() == 0)
+    records = await journal(sw)
+    answers = [r for r in records if r.kind == "RECEIVED" and r.peer == "clets"]
+    assert len(answers) == 2  # the landed one and the one sent again
+    fates = {r.osn: r.kind for r in records if r.kind in ("DELIVERED", "UNDELIVERED")}
+    assert fates.get(answers[0].osn) == "UNDELIVERED" and fates.get(answers[1].osn) == "DELIVERED", fates
+    assert out.xid == answers[1].osn
+    assert any(r.kind == "ADMIN" and "WRITTEN WHILE COMMITS REPORTED I/O ERRORS" in r.text for r in records)
+
+
 async def test_killed_journal_writer_loses_no_answer(harness):
     """The journal writer process is killed while answers are on their way: the commit in flight
     fails (the upstream is told E501 and sends again), the writer is replaced, every request
@@ -532,3 +568,41 @@ async def test_a_queued_output_longer_than_a_shrunken_max_frame_is_sent_again_in
     undelivered = [r for r in records if r.kind == "UNDELIVERED"]
     assert len(undelivered) == 1 and "SENT AGAIN AS OSN" in undelivered[0].text
     assert {r.osn for r in records if r.kind == "DELIVERED"} >= {p.xid for p in parts}
+
+
+async def test_a_landed_unsent_answer_and_a_restart_still_end_in_e501(harness, monkeypatch):
+    """As above, but the upstream never sends the answer again and the switch restarts within
+    resend_wait_s: the landed record does not count as an answer; the operator hears E501."""
+    from msc.config.load import load
+    from msc.server.switch import Switch
+
+    stub = await harness.start_stub(resend_s=0)
+    sw = await harness.start_switch(upstream_extra=f"{FAST_LINK}\nresend_wait_s = 60")
+    await harness.wait_upstream()
+    c = await harness.operator()
+    real = sw.journal._w.commit
+    fail_after_write = {"on": False}
+
+    async def commit(rows, poke=False):
+        await real(rows, poke)
+        if fail_after_write["on"]:
+            fail_after_write["on"] = False
+            raise JournalError("injected: fsync failed after the write")
+
+    monkeypatch.setattr(sw.journal._w, "commit", commit)
+    assert await ctl(stub, "hold on") == "OK"
+    assert (await c.send("ICS1L2.QW.CA0130000.NAM/LANDED, LUCY.DOB/19700101")).type == "A"
+    await eventually(lambda: len(stub.held) == 1)
+    await sw.journal.flush()
+    fail_after_write["on"] = True
+    assert await ctl(stub, "hold off") == "OK"
+    await eventually(lambda: metric(sw, "msc_journal_records_total", kind="REJECTED") >= 1
+                     and metric(sw, "msc_journal_records_total", kind="UNDELIVERED") >= 1)
+    c.close()
+    await sw.stop()
+    harness.switch = Switch(load(harness.tmp / "msc.toml"))
+    await harness.switch.start()
+    c2 = await harness.client()
+    assert (await c2.logon("ICS1", "TS0001", PASSWORD)).type == "A"
+    out = await c2.output()
+    assert out.text.startswith("ICS1L2.MSC.E501 ANSWER FROM CLETS COULD NOT BE RECORDED; SWITCH RESTARTED"), out.text

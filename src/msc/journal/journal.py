@@ -387,9 +387,19 @@ class Journal:
                 failed_first = self._next_seq
                 self._next_seq = self._w.last_seq + 1
                 self._last_ts = max(self._last_ts, self._w.last_ts)
-                for _entries, fut in batch:
+                landed = self._w.last_seq >= failed_first  # a commit is all or nothing
+                seq = failed_first
+                for entries, fut in batch:
                     if not fut.done():
-                        fut.set_exception(err)
+                        if landed:
+                            # Each caller learns which of its records are in the file anyway, so
+                            # that it can record the fate of any output they created.
+                            mine = JournalError(str(err))
+                            mine.landed = list(range(seq, seq + len(entries)))
+                            fut.set_exception(mine)
+                        else:
+                            fut.set_exception(err)
+                    seq += len(entries)
                 if self.on_error:
                     self.on_error(err)
                 if self._w.last_seq < self._committed:

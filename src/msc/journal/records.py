@@ -42,7 +42,13 @@ KINDS = frozenset(k.value for k in Kind)
 
 
 class JournalError(MscError):
-    """The journal could not durably record something: the caller must fail closed (E501)."""
+    """The journal could not durably record something: the caller must fail closed (E501).
+
+    ``landed``: when the failed commit nevertheless reached the file (a failed fsync after the
+    WAL write), the sequence numbers the caller's entries got there, in order; else None.
+    """
+
+    landed: list[int] | None = None
 
 
 class Entry(Struct, kw_only=True, array_like=False):

@@ -262,12 +262,17 @@ def unanswered_requests(directory, keyring: KeyRing, window_s: float, *, up_to: 
             if lo is None:
                 continue
             # One grouped pass (the hot month has no txn index; a correlated subquery would be
-            # quadratic): per transaction, its last FORWARDED and its last RECEIVED.
+            # quadratic): per transaction, its last FORWARDED and its last RECEIVED — and how many
+            # outputs it created against how many of those were refused E501 because their record
+            # landed in the file while the commit reported an error (they answered nothing).
             unanswered = [row[0] for row in c.execute(
                 "SELECT fseq FROM (SELECT MAX(CASE WHEN kind = 'FORWARDED' AND mke IS NOT 'AM' THEN seq END) AS fseq, "
-                "MAX(CASE WHEN kind = 'RECEIVED' THEN seq END) AS rseq FROM records "
-                "WHERE seq >= ? AND seq <= ? AND txn IS NOT NULL AND kind IN ('FORWARDED', 'RECEIVED') GROUP BY txn) "
-                "WHERE fseq IS NOT NULL AND (rseq IS NULL OR rseq < fseq) ORDER BY fseq", (lo, last))]
+                "MAX(CASE WHEN kind = 'RECEIVED' THEN seq END) AS rseq, "
+                "SUM(kind = 'RECEIVED' AND osn IS NOT NULL) AS outs, "
+                "SUM(kind = 'UNDELIVERED' AND code = 'E501') AS landed FROM records "
+                "WHERE seq >= ? AND seq <= ? AND txn IS NOT NULL AND kind IN ('FORWARDED', 'RECEIVED', 'UNDELIVERED') "
+                "GROUP BY txn) "
+                "WHERE fseq IS NOT NULL AND (rseq IS NULL OR rseq < fseq OR outs <= landed) ORDER BY fseq", (lo, last))]
             keys = keyring.period(period, create=False) if unanswered else None
             for seq in unanswered:
                 if keys is None:

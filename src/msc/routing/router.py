@@ -292,9 +292,42 @@ class Router:
                    *, category: str | None = None, started: float | None = None) -> list[Output]:
         """Journal an output for each (endpoint, mnemonic), then hand them to delivery."""
         outputs, entries, at = self._prepare(destinations, payload, peer, entry_kw, category, started)
-        seqs = await self.journal.submit(entries)
+        try:
+            seqs = await self.journal.submit(entries)
+        except JournalError as exc:
+            self.landed_undelivered(outputs, at, exc)
+            raise
         self.deliver_committed(outputs, at, seqs)
         return outputs
+
+    def landed_undelivered(self, outputs: list[Output], at: list[int], exc: BaseException | None) -> None:
+        """A commit that created outputs failed, but its records reached the file anyway
+        (``JournalError.landed``: an fsync error after the WAL write). Those outputs were never
+        offered to anyone; record each UNDELIVERED (retried until the journal records again), so
+        that no output stays open in the journal and a restart does not deliver what was refused."""
+        landed = getattr(exc, "landed", None)
+        if not landed or not outputs:
+            return
+        entries = [Entry(kind=Kind.UNDELIVERED, direction="out", peer=o.endpoint, mnemonic=o.mnemonic, txn=o.txn,
+                         osn=o.osn, code=Reject.E501.code,
+                         text=f"OSN {o.osn} NOT DELIVERED: ITS RECORD SEQ/{landed[i]} WAS WRITTEN WHILE THE JOURNAL "
+                              "REPORTED AN ERROR (E501)")
+                   for o, i in zip(outputs, at)]
+
+        async def record() -> None:
+            delay = 0.1
+            while True:
+                try:
+                    await self.journal.submit(entries)
+                except JournalError:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                for o in outputs:
+                    self.delivery.forget(o.endpoint, o.osn)
+                return
+
+        asyncio.get_running_loop().create_task(record())
 
     def deliver_committed(self, outputs: list[Output], at: list[int], seqs: list[int]) -> None:
         """Hand outputs whose records committed (``at``: each output's index in ``seqs``) to delivery."""
@@ -369,7 +402,8 @@ class Router:
                                          f"{limit} BYTES): SENT AGAIN AS OSN {first}-{first + len(parts) - 1}"))
             try:
                 seqs = await self.journal.submit(entries)
-            except JournalError:
+            except JournalError as exc:
+                self.landed_undelivered(outputs, at, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
@@ -438,6 +472,7 @@ class Router:
             if f.cancelled() or f.exception() is not None:
                 # Fail closed: not recorded, so not accepted and not delivered. The request it
                 # answers is not finished: it waits for the answer to come again, or gets a notice.
+                self.landed_undelivered(outputs, at, None if f.cancelled() else f.exception())
                 self.metrics.reject(Reject.E501.code)
                 link.reply(framing.nak(xid, Reject.E501.code, Reject.E501.reason), generation)
                 if pending is not None:
