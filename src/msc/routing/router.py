@@ -248,7 +248,7 @@ class Router:
                 t = time.monotonic()
                 for p in todo:
                     p.refusal_sending = False
-                if f.cancelled() or f.exception() is not None:
+                if f.cancelled() or (f.exception() is not None and not f.exception().landed):
                     self._probe_at = t + self._probe_backoff
                     self._probe_backoff = min(self._probe_backoff * 2, PROBE_MAX_S)
                     return
@@ -319,10 +319,11 @@ class Router:
             while True:
                 try:
                     await self.journal.submit(entries)
-                except JournalError:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-                    continue
+                except JournalError as exc:
+                    if not exc.landed:  # landed: these records are in the file; once is enough
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 5.0)
+                        continue
                 for o in outputs:
                     self.delivery.forget(o.endpoint, o.osn)
                 return
