@@ -30,6 +30,7 @@ name = "BENCH-MSC"
 data_dir = "data"
 idle_logoff_s = 86400
 queue_max = 100000
+password_cost = 4
 
 [[listener]]
 name = "terminals"

@@ -21,6 +21,8 @@ from msc.mnemonics import userfile
 from msc.mnemonics.passwords import hash_password
 
 PASSWORD = "correct horse battery"
+#: The scrypt cost of the test configuration and its users' hashes (production default 15).
+TEST_COST = 4
 TODAY = dt.date.today()
 
 # id, name, ori, role, dob, certified_until, status
@@ -52,6 +54,7 @@ users_file = "users.toml"
 idle_logoff_s = {idle_logoff_s}
 session_max_s = {session_max_s}
 {switch_extra}
+password_cost = {password_cost}
 
 [[listener]]
 name = "terminals"
@@ -223,19 +226,21 @@ DEFAULTS = dict(
     rate_limit=200, max_frame=32768, synchronous="full", checkpoint_every=10000, timeout_s=30,
     up_heartbeat_s=30, max_in_flight=1000, extra="", listener_extra="", upstream_extra="",
     switch_extra="", route_extra="",
+    password_cost=TEST_COST,
 )
 
 
-def write_users(path: Path, users=USERS) -> None:
+def write_users(path: Path, users=USERS, cost: int = TEST_COST) -> None:
     entries = []
     for uid, name, ori, role, dob, cert, status in users:
-        entries.append(UserEntry(id=uid, name=name, ori=ori, role=role, password=hash_password(PASSWORD, ln=4),
+        entries.append(UserEntry(id=uid, name=name, ori=ori, role=role, password=hash_password(PASSWORD, ln=cost),
                                  dob=dt.date.fromisoformat(dob) if dob else None, certified_until=cert,
                                  status=status))
     userfile.write(path, UsersFile(user=tuple(entries)))
 
 
-def add_totp_user(config_path: Path, uid: str, name: str = "MFA, MIA", ori: str = "CA0130000") -> bytes:
+def add_totp_user(config_path: Path, uid: str, name: str = "MFA, MIA", ori: str = "CA0130000",
+                  role: str = "full") -> bytes:
     """Add a TOTP-enrolled operator to users.toml; return the raw secret (as the phone app has it)."""
     import msgspec
 
@@ -245,7 +250,7 @@ def add_totp_user(config_path: Path, uid: str, name: str = "MFA, MIA", ori: str 
     secret = totp.new_secret()
     sealed = totp.seal_secret(KeyRing(s.data_dir / "keys", s.key_file).users_aead(), uid, secret)
     users = userfile.read(s.users_path)
-    entry = UserEntry(id=uid, name=name, ori=ori, role="full", password=hash_password(PASSWORD, ln=4), totp=sealed,
+    entry = UserEntry(id=uid, name=name, ori=ori, role=role, password=hash_password(PASSWORD, ln=TEST_COST), totp=sealed,
                       certified_until=TODAY + dt.timedelta(days=365))
     userfile.write(s.users_path, msgspec.structs.replace(users, user=(*users.user, entry)))
     return secret
@@ -258,7 +263,7 @@ def make_config(directory: Path, *, upstream_ports=(), port=0, metrics_port=0, *
     text = CONFIG.format(port=port, metrics_port=metrics_port, endpoints=endpoints, **values)
     path = directory / "msc.toml"
     path.write_text(text)
-    write_users(directory / "users.toml")
+    write_users(directory / "users.toml", cost=values["password_cost"])
     s = load(path)
     ring = KeyRing(s.data_dir / "keys", s.key_file)
     if not ring.exists:

@@ -63,27 +63,36 @@ def test_config_check_exit_codes(tmp_path):
     assert "station[1].mnemonic" in r.stderr and "msc.toml:" in r.stderr
 
 
+# The test directory's administrator (tests/conftest.py), as a script logs on: password, then an
+# empty one-time password line (not enrolled); commands that take a new password read it next.
+AS_ADMIN = ("--as", "AD0001", "--password-stdin")
+ADMIN_LINES = PASSWORD + "\n\n"
+
+
 def test_user_add_writes_a_hash_and_refuses_duplicates_and_weak_passwords(tmp_path):
     cfg = make_config(tmp_path)
     args = ("user", "add", "--config", str(cfg), "--id", "NW0001", "--name", "NEW, NORA", "--ori", "CA0130000",
-            "--role", "full", "--dob", "1990-02-03", "--certified-until", "2030-01-01", "--password-stdin")
-    r = run(*args, input="a much better passphrase\n")
+            "--role", "full", "--dob", "1990-02-03", "--certified-until", "2030-01-01", *AS_ADMIN)
+    r = run(*args, input=ADMIN_LINES + "a much better passphrase\n")
     assert r.returncode == 0, r.stderr
     text = (tmp_path / "users.toml").read_text()
-    assert 'id = "NW0001"' in text and "$scrypt$" in text
+    assert 'id = "NW0001"' in text and "$scrypt$ln=4," in text  # at the configured cost
     assert "a much better passphrase" not in text
-    assert run(*args, input="a much better passphrase\n").returncode == 2  # exists
-    r = run(*[a if a != "NW0001" else "NW0002" for a in args], input="password1\n")
-    assert r.returncode == 2 and "banned" in r.stderr
-    r = run(*[a if a != "NW0001" else "NW0003" for a in args], input="short\n")
+    assert run(*args, input=ADMIN_LINES + "a much better passphrase\n").returncode == 2  # exists
+    for weak in ("password1", "abc123abc123", "trustno1!", "123qweasd"):
+        r = run(*[a if a != "NW0001" else "NW0002" for a in args], input=ADMIN_LINES + weak + "\n")
+        assert r.returncode == 2 and "too easy to guess" in r.stderr, (weak, r.stderr)
+    r = run(*[a if a != "NW0001" else "NW0003" for a in args], input=ADMIN_LINES + "short\n")
     assert r.returncode == 2 and "at least 8" in r.stderr
+    r = run(*[a if a != "NW0001" else "NW0004" for a in args], input=ADMIN_LINES + "nora nw0004 secret\n")
+    assert r.returncode == 2 and "user ID" in r.stderr
     assert run("config", "check", "--config", str(cfg)).returncode == 0
 
 
 def test_user_add_with_totp_prints_the_uri_once(tmp_path):
     cfg = make_config(tmp_path)
     r = run("user", "add", "--config", str(cfg), "--id", "MF0001", "--name", "MFA, MIA", "--ori", "CA0130000",
-            "--role", "full", "--totp", "--password-stdin", input="a much better passphrase\n")
+            "--role", "full", "--totp", *AS_ADMIN, input=ADMIN_LINES + "a much better passphrase\n")
     assert r.returncode == 0, r.stderr
     uri = [ln for ln in r.stdout.splitlines() if ln.startswith("otpauth://totp/")]
     assert len(uri) == 1 and "secret=" in uri[0]
@@ -102,6 +111,32 @@ def test_make_run_demo_initialises_and_serves(tmp_path):
     assert (d / "msc.toml").exists() and (d / "data" / "keys" / "master.key").exists()
     assert oct((d / "data" / "keys" / "master.key").stat().st_mode & 0o777) == "0o600"
     assert run("config", "check", "--config", str(d / "msc.toml")).returncode == 0
+    # The administrator and the investigator have TOTP, shown once; every demo hash is at the
+    # configured cost, the cost of the dummy hash for unknown users (issue 13: 48 vs 106 ms).
+    lines = r.stdout.splitlines()
+    for uid in ("ADM001", "INV001"):
+        i = next(i for i, ln in enumerate(lines) if ln.strip().startswith(uid))
+        assert "TOTP secret" in lines[i + 1] and "otpauth://totp/" in lines[i + 1]
+    from msc.config.load import load
+    from msc.journal.keys import KeyRing
+    from msc.journal.search import Query, search
+    from msc.mnemonics import passwords
+
+    s = load(d / "msc.toml")
+    assert {passwords.params_of(u.password) for u in s.users.user} == {(s.config.switch.password_cost, 8, 1)}
+    assert s.config.switch.password_cost == passwords.LN
+    boot = [x for x in search(s.journal_dir, KeyRing(s.data_dir / "keys", s.key_file), Query(kind="ADMIN"))]
+    assert [(x.user, x.text.split()[0]) for x in boot] == [("ADM001", "BOOTSTRAP")]
+    # An investigator session of the demo, as its output says to run it.
+    secret = __import__("base64").b32decode(
+        lines[next(i for i, ln in enumerate(lines) if ln.strip().startswith("INV001")) + 1].split()[2])
+    pw = next(ln.split("password: ")[1].strip() for ln in lines if ln.strip().startswith("INV001"))
+    from msc.mnemonics import totp
+
+    r = run("journal", "search", "--config", str(d / "msc.toml"), "--as", "INV001", "--case", "DEMO-1",
+            "--password-stdin", "--format", "jsonl", input=f"{pw}\n{totp.code_at(secret, time.time())}\n")
+    assert r.returncode == 0, r.stderr
+    assert "BOOTSTRAP DEMO USERS" in r.stdout
 
 
 def test_msc_demo_runs_stubs_and_switch_and_stops_on_ctrl_c(tmp_path):
@@ -143,37 +178,39 @@ def test_msc_demo_runs_stubs_and_switch_and_stops_on_ctrl_c(tmp_path):
 def test_user_lifecycle_commands(tmp_path):
     cfg = make_config(tmp_path)
     c = str(cfg)
-    r = run("user", "list", "--config", c)
+    r = run("user", "list", "--config", c)  # reads no journal and no secret: no logon
     assert r.returncode == 0 and "TS0001" in r.stdout and "investigator" in r.stdout
-    assert run("user", "disable", "TS0001", "--config", c).returncode == 0
+    assert run("user", "disable", "TS0001", "--config", c, *AS_ADMIN, input=ADMIN_LINES).returncode == 0
     assert 'status = "disabled"' in (tmp_path / "users.toml").read_text()
-    assert run("user", "enable", "TS0001", "--config", c).returncode == 0
-    r = run("user", "passwd", "TS0001", "--config", c, "--password-stdin", input="qwerty123\n")
-    assert r.returncode == 2 and "banned" in r.stderr
-    r = run("user", "passwd", "TS0001", "--config", c, "--password-stdin", input="a new and long secret\n")
+    assert run("user", "enable", "TS0001", "--config", c, *AS_ADMIN, input=ADMIN_LINES).returncode == 0
+    r = run("user", "passwd", "TS0001", "--config", c, *AS_ADMIN, input=ADMIN_LINES + "qwerty123\n")
+    assert r.returncode == 2 and "too easy to guess" in r.stderr
+    r = run("user", "passwd", "TS0001", "--config", c, *AS_ADMIN, input=ADMIN_LINES + "a new and long secret\n")
     assert r.returncode == 0
-    assert run("user", "unlock", "TS0001", "--config", c).returncode == 0
-    assert run("user", "remove", "TS0002", "--config", c).returncode == 0
+    assert run("user", "unlock", "TS0001", "--config", c, *AS_ADMIN, input=ADMIN_LINES).returncode == 0
+    assert run("user", "remove", "TS0002", "--config", c, *AS_ADMIN, input=ADMIN_LINES).returncode == 0
     from msc.mnemonics import userfile
 
     users = userfile.read(tmp_path / "users.toml")
     assert "TS0002" not in {u.id for u in users.user} and [r.id for r in users.removed] == ["TS0002"]  # a tombstone
     r = run("user", "add", "--config", c, "--id", "TS0002", "--name", "REUSE, RAY", "--ori", "CA0130000",
-            "--role", "full", "--password-stdin", input="another long secret\n")
+            "--role", "full", *AS_ADMIN, input=ADMIN_LINES + "another long secret\n")
     assert r.returncode == 2 and "may not be reassigned" in r.stderr
     r = run("user", "list", "--config", c, "--format", "json")
     import json
 
     doc = json.loads(r.stdout)
     assert doc["removed"][0]["id"] == "TS0002" and not any(u["id"] == "TS0002" for u in doc["users"])
-    # Every change is an ADMIN journal record.
+    assert run("station", "disable", "ICS1", "--config", c, *AS_ADMIN, input=ADMIN_LINES).returncode == 0
+    assert run("station", "disable", "NOPE", "--config", c, *AS_ADMIN, input=ADMIN_LINES).returncode == 2
+    # Every change is an ADMIN journal record naming the administrator.
     from msc.config.load import load
     from msc.journal.keys import KeyRing
     from msc.journal.search import Query, search
 
     s = load(cfg)
-    texts = [x.text for x in search(s.journal_dir, KeyRing(s.data_dir / "keys", s.key_file), Query(kind="ADMIN"))]
-    for t in ("USER DISABLE TS0001", "USER ENABLE TS0001", "USER PASSWD TS0001", "USER UNLOCK TS0001", "USER REMOVE TS0002"):
-        assert t in texts, (t, texts)
-    assert run("station", "disable", "ICS1", "--config", c).returncode == 0
-    assert run("station", "disable", "NOPE", "--config", c).returncode == 2
+    admin = [(x.user, x.text) for x in search(s.journal_dir, KeyRing(s.data_dir / "keys", s.key_file),
+                                              Query(kind="ADMIN"))]
+    for t in ("USER DISABLE TS0001", "USER ENABLE TS0001", "USER PASSWD TS0001", "USER UNLOCK TS0001",
+              "USER REMOVE TS0002", "STATION DISABLE ICS1"):
+        assert ("AD0001", t) in admin, (t, admin)

@@ -151,7 +151,9 @@ def test_reports_mnemonics_users_misuse(tmp_path, procs):
         input="nope\n")
     serve.stop()
     c = str(cfg)
-    doc = json.loads(run("report", "misuse", "--config", c, "--format", "json").stdout)
+    assert run("report", "misuse", "--config", c, "--format", "json").returncode == 2  # it reads the journal: --as
+    admin = ("--as", "AD0001", "--password-stdin")
+    doc = json.loads(run("report", "misuse", "--config", c, "--format", "json", *admin, input=PASSWORD + "\n\n").stdout)
     assert doc["self_inquiries"] == [{"user": "TS0001", "count": 1}]
     assert doc["refused_cori_purposes"] == [{"user": "TS0001", "count": 1}]
     assert doc["logon_failures"] == [{"user": "TS0002", "count": 1}]
@@ -175,9 +177,18 @@ def test_reports_mnemonics_users_misuse(tmp_path, procs):
     doc = json.loads(run("report", "users", "--config", c, "--format", "json").stdout)
     assert "TS0001" in {r["id"] for r in doc["inactive"]}
     assert "EX0001" in {r["id"] for r in doc["certification_expiring"]}  # expired yesterday
-    r = run("report", "users", "--config", c, "--apply")
+    assert run("report", "users", "--config", c, "--apply").returncode == 2  # administration: --as
+    r = run("report", "users", "--config", c, "--apply", *admin, input=PASSWORD + "\n\n")
     assert r.returncode == 0 and "Disabled now (--apply): " in r.stdout
     assert 'status = "disabled"' in (tmp_path / "users.toml").read_text()
+    from msc.journal.keys import KeyRing
+    from msc.journal.search import Query, search
+
+    disabled = [(x.user, x.text) for x in search(s.journal_dir, KeyRing(s.data_dir / "keys", s.key_file),
+                                                 Query(kind="ADMIN")) if x.text.startswith("USER DISABLE")]
+    assert disabled and all(u == "AD0001" for u, _ in disabled)
+    audit = [x for x in search(s.journal_dir, KeyRing(s.data_dir / "keys", s.key_file), Query(kind="AUDIT"))]
+    assert [(x.user, json.loads(x.text)["op"]) for x in audit] == [("AD0001", "report misuse")]
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")

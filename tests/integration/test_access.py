@@ -19,6 +19,11 @@ from tests.conftest import PASSWORD, eventually
 
 pytestmark = pytest.mark.timeout(60)
 
+# The administrator of the test directory (tests/conftest.py), logging on as a script does:
+# password on stdin's first line, the (empty: not enrolled) one-time password on the second.
+ADMIN = ("--as", "AD0001", "--password-stdin")
+ADMIN_INPUT = PASSWORD + "\n\n"
+
 
 async def msc(*args: str, input: str | None = None) -> tuple[int, str, str]:
     p = await asyncio.create_subprocess_exec(sys.executable, "-m", "msc", *args, stdin=asyncio.subprocess.PIPE,
@@ -38,17 +43,19 @@ async def test_five_failures_lock_the_account_until_unlocked(harness):
     for _ in range(4):
         assert (await c.logon("ICS1", "TS0001", "not the password")).code == "E202"
     assert (await c.logon("ICS1", "TS0001", "not the password")).code == "E202"  # the 5th locks
-    assert (await c.logon("ICS1", "TS0001", PASSWORD)).code == "E203"  # even the right password now
+    # Even the right password now — and the answer is the same as for a wrong one (issue 13).
+    assert (await c.logon("ICS1", "TS0001", PASSWORD)).code == "E202"
     assert sw.metrics.lockouts._value.get() == 1
-    assert sw.metrics.logon_failures._value.get() == 5
+    assert sw.metrics.logon_failures._value.get() == 6  # every refused logon, the locked one too
     await sw.journal.flush()
     assert any(r.text == "LOCKOUT" and r.user == "TS0001" for r in journal(harness, kind="SESSION"))
     # The lockout survives a restart of the switch (state.db).
     await sw.stop()
     await harness.start_switch()
     c = await harness.client()
-    assert (await c.logon("ICS1", "TS0001", PASSWORD)).code == "E203"
-    rc, out, err = await msc("user", "unlock", "TS0001", "--config", str(harness.tmp / "msc.toml"))
+    assert (await c.logon("ICS1", "TS0001", PASSWORD)).code == "E202"
+    rc, out, err = await msc("user", "unlock", "TS0001", "--config", str(harness.tmp / "msc.toml"),
+                             *ADMIN, input=ADMIN_INPUT)
     assert rc == 0, err
     assert (await c.logon("ICS1", "TS0001", PASSWORD)).type == "A"
 
@@ -69,7 +76,7 @@ async def test_pwd_changes_the_password_and_enforces_ia5(harness):
     await harness.start_switch()
     c = await harness.operator("ICS1", "TS0001")
     assert (await c.send("ICS1.PWD.wrong.a brand new passphrase")).code == "E202"
-    assert (await c.send(f"ICS1.PWD.{PASSWORD}.password1")).code == "E108"  # banned
+    assert (await c.send(f"ICS1.PWD.{PASSWORD}.password1")).code == "E108"  # a common password
     assert (await c.send(f"ICS1.PWD.{PASSWORD}.short")).code == "E108"
     assert (await c.send(f"ICS1.PWD.{PASSWORD}.a brand.new passphrase")).type == "A"  # dots are allowed
     c2 = await harness.client()
@@ -106,12 +113,13 @@ async def test_disabling_a_user_logs_them_off_within_a_second(harness):
     c = await harness.operator("ICS1", "TS0001")
     other = await harness.operator("ICS2", "TS0002")
     t0 = time.monotonic()
-    rc, _, err = await msc("user", "disable", "TS0001", "--config", str(harness.tmp / "msc.toml"))
+    rc, _, err = await msc("user", "disable", "TS0001", "--config", str(harness.tmp / "msc.toml"), *ADMIN,
+                           input=ADMIN_INPUT)
     assert rc == 0, err
     f = await asyncio.wait_for(c.sys.get(), 5)
     assert f.text == "SYS.LOGOFF.USER DISABLED"
     assert (await c.send("ICS1.QW.CA0130000.NAM/X.DOB/19800101")).code == "E201"
-    assert (await c.logon("ICS1", "TS0001", PASSWORD)).code == "E203"
+    assert (await c.logon("ICS1", "TS0001", PASSWORD)).code == "E202"  # disabled answers like a wrong password
     assert other.sys.empty()  # other sessions are untouched
     assert (await other.send("ICS2.LOGOFF")).type == "A"
     # The CLI's work (a separate process) plus the switch's reaction; the switch's part is immediate.
@@ -121,13 +129,15 @@ async def test_disabling_a_user_logs_them_off_within_a_second(harness):
 async def test_disabling_a_station_drops_its_session_within_a_second(harness):
     await harness.start_switch()
     c = await harness.operator("ICS1", "TS0001")
-    rc, out, err = await msc("station", "disable", "ICS1", "--config", str(harness.tmp / "msc.toml"))
+    rc, out, err = await msc("station", "disable", "ICS1", "--config", str(harness.tmp / "msc.toml"), *ADMIN,
+                             input=ADMIN_INPUT)
     assert rc == 0 and "in the running switch" in out, err
     await c.wait_closed(5)
     assert any(f.text == "SYS.LOGOFF.STATION DISABLED" for f in c.received)
     c2 = await harness.client()
     assert (await c2.logon("ICS1", "TS0001", PASSWORD)).code == "E204"
-    rc, _, _ = await msc("station", "enable", "ICS1", "--config", str(harness.tmp / "msc.toml"))
+    rc, _, _ = await msc("station", "enable", "ICS1", "--config", str(harness.tmp / "msc.toml"), *ADMIN,
+                         input=ADMIN_INPUT)
     assert rc == 0
     assert (await c2.logon("ICS1", "TS0001", PASSWORD)).type == "A"
 

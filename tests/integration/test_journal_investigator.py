@@ -77,13 +77,21 @@ async def test_investigator_finds_each_transaction_by_user_mnemonic_ori_key_and_
     assert {r["mke"] for r in tok} >= {"QW", "QH"} and all("ZEBULON" in r["text"] for r in tok)
     plates = await q("--token", "LIC:7XYZ999")
     assert [r["kind"] for r in plates][:2] == ["RECEIVED", "FORWARDED"] and plates[0]["user"] == "EC0001"
-    # Every search was audited, with the case and the filters but not the searched values.
+    # Every search was audited with the case, the filters and the values searched for (whom the
+    # investigator looked up, issue 13 item 3) — sealed like message text: on disk the value
+    # appears nowhere in clear, neither in the AUDIT records nor in the traffic they found.
     sw = harness.switch
     audits = list(search(sw.settings.journal_dir, sw.journal.keyring, Query(kind="AUDIT")))
     assert len(audits) >= 9
     a = json.loads(audits[-1].text)
-    assert a["case"] == "IA-2026-17" and a["op"] == "search" and a["filters"]["tokens"] == ["LIC"]
-    assert audits[-1].user == "IN0001" and "7XYZ999" not in audits[-1].text
+    assert a["case"] == "IA-2026-17" and a["op"] == "search" and a["filters"]["tokens"] == ["LIC:7XYZ999"]
+    assert audits[-1].user == "IN0001"
+    assert [json.loads(r.text)["filters"]["tokens"] for r in audits if "tokens" in json.loads(r.text).get("filters", {})
+            ][:2] == [["ATN:DET HOLMES"], ["ATN:DET HOLMES"]]
+    await sw.journal.flush()
+    for f in sw.settings.journal_dir.rglob("*"):
+        if f.is_file():
+            assert b"7XYZ999" not in f.read_bytes() and b"DET HOLMES" not in f.read_bytes(), f
 
 
 async def test_text_and_csv_reports(harness):
@@ -146,11 +154,50 @@ async def test_export_bundle_verifies_with_the_stdlib_script_and_a_doctored_one_
 
 
 async def test_verify_through_the_cli_and_its_audit(harness):
+    """verify is for an administrator or an investigator (issue 13: it ran with no --as, or with
+    --as NOBODY, and was recorded as that)."""
     await traffic(harness)
     cfg = str(harness.tmp / "msc.toml")
+    for who in ("AD0001", "IN0001"):
+        rc, out, err = await msc("journal", "verify", "--config", cfg, "--as", who, "--password-stdin",
+                                 input=PASSWORD + "\n\n")
+        assert rc == 0, out + err
+        assert out.startswith("OK: ")
     rc, out, err = await msc("journal", "verify", "--config", cfg)
-    assert rc == 0, out + err
-    assert out.startswith("OK: ")
+    assert rc == 2 and "--as" in err and out == ""
+    for who, pw in (("NOBODY", PASSWORD), ("TS0001", PASSWORD), ("AD0001", "not it")):
+        rc, out, err = await msc("journal", "verify", "--config", cfg, "--as", who, "--password-stdin", input=pw + "\n")
+        assert rc == 3 and out == "" and "authentication refused" in err
+    sw = harness.switch
+    await sw.journal.flush()
+    verifies = [(r.user, json.loads(r.text)) for r in search(sw.settings.journal_dir, sw.journal.keyring,
+                                                             Query(kind="AUDIT")) if '"verify"' in r.text]
+    assert [(u, a["by"], a["outcome"]) for u, a in verifies if a.get("outcome") == "ok"] == [
+        ("AD0001", "AD0001", "ok"), ("IN0001", "IN0001", "ok")]
+    assert [u for u, a in verifies if a["outcome"] == "refused"] == ["NOBODY", "TS0001", "AD0001"]
+
+
+@pytest.mark.parametrize("case", ["", " ", "A" * 33, " LEADING", "TRAILING ", "TAB\tIN", "NEW\nLINE", "BEL\x07",
+                                  "CAF\u00c9", "\x1b[31mRED", "\u200bZWSP"])
+async def test_a_case_reference_is_required_and_well_formed(tmp_path, case):
+    """--case "" was accepted (issue 13 item 3): 1-32 printable characters, no control characters.
+    Refused before anything is read or anyone is asked for a password."""
+    rc, out, err = await msc("journal", "search", "--config", str(tmp_path / "msc.toml"), "--as", "IN0001",
+                             "--case", case, "--password-stdin", input=PASSWORD + "\n")
+    assert rc == 2 and out == "" and "case reference" in err
+    rc, out, err = await msc("journal", "search", "--config", str(tmp_path / "msc.toml"), "--as", "IN0001",
+                             "--password-stdin", input=PASSWORD + "\n")
+    assert rc == 2 and "--case" in err
+
+
+async def test_well_formed_case_references_are_accepted(tmp_path):
+    from tests.conftest import make_config
+
+    cfg = str(make_config(tmp_path))
+    for case in ("C", "IA-2026-17", "2026/CR 00123", "#42:A.B", "A" * 32):
+        rc, out, err = await msc("journal", "search", "--config", cfg, "--as", "IN0001", "--case", case,
+                                 "--password-stdin", "--format", "jsonl", input=PASSWORD + "\n")
+        assert rc == 0, err
 
 
 async def test_no_message_text_or_field_value_in_plaintext_anywhere_on_disk(harness):

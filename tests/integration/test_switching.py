@@ -233,7 +233,7 @@ async def test_printer_binds_and_only_receives(harness):
 async def test_roles_and_accounts_at_logon(harness):
     await harness.start_switch()
     c = await harness.client()
-    assert (await c.logon("ICS1", "DS0001", PASSWORD)).code == "E203"  # disabled
+    assert (await c.logon("ICS1", "DS0001", PASSWORD)).code == "E202"  # disabled: the answer of any refusal
     assert (await c.logon("ICS1", "PR0001", PASSWORD)).code == "E205"  # practitioner
     assert (await c.logon("ICS1", "IN0001", PASSWORD)).code == "E205"  # investigator
     assert (await c.logon("ICS1", "EC0001", PASSWORD)).code == "E206"  # other agency

@@ -120,7 +120,7 @@ CODES_SEEN: dict[str, int] = {}
 
 async def _unlock_all(h) -> None:
     for uid in ("TS0001", "TS0002"):
-        h.switch.users.lockout.unlock(uid)
+        h.switch.auth.unlock(uid)
 
 
 # derandomize: the same 250 examples every run, so the deep-path guard below is stable in CI.

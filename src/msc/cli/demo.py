@@ -8,6 +8,7 @@ prints how to connect, and stops all three cleanly on Ctrl-C.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import secrets
 import shutil
@@ -31,10 +32,14 @@ STUBS = (("7501", "7601", "primary"), ("7511", "7611", "secondary"))
 
 
 def init(directory: Path, template: str | None) -> None:
+    import getpass
+
+    from msc.cli.admin import record_admin
+    from msc.cli.users import PRIVILEGED
     from msc.config.load import load
     from msc.config.model import UserEntry, UsersFile
     from msc.journal.keys import KeyRing
-    from msc.mnemonics import userfile
+    from msc.mnemonics import totp, userfile
     from msc.mnemonics.passwords import hash_password
 
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -47,19 +52,40 @@ def init(directory: Path, template: str | None) -> None:
     ring = KeyRing(settings.data_dir / "keys", settings.key_file)
     if not ring.exists:
         ring.init()
+    aead = ring.users_aead()
+    cost = settings.config.switch.password_cost  # the cost of every hash, the dummy's included
     today = dt.date.today()
     users, shown = [], []
     for uid, name, ori, role, dob in DEMO_USERS:
         pw = "demo-" + secrets.token_urlsafe(9)
-        users.append(UserEntry(id=uid, name=name, ori=ori, role=role, password=hash_password(pw, ln=14),
-                               dob=dt.date.fromisoformat(dob) if dob else None,
+        sealed = secret = None
+        if role in PRIVILEGED:  # CJIS IA-2(1): the administrator and the investigator get TOTP
+            secret = totp.new_secret()
+            sealed = totp.seal_secret(aead, uid, secret)
+        users.append(UserEntry(id=uid, name=name, ori=ori, role=role, password=hash_password(pw, ln=cost),
+                               dob=dt.date.fromisoformat(dob) if dob else None, totp=sealed,
                                certified_until=today + dt.timedelta(days=730), created=today))
-        shown.append((uid, name, ori, role, pw))
+        shown.append((uid, name, ori, role, pw, secret))
     userfile.write(settings.users_path, UsersFile(user=tuple(users)))
-    print("Demo users (passwords are shown only now; only their hashes are stored):")
-    for uid, name, ori, role, pw in shown:
+    # The demo's administrator is made the way the first administrator is (docs/OPERATIONS.md):
+    # a BOOTSTRAP record naming the OS account that ran it.
+    record_admin(settings, f"BOOTSTRAP DEMO USERS {' '.join(u for u, *_ in DEMO_USERS)} "
+                           f"BY OS USER {getpass.getuser().upper()} (NO ADMINISTRATOR COULD LOG ON)",
+                 user=next(u for u, _n, _o, role, _d in DEMO_USERS if role == "admin"))
+    print("Demo users (passwords and TOTP secrets are shown only now; only hashes and sealed secrets are stored):")
+    for uid, name, ori, role, pw, secret in shown:
         print(f"  {uid}  {role:<13} {ori}  {name:<16} password: {pw}")
-    print()
+        if secret is not None:
+            print(f"          TOTP secret {base64.b32encode(secret).decode()}  "
+                  f"({totp.provisioning_uri(secret, uid, settings.config.switch.name)})")
+    print("""
+The administrator and the investigator log on to msc commands with their password and a
+one-time password from an authenticator app (or `oathtool --totp -b SECRET`), e.g.:
+
+  .venv/bin/msc user list --config var/msc.toml
+  .venv/bin/msc journal verify --config var/msc.toml --as ADM001
+  .venv/bin/msc journal search --config var/msc.toml --as INV001 --case DEMO-1 --user JD1234
+""")
 
 
 def main(args) -> int:

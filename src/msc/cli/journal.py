@@ -1,17 +1,20 @@
 """``msc journal search|export|verify|purge`` — the investigator's and auditor's tools.
 
-Access to the journal "must be highly controlled" (PPP §1.7.1 A): search and export require an
-``investigator`` user's password (and one-time password when enrolled); every search, export and
-verify, and every refusal, is an ``AUDIT`` record. Results are printed only after that record is
-committed (fail closed): an unrecorded look at the journal does not happen.
+Access to the journal "must be highly controlled" (PPP §1.7.1 A): every command logs a person on
+(:mod:`msc.cli.auth`): search and export an ``investigator``, verify an ``investigator`` or an
+``admin``, purge an ``admin``. Every search, export and verify, and every refusal, is an ``AUDIT``
+record naming them, with the case reference and the searched values (sealed with the record's
+text, like message text). Results are printed only after that record is committed (fail closed):
+an unrecorded look at the journal does not happen.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
-import getpass
 import json
+import re
 import sys
 
 from msc.cli.admin import DaemonUnavailable, control, record
@@ -30,13 +33,14 @@ def add_arguments(sub) -> None:
     j = sub.add_parser("journal", help="search, export, verify and purge the journal").add_subparsers(
         dest="action", required=True)
 
-    def common(sp, *, auth: bool = True, filters: bool = True):
+    from msc.cli import auth as auth_cli
+
+    def common(sp, *, roles=auth_cli.INVESTIGATOR, case: bool = True, filters: bool = True):
         sp.add_argument("--config", required=True)
-        if auth:
-            sp.add_argument("--as", dest="as_user", required=True, metavar="INVESTIGATOR_ID")
-            sp.add_argument("--case", required=True, metavar="CASE_REF")
-            sp.add_argument("--password-stdin", action="store_true",
-                            help="read the password (and, on a second line, the OTP) from stdin")
+        auth_cli.add_arguments(sp, roles=roles)
+        if case:
+            sp.add_argument("--case", required=True, type=case_ref, metavar="CASE_REF",
+                            help="the case or audit reference (1-32 printable characters)")
         if filters:
             sp.add_argument("--from", dest="start", metavar="TIME")
             sp.add_argument("--to", dest="end", metavar="TIME")
@@ -52,21 +56,20 @@ def add_arguments(sub) -> None:
     sp = common(j.add_parser("export", help="write a verifiable bundle of the matching records"))
     sp.add_argument("--out", required=True)
     sp.set_defaults(func=cmd_export)
-    sp = common(j.add_parser("verify", help="check every record, tag, checkpoint and signature"), auth=False, filters=False)
-    sp.add_argument("--as", dest="as_user", help="who runs it (for the AUDIT record)")
+    sp = common(j.add_parser("verify", help="check every record, tag, checkpoint and signature"),
+                roles=auth_cli.JOURNAL_CHECK, case=False, filters=False)
     sp.add_argument("--min-tree-size", type=int, default=0,
                     help="fail if the journal is shorter (e.g. the last msc_journal_tree_size seen off-box)")
     sp.set_defaults(func=cmd_verify)
     sp = common(j.add_parser("purge", help="delete months older than retention_days and destroy their keys"),
-                auth=False, filters=False)
+                roles=auth_cli.ADMIN, case=False, filters=False)
     sp.add_argument("--dry-run", action="store_true")
     sp.set_defaults(func=cmd_purge)
     sp = common(j.add_parser("accept", help="accept what the journal's start-up self-check refuses (journaled)",
                              description="Records lost after the last checkpoint, or a journal that is gone: "
                                          "continue (or start anew) with an ADMIN record naming you and your reason. "
                                          "An altered journal is set aside as evidence with --new-journal."),
-                auth=False, filters=False)
-    sp.add_argument("--as", dest="as_user", required=True, metavar="ADMIN_ID")
+                roles=auth_cli.ADMIN, case=False, filters=False)
     sp.add_argument("--reason", required=True, help="why (recorded in the journal)")
     sp.add_argument("--new-journal", action="store_true",
                     help="set an altered journal aside (renamed, kept) and start a new one")
@@ -87,46 +90,30 @@ def _audit(s: Settings, user: str | None, payload: dict) -> None:
     record(s, [Entry(kind=Kind.AUDIT, user=user, text=json.dumps(payload, sort_keys=True))])
 
 
-def _read_secret(args, prompt: str, line: int) -> str | None:
-    if args.password_stdin:
-        value = sys.stdin.readline()
-        return value.rstrip("\r\n") if value else None
-    if not sys.stdin.isatty():
-        return None
-    return getpass.getpass(prompt)
+#: A case reference (issue 13 item 3): 1–32 printable ASCII characters, not starting or ending
+#: with a space — what an agency's case or audit numbers look like (``IA-2026-17``,
+#: ``2026/CR 00123``), and nothing that could smuggle a line break or a control character into a
+#: printed report.
+CASE_RE = re.compile(r"[!-~](?:[ -~]{0,30}[!-~])?")
 
 
-def authenticate(s: Settings, args, op: str) -> bool:
-    """An active investigator with the right password (and OTP). Refusals are audited."""
-    from msc.mnemonics.passwords import dummy_hash, verify_password
-    from msc.mnemonics.totp import matching_step, open_secret
+def case_ref(value: str) -> str:
+    """argparse type of ``--case``."""
+    import argparse
 
-    uid = args.as_user.upper()
-    user = next((u for u in s.users.user if u.id == uid), None)
-    password = _read_secret(args, f"Password for {uid}: ", 0)
-    ok = password is not None and verify_password(password, user.password if user else dummy_hash())
-    if ok and user.totp:
-        otp = _read_secret(args, "One-time password: ", 1)
-        try:
-            secret = open_secret(_ring(s).users_aead(), uid, user.totp)
-        except Exception:
-            secret = None
-        ok = bool(otp and secret and matching_step(secret, otp.strip(), dt.datetime.now().timestamp()) is not None)
-    reason = None
-    if not ok or user is None:
-        reason = "bad credentials"
-    elif user.status != "active":
-        reason = "account disabled"
-    elif user.role != "investigator":
-        reason = f"role {user.role} may not search the journal"
-    if reason is None:
-        return True
-    try:
-        _audit(s, uid, {"op": op, "case": args.case, "outcome": "refused", "reason": reason})
-    except JournalError as exc:
-        print(f"error: the refusal could not be journaled: {exc}", file=sys.stderr)
-    print("authentication refused", file=sys.stderr)
-    return False
+    if CASE_RE.fullmatch(value) is None:
+        raise argparse.ArgumentTypeError(
+            "a case reference is 1-32 printable ASCII characters, with no leading or trailing space")
+    return value
+
+
+def authenticate(s: Settings, args, op: str, roles=None, *, require_journal: bool = True) -> str:
+    """Log the ``--as`` person on for ``op``; a refusal is also an AUDIT record (exit 3)."""
+    from msc.cli.auth import INVESTIGATOR, logon
+
+    audit = {"op": op, "case": args.case} if getattr(args, "case", None) is not None else {"op": op}
+    return logon(s, args, roles=roles or INVESTIGATOR, op=f"journal {op}", audit=audit,
+                 require_journal=require_journal)
 
 
 def build_query(args) -> Query:
@@ -146,12 +133,11 @@ def _matches(s: Settings, q: Query) -> list[int]:
 def cmd_search(args) -> int:
     s = _settings(args)
     q = build_query(args)
-    if not authenticate(s, args, "search"):
-        return EXIT_AUTH
+    who = authenticate(s, args, "search")
     try:
         seqs = _matches(s, q)
-        _audit(s, args.as_user.upper(), {"op": "search", "case": args.case, "filters": q.describe(),
-                                         "records": len(seqs), "format": args.format})
+        _audit(s, who, {"op": "search", "case": args.case, "filters": q.describe(),
+                        "records": len(seqs), "format": args.format})
     except (JournalError, KeyError_) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
@@ -229,18 +215,17 @@ def cmd_export(args) -> int:
 
     s = _settings(args)
     q = build_query(args)
-    if not authenticate(s, args, "export"):
-        return EXIT_AUTH
+    who = authenticate(s, args, "export")
     try:
         seqs = _matches(s, q)
         cp = _ensure_checkpoint(s, max(seqs)) if seqs else None
-        _audit(s, args.as_user.upper(), {"op": "export", "case": args.case, "filters": q.describe(),
-                                         "records": len(seqs), "out": str(Path(args.out).resolve())})
+        _audit(s, who, {"op": "export", "case": args.case, "filters": q.describe(),
+                        "records": len(seqs), "out": str(Path(args.out).resolve())})
         if cp is None:
             from msc.journal.export import covering_checkpoint
 
             cp = covering_checkpoint(s.journal_dir, 1) or _ensure_checkpoint(s, 1)
-        manifest = {"switch": s.config.switch.name, "case": args.case, "investigator": args.as_user.upper(),
+        manifest = {"switch": s.config.switch.name, "case": args.case, "investigator": who,
                     "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     "filters": json.dumps(q.describe(), sort_keys=True), "checkpoint tree_size": cp.tree_size}
         n = write_bundle(s.journal_dir, _ring(s), seqs, Path(args.out), name=s.config.switch.name, checkpoint=cp,
@@ -257,15 +242,18 @@ def cmd_export(args) -> int:
 def cmd_verify(args) -> int:
     from msc.journal.verify import verify
 
+    from msc.cli.auth import JOURNAL_CHECK
+
     s = _settings(args)
+    # A journal that cannot be written to (its self-check failed) must still be verifiable.
+    who = authenticate(s, args, "verify", JOURNAL_CHECK, require_journal=False)
     try:
         res = verify(s.journal_dir, _ring(s), name=s.config.switch.name, min_tree_size=args.min_tree_size)
     except KeyError_ as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    who = (args.as_user or getpass.getuser()).upper()
     try:
-        _audit(s, args.as_user.upper() if args.as_user else None,
+        _audit(s, who,
                {"op": "verify", "by": who, "outcome": "ok" if res.ok else "failed", "records": res.records,
                 "first_bad": res.first_bad, "reason": res.reason, "tree_size": res.tree_size})
     except JournalError as exc:
@@ -291,7 +279,10 @@ def cmd_purge(args) -> int:
 
     from msc.journal.retention import load_timeline, plan
 
+    from msc.cli.auth import ADMIN
+
     s = _settings(args)
+    who = authenticate(s, args, "purge", ADMIN)
     days = s.config.journal.retention_days
     if args.dry_run:
         p = plan(load_timeline(s.journal_dir), days, time.time())
@@ -304,7 +295,7 @@ def cmd_purge(args) -> int:
         return EXIT_OK
     try:
         try:
-            reply = control(s, {"op": "purge"})
+            reply = control(s, {"op": "purge", "actor": who})
             if not reply.get("ok"):
                 print(f"error: {reply.get('error')}", file=sys.stderr)
                 return EXIT_PROBLEM
@@ -315,7 +306,7 @@ def cmd_purge(args) -> int:
             async def go():
                 j = await _direct_journal(s)
                 try:
-                    return await j.purge(days, actor=None)
+                    return await j.purge(days, actor=who)
                 finally:
                     await j.close()
 
@@ -333,15 +324,32 @@ def cmd_purge(args) -> int:
 def cmd_accept(args) -> int:
     """``msc journal accept``: an administrator accepts what the journal's start-up self-check
     refuses (JOURNAL.md "Start-up self-check"), in a record that names them and says why."""
+    from msc.cli.admin import record
+    from msc.cli.auth import ADMIN, check, refused
     from msc.journal.acceptance import accept
 
     s = _settings(args)
+    # The journal refuses appends until it is accepted, and the acceptance is its first record:
+    # the administrator is authenticated first, and the logon journaled right after.
+    attempt, entries = check(s, args, roles=ADMIN, op="journal accept")
+    if not attempt.ok:
+        try:
+            record(s, entries)
+        except JournalError as exc:
+            print(f"warning: the refused logon could not be journaled: {exc}", file=sys.stderr)
+        refused()
     try:
         outcome = accept(s.journal_dir, _ring(s), name=s.config.switch.name, reason=args.reason,
-                         actor=args.as_user.upper(), new_journal=args.new_journal,
+                         actor=attempt.user_id, new_journal=args.new_journal,
                          synchronous=s.config.journal.synchronous)
     except JournalError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        with contextlib.suppress(JournalError):
+            record(s, entries)  # the journal may take it (nothing to accept), or not
         return EXIT_PROBLEM
+    try:
+        record(s, entries)
+    except JournalError as exc:
+        print(f"warning: the logon could not be journaled after the acceptance: {exc}", file=sys.stderr)
     print(outcome)
     return EXIT_OK

@@ -143,11 +143,16 @@ def cmd_keys(args) -> int:
             print(f"master key {mk.id} at {s.key_file} (keep a copy offline: without it the journal cannot be read)")
             show_signing_key(s, ring, "text")
         else:
+            from msc.cli.admin import record_admin
+            from msc.cli.auth import ADMIN, logon
+
+            if not args.as_user:
+                print("error: msc keys rotate needs --as ADMIN_ID", file=sys.stderr)
+                return EXIT_USAGE
+            actor = logon(s, args, roles=ADMIN, op="keys rotate")
             old, new = ring.rotate()
             print(f"master key rotated: {old} -> {new}; data keys re-wrapped, no record re-encrypted")
-            from msc.cli.admin import record_admin
-
-            record_admin(s, f"KEYS ROTATE MASTER/{old} TO/{new}")
+            record_admin(s, f"KEYS ROTATE MASTER/{old} TO/{new}", user=actor)
     except KeyError_ as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -242,11 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp = with_config(cfg.add_parser("check", help="validate msc.toml and users.toml"))
     sp.set_defaults(func=cmd_config_check)
 
+    from msc.cli import auth as auth_cli
+
     sp = with_config(sub.add_parser("keys", help="master key and signing key",
-                                    description="init: create the keys; rotate: new master key; show: the "
-                                                "checkpoint key's fingerprint, for the agency to publish"))
+                                    description="init: create the keys; rotate: new master key (an administrator, "
+                                                "--as); show: the checkpoint key's fingerprint, for the agency to "
+                                                "publish"))
     sp.add_argument("action", choices=("init", "rotate", "show"))
     sp.add_argument("--format", choices=("text", "json"), default="text", help="for show")
+    auth_cli.add_arguments(sp, required=False)  # rotate: an administrator; init makes the key ring
     sp.set_defaults(func=cmd_keys)
 
     users = sub.add_parser("user", help="the user directory").add_subparsers(dest="action", required=True)
@@ -257,8 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--role", required=True, choices=("full", "ltfa", "practitioner", "admin", "investigator"))
     sp.add_argument("--dob", help="YYYY-MM-DD (self-inquiry detection only)")
     sp.add_argument("--certified-until", help="YYYY-MM-DD (proficiency, PPP §1.8.2)")
-    sp.add_argument("--totp", action="store_true", help="enrol a TOTP second factor; prints the URI once")
-    sp.add_argument("--password-stdin", action="store_true")
+    sp.add_argument("--totp", action="store_true",
+                    help="enrol a TOTP second factor (always for admin and investigator); prints the URI once")
+    sp.add_argument("--as", dest="as_user", metavar="ADMIN_ID",
+                    help="the administrator adding the user (not needed only for the first administrator)")
+    sp.add_argument("--password-stdin", action="store_true",
+                    help="read from stdin: with --as your password, your one-time password, then the new "
+                         "user's password, one per line; without --as only the new password")
     sp.set_defaults(func=cmd_user_add)
     for action, fn, help_ in (("passwd", "user_passwd", "set a new password"),
                               ("disable", "user_status", "disable (logs the user off at once)"),
@@ -267,8 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                               ("remove", "user_remove", "remove; the ID is not reassigned for 365 days")):
         sp = with_config(users.add_parser(action, help=help_))
         sp.add_argument("id")
-        if action == "passwd":
-            sp.add_argument("--password-stdin", action="store_true")
+        auth_cli.add_arguments(sp)
         sp.set_defaults(func=lambda a, fn=fn: getattr(__import__("msc.cli.users", fromlist=[fn]), fn)(a, _load(a)))
     sp = with_config(users.add_parser("list", help="list users, roles, status, lockouts, last logon"))
     sp.add_argument("--format", choices=("text", "json"), default="text")
@@ -278,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     for action in ("disable", "enable"):
         sp = with_config(stations.add_parser(action, help=f"{action} a station (PPP §1.9.1)"))
         sp.add_argument("mnemonic")
+        auth_cli.add_arguments(sp)
         sp.set_defaults(func=lambda a: __import__("msc.cli.users", fromlist=["station_status"]).station_status(a, _load(a)))
 
     from msc.cli import journal as journal_cli

@@ -21,14 +21,28 @@ def add_arguments(sub) -> None:
     r.add_argument("--apply", action="store_true", help="users: disable the inactive accounts (CJIS AC-2)")
     r.add_argument("--from", dest="start", help="misuse: start (default: 30 days ago)")
     r.add_argument("--to", dest="end", help="misuse: end (default: now)")
+    from msc.cli import auth as auth_cli
+
+    auth_cli.add_arguments(r, required=False, roles=("admin (users --apply)", "investigator (misuse)"))
     r.set_defaults(func=cmd_report)
 
 
 def cmd_report(args) -> int:
     from msc.cli.main import _load
 
+    from msc.cli.auth import ADMIN, JOURNAL_CHECK, logon
+
     s = _load(args)
     now = time.time()
+    who = None
+    # Administration (--apply) and reading the journal (misuse) need a person; the other reports
+    # read only state.db and the configuration.
+    if (args.kind == "users" and args.apply) or args.kind == "misuse":
+        if not args.as_user:
+            print(f"error: msc report {args.kind}{' --apply' if args.apply else ''} needs --as USER_ID",
+                  file=sys.stderr)
+            return 2
+        who = logon(s, args, roles=ADMIN if args.kind == "users" else JOURNAL_CHECK, op=f"report {args.kind}")
     if args.kind == "availability":
         doc = reports.availability(s, now, running=daemon_running(s))
     elif args.kind == "mnemonics":
@@ -36,7 +50,7 @@ def cmd_report(args) -> int:
     elif args.kind == "users":
         doc = reports.users(s, now)
         if args.apply:
-            doc["disabled"] = _disable(s, [r["id"] for r in doc["inactive"]])
+            doc["disabled"] = _disable(s, [r["id"] for r in doc["inactive"]], who)
     else:
         from msc.journal.search import parse_time
 
@@ -44,7 +58,8 @@ def cmd_report(args) -> int:
         end = parse_time(args.end) / 1e6 if args.end else now
         doc = reports.misuse(s, start, end)
         try:  # it reads the journal: audited like a search
-            record(s, [Entry(kind=Kind.AUDIT, text=json.dumps({"op": "report misuse", "from": doc["from"], "to": doc["to"]}))])
+            record(s, [Entry(kind=Kind.AUDIT, user=who,
+                             text=json.dumps({"op": "report misuse", "by": who, "from": doc["from"], "to": doc["to"]}))])
         except JournalError as exc:
             print(f"error: the report could not be audited: {exc}", file=sys.stderr)
             return EXIT_PROBLEM
@@ -57,7 +72,7 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
-def _disable(s, ids: list[str]) -> list[str]:
+def _disable(s, ids: list[str], actor: str) -> list[str]:
     import msgspec
 
     from msc.cli.admin import notify_users_changed
@@ -67,6 +82,6 @@ def _disable(s, ids: list[str]) -> list[str]:
     for uid in ids:
         userfile.update(s.users_path, lambda users, uid=uid: userfile.replace_user(
             users, uid, lambda u: msgspec.structs.replace(u, status="disabled")))
-        notify_users_changed(s, f"USER DISABLE {uid} INACTIVE 90 DAYS (CJIS AC-2)")
+        notify_users_changed(s, f"USER DISABLE {uid} INACTIVE 90 DAYS (CJIS AC-2)", user=actor)
         done.append(uid)
     return done

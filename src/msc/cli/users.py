@@ -1,4 +1,11 @@
-"""``msc user …``: the user directory lifecycle (OPERATIONS.md, CJIS IA-4/IA-5, AC-2)."""
+"""``msc user …`` and ``msc station …``: the user directory lifecycle and stations at run time
+(OPERATIONS.md, CJIS IA-4/IA-5, AC-2, PPP §1.9.1).
+
+Every command that changes something logs an administrator on first (``--as``, :mod:`msc.cli.auth`)
+and its ``ADMIN`` record names them. The one exception is the bootstrap: while no administrator
+could log on (none active and unlocked), ``msc user add --role admin`` without ``--as`` makes the
+first one, recorded as ``BOOTSTRAP``.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ from msc.mnemonics.passwords import hash_password
 from msc.protocol import grammar
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
-MIN_PASSWORD = 8  # CJIS IA-5(1)(a)
+PRIVILEGED = frozenset(("admin", "investigator"))  # roles that always get TOTP (CJIS IA-2(1))
 ID_REUSE_DAYS = 365  # CJIS IA-4d (PPP §1.6.7 B says six months; the stricter applies)
 
 
@@ -28,28 +35,31 @@ def _date(value: str | None, what: str) -> dt.date | None:
         raise SystemExit(f"error: {what} must be YYYY-MM-DD") from None
 
 
-def read_new_password(args) -> str:
+def read_new_password(args, uid: str) -> str:
+    """The new user's password: the next line of stdin (after the administrator's two with
+    ``--as``), or asked twice on the terminal."""
     if args.password_stdin:
-        pw = sys.stdin.readline().rstrip("\r\n")
-    else:
-        pw = getpass.getpass("New password: ")
-        if getpass.getpass("Repeat it: ") != pw:
-            raise SystemExit("error: the passwords differ")
+        return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise SystemExit("error: no terminal to ask for the new password: use --password-stdin")
+    pw = getpass.getpass(f"New password for {uid}: ")
+    if getpass.getpass("Repeat it: ") != pw:
+        raise SystemExit("error: the passwords differ")
     return pw
 
 
-def password_problem(pw: str, user_id: str, name: str) -> str | None:
-    """CJIS IA-5(1)(a): length, banned list, not the user's own ID or name."""
-    from msc.mnemonics.banned import is_banned
+def _admin(settings: Settings, args, op: str) -> str:
+    from msc.cli.auth import ADMIN, logon
 
-    if len(pw) < MIN_PASSWORD:
-        return f"a password has at least {MIN_PASSWORD} characters"
-    if not pw.isprintable() or not pw.isascii():
-        return "a password is printable ASCII (spaces allowed)"
-    if is_banned(pw) or user_id.lower() in pw.lower() or any(
-            part and len(part) > 2 and part.lower() in pw.lower() for part in name.replace(",", " ").split()):
-        return "that password is on the banned list or contains the user ID or name"
-    return None
+    return logon(settings, args, roles=ADMIN, op=op)
+
+
+def password_problem(pw: str, user_id: str, name: str, settings: Settings | None = None, ori: str | None = None) -> str | None:
+    """CJIS IA-5(1)(a) (:func:`msc.mnemonics.passwords.password_problem`)."""
+    from msc.mnemonics.passwords import context_words
+    from msc.mnemonics.passwords import password_problem as problem
+
+    return problem(pw, user_id, name, context=context_words(settings, ori) if settings is not None else ())
 
 
 def validate_users(settings: Settings, users: UsersFile) -> None:
@@ -81,17 +91,38 @@ def add_user(args, settings: Settings) -> int:
     if args.ori not in {a.ori for a in settings.config.agency}:
         print(f"error: no agency with ORI {args.ori} in {settings.config_path}", file=sys.stderr)
         return EXIT_USAGE
-    pw = read_new_password(args)
-    problem = password_problem(pw, uid, args.name)
+    bootstrap = None
+    if args.as_user is None:
+        from msc.cli.auth import admin_can_log_on, require_service_account
+
+        require_service_account(settings)
+        if admin_can_log_on(settings):
+            print("error: --as ADMIN_ID is required (an administrator exists; only the first one is made without it)",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        if args.role != "admin":
+            print("error: no administrator can log on yet: make one first (msc user add --role admin …, without --as)",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        import getpass as _gp
+
+        bootstrap = _gp.getuser()
+        actor = uid
+    else:
+        actor = _admin(settings, args, "user add")
+    pw = read_new_password(args, uid)
+    problem = password_problem(pw, uid, args.name, settings, args.ori)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     totp_secret = uri = None
-    if args.totp:
+    # CJIS IA-2(1): privileged accounts (admin, investigator) always get a second factor.
+    if args.totp or args.role in PRIVILEGED:
         from msc.mnemonics.totp import enrol
 
         totp_secret, uri = enrol(settings, uid)
-    entry = UserEntry(id=uid, name=args.name, ori=args.ori, role=args.role, password=hash_password(pw),
+    entry = UserEntry(id=uid, name=args.name, ori=args.ori, role=args.role,
+                      password=hash_password(pw, ln=settings.config.switch.password_cost),
                       dob=_date(args.dob, "--dob"), totp=totp_secret,
                       certified_until=_date(args.certified_until, "--certified-until"), created=today)
 
@@ -109,11 +140,18 @@ def add_user(args, settings: Settings) -> int:
         return EXIT_USAGE
     from msc.cli.admin import notify_users_changed
 
-    notify_users_changed(settings, f"USER ADD {uid} ROLE/{args.role} ORI/{args.ori}" + (" TOTP" if args.totp else ""))
-    print(f"added {uid} ({args.role}, {args.ori}) to {settings.users_path}")
+    text = f"USER ADD {uid} ROLE/{args.role} ORI/{args.ori}" + (" TOTP" if totp_secret else "")
+    if bootstrap is not None:
+        text = f"BOOTSTRAP {text} BY OS USER {bootstrap.upper()} (NO ADMINISTRATOR COULD LOG ON)"
+    notify_users_changed(settings, text, user=actor)
+    print(f"added {uid} ({args.role}, {args.ori}) to {settings.users_path}" +
+          (" — the first administrator (bootstrap, journaled)" if bootstrap is not None else ""))
     if uri:
+        from urllib.parse import parse_qs, urlparse
+
         print("TOTP provisioning URI (shown once; enrol it in the user's authenticator now):")
         print(uri)
+        print(f"  secret (for manual entry): {parse_qs(urlparse(uri).query)['secret'][0]}")
     return EXIT_OK
 
 
@@ -137,16 +175,17 @@ def _change(settings: Settings, uid: str, fn) -> None:
 def user_passwd(args, settings: Settings) -> int:
     uid = args.id.upper()
     u = _find(settings, uid)
-    pw = read_new_password(args)
-    problem = password_problem(pw, uid, u.name)
+    actor = _admin(settings, args, "user passwd")
+    pw = read_new_password(args, uid)
+    problem = password_problem(pw, uid, u.name, settings, u.ori)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    hashed = hash_password(pw)
+    hashed = hash_password(pw, ln=settings.config.switch.password_cost)
     _change(settings, uid, lambda e: msgspec.structs.replace(e, password=hashed))
     from msc.cli.admin import notify_users_changed
 
-    notify_users_changed(settings, f"USER PASSWD {uid}")
+    notify_users_changed(settings, f"USER PASSWD {uid}", user=actor)
     print(f"password of {uid} changed")
     return EXIT_OK
 
@@ -155,10 +194,11 @@ def user_status(args, settings: Settings) -> int:
     uid = args.id.upper()
     status = "disabled" if args.action == "disable" else "active"
     _find(settings, uid)
+    actor = _admin(settings, args, f"user {args.action}")
     _change(settings, uid, lambda e: msgspec.structs.replace(e, status=status))
     from msc.cli.admin import notify_users_changed
 
-    notify_users_changed(settings, f"USER {args.action.upper()} {uid}")
+    notify_users_changed(settings, f"USER {args.action.upper()} {uid}", user=actor)
     print(f"{uid} {status}" + (" (logged off within a second if the switch is running)" if status == "disabled" else ""))
     return EXIT_OK
 
@@ -169,15 +209,17 @@ def user_unlock(args, settings: Settings) -> int:
 
     uid = args.id.upper()
     _find(settings, uid)
+    actor = _admin(settings, args, "user unlock")
+    store = StateStore(settings.state_db)  # shared with the daemon; it re-reads at once when told
     try:
-        reply = control(settings, {"op": "unlock", "id": uid})
-        if not reply.get("ok"):
-            raise SystemExit(f"error: {reply.get('error')}")
-    except DaemonUnavailable:
-        store = StateStore(settings.state_db)
         store.unlock(uid)
+    finally:
         store.close()
-    record_admin(settings, f"USER UNLOCK {uid}")
+    try:
+        control(settings, {"op": "auth_changed"})
+    except DaemonUnavailable:
+        pass
+    record_admin(settings, f"USER UNLOCK {uid}", user=actor)
     print(f"{uid} unlocked")
     return EXIT_OK
 
@@ -185,11 +227,12 @@ def user_unlock(args, settings: Settings) -> int:
 def user_remove(args, settings: Settings) -> int:
     uid = args.id.upper()
     _find(settings, uid)
+    actor = _admin(settings, args, "user remove")
     today = dt.date.today()
     userfile.update(settings.users_path, lambda users: userfile.remove_user(users, uid, today))
     from msc.cli.admin import notify_users_changed
 
-    notify_users_changed(settings, f"USER REMOVE {uid}")
+    notify_users_changed(settings, f"USER REMOVE {uid}", user=actor)
     print(f"{uid} removed; the ID cannot be reassigned before {today + dt.timedelta(days=ID_REUSE_DAYS)} (CJIS IA-4d)")
     return EXIT_OK
 
@@ -235,6 +278,7 @@ def station_status(args, settings: Settings) -> int:
         print(f"error: no station {mnemonic} in {settings.config_path}", file=sys.stderr)
         return EXIT_USAGE
     disabled = args.action == "disable"
+    actor = _admin(settings, args, f"station {args.action}")
     try:
         reply = control(settings, {"op": "station", "mnemonic": mnemonic, "disabled": disabled})
         if not reply.get("ok"):
@@ -245,6 +289,6 @@ def station_status(args, settings: Settings) -> int:
         store.set_station(mnemonic, disabled)
         store.close()
         live = False
-    record_admin(settings, f"STATION {args.action.upper()} {mnemonic}")
+    record_admin(settings, f"STATION {args.action.upper()} {mnemonic}", user=actor)
     print(f"station {mnemonic} {'disabled' if disabled else 'enabled'}" + (" in the running switch" if live else ""))
     return EXIT_OK

@@ -62,6 +62,9 @@ class SwitchSection(_Table, kw_only=True):
     # PROTOCOL.md §4: after its answer window, a request is remembered this long (at most 10,000
     # of them) so that a late part with its header is still linked to it by txn.
     late_answer_s: float = 3600
+    # CJIS IA-5(1)(a): the scrypt cost of password hashes, log2(N) with r = 8, p = 1. Hashes at
+    # another cost are replaced at the user's next logon (msc.mnemonics.passwords).
+    password_cost: int = 15
 
 
 class ListenerSection(_Table, kw_only=True):

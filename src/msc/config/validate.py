@@ -84,6 +84,8 @@ def validate(settings: Settings) -> list[ConfigIssue]:
             c.add(f"switch.{key}", "must be > 0")
     if sw.queue_max < 1:
         c.add("switch.queue_max", "must be >= 1")
+    if not 4 <= sw.password_cost <= 20:
+        c.add("switch.password_cost", "must be 4..20 (log2 of scrypt's N; 15 or more in production)")
     for i, p in enumerate(sw.prohibited_purposes):
         if not re.fullmatch(r"[A-Z0-9]", p):
             c.add(f"switch.prohibited_purposes[{i}]", "a purpose code is one character [A-Z0-9]")

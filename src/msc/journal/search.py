@@ -45,8 +45,10 @@ class Query:
         if self.end is not None:
             d["to"] = iso(self.end)
         if self.tokens:
-            # The audit record names which fields were searched, not the values (they are CJI).
-            d["tokens"] = [t for t, _ in self.tokens]
+            # The AUDIT record names the values searched for (whom the investigator looked up:
+            # issue 13 item 3). They are CJI: the record's text is sealed like message text
+            # (AES-256-GCM under the month's data key), never in the plaintext metadata.
+            d["tokens"] = [f"{t}:{v}" for t, v in self.tokens]
         if self.limit is not None:
             d["limit"] = self.limit
         return d

@@ -1,62 +1,74 @@
-"""Logon failure counting and account lockout (CJIS AC-7).
+"""Logon failure counting and account lockout (CJIS AC-7), as a pure rule.
 
 "5 consecutive invalid logons within 15 minutes lock the account until an administrator releases
-it" (SECURITY.md). :class:`LockoutTracker` is the pure rule; the switch persists its state.
+it" (docs/SECURITY.md). The rule is applied to one account's :class:`Attempts` inside one atomic
+transaction of the state store (:meth:`msc.mnemonics.state.StateStore.update_attempts`), so it
+holds whatever the concurrency and whichever process — the switch or the ``msc`` command — checks
+the password.
+
+An attempt is counted **before** its password is checked (:meth:`LockoutRule.reserve`): the
+attempt is written as a failure, and only a check that succeeds clears it. So at most
+``max_failures`` passwords are ever checked per window, even when hundreds of logons for one user
+arrive at once; the others are refused without a check. After the (slow) check the rule is
+applied again (:meth:`LockoutRule.succeeded`): a right password is refused if the account locked
+meanwhile.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 MAX_FAILURES = 5
 WINDOW_S = 15 * 60
 
 
-@dataclass
-class _Account:
-    failures: deque[float] = field(default_factory=deque)
+@dataclass(frozen=True)
+class Attempts:
+    """One account's logon state: times of failed (and in-flight) attempts, and the lock."""
+
+    failures: tuple[float, ...] = ()
     locked_at: float | None = None
 
+    @property
+    def locked(self) -> bool:
+        return self.locked_at is not None
 
-class LockoutTracker:
-    def __init__(self, max_failures: int = MAX_FAILURES, window_s: float = WINDOW_S) -> None:
-        self.max_failures = max_failures
-        self.window_s = window_s
-        self._accounts: dict[str, _Account] = {}
 
-    def is_locked(self, user_id: str) -> bool:
-        acct = self._accounts.get(user_id)
-        return acct is not None and acct.locked_at is not None
+@dataclass(frozen=True)
+class LockoutRule:
+    max_failures: int = MAX_FAILURES
+    window_s: float = WINDOW_S
 
-    def failure(self, user_id: str, now: float) -> bool:
-        """Count a failed logon; return True if this failure locked the account."""
-        acct = self._accounts.setdefault(user_id, _Account())
-        if acct.locked_at is not None:
-            return False
-        acct.failures.append(now)
-        while acct.failures and now - acct.failures[0] > self.window_s:
-            acct.failures.popleft()
-        if len(acct.failures) >= self.max_failures:
-            acct.locked_at = now
-            acct.failures.clear()
-            return True
-        return False
+    def _recent(self, a: Attempts, now: float) -> tuple[float, ...]:
+        return tuple(t for t in a.failures if now - t <= self.window_s)
 
-    def success(self, user_id: str) -> None:
-        """A good logon resets the consecutive-failure count."""
-        acct = self._accounts.get(user_id)
-        if acct is not None and acct.locked_at is None:
-            acct.failures.clear()
+    def reserve(self, a: Attempts, now: float) -> tuple[Attempts, bool]:
+        """Count an attempt before its check. Returns the new state and whether the password may
+        be checked at all (False: locked, or ``max_failures`` attempts already counted)."""
+        if a.locked:
+            return a, False
+        recent = self._recent(a, now)
+        if len(recent) >= self.max_failures:
+            return replace(a, failures=recent), False
+        return replace(a, failures=(*recent, now)), True
 
-    def unlock(self, user_id: str) -> None:
-        self._accounts.pop(user_id, None)
+    def failed(self, a: Attempts, now: float) -> tuple[Attempts, bool]:
+        """The check failed (its attempt is already counted). Returns the new state and whether
+        this failure locked the account."""
+        if a.locked:
+            return a, False
+        recent = self._recent(a, now)
+        if len(recent) >= self.max_failures:
+            return Attempts((), now), True
+        return replace(a, failures=recent), False
 
-    def lock(self, user_id: str, at: float) -> None:
-        self._accounts.setdefault(user_id, _Account()).locked_at = at
+    def succeeded(self, a: Attempts, now: float) -> tuple[Attempts, bool]:
+        """The check passed. Returns the new state and whether the logon may go ahead (not if
+        the account locked while the password was being checked)."""
+        if a.locked:
+            return a, False
+        return Attempts(), True
 
-    def snapshot(self) -> dict[str, tuple[list[float], float | None]]:
-        return {u: (list(a.failures), a.locked_at) for u, a in self._accounts.items()}
-
-    def restore(self, user_id: str, failures: list[float], locked_at: float | None) -> None:
-        self._accounts[user_id] = _Account(deque(failures), locked_at)
+    @staticmethod
+    def unlock(_a: Attempts, _now: float) -> tuple[Attempts, bool]:
+        return Attempts(), True

@@ -6,6 +6,9 @@ once, IA-2), last logon and last use (AC-2 inactivity, PPP §1.6.2 inactive mnem
 stations disabled at run time by ``msc station disable`` (PPP §1.9.1).
 
 Plain synchronous SQLite (WAL): the CLI uses it directly, the daemon through a worker thread.
+The logon state (failures, lock, TOTP step) is only ever changed inside one ``BEGIN IMMEDIATE``
+transaction per step, so the switch and any number of ``msc`` commands — separate processes —
+share one lockout count and one "each TOTP step once" rule (:mod:`msc.mnemonics.auth`).
 """
 
 from __future__ import annotations
@@ -13,10 +16,15 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from msc.config.files import open_sqlite
+from msc.mnemonics.lockout import Attempts
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS user_state(
@@ -74,27 +82,66 @@ class StateStore:
     def _upsert(self, uid: str) -> None:
         self._exec("INSERT OR IGNORE INTO user_state(id) VALUES (?)", (uid,))
 
-    def save_lockout(self, uid: str, failures: list[float], locked_at: float | None) -> None:
-        self._upsert(uid)
-        self._exec("UPDATE user_state SET failures = ?, locked_at = ? WHERE id = ?", (json.dumps(failures), locked_at, uid))
+    def update_attempts(self, uid: str, step: Callable[[Attempts], tuple[Attempts, T]], *,
+                        logon_at: float | None = None) -> T:
+        """Apply ``step`` to the account's :class:`Attempts` atomically (``BEGIN IMMEDIATE``: no
+        other connection, in this process or another, changes them in between) and store what it
+        returns. The row is written even when nothing changed, so that every path through a logon
+        costs the same I/O. ``logon_at``: also record a logon at that time if ``step`` allows it
+        (its second value is True)."""
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("INSERT OR IGNORE INTO user_state(id) VALUES (?)", (uid,))
+                failures, locked_at = conn.execute(
+                    "SELECT failures, locked_at FROM user_state WHERE id = ?", (uid,)).fetchone()
+                new, out = step(Attempts(tuple(json.loads(failures)), locked_at))
+                conn.execute("UPDATE user_state SET failures = ?, locked_at = ? WHERE id = ?",
+                             (json.dumps(list(new.failures)), new.locked_at, uid))
+                if logon_at is not None and out is True:
+                    conn.execute("UPDATE user_state SET last_logon = ?, last_use = ? WHERE id = ?",
+                                 (logon_at, logon_at, uid))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return out
+
+    def claim_otp_step(self, uid: str, step: int) -> bool:
+        """Use TOTP step ``step`` of ``uid`` if no step at or after it was used (IA-2(1): each
+        code once). Atomic across processes; True if this caller got it."""
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("INSERT OR IGNORE INTO user_state(id) VALUES (?)", (uid,))
+                cur = conn.execute("UPDATE user_state SET last_otp_step = ? WHERE id = ? "
+                                   "AND (last_otp_step IS NULL OR last_otp_step < ?)", (step, uid, step))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return cur.rowcount == 1
+
+    def locked_users(self) -> set[str]:
+        return {r[0] for r in self._exec("SELECT id FROM user_state WHERE locked_at IS NOT NULL")}
 
     def unlock(self, uid: str) -> bool:
-        row = self.user(uid)
-        self.save_lockout(uid, [], None)
-        return row is not None and row.locked_at is not None
+        """Release a lockout (and forget the failures); True if the account was locked."""
+        was: list[bool] = []
 
-    def logon(self, uid: str, at: float) -> None:
-        self._upsert(uid)
-        self._exec("UPDATE user_state SET last_logon = ?, last_use = ?, failures = '[]' WHERE id = ?", (at, at, uid))
+        def step(a: Attempts) -> tuple[Attempts, bool]:
+            was.append(a.locked)
+            return Attempts(), True
+
+        self.update_attempts(uid, step)
+        return was[0]
 
     def used(self, uids: dict[str, float]) -> None:
         for uid, at in uids.items():
             self._upsert(uid)
             self._exec("UPDATE user_state SET last_use = MAX(COALESCE(last_use, 0), ?) WHERE id = ?", (at, uid))
-
-    def otp_step(self, uid: str, step: int) -> None:
-        self._upsert(uid)
-        self._exec("UPDATE user_state SET last_otp_step = ? WHERE id = ?", (step, uid))
 
     # -- stations -------------------------------------------------------------------------
 

@@ -135,6 +135,8 @@ def misuse(settings: Settings, start: float, end: float) -> dict:
                     cori[user] += 1
                 elif kind == "REJECTED" and mke == "LOGON" and code in ("E202", "E203"):
                     logon[user] += 1
+                elif kind == "SESSION" and peer == "CLI" and code == "E202":  # an msc command's logon
+                    logon[user] += 1
                 elif kind == "RECEIVED" and peer not in upstreams and peer != "MSC" and user and mke not in ("LOGON",):
                     total[user] += 1
                     local = dt.datetime.fromtimestamp(ts / 1e6, tz)

@@ -345,9 +345,8 @@ class Session(asyncio.Protocol):
                 raise ProtocolError(Reject.E104, "OIF REQUIRED FROM A HOST")
             if inp.taf is None:
                 raise ProtocolError(Reject.E105, "TAF REQUIRED FROM A HOST")
-            user = self.switch.directory.users.get(inp.oif)
-            if user is None or not user.active or self.switch.users.is_locked(user.id) \
-                    or user.ori not in self.station.serves:
+            user = self.switch.auth.oif_account(inp.oif)  # active and not locked (AuthService)
+            if user is None or user.ori not in self.station.serves:
                 raise ProtocolError(Reject.E104, "OIF IS NOT AN ACTIVE USER OF A SERVED AGENCY")
             return user, inp.oif, inp.taf
         user = self.user_rec

@@ -15,6 +15,7 @@ import json
 import os
 import ssl
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -32,9 +33,8 @@ from msc.journal.selfcheck import JournalRefused
 from msc.mnemonics import authz, totp
 from msc.mnemonics.directory import Directory, Pool, User
 from msc.mnemonics.acp import AccessControlPoint, Allocation
-from msc.mnemonics.lockout import LockoutTracker
+from msc.mnemonics.auth import Attempt, AuthService, users_file_rehash
 from msc.mnemonics.state import StateStore
-from msc.mnemonics.passwords import dummy_hash, verify_password
 from msc.ops.availability import HEARTBEAT_S, WINDOWS, Ledger, compute
 from msc.ops.metrics import Metrics
 from msc.protocol import framing
@@ -78,28 +78,16 @@ class ListenerRuntime:
 
 
 class Users:
-    """Run-time user state: lockout (CJIS AC-7), TOTP steps used, last use — kept in state.db."""
+    """Last use of users and stations (CJIS AC-2, PPP §1.6.2), flushed to state.db periodically.
+    Logon state (failures, lockout, TOTP steps) belongs to :class:`msc.mnemonics.auth.AuthService`."""
 
     def __init__(self) -> None:
-        self.lockout = LockoutTracker()
-        self.otp_steps: dict[str, int] = {}
         self.store: StateStore | None = None
         self.used: dict[str, float] = {}  # user → last use, flushed to state.db periodically
         self.stations_used: dict[str, float] = {}
 
     def load(self, store: StateStore) -> None:
         self.store = store
-        for uid, row in store.users().items():
-            self.lockout.restore(uid, row.failures, row.locked_at)
-            if row.last_otp_step is not None:
-                self.otp_steps[uid] = row.last_otp_step
-
-    def is_locked(self, user_id: str) -> bool:
-        return self.lockout.is_locked(user_id)
-
-    async def persist_lockout(self, uid: str) -> None:
-        failures, locked_at = self.lockout.snapshot().get(uid, ([], None))
-        await asyncio.to_thread(self.store.save_lockout, uid, failures, locked_at)
 
     async def flush_use(self) -> None:
         users, self.used = self.used, {}
@@ -145,6 +133,15 @@ class Switch:
         self.users = Users()
         self.users.load(self.state)
         self.directory = Directory(settings, disabled_stations=frozenset(self.state.disabled_stations()))
+        # The one authentication service (terminals, pools, hosts' OIF, PWD): its state is
+        # state.db, shared with the msc command; the locked set is re-read every second.
+        self.auth = AuthService(accounts=lambda uid: self.directory.users.get(uid), store=self.state,
+                                open_totp=self._open_totp, cost=settings.config.switch.password_cost,
+                                clock=clock, rehash=users_file_rehash(settings.users_path))
+        # KDF checks run here, not in the default executor: a burst of LOGONs (an attack, or every
+        # terminal after a restart) queues behind its own pool and starves no other worker thread.
+        self._auth_pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
+                                             thread_name_prefix="msc-auth")
         self.acp = AccessControlPoint(self.directory.pools)
         self.sessions: set[Session] = set()
         self.holders: dict[str, Session] = {}  # endpoint → the session it is attached to
@@ -315,6 +312,7 @@ class Switch:
             with contextlib.suppress(JournalError):
                 await self.journal.append(Entry(kind=Kind.ADMIN, text=f"STOP {self.settings.config.switch.name}"))
             await self.journal.close()
+        self._auth_pool.shutdown(wait=False, cancel_futures=True)
         if self.ledger is not None:
             # The clean-stop mark: the outage that follows is scheduled (OPERATIONS.md).
             await asyncio.to_thread(self.ledger.stop, self.clock())
@@ -471,6 +469,8 @@ class Switch:
             await self.router.links.pop(name).stop()
             changes.append(f"upstream {name} removed")
         # Everything else that can change at run time.
+        self.auth.cost = nc.switch.password_cost
+        self.auth.rehash = users_file_rehash(new.users_path)
         self.delivery.queue_max = nc.switch.queue_max
         self.delivery.expiry_s = nc.switch.queue_expiry_s
         self.router.requests.late_answer_s = nc.switch.late_answer_s
@@ -690,6 +690,10 @@ class Switch:
         while True:
             await asyncio.sleep(1.0)
             ticks += 1
+            with contextlib.suppress(Exception):
+                # Lockouts and unlocks made by another process (msc journal … --as, msc user
+                # unlock) reach hosts' OIF checks within a second.
+                await asyncio.to_thread(self.auth.refresh)
             if ticks % 60 == 0:
                 with contextlib.suppress(Exception):
                     await self.users.flush_use()
@@ -704,9 +708,8 @@ class Switch:
     # -- logon ----------------------------------------------------------------------------
 
     async def logon(self, sess: Session, xid: int, inp: Input, body: Logon, pool: Pool | None) -> None:
-        """CJIS AC-7/IA-2/IA-5 logon: lockout first, then password (and OTP), then the account."""
-        d = self.directory
-        user: User | None = d.users.get(body.user)
+        """CJIS AC-7/IA-2/IA-5 logon through the authentication service, then the station's and
+        pool's own rules. Every refusal of the service is the same ``E202 LOGON REFUSED``."""
         journal_text = inp.journal_text()
 
         def refuse(reject: Reject, detail: str | None, why: str) -> None:
@@ -714,20 +717,15 @@ class Switch:
             sess._reject(xid, reject, detail, journal_text, inp)
             sess.log.info("session.logon", outcome="refused", code=reject.code)
 
-        if self.users.is_locked(body.user):
-            refuse(Reject.E203, "ACCOUNT LOCKED", "LOCKED")
+        attempt = await self.in_auth_pool(self.auth.authenticate, body.user, body.password, body.otp)
+        if not attempt.ok:
+            self.attempt_refused(sess, attempt)
+            refuse(Reject.E202, None, attempt.refusal.value)
             return
-        encoded = user.password_hash if user is not None else dummy_hash()
-        ok = await asyncio.to_thread(verify_password, body.password, encoded)
-        if ok and user is not None and user.totp is not None:
-            ok = await self.verify_otp(user, body.otp)
-        if not ok or user is None:
-            await self.logon_failed(sess, body.user)
-            refuse(Reject.E202, None, "BAD CREDENTIALS")
-            return
-        if not user.active:
-            refuse(Reject.E203, "ACCOUNT DISABLED", "DISABLED")
-            return
+        user: User = attempt.account  # type: ignore[assignment]
+        if attempt.rehashed:  # users.toml now has the hash at the current cost
+            self.reload_users()
+            user = self.directory.users.get(user.id, user)
         src = pool if pool is not None else sess.station
         denied = authz.check_operator(user, src.serves, self.today())
         if denied is not None:
@@ -745,7 +743,6 @@ class Switch:
             mnemonic = alloc.mnemonic
         else:
             mnemonic = sess.station.mnemonic
-        self.users.lockout.success(user.id)
         text = "LOGON OK" + (f" POOL {pool.name} ALLOCATE {mnemonic}" if pool else "")
         entry = Entry(kind=Kind.SESSION, peer=pool.name if pool else mnemonic, mnemonic=mnemonic, user=user.id,
                       taf=sess.taf, text=text)
@@ -768,31 +765,20 @@ class Switch:
         sess.alloc = alloc
         sess.logged_on(user, mnemonic, pool)
         sess.log.info("session.logon", outcome="ok")
-        await asyncio.to_thread(self.state.logon, user.id, self.clock())
 
-    async def logon_failed(self, sess: Session, uid: str) -> None:
+    def attempt_refused(self, sess: Session, attempt: Attempt) -> None:
+        """Count a refused attempt; journal the lockout it caused (CJIS AC-7)."""
         self.metrics.logon_failures.inc()
-        if self.users.lockout.failure(uid, self.clock()):
+        if attempt.locked_now:
             self.metrics.lockouts.inc()
-            sess._journal_session("LOCKOUT", code=Reject.E203.code, user=uid)
-            sess.log.warning("session.lockout", locked_user=uid)
-        await self.users.persist_lockout(uid)
+            sess._journal_session("LOCKOUT", code=Reject.E203.code, user=attempt.user_id)
+            sess.log.warning("session.lockout", locked_user=attempt.user_id)
 
-    async def verify_otp(self, user: User, otp: str | None) -> bool:
-        """RFC 6238 with one step of drift; each step's code is accepted once per user."""
-        if otp is None or user.totp is None:
-            return False
-        try:
-            secret = totp.open_secret(self._users_aead, user.id, user.totp)
-        except Exception:
-            self.log.error("logon.totp_secret_unreadable", locked_user=user.id)
-            return False
-        step = totp.matching_step(secret, otp, self.clock())
-        if step is None or step <= self.users.otp_steps.get(user.id, -1):
-            return False
-        self.users.otp_steps[user.id] = step
-        await asyncio.to_thread(self.state.otp_step, user.id, step)
-        return True
+    async def in_auth_pool(self, fn, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(self._auth_pool, lambda: fn(*args, **kwargs))
+
+    def _open_totp(self, user: User) -> bytes:
+        return totp.open_secret(self._users_aead, user.id, user.totp)
 
     # -- pools (the Access Control Point, PPP §1.6.2 B) --------------------------------------
 
@@ -828,26 +814,24 @@ class Switch:
         asyncio.get_running_loop().create_task(self._change_password(sess, xid, inp, body, user))
 
     async def _change_password(self, sess: Session, xid: int, inp: Input, body: PasswordChange, user: User) -> None:
-        from msc.cli.users import password_problem
         from msc.mnemonics import userfile
-        from msc.mnemonics.passwords import hash_password
+        from msc.mnemonics.passwords import context_words, hash_password, password_problem
 
         try:
-            new = None
-            for old, candidate in body.candidates():
-                if await asyncio.to_thread(verify_password, old, user.password_hash):
-                    new = candidate
-                    break
-            if new is None:
-                await self.logon_failed(sess, user.id)
-                sess._journal_session("PASSWORD CHANGE FAILED BAD PASSWORD", code=Reject.E202.code)
-                sess._reject(xid, Reject.E202, "OLD PASSWORD WRONG", inp.journal_text(), inp)
+            attempt = await self.in_auth_pool(self.auth.change_password, user.id, body.candidates())
+            if not attempt.ok:
+                # Wrong old password, locked or disabled account: one answer for all.
+                self.attempt_refused(sess, attempt)
+                sess._journal_session(f"PASSWORD CHANGE FAILED {attempt.refusal.value}", code=Reject.E202.code)
+                sess._reject(xid, Reject.E202, "PASSWORD CHANGE REFUSED", inp.journal_text(), inp)
                 return
-            problem = password_problem(new, user.id, user.name)
+            new = attempt.new_password
+            problem = await self.in_auth_pool(password_problem, new, user.id, user.name,
+                                              context=context_words(self.settings, user.ori))
             if problem:
                 sess._reject(xid, Reject.E108, problem.upper(), inp.journal_text(), inp)
                 return
-            hashed = await asyncio.to_thread(hash_password, new)
+            hashed = await self.in_auth_pool(hash_password, new, ln=self.auth.cost)
 
             def change(users):
                 return userfile.replace_user(users, user.id, lambda u: msgspec.structs.replace(u, password=hashed))
@@ -945,9 +929,12 @@ class Switch:
     # -- run-time control (msc user …, msc station …) ----------------------------------------
 
     async def control_unlock(self, req: dict) -> dict:
-        uid = req["id"]
-        self.users.lockout.unlock(uid)
-        await asyncio.to_thread(self.state.unlock, uid)
+        await asyncio.to_thread(self.auth.unlock, req["id"])
+        return {"ok": True}
+
+    async def control_auth_changed(self, req: dict) -> dict:
+        """The msc command changed logon state in state.db (a lockout, an unlock): re-read it."""
+        await asyncio.to_thread(self.auth.refresh)
         return {"ok": True}
 
     async def control_station(self, req: dict) -> dict:
