@@ -52,21 +52,26 @@ def add_arguments(sp, *, required: bool = True, roles: Iterable[str] = ADMIN) ->
 
 
 def require_service_account(settings: Settings) -> None:
-    """Refuse to go on unless this process runs as the account that owns the master key file,
-    and that file is readable by that account alone (docs/SECURITY.md "The master key")."""
+    """Refuse to go on (exit 2) unless this process runs as the account that owns the master key
+    file, and that file is readable by that account alone (docs/SECURITY.md "The master key")."""
     key = settings.key_file
+
+    def refuse(message: str):
+        print(f"error: {message}", file=sys.stderr)
+        return SystemExit(EXIT_USAGE)
+
     try:
         st = os.stat(key)
     except FileNotFoundError:
-        raise SystemExit(f"error: no master key at {key}: run `msc keys init --config {settings.config_path}`") from None
+        raise refuse(f"no master key at {key}: run `msc keys init --config {settings.config_path}`") from None
     if st.st_uid != os.geteuid():
-        raise SystemExit(
-            f"error: {key} belongs to uid {st.st_uid}, not to this process (uid {os.geteuid()}): run msc as the "
-            "service account that owns it (e.g. `sudo -u msc msc …`). Whoever reads the master key can decrypt the "
-            "journal without an AUDIT record, so no other account may (docs/SECURITY.md)")
+        raise refuse(
+            f"{key} belongs to uid {st.st_uid}, not to this process (uid {os.geteuid()}): run msc as the service "
+            "account that owns it (e.g. `sudo -u msc msc …`). Whoever reads the master key can decrypt the journal "
+            "without an AUDIT record, so no other account may (docs/SECURITY.md)")
     if stat.S_IMODE(st.st_mode) & 0o077:
-        raise SystemExit(f"error: {key} is readable by other accounts (mode {stat.S_IMODE(st.st_mode):04o}): "
-                         f"`chmod 600 {key}` (docs/SECURITY.md)")
+        raise refuse(f"{key} is readable by other accounts (mode {stat.S_IMODE(st.st_mode):04o}): "
+                     f"`chmod 600 {key}` (docs/SECURITY.md)")
 
 
 def read_line(args, prompt: str, *, echo: bool = False) -> str | None:
