@@ -6,7 +6,8 @@ The issue found that a wrong password for a ``msc demo`` user took 48 ms and an 
 serves it on free loopback ports, and times, round-robin so that drift hits every kind alike:
 
 * ``ok``        — the right password (for reference; a success may cost a re-hash once);
-* ``wrong``     — a known user, a wrong password;
+* ``wrong``     — a known user, a wrong password (the same user's right logon in each round keeps it
+  unlocked);
 * ``unknown``   — a user ID that does not exist;
 * ``disabled``  — a disabled user with the right password;
 * ``locked``    — a locked user (five wrong first) with the right password.
@@ -119,7 +120,7 @@ def main() -> int:
                 w.close()
             cases = {
                 "ok": ("JD1234", pw["JD1234"]),
-                "wrong": ("EC0001", "not the password at all"),
+                "wrong": ("JD1234", "not the password at all"),  # the "ok" of each round resets its count
                 "unknown": None,
                 "disabled": ("RS5678", pw["RS5678"]),
                 "locked": ("EC0002", pw["EC0002"]),
@@ -135,6 +136,7 @@ def main() -> int:
                     if r:  # the first round warms up (and re-hashes, for "ok")
                         times[kind].append(dt * 1000)
                     answers[kind].add(answer)
+
         finally:
             serve.terminate()
             serve.wait(30)
