@@ -30,6 +30,10 @@ from msc.journal.keys import KeyRing
 from msc.journal.search import Query, search
 from msc.journal.store import list_partitions, partition_path
 from tests.conftest import PASSWORD, free_port, make_config
+
+# The test directory's administrator, as a script logs on (password; no TOTP enrolled).
+AS_ADMIN = ("--as", "AD0001", "--password-stdin")
+ADMIN_LINES = PASSWORD + "\n\n"
 from tests.e2e.conftest import Proc, run, start_serve, start_stub
 from tests.wire import WireClient
 
@@ -119,14 +123,15 @@ def test_tail_cut_after_kill_9_is_caught_by_the_committed_floor_and_refused_at_s
     unlocked(partition_path(journal, list_partitions(journal)[-1])).execute("DELETE FROM records WHERE seq > ?",
                                                                              (max(signed, committed - 12),))
     # The floor off the box is the committed size: verify fails with it ...
-    r = run("journal", "verify", "--config", str(cfg), "--min-tree-size", str(committed))
+    r = run("journal", "verify", "--config", str(cfg), "--min-tree-size", str(committed), *AS_ADMIN, input=ADMIN_LINES)
     assert r.returncode == 1 and "below the expected size" in r.stdout, r.stdout + r.stderr
     # ... and the switch refuses to start: nothing would reuse the deleted numbers.
     err = refused_start(tmp_path, cfg, mport)
     lost = re.search(r"records (\d+)\.\.(\d+) are missing", err)
     assert lost and int(lost.group(1)) == max(signed, committed - 12) + 1 and int(lost.group(2)) >= committed, err
     # An administrator accepts the loss, in a record naming them; the switch then starts.
-    r = run("journal", "accept", "--config", str(cfg), "--as", "AD0001", "--reason", "INCIDENT 2026-17 UNDER INVESTIGATION")
+    r = run("journal", "accept", "--config", str(cfg), *AS_ADMIN, "--reason", "INCIDENT 2026-17 UNDER INVESTIGATION",
+            input=ADMIN_LINES)
     assert r.returncode == 0 and "accepted" in r.stdout, r.stdout + r.stderr
     start_serve(procs, tmp_path, cfg, log="serve2.err")
     ring = KeyRing(s.data_dir / "keys", s.key_file)
@@ -163,7 +168,7 @@ def test_every_journal_file_deleted_is_not_silently_a_new_journal(tmp_path, proc
     (s.journal_dir.parent / f"{s.journal_dir.name}.hwm").unlink()
     err = refused_start(tmp_path, cfg, mport)
     assert "key ring served journal" in err and "availability ledger" in err, err
-    r = run("journal", "accept", "--config", str(cfg), "--as", "AD0001", "--reason", "DISK FAILED, NO BACKUP")
+    r = run("journal", "accept", "--config", str(cfg), *AS_ADMIN, "--reason", "DISK FAILED, NO BACKUP", input=ADMIN_LINES)
     assert r.returncode == 0, r.stdout + r.stderr
     start_serve(procs, tmp_path, cfg, log="serve2.err")
     ring = KeyRing(s.data_dir / "keys", s.key_file)
@@ -180,9 +185,10 @@ def test_an_altered_journal_can_only_be_set_aside_by_an_administrator(tmp_path, 
     meta.execute("UPDATE checkpoints SET signature = zeroblob(64) WHERE tree_size = (SELECT MAX(tree_size) FROM checkpoints)")
     meta.close()
     refused_start(tmp_path, cfg, mport)
-    r = run("journal", "accept", "--config", str(cfg), "--as", "AD0001", "--reason", "X")
+    r = run("journal", "accept", "--config", str(cfg), *AS_ADMIN, "--reason", "X", input=ADMIN_LINES)
     assert r.returncode == 1 and "--new-journal" in r.stderr
-    r = run("journal", "accept", "--config", str(cfg), "--as", "AD0001", "--reason", "SIGNATURE DAMAGED", "--new-journal")
+    r = run("journal", "accept", "--config", str(cfg), *AS_ADMIN, "--reason", "SIGNATURE DAMAGED", "--new-journal",
+            input=ADMIN_LINES)
     assert r.returncode == 0 and "set aside" in r.stdout, r.stdout + r.stderr
     assert [p for p in s.journal_dir.parent.iterdir() if p.name.startswith("journal.set-aside-")]
     start_serve(procs, tmp_path, cfg, log="serve2.err")
