@@ -102,7 +102,9 @@ def main(args) -> int:
         for port, control, label in STUBS:
             procs.append(subprocess.Popen(
                 [*exe, "stub", "--role", "clets", "--listen", f"127.0.0.1:{port}", "--control", f"127.0.0.1:{control}",
-                 "--log", str(logs / f"stub-{label}.log"), "--seed", "1"],
+                 "--log", str(logs / f"stub-{label}.log"), "--seed", "1",
+                 # answers in several parts, as III and the state file + NCIC send them (PROTOCOL.md §4)
+                 "--parts", "QR=2@1500", "--parts", "QW=2@300"],
                 stderr=open(logs / f"stub-{label}.err", "a")))
         time.sleep(0.3)
         ready = directory / ".ready"
@@ -121,6 +123,7 @@ def main(args) -> int:
   Terminal listener   127.0.0.1:7400     metrics http://127.0.0.1:9400/metrics
   CLETS stubs         127.0.0.1:7501 (primary), 127.0.0.1:7511 (secondary); push unsolicited
                       traffic with:  echo 'ICS1.YQ.CA0130000.NAM/SMITH, JOHN' | nc 127.0.0.1 7601
+                      or a generated NCIC notice:  echo 'NOTIFY $.L. ICS2 CA0130000' | nc 127.0.0.1 7601
 
 Connect a terminal and log on as JD1234 with the password shown when the demo was created:
 
