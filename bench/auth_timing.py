@@ -16,7 +16,7 @@ It speaks the wire protocol itself (PROTOCOL.md §1), so it runs against any ver
 ``PYTHONPATH`` — that is how the "before" figures were taken. Writes
 ``bench/results/auth-timing-<stamp>.json`` and prints a table.
 
-    python bench/auth_timing.py [--rounds 40]
+    python bench/auth_timing.py [--rounds 40] [--direct]
 """
 
 from __future__ import annotations
@@ -82,10 +82,58 @@ class Wire:
         self.s.close()
 
 
+def direct(rounds: int) -> int:
+    """The service alone (no sockets, no journal): AuthService.authenticate per kind, real scrypt
+    at the production cost, the real state store — the refusal paths' own cost."""
+    from msc.mnemonics import passwords
+    from msc.mnemonics.auth import AuthService
+    from msc.mnemonics.state import StateStore
+
+    class Acct:
+        def __init__(self, uid, active=True):
+            self.id, self.role, self.totp, self.active = uid, "full", None, active
+            self.password_hash = passwords.hash_password("the right passphrase")
+
+    accounts = {"OK0001": Acct("OK0001"), "WR0001": Acct("WR0001"), "DS0001": Acct("DS0001", active=False),
+                "LK0001": Acct("LK0001")}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = StateStore(Path(tmp) / "state.db")
+        svc = AuthService(accounts=accounts.get, store=store, open_totp=lambda a: b"", cost=passwords.LN)
+        for _ in range(5):
+            svc.authenticate("LK0001", "wrong", None)
+        cases = {"ok": ("OK0001", "the right passphrase"), "wrong": ("WR0001", "wrong"),
+                 "unknown": ("ZZ9999", "wrong"), "disabled": ("DS0001", "the right passphrase"),
+                 "locked": ("LK0001", "the right passphrase")}
+        times: dict[str, list[float]] = {k: [] for k in cases}
+        for r in range(rounds):
+            for kind, (uid, pw) in cases.items():
+                t0 = time.perf_counter()
+                svc.authenticate(uid, pw, None)
+                if r:
+                    times[kind].append((time.perf_counter() - t0) * 1000)
+            svc.authenticate("WR0001", "the right passphrase", None)  # keep "wrong" unlocked
+        store.close()
+    print(f"AuthService.authenticate, scrypt ln={passwords.LN}, {rounds - 1} rounds")
+    rows = {}
+    for k, v in times.items():
+        q = statistics.quantiles(v, n=10)
+        rows[k] = {"median_ms": round(statistics.median(v), 1), "p10_ms": round(q[0], 1), "p90_ms": round(q[-1], 1)}
+        print(f"{k:<10} {rows[k]['median_ms']:>6.1f}ms {rows[k]['p10_ms']:>6.1f}ms {rows[k]['p90_ms']:>6.1f}ms")
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"auth-timing-direct-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps({"rounds": rounds, "cases": rows, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+                               indent=1) + "\n")
+    print(f"written to {path}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--direct", action="store_true", help="time the authentication service alone, in process")
     args = ap.parse_args()
+    if args.direct:
+        return direct(args.rounds)
     exe = [sys.executable, "-m", "msc"]
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp) / "var"
