@@ -268,3 +268,22 @@ async def test_mangled_logons_are_journaled_without_their_secrets(harness):
     for f in (harness.tmp / "data").rglob("*"):
         if f.is_file():
             assert b"Sw0rdfish" not in f.read_bytes()
+
+
+async def test_pool_logons_share_the_count_with_every_other_path(harness):
+    """One count per account across a pool (PPP §1.6.2 B), a terminal and a host's OIF: guesses
+    at the pool lock the account for the host's messages too."""
+    sw = await harness.start_switch()
+    host = await harness.client()
+    assert (await host.send("ECC2P1.*EC0001.#C0A8010A.RQ.CA0130100.LIC/7XYZ999")).code != "E104"
+    for i in range(5):
+        c = await harness.client()
+        assert (await c.logon("ECMDT", "EC0001", f"guess {i}")).payload == REFUSED
+        c.close()
+    c = await harness.client()
+    assert (await c.logon("ECMDT", "EC0001", PASSWORD)).payload == REFUSED  # the pool: locked
+    assert (await host.send("ECC2P2.*EC0001.#C0A8010A.RQ.CA0130100.LIC/7XYZ999")).code == "E104"  # the host too
+    assert sw.metrics.lockouts._value.get() == 1
+    sw.auth.unlock("EC0001")
+    a = await c.logon("ECMDT", "EC0001", PASSWORD)
+    assert a.type == "A" and a.text.startswith("MNE/ECM")
