@@ -107,7 +107,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="msc-restart-"))
     port = free_port()
-    cfg = make_config(work, port=port, metrics_port=free_port())
+    cfg = make_config(work, port=port, metrics_port=free_port(), checkpoint_every=1000)  # the production default
     t = time.perf_counter()
     s = load(cfg)
     if args.reuse and list(s.journal_dir.glob("*.db")):

@@ -137,3 +137,24 @@ async def test_a_dead_writer_process_fails_closed_and_is_replaced(tmp_path, ring
         await j.append(Entry(kind="RECEIVED", text="lost with the process"))
     assert await j.append(Entry(kind="RECEIVED", text="after")) == [2]  # a new one, no gap
     await j.close()
+
+
+async def test_checkpoints_come_on_time_and_an_idle_journal_still_marks_the_hour(tmp_path, ring, monkeypatch):
+    """New records are signed within checkpoint_interval_s (+ the timer's tick); an idle journal
+    writes a checkpoint only once per HEARTBEAT_S (its record keeps the timeline continuous).
+    Both run on a monotonic clock: the injected wall clock set back an hour does not stop them."""
+    import msc.journal.journal as journal_mod
+    from tests.conftest import eventually
+
+    monkeypatch.setattr(journal_mod, "HEARTBEAT_S", 1.5)
+    monkeypatch.setattr(journal_mod, "TICK_S", 0.05)
+    wall = [1_767_225_600.0]
+    j = await _journal(tmp_path, ring, checkpoint_interval_s=0.2, clock=lambda: wall[0])
+    await j.append(Entry(kind="RECEIVED", text="a"))
+    wall[0] -= 3600  # the clock goes back an hour
+    await eventually(lambda: j.tree_size >= 1, timeout=5)
+    # The checkpoint's own ADMIN record is news only for the hourly heartbeat:
+    size = j.tree_size
+    await eventually(lambda: j.tree_size > size, timeout=10)
+    assert j.tree_size == size + 1  # exactly the previous checkpoint record, nothing else was written
+    await j.close()

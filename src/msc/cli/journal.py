@@ -59,7 +59,7 @@ def add_arguments(sub) -> None:
     sp = common(j.add_parser("verify", help="check every record, tag, checkpoint and signature"),
                 roles=auth_cli.JOURNAL_CHECK, case=False, filters=False)
     sp.add_argument("--min-tree-size", type=int, default=0,
-                    help="fail if the journal is shorter (e.g. the last msc_journal_tree_size seen off-box)")
+                    help="fail if the journal is shorter: the highest msc_journal_committed_size seen off the box")
     sp.set_defaults(func=cmd_verify)
     sp = common(j.add_parser("purge", help="delete months older than retention_days and destroy their keys"),
                 roles=auth_cli.ADMIN, case=False, filters=False)

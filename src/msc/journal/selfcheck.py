@@ -42,7 +42,7 @@ from msc.journal.store import COLUMNS, Reader, checkpoint_message, last_checkpoi
 CONTINUABLE = frozenset({"shrunk", "mark"})
 #: The check reads every record from the newest signed checkpoint at least this many records
 #: before the last one (so the newest signed records are checked too, not only the unsigned tail).
-RECORDS_BELOW = 10_000
+RECORDS_BELOW = 5_000
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,11 @@
       2026-11.db      one SQLite database (WAL) per calendar month: the records (with their
                       blind-index tokens packed in one column)
       2026-12.db
-      meta.db         signed checkpoints (with the Merkle frontier at each), purged months
+      meta.db         signed checkpoints (with the Merkle frontier at each), purged months and
+                      the purge records that prove them (msc.journal.retention), the silences
+                      of the timeline, the journal's identity
       2023-10.leaves  leaf hashes of a purged month (kept so the tree stays verifiable)
+    journal.hwm       beside the directory: the high-water mark (msc.journal.highwater)
 
 Records are never updated or deleted: triggers refuse it. Only the retention purge removes a
 whole month, by deleting its file after saving its leaf hashes (JOURNAL.md "Retention").

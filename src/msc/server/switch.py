@@ -60,6 +60,10 @@ class StartupError(MscError):
     pass
 
 
+#: The background verification starts this long after the switch (at most verify_interval_s).
+STARTUP_QUIET_S = 60.0
+
+
 
 @dataclass(eq=False)
 class ListenerRuntime:
@@ -645,6 +649,8 @@ class Switch:
 
         s = self.settings
         cfg = s.config
+        # Not while the switch starts: a restart's minutes count against availability.
+        await asyncio.sleep(min(STARTUP_QUIET_S, cfg.journal.verify_interval_s))
         args = [sys.executable, "-m", "msc.journal.watch", "--journal", str(s.journal_dir), "--keys",
                 str(s.data_dir / "keys"), "--key-file", str(s.key_file), "--name", cfg.switch.name,
                 "--interval", str(cfg.journal.verify_interval_s)]
