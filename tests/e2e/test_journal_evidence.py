@@ -249,20 +249,20 @@ def test_msc_journal_purge_goes_by_clock_and_journal_and_refuses_when_they_disag
     # A journal that ran continuously for 1,160 days until an hour ago: its first month is due.
     build_dir(tmp_path / "ok" / "data", now - 1160 * 86400, now - 3600)
     cfg = make_config(tmp_path / "ok")
-    r = run("journal", "purge", "--config", str(cfg), "--dry-run")
+    r = run("journal", "purge", "--config", str(cfg), "--dry-run", *AS_ADMIN, input=ADMIN_LINES)
     assert r.returncode == 0 and "waits" not in r.stdout.split("\n")[0], r.stdout + r.stderr
     due = r.stdout.split(": ", 1)[1].split("\n")[0]
-    r = run("journal", "purge", "--config", str(cfg))
+    r = run("journal", "purge", "--config", str(cfg), *AS_ADMIN, input=ADMIN_LINES)
     assert r.returncode == 0 and f"purged {due.split(',')[0]}" in r.stdout, r.stdout + r.stderr
-    r = run("journal", "verify", "--config", str(cfg))
+    r = run("journal", "verify", "--config", str(cfg), *AS_ADMIN, input=ADMIN_LINES)
     assert r.returncode == 0, r.stdout + r.stderr
     # A journal whose records are dated after the machine's clock (the clock was set back, or the
     # records were written under a clock that was ahead): the clock and the journal disagree.
     build_dir(tmp_path / "behind" / "data", now + 10 * 86400, now + 40 * 86400)
     cfg = make_config(tmp_path / "behind")
-    r = run("journal", "purge", "--config", str(cfg), "--dry-run")
+    r = run("journal", "purge", "--config", str(cfg), "--dry-run", *AS_ADMIN, input=ADMIN_LINES)
     assert r.returncode == 1 and "REFUSED" in r.stdout and "BEHIND" in r.stdout, r.stdout + r.stderr
-    r = run("journal", "purge", "--config", str(cfg))
+    r = run("journal", "purge", "--config", str(cfg), *AS_ADMIN, input=ADMIN_LINES)
     assert r.returncode == 1 and "refused" in r.stderr and "nothing was purged" in r.stderr, r.stdout + r.stderr
     s = load(cfg)
     ring = KeyRing(s.data_dir / "keys", s.key_file)
