@@ -158,3 +158,23 @@ async def test_checkpoints_come_on_time_and_an_idle_journal_still_marks_the_hour
     await eventually(lambda: j.tree_size > size, timeout=10)
     assert j.tree_size == size + 1  # exactly the previous checkpoint record, nothing else was written
     await j.close()
+
+
+async def test_a_failing_checkpoint_is_logged_and_the_next_one_covers_the_tail(tmp_path, ring, monkeypatch):
+    from structlog.testing import capture_logs
+
+    j = await _journal(tmp_path, ring)
+    await j.append(Entry(kind="RECEIVED", text="a"))
+    real = j._w.checkpoint
+
+    async def broken(name, ts):
+        raise JournalError("injected: meta.db is read-only")
+
+    monkeypatch.setattr(j._w, "checkpoint", broken)
+    with capture_logs() as logs, pytest.raises(JournalError):
+        await j.checkpoint()
+    assert [e for e in logs if e["event"] == "journal.checkpoint_failed" and e["unsigned"] == 1]
+    monkeypatch.setattr(j._w, "checkpoint", real)
+    cp = await j.checkpoint()
+    assert cp is not None and cp.tree_size == 1
+    await j.close()

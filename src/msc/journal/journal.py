@@ -558,7 +558,15 @@ class Journal:
 
     async def _checkpoint(self, *, record: bool = True) -> Checkpoint | None:
         ts = max(int(self._clock() * 1_000_000), self._last_ts)
-        cp = await self._w.checkpoint(self.name, ts)
+        try:
+            cp = await self._w.checkpoint(self.name, ts)
+        except JournalError as exc:
+            # The unsigned tail grows past its bound until checkpoints can be written again.
+            import structlog
+
+            structlog.get_logger("msc.journal").error("journal.checkpoint_failed", error=str(exc),
+                                                      unsigned=self.last_seq - self.tree_size)
+            raise
         self._last_checkpoint_mono = time.monotonic()
         if cp is None:
             return None
