@@ -2,21 +2,45 @@
 
 Interactive: shows the banner and asks the operator to acknowledge it (CJIS AC-8), asks for the
 user ID, one-time password and password (without echo), then sends each typed line as a message
-(the header is added unless the line already starts with it) and prints every output as it
-arrives, acknowledging it.
+(the header and a message reference are added unless the line already starts with the header)
+and prints every output as it arrives, acknowledging it once it is printed.
 
-Scripted: ``--send TEXT`` (repeatable) sends messages in order after logon; ``--expect N`` waits
-for N outputs; ``--user ID --password-stdin`` logs on with the password from stdin's first line.
-Lines printed: ``A xid payload``, ``N xid code reason``, ``M xid text`` (outputs), ``SYS text``.
-Exit status: 0, or 1 if an expected output did not arrive in time or a message was refused
-with ``--fail-on-nak``.
+The session ends — and the client says so and why — when:
+
+- the operator types ``LOGOFF``: logged off, back to the ``User ID:`` prompt (the next operator
+  of the station logs on there; Ctrl-D exits);
+- msc logs the operator off and keeps the connection (``SYS LOGOFF.IDLE``, ``SESSION MAXIMUM``,
+  ``USER DISABLED``, ``USER REMOVED``): back to the ``User ID:`` prompt;
+- msc logs off and closes the connection (``SYS LOGOFF.SHUTDOWN``, ``STATION DISABLED``,
+  ``REPLACED``), or the connection is closed or reset: the client exits with status 4.
+
+Ctrl-D (end of input) at any prompt ends the client: at the banner and logon prompts it
+disconnects, in a session it logs off first. Nothing blocks on the keyboard in a thread, so a
+session that ends while the operator is at a prompt ends the client at once.
+
+Scripted: ``--send TEXT`` (repeatable) sends messages in order after logon, each with its own
+header reference (PROTOCOL.md §2: mnemonic + ref, echoed back by the upstream, §4);
+``--expect N`` waits for N outputs that answer *these* messages (by header; every part of a
+multi-part answer and an ``MSC.E30x`` notice count), printing and acknowledging any other output
+that arrives meanwhile without counting it (without ``--send``, e.g. a ``--bind`` printer, any
+output counts); then it logs off.
+Outputs that arrive after that are neither printed nor acknowledged: they stay queued in msc for
+the station's next session. ``--user ID --password-stdin`` logs on with the password from
+stdin's first line.
+
+Lines printed: ``A xid payload``, ``N xid code reason``, ``M xid text`` (outputs),
+``SYS text``. Exit status: 0; 1 an expected output did not arrive in time, or a message was
+refused with ``--fail-on-nak``; 3 logon refused; 4 the session was ended by msc or the
+connection was lost.
 """
 
 from __future__ import annotations
 
 import asyncio
-import getpass
+import contextlib
+import os
 import re
+import secrets
 import ssl
 import sys
 from dataclasses import dataclass, field
@@ -25,6 +49,15 @@ from msc.protocol import framing
 from msc.protocol.codes import FramingError
 from msc.protocol.framing import Framer
 from msc.protocol.message import parse_pairs
+
+EXIT_OK, EXIT_PROBLEM, EXIT_AUTH, EXIT_ENDED = 0, 1, 3, 4
+
+# SYS LOGOFF reasons after which msc closes the connection (server/switch.py: stop, reload,
+# session_bound); after the others (IDLE, SESSION MAXIMUM, USER DISABLED, USER REMOVED) the
+# connection stays open for the next logon. PROTOCOL.md §3.
+CLOSING_REASONS = frozenset(("SHUTDOWN", "STATION DISABLED", "REPLACED"))
+
+_REF_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 
 @dataclass
@@ -47,6 +80,83 @@ class TerminalOptions:
     bind: bool = False
 
 
+class SessionEnded(Exception):
+    """The session ended (``reason``) while the client waited; ``closed``: the connection too."""
+
+    def __init__(self, reason: str, closed: bool) -> None:
+        super().__init__(reason)
+        self.reason, self.closed = reason, closed
+
+
+class LineReader:
+    """Lines typed on a file descriptor (stdin), read by the event loop — not by a thread.
+
+    A thread blocked in ``input()`` cannot be cancelled: a client whose session ended while the
+    operator sat at a prompt would hang until Enter. ``readline`` returns ``None`` at end of
+    input (Ctrl-D on a terminal, end of a pipe or file).
+    """
+
+    def __init__(self, fd: int = 0) -> None:
+        self.fd = fd
+        self.buf = b""
+        self.eof = False
+
+    def _fill(self) -> None:
+        try:
+            data = os.read(self.fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self.buf += data
+        else:
+            self.eof = True
+
+    async def readline(self) -> str | None:
+        loop = asyncio.get_running_loop()
+        while b"\n" not in self.buf and not self.eof:
+            ready = loop.create_future()
+            try:
+                loop.add_reader(self.fd, lambda: ready.done() or ready.set_result(None))
+            except (PermissionError, OSError, ValueError):
+                self._fill()  # a regular file or /dev/null: a read never blocks
+                continue
+            try:
+                await ready
+            finally:
+                loop.remove_reader(self.fd)
+            self._fill()
+        if b"\n" in self.buf:
+            line, self.buf = self.buf.split(b"\n", 1)
+        elif self.buf:
+            line, self.buf = self.buf, b""
+        else:
+            return None
+        return line.decode("utf-8", "replace").rstrip("\r")
+
+    @contextlib.contextmanager
+    def no_echo(self):
+        """Echo off while a secret is typed, when the input is a terminal (like ``getpass``).
+        Set before the prompt is shown and without flushing, so nothing typed ahead is lost
+        or shown."""
+        try:
+            import termios
+
+            old = termios.tcgetattr(self.fd)
+        except (ImportError, OSError, ValueError):
+            yield
+            return
+        new = list(old)
+        new[3] &= ~termios.ECHO
+        termios.tcsetattr(self.fd, termios.TCSANOW, new)
+        try:
+            yield
+        finally:
+            termios.tcsetattr(self.fd, termios.TCSANOW, old)
+            print(flush=True)
+
+
 class Terminal:
     def __init__(self, opts: TerminalOptions, out=sys.stdout) -> None:
         self.opts = opts
@@ -56,15 +166,31 @@ class Terminal:
         self.writer: asyncio.StreamWriter | None = None
         self.framer = Framer(max_frame=1024 * 1024)
         self.xid = 0
+        loop = asyncio.get_running_loop()
         self.answers: dict[int, asyncio.Future] = {}
-        self.outputs = asyncio.Queue()
-        self.banner = asyncio.get_running_loop().create_future()
+        self.banner = loop.create_future()
         self.seen: set[int] = set()
         self.naks = 0
-        self.closed = asyncio.get_running_loop().create_future()
+        self.closed = loop.create_future()  # result: why the connection ended
+        self.ended = loop.create_future()  # result: the SYS LOGOFF reason of this session
+        # Header references: 4 random characters, then a counter — unique to this run, so an
+        # answer to an earlier run's message (queued for the station) is never taken for ours.
+        self._ref_base = "".join(secrets.choice(_REF_ALPHABET) for _ in range(4))
+        self._ref_n = 0
+        self.own_headers: set[str] = set()
+        self.expect_left = 0
+        self.count_any = False  # --expect without --send: any output counts (a printer, a watch)
+        self.answered = loop.create_future()
+        self.quiet = False  # stopped taking outputs: neither printed nor acknowledged
+
+    # -- output -----------------------------------------------------------------------------
 
     def print(self, line: str) -> None:
         print(line, file=self.out, flush=True)
+
+    def _send(self, data: bytes) -> None:
+        if self.writer is not None and not self.writer.is_closing():
+            self.writer.write(data)
 
     async def connect(self) -> None:
         ctx = None
@@ -74,66 +200,126 @@ class Terminal:
             if self.opts.cert:
                 ctx.load_cert_chain(self.opts.cert, self.opts.key)
         self.reader, self.writer = await asyncio.open_connection(self.opts.host, self.opts.port, ssl=ctx)
-        asyncio.get_running_loop().create_task(self._read())
+        self._reader_task = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
+        why = "CONNECTION CLOSED BY MSC"
         try:
             while data := await self.reader.read(65536):
                 for f in self.framer.feed(data):
                     self._frame(f)
-        except (ConnectionError, FramingError):
-            pass
+        except ConnectionResetError:
+            why = "CONNECTION RESET"
+        except (ConnectionError, OSError):
+            why = "CONNECTION LOST"
+        except FramingError as exc:
+            why = f"FRAMING ERROR {exc}"
         finally:
             if not self.banner.done():
                 self.banner.set_exception(ConnectionError("connection closed before the banner"))
+                self.banner.exception()  # retrieved: no "never retrieved" warning
             if not self.closed.done():
-                self.closed.set_result(None)
+                self.closed.set_result(why)
             for fut in self.answers.values():
                 if not fut.done():
-                    fut.set_exception(ConnectionError("connection closed"))
+                    fut.set_exception(SessionEnded(why, True))
+                    fut.exception()
 
     def _frame(self, f: framing.Frame) -> None:
         if f.type == framing.MSG:
+            if self.quiet:
+                return  # not printed, so not acknowledged: msc keeps it for the next session
             text = f.payload.decode("ascii", "replace")
             if f.xid == 0 and text.startswith("SYS."):
                 if text.startswith("SYS.BANNER.") and not self.banner.done():
                     self.banner.set_result(text[len("SYS.BANNER."):])
                 else:
                     self.print(f"SYS {text[4:]}")
-                self.writer.write(framing.ack(0))
+                    self._send(framing.ack(0))
+                    if text.startswith("SYS.LOGOFF.") and not self.ended.done():
+                        self.ended.set_result(text[len("SYS.LOGOFF."):])
                 return
-            self.writer.write(framing.ack(f.xid))
             if f.xid in self.seen:
-                return  # at-least-once delivery: discard a repeat
+                self._send(framing.ack(f.xid))  # at-least-once delivery: printed before, discard
+                return
+            try:
+                self.print(f"M {f.xid} {text}")
+            except (BrokenPipeError, ValueError):
+                self.quiet = True  # could not print it: do not acknowledge it
+                return
             self.seen.add(f.xid)
-            self.print(f"M {f.xid} {text}")
-            self.outputs.put_nowait(text)
+            self._send(framing.ack(f.xid))
+            if self.expect_left > 0 and (self.count_any or text.split(".", 1)[0] in self.own_headers):
+                self.expect_left -= 1
+                if self.expect_left == 0:
+                    self.quiet = True  # what was asked for is here; the rest stays queued
+                    if not self.answered.done():
+                        self.answered.set_result(None)
         elif f.type in (framing.ACK, framing.NAK):
             kind = "A" if f.type == framing.ACK else "N"
             payload = f.payload.decode("ascii", "replace")
+            fut = self.answers.pop(f.xid, None)
             self.print(f"{kind} {f.xid} {payload}".rstrip())
             if kind == "N":
                 self.naks += 1
-            fut = self.answers.pop(f.xid, None)
             if fut is not None and not fut.done():
                 fut.set_result((kind, payload))
         elif f.type == framing.HEARTBEAT:
-            self.writer.write(framing.heartbeat(f.xid))
+            self._send(framing.heartbeat(f.xid))
 
-    async def request(self, text: str) -> tuple[str, str]:
+    # -- requests ---------------------------------------------------------------------------
+
+    def new_session(self) -> None:
+        """Forget how the last session ended (before the next logon)."""
+        if self.ended.done():
+            self.ended = asyncio.get_running_loop().create_future()
+
+    async def until(self, aw, timeout: float | None = None):
+        """Await ``aw`` unless the connection closes or msc ends the session first."""
+        task = asyncio.ensure_future(aw)
+        closed, ended = self.closed, self.ended
+        done, _ = await asyncio.wait([task, closed, ended], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        if not done:
+            raise asyncio.TimeoutError
+        reason = ended.result() if ended.done() else closed.result()
+        raise SessionEnded(reason, closed.done() or reason in CLOSING_REASONS)
+
+    async def request(self, text: str, *, own: bool = False) -> tuple[str, str]:
+        """Send ``text``; returns msc's (``"A"``|``"N"``, payload). ``own``: its answers count for
+        ``--expect`` (its header carries this run's reference)."""
         self.xid += 1
         fut = asyncio.get_running_loop().create_future()
         self.answers[self.xid] = fut
-        self.writer.write(framing.message(self.xid, text.encode("ascii", "replace")))
+        if self.closed.done():
+            raise SessionEnded(self.closed.result(), True)
+        if own:
+            self.own_headers.add(text.split(".", 1)[0])
+        self._send(framing.message(self.xid, text.encode("ascii", "replace")))
         return await asyncio.wait_for(fut, self.opts.timeout)
 
+    def next_ref(self) -> str:
+        self._ref_n += 1
+        if self._ref_n >= 36 * 36:
+            self._ref_base = "".join(secrets.choice(_REF_ALPHABET) for _ in range(4))
+            self._ref_n = 1
+        n = self._ref_n
+        return self._ref_base + _REF_ALPHABET[n // 36] + _REF_ALPHABET[n % 36]
+
     def full(self, line: str) -> str:
-        """Add the header unless the line already starts with it (optionally with a ref)."""
+        """Add the header (and a fresh message reference) unless the line starts with the
+        header already (with or without its own reference, which is then kept)."""
         line = line.strip()
-        first = line.split(".", 1)[0]
+        first, _, rest = line.partition(".")
+        if first == self.header:
+            return f"{self.header}{self.next_ref()}.{rest}"  # a bare header: answers need a reference
         if first.startswith(self.header) and re.fullmatch(r"[A-Z0-9]{4,10}", first):
             return line
-        return f"{self.header}.{line}"
+        return f"{self.header}{self.next_ref()}.{line}"
 
     async def logon(self, user: str, otp: str | None, password: str) -> bool:
         kind, payload = await self.request(f"{self.header}.LOGON.{user}.{otp or '-'}.{password}")
@@ -144,66 +330,169 @@ class Terminal:
             return True
         return False
 
+    async def logoff(self) -> None:
+        with contextlib.suppress(asyncio.TimeoutError, SessionEnded, ConnectionError):
+            await self.until(self.request(f"{self.header}.LOGOFF"), self.opts.timeout)
 
-async def _ainput(prompt: str, *, secret: bool = False) -> str:
-    loop = asyncio.get_running_loop()
-    if secret:
-        return await loop.run_in_executor(None, getpass.getpass, prompt)
-    return await loop.run_in_executor(None, input, prompt)
+    def close(self) -> None:
+        self.quiet = True
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _message_key(text: str) -> str:
+    """The message key of a full input text (after the header and any OIF/TAF)."""
+    for part in text.split(".")[1:]:
+        if not part.startswith(("*", "#")):
+            return part
+    return ""
+
+
+async def _ask(t: Terminal, stdin: LineReader, prompt: str, *, secret: bool = False) -> str | None:
+    """Prompt and read one line; ``None`` at Ctrl-D. Ends early if the connection closes."""
+    with stdin.no_echo() if secret else contextlib.nullcontext():
+        sys.stdout.write(prompt)
+        sys.stdout.flush()
+        task = asyncio.ensure_future(stdin.readline())
+        done, _ = await asyncio.wait([task, t.closed], return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    print(flush=True)
+    raise SessionEnded(t.ended.result() if t.ended.done() else t.closed.result(), True)
+
+
+def _ended(e: SessionEnded, *, again: bool = False) -> None:
+    if e.closed:
+        print(f"Session ended: {e.reason}. Disconnected from msc.", file=sys.stderr, flush=True)
+    else:
+        tail = " Log on again, or Ctrl-D to exit." if again else ""
+        print(f"Session ended by msc: {e.reason}.{tail}", file=sys.stderr, flush=True)
 
 
 async def run(opts: TerminalOptions) -> int:
     t = Terminal(opts)
     await t.connect()
+    try:
+        return await _run(t, opts)
+    except SessionEnded as e:
+        _ended(e)
+        return EXIT_ENDED
+    finally:
+        t.close()
+
+
+async def _run(t: Terminal, opts: TerminalOptions) -> int:
+    stdin = LineReader(0)
     banner = await asyncio.wait_for(t.banner, opts.timeout)
     if opts.interactive:
         print(banner, flush=True)
-        await _ainput("Press Enter to acknowledge this notice and continue: ")
+        if await _ask(t, stdin, "Press Enter to acknowledge this notice and continue: ") is None:
+            print(flush=True)
+            return EXIT_OK  # Ctrl-D: the notice was not acknowledged; nothing was sent
     else:
         print(banner, file=sys.stderr, flush=True)
-    t.writer.write(framing.ack(0))
+    t.expect_left, t.count_any = opts.expect, not opts.send
+    t._send(framing.ack(0))
     if opts.bind:
-        kind, _ = await t.request(f"{t.header}.BIND")
+        kind, _ = await t.until(t.request(f"{t.header}.BIND"), opts.timeout)
         if kind != "A":
-            return 1
-    user, password, otp = opts.user, opts.password, opts.otp
-    if opts.interactive and user is None and not opts.bind:
-        user = (await _ainput("User ID: ")).strip().upper()
-        otp = (await _ainput("One-time password (Enter if none): ")).strip() or None
-        password = await _ainput("Password: ", secret=True)
-    if user is not None:
+            return EXIT_PROBLEM
+    if opts.interactive and opts.user is None and not opts.bind:
+        return await _interactive(t, stdin, opts)
+    if opts.user is not None:
+        password = opts.password
         if password is None:
-            password = getpass.getpass("Password: ")
-        if not await t.logon(user, otp, password):
-            return 3
+            password = await _ask(t, stdin, "Password: ", secret=True)
+            if password is None:
+                return EXIT_OK
+        t.new_session()
+        if not await t.until(t.logon(opts.user, opts.otp, password)):
+            return EXIT_AUTH
+    return await _scripted(t, opts)
+
+
+async def _scripted(t: Terminal, opts: TerminalOptions) -> int:
+    accepted = 0
     for text in opts.send:
-        kind, _ = await t.request(t.full(text))
+        kind, _ = await t.until(t.request(t.full(text), own=True), opts.timeout)
         if kind == "N" and opts.fail_on_nak:
-            return 1
-    got = 0
-    try:
-        while got < opts.expect:
-            await asyncio.wait_for(t.outputs.get(), opts.timeout)
-            got += 1
-    except asyncio.TimeoutError:
-        print(f"timed out: {got} of {opts.expect} outputs", file=sys.stderr)
-        return 1
-    if opts.interactive and not opts.send:
-        print(f"Logged on as {t.header}. Type messages (e.g. QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101); "
-              "Ctrl-D to log off.", flush=True)
-        while True:
-            try:
-                line = await _ainput("")
-            except EOFError:
-                break
-            if line.strip():
-                try:
-                    await t.request(t.full(line))
-                except asyncio.TimeoutError:
-                    print("no answer from msc", file=sys.stderr)
+            return EXIT_PROBLEM
+        accepted += kind == "A"
+    if opts.expect > 0:
+        if opts.send and accepted == 0:
+            print(f"no message was accepted: 0 of {opts.expect} outputs", file=sys.stderr)
+            return EXIT_PROBLEM
         try:
-            await t.request(f"{t.header}.LOGOFF")
-        except (asyncio.TimeoutError, ConnectionError):
-            pass
-    t.writer.close()
-    return 0
+            await t.until(asyncio.shield(t.answered), opts.timeout)
+        except asyncio.TimeoutError:
+            print(f"timed out: {opts.expect - t.expect_left} of {opts.expect} outputs", file=sys.stderr)
+            return EXIT_PROBLEM
+    t.quiet = True
+    if opts.user is not None:
+        await t.logoff()
+    return EXIT_OK
+
+
+async def _interactive(t: Terminal, stdin: LineReader, opts: TerminalOptions) -> int:
+    while True:
+        # The logon prompt: the station's next operator (Ctrl-D disconnects).
+        user = await _ask(t, stdin, "User ID: ")
+        if user is None:
+            print(flush=True)
+            return EXIT_OK
+        user = user.strip().upper()
+        if not user:
+            continue
+        otp = await _ask(t, stdin, "One-time password (Enter if none): ")
+        if otp is None:
+            print(flush=True)
+            return EXIT_OK
+        password = await _ask(t, stdin, "Password: ", secret=True)
+        if password is None:
+            return EXIT_OK
+        t.new_session()
+        try:
+            ok = await t.until(t.logon(user, otp.strip() or None, password), opts.timeout)
+        except SessionEnded as e:
+            if e.closed:
+                raise
+            _ended(e, again=True)
+            continue
+        if not ok:
+            print("Logon refused.", file=sys.stderr, flush=True)
+            continue
+        print(f"Logged on as {t.header}. Type messages (e.g. QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101); "
+              "LOGOFF to log off, Ctrl-D to log off and exit.", flush=True)
+        try:
+            if await _session(t, stdin, opts) == "eof":
+                await t.logoff()
+                return EXIT_OK
+            print("Logged off.", file=sys.stderr, flush=True)
+        except SessionEnded as e:
+            if e.closed:
+                raise
+            _ended(e, again=True)
+
+
+async def _session(t: Terminal, stdin: LineReader, opts: TerminalOptions) -> str:
+    """Send typed lines until the operator logs off ("logoff") or ends input ("eof");
+    raises SessionEnded when msc ends the session."""
+    while True:
+        line = await t.until(stdin.readline())
+        if line is None:
+            return "eof"
+        if not line.strip():
+            continue
+        if line.strip().upper() == "LOGOFF":
+            line = "LOGOFF"  # the operator's own command, in whatever case it was typed
+        text = t.full(line)
+        try:
+            kind, _ = await t.until(t.request(text, own=True), opts.timeout)
+        except asyncio.TimeoutError:
+            print("no answer from msc", file=sys.stderr, flush=True)
+            continue
+        if kind == "A" and _message_key(text) == "LOGOFF":
+            return "logoff"

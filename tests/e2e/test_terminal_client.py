@@ -1,0 +1,398 @@
+"""`msc terminal` as a dispatcher meets it (issue 12 item 7), through the real command.
+
+Interactive cases run the client on a pseudo-terminal (so echo-off, Ctrl-D and prompts behave as
+at a keyboard); scripted cases run it with pipes as a script would. Each session-ending reason
+msc can send (`SYS LOGOFF.<why>`) and a connection that dies are a row of a table.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PASSWORD, free_port, make_config
+from tests.e2e.conftest import MSC, run, start_serve, start_stub
+
+pytestmark = pytest.mark.timeout(180)
+
+
+class Tty:
+    """`msc terminal` on a pseudo-terminal: read what it shows, type to it."""
+
+    def __init__(self, *args: str) -> None:
+        master, slave = pty.openpty()
+        self.p = subprocess.Popen([*MSC, "terminal", *args], stdin=slave, stdout=slave, stderr=slave,
+                                  close_fds=True, start_new_session=True)
+        os.close(slave)
+        self.fd = master
+        self.text = ""
+        self.pos = 0
+
+    def _read(self, timeout: float) -> bool:
+        r, _, _ = select.select([self.fd], [], [], timeout)
+        if not r:
+            return True
+        try:
+            data = os.read(self.fd, 65536)
+        except OSError:  # EIO: the client exited and closed its side
+            return False
+        if not data:
+            return False
+        self.text += data.decode("utf-8", "replace").replace("\r\n", "\n")
+        return True
+
+    def expect(self, pattern: str, timeout: float = 20) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            m = re.compile(pattern).search(self.text, self.pos)
+            if m:
+                self.pos = m.end()
+                return m.group(0)
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._read(min(left, 0.5)) and not re.compile(pattern).search(self.text, self.pos):
+                raise AssertionError(f"did not see {pattern!r}; screen:\n{self.text}")
+
+    def type(self, line: str) -> None:
+        os.write(self.fd, line.encode() + b"\n")
+
+    def ctrl_d(self) -> None:
+        os.write(self.fd, b"\x04")
+
+    def wait(self, timeout: float = 20) -> int:
+        deadline = time.monotonic() + timeout
+        while self.p.poll() is None and time.monotonic() < deadline:
+            self._read(0.2)
+        while self._read(0.05) and self.p.poll() is not None and select.select([self.fd], [], [], 0)[0]:
+            pass
+        if self.p.poll() is None:
+            self.p.kill()
+            raise AssertionError(f"the client did not exit; screen:\n{self.text}")
+        return self.p.returncode
+
+    def close(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+        os.close(self.fd)
+
+
+def logon(t: Tty, user: str = "TS0001") -> None:
+    t.expect("Press Enter to acknowledge")
+    t.type("")
+    t.expect("User ID: ")
+    t.type(user)
+    t.expect(r"One-time password \(Enter if none\): ")
+    t.type("")
+    t.expect("Password: ")
+    t.type(PASSWORD)
+    t.expect(r"Logged on as ICS1\.")
+
+
+def scripted(port: int, *sends: str, expect: int = 0, user: str = "TS0001", header: str = "ICS1",
+             timeout: float = 20) -> subprocess.CompletedProcess:
+    return run("terminal", "--connect", f"127.0.0.1:{port}", "--header", header, "--user", user, "--password-stdin",
+               *[a for s in sends for a in ("--send", s)], "--expect", str(expect), "--timeout", str(timeout),
+               input=PASSWORD + "\n")
+
+
+def set_station_status(cfg: Path, mnemonic: str, status: str) -> None:
+    text = cfg.read_text()
+    text = text.replace(f'mnemonic = "{mnemonic}"\n', f'mnemonic = "{mnemonic}"\nstatus = "{status}"\n', 1)
+    cfg.write_text(text)
+
+
+def set_user(cfg: Path, uid: str, *, remove: bool = False) -> None:
+    import msgspec
+
+    from msc.mnemonics import userfile
+
+    path = cfg.parent / "users.toml"
+    users = userfile.read(path)
+    kept = []
+    for u in users.user:
+        if u.id == uid:
+            if remove:
+                continue
+            u = msgspec.structs.replace(u, status="disabled")
+        kept.append(u)
+    userfile.write(path, msgspec.structs.replace(users, user=tuple(kept)))
+
+
+# -- every way a session ends -------------------------------------------------------------------
+
+def _shutdown(ctx):
+    ctx["serve"].p.send_signal(signal.SIGTERM)
+
+
+def _station_disabled(ctx):
+    set_station_status(ctx["cfg"], "ICS1", "disabled")
+    ctx["serve"].p.send_signal(signal.SIGHUP)
+
+
+def _replaced(ctx):
+    # The same station connects again (a restarted terminal): the newer session wins.
+    ctx["other"] = subprocess.Popen([*MSC, "terminal", "--connect", f"127.0.0.1:{ctx['port']}", "--header", "ICS1",
+                                     "--user", "TS0002", "--password-stdin"], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ctx["other"].communicate(PASSWORD + "\n", timeout=30)
+
+
+def _user_disabled(ctx):
+    set_user(ctx["cfg"], "TS0001")
+    ctx["serve"].p.send_signal(signal.SIGHUP)
+
+
+def _user_removed(ctx):
+    set_user(ctx["cfg"], "TS0001", remove=True)
+    ctx["serve"].p.send_signal(signal.SIGHUP)
+
+
+def _killed(ctx):
+    ctx["serve"].p.send_signal(signal.SIGKILL)  # a crash: no SYS message, the connection just ends
+
+
+def _idle(ctx):
+    pass  # the switch logs the idle operator off by itself
+
+
+ENDINGS = [
+    # id, config overrides, action, the reason shown, msc keeps the connection (logon prompt again)
+    ("shutdown", {}, _shutdown, "SHUTDOWN", False),
+    ("station-disabled", {}, _station_disabled, "STATION DISABLED", False),
+    ("replaced", {}, _replaced, "REPLACED", False),
+    ("connection-reset", {}, _killed, "CONNECTION (CLOSED BY MSC|RESET|LOST)", False),
+    ("idle", {"idle_logoff_s": 2}, _idle, "IDLE", True),
+    ("session-maximum", {"session_max_s": 2}, _idle, "SESSION MAXIMUM", True),
+    ("user-disabled", {}, _user_disabled, "USER DISABLED", True),
+    ("user-removed", {}, _user_removed, "USER REMOVED", True),
+]
+
+
+def shown(reason: str, stays: bool) -> str:
+    if stays:
+        return rf"Session ended by msc: {reason}\. Log on again, or Ctrl-D to exit\."
+    return rf"Session ended: {reason}\. Disconnected from msc\."
+
+
+@pytest.mark.parametrize("name,overrides,action,reason,stays", ENDINGS, ids=[e[0] for e in ENDINGS])
+def test_interactive_session_ends_with_the_reason(tmp_path, procs, name, overrides, action, reason, stays):
+    port = free_port()
+    cfg = make_config(tmp_path, port=port, metrics_port=free_port(), **overrides)
+    serve = start_serve(procs, tmp_path, cfg)
+    t = Tty("--connect", f"127.0.0.1:{port}", "--header", "ICS1")
+    ctx = {"serve": serve, "cfg": cfg, "port": port}
+    try:
+        logon(t)
+        action(ctx)
+        t.expect(shown(reason, stays))
+        if stays:
+            # msc kept the connection: the next operator logs on at the same prompt; Ctrl-D exits.
+            t.expect("User ID: ")
+            if name in ("idle", "session-maximum"):
+                t.type("TS0002")
+                t.expect(r"One-time password \(Enter if none\): ")
+                t.type("")
+                t.expect("Password: ")
+                t.type(PASSWORD)
+                t.expect(r"Logged on as ICS1\.")
+                t.expect(shown(reason, stays))  # the next session ends the same way: the client keeps up
+                t.expect("User ID: ")
+            t.ctrl_d()
+            assert t.wait() == 0, t.text
+        else:
+            assert t.wait() == 4, t.text
+        # Typed input after the end goes nowhere: the client is gone, it does not swallow lines.
+        assert t.p.poll() is not None
+    finally:
+        t.close()
+
+
+@pytest.mark.parametrize("name,overrides,action,reason,stays", ENDINGS, ids=[e[0] for e in ENDINGS])
+def test_scripted_session_ended_while_waiting_exits_4(tmp_path, procs, name, overrides, action, reason, stays):
+    """A script waiting for an answer learns that the session ended, and why, at once."""
+    up, port = free_port(), free_port()
+    cfg = make_config(tmp_path, upstream_ports=[up], port=port, metrics_port=free_port(), **overrides)
+    stub = start_stub(procs, tmp_path, up, "--latency-ms", "60000")  # the answer never comes in time
+    serve = start_serve(procs, tmp_path, cfg)
+    p = subprocess.Popen([*MSC, "terminal", "--connect", f"127.0.0.1:{port}", "--header", "ICS1", "--user",
+                          "TS0001", "--password-stdin", "--send", "QV.CA0130000.LIC/WAIT1", "--expect", "1",
+                          "--timeout", "60"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    p.stdin.write(PASSWORD + "\n")
+    p.stdin.close()
+    try:
+        line = ""
+        while not line.startswith("A 2"):  # the QV was accepted: the client now waits for its answer
+            line = p.stdout.readline()
+            assert line, p.stderr.read()
+        action({"serve": serve, "cfg": cfg, "port": port})
+        assert p.wait(timeout=30) == 4
+        err = p.stderr.read()
+        assert re.search(rf"Session ended( by msc)?: {reason}\.", err), err
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+        stub.stop(signal.SIGKILL)  # the request still upstream: the switch's drain need not wait for it
+
+
+# -- the operator's own ways out ---------------------------------------------------------------
+
+def test_typed_logoff_logs_off_and_returns_to_the_logon_prompt(tmp_path, procs):
+    port = free_port()
+    cfg = make_config(tmp_path, port=port, metrics_port=free_port())
+    start_serve(procs, tmp_path, cfg)
+    t = Tty("--connect", f"127.0.0.1:{port}", "--header", "ICS1")
+    try:
+        logon(t)
+        for typed in ("LOGOFF", "logoff ", "ICS1.LOGOFF"):
+            t.type(typed)
+            t.expect(r"A \d+")
+            t.expect(r"Logged off\.")
+            t.expect("User ID: ")
+            t.type("TS0001")
+            t.expect(r"One-time password \(Enter if none\): ")
+            t.type("")
+            t.expect("Password: ")
+            t.type(PASSWORD)
+            t.expect(r"Logged on as ICS1\.")
+        t.ctrl_d()
+        assert t.wait() == 0, t.text
+    finally:
+        t.close()
+    # The journal's session records: every LOGOFF, nothing after the last one but the disconnect.
+    assert t.text.count("Logged off.") == 3
+
+
+CTRL_D_AT = ["banner", "user-id", "otp", "password", "session", "after-logoff"]
+
+
+@pytest.mark.parametrize("where", CTRL_D_AT)
+def test_ctrl_d_ends_the_client_at_every_prompt(tmp_path, procs, where):
+    port = free_port()
+    cfg = make_config(tmp_path, port=port, metrics_port=free_port())
+    start_serve(procs, tmp_path, cfg)
+    t = Tty("--connect", f"127.0.0.1:{port}", "--header", "ICS1")
+    try:
+        steps = [("Press Enter to acknowledge", ""), ("User ID: ", "TS0001"),
+                 (r"One-time password \(Enter if none\): ", ""), ("Password: ", PASSWORD),
+                 (r"Logged on as ICS1\.", "LOGOFF"), (r"Logged off\.", None)]
+        stop = {"banner": 0, "user-id": 1, "otp": 2, "password": 3, "session": 4, "after-logoff": 5}[where]
+        for prompt, answer in steps[:stop]:
+            t.expect(prompt)
+            t.type(answer)
+        t.expect(steps[stop][0])
+        if where == "after-logoff":
+            t.expect("User ID: ")
+        t.ctrl_d()
+        assert t.wait() == 0, t.text
+        assert "Traceback" not in t.text
+        if where == "session":
+            assert re.search(r"A \d+\s*$", t.text.strip().splitlines()[-1]), t.text  # the LOGOFF was accepted
+    finally:
+        t.close()
+
+
+# -- --expect waits for its own answers ----------------------------------------------------------
+
+def _outputs(stdout: str) -> list[tuple[int, str]]:
+    return [(int(m.group(1)), m.group(2)) for m in re.finditer(r"^M (\d+) (.*)$", stdout, re.M)]
+
+
+EXPECT_CASES = [
+    # id, queued before the run (older answers, AMs), what the run sends, --expect, also during the run
+    ("older-answer-queued", ["answer"], ["QV.CA0130000.LIC/NEW1"], 1, False),
+    ("older-ams-queued", ["am", "am"], ["QV.CA0130000.LIC/NEW2"], 1, False),
+    ("answer-and-ams-queued", ["answer", "am", "answer"], ["QV.CA0130000.LIC/NEW3"], 1, False),
+    ("three-sends", ["am", "answer"], ["QV.CA0130000.LIC/N4A", "QV.CA0130000.LIC/N4B", "QV.CA0130000.LIC/N4C"], 3, False),
+    ("unsolicited-during-wait", [], ["QV.CA0130000.LIC/NEW5"], 1, True),
+    ("own-ref-kept", ["answer"], ["ICS1MINE.QV.CA0130000.LIC/NEW6"], 1, False),
+    ("bare-header-gets-ref", ["answer"], ["ICS1.QV.CA0130000.LIC/NEW7"], 1, False),
+    ("fewer-expected-than-sent", ["am"], ["QV.CA0130000.LIC/N8A", "QV.CA0130000.LIC/N8B"], 1, False),
+]
+
+
+@pytest.mark.parametrize("name,queued,sends,expect,during", EXPECT_CASES, ids=[c[0] for c in EXPECT_CASES])
+def test_expect_counts_only_answers_to_its_own_messages(tmp_path, procs, name, queued, sends, expect, during):
+    up, port, mport = free_port(), free_port(), free_port()
+    cfg = make_config(tmp_path, upstream_ports=[up], port=port, metrics_port=mport)
+    start_stub(procs, tmp_path, up, "--latency-ms", "400")
+    start_serve(procs, tmp_path, cfg)
+    runs = []
+    # Queue outputs for ICS1 while no one is logged on there: an earlier script's answer that came
+    # after it had gone (expect 0), and administrative messages from ICS2.
+    waiting = 0
+    for i, what in enumerate(queued):
+        if what == "answer":
+            r = scripted(port, f"QV.CA0130000.LIC/OLD{i}")
+            assert r.returncode == 0, r.stderr
+            runs.append(r.stdout)
+            waiting -= len(_outputs(r.stdout))  # what it printed before it left is delivered
+        else:
+            r = scripted(port, f"AM.CA0130000.ICS1.TXT OLDER NOTICE {i}", user="TS0002", header="ICS2")
+            assert r.returncode == 0, r.stderr
+        waiting += 1
+        _wait_queued(mport, waiting)
+    am_sender = None
+    if during:
+        # Unsolicited traffic while the run waits: an AM sent from ICS2 during the upstream's 400 ms.
+        am_sender = subprocess.Popen([*MSC, "terminal", "--connect", f"127.0.0.1:{port}", "--header", "ICS2",
+                                      "--user", "TS0002", "--password-stdin", "--send",
+                                      "AM.CA0130000.ICS1.TXT DURING THE WAIT"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    r = scripted(port, *sends, expect=expect)
+    assert r.returncode == 0, r.stdout + r.stderr
+    outs = _outputs(r.stdout)
+    own = [text for _, text in outs if re.search(r"LIC/(NEW|N\d[A-C])", text)]
+    assert len(own) >= expect, r.stdout
+    # The run ended on its own answer, not on an older output.
+    assert re.search(r"LIC/(NEW|N\d[A-C])", outs[-1][1]), r.stdout
+    for text in own:
+        head = text.split(".", 1)[0]
+        assert re.fullmatch(r"ICS1[A-Z0-9]{1,6}", head), head  # every message had its own reference
+    if name == "own-ref-kept":
+        assert own[0].startswith("ICS1MINE.QV.")
+    if during:
+        am_sender.communicate(PASSWORD + "\n", timeout=30)
+    # Everything printed was acknowledged (never printed again); nothing was lost: a last run
+    # gets exactly what the earlier ones did not print, and the OSNs of all runs are 1..n once.
+    runs.append(r.stdout)
+    last = scripted(port, "QV.CA0130000.LIC/LAST9", expect=1)
+    assert last.returncode == 0, last.stdout + last.stderr
+    runs.append(last.stdout)
+    osns = [osn for out in runs for osn, _ in _outputs(out)]
+    assert sorted(osns) == list(range(1, len(osns) + 1)), runs
+    total = len(queued) + len(sends) + (1 if during else 0) + 1
+    assert len(osns) == total, runs
+
+
+def _wait_queued(mport: int, n: int) -> None:
+    """Wait until ``n`` outputs wait in msc's queues (the earlier answers came back upstream)."""
+    from tests.e2e.test_operations import get, metric
+
+    deadline = time.monotonic() + 20
+    while True:
+        _, text = get(mport, "/metrics")
+        if metric(text, "msc_delivery_queued") == n:
+            return
+        assert time.monotonic() < deadline, text
+        time.sleep(0.05)
+
+
+def test_expect_with_every_message_refused_exits_1_at_once(tmp_path, procs):
+    up, port = free_port(), free_port()
+    cfg = make_config(tmp_path, upstream_ports=[up], port=port, metrics_port=free_port())
+    start_stub(procs, tmp_path, up)
+    start_serve(procs, tmp_path, cfg)
+    # --timeout 600: had it waited for an answer that cannot come, run() (60 s) would fail.
+    r = scripted(port, "ZZ.CA0130000.NAM/X", "QH.CA0130000.NAM/X", expect=1, timeout=600)
+    assert r.returncode == 1
+    assert "no message was accepted" in r.stderr
