@@ -150,8 +150,9 @@ def test_msc_demo_runs_stubs_and_switch_and_stops_on_ctrl_c(tmp_path):
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 pytest.skip(f"port {port} is in use on this machine")
     d = tmp_path / "var"
+    # Its own process group, as `make run` in a shell is: Ctrl-C signals the whole group.
     p = subprocess.Popen([sys.executable, "-m", "msc", "demo", "--dir", str(d)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         lines = []
         deadline = time.monotonic() + 60
@@ -168,11 +169,19 @@ def test_msc_demo_runs_stubs_and_switch_and_stops_on_ctrl_c(tmp_path):
                 input=pw + "\n")
         assert r.returncode == 0, r.stdout + r.stderr
     finally:
-        p.send_signal(signal.SIGINT)
-        assert p.wait(timeout=30) == 0
+        import os
+
+        os.killpg(p.pid, signal.SIGINT)  # Ctrl-C on `make run`
+        assert p.wait(timeout=60) == 0
     assert "stopping" in p.stdout.read()
     log = (d / "logs" / "msc.log").read_text()
     assert '"event": "switch.stopped"' in log
+    # The switch, its journal writer and both stubs stopped cleanly: no traceback anywhere, no
+    # failed commit, and the availability ledger's clean-stop mark (a scheduled outage).
+    for f in (d / "logs").glob("*"):
+        assert "Traceback" not in f.read_text(), f
+    assert "commit_failed" not in log
+    assert "switch.draining" in log and p.stderr.read().count("Traceback") == 0
 
 
 def test_user_lifecycle_commands(tmp_path):

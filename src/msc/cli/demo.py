@@ -3,7 +3,9 @@
 First run: copies the demo ``msc.toml``, creates the master and signing keys, and adds demo users
 with random passwords, printed once (only their hashes are stored). Every run: starts two CLETS
 stubs (the primary and secondary switching centres) and ``msc serve`` as separate processes,
-prints how to connect, and stops all three cleanly on Ctrl-C.
+prints how to connect, and stops all three cleanly on Ctrl-C: the three run in their own
+sessions, so the terminal's Ctrl-C reaches only this process, which then stops the switch first
+(SIGTERM: drain, flush the journal, clean-stop record) and the stubs after it.
 """
 
 from __future__ import annotations
@@ -94,6 +96,12 @@ def main(args) -> int:
         init(directory, args.template)
     if args.init_only:
         return 0
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt
+
+    # Stopped some other way than Ctrl-C (kill, the terminal closing): stop the three the same way.
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGHUP, interrupted)
     exe = [sys.executable, "-m", "msc"]
     logs = directory / "logs"
     logs.mkdir(exist_ok=True)
@@ -105,12 +113,12 @@ def main(args) -> int:
                  "--log", str(logs / f"stub-{label}.log"), "--seed", "1",
                  # answers in several parts, as III and the state file + NCIC send them (PROTOCOL.md §4)
                  "--parts", "QR=2@1500", "--parts", "QW=2@300"],
-                stderr=open(logs / f"stub-{label}.err", "a")))
+                stderr=open(logs / f"stub-{label}.err", "a"), start_new_session=True))
         time.sleep(0.3)
         ready = directory / ".ready"
         ready.unlink(missing_ok=True)
         serve = subprocess.Popen([*exe, "serve", "--config", str(directory / "msc.toml"), "--ready-file", str(ready)],
-                                 stderr=open(logs / "msc.log", "a"))
+                                 stderr=open(logs / "msc.log", "a"), start_new_session=True)
         procs.append(serve)
         deadline = time.monotonic() + 15
         while not ready.exists():
@@ -140,11 +148,12 @@ Press Ctrl-C to stop.""", flush=True)
         print("\nstopping…", flush=True)
         return 0
     finally:
+        # The switch first (it drains through the stubs), then the stubs.
         for p in reversed(procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        for p in reversed(procs):
             try:
-                p.wait(timeout=10)
+                p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait()

@@ -11,12 +11,26 @@ last_seq, last_ts]``. Requests are handled one at a time, in order.
 
 If the child dies, every request in flight fails with JournalError (fail closed) and the parent
 starts a new child, which re-reads the truth from the files before accepting anything.
+
+Stopping (OPERATIONS.md "Stopping"): the child follows the switch, never a signal. It runs in its
+own session (Ctrl-C on a terminal reaches the terminal's foreground process group only) and
+ignores SIGINT, SIGTERM and SIGHUP (systemd's ``KillMode=control-group`` signals every process
+of the unit at once), so it is still there when the stopping switch flushes its last batches and
+the clean-stop record, and leaves after the ``close`` request. When the switch is gone without
+``close`` (``kill -9``, a crash), its end of the socketpair is closed by the kernel: the child
+reads end-of-file and exits at once — after the statement it is in, so SQLite is closed cleanly
+and a restarted switch can take the journal's lock. End-of-file was chosen over Linux's
+``PR_SET_PDEATHSIG``: that fires when the *thread* that started the child ends (not the
+process), needs ctypes and Linux, and kills the writer mid-statement; the socketpair is already
+the one link between the two and closes exactly when the switch process does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -50,10 +64,15 @@ def _serve(sock: socket.socket) -> None:
         sock.sendall(_LEN.pack(len(data)) + data)
 
     while True:
-        head = f.read(4)
-        if len(head) < 4:
-            break
-        req = _decoder.decode(f.read(_LEN.unpack(head)[0]))
+        try:
+            head = f.read(4)
+            size = _LEN.unpack(head)[0] if len(head) == 4 else -1
+            body = f.read(size) if size >= 0 else b""
+        except OSError:
+            size, body = -1, b""
+        if size < 0 or len(body) < size:
+            _switch_gone(writer)
+        req = _decoder.decode(body)
         op, args = req[0], req[1:]
         try:
             if op == "open":
@@ -64,35 +83,55 @@ def _serve(sock: socket.socket) -> None:
                 indexer = Indexer(Path(directory))
                 indexer.start()
                 cp = writer.last_checkpoint
-                result = [writer.last_seq, writer.last_ts, cp.tree_size if cp else 0, writer.journal_id]
+                msg = ["ok", [writer.last_seq, writer.last_ts, cp.tree_size if cp else 0, writer.journal_id]]
             elif op == "commit":
                 writer.commit([Row(p, tuple(v), b, t) for p, v, b, t in args[0]])
-                result = [writer.last_seq, writer.last_ts]
+                msg = ["ok", [writer.last_seq, writer.last_ts]]
                 if args[1]:
                     indexer.poke()
             elif op == "checkpoint":
                 cp = writer.checkpoint(args[0], signing.sign, args[1])
-                result = None if cp is None else [cp.tree_size, cp.root, cp.ts, cp.signature, cp.frontier]
+                msg = ["ok", None if cp is None else [cp.tree_size, cp.root, cp.ts, cp.signature, cp.frontier]]
             elif op == "purge_period":
-                result = writer.purge_period(args[0], args[1])
+                msg = ["ok", writer.purge_period(args[0], args[1])]
             elif op == "delete_partition":
                 writer.delete_partition(args[0])
-                result = None
+                msg = ["ok", None]
             elif op == "close":
                 if indexer is not None:
                     indexer.stop()
                 if writer is not None:
                     writer.close()
-                reply(["ok", None])
+                with contextlib.suppress(OSError):
+                    reply(["ok", None])
                 break
             else:
                 raise ValueError(f"unknown op {op!r}")
-            reply(["ok", result])
         except JournalBusy as exc:
-            reply(["busy", str(exc), 0, 0])
+            msg = ["busy", str(exc), 0, 0]
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the parent
             text = str(exc) if isinstance(exc, JournalError) else f"{type(exc).__name__}: {exc}"
-            reply(["error", text, writer.last_seq if writer else 0, writer.last_ts if writer else 0])
+            msg = ["error", text, writer.last_seq if writer else 0, writer.last_ts if writer else 0]
+        try:
+            reply(msg)
+        except OSError:
+            _switch_gone(writer)
+
+
+def _switch_gone(writer) -> None:
+    """The switch closed its end without ``close``: it is gone. What was committed is on disk;
+    nothing more can be asked or acknowledged. Close SQLite and leave now — without the
+    indexer's final pass (the next writer catches the index up) or interpreter clean-up."""
+    with contextlib.suppress(Exception):
+        if writer is not None:
+            writer.close()
+    os._exit(0)
+
+
+def ignore_group_signals() -> None:
+    """The switch, not a signal to the whole group, decides when the journal closes."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _configure_logging() -> None:
@@ -113,6 +152,7 @@ def _configure_logging() -> None:
 
 
 def main() -> None:
+    ignore_group_signals()
     _configure_logging()
     sock = socket.socket(fileno=int(sys.argv[1]))
     try:
@@ -147,7 +187,7 @@ class WriterProcess:
     async def start(self) -> None:
         parent, child = socket.socketpair()
         self._proc = subprocess.Popen([sys.executable, "-m", "msc.journal.writerproc", str(child.fileno())],
-                                      pass_fds=(child.fileno(),), close_fds=True)
+                                      pass_fds=(child.fileno(),), close_fds=True, start_new_session=True)
         child.close()
         self._reader, self._writer = await asyncio.open_connection(sock=parent, limit=1 << 24)
         result = await self._call("open", str(self.dir), self.synchronous, self._seed, str(self._mark_path))

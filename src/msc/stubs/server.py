@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import random
 import re
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import IO
@@ -401,8 +402,14 @@ async def run(cfg: StubConfig, *, ready=None) -> None:
     await stub.start()
     if ready is not None:
         ready(stub)
+    # SIGTERM (msc demo stopping it, a service manager) and SIGINT stop the stub cleanly.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
         with contextlib.suppress(Exception):
             await stub.stop()
