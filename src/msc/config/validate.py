@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import re
 import zoneinfo
-from collections import Counter
 from typing import TYPE_CHECKING
 
 from msc.config.load import ConfigIssue, locate
@@ -52,6 +51,7 @@ class _Checker:
         self.s = settings
         self.issues: list[ConfigIssue] = []
         self._texts: dict[str, str] = {}
+        self._unique: dict[tuple, tuple] = {}
 
     def _text(self, file: str) -> str:
         if file not in self._texts:
@@ -62,14 +62,36 @@ class _Checker:
                 self._texts[file] = ""
         return self._texts[file]
 
-    def add(self, path: str, message: str, *, users: bool = False) -> None:
+    def _place(self, path: str, users: bool) -> tuple[str, int | None]:
         file = str(self.s.users_path if users else self.s.config_path)
         parts: list[str | int] = []
         for name, index in re.findall(r"([A-Za-z_][\w]*)|\[(\d+)\]", path):
             parts.append(name if name else int(index))
         if parts and parts[-1] == "from_":
             parts[-1] = "from"
-        self.issues.append(ConfigIssue(file, path, message, locate(self._text(file), parts)))
+        return file, locate(self._text(file), parts)
+
+    def add(self, path: str, message: str, *, users: bool = False) -> None:
+        file, line = self._place(path, users)
+        self.issues.append(ConfigIssue(file, path, message, line))
+
+    def where(self, path: str, *, users: bool = False) -> str:
+        """``path (file:line)`` — the other place of a conflict, for the message."""
+        file, line = self._place(path, users)
+        return f"{path} ({file}:{line})" if line else f"{path} ({file})"
+
+    def unique(self, space: str, value, path: str, what: str, *, owner: object = None, users: bool = False) -> None:
+        """Record ``value`` in the namespace ``space``; a second claim by a different ``owner``
+        (default: every claim is its own owner) is an issue naming both places."""
+        key = (space, value)
+        first = self._unique.get(key)
+        if first is None:
+            self._unique[key] = (path, users, owner if owner is not None else path)
+            return
+        first_path, first_users, first_owner = first
+        if owner is not None and owner == first_owner and path != first_path:
+            return
+        self.add(path, f"{what} {value} is already used by {self.where(first_path, users=first_users)}", users=users)
 
 
 def validate(settings: Settings) -> list[ConfigIssue]:
@@ -91,15 +113,13 @@ def validate(settings: Settings) -> list[ConfigIssue]:
             c.add(f"switch.prohibited_purposes[{i}]", "a purpose code is one character [A-Z0-9]")
     _check_tz(c, "switch.timezone", sw.timezone)
 
-    # listeners
-    for name, n in Counter(ln.name for ln in cfg.listener).items():
-        if n > 1:
-            c.add("listener", f"listener name {name!r} used {n} times")
-    binds = Counter()
+    # listeners (names, and every address the daemon binds: listeners and metrics)
+    binds: list[tuple[tuple[str, int], str]] = []
     for i, ln in enumerate(cfg.listener):
         p = f"listener[{i}]"
+        c.unique("listener name", ln.name, f"{p}.name", "listener name")
         try:
-            binds[parse_hostport(ln.bind)] += 1
+            binds.append((parse_hostport(ln.bind), f"{p}.bind"))
         except ValueError as exc:
             c.add(f"{p}.bind", str(exc))
         if not 64 <= ln.max_frame <= 16 * 1024 * 1024:
@@ -116,13 +136,11 @@ def validate(settings: Settings) -> list[ConfigIssue]:
                     c.add(f"{p}.tls.{key}", f"file not found: {value}")
             if ln.tls.require_client_cert and ln.tls.client_ca is None:
                 c.add(f"{p}.tls.client_ca", "require_client_cert needs client_ca")
-    for hp, n in binds.items():
-        if n > 1 and hp[1] != 0:  # port 0 asks the kernel for any free port: no conflict
-            c.add("listener", f"address {hp[0]}:{hp[1]} bound by {n} listeners")
     try:
-        parse_hostport(cfg.metrics.bind)
+        binds.append((parse_hostport(cfg.metrics.bind), "metrics.bind"))
     except ValueError as exc:
         c.add("metrics.bind", str(exc))
+    _check_binds(c, binds)
 
     j = cfg.journal
     if j.retention_days < MIN_RETENTION_DAYS:
@@ -138,11 +156,9 @@ def validate(settings: Settings) -> list[ConfigIssue]:
 
     # upstreams and routes
     upstreams = {u.name for u in cfg.upstream}
-    for name, n in Counter(u.name for u in cfg.upstream).items():
-        if n > 1:
-            c.add("upstream", f"upstream name {name!r} used {n} times")
     for i, u in enumerate(cfg.upstream):
         p = f"upstream[{i}]"
+        c.unique("upstream name", u.name, f"{p}.name", "upstream name")
         if not 1 <= len(u.endpoints) <= 2:
             c.add(f"{p}.endpoints", "give a primary and optionally a secondary endpoint")
         for k, ep in enumerate(u.endpoints):
@@ -150,6 +166,8 @@ def validate(settings: Settings) -> list[ConfigIssue]:
                 parse_hostport(ep)
             except ValueError as exc:
                 c.add(f"{p}.endpoints[{k}]", str(exc))
+            # A secondary equal to the primary is no failover at all.
+            c.unique(f"endpoint of upstream {i}", ep, f"{p}.endpoints[{k}]", "endpoint")
         for key in ("timeout_s", "heartbeat_s", "ack_timeout_s", "resend_wait_s"):
             if getattr(u, key) is not None and getattr(u, key) <= 0:
                 c.add(f"{p}.{key}", "must be > 0")
@@ -164,7 +182,8 @@ def validate(settings: Settings) -> list[ConfigIssue]:
                 value = getattr(u.tls, key)
                 if value is not None and not settings.path(value).is_file():
                     c.add(f"{p}.tls.{key}", f"file not found: {value}")
-    seen_keys: dict[str, int] = {}
+    seen_keys: dict[str, int] = {}  # message key -> its route
+    key_paths: dict[str, str] = {}  # message key -> where it is routed
     categories = set(BUILTIN_CATEGORIES)
     for i, r in enumerate(cfg.route):
         p = f"route[{i}]"
@@ -176,9 +195,10 @@ def validate(settings: Settings) -> list[ConfigIssue]:
             elif key in SPECIAL_KEYS:
                 c.add(f"{p}.mke[{k}]", f"{key} is handled by msc itself and cannot be routed")
             elif key in seen_keys:
-                c.add(f"{p}.mke[{k}]", f"{key} is already routed by route[{seen_keys[key]}]")
+                c.add(f"{p}.mke[{k}]", f"{key} is already routed by {c.where(key_paths[key])}")
             else:
                 seen_keys[key] = i
+                key_paths[key] = f"{p}.mke[{k}]"
         if r.upstream not in upstreams:
             c.add(f"{p}.upstream", f"no [[upstream]] named {r.upstream!r}")
         if _CATEGORY_RE.match(r.category) is None:
@@ -210,20 +230,18 @@ def validate(settings: Settings) -> list[ConfigIssue]:
 
     # agencies
     agencies = {a.ori for a in cfg.agency}
-    for ori, n in Counter(a.ori for a in cfg.agency).items():
-        if n > 1:
-            c.add("agency", f"ORI {ori} configured {n} times")
     for i, a in enumerate(cfg.agency):
+        c.unique("ORI", a.ori, f"agency[{i}].ori", "ORI")
         if g.ORI_RE.match(a.ori) is None:
             c.add(f"agency[{i}].ori", f"{a.ori!r} is not an ORI (2 letters + 7 [A-Z0-9])")
 
-    # every address a message can be delivered to: station and host/pool mnemonics
-    owners: dict[str, str] = {}
-
+    # Every name a message can be addressed to (PROTOCOL.md §2 AM DEST, §3 headers): station
+    # mnemonics, host workstation mnemonics, pooled mnemonics, pool names (a pool's logon
+    # header) and group names — one namespace, each name once, or a later table silently takes
+    # an earlier one's traffic (a second [[station]] ICS1 replaced the duty station on reload).
+    # A host may list its own station mnemonic among its workstation mnemonics.
     def claim(name: str, owner: str, path: str) -> None:
-        if name in owners and owners[name] != owner:
-            c.add(path, f"{name} is already used by {owners[name]}")
-        owners[name] = owner
+        c.unique("address", name, path, "name", owner=owner)
 
     stations = {}
     for i, st in enumerate(cfg.station):
@@ -231,7 +249,7 @@ def validate(settings: Settings) -> list[ConfigIssue]:
         stations[st.mnemonic] = st
         if g.MNEMONIC_RE.match(st.mnemonic) is None:
             c.add(f"{p}.mnemonic", f"{st.mnemonic!r} is not a mnemonic (4 [A-Z0-9], PPP §1.6.2 A)")
-        claim(st.mnemonic, f"station {st.mnemonic}", f"{p}.mnemonic")
+        claim(st.mnemonic, f"station[{i}]", f"{p}.mnemonic")
         if st.ori not in agencies:
             c.add(f"{p}.ori", f"no [[agency]] with ORI {st.ori}")
         for k, ori in enumerate(st.serves):
@@ -246,7 +264,8 @@ def validate(settings: Settings) -> list[ConfigIssue]:
             for k, m in enumerate(st.mnemonics):
                 if g.MNEMONIC_RE.match(m) is None:
                     c.add(f"{p}.mnemonics[{k}]", f"{m!r} is not a mnemonic")
-                claim(m, f"station {st.mnemonic}", f"{p}.mnemonics[{k}]")
+                claim(m, f"station[{i}]", f"{p}.mnemonics[{k}]")  # the host's own names
+                c.unique(f"workstation of station {i}", m, f"{p}.mnemonics[{k}]", "workstation mnemonic")
         elif st.mnemonics:
             c.add(f"{p}.mnemonics", "only host stations have workstation mnemonics")
         for k, a in enumerate(st.authorizations):
@@ -261,7 +280,7 @@ def validate(settings: Settings) -> list[ConfigIssue]:
         pools.add(pl.name)
         if g.POOL_NAME_RE.match(pl.name) is None:
             c.add(f"{p}.name", f"{pl.name!r} is not a pool name (4-10 [A-Z0-9])")
-        claim(pl.name, f"pool {pl.name}", f"{p}.name")
+        claim(pl.name, f"{p}.name", f"{p}.name")
         if pl.ori not in agencies:
             c.add(f"{p}.ori", f"no [[agency]] with ORI {pl.ori}")
         if not pl.serves:
@@ -274,7 +293,7 @@ def validate(settings: Settings) -> list[ConfigIssue]:
         for k, m in enumerate(pl.mnemonics):
             if g.MNEMONIC_RE.match(m) is None:
                 c.add(f"{p}.mnemonics[{k}]", f"{m!r} is not a mnemonic")
-            claim(m, f"pool {pl.name}", f"{p}.mnemonics[{k}]")
+            claim(m, f"{p}.mnemonics[{k}]", f"{p}.mnemonics[{k}]")
         _check_addresses(c, p, pl.addresses, pl.client_cert_cn)
         for k, a in enumerate(pl.authorizations):
             if a not in categories:
@@ -295,11 +314,14 @@ def validate(settings: Settings) -> list[ConfigIssue]:
         p = f"group[{i}]"
         if g.GROUP_NAME_RE.match(gr.name) is None:
             c.add(f"{p}.name", f"{gr.name!r} is not a group name (2-10 [A-Z0-9])")
-        claim(gr.name, f"group {gr.name}", f"{p}.name")
+        claim(gr.name, f"{p}.name", f"{p}.name")
+        if gr.name in agencies:
+            c.add(f"{p}.name", f"{gr.name} is an agency's ORI: an AM to it would be ambiguous")
         groups.add(gr.name)
         for k, m in enumerate(gr.members):
             if m not in stations:
                 c.add(f"{p}.members[{k}]", f"no [[station]] {m}")
+            c.unique(f"member of group {i}", m, f"{p}.members[{k}]", "member")
 
     for i, f in enumerate(cfg.forward):
         p = f"forward[{i}]"
@@ -313,15 +335,14 @@ def validate(settings: Settings) -> list[ConfigIssue]:
             if _TIME_RE.match(getattr(f, key)) is None:
                 c.add(f"{p}.{key}", "time of day is HH:MM (24 h)")
         _check_tz(c, f"{p}.timezone", f.timezone)
+    _check_forward_overlap(c, cfg.forward)
 
     # users.toml
     users = settings.users
-    for uid, n in Counter(u.id for u in users.user).items():
-        if n > 1:
-            c.add("user", f"user ID {uid} appears {n} times", users=True)
     removed = {r.id for r in users.removed}
     for i, u in enumerate(users.user):
         p = f"user[{i}]"
+        c.unique("user ID", u.id, f"{p}.id", "user ID", users=True)
         if g.USER_ID_RE.match(u.id) is None:
             c.add(f"{p}.id", f"{u.id!r} is not a user ID (6 [A-Z0-9], PPP §1.6.7)", users=True)
         if u.ori not in agencies:
@@ -333,6 +354,7 @@ def validate(settings: Settings) -> list[ConfigIssue]:
         if u.id in removed:
             c.add(f"{p}.id", f"{u.id} was removed and may not be reassigned yet (CJIS IA-4d)", users=True)
     for i, r in enumerate(users.removed):
+        c.unique("removed user ID", r.id, f"removed[{i}].id", "removed user ID", users=True)
         if g.USER_ID_RE.match(r.id) is None:
             c.add(f"removed[{i}].id", f"{r.id!r} is not a user ID", users=True)
     return c.issues
@@ -352,6 +374,7 @@ def _check_edits(c: _Checker, cfg, routed: dict[str, int]) -> None:
         if fmt not in ed.FORMATS:
             c.add("edits.formats", f"unknown format {fmt!r} for {tag} (known: {', '.join(sorted(ed.FORMATS))})")
     edited: dict[str, int] = {}
+    edited_at: dict[str, str] = {}
     for i, sec in enumerate(cfg.edit):
         p = f"edit[{i}]"
         if not sec.mke:
@@ -360,8 +383,9 @@ def _check_edits(c: _Checker, cfg, routed: dict[str, int]) -> None:
             if key not in routed:
                 c.add(f"{p}.mke[{k}]", f"{key} is not routed by any [[route]]: an edit for it never applies")
             if key in edited:
-                c.add(f"{p}.mke[{k}]", f"{key} already has its edits in edit[{edited[key]}]")
+                c.add(f"{p}.mke[{k}]", f"{key} already has its edits in {c.where(edited_at[key])}")
             edited.setdefault(key, i)
+            edited_at.setdefault(key, f"{p}.mke[{k}]")
         cori = any(cfg.route[routed[key]].category == "cori" for key in sec.mke if key in routed)
         rule = ed.from_section(sec, sec.mke[0] if sec.mke else "", purpose_codes=tuple(e.purpose_codes),
                                formats={})
@@ -379,13 +403,13 @@ _CLASS_RE = re.compile(r"[a-z][a-z0-9_-]{0,30}\Z")
 
 def _check_unsolicited(c: _Checker, rules) -> None:
     names: dict[str, int] = {}
-    kinds: dict[str, int] = {}
+    kinds: dict[str, str] = {}
     for i, u in enumerate(rules):
         p = f"unsolicited[{i}]"
         if _CLASS_RE.match(u.name) is None or u.name == "unknown":
             c.add(f"{p}.name", "a class name is lower-case letters, digits, - and _ (not 'unknown')")
         elif u.name in names:
-            c.add(f"{p}.name", f"{u.name!r} is already used by unsolicited[{names[u.name]}]")
+            c.add(f"{p}.name", f"{u.name!r} is already used by {c.where(f'unsolicited[{names[u.name]}].name')}")
         else:
             names[u.name] = i
         if not u.kinds:
@@ -395,9 +419,59 @@ def _check_unsolicited(c: _Checker, rules) -> None:
                 c.add(f"{p}.kinds[{k}]", f"{kind!r} is not a kind: a message key (YQ), an NCIC "
                       "notification ($.L.) or a prefix ending in * (LW*, $.*)")
             elif kind in kinds:
-                c.add(f"{p}.kinds[{k}]", f"{kind} is already classified by unsolicited[{kinds[kind]}]")
+                c.add(f"{p}.kinds[{k}]", f"{kind} is already classified by {c.where(kinds[kind])}")
             else:
-                kinds[kind] = i
+                kinds[kind] = f"{p}.kinds[{k}]"
+
+
+_WILDCARD_HOSTS = frozenset(("0.0.0.0", "::", "*", ""))
+
+
+def _check_binds(c: _Checker, binds: list[tuple[tuple[str, int], str]]) -> None:
+    """No two sockets of the daemon on one address: the same host and port, or the same port
+    with a wildcard host (``0.0.0.0``/``::`` takes the port on every address)."""
+    for i, ((host, port), path) in enumerate(binds):
+        if port == 0:  # port 0 asks the kernel for any free port: no conflict
+            continue
+        for (other_host, other_port), other in binds[:i]:
+            if port == other_port and (host == other_host or host in _WILDCARD_HOSTS or other_host in _WILDCARD_HOSTS):
+                c.add(path, f"address {host}:{port} is already bound by {c.where(other)}")
+                break
+
+
+def _minutes(rule) -> set[tuple[int, int]]:
+    """The (day, minute-of-day) slots a [[forward]] rule covers, in its own time zone."""
+    days = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
+    try:
+        sh, sm = map(int, rule.start.split(":"))
+        eh, em = map(int, rule.end.split(":"))
+    except ValueError:
+        return set()
+    start, end = sh * 60 + sm, eh * 60 + em
+    out: set[tuple[int, int]] = set()
+    for day in rule.days:
+        d = days.index(day)
+        if start == end:
+            out.update((d, m) for m in range(1440))
+        elif start < end:
+            out.update((d, m) for m in range(start, end))
+        else:  # past midnight: into the next day
+            out.update((d, m) for m in range(start, 1440))
+            out.update(((d + 1) % 7, m) for m in range(end))
+    return out
+
+
+def _check_forward_overlap(c: _Checker, forwards) -> None:
+    """One station's traffic goes to one place at a time: two [[forward]] rules of the same
+    station (in the same time zone) may not cover the same minute."""
+    seen: list[tuple[object, set, int]] = []
+    for i, f in enumerate(forwards):
+        slots = _minutes(f)
+        for other, other_slots, j in seen:
+            if other.from_ == f.from_ and other.timezone == f.timezone and slots & other_slots:
+                c.add(f"forward[{i}].from_", f"{f.from_} is already forwarded at these times by {c.where(f'forward[{j}].from_')}")
+                break
+        seen.append((f, slots, i))
 
 
 def _check_tz(c: _Checker, path: str, name: str) -> None:
