@@ -38,13 +38,14 @@ def init(directory: Path, template: str | None) -> None:
 
     from msc.cli.admin import record_admin
     from msc.cli.users import PRIVILEGED
+    from msc.config.files import private_dir
     from msc.config.load import load
     from msc.config.model import UserEntry, UsersFile
     from msc.journal.keys import KeyRing
     from msc.mnemonics import totp, userfile
     from msc.mnemonics.passwords import hash_password
 
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(directory)
     cfg_path = directory / "msc.toml"
     if template:
         shutil.copyfile(template, cfg_path)
@@ -103,8 +104,10 @@ def main(args) -> int:
     signal.signal(signal.SIGTERM, interrupted)
     signal.signal(signal.SIGHUP, interrupted)
     exe = [sys.executable, "-m", "msc"]
+    from msc.config.files import private_dir
+
     logs = directory / "logs"
-    logs.mkdir(exist_ok=True)
+    private_dir(logs)
     procs = []
     try:
         for port, control, label in STUBS:

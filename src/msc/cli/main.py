@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
 from msc import __version__
@@ -310,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Every file and directory any msc command or the daemon creates is owner-only (SECURITY.md
+    # "File modes"), whatever the shell's umask; the writer process and stubs inherit it.
+    os.umask(0o077)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.func is not cmd_serve:

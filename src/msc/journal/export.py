@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import zipfile
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
+from msc.config.files import private_dir
 from msc.journal.keys import KeyRing
 from msc.journal.proofs import proofs
 from msc.journal.records import Record, open_sealed, unseal_meta
@@ -91,8 +93,12 @@ def write_bundle(directory: Path, keyring: KeyRing, seqs: list[int], out: Path, 
     verifier = resources.files("msc.journal").joinpath("bundle_verifier.py").read_text()
     cp = {"name": name, "tree_size": checkpoint.tree_size, "root": checkpoint.root.hex(), "ts": checkpoint.ts,
           "signature": base64.b64encode(checkpoint.signature).decode()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as z:
+    # The bundle holds decrypted records (CJI): owner-only from its first byte, like every file
+    # msc writes; the person who asked for it hands it on (SECURITY.md "File modes").
+    private_dir(out.parent) if not out.parent.exists() else None
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as z:
         z.writestr("records.jsonl", "\n".join(records) + ("\n" if records else ""))
         z.writestr("proofs.jsonl", "\n".join(proof_lines) + ("\n" if proof_lines else ""))
         z.writestr("checkpoint.json", json.dumps(cp, indent=1) + "\n")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import structlog
 
+from msc.config.files import private_db
 from msc.journal.store import list_partitions, partition_path
 
 log = structlog.get_logger("msc.journal.indexer")
@@ -45,11 +46,11 @@ def open_index(directory: Path, period: str, *, readonly: bool = False) -> sqlit
         if not path.exists():
             return None
         return sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+    private_db(path)  # 0600 before SQLite makes its -wal/-shm with the same mode
     conn = sqlite3.connect(f"file:{path}", uri=True, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.executescript(INDEX_SCHEMA)
-    os.chmod(path, 0o600)
     return conn
 
 

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from msc.config.files import atomic_write
+from msc.config.files import atomic_write, private_dir
 from msc.protocol.codes import MscError
 
 KEYRING_VERSION = 1
@@ -65,7 +65,7 @@ class MasterKey:
 
 def create_master_key(path: Path) -> MasterKey:
     """Create a new master key file (0600). Refuses to overwrite an existing one."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(path.parent)
     mk = MasterKey(secrets.token_hex(4), AESGCM.generate_key(bit_length=256))
     doc = {"version": 1, "id": mk.id, "key": _b64(mk.key)}
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -150,7 +150,7 @@ class KeyRing:
 
     @contextlib.contextmanager
     def _locked(self):
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.dir)
         fd = os.open(self.dir / ".keyring.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

@@ -32,7 +32,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from msc.config.files import atomic_write
+from msc.config.files import atomic_write, private_db, private_dir
 from msc.journal.merkle import Frontier
 from msc.journal.records import JournalError
 from msc.journal.retention import TIMELINE_GAP_S
@@ -153,6 +153,7 @@ def connect(path: Path, *, readonly: bool = False, synchronous: str = "full") ->
     if readonly:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
     else:
+        private_db(path)  # 0600 before SQLite makes its -wal/-shm with the same mode
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=256)
         # Records are ~1.2 KB: 16 KB pages write a commit's WAL frames in a quarter of the
         # pwrite calls (a no-op for a file that already exists; set before its first table).
@@ -242,7 +243,7 @@ class Writer:
     # -- opening and recovery ---------------------------------------------------------------
 
     def open(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.dir)
         if self._lock_fd is None:
             # One writer per journal, across processes: the daemon, or the CLI when no daemon runs.
             fd = os.open(self.dir / ".writer.lock", os.O_RDWR | os.O_CREAT, 0o600)

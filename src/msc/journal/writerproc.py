@@ -153,6 +153,7 @@ def _configure_logging() -> None:
 
 def main() -> None:
     ignore_group_signals()
+    os.umask(0o077)  # owner-only files, also when the switch runs inside another program
     _configure_logging()
     sock = socket.socket(fileno=int(sys.argv[1]))
     try:

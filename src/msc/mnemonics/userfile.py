@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 import tomli_w
 
-from msc.config.files import atomic_write
+from msc.config.files import atomic_write, private_dir
 from msc.config.model import RemovedUser, UserEntry, UsersFile
 
 HEADER = (
@@ -49,7 +49,7 @@ def read(path: Path) -> UsersFile:
 
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import msgspec
 import structlog
 
+from msc.config.files import private_dir, tighten_tree
 from msc.config.load import Settings
 from msc.config.model import ListenerSection
 from msc.config.validate import parse_hostport
@@ -173,7 +174,9 @@ class Switch:
     async def start(self) -> None:
         s = self.settings
         cfg = s.config
-        s.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(s.data_dir)
+        for tree in {s.data_dir, s.journal_dir, s.key_file.parent}:
+            tighten_tree(tree)  # owner-only, also what an older msc left 0755/0644
         keyring = KeyRing(s.data_dir / "keys", s.key_file)
         if not keyring.exists:
             raise StartupError(f"no key ring in {s.data_dir / 'keys'}: run `msc keys init --config {s.config_path}`")
