@@ -1,0 +1,50 @@
+"""msc terminal's pure parts: header references, the header it adds, the message key it reads."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from msc.cli.terminal import Terminal, TerminalOptions, _message_key
+from msc.protocol import grammar as g
+
+
+def _terminal() -> Terminal:
+    return Terminal(TerminalOptions(host="127.0.0.1", port=1, header="ICS1"))
+
+
+@pytest.mark.parametrize("typed,kept_header", [
+    ("QW.CA0130000.NAM/DOE, JOHN", None),          # no header: header + a fresh reference
+    ("ICS1.QW.CA0130000.NAM/DOE, JOHN", None),     # a bare header: a reference is added
+    ("ICS1A1.QW.CA0130000.NAM/DOE, JOHN", "ICS1A1"),  # the operator's own reference is kept
+    ("ICS1ABCDEF.QV.CA0130000.LIC/X", "ICS1ABCDEF"),
+    ("  LOGOFF  ", None),
+])
+async def test_every_message_gets_a_header_with_a_reference(typed, kept_header):
+    t = _terminal()
+    text = t.full(typed)
+    head = text.split(".", 1)[0]
+    assert g.HEADER_RE.match(head), head
+    assert head.startswith("ICS1") and len(head) > 4
+    if kept_header:
+        assert head == kept_header
+    body = typed.strip().split(".", 1)[1] if typed.strip().startswith("ICS1") else typed.strip()
+    assert text == f"{head}.{body}"  # nothing but the header changed
+
+
+async def test_references_are_unique_within_a_run_and_differ_between_runs():
+    a, b = _terminal(), _terminal()
+    refs = [a.next_ref() for _ in range(5000)]  # past the 1,296 a base gives: a new base
+    assert len(set(refs)) == len(refs)
+    assert all(g.HEADER_RE.match("ICS1" + r) and len(r) == 6 for r in refs)
+    # Another run (another client, or the same one started again) uses other references, so an
+    # answer to an earlier run's message is not taken for its own (chance of a clash: 36**-4).
+    assert a.next_ref() != b.next_ref()
+
+
+@given(st.lists(st.sampled_from(["*TS0001", "#7F000001", "QW", "LOGOFF", "CA0130000"]), min_size=0, max_size=5))
+def test_message_key_skips_oif_and_taf(parts):
+    text = ".".join(["ICS1R1", *parts])
+    expected = next((p for p in parts if not p.startswith(("*", "#"))), "")
+    assert _message_key(text) == expected
