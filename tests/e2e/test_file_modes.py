@@ -7,6 +7,7 @@ command; after each one the whole directory is walked.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import signal
@@ -19,6 +20,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.e2e.conftest import MSC, wait_port
+from tests.e2e.test_accountability import Authenticator
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -56,6 +58,9 @@ def test_every_file_msc_creates_is_owner_only(tmp_path):
     r = msc("demo", "--dir", str(d), "--init-only")
     assert r.returncode == 0, r.stderr
     pw = dict(re.findall(r"^\s+([A-Z0-9]{6})\s.*password: (\S+)$", r.stdout, re.M))
+    secrets = dict(re.findall(r"^\s+([A-Z0-9]{6})\s.*password: \S+\n\s+TOTP secret ([A-Z2-7=]+)", r.stdout, re.M))
+    adm = Authenticator(base64.b32decode(secrets["ADM001"]))
+    inv = Authenticator(base64.b32decode(secrets["INV001"]))
     assert loose_modes(d) == []
     assert stat.S_IMODE(os.stat(d / "data" / "keys" / "signing.pub").st_mode) == 0o644
     # The demo's fixed ports, made free ones for the test.
@@ -85,7 +90,8 @@ def test_every_file_msc_creates_is_owner_only(tmp_path):
         wal = [p.name for p in (d / "data").rglob("*-wal")]
         assert wal, "expected SQLite WAL files while the daemon runs"
         assert loose_modes(d) == []
-        r = msc("station", "disable", "ICS2", "--config", str(cfg))
+        r = msc("station", "disable", "ICS2", "--config", str(cfg), "--as", "ADM001", "--password-stdin",
+                input=f"{pw['ADM001']}\n{adm.code()}\n")
         assert r.returncode == 0, r.stderr
         assert loose_modes(d) == []
     finally:
@@ -96,20 +102,22 @@ def test_every_file_msc_creates_is_owner_only(tmp_path):
     assert loose_modes(d) == []
 
     # 3. CLI commands after the daemon stopped (each may create or rewrite files).
+    as_adm = ("--as", "ADM001", "--password-stdin")
+    as_inv = ("--as", "INV001", "--password-stdin")
     steps = [
         ("user add", ["user", "add", "--config", str(cfg), "--id", "NW0001", "--name", "NEW, NORA", "--ori",
-                      "CA0130000", "--role", "full", "--password-stdin"], "a much better passphrase\n"),
-        ("journal search", ["journal", "search", "--config", str(cfg), "--as", "INV001", "--case", "C-1",
-                            "--password-stdin", "--user", "JD1234"], pw["INV001"] + "\n"),
-        ("journal export", ["journal", "export", "--config", str(cfg), "--as", "INV001", "--case", "C-1",
-                            "--password-stdin", "--user", "JD1234", "--out", str(d / "exports" / "b.zip")],
-         pw["INV001"] + "\n"),
-        ("journal verify", ["journal", "verify", "--config", str(cfg), "--as", "INV001"], None),
-        ("report availability", ["report", "availability", "--config", str(cfg)], None),
-        ("keys rotate", ["keys", "rotate", "--config", str(cfg)], None),
+                      "CA0130000", "--role", "full", *as_adm],
+         lambda: f"{pw['ADM001']}\n{adm.code()}\na much better passphrase\n"),
+        ("journal search", ["journal", "search", "--config", str(cfg), *as_inv, "--case", "C-1", "--user", "JD1234"],
+         lambda: f"{pw['INV001']}\n{inv.code()}\n"),
+        ("journal export", ["journal", "export", "--config", str(cfg), *as_inv, "--case", "C-1", "--user", "JD1234",
+                            "--out", str(d / "exports" / "b.zip")], lambda: f"{pw['INV001']}\n{inv.code()}\n"),
+        ("journal verify", ["journal", "verify", "--config", str(cfg), *as_inv], lambda: f"{pw['INV001']}\n{inv.code()}\n"),
+        ("report availability", ["report", "availability", "--config", str(cfg)], lambda: None),
+        ("keys rotate", ["keys", "rotate", "--config", str(cfg), *as_adm], lambda: f"{pw['ADM001']}\n{adm.code()}\n"),
     ]
     for name, args, stdin in steps:
-        r = msc(*args, input=stdin)
+        r = msc(*args, input=stdin())
         # (availability is below target after a test's short life: status 1, a finding, not a failure)
         assert r.returncode in ((0, 1) if name == "report availability" else (0,)), f"{name}: {r.stdout}{r.stderr}"
         assert loose_modes(d) == [], name

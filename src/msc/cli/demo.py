@@ -97,6 +97,7 @@ def main(args) -> int:
         init(directory, args.template)
     if args.init_only:
         return 0
+
     def interrupted(signum, frame):
         raise KeyboardInterrupt
 
