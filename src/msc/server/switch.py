@@ -658,8 +658,12 @@ class Switch:
                 str(s.data_dir / "keys"), "--key-file", str(s.key_file), "--name", cfg.switch.name,
                 "--interval", str(cfg.journal.verify_interval_s)]
         while True:
+            # Its own session, like the journal writer's: a terminal's Ctrl-C (SIGINT to the
+            # foreground process group) must not reach it while it is still starting up, before
+            # it ignores SIGINT (a KeyboardInterrupt traceback in the switch's log).
             proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL,
-                                                        stdout=asyncio.subprocess.PIPE, limit=1 << 20)
+                                                        stdout=asyncio.subprocess.PIPE, limit=1 << 20,
+                                                        start_new_session=True)
             try:
                 async for line in proc.stdout:
                     try:
