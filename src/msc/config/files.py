@@ -91,8 +91,16 @@ def private_db(path: Path) -> None:
     ``-wal``/``-shm`` too."""
     path = Path(path)
     private_dir(path.parent)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
-    os.close(fd)
+    if not path.exists():
+        # Only a file that does not exist yet is opened here: closing a descriptor of a database
+        # file drops every POSIX lock this process holds on it, including those of an SQLite
+        # connection already open to it (SQLite's "close() kills locks" caveat).
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+        except FileExistsError:
+            pass
+        else:
+            os.close(fd)
     for suffix in ("", "-wal", "-shm", "-journal"):
         _tighten(path.with_name(path.name + suffix), PRIVATE_FILE)
 
