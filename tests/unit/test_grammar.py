@@ -236,3 +236,15 @@ def test_tokens_equal_for_both_forms():
     ncic = fields_of("ICS1.*TS0001.#7F000001.DQ.CA0130000.OLN/N1234567")
     nlets = fields_of("ICS1.*TS0001.#7F000001.DQ.CA0130000.NV.TXTOLN/N1234567")
     assert ncic == nlets == {("OLN", "N1234567")}
+
+
+def test_printed_journal_report_shows_undeliverable_bytes_visibly():
+    from msc.cli.journal import printable, text_block
+    from msc.journal.records import Record
+
+    text = "ICS1.QV.CA0130000.NO NCIC WANT\x1b[2J\x07\tLIC/7TAB001\r\n\xdc\f"
+    assert printable(text) == "ICS1.QV.CA0130000.NO NCIC WANT<1B>[2J<07>\tLIC/7TAB001\n<DC>\f"
+    rec = Record(seq=1, ts=0, kind="RECEIVED", direction="in", peer="clets", mnemonic="ICS1", user=None, taf=None,
+                 ori=None, mke="QV", txn=None, code=None, purpose=None, requester=None, recipient=None, text=text)
+    block = text_block(rec)
+    assert "\x1b" not in block and "\x07" not in block and "<1B>[2J" in block

@@ -22,6 +22,7 @@ from msc.config.load import Settings
 from msc.journal.keys import KeyError_, KeyRing
 from msc.journal.records import Entry, JournalError, Kind, Record
 from msc.journal.search import Query, iso, parse_time, read, search
+from msc.protocol.message import output_bytes
 from msc.journal.tokens import parse_query
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_AUTH = 0, 1, 2, 3
@@ -182,7 +183,14 @@ def text_block(r: Record) -> str:
             f"SEQ {r.seq}  {iso(r.ts)}  {r.kind}  {r.direction}  TXN {v(r.txn)}\n"
             f"PEER {v(r.peer)}  MNEMONIC {v(r.mnemonic)}  USER {v(r.user)}  TAF {v(r.taf)}  ORI {v(r.ori)}\n"
             f"MKE {v(r.mke)}  CODE {v(r.code)}  PURPOSE {v(r.purpose)}  REQUESTER {v(r.requester)}  RECIPIENT {v(r.recipient)}\n"
-            f"{'-' * 78}\n{r.text.replace(chr(13), '')}\n\n")
+            f"{'-' * 78}\n{printable(r.text)}\n\n")
+
+
+def printable(text: str) -> str:
+    """A record's text for a printed report: CR dropped, and bytes the byte policy does not
+    deliver (ESC, BEL, NUL, bytes >= 0x80 …, journaled as received) written as ``<HH>`` as the
+    operator saw them (PROTOCOL.md §1) — never sent raw to the investigator's terminal."""
+    return output_bytes(text).decode("ascii").replace("\r", "")
 
 
 def _ensure_checkpoint(s: Settings, seq: int):
