@@ -139,20 +139,40 @@ def test_make_run_demo_initialises_and_serves(tmp_path):
     assert "BOOTSTRAP DEMO USERS" in r.stdout
 
 
-def test_msc_demo_runs_stubs_and_switch_and_stops_on_ctrl_c(tmp_path):
-    """What `make run` does, on its fixed demo ports (skipped if another program holds them)."""
+def _demo_port_offset() -> int:
+    """An offset that puts every port of the demo (listeners, metrics, stubs and their control
+    ports) on a port nothing listens on now: the test runs beside `make run` and other tests."""
+    import random
+    import re
     import socket
+    from importlib import resources
+
+    text = resources.files("msc").joinpath("data/msc.toml").read_text()
+    ports = {int(p) for p in re.findall(r'"[^"\s]+:(\d+)"', text)}
+    ports |= {p + 100 for p in ports}  # the stubs' control ports (msc.cli.demo)
+    rng = random.Random()
+    for _ in range(100):
+        offset = rng.randrange(20000, 50000)
+        try:
+            for port in ports:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port + offset))
+        except OSError:
+            continue
+        return offset
+    pytest.skip("no free set of demo ports found")
+
+
+def test_msc_demo_runs_stubs_and_switch_and_stops_on_ctrl_c(tmp_path):
+    """What `make run` does, on ports of its own (--port-offset): the demo's defaults may be in use."""
     import subprocess
     import sys
 
-    for port in (7400, 7501, 7511, 7601, 7611, 9400):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                pytest.skip(f"port {port} is in use on this machine")
+    offset = _demo_port_offset()
     d = tmp_path / "var"
     # Its own process group, as `make run` in a shell is: Ctrl-C signals the whole group.
-    p = subprocess.Popen([sys.executable, "-m", "msc", "demo", "--dir", str(d)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    p = subprocess.Popen([sys.executable, "-m", "msc", "demo", "--dir", str(d), "--port-offset", str(offset)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         lines = []
         deadline = time.monotonic() + 60
@@ -163,8 +183,11 @@ def test_msc_demo_runs_stubs_and_switch_and_stops_on_ctrl_c(tmp_path):
                 break
         out = "".join(lines)
         assert "msc is running" in out, out + p.stderr.read()
+        listen = f"127.0.0.1:{7400 + offset}"
+        # The banner shows the demo's own addresses, and how to reach the stub's control port.
+        assert f"--connect {listen} --header ICS1" in out and f"nc 127.0.0.1 {7601 + offset}" in out
         pw = next(ln.split("password: ")[1].strip() for ln in lines if ln.strip().startswith("JD1234"))
-        r = run("terminal", "--connect", "127.0.0.1:7400", "--header", "ICS1", "--user", "JD1234",
+        r = run("terminal", "--connect", listen, "--header", "ICS1", "--user", "JD1234",
                 "--password-stdin", "--send", "QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101", "--expect", "1",
                 input=pw + "\n")
         assert r.returncode == 0, r.stdout + r.stderr

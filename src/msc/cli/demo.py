@@ -1,9 +1,12 @@
 """``msc demo`` (what ``make run`` runs): create a demo switch under a directory and run it.
 
 First run: copies the demo ``msc.toml``, creates the master and signing keys, and adds demo users
-with random passwords, printed once (only their hashes are stored). Every run: starts two CLETS
-stubs (the primary and secondary switching centres) and ``msc serve`` as separate processes,
-prints how to connect, and stops all three cleanly on Ctrl-C: the three run in their own
+with random passwords, printed once (only their hashes are stored). ``--port-offset N`` adds N to
+every port of the demo's configuration when it is created, so a second demo (or a test) can run
+beside one on the default ports. Every run: starts two CLETS stubs (the primary and secondary
+switching centres, at the addresses of the configuration's first upstream; each stub's control
+port is its own port + 100) and ``msc serve`` as separate processes, prints how to connect (the
+addresses the configuration says), and stops all three cleanly on Ctrl-C: the three run in their own
 sessions, so the terminal's Ctrl-C reaches only this process, which then stops the switch first
 (SIGTERM: drain, flush the journal, clean-stop record) and the stubs after it.
 """
@@ -12,8 +15,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import re
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,10 +33,31 @@ DEMO_USERS = (
     ("INV001", "HOLMES, SARAH", "CA0130000", "investigator", None),
     ("ADM001", "ADAMS, CHRIS", "CA0130000", "admin", None),
 )
-STUBS = (("7501", "7601", "primary"), ("7511", "7611", "secondary"))
+STUB_LABELS = ("primary", "secondary")
+CONTROL_PORT_DISTANCE = 100  # a stub's control port: its own port + 100 (7501 -> 7601)
+
+# A quoted "HOST:PORT" in msc.toml (listener and metrics binds, upstream endpoints).
+_ADDRESS_RE = re.compile(r'"(\d{1,3}(?:\.\d{1,3}){3}|localhost|\[[0-9A-Fa-f:]+\]):(\d{1,5})"')
 
 
-def init(directory: Path, template: str | None) -> None:
+def shift_ports(text: str, offset: int) -> str:
+    """Every quoted ``"HOST:PORT"`` of a configuration text with ``offset`` added to its port
+    (port 0, "any free port", stays 0). Raises ValueError when a port, or a stub's control port
+    (the port + 100), would leave 1..65535."""
+
+    def shifted(m: re.Match) -> str:
+        port = int(m.group(2))
+        if port == 0:
+            return m.group(0)
+        new = port + offset
+        if not 1 <= new <= 65535 - CONTROL_PORT_DISTANCE:
+            raise ValueError(f"port {port} + {offset} is out of range")
+        return f'"{m.group(1)}:{new}"'
+
+    return _ADDRESS_RE.sub(shifted, text)
+
+
+def init(directory: Path, template: str | None, port_offset: int = 0) -> None:
     import getpass
 
     from msc.cli.admin import record_admin
@@ -48,9 +72,10 @@ def init(directory: Path, template: str | None) -> None:
     private_dir(directory)
     cfg_path = directory / "msc.toml"
     if template:
-        shutil.copyfile(template, cfg_path)
+        text = Path(template).read_text()
     else:
-        cfg_path.write_text(resources.files("msc").joinpath("data/msc.toml").read_text())
+        text = resources.files("msc").joinpath("data/msc.toml").read_text()
+    cfg_path.write_text(shift_ports(text, port_offset) if port_offset else text)
     settings = load(cfg_path)
     ring = KeyRing(settings.data_dir / "keys", settings.key_file)
     if not ring.exists:
@@ -94,9 +119,36 @@ one-time password from an authenticator app (or `oathtool --totp -b SECRET`), e.
 def main(args) -> int:
     directory = Path(args.dir).resolve()
     if not (directory / "msc.toml").exists():
-        init(directory, args.template)
+        try:
+            init(directory, args.template, args.port_offset)
+        except ValueError as exc:
+            print(f"error: --port-offset: {exc}", file=sys.stderr)
+            return 2
+    elif args.port_offset:
+        print(f"note: {directory / 'msc.toml'} exists: its ports are used (--port-offset applies when a demo "
+              "is created)", file=sys.stderr)
     if args.init_only:
         return 0
+    from msc.config.load import ConfigError, load
+    from msc.config.validate import parse_hostport
+
+    try:
+        config = load(directory / "msc.toml").config
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(f"error: {issue}", file=sys.stderr)
+        return 2
+    if not config.listener or not config.upstream:
+        print(f"error: {directory / 'msc.toml'}: the demo needs a [[listener]] and an [[upstream]]", file=sys.stderr)
+        return 2
+    listen = config.listener[0].bind
+    stubs = []  # (listen, control, label)
+    for endpoint, label in zip(config.upstream[0].endpoints, STUB_LABELS):
+        host, port = parse_hostport(endpoint)
+        control_host = f"[{host}]" if ":" in host else host
+        stubs.append((endpoint, f"{control_host}:{port + CONTROL_PORT_DISTANCE}", label))
+    nc_host, nc_port = parse_hostport(stubs[0][1])
+    control = f"{nc_host} {nc_port}"  # as nc takes it
 
     def interrupted(signum, frame):
         raise KeyboardInterrupt
@@ -111,9 +163,9 @@ def main(args) -> int:
     private_dir(logs)
     procs = []
     try:
-        for port, control, label in STUBS:
+        for endpoint, control_at, label in stubs:
             procs.append(subprocess.Popen(
-                [*exe, "stub", "--role", "clets", "--listen", f"127.0.0.1:{port}", "--control", f"127.0.0.1:{control}",
+                [*exe, "stub", "--role", "clets", "--listen", endpoint, "--control", control_at,
                  "--log", str(logs / f"stub-{label}.log"), "--seed", "1",
                  # answers in several parts, as III and the state file + NCIC send them (PROTOCOL.md §4)
                  "--parts", "QR=2@1500", "--parts", "QW=2@300"],
@@ -132,14 +184,14 @@ def main(args) -> int:
             time.sleep(0.05)
         print(f"""msc is running (switch log: {logs / 'msc.log'}, stub logs: {logs}/stub-*.log)
 
-  Terminal listener   127.0.0.1:7400     metrics http://127.0.0.1:9400/metrics
-  CLETS stubs         127.0.0.1:7501 (primary), 127.0.0.1:7511 (secondary); push unsolicited
-                      traffic with:  echo 'ICS1.YQ.CA0130000.NAM/SMITH, JOHN' | nc 127.0.0.1 7601
-                      or a generated NCIC notice:  echo 'NOTIFY $.L. ICS2 CA0130000' | nc 127.0.0.1 7601
+  Terminal listener   {listen}     metrics http://{config.metrics.bind}/metrics
+  CLETS stubs         {', '.join(f"{e} ({lab})" for e, _c, lab in stubs)}; push unsolicited
+                      traffic with:  echo 'ICS1.YQ.CA0130000.NAM/SMITH, JOHN' | nc {control}
+                      or a generated NCIC notice:  echo 'NOTIFY $.L. ICS2 CA0130000' | nc {control}
 
 Connect a terminal and log on as JD1234 with the password shown when the demo was created:
 
-  .venv/bin/msc terminal --connect 127.0.0.1:7400 --header ICS1
+  .venv/bin/msc terminal --connect {listen} --header ICS1
 
 then type, for example:  QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101
 

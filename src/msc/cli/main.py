@@ -306,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dir", default="var")
     sp.add_argument("--template", help="msc.toml to start from (default: the packaged demo config)")
     sp.add_argument("--init-only", action="store_true")
+    sp.add_argument("--port-offset", type=int, default=0, metavar="N",
+                    help="when the demo is created: add N to every port of its msc.toml (to run beside another)")
     sp.set_defaults(func=lambda a: __import__("msc.cli.demo", fromlist=["main"]).main(a))
     return p
 
