@@ -368,3 +368,34 @@ def young_journal(tmp_path_factory):
     from tests.timeline import build_dir, utc
 
     return build_dir(tmp_path_factory.mktemp("young-journal"), utc(2025, 1, 5), utc(2025, 2, 15))
+
+
+# --- a real PostgreSQL (tests/pg.py) ----------------------------------------------------------
+
+
+def _pg_or_skip():
+    from tests import pg
+
+    reason = pg.missing_reason()
+    if reason:
+        pytest.skip(reason)
+    return pg
+
+
+@pytest.fixture(scope="module")
+def pg_server():
+    """One throw-away PostgreSQL per test module (initdb in a temporary directory, loopback, run
+    as an unprivileged user under root). Tests that need a clean database call
+    ``pg_server.create_database(name)``."""
+    pg = _pg_or_skip()
+    with pg.PgCluster.create() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def pg_pair():
+    """A primary and a synchronous streaming standby, per test module: ``(primary, standby)``.
+    Tests that kill or promote one of them use :func:`tests.pg.primary_with_standby` themselves."""
+    pg = _pg_or_skip()
+    with pg.primary_with_standby() as pair:
+        yield pair
