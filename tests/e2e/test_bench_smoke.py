@@ -59,3 +59,23 @@ def test_profile_summary_attributes_samples_to_areas_and_processes():
     assert "| protocol (parse, format, framing) | 30.0 % |" in md
     assert "| server (connections, switch) | 10.0 % |" in md  # stdlib self time goes to its msc caller
     assert "| journal: writer, seal, index | 60.0 % |" in md
+
+
+def test_soak_sees_the_time_a_kill_9_costs(tmp_path):
+    """15 s of `make soak` with one kill -9 of msc serve: the restart shows as time without a
+    successful probe (it did not when availability was answered 1-second probes / probes)."""
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "soak.py"), "--minutes", "0.25", "--terminals", "2",
+                        "--think", "0.05", "--kill-every", "6", "--upstream-every", "1000", "--workdir",
+                        str(tmp_path / "work"), "--out", str(tmp_path / "results")],
+                       capture_output=True, text=True, timeout=110)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(next((tmp_path / "results").glob("soak-*.json")).read_text())
+    assert doc["faults"].get("kill -9 msc serve") in (1, 2)
+    kill = doc["recoveries"][0]
+    assert kill["fault"] == "kill -9 msc serve" and kill["recovered_s"] is not None
+    assert kill["unserved_s"] > 0 and kill["probes_failed"] > 0
+    assert doc["unserved_s"] >= kill["unserved_s"]
+    assert doc["availability"] == pytest.approx(1 - doc["unserved_s"] / doc["duration_s"], abs=1e-4)  # both rounded to ms
+    assert doc["availability"] < 1.0
+    assert doc["acknowledged_but_lost"] == 0 and doc["outputs_lost"] == 0 and doc["journal_verify"] == "ok"
+    assert "Availability by time" in (next((tmp_path / "results").glob("soak-*.md")).read_text())
