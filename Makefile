@@ -15,7 +15,7 @@ CRASH_ITERATIONS ?= 20
 
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: run test venv clean system-deps fuzz crash bench soak
+.PHONY: run test venv clean system-deps fuzz crash bench soak ha-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,12 @@ bench: $(BENCH_STAMP)
 # 30 minutes of load with faults on a schedule (kill -9, upstream loss, reloads): availability.
 soak: $(BENCH_STAMP)
 	$(BIN)/python bench/soak.py --minutes $${SOAK_MINUTES:-30}
+
+# The high-availability tooling (not part of make test): Debian's Patroni, etcd and PostgreSQL for the
+# example 3 etcd + 3 PostgreSQL cluster in config/patroni/ (and tests/integration/test_patroni_validate.py).
+HA_TOOLS := patroni:patroni etcd:etcd-server etcdctl:etcd-client /usr/lib/postgresql/*/bin/postgres:postgresql
+ha-deps:
+	@$(MAKE) --no-print-directory SYSTEM_TOOLS="$(HA_TOOLS)" system-deps
 
 # 10 minutes of coverage-guided fuzzing of the protocol codec; discoveries go to var/fuzz/corpus.
 fuzz: $(STAMP)
