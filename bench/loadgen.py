@@ -17,6 +17,12 @@ concurrency go to each target:
 
 Closed loop (each terminal has one request outstanding) unless ``--rate`` asks for an open-loop
 aggregate rate (for latency at a fixed load).
+
+``--connect HOST:PORT[,HOST:PORT...]`` instead of ``--port`` (switch mode): the addresses of two
+msc nodes, as terminals configured for two switching centres have. A terminal whose connection
+is refused or lost goes to the next address (and round again), logs on again, and goes on; a
+transaction in flight on the lost connection is counted as an error and not sent again (its fate
+is unknown to the terminal). ``reconnects`` counts them.
 """
 
 from __future__ import annotations
@@ -126,6 +132,7 @@ class Conn(asyncio.Protocol):
 
 class Stats:
     def __init__(self) -> None:
+        self.reconnects = 0
         self.lat: list[float] = []
         self.kinds: dict[str, int] = {}
         self.rejects: dict[str, int] = {}
@@ -144,9 +151,22 @@ class Stats:
             self.rejects[code] = self.rejects.get(code, 0) + 1
 
 
-async def open_terminal(port: int, i: int, mode: str) -> tuple[Conn, str]:
+def addresses(args) -> list[tuple[str, int]]:
+    """``--connect a:1,b:2`` (or ``--port P``: 127.0.0.1:P) as [(host, port), ...]."""
+    if not args.connect:
+        return [("127.0.0.1", args.port)]
+    out = []
+    for a in args.connect.split(","):
+        host, _, port = a.strip().rpartition(":")
+        out.append((host.strip("[]"), int(port)))
+    return out
+
+
+async def open_terminal(port: int | list[tuple[str, int]], i: int, mode: str, at: int = 0) -> tuple[Conn, str]:
+    """Connect (to ``port`` on 127.0.0.1, or to the address ``at`` of a list) and log on."""
     loop = asyncio.get_running_loop()
-    _t, c = await loop.create_connection(Conn, "127.0.0.1", port)
+    host, port = ("127.0.0.1", port) if isinstance(port, int) else port[at % len(port)]
+    _t, c = await loop.create_connection(Conn, host, port)
     mne = mnemonic(i)
     if mode == "switch":
         await asyncio.wait_for(c.banner, 30)
@@ -200,18 +220,58 @@ async def run_tcp(args, mode: str) -> dict:
     stats = Stats()
     conns = []
     sem = asyncio.Semaphore(64)
-
-    async def open_one(i):
-        async with sem:
-            return await open_terminal(args.port, args.first + i, mode)
-
-    conns = await asyncio.gather(*(open_one(i) for i in range(args.terminals)))
+    addrs = addresses(args) if mode == "switch" else [("127.0.0.1", args.port)]
+    at = [0] * args.terminals  # the address each terminal is connected to (index into addrs)
     stop = asyncio.Event()
 
-    async def closed_loop(c, mne, k):
+    async def open_one(i, first: int = 0):
+        """Connect terminal i to the first address that takes it, from ``first`` on, round again."""
+        k = first
+        while True:
+            try:
+                async with sem:
+                    c = await asyncio.wait_for(open_terminal(addrs, args.first + i, mode, k), 10)
+                at[i] = k % len(addrs)
+                return c
+            except (OSError, ConnectionError, asyncio.TimeoutError, RuntimeError):
+                if len(addrs) == 1 and not stats.counting and k == first:
+                    raise  # one address and not yet running: a setup error, not a failover
+                k += 1
+                if stop.is_set():
+                    raise
+                if (k - first) % len(addrs) == 0:
+                    await asyncio.sleep(0.05)
+
+    conns = list(await asyncio.gather(*(open_one(i) for i in range(args.terminals))))
+    reopening: dict[int, asyncio.Task] = {}
+
+    async def reopen(k: int) -> None:
+        conns[k] = await open_one(k, at[k] + 1)
+        stats.reconnects += 1
+
+    def alive(k: int) -> bool:
+        """Terminal k's connection is up; if not, its reconnection (to the next address) is started."""
+        if not conns[k][0].closed.done():
+            return True
+        if len(addrs) > 1 and k not in reopening and not stop.is_set():
+            t = asyncio.get_running_loop().create_task(reopen(k))
+            reopening[k] = t
+            t.add_done_callback(lambda _t, k=k: reopening.pop(k, None))
+        return False
+
+    async def closed_loop(k):
         rnd = random.Random(k)
         seq = 0
         while not stop.is_set():
+            if not alive(k):
+                if len(addrs) == 1:
+                    return
+                try:
+                    await reopening[k] if k in reopening else asyncio.sleep(0)
+                except (OSError, ConnectionError, asyncio.TimeoutError, RuntimeError):
+                    return
+                continue
+            c, mne = conns[k]
             await one_txn(c, mne, seq, rnd, mode, stats)
             seq += 1
 
@@ -222,7 +282,12 @@ async def run_tcp(args, mode: str) -> dict:
         tasks = set()
         next_t = time.perf_counter()
         while not stop.is_set():
-            c, mne = conns[seq % len(conns)]
+            k = seq % len(conns)
+            if not alive(k):
+                stats.errors += stats.counting  # this transaction's terminal is reconnecting: not served
+                seq += 1
+                continue
+            c, mne = conns[k]
             t = asyncio.get_running_loop().create_task(one_txn(c, mne, seq, rnd, mode, stats))
             tasks.add(t)
             t.add_done_callback(tasks.discard)
@@ -234,8 +299,10 @@ async def run_tcp(args, mode: str) -> dict:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     workers = [asyncio.create_task(open_loop())] if args.rate else \
-        [asyncio.create_task(closed_loop(c, m, k)) for k, (c, m) in enumerate(conns)]
+        [asyncio.create_task(closed_loop(k)) for k in range(len(conns))]
     elapsed = await measure(args, stats, stop, workers)
+    for t in list(reopening.values()):
+        t.cancel()
     for c, _ in conns:
         c.transport.close()
     return summarize(args, mode, stats, elapsed)
@@ -284,7 +351,7 @@ def summarize(args, mode: str, stats: Stats, elapsed: float) -> dict:
             "transactions": len(lat), "per_s": round(len(lat) / elapsed, 1),
             "messages": stats.messages, "messages_per_s": round(stats.messages / elapsed, 1), "p50_ms": q(0.5), "p99_ms": q(0.99),
             "max_ms": round(lat[-1] * 1000, 3) if lat else None, "kinds": stats.kinds, "rejects": stats.rejects,
-            "errors": stats.errors}
+            "errors": stats.errors, "reconnects": stats.reconnects}
 
 
 async def idle_sessions(args) -> dict:
@@ -307,13 +374,19 @@ async def idle_sessions(args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=("switch", "direct", "nats", "idle"))
-    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--port", type=int, help="the target's port on 127.0.0.1")
+    ap.add_argument("--connect", metavar="HOST:PORT[,HOST:PORT...]",
+                    help="switch mode: msc's addresses, the next one tried when a connection is refused or lost")
     ap.add_argument("--terminals", type=int, default=16)
     ap.add_argument("--first", type=int, default=0, help="index of the first station used")
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--warmup", type=float, default=2)
     ap.add_argument("--rate", type=float, default=0, help="open-loop aggregate rate (transactions/s)")
     args = ap.parse_args()
+    if args.port is None and not (args.connect and args.mode in ("switch", "idle")):
+        ap.error("--port is required (--connect: switch mode only)")
+    if args.port is None:
+        args.port = addresses(args)[0][1]
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

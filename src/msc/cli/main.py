@@ -34,6 +34,14 @@ def _hostport(value: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _hostports(value: str) -> list[tuple[str, int]]:
+    """``"a:1,b:2"`` → [(a, 1), (b, 2)]: one or more HOST:PORT, comma-separated."""
+    parts = [p.strip() for p in value.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"{value!r}: an empty address in the list")
+    return [_hostport(p) for p in parts]
+
+
 def _load(args):
     from msc.config.load import ConfigError, load
 
@@ -90,7 +98,7 @@ def cmd_stub(args) -> int:
 def cmd_terminal(args) -> int:
     from msc.cli.terminal import TerminalOptions, run
 
-    host, port = args.connect
+    (host, port), addresses = args.connect[0], args.connect
     password = None
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -98,7 +106,7 @@ def cmd_terminal(args) -> int:
         host=host, port=port, header=args.header, send=args.send or [], expect=args.expect, user=args.user,
         password=password, otp=args.otp, timeout=args.timeout, tls=args.tls, ca=args.ca, cert=args.cert,
         key=args.key, interactive=not (args.send or args.expect or args.user or args.bind), fail_on_nak=args.fail_on_nak,
-        bind=args.bind,
+        bind=args.bind, addresses=addresses,
     )
     try:
         return asyncio.run(run(opts))
@@ -228,7 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_stub)
 
     sp = sub.add_parser("terminal", help="an interactive line-mode terminal")
-    sp.add_argument("--connect", type=_hostport, required=True, metavar="HOST:PORT")
+    sp.add_argument("--connect", type=_hostports, required=True, metavar="HOST:PORT[,HOST:PORT...]",
+                    help="msc's address; several (comma-separated): tried in order, and the next one is "
+                         "connected to when the connection is refused or lost (the active and standby node)")
     sp.add_argument("--header", required=True, help="the mnemonic (or pool name) to use")
     sp.add_argument("--send", action="append", metavar="TEXT", help="send this message (repeatable)")
     sp.add_argument("--expect", type=int, default=0, metavar="N", help="wait for N outputs")

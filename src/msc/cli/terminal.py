@@ -14,6 +14,20 @@ The session ends — and the client says so and why — when:
 - msc logs off and closes the connection (``SYS LOGOFF.SHUTDOWN``, ``STATION DISABLED``,
   ``REPLACED``), or the connection is closed or reset: the client exits with status 4.
 
+Two or more addresses (``--connect A,B``: two switching centres, or the active and standby
+msc nodes): the client connects to the first that answers with a banner, trying them in order
+and then again from the first, for up to ``--timeout`` seconds. When the connection is lost
+(closed, reset) or msc closes it at a shutdown (``SYS LOGOFF.SHUTDOWN``), the session ends as
+above — said, with its reason — and the client connects to the *next* address instead of exiting:
+the banner is shown again and the operator logs on again (a session does not move between
+nodes). A script logs on again with the same credentials, sends the messages it had not sent yet
+and goes on waiting for ``--expect``: the outputs wait in msc's queue for the station. A message
+whose answer (A/N) had not arrived when the connection went is not sent again (msc may have
+accepted it: sending it again could make a second transaction); the client says so and, unless
+its ``--expect`` outputs arrive, exits with status 4. ``STATION DISABLED`` and ``REPLACED`` end
+the client as before: another node would say the same. With one address nothing changes (name
+one address twice — a virtual IP — to reconnect to it).
+
 Ctrl-D (end of input) at any prompt ends the client: at the banner and logon prompts it
 disconnects, in a session it logs off first. Nothing blocks on the keyboard in a thread, so a
 session that ends while the operator is at a prompt ends the client at once.
@@ -30,8 +44,9 @@ stdin's first line.
 
 Lines printed: ``A xid payload``, ``N xid code reason``, ``M xid text`` (outputs),
 ``SYS text``. Exit status: 0; 1 an expected output did not arrive in time, or a message was
-refused with ``--fail-on-nak``; 3 logon refused; 4 the session was ended by msc or the
-connection was lost.
+refused with ``--fail-on-nak``, or msc unreachable; 3 logon refused; 4 the session was ended by
+msc or the connection was lost (with several addresses: and no other address answered within
+``--timeout``, or a message's fate was left unknown).
 """
 
 from __future__ import annotations
@@ -56,6 +71,8 @@ EXIT_OK, EXIT_PROBLEM, EXIT_AUTH, EXIT_ENDED = 0, 1, 3, 4
 # session_bound); after the others (IDLE, SESSION MAXIMUM, USER DISABLED, USER REMOVED) the
 # connection stays open for the next logon. PROTOCOL.md §3.
 CLOSING_REASONS = frozenset(("SHUTDOWN", "STATION DISABLED", "REPLACED"))
+# Closing reasons another node would repeat: no failover to the next address after these.
+FINAL_REASONS = frozenset(("STATION DISABLED", "REPLACED"))
 
 _REF_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
@@ -78,6 +95,12 @@ class TerminalOptions:
     interactive: bool = True
     fail_on_nak: bool = False
     bind: bool = False
+    #: every address to try, in order (``--connect A,B``); empty: just (host, port)
+    addresses: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def targets(self) -> list[tuple[str, int]]:
+        return self.addresses or [(self.host, self.port)]
 
 
 class SessionEnded(Exception):
@@ -182,6 +205,10 @@ class Terminal:
         self.count_any = False  # --expect without --send: any output counts (a printer, a watch)
         self.answered = loop.create_future()
         self.quiet = False  # stopped taking outputs: neither printed nor acknowledged
+        self.at = 0  # index of the address in opts.targets connected to (or last tried)
+        self.next_send = 0  # index of the first --send message not sent yet
+        self.accepted = 0  # --send messages msc acknowledged (A)
+        self.unknown = 0  # messages whose answer was lost with a connection (not sent again)
 
     # -- output -----------------------------------------------------------------------------
 
@@ -192,21 +219,85 @@ class Terminal:
         if self.writer is not None and not self.writer.is_closing():
             self.writer.write(data)
 
+    @property
+    def address(self) -> str:
+        host, port = self.opts.targets[self.at]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
     async def connect(self) -> None:
+        """Open a connection to ``opts.targets[self.at]`` (state of any earlier one forgotten)."""
         ctx = None
         if self.opts.tls:
             ctx = ssl.create_default_context(cafile=self.opts.ca)
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             if self.opts.cert:
                 ctx.load_cert_chain(self.opts.cert, self.opts.key)
-        self.reader, self.writer = await asyncio.open_connection(self.opts.host, self.opts.port, ssl=ctx)
-        self._reader_task = asyncio.get_running_loop().create_task(self._read())
+        loop = asyncio.get_running_loop()
+        # A new connection is a new session: frames, output ids (msc numbers them per connection:
+        # an id printed on the last one says nothing about this one), the banner and how it ends.
+        self.framer = Framer(max_frame=1024 * 1024)
+        self.answers = {}
+        self.seen = set()
+        self.banner = loop.create_future()
+        self.closed = loop.create_future()
+        self.ended = loop.create_future()
+        self.header = self.opts.header  # a pool's mnemonic was this session's
+        self.quiet = self.answered.done()  # after --expect was met, outputs stay queued in msc
+        host, port = self.opts.targets[self.at]
+        self.reader, self.writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=ctx),
+                                                          min(self.opts.timeout, 10.0))
+        self._reader_task = loop.create_task(self._read())
+
+    async def connect_any(self, *, first: int = 0) -> str:
+        """Connect to the first address, from ``first`` on and round again, that sends a banner
+        within ``opts.timeout`` in all; returns the banner. With one address: one try.
+
+        Raises ConnectionError (or OSError, asyncio.TimeoutError with one address) when none did.
+        """
+        targets = self.opts.targets
+        if len(targets) == 1:
+            self.at = 0
+            await self.connect()
+            return await asyncio.wait_for(self.banner, self.opts.timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.opts.timeout
+        # One address that accepts but never sends its banner (a hung node) must not use up the
+        # whole wait: each attempt gets a share of it, 1 to 5 s.
+        per_try = max(1.0, min(5.0, self.opts.timeout / len(targets)))
+        pause, tries = 0.05, 0
+        while True:
+            self.at = (first + tries) % len(targets)
+            tries += 1
+            try:
+                await asyncio.wait_for(self.connect(), max(min(per_try, deadline - loop.time()), 0.01))
+                banner = await asyncio.wait_for(self.banner, max(min(per_try, deadline - loop.time()), 0.01))
+                if len(targets) > 1:
+                    print(f"Connected to msc at {self.address}.", file=sys.stderr, flush=True)
+                return banner
+            except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
+                self.close()
+                why = _why(exc)
+                if loop.time() >= deadline:
+                    raise ConnectionError(f"msc unreachable at {', '.join(_fmt(a) for a in targets)} "
+                                          f"within {self.opts.timeout:g} s (last: {self.address}: {why})") from None
+                nxt = _fmt(targets[(first + tries) % len(targets)])
+                print(f"msc at {self.address}: {why}; trying {nxt}", file=sys.stderr, flush=True)
+                if tries % len(targets) == 0:  # a whole round refused: wait a little, then again
+                    await asyncio.sleep(min(pause, max(deadline - loop.time(), 0)))
+                    pause = min(pause * 2, 1.0)
+
+    def fails_over(self, e: SessionEnded) -> bool:
+        """Whether this ended session moves on to the next address: the connection went (or msc
+        shut down) and there is another address to go to."""
+        return len(self.opts.targets) > 1 and e.closed and e.reason not in FINAL_REASONS
 
     async def _read(self) -> None:
+        # This connection's own futures: after a failover ``self`` has the next connection's.
+        reader, framer, banner, closed, answers = self.reader, self.framer, self.banner, self.closed, self.answers
         why = "CONNECTION CLOSED BY MSC"
         try:
-            while data := await self.reader.read(65536):
-                for f in self.framer.feed(data):
+            while data := await reader.read(65536):
+                for f in framer.feed(data):
                     self._frame(f)
         except ConnectionResetError:
             why = "CONNECTION RESET"
@@ -215,12 +306,12 @@ class Terminal:
         except FramingError as exc:
             why = f"FRAMING ERROR {exc}"
         finally:
-            if not self.banner.done():
-                self.banner.set_exception(ConnectionError("connection closed before the banner"))
-                self.banner.exception()  # retrieved: no "never retrieved" warning
-            if not self.closed.done():
-                self.closed.set_result(why)
-            for fut in self.answers.values():
+            if not banner.done():
+                banner.set_exception(ConnectionError("connection closed before the banner"))
+                banner.exception()  # retrieved: no "never retrieved" warning
+            if not closed.done():
+                closed.set_result(why)
+            for fut in answers.values():
                 if not fut.done():
                     fut.set_exception(SessionEnded(why, True))
                     fut.exception()
@@ -338,6 +429,27 @@ class Terminal:
         self.quiet = True
         if self.writer is not None:
             self.writer.close()
+        task = getattr(self, "_reader_task", None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()  # no frame of this connection is taken for the next one's
+
+
+def _fmt(addr: tuple[str, int]) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _why(exc: BaseException) -> str:
+    """A short reason for a failed connection attempt, for the operator."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, asyncio.TimeoutError):
+        return "no answer"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
 
 
 def _message_key(text: str) -> str:
@@ -374,19 +486,29 @@ def _ended(e: SessionEnded, *, again: bool = False) -> None:
 
 async def run(opts: TerminalOptions) -> int:
     t = Terminal(opts)
-    await t.connect()
+    stdin = LineReader(0)
+    t.expect_left, t.count_any = opts.expect, not opts.send
     try:
-        return await _run(t, opts)
-    except SessionEnded as e:
-        _ended(e)
-        return EXIT_ENDED
+        banner = await t.connect_any()
+        while True:
+            try:
+                return await _run(t, opts, stdin, banner)
+            except SessionEnded as e:
+                if not t.fails_over(e):
+                    _ended(e)
+                    return EXIT_ENDED
+                print(f"Session ended: {e.reason}. Connecting to the next msc address.", file=sys.stderr, flush=True)
+                t.close()
+                try:
+                    banner = await t.connect_any(first=t.at + 1)
+                except ConnectionError as exc:
+                    print(f"error: {exc}", file=sys.stderr, flush=True)
+                    return EXIT_ENDED
     finally:
         t.close()
 
 
-async def _run(t: Terminal, opts: TerminalOptions) -> int:
-    stdin = LineReader(0)
-    banner = await asyncio.wait_for(t.banner, opts.timeout)
+async def _run(t: Terminal, opts: TerminalOptions, stdin: LineReader, banner: str) -> int:
     if opts.interactive:
         print(banner, flush=True)
         if await _ask(t, stdin, "Press Enter to acknowledge this notice and continue: ") is None:
@@ -394,7 +516,6 @@ async def _run(t: Terminal, opts: TerminalOptions) -> int:
             return EXIT_OK  # Ctrl-D: the notice was not acknowledged; nothing was sent
     else:
         print(banner, file=sys.stderr, flush=True)
-    t.expect_left, t.count_any = opts.expect, not opts.send
     t._send(framing.ack(0))
     if opts.bind:
         kind, _ = await t.until(t.request(f"{t.header}.BIND"), opts.timeout)
@@ -408,6 +529,7 @@ async def _run(t: Terminal, opts: TerminalOptions) -> int:
             password = await _ask(t, stdin, "Password: ", secret=True)
             if password is None:
                 return EXIT_OK
+            opts.password = password  # to log on again at the next address after a failover
         t.new_session()
         if not await t.until(t.logon(opts.user, opts.otp, password)):
             return EXIT_AUTH
@@ -415,14 +537,22 @@ async def _run(t: Terminal, opts: TerminalOptions) -> int:
 
 
 async def _scripted(t: Terminal, opts: TerminalOptions) -> int:
-    accepted = 0
-    for text in opts.send:
-        kind, _ = await t.until(t.request(t.full(text), own=True), opts.timeout)
+    while t.next_send < len(opts.send):
+        text = opts.send[t.next_send]
+        t.next_send += 1  # sent at most once, whatever happens to the connection
+        try:
+            kind, _ = await t.until(t.request(t.full(text), own=True), opts.timeout)
+        except SessionEnded as e:
+            if t.fails_over(e):
+                t.unknown += 1
+                print(f"no answer to {text!r} before the connection was lost: not sent again "
+                      "(msc may have accepted it)", file=sys.stderr, flush=True)
+            raise
         if kind == "N" and opts.fail_on_nak:
             return EXIT_PROBLEM
-        accepted += kind == "A"
+        t.accepted += kind == "A"
     if opts.expect > 0:
-        if opts.send and accepted == 0:
+        if opts.send and t.accepted + t.unknown == 0:
             print(f"no message was accepted: 0 of {opts.expect} outputs", file=sys.stderr)
             return EXIT_PROBLEM
         try:
@@ -433,6 +563,10 @@ async def _scripted(t: Terminal, opts: TerminalOptions) -> int:
     t.quiet = True
     if opts.user is not None:
         await t.logoff()
+    if t.unknown and not (opts.expect > 0 and t.expect_left == 0):
+        print(f"{t.unknown} message(s) sent without an answer before a connection was lost: their fate is "
+              "unknown", file=sys.stderr, flush=True)
+        return EXIT_ENDED
     return EXIT_OK
 
 

@@ -1,0 +1,286 @@
+"""`msc terminal --connect A,B` finds the node that serves (issue 16 item 3): the first address
+refused or not answering, or the connection lost, and the client goes to the next one — as
+terminals and CAD systems configured for two switching centres do.
+
+Two real `msc serve` nodes (each its own journal: the shared PostgreSQL journal comes later) on
+one upstream stub; the addresses that do not serve are real sockets: a closed port, a listener
+that accepts and closes at once (a node that refuses), one that accepts and says nothing (hung).
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PASSWORD, free_port, make_config
+from tests.e2e.conftest import MSC, Proc, run, start_serve, wait_port
+from tests.e2e.test_answers_e2e import control
+from tests.e2e.test_terminal_client import Tty, logon
+
+pytestmark = pytest.mark.timeout(180)
+
+QUERY = "QW.CA0130000.NAM/FAILOVER, FRED.DOB/19800101"
+
+
+class Nodes:
+    """Two msc serve nodes A and B on one stub; A can be killed and started again."""
+
+    def __init__(self, tmp_path) -> None:
+        self.procs: list[Proc] = []
+        self.tmp = tmp_path
+        up, self.control = free_port(), free_port()
+        self.procs.append(Proc("stub", "--role", "clets", "--listen", f"127.0.0.1:{up}", "--control",
+                               f"127.0.0.1:{self.control}", log=tmp_path / "stub.err"))
+        wait_port(up)
+        wait_port(self.control)
+        self.ports = {n: free_port() for n in "AB"}
+        self.cfg = {n: make_config(tmp_path / n, upstream_ports=[up], port=self.ports[n], metrics_port=free_port())
+                    for n in "AB"}
+        self.serve = {n: self.start(n) for n in "AB"}
+
+    def start(self, n: str) -> Proc:
+        return start_serve(self.procs, self.tmp / n, self.cfg[n])
+
+    def addr(self, *names: str) -> str:
+        return ",".join(f"127.0.0.1:{self.ports[n]}" if n in self.ports else n for n in names)
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            p.stop()
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory):
+    n = Nodes(tmp_path_factory.mktemp("two-nodes"))
+    yield n
+    n.stop()
+
+
+class Listener:
+    """A TCP listener on 127.0.0.1 that does not serve: ``close`` (accept, close at once) or
+    ``silent`` (accept, never send a byte)."""
+
+    def __init__(self, how: str) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.how, self.held = how, []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.how == "close":
+                c.close()
+            else:
+                self.held.append(c)
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.held:
+            c.close()
+
+
+def closed_port() -> str:
+    return f"127.0.0.1:{free_port()}"  # nothing listens: connection refused
+
+
+def scripted(connect: str, *sends: str, expect: int = 0, timeout: float = 20) -> subprocess.CompletedProcess:
+    return run("terminal", "--connect", connect, "--header", "ICS1", "--user", "TS0001", "--password-stdin",
+               *[a for s in sends for a in ("--send", s)], "--expect", str(expect), "--timeout", str(timeout),
+               input=PASSWORD + "\n", timeout=timeout + 30)
+
+
+# -- the first address does not serve -----------------------------------------------------------
+
+FIRST = [
+    # id, what the first address is, what the client says about it
+    ("refused", lambda: (closed_port(), None), "connection refused"),
+    ("closes-at-once", lambda: (lambda l: (f"127.0.0.1:{l.port}", l))(Listener("close")),
+     "(connection closed before the banner|connection reset)"),
+    ("silent", lambda: (lambda l: (f"127.0.0.1:{l.port}", l))(Listener("silent")), "no answer"),
+]
+
+
+@pytest.mark.parametrize("name,make,said", FIRST, ids=[f[0] for f in FIRST])
+def test_the_client_goes_on_to_the_next_address_when_the_first_does_not_serve(nodes, name, make, said):
+    first, listener = make()
+    try:
+        r = scripted(nodes.addr(first, "B"), QUERY, expect=1, timeout=4)  # 2 s an address
+    finally:
+        if listener:
+            listener.close()
+    assert r.returncode == 0, r.stderr
+    assert re.search(rf"msc at {re.escape(first)}: {said}; trying 127\.0\.0\.1:{nodes.ports['B']}", r.stderr), r.stderr
+    assert f"Connected to msc at 127.0.0.1:{nodes.ports['B']}." in r.stderr
+    assert re.search(r"^A 2\b", r.stdout, re.M) and re.search(r"^M \d+ ICS1\w+\.", r.stdout, re.M), r.stdout
+
+
+def test_with_every_address_down_the_client_gives_up_after_its_timeout_and_names_them():
+    a, b = closed_port(), closed_port()
+    t0 = time.monotonic()
+    r = scripted(f"{a},{b}", QUERY, expect=1, timeout=2)
+    assert r.returncode == 1, r.stderr
+    assert time.monotonic() - t0 < 25
+    assert f"msc unreachable at {a}, {b} within 2 s" in r.stderr
+    assert r.stderr.count("connection refused; trying") >= 2  # round and round again, not once
+
+
+def test_a_bad_address_list_is_refused_before_connecting():
+    r = run("terminal", "--connect", "127.0.0.1:7400,,127.0.0.1:7401", "--header", "ICS1", "--user", "TS0001")
+    assert r.returncode == 2 and "an empty address in the list" in r.stderr, r.stderr
+
+
+# -- the connection is lost ---------------------------------------------------------------------
+
+def waiting_script(connect: str, expect: int) -> subprocess.Popen:
+    """A script logged on and waiting for ``expect`` outputs (no --send: any output counts)."""
+    p = subprocess.Popen([*MSC, "terminal", "--connect", connect, "--header", "ICS1", "--user", "TS0001",
+                          "--password-stdin", "--expect", str(expect), "--timeout", "40"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p.stdin.write(PASSWORD + "\n")
+    p.stdin.close()
+    line = ""
+    while not line.startswith("A 1"):  # the logon was accepted: the script now waits
+        line = p.stdout.readline()
+        assert line, p.stderr.read()
+    return p
+
+
+def test_a_waiting_script_fails_over_logs_on_again_and_gets_the_output_queued_at_the_next_node(nodes):
+    """kill -9 of A while a script waits: it says so, connects to B, logs on there with the same
+    credentials and keeps waiting; a locate notice B receives for the station reaches it."""
+    p = waiting_script(nodes.addr("A", "B"), 1)
+    try:
+        nodes.serve["A"].stop(signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while control(nodes.control, "NOTIFY $.L. ICS1 CA0130000") != "A":  # until B has the stub's link alone
+            assert time.monotonic() < deadline, "the stub never delivered to B"
+            time.sleep(0.1)
+        p.wait(timeout=60)
+        out, err = p.stdout.read(), p.stderr.read()
+        assert p.returncode == 0, err
+        assert re.search(r"Session ended: CONNECTION (CLOSED BY MSC|RESET|LOST)\. Connecting to the next msc "
+                         r"address\.", err), err
+        assert f"Connected to msc at 127.0.0.1:{nodes.ports['B']}." in err
+        assert re.search(r"^A \d+ MNE/ICS1\.USR/TS0001$", out, re.M), out  # logged on again, at B
+        assert re.search(r"^M \d+ ICS1\.\$\.L\.CA0130000", out, re.M), out
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+        nodes.serve["A"] = nodes.start("A")
+
+
+@pytest.mark.parametrize("ender", ["replaced"])
+def test_a_station_ended_elsewhere_does_not_fail_over(nodes, ender):
+    """REPLACED (the same station logged on again) ends the client as with one address: another
+    node would say the same."""
+    p = waiting_script(nodes.addr("A", "B"), 5)
+    try:
+        r = scripted(nodes.addr("A"), QUERY, expect=1, timeout=10)  # the station again, at A
+        assert r.returncode == 0, r.stderr
+        assert p.wait(timeout=30) == 4
+        err = p.stderr.read()
+        assert "Session ended: REPLACED. Disconnected from msc." in err, err
+        assert "Connecting to the next msc address" not in err
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "shutdown"])
+def test_an_operator_whose_node_dies_is_taken_to_the_next_and_logs_on_again(nodes, how):
+    t = Tty("--connect", nodes.addr("A", "B"), "--header", "ICS1")
+    try:
+        t.expect(f"Connected to msc at 127.0.0.1:{nodes.ports['A']}.")
+        logon(t)
+        t.type(QUERY)
+        t.expect(r"A \d+")
+        t.expect(r"M \d+ ICS1\w+\.")
+        nodes.serve["A"].stop(how)
+        t.expect(r"Session ended: (CONNECTION (CLOSED BY MSC|RESET|LOST)|SHUTDOWN)\. "
+                 r"Connecting to the next msc address\.")
+        t.expect(f"Connected to msc at 127.0.0.1:{nodes.ports['B']}.")
+        logon(t)  # the banner again, acknowledged, and a new logon: a session does not move between nodes
+        t.type(QUERY)
+        t.expect(r"A \d+")
+        t.expect(r"M \d+ ICS1\w+\.")
+        t.ctrl_d()
+        assert t.wait() == 0, t.text
+    finally:
+        t.close()
+        nodes.serve["A"] = nodes.start("A")
+
+
+# -- the load generator ---------------------------------------------------------------------------
+
+def test_the_load_generator_moves_its_terminals_to_the_next_node_when_one_is_killed(tmp_path):
+    """bench/loadgen.py switch --connect A,B: kill -9 of A under load, every terminal reconnects to
+    B and the load goes on there (reconnects = terminals; B acknowledged transactions)."""
+    import json
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    sys.path.insert(0, str(root / "bench"))
+    import benchconfig
+
+    procs: list[Proc] = []
+    up = free_port()
+    procs.append(Proc("stub", "--role", "clets", "--listen", f"127.0.0.1:{up}", log=tmp_path / "stub.err"))
+    wait_port(up)
+    ports, mports, serve = {}, {}, {}
+    try:
+        for n in "AB":
+            ports[n], mports[n] = free_port(), free_port()
+            cfg = benchconfig.write(tmp_path / n, port=ports[n], metrics_port=mports[n], upstream_ports=[up],
+                                    stations=4, timeout_s=5, heartbeat_s=1)
+            serve[n] = start_serve(procs, tmp_path / n, cfg)
+        gen = subprocess.Popen([sys.executable, str(root / "bench" / "loadgen.py"), "switch", "--connect",
+                                f"127.0.0.1:{ports['A']},127.0.0.1:{ports['B']}", "--terminals", "4",
+                                "--warmup", "0", "--duration", "6"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root / "bench")
+        try:
+            # A has acknowledged traffic from the generator: now kill it
+            deadline = time.monotonic() + 30
+            while accepted(mports["A"]) < 20:
+                assert gen.poll() is None and time.monotonic() < deadline, gen.stderr.read()
+                time.sleep(0.05)
+            serve["A"].stop(signal.SIGKILL)
+            out, err = gen.communicate(timeout=60)
+        finally:
+            if gen.poll() is None:
+                gen.kill()
+        assert gen.returncode == 0, err
+        result = json.loads(out.strip().splitlines()[-1])
+        assert result["reconnects"] == 4, result
+        assert result["transactions"] > 0
+        assert accepted(mports["B"]) > 0  # the load went on at B
+    finally:
+        for p in reversed(procs):
+            p.stop()
+
+
+def accepted(metrics_port: int) -> float:
+    """msc_messages_total{outcome="accepted"} summed, from a node's /metrics (0 when unreachable)."""
+    import urllib.request
+
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return 0.0
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("msc_messages_total{") and 'outcome="accepted"' in line)
