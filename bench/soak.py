@@ -184,6 +184,14 @@ def unserved(probes: list[tuple[float, float, bool]], interval: float, t0: float
     return spans, slip
 
 
+def covering(spans: list[tuple[float, float]], t: float, interval: float) -> tuple[float, float] | None:
+    """The span without service that a fault at ``t`` caused: the longest that began at most one
+    interval after it (the last answer before a fault can arrive just after it) and ended after
+    it — not a short one that happened to end just before it."""
+    hits = [(a, b) for a, b in spans if a <= t + interval and b >= t]
+    return max(hits, key=lambda s: s[1] - s[0], default=None)
+
+
 async def soak(args) -> dict:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="msc-soak-"))
     up1, up2, port, mport = free_port(), free_port(), free_port(), free_port()
@@ -320,8 +328,7 @@ async def soak(args) -> dict:
             first_ok = next(((sent, done) for sent, done, good in probes if sent >= e["t"] and good), None)
             until = first_ok[0] if first_ok else 1e18
             failed = sum(1 for sent, _, good in probes if e["t"] <= sent < until and not good)
-            # the span without a successful probe that covers the fault (if any)
-            span = next(((a, b) for a, b in spans if a <= e["t"] + args.probe_interval and b >= e["t"] - 1.0), None)
+            span = covering(spans, e["t"], args.probe_interval)
             recoveries.append({"fault": e["fault"], "at_s": round(e["t"] - t_start, 1),
                                "recovered_s": round(first_ok[1] - e["t"], 3) if first_ok else None,
                                "unserved_s": round(span[1] - span[0], 3) if span else 0.0,

@@ -87,3 +87,15 @@ def test_probes_answered_late_do_not_hide_an_outage_as_the_1_second_count_did(so
     assert all(ok for _, _, ok in per_second)  # 100 % by the old count
     spans, _ = soak.unserved(probes, 0.1, 0.0, 9.9 + LAT)
     assert sum(b - a for a, b in spans) == pytest.approx(0.9, abs=1e-9)
+
+
+@pytest.mark.parametrize("spans, t, expect", [
+    ([(4.0, 4.08), (5.0, 12.5)], 5.05, (5.0, 12.5)),    # a short span just before the kill is not it
+    ([(59.9, 60.1), (60.1, 60.5)], 60.05, (60.1, 60.5)),  # the last answer came just after the kill
+    ([(10.0, 10.2)], 10.5, None),                         # ended before the fault: not caused by it
+    ([(11.0, 13.0)], 10.5, None),                         # began well after it: something else
+    ([(10.4, 11.4), (10.45, 10.6)], 10.5, (10.4, 11.4)),
+    ([], 3.0, None),
+])
+def test_the_span_a_fault_caused_is_the_longest_that_covers_it(soak, spans, t, expect):
+    assert soak.covering(spans, t, 0.1) == expect
