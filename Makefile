@@ -15,7 +15,7 @@ CRASH_ITERATIONS ?= 20
 
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: run test venv clean system-deps fuzz crash bench soak ha-deps
+.PHONY: run test lint venv clean system-deps fuzz crash bench soak ha-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,15 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/msc demo --dir var
 
-test: $(STAMP) system-deps
+# pytest's own exit status fails the target: 1 for a failed test, 5 when no test ran.
+test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest
+
+# The architecture's walls and the code's hygiene (pyproject.toml; tests/architecture runs them too).
+lint: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 
 system-deps:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t##*:}"; done; \
@@ -73,4 +80,4 @@ crash: $(STAMP)
 	MSC_CRASH_ITERATIONS=$(CRASH_ITERATIONS) $(BIN)/python -m pytest tests/e2e/test_crash_loop.py -q -s
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .hypothesis
+	rm -rf $(VENV) var .pytest_cache .hypothesis .mypy_cache .ruff_cache .import_linter_cache

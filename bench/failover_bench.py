@@ -244,7 +244,8 @@ def main() -> None:
              "`.venv/bin/python bench/failover_bench.py` — real `msc serve` and two `msc stub`; the primary plays "
              "half dead (accepts and reads, never answers). Times from the fault (or from serve ready) to "
              "`msc_upstream_up{endpoint=\"secondary\"} 1`, polled every 20 ms.", "",
-             "| setting | heartbeat_s | ack_timeout_s | half dead from the start | under traffic | first answer after | idle | bound (3 × heartbeat_s) |",
+             "| setting | heartbeat_s | ack_timeout_s | half dead from the start | under traffic | first answer after | idle "
+             "| bound (3 × heartbeat_s) |",
              "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         lines.append(f"| {name} | {r['heartbeat_s']:g} | {r['ack_timeout_s']:g} | {r['start']['secondary_up_s']:.2f} s | "

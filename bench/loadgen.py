@@ -199,7 +199,7 @@ async def one_txn(c: Conn, mne: str, seq: int, rnd: random.Random, mode: str, st
             else:
                 c.answers.pop(header, None)
         stats.done(kind, time.perf_counter() - t0, code, messages)
-    except (asyncio.TimeoutError, ConnectionError):
+    except (TimeoutError, ConnectionError):
         stats.errors += 1
 
 

@@ -38,10 +38,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
-import benchconfig  # noqa: E402
-
 from tests.conftest import free_port  # noqa: E402
 from tests.e2e.conftest import wait_port  # noqa: E402
+
+import benchconfig  # noqa: E402
 
 PY = sys.executable
 TCK = os.sysconf("SC_CLK_TCK")
@@ -323,7 +323,8 @@ def summary(doc: dict) -> str:
     lines += ["", "## Against the goals (issue: benchmarks)", "",
               f"- ≥ 5,000 journaled transactions/s at 64 terminals, synchronous=full: **{g['tps_64_full']}** "
               f"({'met' if g['tps_64_full'] >= 5000 else 'not met'}; moonshot 12,000)",
-              f"- p99 ≤ 10 ms at 1,000/s with 0 ms stubs: **{g['p99_1000']} ms** ({'met' if g['p99_1000'] and g['p99_1000'] <= 10 else 'not met'})",
+              f"- p99 ≤ 10 ms at 1,000/s with 0 ms stubs: **{g['p99_1000']} ms** "
+              f"({'met' if g['p99_1000'] and g['p99_1000'] <= 10 else 'not met'})",
               f"- ≥ 2.5× JetStream with fsync at 64, per message: **{g['vs_js_fsync_64']}×** "
               f"({'met' if (g['vs_js_fsync_64'] or 0) >= 2.5 else 'not met'})",
               f"- ≥ 0.5× JetStream without fsync at 64, per message: **{g['vs_js_nofsync_64']}×** "

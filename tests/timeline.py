@@ -26,7 +26,7 @@ class Clock:
 
 
 def utc(y: int, m: int, d: int, h: int = 12) -> float:
-    return dt.datetime(y, m, d, h, tzinfo=dt.timezone.utc).timestamp()
+    return dt.datetime(y, m, d, h, tzinfo=dt.UTC).timestamp()
 
 
 async def run_for(j: Journal, clock: Clock, until: float, *, step: float = STEP_S, text: str = "HEARTBEAT") -> int:

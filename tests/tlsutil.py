@@ -27,7 +27,7 @@ class PKI:
         self.dir = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.ca_key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         self.ca = (x509.CertificateBuilder().subject_name(_name("msc test CA")).issuer_name(_name("msc test CA"))
                    .public_key(self.ca_key.public_key()).serial_number(x509.random_serial_number())
                    .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
@@ -37,7 +37,7 @@ class PKI:
 
     def issue(self, name: str, cn: str, *, server: bool = False) -> tuple[Path, Path]:
         key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         b = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(self.ca.subject)
              .public_key(key.public_key()).serial_number(x509.random_serial_number())
              .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30)))

@@ -48,7 +48,7 @@ class WireClient:
         self._task = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
-    async def connect(cls, port: int, host: str = "127.0.0.1", *, ssl=None, auto_ack: bool = True) -> "WireClient":
+    async def connect(cls, port: int, host: str = "127.0.0.1", *, ssl=None, auto_ack: bool = True) -> WireClient:
         r, w = await asyncio.open_connection(host, port, ssl=ssl)
         return cls(r, w, auto_ack=auto_ack)
 

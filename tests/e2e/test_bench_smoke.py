@@ -30,7 +30,7 @@ def test_loadgen_against_the_switch_and_the_stub(tmp_path, procs):
     up, port, mport = free_port(), free_port(), free_port()
     cfg = benchconfig.write(tmp_path, port=port, metrics_port=mport, upstream_ports=[up], stations=8)
     start_stub(procs, tmp_path, up)
-    serve = start_serve(procs, tmp_path, cfg)
+    start_serve(procs, tmp_path, cfg)
     res = loadgen("switch", "--port", str(port), "--terminals", "4", "--duration", "1", "--warmup", "0.5")
     assert res["transactions"] > 0 and res["errors"] == 0
     assert set(res["rejects"]) <= {"E301", "E108"}  # the mix's deliberate rejections only

@@ -39,7 +39,7 @@ async def load_until(port: int, stop: asyncio.Event, acked: list[str], answers: 
             await c.banner()
             if (await c.logon(station, user, PASSWORD)).type != "A":
                 return
-        except (OSError, AssertionError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, AssertionError):
             return
 
         async def drain():
@@ -53,7 +53,7 @@ async def load_until(port: int, stop: asyncio.Event, acked: list[str], answers: 
             hdr = f"{station}{tag}{i:04d}"[:10]
             try:
                 f = await c.send(f"{hdr}.QV.CA0130000.LIC/{tag}{i}", timeout=5)
-            except (OSError, ConnectionError, asyncio.TimeoutError):
+            except (TimeoutError, OSError, ConnectionError):
                 break
             if f.type == "A":
                 acked.append(f"{hdr}.QV.CA0130000.LIC/{tag}{i}")
@@ -85,7 +85,7 @@ def test_random_kill_9_loop_loses_nothing(tmp_path, procs):
     for it in range(ITERATIONS):
         serve = start()
 
-        async def run_and_kill():
+        async def run_and_kill(it: int, serve: Proc) -> None:
             stop = asyncio.Event()
             task = asyncio.create_task(load_until(port, stop, acked, answers, f"K{it:02d}"))
             await asyncio.sleep(rnd.uniform(0.3, 1.5))
@@ -94,7 +94,7 @@ def test_random_kill_9_loop_loses_nothing(tmp_path, procs):
             stop.set()
             await asyncio.wait_for(task, 30)
 
-        asyncio.run(run_and_kill())
+        asyncio.run(run_and_kill(it, serve))
 
     # Last start: the terminals come back and take what waits for them; then a clean stop.
     serve = start()

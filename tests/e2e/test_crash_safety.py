@@ -24,7 +24,7 @@ async def _load(port: int, acked: list[str], stop: asyncio.Event, n_clients: int
             c = await WireClient.connect(port)
             await c.banner()
             assert (await c.logon("ICS1" if i == 0 else "ICS2", "TS0001" if i == 0 else "TS0002", PASSWORD)).type == "A"
-        except (ConnectionError, OSError, AssertionError, asyncio.TimeoutError):
+        except (TimeoutError, ConnectionError, OSError, AssertionError):
             return
         k = 0
         while not stop.is_set():
@@ -32,7 +32,7 @@ async def _load(port: int, acked: list[str], stop: asyncio.Event, n_clients: int
             k += 1
             try:
                 f = await c.send(text, timeout=5)
-            except (ConnectionError, OSError, asyncio.TimeoutError):
+            except (TimeoutError, ConnectionError, OSError):
                 return
             if f.type == "A":
                 acked.append(text)

@@ -105,7 +105,7 @@ def test_disk_faults_fail_closed_and_service_resumes(tmp_path, procs):
             while not stop.is_set():
                 try:
                     f = await c.send(f"{header}L{i}.QV.CA0130000.LIC/D{header}{i}", timeout=10)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     counts["other"] += 1
                     continue
                 counts["A" if f.type == "A" else ("E501" if f.code == "E501" else "other")] += 1
@@ -117,12 +117,12 @@ def test_disk_faults_fail_closed_and_service_resumes(tmp_path, procs):
         for name, points in FAULTS.items():
             before = dict(counts)
             _s, text = await asyncio.to_thread(http, mport, "/metrics")
-            errors0 = float(next(l for l in text.splitlines() if l.startswith("msc_journal_errors_total ")).split()[1])
+            errors0 = float(next(ln for ln in text.splitlines() if ln.startswith("msc_journal_errors_total ")).split()[1])
             await asyncio.to_thread(fiu, serve.pid, "enable", points, ERRNO[name])
             await asyncio.sleep(1.0)
             status, body = await asyncio.to_thread(http, mport, "/readyz")
             _s, text = await asyncio.to_thread(http, mport, "/metrics")
-            errors1 = float(next(l for l in text.splitlines() if l.startswith("msc_journal_errors_total ")).split()[1])
+            errors1 = float(next(ln for ln in text.splitlines() if ln.startswith("msc_journal_errors_total ")).split()[1])
             during = {k: counts[k] - before[k] for k in counts}
             await asyncio.to_thread(fiu, serve.pid, "disable", points)
             await asyncio.sleep(1.0)

@@ -85,7 +85,7 @@ class Canary:
                 else:
                     await c.output(timeout=5)
                     self.latencies.append(time.perf_counter() - t0)
-            except (asyncio.TimeoutError, ConnectionError) as exc:
+            except (TimeoutError, ConnectionError) as exc:
                 self.failures.append(repr(exc))
             i += 1
             await asyncio.sleep(0.02)
@@ -101,7 +101,7 @@ async def read_until_closed(reader: asyncio.StreamReader, timeout: float = 10) -
     try:
         while chunk := await asyncio.wait_for(reader.read(65536), timeout):
             data += chunk
-    except (ConnectionError, asyncio.TimeoutError):
+    except (TimeoutError, ConnectionError):
         pass
     return data
 
@@ -137,7 +137,7 @@ async def oversized_length(port: int) -> None:
 
 async def slowloris(port: int) -> None:
     conns = [await connect_raw(port) for _ in range(40)]
-    for r, w in conns:
+    for _r, w in conns:
         w.write(struct.pack(">IBI", 1000, ord("M"), 1) + b"ICS1.QW")  # a frame that never completes
     t0 = time.monotonic()
     results = await asyncio.gather(*(read_until_closed(r, timeout=10) for r, _w in conns))
@@ -172,7 +172,7 @@ async def too_many_connections(port: int) -> None:
     for r, _w in held:
         try:
             data = await asyncio.wait_for(r.read(65536), 0.5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             data = b"banner pending"
         if "E307" in naks(data):
             refused += 1

@@ -30,12 +30,12 @@ from msc.journal.keys import KeyRing
 from msc.journal.search import Query, search
 from msc.journal.store import list_partitions, partition_path
 from tests.conftest import PASSWORD, free_port, make_config
+from tests.e2e.conftest import Proc, run, start_serve, start_stub
+from tests.wire import WireClient
 
 # The test directory's administrator, as a script logs on (password; no TOTP enrolled).
 AS_ADMIN = ("--as", "AD0001", "--password-stdin")
 ADMIN_LINES = PASSWORD + "\n\n"
-from tests.e2e.conftest import Proc, run, start_serve, start_stub
-from tests.wire import WireClient
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -45,7 +45,7 @@ def test_serve_stub_and_terminal_end_to_end(tmp_path, procs):
 def test_bad_password_exits_3(tmp_path, procs):
     port = free_port()
     cfg = make_config(tmp_path, port=port, metrics_port=free_port())
-    serve = start_serve(procs, tmp_path, cfg)
+    start_serve(procs, tmp_path, cfg)
     r = run("terminal", "--connect", f"127.0.0.1:{port}", "--header", "ICS1", "--user", "TS0001",
             "--password-stdin", input="wrong\n")
     assert r.returncode == 3

@@ -94,7 +94,7 @@ async def light_load(port: int, acked: list[str], stop: asyncio.Event) -> None:
             k += 1
             try:
                 f = await c.send(text, timeout=10)
-            except (ConnectionError, OSError, asyncio.TimeoutError):
+            except (TimeoutError, ConnectionError, OSError):
                 return
             if f.type == "A":
                 acked.append(text)

@@ -23,7 +23,7 @@ def test_sslscan_finds_only_tls12_plus_and_strong_ciphers(tmp_path, procs):
     port = free_port()
     tls = f'tls = {{ cert = "{pki.dir}/server.crt", key = "{pki.dir}/server.key" }}'
     cfg = make_config(tmp_path, port=port, metrics_port=free_port(), listener_extra=tls)
-    serve = start_serve(procs, tmp_path, cfg)
+    start_serve(procs, tmp_path, cfg)
     out = subprocess.run(["sslscan", "--no-colour", f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=90).stdout
     protocols = dict(re.findall(r"^(SSLv[23]|TLSv1\.[0-3])\s+(enabled|disabled)", out, re.M))
     assert protocols.get("TLSv1.2") == "enabled" or protocols.get("TLSv1.3") == "enabled", out

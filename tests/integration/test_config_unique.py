@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from msc.config.load import ConfigError, load
-from tests.conftest import PASSWORD, free_port, make_config
+from tests.conftest import free_port, make_config
 
 STATION = """
 [[station]]

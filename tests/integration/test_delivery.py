@@ -162,7 +162,7 @@ async def test_administrative_messages_to_mnemonics_groups_oris_and_remote(harne
 
 
 async def test_outputs_expire_as_undelivered(harness):
-    clock = Clock(dt.datetime.now(dt.timezone.utc))
+    clock = Clock(dt.datetime.now(dt.UTC))
     stub = await harness.start_stub()
     sw = await harness.start_switch(clock=clock)
     await harness.wait_upstream()
@@ -217,7 +217,7 @@ async def test_primary_killed_under_load_no_request_vanishes(harness):
             await asyncio.sleep(0.002)
 
     drains = [asyncio.create_task(drain(c)) for c in clients]
-    loads = [asyncio.create_task(load(c, m)) for c, m in zip(clients, ("ICS1", "ICS2"))]
+    loads = [asyncio.create_task(load(c, m)) for c, m in zip(clients, ("ICS1", "ICS2"), strict=True)]
     await eventually(lambda: len(accepted) >= 100)
     t_kill = time.monotonic()
     await primary.stop()  # the primary switching centre goes away

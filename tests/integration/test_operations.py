@@ -133,8 +133,8 @@ async def test_readyz_turns_503_when_the_journal_cannot_commit(harness, monkeypa
 
 
 async def test_no_secret_or_message_text_ever_reaches_the_logs(harness):
-    from msc.ops.logging import configure
     from msc.mnemonics import totp
+    from msc.ops.logging import configure
 
     buf = io.StringIO()
     configure(level="debug", json=True, stream=buf)

@@ -122,7 +122,7 @@ async def test_upstream_answer_with_any_byte_is_delivered_never_no_response(harn
     # every C0 byte, DEL and bytes of the high half
     expected = {}
     for byte in EVERY_CONTROL:
-        header = "ICS1B%02X" % byte
+        header = f"ICS1B{byte:02X}"
         assert (await c.send(f"{header}.QV.CA0130000.LIC/7TAB{byte:03d}")).type == "A"
         answer = f"{header}.QV.CA0130000.NO NCIC WANT{chr(byte)}LIC/7TAB{byte:03d}"
         assert await stub.push(answer) == "A", hex(byte)  # never N E102 to the upstream

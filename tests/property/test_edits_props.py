@@ -64,7 +64,7 @@ def test_ncic_and_nlets_forms_agree(mke, dests, control, fields):
 def test_layout_changes_neither_fields_nor_verdict(mke, fields, data):
     plain = ncic(mke, fields)
     seps = [data.draw(LAYOUT) for _ in fields[1:]]
-    text = f"ICS1.{mke}.CA0130000." + "".join(f"{s}{t}/{v}" for s, (t, v) in zip(["", *seps], fields))
+    text = f"ICS1.{mke}.CA0130000." + "".join(f"{s}{t}/{v}" for s, (t, v) in zip(["", *seps], fields, strict=True))
     text += data.draw(st.sampled_from(["", "\r\n", "\n\x7f", "\f"]))
     laid = parse_input(text.encode("ascii"))
     assert laid.body.fields == parse_input(plain).body.fields

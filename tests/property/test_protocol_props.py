@@ -7,6 +7,7 @@ example database, so every run checks the same examples and the file runs in a f
 
 from __future__ import annotations
 
+import itertools
 import string
 
 from hypothesis import HealthCheck, given, settings
@@ -70,7 +71,7 @@ def chunked(draw, data: bytes) -> list[bytes]:
     """``data`` re-split at arbitrary boundaries (empty chunks included)."""
     cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=12)))
     bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 header_st = st.text(ALNUM, min_size=4, max_size=10)
@@ -397,5 +398,5 @@ def test_split_output_parts_fit_rejoin_and_keep_crlf(header, text, limit):
         assert all(p.startswith(header.encode() + b".MSC.PART %d/%d." % (i, n)) for i, p in enumerate(parts, 1))
         chunks = [p.split(b".MSC.PART ", 1)[1].split(b".", 1)[1] for p in parts]
         assert all(c for c in chunks)
-        for a, b in zip(chunks, chunks[1:]):
+        for a, b in itertools.pairwise(chunks):
             assert not (a.endswith(b"\r") and b.startswith(b"\n"))

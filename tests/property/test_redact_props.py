@@ -36,7 +36,7 @@ def case_mix(draw, word: str) -> str:
     if "\\" in word:
         return word  # an escaped byte sequence as decode_lossy writes it (lower-case \\xNN)
     flips = draw(st.lists(st.booleans(), min_size=len(word), max_size=len(word)))
-    return "".join(c.swapcase() if f and c.isascii() else c for c, f in zip(word, flips))
+    return "".join(c.swapcase() if f and c.isascii() else c for c, f in zip(word, flips, strict=True))
 
 
 header_st = st.text(ALNUM, min_size=4, max_size=10)

@@ -43,7 +43,7 @@ def test_the_packaged_demo_config_moves_every_address():
         return ([ln["bind"] for ln in doc["listener"]] + [doc["metrics"]["bind"]]
                 + [e for u in doc["upstream"] for e in u["endpoints"]])
 
-    moved = [(a, b) for a, b in zip(addresses(before), addresses(after))]
+    moved = [(a, b) for a, b in zip(addresses(before), addresses(after), strict=True)]
     assert moved and all(int(b.rsplit(":", 1)[1]) == int(a.rsplit(":", 1)[1]) + 20000 for a, b in moved)
     # Nothing but the addresses changed.
     assert {k: v for k, v in before.items() if k not in ("listener", "metrics", "upstream")} == \

@@ -115,7 +115,7 @@ REFUSED = [
 def test_builtin_edits_refuse_naming_every_problem(text, expected):
     found = problems(text)
     assert len(found) == len(expected), found
-    for want, got in zip(sorted(expected), sorted(found)):
+    for want, got in zip(sorted(expected), sorted(found), strict=True):
         assert got.startswith(want), (got, want)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from msc.journal import Entry, Journal, JournalError, KeyRing
+from msc.journal import Entry, Journal, KeyRing
 from msc.journal.retention import purge_txn
 from msc.journal.selfcheck import JournalRefused
 from msc.journal.store import Reader, partition_path

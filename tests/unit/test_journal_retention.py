@@ -14,13 +14,13 @@ from tests.timeline import build_continuous, run_for
 
 
 def ts(y, m, d) -> float:
-    return dt.datetime(y, m, d, 12, tzinfo=dt.timezone.utc).timestamp()
+    return dt.datetime(y, m, d, 12, tzinfo=dt.UTC).timestamp()
 
 
 def test_month_expired_boundaries():
     # January 2023 ends 2023-02-01; + 1096 days = 2026-02-01.
     assert not month_expired("2023-01", 1096, ts(2026, 1, 31))
-    assert month_expired("2023-01", 1096, dt.datetime(2026, 2, 1, tzinfo=dt.timezone.utc).timestamp())
+    assert month_expired("2023-01", 1096, dt.datetime(2026, 2, 1, tzinfo=dt.UTC).timestamp())
 
 
 async def test_purge_destroys_old_months_keeps_verification_and_is_recorded(tmp_path):

@@ -36,16 +36,16 @@ ring.init()
 async def main():
     j = Journal(d / "journal", ring, checkpoint_every=20)
     await j.open()
-    for i in range(%d):
+    for i in range(@N@):
         await j.append(Entry(kind="RECEIVED", user="TS0001", mnemonic="ICS1", text=f"ICS1.QV.CA0130000.LIC/T{i}"))
     await j.flush()
     mark = d / "journal.hwm"
-    while not mark.exists() or '"size": %%d' %% j.last_seq not in mark.read_text():
+    while not mark.exists() or '"size": %d' % j.last_seq not in mark.read_text():
         await asyncio.sleep(0.05)
     os._exit(0)  # as a kill -9 leaves it: no final checkpoint, an unsigned tail after the last one
 
 asyncio.run(main())
-""" % N
+""".replace("@N@", str(N))
 
 
 @pytest.fixture(scope="module")

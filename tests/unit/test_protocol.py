@@ -35,6 +35,7 @@ from msc.protocol import (
     encode_frame,
     format_output,
     format_pairs,
+    framing,
     msc_notice,
     parse_input,
     parse_nak,
@@ -42,7 +43,6 @@ from msc.protocol import (
     parse_upstream,
     redact,
 )
-from msc.protocol import framing
 
 HEAD = struct.Struct(">IBI")
 MAX_XID = 0xFFFFFFFF

@@ -8,7 +8,6 @@ retention, and the purge refuses — journaled — when the clock and the journa
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from pathlib import Path
 
@@ -17,8 +16,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from msc.journal import Entry, Journal, JournalError, KeyRing
-from msc.journal.retention import (CLOCK_SKEW_S, DISAGREEMENT_S, PurgeRefused, Timeline, current_month, month_end,
-                                   month_expired, observed_seconds, plan)
+from msc.journal.retention import (
+    CLOCK_SKEW_S,
+    DISAGREEMENT_S,
+    PurgeRefused,
+    Timeline,
+    current_month,
+    month_end,
+    month_expired,
+    observed_seconds,
+    plan,
+)
 from msc.journal.search import Query, search
 from msc.journal.store import list_partitions
 from msc.journal.verify import verify

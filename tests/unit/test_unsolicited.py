@@ -131,7 +131,7 @@ def test_config_check_answer_window_not_shorter_than_timeout(tmp_path, route_ext
     assert any(i.path == "route[1].answer_window_s" and fragment in i.message for i in exc.value.issues)
 
 
-NOON = dt.datetime(2024, 1, 10, 20, 0, tzinfo=dt.timezone.utc)  # a Wednesday
+NOON = dt.datetime(2024, 1, 10, 20, 0, tzinfo=dt.UTC)  # a Wednesday
 
 
 @pytest.mark.parametrize(("mnemonic", "staffed", "connected", "expected"), [

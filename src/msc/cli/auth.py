@@ -26,6 +26,8 @@ import stat
 import sys
 from collections.abc import Iterable
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from msc.config.load import Settings
 from msc.journal.records import Entry, JournalError, Kind
 from msc.mnemonics.auth import Attempt, AuthService, users_file_rehash
@@ -94,7 +96,7 @@ def service(settings: Settings) -> AuthService:
 
     users = Directory(settings).users
     ring = KeyRing(settings.data_dir / "keys", settings.key_file)
-    aead = []
+    aead: list[AESGCM] = []
 
     def open_totp(acct) -> bytes:
         if not aead:
@@ -176,8 +178,9 @@ def journal_entries(attempt: Attempt, op: str) -> list[Entry]:
     """The SESSION records of one CLI logon attempt (peer ``CLI``)."""
     if attempt.ok:
         return [Entry(kind=Kind.SESSION, peer="CLI", user=attempt.user_id, text=f"LOGON OK CLI {op.upper()}")]
+    why = attempt.refusal.value if attempt.refusal is not None else "REFUSED"
     out = [Entry(kind=Kind.SESSION, peer="CLI", user=attempt.user_id, code=Reject.E202.code,
-                 text=f"LOGON FAILED {attempt.refusal.value} CLI {op.upper()}")]
+                 text=f"LOGON FAILED {why} CLI {op.upper()}")]
     if attempt.locked_now:
         out.append(Entry(kind=Kind.SESSION, peer="CLI", user=attempt.user_id, code=Reject.E203.code, text="LOCKOUT"))
     return out

@@ -23,6 +23,7 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
+from typing import cast
 
 DEMO_USERS = (
     # id, name, ORI, role, dob
@@ -64,7 +65,7 @@ def init(directory: Path, template: str | None, port_offset: int = 0) -> None:
     from msc.cli.users import PRIVILEGED
     from msc.config.files import private_dir
     from msc.config.load import load
-    from msc.config.model import UserEntry, UsersFile
+    from msc.config.model import Role, UserEntry, UsersFile
     from msc.journal.keys import KeyRing
     from msc.mnemonics import totp, userfile
     from msc.mnemonics.passwords import hash_password
@@ -90,7 +91,7 @@ def init(directory: Path, template: str | None, port_offset: int = 0) -> None:
         if role in PRIVILEGED:  # CJIS IA-2(1): the administrator and the investigator get TOTP
             secret = totp.new_secret()
             sealed = totp.seal_secret(aead, uid, secret)
-        users.append(UserEntry(id=uid, name=name, ori=ori, role=role, password=hash_password(pw, ln=cost),
+        users.append(UserEntry(id=uid, name=name, ori=ori, role=cast(Role, role), password=hash_password(pw, ln=cost),
                                dob=dt.date.fromisoformat(dob) if dob else None, totp=sealed,
                                certified_until=today + dt.timedelta(days=730), created=today))
         shown.append((uid, name, ori, role, pw, secret))
@@ -143,7 +144,7 @@ def main(args) -> int:
         return 2
     listen = config.listener[0].bind
     stubs = []  # (listen, control, label)
-    for endpoint, label in zip(config.upstream[0].endpoints, STUB_LABELS):
+    for endpoint, label in zip(config.upstream[0].endpoints, STUB_LABELS, strict=False):
         host, port = parse_hostport(endpoint)
         control_host = f"[{host}]" if ":" in host else host
         stubs.append((endpoint, f"{control_host}:{port + CONTROL_PORT_DISTANCE}", label))

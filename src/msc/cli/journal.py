@@ -22,8 +22,8 @@ from msc.config.load import Settings
 from msc.journal.keys import KeyError_, KeyRing
 from msc.journal.records import Entry, JournalError, Kind, Record
 from msc.journal.search import Query, iso, parse_time, read, search
-from msc.protocol.message import output_bytes
 from msc.journal.tokens import parse_query
+from msc.protocol.message import output_bytes
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_AUTH = 0, 1, 2, 3
 JSONL_KEYS = ("seq", "ts", "kind", "direction", "peer", "mnemonic", "user", "taf", "ori", "mke", "txn", "code",
@@ -78,9 +78,9 @@ def add_arguments(sub) -> None:
 
 
 def _settings(args) -> Settings:
-    from msc.cli.main import _load
+    from msc.cli.settings import load_settings
 
-    return _load(args)
+    return load_settings(args)
 
 
 def _ring(s: Settings) -> KeyRing:
@@ -166,7 +166,7 @@ def cmd_search(args) -> int:
 
 
 def report_header(s: Settings, args, q: Query, n: int) -> str:
-    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     filters = ", ".join(f"{k}={v}" for k, v in q.describe().items()) or "none"
     tokens = ", ".join(f"{t}:{v}" for t, v in q.tokens)
     return (f"MSC JOURNAL SEARCH — {s.config.switch.name}\n"
@@ -234,7 +234,7 @@ def cmd_export(args) -> int:
 
             cp = covering_checkpoint(s.journal_dir, 1) or _ensure_checkpoint(s, 1)
         manifest = {"switch": s.config.switch.name, "case": args.case, "investigator": who,
-                    "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "exported": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                     "filters": json.dumps(q.describe(), sort_keys=True), "checkpoint tree_size": cp.tree_size}
         n = write_bundle(s.journal_dir, _ring(s), seqs, Path(args.out), name=s.config.switch.name, checkpoint=cp,
                          manifest=manifest)
@@ -248,9 +248,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from msc.journal.verify import verify
-
     from msc.cli.auth import JOURNAL_CHECK
+    from msc.journal.verify import verify
 
     s = _settings(args)
     # A journal that cannot be written to (its self-check failed) must still be verifiable.
@@ -285,9 +284,8 @@ def cmd_purge(args) -> int:
     import asyncio
     import time
 
-    from msc.journal.retention import load_timeline, plan
-
     from msc.cli.auth import ADMIN
+    from msc.journal.retention import load_timeline, plan
 
     s = _settings(args)
     who = authenticate(s, args, "purge", ADMIN)

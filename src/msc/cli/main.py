@@ -43,14 +43,9 @@ def _hostports(value: str) -> list[tuple[str, int]]:
 
 
 def _load(args):
-    from msc.config.load import ConfigError, load
+    from msc.cli.settings import load_settings
 
-    try:
-        return load(args.config)
-    except ConfigError as exc:
-        for issue in exc.issues:
-            print(f"error: {issue}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE) from None
+    return load_settings(args)
 
 
 # -- serve / stub / terminal -----------------------------------------------------------------
@@ -113,7 +108,7 @@ def cmd_terminal(args) -> int:
     except (ConnectionError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
-    except asyncio.TimeoutError:
+    except TimeoutError:
         print("error: timed out waiting for msc", file=sys.stderr)
         return EXIT_PROBLEM
     except KeyboardInterrupt:

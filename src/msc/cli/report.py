@@ -28,11 +28,10 @@ def add_arguments(sub) -> None:
 
 
 def cmd_report(args) -> int:
-    from msc.cli.main import _load
-
     from msc.cli.auth import ADMIN, JOURNAL_CHECK, logon
+    from msc.cli.settings import load_settings
 
-    s = _load(args)
+    s = load_settings(args)
     now = time.time()
     who = None
     # Administration (--apply) and reading the journal (misuse) need a person; the other reports
@@ -50,6 +49,7 @@ def cmd_report(args) -> int:
     elif args.kind == "users":
         doc = reports.users(s, now)
         if args.apply:
+            assert who is not None  # --apply logged its administrator on above
             doc["disabled"] = _disable(s, [r["id"] for r in doc["inactive"]], who)
     else:
         from msc.journal.search import parse_time
@@ -76,12 +76,15 @@ def _disable(s, ids: list[str], actor: str) -> list[str]:
     import msgspec
 
     from msc.cli.admin import notify_users_changed
+    from msc.config.model import UsersFile
     from msc.mnemonics import userfile
 
     done = []
     for uid in ids:
-        userfile.update(s.users_path, lambda users, uid=uid: userfile.replace_user(
-            users, uid, lambda u: msgspec.structs.replace(u, status="disabled")))
+        def disable(users: UsersFile, uid: str = uid) -> UsersFile:
+            return userfile.replace_user(users, uid, lambda u: msgspec.structs.replace(u, status="disabled"))
+
+        userfile.update(s.users_path, disable)
         notify_users_changed(s, f"USER DISABLE {uid} INACTIVE 90 DAYS (CJIS AC-2)", user=actor)
         done.append(uid)
     return done

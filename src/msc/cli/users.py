@@ -249,7 +249,7 @@ def user_list(args, settings: Settings) -> int:
         st = state.get(u.id)
 
         def when(t):
-            return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="seconds") if t else None
+            return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds") if t else None
 
         rows.append({"id": u.id, "name": u.name, "ori": u.ori, "role": u.role, "status": u.status,
                      "locked": bool(st and st.locked_at), "totp": u.totp is not None,
@@ -263,8 +263,9 @@ def user_list(args, settings: Settings) -> int:
     for r in rows:
         print(f"{r['id']:<7} {r['role']:<13} {r['ori']:<10} {r['status']:<9} {'yes' if r['locked'] else 'no':<7} "
               f"{'yes' if r['totp'] else 'no':<5} {r['certified_until'] or '-':<11} {r['last_logon'] or '-':<26} {r['name']}")
-    for r in users.removed:
-        print(f"{r.id:<7} (removed {r.removed}; not reassignable until {r.removed + dt.timedelta(days=ID_REUSE_DAYS)})")
+    for gone in users.removed:
+        print(f"{gone.id:<7} (removed {gone.removed}; not reassignable until "
+              f"{gone.removed + dt.timedelta(days=ID_REUSE_DAYS)})")
     return EXIT_OK
 
 

@@ -11,16 +11,13 @@ from __future__ import annotations
 import ipaddress
 import re
 import zoneinfo
-from typing import TYPE_CHECKING
 
-from msc.config.load import ConfigIssue, locate
+from msc.config.issues import ConfigIssue, locate
 from msc.config.model import BUILTIN_CATEGORIES
+from msc.config.settings import Settings
 from msc.protocol import edits as ed
 from msc.protocol import grammar as g
 from msc.protocol.message import SPECIAL_KEYS
-
-if TYPE_CHECKING:
-    from msc.config.load import Settings
 
 MIN_RETENTION_DAYS = 1096  # PPP §1.7.1 A: three years of journals
 _CATEGORY_RE = re.compile(r"[a-z][a-z0-9_]{0,30}\Z")

@@ -55,7 +55,7 @@ def accept(directory: Path, keyring: KeyRing, *, name: str, reason: str, actor: 
                 raise JournalError(f"{exc.result.summary()}. This is not a loss the journal can continue from: "
                                    "`msc journal accept --new-journal` sets this journal aside (renamed, kept as "
                                    "evidence) and starts a new one") from None
-            aside = directory.with_name(f"{directory.name}.set-aside-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}")
+            aside = directory.with_name(f"{directory.name}.set-aside-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}")
             directory.rename(aside)
             j = await open_accepting(f"{reason} (PREVIOUS JOURNAL SET ASIDE AT {aside}: {exc.result.summary()})")
             accepted = j.accepted

@@ -79,6 +79,8 @@ def write_bundle(directory: Path, keyring: KeyRing, seqs: list[int], out: Path, 
                 continue
             period, blob = found
             keys = keyring.period(period, create=False)
+            if keys is None:
+                raise ValueError(f"record {seq}: the key of {period} is destroyed (the month was purged)")
             sealed = unseal_meta(blob)
             private = open_sealed(keys.aead, sealed)
             from msc.journal.records import to_record

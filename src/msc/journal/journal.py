@@ -23,12 +23,19 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from msc.journal.highwater import HighWater, default_path
+from msc.journal.highwater import HighWater, Mark, default_path
 from msc.journal.indexer import Indexer
 from msc.journal.keys import KeyRing, PeriodKeys, next_period, period_of
 from msc.journal.records import Entry, JournalError, Kind, seal
-from msc.journal.retention import (MIN_RETENTION_DAYS, PurgeRefused, load_timeline, month_end, month_expired,  # noqa: F401
-                                   plan, purge_entry)
+from msc.journal.retention import (  # noqa: F401
+    MIN_RETENTION_DAYS,
+    PurgeRefused,
+    load_timeline,
+    month_end,
+    month_expired,
+    plan,
+    purge_entry,
+)
 from msc.journal.selfcheck import JournalRefused, SelfCheck, check
 from msc.journal.store import Checkpoint, Row, Writer
 from msc.journal.tokens import tokens_for
@@ -446,7 +453,7 @@ class Journal:
         self.healthy = False
         self.last_error = self.refused
         self._next_seq = self._committed + 1  # stays above what is lost (nothing more is written)
-        for entries, fut in self._pending:
+        for _entries, fut in self._pending:
             if not fut.done():
                 fut.set_exception(JournalError(self.refused))
         self._pending.clear()

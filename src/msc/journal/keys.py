@@ -126,7 +126,7 @@ class PeriodKeys:
 
 
 def period_of(ts_us: int) -> str:
-    d = dt.datetime.fromtimestamp(ts_us / 1e6, dt.timezone.utc)
+    d = dt.datetime.fromtimestamp(ts_us / 1e6, dt.UTC)
     return f"{d.year:04d}-{d.month:02d}"
 
 
@@ -247,7 +247,7 @@ class KeyRing:
             if entry is None and create:
                 mk = self._refresh_master(doc)
                 entry = {**_wrap(mk, f"period:{period}", secrets.token_bytes(32)),
-                         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+                         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
                 doc["periods"][period] = entry
                 self._write(doc)
             if entry is None or "wrapped" not in entry:
@@ -272,7 +272,7 @@ class KeyRing:
         """Crypto-shred a month: its wrapped secret is deleted from the ring (retention purge)."""
         with self._locked():
             doc = self._read()
-            doc["periods"][period] = {"destroyed": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+            doc["periods"][period] = {"destroyed": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
             self._write(doc)
         self._periods.pop(period, None)
 
@@ -288,7 +288,7 @@ class KeyRing:
             journals = doc.setdefault("journals", {})
             if journal_id in journals:
                 return
-            journals[journal_id] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            journals[journal_id] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
             self._write(doc)
 
     def users_aead(self) -> AESGCM:

@@ -56,11 +56,11 @@ class PurgeRefused(JournalError):
 def month_end(period: str) -> float:
     """The first instant after the month (Unix seconds, UTC)."""
     y, m = map(int, period.split("-"))
-    return dt.datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=dt.timezone.utc).timestamp()
+    return dt.datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=dt.UTC).timestamp()
 
 
 def current_month(now: float) -> str:
-    d = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+    d = dt.datetime.fromtimestamp(now, dt.UTC)
     return f"{d.year:04d}-{d.month:02d}"
 
 
@@ -145,7 +145,7 @@ def plan(timeline: Timeline, retention_days: int, now: float) -> Plan:
 
 
 def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def load_timeline(directory: Path) -> Timeline:

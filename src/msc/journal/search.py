@@ -55,20 +55,20 @@ class Query:
 
 
 def iso(ts_us: int) -> str:
-    return dt.datetime.fromtimestamp(ts_us / 1e6, dt.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(ts_us / 1e6, dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def parse_time(value: str) -> int:
     """``2026-01-01`` or ``2026-01-01T08:30`` (UTC unless an offset is given) → µs."""
     d = dt.datetime.fromisoformat(value)
     if d.tzinfo is None:
-        d = d.replace(tzinfo=dt.timezone.utc)
+        d = d.replace(tzinfo=dt.UTC)
     return int(d.timestamp() * 1_000_000)
 
 
 def _periods_between(periods: list[str], start: int | None, end: int | None) -> list[str]:
     def key(ts: int) -> str:
-        d = dt.datetime.fromtimestamp(ts / 1e6, dt.timezone.utc)
+        d = dt.datetime.fromtimestamp(ts / 1e6, dt.UTC)
         return f"{d.year:04d}-{d.month:02d}"
 
     lo = key(start) if start is not None else None
@@ -140,6 +140,8 @@ def search(directory, keyring: KeyRing, q: Query) -> Iterator[Record]:
             toks = [token(keys.index_key, tag, value) for tag, value in q.tokens]
             # Below indexed_upto the batch-built index drives (CROSS JOIN fixes the loop order: index
             # range first, then record lookups by sequence); above it, the short tail is scanned.
+            outer: str | None
+            key: str | None
             if toks:
                 outer, key, value = "ix_token", "token", toks[0]
             else:
@@ -148,7 +150,7 @@ def search(directory, keyring: KeyRing, q: Query) -> Iterator[Record]:
             if outer is not None:
                 head_sql = (f"SELECT r.blob FROM ix.{outer} AS i CROSS JOIN records AS r ON r.seq = i.seq "
                             f"WHERE i.{key} = ? AND i.seq <= ?")
-                hparams = [value, upto]
+                hparams: list[object] = [value, upto]
                 for t in toks[1:]:
                     head_sql += " AND r.seq IN (SELECT seq FROM ix.ix_token WHERE token = ?)"
                     hparams.append(t)
@@ -158,7 +160,8 @@ def search(directory, keyring: KeyRing, q: Query) -> Iterator[Record]:
             else:
                 head_sql = "SELECT blob FROM records WHERE " + " AND ".join(["seq <= ?", *common]) + " ORDER BY seq"
                 hparams = [upto]
-            tail, tparams = ["seq > ?"], [upto]
+            tail: list[str] = ["seq > ?"]
+            tparams: list[object] = [upto]
             for t in toks:
                 # A byte match may straddle two packed tokens: decryption below confirms every hit.
                 tail.append("instr(tokens, ?) > 0")

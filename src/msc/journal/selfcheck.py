@@ -176,7 +176,7 @@ def _evidence_of_a_journal(keyring: KeyRing, mark: Mark | None, mark_path, journ
     if others:
         evidence.append(f"the key ring served journal {others[-1][1]} (created {others[-1][0]})")
     now = time.time() if now is None else now
-    d = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+    d = dt.datetime.fromtimestamp(now, dt.UTC)
     this_month = f"{d.year:04d}-{d.month:02d}"
     destroyed = sorted(p for p, e in periods.items() if "destroyed" in e)
     past = sorted(p for p, e in periods.items() if "wrapped" in e and p < this_month)

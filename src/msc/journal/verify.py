@@ -35,7 +35,7 @@ from msc.journal.keys import KeyRing
 from msc.journal.merkle import Frontier
 from msc.journal.records import commitment, open_sealed, unseal_meta
 from msc.journal.retention import PURGE_CODE, TIMELINE_GAP_S, PurgeClaim, claim_of, judge
-from msc.journal.store import COLUMNS, Reader, checkpoint_message, load_purged, read_leaves_file
+from msc.journal.store import COLUMNS, Reader, checkpoint_message, load_purged
 
 _META_COLUMNS = COLUMNS[1:]  # seq is checked separately
 

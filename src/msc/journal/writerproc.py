@@ -257,7 +257,7 @@ class WriterProcess:
             return
         try:
             await asyncio.wait_for(self.call("close"), 60)
-        except (JournalError, asyncio.TimeoutError):
+        except (TimeoutError, JournalError):
             pass
         self._writer.close()
         if self._proc is not None:

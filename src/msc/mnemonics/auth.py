@@ -48,11 +48,16 @@ UNKNOWN_ROW = "*UNKNOWN*"
 class Account(Protocol):
     """What the service needs of a user (``msc.mnemonics.directory.User`` is one)."""
 
-    id: str
-    role: str
-    password_hash: str
-    totp: str | None
-    active: bool
+    @property
+    def id(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def password_hash(self) -> str: ...
+    @property
+    def totp(self) -> str | None: ...
+    @property
+    def active(self) -> bool: ...
 
 
 class AttemptStore(Protocol):

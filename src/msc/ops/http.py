@@ -25,7 +25,7 @@ REQUEST_TIMEOUT_S = 5.0
 class OpsServer:
     def __init__(self, switch: Any) -> None:
         self.switch = switch
-        self.server: asyncio.AbstractServer | None = None
+        self.server: asyncio.Server | None = None
 
     async def start(self, bind: str) -> None:
         host, port = parse_hostport(bind)
@@ -33,6 +33,9 @@ class OpsServer:
 
     @property
     def port(self) -> int:
+        """The bound TCP port (after :meth:`start`)."""
+        if self.server is None:
+            raise RuntimeError("the HTTP endpoint is not started")
         return self.server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -44,7 +47,7 @@ class OpsServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_S)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             writer.close()
             return
         if len(head) > MAX_REQUEST:

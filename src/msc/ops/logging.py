@@ -26,7 +26,7 @@ def configure(*, level: str = "info", json: bool | None = None, stream=None) -> 
     stream = stream or sys.stderr
     if json is None:
         json = not stream.isatty()
-    processors = [
+    processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),

@@ -90,7 +90,7 @@ class Metrics:
         for window in ("30d", "365d"):
             self.availability.labels(window)
         self._rejects = {c.code: self.rejects.labels(c.code) for c in Reject}
-        self._kinds: dict[str, object] = {}
+        self._kinds: dict[str, Counter] = {}
         self._rx_client = self.frames_received.labels("client")
         self._tx_client = self.frames_sent.labels("client")
         self._rx_up = self.frames_received.labels("upstream")

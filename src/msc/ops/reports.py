@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from collections import Counter
+from typing import Any
 
 from msc.config.load import Settings
 from msc.journal.store import Reader
@@ -39,10 +40,11 @@ def availability(settings: Settings, now: float, *, running: bool) -> dict:
     finally:
         ledger.close()
     current = runs[-1].id if running and runs else None
-    out = {"target": TARGET, "now": iso(now), "windows": {}}
+    windows: dict[str, dict[str, Any]] = {}
+    out = {"target": TARGET, "now": iso(now), "windows": windows}
     for window in WINDOWS:
         a = compute(runs, now, window, current=current)
-        out["windows"][window] = {
+        windows[window] = {
             "since": iso(a.since), "ratio": round(a.ratio, 6), "up_s": round(a.up_s, 1), "down_s": round(a.down_s, 1),
             "meets_target": a.ratio >= TARGET,
             "outages": [{"start": iso(o.start), "end": iso(o.end), "seconds": round(o.seconds, 1),
@@ -93,13 +95,13 @@ def users(settings: Settings, now: float) -> dict:
         state = store.users()
     finally:
         store.close()
-    today = dt.datetime.fromtimestamp(now, dt.timezone.utc).date()
+    today = dt.datetime.fromtimestamp(now, dt.UTC).date()
     since = _first_tracked(settings) or now
     inactive, expiring = [], []
     for u in settings.users.user:
         st = state.get(u.id)
         last = max(filter(None, (st.last_logon, st.last_use))) if st and (st.last_logon or st.last_use) else None
-        created = dt.datetime.combine(u.created, dt.time(), dt.timezone.utc).timestamp() if u.created else since
+        created = dt.datetime.combine(u.created, dt.time(), dt.UTC).timestamp() if u.created else since
         ref = last if last else max(created, since)
         days = (now - ref) / DAY
         if u.status == "active" and days >= USER_INACTIVE_DAYS:
@@ -126,7 +128,7 @@ def misuse(settings: Settings, start: float, end: float) -> dict:
     try:
         for period in reader.periods():
             conn = reader.conn(period)
-            for ts, kind, code, user, mke, peer, direction in conn.execute(
+            for ts, kind, code, user, mke, peer, _direction in conn.execute(
                     "SELECT ts, kind, code, user, mke, peer, direction FROM records WHERE ts >= ? AND ts < ? "
                     "AND (kind IN ('REJECTED', 'SESSION') OR (kind = 'RECEIVED' AND direction = 'in'))", (lo, hi)):
                 if kind == "SESSION" and code == "E208":

@@ -23,7 +23,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 import msgspec
 
@@ -144,7 +145,7 @@ _CORI = ("PUR", "ATN")
 
 #: What msc applies to a routed key that has no ``[[edit]]`` of its own (CONFIG.md "Edits").
 #: Each rule lists the identifier sets of the NCIC/Nlets inquiry (see the module docstring).
-BUILTIN: dict[str, dict] = {
+BUILTIN: dict[str, dict[str, Any]] = {
     "QW": {"one_of": _PERSON},                               # NCIC wanted person
     "QV": {"one_of": _VEHICLE},                              # NCIC vehicle
     "QH": {"required": _CORI, "one_of": _PERSON},            # III name search
@@ -174,7 +175,27 @@ def builtin(mke: str, *, purpose_codes: tuple[str, ...] = III_PURPOSE_CODES,
                    purpose_codes=purpose_codes, formats={**DEFAULT_FORMATS, **(formats or {})})
 
 
-def from_section(section, mke: str, *, purpose_codes: tuple[str, ...], formats: dict[str, str]) -> KeyEdit:
+class EditTable(Protocol):
+    """An ``[[edit]]`` table as the configuration holds it (``msc.config.model.EditSection``;
+    the protocol imports no config, so this names only what it reads)."""
+
+    @property
+    def mke(self) -> tuple[str, ...]: ...
+    @property
+    def required(self) -> tuple[str, ...]: ...
+    @property
+    def one_of(self) -> tuple[tuple[str, ...], ...]: ...
+    @property
+    def repeatable(self) -> tuple[str, ...] | None: ...
+    @property
+    def purpose_codes(self) -> tuple[str, ...] | None: ...
+    @property
+    def formats(self) -> dict[str, str]: ...
+    @property
+    def max_destinations(self) -> int: ...
+
+
+def from_section(section: EditTable, mke: str, *, purpose_codes: tuple[str, ...], formats: dict[str, str]) -> KeyEdit:
     """The :class:`KeyEdit` of ``mke`` from a configured ``[[edit]]`` table (duck-typed: the
     config model is not imported here). Unset fields take the ``[edits]`` defaults."""
     return KeyEdit(
@@ -184,7 +205,7 @@ def from_section(section, mke: str, *, purpose_codes: tuple[str, ...], formats: 
         formats={**DEFAULT_FORMATS, **formats, **section.formats}, max_destinations=section.max_destinations)
 
 
-def table(routed: list[str], sections, *, use_builtin: bool, purpose_codes: tuple[str, ...],
+def table(routed: list[str], sections: Iterable[EditTable], *, use_builtin: bool, purpose_codes: tuple[str, ...],
           formats: dict[str, str]) -> dict[str, KeyEdit]:
     """The edit of every routed key: its ``[[edit]]``, else the built-in rule (when
     ``use_builtin``), else format, repeat and purpose checks only (CONFIG.md "Edits")."""

@@ -9,13 +9,12 @@ Formatting functions produce the bytes msc sends. Nothing here does I/O.
 from __future__ import annotations
 
 import re
-from typing import Union
 
 import msgspec
 
 from msc.protocol import grammar as g
 from msc.protocol.codes import ProtocolError, Reject
-from msc.protocol.redact import redact  # noqa: F401  (re-exported: the journal path of rejected text)
+from msc.protocol.redact import redact as redact  # re-exported: the journal path of rejected text
 
 # Keys msc itself understands (PROTOCOL.md §2); every other key is looked up in the route table.
 LOGON = "LOGON"
@@ -64,7 +63,7 @@ class PasswordChange(msgspec.Struct, frozen=True, tag="pwd"):
     secret: str
 
     def candidates(self) -> list[tuple[str, str]]:
-        out = []
+        out: list[tuple[str, str]] = []
         start = 0
         while len(out) < MAX_PWD_SPLITS:
             i = self.secret.find(".", start)
@@ -128,7 +127,7 @@ class Transaction(msgspec.Struct, frozen=True, tag="txn"):
         return [v for t, v in self.fields if t == tag]
 
 
-Body = Union[Logon, Logoff, Bind, PasswordChange, AdminText, Transaction]
+Body = Logon | Logoff | Bind | PasswordChange | AdminText | Transaction
 
 
 class Input(msgspec.Struct, frozen=True):
@@ -296,7 +295,7 @@ def _parse_ori(value: str | None) -> str:
 MAX_ROUTING_PARTS = 8
 
 
-def _envelope(after: str, dest_re, *, am: bool = False) -> tuple[tuple[str, ...], tuple[str, ...], int] | None:
+def _envelope(after: str, dest_re: re.Pattern[str], *, am: bool = False) -> tuple[tuple[str, ...], tuple[str, ...], int] | None:
     """Find the Nlets routing part of ``after`` (the text after ``ORI.``): a destination list,
     optional control fields, then ``TXT``. Returns (destinations, controls, offset of the data
     after TXT), or None when ``after`` does not start with a destination list (NCIC form)."""

@@ -218,9 +218,9 @@ def redact(text: str) -> str:
             break
         found = _secret_word(f.norm)
         if found is not None:
-            if i + 1 < len(candidates) and candidates[i + 1].norm in _EXACT_KEYS:
-                f = candidates[i + 1]  # a header spelled like a key (LOGON.LOGON.…): the second is the key
-                found = _secret_word(f.norm)
+            second = _secret_word(candidates[i + 1].norm) if i + 1 < len(candidates) else None
+            if second is not None and candidates[i + 1].norm in _EXACT_KEYS:
+                f, found = candidates[i + 1], second  # a header spelled like a key (LOGON.LOGON.…): the second is the key
             kind, _start, end = found
             key = (kind, f.offset_after(end), f)
             break

@@ -312,7 +312,7 @@ class Router:
                          osn=o.osn, code=Reject.E501.code,
                          text=f"OSN {o.osn} NOT DELIVERED: ITS RECORD SEQ/{landed[i]} WAS WRITTEN WHILE THE JOURNAL "
                               "REPORTED AN ERROR (E501)")
-                   for o, i in zip(outputs, at)]
+                   for o, i in zip(outputs, at, strict=True)]
 
         async def record() -> None:
             delay = 0.1
@@ -332,7 +332,7 @@ class Router:
 
     def deliver_committed(self, outputs: list[Output], at: list[int], seqs: list[int]) -> None:
         """Hand outputs whose records committed (``at``: each output's index in ``seqs``) to delivery."""
-        for o, i in zip(outputs, at):
+        for o, i in zip(outputs, at, strict=True):
             o.seq = seqs[i]
             self.delivery.deliver(o)
 
@@ -520,7 +520,7 @@ class Router:
         rule = classifier(d).classify(msg.kind)
         staffed = rule is not None and rule.deliver == DELIVER_24X7
         dest = msg.dest
-        now = dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc)
+        now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         if dest in d.groups:
             stations = list(d.groups[dest])
         elif dest in d.agencies:

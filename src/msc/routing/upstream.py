@@ -217,7 +217,7 @@ class UpstreamLink:
                                        server_hostname=server_hostname),
                 CONNECT_TIMEOUT_S,
             )
-        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
             self.log.debug("upstream.connect_failed", endpoint=index, error=type(exc).__name__)
             return None
         return proto

@@ -55,8 +55,8 @@ from msc.protocol.message import (
     banner,
     decode_lossy,
     format_pairs,
-    parse_nak,
     parse_input,
+    parse_nak,
     redact,
 )
 from msc.routing.router import Pending

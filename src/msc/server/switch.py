@@ -32,9 +32,9 @@ from msc.journal.records import Entry, JournalError, Kind
 from msc.journal.retention import PurgeRefused
 from msc.journal.selfcheck import JournalRefused
 from msc.mnemonics import authz, totp
-from msc.mnemonics.directory import Directory, Pool, User
 from msc.mnemonics.acp import AccessControlPoint, Allocation
 from msc.mnemonics.auth import Attempt, AuthService, users_file_rehash
+from msc.mnemonics.directory import Directory, Pool, User
 from msc.mnemonics.state import StateStore
 from msc.ops.availability import HEARTBEAT_S, WINDOWS, Ledger, compute
 from msc.ops.metrics import Metrics
@@ -42,10 +42,9 @@ from msc.protocol import framing
 from msc.protocol.codes import MscError, ProtocolError, Reject
 from msc.protocol.message import AdminText, Input, Logon, PasswordChange, format_pairs, msc_notice
 from msc.protocol.parts import max_payload
-from msc.routing.delivery import Delivery
-from msc.routing.outbox import OutboxStore
-from msc.routing.delivery import Output
+from msc.routing.delivery import Delivery, Output
 from msc.routing.forwarding import tamf
+from msc.routing.outbox import OutboxStore
 from msc.routing.router import Pending, Router
 from msc.routing.upstream import FAILURE_REASONS, UpstreamLink
 from msc.server.control import ControlServer
@@ -187,7 +186,7 @@ class Switch:
         runs = await asyncio.to_thread(self.ledger.runs)
         evidence = ()
         if runs:
-            first = dt.datetime.fromtimestamp(runs[0].started, dt.timezone.utc).isoformat(timespec="seconds")
+            first = dt.datetime.fromtimestamp(runs[0].started, dt.UTC).isoformat(timespec="seconds")
             evidence = (f"state.db's availability ledger records {len(runs)} earlier run(s) of the switch since {first}",)
         self.journal = Journal(
             s.journal_dir, keyring, name=cfg.switch.name, synchronous=cfg.journal.synchronous,
@@ -566,7 +565,7 @@ class Switch:
             self.metrics.upstream_up.labels(link.name, label).set(1 if link.endpoint_index == i else 0)
 
     def today(self) -> dt.date:
-        return dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc).date()
+        return dt.datetime.fromtimestamp(self.clock(), dt.UTC).date()
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -872,7 +871,7 @@ class Switch:
                               body=body, prohibited_purposes=d.prohibited_purposes, today=self.today())
         if denied is not None:
             raise ProtocolError(denied.reject, denied.detail)
-        now = dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc)
+        now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         local: list[tuple[str, str]] = []
         remote: list[str] = []
         for dest in body.destinations:

@@ -39,11 +39,10 @@ import time
 from dataclasses import dataclass, field
 from typing import IO
 
-from msc.protocol import framing
+from msc.protocol import framing, grammar
 from msc.protocol.codes import FramingError, ProtocolError, Reject
 from msc.protocol.framing import Framer
 from msc.protocol.message import format_upstream, parse_input
-from msc.protocol import grammar
 from msc.stubs.responses import ROLE_KEYS, answer_parts, lengthen, notification, parts_count
 
 HEARTBEAT_S = 30.0
@@ -122,6 +121,10 @@ class _Conn(asyncio.Protocol):
                 fut.set_result("NOCONN")
         self.waiting.clear()
 
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
@@ -135,9 +138,9 @@ class _Conn(asyncio.Protocol):
             frames = self.framer.feed(data)
         except FramingError as exc:
             self.write(framing.nak(0, exc.code, exc.detail))
-            self.transport.close()
+            self.close()
             return
-        out = []
+        out: list[bytes] = []
         for f in frames:
             if f.type == framing.MSG:
                 self.stub._request(self, f.xid, f.payload, out)
@@ -158,7 +161,7 @@ class _Conn(asyncio.Protocol):
             self.write(b"".join(out))
         if self.framer.failed is not None:
             self.write(framing.nak(0, Reject.E101.code, self.framer.failed.detail))
-            self.transport.close()
+            self.close()
 
     def respond(self, response: bytes, attempts: int = 0) -> None:
         """Send one response and remember it until the switch answers A or N."""
@@ -184,7 +187,7 @@ class Stub:
         self.conns: set[_Conn] = set()
         self.stats = Stats()
         self._log: IO[str] | None = None
-        self._servers: list[asyncio.AbstractServer] = []
+        self._servers: list[asyncio.Server] = []
         self._tasks: list[asyncio.Task] = []
         self.half_dead = cfg.half_dead
         self.hold = False
@@ -327,7 +330,7 @@ class Stub:
         fut = conns[0].push(text.encode("latin-1", "replace"))
         try:
             return await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return "TIMEOUT"
 
     def notification_text(self, command: str) -> str | None:
