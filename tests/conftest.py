@@ -341,6 +341,11 @@ async def harness(tmp_path):
             await h.stop()
 
 
+def journaled(switch, kind: str) -> float:
+    """How many ``kind`` records the switch has committed (its ``msc_journal_records_total``)."""
+    return switch.metrics.registry.get_sample_value("msc_journal_records_total", {"kind": kind}) or 0
+
+
 async def eventually(predicate, timeout: float = 5.0, interval: float = 0.02):
     """Poll until predicate() is truthy (no bare sleeps in tests)."""
     deadline = asyncio.get_running_loop().time() + timeout

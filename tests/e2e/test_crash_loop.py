@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import signal
 import time
+import urllib.request
 
 import pytest
 
@@ -64,10 +66,18 @@ async def load_until(port: int, stop: asyncio.Event, acked: list[str], answers: 
     await asyncio.gather(*(one(s, u) for s, u in STATIONS))
 
 
+def delivered_records(mport: int) -> float:
+    """The running switch's committed DELIVERED records, from its /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    m = re.search(r'^msc_journal_records_total\{kind="DELIVERED"\} (\S+)$', text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
 def test_random_kill_9_loop_loses_nothing(tmp_path, procs):
     rnd = random.Random(int(os.environ.get("MSC_CRASH_SEED", "20261125")))
-    up, port = free_port(), free_port()
-    cfg = make_config(tmp_path, upstream_ports=[up], port=port, metrics_port=free_port(), rate_limit=100000)
+    up, port, mport = free_port(), free_port(), free_port()
+    cfg = make_config(tmp_path, upstream_ports=[up], port=port, metrics_port=mport, rate_limit=100000)
     procs.append(Proc("stub", "--role", "clets", "--listen", f"127.0.0.1:{up}", "--latency-ms", "20",
                       log=tmp_path / "stub.err"))
     wait_port(up)
@@ -107,15 +117,20 @@ def test_random_kill_9_loop_loses_nothing(tmp_path, procs):
             assert (await c.logon(station, user, PASSWORD)).type == "A"
             clients.append(c)
         deadline = time.monotonic() + 20
+        received = 0
         while time.monotonic() < deadline:
             for c in clients:
                 while not c.outputs.empty():
                     o = c.outputs.get_nowait()
+                    received += 1
                     answers[o.text.split(".", 1)[0]] = o.text
             if all(a.split(".", 1)[0] in answers for a in acked):
                 break
             await asyncio.sleep(0.1)
-        await asyncio.sleep(1.0)  # let the DELIVERED records commit
+        # Every output received here was acknowledged: wait for its DELIVERED record to commit
+        # (this process counts only its own), so the clean stop below does not race the ACKs.
+        while await asyncio.to_thread(delivered_records, mport) < received and time.monotonic() < deadline + 10:
+            await asyncio.sleep(0.05)
         for c in clients:
             c.close()
 

@@ -10,7 +10,7 @@ import zipfile
 import pytest
 
 from msc.journal.search import Query, search
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, eventually, journaled
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -34,7 +34,8 @@ async def traffic(harness):
     host = await harness.client()
     assert (await host.send("ECC2X1.*EC0001.#C0A8010A.RQ.CA0130100.LIC/7XYZ999")).type == "A"
     await host.output()
-    await asyncio.sleep(0.2)  # let DELIVERED records commit
+    # The three outputs were acknowledged: wait for their DELIVERED records to commit.
+    await eventually(lambda: journaled(harness.switch, "DELIVERED") >= 3)
     return c
 
 
