@@ -30,21 +30,21 @@ class _Table(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     pass
 
 
-class ServerTls(_Table, kw_only=True):
+class ServerTls(_Table, frozen=True, kw_only=True):
     cert: str
     key: str
     client_ca: str | None = None
     require_client_cert: bool = False
 
 
-class ClientTls(_Table, kw_only=True):
+class ClientTls(_Table, frozen=True, kw_only=True):
     ca: str | None = None
     cert: str | None = None
     key: str | None = None
     server_name: str | None = None
 
 
-class SwitchSection(_Table, kw_only=True):
+class SwitchSection(_Table, frozen=True, kw_only=True):
     name: str = "MSC"
     data_dir: str = "var"
     users_file: str = "users.toml"
@@ -67,7 +67,7 @@ class SwitchSection(_Table, kw_only=True):
     password_cost: int = 15
 
 
-class ListenerSection(_Table, kw_only=True):
+class ListenerSection(_Table, frozen=True, kw_only=True):
     name: str
     bind: str
     max_frame: int = 32768
@@ -78,11 +78,11 @@ class ListenerSection(_Table, kw_only=True):
     tls: ServerTls | None = None
 
 
-class MetricsSection(_Table, kw_only=True):
+class MetricsSection(_Table, frozen=True, kw_only=True):
     bind: str = "127.0.0.1:9400"
 
 
-class JournalSection(_Table, kw_only=True):
+class JournalSection(_Table, frozen=True, kw_only=True):
     dir: str = "var/journal"
     key_file: str = "var/keys/master.key"
     retention_days: int = 1096
@@ -92,7 +92,7 @@ class JournalSection(_Table, kw_only=True):
     verify_interval_s: float = 3600  # start a background verification pass at most this often (0: never)
 
 
-class UpstreamSection(_Table, kw_only=True):
+class UpstreamSection(_Table, frozen=True, kw_only=True):
     name: str
     endpoints: tuple[str, ...]
     timeout_s: float = 30
@@ -114,7 +114,7 @@ class UpstreamSection(_Table, kw_only=True):
         return self.ack_timeout_s if self.ack_timeout_s is not None else min(10.0, 2 * self.heartbeat_s)
 
 
-class RouteSection(_Table, kw_only=True):
+class RouteSection(_Table, frozen=True, kw_only=True):
     mke: tuple[str, ...]
     upstream: str
     category: str
@@ -130,13 +130,13 @@ class RouteSection(_Table, kw_only=True):
     timeout_s: float | None = None
 
 
-class AgencySection(_Table, kw_only=True):
+class AgencySection(_Table, frozen=True, kw_only=True):
     ori: str
     name: str
     duty_station: str | None = None
 
 
-class StationSection(_Table, kw_only=True):
+class StationSection(_Table, frozen=True, kw_only=True):
     mnemonic: str
     kind: StationKind
     ori: str
@@ -150,7 +150,7 @@ class StationSection(_Table, kw_only=True):
     status: Status = "active"
 
 
-class PoolSection(_Table, kw_only=True):
+class PoolSection(_Table, frozen=True, kw_only=True):
     name: str
     ori: str
     serves: tuple[str, ...] = ()
@@ -161,12 +161,12 @@ class PoolSection(_Table, kw_only=True):
     unsolicited_to: str | None = None
 
 
-class GroupSection(_Table, kw_only=True):
+class GroupSection(_Table, frozen=True, kw_only=True):
     name: str
     members: tuple[str, ...]
 
 
-class ForwardSection(_Table, kw_only=True):
+class ForwardSection(_Table, frozen=True, kw_only=True):
     from_: str = field(name="from")
     to: str
     days: tuple[Day, ...] = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
@@ -179,7 +179,7 @@ class ForwardSection(_Table, kw_only=True):
 III_PURPOSE_CODES = ("A", "C", "D", "F", "H", "I", "J", "S", "V", "X")
 
 
-class EditsSection(_Table, kw_only=True):
+class EditsSection(_Table, frozen=True, kw_only=True):
     """``[edits]``: defaults of the message-key edits (CONFIG.md "Edits")."""
 
     builtin: bool = True  # msc's built-in rule for a routed key without an [[edit]]
@@ -187,7 +187,7 @@ class EditsSection(_Table, kw_only=True):
     formats: dict[str, str] = {}  # tag -> format name, added to / overriding the built-in ones
 
 
-class EditSection(_Table, kw_only=True):
+class EditSection(_Table, frozen=True, kw_only=True):
     """``[[edit]]``: the edits of one or more message keys."""
 
     mke: tuple[str, ...]
@@ -199,7 +199,7 @@ class EditSection(_Table, kw_only=True):
     max_destinations: int = 5
 
 
-class UnsolicitedSection(_Table, kw_only=True):
+class UnsolicitedSection(_Table, frozen=True, kw_only=True):
     """A row of the unsolicited table (PROTOCOL.md §5): message kinds and where they go."""
 
     name: str  # the class, as the label of msc_unsolicited_total
@@ -207,7 +207,7 @@ class UnsolicitedSection(_Table, kw_only=True):
     deliver: Literal["24x7", "addressed"]
 
 
-class Config(_Table, kw_only=True):
+class Config(_Table, frozen=True, kw_only=True):
     """The whole of ``msc.toml``."""
 
     switch: SwitchSection = SwitchSection()
@@ -226,7 +226,7 @@ class Config(_Table, kw_only=True):
     unsolicited: tuple[UnsolicitedSection, ...] = ()
 
 
-class UserEntry(_Table, kw_only=True):
+class UserEntry(_Table, frozen=True, kw_only=True):
     """One ``[[user]]`` of ``users.toml``."""
 
     id: str
@@ -241,14 +241,14 @@ class UserEntry(_Table, kw_only=True):
     created: dt.date | None = None
 
 
-class RemovedUser(_Table, kw_only=True):
+class RemovedUser(_Table, frozen=True, kw_only=True):
     """A tombstone: a removed user ID is not reassigned for 365 days (CJIS IA-4d)."""
 
     id: str
     removed: dt.date
 
 
-class UsersFile(_Table, kw_only=True):
+class UsersFile(_Table, frozen=True, kw_only=True):
     """The whole of ``users.toml``."""
 
     user: tuple[UserEntry, ...] = ()

@@ -11,9 +11,10 @@ from __future__ import annotations
 import ipaddress
 import re
 import zoneinfo
+from collections.abc import Sequence
 
 from msc.config.issues import ConfigIssue, locate
-from msc.config.model import BUILTIN_CATEGORIES
+from msc.config.model import BUILTIN_CATEGORIES, ForwardSection
 from msc.config.settings import Settings
 from msc.protocol import edits as ed
 from msc.protocol import grammar as g
@@ -265,9 +266,9 @@ def validate(settings: Settings) -> list[ConfigIssue]:
                 c.unique(f"workstation of station {i}", m, f"{p}.mnemonics[{k}]", "workstation mnemonic")
         elif st.mnemonics:
             c.add(f"{p}.mnemonics", "only host stations have workstation mnemonics")
-        for k, a in enumerate(st.authorizations):
-            if a not in categories:
-                c.add(f"{p}.authorizations[{k}]", f"unknown category {a!r} (known: {', '.join(sorted(categories))})")
+        for k, cat in enumerate(st.authorizations):
+            if cat not in categories:
+                c.add(f"{p}.authorizations[{k}]", f"unknown category {cat!r} (known: {', '.join(sorted(categories))})")
         if st.kind == "printer" and st.authorizations:
             c.add(f"{p}.authorizations", "a printer only receives")
 
@@ -292,18 +293,18 @@ def validate(settings: Settings) -> list[ConfigIssue]:
                 c.add(f"{p}.mnemonics[{k}]", f"{m!r} is not a mnemonic")
             claim(m, f"{p}.mnemonics[{k}]", f"{p}.mnemonics[{k}]")
         _check_addresses(c, p, pl.addresses, pl.client_cert_cn)
-        for k, a in enumerate(pl.authorizations):
-            if a not in categories:
-                c.add(f"{p}.authorizations[{k}]", f"unknown category {a!r}")
+        for k, cat in enumerate(pl.authorizations):
+            if cat not in categories:
+                c.add(f"{p}.authorizations[{k}]", f"unknown category {cat!r}")
         if pl.unsolicited_to is not None and pl.unsolicited_to not in stations:
             c.add(f"{p}.unsolicited_to", f"no [[station]] {pl.unsolicited_to}")
 
     for i, a in enumerate(cfg.agency):
         if a.duty_station is not None:
-            st = stations.get(a.duty_station)
-            if st is None:
+            duty = stations.get(a.duty_station)
+            if duty is None:
                 c.add(f"agency[{i}].duty_station", f"no [[station]] {a.duty_station}")
-            elif st.kind == "host":
+            elif duty.kind == "host":
                 c.add(f"agency[{i}].duty_station", "the 24x7 destination must be a terminal or printer")
 
     groups = set()
@@ -337,23 +338,23 @@ def validate(settings: Settings) -> list[ConfigIssue]:
     # users.toml
     users = settings.users
     removed = {r.id for r in users.removed}
-    for i, u in enumerate(users.user):
+    for i, usr in enumerate(users.user):
         p = f"user[{i}]"
-        c.unique("user ID", u.id, f"{p}.id", "user ID", users=True)
-        if g.USER_ID_RE.match(u.id) is None:
-            c.add(f"{p}.id", f"{u.id!r} is not a user ID (6 [A-Z0-9], PPP §1.6.7)", users=True)
-        if u.ori not in agencies:
-            c.add(f"{p}.ori", f"no [[agency]] with ORI {u.ori} in {settings.config_path.name}", users=True)
-        if not (u.password.startswith("$scrypt$") or u.password.startswith("$argon2")):
+        c.unique("user ID", usr.id, f"{p}.id", "user ID", users=True)
+        if g.USER_ID_RE.match(usr.id) is None:
+            c.add(f"{p}.id", f"{usr.id!r} is not a user ID (6 [A-Z0-9], PPP §1.6.7)", users=True)
+        if usr.ori not in agencies:
+            c.add(f"{p}.ori", f"no [[agency]] with ORI {usr.ori} in {settings.config_path.name}", users=True)
+        if not (usr.password.startswith("$scrypt$") or usr.password.startswith("$argon2")):
             c.add(f"{p}.password", "must be a hash written by `msc user add` (never plaintext)", users=True)
-        if u.totp is not None and not u.totp.startswith("enc:"):
+        if usr.totp is not None and not usr.totp.startswith("enc:"):
             c.add(f"{p}.totp", "must be an encrypted secret written by `msc user add --totp`", users=True)
-        if u.id in removed:
-            c.add(f"{p}.id", f"{u.id} was removed and may not be reassigned yet (CJIS IA-4d)", users=True)
-    for i, r in enumerate(users.removed):
-        c.unique("removed user ID", r.id, f"removed[{i}].id", "removed user ID", users=True)
-        if g.USER_ID_RE.match(r.id) is None:
-            c.add(f"removed[{i}].id", f"{r.id!r} is not a user ID", users=True)
+        if usr.id in removed:
+            c.add(f"{p}.id", f"{usr.id} was removed and may not be reassigned yet (CJIS IA-4d)", users=True)
+    for i, gone in enumerate(users.removed):
+        c.unique("removed user ID", gone.id, f"removed[{i}].id", "removed user ID", users=True)
+        if g.USER_ID_RE.match(gone.id) is None:
+            c.add(f"removed[{i}].id", f"{gone.id!r} is not a user ID", users=True)
     return c.issues
 
 
@@ -458,10 +459,10 @@ def _minutes(rule) -> set[tuple[int, int]]:
     return out
 
 
-def _check_forward_overlap(c: _Checker, forwards) -> None:
+def _check_forward_overlap(c: _Checker, forwards: Sequence[ForwardSection]) -> None:
     """One station's traffic goes to one place at a time: two [[forward]] rules of the same
     station (in the same time zone) may not cover the same minute."""
-    seen: list[tuple[object, set, int]] = []
+    seen: list[tuple[ForwardSection, set[tuple[int, int]], int]] = []
     for i, f in enumerate(forwards):
         slots = _minutes(f)
         for other, other_slots, j in seen:
