@@ -153,14 +153,14 @@ class RequestTable:
     def match(self, header: str) -> Match:
         """The request a message with this header answers, if any."""
         q = self._open.get(header)
-        if q is not None and (type(q) is list or q.state == "answered"):
+        if q is not None and (isinstance(q, list) or q.state == "answered"):
             now = self.clock()
-            for p in (list(q) if type(q) is list else (q,)):  # windows that ended before reaching
-                if p.state == "answered" and p.sent_at + p.window_s <= now:  # the head of their queue
-                    self.close(p, at=p.sent_at + p.window_s)
+            for p in (list(q) if isinstance(q, list) else (q,)):  # windows that ended before reaching
+                if p.state == "answered" and p.sent_at + _window(p) <= now:  # the head of their queue
+                    self.close(p, at=p.sent_at + _window(p))
             q = self._open.get(header)
         if q is not None:
-            if type(q) is not list:
+            if not isinstance(q, list):
                 return Match(q, "first" if q.state == "waiting" else "further")
             for p in q:
                 if p.state == "waiting":
@@ -169,7 +169,7 @@ class RequestTable:
         self._forget_old()
         closed = self._closed_by_header.get(header)
         if closed is not None:
-            if type(closed) is not list:
+            if not isinstance(closed, list):
                 return Match(closed, "late")
             return Match(None, None, True)
         return Match(None)
@@ -180,14 +180,14 @@ class RequestTable:
         if p.state == "waiting":
             p.state = "answered"
             p.done = True
-            end = p.sent_at + p.window_s
+            end = p.sent_at + _window(p)
             if end <= self.clock():
                 self.close(p, at=end)
-            elif p.window_s > p.timeout_s:
+            elif _window(p) > _timeout(p):
                 # (a window that ends with the timeout is closed at the timeout's deadline)
-                q = self._windows.get(p.window_s)
+                q = self._windows.get(_window(p))
                 if q is None:
-                    q = self._windows[p.window_s] = deque()
+                    q = self._windows[_window(p)] = deque()
                 q.append(p)
             return "first"
         return "further" if p.state == "answered" else "late"
@@ -213,7 +213,7 @@ class RequestTable:
         q = self._open.get(p.header)
         if q is None:
             self._open[p.header] = p
-        elif type(q) is list:
+        elif isinstance(q, list):
             q.insert(0, p)
         else:
             self._open[p.header] = [p, q]
@@ -249,8 +249,8 @@ class RequestTable:
                         p.state = "finished"
                     else:
                         timed_out.append(p)
-                elif p.state == "answered" and p.sent_at + p.window_s <= now:
-                    self.close(p, at=p.sent_at + p.window_s)
+                elif p.state == "answered" and p.sent_at + _window(p) <= now:
+                    self.close(p, at=p.sent_at + _window(p))
                     ended.append(p)
         for window_s, q in self._windows.items():
             while q and (q[0].state != "answered" or q[0].sent_at + window_s <= now):
@@ -272,7 +272,7 @@ class RequestTable:
         return [p for q in self._timeouts.values() for p in q if p.upstream == upstream and p.state == "waiting"]
 
     def open_requests(self) -> int:
-        return sum(len(q) if type(q) is list else 1 for q in self._open.values())
+        return sum(len(q) if isinstance(q, list) else 1 for q in self._open.values())
 
     def remembered(self) -> int:
         return len(self._closed)
@@ -286,11 +286,23 @@ class RequestTable:
             p.state = "finished"
 
 
+def _window(p: Pending) -> float:
+    """``p``'s answer window, seconds (resolved when it was forwarded: :meth:`RequestTable.opened`)."""
+    assert p.window_s is not None, "a forwarded request has its window"
+    return p.window_s
+
+
+def _timeout(p: Pending) -> float:
+    """``p``'s wait for a first part, seconds (resolved when it was forwarded)."""
+    assert p.timeout_s is not None, "a forwarded request has its timeout"
+    return p.timeout_s
+
+
 def _add(by_header: dict[str, Pending | list[Pending]], p: Pending) -> None:
     q = by_header.get(p.header)
     if q is None:
         by_header[p.header] = p
-    elif type(q) is list:
+    elif isinstance(q, list):
         q.append(p)
     else:
         by_header[p.header] = [q, p]
@@ -300,7 +312,7 @@ def _remove(by_header: dict[str, Pending | list[Pending]], p: Pending) -> None:
     q = by_header.get(p.header)
     if q is p:
         del by_header[p.header]
-    elif type(q) is list:
+    elif isinstance(q, list):
         try:
             q.remove(p)
         except ValueError:

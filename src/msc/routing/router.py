@@ -248,7 +248,8 @@ class Router:
                 t = time.monotonic()
                 for p in todo:
                     p.refusal_sending = False
-                if f.cancelled() or (f.exception() is not None and not f.exception().landed):
+                exc = None if f.cancelled() else f.exception()
+                if f.cancelled() or (exc is not None and not getattr(exc, "landed", None)):
                     self._probe_at = t + self._probe_backoff
                     self._probe_backoff = min(self._probe_backoff * 2, PROBE_MAX_S)
                     return
@@ -382,12 +383,17 @@ class Router:
         asyncio.get_running_loop().create_task(self._resplit(output, limit))
 
     async def _resplit(self, output: Output, limit: int) -> None:
-        parts = split_output(output.payload, min(limit, self.output_limit()))
-        entry_kw = dict(txn=output.txn, purpose=output.cori[0], requester=output.cori[1], recipient=output.cori[2])
+        payload = output.payload
+        assert payload is not None, "an output being sent has its text"
+        parts = split_output(payload, min(limit, self.output_limit()))
+        entry_kw: dict[str, Any] = dict(txn=output.txn, purpose=output.cori[0], requester=output.cori[1],
+                                        recipient=output.cori[2])
         delay = 0.1
         while True:
-            outputs, entries, at = [], [], []
-            first = None
+            outputs: list[Output] = []
+            entries: list[Entry] = []
+            at: list[int] = []
+            first = 0
             for part in parts:
                 osn = self.delivery.next_osn(output.endpoint)
                 first = first or osn
@@ -399,7 +405,7 @@ class Router:
                                      osn=osn, text=wire_text(part), **entry_kw))
             entries.insert(0, Entry(kind=Kind.UNDELIVERED, direction="out", peer=output.endpoint,
                                     mnemonic=output.mnemonic, txn=output.txn, osn=output.osn,
-                                    text=f"OSN {output.osn} LONGER THAN THE STATION TAKES ({len(output.payload)} > "
+                                    text=f"OSN {output.osn} LONGER THAN THE STATION TAKES ({len(payload)} > "
                                          f"{limit} BYTES): SENT AGAIN AS OSN {first}-{first + len(parts) - 1}"))
             try:
                 seqs = await self.journal.submit(entries)
@@ -413,7 +419,8 @@ class Router:
             return
 
     def _observe_latency(self, output: Output) -> None:
-        self.metrics.transaction_seconds.labels(output.category).observe(time.perf_counter() - output.started)
+        if output.started is not None:
+            self.metrics.transaction_seconds.labels(output.category).observe(time.perf_counter() - output.started)
 
     # -- traffic from upstream --------------------------------------------------------------
 
@@ -444,7 +451,7 @@ class Router:
                 # The answer may overtake the upstream's A: the request is no longer in flight.
                 owner = self.links.get(pending.upstream)
                 sent = owner.sent.get(pending.xid) if owner is not None else None
-                if sent is not None and sent.context is pending:
+                if owner is not None and sent is not None and sent.context is pending:
                     del owner.sent[pending.xid]
                     self._in_flight_gauge(owner)
                 # Latency is observed once per request: client accept → first part delivered.
@@ -457,19 +464,19 @@ class Router:
             self.metrics.unsolicited.labels(unsolicited_class).inc()
             entry_kw["txn"] = self.new_txn()
         outputs, entries, at = self._prepare(destinations, payload, link.name, entry_kw, category, started)
-        refusal = pending is not None and pending in self._unrecorded and not (pending.refusal_recorded or
-                                                                                pending.refusal_sending)
-        if refusal:
+        refusal = pending if (pending is not None and pending in self._unrecorded
+                              and not (pending.refusal_recorded or pending.refusal_sending)) else None
+        if refusal is not None:
             # The answer comes again before its earlier refusal could be journaled: both, in order.
-            entries.insert(0, self._refusal_entry(pending))
+            entries.insert(0, self._refusal_entry(refusal))
             at = [i + 1 for i in at]
-            pending.refusal_sending = True
+            refusal.refusal_sending = True
         fut = self.journal.submit(entries)
 
         def committed(f: asyncio.Future) -> None:
-            if refusal:
-                pending.refusal_sending = False
-                pending.refusal_recorded = not (f.cancelled() or f.exception() is not None)
+            if refusal is not None:
+                refusal.refusal_sending = False
+                refusal.refusal_recorded = not (f.cancelled() or f.exception() is not None)
             if f.cancelled() or f.exception() is not None:
                 # Fail closed: not recorded, so not accepted and not delivered. The request it
                 # answers is not finished: it waits for the answer to come again, or gets a notice.
@@ -481,7 +488,8 @@ class Router:
                 return
             link.reply(framing.ack(xid), generation)
             if pending is not None:
-                self._count_part(match, how)  # parts are counted once recorded
+                if how is not None:
+                    self._count_part(match, how)  # parts are counted once recorded
                 pending.answered = True
                 pending.done = True
                 pending.resend_deadline = None
@@ -564,7 +572,7 @@ class Router:
         pool = self.directory.pools.get(self.directory.pool_of.get(mnemonic, ""))
         target = pool.unsolicited_to if pool else None
         endpoint = self.directory.endpoint_of(target) if target else None
-        if endpoint is None:
+        if endpoint is None or target is None:
             raise ProtocolError(Reject.E306, f"NO DEFINED DESTINATION FOR POOLED MNEMONIC {mnemonic}")
         return [(endpoint, target)]
 
