@@ -160,10 +160,12 @@ def verify_inclusion(leaf, index, size, proof, root):
 
 
 def checkpoint_message(name, tree_size, root, ts):
+    # type: (str, int, bytes, int) -> bytes
     return ("msc-checkpoint/v1\n%s\n%d\n%s\n%d\n" % (name, tree_size, root.hex(), ts)).encode()
 
 
 def commitment(salt, text, requester, recipient):
+    # type: (bytes, str, str | None, str | None) -> bytes
     h = hashlib.sha256(salt)
     for field in (text, requester, recipient):
         if field is None:
@@ -191,6 +193,7 @@ class UsageError(Exception):
 
 
 def fingerprint(public):
+    # type: (bytes) -> str
     """The key's fingerprint: SHA-256 of the raw 32-byte Ed25519 public key, 64 hex digits."""
     return hashlib.sha256(public).hexdigest()
 

@@ -20,6 +20,7 @@ import zipfile
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from msc.config.files import private_dir
 from msc.journal.keys import KeyRing
@@ -28,7 +29,7 @@ from msc.journal.records import Record, open_sealed, unseal_meta
 from msc.journal.store import Checkpoint, Reader, load_checkpoints, load_purged, read_leaves_file
 
 
-def record_json(r: Record) -> dict:
+def record_json(r: Record) -> dict[str, Any]:
     from msc.journal.search import iso
 
     return {"seq": r.seq, "ts": iso(r.ts), "kind": r.kind, "direction": r.direction, "peer": r.peer,
@@ -61,7 +62,7 @@ def covering_checkpoint(directory: Path, seq: int) -> Checkpoint | None:
 
 
 def write_bundle(directory: Path, keyring: KeyRing, seqs: list[int], out: Path, *, name: str,
-                 checkpoint: Checkpoint, manifest: dict) -> int:
+                 checkpoint: Checkpoint, manifest: dict[str, Any]) -> int:
     """Write the bundle for the given records (sorted sequence numbers). Returns the count."""
     reader = Reader(directory)
     meta = reader.meta()

@@ -24,8 +24,10 @@ import fcntl
 import json
 import os
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -93,13 +95,13 @@ def load_master_key(path: Path) -> MasterKey:
         raise KeyError_(f"{path} is not a master key file: {exc}") from None
 
 
-def _wrap(mk: MasterKey, label: str, secret: bytes) -> dict:
+def _wrap(mk: MasterKey, label: str, secret: bytes) -> dict[str, str]:
     nonce = os.urandom(12)
     ct = mk.aead().encrypt(nonce, secret, f"msc-keyring:{label}".encode())
     return {"master": mk.id, "wrapped": _b64(nonce + ct)}
 
 
-def _unwrap(mk: MasterKey, label: str, entry: dict) -> bytes:
+def _unwrap(mk: MasterKey, label: str, entry: dict[str, str]) -> bytes:
     if entry.get("master") != mk.id:
         raise KeyError_(f"{label} is wrapped by master key {entry.get('master')}, not {mk.id}")
     raw = _unb64(entry["wrapped"])
@@ -149,7 +151,7 @@ class KeyRing:
     # -- file handling --------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _locked(self):
+    def _locked(self) -> Iterator[None]:
         private_dir(self.dir)
         fd = os.open(self.dir / ".keyring.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -159,13 +161,14 @@ class KeyRing:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    def _read(self) -> dict:
+    def _read(self) -> dict[str, Any]:
         try:
-            return json.loads(self.path.read_text())
+            doc: dict[str, Any] = json.loads(self.path.read_text())
+            return doc
         except FileNotFoundError:
             raise KeyError_(f"no key ring at {self.path}: run `msc keys init`") from None
 
-    def _write(self, doc: dict) -> None:
+    def _write(self, doc: dict[str, Any]) -> None:
         atomic_write(self.path, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
 
     def master(self) -> MasterKey:
@@ -257,7 +260,7 @@ class KeyRing:
         self._periods[period] = pk
         return pk
 
-    def _refresh_master(self, doc: dict) -> MasterKey:
+    def _refresh_master(self, doc: dict[str, Any]) -> MasterKey:
         mk = self.master()
         if mk.id != doc.get("master"):
             # The key was rotated by `msc keys rotate` while we ran: read the new one.
@@ -265,7 +268,7 @@ class KeyRing:
             mk = self.master()
         return mk
 
-    def periods(self) -> dict[str, dict]:
+    def periods(self) -> dict[str, dict[str, Any]]:
         return dict(self._read()["periods"])
 
     def destroy_period(self, period: str) -> None:

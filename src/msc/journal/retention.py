@@ -36,10 +36,15 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from msc.journal.records import Entry, JournalError, Kind, unseal_meta
+
+if TYPE_CHECKING:
+    from msc.journal.keys import KeyRing, PeriodKeys
+    from msc.journal.store import Reader
 
 MIN_RETENTION_DAYS = 1096  # PPP §1.7.1 A: three years
 TIMELINE_GAP_S = 2 * 3600  # a longer silence between two records is time the journal did not see
@@ -224,10 +229,10 @@ def kept_blob(meta: sqlite3.Connection, seq: int) -> bytes | None:
     return row[0] if row else None
 
 
-def leaf_of_purged(directory: Path, purged, seq: int) -> bytes | None:
+def leaf_of_purged(directory: Path, purged: Sequence[tuple[str, int, int]], seq: int) -> bytes | None:
     from msc.journal.store import read_leaves_file
 
-    for period, first, last, *_rest in purged:
+    for period, first, last in purged:
         if first <= seq <= last:
             try:
                 data = read_leaves_file(directory, period)
@@ -237,13 +242,14 @@ def leaf_of_purged(directory: Path, purged, seq: int) -> bytes | None:
     return None
 
 
-def check_purge_evidence(directory: Path, reader, meta, keyring, purged, *, signed_size: int) -> list[tuple[int | None, str]]:
+def check_purge_evidence(directory: Path, reader: Reader, meta: sqlite3.Connection | None, keyring: KeyRing,
+                         purged: Sequence[tuple[str, int, int]], *, signed_size: int) -> list[tuple[int | None, str]]:
     """The start-up check of every purged month's proof (by the ``purge_seq`` meta.db points at;
     the full walk in ``msc journal verify`` finds the records itself). Returns (seq, problem)s."""
     from msc.journal.store import load_purge_seqs
 
     problems: list[tuple[int | None, str]] = []
-    if not purged:
+    if not purged or meta is None:  # (no meta.db: nothing is marked purged)
         return problems
     seqs = load_purge_seqs(meta)
     for period, first, last in purged:
@@ -255,6 +261,7 @@ def check_purge_evidence(directory: Path, reader, meta, keyring, purged, *, sign
             problems.append((seq, f"the purge record of {period} is not covered by a signed checkpoint"))
             continue
         found = reader.blob(seq)
+        blob: bytes | None
         if found is not None:
             blob = found[1]
             stored = reader.conn(found[0]).execute("SELECT leaf FROM records WHERE seq = ?", (seq,)).fetchone()[0]
@@ -278,7 +285,7 @@ def check_purge_evidence(directory: Path, reader, meta, keyring, purged, *, sign
     return problems
 
 
-def _authentic(keys, blob: bytes) -> bool:
+def _authentic(keys: PeriodKeys | None, blob: bytes) -> bool:
     """The record's AES-GCM tag verifies under its month's key (only the switch can make one)."""
     from cryptography.exceptions import InvalidTag
 

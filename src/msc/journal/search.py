@@ -14,6 +14,8 @@ import datetime as dt
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from msc.journal.indexer import index_path
 from msc.journal.keys import KeyRing
@@ -38,8 +40,8 @@ class Query:
     tokens: list[tuple[str, str]] = field(default_factory=list)
     limit: int | None = None
 
-    def describe(self) -> dict:
-        d = {k: getattr(self, k) for k in FILTER_COLUMNS if getattr(self, k) is not None}
+    def describe(self) -> dict[str, Any]:
+        d: dict[str, Any] = {k: getattr(self, k) for k in FILTER_COLUMNS if getattr(self, k) is not None}
         if self.start is not None:
             d["from"] = iso(self.start)
         if self.end is not None:
@@ -79,10 +81,10 @@ def _periods_between(periods: list[str], start: int | None, end: int | None) -> 
 def _seq_bound(conn: sqlite3.Connection, ts: int) -> int | None:
     """The smallest sequence number whose timestamp is >= ts (timestamps never decrease)."""
     # Two statements: SQLite answers a lone MIN() or MAX() from the b-tree, but scans for both.
-    lo = conn.execute("SELECT MIN(seq) FROM records").fetchone()[0]
+    lo: int | None = conn.execute("SELECT MIN(seq) FROM records").fetchone()[0]
     if lo is None:
         return None
-    hi = conn.execute("SELECT MAX(seq) FROM records").fetchone()[0]
+    hi: int = conn.execute("SELECT MAX(seq) FROM records").fetchone()[0]
     if conn.execute("SELECT ts FROM records WHERE seq = ?", (hi,)).fetchone()[0] < ts:
         return hi + 1
     while lo < hi:
@@ -95,7 +97,7 @@ def _seq_bound(conn: sqlite3.Connection, ts: int) -> int | None:
     return lo
 
 
-def _attach_index(conn: sqlite3.Connection, directory, period: str) -> int:
+def _attach_index(conn: sqlite3.Connection, directory: Path, period: str) -> int:
     """Attach the month's index read-only (if any); return the sequence it covers up to."""
     path = index_path(directory, period)
     if not path.exists():
@@ -107,10 +109,11 @@ def _attach_index(conn: sqlite3.Connection, directory, period: str) -> int:
     except sqlite3.DatabaseError:
         conn.execute("DETACH DATABASE ix")
         return 0
-    return rows.get("indexed_upto", 0)
+    upto: int = rows.get("indexed_upto", 0)
+    return upto
 
 
-def search(directory, keyring: KeyRing, q: Query) -> Iterator[Record]:
+def search(directory: Path, keyring: KeyRing, q: Query) -> Iterator[Record]:
     """Yield matching records, decrypted, in sequence order."""
     reader = Reader(directory)
     produced = 0
@@ -183,7 +186,7 @@ def search(directory, keyring: KeyRing, q: Query) -> Iterator[Record]:
         reader.close()
 
 
-def read(directory, keyring: KeyRing, seqs: list[int]) -> Iterator[Record]:
+def read(directory: Path, keyring: KeyRing, seqs: list[int]) -> Iterator[Record]:
     """Records by sequence number (for export and redelivery), in the order given."""
     reader = Reader(directory)
     try:
@@ -201,7 +204,7 @@ def read(directory, keyring: KeyRing, seqs: list[int]) -> Iterator[Record]:
         reader.close()
 
 
-def output_records_since(directory, since: int) -> Iterator[tuple]:
+def output_records_since(directory: Path, since: int) -> Iterator[tuple[int, int, str, str | None, str | None, int, str | None]]:
     """(seq, ts, kind, direction, mnemonic, osn, txn) of records after ``since`` that carry an
     OSN — what store-and-forward replays after a restart. Metadata only; nothing is decrypted."""
     reader = Reader(directory)
@@ -217,12 +220,12 @@ def output_records_since(directory, since: int) -> Iterator[tuple]:
         reader.close()
 
 
-def texts(directory, keyring: KeyRing, seqs: list[int]) -> dict[int, str]:
+def texts(directory: Path, keyring: KeyRing, seqs: list[int]) -> dict[int, str]:
     """Decrypted message texts by sequence number (redelivery of stored outputs)."""
     return {r.seq: r.text for r in read(directory, keyring, seqs)}
 
 
-def refused_answers(directory, since_seq: int) -> set[str]:
+def refused_answers(directory: Path, since_seq: int) -> set[str]:
     """Transaction ids with an answer msc could not record (``REJECTED`` ``E501`` records with a
     txn, from ``since_seq`` on): after a restart their operators are told ``E501``, not ``E302``.
     Metadata only; a range scan by sequence number."""
@@ -238,7 +241,7 @@ def refused_answers(directory, since_seq: int) -> set[str]:
         reader.close()
 
 
-def unanswered_requests(directory, keyring: KeyRing, window_s: float, *, up_to: int | None = None) -> list[Record]:
+def unanswered_requests(directory: Path, keyring: KeyRing, window_s: float, *, up_to: int | None = None) -> list[Record]:
     """FORWARDED requests in the last ``window_s`` of the journal (up to sequence ``up_to``) that
     nothing answered.
 

@@ -26,6 +26,7 @@ import datetime as dt
 import hashlib
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from msc.journal.highwater import Mark
 from msc.journal.keys import KeyError_, KeyRing
 from msc.journal.merkle import Frontier
 from msc.journal.records import JournalError
-from msc.journal.store import COLUMNS, Reader, checkpoint_message, last_checkpoint, load_purged, read_leaves_file
+from msc.journal.store import COLUMNS, Checkpoint, Reader, checkpoint_message, last_checkpoint, load_purged, read_leaves_file
 
 #: Problems an administrator may accept with ``msc journal accept`` by continuing the journal
 #: (records lost above the last checkpoint); every other problem needs a new journal.
@@ -135,7 +136,7 @@ def check(directory: Path, keyring: KeyRing, *, name: str, mark: Mark | None, ma
     return res
 
 
-def _chain(directory: Path, reader: Reader, purged, res: SelfCheck) -> int:
+def _chain(directory: Path, reader: Reader, purged: Sequence[tuple[str, int, int]], res: SelfCheck) -> int:
     """Sequence numbers run 1.. without a gap across purged months and partitions; the last one."""
     expected = 1
     for period, first, last in purged:
@@ -163,7 +164,8 @@ def _chain(directory: Path, reader: Reader, purged, res: SelfCheck) -> int:
     return expected - 1
 
 
-def _evidence_of_a_journal(keyring: KeyRing, mark: Mark | None, mark_path, journal_id, prior_evidence, now) -> list[str]:
+def _evidence_of_a_journal(keyring: KeyRing, mark: Mark | None, mark_path: Path | None, journal_id: str | None,
+                           prior_evidence: tuple[str, ...], now: float | None) -> list[str]:
     evidence = []
     if mark is not None and mark.size > 0:
         evidence.append(f"its high-water mark ({mark_path}) says it had {mark.size} records")
@@ -188,7 +190,7 @@ def _evidence_of_a_journal(keyring: KeyRing, mark: Mark | None, mark_path, journ
     return evidence
 
 
-def _check_mark(res: SelfCheck, mark: Mark | None, mark_path, journal_id: str | None, last: int) -> None:
+def _check_mark(res: SelfCheck, mark: Mark | None, mark_path: Path | None, journal_id: str | None, last: int) -> None:
     if mark is None:
         return
     if mark.size < 0:
@@ -203,7 +205,7 @@ def _check_mark(res: SelfCheck, mark: Mark | None, mark_path, journal_id: str | 
                                     f"{last} but had {mark.size} records (high-water mark {mark_path})"))
 
 
-def _signed(keyring: KeyRing, name: str, cp) -> bool:
+def _signed(keyring: KeyRing, name: str, cp: Checkpoint) -> bool:
     try:
         keyring.public_key().verify(cp.signature, checkpoint_message(name, cp.tree_size, cp.root, cp.ts))
     except InvalidSignature:
@@ -211,7 +213,7 @@ def _signed(keyring: KeyRing, name: str, cp) -> bool:
     return True
 
 
-def _check_checkpoint(res: SelfCheck, keyring: KeyRing, name: str, cp, last: int) -> None:
+def _check_checkpoint(res: SelfCheck, keyring: KeyRing, name: str, cp: Checkpoint, last: int) -> None:
     if not _signed(keyring, name, cp):
         res.problems.append(Problem("tampered", cp.tree_size, f"the last checkpoint (tree size {cp.tree_size}) "
                                     "has no valid signature"))
@@ -228,15 +230,15 @@ def _check_checkpoint(res: SelfCheck, keyring: KeyRing, name: str, cp, last: int
                                     f"{cp.tree_size}: records were removed from the tail"))
 
 
-def _check_tail(res: SelfCheck, directory: Path, reader: Reader, meta, keyring: KeyRing, name: str, purged, cp,
-                last: int) -> None:
+def _check_tail(res: SelfCheck, directory: Path, reader: Reader, meta: sqlite3.Connection | None, keyring: KeyRing,
+                name: str, purged: Sequence[tuple[str, int, int]], cp: Checkpoint | None, last: int) -> None:
     """Every record from a signed checkpoint at least :data:`RECORDS_BELOW` records before the
     last one, to the end: each record in full, and the tree they build against every signed
     checkpoint on the way (so the newest signed records are proven too, not only the unsigned tail)."""
     from msc.journal.verify import check_record
 
-    base = last_checkpoint(meta, max(0, cp.tree_size - RECORDS_BELOW)) if cp is not None else None
-    if base is not None and base.tree_size < cp.tree_size:
+    base = last_checkpoint(meta, max(0, cp.tree_size - RECORDS_BELOW)) if cp is not None and meta is not None else None
+    if base is not None and cp is not None and base.tree_size < cp.tree_size:
         if not _signed(keyring, name, base) or _root_of(base) != base.root:
             res.problems.append(Problem("tampered", base.tree_size, f"the checkpoint at tree size {base.tree_size} "
                                         "has no valid signature or a stored tree that does not match it"))
@@ -309,7 +311,7 @@ def _check_tail(res: SelfCheck, directory: Path, reader: Reader, meta, keyring: 
         res.problems.append(Problem("tampered", expected, f"the records end at {expected - 1}, the partitions at {last}"))
 
 
-def _root_of(cp) -> bytes | None:
+def _root_of(cp: Checkpoint) -> bytes | None:
     try:
         return Frontier.from_bytes(cp.tree_size, cp.frontier).root()
     except ValueError:

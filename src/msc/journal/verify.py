@@ -25,15 +25,18 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from cryptography.exceptions import InvalidSignature, InvalidTag
 
-from msc.journal.keys import KeyRing
+from msc.journal.bundle_verifier import commitment
+from msc.journal.keys import KeyRing, PeriodKeys
 from msc.journal.merkle import Frontier
-from msc.journal.records import commitment, open_sealed, unseal_meta
+from msc.journal.records import open_sealed, unseal_meta
 from msc.journal.retention import PURGE_CODE, TIMELINE_GAP_S, PurgeClaim, claim_of, judge
 from msc.journal.store import COLUMNS, Reader, checkpoint_message, load_purged
 
@@ -109,13 +112,15 @@ class Verifier:
 
     # -- checkpoints --------------------------------------------------------------------------
 
-    def _next_checkpoint(self, after: int):
+    def _next_checkpoint(self, after: int) -> tuple[int, bytes, int, bytes] | None:
         meta = self._reader.meta()
         if meta is None:
             return None
         try:
-            return meta.execute("SELECT tree_size, root, ts, signature FROM checkpoints WHERE tree_size > ? "
-                                "ORDER BY tree_size LIMIT 1", (after,)).fetchone()
+            row: tuple[int, bytes, int, bytes] | None = meta.execute(
+                "SELECT tree_size, root, ts, signature FROM checkpoints WHERE tree_size > ? "
+                "ORDER BY tree_size LIMIT 1", (after,)).fetchone()
+            return row
         finally:
             meta.close()
 
@@ -282,7 +287,8 @@ def _has_table(meta: sqlite3.Connection, table: str) -> bool:
     return meta.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone() is not None
 
 
-def _check_purges(res: VerifyResult, purged, claims: list[PurgeClaim], gaps, signed: int) -> None:
+def _check_purges(res: VerifyResult, purged: Sequence[tuple[str, int, int]], claims: list[PurgeClaim],
+                  gaps: Sequence[tuple[float, float]], signed: int) -> None:
     """A purged month is accepted only with its purge record, covered by a verified signed
     checkpoint and written when the month was older than the retention by the journal's timeline
     (JOURNAL.md "Retention")."""
@@ -304,7 +310,8 @@ def _check_purges(res: VerifyResult, purged, claims: list[PurgeClaim], gaps, sig
             res.fail(first, f"month {period} was not purged properly: {'; '.join(reasons)}")
 
 
-def check_record(row, blob: bytes, leaf: bytes, stored_leaf: bytes, period: str, keys) -> str | None:
+def check_record(row: Sequence[Any], blob: bytes, leaf: bytes, stored_leaf: bytes, period: str,
+                 keys: PeriodKeys | None) -> str | None:
     seq = row[0]
     if leaf != stored_leaf:
         return "stored leaf hash does not match the record bytes (modified)"
@@ -320,6 +327,8 @@ def check_record(row, blob: bytes, leaf: bytes, stored_leaf: bytes, period: str,
     for i, col in enumerate(_META_COLUMNS, start=1):
         if getattr(m, col) != row[i]:
             return f"column {col} differs from the sealed metadata (relabelled)"
+    if keys is None:
+        return f"the key of {period} is destroyed: the record cannot be read"
     try:
         private = open_sealed(keys.aead, sealed)
     except InvalidTag:

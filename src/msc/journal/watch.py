@@ -29,7 +29,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 from msc.journal.keys import KeyError_, KeyRing
 from msc.journal.verify import Verifier
@@ -40,11 +42,11 @@ TAIL_POLL_S = 2.0  # at the end of the journal: look for new records this often
 PROGRESS_S = 5.0  # report progress at most this often
 
 
-def run(directory: Path, keyring: KeyRing, *, name: str, interval_s: float, out=sys.stdout,
-        cpu_share: float = CPU_SHARE, passes: int | None = None, stop=lambda: False) -> None:
+def run(directory: Path, keyring: KeyRing, *, name: str, interval_s: float, out: TextIO = sys.stdout,
+        cpu_share: float = CPU_SHARE, passes: int | None = None, stop: Callable[[], bool] = lambda: False) -> None:
     """Verify pass after pass until ``stop()`` (or ``passes`` passes). Reports to ``out``."""
 
-    def say(**event) -> None:
+    def say(**event: object) -> None:
         out.write(json.dumps(event) + "\n")
         out.flush()
 
@@ -89,7 +91,7 @@ def run(directory: Path, keyring: KeyRing, *, name: str, interval_s: float, out=
             _sleep(min(TAIL_POLL_S, interval_s), stop)
 
 
-def _sleep(seconds: float, stop) -> None:
+def _sleep(seconds: float, stop: Callable[[], bool]) -> None:
     end = time.monotonic() + seconds
     while not stop() and (left := end - time.monotonic()) > 0:
         time.sleep(min(left, 0.5))
