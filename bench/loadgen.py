@@ -233,7 +233,7 @@ async def run_tcp(args, mode: str) -> dict:
                     c = await asyncio.wait_for(open_terminal(addrs, args.first + i, mode, k), 10)
                 at[i] = k % len(addrs)
                 return c
-            except (OSError, ConnectionError, asyncio.TimeoutError, RuntimeError):
+            except (TimeoutError, OSError, ConnectionError, RuntimeError):
                 if len(addrs) == 1 and not stats.counting and k == first:
                     raise  # one address and not yet running: a setup error, not a failover
                 k += 1
@@ -268,7 +268,7 @@ async def run_tcp(args, mode: str) -> dict:
                     return
                 try:
                     await reopening[k] if k in reopening else asyncio.sleep(0)
-                except (OSError, ConnectionError, asyncio.TimeoutError, RuntimeError):
+                except (TimeoutError, OSError, ConnectionError, RuntimeError):
                     return
                 continue
             c, mne = conns[k]

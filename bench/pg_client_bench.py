@@ -43,7 +43,6 @@ import json
 import os
 import platform
 import random
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -104,7 +103,7 @@ TOKEN_AP = "INSERT INTO journal_tokens (period, token, seq) VALUES ($1, $2, $3)"
 
 def unnest_sql(ph: list[str], fence: str) -> str:
     """One statement: the fence (a materialised CTE, evaluated once), the records, the tokens."""
-    rec = ", ".join(f"{p}::{t}[]" for p, t in zip(ph[:16], ARRAY_TYPES))
+    rec = ", ".join(f"{p}::{t}[]" for p, t in zip(ph[:16], ARRAY_TYPES, strict=True))
     return (f"WITH f AS MATERIALIZED (SELECT {fence}({ph[16]}) AS ok), "
             f"r AS (INSERT INTO journal ({', '.join(COLS)}) SELECT u.* FROM f, unnest({rec}) AS u WHERE f.ok), "
             f"t AS (INSERT INTO journal_tokens (period, token, seq) "
@@ -123,7 +122,7 @@ class Batch:
     tokens: list[tuple]  # (period, token, seq)
 
     def columns(self) -> list[list]:
-        return [list(c) for c in zip(*self.rows)]
+        return [list(c) for c in zip(*self.rows, strict=True)]
 
 
 class Workload:
@@ -443,9 +442,9 @@ async def bench(args) -> dict:
 
 
 def pg_version() -> str:
-    from tests.pg import find_bindir
-
     import subprocess
+
+    from tests.pg import find_bindir
 
     bindir = find_bindir()
     return subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True, text=True).stdout.strip()

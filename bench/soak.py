@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import itertools
 import json
 import signal
 import statistics
@@ -48,10 +49,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
-import benchconfig  # noqa: E402
-
 from tests.conftest import free_port  # noqa: E402
 from tests.wire import WireClient  # noqa: E402
+
+import benchconfig  # noqa: E402
 
 PY = sys.executable
 
@@ -118,7 +119,7 @@ class Terminal:
                     raise ConnectionError(f.text)
                 self.c = c
                 asyncio.get_running_loop().create_task(self._drain(c))
-            except (OSError, ConnectionError, asyncio.TimeoutError, AssertionError):
+            except (TimeoutError, OSError, ConnectionError, AssertionError):
                 if c is not None:
                     c.close()
                 await asyncio.sleep(self.retry_s)
@@ -132,7 +133,7 @@ class Terminal:
         while not c.closed.done():
             try:
                 o = await asyncio.wait_for(c.outputs.get(), 1)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             self.answers[o.text.split(".", 1)[0]] = o.text
 
@@ -140,7 +141,7 @@ class Terminal:
         c = await self.ensure()
         try:
             f = await c.send(f"{header}.{body}", timeout=timeout)
-        except (ConnectionError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, ConnectionError, OSError):
             self.c = None
             return False
         if f.type != "A":
@@ -172,7 +173,7 @@ def unserved(probes: list[tuple[float, float, bool]], interval: float, t0: float
     answers = [t0] + sorted(done for _, done, good in probes if good and t0 <= done <= t1) + [t1]
     sent = sorted(s for s, _, _ in probes)
     spans, slip = [], 0.0
-    for a, b in zip(answers, answers[1:]):
+    for a, b in itertools.pairwise(answers):
         if b - a <= 1.5 * interval:
             continue
         # Every probe sent strictly inside (a, b) was unanswered until b (an answer would split the gap).
@@ -234,7 +235,7 @@ async def soak(args) -> dict:
                 ok = await asyncio.wait_for(t.transact(f"{m}P{(k // n_probe) % 100000:05d}",
                                                        f"QW.CA0130000.NAM/PROBE {k}.DOB/19800101", args.probe_timeout),
                                             args.probe_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 ok = False
             probes.append((t0, time.time(), ok))
 

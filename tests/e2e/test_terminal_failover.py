@@ -108,9 +108,9 @@ def scripted(connect: str, *sends: str, expect: int = 0, timeout: float = 20) ->
 FIRST = [
     # id, what the first address is, what the client says about it
     ("refused", lambda: (closed_port(), None), "connection refused"),
-    ("closes-at-once", lambda: (lambda l: (f"127.0.0.1:{l.port}", l))(Listener("close")),
+    ("closes-at-once", lambda: (lambda ln: (f"127.0.0.1:{ln.port}", ln))(Listener("close")),
      "(connection closed before the banner|connection reset)"),
-    ("silent", lambda: (lambda l: (f"127.0.0.1:{l.port}", l))(Listener("silent")), "no answer"),
+    ("silent", lambda: (lambda ln: (f"127.0.0.1:{ln.port}", ln))(Listener("silent")), "no answer"),
 ]
 
 

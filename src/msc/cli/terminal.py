@@ -111,6 +111,12 @@ class SessionEnded(Exception):
         self.reason, self.closed = reason, closed
 
 
+def _wake(ready: asyncio.Future[None]) -> None:
+    """The reader callback: the descriptor is readable (the first call wins)."""
+    if not ready.done():
+        ready.set_result(None)
+
+
 class LineReader:
     """Lines typed on a file descriptor (stdin), read by the event loop — not by a thread.
 
@@ -139,9 +145,9 @@ class LineReader:
     async def readline(self) -> str | None:
         loop = asyncio.get_running_loop()
         while b"\n" not in self.buf and not self.eof:
-            ready = loop.create_future()
+            ready: asyncio.Future[None] = loop.create_future()
             try:
-                loop.add_reader(self.fd, lambda: ready.done() or ready.set_result(None))
+                loop.add_reader(self.fd, _wake, ready)
             except (PermissionError, OSError, ValueError):
                 self._fill()  # a regular file or /dev/null: a read never blocks
                 continue
@@ -274,7 +280,7 @@ class Terminal:
                 if len(targets) > 1:
                     print(f"Connected to msc at {self.address}.", file=sys.stderr, flush=True)
                 return banner
-            except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, ConnectionError) as exc:
                 self.close()
                 why = _why(exc)
                 if loop.time() >= deadline:
@@ -294,6 +300,7 @@ class Terminal:
     async def _read(self) -> None:
         # This connection's own futures: after a failover ``self`` has the next connection's.
         reader, framer, banner, closed, answers = self.reader, self.framer, self.banner, self.closed, self.answers
+        assert reader is not None, "_read runs on an open connection"
         why = "CONNECTION CLOSED BY MSC"
         try:
             while data := await reader.read(65536):
@@ -376,7 +383,7 @@ class Terminal:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
         if not done:
-            raise asyncio.TimeoutError
+            raise TimeoutError
         reason = ended.result() if ended.done() else closed.result()
         raise SessionEnded(reason, closed.done() or reason in CLOSING_REASONS)
 
@@ -557,7 +564,7 @@ async def _scripted(t: Terminal, opts: TerminalOptions) -> int:
             return EXIT_PROBLEM
         try:
             await t.until(asyncio.shield(t.answered), opts.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             print(f"timed out: {opts.expect - t.expect_left} of {opts.expect} outputs", file=sys.stderr)
             return EXIT_PROBLEM
     t.quiet = True
@@ -625,7 +632,7 @@ async def _session(t: Terminal, stdin: LineReader, opts: TerminalOptions) -> str
         text = t.full(line)
         try:
             kind, _ = await t.until(t.request(text, own=True), opts.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             print("no answer from msc", file=sys.stderr, flush=True)
             continue
         if kind == "A" and _message_key(text) == "LOGOFF":
