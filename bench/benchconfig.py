@@ -6,7 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 from msc.config.model import UserEntry, UsersFile
-from msc.journal.keys import KeyRing
+from msc.keyring import KeyRing
 from msc.mnemonics import userfile
 from msc.mnemonics.passwords import hash_password
 

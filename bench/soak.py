@@ -300,7 +300,7 @@ async def soak(args) -> dict:
     secondary.kill()
 
     from msc.config.load import load
-    from msc.journal.keys import KeyRing
+    from msc.keyring import KeyRing
     from msc.journal.search import Query, search
     from msc.journal.verify import verify
 

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from msc.config.load import load
-from msc.journal.keys import KeyRing
+from msc.keyring import KeyRing
 from msc.journal.search import Query, search
 from msc.mnemonics import totp
 from tests.conftest import USERS, free_port, make_config, write_users

@@ -21,7 +21,7 @@ import time
 import pytest
 
 from msc.config.load import load
-from msc.journal.keys import KeyRing
+from msc.keyring import KeyRing
 from msc.journal.search import Query, search
 from msc.journal.verify import verify
 from tests.conftest import PASSWORD, free_port, make_config

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from msc.config.load import load
-from msc.journal.keys import KeyRing
+from msc.keyring import KeyRing
 from msc.journal.search import Query, search
 from msc.journal.store import list_partitions, partition_path
 from tests.conftest import PASSWORD, free_port, make_config

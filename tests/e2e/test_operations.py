@@ -181,7 +181,7 @@ def test_reports_mnemonics_users_misuse(tmp_path, procs):
     r = run("report", "users", "--config", c, "--apply", *admin, input=PASSWORD + "\n\n")
     assert r.returncode == 0 and "Disabled now (--apply): " in r.stdout
     assert 'status = "disabled"' in (tmp_path / "users.toml").read_text()
-    from msc.journal.keys import KeyRing
+    from msc.keyring import KeyRing
     from msc.journal.search import Query, search
 
     disabled = [(x.user, x.text) for x in search(s.journal_dir, KeyRing(s.data_dir / "keys", s.key_file),

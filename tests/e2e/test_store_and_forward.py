@@ -10,7 +10,7 @@ import time
 import pytest
 
 from msc.config.load import load
-from msc.journal.keys import KeyRing
+from msc.keyring import KeyRing
 from msc.journal.search import Query, search
 from tests.conftest import PASSWORD, free_port, make_config
 from tests.e2e.conftest import Proc, wait_for, wait_port

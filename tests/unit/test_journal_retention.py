@@ -78,7 +78,7 @@ async def test_key_rotation_rewraps_and_everything_still_reads(tmp_path):
     # The old master key no longer opens the ring.
     (tmp_path / "old.key").write_bytes(old_master)
     (tmp_path / "old.key").chmod(0o600)
-    from msc.journal.keys import KeyError_
+    from msc.keyring import KeyError_
 
     stale = KeyRing(tmp_path / "keys", tmp_path / "old.key")
     with pytest.raises(KeyError_):

@@ -16,7 +16,7 @@ import msgspec
 
 from msc.config.load import Settings
 from msc.journal.journal import Journal
-from msc.journal.keys import KeyRing
+from msc.keyring import KeyRing
 from msc.journal.records import Entry, JournalError, Kind
 from msc.journal.store import JournalBusy
 

@@ -89,7 +89,7 @@ def read_line(args, prompt: str, *, echo: bool = False) -> str | None:
 
 def service(settings: Settings) -> AuthService:
     """The authentication service of this command: state.db shared with the daemon."""
-    from msc.journal.keys import KeyRing
+    from msc.keyring import KeyRing
     from msc.mnemonics import totp
     from msc.mnemonics.directory import Directory
     from msc.mnemonics.state import StateStore

@@ -62,13 +62,13 @@ def init(directory: Path, template: str | None, port_offset: int = 0) -> None:
     import getpass
 
     from msc.cli.admin import record_admin
-    from msc.cli.users import PRIVILEGED
     from msc.config.files import private_dir
     from msc.config.load import load
     from msc.config.model import Role, UserEntry, UsersFile
-    from msc.journal.keys import KeyRing
+    from msc.keyring import KeyRing
     from msc.mnemonics import totp, userfile
     from msc.mnemonics.passwords import hash_password
+    from msc.mnemonics.totp import PRIVILEGED
 
     private_dir(directory)
     cfg_path = directory / "msc.toml"

@@ -19,7 +19,7 @@ import sys
 
 from msc.cli.admin import DaemonUnavailable, control, record
 from msc.config.load import Settings
-from msc.journal.keys import KeyError_, KeyRing
+from msc.keyring import KeyError_, KeyRing
 from msc.journal.records import Entry, JournalError, Kind, Record
 from msc.journal.search import Query, iso, parse_time, read, search
 from msc.journal.tokens import parse_query

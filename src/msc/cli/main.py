@@ -135,7 +135,7 @@ def cmd_config_check(args) -> int:
 
 
 def cmd_keys(args) -> int:
-    from msc.journal.keys import KeyError_, KeyRing
+    from msc.keyring import KeyError_, KeyRing
 
     s = _load(args)
     ring = KeyRing(s.data_dir / "keys", s.key_file)

@@ -18,12 +18,12 @@ import msgspec
 from msc.config.load import ConfigError, Settings
 from msc.config.model import UserEntry, UsersFile
 from msc.mnemonics import userfile
-from msc.mnemonics.passwords import hash_password
+from msc.mnemonics.passwords import hash_password, problem_for
+from msc.mnemonics.totp import PRIVILEGED
+from msc.mnemonics.userfile import ID_REUSE_DAYS
 from msc.protocol import grammar
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
-PRIVILEGED = frozenset(("admin", "investigator"))  # roles that always get TOTP (CJIS IA-2(1))
-ID_REUSE_DAYS = 365  # CJIS IA-4d (PPP §1.6.7 B says six months; the stricter applies)
 
 
 def _date(value: str | None, what: str) -> dt.date | None:
@@ -52,14 +52,6 @@ def _admin(settings: Settings, args, op: str) -> str:
     from msc.cli.auth import ADMIN, logon
 
     return logon(settings, args, roles=ADMIN, op=op)
-
-
-def password_problem(pw: str, user_id: str, name: str, settings: Settings | None = None, ori: str | None = None) -> str | None:
-    """CJIS IA-5(1)(a) (:func:`msc.mnemonics.passwords.password_problem`)."""
-    from msc.mnemonics.passwords import context_words
-    from msc.mnemonics.passwords import password_problem as problem
-
-    return problem(pw, user_id, name, context=context_words(settings, ori) if settings is not None else ())
 
 
 def validate_users(settings: Settings, users: UsersFile) -> None:
@@ -111,7 +103,7 @@ def add_user(args, settings: Settings) -> int:
     else:
         actor = _admin(settings, args, "user add")
     pw = read_new_password(args, uid)
-    problem = password_problem(pw, uid, args.name, settings, args.ori)
+    problem = problem_for(settings, pw, uid, args.name, args.ori)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
@@ -177,7 +169,7 @@ def user_passwd(args, settings: Settings) -> int:
     u = _find(settings, uid)
     actor = _admin(settings, args, "user passwd")
     pw = read_new_password(args, uid)
-    problem = password_problem(pw, uid, u.name, settings, u.ori)
+    problem = problem_for(settings, pw, uid, u.name, u.ori)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE

@@ -4,7 +4,7 @@ A library with its own API: it never imports routing, the server or the director
 """
 
 from msc.journal.journal import Journal
-from msc.journal.keys import KeyRing
+from msc.keyring import KeyRing
 from msc.journal.records import Entry, JournalError, Kind, Record
 
 __all__ = ["Entry", "Journal", "JournalError", "KeyRing", "Kind", "Record"]

@@ -24,7 +24,7 @@ import asyncio
 import datetime as dt
 from pathlib import Path
 
-from msc.journal.keys import KeyRing
+from msc.keyring import KeyRing
 from msc.journal.records import JournalError
 from msc.journal.selfcheck import JournalRefused
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from msc.config.files import private_dir
-from msc.journal.keys import KeyRing
+from msc.keyring import KeyRing
 from msc.journal.proofs import proofs
 from msc.journal.records import Record, open_sealed, unseal_meta
 from msc.journal.store import Checkpoint, Reader, load_checkpoints, load_purged, read_leaves_file

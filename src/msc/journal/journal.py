@@ -25,7 +25,7 @@ from pathlib import Path
 
 from msc.journal.highwater import HighWater, Mark, default_path
 from msc.journal.indexer import Indexer
-from msc.journal.keys import KeyRing, PeriodKeys, next_period, period_of
+from msc.keyring import KeyRing, PeriodKeys, next_period, period_of
 from msc.journal.records import Entry, JournalError, Kind, seal
 from msc.journal.retention import (  # noqa: F401
     MIN_RETENTION_DAYS,

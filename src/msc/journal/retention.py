@@ -43,8 +43,8 @@ import msgspec
 from msc.journal.records import Entry, JournalError, Kind, unseal_meta
 
 if TYPE_CHECKING:
-    from msc.journal.keys import KeyRing, PeriodKeys
     from msc.journal.store import Reader
+    from msc.keyring import KeyRing, PeriodKeys
 
 MIN_RETENTION_DAYS = 1096  # PPP §1.7.1 A: three years
 TIMELINE_GAP_S = 2 * 3600  # a longer silence between two records is time the journal did not see

@@ -33,7 +33,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 
 from msc.journal.highwater import Mark
-from msc.journal.keys import KeyError_, KeyRing
+from msc.keyring import KeyError_, KeyRing
 from msc.journal.merkle import Frontier
 from msc.journal.records import JournalError
 from msc.journal.store import COLUMNS, Checkpoint, Reader, checkpoint_message, last_checkpoint, load_purged, read_leaves_file

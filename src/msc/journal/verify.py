@@ -34,11 +34,11 @@ import msgspec
 from cryptography.exceptions import InvalidSignature, InvalidTag
 
 from msc.journal.bundle_verifier import commitment
-from msc.journal.keys import KeyRing, PeriodKeys
 from msc.journal.merkle import Frontier
 from msc.journal.records import open_sealed, unseal_meta
 from msc.journal.retention import PURGE_CODE, TIMELINE_GAP_S, PurgeClaim, claim_of, judge
 from msc.journal.store import COLUMNS, Reader, checkpoint_message, load_purged
+from msc.keyring import KeyRing, PeriodKeys
 
 _META_COLUMNS = COLUMNS[1:]  # seq is checked separately
 

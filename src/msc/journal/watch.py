@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from msc.journal.keys import KeyError_, KeyRing
+from msc.keyring import KeyError_, KeyRing
 from msc.journal.verify import Verifier
 
 SLICE = 2000  # records per slice (~20 ms of CPU)

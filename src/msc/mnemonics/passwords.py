@@ -136,3 +136,9 @@ def context_words(settings, ori: str | None = None) -> tuple[str, ...]:
         if a.ori == ori:
             words += [a.ori, *(_NAME_SPLIT.split(a.name))]
     return tuple(w for w in words if len(w) > 2)
+
+
+def problem_for(settings, pw: str, user_id: str, name: str = "", ori: str | None = None) -> str | None:
+    """:func:`password_problem` with this switch's :func:`context_words` for the user's agency:
+    the one check ``msc user add|passwd`` and a terminal's ``PWD`` make (CJIS IA-5(1)(a))."""
+    return password_problem(pw, user_id, name, context=context_words(settings, ori) if settings is not None else ())

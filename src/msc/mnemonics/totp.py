@@ -20,6 +20,8 @@ DIGITS = 6
 STEP_S = 30
 SECRET_BYTES = 20
 ISSUER = "msc"
+#: Roles that always get TOTP, whatever ``--totp`` says (CJIS IA-2(1): privileged accounts).
+PRIVILEGED = frozenset(("admin", "investigator"))
 
 
 def _totp(secret: bytes) -> TOTP:
@@ -63,7 +65,7 @@ def matching_step(secret: bytes, otp: str, now: float, drift_steps: int = 1) -> 
 
 def enrol(settings, user_id: str) -> tuple[str, str]:
     """A new sealed secret for ``users.toml`` and its provisioning URI (shown once)."""
-    from msc.journal.keys import KeyRing
+    from msc.keyring import KeyRing
 
     ring = KeyRing(settings.data_dir / "keys", settings.key_file)
     secret = new_secret()

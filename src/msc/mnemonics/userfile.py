@@ -20,6 +20,7 @@ import tomli_w
 from msc.config.files import atomic_write, private_dir
 from msc.config.model import RemovedUser, UserEntry, UsersFile
 
+ID_REUSE_DAYS = 365  # CJIS IA-4d (PPP §1.6.7 B says six months; the stricter applies)
 HEADER = (
     "# users.toml: the msc user directory (PPP Exhibit C \"user security file\").\n"
     "# Written by `msc user ...`; hand edits are validated like msc.toml.\n"

@@ -41,7 +41,8 @@ from msc.protocol.message import (
 )
 from msc.protocol.parts import FRAME_OVERHEAD, split_output
 from msc.routing.delivery import Delivery, Output
-from msc.routing.forwarding import DELIVER_24X7, UNKNOWN, classifier, land
+from msc.routing.destinations import pooled, upstream_destination
+from msc.routing.forwarding import DELIVER_24X7, UNKNOWN, classifier
 from msc.routing.requests import Match, Pending, RequestTable
 from msc.routing.upstream import Sent, UpstreamLink
 
@@ -513,68 +514,18 @@ class Router:
         if pending.alloc is None or (self.acp is not None and (h := self.acp.holder(pending.mnemonic))
                                      and h.id == pending.alloc):
             return [(pending.endpoint, pending.mnemonic)]
-        return self._pooled_unsolicited(pending.mnemonic)
+        return pooled(self.directory, pending.mnemonic)
 
     def _unsolicited_destinations(self, msg: UpstreamMessage) -> tuple[list[tuple[str, str]], str]:
         """Resolve the destination of a message that answers no request: (endpoint, mnemonic)
-        pairs and the class the unsolicited table gives its kind (``unknown`` if none).
-
-        A mnemonic, every station of an ORI that receives administrative traffic (a 24 × 7 kind:
-        the agency's duty station), a group's members, or a pooled mnemonic's defined
-        destination — each through TAMF and, for 24 × 7 kinds, the 24 × 7 rule
-        (:mod:`msc.routing.forwarding`).
-        """
+        pairs (:func:`msc.routing.destinations.upstream_destination`) and the class the
+        unsolicited table gives its kind (``unknown`` if none)."""
         d = self.directory
         rule = classifier(d).classify(msg.kind)
         staffed = rule is not None and rule.deliver == DELIVER_24X7
-        dest = msg.dest
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
-        if dest in d.groups:
-            stations = list(d.groups[dest])
-        elif dest in d.agencies:
-            agency = d.agencies[dest]
-            if staffed and agency.duty_station:
-                stations = [agency.duty_station]
-            else:
-                stations = d.admin_receivers(dest)
-            if not stations:
-                raise ProtocolError(Reject.E304, f"NO STATION OF {dest} RECEIVES ADMINISTRATIVE TRAFFIC")
-        else:
-            mnemonic = dest[:4]
-            if mnemonic in d.pool_of:
-                try:
-                    stations = [t for _e, t in self._pooled_unsolicited(mnemonic)]
-                except ProtocolError:
-                    # A 24 x 7 kind for a pool without a printer still has a defined
-                    # destination: the pool agency's duty station.
-                    pool = d.pools[d.pool_of[mnemonic]]
-                    duty = d.agencies[pool.ori].duty_station if staffed and pool.ori in d.agencies else None
-                    if duty is None:
-                        raise
-                    stations = [duty]
-            elif d.endpoint_of(mnemonic) is None:
-                raise ProtocolError(Reject.E304, f"DESTINATION {dest} UNKNOWN")
-            else:
-                stations = [mnemonic]
-        out: list[tuple[str, str]] = []
-        for m in stations:
-            target = land(d, m, staffed, now, self.delivery.attached)
-            endpoint = d.endpoint_of(target)
-            if endpoint is not None and (endpoint, target) not in out:
-                out.append((endpoint, target))
-        if not out:
-            raise ProtocolError(Reject.E304, f"DESTINATION {dest} UNKNOWN")
+        out = upstream_destination(d, msg.dest, staffed=staffed, now=now, attached=self.delivery.attached)
         return out, rule.name if rule is not None else UNKNOWN
-
-    def _pooled_unsolicited(self, mnemonic: str) -> list[tuple[str, str]]:
-        """PPP §1.6.2 B 1 f: "Unsolicited messages cannot be delivered to a pooled mnemonic
-        unless there is a defined destination, such as a printer." (PROTOCOL.md §5)"""
-        pool = self.directory.pools.get(self.directory.pool_of.get(mnemonic, ""))
-        target = pool.unsolicited_to if pool else None
-        endpoint = self.directory.endpoint_of(target) if target else None
-        if endpoint is None or target is None:
-            raise ProtocolError(Reject.E306, f"NO DEFINED DESTINATION FOR POOLED MNEMONIC {mnemonic}")
-        return [(endpoint, target)]
 
     def _refuse_upstream(self, link, generation, xid, payload, reject: Reject, detail: str) -> None:
         self.metrics.reject(reject.code)

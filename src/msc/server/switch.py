@@ -27,10 +27,10 @@ from msc.config.load import Settings
 from msc.config.model import ListenerSection
 from msc.config.validate import parse_hostport
 from msc.journal.journal import Journal
-from msc.journal.keys import KeyRing
 from msc.journal.records import Entry, JournalError, Kind
 from msc.journal.retention import PurgeRefused
 from msc.journal.selfcheck import JournalRefused
+from msc.keyring import KeyRing
 from msc.mnemonics import authz, totp
 from msc.mnemonics.acp import AccessControlPoint, Allocation
 from msc.mnemonics.auth import Attempt, AuthService, users_file_rehash
@@ -43,7 +43,7 @@ from msc.protocol.codes import MscError, ProtocolError, Reject
 from msc.protocol.message import AdminText, Input, Logon, PasswordChange, format_pairs, msc_notice
 from msc.protocol.parts import max_payload
 from msc.routing.delivery import Delivery, Output
-from msc.routing.forwarding import tamf
+from msc.routing.destinations import admin_destinations
 from msc.routing.outbox import OutboxStore
 from msc.routing.router import Pending, Router
 from msc.routing.upstream import FAILURE_REASONS, UpstreamLink
@@ -872,25 +872,7 @@ class Switch:
         if denied is not None:
             raise ProtocolError(denied.reject, denied.detail)
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
-        local: list[tuple[str, str]] = []
-        remote: list[str] = []
-        for dest in body.destinations:
-            if dest in d.groups:
-                stations = list(d.groups[dest])
-            elif dest in d.agencies:
-                stations = d.admin_receivers(dest)
-            elif dest[:4] in d.pool_of:
-                stations = [t for _e, t in self.router._pooled_unsolicited(dest[:4])]
-            elif d.endpoint_of(dest[:4]) is not None:
-                stations = [dest[:4]]
-            else:
-                remote.append(dest)  # "a DEST msc does not host goes upstream"
-                continue
-            for m in stations:
-                target = tamf(d, m, now) if m in d.stations else m
-                endpoint = d.endpoint_of(target)
-                if endpoint is not None and (endpoint, target) not in local:
-                    local.append((endpoint, target))
+        local, remote = admin_destinations(d, body.destinations, now=now, attached=self.delivery.attached)
         for endpoint, _m in local:
             if not self.delivery.room(endpoint):
                 raise ProtocolError(Reject.E307, f"QUEUE OF {endpoint} FULL, TRY AGAIN")

@@ -1,4 +1,8 @@
-"""Envelope encryption keys (JOURNAL.md "Encryption", CJIS SC-28).
+"""Envelope encryption keys (JOURNAL.md "Encryption", CJIS SC-28): the key ring.
+
+Its own module because two packages use it and neither owns it: :mod:`msc.journal` (period keys,
+blind indexes, checkpoint signing) and :mod:`msc.mnemonics` (the users key that seals TOTP
+secrets). It imports only ``msc.config.files`` and ``msc.protocol.codes``.
 
 * The **master key** (key-encryption key, 256 bits) lives in ``journal.key_file`` (mode 0600).
 * The **key ring** (``data_dir/keys/keyring.json``) holds, each wrapped by the master key with
