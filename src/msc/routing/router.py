@@ -293,7 +293,7 @@ class Router:
     async def emit(self, destinations: list[tuple[str, str]], payload: bytes, peer: str, entry_kw: dict,
                    *, category: str | None = None, started: float | None = None) -> list[Output]:
         """Journal an output for each (endpoint, mnemonic), then hand them to delivery."""
-        outputs, entries, at = self._prepare(destinations, payload, peer, entry_kw, category, started)
+        outputs, entries, at = self.prepare(destinations, payload, peer, entry_kw, category, started)
         try:
             seqs = await self.journal.submit(entries)
         except JournalError as exc:
@@ -338,7 +338,7 @@ class Router:
             o.seq = seqs[i]
             self.delivery.deliver(o)
 
-    def _prepare(self, destinations, payload, peer, entry_kw, category, started):
+    def prepare(self, destinations, payload, peer, entry_kw, category, started):
         """The outputs of ``payload`` for each destination and the journal entries that create them.
 
         Returns (outputs, entries, at): ``at[k]`` is the index in ``entries`` of the record that
@@ -464,7 +464,7 @@ class Router:
                 self.metrics.answer_ambiguous.inc()
             self.metrics.unsolicited.labels(unsolicited_class).inc()
             entry_kw["txn"] = self.new_txn()
-        outputs, entries, at = self._prepare(destinations, payload, link.name, entry_kw, category, started)
+        outputs, entries, at = self.prepare(destinations, payload, link.name, entry_kw, category, started)
         refusal = pending if (pending is not None and pending in self._unrecorded
                               and not (pending.refusal_recorded or pending.refusal_sending)) else None
         if refusal is not None:

@@ -898,7 +898,7 @@ class Switch:
         at: list[int] = []
         for endpoint, m in local:
             payload = f"{m}.AM.{body.ori}.{inp.mnemonic}.TXT {body.text}".encode("ascii", "replace")
-            outs, ents, pos = router._prepare([(endpoint, m)], payload, inp.mnemonic, dict(common), None, None)
+            outs, ents, pos = router.prepare([(endpoint, m)], payload, inp.mnemonic, dict(common), None, None)
             outputs += outs
             at += [len(entries) + i for i in pos]
             entries += ents

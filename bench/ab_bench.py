@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Before/after throughput of two msc source trees, interleaved in one run on this machine.
+
+    python bench/ab_bench.py --before /tmp/msc-before/src --after src --terminals 16,64 --rounds 3
+
+The same closed-loop load as ``make bench``'s "msc full, stub 0 ms" rows (``run_bench.run_msc``:
+the real ``msc serve`` and a stub, ``loadgen.py switch``), run against each tree in turn
+(``PYTHONPATH`` picks the tree the switch's processes import), round after round, so that
+whatever else the machine is doing falls on both alike (PERFORMANCE.md: figures at 16–64
+connections vary up to 2× between runs on this VM; only a comparison within one run means
+anything). Prints each round and the median of each, and writes
+``bench/results/ab-<stamp>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import run_bench  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--before", required=True, help="the src directory of the 'before' tree")
+    ap.add_argument("--after", required=True, help="the src directory of the 'after' tree")
+    ap.add_argument("--terminals", default="16,64")
+    ap.add_argument("--duration", type=float, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    terminals = [int(x) for x in args.terminals.split(",")]
+    trees = {"before": str(Path(args.before).resolve()), "after": str(Path(args.after).resolve())}
+    runs: dict[str, dict[str, list[float]]] = {k: {str(n): [] for n in terminals} for k in trees}
+    work = Path(tempfile.mkdtemp(prefix="msc-ab-"))
+    for r in range(args.rounds):
+        order = list(trees) if r % 2 == 0 else list(reversed(trees))  # neither always goes first
+        for name in order:
+            # Only the switch and its stub import the tree under test; the load generator and the
+            # bench configuration are this tree's, the same for both.
+            os.environ["PYTHONPATH"] = trees[name]
+            try:
+                m = run_bench.Msc(work / f"{name}-{r}", sync="full", latency_ms=0, stations=max(terminals) + 10)
+            finally:
+                del os.environ["PYTHONPATH"]
+            try:
+                for n in terminals:
+                    runs[name][str(n)].append(run_bench.loadgen("switch", m.port, n, args.duration)["per_s"])
+            finally:
+                m.stop()
+            print(f"round {r + 1} {name:>6}: " + "  ".join(f"{n}: {runs[name][str(n)][-1]:.1f}/s" for n in terminals),
+                  file=sys.stderr, flush=True)
+    summary = {}
+    for n in terminals:
+        b, a = statistics.median(runs["before"][str(n)]), statistics.median(runs["after"][str(n)])
+        summary[str(n)] = {"before_per_s": round(b, 1), "after_per_s": round(a, 1), "change_pct": round((a / b - 1) * 100, 1)}
+        print(f"{n:>3} terminals: before {b:.1f}/s  after {a:.1f}/s  ({(a / b - 1) * 100:+.1f} %)")
+    doc = {"bench": "ab", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "trees": trees,
+           "duration_s": args.duration, "rounds": args.rounds, "runs": runs, "median": summary,
+           "machine": run_bench.machine()}
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"ab-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(doc, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
