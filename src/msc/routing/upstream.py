@@ -39,6 +39,7 @@ import structlog
 
 from msc.config.model import UpstreamSection
 from msc.config.validate import parse_hostport
+from msc.flow import Outbox
 from msc.protocol import framing
 from msc.protocol.codes import FramingError, Reject
 from msc.protocol.framing import Framer
@@ -74,8 +75,7 @@ class _LinkProtocol(asyncio.Protocol):
         self.framer = Framer(max_frame=link.max_frame)
         self.transport: asyncio.Transport | None = None
         self.last_rx = time.monotonic()
-        self.last_tx = time.monotonic()
-        self._wbuf: list[bytes] = []
+        self.outbox = Outbox()  # write coalescing, as a client session's (msc.flow)
         loop = asyncio.get_running_loop()
         self.closed = loop.create_future()
         self.proven = loop.create_future()  # set when the upstream answers the handshake H
@@ -85,7 +85,7 @@ class _LinkProtocol(asyncio.Protocol):
         self.index = 0  # which endpoint (0 primary)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = self.outbox.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
@@ -110,19 +110,14 @@ class _LinkProtocol(asyncio.Protocol):
     def up(self) -> bool:
         return self.proven.done() and self.proven.result() is True
 
+    @property
+    def last_tx(self) -> float:
+        return self.outbox.last_tx
+
     def write(self, data: bytes) -> None:
         """Frames written in one event-loop iteration go out in one write() (one syscall): many
         terminals' requests share the link, so under load this saves most of its syscalls."""
-        if self.transport is not None and not self.transport.is_closing():
-            self._wbuf.append(data)
-            if len(self._wbuf) == 1:
-                asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        buf, self._wbuf = self._wbuf, []
-        if buf and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(buf[0] if len(buf) == 1 else b"".join(buf))
-            self.last_tx = time.monotonic()
+        self.outbox.write(data)
 
     def fail(self, reason: str) -> None:
         """Declare this connection failed and drop it (the next dial goes to the other endpoint)."""
@@ -365,9 +360,7 @@ class UpstreamLink:
         self.log.warning("upstream.framing_error", code=exc.code)
         self._failed(proto, "framing")
         proto.write(framing.nak(0, Reject.E101.code, exc.detail))
-        proto._flush()
-        if proto.transport:
-            proto.transport.close()
+        proto.outbox.close()
 
     def _lost(self, proto: _LinkProtocol) -> None:
         if self._proto is not proto:
