@@ -235,7 +235,11 @@ class Limits:
 
 
 class SessionMachine:
-    """One client connection's protocol, without I/O. All times are monotonic seconds."""
+    """One client connection's protocol, without I/O. All times are monotonic seconds.
+
+    ``limits``: a :class:`Limits` or anything with its attributes (a listener's configuration
+    section); it may be replaced while the connection lives (a reload), except ``max_frame``,
+    which the frame decoder keeps from the start."""
 
     def __init__(self, limits: Limits, now: float) -> None:
         self.limits = limits
@@ -247,6 +251,7 @@ class SessionMachine:
         self.last_rx = self.last_tx = self.last_activity = now
         self.partial_since: float | None = None
         self.inflight = 0  # messages awaiting their journal commit
+        self.received = 0  # frames decoded so far (all types)
         self.read_paused = False
         self._frames: deque[framing.Frame] = deque()  # received, not yet handed out
         self._actions: deque[Action] = deque()  # caused by a frame, not yet handed out
@@ -318,7 +323,9 @@ class SessionMachine:
             return []
         self.last_rx = now
         try:
-            self._frames.extend(self.framer.feed(data))
+            frames = self.framer.feed(data)
+            self.received += len(frames)
+            self._frames.extend(frames)
         except FramingError as exc:
             self._failure = exc
         else:

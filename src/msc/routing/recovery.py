@@ -1,0 +1,49 @@
+"""Restart recovery: requests forwarded before a crash (or a drain that timed out) whose answer
+never came (PROTOCOL.md §4 "Every accepted request ends in exactly one of …").
+
+The process that would have told their operators is gone, so the next start tells them: ``E302``
+(the switch restarted before the answer came), or ``E501`` when the answer came but could not be
+recorded (the upstream was told ``N E501``). Only records written before this start count.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from msc.protocol.codes import Reject
+from msc.protocol.message import msc_notice
+from msc.routing.router import MSC_PEER, Router
+
+log = structlog.get_logger("msc.recovery")
+
+
+def answer_window(cfg) -> float:
+    """The longest a request may wait for its first part: its upstream's timeout, or its
+    route's own (a hit confirmation waits 10 minutes), plus the time to send it again; and a
+    minute's margin."""
+    resend = max((u.resend_wait_s for u in cfg.upstream), default=30)
+    return max([u.timeout_s + u.resend_wait_s for u in cfg.upstream]
+               + [r.timeout_s + resend for r in cfg.route if r.timeout_s], default=60) + 60
+
+
+async def recover_unanswered(journal, router: Router, cfg, up_to: int) -> int:
+    """Tell the operators of requests unanswered at the last stop; returns how many were told.
+    ``up_to``: the journal's last sequence number when this start opened it."""
+    unanswered = await journal.unanswered_requests(answer_window(cfg), up_to)
+    refused = await journal.refused_answers(unanswered[0].seq) if unanswered else set()
+    told = 0
+    for rec in unanswered:
+        header = rec.text.split(".", 1)[0]
+        endpoint = router.directory.endpoint_of(rec.mnemonic) if rec.mnemonic else None
+        if endpoint is None:
+            continue
+        if rec.txn in refused:
+            reject, detail = Reject.E501, (f"ANSWER FROM {(rec.peer or 'UPSTREAM').upper()} COULD NOT BE RECORDED; "
+                                           "SWITCH RESTARTED; REPEAT THE REQUEST")
+        else:
+            reject, detail = Reject.E302, "SWITCH RESTARTED BEFORE THE ANSWER CAME"
+        await router.emit([(endpoint, rec.mnemonic)], msc_notice(header, reject, detail), MSC_PEER,
+                          dict(user=rec.user, taf=rec.taf, ori=rec.ori, mke="MSC", code=reject.code, txn=rec.txn))
+        log.warning("switch.unanswered_after_restart", txn=rec.txn, code=reject.code)
+        told += 1
+    return told

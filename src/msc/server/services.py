@@ -1,0 +1,122 @@
+"""What a session may use — and all it may use (uvicorn's ``ServerState`` is the model).
+
+A :class:`msc.server.session.Session` is given one :class:`Services` by the switch and never sees
+the :class:`msc.server.switch.Switch`: accounts (logon, PWD, a host's OIF), admission (route,
+authorization, capacity, the request's records), delivery (its outputs), the journal, the
+connection registry, the refusal budgets, the configuration, a clock and the metrics. The
+switch, in turn, reaches a session only through its public methods (``close``, ``logoff``,
+``reconfigure``, ``tick``, ``summarize_refusals``) and the delivery ``Sink``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from msc.journal.records import Entry, Kind
+
+if TYPE_CHECKING:
+    from msc.config.load import Settings
+    from msc.mnemonics.accounts import Accounts
+    from msc.mnemonics.directory import Directory
+    from msc.ops.metrics import Metrics
+    from msc.routing.admission import Admission
+    from msc.routing.delivery import Delivery
+    from msc.routing.router import Router
+    from msc.server.session import Session
+
+
+class JournalWriter(Protocol):
+    """The journal as a session writes it: records in, a future of their sequence numbers out."""
+
+    def submit(self, entries: list[Entry]) -> asyncio.Future: ...
+
+
+@dataclass(slots=True, eq=False)
+class Services:
+    accounts: Accounts
+    admission: Admission
+    delivery: Delivery
+    journal: JournalWriter
+    registry: Registry
+    budgets: Any  # msc.server.refusals.Budgets: what refused and unauthenticated traffic may cost
+    settings: Callable[[], Settings]
+    directory: Callable[[], Directory]
+    clock: Callable[[], float]  # wall clock, seconds (journal times, certification dates)
+    metrics: Metrics
+
+
+class Registry:
+    """The switch's connections, and which session holds each delivery endpoint (a station's
+    mnemonic, a pooled mnemonic lent to a session)."""
+
+    def __init__(self, *, delivery: Callable[[], Delivery], accounts: Accounts, journal: Callable[[], Any],
+                 directory: Callable[[], Directory], router: Callable[[], Router], metrics: Metrics) -> None:
+        self.sessions: set[Session] = set()
+        self.holders: dict[str, Session] = {}  # endpoint → the session it is attached to
+        self._delivery = delivery
+        self._accounts = accounts
+        self._journal = journal
+        self._directory = directory
+        self._router = router
+        self._metrics = metrics
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(list(self.sessions))
+
+    def __len__(self) -> int:
+        return len(self.sessions)
+
+    def add(self, sess: Session) -> None:
+        self.sessions.add(sess)
+
+    def discard(self, sess: Session) -> None:
+        self.sessions.discard(sess)
+
+    def __contains__(self, sess: object) -> bool:
+        return sess in self.sessions
+
+    def bound(self, sess: Session) -> None:
+        """``sess`` logged on or bound: it holds its endpoint (a newer session of the same
+        station replaces an older one — a restarted terminal)."""
+        endpoint = sess.mnemonic
+        old = self.holders.get(endpoint)
+        if old is not None and old is not sess:
+            old.replaced()
+        self.holders[endpoint] = sess
+        sess.endpoint = endpoint
+        self._metrics.sessions.labels(sess.kind).inc()
+        self._delivery().attach(endpoint, sess)
+
+    def unbound(self, sess: Session, why: str) -> None:
+        endpoint = sess.endpoint
+        if sess.alloc is not None:
+            self.release_pooled(sess, why)
+        if endpoint is None:
+            return
+        sess.endpoint = None
+        if self.holders.get(endpoint) is sess:
+            del self.holders[endpoint]
+        self._delivery().detach(endpoint, sess)
+        self._metrics.sessions.labels(sess.kind).dec()
+
+    def release_pooled(self, sess: Session, why: str) -> None:
+        """Give a pooled session's mnemonic back; what still waits for it goes to the pool's
+        defined destination or is recorded undelivered (PPP §1.6.2 B 1 f)."""
+        alloc = sess.alloc
+        if alloc is None:
+            return
+        sess.alloc = None
+        self._accounts.release(alloc)
+        self._journal().submit([Entry(kind=Kind.SESSION, peer=alloc.pool, mnemonic=alloc.mnemonic, user=alloc.user,
+                                      taf=sess.taf, text=f"POOL {alloc.pool} RELEASE {alloc.mnemonic} {why}")])
+        d = self._directory()
+        pool = d.pools.get(alloc.pool)
+        target = pool.unsolicited_to if pool else None
+        for output in self._delivery().abandon(alloc.mnemonic, "POOLED SESSION ENDED" +
+                                               (f", REDIRECTED TO {target}" if target else "")):
+            if target is not None:
+                asyncio.get_running_loop().create_task(self._router().emit(
+                    [(d.endpoint_of(target), target)], output.payload, "MSC", dict(txn=output.txn, code=None)))
