@@ -17,7 +17,7 @@ from msc.protocol.message import parse_input
 from msc.routing.admission import Admission, LastUse, Sender
 from tests.conftest import make_config
 
-NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.timezone.utc).timestamp()
+NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC).timestamp()
 
 
 class FakeRouter:

@@ -13,7 +13,7 @@ from msc.protocol.codes import ProtocolError
 from msc.routing.destinations import admin_destinations, pooled, stations_named, upstream_destination
 from tests.conftest import make_config
 
-NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
 NO_POOL_PRINTER = """
 [[pool]]
 name = "LONE"

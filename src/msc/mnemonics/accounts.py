@@ -71,7 +71,7 @@ class Accounts:
         self.in_pool = in_pool
 
     def today(self) -> dt.date:
-        return dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc).date()
+        return dt.datetime.fromtimestamp(self.clock(), dt.UTC).date()
 
     def oif_account(self, oif: str) -> User | None:
         """A host's OIF: the account if active and not locked (PPP §1.6.7)."""

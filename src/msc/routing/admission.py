@@ -93,7 +93,7 @@ class Admission:
         return self.router.new_txn()
 
     def today(self) -> dt.date:
-        return dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc).date()
+        return dt.datetime.fromtimestamp(self.clock(), dt.UTC).date()
 
     def category(self, inp: Input) -> str | None:
         """The metric category of a message (its route's; ``admin`` for AM; None if unknown)."""
@@ -157,7 +157,7 @@ class Admission:
         the upstream to every destination msc does not host. Authorized as category ``admin``."""
         d = self.directory()
         self._authorize(inp, body, sender, None, d)
-        now = dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc)
+        now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         local, remote = admin_destinations(d, body.destinations, now=now, attached=self.delivery.attached)
         for endpoint, _m in local:
             if not self.delivery.room(endpoint):
