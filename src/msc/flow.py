@@ -73,8 +73,9 @@ class Outbox:
     def close(self) -> None:
         """Write what is queued, then close."""
         self.flush()
-        if self.open:
-            self.transport.close()
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.close()
 
     def abort(self) -> None:
         if self.transport is not None:

@@ -75,13 +75,13 @@ class Accounts:
 
     def oif_account(self, oif: str) -> User | None:
         """A host's OIF: the account if active and not locked (PPP §1.6.7)."""
-        return self.auth.oif_account(oif)
+        return self.auth.oif_account(oif)  # type: ignore[return-value]  # the directory's accounts are Users
 
     def _tried(self, attempt: Attempt, why: str | None = None) -> Refused:
         self.metrics.logon_failures.inc()
         if attempt.locked_now:
             self.metrics.lockouts.inc()
-        return Refused(Reject.E202, why, failed=attempt.refusal.value,
+        return Refused(Reject.E202, why, failed=attempt.refusal.value if attempt.refusal else None,
                        locked=attempt.user_id if attempt.locked_now else None)
 
     async def logon(self, body: Logon, *, source: str, station: Station | None, pool: Pool | None,
@@ -103,15 +103,18 @@ class Accounts:
         if not attempt.ok:
             return self._tried(attempt)
         self.attempts.succeeded(source, self.clock())
-        user: User = attempt.account  # type: ignore[assignment]
+        user = attempt.account
+        assert isinstance(user, User)
         if attempt.rehashed:  # users.toml now has the hash at the current cost
             self.reload_users()
             user = self.directory().users.get(user.id, user)
         src = pool if pool is not None else station
+        assert src is not None
         denied = authz.check_operator(user, src.serves, self.today())
         if denied is not None:
             return Refused(denied.reject, denied.detail, failed=denied.code)
         if pool is None:
+            assert station is not None
             return LoggedOn(user, station.mnemonic)
         if release_previous is not None:
             release_previous()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from msc.journal.records import Entry, Kind
 from msc.mnemonics import authz
@@ -114,8 +115,8 @@ class Admission:
             # The operator's own outputs are not being taken: no new work until they are.
             raise ProtocolError(Reject.E307, "OUTPUT QUEUE FULL, ACKNOWLEDGE OUTPUTS FIRST")
         link, refused = self.router.capacity(route)
-        if refused is not None:
-            raise ProtocolError(refused)
+        if refused is not None or link is None:
+            raise ProtocolError(refused or Reject.E302)
         txn = self.router.new_txn()
         oif, taf = sender.oif, sender.taf
         self.last_use.used(oif, inp.mnemonic, self.clock())
@@ -124,8 +125,8 @@ class Admission:
         requester = body.get("ATN") if cori else None
         recipient = body.get("REL") if cori else None
         forwarded = inp.normalized(oif, taf)
-        common = dict(mnemonic=inp.mnemonic, user=oif, taf=taf, ori=body.ori, mke=mke, txn=txn,
-                      purpose=purpose, requester=requester, recipient=recipient)
+        common: dict[str, Any] = dict(mnemonic=inp.mnemonic, user=oif, taf=taf, ori=body.ori, mke=mke, txn=txn,
+                                      purpose=purpose, requester=requester, recipient=recipient)
         entries = [
             Entry(kind=Kind.RECEIVED, direction="in", peer=sender.peer, text=inp.journal_text(), **common),
             Entry(kind=Kind.FORWARDED, direction="out", peer=link.name, text=forwarded, same_fields_as_previous=True,
@@ -164,15 +165,16 @@ class Admission:
                 raise ProtocolError(Reject.E307, f"QUEUE OF {endpoint} FULL, TRY AGAIN")
         link = None
         if remote:
-            link = self.router.links.get(self.admin_upstream())
+            link = self.router.links.get(self.admin_upstream() or "")
             if link is None or not link.up:
                 raise ProtocolError(Reject.E302)
         txn = self.router.new_txn()
         oif, taf = sender.oif, sender.taf
-        common = dict(user=oif, taf=taf, ori=body.ori, mke=inp.mke, txn=txn)
+        common: dict[str, Any] = dict(user=oif, taf=taf, ori=body.ori, mke=inp.mke, txn=txn)
         adm = Admitted([Entry(kind=Kind.RECEIVED, direction="in", peer=sender.peer, mnemonic=inp.mnemonic,
                               text=inp.journal_text(), **common)], "admin")
         if remote:
+            assert link is not None
             control = "".join(f".{c}" for c in body.control)  # the Nlets control field goes along
             forwarded = f"{inp.header}.*{oif}.#{taf}.AM.{body.ori}.{','.join(remote)}{control}.TXT {body.text}"
             adm.entries.append(Entry(kind=Kind.FORWARDED, direction="out", peer=link.name, mnemonic=inp.mnemonic,

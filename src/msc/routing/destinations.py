@@ -26,7 +26,7 @@ def pooled(d: Directory, mnemonic: str) -> list[Destination]:
     pool = d.pools.get(d.pool_of.get(mnemonic, ""))
     target = pool.unsolicited_to if pool else None
     endpoint = d.endpoint_of(target) if target else None
-    if endpoint is None:
+    if endpoint is None or target is None:
         raise ProtocolError(Reject.E306, f"NO DEFINED DESTINATION FOR POOLED MNEMONIC {mnemonic}")
     return [(endpoint, target)]
 
