@@ -25,7 +25,20 @@ if TYPE_CHECKING:
     from msc.routing.admission import Admission
     from msc.routing.delivery import Delivery
     from msc.routing.router import Router
-    from msc.server.session import Session
+
+
+class Attached(Protocol):
+    """What the registry needs of a session (:class:`msc.server.session.Session`)."""
+
+    mnemonic: str | None
+    endpoint: str | None
+    alloc: Any
+    taf: str | None
+
+    @property
+    def kind(self) -> str | None: ...
+
+    def replaced(self) -> None: ...
 
 
 class JournalWriter(Protocol):
@@ -54,8 +67,8 @@ class Registry:
 
     def __init__(self, *, delivery: Callable[[], Delivery], accounts: Accounts, journal: Callable[[], Any],
                  directory: Callable[[], Directory], router: Callable[[], Router], metrics: Metrics) -> None:
-        self.sessions: set[Session] = set()
-        self.holders: dict[str, Session] = {}  # endpoint → the session it is attached to
+        self.sessions: set[Attached] = set()
+        self.holders: dict[str, Attached] = {}  # endpoint → the session it is attached to
         self._delivery = delivery
         self._accounts = accounts
         self._journal = journal
@@ -63,34 +76,35 @@ class Registry:
         self._router = router
         self._metrics = metrics
 
-    def __iter__(self) -> Iterator[Session]:
+    def __iter__(self) -> Iterator[Attached]:
         return iter(list(self.sessions))
 
     def __len__(self) -> int:
         return len(self.sessions)
 
-    def add(self, sess: Session) -> None:
+    def add(self, sess: Attached) -> None:
         self.sessions.add(sess)
 
-    def discard(self, sess: Session) -> None:
+    def discard(self, sess: Attached) -> None:
         self.sessions.discard(sess)
 
     def __contains__(self, sess: object) -> bool:
         return sess in self.sessions
 
-    def bound(self, sess: Session) -> None:
+    def bound(self, sess: Attached) -> None:
         """``sess`` logged on or bound: it holds its endpoint (a newer session of the same
         station replaces an older one — a restarted terminal)."""
         endpoint = sess.mnemonic
+        assert endpoint is not None
         old = self.holders.get(endpoint)
         if old is not None and old is not sess:
             old.replaced()
         self.holders[endpoint] = sess
         sess.endpoint = endpoint
         self._metrics.sessions.labels(sess.kind).inc()
-        self._delivery().attach(endpoint, sess)
+        self._delivery().attach(endpoint, sess)  # type: ignore[arg-type]  # a Session is a Sink
 
-    def unbound(self, sess: Session, why: str) -> None:
+    def unbound(self, sess: Attached, why: str) -> None:
         endpoint = sess.endpoint
         if sess.alloc is not None:
             self.release_pooled(sess, why)
@@ -99,10 +113,10 @@ class Registry:
         sess.endpoint = None
         if self.holders.get(endpoint) is sess:
             del self.holders[endpoint]
-        self._delivery().detach(endpoint, sess)
+        self._delivery().detach(endpoint, sess)  # type: ignore[arg-type]
         self._metrics.sessions.labels(sess.kind).dec()
 
-    def release_pooled(self, sess: Session, why: str) -> None:
+    def release_pooled(self, sess: Attached, why: str) -> None:
         """Give a pooled session's mnemonic back; what still waits for it goes to the pool's
         defined destination or is recorded undelivered (PPP §1.6.2 B 1 f)."""
         alloc = sess.alloc
@@ -115,8 +129,9 @@ class Registry:
         d = self._directory()
         pool = d.pools.get(alloc.pool)
         target = pool.unsolicited_to if pool else None
+        endpoint = d.endpoint_of(target) if target is not None else None
         for output in self._delivery().abandon(alloc.mnemonic, "POOLED SESSION ENDED" +
                                                (f", REDIRECTED TO {target}" if target else "")):
             if target is not None:
                 asyncio.get_running_loop().create_task(self._router().emit(
-                    [(d.endpoint_of(target), target)], output.payload, "MSC", dict(txn=output.txn, code=None)))
+                    [(endpoint, target)], output.payload, "MSC", dict(txn=output.txn, code=None)))  # type: ignore[list-item,arg-type]
