@@ -300,9 +300,9 @@ async def soak(args) -> dict:
     secondary.kill()
 
     from msc.config.load import load
-    from msc.keyring import KeyRing
     from msc.journal.search import Query, search
     from msc.journal.verify import verify
+    from msc.keyring import KeyRing
 
     s = load(cfg)
     ring = KeyRing(s.data_dir / "keys", s.key_file)

@@ -17,8 +17,8 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from msc.config.load import load
-from msc.keyring import KeyRing
 from msc.journal.search import Query, search
+from msc.keyring import KeyRing
 from msc.mnemonics import totp
 from tests.conftest import USERS, free_port, make_config, write_users
 from tests.e2e.conftest import run, start_serve, start_stub

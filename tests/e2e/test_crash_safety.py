@@ -8,9 +8,9 @@ import signal
 import pytest
 
 from msc.config.load import load
-from msc.keyring import KeyRing
 from msc.journal.search import Query, search
 from msc.journal.verify import verify
+from msc.keyring import KeyRing
 from tests.conftest import PASSWORD, free_port, make_config
 from tests.e2e.conftest import start_serve, start_stub
 from tests.wire import WireClient

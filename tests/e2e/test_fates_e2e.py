@@ -21,9 +21,9 @@ import time
 import pytest
 
 from msc.config.load import load
-from msc.keyring import KeyRing
 from msc.journal.search import Query, search
 from msc.journal.verify import verify
+from msc.keyring import KeyRing
 from tests.conftest import PASSWORD, free_port, make_config
 from tests.e2e.conftest import Proc, start_serve, wait_for, wait_port
 from tests.e2e.test_disk_faults import ERRNO, FAULTS, fiu, http

@@ -118,8 +118,8 @@ def test_make_run_demo_initialises_and_serves(tmp_path):
         i = next(i for i, ln in enumerate(lines) if ln.strip().startswith(uid))
         assert "TOTP secret" in lines[i + 1] and "otpauth://totp/" in lines[i + 1]
     from msc.config.load import load
-    from msc.keyring import KeyRing
     from msc.journal.search import Query, search
+    from msc.keyring import KeyRing
     from msc.mnemonics import passwords
 
     s = load(d / "msc.toml")
@@ -237,8 +237,8 @@ def test_user_lifecycle_commands(tmp_path):
     assert run("station", "disable", "NOPE", "--config", c, *AS_ADMIN, input=ADMIN_LINES).returncode == 2
     # Every change is an ADMIN journal record naming the administrator.
     from msc.config.load import load
-    from msc.keyring import KeyRing
     from msc.journal.search import Query, search
+    from msc.keyring import KeyRing
 
     s = load(cfg)
     admin = [(x.user, x.text) for x in search(s.journal_dir, KeyRing(s.data_dir / "keys", s.key_file),

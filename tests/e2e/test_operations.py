@@ -181,8 +181,8 @@ def test_reports_mnemonics_users_misuse(tmp_path, procs):
     r = run("report", "users", "--config", c, "--apply", *admin, input=PASSWORD + "\n\n")
     assert r.returncode == 0 and "Disabled now (--apply): " in r.stdout
     assert 'status = "disabled"' in (tmp_path / "users.toml").read_text()
-    from msc.keyring import KeyRing
     from msc.journal.search import Query, search
+    from msc.keyring import KeyRing
 
     disabled = [(x.user, x.text) for x in search(s.journal_dir, KeyRing(s.data_dir / "keys", s.key_file),
                                                  Query(kind="ADMIN")) if x.text.startswith("USER DISABLE")]

@@ -210,8 +210,8 @@ def test_users_file_names_used_twice(tmp_path, name, edit, path, second, first):
 async def test_reload_refuses_a_second_station_with_a_duty_stations_mnemonic(harness, tmp_path):
     """The issue's case: a new [[station]] ICS1 on reload. The running configuration is kept:
     the duty station ICS1 still gets CJIS and CORI, and the journal says why."""
-    from msc.keyring import KeyRing
     from msc.journal.search import Query, search
+    from msc.keyring import KeyRing
 
     await harness.start_stub()
     sw = await harness.start_switch()

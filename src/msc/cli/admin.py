@@ -16,9 +16,9 @@ import msgspec
 
 from msc.config.load import Settings
 from msc.journal.journal import Journal
-from msc.keyring import KeyRing
 from msc.journal.records import Entry, JournalError, Kind
 from msc.journal.store import JournalBusy
+from msc.keyring import KeyRing
 
 
 class DaemonUnavailable(Exception):

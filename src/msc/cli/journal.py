@@ -19,10 +19,10 @@ import sys
 
 from msc.cli.admin import DaemonUnavailable, control, record
 from msc.config.load import Settings
-from msc.keyring import KeyError_, KeyRing
 from msc.journal.records import Entry, JournalError, Kind, Record
 from msc.journal.search import Query, iso, parse_time, read, search
 from msc.journal.tokens import parse_query
+from msc.keyring import KeyError_, KeyRing
 from msc.protocol.message import output_bytes
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_AUTH = 0, 1, 2, 3

@@ -4,7 +4,7 @@ A library with its own API: it never imports routing, the server or the director
 """
 
 from msc.journal.journal import Journal
-from msc.keyring import KeyRing
 from msc.journal.records import Entry, JournalError, Kind, Record
+from msc.keyring import KeyRing
 
 __all__ = ["Entry", "Journal", "JournalError", "KeyRing", "Kind", "Record"]

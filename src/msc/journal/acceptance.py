@@ -24,9 +24,9 @@ import asyncio
 import datetime as dt
 from pathlib import Path
 
-from msc.keyring import KeyRing
 from msc.journal.records import JournalError
 from msc.journal.selfcheck import JournalRefused
+from msc.keyring import KeyRing
 
 
 def accept(directory: Path, keyring: KeyRing, *, name: str, reason: str, actor: str, new_journal: bool = False,

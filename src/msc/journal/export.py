@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from msc.config.files import private_dir
-from msc.keyring import KeyRing
 from msc.journal.proofs import proofs
 from msc.journal.records import Record, open_sealed, unseal_meta
 from msc.journal.store import Checkpoint, Reader, load_checkpoints, load_purged, read_leaves_file
+from msc.keyring import KeyRing
 
 
 def record_json(r: Record) -> dict[str, Any]:

@@ -25,7 +25,6 @@ from pathlib import Path
 
 from msc.journal.highwater import HighWater, Mark, default_path
 from msc.journal.indexer import Indexer
-from msc.keyring import KeyRing, PeriodKeys, next_period, period_of
 from msc.journal.records import Entry, JournalError, Kind, seal
 from msc.journal.retention import (  # noqa: F401
     MIN_RETENTION_DAYS,
@@ -39,6 +38,7 @@ from msc.journal.retention import (  # noqa: F401
 from msc.journal.selfcheck import JournalRefused, SelfCheck, check
 from msc.journal.store import Checkpoint, Row, Writer
 from msc.journal.tokens import tokens_for
+from msc.keyring import KeyRing, PeriodKeys, next_period, period_of
 
 #: Upper bound on records sealed into one batch; more wait for the next commit.
 MAX_BATCH = 4096

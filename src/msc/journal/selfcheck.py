@@ -33,10 +33,10 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 
 from msc.journal.highwater import Mark
-from msc.keyring import KeyError_, KeyRing
 from msc.journal.merkle import Frontier
 from msc.journal.records import JournalError
 from msc.journal.store import COLUMNS, Checkpoint, Reader, checkpoint_message, last_checkpoint, load_purged, read_leaves_file
+from msc.keyring import KeyError_, KeyRing
 
 #: Problems an administrator may accept with ``msc journal accept`` by continuing the journal
 #: (records lost above the last checkpoint); every other problem needs a new journal.

@@ -33,8 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from msc.keyring import KeyError_, KeyRing
 from msc.journal.verify import Verifier
+from msc.keyring import KeyError_, KeyRing
 
 SLICE = 2000  # records per slice (~20 ms of CPU)
 CPU_SHARE = 0.25  # of one core, at most, while a pass runs
