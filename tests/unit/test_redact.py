@@ -102,3 +102,36 @@ def test_a_frame_sized_text_is_redacted_by_its_start(payload):
     text = decode_lossy(payload)
     out = redact(text)
     assert out == text or out == "ICS1.LOGON.JD1234.*.*"
+
+
+# A TAF glued to the key by the address's own separator: only hex pieces continue the address,
+# so the first word of a two-word key (LOG ON, SIGN IN) or a short key is not taken for one
+# (found by the property test: '#C0A8010A-LOG ON.00000A.-' was returned unchanged).
+@pytest.mark.parametrize(("text", "journal"), [
+    ("#C0A8010A-LOG ON.00000A.-", "#C0A8010A-LOG ON.00000A.*.*"),
+    ("#C0A8010A-LOG ON.00000A.-.00000000", "#C0A8010A-LOG ON.00000A.*.*"),
+    ("#C0A8010A-log-in.JD1234.123456.secret", "#C0A8010A-log-in.JD1234.*.*"),
+    ("#FE80:0:0:1:SIGN:ON.JD1234.-.secret", "#FE80:0:0:1:SIGN:ON.JD1234.*.*"),
+    ("#C0-A8-01-0A-Sign In JD1234 123456 secret", "#C0-A8-01-0A-Sign In JD1234.*.*"),
+    ("#7F000001-PW.secret", "#7F000001-PW.*.*"),
+    ("#7F000001-pin-1234", "#7F000001-pin.*.*"),
+    ("#7F000001:pass:secret", "#7F000001:pass.*.*"),
+    ("#C0A8010A-DEAD-BEEF.QW.CA0130000.NAM/DOE", "#C0A8010A-DEAD-BEEF.QW.CA0130000.NAM/DOE"),
+])
+def test_a_key_glued_to_the_taf_by_an_address_separator(text, journal):
+    assert redact(text) == journal
+    assert redact(journal) == journal
+
+
+# After a password key nothing is kept, even a word that is itself a key: it may be the start
+# of the old password (found by the property test: 'PWD.PASS:000.00000000' kept 'PASS').
+@pytest.mark.parametrize(("text", "journal"), [
+    ("PWD.PASS:000.00000000", "PWD.*.*"),
+    ("pwd pin1234 newpin5678", "pwd.*.*"),
+    ("PASSWORD/PWD.old/new", "PASSWORD.*.*"),
+    ("ICS1.PWD.PASSWORD1.Passw0rd2", "ICS1.PWD.*.*"),
+    ("LOGON.LOGON.JD1234.123456.secret", "LOGON.LOGON.JD1234.*.*"),
+    ("LOGON.PWD123.123456.secret", "LOGON.PWD123.*.*"),
+])
+def test_nothing_after_a_password_key_is_kept(text, journal):
+    assert redact(text) == journal

@@ -12,7 +12,7 @@ The rule, on the *fields* of the text (runs of letters, digits, ``*`` and ``#``;
 separates):
 
 1. fields that start with ``*`` (OIF) or ``#`` (TAF, with the ``:``/``-`` pieces of an IP or
-   MAC address after it, unless such a piece is a secret word) are skipped;
+   MAC address after it, unless such a piece is a key word or starts a two-word key) are skipped;
 2. the **key** is the first of the next :data:`KEY_WINDOW` fields that is a secret word
    (:data:`SECRET_WORDS`, also glued to a header or a user ID, or a two-word form such as
    ``LOG ON``): the header may be missing, mistyped or split;
@@ -42,6 +42,7 @@ PASSWORD_WORDS = ("password", "passwort", "passwd", "passcode", "passw", "pwd")
 EXACT_WORDS = frozenset(("pass", "pw", "pin"))
 #: Two-word forms: ("log", "on") …
 TWO_WORDS = frozenset((("log", "on"), ("log", "in"), ("sign", "on"), ("sign", "in")))
+_TWO_FIRST = frozenset(first for first, _ in TWO_WORDS)
 SECRET_WORDS = (*LOGON_WORDS, *PASSWORD_WORDS)
 _EXACT_KEYS = frozenset((*SECRET_WORDS, *EXACT_WORDS))
 
@@ -176,6 +177,15 @@ def is_secret_word(word: str) -> bool:
     return _secret_word(_fold_all(word)) is not None
 
 
+def _address_piece(word: str) -> bool:
+    """Can ``word`` be a ``:``/``-`` separated piece of a TAF's IP or MAC address?
+
+    Any word but a key: a secret word, or the first word of a two-word key (``LOG`` of
+    ``#C0A8010A-LOG ON``), starts the text after the TAF.
+    """
+    return _secret_word(word) is None and word not in _TWO_FIRST
+
+
 def _fold_all(s: str) -> str:
     return "".join(_fold(c) for c in s)
 
@@ -204,7 +214,7 @@ def redact(text: str) -> str:
         if lead in "*#":
             after_taf = lead == "#"
             continue
-        if after_taf and f.sep in (":", "-") and _secret_word(f.norm) is None:
+        if after_taf and f.sep in (":", "-") and _address_piece(f.norm):
             continue  # the rest of a TAF that is an IP or MAC address (PPP §1.6.8 B)
         after_taf = False
         candidates.append(f)
@@ -218,9 +228,15 @@ def redact(text: str) -> str:
             break
         found = _secret_word(f.norm)
         if found is not None:
-            second = _secret_word(candidates[i + 1].norm) if i + 1 < len(candidates) else None
-            if second is not None and candidates[i + 1].norm in _EXACT_KEYS:
-                f, found = candidates[i + 1], second  # a header spelled like a key (LOGON.LOGON.…): the second is the key
+            if (found[0] == "logon" and i + 1 < len(candidates)
+                    and candidates[i + 1].norm in LOGON_WORDS):
+                # A header spelled like a logon key (LOGON.LOGON.…): the second is the key, so
+                # the user ID after it is kept. Only for logon words: after a password key
+                # nothing is kept, and a field there may be the start of the secret
+                # (PWD.PASS:000.… - the old password is PASS:000).
+                second = _secret_word(candidates[i + 1].norm)
+                if second is not None:
+                    f, found = candidates[i + 1], second
             kind, _start, end = found
             key = (kind, f.offset_after(end), f)
             break
