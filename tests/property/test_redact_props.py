@@ -7,14 +7,13 @@ never survives, the user ID does, and redaction is idempotent and never raises.
 
 from __future__ import annotations
 
+import re
 import string
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from msc.protocol.message import decode_lossy
-import re
-
 from msc.protocol.redact import MARK, is_secret_word, redact
 
 
