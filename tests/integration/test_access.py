@@ -155,7 +155,7 @@ async def test_pooled_sessions_get_their_own_mnemonics_and_give_them_back(harnes
     assert fa.text == f"MNE/{mne_a}.USR/EC0001"
     assert sw.metrics.pool_free.labels("ECMDT")._value.get() == 0
     c = await harness.client()
-    assert (await c.logon("ECMDT", "TS0002", PASSWORD)).code == "E206"  # not an agency the pool serves
+    assert (await c.logon("ECMDT", "TS0002", PASSWORD)).code == "E202"  # not an agency the pool serves (journaled only)
     assert (await c.logon("ECMDT", "EC0001", PASSWORD)).code == "E305"  # pool exhausted
     # The ACP inserts OIF and TAF; the client sends neither.
     assert (await a.send(f"{mne_a}A1.QW.CA0130100.NAM/ONE, A.DOB/19800101")).type == "A"

@@ -132,9 +132,9 @@ async def test_a_totp_step_is_accepted_once_across_the_terminal_and_the_msc_comm
                                    "--password-stdin", "--format", "jsonl", input=f"{PASSWORD}\n{code}\n")
         return rc
 
-    # The terminal authenticates the investigator (then refuses the role, E205): the step is used.
+    # The terminal authenticates the investigator (then refuses the role, shown as E202): the step is used.
     c = await harness.client()
-    assert (await c.logon("ICS1", "IT0001", PASSWORD, otp=first)).code == "E205"
+    assert (await c.logon("ICS1", "IT0001", PASSWORD, otp=first)).payload == REFUSED
     assert await cli(first) == 3  # … so the msc command may not use it again
     assert await cli(second) == 0
     assert (await c.logon("ICS1", "IT0001", PASSWORD, otp=second)).payload == REFUSED  # nor the terminal

@@ -85,6 +85,18 @@ def check_operator(user: User, serves: frozenset[str], today: dt.date) -> Denied
     return None
 
 
+#: What a logon refused by :func:`check_operator` journals (``LOGON FAILED …``); never shown.
+_REFUSAL_REASONS = {Reject.E205: "ROLE NOT ALLOWED", Reject.E206: "AGENCY NOT SERVED",
+                    Reject.E207: "CERTIFICATION EXPIRED"}
+
+
+def refusal_reason(denied: Denied) -> str:
+    """The journaled reason of a logon or OIF refused by :func:`check_operator` (``ROLE NOT
+    ALLOWED`` as the ``msc`` command journals it, ``AGENCY NOT SERVED``, ``CERTIFICATION
+    EXPIRED``). Shown to nobody: the operator gets ``E202``, a host ``E104``."""
+    return _REFUSAL_REASONS.get(denied.reject, denied.code)
+
+
 def decide(
     *,
     user: User,

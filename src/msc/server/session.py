@@ -346,7 +346,14 @@ class Session(asyncio.Protocol):
             if inp.taf is None:
                 raise ProtocolError(Reject.E105, "TAF REQUIRED FROM A HOST")
             user = self.switch.auth.oif_account(inp.oif)  # active and not locked (AuthService)
-            if user is None or user.ori not in self.station.serves:
+            denied = None if user is None else authz.check_operator(user, self.station.serves, self.switch.today())
+            if user is None or denied is not None:
+                # One answer whatever the reason (unknown, inactive, locked, role, agency,
+                # certification): a host must not learn which user IDs exist or what they are
+                # (SECURITY.md "Authentication"). A reason about the account is journaled.
+                if denied is not None:
+                    self._journal_session(f"OIF REFUSED {authz.refusal_reason(denied)}", code=denied.code,
+                                          user=inp.oif)
                 raise ProtocolError(Reject.E104, "OIF IS NOT AN ACTIVE USER OF A SERVED AGENCY")
             return user, inp.oif, inp.taf
         user = self.user_rec

@@ -724,8 +724,9 @@ class Switch:
         pool's own rules. Every refusal of the service is the same ``E202 LOGON REFUSED``."""
         journal_text = inp.journal_text()
 
-        def refuse(reject: Reject, detail: str | None, why: str) -> None:
-            sess._journal_session(f"LOGON FAILED {why}", code=reject.code, user=body.user)
+        def refuse(reject: Reject, detail: str | None, why: str, *, cause: Reject | None = None) -> None:
+            # ``cause``: the real reason's code, journaled only (the operator is shown ``reject``).
+            sess._journal_session(f"LOGON FAILED {why}", code=(cause or reject).code, user=body.user)
             sess._reject(xid, reject, detail, journal_text, inp)
             sess.log.info("session.logon", outcome="refused", code=reject.code)
 
@@ -741,7 +742,10 @@ class Switch:
         src = pool if pool is not None else sess.station
         denied = authz.check_operator(user, src.serves, self.today())
         if denied is not None:
-            refuse(denied.reject, denied.detail, denied.code)
+            # Role, agency or certification: the same E202 as any refusal (SECURITY.md
+            # "Authentication"): telling the reason would tell that the password was right and what
+            # the account is. The reason is journaled.
+            refuse(Reject.E202, None, authz.refusal_reason(denied), cause=denied.reject)
             return
         alloc: Allocation | None = None
         if pool is not None:
