@@ -404,3 +404,13 @@ def pg_pair():
     pg = _pg_or_skip()
     with pg.primary_with_standby() as pair:
         yield pair
+
+
+def scraped(switch, name: str, **labels: str) -> float:
+    """The sum of a metric's samples (``name`` as exposed, e.g. ``msc_lockouts_total``) that
+    carry ``labels``, as a scrape of the switch's /metrics reads them."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body, _ctype = switch.metrics.exposition()
+    return sum(s.value for fam in text_string_to_metric_families(body.decode())
+               for s in fam.samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))

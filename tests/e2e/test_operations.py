@@ -78,7 +78,7 @@ def test_metrics_after_traffic_pass_promtool_and_match_the_traffic(tmp_path, pro
     assert metric(text, "msc_rejects_total", code="E301") == 1
     assert metric(text, "msc_rejects_total", code="E108") == 1
     assert metric(text, "msc_rejects_total", code="E202") == 1
-    assert metric(text, "msc_logon_failures_total") == 1
+    assert metric(text, "msc_logon_failures_total", path="terminal") == 1
     assert metric(text, "msc_upstream_up", upstream="clets", endpoint="primary") == 1
     assert metric(text, "msc_journal_records_total", kind="DELIVERED") == 8
     assert metric(text, "msc_frames_received_total", peer="upstream") >= 8

@@ -15,7 +15,7 @@ import pytest
 
 from msc.journal.search import Query, search
 from msc.mnemonics import totp
-from tests.conftest import PASSWORD, eventually
+from tests.conftest import PASSWORD, eventually, scraped
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -45,8 +45,8 @@ async def test_five_failures_lock_the_account_until_unlocked(harness):
     assert (await c.logon("ICS1", "TS0001", "not the password")).code == "E202"  # the 5th locks
     # Even the right password now — and the answer is the same as for a wrong one (issue 13).
     assert (await c.logon("ICS1", "TS0001", PASSWORD)).code == "E202"
-    assert sw.metrics.lockouts._value.get() == 1
-    assert sw.metrics.logon_failures._value.get() == 6  # every refused logon, the locked one too
+    assert scraped(sw, "msc_lockouts_total", path="terminal") == 1
+    assert scraped(sw, "msc_logon_failures_total", path="terminal") == 6  # every refused logon, the locked one too
     await sw.journal.flush()
     assert any(r.text == "LOCKOUT" and r.user == "TS0001" for r in journal(harness, kind="SESSION"))
     # The lockout survives a restart of the switch (state.db).

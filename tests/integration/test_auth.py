@@ -17,7 +17,7 @@ import pytest
 from msc.journal.search import Query, search
 from msc.mnemonics import passwords, totp
 from msc.mnemonics.state import StateStore
-from tests.conftest import PASSWORD, TEST_COST, add_totp_user, eventually
+from tests.conftest import PASSWORD, TEST_COST, add_totp_user, eventually, scraped
 from tests.wire import WireClient
 
 pytestmark = pytest.mark.timeout(120)
@@ -59,8 +59,8 @@ async def test_simultaneous_logons_cannot_outrun_the_lockout(harness, n):
     right = await clients[-1].send(f"ICS1.LOGON.TS0001.-.{PASSWORD}", timeout=60)
     answers = [*await asyncio.gather(*wrong), right]
     assert [a.payload for a in answers] == [REFUSED] * n  # the right one too
-    assert sw.metrics.lockouts._value.get() == 1
-    assert sw.metrics.logon_failures._value.get() == n
+    assert scraped(sw, "msc_lockouts_total", path="terminal") == 1
+    assert scraped(sw, "msc_logon_failures_total", path="terminal") == n
     await sw.journal.flush()
     session = journal(harness, kind="SESSION", user="TS0001")
     assert sum(r.text == "LOCKOUT" for r in session) == 1
@@ -283,7 +283,7 @@ async def test_pool_logons_share_the_count_with_every_other_path(harness):
     c = await harness.client()
     assert (await c.logon("ECMDT", "EC0001", PASSWORD)).payload == REFUSED  # the pool: locked
     assert (await host.send("ECC2P2.*EC0001.#C0A8010A.RQ.CA0130100.LIC/7XYZ999")).code == "E104"  # the host too
-    assert sw.metrics.lockouts._value.get() == 1
+    assert scraped(sw, "msc_lockouts_total", path="pool") == 1
     sw.auth.unlock("EC0001")
     a = await c.logon("ECMDT", "EC0001", PASSWORD)
     assert a.type == "A" and a.text.startswith("MNE/ECM")

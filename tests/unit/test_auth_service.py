@@ -45,7 +45,7 @@ class FakeStore:
         self.logons: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def update_attempts(self, uid, step, *, logon_at=None):
+    def update_attempts(self, uid, step, *, logon_at=None, via=None, failed=False, account=True):
         with self._lock:
             new, out = step(self.rows.get(uid, Attempts()))
             self.rows[uid] = new

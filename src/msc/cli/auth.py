@@ -104,7 +104,8 @@ def service(settings: Settings) -> AuthService:
         return totp.open_secret(aead[0], acct.id, acct.totp)
 
     return AuthService(accounts=users.get, store=StateStore(settings.state_db), open_totp=open_totp,
-                       cost=settings.config.switch.password_cost, rehash=users_file_rehash(settings.users_path))
+                       cost=settings.config.switch.password_cost, rehash=users_file_rehash(settings.users_path),
+                       via="cli")
 
 
 def check(settings: Settings, args, *, roles: Iterable[str], op: str,

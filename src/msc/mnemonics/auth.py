@@ -64,7 +64,8 @@ class AttemptStore(Protocol):
     """The shared logon state (``msc.mnemonics.state.StateStore`` is one)."""
 
     def update_attempts(self, uid: str, step: Callable[[Attempts], tuple[Attempts, object]], *,
-                        logon_at: float | None = None): ...
+                        logon_at: float | None = None, via: str | None = None,
+                        failed: bool | Callable[[object], bool] = False, account: bool = True): ...
 
     def claim_otp_step(self, uid: str, step: int) -> bool: ...
 
@@ -142,10 +143,14 @@ class AuthService:
         clock: Callable[[], float] = time.time,
         rehash: Callable[[str, str, str], bool] | None = None,
         drift_steps: int = 1,
+        via: str = "terminal",
     ) -> None:
         """``accounts``: user ID → account (or None); ``open_totp``: an account's raw TOTP secret;
         ``cost``: the current scrypt cost (``[switch] password_cost``); ``rehash(uid, old, new)``
-        stores a new hash."""
+        stores a new hash; ``via``: how attempts come by default (``terminal``, ``pool``,
+        ``pwd``, ``cli``, ``web``) — the ``path`` of the refused-attempt and lockout counts the
+        store keeps in the attempt's own transaction (``msc_logon_failures_total``)."""
+        self.via = via
         self.accounts = accounts
         self.store = store
         self.open_totp = open_totp
@@ -184,20 +189,22 @@ class AuthService:
     # -- logon ---------------------------------------------------------------------------------
 
     def authenticate(self, user_id: str, password: str, otp: str | None, *,
-                     roles: Iterable[str] | None = None) -> Attempt:
+                     roles: Iterable[str] | None = None, via: str | None = None) -> Attempt:
         """Check a logon: password, then the one-time password when the account has TOTP, then
-        that the account is active and (``roles``) has an allowed role. Blocking (one KDF)."""
+        that the account is active and (``roles``) has an allowed role. Blocking (one KDF).
+        ``via``: how this attempt came (default: the service's)."""
+        via = via or self.via
         acct = self.accounts(user_id)
         row = user_id if acct is not None else UNKNOWN_ROW
         now = self.clock()
         may_check = self.store.update_attempts(row, lambda a: self.rule.reserve(a, now))
         if not may_check:
             passwords.verify_password(password, passwords.dummy_hash(self.cost))
-            self.store.update_attempts(row, lambda a: (a, None))
+            self.store.update_attempts(row, lambda a: (a, None), via=via, failed=True)
             return self._refused(user_id, Refusal.LOCKED if acct is not None else Refusal.UNKNOWN)
         if acct is None:
             passwords.verify_password(password, passwords.dummy_hash(self.cost))
-            self.store.update_attempts(row, lambda a: self.rule.failed(a, now))
+            self.store.update_attempts(row, lambda a: self.rule.failed(a, now), via=via, failed=True, account=False)
             return self._refused(user_id, Refusal.UNKNOWN)
         refusal = None
         password_ok = passwords.verify_password(password, acct.password_hash)
@@ -211,9 +218,9 @@ class AuthService:
         elif roles is not None and acct.role not in set(roles):
             refusal = Refusal.ROLE
         if refusal is not None:
-            return self._failed(acct.id, refusal)
+            return self._failed(acct.id, refusal, via)
         allowed = self.store.update_attempts(acct.id, lambda a: self.rule.succeeded(a, self.clock()),
-                                             logon_at=self.clock())
+                                             logon_at=self.clock(), via=via, failed=_refused_now)
         if not allowed:  # locked while the password was being checked
             self.refresh()
             return self._refused(acct.id, Refusal.LOCKED)
@@ -222,7 +229,7 @@ class AuthService:
             rehashed = self.rehash(acct.id, acct.password_hash, passwords.hash_password(password, ln=self.cost))
         return Attempt(acct.id, True, account=acct, rehashed=rehashed)
 
-    def change_password(self, user_id: str, candidates: list[tuple[str, str]]) -> Attempt:
+    def change_password(self, user_id: str, candidates: list[tuple[str, str]], *, via: str = "pwd") -> Attempt:
         """``PWD`` (CJIS IA-5): authenticate with the old password before any change. The body
         ``OLD.NEW`` is ambiguous when the passwords contain '.', so each (old, new) split is
         tried; the attempt counts once. On success ``new_password`` is the new half. A locked or
@@ -235,7 +242,8 @@ class AuthService:
         if not may_check or acct is None:
             passwords.verify_password(candidates[0][0] if candidates else "", passwords.dummy_hash(self.cost))
             self.store.update_attempts(row, (lambda a: (a, None)) if not may_check else
-                                       (lambda a: self.rule.failed(a, now)))
+                                       (lambda a: self.rule.failed(a, now)), via=via, failed=True,
+                                       account=acct is not None)
             return self._refused(user_id, Refusal.LOCKED if acct is not None else Refusal.UNKNOWN)
         new = None
         for old, candidate in candidates:
@@ -243,10 +251,11 @@ class AuthService:
                 new = candidate
                 break
         if new is None:
-            return self._failed(acct.id, Refusal.PASSWORD)
+            return self._failed(acct.id, Refusal.PASSWORD, via)
         if not acct.active:
-            return self._failed(acct.id, Refusal.DISABLED)
-        allowed = self.store.update_attempts(acct.id, lambda a: self.rule.succeeded(a, self.clock()))
+            return self._failed(acct.id, Refusal.DISABLED, via)
+        allowed = self.store.update_attempts(acct.id, lambda a: self.rule.succeeded(a, self.clock()),
+                                             via=via, failed=_refused_now)
         if not allowed:
             self.refresh()
             return self._refused(acct.id, Refusal.LOCKED)
@@ -265,8 +274,8 @@ class AuthService:
             return None
         return totp.matching_step(secret, otp.strip(), self.clock(), self.drift_steps)
 
-    def _failed(self, uid: str, refusal: Refusal) -> Attempt:
-        locked_now = self.store.update_attempts(uid, lambda a: self.rule.failed(a, self.clock()))
+    def _failed(self, uid: str, refusal: Refusal, via: str) -> Attempt:
+        locked_now = self.store.update_attempts(uid, lambda a: self.rule.failed(a, self.clock()), via=via, failed=True)
         if locked_now:
             self.refresh()
         return Attempt(uid, False, refusal=refusal, locked_now=bool(locked_now))
@@ -274,3 +283,8 @@ class AuthService:
     @staticmethod
     def _refused(uid: str, refusal: Refusal) -> Attempt:
         return Attempt(uid, False, refusal=refusal)
+
+
+def _refused_now(allowed: object) -> bool:
+    """A right password refused because the account locked while it was being checked."""
+    return allowed is not True

@@ -35,6 +35,12 @@ CREATE TABLE IF NOT EXISTS user_state(
     last_use REAL,
     last_otp_step INTEGER
 );
+CREATE TABLE IF NOT EXISTS auth_counts(
+    path TEXT NOT NULL,                    -- how the attempt came: terminal, pool, pwd, cli, web
+    what TEXT NOT NULL,                    -- failure | lockout
+    n INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (path, what)
+);
 CREATE TABLE IF NOT EXISTS station_state(
     mnemonic TEXT PRIMARY KEY,
     disabled INTEGER NOT NULL DEFAULT 0,
@@ -83,12 +89,19 @@ class StateStore:
         self._exec("INSERT OR IGNORE INTO user_state(id) VALUES (?)", (uid,))
 
     def update_attempts(self, uid: str, step: Callable[[Attempts], tuple[Attempts, T]], *,
-                        logon_at: float | None = None) -> T:
+                        logon_at: float | None = None, via: str | None = None,
+                        failed: bool | Callable[[T], bool] = False, account: bool = True) -> T:
         """Apply ``step`` to the account's :class:`Attempts` atomically (``BEGIN IMMEDIATE``: no
         other connection, in this process or another, changes them in between) and store what it
         returns. The row is written even when nothing changed, so that every path through a logon
         costs the same I/O. ``logon_at``: also record a logon at that time if ``step`` allows it
-        (its second value is True)."""
+        (its second value is True).
+
+        ``via`` (the way the attempt came: ``terminal``, ``pool``, ``pwd``, ``cli``, ``web``):
+        count, in the same transaction, a refused attempt when ``failed`` is True (or returns True
+        for ``step``'s second value), and a lockout when ``step`` locked an ``account`` (not the
+        shared row of unknown IDs) — the one count of CJIS AC-7 that the switch's metrics read
+        (:meth:`auth_counts`), whichever process checked the password."""
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
@@ -102,11 +115,25 @@ class StateStore:
                 if logon_at is not None and out is True:
                     conn.execute("UPDATE user_state SET last_logon = ?, last_use = ? WHERE id = ?",
                                  (logon_at, logon_at, uid))
+                if via is not None:
+                    if failed(out) if callable(failed) else failed:
+                        self._count(via, "failure")
+                    if account and locked_at is None and new.locked_at is not None:
+                        self._count(via, "lockout")
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             return out
+
+    def _count(self, via: str, what: str) -> None:
+        self._conn.execute("INSERT INTO auth_counts(path, what, n) VALUES (?, ?, 1) "
+                           "ON CONFLICT(path, what) DO UPDATE SET n = n + 1", (via, what))
+
+    def auth_counts(self) -> dict[tuple[str, str], int]:
+        """Refused logon attempts and lockouts so far, by (path, ``failure``|``lockout``), of every
+        process that shares this state database (they never decrease)."""
+        return {(r[0], r[1]): r[2] for r in self._exec("SELECT path, what, n FROM auth_counts")}
 
     def claim_otp_step(self, uid: str, step: int) -> bool:
         """Use TOTP step ``step`` of ``uid`` if no step at or after it was used (IA-2(1): each

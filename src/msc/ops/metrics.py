@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import secrets
 
+from collections.abc import Callable, Iterator
+
+import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from msc import __version__
 from msc.protocol.codes import Reject
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: The ways a person logs on (the ``path`` label of the logon counts; SECURITY.md AC-7): terminal
+#: and pool LOGON, PWD at a terminal, every ``msc … --as`` command, the web console. Always exported
+#: (0 until the first refusal) so that alert rules see every series from the start.
+LOGON_PATHS = ("terminal", "pool", "pwd", "cli", "web")
+
 JOURNAL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
@@ -31,8 +41,8 @@ class Metrics:
             buckets=LATENCY_BUCKETS, registry=r)
         self.sessions = Gauge("msc_sessions", "Bound sessions by kind", ["kind"], registry=r)
         self.pool_free = Gauge("msc_pool_free_mnemonics", "Free mnemonics per pool", ["pool"], registry=r)
-        self.logon_failures = Counter("msc_logon_failures_total", "Refused logons", registry=r)
-        self.lockouts = Counter("msc_lockouts_total", "Accounts locked (CJIS AC-7)", registry=r)
+        # msc_logon_failures_total / msc_lockouts_total: read from state.db at scrape (count_logons).
+        self._logon_counts: Callable[[], dict[tuple[str, str], int]] | None = None
         self.self_inquiry = Counter("msc_self_inquiry_total", "Self-inquiries refused (PPP §1.6.4 B)", registry=r)
         self.upstream_up = Gauge("msc_upstream_up", "1 if the upstream endpoint is connected", ["upstream", "endpoint"], registry=r)
         self.upstream_failures = Counter(
@@ -128,5 +138,44 @@ class Metrics:
         self.journal_opened_time.set(at)
         self._committed_size.set(size)
 
+    def count_logons(self, read: Callable[[], dict[tuple[str, str], int]]) -> None:
+        """Export ``msc_logon_failures_total`` and ``msc_lockouts_total`` by ``path`` from ``read``
+        (``StateStore.auth_counts``: the counts every process — the switch, each ``msc`` command,
+        the web console — keeps in state.db in the attempt's own transaction), read at each scrape."""
+        if self._logon_counts is None:
+            self.registry.register(_LogonCounts(self))
+        self._logon_counts = read
+
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _LogonCounts(Collector):
+    """A custom collector (prometheus-client): the shared logon counts of state.db at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> list:
+        return [CounterMetricFamily("msc_logon_failures", _FAILURES_HELP, labels=["path"]),
+                CounterMetricFamily("msc_lockouts", _LOCKOUTS_HELP, labels=["path"])]
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        read = self.metrics._logon_counts
+        try:
+            counts = read() if read is not None else {}
+        except Exception:  # a scrape must not fail because state.db is busy or gone
+            structlog.get_logger("msc.metrics").exception("metrics.logon_counts_unreadable")
+            return
+        paths = sorted(set(LOGON_PATHS) | {p for p, _ in counts})
+        failures = CounterMetricFamily("msc_logon_failures", _FAILURES_HELP, labels=["path"])
+        lockouts = CounterMetricFamily("msc_lockouts", _LOCKOUTS_HELP, labels=["path"])
+        for path in paths:
+            failures.add_metric([path], counts.get((path, "failure"), 0))
+            lockouts.add_metric([path], counts.get((path, "lockout"), 0))
+        yield failures
+        yield lockouts
+
+
+_FAILURES_HELP = "Refused logon attempts, every process sharing state.db (CJIS AC-7), by way of logon"
+_LOCKOUTS_HELP = "Accounts locked (CJIS AC-7), every process sharing state.db, by the way of logon that locked them"

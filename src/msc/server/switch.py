@@ -134,6 +134,8 @@ class Switch:
         self.clock = clock
         self.metrics = Metrics()
         self.state = StateStore(settings.state_db)
+        # AC-7's one count, whichever process checked the password (SECURITY.md), read at scrape.
+        self.metrics.count_logons(self.state.auth_counts)
         self.users = Users()
         self.users.load(self.state)
         self.directory = Directory(settings, disabled_stations=frozenset(self.state.disabled_stations()))
@@ -730,7 +732,8 @@ class Switch:
             sess._reject(xid, reject, detail, journal_text, inp)
             sess.log.info("session.logon", outcome="refused", code=reject.code)
 
-        attempt = await self.in_auth_pool(self.auth.authenticate, body.user, body.password, body.otp)
+        attempt = await self.in_auth_pool(self.auth.authenticate, body.user, body.password, body.otp,
+                                          via="pool" if pool is not None else "terminal")
         if not attempt.ok:
             self.attempt_refused(sess, attempt)
             refuse(Reject.E202, None, attempt.refusal.value)
@@ -783,10 +786,9 @@ class Switch:
         sess.log.info("session.logon", outcome="ok")
 
     def attempt_refused(self, sess: Session, attempt: Attempt) -> None:
-        """Count a refused attempt; journal the lockout it caused (CJIS AC-7)."""
-        self.metrics.logon_failures.inc()
+        """Journal the lockout a refused attempt caused (CJIS AC-7). The attempt and the lockout
+        were counted by the auth service in state.db (``msc_logon_failures_total``)."""
         if attempt.locked_now:
-            self.metrics.lockouts.inc()
             sess._journal_session("LOCKOUT", code=Reject.E203.code, user=attempt.user_id)
             sess.log.warning("session.lockout", locked_user=attempt.user_id)
 
