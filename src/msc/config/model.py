@@ -128,6 +128,11 @@ class RouteSection(_Table, frozen=True, kw_only=True):
     #: How long to wait for the first part before ``MSC.E303`` (default: the upstream's
     #: ``timeout_s``): a hit confirmation (YQ) is answered within 10 minutes (urgent) or an hour.
     timeout_s: float | None = None
+    #: Keys of this route that are themselves a response or one-way (a YR answers a YQ): forwarded
+    #: and journaled, no answer awaited (PROTOCOL.md §4). Default: the keys among ``mke`` that
+    #: ``msc.protocol.grammar.ONE_WAY_KEYS`` names (YR, DR, RR, KR, CR, IR, FR, BR, AR, AM);
+    #: ``[]``: every key awaits an answer.
+    one_way: tuple[str, ...] | None = None
 
 
 class AgencySection(_Table, frozen=True, kw_only=True):

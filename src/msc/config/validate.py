@@ -37,6 +37,14 @@ def parse_hostport(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def one_way_keys(route) -> frozenset[str]:
+    """The keys of a route that await no answer (responses and one-way messages, PROTOCOL.md §4):
+    the route's ``one_way``, or by default the keys of ``grammar.ONE_WAY_KEYS`` among ``mke``."""
+    if route.one_way is not None:
+        return frozenset(route.one_way)
+    return frozenset(k for k in route.mke if k in g.ONE_WAY_KEYS)
+
+
 def entry_keys(route) -> frozenset[str]:
     """The keys of a route that enter or change records (need the ``entry`` authorization)."""
     if route.entry is not None:
@@ -208,6 +216,10 @@ def validate(settings: Settings) -> list[ConfigIssue]:
             for k, key in enumerate(r.entry):
                 if key not in r.mke:
                     c.add(f"{p}.entry[{k}]", f"{key} is not one of this route's keys")
+        if r.one_way is not None:
+            for k, key in enumerate(r.one_way):
+                if key not in r.mke:
+                    c.add(f"{p}.one_way[{k}]", f"{key} is not one of this route's keys")
 
     _check_edits(c, cfg, seen_keys)
     timeouts = {u.name: u.timeout_s for u in cfg.upstream}

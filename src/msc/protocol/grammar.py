@@ -46,6 +46,17 @@ TAF = "#" + TAF_VALUE
 # Message Structure, "Message Identification"); msc accepts 2–6 for state-defined keys.
 MKE = r"[A-Z0-9]{2,6}"
 
+# Message keys that are themselves a response or one-way: the upstream's A is all that comes back,
+# so msc forwards and journals them and waits for no answer (no MSC.E303, no E302 after a restart,
+# nothing held by a drain). PROTOCOL.md §4 "Keys that await no answer"; a route may say otherwise
+# (``one_way``, CONFIG.md). Sources: the Nlets User and Technical Guide — every inquiry key ``xQ``
+# is answered by its response key ``xR``, which a state sends back to the inquirer and which is
+# itself answered by nothing: YR hit confirmation response (Nlets Wiki §16: "the response to a YQ"),
+# DR driver licence, RR registration, KR driver and registration, CR/IR/FR criminal history
+# responses (Nlets Wiki §15, "Triple I responses"), BR boat/snowmobile registration, AR
+# immigration status (LESC); and AM, the free-text administrative message (PPP §1.6.5).
+ONE_WAY_KEYS = frozenset(("YR", "DR", "RR", "KR", "CR", "IR", "FR", "BR", "AR", "AM"))
+
 # NCIC Originating Agency Identifier: two-letter state code then seven characters.
 ORI = r"[A-Z]{2}[A-Z0-9]{7}"
 

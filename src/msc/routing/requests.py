@@ -67,7 +67,8 @@ class Pending:
     requester: str | None = None
     recipient: str | None = None
     alloc: int | None = None  # the ACP allocation of a pooled mnemonic that sent the request
-    expects_answer: bool = True  # False for AM: the upstream's A is the whole answer
+    #: False for AM and the other one-way keys (a YR, a DR …; PROTOCOL.md §4): the upstream's A is the whole answer
+    expects_answer: bool = True
     window_s: float | None = None  # the route's answer window; None: the upstream's timeout_s
     timeout_s: float | None = None  # the route's wait for a first part (E303); None: the upstream's
     started: float = field(default_factory=time.perf_counter)  # for the latency metric

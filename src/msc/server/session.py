@@ -404,7 +404,7 @@ class Session(asyncio.Protocol):
                           alloc=self.alloc.id if self.alloc is not None else None,
                           user=oif, taf=taf, ori=body.ori, mke=inp.mke, category=route.category, upstream=upstream,
                           purpose=purpose, requester=requester, recipient=recipient, window_s=route.answer_window_s,
-                          timeout_s=route.timeout_s)
+                          timeout_s=route.timeout_s, expects_answer=not route.one_way)
         self._commit_then(entries, xid, b"", lambda: router.dispatch(pending, forwarded.encode("ascii")),
                           category=route.category)
 

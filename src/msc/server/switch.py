@@ -264,6 +264,9 @@ class Switch:
         # An answer came but could not be recorded (the upstream was told E501): say so.
         refused = await self.journal.refused_answers(unanswered[0].seq) if unanswered else set()
         for rec in unanswered:
+            route = self.directory.routes.get(rec.mke or "")
+            if route is not None and route.one_way:
+                continue  # a YR, a DR …: nothing was to come back (PROTOCOL.md §4)
             header = rec.text.split(".", 1)[0]
             endpoint = self.directory.endpoint_of(rec.mnemonic) if rec.mnemonic else None
             if endpoint is None:

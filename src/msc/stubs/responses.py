@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 
+from msc.protocol.grammar import ONE_WAY_KEYS
 from msc.protocol.message import Input, Transaction
 
 HIT_PERCENT = 10
@@ -96,7 +97,7 @@ def answer(seed: int, inp: Input) -> str | None:
                 f".RO/{'SMITH, ALEX' if _h(seed, 'ro', ident) % 2 else 'GARCIA, MARIA'}.EXP/20270630")
     if mke == "YQ":
         return f"YR.{ori}.HIT CONFIRMED.{ident}".rstrip(".")
-    if mke == "YR":
+    if mke in ONE_WAY_KEYS:  # a response (YR, DR …) or an AM: answered by the A alone
         return None
     return f"{mke}.{ori}.ACKNOWLEDGED"
 
