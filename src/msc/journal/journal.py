@@ -480,6 +480,11 @@ class Journal:
 
         return await asyncio.to_thread(unanswered_requests, self.dir, self.keyring, window_s, up_to=up_to)
 
+    async def open_answers(self, windows: dict[str, float], up_to: int | None = None) -> list:
+        from msc.journal.search import open_answers
+
+        return await asyncio.to_thread(open_answers, self.dir, self.keyring, windows, up_to=up_to)
+
     async def refused_answers(self, since_seq: int) -> set[str]:
         from msc.journal.search import refused_answers
 

@@ -241,6 +241,55 @@ def refused_answers(directory: Path, since_seq: int) -> set[str]:
         reader.close()
 
 
+def open_answers(directory: Path, keyring: KeyRing, windows: dict[str, float], *, up_to: int | None = None) -> list[Record]:
+    """FORWARDED requests (up to sequence ``up_to``) that had part of an answer and whose answer
+    window — ``windows``: message key → seconds, for keys answered in several parts — had not
+    ended by the last record up to ``up_to``, with no notice since (no ``RECEIVED`` record of key
+    ``MSC`` for their txn). Used after a restart: further parts may never be linked to them.
+    """
+    if not windows:
+        return []
+    reader = Reader(directory)
+    try:
+        periods = reader.periods()
+        if not periods:
+            return []
+        conn = reader.conn(periods[-1])
+        last = up_to if up_to is not None else conn.execute("SELECT MAX(seq) FROM records").fetchone()[0]
+        if last is None:
+            return []
+        row = conn.execute("SELECT ts FROM records WHERE seq <= ? ORDER BY seq DESC LIMIT 1", (last,)).fetchone()
+        if row is None:
+            return []
+        stopped = row[0]
+        since = stopped - int(max(windows.values()) * 1e6)
+        out = []
+        for period in periods[-2:]:  # the window may straddle a month boundary
+            c = reader.conn(period)
+            lo = _seq_bound(c, since)
+            if lo is None:
+                continue
+            rows = c.execute(
+                "SELECT fseq, fts, fmke FROM (SELECT MAX(CASE WHEN kind = 'FORWARDED' THEN seq END) AS fseq, "
+                "MAX(CASE WHEN kind = 'FORWARDED' THEN ts END) AS fts, "
+                "MAX(CASE WHEN kind = 'FORWARDED' THEN mke END) AS fmke, "
+                "MAX(CASE WHEN kind = 'RECEIVED' THEN seq END) AS rseq, "
+                "SUM(kind = 'RECEIVED' AND mke = 'MSC') AS notices FROM records "
+                "WHERE seq >= ? AND seq <= ? AND txn IS NOT NULL AND kind IN ('FORWARDED', 'RECEIVED') "
+                "GROUP BY txn) WHERE fseq IS NOT NULL AND rseq > fseq AND notices = 0 ORDER BY fseq", (lo, last)).fetchall()
+            chosen = [seq for seq, ts, mke in rows if mke in windows and ts + int(windows[mke] * 1e6) > stopped]
+            keys = keyring.period(period, create=False) if chosen else None
+            for seq in chosen:
+                if keys is None:
+                    break
+                (blob,) = c.execute("SELECT blob FROM records WHERE seq = ?", (seq,)).fetchone()
+                sealed = unseal_meta(blob)
+                out.append(to_record(sealed.meta, open_sealed(keys.aead, sealed)))
+        return out
+    finally:
+        reader.close()
+
+
 def unanswered_requests(directory: Path, keyring: KeyRing, window_s: float, *, up_to: int | None = None) -> list[Record]:
     """FORWARDED requests in the last ``window_s`` of the journal (up to sequence ``up_to``) that
     nothing answered.

@@ -71,6 +71,9 @@ class Pending:
     expects_answer: bool = True
     window_s: float | None = None  # the route's answer window; None: the upstream's timeout_s
     timeout_s: float | None = None  # the route's wait for a first part (E303); None: the upstream's
+    #: The route declares an answer window: further parts are expected until it ends (set by
+    #: RequestTable.opened). Such a request, answered and inside its window, is still in flight.
+    parts_expected: bool = False
     started: float = field(default_factory=time.perf_counter)  # for the latency metric
     sent_at: float = 0.0  # monotonic, when forwarded
     xid: int = 0
@@ -141,6 +144,7 @@ class RequestTable:
         (default ``upstream_timeout_s``)."""
         p.sent_at = self.clock()
         p.state = "waiting"
+        p.parts_expected = p.window_s is not None and p.expects_answer
         timeout_s = p.timeout_s = p.timeout_s if p.timeout_s is not None else upstream_timeout_s
         window = p.window_s if p.window_s is not None else timeout_s
         p.window_s = window if window > timeout_s else timeout_s  # an answer allowed until timeout_s must find it
@@ -267,6 +271,13 @@ class RequestTable:
     def outstanding(self) -> list[Pending]:
         """Requests whose fate (a first part, an upstream's A for an AM, a notice) is unknown."""
         return [p for q in self._timeouts.values() for p in q if p.state == "waiting" and not p.done]
+
+    def open_answers(self) -> list[Pending]:
+        """Answered requests whose route expects further parts and whose window has not ended:
+        still in flight for a drain (PROTOCOL.md §4 "Stopping with an answer open")."""
+        now = self.clock()
+        return [p for q in self._open.values() for p in (q if type(q) is list else (q,))
+                if p.state == "answered" and p.parts_expected and now < p.sent_at + p.window_s]
 
     def waiting_on(self, upstream: str) -> list[Pending]:
         """Requests forwarded to ``upstream`` (AMs included) that have no part of an answer yet."""

@@ -137,6 +137,10 @@ class Router:
         return (sum(1 for p in self.requests.outstanding() if p not in self._unrecorded)
                 + len(self._unrecorded))
 
+    def open_answers(self) -> int:
+        """Answered requests whose answer window is still open (more parts may come)."""
+        return len(self.requests.open_answers())
+
     def _in_flight_gauge(self, link: UpstreamLink) -> None:
         self.metrics.upstream_in_flight.labels(link.name).set(link.in_flight)
 

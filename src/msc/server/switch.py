@@ -63,6 +63,10 @@ class StartupError(MscError):
 #: The background verification starts this long after the switch (at most verify_interval_s).
 STARTUP_QUIET_S = 60.0
 
+#: The notice, after a restart, for a request answered in parts whose answer window was still
+#: open when the switch stopped (PROTOCOL.md §4, §6 E302): the rest of its answer may be lost.
+REST_OF_ANSWER_LOST = "SWITCH RESTARTED BEFORE THE REST OF THE ANSWER"
+
 
 
 @dataclass(eq=False)
@@ -282,6 +286,21 @@ class Switch:
                                    dict(user=pending.user, taf=pending.taf, ori=pending.ori, mke="MSC",
                                         code=reject.code, txn=pending.txn))
             self.log.warning("switch.unanswered_after_restart", txn=rec.txn, code=reject.code)
+        # Answered in parts, and the window for the rest was still open when the switch stopped
+        # (a drain that timed out, a crash): parts that come now are linked to nothing, so the
+        # operator is told the answer may be incomplete (PROTOCOL.md §4).
+        windows = {k: r.answer_window_s for k, r in self.directory.routes.items()
+                   if r.answer_window_s is not None and not r.one_way}
+        for rec in await self.journal.open_answers(windows, up_to):
+            header = rec.text.split(".", 1)[0]
+            endpoint = self.directory.endpoint_of(rec.mnemonic) if rec.mnemonic else None
+            if endpoint is None:
+                continue
+            await self.router.emit([(endpoint, rec.mnemonic)],
+                                   msc_notice(header, Reject.E302, REST_OF_ANSWER_LOST), "MSC",
+                                   dict(user=rec.user, taf=rec.taf, ori=rec.ori, mke="MSC", code=Reject.E302.code,
+                                        txn=rec.txn))
+            self.log.warning("switch.answer_open_at_restart", txn=rec.txn, code=Reject.E302.code)
 
     async def _listen(self, lc: ListenerSection, *, register: bool = True) -> ListenerRuntime:
         host, port = parse_hostport(lc.bind)
@@ -529,9 +548,10 @@ class Switch:
 
     def in_flight(self) -> int:
         """Work accepted and not finished: messages awaiting their commit, requests awaiting their
-        answer, and answers written to a terminal but not yet acknowledged by it."""
+        answer or (answered in parts) the rest of it within their answer window, and answers
+        written to a terminal but not yet acknowledged by it."""
         return (sum(sess.inflight for sess in self.sessions) + self.router.outstanding()
-                + self.delivery.unacknowledged())
+                + self.router.open_answers() + self.delivery.unacknowledged())
 
     async def drain(self) -> None:
         """SIGTERM: stop accepting, let in-flight work finish (up to drain_timeout_s), then stop."""
@@ -546,7 +566,8 @@ class Switch:
         if left:
             self.log.warning("switch.drain_timeout", in_flight=left,
                              committing=sum(sess.inflight for sess in self.sessions),
-                             awaiting_answer=self.router.outstanding(), unacknowledged=self.delivery.unacknowledged())
+                             awaiting_answer=self.router.outstanding(), answer_open=self.router.open_answers(),
+                             unacknowledged=self.delivery.unacknowledged())
         await self.stop()
 
     def _journal_committed(self, entries, seconds: float) -> None:

@@ -1,0 +1,69 @@
+"""A stop must not silently lose the rest of a multi-part answer (PROTOCOL.md §4 "Stopping with
+an answer open"; issue 12/13 trial item 2). A request answered in part, whose route declares an
+answer window that has not ended, is in flight for a drain (bounded by drain_timeout_s); if it is
+still open when the switch stops, its operator is told after the restart
+``MSC.E302 SWITCH RESTARTED BEFORE THE REST OF THE ANSWER``."""
+
+from __future__ import annotations
+
+import pytest
+
+from msc.config.load import load
+from msc.server.switch import Switch
+from tests.conftest import PASSWORD, eventually
+
+NOTICE = "MSC.E302 SWITCH RESTARTED BEFORE THE REST OF THE ANSWER"
+WINDOW = "answer_window_s = 900"  # the first route's (QW, QV, EW …): answered in parts
+DRAIN = "drain_timeout_s = 0.2"
+
+SHORT = "timeout_s = 0.5\nanswer_window_s = 1"  # a window that ends before the stop
+
+# (stub --parts, request, parts seen before the stop, notice after the restart?[, route's settings])
+ROWS = [
+    pytest.param({"QW": (2, 2, 600_000)}, "QW.CA0130000.NAM/PARTS, PAT.DOB/19800101", 1, True, id="QW 1 of 2"),
+    pytest.param({"QW": (3, 3, 600_000)}, "QW.CA0130000.NAM/PARTS, PAT.DOB/19800101", 1, True, id="QW 1 of 3"),
+    pytest.param({"QV": (2, 2, 600_000)}, "QV.CA0130000.LIC/7PART01", 1, True, id="QV 1 of 2"),
+    # All parts came, but the window is still open: more may come — the operator is told.
+    pytest.param({"QW": (2, 2, 10)}, "QW.CA0130000.NAM/PARTS, PAT.DOB/19800101", 2, True, id="QW 2 of 2, window open"),
+    # A route with no answer window (QH/QR here): one answer expected, nothing open, no notice.
+    pytest.param({}, "QR.CA0130000.CII/A12345678.NAM/DOE, JOHN.PUR/C.ATN/DET SMITH", 1, False, id="QR, no window"),
+    pytest.param({}, "RQ.CA0130000.LIC/7ONE001", 1, False, id="RQ, no window"),
+    # The window ended before the stop: the request is closed, nothing is said.
+    pytest.param({"QW": (2, 2, 600_000)}, "QW.CA0130000.NAM/PARTS, PAT.DOB/19800101", 1, False, SHORT,
+                 id="QW 1 of 2, window over"),
+]
+
+
+@pytest.mark.parametrize(("parts", "text", "seen", "notice", "route"),
+                         [pytest.param(*r.values, *((WINDOW,) if len(r.values) == 4 else ()), id=r.id) for r in ROWS])
+async def test_an_answer_still_open_at_a_stop_is_in_flight_and_noticed_after_the_restart(
+        harness, parts, text, seen, notice, route):
+    await harness.start_stub(parts=parts)
+    sw = await harness.start_switch(route_extra=route, switch_extra=DRAIN)
+    await harness.wait_upstream()
+    c = await harness.operator()
+    assert (await c.send(f"ICS1Q1.{text}")).type == "A"
+    for _ in range(seen):
+        assert (await c.output()).text.startswith("ICS1Q1.")
+    # What the drain waits for: the open answer (and nothing once a one-answer request is answered).
+    await eventually(lambda: sw.in_flight() == (1 if notice else 0))
+    await sw.drain()  # times out (drain_timeout_s) with the window open, then stops
+    c.close()
+    harness.switch = Switch(load(harness.tmp / "msc.toml"))
+    await harness.switch.start()
+    c2 = await harness.client()
+    assert (await c2.logon("ICS1", "TS0001", PASSWORD)).type == "A"
+    assert (await c2.send("ICS1Q2.RQ.CA0130000.LIC/7AFTER1")).type == "A"
+    first = (await c2.output()).text
+    if notice:
+        assert first == f"ICS1Q1.{NOTICE}"
+        first = (await c2.output()).text
+    assert first.startswith("ICS1Q2.RQ."), first  # nothing else before the next answer
+    # A second restart says nothing more: the notice is journaled with the request's txn.
+    await harness.switch.stop()
+    harness.switch = Switch(load(harness.tmp / "msc.toml"))
+    await harness.switch.start()
+    c3 = await harness.client()
+    assert (await c3.logon("ICS1", "TS0001", PASSWORD)).type == "A"
+    assert (await c3.send("ICS1Q3.RQ.CA0130000.LIC/7AFTER2")).type == "A"
+    assert (await c3.output()).text.startswith("ICS1Q3.RQ.")
