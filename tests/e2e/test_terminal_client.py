@@ -396,3 +396,19 @@ def test_expect_with_every_message_refused_exits_1_at_once(tmp_path, procs):
     r = scripted(port, "ZZ.CA0130000.NAM/X", "QH.CA0130000.NAM/X", expect=1, timeout=600)
     assert r.returncode == 1
     assert "no message was accepted" in r.stderr
+
+
+@pytest.mark.parametrize("user", ["IN0001", "AD0001", "PR0001", "EX0001", "EC0001", "NOSUCH"])
+def test_a_refused_logon_shows_only_e202_whatever_the_account(tmp_path, procs, user):
+    """Issue 12/13 trial item 4: ``msc terminal --user INV001`` with the right password showed
+    ``E205 ROLE INVESTIGATOR MAY NOT OPERATE A TERMINAL``. Every refusal shows E202 alone."""
+    up, port = free_port(), free_port()
+    cfg = make_config(tmp_path, upstream_ports=[up], port=port, metrics_port=free_port())
+    start_stub(procs, tmp_path, up)
+    start_serve(procs, tmp_path, cfg)
+    r = scripted(port, "QV.CA0130000.LIC/7ABC123", user=user, expect=1, timeout=30)
+    assert r.returncode != 0
+    shown = r.stdout + r.stderr
+    assert "E202" in shown, shown
+    for leak in ("E205", "E206", "E207", "ROLE", "INVESTIGATOR", "AGENCY", "CERTIF", "EXPIRED", "UNKNOWN"):
+        assert leak not in shown.upper(), shown
