@@ -8,7 +8,6 @@ from JOURNAL.md — never a user or a mnemonic.
 from __future__ import annotations
 
 import secrets
-
 from collections.abc import Callable, Iterator
 
 import structlog

@@ -276,8 +276,13 @@ class RequestTable:
         """Answered requests whose route expects further parts and whose window has not ended:
         still in flight for a drain (PROTOCOL.md §4 "Stopping with an answer open")."""
         now = self.clock()
-        return [p for q in self._open.values() for p in (q if type(q) is list else (q,))
-                if p.state == "answered" and p.parts_expected and now < p.sent_at + p.window_s]
+        out: list[Pending] = []
+        for q in self._open.values():
+            for p in (q if isinstance(q, list) else (q,)):
+                if (p.state == "answered" and p.parts_expected and p.window_s is not None
+                        and now < p.sent_at + p.window_s):
+                    out.append(p)
+        return out
 
     def waiting_on(self, upstream: str) -> list[Pending]:
         """Requests forwarded to ``upstream`` (AMs included) that have no part of an answer yet."""
