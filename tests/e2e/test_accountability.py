@@ -39,8 +39,13 @@ class Authenticator:
 
     def code(self) -> str:
         while True:
-            now_step = int(time.time()) // 30
-            step = max(self.last + 1, now_step - 1)  # RFC 6238 drift: one step either way
+            now = time.time()
+            now_step = int(now) // 30
+            # RFC 6238 drift: the switch takes one step either way. The previous step is used only
+            # early in the current one (>= 20 s left): a code of it must still be one step old when
+            # the command, slower under load, reaches the check (a code two steps old is refused).
+            oldest = now_step - 1 if now - now_step * 30 < 10 else now_step
+            step = max(self.last + 1, oldest)
             if step <= now_step + 1:
                 self.last = step
                 return totp.code_at(self.secret, step * 30)
