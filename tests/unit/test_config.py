@@ -135,3 +135,25 @@ def test_ack_timeout_defaults_to_10_s_within_the_dead_link_bound(tmp_path):
     assert s.config.upstream[0].ack_timeout == 10 and s.config.upstream[0].resend_wait_s == 30
     s = load(make_config(tmp_path / "fast", up_heartbeat_s=1))
     assert s.config.upstream[0].ack_timeout == 2  # at most 2 x heartbeat_s
+
+
+@pytest.mark.parametrize("new,path,fragment", [
+    ("proxy_protocol = true", "listener[0].trusted_proxies", "needs the relays' addresses"),
+    ('trusted_proxies = ["127.0.0.1"]', "listener[0].trusted_proxies", "only with proxy_protocol"),
+    ('proxy_protocol = true\ntrusted_proxies = ["127.0.0.1", "relay.example"]', "listener[0].trusted_proxies[1]",
+     "not an IP address or CIDR"),
+    ('proxy_protocol = true\ntrusted_proxies = ["10.0.0.0/33"]', "listener[0].trusted_proxies[0]",
+     "not an IP address or CIDR"),
+    ("proxy_protocol = 1", "listener[0].proxy_protocol", "Expected `bool`"),
+])
+def test_proxy_listener_settings_are_checked(tmp_path, new, path, fragment):
+    """CONFIG.md "Listeners behind a relay": a PROXY listener trusts only the relays it names."""
+    err = _bad(tmp_path, "rate_limit = 200", f"rate_limit = 200\n{new}")
+    matching = [i for i in err.issues if i.path == path]
+    assert matching, [str(i) for i in err.issues]
+    assert fragment in matching[0].message
+
+
+def test_proxy_listener_with_trusted_relays_is_valid(tmp_path):
+    path = make_config(tmp_path, listener_extra='proxy_protocol = true\ntrusted_proxies = ["127.0.0.1", "10.1.0.0/16", "::1"]')
+    assert load(path).config.listener[0].trusted_proxies == ("127.0.0.1", "10.1.0.0/16", "::1")

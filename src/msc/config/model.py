@@ -76,6 +76,12 @@ class ListenerSection(_Table, frozen=True, kw_only=True):
     read_timeout_s: float = 10
     rate_limit: float = 200
     tls: ServerTls | None = None
+    # CONFIG.md "Listeners": every connection begins with a PROXY protocol header (v1 or v2) naming
+    # the client a relay (the web console, HAProxy …) connects for; accepted only from these
+    # addresses (IP or CIDR), any other peer is closed at once. The header's address is then the
+    # session's peer: its TAF and the address stations and pools are bound by.
+    proxy_protocol: bool = False
+    trusted_proxies: tuple[str, ...] = ()
 
 
 class MetricsSection(_Table, frozen=True, kw_only=True):

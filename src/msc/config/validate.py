@@ -134,6 +134,15 @@ def validate(settings: Settings) -> list[ConfigIssue]:
                     c.add(f"{p}.tls.{key}", f"file not found: {value}")
             if ln.tls.require_client_cert and ln.tls.client_ca is None:
                 c.add(f"{p}.tls.client_ca", "require_client_cert needs client_ca")
+        if ln.proxy_protocol and not ln.trusted_proxies:
+            c.add(f"{p}.trusted_proxies", "proxy_protocol needs the relays' addresses (IP or CIDR) it trusts")
+        if ln.trusted_proxies and not ln.proxy_protocol:
+            c.add(f"{p}.trusted_proxies", "only with proxy_protocol = true")
+        for k, a in enumerate(ln.trusted_proxies):
+            try:
+                ipaddress.ip_network(a, strict=False)
+            except ValueError:
+                c.add(f"{p}.trusted_proxies[{k}]", f"{a!r} is not an IP address or CIDR")
     try:
         binds.append((parse_hostport(cfg.metrics.bind), "metrics.bind"))
     except ValueError as exc:

@@ -32,6 +32,8 @@ class Metrics:
         self.sessions = Gauge("msc_sessions", "Bound sessions by kind", ["kind"], registry=r)
         self.pool_free = Gauge("msc_pool_free_mnemonics", "Free mnemonics per pool", ["pool"], registry=r)
         self.logon_failures = Counter("msc_logon_failures_total", "Refused logons", registry=r)
+        self.proxy_refused = Counter("msc_proxy_refused_total", "Connections closed on a proxy_protocol listener "
+                                     "(reason: untrusted peer, bad header, header timeout)", ["reason"], registry=r)
         self.lockouts = Counter("msc_lockouts_total", "Accounts locked (CJIS AC-7)", registry=r)
         self.self_inquiry = Counter("msc_self_inquiry_total", "Self-inquiries refused (PPP §1.6.4 B)", registry=r)
         self.upstream_up = Gauge("msc_upstream_up", "1 if the upstream endpoint is connected", ["upstream", "endpoint"], registry=r)

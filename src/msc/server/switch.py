@@ -282,8 +282,16 @@ class Switch:
         host, port = parse_hostport(lc.bind)
         rt = ListenerRuntime(lc)
         ctx = server_ssl_context(self.settings, lc.tls) if lc.tls else None
+        if lc.proxy_protocol:
+            from msc.server.proxied import ProxyGate
+
+            def factory():
+                return ProxyGate(self, rt)
+        else:
+            def factory():
+                return Session(self, rt)
         rt.server = await asyncio.get_running_loop().create_server(
-            lambda: Session(self, rt), host, port, ssl=ctx, backlog=1024, reuse_address=True)
+            factory, host, port, ssl=ctx, backlog=1024, reuse_address=True)
         if register:
             self.listeners.append(rt)
         return rt
@@ -443,7 +451,8 @@ class Switch:
         keep = []
         for lc in nc.listener:
             rt = old_by_name.pop(lc.name, None)
-            if rt is not None and rt.cfg.bind == lc.bind and rt.cfg.tls == lc.tls:
+            if (rt is not None and rt.cfg.bind == lc.bind and rt.cfg.tls == lc.tls
+                    and rt.cfg.proxy_protocol == lc.proxy_protocol):
                 rt.cfg = lc
                 keep.append(rt)
                 continue
