@@ -36,6 +36,7 @@ DEMO_USERS = (
 )
 STUB_LABELS = ("primary", "secondary")
 CONTROL_PORT_DISTANCE = 100  # a stub's control port: its own port + 100 (7501 -> 7601)
+WEB_PORT = 8443  # the web console's HTTPS (moved by --port-offset like every other port)
 
 # A quoted "HOST:PORT" in msc.toml (listener and metrics binds, upstream endpoints).
 _ADDRESS_RE = re.compile(r'"(\d{1,3}(?:\.\d{1,3}){3}|localhost|\[[0-9A-Fa-f:]+\]):(\d{1,5})"')
@@ -76,6 +77,17 @@ def init(directory: Path, template: str | None, port_offset: int = 0) -> None:
         text = Path(template).read_text()
     else:
         text = resources.files("msc").joinpath("data/msc.toml").read_text()
+    # The web console (docs/WEB.md): HTTPS with a self-signed certificate made here.
+    from msc.web.certs import self_signed
+
+    self_signed(directory / "tls" / "web.crt", directory / "tls" / "web.key")
+    text += f'''
+[web]                                  # added by msc demo (docs/WEB.md)
+bind = "127.0.0.1:{WEB_PORT}"
+tls = {{ cert = "tls/web.crt", key = "tls/web.key" }}
+listener = "web"
+header = "ICSWEB"
+'''
     cfg_path.write_text(shift_ports(text, port_offset) if port_offset else text)
     settings = load(cfg_path)
     ring = KeyRing(settings.data_dir / "keys", settings.key_file)
@@ -154,7 +166,7 @@ def main(args) -> int:
     def interrupted(signum, frame):
         raise KeyboardInterrupt
 
-    # Stopped some other way than Ctrl-C (kill, the terminal closing): stop the three the same way.
+    # Stopped some other way than Ctrl-C (kill, the terminal closing): stop them all the same way.
     signal.signal(signal.SIGTERM, interrupted)
     signal.signal(signal.SIGHUP, interrupted)
     exe = [sys.executable, "-m", "msc"]
@@ -183,6 +195,19 @@ def main(args) -> int:
                 print(f"msc serve did not start; see {logs / 'msc.log'}", file=sys.stderr)
                 return 1
             time.sleep(0.05)
+        web = None
+        if config.web is not None:
+            web_ready = directory / ".web-ready"
+            web_ready.unlink(missing_ok=True)
+            web = subprocess.Popen([*exe, "web", "--config", str(directory / "msc.toml"), "--ready-file", str(web_ready)],
+                                   stderr=open(logs / "web.log", "a"))
+            procs.append(web)
+            deadline = time.monotonic() + 15
+            while not web_ready.exists():
+                if web.poll() is not None or time.monotonic() > deadline:
+                    print(f"msc web did not start; see {logs / 'web.log'}", file=sys.stderr)
+                    return 1
+                time.sleep(0.05)
         print(f"""msc is running (switch log: {logs / 'msc.log'}, stub logs: {logs}/stub-*.log)
 
   Terminal listener   {listen}     metrics http://{config.metrics.bind}/metrics
@@ -195,8 +220,16 @@ Connect a terminal and log on as JD1234 with the password shown when the demo wa
   .venv/bin/msc terminal --connect {listen} --header ICS1
 
 then type, for example:  QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101
-
-Press Ctrl-C to stop.""", flush=True)
+""", flush=True)
+        if web is not None:
+            print(f"""Web console         https://{config.web.bind}/   (self-signed certificate: {directory / 'tls' / 'web.crt'};
+                      log: {logs / 'web.log'})
+  Operator:       log on as JD1234 with the password shown when the demo was created (no one-time
+                  password), station or pool ICSWEB, then use the QW form (Alt+1) and press Enter.
+  Investigator:   INV001 with its password and a one-time password (oathtool --totp -b SECRET).
+  Administrator:  ADM001 likewise.
+""", flush=True)
+        print("Press Ctrl-C to stop.", flush=True)
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
         print("a demo process exited; stopping", file=sys.stderr)

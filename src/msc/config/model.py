@@ -84,6 +84,17 @@ class ListenerSection(_Table, frozen=True, kw_only=True):
     trusted_proxies: tuple[str, ...] = ()
 
 
+class WebSection(_Table, frozen=True, kw_only=True):
+    """``[web]``: the web console, ``msc web`` (docs/WEB.md)."""
+
+    bind: str = "127.0.0.1:8443"
+    tls: ServerTls | None = None  # required: HTTPS only, with the switch's TLS minimums
+    listener: str = "web"  # the [[listener]] it connects to (proxy_protocol, trusting this host)
+    switch_tls: ClientTls | None = None  # how to reach that listener when it has tls
+    header: str | None = None  # the station or pool the operator's logon form offers
+    logon_attempts_per_minute: int = 10  # per browser address, on top of the account lockout
+
+
 class MetricsSection(_Table, frozen=True, kw_only=True):
     bind: str = "127.0.0.1:9400"
 
@@ -230,6 +241,7 @@ class Config(_Table, frozen=True, kw_only=True):
     edits: EditsSection = EditsSection()
     edit: tuple[EditSection, ...] = ()
     unsolicited: tuple[UnsolicitedSection, ...] = ()
+    web: WebSection | None = None
 
 
 class UserEntry(_Table, frozen=True, kw_only=True):

@@ -13,7 +13,6 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import structlog
 from msc.config.files import private_dir, tighten_tree
 from msc.config.load import Settings
 from msc.config.model import ListenerSection
+from msc.config.tls import client_ssl_context, server_ssl_context
 from msc.config.validate import parse_hostport
 from msc.journal.journal import Journal
 from msc.journal.records import Entry, JournalError, Kind
@@ -100,32 +100,6 @@ class Users:
             await asyncio.to_thread(self.store.used, users)
         if stations:
             await asyncio.to_thread(self.store.station_used, stations)
-
-
-def server_ssl_context(settings: Settings, tls) -> ssl.SSLContext:
-    """TLS for a listener: TLS 1.2 minimum, strong AEAD ciphers only (CJIS SC-8/SC-13)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!eNULL:!MD5:!RC4:!3DES:!EXPORT")
-    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
-    ctx.load_cert_chain(settings.path(tls.cert), settings.path(tls.key))
-    if tls.client_ca:
-        ctx.load_verify_locations(settings.path(tls.client_ca))
-        ctx.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
-    return ctx
-
-
-def client_ssl_context(settings: Settings, tls) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!eNULL:!MD5:!RC4:!3DES:!EXPORT")
-    if tls.ca:
-        ctx.load_verify_locations(settings.path(tls.ca))
-    else:
-        ctx.load_default_certs()
-    if tls.cert:
-        ctx.load_cert_chain(settings.path(tls.cert), settings.path(tls.key) if tls.key else None)
-    return ctx
 
 
 class Switch:
