@@ -231,6 +231,11 @@ def test_refused_field_shown_inline_and_nothing_sent(site, context):
     page.fill("#f-free", "QH.CA0130000.NAM/SMITH, JOHN.DOB/19800101")
     expect(page.locator("#general-errors")).to_contain_text("PUR/ REQUIRED")
     assert "ATN/ REQUIRED" in page.inner_text("#general-errors")
+    # A password change or logon typed as a message is not sent (it would sit in the sent list).
+    page.fill("#f-free", "PWD.correct horse battery.a new secret phrase")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#general-errors")).to_contain_text("NOT SENT FROM THE WEB CONSOLE")
+    assert page.inner_text("#sent") == ""
     page.keyboard.press("Alt+l")
 
 

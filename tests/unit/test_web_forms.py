@@ -75,7 +75,8 @@ CHECKS = [
     ("QW.CA0130000.NAM/SMITH\x1b", False, set(), "E102"),
     ("QW.CA0130000.NAM/SMİTH", False, set(), "E102"),
     ("QW.CA0130000..DOB/19800101", False, set(), "E108"),
-    ("LOGON.TS0001.-.secret", False, set(), "NOT SENT FROM A FORM"),
+    ("LOGON.TS0001.-.secret", False, set(), "NOT SENT FROM THE WEB CONSOLE"),
+    ("PWD.old one.new one", False, set(), "NOT SENT FROM THE WEB CONSOLE"),
     ("", False, set(), "E106"),
 ]
 

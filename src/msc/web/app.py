@@ -84,6 +84,7 @@ SECURITY_HEADERS = [
 ]
 _PASSWORD = re.compile(r"[ -~]{1,256}\Z")
 _OTP = re.compile(r"[0-9]{6}\Z")
+SESSION_KEYS = frozenset(("LOGON", "LOGOFF", "BIND", "PWD"))
 
 
 # -- sessions ------------------------------------------------------------------------------------
@@ -473,8 +474,13 @@ class WebConsole:
             return JSONResponse({"error": "E102 only ASCII text can be sent"}, 400)
         if s.link is None:
             return JSONResponse({"error": "not connected to msc"}, 409)
+        mke = text.split(".", 1)[0].strip().upper()
+        if mke in SESSION_KEYS:
+            # The page logs on and off itself; a password is never typed into a message here (it
+            # would be shown in the sent list and kept in this process's memory).
+            return JSONResponse({"error": f"{mke} is not sent from the web console (log on/off with its buttons; "
+                                          "change a password with a terminal or an administrator)"}, 400)
         ref = s.next_ref()
-        mke = text.split(".", 1)[0].upper()
         s.requests[ref] = {"ref": ref, "mke": mke, "text": text, "status": "sending", "code": None, "reason": None,
                            "answers": 0, "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         while len(s.requests) > MAX_REQUESTS:

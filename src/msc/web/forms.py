@@ -102,5 +102,5 @@ def check(directory: Directory, prohibited: frozenset[str], header: str, text: s
             else:
                 general.append(p)
     elif not isinstance(body, AdminText):
-        general.append(f"{inp.mke} IS NOT SENT FROM A FORM")
+        general.append(f"{inp.mke} IS NOT SENT FROM THE WEB CONSOLE (ITS LOGON AND LOGOFF BUTTONS DO THAT)")
     return {"ok": not fields and not general, "fields": fields, "general": general}
