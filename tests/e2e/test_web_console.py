@@ -353,7 +353,7 @@ def test_admin_disables_a_station_and_the_operators_page_is_logged_off_within_a_
         admin.wait_for_selector("#avail-chart[src^='data:image/svg+xml']")
         assert "Last 365 days" in admin.inner_text("#avail-summary")
         admin.click("#rep-misuse-run")
-        expect(admin.locator("#rep-misuse")).to_contain_text("from")
+        expect(admin.locator("#rep-misuse")).to_contain_text("Misuse signals")
         site.shot(admin, "8-admin-reports")
         assert any(json.loads(r.text).get("op") == "report misuse" for r in site.records(kind="AUDIT", user="AM0001"))
     finally:

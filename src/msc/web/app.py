@@ -700,11 +700,12 @@ class WebConsole:
             running = await asyncio.to_thread(_daemon_running, self.settings)
             doc = await asyncio.to_thread(reports.availability, self.settings, now, running=running)
             months = await asyncio.to_thread(monthly, self.settings, now, running)
-            return JSONResponse({"doc": doc, "months": months, "chart": availability_svg(months)})
-        if kind == "mnemonics":
-            return JSONResponse({"doc": await asyncio.to_thread(reports.mnemonics, self.settings, now)})
-        if kind == "users":
-            return JSONResponse({"doc": await asyncio.to_thread(reports.users, self._reloaded(), now)})
+            return JSONResponse({"doc": doc, "text": reports.render(kind, doc), "months": months,
+                                 "chart": availability_svg(months)})
+        if kind in ("mnemonics", "users"):
+            fn = reports.mnemonics if kind == "mnemonics" else reports.users
+            doc = await asyncio.to_thread(fn, self._reloaded(), now)
+            return JSONResponse({"doc": doc, "text": reports.render(kind, doc)})  # the CLI's report
         if kind == "misuse" and request.method == "POST":
             b = await _json(request)
             from msc.journal.search import parse_time
@@ -718,7 +719,7 @@ class WebConsole:
                 doc = await asyncio.to_thread(investigate.misuse_report, self.settings, s.user, start, end)
             except JournalError as exc:
                 raise _Refused(503, f"the report could not be audited, nothing is shown: {exc}") from None
-            return JSONResponse({"doc": doc})
+            return JSONResponse({"doc": doc, "text": reports.render("misuse", doc)})
         raise _Refused(404, "no such report")
 
     # -- the application -------------------------------------------------------------------------

@@ -70,6 +70,6 @@ def availability_svg(months: list[dict], *, width: int = 720, height: int = 260)
                      f'<title>{mo["month"]}: {r * 100:.3f} %</title></rect>')
     parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(TARGET):.1f}" y2="{y(TARGET):.1f}" '
                  f'stroke="#1565c0" stroke-width="2" stroke-dasharray="6 4"/>')
-    parts.append(f'<text x="{width - right}" y="{y(TARGET) - 4:.1f}" text-anchor="end" fill="#1565c0">98 % target</text>')
+    parts.append(f'<text x="{left + 4}" y="{y(TARGET) - 4:.1f}" text-anchor="start" fill="#1565c0">98 % target</text>')
     parts.append("</svg>")
     return "data:image/svg+xml," + quote("".join(parts))

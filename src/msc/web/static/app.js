@@ -330,7 +330,8 @@ function connectInbox() {
     else if (msg.type === "sys") $("#status").textContent = msg.text;
     else if (msg.type === "ended") { state.ws = null; ended(msg.why); }
   };
-  ws.onclose = () => {
+  ws.onclose = (ev) => {
+    if (ev.code === 4401 && state.ws === ws) { state.ws = null; ended("SESSION ENDED"); return; }  // no live session
     if (state.ws === ws && state.console === "operator") {
       $("#status").textContent = "reconnecting…";
       setTimeout(() => { if (state.console === "operator" && state.ws === ws) connectInbox(); }, 1000);
@@ -611,16 +612,17 @@ async function loadReports() {
   if (a.ok) {
     $("#avail-chart").src = a.data.chart;
     const w = a.data.doc.windows["365d"];
+    $("#avail-text").textContent = a.data.text;
     $("#avail-summary").textContent = `Last 365 days: ${(w.ratio * 100).toFixed(3)} % (target 98 %) — ${w.meets_target ? "meets the target" : "BELOW THE TARGET"}; ${w.outages.length} outage(s).`;
   }
   const m = await api("/api/admin/report/mnemonics", null, "GET");
-  $("#rep-mnemonics").textContent = JSON.stringify(m.data.doc, null, 1);
+  $("#rep-mnemonics").textContent = m.data.text || m.data.error || "";
   const u = await api("/api/admin/report/users", null, "GET");
-  $("#rep-users").textContent = JSON.stringify(u.data.doc, null, 1);
+  $("#rep-users").textContent = u.data.text || u.data.error || "";
 }
 $("#rep-misuse-run").addEventListener("click", async () => {
   const d = await adminDo("/api/admin/report/misuse", {}, "Misuse report run (AUDIT recorded).");
-  if (d) $("#rep-misuse").textContent = JSON.stringify(d.doc, null, 1);
+  if (d) $("#rep-misuse").textContent = d.text;
 });
 
 boot();
