@@ -200,7 +200,7 @@ def main(args) -> int:
             web_ready = directory / ".web-ready"
             web_ready.unlink(missing_ok=True)
             web = subprocess.Popen([*exe, "web", "--config", str(directory / "msc.toml"), "--ready-file", str(web_ready)],
-                                   stderr=open(logs / "web.log", "a"))
+                                   stderr=open(logs / "web.log", "a"), start_new_session=True)
             procs.append(web)
             deadline = time.monotonic() + 15
             while not web_ready.exists():
