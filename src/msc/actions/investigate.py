@@ -167,14 +167,9 @@ def misuse_report(s: Settings, who: str, start: float, end: float) -> dict:
 
 
 def printable(text: str) -> str:
-    """Record text for a person's screen or paper: control bytes other than layout (and any
-    character outside printable ASCII) written ``<HH>`` as the operator's copy has them, so an
-    upstream's ESC never reaches an investigator's terminal; CR dropped (CR LF prints as LF)."""
-    out = []
-    for ch in text.replace("\r", ""):
-        o = ord(ch)
-        if ch in "\n\t\f" or 0x20 <= o <= 0x7E:
-            out.append(ch)
-        else:
-            out.append(f"<{o:02X}>" if o <= 0xFF else f"<U+{o:04X}>")
-    return "".join(out)
+    """Record text for a person's screen or paper (the CLI's report and the web console's): CR
+    dropped, and bytes the byte policy does not deliver (ESC, BEL, NUL, bytes >= 0x80 …, journaled
+    as received) written ``<HH>`` as the operator saw them (PROTOCOL.md §1) — never sent raw."""
+    from msc.protocol.message import output_bytes
+
+    return output_bytes(text).decode("ascii").replace("\r", "")
