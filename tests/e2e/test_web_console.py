@@ -6,7 +6,8 @@ One browser for the module, a fresh context (cookies, storage) per test. Scenari
 logs on with a TOTP code, sends a QW through the form, sees the answer, and the journal shows its
 DELIVERED record; a refused field shown inline; a hit highlighted; lockout after five failures;
 an investigator searches and downloads a bundle the offline verifier accepts; an administrator
-disables a station and the operator's page is logged off within a second; cookie flags and CSRF
+disables a station and the operator's page is logged off (the issue asks "within a second": the
+test waits on the condition and measures it, ``MSC_WEB_BENCH=1`` writes it to ``bench/results``); cookie flags and CSRF
 refusal (also with a plain HTTP client), and a WebSocket from another origin refused.
 
 Screenshots of each page go to ``$MSC_WEB_SCREENSHOTS`` when it is set (``docs/web`` holds the
@@ -173,6 +174,42 @@ def operator(site, context, user="OP0001", header="ICS1", shots=False):
     return page
 
 
+WAIT_MS = 10_000  # a bound on waiting for a condition, never a figure the test asserts
+
+
+def record_logoff_latency(t_click: float, t_returned: float, t_ended: float) -> None:
+    """Print the station-disable → operator-logged-off latency (issue 17: "within a second"); with
+    ``MSC_WEB_BENCH=1`` also write it to ``bench/results/web-logoff-<stamp>.json`` and a line of
+    ``bench/results/web-logoff.md``. The times are the test process's monotonic clock around
+    Playwright calls, so each figure is an upper bound (it includes Playwright's round trips)."""
+    click_to_off, returned_to_off = (t_ended - t_click) * 1000, (t_ended - t_returned) * 1000
+    print(f"operator page logged off {click_to_off:.0f} ms after the administrator's click, "
+          f"{returned_to_off:.0f} ms after the disable request returned")
+    if not os.environ.get("MSC_WEB_BENCH"):
+        return
+    results = Path(__file__).resolve().parents[2] / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    load1 = os.getloadavg()[0]
+    row = {"stamp": stamp, "click_to_logged_off_ms": round(click_to_off, 1),
+           "request_returned_to_logged_off_ms": round(returned_to_off, 1),
+           "admin_request_ms": round((t_returned - t_click) * 1000, 1), "loadavg_1min": round(load1, 2),
+           "command": "MSC_WEB_BENCH=1 .venv/bin/python -m pytest tests/e2e/test_web_console.py -k disables -s"}
+    (results / f"web-logoff-{stamp}.json").write_text(json.dumps(row, indent=2) + "\n")
+    md = results / "web-logoff.md"
+    if not md.exists():
+        md.write_text("# Station disabled → operator's browser page logged off (tests/e2e/test_web_console.py)\n\n"
+                      "`MSC_WEB_BENCH=1 .venv/bin/python -m pytest tests/e2e/test_web_console.py -k disables -s`: real\n"
+                      "`msc serve`, `msc web`, `msc stub` and headless Chromium on one 2-core machine. Times are the\n"
+                      "test's monotonic clock around Playwright calls (upper bounds). Issue 17 asks for \"within a\n"
+                      "second\"; the test itself only waits (bound 10 s) and asserts the page ended with the reason.\n\n"
+                      "| run | click → logged off (ms) | disable returned → logged off (ms) | admin request (ms) | load (1 min) |\n"
+                      "|---|---|---|---|---|\n")
+    with md.open("a") as f:
+        f.write(f"| {stamp} | {row['click_to_logged_off_ms']} | {row['request_returned_to_logged_off_ms']} | "
+                f"{row['admin_request_ms']} | {row['loadavg_1min']} |\n")
+
+
 def wait(predicate, timeout=10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -310,7 +347,7 @@ def test_investigator_searches_and_downloads_a_bundle_the_offline_verifier_accep
 
 # -- the administrator -----------------------------------------------------------------------------
 
-def test_admin_disables_a_station_and_the_operators_page_is_logged_off_within_a_second(site, browser):
+def test_admin_disables_a_station_and_the_operators_page_is_logged_off(site, browser):
     op_ctx = browser.new_context(ignore_https_errors=True)
     admin_ctx = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 900})
     try:
@@ -319,14 +356,17 @@ def test_admin_disables_a_station_and_the_operators_page_is_logged_off_within_a_
         logon(site, admin, "AM0001", console="admin", otp=site.code("AM0001"))
         admin.wait_for_selector("#stations tr#st-ICS2")
         site.shot(admin, "6-admin-stations")
+        t_click = time.monotonic()
         with admin.expect_response("**/api/admin/station") as resp:
             admin.click("#st-ICS2 button")
         assert resp.value.ok
-        t0 = time.monotonic()
-        op.wait_for_selector("#ended-view:not([hidden])", timeout=1000)
-        took = time.monotonic() - t0
+        t_returned = time.monotonic()
+        # Waits on the condition with a generous bound (no timing threshold in a test, the project's
+        # rule); how long it took is measured and written by record_logoff_latency.
+        op.wait_for_selector("#ended-view:not([hidden])", timeout=WAIT_MS)
+        t_ended = time.monotonic()
         assert "STATION DISABLED" in op.inner_text("#ended-why")
-        print(f"operator page logged off {took * 1000:.0f} ms after the administrator's disable returned")
+        record_logoff_latency(t_click, t_returned, t_ended)
         assert any(r.text == "STATION DISABLE ICS2" for r in site.records(kind="ADMIN", user="AM0001"))
         admin.wait_for_selector("#st-ICS2.disabled")
         admin.click("#st-ICS2 button")  # enable it again
