@@ -355,6 +355,7 @@ def test_admin_disables_a_station_and_the_operators_page_is_logged_off(site, bro
         admin = admin_ctx.new_page()
         logon(site, admin, "AM0001", console="admin", otp=site.code("AM0001"))
         admin.wait_for_selector("#stations tr#st-ICS2")
+        assert "disable the user" in admin.inner_text("#stations-pools")  # a pool's operators are ended by user
         site.shot(admin, "6-admin-stations")
         t_click = time.monotonic()
         with admin.expect_response("**/api/admin/station") as resp:
@@ -412,6 +413,9 @@ def test_session_cookie_flags_and_rotation_in_the_browser(site, context):
     assert s["httpOnly"] and s["secure"] and s["sameSite"] == "Strict" and s["path"] == "/"
     assert before["__Host-msc-csrf"]["secure"] and before["__Host-msc-csrf"]["sameSite"] == "Strict"
     page.keyboard.press("Enter")
+    # A password manager is told which field is which (and never offers the one-time code's field).
+    assert page.get_attribute("#logon-password", "autocomplete") == "current-password"
+    assert page.get_attribute("#logon-otp", "autocomplete") == "one-time-code"
     page.check("input[name=console][value=investigator]")
     page.fill("#logon-user", "IV0001")
     page.fill("#logon-password", PASSWORD)
@@ -442,6 +446,7 @@ def test_csrf_refusal_and_security_headers_with_a_plain_http_client(site):
         assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
         assert "'unsafe-inline'" not in r.headers["content-security-policy"]
         assert r.headers["cache-control"] == "no-store"
+        assert c.get(site.url + "/static/icon.svg").headers["content-type"].startswith("image/svg+xml")  # no 404 per page
         cookies = r.headers.get_list("set-cookie")
         session = next(x for x in cookies if x.startswith("__Host-msc="))
         for flag in ("Secure", "HttpOnly", "SameSite=strict", "Path=/"):
