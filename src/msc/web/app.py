@@ -204,6 +204,7 @@ class WebConsole:
         self.server_address = server_address
         self._sweeper: asyncio.Task | None = None
         self.listener = next(lc for lc in settings.config.listener if lc.name == self.web.listener)
+        self.bound = self.web.bind  # what the server listens on until a restart
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -216,6 +217,49 @@ class WebConsole:
             self._sweeper.cancel()
         for s in list(self.sessions.values()):
             await self.end(s, "SHUTDOWN", logoff=True)
+
+    def reload(self) -> tuple[Settings, list[str], list[str]] | None:
+        """SIGHUP (docs/WEB.md "Reload"): re-read ``msc.toml`` and ``users.toml`` and apply what a
+        running console can change — the banner, the edit table behind the forms and their inline
+        checks, the station or pool offered, the listener new operator logons go to (and how),
+        the logon rate limit, idle and session limits — without ending a session. A configuration
+        ``load`` refuses (or one without ``[web]``) changes nothing. Returns ``(settings, changed,
+        restart_needed)`` — ``restart_needed`` names what only a restart applies (``web.bind``) —
+        or None when refused. The caller (``msc.web.server``) reloads the certificate."""
+        from msc.config.load import ConfigError, load
+
+        try:
+            new = load(self.settings.config_path)
+        except ConfigError as exc:
+            log.error("web.reload_failed", errors=len(exc.issues), first=str(exc.issues[0]))
+            return None
+        except OSError as exc:
+            log.error("web.reload_failed", errors=1, first=f"{self.settings.config_path}: {exc.strerror}")
+            return None
+        if new.config.web is None:
+            log.error("web.reload_failed", errors=1, first="no [web] table")
+            return None
+        old_cfg, new_cfg = self.settings.config, new.config
+        changed = [name for name, a, b in (
+            ("switch.banner", old_cfg.switch.banner, new_cfg.switch.banner),
+            ("edits", old_cfg.edit, new_cfg.edit),
+            ("web.header", old_cfg.web.header, new_cfg.web.header),
+            ("web.listener", (old_cfg.web.listener, self.listener, old_cfg.web.switch_tls),
+             (new_cfg.web.listener, next(lc for lc in new_cfg.listener if lc.name == new_cfg.web.listener),
+              new_cfg.web.switch_tls)),
+            ("web.logon_attempts_per_minute", old_cfg.web.logon_attempts_per_minute,
+             new_cfg.web.logon_attempts_per_minute),
+            ("switch.idle_logoff_s", old_cfg.switch.idle_logoff_s, new_cfg.switch.idle_logoff_s),
+            ("switch.session_max_s", old_cfg.switch.session_max_s, new_cfg.switch.session_max_s),
+            ("switch.prohibited_purposes", old_cfg.switch.prohibited_purposes, new_cfg.switch.prohibited_purposes),
+        ) if a != b]
+        restart = ["web.bind"] if self.bound != new_cfg.web.bind else []
+        self.settings, self.web, self.directory = new, new_cfg.web, Directory(new)
+        self.listener = next(lc for lc in new_cfg.listener if lc.name == self.web.listener)
+        self.prohibited = frozenset(new_cfg.switch.prohibited_purposes)
+        self.idle_s, self.max_s = new_cfg.switch.idle_logoff_s, new_cfg.switch.session_max_s
+        self.limiter.per_minute = self.web.logon_attempts_per_minute
+        return new, changed, restart
 
     async def _sweep(self) -> None:
         while True:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import signal
 from pathlib import Path
 
@@ -23,6 +24,14 @@ from msc.config.load import Settings
 from msc.config.validate import parse_hostport
 
 log = structlog.get_logger("msc.web")
+
+
+def _digest(settings: Settings, tls) -> bytes:
+    """SHA-256 over the certificate and key files (to tell whether a reload renewed them)."""
+    h = hashlib.sha256()
+    for name in (tls.cert, tls.key):
+        h.update(Path(settings.path(name)).read_bytes())
+    return h.digest()
 
 
 def serve(settings: Settings, *, ready_file: str | None = None) -> int:
@@ -35,9 +44,12 @@ def serve(settings: Settings, *, ready_file: str | None = None) -> int:
     web = settings.config.web
     host, port = parse_hostport(web.bind)
 
+    live: list = []  # the one SSLContext uvicorn serves with (its factory is called once, at start)
+
     def ssl_context(_config, _default):
         ctx = server_ssl_context(settings, web.tls)
         ctx.set_alpn_protocols(["http/1.1"])
+        live.append(ctx)
         return ctx
 
     console = WebConsole(settings)
@@ -47,8 +59,34 @@ def serve(settings: Settings, *, ready_file: str | None = None) -> int:
                             limit_concurrency=1000, timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
 
+    def reload() -> None:
+        """SIGHUP: the console's settings (WebConsole.reload), then the certificate and key —
+        checked in a context of their own first (a key that does not match its certificate is
+        refused and the live context left as it was), then loaded into the live context, so new
+        connections get the renewed certificate and open ones keep theirs."""
+        done = console.reload()
+        if done is None:
+            return
+        new, changed, restart = done
+        tls = new.config.web.tls
+        try:
+            server_ssl_context(new, tls)
+            files = _digest(new, tls)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            log.error("web.reload_tls_failed", error=type(exc).__name__, detail=str(exc)[:200])
+        else:
+            if files != loaded[0]:
+                for ctx in live:
+                    ctx.load_cert_chain(new.path(tls.cert), new.path(tls.key))
+                loaded[0] = files
+                changed.append("web.tls")
+        log.info("web.reloaded", changes=changed, restart_needed=restart)
+
+    loaded = [_digest(settings, web.tls)]  # what the live context holds: a digest, not the key
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, reload)
         task = loop.create_task(server.serve())
         while not server.started and not task.done():
             await asyncio.sleep(0.05)
