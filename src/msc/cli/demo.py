@@ -305,7 +305,8 @@ then type, for example:  QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101
   Operator:       log on as JD1234 with the password shown when the demo was created (no one-time
                   password), station or pool ICSWEB, then use the QW form (Alt+1) and press Enter.
   Investigator:   INV001 with its password and a one-time password (oathtool --totp -b SECRET).
-  Administrator:  ADM001 likewise.
+  Administrator:  ADM001 likewise. To see a stolen terminal cut off: an operator logged on at
+                  station ICS1 in another window, then Stations, Disable ICS1.
 """, flush=True)
         print("Press Ctrl-C to stop.", flush=True)
         while all(p.poll() is None for p in procs):
