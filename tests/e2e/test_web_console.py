@@ -109,7 +109,8 @@ def site(tmp_path_factory):
                       extra=WEB.format(web_listener=free_port(), web_port=web_port))
     secrets = {uid: add_totp_user(cfg, uid, name=name, role=role) for uid, name, role in (
         ("OP0001", "OPERATOR, ONE", "full"), ("OP0002", "OPERATOR, TWO", "full"), ("OP0003", "OPERATOR, THREE", "full"),
-        ("OP0004", "OPERATOR, FOUR", "full"), ("IV0001", "INVESTIGATOR, IVAN", "investigator"),
+        ("OP0004", "OPERATOR, FOUR", "full"), ("OP0005", "OPERATOR, FIVE", "full"),
+        ("IV0001", "INVESTIGATOR, IVAN", "investigator"),
         ("AM0001", "ADMINISTRATOR, ANN", "admin"))}
     procs: list[Proc] = []
     try:
@@ -274,6 +275,52 @@ def test_refused_field_shown_inline_and_nothing_sent(site, context):
     expect(page.locator("#general-errors")).to_contain_text("NOT SENT FROM THE WEB CONSOLE")
     assert page.inner_text("#sent") == ""
     page.keyboard.press("Alt+l")
+
+
+# New passwords the switch's rules refuse (CJIS IA-5(1)), each named in the switch's words.
+WEAK = [("short7!", "AT LEAST 8 CHARACTERS"), ("xx OP0005 xx yy", "MAY NOT CONTAIN THE USER ID"),
+        ("operator five horse", "PART OF THE USER'S NAME"), ("password1", "TOO EASY TO GUESS")]
+NEW_PASSWORD = "plum kettle orbit 1907"
+
+
+def test_operator_changes_own_password_through_the_switch(site, context):
+    page = operator(site, context, "OP0005")
+    page.keyboard.press("Alt+w")  # keyboard first: focus on the current password
+    page.keyboard.type("not the password")
+    page.fill("#pw-new", NEW_PASSWORD)
+    page.fill("#pw-repeat", NEW_PASSWORD)
+    page.press("#pw-repeat", "Enter")
+    expect(page.locator("#pw-result")).to_contain_text("E202")  # wrong current password: the switch's answer
+    page.fill("#pw-old", PASSWORD)
+    page.fill("#pw-new", NEW_PASSWORD)
+    page.fill("#pw-repeat", NEW_PASSWORD + "x")
+    page.press("#pw-repeat", "Enter")
+    expect(page.locator("#pw-result")).to_contain_text("differ")  # checked before anything is sent
+    for weak, why in WEAK:
+        page.fill("#pw-old", PASSWORD)
+        page.fill("#pw-new", weak)
+        page.fill("#pw-repeat", weak)
+        page.press("#pw-repeat", "Enter")
+        expect(page.locator("#pw-result")).to_contain_text("E108")
+        assert why in page.inner_text("#pw-result").upper(), weak
+    page.fill("#pw-old", PASSWORD)
+    page.fill("#pw-new", NEW_PASSWORD)
+    page.fill("#pw-repeat", NEW_PASSWORD)
+    page.press("#pw-repeat", "Enter")
+    expect(page.locator("#pw-result")).to_contain_text("Password changed")
+    assert page.input_value("#pw-old") == page.input_value("#pw-new") == ""  # not left in the page
+    assert page.inner_text("#sent") == ""  # never in the sent list
+    assert any(r.text == "USER PASSWD OP0005 BY PWD" for r in site.records(kind="ADMIN", user="OP0005"))
+    texts = [r.text for r in site.records(user="OP0005")]
+    assert "PASSWORD CHANGED" in texts and not any(NEW_PASSWORD in t or PASSWORD in t for t in texts)
+    page.keyboard.press("Alt+l")
+    page.wait_for_selector("#ended-view:not([hidden])")
+    # The new password is the one that works now.
+    again = context.new_page()
+    logon(site, again, "OP0005", otp=site.code("OP0005"), header="ICS1", password=NEW_PASSWORD)
+    again.wait_for_selector("#operator-view:not([hidden])")
+    again.keyboard.press("Alt+l")
+    assert NEW_PASSWORD not in (site.tmp / "web.err").read_text()
 
 
 def test_hit_and_hit_confirmation_request_are_impossible_to_miss(site, context):

@@ -523,7 +523,7 @@ class WebConsole:
             # The page logs on and off itself; a password is never typed into a message here (it
             # would be shown in the sent list and kept in this process's memory).
             return JSONResponse({"error": f"{mke} is not sent from the web console (log on/off with its buttons; "
-                                          "change a password with a terminal or an administrator)"}, 400)
+                                          "change your password with the Password form, Alt+W)"}, 400)
         ref = s.next_ref()
         s.requests[ref] = {"ref": ref, "mke": mke, "text": text, "status": "sending", "code": None, "reason": None,
                            "answers": 0, "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
@@ -542,6 +542,30 @@ class WebConsole:
             req.update(status="refused", code=code, reason=reason)
         self._push(s, {"type": "request", **req})
         return JSONResponse(req)
+
+    async def password(self, request: Request) -> Response:
+        """The operator's own password change (CJIS IA-5): ``PWD.OLD.NEW`` sent to the switch on
+        the session's own connection — the switch checks the old password (a wrong one counts
+        toward the lockout, ``E202``), the password rules (``E108`` naming the rule) and journals
+        ``PASSWORD CHANGED`` with both passwords redacted. Neither is kept here, shown in the sent
+        list, or logged; the answer is the switch's own."""
+        s = self.authed(request, "operator")
+        body = await _json(request)
+        old, new, repeat = (str(body.get(k, "")) for k in ("old", "new", "repeat"))
+        if not (_PASSWORD.match(old) and _PASSWORD.match(new)):
+            return JSONResponse({"error": "a password is 1 to 256 printable characters"}, 400)
+        if new != repeat:
+            return JSONResponse({"error": "the new password and its repetition differ"}, 400)
+        if s.link is None:
+            return JSONResponse({"error": "not connected to msc"}, 409)
+        try:
+            f = await s.link.request(f"{s.mnemonic}{s.next_ref()}.PWD.{old}.{new}")
+        except (LinkClosed, asyncio.TimeoutError):
+            return JSONResponse({"error": "the connection to msc ended before it answered"}, 503)
+        if f.type == framing.ACK:
+            return JSONResponse({"ok": True})
+        code, _, reason = f.payload.decode("ascii", "replace").partition(" ")
+        return JSONResponse({"error": reason, "code": code}, 403 if code == "E202" else 400)
 
     async def inbox(self, ws: WebSocket) -> None:
         s = self.session_of(ws)
@@ -778,6 +802,7 @@ class WebConsole:
             Route("/api/activity", self.activity, methods=["POST"]),
             Route("/api/forms", self.forms), Route("/api/check", self.check, methods=["POST"]),
             Route("/api/send", self.send, methods=["POST"]), WebSocketRoute("/api/inbox", self.inbox),
+            Route("/api/password", self.password, methods=["POST"]),
             Route("/api/journal/search", self.journal_search, methods=["POST"]),
             Route("/api/journal/export", self.journal_export, methods=["POST"]),
             Route("/api/journal/verify", self.journal_verify, methods=["POST"]),

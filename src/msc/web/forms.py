@@ -102,5 +102,7 @@ def check(directory: Directory, prohibited: frozenset[str], header: str, text: s
             else:
                 general.append(p)
     elif not isinstance(body, AdminText):
-        general.append(f"{inp.mke} IS NOT SENT FROM THE WEB CONSOLE (ITS LOGON AND LOGOFF BUTTONS DO THAT)")
+        general.append(f"{inp.mke} IS NOT SENT FROM THE WEB CONSOLE (" + (
+            "THE PASSWORD FORM, ALT+W, CHANGES A PASSWORD" if inp.mke == "PWD" else "ITS LOGON AND LOGOFF BUTTONS DO THAT")
+            + ")")
     return {"ok": not fields and not general, "fields": fields, "general": general}

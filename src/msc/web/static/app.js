@@ -252,6 +252,7 @@ function showProblems(res) {
   $("#general-errors").textContent = general.join("; ");
 }
 
+$("#password-form").addEventListener("submit", changePassword);
 $("#msg-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   await sendCurrent();
@@ -414,6 +415,21 @@ function printMessage(osn) {
   document.body.classList.remove("print-one");
 }
 
+// The operator's own password change: sent to the switch as PWD on this session's connection;
+// the switch's answer (E202 wrong password, E108 a password rule) is shown as it says it.
+async function changePassword(ev) {
+  ev.preventDefault();
+  const old = $("#pw-old"), nw = $("#pw-new"), rep = $("#pw-repeat"), out = $("#pw-result");
+  if (!old.value || !nw.value) { out.textContent = "Give the current and the new password."; return; }
+  if (nw.value !== rep.value) { out.textContent = "The new password and its repetition differ."; rep.focus(); return; }
+  out.textContent = "Changing…";
+  const r = await api("/api/password", { old: old.value, new: nw.value, repeat: rep.value });
+  old.value = ""; nw.value = ""; rep.value = "";
+  out.className = r.ok ? "ok" : "error";
+  out.textContent = r.ok ? "Password changed (journaled)." : `Not changed: ${r.data.code || ""} ${r.data.error || ""}`.trim();
+  if (!r.ok) old.focus();
+}
+
 // Keyboard: a dispatcher never needs the mouse for the common flow.
 document.addEventListener("keydown", (ev) => {
   if (state.console === "operator") {
@@ -426,6 +442,7 @@ document.addEventListener("keydown", (ev) => {
     if (ev.altKey && (ev.key === "i" || ev.key === "I")) { ev.preventDefault(); const first = $("#inbox li"); if (first) { first.tabIndex = 0; first.focus(); } return; }
     if (ev.altKey && (ev.key === "h" || ev.key === "H")) { ev.preventDefault(); if (state.hits.length) clearAlert(state.hits[state.hits.length - 1]); return; }
     if (ev.altKey && (ev.key === "p" || ev.key === "P")) { ev.preventDefault(); printFocused(); return; }
+    if (ev.altKey && (ev.key === "w" || ev.key === "W")) { ev.preventDefault(); $("#pw-old").focus(); return; }
     const inInbox = ev.target.closest && ev.target.closest("#inbox");
     if (inInbox && (ev.key === "ArrowDown" || ev.key === "ArrowUp")) {
       ev.preventDefault();
