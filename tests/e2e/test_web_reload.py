@@ -169,3 +169,14 @@ def test_reload_reports_what_changed_and_what_needs_a_restart(tmp_path):
     assert console.reload()[1:] == ([], ["web.bind"])
     cfg.write_text("[switch\n")
     assert console.reload() is None and console.web.header == "ICS2"
+
+
+def test_the_web_console_systemd_unit_reloads_with_sighup_and_runs_as_the_switch_account():
+    """config/systemd/msc-web.service: `systemctl reload msc-web` is the SIGHUP tested above; the
+    same account as msc.service (msc web refuses any other than the master key's owner)."""
+    root = Path(__file__).resolve().parents[2]
+    unit = (root / "config" / "systemd" / "msc-web.service").read_text()
+    switch = (root / "config" / "systemd" / "msc.service").read_text()
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in unit and "msc web --config /etc/msc/msc.toml" in unit
+    for line in ("User=msc", "Group=msc", "UMask=0077", "Restart=always", "NoNewPrivileges=yes"):
+        assert line in unit.splitlines() and line in switch.splitlines()
