@@ -187,8 +187,10 @@ def disable_inactive(settings: Settings, actor: str, ids: list[str]) -> list[str
     """``report users --apply`` (CJIS AC-2): disable accounts inactive 90 days."""
     done = []
     for uid in ids:
-        userfile.update(settings.users_path, lambda users, uid=uid: userfile.replace_user(
-            users, uid, lambda u: msgspec.structs.replace(u, status="disabled")))
+        def disable(users: UsersFile, uid: str = uid) -> UsersFile:
+            return userfile.replace_user(users, uid, lambda u: msgspec.structs.replace(u, status="disabled"))
+
+        userfile.update(settings.users_path, disable)
         notify_users_changed(settings, f"USER DISABLE {uid} INACTIVE 90 DAYS (CJIS AC-2)", user=actor)
         done.append(uid)
     return done
@@ -211,7 +213,7 @@ def station_rows(settings: Settings) -> list[dict]:
                      "status": "disabled" if st.mnemonic in disabled or st.status == "disabled" else "active",
                      "disabled_in_config": st.status == "disabled",
                      "addresses": list(st.addresses), "client_cert_cn": st.client_cert_cn,
-                     "last_use": dt.datetime.fromtimestamp(used, dt.timezone.utc).isoformat(timespec="seconds")
+                     "last_use": dt.datetime.fromtimestamp(used, dt.UTC).isoformat(timespec="seconds")
                      if used else None})
     return rows
 
@@ -230,7 +232,7 @@ def user_rows(settings: Settings) -> dict:
             store.close()
 
     def when(t):
-        return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="seconds") if t else None
+        return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds") if t else None
 
     rows = []
     for u in users.user:

@@ -15,6 +15,8 @@ import os
 import stat
 from collections.abc import Iterable
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from msc.actions.journaling import DaemonUnavailable, control
 from msc.config.load import Settings
 from msc.journal.records import Entry, Kind
@@ -59,7 +61,7 @@ def service(settings: Settings) -> AuthService:
 
     users = Directory(settings).users
     ring = KeyRing(settings.data_dir / "keys", settings.key_file)
-    aead = []
+    aead: list[AESGCM] = []
 
     def open_totp(acct) -> bytes:
         if not aead:
@@ -106,8 +108,9 @@ def journal_entries(attempt: Attempt, op: str, *, peer: str = "CLI") -> list[Ent
     """The SESSION records of one logon attempt outside the switch (peer ``CLI`` or ``WEB``)."""
     if attempt.ok:
         return [Entry(kind=Kind.SESSION, peer=peer, user=attempt.user_id, text=f"LOGON OK {peer} {op.upper()}")]
+    why = attempt.refusal.value if attempt.refusal is not None else "REFUSED"
     out = [Entry(kind=Kind.SESSION, peer=peer, user=attempt.user_id, code=Reject.E202.code,
-                 text=f"LOGON FAILED {attempt.refusal.value} {peer} {op.upper()}")]
+                 text=f"LOGON FAILED {why} {peer} {op.upper()}")]
     if attempt.locked_now:
         out.append(Entry(kind=Kind.SESSION, peer=peer, user=attempt.user_id, code=Reject.E203.code, text="LOCKOUT"))
     return out

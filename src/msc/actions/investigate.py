@@ -73,7 +73,7 @@ def search_records(s: Settings, who: str, case: str, q: Query, *, fmt: str) -> l
 
 def report_header(s: Settings, case: str, who: str, q: Query, n: int) -> str:
     """The head of the printed search report (the CLI's text format and the web's print view)."""
-    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     filters = ", ".join(f"{k}={v}" for k, v in q.describe().items()) or "none"
     tokens = ", ".join(f"{t}:{v}" for t, v in q.tokens)
     return (f"MSC JOURNAL SEARCH — {s.config.switch.name}\n"
@@ -127,7 +127,7 @@ def export_bundle(s: Settings, who: str, case: str, q: Query, out: Path, *, audi
     if cp is None:
         cp = covering_checkpoint(s.journal_dir, 1) or ensure_checkpoint(s, 1)
     manifest = {"switch": s.config.switch.name, "case": case, "investigator": who,
-                "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "exported": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "filters": json.dumps(q.describe(), sort_keys=True), "checkpoint tree_size": cp.tree_size}
     n = write_bundle(s.journal_dir, keyring(s), seqs, Path(out), name=s.config.switch.name, checkpoint=cp,
                      manifest=manifest)

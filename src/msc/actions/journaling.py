@@ -41,7 +41,7 @@ def control(settings: Settings, request: dict, timeout: float = 10.0) -> dict:
                 if not chunk:
                     break
                 buf += chunk
-    except (FileNotFoundError, ConnectionRefusedError, socket.timeout, OSError) as exc:
+    except (TimeoutError, FileNotFoundError, ConnectionRefusedError, OSError) as exc:
         raise DaemonUnavailable(str(exc)) from None
     if not buf:
         raise DaemonUnavailable("no answer")

@@ -91,7 +91,7 @@ def demo_addresses(text: str) -> list[tuple[str, str, int]]:
     if "web" in doc:
         named.append(("web console", doc["web"].get("bind")))
     upstreams = doc.get("upstream", [])
-    for endpoint, label in zip(upstreams[0].get("endpoints", []) if upstreams else [], STUB_LABELS):
+    for endpoint, label in zip(upstreams[0].get("endpoints", []) if upstreams else [], STUB_LABELS, strict=False):
         named.append((f"{label} stub", endpoint))
         try:
             host, port = parse_hostport(endpoint)
@@ -299,7 +299,7 @@ Connect a terminal and log on as JD1234 with the password shown when the demo wa
 
 then type, for example:  QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101
 """, flush=True)
-        if web is not None:
+        if web is not None and config.web is not None:
             print(f"""  Web console         https://{config.web.bind}/   (self-signed certificate: {directory / 'tls' / 'web.crt'};
                       log: {logs / 'web.log'})
   Operator:       log on as JD1234 with the password shown when the demo was created (no one-time

@@ -77,9 +77,9 @@ def add_arguments(sub) -> None:
 
 
 def _settings(args) -> Settings:
-    from msc.cli.main import _load
+    from msc.cli.settings import load_settings
 
-    return _load(args)
+    return load_settings(args)
 
 
 def _ring(s: Settings) -> KeyRing:
@@ -210,9 +210,8 @@ def cmd_purge(args) -> int:
     import asyncio
     import time
 
-    from msc.journal.retention import load_timeline, plan
-
     from msc.cli.auth import ADMIN
+    from msc.journal.retention import load_timeline, plan
 
     s = _settings(args)
     who = authenticate(s, args, "purge", ADMIN)

@@ -29,11 +29,10 @@ def add_arguments(sub) -> None:
 
 
 def cmd_report(args) -> int:
-    from msc.cli.main import _load
-
     from msc.cli.auth import ADMIN, JOURNAL_CHECK, logon
+    from msc.cli.settings import load_settings
 
-    s = _load(args)
+    s = load_settings(args)
     now = time.time()
     who = None
     # Administration (--apply) and reading the journal (misuse) need a person; the other reports
@@ -51,12 +50,14 @@ def cmd_report(args) -> int:
     elif args.kind == "users":
         doc = reports.users(s, now)
         if args.apply:
+            assert who is not None  # --apply logged its administrator on above
             doc["disabled"] = _disable(s, [r["id"] for r in doc["inactive"]], who)
     else:
         from msc.journal.search import parse_time
 
         start = parse_time(args.start) / 1e6 if args.start else now - 30 * 86400
         end = parse_time(args.end) / 1e6 if args.end else now
+        assert who is not None  # the misuse report logged its administrator on above
         try:  # it reads the journal: audited like a search
             doc = investigate.misuse_report(s, who, start, end)
         except JournalError as exc:

@@ -138,11 +138,11 @@ def validate(settings: Settings) -> list[ConfigIssue]:
             c.add(f"{p}.trusted_proxies", "proxy_protocol needs the relays' addresses (IP or CIDR) it trusts")
         if ln.trusted_proxies and not ln.proxy_protocol:
             c.add(f"{p}.trusted_proxies", "only with proxy_protocol = true")
-        for k, a in enumerate(ln.trusted_proxies):
+        for k, proxy in enumerate(ln.trusted_proxies):
             try:
-                ipaddress.ip_network(a, strict=False)
+                ipaddress.ip_network(proxy, strict=False)
             except ValueError:
-                c.add(f"{p}.trusted_proxies[{k}]", f"{a!r} is not an IP address or CIDR")
+                c.add(f"{p}.trusted_proxies[{k}]", f"{proxy!r} is not an IP address or CIDR")
     try:
         binds.append((parse_hostport(cfg.metrics.bind), "metrics.bind"))
     except ValueError as exc:

@@ -20,14 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from typing import TYPE_CHECKING
+from typing import Any
 
 import structlog
 
 from msc.protocol.proxy import ProxyHeaderError, ProxyReader
-
-if TYPE_CHECKING:
-    from msc.server.switch import ListenerRuntime, Switch
 
 log = structlog.get_logger("msc.proxy")
 
@@ -53,7 +50,9 @@ def trusted(peer_ip: str | None, networks: tuple[str, ...]) -> bool:
 class ProxyGate(asyncio.Protocol):
     """Reads the PROXY header of one connection, then hands the transport to a Session."""
 
-    def __init__(self, switch: Switch, listener: ListenerRuntime) -> None:
+    def __init__(self, switch: Any, listener: Any) -> None:
+        """``switch``: the msc.server.switch.Switch; ``listener``: its ListenerRuntime (not imported
+        here: the switch imports this module, and sibling modules may not import each other both ways)."""
         self.switch = switch
         self.listener = listener
         self.transport: asyncio.Transport | None = None
@@ -87,7 +86,8 @@ class ProxyGate(asyncio.Protocol):
         from msc.server.session import Session
 
         t = self.transport
-        if header.local:
+        assert t is not None  # set by connection_made before any data
+        if header.local or header.source is None:
             proxied = None  # the relay's own connection (a health check): its own address
         else:
             proxied = (header.source[0], header.ssl_cn)

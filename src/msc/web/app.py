@@ -446,7 +446,7 @@ class WebConsole:
                                      "banner": banner}, 409)
             link.ack_banner()
             f = await link.request(f"{header}.LOGON.{user}.{otp or '-'}.{password}")
-        except (OSError, asyncio.TimeoutError, LinkClosed):
+        except (TimeoutError, OSError, LinkClosed):
             await link.close()
             log.warning("web.switch_unreachable")
             return JSONResponse({"error": "msc is not reachable; try again shortly"}, 503)
@@ -484,7 +484,7 @@ class WebConsole:
                 if o["acked"] and s.link is not None:
                     s.link.ack(osn)
                 return
-        item = {"type": "output", "osn": osn, "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        item = {"type": "output", "osn": osn, "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "acked": False, **classify(payload, s.mnemonic or "", frozenset(s.requests))}
         if item["ref"] in s.requests:
             s.requests[item["ref"]]["answers"] += 1
@@ -526,12 +526,12 @@ class WebConsole:
                                           "change your password with the Password form, Alt+W)"}, 400)
         ref = s.next_ref()
         s.requests[ref] = {"ref": ref, "mke": mke, "text": text, "status": "sending", "code": None, "reason": None,
-                           "answers": 0, "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+                           "answers": 0, "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
         while len(s.requests) > MAX_REQUESTS:
             s.requests.popitem(last=False)
         try:
             f = await s.link.request(f"{s.mnemonic}{ref}.{text}")
-        except (LinkClosed, asyncio.TimeoutError):
+        except (TimeoutError, LinkClosed):
             s.requests[ref]["status"] = "unknown"
             return JSONResponse({"error": "the connection to msc ended before it answered", "ref": ref}, 503)
         req = s.requests[ref]
@@ -560,7 +560,7 @@ class WebConsole:
             return JSONResponse({"error": "not connected to msc"}, 409)
         try:
             f = await s.link.request(f"{s.mnemonic}{s.next_ref()}.PWD.{old}.{new}")
-        except (LinkClosed, asyncio.TimeoutError):
+        except (TimeoutError, LinkClosed):
             return JSONResponse({"error": "the connection to msc ended before it answered"}, 503)
         if f.type == framing.ACK:
             return JSONResponse({"ok": True})

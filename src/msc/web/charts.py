@@ -20,15 +20,15 @@ def monthly(settings: Settings, now: float, running: bool, months: int = 12) -> 
     finally:
         ledger.close()
     current = runs[-1].id if running and runs else None
-    today = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+    today = dt.datetime.fromtimestamp(now, dt.UTC)
     y, m = today.year, today.month
     starts = []
     for _ in range(months):
-        starts.append(dt.datetime(y, m, 1, tzinfo=dt.timezone.utc))
+        starts.append(dt.datetime(y, m, 1, tzinfo=dt.UTC))
         y, m = (y, m - 1) if m > 1 else (y - 1, 12)
     out = []
     for start in reversed(starts):
-        nxt = dt.datetime(start.year + (start.month == 12), start.month % 12 + 1, 1, tzinfo=dt.timezone.utc)
+        nxt = dt.datetime(start.year + (start.month == 12), start.month % 12 + 1, 1, tzinfo=dt.UTC)
         s, e = start.timestamp(), min(nxt.timestamp(), now)
         if not runs or e <= runs[0].started:
             out.append({"month": start.strftime("%Y-%m"), "ratio": None, "up_s": 0.0, "down_s": 0.0})

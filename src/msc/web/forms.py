@@ -37,7 +37,8 @@ FORMS: tuple[dict, ...] = (
     {"mke": "RQ", "title": "Registration", "tags": ("LIC", "LIS", "LIY", "LIT", "VIN"), "nlets": True},
     {"mke": "QH", "title": "Criminal history: name search", "tags": ("PUR", "ATN", "REL", "NAM", "DOB", "SEX", "RAC", "SOC", "FBI", "SID")},
     {"mke": "QR", "title": "Criminal history: record", "tags": ("PUR", "ATN", "REL", "FBI", "SID", "CII")},
-    {"mke": "YQ", "title": "Hit confirmation request", "tags": ("PRI", "NIC", "OCA", "NAM", "LIC", "VIN", "RTY", "RNO", "REM"), "nlets": True},
+    {"mke": "YQ", "title": "Hit confirmation request",
+     "tags": ("PRI", "NIC", "OCA", "NAM", "LIC", "VIN", "RTY", "RNO", "REM"), "nlets": True},
     {"mke": "YR", "title": "Hit confirmation response", "tags": ("NIC", "OCA", "NAM", "LIC", "VIN", "RNO", "REM"), "nlets": True},
 )
 AM_FORM = {"mke": "AM", "title": "Administrative message", "tags": (), "am": True}

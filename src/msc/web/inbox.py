@@ -30,7 +30,7 @@ def classify(payload: bytes, mnemonic: str, own_refs: set[str] | frozenset[str])
     text = payload.decode("latin-1")  # the switch delivers ASCII (bytes it cannot deliver as <HH>)
     header, _, rest = text.partition(".")
     ref = header[4:] if header[:4] == mnemonic and header[4:] in own_refs else None
-    out = {"header": header, "ref": ref, "text": rest, "kind": "answer" if ref else "unsolicited",
+    out: dict[str, object] = {"header": header, "ref": ref, "text": rest, "kind": "answer" if ref else "unsolicited",
            "alert": None, "code": None, "part": None}
     m = _PART.match(rest)
     if m:

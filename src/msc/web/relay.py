@@ -55,6 +55,7 @@ class SwitchLink:
         server's own address as the browser reached it)."""
         self.reader, self.writer = await asyncio.wait_for(
             asyncio.open_connection(host, port, ssl=ssl, server_hostname=server_hostname if ssl else None), timeout)
+        assert self.writer is not None
         self.writer.write(format_v1(client, server))
         self._task = asyncio.get_running_loop().create_task(self._read(), name="switch-link")
 
@@ -87,6 +88,7 @@ class SwitchLink:
 
     async def _read(self) -> None:
         why = "CONNECTION CLOSED BY MSC"
+        assert self.reader is not None
         try:
             while data := await self.reader.read(65536):
                 for f in self.framer.feed(data):
