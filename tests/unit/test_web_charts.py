@@ -15,7 +15,7 @@ DAY = 86400.0
 
 
 def utc(*a) -> float:
-    return dt.datetime(*a, tzinfo=dt.timezone.utc).timestamp()
+    return dt.datetime(*a, tzinfo=dt.UTC).timestamp()
 
 
 @pytest.mark.parametrize("runs,since,until,up,down", [
