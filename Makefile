@@ -7,8 +7,9 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # Debian tools some tests use: sslscan (TLS scan), promtool (metrics and alert rules),
 # fiu-run (disk-fault injection), the PostgreSQL server (tests/pg.py: throw-away clusters; Debian keeps
 # its programs in /usr/lib/postgresql/<version>/bin, off PATH, so the check is a glob that the shell
-# expands). Installed when missing and possible; tests skip with a reason otherwise.
-SYSTEM_TOOLS := sslscan:sslscan promtool:prometheus fiu-run:fiu-utils /usr/lib/postgresql/*/bin/postgres:postgresql
+# expands), chromium (the web console's browser tests, driven by Playwright; no browser is ever
+# downloaded). Installed when missing and possible; tests skip with a reason otherwise.
+SYSTEM_TOOLS := sslscan:sslscan promtool:prometheus fiu-run:fiu-utils /usr/lib/postgresql/*/bin/postgres:postgresql chromium:chromium
 
 FUZZ_SECONDS ?= 600
 CRASH_ITERATIONS ?= 20

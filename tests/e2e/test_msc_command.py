@@ -168,7 +168,7 @@ def test_msc_demo_runs_stubs_and_switch_and_stops_on_ctrl_c(tmp_path):
     import subprocess
     import sys
 
-    offset = _demo_port_offset()
+    offset = _demo_port_offset()  # the template's web listener and the web console's port (8443) included
     d = tmp_path / "var"
     # Its own process group, as `make run` in a shell is: Ctrl-C signals the whole group.
     p = subprocess.Popen([sys.executable, "-m", "msc", "demo", "--dir", str(d), "--port-offset", str(offset)],
@@ -186,6 +186,7 @@ def test_msc_demo_runs_stubs_and_switch_and_stops_on_ctrl_c(tmp_path):
         listen = f"127.0.0.1:{7400 + offset}"
         # The banner shows the demo's own addresses, and how to reach the stub's control port.
         assert f"--connect {listen} --header ICS1" in out and f"nc 127.0.0.1 {7601 + offset}" in out
+        assert f"https://127.0.0.1:{8443 + offset}/" in out  # the web console, started by the demo (docs/WEB.md)
         pw = next(ln.split("password: ")[1].strip() for ln in lines if ln.strip().startswith("JD1234"))
         r = run("terminal", "--connect", listen, "--header", "ICS1", "--user", "JD1234",
                 "--password-stdin", "--send", "QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101", "--expect", "1",

@@ -135,3 +135,72 @@ def test_ack_timeout_defaults_to_10_s_within_the_dead_link_bound(tmp_path):
     assert s.config.upstream[0].ack_timeout == 10 and s.config.upstream[0].resend_wait_s == 30
     s = load(make_config(tmp_path / "fast", up_heartbeat_s=1))
     assert s.config.upstream[0].ack_timeout == 2  # at most 2 x heartbeat_s
+
+
+@pytest.mark.parametrize("new,path,fragment", [
+    ("proxy_protocol = true", "listener[0].trusted_proxies", "needs the relays' addresses"),
+    ('trusted_proxies = ["127.0.0.1"]', "listener[0].trusted_proxies", "only with proxy_protocol"),
+    ('proxy_protocol = true\ntrusted_proxies = ["127.0.0.1", "relay.example"]', "listener[0].trusted_proxies[1]",
+     "not an IP address or CIDR"),
+    ('proxy_protocol = true\ntrusted_proxies = ["10.0.0.0/33"]', "listener[0].trusted_proxies[0]",
+     "not an IP address or CIDR"),
+    ("proxy_protocol = 1", "listener[0].proxy_protocol", "Expected `bool`"),
+])
+def test_proxy_listener_settings_are_checked(tmp_path, new, path, fragment):
+    """CONFIG.md "Listeners behind a relay": a PROXY listener trusts only the relays it names."""
+    err = _bad(tmp_path, "rate_limit = 200", f"rate_limit = 200\n{new}")
+    matching = [i for i in err.issues if i.path == path]
+    assert matching, [str(i) for i in err.issues]
+    assert fragment in matching[0].message
+
+
+def test_proxy_listener_with_trusted_relays_is_valid(tmp_path):
+    path = make_config(tmp_path, listener_extra='proxy_protocol = true\ntrusted_proxies = ["127.0.0.1", "10.1.0.0/16", "::1"]')
+    assert load(path).config.listener[0].trusted_proxies == ("127.0.0.1", "10.1.0.0/16", "::1")
+
+
+WEB_OK = """
+[[listener]]
+name = "web"
+bind = "127.0.0.1:7410"
+proxy_protocol = true
+trusted_proxies = ["127.0.0.1"]
+
+[web]
+bind = "127.0.0.1:8443"
+tls = { cert = "tls/web.crt", key = "tls/web.key" }
+listener = "web"
+header = "ECMDT"
+"""
+
+
+def _web_config(tmp_path, web: str):
+    (tmp_path / "tls").mkdir(parents=True, exist_ok=True)
+    for f in ("web.crt", "web.key"):
+        (tmp_path / "tls" / f).write_text("x")
+    path = make_config(tmp_path)
+    path.write_text(path.read_text() + web)
+    return path
+
+
+def test_web_section_valid(tmp_path):
+    assert load(_web_config(tmp_path, WEB_OK)).config.web.header == "ECMDT"
+
+
+@pytest.mark.parametrize("old,new,path,fragment", [
+    ('tls = { cert = "tls/web.crt", key = "tls/web.key" }\n', "", "web.tls", "HTTPS only"),
+    ('key = "tls/web.key"', 'key = "tls/missing.key"', "web.tls.key", "file not found"),
+    ('listener = "web"', 'listener = "nope"', "web.listener", "no [[listener]]"),
+    ("proxy_protocol = true\ntrusted_proxies = [\"127.0.0.1\"]\n", "", "web.listener", "needs proxy_protocol"),
+    ('header = "ECMDT"', 'header = "ECC1"', "web.header", "neither a [[pool]] nor a terminal"),
+    ('bind = "127.0.0.1:8443"', 'bind = "127.0.0.1:7410"', "web.bind", "the same address"),
+    ('header = "ECMDT"', 'header = "ECMDT"\nlogon_attempts_per_minute = 0', "web.logon_attempts_per_minute", "1..1000"),
+    ('bind = "127.0.0.1:8443"', 'bind = "somewhere"', "web.bind", ""),
+])
+def test_web_section_errors(tmp_path, old, new, path, fragment):
+    """docs/WEB.md: HTTPS only, and the listener it relays to takes PROXY headers."""
+    with pytest.raises(ConfigError) as exc:
+        load(_web_config(tmp_path, WEB_OK.replace(old, new, 1)))
+    matching = [i for i in exc.value.issues if i.path == path]
+    assert matching, [str(i) for i in exc.value.issues]
+    assert fragment in matching[0].message

@@ -21,28 +21,24 @@ one "each TOTP step once" rule, one answer for every refusal), and its journal r
 from __future__ import annotations
 
 import getpass
-import os
-import stat
 import sys
 from collections.abc import Iterable
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
+from msc.actions.identity import (  # noqa: F401  (the roles and helpers the CLI modules use)
+    ADMIN,
+    INVESTIGATOR,
+    JOURNAL_CHECK,
+    admin_can_log_on,
+    authenticate,
+    journal_entries,
+    service,
+    service_account_problem,
+)
 from msc.config.load import Settings
-from msc.journal.records import Entry, JournalError, Kind
-from msc.mnemonics.auth import Attempt, AuthService, users_file_rehash
-from msc.protocol.codes import Reject
+from msc.journal.records import Entry, JournalError
+from msc.mnemonics.auth import Attempt
 
 EXIT_USAGE, EXIT_AUTH = 2, 3
-
-#: Administration: users, stations, keys, purge, ``report users --apply``.
-ADMIN = ("admin",)
-#: Reading what the journal says: search and export (they decrypt CJI).
-INVESTIGATOR = ("investigator",)
-#: Checking the journal without reading its messages: ``journal verify`` and ``report misuse``
-#: (integrity and metadata; an administrator runs them for AU-9/PPP §1.10, an investigator
-#: before relying on a record).
-JOURNAL_CHECK = ("admin", "investigator")
 
 
 def add_arguments(sp, *, required: bool = True, roles: Iterable[str] = ADMIN) -> None:
@@ -56,24 +52,10 @@ def add_arguments(sp, *, required: bool = True, roles: Iterable[str] = ADMIN) ->
 def require_service_account(settings: Settings) -> None:
     """Refuse to go on (exit 2) unless this process runs as the account that owns the master key
     file, and that file is readable by that account alone (docs/SECURITY.md "The master key")."""
-    key = settings.key_file
-
-    def refuse(message: str):
-        print(f"error: {message}", file=sys.stderr)
-        return SystemExit(EXIT_USAGE)
-
-    try:
-        st = os.stat(key)
-    except FileNotFoundError:
-        raise refuse(f"no master key at {key}: run `msc keys init --config {settings.config_path}`") from None
-    if st.st_uid != os.geteuid():
-        raise refuse(
-            f"{key} belongs to uid {st.st_uid}, not to this process (uid {os.geteuid()}): run msc as the service "
-            "account that owns it (e.g. `sudo -u msc msc …`). Whoever reads the master key can decrypt the journal "
-            "without an AUDIT record, so no other account may (docs/SECURITY.md)")
-    if stat.S_IMODE(st.st_mode) & 0o077:
-        raise refuse(f"{key} is readable by other accounts (mode {stat.S_IMODE(st.st_mode):04o}): "
-                     f"`chmod 600 {key}` (docs/SECURITY.md)")
+    problem = service_account_problem(settings)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
 
 
 def read_line(args, prompt: str, *, echo: bool = False) -> str | None:
@@ -87,27 +69,6 @@ def read_line(args, prompt: str, *, echo: bool = False) -> str | None:
     return input(prompt) if echo else getpass.getpass(prompt)
 
 
-def service(settings: Settings) -> AuthService:
-    """The authentication service of this command: state.db shared with the daemon."""
-    from msc.keyring import KeyRing
-    from msc.mnemonics import totp
-    from msc.mnemonics.directory import Directory
-    from msc.mnemonics.state import StateStore
-
-    users = Directory(settings).users
-    ring = KeyRing(settings.data_dir / "keys", settings.key_file)
-    aead: list[AESGCM] = []
-
-    def open_totp(acct) -> bytes:
-        if not aead:
-            aead.append(ring.users_aead())
-        return totp.open_secret(aead[0], acct.id, acct.totp)
-
-    return AuthService(accounts=users.get, store=StateStore(settings.state_db), open_totp=open_totp,
-                       cost=settings.config.switch.password_cost, rehash=users_file_rehash(settings.users_path),
-                       via="cli")
-
-
 def check(settings: Settings, args, *, roles: Iterable[str], op: str,
           audit: dict | None = None) -> tuple[Attempt, list[Entry]]:
     """Authenticate ``--as`` for ``op`` with one of ``roles`` without journaling: the attempt and
@@ -116,19 +77,7 @@ def check(settings: Settings, args, *, roles: Iterable[str], op: str,
     uid = (args.as_user or "").upper()
     password = read_line(args, f"Password for {uid}: ")
     otp = read_line(args, f"One-time password for {uid} (empty if none): ", echo=True)
-    svc = service(settings)
-    try:
-        attempt = svc.authenticate(uid, password or "", (otp or "").strip() or None, roles=roles)
-    finally:
-        svc.store.close()  # type: ignore[attr-defined]
-    entries = journal_entries(attempt, op)
-    if audit is not None and not attempt.ok:
-        import json
-
-        entries.append(Entry(kind=Kind.AUDIT, user=uid,
-                             text=json.dumps({**audit, "outcome": "refused", "reason": "authentication refused"},
-                                             sort_keys=True)))
-    _tell_daemon(settings, attempt)
+    attempt, entries = authenticate(settings, uid, password, otp, roles=roles, op=op, peer="CLI", audit=audit)
     if not attempt.ok and password is None:
         print("error: no terminal to ask for the password: use --password-stdin", file=sys.stderr)
     return attempt, entries
@@ -161,43 +110,3 @@ def refused():
     """Exit 3, whatever the reason (the journal has it)."""
     print("authentication refused", file=sys.stderr)
     raise SystemExit(EXIT_AUTH)
-
-
-def _tell_daemon(settings: Settings, attempt: Attempt) -> None:
-    """A running switch re-reads at once what this process changed (a lockout, a re-hash)."""
-    from msc.cli.admin import DaemonUnavailable, control
-
-    for op_, cond in (("auth_changed", attempt.locked_now), ("users_changed", attempt.rehashed)):
-        if cond:
-            try:
-                control(settings, {"op": op_})
-            except DaemonUnavailable:
-                pass  # no daemon: it reads state.db and users.toml when it starts
-
-
-def journal_entries(attempt: Attempt, op: str) -> list[Entry]:
-    """The SESSION records of one CLI logon attempt (peer ``CLI``)."""
-    if attempt.ok:
-        return [Entry(kind=Kind.SESSION, peer="CLI", user=attempt.user_id, text=f"LOGON OK CLI {op.upper()}")]
-    why = attempt.refusal.value if attempt.refusal is not None else "REFUSED"
-    out = [Entry(kind=Kind.SESSION, peer="CLI", user=attempt.user_id, code=Reject.E202.code,
-                 text=f"LOGON FAILED {why} CLI {op.upper()}")]
-    if attempt.locked_now:
-        out.append(Entry(kind=Kind.SESSION, peer="CLI", user=attempt.user_id, code=Reject.E203.code, text="LOCKOUT"))
-    return out
-
-
-def admin_can_log_on(settings: Settings) -> bool:
-    """Is there an administrator who could log on (active, not locked)? While there is none, the
-    first one may be made without ``--as`` (the bootstrap, docs/OPERATIONS.md)."""
-    from msc.mnemonics.state import StateStore
-
-    admins = [u.id for u in settings.users.user if u.role == "admin" and u.status == "active"]
-    if not admins:
-        return False
-    store = StateStore(settings.state_db)
-    try:
-        locked = store.locked_users()
-    finally:
-        store.close()
-    return any(a not in locked for a in admins)

@@ -36,6 +36,7 @@ DEMO_USERS = (
 )
 STUB_LABELS = ("primary", "secondary")
 CONTROL_PORT_DISTANCE = 100  # a stub's control port: its own port + 100 (7501 -> 7601)
+WEB_PORT = 8443  # the web console's HTTPS (moved by --port-offset like every other port)
 
 # A quoted "HOST:PORT" in msc.toml (listener and metrics binds, upstream endpoints).
 _ADDRESS_RE = re.compile(r'"(\d{1,3}(?:\.\d{1,3}){3}|localhost|\[[0-9A-Fa-f:]+\]):(\d{1,5})"')
@@ -58,6 +59,80 @@ def shift_ports(text: str, offset: int) -> str:
     return _ADDRESS_RE.sub(shifted, text)
 
 
+def config_text(template: str | None, port_offset: int = 0) -> str:
+    """The ``msc.toml`` a new demo gets: the template (default: the packaged demo configuration),
+    the ``[web]`` table, every port moved by ``port_offset``. Raises ValueError (a port out of range)."""
+    text = Path(template).read_text() if template else resources.files("msc").joinpath("data/msc.toml").read_text()
+    text += f'''
+[web]                                  # added by msc demo (docs/WEB.md)
+bind = "127.0.0.1:{WEB_PORT}"
+tls = {{ cert = "tls/web.crt", key = "tls/web.key" }}
+listener = "web"
+header = "ICSWEB"
+'''
+    return shift_ports(text, port_offset) if port_offset else text
+
+
+def demo_addresses(text: str) -> list[tuple[str, str, int]]:
+    """``(what, host, port)`` of every TCP address a demo with this ``msc.toml`` text listens on:
+    its listeners, metrics, the web console, and both stubs (each with its control port, + 100).
+    Port 0 (any free port) is left out; a text that is not TOML gives [] (``load`` reports it)."""
+    import tomllib
+
+    from msc.config.validate import parse_hostport
+
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return []
+    named = [("terminal listener" if i == 0 else f"listener {ln.get('name', i)}", ln.get("bind"))
+             for i, ln in enumerate(doc.get("listener", []))]
+    named.append(("metrics", doc.get("metrics", {}).get("bind", "127.0.0.1:9400")))
+    if "web" in doc:
+        named.append(("web console", doc["web"].get("bind")))
+    upstreams = doc.get("upstream", [])
+    for endpoint, label in zip(upstreams[0].get("endpoints", []) if upstreams else [], STUB_LABELS, strict=False):
+        named.append((f"{label} stub", endpoint))
+        try:
+            host, port = parse_hostport(endpoint)
+        except (ValueError, AttributeError):
+            continue
+        named.append((f"{label} stub control", f"[{host}]:{port + CONTROL_PORT_DISTANCE}" if ":" in host
+                      else f"{host}:{port + CONTROL_PORT_DISTANCE}"))
+    out = []
+    for what, address in named:
+        try:
+            host, port = parse_hostport(address)
+        except (ValueError, AttributeError, TypeError):
+            continue  # msc config check / load names a malformed address
+        if port:
+            out.append((what, host, port))
+    return out
+
+
+def busy_addresses(addresses: list[tuple[str, str, int]]) -> list[str]:
+    """The ``(what, host, port)`` entries whose TCP address cannot be bound now (another demo or
+    program listens there), as ``"HOST:PORT (what)"``. Checked before anything is started or
+    created, so a second ``make run`` is told which address is taken instead of a process dying
+    with a traceback in a log; binds with SO_REUSEADDR as the servers do (a port in TIME_WAIT is
+    not reported)."""
+    import errno
+    import socket
+
+    busy = []
+    for what, host, port in addresses:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                busy.append(f"{f'[{host}]' if ':' in host else host}:{port} ({what})")
+    return busy
+
+
 def init(directory: Path, template: str | None, port_offset: int = 0) -> None:
     import getpass
 
@@ -70,13 +145,14 @@ def init(directory: Path, template: str | None, port_offset: int = 0) -> None:
     from msc.mnemonics.passwords import hash_password
     from msc.mnemonics.totp import PRIVILEGED
 
+    text = config_text(template, port_offset)  # ValueError: a port out of range, before anything is made
     private_dir(directory)
     cfg_path = directory / "msc.toml"
-    if template:
-        text = Path(template).read_text()
-    else:
-        text = resources.files("msc").joinpath("data/msc.toml").read_text()
-    cfg_path.write_text(shift_ports(text, port_offset) if port_offset else text)
+    # The web console (docs/WEB.md): HTTPS with a self-signed certificate made here.
+    from msc.web.certs import self_signed
+
+    self_signed(directory / "tls" / "web.crt", directory / "tls" / "web.key")
+    cfg_path.write_text(text)
     settings = load(cfg_path)
     ring = KeyRing(settings.data_dir / "keys", settings.key_file)
     if not ring.exists:
@@ -119,7 +195,21 @@ one-time password from an authenticator app (or `oathtool --totp -b SECRET`), e.
 
 def main(args) -> int:
     directory = Path(args.dir).resolve()
-    if not (directory / "msc.toml").exists():
+    exists = (directory / "msc.toml").exists()
+    if not args.init_only:
+        try:
+            text = (directory / "msc.toml").read_text() if exists else config_text(args.template, args.port_offset)
+        except ValueError as exc:
+            print(f"error: --port-offset: {exc}", file=sys.stderr)
+            return 2
+        busy = busy_addresses(demo_addresses(text))
+        if busy:
+            print(f"error: already in use: {', '.join(busy)} — another demo (make run) or another program "
+                  f"listens there.\nStop it, or run a second demo beside it on other ports (in a directory of its "
+                  f"own: --port-offset applies when a demo is created):\n"
+                  f"  .venv/bin/msc demo --dir {args.dir.rstrip('/')}-2 --port-offset 1000", file=sys.stderr)
+            return 2
+    if not exists:
         try:
             init(directory, args.template, args.port_offset)
         except ValueError as exc:
@@ -154,7 +244,7 @@ def main(args) -> int:
     def interrupted(signum, frame):
         raise KeyboardInterrupt
 
-    # Stopped some other way than Ctrl-C (kill, the terminal closing): stop the three the same way.
+    # Stopped some other way than Ctrl-C (kill, the terminal closing): stop them all the same way.
     signal.signal(signal.SIGTERM, interrupted)
     signal.signal(signal.SIGHUP, interrupted)
     exe = [sys.executable, "-m", "msc"]
@@ -183,6 +273,19 @@ def main(args) -> int:
                 print(f"msc serve did not start; see {logs / 'msc.log'}", file=sys.stderr)
                 return 1
             time.sleep(0.05)
+        web = None
+        if config.web is not None:
+            web_ready = directory / ".web-ready"
+            web_ready.unlink(missing_ok=True)
+            web = subprocess.Popen([*exe, "web", "--config", str(directory / "msc.toml"), "--ready-file", str(web_ready)],
+                                   stderr=open(logs / "web.log", "a"), start_new_session=True)
+            procs.append(web)
+            deadline = time.monotonic() + 15
+            while not web_ready.exists():
+                if web.poll() is not None or time.monotonic() > deadline:
+                    print(f"msc web did not start; see {logs / 'web.log'}", file=sys.stderr)
+                    return 1
+                time.sleep(0.05)
         print(f"""msc is running (switch log: {logs / 'msc.log'}, stub logs: {logs}/stub-*.log)
 
   Terminal listener   {listen}     metrics http://{config.metrics.bind}/metrics
@@ -195,8 +298,17 @@ Connect a terminal and log on as JD1234 with the password shown when the demo wa
   .venv/bin/msc terminal --connect {listen} --header ICS1
 
 then type, for example:  QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101
-
-Press Ctrl-C to stop.""", flush=True)
+""", flush=True)
+        if web is not None and config.web is not None:
+            print(f"""  Web console         https://{config.web.bind}/   (self-signed certificate: {directory / 'tls' / 'web.crt'};
+                      log: {logs / 'web.log'})
+  Operator:       log on as JD1234 with the password shown when the demo was created (no one-time
+                  password), station or pool ICSWEB, then use the QW form (Alt+1) and press Enter.
+  Investigator:   INV001 with its password and a one-time password (oathtool --totp -b SECRET).
+  Administrator:  ADM001 likewise. To see a stolen terminal cut off: an operator logged on at
+                  station ICS1 in another window, then Stations, Disable ICS1.
+""", flush=True)
+        print("Press Ctrl-C to stop.", flush=True)
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
         print("a demo process exited; stopping", file=sys.stderr)

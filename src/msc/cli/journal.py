@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import datetime as dt
 import json
-import re
 import sys
 
-from msc.cli.admin import DaemonUnavailable, control, record
+from msc.actions import investigate
+from msc.actions.investigate import CASE_RE, CASE_RULE  # noqa: F401
+from msc.cli.admin import DaemonUnavailable, control
 from msc.config.load import Settings
-from msc.journal.records import Entry, JournalError, Kind, Record
-from msc.journal.search import Query, iso, parse_time, read, search
-from msc.journal.tokens import parse_query
-from msc.keyring import KeyError_, KeyRing
+from msc.journal.keys import KeyError_, KeyRing
+from msc.journal.records import JournalError, Record
+from msc.journal.search import Query, iso
 from msc.protocol.message import output_bytes
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_AUTH = 0, 1, 2, 3
@@ -87,24 +86,12 @@ def _ring(s: Settings) -> KeyRing:
     return KeyRing(s.data_dir / "keys", s.key_file)
 
 
-def _audit(s: Settings, user: str | None, payload: dict) -> None:
-    record(s, [Entry(kind=Kind.AUDIT, user=user, text=json.dumps(payload, sort_keys=True))])
-
-
-#: A case reference (issue 13 item 3): 1–32 printable ASCII characters, not starting or ending
-#: with a space — what an agency's case or audit numbers look like (``IA-2026-17``,
-#: ``2026/CR 00123``), and nothing that could smuggle a line break or a control character into a
-#: printed report.
-CASE_RE = re.compile(r"[!-~](?:[ -~]{0,30}[!-~])?")
-
-
 def case_ref(value: str) -> str:
     """argparse type of ``--case``."""
     import argparse
 
     if CASE_RE.fullmatch(value) is None:
-        raise argparse.ArgumentTypeError(
-            "a case reference is 1-32 printable ASCII characters, with no leading or trailing space")
+        raise argparse.ArgumentTypeError(CASE_RULE)
     return value
 
 
@@ -119,16 +106,10 @@ def authenticate(s: Settings, args, op: str, roles=None, *, require_journal: boo
 
 def build_query(args) -> Query:
     try:
-        tokens = [parse_query(t) for t in args.token]
-        return Query(start=parse_time(args.start) if args.start else None, end=parse_time(args.end) if args.end else None,
-                     mnemonic=args.mnemonic, user=args.user, ori=args.ori, mke=args.mke, kind=args.kind, taf=args.taf,
-                     txn=args.txn, tokens=tokens, limit=args.limit)
+        return investigate.build_query(start=args.start, end=args.end, tokens=args.token, limit=args.limit,
+                                       **{f: getattr(args, f) for f in investigate.FILTERS})
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
-
-
-def _matches(s: Settings, q: Query) -> list[int]:
-    return [r.seq for r in search(s.journal_dir, _ring(s), q)]
 
 
 def cmd_search(args) -> int:
@@ -136,14 +117,12 @@ def cmd_search(args) -> int:
     q = build_query(args)
     who = authenticate(s, args, "search")
     try:
-        seqs = _matches(s, q)
-        _audit(s, who, {"op": "search", "case": args.case, "filters": q.describe(),
-                        "records": len(seqs), "format": args.format})
+        records = investigate.search_records(s, who, args.case, q, fmt=args.format)
     except (JournalError, KeyError_) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
+    seqs = [r.seq for r in records]
     out = sys.stdout
-    records = read(s.journal_dir, _ring(s), seqs)
     if args.format == "jsonl":
         from msc.journal.export import record_json
 
@@ -166,13 +145,7 @@ def cmd_search(args) -> int:
 
 
 def report_header(s: Settings, args, q: Query, n: int) -> str:
-    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    filters = ", ".join(f"{k}={v}" for k, v in q.describe().items()) or "none"
-    tokens = ", ".join(f"{t}:{v}" for t, v in q.tokens)
-    return (f"MSC JOURNAL SEARCH — {s.config.switch.name}\n"
-            f"Case: {args.case}    Investigator: {args.as_user.upper()}    Printed: {now}\n"
-            f"Filters: {filters}{'    Tokens: ' + tokens if tokens else ''}\n"
-            f"Records: {n} (in sequence order; times are UTC)\n\n")
+    return investigate.report_header(s, args.case, args.as_user, q, n)
 
 
 def text_block(r: Record) -> str:
@@ -193,83 +166,36 @@ def printable(text: str) -> str:
     return output_bytes(text).decode("ascii").replace("\r", "")
 
 
-def _ensure_checkpoint(s: Settings, seq: int):
-    from msc.journal.export import covering_checkpoint
-
-    cp = covering_checkpoint(s.journal_dir, seq)
-    if cp is not None:
-        return cp
-    try:
-        reply = control(s, {"op": "checkpoint"})
-        if not reply.get("ok"):
-            raise JournalError(reply.get("error"))
-    except DaemonUnavailable:
-        import asyncio
-
-        from msc.cli.admin import _direct_journal
-
-        async def go():
-            j = await _direct_journal(s)
-            await j.close()  # closing writes a final checkpoint
-
-        asyncio.run(go())
-    return covering_checkpoint(s.journal_dir, seq)
-
-
 def cmd_export(args) -> int:
     from pathlib import Path
-
-    from msc.journal.export import write_bundle
 
     s = _settings(args)
     q = build_query(args)
     who = authenticate(s, args, "export")
     try:
-        seqs = _matches(s, q)
-        cp = _ensure_checkpoint(s, max(seqs)) if seqs else None
-        _audit(s, who, {"op": "export", "case": args.case, "filters": q.describe(),
-                        "records": len(seqs), "out": str(Path(args.out).resolve())})
-        if cp is None:
-            from msc.journal.export import covering_checkpoint
-
-            cp = covering_checkpoint(s.journal_dir, 1) or _ensure_checkpoint(s, 1)
-        manifest = {"switch": s.config.switch.name, "case": args.case, "investigator": who,
-                    "exported": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                    "filters": json.dumps(q.describe(), sort_keys=True), "checkpoint tree_size": cp.tree_size}
-        n = write_bundle(s.journal_dir, _ring(s), seqs, Path(args.out), name=s.config.switch.name, checkpoint=cp,
-                         manifest=manifest)
+        done = investigate.export_bundle(s, who, args.case, q, Path(args.out))
     except (JournalError, KeyError_, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
-    fp = _ring(s).signing_identity().fingerprint
-    print(f"exported {n} record(s) to {args.out} (checkpoint tree_size {cp.tree_size}); "
-          f"check it with: python3 verify_bundle.py --fingerprint {fp} {args.out}")
+    print(f"exported {done.records} record(s) to {args.out} (checkpoint tree_size {done.tree_size}); "
+          f"check it with: python3 verify_bundle.py --fingerprint {done.fingerprint} {args.out}")
     return EXIT_OK
 
 
 def cmd_verify(args) -> int:
     from msc.cli.auth import JOURNAL_CHECK
-    from msc.journal.verify import verify
 
     s = _settings(args)
     # A journal that cannot be written to (its self-check failed) must still be verifiable.
     who = authenticate(s, args, "verify", JOURNAL_CHECK, require_journal=False)
     try:
-        res = verify(s.journal_dir, _ring(s), name=s.config.switch.name, min_tree_size=args.min_tree_size)
+        res, audited = investigate.verify_journal(s, who, min_tree_size=args.min_tree_size)
     except KeyError_ as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        _audit(s, who,
-               {"op": "verify", "by": who, "outcome": "ok" if res.ok else "failed", "records": res.records,
-                "first_bad": res.first_bad, "reason": res.reason, "tree_size": res.tree_size})
-    except JournalError as exc:
-        print(f"warning: the verification could not be journaled: {exc}", file=sys.stderr)
+    if not audited:
+        print("warning: the verification could not be journaled", file=sys.stderr)
     if not res.ok:
-        try:
-            control(s, {"op": "verify_failed", "first_bad": res.first_bad})
-        except DaemonUnavailable:
-            pass
         print(f"FAILED at sequence {res.first_bad}: {res.reason}")
         return EXIT_PROBLEM
     rate = res.records / res.seconds if res.seconds else 0

@@ -67,6 +67,27 @@ def cmd_serve(args) -> int:
         return EXIT_USAGE
 
 
+def cmd_web(args) -> int:
+    from msc.actions.identity import service_account_problem
+    from msc.ops.logging import configure
+    from msc.web.server import serve
+
+    configure(level=args.log_level)
+    settings = _load(args)
+    if settings.config.web is None:
+        print(f"error: {settings.config_path} has no [web] table (docs/WEB.md)", file=sys.stderr)
+        return EXIT_USAGE
+    problem = service_account_problem(settings)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return serve(settings, ready_file=args.ready_file)
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
 def cmd_stub(args) -> int:
     import uvloop
 
@@ -210,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--ready-file", help="write this file once every listener is bound")
     sp.set_defaults(func=cmd_serve)
 
+    sp = with_config(sub.add_parser("web", help="run the web console (HTTPS) in the foreground (docs/WEB.md)"))
+    sp.add_argument("--log-level", default="info")
+    sp.add_argument("--ready-file", help="write this file (HOST:PORT) once the console listens")
+    sp.set_defaults(func=cmd_web)
+
     sp = sub.add_parser("stub", help="run an upstream simulator")
     sp.add_argument("--role", choices=("clets", "ncic", "nlets", "dmv"), required=True)
     sp.add_argument("--listen", type=_hostport, required=True, metavar="HOST:PORT")
@@ -323,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.func is not cmd_serve:
+    if args.func not in (cmd_serve, cmd_web):
         # Library warnings (the journal's indexer, …) go to stderr as JSON, never into stdout,
         # which carries a command's output (jsonl/csv search results).
         from msc.ops.logging import configure

@@ -6,8 +6,9 @@ import json
 import sys
 import time
 
-from msc.cli.admin import daemon_running, record
-from msc.journal.records import Entry, JournalError, Kind
+from msc.actions import directory, investigate
+from msc.cli.admin import daemon_running
+from msc.journal.records import JournalError
 from msc.ops import reports
 
 EXIT_OK, EXIT_PROBLEM = 0, 1
@@ -56,10 +57,9 @@ def cmd_report(args) -> int:
 
         start = parse_time(args.start) / 1e6 if args.start else now - 30 * 86400
         end = parse_time(args.end) / 1e6 if args.end else now
-        doc = reports.misuse(s, start, end)
+        assert who is not None  # the misuse report logged its administrator on above
         try:  # it reads the journal: audited like a search
-            record(s, [Entry(kind=Kind.AUDIT, user=who,
-                             text=json.dumps({"op": "report misuse", "by": who, "from": doc["from"], "to": doc["to"]}))])
+            doc = investigate.misuse_report(s, who, start, end)
         except JournalError as exc:
             print(f"error: the report could not be audited: {exc}", file=sys.stderr)
             return EXIT_PROBLEM
@@ -73,18 +73,4 @@ def cmd_report(args) -> int:
 
 
 def _disable(s, ids: list[str], actor: str) -> list[str]:
-    import msgspec
-
-    from msc.cli.admin import notify_users_changed
-    from msc.config.model import UsersFile
-    from msc.mnemonics import userfile
-
-    done = []
-    for uid in ids:
-        def disable(users: UsersFile, uid: str = uid) -> UsersFile:
-            return userfile.replace_user(users, uid, lambda u: msgspec.structs.replace(u, status="disabled"))
-
-        userfile.update(s.users_path, disable)
-        notify_users_changed(s, f"USER DISABLE {uid} INACTIVE 90 DAYS (CJIS AC-2)", user=actor)
-        done.append(uid)
-    return done
+    return directory.disable_inactive(s, actor, ids)

@@ -2,9 +2,10 @@
 (OPERATIONS.md, CJIS IA-4/IA-5, AC-2, PPP §1.9.1).
 
 Every command that changes something logs an administrator on first (``--as``, :mod:`msc.cli.auth`)
-and its ``ADMIN`` record names them. The one exception is the bootstrap: while no administrator
-could log on (none active and unlocked), ``msc user add --role admin`` without ``--as`` makes the
-first one, recorded as ``BOOTSTRAP``.
+and its ``ADMIN`` record names them (:mod:`msc.actions.directory`, shared with the web console).
+The one exception is the bootstrap: while no administrator could log on (none active and
+unlocked), ``msc user add --role admin`` without ``--as`` makes the first one, recorded as
+``BOOTSTRAP``.
 """
 
 from __future__ import annotations
@@ -15,13 +16,17 @@ import sys
 
 import msgspec
 
-from msc.config.load import ConfigError, Settings
-from msc.config.model import UserEntry, UsersFile
+from msc.actions import directory
+from msc.actions.directory import (  # noqa: F401  (used by msc demo and older callers)
+    ID_REUSE_DAYS,
+    PRIVILEGED,
+    ActionRefused,
+    password_problem,
+    validate_users,
+)
+from msc.config.load import Settings
 from msc.mnemonics import userfile
-from msc.mnemonics.passwords import hash_password, problem_for
-from msc.mnemonics.totp import PRIVILEGED
-from msc.mnemonics.userfile import ID_REUSE_DAYS
-from msc.protocol import grammar
+from msc.mnemonics.passwords import hash_password
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
@@ -54,34 +59,12 @@ def _admin(settings: Settings, args, op: str) -> str:
     return logon(settings, args, roles=ADMIN, op=op)
 
 
-def validate_users(settings: Settings, users: UsersFile) -> None:
-    """Validate a prospective users.toml against the running configuration; raises ConfigError."""
-    from msc.config.validate import validate
-
-    probe = Settings(config=settings.config, users=users, config_path=settings.config_path,
-                     users_path=settings.users_path, base_dir=settings.base_dir)
-    issues = [i for i in validate(probe) if i.file == str(settings.users_path)]
-    if issues:
-        raise ConfigError(issues)
-
-
 def add_user(args, settings: Settings) -> int:
     uid = args.id.upper()
-    if grammar.USER_ID_RE.match(uid) is None:
-        print("error: a user ID is 6 characters [A-Z0-9] (PPP §1.6.7)", file=sys.stderr)
-        return EXIT_USAGE
-    today = dt.date.today()
-    current = userfile.read(settings.users_path)
-    if any(u.id == uid for u in current.user):
-        print(f"error: user {uid} already exists", file=sys.stderr)
-        return EXIT_USAGE
-    for r in current.removed:
-        if r.id == uid and (today - r.removed).days < ID_REUSE_DAYS:
-            print(f"error: {uid} was removed on {r.removed} and may not be reassigned before "
-                  f"{r.removed + dt.timedelta(days=ID_REUSE_DAYS)} (CJIS IA-4d)", file=sys.stderr)
-            return EXIT_USAGE
-    if args.ori not in {a.ori for a in settings.config.agency}:
-        print(f"error: no agency with ORI {args.ori} in {settings.config_path}", file=sys.stderr)
+    try:
+        directory.check_new_user(settings, uid, args.ori, args.role, dt.date.today())
+    except ActionRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     bootstrap = None
     if args.as_user is None:
@@ -96,72 +79,40 @@ def add_user(args, settings: Settings) -> int:
             print("error: no administrator can log on yet: make one first (msc user add --role admin …, without --as)",
                   file=sys.stderr)
             return EXIT_USAGE
-        import getpass as _gp
-
-        bootstrap = _gp.getuser()
+        bootstrap = getpass.getuser()
         actor = uid
     else:
         actor = _admin(settings, args, "user add")
     pw = read_new_password(args, uid)
-    problem = problem_for(settings, pw, uid, args.name, args.ori)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return EXIT_USAGE
-    totp_secret = uri = None
-    # CJIS IA-2(1): privileged accounts (admin, investigator) always get a second factor.
-    if args.totp or args.role in PRIVILEGED:
-        from msc.mnemonics.totp import enrol
-
-        totp_secret, uri = enrol(settings, uid)
-    entry = UserEntry(id=uid, name=args.name, ori=args.ori, role=args.role,
-                      password=hash_password(pw, ln=settings.config.switch.password_cost),
-                      dob=_date(args.dob, "--dob"), totp=totp_secret,
-                      certified_until=_date(args.certified_until, "--certified-until"), created=today)
-
-    def change(users: UsersFile) -> UsersFile:
-        if any(u.id == uid for u in users.user):
-            raise SystemExit(f"error: user {uid} already exists")
-        kept = tuple(r for r in users.removed if r.id != uid)
-        return msgspec.structs.replace(users, user=(*users.user, entry), removed=kept)
-
     try:
-        userfile.update(settings.users_path, change, lambda u: validate_users(settings, u))
-    except ConfigError as exc:
-        for issue in exc.issues:
-            print(f"error: {issue}", file=sys.stderr)
+        added = directory.add_user(settings, actor, uid=uid, name=args.name, ori=args.ori, role=args.role,
+                                   password=pw, dob=_date(args.dob, "--dob"),
+                                   certified_until=_date(args.certified_until, "--certified-until"),
+                                   totp=args.totp, bootstrap=bootstrap)
+    except ActionRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    from msc.cli.admin import notify_users_changed
-
-    text = f"USER ADD {uid} ROLE/{args.role} ORI/{args.ori}" + (" TOTP" if totp_secret else "")
-    if bootstrap is not None:
-        text = f"BOOTSTRAP {text} BY OS USER {bootstrap.upper()} (NO ADMINISTRATOR COULD LOG ON)"
-    notify_users_changed(settings, text, user=actor)
     print(f"added {uid} ({args.role}, {args.ori}) to {settings.users_path}" +
           (" — the first administrator (bootstrap, journaled)" if bootstrap is not None else ""))
-    if uri:
-        from urllib.parse import parse_qs, urlparse
-
+    if added.totp_uri:
         print("TOTP provisioning URI (shown once; enrol it in the user's authenticator now):")
-        print(uri)
-        print(f"  secret (for manual entry): {parse_qs(urlparse(uri).query)['secret'][0]}")
+        print(added.totp_uri)
+        print(f"  secret (for manual entry): {added.totp_secret}")
     return EXIT_OK
 
 
 def _find(settings: Settings, uid: str):
-    u = next((u for u in userfile.read(settings.users_path).user if u.id == uid), None)
-    if u is None:
-        raise SystemExit(f"error: no user {uid} in {settings.users_path}")
-    return u
+    try:
+        return directory.find_user(settings, uid)
+    except ActionRefused as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def _change(settings: Settings, uid: str, fn) -> None:
     try:
-        userfile.update(settings.users_path, lambda users: userfile.replace_user(users, uid, fn),
-                        lambda u: validate_users(settings, u))
-    except LookupError:
-        raise SystemExit(f"error: no user {uid} in {settings.users_path}") from None
-    except ConfigError as exc:
-        raise SystemExit("\n".join(f"error: {i}" for i in exc.issues)) from None
+        directory.change_user(settings, uid, fn)
+    except ActionRefused as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def user_passwd(args, settings: Settings) -> int:
@@ -169,7 +120,7 @@ def user_passwd(args, settings: Settings) -> int:
     u = _find(settings, uid)
     actor = _admin(settings, args, "user passwd")
     pw = read_new_password(args, uid)
-    problem = problem_for(settings, pw, uid, u.name, u.ori)
+    problem = password_problem(pw, uid, u.name, settings, u.ori)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
@@ -184,34 +135,23 @@ def user_passwd(args, settings: Settings) -> int:
 
 def user_status(args, settings: Settings) -> int:
     uid = args.id.upper()
-    status = "disabled" if args.action == "disable" else "active"
+    disabled = args.action == "disable"
     _find(settings, uid)
     actor = _admin(settings, args, f"user {args.action}")
-    _change(settings, uid, lambda e: msgspec.structs.replace(e, status=status))
-    from msc.cli.admin import notify_users_changed
-
-    notify_users_changed(settings, f"USER {args.action.upper()} {uid}", user=actor)
-    print(f"{uid} {status}" + (" (logged off within a second if the switch is running)" if status == "disabled" else ""))
+    try:
+        directory.set_user_status(settings, actor, uid, disabled=disabled)
+    except ActionRefused as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(f"{uid} {'disabled' if disabled else 'active'}" +
+          (" (logged off within a second if the switch is running)" if disabled else ""))
     return EXIT_OK
 
 
 def user_unlock(args, settings: Settings) -> int:
-    from msc.cli.admin import DaemonUnavailable, control, record_admin
-    from msc.mnemonics.state import StateStore
-
     uid = args.id.upper()
     _find(settings, uid)
     actor = _admin(settings, args, "user unlock")
-    store = StateStore(settings.state_db)  # shared with the daemon; it re-reads at once when told
-    try:
-        store.unlock(uid)
-    finally:
-        store.close()
-    try:
-        control(settings, {"op": "auth_changed"})
-    except DaemonUnavailable:
-        pass
-    record_admin(settings, f"USER UNLOCK {uid}", user=actor)
+    directory.unlock_user(settings, actor, uid)
     print(f"{uid} unlocked")
     return EXIT_OK
 
@@ -232,40 +172,21 @@ def user_remove(args, settings: Settings) -> int:
 def user_list(args, settings: Settings) -> int:
     import json
 
-    from msc.mnemonics.state import StateStore
-
-    users = userfile.read(settings.users_path)
-    state = StateStore(settings.state_db).users() if settings.data_dir.exists() else {}
-    rows = []
-    for u in users.user:
-        st = state.get(u.id)
-
-        def when(t):
-            return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds") if t else None
-
-        rows.append({"id": u.id, "name": u.name, "ori": u.ori, "role": u.role, "status": u.status,
-                     "locked": bool(st and st.locked_at), "totp": u.totp is not None,
-                     "certified_until": u.certified_until.isoformat() if u.certified_until else None,
-                     "last_logon": when(st.last_logon) if st else None})
+    doc = directory.user_rows(settings)
     if args.format == "json":
-        print(json.dumps({"users": rows, "removed": [{"id": r.id, "removed": r.removed.isoformat()} for r in users.removed]},
-                         indent=1))
+        print(json.dumps(doc, indent=1))
         return EXIT_OK
     print(f"{'ID':<7} {'ROLE':<13} {'ORI':<10} {'STATUS':<9} {'LOCKED':<7} {'TOTP':<5} {'CERTIFIED':<11} {'LAST LOGON':<26} NAME")
-    for r in rows:
+    for r in doc["users"]:
         print(f"{r['id']:<7} {r['role']:<13} {r['ori']:<10} {r['status']:<9} {'yes' if r['locked'] else 'no':<7} "
               f"{'yes' if r['totp'] else 'no':<5} {r['certified_until'] or '-':<11} {r['last_logon'] or '-':<26} {r['name']}")
-    for gone in users.removed:
-        print(f"{gone.id:<7} (removed {gone.removed}; not reassignable until "
-              f"{gone.removed + dt.timedelta(days=ID_REUSE_DAYS)})")
+    for r in userfile.read(settings.users_path).removed:
+        print(f"{r.id:<7} (removed {r.removed}; not reassignable until {r.removed + dt.timedelta(days=ID_REUSE_DAYS)})")
     return EXIT_OK
 
 
 def station_status(args, settings: Settings) -> int:
     """``msc station disable|enable`` (PPP §1.9.1: a stolen or misplaced terminal, at once)."""
-    from msc.cli.admin import DaemonUnavailable, control, record_admin
-    from msc.mnemonics.state import StateStore
-
     mnemonic = args.mnemonic.upper()
     if mnemonic not in {s.mnemonic for s in settings.config.station}:
         print(f"error: no station {mnemonic} in {settings.config_path}", file=sys.stderr)
@@ -273,15 +194,8 @@ def station_status(args, settings: Settings) -> int:
     disabled = args.action == "disable"
     actor = _admin(settings, args, f"station {args.action}")
     try:
-        reply = control(settings, {"op": "station", "mnemonic": mnemonic, "disabled": disabled})
-        if not reply.get("ok"):
-            raise SystemExit(f"error: {reply.get('error')}")
-        live = True
-    except DaemonUnavailable:
-        store = StateStore(settings.state_db)
-        store.set_station(mnemonic, disabled)
-        store.close()
-        live = False
-    record_admin(settings, f"STATION {args.action.upper()} {mnemonic}", user=actor)
+        live = directory.set_station_status(settings, actor, mnemonic, disabled=disabled)
+    except ActionRefused as exc:
+        raise SystemExit(f"error: {exc}") from None
     print(f"station {mnemonic} {'disabled' if disabled else 'enabled'}" + (" in the running switch" if live else ""))
     return EXIT_OK

@@ -76,6 +76,23 @@ class ListenerSection(_Table, frozen=True, kw_only=True):
     read_timeout_s: float = 10
     rate_limit: float = 200
     tls: ServerTls | None = None
+    # CONFIG.md "Listeners": every connection begins with a PROXY protocol header (v1 or v2) naming
+    # the client a relay (the web console, HAProxy …) connects for; accepted only from these
+    # addresses (IP or CIDR), any other peer is closed at once. The header's address is then the
+    # session's peer: its TAF and the address stations and pools are bound by.
+    proxy_protocol: bool = False
+    trusted_proxies: tuple[str, ...] = ()
+
+
+class WebSection(_Table, frozen=True, kw_only=True):
+    """``[web]``: the web console, ``msc web`` (docs/WEB.md)."""
+
+    bind: str = "127.0.0.1:8443"
+    tls: ServerTls | None = None  # required: HTTPS only, with the switch's TLS minimums
+    listener: str = "web"  # the [[listener]] it connects to (proxy_protocol, trusting this host)
+    switch_tls: ClientTls | None = None  # how to reach that listener when it has tls
+    header: str | None = None  # the station or pool the operator's logon form offers
+    logon_attempts_per_minute: int = 10  # per browser address, on top of the account lockout
 
 
 class MetricsSection(_Table, frozen=True, kw_only=True):
@@ -229,6 +246,7 @@ class Config(_Table, frozen=True, kw_only=True):
     edits: EditsSection = EditsSection()
     edit: tuple[EditSection, ...] = ()
     unsolicited: tuple[UnsolicitedSection, ...] = ()
+    web: WebSection | None = None
 
 
 class UserEntry(_Table, frozen=True, kw_only=True):

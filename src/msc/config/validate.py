@@ -142,11 +142,22 @@ def validate(settings: Settings) -> list[ConfigIssue]:
                     c.add(f"{p}.tls.{key}", f"file not found: {value}")
             if ln.tls.require_client_cert and ln.tls.client_ca is None:
                 c.add(f"{p}.tls.client_ca", "require_client_cert needs client_ca")
+        if ln.proxy_protocol and not ln.trusted_proxies:
+            c.add(f"{p}.trusted_proxies", "proxy_protocol needs the relays' addresses (IP or CIDR) it trusts")
+        if ln.trusted_proxies and not ln.proxy_protocol:
+            c.add(f"{p}.trusted_proxies", "only with proxy_protocol = true")
+        for k, proxy in enumerate(ln.trusted_proxies):
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                c.add(f"{p}.trusted_proxies[{k}]", f"{proxy!r} is not an IP address or CIDR")
     try:
         binds.append((parse_hostport(cfg.metrics.bind), "metrics.bind"))
     except ValueError as exc:
         c.add("metrics.bind", str(exc))
     _check_binds(c, binds)
+    if cfg.web is not None:
+        _check_web(c, settings, cfg)
 
     j = cfg.journal
     if j.retention_days < MIN_RETENTION_DAYS:
@@ -482,6 +493,43 @@ def _check_forward_overlap(c: _Checker, forwards: Sequence[ForwardSection]) -> N
                 c.add(f"forward[{i}].from_", f"{f.from_} is already forwarded at these times by {c.where(f'forward[{j}].from_')}")
                 break
         seen.append((f, slots, i))
+
+
+def _check_web(c: _Checker, settings, cfg) -> None:
+    """``[web]`` (docs/WEB.md): HTTPS only; the listener it relays to takes its PROXY headers."""
+    w = cfg.web
+    try:
+        wb = parse_hostport(w.bind)
+    except ValueError as exc:
+        c.add("web.bind", str(exc))
+        wb = None
+    if w.tls is None:
+        c.add("web.tls", "the web console serves HTTPS only: give tls = { cert = …, key = … }")
+    else:
+        for key in ("cert", "key", "client_ca"):
+            value = getattr(w.tls, key)
+            if value is not None and not settings.path(value).is_file():
+                c.add(f"web.tls.{key}", f"file not found: {value}")
+    lc = next((ln for ln in cfg.listener if ln.name == w.listener), None)
+    if lc is None:
+        c.add("web.listener", f"no [[listener]] named {w.listener!r}")
+    else:
+        if not lc.proxy_protocol:
+            c.add("web.listener", f"listener {w.listener!r} needs proxy_protocol = true (the browsers' own addresses "
+                                  "reach the switch in PROXY headers)")
+        if lc.tls is not None and w.switch_tls is None:
+            c.add("web.switch_tls", f"listener {w.listener!r} has tls: give switch_tls = {{ ca = … }}")
+        try:
+            lb = parse_hostport(lc.bind)
+            if wb is not None and lb == wb:
+                c.add("web.bind", f"the same address as listener {w.listener!r}")
+        except ValueError:
+            pass
+    if w.header is not None and w.header not in {p.name for p in cfg.pool} and \
+            w.header not in {st.mnemonic for st in cfg.station if st.kind == "terminal"}:
+        c.add("web.header", f"{w.header!r} is neither a [[pool]] nor a terminal [[station]]")
+    if not 1 <= w.logon_attempts_per_minute <= 1000:
+        c.add("web.logon_attempts_per_minute", "must be 1..1000")
 
 
 def _check_tz(c: _Checker, path: str, name: str) -> None:

@@ -108,7 +108,14 @@ def compute(runs: list[Run], now: float, window: str, *, current: int | None = N
     length = WINDOWS[window]
     if not runs:
         return Availability(window, now - length, now, 0.0, 0.0, [])
-    since = max(now - length, runs[0].started)
+    return between(runs, max(now - length, runs[0].started), now, current=current, window=window)
+
+
+def between(runs: list[Run], since: float, now: float, *, current: int | None = None,
+            window: str = "") -> Availability:
+    """Availability from ``since`` to ``now`` (a calendar month for the web console's chart)."""
+    if not runs:
+        return Availability(window, since, now, 0.0, 0.0, [])
     up = 0.0
     outages: list[Outage] = []
     for i, r in enumerate(runs):

@@ -42,6 +42,8 @@ class Metrics:
         self.pool_free = Gauge("msc_pool_free_mnemonics", "Free mnemonics per pool", ["pool"], registry=r)
         # msc_logon_failures_total / msc_lockouts_total: read from state.db at scrape (count_logons).
         self._logon_counts: Callable[[], dict[tuple[str, str], int]] | None = None
+        self.proxy_refused = Counter("msc_proxy_refused_total", "Connections closed on a proxy_protocol listener "
+                                     "(reason: untrusted peer, bad header, header timeout)", ["reason"], registry=r)
         self.self_inquiry = Counter("msc_self_inquiry_total", "Self-inquiries refused (PPP §1.6.4 B)", registry=r)
         self.upstream_up = Gauge("msc_upstream_up", "1 if the upstream endpoint is connected", ["upstream", "endpoint"], registry=r)
         self.upstream_failures = Counter(

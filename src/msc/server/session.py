@@ -112,7 +112,11 @@ def taf_for(peer_ip: str | None) -> str:
 class Session(asyncio.Protocol):
     """asyncio protocol for one client connection (uvloop transports underneath)."""
 
-    def __init__(self, switch: Switch, listener: ListenerRuntime) -> None:
+    def __init__(self, switch: Switch, listener: ListenerRuntime, *,
+                 proxied: tuple[str | None, str | None] | None = None) -> None:
+        """``proxied``: the (address, certificate CN) of the client a trusted relay named in its
+        PROXY header (:mod:`msc.server.proxied`), used instead of the connection's own."""
+        self.proxied = proxied
         self.switch = switch
         self.listener = listener
         self.metrics = switch.metrics
@@ -157,6 +161,8 @@ class Session(asyncio.Protocol):
                 for key, value in rdn:
                     if key == "commonName":
                         self.peer_cn = value
+        if self.proxied is not None:
+            self.peer_ip, self.peer_cn = self.proxied
         self.taf = taf_for(self.peer_ip)
         self.log = log.bind(peer=self.peer_ip, listener=self.listener.cfg.name)
         if not self.listener.admit(self):

@@ -13,7 +13,6 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import structlog
 from msc.config.files import private_dir, tighten_tree
 from msc.config.load import Settings
 from msc.config.model import ListenerSection
+from msc.config.tls import client_ssl_context, server_ssl_context
 from msc.config.validate import parse_hostport
 from msc.journal.journal import Journal
 from msc.journal.records import Entry, JournalError, Kind
@@ -104,32 +104,6 @@ class Users:
             await asyncio.to_thread(self.store.used, users)
         if stations:
             await asyncio.to_thread(self.store.station_used, stations)
-
-
-def server_ssl_context(settings: Settings, tls) -> ssl.SSLContext:
-    """TLS for a listener: TLS 1.2 minimum, strong AEAD ciphers only (CJIS SC-8/SC-13)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!eNULL:!MD5:!RC4:!3DES:!EXPORT")
-    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
-    ctx.load_cert_chain(settings.path(tls.cert), settings.path(tls.key))
-    if tls.client_ca:
-        ctx.load_verify_locations(settings.path(tls.client_ca))
-        ctx.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
-    return ctx
-
-
-def client_ssl_context(settings: Settings, tls) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!eNULL:!MD5:!RC4:!3DES:!EXPORT")
-    if tls.ca:
-        ctx.load_verify_locations(settings.path(tls.ca))
-    else:
-        ctx.load_default_certs()
-    if tls.cert:
-        ctx.load_cert_chain(settings.path(tls.cert), settings.path(tls.key) if tls.key else None)
-    return ctx
 
 
 class Switch:
@@ -306,8 +280,16 @@ class Switch:
         host, port = parse_hostport(lc.bind)
         rt = ListenerRuntime(lc)
         ctx = server_ssl_context(self.settings, lc.tls) if lc.tls else None
+        if lc.proxy_protocol:
+            from msc.server.proxied import ProxyGate
+
+            def factory():
+                return ProxyGate(self, rt)
+        else:
+            def factory():
+                return Session(self, rt)
         rt.server = await asyncio.get_running_loop().create_server(
-            lambda: Session(self, rt), host, port, ssl=ctx, backlog=1024, reuse_address=True)
+            factory, host, port, ssl=ctx, backlog=1024, reuse_address=True)
         if register:
             self.listeners.append(rt)
         return rt
@@ -467,7 +449,8 @@ class Switch:
         keep = []
         for lc in nc.listener:
             rt = old_by_name.pop(lc.name, None)
-            if rt is not None and rt.cfg.bind == lc.bind and rt.cfg.tls == lc.tls:
+            if (rt is not None and rt.cfg.bind == lc.bind and rt.cfg.tls == lc.tls
+                    and rt.cfg.proxy_protocol == lc.proxy_protocol):
                 rt.cfg = lc
                 keep.append(rt)
                 continue

@@ -1,0 +1,104 @@
+"""``msc web``: serve the web console over HTTPS with uvicorn (docs/WEB.md "Deployment").
+
+A process of its own, not a listener inside ``msc serve``: the switch's event loop and attack
+surface stay as they are, a slow or hostile browser never delays switching, and the operator's
+browser session is by construction an ordinary terminal session at the switch.
+
+TLS: the same context builder as the switch's listeners (:mod:`msc.config.tls`: TLS 1.2+, AEAD
+ciphers only), with ALPN ``http/1.1``. uvicorn's access log is off (a URL is not a secret here,
+but nothing is logged that could be one) and forwarded-for headers are never trusted (the
+browser's own address is what the switch's TAF and the logon rate limit use).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import signal
+from pathlib import Path
+
+import structlog
+
+from msc.config.load import Settings
+from msc.config.validate import parse_hostport
+
+log = structlog.get_logger("msc.web")
+
+
+def _digest(settings: Settings, tls) -> bytes:
+    """SHA-256 over the certificate and key files (to tell whether a reload renewed them)."""
+    h = hashlib.sha256()
+    for name in (tls.cert, tls.key):
+        h.update(Path(settings.path(name)).read_bytes())
+    return h.digest()
+
+
+def serve(settings: Settings, *, ready_file: str | None = None) -> int:
+    import uvicorn
+    import uvloop
+
+    from msc.config.tls import server_ssl_context
+    from msc.web.app import WebConsole
+
+    web = settings.config.web
+    host, port = parse_hostport(web.bind)
+
+    live: list = []  # the one SSLContext uvicorn serves with (its factory is called once, at start)
+
+    def ssl_context(_config, _default):
+        ctx = server_ssl_context(settings, web.tls)
+        ctx.set_alpn_protocols(["http/1.1"])
+        live.append(ctx)
+        return ctx
+
+    console = WebConsole(settings)
+    config = uvicorn.Config(console.app(), host=host, port=port, ssl_context_factory=ssl_context, http="h11",
+                            ws="websockets-sansio", ws_max_size=64 * 1024, access_log=False, proxy_headers=False,
+                            server_header=False, log_config=None, lifespan="on", timeout_keep_alive=5,
+                            limit_concurrency=1000, timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+
+    def reload() -> None:
+        """SIGHUP: the console's settings (WebConsole.reload), then the certificate and key —
+        checked in a context of their own first (a key that does not match its certificate is
+        refused and the live context left as it was), then loaded into the live context, so new
+        connections get the renewed certificate and open ones keep theirs."""
+        done = console.reload()
+        if done is None:
+            return
+        new, changed, restart = done
+        tls = new.config.web.tls
+        try:
+            server_ssl_context(new, tls)
+            files = _digest(new, tls)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            log.error("web.reload_tls_failed", error=type(exc).__name__, detail=str(exc)[:200])
+        else:
+            if files != loaded[0]:
+                for ctx in live:
+                    ctx.load_cert_chain(new.path(tls.cert), new.path(tls.key))
+                loaded[0] = files
+                changed.append("web.tls")
+        log.info("web.reloaded", changes=changed, restart_needed=restart)
+
+    loaded = [_digest(settings, web.tls)]  # what the live context holds: a digest, not the key
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, reload)
+        task = loop.create_task(server.serve())
+        while not server.started and not task.done():
+            await asyncio.sleep(0.05)
+        if server.started:
+            sock = server.servers[0].sockets[0].getsockname()
+            console.server_address = (sock[0], sock[1])
+            log.info("web.listening", bind=f"{sock[0]}:{sock[1]}")
+            if ready_file:
+                Path(ready_file).write_text(f"{sock[0]}:{sock[1]}\n")
+        await task
+
+    with contextlib.suppress(KeyboardInterrupt):
+        uvloop.run(main())
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    return 0 if server.started else 2
