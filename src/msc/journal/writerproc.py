@@ -243,7 +243,11 @@ class WriterProcess:
         from msc.journal.store import Checkpoint
 
         r = await self.call("checkpoint", name, ts)
-        return None if r is None else Checkpoint(*r)
+        if r is None:
+            return None
+        cp = Checkpoint(*r)
+        self.checkpoint_size = cp.tree_size
+        return cp
 
     async def purge_period(self, period: str, purge_seq: int):
         r = await self.call("purge_period", period, purge_seq)
