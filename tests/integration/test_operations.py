@@ -91,6 +91,38 @@ async def test_invalid_reload_changes_nothing(harness):
     assert sum(t.startswith("CONFIG RELOAD FAILED") for t in texts) == 2
 
 
+# Refused reloads of every kind: the file is not TOML, a value breaks the grammar, a rule across
+# tables is broken. The switch stays ready (it serves on the configuration it runs) and says why.
+@pytest.mark.parametrize("edit, says", [
+    (lambda t: "this is not toml [", "toml"),
+    (lambda t: t.replace('mnemonic = "ICS2"', 'mnemonic = "bad!"'), "bad!"),
+    (lambda t: t.replace("[metrics]", "[metrics]\nno_such_setting = 1"), "no_such_setting"),
+    (lambda t: t.replace("[metrics]", '[[listener]]\nname = "terminals"\nbind = "127.0.0.1:0"\n\n[metrics]'),
+     "terminals"),
+], ids=["not-toml", "bad-mnemonic", "unknown-setting", "listener-twice"])
+async def test_a_refused_reload_keeps_the_switch_ready_and_says_why(harness, edit, says):
+    from msc.cli.admin import control
+
+    sw = await harness.start_switch()
+    port = sw.ops.port
+    cfg = harness.tmp / "msc.toml"
+    good = cfg.read_text()
+    status, body = await asyncio.to_thread(get, port, "/readyz")
+    assert status == 200 and "last_reload_error" not in body
+    cfg.write_text(edit(good))
+    assert not await sw.reload()
+    status, body = await asyncio.to_thread(get, port, "/readyz")
+    assert status == 200 and body["status"] == "ready", body  # still serving, as before the edit
+    assert says.lower() in body["last_reload_error"].lower()
+    ping = await asyncio.to_thread(control, sw.settings, {"op": "ping"})
+    assert ping["reload_error"] == body["last_reload_error"]
+    cfg.write_text(good)
+    assert await sw.reload()
+    status, body = await asyncio.to_thread(get, port, "/readyz")
+    assert status == 200 and "last_reload_error" not in body
+    assert (await asyncio.to_thread(control, sw.settings, {"op": "ping"}))["reload_error"] is None
+
+
 async def test_reload_adds_a_listener_and_removes_another(harness):
     sw = await harness.start_switch()
     cfg = harness.tmp / "msc.toml"
