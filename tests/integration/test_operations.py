@@ -10,6 +10,7 @@ import pytest
 
 from msc.journal.records import JournalError
 from tests.conftest import PASSWORD
+from tests.faults import FaultyWriter
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -149,17 +150,15 @@ async def test_readyz_turns_503_when_the_journal_cannot_commit(harness, monkeypa
     port = sw.ops.port
     assert (await asyncio.to_thread(get, port, "/readyz"))[0] == 200
 
-    async def broken(rows, poke=False):
-        raise JournalError("injected: no space left on device")
-
-    monkeypatch.setattr(sw.journal._w, "commit", broken)
+    faults = FaultyWriter.install(sw.journal)
+    faults.fail_commits = True  # "injected: no space left on device"
     c = await harness.client()
     assert (await c.logon("ICS1", "TS0001", PASSWORD)).code == "E501"
     status, body = await asyncio.to_thread(get, port, "/readyz")
     assert status == 503 and "no space left" in body["reasons"]["journal"]
     assert (await asyncio.to_thread(get, port, "/healthz"))[0] == 200
     assert sw.metrics.journal_errors._value.get() >= 1
-    monkeypatch.undo()
+    faults.fail_commits = False
     assert (await c.logon("ICS1", "TS0001", PASSWORD)).type == "A"
     assert (await asyncio.to_thread(get, port, "/readyz"))[0] == 200
 
@@ -221,6 +220,11 @@ def test_availability_arithmetic_on_a_fake_clock():
 
 
 async def test_availability_ledger_on_a_fake_clock_through_the_switch(harness):
+    """A run that crashed (it left a start and heartbeats, no clean stop) and the switch started
+    after it: the silence between is unscheduled downtime in the switch's availability."""
+    from msc.journal import Entry, Journal
+    from msc.ops.availability import Ledger
+
     class Clock:
         t = 1_800_000_000.0
 
@@ -228,15 +232,20 @@ async def test_availability_ledger_on_a_fake_clock_through_the_switch(harness):
             return self.t
 
     clock = Clock()
-    sw = await harness.start_switch(clock=clock)
+    from msc.config.load import load
+    from tests.conftest import make_config
+
+    # What a crashed run leaves: its journal, a start and heartbeats in the ledger, no stop mark.
+    settings = load(make_config(harness.tmp, upstream_ports=[]))
+    crashed = Ledger(settings.state_db)
+    run_id = crashed.start(clock())
+    journal = Journal.from_settings(settings, clock=clock)
+    await journal.open()
+    await journal.append(Entry(kind="ADMIN", text="SWITCH STARTED"))
+    await journal.close()
     clock.t += 600
-    await asyncio.to_thread(sw.ledger.heartbeat, clock())
-    # A crash: the process vanishes without its clean-stop mark.
-    for t in (sw._sweeper, sw._retention, sw._ledger_task):
-        t.cancel()
-    run_id = sw.ledger.run_id
-    await sw.journal.close()
-    harness.switch = None
+    crashed.heartbeat(clock())
+    crashed.close()
     clock.t += 60
     sw2 = await harness.start_switch(clock=clock)
     clock.t += 340

@@ -185,6 +185,11 @@ class WriterProcess:
         self.checkpoint_size = 0  # tree size of the newest signed checkpoint
         self.journal_id: str | None = None
 
+    @property
+    def pid(self) -> int | None:
+        """The child's process ID (None while there is none): operators see it in ``ps``."""
+        return self._proc.pid if self._proc is not None else None
+
     async def start(self) -> None:
         parent, child = socket.socketpair()
         self._proc = subprocess.Popen([sys.executable, "-m", "msc.journal.writerproc", str(child.fileno())],

@@ -195,10 +195,8 @@ class Switch:
         if runs:
             first = dt.datetime.fromtimestamp(runs[0].started, dt.UTC).isoformat(timespec="seconds")
             evidence = (f"state.db's availability ledger records {len(runs)} earlier run(s) of the switch since {first}",)
-        self.journal = Journal(
-            s.journal_dir, keyring, name=cfg.switch.name, synchronous=cfg.journal.synchronous,
-            checkpoint_every=cfg.journal.checkpoint_every, checkpoint_interval_s=cfg.journal.checkpoint_interval_s,
-            clock=self.clock, on_commit=self._journal_committed, on_error=self._journal_error,
+        self.journal = Journal.from_settings(
+            s, keyring, clock=self.clock, on_commit=self._journal_committed, on_error=self._journal_error,
             on_checkpoint=lambda cp: m.journal_tree_size.set(cp.tree_size), on_integrity=self._journal_altered,
             writer="process", prior_evidence=evidence,
         )
