@@ -13,12 +13,12 @@ from msc.journal.records import JournalError
 from msc.journal.retention import TIMELINE_GAP_S
 from msc.journal.store import COLUMNS, JournalBusy, Row
 
-NOV = int(dt.datetime(2026, 11, 30, 12, tzinfo=dt.timezone.utc).timestamp() * 1_000_000)
-DEC = int(dt.datetime(2026, 12, 1, 0, 0, 1, tzinfo=dt.timezone.utc).timestamp() * 1_000_000)
+NOV = int(dt.datetime(2026, 11, 30, 12, tzinfo=dt.UTC).timestamp() * 1_000_000)
+DEC = int(dt.datetime(2026, 12, 1, 0, 0, 1, tzinfo=dt.UTC).timestamp() * 1_000_000)
 
 
 def period(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts / 1e6, dt.timezone.utc).strftime("%Y-%m")
+    return dt.datetime.fromtimestamp(ts / 1e6, dt.UTC).strftime("%Y-%m")
 
 
 def row(seq: int, ts: int, **meta) -> Row:

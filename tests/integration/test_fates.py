@@ -18,7 +18,6 @@ import time
 
 import pytest
 
-from msc.journal.records import JournalError
 from msc.journal.search import Query, search
 from msc.protocol.parts import join_parts
 from tests.conftest import PASSWORD, eventually

@@ -8,7 +8,6 @@ import json
 
 import pytest
 
-from msc.journal.records import JournalError
 from tests.conftest import PASSWORD
 from tests.faults import FaultyWriter
 

@@ -10,7 +10,6 @@ import asyncio
 
 import pytest
 
-from msc.journal.records import JournalError
 from tests.conftest import PASSWORD, eventually
 from tests.faults import FaultyWriter
 from tests.wire import frame

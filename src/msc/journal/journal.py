@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from msc.journal.highwater import HighWater, Mark, default_path
+from msc.journal.highwater import HighWater, default_path
 from msc.journal.indexer import Indexer
 from msc.journal.interfaces import JournalWriter
 from msc.journal.records import Entry, JournalError, Kind, seal
