@@ -18,7 +18,6 @@ from msc.config.load import Settings
 from msc.journal.journal import Journal
 from msc.journal.records import Entry, JournalError, Kind
 from msc.journal.store import JournalBusy
-from msc.keyring import KeyRing
 
 
 class DaemonUnavailable(Exception):
