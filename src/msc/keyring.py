@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import os
@@ -40,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from msc.config.files import atomic_write, private_dir
+from msc.config.files import atomic_write, file_lock, private_dir
 from msc.protocol.codes import MscError
 
 KEYRING_VERSION = 1
@@ -157,14 +156,8 @@ class KeyRing:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        private_dir(self.dir)
-        fd = os.open(self.dir / ".keyring.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with file_lock(self.dir / ".keyring.lock"):
             yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
 
     def _read(self) -> dict[str, Any]:
         try:

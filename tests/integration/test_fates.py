@@ -18,10 +18,10 @@ import time
 
 import pytest
 
-from msc.journal.records import JournalError
 from msc.journal.search import Query, search
 from msc.protocol.parts import join_parts
 from tests.conftest import PASSWORD, eventually
+from tests.faults import FaultyWriter, kill_writer_process
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -287,15 +287,16 @@ class JournalFault:
     """Commits fail (as on EIO/ENOSPC) while ``on``; the writer keeps the truth on disk."""
 
     def __init__(self, sw, monkeypatch) -> None:
-        self.on = False
-        real = sw.journal._w.commit
+        self.writer = FaultyWriter.install(sw.journal)
+        self.writer.error = "injected: fsync failed (EIO)"
 
-        async def commit(rows, poke=False):
-            if self.on:
-                raise JournalError("injected: fsync failed (EIO)")
-            return await real(rows, poke)
+    @property
+    def on(self) -> bool:
+        return self.writer.fail_commits
 
-        monkeypatch.setattr(sw.journal._w, "commit", commit)
+    @on.setter
+    def on(self, value: bool) -> None:
+        self.writer.fail_commits = value
 
 
 JOURNAL_CASES = [
@@ -364,21 +365,12 @@ async def test_an_answer_written_although_its_commit_failed_is_never_delivered_a
     sw = await harness.start_switch(upstream_extra=FAST_LINK)
     await harness.wait_upstream()
     c = await harness.operator()
-    real = sw.journal._w.commit
-    fail_after_write = {"on": False}
-
-    async def commit(rows, poke=False):
-        await real(rows, poke)
-        if fail_after_write["on"]:
-            fail_after_write["on"] = False
-            raise JournalError("injected: fsync failed after the write")
-
-    monkeypatch.setattr(sw.journal._w, "commit", commit)
+    faults = FaultyWriter.install(sw.journal)
     assert await ctl(stub, "hold on") == "OK"
     assert (await c.send("ICS1L1.QW.CA0130000.NAM/LANDED, LARRY.DOB/19700101")).type == "A"
     await eventually(lambda: len(stub.held) == 1)
     await sw.journal.flush()
-    fail_after_write["on"] = True
+    faults.fail_after_write = 1
     assert await ctl(stub, "hold off") == "OK"
     out = await c.output()
     assert out.text.startswith("ICS1L1.QW.")
@@ -406,8 +398,7 @@ async def test_killed_journal_writer_loses_no_answer(harness):
         assert (await c.send(f"{h}.QV.CA0130000.LIC/WRITER{h[-1]}")).type == "A"
     await eventually(lambda: len(stub.held) == 5)
     await sw.journal.flush()
-    sw.journal._w._proc.kill()  # the writer process dies
-    await asyncio.to_thread(sw.journal._w._proc.wait)
+    kill_writer_process(sw.journal)  # the writer process dies
     assert await ctl(stub, "hold off") == "OK"
     got = await outputs_for(c, headers, timeout=15)
     assert all(t.startswith(f"{h}.QV.") for h, t in got.items()), got
@@ -580,21 +571,12 @@ async def test_a_landed_unsent_answer_and_a_restart_still_end_in_e501(harness, m
     sw = await harness.start_switch(upstream_extra=f"{FAST_LINK}\nresend_wait_s = 60")
     await harness.wait_upstream()
     c = await harness.operator()
-    real = sw.journal._w.commit
-    fail_after_write = {"on": False}
-
-    async def commit(rows, poke=False):
-        await real(rows, poke)
-        if fail_after_write["on"]:
-            fail_after_write["on"] = False
-            raise JournalError("injected: fsync failed after the write")
-
-    monkeypatch.setattr(sw.journal._w, "commit", commit)
+    faults = FaultyWriter.install(sw.journal)
     assert await ctl(stub, "hold on") == "OK"
     assert (await c.send("ICS1L2.QW.CA0130000.NAM/LANDED, LUCY.DOB/19700101")).type == "A"
     await eventually(lambda: len(stub.held) == 1)
     await sw.journal.flush()
-    fail_after_write["on"] = True
+    faults.fail_after_write = 1
     assert await ctl(stub, "hold off") == "OK"
     await eventually(lambda: metric(sw, "msc_journal_records_total", kind="REJECTED") >= 1
                      and metric(sw, "msc_journal_records_total", kind="UNDELIVERED") >= 1)

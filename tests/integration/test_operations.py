@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from msc.journal.records import JournalError
 from tests.conftest import PASSWORD
+from tests.faults import FaultyWriter
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -91,6 +91,38 @@ async def test_invalid_reload_changes_nothing(harness):
     assert sum(t.startswith("CONFIG RELOAD FAILED") for t in texts) == 2
 
 
+# Refused reloads of every kind: the file is not TOML, a value breaks the grammar, a rule across
+# tables is broken. The switch stays ready (it serves on the configuration it runs) and says why.
+@pytest.mark.parametrize("edit, says", [
+    (lambda t: "this is not toml [", "toml"),
+    (lambda t: t.replace('mnemonic = "ICS2"', 'mnemonic = "bad!"'), "bad!"),
+    (lambda t: t.replace("[metrics]", "[metrics]\nno_such_setting = 1"), "no_such_setting"),
+    (lambda t: t.replace("[metrics]", '[[listener]]\nname = "terminals"\nbind = "127.0.0.1:0"\n\n[metrics]'),
+     "terminals"),
+], ids=["not-toml", "bad-mnemonic", "unknown-setting", "listener-twice"])
+async def test_a_refused_reload_keeps_the_switch_ready_and_says_why(harness, edit, says):
+    from msc.cli.admin import control
+
+    sw = await harness.start_switch()
+    port = sw.ops.port
+    cfg = harness.tmp / "msc.toml"
+    good = cfg.read_text()
+    status, body = await asyncio.to_thread(get, port, "/readyz")
+    assert status == 200 and "last_reload_error" not in body
+    cfg.write_text(edit(good))
+    assert not await sw.reload()
+    status, body = await asyncio.to_thread(get, port, "/readyz")
+    assert status == 200 and body["status"] == "ready", body  # still serving, as before the edit
+    assert says.lower() in body["last_reload_error"].lower()
+    ping = await asyncio.to_thread(control, sw.settings, {"op": "ping"})
+    assert ping["reload_error"] == body["last_reload_error"]
+    cfg.write_text(good)
+    assert await sw.reload()
+    status, body = await asyncio.to_thread(get, port, "/readyz")
+    assert status == 200 and "last_reload_error" not in body
+    assert (await asyncio.to_thread(control, sw.settings, {"op": "ping"}))["reload_error"] is None
+
+
 async def test_reload_adds_a_listener_and_removes_another(harness):
     sw = await harness.start_switch()
     cfg = harness.tmp / "msc.toml"
@@ -117,17 +149,15 @@ async def test_readyz_turns_503_when_the_journal_cannot_commit(harness, monkeypa
     port = sw.ops.port
     assert (await asyncio.to_thread(get, port, "/readyz"))[0] == 200
 
-    async def broken(rows, poke=False):
-        raise JournalError("injected: no space left on device")
-
-    monkeypatch.setattr(sw.journal._w, "commit", broken)
+    faults = FaultyWriter.install(sw.journal)
+    faults.fail_commits = True  # "injected: no space left on device"
     c = await harness.client()
     assert (await c.logon("ICS1", "TS0001", PASSWORD)).code == "E501"
     status, body = await asyncio.to_thread(get, port, "/readyz")
     assert status == 503 and "no space left" in body["reasons"]["journal"]
     assert (await asyncio.to_thread(get, port, "/healthz"))[0] == 200
     assert sw.metrics.journal_errors._value.get() >= 1
-    monkeypatch.undo()
+    faults.fail_commits = False
     assert (await c.logon("ICS1", "TS0001", PASSWORD)).type == "A"
     assert (await asyncio.to_thread(get, port, "/readyz"))[0] == 200
 
@@ -189,6 +219,11 @@ def test_availability_arithmetic_on_a_fake_clock():
 
 
 async def test_availability_ledger_on_a_fake_clock_through_the_switch(harness):
+    """A run that crashed (it left a start and heartbeats, no clean stop) and the switch started
+    after it: the silence between is unscheduled downtime in the switch's availability."""
+    from msc.journal import Entry, Journal
+    from msc.ops.availability import Ledger
+
     class Clock:
         t = 1_800_000_000.0
 
@@ -196,15 +231,20 @@ async def test_availability_ledger_on_a_fake_clock_through_the_switch(harness):
             return self.t
 
     clock = Clock()
-    sw = await harness.start_switch(clock=clock)
+    from msc.config.load import load
+    from tests.conftest import make_config
+
+    # What a crashed run leaves: its journal, a start and heartbeats in the ledger, no stop mark.
+    settings = load(make_config(harness.tmp, upstream_ports=[]))
+    crashed = Ledger(settings.state_db)
+    run_id = crashed.start(clock())
+    journal = Journal.from_settings(settings, clock=clock)
+    await journal.open()
+    await journal.append(Entry(kind="ADMIN", text="SWITCH STARTED"))
+    await journal.close()
     clock.t += 600
-    await asyncio.to_thread(sw.ledger.heartbeat, clock())
-    # A crash: the process vanishes without its clean-stop mark.
-    for t in (sw._sweeper, sw._retention, sw._ledger_task):
-        t.cancel()
-    run_id = sw.ledger.run_id
-    await sw.journal.close()
-    harness.switch = None
+    crashed.heartbeat(clock())
+    crashed.close()
     clock.t += 60
     sw2 = await harness.start_switch(clock=clock)
     clock.t += 340

@@ -10,8 +10,8 @@ import asyncio
 
 import pytest
 
-from msc.journal.records import JournalError
 from tests.conftest import PASSWORD, eventually
+from tests.faults import FaultyWriter
 from tests.wire import frame
 
 pytestmark = pytest.mark.timeout(60)
@@ -171,16 +171,14 @@ async def test_journal_that_cannot_commit_gives_e501_and_nothing_reaches_the_stu
     await harness.wait_upstream()
     c = await harness.operator()
 
-    async def broken(rows, poke=False):
-        raise JournalError("injected: disk failure")
-
-    monkeypatch.setattr(sw.journal._w, "commit", broken)
+    faults = FaultyWriter.install(sw.journal)
+    faults.fail_commits, faults.error = True, "injected: disk failure"
     f = await c.send("ICS1.QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101")
     assert f.code == "E501"
     await asyncio.sleep(0.2)
     assert harness.stub_log() == []
     assert not sw.journal.healthy
-    monkeypatch.undo()
+    faults.fail_commits = False
     # Service resumes when the journal recovers.
     assert (await c.send("ICS1.QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101")).type == "A"
     assert sw.journal.healthy

@@ -20,6 +20,7 @@ from msc.journal.search import Query, search
 from msc.journal.selfcheck import JournalRefused
 from msc.journal.store import list_partitions, partition_path
 from msc.journal.verify import verify
+from tests.faults import kill_writer_process
 
 NAME = "MSC"
 N = 60  # records; checkpoints every 20 (and the checkpoint records themselves)
@@ -332,8 +333,7 @@ async def test_a_tail_cut_while_running_is_noticed_and_the_journal_fails_closed(
         await j.append(Entry(kind="RECEIVED", text=f"R{i}"))
     assert j.committed_size == 10
     d = tmp_path
-    j._w._proc.kill()  # the writer process dies (or is killed) ...
-    j._w._proc.wait()
+    kill_writer_process(j)  # the writer process dies (or is killed) ...
     conn(d).execute("DELETE FROM records WHERE seq > 6")  # ... and the tail is cut meanwhile
     with pytest.raises(JournalError):
         await j.append(Entry(kind="RECEIVED", text="after the cut"))

@@ -10,6 +10,7 @@ import pytest
 from msc.journal import Entry, Journal, JournalError, KeyRing
 from msc.journal.records import open_sealed, unseal_meta
 from msc.journal.store import JournalBusy, Writer, partition_path
+from tests.faults import FaultyWriter, kill_writer_process
 
 
 @pytest.fixture
@@ -48,16 +49,12 @@ async def test_append_returns_contiguous_sequence_numbers_in_call_order(tmp_path
 async def test_failed_commit_reuses_sequence_numbers_and_reports_journal_error(tmp_path, ring, monkeypatch):
     j = await _journal(tmp_path, ring)
     assert await j.append(Entry(kind="RECEIVED", text="a")) == [1]
-    real = j._w.commit
-
-    async def broken(rows, poke=False):
-        raise JournalError("injected")
-
-    monkeypatch.setattr(j._w, "commit", broken)
+    faults = FaultyWriter.install(j)
+    faults.fail_commits = True
     with pytest.raises(JournalError):
         await j.append(Entry(kind="RECEIVED", text="b"))
     assert not j.healthy
-    monkeypatch.setattr(j._w, "commit", real)
+    faults.fail_commits = False
     assert await j.append(Entry(kind="RECEIVED", text="c")) == [2]  # no gap
     assert j.healthy
     await j.close()
@@ -131,8 +128,7 @@ async def test_checkpoint_is_signed_and_counts_the_tree(tmp_path, ring, writer_k
 async def test_a_dead_writer_process_fails_closed_and_is_replaced(tmp_path, ring):
     j = await _journal(tmp_path, ring, writer="process")
     assert await j.append(Entry(kind="RECEIVED", text="before")) == [1]
-    j._w._proc.kill()  # the writer process dies
-    j._w._proc.wait()
+    kill_writer_process(j)  # the writer process dies
     with pytest.raises(JournalError):
         await j.append(Entry(kind="RECEIVED", text="lost with the process"))
     assert await j.append(Entry(kind="RECEIVED", text="after")) == [2]  # a new one, no gap
@@ -160,21 +156,46 @@ async def test_checkpoints_come_on_time_and_an_idle_journal_still_marks_the_hour
     await j.close()
 
 
+async def test_a_record_beside_a_lost_checkpoint_record_is_signed_on_time_not_at_the_heartbeat(tmp_path, ring, monkeypatch):
+    """The one record since a checkpoint is not always that checkpoint's own record. Here the
+    checkpoint is taken while a batch is on its way to the disk (a backend whose checkpoint does
+    not wait for commits in flight, as a database with several connections), and the checkpoint's
+    own record is then lost to a failed commit: the record that did land is signed within
+    checkpoint_interval_s, not left unsigned until the hourly heartbeat."""
+    import msc.journal.journal as journal_mod
+    from tests.conftest import eventually
+
+    monkeypatch.setattr(journal_mod, "TICK_S", 0.05)
+    j = await _journal(tmp_path, ring, checkpoint_interval_s=0.2)
+    faults = FaultyWriter.install(j)
+    await j.append(Entry(kind="RECEIVED", text="a"))  # 1
+    await j.checkpoint()  # signs 1; its record is 2
+    await j.flush()
+    await j.append(Entry(kind="RECEIVED", text="b"))  # 3
+    faults.hold = asyncio.Event()
+    before = faults.commits
+    landing = j.submit([Entry(kind="RECEIVED", text="e")])  # 4, held on its way to the disk
+    await eventually(lambda: faults.commits == before + 1, timeout=5)
+    await eventually(lambda: j.tree_size == 3, timeout=5)  # the timer signs 1..3; its record waits
+    faults.fail_calls = {faults.commits + 1}  # ... and is lost
+    faults.hold.set()
+    assert await landing == [4]
+    await eventually(lambda: faults.commits >= before + 2, timeout=5)
+    await eventually(lambda: j.tree_size >= 4, timeout=5)
+    await j.close()
+
+
 async def test_a_failing_checkpoint_is_logged_and_the_next_one_covers_the_tail(tmp_path, ring, monkeypatch):
     from structlog.testing import capture_logs
 
     j = await _journal(tmp_path, ring)
     await j.append(Entry(kind="RECEIVED", text="a"))
-    real = j._w.checkpoint
-
-    async def broken(name, ts):
-        raise JournalError("injected: meta.db is read-only")
-
-    monkeypatch.setattr(j._w, "checkpoint", broken)
+    faults = FaultyWriter.install(j)
+    faults.fail_checkpoints = True
     with capture_logs() as logs, pytest.raises(JournalError):
         await j.checkpoint()
     assert [e for e in logs if e["event"] == "journal.checkpoint_failed" and e["unsigned"] == 1]
-    monkeypatch.setattr(j._w, "checkpoint", real)
+    faults.fail_checkpoints = False
     cp = await j.checkpoint()
     assert cp is not None and cp.tree_size == 1
     await j.close()

@@ -18,7 +18,6 @@ import msgspec
 
 from msc.config.load import Settings
 from msc.journal.journal import Journal
-from msc.journal.keys import KeyRing
 from msc.journal.records import Entry, JournalError, Kind
 from msc.journal.store import JournalBusy
 
@@ -73,10 +72,7 @@ def record(settings: Settings, entries: Sequence[Entry]) -> list[int]:
 
 async def _direct_journal(settings: Settings) -> Journal:
     """Open the journal as its writer (raises JournalBusy if the daemon has it)."""
-    c = settings.config
-    ring = KeyRing(settings.data_dir / "keys", settings.key_file)
-    j = Journal(settings.journal_dir, ring, name=c.switch.name, synchronous=c.journal.synchronous,
-                checkpoint_every=c.journal.checkpoint_every, checkpoint_interval_s=c.journal.checkpoint_interval_s)
+    j = Journal.from_settings(settings)
     await j.open()
     return j
 

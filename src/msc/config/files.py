@@ -7,8 +7,11 @@ started it; the only exception is the public half of the checkpoint key, ``signi
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -103,6 +106,30 @@ def private_db(path: Path) -> None:
             os.close(fd)
     for suffix in ("", "-wal", "-shm", "-journal"):
         _tighten(path.with_name(path.name + suffix), PRIVATE_FILE)
+
+
+class FileLocked(OSError):
+    """The lock is held by another process (only when not waiting for it)."""
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, wait: bool = True) -> Iterator[int]:
+    """Hold an exclusive ``flock`` on ``path`` (created 0600, its directory 0700) for the
+    ``with`` block; yields the descriptor. The kernel drops the lock if the process dies.
+    ``wait=False``: raise :class:`FileLocked` at once if another process holds it.
+
+    The one lock helper: users.toml edits, the key ring, the journal's single writer."""
+    path = Path(path)
+    private_dir(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise FileLocked(f"{path} is locked by another process") from None
+        yield fd
+    finally:
+        os.close(fd)  # closing the only descriptor of the open file description releases the lock
 
 
 def open_sqlite(path: Path, schema: str, *, synchronous: str = "FULL"):

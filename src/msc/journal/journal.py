@@ -22,9 +22,11 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from msc.journal.highwater import HighWater, Mark, default_path
+from msc.journal.highwater import HighWater, default_path
 from msc.journal.indexer import Indexer
+from msc.journal.interfaces import JournalWriter
 from msc.journal.records import Entry, JournalError, Kind, seal
 from msc.journal.retention import (  # noqa: F401
     MIN_RETENTION_DAYS,
@@ -39,6 +41,9 @@ from msc.journal.selfcheck import JournalRefused, SelfCheck, check
 from msc.journal.store import Checkpoint, Row, Writer
 from msc.journal.tokens import tokens_for
 from msc.keyring import KeyRing, PeriodKeys, next_period, period_of
+
+if TYPE_CHECKING:
+    from msc.config.load import Settings
 
 #: Upper bound on records sealed into one batch; more wait for the next commit.
 MAX_BATCH = 4096
@@ -146,7 +151,9 @@ class Journal:
         self.checkpoint_every = checkpoint_every
         self.checkpoint_interval_s = checkpoint_interval_s
         self._clock = clock
-        self._w = None  # ThreadWriter or WriterProcess, created at open()
+        #: The storage backend's writer (:class:`msc.journal.interfaces.JournalWriter`: a
+        #: ThreadWriter or a WriterProcess for SQLite), made at :meth:`open`.
+        self.writer: JournalWriter | None = None
         self._pending: list[tuple[Sequence[Entry], asyncio.Future]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -154,7 +161,7 @@ class Journal:
         self._next_seq = 1
         self._last_ts = 0
         self._since_checkpoint = 0
-        self._checkpoint_record_only = False
+        self._record_seq = 0  # sequence number of the newest committed checkpoint record
         self._signing = None
         self._closing = False
         self._idle = asyncio.Event()
@@ -179,6 +186,18 @@ class Journal:
         self.refused: str | None = None  # set when the journal is found altered while running
         self._last_checkpoint_mono = time.monotonic()
 
+    @classmethod
+    def from_settings(cls, settings: Settings, keyring: KeyRing | None = None, **kw) -> Journal:
+        """The journal a configuration describes (``[journal]`` and the switch's name, CONFIG.md):
+        the one way the switch and the ``msc`` command build it. ``kw``: the other arguments of
+        :class:`Journal` (callbacks, ``writer``, ``clock`` …)."""
+        if keyring is None:
+            keyring = KeyRing(settings.data_dir / "keys", settings.key_file)
+        c = settings.config
+        return cls(settings.journal_dir, keyring, name=c.switch.name, synchronous=c.journal.synchronous,
+                   checkpoint_every=c.journal.checkpoint_every,
+                   checkpoint_interval_s=c.journal.checkpoint_interval_s, **kw)
+
     # -- lifecycle ------------------------------------------------------------------------
 
     async def open(self) -> None:
@@ -192,25 +211,25 @@ class Journal:
 
             seed = signing.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                                          serialization.NoEncryption())
-            self._w = WriterProcess(self.dir, self.synchronous, seed, self._hwm.path)
+            self.writer = WriterProcess(self.dir, self.synchronous, seed, self._hwm.path)
         else:
-            self._w = ThreadWriter(self.dir, self.synchronous, signing, self._hwm.path)
-        await self._w.start()
+            self.writer = ThreadWriter(self.dir, self.synchronous, signing, self._hwm.path)
+        await self.writer.start()
         try:
             await asyncio.to_thread(self._self_check)
         except BaseException:
-            await self._w.close()
+            await self.writer.close()
             raise
-        self._next_seq = self._w.last_seq + 1
-        self._last_ts = self._w.last_ts
-        self.opened_size = self._committed = self._w.last_seq
-        self.tree_size = self._w.checkpoint_size
-        self._since_checkpoint = self._w.last_seq - self.tree_size
+        self._next_seq = self.writer.last_seq + 1
+        self._last_ts = self.writer.last_ts
+        self.opened_size = self._committed = self.writer.last_seq
+        self.tree_size = self.writer.checkpoint_size
+        self._since_checkpoint = self.writer.last_seq - self.tree_size
         self._last_checkpoint_mono = time.monotonic()
         await loop.run_in_executor(None, self.prepare_keys)
         await asyncio.to_thread(self._finish_key_destruction)
-        if self._w.journal_id:
-            await asyncio.to_thread(self.keyring.register_journal, self._w.journal_id)
+        if self.writer.journal_id:
+            await asyncio.to_thread(self.keyring.register_journal, self.writer.journal_id)
         self._task = asyncio.create_task(self._run(), name="journal-writer")
         self._timer = asyncio.create_task(self._tick(), name="journal-checkpoints")
         if self.accepted:
@@ -223,7 +242,7 @@ class Journal:
         """JOURNAL.md "Start-up self-check": refuse to append to a journal that is not sound."""
         mark = self._hwm.read()
         res = check(self.dir, self.keyring, name=self.name, mark=mark, mark_path=self._hwm.path,
-                    journal_id=self._w.journal_id, prior_evidence=self._prior_evidence, now=self._clock())
+                    journal_id=self.writer.journal_id, prior_evidence=self._prior_evidence, now=self._clock())
         self.selfcheck = res
         if res.ok:
             return
@@ -246,18 +265,6 @@ class Journal:
         for period in purged:
             if self.keyring.period(period, create=False) is not None:
                 self.keyring.destroy_period(period)
-
-    def mark(self) -> Mark:
-        return Mark(self._w.journal_id, self._committed, self._last_ts, self.tree_size)
-
-    async def _write_mark(self) -> None:
-        self._last_mark_mono = time.monotonic()
-        try:
-            await asyncio.to_thread(self._hwm.write, self.mark())
-        except OSError as exc:
-            import structlog
-
-            structlog.get_logger("msc.journal").error("journal.high_water_not_written", error=str(exc))
 
     def prepare_keys(self) -> None:
         """Make sure this month's and next month's keys exist (so sealing never waits on disk)."""
@@ -282,7 +289,7 @@ class Journal:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
-        await self._w.close()
+        await self.writer.close()
 
     async def flush(self) -> None:
         """Wait until everything appended so far has been committed (or failed)."""
@@ -302,7 +309,6 @@ class Journal:
             fut.set_exception(JournalError(self.refused))
             return fut
         self._pending.append((entries, fut))
-        self._checkpoint_record_only = False
         self._wake.set()
         return fut
 
@@ -373,7 +379,7 @@ class Journal:
                 poke = self._unindexed >= INDEX_BATCH  # wake the indexer early on a backlog
                 if poke:
                     self._unindexed = 0
-                commit = asyncio.ensure_future(self._w.commit(rows, poke))
+                commit = asyncio.ensure_future(self.writer.commit(rows, poke))
                 if self._pending and room - len(rows) > 0:  # else a checkpoint comes first
                     nxt = self._take(room - len(rows))
                     try:
@@ -392,9 +398,9 @@ class Journal:
                     ready = None
                 # The writer re-read what is really on disk; continue from there.
                 failed_first = self._next_seq
-                self._next_seq = self._w.last_seq + 1
-                self._last_ts = max(self._last_ts, self._w.last_ts)
-                landed = self._w.last_seq >= failed_first  # a commit is all or nothing
+                self._next_seq = self.writer.last_seq + 1
+                self._last_ts = max(self._last_ts, self.writer.last_ts)
+                landed = self.writer.last_seq >= failed_first  # a commit is all or nothing
                 seq = failed_first
                 for entries, fut in batch:
                     if not fut.done():
@@ -409,15 +415,15 @@ class Journal:
                     seq += len(entries)
                 if self.on_error:
                     self.on_error(err)
-                if self._w.last_seq < self._committed:
+                if self.writer.last_seq < self._committed:
                     self._shrunk()
                     return
-                if self._w.last_seq >= failed_first:
+                if self.writer.last_seq >= failed_first:
                     # The batch reached the disk although its commit reported an error (a failed
                     # fsync after the WAL write). Its senders were told E501 and nothing in it was
                     # forwarded or delivered: the journal will say so once it is healthy again.
                     lo = failed_first if self._landed is None else min(self._landed[0], failed_first)
-                    self._landed = (lo, self._w.last_seq)
+                    self._landed = (lo, self.writer.last_seq)
                 continue
             self.healthy = True
             self.last_error = None
@@ -447,7 +453,7 @@ class Journal:
     def _shrunk(self) -> None:
         """Records this process committed are gone (the files were cut while the writer was being
         replaced): never write over their sequence numbers. Fail closed for good."""
-        lost_from, lost_to = self._w.last_seq + 1, self._committed
+        lost_from, lost_to = self.writer.last_seq + 1, self._committed
         self.refused = (f"journal records {lost_from}..{lost_to} were committed and are gone from the files: "
                         "the journal was altered while the switch ran; nothing more is appended")
         self.healthy = False
@@ -465,7 +471,7 @@ class Journal:
     def committed_size(self) -> int:
         """What the files hold as far as this process knows: the committed size, or after the
         journal was found cut while running, the size it was cut to."""
-        return self._w.last_seq if self.refused is not None else self._committed
+        return self.writer.last_seq if self.refused is not None else self._committed
 
     # -- reading (store-and-forward) ------------------------------------------------------
 
@@ -525,7 +531,7 @@ class Journal:
             cp = await self.checkpoint()
             if cp is None or cp.tree_size < purge_seq:
                 raise JournalError(f"the purge record of {period} could not be covered by a signed checkpoint; nothing deleted")
-            span = await self._w.purge_period(period, purge_seq)
+            span = await self.writer.purge_period(period, purge_seq)
             if span is None:
                 continue
             if tuple(span) != (first, last):
@@ -533,7 +539,7 @@ class Journal:
             # Crypto-shredding: without the month's key its records (and any backup copy of
             # them) cannot be read. The leaf hashes kept above keep the tree verifiable.
             await asyncio.to_thread(self.keyring.destroy_period, period)
-            await self._w.delete_partition(period)
+            await self.writer.delete_partition(period)
             done.append((period, first, last))
         return done
 
@@ -555,7 +561,8 @@ class Journal:
                 continue
             # An idle journal whose only news is the previous checkpoint record: checkpoint only
             # once an hour, so that its timeline still shows the switch was running.
-            idle = self._since_checkpoint == 0 or (self._since_checkpoint == 1 and self._checkpoint_record_only)
+            idle = self._since_checkpoint == 0 or (
+                self._since_checkpoint == 1 and self._record_seq == self._committed == self.tree_size + 1)
             if idle and (elapsed < HEARTBEAT_S or self._since_checkpoint == 0):
                 if self._since_checkpoint == 0:
                     self._last_checkpoint_mono = mono
@@ -571,7 +578,7 @@ class Journal:
     async def _checkpoint(self, *, record: bool = True) -> Checkpoint | None:
         ts = max(int(self._clock() * 1_000_000), self._last_ts)
         try:
-            cp = await self._w.checkpoint(self.name, ts)
+            cp = await self.writer.checkpoint(self.name, ts)
         except JournalError as exc:
             # The unsigned tail grows past its bound until checkpoints can be written again.
             import structlog
@@ -588,6 +595,14 @@ class Journal:
             self.on_checkpoint(cp)
         if record and not self._closing:
             # JOURNAL.md: a checkpoint is also an ADMIN record (so it is itself in the tree).
-            self.submit([Entry(kind=Kind.ADMIN, text=f"CHECKPOINT TREE_SIZE/{cp.tree_size} ROOT/{cp.root.hex()}")])
-            self._checkpoint_record_only = True
+            fut = self.submit([Entry(kind=Kind.ADMIN, text=f"CHECKPOINT TREE_SIZE/{cp.tree_size} ROOT/{cp.root.hex()}")])
+            fut.add_done_callback(self._checkpoint_recorded)
         return cp
+
+    def _checkpoint_recorded(self, fut: asyncio.Future) -> None:
+        """The idle rule of :meth:`_tick` needs to know which record is the checkpoint's own: the
+        one record since a checkpoint may be that record (news only for the hourly heartbeat) or
+        any other (signed within ``checkpoint_interval_s``) — e.g. when the checkpoint record's
+        own commit failed after another batch landed."""
+        if not fut.cancelled() and fut.exception() is None:
+            self._record_seq = fut.result()[0]

@@ -130,6 +130,20 @@ class Row:
 
 
 @dataclass(frozen=True)
+class StoredRecord:
+    """One committed record as a reader returns it: metadata (in :data:`COLUMNS` order), the
+    sealed bytes and the Merkle leaf hash."""
+
+    values: tuple  # in COLUMNS order
+    blob: bytes
+    leaf: bytes
+
+    @property
+    def seq(self) -> int:
+        return self.values[0]
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     tree_size: int
     root: bytes
@@ -562,6 +576,37 @@ class Reader:
             return None
         row = self.conn(period).execute("SELECT blob FROM records WHERE seq = ?", (seq,)).fetchone()
         return (period, row[0]) if row else None
+
+    def records(self, period: str, first_seq: int = 0) -> Iterator[StoredRecord]:
+        """A month's records with ``seq >= first_seq``, in sequence order."""
+        n = len(COLUMNS)
+        for r in self.conn(period).execute(f"SELECT {', '.join(COLUMNS)}, blob, leaf FROM records WHERE seq >= ? "
+                                           "ORDER BY seq", (first_seq,)):
+            yield StoredRecord(r[:n], r[n], r[n + 1])
+
+    def _with_meta(self, fn, default):
+        meta = self.meta()
+        if meta is None:
+            return default
+        try:
+            return fn(meta)
+        finally:
+            meta.close()
+
+    def checkpoints(self) -> list[Checkpoint]:
+        return self._with_meta(load_checkpoints, [])
+
+    def last_checkpoint(self, at_most: int | None = None) -> Checkpoint | None:
+        return self._with_meta(lambda m: last_checkpoint(m, at_most), None)
+
+    def purged(self) -> list[tuple[str, int, int]]:
+        return self._with_meta(load_purged, [])
+
+    def gaps(self) -> list[tuple[int, int]]:
+        return self._with_meta(load_gaps, [])
+
+    def journal_id(self) -> str | None:
+        return self._with_meta(journal_id, None)
 
     def rows(self, period: str, where: str = "", params: Sequence = (), *, columns: str = "*") -> Iterator[tuple]:
         sql = f"SELECT {columns} FROM records {('WHERE ' + where) if where else ''} ORDER BY seq"

@@ -185,6 +185,11 @@ class WriterProcess:
         self.checkpoint_size = 0  # tree size of the newest signed checkpoint
         self.journal_id: str | None = None
 
+    @property
+    def pid(self) -> int | None:
+        """The child's process ID (None while there is none): operators see it in ``ps``."""
+        return self._proc.pid if self._proc is not None else None
+
     async def start(self) -> None:
         parent, child = socket.socketpair()
         self._proc = subprocess.Popen([sys.executable, "-m", "msc.journal.writerproc", str(child.fileno())],
@@ -243,7 +248,11 @@ class WriterProcess:
         from msc.journal.store import Checkpoint
 
         r = await self.call("checkpoint", name, ts)
-        return None if r is None else Checkpoint(*r)
+        if r is None:
+            return None
+        cp = Checkpoint(*r)
+        self.checkpoint_size = cp.tree_size
+        return cp
 
     async def purge_period(self, period: str, purge_seq: int):
         r = await self.call("purge_period", period, purge_seq)

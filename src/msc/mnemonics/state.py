@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 from msc.config.files import open_sqlite
 from msc.mnemonics.lockout import Attempts
@@ -60,8 +60,58 @@ class UserRow:
     last_otp_step: int | None
 
 
+@runtime_checkable
+class RuntimeState(Protocol):
+    """The run-time state of users and stations, as any storage backend keeps it (the contract
+    suite ``tests/contract/`` checks every backend against this).
+
+    Blocking calls: the CLI calls them directly, the daemon from worker threads
+    (``asyncio.to_thread``), so an implementation must be safe to call from several threads.
+    Several processes (the switch and ``msc`` commands) share one store: :meth:`update_attempts`
+    and :meth:`claim_otp_step` are atomic across all of them.
+    """
+
+    def users(self) -> dict[str, UserRow]:
+        """Every user with state, by user ID."""
+
+    def user(self, uid: str) -> UserRow | None:
+        """One user's state, or None if nothing was ever recorded for it."""
+
+    def update_attempts(self, uid: str, step: Callable[[Attempts], tuple[Attempts, T]], *,
+                        logon_at: float | None = None) -> T:
+        """Apply ``step`` to the account's logon :class:`Attempts` atomically and store its
+        result; with ``logon_at``, also record a logon then if ``step``'s answer is True."""
+
+    def claim_otp_step(self, uid: str, step: int) -> bool:
+        """Use TOTP step ``step`` if no step at or after it was used (each code once, IA-2(1))."""
+
+    def locked_users(self) -> set[str]:
+        """User IDs locked out (CJIS AC-7) until an administrator releases them."""
+
+    def unlock(self, uid: str) -> bool:
+        """Release a lockout and forget the failures; True if the account was locked."""
+
+    def used(self, uids: dict[str, float]) -> None:
+        """Record last use (epoch seconds) per user; a last use never moves back."""
+
+    def disabled_stations(self) -> set[str]:
+        """Mnemonics disabled at run time (``msc station disable``, PPP §1.9.1)."""
+
+    def set_station(self, mnemonic: str, disabled: bool) -> None:
+        """Disable or enable a station at run time."""
+
+    def station_used(self, mnemonics: dict[str, float]) -> None:
+        """Record last use (epoch seconds) per station; a last use never moves back."""
+
+    def station_last_use(self) -> dict[str, float | None]:
+        """Last use of every station with state."""
+
+    def close(self) -> None:
+        """Release the connection."""
+
+
 class StateStore:
-    """Thread-safe access to the user and station tables of the state database."""
+    """The SQLite :class:`RuntimeState`: thread-safe access to the user and station tables of the state database."""
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
 import tomli_w
 
-from msc.config.files import atomic_write, private_dir
+from msc.config.files import atomic_write, file_lock
 from msc.config.model import RemovedUser, UserEntry, UsersFile
 
 ID_REUSE_DAYS = 365  # CJIS IA-4d (PPP §1.6.7 B says six months; the stricter applies)
@@ -50,14 +48,8 @@ def read(path: Path) -> UsersFile:
 
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
-    private_dir(path.parent)
-    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with file_lock(path.with_name(f".{path.name}.lock")):
         yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def write(path: Path, users: UsersFile) -> None:

@@ -18,6 +18,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from msc.config.files import open_sqlite
 
@@ -74,7 +75,32 @@ class Availability:
         return 1.0 if total <= 0 else self.up_s / total
 
 
+@runtime_checkable
+class LedgerBackend(Protocol):
+    """The availability ledger as any storage backend keeps it (checked by the contract suite
+    ``tests/contract/``). Blocking calls: the daemon makes them from a worker thread."""
+
+    run_id: int | None
+
+    def start(self, now: float) -> int:
+        """Record the start of this run (epoch seconds); returns its id."""
+
+    def heartbeat(self, now: float) -> None:
+        """This run is still up at ``now``."""
+
+    def stop(self, now: float) -> None:
+        """This run stopped cleanly at ``now`` (what follows is scheduled downtime)."""
+
+    def runs(self) -> list[Run]:
+        """Every run ever recorded, by start time."""
+
+    def close(self) -> None:
+        """Release the connection."""
+
+
 class Ledger:
+    """The SQLite :class:`LedgerBackend` (``data_dir/state.db``)."""
+
     def __init__(self, path: Path) -> None:
         self._conn = open_sqlite(path, SCHEMA, synchronous="FULL")
         self._lock = threading.Lock()

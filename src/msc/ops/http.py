@@ -69,7 +69,10 @@ class OpsServer:
             ready, reasons = self.switch.readiness()
             status = 200 if ready else 503
             ctype = "application/json"
-            body = (json.dumps({"status": "ready" if ready else "not ready", "reasons": reasons}) + "\n").encode()
+            doc = {"status": "ready" if ready else "not ready", "reasons": reasons}
+            if (refused := getattr(self.switch, "last_reload_error", None)) is not None:
+                doc["last_reload_error"] = refused  # the running configuration was kept
+            body = (json.dumps(doc) + "\n").encode()
         else:
             status, ctype, body = 404, "text/plain", b"not found\n"
         reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}[status]

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from msc.config.files import open_sqlite
 
@@ -46,7 +47,27 @@ class Stored:
     created: float
 
 
+@runtime_checkable
+class OutboxBackend(Protocol):
+    """Delivery queues and OSNs as any storage backend keeps them (checked by the contract suite
+    ``tests/contract/``). Blocking calls, made from a worker thread."""
+
+    def load(self) -> tuple[list[Stored], dict[str, int], int]:
+        """(outputs waiting, by endpoint then OSN; last OSN per endpoint; the journal sequence
+        number up to which every record is reflected)."""
+
+    def apply(self, adds: Iterable[Stored], removes: Iterable[tuple[str, int]], osns: dict[str, int],
+              applied: int) -> None:
+        """One atomic step of the snapshot: outputs added and removed (endpoint, OSN), last OSNs
+        (an endpoint's OSN never moves back), and the journal position now reflected."""
+
+    def close(self) -> None:
+        """Release the connection."""
+
+
 class OutboxStore:
+    """The SQLite :class:`OutboxBackend` (``data_dir/state.db``)."""
+
     def __init__(self, path: Path) -> None:
         # NORMAL is enough: anything lost here is rebuilt from the journal (see module doc).
         self._conn = open_sqlite(path, SCHEMA, synchronous="NORMAL")

@@ -142,10 +142,11 @@ class Switch:
         self._watch: asyncio.Task | None = None
         self.verify_failures: list[dict] = []  # what the background verification found (newest last)
         self.ledger: Ledger | None = None
+        #: Why the last reload was refused (the running configuration was kept), until a reload
+        #: succeeds: shown by /readyz and the control socket's ping (OPERATIONS.md "Reload").
         self.last_reload_error: str | None = None
         self.started = asyncio.Event()
         self._users_aead = None
-        self.config_loaded = True
         self.log = log.bind(switch=settings.config.switch.name)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -168,10 +169,8 @@ class Switch:
         if runs:
             first = dt.datetime.fromtimestamp(runs[0].started, dt.UTC).isoformat(timespec="seconds")
             evidence = (f"state.db's availability ledger records {len(runs)} earlier run(s) of the switch since {first}",)
-        self.journal = Journal(
-            s.journal_dir, keyring, name=cfg.switch.name, synchronous=cfg.journal.synchronous,
-            checkpoint_every=cfg.journal.checkpoint_every, checkpoint_interval_s=cfg.journal.checkpoint_interval_s,
-            clock=self.clock, on_commit=self._journal_committed, on_error=self._journal_error,
+        self.journal = Journal.from_settings(
+            s, keyring, clock=self.clock, on_commit=self._journal_committed, on_error=self._journal_error,
             on_checkpoint=lambda cp: m.journal_tree_size.set(cp.tree_size), on_integrity=self._journal_altered,
             writer="process", prior_evidence=evidence,
         )
@@ -393,19 +392,21 @@ class Switch:
         return {"ok": True}
 
     async def control_ping(self, req: dict) -> dict:
-        return {"ok": True, "switch": self.settings.config.switch.name, "pid": os.getpid()}
+        return {"ok": True, "switch": self.settings.config.switch.name, "pid": os.getpid(),
+                "reload_error": self.last_reload_error}
 
     # -- health ---------------------------------------------------------------------------
 
     def readiness(self) -> tuple[bool, dict]:
+        """(ready, reasons it is not). A refused reload is not a reason: the switch goes on
+        serving with the configuration it runs (OPERATIONS.md "Reload"); /readyz shows the
+        refusal beside the status instead (``last_reload_error``)."""
         reasons = {}
         if self.journal is None or not self.journal.healthy:
             reasons["journal"] = self.journal.last_error if self.journal else "not open"
         unbound = [rt.cfg.name for rt in self.listeners if rt.server is None or not rt.server.is_serving()]
         if unbound or len(self.listeners) != len(self.settings.config.listener):
             reasons["listeners"] = unbound or "not started"
-        if not self.config_loaded:
-            reasons["config"] = "failed to load"
         return not reasons, reasons
 
     # -- reload (SIGHUP) and drain (SIGTERM) -------------------------------------------------

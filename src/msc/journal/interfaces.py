@@ -1,0 +1,111 @@
+"""The journal's storage interfaces: what a backend implements (SQLite today; PostgreSQL next).
+
+Two narrow, typed interfaces, checked by one contract suite (``tests/contract/``) that every
+backend must pass:
+
+* :class:`JournalWriter` — the single writer that the group commit
+  (:class:`msc.journal.journal.Journal`) drives. Asynchronous: the SQLite backend runs its
+  synchronous :class:`msc.journal.store.Writer` in a worker thread
+  (:class:`msc.journal.journal.ThreadWriter`) or a child process
+  (:class:`msc.journal.writerproc.WriterProcess`); a database client with an asyncio API can
+  implement it directly. Group commit stays the caller's: one :meth:`JournalWriter.commit` is one
+  batch of many records, committed all or nothing per month.
+* :class:`JournalReader` — read-only access to what was committed (search, verify, export,
+  the self-check, store-and-forward's read-back). Synchronous, called from worker threads.
+
+Fencing (a second node, issue 16): :meth:`JournalWriter.commit` and :meth:`~JournalWriter.checkpoint`
+are the only calls that make records or checkpoints durable, so an epoch check belongs inside
+them, and a refusal surfaces as a :class:`~msc.journal.records.JournalError` (the caller fails
+closed with E501 exactly as for a failed fsync).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Protocol, runtime_checkable
+
+from msc.journal.store import Checkpoint, Row, StoredRecord
+
+
+@runtime_checkable
+class JournalWriter(Protocol):
+    """The journal's one writer (per journal, across processes: a second gets ``JournalBusy``).
+
+    Sequence numbers are the caller's: a batch must start at ``last_seq + 1``, else
+    :class:`~msc.journal.records.JournalError`. After any failed call ``last_seq``/``last_ts``
+    reflect what is really durable (re-read from storage), so the caller re-numbers without a gap.
+    """
+
+    @property
+    def last_seq(self) -> int:
+        """The highest committed sequence number (0: empty journal)."""
+
+    @property
+    def last_ts(self) -> int:
+        """The time (µs since the epoch, UTC) of the record ``last_seq``."""
+
+    @property
+    def checkpoint_size(self) -> int:
+        """The tree size of the newest signed checkpoint (0: none)."""
+
+    @property
+    def journal_id(self) -> str | None:
+        """The journal's random identity, made when it was created."""
+
+    async def start(self) -> None:
+        """Take the writer lock, finish an interrupted purge, rebuild the Merkle frontier."""
+
+    async def commit(self, rows: Sequence[Row], poke_indexer: bool = False) -> None:
+        """Make ``rows`` durable, in order (one transaction per month touched). Raises
+        :class:`~msc.journal.records.JournalError` on any failure; never a partial month."""
+
+    async def checkpoint(self, name: str, ts: int) -> Checkpoint | None:
+        """Sign and store a checkpoint of everything committed (None: nothing new since the last)."""
+
+    async def purge_period(self, period: str, purge_seq: int) -> tuple[int, int] | None:
+        """Retention: keep the month's leaf hashes, mark it purged by record ``purge_seq``.
+        Returns (first seq, last seq), or None when the month has no records."""
+
+    async def delete_partition(self, period: str) -> None:
+        """Delete a purged month's records (after its key was destroyed)."""
+
+    async def close(self) -> None:
+        """Release the writer lock and every file or connection."""
+
+
+@runtime_checkable
+class JournalReader(Protocol):
+    """Read-only view of a journal. Blocking; safe to use from one worker thread at a time."""
+
+    def periods(self) -> list[str]:
+        """Months ("YYYY-MM") with records, oldest first; a month being purged is excluded."""
+
+    def period_range(self, period: str) -> tuple[int, int] | None:
+        """(first seq, last seq) of a month, or None if it has no records."""
+
+    def find_period(self, seq: int) -> str | None:
+        """The month holding record ``seq``, or None."""
+
+    def blob(self, seq: int) -> tuple[str, bytes] | None:
+        """(month, sealed bytes) of record ``seq``, or None."""
+
+    def records(self, period: str, first_seq: int = 0) -> Iterator[StoredRecord]:
+        """A month's records with ``seq >= first_seq``, in sequence order."""
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """Every signed checkpoint, by tree size."""
+
+    def last_checkpoint(self, at_most: int | None = None) -> Checkpoint | None:
+        """The newest checkpoint (of tree size ``<= at_most`` if given)."""
+
+    def purged(self) -> list[tuple[str, int, int]]:
+        """(month, first seq, last seq) of every purged month, by first seq."""
+
+    def gaps(self) -> list[tuple[int, int]]:
+        """(from_ts, to_ts) in µs of each silence the writer recorded, in sequence order."""
+
+    def journal_id(self) -> str | None:
+        """The journal's identity, or None (no journal yet)."""
+
+    def close(self) -> None:
+        """Release every connection."""

@@ -1,0 +1,183 @@
+"""Contract of the journal's storage (msc.journal.interfaces): any backend must pass this."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from msc.journal.bundle_verifier import checkpoint_message
+from msc.journal.interfaces import JournalReader, JournalWriter
+from msc.journal.merkle import leaf_hash, root_of
+from msc.journal.records import JournalError
+from msc.journal.retention import TIMELINE_GAP_S
+from msc.journal.store import COLUMNS, JournalBusy, Row
+
+NOV = int(dt.datetime(2026, 11, 30, 12, tzinfo=dt.UTC).timestamp() * 1_000_000)
+DEC = int(dt.datetime(2026, 12, 1, 0, 0, 1, tzinfo=dt.UTC).timestamp() * 1_000_000)
+
+
+def period(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts / 1e6, dt.UTC).strftime("%Y-%m")
+
+
+def row(seq: int, ts: int, **meta) -> Row:
+    """A record as the sealing step hands it over: the writer stores bytes, it never reads them."""
+    fields = {"kind": "RECEIVED", "direction": "in", "peer": "T1", "mnemonic": "T1", "user": "TS0001",
+              "taf": None, "ori": "CA0130000", "mke": "QW", "txn": f"X{seq}", "code": None,
+              "purpose": None, "osn": None} | meta
+    values = (seq, ts, *(fields[c] for c in COLUMNS[2:]))
+    blob = b"sealed record %d" % seq
+    return Row(period(ts), values, blob, [bytes([seq % 256]) * 16] if seq % 2 else [])
+
+
+def rows(first: int, n: int, ts: int, step_us: int = 1000) -> list[Row]:
+    return [row(first + i, ts + i * step_us) for i in range(n)]
+
+
+async def opened(backend, signing) -> JournalWriter:
+    w = backend.journal_writer(signing)
+    assert isinstance(w, JournalWriter)
+    await w.start()
+    return w
+
+
+@pytest.fixture
+async def writer(journal_backend, signing):
+    w = await opened(journal_backend, signing)
+    yield w
+    await w.close()
+
+
+@pytest.fixture
+def reader(journal_backend):
+    r = journal_backend.journal_reader()
+    assert isinstance(r, JournalReader)
+    yield r
+    r.close()
+
+
+async def test_a_new_journal_is_empty_and_has_a_lasting_identity(journal_backend, signing):
+    w = await opened(journal_backend, signing)
+    assert (w.last_seq, w.last_ts, w.checkpoint_size) == (0, 0, 0)
+    ident = w.journal_id
+    assert ident
+    await w.close()
+    w = await opened(journal_backend, signing)
+    assert w.journal_id == ident
+    await w.close()
+    r = journal_backend.journal_reader()
+    assert r.journal_id() == ident
+    assert (r.periods(), r.checkpoints(), r.purged(), r.last_checkpoint()) == ([], [], [], None)
+    r.close()
+
+
+async def test_commits_are_durable_in_order_and_read_back_exactly(journal_backend, signing, reader):
+    w = await opened(journal_backend, signing)
+    batch = rows(1, 30, NOV)
+    await w.commit(batch[:10])
+    await w.commit(batch[10:], poke_indexer=True)
+    assert (w.last_seq, w.last_ts) == (30, batch[-1].values[1])
+    await w.close()
+    w = await opened(journal_backend, signing)  # a new writer re-reads the truth
+    assert (w.last_seq, w.last_ts) == (30, batch[-1].values[1])
+    await w.close()
+    got = list(reader.records(period(NOV)))
+    assert [g.values for g in got] == [b.values for b in batch]
+    assert [g.blob for g in got] == [b.blob for b in batch]
+    assert [g.leaf for g in got] == [leaf_hash(b.blob) for b in batch]
+    assert [g.seq for g in reader.records(period(NOV), 25)] == [25, 26, 27, 28, 29, 30]
+    assert reader.period_range(period(NOV)) == (1, 30)
+    assert reader.blob(7) == (period(NOV), batch[6].blob)
+    assert reader.blob(31) is None
+
+
+# Batches that do not continue the journal: each is refused, nothing of it is written, and the
+# writer still takes the right next batch.
+@pytest.mark.parametrize("first", [0, 1, 5, 7, 100], ids=lambda f: f"starts-at-{f}")
+async def test_a_batch_that_does_not_continue_the_sequence_is_refused_whole(writer, reader, first):
+    await writer.commit(rows(1, 5, NOV))
+    with pytest.raises(JournalError):
+        await writer.commit(rows(first, 3, NOV + 10_000))
+    assert writer.last_seq == 5
+    await writer.commit(rows(6, 2, NOV + 20_000))
+    assert writer.last_seq == 7
+    assert [r.seq for r in reader.records(period(NOV))] == [1, 2, 3, 4, 5, 6, 7]
+
+
+async def test_a_batch_across_a_month_end_lands_in_both_months(writer, reader):
+    batch = [row(1, NOV), row(2, NOV + 1), row(3, DEC), row(4, DEC + 1)]
+    await writer.commit(batch)
+    assert reader.periods() == [period(NOV), period(DEC)]
+    assert reader.period_range(period(DEC)) == (3, 4)
+    assert reader.find_period(2) == period(NOV)
+    assert reader.find_period(3) == period(DEC)
+    assert reader.find_period(5) is None
+
+
+async def test_checkpoints_sign_the_merkle_root_of_everything_committed(journal_backend, signing, reader):
+    w = await opened(journal_backend, signing)
+    assert await w.checkpoint("TEST-MSC", NOV) is None  # nothing to sign yet
+    batch = rows(1, 13, NOV)
+    await w.commit(batch[:6])
+    cp1 = await w.checkpoint("TEST-MSC", NOV + 1)
+    await w.commit(batch[6:])
+    cp2 = await w.checkpoint("TEST-MSC", NOV + 2)
+    assert await w.checkpoint("TEST-MSC", NOV + 3) is None  # nothing new
+    assert (cp1.tree_size, cp2.tree_size) == (6, 13)
+    for cp, n in ((cp1, 6), (cp2, 13)):
+        assert cp.root == root_of(leaf_hash(b.blob) for b in batch[:n])
+        signing.public_key().verify(cp.signature, checkpoint_message("TEST-MSC", cp.tree_size, cp.root, cp.ts))
+    assert w.checkpoint_size == 13
+    await w.close()
+    assert reader.checkpoints() == [cp1, cp2]
+    assert reader.last_checkpoint() == cp2
+    assert reader.last_checkpoint(at_most=12) == cp1
+    assert reader.last_checkpoint(at_most=5) is None
+    w = await opened(journal_backend, signing)  # the frontier survives a restart
+    assert w.checkpoint_size == 13
+    more = rows(14, 3, NOV + 50_000)
+    await w.commit(more)
+    cp3 = await w.checkpoint("TEST-MSC", NOV + 60_000)
+    assert cp3.root == root_of(leaf_hash(b.blob) for b in batch + more)
+    await w.close()
+
+
+async def test_one_writer_per_journal(journal_backend, signing, writer):
+    second = journal_backend.journal_writer(signing)
+    with pytest.raises(JournalBusy):
+        await second.start()
+    await second.close()
+    await writer.commit(rows(1, 1, NOV))  # the first one is not disturbed
+    assert writer.last_seq == 1
+
+
+async def test_a_silence_longer_than_the_gap_bound_is_recorded(writer, reader):
+    await writer.commit(rows(1, 2, NOV))
+    later = NOV + 1000 + (TIMELINE_GAP_S + 5) * 1_000_000
+    await writer.commit(rows(3, 1, later))
+    await writer.commit(rows(4, 1, later + 1000))  # no silence: nothing more recorded
+    assert reader.gaps() == [(NOV + 1000, later)]
+
+
+async def test_purging_a_month_keeps_the_tree_and_the_sequence(journal_backend, signing, reader):
+    w = await opened(journal_backend, signing)
+    old, new = rows(1, 5, NOV), rows(6, 3, DEC)
+    await w.commit(old)
+    await w.commit(new)
+    await w.checkpoint("TEST-MSC", DEC + 10_000)
+    assert await w.purge_period(period(NOV), 8) == (1, 5)
+    assert reader.purged() == [(period(NOV), 1, 5)]
+    assert reader.periods() == [period(DEC)]  # a month being purged is not read any more
+    await w.delete_partition(period(NOV))
+    assert await w.purge_period("2026-01", 8) is None  # no such month
+    await w.close()
+    w = await opened(journal_backend, signing)
+    assert w.last_seq == 8
+    await w.commit(rows(9, 2, DEC + 20_000))
+    cp = await w.checkpoint("TEST-MSC", DEC + 30_000)
+    assert cp.root == root_of(leaf_hash(b.blob) for b in old + new + rows(9, 2, DEC + 20_000))
+    await w.close()
+    assert reader.find_period(3) is None
+    assert reader.blob(3) is None
+    assert reader.find_period(9) == period(DEC)
