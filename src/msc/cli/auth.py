@@ -47,7 +47,9 @@ JOURNAL_CHECK = ("admin", "investigator")
 
 def add_arguments(sp, *, required: bool = True, roles: Iterable[str] = ADMIN) -> None:
     who = " or ".join(roles)
-    sp.add_argument("--as", dest="as_user", required=required, metavar="USER_ID",
+    from msc.cli.options import user_id
+
+    sp.add_argument("--as", dest="as_user", type=user_id, required=required, metavar="USER_ID",
                     help=f"the {who} running this command (asked for their password and one-time password)")
     sp.add_argument("--password-stdin", action="store_true",
                     help="read your password from stdin's first line and your one-time password from its second")

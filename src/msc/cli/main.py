@@ -197,7 +197,9 @@ def cmd_user_add(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="msc", description="msc — a CLETS-style message switching computer")
+    from msc.cli import options as opt
+
+    p = opt.Parser(prog="msc", description="msc — a CLETS-style message switching computer")
     p.add_argument("--version", action="version", version=f"msc {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -206,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     sp = with_config(sub.add_parser("serve", help="run the switch in the foreground"))
-    sp.add_argument("--log-level", default="info")
+    sp.add_argument("--log-level", default="info", type=str.lower,
+                    choices=("debug", "info", "warning", "error", "critical"))
     sp.add_argument("--ready-file", help="write this file once every listener is bound")
     sp.set_defaults(func=cmd_serve)
 
@@ -215,33 +218,33 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--listen", type=_hostport, required=True, metavar="HOST:PORT")
     sp.add_argument("--control", type=_hostport, metavar="HOST:PORT", help="accept unsolicited message texts (and /commands) here")
     sp.add_argument("--log", metavar="FILE", help="append every message received, one per line")
-    sp.add_argument("--latency-ms", type=float, default=0.0)
-    sp.add_argument("--fail-rate", type=float, default=0.0, help="fraction of requests answered N (0..1)")
-    sp.add_argument("--seed", type=int, default=1)
+    sp.add_argument("--latency-ms", type=opt.non_negative, default=0.0)
+    sp.add_argument("--fail-rate", type=opt.fraction, default=0.0, help="fraction of requests answered N (0..1)")
+    sp.add_argument("--seed", type=opt.int_range(what="a whole number"), default=1)
     sp.add_argument("--parts", type=_parts, action="append", default=[], metavar="KEY=N[-M][@GAP_MS]",
                     help="answer KEY in N parts (N-M: by a seeded rule), GAP_MS apart; repeatable")
-    sp.add_argument("--heartbeat-s", type=float, default=30.0)
+    sp.add_argument("--heartbeat-s", type=opt.seconds, default=30.0)
     sp.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
     sp.add_argument("--tls-key", help="and this key")
     sp.add_argument("--half-dead", action="store_true",
                     help="accept connections and read, never answer (a half-dead host; control: /half-dead on|off)")
-    sp.add_argument("--resend-s", type=float, default=2.0,
+    sp.add_argument("--resend-s", type=opt.non_negative, default=2.0,
                     help="send a response the switch refused E501/E307 again after this many seconds (0: never)")
-    sp.add_argument("--resend-max", type=int, default=5, help="at most this many times")
+    sp.add_argument("--resend-max", type=opt.count, default=5, help="at most this many times")
     sp.set_defaults(func=cmd_stub)
 
     sp = sub.add_parser("terminal", help="an interactive line-mode terminal")
     sp.add_argument("--connect", type=_hostports, required=True, metavar="HOST:PORT[,HOST:PORT...]",
                     help="msc's address; several (comma-separated): tried in order, and the next one is "
                          "connected to when the connection is refused or lost (the active and standby node)")
-    sp.add_argument("--header", required=True, help="the mnemonic (or pool name) to use")
+    sp.add_argument("--header", type=opt.header, required=True, help="the mnemonic (or pool name) to use")
     sp.add_argument("--send", action="append", metavar="TEXT", help="send this message (repeatable)")
-    sp.add_argument("--expect", type=int, default=0, metavar="N", help="wait for N outputs")
-    sp.add_argument("--user", help="log on as this user (scripts)")
-    sp.add_argument("--otp", help="one-time password for --user")
+    sp.add_argument("--expect", type=opt.count, default=0, metavar="N", help="wait for N outputs")
+    sp.add_argument("--user", type=opt.user_id, help="log on as this user (scripts)")
+    sp.add_argument("--otp", type=opt.otp, help="one-time password for --user (6 digits)")
     sp.add_argument("--password-stdin", action="store_true", help="read the password from stdin's first line")
     sp.add_argument("--bind", action="store_true", help="send BIND (printers and hosts) instead of logging on")
-    sp.add_argument("--timeout", type=float, default=30.0)
+    sp.add_argument("--timeout", type=opt.seconds, default=30.0)
     sp.add_argument("--fail-on-nak", action="store_true")
     sp.add_argument("--tls", action="store_true")
     sp.add_argument("--ca")
@@ -266,15 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     users = sub.add_parser("user", help="the user directory").add_subparsers(dest="action", required=True)
     sp = with_config(users.add_parser("add", help="add a user to users.toml"))
-    sp.add_argument("--id", required=True)
-    sp.add_argument("--name", required=True)
-    sp.add_argument("--ori", required=True)
+    sp.add_argument("--id", type=opt.user_id, required=True)
+    sp.add_argument("--name", type=opt.person_name, required=True)
+    sp.add_argument("--ori", type=opt.ori, required=True)
     sp.add_argument("--role", required=True, choices=("full", "ltfa", "practitioner", "admin", "investigator"))
-    sp.add_argument("--dob", help="YYYY-MM-DD (self-inquiry detection only)")
-    sp.add_argument("--certified-until", help="YYYY-MM-DD (proficiency, PPP §1.8.2)")
+    sp.add_argument("--dob", type=opt.date_text, help="YYYY-MM-DD (self-inquiry detection only)")
+    sp.add_argument("--certified-until", type=opt.date_text, help="YYYY-MM-DD (proficiency, PPP §1.8.2)")
     sp.add_argument("--totp", action="store_true",
                     help="enrol a TOTP second factor (always for admin and investigator); prints the URI once")
-    sp.add_argument("--as", dest="as_user", metavar="ADMIN_ID",
+    sp.add_argument("--as", dest="as_user", type=opt.user_id, metavar="ADMIN_ID",
                     help="the administrator adding the user (not needed only for the first administrator)")
     sp.add_argument("--password-stdin", action="store_true",
                     help="read from stdin: with --as your password, your one-time password, then the new "
@@ -286,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
                               ("unlock", "user_unlock", "release a lockout (CJIS AC-7)"),
                               ("remove", "user_remove", "remove; the ID is not reassigned for 365 days")):
         sp = with_config(users.add_parser(action, help=help_))
-        sp.add_argument("id")
+        sp.add_argument("id", type=opt.user_id)
         auth_cli.add_arguments(sp)
         sp.set_defaults(func=lambda a, fn=fn: getattr(__import__("msc.cli.users", fromlist=[fn]), fn)(a, _load(a)))
     sp = with_config(users.add_parser("list", help="list users, roles, status, lockouts, last logon"))
@@ -296,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     stations = sub.add_parser("station", help="stations at run time").add_subparsers(dest="action", required=True)
     for action in ("disable", "enable"):
         sp = with_config(stations.add_parser(action, help=f"{action} a station (PPP §1.9.1)"))
-        sp.add_argument("mnemonic")
+        sp.add_argument("mnemonic", type=opt.station)
         auth_cli.add_arguments(sp)
         sp.set_defaults(func=lambda a: __import__("msc.cli.users", fromlist=["station_status"]).station_status(a, _load(a)))
 
@@ -311,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dir", default="var")
     sp.add_argument("--template", help="msc.toml to start from (default: the packaged demo config)")
     sp.add_argument("--init-only", action="store_true")
-    sp.add_argument("--port-offset", type=int, default=0, metavar="N",
+    sp.add_argument("--port-offset", type=opt.port_offset, default=0, metavar="N",
                     help="when the demo is created: add N to every port of its msc.toml (to run beside another)")
     sp.set_defaults(func=lambda a: __import__("msc.cli.demo", fromlist=["main"]).main(a))
     return p
