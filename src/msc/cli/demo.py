@@ -59,9 +59,8 @@ def shift_ports(text: str, offset: int) -> str:
 
 
 def init(directory: Path, template: str | None, port_offset: int = 0) -> None:
-    import getpass
-
     from msc.cli.admin import record_admin
+    from msc.cli.auth import os_actor
     from msc.config.files import private_dir
     from msc.config.load import load
     from msc.config.model import Role, UserEntry, UsersFile
@@ -97,10 +96,9 @@ def init(directory: Path, template: str | None, port_offset: int = 0) -> None:
         shown.append((uid, name, ori, role, pw, secret))
     userfile.write(settings.users_path, UsersFile(user=tuple(users)))
     # The demo's administrator is made the way the first administrator is (docs/OPERATIONS.md):
-    # a BOOTSTRAP record naming the OS account that ran it.
+    # a BOOTSTRAP record whose actor is the OS account that ran it (OS:<account>).
     record_admin(settings, f"BOOTSTRAP DEMO USERS {' '.join(u for u, *_ in DEMO_USERS)} "
-                           f"BY OS USER {getpass.getuser().upper()} (NO ADMINISTRATOR COULD LOG ON)",
-                 user=next(u for u, _n, _o, role, _d in DEMO_USERS if role == "admin"))
+                           "(NO ENABLED ADMINISTRATOR EXISTED)", user=os_actor())
     print("Demo users (passwords and TOTP secrets are shown only now; only hashes and sealed secrets are stored):")
     for uid, name, ori, role, pw, secret in shown:
         print(f"  {uid}  {role:<13} {ori}  {name:<16} password: {pw}")

@@ -290,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
                               ("remove", "user_remove", "remove; the ID is not reassigned for 365 days")):
         sp = with_config(users.add_parser(action, help=help_))
         sp.add_argument("id", type=opt.user_id)
-        auth_cli.add_arguments(sp)
+        # unlock: --as may be left out only to unlock an administrator while every one is locked
+        auth_cli.add_arguments(sp, required=action != "unlock")
         sp.set_defaults(func=lambda a, fn=fn: getattr(__import__("msc.cli.users", fromlist=[fn]), fn)(a, _load(a)))
     sp = with_config(users.add_parser("list", help="list users, roles, status, lockouts, last logon"))
     sp.add_argument("--format", choices=("text", "json"), default="text")

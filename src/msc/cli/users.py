@@ -2,9 +2,11 @@
 (OPERATIONS.md, CJIS IA-4/IA-5, AC-2, PPP §1.9.1).
 
 Every command that changes something logs an administrator on first (``--as``, :mod:`msc.cli.auth`)
-and its ``ADMIN`` record names them. The one exception is the bootstrap: while no administrator
-could log on (none active and unlocked), ``msc user add --role admin`` without ``--as`` makes the
-first one, recorded as ``BOOTSTRAP``.
+and its ``ADMIN`` record names them. Two exceptions, run by the service account, each recorded with
+``OS:<account>`` as the actor (:func:`msc.cli.auth.os_actor`): the bootstrap — while no enabled
+administrator account exists, ``msc user add --role admin`` without ``--as`` makes one, recorded
+as ``BOOTSTRAP`` — and, while every enabled administrator is locked out, ``msc user unlock ID``
+of one of them without ``--as``.
 """
 
 from __future__ import annotations
@@ -83,23 +85,24 @@ def add_user(args, settings: Settings) -> int:
     if args.ori not in {a.ori for a in settings.config.agency}:
         print(f"error: no agency with ORI {args.ori} in {settings.config_path}", file=sys.stderr)
         return EXIT_USAGE
-    bootstrap = None
+    bootstrap = False
     if args.as_user is None:
-        from msc.cli.auth import admin_can_log_on, require_service_account
+        from msc.cli.auth import enabled_admins, os_actor, require_service_account
 
         require_service_account(settings)
-        if admin_can_log_on(settings):
-            print("error: --as ADMIN_ID is required (an administrator exists; only the first one is made without it)",
-                  file=sys.stderr)
+        # The bootstrap is open only while no enabled administrator account exists. A locked one
+        # still exists (another administrator, or the service account, unlocks it: `msc user
+        # unlock`), so five wrong passwords cannot reopen it.
+        if enabled_admins(settings):
+            print("error: --as ADMIN_ID is required (an enabled administrator exists; only the first one is made "
+                  "without it)", file=sys.stderr)
             return EXIT_USAGE
         if args.role != "admin":
-            print("error: no administrator can log on yet: make one first (msc user add --role admin …, without --as)",
-                  file=sys.stderr)
+            print("error: no enabled administrator exists yet: make one first (msc user add --role admin …, "
+                  "without --as)", file=sys.stderr)
             return EXIT_USAGE
-        import getpass as _gp
-
-        bootstrap = _gp.getuser()
-        actor = uid
+        bootstrap = True
+        actor = os_actor()
     else:
         actor = _admin(settings, args, "user add")
     pw = read_new_password(args, uid)
@@ -133,11 +136,11 @@ def add_user(args, settings: Settings) -> int:
     from msc.cli.admin import notify_users_changed
 
     text = f"USER ADD {uid} ROLE/{args.role} ORI/{args.ori}" + (" TOTP" if totp_secret else "")
-    if bootstrap is not None:
-        text = f"BOOTSTRAP {text} BY OS USER {bootstrap.upper()} (NO ADMINISTRATOR COULD LOG ON)"
+    if bootstrap:
+        text = f"BOOTSTRAP {text} (NO ENABLED ADMINISTRATOR EXISTED)"
     notify_users_changed(settings, text, user=actor)
     print(f"added {uid} ({args.role}, {args.ori}) to {settings.users_path}" +
-          (" — the first administrator (bootstrap, journaled)" if bootstrap is not None else ""))
+          (f" — the first administrator (bootstrap by {actor}, journaled)" if bootstrap else ""))
     if uri:
         from urllib.parse import parse_qs, urlparse
 
@@ -201,7 +204,23 @@ def user_unlock(args, settings: Settings) -> int:
 
     uid = args.id.upper()
     _find(settings, uid)
-    actor = _admin(settings, args, "user unlock")
+    recovery = ""
+    if args.as_user is None:
+        # Recovery: every enabled administrator is locked out, so none can log on to unlock
+        # another. The service account (it owns the master key) may unlock an administrator —
+        # who must still log on with their password and one-time password — recorded with the OS
+        # account as the actor. Nothing else is allowed without --as.
+        from msc.cli.auth import enabled_admins, locked, os_actor, require_service_account
+
+        require_service_account(settings)
+        admins = enabled_admins(settings)
+        if not admins or not set(admins) <= locked(settings) or uid not in admins:
+            print("error: --as ADMIN_ID is required (without it only a locked administrator can be unlocked, and "
+                  "only while every enabled administrator is locked)", file=sys.stderr)
+            return EXIT_USAGE
+        actor, recovery = os_actor(), " (EVERY ENABLED ADMINISTRATOR WAS LOCKED)"
+    else:
+        actor = _admin(settings, args, "user unlock")
     store = StateStore(settings.state_db)  # shared with the daemon; it re-reads at once when told
     try:
         store.unlock(uid)
@@ -211,7 +230,7 @@ def user_unlock(args, settings: Settings) -> int:
         control(settings, {"op": "auth_changed"})
     except DaemonUnavailable:
         pass
-    record_admin(settings, f"USER UNLOCK {uid}", user=actor)
+    record_admin(settings, f"USER UNLOCK {uid}{recovery}", user=actor)
     print(f"{uid} unlocked")
     return EXIT_OK
 
