@@ -184,7 +184,7 @@ def test_a_locked_administrator_does_not_reopen_the_bootstrap(tmp_path):
     for _ in range(5):
         r = run("user", "unlock", "TS0001", "--config", c, "--as", "AD0001", "--password-stdin", input="wrong\n\n")
         assert r.returncode == 3
-    add = ("user", "add", "--config", c, "--ori", "CA0130000", "--name", "NEW, ADMIN", "--role", "admin",
+    add = ("user", "add", "--config", c, "--ori", "CA0130000", "--name", "ROOK, ROBIN", "--role", "admin",
            "--password-stdin")
     r = run(*add, "--id", "AD0002", input="a new administrator's passphrase\n")
     assert r.returncode == 2 and "--as ADMIN_ID is required" in r.stderr and r.stdout == ""
