@@ -186,7 +186,7 @@ def test_msc_demo_runs_stubs_and_switch_and_stops_on_ctrl_c(tmp_path):
         assert "msc is running" in out, out + p.stderr.read()
         listen = f"127.0.0.1:{7400 + offset}"
         # The banner shows the demo's own addresses, and how to reach the stub's control port.
-        assert f"--connect {listen} --header ICS1" in out and f"nc 127.0.0.1 {7601 + offset}" in out
+        assert f"--connect {listen} --header ICS1" in out and f"msc stub-control 127.0.0.1:{7601 + offset} " in out
         pw = next(ln.split("password: ")[1].strip() for ln in lines if ln.strip().startswith("JD1234"))
         r = run("terminal", "--connect", listen, "--header", "ICS1", "--user", "JD1234",
                 "--password-stdin", "--send", "QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101", "--expect", "1",

@@ -9,15 +9,27 @@ port is its own port + 100) and ``msc serve`` as separate processes, prints how 
 addresses the configuration says), and stops all three cleanly on Ctrl-C: the three run in their own
 sessions, so the terminal's Ctrl-C reaches only this process, which then stops the switch first
 (SIGTERM: drain, flush the journal, clean-stop record) and the stubs after it.
+
+One demo per directory (``DIR/.demo.lock``, held while it runs): a second one on the same
+directory says so and touches nothing of the first. Before starting anything it checks that every
+port it will listen on is free, and it starts the switch only once both of its own stubs say they
+listen (their ready files): the switch never talks to somebody else's stub. A stub that exits
+(killed to exercise failover) is reported with the command that starts it again; the demo stops
+only on Ctrl-C or when the switch exits.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
+import errno
+import os
 import re
 import secrets
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -115,30 +127,164 @@ one-time password from an authenticator app (or `oathtool --totp -b SECRET`), e.
 """)
 
 
+LOCK_NAME = ".demo.lock"
+NEW_DEMO_HINT_OFFSET = 1000
+
+
+def demo_ports(text: str) -> list[tuple[str, str, int]]:
+    """(what, host, port) of every port the demo listens on, from a configuration's text: the
+    terminal listeners, the metrics endpoint, the two stubs of the first upstream and their control
+    ports (port + 100). Port 0 ("any free port") is left out."""
+    import tomllib
+
+    from msc.config.validate import parse_hostport
+
+    doc = tomllib.loads(text)
+    out = []
+    for i, lc in enumerate(doc.get("listener", [])):
+        out.append((f"terminal listener {i + 1}", *parse_hostport(lc["bind"])))
+    if "bind" in doc.get("metrics", {}):
+        out.append(("metrics endpoint", *parse_hostport(doc["metrics"]["bind"])))
+    for endpoint, label in zip((doc.get("upstream") or [{}])[0].get("endpoints", []), STUB_LABELS):
+        host, port = parse_hostport(endpoint)
+        out.append((f"{label} CLETS stub", host, port))
+        out.append((f"{label} CLETS stub's control port", host, port + CONTROL_PORT_DISTANCE))
+    return [(what, host, port) for what, host, port in out if port]
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Would a listener on host:port fail because something listens there now? (Bound as the
+    servers bind, SO_REUSEADDR on, and closed at once.)"""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host.strip("[]"), port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def _lock(directory: Path):
+    """Hold DIR/.demo.lock for this demo's life; None (and a message) when another demo holds it."""
+    import fcntl
+
+    fh = open(directory / LOCK_NAME, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        pid = fh.read().strip() or "?"
+        fh.close()
+        print(f"error: a demo is already running in {directory} (pid {pid}); use it, stop it with Ctrl-C in its "
+              f"terminal, or start another beside it: make run DEMO_DIR={directory.name}2 "
+              f"PORT_OFFSET={NEW_DEMO_HINT_OFFSET}", file=sys.stderr)
+        return None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
+
+
+def _last_error(path: Path, since: int) -> str:
+    """The reason a process gave in its log (written after offset ``since``): its last
+    ``error:`` line, or its last line."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(since)
+            lines = [ln.strip() for ln in fh.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    return (errors or lines or [""])[-1]
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _exit_status(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
 def main(args) -> int:
+    from msc.config.files import private_dir
+
     directory = Path(args.dir).resolve()
-    if not (directory / "msc.toml").exists():
+    private_dir(directory)
+    lock = _lock(directory)
+    if lock is None:
+        return 2
+    try:
+        return _run(args, directory)
+    finally:
+        with contextlib.suppress(OSError):
+            lock.seek(0)
+            lock.truncate()
+        lock.close()
+
+
+def _run(args, directory: Path) -> int:
+    cfg_path = directory / "msc.toml"
+    created = cfg_path.exists()
+    if created:
+        text = cfg_path.read_text()
+        if args.port_offset:
+            print(f"note: {cfg_path} exists: its ports are used (--port-offset applies when a demo is created)",
+                  file=sys.stderr)
+    else:
+        template = Path(args.template).read_text() if args.template else \
+            resources.files("msc").joinpath("data/msc.toml").read_text()
+        try:
+            text = shift_ports(template, args.port_offset) if args.port_offset else template
+        except ValueError as exc:
+            print(f"error: --port-offset: {exc}", file=sys.stderr)
+            return 2
+    if not args.init_only:
+        try:
+            ports = demo_ports(text)
+        except (ValueError, KeyError, TypeError) as exc:
+            print(f"error: {cfg_path}: cannot read the demo's addresses: {exc}", file=sys.stderr)
+            return 2
+        for what, host, port in ports:
+            if port_in_use(host, port):
+                if created:
+                    how = (f"{cfg_path} keeps the ports it was created with: start a new demo beside it with "
+                           f"make run DEMO_DIR={directory.name}2 PORT_OFFSET={NEW_DEMO_HINT_OFFSET}, or stop what "
+                           f"listens on {port}")
+                else:
+                    how = (f"run this demo on other ports: make run PORT_OFFSET={NEW_DEMO_HINT_OFFSET} "
+                           f"(msc demo --port-offset {NEW_DEMO_HINT_OFFSET})")
+                print(f"error: port {port} ({what}, {host}:{port}) is in use by another program or demo; {how}",
+                      file=sys.stderr)
+                return 2
+    if not created:
         try:
             init(directory, args.template, args.port_offset)
         except ValueError as exc:
             print(f"error: --port-offset: {exc}", file=sys.stderr)
             return 2
-    elif args.port_offset:
-        print(f"note: {directory / 'msc.toml'} exists: its ports are used (--port-offset applies when a demo "
-              "is created)", file=sys.stderr)
     if args.init_only:
         return 0
     from msc.config.load import ConfigError, load
     from msc.config.validate import parse_hostport
 
     try:
-        config = load(directory / "msc.toml").config
+        config = load(cfg_path).config
     except ConfigError as exc:
         for issue in exc.issues:
             print(f"error: {issue}", file=sys.stderr)
         return 2
     if not config.listener or not config.upstream:
-        print(f"error: {directory / 'msc.toml'}: the demo needs a [[listener]] and an [[upstream]]", file=sys.stderr)
+        print(f"error: {cfg_path}: the demo needs a [[listener]] and an [[upstream]]", file=sys.stderr)
         return 2
     listen = config.listener[0].bind
     stubs = []  # (listen, control, label)
@@ -146,8 +292,6 @@ def main(args) -> int:
         host, port = parse_hostport(endpoint)
         control_host = f"[{host}]" if ":" in host else host
         stubs.append((endpoint, f"{control_host}:{port + CONTROL_PORT_DISTANCE}", label))
-    nc_host, nc_port = parse_hostport(stubs[0][1])
-    control = f"{nc_host} {nc_port}"  # as nc takes it
 
     def interrupted(signum, frame):
         raise KeyboardInterrupt
@@ -160,33 +304,54 @@ def main(args) -> int:
 
     logs = directory / "logs"
     private_dir(logs)
-    procs = []
+    procs = []  # (name, Popen, log file, log offset at start, command)
+    ready = directory / ".ready"
     try:
         for endpoint, control_at, label in stubs:
-            procs.append(subprocess.Popen(
-                [*exe, "stub", "--role", "clets", "--listen", endpoint, "--control", control_at,
-                 "--log", str(logs / f"stub-{label}.log"), "--seed", "1",
-                 # answers in several parts, as III and the state file + NCIC send them (PROTOCOL.md §4)
-                 "--parts", "QR=2@1500", "--parts", "QW=2@300"],
-                stderr=open(logs / f"stub-{label}.err", "a"), start_new_session=True))
-        time.sleep(0.3)
-        ready = directory / ".ready"
+            stub_ready = directory / f".ready-stub-{label}"
+            stub_ready.unlink(missing_ok=True)
+            err = logs / f"stub-{label}.err"
+            cmd = [*exe, "stub", "--role", "clets", "--listen", endpoint, "--control", control_at,
+                   "--log", str(logs / f"stub-{label}.log"), "--seed", "1", "--ready-file", str(stub_ready),
+                   # answers in several parts, as III and the state file + NCIC send them (PROTOCOL.md §4)
+                   "--parts", "QR=2@1500", "--parts", "QW=2@300"]
+            start = _size(err)
+            procs.append((f"the {label} CLETS stub ({endpoint})",
+                          subprocess.Popen(cmd, stderr=open(err, "a"), start_new_session=True), err, start, cmd,
+                          stub_ready))
+        # Our own stubs must listen before the switch dials their addresses: else it could reach
+        # whatever else listens there (another user's demo).
+        deadline = time.monotonic() + 15
+        for name, p, err, start, _cmd, stub_ready in procs:
+            while not stub_ready.exists():
+                if p.poll() is not None or time.monotonic() > deadline:
+                    reason = _last_error(err, start) or ("did not say it listens within 15 s" if p.poll() is None
+                                                         else _exit_status(p.returncode))
+                    print(f"error: {name} did not start: {reason} (log: {err})", file=sys.stderr)
+                    return 2
+                time.sleep(0.05)
         ready.unlink(missing_ok=True)
-        serve = subprocess.Popen([*exe, "serve", "--config", str(directory / "msc.toml"), "--ready-file", str(ready)],
-                                 stderr=open(logs / "msc.log", "a"), start_new_session=True)
-        procs.append(serve)
+        log_file = logs / "msc.log"
+        start = _size(log_file)
+        serve_cmd = [*exe, "serve", "--config", str(cfg_path), "--ready-file", str(ready)]
+        serve = subprocess.Popen(serve_cmd, stderr=open(log_file, "a"), start_new_session=True)
+        procs.append(("msc serve", serve, log_file, start, serve_cmd, ready))
         deadline = time.monotonic() + 15
         while not ready.exists():
             if serve.poll() is not None or time.monotonic() > deadline:
-                print(f"msc serve did not start; see {logs / 'msc.log'}", file=sys.stderr)
+                reason = _last_error(log_file, start) if serve.poll() is not None else "not ready within 15 s"
+                print(f"error: msc serve did not start: {reason} (log: {log_file})", file=sys.stderr)
                 return 1
             time.sleep(0.05)
-        print(f"""msc is running (switch log: {logs / 'msc.log'}, stub logs: {logs}/stub-*.log)
+        print(f"""msc is running (switch log: {log_file}, stub logs: {logs}/stub-*.log)
 
   Terminal listener   {listen}     metrics http://{config.metrics.bind}/metrics
-  CLETS stubs         {', '.join(f"{e} ({lab})" for e, _c, lab in stubs)}; push unsolicited
-                      traffic with:  echo 'ICS1.YQ.CA0130000.NAM/SMITH, JOHN' | nc {control}
-                      or a generated NCIC notice:  echo 'NOTIFY $.L. ICS2 CA0130000' | nc {control}
+  CLETS stubs         {', '.join(f"{e} ({lab}, control {c})" for e, c, lab in stubs)}
+                      push unsolicited traffic through a stub's control port:
+    .venv/bin/msc stub-control {stubs[0][1]} 'ICS1.YQ.CA0130000.NAM/SMITH, JOHN'
+    .venv/bin/msc stub-control {stubs[0][1]} 'NOTIFY $.L. ICS2 CA0130000'     (a generated NCIC notice)
+                      Kill a stub to exercise failover: the switch keeps running and this
+                      demo prints the command that starts it again.
 
 Connect a terminal and log on as JD1234 with the password shown when the demo was created:
 
@@ -195,16 +360,13 @@ Connect a terminal and log on as JD1234 with the password shown when the demo wa
 then type, for example:  QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101
 
 Press Ctrl-C to stop.""", flush=True)
-        while all(p.poll() is None for p in procs):
-            time.sleep(0.5)
-        print("a demo process exited; stopping", file=sys.stderr)
-        return 1
+        return _watch(procs, serve)
     except KeyboardInterrupt:
         print("\nstopping…", flush=True)
         return 0
     finally:
         # The switch first (it drains through the stubs), then the stubs.
-        for p in reversed(procs):
+        for _name, p, *_rest in reversed(procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
             try:
@@ -212,3 +374,28 @@ Press Ctrl-C to stop.""", flush=True)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        # Only what this demo made (it holds DIR/.demo.lock): its ready files.
+        for _name, _p, _log, _start, _cmd, ready_file in procs:
+            ready_file.unlink(missing_ok=True)
+
+
+def _watch(procs: list, serve) -> int:
+    """Until Ctrl-C or the switch exits: a stub that exits is reported (which, why, and how to
+    start it again) and the switch keeps running — failover is what a stub's death exercises."""
+    watching = [x for x in procs if x[1] is not serve]
+    while True:
+        if serve.poll() is not None:
+            _n, _p, log_file, start, *_ = procs[-1]
+            reason = _last_error(log_file, start)
+            print(f"msc serve exited ({_exit_status(serve.returncode)}{': ' + reason if reason else ''}); "
+                  f"stopping the stubs (log: {log_file})", file=sys.stderr, flush=True)
+            return 1
+        for item in list(watching):
+            name, p, err, start, cmd, _ready = item
+            if p.poll() is not None:
+                watching.remove(item)
+                reason = _last_error(err, start) if p.returncode > 0 else ""
+                print(f"{name} exited ({_exit_status(p.returncode)}{': ' + reason if reason else ''}); the switch "
+                      f"keeps running (failover). Start the stub again with:\n  {shlex.join(cmd)} "
+                      f"2>>{shlex.quote(str(err))}", file=sys.stderr, flush=True)
+        time.sleep(0.2)

@@ -55,16 +55,25 @@ def cmd_serve(args) -> int:
     from msc.server.main import serve
     from msc.server.switch import StartupError
 
+    from msc.journal.keys import KeyError_
+    from msc.journal.records import JournalError
+    from msc.journal.store import JournalBusy
+
     configure(level=args.log_level)
     settings = _load(args)
+    # Every refusal to start is one line and exit 2 (OPERATIONS.md, msc serve): nothing of a
+    # running instance is touched — its journal lock is what refuses a second one, before any
+    # listener, control socket or ready file of this process exists.
     try:
         return serve(settings, ready_file=args.ready_file)
-    except StartupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except JournalBusy as exc:
+        print(f"error: msc serve did not start: {exc} (is msc serve already running with "
+              f"{settings.config_path}?)", file=sys.stderr)
+    except (StartupError, JournalError, KeyError_) as exc:
+        print(f"error: msc serve did not start: {exc}", file=sys.stderr)
+    except OSError as exc:  # a listener or the metrics endpoint cannot bind, a file cannot be read
+        print(f"error: msc serve did not start: {exc}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def cmd_stub(args) -> int:
@@ -82,12 +91,45 @@ def cmd_stub(args) -> int:
     def ready(stub) -> None:
         ctl = f" control {stub.cfg.control[0]}:{stub.control_port}" if stub.cfg.control else ""
         print(f"msc stub {cfg.role} listening on {host}:{stub.port}{ctl}", file=sys.stderr, flush=True)
+        if args.ready_file:
+            with open(args.ready_file, "w") as fh:
+                fh.write("ready\n")
 
     try:
         uvloop.run(run(cfg, ready=ready))
     except KeyboardInterrupt:
         pass
+    except OSError as exc:  # cannot listen (port in use, no such address, no permission), bad TLS files
+        where = f"--listen {host}:{port}" + (f" / --control {args.control[0]}:{args.control[1]}" if args.control else "")
+        print(f"error: msc stub {cfg.role} cannot start ({where}): {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
+
+
+def cmd_stub_control(args) -> int:
+    """``msc stub-control HOST:PORT TEXT…``: send each TEXT as one line to a stub's control port
+    (an unsolicited message to push, a notification to generate, or a ``/command``) and print each
+    answer. Exit 1 when a stub answers ``ERR`` or cannot be reached."""
+    import socket
+
+    host, port = args.control
+    try:
+        with socket.create_connection((host, port), timeout=args.timeout) as sock:
+            fh = sock.makefile("rwb")
+            failed = False
+            for text in args.text:
+                fh.write(text.encode("ascii", "backslashreplace") + b"\n")
+                fh.flush()
+                answer = fh.readline().decode("ascii", "replace").rstrip("\r\n")
+                if not answer:
+                    print("error: the stub closed the connection", file=sys.stderr)
+                    return EXIT_PROBLEM
+                print(answer)
+                failed |= answer.startswith("ERR")
+    except OSError as exc:
+        print(f"error: cannot reach the stub's control port {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    return EXIT_PROBLEM if failed else EXIT_OK
 
 
 def cmd_terminal(args) -> int:
@@ -231,7 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--resend-s", type=opt.non_negative, default=2.0,
                     help="send a response the switch refused E501/E307 again after this many seconds (0: never)")
     sp.add_argument("--resend-max", type=opt.count, default=5, help="at most this many times")
+    sp.add_argument("--ready-file", metavar="FILE", help="write this file once the stub listens")
     sp.set_defaults(func=cmd_stub)
+
+    sp = sub.add_parser("stub-control", help="send lines to a stub's control port (push traffic, /commands)",
+                        description="Each TEXT is one line to the stub's control port: an unsolicited message "
+                                    "to push (\\r \\n \\t \\f \\xHH name bytes), 'NOTIFY $.L. MNEMONIC ORI' "
+                                    "for a generated NCIC notice, or a /command; each answer is printed.")
+    sp.add_argument("control", type=_hostport, metavar="HOST:PORT", help="the stub's --control address")
+    sp.add_argument("text", nargs="+", metavar="TEXT")
+    sp.add_argument("--timeout", type=opt.seconds, default=10.0)
+    sp.set_defaults(func=cmd_stub_control)
 
     sp = sub.add_parser("terminal", help="an interactive line-mode terminal")
     sp.add_argument("--connect", type=_hostports, required=True, metavar="HOST:PORT[,HOST:PORT...]",
