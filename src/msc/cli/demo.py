@@ -117,13 +117,17 @@ def init(directory: Path, template: str | None, port_offset: int = 0) -> None:
         if secret is not None:
             print(f"          TOTP secret {base64.b32encode(secret).decode()}  "
                   f"({totp.provisioning_uri(secret, uid, settings.config.switch.name)})")
-    print("""
+    try:  # the path as the user typed it (var/msc.toml), else the absolute one
+        shown_cfg = cfg_path.relative_to(Path.cwd())
+    except ValueError:
+        shown_cfg = cfg_path
+    print(f"""
 The administrator and the investigator log on to msc commands with their password and a
 one-time password from an authenticator app (or `oathtool --totp -b SECRET`), e.g.:
 
-  .venv/bin/msc user list --config var/msc.toml
-  .venv/bin/msc journal verify --config var/msc.toml --as ADM001
-  .venv/bin/msc journal search --config var/msc.toml --as INV001 --case DEMO-1 --user JD1234
+  .venv/bin/msc user list --config {shown_cfg}
+  .venv/bin/msc journal verify --config {shown_cfg} --as ADM001
+  .venv/bin/msc journal search --config {shown_cfg} --as INV001 --case DEMO-1 --user JD1234
 """)
 
 
