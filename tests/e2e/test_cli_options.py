@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from msc.config.load import load
-from msc.journal.keys import KeyRing
 from msc.journal.search import Query, search
+from msc.keyring import KeyRing
 from tests.conftest import PASSWORD, make_config
 from tests.e2e.conftest import run
 

@@ -55,7 +55,7 @@ def cmd_serve(args) -> int:
     from msc.server.main import serve
     from msc.server.switch import StartupError
 
-    from msc.journal.keys import KeyError_
+    from msc.keyring import KeyError_
     from msc.journal.records import JournalError
     from msc.journal.store import JournalBusy
 
