@@ -45,7 +45,7 @@ def add_arguments(sub) -> None:
         if filters:
             sp.add_argument("--from", dest="start", metavar="TIME")
             sp.add_argument("--to", dest="end", metavar="TIME")
-            for f in ("mnemonic", "user", "ori", "mke", "kind", "taf", "txn"):
+            for f in ("mnemonic", "user", "ori", "mke", "kind", "taf", "txn", "code"):
                 sp.add_argument(f"--{f}")
             sp.add_argument("--token", action="append", default=[], metavar="TAG:VALUE")
             sp.add_argument("--limit", type=int)
@@ -122,7 +122,7 @@ def build_query(args) -> Query:
         tokens = [parse_query(t) for t in args.token]
         return Query(start=parse_time(args.start) if args.start else None, end=parse_time(args.end) if args.end else None,
                      mnemonic=args.mnemonic, user=args.user, ori=args.ori, mke=args.mke, kind=args.kind, taf=args.taf,
-                     txn=args.txn, tokens=tokens, limit=args.limit)
+                     txn=args.txn, code=args.code, tokens=tokens, limit=args.limit)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
 
