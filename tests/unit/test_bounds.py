@@ -251,7 +251,7 @@ async def test_gate_runs_at_most_checks_at_once_best_first():
             order.append(name)
         return name
 
-    first = [asyncio.ensure_future(gate.run((1, 0), check, f"busy{i}")) for i in range(2)]
+    first = [asyncio.ensure_future(gate.run((0, 1), check, f"busy{i}")) for i in range(2)]
     await asyncio.sleep(0.05)
     late = [asyncio.ensure_future(gate.run((1, 5), check, f"guess{i}")) for i in range(3)]
     await asyncio.sleep(0.01)
@@ -288,3 +288,48 @@ async def test_gate_refuses_the_worst_when_the_queue_is_full_and_waiters_that_wa
     assert await gate.run((1, 0), lambda: "after") == "after"  # nothing leaked
     assert gate.running == 0 and gate._waiting == 0
     pool.shutdown()
+
+
+async def test_one_check_slot_is_kept_for_known_addresses():
+    pool = ThreadPoolExecutor(4)
+    gate = LogonGate(pool, checks=2, queue=10, wait_s=10)
+    release = threading.Event()
+    started: list[str] = []
+
+    def check(name):
+        started.append(name)
+        release.wait(5)
+        return name
+
+    # Guesses from unknown addresses: only one runs at a time, the other slot stays free …
+    guesses = [asyncio.ensure_future(gate.run((1, 3), check, f"guess{i}")) for i in range(3)]
+    await asyncio.sleep(0.05)
+    assert started == ["guess0"] and gate.running == 1
+    # … so an operator from a known address starts at once.
+    op = asyncio.ensure_future(gate.run((0, 0), check, "operator"))
+    await asyncio.sleep(0.05)
+    assert started == ["guess0", "operator"]
+    release.set()
+    assert await op == "operator"
+    await asyncio.gather(*guesses)
+    assert gate.running == gate.running_unknown == 0
+    # With one slot in all nothing is kept back.
+    solo = LogonGate(pool, checks=1, queue=10, wait_s=10)
+    assert await solo.run((1, 0), lambda: "x") == "x"
+    pool.shutdown()
+
+
+@pytest.mark.skipif(__import__("sys").platform != "linux", reason="per-thread nice values are Linux's")
+def test_checks_for_unknown_addresses_run_at_a_lower_cpu_priority():
+    import os
+
+    from msc.server.logons import UNKNOWN_NICE, lower_priority
+
+    def nice_of_this_thread() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    with ThreadPoolExecutor(1, initializer=lower_priority) as low, ThreadPoolExecutor(1) as normal:
+        assert low.submit(nice_of_this_thread).result() == min(19, base + UNKNOWN_NICE)
+        assert normal.submit(nice_of_this_thread).result() == base
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the process (and the loop's thread) unchanged

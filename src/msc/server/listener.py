@@ -245,6 +245,8 @@ class TlsServer:
         with contextlib.suppress(Exception):
             self.loop.remove_reader(self.sock.fileno())
         self.sock.close()
+        for task in list(self._tasks):  # handshakes still running: their connections close
+            task.cancel()
 
     async def wait_closed(self) -> None:
         return None

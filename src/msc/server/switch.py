@@ -50,7 +50,7 @@ from msc.routing.upstream import FAILURE_REASONS, UpstreamLink
 from msc.mnemonics.throttle import AddressAttempts
 from msc.server.control import ControlServer
 from msc.server.listener import Handshake, ListenerRuntime, TlsServer
-from msc.server.logons import Busy, LogonGate
+from msc.server.logons import Busy, LogonGate, lower_priority
 from msc.server.refusals import AddressBudget, RefusalLimits
 from msc.server.session import SUMMARY, Session, State, taf_for
 
@@ -135,8 +135,12 @@ class Switch:
         sw = settings.config.switch
         # (Threads are made as the gate lets checks run, at most max_logon_checks of them busy.)
         self._auth_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="msc-auth")
+        # Checks for addresses that did not log on recently run at a lower CPU priority (logons.py).
+        self._auth_pool_low = ThreadPoolExecutor(max_workers=64, thread_name_prefix="msc-auth-low",
+                                                 initializer=lower_priority)
         # Logon work is bounded (SECURITY.md): checks at once, a queue best-first, per-address attempts.
-        self.logon_gate = LogonGate(self._auth_pool, checks=sw.logon_checks, queue=sw.logon_queue,
+        self.logon_gate = LogonGate(self._auth_pool, low_executor=self._auth_pool_low, checks=sw.logon_checks,
+                                    queue=sw.logon_queue,
                                     wait_s=sw.logon_wait_s, metrics=self.metrics)
         self.logon_attempts = AddressAttempts(sw.logon_failures_per_address, sw.logon_failures_window_s)
         # What unauthenticated and misbehaving peers may cost the journal (JOURNAL.md "Refused traffic").
@@ -369,6 +373,7 @@ class Switch:
                 await self.journal.append(Entry(kind=Kind.ADMIN, text=f"STOP {self.settings.config.switch.name}"))
             await self.journal.close()
         self._auth_pool.shutdown(wait=False, cancel_futures=True)
+        self._auth_pool_low.shutdown(wait=False, cancel_futures=True)
         if self.ledger is not None:
             # The clean-stop mark: the outage that follows is scheduled (OPERATIONS.md).
             await asyncio.to_thread(self.ledger.stop, self.clock())
