@@ -340,3 +340,20 @@ async def test_logon_checks_run_at_most_max_logon_checks_at_once(harness):
     assert metric(sw, "msc_logon_throttled_total", reason="queue") == codes.count("E307")
     assert metric(sw, "msc_logon_checks", state="running") == 0
     assert metric(sw, "msc_logon_checks", state="waiting") == 0
+
+
+async def test_a_connection_closing_for_its_refusals_gives_its_slot_to_a_newer_one_cleanly(harness):
+    """It lingers (FIN sent, reading paused) for LINGER_S so that its last N frames arrive; taken
+    for a newer connection meanwhile it is aborted, and the newer one is served (it once got an
+    exception in its connection_made: a write after write_eof)."""
+    sw = await harness.start_switch(listener_extra="max_pending_per_address = 2\nmax_refused = 2")
+    doomed = await harness.client()
+    for i in (1, 2, 3):
+        doomed.send_raw(frame("M", i, b"ICS1.QW.CA0130000.NAM/X"))  # E201 x 2: closing
+    await eventually(lambda: metric(sw, "msc_connections_closed_total", reason="refused_messages") == 1)
+    other = await harness.client()
+    newer = await harness.client()  # a third pending one from 127.0.0.1: takes the doomed one's slot
+    assert (await newer.logon("ICS1", "TS0001", PASSWORD)).type == "A"
+    assert not other.closed.done()
+    await doomed.wait_closed()
+    assert [f.text for f in doomed.received if f.type == "N"][-1] == "E307 TOO MANY REFUSED MESSAGES, CONNECTION CLOSED"

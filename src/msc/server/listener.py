@@ -173,7 +173,10 @@ class ListenerRuntime:
     def _evict(self, victim: Member, reason: str) -> None:
         self.release(victim)
         self._closed(reason)
-        victim.evict(reason)
+        try:
+            victim.evict(reason)
+        except Exception:  # the new connection is admitted whatever happened to the old one
+            log.exception("listener.evict_failed", listener=self.cfg.name)
 
     def _closed(self, reason: str) -> None:
         if self.metrics is not None:
@@ -208,30 +211,41 @@ class TlsServer:
         self.factory = factory
         self.on_failed = on_failed  # (handshake, reason, detail): journal and count it
         self.loop = asyncio.get_running_loop()
-        self.sock: socket.socket | None = None
+        self.socks: list[socket.socket] = []
         self._serving = False
         self._retry: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
 
     def bind(self, host: str, port: int, backlog: int = 1024) -> None:
+        """Listen on every address ``host`` resolves to (as ``create_server`` does; IPv6 sockets
+        IPv6 only, so that a dual-stack host gets one socket per family)."""
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, stype, proto, _c, addr = infos[0]
-        sock = socket.socket(family, stype, proto)
+        seen = set()
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(addr)
-            sock.listen(backlog)
-            sock.setblocking(False)
+            for family, stype, proto, _c, addr in infos:
+                if (family, addr) in seen:
+                    continue
+                seen.add((family, addr))
+                sock = socket.socket(family, stype, proto)
+                self.socks.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(addr)
+                sock.listen(backlog)
+                sock.setblocking(False)
         except OSError:
-            sock.close()
+            for sock in self.socks:
+                sock.close()
+            self.socks = []
             raise
-        self.sock = sock
         self._serving = True
-        self.loop.add_reader(sock.fileno(), self._accept)
+        for sock in self.socks:
+            self.loop.add_reader(sock.fileno(), self._accept, sock)
 
     @property
     def sockets(self) -> list[socket.socket]:
-        return [self.sock] if self.sock is not None and self._serving else []
+        return list(self.socks) if self._serving else []
 
     def is_serving(self) -> bool:
         return self._serving
@@ -242,19 +256,20 @@ class TlsServer:
         self._serving = False
         if self._retry is not None:
             self._retry.cancel()
-        with contextlib.suppress(Exception):
-            self.loop.remove_reader(self.sock.fileno())
-        self.sock.close()
+        for sock in self.socks:
+            with contextlib.suppress(Exception):
+                self.loop.remove_reader(sock.fileno())
+            sock.close()
         for task in list(self._tasks):  # handshakes still running: their connections close
             task.cancel()
 
     async def wait_closed(self) -> None:
         return None
 
-    def _accept(self) -> None:
+    def _accept(self, sock: socket.socket) -> None:
         for _ in range(ACCEPT_BATCH):
             try:
-                conn, addr = self.sock.accept()
+                conn, addr = sock.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return
             except OSError as exc:
@@ -262,16 +277,16 @@ class TlsServer:
                     # Out of descriptors: stop accepting for a moment (the kernel's backlog holds
                     # the rest) rather than spin on a socket that stays readable.
                     log.warning("listener.accept_failed", listener=self.rt.cfg.name, error=exc.strerror)
-                    self.loop.remove_reader(self.sock.fileno())
-                    self._retry = self.loop.call_later(ACCEPT_RETRY_S, self._resume)
+                    self.loop.remove_reader(sock.fileno())
+                    self._retry = self.loop.call_later(ACCEPT_RETRY_S, self._resume, sock)
                     return
                 raise
             self._handle(conn, addr)
 
-    def _resume(self) -> None:
+    def _resume(self, sock: socket.socket) -> None:
         self._retry = None
         if self._serving:
-            self.loop.add_reader(self.sock.fileno(), self._accept)
+            self.loop.add_reader(sock.fileno(), self._accept, sock)
 
     def _handle(self, conn: socket.socket, addr) -> None:
         conn.setblocking(False)

@@ -168,6 +168,7 @@ class Session(asyncio.Protocol):
         self.refused_total = Tally()  # a pending connection's refusals, for its DISCONNECT record
         self.close_reason: str | None = None
         self.doomed = False  # closing for its refused traffic: read nothing more
+        self._eof_sent = False  # lingering close: nothing more can be written
         self.connect_recorded = False
         self.connected_wall = switch.clock()
         self._deadline: asyncio.TimerHandle | None = None
@@ -234,6 +235,9 @@ class Session(asyncio.Protocol):
 
     def evict(self, reason: str) -> None:
         """The listener gave this pending connection's slot to a newer one."""
+        if self._eof_sent:  # already closing (lingering after its refused traffic): now
+            self.abort()
+            return
         self.close_reason = ("TOO MANY CONNECTIONS FROM THIS ADDRESS NOT LOGGED ON" if reason == "address_limit"
                              else "SLOT TAKEN BY A NEWER CONNECTION, LISTENER FULL")
         self.metrics.reject(Reject.E307.code)
@@ -639,6 +643,7 @@ class Session(asyncio.Protocol):
             # sends costs nothing but kernel buffer).
             self._pause_reading()
             t.write_eof()
+            self._eof_sent = True
             asyncio.get_running_loop().call_later(LINGER_S, t.abort)
         else:
             self.close()
@@ -790,7 +795,7 @@ class Session(asyncio.Protocol):
     def _flush(self) -> None:
         buf, self._wbuf = self._wbuf, []
         t = self.transport
-        if buf and t is not None and not t.is_closing():
+        if buf and t is not None and not t.is_closing() and not self._eof_sent:
             t.write(buf[0] if len(buf) == 1 else b"".join(buf))
             self.last_tx = time.monotonic()
 
