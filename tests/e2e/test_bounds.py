@@ -268,16 +268,20 @@ tls = {{ cert = "{pki.dir}/server.crt", key = "{pki.dir}/server.key" }}
 
     terminals, results, during, after = asyncio.run(scenario())
     idle, stalled = results[0::2], results[1::2]
-    # Every one closed, within its deadline (and the sweep/scheduling slack) or earlier for a
-    # newer connection's sake.
-    assert all(t is not None and t < LOGON_TIMEOUT + 3 for t, _naks in idle), max(t or 99 for t, _ in idle)
+    # Every one closed by msc (none left for the client to give up on after 30 s), each saying
+    # why: its logon deadline, or a newer connection took its slot. (How soon after the deadline
+    # is measured by bench/abuse_bench.py's idle scenario, not asserted here.)
+    assert all(t is not None for t, _naks in idle), sum(t is None for t, _ in idle)
     assert all(naks in (["E201 NO LOGON WITHIN 2 S"], ["E307 TOO MANY CONNECTIONS"]) for _t, naks in idle)
-    assert all(t is not None and t < TLS_TIMEOUT + 3 for t in stalled), max(t or 99 for t in stalled)
+    assert all(t is not None for t in stalled), sum(t is None for t in stalled)
     # The terminals logged on throughout, on both listeners, and were never refused.
     for ok, failures in terminals:
         assert failures == [] and ok >= 3, (ok, failures[:3])
     closed = lambda reason: metric(after, "msc_connections_closed_total", reason=reason)  # noqa: E731
     assert closed("logon_timeout") > 0 and closed("tls_handshake_timeout") > 0
+    # Each attacker's close is counted once, with its reason (deadlines and eviction above)
+    # (the terminals' own connections log off and are not counted).
+    assert metric(after, "msc_connections_closed_total") >= 2 * IDLE, after
     assert closed("evicted") > 0  # 300 > 200: the oldest gave way
     assert closed("refused") == 0  # never: no slot was held by 200 logged-on sessions
     assert metric(after, "msc_listener_connections", state="pending") == 0

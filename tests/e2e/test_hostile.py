@@ -11,7 +11,6 @@ import asyncio
 import os
 import random
 import signal
-import statistics
 import struct
 import time
 
@@ -96,14 +95,22 @@ async def connect_raw(port: int):
     return await asyncio.open_connection("127.0.0.1", port)
 
 
-async def read_until_closed(reader: asyncio.StreamReader, timeout: float = 10) -> bytes:
+async def read_to_close(reader: asyncio.StreamReader, timeout: float = 10) -> tuple[bytes, bool]:
+    """What the peer sent, and whether msc closed the connection (False: nothing came for
+    ``timeout`` seconds and it is still open)."""
     data = b""
     try:
         while chunk := await asyncio.wait_for(reader.read(65536), timeout):
             data += chunk
-    except (TimeoutError, ConnectionError):
+    except ConnectionError:
         pass
-    return data
+    except TimeoutError:
+        return data, False
+    return data, True
+
+
+async def read_until_closed(reader: asyncio.StreamReader, timeout: float = 10) -> bytes:
+    return (await read_to_close(reader, timeout))[0]
 
 
 def naks(data: bytes) -> list[str]:
@@ -139,14 +146,14 @@ async def slowloris(port: int) -> None:
     conns = [await connect_raw(port) for _ in range(40)]
     for _r, w in conns:
         w.write(struct.pack(">IBI", 1000, ord("M"), 1) + b"ICS1.QW")  # a frame that never completes
-    t0 = time.monotonic()
-    results = await asyncio.gather(*(read_until_closed(r, timeout=10) for r, _w in conns))
+    results = await asyncio.gather(*(read_to_close(r, timeout=10) for r, _w in conns))
     # Closed after read_timeout_s (E101) — or at once, when more than max_pending_per_address
-    # (32) connections of one address have not logged on, the oldest (E307, issue 14).
-    codes = [naks(d) for d in results]
+    # (32) connections of one address have not logged on, the oldest (E307, issue 14) — by msc,
+    # not left hanging.
+    assert all(closed for _d, closed in results), sum(not closed for _d, closed in results)
+    codes = [naks(d) for d, _closed in results]
     assert all("E101" in c or "E307" in c for c in codes), codes
     assert sum("E101" in c for c in codes) == 32
-    assert time.monotonic() - t0 < 8  # closed after read_timeout_s, not left hanging
 
 
 async def random_bytes(port: int) -> None:
@@ -300,11 +307,15 @@ def test_hostile_inputs_end_in_codes_or_closes_and_others_keep_being_served(swit
 
     canary, rss0, rss1, report = asyncio.run(scenario())
     assert serve.p.poll() is None, "msc serve died"
-    assert canary.failures == [], canary.failures[:5]
-    p99 = statistics.quantiles(canary.latencies, n=100)[98]
-    print(f"\ncanary: {len(canary.latencies)} answers, p99 {p99 * 1000:.1f} ms, max {max(canary.latencies) * 1000:.1f} ms; "
+    print(f"\ncanary: {len(canary.latencies)} answers, max {max(canary.latencies, default=0) * 1000:.1f} ms; "
           f"RSS {rss0:.0f} -> {rss1:.0f} MB; answers during each attack {report}")
-    assert p99 < 1.0
+    # The canary was served throughout: every one of its queries was accepted and answered (none
+    # refused, none left without its answer), also while each attack that holds the switch for a
+    # while went on. How fast is measured in bench/, not asserted here.
+    assert canary.failures == [], canary.failures[:5]
+    assert canary.latencies
+    held = {"slowloris", "too many connections", "never reads", "flood"}
+    assert all(report[name] > 0 for name in held & report.keys()), report
     assert rss1 - rss0 < 150, (rss0, rss1)  # bounded: queues, frames and connections all have limits
     serve.p.send_signal(signal.SIGTERM)
     assert serve.p.wait(30) == 0

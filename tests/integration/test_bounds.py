@@ -36,6 +36,19 @@ async def records(sw, **q) -> list:
     return list(search(sw.settings.journal_dir, sw.journal.keyring, Query(**q)))
 
 
+async def disconnects(sw, n: int = 1, **q) -> list[str]:
+    """The texts of the DISCONNECT records, once there are ``n``. msc writes one when its side of
+    the connection is gone — after the peer closed too, or a lingering close's LINGER_S later —
+    which may be after the client saw the close."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while True:
+        bye = [r.text for r in await records(sw, kind="SESSION", **q) if r.text.startswith("DISCONNECT")]
+        if len(bye) >= n or loop.time() > deadline:
+            return bye
+        await asyncio.sleep(0.05)
+
+
 async def connect_from(port: int, source: str, **kw) -> WireClient:
     r, w = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0), **kw)
     return WireClient(r, w)
@@ -62,8 +75,8 @@ async def test_a_connection_that_does_not_log_on_in_time_is_closed_and_says_why(
     assert (await op.send("ICS1.LOGOFF")).type == "A"
     await asyncio.sleep(0.6)  # after a LOGOFF the connection stays open: it was established
     assert not op.closed.done()
-    disconnects = [r.text for r in await records(sw, kind="SESSION") if r.text.startswith("DISCONNECT")]
-    assert sum("NOT LOGGED ON" in t and t.endswith("CLOSED: LOGON TIMEOUT") for t in disconnects) == 2
+    bye = await disconnects(sw, n=2)
+    assert sum("NOT LOGGED ON" in t and t.endswith("CLOSED: LOGON TIMEOUT") for t in bye) == 2
 
 
 async def test_a_host_binds_in_time_by_its_first_message(harness):
@@ -174,6 +187,7 @@ async def test_a_connection_not_logged_on_is_closed_at_its_tenth_refusal_with_co
     for i in range(1, 13):
         c.send_raw(frame("M", i, payload))
     naks = await closed_with(c)
+    c.close()
     assert naks == ["E307 TOO MANY REFUSED MESSAGES, CONNECTION CLOSED"]
     answered = [f for f in c.received if f.type == "N" and f.xid]
     assert [f.xid for f in answered] == list(range(1, 11))  # ten answered, then closed
@@ -184,7 +198,7 @@ async def test_a_connection_not_logged_on_is_closed_at_its_tenth_refusal_with_co
         assert len(r.text) <= 80 + len("…[CHARS/131052 SHA256/]") + 64
         assert "Sw0rdfish" not in r.text
         assert r.taf == taf_for("127.0.0.1")
-    bye = [r.text for r in await records(sw, kind="SESSION") if r.text.startswith("DISCONNECT")]
+    bye = await disconnects(sw)
     assert len(bye) == 1 and "REFUSED 10 MESSAGES" in bye[0] and bye[0].endswith("CLOSED: TOO MANY REFUSED MESSAGES")
 
 
@@ -249,8 +263,9 @@ async def test_a_logged_on_session_that_keeps_sending_refused_traffic_is_closed(
     for i in range(60):
         c.send_raw(frame("M", 100 + i, f"ICS1Z{i}.ZZ.CA0130000".encode()))
     assert (await closed_with(c))[-1] == "E307 TOO MANY REFUSED MESSAGES, CONNECTION CLOSED"
+    c.close()
     assert metric(sw, "msc_connections_closed_total", reason="refused_messages") == 1
-    bye = [r.text for r in await records(sw, kind="SESSION", mnemonic="ICS1") if r.text.startswith("DISCONNECT")]
+    bye = await disconnects(sw, mnemonic="ICS1")
     assert bye == ["DISCONNECT; CLOSED: TOO MANY REFUSED MESSAGES"]
 
 
@@ -323,18 +338,23 @@ async def test_logon_checks_run_at_most_max_logon_checks_at_once(harness):
             peak[0] = max(peak[0], metric(sw, "msc_logon_checks", state="running"))
             await asyncio.sleep(0.005)
 
-    async def guess(i: int):
+    async def connect(i: int) -> WireClient:
         c = await connect_from(harness.port, f"127.0.4.{i + 1}")
         await c.banner()
-        out = [(await c.logon("ECMDT", "EC0001", f"guess {i} {k}")).code for k in range(2)]
-        c.close()
-        return out
+        return c
 
+    # Every guesser connected first, then their LOGONs all at once (twice): 30 arrive together
+    # for 2 check slots and 8 places in the queue, however slow the machine is.
+    clients = await asyncio.gather(*(connect(i) for i in range(30)))
     w = asyncio.ensure_future(watch())
-    results = await asyncio.gather(*(guess(i) for i in range(30)))
+    codes = []
+    for k in range(2):
+        answers = await asyncio.gather(*(c.logon("ECMDT", "EC0001", f"guess {i} {k}") for i, c in enumerate(clients)))
+        codes += [a.code for a in answers]
     stop.set()
     await w
-    codes = [c for r in results for c in r]
+    for c in clients:
+        c.close()
     assert set(codes) <= {"E202", "E307"} and "E307" in codes  # the queue of 8 overflowed
     assert 1 <= peak[0] <= 2
     assert metric(sw, "msc_logon_throttled_total", reason="queue") == codes.count("E307")
