@@ -15,13 +15,18 @@ production cost 15), each measured in one run so that the figures compare within
            throughout. Per connection: when it was closed, against its deadline.
 ``logon``  50 connections guessing passwords as fast as the switch answers, from one address and
            from 50 addresses; a legitimate operator logs on (and off) every 0.25 s meanwhile.
-           The legitimate LOGON's round trip: p50/p99, alone and under each flood.
+           The legitimate LOGON's round trip: p50/p99, alone and under each flood — on a switch
+           with the defaults and, in the same run (the kinds and switches interleaved), on one
+           with the logon gate lifted (``max_logon_checks`` 64, no per-address failure rate):
+           what the gate is worth, measured beside it. The guessers run in a process of their
+           own at nice 10 (``--guessers-nice``): on 2 cores a load generator beside the switch
+           takes the switch's CPU, which an attacker on the network cannot.
 
 It speaks the wire protocol itself (PROTOCOL.md §1), so it also runs against an older msc on
 ``PYTHONPATH`` (``--legacy`` leaves out the configuration keys that version does not know).
 Writes ``bench/results/abuse-<stamp>.json`` and ``.md``.
 
-    python bench/abuse_bench.py [--scenarios flood,idle,logon] [--phase-s 60] [--legacy]
+    python bench/abuse_bench.py [--scenarios flood,idle,logon] [--phase-s 60] [--legacy] [--no-gate-baseline]
 """
 
 from __future__ import annotations
@@ -86,7 +91,7 @@ def dir_bytes(path: Path) -> int:
 # -- the switch under test ----------------------------------------------------------------------
 
 def write_config(d: Path, *, port: int, tls_port: int, metrics_port: int, stub_port: int, legacy: bool,
-                 tls_dir: Path | None) -> Path:
+                 tls_dir: Path | None, switch_extra: str = "") -> Path:
     from msc.config.model import UserEntry, UsersFile
     from msc.journal.keys import KeyRing
     from msc.mnemonics import userfile
@@ -115,7 +120,7 @@ authorizations = ["cjis"]
 name = "ABUSE-MSC"
 data_dir = "data"
 password_cost = 15
-
+{switch_extra}
 [[listener]]
 name = "terminals"
 bind = "127.0.0.1:{port}"
@@ -185,12 +190,12 @@ def make_tls(d: Path) -> Path:
 
 
 class Switch:
-    def __init__(self, tmp: Path, *, legacy: bool, tls: bool) -> None:
+    def __init__(self, tmp: Path, *, legacy: bool, tls: bool, switch_extra: str = "") -> None:
         self.dir = tmp
         self.port, self.tls_port, self.metrics_port, self.stub_port = free_port(), free_port(), free_port(), free_port()
         tls_dir = make_tls(tmp) if tls else None
         self.cfg = write_config(tmp, port=self.port, tls_port=self.tls_port, metrics_port=self.metrics_port,
-                                stub_port=self.stub_port, legacy=legacy, tls_dir=tls_dir)
+                                stub_port=self.stub_port, legacy=legacy, tls_dir=tls_dir, switch_extra=switch_extra)
         self.stub = subprocess.Popen([*MSC, "stub", "--role", "clets", "--listen", f"127.0.0.1:{self.stub_port}"],
                                      stdout=subprocess.DEVNULL, stderr=open(tmp / "stub.err", "w"))
         ready = tmp / "ready"
@@ -559,33 +564,100 @@ async def guesser(port: int, stop: asyncio.Event, source: str, stats: dict, k: i
             await asyncio.sleep(0.05)
 
 
+#: The guessers' own process runs at this nice value (--guessers-nice): on a 2-core machine a load
+#: generator beside the switch takes the switch's CPU, which an attacker on the network cannot;
+#: niced, it gets the cores the switch leaves idle, and is still paced by the switch's answers.
+GUESSERS_NICE = 10
+
+
+def _guessers_main(port: int, sources: list[str], nice: int, stop, conn) -> None:
+    """A child process: the guessers until ``stop`` (a multiprocessing Event) is set; sends the
+    answers' tally through ``conn``."""
+    if nice:
+        os.nice(nice)
+
+    async def run() -> dict:
+        halt = asyncio.Event()
+        stats: dict = {}
+        tasks = [asyncio.create_task(guesser(port, halt, src, stats, k)) for k, src in enumerate(sources)]
+        conn.send("started")
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+        halt.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return stats
+
+    conn.send(asyncio.run(run()))
+
+
+class Guessers:
+    """The guessers in a process of their own (:func:`_guessers_main`)."""
+
+    async def start(self, port: int, sources: list[str], nice: int) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.stop_ev = ctx.Event()
+        self.parent, child = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=_guessers_main, args=(port, sources, nice, self.stop_ev, child), daemon=True)
+        self.proc.start()
+        assert await asyncio.get_running_loop().run_in_executor(None, self.parent.recv) == "started"
+
+    async def stop(self, stats: dict) -> None:
+        """Stop them; add their tally of answers to ``stats``."""
+        self.stop_ev.set()
+        tally = await asyncio.get_running_loop().run_in_executor(None, self.parent.recv)
+        self.proc.join(30)
+        for k, v in tally.items():
+            stats[k] = stats.get(k, 0) + v
+
+
 LOGON_KINDS = (("alone", None), ("50 guessers, one address", ["127.0.2.1"] * 50),
                ("50 guessers, 50 addresses", [f"127.0.3.{i + 1}" for i in range(50)]))
 
 
-async def scenario_logon(sw: Switch, phase_s: float, rounds: int = 3) -> dict:
-    """The kinds interleaved, ``rounds`` times phase_s / rounds each, so that the machine's load
-    drifting (other work on it) affects every kind alike; the figures are per kind over all."""
-    lat: dict[str, list[float]] = {name: [] for name, _s in LOGON_KINDS}
-    fails: dict[str, list[str]] = {name: [] for name, _s in LOGON_KINDS}
-    stats: dict[str, dict] = {name: {} for name, _s in LOGON_KINDS}
+#: The logon gate lifted (the "before" of the same code, in the same run): checks as many as
+#: there are guessers, no queue to speak of, no per-address failure rate.
+NO_GATE = "max_logon_checks = 64\nlogon_queue = 100000\nlogon_failures_per_address = 1000000\n"
+
+
+async def scenario_logon(switches: dict[str, Switch], phase_s: float, rounds: int = 3,
+                         nice: int = GUESSERS_NICE) -> dict:
+    """The kinds (and switches: the gate lifted, the defaults) interleaved, ``rounds`` times
+    phase_s / rounds each, so that the machine's load drifting (other work on it) affects every
+    kind alike; the figures are per switch and kind over all rounds."""
+    names = [f"{label}: {name}" if len(switches) > 1 else name for label in switches for name, _s in LOGON_KINDS]
+    lat: dict[str, list[float]] = {name: [] for name in names}
+    fails: dict[str, list[str]] = {name: [] for name in names}
+    stats: dict[str, dict] = {name: {} for name in names}
     for _r in range(rounds):
-        for name, sources in LOGON_KINDS:
-            stop = asyncio.Event()
-            tasks = [asyncio.create_task(legit_logons(sw.port, stop, lat[name], fails[name], station="AB01",
-                                                      user="OP0001"))]
-            for k, src in enumerate(sources or ()):
-                tasks.append(asyncio.create_task(guesser(sw.port, stop, src, stats[name], k)))
-            await asyncio.sleep(phase_s / rounds)
-            stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        for label, sw in switches.items():
+            for kind, sources in LOGON_KINDS:
+                name = f"{label}: {kind}" if len(switches) > 1 else kind
+                stop = asyncio.Event()
+                guessers = Guessers() if sources else None
+                if guessers is not None:
+                    await guessers.start(sw.port, sources, nice)  # the phase starts with the flood on
+                legit = asyncio.create_task(legit_logons(sw.port, stop, lat[name], fails[name], station="AB01",
+                                                         user="OP0001"))
+                await asyncio.sleep(phase_s / rounds)
+                stop.set()
+                await legit
+                if guessers is not None:
+                    await guessers.stop(stats[name])
     out = {}
-    for name, _s in LOGON_KINDS:
+    for name in names:
         v = lat[name]
         out[name] = {"logons": len(v), "p50_ms": pct(v, 50), "p99_ms": pct(v, 99),
                      "max_ms": round(max(v) * 1000, 1) if v else None,
                      "failures": len(fails[name]), "first_failures": fails[name][:3], "guesses": stats[name]}
         print(f"  {name}: {json.dumps(out[name])}", flush=True)
+    for label, sw in switches.items():
+        try:
+            out[f"metrics {label}"] = [line for line in sw.metrics().splitlines() if line.startswith(
+                ("msc_logon_throttled_total", "msc_logon_failures_total", "msc_lockouts_total"))]
+        except OSError:
+            pass
     return out
 
 
@@ -631,7 +703,7 @@ def markdown(doc: dict) -> str:
             out.append(f"| {k} | {v['logons']} | {v['failures']} | {v['p50_ms']} / {v['p99_ms']} |")
         out.append("")
     if "logon" in sc:
-        out += ["## Logon flood (scrypt cost 15), kinds interleaved", "",
+        out += [f"## Logon flood (scrypt cost 15), kinds interleaved; guessers at nice {doc.get('guessers_nice', 0)}", "",
                 "| kind | legitimate logons | failures | LOGON p50 / p99 / max ms | guesses answered |",
                 "|---|---|---|---|---|"]
         for name, v in sc["logon"].items():
@@ -649,6 +721,10 @@ def main() -> int:
     ap.add_argument("--phase-s", type=float, default=60, help="seconds per flood/logon phase")
     ap.add_argument("--connections", type=int, default=2000, help="idle and stalled-TLS connections, each")
     ap.add_argument("--legacy", action="store_true", help="configuration without issue 14's keys (older msc)")
+    ap.add_argument("--guessers-nice", type=int, default=GUESSERS_NICE,
+                    help="logon: the guessers' process's nice value (0: the same priority as the switch)")
+    ap.add_argument("--no-gate-baseline", action="store_true",
+                    help="logon: measure only the defaults, not also a switch with the logon gate lifted")
     ap.add_argument("--label", default="")
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -669,12 +745,25 @@ def main() -> int:
             if name == "flood":
                 doc["scenarios"][name] = scenario_flood(Path(tmp), args.phase_s, args.legacy, runner)
                 continue
+            if name == "logon":
+                configs = {"gate lifted": NO_GATE, "defaults": ""}
+                if args.legacy or args.no_gate_baseline:
+                    configs = {"defaults": ""}
+                switches: dict[str, Switch] = {}
+                try:
+                    for label, extra in configs.items():
+                        (Path(tmp) / label).mkdir()
+                        switches[label] = Switch(Path(tmp) / label, legacy=args.legacy, tls=False, switch_extra=extra)
+                    doc["guessers_nice"] = args.guessers_nice
+                    doc["scenarios"][name] = runner(scenario_logon(switches, args.phase_s, nice=args.guessers_nice))
+                finally:
+                    for sw in switches.values():
+                        sw.stop()
+                continue
             sw = Switch(Path(tmp), legacy=args.legacy, tls=name == "idle")
             try:
                 if name == "idle":
                     res = runner(scenario_idle(sw, args.connections, args.legacy))
-                elif name == "logon":
-                    res = runner(scenario_logon(sw, args.phase_s))
                 else:
                     raise SystemExit(f"unknown scenario {name}")
                 try:
