@@ -314,7 +314,8 @@ def test_hostile_inputs_end_in_codes_or_closes_and_others_keep_being_served(swit
     # while went on. How fast is measured in bench/, not asserted here.
     assert canary.failures == [], canary.failures[:5]
     assert canary.latencies
-    held = {"slowloris", "too many connections", "never reads", "flood"}
+    # (The flood is answered E307 as fast as it comes: over before the canary's next query.)
+    held = {"slowloris", "too many connections", "never reads"}
     assert all(report[name] > 0 for name in held & report.keys()), report
     assert rss1 - rss0 < 150, (rss0, rss1)  # bounded: queues, frames and connections all have limits
     serve.p.send_signal(signal.SIGTERM)
