@@ -18,7 +18,8 @@ production cost 15), each measured in one run so that the figures compare within
            The legitimate LOGON's round trip: p50/p99, alone and under each flood — on a switch
            with the defaults and, in the same run (the kinds and switches interleaved), on one
            with the logon gate lifted (``max_logon_checks`` 64, no per-address failure rate):
-           what the gate is worth, measured beside it. The guessers run in a process of their
+           what the gate is worth, measured beside it; and one with ``logon_throttle_delay_s = 0``
+           (an address past its failure rate answered E307 at once). The guessers run in a process of their
            own at nice 10 (``--guessers-nice``): on 2 cores a load generator beside the switch
            takes the switch's CPU, which an attacker on the network cannot.
 
@@ -746,7 +747,7 @@ def main() -> int:
                 doc["scenarios"][name] = scenario_flood(Path(tmp), args.phase_s, args.legacy, runner)
                 continue
             if name == "logon":
-                configs = {"gate lifted": NO_GATE, "defaults": ""}
+                configs = {"gate lifted": NO_GATE, "no throttle delay": "logon_throttle_delay_s = 0\n", "defaults": ""}
                 if args.legacy or args.no_gate_baseline:
                     configs = {"defaults": ""}
                 switches: dict[str, Switch] = {}

@@ -129,7 +129,9 @@ def switch(tmp_path, procs):
     cfg = make_config(tmp_path, upstream_ports=[up], port=port, metrics_port=free_port(),
                       max_connections=MAX_CONNECTIONS, read_timeout_s=1, rate_limit=50,
                       extra=BAD_UPSTREAM.format(port=bad_port))
-    text = cfg.read_text().replace("[switch]\n", "[switch]\nqueue_max = 300\n", 1)
+    # (The brute force's 20 LOGONs past their address's rate are answered 0.1 s after each, not
+    # logon_throttle_delay_s's default 1 s: the test waits for each answer in turn.)
+    text = cfg.read_text().replace("[switch]\n", "[switch]\nqueue_max = 300\nlogon_throttle_delay_s = 0.1\n", 1)
     cfg.write_text(text)
     start_stub(procs, tmp_path, up)
     serve = start_serve(procs, tmp_path, cfg)

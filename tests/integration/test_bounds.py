@@ -36,6 +36,17 @@ async def records(sw, **q) -> list:
     return list(search(sw.settings.journal_dir, sw.journal.keyring, Query(**q)))
 
 
+async def eventually_records(sw, predicate, timeout: float = 15, **q) -> list:
+    """The records matching ``q`` once ``predicate(records)`` holds (or the last ones read)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        rs = await records(sw, **q)
+        if predicate(rs) or loop.time() > deadline:
+            return rs
+        await asyncio.sleep(0.05)
+
+
 async def disconnects(sw, n: int = 1, **q) -> list[str]:
     """The texts of the DISCONNECT records, once there are ``n``. msc writes one when its side of
     the connection is gone — after the peer closed too, or a lingering close's LINGER_S later —
@@ -310,6 +321,43 @@ async def test_an_address_past_its_failures_is_refused_unchecked_and_others_are_
         c = await harness.client()
         assert (await c.logon("ICS1", "TS0001", PASSWORD)).type == "A"
         c.close()
+
+
+async def test_a_logon_refused_for_its_address_is_answered_after_the_delay(harness):
+    sw = await harness.start_switch(switch_extra="logon_failures_per_address = 1\nlogon_throttle_delay_s = 0.4")
+    c = await connect_from(harness.port, "127.0.0.7")
+    await c.banner()
+    assert (await c.logon("ECMDT", "EC0001", "guess 0")).code == "E202"
+    # Past its rate: three LOGONs at once are answered one per delay (the others wait unread), so
+    # a guesser gets one answer per connection and delay instead of as many as it can send. (A
+    # lower bound on the time: the delay itself, which a slower machine only lengthens.)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    answers = await asyncio.gather(*(c.logon("ECMDT", "EC0001", f"guess {i}") for i in range(1, 4)))
+    assert [a.text for a in answers] == ["E307 TOO MANY LOGON ATTEMPTS FROM THIS ADDRESS, TRY LATER"] * 3
+    assert loop.time() - t0 >= 3 * 0.4
+    assert metric(sw, "msc_logon_throttled_total", reason="address") == 3
+    assert metric(sw, "msc_logon_failures_total") == 1
+    c.close()
+
+
+async def test_a_connection_waiting_for_a_throttled_answer_keeps_its_logon_deadline(harness):
+    # While its refusal waits, the connection is not being checked: its deadline runs and its
+    # slot may go to a newer connection; the refusal is still recorded when the delay is over.
+    sw = await harness.start_switch(switch_extra="logon_failures_per_address = 1\nlogon_throttle_delay_s = 4",
+                                    listener_extra="logon_timeout_s = 2")
+    first = await connect_from(harness.port, "127.0.0.7")
+    await first.banner()
+    assert (await first.logon("ECMDT", "EC0001", "guess 0")).code == "E202"
+    first.close()
+    c = await connect_from(harness.port, "127.0.0.7")
+    await c.banner()
+    c.send_raw(frame("M", 1, b"ECMDT.LOGON.EC0001.-.guess 1"))
+    assert await closed_with(c) == ["E201 NO LOGON WITHIN 2 S"]
+    assert not [f for f in c.received if f.type == "N" and f.xid == 1]  # closed before its answer
+    assert metric(sw, "msc_logon_throttled_total", reason="address") == 1
+    unchecked = await eventually_records(sw, lambda rs: any(r.code == "E307" for r in rs), kind="REJECTED")
+    assert [r.text for r in unchecked if r.code == "E307"] == ["ECMDT.LOGON.EC0001.*.*"]
 
 
 #: User IDs an attacker might guess: none may leave a row of its own in state.db.

@@ -75,6 +75,10 @@ class SwitchSection(_Table, frozen=True, kw_only=True):
     # (a success takes its own back); beyond it its logons are refused E307 unchecked.
     logon_failures_per_address: int = 10
     logon_failures_window_s: float = 60
+    # Such a refusal is answered this long after the LOGON (its connection's further messages wait
+    # meanwhile): a guesser past its rate is slowed to one LOGON per connection and delay, instead
+    # of costing the switch thousands of E307 a second (OpenSSH's PerSourcePenalties, in spirit).
+    logon_throttle_delay_s: float = 1
 
     @property
     def logon_checks(self) -> int:

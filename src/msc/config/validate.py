@@ -115,6 +115,8 @@ def validate(settings: Settings) -> list[ConfigIssue]:
             c.add(f"switch.{key}", "must be > 0")
     if sw.logon_failures_per_address < 1:
         c.add("switch.logon_failures_per_address", "must be >= 1")
+    if not 0 <= sw.logon_throttle_delay_s <= 60:
+        c.add("switch.logon_throttle_delay_s", "must be 0..60 (seconds)")
     for i, p in enumerate(sw.prohibited_purposes):
         if not re.fullmatch(r"[A-Z0-9]", p):
             c.add(f"switch.prohibited_purposes[{i}]", "a purpose code is one character [A-Z0-9]")

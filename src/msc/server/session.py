@@ -711,8 +711,13 @@ class Session(asyncio.Protocol):
 
     def _release_held(self) -> None:
         held, self._held = self._held, None
-        for f in held or ():
+        for i, f in enumerate(held or ()):
             if self.state is State.CLOSED or self.doomed:
+                return
+            if self._held is not None:
+                # A held frame began another LOGON (or PWD): the rest waits for that one, as
+                # frames that arrive meanwhile do — never two checks of one connection at once.
+                self._held.extend(held[i:])
                 return
             self._frame(f)
         if self._read_paused and self.inflight < MAX_INFLIGHT // 2:

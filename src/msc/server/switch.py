@@ -143,6 +143,7 @@ class Switch:
                                     queue=sw.logon_queue,
                                     wait_s=sw.logon_wait_s, metrics=self.metrics)
         self.logon_attempts = AddressAttempts(sw.logon_failures_per_address, sw.logon_failures_window_s)
+        self.logon_throttle_delay_s = sw.logon_throttle_delay_s
         # What unauthenticated and misbehaving peers may cost the journal (JOURNAL.md "Refused traffic").
         j = settings.config.journal
         self.refusal_limits = RefusalLimits(j.refused_full_per_minute, j.refused_full_chars_per_minute,
@@ -536,6 +537,7 @@ class Switch:
                                   queue=nc.switch.logon_queue, wait_s=nc.switch.logon_wait_s)
         self.logon_attempts.limit = nc.switch.logon_failures_per_address
         self.logon_attempts.window_s = nc.switch.logon_failures_window_s
+        self.logon_throttle_delay_s = nc.switch.logon_throttle_delay_s
         j = nc.journal
         self.refusal_limits = RefusalLimits(j.refused_full_per_minute, j.refused_full_chars_per_minute,
                                             j.refused_records_per_minute)
@@ -802,6 +804,13 @@ class Switch:
         now, source = self.clock(), sess.source
         if not self.logon_attempts.reserve(source, now):
             self.metrics.logon_throttled.labels("address").inc()
+            if self.logon_throttle_delay_s > 0:
+                # Answered after a delay, the connection's further frames held meanwhile: a guesser
+                # past its rate gets one answer per connection and delay, not thousands a second.
+                # It is not being checked: its slot may go to a newer connection and its logon
+                # deadline runs (a close meanwhile still leaves the refusal's record).
+                sess.checking = False
+                await asyncio.sleep(self.logon_throttle_delay_s)
             sess._reject(xid, Reject.E307, "TOO MANY LOGON ATTEMPTS FROM THIS ADDRESS, TRY LATER", journal_text, inp)
             return
         try:
