@@ -167,15 +167,16 @@ authorizations = ["cjis"]
 
 
 def make_tls(d: Path) -> Path:
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
-    import ipaddress
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
             .not_valid_after(now + dt.timedelta(days=30))
@@ -242,7 +243,7 @@ class Conn:
         self.xid = 0
 
     @classmethod
-    async def open(cls, port: int, *, source: str | None = None, tls: ssl.SSLContext | None = None) -> "Conn":
+    async def open(cls, port: int, *, source: str | None = None, tls: ssl.SSLContext | None = None) -> Conn:
         r, w = await asyncio.open_connection("127.0.0.1", port, ssl=tls, local_addr=(source, 0) if source else None,
                                              server_hostname="127.0.0.1" if tls else None)
         return cls(r, w)
@@ -305,7 +306,7 @@ async def canary(port: int, stop: asyncio.Event, out: list[float], failures: lis
             else:
                 await c.output(timeout=10)
                 out.append(time.perf_counter() - t0)
-        except (asyncio.TimeoutError, ConnectionError) as exc:
+        except (TimeoutError, ConnectionError) as exc:
             failures.append(repr(exc))
             return
         i += 1
@@ -324,7 +325,7 @@ async def flooder(port: int, stop: asyncio.Event, payload: bytes, stats: dict) -
             continue
         stats["connections"] += 1
 
-        async def drain_reads() -> None:
+        async def drain_reads(c: Conn = c) -> None:
             try:
                 while await c.r.read(65536):
                     pass
@@ -445,7 +446,7 @@ async def legit_logons(port: int, stop: asyncio.Event, lat: list[float], fails: 
                     await c.output(timeout=30)
                 await c.send(f"{station}.LOGOFF", timeout=30)
             c.close()
-        except (asyncio.TimeoutError, ConnectionError, OSError) as exc:
+        except (TimeoutError, ConnectionError, OSError) as exc:
             fails.append(repr(exc))
         await asyncio.sleep(every)
 
@@ -469,7 +470,7 @@ async def hold_idle(port: int, source: str, closed_after: list, *, send_banner_a
                 last = p.decode(errors="replace")
     except (ConnectionError, OSError, AssertionError, asyncio.IncompleteReadError):
         pass
-    except asyncio.TimeoutError:
+    except TimeoutError:
         closed_after.append(("never", None, None))
         return
     closed_after.append(("closed", time.monotonic() - t0, last))
@@ -489,7 +490,7 @@ async def hold_tls_stalled(port: int, source: str, closed_after: list) -> None:
             pass
     except (ConnectionError, OSError):
         pass
-    except asyncio.TimeoutError:
+    except TimeoutError:
         closed_after.append(("never", None, None))
         return
     closed_after.append(("closed", time.monotonic() - t0, None))
@@ -560,7 +561,7 @@ async def guesser(port: int, stop: asyncio.Event, source: str, stats: dict, k: i
                 t, p = await c.send(f"MDTS.LOGON.{uid}.-.guess-{k}-{i}", timeout=60)
                 code = p.split(b" ", 1)[0].decode(errors="replace") if t == "N" else "A"
                 stats[code] = stats.get(code, 0) + 1
-        except (asyncio.TimeoutError, ConnectionError, OSError, AssertionError):
+        except (TimeoutError, ConnectionError, OSError, AssertionError):
             stats["closed"] = stats.get("closed", 0) + 1
             await asyncio.sleep(0.05)
 
@@ -684,7 +685,7 @@ def markdown(doc: dict) -> str:
         for name, r in sc["flood"].items():
             if not isinstance(r, dict):
                 continue
-            g = lambda *keys: _dig(r, *keys)  # noqa: E731 (older results lack some figures)
+            g = lambda *keys, r=r: _dig(r, *keys)  # noqa: E731 (older results lack some figures)
             out.append(f"| {name} | {g('journal_mb_per_min')} | {g('growth_beyond_canary_mb_per_min')} | "
                        f"{g('flooder_records')} ({g('flooder_kb_per_min')}) | {g('canary_p50_ms')} / {g('canary_p99_ms')} | "
                        f"{g('canary_answers')} | {g('flood', 'messages')} ({g('flood', 'connections')}) | "

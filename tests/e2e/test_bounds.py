@@ -183,11 +183,11 @@ async def hold(port: int, source: str, *, ack: bool) -> tuple[float | None, list
     if ack:
         try:
             await c.banner()
-        except (asyncio.TimeoutError, AssertionError):
+        except (TimeoutError, AssertionError):
             pass
     try:
         await c.wait_closed(30)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         c.close()
         return None, []
     return time.monotonic() - t0, [f.text for f in c.received if f.type == "N" and f.xid == 0]
@@ -200,7 +200,7 @@ async def stall_tls(port: int, source: str) -> float | None:
     try:
         while await asyncio.wait_for(r.read(4096), 30):
             pass
-    except asyncio.TimeoutError:
+    except TimeoutError:
         w.close()
         return None
     except (ConnectionError, OSError):
@@ -224,7 +224,7 @@ async def keep_logging_on(port: int, station: str, user: str, stop: asyncio.Even
             else:
                 failures.append(f.text)
             c.close()
-        except (asyncio.TimeoutError, ConnectionError, OSError) as exc:
+        except (TimeoutError, ConnectionError, OSError) as exc:
             failures.append(repr(exc))
         if once:
             break
@@ -310,7 +310,7 @@ async def guesser(port: int, source: str, k: int, stop: asyncio.Event, codes: li
                 f = await c.logon("ECMDT", GUESSED_IDS[(k + i) % len(GUESSED_IDS)], f"guess {k} {i}")
                 codes.append(f.code or f.type)
             c.close()
-        except (asyncio.TimeoutError, ConnectionError, OSError, AssertionError):
+        except (TimeoutError, ConnectionError, OSError, AssertionError):
             codes.append("closed")
             await asyncio.sleep(0.05)
 

@@ -317,7 +317,7 @@ async def test_an_address_past_its_failures_is_refused_unchecked_and_others_are_
     unchecked = [r for r in await records(sw, kind="REJECTED") if r.code == "E307"]
     assert [r.text for r in unchecked] == ["ECMDT.LOGON.EC0001.*.*"] * 2
     # A successful logon is not a failure: a NAT'd room logs on as often as it needs.
-    for i in range(6):
+    for _ in range(6):
         c = await harness.client()
         assert (await c.logon("ICS1", "TS0001", PASSWORD)).type == "A"
         c.close()

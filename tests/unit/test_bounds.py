@@ -15,8 +15,17 @@ from msc.mnemonics.throttle import AddressAttempts
 from msc.protocol.message import decode_lossy, redact
 from msc.server.listener import ListenerRuntime, source_of
 from msc.server.logons import Busy, LogonGate
-from msc.server.refusals import (COMPACT_CHARS, MAX_ADDRESSES, MAX_SUMMARIES, AddressBudget, Form, RefusalLimits,
-                                 RefusalWindow, Tally, compact)
+from msc.server.refusals import (
+    COMPACT_CHARS,
+    MAX_ADDRESSES,
+    MAX_SUMMARIES,
+    AddressBudget,
+    Form,
+    RefusalLimits,
+    RefusalWindow,
+    Tally,
+    compact,
+)
 
 # -- compact records ---------------------------------------------------------------------------
 

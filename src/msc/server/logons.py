@@ -128,7 +128,7 @@ class LogonGate:
         self._wake()  # it may go at once: a slot kept for known addresses, and it is one
         try:
             await asyncio.wait_for(asyncio.shield(fut), self.wait_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 return  # granted at the last moment: keep the slot
             if not fut.done():

@@ -27,6 +27,7 @@ Pure: no I/O, no asyncio; every method takes the time. The costs of the forms di
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import enum
 import hashlib
@@ -56,7 +57,7 @@ class Form(enum.Enum):
 
 
 def iso(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def compact(text: str) -> str:
@@ -113,7 +114,7 @@ class Tally:
             c[0] += n
             c[1] += b
         self.events.update(other.events)
-        if other.first is not None:
+        if other.first is not None and other.last is not None:
             self.first = other.first if self.first is None else min(self.first, other.first)
             self.last = other.last if self.last is None else max(self.last, other.last)
         if self.first_payload is None:
@@ -129,11 +130,11 @@ class Tally:
     def bytes(self) -> int:
         return sum(b for _n, b in self.codes.values())
 
-    def render(self, decode: Callable[[bytes], str], redact: Callable[[str], str], *, texts: bool = True) -> str:
+    def render(self, decode: Callable[[builtins.bytes], str], redact: Callable[[str], str], *, texts: bool = True) -> str:
         """``<first>..<last>: EVENT/n …; REFUSED n MESSAGES b BYTES CODE/n …; FIRST "…" LAST "…"``."""
         parts = []
         if self.first is not None:
-            parts.append(f"{iso(self.first)}..{iso(self.last)}")
+            parts.append(f"{iso(self.first)}..{iso(self.last if self.last is not None else self.first)}")
         if self.events:
             parts.append(" ".join(f"{name}/{n}" for name, n in sorted(self.events.items())))
         if self.codes:

@@ -16,7 +16,6 @@ import os
 import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -36,6 +35,7 @@ from msc.mnemonics.acp import AccessControlPoint, Allocation
 from msc.mnemonics.auth import Attempt, AuthService, users_file_rehash
 from msc.mnemonics.directory import Directory, Pool, User
 from msc.mnemonics.state import StateStore
+from msc.mnemonics.throttle import AddressAttempts
 from msc.ops.availability import HEARTBEAT_S, WINDOWS, Ledger, compute
 from msc.ops.metrics import Metrics
 from msc.protocol import framing
@@ -47,7 +47,6 @@ from msc.routing.destinations import admin_destinations
 from msc.routing.outbox import OutboxStore
 from msc.routing.router import Pending, Router
 from msc.routing.upstream import FAILURE_REASONS, UpstreamLink
-from msc.mnemonics.throttle import AddressAttempts
 from msc.server.control import ControlServer
 from msc.server.listener import Handshake, ListenerRuntime, TlsServer
 from msc.server.logons import Busy, LogonGate, lower_priority
