@@ -44,7 +44,7 @@ def add_arguments(sub) -> None:
         if filters:
             sp.add_argument("--from", dest="start", metavar="TIME")
             sp.add_argument("--to", dest="end", metavar="TIME")
-            for f in ("mnemonic", "user", "ori", "mke", "kind", "taf", "txn"):
+            for f in ("mnemonic", "user", "ori", "mke", "kind", "taf", "txn", "code"):
                 sp.add_argument(f"--{f}")
             sp.add_argument("--token", action="append", default=[], metavar="TAG:VALUE")
             sp.add_argument("--limit", type=int)

@@ -23,7 +23,7 @@ from msc.journal.store import Reader
 from msc.journal.tokens import matches, token
 from msc.keyring import KeyRing
 
-FILTER_COLUMNS = ("mnemonic", "user", "ori", "mke", "kind", "taf", "txn")
+FILTER_COLUMNS = ("mnemonic", "user", "ori", "mke", "kind", "taf", "txn", "code")
 
 
 @dataclass
@@ -37,6 +37,7 @@ class Query:
     kind: str | None = None
     taf: str | None = None
     txn: str | None = None
+    code: str | None = None  # disposition/reject code, e.g. E201, or SUMMARY (JOURNAL.md "Refused traffic")
     tokens: list[tuple[str, str]] = field(default_factory=list)
     limit: int | None = None
 

@@ -25,6 +25,9 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 #: (0 until the first refusal) so that alert rules see every series from the start.
 LOGON_PATHS = ("terminal", "pool", "pwd", "cli", "web")
 
+#: Why a listener closed or refused a connection (msc_connections_closed_total, SECURITY.md).
+CLOSE_REASONS = ("refused", "evicted", "address_limit", "logon_timeout", "tls_handshake_timeout",
+                 "tls_handshake_failed", "refused_messages")
 JOURNAL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
@@ -44,6 +47,25 @@ class Metrics:
         self._logon_counts: Callable[[], dict[tuple[str, str], int]] | None = None
         self.proxy_refused = Counter("msc_proxy_refused_total", "Connections closed on a proxy_protocol listener "
                                      "(reason: untrusted peer, bad header, header timeout)", ["reason"], registry=r)
+        # Issue 14: the bounds that keep unauthenticated and misbehaving peers from filling the
+        # connection table, the journal or the KDF threads (SECURITY.md "Bounded under abuse").
+        self.connections_closed = Counter(
+            "msc_connections_closed_total", "Connections closed or refused by a listener's bounds: refused (every slot "
+            "established), evicted (a newer connection took a pending one's slot), address_limit, logon_timeout, "
+            "tls_handshake_timeout, tls_handshake_failed, refused_messages", ["reason"], registry=r)
+        self.listener_connections = Gauge("msc_listener_connections", "Connections holding a slot of a listener, by "
+                                          "state (tls_handshake, pending, established)", ["listener", "state"], registry=r)
+        self.listener_max_connections = Gauge("msc_listener_max_connections", "A listener's max_connections",
+                                              ["listener"], registry=r)
+        self.refusals = Counter("msc_refusals_total", "Refused messages by how the journal recorded them (full text, "
+                                "compact, counted in a summary)", ["form"], registry=r)
+        self.unauthenticated_events = Counter(
+            "msc_unauthenticated_events_total", "Events of connections not logged on (connect, banner, close …) by whether "
+            "they got a record of their own (recorded) or were counted in a summary (counted)", ["form"], registry=r)
+        self.logon_throttled = Counter("msc_logon_throttled_total", "Logons refused with E307 without a password check "
+                                       "(address: its attempt rate; queue: the check queue was full; wait: no check "
+                                       "slot in time)", ["reason"], registry=r)
+        self.logon_checks = Gauge("msc_logon_checks", "Password checks running and waiting", ["state"], registry=r)
         self.self_inquiry = Counter("msc_self_inquiry_total", "Self-inquiries refused (PPP §1.6.4 B)", registry=r)
         self.upstream_up = Gauge("msc_upstream_up", "1 if the upstream endpoint is connected", ["upstream", "endpoint"], registry=r)
         self.upstream_failures = Counter(
@@ -98,6 +120,16 @@ class Metrics:
         for part in ("first", "further", "late"):
             self.answer_parts.labels(part)
         self.unsolicited.labels("unknown")
+        for reason in CLOSE_REASONS:
+            self.connections_closed.labels(reason)
+        for form in ("full", "compact", "counted"):
+            self.refusals.labels(form)
+        for form in ("recorded", "counted"):
+            self.unauthenticated_events.labels(form)
+        for reason in ("address", "queue", "wait"):
+            self.logon_throttled.labels(reason)
+        for state in ("running", "waiting"):
+            self.logon_checks.labels(state)
         for window in ("30d", "365d"):
             self.availability.labels(window)
         self._rejects = {c.code: self.rejects.labels(c.code) for c in Reject}

@@ -11,11 +11,11 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -36,6 +36,7 @@ from msc.mnemonics.acp import AccessControlPoint, Allocation
 from msc.mnemonics.auth import Attempt, AuthService, users_file_rehash
 from msc.mnemonics.directory import Directory, Pool, User
 from msc.mnemonics.state import StateStore
+from msc.mnemonics.throttle import AddressAttempts
 from msc.ops.availability import HEARTBEAT_S, WINDOWS, Ledger, compute
 from msc.ops.metrics import Metrics
 from msc.protocol import framing
@@ -48,7 +49,10 @@ from msc.routing.outbox import OutboxStore
 from msc.routing.router import Pending, Router
 from msc.routing.upstream import FAILURE_REASONS, UpstreamLink
 from msc.server.control import ControlServer
-from msc.server.session import Session, State
+from msc.server.listener import Handshake, ListenerRuntime, TlsServer
+from msc.server.logons import Busy, LogonGate, lower_priority
+from msc.server.refusals import AddressBudget, RefusalLimits
+from msc.server.session import SUMMARY, Session, State, taf_for
 
 if TYPE_CHECKING:
     from msc.ops.http import OpsServer
@@ -67,22 +71,6 @@ STARTUP_QUIET_S = 60.0
 #: open when the switch stopped (PROTOCOL.md §4, §6 E302): the rest of its answer may be lost.
 REST_OF_ANSWER_LOST = "SWITCH RESTARTED BEFORE THE REST OF THE ANSWER"
 
-
-
-@dataclass(eq=False)
-class ListenerRuntime:
-    cfg: ListenerSection
-    server: asyncio.AbstractServer | None = None
-    sessions: set = field(default_factory=set)
-
-    def admit(self, session: Session) -> bool:
-        if len(self.sessions) >= self.cfg.max_connections:
-            return False
-        self.sessions.add(session)
-        return True
-
-    def release(self, session: Session) -> None:
-        self.sessions.discard(session)
 
 
 class Users:
@@ -124,8 +112,24 @@ class Switch:
                                 clock=clock, rehash=users_file_rehash(settings.users_path))
         # KDF checks run here, not in the default executor: a burst of LOGONs (an attack, or every
         # terminal after a restart) queues behind its own pool and starves no other worker thread.
-        self._auth_pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
-                                             thread_name_prefix="msc-auth")
+        sw = settings.config.switch
+        # (Threads are made as the gate lets checks run, at most max_logon_checks of them busy.)
+        self._auth_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="msc-auth")
+        # Checks for addresses that did not log on recently run at a lower CPU priority (logons.py).
+        self._auth_pool_low = ThreadPoolExecutor(max_workers=64, thread_name_prefix="msc-auth-low",
+                                                 initializer=lower_priority)
+        # Logon work is bounded (SECURITY.md): checks at once, a queue best-first, per-address attempts.
+        self.logon_gate = LogonGate(self._auth_pool, low_executor=self._auth_pool_low, checks=sw.logon_checks,
+                                    queue=sw.logon_queue,
+                                    wait_s=sw.logon_wait_s, metrics=self.metrics)
+        self.logon_attempts = AddressAttempts(sw.logon_failures_per_address, sw.logon_failures_window_s)
+        self.logon_throttle_delay_s = sw.logon_throttle_delay_s
+        # What unauthenticated and misbehaving peers may cost the journal (JOURNAL.md "Refused traffic").
+        j = settings.config.journal
+        self.refusal_limits = RefusalLimits(j.refused_full_per_minute, j.refused_full_chars_per_minute,
+                                            j.refused_records_per_minute)
+        self.unauth_budget = AddressBudget(j.unauthenticated_records_per_minute,
+                                           j.unauthenticated_records_per_minute_total, clock())
         self.acp = AccessControlPoint(self.directory.pools)
         self.sessions: set[Session] = set()
         self.holders: dict[str, Session] = {}  # endpoint → the session it is attached to
@@ -277,21 +281,67 @@ class Switch:
 
     async def _listen(self, lc: ListenerSection, *, register: bool = True) -> ListenerRuntime:
         host, port = parse_hostport(lc.bind)
-        rt = ListenerRuntime(lc)
-        ctx = server_ssl_context(self.settings, lc.tls) if lc.tls else None
+        rt = ListenerRuntime(lc, metrics=self.metrics)
         if lc.proxy_protocol:
+            # A relay's connections (PROXY header first, proxied.py); TLS, if any, by the event loop.
             from msc.server.proxied import ProxyGate
 
-            def factory():
-                return ProxyGate(self, rt)
+            ctx = server_ssl_context(self.settings, lc.tls) if lc.tls else None
+            rt.server = await asyncio.get_running_loop().create_server(
+                lambda: ProxyGate(self, rt), host, port, ssl=ctx, backlog=1024, reuse_address=True)
+        elif lc.tls:
+            # TLS: accepted here, each handshake holding a slot with its own deadline (listener.py).
+            server = TlsServer(rt, server_ssl_context(self.settings, lc.tls),
+                               lambda h: Session(self, rt, handshake=h), self._tls_failed)
+            server.bind(host, port)
+            rt.server = server
         else:
-            def factory():
-                return Session(self, rt)
-        rt.server = await asyncio.get_running_loop().create_server(
-            factory, host, port, ssl=ctx, backlog=1024, reuse_address=True)
+            rt.server = await asyncio.get_running_loop().create_server(
+                lambda: Session(self, rt), host, port, backlog=1024, reuse_address=True)
+        rt.configured()
         if register:
             self.listeners.append(rt)
         return rt
+
+    def _tls_failed(self, h: Handshake, reason: str, detail: str) -> None:
+        """A TLS handshake timed out or failed: a record within the address's budget."""
+        what, detail = {"tls_handshake_timeout": ("TLS HANDSHAKE TIMEOUT", None),
+                        "evicted": ("TLS HANDSHAKE ABANDONED", "SLOT TAKEN BY A NEWER CONNECTION")}.get(
+            reason, ("TLS HANDSHAKE FAILED", detail[:80].upper()))
+        self.unauthenticated(h.source, what, lambda: Entry(
+            kind=Kind.SESSION, peer=None, taf=taf_for(h.peer_ip), code=None,
+            text=f"{what} FROM {h.peer_ip}" + (f": {detail}" if detail else "")))
+
+    # -- what unauthenticated peers may cost the journal (JOURNAL.md "Refused traffic") ------
+
+    def unauthenticated_take(self, source: str, now: float) -> bool:
+        """May a connection from ``source`` that has not logged on write one more record now?"""
+        return self.unauth_budget.take(source, now)
+
+    def unauthenticated(self, source: str, event: str, entry) -> bool:
+        """Journal ``entry()`` (a SESSION record of a connection not logged on) within the
+        address's budget, else count ``event`` in the address's summary. True if journaled."""
+        now = self.clock()
+        if self.unauth_budget.take(source, now):
+            self.metrics.unauthenticated_events.labels("recorded").inc()
+            self.journal.submit([entry()])
+            return True
+        self.metrics.unauthenticated_events.labels("counted").inc()
+        self.unauth_budget.count(source, now).event(event, now)
+        return False
+
+    def _unauthenticated_summaries(self, *, force: bool = False) -> None:
+        """Once a minute: one SESSION record (code SUMMARY) per address whose activity was counted
+        (at most refusals.MAX_SUMMARIES, the rest in one "other addresses" record)."""
+        from msc.protocol.message import decode_lossy, redact
+
+        for summary in self.unauth_budget.due(self.clock(), force=force):
+            if summary.source is None:
+                src, taf = f"{summary.sources} OTHER ADDRESSES", None
+            else:
+                src, taf = summary.source, taf_for(summary.source.split("/")[0])
+            self.journal.submit([Entry(kind=Kind.SESSION, code=SUMMARY, taf=taf, text=(
+                f"UNAUTHENTICATED SUMMARY FROM {src}: {summary.tally.render(decode_lossy, redact)}"))])
 
     def listener_ports(self) -> dict[str, int]:
         return {rt.cfg.name: rt.server.sockets[0].getsockname()[1] for rt in self.listeners if rt.server}
@@ -320,10 +370,15 @@ class Switch:
         with contextlib.suppress(Exception):
             await self.users.flush_use()
         if self.journal:
+            with contextlib.suppress(Exception):
+                for sess in list(self.sessions):
+                    sess._summarize_refusals(force=True)
+                self._unauthenticated_summaries(force=True)
             with contextlib.suppress(JournalError):
                 await self.journal.append(Entry(kind=Kind.ADMIN, text=f"STOP {self.settings.config.switch.name}"))
             await self.journal.close()
         self._auth_pool.shutdown(wait=False, cancel_futures=True)
+        self._auth_pool_low.shutdown(wait=False, cancel_futures=True)
         if self.ledger is not None:
             # The clean-stop mark: the outage that follows is scheduled (OPERATIONS.md).
             await asyncio.to_thread(self.ledger.stop, self.clock())
@@ -453,6 +508,7 @@ class Switch:
             if (rt is not None and rt.cfg.bind == lc.bind and rt.cfg.tls == lc.tls
                     and rt.cfg.proxy_protocol == lc.proxy_protocol):
                 rt.cfg = lc
+                rt.configured()
                 keep.append(rt)
                 continue
             if rt is not None:
@@ -484,6 +540,17 @@ class Switch:
             changes.append(f"upstream {name} removed")
         # Everything else that can change at run time.
         self.auth.cost = nc.switch.password_cost
+        self.logon_gate.configure(checks=nc.switch.logon_checks,
+                                  queue=nc.switch.logon_queue, wait_s=nc.switch.logon_wait_s)
+        self.logon_attempts.limit = nc.switch.logon_failures_per_address
+        self.logon_attempts.window_s = nc.switch.logon_failures_window_s
+        self.logon_throttle_delay_s = nc.switch.logon_throttle_delay_s
+        j = nc.journal
+        self.refusal_limits = RefusalLimits(j.refused_full_per_minute, j.refused_full_chars_per_minute,
+                                            j.refused_records_per_minute)
+        for sess in self.sessions:
+            sess.refusals.limits = self.refusal_limits
+        self.unauth_budget.configure(j.unauthenticated_records_per_minute, j.unauthenticated_records_per_minute_total)
         self.auth.rehash = users_file_rehash(new.users_path)
         self.delivery.queue_max = nc.switch.queue_max
         self.delivery.expiry_s = nc.switch.queue_expiry_s
@@ -719,6 +786,8 @@ class Switch:
             if ticks % 60 == 0:
                 with contextlib.suppress(Exception):
                     await self.users.flush_use()
+            with contextlib.suppress(Exception):
+                self._unauthenticated_summaries()
             now = time.monotonic()
             cfg = self.settings.config
             for sess in list(self.sessions):
@@ -737,15 +806,36 @@ class Switch:
         def refuse(reject: Reject, detail: str | None, why: str, *, cause: Reject | None = None) -> None:
             # ``cause``: the real reason's code, journaled only (the operator is shown ``reject``).
             sess._journal_session(f"LOGON FAILED {why}", code=(cause or reject).code, user=body.user)
-            sess._reject(xid, reject, detail, journal_text, inp)
+            sess._reject(xid, reject, detail, journal_text, inp, always=True)  # AC-7: every attempt
             sess.log.info("session.logon", outcome="refused", code=reject.code)
 
-        attempt = await self.in_auth_pool(self.auth.authenticate, body.user, body.password, body.otp,
-                                          via="pool" if pool is not None else "terminal")
+        # Logon work is bounded (SECURITY.md): the address's attempts first, then a check slot.
+        # Either refusal is E307 without a check: it says nothing about the account.
+        now, source = self.clock(), sess.source
+        if not self.logon_attempts.reserve(source, now):
+            self.metrics.logon_throttled.labels("address").inc()
+            if self.logon_throttle_delay_s > 0:
+                # Answered after a delay, the connection's further frames held meanwhile: a guesser
+                # past its rate gets one answer per connection and delay, not thousands a second.
+                # It is not being checked: its slot may go to a newer connection and its logon
+                # deadline runs (a close meanwhile still leaves the refusal's record).
+                sess.checking = False
+                await asyncio.sleep(self.logon_throttle_delay_s)
+            sess._reject(xid, Reject.E307, "TOO MANY LOGON ATTEMPTS FROM THIS ADDRESS, TRY LATER", journal_text, inp)
+            return
+        try:
+            attempt = await self.logon_gate.run(self.logon_attempts.priority(source, now), functools.partial(
+                self.auth.authenticate, via="pool" if pool is not None else "terminal"),
+                body.user, body.password, body.otp)
+        except Busy:
+            self.logon_attempts.release(source)
+            sess._reject(xid, Reject.E307, "LOGON BUSY, TRY AGAIN", journal_text, inp)
+            return
         if not attempt.ok:
             self.attempt_refused(sess, attempt)
             refuse(Reject.E202, None, attempt.refusal.value)
             return
+        self.logon_attempts.succeeded(source, self.clock())
         user: User = attempt.account  # type: ignore[assignment]
         if attempt.rehashed:  # users.toml now has the hash at the current cost
             self.reload_users()
@@ -844,7 +934,11 @@ class Switch:
         from msc.mnemonics.passwords import context_words, hash_password, password_problem
 
         try:
-            attempt = await self.in_auth_pool(self.auth.change_password, user.id, body.candidates())
+            try:
+                attempt = await self.logon_gate.run((0, 0), self.auth.change_password, user.id, body.candidates())
+            except Busy:
+                sess._reject(xid, Reject.E307, "PASSWORD CHECKS BUSY, TRY AGAIN", inp.journal_text(), inp)
+                return
             if not attempt.ok:
                 # Wrong old password, locked or disabled account: one answer for all.
                 self.attempt_refused(sess, attempt)
@@ -853,7 +947,7 @@ class Switch:
                 return
             new = attempt.new_password
             problem = await self.in_auth_pool(password_problem, new, user.id, user.name,
-                                              context=context_words(self.settings, user.ori))
+                                              context=context_words(self.settings, user.ori))  # zxcvbn: ms
             if problem:
                 sess._reject(xid, Reject.E108, problem.upper(), inp.journal_text(), inp)
                 return
