@@ -280,3 +280,19 @@ def test_trimmer_trims_once_after_growth_and_backs_off_when_nothing_comes_back(p
 
 def test_resident_bytes_reads_this_process():
     assert memory.resident_bytes() > 1 << 20
+
+
+def test_trimmer_trims_at_once_when_the_queues_drained_whatever_the_back_off(proc):
+    now = [0.0]
+    t = memory.Trimmer(clock=lambda: now[0])
+    t.available = True
+    proc.rss = proc.after = (100 << 20) + 2 * t.threshold()  # in use: nothing comes back
+    assert t.check() is not None
+    assert t.check() is None  # backing off
+    proc.after = 100 << 20  # the queues drained: now it would come back
+    t.soon()
+    assert t.due_soon
+    before, after, _took = t.check()
+    assert after == 100 << 20 and not t.due_soon
+    t.soon()
+    assert t.check() is None  # nothing to give back: soon() does not force a useless trim

@@ -119,6 +119,18 @@ class Trimmer:
         self.floor = resident_bytes()  # the lowest resident size seen
         self._wait = 0.0
         self._next = 0.0
+        self._soon = False
+
+    @property
+    def due_soon(self) -> bool:
+        """:meth:`soon` was called and the trim it asked for has not run yet."""
+        return self._soon
+
+    def soon(self) -> None:
+        """Memory was just freed in bulk (the delivery queues drained): the next :meth:`check`
+        trims if the resident size is above the threshold, whatever the back-off says."""
+        self._soon = True
+        self._next = 0.0
 
     def threshold(self) -> int:
         return max(self.min_bytes, int(self.floor * self.fraction))
@@ -130,6 +142,7 @@ class Trimmer:
             self.floor = min(self.floor, rss)
         threshold = self.threshold()
         now = self.clock()
+        self._soon = False
         if not self.available or rss - self.floor < threshold or now < self._next:
             return None
         t0 = time.perf_counter()

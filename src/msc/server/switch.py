@@ -143,6 +143,7 @@ class Switch:
         self.clock = clock
         self.metrics = Metrics()
         self._trimmer = Trimmer(metrics=self.metrics)  # freed memory back to the system after bursts
+        self._queued_before = 0  # outputs waiting at the fullest since the queues last drained
         self.state = StateStore(settings.state_db)
         # AC-7's one count, whichever process checked the password (SECURITY.md), read at scrape.
         self.metrics.count_logons(self.state.auth_counts)
@@ -747,7 +748,15 @@ class Switch:
             if ticks % 60 == 0:
                 with contextlib.suppress(Exception):
                     await self.users.flush_use()
-            if ticks % TRIM_EVERY_S == 0:
+            queued = self.delivery.pending()
+            if queued < self._queued_before // 2:
+                # The queues drained (by half or more): what they held is free now, so a trim is
+                # due at once, however little the last ones gave back (issue 14: memory returns
+                # after the queue drains).
+                self._trimmer.soon()
+                self._queued_before = queued
+            self._queued_before = max(self._queued_before, queued)
+            if ticks % TRIM_EVERY_S == 0 or self._trimmer.due_soon:
                 # In a worker thread (ctypes lets go of the GIL): the loop runs on meanwhile,
                 # waiting only if it needs the allocator's lock of the arena being trimmed.
                 trimmed = await asyncio.to_thread(self._trimmer.check)
