@@ -220,7 +220,7 @@ class Switch:
 async def warm_up(sw: Switch) -> None:
     """Messages of each kind the case will use, delivered and acknowledged: first-use costs paid."""
     t = await terminal(sw.port, RECIPIENT)
-    for i in range(100):
+    for _ in range(100):
         assert (await ctl(sw.ctl, f"NOTIFY AM {RECIPIENT} CA0130000")) == "A"
     sender = await terminal(sw.port, TERMINAL)
     for i in range(100):

@@ -158,7 +158,7 @@ async def test_an_administrative_message_is_admitted_to_every_destination_or_to_
 async def test_texts_of_queued_administrative_messages_wait_in_the_journal(harness):
     """The issue's shape, small: 30 kB messages queued for a logged-off terminal cost no text in
     memory, whether the sender stays or leaves; they are read back in bounded batches."""
-    stub = await harness.start_stub()
+    await harness.start_stub()
     sw = await harness.start_switch(max_frame=65536, rate_limit=10000)
     await harness.wait_upstream()
     ics1 = await harness.operator("ICS1", "TS0001")

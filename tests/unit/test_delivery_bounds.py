@@ -274,7 +274,7 @@ def test_trimmer_trims_once_after_growth_and_backs_off_when_nothing_comes_back(p
         while t.check() is None:
             now[0] += 1
         waits.append(now[0])
-    gaps = [b - a for a, b in zip(waits, waits[1:])]
+    gaps = [b - a for a, b in zip(waits, waits[1:], strict=False)]
     assert gaps == sorted(gaps) and max(gaps) <= memory.TRIM_BACKOFF_MAX_S + 1
 
 

@@ -170,9 +170,9 @@ class Outbox:
             self.flags.append(flags)
             return
         i = bisect_left(self.xosn, xosn)
-        for arr, v in ((self.xosn, xosn), (self.seq, seq), (self.size, size), (self.created, created),
-                       (self.txn, txn_code), (self.mn, mn)):
+        for arr, v in ((self.xosn, xosn), (self.seq, seq), (self.size, size), (self.txn, txn_code), (self.mn, mn)):
             arr.insert(i, v)
+        self.created.insert(i, created)
         self.flags.insert(i, flags)
         self.head = min(self.head, i)
         if self.cursor > i:
@@ -224,8 +224,9 @@ class Outbox:
         cursor = sum(1 for i in keep if i < self.cursor)
         # In place: the array objects live as long as the endpoint (new ones made here, among a
         # burst's transient objects, would each keep an allocator arena alive).
-        for arr in (self.xosn, self.seq, self.size, self.created, self.txn, self.mn):
+        for arr in (self.xosn, self.seq, self.size, self.txn, self.mn):
             arr[:] = array(arr.typecode, [arr[i] for i in keep])
+        self.created[:] = array("d", [self.created[i] for i in keep])
         self.flags[:] = bytes(self.flags[i] for i in keep)
         self.head, self.cursor = 0, cursor
 
@@ -320,6 +321,7 @@ class Delivery:
         """Put ``o`` in its endpoint's outbox; returns its extended OSN."""
         code = self._txn_code(o.txn)
         cori = o.cori if o.cori != (None, None, None) else None
+        meta: tuple | None
         if o.on_done is not None:  # the latency metric, when the request's last part is delivered
             meta = (o.txn if not code else None, cori, o.category, o.started, o.on_done)
         elif cori is not None or (o.txn is not None and not code):

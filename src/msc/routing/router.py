@@ -314,7 +314,7 @@ class Router:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            if held is not None:
+            if pending is not None and held is not None:
                 pending.slot = False  # taken by the notice, or given back by emit
             return
 
@@ -518,7 +518,7 @@ class Router:
         need = self._counts(destinations, split)
         held = pending.endpoint if pending is not None and pending.slot else None
         held_used = held is not None and need.get(held, 0) > 0
-        if held_used:
+        if held is not None and held_used:
             need[held] -= 1
         if not self.delivery.reserve(need, path="answer" if pending is not None else "unsolicited"):
             detail = "DESTINATION QUEUE FULL, TRY AGAIN"
@@ -636,7 +636,8 @@ class Router:
 
         def committed(f: asyncio.Future) -> None:
             pending.refusal_sending = False
-            if f.cancelled() or (f.exception() is not None and not f.exception().landed):
+            exc = None if f.cancelled() else f.exception()
+            if f.cancelled() or (exc is not None and not getattr(exc, "landed", False)):
                 # Not journaled: the sweep records the refusal (without the text) once it can.
                 link.reply(framing.nak(xid, Reject.E501.code, Reject.E501.reason), generation)
                 return
