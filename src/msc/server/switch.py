@@ -43,10 +43,10 @@ from msc.protocol import framing
 from msc.protocol.codes import MscError, ProtocolError, Reject
 from msc.protocol.message import AdminText, Input, Logon, PasswordChange, format_pairs, msc_notice
 from msc.protocol.parts import max_payload
-from msc.routing.delivery import READ_BATCH, Delivery, Output
+from msc.routing.delivery import Delivery, Output
 from msc.routing.destinations import admin_destinations
 from msc.routing.outbox import OutboxStore
-from msc.routing.router import MSC_PEER, Pending, Router
+from msc.routing.router import Pending, Router
 from msc.routing.upstream import FAILURE_REASONS, UpstreamLink
 from msc.server.control import ControlServer
 from msc.server.session import Session, State
@@ -870,67 +870,9 @@ class Switch:
         target = pool.unsolicited_to if pool else None
         outputs = self.delivery.take(alloc.mnemonic)
         if outputs:
-            asyncio.get_running_loop().create_task(self._redirect_pooled(alloc.mnemonic, outputs, target))
-
-    async def _redirect_pooled(self, mnemonic: str, outputs: list, target: str | None) -> None:
-        """What waited for a pooled mnemonic whose session ended goes to the pool's defined
-        destination (PPP §1.6.2 B 1 f) as far as its queue has room, oldest first; each output's
-        fate (UNDELIVERED … REDIRECTED TO / NOT REDIRECTED) is journaled in one commit with the
-        outputs that replace it, retried while the journal fails. Until then the journal still has
-        the outputs open, so a crash meanwhile loses nothing."""
-        endpoint = self.directory.endpoint_of(target) if target else None
-        room = True
-        for i in range(0, len(outputs), READ_BATCH):  # texts read back a batch at a time
-            room = await self._redirect_batch(mnemonic, outputs[i:i + READ_BATCH], target, endpoint, room)
-
-    async def _redirect_batch(self, mnemonic: str, outputs: list, target: str | None, endpoint: str | None,
-                              room: bool) -> bool:
-        router = self.router
-        texts = await self.delivery.texts(outputs) if endpoint is not None else {}
-        delay = 0.1
-        while True:
-            entries, made, at = [], [], []
-            counts: dict[str, int] = {}
-            fits = room
-            for o in outputs:
-                payload = texts.get(o.osn)
-                why, code = "POOLED SESSION ENDED", None
-                if endpoint is not None and payload is None:
-                    why += f", TEXT NO LONGER READABLE, NOT REDIRECTED TO {target}"
-                elif endpoint is not None:
-                    split = router._split(payload)
-                    n = len(split[1])
-                    # Oldest first: once one does not fit, none after it goes (the order is kept).
-                    fits = fits and self.delivery.reserve({endpoint: n}, path="redirect")
-                    if fits:
-                        counts[endpoint] = counts.get(endpoint, 0) + n
-                        outs, ents, pos = router.prepare([(endpoint, target)], payload, MSC_PEER,
-                                                          dict(txn=o.txn, code=None), None, None, split=split)
-                        entries.append(Entry(kind=Kind.UNDELIVERED, direction="out", peer=mnemonic,
-                                             mnemonic=o.mnemonic, txn=o.txn, osn=o.osn,
-                                             text=f"OSN {o.osn} {why}, REDIRECTED TO {target} AS OSN {outs[0].osn}"))
-                        at += [len(entries) + i for i in pos]
-                        entries += ents
-                        made += outs
-                        continue
-                    why, code = why + f", QUEUE OF {target} FULL, NOT REDIRECTED", Reject.E307.code
-                entries.append(Entry(kind=Kind.UNDELIVERED, direction="out", peer=mnemonic, mnemonic=o.mnemonic,
-                                     txn=o.txn, osn=o.osn, code=code, text=f"OSN {o.osn} {why}"))
-            try:
-                seqs = await self.journal.submit(entries)
-            except JournalError as exc:
-                self.delivery.release(counts)
-                router.landed_undelivered(made, at, exc)  # landed: the copies are closed E501 …
-                if exc.landed:
-                    break  # … and the originals' fates are written: once is enough
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            router.deliver_committed(made, at, seqs)
-            break
-        for o in outputs:
-            self.delivery.forget(mnemonic, o.osn)
-        return fits
+            endpoint = self.directory.endpoint_of(target) if target else None
+            asyncio.get_running_loop().create_task(self.router.redirect_pooled(alloc.mnemonic, outputs, target,
+                                                                               endpoint))
 
     # -- password change (PWD, CJIS IA-5) ----------------------------------------------------
 
