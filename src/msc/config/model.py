@@ -56,6 +56,9 @@ class SwitchSection(_Table, frozen=True, kw_only=True):
     # Store-and-forward (PROTOCOL.md §5): how long an output waits, how many per mnemonic.
     queue_expiry_s: float = 72 * 3600
     queue_max: int = 10000
+    # Issue 14: output texts wait in the journal; at most this many bytes of them are kept in
+    # memory (for sessions that take them now), all mnemonics together.
+    output_memory_bytes: int = 32 * 1024 * 1024
     drain_timeout_s: float = 10
     timezone: str = "UTC"  # for reports' "after hours"
     admin_upstream: str | None = None  # where AM to remote destinations goes (default: the first upstream)
@@ -167,6 +170,10 @@ class UpstreamSection(_Table, frozen=True, kw_only=True):
     #: operator gets MSC.E501 (PROTOCOL.md §4 "Every request learns its fate").
     resend_wait_s: float = 30
     max_in_flight: int = 1000
+    #: Messages from this upstream (answers, unsolicited traffic) waiting for their journal commit
+    #: at once, per connection; beyond it msc stops reading the link until half are answered, so
+    #: a burst waits in the upstream, not in msc's memory (issue 14).
+    max_inbound: int = 128
     tls: ClientTls | None = None
 
     @property

@@ -112,6 +112,8 @@ def validate(settings: Settings) -> list[ConfigIssue]:
             c.add(f"switch.{key}", "must be > 0")
     if sw.queue_max < 1:
         c.add("switch.queue_max", "must be >= 1")
+    if not 1024 * 1024 <= sw.output_memory_bytes <= 1 << 34:
+        c.add("switch.output_memory_bytes", "must be 1 MiB to 16 GiB (1048576..17179869184)")
     if not 4 <= sw.password_cost <= 20:
         c.add("switch.password_cost", "must be 4..20 (log2 of scrypt's N; 15 or more in production)")
     if sw.max_logon_checks is not None and not 1 <= sw.max_logon_checks <= 64:
@@ -212,6 +214,8 @@ def validate(settings: Settings) -> list[ConfigIssue]:
             c.add(f"{p}.ack_timeout_s", "must be <= 2 x heartbeat_s (the dead-link bound is 3 x heartbeat_s)")
         if u.max_in_flight < 1:
             c.add(f"{p}.max_in_flight", "must be >= 1")
+        if not 2 <= u.max_inbound <= 65536:
+            c.add(f"{p}.max_inbound", "must be 2..65536")
         if u.tls is not None:
             for key in ("ca", "cert", "key"):
                 value = getattr(u.tls, key)

@@ -428,11 +428,15 @@ class Session(asyncio.Protocol):
         if route is None:
             raise ProtocolError(Reject.E301, f"UNKNOWN MESSAGE KEY {mke}")
         self._authorize(user, route, body)
-        if not self.switch.delivery.room(self._endpoint_for(inp.mnemonic)):
-            # The operator's own outputs are not being taken: no new work until they are.
+        # The request's fate (its first answer part, or its notice) gets a slot in the asker's
+        # queue now, or the request is refused: the operator's own outputs are not being taken,
+        # no new work until they are (PROTOCOL.md §5 "Bounds").
+        endpoint = self._endpoint_for(inp.mnemonic)
+        if not self.switch.delivery.reserve({endpoint: 1}, path="request"):
             raise ProtocolError(Reject.E307, "OUTPUT QUEUE FULL, ACKNOWLEDGE OUTPUTS FIRST")
         link, refused = self.switch.router.capacity(route)
         if refused is not None:
+            self.switch.delivery.release({endpoint: 1})
             raise ProtocolError(refused)
         self._accept_transaction(xid, inp, body, user, oif, taf, route, link.name)
 
@@ -511,13 +515,14 @@ class Session(asyncio.Protocol):
                           alloc=self.alloc.id if self.alloc is not None else None,
                           user=oif, taf=taf, ori=body.ori, mke=inp.mke, category=route.category, upstream=upstream,
                           purpose=purpose, requester=requester, recipient=recipient, window_s=route.answer_window_s,
-                          timeout_s=route.timeout_s, expects_answer=not route.one_way)
+                          timeout_s=route.timeout_s, expects_answer=not route.one_way, slot=True)
         self._commit_then(entries, xid, b"", lambda: router.dispatch(pending, forwarded.encode("ascii")),
-                          category=route.category)
+                          category=route.category, on_fail=lambda _exc: router.slot_free(pending))
 
     def _commit_then(self, entries, xid: int, ack_payload: bytes, after: Callable | None,
-                     *, category: str | None = None, pass_seqs: bool = False) -> None:
-        """Journal, then (only if committed) acknowledge the client and run ``after``."""
+                     *, category: str | None = None, pass_seqs: bool = False, on_fail: Callable | None = None) -> None:
+        """Journal, then (only if committed) acknowledge the client and run ``after``; if the
+        commit fails, the client is told E501 and ``on_fail`` runs with the exception."""
         self.inflight += 1
         if self.inflight >= MAX_INFLIGHT:
             self._pause_reading()
@@ -531,6 +536,8 @@ class Session(asyncio.Protocol):
                 if category:
                     self.metrics.messages.labels(category, "rejected").inc()
                 self._write(framing.nak(xid, Reject.E501.code, Reject.E501.reason))
+                if on_fail is not None:
+                    on_fail(None if f.cancelled() else f.exception())
                 return
             if category:
                 self.metrics.messages.labels(category, "accepted").inc()

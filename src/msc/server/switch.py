@@ -38,6 +38,7 @@ from msc.mnemonics.directory import Directory, Pool, User
 from msc.mnemonics.state import StateStore
 from msc.mnemonics.throttle import AddressAttempts
 from msc.ops.availability import HEARTBEAT_S, WINDOWS, Ledger, compute
+from msc.ops.memory import Trimmer
 from msc.ops.metrics import Metrics
 from msc.protocol import framing
 from msc.protocol.codes import MscError, ProtocolError, Reject
@@ -94,11 +95,17 @@ class Users:
             await asyncio.to_thread(self.store.station_used, stations)
 
 
+#: How often (seconds) the switch looks whether a burst left freed memory to give back.
+TRIM_EVERY_S = 5
+
+
 class Switch:
     def __init__(self, settings: Settings, *, clock=time.time) -> None:
         self.settings = settings
         self.clock = clock
         self.metrics = Metrics()
+        self._trimmer = Trimmer(metrics=self.metrics)  # freed memory back to the system after bursts
+        self._queued_before = 0  # outputs waiting at the fullest since the queues last drained
         self.state = StateStore(settings.state_db)
         # AC-7's one count, whichever process checked the password (SECURITY.md), read at scrape.
         self.metrics.count_logons(self.state.auth_counts)
@@ -195,6 +202,7 @@ class Switch:
         self._users_aead = keyring.users_aead()
         m.journal_tree_size.set(self.journal.tree_size)
         self.delivery = Delivery(self.journal, queue_max=cfg.switch.queue_max, expiry_s=cfg.switch.queue_expiry_s,
+                                 output_memory_bytes=cfg.switch.output_memory_bytes,
                                  metrics=m, clock=self.clock, store=OutboxStore(s.state_db),
                                  endpoint_of=lambda mnemonic: self.directory.endpoint_of(mnemonic))
         await self.delivery.restore()
@@ -259,9 +267,10 @@ class Switch:
                                                "SWITCH RESTARTED; REPEAT THE REQUEST")
             else:
                 reject, detail = Reject.E302, "SWITCH RESTARTED BEFORE THE ANSWER CAME"
-            await self.router.emit([(endpoint, rec.mnemonic)], msc_notice(header, reject, detail), "MSC",
-                                   dict(user=pending.user, taf=pending.taf, ori=pending.ori, mke="MSC",
-                                        code=reject.code, txn=pending.txn))
+            # Journaled and queued as soon as the mnemonic's queue has room (PROTOCOL.md §5 "Bounds").
+            self.router.notify(endpoint, rec.mnemonic, msc_notice(header, reject, detail),
+                               dict(user=pending.user, taf=pending.taf, ori=pending.ori, mke="MSC",
+                                    code=reject.code, txn=pending.txn))
             self.log.warning("switch.unanswered_after_restart", txn=rec.txn, code=reject.code)
         # Answered in parts, and the window for the rest was still open when the switch stopped
         # (a drain that timed out, a crash): parts that come now are linked to nothing, so the
@@ -553,6 +562,7 @@ class Switch:
         self.unauth_budget.configure(j.unauthenticated_records_per_minute, j.unauthenticated_records_per_minute_total)
         self.auth.rehash = users_file_rehash(new.users_path)
         self.delivery.queue_max = nc.switch.queue_max
+        self.delivery.output_memory_bytes = nc.switch.output_memory_bytes
         self.delivery.expiry_s = nc.switch.queue_expiry_s
         self.router.requests.late_answer_s = nc.switch.late_answer_s
         self.journal.checkpoint_every = nc.journal.checkpoint_every
@@ -582,8 +592,11 @@ class Switch:
                             on_lost=self.router.on_lost, on_state=self._upstream_state,
                             on_frame=lambda d: m.frame("upstream", d),
                             on_failure=lambda lk, endpoint, reason: m.upstream_failures.labels(lk.name, endpoint,
-                                                                                              reason).inc())
+                                                                                              reason).inc(),
+                            on_pause=lambda lk: m.upstream_paused.labels(lk.name).inc())
         self.router.add_link(link)
+        m.upstream_inbound.labels(up.name).set_function(lambda: link.inbound)
+        m.upstream_paused.labels(up.name)
         for label in ("primary", "secondary")[: len(up.endpoints)]:
             m.upstream_up.labels(up.name, label).set(0)
             for reason in FAILURE_REASONS:
@@ -788,6 +801,21 @@ class Switch:
                     await self.users.flush_use()
             with contextlib.suppress(Exception):
                 self._unauthenticated_summaries()
+            queued = self.delivery.pending()
+            if queued < self._queued_before // 2:
+                # The queues drained (by half or more): what they held is free now, so a trim is
+                # due at once, however little the last ones gave back (issue 14: memory returns
+                # after the queue drains).
+                self._trimmer.soon()
+                self._queued_before = queued
+            self._queued_before = max(self._queued_before, queued)
+            if ticks % TRIM_EVERY_S == 0 or self._trimmer.due_soon:
+                # In a worker thread (ctypes lets go of the GIL): the loop runs on meanwhile,
+                # waiting only if it needs the allocator's lock of the arena being trimmed.
+                trimmed = await asyncio.to_thread(self._trimmer.check)
+                if trimmed is not None:
+                    self.log.info("memory.trimmed", before_mb=round(trimmed[0] / 2**20, 1),
+                                  after_mb=round(trimmed[1] / 2**20, 1), ms=round(trimmed[2] * 1000, 2))
             now = time.monotonic()
             cfg = self.settings.config
             for sess in list(self.sessions):
@@ -914,12 +942,11 @@ class Switch:
                                    taf=sess.taf, text=f"POOL {alloc.pool} RELEASE {alloc.mnemonic} {why}")])
         pool = self.directory.pools.get(alloc.pool)
         target = pool.unsolicited_to if pool else None
-        for output in self.delivery.abandon(alloc.mnemonic, "POOLED SESSION ENDED" +
-                                            (f", REDIRECTED TO {target}" if target else "")):
-            if target is not None:
-                asyncio.get_running_loop().create_task(self.router.emit(
-                    [(self.directory.endpoint_of(target), target)], output.payload, "MSC",
-                    dict(txn=output.txn, code=None)))
+        outputs = self.delivery.take(alloc.mnemonic)
+        if outputs:
+            endpoint = self.directory.endpoint_of(target) if target else None
+            asyncio.get_running_loop().create_task(self.router.redirect_pooled(alloc.mnemonic, outputs, target,
+                                                                               endpoint))
 
     # -- password change (PWD, CJIS IA-5) ----------------------------------------------------
 
@@ -981,15 +1008,29 @@ class Switch:
             raise ProtocolError(denied.reject, denied.detail)
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         local, remote = admin_destinations(d, body.destinations, now=now, attached=self.delivery.attached)
-        for endpoint, _m in local:
-            if not self.delivery.room(endpoint):
-                raise ProtocolError(Reject.E307, f"QUEUE OF {endpoint} FULL, TRY AGAIN")
         link = None
         if remote:
             link = self.router.links.get(self.admin_upstream())
             if link is None or not link.up:
                 raise ProtocolError(Reject.E302)
         router = self.router
+        # Each local destination gets the message with the sender in place of the destination
+        # list (in parts if longer than a station can take). Admission is all or nothing: room
+        # for every output in every destination queue, reserved before the commit (PROTOCOL.md §5
+        # "Bounds"); and a remote part reserves the sender's slot for its fate (E302).
+        copies = []
+        counts: dict[str, int] = {}
+        for endpoint, m in local:
+            payload = f"{m}.AM.{body.ori}.{inp.mnemonic}.TXT {body.text}".encode("ascii", "replace")
+            split = router._split(payload)
+            copies.append((endpoint, m, payload, split))
+            counts[endpoint] = counts.get(endpoint, 0) + len(split[1])
+        sender = sess._endpoint_for(inp.mnemonic)
+        if remote:
+            counts[sender] = counts.get(sender, 0) + 1
+        if not self.delivery.reserve(counts, path="admin"):
+            full = next((e for e, n in counts.items() if not self.delivery.room(e, n)), sender)
+            raise ProtocolError(Reject.E307, f"QUEUE OF {full} FULL, TRY AGAIN")
         txn = router.new_txn()
         common = dict(user=oif, taf=taf, ori=body.ori, mke=inp.mke, txn=txn)
         entries = [Entry(kind=Kind.RECEIVED, direction="in", peer=sess._peer_name(), mnemonic=inp.mnemonic,
@@ -1000,21 +1041,20 @@ class Switch:
             forwarded = f"{inp.header}.*{oif}.#{taf}.AM.{body.ori}.{','.join(remote)}{control}.TXT {body.text}"
             entries.append(Entry(kind=Kind.FORWARDED, direction="out", peer=link.name, mnemonic=inp.mnemonic,
                                  text=forwarded, **common))
-        # Each local destination gets the message with the sender in place of the destination list
-        # (in parts if longer than a station can take).
         outputs: list[Output] = []
         at: list[int] = []
-        for endpoint, m in local:
-            payload = f"{m}.AM.{body.ori}.{inp.mnemonic}.TXT {body.text}".encode("ascii", "replace")
-            outs, ents, pos = router.prepare([(endpoint, m)], payload, inp.mnemonic, dict(common), None, None)
+        for endpoint, m, payload, split in copies:
+            outs, ents, pos = router.prepare([(endpoint, m)], payload, inp.mnemonic, dict(common), None, None,
+                                              split=split)
             outputs += outs
             at += [len(entries) + i for i in pos]
             entries += ents
+        del copies
         pending = None
         if remote:
-            pending = Pending(txn=txn, header=inp.header, mnemonic=inp.mnemonic, endpoint=sess._endpoint_for(inp.mnemonic),
+            pending = Pending(txn=txn, header=inp.header, mnemonic=inp.mnemonic, endpoint=sender,
                               user=oif, taf=taf, ori=body.ori, mke=inp.mke, category="admin", upstream=link.name,
-                              expects_answer=False)
+                              expects_answer=False, slot=True)
 
         def after(seqs: list[int]) -> None:
             router.deliver_committed(outputs, at, seqs)
@@ -1022,7 +1062,11 @@ class Switch:
                 # Nothing comes back for an AM: the upstream's A is its answer, a lost link E302.
                 router.dispatch(pending, forwarded.encode("ascii", "replace"))
 
-        sess._commit_then(entries, xid, b"", after, category="admin", pass_seqs=True)
+        def failed(exc: BaseException | None) -> None:
+            self.delivery.release(counts)
+            router.landed_undelivered(outputs, at, exc)  # outputs whose records landed anyway: closed
+
+        sess._commit_then(entries, xid, b"", after, category="admin", pass_seqs=True, on_fail=failed)
 
     def admin_upstream(self) -> str | None:
         c = self.settings.config
