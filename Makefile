@@ -27,8 +27,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# make run DEMO_DIR=var2 PORT_OFFSET=1000: a second demo beside one on the default ports
+# (the offset applies when DEMO_DIR's demo is created; afterwards its msc.toml says the ports).
+DEMO_DIR ?= var
+PORT_OFFSET ?= 0
 run: $(STAMP)
-	$(BIN)/msc demo --dir var
+	$(BIN)/msc demo --dir $(DEMO_DIR) --port-offset $(PORT_OFFSET)
 
 # pytest's own exit status fails the target: 1 for a failed test, 5 when no test ran.
 test: $(STAMP) system-deps lint

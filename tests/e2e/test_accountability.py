@@ -72,7 +72,7 @@ def test_an_administrator_and_an_investigator_session(tmp_path, procs):
     add = ("user", "add", "--config", c, "--ori", "CA0130000")
     r = run(*add, "--id", "OPS001", "--name", "OPERATOR, OLIVE", "--role", "full", "--password-stdin",
             input="an operator's long passphrase\n")
-    assert r.returncode == 2 and "no administrator can log on yet" in r.stderr
+    assert r.returncode == 2 and "no enabled administrator exists yet" in r.stderr
     r = run(*add, "--id", "BOSS01", "--name", "CHIEF, CAROL", "--role", "admin", "--password-stdin",
             input=BOSS_PW + "\n")
     assert r.returncode == 0, r.stderr
@@ -120,8 +120,9 @@ def test_an_administrator_and_an_investigator_session(tmp_path, procs):
     procs[-1].stop()  # the switch's last records committed; the journal is read directly
     records = list(search(s.journal_dir, ring, Query()))
     admin = [(r.user, r.text) for r in records if r.kind == "ADMIN"]
-    assert ("BOSS01", f"BOOTSTRAP USER ADD BOSS01 ROLE/admin ORI/CA0130000 TOTP BY OS USER "
-            f"{__import__('getpass').getuser().upper()} (NO ADMINISTRATOR COULD LOG ON)") in admin
+    # The bootstrap's actor is the OS account that ran it; the account it made is its object.
+    assert (f"OS:{__import__('getpass').getuser()}",
+            "BOOTSTRAP USER ADD BOSS01 ROLE/admin ORI/CA0130000 TOTP (NO ENABLED ADMINISTRATOR EXISTED)") in admin
     assert ("BOSS01", "USER ADD SLEUTH ROLE/investigator ORI/CA0130000 TOTP") in admin
     assert ("BOSS01", "STATION DISABLE ICS2") in admin
     assert not any(t.startswith(("USER ", "STATION ", "KEYS ", "BOOTSTRAP")) and not u for u, t in admin)
@@ -172,3 +173,47 @@ def test_the_cli_reads_the_journal_only_as_the_service_account(tmp_path):
         finally:
             os.chown(s.key_file, 0, -1)
     assert run(*args, input=PASSWORD + "\n").returncode == 0
+
+
+def test_a_locked_administrator_does_not_reopen_the_bootstrap(tmp_path):
+    """Five wrong passwords lock the only administrator: the bootstrap stays closed (the account
+    still exists). The service account may then unlock an administrator — and only that — and
+    when every administrator is disabled it may make a new one; both acts name the OS account."""
+    import getpass
+
+    from tests.conftest import PASSWORD
+
+    cfg = make_config(tmp_path)  # AD0001 is the only administrator (no TOTP in the test users)
+    c = str(cfg)
+    me = f"OS:{getpass.getuser()}"
+    for _ in range(5):
+        r = run("user", "unlock", "TS0001", "--config", c, "--as", "AD0001", "--password-stdin", input="wrong\n\n")
+        assert r.returncode == 3
+    add = ("user", "add", "--config", c, "--ori", "CA0130000", "--name", "ROOK, ROBIN", "--role", "admin",
+           "--password-stdin")
+    r = run(*add, "--id", "AD0002", input="a new administrator's passphrase\n")
+    assert r.returncode == 2 and "--as ADMIN_ID is required" in r.stderr and r.stdout == ""
+    # Recovery without --as: only an administrator, only while every one is locked.
+    for uid in ("TS0001", "AD9999"):
+        assert run("user", "unlock", uid, "--config", c).returncode in (1, 2)
+    r = run("user", "unlock", "AD0001", "--config", c)
+    assert r.returncode == 0, r.stderr
+    assert run("user", "unlock", "AD0001", "--config", c).returncode == 2  # not locked now: --as again
+    # The administrator logs on again and disables themselves: no enabled administrator is left.
+    r = run("user", "disable", "AD0001", "--config", c, "--as", "AD0001", "--password-stdin", input=PASSWORD + "\n\n")
+    assert r.returncode == 0, r.stderr
+    r = run(*add, "--id", "AD0002", input="a new administrator's passphrase\n")
+    assert r.returncode == 0 and f"bootstrap by {me}" in r.stdout, r.stderr
+    s = load(cfg)
+    admin = [(x.user, x.text) for x in search(s.journal_dir, KeyRing(s.data_dir / "keys", s.key_file),
+                                              Query(kind="ADMIN"))]
+    assert admin == [
+        (me, "USER UNLOCK AD0001 (EVERY ENABLED ADMINISTRATOR WAS LOCKED)"),
+        ("AD0001", "USER DISABLE AD0001"),
+        (me, "BOOTSTRAP USER ADD AD0002 ROLE/admin ORI/CA0130000 TOTP (NO ENABLED ADMINISTRATOR EXISTED)"),
+    ]
+    # An auditor finds the acts done without a logon by their actor.
+    r = run("journal", "search", "--config", c, "--as", "IN0001", "--case", "AU-1", "--kind", "admin", "--user", me,
+            "--format", "jsonl", "--password-stdin", input=PASSWORD + "\n")
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(ln)["text"].split()[0] for ln in r.stdout.splitlines()] == ["USER", "BOOTSTRAP"]

@@ -50,12 +50,12 @@ def test_the_packaged_demo_config_moves_every_address():
         {k: v for k, v in after.items() if k not in ("listener", "metrics", "upstream")}
 
 
-def test_busy_addresses_names_what_is_taken_and_nothing_else():
-    """`msc demo` checks every address before it starts anything (a second `make run` beside a
-    running one is told which address is taken and how to run beside it, not left with a log)."""
+def test_port_in_use_names_what_is_taken_and_nothing_else():
+    """`msc demo` checks every port before it starts anything (a second `make run` beside a
+    running one is told which port is taken and how to run beside it, not left with a log)."""
     import socket
 
-    from msc.cli.demo import busy_addresses
+    from msc.cli.demo import port_in_use
 
     with socket.socket() as taken, socket.socket() as free:
         taken.bind(("127.0.0.1", 0))
@@ -64,29 +64,37 @@ def test_busy_addresses_names_what_is_taken_and_nothing_else():
         free_port = free.getsockname()[1]
         free.close()  # bound once, now free again
         port = taken.getsockname()[1]
-        assert busy_addresses([("terminal listener", "127.0.0.1", port), ("metrics", "127.0.0.1", free_port)]) == \
-            [f"127.0.0.1:{port} (terminal listener)"]
-        assert busy_addresses([]) == []
+        assert port_in_use("127.0.0.1", port)
+        assert not port_in_use("127.0.0.1", free_port)
 
 
 @pytest.mark.parametrize("offset", [0, 1000])
-def test_demo_addresses_are_every_port_a_new_demo_listens_on(offset):
-    from msc.cli.demo import config_text, demo_addresses
+def test_demo_ports_are_every_port_a_new_demo_listens_on(offset):
+    from msc.cli.demo import config_text, demo_ports
 
-    got = {what: port for what, _host, port in demo_addresses(config_text(None, offset))}
-    assert got == {"terminal listener": 7400 + offset, "listener web": 7410 + offset, "metrics": 9400 + offset,
-                   "web console": 8443 + offset, "primary stub": 7501 + offset, "primary stub control": 7601 + offset,
-                   "secondary stub": 7511 + offset, "secondary stub control": 7611 + offset}
+    got = {what: port for what, _host, port in demo_ports(config_text(None, offset))}
+    assert got == {"terminal listener 1": 7400 + offset, "terminal listener 2": 7410 + offset,
+                   "metrics endpoint": 9400 + offset, "web console": 8443 + offset,
+                   "primary CLETS stub": 7501 + offset, "primary CLETS stub's control port": 7601 + offset,
+                   "secondary CLETS stub": 7511 + offset, "secondary CLETS stub's control port": 7611 + offset}
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("not toml = = =", []),                                              # load() reports it
-    ('[[listener]]\nname = "t"\nbind = "127.0.0.1:0"', [("metrics", "127.0.0.1", 9400)]),  # port 0: any free one
-    ('[metrics]\nbind = "nonsense"', []),                                 # config check names it
+    ('[[listener]]\nname = "t"\nbind = "127.0.0.1:0"', []),              # port 0: any free one
     ('[metrics]\nbind = "[::1]:9401"\n[[upstream]]\nname = "u"\nendpoints = ["[::1]:7501"]',
-     [("metrics", "::1", 9401), ("primary stub", "::1", 7501), ("primary stub control", "::1", 7601)]),
+     [("metrics endpoint", "::1", 9401), ("primary CLETS stub", "::1", 7501),
+      ("primary CLETS stub's control port", "::1", 7601)]),
 ])
-def test_demo_addresses_of_odd_configs(text, expected):
-    from msc.cli.demo import demo_addresses
+def test_demo_ports_of_odd_configs(text, expected):
+    from msc.cli.demo import demo_ports
 
-    assert demo_addresses(text) == expected
+    assert demo_ports(text) == expected
+
+
+@pytest.mark.parametrize("text", ["not toml = = =", '[metrics]\nbind = "nonsense"'])
+def test_demo_ports_of_unreadable_configs_raise_what_the_demo_reports(text):
+    """`msc demo` turns these into one line naming its msc.toml (exit 2)."""
+    from msc.cli.demo import demo_ports
+
+    with pytest.raises((ValueError, KeyError, TypeError)):
+        demo_ports(text)

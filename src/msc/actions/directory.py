@@ -80,9 +80,10 @@ class AddedUser:
 
 def add_user(settings: Settings, actor: str, *, uid: str, name: str, ori: str, role: str, password: str,
              dob: dt.date | None = None, certified_until: dt.date | None = None, totp: bool = False,
-             bootstrap: str | None = None) -> AddedUser:
-    """Add a user to users.toml (journaled ``USER ADD … `` naming ``actor``; ``bootstrap``: the OS
-    account making the first administrator). Privileged roles always get TOTP (CJIS IA-2(1))."""
+             bootstrap: bool = False) -> AddedUser:
+    """Add a user to users.toml (journaled ``USER ADD … `` naming ``actor``; ``bootstrap``: the
+    first administrator, made by the service account while no enabled administrator exists —
+    ``actor`` is then ``OS:<account>``, :func:`msc.actions.identity.os_actor`). Privileged roles always get TOTP (CJIS IA-2(1))."""
     uid = uid.upper()
     today = dt.date.today()
     check_new_user(settings, uid, ori, role, today)
@@ -111,8 +112,8 @@ def add_user(settings: Settings, actor: str, *, uid: str, name: str, ori: str, r
     except ConfigError as exc:
         raise ActionRefused("; ".join(str(i) for i in exc.issues)) from None
     text = f"USER ADD {uid} ROLE/{role} ORI/{ori}" + (" TOTP" if totp_secret else "")
-    if bootstrap is not None:
-        text = f"BOOTSTRAP {text} BY OS USER {bootstrap.upper()} (NO ADMINISTRATOR COULD LOG ON)"
+    if bootstrap:
+        text = f"BOOTSTRAP {text} (NO ENABLED ADMINISTRATOR EXISTED)"
     notify_users_changed(settings, text, user=actor)
     return AddedUser(uid, uri)
 
@@ -143,8 +144,10 @@ def set_user_status(settings: Settings, actor: str, uid: str, *, disabled: bool,
     notify_users_changed(settings, f"USER {'DISABLE' if disabled else 'ENABLE'} {uid}{reason}", user=actor)
 
 
-def unlock_user(settings: Settings, actor: str, uid: str) -> None:
-    """``user unlock`` (CJIS AC-7): release a lockout; a running switch re-reads it at once."""
+def unlock_user(settings: Settings, actor: str, uid: str, *, recovery: str = "") -> None:
+    """``user unlock`` (CJIS AC-7): release a lockout; a running switch re-reads it at once.
+    ``recovery``: the service account's unlock while every enabled administrator is locked
+    (appended to the record's text; ``actor`` is then ``OS:<account>``)."""
     from msc.mnemonics.state import StateStore
 
     uid = uid.upper()
@@ -158,7 +161,7 @@ def unlock_user(settings: Settings, actor: str, uid: str) -> None:
         control(settings, {"op": "auth_changed"})
     except DaemonUnavailable:
         pass
-    record_admin(settings, f"USER UNLOCK {uid}", user=actor)
+    record_admin(settings, f"USER UNLOCK {uid}{recovery}", user=actor)
 
 
 def set_station_status(settings: Settings, actor: str, mnemonic: str, *, disabled: bool) -> bool:

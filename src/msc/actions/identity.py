@@ -118,17 +118,31 @@ def journal_entries(attempt: Attempt, op: str, *, peer: str = "CLI") -> list[Ent
     return out
 
 
-def admin_can_log_on(settings: Settings) -> bool:
-    """Is there an administrator who could log on (active, not locked)? While there is none, the
-    first one may be made without ``--as`` (the bootstrap, docs/OPERATIONS.md)."""
+def enabled_admins(settings: Settings) -> list[str]:
+    """The administrator accounts that exist and are enabled (``status = "active"``), locked or
+    not: a locked account still exists — another administrator unlocks it, or, when every one is
+    locked, the service account does (:func:`os_actor`, docs/OPERATIONS.md "The first
+    administrator")."""
+    from msc.mnemonics import userfile
+
+    return [u.id for u in userfile.read(settings.users_path).user if u.role == "admin" and u.status == "active"]
+
+
+def locked(settings: Settings) -> set[str]:
+    """The accounts locked out now (state.db)."""
     from msc.mnemonics.state import StateStore
 
-    admins = [u.id for u in settings.users.user if u.role == "admin" and u.status == "active"]
-    if not admins:
-        return False
     store = StateStore(settings.state_db)
     try:
-        locked = store.locked_users()
+        return store.locked_users()
     finally:
         store.close()
-    return any(a not in locked for a in admins)
+
+
+def os_actor() -> str:
+    """The journal ``user`` of an act done with no logon (the bootstrap, an unlock when every
+    administrator is locked): ``OS:<account>``, the operating-system account that ran msc
+    (JOURNAL.md "Record kinds") — never the account the act created or changed."""
+    import getpass
+
+    return f"OS:{getpass.getuser()}"

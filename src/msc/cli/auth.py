@@ -28,9 +28,11 @@ from msc.actions.identity import (  # noqa: F401  (the roles and helpers the CLI
     ADMIN,
     INVESTIGATOR,
     JOURNAL_CHECK,
-    admin_can_log_on,
     authenticate,
+    enabled_admins,
     journal_entries,
+    locked,
+    os_actor,
     service,
     service_account_problem,
 )
@@ -43,7 +45,9 @@ EXIT_USAGE, EXIT_AUTH = 2, 3
 
 def add_arguments(sp, *, required: bool = True, roles: Iterable[str] = ADMIN) -> None:
     who = " or ".join(roles)
-    sp.add_argument("--as", dest="as_user", required=required, metavar="USER_ID",
+    from msc.cli.options import user_id
+
+    sp.add_argument("--as", dest="as_user", type=user_id, required=required, metavar="USER_ID",
                     help=f"the {who} running this command (asked for their password and one-time password)")
     sp.add_argument("--password-stdin", action="store_true",
                     help="read your password from stdin's first line and your one-time password from its second")

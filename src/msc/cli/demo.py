@@ -9,15 +9,27 @@ port is its own port + 100) and ``msc serve`` as separate processes, prints how 
 addresses the configuration says), and stops all three cleanly on Ctrl-C: the three run in their own
 sessions, so the terminal's Ctrl-C reaches only this process, which then stops the switch first
 (SIGTERM: drain, flush the journal, clean-stop record) and the stubs after it.
+
+One demo per directory (``DIR/.demo.lock``, held while it runs): a second one on the same
+directory says so and touches nothing of the first. Before starting anything it checks that every
+port it will listen on is free, and it starts the switch only once both of its own stubs say they
+listen (their ready files): the switch never talks to somebody else's stub. A stub that exits
+(killed to exercise failover) is reported with the command that starts it again; the demo stops
+only on Ctrl-C or when the switch exits.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
+import errno
+import os
 import re
 import secrets
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -73,70 +85,9 @@ header = "ICSWEB"
     return shift_ports(text, port_offset) if port_offset else text
 
 
-def demo_addresses(text: str) -> list[tuple[str, str, int]]:
-    """``(what, host, port)`` of every TCP address a demo with this ``msc.toml`` text listens on:
-    its listeners, metrics, the web console, and both stubs (each with its control port, + 100).
-    Port 0 (any free port) is left out; a text that is not TOML gives [] (``load`` reports it)."""
-    import tomllib
-
-    from msc.config.validate import parse_hostport
-
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError:
-        return []
-    named = [("terminal listener" if i == 0 else f"listener {ln.get('name', i)}", ln.get("bind"))
-             for i, ln in enumerate(doc.get("listener", []))]
-    named.append(("metrics", doc.get("metrics", {}).get("bind", "127.0.0.1:9400")))
-    if "web" in doc:
-        named.append(("web console", doc["web"].get("bind")))
-    upstreams = doc.get("upstream", [])
-    for endpoint, label in zip(upstreams[0].get("endpoints", []) if upstreams else [], STUB_LABELS, strict=False):
-        named.append((f"{label} stub", endpoint))
-        try:
-            host, port = parse_hostport(endpoint)
-        except (ValueError, AttributeError):
-            continue
-        named.append((f"{label} stub control", f"[{host}]:{port + CONTROL_PORT_DISTANCE}" if ":" in host
-                      else f"{host}:{port + CONTROL_PORT_DISTANCE}"))
-    out = []
-    for what, address in named:
-        try:
-            host, port = parse_hostport(address)
-        except (ValueError, AttributeError, TypeError):
-            continue  # msc config check / load names a malformed address
-        if port:
-            out.append((what, host, port))
-    return out
-
-
-def busy_addresses(addresses: list[tuple[str, str, int]]) -> list[str]:
-    """The ``(what, host, port)`` entries whose TCP address cannot be bound now (another demo or
-    program listens there), as ``"HOST:PORT (what)"``. Checked before anything is started or
-    created, so a second ``make run`` is told which address is taken instead of a process dying
-    with a traceback in a log; binds with SO_REUSEADDR as the servers do (a port in TIME_WAIT is
-    not reported)."""
-    import errno
-    import socket
-
-    busy = []
-    for what, host, port in addresses:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind((host, port))
-            except OSError as exc:
-                if exc.errno != errno.EADDRINUSE:
-                    raise
-                busy.append(f"{f'[{host}]' if ':' in host else host}:{port} ({what})")
-    return busy
-
-
 def init(directory: Path, template: str | None, port_offset: int = 0) -> None:
-    import getpass
-
     from msc.cli.admin import record_admin
+    from msc.cli.auth import os_actor
     from msc.config.files import private_dir
     from msc.config.load import load
     from msc.config.model import Role, UserEntry, UsersFile
@@ -173,64 +124,187 @@ def init(directory: Path, template: str | None, port_offset: int = 0) -> None:
         shown.append((uid, name, ori, role, pw, secret))
     userfile.write(settings.users_path, UsersFile(user=tuple(users)))
     # The demo's administrator is made the way the first administrator is (docs/OPERATIONS.md):
-    # a BOOTSTRAP record naming the OS account that ran it.
+    # a BOOTSTRAP record whose actor is the OS account that ran it (OS:<account>).
     record_admin(settings, f"BOOTSTRAP DEMO USERS {' '.join(u for u, *_ in DEMO_USERS)} "
-                           f"BY OS USER {getpass.getuser().upper()} (NO ADMINISTRATOR COULD LOG ON)",
-                 user=next(u for u, _n, _o, role, _d in DEMO_USERS if role == "admin"))
+                           "(NO ENABLED ADMINISTRATOR EXISTED)", user=os_actor())
     print("Demo users (passwords and TOTP secrets are shown only now; only hashes and sealed secrets are stored):")
     for uid, name, ori, role, pw, secret in shown:
         print(f"  {uid}  {role:<13} {ori}  {name:<16} password: {pw}")
         if secret is not None:
             print(f"          TOTP secret {base64.b32encode(secret).decode()}  "
                   f"({totp.provisioning_uri(secret, uid, settings.config.switch.name)})")
-    print("""
+    try:  # the path as the user typed it (var/msc.toml), else the absolute one
+        shown_cfg = cfg_path.relative_to(Path.cwd())
+    except ValueError:
+        shown_cfg = cfg_path
+    print(f"""
 The administrator and the investigator log on to msc commands with their password and a
 one-time password from an authenticator app (or `oathtool --totp -b SECRET`), e.g.:
 
-  .venv/bin/msc user list --config var/msc.toml
-  .venv/bin/msc journal verify --config var/msc.toml --as ADM001
-  .venv/bin/msc journal search --config var/msc.toml --as INV001 --case DEMO-1 --user JD1234
+  .venv/bin/msc user list --config {shown_cfg}
+  .venv/bin/msc journal verify --config {shown_cfg} --as ADM001
+  .venv/bin/msc journal search --config {shown_cfg} --as INV001 --case DEMO-1 --user JD1234
 """)
 
 
-def main(args) -> int:
-    directory = Path(args.dir).resolve()
-    exists = (directory / "msc.toml").exists()
-    if not args.init_only:
+LOCK_NAME = ".demo.lock"
+NEW_DEMO_HINT_OFFSET = 1000
+
+
+def demo_ports(text: str) -> list[tuple[str, str, int]]:
+    """(what, host, port) of every port the demo listens on, from a configuration's text: the
+    terminal listeners, the metrics endpoint, the two stubs of the first upstream and their control
+    ports (port + 100). Port 0 ("any free port") is left out."""
+    import tomllib
+
+    from msc.config.validate import parse_hostport
+
+    doc = tomllib.loads(text)
+    out = []
+    for i, lc in enumerate(doc.get("listener", [])):
+        out.append((f"terminal listener {i + 1}", *parse_hostport(lc["bind"])))
+    if "bind" in doc.get("metrics", {}):
+        out.append(("metrics endpoint", *parse_hostport(doc["metrics"]["bind"])))
+    if "bind" in doc.get("web", {}):
+        out.append(("web console", *parse_hostport(doc["web"]["bind"])))
+    for endpoint, label in zip((doc.get("upstream") or [{}])[0].get("endpoints", []), STUB_LABELS, strict=False):
+        host, port = parse_hostport(endpoint)
+        out.append((f"{label} CLETS stub", host, port))
+        out.append((f"{label} CLETS stub's control port", host, port + CONTROL_PORT_DISTANCE))
+    return [(what, host, port) for what, host, port in out if port]
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Would a listener on host:port fail because something listens there now? (Bound as the
+    servers bind, SO_REUSEADDR on, and closed at once.)"""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            text = (directory / "msc.toml").read_text() if exists else config_text(args.template, args.port_offset)
+            sock.bind((host.strip("[]"), port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def _lock(directory: Path):
+    """Hold DIR/.demo.lock for this demo's life; None (and a message) when another demo holds it."""
+    import fcntl
+
+    fh = open(directory / LOCK_NAME, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        pid = fh.read().strip() or "?"
+        fh.close()
+        print(f"error: a demo is already running in {directory} (pid {pid}); use it, stop it with Ctrl-C in its "
+              f"terminal, or start another beside it: make run DEMO_DIR={directory.name}2 "
+              f"PORT_OFFSET={NEW_DEMO_HINT_OFFSET}", file=sys.stderr)
+        return None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
+
+
+def _last_error(path: Path, since: int) -> str:
+    """The reason a process gave in its log (written after offset ``since``): its last
+    ``error:`` line, or its last line."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(since)
+            lines = [ln.strip() for ln in fh.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    return (errors or lines or [""])[-1]
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _exit_status(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+def main(args) -> int:
+    from msc.config.files import private_dir
+
+    directory = Path(args.dir).resolve()
+    private_dir(directory)
+    lock = _lock(directory)
+    if lock is None:
+        return 2
+    try:
+        return _run(args, directory)
+    finally:
+        with contextlib.suppress(OSError):
+            lock.seek(0)
+            lock.truncate()
+        lock.close()
+
+
+def _run(args, directory: Path) -> int:
+    cfg_path = directory / "msc.toml"
+    created = cfg_path.exists()
+    if created:
+        text = cfg_path.read_text()
+        if args.port_offset:
+            print(f"note: {cfg_path} exists: its ports are used (--port-offset applies when a demo is created)",
+                  file=sys.stderr)
+    else:
+        try:
+            text = config_text(args.template, args.port_offset)
         except ValueError as exc:
             print(f"error: --port-offset: {exc}", file=sys.stderr)
             return 2
-        busy = busy_addresses(demo_addresses(text))
-        if busy:
-            print(f"error: already in use: {', '.join(busy)} — another demo (make run) or another program "
-                  f"listens there.\nStop it, or run a second demo beside it on other ports (in a directory of its "
-                  f"own: --port-offset applies when a demo is created):\n"
-                  f"  .venv/bin/msc demo --dir {args.dir.rstrip('/')}-2 --port-offset 1000", file=sys.stderr)
+    if not args.init_only:
+        try:
+            ports = demo_ports(text)
+        except (ValueError, KeyError, TypeError) as exc:
+            print(f"error: {cfg_path}: cannot read the demo's addresses: {exc}", file=sys.stderr)
             return 2
-    if not exists:
+        for what, host, port in ports:
+            if port_in_use(host, port):
+                if created:
+                    how = (f"{cfg_path} keeps the ports it was created with: start a new demo beside it with "
+                           f"make run DEMO_DIR={directory.name}2 PORT_OFFSET={NEW_DEMO_HINT_OFFSET}, or stop what "
+                           f"listens on {port}")
+                else:
+                    how = (f"run this demo on other ports: make run PORT_OFFSET={NEW_DEMO_HINT_OFFSET} "
+                           f"(msc demo --port-offset {NEW_DEMO_HINT_OFFSET})")
+                print(f"error: port {port} ({what}, {host}:{port}) is in use by another program or demo; {how}",
+                      file=sys.stderr)
+                return 2
+    if not created:
         try:
             init(directory, args.template, args.port_offset)
         except ValueError as exc:
             print(f"error: --port-offset: {exc}", file=sys.stderr)
             return 2
-    elif args.port_offset:
-        print(f"note: {directory / 'msc.toml'} exists: its ports are used (--port-offset applies when a demo "
-              "is created)", file=sys.stderr)
     if args.init_only:
         return 0
     from msc.config.load import ConfigError, load
     from msc.config.validate import parse_hostport
 
     try:
-        config = load(directory / "msc.toml").config
+        config = load(cfg_path).config
     except ConfigError as exc:
         for issue in exc.issues:
             print(f"error: {issue}", file=sys.stderr)
         return 2
     if not config.listener or not config.upstream:
-        print(f"error: {directory / 'msc.toml'}: the demo needs a [[listener]] and an [[upstream]]", file=sys.stderr)
+        print(f"error: {cfg_path}: the demo needs a [[listener]] and an [[upstream]]", file=sys.stderr)
         return 2
     listen = config.listener[0].bind
     stubs = []  # (listen, control, label)
@@ -238,8 +312,6 @@ def main(args) -> int:
         host, port = parse_hostport(endpoint)
         control_host = f"[{host}]" if ":" in host else host
         stubs.append((endpoint, f"{control_host}:{port + CONTROL_PORT_DISTANCE}", label))
-    nc_host, nc_port = parse_hostport(stubs[0][1])
-    control = f"{nc_host} {nc_port}"  # as nc takes it
 
     def interrupted(signum, frame):
         raise KeyboardInterrupt
@@ -252,46 +324,70 @@ def main(args) -> int:
 
     logs = directory / "logs"
     private_dir(logs)
-    procs = []
+    procs = []  # (name, Popen, log file, log offset at start, command)
+    ready = directory / ".ready"
     try:
         for endpoint, control_at, label in stubs:
-            procs.append(subprocess.Popen(
-                [*exe, "stub", "--role", "clets", "--listen", endpoint, "--control", control_at,
-                 "--log", str(logs / f"stub-{label}.log"), "--seed", "1",
-                 # answers in several parts, as III and the state file + NCIC send them (PROTOCOL.md §4)
-                 "--parts", "QR=2@1500", "--parts", "QW=2@300"],
-                stderr=open(logs / f"stub-{label}.err", "a"), start_new_session=True))
-        time.sleep(0.3)
-        ready = directory / ".ready"
+            stub_ready = directory / f".ready-stub-{label}"
+            stub_ready.unlink(missing_ok=True)
+            err = logs / f"stub-{label}.err"
+            cmd = [*exe, "stub", "--role", "clets", "--listen", endpoint, "--control", control_at,
+                   "--log", str(logs / f"stub-{label}.log"), "--seed", "1", "--ready-file", str(stub_ready),
+                   # answers in several parts, as III and the state file + NCIC send them (PROTOCOL.md §4)
+                   "--parts", "QR=2@1500", "--parts", "QW=2@300"]
+            start = _size(err)
+            procs.append((f"the {label} CLETS stub ({endpoint})",
+                          subprocess.Popen(cmd, stderr=open(err, "a"), start_new_session=True), err, start, cmd,
+                          stub_ready))
+        # Our own stubs must listen before the switch dials their addresses: else it could reach
+        # whatever else listens there (another user's demo).
+        deadline = time.monotonic() + 15
+        for name, p, err, start, _cmd, stub_ready in procs:
+            while not stub_ready.exists():
+                if p.poll() is not None or time.monotonic() > deadline:
+                    reason = _last_error(err, start) or ("did not say it listens within 15 s" if p.poll() is None
+                                                         else _exit_status(p.returncode))
+                    print(f"error: {name} did not start: {reason} (log: {err})", file=sys.stderr)
+                    return 2
+                time.sleep(0.05)
         ready.unlink(missing_ok=True)
-        serve = subprocess.Popen([*exe, "serve", "--config", str(directory / "msc.toml"), "--ready-file", str(ready)],
-                                 stderr=open(logs / "msc.log", "a"), start_new_session=True)
-        procs.append(serve)
+        log_file = logs / "msc.log"
+        start = _size(log_file)
+        serve_cmd = [*exe, "serve", "--config", str(cfg_path), "--ready-file", str(ready)]
+        serve = subprocess.Popen(serve_cmd, stderr=open(log_file, "a"), start_new_session=True)
+        procs.append(("msc serve", serve, log_file, start, serve_cmd, ready))
         deadline = time.monotonic() + 15
         while not ready.exists():
             if serve.poll() is not None or time.monotonic() > deadline:
-                print(f"msc serve did not start; see {logs / 'msc.log'}", file=sys.stderr)
+                reason = _last_error(log_file, start) if serve.poll() is not None else "not ready within 15 s"
+                print(f"error: msc serve did not start: {reason} (log: {log_file})", file=sys.stderr)
                 return 1
             time.sleep(0.05)
         web = None
         if config.web is not None:
             web_ready = directory / ".web-ready"
             web_ready.unlink(missing_ok=True)
-            web = subprocess.Popen([*exe, "web", "--config", str(directory / "msc.toml"), "--ready-file", str(web_ready)],
-                                   stderr=open(logs / "web.log", "a"), start_new_session=True)
-            procs.append(web)
+            web_log = logs / "web.log"
+            start = _size(web_log)
+            web_cmd = [*exe, "web", "--config", str(cfg_path), "--ready-file", str(web_ready)]
+            web = subprocess.Popen(web_cmd, stderr=open(web_log, "a"), start_new_session=True)
+            procs.append(("msc web", web, web_log, start, web_cmd, web_ready))
             deadline = time.monotonic() + 15
             while not web_ready.exists():
                 if web.poll() is not None or time.monotonic() > deadline:
-                    print(f"msc web did not start; see {logs / 'web.log'}", file=sys.stderr)
+                    reason = _last_error(web_log, start) if web.poll() is not None else "not ready within 15 s"
+                    print(f"error: msc web did not start: {reason} (log: {web_log})", file=sys.stderr)
                     return 1
                 time.sleep(0.05)
-        print(f"""msc is running (switch log: {logs / 'msc.log'}, stub logs: {logs}/stub-*.log)
+        print(f"""msc is running (switch log: {log_file}, stub logs: {logs}/stub-*.log)
 
   Terminal listener   {listen}     metrics http://{config.metrics.bind}/metrics
-  CLETS stubs         {', '.join(f"{e} ({lab})" for e, _c, lab in stubs)}; push unsolicited
-                      traffic with:  echo 'ICS1.YQ.CA0130000.NAM/SMITH, JOHN' | nc {control}
-                      or a generated NCIC notice:  echo 'NOTIFY $.L. ICS2 CA0130000' | nc {control}
+  CLETS stubs         {', '.join(f"{e} ({lab}, control {c})" for e, c, lab in stubs)}
+                      push unsolicited traffic through a stub's control port:
+    .venv/bin/msc stub-control {stubs[0][1]} 'ICS1.YQ.CA0130000.NAM/SMITH, JOHN'
+    .venv/bin/msc stub-control {stubs[0][1]} 'NOTIFY $.L. ICS2 CA0130000'     (a generated NCIC notice)
+                      Kill a stub to exercise failover: the switch keeps running and this
+                      demo prints the command that starts it again.
 
 Connect a terminal and log on as JD1234 with the password shown when the demo was created:
 
@@ -309,16 +405,13 @@ then type, for example:  QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101
                   station ICS1 in another window, then Stations, Disable ICS1.
 """, flush=True)
         print("Press Ctrl-C to stop.", flush=True)
-        while all(p.poll() is None for p in procs):
-            time.sleep(0.5)
-        print("a demo process exited; stopping", file=sys.stderr)
-        return 1
+        return _watch(procs, serve, web)
     except KeyboardInterrupt:
         print("\nstopping…", flush=True)
         return 0
     finally:
         # The switch first (it drains through the stubs), then the stubs.
-        for p in reversed(procs):
+        for _name, p, *_rest in reversed(procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
             try:
@@ -326,3 +419,29 @@ then type, for example:  QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        # Only what this demo made (it holds DIR/.demo.lock): its ready files.
+        for _name, _p, _log, _start, _cmd, ready_file in procs:
+            ready_file.unlink(missing_ok=True)
+
+
+def _watch(procs: list, serve, web=None) -> int:
+    """Until Ctrl-C or the switch (or the web console) exits: a stub that exits is reported (which,
+    why, and how to start it again) and the switch keeps running — failover is what a stub's death
+    exercises."""
+    watching = [x for x in procs if x[1] is not serve and x[1] is not web]
+    while True:
+        for name, p, log_file, start, *_ in procs:
+            if (p is serve or p is web) and p.poll() is not None:
+                reason = _last_error(log_file, start)
+                print(f"{name} exited ({_exit_status(p.returncode)}{': ' + reason if reason else ''}); "
+                      f"stopping the demo (log: {log_file})", file=sys.stderr, flush=True)
+                return 1
+        for item in list(watching):
+            name, p, err, start, cmd, _ready = item
+            if p.poll() is not None:
+                watching.remove(item)
+                reason = _last_error(err, start) if p.returncode > 0 else ""
+                print(f"{name} exited ({_exit_status(p.returncode)}{': ' + reason if reason else ''}); the switch "
+                      f"keeps running (failover). Start the stub again with:\n  {shlex.join(cmd)} "
+                      f"2>>{shlex.quote(str(err))}", file=sys.stderr, flush=True)
+        time.sleep(0.2)

@@ -19,9 +19,9 @@ from msc.actions import investigate
 from msc.actions.investigate import CASE_RE, CASE_RULE  # noqa: F401
 from msc.cli.admin import DaemonUnavailable, control
 from msc.config.load import Settings
-from msc.journal.keys import KeyError_, KeyRing
 from msc.journal.records import JournalError, Record
 from msc.journal.search import Query, iso
+from msc.keyring import KeyError_, KeyRing
 from msc.protocol.message import output_bytes
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_AUTH = 0, 1, 2, 3
@@ -34,6 +34,7 @@ def add_arguments(sub) -> None:
         dest="action", required=True)
 
     from msc.cli import auth as auth_cli
+    from msc.cli import options as opt
 
     def common(sp, *, roles=auth_cli.INVESTIGATOR, case: bool = True, filters: bool = True):
         sp.add_argument("--config", required=True)
@@ -42,12 +43,15 @@ def add_arguments(sub) -> None:
             sp.add_argument("--case", required=True, type=case_ref, metavar="CASE_REF",
                             help="the case or audit reference (1-32 printable characters)")
         if filters:
-            sp.add_argument("--from", dest="start", metavar="TIME")
-            sp.add_argument("--to", dest="end", metavar="TIME")
-            for f in ("mnemonic", "user", "ori", "mke", "kind", "taf", "txn", "code"):
-                sp.add_argument(f"--{f}")
-            sp.add_argument("--token", action="append", default=[], metavar="TAG:VALUE")
-            sp.add_argument("--limit", type=int)
+            sp.add_argument("--from", dest="start", type=opt.time_value, metavar="TIME",
+                            help="YYYY-MM-DD[THH:MM[:SS]] (UTC unless an offset is given), inclusive")
+            sp.add_argument("--to", dest="end", type=opt.time_value, metavar="TIME", help="exclusive")
+            for f, typ in (("mnemonic", opt.mnemonic), ("user", opt.actor), ("ori", opt.ori), ("mke", opt.mke),
+                           ("kind", opt.journal_kind), ("taf", opt.taf), ("txn", opt.txn),
+                           ("code", opt.code)):
+                sp.add_argument(f"--{f}", type=typ)
+            sp.add_argument("--token", type=opt.token, action="append", default=[], metavar="TAG:VALUE")
+            sp.add_argument("--limit", type=opt.positive_int, metavar="N", help="at most N records (N >= 1)")
         return sp
 
     sp = common(j.add_parser("search", help="search and print records"))
@@ -58,7 +62,7 @@ def add_arguments(sub) -> None:
     sp.set_defaults(func=cmd_export)
     sp = common(j.add_parser("verify", help="check every record, tag, checkpoint and signature"),
                 roles=auth_cli.JOURNAL_CHECK, case=False, filters=False)
-    sp.add_argument("--min-tree-size", type=int, default=0,
+    sp.add_argument("--min-tree-size", type=opt.count, default=0,
                     help="fail if the journal is shorter: the highest msc_journal_committed_size seen off the box")
     sp.set_defaults(func=cmd_verify)
     sp = common(j.add_parser("purge", help="delete months older than retention_days and destroy their keys"),
@@ -105,16 +109,19 @@ def authenticate(s: Settings, args, op: str, roles=None, *, require_journal: boo
 
 
 def build_query(args) -> Query:
-    try:
-        return investigate.build_query(start=args.start, end=args.end, tokens=args.token, limit=args.limit,
-                                       **{f: getattr(args, f) for f in investigate.FILTERS})
-    except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    """The search the options describe (each already checked by its argparse type,
+    :mod:`msc.cli.options`); a ``--from`` not before ``--to`` is a usage error (exit 2)."""
+    if args.start is not None and args.end is not None and args.start >= args.end:
+        print(f"msc journal {args.action}: error: --from must be before --to (--to is exclusive)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+    return Query(start=args.start, end=args.end, mnemonic=args.mnemonic, user=args.user, ori=args.ori, mke=args.mke,
+                 kind=args.kind, taf=args.taf, txn=args.txn, code=args.code, tokens=list(args.token),
+                 limit=args.limit)
 
 
 def cmd_search(args) -> int:
-    s = _settings(args)
     q = build_query(args)
+    s = _settings(args)
     who = authenticate(s, args, "search")
     try:
         records = investigate.search_records(s, who, args.case, q, fmt=args.format)
@@ -169,8 +176,8 @@ def printable(text: str) -> str:
 def cmd_export(args) -> int:
     from pathlib import Path
 
-    s = _settings(args)
     q = build_query(args)
+    s = _settings(args)
     who = authenticate(s, args, "export")
     try:
         done = investigate.export_bundle(s, who, args.case, q, Path(args.out))

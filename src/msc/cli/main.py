@@ -51,20 +51,28 @@ def _load(args):
 # -- serve / stub / terminal -----------------------------------------------------------------
 
 def cmd_serve(args) -> int:
+    from msc.journal.records import JournalError
+    from msc.journal.store import JournalBusy
+    from msc.keyring import KeyError_
     from msc.ops.logging import configure
     from msc.server.main import serve
     from msc.server.switch import StartupError
 
     configure(level=args.log_level)
     settings = _load(args)
+    # Every refusal to start is one line and exit 2 (OPERATIONS.md, msc serve): nothing of a
+    # running instance is touched — its journal lock is what refuses a second one, before any
+    # listener, control socket or ready file of this process exists.
     try:
         return serve(settings, ready_file=args.ready_file)
-    except StartupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except JournalBusy as exc:
+        print(f"error: msc serve did not start: {exc} (is msc serve already running with "
+              f"{settings.config_path}?)", file=sys.stderr)
+    except (StartupError, JournalError, KeyError_) as exc:
+        print(f"error: msc serve did not start: {exc}", file=sys.stderr)
+    except OSError as exc:  # a listener or the metrics endpoint cannot bind, a file cannot be read
+        print(f"error: msc serve did not start: {exc}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def cmd_web(args) -> int:
@@ -103,12 +111,45 @@ def cmd_stub(args) -> int:
     def ready(stub) -> None:
         ctl = f" control {stub.cfg.control[0]}:{stub.control_port}" if stub.cfg.control else ""
         print(f"msc stub {cfg.role} listening on {host}:{stub.port}{ctl}", file=sys.stderr, flush=True)
+        if args.ready_file:
+            with open(args.ready_file, "w") as fh:
+                fh.write("ready\n")
 
     try:
         uvloop.run(run(cfg, ready=ready))
     except KeyboardInterrupt:
         pass
+    except OSError as exc:  # cannot listen (port in use, no such address, no permission), bad TLS files
+        where = f"--listen {host}:{port}" + (f" / --control {args.control[0]}:{args.control[1]}" if args.control else "")
+        print(f"error: msc stub {cfg.role} cannot start ({where}): {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
+
+
+def cmd_stub_control(args) -> int:
+    """``msc stub-control HOST:PORT TEXT…``: send each TEXT as one line to a stub's control port
+    (an unsolicited message to push, a notification to generate, or a ``/command``) and print each
+    answer. Exit 1 when a stub answers ``ERR`` or cannot be reached."""
+    import socket
+
+    host, port = args.control
+    try:
+        with socket.create_connection((host, port), timeout=args.timeout) as sock:
+            fh = sock.makefile("rwb")
+            failed = False
+            for text in args.text:
+                fh.write(text.encode("ascii", "backslashreplace") + b"\n")
+                fh.flush()
+                answer = fh.readline().decode("ascii", "replace").rstrip("\r\n")
+                if not answer:
+                    print("error: the stub closed the connection", file=sys.stderr)
+                    return EXIT_PROBLEM
+                print(answer)
+                failed |= answer.startswith("ERR")
+    except OSError as exc:
+        print(f"error: cannot reach the stub's control port {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    return EXIT_PROBLEM if failed else EXIT_OK
 
 
 def cmd_terminal(args) -> int:
@@ -218,7 +259,9 @@ def cmd_user_add(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="msc", description="msc — a CLETS-style message switching computer")
+    from msc.cli import options as opt
+
+    p = opt.Parser(prog="msc", description="msc — a CLETS-style message switching computer")
     p.add_argument("--version", action="version", version=f"msc {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -227,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     sp = with_config(sub.add_parser("serve", help="run the switch in the foreground"))
-    sp.add_argument("--log-level", default="info")
+    sp.add_argument("--log-level", default="info", type=str.lower,
+                    choices=("debug", "info", "warning", "error", "critical"))
     sp.add_argument("--ready-file", help="write this file once every listener is bound")
     sp.set_defaults(func=cmd_serve)
 
@@ -241,33 +285,43 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--listen", type=_hostport, required=True, metavar="HOST:PORT")
     sp.add_argument("--control", type=_hostport, metavar="HOST:PORT", help="accept unsolicited message texts (and /commands) here")
     sp.add_argument("--log", metavar="FILE", help="append every message received, one per line")
-    sp.add_argument("--latency-ms", type=float, default=0.0)
-    sp.add_argument("--fail-rate", type=float, default=0.0, help="fraction of requests answered N (0..1)")
-    sp.add_argument("--seed", type=int, default=1)
+    sp.add_argument("--latency-ms", type=opt.non_negative, default=0.0)
+    sp.add_argument("--fail-rate", type=opt.fraction, default=0.0, help="fraction of requests answered N (0..1)")
+    sp.add_argument("--seed", type=opt.int_range(what="a whole number"), default=1)
     sp.add_argument("--parts", type=_parts, action="append", default=[], metavar="KEY=N[-M][@GAP_MS]",
                     help="answer KEY in N parts (N-M: by a seeded rule), GAP_MS apart; repeatable")
-    sp.add_argument("--heartbeat-s", type=float, default=30.0)
+    sp.add_argument("--heartbeat-s", type=opt.seconds, default=30.0)
     sp.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
     sp.add_argument("--tls-key", help="and this key")
     sp.add_argument("--half-dead", action="store_true",
                     help="accept connections and read, never answer (a half-dead host; control: /half-dead on|off)")
-    sp.add_argument("--resend-s", type=float, default=2.0,
+    sp.add_argument("--resend-s", type=opt.non_negative, default=2.0,
                     help="send a response the switch refused E501/E307 again after this many seconds (0: never)")
-    sp.add_argument("--resend-max", type=int, default=5, help="at most this many times")
+    sp.add_argument("--resend-max", type=opt.count, default=5, help="at most this many times")
+    sp.add_argument("--ready-file", metavar="FILE", help="write this file once the stub listens")
     sp.set_defaults(func=cmd_stub)
+
+    sp = sub.add_parser("stub-control", help="send lines to a stub's control port (push traffic, /commands)",
+                        description="Each TEXT is one line to the stub's control port: an unsolicited message "
+                                    "to push (\\r \\n \\t \\f \\xHH name bytes), 'NOTIFY $.L. MNEMONIC ORI' "
+                                    "for a generated NCIC notice, or a /command; each answer is printed.")
+    sp.add_argument("control", type=_hostport, metavar="HOST:PORT", help="the stub's --control address")
+    sp.add_argument("text", nargs="+", metavar="TEXT")
+    sp.add_argument("--timeout", type=opt.seconds, default=10.0)
+    sp.set_defaults(func=cmd_stub_control)
 
     sp = sub.add_parser("terminal", help="an interactive line-mode terminal")
     sp.add_argument("--connect", type=_hostports, required=True, metavar="HOST:PORT[,HOST:PORT...]",
                     help="msc's address; several (comma-separated): tried in order, and the next one is "
                          "connected to when the connection is refused or lost (the active and standby node)")
-    sp.add_argument("--header", required=True, help="the mnemonic (or pool name) to use")
+    sp.add_argument("--header", type=opt.header, required=True, help="the mnemonic (or pool name) to use")
     sp.add_argument("--send", action="append", metavar="TEXT", help="send this message (repeatable)")
-    sp.add_argument("--expect", type=int, default=0, metavar="N", help="wait for N outputs")
-    sp.add_argument("--user", help="log on as this user (scripts)")
-    sp.add_argument("--otp", help="one-time password for --user")
+    sp.add_argument("--expect", type=opt.count, default=0, metavar="N", help="wait for N outputs")
+    sp.add_argument("--user", type=opt.user_id, help="log on as this user (scripts)")
+    sp.add_argument("--otp", type=opt.otp, help="one-time password for --user (6 digits)")
     sp.add_argument("--password-stdin", action="store_true", help="read the password from stdin's first line")
     sp.add_argument("--bind", action="store_true", help="send BIND (printers and hosts) instead of logging on")
-    sp.add_argument("--timeout", type=float, default=30.0)
+    sp.add_argument("--timeout", type=opt.seconds, default=30.0)
     sp.add_argument("--fail-on-nak", action="store_true")
     sp.add_argument("--tls", action="store_true")
     sp.add_argument("--ca")
@@ -292,15 +346,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     users = sub.add_parser("user", help="the user directory").add_subparsers(dest="action", required=True)
     sp = with_config(users.add_parser("add", help="add a user to users.toml"))
-    sp.add_argument("--id", required=True)
-    sp.add_argument("--name", required=True)
-    sp.add_argument("--ori", required=True)
+    sp.add_argument("--id", type=opt.user_id, required=True)
+    sp.add_argument("--name", type=opt.person_name, required=True)
+    sp.add_argument("--ori", type=opt.ori, required=True)
     sp.add_argument("--role", required=True, choices=("full", "ltfa", "practitioner", "admin", "investigator"))
-    sp.add_argument("--dob", help="YYYY-MM-DD (self-inquiry detection only)")
-    sp.add_argument("--certified-until", help="YYYY-MM-DD (proficiency, PPP §1.8.2)")
+    sp.add_argument("--dob", type=opt.date_text, help="YYYY-MM-DD (self-inquiry detection only)")
+    sp.add_argument("--certified-until", type=opt.date_text, help="YYYY-MM-DD (proficiency, PPP §1.8.2)")
     sp.add_argument("--totp", action="store_true",
                     help="enrol a TOTP second factor (always for admin and investigator); prints the URI once")
-    sp.add_argument("--as", dest="as_user", metavar="ADMIN_ID",
+    sp.add_argument("--as", dest="as_user", type=opt.user_id, metavar="ADMIN_ID",
                     help="the administrator adding the user (not needed only for the first administrator)")
     sp.add_argument("--password-stdin", action="store_true",
                     help="read from stdin: with --as your password, your one-time password, then the new "
@@ -312,8 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
                               ("unlock", "user_unlock", "release a lockout (CJIS AC-7)"),
                               ("remove", "user_remove", "remove; the ID is not reassigned for 365 days")):
         sp = with_config(users.add_parser(action, help=help_))
-        sp.add_argument("id")
-        auth_cli.add_arguments(sp)
+        sp.add_argument("id", type=opt.user_id)
+        # unlock: --as may be left out only to unlock an administrator while every one is locked
+        auth_cli.add_arguments(sp, required=action != "unlock")
         sp.set_defaults(func=lambda a, fn=fn: getattr(__import__("msc.cli.users", fromlist=[fn]), fn)(a, _load(a)))
     sp = with_config(users.add_parser("list", help="list users, roles, status, lockouts, last logon"))
     sp.add_argument("--format", choices=("text", "json"), default="text")
@@ -322,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     stations = sub.add_parser("station", help="stations at run time").add_subparsers(dest="action", required=True)
     for action in ("disable", "enable"):
         sp = with_config(stations.add_parser(action, help=f"{action} a station (PPP §1.9.1)"))
-        sp.add_argument("mnemonic")
+        sp.add_argument("mnemonic", type=opt.station)
         auth_cli.add_arguments(sp)
         sp.set_defaults(func=lambda a: __import__("msc.cli.users", fromlist=["station_status"]).station_status(a, _load(a)))
 
@@ -337,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dir", default="var")
     sp.add_argument("--template", help="msc.toml to start from (default: the packaged demo config)")
     sp.add_argument("--init-only", action="store_true")
-    sp.add_argument("--port-offset", type=int, default=0, metavar="N",
+    sp.add_argument("--port-offset", type=opt.port_offset, default=0, metavar="N",
                     help="when the demo is created: add N to every port of its msc.toml (to run beside another)")
     sp.set_defaults(func=lambda a: __import__("msc.cli.demo", fromlist=["main"]).main(a))
     return p

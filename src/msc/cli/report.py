@@ -20,8 +20,10 @@ def add_arguments(sub) -> None:
     r.add_argument("--config", required=True)
     r.add_argument("--format", choices=("text", "json"), default="text")
     r.add_argument("--apply", action="store_true", help="users: disable the inactive accounts (CJIS AC-2)")
-    r.add_argument("--from", dest="start", help="misuse: start (default: 30 days ago)")
-    r.add_argument("--to", dest="end", help="misuse: end (default: now)")
+    from msc.cli.options import time_value
+
+    r.add_argument("--from", dest="start", type=time_value, help="misuse: start (default: 30 days ago)")
+    r.add_argument("--to", dest="end", type=time_value, help="misuse: end (default: now)")
     from msc.cli import auth as auth_cli
 
     auth_cli.add_arguments(r, required=False, roles=("admin (users --apply)", "investigator (misuse)"))
@@ -53,10 +55,11 @@ def cmd_report(args) -> int:
             assert who is not None  # --apply logged its administrator on above
             doc["disabled"] = _disable(s, [r["id"] for r in doc["inactive"]], who)
     else:
-        from msc.journal.search import parse_time
-
-        start = parse_time(args.start) / 1e6 if args.start else now - 30 * 86400
-        end = parse_time(args.end) / 1e6 if args.end else now
+        start = args.start / 1e6 if args.start is not None else now - 30 * 86400
+        end = args.end / 1e6 if args.end is not None else now
+        if start >= end:
+            print("msc report: error: --from must be before --to", file=sys.stderr)
+            return 2
         assert who is not None  # the misuse report logged its administrator on above
         try:  # it reads the journal: audited like a search
             doc = investigate.misuse_report(s, who, start, end)

@@ -3,9 +3,11 @@
 
 Every command that changes something logs an administrator on first (``--as``, :mod:`msc.cli.auth`)
 and its ``ADMIN`` record names them (:mod:`msc.actions.directory`, shared with the web console).
-The one exception is the bootstrap: while no administrator could log on (none active and
-unlocked), ``msc user add --role admin`` without ``--as`` makes the first one, recorded as
-``BOOTSTRAP``.
+Two exceptions, run by the service account, each recorded with ``OS:<account>`` as the actor
+(:func:`msc.actions.identity.os_actor`): the bootstrap — while no enabled administrator account
+exists, ``msc user add --role admin`` without ``--as`` makes one, recorded as ``BOOTSTRAP`` — and,
+while every enabled administrator is locked out, ``msc user unlock ID`` of one of them without
+``--as``.
 """
 
 from __future__ import annotations
@@ -66,21 +68,24 @@ def add_user(args, settings: Settings) -> int:
     except ActionRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    bootstrap = None
+    bootstrap = False
     if args.as_user is None:
-        from msc.cli.auth import admin_can_log_on, require_service_account
+        from msc.cli.auth import enabled_admins, os_actor, require_service_account
 
         require_service_account(settings)
-        if admin_can_log_on(settings):
-            print("error: --as ADMIN_ID is required (an administrator exists; only the first one is made without it)",
-                  file=sys.stderr)
+        # The bootstrap is open only while no enabled administrator account exists. A locked one
+        # still exists (another administrator, or the service account, unlocks it: `msc user
+        # unlock`), so five wrong passwords cannot reopen it.
+        if enabled_admins(settings):
+            print("error: --as ADMIN_ID is required (an enabled administrator exists; only the first one is made "
+                  "without it)", file=sys.stderr)
             return EXIT_USAGE
         if args.role != "admin":
-            print("error: no administrator can log on yet: make one first (msc user add --role admin …, without --as)",
-                  file=sys.stderr)
+            print("error: no enabled administrator exists yet: make one first (msc user add --role admin …, "
+                  "without --as)", file=sys.stderr)
             return EXIT_USAGE
-        bootstrap = getpass.getuser()
-        actor = uid
+        bootstrap = True
+        actor = os_actor()
     else:
         actor = _admin(settings, args, "user add")
     pw = read_new_password(args, uid)
@@ -93,7 +98,7 @@ def add_user(args, settings: Settings) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(f"added {uid} ({args.role}, {args.ori}) to {settings.users_path}" +
-          (" — the first administrator (bootstrap, journaled)" if bootstrap is not None else ""))
+          (f" — the first administrator (bootstrap by {actor}, journaled)" if bootstrap else ""))
     if added.totp_uri:
         print("TOTP provisioning URI (shown once; enrol it in the user's authenticator now):")
         print(added.totp_uri)
@@ -150,8 +155,24 @@ def user_status(args, settings: Settings) -> int:
 def user_unlock(args, settings: Settings) -> int:
     uid = args.id.upper()
     _find(settings, uid)
-    actor = _admin(settings, args, "user unlock")
-    directory.unlock_user(settings, actor, uid)
+    recovery = ""
+    if args.as_user is None:
+        # Recovery: every enabled administrator is locked out, so none can log on to unlock
+        # another. The service account (it owns the master key) may unlock an administrator —
+        # who must still log on with their password and one-time password — recorded with the OS
+        # account as the actor. Nothing else is allowed without --as.
+        from msc.cli.auth import enabled_admins, locked, os_actor, require_service_account
+
+        require_service_account(settings)
+        admins = enabled_admins(settings)
+        if not admins or not set(admins) <= locked(settings) or uid not in admins:
+            print("error: --as ADMIN_ID is required (without it only a locked administrator can be unlocked, and "
+                  "only while every enabled administrator is locked)", file=sys.stderr)
+            return EXIT_USAGE
+        actor, recovery = os_actor(), " (EVERY ENABLED ADMINISTRATOR WAS LOCKED)"
+    else:
+        actor = _admin(settings, args, "user unlock")
+    directory.unlock_user(settings, actor, uid, recovery=recovery)
     print(f"{uid} unlocked")
     return EXIT_OK
 

@@ -431,7 +431,11 @@ class UpstreamLink:
         if not was_up:
             return  # never carried traffic
         if not self._stopping:
-            self.log.warning("upstream.down", endpoint=label, failed=proto.failed)
+            # Why, always: declared failed by msc (a FAILURE_REASONS entry), or the connection
+            # ended under it — closed by the upstream (a killed stub, EOF) or a socket error.
+            exc = proto.closed.result() if proto.closed.done() else None
+            reason = proto.failed or ("closed_by_peer" if exc is None else f"error: {exc}")
+            self.log.warning("upstream.down", endpoint=label, failed=reason)
         lost = list(self.sent.values())
         self.sent.clear()
         if self.on_state:
