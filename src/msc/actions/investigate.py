@@ -30,7 +30,7 @@ CASE_RE = re.compile(r"[!-~](?:[ -~]{0,30}[!-~])?")
 CASE_RULE = "a case reference is 1-32 printable ASCII characters, with no leading or trailing space"
 
 #: The filters of ``msc journal search|export`` (JOURNAL.md "Search"), in the order they are shown.
-FILTERS = ("mnemonic", "user", "ori", "mke", "kind", "taf", "txn")
+FILTERS = ("mnemonic", "user", "ori", "mke", "kind", "taf", "txn", "code")
 
 
 def valid_case(value: str | None) -> bool:

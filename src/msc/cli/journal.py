@@ -47,7 +47,8 @@ def add_arguments(sub) -> None:
                             help="YYYY-MM-DD[THH:MM[:SS]] (UTC unless an offset is given), inclusive")
             sp.add_argument("--to", dest="end", type=opt.time_value, metavar="TIME", help="exclusive")
             for f, typ in (("mnemonic", opt.mnemonic), ("user", opt.actor), ("ori", opt.ori), ("mke", opt.mke),
-                           ("kind", opt.journal_kind), ("taf", opt.taf), ("txn", opt.txn)):
+                           ("kind", opt.journal_kind), ("taf", opt.taf), ("txn", opt.txn),
+                           ("code", opt.code)):
                 sp.add_argument(f"--{f}", type=typ)
             sp.add_argument("--token", type=opt.token, action="append", default=[], metavar="TAG:VALUE")
             sp.add_argument("--limit", type=opt.positive_int, metavar="N", help="at most N records (N >= 1)")
@@ -114,7 +115,8 @@ def build_query(args) -> Query:
         print(f"msc journal {args.action}: error: --from must be before --to (--to is exclusive)", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
     return Query(start=args.start, end=args.end, mnemonic=args.mnemonic, user=args.user, ori=args.ori, mke=args.mke,
-                 kind=args.kind, taf=args.taf, txn=args.txn, tokens=list(args.token), limit=args.limit)
+                 kind=args.kind, taf=args.taf, txn=args.txn, code=args.code, tokens=list(args.token),
+                 limit=args.limit)
 
 
 def cmd_search(args) -> int:

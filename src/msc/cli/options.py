@@ -174,6 +174,17 @@ def txn(value: str) -> str:
     return value
 
 
+CODE_RE = re.compile(r"[A-Z0-9]{1,12}")
+
+
+def code(value: str) -> str:
+    """A disposition or reject code (``E201``, ``SUMMARY``: JOURNAL.md "Refused traffic")."""
+    v = value.upper()
+    if CODE_RE.fullmatch(v) is None:
+        raise _fail(f"{value!r} is not a code: 1-12 letters and digits (E201, SUMMARY)")
+    return v
+
+
 def int_range(lo: int | None = None, hi: int | None = None, what: str = "a whole number"):
     """An argparse type: an integer within [lo, hi]."""
 

@@ -56,6 +56,9 @@ class SwitchSection(_Table, frozen=True, kw_only=True):
     # Store-and-forward (PROTOCOL.md §5): how long an output waits, how many per mnemonic.
     queue_expiry_s: float = 72 * 3600
     queue_max: int = 10000
+    # Issue 14: output texts wait in the journal; at most this many bytes of them are kept in
+    # memory (for sessions that take them now), all mnemonics together.
+    output_memory_bytes: int = 32 * 1024 * 1024
     drain_timeout_s: float = 10
     timezone: str = "UTC"  # for reports' "after hours"
     admin_upstream: str | None = None  # where AM to remote destinations goes (default: the first upstream)
@@ -65,6 +68,27 @@ class SwitchSection(_Table, frozen=True, kw_only=True):
     # CJIS IA-5(1)(a): the scrypt cost of password hashes, log2(N) with r = 8, p = 1. Hashes at
     # another cost are replaced at the user's next logon (msc.mnemonics.passwords).
     password_cost: int = 15
+    # SECURITY.md "Bounded under abuse": the work logons may cost. At most this many password
+    # checks (one KDF each) at once (default: the CPUs, at most 4); at most logon_queue more wait,
+    # best first, each at most logon_wait_s; beyond that a LOGON is refused E307 unchecked.
+    max_logon_checks: int | None = None
+    logon_queue: int = 64
+    logon_wait_s: float = 5
+    # A source address may have at most this many failed (or unanswered) logons within the window
+    # (a success takes its own back); beyond it its logons are refused E307 unchecked.
+    logon_failures_per_address: int = 10
+    logon_failures_window_s: float = 60
+    # Such a refusal is answered this long after the LOGON (its connection's further messages wait
+    # meanwhile): a guesser past its rate is slowed to one LOGON per connection and delay, instead
+    # of costing the switch thousands of E307 a second (OpenSSH's PerSourcePenalties, in spirit).
+    logon_throttle_delay_s: float = 1
+
+    @property
+    def logon_checks(self) -> int:
+        """``max_logon_checks``, or its default: the CPUs, at most 4."""
+        import os
+
+        return self.max_logon_checks or max(1, min(4, os.cpu_count() or 1))
 
 
 class ListenerSection(_Table, frozen=True, kw_only=True):
@@ -76,6 +100,18 @@ class ListenerSection(_Table, frozen=True, kw_only=True):
     read_timeout_s: float = 10
     rate_limit: float = 200
     tls: ServerTls | None = None
+    # SECURITY.md "Connections": a connection must acknowledge the banner and log on (or bind)
+    # within logon_timeout_s, and a TLS one finish its handshake within tls_handshake_timeout_s
+    # (counted against max_connections meanwhile), else it is closed. At most
+    # max_pending_per_address connections from one address (IPv6: one /64) that have not logged
+    # on; a newer one takes the slot of the oldest, as a new connection to a full listener does.
+    logon_timeout_s: float = 60
+    tls_handshake_timeout_s: float = 10
+    max_pending_per_address: int = 32
+    # A connection that has not logged on or bound is closed at its max_refused-th refused
+    # message; one that has, when it sends more than max_refused_per_minute refused in a minute.
+    max_refused: int = 10
+    max_refused_per_minute: int = 3000
     # CONFIG.md "Listeners": every connection begins with a PROXY protocol header (v1 or v2) naming
     # the client a relay (the web console, HAProxy …) connects for; accepted only from these
     # addresses (IP or CIDR), any other peer is closed at once. The header's address is then the
@@ -107,6 +143,17 @@ class JournalSection(_Table, frozen=True, kw_only=True):
     checkpoint_every: int = 1000  # records; with checkpoint_interval_s: the unsigned tail bound (JOURNAL.md)
     checkpoint_interval_s: float = 10
     verify_interval_s: float = 3600  # start a background verification pass at most this often (0: never)
+    # JOURNAL.md "Refused traffic": per connection and minute, a logged-on or bound session's first
+    # refused_full_per_minute refusals (refused_full_chars_per_minute characters) keep their full
+    # text, then compact records up to refused_records_per_minute, then they are counted in a
+    # summary. Connections not logged on get compact records only, at most
+    # unauthenticated_records_per_minute per source address and ..._total in all; the rest
+    # are counted in one summary per address and minute.
+    refused_full_per_minute: int = 120
+    refused_full_chars_per_minute: int = 1048576
+    refused_records_per_minute: int = 600
+    unauthenticated_records_per_minute: int = 30
+    unauthenticated_records_per_minute_total: int = 600
 
 
 class UpstreamSection(_Table, frozen=True, kw_only=True):
@@ -123,6 +170,10 @@ class UpstreamSection(_Table, frozen=True, kw_only=True):
     #: operator gets MSC.E501 (PROTOCOL.md §4 "Every request learns its fate").
     resend_wait_s: float = 30
     max_in_flight: int = 1000
+    #: Messages from this upstream (answers, unsolicited traffic) waiting for their journal commit
+    #: at once, per connection; beyond it msc stops reading the link until half are answered, so
+    #: a burst waits in the upstream, not in msc's memory (issue 14).
+    max_inbound: int = 128
     tls: ClientTls | None = None
 
     @property

@@ -112,8 +112,21 @@ def validate(settings: Settings) -> list[ConfigIssue]:
             c.add(f"switch.{key}", "must be > 0")
     if sw.queue_max < 1:
         c.add("switch.queue_max", "must be >= 1")
+    if not 1024 * 1024 <= sw.output_memory_bytes <= 1 << 34:
+        c.add("switch.output_memory_bytes", "must be 1 MiB to 16 GiB (1048576..17179869184)")
     if not 4 <= sw.password_cost <= 20:
         c.add("switch.password_cost", "must be 4..20 (log2 of scrypt's N; 15 or more in production)")
+    if sw.max_logon_checks is not None and not 1 <= sw.max_logon_checks <= 64:
+        c.add("switch.max_logon_checks", "must be 1..64 (default: the CPUs, at most 4)")
+    if sw.logon_queue < 0:
+        c.add("switch.logon_queue", "must be >= 0")
+    for key in ("logon_wait_s", "logon_failures_window_s"):
+        if getattr(sw, key) <= 0:
+            c.add(f"switch.{key}", "must be > 0")
+    if sw.logon_failures_per_address < 1:
+        c.add("switch.logon_failures_per_address", "must be >= 1")
+    if not 0 <= sw.logon_throttle_delay_s <= 60:
+        c.add("switch.logon_throttle_delay_s", "must be 0..60 (seconds)")
     for i, p in enumerate(sw.prohibited_purposes):
         if not re.fullmatch(r"[A-Z0-9]", p):
             c.add(f"switch.prohibited_purposes[{i}]", "a purpose code is one character [A-Z0-9]")
@@ -132,9 +145,12 @@ def validate(settings: Settings) -> list[ConfigIssue]:
             c.add(f"{p}.max_frame", "must be between 64 and 16777216")
         if ln.max_connections < 1:
             c.add(f"{p}.max_connections", "must be >= 1")
-        for key in ("heartbeat_s", "read_timeout_s", "rate_limit"):
+        for key in ("heartbeat_s", "read_timeout_s", "rate_limit", "logon_timeout_s", "tls_handshake_timeout_s"):
             if getattr(ln, key) <= 0:
                 c.add(f"{p}.{key}", "must be > 0")
+        for key in ("max_pending_per_address", "max_refused", "max_refused_per_minute"):
+            if getattr(ln, key) < 1:
+                c.add(f"{p}.{key}", "must be >= 1")
         if ln.tls is not None:
             for key in ("cert", "key", "client_ca"):
                 value = getattr(ln.tls, key)
@@ -168,6 +184,10 @@ def validate(settings: Settings) -> list[ConfigIssue]:
         c.add("journal.checkpoint_every", "must be between 1 and 10000 records")
     if not 0 < j.checkpoint_interval_s <= 60:
         c.add("journal.checkpoint_interval_s", "must be > 0 and at most 60 seconds")
+    for key in ("refused_full_per_minute", "refused_full_chars_per_minute", "refused_records_per_minute",
+                "unauthenticated_records_per_minute", "unauthenticated_records_per_minute_total"):
+        if getattr(j, key) < 0:
+            c.add(f"journal.{key}", "must be >= 0")
     if j.verify_interval_s < 0:
         c.add("journal.verify_interval_s", "must be >= 0 (0: no background verification)")
 
@@ -194,6 +214,8 @@ def validate(settings: Settings) -> list[ConfigIssue]:
             c.add(f"{p}.ack_timeout_s", "must be <= 2 x heartbeat_s (the dead-link bound is 3 x heartbeat_s)")
         if u.max_in_flight < 1:
             c.add(f"{p}.max_in_flight", "must be >= 1")
+        if not 2 <= u.max_inbound <= 65536:
+            c.add(f"{p}.max_inbound", "must be 2..65536")
         if u.tls is not None:
             for key in ("ca", "cert", "key"):
                 value = getattr(u.tls, key)

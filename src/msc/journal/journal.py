@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 
 #: Upper bound on records sealed into one batch; more wait for the next commit.
 MAX_BATCH = 4096
+#: Upper bound on the text (characters) of one batch: the writer process holds a batch in memory
+#: twice (the request and the rows), so its size stays bounded however long the messages are.
+MAX_BATCH_CHARS = 8 * 1024 * 1024
 INDEX_BATCH = 20_000  # wake the indexer early once this many records are unindexed (else every second)
 #: While idle the journal still writes a signed checkpoint this often (its record marks time):
 #: the journal's own timeline then has no silence longer than this while the switch runs
@@ -342,11 +345,14 @@ class Journal:
         return rows
 
     def _take(self, limit: int = MAX_BATCH) -> list[tuple[Sequence[Entry], asyncio.Future]]:
-        """The next batch: whole appends, until ``limit`` records (at least one append)."""
-        k, count = 0, 0
+        """The next batch: whole appends, until ``limit`` records or :data:`MAX_BATCH_CHARS`
+        characters of text (at least one append)."""
+        k, count, chars = 0, 0, 0
         limit = max(1, min(limit, MAX_BATCH))
-        while k < len(self._pending) and count < limit:
-            count += len(self._pending[k][0])
+        while k < len(self._pending) and count < limit and chars < MAX_BATCH_CHARS:
+            entries = self._pending[k][0]
+            count += len(entries)
+            chars += sum(len(e.text) for e in entries)
             k += 1
         batch = self._pending[:k]
         del self._pending[:k]

@@ -23,7 +23,7 @@ from msc.journal.store import Reader
 from msc.journal.tokens import matches, token
 from msc.keyring import KeyRing
 
-FILTER_COLUMNS = ("mnemonic", "user", "ori", "mke", "kind", "taf", "txn")
+FILTER_COLUMNS = ("mnemonic", "user", "ori", "mke", "kind", "taf", "txn", "code")
 
 
 @dataclass
@@ -37,6 +37,7 @@ class Query:
     kind: str | None = None
     taf: str | None = None
     txn: str | None = None
+    code: str | None = None  # disposition/reject code, e.g. E201, or SUMMARY (JOURNAL.md "Refused traffic")
     tokens: list[tuple[str, str]] = field(default_factory=list)
     limit: int | None = None
 
@@ -221,8 +222,21 @@ def output_records_since(directory: Path, since: int) -> Iterator[tuple[int, int
 
 
 def texts(directory: Path, keyring: KeyRing, seqs: list[int]) -> dict[int, str]:
-    """Decrypted message texts by sequence number (redelivery of stored outputs)."""
-    return {r.seq: r.text for r in read(directory, keyring, seqs)}
+    """Decrypted message texts by sequence number (redelivery of stored outputs, read back in
+    batches: one query per partition). A record not found, or in a month whose key was
+    destroyed, is missing from the answer."""
+    reader = Reader(directory)
+    try:
+        out: dict[int, str] = {}
+        for seq, (period, blob) in reader.blobs(seqs).items():
+            keys = keyring.period(period, create=False)
+            if keys is None:
+                continue
+            sealed = unseal_meta(blob)
+            out[seq] = to_record(sealed.meta, open_sealed(keys.aead, sealed)).text
+        return out
+    finally:
+        reader.close()
 
 
 def refused_answers(directory: Path, since_seq: int) -> set[str]:

@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Callable, Iterator
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
@@ -25,6 +25,14 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 #: (0 until the first refusal) so that alert rules see every series from the start.
 LOGON_PATHS = ("terminal", "pool", "pwd", "cli", "web")
 
+#: Why a listener closed or refused a connection (msc_connections_closed_total, SECURITY.md).
+CLOSE_REASONS = ("refused", "evicted", "address_limit", "logon_timeout", "tls_handshake_timeout",
+                 "tls_handshake_failed", "refused_messages")
+#: What would have queued outputs that a full queue refused (msc_delivery_refused_total{path}):
+#: unsolicited upstream traffic, answer parts, an operator's new request (its own queue is
+#: full), an administrative message to local stations, a pooled mnemonic's outputs redirected
+#: to its printer when its session ended.
+REFUSAL_PATHS = ("unsolicited", "answer", "request", "admin", "redirect")
 JOURNAL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
@@ -44,6 +52,25 @@ class Metrics:
         self._logon_counts: Callable[[], dict[tuple[str, str], int]] | None = None
         self.proxy_refused = Counter("msc_proxy_refused_total", "Connections closed on a proxy_protocol listener "
                                      "(reason: untrusted peer, bad header, header timeout)", ["reason"], registry=r)
+        # Issue 14: the bounds that keep unauthenticated and misbehaving peers from filling the
+        # connection table, the journal or the KDF threads (SECURITY.md "Bounded under abuse").
+        self.connections_closed = Counter(
+            "msc_connections_closed_total", "Connections closed or refused by a listener's bounds: refused (every slot "
+            "established), evicted (a newer connection took a pending one's slot), address_limit, logon_timeout, "
+            "tls_handshake_timeout, tls_handshake_failed, refused_messages", ["reason"], registry=r)
+        self.listener_connections = Gauge("msc_listener_connections", "Connections holding a slot of a listener, by "
+                                          "state (tls_handshake, pending, established)", ["listener", "state"], registry=r)
+        self.listener_max_connections = Gauge("msc_listener_max_connections", "A listener's max_connections",
+                                              ["listener"], registry=r)
+        self.refusals = Counter("msc_refusals_total", "Refused messages by how the journal recorded them (full text, "
+                                "compact, counted in a summary)", ["form"], registry=r)
+        self.unauthenticated_events = Counter(
+            "msc_unauthenticated_events_total", "Events of connections not logged on (connect, banner, close …) by whether "
+            "they got a record of their own (recorded) or were counted in a summary (counted)", ["form"], registry=r)
+        self.logon_throttled = Counter("msc_logon_throttled_total", "Logons refused with E307 without a password check "
+                                       "(address: its attempt rate; queue: the check queue was full; wait: no check "
+                                       "slot in time)", ["reason"], registry=r)
+        self.logon_checks = Gauge("msc_logon_checks", "Password checks running and waiting", ["state"], registry=r)
         self.self_inquiry = Counter("msc_self_inquiry_total", "Self-inquiries refused (PPP §1.6.4 B)", registry=r)
         self.upstream_up = Gauge("msc_upstream_up", "1 if the upstream endpoint is connected", ["upstream", "endpoint"], registry=r)
         self.upstream_failures = Counter(
@@ -53,6 +80,10 @@ class Metrics:
             "msc_answers_unrecorded_total", "Answers to requests the journal could not record (upstream told E501)",
             registry=r)
         self.upstream_in_flight = Gauge("msc_upstream_in_flight", "Requests sent and not yet answered", ["upstream"], registry=r)
+        self.upstream_inbound = Gauge("msc_upstream_inbound", "Messages from the upstream waiting for their journal "
+                                      "commit (at most max_inbound)", ["upstream"], registry=r)
+        self.upstream_paused = Counter("msc_upstream_paused_total", "Times msc stopped reading an upstream link because "
+                                       "max_inbound of its messages were waiting", ["upstream"], registry=r)
         self.answer_parts = Counter("msc_answer_parts_total", "Upstream answer parts linked to their request",
                                     ["part"], registry=r)
         self.answer_ambiguous = Counter("msc_answer_ambiguous_total",
@@ -61,6 +92,28 @@ class Metrics:
         self.unsolicited = Counter("msc_unsolicited_total", "Unsolicited upstream messages by class of the "
                                    "unsolicited table (unknown: no rule names the kind)", ["class"], registry=r)
         self.delivery_queued = Gauge("msc_delivery_queued", "Outputs waiting for delivery, all mnemonics", registry=r)
+        # PROTOCOL.md §5 "Bounds": every mnemonic's queue holds at most queue_max outputs,
+        # counting the slots reserved for outputs being committed and for open requests' fates.
+        self.delivery_depth_max = Gauge("msc_delivery_queue_depth_max",
+                                        "The deepest delivery queue: outputs waiting plus slots reserved", registry=r)
+        self.delivery_queue_limit = Gauge("msc_delivery_queue_limit", "queue_max: the bound of every delivery queue",
+                                          registry=r)
+        self.delivery_refused = Counter(
+            "msc_delivery_refused_total", "Messages refused E307 because a destination queue had no room, by what "
+            "would have queued them", ["path"], registry=r)
+        self.delivery_held_bytes = Gauge(
+            "msc_delivery_held_bytes", "Bytes of output texts held in memory (the rest wait in the journal)", registry=r)
+        self.delivery_read_back = Counter("msc_delivery_read_back_total",
+                                          "Outputs whose text was read back from the journal to be sent", registry=r)
+        self.delivery_read_back_bytes = Counter("msc_delivery_read_back_bytes_total",
+                                                "Bytes of output texts read back from the journal", registry=r)
+        # process_resident_memory_bytes and friends (prometheus-client's collector, Linux /proc),
+        # and the freed memory given back after bursts (msc.ops.memory).
+        ProcessCollector(registry=r)
+        self.memory_trims = Counter("msc_memory_trims_total", "Times freed C-heap memory was given back after "
+                                    "the resident size grew (malloc_trim)", registry=r)
+        self.memory_trimmed_bytes = Counter("msc_memory_trimmed_bytes_total",
+                                            "Resident bytes given back by those trims", registry=r)
         self.journal_append_seconds = Histogram("msc_journal_append_seconds", "Journal group-commit duration",
                                                 buckets=JOURNAL_BUCKETS, registry=r)
         self.journal_records = Counter("msc_journal_records_total", "Journal records committed", ["kind"], registry=r)
@@ -98,6 +151,18 @@ class Metrics:
         for part in ("first", "further", "late"):
             self.answer_parts.labels(part)
         self.unsolicited.labels("unknown")
+        for reason in CLOSE_REASONS:
+            self.connections_closed.labels(reason)
+        for form in ("full", "compact", "counted"):
+            self.refusals.labels(form)
+        for form in ("recorded", "counted"):
+            self.unauthenticated_events.labels(form)
+        for reason in ("address", "queue", "wait"):
+            self.logon_throttled.labels(reason)
+        for state in ("running", "waiting"):
+            self.logon_checks.labels(state)
+        for path in REFUSAL_PATHS:
+            self.delivery_refused.labels(path)
         for window in ("30d", "365d"):
             self.availability.labels(window)
         self._rejects = {c.code: self.rejects.labels(c.code) for c in Reject}

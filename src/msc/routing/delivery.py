@@ -9,14 +9,24 @@ session is attached, outputs wait (``QUEUED``) and go out in OSN order when one 
 
 Durability (see :mod:`msc.routing.outbox`): the record that creates an output is committed before
 the output is offered to anyone; the outbox snapshot in state.db follows behind, holding only
-effects of committed records, and is completed from the journal after a restart. Outputs
-restored that way carry only their journal sequence number; their text is read back (decrypted)
-when their mnemonic is next attached.
+effects of committed records, and is completed from the journal after a restart.
 
-Bounds: an endpoint's outbox holds ``queue_max`` outputs. Beyond that, new unsolicited traffic
-for it is refused to its sender with E307, and its own operator's new requests get E307 too
-(:meth:`room`), so a terminal that does not read cannot make msc hold unbounded output for it.
-Answers to requests already accepted are always kept (at most ``max_in_flight`` more).
+**Texts wait in the journal, not in memory.** A queued output keeps only what finds it (endpoint,
+OSN, journal sequence number, size, txn, CORI fields). The bytes in hand when it is made are
+written at once if its session takes them; otherwise they are kept only while a byte budget
+allows (``output_memory_bytes`` for all endpoints, :data:`READ_BATCH_BYTES` per endpoint) and
+are otherwise read back from the journal — decrypted in a worker thread, :data:`READ_BATCH`
+outputs or :data:`READ_BATCH_BYTES` at a time — when the session can take them. Memory for
+outputs is therefore bounded by configuration, whatever waits, and is given back as queues drain.
+
+**Bounds, admitted atomically.** An endpoint's *depth* is the outputs in its outbox plus the
+slots *reserved* for outputs whose creating record is still being committed, or for the fate
+of a request its operator has open (the first part of its answer, or its notice —
+:meth:`reserve` at acceptance). Whoever makes outputs reserves their slots first, for every
+destination at once (:meth:`reserve`: all or none), and the depth never exceeds ``queue_max``:
+new unsolicited traffic, answer parts beyond the reserved one, administrative messages and new
+requests from the operator are refused ``E307`` when there is no room (PROTOCOL.md §5
+"Bounds"); msc's own notices wait for room.
 """
 
 from __future__ import annotations
@@ -24,8 +34,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from array import array
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -39,6 +50,24 @@ log = structlog.get_logger("msc.delivery")
 
 FLUSH_INTERVAL_S = 0.5
 EXPIRY_SWEEP_S = 5.0
+#: Outputs read back from the journal at once for one endpoint, at most (and their bytes, by the
+#: sizes known; an output of unknown size counts :data:`UNKNOWN_SIZE`). At least one is read.
+READ_BATCH = 128
+READ_BATCH_BYTES = 256 * 1024
+UNKNOWN_SIZE = 1024
+#: Read-backs running at once (each in a worker thread), and the wait after one failed.
+READERS = 2
+READ_RETRY_S = 1.0
+#: Default bound of the bytes of output texts held in memory, all endpoints together.
+OUTPUT_MEMORY_BYTES = 32 * 1024 * 1024
+
+
+class QueueFull(Exception):
+    """A destination queue has no room for the outputs (nothing was made or reserved)."""
+
+    def __init__(self, destinations: Iterable[tuple[str, str]] = ()) -> None:
+        self.destinations = list(destinations)
+        super().__init__("no room in " + ", ".join(e for e, _m in self.destinations))
 
 
 class Sink(Protocol):
@@ -52,15 +81,21 @@ class Sink(Protocol):
         """Write one output frame; False if the session cannot take it now (backpressure)."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Output:
+    """One output of one endpoint. Only what finds it stays in memory while it waits: its text is
+    in the journal (record ``seq``) and is read back when it is sent."""
+
     endpoint: str
     osn: int
     mnemonic: str
-    payload: bytes | None  # None until read back from the journal (restored after a restart)
+    #: The bytes to send, only in transit: from the maker to :meth:`Delivery.deliver` (which takes
+    #: them), or to :attr:`Delivery.on_oversize`. None while the output waits.
+    payload: bytes | None
     txn: str | None = None
     created: float = field(default_factory=time.time)
-    seq: int = 0  # the journal record that created it
+    seq: int = 0  # the journal record that created it (its text is read back from there)
+    size: int = 0  # bytes of the payload; 0 until known (restored after a restart)
     sent: bool = False
     queued_recorded: bool = False
     category: str | None = None
@@ -69,13 +104,163 @@ class Output:
     on_done: Callable[[Output], None] | None = None
 
 
-@dataclass(eq=False)
+
+# Flags of an output in an Outbox.
+PRESENT, SENT, QUEUED = 1, 2, 4
+_MASK32 = 0xFFFFFFFF
+#: A hole-compaction of an outbox happens once its arrays hold this many more slots than outputs.
+COMPACT_SLACK = 1024
+_CLEAR_SENT = bytes(f & ~SENT for f in range(256))
+
+
+class Outbox:
+    """The outputs of one endpoint, oldest first, as parallel arrays: no Python object per output.
+
+    Bursts leave nothing behind this way: Python's small-object allocator gives a 1 MiB arena
+    back only when every object in it is gone, and a queue of 10,000 outputs made of objects
+    (an Output, its OSN, sequence number, time and txn) scattered among a burst's transient
+    objects kept ~8 MB of arenas after the queue had drained (bench/queue_bench.py). An output
+    here is 38 bytes of arrays; only what is not the switch's own (a txn of an earlier run, the
+    CORI fields of an answer, the latency callback of a request's first part) is kept as
+    objects, in :attr:`meta`.
+
+    Positions: ``xosn`` (the OSN extended with its wrap-around epoch, increasing) is sorted, so
+    an output is found by bisection; a removed output leaves a hole that is trimmed from the head
+    at once and compacted away once holes outnumber outputs (:data:`COMPACT_SLACK`). ``cursor``:
+    every present output before it has been written to the attached session.
+    """
+
+    __slots__ = ("xosn", "seq", "size", "created", "txn", "mn", "flags", "meta", "mnemonics", "head", "count",
+                 "cursor")
+
+    def __init__(self) -> None:
+        self.xosn = array("Q")
+        self.seq = array("Q")
+        self.size = array("L")
+        self.created = array("d")
+        self.txn = array("Q")  # the switch's own txn counter + 1 (see Delivery._txn_code); 0: in meta or none
+        self.mn = array("H")  # index into mnemonics
+        self.flags = bytearray()
+        self.meta: dict[int, tuple] = {}  # xosn → (txn, cori, category, started, on_done)
+        self.mnemonics: list[str] = []
+        self.head = 0
+        self.count = 0
+        self.cursor = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def add(self, xosn: int, seq: int, size: int, created: float, mnemonic: str, txn_code: int,
+            meta: tuple | None, flags: int = PRESENT) -> None:
+        try:
+            mn = self.mnemonics.index(mnemonic)
+        except ValueError:
+            mn = len(self.mnemonics)
+            self.mnemonics.append(mnemonic)
+        if meta is not None:
+            self.meta[xosn] = meta
+        self.count += 1
+        if not self.xosn or xosn > self.xosn[-1]:  # outputs are committed in OSN order: the usual case
+            self.xosn.append(xosn)
+            self.seq.append(seq)
+            self.size.append(size)
+            self.created.append(created)
+            self.txn.append(txn_code)
+            self.mn.append(mn)
+            self.flags.append(flags)
+            return
+        i = bisect_left(self.xosn, xosn)
+        for arr, v in ((self.xosn, xosn), (self.seq, seq), (self.size, size), (self.txn, txn_code), (self.mn, mn)):
+            arr.insert(i, v)
+        self.created.insert(i, created)
+        self.flags.insert(i, flags)
+        self.head = min(self.head, i)
+        if self.cursor > i:
+            self.cursor = i  # not sent yet
+        else:
+            self.cursor = min(self.cursor, len(self.flags))
+
+    def find(self, xosn: int) -> int:
+        """The position of a present output, or -1."""
+        i = bisect_left(self.xosn, xosn, self.head)
+        if i < len(self.xosn) and self.xosn[i] == xosn and self.flags[i]:
+            return i
+        return -1
+
+    def next_present(self, i: int) -> int:
+        """The first present position at or after ``i``, or -1."""
+        flags, n = self.flags, len(self.flags)
+        i = max(i, self.head)
+        while i < n and not flags[i]:
+            i += 1
+        return i if i < n else -1
+
+    def positions(self) -> Iterator[int]:
+        """Present positions, oldest first (do not remove while iterating)."""
+        flags = self.flags
+        for i in range(self.head, len(flags)):
+            if flags[i]:
+                yield i
+
+    def remove(self, i: int) -> None:
+        """Remove the output at ``i``; positions stay valid until :meth:`compact`."""
+        self.flags[i] = 0
+        self.count -= 1
+        self.meta.pop(self.xosn[i], None)
+        if i == self.head:
+            flags, n, h = self.flags, len(self.flags), self.head
+            while h < n and not flags[h]:
+                h += 1
+            self.head = h
+            self.cursor = max(self.cursor, h)
+
+    def compact(self) -> None:
+        """Drop holes once they outnumber the outputs (amortised O(1) per removal). Positions
+        change: call only where no position is held."""
+        n = len(self.flags)
+        if n - self.count <= max(COMPACT_SLACK, self.count):
+            return
+        keep = [i for i in range(self.head, n) if self.flags[i]]
+        cursor = sum(1 for i in keep if i < self.cursor)
+        # In place: the array objects live as long as the endpoint (new ones made here, among a
+        # burst's transient objects, would each keep an allocator arena alive).
+        for arr in (self.xosn, self.seq, self.size, self.txn, self.mn):
+            arr[:] = array(arr.typecode, [arr[i] for i in keep])
+        self.created[:] = array("d", [self.created[i] for i in keep])
+        self.flags[:] = bytes(self.flags[i] for i in keep)
+        self.head, self.cursor = 0, cursor
+
+    def clear_sent(self) -> None:
+        self.flags[:] = self.flags.translate(_CLEAR_SENT)
+        self.cursor = self.head
+
+    def sent_count(self) -> int:
+        return self.flags.count(PRESENT | SENT) + self.flags.count(PRESENT | SENT | QUEUED)
+
+    def oldest(self) -> float | None:
+        """The earliest creation time of a present output (holes included: an upper bound)."""
+        return min(self.created[self.head:], default=None) if self.count else None
+
+
+@dataclass(eq=False, slots=True)
 class EndpointState:
     name: str
-    osn: int = 0
-    outbox: OrderedDict[int, Output] = field(default_factory=OrderedDict)
+    osn: int = 0  # the last OSN given (PROTOCOL.md §5: 1..2**32-1, then 1 again)
+    epoch: int = 0  # times the OSN wrapped around (extends OSNs into an increasing order)
+    outbox: Outbox = field(default_factory=Outbox)
     sink: Any = None
-    loading: bool = False
+    #: Slots admitted and not yet in the outbox (outputs being committed, open requests' fates).
+    reserved: int = 0
+    #: Texts in memory for unsent outputs (within the byte budgets), by extended OSN.
+    held: dict[int, bytes] = field(default_factory=dict)
+    held_bytes: int = 0
+    reading: bool = False  # a read-back from the journal is on its way
+
+    def xosn(self, osn: int) -> int:
+        """An OSN of this endpoint's outbox extended with its epoch (OSNs above the last one given
+        are from before the last wrap-around)."""
+        epoch = self.epoch if osn <= self.osn or self.epoch == 0 else self.epoch - 1
+        return (epoch << 32) | osn
 
 
 class Delivery:
@@ -83,7 +268,8 @@ class Delivery:
 
     def __init__(self, journal, *, queue_max: int = 10000, expiry_s: float = 72 * 3600, metrics: Any = None,
                  clock: Callable[[], float] = time.time, store: OutboxStore | None = None,
-                 endpoint_of: Callable[[str], str | None] = lambda m: m) -> None:
+                 endpoint_of: Callable[[str], str | None] = lambda m: m,
+                 output_memory_bytes: int = OUTPUT_MEMORY_BYTES) -> None:
         self.journal = journal
         self.queue_max = queue_max
         self.expiry_s = expiry_s
@@ -91,23 +277,80 @@ class Delivery:
         self.clock = clock
         self.store = store
         self.endpoint_of = endpoint_of
+        self.output_memory_bytes = output_memory_bytes
+        #: The switch's own txns are ``<txn_prefix><hex counter>`` (Router.new_txn): kept as the
+        #: number, so that a queued output holds no string for it.
+        self.txn_prefix: str | None = None
         self.endpoints: dict[str, EndpointState] = {}
         self._count = 0
+        self._held_bytes = 0
         self._adds: dict[tuple[str, int], Stored] = {}
         self._removes: set[tuple[str, int]] = set()
         self._osn_dirty: dict[str, int] = {}
         self._safe_seq = 0  # every committed effect up to this journal seq is registered
         self._tasks: list[asyncio.Task] = []
+        self._readers: asyncio.Semaphore | None = None
+        self._queued_entries: list[Entry] = []
         #: Called with an output taken out of its outbox because it is longer than the attached
-        #: session takes (its listener's max_frame shrank since the output was made): the router
-        #: records it UNDELIVERED and sends it again in parts (PROTOCOL.md §5).
+        #: session takes (its listener's max_frame shrank since the output was made), its bytes in
+        #: ``payload``: the router records it UNDELIVERED and sends it again in parts
+        #: (PROTOCOL.md §5). Its slot stays reserved for the parts.
         self.on_oversize: Callable[[Output, int], None] | None = None
+        if metrics is not None:
+            metrics.delivery_depth_max.set_function(self.depth_max)
+            metrics.delivery_queue_limit.set_function(lambda: self.queue_max)
+            metrics.delivery_held_bytes.set_function(lambda: self._held_bytes)
 
     def _ep(self, name: str) -> EndpointState:
         ep = self.endpoints.get(name)
         if ep is None:
             ep = self.endpoints[name] = EndpointState(name)
         return ep
+
+    # -- outputs in and out of the arrays ---------------------------------------------------
+
+    def _txn_code(self, txn: str | None) -> int:
+        p = self.txn_prefix
+        if txn is not None and p is not None and txn.startswith(p):
+            rest = txn[len(p):]
+            if rest and all(c in "0123456789abcdef" for c in rest) and len(rest) <= 15:
+                return int(rest, 16) + 1
+        return 0
+
+    def _store(self, ep: EndpointState, o: Output, flags: int = PRESENT) -> int:
+        """Put ``o`` in its endpoint's outbox; returns its extended OSN."""
+        code = self._txn_code(o.txn)
+        cori = o.cori if o.cori != (None, None, None) else None
+        meta: tuple | None
+        if o.on_done is not None:  # the latency metric, when the request's last part is delivered
+            meta = (o.txn if not code else None, cori, o.category, o.started, o.on_done)
+        elif cori is not None or (o.txn is not None and not code):
+            meta = (o.txn if not code else None, cori, None, None, None)
+        else:
+            meta = None
+        x = ep.xosn(o.osn)
+        ep.outbox.add(x, o.seq, o.size, o.created, o.mnemonic, code, meta,
+                      flags | (QUEUED if o.queued_recorded else 0))
+        return x
+
+    def _output(self, ep: EndpointState, i: int) -> Output:
+        """A (transient) Output for the one at position ``i``."""
+        ob = ep.outbox
+        x = ob.xosn[i]
+        txn, cori, category, started, on_done = ob.meta.get(x) or (None, None, None, None, None)
+        code = ob.txn[i]
+        if code:
+            txn = f"{self.txn_prefix}{code - 1:x}"
+        return Output(ep.name, x & _MASK32, ob.mnemonics[ob.mn[i]], None, txn=txn, created=ob.created[i],
+                      seq=ob.seq[i], size=ob.size[i], sent=bool(ob.flags[i] & SENT),
+                      queued_recorded=bool(ob.flags[i] & QUEUED), category=category,
+                      cori=cori or (None, None, None), started=started, on_done=on_done)
+
+    def _remove(self, ep: EndpointState, i: int) -> None:
+        ob = ep.outbox
+        self._unhold(ep, ob.xosn[i])
+        ob.remove(i)
+        self._count -= 1
 
     # -- start and stop -------------------------------------------------------------------
 
@@ -116,11 +359,12 @@ class Delivery:
         if self.store is None:
             return 0
         rows, osns, applied = await asyncio.to_thread(self.store.load)
+        waiting: dict[str, dict[int, Output]] = {}
         for name, last in osns.items():
             self._ep(name).osn = last
         for r in rows:
-            self._ep(r.endpoint).outbox[r.osn] = Output(r.endpoint, r.osn, r.mnemonic, None, txn=r.txn,
-                                                        created=r.created, seq=r.seq, queued_recorded=True)
+            waiting.setdefault(r.endpoint, {})[r.osn] = Output(r.endpoint, r.osn, r.mnemonic, None, txn=r.txn,
+                                                               created=r.created, seq=r.seq, queued_recorded=True)
         replayed = 0
         for seq, ts, kind, direction, mnemonic, osn, txn in await self.journal.output_records_since(applied):
             endpoint = self.endpoint_of(mnemonic) if mnemonic else None
@@ -132,16 +376,20 @@ class Delivery:
             self._osn_dirty[endpoint] = ep.osn
             if kind == Kind.RECEIVED and direction == "in":
                 o = Output(endpoint, osn, mnemonic, None, txn=txn, created=ts / 1e6, seq=seq, queued_recorded=True)
-                ep.outbox[osn] = o
+                waiting.setdefault(endpoint, {})[osn] = o
                 self._adds[(endpoint, osn)] = Stored(endpoint, osn, seq, mnemonic, txn, o.created)
             elif kind in (Kind.DELIVERED, Kind.UNDELIVERED):
-                ep.outbox.pop(osn, None)
+                waiting.get(endpoint, {}).pop(osn, None)
                 self._adds.pop((endpoint, osn), None)
                 self._removes.add((endpoint, osn))
             replayed += 1
-        for ep in self.endpoints.values():  # OSN order, whatever order they were found in
-            ep.outbox = OrderedDict(sorted(ep.outbox.items()))
-        self._count = sum(len(ep.outbox) for ep in self.endpoints.values())
+        for endpoint, outputs in waiting.items():  # OSN order, whatever order they were found in
+            ep = self._ep(endpoint)
+            ep.osn = max(ep.osn, max(outputs, default=0))
+            for osn in sorted(outputs):
+                self._store(ep, outputs[osn])
+            self._count += len(outputs)
+        del waiting
         self._safe_seq = self.journal.last_seq
         self._gauge()
         await self.flush()
@@ -181,53 +429,152 @@ class Delivery:
         osns, self._osn_dirty = self._osn_dirty, {}
         await asyncio.to_thread(self.store.apply, adds, removes, osns, applied)
 
+    # -- admission ------------------------------------------------------------------------
+
+    def depth(self, endpoint: str) -> int:
+        """Outputs waiting for ``endpoint`` plus slots reserved for it (never above queue_max
+        through :meth:`reserve`)."""
+        ep = self.endpoints.get(endpoint)
+        return 0 if ep is None else ep.outbox.count + ep.reserved
+
+    def depth_max(self) -> int:
+        """The deepest endpoint's depth (the ``msc_delivery_queue_depth_max`` gauge)."""
+        return max((ep.outbox.count + ep.reserved for ep in self.endpoints.values()), default=0)
+
+    def room(self, endpoint: str, n: int = 1) -> bool:
+        """Would ``n`` more outputs fit in this endpoint's queue now? (Nothing is reserved.)"""
+        return self.depth(endpoint) + n <= self.queue_max
+
+    def reserve(self, counts: Mapping[str, int], *, path: str | None = None) -> bool:
+        """Reserve ``counts[endpoint]`` slots at every endpoint, or none if one has no room.
+
+        Atomic: the check and the reservation happen in one step on the event loop, so however
+        many messages arrive at once, no more are admitted than fit — what is being committed
+        counts. Each reserved slot is taken by one :meth:`deliver`, or given back with
+        :meth:`release`. ``path`` labels a refusal in ``msc_delivery_refused_total``."""
+        eps = self.endpoints
+        limit = self.queue_max
+        for endpoint, n in counts.items():
+            if n <= 0:
+                continue
+            ep = eps.get(endpoint)
+            if (0 if ep is None else ep.outbox.count + ep.reserved) + n > limit:
+                if path is not None and self.metrics is not None:
+                    self.metrics.delivery_refused.labels(path).inc()
+                return False
+        for endpoint, n in counts.items():
+            if n > 0:
+                self._ep(endpoint).reserved += n
+        return True
+
+    def release(self, counts: Mapping[str, int]) -> None:
+        """Give back slots reserved and not used (the commit failed, or a request ended without
+        an output)."""
+        for endpoint, n in counts.items():
+            ep = self.endpoints.get(endpoint)
+            if ep is not None and n > 0:
+                ep.reserved = max(0, ep.reserved - n)
+
+    def reserved(self, endpoint: str) -> int:
+        ep = self.endpoints.get(endpoint)
+        return 0 if ep is None else ep.reserved
+
     # -- creating outputs -----------------------------------------------------------------
 
     def next_osn(self, endpoint: str) -> int:
         ep = self._ep(endpoint)
-        ep.osn = ep.osn + 1 if ep.osn < 0xFFFFFFFF else 1
+        if ep.osn < _MASK32:
+            ep.osn += 1
+        else:
+            ep.osn, ep.epoch = 1, ep.epoch + 1
         self._osn_dirty[endpoint] = ep.osn
         return ep.osn
 
-    def room(self, endpoint: str) -> bool:
-        """Is there room for one more output in this endpoint's queue?"""
-        ep = self.endpoints.get(endpoint)
-        return ep is None or len(ep.outbox) < self.queue_max
-
     def deliver(self, output: Output) -> None:
-        """Offer a committed output: send it now if a session is attached, else queue it."""
+        """Offer a committed output (its slot was reserved): send it now if its session takes it,
+        else it waits — its bytes in memory only within the budgets, else in the journal."""
         ep = self._ep(output.endpoint)
-        ep.outbox[output.osn] = output
+        if ep.reserved > 0:
+            ep.reserved -= 1
+        payload, output.payload = output.payload, None
+        if payload is not None:
+            output.size = len(payload)
+        ob = ep.outbox
+        attached = ep.sink is not None
+        if not attached:
+            output.queued_recorded = True  # recorded just below
+        x = self._store(ep, output)
         self._count += 1
         self._adds[(output.endpoint, output.osn)] = Stored(output.endpoint, output.osn, output.seq, output.mnemonic,
                                                            output.txn, output.created)
         self._gauge()
-        if ep.sink is not None:
-            if not ep.loading:
-                self._send(ep, output)
-        else:
-            self._record_queued(output, "NOT CONNECTED")
-
-    def _send(self, ep: EndpointState, output: Output) -> None:
-        if output.payload is None:
+        if not attached:
+            self._queued(Entry(kind=Kind.QUEUED, direction="out", peer=output.endpoint, mnemonic=output.mnemonic,
+                               txn=output.txn, osn=output.osn, text=f"OSN {output.osn} NOT CONNECTED"))
             return
+        i = len(ob.flags) - 1
+        if ob.next_present(ob.cursor) == i and payload is not None:
+            if self._send(ep, i, payload) and ob.cursor <= i:
+                ob.cursor = i + 1
+                return
+            if ob.find(x) < 0:
+                return  # taken out (longer than the session takes)
+        if payload is not None:
+            self._hold(ep, x, payload)
+
+    def _send(self, ep: EndpointState, i: int, payload: bytes) -> bool:
+        """Write the output at ``i`` to the attached session; False if the session pushed back.
+        An output longer than the session takes is taken out instead (see :attr:`on_oversize`)."""
+        ob = ep.outbox
         limit = getattr(ep.sink, "max_output", None)
-        if limit is not None and len(output.payload) > limit and self.on_oversize is not None:
-            # Never a frame the station must refuse: out of the outbox, and again in parts.
-            del ep.outbox[output.osn]
-            self._count -= 1
+        if limit is not None and len(payload) > limit and self.on_oversize is not None:
+            # Never a frame the station must refuse: out of the outbox, and again in parts
+            # (its slot stays reserved for them).
+            output = self._output(ep, i)
+            output.payload = payload
+            self._remove(ep, i)
+            ep.reserved += 1
             self._gauge()
             self.on_oversize(output, limit)
-            return
-        if ep.sink.send_output(output.osn, output.payload):
-            output.sent = True
+            return True
+        if ep.sink.send_output(ob.xosn[i] & _MASK32, payload):
+            ob.flags[i] |= SENT
+            return True
+        return False
 
-    def _record_queued(self, output: Output, why: str) -> None:
-        if output.queued_recorded:
+    def _hold(self, ep: EndpointState, x: int, payload: bytes, *, force: bool = False) -> None:
+        """Keep an unsent output's bytes in memory if the budgets allow (``force``: a read-back
+        batch, sized to the budgets when it was started)."""
+        n = len(payload)
+        if x in ep.held:
             return
-        output.queued_recorded = True
-        self.journal.submit([Entry(kind=Kind.QUEUED, direction="out", peer=output.endpoint, mnemonic=output.mnemonic,
-                                   txn=output.txn, osn=output.osn, text=f"OSN {output.osn} {why}")])
+        if not force and (ep.held_bytes + n > READ_BATCH_BYTES or self._held_bytes + n > self.output_memory_bytes):
+            return  # it is read back from the journal when its turn comes
+        ep.held[x] = payload
+        ep.held_bytes += n
+        self._held_bytes += n
+
+    def _unhold(self, ep: EndpointState, x: int) -> None:
+        payload = ep.held.pop(x, None)
+        if payload is not None:
+            ep.held_bytes -= len(payload)
+            self._held_bytes -= len(payload)
+
+    def _drop_held(self, ep: EndpointState) -> None:
+        self._held_bytes -= ep.held_bytes
+        ep.held.clear()
+        ep.held_bytes = 0
+
+    def _queued(self, entry: Entry) -> None:
+        """Journal a QUEUED record; those of one event-loop iteration go in one append."""
+        if not self._queued_entries:
+            asyncio.get_running_loop().call_soon(self._submit_queued)
+        self._queued_entries.append(entry)
+
+    def _submit_queued(self) -> None:
+        entries, self._queued_entries = self._queued_entries, []
+        for k in range(0, len(entries), READ_BATCH):
+            self.journal.submit(entries[k:k + READ_BATCH])
 
     def _finished(self, endpoint: str, osn: int, entry: Entry) -> None:
         """Record an output's fate; the snapshot forgets it only once that record is committed."""
@@ -243,75 +590,158 @@ class Delivery:
         self._adds.pop((endpoint, osn), None)
         self._removes.add((endpoint, osn))
 
+    # -- reading texts back -----------------------------------------------------------------
+
+    async def texts(self, outputs: Iterable[Output]) -> dict[int, bytes]:
+        """The bytes of outputs (by OSN) from the journal, in a worker thread; an output whose
+        text cannot be read (its month purged) is missing from the answer."""
+        outputs = list(outputs)
+        texts = await self.journal.texts([o.seq for o in outputs])
+        self._count_read(len(texts), sum(len(t) for t in texts.values()))
+        return {o.osn: output_bytes(texts[o.seq]) for o in outputs if o.seq in texts}
+
+    def _count_read(self, n: int, size: int) -> None:
+        if self.metrics is not None and n:
+            self.metrics.delivery_read_back.inc(n)
+            self.metrics.delivery_read_back_bytes.inc(size)
+
+    def _read(self, ep: EndpointState) -> None:
+        """Read the next unsent outputs' texts back from the journal, then go on sending."""
+        ep.reading = True
+        asyncio.get_running_loop().create_task(self._read_batch(ep))
+
+    def _batch(self, ep: EndpointState) -> list[tuple[int, int]]:
+        """(extended OSN, journal seq) of the next unsent outputs whose bytes are not in memory:
+        :data:`READ_BATCH` at most, within the per-endpoint and global byte budgets (at least one)."""
+        ob = ep.outbox
+        room = min(READ_BATCH_BYTES - ep.held_bytes, self.output_memory_bytes - self._held_bytes)
+        batch: list[tuple[int, int]] = []
+        size = 0
+        flags, held = ob.flags, ep.held
+        for i in range(max(ob.cursor, ob.head), len(flags)):
+            if not flags[i] or flags[i] & SENT or ob.xosn[i] in held:
+                continue
+            n = ob.size[i] or UNKNOWN_SIZE
+            if batch and (len(batch) >= READ_BATCH or size + n > room):
+                break
+            batch.append((ob.xosn[i], ob.seq[i]))
+            size += n
+        return batch
+
+    async def _read_batch(self, ep: EndpointState) -> None:
+        if self._readers is None:
+            self._readers = asyncio.Semaphore(READERS)
+        try:
+            async with self._readers:  # the batch is sized when its turn comes, to the budgets then
+                batch = self._batch(ep) if ep.sink is not None else []
+                if not batch:
+                    return
+                texts = await self.journal.texts([seq for _x, seq in batch])
+        except Exception as exc:
+            log.error("delivery.read_failed", endpoint=ep.name, error=str(exc))
+            asyncio.get_running_loop().call_later(READ_RETRY_S, self.resume, ep.name)
+            return
+        finally:
+            ep.reading = False
+        self._count_read(len(texts), sum(len(t) for t in texts.values()))
+        ob = ep.outbox
+        for x, seq in batch:
+            i = ob.find(x)
+            if i < 0 or ob.flags[i] & SENT:
+                continue  # its fate was settled meanwhile
+            text = texts.get(seq)
+            if text is None:  # purged or unreadable: its fate must still be recorded
+                o = self._output(ep, i)
+                self._remove(ep, i)
+                self._finished(ep.name, o.osn, Entry(kind=Kind.UNDELIVERED, direction="out", peer=ep.name,
+                                                     mnemonic=o.mnemonic, txn=o.txn, osn=o.osn,
+                                                     text=f"OSN {o.osn} TEXT NO LONGER READABLE"))
+                continue
+            if ep.sink is not None:
+                payload = output_bytes(text)
+                ob.size[i] = len(payload)
+                self._hold(ep, x, payload, force=True)
+        ob.compact()
+        self._gauge()
+        self.resume(ep.name)
+
     # -- sessions -------------------------------------------------------------------------
 
     def attach(self, endpoint: str, sink: Sink) -> int:
         """A session can now receive the endpoint's outputs; send what waits, in OSN order."""
         ep = self._ep(endpoint)
         ep.sink = sink
-        for output in ep.outbox.values():
-            output.sent = False
-        if any(o.payload is None for o in ep.outbox.values()):
-            ep.loading = True
-            asyncio.get_running_loop().create_task(self._load(ep, sink))
-        else:
-            self.resume(endpoint)
-        return len(ep.outbox)
-
-    async def _load(self, ep: EndpointState, sink: Sink) -> None:
-        """Read the texts of restored outputs back from the journal, then send them."""
-        try:
-            missing = [o for o in ep.outbox.values() if o.payload is None]
-            texts = await self.journal.texts([o.seq for o in missing])
-            for o in missing:
-                text = texts.get(o.seq)
-                if text is not None:
-                    o.payload = output_bytes(text)
-                else:  # purged or unreadable: its fate must still be recorded
-                    ep.outbox.pop(o.osn, None)
-                    self._count -= 1
-                    self._finished(ep.name, o.osn, Entry(kind=Kind.UNDELIVERED, direction="out", peer=ep.name,
-                                                         mnemonic=o.mnemonic, txn=o.txn, osn=o.osn,
-                                                         text=f"OSN {o.osn} TEXT NO LONGER READABLE"))
-        except Exception as exc:
-            log.error("delivery.load_failed", endpoint=ep.name, error=str(exc))
-        finally:
-            ep.loading = False
-        if ep.sink is sink:
-            self.resume(ep.name)
+        ep.outbox.clear_sent()
+        self.resume(endpoint)
+        return ep.outbox.count
 
     def resume(self, endpoint: str) -> None:
-        """Send outputs not yet written (after attach, or when the session's writes drained)."""
+        """Send outputs not yet written (after attach, a read-back, or when the session's writes
+        drained), in OSN order, reading their texts back from the journal as needed."""
         ep = self.endpoints.get(endpoint)
-        if ep is None or ep.sink is None or ep.loading:
+        if ep is None or ep.sink is None:
             return
-        for output in list(ep.outbox.values()):
-            if not output.sent:
-                self._send(ep, output)
-                if not output.sent and output.osn in ep.outbox:
-                    break  # the session pushed back; resume() is called again when it drains
+        ob = ep.outbox
+        while ep.sink is not None:
+            i = ob.next_present(ob.cursor)
+            if i < 0:
+                ob.cursor = len(ob.flags)
+                return
+            if ob.flags[i] & SENT:
+                ob.cursor = i + 1
+                continue
+            x = ob.xosn[i]
+            payload = ep.held.get(x)
+            if payload is None:
+                ob.cursor = i
+                if not ep.reading:
+                    self._read(ep)
+                return
+            if not self._send(ep, i, payload):
+                ob.cursor = i
+                return  # the session pushed back; resume() is called again when it drains
+            self._unhold(ep, x)
+            if ob.find(x) >= 0:
+                ob.cursor = i + 1
+        ob.compact()
 
     def detach(self, endpoint: str, sink: Sink) -> None:
         ep = self.endpoints.get(endpoint)
         if ep is None or ep.sink is not sink:
             return
         ep.sink = None
-        for output in ep.outbox.values():
-            output.sent = False
-            self._record_queued(output, "NOT ACKNOWLEDGED")
+        self._drop_held(ep)
+        ob = ep.outbox
+        ob.clear_sent()
+        for i in ob.positions():
+            if not ob.flags[i] & QUEUED:
+                ob.flags[i] |= QUEUED
+                o = self._output(ep, i)
+                self._queued(Entry(kind=Kind.QUEUED, direction="out", peer=endpoint, mnemonic=o.mnemonic,
+                                   txn=o.txn, osn=o.osn, text=f"OSN {o.osn} NOT ACKNOWLEDGED"))
 
     def attached(self, endpoint: str) -> bool:
         ep = self.endpoints.get(endpoint)
         return ep is not None and ep.sink is not None
 
+    def _take_one(self, endpoint: str, osn: int) -> Output | None:
+        ep = self.endpoints.get(endpoint)
+        if ep is None:
+            return None
+        i = ep.outbox.find(ep.xosn(osn))
+        if i < 0:
+            return None
+        output = self._output(ep, i)
+        self._remove(ep, i)
+        ep.outbox.compact()
+        self._gauge()
+        return output
+
     def acked(self, endpoint: str, osn: int, sink: Sink) -> bool:
         """The client answered ``A`` for an output: it is delivered."""
-        ep = self.endpoints.get(endpoint)
-        output = ep.outbox.pop(osn, None) if ep is not None else None
+        output = self._take_one(endpoint, osn)
         if output is None:
             return False  # a duplicate or stale ack (at-least-once delivery)
-        self._count -= 1
-        self._gauge()
         purpose, requester, recipient = output.cori
         self._finished(endpoint, osn, Entry(kind=Kind.DELIVERED, direction="out", peer=endpoint,
                                             mnemonic=output.mnemonic, user=sink.user, taf=sink.taf, txn=output.txn,
@@ -323,30 +753,29 @@ class Delivery:
 
     def refused(self, endpoint: str, osn: int, code: str, reason: str, sink: Sink) -> bool:
         """The client answered ``N``: the output has a definite fate, recorded as UNDELIVERED."""
-        ep = self.endpoints.get(endpoint)
-        output = ep.outbox.pop(osn, None) if ep is not None else None
+        output = self._take_one(endpoint, osn)
         if output is None:
             return False
-        self._count -= 1
-        self._gauge()
         self._finished(endpoint, osn, Entry(kind=Kind.UNDELIVERED, direction="out", peer=endpoint,
                                             mnemonic=output.mnemonic, user=sink.user, taf=sink.taf, txn=output.txn,
                                             osn=osn, code=code, text=f"OSN {osn} REFUSED BY CLIENT: {reason}"))
         return True
 
-    def abandon(self, endpoint: str, reason: str) -> list[Output]:
-        """Give up an endpoint's outbox (a pooled mnemonic whose session ended): every output is
-        recorded UNDELIVERED with the reason and returned, oldest first."""
+    def take(self, endpoint: str) -> list[Output]:
+        """Take every output out of an endpoint's outbox, oldest first, *without* recording their
+        fate: the caller records it (and calls :meth:`forget` once that is committed). Until then
+        the journal still has them open, so a crash meanwhile loses nothing."""
         ep = self.endpoints.get(endpoint)
-        if ep is None or not ep.outbox:
+        if ep is None or not ep.outbox.count:
             return []
-        outputs = list(ep.outbox.values())
-        ep.outbox.clear()  # the OSN sequence goes on: OSNs are per mnemonic, for good
+        ob = ep.outbox
+        outputs = [self._output(ep, i) for i in ob.positions()]
+        for i in ob.positions():
+            ob.remove(i)  # the OSN sequence goes on: OSNs are per mnemonic, for good
+        ob.compact()
+        self._drop_held(ep)
         self._count -= len(outputs)
         self._gauge()
-        for o in outputs:
-            self._finished(endpoint, o.osn, Entry(kind=Kind.UNDELIVERED, direction="out", peer=endpoint,
-                                                  mnemonic=o.mnemonic, txn=o.txn, osn=o.osn, text=f"OSN {o.osn} {reason}"))
         return outputs
 
     # -- expiry ---------------------------------------------------------------------------
@@ -360,18 +789,21 @@ class Delivery:
         """Record outputs older than ``queue_expiry_s`` UNDELIVERED and drop them."""
         now = self.clock() if now is None else now
         limit = now - self.expiry_s
+        hours = self.expiry_s / 3600
         n = 0
         for ep in self.endpoints.values():
-            for osn, o in list(ep.outbox.items()):
-                if o.created > limit:
-                    continue
-                del ep.outbox[osn]
-                self._count -= 1
+            ob = ep.outbox
+            oldest = ob.oldest()
+            if oldest is None or oldest > limit:
+                continue
+            for i in [i for i in ob.positions() if ob.created[i] <= limit]:
+                o = self._output(ep, i)
+                self._remove(ep, i)
                 n += 1
-                hours = self.expiry_s / 3600
-                self._finished(ep.name, osn, Entry(kind=Kind.UNDELIVERED, direction="out", peer=ep.name,
-                                                   mnemonic=o.mnemonic, txn=o.txn, osn=osn,
-                                                   text=f"OSN {osn} EXPIRED: NOT ACKNOWLEDGED WITHIN {hours:g} H"))
+                self._finished(ep.name, o.osn, Entry(kind=Kind.UNDELIVERED, direction="out", peer=ep.name,
+                                                     mnemonic=o.mnemonic, txn=o.txn, osn=o.osn,
+                                                     text=f"OSN {o.osn} EXPIRED: NOT ACKNOWLEDGED WITHIN {hours:g} H"))
+            ob.compact()
         if n:
             self._gauge()
         return n
@@ -379,9 +811,14 @@ class Delivery:
     def pending(self) -> int:
         return self._count
 
+    def held_bytes(self) -> int:
+        """Bytes of output texts in memory, all endpoints (bounded by ``output_memory_bytes``,
+        plus at most one read-back batch per endpoint)."""
+        return self._held_bytes
+
     def unacknowledged(self) -> int:
         """Outputs written to an attached session and not yet acknowledged."""
-        return sum(1 for ep in self.endpoints.values() if ep.sink is not None for o in ep.outbox.values() if o.sent)
+        return sum(ep.outbox.sent_count() for ep in self.endpoints.values() if ep.sink is not None)
 
     def _gauge(self) -> None:
         if self.metrics is not None:

@@ -91,12 +91,20 @@ class Pending:
     resend_deadline: float | None = None
     refusal_recorded: bool = False  # its REJECTED E501 record is committed
     refusal_sending: bool = False  # … is in a commit now
+    #: Why the answer part waiting to be sent again was refused: E501 (the journal could not
+    #: record it) or E307 (its destination queue was full).
+    refusal_code: str = "E501"
+    #: The request holds a reserved slot in its asker's delivery queue for its fate — its first
+    #: answer part or its notice (PROTOCOL.md §5 "Bounds"); given back if it ends without one.
+    slot: bool = False
 
     # Called by the UpstreamLink.
     def acked(self, link, sent) -> None:
         self.upstream_acked = True
         if not self.expects_answer:
-            self.done = True
+            self.done = True  # an AM: the upstream's A is its whole answer; no output comes
+            if self.router is not None:
+                self.router.slot_free(self)
 
     def refused(self, link, sent, code: str, reason: str) -> None:
         self.router.upstream_refused(self, code, reason)

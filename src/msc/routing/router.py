@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import structlog
 
 from msc.journal.records import Entry, JournalError, Kind
@@ -40,7 +41,7 @@ from msc.protocol.message import (
     wire_text,
 )
 from msc.protocol.parts import FRAME_OVERHEAD, split_output
-from msc.routing.delivery import Delivery, Output
+from msc.routing.delivery import READ_BATCH, Delivery, Output, QueueFull
 from msc.routing.destinations import pooled, upstream_destination
 from msc.routing.forwarding import DELIVER_24X7, UNKNOWN, classifier
 from msc.routing.requests import Match, Pending, RequestTable
@@ -66,6 +67,7 @@ class Router:
         #: Every request from forwarding to its last answer part (PROTOCOL.md §4).
         self.requests = RequestTable(late_answer_s=late_answer_s, clock=monotonic)
         self._boot = boot_id or format(int(time.time() * 1000), "x")  # unique across restarts
+        delivery.txn_prefix = f"{self._boot}-"  # queued outputs keep the switch's own txns as numbers
         self._txn = itertools.count(1)
         self._sweeper: asyncio.Task | None = None
         self.acp = None  # the switch's AccessControlPoint (pooled mnemonics)
@@ -218,6 +220,7 @@ class Router:
         or from a later refusal, the upstream has ``resend_wait_s`` to send the answer again, or
         the operator gets ``MSC.E501`` (PROTOCOL.md §4)."""
         self.metrics.answers_unrecorded.inc()
+        pending.refusal_code = Reject.E501.code
         # The part does not count; a request none of whose parts was recorded waits for its
         # first part again, first in line for its header (RequestTable.unrecorded). Its fate is
         # open again either way: a part that is not sent again ends in E501.
@@ -236,9 +239,10 @@ class Router:
     @staticmethod
     def _refusal_entry(p: Pending) -> Entry:
         up = p.upstream.upper()
+        why = "DESTINATION QUEUE FULL" if p.refusal_code == Reject.E307.code else "JOURNAL FAILURE"
         return Entry(kind=Kind.REJECTED, direction="in", peer=p.upstream, mnemonic=p.mnemonic, user=p.user, taf=p.taf,
-                     ori=p.ori, mke=p.mke, txn=p.txn, code=Reject.E501.code,
-                     text=f"ANSWER TO {p.header} FROM {up} NOT RECORDED: JOURNAL FAILURE; {up} TOLD E501")
+                     ori=p.ori, mke=p.mke, txn=p.txn, code=p.refusal_code,
+                     text=f"ANSWER TO {p.header} FROM {up} NOT RECORDED: {why}; {up} TOLD {p.refusal_code}")
 
     def _sweep_unrecorded(self, now: float) -> None:
         todo = [p for p in self._unrecorded if not p.refusal_recorded and not p.refusal_sending]
@@ -268,43 +272,150 @@ class Router:
         for p in [p for p in self._unrecorded if p.resend_deadline is not None and now >= p.resend_deadline]:
             del self._unrecorded[p]
             p.resend_deadline = None
-            self._resolve_failed(p, Reject.E501, f"{'PART OF THE ' if p.answered else ''}ANSWER FROM "
-                                 f"{p.upstream.upper()} COULD NOT BE RECORDED AND WAS NOT SENT AGAIN; "
-                                 "REPEAT THE REQUEST")
+            what = f"{'PART OF THE ' if p.answered else ''}ANSWER FROM {p.upstream.upper()}"
+            if p.refusal_code == Reject.E307.code:
+                self._resolve_failed(p, Reject.E307, f"{what} REFUSED: OUTPUT QUEUE FULL, NOT SENT AGAIN; "
+                                     "ACKNOWLEDGE OUTPUTS AND REPEAT THE REQUEST")
+            else:
+                self._resolve_failed(p, Reject.E501, f"{what} COULD NOT BE RECORDED AND WAS NOT SENT AGAIN; "
+                                     "REPEAT THE REQUEST")
 
     # -- outputs --------------------------------------------------------------------------
 
     def notice(self, pending: Pending, reject: Reject, detail: str | None) -> None:
-        """Tell the operator the fate of an accepted request: ``HEADER.MSC.<code> <reason>``."""
+        """Tell the operator the fate of an accepted request: ``HEADER.MSC.<code> <reason>``.
+
+        The request's reserved slot in its asker's queue, if it still holds it, takes the notice;
+        otherwise the notice waits for room (PROTOCOL.md §5 "Bounds")."""
         payload = msc_notice(pending.header, reject, detail)
         entry_kw = dict(user=pending.user, taf=pending.taf, ori=pending.ori, mke="MSC", code=reject.code,
                         txn=pending.txn)
         asyncio.get_running_loop().create_task(
-            self._emit_retrying(pending.endpoint, pending.mnemonic, payload, MSC_PEER, entry_kw, pending.category))
+            self._emit_retrying(pending.endpoint, pending.mnemonic, payload, MSC_PEER, entry_kw, pending.category,
+                                pending=pending))
+
+    def notify(self, endpoint: str, mnemonic: str, payload: bytes, entry_kw: dict) -> None:
+        """Journal and deliver a notice msc generates itself (``peer`` MSC), retried while the
+        journal fails and waiting while the queue is full."""
+        asyncio.get_running_loop().create_task(self._emit_retrying(endpoint, mnemonic, payload, MSC_PEER, entry_kw,
+                                                                   None))
 
     async def _emit_retrying(self, endpoint: str, mnemonic: str, payload: bytes, peer: str, entry_kw: dict,
-                             category: str | None) -> None:
-        """Journal then deliver an msc-generated output; retry while the journal is failing."""
+                             category: str | None, pending: Pending | None = None) -> None:
+        """Journal then deliver an msc-generated output; retry while the journal is failing, and
+        wait while its queue has no room (the notice itself is small and waits in memory: at most
+        one per accepted request)."""
         delay = 0.1
         while True:
+            held = pending.endpoint if pending is not None and pending.slot else None
             try:
-                await self.emit([(endpoint, mnemonic)], payload, peer, entry_kw, category=category)
-                return
-            except JournalError:
+                await self.emit([(endpoint, mnemonic)], payload, peer, entry_kw, category=category, held=held)
+            except (JournalError, QueueFull):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+                continue
+            if pending is not None and held is not None:
+                pending.slot = False  # taken by the notice, or given back by emit
+            return
 
     async def emit(self, destinations: list[tuple[str, str]], payload: bytes, peer: str, entry_kw: dict,
-                   *, category: str | None = None, started: float | None = None) -> list[Output]:
-        """Journal an output for each (endpoint, mnemonic), then hand them to delivery."""
-        outputs, entries, at = self.prepare(destinations, payload, peer, entry_kw, category, started)
+                   *, category: str | None = None, started: float | None = None, held: str | None = None,
+                   path: str | None = None) -> list[Output]:
+        """Journal an output for each (endpoint, mnemonic), then hand them to delivery.
+
+        Every destination's queue must have room for all its outputs (the parts of a long
+        payload), or nothing is made: :class:`QueueFull`. ``held``: an endpoint where the caller
+        already holds one reserved slot (a request's fate slot); it is used, or given back once
+        the outputs are committed. Raises JournalError if the journal could not record them (the
+        held slot is then kept by the caller)."""
+        split = self._split(payload)
+        need = self._counts(destinations, split)
+        if held is not None and need.get(held, 0) > 0:
+            need[held] -= 1
+        if not self.delivery.reserve(need, path=path):
+            raise QueueFull(destinations)
+        outputs, entries, at = self.prepare(destinations, payload, peer, entry_kw, category, started, split=split)
         try:
             seqs = await self.journal.submit(entries)
-        except JournalError as exc:
-            self.landed_undelivered(outputs, at, exc)
+        except BaseException as exc:
+            self.delivery.release(need)
+            self.landed_undelivered(outputs, at, exc if isinstance(exc, JournalError) else None)
             raise
+        if held is not None and not any(e == held for e, _m in destinations):
+            self.delivery.release({held: 1})
         self.deliver_committed(outputs, at, seqs)
         return outputs
+
+    async def redirect_pooled(self, mnemonic: str, outputs: list[Output], target: str | None,
+                              endpoint: str | None) -> None:
+        """What waited for a pooled mnemonic whose session ended goes to the pool's defined
+        destination (PPP §1.6.2 B 1 f) as far as its queue has room, oldest first; each output's
+        fate (UNDELIVERED … REDIRECTED TO / NOT REDIRECTED) is journaled in one commit with the
+        outputs that replace it, retried while the journal fails. Until then the journal still has
+        the outputs open, so a crash meanwhile loses nothing."""
+        room = True
+        for i in range(0, len(outputs), READ_BATCH):  # texts read back a batch at a time
+            room = await self._redirect_batch(mnemonic, outputs[i:i + READ_BATCH], target, endpoint, room)
+
+    async def _redirect_batch(self, mnemonic: str, outputs: list[Output], target: str | None, endpoint: str | None,
+                              room: bool) -> bool:
+        router = self
+        texts = await self.delivery.texts(outputs) if endpoint is not None else {}
+        delay = 0.1
+        while True:
+            entries: list[Entry] = []
+            made: list[Output] = []
+            at: list[int] = []
+            counts: dict[str, int] = {}
+            fits = room
+            for o in outputs:
+                payload = texts.get(o.osn)
+                why, code = "POOLED SESSION ENDED", None
+                if target is None or endpoint is None:
+                    pass
+                elif payload is None:
+                    why += f", TEXT NO LONGER READABLE, NOT REDIRECTED TO {target}"
+                else:
+                    split = router._split(payload)
+                    n = len(split[1])
+                    # Oldest first: once one does not fit, none after it goes (the order is kept).
+                    fits = fits and self.delivery.reserve({endpoint: n}, path="redirect")
+                    if fits:
+                        counts[endpoint] = counts.get(endpoint, 0) + n
+                        outs, ents, pos = router.prepare([(endpoint, target)], payload, MSC_PEER,
+                                                          dict(txn=o.txn, code=None), None, None, split=split)
+                        entries.append(Entry(kind=Kind.UNDELIVERED, direction="out", peer=mnemonic,
+                                             mnemonic=o.mnemonic, txn=o.txn, osn=o.osn,
+                                             text=f"OSN {o.osn} {why}, REDIRECTED TO {target} AS OSN {outs[0].osn}"))
+                        at += [len(entries) + i for i in pos]
+                        entries += ents
+                        made += outs
+                        continue
+                    why, code = why + f", QUEUE OF {target} FULL, NOT REDIRECTED", Reject.E307.code
+                entries.append(Entry(kind=Kind.UNDELIVERED, direction="out", peer=mnemonic, mnemonic=o.mnemonic,
+                                     txn=o.txn, osn=o.osn, code=code, text=f"OSN {o.osn} {why}"))
+            try:
+                seqs = await self.journal.submit(entries)
+            except JournalError as exc:
+                self.delivery.release(counts)
+                router.landed_undelivered(made, at, exc)  # landed: the copies are closed E501 …
+                if exc.landed:
+                    break  # … and the originals' fates are written: once is enough
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            router.deliver_committed(made, at, seqs)
+            break
+        for o in outputs:
+            self.delivery.forget(mnemonic, o.osn)
+        return fits
+
+    def slot_free(self, pending: Pending) -> None:
+        """A request ended without an output of its own (an AM the upstream acknowledged): give
+        back the slot it held in its asker's queue."""
+        if pending.slot:
+            pending.slot = False
+            self.delivery.release({pending.endpoint: 1})
 
     def landed_undelivered(self, outputs: list[Output], at: list[int], exc: BaseException | None) -> None:
         """A commit that created outputs failed, but its records reached the file anyway
@@ -342,7 +453,26 @@ class Router:
             o.seq = seqs[i]
             self.delivery.deliver(o)
 
-    def prepare(self, destinations, payload, peer, entry_kw, category, started):
+    def _split(self, payload: bytes) -> tuple[str, list[bytes]]:
+        """The journal text of ``payload`` and the bytes each station is sent: one payload, or
+        its parts if it is longer than every station takes (:attr:`output_limit`)."""
+        # The journal keeps every byte as received; the client gets the byte policy's copy
+        # (PROTOCOL.md §1: disallowed bytes written visibly as <HH>), in parts if too long.
+        text = wire_text(payload)
+        delivered = output_bytes(text)
+        limit = self.output_limit()
+        return text, (split_output(delivered, limit) if len(delivered) > limit else [delivered])
+
+    @staticmethod
+    def _counts(destinations, split: tuple[str, list[bytes]]) -> dict[str, int]:
+        """Slots the outputs of one payload take in each destination endpoint's queue."""
+        counts: dict[str, int] = {}
+        n = len(split[1])
+        for endpoint, _mnemonic in destinations:
+            counts[endpoint] = counts.get(endpoint, 0) + n
+        return counts
+
+    def prepare(self, destinations, payload, peer, entry_kw, category, started, *, split=None):
         """The outputs of ``payload`` for each destination and the journal entries that create them.
 
         Returns (outputs, entries, at): ``at[k]`` is the index in ``entries`` of the record that
@@ -352,12 +482,7 @@ class Router:
         per part, peer ``MSC``, each with its own OSN.
         """
         outputs, entries, at = [], [], []
-        # The journal keeps every byte as received; the client gets the byte policy's copy
-        # (PROTOCOL.md §1: disallowed bytes written visibly as <HH>), in parts if too long.
-        text = wire_text(payload)
-        delivered = output_bytes(text)
-        limit = self.output_limit()
-        parts = split_output(delivered, limit) if len(delivered) > limit else [delivered]
+        text, parts = split if split is not None else self._split(payload)
         cori = (entry_kw.get("purpose"), entry_kw.get("requester"), entry_kw.get("recipient"))
         for endpoint, mnemonic in destinations:
             if len(parts) > 1:
@@ -388,11 +513,17 @@ class Router:
         asyncio.get_running_loop().create_task(self._resplit(output, limit))
 
     async def _resplit(self, output: Output, limit: int) -> None:
-        payload = output.payload
-        assert payload is not None, "an output being sent has its text"
+        payload, output.payload = output.payload, None
+        if payload is None:
+            payload = (await self.delivery.texts([output])).get(output.osn, b"")
         parts = split_output(payload, min(limit, self.output_limit()))
         entry_kw: dict[str, Any] = dict(txn=output.txn, purpose=output.cori[0], requester=output.cori[1],
                                         recipient=output.cori[2])
+        delay = 0.1
+        # The output's own slot stays reserved for its first part; the others wait for room.
+        while len(parts) > 1 and not self.delivery.reserve({output.endpoint: len(parts) - 1}):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
         delay = 0.1
         while True:
             outputs: list[Output] = []
@@ -431,22 +562,34 @@ class Router:
 
     def on_upstream_message(self, link: UpstreamLink, generation: Any, xid: int, payload: bytes) -> None:
         unsolicited_class = None
+        pending = None
         try:
             msg = parse_upstream(payload)
             match = self.requests.match(msg.dest)
             pending = match.pending
             if pending is not None:
                 destinations = self._answer_destinations(pending)
-                # The first part of an answer is always kept (the request was accepted with room
-                # for it); further parts are bounded by the destination's queue like other traffic.
-                bounded = match.how != "first"
             else:
                 destinations, unsolicited_class = self._unsolicited_destinations(msg)
-                bounded = True
-            if bounded and not all(self.delivery.room(e) for e, _ in destinations):
-                raise ProtocolError(Reject.E307, "DESTINATION QUEUE FULL, TRY AGAIN")
         except ProtocolError as exc:
             self._refuse_upstream(link, generation, xid, payload, exc.reject, exc.detail)
+            return
+        # Admission (PROTOCOL.md §5 "Bounds"): room for every output this message makes, in every
+        # destination queue at once, reserved now — before the commit, so that a burst cannot
+        # pass the check many times over. A request's first output takes the slot it reserved
+        # when it was accepted; any other part, and unsolicited traffic, needs room.
+        split = self._split(payload)
+        need = self._counts(destinations, split)
+        held = pending.endpoint if pending is not None and pending.slot else None
+        held_used = held is not None and need.get(held, 0) > 0
+        if held is not None and held_used:
+            need[held] -= 1
+        if not self.delivery.reserve(need, path="answer" if pending is not None else "unsolicited"):
+            detail = "DESTINATION QUEUE FULL, TRY AGAIN"
+            if pending is not None:
+                self._refuse_answer(link, generation, xid, payload, pending, detail)
+            else:
+                self._refuse_upstream(link, generation, xid, payload, Reject.E307, detail)
             return
         entry_kw = dict(ori=msg.ori, mke=msg.mke or msg.kind)
         category = started = how = None
@@ -468,7 +611,8 @@ class Router:
                 self.metrics.answer_ambiguous.inc()
             self.metrics.unsolicited.labels(unsolicited_class).inc()
             entry_kw["txn"] = self.new_txn()
-        outputs, entries, at = self.prepare(destinations, payload, link.name, entry_kw, category, started)
+        outputs, entries, at = self.prepare(destinations, payload, link.name, entry_kw, category, started, split=split)
+        del split
         refusal = pending if (pending is not None and pending in self._unrecorded
                               and not (pending.refusal_recorded or pending.refusal_sending)) else None
         if refusal is not None:
@@ -485,6 +629,7 @@ class Router:
             if f.cancelled() or f.exception() is not None:
                 # Fail closed: not recorded, so not accepted and not delivered. The request it
                 # answers is not finished: it waits for the answer to come again, or gets a notice.
+                self.delivery.release(need)  # (a held fate slot stays with its request)
                 self.landed_undelivered(outputs, at, None if f.cancelled() else f.exception())
                 self.metrics.reject(Reject.E501.code)
                 link.reply(framing.nak(xid, Reject.E501.code, Reject.E501.reason), generation)
@@ -493,6 +638,10 @@ class Router:
                 return
             link.reply(framing.ack(xid), generation)
             if pending is not None:
+                if held is not None:
+                    if not held_used:  # the answer went elsewhere (a pool's printer)
+                        self.delivery.release({held: 1})
+                    pending.slot = False
                 if how is not None:
                     self._count_part(match, how)  # parts are counted once recorded
                 pending.answered = True
@@ -530,6 +679,38 @@ class Router:
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         out = upstream_destination(d, msg.dest, staffed=staffed, now=now, attached=self.delivery.attached)
         return out, rule.name if rule is not None else UNKNOWN
+
+    def _refuse_answer(self, link, generation, xid, payload, pending: Pending, detail: str) -> None:
+        """A part of ``pending``'s answer found no room in its destination queue: the upstream is
+        told ``N E307`` (transient — it sends the part again, PROTOCOL.md §6) once the refusal is
+        journaled under the request's txn and user. Like an answer the journal could not record
+        (:meth:`_answer_unrecorded`), the request then waits ``resend_wait_s`` for the part to come
+        again — a timeout does not turn it into E303 — and if it does not, the operator is told
+        ``MSC.E307 … REFUSED: OUTPUT QUEUE FULL, NOT SENT AGAIN`` (through the request's reserved
+        slot if it still has one, else as soon as there is room). The part itself is not kept:
+        the upstream holds it, and keeping refused texts in memory is what the bound prevents."""
+        self.metrics.reject(Reject.E307.code)
+        pending.refusal_code = Reject.E307.code
+        pending.done = False
+        self._unrecorded[pending] = None
+        pending.resend_deadline = float("inf")  # from when the refusal is recorded
+        pending.refusal_sending = True
+        entry = self._refusal_entry(pending)
+        fut = self.journal.submit([msgspec.structs.replace(entry, text=f"{entry.text}: {wire_text(payload)}")])
+
+        def committed(f: asyncio.Future) -> None:
+            pending.refusal_sending = False
+            exc = None if f.cancelled() else f.exception()
+            if f.cancelled() or (exc is not None and not getattr(exc, "landed", False)):
+                # Not journaled: the sweep records the refusal (without the text) once it can.
+                link.reply(framing.nak(xid, Reject.E501.code, Reject.E501.reason), generation)
+                return
+            pending.refusal_recorded = True
+            if pending in self._unrecorded:
+                pending.resend_deadline = time.monotonic() + self._resend_wait(pending)
+            link.reply(framing.nak(xid, Reject.E307.code, detail), generation)
+
+        fut.add_done_callback(committed)
 
     def _refuse_upstream(self, link, generation, xid, payload, reject: Reject, detail: str) -> None:
         self.metrics.reject(reject.code)

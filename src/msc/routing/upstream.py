@@ -18,6 +18,13 @@ Link health (PROTOCOL.md §4 "Link health and failover"):
   the secondary works; the other endpoint is tried when this one cannot be reached or fails.
 * Rounds of dialling that reach nothing wait with jittered exponential backoff.
 
+* **Inbound backpressure.** Messages the upstream sends (answers, unsolicited traffic) each wait
+  for their journal commit before msc answers them ``A`` or ``N``. At most ``max_inbound``
+  (default 128) of them per connection wait at once: beyond that msc stops reading the
+  connection until half are answered, so a burst waits in the upstream's queue and the network,
+  not in msc's memory (the acknowledgement and silence rules do not count the time msc itself
+  was not reading).
+
 When a connection that carried traffic is lost, :attr:`on_lost` is called at once with the
 requests the upstream had not acknowledged; the router tells the operators of every request
 still without an answer (acknowledged or not) ``E302`` — never silently dropped, never silently
@@ -31,6 +38,7 @@ import contextlib
 import random
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +91,31 @@ class _LinkProtocol(asyncio.Protocol):
         self.hb_sent_at = 0.0
         self.failed: str | None = None  # a FAILURE_REASONS entry once declared failed
         self.index = 0  # which endpoint (0 primary)
+        self.inbound = 0  # messages received from the upstream and not answered yet
+        self.paused = False  # not reading: too many inbound messages waiting (max_inbound)
+        self.resumed_at = 0.0  # monotonic, when reading last resumed (the ack rules wait from then)
+        self.backlog: deque[framing.Frame] = deque()  # frames received, not handled yet (paused)
+        self._not_reading = False  # the transport's reading is paused
+
+    def pause(self) -> None:
+        """Stop handling frames (and reading) until :meth:`resume`."""
+        if self.paused or self.transport is None or self.transport.is_closing():
+            return
+        self.paused = True
+        if not self._not_reading:
+            self._not_reading = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if not self.paused:
+            return
+        self.paused = False
+        self.resumed_at = self.last_rx = time.monotonic()
+        self._process()  # what was read already first; it may pause again
+        if not self.paused and self._not_reading:
+            self._not_reading = False
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = self.outbox.transport = transport  # type: ignore[assignment]
@@ -94,10 +127,17 @@ class _LinkProtocol(asyncio.Protocol):
         except FramingError as exc:
             self.link._protocol_error(self, exc)
             return
-        for f in frames:
-            self.link._frame(self, f)
+        self.backlog.extend(frames)
+        self._process()
         if self.framer.failed is not None:
             self.link._protocol_error(self, self.framer.failed)
+
+    def _process(self) -> None:
+        """Handle received frames in order until msc stops reading (inbound backpressure): the
+        rest of a read wait here, as bytes, until it reads again."""
+        backlog = self.backlog
+        while backlog and not self.paused:
+            self.link._frame(self, backlog.popleft())
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
@@ -141,6 +181,7 @@ class UpstreamLink:
         on_state: Callable[[UpstreamLink], None] | None = None,
         on_frame: Callable[[str], None] | None = None,
         on_failure: Callable[[UpstreamLink, str, str], None] | None = None,
+        on_pause: Callable[[UpstreamLink], None] | None = None,
     ) -> None:
         self.name = cfg.name
         self.cfg = cfg
@@ -152,6 +193,7 @@ class UpstreamLink:
         self.on_state = on_state
         self.on_frame = on_frame
         self.on_failure = on_failure  # (link, "primary"/"secondary", reason)
+        self.on_pause = on_pause  # msc stopped reading the link: max_inbound messages wait
         self.sent: dict[int, Sent] = {}
         self.endpoint_index: int | None = None  # which endpoint carries traffic (0 primary)
         self._proto: _LinkProtocol | None = None  # the current connection, proven or not
@@ -172,6 +214,11 @@ class UpstreamLink:
     @property
     def in_flight(self) -> int:
         return len(self.sent)
+
+    @property
+    def inbound(self) -> int:
+        """Messages received on the current connection and not answered yet (max_inbound)."""
+        return self._proto.inbound if self._proto is not None else 0
 
     def label(self, index: int | None) -> str | None:
         if index is None:
@@ -277,12 +324,14 @@ class UpstreamLink:
             proto = self._proto
             if proto is None or not proto.up or proto.failed is not None:
                 continue  # the handshake watches a new connection itself
+            if proto.paused:
+                continue  # msc is not reading it (inbound backpressure): its answers wait unread
             now = time.monotonic()
             hb, ack = self.cfg.heartbeat_s, self.cfg.ack_timeout
             oldest = next(iter(self.sent.values()), None)
-            if oldest is not None and now - oldest.sent_at > ack:
+            if oldest is not None and now - max(oldest.sent_at, proto.resumed_at) > ack:
                 self._declare(proto, "ack_timeout", waited_s=round(now - oldest.sent_at, 2))
-            elif proto.hb_xid is not None and now - proto.hb_sent_at > ack:
+            elif proto.hb_xid is not None and now - max(proto.hb_sent_at, proto.resumed_at) > ack:
                 self._declare(proto, "heartbeat_timeout", waited_s=round(now - proto.hb_sent_at, 2))
             elif now - proto.last_rx > 3 * hb:
                 self._declare(proto, "silent", silent_s=round(now - proto.last_rx, 1))
@@ -322,7 +371,11 @@ class UpstreamLink:
         return sent
 
     def reply(self, frame: bytes, generation: _LinkProtocol | None) -> bool:
-        """Answer an upstream ``M`` (A or N) on the connection it arrived on."""
+        """Answer an upstream ``M`` (A or N) on the connection it arrived on (once per M)."""
+        if generation is not None:
+            generation.inbound -= 1
+            if generation.paused and generation.inbound <= self.cfg.max_inbound // 2:
+                generation.resume()
         proto = self._proto
         if proto is None or proto is not generation:
             return False
@@ -336,6 +389,11 @@ class UpstreamLink:
             self.on_frame("received")
         t = f.type
         if t == framing.MSG:
+            proto.inbound += 1
+            if proto.inbound >= self.cfg.max_inbound and not proto.paused:
+                proto.pause()
+                if self.on_pause is not None:
+                    self.on_pause(self)
             self.on_message(self, proto, f.xid, f.payload)
         elif t == framing.ACK:
             sent = self.sent.pop(f.xid, None)

@@ -130,8 +130,7 @@ class Registry:
         pool = d.pools.get(alloc.pool)
         target = pool.unsolicited_to if pool else None
         endpoint = d.endpoint_of(target) if target is not None else None
-        for output in self._delivery().abandon(alloc.mnemonic, "POOLED SESSION ENDED" +
-                                               (f", REDIRECTED TO {target}" if target else "")):
-            if target is not None:
-                asyncio.get_running_loop().create_task(self._router().emit(
-                    [(endpoint, target)], output.payload, "MSC", dict(txn=output.txn, code=None)))  # type: ignore[list-item,arg-type]
+        outputs = self._delivery().take(alloc.mnemonic)
+        if outputs:
+            asyncio.get_running_loop().create_task(self._router().redirect_pooled(alloc.mnemonic, outputs, target,
+                                                                                  endpoint))

@@ -13,7 +13,13 @@ to the journal, the router and delivery. Its rules, in the order a message meets
 7. ``RECEIVED`` and ``FORWARDED`` committed to the journal (E501 if not) — then ``A`` to the
    client and the request to the upstream, never before.
 
-Every rejected message is journaled (``REJECTED``, secrets redacted) before its ``N``.
+Every rejected message is journaled (``REJECTED``, secrets redacted) before its ``N`` — in full,
+compactly, or counted in a summary (:mod:`msc.server.refusals`, JOURNAL.md "Refused traffic").
+
+A connection is *pending* until it logs on or binds (:mod:`msc.server.listener`): it must do so
+within its listener's ``logon_timeout_s``, it is closed at its ``max_refused``-th refused message,
+its slot may be taken by a newer connection, and its records count against its address's journal
+budget.
 
 State machine (transitions not listed are refused with E201 or E210)::
 
@@ -60,9 +66,12 @@ from msc.protocol.message import (
     redact,
 )
 from msc.routing.router import Pending
+from msc.server.listener import Handshake, source_of
+from msc.server.refusals import Form, RefusalWindow, Tally, compact, iso
 
 if TYPE_CHECKING:
-    from msc.server.switch import ListenerRuntime, Switch
+    from msc.server.listener import ListenerRuntime
+    from msc.server.switch import Switch
 
 log = structlog.get_logger("msc.session")
 
@@ -70,6 +79,7 @@ SYS_XID = 0  # msc's own SYS outputs (the banner) are not delivery-tracked: xid 
 MAX_INFLIGHT = 256  # messages awaiting their journal commit before we stop reading
 MAX_HELD = 64  # frames held while a logon is verified
 WRITE_HIGH_WATER = 256 * 1024
+LINGER_S = 2.0  # a connection closed for its refused traffic waits this long for its peer to close
 
 
 class State(enum.Enum):
@@ -91,6 +101,10 @@ ACCEPTS: dict[State, frozenset[str]] = {
     State.CLOSED: frozenset(),
 }
 TRAFFIC_STATES = frozenset((State.OPERATOR, State.HOST))
+#: States whose refusals keep their full text, within the session's allowance (JOURNAL.md).
+LOGGED_ON_STATES = frozenset((State.OPERATOR, State.HOST, State.PRINTER))
+#: The code of summary records (refusals counted, not recorded one by one).
+SUMMARY = "SUMMARY"
 
 
 def taf_for(peer_ip: str | None) -> str:
@@ -112,10 +126,12 @@ def taf_for(peer_ip: str | None) -> str:
 class Session(asyncio.Protocol):
     """asyncio protocol for one client connection (uvloop transports underneath)."""
 
-    def __init__(self, switch: Switch, listener: ListenerRuntime, *,
+    def __init__(self, switch: Switch, listener: ListenerRuntime, *, handshake: Handshake | None = None,
                  proxied: tuple[str | None, str | None] | None = None) -> None:
-        """``proxied``: the (address, certificate CN) of the client a trusted relay named in its
-        PROXY header (:mod:`msc.server.proxied`), used instead of the connection's own."""
+        """``handshake``: the TLS handshake this connection came through (its slot passes to
+        this session). ``proxied``: the (address, certificate CN) of the client a trusted relay
+        named in its PROXY header (:mod:`msc.server.proxied`), used instead of the connection's own."""
+        self.handshake = handshake
         self.proxied = proxied
         self.switch = switch
         self.listener = listener
@@ -148,6 +164,17 @@ class Session(asyncio.Protocol):
         self._tokens = float(listener.cfg.rate_limit)
         self._token_time = time.monotonic()
         self.log = log
+        self.source = "?"  # the address it is counted under (listener.source_of)
+        self.pending = True  # not yet logged on or bound (msc.server.listener)
+        self.checking = False  # a LOGON of this connection is being checked
+        self.refusals = RefusalWindow(switch.refusal_limits)
+        self.refused_total = Tally()  # a pending connection's refusals, for its DISCONNECT record
+        self.close_reason: str | None = None
+        self.doomed = False  # closing for its refused traffic: read nothing more
+        self._eof_sent = False  # lingering close: nothing more can be written
+        self.connect_recorded = False
+        self.connected_wall = switch.clock()
+        self._deadline: asyncio.TimerHandle | None = None
 
     # -- connection events ----------------------------------------------------------------
 
@@ -164,9 +191,12 @@ class Session(asyncio.Protocol):
         if self.proxied is not None:
             self.peer_ip, self.peer_cn = self.proxied
         self.taf = taf_for(self.peer_ip)
+        self.source = source_of(self.peer_ip)
         self.log = log.bind(peer=self.peer_ip, listener=self.listener.cfg.name)
+        if self.handshake is not None:
+            self.listener.release(self.handshake)  # its slot is this session's now
         if not self.listener.admit(self):
-            # max_connections reached: refuse at once, before any work (SECURITY.md hostile input).
+            # Every slot is held by an established session: refuse at once, before any work.
             self.metrics.reject(Reject.E307.code)
             transport.write(framing.nak(0, Reject.E307.code, "TOO MANY CONNECTIONS"))
             transport.close()
@@ -174,18 +204,87 @@ class Session(asyncio.Protocol):
             return
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self.switch.sessions.add(self)
-        self._journal_session("CONNECT")
+        self.connect_recorded = self._event("CONNECT")
+        self._deadline = asyncio.get_running_loop().call_later(self.listener.cfg.logon_timeout_s, self._logon_deadline)
         self._write(framing.message(SYS_XID, banner(self.switch.settings.config.switch.banner)))
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
         if self.state is State.CLOSED and self not in self.switch.sessions:
             self.listener.release(self)
             return
+        self._summarize_refusals(force=True)  # under the user it was, before the unbind forgets it
         self._unbind("DISCONNECT")
         self.state = State.CLOSED
         self.switch.sessions.discard(self)
         self.listener.release(self)
-        self._journal_session("DISCONNECT")
+        if self.pending:
+            # One record tells what a connection that never logged on did (JOURNAL.md).
+            text = f"DISCONNECT NOT LOGGED ON, CONNECTED {iso(self.connected_wall)}"
+            if self.refused_total:
+                text += f"; {self.refused_total.render(decode_lossy, redact, texts=False)}"
+            if self.close_reason:
+                text += f"; CLOSED: {self.close_reason}"
+            self._event("DISCONNECT", text=text)
+        else:
+            self._journal_session("DISCONNECT" + (f"; CLOSED: {self.close_reason}" if self.close_reason else ""))
+
+    # -- the connection table (msc.server.listener) ------------------------------------------
+
+    @property
+    def evictable(self) -> bool:
+        """May a newer connection take this one's slot? Not once it logged on, nor while its
+        LOGON is being checked."""
+        return self.pending and not self.checking
+
+    def evict(self, reason: str) -> None:
+        """The listener gave this pending connection's slot to a newer one."""
+        if self._eof_sent:  # already closing (lingering after its refused traffic): now
+            self.abort()
+            return
+        self.close_reason = ("TOO MANY CONNECTIONS FROM THIS ADDRESS NOT LOGGED ON" if reason == "address_limit"
+                             else "SLOT TAKEN BY A NEWER CONNECTION, LISTENER FULL")
+        self.metrics.reject(Reject.E307.code)
+        self._write(framing.nak(0, Reject.E307.code, "TOO MANY CONNECTIONS"))
+        self.close()
+
+    def _logon_deadline(self) -> None:
+        self._deadline = None
+        if not self.pending or self.state is State.CLOSED:
+            return
+        if self.checking:  # its LOGON is being checked: the answer decides (within logon_wait_s)
+            self._deadline = asyncio.get_running_loop().call_later(1.0, self._logon_deadline)
+            return
+        timeout = self.listener.cfg.logon_timeout_s
+        self.close_reason = "LOGON TIMEOUT"
+        self.metrics.connections_closed.labels("logon_timeout").inc()
+        self.metrics.reject(Reject.E201.code)
+        self._write(framing.nak(0, Reject.E201.code, f"NO LOGON WITHIN {timeout:g} S"))
+        self.close()
+
+    def _established(self) -> None:
+        """Logged on or bound: the connection is no longer pending (for good)."""
+        if not self.pending:
+            return
+        self.pending = False
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self.listener.established(self)
+        if not self.connect_recorded:
+            # Its CONNECT was only counted (its address's budget was spent): a session that logs
+            # on has its own record of when and from where it connected.
+            self.connect_recorded = True
+            self._journal_session(f"CONNECT AT {iso(self.connected_wall)}")
+
+    def _event(self, what: str, *, text: str | None = None) -> bool:
+        """A SESSION record of this connection: always once it logged on; while pending, within
+        its address's budget (else counted in the address's summary). True if recorded."""
+        if not self.pending:
+            self._journal_session(text or what)
+            return True
+        return self.switch.unauthenticated(self.source, what, lambda: self._session_entry(text or what))
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -196,6 +295,8 @@ class Session(asyncio.Protocol):
             self.switch.delivery.resume(self.endpoint)
 
     def data_received(self, data: bytes) -> None:
+        if self.doomed:
+            return  # closing for its refused traffic: what it still sends is read and dropped
         now = time.monotonic()
         self.last_rx = now
         try:
@@ -207,7 +308,7 @@ class Session(asyncio.Protocol):
         if frames:
             self.metrics.frame("client", "received", len(frames))
         for f in frames:
-            if self.state is State.CLOSED:
+            if self.state is State.CLOSED or self.doomed:
                 return
             if self._held is not None:
                 if len(self._held) >= MAX_HELD:
@@ -229,7 +330,7 @@ class Session(asyncio.Protocol):
             if f.xid == SYS_XID:
                 if self.state is State.BANNER:
                     self.state = State.READY
-                    self._journal_session("BANNER ACKNOWLEDGED")
+                    self._event("BANNER ACKNOWLEDGED")
             elif self.endpoint is not None:
                 self.switch.delivery.acked(self.endpoint, f.xid, self)
         elif t == framing.NAK:
@@ -263,22 +364,22 @@ class Session(asyncio.Protocol):
         if not self._rate_ok():
             # A flooding client is told to slow down, and is slowed: we stop reading until its
             # bucket has refilled (the kernel's buffers then push back on it).
-            self._reject(xid, Reject.E307, None, redact(decode_lossy(payload)))
+            self._reject(xid, Reject.E307, None, payload=payload)
             self._pause_reading(resume_after=1.0 / self.listener.cfg.rate_limit * 8)
             return
         try:
             inp = parse_input(payload)
         except ProtocolError as exc:
-            self._reject(xid, exc.reject, exc.detail, redact(decode_lossy(payload)))
+            self._reject(xid, exc.reject, exc.detail, payload=payload)
             return
         try:
             self._dispatch(xid, inp)
         except ProtocolError as exc:
-            self._reject(xid, exc.reject, exc.detail, inp.journal_text(), inp)
+            self._reject(xid, exc.reject, exc.detail, inp.journal_text(), inp, payload=payload)
         except Exception:  # a bug: answer E502 with a correlation id, keep serving
             corr = self.switch.router.new_txn()
             self.log.exception("session.internal_error", correlation=corr)
-            self._reject(xid, Reject.E502, f"INTERNAL ERROR {corr}", inp.journal_text(), inp)
+            self._reject(xid, Reject.E502, f"INTERNAL ERROR {corr}", inp.journal_text(), inp, always=True)
 
     def _dispatch(self, xid: int, inp: Input) -> None:
         state = self.state
@@ -327,11 +428,15 @@ class Session(asyncio.Protocol):
         if route is None:
             raise ProtocolError(Reject.E301, f"UNKNOWN MESSAGE KEY {mke}")
         self._authorize(user, route, body)
-        if not self.switch.delivery.room(self._endpoint_for(inp.mnemonic)):
-            # The operator's own outputs are not being taken: no new work until they are.
+        # The request's fate (its first answer part, or its notice) gets a slot in the asker's
+        # queue now, or the request is refused: the operator's own outputs are not being taken,
+        # no new work until they are (PROTOCOL.md §5 "Bounds").
+        endpoint = self._endpoint_for(inp.mnemonic)
+        if not self.switch.delivery.reserve({endpoint: 1}, path="request"):
             raise ProtocolError(Reject.E307, "OUTPUT QUEUE FULL, ACKNOWLEDGE OUTPUTS FIRST")
         link, refused = self.switch.router.capacity(route)
         if refused is not None:
+            self.switch.delivery.release({endpoint: 1})
             raise ProtocolError(refused)
         self._accept_transaction(xid, inp, body, user, oif, taf, route, link.name)
 
@@ -410,13 +515,14 @@ class Session(asyncio.Protocol):
                           alloc=self.alloc.id if self.alloc is not None else None,
                           user=oif, taf=taf, ori=body.ori, mke=inp.mke, category=route.category, upstream=upstream,
                           purpose=purpose, requester=requester, recipient=recipient, window_s=route.answer_window_s,
-                          timeout_s=route.timeout_s, expects_answer=not route.one_way)
+                          timeout_s=route.timeout_s, expects_answer=not route.one_way, slot=True)
         self._commit_then(entries, xid, b"", lambda: router.dispatch(pending, forwarded.encode("ascii")),
-                          category=route.category)
+                          category=route.category, on_fail=lambda _exc: router.slot_free(pending))
 
     def _commit_then(self, entries, xid: int, ack_payload: bytes, after: Callable | None,
-                     *, category: str | None = None, pass_seqs: bool = False) -> None:
-        """Journal, then (only if committed) acknowledge the client and run ``after``."""
+                     *, category: str | None = None, pass_seqs: bool = False, on_fail: Callable | None = None) -> None:
+        """Journal, then (only if committed) acknowledge the client and run ``after``; if the
+        commit fails, the client is told E501 and ``on_fail`` runs with the exception."""
         self.inflight += 1
         if self.inflight >= MAX_INFLIGHT:
             self._pause_reading()
@@ -430,6 +536,8 @@ class Session(asyncio.Protocol):
                 if category:
                     self.metrics.messages.labels(category, "rejected").inc()
                 self._write(framing.nak(xid, Reject.E501.code, Reject.E501.reason))
+                if on_fail is not None:
+                    on_fail(None if f.cancelled() else f.exception())
                 return
             if category:
                 self.metrics.messages.labels(category, "accepted").inc()
@@ -459,7 +567,13 @@ class Session(asyncio.Protocol):
 
     # -- rejections -----------------------------------------------------------------------
 
-    def _reject(self, xid: int, reject: Reject, detail: str | None, text: str, inp: Input | None = None) -> None:
+    def _reject(self, xid: int, reject: Reject, detail: str | None, text: str | None = None, inp: Input | None = None,
+                *, payload: bytes | None = None, always: bool = False) -> None:
+        """Refuse a message: its ``N`` goes to the client once its record is committed — a
+        ``REJECTED`` record in full or compact, or no record of its own but a count in a summary
+        (JOURNAL.md "Refused traffic", :mod:`msc.server.refusals`). ``text``: the full journal
+        text if known (else made from ``payload``: decoded, secrets redacted); ``always``: it
+        gets a record of its own whatever the budgets (a checked LOGON, an internal error)."""
         self.metrics.reject(reject.code)
         category = None
         if inp is not None:
@@ -467,6 +581,41 @@ class Session(asyncio.Protocol):
             category = route.category if route else ("admin" if inp.mke == AM else None)
         if category:
             self.metrics.messages.labels(category, "rejected").inc()
+        nak = framing.nak(xid, reject.code, detail or reject.reason)
+        now = self.switch.clock()
+        raw = payload if payload is not None else (text or "").encode("ascii", "backslashreplace")
+        full: list[str] = [text] if text is not None else []
+
+        def full_text() -> str:
+            if not full:
+                full.append(redact(decode_lossy(raw)))
+            return full[0]
+
+        pending = self.pending
+        if pending:
+            self.refused_total.refused(reject.code, raw, now)
+        ended = self.refusals.roll(now)
+        if ended:
+            self._summary_record(ended)
+        form = self.refusals.form(now, logged_on=self.state in LOGGED_ON_STATES, chars=lambda: len(full_text()),
+                                  always=always)
+        if form is Form.COMPACT and pending and not always and not self.switch.unauthenticated_take(self.source, now):
+            form = Form.COUNTED
+        self.metrics.refusals.labels(form.value).inc()
+        lc = self.listener.cfg
+        close = (self.refused_total.messages >= lc.max_refused if pending
+                 else self.refusals.refused >= lc.max_refused_per_minute)
+        if close:
+            # Closed once this refusal is answered: nothing more of it is read or recorded.
+            self.doomed = True
+            self._pause_reading()
+        if form is Form.COUNTED:
+            (self.switch.unauth_budget.count(self.source, now) if pending else self.refusals.tally).refused(
+                reject.code, raw, now)
+            self._write(nak)
+            if close:
+                self._close_refused()
+            return
         user = self.user
         if inp is not None:
             # A refused LOGON is recorded under the user ID it tried (logon failures by user).
@@ -475,8 +624,7 @@ class Session(asyncio.Protocol):
                       mnemonic=inp.mnemonic if inp else self.mnemonic,
                       user=user, taf=(inp.taf if inp and inp.taf else self.taf),
                       ori=inp.ori if inp else None, mke=inp.mke if inp else None, code=reject.code,
-                      text=text)
-        nak = framing.nak(xid, reject.code, detail or reject.reason)
+                      text=full_text() if form is Form.FULL else compact(full_text()))
         self.inflight += 1
         if self.inflight >= MAX_INFLIGHT:
             self._pause_reading()
@@ -487,9 +635,49 @@ class Session(asyncio.Protocol):
             if not f.cancelled() and f.exception() is not None:
                 self.metrics.reject(Reject.E501.code)
             self._write(nak)
+            if close:
+                self._close_refused()
 
         fut.add_done_callback(done)
-        self.log.info("session.reject", code=reject.code, mnemonic=inp.mnemonic if inp else self.mnemonic)
+        self.log.info("session.reject", code=reject.code, mnemonic=inp.mnemonic if inp else self.mnemonic,
+                      form=form.value)
+
+    def _close_refused(self) -> None:
+        """A peer that keeps sending refused traffic is closed (``max_refused``,
+        ``max_refused_per_minute``)."""
+        if self.close_reason is not None or self.transport is None or self.transport.is_closing():
+            return
+        self.close_reason = "TOO MANY REFUSED MESSAGES"
+        self.metrics.connections_closed.labels("refused_messages").inc()
+        self.metrics.reject(Reject.E307.code)
+        self.log.info("session.closed", reason="refused_messages")
+        self.doomed = True
+        self._write(framing.nak(0, Reject.E307.code, "TOO MANY REFUSED MESSAGES, CONNECTION CLOSED"))
+        self._flush()
+        t = self.transport
+        if t.can_write_eof():
+            # A lingering close: closing a socket with the peer's unread data in it sends a reset,
+            # and the reset can destroy the N frames before the peer reads them. So: FIN after
+            # them, and the close LINGER_S later (reading stays paused: what the peer still
+            # sends costs nothing but kernel buffer).
+            self._pause_reading()
+            t.write_eof()
+            self._eof_sent = True
+            asyncio.get_running_loop().call_later(LINGER_S, t.abort)
+        else:
+            self.close()
+
+    def _summary_record(self, tally: Tally) -> None:
+        """A ``REJECTED`` record with code ``SUMMARY``: what this session had refused in a minute
+        beyond its records (JOURNAL.md "Refused traffic")."""
+        self.switch.journal.submit([Entry(
+            kind=Kind.REJECTED, direction="in", peer=self._peer_name(), mnemonic=self.mnemonic, user=self.user,
+            taf=self.taf, code=SUMMARY, text=f"SUMMARY {tally.render(decode_lossy, redact)}")])
+
+    def _summarize_refusals(self, *, force: bool = False) -> None:
+        tally = self.refusals.take() if force else self.refusals.roll(self.switch.clock())
+        if tally:
+            self._summary_record(tally)
 
     # -- logon ----------------------------------------------------------------------------
 
@@ -512,6 +700,7 @@ class Session(asyncio.Protocol):
             # PPP §1.6.2 A: the first header claims the static mnemonic for this connection.
             self.station, self.mnemonic, self.kind = st, st.mnemonic, "terminal"
         self._held = []  # hold further frames until the logon is decided
+        self.checking = True  # its slot is not taken meanwhile (msc.server.listener)
         asyncio.get_running_loop().create_task(self._logon(xid, inp, body, pool))
 
     async def _logon(self, xid: int, inp: Input, body: Logon, pool: Pool | None) -> None:
@@ -520,8 +709,9 @@ class Session(asyncio.Protocol):
         except Exception:
             corr = self.switch.router.new_txn()
             self.log.exception("session.internal_error", correlation=corr)
-            self._reject(xid, Reject.E502, f"INTERNAL ERROR {corr}", inp.journal_text(), inp)
+            self._reject(xid, Reject.E502, f"INTERNAL ERROR {corr}", inp.journal_text(), inp, always=True)
         finally:
+            self.checking = False
             self._release_held()
 
     def logged_on(self, user: User, mnemonic: str, pool: Pool | None) -> None:
@@ -535,12 +725,18 @@ class Session(asyncio.Protocol):
         self.state = State.OPERATOR
         self.logon_at = time.monotonic()
         self.log = self.log.bind(mnemonic=mnemonic, user=user.id)
+        self._established()
         self.switch.session_bound(self)
 
     def _release_held(self) -> None:
         held, self._held = self._held, None
-        for f in held or ():
-            if self.state is State.CLOSED:
+        for i, f in enumerate(held or ()):
+            if self.state is State.CLOSED or self.doomed:
+                return
+            if self._held is not None:
+                # A held frame began another LOGON (or PWD): the rest waits for that one, as
+                # frames that arrive meanwhile do — never two checks of one connection at once.
+                self._held.extend(held[i:])
                 return
             self._frame(f)
         if self._read_paused and self.inflight < MAX_INFLIGHT // 2:
@@ -582,6 +778,7 @@ class Session(asyncio.Protocol):
         self.station, self.mnemonic, self.kind = st, st.mnemonic, st.kind
         self.state = State.HOST if st.kind == "host" else State.PRINTER
         self.log = self.log.bind(mnemonic=st.mnemonic)
+        self._established()
         self.switch.session_bound(self)
         self._journal_session("BIND")
 
@@ -622,7 +819,7 @@ class Session(asyncio.Protocol):
     def _flush(self) -> None:
         buf, self._wbuf = self._wbuf, []
         t = self.transport
-        if buf and t is not None and not t.is_closing():
+        if buf and t is not None and not t.is_closing() and not self._eof_sent:
             t.write(buf[0] if len(buf) == 1 else b"".join(buf))
             self.last_tx = time.monotonic()
 
@@ -636,6 +833,8 @@ class Session(asyncio.Protocol):
                 asyncio.get_running_loop().call_later(resume_after, self._resume_reading)
 
     def _resume_reading(self) -> None:
+        if self.doomed:
+            return  # closing for its refused traffic: it stays paused until closed
         if self.transport is not None and self._read_paused and not self.transport.is_closing():
             self._read_paused = False
             self.transport.resume_reading()
@@ -663,6 +862,7 @@ class Session(asyncio.Protocol):
     def timers(self, now: float, cfg) -> None:
         """Called about once a second by the listener's sweeper: heartbeats and timeouts."""
         lc = self.listener.cfg
+        self._summarize_refusals()
         if self.partial_since is not None and now - self.partial_since > lc.read_timeout_s:
             # Slowloris: an incomplete frame held too long (PROTOCOL.md §1).
             self._framing_error(FramingError("INCOMPLETE FRAME TIMED OUT"))

@@ -11,11 +11,11 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -36,7 +36,9 @@ from msc.mnemonics.acp import AccessControlPoint, Allocation
 from msc.mnemonics.auth import Attempt, AuthService, users_file_rehash
 from msc.mnemonics.directory import Directory, Pool, User
 from msc.mnemonics.state import StateStore
+from msc.mnemonics.throttle import AddressAttempts
 from msc.ops.availability import HEARTBEAT_S, WINDOWS, Ledger, compute
+from msc.ops.memory import Trimmer
 from msc.ops.metrics import Metrics
 from msc.protocol import framing
 from msc.protocol.codes import MscError, ProtocolError, Reject
@@ -48,7 +50,10 @@ from msc.routing.outbox import OutboxStore
 from msc.routing.router import Pending, Router
 from msc.routing.upstream import FAILURE_REASONS, UpstreamLink
 from msc.server.control import ControlServer
-from msc.server.session import Session, State
+from msc.server.listener import Handshake, ListenerRuntime, TlsServer
+from msc.server.logons import Busy, LogonGate, lower_priority
+from msc.server.refusals import AddressBudget, RefusalLimits
+from msc.server.session import SUMMARY, Session, State, taf_for
 
 if TYPE_CHECKING:
     from msc.ops.http import OpsServer
@@ -67,22 +72,6 @@ STARTUP_QUIET_S = 60.0
 #: open when the switch stopped (PROTOCOL.md §4, §6 E302): the rest of its answer may be lost.
 REST_OF_ANSWER_LOST = "SWITCH RESTARTED BEFORE THE REST OF THE ANSWER"
 
-
-
-@dataclass(eq=False)
-class ListenerRuntime:
-    cfg: ListenerSection
-    server: asyncio.AbstractServer | None = None
-    sessions: set = field(default_factory=set)
-
-    def admit(self, session: Session) -> bool:
-        if len(self.sessions) >= self.cfg.max_connections:
-            return False
-        self.sessions.add(session)
-        return True
-
-    def release(self, session: Session) -> None:
-        self.sessions.discard(session)
 
 
 class Users:
@@ -106,11 +95,17 @@ class Users:
             await asyncio.to_thread(self.store.station_used, stations)
 
 
+#: How often (seconds) the switch looks whether a burst left freed memory to give back.
+TRIM_EVERY_S = 5
+
+
 class Switch:
     def __init__(self, settings: Settings, *, clock=time.time) -> None:
         self.settings = settings
         self.clock = clock
         self.metrics = Metrics()
+        self._trimmer = Trimmer(metrics=self.metrics)  # freed memory back to the system after bursts
+        self._queued_before = 0  # outputs waiting at the fullest since the queues last drained
         self.state = StateStore(settings.state_db)
         # AC-7's one count, whichever process checked the password (SECURITY.md), read at scrape.
         self.metrics.count_logons(self.state.auth_counts)
@@ -124,8 +119,24 @@ class Switch:
                                 clock=clock, rehash=users_file_rehash(settings.users_path))
         # KDF checks run here, not in the default executor: a burst of LOGONs (an attack, or every
         # terminal after a restart) queues behind its own pool and starves no other worker thread.
-        self._auth_pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
-                                             thread_name_prefix="msc-auth")
+        sw = settings.config.switch
+        # (Threads are made as the gate lets checks run, at most max_logon_checks of them busy.)
+        self._auth_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="msc-auth")
+        # Checks for addresses that did not log on recently run at a lower CPU priority (logons.py).
+        self._auth_pool_low = ThreadPoolExecutor(max_workers=64, thread_name_prefix="msc-auth-low",
+                                                 initializer=lower_priority)
+        # Logon work is bounded (SECURITY.md): checks at once, a queue best-first, per-address attempts.
+        self.logon_gate = LogonGate(self._auth_pool, low_executor=self._auth_pool_low, checks=sw.logon_checks,
+                                    queue=sw.logon_queue,
+                                    wait_s=sw.logon_wait_s, metrics=self.metrics)
+        self.logon_attempts = AddressAttempts(sw.logon_failures_per_address, sw.logon_failures_window_s)
+        self.logon_throttle_delay_s = sw.logon_throttle_delay_s
+        # What unauthenticated and misbehaving peers may cost the journal (JOURNAL.md "Refused traffic").
+        j = settings.config.journal
+        self.refusal_limits = RefusalLimits(j.refused_full_per_minute, j.refused_full_chars_per_minute,
+                                            j.refused_records_per_minute)
+        self.unauth_budget = AddressBudget(j.unauthenticated_records_per_minute,
+                                           j.unauthenticated_records_per_minute_total, clock())
         self.acp = AccessControlPoint(self.directory.pools)
         self.sessions: set[Session] = set()
         self.holders: dict[str, Session] = {}  # endpoint → the session it is attached to
@@ -191,6 +202,7 @@ class Switch:
         self._users_aead = keyring.users_aead()
         m.journal_tree_size.set(self.journal.tree_size)
         self.delivery = Delivery(self.journal, queue_max=cfg.switch.queue_max, expiry_s=cfg.switch.queue_expiry_s,
+                                 output_memory_bytes=cfg.switch.output_memory_bytes,
                                  metrics=m, clock=self.clock, store=OutboxStore(s.state_db),
                                  endpoint_of=lambda mnemonic: self.directory.endpoint_of(mnemonic))
         await self.delivery.restore()
@@ -255,9 +267,10 @@ class Switch:
                                                "SWITCH RESTARTED; REPEAT THE REQUEST")
             else:
                 reject, detail = Reject.E302, "SWITCH RESTARTED BEFORE THE ANSWER CAME"
-            await self.router.emit([(endpoint, rec.mnemonic)], msc_notice(header, reject, detail), "MSC",
-                                   dict(user=pending.user, taf=pending.taf, ori=pending.ori, mke="MSC",
-                                        code=reject.code, txn=pending.txn))
+            # Journaled and queued as soon as the mnemonic's queue has room (PROTOCOL.md §5 "Bounds").
+            self.router.notify(endpoint, rec.mnemonic, msc_notice(header, reject, detail),
+                               dict(user=pending.user, taf=pending.taf, ori=pending.ori, mke="MSC",
+                                    code=reject.code, txn=pending.txn))
             self.log.warning("switch.unanswered_after_restart", txn=rec.txn, code=reject.code)
         # Answered in parts, and the window for the rest was still open when the switch stopped
         # (a drain that timed out, a crash): parts that come now are linked to nothing, so the
@@ -277,21 +290,67 @@ class Switch:
 
     async def _listen(self, lc: ListenerSection, *, register: bool = True) -> ListenerRuntime:
         host, port = parse_hostport(lc.bind)
-        rt = ListenerRuntime(lc)
-        ctx = server_ssl_context(self.settings, lc.tls) if lc.tls else None
+        rt = ListenerRuntime(lc, metrics=self.metrics)
         if lc.proxy_protocol:
+            # A relay's connections (PROXY header first, proxied.py); TLS, if any, by the event loop.
             from msc.server.proxied import ProxyGate
 
-            def factory():
-                return ProxyGate(self, rt)
+            ctx = server_ssl_context(self.settings, lc.tls) if lc.tls else None
+            rt.server = await asyncio.get_running_loop().create_server(
+                lambda: ProxyGate(self, rt), host, port, ssl=ctx, backlog=1024, reuse_address=True)
+        elif lc.tls:
+            # TLS: accepted here, each handshake holding a slot with its own deadline (listener.py).
+            server = TlsServer(rt, server_ssl_context(self.settings, lc.tls),
+                               lambda h: Session(self, rt, handshake=h), self._tls_failed)
+            server.bind(host, port)
+            rt.server = server
         else:
-            def factory():
-                return Session(self, rt)
-        rt.server = await asyncio.get_running_loop().create_server(
-            factory, host, port, ssl=ctx, backlog=1024, reuse_address=True)
+            rt.server = await asyncio.get_running_loop().create_server(
+                lambda: Session(self, rt), host, port, backlog=1024, reuse_address=True)
+        rt.configured()
         if register:
             self.listeners.append(rt)
         return rt
+
+    def _tls_failed(self, h: Handshake, reason: str, detail: str) -> None:
+        """A TLS handshake timed out or failed: a record within the address's budget."""
+        what, detail = {"tls_handshake_timeout": ("TLS HANDSHAKE TIMEOUT", None),
+                        "evicted": ("TLS HANDSHAKE ABANDONED", "SLOT TAKEN BY A NEWER CONNECTION")}.get(
+            reason, ("TLS HANDSHAKE FAILED", detail[:80].upper()))
+        self.unauthenticated(h.source, what, lambda: Entry(
+            kind=Kind.SESSION, peer=None, taf=taf_for(h.peer_ip), code=None,
+            text=f"{what} FROM {h.peer_ip}" + (f": {detail}" if detail else "")))
+
+    # -- what unauthenticated peers may cost the journal (JOURNAL.md "Refused traffic") ------
+
+    def unauthenticated_take(self, source: str, now: float) -> bool:
+        """May a connection from ``source`` that has not logged on write one more record now?"""
+        return self.unauth_budget.take(source, now)
+
+    def unauthenticated(self, source: str, event: str, entry) -> bool:
+        """Journal ``entry()`` (a SESSION record of a connection not logged on) within the
+        address's budget, else count ``event`` in the address's summary. True if journaled."""
+        now = self.clock()
+        if self.unauth_budget.take(source, now):
+            self.metrics.unauthenticated_events.labels("recorded").inc()
+            self.journal.submit([entry()])
+            return True
+        self.metrics.unauthenticated_events.labels("counted").inc()
+        self.unauth_budget.count(source, now).event(event, now)
+        return False
+
+    def _unauthenticated_summaries(self, *, force: bool = False) -> None:
+        """Once a minute: one SESSION record (code SUMMARY) per address whose activity was counted
+        (at most refusals.MAX_SUMMARIES, the rest in one "other addresses" record)."""
+        from msc.protocol.message import decode_lossy, redact
+
+        for summary in self.unauth_budget.due(self.clock(), force=force):
+            if summary.source is None:
+                src, taf = f"{summary.sources} OTHER ADDRESSES", None
+            else:
+                src, taf = summary.source, taf_for(summary.source.split("/")[0])
+            self.journal.submit([Entry(kind=Kind.SESSION, code=SUMMARY, taf=taf, text=(
+                f"UNAUTHENTICATED SUMMARY FROM {src}: {summary.tally.render(decode_lossy, redact)}"))])
 
     def listener_ports(self) -> dict[str, int]:
         return {rt.cfg.name: rt.server.sockets[0].getsockname()[1] for rt in self.listeners if rt.server}
@@ -320,10 +379,15 @@ class Switch:
         with contextlib.suppress(Exception):
             await self.users.flush_use()
         if self.journal:
+            with contextlib.suppress(Exception):
+                for sess in list(self.sessions):
+                    sess._summarize_refusals(force=True)
+                self._unauthenticated_summaries(force=True)
             with contextlib.suppress(JournalError):
                 await self.journal.append(Entry(kind=Kind.ADMIN, text=f"STOP {self.settings.config.switch.name}"))
             await self.journal.close()
         self._auth_pool.shutdown(wait=False, cancel_futures=True)
+        self._auth_pool_low.shutdown(wait=False, cancel_futures=True)
         if self.ledger is not None:
             # The clean-stop mark: the outage that follows is scheduled (OPERATIONS.md).
             await asyncio.to_thread(self.ledger.stop, self.clock())
@@ -453,6 +517,7 @@ class Switch:
             if (rt is not None and rt.cfg.bind == lc.bind and rt.cfg.tls == lc.tls
                     and rt.cfg.proxy_protocol == lc.proxy_protocol):
                 rt.cfg = lc
+                rt.configured()
                 keep.append(rt)
                 continue
             if rt is not None:
@@ -484,8 +549,20 @@ class Switch:
             changes.append(f"upstream {name} removed")
         # Everything else that can change at run time.
         self.auth.cost = nc.switch.password_cost
+        self.logon_gate.configure(checks=nc.switch.logon_checks,
+                                  queue=nc.switch.logon_queue, wait_s=nc.switch.logon_wait_s)
+        self.logon_attempts.limit = nc.switch.logon_failures_per_address
+        self.logon_attempts.window_s = nc.switch.logon_failures_window_s
+        self.logon_throttle_delay_s = nc.switch.logon_throttle_delay_s
+        j = nc.journal
+        self.refusal_limits = RefusalLimits(j.refused_full_per_minute, j.refused_full_chars_per_minute,
+                                            j.refused_records_per_minute)
+        for sess in self.sessions:
+            sess.refusals.limits = self.refusal_limits
+        self.unauth_budget.configure(j.unauthenticated_records_per_minute, j.unauthenticated_records_per_minute_total)
         self.auth.rehash = users_file_rehash(new.users_path)
         self.delivery.queue_max = nc.switch.queue_max
+        self.delivery.output_memory_bytes = nc.switch.output_memory_bytes
         self.delivery.expiry_s = nc.switch.queue_expiry_s
         self.router.requests.late_answer_s = nc.switch.late_answer_s
         self.journal.checkpoint_every = nc.journal.checkpoint_every
@@ -515,8 +592,11 @@ class Switch:
                             on_lost=self.router.on_lost, on_state=self._upstream_state,
                             on_frame=lambda d: m.frame("upstream", d),
                             on_failure=lambda lk, endpoint, reason: m.upstream_failures.labels(lk.name, endpoint,
-                                                                                              reason).inc())
+                                                                                              reason).inc(),
+                            on_pause=lambda lk: m.upstream_paused.labels(lk.name).inc())
         self.router.add_link(link)
+        m.upstream_inbound.labels(up.name).set_function(lambda: link.inbound)
+        m.upstream_paused.labels(up.name)
         for label in ("primary", "secondary")[: len(up.endpoints)]:
             m.upstream_up.labels(up.name, label).set(0)
             for reason in FAILURE_REASONS:
@@ -719,6 +799,23 @@ class Switch:
             if ticks % 60 == 0:
                 with contextlib.suppress(Exception):
                     await self.users.flush_use()
+            with contextlib.suppress(Exception):
+                self._unauthenticated_summaries()
+            queued = self.delivery.pending()
+            if queued < self._queued_before // 2:
+                # The queues drained (by half or more): what they held is free now, so a trim is
+                # due at once, however little the last ones gave back (issue 14: memory returns
+                # after the queue drains).
+                self._trimmer.soon()
+                self._queued_before = queued
+            self._queued_before = max(self._queued_before, queued)
+            if ticks % TRIM_EVERY_S == 0 or self._trimmer.due_soon:
+                # In a worker thread (ctypes lets go of the GIL): the loop runs on meanwhile,
+                # waiting only if it needs the allocator's lock of the arena being trimmed.
+                trimmed = await asyncio.to_thread(self._trimmer.check)
+                if trimmed is not None:
+                    self.log.info("memory.trimmed", before_mb=round(trimmed[0] / 2**20, 1),
+                                  after_mb=round(trimmed[1] / 2**20, 1), ms=round(trimmed[2] * 1000, 2))
             now = time.monotonic()
             cfg = self.settings.config
             for sess in list(self.sessions):
@@ -737,15 +834,36 @@ class Switch:
         def refuse(reject: Reject, detail: str | None, why: str, *, cause: Reject | None = None) -> None:
             # ``cause``: the real reason's code, journaled only (the operator is shown ``reject``).
             sess._journal_session(f"LOGON FAILED {why}", code=(cause or reject).code, user=body.user)
-            sess._reject(xid, reject, detail, journal_text, inp)
+            sess._reject(xid, reject, detail, journal_text, inp, always=True)  # AC-7: every attempt
             sess.log.info("session.logon", outcome="refused", code=reject.code)
 
-        attempt = await self.in_auth_pool(self.auth.authenticate, body.user, body.password, body.otp,
-                                          via="pool" if pool is not None else "terminal")
+        # Logon work is bounded (SECURITY.md): the address's attempts first, then a check slot.
+        # Either refusal is E307 without a check: it says nothing about the account.
+        now, source = self.clock(), sess.source
+        if not self.logon_attempts.reserve(source, now):
+            self.metrics.logon_throttled.labels("address").inc()
+            if self.logon_throttle_delay_s > 0:
+                # Answered after a delay, the connection's further frames held meanwhile: a guesser
+                # past its rate gets one answer per connection and delay, not thousands a second.
+                # It is not being checked: its slot may go to a newer connection and its logon
+                # deadline runs (a close meanwhile still leaves the refusal's record).
+                sess.checking = False
+                await asyncio.sleep(self.logon_throttle_delay_s)
+            sess._reject(xid, Reject.E307, "TOO MANY LOGON ATTEMPTS FROM THIS ADDRESS, TRY LATER", journal_text, inp)
+            return
+        try:
+            attempt = await self.logon_gate.run(self.logon_attempts.priority(source, now), functools.partial(
+                self.auth.authenticate, via="pool" if pool is not None else "terminal"),
+                body.user, body.password, body.otp)
+        except Busy:
+            self.logon_attempts.release(source)
+            sess._reject(xid, Reject.E307, "LOGON BUSY, TRY AGAIN", journal_text, inp)
+            return
         if not attempt.ok:
             self.attempt_refused(sess, attempt)
             refuse(Reject.E202, None, attempt.refusal.value)
             return
+        self.logon_attempts.succeeded(source, self.clock())
         user: User = attempt.account  # type: ignore[assignment]
         if attempt.rehashed:  # users.toml now has the hash at the current cost
             self.reload_users()
@@ -824,12 +942,11 @@ class Switch:
                                    taf=sess.taf, text=f"POOL {alloc.pool} RELEASE {alloc.mnemonic} {why}")])
         pool = self.directory.pools.get(alloc.pool)
         target = pool.unsolicited_to if pool else None
-        for output in self.delivery.abandon(alloc.mnemonic, "POOLED SESSION ENDED" +
-                                            (f", REDIRECTED TO {target}" if target else "")):
-            if target is not None:
-                asyncio.get_running_loop().create_task(self.router.emit(
-                    [(self.directory.endpoint_of(target), target)], output.payload, "MSC",
-                    dict(txn=output.txn, code=None)))
+        outputs = self.delivery.take(alloc.mnemonic)
+        if outputs:
+            endpoint = self.directory.endpoint_of(target) if target else None
+            asyncio.get_running_loop().create_task(self.router.redirect_pooled(alloc.mnemonic, outputs, target,
+                                                                               endpoint))
 
     # -- password change (PWD, CJIS IA-5) ----------------------------------------------------
 
@@ -844,7 +961,11 @@ class Switch:
         from msc.mnemonics.passwords import context_words, hash_password, password_problem
 
         try:
-            attempt = await self.in_auth_pool(self.auth.change_password, user.id, body.candidates())
+            try:
+                attempt = await self.logon_gate.run((0, 0), self.auth.change_password, user.id, body.candidates())
+            except Busy:
+                sess._reject(xid, Reject.E307, "PASSWORD CHECKS BUSY, TRY AGAIN", inp.journal_text(), inp)
+                return
             if not attempt.ok:
                 # Wrong old password, locked or disabled account: one answer for all.
                 self.attempt_refused(sess, attempt)
@@ -853,7 +974,7 @@ class Switch:
                 return
             new = attempt.new_password
             problem = await self.in_auth_pool(password_problem, new, user.id, user.name,
-                                              context=context_words(self.settings, user.ori))
+                                              context=context_words(self.settings, user.ori))  # zxcvbn: ms
             if problem:
                 sess._reject(xid, Reject.E108, problem.upper(), inp.journal_text(), inp)
                 return
@@ -887,15 +1008,29 @@ class Switch:
             raise ProtocolError(denied.reject, denied.detail)
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         local, remote = admin_destinations(d, body.destinations, now=now, attached=self.delivery.attached)
-        for endpoint, _m in local:
-            if not self.delivery.room(endpoint):
-                raise ProtocolError(Reject.E307, f"QUEUE OF {endpoint} FULL, TRY AGAIN")
         link = None
         if remote:
             link = self.router.links.get(self.admin_upstream())
             if link is None or not link.up:
                 raise ProtocolError(Reject.E302)
         router = self.router
+        # Each local destination gets the message with the sender in place of the destination
+        # list (in parts if longer than a station can take). Admission is all or nothing: room
+        # for every output in every destination queue, reserved before the commit (PROTOCOL.md §5
+        # "Bounds"); and a remote part reserves the sender's slot for its fate (E302).
+        copies = []
+        counts: dict[str, int] = {}
+        for endpoint, m in local:
+            payload = f"{m}.AM.{body.ori}.{inp.mnemonic}.TXT {body.text}".encode("ascii", "replace")
+            split = router._split(payload)
+            copies.append((endpoint, m, payload, split))
+            counts[endpoint] = counts.get(endpoint, 0) + len(split[1])
+        sender = sess._endpoint_for(inp.mnemonic)
+        if remote:
+            counts[sender] = counts.get(sender, 0) + 1
+        if not self.delivery.reserve(counts, path="admin"):
+            full = next((e for e, n in counts.items() if not self.delivery.room(e, n)), sender)
+            raise ProtocolError(Reject.E307, f"QUEUE OF {full} FULL, TRY AGAIN")
         txn = router.new_txn()
         common = dict(user=oif, taf=taf, ori=body.ori, mke=inp.mke, txn=txn)
         entries = [Entry(kind=Kind.RECEIVED, direction="in", peer=sess._peer_name(), mnemonic=inp.mnemonic,
@@ -906,21 +1041,20 @@ class Switch:
             forwarded = f"{inp.header}.*{oif}.#{taf}.AM.{body.ori}.{','.join(remote)}{control}.TXT {body.text}"
             entries.append(Entry(kind=Kind.FORWARDED, direction="out", peer=link.name, mnemonic=inp.mnemonic,
                                  text=forwarded, **common))
-        # Each local destination gets the message with the sender in place of the destination list
-        # (in parts if longer than a station can take).
         outputs: list[Output] = []
         at: list[int] = []
-        for endpoint, m in local:
-            payload = f"{m}.AM.{body.ori}.{inp.mnemonic}.TXT {body.text}".encode("ascii", "replace")
-            outs, ents, pos = router.prepare([(endpoint, m)], payload, inp.mnemonic, dict(common), None, None)
+        for endpoint, m, payload, split in copies:
+            outs, ents, pos = router.prepare([(endpoint, m)], payload, inp.mnemonic, dict(common), None, None,
+                                              split=split)
             outputs += outs
             at += [len(entries) + i for i in pos]
             entries += ents
+        del copies
         pending = None
         if remote:
-            pending = Pending(txn=txn, header=inp.header, mnemonic=inp.mnemonic, endpoint=sess._endpoint_for(inp.mnemonic),
+            pending = Pending(txn=txn, header=inp.header, mnemonic=inp.mnemonic, endpoint=sender,
                               user=oif, taf=taf, ori=body.ori, mke=inp.mke, category="admin", upstream=link.name,
-                              expects_answer=False)
+                              expects_answer=False, slot=True)
 
         def after(seqs: list[int]) -> None:
             router.deliver_committed(outputs, at, seqs)
@@ -928,7 +1062,11 @@ class Switch:
                 # Nothing comes back for an AM: the upstream's A is its answer, a lost link E302.
                 router.dispatch(pending, forwarded.encode("ascii", "replace"))
 
-        sess._commit_then(entries, xid, b"", after, category="admin", pass_seqs=True)
+        def failed(exc: BaseException | None) -> None:
+            self.delivery.release(counts)
+            router.landed_undelivered(outputs, at, exc)  # outputs whose records landed anyway: closed
+
+        sess._commit_then(entries, xid, b"", after, category="admin", pass_seqs=True, on_fail=failed)
 
     def admin_upstream(self) -> str | None:
         c = self.settings.config

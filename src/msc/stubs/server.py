@@ -8,6 +8,10 @@ pushes unsolicited traffic typed into its ``--control`` port: one message text p
 ``\\r``, ``\\n``, ``\\t``, ``\\f`` and ``\\xHH`` for any byte), or ``NOTIFY KIND DEST [ORI]`` for a
 generated NCIC/Nlets notification (``NOTIFY $.L. ICS2 CA0130000``); the control client gets
 back ``A``, ``N <code> <reason>``, ``NOCONN`` once the switch has answered, or ``ERR <why>``.
+``BURST COUNT LINE`` pushes COUNT copies of LINE (a text, or a ``NOTIFY`` — each then a new
+notification) back to back without waiting for each answer, as a switching centre flushing its
+backlog after an outage does, and answers one line once every copy is answered:
+``BURST <count> A=<n> <code>=<n> …`` (refusals by code; ``NOCONN``/``TIMEOUT`` when so).
 ``--log`` records every message received, one per line, as received (CR and LF
 inside a message are written as ``\\r`` and ``\\n``).
 
@@ -350,6 +354,36 @@ class Stub:
         self._notified += 1
         return notification(self.cfg.seed, kind, dest, ori, self._notified)
 
+    async def burst(self, count: int, line: str, timeout: float = 300.0) -> str:
+        """``BURST COUNT LINE``: push ``count`` copies of ``line`` (a text, or a ``NOTIFY`` — a new
+        notification each time) without waiting between them; tally the switch's answers.
+
+        Returns ``BURST <count> A=<n> E307=<n> …`` (codes of ``N`` answers, ``NOCONN``, ``TIMEOUT``).
+        Raises ValueError for a NOTIFY it cannot make."""
+        conns = [c for c in self.conns if c.transport and not c.transport.is_closing()]
+        if not conns:
+            return f"BURST {count} NOCONN={count}"
+        texts = []
+        for _ in range(count):
+            generated = self.notification_text(line)
+            texts.append(generated if generated is not None else control_unescape(line))
+        conn = conns[0]
+        futs = []
+        for text in texts:
+            self.stats.unsolicited += 1
+            futs.append(conn.push(text.encode("latin-1", "replace")))
+        del texts
+        done, not_done = await asyncio.wait(futs, timeout=timeout) if futs else (set(), set())
+        tally: dict[str, int] = {}
+        for f in futs:
+            result = f.result() if f in done else "TIMEOUT"
+            key = "A" if result == "A" else result.split(" ")[1] if result.startswith("N ") else result
+            tally[key] = tally.get(key, 0) + 1
+        for f in not_done:
+            f.cancel()
+        order = sorted(tally, key=lambda k: (k != "A", k))
+        return f"BURST {count} " + " ".join(f"{k}={tally[k]}" for k in order)
+
     async def _control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while line := await reader.readline():
@@ -361,6 +395,13 @@ class Stub:
                     await writer.drain()
                     continue
                 try:
+                    words = text.split(" ", 2)
+                    if words[0] == "BURST":
+                        if len(words) != 3 or not words[1].isdigit() or not 1 <= int(words[1]) <= 1_000_000:
+                            raise ValueError("BURST COUNT LINE (COUNT 1 TO 1000000)")
+                        writer.write((await self.burst(int(words[1]), words[2]) + "\n").encode())
+                        await writer.drain()
+                        continue
                     generated = self.notification_text(text)
                 except ValueError as exc:
                     writer.write(f"ERR {exc}\n".encode())
