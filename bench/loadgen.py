@@ -38,7 +38,9 @@ import time
 from benchconfig import PASSWORD, mnemonic  # the stations and users the bench configuration made
 
 HEAD = struct.Struct(">IBI")
-PAD = " ADDITIONAL DESCRIPTIVE DATA FOR A REALISTIC REQUEST SIZE"
+# A free-text field (MIS/ is repeatable text, edits.DEFAULT_REPEATABLE) to give requests a realistic
+# size; appended to the last identifier it would make that identifier malformed (E108).
+PAD = ".MIS/ADDITIONAL DESCRIPTIVE DATA FOR A REALISTIC REQUEST SIZE"
 
 
 # kind, weight, text builder(i) -> body after the header; expects an answer?
