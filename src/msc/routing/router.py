@@ -124,6 +124,14 @@ class Router:
         """Send a committed request upstream (its RECEIVED/FORWARDED records are on disk)."""
         pending.router = self
         link = self.links.get(pending.upstream)
+        if link is not None and link.in_flight >= link.cfg.max_in_flight:
+            # capacity() was checked when the request was accepted, but a burst of requests
+            # accepted together all passed it before any of them was sent: the bound holds
+            # here, where the request is put in flight (one step of the event loop), and the
+            # excess is told E307 like a request refused at acceptance (SECURITY.md "Bounded
+            # under abuse").
+            self._resolve_failed(pending, Reject.E307, f"{link.name.upper()} AT MAX_IN_FLIGHT", remember=False)
+            return
         try:
             if link is None:
                 raise LookupError
