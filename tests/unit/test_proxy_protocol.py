@@ -13,6 +13,7 @@ from msc.protocol.proxy import (
     V2_SIGNATURE,
     ProxyHeaderError,
     ProxyReader,
+    cn_sendable,
     crc32c,
     format_v1,
     format_v2,
@@ -247,6 +248,101 @@ def test_feed_after_header_is_a_usage_error():
         r.feed(b"x")
 
 
+# -- the v2 builder (what ``msc web`` sends for a browser, with or without its certificate) ------
+
+def test_v2_builder_exact_bytes_with_a_verified_cn():
+    """§2.2 / §2.2.7 laid out by hand: the builder's bytes are exactly these."""
+    cn = b"DESK7"
+    sub = b"\x22" + struct.pack(">H", len(cn)) + cn
+    ssl_value = b"\x03" + b"\x00\x00\x00\x00" + sub  # PP2_CLIENT_SSL|PP2_CLIENT_CERT_CONN, verify 0
+    body = bytes([192, 0, 2, 44, 127, 0, 0, 1]) + struct.pack(">HH", 40000, 8443)
+    body += b"\x20" + struct.pack(">H", len(ssl_value)) + ssl_value
+    want = V2_SIGNATURE + b"\x21\x11" + struct.pack(">H", len(body)) + body
+    assert format_v2(("192.0.2.44", 40000), ("127.0.0.1", 8443), ssl_cn="DESK7") == want
+    h, _ = read(want)
+    assert (h.version, h.local, h.source, h.destination, h.ssl_cn) == (
+        2, False, ("192.0.2.44", 40000), ("127.0.0.1", 8443), "DESK7")
+
+
+def test_v2_builder_without_a_cn_sends_no_identity():
+    data = format_v2(("192.0.2.44", 40000), ("127.0.0.1", 8443))
+    assert b"\x20" not in data[28:]  # no TLV at all after the 12-byte address block
+    assert len(data) == 16 + 12
+    assert read(data)[0].ssl_cn is None
+
+
+# Addresses as a browser's socket may report them: IPv4-mapped on a dual-stack socket (→ IPv4).
+MAPPED = [
+    (("::ffff:192.0.2.7", 5), ("127.0.0.1", 6), ("192.0.2.7", 5), ("127.0.0.1", 6)),
+    (("192.0.2.7", 5), ("::ffff:127.0.0.1", 6), ("192.0.2.7", 5), ("127.0.0.1", 6)),
+    # Both mapped: IPv6 on the wire (as the socket named them), read back in its IPv6 text form.
+    (("::ffff:10.1.2.3", 65535), ("::ffff:10.0.0.1", 0), ("::ffff:a01:203", 65535), ("::ffff:a00:1", 0)),
+    (("2001:db8::7", 1), ("::1", 2), ("2001:db8::7", 1), ("::1", 2)),
+    # A link-local browser: the zone is the web server's own interface, meaningless at the switch.
+    (("fe80::1%eth0", 5), ("fe80::2%eth0", 6), ("fe80::1", 5), ("fe80::2", 6)),
+]
+
+
+@pytest.mark.parametrize("src,dst,want_src,want_dst", MAPPED)
+def test_v2_builder_addresses(src, dst, want_src, want_dst):
+    h, _ = read(format_v2(src, dst, ssl_cn="ICS1"))
+    assert (h.source, h.destination) == (want_src, want_dst)
+    assert h.ssl_cn == "ICS1"
+
+
+# What the builder refuses (ValueError) instead of sending bytes the switch would close on.
+BUILDER_REFUSES = [
+    ("mixed families", ("2001:db8::1", 5), ("127.0.0.1", 6), None),
+    ("not an address", ("localhost", 5), ("127.0.0.1", 6), None),
+    ("empty address", ("", 5), ("127.0.0.1", 6), None),
+    ("port above 65535", ("192.0.2.7", 65536), ("127.0.0.1", 6), None),
+    ("negative port", ("192.0.2.7", -1), ("127.0.0.1", 6), None),
+    ("empty CN", ("192.0.2.7", 5), ("127.0.0.1", 6), ""),
+    ("CN of 65 characters", ("192.0.2.7", 5), ("127.0.0.1", 6), "A" * 65),
+    ("CN with a newline", ("192.0.2.7", 5), ("127.0.0.1", 6), "DESK\n7"),
+    ("CN with NUL", ("192.0.2.7", 5), ("127.0.0.1", 6), "DESK\x007"),
+    ("CN with DEL", ("192.0.2.7", 5), ("127.0.0.1", 6), "DESK\x7f"),
+    ("CN non-ASCII", ("192.0.2.7", 5), ("127.0.0.1", 6), "BÜRO7"),
+    ("CN with a tab", ("192.0.2.7", 5), ("127.0.0.1", 6), "DESK\t7"),
+]
+
+
+@pytest.mark.parametrize("why,src,dst,cn", BUILDER_REFUSES, ids=[w for w, *_ in BUILDER_REFUSES])
+def test_v2_builder_refuses(why, src, dst, cn):
+    with pytest.raises(ValueError):
+        format_v2(src, dst, ssl_cn=cn)
+
+
+# CNs as agencies write them: each at the edge of what travels, sent and read back unchanged.
+EDGE_CNS = ["A", "A" * 64, " LEADING", "TRAILING ", "desk-7.ics.ca.gov", "O'BRIEN, PAT (DISPATCH)",
+            "~!@#$%^&*()_+{}|:\"<>?`-=[]\\;',./", "12345"]
+
+
+@pytest.mark.parametrize("cn", EDGE_CNS)
+@pytest.mark.parametrize("crc", [False, True])
+def test_v2_builder_edge_cns_round_trip(cn, crc):
+    assert cn_sendable(cn)
+    h, _ = read(format_v2(("192.0.2.7", 1), ("127.0.0.1", 2), ssl_cn=cn, crc=crc), chunks=3)
+    assert h.ssl_cn == cn
+
+
+def test_v2_builder_tampered_cn_is_refused_or_not_an_identity():
+    """A flipped byte in a CRC-protected header is refused; the verified flag cleared (or verify
+    set non-zero) leaves the CN unread — the switch never takes a CN the relay did not verify."""
+    data = bytearray(format_v2(("192.0.2.7", 1), ("127.0.0.1", 2), ssl_cn="DESK7", crc=True))
+    at = data.index(b"DESK7")
+    data[at] ^= 0x01
+    with pytest.raises(ProxyHeaderError):
+        read(bytes(data))
+    plain = format_v2(("192.0.2.7", 1), ("127.0.0.1", 2), ssl_cn="DESK7")
+    client_at = 28 + 3  # the SSL TLV follows the 12-byte INET block: type, length, then ``client``
+    for client, verify in ((0x01, 0), (0x02, 0), (0x03, 1), (0x03, 0xFFFFFFFF)):
+        bent = bytearray(plain)
+        bent[client_at] = client
+        bent[client_at + 1:client_at + 5] = struct.pack(">I", verify)
+        assert read(bytes(bent))[0].ssl_cn is None, (client, verify)
+
+
 # -- properties --------------------------------------------------------------------------------
 
 ipv4 = st.ip_addresses(v=4).map(str)
@@ -271,6 +367,50 @@ def test_round_trip_any_split(addrs, sport, dport, step, v2, rest):
     assert h.source == (str(__import__("ipaddress").ip_address(addrs[0])), sport)
     assert h.destination[1] == dport
     assert r.rest == stream[len(data):consumed]
+
+
+printable_cn = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=64)
+any_cn = st.text(max_size=80)
+
+
+@given(st.one_of(st.tuples(ipv4, ipv4), st.tuples(ipv6, ipv6), st.tuples(ipv4, ipv4.map(lambda a: "::ffff:" + a))),
+       port, port, st.one_of(st.none(), printable_cn), st.booleans(), st.integers(1, 40), st.binary(max_size=20))
+@settings(max_examples=300, deadline=None)
+def test_v2_builder_parser_round_trip_with_cn(addrs, sport, dport, cn, crc, step, rest):
+    """Whatever address pair and printable CN a browser's connection has, the parser reads back
+    exactly the address, the port and the CN — and nothing past the header."""
+    import ipaddress
+
+    data = format_v2((addrs[0], sport), (addrs[1], dport), ssl_cn=cn, crc=crc)
+    stream = data + rest
+    r = ProxyReader()
+    h = None
+    for i in range(0, len(stream), step):
+        h = r.feed(stream[i:i + step])
+        if h is not None:
+            break
+    assert h is not None and h.version == 2 and not h.local
+    assert ipaddress.ip_address(h.source[0]) == ipaddress.ip_address(addrs[0])
+    assert h.source[1] == sport and h.destination[1] == dport
+    assert h.ssl_cn == cn
+    assert h.length == len(data)
+
+
+@given(any_cn)
+@settings(max_examples=300, deadline=None)
+def test_v2_builder_sends_a_cn_only_if_the_parser_accepts_it(cn):
+    """The builder and the parser agree on every CN: sent and read back, or refused by both."""
+    if cn_sendable(cn):
+        assert read(format_v2(("192.0.2.7", 1), ("127.0.0.1", 2), ssl_cn=cn))[0].ssl_cn == cn
+    else:
+        with pytest.raises(ValueError):
+            format_v2(("192.0.2.7", 1), ("127.0.0.1", 2), ssl_cn=cn)
+        raw = cn.encode("utf-8")[:200]
+        sub = b"\x22" + struct.pack(">H", len(raw)) + raw
+        value = b"\x03\x00\x00\x00\x00" + sub
+        tlv = b"\x20" + struct.pack(">H", len(value)) + value
+        with pytest.raises(ProxyHeaderError):
+            read(format_v2(("192.0.2.7", 1), ("127.0.0.1", 2), tlvs=tlv))
 
 
 @given(st.binary(max_size=300))

@@ -285,20 +285,39 @@ def _check_crc(data: bytes, tlv: tuple[int, bytes]) -> None:
 
 def format_v2(source: tuple[str, int] | None, destination: tuple[str, int] | None, *,
               ssl_cn: str | None = None, crc: bool = False, tlvs: bytes = b"") -> bytes:
-    """A v2 header: PROXY over TCP for ``source`` → ``destination``, or LOCAL when both are
-    None; ``ssl_cn`` adds a ``PP2_TYPE_SSL`` TLV of a verified client certificate; ``crc`` a
-    ``PP2_TYPE_CRC32C``; ``tlvs`` raw TLV bytes appended (tests)."""
+    """A v2 header (§2.2): PROXY over TCP for ``source`` → ``destination`` (address text, port
+    0–65535; an IPv4-mapped IPv6 address is sent as IPv4 when the other end is IPv4, as
+    :func:`format_v1` does), or LOCAL when both are None.
+
+    ``ssl_cn``: the subject CN of a client certificate the relay **verified** on this connection —
+    a ``PP2_TYPE_SSL`` TLV (§2.2.7: ``client`` = ``PP2_CLIENT_SSL | PP2_CLIENT_CERT_CONN``,
+    ``verify`` = 0) with a ``PP2_SUBTYPE_SSL_CN`` sub-TLV; it must be what :func:`parse_v2`
+    accepts (1–64 printable ASCII characters, X.520 ub-common-name). Pass None for a client
+    without one (or whose certificate did not verify): no SSL TLV, no identity.
+    ``crc``: a ``PP2_TYPE_CRC32C`` TLV (§2.2.8); ``tlvs``: raw TLV bytes appended (tests).
+
+    Raises ValueError for an address that is not an IP address, a port out of range, mixed
+    families, or a CN the receiver would refuse — a relay must never send what the switch closes
+    the connection for."""
     if source is None or destination is None:
         ver_cmd, fam, block = 0x20 | CMD_LOCAL, 0x00, b""
     else:
         src, dst = ipaddress.ip_address(source[0]), ipaddress.ip_address(destination[0])
+        if src.version != dst.version:  # a mapped IPv4 peer on an IPv6 socket, or the reverse
+            src = getattr(src, "ipv4_mapped", None) or src
+            dst = getattr(dst, "ipv4_mapped", None) or dst
         if src.version != dst.version:
             raise ValueError("source and destination are of different address families")
+        sport, dport = int(source[1]), int(destination[1])
+        if not (0 <= sport <= 0xFFFF and 0 <= dport <= 0xFFFF):
+            raise ValueError("a port is 0-65535")
         family = AF_INET if src.version == 4 else AF_INET6
         ver_cmd, fam = 0x20 | CMD_PROXY, (family << 4) | PROTO_STREAM
-        block = src.packed + dst.packed + struct.pack(">HH", source[1], destination[1])
+        block = src.packed + dst.packed + struct.pack(">HH", sport, dport)
     extra = tlvs
     if ssl_cn is not None:
+        if not cn_sendable(ssl_cn):
+            raise ValueError("a certificate CN sent in a PROXY header is 1-64 printable ASCII characters")
         cn = ssl_cn.encode("ascii")
         sub = bytes([PP2_SUBTYPE_SSL_CN]) + struct.pack(">H", len(cn)) + cn
         value = bytes([PP2_CLIENT_SSL | PP2_CLIENT_CERT_CONN]) + struct.pack(">I", 0) + sub
@@ -306,10 +325,18 @@ def format_v2(source: tuple[str, int] | None, destination: tuple[str, int] | Non
     if crc:
         extra += bytes([PP2_TYPE_CRC32C]) + struct.pack(">H", 4) + b"\x00" * 4
     body = block + extra
+    if V2_HEAD + len(body) > V2_MAX:
+        raise ValueError(f"a PROXY v2 header is at most {V2_MAX} bytes here")
     out = bytearray(V2_SIGNATURE + bytes([ver_cmd, fam]) + struct.pack(">H", len(body)) + body)
     if crc:
         struct.pack_into(">I", out, len(out) - 4, crc32c(bytes(out)))
     return bytes(out)
+
+
+def cn_sendable(cn: str) -> bool:
+    """Can ``cn`` travel in a ``PP2_SUBTYPE_SSL_CN`` that :func:`parse_v2` accepts: 1–64
+    characters (X.520 ub-common-name), printable ASCII (0x20–0x7E)?"""
+    return 0 < len(cn) <= _CN_MAX and all(" " <= ch <= "~" for ch in cn)
 
 
 # -- CRC-32C (Castagnoli), as §2.2.8 requires; a checksum, not cryptography --------------------

@@ -53,8 +53,10 @@ from msc.journal.records import Entry, JournalError, Kind
 from msc.mnemonics.directory import Directory
 from msc.protocol import framing, grammar
 from msc.protocol.message import parse_pairs
+from msc.protocol.proxy import cn_sendable
 from msc.web import forms
 from msc.web.inbox import classify
+from msc.web.peer import verified_cn
 from msc.web.relay import LinkClosed, SwitchLink
 
 log = structlog.get_logger("msc.web")
@@ -108,6 +110,7 @@ class WebSession:
     ref_stem: str = ""
     ref_n: int = 0
     busy: bool = False
+    cert_cn: str | None = None  # the verified client certificate's CN the logon came with
 
     def next_ref(self) -> str:
         """A reference of its own for every message (PROTOCOL.md §4: answers are linked by it):
@@ -308,8 +311,20 @@ class WebConsole:
         s = self.session_of(request)
         if s is None or s.console is None or s.ended or (console is not None and s.console != console):
             raise _Refused(401, "not logged on")
+        if not self.same_certificate(request, s):
+            raise _Refused(401, "not logged on")
         s.last_activity = time.monotonic()
         return s
+
+    @staticmethod
+    def same_certificate(conn, s: WebSession) -> bool:
+        """A session logged on with a client certificate is used only with that certificate (and
+        one without, only without one): a session cookie taken to another browser is worth nothing
+        for a station bound by certificate."""
+        if verified_cn(conn.scope) == s.cert_cn:
+            return True
+        log.warning("web.certificate_differs_from_logon", console=s.console)
+        return False
 
     async def end(self, s: WebSession, why: str, *, logoff: bool = False) -> None:
         """End a web session: tell its pages, log off at the switch (operator) or journal the
@@ -389,11 +404,12 @@ class WebConsole:
                 if re.fullmatch(grammar.HEADER, header) is None:
                     return JSONResponse({"error": "a station or pool is 4-10 letters or digits", "field": "header"}, 400)
                 return await self._operator_logon(request, s, user, password, otp, header)
-            return await self._console_logon(s, console, user, password, otp)
+            return await self._console_logon(request, s, console, user, password, otp)
         finally:
             s.busy = False
 
-    async def _console_logon(self, s: WebSession, console: str, user: str, password: str, otp: str) -> Response:
+    async def _console_logon(self, request: Request, s: WebSession, console: str, user: str, password: str,
+                             otp: str) -> Response:
         attempt, entries = await asyncio.to_thread(
             identity.authenticate, self.settings, user, password, otp or None, roles=CONSOLES[console],
             op=f"{console} console", peer="WEB")
@@ -408,6 +424,7 @@ class WebConsole:
         self.rotate(s)
         now = time.monotonic()
         s.console, s.user, s.ori = console, attempt.user_id, acct.ori if acct else None
+        s.cert_cn = verified_cn(request.scope)
         s.logon_at = s.last_activity = now
         log.info("web.logon", console=console)
         return self.set_cookie(JSONResponse({"ok": True, "console": console, "user": s.user}), s)
@@ -434,9 +451,20 @@ class WebConsole:
                           max_frame=self.listener.max_frame)
         client = (request.client.host, request.client.port) if request.client else ("0.0.0.0", 0)
         server = self.server_address or ("127.0.0.1", 0)
+        presented = cert_cn = verified_cn(request.scope)  # None unless it verified against [web] client_ca
+        if cert_cn is not None and not cn_sendable(cert_cn):
+            # No station can be bound to it through a relay: the logon goes on as without a
+            # certificate (an address-bound station or pool still admits the browser).
+            log.warning("web.client_cert_cn_not_passed", reason="not 1-64 printable ASCII characters")
+            cert_cn = None
         try:
-            await link.connect(host, port, client=_plain_ip(client), server=_plain_ip(server), ssl=ctx,
-                               server_hostname=web_tls.server_name if web_tls else None)
+            browser, here = _plain_ip(client), _plain_ip(server)
+            if ipaddress.ip_address(browser[0]).version != ipaddress.ip_address(here[0]).version:
+                # A dual-stack bind (``[::]``) reached over IPv4: the header names one family;
+                # where the browser came in is this server's business, not the switch's.
+                here = ("0.0.0.0" if ipaddress.ip_address(browser[0]).version == 4 else "::", here[1])
+            await link.connect(host, port, client=browser, server=here, client_cn=cert_cn,
+                               ssl=ctx, server_hostname=web_tls.server_name if web_tls else None)
             banner = await link.wait_banner()
             if banner != s.banner:
                 # The switch now says something else: the person acknowledges that first (AC-8).
@@ -458,6 +486,7 @@ class WebConsole:
         self.rotate(s)
         now = time.monotonic()
         s.console, s.user, s.link = "operator", pairs.get("USR", user), link
+        s.cert_cn = presented
         s.mnemonic, s.ori = pairs.get("MNE", header[:4]), acct.ori if acct else None
         s.logon_at = s.last_activity = now
         log.info("web.logon", console="operator")
@@ -571,7 +600,8 @@ class WebConsole:
         s = self.session_of(ws)
         origin = ws.headers.get("origin", "")
         host = ws.headers.get("host", "")
-        if s is None or s.console != "operator" or s.ended or origin != f"https://{host}":
+        if s is None or s.console != "operator" or s.ended or origin != f"https://{host}" \
+                or not self.same_certificate(ws, s):
             await ws.close(code=4401)
             return
         await ws.accept()

@@ -1,12 +1,14 @@
 """One browser operator's connection to the switch: an ordinary terminal session (PROTOCOL.md).
 
 :class:`SwitchLink` opens a TCP (optionally TLS) connection to the switch's ``proxy_protocol``
-listener, sends the PROXY v1 header naming the browser's own address (so the switch's TAF and its
-station/pool binding are the browser's, CONFIG.md "Listeners behind a relay"), and then speaks the
-frames of PROTOCOL.md §1 with :mod:`msc.protocol.framing`: it waits for ``SYS.BANNER``, acknowledges
-it only when told to (after the person did), sends messages and awaits their ``A``/``N``, answers
-heartbeats, hands every output (``M`` with an OSN) and every ``SYS`` message to its owner, and
-acknowledges an output (``A`` with its OSN) only when the owner says the page has shown it.
+listener, sends the PROXY v2 header naming the browser's own address and, when the browser
+presented a client certificate that verified, its subject CN (so the switch's TAF and its
+station/pool binding — by address or by ``client_cert_cn`` — are the browser's, CONFIG.md
+"Listeners behind a relay"), and then speaks the frames of PROTOCOL.md §1 with
+:mod:`msc.protocol.framing`: it waits for ``SYS.BANNER``, acknowledges it only when told to (after
+the person did), sends messages and awaits their ``A``/``N``, answers heartbeats, hands every
+output (``M`` with an OSN) and every ``SYS`` message to its owner, and acknowledges an output
+(``A`` with its OSN) only when the owner says the page has shown it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import structlog
 from msc.protocol import framing
 from msc.protocol.codes import FramingError
 from msc.protocol.framing import Frame, Framer
-from msc.protocol.proxy import format_v1
+from msc.protocol.proxy import format_v2
 
 log = structlog.get_logger("msc.web.relay")
 
@@ -49,14 +51,18 @@ class SwitchLink:
         self.closed = False
 
     async def connect(self, host: str, port: int, *, client: tuple[str, int], server: tuple[str, int],
-                      ssl: ssl_mod.SSLContext | None = None, server_hostname: str | None = None,
-                      timeout: float = 10.0) -> None:
-        """Connect and send the PROXY header for ``client`` (the browser) → ``server`` (this web
-        server's own address as the browser reached it)."""
+                      client_cn: str | None = None, ssl: ssl_mod.SSLContext | None = None,
+                      server_hostname: str | None = None, timeout: float = 10.0) -> None:
+        """Connect and send the PROXY v2 header for ``client`` (the browser) → ``server`` (this web
+        server's own address as the browser reached it); ``client_cn``: the CN of the browser's
+        client certificate, **only** when it verified (the switch takes it as the session's
+        certificate, PROXY ``PP2_TYPE_SSL``); None sends no SSL TLV — no certificate identity.
+        Raises ValueError (before connecting) for an address or CN a header cannot carry."""
+        header = format_v2(client, server, ssl_cn=client_cn)
         self.reader, self.writer = await asyncio.wait_for(
             asyncio.open_connection(host, port, ssl=ssl, server_hostname=server_hostname if ssl else None), timeout)
         assert self.writer is not None
-        self.writer.write(format_v1(client, server))
+        self.writer.write(header)
         self._task = asyncio.get_running_loop().create_task(self._read(), name="switch-link")
 
     async def wait_banner(self, timeout: float = 10.0) -> str:

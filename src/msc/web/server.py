@@ -7,7 +7,10 @@ browser session is by construction an ordinary terminal session at the switch.
 TLS: the same context builder as the switch's listeners (:mod:`msc.config.tls`: TLS 1.2+, AEAD
 ciphers only), with ALPN ``http/1.1``. uvicorn's access log is off (a URL is not a secret here,
 but nothing is logged that could be one) and forwarded-for headers are never trusted (the
-browser's own address is what the switch's TAF and the logon rate limit use).
+browser's own address is what the switch's TAF and the logon rate limit use). The HTTP protocol
+is uvicorn's h11 one with the connection's TLS facts added to each request (:mod:`msc.web.peer`):
+a browser's client certificate that verified against ``[web] tls.client_ca`` is passed on to the
+switch (its CN in the PROXY v2 header).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ def serve(settings: Settings, *, ready_file: str | None = None) -> int:
 
     from msc.config.tls import server_ssl_context
     from msc.web.app import WebConsole
+    from msc.web.peer import TlsH11Protocol
 
     web = settings.config.web
     host, port = parse_hostport(web.bind)
@@ -53,7 +57,7 @@ def serve(settings: Settings, *, ready_file: str | None = None) -> int:
         return ctx
 
     console = WebConsole(settings)
-    config = uvicorn.Config(console.app(), host=host, port=port, ssl_context_factory=ssl_context, http="h11",
+    config = uvicorn.Config(console.app(), host=host, port=port, ssl_context_factory=ssl_context, http=TlsH11Protocol,
                             ws="websockets-sansio", ws_max_size=64 * 1024, access_log=False, proxy_headers=False,
                             server_header=False, log_config=None, lifespan="on", timeout_keep_alive=5,
                             limit_concurrency=1000, timeout_graceful_shutdown=5)
