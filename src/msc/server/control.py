@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import json
 import os
-from pathlib import Path
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
