@@ -43,16 +43,16 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from msc.journal.records import Entry, JournalError, Kind, unseal_meta
+from msc.journal.schema import PURGE_CODE as PURGE_CODE  # the rules' constants live with the tables
+from msc.journal.schema import TIMELINE_GAP_S as TIMELINE_GAP_S
 
 if TYPE_CHECKING:
     from msc.journal.store import Reader
     from msc.keyring import KeyRing, PeriodKeys
 
 MIN_RETENTION_DAYS = 1096  # PPP §1.7.1 A: three years
-TIMELINE_GAP_S = 2 * 3600  # a longer silence between two records is time the journal did not see
 CLOCK_SKEW_S = 300  # the clock may be this far behind the newest record before it is "behind"
 DISAGREEMENT_S = 30 * 86400  # clock-due but this much short by the journal: refuse, not wait
-PURGE_CODE = "PURGE"
 _TXN = re.compile(r"PURGE:(\d{4}-\d{2}):(\d+)-(\d+):(\d+)\Z")
 
 

@@ -34,6 +34,10 @@ import msgspec
 from msc.config.files import private_db
 from msc.journal.records import META_COLUMNS
 
+#: The code of a retention purge's ADMIN record (msc.journal.retention).
+PURGE_CODE = "PURGE"
+TIMELINE_GAP_S = 2 * 3600  # a longer silence between two records is time the journal did not see
+
 PARTITION_RE = re.compile(r"(\d{4})-(\d{2})\.db\Z")  # not YYYY-MM.idx.db
 
 #: The metadata columns of ``records``, in stored order: the one definition is the record's

@@ -26,10 +26,10 @@ from msc.journal.bundle_verifier import checkpoint_message
 from msc.journal.indexer import Indexer
 from msc.journal.merkle import Frontier
 from msc.journal.records import JournalError
-from msc.journal.retention import TIMELINE_GAP_S
 from msc.journal.schema import (
     COLUMNS,
     PARTITION_SCHEMA,
+    TIMELINE_GAP_S,
     Checkpoint,
     Row,
     connect,
@@ -121,7 +121,7 @@ class Writer:
         The caller destroys the month's key (crypto-shredding) between this and the deletion;
         a crash anywhere in between is completed by :meth:`open` and the Journal's open.
         """
-        from msc.journal.retention import PURGE_CODE
+        from msc.journal.schema import PURGE_CODE
 
         path = partition_path(self.dir, period)
         if not path.exists():
