@@ -47,7 +47,7 @@ from msc.journal.schema import PURGE_CODE as PURGE_CODE  # the rules' constants 
 from msc.journal.schema import TIMELINE_GAP_S as TIMELINE_GAP_S
 
 if TYPE_CHECKING:
-    from msc.journal.store import Reader
+    from msc.journal.reader import Reader
     from msc.keyring import KeyRing, PeriodKeys
 
 MIN_RETENTION_DAYS = 1096  # PPP §1.7.1 A: three years
