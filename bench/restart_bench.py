@@ -111,7 +111,7 @@ def main() -> None:
     t = time.perf_counter()
     s = load(cfg)
     if args.reuse and list(s.journal_dir.glob("*.db")):
-        from msc.journal.store import Reader
+        from msc.journal.reader import Reader
 
         r = Reader(s.journal_dir)
         records = max(r.period_range(p)[1] for p in r.periods())

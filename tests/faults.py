@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from msc.journal.interfaces import JournalWriter
 from msc.journal.records import JournalError
-from msc.journal.store import Checkpoint, Row
+from msc.journal.schema import Checkpoint, Row
 
 
 class FaultyWriter:

@@ -47,7 +47,7 @@ class SqliteBackend:
         return ThreadWriter(directory, "full", signing, mark)
 
     def journal_reader(self):
-        from msc.journal.store import Reader
+        from msc.journal.reader import Reader
 
         return Reader(self.root / "journal")
 

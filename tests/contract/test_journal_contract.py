@@ -11,7 +11,8 @@ from msc.journal.interfaces import JournalReader, JournalWriter
 from msc.journal.merkle import leaf_hash, root_of
 from msc.journal.records import JournalError
 from msc.journal.retention import TIMELINE_GAP_S
-from msc.journal.store import COLUMNS, JournalBusy, Row
+from msc.journal.schema import COLUMNS, Row
+from msc.journal.writer import JournalBusy
 
 NOV = int(dt.datetime(2026, 11, 30, 12, tzinfo=dt.UTC).timestamp() * 1_000_000)
 DEC = int(dt.datetime(2026, 12, 1, 0, 0, 1, tzinfo=dt.UTC).timestamp() * 1_000_000)

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from msc.config.load import load
+from msc.journal.schema import list_partitions, partition_path
 from msc.journal.search import Query, search
-from msc.journal.store import list_partitions, partition_path
 from msc.keyring import KeyRing
 from tests.conftest import PASSWORD, free_port, make_config
 from tests.e2e.conftest import Proc, run, start_serve, start_stub

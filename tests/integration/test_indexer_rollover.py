@@ -14,8 +14,9 @@ import pytest
 
 from msc.journal import Entry, Journal, KeyRing
 from msc.journal.indexer import Indexer, open_index, progress
+from msc.journal.reader import Reader
+from msc.journal.schema import list_partitions
 from msc.journal.search import Query, search
-from msc.journal.store import Reader, list_partitions
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.timeout(120)

@@ -217,7 +217,7 @@ async def test_no_message_text_or_field_value_in_plaintext_anywhere_on_disk(harn
     # ... and the metadata that is searchable in plain columns is exactly JOURNAL.md's list.
     import sqlite3
 
-    from msc.journal.store import list_partitions, partition_path
+    from msc.journal.schema import list_partitions, partition_path
 
     period = list_partitions(harness.switch.settings.journal_dir)[0]
     cols = [r[1] for r in sqlite3.connect(partition_path(harness.switch.settings.journal_dir, period))

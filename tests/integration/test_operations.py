@@ -252,3 +252,19 @@ async def test_availability_ledger_on_a_fake_clock_through_the_switch(harness):
     ratio = sw2.metrics.availability.labels("30d")._value.get()
     assert ratio == pytest.approx(940 / 1000)
     assert sw2.ledger.run_id == run_id + 1
+
+
+async def test_the_control_socket_refuses_what_is_not_a_request_and_goes_on_serving(harness):
+    sw = await harness.start_switch()
+    r, w = await asyncio.open_unix_connection(str(sw.settings.data_dir / "control.sock"))
+    try:
+        for line in (b'{"op": "stop"}', b'{"op": "_apply_config"}', b'{"op": "unlock"}', b"not json",
+                     b'{"op": "station", "mnemonic": "ICS1", "disabled": "yes"}'):
+            w.write(line + b"\n")
+            reply = json.loads(await asyncio.wait_for(r.readline(), 10))
+            assert reply["ok"] is False and reply["error"].startswith("bad request"), (line, reply)
+        w.write(b'{"op": "ping"}\n')
+        reply = json.loads(await asyncio.wait_for(r.readline(), 10))
+        assert reply["ok"] is True and reply["switch"] == sw.settings.config.switch.name
+    finally:
+        w.close()

@@ -12,8 +12,8 @@ import shutil
 
 import pytest
 
+from msc.journal.schema import list_partitions
 from msc.journal.search import Query, search
-from msc.journal.store import list_partitions
 from msc.journal.verify import verify
 from tests.timeline import Clock, utc
 

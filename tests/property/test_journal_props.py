@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from msc.journal import Entry, Journal, KeyRing
+from msc.journal.schema import COLUMNS, list_partitions, partition_path
 from msc.journal.search import Query, search
-from msc.journal.store import COLUMNS, list_partitions, partition_path
 from msc.journal.tokens import fields_of, normalize
 from msc.journal.verify import verify
 

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from msc.journal import Entry, Journal, KeyRing
+from msc.journal.reader import Reader
 from msc.journal.retention import purge_txn
+from msc.journal.schema import partition_path
 from msc.journal.selfcheck import JournalRefused
-from msc.journal.store import Reader, partition_path
 from msc.journal.verify import verify
 from tests.timeline import Clock, run_for, utc
 

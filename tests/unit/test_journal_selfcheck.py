@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from msc.journal import Entry, Journal, JournalError, KeyRing
+from msc.journal.schema import list_partitions, partition_path
 from msc.journal.search import Query, search
 from msc.journal.selfcheck import JournalRefused
-from msc.journal.store import list_partitions, partition_path
 from msc.journal.verify import verify
 from tests.faults import kill_writer_process
 
@@ -345,7 +345,8 @@ async def test_a_tail_cut_while_running_is_noticed_and_the_journal_fails_closed(
 
 
 def test_the_writer_never_leaves_a_hole_or_writes_over_a_number(tmp_path):
-    from msc.journal.store import Row, Writer
+    from msc.journal.schema import Row
+    from msc.journal.writer import Writer
 
     w = Writer(tmp_path / "journal")
     w.open()

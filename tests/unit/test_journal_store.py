@@ -9,7 +9,8 @@ import pytest
 
 from msc.journal import Entry, Journal, JournalError, KeyRing
 from msc.journal.records import open_sealed, unseal_meta
-from msc.journal.store import JournalBusy, Writer, partition_path
+from msc.journal.schema import partition_path
+from msc.journal.writer import JournalBusy, Writer
 from tests.faults import FaultyWriter, kill_writer_process
 
 
@@ -119,7 +120,7 @@ async def test_checkpoint_is_signed_and_counts_the_tree(tmp_path, ring, writer_k
     await j.flush()
     cp = await j.checkpoint()
     assert cp is not None and cp.tree_size == j.tree_size >= 25
-    from msc.journal.store import checkpoint_message
+    from msc.journal.bundle_verifier import checkpoint_message
 
     ring.public_key().verify(cp.signature, checkpoint_message("MSC", cp.tree_size, cp.root, cp.ts))
     await j.close()

@@ -10,7 +10,7 @@ import sqlite3
 import pytest
 
 from msc.journal import Entry, Journal, KeyRing
-from msc.journal.store import list_partitions, partition_path
+from msc.journal.schema import list_partitions, partition_path
 from msc.journal.watch import run
 
 

@@ -27,8 +27,8 @@ from msc.journal.retention import (
     observed_seconds,
     plan,
 )
+from msc.journal.schema import list_partitions
 from msc.journal.search import Query, search
-from msc.journal.store import list_partitions
 from msc.journal.verify import verify
 from tests.timeline import Clock, utc
 

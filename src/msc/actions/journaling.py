@@ -19,7 +19,7 @@ import msgspec
 from msc.config.load import Settings
 from msc.journal.journal import Journal
 from msc.journal.records import Entry, JournalError, Kind
-from msc.journal.store import JournalBusy
+from msc.journal.writer import JournalBusy
 
 
 class DaemonUnavailable(Exception):

@@ -19,14 +19,14 @@ from msc.actions import investigate
 from msc.actions.investigate import CASE_RE, CASE_RULE  # noqa: F401
 from msc.cli.admin import DaemonUnavailable, control
 from msc.config.load import Settings
+from msc.journal.export import JSON_KEYS
 from msc.journal.records import JournalError, Record
 from msc.journal.search import Query, iso
 from msc.keyring import KeyError_, KeyRing
 from msc.protocol.message import output_bytes
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_AUTH = 0, 1, 2, 3
-JSONL_KEYS = ("seq", "ts", "kind", "direction", "peer", "mnemonic", "user", "taf", "ori", "mke", "txn", "code",
-              "purpose", "requester", "recipient", "text")
+JSONL_KEYS = JSON_KEYS
 
 
 def add_arguments(sub) -> None:

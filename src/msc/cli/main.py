@@ -52,7 +52,7 @@ def _load(args):
 
 def cmd_serve(args) -> int:
     from msc.journal.records import JournalError
-    from msc.journal.store import JournalBusy
+    from msc.journal.writer import JournalBusy
     from msc.keyring import KeyError_
     from msc.ops.logging import configure
     from msc.server.main import serve

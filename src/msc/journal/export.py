@@ -24,17 +24,22 @@ from typing import Any
 
 from msc.config.files import private_dir
 from msc.journal.proofs import proofs
-from msc.journal.records import Record, open_sealed, unseal_meta
-from msc.journal.store import Checkpoint, Reader, load_checkpoints, load_purged, read_leaves_file
+from msc.journal.reader import Reader
+from msc.journal.records import META_COLUMNS, Record, open_sealed, unseal_meta
+from msc.journal.schema import Checkpoint, load_checkpoints, load_purged, read_leaves_file
 from msc.keyring import KeyRing
+
+#: The keys of an exported record (JOURNAL.md: jsonl and csv): the metadata columns but the
+#: OSN, then the sealed private fields.
+JSON_KEYS: tuple[str, ...] = (*(c for c in META_COLUMNS if c != "osn"), "requester", "recipient", "text")
 
 
 def record_json(r: Record) -> dict[str, Any]:
     from msc.journal.search import iso
 
-    return {"seq": r.seq, "ts": iso(r.ts), "kind": r.kind, "direction": r.direction, "peer": r.peer,
-            "mnemonic": r.mnemonic, "user": r.user, "taf": r.taf, "ori": r.ori, "mke": r.mke, "txn": r.txn,
-            "code": r.code, "purpose": r.purpose, "requester": r.requester, "recipient": r.recipient, "text": r.text}
+    d = {k: getattr(r, k) for k in JSON_KEYS}
+    d["ts"] = iso(r.ts)
+    return d
 
 
 def _leaves(directory: Path, reader: Reader, purged: list[tuple[str, int, int]]) -> Iterator[bytes]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import structlog
 
 from msc.config.files import private_db
-from msc.journal.store import list_partitions, partition_path
+from msc.journal.schema import list_partitions, partition_path
 
 log = structlog.get_logger("msc.journal.indexer")
 

@@ -5,7 +5,7 @@ backend must pass:
 
 * :class:`JournalWriter` — the single writer that the group commit
   (:class:`msc.journal.journal.Journal`) drives. Asynchronous: the SQLite backend runs its
-  synchronous :class:`msc.journal.store.Writer` in a worker thread
+  synchronous :class:`msc.journal.writer.Writer` in a worker thread
   (:class:`msc.journal.journal.ThreadWriter`) or a child process
   (:class:`msc.journal.writerproc.WriterProcess`); a database client with an asyncio API can
   implement it directly. Group commit stays the caller's: one :meth:`JournalWriter.commit` is one
@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
-from msc.journal.store import Checkpoint, Row, StoredRecord
+from msc.journal.schema import Checkpoint, Row, StoredRecord
 
 
 @runtime_checkable

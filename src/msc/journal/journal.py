@@ -20,26 +20,18 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from msc.journal.highwater import HighWater, default_path
-from msc.journal.indexer import Indexer
 from msc.journal.interfaces import JournalWriter
-from msc.journal.records import Entry, JournalError, Kind, seal
-from msc.journal.retention import (  # noqa: F401
-    MIN_RETENTION_DAYS,
-    PurgeRefused,
-    load_timeline,
-    month_end,
-    month_expired,
-    plan,
-    purge_entry,
-)
+from msc.journal.records import Entry, JournalError, Kind, entry_columns, seal
+from msc.journal.recovery import finish_key_destruction
+from msc.journal.retention import MIN_RETENTION_DAYS, PurgeRefused, month_expired, purge  # noqa: F401 (re-exported)
+from msc.journal.schema import Checkpoint, Row
 from msc.journal.selfcheck import JournalRefused, SelfCheck, check
-from msc.journal.store import Checkpoint, Row, Writer
 from msc.journal.tokens import tokens_for
+from msc.journal.writer import ThreadWriter
 from msc.keyring import KeyRing, PeriodKeys, next_period, period_of
 
 if TYPE_CHECKING:
@@ -58,60 +50,6 @@ HEARTBEAT_S = 3600.0
 #: How often the timer looks at the checkpoint interval.
 TICK_S = 1.0
 ACCEPT_CODE = "ACCEPT"
-
-
-class ThreadWriter:
-    """The writer in a worker thread of this process (short-lived CLI use; the daemon uses
-    :class:`msc.journal.writerproc.WriterProcess`). Same asynchronous operations."""
-
-    def __init__(self, directory: Path, synchronous: str, signing, mark_path: Path) -> None:
-        self.writer = Writer(directory, synchronous=synchronous, mark_path=mark_path)
-        self._signing = signing
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="msc-journal")
-        self._indexer = Indexer(directory)
-
-    async def _run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    async def start(self) -> None:
-        await self._run(self.writer.open)
-        self._indexer.start()
-
-    @property
-    def last_seq(self) -> int:
-        return self.writer.last_seq
-
-    @property
-    def last_ts(self) -> int:
-        return self.writer.last_ts
-
-    @property
-    def checkpoint_size(self) -> int:
-        cp = self.writer.last_checkpoint
-        return cp.tree_size if cp else 0
-
-    @property
-    def journal_id(self) -> str | None:
-        return self.writer.journal_id
-
-    async def commit(self, rows, poke_indexer: bool = False) -> None:
-        await self._run(self.writer.commit, rows)
-        if poke_indexer:
-            self._indexer.poke()
-
-    async def checkpoint(self, name: str, ts: int):
-        return await self._run(self.writer.checkpoint, name, self._signing.sign, ts)
-
-    async def purge_period(self, period: str, purge_seq: int):
-        return await self._run(self.writer.purge_period, period, purge_seq)
-
-    async def delete_partition(self, period: str) -> None:
-        await self._run(self.writer.delete_partition, period)
-
-    async def close(self) -> None:
-        await self._run(self.writer.close)
-        await asyncio.get_running_loop().run_in_executor(None, self._indexer.stop)
-        self._executor.shutdown(wait=True)
 
 
 class Journal:
@@ -230,7 +168,7 @@ class Journal:
         self._since_checkpoint = self.writer.last_seq - self.tree_size
         self._last_checkpoint_mono = time.monotonic()
         await loop.run_in_executor(None, self.prepare_keys)
-        await asyncio.to_thread(self._finish_key_destruction)
+        await asyncio.to_thread(finish_key_destruction, self.dir, self.keyring)
         if self.writer.journal_id:
             await asyncio.to_thread(self.keyring.register_journal, self.writer.journal_id)
         self._task = asyncio.create_task(self._run(), name="journal-writer")
@@ -253,21 +191,6 @@ class Journal:
         if self._accept is None or not acceptable:
             raise JournalRefused(res, self.dir)
         self.accepted = [str(p) for p in res.problems]
-
-    def _finish_key_destruction(self) -> None:
-        """A purge that stopped between marking a month purged and destroying its key: finish it."""
-        from msc.journal.store import Reader, load_purged
-
-        meta = Reader(self.dir).meta()
-        if meta is None:
-            return
-        try:
-            purged = [p for p, _f, _l in load_purged(meta)]
-        finally:
-            meta.close()
-        for period in purged:
-            if self.keyring.period(period, create=False) is not None:
-                self.keyring.destroy_period(period)
 
     def prepare_keys(self) -> None:
         """Make sure this month's and next month's keys exist (so sealing never waits on disk)."""
@@ -339,8 +262,7 @@ class Journal:
                 _meta, blob = seal(keys.aead, e, seq, ts, period)
                 if not e.same_fields_as_previous:
                     toks = tokens_for(keys.index_key, e.text, e.requester, e.recipient) if e.text else ()
-                rows.append(Row(period, (seq, ts, e.kind, e.direction, e.peer, e.mnemonic, e.user, e.taf,
-                                         e.ori, e.mke, e.txn, e.code, e.purpose, e.osn), blob, toks))
+                rows.append(Row(period, (seq, ts, *entry_columns(e)), blob, toks))
                 seq += 1
         return rows
 
@@ -510,44 +432,9 @@ class Journal:
     # -- retention ------------------------------------------------------------------------
 
     async def purge(self, retention_days: int, *, now: float | None = None, actor: str | None = None) -> list[tuple[str, int, int]]:
-        """Delete whole months older than ``retention_days`` and destroy their keys (JOURNAL.md).
-
-        Only months that both the clock and the journal's own timeline say ended more than
-        ``retention_days`` ago (:func:`msc.journal.retention.plan`). If the two disagree nothing
-        is deleted: an ADMIN record says why and :class:`PurgeRefused` is raised. Each month's
-        purge record is committed and covered by a signed checkpoint before the month's files
-        and key are destroyed. Returns (month, first seq, last seq) per month purged.
-        """
-        now = self._clock() if now is None else now
-        await self.flush()
-        timeline = await asyncio.to_thread(load_timeline, self.dir)
-        decision = plan(timeline, retention_days, now)  # raises JournalError below the minimum
-        if decision.refused:
-            with contextlib.suppress(JournalError):
-                await self.append(Entry(kind=Kind.ADMIN, user=actor, code="E502", text=(
-                    f"RETENTION PURGE REFUSED: {decision.refused}; NOTHING WAS PURGED (RETENTION_DAYS/{retention_days})")))
-            raise PurgeRefused(f"retention purge refused: {decision.refused}; nothing was purged")
-        done = []
-        for period, first, last in decision.due:
-            from msc.journal.retention import observed_seconds
-
-            seen = observed_seconds(month_end(period), timeline.last_ts, timeline.gaps) / 86400
-            [purge_seq] = await self.append(purge_entry(period, first, last, retention_days, actor,
-                                                        f"ENDED {period} + 1 MONTH; {seen:.0f} DAYS AGO BY THE JOURNAL'S TIMELINE"))
-            cp = await self.checkpoint()
-            if cp is None or cp.tree_size < purge_seq:
-                raise JournalError(f"the purge record of {period} could not be covered by a signed checkpoint; nothing deleted")
-            span = await self.writer.purge_period(period, purge_seq)
-            if span is None:
-                continue
-            if tuple(span) != (first, last):
-                raise JournalError(f"{period} changed while it was being purged ({first}..{last} became {span[0]}..{span[1]})")
-            # Crypto-shredding: without the month's key its records (and any backup copy of
-            # them) cannot be read. The leaf hashes kept above keep the tree verifiable.
-            await asyncio.to_thread(self.keyring.destroy_period, period)
-            await self.writer.delete_partition(period)
-            done.append((period, first, last))
-        return done
+        """Delete whole months older than ``retention_days`` and destroy their keys: see
+        :func:`msc.journal.retention.purge`. Returns (month, first seq, last seq) per month purged."""
+        return await purge(self, retention_days, now=self._clock() if now is None else now, actor=actor)
 
     # -- checkpoints ----------------------------------------------------------------------
 

@@ -29,6 +29,8 @@ the signed tree, so they cannot be forged), so the proof outlives them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import re
@@ -36,21 +38,21 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from msc.journal.records import Entry, JournalError, Kind, unseal_meta
+from msc.journal.schema import PURGE_CODE as PURGE_CODE  # the rules' constants live with the tables
+from msc.journal.schema import TIMELINE_GAP_S as TIMELINE_GAP_S
 
 if TYPE_CHECKING:
-    from msc.journal.store import Reader
+    from msc.journal.reader import Reader
     from msc.keyring import KeyRing, PeriodKeys
 
 MIN_RETENTION_DAYS = 1096  # PPP §1.7.1 A: three years
-TIMELINE_GAP_S = 2 * 3600  # a longer silence between two records is time the journal did not see
 CLOCK_SKEW_S = 300  # the clock may be this far behind the newest record before it is "behind"
 DISAGREEMENT_S = 30 * 86400  # clock-due but this much short by the journal: refuse, not wait
-PURGE_CODE = "PURGE"
 _TXN = re.compile(r"PURGE:(\d{4}-\d{2}):(\d+)-(\d+):(\d+)\Z")
 
 
@@ -149,13 +151,53 @@ def plan(timeline: Timeline, retention_days: int, now: float) -> Plan:
     return out
 
 
+async def purge(journal: Any, retention_days: int, *, now: float, actor: str | None = None) -> list[tuple[str, int, int]]:
+    """Delete whole months of ``journal`` (a :class:`msc.journal.journal.Journal`) older than
+    ``retention_days`` and destroy their keys.
+
+    Only months that both the clock and the journal's own timeline say ended more than
+    ``retention_days`` ago (:func:`plan`). If the two disagree nothing is deleted: an ADMIN
+    record says why and :class:`PurgeRefused` is raised. Each month's purge record is committed
+    and covered by a signed checkpoint before the month's files and key are destroyed (by the
+    journal's writer, :class:`msc.journal.interfaces.JournalWriter`). Returns (month, first
+    seq, last seq) per month purged.
+    """
+    await journal.flush()
+    timeline = await asyncio.to_thread(load_timeline, journal.dir)
+    decision = plan(timeline, retention_days, now)  # raises JournalError below the minimum
+    if decision.refused:
+        with contextlib.suppress(JournalError):
+            await journal.append(Entry(kind=Kind.ADMIN, user=actor, code="E502", text=(
+                f"RETENTION PURGE REFUSED: {decision.refused}; NOTHING WAS PURGED (RETENTION_DAYS/{retention_days})")))
+        raise PurgeRefused(f"retention purge refused: {decision.refused}; nothing was purged")
+    done = []
+    for period, first, last in decision.due:
+        seen = observed_seconds(month_end(period), timeline.last_ts, timeline.gaps) / 86400
+        [purge_seq] = await journal.append(purge_entry(period, first, last, retention_days, actor,
+                                                       f"ENDED {period} + 1 MONTH; {seen:.0f} DAYS AGO BY THE JOURNAL'S TIMELINE"))
+        cp = await journal.checkpoint()
+        if cp is None or cp.tree_size < purge_seq:
+            raise JournalError(f"the purge record of {period} could not be covered by a signed checkpoint; nothing deleted")
+        span = await journal.writer.purge_period(period, purge_seq)
+        if span is None:
+            continue
+        if tuple(span) != (first, last):
+            raise JournalError(f"{period} changed while it was being purged ({first}..{last} became {span[0]}..{span[1]})")
+        # Crypto-shredding: without the month's key its records (and any backup copy of
+        # them) cannot be read. The leaf hashes kept above keep the tree verifiable.
+        await asyncio.to_thread(journal.keyring.destroy_period, period)
+        await journal.writer.delete_partition(period)
+        done.append((period, first, last))
+    return done
+
+
 def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def load_timeline(directory: Path) -> Timeline:
     """The journal's timeline from its files (read-only; meta.db's recorded gaps)."""
-    from msc.journal.store import Reader, load_gaps
+    from msc.journal.reader import Reader
 
     reader = Reader(directory)
     try:
@@ -165,11 +207,8 @@ def load_timeline(directory: Path) -> Timeline:
             if r is None:
                 continue
             months.append((period, r[0], r[1]))
-            last_ts = reader.conn(period).execute("SELECT ts FROM records WHERE seq = ?", (r[1],)).fetchone()[0]
-        meta = reader.meta()
-        gaps = load_gaps(meta) if meta is not None else []
-        if meta is not None:
-            meta.close()
+            last_ts = next(reader.records(period, r[1])).values[1]
+        gaps = reader.gaps()
     finally:
         reader.close()
     return Timeline(tuple(months), last_ts / 1e6, tuple((a / 1e6, b / 1e6) for a, b in gaps))
@@ -230,7 +269,7 @@ def kept_blob(meta: sqlite3.Connection, seq: int) -> bytes | None:
 
 
 def leaf_of_purged(directory: Path, purged: Sequence[tuple[str, int, int]], seq: int) -> bytes | None:
-    from msc.journal.store import read_leaves_file
+    from msc.journal.schema import read_leaves_file
 
     for period, first, last in purged:
         if first <= seq <= last:
@@ -246,7 +285,7 @@ def check_purge_evidence(directory: Path, reader: Reader, meta: sqlite3.Connecti
                          purged: Sequence[tuple[str, int, int]], *, signed_size: int) -> list[tuple[int | None, str]]:
     """The start-up check of every purged month's proof (by the ``purge_seq`` meta.db points at;
     the full walk in ``msc journal verify`` finds the records itself). Returns (seq, problem)s."""
-    from msc.journal.store import load_purge_seqs
+    from msc.journal.schema import load_purge_seqs
 
     problems: list[tuple[int | None, str]] = []
     if not purged or meta is None:  # (no meta.db: nothing is marked purged)

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from msc.journal.indexer import index_path
+from msc.journal.reader import Reader
 from msc.journal.records import Record, open_sealed, to_record, unseal_meta
-from msc.journal.store import Reader
 from msc.journal.tokens import matches, token
 from msc.keyring import KeyRing
 

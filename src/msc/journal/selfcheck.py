@@ -32,10 +32,12 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 
+from msc.journal.bundle_verifier import checkpoint_message
 from msc.journal.highwater import Mark
 from msc.journal.merkle import Frontier
+from msc.journal.reader import Reader
 from msc.journal.records import JournalError
-from msc.journal.store import COLUMNS, Checkpoint, Reader, checkpoint_message, last_checkpoint, load_purged, read_leaves_file
+from msc.journal.schema import COLUMNS, Checkpoint, last_checkpoint, load_purged, read_leaves_file
 from msc.keyring import KeyError_, KeyRing
 
 #: Problems an administrator may accept with ``msc journal accept`` by continuing the journal

@@ -33,11 +33,12 @@ from typing import Any
 import msgspec
 from cryptography.exceptions import InvalidSignature, InvalidTag
 
-from msc.journal.bundle_verifier import commitment
+from msc.journal.bundle_verifier import checkpoint_message, commitment
 from msc.journal.merkle import Frontier
+from msc.journal.reader import Reader
 from msc.journal.records import open_sealed, unseal_meta
 from msc.journal.retention import PURGE_CODE, TIMELINE_GAP_S, PurgeClaim, claim_of, judge
-from msc.journal.store import COLUMNS, Reader, checkpoint_message, load_purged
+from msc.journal.schema import COLUMNS, load_purged
 from msc.keyring import KeyRing, PeriodKeys
 
 _META_COLUMNS = COLUMNS[1:]  # seq is checked separately

@@ -5,9 +5,10 @@ event loop each re-take waits — several times per commit, on every transaction
 In a child process it never waits: the event loop seals batches and sends them; the child
 inserts, fsyncs, maintains the Merkle frontier and the search index, and signs checkpoints.
 
-Protocol over a socketpair: each message is a 4-byte big-endian length and a msgpack array
-``[op, args…]``; every request gets exactly one reply ``["ok", result]`` or ``["error", text,
-last_seq, last_ts]``. Requests are handled one at a time, in order.
+Protocol over a socketpair: each message is a 4-byte big-endian length and a msgpack array, a
+tagged msgspec struct (``Request`` one way, ``Reply`` the other, decoded by type); every request
+gets exactly one reply — its own kind, or ``Failed`` (with what is really on disk) or ``Busy``.
+Requests are handled one at a time, in order.
 
 If the child dies, every request in flight fails with JournalError (fail closed) and the parent
 starts a new child, which re-reads the truth from the files before accepting anything.
@@ -35,31 +36,145 @@ import socket
 import struct
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
 
 from msc.journal.records import JournalError
+from msc.journal.schema import Checkpoint, Row
 
 _LEN = struct.Struct(">I")
+
+
+# -- the wire: one typed request, one typed reply -------------------------------------------------
+# Tagged msgspec structs (msgpack arrays whose first element names the type): a message of an
+# unknown type or with a field of the wrong type fails to decode (msgspec.ValidationError), never
+# a guess. A fencing epoch for a second node (issue 16) is one more field of Commit and
+# CheckpointRequest, checked by the backend inside the same transaction.
+
+class Open(msgspec.Struct, tag="open", array_like=True):
+    directory: str
+    synchronous: str
+    seed: bytes  # the Ed25519 signing key's raw 32 bytes: the child signs checkpoints
+    mark_path: str
+
+
+class Commit(msgspec.Struct, tag="commit", array_like=True):
+    rows: list[Row]
+    poke_indexer: bool = False
+
+
+class CheckpointRequest(msgspec.Struct, tag="checkpoint", array_like=True):
+    name: str
+    ts: int
+
+
+class PurgePeriod(msgspec.Struct, tag="purge_period", array_like=True):
+    period: str
+    purge_seq: int
+
+
+class DeletePartition(msgspec.Struct, tag="delete_partition", array_like=True):
+    period: str
+
+
+class Close(msgspec.Struct, tag="close", array_like=True):
+    pass
+
+
+Request = Open | Commit | CheckpointRequest | PurgePeriod | DeletePartition | Close
+
+
+class Opened(msgspec.Struct, tag="opened", array_like=True):
+    last_seq: int
+    last_ts: int
+    checkpoint_size: int
+    journal_id: str | None
+
+
+class Committed(msgspec.Struct, tag="committed", array_like=True):
+    last_seq: int
+    last_ts: int
+
+
+class Signed(msgspec.Struct, tag="signed", array_like=True):
+    checkpoint: Checkpoint | None
+
+
+class Purged(msgspec.Struct, tag="purged", array_like=True):
+    span: tuple[int, int] | None
+
+
+class Done(msgspec.Struct, tag="done", array_like=True):
+    pass
+
+
+class Failed(msgspec.Struct, tag="failed", array_like=True):
+    """The request failed; ``last_seq``/``last_ts`` are what is really on disk (re-read)."""
+
+    error: str
+    last_seq: int
+    last_ts: int
+
+
+class Busy(msgspec.Struct, tag="busy", array_like=True):
+    """Another process holds the journal's writer lock."""
+
+    error: str
+
+
+Reply = Opened | Committed | Signed | Purged | Done | Failed | Busy
+
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder()
+request_decoder = msgspec.msgpack.Decoder(Request)
+reply_decoder = msgspec.msgpack.Decoder(Reply)
 
 
 # -- the child ---------------------------------------------------------------------------------
 
-def _serve(sock: socket.socket) -> None:
+def handle(state: dict, req: Request) -> Reply:
+    """Perform one request (not ``Close``) on the child's writer. ``state`` holds the writer, the
+    search indexer and the signing key once ``Open`` made them."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from msc.journal.indexer import Indexer
-    from msc.journal.store import JournalBusy, Row, Writer
+    from msc.journal.writer import Writer
 
-    writer: Writer | None = None
-    indexer: Indexer | None = None
-    signing: Ed25519PrivateKey | None = None
+    writer = state.get("writer")
+    if isinstance(req, Open):
+        writer = state["writer"] = Writer(Path(req.directory), synchronous=req.synchronous,
+                                          mark_path=Path(req.mark_path))
+        writer.open()
+        state["signing"] = Ed25519PrivateKey.from_private_bytes(req.seed)
+        state["indexer"] = Indexer(Path(req.directory))
+        state["indexer"].start()
+        cp = writer.last_checkpoint
+        return Opened(writer.last_seq, writer.last_ts, cp.tree_size if cp else 0, writer.journal_id)
+    if writer is None:
+        raise JournalError("the journal writer is not open")
+    if isinstance(req, Commit):
+        writer.commit(req.rows)
+        if req.poke_indexer:
+            state["indexer"].poke()
+        return Committed(writer.last_seq, writer.last_ts)
+    if isinstance(req, CheckpointRequest):
+        return Signed(writer.checkpoint(req.name, state["signing"].sign, req.ts))
+    if isinstance(req, PurgePeriod):
+        return Purged(writer.purge_period(req.period, req.purge_seq))
+    if isinstance(req, DeletePartition):
+        writer.delete_partition(req.period)
+        return Done()
+    raise ValueError(f"unexpected request {type(req).__name__}")
+
+
+def _serve(sock: socket.socket) -> None:
+    from msc.journal.writer import JournalBusy
+
+    state: dict = {}
     f = sock.makefile("rb", buffering=1 << 20)
 
-    def reply(msg) -> None:
+    def reply(msg: Reply) -> None:
         data = _encoder.encode(msg)
         sock.sendall(_LEN.pack(len(data)) + data)
 
@@ -71,51 +186,28 @@ def _serve(sock: socket.socket) -> None:
         except OSError:
             size, body = -1, b""
         if size < 0 or len(body) < size:
-            _switch_gone(writer)
-        req = _decoder.decode(body)
-        op, args = req[0], req[1:]
+            _switch_gone(state.get("writer"))
         try:
-            if op == "open":
-                directory, synchronous, seed, mark_path = args
-                writer = Writer(Path(directory), synchronous=synchronous, mark_path=Path(mark_path))
-                writer.open()
-                signing = Ed25519PrivateKey.from_private_bytes(seed)
-                indexer = Indexer(Path(directory))
-                indexer.start()
-                cp = writer.last_checkpoint
-                msg = ["ok", [writer.last_seq, writer.last_ts, cp.tree_size if cp else 0, writer.journal_id]]
-            elif op == "commit":
-                writer.commit([Row(p, tuple(v), b, t) for p, v, b, t in args[0]])
-                msg = ["ok", [writer.last_seq, writer.last_ts]]
-                if args[1]:
-                    indexer.poke()
-            elif op == "checkpoint":
-                cp = writer.checkpoint(args[0], signing.sign, args[1])
-                msg = ["ok", None if cp is None else [cp.tree_size, cp.root, cp.ts, cp.signature, cp.frontier]]
-            elif op == "purge_period":
-                msg = ["ok", writer.purge_period(args[0], args[1])]
-            elif op == "delete_partition":
-                writer.delete_partition(args[0])
-                msg = ["ok", None]
-            elif op == "close":
-                if indexer is not None:
-                    indexer.stop()
-                if writer is not None:
-                    writer.close()
+            req = request_decoder.decode(body)
+            if isinstance(req, Close):
+                if state.get("indexer") is not None:
+                    state["indexer"].stop()
+                if state.get("writer") is not None:
+                    state["writer"].close()
                 with contextlib.suppress(OSError):
-                    reply(["ok", None])
+                    reply(Done())
                 break
-            else:
-                raise ValueError(f"unknown op {op!r}")
+            msg = handle(state, req)
         except JournalBusy as exc:
-            msg = ["busy", str(exc), 0, 0]
+            msg = Busy(str(exc))
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the parent
+            writer = state.get("writer")
             text = str(exc) if isinstance(exc, JournalError) else f"{type(exc).__name__}: {exc}"
-            msg = ["error", text, writer.last_seq if writer else 0, writer.last_ts if writer else 0]
+            msg = Failed(text, writer.last_seq if writer else 0, writer.last_ts if writer else 0)
         try:
             reply(msg)
         except OSError:
-            _switch_gone(writer)
+            _switch_gone(state.get("writer"))
 
 
 def _switch_gone(writer) -> None:
@@ -169,7 +261,7 @@ def main() -> None:
 # -- the parent's side ---------------------------------------------------------------------------
 
 class WriterProcess:
-    """Asynchronous client of the child. Same operations as :class:`msc.journal.store.Writer`."""
+    """Asynchronous client of the child. Same operations as :class:`msc.journal.writer.Writer`."""
 
     def __init__(self, directory: Path, synchronous: str, signing_seed: bytes, mark_path: Path) -> None:
         self.dir = directory
@@ -196,26 +288,30 @@ class WriterProcess:
                                       pass_fds=(child.fileno(),), close_fds=True, start_new_session=True)
         child.close()
         self._reader, self._writer = await asyncio.open_connection(sock=parent, limit=1 << 24)
-        result = await self._call("open", str(self.dir), self.synchronous, self._seed, str(self._mark_path))
-        self.last_seq, self.last_ts, self.checkpoint_size, self.journal_id = result
+        opened = await self._call(Open(str(self.dir), self.synchronous, self._seed, str(self._mark_path)), Opened)
+        self.last_seq, self.last_ts = opened.last_seq, opened.last_ts
+        self.checkpoint_size, self.journal_id = opened.checkpoint_size, opened.journal_id
 
-    async def _call(self, *req):
-        data = _encoder.encode(list(req))
+    async def _call(self, req: Request, expect: type) -> Reply:
+        data = _encoder.encode(req)
         try:
             self._writer.write(_LEN.pack(len(data)) + data)
             head = await self._reader.readexactly(4)
-            msg = _decoder.decode(await self._reader.readexactly(_LEN.unpack(head)[0]))
-        except (OSError, asyncio.IncompleteReadError, AttributeError) as exc:
+            msg = reply_decoder.decode(await self._reader.readexactly(_LEN.unpack(head)[0]))
+        except (OSError, asyncio.IncompleteReadError, AttributeError, msgspec.DecodeError) as exc:
             await self._restart()
             raise JournalError(f"journal writer process failed: {exc}") from exc
-        if msg[0] == "ok":
-            return msg[1]
-        if msg[0] == "busy":
-            from msc.journal.store import JournalBusy
+        if isinstance(msg, expect):
+            return msg
+        if isinstance(msg, Busy):
+            from msc.journal.writer import JournalBusy
 
-            raise JournalBusy(msg[1])
-        self.last_seq, self.last_ts = msg[2], msg[3]
-        raise JournalError(msg[1])
+            raise JournalBusy(msg.error)
+        if isinstance(msg, Failed):
+            self.last_seq, self.last_ts = msg.last_seq, msg.last_ts
+            raise JournalError(msg.error)
+        await self._restart()  # out of step with the child: start over from the files
+        raise JournalError(f"journal writer process answered {type(msg).__name__} to {type(req).__name__}")
 
     async def _restart(self) -> None:
         """The child died: a new one re-reads the truth from disk before anything else."""
@@ -234,38 +330,33 @@ class WriterProcess:
             self._proc.kill()
             self._proc.wait()
 
-    async def call(self, *req):
+    async def call(self, req: Request, expect: type) -> Reply:
         async with self._lock:
             if self._writer is None:
                 await self._restart()
-            return await self._call(*req)
+            return await self._call(req, expect)
 
-    async def commit(self, rows, poke_indexer: bool = False) -> None:
-        wire = [(r.period, r.values, r.blob, r.tokens) for r in rows]
-        self.last_seq, self.last_ts = await self.call("commit", wire, poke_indexer)
+    async def commit(self, rows: Sequence[Row], poke_indexer: bool = False) -> None:
+        done = await self.call(Commit(list(rows), poke_indexer), Committed)
+        self.last_seq, self.last_ts = done.last_seq, done.last_ts
 
-    async def checkpoint(self, name: str, ts: int):
-        from msc.journal.store import Checkpoint
-
-        r = await self.call("checkpoint", name, ts)
-        if r is None:
-            return None
-        cp = Checkpoint(*r)
-        self.checkpoint_size = cp.tree_size
+    async def checkpoint(self, name: str, ts: int) -> Checkpoint | None:
+        cp = (await self.call(CheckpointRequest(name, ts), Signed)).checkpoint
+        if cp is not None:
+            self.checkpoint_size = cp.tree_size
         return cp
 
-    async def purge_period(self, period: str, purge_seq: int):
-        r = await self.call("purge_period", period, purge_seq)
-        return None if r is None else tuple(r)
+    async def purge_period(self, period: str, purge_seq: int) -> tuple[int, int] | None:
+        return (await self.call(PurgePeriod(period, purge_seq), Purged)).span
 
     async def delete_partition(self, period: str) -> None:
-        await self.call("delete_partition", period)
+        await self.call(DeletePartition(period), Done)
 
     async def close(self) -> None:
         if self._writer is None:
             return
         try:
-            await asyncio.wait_for(self.call("close"), 60)
+            await asyncio.wait_for(self.call(Close(), Done), 60)
         except (TimeoutError, JournalError):
             pass
         self._writer.close()

@@ -21,7 +21,7 @@ from collections import Counter
 from typing import Any
 
 from msc.config.load import Settings
-from msc.journal.store import Reader
+from msc.journal.reader import Reader
 from msc.mnemonics.state import StateStore
 from msc.ops.availability import TARGET, WINDOWS, Ledger, compute, fmt_duration, iso
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,73 @@ log = structlog.get_logger("msc.control")
 MAX_LINE = 1024 * 1024
 
 
+# -- the requests: one typed struct per operation, tagged by its "op" -------------------------------
+# A line that is not one of them (an unknown op, a missing or mistyped field) is answered
+# {"ok": false, "error": "bad request: …"}; nothing is looked up by a name the client chose.
+
+class _Op(msgspec.Struct, tag_field="op", forbid_unknown_fields=False):
+    pass
+
+
+class Record(_Op, tag="record"):
+    """Journal these entries (the daemon is the journal's only writer while it runs)."""
+
+    entries: list[Entry]
+
+
+class Ping(_Op, tag="ping"):
+    pass
+
+
+class UsersChanged(_Op, tag="users_changed"):
+    """users.toml changed: re-read it."""
+
+
+class AuthChanged(_Op, tag="auth_changed"):
+    """Logon state in state.db changed (a lockout, an unlock): re-read it."""
+
+
+class Unlock(_Op, tag="unlock"):
+    id: str
+
+
+class Station(_Op, tag="station"):
+    mnemonic: str
+    disabled: bool
+
+
+class Checkpoint(_Op, tag="checkpoint"):
+    pass
+
+
+class Purge(_Op, tag="purge"):
+    actor: str | None = None
+
+
+class VerifyFailed(_Op, tag="verify_failed"):
+    first_bad: int | None = None
+
+
+Request = Record | Ping | UsersChanged | AuthChanged | Unlock | Station | Checkpoint | Purge | VerifyFailed
+_decoder = msgspec.json.Decoder(Request)
+
+
+def decode(line: bytes) -> Request:
+    """One request line. Raises ``msgspec.ValidationError``/``DecodeError`` for anything else."""
+    return _decoder.decode(line)
+
+
 class ControlServer:
     def __init__(self, switch: Any, path: Path) -> None:
         self.switch = switch
         self.path = path
         self.server: asyncio.AbstractServer | None = None
+        sw = switch
+        self.handlers: dict[type, Callable[[Any], Awaitable[dict]]] = {
+            Ping: sw.control_ping, UsersChanged: sw.control_users_changed, AuthChanged: sw.control_auth_changed,
+            Unlock: sw.control_unlock, Station: sw.control_station, Checkpoint: sw.control_checkpoint,
+            Purge: sw.control_purge, VerifyFailed: sw.control_verify_failed,
+        }
 
     async def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -50,9 +113,8 @@ class ControlServer:
         try:
             while line := await reader.readline():
                 try:
-                    req = json.loads(line)
-                    reply = await self.dispatch(req)
-                except (ValueError, KeyError, TypeError, msgspec.ValidationError) as exc:
+                    reply = await self.dispatch(decode(line))
+                except (ValueError, KeyError, TypeError, msgspec.ValidationError, msgspec.DecodeError) as exc:
                     reply = {"ok": False, "error": f"bad request: {exc}"}
                 except JournalError as exc:
                     reply = {"ok": False, "error": f"journal: {exc}"}
@@ -63,13 +125,8 @@ class ControlServer:
         finally:
             writer.close()
 
-    async def dispatch(self, req: dict) -> dict:
-        op = req["op"]
-        if op == "record":
-            entries = msgspec.convert(req["entries"], list[Entry])
-            seqs = await self.switch.journal.append(*entries)
+    async def dispatch(self, req: Request) -> dict:
+        if isinstance(req, Record):
+            seqs = await self.switch.journal.append(*req.entries)
             return {"ok": True, "seqs": seqs}
-        handler = getattr(self.switch, f"control_{op}", None)
-        if handler is None:
-            return {"ok": False, "error": f"unknown op {op!r}"}
-        return await handler(req)
+        return await self.handlers[type(req)](req)

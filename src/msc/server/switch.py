@@ -438,24 +438,24 @@ class Switch:
                 sess._unbind("STATION DISABLED")
                 sess.close("STATION DISABLED")
 
-    async def control_users_changed(self, req: dict) -> dict:
+    async def control_users_changed(self, req) -> dict:
         err = self.reload_users()
         return {"ok": err is None, "error": err}
 
-    async def control_checkpoint(self, req: dict) -> dict:
+    async def control_checkpoint(self, req) -> dict:
         cp = await self.journal.checkpoint()
         return {"ok": True, "tree_size": cp.tree_size if cp else self.journal.tree_size}
 
-    async def control_purge(self, req: dict) -> dict:
-        purged = await self.journal.purge(self.settings.config.journal.retention_days, actor=req.get("actor"))
+    async def control_purge(self, req) -> dict:
+        purged = await self.journal.purge(self.settings.config.journal.retention_days, actor=req.actor)
         return {"ok": True, "purged": purged}
 
-    async def control_verify_failed(self, req: dict) -> dict:
+    async def control_verify_failed(self, req) -> dict:
         self.metrics.journal_verify_failures.inc()
-        self.log.error("journal.verify_failed", first_bad=req.get("first_bad"))
+        self.log.error("journal.verify_failed", first_bad=req.first_bad)
         return {"ok": True}
 
-    async def control_ping(self, req: dict) -> dict:
+    async def control_ping(self, req) -> dict:
         return {"ok": True, "switch": self.settings.config.switch.name, "pid": os.getpid(),
                 "reload_error": self.last_reload_error}
 
@@ -1074,18 +1074,18 @@ class Switch:
 
     # -- run-time control (msc user …, msc station …) ----------------------------------------
 
-    async def control_unlock(self, req: dict) -> dict:
-        await asyncio.to_thread(self.auth.unlock, req["id"])
+    async def control_unlock(self, req) -> dict:
+        await asyncio.to_thread(self.auth.unlock, req.id)
         return {"ok": True}
 
-    async def control_auth_changed(self, req: dict) -> dict:
+    async def control_auth_changed(self, req) -> dict:
         """The msc command changed logon state in state.db (a lockout, an unlock): re-read it."""
         await asyncio.to_thread(self.auth.refresh)
         return {"ok": True}
 
-    async def control_station(self, req: dict) -> dict:
+    async def control_station(self, req) -> dict:
         """``msc station disable|enable``: applied at once; a disabled station's session is dropped."""
-        mnemonic, disabled = req["mnemonic"], bool(req["disabled"])
+        mnemonic, disabled = req.mnemonic, req.disabled
         await asyncio.to_thread(self.state.set_station, mnemonic, disabled)
         self.apply_directory(Directory(self.settings, disabled_stations=frozenset(self.state.disabled_stations())))
         return {"ok": True}

@@ -1,0 +1,144 @@
+"""Read-only access to a journal (SQLite backend): the :class:`~msc.journal.interfaces.JournalReader`.
+
+Search, verify, export, the self-check and store-and-forward's read-back use it; it never takes
+the writer's lock and opens every file read-only.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from msc.journal.schema import (
+    COLUMNS,
+    Checkpoint,
+    StoredRecord,
+    connect,
+    journal_id,
+    last_checkpoint,
+    list_partitions,
+    load_checkpoints,
+    load_gaps,
+    load_purged,
+    partition_path,
+)
+
+
+class Reader:
+    """Read-only access to every partition (search, verify, export, redelivery)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self._conns: dict[str, sqlite3.Connection] = {}
+
+    def periods(self) -> list[str]:
+        """Partitions present, oldest first (a month whose purge was interrupted is excluded)."""
+        periods = list_partitions(self.dir)
+        meta = self.meta()
+        if meta is None:
+            return periods
+        try:
+            purged = {p for p, _f, _l in load_purged(meta)}
+        finally:
+            meta.close()
+        return [p for p in periods if p not in purged]
+
+    def conn(self, period: str) -> sqlite3.Connection:
+        conn = self._conns.get(period)
+        if conn is None:
+            conn = connect(partition_path(self.dir, period), readonly=True)
+            self._conns[period] = conn
+        return conn
+
+    def meta(self) -> sqlite3.Connection | None:
+        path = self.dir / "meta.db"
+        if not path.exists():
+            return None
+        return connect(path, readonly=True)
+
+    def period_range(self, period: str) -> tuple[int, int] | None:
+        # Two statements on purpose: a lone MIN()/MAX() is a b-tree lookup, both together a scan.
+        conn = self.conn(period)
+        lo = conn.execute("SELECT MIN(seq) FROM records").fetchone()[0]
+        if lo is None:
+            return None
+        return lo, conn.execute("SELECT MAX(seq) FROM records").fetchone()[0]
+
+    def find_period(self, seq: int) -> str | None:
+        for period in reversed(self.periods()):
+            r = self.period_range(period)
+            if r and r[0] <= seq:
+                return period if seq <= r[1] else None
+        return None
+
+    def blob(self, seq: int) -> tuple[str, bytes] | None:
+        period = self.find_period(seq)
+        if period is None:
+            return None
+        row = self.conn(period).execute("SELECT blob FROM records WHERE seq = ?", (seq,)).fetchone()
+        return (period, row[0]) if row else None
+
+    def records(self, period: str, first_seq: int = 0) -> Iterator[StoredRecord]:
+        """A month's records with ``seq >= first_seq``, in sequence order."""
+        n = len(COLUMNS)
+        for r in self.conn(period).execute(f"SELECT {', '.join(COLUMNS)}, blob, leaf FROM records WHERE seq >= ? "
+                                           "ORDER BY seq", (first_seq,)):
+            yield StoredRecord(r[:n], r[n], r[n + 1])
+
+    def _with_meta(self, fn, default):
+        meta = self.meta()
+        if meta is None:
+            return default
+        try:
+            return fn(meta)
+        finally:
+            meta.close()
+
+    def checkpoints(self) -> list[Checkpoint]:
+        return self._with_meta(load_checkpoints, [])
+
+    def last_checkpoint(self, at_most: int | None = None) -> Checkpoint | None:
+        return self._with_meta(lambda m: last_checkpoint(m, at_most), None)
+
+    def purged(self) -> list[tuple[str, int, int]]:
+        return self._with_meta(load_purged, [])
+
+    def gaps(self) -> list[tuple[int, int]]:
+        return self._with_meta(load_gaps, [])
+
+    def journal_id(self) -> str | None:
+        return self._with_meta(journal_id, None)
+
+    def blobs(self, seqs: Sequence[int]) -> dict[int, tuple[str, bytes]]:
+        """Sealed records by sequence number, many at once: the partitions and their ranges are
+        looked up once, then one query per partition (redelivery reads outputs in batches).
+        Sequence numbers not in the journal are missing from the answer."""
+        wanted = sorted(set(seqs))
+        out: dict[int, tuple[str, bytes]] = {}
+        if not wanted:
+            return out
+        for period in reversed(self.periods()):
+            r = self.period_range(period)
+            if r is None:
+                continue
+            mine = [s for s in wanted if r[0] <= s <= r[1]]
+            for i in range(0, len(mine), 500):  # well under SQLite's host-parameter limit
+                chunk = mine[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                for seq, blob in self.conn(period).execute(
+                        f"SELECT seq, blob FROM records WHERE seq IN ({marks})", chunk):
+                    out[seq] = (period, blob)
+            wanted = [s for s in wanted if s < r[0]]
+            if not wanted:
+                break
+        return out
+
+    def rows(self, period: str, where: str = "", params: Sequence = (), *, columns: str = "*") -> Iterator[tuple]:
+        sql = f"SELECT {columns} FROM records {('WHERE ' + where) if where else ''} ORDER BY seq"
+        yield from self.conn(period).execute(sql, params)
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
