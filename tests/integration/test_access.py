@@ -236,3 +236,19 @@ async def test_authorization_codes_end_to_end(harness):
     assert sw.metrics.self_inquiry._value.get() == 1
     await sw.journal.flush()
     assert any(r.text == "SECURITY SELF-INQUIRY REFUSED" for r in journal(harness, kind="SESSION"))
+
+
+@pytest.mark.parametrize("second", ["EC0001", "EC0002"])
+async def test_a_new_logon_at_a_pool_keeps_the_mnemonic_it_is_lent(harness, second):
+    """A pooled session that logs on again gives its mnemonic back and is lent one that stays
+    its own: the pool then has one left, and the next session gets the other mnemonic."""
+    await harness.start_switch()
+    a, b, c = await harness.client(), await harness.client(), await harness.client()
+    assert (await a.logon("ECMDT", "EC0001", PASSWORD)).type == "A"
+    again = await a.logon("ECMDT", second, PASSWORD)
+    assert again.type == "A"
+    mine = again.text.split(".")[0].split("/")[1]
+    assert harness.switch.metrics.pool_free.labels("ECMDT")._value.get() == 1
+    other = (await b.logon("ECMDT", "EC0002", PASSWORD)).text.split(".")[0].split("/")[1]
+    assert {mine, other} == {"ECM1", "ECM2"}
+    assert (await c.logon("ECMDT", "EC0001", PASSWORD)).code == "E305"  # both lent

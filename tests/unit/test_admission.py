@@ -37,19 +37,46 @@ class FakeRouter:
             return None, Reject.E307
         return self.link, None
 
-    def prepare(self, destinations, payload, peer, entry_kw, category, started):
-        return [SimpleNamespace(dest=d) for d in destinations], [SimpleNamespace(kind=Kind.RECEIVED)], [0]
+    def _split(self, payload):
+        # As the router splits an output longer than a station takes: here every 40 bytes.
+        return payload.decode(), [payload[i:i + 40] for i in range(0, len(payload), 40)]
+
+    def prepare(self, destinations, payload, peer, entry_kw, category, started, *, split=None):
+        parts = (split or self._split(payload))[1]
+        outs = [SimpleNamespace(dest=d, part=p) for d in destinations for p in parts]
+        return outs, [SimpleNamespace(kind=Kind.RECEIVED) for _ in outs], list(range(len(outs)))
+
+    def landed_undelivered(self, outputs, at, exc):
+        self.landed = (outputs, at, exc)
 
     def dispatch(self, pending, payload):
         self.dispatched.append((pending, payload))
 
 
 class FakeDelivery:
-    def __init__(self, full=()):
-        self.full = set(full)
+    """Queue room as msc.routing.delivery.Delivery reserves it: all or nothing, per endpoint,
+    ``queue_max`` slots (an endpoint in ``full`` has none)."""
 
-    def room(self, endpoint):
-        return endpoint not in self.full
+    def __init__(self, full=(), queue_max=4):
+        self.full = set(full)
+        self.queue_max = queue_max
+        self.held: dict[str, int] = {}
+
+    def room(self, endpoint, n=1):
+        return endpoint not in self.full and self.held.get(endpoint, 0) + n <= self.queue_max
+
+    def reserve(self, counts, *, path=None):
+        if not all(self.room(e, n) for e, n in counts.items()):
+            return False
+        for e, n in counts.items():
+            self.held[e] = self.held.get(e, 0) + n
+        return True
+
+    def release(self, counts):
+        for e, n in counts.items():
+            self.held[e] -= n
+            if not self.held[e]:
+                del self.held[e]
 
     def attached(self, endpoint):
         return False
@@ -168,3 +195,79 @@ def test_admin_message_upstream_down_is_e302_and_full_queue_e307(directory):
     with pytest.raises(ProtocolError) as exc:
         admission(directory, delivery=FakeDelivery(full={"ICS2"})).admin(inp, inp.body, sender(directory))
     assert exc.value.code == "E307"
+
+
+# -- queue slots (PROTOCOL.md §5 "Bounds"): reserved at admission, given back if not used ---------
+
+#: (refusing router, delivery, the refusal's code): a refused request holds no slot afterwards.
+SLOTLESS_REFUSALS = [
+    (FakeRouter(up=False), None, "E302"),
+    (FakeRouter(in_flight=10), None, "E307"),
+    (FakeRouter(in_flight=11, max_in_flight=10), None, "E307"),
+    (None, FakeDelivery(full={"ICS1"}), "E307"),
+    (None, FakeDelivery(queue_max=0), "E307"),
+]
+
+
+@pytest.mark.parametrize(("router", "delivery", "code"), SLOTLESS_REFUSALS)
+def test_a_refused_request_holds_no_slot(directory, router, delivery, code):
+    delivery = delivery or FakeDelivery()
+    inp = parse_input(b"ICS1A1.QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101")
+    with pytest.raises(ProtocolError) as exc:
+        admission(directory, router, delivery).request(inp, inp.body, sender(directory))
+    assert exc.value.code == code
+    assert delivery.held == {}
+
+
+def test_an_admitted_request_holds_its_fates_slot_until_it_fails(directory):
+    delivery = FakeDelivery(queue_max=2)
+    adm = admission(directory, delivery=delivery)
+    inp = parse_input(b"ICS1A1.QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101")
+    first = adm.request(inp, inp.body, sender(directory))
+    assert first.pending.slot and first.pending.expects_answer
+    adm.request(inp, inp.body, sender(directory))
+    assert delivery.held == {"ICS1": 2}
+    with pytest.raises(ProtocolError) as exc:  # the asker's queue is spoken for
+        adm.request(inp, inp.body, sender(directory))
+    assert exc.value.code == "E307"
+    adm.failed(first, None)  # its records were not committed: the slot goes back
+    assert delivery.held == {"ICS1": 1}
+    adm.request(inp, inp.body, sender(directory))
+    assert delivery.held == {"ICS1": 2}
+
+
+#: (destinations, text, slots reserved per endpoint): each local part takes a slot at its
+#: destination, an upstream part one at the sender (for its fate).
+AM_SLOTS = [
+    ("ICS2", "X", {"ICS2": 1}),
+    ("ICS2", "Y" * 100, {"ICS2": 4}),  # in parts: 100 bytes and the header, 40 a part
+    ("APB", "X", {"ICS1": 1, "ECP1": 1}),
+    ("NY0000000", "X", {"ICS1": 1}),
+    ("ICS2,NY0000000", "X", {"ICS2": 1, "ICS1": 1}),
+]
+
+
+@pytest.mark.parametrize(("dests", "text", "slots"), AM_SLOTS)
+def test_an_admin_message_reserves_every_slot_and_gives_them_back_on_failure(directory, dests, text, slots):
+    delivery = FakeDelivery(queue_max=8)
+    router = FakeRouter()
+    adm = admission(directory, router, delivery)
+    inp = parse_input(f"ICS1A1.AM.CA0130000.{dests}.TXT {text}".encode())
+    a = adm.admin(inp, inp.body, sender(directory))
+    assert delivery.held == slots
+    assert a.pending is None or a.pending.slot
+    exc = RuntimeError("commit failed")
+    adm.failed(a, exc)
+    assert delivery.held == {}
+    assert (getattr(router, "landed", None) is not None) is bool(a.outputs)
+
+
+@pytest.mark.parametrize(("dests", "full"), [("APB", {"ECP1"}), ("ICS2,NY0000000", {"ICS1"}),
+                                             ("ICS2,ICS1", {"ICS1"})])
+def test_an_admin_message_is_all_or_nothing(directory, dests, full):
+    delivery = FakeDelivery(full=full)
+    inp = parse_input(f"ICS1A1.AM.CA0130000.{dests}.TXT X".encode())
+    with pytest.raises(ProtocolError) as exc:
+        admission(directory, delivery=delivery).admin(inp, inp.body, sender(directory))
+    assert exc.value.code == "E307" and exc.value.detail.startswith("QUEUE OF ")
+    assert delivery.held == {}

@@ -324,62 +324,30 @@ def _run(args, directory: Path) -> int:
 
     logs = directory / "logs"
     private_dir(logs)
-    procs = []  # (name, Popen, log file, log offset at start, command)
+    procs: list = []  # (name, Popen, log file, log offset at start, command, ready file): _spawn
     ready = directory / ".ready"
     try:
         for endpoint, control_at, label in stubs:
-            stub_ready = directory / f".ready-stub-{label}"
-            stub_ready.unlink(missing_ok=True)
-            err = logs / f"stub-{label}.err"
             cmd = [*exe, "stub", "--role", "clets", "--listen", endpoint, "--control", control_at,
-                   "--log", str(logs / f"stub-{label}.log"), "--seed", "1", "--ready-file", str(stub_ready),
+                   "--log", str(logs / f"stub-{label}.log"), "--seed", "1",
                    # answers in several parts, as III and the state file + NCIC send them (PROTOCOL.md §4)
                    "--parts", "QR=2@1500", "--parts", "QW=2@300"]
-            start = _size(err)
-            procs.append((f"the {label} CLETS stub ({endpoint})",
-                          subprocess.Popen(cmd, stderr=open(err, "a"), start_new_session=True), err, start, cmd,
-                          stub_ready))
+            _spawn(procs, f"the {label} CLETS stub ({endpoint})", cmd, logs / f"stub-{label}.err",
+                   directory / f".ready-stub-{label}")
         # Our own stubs must listen before the switch dials their addresses: else it could reach
         # whatever else listens there (another user's demo).
-        deadline = time.monotonic() + 15
-        for name, p, err, start, _cmd, stub_ready in procs:
-            while not stub_ready.exists():
-                if p.poll() is not None or time.monotonic() > deadline:
-                    reason = _last_error(err, start) or ("did not say it listens within 15 s" if p.poll() is None
-                                                         else _exit_status(p.returncode))
-                    print(f"error: {name} did not start: {reason} (log: {err})", file=sys.stderr)
-                    return 2
-                time.sleep(0.05)
-        ready.unlink(missing_ok=True)
-        log_file = logs / "msc.log"
-        start = _size(log_file)
-        serve_cmd = [*exe, "serve", "--config", str(cfg_path), "--ready-file", str(ready)]
-        serve = subprocess.Popen(serve_cmd, stderr=open(log_file, "a"), start_new_session=True)
-        procs.append(("msc serve", serve, log_file, start, serve_cmd, ready))
-        deadline = time.monotonic() + 15
-        while not ready.exists():
-            if serve.poll() is not None or time.monotonic() > deadline:
-                reason = _last_error(log_file, start) if serve.poll() is not None else "not ready within 15 s"
-                print(f"error: msc serve did not start: {reason} (log: {log_file})", file=sys.stderr)
-                return 1
-            time.sleep(0.05)
+        if not _all_ready(procs, time.monotonic() + 15):
+            return 2
+        serve = _spawn(procs, "msc serve", [*exe, "serve", "--config", str(cfg_path)], logs / "msc.log", ready)
+        if not _all_ready(procs[-1:], time.monotonic() + 15):
+            return 1
         web = None
         if config.web is not None:
-            web_ready = directory / ".web-ready"
-            web_ready.unlink(missing_ok=True)
-            web_log = logs / "web.log"
-            start = _size(web_log)
-            web_cmd = [*exe, "web", "--config", str(cfg_path), "--ready-file", str(web_ready)]
-            web = subprocess.Popen(web_cmd, stderr=open(web_log, "a"), start_new_session=True)
-            procs.append(("msc web", web, web_log, start, web_cmd, web_ready))
-            deadline = time.monotonic() + 15
-            while not web_ready.exists():
-                if web.poll() is not None or time.monotonic() > deadline:
-                    reason = _last_error(web_log, start) if web.poll() is not None else "not ready within 15 s"
-                    print(f"error: msc web did not start: {reason} (log: {web_log})", file=sys.stderr)
-                    return 1
-                time.sleep(0.05)
-        print(f"""msc is running (switch log: {log_file}, stub logs: {logs}/stub-*.log)
+            web = _spawn(procs, "msc web", [*exe, "web", "--config", str(cfg_path)], logs / "web.log",
+                         directory / ".web-ready")
+            if not _all_ready(procs[-1:], time.monotonic() + 15):
+                return 1
+        print(f"""msc is running (switch log: {logs / "msc.log"}, stub logs: {logs}/stub-*.log)
 
   Terminal listener   {listen}     metrics http://{config.metrics.bind}/metrics
   CLETS stubs         {', '.join(f"{e} ({lab}, control {c})" for e, c, lab in stubs)}
@@ -422,6 +390,32 @@ then type, for example:  QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101
         # Only what this demo made (it holds DIR/.demo.lock): its ready files.
         for _name, _p, _log, _start, _cmd, ready_file in procs:
             ready_file.unlink(missing_ok=True)
+
+
+def _spawn(procs: list, name: str, cmd: list[str], log_file: Path, ready_file: Path) -> subprocess.Popen:
+    """Start one of the demo's processes (its stderr appended to ``log_file``; it creates
+    ``ready_file`` once it serves) and add it to ``procs`` as (name, Popen, log file, the log's
+    size at start, command, ready file)."""
+    ready_file.unlink(missing_ok=True)
+    cmd = [*cmd, "--ready-file", str(ready_file)]
+    start = _size(log_file)
+    p = subprocess.Popen(cmd, stderr=open(log_file, "a"), start_new_session=True)
+    procs.append((name, p, log_file, start, cmd, ready_file))
+    return p
+
+
+def _all_ready(procs: list, deadline: float) -> bool:
+    """Wait until each of ``procs`` has made its ready file; if one exits or the deadline passes
+    first, say which and why (its log's last error, its exit status) on stderr and return False."""
+    for name, p, log_file, start, _cmd, ready_file in procs:
+        while not ready_file.exists():
+            if p.poll() is not None or time.monotonic() > deadline:
+                reason = _last_error(log_file, start) or ("not ready within 15 s" if p.poll() is None
+                                                          else _exit_status(p.returncode))
+                print(f"error: {name} did not start: {reason} (log: {log_file})", file=sys.stderr)
+                return False
+            time.sleep(0.05)
+    return True
 
 
 def _watch(procs: list, serve, web=None) -> int:

@@ -67,9 +67,10 @@ from msc.protocol.message import parse_pairs
 
 EXIT_OK, EXIT_PROBLEM, EXIT_AUTH, EXIT_ENDED = 0, 1, 3, 4
 
-# SYS LOGOFF reasons after which msc closes the connection (server/switch.py: stop, reload,
-# session_bound); after the others (IDLE, SESSION MAXIMUM, USER DISABLED, USER REMOVED) the
-# connection stays open for the next logon. PROTOCOL.md §3.
+# SYS LOGOFF reasons after which msc closes the connection (server/switch.py stop, a station
+# disabled by a reload, a newer session of the same station: Session.close); after the others
+# (IDLE, SESSION MAXIMUM, USER DISABLED, USER REMOVED) the connection stays open for the next
+# logon. PROTOCOL.md §3.
 CLOSING_REASONS = frozenset(("SHUTDOWN", "STATION DISABLED", "REPLACED"))
 # Closing reasons another node would repeat: no failover to the next address after these.
 FINAL_REASONS = frozenset(("STATION DISABLED", "REPLACED"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,8 @@ class Refused:
     detail: str | None = None
     failed: str | None = None
     locked: str | None = None
+    delay_s: float = 0.0  # answer only after this long, the connection's frames held meanwhile
+    cause: Reject | None = None  # the real reason's code, journaled only (the client is told ``reject``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,9 @@ class Accounts:
         self.reload_users = reload_users
         self.settings = settings
         self.in_pool = in_pool
+        #: An address past its logon failure rate is answered E307 after this long
+        #: ([switch] logon_throttle_delay_s): one answer per connection and delay, not thousands.
+        self.throttle_delay_s = float(settings().config.switch.logon_throttle_delay_s)
 
     def today(self) -> dt.date:
         return dt.datetime.fromtimestamp(self.clock(), dt.UTC).date()
@@ -77,10 +83,24 @@ class Accounts:
         """A host's OIF: the account if active and not locked (PPP §1.6.7)."""
         return self.auth.oif_account(oif)  # type: ignore[return-value]  # the directory's accounts are Users
 
+    def host_operator(self, oif: str, serves: frozenset[str]) -> User | Refused:
+        """A host's OIF as the operator of a message (PPP §1.6.7): active, not locked, and an
+        operator of an agency the host serves (:func:`msc.mnemonics.authz.check_operator`).
+        Refused: always ``E104`` (a host must not learn which user IDs exist or what they are,
+        SECURITY.md "Authentication"); ``failed`` names a reason about an existing account, to
+        be journaled, with its real code as ``cause``."""
+        user = self.oif_account(oif)
+        if user is None:
+            return Refused(Reject.E104, "OIF IS NOT AN ACTIVE USER OF A SERVED AGENCY")
+        denied = authz.check_operator(user, serves, self.today())
+        if denied is not None:
+            return Refused(Reject.E104, "OIF IS NOT AN ACTIVE USER OF A SERVED AGENCY",
+                           failed=authz.refusal_reason(denied), cause=denied.reject)
+        return user
+
     def _tried(self, attempt: Attempt, why: str | None = None) -> Refused:
-        self.metrics.logon_failures.inc()
-        if attempt.locked_now:
-            self.metrics.lockouts.inc()
+        # The attempt and any lockout were counted by the auth service in state.db, whichever
+        # process checked the password (msc_logon_failures_total, SECURITY.md).
         return Refused(Reject.E202, why, failed=attempt.refusal.value if attempt.refusal else None,
                        locked=attempt.user_id if attempt.locked_now else None)
 
@@ -93,10 +113,12 @@ class Accounts:
         now = self.clock()
         if not self.attempts.reserve(source, now):
             self.metrics.logon_throttled.labels("address").inc()
-            return Refused(Reject.E307, "TOO MANY LOGON ATTEMPTS FROM THIS ADDRESS, TRY LATER")
+            return Refused(Reject.E307, "TOO MANY LOGON ATTEMPTS FROM THIS ADDRESS, TRY LATER",
+                           delay_s=self.throttle_delay_s)
         try:
-            attempt = await self.gate.run(self.attempts.priority(source, now), self.auth.authenticate,
-                                          body.user, body.password, body.otp)
+            attempt = await self.gate.run(self.attempts.priority(source, now), functools.partial(
+                self.auth.authenticate, via="pool" if pool is not None else "terminal"),
+                body.user, body.password, body.otp)
         except self.busy:
             self.attempts.release(source)
             return Refused(Reject.E307, "LOGON BUSY, TRY AGAIN")
@@ -112,7 +134,10 @@ class Accounts:
         assert src is not None
         denied = authz.check_operator(user, src.serves, self.today())
         if denied is not None:
-            return Refused(denied.reject, denied.detail, failed=denied.code)
+            # Role, agency or certification: the same E202 as any refusal (SECURITY.md
+            # "Authentication"): telling the reason would tell that the password was right and what
+            # the account is. The reason is journaled.
+            return Refused(Reject.E202, None, failed=authz.refusal_reason(denied), cause=denied.reject)
         if pool is None:
             assert station is not None
             return LoggedOn(user, station.mnemonic)

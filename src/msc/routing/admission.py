@@ -54,6 +54,7 @@ class Admitted:
     forwarded: bytes = b""
     outputs: list[Output] = field(default_factory=list)  # an AM's local deliveries
     at: list[int] = field(default_factory=list)  # each output's record index in entries
+    reserved: dict[str, int] = field(default_factory=dict)  # queue slots held until go() or failed()
 
 
 class LastUse:
@@ -111,11 +112,15 @@ class Admission:
         if route is None:
             raise ProtocolError(Reject.E301, f"UNKNOWN MESSAGE KEY {mke}")
         self._authorize(inp, body, sender, route, d)
-        if not self.delivery.room(sender.endpoint):
-            # The operator's own outputs are not being taken: no new work until they are.
+        # The request's fate (its first answer part, or its notice) gets a slot in the asker's
+        # queue now, or the request is refused: the operator's own outputs are not being taken,
+        # no new work until they are (PROTOCOL.md §5 "Bounds").
+        slot = {sender.endpoint: 1}
+        if not self.delivery.reserve(slot, path="request"):
             raise ProtocolError(Reject.E307, "OUTPUT QUEUE FULL, ACKNOWLEDGE OUTPUTS FIRST")
         link, refused = self.router.capacity(route)
         if refused is not None or link is None:
+            self.delivery.release(slot)
             raise ProtocolError(refused or Reject.E302)
         txn = self.router.new_txn()
         oif, taf = sender.oif, sender.taf
@@ -135,8 +140,9 @@ class Admission:
         pending = Pending(txn=txn, header=inp.header, mnemonic=inp.mnemonic, endpoint=sender.endpoint,
                           alloc=sender.alloc, user=oif, taf=taf, ori=body.ori, mke=mke, category=route.category,
                           upstream=link.name, purpose=purpose, requester=requester, recipient=recipient,
-                          window_s=route.answer_window_s, timeout_s=route.timeout_s)
-        return Admitted(entries, route.category, pending, forwarded.encode("ascii"))
+                          window_s=route.answer_window_s, timeout_s=route.timeout_s,
+                          expects_answer=not route.one_way, slot=True)
+        return Admitted(entries, route.category, pending, forwarded.encode("ascii"), reserved=slot)
 
     def _authorize(self, inp: Input, body, sender: Sender, route, d: Directory) -> None:
         denied = authz.decide(user=sender.user, authorizations=sender.authorizations, serves=sender.serves,
@@ -160,19 +166,32 @@ class Admission:
         self._authorize(inp, body, sender, None, d)
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
         local, remote = admin_destinations(d, body.destinations, now=now, attached=self.delivery.attached)
-        for endpoint, _m in local:
-            if not self.delivery.room(endpoint):
-                raise ProtocolError(Reject.E307, f"QUEUE OF {endpoint} FULL, TRY AGAIN")
         link = None
         if remote:
             link = self.router.links.get(self.admin_upstream() or "")
             if link is None or not link.up:
                 raise ProtocolError(Reject.E302)
+        # Each local destination gets the message with the sender in place of the destination
+        # list (in parts if longer than a station can take). Admission is all or nothing: room
+        # for every output in every destination queue, reserved before the commit (PROTOCOL.md §5
+        # "Bounds"); and a remote part reserves the sender's slot for its fate (E302).
+        copies = []
+        counts: dict[str, int] = {}
+        for endpoint, m in local:
+            payload = f"{m}.AM.{body.ori}.{inp.mnemonic}.TXT {body.text}".encode("ascii", "replace")
+            split = self.router._split(payload)
+            copies.append((endpoint, m, payload, split))
+            counts[endpoint] = counts.get(endpoint, 0) + len(split[1])
+        if remote:
+            counts[sender.endpoint] = counts.get(sender.endpoint, 0) + 1
+        if not self.delivery.reserve(counts, path="admin"):
+            full = next((e for e, n in counts.items() if not self.delivery.room(e, n)), sender.endpoint)
+            raise ProtocolError(Reject.E307, f"QUEUE OF {full} FULL, TRY AGAIN")
         txn = self.router.new_txn()
         oif, taf = sender.oif, sender.taf
         common: dict[str, Any] = dict(user=oif, taf=taf, ori=body.ori, mke=inp.mke, txn=txn)
         adm = Admitted([Entry(kind=Kind.RECEIVED, direction="in", peer=sender.peer, mnemonic=inp.mnemonic,
-                              text=inp.journal_text(), **common)], "admin")
+                              text=inp.journal_text(), **common)], "admin", reserved=counts)
         if remote:
             assert link is not None
             control = "".join(f".{c}" for c in body.control)  # the Nlets control field goes along
@@ -182,12 +201,10 @@ class Admission:
             adm.forwarded = forwarded.encode("ascii", "replace")
             adm.pending = Pending(txn=txn, header=inp.header, mnemonic=inp.mnemonic, endpoint=sender.endpoint,
                                   user=oif, taf=taf, ori=body.ori, mke=inp.mke, category="admin",
-                                  upstream=link.name, expects_answer=False)
-        # Each local destination gets the message with the sender in place of the destination
-        # list (in parts if longer than a station can take).
-        for endpoint, m in local:
-            payload = f"{m}.AM.{body.ori}.{inp.mnemonic}.TXT {body.text}".encode("ascii", "replace")
-            outs, ents, pos = self.router.prepare([(endpoint, m)], payload, inp.mnemonic, dict(common), None, None)
+                                  upstream=link.name, expects_answer=False, slot=True)
+        for endpoint, m, payload, split in copies:
+            outs, ents, pos = self.router.prepare([(endpoint, m)], payload, inp.mnemonic, dict(common), None, None,
+                                                  split=split)
             adm.outputs += outs
             adm.at += [len(adm.entries) + i for i in pos]
             adm.entries += ents
@@ -202,3 +219,11 @@ class Admission:
         if adm.pending is not None:
             # Nothing comes back for an AM: the upstream's A is its answer, a lost link E302.
             self.router.dispatch(adm.pending, adm.forwarded)
+
+    def failed(self, adm: Admitted, exc: BaseException | None) -> None:
+        """The admitted message's records were not committed (the client was told E501): give
+        back the queue slots it reserved; outputs whose records landed anyway are closed
+        (:meth:`msc.routing.router.Router.landed_undelivered`)."""
+        self.delivery.release(adm.reserved)
+        if adm.outputs:
+            self.router.landed_undelivered(adm.outputs, adm.at, exc)

@@ -3,7 +3,8 @@ never came (PROTOCOL.md §4 "Every accepted request ends in exactly one of …")
 
 The process that would have told their operators is gone, so the next start tells them: ``E302``
 (the switch restarted before the answer came), or ``E501`` when the answer came but could not be
-recorded (the upstream was told ``N E501``). Only records written before this start count.
+recorded (the upstream was told ``N E501``); a request answered in parts whose answer window was
+still open is told ``E302`` that the rest may be lost. Only records written before this start count.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from msc.protocol.message import msc_notice
 from msc.routing.router import MSC_PEER, Router
 
 log = structlog.get_logger("msc.recovery")
+
+#: The notice, after a restart, for a request answered in parts whose answer window was still
+#: open when the switch stopped (PROTOCOL.md §4, §6 E302): the rest of its answer may be lost.
+REST_OF_ANSWER_LOST = "SWITCH RESTARTED BEFORE THE REST OF THE ANSWER"
 
 
 def answer_window(cfg) -> float:
@@ -32,9 +37,13 @@ async def recover_unanswered(journal, router: Router, cfg, up_to: int) -> int:
     unanswered = await journal.unanswered_requests(answer_window(cfg), up_to)
     refused = await journal.refused_answers(unanswered[0].seq) if unanswered else set()
     told = 0
+    directory = router.directory
     for rec in unanswered:
+        route = directory.routes.get(rec.mke or "")
+        if route is not None and route.one_way:
+            continue  # a YR, a DR …: nothing was to come back (PROTOCOL.md §4)
         header = rec.text.split(".", 1)[0]
-        endpoint = router.directory.endpoint_of(rec.mnemonic) if rec.mnemonic else None
+        endpoint = directory.endpoint_of(rec.mnemonic) if rec.mnemonic else None
         if endpoint is None:
             continue
         if rec.txn in refused:
@@ -42,8 +51,24 @@ async def recover_unanswered(journal, router: Router, cfg, up_to: int) -> int:
                                            "SWITCH RESTARTED; REPEAT THE REQUEST")
         else:
             reject, detail = Reject.E302, "SWITCH RESTARTED BEFORE THE ANSWER CAME"
-        await router.emit([(endpoint, rec.mnemonic)], msc_notice(header, reject, detail), MSC_PEER,
-                          dict(user=rec.user, taf=rec.taf, ori=rec.ori, mke="MSC", code=reject.code, txn=rec.txn))
+        # Journaled and queued as soon as the mnemonic's queue has room (PROTOCOL.md §5 "Bounds").
+        router.notify(endpoint, rec.mnemonic, msc_notice(header, reject, detail),
+                      dict(user=rec.user, taf=rec.taf, ori=rec.ori, mke="MSC", code=reject.code, txn=rec.txn))
         log.warning("switch.unanswered_after_restart", txn=rec.txn, code=reject.code)
+        told += 1
+    # Answered in parts, and the window for the rest was still open when the switch stopped (a
+    # drain that timed out, a crash): parts that come now are linked to nothing, so the operator
+    # is told the answer may be incomplete (PROTOCOL.md §4).
+    windows = {k: r.answer_window_s for k, r in directory.routes.items()
+               if r.answer_window_s is not None and not r.one_way}
+    for rec in await journal.open_answers(windows, up_to):
+        header = rec.text.split(".", 1)[0]
+        endpoint = directory.endpoint_of(rec.mnemonic) if rec.mnemonic else None
+        if endpoint is None:
+            continue
+        await router.emit([(endpoint, rec.mnemonic)], msc_notice(header, Reject.E302, REST_OF_ANSWER_LOST), MSC_PEER,
+                          dict(user=rec.user, taf=rec.taf, ori=rec.ori, mke="MSC", code=Reject.E302.code,
+                               txn=rec.txn))
+        log.warning("switch.answer_open_at_restart", txn=rec.txn, code=Reject.E302.code)
         told += 1
     return told

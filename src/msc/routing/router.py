@@ -95,7 +95,7 @@ class Router:
 
     async def stop(self) -> None:
         # Requests still waiting when the switch stops are told by the next start's recovery
-        # pass (Switch._recover_unanswered), not by notices raced against the journal's close.
+        # pass (msc.routing.recovery.recover_unanswered), not by notices raced against the journal's close.
         self._stopping = True
         if self._sweeper:
             self._sweeper.cancel()

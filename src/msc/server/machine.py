@@ -342,11 +342,19 @@ class SessionMachine:
         while True:
             if self._actions:
                 return self._actions.popleft()
-            if self.closing:
+            if self.state is State.DRAINING or self.state is State.CLOSED:
                 self._frames.clear()
                 return None
             if self._frames and not self._holding:
-                self._actions.extend(self._frame(self._frames.popleft(), now))
+                f = self._frames.popleft()
+                # The two frames of every transaction, without the general path's lists: an M
+                # within the rate, and the A of an output.
+                if f.type == framing.MSG and self._rate_ok(now):
+                    self.last_activity = now
+                    return Message(f.xid, f.payload)
+                if f.type == framing.ACK and f.xid != SYS_XID:
+                    return OutputAcked(f.xid)
+                self._actions.extend(self._frame(f, now, rate_checked=f.type == framing.MSG))
                 continue
             if self._failure is not None:
                 # Frames held behind a logon are dropped with the connection (as before the
@@ -365,11 +373,12 @@ class SessionMachine:
             out.append(a)
         return out
 
-    def _frame(self, f: framing.Frame, now: float) -> list[Action]:
+    def _frame(self, f: framing.Frame, now: float, *, rate_checked: bool = False) -> list[Action]:
+        """``rate_checked``: an M whose token was already refused (:meth:`next_action`)."""
         t = f.type
         if t == framing.MSG:
             self.last_activity = now
-            if not self._rate_ok(now):
+            if rate_checked or not self._rate_ok(now):
                 # A flooding client is told to slow down, and is slowed: we stop reading until its
                 # bucket has refilled (the kernel's buffers then push back on it).
                 return [RateLimited(f.xid, f.payload), *self._pause(resume_after=8.0 / self.limits.rate_limit)]

@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from typing import Any
+from typing import TYPE_CHECKING
 
 import structlog
 
 from msc.protocol.proxy import ProxyHeaderError, ProxyReader
+
+if TYPE_CHECKING:
+    from msc.server.listener import ListenerRuntime
+    from msc.server.services import Services
 
 log = structlog.get_logger("msc.proxy")
 
@@ -50,10 +54,10 @@ def trusted(peer_ip: str | None, networks: tuple[str, ...]) -> bool:
 class ProxyGate(asyncio.Protocol):
     """Reads the PROXY header of one connection, then hands the transport to a Session."""
 
-    def __init__(self, switch: Any, listener: Any) -> None:
-        """``switch``: the msc.server.switch.Switch; ``listener``: its ListenerRuntime (not imported
-        here: the switch imports this module, and sibling modules may not import each other both ways)."""
-        self.switch = switch
+    def __init__(self, services: Services, listener: ListenerRuntime) -> None:
+        """``services``: what the session it hands the connection to is given (the switch's
+        :class:`~msc.server.services.Services`); ``listener``: the listener it came through."""
+        self.services = services
         self.listener = listener
         self.transport: asyncio.Transport | None = None
         self.reader = ProxyReader()
@@ -91,7 +95,7 @@ class ProxyGate(asyncio.Protocol):
             proxied = None  # the relay's own connection (a health check): its own address
         else:
             proxied = (header.source[0], header.ssl_cn)
-        session = Session(self.switch, self.listener, proxied=proxied)
+        session = Session(self.services, self.listener, proxied=proxied)
         t.set_protocol(session)
         session.connection_made(t)
         if self.reader.rest and not t.is_closing():
@@ -108,7 +112,7 @@ class ProxyGate(asyncio.Protocol):
         self.done = True
         if self.timer is not None:
             self.timer.cancel()
-        self.switch.metrics.proxy_refused.labels(reason).inc()
+        self.services.metrics.proxy_refused.labels(reason).inc()
         log.warning("proxy.refused", reason=reason, detail=detail, relay=self.relay, listener=self.listener.cfg.name)
         if self.transport is not None:
             self.transport.abort()

@@ -1,0 +1,159 @@
+"""How a running switch takes a new configuration (CONFIG.md "Reload", SIGHUP; ``msc user``,
+``msc station`` through the control socket).
+
+A mixin of :class:`msc.server.switch.Switch`: both files are re-read and validated; if either is
+invalid the switch keeps running as before. A valid change applies without dropping sessions —
+each session re-points what it holds (:meth:`msc.server.session.Session.reconfigure`), removed or
+disabled stations and users are logged off, listeners and upstream links are added, removed or
+re-bound as their tables changed, and every bound and limit that can change at run time does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+
+from msc.config.load import Settings
+from msc.journal.records import Entry, JournalError, Kind
+from msc.mnemonics.auth import users_file_rehash
+from msc.mnemonics.directory import Directory
+
+
+class ConfigChanges:
+    """reload_users, apply_directory, reload (see the module docstring)."""
+
+    def reload_users(self) -> str | None:
+        """Re-read users.toml; apply it if valid. Returns an error text, or None."""
+        from msc.config.load import ConfigIssue, decode_file
+        from msc.config.model import UsersFile
+        from msc.config.validate import validate
+
+        issues: list[ConfigIssue] = []
+        users = decode_file(self.settings.users_path, UsersFile, issues) if self.settings.users_path.exists() else UsersFile()
+        if users is None:
+            return "; ".join(map(str, issues))
+        settings = dataclasses.replace(self.settings, users=users)
+        issues = validate(settings)
+        if issues:
+            return "; ".join(map(str, issues))
+        self.settings = settings
+        self.apply_directory(Directory(settings, disabled_stations=self.directory.disabled_stations))
+        return None
+
+    def apply_directory(self, directory: Directory) -> None:
+        """Swap in a new directory; log off sessions it no longer allows (within a second)."""
+        self.directory = directory
+        self.acp.update(directory.pools)
+        if self.router is not None:
+            self.router.directory = directory
+        for sess in self.sessions:
+            # Sessions judge the next message by the new configuration.
+            sess.reconfigure(directory)
+
+    async def reload(self) -> bool:
+        """CONFIG.md "Reload": re-read both files; if either is invalid, keep running as before.
+
+        A valid change applies without dropping sessions: removed or disabled stations and users
+        are logged off, authorizations and routes apply to the next message, listeners and
+        upstream links are added, removed or re-bound as their tables changed.
+        """
+        from msc.config.load import ConfigError, load
+
+        try:
+            new = await asyncio.to_thread(load, self.settings.config_path)
+        except ConfigError as exc:
+            self.last_reload_error = "; ".join(str(i) for i in exc.issues)[:2000]
+            self.metrics.config_reload.labels("error").inc()
+            self.log.error("config.reload_failed", errors=len(exc.issues), first=str(exc.issues[0]))
+            with contextlib.suppress(JournalError):
+                await self.journal.append(Entry(kind=Kind.ADMIN, code="E502",
+                                                text=f"CONFIG RELOAD FAILED: {len(exc.issues)} ERROR(S); RUNNING CONFIG KEPT"))
+            return False
+        old = self.settings
+        changes = await self._apply_config(old, new)
+        self.last_reload_error = None
+        self.metrics.config_reload.labels("ok").inc()
+        self.log.info("config.reloaded", changes=changes)
+        with contextlib.suppress(JournalError):
+            await self.journal.append(Entry(kind=Kind.ADMIN, text="CONFIG RELOAD OK" + (f": {'; '.join(changes)}" if changes else "")))
+        return True
+
+    async def _apply_config(self, old: Settings, new: Settings) -> list[str]:
+        changes: list[str] = []
+        oc, nc = old.config, new.config
+        self.settings = new
+        self.apply_directory(Directory(new, disabled_stations=frozenset(self.state.disabled_stations())))
+        # Listeners: same name and same bind/TLS keep their socket and sessions (limits update in
+        # place); anything else is closed and/or bound anew.
+        old_by_name = {rt.cfg.name: rt for rt in self.listeners}
+        keep = []
+        for lc in nc.listener:
+            rt = old_by_name.pop(lc.name, None)
+            if (rt is not None and rt.cfg.bind == lc.bind and rt.cfg.tls == lc.tls
+                    and rt.cfg.proxy_protocol == lc.proxy_protocol):
+                rt.cfg = lc
+                rt.configured()
+                keep.append(rt)
+                continue
+            if rt is not None:
+                rt.server.close()
+                changes.append(f"listener {lc.name} re-bound")
+            else:
+                changes.append(f"listener {lc.name} added")
+            self.listeners.remove(rt) if rt in self.listeners else None
+            keep.append(await self._listen(lc, register=False))
+        for name, rt in old_by_name.items():
+            rt.server.close()  # sessions already on it continue until they end
+            changes.append(f"listener {name} removed")
+        self.listeners = keep
+        # Upstream links.
+        old_up = {u.name: u for u in oc.upstream}
+        for u in nc.upstream:
+            link = self.router.links.get(u.name)
+            if link is None:
+                self._add_link(u).start()
+                changes.append(f"upstream {u.name} added")
+            elif old_up[u.name].endpoints != u.endpoints or old_up[u.name].tls != u.tls:
+                await link.stop()
+                self._add_link(u).start()
+                changes.append(f"upstream {u.name} reconnected")
+            else:
+                link.cfg = u
+        for name in set(old_up) - {u.name for u in nc.upstream}:
+            await self.router.links.pop(name).stop()
+            changes.append(f"upstream {name} removed")
+        # Everything else that can change at run time.
+        self.auth.cost = nc.switch.password_cost
+        self.logon_gate.configure(checks=nc.switch.logon_checks,
+                                  queue=nc.switch.logon_queue, wait_s=nc.switch.logon_wait_s)
+        self.logon_attempts.limit = nc.switch.logon_failures_per_address
+        self.logon_attempts.window_s = nc.switch.logon_failures_window_s
+        self.accounts.throttle_delay_s = nc.switch.logon_throttle_delay_s
+        self.budgets.configure(nc.journal)
+        for sess in self.sessions:
+            sess.refusals.limits = self.budgets.limits
+        self.auth.rehash = users_file_rehash(new.users_path)
+        self.delivery.queue_max = nc.switch.queue_max
+        self.delivery.output_memory_bytes = nc.switch.output_memory_bytes
+        self.delivery.expiry_s = nc.switch.queue_expiry_s
+        self.router.requests.late_answer_s = nc.switch.late_answer_s
+        self.journal.checkpoint_every = nc.journal.checkpoint_every
+        self.journal.checkpoint_interval_s = nc.journal.checkpoint_interval_s
+        if nc.metrics.bind != oc.metrics.bind:
+            await self.ops.stop()
+            await self.ops.start(nc.metrics.bind)
+            changes.append("metrics endpoint re-bound")
+        restart_only = [k for k in ("dir", "key_file", "synchronous") if getattr(oc.journal, k) != getattr(nc.journal, k)]
+        if nc.switch.data_dir != oc.switch.data_dir:
+            restart_only.append("data_dir")
+        if restart_only:
+            self.log.warning("config.needs_restart", settings=restart_only)
+            changes.append(f"needs a restart to apply: {', '.join(restart_only)}")
+        if oc.station != nc.station or oc.pool != nc.pool or oc.agency != nc.agency:
+            changes.append("stations/pools/agencies updated")
+        if oc.route != nc.route:
+            changes.append("routes updated")
+        if old.users != new.users:
+            changes.append("users updated")
+        return changes
