@@ -1,0 +1,179 @@
+"""The asyncio loop that keeps (or waits for) the lease: it runs :class:`LeaseMachine`'s
+decisions against the database (:class:`PgLease`) and tells the node when it became active and
+when it must stop serving.
+
+    keeper = LeaseKeeper(lease, LeaseMachine(ttl_s), on_role=...)
+    keeper.start()
+    epoch = await keeper.wait_active()       # standby until the lease is ours
+    fence = keeper.fence()                   # for the journal writer's commit transactions
+    reason = await keeper.wait_lost()        # renewal lapsed or refused, or a commit was fenced
+    await keeper.stop(release=True)          # clean stop: the standby takes over at once
+
+Every database call is bounded: a renewal by the end of the node's belief (it cannot help
+after that), an acquisition by the lease's own ``timeout_s``. A call's outcome is reported to
+the machine with the monotonic time it was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Callable
+
+import structlog
+
+from msc.ha.lease import Acquire, LeaseMachine, Renew, Role, StepDown, Wait
+from msc.ha.pglease import Fence, Fenced, Granted, LeaseUnavailable, PgLease
+
+log = structlog.get_logger("msc.ha")
+
+
+class LeaseKeeper:
+    """Runs one node's lease. ``on_role(role, epoch, reason)`` is called on every change
+    (``reason`` says why a node stepped down); ``on_attempt(outcome)`` on every database call
+    (``granted``, ``held``, ``renewed``, ``lost``, ``error``) — both for metrics and logs."""
+
+    def __init__(self, lease: PgLease, machine: LeaseMachine, *, clock: Callable[[], float] = time.monotonic,
+                 on_role: Callable[[Role, int, str], None] | None = None,
+                 on_attempt: Callable[[str], None] | None = None) -> None:
+        self.lease = lease
+        self.machine = machine
+        self.clock = clock
+        self.on_role = on_role
+        self.on_attempt = on_attempt
+        self._task: asyncio.Task[None] | None = None
+        self._active = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._kick = asyncio.Event()
+        self.lost_reason: str | None = None
+        self.last_error: str | None = None
+        self.holder_seen: str | None = None  # who held the lease at the last refused acquisition
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="lease-keeper")
+
+    async def stop(self, *, release: bool) -> None:
+        """Stop keeping the lease; with ``release``, give it up if this node still holds it."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        epoch = self.machine.epoch
+        held = self.machine.holds(self.clock())
+        self.machine.released()
+        if release and held:
+            with contextlib.suppress(LeaseUnavailable):
+                await self.lease.release(epoch)
+                log.info("lease.released", node=self.lease.holder, epoch=epoch)
+        await self.lease.close()
+
+    async def wait_active(self) -> int:
+        """Until this node holds the lease; its epoch."""
+        await self._active.wait()
+        return self.machine.epoch
+
+    async def wait_lost(self) -> str:
+        """Until this node must stop serving; why."""
+        await self._lost.wait()
+        return self.lost_reason or "lease lost"
+
+    @property
+    def role(self) -> Role:
+        return self.machine.role(self.clock())
+
+    # -- the fence -----------------------------------------------------------------------------
+
+    def fence(self) -> Fence:
+        """The commit fence for this node's current epoch (call after :meth:`wait_active`)."""
+        epoch = self.machine.epoch
+
+        def before() -> None:
+            if not self.machine.holds(self.clock()) or self.machine.epoch != epoch:
+                raise Fenced(f"node {self.lease.holder}: the lease at epoch {epoch} has lapsed here")
+
+        return self.lease.fence_for(epoch, before=before, on_fenced=self.fenced)
+
+    def fenced(self, reason: str) -> None:
+        """A commit was refused by the fence: step down now (the loop gives the StepDown)."""
+        self.machine.fenced(f"a commit was fenced: {reason}")
+        self._kick.set()
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            now = self.clock()
+            act = self.machine.poll(now)
+            if isinstance(act, Wait):
+                await self._sleep_until(act.until)
+            elif isinstance(act, StepDown):
+                self._stepped_down(act)
+            elif isinstance(act, Acquire):
+                await self._acquire(now)
+            elif isinstance(act, Renew):
+                await self._renew(now, act.epoch)
+
+    async def _sleep_until(self, until: float) -> None:
+        self._kick.clear()
+        delay = until - self.clock()
+        if delay <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._kick.wait(), None if math.isinf(delay) else delay)
+
+    async def _acquire(self, sent: float) -> None:
+        try:
+            result = await asyncio.wait_for(self.lease.acquire(), self.lease.timeout_s * 2)
+        except (LeaseUnavailable, TimeoutError) as exc:
+            self._error(sent, exc)
+            return
+        if isinstance(result, Granted):
+            self.machine.acquired(sent, result.epoch)
+            self._attempt("granted")
+            if self.machine.holds(self.clock()):
+                log.info("lease.acquired", node=self.lease.holder, epoch=result.epoch)
+                self._active.set()
+                if self.on_role:
+                    self.on_role(Role.ACTIVE, result.epoch, "lease acquired")
+        else:
+            self.holder_seen = result.holder
+            self.machine.refused(sent, result.remaining_s)
+            self._attempt("held")
+
+    async def _renew(self, sent: float, epoch: int) -> None:
+        budget = self.machine.valid_until - sent
+        try:
+            ok = await asyncio.wait_for(self.lease.renew(epoch), max(budget, 0.001))
+        except (LeaseUnavailable, TimeoutError) as exc:
+            self._error(sent, exc)
+            return
+        if ok:
+            self.machine.renewed(sent)
+            self._attempt("renewed")
+        else:
+            self.machine.lost(sent)
+            self._attempt("lost")
+
+    def _error(self, sent: float, exc: BaseException) -> None:
+        self.last_error = str(exc) or type(exc).__name__
+        self.machine.failed(sent)
+        self._attempt("error")
+        log.warning("lease.unavailable", node=self.lease.holder, error=self.last_error)
+
+    def _attempt(self, outcome: str) -> None:
+        if self.on_attempt:
+            self.on_attempt(outcome)
+
+    def _stepped_down(self, act: StepDown) -> None:
+        self.lost_reason = act.reason
+        log.error("lease.lost", node=self.lease.holder, epoch=act.epoch, reason=act.reason)
+        self._active.clear()
+        self._lost.set()
+        if self.on_role:
+            self.on_role(Role.STANDBY, act.epoch, act.reason)

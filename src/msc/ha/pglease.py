@@ -1,0 +1,267 @@
+"""The node lease in PostgreSQL (asyncpg), and the fence every commit of the active node runs.
+
+One row per lease in ``msc_lease(name, holder, epoch, expires_at, acquired_at)``. Every
+statement is one atomic statement on its own (autocommit); every time is the database's
+``statement_timestamp()`` — the nodes' clocks never decide an expiry:
+
+- **acquire**: ``INSERT … ON CONFLICT (name) DO UPDATE … WHERE expires_at <= now`` — the row
+  is taken only when it is free (released) or expired, ``epoch = epoch + 1`` in the same
+  statement. Two nodes racing: the second waits for the first's row lock, re-checks the
+  condition against the new row (READ COMMITTED's rule for ``ON CONFLICT DO UPDATE``) and gets
+  nothing. A refusal returns who holds it and how long it has left.
+- **renew**: ``UPDATE … SET expires_at = now + ttl WHERE holder AND epoch match AND not expired``.
+- **release** (clean stop): ``expires_at = now`` if still ours — a standby takes over at once.
+- **fence** (inside each commit transaction, before its inserts): ``msc_fence(name, holder,
+  epoch)`` locks the row ``FOR SHARE`` and raises SQLSTATE ``MSC01`` unless holder and epoch are
+  still this node's and the lease has not expired. The share lock is held until the commit: an
+  acquisition (which must lock the row exclusively) waits for every commit already fenced, and
+  every commit fenced after it sees the new epoch and fails. So each commit is ordered entirely
+  before or entirely after a takeover; a paused node's late commit is refused by the database.
+  Share locks do not block one another: concurrent commits of the active node do not serialise
+  on the lease (measured: notes/pgprep.md, "fence as a row share lock").
+
+Connection strings are libpq URIs (``postgresql://user@h1:5432,h2:5432/db?target_session_attrs=
+read-write``: several hosts find the primary after a PostgreSQL failover); the password comes
+from a file or ``passfile=``, never from the string (CONFIG.md ``[node]``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from msc.protocol.codes import MscError
+
+#: SQLSTATE of a fenced commit (class "MS": msc's own; PostgreSQL leaves 5-character codes
+#: outside its classes to applications).
+FENCED_SQLSTATE = "MSC01"
+#: The lease every node of one switch competes for (one switch per database).
+DEFAULT_LEASE = "msc"
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS msc_lease (
+    name        text PRIMARY KEY,
+    holder      text NOT NULL,
+    epoch       bigint NOT NULL CHECK (epoch > 0),
+    expires_at  timestamptz NOT NULL,
+    acquired_at timestamptz NOT NULL
+);
+CREATE OR REPLACE FUNCTION msc_fence(p_name text, p_holder text, p_epoch bigint) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    cur record;
+BEGIN
+    SELECT holder, epoch, expires_at INTO cur FROM msc_lease WHERE name = p_name FOR SHARE;
+    IF NOT FOUND OR cur.holder <> p_holder OR cur.epoch <> p_epoch OR cur.expires_at <= statement_timestamp() THEN
+        RAISE EXCEPTION 'fenced: node % no longer holds lease % at epoch % (holder %, epoch %, expires %)',
+            p_holder, p_name, p_epoch, cur.holder, cur.epoch, cur.expires_at
+            USING ERRCODE = '{FENCED_SQLSTATE}';
+    END IF;
+    RETURN true;
+END $$;
+"""
+
+ACQUIRE = """
+WITH won AS (
+    INSERT INTO msc_lease AS l (name, holder, epoch, expires_at, acquired_at)
+    VALUES ($1, $2, 1, statement_timestamp() + make_interval(secs => $3), statement_timestamp())
+    ON CONFLICT (name) DO UPDATE
+        SET holder = EXCLUDED.holder, epoch = l.epoch + 1,
+            expires_at = EXCLUDED.expires_at, acquired_at = EXCLUDED.acquired_at
+        WHERE l.expires_at <= statement_timestamp()
+    RETURNING l.epoch
+)
+SELECT (SELECT epoch FROM won) AS won,
+       (SELECT holder FROM msc_lease WHERE name = $1) AS holder,
+       (SELECT epoch FROM msc_lease WHERE name = $1) AS epoch,
+       (SELECT extract(epoch FROM expires_at - statement_timestamp())::float8 FROM msc_lease WHERE name = $1)
+           AS remaining
+"""
+
+RENEW = """
+UPDATE msc_lease SET expires_at = statement_timestamp() + make_interval(secs => $4)
+WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > statement_timestamp()
+RETURNING epoch
+"""
+
+RELEASE = """
+UPDATE msc_lease SET expires_at = statement_timestamp()
+WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > statement_timestamp()
+RETURNING epoch
+"""
+
+CURRENT = """
+SELECT holder, epoch, expires_at > statement_timestamp() AS live,
+       extract(epoch FROM expires_at - statement_timestamp())::float8 AS remaining, acquired_at
+FROM msc_lease WHERE name = $1
+"""
+
+
+class Fenced(MscError):
+    """A commit (or a renewal) found that this node no longer holds the lease at its epoch:
+    another node took over, or the lease expired. Nothing of the transaction was committed."""
+
+
+class LeaseUnavailable(MscError):
+    """The lease's database could not be reached or answered an error (the outcome is unknown)."""
+
+
+@dataclass(frozen=True)
+class Granted:
+    epoch: int
+
+
+@dataclass(frozen=True)
+class Held:
+    """The lease is another's (or ours from before — not yet expired): who, and for how long."""
+
+    holder: str | None
+    epoch: int | None
+    remaining_s: float | None
+
+
+@dataclass(frozen=True)
+class LeaseRow:
+    holder: str
+    epoch: int
+    live: bool
+    remaining_s: float
+
+
+def is_fenced(exc: BaseException) -> bool:
+    """Is ``exc`` the database's refusal of a fenced commit (SQLSTATE ``MSC01``)?"""
+    return isinstance(exc, Fenced) or getattr(exc, "sqlstate", None) == FENCED_SQLSTATE
+
+
+Fence = Callable[[asyncpg.Connection], Awaitable[None]]
+Connect = Callable[[], Awaitable[asyncpg.Connection]]
+
+
+def connector(dsn: str, *, password: str | None = None, timeout_s: float = 5.0) -> Connect:
+    """A function that opens one connection to the lease's database (a libpq URI; ``password``
+    from the configured file, else ``passfile=``/PGPASSFILE as libpq does)."""
+    async def connect() -> asyncpg.Connection:
+        kw: dict[str, Any] = {"timeout": timeout_s}
+        if password is not None:
+            kw["password"] = password
+        return await asyncpg.connect(dsn, **kw)
+    return connect
+
+
+class PgLease:
+    """This node's handle on the lease ``name`` as ``holder`` (the ``[node] name``).
+
+    Holds one connection of its own (not the journal's), opened on first use and again after it
+    broke. Every call is bounded by ``timeout_s``; a call that fails or times out raises
+    :class:`LeaseUnavailable` — its outcome at the database is unknown, which the decision logic
+    (:class:`msc.ha.lease.LeaseMachine`) treats as "not renewed".
+    """
+
+    def __init__(self, connect: Connect, *, holder: str, ttl_s: float, name: str = DEFAULT_LEASE,
+                 timeout_s: float = 5.0) -> None:
+        if not holder:
+            raise ValueError("a lease holder needs a name ([node] name)")
+        self._connect = connect
+        self.name = name
+        self.holder = holder
+        self.ttl_s = float(ttl_s)
+        self.timeout_s = timeout_s
+        self._conn: asyncpg.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._schema_ready = False
+
+    # -- connection ----------------------------------------------------------------------------
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is not None and not self._conn.is_closed():
+            return self._conn
+        self._conn = await self._connect()
+        if not self._schema_ready:
+            await ensure_schema(self._conn)
+            self._schema_ready = True
+        return self._conn
+
+    async def _call(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        async with self._lock:
+            try:
+                conn = await asyncio.wait_for(self._connection(), self.timeout_s)
+                rows: list[asyncpg.Record] = await conn.fetch(sql, *args, timeout=self.timeout_s)
+                return rows
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                await self._drop()
+                raise LeaseUnavailable(f"lease database: {type(exc).__name__}: {exc}") from None
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._drop()
+
+    # -- the lease -----------------------------------------------------------------------------
+
+    async def acquire(self) -> Granted | Held:
+        """Take the lease if it is free or expired (a new epoch), else say who holds it."""
+        row = (await self._call(ACQUIRE, self.name, self.holder, self.ttl_s))[0]
+        if row["won"] is not None:
+            return Granted(int(row["won"]))
+        return Held(row["holder"], row["epoch"], row["remaining"])
+
+    async def renew(self, epoch: int) -> bool:
+        """Extend the lease by ``ttl`` from the database's now; False: it is no longer ours."""
+        return bool(await self._call(RENEW, self.name, self.holder, epoch, self.ttl_s))
+
+    async def release(self, epoch: int) -> bool:
+        """Give the lease up (clean stop): it expires now, a standby takes it at its next poll."""
+        return bool(await self._call(RELEASE, self.name, self.holder, epoch))
+
+    async def current(self) -> LeaseRow | None:
+        """The lease row as the database sees it now (for /readyz and operators), or None."""
+        rows = await self._call(CURRENT, self.name)
+        if not rows:
+            return None
+        r = rows[0]
+        return LeaseRow(r["holder"], int(r["epoch"]), bool(r["live"]), float(r["remaining"]))
+
+    def fence_for(self, epoch: int, *, before: Callable[[], None] | None = None,
+                  on_fenced: Callable[[str], None] | None = None) -> Fence:
+        """The fence the journal writer runs inside each commit transaction, before inserting.
+
+        It raises :class:`Fenced` when this node no longer holds the lease at ``epoch`` (the
+        transaction must then be rolled back: nothing of it is committed). ``before()`` runs
+        first and may raise :class:`Fenced` itself (the local belief has already lapsed: no
+        round trip); ``on_fenced(reason)`` is told of every refusal (the node steps down).
+        """
+        name, holder = self.name, self.holder
+
+        async def fence(conn: asyncpg.Connection) -> None:
+            try:
+                if before is not None:
+                    before()
+                await conn.execute("SELECT msc_fence($1, $2, $3)", name, holder, epoch)
+            except Fenced as exc:
+                if on_fenced is not None:
+                    on_fenced(str(exc))
+                raise
+            except asyncpg.PostgresError as exc:
+                if not is_fenced(exc):
+                    raise
+                if on_fenced is not None:
+                    on_fenced(str(exc))
+                raise Fenced(str(exc)) from None
+
+        return fence
+
+
+async def ensure_schema(conn: asyncpg.Connection) -> None:
+    """Create the lease table and the fence function if missing (idempotent; two nodes starting
+    at once are serialised by a transaction-scoped advisory lock)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('msc_lease'))")
+        await conn.execute(SCHEMA)

@@ -1,0 +1,345 @@
+"""The node lease and its fence against a real PostgreSQL (tests/pg.py; issue 16 items 2 and 5):
+exactly one holder, a new epoch at every takeover, the database's clock deciding expiry, and a
+commit of a node that lost the lease refused by the database — nothing of it committed.
+
+Two :class:`PgLease` objects with different holder names stand for two nodes; "paused" means
+the node stops renewing (as a SIGSTOPped process would), nothing more. The two real ``msc
+serve`` nodes are in tests/e2e/test_ha_nodes.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import asyncpg
+import pytest
+
+from msc.ha.keeper import LeaseKeeper
+from msc.ha.lease import LeaseMachine, Role
+from msc.ha.pglease import Fenced, Granted, Held, LeaseUnavailable, PgLease, connector, is_fenced
+from tests import pg as pgmod
+
+pytestmark = pytest.mark.skipif(pgmod.missing_reason() is not None, reason=pgmod.missing_reason() or "")
+
+_names = itertools.count(1)
+
+
+@pytest.fixture
+def dsn(pg_server):
+    """A fresh database on the module's server, as the libpq URI msc's [node]/[storage] take."""
+    db = f"lease{next(_names)}"
+    pg_server.create_database(db)
+    return f"postgresql://postgres@127.0.0.1:{pg_server.port}/{db}?passfile={pg_server.passfile}"
+
+
+def node(dsn: str, name: str, ttl: float = 1.0) -> PgLease:
+    return PgLease(connector(dsn), holder=name, ttl_s=ttl, timeout_s=5.0)
+
+
+async def until(cond, timeout: float = 20.0, interval: float = 0.02):
+    """Poll an async condition until it is truthy (never a fixed sleep)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await cond()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)
+
+
+async def journal_rows(dsn: str) -> list[tuple[str, int]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [(r["node"], r["epoch"]) for r in await conn.fetch("SELECT node, epoch FROM journal_test ORDER BY id")]
+    finally:
+        await conn.close()
+
+
+async def commit(conn: asyncpg.Connection, fence, node_name: str, epoch: int) -> None:
+    """What the journal writer does per group commit: fence first, then insert, one transaction."""
+    async with conn.transaction():
+        await fence(conn)
+        await conn.execute("INSERT INTO journal_test (node, epoch) VALUES ($1, $2)", node_name, epoch)
+
+
+@pytest.fixture
+async def journal(dsn):
+    conn = await asyncpg.connect(dsn)
+    await conn.execute("CREATE TABLE journal_test (id bigserial PRIMARY KEY, node text, epoch bigint)")
+    yield conn
+    await conn.close()
+
+
+async def test_the_first_node_gets_epoch_1_and_the_second_is_told_who_holds_it(dsn):
+    a, b = node(dsn, "node-a", ttl=30), node(dsn, "node-b", ttl=30)
+    try:
+        assert await a.acquire() == Granted(1)
+        held = await b.acquire()
+        assert isinstance(held, Held) and held.holder == "node-a" and held.epoch == 1
+        assert 25 < held.remaining_s <= 30  # by the database's clock
+        assert await a.acquire() == Held("node-a", 1, pytest.approx(30, abs=5))  # not even its holder re-takes it
+        row = await b.current()
+        assert row is not None and (row.holder, row.epoch, row.live) == ("node-a", 1, True)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_paused_node_loses_the_lease_and_its_commits_are_fenced(dsn, journal):
+    """Node A holds epoch 1 and commits; it stops renewing (paused) past the ttl; node B takes
+    the lease with epoch 2; A's renewal is refused and A's next commit fails in the database,
+    leaving nothing of it in the table, while B's commits go through."""
+    a, b = node(dsn, "node-a"), node(dsn, "node-b")
+    try:
+        assert await a.acquire() == Granted(1)
+        fence_a = a.fence_for(1)
+        await commit(journal, fence_a, "node-a", 1)
+        granted = await until(lambda: _granted(b))
+        assert granted == Granted(2)
+        assert await a.renew(1) is False
+        with pytest.raises(Fenced, match="no longer holds lease msc at epoch 1"):
+            await commit(journal, fence_a, "node-a", 1)
+        await commit(journal, b.fence_for(2), "node-b", 2)
+        assert await journal_rows(dsn) == [("node-a", 1), ("node-b", 2)]
+        assert journal.is_in_transaction() is False  # the fenced transaction was rolled back
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def _granted(lease: PgLease):
+    r = await lease.acquire()
+    return r if isinstance(r, Granted) else None
+
+
+async def test_an_expired_lease_nobody_took_still_fences_its_old_holder(dsn, journal):
+    """The database's expiry alone fences: a node whose lease lapsed cannot commit, even before
+    another node took over (and cannot renew it back: it must acquire a new epoch)."""
+    a = node(dsn, "node-a")
+    try:
+        assert await a.acquire() == Granted(1)
+        await until(lambda: _expired(a))
+        with pytest.raises(Fenced):
+            await commit(journal, a.fence_for(1), "node-a", 1)
+        assert await a.renew(1) is False
+        assert await a.acquire() == Granted(2)
+        await commit(journal, a.fence_for(2), "node-a", 2)
+        assert await journal_rows(dsn) == [("node-a", 2)]
+    finally:
+        await a.close()
+
+
+async def _expired(lease: PgLease) -> bool:
+    row = await lease.current()
+    return row is not None and not row.live
+
+
+async def test_a_takeover_waits_for_a_commit_already_fenced_and_every_later_commit_is_refused(dsn, journal):
+    """The fence's share lock orders every commit entirely before or after a takeover: B's
+    acquisition waits while A's fenced transaction is open, then gets the next epoch."""
+    a, b = node(dsn, "node-a"), node(dsn, "node-b")
+    try:
+        assert await a.acquire() == Granted(1)
+        fence_a = a.fence_for(1)
+        tx = journal.transaction()
+        await tx.start()
+        await fence_a(journal)  # A's commit is fenced and in progress (a large batch, a slow disk)
+        await until(lambda: _expired(b))  # and meanwhile A's lease expires
+        taking = asyncio.create_task(b.acquire())
+        watcher = await asyncpg.connect(dsn)
+        try:
+            await until(lambda: _waits_on_a_lock(watcher))  # B waits for A's transaction
+        finally:
+            await watcher.close()
+        assert not taking.done()
+        await journal.execute("INSERT INTO journal_test (node, epoch) VALUES ('node-a', 1)")
+        await tx.commit()
+        assert await asyncio.wait_for(taking, 10) == Granted(2)
+        with pytest.raises(Fenced):
+            await commit(journal, fence_a, "node-a", 1)
+        assert await journal_rows(dsn) == [("node-a", 1)]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def _waits_on_a_lock(conn: asyncpg.Connection) -> bool:
+    return bool(await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO msc_lease%'"))
+
+
+async def test_many_nodes_racing_for_an_expired_lease_exactly_one_wins_each_round(dsn):
+    leases = [node(dsn, f"node-{i}") for i in range(6)]
+    try:
+        epochs = []
+        for _round in range(3):
+            await until(lambda: _expired_or_free(leases[0]))
+            results = await asyncio.gather(*(lease.acquire() for lease in leases))
+            winners = [r for r in results if isinstance(r, Granted)]
+            assert len(winners) == 1, results
+            epochs.append(winners[0].epoch)
+            assert all(isinstance(r, Held) for r in results if not isinstance(r, Granted))
+        assert epochs == [epochs[0], epochs[0] + 1, epochs[0] + 2]
+    finally:
+        for lease in leases:
+            await lease.close()
+
+
+async def _expired_or_free(lease: PgLease) -> bool:
+    row = await lease.current()
+    return row is None or not row.live
+
+
+@pytest.mark.parametrize("holder, epoch", [
+    ("node-b", 1),   # another node's name, the right epoch
+    ("node-a", 2),   # the right name, a future epoch
+    ("node-a", 0),   # an old epoch
+    ("NODE-A", 1),   # names are exact
+    ("node-a ", 1),
+])
+async def test_renew_release_and_fence_need_the_exact_holder_and_epoch(dsn, journal, holder, epoch):
+    a = node(dsn, "node-a", ttl=30)
+    other = node(dsn, holder, ttl=30)
+    try:
+        assert await a.acquire() == Granted(1)
+        assert await other.renew(epoch) is False
+        assert await other.release(epoch) is False
+        with pytest.raises(Fenced):
+            await commit(journal, other.fence_for(epoch), holder, epoch)
+        row = await a.current()
+        assert row is not None and (row.holder, row.epoch, row.live) == ("node-a", 1, True)
+        assert await journal_rows(dsn) == []
+    finally:
+        await a.close()
+        await other.close()
+
+
+async def test_a_released_lease_is_taken_at_once_with_the_next_epoch(dsn):
+    a, b = node(dsn, "node-a", ttl=30), node(dsn, "node-b", ttl=30)
+    try:
+        assert await a.acquire() == Granted(1)
+        assert await a.release(1) is True
+        assert await b.acquire() == Granted(2)
+        assert await a.release(1) is False  # not its own any more
+        assert await a.renew(1) is False
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_an_unreachable_database_is_an_unknown_outcome_not_a_grant(pg_server):
+    dead = f"postgresql://postgres@127.0.0.1:{pgmod.free_port()}/postgres?passfile={pg_server.passfile}"
+    lease = node(dead, "node-a")
+    try:
+        with pytest.raises(LeaseUnavailable):
+            await lease.acquire()
+        with pytest.raises(LeaseUnavailable):
+            await lease.renew(1)
+    finally:
+        await lease.close()
+
+
+async def test_the_fenced_sqlstate_is_recognised_in_a_one_statement_commit(dsn, journal):
+    """The same fence inside one statement (a CTE, as a batched insert may be written): the
+    database raises SQLSTATE MSC01 and nothing is inserted."""
+    a, b = node(dsn, "node-a", ttl=30), node(dsn, "node-b", ttl=30)
+    try:
+        assert await a.acquire() == Granted(1)
+        assert await a.release(1)
+        assert await b.acquire() == Granted(2)
+        with pytest.raises(asyncpg.PostgresError) as err:
+            await journal.execute(
+                "WITH f AS MATERIALIZED (SELECT msc_fence($1, $2, $3) AS ok) "
+                "INSERT INTO journal_test (node, epoch) SELECT $2, $3 FROM f WHERE f.ok", "msc", "node-a", 1)
+        assert is_fenced(err.value) and err.value.sqlstate == "MSC01"
+        assert await journal_rows(dsn) == []
+    finally:
+        await a.close()
+        await b.close()
+
+
+# --- the keeper: the decision logic driving the real lease -----------------------------------
+
+
+class Partitioned(PgLease):
+    """A node's lease whose every call, once :meth:`cut`, hangs (a network partition; to the
+    database a SIGSTOPped node looks the same: it stops renewing)."""
+
+    cut_off = False
+
+    def cut(self) -> None:
+        self.cut_off = True
+
+    async def _call(self, sql, *args):
+        if self.cut_off:
+            await asyncio.Event().wait()
+        return await super()._call(sql, *args)
+
+
+async def test_two_keepers_one_cut_off_the_other_takes_over_and_the_cut_off_one_steps_down(dsn, journal):
+    """Two nodes' keepers (ttl 1 s): A becomes active; A is cut off from the database (its
+    renewals hang); A steps down when its belief ends and B takes over with epoch + 1; A's
+    commits are fenced from then on, B's go through."""
+    roles: dict[str, list[tuple[Role, int]]] = {"a": [], "b": []}
+    lease_a = Partitioned(connector(dsn), holder="node-a", ttl_s=1.0)
+    ka = LeaseKeeper(lease_a, LeaseMachine(1.0), on_role=lambda r, e, _why: roles["a"].append((r, e)))
+    kb = LeaseKeeper(node(dsn, "node-b"), LeaseMachine(1.0), on_role=lambda r, e, _why: roles["b"].append((r, e)))
+    try:
+        ka.start()
+        epoch_a = await asyncio.wait_for(ka.wait_active(), 20)
+        kb.start()
+        fence_a = ka.fence()
+        await commit(journal, fence_a, "node-a", epoch_a)
+        assert kb.role is Role.STANDBY
+        lease_a.cut()
+        reason = await asyncio.wait_for(ka.wait_lost(), 20)
+        assert "not renewed in time" in reason
+        epoch_b = await asyncio.wait_for(kb.wait_active(), 20)
+        assert epoch_b == epoch_a + 1
+        await commit(journal, kb.fence(), "node-b", epoch_b)
+        with pytest.raises(Fenced):
+            await commit(journal, fence_a, "node-a", epoch_a)
+        assert ka.role is Role.STANDBY and kb.role is Role.ACTIVE
+        assert roles["a"] == [(Role.ACTIVE, epoch_a), (Role.STANDBY, epoch_a)]
+        assert roles["b"] == [(Role.ACTIVE, epoch_b)]
+        assert await journal_rows(dsn) == [("node-a", epoch_a), ("node-b", epoch_b)]
+    finally:
+        lease_a.cut_off = False
+        await ka.stop(release=False)
+        await kb.stop(release=True)
+
+
+async def test_a_fence_refused_by_the_database_makes_the_keeper_step_down(dsn, journal):
+    """The local belief has time left but the database says another node holds the lease (an
+    operator cleared it, a clock ran fast): the fence raises, the keeper steps down at once."""
+    ka = LeaseKeeper(node(dsn, "node-a", ttl=30), LeaseMachine(30.0))
+    try:
+        ka.start()
+        epoch = await asyncio.wait_for(ka.wait_active(), 20)
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("UPDATE msc_lease SET holder = 'node-b', epoch = epoch + 1")
+        finally:
+            await conn.close()
+        with pytest.raises(Fenced):
+            await commit(journal, ka.fence(), "node-a", epoch)
+        reason = await asyncio.wait_for(ka.wait_lost(), 10)
+        assert "fenced" in reason and ka.role is Role.STANDBY
+    finally:
+        await ka.stop(release=False)
+
+
+async def test_a_clean_stop_releases_and_the_standby_takes_over_without_waiting_the_ttl(dsn):
+    ka = LeaseKeeper(node(dsn, "node-a", ttl=60), LeaseMachine(60.0))
+    kb = LeaseKeeper(node(dsn, "node-b", ttl=60), LeaseMachine(60.0))
+    try:
+        ka.start()
+        epoch = await asyncio.wait_for(ka.wait_active(), 20)
+        kb.start()
+        await ka.stop(release=True)
+        # Within the standby's poll (0.5 s), far from the 60 s ttl.
+        assert await asyncio.wait_for(kb.wait_active(), 10) == epoch + 1
+    finally:
+        await kb.stop(release=True)
