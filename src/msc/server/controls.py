@@ -12,8 +12,7 @@ import asyncio
 import os
 
 from msc.mnemonics.directory import Directory
-from msc.server.control import (AuthChanged, Checkpoint, Ping, Purge, Station, Unlock, UsersChanged,
-                                VerifyFailed)
+from msc.server.control import AuthChanged, Checkpoint, Ping, Purge, Station, Unlock, UsersChanged, VerifyFailed
 
 
 class ControlOps:
