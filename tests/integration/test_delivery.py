@@ -312,3 +312,33 @@ async def test_max_in_flight_holds_under_a_burst_of_accepted_requests(harness):
     await eventually(lambda: stub.stats.received == 5)
     await eventually(lambda: sw.router.links["clets"].in_flight == 0)  # the upstream acknowledged them
     assert stub.stats.received == 5  # and no more came
+
+
+async def test_a_drain_waits_for_an_answer_being_journaled(harness):
+    """An answer arrives; until its record is committed it is neither awaited (the request has
+    its first part) nor queued for delivery. A drain (SIGTERM) that came in between saw nothing in
+    flight and stopped: the answer reached its terminal only at the next logon (seen as a flaky
+    tests/e2e/test_operations.py::test_sigterm_drains_in_flight_work on a loaded machine). Traffic
+    from the upstream being journaled now counts as in flight, answers and unsolicited alike."""
+    from tests.faults import FaultyWriter
+
+    stub = await harness.start_stub()
+    stub.hold = True  # the upstream acknowledges the request and keeps its answer until told
+    sw = await harness.start_switch()
+    await harness.wait_upstream()
+    c = await harness.operator()
+    assert (await c.send("ICS1D1.QV.CA0130000.LIC/DRAIN1")).type == "A"
+    await eventually(lambda: stub.stats.received == 1 and sw.router.links["clets"].in_flight == 0)
+    faults = FaultyWriter.install(sw.journal)
+    faults.hold = asyncio.Event()  # commits wait: the answer's record is being written
+    commits = faults.commits
+    assert stub.command("hold off") == "OK"
+    await eventually(lambda: faults.commits > commits)  # the answer came and its commit is under way
+    draining = asyncio.get_running_loop().create_task(sw.drain())
+    try:
+        await asyncio.sleep(0)  # the drain has begun, with the answer's commit held
+        assert sw.in_flight() >= 1
+    finally:
+        faults.hold.set()
+    assert (await c.output()).text.startswith("ICS1D1.")  # delivered before the stop
+    await asyncio.wait_for(draining, 15)

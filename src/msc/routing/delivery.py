@@ -817,8 +817,11 @@ class Delivery:
         return self._held_bytes
 
     def unacknowledged(self) -> int:
-        """Outputs written to an attached session and not yet acknowledged."""
-        return sum(ep.outbox.sent_count() for ep in self.endpoints.values() if ep.sink is not None)
+        """Outputs of attached sessions not yet acknowledged: written, or about to be (their text
+        being read back from the journal, or waiting for the session's writes to drain). A
+        stopping switch waits for these (``drain``): an answer committed while its terminal is
+        logged on must not be left queued because its read-back was still under way."""
+        return sum(ep.outbox.count for ep in self.endpoints.values() if ep.sink is not None)
 
     def _gauge(self) -> None:
         if self.metrics is not None:

@@ -78,6 +78,7 @@ class Router:
         #: Requests whose answer the journal could not record (the upstream was told N E501):
         #: they wait for the upstream to send it again (insertion-ordered set).
         self._unrecorded: dict[Pending, None] = {}
+        self._recording = 0  # upstream traffic whose journal commit is under way
         self._probe_at = 0.0
         self._probe_backoff = PROBE_MIN_S
         self._probing = False
@@ -143,9 +144,10 @@ class Router:
         self._in_flight_gauge(link)
 
     def outstanding(self) -> int:
-        """Accepted requests whose fate (an answer or a notice) is not known yet."""
+        """Accepted requests whose fate (an answer or a notice) is not known yet, and upstream
+        traffic whose record is being committed (an answer is neither awaited nor queued then)."""
         return (sum(1 for p in self.requests.outstanding() if p not in self._unrecorded)
-                + len(self._unrecorded))
+                + len(self._unrecorded) + self._recording)
 
     def open_answers(self) -> int:
         """Answered requests whose answer window is still open (more parts may come)."""
@@ -629,8 +631,12 @@ class Router:
             at = [i + 1 for i in at]
             refusal.refusal_sending = True
         fut = self.journal.submit(entries)
+        # Until its record is committed, this traffic is neither awaited (a request that has its
+        # first part is answered) nor queued: it is in flight for a drain (outstanding()).
+        self._recording += 1
 
         def committed(f: asyncio.Future) -> None:
+            self._recording -= 1
             if refusal is not None:
                 refusal.refusal_sending = False
                 refusal.refusal_recorded = not (f.cancelled() or f.exception() is not None)
