@@ -204,3 +204,87 @@ def test_web_section_errors(tmp_path, old, new, path, fragment):
     matching = [i for i in exc.value.issues if i.path == path]
     assert matching, [str(i) for i in exc.value.issues]
     assert fragment in matching[0].message
+
+
+# --- [node]: one node of an active/standby pair (OPERATIONS.md "Running two nodes") ------------
+
+NODE_OK = """
+[node]
+name = "msc-a"
+lease_ttl_s = 5
+lease_dsn = "postgresql://msc@db1:5432,db2:5432/msc?target_session_attrs=read-write"
+lease_password_file = "pg.pw"
+"""
+
+
+def _node_config(tmp_path, node: str, *, pw_mode: int = 0o600):
+    path = make_config(tmp_path)
+    pw = tmp_path / "pg.pw"
+    pw.write_text("secret\n")
+    pw.chmod(pw_mode)
+    path.write_text(path.read_text() + node)
+    return path
+
+
+def test_node_section_valid_and_absent_by_default(tmp_path):
+    node = load(_node_config(tmp_path, NODE_OK)).config.node
+    assert node is not None and (node.name, node.lease_ttl_s) == ("msc-a", 5)
+    assert load(make_config(tmp_path / "single")).config.node is None  # a single node: always active
+    minimal = load(_node_config(tmp_path / "m", '\n[node]\nname = "b"\nlease_dsn = "postgresql://msc@db/msc"\n'))
+    assert minimal.config.node.lease_ttl_s == 5 and minimal.config.node.lease_password_file is None
+
+
+@pytest.mark.parametrize("old,new,path,fragment", [
+    ('name = "msc-a"', 'name = ""', "node.name", "1..63 characters"),
+    ('name = "msc-a"', 'name = "-a"', "node.name", "letters, digits"),
+    ('name = "msc-a"', 'name = "msc a"', "node.name", "letters, digits"),
+    ('name = "msc-a"', 'name = "msc/a"', "node.name", "letters, digits"),
+    ('name = "msc-a"', f'name = "{"a" * 64}"', "node.name", "1..63"),
+    ('name = "msc-a"\n', "", "node", "missing required field `name`"),
+    ("lease_ttl_s = 5", "lease_ttl_s = 0", "node.lease_ttl_s", "1..600"),
+    ("lease_ttl_s = 5", "lease_ttl_s = 0.5", "node.lease_ttl_s", "1..600"),
+    ("lease_ttl_s = 5", "lease_ttl_s = 601", "node.lease_ttl_s", "1..600"),
+    ("lease_ttl_s = 5", "lease_ttl_s = -5", "node.lease_ttl_s", "1..600"),
+    ("lease_ttl_s = 5", 'lease_ttl_s = "5"', "node.lease_ttl_s", "Expected `float`"),
+    ('lease_dsn = "postgresql://msc@db1:5432,db2:5432/msc?target_session_attrs=read-write"\n', "", "node.lease_dsn",
+     "give the PostgreSQL database"),
+    ("postgresql://msc@db1", "postgresql://msc:hunter2@db1", "node.lease_dsn", "no password"),
+    ("target_session_attrs=read-write", "password=hunter2", "node.lease_dsn", "no password"),
+    ("target_session_attrs=read-write", "target_session_attrs=read-write&password=", "node.lease_dsn", "no password"),
+    ('"postgresql://msc@db1:5432,db2:5432/msc?target_session_attrs=read-write"', '"host=db1 dbname=msc user=msc"',
+     "node.lease_dsn", "libpq URI"),
+    ("postgresql://msc@db1:5432,db2:5432/msc", "mysql://msc@db1/msc", "node.lease_dsn", "libpq URI"),
+    ("postgresql://msc@db1:5432,db2:5432/msc", "postgresql:///msc", "node.lease_dsn", "name the server"),
+    ('lease_password_file = "pg.pw"', 'lease_password_file = "missing.pw"', "node.lease_password_file",
+     "file not found"),
+    ('lease_ttl_s = 5', 'lease_ttl_s = 5\nlease_password = "x"', "node", "lease_password"),  # never in the TOML
+])
+def test_node_section_errors(tmp_path, old, new, path, fragment):
+    assert old in NODE_OK
+    with pytest.raises(ConfigError) as exc:
+        load(_node_config(tmp_path, NODE_OK.replace(old, new, 1)))
+    matching = [i for i in exc.value.issues if i.path.startswith(path)]
+    assert matching, [str(i) for i in exc.value.issues]
+    assert fragment in matching[0].message
+    assert "hunter2" not in " ".join(str(i) for i in exc.value.issues)  # a password is never echoed
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o660])
+def test_node_password_file_must_be_private(tmp_path, mode):
+    with pytest.raises(ConfigError) as exc:
+        load(_node_config(tmp_path, NODE_OK, pw_mode=mode))
+    assert [i.path for i in exc.value.issues] == ["node.lease_password_file"]
+    assert "chmod 600" in exc.value.issues[0].message
+
+
+@pytest.mark.parametrize("dsn", [
+    "postgresql://msc@db1/msc",
+    "postgres://msc@db1:5432/msc",
+    "postgresql://msc@[::1]:5432/msc",
+    "postgresql://msc@db1:5432,db2:5432,db3/msc?target_session_attrs=read-write&connect_timeout=3",
+    "postgresql:///msc?host=/var/run/postgresql",
+    "postgresql://db1/msc?passfile=/etc/msc/pgpass",
+])
+def test_node_lease_dsn_accepted_forms(tmp_path, dsn):
+    node = NODE_OK.replace("postgresql://msc@db1:5432,db2:5432/msc?target_session_attrs=read-write", dsn)
+    assert load(_node_config(tmp_path, node)).config.node.lease_dsn == dsn

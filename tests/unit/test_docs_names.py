@@ -22,8 +22,9 @@ CONFIG_FILES = [p for p in sorted((ROOT / "config").rglob("*")) if p.suffix in (
 _COMMAND_RE = re.compile(r"(?<![\w/.-])msc((?: [a-z][a-z0-9-]*)+)")
 _OPTION_RE = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)")
 _METRIC_RE = re.compile(r"(?<![A-Za-z0-9_])(msc_[a-z0-9_]*[a-z0-9])(?![A-Za-z0-9_])")
-#: msc_… words that are not metrics: the HAProxy frontend/backend of OPERATIONS.md's example.
-NOT_METRICS = frozenset({"msc_terminals", "msc_nodes"})
+#: msc_… words that are not metrics: the HAProxy frontend/backend of OPERATIONS.md's example; the
+#: node lease's table and fence function in PostgreSQL (msc.ha.pglease).
+NOT_METRICS = frozenset({"msc_terminals", "msc_nodes", "msc_lease", "msc_fence"})
 
 
 def _subcommands(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

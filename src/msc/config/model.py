@@ -156,6 +156,18 @@ class JournalSection(_Table, frozen=True, kw_only=True):
     unauthenticated_records_per_minute_total: int = 600
 
 
+class NodeSection(_Table, frozen=True, kw_only=True):
+    """``[node]``: this ``msc serve`` is one node of an active/standby pair (OPERATIONS.md
+    "Running two nodes"). Absent: a single node, always active (the SQLite default)."""
+
+    name: str  # unique per node: the lease's holder, in logs and metrics
+    lease_ttl_s: float = 5  # a crashed active is replaced after at most this (plus the standby's poll)
+    # The lease's database (a libpq URI, no password in it). Once [storage] is PostgreSQL, the
+    # lease lives in that database and these two may be left out.
+    lease_dsn: str | None = None
+    lease_password_file: str | None = None
+
+
 class UpstreamSection(_Table, frozen=True, kw_only=True):
     name: str
     endpoints: tuple[str, ...]
@@ -298,6 +310,7 @@ class Config(_Table, frozen=True, kw_only=True):
     edit: tuple[EditSection, ...] = ()
     unsolicited: tuple[UnsolicitedSection, ...] = ()
     web: WebSection | None = None
+    node: NodeSection | None = None
 
 
 class UserEntry(_Table, frozen=True, kw_only=True):

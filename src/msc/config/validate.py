@@ -174,6 +174,8 @@ def validate(settings: Settings) -> list[ConfigIssue]:
     _check_binds(c, binds)
     if cfg.web is not None:
         _check_web(c, settings, cfg)
+    if cfg.node is not None:
+        _check_node(c, settings, cfg)
 
     j = cfg.journal
     if j.retention_days < MIN_RETENTION_DAYS:
@@ -552,6 +554,56 @@ def _check_web(c: _Checker, settings, cfg) -> None:
         c.add("web.header", f"{w.header!r} is neither a [[pool]] nor a terminal [[station]]")
     if not 1 <= w.logon_attempts_per_minute <= 1000:
         c.add("web.logon_attempts_per_minute", "must be 1..1000")
+
+
+_NODE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
+
+
+def _check_node(c: _Checker, settings, cfg) -> None:
+    """``[node]`` (OPERATIONS.md "Running two nodes"): a name, a lease time, and a PostgreSQL
+    database to hold the lease in — named by a libpq URI without a password."""
+    n = cfg.node
+    if not _NODE_NAME_RE.match(n.name):
+        c.add("node.name", "1..63 characters: letters, digits, '.', '_' or '-' (unique per node)")
+    if not 1 <= n.lease_ttl_s <= 600:
+        c.add("node.lease_ttl_s", "must be 1..600 (seconds)")
+    storage = getattr(cfg, "storage", None)
+    shared = storage is not None and getattr(storage, "backend", None) == "postgresql"
+    if n.lease_dsn is None:
+        if not shared:
+            c.add("node.lease_dsn", "give the PostgreSQL database that holds the lease "
+                                    "(postgresql://user@host:5432/db?target_session_attrs=read-write)")
+    else:
+        problem = dsn_problem(n.lease_dsn)
+        if problem:
+            c.add("node.lease_dsn", problem)
+    if n.lease_password_file is not None:
+        pw = settings.path(n.lease_password_file)
+        if not pw.is_file():
+            c.add("node.lease_password_file", f"file not found: {n.lease_password_file}")
+        elif pw.stat().st_mode & 0o077:
+            c.add("node.lease_password_file", f"{n.lease_password_file} is readable by others: chmod 600 (a password)")
+
+
+def dsn_problem(dsn: str) -> str | None:
+    """Why ``dsn`` is not a usable PostgreSQL connection URI for msc, or None. Only the URI form
+    (asyncpg does not parse libpq's ``key=value`` form), and never a password in it: the
+    password comes from a file (``*_password_file``, or libpq's ``passfile=``)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    try:
+        parts = urlsplit(dsn)
+        query = parse_qs(parts.query, keep_blank_values=True)
+    except ValueError as exc:
+        return f"not a connection URI: {exc}"
+    if parts.scheme not in ("postgresql", "postgres"):
+        return "a libpq URI: postgresql://user@host:5432/db (the key=value form is not accepted)"
+    hosts = parts.netloc.rpartition("@")[2]
+    if not hosts.strip(",") and "host" not in query:
+        return "name the server: postgresql://user@host:5432/db (several hosts: h1:5432,h2:5432)"
+    if ":" in parts.netloc.rpartition("@")[0] or "password" in query:
+        return "no password in the connection string: put it in lease_password_file (0600) or a passfile="
+    return None
 
 
 def _check_tz(c: _Checker, path: str, name: str) -> None:

@@ -56,12 +56,28 @@ class LeaseKeeper:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="lease-keeper")
+            self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """The loop ended by itself (a bug, an unexpected error): nobody renews any more, so the
+        node must not go on serving — it is told it lost the lease, as if the renewal lapsed."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        log.error("lease.keeper_failed", node=self.lease.holder, error=repr(exc))
+        was_active = self.machine.holds(self.clock())
+        self.machine.fenced(f"the lease keeper failed: {exc!r}")
+        self.lost_reason = f"the lease keeper failed: {exc!r}"
+        self._active.clear()
+        self._lost.set()
+        if was_active and self.on_role:
+            self.on_role(Role.STANDBY, self.machine.epoch, self.lost_reason)
 
     async def stop(self, *, release: bool) -> None:
         """Stop keeping the lease; with ``release``, give it up if this node still holds it."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # (a failure was logged by _ended)
                 await self._task
             self._task = None
         epoch = self.machine.epoch
@@ -82,6 +98,11 @@ class LeaseKeeper:
         """Until this node must stop serving; why."""
         await self._lost.wait()
         return self.lost_reason or "lease lost"
+
+    @property
+    def running(self) -> bool:
+        """Is the loop still keeping (or waiting for) the lease? False once it stepped down."""
+        return self._task is not None and not self._task.done()
 
     @property
     def role(self) -> Role:
@@ -107,6 +128,8 @@ class LeaseKeeper:
     # -- the loop ------------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        """Acquire, renew, until the one step-down; then stop (never re-acquire: the node that
+        stepped down is gone by then, and its successor process makes a keeper of its own)."""
         while True:
             now = self.clock()
             act = self.machine.poll(now)
@@ -114,6 +137,7 @@ class LeaseKeeper:
                 await self._sleep_until(act.until)
             elif isinstance(act, StepDown):
                 self._stepped_down(act)
+                return  # one tenure per keeper: the node exits and a new process competes again
             elif isinstance(act, Acquire):
                 await self._acquire(now)
             elif isinstance(act, Renew):
@@ -161,12 +185,17 @@ class LeaseKeeper:
             self._attempt("lost")
 
     def _error(self, sent: float, exc: BaseException) -> None:
-        self.last_error = str(exc) or type(exc).__name__
+        error = str(exc) or type(exc).__name__
+        if error != self.last_error:  # logged when it starts or changes, not at every poll
+            log.warning("lease.unavailable", node=self.lease.holder, error=error)
+        self.last_error = error
         self.machine.failed(sent)
         self._attempt("error")
-        log.warning("lease.unavailable", node=self.lease.holder, error=self.last_error)
 
     def _attempt(self, outcome: str) -> None:
+        if outcome != "error" and self.last_error is not None:
+            log.info("lease.reachable", node=self.lease.holder)
+            self.last_error = None
         if self.on_attempt:
             self.on_attempt(outcome)
 

@@ -69,7 +69,11 @@ class OpsServer:
             ready, reasons = self.switch.readiness()
             status = 200 if ready else 503
             ctype = "application/json"
-            doc = {"status": "ready" if ready else "not ready", "reasons": reasons}
+            node = self.switch.node_status() if hasattr(self.switch, "node_status") else None
+            standby = node is not None and node["role"] != "active"
+            doc = {"status": "ready" if ready else "standby" if standby else "not ready", "reasons": reasons}
+            if node is not None:
+                doc["node"] = node
             if (refused := getattr(self.switch, "last_reload_error", None)) is not None:
                 doc["last_reload_error"] = refused  # the running configuration was kept
             body = (json.dumps(doc) + "\n").encode()

@@ -140,6 +140,15 @@ class Metrics:
         self._committed_size = self.journal_committed_size.labels(self.boot)
         self.config_reload = Counter("msc_config_reload_total", "Configuration reloads", ["outcome"], registry=r)
         self.availability = Gauge("msc_availability_ratio", "Availability from the ledger", ["window"], registry=r)
+        # Issue 16: one node of an active/standby pair (OPERATIONS.md "Running two nodes"); a
+        # single node (no [node] table) is always active.
+        self.node_role = Gauge("msc_node_role", "1 for this node's role: active (serving) or standby (listeners "
+                               "closed, /readyz 503)", ["role"], registry=r)
+        self.node_lease_epoch = Gauge("msc_node_lease_epoch", "The fencing epoch of the lease this node holds "
+                                      "(or held last; 0: none yet)", registry=r)
+        self.node_lease_calls = Counter("msc_node_lease_calls_total", "Calls to the lease's database by outcome: "
+                                        "granted, held (another node has it), renewed, lost, error", ["outcome"],
+                                        registry=r)
         self.build_info = Gauge("msc_build_info", "Build information", ["version"], registry=r)
         self.build_info.labels(__version__).set(1)
         # Pre-create children so the series exist (at 0) before the first event.
@@ -165,6 +174,10 @@ class Metrics:
             self.delivery_refused.labels(path)
         for window in ("30d", "365d"):
             self.availability.labels(window)
+        self.node_role.labels("active").set(1)
+        self.node_role.labels("standby").set(0)
+        for outcome in ("granted", "held", "renewed", "lost", "error"):
+            self.node_lease_calls.labels(outcome)
         self._rejects = {c.code: self.rejects.labels(c.code) for c in Reject}
         self._kinds: dict[str, Counter] = {}
         self._rx_client = self.frames_received.labels("client")
@@ -195,6 +208,13 @@ class Metrics:
             if child is None:
                 child = self._kinds[kind] = self.journal_records.labels(str(kind))
             child.inc(n)
+
+    def role(self, role: str, epoch: int | None = None) -> None:
+        """This node's role ("active" or "standby") and, when known, its lease's epoch."""
+        for r in ("active", "standby"):
+            self.node_role.labels(r).set(1 if r == role else 0)
+        if epoch is not None:
+            self.node_lease_epoch.set(epoch)
 
     def journal_size(self, committed: int) -> None:
         self._committed_size.set(committed)

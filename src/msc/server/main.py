@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 
 import structlog
@@ -22,14 +23,84 @@ async def run(settings: Settings, *, ready_file: str | None = None) -> int:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(switch.reload()))
+    if settings.config.node is not None:
+        return await _run_node(settings, switch, stop, ready_file)
     await switch.start()
-    if ready_file:
-        with open(ready_file, "w") as fh:
-            fh.write("ready\n")
+    _write_ready(ready_file, "ready")
     await stop.wait()
     log.info("switch.stopping")
     await switch.drain()
     return 0
+
+
+async def _run_node(settings: Settings, switch: Switch, stop: asyncio.Event, ready_file: str | None) -> int:
+    """One node of an active/standby pair (OPERATIONS.md "Running two nodes"): a standby until
+    it holds the lease, then the switch; when the lease is lost, it stops serving at once and
+    exits ``EXIT_STEPPED_DOWN`` for its supervisor to start it again (as a standby).
+
+    Why exit rather than become a standby in the same process: everything an active node holds in
+    memory — queued outputs, requests upstream, sessions, the journal's sequence — belongs to the
+    epoch it lost; a fresh process starts from what the database says, as after a crash, and
+    the takeover path is then the one path every start takes.
+    """
+    from msc.ha.lease import Role
+    from msc.server.node import EXIT_STEPPED_DOWN, keeper_for
+
+    def on_role(role: Role, epoch: int, reason: str) -> None:
+        if role is Role.ACTIVE:
+            switch.became_active(epoch)
+        else:
+            switch.step_down(reason)  # at once, in the loop iteration that noticed
+
+    keeper = keeper_for(settings, on_role=on_role,
+                        on_attempt=lambda outcome: switch.metrics.node_lease_calls.labels(outcome).inc())
+    switch.lease_info = lambda: {"holder": keeper.holder_seen, "error": keeper.last_error}
+    await switch.start_standby()
+    _write_ready(ready_file, "standby")
+    keeper.start()
+    if not await _first(keeper.wait_active(), stop.wait()):
+        log.info("node.stopping", node=switch.node_name, role="standby")
+        await keeper.stop(release=True)  # (released only if it was granted in the meantime)
+        if switch.ops is not None:
+            await switch.ops.stop()
+        return 0
+
+    def still_ours() -> None:
+        if not keeper.machine.holds(keeper.clock()):
+            raise RuntimeError(f"node {switch.node_name} no longer holds the lease")
+
+    switch.write_check = still_ours
+    switch.fence = keeper.fence()  # the PostgreSQL journal writer's commit fence (issue 16 item 1)
+    await switch.start()  # the journal, queues and OSNs, the recovery pass, the listeners
+    _write_ready(ready_file, "ready")
+    lost = await _first(keeper.wait_lost(), stop.wait())
+    if lost:
+        switch.step_down(keeper.lost_reason or "lease lost")
+        await keeper.stop(release=False)
+        log.error("node.exit", node=switch.node_name, status=EXIT_STEPPED_DOWN, reason=keeper.lost_reason)
+        return EXIT_STEPPED_DOWN
+    log.info("switch.stopping")
+    await switch.drain()  # its STOP record is committed under this node's epoch …
+    await keeper.stop(release=True)  # … then the lease is released: the standby takes over at once
+    return 0
+
+
+async def _first(wanted, other) -> bool:
+    """Wait for the first of two coroutines; True when it was ``wanted``. The other is cancelled."""
+    a, b = asyncio.ensure_future(wanted), asyncio.ensure_future(other)
+    done, _ = await asyncio.wait({a, b}, return_when=asyncio.FIRST_COMPLETED)
+    for t in (a, b):
+        if t not in done:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+    return a in done
+
+
+def _write_ready(ready_file: str | None, what: str) -> None:
+    if ready_file:
+        with open(ready_file, "w") as fh:
+            fh.write(what + "\n")
 
 
 def serve(settings: Settings, *, ready_file: str | None = None) -> int:

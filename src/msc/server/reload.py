@@ -147,6 +147,8 @@ class ConfigChanges:
         restart_only = [k for k in ("dir", "key_file", "synchronous") if getattr(oc.journal, k) != getattr(nc.journal, k)]
         if nc.switch.data_dir != oc.switch.data_dir:
             restart_only.append("data_dir")
+        if nc.node != oc.node:
+            restart_only.append("node")
         if restart_only:
             self.log.warning("config.needs_restart", settings=restart_only)
             changes.append(f"needs a restart to apply: {', '.join(restart_only)}")

@@ -18,8 +18,9 @@ import contextlib
 import datetime as dt
 import os
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -135,6 +136,20 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps):
         #: succeeds: shown by /readyz and the control socket's ping (OPERATIONS.md "Reload").
         self.last_reload_error: str | None = None
         self.started = asyncio.Event()
+        #: One node of an active/standby pair ([node]; OPERATIONS.md "Running two nodes"): its name,
+        #: role, lease epoch, and the check every journal write makes first (server/node.py).
+        #: Without [node] the switch is a single node, always active.
+        node = settings.config.node
+        self.node_name: str | None = node.name if node is not None else None
+        self.role = "active" if node is None else "standby"
+        self.lease_epoch = 0
+        self.stepped_down: str | None = None
+        #: raises when the lease is lost; set before start()
+        self.write_check: Callable[[], None] | None = None
+        #: the commit fence for a PostgreSQL journal writer (msc.ha.keeper.LeaseKeeper.fence)
+        self.fence: Callable[[Any], Awaitable[None]] | None = None
+        #: what the lease keeper saw last: who holds the lease (a standby), the database's error
+        self.lease_info: Callable[[], dict[str, str | None]] | None = None
         self._users_aead = None
         self.log = log.bind(switch=settings.config.switch.name)
 
@@ -172,6 +187,11 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps):
             self.ledger = None
             self.journal = None
             raise StartupError(str(exc)) from None
+        if self.write_check is not None:
+            # The local half of the fence: nothing is written once the lease may have lapsed here.
+            from msc.server.node import FencedWriter
+
+            self.journal.writer = FencedWriter(self.journal.writer, self.write_check)
         check = self.journal.selfcheck
         self.log.info("journal.self_check", ok=True, seconds=round(check.seconds, 4), records_checked=check.records_checked,
                       months=check.months, size=self.journal.opened_size, boot=m.boot)
@@ -203,10 +223,11 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps):
         await self.journal.append(Entry(kind=Kind.ADMIN, text=f"START {cfg.switch.name} PID/{os.getpid()}"))
         for lc in cfg.listener:
             await self._listen(lc)
-        from msc.ops.http import OpsServer
+        if self.ops is None:  # (a standby node has it running already)
+            from msc.ops.http import OpsServer
 
-        self.ops = OpsServer(self)
-        await self.ops.start(cfg.metrics.bind)
+            self.ops = OpsServer(self)
+            await self.ops.start(cfg.metrics.bind)
         self.control = ControlServer(self, s.data_dir / "control.sock")
         await self.control.start()
         self.ledger.start(self.clock())
@@ -224,6 +245,60 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps):
             self.accounts.pool_gauge(pool)
         self.started.set()
         self.log.info("switch.started", listeners=[lc.bind for lc in cfg.listener])
+
+    async def start_standby(self) -> None:
+        """A standby node: only the operations endpoint (``/readyz`` answers 503 ``standby``,
+        ``/metrics`` says the role); no journal, no listeners, no upstream links until
+        :meth:`start`, once the node holds the lease."""
+        from msc.ops.http import OpsServer
+
+        self.metrics.role("standby")
+        self.ops = OpsServer(self)
+        await self.ops.start(self.settings.config.metrics.bind)
+        self.log.info("node.standby", node=self.node_name)
+
+    def became_active(self, epoch: int) -> None:
+        self.role = "active"
+        self.lease_epoch = epoch
+        self.metrics.role("active", epoch)
+        self.log.warning("node.active", node=self.node_name, epoch=epoch)
+
+    def step_down(self, reason: str) -> None:
+        """The lease is lost (not renewed in time, refused, or a commit was fenced): stop serving
+        at once — nothing more is written to the journal, the listeners close, every session is
+        sent ``SYS LOGOFF.SHUTDOWN`` (a client with two addresses goes to the other node) and
+        closed. Nothing is drained: in-flight work is the new active node's (its recovery pass
+        tells operators of requests that were upstream, E302). Synchronous, so that it happens
+        in the loop iteration that noticed."""
+        if self.stepped_down is not None:
+            return
+        self.stepped_down = reason
+        self.role = "standby"
+        self.metrics.role("standby")
+        self.log.error("node.stepped_down", node=self.node_name, epoch=self.lease_epoch, reason=reason)
+        if self.journal is not None and self.journal.refused is None:
+            # As when the journal finds itself altered: every append is refused from now on.
+            self.journal.refused = f"this node stepped down ({reason}): nothing more is journaled here"
+        for rt in self.listeners:
+            if rt.server:
+                rt.server.close()
+        for sess in list(self.sessions):
+            sess.close("SHUTDOWN")
+
+    def node_status(self) -> dict | None:
+        """For /readyz: this node's name, role and epoch (None for a single node)."""
+        if self.node_name is None:
+            return None
+        doc = {"name": self.node_name, "role": self.role, "epoch": self.lease_epoch}
+        if self.lease_info is not None:
+            info = self.lease_info()
+            if self.role != "active" and info.get("holder"):
+                doc["holder"] = info["holder"]
+            if info.get("error"):
+                doc["lease_error"] = info["error"]  # the lease's database cannot be reached
+        if self.stepped_down:
+            doc["stepped_down"] = self.stepped_down
+        return doc
 
     async def _listen(self, lc: ListenerSection, *, register: bool = True) -> ListenerRuntime:
         host, port = parse_hostport(lc.bind)
@@ -297,6 +372,8 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps):
         """(ready, reasons it is not). A refused reload is not a reason: the switch goes on
         serving with the configuration it runs (OPERATIONS.md "Reload"); /readyz shows the
         refusal beside the status instead (``last_reload_error``)."""
+        if self.role != "active":
+            return False, {"role": self.role}  # a standby: the other node serves (OPERATIONS.md "Running two nodes")
         reasons = {}
         if self.journal is None or not self.journal.healthy:
             reasons["journal"] = self.journal.last_error if self.journal else "not open"

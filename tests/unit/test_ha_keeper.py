@@ -1,0 +1,148 @@
+"""The lease keeper's loop (msc.ha.keeper) over an in-memory lease: it becomes active on a grant,
+steps down on a refused renewal, a fenced commit or its own failure, and releases on a clean
+stop. (Against a real PostgreSQL: tests/integration/test_ha_lease_pg.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from msc.ha.keeper import LeaseKeeper
+from msc.ha.lease import LeaseMachine, Role
+from msc.ha.pglease import Fenced, Granted, Held, LeaseUnavailable
+
+
+class FakeLease:
+    """The calls of PgLease, answered from a script: ``renewals`` are the answers to successive
+    renewals (True, False, or an exception to raise)."""
+
+    def __init__(self, *, grant: int | None = 1, renewals=(), holder: str = "node-a") -> None:
+        self.holder = holder
+        self.timeout_s = 1.0
+        self.grant = grant
+        self.renewals = list(renewals)
+        self.released: list[int] = []
+        self.calls: list[str] = []
+        self.closed = False
+
+    async def acquire(self):
+        self.calls.append("acquire")
+        if not self.grant:
+            return Held("node-b", 4, 0.3)
+        self.grant += 1
+        return Granted(self.grant - 1)
+
+    async def renew(self, epoch: int) -> bool:
+        self.calls.append("renew")
+        answer = self.renewals.pop(0) if self.renewals else True
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    async def release(self, epoch: int) -> bool:
+        self.released.append(epoch)
+        return True
+
+    async def close(self) -> None:
+        self.closed = True
+
+    def fence_for(self, epoch, *, before=None, on_fenced=None):
+        async def fence(conn) -> None:
+            try:
+                if before is not None:
+                    before()
+                if conn == "stale":
+                    raise Fenced("epoch moved on")
+            except Fenced as exc:
+                if on_fenced:
+                    on_fenced(str(exc))
+                raise
+        return fence
+
+
+def keeper(lease: FakeLease, roles: list) -> LeaseKeeper:
+    return LeaseKeeper(lease, LeaseMachine(1.0), on_role=lambda r, e, why: roles.append((r, e, why)))  # type: ignore[arg-type]
+
+
+async def test_a_grant_makes_it_active_and_renewals_keep_it_so():
+    roles: list = []
+    lease = FakeLease(renewals=[True, True, True])
+    k = keeper(lease, roles)
+    k.start()
+    assert await asyncio.wait_for(k.wait_active(), 5) == 1
+    assert k.role is Role.ACTIVE and roles == [(Role.ACTIVE, 1, "lease acquired")]
+    await asyncio.wait_for(_until(lambda: lease.calls.count("renew") >= 3), 5)
+    assert k.role is Role.ACTIVE
+    await k.stop(release=True)
+    assert lease.released == [1] and lease.closed
+    assert k.role is Role.STANDBY
+
+
+async def test_a_standby_polls_and_does_not_release_what_it_never_held():
+    roles: list = []
+    lease = FakeLease(grant=None)
+    k = keeper(lease, roles)
+    k.start()
+    await asyncio.wait_for(_until(lambda: lease.calls.count("acquire") >= 2), 5)
+    assert k.role is Role.STANDBY and k.holder_seen == "node-b" and roles == []
+    await k.stop(release=True)
+    assert lease.released == []
+
+
+@pytest.mark.parametrize("answer, reason", [
+    (False, "refused the renewal"),
+    (LeaseUnavailable("lease database: down"), "not renewed in time"),
+])
+async def test_a_renewal_refused_or_failing_steps_it_down(answer, reason):
+    roles: list = []
+    lease = FakeLease(renewals=[answer] * 50)
+    k = keeper(lease, roles)
+    k.start()
+    await asyncio.wait_for(k.wait_active(), 5)
+    why = await asyncio.wait_for(k.wait_lost(), 5)
+    assert reason in why
+    assert k.role is Role.STANDBY
+    assert roles[-1][:2] == (Role.STANDBY, 1)
+    if isinstance(answer, BaseException):
+        assert k.last_error == "lease database: down"
+    await k.stop(release=True)
+    assert lease.released == []  # not held any more: nothing to release
+
+
+async def test_a_fenced_commit_steps_it_down_at_once():
+    roles: list = []
+    k = keeper(FakeLease(), roles)
+    k.start()
+    await asyncio.wait_for(k.wait_active(), 5)
+    fence = k.fence()
+    await fence("fresh")  # the database agrees: no error
+    with pytest.raises(Fenced):
+        await fence("stale")
+    why = await asyncio.wait_for(k.wait_lost(), 5)
+    assert "fenced" in why and k.role is Role.STANDBY
+    with pytest.raises(Fenced, match="lapsed here"):
+        await fence("fresh")  # refused here, before any round trip
+    await asyncio.wait_for(_until(lambda: not k.running), 5)  # one tenure per keeper: it never re-acquires
+    assert lease_calls(k).count("acquire") == 1 and k.role is Role.STANDBY
+    await k.stop(release=False)
+
+
+async def test_a_keeper_that_fails_unexpectedly_tells_the_node_to_stop_serving():
+    roles: list = []
+    k = keeper(FakeLease(renewals=[RuntimeError("bug")]), roles)
+    k.start()
+    await asyncio.wait_for(k.wait_active(), 5)
+    why = await asyncio.wait_for(k.wait_lost(), 5)
+    assert "keeper failed" in why and "bug" in why
+    assert k.role is Role.STANDBY and roles[-1][0] is Role.STANDBY
+    await k.stop(release=False)
+
+
+def lease_calls(k: LeaseKeeper) -> list[str]:
+    return k.lease.calls  # type: ignore[attr-defined]
+
+
+async def _until(cond) -> None:
+    while not cond():
+        await asyncio.sleep(0.01)
