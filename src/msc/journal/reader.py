@@ -7,7 +7,7 @@ the writer's lock and opens every file read-only.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from msc.journal.schema import (
@@ -17,6 +17,7 @@ from msc.journal.schema import (
     connect,
     journal_id,
     last_checkpoint,
+    leaves_path,
     list_partitions,
     load_checkpoints,
     load_gaps,
@@ -79,11 +80,17 @@ class Reader:
         row = self.conn(period).execute("SELECT blob FROM records WHERE seq = ?", (seq,)).fetchone()
         return (period, row[0]) if row else None
 
-    def records(self, period: str, first_seq: int = 0) -> Iterator[StoredRecord]:
-        """A month's records with ``seq >= first_seq``, in sequence order."""
+    def records(self, period: str, first_seq: int = 0, limit: int | None = None) -> Iterator[StoredRecord]:
+        """A month's records with ``seq >= first_seq``, in sequence order (at most ``limit``:
+        then the statement is read to completion before the first is returned, so no read
+        transaction stays open between a caller's steps)."""
         n = len(COLUMNS)
-        for r in self.conn(period).execute(f"SELECT {', '.join(COLUMNS)}, blob, leaf FROM records WHERE seq >= ? "
-                                           "ORDER BY seq", (first_seq,)):
+        sql = f"SELECT {', '.join(COLUMNS)}, blob, leaf FROM records WHERE seq >= ? ORDER BY seq"
+        if limit is None:
+            cur: Iterable[tuple] = self.conn(period).execute(sql, (first_seq,))
+        else:
+            cur = self.conn(period).execute(sql + " LIMIT ?", (first_seq, limit)).fetchall()
+        for r in cur:
             yield StoredRecord(r[:n], r[n], r[n + 1])
 
     def _with_meta(self, fn, default):
@@ -106,6 +113,42 @@ class Reader:
 
     def gaps(self) -> list[tuple[int, int]]:
         return self._with_meta(load_gaps, [])
+
+    def next_checkpoint(self, after: int) -> Checkpoint | None:
+        """The oldest checkpoint of tree size greater than ``after``."""
+        def first(m: sqlite3.Connection) -> Checkpoint | None:
+            row = m.execute("SELECT tree_size, root, ts, signature, frontier FROM checkpoints WHERE tree_size > ? "
+                            "ORDER BY tree_size LIMIT 1", (after,)).fetchone()
+            return Checkpoint(*row) if row else None
+
+        return self._with_meta(first, None)
+
+    def purged_leaf_count(self, period: str) -> int:
+        """How many leaf hashes the month's ``.leaves`` file holds (0: no file). A file whose
+        size is not a multiple of 32 counts its whole hashes plus one (never "complete")."""
+        try:
+            size = leaves_path(self.dir, period).stat().st_size
+        except OSError:
+            return 0
+        return size // 32 + (1 if size % 32 else 0)
+
+    def purged_leaves(self, period: str, start: int, count: int) -> bytes:
+        try:
+            with open(leaves_path(self.dir, period), "rb") as f:
+                f.seek(start * 32)
+                return f.read(count * 32)
+        except OSError:
+            return b""
+
+    def kept(self) -> dict[int, bytes]:
+        """Sealed bytes of purge records whose own month was purged, by sequence number."""
+        def load(m: sqlite3.Connection) -> dict[int, bytes]:
+            try:
+                return dict(m.execute("SELECT seq, blob FROM kept").fetchall())
+            except sqlite3.OperationalError:  # a meta.db from before the table existed
+                return {}
+
+        return self._with_meta(load, {})
 
     def journal_id(self) -> str | None:
         return self._with_meta(journal_id, None)
