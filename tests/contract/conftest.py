@@ -56,6 +56,12 @@ class SqliteBackend:
 
         return Reader(self.root / "journal")
 
+    def index(self) -> None:
+        """Build the search indexes now (the daemon's indexer does it in batches, behind)."""
+        from msc.journal.indexer import Indexer
+
+        assert Indexer(self.root / "journal").run_once() == 9  # every record so far
+
     def tamper(self, how: str, seq: int) -> None:
         """Alter the committed journal behind the writer's back (see :data:`TAMPER`)."""
         import sqlite3
@@ -129,6 +135,9 @@ class PgBackend:
             runner.run(go())
         finally:
             runner.close()
+
+    def index(self) -> None:
+        """PostgreSQL keeps its indexes current at every commit: nothing to do."""
 
     def cut_connections(self) -> int:
         """Terminate every other session on the test's database (a network cut, a server

@@ -23,7 +23,7 @@ closed with E501 exactly as for a failed fsync).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from msc.journal.schema import Checkpoint, Row, StoredRecord
@@ -93,6 +93,13 @@ class JournalReader(Protocol):
 
     def records(self, period: str, first_seq: int = 0, limit: int | None = None) -> Iterator[StoredRecord]:
         """A month's records with ``seq >= first_seq``, in sequence order; at most ``limit``."""
+
+    def candidates(self, period: str, *, where: Mapping[str, object], tokens: Sequence[bytes],
+                   start: int | None = None, end: int | None = None) -> Iterator[bytes]:
+        """Sealed records of a month that may match a search, in sequence order: the metadata
+        columns in ``where`` equal, every blind-index token in ``tokens`` present,
+        ``start <= ts < end`` (µs). May include records whose tokens only seem to match (the
+        caller decrypts and confirms); never leaves one out."""
 
     def checkpoints(self) -> list[Checkpoint]:
         """Every signed checkpoint, by tree size."""

@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -81,6 +81,11 @@ CREATE TABLE IF NOT EXISTS journal_tokens(
     period text NOT NULL,
     PRIMARY KEY (token, seq, period)
 ) PARTITION BY LIST (period);
+-- Search (msc.journal.search): what the SQLite backend's batch-built YYYY-MM.idx.db indexes.
+CREATE INDEX IF NOT EXISTS journal_records_ts ON journal_records (ts);
+CREATE INDEX IF NOT EXISTS journal_records_user ON journal_records ("user", seq);
+CREATE INDEX IF NOT EXISTS journal_records_mnemonic ON journal_records (mnemonic, seq);
+CREATE INDEX IF NOT EXISTS journal_records_txn ON journal_records (txn);
 CREATE TABLE IF NOT EXISTS journal_periods(period text PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS journal_checkpoints(
     tree_size bigint PRIMARY KEY,
@@ -490,6 +495,35 @@ class PgReader:
             nxt = page[-1][0] + 1
             if left is not None:
                 left -= len(page)
+
+    def candidates(self, period: str, *, where: Mapping[str, object], tokens: Sequence[bytes],
+                   start: int | None = None, end: int | None = None) -> Iterator[bytes]:
+        """Sealed records of a month that may match a search (see the interface), a page at a
+        time: metadata by the record indexes, tokens by ``journal_tokens``, time by ``ts``."""
+        conds: list[str] = ["period = $1"]
+        args: list[object] = [period]
+        for col, value in where.items():
+            if col not in _Q:
+                raise ValueError(f"not a metadata column: {col!r}")
+            args.append(value)
+            conds.append(f"{_Q[col]} = ${len(args)}")
+        for bound, op in ((start, ">="), (end, "<")):
+            if bound is not None:
+                args.append(bound)
+                conds.append(f"ts {op} ${len(args)}")
+        for t in tokens:
+            args.append(t)
+            conds.append(f"seq IN (SELECT seq FROM journal_tokens WHERE period = $1 AND token = ${len(args)})")
+        sql = (f"SELECT seq, blob FROM journal_records WHERE {' AND '.join(conds)} AND seq > ${len(args) + 1} "
+               f"ORDER BY seq LIMIT {PAGE}")
+        after = 0
+        while True:
+            page = self._fetch(sql, *args, after)
+            for _seq, blob in page:
+                yield blob
+            if len(page) < PAGE:
+                return
+            after = page[-1][0]
 
     def checkpoints(self) -> list[Checkpoint]:
         return [Checkpoint(*r) for r in self._fetch(
