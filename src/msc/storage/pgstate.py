@@ -92,7 +92,8 @@ class _Handle:
         return self._run.run(self._pool.fetch(sql, *args))
 
     def execute(self, sql: str, *args: Any) -> str:
-        return self._run.run(self._pool.execute(sql, *args))
+        status: str = self._run.run(self._pool.execute(sql, *args))
+        return status
 
     def close(self) -> None:
         if not self._run.loop.is_closed():
@@ -160,8 +161,8 @@ class PgRuntimeState(_Handle):
         async def go() -> bool:
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.execute("INSERT INTO user_state(id) VALUES ($1) ON CONFLICT DO NOTHING", uid)
-                status = await conn.execute("UPDATE user_state SET last_otp_step = $2 WHERE id = $1 "
-                                            "AND (last_otp_step IS NULL OR last_otp_step < $2)", uid, step)
+                status: str = await conn.execute("UPDATE user_state SET last_otp_step = $2 WHERE id = $1 "
+                                                 "AND (last_otp_step IS NULL OR last_otp_step < $2)", uid, step)
                 return status == "UPDATE 1"
 
         return self._run.run(go())
