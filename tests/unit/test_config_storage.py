@@ -63,6 +63,8 @@ def test_good_connection_uris(tmp_path, dsn):
     ("postgresql://msc@db1:99999/msc", "a port must be 1..65535"),
     ("postgresql://msc@db1:http/msc", "a port must be 1..65535"),
     ("postgresql://msc@db1,,db2/msc?target_session_attrs=read-write", "a host is empty"),
+    ("postgresql://msc@[::1/msc", "not a well-formed connection URI"),
+    ("postgresql://[", "not a well-formed connection URI"),
 ])
 def test_bad_connection_uris_are_refused_without_echoing_a_password(tmp_path, dsn, fragment):
     issues = _issues(tmp_path, f'backend = "postgresql"\ndsn = "{dsn}"')

@@ -594,7 +594,10 @@ def dsn_problems(dsn: str) -> list[str]:
     /dbname[?param=value&…]``. Refused: libpq's ``key=value`` form, a password in the URI (user
     info or ``password=``), an empty host or a bad port, several hosts without
     ``target_session_attrs=read-write`` (or ``primary``) — msc would write to whichever answered."""
-    parts = urllib.parse.urlsplit(dsn)
+    try:
+        parts = urllib.parse.urlsplit(dsn)
+    except ValueError:  # an unclosed [IPv6] host, …
+        return ["is not a well-formed connection URI (an IPv6 host is written [addr]:port)"]
     if parts.scheme not in ("postgresql", "postgres"):
         return ["must be a connection URI: postgresql://user@host:port/dbname (libpq's key=value form is not accepted)"]
     problems = []
