@@ -182,3 +182,101 @@ async def test_purging_a_month_keeps_the_tree_and_the_sequence(journal_backend, 
     assert reader.find_period(3) is None
     assert reader.blob(3) is None
     assert reader.find_period(9) == period(DEC)
+
+
+# -- fencing (issue 16 item 2): a backend with a fence hook runs it inside the transaction that
+# makes a batch or a checkpoint durable; a fence that raises leaves nothing written.
+
+class Fenced(Exception):
+    """What a lease check raises when this node's epoch is no longer the current one."""
+
+
+def fencing(journal_backend, why: str = "the SQLite backend is one node's files: it has no fence"):
+    if not isinstance(journal_backend, PgBackendType()):
+        pytest.skip(why)
+
+
+def PgBackendType():  # noqa: N802 - a type, looked up late (the PostgreSQL backend's class)
+    from tests.contract.conftest import PgBackend
+
+    return PgBackend
+
+
+# Ways a fence refuses: its own exception, a JournalError, a database error raised by SQL run
+# on the transaction's own connection (as an epoch check in PostgreSQL does).
+async def _raise_fenced(conn):
+    raise Fenced("epoch 3 is not the current epoch 4")
+
+
+async def _raise_journal_error(conn):
+    raise JournalError("fenced: lease lost")
+
+
+async def _raise_in_sql(conn):
+    await conn.execute("DO $$ BEGIN RAISE EXCEPTION 'stale epoch' USING ERRCODE = 'MSC01'; END $$")
+
+
+async def _write_then_raise(conn):
+    await conn.execute("CREATE TEMP TABLE IF NOT EXISTS fence_probe(x int)")
+    raise Fenced("refused after the fence touched the transaction")
+
+
+@pytest.mark.parametrize("refuse", [_raise_fenced, _raise_journal_error, _raise_in_sql, _write_then_raise],
+                         ids=["own-exception", "journal-error", "sql-error", "after-a-statement"])
+async def test_a_fence_that_refuses_aborts_the_commit_and_nothing_is_written(journal_backend, signing, refuse):
+    fencing(journal_backend)
+    state = {"refuse": False, "calls": 0}
+
+    async def fence(conn):
+        state["calls"] += 1
+        if state["refuse"]:
+            await refuse(conn)
+
+    w = journal_backend.journal_writer(signing, fence=fence)
+    await w.start()
+    await w.commit(rows(1, 3, NOV))
+    cp = await w.checkpoint("TEST-MSC", NOV + 5000)
+    assert state["calls"] == 2  # the batch and the checkpoint each went through it
+    state["refuse"] = True
+    with pytest.raises(JournalError):
+        await w.commit(rows(4, 5, NOV + 10_000) + [row(9, DEC)])  # two months: neither lands
+    assert (w.last_seq, w.last_ts) == (3, rows(1, 3, NOV)[-1].ts)
+    with pytest.raises(JournalError):
+        await w.commit(rows(4, 1, NOV + 20_000))
+    assert await w.checkpoint("TEST-MSC", NOV + 30_000) is None  # nothing new to sign
+    state["refuse"] = False
+    await w.commit(rows(4, 2, NOV + 40_000))  # the lease is back: the writer goes on from 4
+    with pytest.raises(JournalError):
+        state["refuse"] = True
+        await w.checkpoint("TEST-MSC", NOV + 50_000)
+    await w.close()
+    r = journal_backend.journal_reader()
+    try:
+        assert [x.seq for x in r.records(period(NOV))] == [1, 2, 3, 4, 5]
+        assert r.periods() == [period(NOV)]
+        assert r.checkpoints() == [cp]
+        assert r.blob(9) is None
+    finally:
+        r.close()
+
+
+async def test_a_writer_whose_connection_is_cut_refuses_then_goes_on_from_the_truth(journal_backend, signing):
+    """The connection dies between two commits (a failover, a restart): the next commit fails
+    closed (JournalError), the writer reconnects, takes the writer lock again and re-reads where
+    the journal ends and its Merkle frontier, and the one after it continues without a gap."""
+    fencing(journal_backend, "the SQLite backend has no connection to lose (its faults: tests/faults.py)")
+    w = await opened(journal_backend, signing)
+    batch = rows(1, 8, NOV)
+    await w.commit(batch[:5])
+    assert journal_backend.cut_connections() >= 1
+    with pytest.raises(JournalError):
+        await w.commit(batch[5:])
+    assert w.last_seq == 5
+    await w.commit(batch[5:])  # reconnected: the same batch again, now it lands
+    cp = await w.checkpoint("TEST-MSC", NOV + 50_000)
+    assert cp.root == root_of(leaf_hash(b.blob) for b in batch)
+    second = journal_backend.journal_writer(signing)  # the lock was taken again
+    with pytest.raises(JournalBusy):
+        await second.start()
+    await second.close()
+    await w.close()

@@ -168,6 +168,19 @@ class NodeSection(_Table, frozen=True, kw_only=True):
     lease_password_file: str | None = None
 
 
+class StorageSection(_Table, frozen=True, kw_only=True):
+    """Where the journal and the durable state live (CONFIG.md "Storage"): SQLite files under
+    ``switch.data_dir`` and ``journal.dir`` (the default), or a PostgreSQL database."""
+
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    #: PostgreSQL only: a libpq connection URI, ``postgresql://user@host1:5432,host2:5432/db?target_session_attrs=read-write``
+    #: (several hosts: the first that is a primary). Never a password (see password_file).
+    dsn: str | None = None
+    #: PostgreSQL only: a file (mode 0600 or stricter) whose first line is the password; without
+    #: it, libpq's environment applies (PGPASSWORD, PGPASSFILE or ~/.pgpass).
+    password_file: str | None = None
+
+
 class UpstreamSection(_Table, frozen=True, kw_only=True):
     name: str
     endpoints: tuple[str, ...]
@@ -299,6 +312,7 @@ class Config(_Table, frozen=True, kw_only=True):
     listener: tuple[ListenerSection, ...] = ()
     metrics: MetricsSection = MetricsSection()
     journal: JournalSection = JournalSection()
+    storage: StorageSection = StorageSection()
     upstream: tuple[UpstreamSection, ...] = ()
     route: tuple[RouteSection, ...] = ()
     agency: tuple[AgencySection, ...] = ()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import stat
+import urllib.parse
 import zoneinfo
 from collections.abc import Sequence
 
@@ -192,6 +194,7 @@ def validate(settings: Settings) -> list[ConfigIssue]:
             c.add(f"journal.{key}", "must be >= 0")
     if j.verify_interval_s < 0:
         c.add("journal.verify_interval_s", "must be >= 0 (0: no background verification)")
+    _check_storage(c, settings, cfg.storage)
 
     # upstreams and routes
     upstreams = {u.name for u in cfg.upstream}
@@ -574,8 +577,7 @@ def _check_node(c: _Checker, settings, cfg) -> None:
             c.add("node.lease_dsn", "give the PostgreSQL database that holds the lease "
                                     "(postgresql://user@host:5432/db?target_session_attrs=read-write)")
     else:
-        problem = dsn_problem(n.lease_dsn)
-        if problem:
+        for problem in dsn_problems(n.lease_dsn):
             c.add("node.lease_dsn", problem)
     if n.lease_password_file is not None:
         pw = settings.path(n.lease_password_file)
@@ -585,25 +587,75 @@ def _check_node(c: _Checker, settings, cfg) -> None:
             c.add("node.lease_password_file", f"{n.lease_password_file} is readable by others: chmod 600 (a password)")
 
 
-def dsn_problem(dsn: str) -> str | None:
-    """Why ``dsn`` is not a usable PostgreSQL connection URI for msc, or None. Only the URI form
-    (asyncpg does not parse libpq's ``key=value`` form), and never a password in it: the
-    password comes from a file (``*_password_file``, or libpq's ``passfile=``)."""
-    from urllib.parse import parse_qs, urlsplit
+#: target_session_attrs values asyncpg (the PostgreSQL client) understands.
+SESSION_ATTRS = frozenset(("any", "primary", "standby", "prefer-standby", "read-write", "read-only"))
 
+
+def _check_storage(c: _Checker, settings, st) -> None:
+    """``[storage]`` (CONFIG.md "Storage"). A password never belongs in msc.toml: a dsn that
+    carries one is refused (and never echoed back in the message)."""
+    if st.backend == "sqlite":
+        for key in ("dsn", "password_file"):
+            if getattr(st, key) is not None:
+                c.add(f"storage.{key}", 'only with backend = "postgresql"')
+        return
+    if not st.dsn:
+        c.add("storage.dsn", 'backend = "postgresql" needs a connection URI (postgresql://user@host/db)')
+    else:
+        for problem in dsn_problems(st.dsn):
+            c.add("storage.dsn", problem)
+    if st.password_file is not None:
+        path = settings.path(st.password_file)
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            c.add("storage.password_file", f"file not found: {st.password_file}")
+        else:
+            if not stat.S_ISREG(mode):
+                c.add("storage.password_file", "must be a regular file")
+            elif mode & 0o077:
+                c.add("storage.password_file", f"mode {stat.S_IMODE(mode):04o}: must not be readable by group or others "
+                                               "(chmod 600)")
+
+
+def dsn_problems(dsn: str) -> list[str]:
+    """What is wrong with a PostgreSQL connection URI for msc (empty: nothing). The URI form
+    (libpq's "Connection URIs", which asyncpg parses): ``postgresql://[user@]host[:port][,host[:port]…]
+    /dbname[?param=value&…]``. Refused: libpq's ``key=value`` form, a password in the URI (user
+    info or ``password=``), an empty host or a bad port, several hosts without
+    ``target_session_attrs=read-write`` (or ``primary``) — msc would write to whichever answered."""
     try:
-        parts = urlsplit(dsn)
-        query = parse_qs(parts.query, keep_blank_values=True)
-    except ValueError as exc:
-        return f"not a connection URI: {exc}"
+        parts = urllib.parse.urlsplit(dsn)
+    except ValueError:  # an unclosed [IPv6] host, …
+        return ["is not a well-formed connection URI (an IPv6 host is written [addr]:port)"]
     if parts.scheme not in ("postgresql", "postgres"):
-        return "a libpq URI: postgresql://user@host:5432/db (the key=value form is not accepted)"
-    hosts = parts.netloc.rpartition("@")[2]
-    if not hosts.strip(",") and "host" not in query:
-        return "name the server: postgresql://user@host:5432/db (several hosts: h1:5432,h2:5432)"
-    if ":" in parts.netloc.rpartition("@")[0] or "password" in query:
-        return "no password in the connection string: put it in lease_password_file (0600) or a passfile="
-    return None
+        return ["must be a connection URI: postgresql://user@host:port/dbname (libpq's key=value form is not accepted)"]
+    problems = []
+    userinfo, _, hostlist = parts.netloc.rpartition("@")
+    if ":" in userinfo:
+        problems.append("must not contain a password: use storage.password_file or the environment (PGPASSWORD)")
+    query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+    if "password" in query:
+        problems.append("must not contain a password: use storage.password_file or the environment (PGPASSWORD)")
+    hosts = [h for h in hostlist.split(",")] if hostlist else []
+    hosts += [h for v in query.get("host", []) for h in v.split(",")]
+    for h in hosts:
+        host, port = h, ""
+        if h.startswith("["):  # [IPv6]:port
+            host, _, rest = h[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else ""
+        elif h.count(":") == 1:
+            host, _, port = h.partition(":")
+        if not host and "host" not in query:
+            problems.append("a host is empty")
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            problems.append("a port must be 1..65535")
+    attrs = query.get("target_session_attrs", [])
+    if attrs and attrs[-1] not in SESSION_ATTRS:
+        problems.append(f"target_session_attrs must be one of {', '.join(sorted(SESSION_ATTRS))}")
+    if len(hosts) > 1 and (not attrs or attrs[-1] not in ("read-write", "primary")):
+        problems.append("several hosts need target_session_attrs=read-write (else a standby may be chosen)")
+    return problems
 
 
 def _check_tz(c: _Checker, path: str, name: str) -> None:

@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from msc.config.files import private_dir
+from msc.journal.interfaces import JournalReader
 from msc.journal.proofs import proofs
 from msc.journal.reader import Reader
 from msc.journal.records import META_COLUMNS, Record, open_sealed, unseal_meta
-from msc.journal.schema import Checkpoint, load_checkpoints, load_purged, read_leaves_file
+from msc.journal.schema import Checkpoint
 from msc.keyring import KeyRing
 
 #: The keys of an exported record (JOURNAL.md: jsonl and csv): the metadata columns but the
@@ -42,40 +43,52 @@ def record_json(r: Record) -> dict[str, Any]:
     return d
 
 
-def _leaves(directory: Path, reader: Reader, purged: list[tuple[str, int, int]]) -> Iterator[bytes]:
+#: Leaf hashes read at a time from a purged month, records from a live one.
+_SLICE = 65536
+
+
+def _leaves(reader: JournalReader, purged: list[tuple[str, int, int]]) -> Iterator[bytes]:
+    """Every leaf hash of the journal in sequence order: purged months' kept hashes, then the
+    records' (a slice at a time: no month sits in memory, no statement stays open)."""
     for period, first, last in purged:
-        data = read_leaves_file(directory, period)
-        for i in range(last - first + 1):
-            yield data[i * 32 : (i + 1) * 32]
+        for start in range(0, last - first + 1, _SLICE):
+            data = reader.purged_leaves(period, start, min(_SLICE, last - first + 1 - start))
+            for i in range(len(data) // 32):
+                yield data[i * 32 : (i + 1) * 32]
     for period in reader.periods():
-        for (leaf,) in reader.conn(period).execute("SELECT leaf FROM records ORDER BY seq"):
-            yield leaf
+        nxt = 0
+        while True:
+            page = list(reader.records(period, nxt, _SLICE // 16))
+            for rec in page:
+                yield rec.leaf
+            if len(page) < _SLICE // 16:
+                break
+            nxt = page[-1].seq + 1
 
 
-def covering_checkpoint(directory: Path, seq: int) -> Checkpoint | None:
-    reader = Reader(directory)
-    meta = reader.meta()
+def _open(source: Path | JournalReader) -> JournalReader:
+    return Reader(source) if isinstance(source, Path) else source
+
+
+def covering_checkpoint(source: Path | JournalReader, seq: int) -> Checkpoint | None:
+    """The oldest signed checkpoint whose tree includes record ``seq``. ``source``: a SQLite
+    journal directory or any backend's reader (the caller's to close)."""
+    reader = _open(source)
     try:
-        cps = load_checkpoints(meta) if meta else []
+        return reader.next_checkpoint(seq - 1)
     finally:
-        if meta:
-            meta.close()
-    for cp in cps:
-        if cp.tree_size >= seq:
-            return cp
-    return None
+        if isinstance(source, Path):
+            reader.close()
 
 
-def write_bundle(directory: Path, keyring: KeyRing, seqs: list[int], out: Path, *, name: str,
+def write_bundle(source: Path | JournalReader, keyring: KeyRing, seqs: list[int], out: Path, *, name: str,
                  checkpoint: Checkpoint, manifest: dict[str, Any]) -> int:
-    """Write the bundle for the given records (sorted sequence numbers). Returns the count."""
-    reader = Reader(directory)
-    meta = reader.meta()
-    purged = load_purged(meta) if meta else []
-    if meta:
-        meta.close()
+    """Write the bundle for the given records (sorted sequence numbers). Returns the count.
+    ``source``: a SQLite journal directory or any backend's reader (the caller's to close)."""
+    reader = _open(source)
+    purged = reader.purged()
     try:
-        root, proof_map = proofs(_leaves(directory, reader, purged), checkpoint.tree_size, [s - 1 for s in seqs])
+        root, proof_map = proofs(_leaves(reader, purged), checkpoint.tree_size, [s - 1 for s in seqs])
         if root != checkpoint.root:
             raise ValueError("the journal does not match its checkpoint: run `msc journal verify`")
         records, proof_lines = [], []
@@ -97,7 +110,8 @@ def write_bundle(directory: Path, keyring: KeyRing, seqs: list[int], out: Path, 
                 "proof": [h.hex() for h in proof_map[seq - 1]],
             }))
     finally:
-        reader.close()
+        if isinstance(source, Path):
+            reader.close()
     verifier = resources.files("msc.journal").joinpath("bundle_verifier.py").read_text()
     cp = {"name": name, "tree_size": checkpoint.tree_size, "root": checkpoint.root.hex(), "ts": checkpoint.ts,
           "signature": base64.b64encode(checkpoint.signature).decode()}

@@ -12,6 +12,8 @@ backend must pass:
   batch of many records, committed all or nothing per month.
 * :class:`JournalReader` — read-only access to what was committed (search, verify, export,
   the self-check, store-and-forward's read-back). Synchronous, called from worker threads.
+  A reader raises :class:`~msc.journal.records.JournalError` (PostgreSQL) or
+  ``sqlite3.DatabaseError`` (SQLite) when the storage cannot be read.
 
 Fencing (a second node, issue 16): :meth:`JournalWriter.commit` and :meth:`~JournalWriter.checkpoint`
 are the only calls that make records or checkpoints durable, so an epoch check belongs inside
@@ -21,7 +23,7 @@ closed with E501 exactly as for a failed fsync).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from msc.journal.schema import Checkpoint, Row, StoredRecord
@@ -89,8 +91,15 @@ class JournalReader(Protocol):
     def blob(self, seq: int) -> tuple[str, bytes] | None:
         """(month, sealed bytes) of record ``seq``, or None."""
 
-    def records(self, period: str, first_seq: int = 0) -> Iterator[StoredRecord]:
-        """A month's records with ``seq >= first_seq``, in sequence order."""
+    def records(self, period: str, first_seq: int = 0, limit: int | None = None) -> Iterator[StoredRecord]:
+        """A month's records with ``seq >= first_seq``, in sequence order; at most ``limit``."""
+
+    def candidates(self, period: str, *, where: Mapping[str, object], tokens: Sequence[bytes],
+                   start: int | None = None, end: int | None = None) -> Iterator[bytes]:
+        """Sealed records of a month that may match a search, in sequence order: the metadata
+        columns in ``where`` equal, every blind-index token in ``tokens`` present,
+        ``start <= ts < end`` (µs). May include records whose tokens only seem to match (the
+        caller decrypts and confirms); never leaves one out."""
 
     def checkpoints(self) -> list[Checkpoint]:
         """Every signed checkpoint, by tree size."""
@@ -103,6 +112,20 @@ class JournalReader(Protocol):
 
     def gaps(self) -> list[tuple[int, int]]:
         """(from_ts, to_ts) in µs of each silence the writer recorded, in sequence order."""
+
+    def next_checkpoint(self, after: int) -> Checkpoint | None:
+        """The oldest checkpoint of tree size greater than ``after`` (verification walks them)."""
+
+    def purged_leaf_count(self, period: str) -> int:
+        """How many leaf hashes are kept of a purged month (0: none)."""
+
+    def purged_leaves(self, period: str, start: int, count: int) -> bytes:
+        """Kept leaf hashes of a purged month, 32 bytes each in sequence order: ``count`` of them
+        from the ``start``-th (0: the month's first record); fewer if the month has fewer."""
+
+    def kept(self) -> dict[int, bytes]:
+        """Sealed bytes of the purge records whose own month was purged, by sequence number
+        (the proof of a purge outlives the month it was written in)."""
 
     def journal_id(self) -> str | None:
         """The journal's identity, or None (no journal yet)."""

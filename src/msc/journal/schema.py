@@ -214,7 +214,12 @@ def load_gaps(meta: sqlite3.Connection) -> list[tuple[int, int]]:
         return []
 
 
+def leaves_path(directory: Path, period: str) -> Path:
+    """The leaf hashes kept of a purged month (32 bytes each, in sequence order)."""
+    return directory / f"{period}.leaves"
+
+
 def read_leaves_file(directory: Path, period: str) -> bytes:
-    return (directory / f"{period}.leaves").read_bytes()
+    return leaves_path(directory, period).read_bytes()
 
 

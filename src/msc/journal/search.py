@@ -11,14 +11,13 @@ candidate is decrypted and confirmed, so a truncated-HMAC collision never produc
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from msc.journal.indexer import index_path
-from msc.journal.reader import Reader
+from msc.journal.interfaces import JournalReader
+from msc.journal.reader import Reader, seq_bound
 from msc.journal.records import Record, open_sealed, to_record, unseal_meta
 from msc.journal.tokens import matches, token
 from msc.keyring import KeyRing
@@ -79,117 +78,40 @@ def _periods_between(periods: list[str], start: int | None, end: int | None) -> 
     return [p for p in periods if (lo is None or p >= lo) and (hi is None or p <= hi)]
 
 
-def _seq_bound(conn: sqlite3.Connection, ts: int) -> int | None:
-    """The smallest sequence number whose timestamp is >= ts (timestamps never decrease)."""
-    # Two statements: SQLite answers a lone MIN() or MAX() from the b-tree, but scans for both.
-    lo: int | None = conn.execute("SELECT MIN(seq) FROM records").fetchone()[0]
-    if lo is None:
-        return None
-    hi: int = conn.execute("SELECT MAX(seq) FROM records").fetchone()[0]
-    if conn.execute("SELECT ts FROM records WHERE seq = ?", (hi,)).fetchone()[0] < ts:
-        return hi + 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        r = conn.execute("SELECT ts FROM records WHERE seq >= ? ORDER BY seq LIMIT 1", (mid,)).fetchone()
-        if r[0] < ts:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-def _attach_index(conn: sqlite3.Connection, directory: Path, period: str) -> int:
-    """Attach the month's index read-only (if any); return the sequence it covers up to."""
-    path = index_path(directory, period)
-    if not path.exists():
-        return 0
-    if not any(row[1] == "ix" for row in conn.execute("PRAGMA database_list")):
-        conn.execute("ATTACH DATABASE ? AS ix", (f"file:{path}?mode=ro",))
-    try:
-        rows = dict(conn.execute("SELECT k, v FROM ix.meta"))
-    except sqlite3.DatabaseError:
-        conn.execute("DETACH DATABASE ix")
-        return 0
-    upto: int = rows.get("indexed_upto", 0)
-    return upto
-
-
-def search(directory: Path, keyring: KeyRing, q: Query) -> Iterator[Record]:
-    """Yield matching records, decrypted, in sequence order."""
-    reader = Reader(directory)
+def search(source: Path | JournalReader, keyring: KeyRing, q: Query) -> Iterator[Record]:
+    """Yield matching records, decrypted, in sequence order. ``source``: a SQLite journal
+    directory, or any backend's :class:`~msc.journal.interfaces.JournalReader` (the caller's to
+    close). The reader narrows each month to candidates (:meth:`JournalReader.candidates`:
+    metadata equal, blind-index tokens present, the time range); decryption confirms every hit."""
+    reader: JournalReader = Reader(source) if isinstance(source, Path) else source
     produced = 0
+    where = {}
     try:
+        where = {col: getattr(q, col) for col in FILTER_COLUMNS if getattr(q, col) is not None}
         for period in _periods_between(reader.periods(), q.start, q.end):
             keys = keyring.period(period, create=False)
             if keys is None:
                 continue  # purged: crypto-shredded
-            conn = reader.conn(period)
-            upto = _attach_index(conn, directory, period)
-            common, cparams = [], []
-            if q.start is not None:
-                lo = _seq_bound(conn, q.start)
-                if lo is not None:
-                    common.append("seq >= ?")
-                    cparams.append(lo)
-            if q.end is not None:
-                hi = _seq_bound(conn, q.end)
-                if hi is not None:
-                    common.append("seq < ?")
-                    cparams.append(hi)
-            for col in FILTER_COLUMNS:
-                value = getattr(q, col)
-                if value is not None:
-                    common.append(f"{col} = ?")
-                    cparams.append(value)
             toks = [token(keys.index_key, tag, value) for tag, value in q.tokens]
-            # Below indexed_upto the batch-built index drives (CROSS JOIN fixes the loop order: index
-            # range first, then record lookups by sequence); above it, the short tail is scanned.
-            outer: str | None
-            key: str | None
-            if toks:
-                outer, key, value = "ix_token", "token", toks[0]
-            else:
-                driver = next((c for c in ("txn", "user", "mnemonic") if getattr(q, c) is not None), None)
-                outer, key, value = (f"ix_{driver}", driver, getattr(q, driver)) if driver else (None, None, None)
-            if outer is not None:
-                head_sql = (f"SELECT r.blob FROM ix.{outer} AS i CROSS JOIN records AS r ON r.seq = i.seq "
-                            f"WHERE i.{key} = ? AND i.seq <= ?")
-                hparams: list[object] = [value, upto]
-                for t in toks[1:]:
-                    head_sql += " AND r.seq IN (SELECT seq FROM ix.ix_token WHERE token = ?)"
-                    hparams.append(t)
-                for c in common:
-                    head_sql += " AND " + c.replace("seq", "i.seq", 1) if c.startswith("seq") else " AND r." + c
-                head_sql += " ORDER BY i.seq"
-            else:
-                head_sql = "SELECT blob FROM records WHERE " + " AND ".join(["seq <= ?", *common]) + " ORDER BY seq"
-                hparams = [upto]
-            tail: list[str] = ["seq > ?"]
-            tparams: list[object] = [upto]
-            for t in toks:
-                # A byte match may straddle two packed tokens: decryption below confirms every hit.
-                tail.append("instr(tokens, ?) > 0")
-                tparams.append(t)
-            tail_sql = "SELECT blob FROM records WHERE " + " AND ".join(tail + common) + " ORDER BY seq"
-            parts = [(tail_sql, tparams)] if upto == 0 else [(head_sql, hparams), (tail_sql, tparams)]
-            for sql, params in parts:
-                for (blob,) in conn.execute(sql, [*params, *cparams]):
-                    sealed = unseal_meta(blob)
-                    private = open_sealed(keys.aead, sealed)
-                    if q.tokens and not all(matches(private.text, private.requester, private.recipient, t, v)
-                                            for t, v in q.tokens):
-                        continue
-                    yield to_record(sealed.meta, private)
-                    produced += 1
-                    if q.limit is not None and produced >= q.limit:
-                        return
+            for blob in reader.candidates(period, where=where, tokens=toks, start=q.start, end=q.end):
+                sealed = unseal_meta(blob)
+                private = open_sealed(keys.aead, sealed)
+                if q.tokens and not all(matches(private.text, private.requester, private.recipient, t, v)
+                                        for t, v in q.tokens):
+                    continue
+                yield to_record(sealed.meta, private)
+                produced += 1
+                if q.limit is not None and produced >= q.limit:
+                    return
     finally:
-        reader.close()
+        if isinstance(source, Path):
+            reader.close()
 
 
-def read(directory: Path, keyring: KeyRing, seqs: list[int]) -> Iterator[Record]:
-    """Records by sequence number (for export and redelivery), in the order given."""
-    reader = Reader(directory)
+def read(source: Path | JournalReader, keyring: KeyRing, seqs: list[int]) -> Iterator[Record]:
+    """Records by sequence number (for export and redelivery), in the order given; ``source`` as
+    for :func:`search`."""
+    reader: JournalReader = Reader(source) if isinstance(source, Path) else source
     try:
         for seq in seqs:
             found = reader.blob(seq)
@@ -202,7 +124,8 @@ def read(directory: Path, keyring: KeyRing, seqs: list[int]) -> Iterator[Record]
             sealed = unseal_meta(blob)
             yield to_record(sealed.meta, open_sealed(keys.aead, sealed))
     finally:
-        reader.close()
+        if isinstance(source, Path):
+            reader.close()
 
 
 def output_records_since(directory: Path, since: int) -> Iterator[tuple[int, int, str, str | None, str | None, int, str | None]]:
@@ -280,7 +203,7 @@ def open_answers(directory: Path, keyring: KeyRing, windows: dict[str, float], *
         out = []
         for period in periods[-2:]:  # the window may straddle a month boundary
             c = reader.conn(period)
-            lo = _seq_bound(c, since)
+            lo = seq_bound(c, since)
             if lo is None:
                 continue
             rows = c.execute(
@@ -329,7 +252,7 @@ def unanswered_requests(directory: Path, keyring: KeyRing, window_s: float, *, u
         out = []
         for period in periods[-2:]:  # the window may straddle a month boundary
             c = reader.conn(period)
-            lo = _seq_bound(c, since)
+            lo = seq_bound(c, since)
             if lo is None:
                 continue
             # One grouped pass (the hot month has no txn index; a correlated subquery would be

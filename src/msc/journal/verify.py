@@ -34,14 +34,16 @@ import msgspec
 from cryptography.exceptions import InvalidSignature, InvalidTag
 
 from msc.journal.bundle_verifier import checkpoint_message, commitment
+from msc.journal.interfaces import JournalReader
 from msc.journal.merkle import Frontier
 from msc.journal.reader import Reader
-from msc.journal.records import open_sealed, unseal_meta
+from msc.journal.records import JournalError, open_sealed, unseal_meta
 from msc.journal.retention import PURGE_CODE, TIMELINE_GAP_S, PurgeClaim, claim_of, judge
-from msc.journal.schema import COLUMNS, load_purged
+from msc.journal.schema import COLUMNS
 from msc.keyring import KeyRing, PeriodKeys
 
 _META_COLUMNS = COLUMNS[1:]  # seq is checked separately
+_KIND, _CODE = COLUMNS.index("kind"), COLUMNS.index("code")
 
 
 @dataclass
@@ -64,9 +66,11 @@ class VerifyResult:
         self.problems.append(f"seq {seq}: {reason}" if seq is not None else reason)
 
 
-def verify(directory: Path, keyring: KeyRing, *, name: str, min_tree_size: int = 0) -> VerifyResult:
-    """The whole journal, now (``msc journal verify``). Stops at the first problem."""
-    v = Verifier(directory, keyring, name=name)
+def verify(source: Path | JournalReader, keyring: KeyRing, *, name: str, min_tree_size: int = 0) -> VerifyResult:
+    """The whole journal, now (``msc journal verify``): a SQLite journal directory, or any
+    backend's :class:`~msc.journal.interfaces.JournalReader` (PostgreSQL). Stops at the first
+    problem."""
+    v = Verifier(source, keyring, name=name)
     try:
         while v.res.ok and not v.at_end:
             v.step(10_000)
@@ -82,11 +86,14 @@ class Verifier:
     (:mod:`msc.journal.watch`) runs it a slice at a time and, once at the end, keeps following the
     records the switch appends. Every statement reads to completion: no read transaction is left
     open between steps (it would stop the writer's WAL from being checkpointed).
+
+    It reads through the :class:`~msc.journal.interfaces.JournalReader` interface only, so it
+    verifies a journal on any backend: ``source`` is a SQLite journal directory (a reader is
+    opened and closed here) or a reader (the caller's to close).
     """
 
-    def __init__(self, directory: Path, keyring: KeyRing, *, name: str) -> None:
+    def __init__(self, source: Path | JournalReader, keyring: KeyRing, *, name: str) -> None:
         self.t0 = time.perf_counter()
-        self.dir = directory
         self.keyring = keyring
         self.name = name
         self.res = VerifyResult()
@@ -98,14 +105,10 @@ class Verifier:
         self.gaps: list[tuple[float, float]] = []  # silences between live records (retention.TIMELINE_GAP_S)
         self._prev_ts: int | None = None
         self._public = keyring.public_key()
-        self._reader = Reader(directory)
-        meta = self._reader.meta()
-        try:
-            self.purged = load_purged(meta) if meta else []
-            self._kept = dict(meta.execute("SELECT seq, blob FROM kept").fetchall()) if meta and _has_table(meta, "kept") else {}
-        finally:
-            if meta:
-                meta.close()
+        self._owned = isinstance(source, Path)
+        self._reader: JournalReader = Reader(source) if isinstance(source, Path) else source
+        self.purged = self._reader.purged()
+        self._kept = self._reader.kept()
         self._purged_todo = list(self.purged)
         self._in_purged_month = False
         self._cp_cursor = 0
@@ -114,16 +117,8 @@ class Verifier:
     # -- checkpoints --------------------------------------------------------------------------
 
     def _next_checkpoint(self, after: int) -> tuple[int, bytes, int, bytes] | None:
-        meta = self._reader.meta()
-        if meta is None:
-            return None
-        try:
-            row: tuple[int, bytes, int, bytes] | None = meta.execute(
-                "SELECT tree_size, root, ts, signature FROM checkpoints WHERE tree_size > ? "
-                "ORDER BY tree_size LIMIT 1", (after,)).fetchone()
-            return row
-        finally:
-            meta.close()
+        cp = self._reader.next_checkpoint(after)
+        return None if cp is None else (cp.tree_size, cp.root, cp.ts, cp.signature)
 
     def _reached(self) -> bool:
         res, frontier = self.res, self.frontier
@@ -169,18 +164,15 @@ class Verifier:
             if first != self.expected:
                 res.fail(self.expected, f"purged month {period} starts at {first}, expected {self.expected}")
                 return 0
-            try:
-                size = (self.dir / f"{period}.leaves").stat().st_size
-            except OSError:
-                size = -1
-            if size != (last - first + 1) * 32:
+            if self._reader.purged_leaf_count(period) != last - first + 1:
                 res.fail(first, f"kept leaf hashes of purged month {period} are missing or incomplete")
                 return 0
             self._in_purged_month = True
         n = min(budget, last - self.expected + 1)
-        with open(self.dir / f"{period}.leaves", "rb") as f:
-            f.seek((self.expected - first) * 32)
-            data = f.read(n * 32)
+        data = self._reader.purged_leaves(period, self.expected - first, n)
+        if len(data) != n * 32:
+            res.fail(self.expected, f"kept leaf hashes of purged month {period} are missing or incomplete")
+            return 0
         for i in range(n):
             seq = self.expected
             leaf = data[i * 32 : (i + 1) * 32]
@@ -210,19 +202,21 @@ class Verifier:
                 res.fail(self.expected, f"the key of {period} was destroyed but its partition is still present")
                 return 0
             try:
-                rows = self._reader.conn(period).execute(
-                    f"SELECT {', '.join(COLUMNS)}, blob, leaf FROM records WHERE seq >= ? ORDER BY seq LIMIT ?",
-                    (self.expected, budget)).fetchall()
-            except sqlite3.DatabaseError as exc:
+                records = list(self._reader.records(period, self.expected, budget))
+            except (sqlite3.DatabaseError, JournalError) as exc:
                 res.fail(self.expected, f"partition {period} is unreadable: {exc}")
                 return 0
             done = 0
-            for row in rows:
-                seq = row[0]
+            for rec in records:
+                row, seq = rec.values, rec.seq
                 if seq != self.expected:
                     res.fail(self.expected, f"record {self.expected} is missing (found {seq}): deleted, inserted or reordered")
                     return done
-                blob, stored_leaf = row[-2], row[-1]
+                blob, stored_leaf = rec.blob, rec.leaf
+                if not isinstance(blob, bytes) or not isinstance(stored_leaf, bytes):
+                    # SQLite keeps whatever type it is given: a value rewritten as text is altered
+                    res.fail(seq, "record bytes or leaf hash are not a byte string (modified)")
+                    return done
                 leaf = hashlib.sha256(b"\x00" + blob).digest()
                 bad = check_record(row, blob, leaf, stored_leaf, period, keys)
                 if bad:
@@ -232,7 +226,7 @@ class Verifier:
                 if self._prev_ts is not None and ts - self._prev_ts > TIMELINE_GAP_S * 1_000_000:
                     self.gaps.append((self._prev_ts / 1e6, ts / 1e6))
                 self._prev_ts = ts
-                if row[2] == "ADMIN" and row[11] == PURGE_CODE:
+                if row[_KIND] == "ADMIN" and row[_CODE] == PURGE_CODE:
                     claim = claim_of(blob, seq)
                     if isinstance(claim, PurgeClaim):
                         self.claims.append(claim)
@@ -281,11 +275,8 @@ class Verifier:
         return res
 
     def close(self) -> None:
-        self._reader.close()
-
-
-def _has_table(meta: sqlite3.Connection, table: str) -> bool:
-    return meta.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone() is not None
+        if self._owned:
+            self._reader.close()
 
 
 def _check_purges(res: VerifyResult, purged: Sequence[tuple[str, int, int]], claims: list[PurgeClaim],

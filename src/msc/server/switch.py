@@ -80,6 +80,10 @@ TRIM_EVERY_S = 5
 
 class Switch(BackgroundWork, ConfigChanges, ControlOps):
     def __init__(self, settings: Settings, *, clock=time.time) -> None:
+        if settings.config.storage.backend != "sqlite":
+            # Fail closed: the switch opens the SQLite files below; it must not while the
+            # configuration names PostgreSQL (CONFIG.md "Storage": not wired to the switch yet).
+            raise StartupError('[storage] backend = "postgresql": the switch does not run on PostgreSQL yet')
         self.settings = settings
         self.clock = clock
         self.metrics = Metrics()

@@ -1,0 +1,116 @@
+"""Connecting to PostgreSQL, and running its asyncio client for blocking callers.
+
+The client is asyncpg (chosen by measurement: ``bench/pg_client_bench.py``, 2-4x less client CPU
+per record than psycopg 3 for every method; notes in PERFORMANCE.md). It parses libpq's URI form
+of a connection string — several hosts, ``target_session_attrs=read-write`` to find the primary,
+``passfile=`` — but not libpq's ``key=value`` form, so ``[storage] dsn`` is a URI
+(:func:`msc.config.validate.dsn_problems`).
+
+The password is never in msc.toml: ``password_file`` (its first line), else libpq's environment
+(``PGPASSWORD``, ``PGPASSFILE``, ``~/.pgpass``), which asyncpg reads itself. Neither the
+password nor the URI appears in a log line or an exception message msc writes.
+
+:class:`Blocking` runs coroutines on an event loop of its own in a daemon thread, for the
+storage interfaces that are blocking (the reader, run-time state, queues, ledger): the ``msc``
+command calls them directly and the switch from worker threads, as with SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import asyncpg
+
+if TYPE_CHECKING:
+    from msc.config.settings import Settings
+
+T = TypeVar("T")
+
+#: No statement of msc's waits longer than this for the server (s): a server that stopped
+#: answering surfaces as an error (E501 for the journal), never as a hang.
+COMMAND_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 10.0
+
+#: Errors that mean "the database did not do it" (or may not have): the caller re-reads the truth.
+DB_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
+                                              asyncio.TimeoutError, ConnectionError)
+
+
+@dataclass(frozen=True)
+class PgSettings:
+    """Where the database is: a connection URI and, optionally, its password (kept out of repr)."""
+
+    dsn: str
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PgSettings:
+        """``[storage]`` of a validated configuration (backend = "postgresql")."""
+        st = settings.config.storage
+        if st.backend != "postgresql" or not st.dsn:
+            raise ValueError('[storage] backend is not "postgresql"')
+        password = None
+        if st.password_file is not None:
+            password = read_password(settings.path(st.password_file))
+        return cls(st.dsn, password)
+
+    async def connect(self) -> asyncpg.Connection:
+        """One connection (the first host of the URI that matches its target_session_attrs)."""
+        kw: dict[str, Any] = {"timeout": CONNECT_TIMEOUT_S, "command_timeout": COMMAND_TIMEOUT_S}
+        if self.password is not None:
+            kw["password"] = self.password
+        return await asyncpg.connect(self.dsn, **kw)
+
+    async def pool(self, max_size: int = 4) -> asyncpg.Pool:
+        kw: dict[str, Any] = {"timeout": CONNECT_TIMEOUT_S, "command_timeout": COMMAND_TIMEOUT_S}
+        if self.password is not None:
+            kw["password"] = self.password
+        return await asyncpg.create_pool(self.dsn, min_size=1, max_size=max_size, **kw)
+
+
+def read_password(path: Path) -> str:
+    """The first line of a password file (without its line end). Raises OSError/ValueError."""
+    with open(path, encoding="utf-8") as f:
+        line = f.readline().rstrip("\r\n")
+    if not line:
+        raise ValueError(f"{path}: the first line (the password) is empty")
+    return line
+
+
+class Blocking:
+    """An event loop in a daemon thread, for blocking callers of asyncpg.
+
+    :meth:`run` may be called from any thread but the loop's own; calls from several threads
+    interleave on the loop (each implementation serialises what must be serialised).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("Blocking.run called on its own loop")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+async def create_schema(conn: asyncpg.Connection, ddl: str, lock_key: int) -> None:
+    """Run idempotent DDL once even when several processes open the database at the same moment
+    (``CREATE … IF NOT EXISTS`` alone races on the catalog): under a transaction advisory lock."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key)
+        await conn.execute(ddl)
