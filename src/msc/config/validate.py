@@ -618,6 +618,10 @@ def _check_storage(c: _Checker, settings, st) -> None:
                                                "(chmod 600)")
 
 
+NO_PASSWORD = ("no password in the connection string: give it in a file (storage.password_file, "
+               "node.lease_password_file) or the environment (PGPASSWORD)")
+
+
 def dsn_problems(dsn: str) -> list[str]:
     """What is wrong with a PostgreSQL connection URI for msc (empty: nothing). The URI form
     (libpq's "Connection URIs", which asyncpg parses): ``postgresql://[user@]host[:port][,host[:port]…]
@@ -629,16 +633,20 @@ def dsn_problems(dsn: str) -> list[str]:
     except ValueError:  # an unclosed [IPv6] host, …
         return ["is not a well-formed connection URI (an IPv6 host is written [addr]:port)"]
     if parts.scheme not in ("postgresql", "postgres"):
-        return ["must be a connection URI: postgresql://user@host:port/dbname (libpq's key=value form is not accepted)"]
+        return ["must be a libpq URI: postgresql://user@host:port/dbname (libpq's key=value form is not accepted)"]
     problems = []
     userinfo, _, hostlist = parts.netloc.rpartition("@")
     if ":" in userinfo:
-        problems.append("must not contain a password: use storage.password_file or the environment (PGPASSWORD)")
+        problems.append(NO_PASSWORD)
     query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
-    if "password" in query:
-        problems.append("must not contain a password: use storage.password_file or the environment (PGPASSWORD)")
+    if any(k.lstrip("?").strip().lower() == "password" for k in query) or "@" in parts.path:
+        # (an '@' after the server: a password with a '/' in it makes "user:pass/word@host" parse
+        # as host "user", port "pass" and a path; "??password=" parses as the key "?password")
+        problems.append(NO_PASSWORD)
     hosts = [h for h in hostlist.split(",")] if hostlist else []
     hosts += [h for v in query.get("host", []) for h in v.split(",")]
+    if not any(h.strip() for h in hosts):
+        problems.append("name the server: postgresql://user@host:5432/db (several hosts: h1:5432,h2:5432)")
     for h in hosts:
         host, port = h, ""
         if h.startswith("["):  # [IPv6]:port
