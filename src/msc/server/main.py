@@ -10,7 +10,7 @@ import structlog
 import uvloop
 
 from msc.config.load import Settings
-from msc.server.switch import Switch
+from msc.server.switch import StartupError, Switch
 
 log = structlog.get_logger("msc.serve")
 SWITCH_INTERVAL_S = 0.0005
@@ -52,8 +52,11 @@ async def _run_node(settings: Settings, switch: Switch, stop: asyncio.Event, rea
         else:
             switch.step_down(reason)  # at once, in the loop iteration that noticed
 
-    keeper = keeper_for(settings, on_role=on_role,
-                        on_attempt=lambda outcome: switch.metrics.node_lease_calls.labels(outcome).inc())
+    try:
+        keeper = keeper_for(settings, on_role=on_role,
+                            on_attempt=lambda outcome: switch.metrics.node_lease_calls.labels(outcome).inc())
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
     switch.lease_info = lambda: {"holder": keeper.holder_seen, "error": keeper.last_error}
     await switch.start_standby()
     _write_ready(ready_file, "standby")
