@@ -255,6 +255,12 @@ def test_node_section_valid_and_absent_by_default(tmp_path):
      "node.lease_dsn", "libpq URI"),
     ("postgresql://msc@db1:5432,db2:5432/msc", "mysql://msc@db1/msc", "node.lease_dsn", "libpq URI"),
     ("postgresql://msc@db1:5432,db2:5432/msc", "postgresql:///msc", "node.lease_dsn", "name the server"),
+    ("postgresql://msc@db1:5432,db2:5432/msc", "postgresql://msc@db1:x/msc", "node.lease_dsn", "host[:port]"),
+    ("postgresql://msc@db1:5432,db2:5432/msc", "postgresql://msc@db 1/msc", "node.lease_dsn", "host[:port]"),
+    ("postgresql://msc@db1:5432,db2:5432/msc", "postgresql://msc@db1,,db2/msc", "node.lease_dsn", "host[:port]"),
+    ("postgresql://msc@db1:5432,db2:5432/msc", "postgresql://msc@[::1/msc", "node.lease_dsn", "not a connection URI"),
+    ("postgresql://msc@db1:5432,db2:5432/msc", "postgresql://:/@[::1]/msc", "node.lease_dsn", "no password"),
+    ("postgresql://msc@db1", "postgresql://msc:p@ss@db1", "node.lease_dsn", "no password"),
     ('lease_password_file = "pg.pw"', 'lease_password_file = "missing.pw"', "node.lease_password_file",
      "file not found"),
     ('lease_ttl_s = 5', 'lease_ttl_s = 5\nlease_password = "x"', "node", "lease_password"),  # never in the TOML

@@ -589,7 +589,7 @@ def dsn_problem(dsn: str) -> str | None:
     """Why ``dsn`` is not a usable PostgreSQL connection URI for msc, or None. Only the URI form
     (asyncpg does not parse libpq's ``key=value`` form), and never a password in it: the
     password comes from a file (``*_password_file``, or libpq's ``passfile=``)."""
-    from urllib.parse import parse_qs, urlsplit
+    from urllib.parse import parse_qs, unquote, urlsplit
 
     try:
         parts = urlsplit(dsn)
@@ -598,12 +598,24 @@ def dsn_problem(dsn: str) -> str | None:
         return f"not a connection URI: {exc}"
     if parts.scheme not in ("postgresql", "postgres"):
         return "a libpq URI: postgresql://user@host:5432/db (the key=value form is not accepted)"
-    hosts = parts.netloc.rpartition("@")[2]
-    if not hosts.strip(",") and "host" not in query:
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    # An "@" after the server: user information cut short by a "/", "?" or "#" (a password with one).
+    after_server = dsn.partition("//")[2][len(parts.netloc):]
+    if ":" in userinfo or "password" in unquote(parts.query).lower() or "@" in after_server:
+        return ("no password in the connection string: put it in lease_password_file (0600) or a passfile= "
+                "(an '@' in a database name or parameter is written %40)")
+    if parts.fragment or dsn.endswith("#"):
+        return "a connection URI has no '#' part"
+    if not hosts and "host" not in query:
         return "name the server: postgresql://user@host:5432/db (several hosts: h1:5432,h2:5432)"
-    if ":" in parts.netloc.rpartition("@")[0] or "password" in query:
-        return "no password in the connection string: put it in lease_password_file (0600) or a passfile="
+    if hosts and not all(_DSN_HOST_RE.match(h) for h in hosts.split(",")):
+        return "each server is host[:port] (several: h1:5432,h2:5432; IPv6 in brackets)"
     return None
+
+
+#: One host of a libpq URI: a name or address (percent-encoded: a socket directory) or [IPv6],
+#: and an optional port.
+_DSN_HOST_RE = re.compile(r"(?:[A-Za-z0-9._~%-]+|\[[0-9A-Fa-f:.%A-Za-z]+\])(?::[0-9]{1,5})?\Z")
 
 
 def _check_tz(c: _Checker, path: str, name: str) -> None:
