@@ -193,6 +193,16 @@ def test_a_sigstopped_active_loses_the_lease_and_continued_it_commits_nothing_an
     assert code == 503 and doc["node"]["holder"] == "node-b"
     print(f"SIGSTOP of the active: B serving {took:.2f} s later (lease ttl {TTL} s)")
 
+    # kill -9 of B (no release, no STOP record): A takes over once B's lease expires, epoch 3.
+    killed = time.monotonic()
+    b.p.kill()
+    b.p.wait(10)
+    doc = wait_until(lambda: pair.active("A"), "A takes over from the killed B", timeout=60, proc=pair.proc["A"])
+    assert doc["node"]["epoch"] == 3 and pair.accepts("A")
+    r = scripted(pair.addr("B", "A"), QUERY, expect=1, timeout=15)
+    assert r.returncode == 0, r.stderr
+    print(f"kill -9 of the active: A serving {time.monotonic() - killed:.2f} s later")
+
 
 def test_a_node_that_cannot_reach_the_lease_database_stays_standby_and_says_why(tmp_path, procs, pg_server):
     cfg = make_config(tmp_path / "C", port=free_port(), metrics_port=(mport := free_port()))
