@@ -256,6 +256,8 @@ def test_node_section_valid_and_absent_by_default(tmp_path):
     ("postgresql://msc@db1:5432,db2:5432/msc", "mysql://msc@db1/msc", "node.lease_dsn", "libpq URI"),
     ("postgresql://msc@db1:5432,db2:5432/msc", "postgresql:///msc", "node.lease_dsn", "name the server"),
     ("postgresql://msc@db1:5432,db2:5432/msc", "postgresql://msc@db1:x/msc", "node.lease_dsn", "host[:port]"),
+    ("target_session_attrs=read-write", "connect_timeout=3", "node.lease_dsn", "target_session_attrs=read-write"),
+    ("target_session_attrs=read-write", "target_session_attrs=any", "node.lease_dsn", "target_session_attrs"),
     ("postgresql://msc@db1:5432,db2:5432/msc", "postgresql://msc@db 1/msc", "node.lease_dsn", "host[:port]"),
     ("postgresql://msc@db1:5432,db2:5432/msc", "postgresql://msc@db1,,db2/msc", "node.lease_dsn", "host[:port]"),
     ("postgresql://msc@db1:5432,db2:5432/msc", "postgresql://msc@[::1/msc", "node.lease_dsn", "not a connection URI"),

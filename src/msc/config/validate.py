@@ -610,6 +610,8 @@ def dsn_problem(dsn: str) -> str | None:
         return "name the server: postgresql://user@host:5432/db (several hosts: h1:5432,h2:5432)"
     if hosts and not all(_DSN_HOST_RE.match(h) for h in hosts.split(",")):
         return "each server is host[:port] (several: h1:5432,h2:5432; IPv6 in brackets)"
+    if len(hosts.split(",")) > 1 and query.get("target_session_attrs", [""])[-1] not in ("read-write", "primary"):
+        return "several servers need target_session_attrs=read-write (else a read-only standby may be chosen)"
     return None
 
 
