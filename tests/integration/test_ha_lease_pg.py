@@ -372,3 +372,34 @@ async def test_the_configured_node_reads_its_password_from_the_file_not_the_uri(
                 assert "not-the-password" not in str(err.value)
         finally:
             await keeper.lease.close()
+
+
+async def test_the_lease_and_its_epoch_survive_a_postgresql_failover():
+    """PostgreSQL's own failover (issue 16 item 4): the lease row is replicated synchronously, so
+    after kill -9 of the primary and the promotion of its standby the multi-host URI reaches the
+    new primary, the holder renews the same epoch and the next acquisition is epoch + 1 — an
+    epoch is never handed out twice across a database failover."""
+    with pgmod.primary_with_standby() as (primary, standby):
+        hosts = f"127.0.0.1:{primary.port},127.0.0.1:{standby.port}"
+        dsn = f"postgresql://postgres@{hosts}/postgres?target_session_attrs=read-write&passfile={primary.passfile}"
+        a, b = node(dsn, "node-a", ttl=60), node(dsn, "node-b", ttl=60)
+        try:
+            assert await a.acquire() == Granted(1)
+            primary.kill()
+            with pytest.raises(LeaseUnavailable):
+                await a.renew(1)  # the connection died with the primary: outcome unknown
+            standby.promote()
+
+            async def renewed() -> bool:
+                try:
+                    return await a.renew(1)
+                except LeaseUnavailable:
+                    return False
+
+            assert await until(renewed, timeout=60)
+            assert await b.acquire() == Held("node-a", 1, pytest.approx(60, abs=10))
+            assert await a.release(1)
+            assert await b.acquire() == Granted(2)
+        finally:
+            await a.close()
+            await b.close()
