@@ -138,6 +138,13 @@ def test_the_standby_keeps_its_listeners_closed_and_takes_over_at_the_actives_cl
     assert r.returncode == 0, r.stderr
     assert f"Connected to msc at {pair.addr('A')}." in r.stderr
 
+    # A SIGHUP to the standby (its configuration changed) is applied once it has taken over.
+    cfg_b = pair.cfg["B"]
+    cfg_b.write_text(cfg_b.read_text().replace("idle_logoff_s = 1800", "idle_logoff_s = 1700"))
+    pair.proc["B"].p.send_signal(signal.SIGHUP)
+    wait_until(lambda: "config.reload_deferred" in pair.proc["B"].log.read_text(), "B defers the reload")
+    assert pair.readyz("B")[0] == 503
+
     t0 = time.monotonic()
     assert a.stop() == 0  # SIGTERM: drain, journal closed, lease released
     doc = wait_until(lambda: pair.active("B"), "B active")
@@ -145,6 +152,7 @@ def test_the_standby_keeps_its_listeners_closed_and_takes_over_at_the_actives_cl
     assert doc["node"]["epoch"] == 2
     assert pair.accepts("B") and not pair.accepts("A")
     assert "lease.released" in a.log.read_text()
+    wait_until(lambda: any(r.text.startswith("CONFIG RELOAD OK") for r in pair.journal("B")), "B applies the reload")
     r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=15)
     assert r.returncode == 0, r.stderr
     assert f"Connected to msc at {pair.addr('B')}." in r.stderr
@@ -192,6 +200,16 @@ def test_a_sigstopped_active_loses_the_lease_and_continued_it_commits_nothing_an
                            "A sees the holder")
     assert code == 503 and doc["node"]["holder"] == "node-b"
     print(f"SIGSTOP of the active: B serving {took:.2f} s later (lease ttl {TTL} s)")
+
+    # kill -9 of B (no release, no STOP record): A takes over once B's lease expires, epoch 3.
+    killed = time.monotonic()
+    b.p.kill()
+    b.p.wait(10)
+    doc = wait_until(lambda: pair.active("A"), "A takes over from the killed B", timeout=60, proc=pair.proc["A"])
+    assert doc["node"]["epoch"] == 3 and pair.accepts("A")
+    r = scripted(pair.addr("B", "A"), QUERY, expect=1, timeout=15)
+    assert r.returncode == 0, r.stderr
+    print(f"kill -9 of the active: A serving {time.monotonic() - killed:.2f} s later")
 
 
 def test_a_node_that_cannot_reach_the_lease_database_stays_standby_and_says_why(tmp_path, procs, pg_server):

@@ -343,3 +343,63 @@ async def test_a_clean_stop_releases_and_the_standby_takes_over_without_waiting_
         assert await asyncio.wait_for(kb.wait_active(), 10) == epoch + 1
     finally:
         await kb.stop(release=True)
+
+
+async def test_the_configured_node_reads_its_password_from_the_file_not_the_uri(tmp_path, pg_server):
+    """[node] lease_password_file: the first line is the password (no passfile= in the URI);
+    a wrong one is an unknown outcome (LeaseUnavailable), never a grant, and is not echoed."""
+    from msc.config.load import load
+    from msc.server.node import keeper_for
+    from tests.conftest import make_config
+
+    db = f"lease{next(_names)}"
+    pg_server.create_database(db)
+    for password, ok in ((pg_server.password, True), ("not-the-password", False)):
+        cfg = make_config(tmp_path / str(ok))
+        pw = tmp_path / str(ok) / "pg.pw"
+        pw.write_text(f"{password}\nnot part of it\n")
+        pw.chmod(0o600)
+        cfg.write_text(cfg.read_text() + f'\n[node]\nname = "node-a"\nlease_ttl_s = 30\n'
+                                          f'lease_dsn = "postgresql://postgres@127.0.0.1:{pg_server.port}/{db}"\n'
+                                          f'lease_password_file = "pg.pw"\n')
+        keeper = keeper_for(load(cfg))
+        try:
+            if ok:
+                assert await keeper.lease.acquire() == Granted(1)
+            else:
+                with pytest.raises(LeaseUnavailable, match="password authentication failed") as err:
+                    await keeper.lease.acquire()
+                assert "not-the-password" not in str(err.value)
+        finally:
+            await keeper.lease.close()
+
+
+async def test_the_lease_and_its_epoch_survive_a_postgresql_failover():
+    """PostgreSQL's own failover (issue 16 item 4): the lease row is replicated synchronously, so
+    after kill -9 of the primary and the promotion of its standby the multi-host URI reaches the
+    new primary, the holder renews the same epoch and the next acquisition is epoch + 1 — an
+    epoch is never handed out twice across a database failover."""
+    with pgmod.primary_with_standby() as (primary, standby):
+        hosts = f"127.0.0.1:{primary.port},127.0.0.1:{standby.port}"
+        dsn = f"postgresql://postgres@{hosts}/postgres?target_session_attrs=read-write&passfile={primary.passfile}"
+        a, b = node(dsn, "node-a", ttl=60), node(dsn, "node-b", ttl=60)
+        try:
+            assert await a.acquire() == Granted(1)
+            primary.kill()
+            with pytest.raises(LeaseUnavailable):
+                await a.renew(1)  # the connection died with the primary: outcome unknown
+            standby.promote()
+
+            async def renewed() -> bool:
+                try:
+                    return await a.renew(1)
+                except LeaseUnavailable:
+                    return False
+
+            assert await until(renewed, timeout=60)
+            assert await b.acquire() == Held("node-a", 1, pytest.approx(60, abs=10))
+            assert await a.release(1)
+            assert await b.acquire() == Granted(2)
+        finally:
+            await a.close()
+            await b.close()

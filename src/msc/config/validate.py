@@ -639,12 +639,16 @@ def dsn_problems(dsn: str) -> list[str]:
     if ":" in userinfo:
         problems.append(NO_PASSWORD)
     query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
-    if any(k.lstrip("?").strip().lower() == "password" for k in query) or "@" in parts.path:
-        # (an '@' after the server: a password with a '/' in it makes "user:pass/word@host" parse
-        # as host "user", port "pass" and a path; "??password=" parses as the key "?password")
-        problems.append(NO_PASSWORD)
-    hosts = [h for h in hostlist.split(",")] if hostlist else []
-    hosts += [h for v in query.get("host", []) for h in v.split(",")]
+    # An '@' after the server: user information cut short by a '/', '?' or '#' (a password with
+    # one of them makes "user:pass/word@host" parse as host "user", port "pass" and a path);
+    # "??password=" parses as the key "?password"; libpq's keys are case-insensitive.
+    after_server = dsn.partition("//")[2][len(parts.netloc):]
+    if "password" in urllib.parse.unquote(parts.query).lower() or "@" in after_server:
+        problems.append(NO_PASSWORD + " (an '@' in a database name or parameter is written %40)")
+    if parts.fragment or dsn.endswith("#"):
+        problems.append("a connection URI has no '#' part")
+    netloc_hosts = hostlist.split(",") if hostlist else []
+    hosts = netloc_hosts + [h for v in query.get("host", []) for h in v.split(",")]
     if not any(h.strip() for h in hosts):
         problems.append("name the server: postgresql://user@host:5432/db (several hosts: h1:5432,h2:5432)")
     for h in hosts:
@@ -656,6 +660,8 @@ def dsn_problems(dsn: str) -> list[str]:
             host, _, port = h.partition(":")
         if not host and "host" not in query:
             problems.append("a host is empty")
+        elif h and h in netloc_hosts and not _DSN_HOST_RE.match(h):  # (a query's host= may be a socket path)
+            problems.append("each server is host[:port] (several: h1:5432,h2:5432; IPv6 in brackets)")
         if port and not (port.isdigit() and 0 < int(port) < 65536):
             problems.append("a port must be 1..65535")
     attrs = query.get("target_session_attrs", [])
@@ -664,6 +670,11 @@ def dsn_problems(dsn: str) -> list[str]:
     if len(hosts) > 1 and (not attrs or attrs[-1] not in ("read-write", "primary")):
         problems.append("several hosts need target_session_attrs=read-write (else a standby may be chosen)")
     return problems
+
+
+#: One host of a libpq URI: a name or address (percent-encoded: a socket directory) or [IPv6],
+#: and an optional port.
+_DSN_HOST_RE = re.compile(r"(?:[A-Za-z0-9._~%-]+|\[[0-9A-Fa-f:.%A-Za-z]+\])(?::[0-9]{1,5})?\Z")
 
 
 def _check_tz(c: _Checker, path: str, name: str) -> None:

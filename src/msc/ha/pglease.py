@@ -191,7 +191,9 @@ class PgLease:
                 conn = await asyncio.wait_for(self._connection(), self.timeout_s)
                 rows: list[asyncpg.Record] = await conn.fetch(sql, *args, timeout=self.timeout_s)
                 return rows
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except Exception as exc:  # any failure: the outcome is unknown, the connection suspect
+                # (OSError, TimeoutError, PostgresError, InterfaceError; and InternalClientError,
+                # which asyncpg raises on a connection its server died under: seen at a failover)
                 await self._drop()
                 raise LeaseUnavailable(f"lease database: {type(exc).__name__}: {exc}") from None
 

@@ -10,7 +10,7 @@ import structlog
 import uvloop
 
 from msc.config.load import Settings
-from msc.server.switch import Switch
+from msc.server.switch import StartupError, Switch
 
 log = structlog.get_logger("msc.serve")
 SWITCH_INTERVAL_S = 0.0005
@@ -22,10 +22,21 @@ async def run(settings: Settings, *, ready_file: str | None = None) -> int:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(switch.reload()))
+    reload_pending = asyncio.Event()  # a SIGHUP to a standby: applied once it has started
+
+    def on_hup() -> None:
+        if switch.started.is_set():
+            asyncio.ensure_future(switch.reload())
+        else:
+            reload_pending.set()
+            log.info("config.reload_deferred", why="not serving yet: applied once the switch has started")
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     if settings.config.node is not None:
-        return await _run_node(settings, switch, stop, ready_file)
+        return await _run_node(settings, switch, stop, ready_file, reload_pending)
     await switch.start()
+    if reload_pending.is_set():
+        await switch.reload()
     _write_ready(ready_file, "ready")
     await stop.wait()
     log.info("switch.stopping")
@@ -33,7 +44,8 @@ async def run(settings: Settings, *, ready_file: str | None = None) -> int:
     return 0
 
 
-async def _run_node(settings: Settings, switch: Switch, stop: asyncio.Event, ready_file: str | None) -> int:
+async def _run_node(settings: Settings, switch: Switch, stop: asyncio.Event, ready_file: str | None,
+                    reload_pending: asyncio.Event) -> int:
     """One node of an active/standby pair (OPERATIONS.md "Running two nodes"): a standby until
     it holds the lease, then the switch; when the lease is lost, it stops serving at once and
     exits ``EXIT_STEPPED_DOWN`` for its supervisor to start it again (as a standby).
@@ -52,8 +64,11 @@ async def _run_node(settings: Settings, switch: Switch, stop: asyncio.Event, rea
         else:
             switch.step_down(reason)  # at once, in the loop iteration that noticed
 
-    keeper = keeper_for(settings, on_role=on_role,
-                        on_attempt=lambda outcome: switch.metrics.node_lease_calls.labels(outcome).inc())
+    try:
+        keeper = keeper_for(settings, on_role=on_role,
+                            on_attempt=lambda outcome: switch.metrics.node_lease_calls.labels(outcome).inc())
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
     switch.lease_info = lambda: {"holder": keeper.holder_seen, "error": keeper.last_error}
     await switch.start_standby()
     _write_ready(ready_file, "standby")
@@ -72,6 +87,8 @@ async def _run_node(settings: Settings, switch: Switch, stop: asyncio.Event, rea
     switch.write_check = still_ours
     switch.fence = keeper.fence()  # the PostgreSQL journal writer's commit fence (issue 16 item 1)
     await switch.start()  # the journal, queues and OSNs, the recovery pass, the listeners
+    if reload_pending.is_set():
+        await switch.reload()  # the configuration changed while it stood by
     _write_ready(ready_file, "ready")
     lost = await _first(keeper.wait_lost(), stop.wait())
     if lost:

@@ -25,17 +25,23 @@ EXIT_STEPPED_DOWN = 75
 
 def keeper_for(settings: Settings, *, on_role: Callable[[Role, int, str], None] | None = None,
                on_attempt: Callable[[str], None] | None = None) -> LeaseKeeper:
-    """The lease keeper for ``[node]``: its name, lease time and the lease's database."""
+    """The lease keeper for ``[node]``: its name, lease time and the lease's database. Raises
+    ValueError when the configuration names no lease database (validation refuses that first)."""
     node = settings.config.node
     if node is None:
         raise ValueError("no [node] table: a single node is always active")
-    dsn = node.lease_dsn
+    dsn, password_file = node.lease_dsn, node.lease_password_file
     if dsn is None:
-        # TODO(issue 16 item 1): the [storage] database, once the PostgreSQL backend is there.
-        raise ValueError("[node] lease_dsn is required until the journal lives in PostgreSQL")
+        # The journal's own database ([storage] backend = "postgresql", issue 16 item 1): the lease
+        # and the records it fences live together.
+        storage = getattr(settings.config, "storage", None)
+        if storage is None or getattr(storage, "backend", None) != "postgresql" or not storage.dsn:
+            raise ValueError("[node] needs lease_dsn, or [storage] backend = \"postgresql\" (CONFIG.md \"Two nodes\")")
+        dsn, password_file = storage.dsn, storage.password_file
     password = None
-    if node.lease_password_file is not None:
-        password = settings.path(node.lease_password_file).read_text().rstrip("\r\n")
+    if password_file is not None:
+        lines = settings.path(password_file).read_text().splitlines()
+        password = lines[0] if lines else ""
     lease = PgLease(connector(dsn, password=password, timeout_s=min(5.0, node.lease_ttl_s)),
                     holder=node.name, ttl_s=node.lease_ttl_s, timeout_s=min(5.0, node.lease_ttl_s))
     return LeaseKeeper(lease, LeaseMachine(node.lease_ttl_s), on_role=on_role, on_attempt=on_attempt)
