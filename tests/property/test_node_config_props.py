@@ -1,5 +1,6 @@
-"""``[node] lease_dsn`` and ``[storage] dsn`` (one validator, ``dsn_problems``) on any text (hypothesis): a reason or None, never an exception (which
-would be a traceback from ``msc config check``); a password in it is never accepted."""
+"""``[node] lease_dsn`` and ``[storage] dsn`` (one validator, ``dsn_problems``) on any text
+(hypothesis): a list of reasons, never an exception (which would be a traceback from ``msc config
+check``); a password in it is never accepted."""
 
 from __future__ import annotations
 
