@@ -1,5 +1,7 @@
 """The switch's background work: the availability ledger's heartbeat, the daily journal
-retention and the background verification of the journal (OPERATIONS.md, JOURNAL.md).
+retention, the background verification of the journal (OPERATIONS.md, JOURNAL.md), and the
+once-a-second sweep (session timers, lockouts made by other processes, last use, refusal
+summaries, giving memory back after a burst).
 
 A mixin of :class:`msc.server.switch.Switch` (it works on the switch's ``journal``, ``ledger``,
 ``metrics``, ``settings``, ``clock`` and ``log``): the switch starts these tasks and cancels them
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 
 from msc.journal.records import Entry, JournalError, Kind
 from msc.journal.retention import PurgeRefused
@@ -18,6 +21,8 @@ from msc.ops.availability import HEARTBEAT_S, WINDOWS, compute
 
 #: The background verification starts this long after the switch (at most verify_interval_s).
 STARTUP_QUIET_S = 60.0
+#: Seconds between checks whether freed memory should go back to the system (ops.memory).
+TRIM_EVERY_S = 5
 
 
 class BackgroundWork:
@@ -116,3 +121,52 @@ class BackgroundWork:
             with contextlib.suppress(JournalError):
                 await self.journal.append(Entry(kind=Kind.ADMIN, code="VERIFY", text=(
                     f"BACKGROUND VERIFICATION FAILED AT SEQ/{event.get('first_bad')}: {event.get('reason')}")))
+
+    async def flush_use(self) -> None:
+        """Write users' and stations' last use to state.db (CJIS AC-2, PPP §1.6.2)."""
+        users, stations = self.last_use.take()
+        if users:
+            await asyncio.to_thread(self.state.used, users)
+        if stations:
+            await asyncio.to_thread(self.state.station_used, stations)
+
+    async def _sweep(self) -> None:
+        ticks = 0
+        while True:
+            await asyncio.sleep(1.0)
+            ticks += 1
+            with contextlib.suppress(Exception):
+                # Lockouts and unlocks made by another process (msc journal … --as, msc user
+                # unlock) reach hosts' OIF checks within a second.
+                await asyncio.to_thread(self.auth.refresh)
+            if ticks % 60 == 0:
+                with contextlib.suppress(Exception):
+                    await self.flush_use()
+            with contextlib.suppress(Exception):
+                self.budgets.summaries()
+            await self._trim_after_bursts(ticks)
+            now = time.monotonic()
+            cfg = self.settings.config
+            for sess in self.sessions:
+                try:
+                    sess.tick(now, cfg)
+                except Exception:
+                    self.log.exception("session.timer_error")
+
+    async def _trim_after_bursts(self, ticks: int) -> None:
+        """Give freed memory back to the system after a burst (issue 14: memory returns after
+        the queue drains)."""
+        queued = self.delivery.pending()
+        if queued < self._queued_before // 2:
+            # The queues drained (by half or more): what they held is free now, so a trim is due
+            # at once, however little the last ones gave back.
+            self._trimmer.soon()
+            self._queued_before = queued
+        self._queued_before = max(self._queued_before, queued)
+        if ticks % TRIM_EVERY_S == 0 or self._trimmer.due_soon:
+            # In a worker thread (ctypes lets go of the GIL): the loop runs on meanwhile, waiting
+            # only if it needs the allocator's lock of the arena being trimmed.
+            trimmed = await asyncio.to_thread(self._trimmer.check)
+            if trimmed is not None:
+                self.log.info("memory.trimmed", before_mb=round(trimmed[0] / 2**20, 1),
+                              after_mb=round(trimmed[1] / 2**20, 1), ms=round(trimmed[2] * 1000, 2))

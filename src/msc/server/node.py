@@ -84,3 +84,4 @@ class FencedWriter:
     async def delete_partition(self, period: str) -> None:
         self._fence()
         await self._inner.delete_partition(period)
+

@@ -6,6 +6,7 @@ invalid the switch keeps running as before. A valid change applies without dropp
 each session re-points what it holds (:meth:`msc.server.session.Session.reconfigure`), removed or
 disabled stations and users are logged off, listeners and upstream links are added, removed or
 re-bound as their tables changed, and every bound and limit that can change at run time does.
+The listeners are opened here too (:meth:`ConfigChanges._listen`), at start and by a reload.
 """
 
 from __future__ import annotations
@@ -15,9 +16,14 @@ import contextlib
 import dataclasses
 
 from msc.config.load import Settings
+from msc.config.model import ListenerSection
+from msc.config.tls import server_ssl_context
+from msc.config.validate import parse_hostport
 from msc.journal.records import Entry, JournalError, Kind
 from msc.mnemonics.auth import users_file_rehash
 from msc.mnemonics.directory import Directory
+from msc.server.listener import ListenerRuntime, TlsServer
+from msc.server.session import Session
 
 
 class ConfigChanges:
@@ -159,3 +165,32 @@ class ConfigChanges:
         if old.users != new.users:
             changes.append("users updated")
         return changes
+
+    # -- listeners ------------------------------------------------------------------------
+
+    async def _listen(self, lc: ListenerSection, *, register: bool = True) -> ListenerRuntime:
+        host, port = parse_hostport(lc.bind)
+        rt = ListenerRuntime(lc, metrics=self.metrics)
+        if lc.proxy_protocol:
+            # A relay's connections (PROXY header first, proxied.py); TLS, if any, by the event loop.
+            from msc.server.proxied import ProxyGate
+
+            ctx = server_ssl_context(self.settings, lc.tls) if lc.tls else None
+            rt.server = await asyncio.get_running_loop().create_server(
+                lambda: ProxyGate(self.services, rt), host, port, ssl=ctx, backlog=1024, reuse_address=True)
+        elif lc.tls:
+            # TLS: accepted here, each handshake holding a slot with its own deadline (listener.py).
+            server = TlsServer(rt, server_ssl_context(self.settings, lc.tls),
+                               lambda h: Session(self.services, rt, handshake=h), self.budgets.tls_failed)
+            server.bind(host, port)
+            rt.server = server
+        else:
+            rt.server = await asyncio.get_running_loop().create_server(
+                lambda: Session(self.services, rt), host, port, backlog=1024, reuse_address=True)
+        rt.configured()
+        if register:
+            self.listeners.append(rt)
+        return rt
+
+    def listener_ports(self) -> dict[str, int]:
+        return {rt.cfg.name: rt.server.sockets[0].getsockname()[1] for rt in self.listeners if rt.server}

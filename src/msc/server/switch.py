@@ -26,9 +26,7 @@ import structlog
 
 from msc.config.files import private_dir, tighten_tree
 from msc.config.load import Settings
-from msc.config.model import ListenerSection
-from msc.config.tls import client_ssl_context, server_ssl_context
-from msc.config.validate import parse_hostport
+from msc.config.tls import client_ssl_context
 from msc.journal.journal import Journal
 from msc.journal.records import Entry, JournalError, Kind
 from msc.journal.selfcheck import JournalRefused
@@ -56,11 +54,12 @@ from msc.server.background import STARTUP_QUIET_S, BackgroundWork
 from msc.server.budgets import Budgets
 from msc.server.control import ControlServer
 from msc.server.controls import ControlOps
-from msc.server.listener import ListenerRuntime, TlsServer
+from msc.server.listener import ListenerRuntime
 from msc.server.logons import Busy, LogonGate, lower_priority
 from msc.server.reload import ConfigChanges
+from msc.server.roles import NodeRole
 from msc.server.services import Registry, Services
-from msc.server.session import Session, taf_for
+from msc.server.session import taf_for
 
 if TYPE_CHECKING:
     from msc.ops.http import OpsServer
@@ -75,10 +74,9 @@ class StartupError(MscError):
 
 
 #: How often (seconds) the switch looks whether a burst left freed memory to give back.
-TRIM_EVERY_S = 5
 
 
-class Switch(BackgroundWork, ConfigChanges, ControlOps):
+class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
     def __init__(self, settings: Settings, *, clock=time.time) -> None:
         if settings.config.storage.backend != "sqlite":
             # Fail closed: the switch opens the SQLite files below; it must not while the
@@ -250,87 +248,6 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps):
         self.started.set()
         self.log.info("switch.started", listeners=[lc.bind for lc in cfg.listener])
 
-    async def start_standby(self) -> None:
-        """A standby node: only the operations endpoint (``/readyz`` answers 503 ``standby``,
-        ``/metrics`` says the role); no journal, no listeners, no upstream links until
-        :meth:`start`, once the node holds the lease."""
-        from msc.ops.http import OpsServer
-
-        self.metrics.role("standby")
-        self.ops = OpsServer(self)
-        await self.ops.start(self.settings.config.metrics.bind)
-        self.log.info("node.standby", node=self.node_name)
-
-    def became_active(self, epoch: int) -> None:
-        self.role = "active"
-        self.lease_epoch = epoch
-        self.metrics.role("active", epoch)
-        self.log.warning("node.active", node=self.node_name, epoch=epoch)
-
-    def step_down(self, reason: str) -> None:
-        """The lease is lost (not renewed in time, refused, or a commit was fenced): stop serving
-        at once — nothing more is written to the journal, the listeners close, every session is
-        sent ``SYS LOGOFF.SHUTDOWN`` (a client with two addresses goes to the other node) and
-        closed. Nothing is drained: in-flight work is the new active node's (its recovery pass
-        tells operators of requests that were upstream, E302). Synchronous, so that it happens
-        in the loop iteration that noticed."""
-        if self.stepped_down is not None:
-            return
-        self.stepped_down = reason
-        self.role = "standby"
-        self.metrics.role("standby")
-        self.log.error("node.stepped_down", node=self.node_name, epoch=self.lease_epoch, reason=reason)
-        if self.journal is not None and self.journal.refused is None:
-            # As when the journal finds itself altered: every append is refused from now on.
-            self.journal.refused = f"this node stepped down ({reason}): nothing more is journaled here"
-        for rt in self.listeners:
-            if rt.server:
-                rt.server.close()
-        for sess in list(self.sessions):
-            sess.close("SHUTDOWN")
-
-    def node_status(self) -> dict | None:
-        """For /readyz: this node's name, role and epoch (None for a single node)."""
-        if self.node_name is None:
-            return None
-        doc = {"name": self.node_name, "role": self.role, "epoch": self.lease_epoch}
-        if self.lease_info is not None:
-            info = self.lease_info()
-            if self.role != "active" and info.get("holder"):
-                doc["holder"] = info["holder"]
-            if info.get("error"):
-                doc["lease_error"] = info["error"]  # the lease's database cannot be reached
-        if self.stepped_down:
-            doc["stepped_down"] = self.stepped_down
-        return doc
-
-    async def _listen(self, lc: ListenerSection, *, register: bool = True) -> ListenerRuntime:
-        host, port = parse_hostport(lc.bind)
-        rt = ListenerRuntime(lc, metrics=self.metrics)
-        if lc.proxy_protocol:
-            # A relay's connections (PROXY header first, proxied.py); TLS, if any, by the event loop.
-            from msc.server.proxied import ProxyGate
-
-            ctx = server_ssl_context(self.settings, lc.tls) if lc.tls else None
-            rt.server = await asyncio.get_running_loop().create_server(
-                lambda: ProxyGate(self.services, rt), host, port, ssl=ctx, backlog=1024, reuse_address=True)
-        elif lc.tls:
-            # TLS: accepted here, each handshake holding a slot with its own deadline (listener.py).
-            server = TlsServer(rt, server_ssl_context(self.settings, lc.tls),
-                               lambda h: Session(self.services, rt, handshake=h), self.budgets.tls_failed)
-            server.bind(host, port)
-            rt.server = server
-        else:
-            rt.server = await asyncio.get_running_loop().create_server(
-                lambda: Session(self.services, rt), host, port, backlog=1024, reuse_address=True)
-        rt.configured()
-        if register:
-            self.listeners.append(rt)
-        return rt
-
-    def listener_ports(self) -> dict[str, int]:
-        return {rt.cfg.name: rt.server.sockets[0].getsockname()[1] for rt in self.listeners if rt.server}
-
     async def stop(self) -> None:
         """Stop accepting, close sessions, stop links, flush and close the journal."""
         for rt in self.listeners:
@@ -457,55 +374,6 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps):
 
     def today(self) -> dt.date:
         return dt.datetime.fromtimestamp(self.clock(), dt.UTC).date()
-
-    async def flush_use(self) -> None:
-        """Write users' and stations' last use to state.db (CJIS AC-2, PPP §1.6.2)."""
-        users, stations = self.last_use.take()
-        if users:
-            await asyncio.to_thread(self.state.used, users)
-        if stations:
-            await asyncio.to_thread(self.state.station_used, stations)
-
-    async def _sweep(self) -> None:
-        ticks = 0
-        while True:
-            await asyncio.sleep(1.0)
-            ticks += 1
-            with contextlib.suppress(Exception):
-                # Lockouts and unlocks made by another process (msc journal … --as, msc user
-                # unlock) reach hosts' OIF checks within a second.
-                await asyncio.to_thread(self.auth.refresh)
-            if ticks % 60 == 0:
-                with contextlib.suppress(Exception):
-                    await self.flush_use()
-            with contextlib.suppress(Exception):
-                self.budgets.summaries()
-            await self._trim_after_bursts(ticks)
-            now = time.monotonic()
-            cfg = self.settings.config
-            for sess in self.sessions:
-                try:
-                    sess.tick(now, cfg)
-                except Exception:
-                    self.log.exception("session.timer_error")
-
-    async def _trim_after_bursts(self, ticks: int) -> None:
-        """Give freed memory back to the system after a burst (issue 14: memory returns after
-        the queue drains)."""
-        queued = self.delivery.pending()
-        if queued < self._queued_before // 2:
-            # The queues drained (by half or more): what they held is free now, so a trim is due
-            # at once, however little the last ones gave back.
-            self._trimmer.soon()
-            self._queued_before = queued
-        self._queued_before = max(self._queued_before, queued)
-        if ticks % TRIM_EVERY_S == 0 or self._trimmer.due_soon:
-            # In a worker thread (ctypes lets go of the GIL): the loop runs on meanwhile, waiting
-            # only if it needs the allocator's lock of the arena being trimmed.
-            trimmed = await asyncio.to_thread(self._trimmer.check)
-            if trimmed is not None:
-                self.log.info("memory.trimmed", before_mb=round(trimmed[0] / 2**20, 1),
-                              after_mb=round(trimmed[1] / 2**20, 1), ms=round(trimmed[2] * 1000, 2))
 
     # -- logon checks ---------------------------------------------------------------------
 

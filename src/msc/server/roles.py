@@ -1,0 +1,69 @@
+"""The node's role in an active/standby pair (``[node]``; OPERATIONS.md "Running two nodes"):
+standby start, becoming active, stepping down, and what ``/readyz`` says of the node.
+
+A mixin of :class:`msc.server.switch.Switch`; the lease that drives it is kept by
+:func:`msc.server.node.keeper_for` (``msc.server.main`` wires the two).
+"""
+
+from __future__ import annotations
+
+
+class NodeRole:
+    """The node's role in an active/standby pair — a mixin of :class:`msc.server.switch.Switch`
+    (it works on the switch's ``metrics``, ``ops``, ``journal``, ``listeners``, ``sessions``,
+    ``log`` and the node fields set in its ``__init__``): standby start, becoming active,
+    stepping down, and what ``/readyz`` says of the node."""
+
+    async def start_standby(self) -> None:
+        """A standby node: only the operations endpoint (``/readyz`` answers 503 ``standby``,
+        ``/metrics`` says the role); no journal, no listeners, no upstream links until
+        :meth:`start`, once the node holds the lease."""
+        from msc.ops.http import OpsServer
+
+        self.metrics.role("standby")
+        self.ops = OpsServer(self)
+        await self.ops.start(self.settings.config.metrics.bind)
+        self.log.info("node.standby", node=self.node_name)
+
+    def became_active(self, epoch: int) -> None:
+        self.role = "active"
+        self.lease_epoch = epoch
+        self.metrics.role("active", epoch)
+        self.log.warning("node.active", node=self.node_name, epoch=epoch)
+
+    def step_down(self, reason: str) -> None:
+        """The lease is lost (not renewed in time, refused, or a commit was fenced): stop serving
+        at once — nothing more is written to the journal, the listeners close, every session is
+        sent ``SYS LOGOFF.SHUTDOWN`` (a client with two addresses goes to the other node) and
+        closed. Nothing is drained: in-flight work is the new active node's (its recovery pass
+        tells operators of requests that were upstream, E302). Synchronous, so that it happens
+        in the loop iteration that noticed."""
+        if self.stepped_down is not None:
+            return
+        self.stepped_down = reason
+        self.role = "standby"
+        self.metrics.role("standby")
+        self.log.error("node.stepped_down", node=self.node_name, epoch=self.lease_epoch, reason=reason)
+        if self.journal is not None and self.journal.refused is None:
+            # As when the journal finds itself altered: every append is refused from now on.
+            self.journal.refused = f"this node stepped down ({reason}): nothing more is journaled here"
+        for rt in self.listeners:
+            if rt.server:
+                rt.server.close()
+        for sess in list(self.sessions):
+            sess.close("SHUTDOWN")
+
+    def node_status(self) -> dict | None:
+        """For /readyz: this node's name, role and epoch (None for a single node)."""
+        if self.node_name is None:
+            return None
+        doc = {"name": self.node_name, "role": self.role, "epoch": self.lease_epoch}
+        if self.lease_info is not None:
+            info = self.lease_info()
+            if self.role != "active" and info.get("holder"):
+                doc["holder"] = info["holder"]
+            if info.get("error"):
+                doc["lease_error"] = info["error"]  # the lease's database cannot be reached
+        if self.stepped_down:
+            doc["stepped_down"] = self.stepped_down
+        return doc
