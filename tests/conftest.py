@@ -75,6 +75,7 @@ key_file = "data/keys/master.key"
 synchronous = "{synchronous}"
 checkpoint_every = {checkpoint_every}
 checkpoint_interval_s = 60
+{journal_extra}
 
 [[upstream]]
 name = "clets"
@@ -225,7 +226,7 @@ DEFAULTS = dict(
     idle_logoff_s=1800, session_max_s=43200, max_connections=1000, heartbeat_s=30, read_timeout_s=10,
     rate_limit=200, max_frame=32768, synchronous="full", checkpoint_every=10000, timeout_s=30,
     up_heartbeat_s=30, max_in_flight=1000, extra="", listener_extra="", upstream_extra="",
-    switch_extra="", route_extra="",
+    switch_extra="", route_extra="", journal_extra="",
     password_cost=TEST_COST,
 )
 

@@ -23,8 +23,10 @@ from msc.server.refusals import (
     Form,
     RefusalLimits,
     RefusalWindow,
+    SharedWindows,
     Tally,
     compact,
+    shared_form,
 )
 
 # -- compact records ---------------------------------------------------------------------------
@@ -105,6 +107,52 @@ def test_a_checked_logon_always_gets_a_record():
     assert w.form(0.0, logged_on=False, chars=lambda: 10, always=True) is Form.COMPACT
 
 
+# -- budgets that outlive a connection (a user's, an address's, an upstream link's) ---------------
+
+#: (connections in a row for one user, refusals on each): the user's window bounds them all, as
+#: one connection's would.
+RECONNECTS = [(1, 10), (2, 5), (10, 1), (5, 3), (3, 7)]
+
+
+@pytest.mark.parametrize("connections, each", RECONNECTS)
+def test_reconnecting_does_not_buy_the_users_budget_again(connections, each):
+    limits = RefusalLimits(full=3, full_chars=10_000, records=5)
+    shared = SharedWindows(limits)
+    got = []
+    for _ in range(connections):
+        conn = RefusalWindow(limits)  # a new connection: a fresh window of its own
+        conn.roll(0.0)
+        for _ in range(each):
+            got.append(shared_form([conn, shared.get("who TS0001", 0.0), shared.get("addr 10.0.0.1", 0.0)], 0.0,
+                                   logged_on=True, chars=lambda: 10))
+    n = connections * each
+    assert got == ([Form.FULL] * 3 + [Form.COMPACT] * 2 + [Form.COUNTED] * n)[:n]
+
+
+def test_shared_windows_new_minute_and_bounded_table():
+    limits = RefusalLimits(full=1, full_chars=10_000, records=1)
+    shared = SharedWindows(limits)
+    w = shared.get("who A", 0.0)
+    assert shared_form([w], 0.0, logged_on=True, chars=lambda: 1) is Form.FULL
+    assert shared_form([shared.get("who A", 1.0)], 1.0, logged_on=True, chars=lambda: 1) is Form.COUNTED
+    assert shared_form([shared.get("who A", 61.0)], 61.0, logged_on=True, chars=lambda: 1) is Form.FULL
+    for i in range(MAX_ADDRESSES + 10):
+        shared.get(f"addr {i}", 0.0)
+    assert len(shared) == MAX_ADDRESSES
+
+
+def test_one_window_spent_makes_the_refusal_compact_whichever_it_is():
+    limits = RefusalLimits(full=2, full_chars=10_000, records=3)
+    a, b = RefusalWindow(limits), RefusalWindow(limits)
+    for w in (a, b):
+        w.roll(0.0)
+    assert shared_form([a], 0.0, logged_on=True, chars=lambda: 1) is Form.FULL
+    assert shared_form([a], 0.0, logged_on=True, chars=lambda: 1) is Form.FULL
+    assert shared_form([a, b], 0.0, logged_on=True, chars=lambda: 1) is Form.COMPACT  # a's full spent
+    assert shared_form([b, a], 0.0, logged_on=True, chars=lambda: 1) is Form.COUNTED  # a's records spent
+    assert b.records == 1 and b.full == 0
+
+
 # -- the per-address budget ----------------------------------------------------------------------
 
 def test_address_budget_per_address_and_in_all():
@@ -147,9 +195,10 @@ def test_address_table_is_bounded_and_forgotten_counts_are_kept_in_others():
 # -- the connection table ------------------------------------------------------------------------
 
 class Conn:
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, acknowledged: bool = False) -> None:
         self.source = source
         self.checking = False
+        self.acknowledged = acknowledged
         self.evicted: str | None = None
 
     @property
@@ -175,6 +224,48 @@ def test_a_full_listener_gives_the_oldest_pending_slot_to_a_new_connection():
     assert rt.admit(e)
     assert b.evicted == "evicted" and a.evicted is None  # an established session is never taken
     assert len(rt.members) == 4
+
+
+def test_a_logged_off_connection_is_pending_again_and_may_be_taken():
+    rt = table(max_connections=2)
+    a, b = Conn("1"), Conn("2")
+    rt.admit(a), rt.admit(b)
+    rt.established(a)
+    rt.established(b)
+    assert not rt.admit(Conn("3"))  # both logged on
+    rt.pending_again(b)  # b logged off
+    assert rt.admit(Conn("4")) and b.evicted == "evicted" and a.evicted is None
+
+
+#: (pending connections as (address, acknowledged the banner), oldest first; which one a new
+#: connection from address "new" evicts from a full listener).
+EVICTIONS = [
+    ([("h", True), ("f", False), ("f", False)], 1),  # never the one that acknowledged
+    ([("f", False), ("h", True), ("f", False)], 0),
+    ([("h", True), ("a", True), ("a", True)], 1),  # all acknowledged: the busiest address
+    ([("h", False), ("a", False), ("b", False), ("a", False)], 1),  # none did: the busiest address's oldest
+    ([("h", True), ("a", False), ("b", False), ("c", False)], 1),  # a tie: the oldest not acknowledged
+    ([("a", True), ("b", True), ("c", True)], 0),  # all alike: the oldest
+    ([("h", False), ("h", False), ("x", True), ("x", True), ("x", True)], 0),  # not acknowledged beats busy
+]
+
+
+@pytest.mark.parametrize("pending, victim", EVICTIONS)
+def test_eviction_spares_who_acknowledged_the_banner_then_the_less_busy_addresses(pending, victim):
+    rt = table(max_connections=len(pending), per_address=100)
+    conns = [Conn(src, ack) for src, ack in pending]
+    for c in conns:
+        assert rt.admit(c)
+    assert rt.admit(Conn("new"))
+    assert [c.evicted for c in conns] == ["evicted" if i == victim else None for i in range(len(conns))]
+
+
+def test_an_address_at_its_limit_loses_a_connection_that_did_not_acknowledge_first():
+    rt = table(max_connections=100, per_address=3)
+    typing, silent1, silent2 = Conn("9", True), Conn("9"), Conn("9")
+    for c in (typing, silent1, silent2):
+        rt.admit(c)
+    assert rt.admit(Conn("9")) and silent1.evicted == "address_limit" and typing.evicted is None
 
 
 def test_only_established_slots_refuse_a_new_connection():

@@ -83,6 +83,11 @@ class Router:
         self._probe_backoff = PROBE_MIN_S
         self._probing = False
         self._stopping = False
+        #: The journal text of a refused upstream message (link name, reject code, payload, its
+        #: whole text, whether it must have a record of its own) — whole, compact, or None when
+        #: it is only counted: the switch's refusal budgets (msc.server.budgets.Budgets.upstream,
+        #: JOURNAL.md "Refused traffic"). Without them every refusal keeps its whole text.
+        self.refused_text: Callable[..., str | None] = lambda link, code, payload, text, always=False: text()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -710,7 +715,10 @@ class Router:
         pending.resend_deadline = float("inf")  # from when the refusal is recorded
         pending.refusal_sending = True
         entry = self._refusal_entry(pending)
-        fut = self.journal.submit([msgspec.structs.replace(entry, text=f"{entry.text}: {wire_text(payload)}")])
+        # Its own record always (the request's fate hangs on it), the part's text within the
+        # link's refusal budget: whole, else compact (an upstream resends it while the queue is full).
+        shown = self.refused_text(link.name, Reject.E307.code, payload, lambda: wire_text(payload), always=True)
+        fut = self.journal.submit([msgspec.structs.replace(entry, text=f"{entry.text}: {shown}")])
 
         def committed(f: asyncio.Future) -> None:
             pending.refusal_sending = False
@@ -727,9 +735,17 @@ class Router:
         fut.add_done_callback(committed)
 
     def _refuse_upstream(self, link, generation, xid, payload, reject: Reject, detail: str) -> None:
+        """Refuse a message from upstream: ``N`` once its refusal is journaled — whole, compact,
+        or (beyond the link's budget) only counted in its minute's SUMMARY record, and then ``N``
+        at once (JOURNAL.md "Refused traffic": an upstream resends what got E307 for as long as
+        the queue stays full)."""
         self.metrics.reject(reject.code)
+        text = self.refused_text(link.name, reject.code, payload, lambda: wire_text(payload))
+        if text is None:
+            link.reply(framing.nak(xid, reject.code, detail), generation)
+            return
         fut = self.journal.submit([Entry(kind=Kind.REJECTED, direction="in", peer=link.name, code=reject.code,
-                                         text=wire_text(payload))])
+                                         text=text)])
 
         def committed(f: asyncio.Future) -> None:
             link.reply(framing.nak(xid, reject.code, detail), generation)

@@ -2,16 +2,19 @@
 
 Every connection holds one slot from the moment it is accepted — in the TLS handshake too — until
 it closes. A connection is **pending** until it has logged on (a terminal or pool) or bound (a
-host or printer); then it is **established** for as long as it lasts (a LOGOFF does not make it
-pending again). The rules (SECURITY.md "Connections", OpenSSH's ``MaxStartups`` /
-``PerSourceMaxStartups`` / ``LoginGraceTime`` are the model):
+host or printer); then it is **established** until it logs off (a LOGOFF, or msc logging it
+off, makes it pending again: the deadline runs again and its slot may be taken). The rules
+(SECURITY.md "Connections", OpenSSH's ``MaxStartups`` / ``PerSourceMaxStartups`` /
+``LoginGraceTime`` are the model):
 
 * a pending connection has ``logon_timeout_s`` to log on or bind, and a TLS connection
   ``tls_handshake_timeout_s`` to finish its handshake; then it is closed;
 * at most ``max_pending_per_address`` pending connections per source address (an IPv6 address
   counts by its /64): a newer one takes the slot of that address's oldest;
-* when the listener is full, a new connection takes the slot of the oldest pending connection;
-  only when every slot is held by an established session is it refused (``E307``).
+* when the listener is full, a new connection takes the slot of a pending connection — one that
+  has not acknowledged the banner before one that has, of the address with the most pending
+  connections, the oldest (:meth:`ListenerRuntime._victim`); only when every slot is held by an
+  established session is it refused (``E307``).
 
 So connections that never log on hold slots for a bounded time and can never keep a terminal
 out, and an established session is never closed to make room. A pending connection whose LOGON
@@ -76,6 +79,11 @@ class Member(Protocol):
     @property
     def evictable(self) -> bool: ...
 
+    @property
+    def acknowledged(self) -> bool:
+        """Has it acknowledged the banner (a person reads it, then types a user ID)?"""
+        ...
+
     def evict(self, reason: str) -> None: ...
 
 
@@ -96,6 +104,10 @@ class Handshake:
     @property
     def evictable(self) -> bool:
         return True
+
+    @property
+    def acknowledged(self) -> bool:
+        return False
 
     def evict(self, reason: str) -> None:
         self.evicted = reason
@@ -124,13 +136,13 @@ class ListenerRuntime:
         cfg = self.cfg
         mine = self.by_source.get(m.source)
         if mine is not None and len(mine) >= cfg.max_pending_per_address:
-            victim = next((v for v in mine if v.evictable), None)
+            victim = self._victim(mine)
             if victim is None:
                 self._closed("refused")
                 return False
             self._evict(victim, "address_limit")
         if len(self.members) >= cfg.max_connections:
-            victim = next((v for v in self.pending if v.evictable), None)
+            victim = self._victim(self.pending)
             if victim is None:
                 self._closed("refused")
                 return False
@@ -145,11 +157,38 @@ class ListenerRuntime:
         self._gauges()
         return True
 
+    def _victim(self, among) -> Member | None:
+        """The pending connection that gives its slot to a new one (SECURITY.md "Bounded under
+        abuse", PROTOCOL §1): never one that acknowledged the banner while one that did not
+        remains (a flood of connections that never say anything cannot push out an operator
+        typing a logon); among those, one of the source address holding the most pending
+        connections (a flood from a few addresses pays for itself); among those, the oldest.
+        Never one whose LOGON is being checked. O(pending), only when the listener is full."""
+        best: Member | None = None
+        key: tuple[bool, int] | None = None
+        for v in among:  # oldest first: a tie keeps the oldest
+            if not v.evictable:
+                continue
+            k = (bool(v.acknowledged), -len(self.by_source.get(v.source, ())))
+            if key is None or k < key:
+                best, key = v, k
+                if k[0] is False and -k[1] >= len(among):
+                    break  # it cannot be beaten
+        return best
+
     def established(self, m: Member) -> None:
         """``m`` logged on or bound: no deadline, never taken."""
         if self.pending.pop(m, False) is None:
             self._unsource(m)
             self._gauges()
+
+    def pending_again(self, m: Member) -> None:
+        """``m`` logged off and stays connected: pending again (the newest), its deadline anew."""
+        if m not in self.members or m in self.pending:
+            return
+        self.pending[m] = None
+        self.by_source.setdefault(m.source, OrderedDict())[m] = None
+        self._gauges()
 
     def release(self, m: Member) -> None:
         """``m`` closed (idempotent)."""

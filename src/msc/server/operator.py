@@ -154,6 +154,7 @@ class Operator:
             self.mnemonic = None  # the mnemonic went back to its pool
         elif role in (Role.HOST, Role.PRINTER):
             self.station = self.mnemonic = None
+        self._pending_again()
         self.commit_then([entry], xid)
 
     def logoff(self, why: str) -> None:
@@ -166,6 +167,7 @@ class Operator:
             self.mnemonic = None
         if self.state is State.OPERATOR:
             self.machine.handle(Event.LOGOFF)
+            self._pending_again()
 
     def _bind(self, xid: int, inp: Input) -> None:
         st = self.svc.directory().station_of(inp.mnemonic)

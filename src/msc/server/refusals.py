@@ -183,24 +183,61 @@ class RefusalWindow:
         """The form of the next refusal (``chars()``: the length of its full journal text, asked
         only when it might be kept in full; ``always``: it must have a record of its own — a
         checked LOGON). Call :meth:`roll` first (it returns the minute that ended)."""
-        if self.start is None:
-            self.start = now
-        self.refused += 1
-        if logged_on and self.full < self.limits.full:
-            n = chars()
-            if self.full_chars + n <= self.limits.full_chars:
-                self.full += 1
-                self.full_chars += n
-                self.records += 1
-                return Form.FULL
-        if self.records < self.limits.records or always:
-            self.records += 1
-            return Form.COMPACT
-        return Form.COUNTED
+        return shared_form([self], now, logged_on=logged_on, chars=chars, always=always)
 
     def take(self) -> Tally:
         t, self.tally = self.tally, Tally()
         return t
+
+
+def shared_form(windows: list[RefusalWindow], now: float, *, logged_on: bool, chars: Callable[[], int],
+                always: bool = False) -> Form:
+    """The form of the next refusal counted in every one of ``windows`` at once (a connection's,
+    its user's, its address's): whole only while each of them has full-text allowance left, a
+    record of its own only while each has records left — so a budget that belongs to a user or
+    an address is not bought again by reconnecting. Call each window's :meth:`RefusalWindow.roll` first."""
+    for w in windows:
+        if w.start is None:
+            w.start = now
+        w.refused += 1
+    if logged_on and all(w.full < w.limits.full for w in windows):
+        n = chars()
+        if all(w.full_chars + n <= w.limits.full_chars for w in windows):
+            for w in windows:
+                w.full += 1
+                w.full_chars += n
+                w.records += 1
+            return Form.FULL
+    if always or all(w.records < w.limits.records for w in windows):
+        for w in windows:
+            w.records += 1
+        return Form.COMPACT
+    return Form.COUNTED
+
+
+class SharedWindows:
+    """Refusal windows that outlive connections: one per authenticated user (or bound station)
+    and one per source address, at most :data:`MAX_ADDRESSES` of them (least recently used
+    forgotten first). Their tallies are not used: what is counted goes to the connection's."""
+
+    def __init__(self, limits: RefusalLimits) -> None:
+        self.limits = limits
+        self._windows: OrderedDict[str, RefusalWindow] = OrderedDict()
+
+    def get(self, key: str, now: float) -> RefusalWindow:
+        w = self._windows.get(key)
+        if w is None:
+            if len(self._windows) >= MAX_ADDRESSES:
+                self._windows.popitem(last=False)
+            w = self._windows[key] = RefusalWindow(self.limits)
+        else:
+            self._windows.move_to_end(key)
+        w.limits = self.limits
+        w.roll(now)
+        return w
+
+    def __len__(self) -> int:
+        return len(self._windows)
 
 
 class _Bucket:

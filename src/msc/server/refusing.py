@@ -19,7 +19,7 @@ from msc.protocol.message import Input, Logon, decode_lossy
 from msc.protocol.redact import redact
 from msc.server.budgets import SUMMARY
 from msc.server.machine import BOUND_STATES, Event, State
-from msc.server.refusals import Form, Tally, compact, iso
+from msc.server.refusals import Form, Tally, compact, iso, shared_form
 
 LINGER_S = 2.0  # a connection closed for its refused traffic waits this long for its peer to close
 
@@ -34,6 +34,11 @@ class Refusing:
         """May a newer connection take this one's slot? Not once it logged on, nor while its
         LOGON is being checked."""
         return self.pending and not self.checking
+
+    @property
+    def acknowledged(self) -> bool:
+        """It acknowledged the banner and is not closing (the listener evicts those last)."""
+        return self.state is State.READY or self.state in BOUND_STATES
 
     def evict(self, reason: str) -> None:
         """The listener gave this pending connection's slot to a newer one."""
@@ -75,6 +80,20 @@ class Refusing:
             self.connect_recorded = True
             self._journal_session(f"CONNECT AT {iso(self.connected_wall)}")
 
+    def _pending_again(self) -> None:
+        """Logged off (LOGOFF, or msc logged it off) and the connection stays open: it is pending
+        again — the logon deadline runs again, its slot may go to a newer connection, and it is
+        closed at its ``max_refused``-th refusal from now on (probe14 cases 2 and 5)."""
+        if self.pending or self.state is State.CLOSED or self.state is State.DRAINING:
+            return
+        self.pending = True
+        self.refused_total = Tally()
+        self.listener.pending_again(self)
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = asyncio.get_running_loop().call_later(self.listener.cfg.logon_timeout_s,
+                                                               self._logon_deadline)
+
     def _event(self, what: str, *, text: str | None = None) -> bool:
         """A SESSION record of this connection: always once it logged on; while pending, within
         its address's budget (else counted in the address's summary). True if recorded."""
@@ -113,14 +132,22 @@ class Refusing:
         ended = self.refusals.roll(now)
         if ended:
             self._summary_record(ended)
-        form = self.refusals.form(now, logged_on=self.state in BOUND_STATES, chars=lambda: len(full_text()),
-                                  always=always)
+        windows = [self.refusals]
+        if not pending:
+            # A logged-on or bound connection's refusals count in its user's (station's) and its
+            # address's windows too: reconnecting does not buy a fresh budget (probe14 case 2).
+            windows += budgets.windows(self.user or self._peer_name(), self.source, now)
+        form = shared_form(windows, now, logged_on=self.state in BOUND_STATES, chars=lambda: len(full_text()),
+                           always=always)
         if form is Form.COMPACT and pending and not always and not budgets.take(self.source, now):
             form = Form.COUNTED
         self.metrics.refusals.labels(form.value).inc()
         lc = self.listener.cfg
+        # Closed at max_refused while pending (again after a LOGOFF); once logged on, beyond
+        # max_refused_per_minute of the connection or of its user (not of its address: a NAT's
+        # other users are not closed for one's traffic, only journaled compactly).
         close = (self.refused_total.messages >= lc.max_refused if pending
-                 else self.refusals.refused >= lc.max_refused_per_minute)
+                 else max(w.refused for w in windows[:1] + windows[2:]) >= lc.max_refused_per_minute)
         if close:
             # Closed once this refusal is answered: nothing more of it is read or recorded.
             self._doom()

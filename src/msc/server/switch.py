@@ -210,6 +210,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         self.router = Router(self.journal, self.delivery, metrics=m, directory=self.directory, clock=self.clock,
                              late_answer_s=cfg.switch.late_answer_s)
         self.router.acp = self.acp
+        self.router.refused_text = self.budgets.upstream  # upstream refusals within the budgets too
         self.router.output_limit = self.output_limit
         self.delivery.on_oversize = self.router.resplit
         for up in cfg.upstream:
