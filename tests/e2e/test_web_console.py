@@ -110,6 +110,7 @@ def site(tmp_path_factory):
     secrets = {uid: add_totp_user(cfg, uid, name=name, role=role) for uid, name, role in (
         ("OP0001", "OPERATOR, ONE", "full"), ("OP0002", "OPERATOR, TWO", "full"), ("OP0003", "OPERATOR, THREE", "full"),
         ("OP0004", "OPERATOR, FOUR", "full"), ("OP0005", "OPERATOR, FIVE", "full"),
+        ("OP0006", "OPERATOR, SIX", "full"), ("OP0007", "OPERATOR, SEVEN", "full"),
         ("IV0001", "INVESTIGATOR, IVAN", "investigator"),
         ("AM0001", "ADMINISTRATOR, ANN", "admin"))}
     procs: list[Proc] = []
@@ -342,6 +343,41 @@ def test_hit_and_hit_confirmation_request_are_impossible_to_miss(site, context):
     page.keyboard.press("Alt+h")
     expect(page.locator("body")).not_to_have_class(re.compile("has-hit"))
     page.keyboard.press("Alt+l")
+
+
+def test_an_unacknowledged_hit_survives_reload_and_shows_in_every_tab_until_acknowledged(site, context):
+    """Showing a hit (and acknowledging the output to msc) is not the person acknowledging it:
+    the alert stays raised across a reload and on a second tab of the same session until Alt+H,
+    and Alt+H on one tab lowers it on the others."""
+    page = operator(site, context, "OP0006", header="ICS1")  # the agency's duty station gets its notices
+    for kind in ("$.H.", "YQ"):  # an NCIC hit notification, an Nlets hit confirmation request
+        assert control(site.ctl, f"NOTIFY {kind} ICS1 CA0130000") == "A"
+    expect(page.locator("#alerts .alert")).to_have_count(2)
+    # Both were drawn and acknowledged to msc (DELIVERED): the person has not acknowledged them.
+    wait(lambda: len(site.records(kind="DELIVERED", mnemonic="ICS1", user="OP0006")) >= 2)
+    page.reload()
+    page.wait_for_selector("#operator-view:not([hidden])")
+    expect(page.locator("#alerts .alert-hit")).to_have_count(1)
+    expect(page.locator("#alerts .alert-confirm")).to_have_count(1)
+    expect(page.locator("body")).to_have_class(re.compile("has-hit"))
+    second = context.new_page()  # a second tab on the same session
+    second.goto(site.url + "/")
+    second.wait_for_selector("#operator-view:not([hidden])")
+    expect(second.locator("#alerts .alert")).to_have_count(2)
+    expect(second.locator("#status")).to_have_text("connected")
+    second.keyboard.press("Alt+h")  # the newest: the hit confirmation request
+    expect(page.locator("#alerts .alert-confirm")).to_have_count(0)
+    expect(page.locator("#alerts .alert-hit")).to_have_count(1)
+    page.click("#alerts .alert-hit button:has-text('Seen')")  # its button, on the other tab
+    expect(second.locator("#alerts .alert")).to_have_count(0)
+    expect(second.locator("body")).not_to_have_class(re.compile("has-hit"))
+    second.reload()
+    second.wait_for_selector("#operator-view:not([hidden])")
+    expect(second.locator("#inbox li.alert-hit .badge")).to_have_count(1)  # still marked in the inbox
+    expect(second.locator("#status")).to_have_text("connected")
+    expect(second.locator("#alerts .alert")).to_have_count(0)
+    expect(second.locator("body")).not_to_have_class(re.compile("has-hit"))
+    second.keyboard.press("Alt+l")
 
 
 def test_lockout_after_five_failures(site, context):

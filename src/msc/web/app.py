@@ -515,6 +515,9 @@ class WebConsole:
                 return
         item = {"type": "output", "osn": osn, "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "acked": False, **classify(payload, s.mnemonic or "", frozenset(s.requests))}
+        # A hit (or hit confirmation request) stays raised on every page of the session until the
+        # person acknowledges it (Alt+H): not the same thing as "shown and acknowledged to msc".
+        item["alert_open"] = item["alert"] is not None
         if item["ref"] in s.requests:
             s.requests[item["ref"]]["answers"] += 1
         s.outputs.append(item)
@@ -614,6 +617,9 @@ class WebConsole:
                 kind = msg.get("type") if isinstance(msg, dict) else None
                 if kind == "shown":
                     self._shown(s, msg.get("osn"))
+                elif kind == "alert_seen":
+                    s.last_activity = time.monotonic()
+                    self._alert_seen(s, msg.get("osn"))
                 elif kind == "activity":
                     s.last_activity = time.monotonic()
         except (WebSocketDisconnect, ValueError, KeyError, RuntimeError):
@@ -629,6 +635,18 @@ class WebConsole:
                 o["acked"] = True
                 if s.link is not None:
                     s.link.ack(osn)  # delivered: the page has shown it (PROTOCOL.md §5)
+                return
+
+    def _alert_seen(self, s: WebSession, osn) -> None:
+        """The person acknowledged the hit alert of output ``osn`` (Alt+H) on one page: it is
+        lowered on every page of the session (and stays lowered after a reload)."""
+        if not isinstance(osn, int):
+            return
+        for o in s.outputs:
+            if o["osn"] == osn and o.get("alert_open"):
+                o["alert_open"] = False
+                log.info("web.hit_acknowledged", alert=o["alert"])
+                self._push(s, {"type": "alert_seen", "osn": osn})
                 return
 
     # -- investigator ------------------------------------------------------------------------------

@@ -320,13 +320,17 @@ function connectInbox() {
   const ws = new WebSocket(`wss://${location.host}/api/inbox`);
   state.ws = ws;
   $("#status").textContent = "connecting…";
-  ws.onopen = () => { $("#status").textContent = "connected"; };
+  ws.onopen = () => {
+    $("#status").textContent = "connected";
+    for (const osn of [...pendingSeen]) { ws.send(JSON.stringify({ type: "alert_seen", osn })); pendingSeen.delete(osn); }
+  };
   ws.onmessage = (ev) => {
     const msg = JSON.parse(ev.data);
     if (msg.type === "hello") {
       for (const r of msg.requests) addRequest(r);
-      for (const o of msg.outputs) addOutput(o);
+      for (const o of msg.outputs) { addOutput(o); syncAlert(o); }
     } else if (msg.type === "output") addOutput(msg);
+    else if (msg.type === "alert_seen") lowerAlert(msg.osn);
     else if (msg.type === "request") addRequest(msg);
     else if (msg.type === "sys") $("#status").textContent = msg.text;
     else if (msg.type === "ended") { state.ws = null; ended(msg.why); }
@@ -360,7 +364,7 @@ function addOutput(o) {
   li.append(head, el("pre", { class: "text", text: o.text }));
   $("#inbox").prepend(li);
   $("#inbox-count").textContent = `(${state.outputs.size})`;
-  if (o.alert && !o.acked) raiseAlert(o);
+  if (o.alert && o.alert_open) raiseAlert(o);
   if (!o.acked) reportShown(o.osn);
 }
 
@@ -381,7 +385,10 @@ function flushShown() {
 document.addEventListener("visibilitychange", flushShown);
 setInterval(flushShown, 1000);
 
+// A hit stays raised until the person acknowledges it (Alt+H or its button), on every page of the
+// session and after a reload: the server keeps whether it was acknowledged and tells the other pages.
 function raiseAlert(o) {
+  if (state.hits.includes(o.osn)) return;
   state.hits.push(o.osn);
   document.body.classList.add("has-hit");
   const box = $("#alerts");
@@ -393,7 +400,22 @@ function raiseAlert(o) {
   box.prepend(item);
 }
 
+function syncAlert(o) {
+  const known = state.outputs.get(o.osn);
+  if (known) known.alert_open = o.alert_open;
+  if (o.alert && o.alert_open) raiseAlert(o); else lowerAlert(o.osn);
+}
+
 function clearAlert(osn) {
+  lowerAlert(osn);
+  const o = state.outputs.get(osn);
+  if (o) o.alert_open = false;
+  if (state.ws && state.ws.readyState === 1) state.ws.send(JSON.stringify({ type: "alert_seen", osn }));
+  else pendingSeen.add(osn);
+}
+const pendingSeen = new Set();  // acknowledged while the inbox was reconnecting: told once it is back
+
+function lowerAlert(osn) {
   const a = document.getElementById(`alert-${osn}`);
   if (a) a.remove();
   state.hits = state.hits.filter((x) => x !== osn);
