@@ -69,6 +69,7 @@ MAX_OUTPUTS = 1000  # kept per operator session for a page that reloads (the swi
 MAX_REQUESTS = 1000
 PRELOGON_S = 15 * 60  # an unauthenticated session (banner acknowledged) lives this long
 MAX_SESSIONS = 10000
+MAX_ENDED_KEPT = 10000  # why a session ended, kept for the page that asks after the end
 CONSOLES = {"operator": None, "investigator": identity.INVESTIGATOR, "admin": identity.ADMIN}
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -203,6 +204,9 @@ class WebConsole:
         self.prohibited = frozenset(sw.prohibited_purposes)
         self.idle_s, self.max_s = sw.idle_logoff_s, sw.session_max_s
         self.sessions: dict[str, WebSession] = {}
+        # Why each recently ended session ended (by its old ID): a page that learns of the end
+        # from a 401 or a refused WebSocket says why (IDLE, SESSION MAXIMUM …), bounded.
+        self.ended_why: OrderedDict[str, str] = OrderedDict()
         self.limiter = LogonLimiter(self.web.logon_attempts_per_minute)
         self.server_address = server_address
         self._sweeper: asyncio.Task | None = None
@@ -310,11 +314,16 @@ class WebConsole:
     def authed(self, request: Request, console: str | None = None) -> WebSession:
         s = self.session_of(request)
         if s is None or s.console is None or s.ended or (console is not None and s.console != console):
-            raise _Refused(401, "not logged on")
+            raise _Refused(401, "not logged on", ended=self.why_ended(request))
         if not self.same_certificate(request, s):
             raise _Refused(401, "not logged on")
         s.last_activity = time.monotonic()
         return s
+
+    def why_ended(self, conn) -> str:
+        """Why the session this request's cookie names ended (``SESSION ENDED`` when unknown)."""
+        sid = conn.cookies.get(SESSION_COOKIE)
+        return self.ended_why.get(sid, "SESSION ENDED") if sid else "SESSION ENDED"
 
     @staticmethod
     def same_certificate(conn, s: WebSession) -> bool:
@@ -333,6 +342,10 @@ class WebConsole:
             return
         s.ended = why
         self.sessions.pop(s.sid, None)
+        if s.console is not None:
+            self.ended_why[s.sid] = why
+            while len(self.ended_why) > MAX_ENDED_KEPT:
+                self.ended_why.popitem(last=False)
         for ws in list(s.sockets):
             with contextlib.suppress(Exception):
                 await ws.send_json({"type": "ended", "why": why})
@@ -600,11 +613,21 @@ class WebConsole:
         return JSONResponse({"error": reason, "code": code}, 403 if code == "E202" else 400)
 
     async def inbox(self, ws: WebSocket) -> None:
+        """The session's WebSocket: for an operator the inbox (outputs, requests, hit alerts); for
+        every console the end of the session (``{"type": "ended", "why"}``) the moment the server
+        ends it (idle logoff, session maximum, station or user disabled), so no page keeps showing
+        CJI after its session ended."""
         s = self.session_of(ws)
         origin = ws.headers.get("origin", "")
         host = ws.headers.get("host", "")
-        if s is None or s.console != "operator" or s.ended or origin != f"https://{host}" \
-                or not self.same_certificate(ws, s):
+        if origin != f"https://{host}":
+            await ws.close(code=4401)
+            return
+        if s is None or s.console is None or s.ended or not self.same_certificate(ws, s):
+            sid = ws.cookies.get(SESSION_COOKIE)
+            if sid and sid in self.ended_why:  # tell the page why, then refuse
+                await ws.accept()
+                await _send(ws, {"type": "ended", "why": self.ended_why[sid]})
             await ws.close(code=4401)
             return
         await ws.accept()
@@ -875,13 +898,14 @@ class WebConsole:
 
 
 class _Refused(Exception):
-    def __init__(self, status: int, message: str, *, field: str | None = None) -> None:
+    def __init__(self, status: int, message: str, *, field: str | None = None, ended: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.message, self.field = status, message, field
+        self.status, self.message, self.field, self.ended = status, message, field, ended
 
 
 async def _refused(request: Request, exc: _Refused) -> Response:
-    return JSONResponse({"error": exc.message, **({"field": exc.field} if exc.field else {})}, exc.status)
+    return JSONResponse({"error": exc.message, **({"field": exc.field} if exc.field else {}),
+                         **({"ended": exc.ended} if exc.ended else {})}, exc.status)
 
 
 async def _json(request: Request) -> dict:

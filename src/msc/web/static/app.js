@@ -27,7 +27,7 @@ async function api(path, body, method = "POST") {
   const r = await fetch(path, opts);
   let data = {};
   try { data = await r.json(); } catch (e) { data = { error: `HTTP ${r.status}` }; }
-  if (r.status === 401 && state.console) { ended("SESSION ENDED"); }
+  if (r.status === 401 && state.console) { ended(data.ended || "SESSION ENDED"); }
   return { ok: r.ok, status: r.status, data };
 }
 
@@ -99,11 +99,26 @@ async function logoff() {
 function ended(why) {
   state.console = null;
   if (state.ws) { try { state.ws.close(); } catch (e) { /* already closed */ } state.ws = null; }
+  clearData();
   $("#who").textContent = ""; $("#status").textContent = "";
   $("#ended-why").textContent = `Session ended: ${why}.`;
   document.body.classList.remove("has-hit");
   show("ended-view");
   $("#again").focus();
+}
+
+// Nothing a session showed stays in the page once it ended (journal text, users, messages).
+function clearData() {
+  for (const sel of ["#inbox", "#sent", "#alerts", "#report", "#stations tbody", "#users tbody", "#avail-text",
+                     "#avail-summary", "#rep-mnemonics", "#rep-users", "#rep-misuse", "#print-area", "#preview",
+                     "#q-status", "#q-error", "#admin-status", "#admin-error", "#send-result", "#general-errors",
+                     "#inbox-count", "#enrol-user", "#enrol-secret", "#form-fields", "#pw-result"]) {
+    const e = $(sel);
+    if (e) e.textContent = "";
+  }
+  $("#search-form").reset(); $("#add-user").reset(); $("#password-form").reset();
+  $("#enrolment").hidden = true; $("#enrol-qr").removeAttribute("src"); $("#avail-chart").removeAttribute("src");
+  state.outputs = new Map(); state.requests = new Map(); state.hits = []; state.forms = []; state.form = null;
 }
 
 function enter(s) {
@@ -333,7 +348,7 @@ function connectInbox() {
     else if (msg.type === "alert_seen") lowerAlert(msg.osn);
     else if (msg.type === "request") addRequest(msg);
     else if (msg.type === "sys") $("#status").textContent = msg.text;
-    else if (msg.type === "ended") { state.ws = null; ended(msg.why); }
+    else if (msg.type === "ended") { if (state.ws === ws) state.ws = null; if (state.console) ended(msg.why); }
   };
   ws.onclose = (ev) => {
     if (ev.code === 4401 && state.ws === ws) { state.ws = null; ended("SESSION ENDED"); return; }  // no live session
@@ -503,7 +518,25 @@ $("#help-close").addEventListener("click", () => $("#help").close());
 // ---------------------------------------------------------------------------------------------
 // Investigator console
 
+// Investigator and administrator pages hold the session's WebSocket too: the server says at once
+// when it ended the session (idle logoff, the 12-hour limit, the user disabled), and the page clears.
+function connectSession() {
+  const ws = new WebSocket(`wss://${location.host}/api/inbox`);
+  const mine = state.console;
+  state.ws = ws;
+  ws.onmessage = (ev) => {
+    const msg = JSON.parse(ev.data);
+    if (msg.type === "ended") { if (state.ws === ws) state.ws = null; if (state.console) ended(msg.why); }
+  };
+  ws.onclose = (ev) => {
+    if (state.ws !== ws) return;
+    if (ev.code === 4401) { state.ws = null; if (state.console) ended("SESSION ENDED"); return; }
+    setTimeout(() => { if (state.console === mine && state.ws === ws) connectSession(); }, 1000);
+  };
+}
+
 function enterInvestigator() {
+  connectSession();
   show("investigator-view");
   $("#q-case").focus();
 }
@@ -563,6 +596,7 @@ $("#q-print").addEventListener("click", () => window.print());
 // Administrator console
 
 function enterAdmin() {
+  connectSession();
   show("admin-view");
   adminTab("stations");
 }
