@@ -278,6 +278,39 @@ def test_refused_field_shown_inline_and_nothing_sent(site, context):
     page.keyboard.press("Alt+l")
 
 
+# Forms whose last field typed is a drop-down; Enter there sends the form as everywhere else
+# (docs/WEB.md "Keyboard"): (Alt+n, fields filled, drop-down choices, the drop-down Enter is pressed on).
+ENTER_ON_SELECT = [
+    ("Alt+1", {"NAM": "DOE, JANE"}, {"SEX": "F", "RAC": "W"}, "RAC"),  # NAM+SEX+RAC: one of QW's identifier sets
+    ("Alt+1", {"NAM": "ROE, RICHARD", "DOB": "19700101"}, {"SEX": "M"}, "SEX"),
+    ("Alt+5", {"ATN": "DET SMITH", "NAM": "DOE, JANE", "DOB": "19800101"}, {"PUR": "C"}, "PUR"),
+]
+
+
+def test_enter_on_a_drop_down_sends_the_form(site, context):
+    page = operator(site, context, "OP0007")
+    for n, (form, typed, chosen, last) in enumerate(ENTER_ON_SELECT, start=1):
+        page.keyboard.press(form)
+        for tag, value in typed.items():
+            page.fill(f"#f-{tag}", value)
+        for tag, value in chosen.items():
+            page.select_option(f"#f-{tag}", value)
+        page.focus(f"#f-{last}")
+        page.keyboard.press("Enter")
+        expect(page.locator("#sent li.accepted")).to_have_count(n)
+    # Chosen with the keyboard alone: Tab to SEX, a letter picks F, Enter sends.
+    page.keyboard.press("Alt+1")
+    page.keyboard.type("DOE, JANE")
+    page.keyboard.press("Tab")
+    page.keyboard.type("19800101")
+    page.keyboard.press("Tab")
+    page.keyboard.press("f")
+    assert page.input_value("#f-SEX") == "F"
+    page.keyboard.press("Enter")
+    expect(page.locator("#sent li.accepted")).to_have_count(len(ENTER_ON_SELECT) + 1)
+    page.keyboard.press("Alt+l")
+
+
 # New passwords the switch's rules refuse (CJIS IA-5(1)), each named in the switch's words.
 WEAK = [("short7!", "AT LEAST 8 CHARACTERS"), ("xx OP0005 xx yy", "MAY NOT CONTAIN THE USER ID"),
         ("operator five horse", "PART OF THE USER'S NAME"), ("password1", "TOO EASY TO GUESS")]

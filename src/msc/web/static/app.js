@@ -276,6 +276,8 @@ $("#msg-form").addEventListener("submit", async (ev) => {
 $("#msg-form").addEventListener("keydown", (ev) => {
   if (ev.key === "Enter" && ev.target.tagName === "TEXTAREA") {
     if (ev.ctrlKey || ev.metaKey) { ev.preventDefault(); sendCurrent(); }
+  } else if (ev.key === "Enter" && ev.target.tagName === "SELECT" && !ev.altKey) {
+    ev.preventDefault(); sendCurrent();  // a drop-down (SEX, RAC, PUR, PRI) does not submit a form by itself
   } else if (ev.key === "Escape") { ev.preventDefault(); chooseForm(state.form ? state.form.mke : "FREE"); }
 });
 $("#clear").addEventListener("click", () => chooseForm(state.form ? state.form.mke : "FREE"));
