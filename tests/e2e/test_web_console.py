@@ -111,7 +111,7 @@ def site(tmp_path_factory):
         ("OP0001", "OPERATOR, ONE", "full"), ("OP0002", "OPERATOR, TWO", "full"), ("OP0003", "OPERATOR, THREE", "full"),
         ("OP0004", "OPERATOR, FOUR", "full"), ("OP0005", "OPERATOR, FIVE", "full"),
         ("OP0006", "OPERATOR, SIX", "full"), ("OP0007", "OPERATOR, SEVEN", "full"),
-        ("IV0001", "INVESTIGATOR, IVAN", "investigator"),
+        ("IV0001", "INVESTIGATOR, IVAN", "investigator"), ("IV0002", "INVESTIGATOR, IRIS", "investigator"),
         ("AM0001", "ADMINISTRATOR, ANN", "admin"))}
     procs: list[Proc] = []
     try:
@@ -459,6 +459,39 @@ def test_investigator_searches_and_downloads_a_bundle_the_offline_verifier_accep
     assert "search" in ops and "export" in ops and "verify" in ops
     assert all(a.get("case") == "IA-2026-17" for a in audits if a["op"] in ("search", "export"))
     assert any(r.text == "LOGON OK WEB INVESTIGATOR CONSOLE" for r in site.records(kind="SESSION", user="IV0001"))
+
+
+# (field, bad value, the words shown) — the focus goes to that field.
+BAD_FILTERS = [("from", "yesterday", "From: 'yesterday' is not a time"), ("to", "31/01/2026", "To:"),
+               ("limit", "abc", "Limit: 'abc' is not a whole number"), ("user", "JD12", "User:"),
+               ("kind", None, None)]
+
+
+def test_investigator_filter_errors_name_the_field_and_focus_it(site, context):
+    page = context.new_page()
+    logon(site, page, "IV0002", console="investigator", otp=site.code("IV0002"))
+    page.wait_for_selector("#investigator-view:not([hidden])")
+    page.fill("#q-case", "IA-2026-18")
+    for name, value, says in BAD_FILTERS:
+        if value is None:
+            continue
+        page.fill(f"#q-{name}", value)
+        page.press("#q-case", "Enter")
+        expect(page.locator("#q-error")).to_contain_text(says)
+        assert page.evaluate("document.activeElement.id") == f"q-{name}"
+        assert page.get_attribute(f"#q-{name}", "aria-invalid") == "true"
+        assert "isoformat" not in page.inner_text("#q-error") and "literal" not in page.inner_text("#q-error")
+        # Export with the same bad field: refused on the page (no download, no navigation).
+        page.keyboard.press("Alt+e")
+        expect(page.locator("#q-error")).to_contain_text(says)
+        assert page.url.rstrip("/") == site.url and page.is_visible("#investigator-view")
+        page.fill(f"#q-{name}", "")
+    page.press("#q-case", "Enter")
+    page.wait_for_selector("#report table.records")
+    assert page.inner_text("#q-error") == ""
+    audits = [json.loads(r.text) for r in site.records(kind="AUDIT", user="IV0002")]
+    assert [a["op"] for a in audits] == ["search"]  # the refused ones never searched nor exported
+    page.keyboard.press("Alt+l")
 
 
 # -- the administrator -----------------------------------------------------------------------------

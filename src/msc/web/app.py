@@ -50,11 +50,13 @@ from msc.actions import identity, investigate
 from msc.actions.journaling import DaemonUnavailable, control, record
 from msc.config.load import Settings
 from msc.journal.records import Entry, JournalError, Kind
+from msc.journal.search import Query
 from msc.mnemonics.directory import Directory
 from msc.protocol import framing, grammar
 from msc.protocol.message import parse_pairs
 from msc.protocol.proxy import cn_sendable
 from msc.web import forms
+from msc.web.filters import FilterError, search_query
 from msc.web.inbox import classify
 from msc.web.peer import verified_cn
 from msc.web.relay import LinkClosed, SwitchLink
@@ -674,21 +676,11 @@ class WebConsole:
 
     # -- investigator ------------------------------------------------------------------------------
 
-    def _query(self, body) -> tuple[str, object]:
-        case = str(body.get("case", ""))
-        if not investigate.valid_case(case):
-            raise _Refused(400, investigate.CASE_RULE, field="case")
-        tokens = body.get("tokens") or []
-        if isinstance(tokens, str):
-            tokens = [t.strip() for t in tokens.splitlines() if t.strip()]
-        limit = body.get("limit") or None
+    def _query(self, body) -> tuple[str, Query]:
         try:
-            q = investigate.build_query(start=body.get("from") or None, end=body.get("to") or None, tokens=tokens,
-                                        limit=int(limit) if limit else None,
-                                        **{f: (str(body.get(f) or "").upper() or None) for f in investigate.FILTERS})
-        except (ValueError, TypeError) as exc:
-            raise _Refused(400, str(exc)) from None
-        return case, q
+            return search_query(body)
+        except FilterError as exc:
+            raise _Refused(400, exc.message, field=exc.field) from None
 
     async def journal_search(self, request: Request) -> Response:
         s = self.authed(request, "investigator")
@@ -707,6 +699,13 @@ class WebConsole:
             out.append(d)
         header = investigate.report_header(self.settings, case, s.user, q, len(out))
         return JSONResponse({"header": header, "records": out, "filters": q.describe()})
+
+    async def journal_check(self, request: Request) -> Response:
+        """The search form checked without searching (nothing is read, nothing audited): the page
+        asks before an export, whose answer is a download rather than something it can show."""
+        self.authed(request, "investigator")
+        self._query(await _json(request))
+        return JSONResponse({"ok": True})
 
     async def journal_export(self, request: Request) -> Response:
         s = self.authed(request, "investigator")
@@ -875,6 +874,7 @@ class WebConsole:
             Route("/api/send", self.send, methods=["POST"]), WebSocketRoute("/api/inbox", self.inbox),
             Route("/api/password", self.password, methods=["POST"]),
             Route("/api/journal/search", self.journal_search, methods=["POST"]),
+            Route("/api/journal/check", self.journal_check, methods=["POST"]),
             Route("/api/journal/export", self.journal_export, methods=["POST"]),
             Route("/api/journal/verify", self.journal_verify, methods=["POST"]),
             Route("/api/admin/stations", self.stations), Route("/api/admin/station", self.station, methods=["POST"]),

@@ -554,11 +554,23 @@ function searchBody() {
 $("#search-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   $("#q-error").textContent = ""; $("#q-status").textContent = "Searching…";
+  clearFilterError();
   const r = await api("/api/journal/search", searchBody());
-  if (!r.ok) { $("#q-status").textContent = ""; $("#q-error").textContent = r.data.error; if (r.data.field) $(`#q-${r.data.field}`).focus(); return; }
+  if (!r.ok) { $("#q-status").textContent = ""; showFilterError(r.data); return; }
   $("#q-status").textContent = `${r.data.records.length} record(s); this search is recorded in the journal (AUDIT).`;
   renderReport(r.data);
 });
+
+// A refused filter: the server's words name the field; the focus goes to it.
+function showFilterError(data) {
+  $("#q-error").textContent = data.error || "refused";
+  const input = data.field ? document.getElementById(`q-${data.field}`) : null;
+  if (input) { input.setAttribute("aria-invalid", "true"); input.focus(); }
+}
+function clearFilterError() {
+  $("#q-error").textContent = "";
+  for (const e of document.querySelectorAll("#search-form [aria-invalid]")) e.removeAttribute("aria-invalid");
+}
 
 function renderReport(data) {
   const box = $("#report");
@@ -575,9 +587,13 @@ function renderReport(data) {
   box.append(table, el("p", { class: "report-end", text: `=== end of report: ${data.records.length} record(s) ===` }));
 }
 
-function exportBundle() {
+async function exportBundle() {
   const f = $("#search-form");
-  if (!$("#q-case").value.trim()) { $("#q-error").textContent = "a case reference is required"; $("#q-case").focus(); return; }
+  clearFilterError();
+  // Checked first (nothing searched, nothing audited): the export's answer is a download, so a
+  // refusal there could not be shown next to its field.
+  const r = await api("/api/journal/check", searchBody());
+  if (!r.ok) { showFilterError(r.data); return; }
   $("#export-csrf").value = state.csrf;
   $("#q-status").textContent = "Export requested: the bundle downloads when it is written (AUDIT recorded).";
   f.submit();
