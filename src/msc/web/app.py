@@ -71,6 +71,12 @@ MAX_OUTPUTS = 1000  # kept per operator session for a page that reloads (the swi
 MAX_REQUESTS = 1000
 PRELOGON_S = 15 * 60  # an unauthenticated session (banner acknowledged) lives this long
 MAX_SESSIONS = 10000
+#: Unauthenticated sessions one browser address may hold: beyond it that address's own oldest is
+#: dropped, so no address (a flood of banner acknowledgements) can push out another's sessions.
+MAX_PRELOGON_PER_ADDRESS = 1000
+#: Acknowledgements of the system-use notification per browser address a minute (429 beyond): a
+#: browser acknowledges once per session; room for a shift change behind one NAT.
+BANNER_PER_MINUTE = 120
 MAX_ENDED_KEPT = 10000  # why a session ended, kept for the page that asks after the end
 CONSOLES = {"operator": None, "investigator": identity.INVESTIGATOR, "admin": identity.ADMIN}
 
@@ -114,6 +120,7 @@ class WebSession:
     ref_n: int = 0
     busy: bool = False
     cert_cn: str | None = None  # the verified client certificate's CN the logon came with
+    address: str = ""  # the browser's address the session was made for (pre-logon accounting)
 
     def next_ref(self) -> str:
         """A reference of its own for every message (PROTOCOL.md §4: answers are linked by it):
@@ -127,8 +134,13 @@ class WebSession:
 
 
 class LogonLimiter:
-    """At most ``per_minute`` logon attempts per browser address in any 60 s (bounded memory:
-    the least recently seen addresses are forgotten beyond ``max_addresses``)."""
+    """At most ``per_minute`` events per browser address in any 60 s (bounded memory: the least
+    recently seen addresses are forgotten beyond ``max_addresses``).
+
+    For logons the event is a **failed** attempt: :meth:`allow` counts an attempt from its start
+    (so a burst of parallel guesses is counted before any of them is answered) and
+    :meth:`forgive` takes a successful one back — browsers behind one NAT or terminal server are
+    not locked out by their colleagues' successful logons at a shift change, only by failures."""
 
     def __init__(self, per_minute: int, *, max_addresses: int = 10000, clock=time.monotonic) -> None:
         self.per_minute = per_minute
@@ -136,7 +148,9 @@ class LogonLimiter:
         self.clock = clock
         self.seen: OrderedDict[str, deque] = OrderedDict()
 
-    def allow(self, address: str) -> bool:
+    def allow(self, address: str) -> float | None:
+        """Count one event for ``address``: its stamp (for :meth:`forgive`), or None when the
+        address had ``per_minute`` in the last 60 s (nothing counted)."""
         now = self.clock()
         q = self.seen.pop(address, None) or deque()
         while q and now - q[0] >= 60:
@@ -147,7 +161,14 @@ class LogonLimiter:
         self.seen[address] = q
         while len(self.seen) > self.max_addresses:
             self.seen.popitem(last=False)
-        return ok
+        return now if ok else None
+
+    def forgive(self, address: str, stamp: float) -> None:
+        """Take back the event counted at ``stamp`` (a logon that succeeded)."""
+        q = self.seen.get(address)
+        if q is not None:
+            with contextlib.suppress(ValueError):
+                q.remove(stamp)
 
 
 # -- middleware ----------------------------------------------------------------------------------
@@ -210,6 +231,11 @@ class WebConsole:
         # from a 401 or a refused WebSocket says why (IDLE, SESSION MAXIMUM …), bounded.
         self.ended_why: OrderedDict[str, str] = OrderedDict()
         self.limiter = LogonLimiter(self.web.logon_attempts_per_minute)
+        self.banner_limiter = LogonLimiter(BANNER_PER_MINUTE)
+        self.max_sessions = MAX_SESSIONS
+        self.max_prelogon_per_address = MAX_PRELOGON_PER_ADDRESS
+        # The unauthenticated sessions of each browser address, oldest first.
+        self.prelogon: dict[str, OrderedDict[str, None]] = {}
         self.server_address = server_address
         self._sweeper: asyncio.Task | None = None
         self.listener = next(lc for lc in settings.config.listener if lc.name == self.web.listener)
@@ -279,6 +305,7 @@ class WebConsole:
                     if s.console is None:
                         if now - s.created > PRELOGON_S:
                             self.sessions.pop(s.sid, None)
+                            self._forget_prelogon(s)
                     elif now - s.last_activity > self.idle_s:
                         await self.end(s, "IDLE", logoff=True)
                     elif now - s.logon_at > self.max_s:
@@ -292,19 +319,44 @@ class WebConsole:
         sid = conn.cookies.get(SESSION_COOKIE)
         return self.sessions.get(sid) if sid else None
 
-    def new_session(self) -> WebSession:
-        if len(self.sessions) >= MAX_SESSIONS:  # drop the oldest unauthenticated one
-            for sid, s in self.sessions.items():
-                if s.console is None:
-                    del self.sessions[sid]
-                    break
-        s = WebSession(sid=secrets.token_urlsafe(32), created=time.monotonic())
+    def new_session(self, address: str) -> WebSession:
+        """A new unauthenticated session for a browser at ``address``. Bounded per address and in
+        all: at ``max_prelogon_per_address`` the address's own oldest unauthenticated session is
+        dropped; at ``max_sessions`` the oldest of the address holding the most (the asking
+        address when it holds as many) — so a flood from one address drops its own sessions,
+        never another browser's on its way to the logon form."""
+        own = self.prelogon.setdefault(address, OrderedDict())
+        if len(own) >= self.max_prelogon_per_address:
+            self._drop_oldest_prelogon(address)
+        if len(self.sessions) >= self.max_sessions and self.prelogon:
+            most = max(self.prelogon, key=lambda a: len(self.prelogon[a]))
+            if len(own) >= len(self.prelogon[most]):
+                most = address
+            self._drop_oldest_prelogon(most)
+        s = WebSession(sid=secrets.token_urlsafe(32), created=time.monotonic(), address=address)
         self.sessions[s.sid] = s
+        self.prelogon.setdefault(address, OrderedDict())[s.sid] = None
         return s
+
+    def _drop_oldest_prelogon(self, address: str) -> None:
+        own = self.prelogon.get(address)
+        if own:
+            sid, _ = own.popitem(last=False)
+            self.sessions.pop(sid, None)
+        if not own:
+            self.prelogon.pop(address, None)
+
+    def _forget_prelogon(self, s: WebSession) -> None:
+        own = self.prelogon.get(s.address)
+        if own is not None:
+            own.pop(s.sid, None)
+            if not own:
+                del self.prelogon[s.address]
 
     def rotate(self, s: WebSession) -> None:
         """A new session ID at logon: an ID seen before logon is worth nothing after it."""
         self.sessions.pop(s.sid, None)
+        self._forget_prelogon(s)  # authenticated now: no longer counted against its address
         s.sid = secrets.token_urlsafe(32)
         self.sessions[s.sid] = s
 
@@ -344,6 +396,7 @@ class WebConsole:
             return
         s.ended = why
         self.sessions.pop(s.sid, None)
+        self._forget_prelogon(s)
         if s.console is not None:
             self.ended_why[s.sid] = why
             while len(self.ended_why) > MAX_ENDED_KEPT:
@@ -372,7 +425,7 @@ class WebConsole:
     async def state(self, request: Request) -> Response:
         s = self.session_of(request)
         if s is None or s.ended:
-            s = self.new_session()
+            s = self.new_session(_address(request))
         body = {"csrf": request.scope["csrftoken"](), "switch": self.settings.config.switch.name,
                 "banner": self.settings.config.switch.banner, "acknowledged": s.banner is not None,
                 "console": s.console, "user": s.user, "ori": s.ori, "mnemonic": s.mnemonic,
@@ -381,9 +434,12 @@ class WebConsole:
         return self.set_cookie(JSONResponse(body), s)
 
     async def banner(self, request: Request) -> Response:
+        if self.banner_limiter.allow(_address(request)) is None:
+            log.warning("web.banner_rate_limited")
+            return JSONResponse({"error": "too many requests from this address; wait a minute"}, 429)
         s = self.session_of(request)
         if s is None:
-            s = self.new_session()
+            s = self.new_session(_address(request))
         s.banner = self.settings.config.switch.banner
         return self.set_cookie(JSONResponse({"ok": True}), s)
 
@@ -395,10 +451,19 @@ class WebConsole:
             return JSONResponse({"error": "acknowledge the system-use notification first"}, 409)
         if s.console is not None or s.busy:
             return JSONResponse({"error": "already logged on"}, 409)
-        client = request.client.host if request.client else "0.0.0.0"
-        if not self.limiter.allow(client):
+        client = _address(request)
+        stamp = self.limiter.allow(client)
+        if stamp is None:
             log.warning("web.logon_rate_limited")
-            return JSONResponse({"error": "too many logon attempts from this address; wait a minute"}, 429)
+            return JSONResponse({"error": "too many failed logons from this address; wait a minute"}, 429)
+        resp = await self._logon(request, s)
+        if resp.status_code == 200 or resp.status_code in (409, 503):
+            # Only failures count: a logon that succeeded, or one never checked (the notification
+            # changed, msc unreachable), is taken back.
+            self.limiter.forgive(client, stamp)
+        return resp
+
+    async def _logon(self, request: Request, s: WebSession) -> Response:
         body = await _json(request)
         console = body.get("console", "operator")
         user = str(body.get("user", "")).strip().upper()
@@ -921,6 +986,11 @@ async def _json(request: Request) -> dict:
 async def _send(ws: WebSocket, item: dict) -> None:
     with contextlib.suppress(Exception):
         await ws.send_json(item)
+
+
+def _address(request) -> str:
+    """The browser's own address (forwarded-for headers are never trusted)."""
+    return request.client.host if request.client else "0.0.0.0"
 
 
 def _plain_ip(addr: tuple[str, int]) -> tuple[str, int]:
