@@ -239,6 +239,7 @@ def test_operator_logs_on_with_totp_sends_qw_sees_answer_and_it_is_delivered(sit
     expect(page.locator("#inbox li")).to_have_count(2)
     texts = page.inner_text("#inbox")
     assert f"answer to {ref}" in texts and "NO NCIC WANT" in texts and "NO CALIFORNIA WANT" in texts
+    expect(page.locator(f"#req-{ref} .answers")).to_have_text("2 answer(s)")  # the sent list counts both
     site.shot(page, "3-operator")
     # Each output was acknowledged only once shown: the journal says DELIVERED for both.
     delivered = wait(lambda: [r for r in site.records(kind="DELIVERED", mnemonic="ICS1", user="OP0001")
@@ -308,6 +309,21 @@ def test_enter_on_a_drop_down_sends_the_form(site, context):
     assert page.input_value("#f-SEX") == "F"
     page.keyboard.press("Enter")
     expect(page.locator("#sent li.accepted")).to_have_count(len(ENTER_ON_SELECT) + 1)
+    # What the status line says is true (newweb 8): a refusal with no field to mark names itself;
+    # a corrected form clears it; an AM is not promised an answer.
+    page.keyboard.press("Alt+0")
+    page.fill("#f-free", "ZZ.CA0130000.NAM/DOE, JANE")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#send-result")).to_have_text(re.compile(r"^Not sent: E301 UNKNOWN MESSAGE KEY ZZ"))
+    page.fill("#f-free", "AM.CA0130000.ICS2.TXT SHIFT BRIEFING AT 0700")
+    expect(page.locator("#send-result")).to_have_text("")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#send-result")).to_contain_text("an administrative message gets no answer")
+    page.evaluate("document.activeElement.blur()")  # "?" in a field is a character, elsewhere the help
+    page.keyboard.press("?")
+    expect(page.locator("#help")).to_be_visible()
+    assert "in the inbox: open" not in page.inner_text("#help")
+    page.keyboard.press("Escape")
     page.keyboard.press("Alt+l")
 
 

@@ -35,7 +35,7 @@ function show(view) {
   for (const v of document.querySelectorAll("main > section")) v.hidden = v.id !== view;
   const loggedOn = ["operator-view", "investigator-view", "admin-view"].includes(view);
   $("#logoff").hidden = !loggedOn;
-  $("#help-button").hidden = view !== "operator-view";
+  $("#help-button").hidden = !loggedOn;
 }
 
 async function boot() {
@@ -251,6 +251,7 @@ async function runCheck() {
   const r = await api("/api/check", { text });
   if (!r.ok) return null;
   showProblems(r.data);
+  if (r.data.ok && $("#send-result").textContent.startsWith("Not sent")) $("#send-result").textContent = "";
   return r.data;
 }
 
@@ -286,7 +287,11 @@ async function sendCurrent() {
   const text = compose();
   if (!text) return;
   const check = await runCheck();
-  if (check && !check.ok) { $("#send-result").textContent = "Not sent: correct the fields marked."; return; }
+  if (check && !check.ok) {
+    const marked = Object.keys(check.fields || {}).length;
+    $("#send-result").textContent = marked ? "Not sent: correct the fields marked." : `Not sent: ${(check.general || []).join("; ")}`;
+    return;
+  }
   $("#send").disabled = true;
   $("#send-result").textContent = "Sending…";
   const r = await api("/api/send", { text });
@@ -295,7 +300,9 @@ async function sendCurrent() {
   if (req.ref) { req.text = req.text || text; addRequest(req); }
   if (!r.ok && !req.ref) { $("#send-result").textContent = req.error || "not sent"; return; }
   if (req.status === "accepted") {
-    $("#send-result").textContent = `Accepted (ref ${req.ref}). The answer arrives in the inbox.`;
+    $("#send-result").textContent = req.mke === "AM"
+      ? `Accepted (ref ${req.ref}): sent to its destinations (an administrative message gets no answer).`
+      : `Accepted (ref ${req.ref}). The answer arrives in the inbox.`;
     clearTimeout(checkTimer);
     if (state.form) { for (const f of state.form.fields) { const e = document.getElementById(`f-${f.tag}`); if (e) e.value = ""; } }
     else $("#f-free").value = "";
@@ -318,8 +325,17 @@ function showProblemsFromReason(reason) {
   showProblems({ fields, general });
 }
 
+// A request's answer count is what the inbox holds for it (or the server's count, when the page
+// holds fewer: outputs beyond what it keeps): never lowered by a late copy of the request.
+function answersOf(req) {
+  let shown = 0;
+  for (const o of state.outputs.values()) if (o.ref === req.ref) shown += 1;
+  return Math.max(shown, req.answers || 0);
+}
+
 function addRequest(req) {
   state.requests.set(req.ref, req);
+  req.answers = answersOf(req);
   let li = document.getElementById(`req-${req.ref}`);
   if (!li) {
     li = el("li", { id: `req-${req.ref}`, tabindex: "0" });
@@ -371,7 +387,7 @@ function addOutput(o) {
   if (o.ref) {
     const req = state.requests.get(o.ref);
     head.append(el("span", { class: "link", text: `answer to ${o.ref}${req ? " " + req.mke : ""}` }));
-    if (req) { req.answers = (req.answers || 0) + (o.acked ? 0 : 1); addRequest(req); }
+    if (req) addRequest(req);
   }
   if (o.part) head.append(el("span", { class: "part", text: `part ${o.part[0]}/${o.part[1]}` }));
   if (o.code) head.append(el("span", { class: "code", text: o.code }));
@@ -491,8 +507,8 @@ document.addEventListener("keydown", (ev) => {
       return;
     }
     if (inInbox && (ev.key === "p" || ev.key === "P")) { ev.preventDefault(); printFocused(); return; }
-    if (ev.key === "?" && !/INPUT|TEXTAREA|SELECT/.test(ev.target.tagName)) { ev.preventDefault(); $("#help").showModal(); return; }
   }
+  if (state.console && ev.key === "?" && !/INPUT|TEXTAREA|SELECT/.test(ev.target.tagName)) { ev.preventDefault(); $("#help").showModal(); return; }
   if (state.console && ev.altKey && (ev.key === "l" || ev.key === "L")) { ev.preventDefault(); logoff(); return; }
   if (state.console === "investigator" && ev.altKey) {
     if (ev.key === "e" || ev.key === "E") { ev.preventDefault(); exportBundle(); }
