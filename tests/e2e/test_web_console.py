@@ -436,6 +436,9 @@ def test_lockout_after_five_failures(site, context):
         expect(page.locator("#logon-error")).to_contain_text("LOGON REFUSED")
     logon(site, page, "TS0002", header="ICS2")  # the right password, now refused: locked
     expect(page.locator("#logon-error")).to_contain_text("LOGON REFUSED")
+    # E202 never says which; the page names what it may be (a pool of another agency among them).
+    assert "a locked account, or a station or pool (ICS2) that does not serve your agency" in \
+        page.inner_text("#logon-error")
     assert page.is_visible("#logon-view")
     assert wait(lambda: [r for r in site.records(kind="SESSION", user="TS0002") if r.text == "LOCKOUT"])
     failed = [r for r in site.records(kind="SESSION", user="TS0002") if r.text.startswith("LOGON FAILED")]

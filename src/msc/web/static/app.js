@@ -82,7 +82,14 @@ $("#logon-form").addEventListener("submit", async (ev) => {
   if (r.status === 409 && r.data.banner) {  // the notification changed: read it again
     $("#banner-text").textContent = r.data.banner; show("banner-view"); $("#banner-ack").focus(); return;
   }
-  if (!r.ok) { $("#logon-error").textContent = r.data.error || "LOGON REFUSED"; $("#logon-password").focus(); return; }
+  if (!r.ok) {
+    let why = r.data.error || "LOGON REFUSED";
+    // The switch says E202 for every refusal (it never tells which); the page says what it may be.
+    if (body.console === "operator" && why.startsWith("E202")) {
+      why += ` — a wrong user ID, password or one-time password, a locked account, or a station or pool (${body.header || "?"}) that does not serve your agency`;
+    }
+    $("#logon-error").textContent = why; $("#logon-password").focus(); return;
+  }
   const s = await api("/api/state", null, "GET");
   state.csrf = s.data.csrf;
   enter(s.data);
