@@ -429,6 +429,23 @@ def test_an_unacknowledged_hit_survives_reload_and_shows_in_every_tab_until_ackn
     second.keyboard.press("Alt+l")
 
 
+def test_a_tab_left_on_the_logon_form_joins_the_session_another_tab_logged_on(site, context):
+    """newweb 12: the second tab got "already logged on" and stayed on the logon form."""
+    waiting = context.new_page()
+    waiting.goto(site.url + "/")
+    waiting.wait_for_selector("#banner-view:not([hidden])")
+    waiting.keyboard.press("Enter")
+    waiting.wait_for_selector("#logon-view:not([hidden])")
+    page = operator(site, context, "OP0007")  # the other tab logs this browser on
+    waiting.check("input[name=console][value=investigator]")
+    waiting.fill("#logon-user", "IV0002")
+    waiting.fill("#logon-password", "anything")
+    waiting.press("#logon-password", "Enter")
+    waiting.wait_for_selector("#operator-view:not([hidden])")
+    assert waiting.inner_text("#who").startswith("OP0007 at ICS1")
+    page.keyboard.press("Alt+l")
+
+
 def test_lockout_after_five_failures(site, context):
     page = context.new_page()
     for _ in range(5):

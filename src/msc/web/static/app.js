@@ -82,6 +82,11 @@ $("#logon-form").addEventListener("submit", async (ev) => {
   if (r.status === 409 && r.data.banner) {  // the notification changed: read it again
     $("#banner-text").textContent = r.data.banner; show("banner-view"); $("#banner-ack").focus(); return;
   }
+  if (r.status === 409 && r.data.error === "already logged on") {  // another tab logged this browser on
+    const s = await api("/api/state", null, "GET");
+    state.csrf = s.data.csrf;
+    if (s.data.console) { enter(s.data); return; }
+  }
   if (!r.ok) {
     let why = r.data.error || "LOGON REFUSED";
     // The switch says E202 for every refusal (it never tells which); the page says what it may be.
