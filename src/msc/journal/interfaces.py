@@ -91,6 +91,10 @@ class JournalReader(Protocol):
     def blob(self, seq: int) -> tuple[str, bytes] | None:
         """(month, sealed bytes) of record ``seq``, or None."""
 
+    def blobs(self, seqs: Sequence[int]) -> dict[int, tuple[str, bytes]]:
+        """(month, sealed bytes) of many records at once, by sequence number; those not in the
+        journal (or in a purged month) are missing from the answer (store-and-forward's texts)."""
+
     def records(self, period: str, first_seq: int = 0, limit: int | None = None) -> Iterator[StoredRecord]:
         """A month's records with ``seq >= first_seq``, in sequence order; at most ``limit``."""
 
