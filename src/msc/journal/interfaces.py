@@ -120,6 +120,10 @@ class JournalReader(Protocol):
     def next_checkpoint(self, after: int) -> Checkpoint | None:
         """The oldest checkpoint of tree size greater than ``after`` (verification walks them)."""
 
+    def purge_seqs(self) -> dict[str, int | None]:
+        """The purge record (its sequence number) that justifies each purged month; None for a
+        month marked purged without one (the self-check reports it)."""
+
     def purged_leaf_count(self, period: str) -> int:
         """How many leaf hashes are kept of a purged month (0: none)."""
 

@@ -545,6 +545,9 @@ class PgReader:
     def purged(self) -> list[tuple[str, int, int]]:
         return [tuple(r) for r in self._fetch("SELECT period, first_seq, last_seq FROM journal_purged ORDER BY first_seq")]
 
+    def purge_seqs(self) -> dict[str, int | None]:
+        return {r[0]: r[1] for r in self._fetch("SELECT period, purge_seq FROM journal_purged")}
+
     def purged_leaf_count(self, period: str) -> int:
         r = self._fetch("SELECT sum(length(leaves)) FROM journal_purged_leaves WHERE period = $1", period)
         size = r[0][0] or 0
