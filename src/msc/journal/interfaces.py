@@ -24,9 +24,12 @@ closed with E501 exactly as for a failed fsync).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from msc.journal.schema import Checkpoint, Row, StoredRecord
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
 @runtime_checkable
@@ -73,6 +76,18 @@ class JournalWriter(Protocol):
 
     async def close(self) -> None:
         """Release the writer lock and every file or connection."""
+
+
+@runtime_checkable
+class JournalStorage(Protocol):
+    """A journal backend other than the SQLite directory (PostgreSQL: ``msc.storage.PgStorage``):
+    what :class:`msc.journal.journal.Journal` opens its writer and its readers from."""
+
+    def journal_writer(self, signing: Ed25519PrivateKey) -> JournalWriter:
+        """The journal's one writer, signing checkpoints with ``signing``; not started."""
+
+    def journal_reader(self) -> JournalReader:
+        """A new reader (the caller closes it)."""
 
 
 @runtime_checkable

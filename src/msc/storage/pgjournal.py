@@ -34,7 +34,7 @@ import hashlib
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -44,6 +44,9 @@ from msc.journal.records import META_COLUMNS, JournalError
 from msc.journal.schema import PURGE_CODE, TIMELINE_GAP_S, Checkpoint, Row, StoredRecord
 from msc.journal.writer import JournalBusy
 from msc.storage.postgres import DB_ERRORS, Blocking, PgSettings, create_schema
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 #: ``fence(conn)``: called inside every transaction that makes something durable, before it
 #: writes; raising aborts it (the lease/epoch check of issue 16 item 2 goes here).
@@ -596,3 +599,19 @@ class PgReader:
 def _reason(exc: BaseException) -> str:
     """An error's message for a log or JournalError: asyncpg's messages carry no password."""
     return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+
+
+class PgStorage:
+    """The journal on PostgreSQL as :class:`msc.journal.journal.Journal` opens it
+    (:class:`~msc.journal.interfaces.JournalStorage`): ``Journal(directory, keyring,
+    storage=PgStorage(settings, fence=…))``."""
+
+    def __init__(self, pg: PgSettings, *, fence: Fence | None = None) -> None:
+        self.pg = pg
+        self.fence = fence
+
+    def journal_writer(self, signing: Ed25519PrivateKey) -> PgWriter:
+        return PgWriter(self.pg, signing.sign, fence=self.fence)
+
+    def journal_reader(self) -> PgReader:
+        return PgReader(self.pg)
