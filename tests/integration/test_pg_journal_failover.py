@@ -7,6 +7,8 @@ is there, nothing twice, the signed checkpoints and the records verify."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from msc.journal.records import JournalError
@@ -32,6 +34,12 @@ def pair():
 async def test_kill_9_of_the_primary_loses_no_acknowledged_record(pair, tmp_path):
     primary, standby = pair
     primary.sql("CREATE DATABASE journal")
+    # asyncpg gives up on a host that answers with an error (here: no such database yet on the
+    # standby) instead of trying the next: wait until the standby has replayed the CREATE.
+    deadline = time.monotonic() + 60
+    while standby.sql("SELECT count(*) FROM pg_database WHERE datname = 'journal'") != "1":
+        assert time.monotonic() < deadline, "the standby never replayed CREATE DATABASE"
+        time.sleep(0.02)
     # the standby listed first: the URI must find the primary by its session attributes
     dsn = (f"postgresql://postgres@127.0.0.1:{standby.port},127.0.0.1:{primary.port}/journal"
            "?target_session_attrs=read-write")
