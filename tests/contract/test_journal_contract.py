@@ -91,6 +91,9 @@ async def test_commits_are_durable_in_order_and_read_back_exactly(journal_backen
     assert reader.period_range(period(NOV)) == (1, 30)
     assert reader.blob(7) == (period(NOV), batch[6].blob)
     assert reader.blob(31) is None
+    # many at once (store-and-forward reads outputs' texts in batches): absent ones are left out
+    assert reader.blobs([7, 3, 31, 7, 0]) == {3: (period(NOV), batch[2].blob), 7: (period(NOV), batch[6].blob)}
+    assert reader.blobs([]) == {}
 
 
 # Batches that do not continue the journal: each is refused, nothing of it is written, and the
@@ -114,6 +117,7 @@ async def test_a_batch_across_a_month_end_lands_in_both_months(writer, reader):
     assert reader.find_period(2) == period(NOV)
     assert reader.find_period(3) == period(DEC)
     assert reader.find_period(5) is None
+    assert reader.blobs([1, 4, 5]) == {1: (period(NOV), batch[0].blob), 4: (period(DEC), batch[3].blob)}
 
 
 async def test_checkpoints_sign_the_merkle_root_of_everything_committed(journal_backend, signing, reader):

@@ -129,3 +129,45 @@ async def test_an_evidence_bundle_exported_from_any_backend_verifies(journal_bac
     said = io.StringIO()
     assert bundle_verifier.verify_bundle(str(out), said, key=public) == bundle_verifier.EXIT_OK, said.getvalue()
     assert "2 record(s) verified" in said.getvalue()
+
+
+# -- the start-up self-check (msc.journal.selfcheck) reads through the interface too -----------
+
+def _self_check(backend, keyring):
+    from msc.journal.selfcheck import check
+
+    r = backend.journal_reader()
+    try:
+        return check(r, keyring, name=NAME, mark=None)
+    finally:
+        r.close()
+
+
+async def test_the_self_check_passes_an_intact_journal_on_every_backend(journal_backend, keyring):
+    await _journal(journal_backend, keyring, checkpoint_at=(6, 10))
+    res = _self_check(journal_backend, keyring)
+    assert res.ok, res.problems
+    assert (res.last_seq, res.checkpoint_size, res.records_checked, res.months) == (10, 10, 10, 2)
+
+
+@pytest.mark.parametrize("how, seq", [("relabel", 3), ("flip-a-byte", 4), ("blob-as-text", 4), ("delete", 5),
+                                      ("swap-blobs", 2), ("delete-tail", 9)])
+async def test_the_self_check_refuses_an_altered_journal_on_every_backend(journal_backend, keyring, how, seq):
+    await _journal(journal_backend, keyring, checkpoint_at=(6, 10))
+    journal_backend.tamper(how, seq)
+    res = _self_check(journal_backend, keyring)
+    assert not res.ok
+    assert {p.kind for p in res.problems} & {"tampered", "truncated"}, res.problems
+
+
+async def test_the_self_check_refuses_a_month_purged_without_proof_on_every_backend(journal_backend, keyring):
+    """Record 9 is an ordinary record, not a purge record: November's purge is not justified."""
+    await _journal(journal_backend, keyring, checkpoint_at=(6, 10))
+    w = journal_backend.journal_writer(keyring.signing_key())
+    await w.start()
+    assert await w.purge_period(period(NOV), 9) == (1, 6)
+    await w.delete_partition(period(NOV))
+    await w.close()
+    res = _self_check(journal_backend, keyring)
+    assert [p.seq for p in res.problems] == [9], res.problems
+    assert "no proof" in res.problems[0].text

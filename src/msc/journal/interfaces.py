@@ -24,9 +24,12 @@ closed with E501 exactly as for a failed fsync).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from msc.journal.schema import Checkpoint, Row, StoredRecord
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
 @runtime_checkable
@@ -76,6 +79,18 @@ class JournalWriter(Protocol):
 
 
 @runtime_checkable
+class JournalStorage(Protocol):
+    """A journal backend other than the SQLite directory (PostgreSQL: ``msc.storage.PgStorage``):
+    what :class:`msc.journal.journal.Journal` opens its writer and its readers from."""
+
+    def journal_writer(self, signing: Ed25519PrivateKey) -> JournalWriter:
+        """The journal's one writer, signing checkpoints with ``signing``; not started."""
+
+    def journal_reader(self) -> JournalReader:
+        """A new reader (the caller closes it)."""
+
+
+@runtime_checkable
 class JournalReader(Protocol):
     """Read-only view of a journal. Blocking; safe to use from one worker thread at a time."""
 
@@ -90,6 +105,10 @@ class JournalReader(Protocol):
 
     def blob(self, seq: int) -> tuple[str, bytes] | None:
         """(month, sealed bytes) of record ``seq``, or None."""
+
+    def blobs(self, seqs: Sequence[int]) -> dict[int, tuple[str, bytes]]:
+        """(month, sealed bytes) of many records at once, by sequence number; those not in the
+        journal (or in a purged month) are missing from the answer (store-and-forward's texts)."""
 
     def records(self, period: str, first_seq: int = 0, limit: int | None = None) -> Iterator[StoredRecord]:
         """A month's records with ``seq >= first_seq``, in sequence order; at most ``limit``."""
@@ -115,6 +134,10 @@ class JournalReader(Protocol):
 
     def next_checkpoint(self, after: int) -> Checkpoint | None:
         """The oldest checkpoint of tree size greater than ``after`` (verification walks them)."""
+
+    def purge_seqs(self) -> dict[str, int | None]:
+        """The purge record (its sequence number) that justifies each purged month; None for a
+        month marked purged without one (the self-check reports it)."""
 
     def purged_leaf_count(self, period: str) -> int:
         """How many leaf hashes are kept of a purged month (0: none)."""

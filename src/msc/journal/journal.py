@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from msc.journal.highwater import HighWater, default_path
-from msc.journal.interfaces import JournalWriter
+from msc.journal.interfaces import JournalStorage, JournalWriter
 from msc.journal.records import Entry, JournalError, Kind, entry_columns, seal
 from msc.journal.recovery import finish_key_destruction
 from msc.journal.retention import MIN_RETENTION_DAYS, PurgeRefused, month_expired, purge  # noqa: F401 (re-exported)
@@ -73,6 +73,7 @@ class Journal:
         high_water: Path | None = None,
         prior_evidence: Sequence[str] = (),
         accept: tuple[str, str | None] | None = None,
+        storage: JournalStorage | None = None,
     ) -> None:
         """``writer``: "process" (the daemon: a child process owns the files, no GIL waits on
         the commit path) or "thread" (a worker thread; short-lived CLI use).
@@ -83,7 +84,14 @@ class Journal:
         administrator) — an administrator accepts what the self-check found (``msc journal
         accept``): records lost above the last checkpoint, or no journal where one existed.
         ``on_integrity(text)``: the journal found itself altered while running (fail closed).
+        ``storage``: a backend other than the SQLite files in ``directory`` (PostgreSQL,
+        :class:`msc.journal.interfaces.JournalStorage`): the writer, the start-up self-check and
+        the texts of stored outputs go through it; there is no high-water mark file (the
+        database is the record of its own end). The switch's restart read-backs
+        (``unanswered_requests``, ``open_answers``, ``refused_answers``,
+        ``output_records_since``) are SQLite-only yet and refuse with a storage.
         """
+        self.storage = storage
         self.dir = directory
         self.writer_kind = writer
         self.synchronous = synchronous
@@ -145,7 +153,9 @@ class Journal:
         loop = asyncio.get_running_loop()
         signing = await asyncio.to_thread(self.keyring.signing_key)
         self._signing = signing
-        if self.writer_kind == "process":
+        if self.storage is not None:
+            self.writer = self.storage.journal_writer(signing)
+        elif self.writer_kind == "process":
             from cryptography.hazmat.primitives import serialization
 
             from msc.journal.writerproc import WriterProcess
@@ -168,7 +178,7 @@ class Journal:
         self._since_checkpoint = self.writer.last_seq - self.tree_size
         self._last_checkpoint_mono = time.monotonic()
         await loop.run_in_executor(None, self.prepare_keys)
-        await asyncio.to_thread(finish_key_destruction, self.dir, self.keyring)
+        await asyncio.to_thread(self._with_reader, lambda src: finish_key_destruction(src, self.keyring))
         if self.writer.journal_id:
             await asyncio.to_thread(self.keyring.register_journal, self.writer.journal_id)
         self._task = asyncio.create_task(self._run(), name="journal-writer")
@@ -181,9 +191,10 @@ class Journal:
 
     def _self_check(self) -> None:
         """JOURNAL.md "Start-up self-check": refuse to append to a journal that is not sound."""
-        mark = self._hwm.read()
-        res = check(self.dir, self.keyring, name=self.name, mark=mark, mark_path=self._hwm.path,
-                    journal_id=self.writer.journal_id, prior_evidence=self._prior_evidence, now=self._clock())
+        mark = self._hwm.read() if self.storage is None else None
+        res = self._with_reader(lambda src: check(
+            src, self.keyring, name=self.name, mark=mark, mark_path=self._hwm.path, journal_id=self.writer.journal_id,
+            prior_evidence=self._prior_evidence, now=self._clock()))
         self.selfcheck = res
         if res.ok:
             return
@@ -407,25 +418,47 @@ class Journal:
         """Texts of committed records (read connections in a worker thread, never the writer)."""
         from msc.journal.search import texts
 
-        return await asyncio.to_thread(texts, self.dir, self.keyring, seqs)
+        return await asyncio.to_thread(self._with_reader, lambda src: texts(src, self.keyring, seqs))
+
+    def _with_reader(self, fn):
+        """``fn(source)``: the journal directory (SQLite), or a reader of the storage, closed after."""
+        if self.storage is None:
+            return fn(self.dir)
+        reader = self.storage.journal_reader()
+        try:
+            return fn(reader)
+        finally:
+            reader.close()
+
+    def _sqlite_only(self, what: str) -> None:
+        if self.storage is not None:
+            raise JournalError(f"{what} is not implemented on this storage backend yet (ARCHITECTURE.md)")
 
     async def unanswered_requests(self, window_s: float, up_to: int | None = None) -> list:
         from msc.journal.search import unanswered_requests
+
+        self._sqlite_only("unanswered_requests")
 
         return await asyncio.to_thread(unanswered_requests, self.dir, self.keyring, window_s, up_to=up_to)
 
     async def open_answers(self, windows: dict[str, float], up_to: int | None = None) -> list:
         from msc.journal.search import open_answers
 
+        self._sqlite_only("open_answers")
+
         return await asyncio.to_thread(open_answers, self.dir, self.keyring, windows, up_to=up_to)
 
     async def refused_answers(self, since_seq: int) -> set[str]:
         from msc.journal.search import refused_answers
 
+        self._sqlite_only("refused_answers")
+
         return await asyncio.to_thread(refused_answers, self.dir, since_seq)
 
     async def output_records_since(self, since: int) -> list[tuple]:
         from msc.journal.search import output_records_since
+
+        self._sqlite_only("output_records_since")
 
         return await asyncio.to_thread(lambda: list(output_records_since(self.dir, since)))
 

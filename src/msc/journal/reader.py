@@ -22,6 +22,7 @@ from msc.journal.schema import (
     list_partitions,
     load_checkpoints,
     load_gaps,
+    load_purge_seqs,
     load_purged,
     partition_path,
 )
@@ -186,6 +187,9 @@ class Reader:
             return Checkpoint(*row) if row else None
 
         return self._with_meta(first, None)
+
+    def purge_seqs(self) -> dict[str, int | None]:
+        return self._with_meta(load_purge_seqs, {})
 
     def purged_leaf_count(self, period: str) -> int:
         """How many leaf hashes the month's ``.leaves`` file holds (0: no file). A file whose

@@ -52,15 +52,17 @@ def rebuild_frontier(directory: Path, conn_of: ConnOf, cp: Checkpoint | None, pe
     return f
 
 
-def finish_key_destruction(directory: Path, keyring) -> None:
-    """A purge that stopped between marking a month purged and destroying its key: finish it."""
+def finish_key_destruction(source, keyring) -> None:
+    """A purge that stopped between marking a month purged and destroying its key: finish it.
+    ``source``: a SQLite journal directory or any backend's reader (the caller's to close)."""
     from msc.journal.reader import Reader
 
-    reader = Reader(directory)
+    reader = Reader(source) if isinstance(source, Path) else source
     try:
         purged = [p for p, _f, _l in reader.purged()]
     finally:
-        reader.close()
+        if isinstance(source, Path):
+            reader.close()
     for period in purged:
         if keyring.period(period, create=False) is not None:
             keyring.destroy_period(period)

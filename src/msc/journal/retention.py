@@ -34,7 +34,6 @@ import contextlib
 import datetime as dt
 import hashlib
 import re
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +46,7 @@ from msc.journal.schema import PURGE_CODE as PURGE_CODE  # the rules' constants 
 from msc.journal.schema import TIMELINE_GAP_S as TIMELINE_GAP_S
 
 if TYPE_CHECKING:
-    from msc.journal.reader import Reader
+    from msc.journal.interfaces import JournalReader
     from msc.keyring import KeyRing, PeriodKeys
 
 MIN_RETENTION_DAYS = 1096  # PPP §1.7.1 A: three years
@@ -259,38 +258,25 @@ def judge(claim: PurgeClaim, period: str, first: int, last: int, gaps: Sequence[
     return None
 
 
-def kept_blob(meta: sqlite3.Connection, seq: int) -> bytes | None:
-    """The sealed bytes of a purge record whose own month was purged (kept in meta.db)."""
-    try:
-        row = meta.execute("SELECT blob FROM kept WHERE seq = ?", (seq,)).fetchone()
-    except sqlite3.OperationalError:
-        return None
-    return row[0] if row else None
-
-
-def leaf_of_purged(directory: Path, purged: Sequence[tuple[str, int, int]], seq: int) -> bytes | None:
-    from msc.journal.schema import read_leaves_file
-
+def leaf_of_purged(reader: JournalReader, purged: Sequence[tuple[str, int, int]], seq: int) -> bytes | None:
+    """The kept leaf hash of record ``seq`` of a purged month, or None."""
     for period, first, last in purged:
         if first <= seq <= last:
-            try:
-                data = read_leaves_file(directory, period)
-            except OSError:
-                return None
-            return data[(seq - first) * 32 : (seq - first + 1) * 32]
+            leaf = reader.purged_leaves(period, seq - first, 1)
+            return leaf if len(leaf) == 32 else None
     return None
 
 
-def check_purge_evidence(directory: Path, reader: Reader, meta: sqlite3.Connection | None, keyring: KeyRing,
-                         purged: Sequence[tuple[str, int, int]], *, signed_size: int) -> list[tuple[int | None, str]]:
-    """The start-up check of every purged month's proof (by the ``purge_seq`` meta.db points at;
-    the full walk in ``msc journal verify`` finds the records itself). Returns (seq, problem)s."""
-    from msc.journal.schema import load_purge_seqs
-
+def check_purge_evidence(reader: JournalReader, keyring: KeyRing, purged: Sequence[tuple[str, int, int]], *,
+                         signed_size: int) -> list[tuple[int | None, str]]:
+    """The start-up check of every purged month's proof (by the purge record each purged month
+    points at; the full walk in ``msc journal verify`` finds the records itself), through the
+    reader interface (any backend). Returns (seq, problem)s."""
     problems: list[tuple[int | None, str]] = []
-    if not purged or meta is None:  # (no meta.db: nothing is marked purged)
+    if not purged:
         return problems
-    seqs = load_purge_seqs(meta)
+    seqs = reader.purge_seqs()
+    kept: dict[int, bytes] | None = None
     for period, first, last in purged:
         seq = seqs.get(period)
         if seq is None:
@@ -303,14 +289,17 @@ def check_purge_evidence(directory: Path, reader: Reader, meta: sqlite3.Connecti
         blob: bytes | None
         if found is not None:
             blob = found[1]
-            stored = reader.conn(found[0]).execute("SELECT leaf FROM records WHERE seq = ?", (seq,)).fetchone()[0]
+            stored = next(iter(reader.records(found[0], seq, 1)), None)
             keys = keyring.period(found[0], create=False)
-            if hashlib.sha256(b"\x00" + blob).digest() != stored or not _authentic(keys, blob):
+            if (stored is None or stored.seq != seq or hashlib.sha256(b"\x00" + blob).digest() != stored.leaf
+                    or not _authentic(keys, blob)):
                 problems.append((seq, f"the purge record of {period} was modified or forged"))
                 continue
         else:
-            blob = kept_blob(meta, seq)
-            leaf = leaf_of_purged(directory, purged, seq)
+            if kept is None:
+                kept = reader.kept()
+            blob = kept.get(seq)
+            leaf = leaf_of_purged(reader, purged, seq)
             if blob is None or leaf is None or hashlib.sha256(b"\x00" + blob).digest() != leaf:
                 problems.append((seq, f"month {period} is marked purged, but its purge record (seq {seq}) is missing or altered"))
                 continue

@@ -144,11 +144,11 @@ def output_records_since(directory: Path, since: int) -> Iterator[tuple[int, int
         reader.close()
 
 
-def texts(directory: Path, keyring: KeyRing, seqs: list[int]) -> dict[int, str]:
+def texts(source: Path | JournalReader, keyring: KeyRing, seqs: list[int]) -> dict[int, str]:
     """Decrypted message texts by sequence number (redelivery of stored outputs, read back in
     batches: one query per partition). A record not found, or in a month whose key was
-    destroyed, is missing from the answer."""
-    reader = Reader(directory)
+    destroyed, is missing from the answer. ``source`` as for :func:`search`."""
+    reader: JournalReader = Reader(source) if isinstance(source, Path) else source
     try:
         out: dict[int, str] = {}
         for seq, (period, blob) in reader.blobs(seqs).items():
@@ -159,7 +159,8 @@ def texts(directory: Path, keyring: KeyRing, seqs: list[int]) -> dict[int, str]:
             out[seq] = to_record(sealed.meta, open_sealed(keys.aead, sealed)).text
         return out
     finally:
-        reader.close()
+        if isinstance(source, Path):
+            reader.close()
 
 
 def refused_answers(directory: Path, since_seq: int) -> set[str]:

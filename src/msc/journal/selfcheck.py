@@ -26,7 +26,7 @@ import datetime as dt
 import hashlib
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,10 +34,11 @@ from cryptography.exceptions import InvalidSignature
 
 from msc.journal.bundle_verifier import checkpoint_message
 from msc.journal.highwater import Mark
+from msc.journal.interfaces import JournalReader
 from msc.journal.merkle import Frontier
 from msc.journal.reader import Reader
 from msc.journal.records import JournalError
-from msc.journal.schema import COLUMNS, Checkpoint, last_checkpoint, load_purged, read_leaves_file
+from msc.journal.schema import Checkpoint
 from msc.keyring import KeyError_, KeyRing
 
 #: Problems an administrator may accept with ``msc journal accept`` by continuing the journal
@@ -94,19 +95,20 @@ class JournalRefused(JournalError):
                          "see JOURNAL.md \"Start-up self-check\" (`msc journal accept` once the cause is known)")
 
 
-def check(directory: Path, keyring: KeyRing, *, name: str, mark: Mark | None, mark_path: Path | None = None,
-          journal_id: str | None = None, prior_evidence: tuple[str, ...] = (), now: float | None = None) -> SelfCheck:
-    """Check the journal in ``directory`` (see the module docstring). Never raises for what it
-    finds: every finding is a :class:`Problem` in the result."""
+def check(source: Path | JournalReader, keyring: KeyRing, *, name: str, mark: Mark | None,
+          mark_path: Path | None = None, journal_id: str | None = None, prior_evidence: tuple[str, ...] = (),
+          now: float | None = None) -> SelfCheck:
+    """Check the journal (see the module docstring): a SQLite journal directory, or any backend's
+    :class:`~msc.journal.interfaces.JournalReader` (the caller's to close) — it reads through the
+    reader interface only. Never raises for what it finds: every finding is a :class:`Problem`."""
     t0 = time.perf_counter()
     res = SelfCheck()
-    reader = Reader(directory)
-    meta = reader.meta()
+    reader: JournalReader = Reader(source) if isinstance(source, Path) else source
     try:
-        purged = load_purged(meta) if meta else []
-        cp = last_checkpoint(meta) if meta else None
+        purged = reader.purged()
+        cp = reader.last_checkpoint()
         res.checkpoint_size = cp.tree_size if cp else 0
-        last = _chain(directory, reader, purged, res)
+        last = _chain(reader, purged, res)
         res.last_seq = last
         if last == 0:
             if cp is not None or purged:
@@ -123,33 +125,28 @@ def check(directory: Path, keyring: KeyRing, *, name: str, mark: Mark | None, ma
         if cp is not None:
             _check_checkpoint(res, keyring, name, cp, last)
         if not any(p.kind in ("tampered", "truncated") for p in res.problems):
-            _check_tail(res, directory, reader, meta, keyring, name, purged, cp, last)
+            _check_tail(res, reader, keyring, name, purged, cp, last)
         from msc.journal.retention import check_purge_evidence
 
-        for problem in check_purge_evidence(directory, reader, meta, keyring, purged, signed_size=res.checkpoint_size):
+        for problem in check_purge_evidence(reader, keyring, purged, signed_size=res.checkpoint_size):
             res.problems.append(Problem("tampered", problem[0], problem[1]))
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, JournalError) as exc:
         res.problems.append(Problem("tampered", None, f"a journal file is unreadable: {exc}"))
     finally:
-        if meta is not None:
-            meta.close()
-        reader.close()
+        if isinstance(source, Path):
+            reader.close()
         res.seconds = time.perf_counter() - t0
     return res
 
 
-def _chain(directory: Path, reader: Reader, purged: Sequence[tuple[str, int, int]], res: SelfCheck) -> int:
+def _chain(reader: JournalReader, purged: Sequence[tuple[str, int, int]], res: SelfCheck) -> int:
     """Sequence numbers run 1.. without a gap across purged months and partitions; the last one."""
     expected = 1
     for period, first, last in purged:
         res.purged_months += 1
         if first != expected:
             res.problems.append(Problem("tampered", expected, f"purged month {period} starts at {first}, expected {expected}"))
-        try:
-            size = (directory / f"{period}.leaves").stat().st_size
-        except OSError:
-            size = -1
-        if size != (last - first + 1) * 32:
+        if reader.purged_leaf_count(period) != last - first + 1:
             res.problems.append(Problem("tampered", first, f"the kept leaf hashes of purged month {period} are missing or incomplete"))
         expected = last + 1
     for period in reader.periods():
@@ -232,14 +229,14 @@ def _check_checkpoint(res: SelfCheck, keyring: KeyRing, name: str, cp: Checkpoin
                                     f"{cp.tree_size}: records were removed from the tail"))
 
 
-def _check_tail(res: SelfCheck, directory: Path, reader: Reader, meta: sqlite3.Connection | None, keyring: KeyRing,
-                name: str, purged: Sequence[tuple[str, int, int]], cp: Checkpoint | None, last: int) -> None:
+def _check_tail(res: SelfCheck, reader: JournalReader, keyring: KeyRing, name: str,
+                purged: Sequence[tuple[str, int, int]], cp: Checkpoint | None, last: int) -> None:
     """Every record from a signed checkpoint at least :data:`RECORDS_BELOW` records before the
     last one, to the end: each record in full, and the tree they build against every signed
     checkpoint on the way (so the newest signed records are proven too, not only the unsigned tail)."""
     from msc.journal.verify import check_record
 
-    base = last_checkpoint(meta, max(0, cp.tree_size - RECORDS_BELOW)) if cp is not None and meta is not None else None
+    base = reader.last_checkpoint(max(0, cp.tree_size - RECORDS_BELOW)) if cp is not None else None
     if base is not None and cp is not None and base.tree_size < cp.tree_size:
         if not _signed(keyring, name, base) or _root_of(base) != base.root:
             res.problems.append(Problem("tampered", base.tree_size, f"the checkpoint at tree size {base.tree_size} "
@@ -251,8 +248,12 @@ def _check_tail(res: SelfCheck, directory: Path, reader: Reader, meta: sqlite3.C
         base = cp
     start = base.tree_size if base is not None else 0
     frontier = Frontier.from_bytes(base.tree_size, base.frontier) if base is not None else Frontier()
-    signed = iter(meta.execute("SELECT tree_size, root, ts, signature FROM checkpoints WHERE tree_size > ? "
-                               "ORDER BY tree_size", (start,)).fetchall() if meta is not None else [])
+    def checkpoints_after(size: int) -> Iterator[tuple[int, bytes, int, bytes]]:
+        while (nxt := reader.next_checkpoint(size)) is not None:
+            yield nxt.tree_size, nxt.root, nxt.ts, nxt.signature
+            size = nxt.tree_size
+
+    signed = checkpoints_after(start)
     pending = next(signed, None)
     public = keyring.public_key()
 
@@ -277,11 +278,17 @@ def _check_tail(res: SelfCheck, directory: Path, reader: Reader, meta: sqlite3.C
     for period, first, plast in purged:  # a purged month inside the span (rare): its kept leaves
         if plast <= start:
             continue
-        data = read_leaves_file(directory, period)
-        for i in range(max(first, start + 1), plast + 1):
-            frontier.append(data[(i - first) * 32 : (i - first + 1) * 32])
-            if not reached():
+        i = max(first, start + 1)
+        while i <= plast:
+            data = reader.purged_leaves(period, i - first, min(65536, plast - i + 1))
+            if not data:
+                res.problems.append(Problem("tampered", i, f"the kept leaf hashes of purged month {period} end before {i}"))
                 return
+            for k in range(len(data) // 32):
+                frontier.append(data[k * 32 : (k + 1) * 32])
+                i += 1
+                if not reached():
+                    return
         start = plast
     expected = start + 1
     for period in reader.periods():
@@ -292,13 +299,16 @@ def _check_tail(res: SelfCheck, directory: Path, reader: Reader, meta: sqlite3.C
         if keys is None:
             res.problems.append(Problem("tampered", expected, f"the key of {period} was destroyed but its partition is present"))
             return
-        rows = reader.conn(period).execute(f"SELECT {', '.join(COLUMNS)}, blob, leaf FROM records WHERE seq >= ? "
-                                           "ORDER BY seq", (expected,))
-        for row in rows:
+        for rec in reader.records(period, expected):
+            row = rec.values
             if row[0] != expected:
                 res.problems.append(Problem("tampered", expected, f"record {expected} is missing (found {row[0]})"))
                 return
-            blob, stored = row[-2], row[-1]
+            blob, stored = rec.blob, rec.leaf
+            if not isinstance(blob, bytes) or not isinstance(stored, bytes):
+                res.problems.append(Problem("tampered", expected, "record bytes or leaf hash are not a byte string "
+                                            "(modified)"))
+                return
             leaf = hashlib.sha256(b"\x00" + blob).digest()
             bad = check_record(row, blob, leaf, stored, period, keys)
             if bad:

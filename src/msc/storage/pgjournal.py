@@ -34,7 +34,7 @@ import hashlib
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -44,6 +44,9 @@ from msc.journal.records import META_COLUMNS, JournalError
 from msc.journal.schema import PURGE_CODE, TIMELINE_GAP_S, Checkpoint, Row, StoredRecord
 from msc.journal.writer import JournalBusy
 from msc.storage.postgres import DB_ERRORS, Blocking, PgSettings, create_schema
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 #: ``fence(conn)``: called inside every transaction that makes something durable, before it
 #: writes; raising aborts it (the lease/epoch check of issue 16 item 2 goes here).
@@ -126,8 +129,12 @@ _INSERT_RECORDS = (
     f"SELECT * FROM unnest($1::text[], "
     + ", ".join(f"${i + 2}::{_TYPES.get(c, 'text')}[]" for i, c in enumerate(COLS))
     + f", ${len(COLS) + 2}::bytea[], ${len(COLS) + 3}::bytea[])")
-_INSERT_TOKENS = ("INSERT INTO journal_tokens(period, seq, token) SELECT * FROM unnest($1::text[], $2::bigint[], "
-                  "$3::bytea[]) ON CONFLICT DO NOTHING")
+#: Records and their tokens in one statement (one round trip instead of two): the records'
+#: INSERT is a data-modifying CTE, which PostgreSQL always runs to completion.
+_N = len(COLS) + 3
+_INSERT_BATCH = (f"WITH r AS ({_INSERT_RECORDS}) "
+                 f"INSERT INTO journal_tokens(period, seq, token) SELECT * FROM unnest(${_N + 1}::text[], "
+                 f"${_N + 2}::bigint[], ${_N + 3}::bytea[]) ON CONFLICT DO NOTHING")
 _LIVE = "period NOT IN (SELECT period FROM journal_purged)"
 
 
@@ -325,10 +332,8 @@ class PgWriter:
         tokens = [(r.period, r.seq, t) for r in rows for t in r.tokens]
 
         async def work(conn: asyncpg.Connection) -> None:
-            await conn.execute(_INSERT_RECORDS, *columns)
-            if tokens:
-                await conn.execute(_INSERT_TOKENS, [t[0] for t in tokens], [t[1] for t in tokens],
-                                   [t[2] for t in tokens])
+            await conn.execute(_INSERT_BATCH, *columns, [t[0] for t in tokens], [t[1] for t in tokens],
+                               [t[2] for t in tokens])
             if gap is not None:
                 await conn.execute("INSERT INTO journal_gaps(seq, from_ts, to_ts) VALUES ($1, $2, $3) "
                                    "ON CONFLICT (seq) DO NOTHING", *gap)
@@ -543,6 +548,9 @@ class PgReader:
     def purged(self) -> list[tuple[str, int, int]]:
         return [tuple(r) for r in self._fetch("SELECT period, first_seq, last_seq FROM journal_purged ORDER BY first_seq")]
 
+    def purge_seqs(self) -> dict[str, int | None]:
+        return {r[0]: r[1] for r in self._fetch("SELECT period, purge_seq FROM journal_purged")}
+
     def purged_leaf_count(self, period: str) -> int:
         r = self._fetch("SELECT sum(length(leaves)) FROM journal_purged_leaves WHERE period = $1", period)
         size = r[0][0] or 0
@@ -591,3 +599,19 @@ class PgReader:
 def _reason(exc: BaseException) -> str:
     """An error's message for a log or JournalError: asyncpg's messages carry no password."""
     return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+
+
+class PgStorage:
+    """The journal on PostgreSQL as :class:`msc.journal.journal.Journal` opens it
+    (:class:`~msc.journal.interfaces.JournalStorage`): ``Journal(directory, keyring,
+    storage=PgStorage(settings, fence=…))``."""
+
+    def __init__(self, pg: PgSettings, *, fence: Fence | None = None) -> None:
+        self.pg = pg
+        self.fence = fence
+
+    def journal_writer(self, signing: Ed25519PrivateKey) -> PgWriter:
+        return PgWriter(self.pg, signing.sign, fence=self.fence)
+
+    def journal_reader(self) -> PgReader:
+        return PgReader(self.pg)

@@ -1,7 +1,7 @@
 """Connecting to PostgreSQL, and running its asyncio client for blocking callers.
 
 The client is asyncpg (chosen by measurement: ``bench/pg_client_bench.py``, 2-4x less client CPU
-per record than psycopg 3 for every method; notes in PERFORMANCE.md). It parses libpq's URI form
+per record than psycopg 3 for every method; bench/results/pg-client-20261130-125319.md). It parses libpq's URI form
 of a connection string — several hosts, ``target_session_attrs=read-write`` to find the primary,
 ``passfile=`` — but not libpq's ``key=value`` form, so ``[storage] dsn`` is a URI
 (:func:`msc.config.validate.dsn_problems`).
