@@ -236,7 +236,7 @@ async def warm_up(sw: Switch) -> None:
 
 async def settle_rss(pid: int, seconds: float = 7.0) -> float:
     """RSS ``seconds`` from now: the switch looks every 5 s whether a burst left freed memory to
-    give back (msc.ops.memory), so a figure taken sooner may not include it."""
+    give back (msc.memory), so a figure taken sooner may not include it."""
     await asyncio.sleep(seconds)
     return rss_mb(pid)
 

@@ -223,3 +223,14 @@ async def test_an_upstream_burst_waits_in_the_upstream_not_in_msc(harness, max_i
     ics1 = await harness.operator("ICS1", "TS0001")
     assert (await ics1.send("ICS1P.QV.CA0130000.LIC/AFTER")).type == "A"
     assert (await ics1.output()).text.startswith("ICS1P.")
+
+
+async def test_the_journal_writer_process_memory_is_a_metric(harness):
+    """probe14 case 7: the writer process's resident size is watched (its own process metrics,
+    beside msc serve's process_resident_memory_bytes)."""
+    stub = await harness.start_stub()
+    sw = await harness.start_switch()
+    await harness.wait_upstream()
+    assert metric(sw, "msc_journal_writer_process_resident_memory_bytes") > 0
+    assert metric(sw, "msc_journal_writer_process_start_time_seconds") > 0
+    assert tally(await stub.burst(5, "ICS1.AM.CA0130000.TXT HELLO")) == {"A": 5}

@@ -231,3 +231,60 @@ async def test_a_flood_of_pending_connections_does_not_evict_an_operator_typing_
     assert sum(c.closed.done() for c in flood) >= evicted - 1
     for c in flood:
         c.close()
+
+
+# -- 5. a known account from a new address while guessers rotate addresses --------------------------
+
+#: The user IDs a logon flood from rotating addresses guesses at (probe14 case 4).
+GUESSED = [
+    ("random unknown IDs", lambda i: f"ZQ{i:04d}"),
+    ("a real account that has not logged on", lambda i: "EC0001"),
+    ("another account that logged on recently", lambda i: "TS0001"),
+    ("a mix", lambda i: ("ZQ0001", "EC0001", "TS0001")[i % 3]),
+]
+
+
+@pytest.mark.parametrize("name, guess", GUESSED, ids=[g[0] for g in GUESSED])
+async def test_a_known_account_logs_on_from_a_new_address_through_a_rotating_logon_flood(harness, name, guess):
+    """No queue (logon_queue = 0): a logon that finds no check slot for its rank is refused
+    E307 LOGON BUSY at once. The guessers keep the one slot for unknown ranks busy; the
+    operator's account logged on earlier, so from a terminal it never used it ranks with the
+    known addresses and gets the slot kept for them (before: refused, as the probe saw)."""
+    sw = await harness.start_switch(password_cost=14, listener_extra="max_pending_per_address = 100",
+                                    switch_extra="max_logon_checks = 2\nlogon_queue = 0\nlogon_wait_s = 30")
+    # Both accounts logged on earlier today (from the office's address).
+    for header, user in (("ECMDT", "EC0002"), ("ICS1", "TS0001")):
+        c = await harness.operator(header, user)
+        c.close()
+        await c.wait_closed()
+
+    async def connect(source: str) -> WireClient:
+        r, w = await asyncio.open_connection("127.0.0.1", harness.port, local_addr=(source, 0))
+        c = WireClient(r, w)
+        await c.banner()
+        return c
+
+    stop = asyncio.Event()
+
+    checked = []
+
+    async def guesser(i: int) -> None:
+        c = await connect(f"127.0.10.{i + 2}")
+        k = 0
+        while not stop.is_set() and not c.closed.done():
+            checked.append((await c.logon("ECMDT", guess(i), f"guess {i} {k}")).code == "E202")
+            k += 1
+        c.close()
+
+    flood = [asyncio.ensure_future(guesser(i)) for i in range(30)]
+    # Contended, and past the flood's first checked guesses (the first guess at a known account
+    # ranks with the known, once).
+    await eventually(lambda: metric(sw, "msc_logon_throttled_total", reason="queue") > 0 and sum(checked) >= 3)
+    answers = []
+    for n in range(5):
+        operator = await connect(f"127.0.3.{7 + n}")  # a terminal it has never used
+        answers.append(await operator.logon("ECMDT", "EC0002", PASSWORD))
+        operator.close()
+    stop.set()
+    await asyncio.gather(*flood, return_exceptions=True)
+    assert [a.type for a in answers] == ["A"] * 5, answers

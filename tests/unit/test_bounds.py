@@ -325,6 +325,46 @@ def test_known_addresses_and_clean_ones_come_first():
     assert a.priority("office", 1.0) < a.priority("new", 1.0) < a.priority("guesser", 1.0)
 
 
+#: (what happened before, as (address, user, outcome) with outcome "ok" / "fail" / "busy" /
+#: "pending" (its check not answered yet); the logon to rank (address, user); does it rank with
+#: the known addresses?)
+ACCOUNT_RANKS = [
+    ([("office", "EC0001", "ok")], ("10.9.9.9", "EC0001"), True),  # known account, new address
+    ([], ("10.9.9.9", "EC0001"), False),  # never logged on
+    ([("office", "EC0001", "ok"), ("10.7.7.7", "EC0001", "fail")], ("10.9.9.9", "EC0001"), False),  # a failure since
+    ([("office", "EC0001", "ok"), ("10.7.7.7", "EC0001", "pending")], ("10.9.9.9", "EC0001"), False),  # a guess under way
+    ([("office", "EC0001", "ok"), ("10.7.7.7", "EC0001", "busy")], ("10.9.9.9", "EC0001"), True),  # not checked: no mark
+    ([("office", "EC0001", "ok"), ("10.7.7.7", "EC0001", "fail"), ("office", "EC0001", "ok")],
+     ("10.9.9.9", "EC0001"), True),  # a success clears it
+    ([("office", "EC0001", "ok")], ("10.9.9.9", "ZZTOP1"), False),  # another (unknown) account
+    ([("office", "EC0001", "ok")], ("office", "ZZTOP1"), True),  # a known address ranks first anyway
+]
+
+
+@pytest.mark.parametrize("before, logon, known", ACCOUNT_RANKS)
+def test_a_known_account_with_a_clean_record_ranks_first_from_a_new_address(before, logon, known):
+    a = AddressAttempts(limit=10, window_s=60)
+    for src, user, outcome in before:
+        assert a.reserve(src, 0.0)
+        a.attempt_account(user, 0.0)
+        if outcome == "ok":
+            a.succeeded(src, 0.0, user)
+        elif outcome == "busy":
+            a.release(src)
+            a.release_account(user)
+    assert (a.priority(logon[0], 1.0, logon[1])[0] == 0) is known
+
+
+def test_a_known_accounts_rank_lapses_and_the_account_table_is_bounded():
+    a = AddressAttempts(limit=10, window_s=60, max_tracked=3)
+    a.succeeded("office", 0.0, "EC0001")
+    assert a.account_known("EC0001", 12 * 3600.0 - 1) and not a.account_known("EC0001", 12 * 3600.0 + 1)
+    for i in range(5):
+        a.succeeded(f"o{i}", 0.0, f"U{i}")
+    assert not a.account_known("EC0001", 1.0)  # forgotten (least recently seen first)
+    assert a.account_known("U4", 1.0)
+
+
 def test_attempt_table_is_bounded():
     a = AddressAttempts(limit=5, window_s=60, max_tracked=100)
     for i in range(1000):

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from msc.ops import memory
+from msc import memory
 from msc.routing.delivery import PRESENT, READ_BATCH_BYTES, Delivery, Outbox, Output
 
 

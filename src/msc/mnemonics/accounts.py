@@ -115,16 +115,19 @@ class Accounts:
             self.metrics.logon_throttled.labels("address").inc()
             return Refused(Reject.E307, "TOO MANY LOGON ATTEMPTS FROM THIS ADDRESS, TRY LATER",
                            delay_s=self.throttle_delay_s)
+        key = self.attempts.priority(source, now, body.user)
+        self.attempts.attempt_account(body.user, now)
         try:
-            attempt = await self.gate.run(self.attempts.priority(source, now), functools.partial(
+            attempt = await self.gate.run(key, functools.partial(
                 self.auth.authenticate, via="pool" if pool is not None else "terminal"),
                 body.user, body.password, body.otp)
         except self.busy:
             self.attempts.release(source)
+            self.attempts.release_account(body.user)
             return Refused(Reject.E307, "LOGON BUSY, TRY AGAIN")
         if not attempt.ok:
             return self._tried(attempt)
-        self.attempts.succeeded(source, self.clock())
+        self.attempts.succeeded(source, self.clock(), body.user)
         user = attempt.account
         assert isinstance(user, User)
         if attempt.rehashed:  # users.toml now has the hash at the current cost

@@ -108,8 +108,12 @@ class Metrics:
         self.delivery_read_back_bytes = Counter("msc_delivery_read_back_bytes_total",
                                                 "Bytes of output texts read back from the journal", registry=r)
         # process_resident_memory_bytes and friends (prometheus-client's collector, Linux /proc),
-        # and the freed memory given back after bursts (msc.ops.memory).
+        # and the freed memory given back after bursts (msc.memory).
         ProcessCollector(registry=r)
+        # The journal writer process's own (msc_journal_writer_process_resident_memory_bytes …):
+        # it trims after bursts too (msc.journal.writerproc). No samples while there is none.
+        self.journal_writer_pid: Callable[[], int | str] = lambda: "none"
+        ProcessCollector(namespace="msc_journal_writer", pid=lambda: self.journal_writer_pid(), registry=r)
         self.memory_trims = Counter("msc_memory_trims_total", "Times freed C-heap memory was given back after "
                                     "the resident size grew (malloc_trim)", registry=r)
         self.memory_trimmed_bytes = Counter("msc_memory_trimmed_bytes_total",

@@ -127,7 +127,7 @@ def serve(settings: Settings, *, ready_file: str | None = None) -> int:
     # switch interval it can wait that long behind the event loop, on every commit.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     # Before any worker thread exists: what bursts leave in the allocator goes back (issue 14).
-    from msc.ops.memory import tune_allocator
+    from msc.memory import tune_allocator
 
     tune_allocator()
     return uvloop.run(run(settings, ready_file=ready_file))

@@ -31,6 +31,7 @@ from msc.journal.journal import Journal
 from msc.journal.records import Entry, JournalError, Kind
 from msc.journal.selfcheck import JournalRefused
 from msc.keyring import KeyRing
+from msc.memory import Trimmer
 from msc.mnemonics import totp
 from msc.mnemonics.accounts import Accounts
 from msc.mnemonics.acp import AccessControlPoint
@@ -39,7 +40,6 @@ from msc.mnemonics.directory import Directory, User
 from msc.mnemonics.state import StateStore
 from msc.mnemonics.throttle import AddressAttempts
 from msc.ops.availability import Ledger
-from msc.ops.memory import Trimmer
 from msc.ops.metrics import Metrics
 from msc.protocol import framing
 from msc.protocol.codes import MscError
@@ -198,6 +198,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         self.log.info("journal.self_check", ok=True, seconds=round(check.seconds, 4), records_checked=check.records_checked,
                       months=check.months, size=self.journal.opened_size, boot=m.boot)
         m.journal_selfcheck_seconds.set(check.seconds)
+        m.journal_writer_pid = lambda: getattr(self.journal.writer, "pid", None) or "none" if self.journal else "none"
         m.journal_opened(self.journal.opened_size, self.clock())
         self._users_aead = keyring.users_aead()
         m.journal_tree_size.set(self.journal.tree_size)
