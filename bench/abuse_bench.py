@@ -94,7 +94,7 @@ def dir_bytes(path: Path) -> int:
 def write_config(d: Path, *, port: int, tls_port: int, metrics_port: int, stub_port: int, legacy: bool,
                  tls_dir: Path | None, switch_extra: str = "") -> Path:
     from msc.config.model import UserEntry, UsersFile
-    from msc.journal.keys import KeyRing
+    from msc.keyring import KeyRing
     from msc.mnemonics import userfile
     from msc.mnemonics.passwords import hash_password
 

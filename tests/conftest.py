@@ -16,7 +16,7 @@ import pytest
 
 from msc.config.load import load
 from msc.config.model import UserEntry, UsersFile
-from msc.journal.keys import KeyRing
+from msc.keyring import KeyRing
 from msc.mnemonics import userfile
 from msc.mnemonics.passwords import hash_password
 

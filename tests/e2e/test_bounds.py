@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from msc.config.load import load
-from msc.journal.keys import KeyRing
 from msc.journal.search import Query, search
+from msc.keyring import KeyRing
 from msc.mnemonics.state import StateStore
 from msc.server.session import taf_for
 from tests.conftest import PASSWORD, USERS, free_port, make_config

@@ -30,8 +30,8 @@ from pathlib import Path
 import pytest
 
 from msc.config.load import load
-from msc.journal.keys import KeyRing
 from msc.journal.search import Query, search
+from msc.keyring import KeyRing
 from msc.mnemonics import totp
 from tests.conftest import PASSWORD, add_totp_user, free_port, make_config
 from tests.e2e.conftest import Proc, start_serve, wait_for, wait_port

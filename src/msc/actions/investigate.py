@@ -17,10 +17,10 @@ from pathlib import Path
 
 from msc.actions.journaling import DaemonUnavailable, control, record
 from msc.config.load import Settings
-from msc.journal.keys import KeyRing
 from msc.journal.records import Entry, JournalError, Kind, Record
 from msc.journal.search import Query, parse_time, read, search
 from msc.journal.tokens import parse_query
+from msc.keyring import KeyRing
 
 #: A case reference (issue 13 item 3): 1–32 printable ASCII characters, not starting or ending
 #: with a space — what an agency's case or audit numbers look like (``IA-2026-17``,
