@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from msc.config.load import load
-from msc.journal.keys import KeyRing
+from msc.keyring import KeyRing
 from msc.journal.search import Query, search
 from tests import pg as pgmod
 from tests.conftest import free_port, make_config
