@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from msc.config.load import load
-from msc.keyring import KeyRing
 from msc.journal.search import Query, search
+from msc.keyring import KeyRing
 from tests import pg as pgmod
 from tests.conftest import free_port, make_config
 from tests.e2e.conftest import Proc, start_stub
