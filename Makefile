@@ -32,6 +32,7 @@ venv: $(STAMP)
 DEMO_DIR ?= var
 PORT_OFFSET ?= 0
 run: $(STAMP)
+	@command -v oathtool >/dev/null 2>&1 || $(MAKE) --no-print-directory SYSTEM_TOOLS="oathtool:oathtool" system-deps
 	$(BIN)/msc demo --dir $(DEMO_DIR) --port-offset $(PORT_OFFSET)
 
 # pytest's own exit status fails the target: 1 for a failed test, 5 when no test ran.

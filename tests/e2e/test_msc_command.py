@@ -108,6 +108,11 @@ def test_make_run_demo_initialises_and_serves(tmp_path):
     r = run("demo", "--dir", str(d), "--init-only")
     assert r.returncode == 0, r.stderr
     assert "JD1234" in r.stdout and "password: demo-" in r.stdout
+    # Each operator is told where it may log on (another agency's pool is a bare E202: newweb 10).
+    where = {ln.split()[0]: ln.split("password:")[0] for ln in r.stdout.splitlines() if "password: demo-" in ln}
+    assert "pool ICSWEB" in where["JD1234"] and "ICS1" in where["JD1234"] and "ECMDT" not in where["JD1234"]
+    assert "pool ECMDT" in where["EC0001"] and "ICSWEB" not in where["EC0001"]
+    assert "web console" in where["INV001"]
     assert (d / "msc.toml").exists() and (d / "data" / "keys" / "master.key").exists()
     assert oct((d / "data" / "keys" / "master.key").stat().st_mode & 0o777) == "0o600"
     assert run("config", "check", "--config", str(d / "msc.toml")).returncode == 0

@@ -110,7 +110,8 @@ def site(tmp_path_factory):
     secrets = {uid: add_totp_user(cfg, uid, name=name, role=role) for uid, name, role in (
         ("OP0001", "OPERATOR, ONE", "full"), ("OP0002", "OPERATOR, TWO", "full"), ("OP0003", "OPERATOR, THREE", "full"),
         ("OP0004", "OPERATOR, FOUR", "full"), ("OP0005", "OPERATOR, FIVE", "full"),
-        ("IV0001", "INVESTIGATOR, IVAN", "investigator"),
+        ("OP0006", "OPERATOR, SIX", "full"), ("OP0007", "OPERATOR, SEVEN", "full"),
+        ("IV0001", "INVESTIGATOR, IVAN", "investigator"), ("IV0002", "INVESTIGATOR, IRIS", "investigator"),
         ("AM0001", "ADMINISTRATOR, ANN", "admin"))}
     procs: list[Proc] = []
     try:
@@ -238,6 +239,7 @@ def test_operator_logs_on_with_totp_sends_qw_sees_answer_and_it_is_delivered(sit
     expect(page.locator("#inbox li")).to_have_count(2)
     texts = page.inner_text("#inbox")
     assert f"answer to {ref}" in texts and "NO NCIC WANT" in texts and "NO CALIFORNIA WANT" in texts
+    expect(page.locator(f"#req-{ref} .answers")).to_have_text("2 answer(s)")  # the sent list counts both
     site.shot(page, "3-operator")
     # Each output was acknowledged only once shown: the journal says DELIVERED for both.
     delivered = wait(lambda: [r for r in site.records(kind="DELIVERED", mnemonic="ICS1", user="OP0001")
@@ -274,6 +276,54 @@ def test_refused_field_shown_inline_and_nothing_sent(site, context):
     page.keyboard.press("Control+Enter")
     expect(page.locator("#general-errors")).to_contain_text("NOT SENT FROM THE WEB CONSOLE")
     assert page.inner_text("#sent") == ""
+    page.keyboard.press("Alt+l")
+
+
+# Forms whose last field typed is a drop-down; Enter there sends the form as everywhere else
+# (docs/WEB.md "Keyboard"): (Alt+n, fields filled, drop-down choices, the drop-down Enter is pressed on).
+ENTER_ON_SELECT = [
+    ("Alt+1", {"NAM": "DOE, JANE"}, {"SEX": "F", "RAC": "W"}, "RAC"),  # NAM+SEX+RAC: one of QW's identifier sets
+    ("Alt+1", {"NAM": "ROE, RICHARD", "DOB": "19700101"}, {"SEX": "M"}, "SEX"),
+    ("Alt+5", {"ATN": "DET SMITH", "NAM": "DOE, JANE", "DOB": "19800101"}, {"PUR": "C"}, "PUR"),
+]
+
+
+def test_enter_on_a_drop_down_sends_the_form(site, context):
+    page = operator(site, context, "OP0007")
+    for n, (form, typed, chosen, last) in enumerate(ENTER_ON_SELECT, start=1):
+        page.keyboard.press(form)
+        for tag, value in typed.items():
+            page.fill(f"#f-{tag}", value)
+        for tag, value in chosen.items():
+            page.select_option(f"#f-{tag}", value)
+        page.focus(f"#f-{last}")
+        page.keyboard.press("Enter")
+        expect(page.locator("#sent li.accepted")).to_have_count(n)
+    # Chosen with the keyboard alone: Tab to SEX, a letter picks F, Enter sends.
+    page.keyboard.press("Alt+1")
+    page.keyboard.type("DOE, JANE")
+    page.keyboard.press("Tab")
+    page.keyboard.type("19800101")
+    page.keyboard.press("Tab")
+    page.keyboard.press("f")
+    assert page.input_value("#f-SEX") == "F"
+    page.keyboard.press("Enter")
+    expect(page.locator("#sent li.accepted")).to_have_count(len(ENTER_ON_SELECT) + 1)
+    # What the status line says is true (newweb 8): a refusal with no field to mark names itself;
+    # a corrected form clears it; an AM is not promised an answer.
+    page.keyboard.press("Alt+0")
+    page.fill("#f-free", "ZZ.CA0130000.NAM/DOE, JANE")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#send-result")).to_have_text(re.compile(r"^Not sent: E301 UNKNOWN MESSAGE KEY ZZ"))
+    page.fill("#f-free", "AM.CA0130000.ICS2.TXT SHIFT BRIEFING AT 0700")
+    expect(page.locator("#send-result")).to_have_text("")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#send-result")).to_contain_text("an administrative message gets no answer")
+    page.evaluate("document.activeElement.blur()")  # "?" in a field is a character, elsewhere the help
+    page.keyboard.press("?")
+    expect(page.locator("#help")).to_be_visible()
+    assert "in the inbox: open" not in page.inner_text("#help")
+    page.keyboard.press("Escape")
     page.keyboard.press("Alt+l")
 
 
@@ -344,6 +394,58 @@ def test_hit_and_hit_confirmation_request_are_impossible_to_miss(site, context):
     page.keyboard.press("Alt+l")
 
 
+def test_an_unacknowledged_hit_survives_reload_and_shows_in_every_tab_until_acknowledged(site, context):
+    """Showing a hit (and acknowledging the output to msc) is not the person acknowledging it:
+    the alert stays raised across a reload and on a second tab of the same session until Alt+H,
+    and Alt+H on one tab lowers it on the others."""
+    page = operator(site, context, "OP0006", header="ICS1")  # the agency's duty station gets its notices
+    for kind in ("$.H.", "YQ"):  # an NCIC hit notification, an Nlets hit confirmation request
+        assert control(site.ctl, f"NOTIFY {kind} ICS1 CA0130000") == "A"
+    expect(page.locator("#alerts .alert")).to_have_count(2)
+    # Both were drawn and acknowledged to msc (DELIVERED): the person has not acknowledged them.
+    wait(lambda: len(site.records(kind="DELIVERED", mnemonic="ICS1", user="OP0006")) >= 2)
+    page.reload()
+    page.wait_for_selector("#operator-view:not([hidden])")
+    expect(page.locator("#alerts .alert-hit")).to_have_count(1)
+    expect(page.locator("#alerts .alert-confirm")).to_have_count(1)
+    expect(page.locator("body")).to_have_class(re.compile("has-hit"))
+    second = context.new_page()  # a second tab on the same session
+    second.goto(site.url + "/")
+    second.wait_for_selector("#operator-view:not([hidden])")
+    expect(second.locator("#alerts .alert")).to_have_count(2)
+    expect(second.locator("#status")).to_have_text("connected")
+    second.keyboard.press("Alt+h")  # the newest: the hit confirmation request
+    expect(page.locator("#alerts .alert-confirm")).to_have_count(0)
+    expect(page.locator("#alerts .alert-hit")).to_have_count(1)
+    page.click("#alerts .alert-hit button:has-text('Seen')")  # its button, on the other tab
+    expect(second.locator("#alerts .alert")).to_have_count(0)
+    expect(second.locator("body")).not_to_have_class(re.compile("has-hit"))
+    second.reload()
+    second.wait_for_selector("#operator-view:not([hidden])")
+    expect(second.locator("#inbox li.alert-hit .badge")).to_have_count(1)  # still marked in the inbox
+    expect(second.locator("#status")).to_have_text("connected")
+    expect(second.locator("#alerts .alert")).to_have_count(0)
+    expect(second.locator("body")).not_to_have_class(re.compile("has-hit"))
+    second.keyboard.press("Alt+l")
+
+
+def test_a_tab_left_on_the_logon_form_joins_the_session_another_tab_logged_on(site, context):
+    """newweb 12: the second tab got "already logged on" and stayed on the logon form."""
+    waiting = context.new_page()
+    waiting.goto(site.url + "/")
+    waiting.wait_for_selector("#banner-view:not([hidden])")
+    waiting.keyboard.press("Enter")
+    waiting.wait_for_selector("#logon-view:not([hidden])")
+    page = operator(site, context, "OP0007")  # the other tab logs this browser on
+    waiting.check("input[name=console][value=investigator]")
+    waiting.fill("#logon-user", "IV0002")
+    waiting.fill("#logon-password", "anything")
+    waiting.press("#logon-password", "Enter")
+    waiting.wait_for_selector("#operator-view:not([hidden])")
+    assert waiting.inner_text("#who").startswith("OP0007 at ICS1")
+    page.keyboard.press("Alt+l")
+
+
 def test_lockout_after_five_failures(site, context):
     page = context.new_page()
     for _ in range(5):
@@ -351,6 +453,9 @@ def test_lockout_after_five_failures(site, context):
         expect(page.locator("#logon-error")).to_contain_text("LOGON REFUSED")
     logon(site, page, "TS0002", header="ICS2")  # the right password, now refused: locked
     expect(page.locator("#logon-error")).to_contain_text("LOGON REFUSED")
+    # E202 never says which; the page names what it may be (a pool of another agency among them).
+    assert "a locked account, or a station or pool (ICS2) that does not serve your agency" in \
+        page.inner_text("#logon-error")
     assert page.is_visible("#logon-view")
     assert wait(lambda: [r for r in site.records(kind="SESSION", user="TS0002") if r.text == "LOCKOUT"])
     failed = [r for r in site.records(kind="SESSION", user="TS0002") if r.text.startswith("LOGON FAILED")]
@@ -390,6 +495,39 @@ def test_investigator_searches_and_downloads_a_bundle_the_offline_verifier_accep
     assert "search" in ops and "export" in ops and "verify" in ops
     assert all(a.get("case") == "IA-2026-17" for a in audits if a["op"] in ("search", "export"))
     assert any(r.text == "LOGON OK WEB INVESTIGATOR CONSOLE" for r in site.records(kind="SESSION", user="IV0001"))
+
+
+# (field, bad value, the words shown) — the focus goes to that field.
+BAD_FILTERS = [("from", "yesterday", "From: 'yesterday' is not a time"), ("to", "31/01/2026", "To:"),
+               ("limit", "abc", "Limit: 'abc' is not a whole number"), ("user", "JD12", "User:"),
+               ("kind", None, None)]
+
+
+def test_investigator_filter_errors_name_the_field_and_focus_it(site, context):
+    page = context.new_page()
+    logon(site, page, "IV0002", console="investigator", otp=site.code("IV0002"))
+    page.wait_for_selector("#investigator-view:not([hidden])")
+    page.fill("#q-case", "IA-2026-18")
+    for name, value, says in BAD_FILTERS:
+        if value is None:
+            continue
+        page.fill(f"#q-{name}", value)
+        page.press("#q-case", "Enter")
+        expect(page.locator("#q-error")).to_contain_text(says)
+        assert page.evaluate("document.activeElement.id") == f"q-{name}"
+        assert page.get_attribute(f"#q-{name}", "aria-invalid") == "true"
+        assert "isoformat" not in page.inner_text("#q-error") and "literal" not in page.inner_text("#q-error")
+        # Export with the same bad field: refused on the page (no download, no navigation).
+        page.keyboard.press("Alt+e")
+        expect(page.locator("#q-error")).to_contain_text(says)
+        assert page.url.rstrip("/") == site.url and page.is_visible("#investigator-view")
+        page.fill(f"#q-{name}", "")
+    page.press("#q-case", "Enter")
+    page.wait_for_selector("#report table.records")
+    assert page.inner_text("#q-error") == ""
+    audits = [json.loads(r.text) for r in site.records(kind="AUDIT", user="IV0002")]
+    assert [a["op"] for a in audits] == ["search"]  # the refused ones never searched nor exported
+    page.keyboard.press("Alt+l")
 
 
 # -- the administrator -----------------------------------------------------------------------------

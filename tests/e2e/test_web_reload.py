@@ -11,6 +11,7 @@ import json
 import signal
 import socket
 import ssl
+import sys
 import time
 from pathlib import Path
 
@@ -180,3 +181,138 @@ def test_the_web_console_systemd_unit_reloads_with_sighup_and_runs_as_the_switch
     assert "ExecReload=/bin/kill -HUP $MAINPID" in unit and "msc web --config /etc/msc/msc.toml" in unit
     for line in ("User=msc", "Group=msc", "UMask=0077", "Restart=always", "NoNewPrivileges=yes"):
         assert line in unit.splitlines() and line in switch.splitlines()
+
+
+def _events(log: Path, name: str) -> list[dict]:
+    return [e for e in (json.loads(line) for line in log.read_text().splitlines() if line.startswith("{"))
+            if e["event"] == name]
+
+
+# Changes of what browsers' certificates are checked against, each a security setting a running
+# TLS context cannot take back (an SSLContext adds trusted CAs, never drops one).
+CLIENT_TLS = [
+    ("client_ca added", 'client_ca = "tls/ca.crt"', ["web.tls.client_ca"]),
+    ("client_ca and require_client_cert added", 'client_ca = "tls/ca.crt", require_client_cert = true',
+     ["web.tls.client_ca", "web.tls.require_client_cert"]),
+    ("another CA file at the same path", 'client_ca = "tls/ca.crt"', ["web.tls.client_ca"]),
+]
+
+
+def test_sighup_reports_client_certificate_settings_as_restart_needed_never_ignores_them(tmp_path):
+    """``[web] tls`` client_ca / require_client_cert changed and SIGHUP: the reload names them in
+    ``restart_needed`` (and warns) every time until the restart, and the rest of the change applies."""
+    from msc.web.certs import self_signed
+
+    cfg, port = _config(tmp_path)
+    ready, log = tmp_path / "web.ready", tmp_path / "web.err"
+    web = Proc("web", "--config", str(cfg), "--ready-file", str(ready), log=log)
+    plain = 'tls = { cert = "tls/web.crt", key = "tls/web.key" }'
+    try:
+        wait_for(ready, web)
+        original = cfg.read_text()
+        assert plain in original
+        self_signed(tmp_path / "tls" / "ca.crt", tmp_path / "tls" / "ca.key", name="agency ca")
+        for n, (why, extra, expected) in enumerate(CLIENT_TLS, start=1):
+            if why.startswith("another CA"):
+                self_signed(tmp_path / "tls" / "ca.crt", tmp_path / "tls" / "ca.key", name="another ca")
+            cfg.write_text(original.replace(plain, plain[:-2] + ", " + extra + " }")
+                           .replace("FIRST NOTICE", f"NOTICE {n}"))
+            web.p.send_signal(signal.SIGHUP)
+            _wait(lambda n=n: len(_events(log, "web.reloaded")) >= n)
+            last = _events(log, "web.reloaded")[-1]
+            assert last["restart_needed"] == expected, why
+            assert last["changes"] == ["switch.banner"], why  # the rest applied
+            assert _events(log, "web.client_certificates_need_restart")[-1]["settings"] == expected
+        # Back to what is served: nothing pending.
+        cfg.write_text(original)
+        web.p.send_signal(signal.SIGHUP)
+        _wait(lambda: len(_events(log, "web.reloaded")) > len(CLIENT_TLS))
+        assert _events(log, "web.reloaded")[-1]["restart_needed"] == []
+        assert web.p.poll() is None
+    finally:
+        web.stop()
+
+
+def _section_blocks(doc: str, heading: str, lang: str) -> list[str]:
+    section = doc.split(heading, 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
+    return [b.split("```", 1)[0] for b in section.split(f"```{lang}\n")[1:]]
+
+
+def test_the_docs_certificate_station_passes_config_check_and_its_openssl_commands_make_a_desk_certificate(tmp_path):
+    """docs/WEB.md "Stations bound by certificate", followed as written: its openssl commands make
+    an agency CA and DESK7's certificate; its msc.toml snippet passes the configuration check; a
+    handshake with the context ``msc web`` builds from it verifies DESK7 (CN as the switch takes it)."""
+    import shutil
+    import subprocess
+    import threading
+
+    from msc.config.tls import server_ssl_context
+    from msc.web.certs import self_signed
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "WEB.md").read_text()
+    heading = "### Stations bound by certificate"
+    (toml,) = _section_blocks(doc, heading, "toml")
+    (commands,) = _section_blocks(doc, heading, "sh")
+    cfg, _port = _config(tmp_path)
+    # The p12 export asks for a password on the terminal; here it is given on the command line.
+    script = commands.replace("-out desk7.p12", "-passout pass:test -out desk7.p12")
+    r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "desk7.p12").stat().st_size > 0
+    web_table, station = toml.split("[[station]]", 1)
+    tls_line = next(line for line in web_table.splitlines() if line.startswith("tls = "))
+    text = cfg.read_text()
+    old_tls = next(line for line in text.splitlines() if line.startswith('tls = { cert = "tls/web.crt"'))
+    cfg.write_text(text.replace(old_tls, tls_line) + "\n[[station]]" + station)
+    settings = load(cfg)  # what `msc config check` runs: raises ConfigError naming each problem
+    assert any(st.client_cert_cn == "DESK7" for st in settings.config.station)
+    r = subprocess.run([sys.executable, "-m", "msc", "config", "check", "--config", str(cfg)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    server_ctx = server_ssl_context(settings, settings.config.web.tls)
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.check_hostname, client_ctx.verify_mode = False, ssl.CERT_NONE
+    client_ctx.load_cert_chain(tmp_path / "desk7.crt", tmp_path / "desk7.key")
+    a, b = socket.socketpair()
+    seen: dict = {}
+
+    def serve_side():
+        with server_ctx.wrap_socket(a, server_side=True) as s:
+            seen["cert"] = s.getpeercert()
+            s.sendall(b"ok")
+
+    t = threading.Thread(target=serve_side)
+    t.start()
+    with client_ctx.wrap_socket(b) as c:
+        assert c.recv(2) == b"ok"
+    t.join(10)
+    subject = dict(x[0] for x in seen["cert"]["subject"])
+    assert subject["commonName"] == "DESK7"
+    # A certificate the agency CA did not issue never verifies.
+    self_signed(tmp_path / "rogue.crt", tmp_path / "rogue.key", name="DESK7")
+    rogue = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    rogue.check_hostname, rogue.verify_mode = False, ssl.CERT_NONE
+    rogue.load_cert_chain(tmp_path / "rogue.crt", tmp_path / "rogue.key")
+    a, b = socket.socketpair()
+    failed: list = []
+
+    def refuse_side():
+        try:
+            with server_ctx.wrap_socket(a, server_side=True) as s:
+                s.recv(1)
+        except ssl.SSLError as exc:
+            failed.append(exc)
+        finally:
+            a.close()
+
+    t = threading.Thread(target=refuse_side)
+    t.start()
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)), rogue.wrap_socket(b) as c:
+        c.sendall(b"x")
+        c.recv(1)
+    t.join(10)
+    assert failed

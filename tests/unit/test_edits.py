@@ -119,6 +119,24 @@ def test_builtin_edits_refuse_naming_every_problem(text, expected):
         assert got.startswith(want), (got, want)
 
 
+# (prohibited purpose codes, PUR/ sent, the permitted list the refusal names): a prohibited code
+# is never listed as permitted (the web console's form does not offer it either; newweb 9).
+PROHIBITED = [
+    (frozenset({"J"}), "Z", "(A C D F H I S V X)"),
+    (frozenset({"J", "X"}), "Q", "(A C D F H I S V)"),
+    (frozenset(), "Z", "(A C D F H I J S V X)"),
+    (frozenset({"A", "C", "D", "F", "H", "I", "J", "S", "V"}), "Z", "(X)"),
+]
+
+
+@pytest.mark.parametrize(("prohibited", "pur", "listed"), PROHIBITED)
+def test_the_permitted_list_leaves_out_prohibited_codes(prohibited, pur, listed):
+    inp = parse_input(f"ICS1.QH.CA0130000.NAM/SMITH, JOHN.DOB/19800101.PUR/{pur}.ATN/A".encode())
+    found = evaluate(builtin("QH"), inp.body.fields, inp.body.destinations, prohibited_purposes=prohibited)
+    assert found == [f"PUR/{pur} IS NOT A PERMITTED PURPOSE CODE {listed}"]
+    assert not prohibited & set(found[0].rsplit("(", 1)[1].rstrip(")").split())
+
+
 def test_issue_examples_named_in_one_reject():
     # PUR/ and ATN/ missing are reported together, not one at a time
     detail = reject_detail(problems(b"ICS1.QH.CA0130000.NAM/SMITH, JOHN.DOB/19800101"))

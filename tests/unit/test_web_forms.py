@@ -101,11 +101,12 @@ def test_what_passes_the_check_passes_the_edits(directory, text):
 def test_logon_limiter_per_address_and_bounded():
     now = [0.0]
     lim = LogonLimiter(3, max_addresses=2, clock=lambda: now[0])
-    assert [lim.allow("10.0.0.1") for _ in range(4)] == [True, True, True, False]
-    assert lim.allow("10.0.0.2")  # another address has its own count
+    # allow() returns the attempt's stamp (for forgive(), a logon that succeeded) or None
+    assert [lim.allow("10.0.0.1") is not None for _ in range(4)] == [True, True, True, False]
+    assert lim.allow("10.0.0.2") is not None  # another address has its own count
     now[0] = 59.9
-    assert not lim.allow("10.0.0.1")
+    assert lim.allow("10.0.0.1") is None
     now[0] = 60.1
-    assert lim.allow("10.0.0.1")  # the window slid
+    assert lim.allow("10.0.0.1") is not None  # the window slid
     lim.allow("10.0.0.3")
     assert len(lim.seen) == 2  # the least recently seen address was forgotten

@@ -54,6 +54,20 @@ WEB_PORT = 8443  # the web console's HTTPS (moved by --port-offset like every ot
 _ADDRESS_RE = re.compile(r'"(\d{1,3}(?:\.\d{1,3}){3}|localhost|\[[0-9A-Fa-f:]+\]):(\d{1,5})"')
 
 
+def _where(settings, ori: str, role: str) -> str:
+    """Where a demo user logs on: the terminal stations and pools serving its agency (an operator
+    at a pool of another agency gets a bare E202, like a wrong password), or the consoles."""
+    from msc.mnemonics.totp import PRIVILEGED
+
+    if role in PRIVILEGED:
+        return "web console / msc command"
+    cfg = settings.config
+    stations = [st.mnemonic for st in cfg.station if st.kind == "terminal" and ori in st.serves]
+    pools = [p.name for p in cfg.pool if ori in p.serves]
+    places = [*stations, *(f"pool {p}" for p in pools)]
+    return "at " + (", ".join(places[:-1]) + " or " if len(places) > 1 else "") + places[-1] if places else ""
+
+
 def shift_ports(text: str, offset: int) -> str:
     """Every quoted ``"HOST:PORT"`` of a configuration text with ``offset`` added to its port
     (port 0, "any free port", stays 0). Raises ValueError when a port, or a stub's control port
@@ -129,7 +143,7 @@ def init(directory: Path, template: str | None, port_offset: int = 0) -> None:
                            "(NO ENABLED ADMINISTRATOR EXISTED)", user=os_actor())
     print("Demo users (passwords and TOTP secrets are shown only now; only hashes and sealed secrets are stored):")
     for uid, name, ori, role, pw, secret in shown:
-        print(f"  {uid}  {role:<13} {ori}  {name:<16} password: {pw}")
+        print(f"  {uid}  {role:<13} {ori}  {name:<16} {_where(settings, ori, role):<28} password: {pw}")
         if secret is not None:
             print(f"          TOTP secret {base64.b32encode(secret).decode()}  "
                   f"({totp.provisioning_uri(secret, uid, settings.config.switch.name)})")
@@ -368,6 +382,7 @@ then type, for example:  QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101
                       log: {logs / 'web.log'})
   Operator:       log on as JD1234 with the password shown when the demo was created (no one-time
                   password), station or pool ICSWEB, then use the QW form (Alt+1) and press Enter.
+                  EC0001 and EC0002 (El Centro PD) use their agency's pool: ECMDT.
   Investigator:   INV001 with its password and a one-time password (oathtool --totp -b SECRET).
   Administrator:  ADM001 likewise. To see a stolen terminal cut off: an operator logged on at
                   station ICS1 in another window, then Stations, Disable ICS1.

@@ -263,7 +263,10 @@ def evaluate(edit: KeyEdit, fields: tuple[tuple[str, str], ...], destinations: t
         if fmt is not None and not fmt.check(v):
             problems.append(f"{tag}/{_echo(v)} IS NOT {fmt.says}")
         elif tag == PURPOSE_TAG and v not in edit.purpose_codes and v not in prohibited_purposes:
-            problems.append(f"PUR/{_echo(v)} IS NOT A PERMITTED PURPOSE CODE ({' '.join(edit.purpose_codes)})")
+            # The codes listed are those an operator may use here: a prohibited one (SECURITY.md,
+            # PPP §1.6.1 D) is not offered, as the web console's form does not offer it.
+            permitted = " ".join(c for c in edit.purpose_codes if c not in prohibited_purposes)
+            problems.append(f"PUR/{_echo(v)} IS NOT A PERMITTED PURPOSE CODE ({permitted})")
     return problems
 
 

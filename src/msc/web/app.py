@@ -50,11 +50,13 @@ from msc.actions import identity, investigate
 from msc.actions.journaling import DaemonUnavailable, control, record
 from msc.config.load import Settings
 from msc.journal.records import Entry, JournalError, Kind
+from msc.journal.search import Query
 from msc.mnemonics.directory import Directory
 from msc.protocol import framing, grammar
 from msc.protocol.message import parse_pairs
 from msc.protocol.proxy import cn_sendable
 from msc.web import forms
+from msc.web.filters import FilterError, search_query
 from msc.web.inbox import classify
 from msc.web.peer import verified_cn
 from msc.web.relay import LinkClosed, SwitchLink
@@ -69,6 +71,13 @@ MAX_OUTPUTS = 1000  # kept per operator session for a page that reloads (the swi
 MAX_REQUESTS = 1000
 PRELOGON_S = 15 * 60  # an unauthenticated session (banner acknowledged) lives this long
 MAX_SESSIONS = 10000
+#: Unauthenticated sessions one browser address may hold: beyond it that address's own oldest is
+#: dropped, so no address (a flood of banner acknowledgements) can push out another's sessions.
+MAX_PRELOGON_PER_ADDRESS = 1000
+#: Acknowledgements of the system-use notification per browser address a minute (429 beyond): a
+#: browser acknowledges once per session; room for a shift change behind one NAT.
+BANNER_PER_MINUTE = 120
+MAX_ENDED_KEPT = 10000  # why a session ended, kept for the page that asks after the end
 CONSOLES = {"operator": None, "investigator": identity.INVESTIGATOR, "admin": identity.ADMIN}
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -111,6 +120,7 @@ class WebSession:
     ref_n: int = 0
     busy: bool = False
     cert_cn: str | None = None  # the verified client certificate's CN the logon came with
+    address: str = ""  # the browser's address the session was made for (pre-logon accounting)
 
     def next_ref(self) -> str:
         """A reference of its own for every message (PROTOCOL.md §4: answers are linked by it):
@@ -124,8 +134,13 @@ class WebSession:
 
 
 class LogonLimiter:
-    """At most ``per_minute`` logon attempts per browser address in any 60 s (bounded memory:
-    the least recently seen addresses are forgotten beyond ``max_addresses``)."""
+    """At most ``per_minute`` events per browser address in any 60 s (bounded memory: the least
+    recently seen addresses are forgotten beyond ``max_addresses``).
+
+    For logons the event is a **failed** attempt: :meth:`allow` counts an attempt from its start
+    (so a burst of parallel guesses is counted before any of them is answered) and
+    :meth:`forgive` takes a successful one back — browsers behind one NAT or terminal server are
+    not locked out by their colleagues' successful logons at a shift change, only by failures."""
 
     def __init__(self, per_minute: int, *, max_addresses: int = 10000, clock=time.monotonic) -> None:
         self.per_minute = per_minute
@@ -133,7 +148,9 @@ class LogonLimiter:
         self.clock = clock
         self.seen: OrderedDict[str, deque] = OrderedDict()
 
-    def allow(self, address: str) -> bool:
+    def allow(self, address: str) -> float | None:
+        """Count one event for ``address``: its stamp (for :meth:`forgive`), or None when the
+        address had ``per_minute`` in the last 60 s (nothing counted)."""
         now = self.clock()
         q = self.seen.pop(address, None) or deque()
         while q and now - q[0] >= 60:
@@ -144,7 +161,14 @@ class LogonLimiter:
         self.seen[address] = q
         while len(self.seen) > self.max_addresses:
             self.seen.popitem(last=False)
-        return ok
+        return now if ok else None
+
+    def forgive(self, address: str, stamp: float) -> None:
+        """Take back the event counted at ``stamp`` (a logon that succeeded)."""
+        q = self.seen.get(address)
+        if q is not None:
+            with contextlib.suppress(ValueError):
+                q.remove(stamp)
 
 
 # -- middleware ----------------------------------------------------------------------------------
@@ -203,7 +227,15 @@ class WebConsole:
         self.prohibited = frozenset(sw.prohibited_purposes)
         self.idle_s, self.max_s = sw.idle_logoff_s, sw.session_max_s
         self.sessions: dict[str, WebSession] = {}
+        # Why each recently ended session ended (by its old ID): a page that learns of the end
+        # from a 401 or a refused WebSocket says why (IDLE, SESSION MAXIMUM …), bounded.
+        self.ended_why: OrderedDict[str, str] = OrderedDict()
         self.limiter = LogonLimiter(self.web.logon_attempts_per_minute)
+        self.banner_limiter = LogonLimiter(BANNER_PER_MINUTE)
+        self.max_sessions = MAX_SESSIONS
+        self.max_prelogon_per_address = MAX_PRELOGON_PER_ADDRESS
+        # The unauthenticated sessions of each browser address, oldest first.
+        self.prelogon: dict[str, OrderedDict[str, None]] = {}
         self.server_address = server_address
         self._sweeper: asyncio.Task | None = None
         self.listener = next(lc for lc in settings.config.listener if lc.name == self.web.listener)
@@ -273,6 +305,7 @@ class WebConsole:
                     if s.console is None:
                         if now - s.created > PRELOGON_S:
                             self.sessions.pop(s.sid, None)
+                            self._forget_prelogon(s)
                     elif now - s.last_activity > self.idle_s:
                         await self.end(s, "IDLE", logoff=True)
                     elif now - s.logon_at > self.max_s:
@@ -286,19 +319,44 @@ class WebConsole:
         sid = conn.cookies.get(SESSION_COOKIE)
         return self.sessions.get(sid) if sid else None
 
-    def new_session(self) -> WebSession:
-        if len(self.sessions) >= MAX_SESSIONS:  # drop the oldest unauthenticated one
-            for sid, s in self.sessions.items():
-                if s.console is None:
-                    del self.sessions[sid]
-                    break
-        s = WebSession(sid=secrets.token_urlsafe(32), created=time.monotonic())
+    def new_session(self, address: str) -> WebSession:
+        """A new unauthenticated session for a browser at ``address``. Bounded per address and in
+        all: at ``max_prelogon_per_address`` the address's own oldest unauthenticated session is
+        dropped; at ``max_sessions`` the oldest of the address holding the most (the asking
+        address when it holds as many) — so a flood from one address drops its own sessions,
+        never another browser's on its way to the logon form."""
+        own = self.prelogon.setdefault(address, OrderedDict())
+        if len(own) >= self.max_prelogon_per_address:
+            self._drop_oldest_prelogon(address)
+        if len(self.sessions) >= self.max_sessions and self.prelogon:
+            most = max(self.prelogon, key=lambda a: len(self.prelogon[a]))
+            if len(own) >= len(self.prelogon[most]):
+                most = address
+            self._drop_oldest_prelogon(most)
+        s = WebSession(sid=secrets.token_urlsafe(32), created=time.monotonic(), address=address)
         self.sessions[s.sid] = s
+        self.prelogon.setdefault(address, OrderedDict())[s.sid] = None
         return s
+
+    def _drop_oldest_prelogon(self, address: str) -> None:
+        own = self.prelogon.get(address)
+        if own:
+            sid, _ = own.popitem(last=False)
+            self.sessions.pop(sid, None)
+        if not own:
+            self.prelogon.pop(address, None)
+
+    def _forget_prelogon(self, s: WebSession) -> None:
+        own = self.prelogon.get(s.address)
+        if own is not None:
+            own.pop(s.sid, None)
+            if not own:
+                del self.prelogon[s.address]
 
     def rotate(self, s: WebSession) -> None:
         """A new session ID at logon: an ID seen before logon is worth nothing after it."""
         self.sessions.pop(s.sid, None)
+        self._forget_prelogon(s)  # authenticated now: no longer counted against its address
         s.sid = secrets.token_urlsafe(32)
         self.sessions[s.sid] = s
 
@@ -310,11 +368,16 @@ class WebConsole:
     def authed(self, request: Request, console: str | None = None) -> WebSession:
         s = self.session_of(request)
         if s is None or s.console is None or s.ended or (console is not None and s.console != console):
-            raise _Refused(401, "not logged on")
+            raise _Refused(401, "not logged on", ended=self.why_ended(request))
         if not self.same_certificate(request, s):
             raise _Refused(401, "not logged on")
         s.last_activity = time.monotonic()
         return s
+
+    def why_ended(self, conn) -> str:
+        """Why the session this request's cookie names ended (``SESSION ENDED`` when unknown)."""
+        sid = conn.cookies.get(SESSION_COOKIE)
+        return self.ended_why.get(sid, "SESSION ENDED") if sid else "SESSION ENDED"
 
     @staticmethod
     def same_certificate(conn, s: WebSession) -> bool:
@@ -333,6 +396,11 @@ class WebConsole:
             return
         s.ended = why
         self.sessions.pop(s.sid, None)
+        self._forget_prelogon(s)
+        if s.console is not None:
+            self.ended_why[s.sid] = why
+            while len(self.ended_why) > MAX_ENDED_KEPT:
+                self.ended_why.popitem(last=False)
         for ws in list(s.sockets):
             with contextlib.suppress(Exception):
                 await ws.send_json({"type": "ended", "why": why})
@@ -357,7 +425,7 @@ class WebConsole:
     async def state(self, request: Request) -> Response:
         s = self.session_of(request)
         if s is None or s.ended:
-            s = self.new_session()
+            s = self.new_session(_address(request))
         body = {"csrf": request.scope["csrftoken"](), "switch": self.settings.config.switch.name,
                 "banner": self.settings.config.switch.banner, "acknowledged": s.banner is not None,
                 "console": s.console, "user": s.user, "ori": s.ori, "mnemonic": s.mnemonic,
@@ -366,9 +434,12 @@ class WebConsole:
         return self.set_cookie(JSONResponse(body), s)
 
     async def banner(self, request: Request) -> Response:
+        if self.banner_limiter.allow(_address(request)) is None:
+            log.warning("web.banner_rate_limited")
+            return JSONResponse({"error": "too many requests from this address; wait a minute"}, 429)
         s = self.session_of(request)
         if s is None:
-            s = self.new_session()
+            s = self.new_session(_address(request))
         s.banner = self.settings.config.switch.banner
         return self.set_cookie(JSONResponse({"ok": True}), s)
 
@@ -380,10 +451,19 @@ class WebConsole:
             return JSONResponse({"error": "acknowledge the system-use notification first"}, 409)
         if s.console is not None or s.busy:
             return JSONResponse({"error": "already logged on"}, 409)
-        client = request.client.host if request.client else "0.0.0.0"
-        if not self.limiter.allow(client):
+        client = _address(request)
+        stamp = self.limiter.allow(client)
+        if stamp is None:
             log.warning("web.logon_rate_limited")
-            return JSONResponse({"error": "too many logon attempts from this address; wait a minute"}, 429)
+            return JSONResponse({"error": "too many failed logons from this address; wait a minute"}, 429)
+        resp = await self._logon(request, s)
+        if resp.status_code == 200 or resp.status_code in (409, 503):
+            # Only failures count: a logon that succeeded, or one never checked (the notification
+            # changed, msc unreachable), is taken back.
+            self.limiter.forgive(client, stamp)
+        return resp
+
+    async def _logon(self, request: Request, s: WebSession) -> Response:
         body = await _json(request)
         console = body.get("console", "operator")
         user = str(body.get("user", "")).strip().upper()
@@ -515,6 +595,9 @@ class WebConsole:
                 return
         item = {"type": "output", "osn": osn, "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "acked": False, **classify(payload, s.mnemonic or "", frozenset(s.requests))}
+        # A hit (or hit confirmation request) stays raised on every page of the session until the
+        # person acknowledges it (Alt+H): not the same thing as "shown and acknowledged to msc".
+        item["alert_open"] = item["alert"] is not None
         if item["ref"] in s.requests:
             s.requests[item["ref"]]["answers"] += 1
         s.outputs.append(item)
@@ -597,11 +680,21 @@ class WebConsole:
         return JSONResponse({"error": reason, "code": code}, 403 if code == "E202" else 400)
 
     async def inbox(self, ws: WebSocket) -> None:
+        """The session's WebSocket: for an operator the inbox (outputs, requests, hit alerts); for
+        every console the end of the session (``{"type": "ended", "why"}``) the moment the server
+        ends it (idle logoff, session maximum, station or user disabled), so no page keeps showing
+        CJI after its session ended."""
         s = self.session_of(ws)
         origin = ws.headers.get("origin", "")
         host = ws.headers.get("host", "")
-        if s is None or s.console != "operator" or s.ended or origin != f"https://{host}" \
-                or not self.same_certificate(ws, s):
+        if origin != f"https://{host}":
+            await ws.close(code=4401)
+            return
+        if s is None or s.console is None or s.ended or not self.same_certificate(ws, s):
+            sid = ws.cookies.get(SESSION_COOKIE)
+            if sid and sid in self.ended_why:  # tell the page why, then refuse
+                await ws.accept()
+                await _send(ws, {"type": "ended", "why": self.ended_why[sid]})
             await ws.close(code=4401)
             return
         await ws.accept()
@@ -614,6 +707,9 @@ class WebConsole:
                 kind = msg.get("type") if isinstance(msg, dict) else None
                 if kind == "shown":
                     self._shown(s, msg.get("osn"))
+                elif kind == "alert_seen":
+                    s.last_activity = time.monotonic()
+                    self._alert_seen(s, msg.get("osn"))
                 elif kind == "activity":
                     s.last_activity = time.monotonic()
         except (WebSocketDisconnect, ValueError, KeyError, RuntimeError):
@@ -631,23 +727,25 @@ class WebConsole:
                     s.link.ack(osn)  # delivered: the page has shown it (PROTOCOL.md §5)
                 return
 
+    def _alert_seen(self, s: WebSession, osn) -> None:
+        """The person acknowledged the hit alert of output ``osn`` (Alt+H) on one page: it is
+        lowered on every page of the session (and stays lowered after a reload)."""
+        if not isinstance(osn, int):
+            return
+        for o in s.outputs:
+            if o["osn"] == osn and o.get("alert_open"):
+                o["alert_open"] = False
+                log.info("web.hit_acknowledged", alert=o["alert"])
+                self._push(s, {"type": "alert_seen", "osn": osn})
+                return
+
     # -- investigator ------------------------------------------------------------------------------
 
-    def _query(self, body) -> tuple[str, object]:
-        case = str(body.get("case", ""))
-        if not investigate.valid_case(case):
-            raise _Refused(400, investigate.CASE_RULE, field="case")
-        tokens = body.get("tokens") or []
-        if isinstance(tokens, str):
-            tokens = [t.strip() for t in tokens.splitlines() if t.strip()]
-        limit = body.get("limit") or None
+    def _query(self, body) -> tuple[str, Query]:
         try:
-            q = investigate.build_query(start=body.get("from") or None, end=body.get("to") or None, tokens=tokens,
-                                        limit=int(limit) if limit else None,
-                                        **{f: (str(body.get(f) or "").upper() or None) for f in investigate.FILTERS})
-        except (ValueError, TypeError) as exc:
-            raise _Refused(400, str(exc)) from None
-        return case, q
+            return search_query(body)
+        except FilterError as exc:
+            raise _Refused(400, exc.message, field=exc.field) from None
 
     async def journal_search(self, request: Request) -> Response:
         s = self.authed(request, "investigator")
@@ -666,6 +764,13 @@ class WebConsole:
             out.append(d)
         header = investigate.report_header(self.settings, case, s.user, q, len(out))
         return JSONResponse({"header": header, "records": out, "filters": q.describe()})
+
+    async def journal_check(self, request: Request) -> Response:
+        """The search form checked without searching (nothing is read, nothing audited): the page
+        asks before an export, whose answer is a download rather than something it can show."""
+        self.authed(request, "investigator")
+        self._query(await _json(request))
+        return JSONResponse({"ok": True})
 
     async def journal_export(self, request: Request) -> Response:
         s = self.authed(request, "investigator")
@@ -834,6 +939,7 @@ class WebConsole:
             Route("/api/send", self.send, methods=["POST"]), WebSocketRoute("/api/inbox", self.inbox),
             Route("/api/password", self.password, methods=["POST"]),
             Route("/api/journal/search", self.journal_search, methods=["POST"]),
+            Route("/api/journal/check", self.journal_check, methods=["POST"]),
             Route("/api/journal/export", self.journal_export, methods=["POST"]),
             Route("/api/journal/verify", self.journal_verify, methods=["POST"]),
             Route("/api/admin/stations", self.stations), Route("/api/admin/station", self.station, methods=["POST"]),
@@ -857,13 +963,14 @@ class WebConsole:
 
 
 class _Refused(Exception):
-    def __init__(self, status: int, message: str, *, field: str | None = None) -> None:
+    def __init__(self, status: int, message: str, *, field: str | None = None, ended: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.message, self.field = status, message, field
+        self.status, self.message, self.field, self.ended = status, message, field, ended
 
 
 async def _refused(request: Request, exc: _Refused) -> Response:
-    return JSONResponse({"error": exc.message, **({"field": exc.field} if exc.field else {})}, exc.status)
+    return JSONResponse({"error": exc.message, **({"field": exc.field} if exc.field else {}),
+                         **({"ended": exc.ended} if exc.ended else {})}, exc.status)
 
 
 async def _json(request: Request) -> dict:
@@ -879,6 +986,11 @@ async def _json(request: Request) -> dict:
 async def _send(ws: WebSocket, item: dict) -> None:
     with contextlib.suppress(Exception):
         await ws.send_json(item)
+
+
+def _address(request) -> str:
+    """The browser's own address (forwarded-for headers are never trusted)."""
+    return request.client.host if request.client else "0.0.0.0"
 
 
 def _plain_ip(addr: tuple[str, int]) -> tuple[str, int]:

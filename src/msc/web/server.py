@@ -37,6 +37,19 @@ def _digest(settings: Settings, tls) -> bytes:
     return h.digest()
 
 
+def client_verification(settings: Settings, tls) -> dict[str, object]:
+    """What the live context asks of browsers' certificates: ``client_ca`` (its path and a digest
+    of the file) and ``require_client_cert``. An ``SSLContext`` can add trusted CAs but never drop
+    one, so a change of these is not applied by a reload: it is reported as ``restart_needed``."""
+    ca = None
+    if tls.client_ca:
+        try:
+            ca = (str(settings.path(tls.client_ca)), hashlib.sha256(Path(settings.path(tls.client_ca)).read_bytes()).hexdigest())
+        except OSError:
+            ca = (str(settings.path(tls.client_ca)), None)
+    return {"web.tls.client_ca": ca, "web.tls.require_client_cert": bool(tls.require_client_cert)}
+
+
 def serve(settings: Settings, *, ready_file: str | None = None) -> int:
     import uvicorn
     import uvloop
@@ -84,9 +97,18 @@ def serve(settings: Settings, *, ready_file: str | None = None) -> int:
                     ctx.load_cert_chain(new.path(tls.cert), new.path(tls.key))
                 loaded[0] = files
                 changed.append("web.tls")
+        wanted = client_verification(new, tls)
+        pending = [k for k, v in wanted.items() if v != verifying[k]]
+        if pending:
+            # A security setting: never silently left as it was (the log says what still holds).
+            log.warning("web.client_certificates_need_restart", settings=pending,
+                        still_served={"client_ca": bool(verifying["web.tls.client_ca"]),
+                                      "require_client_cert": verifying["web.tls.require_client_cert"]})
+            restart.extend(pending)
         log.info("web.reloaded", changes=changed, restart_needed=restart)
 
     loaded = [_digest(settings, web.tls)]  # what the live context holds: a digest, not the key
+    verifying = client_verification(settings, web.tls)  # what the live context asks of browsers
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

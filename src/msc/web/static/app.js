@@ -27,7 +27,7 @@ async function api(path, body, method = "POST") {
   const r = await fetch(path, opts);
   let data = {};
   try { data = await r.json(); } catch (e) { data = { error: `HTTP ${r.status}` }; }
-  if (r.status === 401 && state.console) { ended("SESSION ENDED"); }
+  if (r.status === 401 && state.console) { ended(data.ended || "SESSION ENDED"); }
   return { ok: r.ok, status: r.status, data };
 }
 
@@ -35,7 +35,7 @@ function show(view) {
   for (const v of document.querySelectorAll("main > section")) v.hidden = v.id !== view;
   const loggedOn = ["operator-view", "investigator-view", "admin-view"].includes(view);
   $("#logoff").hidden = !loggedOn;
-  $("#help-button").hidden = view !== "operator-view";
+  $("#help-button").hidden = !loggedOn;
 }
 
 async function boot() {
@@ -82,7 +82,19 @@ $("#logon-form").addEventListener("submit", async (ev) => {
   if (r.status === 409 && r.data.banner) {  // the notification changed: read it again
     $("#banner-text").textContent = r.data.banner; show("banner-view"); $("#banner-ack").focus(); return;
   }
-  if (!r.ok) { $("#logon-error").textContent = r.data.error || "LOGON REFUSED"; $("#logon-password").focus(); return; }
+  if (r.status === 409 && r.data.error === "already logged on") {  // another tab logged this browser on
+    const s = await api("/api/state", null, "GET");
+    state.csrf = s.data.csrf;
+    if (s.data.console) { enter(s.data); return; }
+  }
+  if (!r.ok) {
+    let why = r.data.error || "LOGON REFUSED";
+    // The switch says E202 for every refusal (it never tells which); the page says what it may be.
+    if (body.console === "operator" && why.startsWith("E202")) {
+      why += ` — a wrong user ID, password or one-time password, a locked account, or a station or pool (${body.header || "?"}) that does not serve your agency`;
+    }
+    $("#logon-error").textContent = why; $("#logon-password").focus(); return;
+  }
   const s = await api("/api/state", null, "GET");
   state.csrf = s.data.csrf;
   enter(s.data);
@@ -99,11 +111,26 @@ async function logoff() {
 function ended(why) {
   state.console = null;
   if (state.ws) { try { state.ws.close(); } catch (e) { /* already closed */ } state.ws = null; }
+  clearData();
   $("#who").textContent = ""; $("#status").textContent = "";
   $("#ended-why").textContent = `Session ended: ${why}.`;
   document.body.classList.remove("has-hit");
   show("ended-view");
   $("#again").focus();
+}
+
+// Nothing a session showed stays in the page once it ended (journal text, users, messages).
+function clearData() {
+  for (const sel of ["#inbox", "#sent", "#alerts", "#report", "#stations tbody", "#users tbody", "#avail-text",
+                     "#avail-summary", "#rep-mnemonics", "#rep-users", "#rep-misuse", "#print-area", "#preview",
+                     "#q-status", "#q-error", "#admin-status", "#admin-error", "#send-result", "#general-errors",
+                     "#inbox-count", "#enrol-user", "#enrol-secret", "#form-fields", "#pw-result"]) {
+    const e = $(sel);
+    if (e) e.textContent = "";
+  }
+  $("#search-form").reset(); $("#add-user").reset(); $("#password-form").reset();
+  $("#enrolment").hidden = true; $("#enrol-qr").removeAttribute("src"); $("#avail-chart").removeAttribute("src");
+  state.outputs = new Map(); state.requests = new Map(); state.hits = []; state.forms = []; state.form = null;
 }
 
 function enter(s) {
@@ -236,6 +263,7 @@ async function runCheck() {
   const r = await api("/api/check", { text });
   if (!r.ok) return null;
   showProblems(r.data);
+  if (r.data.ok && $("#send-result").textContent.startsWith("Not sent")) $("#send-result").textContent = "";
   return r.data;
 }
 
@@ -261,6 +289,8 @@ $("#msg-form").addEventListener("submit", async (ev) => {
 $("#msg-form").addEventListener("keydown", (ev) => {
   if (ev.key === "Enter" && ev.target.tagName === "TEXTAREA") {
     if (ev.ctrlKey || ev.metaKey) { ev.preventDefault(); sendCurrent(); }
+  } else if (ev.key === "Enter" && ev.target.tagName === "SELECT" && !ev.altKey) {
+    ev.preventDefault(); sendCurrent();  // a drop-down (SEX, RAC, PUR, PRI) does not submit a form by itself
   } else if (ev.key === "Escape") { ev.preventDefault(); chooseForm(state.form ? state.form.mke : "FREE"); }
 });
 $("#clear").addEventListener("click", () => chooseForm(state.form ? state.form.mke : "FREE"));
@@ -269,7 +299,11 @@ async function sendCurrent() {
   const text = compose();
   if (!text) return;
   const check = await runCheck();
-  if (check && !check.ok) { $("#send-result").textContent = "Not sent: correct the fields marked."; return; }
+  if (check && !check.ok) {
+    const marked = Object.keys(check.fields || {}).length;
+    $("#send-result").textContent = marked ? "Not sent: correct the fields marked." : `Not sent: ${(check.general || []).join("; ")}`;
+    return;
+  }
   $("#send").disabled = true;
   $("#send-result").textContent = "Sending…";
   const r = await api("/api/send", { text });
@@ -278,7 +312,9 @@ async function sendCurrent() {
   if (req.ref) { req.text = req.text || text; addRequest(req); }
   if (!r.ok && !req.ref) { $("#send-result").textContent = req.error || "not sent"; return; }
   if (req.status === "accepted") {
-    $("#send-result").textContent = `Accepted (ref ${req.ref}). The answer arrives in the inbox.`;
+    $("#send-result").textContent = req.mke === "AM"
+      ? `Accepted (ref ${req.ref}): sent to its destinations (an administrative message gets no answer).`
+      : `Accepted (ref ${req.ref}). The answer arrives in the inbox.`;
     clearTimeout(checkTimer);
     if (state.form) { for (const f of state.form.fields) { const e = document.getElementById(`f-${f.tag}`); if (e) e.value = ""; } }
     else $("#f-free").value = "";
@@ -301,8 +337,17 @@ function showProblemsFromReason(reason) {
   showProblems({ fields, general });
 }
 
+// A request's answer count is what the inbox holds for it (or the server's count, when the page
+// holds fewer: outputs beyond what it keeps): never lowered by a late copy of the request.
+function answersOf(req) {
+  let shown = 0;
+  for (const o of state.outputs.values()) if (o.ref === req.ref) shown += 1;
+  return Math.max(shown, req.answers || 0);
+}
+
 function addRequest(req) {
   state.requests.set(req.ref, req);
+  req.answers = answersOf(req);
   let li = document.getElementById(`req-${req.ref}`);
   if (!li) {
     li = el("li", { id: `req-${req.ref}`, tabindex: "0" });
@@ -320,16 +365,20 @@ function connectInbox() {
   const ws = new WebSocket(`wss://${location.host}/api/inbox`);
   state.ws = ws;
   $("#status").textContent = "connecting…";
-  ws.onopen = () => { $("#status").textContent = "connected"; };
+  ws.onopen = () => {
+    $("#status").textContent = "connected";
+    for (const osn of [...pendingSeen]) { ws.send(JSON.stringify({ type: "alert_seen", osn })); pendingSeen.delete(osn); }
+  };
   ws.onmessage = (ev) => {
     const msg = JSON.parse(ev.data);
     if (msg.type === "hello") {
       for (const r of msg.requests) addRequest(r);
-      for (const o of msg.outputs) addOutput(o);
+      for (const o of msg.outputs) { addOutput(o); syncAlert(o); }
     } else if (msg.type === "output") addOutput(msg);
+    else if (msg.type === "alert_seen") lowerAlert(msg.osn);
     else if (msg.type === "request") addRequest(msg);
     else if (msg.type === "sys") $("#status").textContent = msg.text;
-    else if (msg.type === "ended") { state.ws = null; ended(msg.why); }
+    else if (msg.type === "ended") { if (state.ws === ws) state.ws = null; if (state.console) ended(msg.why); }
   };
   ws.onclose = (ev) => {
     if (ev.code === 4401 && state.ws === ws) { state.ws = null; ended("SESSION ENDED"); return; }  // no live session
@@ -350,7 +399,7 @@ function addOutput(o) {
   if (o.ref) {
     const req = state.requests.get(o.ref);
     head.append(el("span", { class: "link", text: `answer to ${o.ref}${req ? " " + req.mke : ""}` }));
-    if (req) { req.answers = (req.answers || 0) + (o.acked ? 0 : 1); addRequest(req); }
+    if (req) addRequest(req);
   }
   if (o.part) head.append(el("span", { class: "part", text: `part ${o.part[0]}/${o.part[1]}` }));
   if (o.code) head.append(el("span", { class: "code", text: o.code }));
@@ -360,7 +409,7 @@ function addOutput(o) {
   li.append(head, el("pre", { class: "text", text: o.text }));
   $("#inbox").prepend(li);
   $("#inbox-count").textContent = `(${state.outputs.size})`;
-  if (o.alert && !o.acked) raiseAlert(o);
+  if (o.alert && o.alert_open) raiseAlert(o);
   if (!o.acked) reportShown(o.osn);
 }
 
@@ -381,7 +430,10 @@ function flushShown() {
 document.addEventListener("visibilitychange", flushShown);
 setInterval(flushShown, 1000);
 
+// A hit stays raised until the person acknowledges it (Alt+H or its button), on every page of the
+// session and after a reload: the server keeps whether it was acknowledged and tells the other pages.
 function raiseAlert(o) {
+  if (state.hits.includes(o.osn)) return;
   state.hits.push(o.osn);
   document.body.classList.add("has-hit");
   const box = $("#alerts");
@@ -393,7 +445,22 @@ function raiseAlert(o) {
   box.prepend(item);
 }
 
+function syncAlert(o) {
+  const known = state.outputs.get(o.osn);
+  if (known) known.alert_open = o.alert_open;
+  if (o.alert && o.alert_open) raiseAlert(o); else lowerAlert(o.osn);
+}
+
 function clearAlert(osn) {
+  lowerAlert(osn);
+  const o = state.outputs.get(osn);
+  if (o) o.alert_open = false;
+  if (state.ws && state.ws.readyState === 1) state.ws.send(JSON.stringify({ type: "alert_seen", osn }));
+  else pendingSeen.add(osn);
+}
+const pendingSeen = new Set();  // acknowledged while the inbox was reconnecting: told once it is back
+
+function lowerAlert(osn) {
   const a = document.getElementById(`alert-${osn}`);
   if (a) a.remove();
   state.hits = state.hits.filter((x) => x !== osn);
@@ -452,8 +519,8 @@ document.addEventListener("keydown", (ev) => {
       return;
     }
     if (inInbox && (ev.key === "p" || ev.key === "P")) { ev.preventDefault(); printFocused(); return; }
-    if (ev.key === "?" && !/INPUT|TEXTAREA|SELECT/.test(ev.target.tagName)) { ev.preventDefault(); $("#help").showModal(); return; }
   }
+  if (state.console && ev.key === "?" && !/INPUT|TEXTAREA|SELECT/.test(ev.target.tagName)) { ev.preventDefault(); $("#help").showModal(); return; }
   if (state.console && ev.altKey && (ev.key === "l" || ev.key === "L")) { ev.preventDefault(); logoff(); return; }
   if (state.console === "investigator" && ev.altKey) {
     if (ev.key === "e" || ev.key === "E") { ev.preventDefault(); exportBundle(); }
@@ -481,7 +548,25 @@ $("#help-close").addEventListener("click", () => $("#help").close());
 // ---------------------------------------------------------------------------------------------
 // Investigator console
 
+// Investigator and administrator pages hold the session's WebSocket too: the server says at once
+// when it ended the session (idle logoff, the 12-hour limit, the user disabled), and the page clears.
+function connectSession() {
+  const ws = new WebSocket(`wss://${location.host}/api/inbox`);
+  const mine = state.console;
+  state.ws = ws;
+  ws.onmessage = (ev) => {
+    const msg = JSON.parse(ev.data);
+    if (msg.type === "ended") { if (state.ws === ws) state.ws = null; if (state.console) ended(msg.why); }
+  };
+  ws.onclose = (ev) => {
+    if (state.ws !== ws) return;
+    if (ev.code === 4401) { state.ws = null; if (state.console) ended("SESSION ENDED"); return; }
+    setTimeout(() => { if (state.console === mine && state.ws === ws) connectSession(); }, 1000);
+  };
+}
+
 function enterInvestigator() {
+  connectSession();
   show("investigator-view");
   $("#q-case").focus();
 }
@@ -497,11 +582,23 @@ function searchBody() {
 $("#search-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   $("#q-error").textContent = ""; $("#q-status").textContent = "Searching…";
+  clearFilterError();
   const r = await api("/api/journal/search", searchBody());
-  if (!r.ok) { $("#q-status").textContent = ""; $("#q-error").textContent = r.data.error; if (r.data.field) $(`#q-${r.data.field}`).focus(); return; }
+  if (!r.ok) { $("#q-status").textContent = ""; showFilterError(r.data); return; }
   $("#q-status").textContent = `${r.data.records.length} record(s); this search is recorded in the journal (AUDIT).`;
   renderReport(r.data);
 });
+
+// A refused filter: the server's words name the field; the focus goes to it.
+function showFilterError(data) {
+  $("#q-error").textContent = data.error || "refused";
+  const input = data.field ? document.getElementById(`q-${data.field}`) : null;
+  if (input) { input.setAttribute("aria-invalid", "true"); input.focus(); }
+}
+function clearFilterError() {
+  $("#q-error").textContent = "";
+  for (const e of document.querySelectorAll("#search-form [aria-invalid]")) e.removeAttribute("aria-invalid");
+}
 
 function renderReport(data) {
   const box = $("#report");
@@ -518,9 +615,13 @@ function renderReport(data) {
   box.append(table, el("p", { class: "report-end", text: `=== end of report: ${data.records.length} record(s) ===` }));
 }
 
-function exportBundle() {
+async function exportBundle() {
   const f = $("#search-form");
-  if (!$("#q-case").value.trim()) { $("#q-error").textContent = "a case reference is required"; $("#q-case").focus(); return; }
+  clearFilterError();
+  // Checked first (nothing searched, nothing audited): the export's answer is a download, so a
+  // refusal there could not be shown next to its field.
+  const r = await api("/api/journal/check", searchBody());
+  if (!r.ok) { showFilterError(r.data); return; }
   $("#export-csrf").value = state.csrf;
   $("#q-status").textContent = "Export requested: the bundle downloads when it is written (AUDIT recorded).";
   f.submit();
@@ -541,6 +642,7 @@ $("#q-print").addEventListener("click", () => window.print());
 // Administrator console
 
 function enterAdmin() {
+  connectSession();
   show("admin-view");
   adminTab("stations");
 }
