@@ -11,6 +11,7 @@ candidate is decrypted and confirmed, so a truncated-HMAC collision never produc
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,6 +180,32 @@ def refused_answers(directory: Path, since_seq: int) -> set[str]:
         reader.close()
 
 
+def _journal_end(reader: Reader, periods: list[str], up_to: int | None) -> tuple[int, int] | None:
+    """(last sequence number, its time) of the journal, or of its records up to ``up_to``, from
+    the newest month; None for an empty journal."""
+    if not periods:
+        return None
+    conn = reader.conn(periods[-1])
+    last = up_to if up_to is not None else conn.execute("SELECT MAX(seq) FROM records").fetchone()[0]
+    if last is None:
+        return None
+    row = conn.execute("SELECT ts FROM records WHERE seq <= ? ORDER BY seq DESC LIMIT 1", (last,)).fetchone()
+    return None if row is None else (last, row[0])
+
+
+def _open_records(conn: sqlite3.Connection, keyring: KeyRing, period: str, seqs: list[int]) -> list[Record]:
+    """The records ``seqs`` of one month, decrypted (none if the month's key is destroyed)."""
+    keys = keyring.period(period, create=False) if seqs else None
+    if keys is None:
+        return []
+    out = []
+    for seq in seqs:
+        (blob,) = conn.execute("SELECT blob FROM records WHERE seq = ?", (seq,)).fetchone()
+        sealed = unseal_meta(blob)
+        out.append(to_record(sealed.meta, open_sealed(keys.aead, sealed)))
+    return out
+
+
 def open_answers(directory: Path, keyring: KeyRing, windows: dict[str, float], *, up_to: int | None = None) -> list[Record]:
     """FORWARDED requests (up to sequence ``up_to``) that had part of an answer and whose answer
     window — ``windows``: message key → seconds, for keys answered in several parts — had not
@@ -190,16 +217,10 @@ def open_answers(directory: Path, keyring: KeyRing, windows: dict[str, float], *
     reader = Reader(directory)
     try:
         periods = reader.periods()
-        if not periods:
+        end = _journal_end(reader, periods, up_to)
+        if end is None:
             return []
-        conn = reader.conn(periods[-1])
-        last = up_to if up_to is not None else conn.execute("SELECT MAX(seq) FROM records").fetchone()[0]
-        if last is None:
-            return []
-        row = conn.execute("SELECT ts FROM records WHERE seq <= ? ORDER BY seq DESC LIMIT 1", (last,)).fetchone()
-        if row is None:
-            return []
-        stopped = row[0]
+        last, stopped = end
         since = stopped - int(max(windows.values()) * 1e6)
         out = []
         for period in periods[-2:]:  # the window may straddle a month boundary
@@ -216,13 +237,7 @@ def open_answers(directory: Path, keyring: KeyRing, windows: dict[str, float], *
                 "WHERE seq >= ? AND seq <= ? AND txn IS NOT NULL AND kind IN ('FORWARDED', 'RECEIVED') "
                 "GROUP BY txn) WHERE fseq IS NOT NULL AND rseq > fseq AND notices = 0 ORDER BY fseq", (lo, last)).fetchall()
             chosen = [seq for seq, ts, mke in rows if mke in windows and ts + int(windows[mke] * 1e6) > stopped]
-            keys = keyring.period(period, create=False) if chosen else None
-            for seq in chosen:
-                if keys is None:
-                    break
-                (blob,) = c.execute("SELECT blob FROM records WHERE seq = ?", (seq,)).fetchone()
-                sealed = unseal_meta(blob)
-                out.append(to_record(sealed.meta, open_sealed(keys.aead, sealed)))
+            out.extend(_open_records(c, keyring, period, chosen))
         return out
     finally:
         reader.close()
@@ -240,16 +255,11 @@ def unanswered_requests(directory: Path, keyring: KeyRing, window_s: float, *, u
     reader = Reader(directory)
     try:
         periods = reader.periods()
-        if not periods:
+        end = _journal_end(reader, periods, up_to)
+        if end is None:
             return []
-        conn = reader.conn(periods[-1])
-        last = up_to if up_to is not None else conn.execute("SELECT MAX(seq) FROM records").fetchone()[0]
-        if last is None:
-            return []
-        row = conn.execute("SELECT ts FROM records WHERE seq <= ? ORDER BY seq DESC LIMIT 1", (last,)).fetchone()
-        if row is None:
-            return []
-        since = row[0] - int(window_s * 1e6)
+        last, stopped = end
+        since = stopped - int(window_s * 1e6)
         out = []
         for period in periods[-2:]:  # the window may straddle a month boundary
             c = reader.conn(period)
@@ -268,13 +278,7 @@ def unanswered_requests(directory: Path, keyring: KeyRing, window_s: float, *, u
                 "WHERE seq >= ? AND seq <= ? AND txn IS NOT NULL AND kind IN ('FORWARDED', 'RECEIVED', 'UNDELIVERED') "
                 "GROUP BY txn) "
                 "WHERE fseq IS NOT NULL AND (rseq IS NULL OR rseq < fseq OR outs <= landed) ORDER BY fseq", (lo, last))]
-            keys = keyring.period(period, create=False) if unanswered else None
-            for seq in unanswered:
-                if keys is None:
-                    break
-                (blob,) = c.execute("SELECT blob FROM records WHERE seq = ?", (seq,)).fetchone()
-                sealed = unseal_meta(blob)
-                out.append(to_record(sealed.meta, open_sealed(keys.aead, sealed)))
+            out.extend(_open_records(c, keyring, period, unanswered))
         return out
     finally:
         reader.close()
