@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from msc.journal.bundle_verifier import checkpoint_message
+from msc.journal.interfaces import TXN_SUMMARY_SQL, TxnSummary
 from msc.journal.merkle import Frontier
 from msc.journal.records import META_COLUMNS, JournalError
 from msc.journal.schema import PURGE_CODE, TIMELINE_GAP_S, Checkpoint, Row, StoredRecord
@@ -576,6 +577,66 @@ class PgReader:
     def journal_id(self) -> str | None:
         r = self._fetch("SELECT v FROM journal_info WHERE k = 'id'")
         return r[0][0] if r else None
+
+    def metadata(self, period: str, columns: Sequence[str], *, first_seq: int = 0, last_seq: int | None = None,
+                 start: int | None = None, end: int | None = None, kinds: Sequence[str] | None = None,
+                 where: Mapping[str, object] | None = None, not_null: Sequence[str] = ()) -> Iterator[tuple]:
+        """Metadata columns of a month's records (see the interface), a page at a time."""
+        for col in (*columns, *(where or {}), *not_null):
+            if col not in _Q:
+                raise ValueError(f"not a metadata column: {col!r}")
+        conds: list[str] = ["period = $1"]
+        args: list[object] = [period]
+
+        def arg(value: object) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if last_seq is not None:
+            conds.append(f"seq <= {arg(last_seq)}")
+        if start is not None:
+            conds.append(f"ts >= {arg(start)}")
+        if end is not None:
+            conds.append(f"ts < {arg(end)}")
+        if kinds is not None:
+            conds.append(f"kind = ANY({arg(list(kinds))}::text[])")
+        for col, value in (where or {}).items():
+            conds.append(f"{_Q[col]} = {arg(value)}")
+        conds.extend(f"{_Q[col]} IS NOT NULL" for col in not_null)
+        sql = (f"SELECT seq, {', '.join(_Q[c] for c in columns)} FROM journal_records WHERE {' AND '.join(conds)} "
+               f"AND seq >= ${len(args) + 1} ORDER BY seq LIMIT {PAGE}")
+        nxt = first_seq
+        while True:
+            page = self._fetch(sql, *args, nxt)
+            for r in page:
+                yield tuple(r[1:])
+            if len(page) < PAGE:
+                return
+            nxt = page[-1][0] + 1
+
+    def seq_at(self, period: str, ts: int) -> int | None:
+        r = self._fetch("SELECT (SELECT min(seq) FROM journal_records WHERE period = $1 AND ts >= $2), "
+                        "(SELECT max(seq) FROM journal_records WHERE period = $1)", period, ts)
+        found, last = r[0][0], r[0][1]
+        if last is None:
+            return None
+        return found if found is not None else last + 1
+
+    def end(self, period: str, up_to: int | None = None) -> tuple[int, int] | None:
+        last = up_to
+        if last is None:
+            last = self._fetch("SELECT max(seq) FROM journal_records WHERE period = $1", period)[0][0]
+            if last is None:
+                return None
+        r = self._fetch("SELECT ts FROM journal_records WHERE period = $1 AND seq <= $2 ORDER BY seq DESC LIMIT 1",
+                        period, last)
+        return (last, r[0][0]) if r else None
+
+    def txn_summary(self, period: str, first_seq: int, last_seq: int) -> list[TxnSummary]:
+        sql = (f"SELECT txn, {TXN_SUMMARY_SQL.format(ne_am='mke IS DISTINCT FROM ' + repr('AM'))} "
+               "FROM journal_records WHERE period = $1 AND seq >= $2 AND seq <= $3 AND txn IS NOT NULL "
+               "AND kind IN ('FORWARDED', 'RECEIVED', 'UNDELIVERED') GROUP BY txn")
+        return [TxnSummary(r[0], *r[1:6], *(int(n) for n in r[6:])) for r in self._fetch(sql, period, first_seq, last_seq)]
 
     def tokens(self, token: bytes, period: str | None = None) -> list[int]:
         """Sequence numbers of the records carrying a blind-index token (in sequence order)."""
