@@ -253,7 +253,8 @@ class Reader:
         for col in (*columns, *(where or {}), *not_null):
             if col not in COLUMNS:
                 raise ValueError(f"not a metadata column: {col!r}")
-        conds, params = ["seq >= ?"], [first_seq]
+        conds: list[str] = ["seq >= ?"]
+        params: list[object] = [first_seq]
         if last_seq is not None:
             conds.append("seq <= ?")
             params.append(last_seq)

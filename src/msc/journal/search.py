@@ -231,7 +231,7 @@ def _summaries(reader: JournalReader, since_ts: int, last: int) -> list[TxnSumma
     return list(merged.values())
 
 
-def _max(a, b):
+def _max(a: Any, b: Any) -> Any:
     return b if a is None else a if b is None else max(a, b)
 
 
@@ -254,7 +254,7 @@ def open_answers(source: Path | JournalReader, keyring: KeyRing, windows: dict[s
         since = stopped - int(max(windows.values()) * 1e6)
         chosen = sorted(t.fseq for t in _summaries(reader, since, last)
                         if t.fseq is not None and t.rseq is not None and t.rseq > t.fseq and t.notices == 0
-                        and t.fmke in windows and t.fts + int(windows[t.fmke] * 1e6) > stopped)
+                        and t.fmke in windows and (t.fts or 0) + int(windows[t.fmke] * 1e6) > stopped)
         return _open_records(reader, keyring, chosen)
     finally:
         if isinstance(source, Path):

@@ -580,7 +580,7 @@ class PgReader:
 
     def metadata(self, period: str, columns: Sequence[str], *, first_seq: int = 0, last_seq: int | None = None,
                  start: int | None = None, end: int | None = None, kinds: Sequence[str] | None = None,
-                 where: Mapping[str, object] | None = None, not_null: Sequence[str] = ()) -> Iterator[tuple]:
+                 where: Mapping[str, object] | None = None, not_null: Sequence[str] = ()) -> Iterator[tuple[Any, ...]]:
         """Metadata columns of a month's records (see the interface), a page at a time."""
         for col in (*columns, *(where or {}), *not_null):
             if col not in _Q:
@@ -620,7 +620,7 @@ class PgReader:
         found, last = r[0][0], r[0][1]
         if last is None:
             return None
-        return found if found is not None else last + 1
+        return int(found) if found is not None else int(last) + 1
 
     def end(self, period: str, up_to: int | None = None) -> tuple[int, int] | None:
         last = up_to
