@@ -418,6 +418,11 @@ class Journal:
 
         return await asyncio.to_thread(self._with_reader, lambda src: texts(src, self.keyring, seqs))
 
+    def with_reader(self, fn):
+        """``fn(source)`` (blocking): ``source`` the journal directory (SQLite), or a reader of
+        the storage, closed after — what the library functions of msc.journal read."""
+        return self._with_reader(fn)
+
     def _with_reader(self, fn):
         """``fn(source)``: the journal directory (SQLite), or a reader of the storage, closed after."""
         if self.storage is None:
