@@ -26,13 +26,14 @@ def keyring(tmp_path):
     return ring
 
 
-def journal_on(backend, keyring, tmp_path) -> Journal:
+def journal_on(backend, keyring, tmp_path, **kw) -> Journal:
+    """The Journal on ``backend`` (``kw``: Journal's other arguments, e.g. ``clock``)."""
     if isinstance(backend, PgBackend):
         from msc.storage.pgjournal import PgStorage
 
         # the directory is not used for records: no file may appear there
-        return Journal(tmp_path / "not-used", keyring, name=NAME, storage=PgStorage(backend.settings))
-    return Journal(backend.root / "journal", keyring, name=NAME, writer=backend.writer_kind)
+        return Journal(tmp_path / "not-used", keyring, name=NAME, storage=PgStorage(backend.settings), **kw)
+    return Journal(backend.root / "journal", keyring, name=NAME, writer=backend.writer_kind, **kw)
 
 
 def entry(i: int) -> Entry:
