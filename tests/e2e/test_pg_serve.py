@@ -5,8 +5,9 @@ unprivileged server user under root), the password in a 0600 ``password_file``.
 The switch serves a terminal's QW, queues outputs for it while it is away, is killed with
 ``kill -9``, starts again from the database: the queued outputs arrive in order with their OSNs,
 the next OSN continues after them, every output is delivered once. Then the commands an
-administrator runs — ``journal verify``, ``journal search``, ``user list``, ``station disable``,
-``report availability`` — read and write the same database; nothing is ever written to the
+administrator or investigator runs — ``journal verify``, ``search``, ``export`` (the bundle checked
+by the stand-alone verifier), ``accept``; ``user list``, ``station disable``, ``report
+availability`` — and the web console read and write the same database; nothing is ever written to the
 SQLite files of the data directory. A database that cannot be reached: every command says so in
 one line and starts nothing."""
 
@@ -18,11 +19,17 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
 
+from msc.actions.directory import station_rows
+from msc.config.load import load
+from msc.keyring import KeyRing
 from tests.conftest import PASSWORD, free_port, make_config
 from tests.e2e.conftest import Proc, run, wait_for, wait_port
 from tests.wire import WireClient
@@ -76,9 +83,7 @@ def serve(tmp_path: Path, cfg: Path, procs: list[Proc]) -> Proc:
 
 def journal(cfg: Path, **query) -> list:
     """Records of the journal in the configured database (read directly, as a test looks)."""
-    from msc.config.load import load
     from msc.journal.search import Query, search
-    from msc.keyring import KeyRing
     from msc.storage.backends import Backends
 
     s = load(cfg)
@@ -186,9 +191,6 @@ def test_the_msc_command_reads_and_writes_the_database(tmp_path, switch_on_pg, p
     users = {u["id"]: u for u in json.loads(r.stdout)["users"]}
     assert users["TS0001"]["last_logon"] is not None  # written by the switch, read by the command
     assert users["TS0002"]["last_logon"] is None
-    from msc.actions.directory import station_rows
-    from msc.config.load import load
-
     # The station disabled while no switch ran is disabled in the database (the web console's list).
     assert {row["mnemonic"]: row["status"] for row in station_rows(load(cfg))}["ICS2"] == "disabled"
     records = journal(cfg, kind="ADMIN")
@@ -199,6 +201,23 @@ def test_the_msc_command_reads_and_writes_the_database(tmp_path, switch_on_pg, p
     sw.stop()
     r = run("journal", "verify", "--config", str(cfg), *AS_ADMIN, input=ADMIN_LINES, timeout=120)
     assert r.returncode == 0, (r.stdout, r.stderr)
+    # An evidence bundle from the database, checked by the stand-alone verifier pinned to the key.
+    bundle = tmp_path / "evidence.zip"
+    r = run("journal", "export", "--config", str(cfg), *AS_INVESTIGATOR, "--case", "PG-E2E-2", "--kind", "ADMIN",
+            "--out", str(bundle), input=ADMIN_LINES, timeout=120)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    with zipfile.ZipFile(bundle) as z:
+        z.extract("verify_bundle.py", tmp_path)
+    s = load(cfg)
+    fp = KeyRing(s.data_dir / "keys", s.key_file).signing_identity().fingerprint
+    r = subprocess.run([sys.executable, "-I", "-S", str(tmp_path / "verify_bundle.py"), "--fingerprint", fp, str(bundle)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    # Nothing to accept on a sound journal; --new-journal is the database administrator's on PostgreSQL.
+    r = run("journal", "accept", "--config", str(cfg), *AS_ADMIN, "--reason", "CHECK", input=ADMIN_LINES, timeout=120)
+    assert r.returncode == 0 and "nothing to accept" in r.stdout, (r.stdout, r.stderr)
+    audits = [(rec.user, json.loads(rec.text)["op"]) for rec in journal(cfg, kind="AUDIT")]
+    assert ("AD0001", "verify") in audits and ("IN0001", "export") in audits
     assert sqlite_files(tmp_path) == []
 
 
@@ -216,4 +235,76 @@ def test_an_unreachable_database_is_one_line_and_nothing_starts(tmp_path, argv):
     r = run(*argv, "--config", str(cfg), input="x\n\n", timeout=60)
     assert r.returncode in (1, 2), (r.stdout, r.stderr)
     assert "Traceback" not in r.stderr and "127.0.0.1" in r.stderr and "not-used" not in r.stderr, r.stderr
+    assert sqlite_files(tmp_path) == []
+
+
+WEB = """
+[[listener]]
+name = "web"
+bind = "127.0.0.1:{web_listener}"
+proxy_protocol = true
+trusted_proxies = ["127.0.0.1"]
+
+[web]
+bind = "127.0.0.1:{web_port}"
+tls = {{ cert = "tls/web.crt", key = "tls/web.key" }}
+listener = "web"
+header = "ICS1"
+"""
+
+
+def test_the_web_console_searches_verifies_and_reports_on_postgresql(tmp_path, pg_server, procs):
+    """``msc web`` on the same configuration: an investigator's search and verification and an
+    administrator's reports read the database, and each is AUDIT/ADMIN-recorded there naming
+    the person (a plain HTTP client; the browser scenarios are tests/e2e/test_web_console.py)."""
+    httpx = pytest.importorskip("httpx")
+    from msc.mnemonics import totp
+    from msc.web.certs import self_signed
+    from tests.conftest import add_totp_user
+
+    self_signed(tmp_path / "tls" / "web.crt", tmp_path / "tls" / "web.key")
+    db = f"pgweb{os.getpid()}_{next(_db)}"
+    pg_server.create_database(db)
+    up, web_port = free_port(), free_port()
+    cfg = make_config(tmp_path, upstream_ports=[up], port=free_port(), metrics_port=free_port(),
+                      extra=WEB.format(web_listener=free_port(), web_port=web_port))
+    with_storage(cfg, f"postgresql://postgres@127.0.0.1:{pg_server.port}/{db}", pg_server.password)
+    secrets = {uid: add_totp_user(cfg, uid, name=name, role=role)
+               for uid, name, role in (("IV0001", "INVESTIGATOR, IVAN", "investigator"),
+                                       ("AM0001", "ADMINISTRATOR, ANN", "admin"))}
+    procs.append(Proc("stub", "--role", "clets", "--listen", f"127.0.0.1:{up}", log=tmp_path / "stub.err"))
+    wait_port(up)
+    serve(tmp_path, cfg, procs)
+    ready = tmp_path / "web.ready"
+    web = Proc("web", "--config", str(cfg), "--ready-file", str(ready), log=tmp_path / "web.err")
+    procs.append(web)
+    wait_for(ready, web, timeout=60)
+    url = f"https://127.0.0.1:{web_port}"
+
+    def console(c, kind: str, uid: str) -> dict[str, str]:
+        token = c.get(url + "/api/state").json()["csrf"]
+        assert c.post(url + "/api/banner", json={}, headers={"x-csrftoken": token}).status_code == 200
+        r = c.post(url + "/api/logon", headers={"x-csrftoken": token},
+                   json={"console": kind, "user": uid, "password": PASSWORD, "otp": totp.code_at(secrets[uid], time.time())})
+        assert r.status_code == 200, r.text
+        return {"x-csrftoken": c.get(url + "/api/state").json()["csrf"]}
+
+    with httpx.Client(verify=False, timeout=30) as c:
+        h = console(c, "investigator", "IV0001")
+        r = c.post(url + "/api/journal/search", headers=h, json={"case": "PG-WEB-1", "kind": "ADMIN"})
+        assert r.status_code == 200, r.text
+        assert any(rec["text"].startswith("START ") for rec in r.json()["records"])
+        r = c.post(url + "/api/journal/verify", headers=h, json={})
+        assert r.status_code == 200 and r.json()["ok"], r.text
+    with httpx.Client(verify=False, timeout=30) as c:
+        h = console(c, "admin", "AM0001")
+        r = c.get(url + "/api/admin/report/availability", headers=h)
+        assert r.status_code == 200, r.text
+        assert r.json()["doc"]["windows"]["30d"]["up_s"] > 0  # the running switch's run, in the database
+        r = c.get(url + "/api/admin/users", headers=h)
+        assert r.status_code == 200 and any(u["id"] == "IV0001" for u in r.json()["users"]), r.text
+    audits = [(rec.user, json.loads(rec.text)["op"]) for rec in journal(cfg, kind="AUDIT")]
+    assert ("IV0001", "search") in audits and ("IV0001", "verify") in audits
+    sessions = [rec.text for rec in journal(cfg, kind="SESSION") if rec.user == "AM0001"]
+    assert any("LOGON OK WEB" in t for t in sessions)
     assert sqlite_files(tmp_path) == []
