@@ -30,6 +30,7 @@ takes it again before writing anything more).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import time
@@ -203,6 +204,11 @@ class PgWriter:
         self.last_checkpoint: Checkpoint | None = None
         self.journal_id: str | None = None
         self._needs_reopen = False
+        #: One operation at a time on the one connection: the journal's group commit, its
+        #: checkpoint timer and a retention purge are separate tasks (the SQLite writers
+        #: serialise them in their thread or process; asyncpg refuses a second operation on a
+        #: connection with "another operation is in progress").
+        self._lock = asyncio.Lock()
 
     @property
     def checkpoint_size(self) -> int:
@@ -311,6 +317,10 @@ class PgWriter:
     async def commit(self, rows: Sequence[Row], poke_indexer: bool = False) -> None:
         """One batch in one transaction (all or nothing, across months). ``poke_indexer`` is
         the SQLite backend's; PostgreSQL keeps its indexes current on every commit."""
+        async with self._lock:
+            await self._commit(rows)
+
+    async def _commit(self, rows: Sequence[Row]) -> None:
         if not rows:
             return
         if self._needs_reopen or self._conn is None or self._conn.is_closed():
@@ -347,6 +357,10 @@ class PgWriter:
     # -- checkpoints ----------------------------------------------------------------------
 
     async def checkpoint(self, name: str, ts: int) -> Checkpoint | None:
+        async with self._lock:
+            return await self._checkpoint(name, ts)
+
+    async def _checkpoint(self, name: str, ts: int) -> Checkpoint | None:
         if self._needs_reopen or self._conn is None or self._conn.is_closed():
             await self._reopen()
         size = self.frontier.size
@@ -368,6 +382,10 @@ class PgWriter:
     async def purge_period(self, period: str, purge_seq: int) -> tuple[int, int] | None:
         """Keep the month's leaf hashes (and its purge records' sealed bytes), mark it purged
         by record ``purge_seq``; :meth:`delete_partition` then drops it (after its key is gone)."""
+        async with self._lock:
+            return await self._purge_period(period, purge_seq)
+
+    async def _purge_period(self, period: str, purge_seq: int) -> tuple[int, int] | None:
         partition("journal_records", period)
         if self._needs_reopen or self._conn is None or self._conn.is_closed():
             await self._reopen()
@@ -383,7 +401,7 @@ class PgWriter:
             await self._after_failure()
             raise JournalError(f"purge failed: {_reason(exc)}") from None
         if not rows:
-            await self.delete_partition(period)
+            await self._delete_partition(period)
             return None
         first, last = rows[0][0], rows[-1][0]
         if len(rows) != last - first + 1:
@@ -405,6 +423,10 @@ class PgWriter:
 
     async def delete_partition(self, period: str) -> None:
         """Drop a purged month's partitions (its records and its blind index)."""
+        async with self._lock:
+            await self._delete_partition(period)
+
+    async def _delete_partition(self, period: str) -> None:
         if self._needs_reopen or self._conn is None or self._conn.is_closed():
             await self._reopen()
         try:
@@ -422,6 +444,10 @@ class PgWriter:
         self._known.discard(period)
 
     async def close(self) -> None:
+        async with self._lock:
+            await self._close()
+
+    async def _close(self) -> None:
         conn = self._conn
         if conn is not None and not conn.is_closed():
             try:
@@ -447,7 +473,11 @@ class PgReader:
 
     async def _connect(self) -> asyncpg.Connection:
         conn = await self.pg.connect()
-        await create_schema(conn, SCHEMA, SCHEMA_LOCK)
+        # The schema is made in one transaction (all of it or nothing): only an empty database
+        # needs it. Not re-run on every open: its CREATE OR REPLACE TRIGGER locks journal_records
+        # against the writer's INSERTs, and readers are opened often (redelivery, each command).
+        if await conn.fetchval("SELECT to_regclass('journal_info')") is None:
+            await create_schema(conn, SCHEMA, SCHEMA_LOCK)
         return conn
 
     def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
