@@ -291,6 +291,11 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
             # The clean-stop mark: the outage that follows is scheduled (OPERATIONS.md).
             await asyncio.to_thread(self.ledger.stop, self.clock())
             self.ledger.close()
+        if self.backends.postgresql:  # its connection pools, closed cleanly (SQLite's files close at exit)
+            for handle in (self.delivery.store if self.delivery else None, self.state):
+                if handle is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.to_thread(handle.close)
         self.log.info("switch.stopped")
 
     # -- health ---------------------------------------------------------------------------
