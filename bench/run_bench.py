@@ -482,6 +482,8 @@ def main() -> None:
     ap.add_argument("--no-pg", action="store_true", help="leave out msc on PostgreSQL")
     ap.add_argument("--only-pg", action="store_true",
                     help="only msc on SQLite (synchronous=full) and on PostgreSQL: the storage comparison alone")
+    ap.add_argument("--rates", default="1000",
+                    help="open-loop rates (transactions/s, 64 terminals), comma-separated; empty: none")
     ap.add_argument("--rounds", type=int, default=1,
                     help="with --only-pg: run the three in turn this many times (closed loop) and quote the median ratio")
     args = ap.parse_args()
@@ -492,7 +494,7 @@ def main() -> None:
     doc = {"bench": "msc", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
            "duration_s": args.duration, "terminals": terminals, "msc": {}}
     try:
-        rates = [] if args.quick else [1000]
+        rates = [] if args.quick else [float(x) for x in args.rates.split(",") if x.strip()]
         print("msc, synchronous=full, stub 0 ms", file=sys.stderr)
         doc["msc"]["full_0ms"] = run_msc(work, "full", 0, terminals, args.duration, rates)
         if not args.only_pg:
