@@ -656,24 +656,30 @@ async def ha_soak(args) -> dict:
             **checks, "workdir": str(work)}
 
 
-#: Service counts as back after a fault once probes succeed for this long without a new span (s).
+#: Service counts as back after a fault once probes succeed for this long without a new outage (s)...
 STABLE_S = 5.0
+#: ... where a span shorter than this is a slow answer on a loaded machine, not an outage (it still
+#: counts as unserved time if it comes before service is back).
+BLIP_S = 0.5
 
 
 def outage(spans: list[tuple[float, float]], t: float, interval: float) -> tuple[float, float]:
     """When service was back for good after a fault at ``t``, and the time without it that the fault
     caused: (back, unserved seconds). ``spans`` are :func:`soak.unserved`'s. Back = the first moment
-    from ``t`` on — ``t`` itself or the end of a span — after which no span begins for STABLE_S
-    seconds; the fault's unserved time is every span that ends after ``t`` (less one interval: the
-    last answer before the fault can arrive just after it) and begins before ``back``. A fault whose
-    outage begins later than the fault itself (PostgreSQL's: msc notices the lost database and
-    steps down only after its lease lapses) is counted whole, not missed."""
-    for x in [t] + sorted(b for a, b in spans if b > t):
-        if not any(a < x + STABLE_S and b > x for a, b in spans):  # no span overlaps [x, x + STABLE_S)
-            back = x
-            break
-    else:  # pragma: no cover - the run's end counts as an answer, so a last span always ends
-        back = max(b for _, b in spans)
+    from ``t`` on — ``t`` itself or the end of a span — followed by at least BLIP_S of service and
+    by no span of BLIP_S or more for STABLE_S; the fault's unserved time is every span that ends
+    after ``t`` (less one interval: the last answer before the fault can arrive just after it) and
+    begins before ``back``. A fault whose outage begins later than the fault itself (PostgreSQL's:
+    msc notices the lost database and steps down only after its lease lapses) is counted whole,
+    and a slow answer later on does not keep it open."""
+    big = [(a, b) for a, b in spans if b - a >= BLIP_S]
+
+    def serving_from(x: float) -> bool:
+        return (not any(a < x + BLIP_S and b > x for a, b in spans)
+                and not any(a < x + STABLE_S and b > x for a, b in big))
+
+    back = next((x for x in [t] + sorted(b for a, b in spans if b > t) if serving_from(x)),
+                max((b for _, b in spans), default=t))
     spent = sum(b - a for a, b in spans if b > t - interval and a < back)
     return back, spent
 
@@ -752,8 +758,8 @@ def render(doc: dict) -> str:
              "| without service: median / max (s) |", "|---|---|---|---|---|"]
     for k, v in s.items():
         o, f, u = v["other_serving"], v["service_back"], v["unserved"]
-        lines.append(f"| {k} | {o['n']} | {o['median_s']} / {o['max_s']} | {f['median_s']} / {f['max_s']} | "
-                     f"{u['median_s']} / {u['max_s']} |")
+        lines.append(f"| {k} | {f['n']} | {o['median_s'] or '–'} / {o['max_s'] or '–'} | {f['median_s']} / "
+                     f"{f['max_s']} | {u['median_s']} / {u['max_s']} |")
     if "kill9-pg-primary" in s:
         p, m = s["kill9-pg-primary"]["promoted"], s["kill9-pg-primary"]["msc_serving_after_promotion"]
         lines += ["", f"PostgreSQL primary killed: a new primary promoted after median {p['median_s']} s (max "
