@@ -16,7 +16,7 @@ CRASH_ITERATIONS ?= 20
 
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: run test lint venv clean system-deps fuzz crash bench soak ha-deps
+.PHONY: run test lint venv clean system-deps fuzz crash bench soak ha-deps ha-soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,12 @@ soak: $(BENCH_STAMP)
 HA_TOOLS := patroni:patroni etcd:etcd-server etcdctl:etcd-client /usr/lib/postgresql/*/bin/postgres:postgresql
 ha-deps:
 	@$(MAKE) --no-print-directory SYSTEM_TOOLS="$(HA_TOOLS)" system-deps
+
+# Two msc nodes on a PostgreSQL journal under Patroni (3 etcd + 3 PostgreSQL, loopback), a fault every
+# minute (kill -9 of the active node, kill -9 of the PostgreSQL primary's host, SIGSTOP of the active):
+# availability by time, failover times, acknowledged-but-lost and duplicated OSNs (bench/results/ha-soak-*).
+ha-soak: $(BENCH_STAMP) ha-deps
+	$(BIN)/python bench/ha_soak.py --minutes $${HA_SOAK_MINUTES:-10}
 
 # 10 minutes of coverage-guided fuzzing of the protocol codec; discoveries go to var/fuzz/corpus.
 fuzz: $(STAMP)

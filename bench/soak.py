@@ -102,17 +102,22 @@ class Supervisor:
 class Terminal:
     """A terminal that keeps reconnecting and logging on; records what msc acknowledged."""
 
-    def __init__(self, port: int, station: str, acked: list[str], answers: dict[str, str],
+    def __init__(self, port: int | list[int], station: str, acked: list[str], answers: dict[str, str],
                  retry_s: float = 0.1) -> None:
-        self.port, self.station, self.acked, self.answers = port, station, acked, answers
+        # Several ports: the switch's addresses in turn, as `msc terminal --connect a,b` does — after
+        # a refused connection or a lost session the next one (bench/ha_soak.py: two nodes).
+        self.ports = [port] if isinstance(port, int) else list(port)
+        self.station, self.acked, self.answers = station, acked, answers
         self.retry_s = retry_s
         self.c: WireClient | None = None
+        self._next = 0
 
     async def ensure(self) -> WireClient:
         while self.c is None or self.c.closed.done():
             c = None
+            port = self.ports[self._next % len(self.ports)]
             try:
-                c = await WireClient.connect(self.port)
+                c = await WireClient.connect(port)
                 await c.banner(timeout=5)
                 f = await c.logon(self.station, "BN0001", benchconfig.PASSWORD)
                 if f.type != "A":
@@ -122,10 +127,13 @@ class Terminal:
             except (TimeoutError, OSError, ConnectionError, AssertionError):
                 if c is not None:
                     c.close()
-                await asyncio.sleep(self.retry_s)
+                self._next += 1
+                if self._next % len(self.ports) == 0:  # every address tried: wait before the next round
+                    await asyncio.sleep(self.retry_s)
             except BaseException:  # cancelled (a probe's deadline) half-way through a logon
                 if c is not None and self.c is not c:
                     c.close()
+                    self._next += 1  # an address that let us wait so long (a stopped node): try the next
                 raise
         return self.c
 
@@ -143,6 +151,7 @@ class Terminal:
             f = await c.send(f"{header}.{body}", timeout=timeout)
         except (TimeoutError, ConnectionError, OSError):
             self.c = None
+            self._next += 1
             return False
         if f.type != "A":
             return False

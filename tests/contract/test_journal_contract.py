@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 
 import pytest
@@ -284,6 +285,99 @@ async def test_a_fence_that_refuses_aborts_the_commit_and_nothing_is_written(jou
         assert r.periods() == [period(NOV)]
         assert r.checkpoints() == [cp]
         assert r.blob(9) is None
+    finally:
+        r.close()
+
+
+def _fence_of(lease: dict, name: str):
+    """A node's fence: it passes while ``lease["holder"]`` is this node (the lease in PostgreSQL, as
+    tests/integration/test_ha_lease_pg.py tests it, reduced to who holds it)."""
+
+    async def fence(conn):
+        if lease["holder"] != name:
+            raise Fenced(f"{name} does not hold the lease ({lease['holder']} does)")
+
+    return fence
+
+
+async def test_the_lease_holder_takes_the_writer_lock_from_a_writer_that_lost_the_lease(journal_backend, signing):
+    """Two nodes on one journal: A's writer holds the one-writer lock with its connection open — A
+    was SIGSTOPped, or is cut off, and the database keeps a session's lock as long as the session.
+    B, once it holds the lease, must be able to write: its writer ends A's session and takes the
+    lock. A standby (its fence refuses) takes nothing; a single node (no fence) is refused as
+    before; A, continued, commits nothing (its session is gone and its fence now refuses) and the
+    journal goes on from B's records without a gap (found by make ha-soak: the new active node
+    looped on "being written by another process" while the stopped one lived)."""
+    fencing(journal_backend)
+    lease = {"holder": "A"}
+    a = journal_backend.journal_writer(signing, fence=_fence_of(lease, "A"))
+    await a.start()
+    await a.commit(rows(1, 3, NOV))
+    for intruder in (journal_backend.journal_writer(signing, fence=_fence_of(lease, "B")),  # a standby
+                     journal_backend.journal_writer(signing)):  # a single node: no fence, no lease
+        with pytest.raises(JournalBusy):
+            await intruder.start()
+        await intruder.close()
+    await a.commit(rows(4, 1, NOV + 10_000))  # A was not disturbed
+
+    lease["holder"] = "B"  # A paused; B took the lease over
+    b = journal_backend.journal_writer(signing, fence=_fence_of(lease, "B"))
+    await b.start()
+    assert b.last_seq == 4
+    await b.commit(rows(5, 2, NOV + 20_000))
+    for attempt in (rows(5, 1, NOV + 30_000), rows(5, 1, NOV + 40_000)):  # A continued: refused, twice
+        with pytest.raises(JournalError):
+            await a.commit(attempt)
+    await b.commit(rows(7, 1, NOV + 50_000))
+    await a.close()
+    await b.close()
+    r = journal_backend.journal_reader()
+    try:
+        assert [x.seq for x in r.records(period(NOV))] == [1, 2, 3, 4, 5, 6, 7]
+        assert [x.blob for x in r.records(period(NOV))][4:] == [x.blob for x in rows(5, 2, NOV + 20_000)
+                                                                 + rows(7, 1, NOV + 50_000)]
+    finally:
+        r.close()
+
+
+async def test_a_node_paused_inside_a_commit_transaction_is_ended_by_the_server(journal_backend, signing,
+                                                                                 monkeypatch):
+    """A node paused after its fence share-locked the lease row (between the fence and COMMIT) would
+    keep every other node from acquiring the lease: the server ends its session once it has been
+    idle in the transaction for IDLE_IN_TRANSACTION_S; nothing of the batch is written."""
+    fencing(journal_backend)
+    from msc.storage import pgjournal
+
+    monkeypatch.setattr(pgjournal, "IDLE_IN_TRANSACTION_S", 0.3)
+    paused = asyncio.Event()
+
+    async def fence_then_pause(conn):
+        await conn.execute("SELECT 1")
+        paused.set()
+        await asyncio.Event().wait()  # the process stopped here (SIGSTOP): the server sees idle in transaction
+
+    w = journal_backend.journal_writer(signing, fence=fence_then_pause)
+    await w.start()
+    task = asyncio.create_task(w.commit(rows(1, 2, NOV)))
+    await asyncio.wait_for(paused.wait(), 10)
+    watcher = await journal_backend.settings.connect()
+    try:  # the paused writer's session (the writer lock's holder) is idle in a transaction, then gone
+        holder = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = $1"
+        pid = await watcher.fetchval(holder, pgjournal.WRITER_LOCK)
+        assert await watcher.fetchval("SELECT state FROM pg_stat_activity WHERE pid = $1", pid) == "idle in transaction"
+        deadline = asyncio.get_running_loop().time() + 30
+        while await watcher.fetchval(holder, pgjournal.WRITER_LOCK) is not None:
+            assert asyncio.get_running_loop().time() < deadline, "the paused session was not ended"
+            await asyncio.sleep(0.05)
+    finally:
+        await watcher.close()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, JournalError):
+        await task
+    await asyncio.wait_for(w.close(), 10)
+    r = journal_backend.journal_reader()
+    try:
+        assert list(r.records(period(NOV))) == []
     finally:
         r.close()
 

@@ -214,7 +214,7 @@ def test_a_sigstopped_active_loses_the_lease_and_continued_it_commits_nothing_an
 
 def test_a_node_that_cannot_reach_the_lease_database_stays_standby_and_says_why(tmp_path, procs, pg_server):
     cfg = make_config(tmp_path / "C", port=free_port(), metrics_port=(mport := free_port()))
-    dead = f"postgresql://postgres@127.0.0.1:{free_port()}/msc?passfile={pg_server.passfile}&connect_timeout=1"
+    dead = f"postgresql://postgres@127.0.0.1:{free_port()}/msc?passfile={pg_server.passfile}"
     cfg.write_text(cfg.read_text() + f'\n[node]\nname = "node-c"\nlease_ttl_s = {TTL}\nlease_dsn = "{dead}"\n')
     ready = tmp_path / "C" / "ready"
     c = Proc("serve", "--config", str(cfg), "--ready-file", str(ready), log=tmp_path / "C" / "serve.err")

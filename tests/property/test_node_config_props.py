@@ -47,7 +47,7 @@ name = st.from_regex(r"[a-z][a-z0-9_]{0,15}", fullmatch=True)
 good_host = st.one_of(st.from_regex(r"[a-z][a-z0-9-]{0,15}(\.[a-z][a-z0-9-]{0,15}){0,2}", fullmatch=True),
                       st.ip_addresses(v=4).map(str), st.ip_addresses(v=6).map(lambda a: f"[{a}]"))
 good_port = st.one_of(st.just(""), st.integers(1, 65535).map(lambda p: f":{p}"))
-param = st.sampled_from(["target_session_attrs=read-write", "connect_timeout=3", "sslmode=verify-full",
+param = st.sampled_from(["target_session_attrs=read-write", "sslrootcert=/etc/msc/ca.pem", "sslmode=verify-full",
                          "passfile=/etc/msc/pgpass", "application_name=msc"])
 
 

@@ -70,6 +70,13 @@ def test_good_connection_uris(tmp_path, dsn):
     ("postgresql://msc@db1,,db2/msc?target_session_attrs=read-write", "a host is empty"),
     ("postgresql://msc@[::1/msc", "not a well-formed connection URI"),
     ("postgresql://[", "not a well-formed connection URI"),
+    # libpq settings asyncpg does not parse: sent to the server as run-time parameters, refused (FATAL)
+    ("postgresql://msc@db1/msc?connect_timeout=2", "connect_timeout: a libpq setting msc's client"),
+    ("postgresql://msc@db1/msc?sslmode=require&keepalives_idle=30", "keepalives_idle: a libpq setting"),
+    ("postgresql://msc@db1/msc?options=-c%20search_path%3Dmsc", "options: a libpq setting"),
+    ("postgresql://msc@db1/msc?Connect_Timeout=2", "connect_timeout: a libpq setting"),
+    ("postgresql://msc@db1,db2/msc?target_session_attrs=read-write&load_balance_hosts=random",
+     "load_balance_hosts: a libpq setting"),
 ])
 def test_bad_connection_uris_are_refused_without_echoing_a_password(tmp_path, dsn, fragment):
     issues = _issues(tmp_path, f'backend = "postgresql"\ndsn = "{dsn}"')

@@ -105,3 +105,11 @@ def test_no_password_in_the_files(name):
     for user in doc.get("postgresql", {}).get("authentication", {}).values():
         assert set(user) == {"username"}
     assert not re.search(r"postgres(ql)?://[^/\s]*:[^@\s]*@", text)  # no user:password@ in a URL
+
+
+@pytest.mark.parametrize("name", ETCD)
+def test_each_etcd_member_serves_the_json_gateway_patroni_speaks(name):
+    """etcd 3.4 reading a config file leaves enable-grpc-gateway off (it is on only as a command-line
+    default): Patroni's etcd3 client then gets 404 on /v3/… and waits on etcd forever — found when
+    bench/ha_soak.py first started the example cluster."""
+    assert load(name)["enable-grpc-gateway"] is True

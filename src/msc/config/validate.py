@@ -589,6 +589,15 @@ def _check_node(c: _Checker, settings, cfg) -> None:
 
 #: target_session_attrs values asyncpg (the PostgreSQL client) understands.
 SESSION_ATTRS = frozenset(("any", "primary", "standby", "prefer-standby", "read-write", "read-only"))
+#: libpq connection parameters (libpq "Parameter Key Words") that asyncpg's URI parser does not take:
+#: it passes every unknown query parameter on to the server as a run-time setting, and the server
+#: refuses the connection (FATAL: unrecognized configuration parameter "connect_timeout") — found
+#: when make ha-soak's connection string had connect_timeout.
+LIBPQ_ONLY_PARAMS = frozenset((
+    "hostaddr", "connect_timeout", "channel_binding", "options", "fallback_application_name", "keepalives",
+    "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout", "replication",
+    "gssencmode", "requiressl", "sslcompression", "sslcertmode", "sslcrldir", "sslsni", "requirepeer",
+    "gssdelegation", "load_balance_hosts", "require_auth"))
 
 
 def _check_storage(c: _Checker, settings, st) -> None:
@@ -664,6 +673,12 @@ def dsn_problems(dsn: str) -> list[str]:
             problems.append("each server is host[:port] (several: h1:5432,h2:5432; IPv6 in brackets)")
         if port and not (port.isdigit() and 0 < int(port) < 65536):
             problems.append("a port must be 1..65535")
+    unknown = sorted({k.lower() for k in query} & LIBPQ_ONLY_PARAMS)
+    if unknown:
+        problems.append(f"{', '.join(unknown)}: a libpq setting msc's client (asyncpg) does not know — it would "
+                        "reach the server as a run-time parameter and every connection would be refused; leave "
+                        "it out (asyncpg reads host, port, dbname, user, passfile, sslmode, sslcert, sslkey, "
+                        "sslrootcert, sslcrl, target_session_attrs, …)")
     attrs = query.get("target_session_attrs", [])
     if attrs and attrs[-1] not in SESSION_ATTRS:
         problems.append(f"target_session_attrs must be one of {', '.join(sorted(SESSION_ATTRS))}")

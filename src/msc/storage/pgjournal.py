@@ -58,6 +58,10 @@ GAP_US = TIMELINE_GAP_S * 1_000_000
 PERIOD_RE = re.compile(r"\d{4}-(0[1-9]|1[0-2])\Z")
 #: Advisory lock keys (pg_advisory_lock's bigint space; arbitrary, fixed: "msc" + purpose).
 WRITER_LOCK = 0x6D73_6301
+#: How long a node holding the lease tries to take the writer lock from a session it ended (s).
+EVICT_S = 10.0
+#: A node of a pair's writer session left idle inside a transaction this long is ended by the server (s).
+IDLE_IN_TRANSACTION_S = 5.0
 SCHEMA_LOCK = 0x6D73_6302
 #: Records fetched per round trip when a reader walks a month.
 PAGE = 2000
@@ -228,8 +232,11 @@ class PgWriter:
 
     async def _open(self) -> None:
         conn = self._conn = await self.pg.connect()
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", WRITER_LOCK):
-            raise JournalBusy("the journal database is being written by another process")
+        if self._fence is not None:
+            # A node paused inside a commit transaction (after its fence share-locked the lease row)
+            # would keep the other node from ever acquiring the lease: the server ends such a session.
+            await conn.execute(f"SET idle_in_transaction_session_timeout = '{int(IDLE_IN_TRANSACTION_S * 1000)}ms'")
+        await self._take_writer_lock(conn)
         await create_schema(conn, SCHEMA, SCHEMA_LOCK)
         await conn.execute("INSERT INTO journal_info(k, v) VALUES ('id', $1) ON CONFLICT DO NOTHING",
                            __import__("secrets").token_hex(8))
@@ -239,6 +246,45 @@ class PgWriter:
         self._known = {p for (p,) in await conn.fetch("SELECT period FROM journal_periods")}
         await self._reread()
         self._needs_reopen = False
+
+    async def _take_writer_lock(self, conn: asyncpg.Connection) -> None:
+        """The one-writer lock (a session advisory lock), or :class:`JournalBusy`.
+
+        A node of a pair (a ``fence``) that holds the lease may take the lock from the writer
+        that still has it: the node it replaced, paused (SIGSTOP, a long GC) or cut off with its
+        connection open — the database keeps a session lock as long as the connection, so without
+        this the new active node could never write. The fence first proves the lease (in a
+        transaction, as for a commit); then the holder's backend is terminated
+        (``pg_terminate_backend``: the same role may signal its own sessions) and the lock is
+        tried again until EVICT_S. This takes nothing from a writer that could still commit: a
+        node that lost the lease has every commit refused by the same fence (OPERATIONS.md
+        "Running two nodes"). Without a fence (a single node) a held lock is refused as before."""
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", WRITER_LOCK):
+            return
+        if self._fence is None:
+            raise JournalBusy("the journal database is being written by another process")
+        deadline = time.monotonic() + EVICT_S
+        while True:
+            try:
+                async with conn.transaction():
+                    await self._fence(conn)  # only the lease's holder may take the lock away
+                    holders = await conn.fetch(
+                        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1 "
+                        "AND objid = $2 AND objsubid = 1 AND pid <> pg_backend_pid()",
+                        WRITER_LOCK >> 32, WRITER_LOCK & 0xFFFF_FFFF)
+            except DB_ERRORS:
+                raise
+            except Exception as exc:  # the fence refused: another node is the writer, rightly
+                raise JournalBusy(f"the journal database is being written by another process and this node "
+                                  f"does not hold the lease ({_reason(exc)})") from None
+            for (pid,) in holders:
+                await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
+            if await conn.fetchval("SELECT pg_try_advisory_lock($1)", WRITER_LOCK):
+                return
+            if time.monotonic() > deadline:
+                raise JournalBusy(f"the journal database's writer lock was not released within {EVICT_S:g} s "
+                                  "of ending the session that held it")
+            await asyncio.sleep(0.05)
 
     async def _reread(self) -> None:
         assert self._conn is not None
