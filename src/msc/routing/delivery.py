@@ -73,9 +73,14 @@ class QueueFull(Exception):
 class Sink(Protocol):
     """What a session offers the delivery layer."""
 
-    user: str | None
-    taf: str | None
-    max_output: int  # the longest payload the client takes (PROTOCOL.md §1 max_frame, less 5)
+    @property
+    def user(self) -> str | None: ...  # the logged-on user's ID
+
+    @property
+    def taf(self) -> str | None: ...
+
+    @property
+    def max_output(self) -> int: ...  # the longest payload the client takes (PROTOCOL.md §1 max_frame, less 5)
 
     def send_output(self, osn: int, payload: bytes) -> bool:
         """Write one output frame; False if the session cannot take it now (backpressure)."""

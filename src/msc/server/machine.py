@@ -38,6 +38,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 
 from msc.protocol import framing
 from msc.protocol.codes import FramingError, ProtocolError, Reject
@@ -219,6 +220,23 @@ Action = (Send | Message | RateLimited | BannerAcknowledged | OutputAcked | Outp
           | PauseReading | ResumeReading | Close | Abort | Logoff)
 
 
+class ConnectionLimits(Protocol):
+    """What the machine reads of its limits: a :class:`Limits`, or a listener's configuration
+    section (``[[listener]]``, which has these and more)."""
+
+    @property
+    def max_frame(self) -> int: ...
+
+    @property
+    def rate_limit(self) -> float: ...
+
+    @property
+    def heartbeat_s(self) -> float: ...
+
+    @property
+    def read_timeout_s(self) -> float: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """A listener's per-connection limits (CONFIG.md ``[[listener]]``), in bytes and seconds."""
@@ -241,7 +259,7 @@ class SessionMachine:
     section); it may be replaced while the connection lives (a reload), except ``max_frame``,
     which the frame decoder keeps from the start."""
 
-    def __init__(self, limits: Limits, now: float) -> None:
+    def __init__(self, limits: ConnectionLimits, now: float) -> None:
         self.limits = limits
         self.state = State.BANNER
         self.role = Role.NONE

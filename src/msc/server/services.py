@@ -19,26 +19,43 @@ from msc.journal.records import Entry, Kind
 
 if TYPE_CHECKING:
     from msc.config.load import Settings
+    from msc.config.model import Config
     from msc.mnemonics.accounts import Accounts
     from msc.mnemonics.directory import Directory
     from msc.ops.metrics import Metrics
     from msc.routing.admission import Admission
     from msc.routing.delivery import Delivery
     from msc.routing.router import Router
+    from msc.server.refusals import RefusalWindow
 
 
 class Attached(Protocol):
-    """What the registry needs of a session (:class:`msc.server.session.Session`)."""
+    """What the registry and the switch may use of a session (:class:`msc.server.session.Session`):
+    its public methods, nothing private."""
 
     mnemonic: str | None
     endpoint: str | None
     alloc: Any
     taf: str | None
+    refusals: RefusalWindow
 
     @property
     def kind(self) -> str | None: ...
 
+    @property
+    def inflight(self) -> int: ...  # messages awaiting their journal commit
+
     def replaced(self) -> None: ...
+
+    def close(self, why: str | None = None) -> None: ...
+
+    def logoff(self, why: str) -> None: ...
+
+    def reconfigure(self, directory: Directory) -> None: ...
+
+    def tick(self, now: float, cfg: Config) -> None: ...
+
+    def summarize_refusals(self, *, force: bool = False) -> None: ...
 
 
 class JournalWriter(Protocol):
