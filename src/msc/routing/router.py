@@ -29,6 +29,7 @@ import msgspec
 import structlog
 
 from msc.journal.records import Entry, JournalError, Kind
+from msc.mnemonics.acp import AccessControlPoint
 from msc.mnemonics.directory import Directory, Route
 from msc.protocol import framing
 from msc.protocol.codes import ProtocolError, Reject
@@ -70,7 +71,7 @@ class Router:
         delivery.txn_prefix = f"{self._boot}-"  # queued outputs keep the switch's own txns as numbers
         self._txn = itertools.count(1)
         self._sweeper: asyncio.Task | None = None
-        self.acp = None  # the switch's AccessControlPoint (pooled mnemonics)
+        self.acp: AccessControlPoint | None = None  # the switch's AccessControlPoint (pooled mnemonics)
         self.clock = clock
         #: The largest output payload every station can take: the smallest listener max_frame
         #: less the frame's type and xid (PROTOCOL.md §1). Longer outputs go out in parts.

@@ -13,9 +13,10 @@ import os
 
 from msc.mnemonics.directory import Directory
 from msc.server.control import AuthChanged, Checkpoint, Ping, Purge, Station, Unlock, UsersChanged, VerifyFailed
+from msc.server.parts import SwitchParts, started
 
 
-class ControlOps:
+class ControlOps(SwitchParts):
     """The control socket's operations (see the module docstring)."""
 
     async def control_users_changed(self, req: UsersChanged) -> dict:
@@ -23,11 +24,11 @@ class ControlOps:
         return {"ok": err is None, "error": err}
 
     async def control_checkpoint(self, req: Checkpoint) -> dict:
-        cp = await self.journal.checkpoint()
-        return {"ok": True, "tree_size": cp.tree_size if cp else self.journal.tree_size}
+        cp = await started(self.journal).checkpoint()
+        return {"ok": True, "tree_size": cp.tree_size if cp else started(self.journal).tree_size}
 
     async def control_purge(self, req: Purge) -> dict:
-        purged = await self.journal.purge(self.settings.config.journal.retention_days, actor=req.actor)
+        purged = await started(self.journal).purge(self.settings.config.journal.retention_days, actor=req.actor)
         return {"ok": True, "purged": purged}
 
     async def control_verify_failed(self, req: VerifyFailed) -> dict:

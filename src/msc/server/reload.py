@@ -23,10 +23,11 @@ from msc.journal.records import Entry, JournalError, Kind
 from msc.mnemonics.auth import users_file_rehash
 from msc.mnemonics.directory import Directory
 from msc.server.listener import ListenerRuntime, TlsServer
+from msc.server.parts import SwitchParts, started
 from msc.server.session import Session
 
 
-class ConfigChanges:
+class ConfigChanges(SwitchParts):
     """reload_users, apply_directory, reload (see the module docstring)."""
 
     def reload_users(self) -> str | None:
@@ -73,7 +74,7 @@ class ConfigChanges:
             self.metrics.config_reload.labels("error").inc()
             self.log.error("config.reload_failed", errors=len(exc.issues), first=str(exc.issues[0]))
             with contextlib.suppress(JournalError):
-                await self.journal.append(Entry(kind=Kind.ADMIN, code="E502",
+                await started(self.journal).append(Entry(kind=Kind.ADMIN, code="E502",
                                                 text=f"CONFIG RELOAD FAILED: {len(exc.issues)} ERROR(S); RUNNING CONFIG KEPT"))
             return False
         old = self.settings
@@ -82,11 +83,14 @@ class ConfigChanges:
         self.metrics.config_reload.labels("ok").inc()
         self.log.info("config.reloaded", changes=changes)
         with contextlib.suppress(JournalError):
-            await self.journal.append(Entry(kind=Kind.ADMIN, text="CONFIG RELOAD OK" + (f": {'; '.join(changes)}" if changes else "")))
+            await started(self.journal).append(Entry(kind=Kind.ADMIN, text="CONFIG RELOAD OK" + (
+                f": {'; '.join(changes)}" if changes else "")))
         return True
 
     async def _apply_config(self, old: Settings, new: Settings) -> list[str]:
         changes: list[str] = []
+        router, delivery, journal = started(self.router), started(self.delivery), started(self.journal)
+        ops = started(self.ops)
         oc, nc = old.config, new.config
         self.settings = new
         self.apply_directory(Directory(new, disabled_stations=frozenset(self.state.disabled_stations())))
@@ -116,7 +120,7 @@ class ConfigChanges:
         # Upstream links.
         old_up = {u.name: u for u in oc.upstream}
         for u in nc.upstream:
-            link = self.router.links.get(u.name)
+            link = router.links.get(u.name)
             if link is None:
                 self._add_link(u).start()
                 changes.append(f"upstream {u.name} added")
@@ -127,7 +131,7 @@ class ConfigChanges:
             else:
                 link.cfg = u
         for name in set(old_up) - {u.name for u in nc.upstream}:
-            await self.router.links.pop(name).stop()
+            await router.links.pop(name).stop()
             changes.append(f"upstream {name} removed")
         # Everything else that can change at run time.
         self.auth.cost = nc.switch.password_cost
@@ -140,15 +144,15 @@ class ConfigChanges:
         for sess in self.sessions:
             sess.refusals.limits = self.budgets.limits
         self.auth.rehash = users_file_rehash(new.users_path)
-        self.delivery.queue_max = nc.switch.queue_max
-        self.delivery.output_memory_bytes = nc.switch.output_memory_bytes
-        self.delivery.expiry_s = nc.switch.queue_expiry_s
-        self.router.requests.late_answer_s = nc.switch.late_answer_s
-        self.journal.checkpoint_every = nc.journal.checkpoint_every
-        self.journal.checkpoint_interval_s = nc.journal.checkpoint_interval_s
+        delivery.queue_max = nc.switch.queue_max
+        delivery.output_memory_bytes = nc.switch.output_memory_bytes
+        delivery.expiry_s = nc.switch.queue_expiry_s
+        router.requests.late_answer_s = nc.switch.late_answer_s
+        journal.checkpoint_every = nc.journal.checkpoint_every
+        journal.checkpoint_interval_s = nc.journal.checkpoint_interval_s
         if nc.metrics.bind != oc.metrics.bind:
-            await self.ops.stop()
-            await self.ops.start(nc.metrics.bind)
+            await ops.stop()
+            await ops.start(nc.metrics.bind)
             changes.append("metrics endpoint re-bound")
         restart_only = [k for k in ("dir", "key_file", "synchronous") if getattr(oc.journal, k) != getattr(nc.journal, k)]
         if nc.switch.data_dir != oc.switch.data_dir:
