@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import time
+from typing import Any
 
 from msc.journal.records import Entry, JournalError, Kind
 from msc.journal.retention import PurgeRefused
@@ -154,7 +155,7 @@ class BackgroundWork(SwitchParts):
                         await proc.wait()
             await asyncio.sleep(30)
 
-    async def _verification_event(self, event: dict) -> None:
+    async def _verification_event(self, event: dict[str, Any]) -> None:
         m = self.metrics
         kind = event.get("event")
         if kind == "progress":

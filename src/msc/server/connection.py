@@ -1,13 +1,15 @@
 """What every client connection has and does, whatever it turns out to be: its state machine, its
-output, its journal records, and the one journal-then-acknowledge step (ARCHITECTURE.md "fail
-closed").
+output (the delivery ``Sink``), its journal records and its periodic tick.
 
 :class:`Connection` is the base of the session's classes, one on top of the other, each owning
 one concern: ``Connection`` (this module) ← :class:`~msc.server.refusing.Refusing` (refusals and
 the closes they cause) ← :class:`~msc.server.operator.Operator` (LOGON, PWD, LOGOFF, BIND) ←
 :class:`~msc.server.session.Session` (the asyncio adapter: bytes in, the machine's actions
-performed, each message judged). A class uses only what it or a class below it defines, so the
-type checker sees every attribute where it is used.
+performed, each message judged, journaled, acknowledged). A class uses only what it or a class
+below it defines, so the type checker sees every attribute where it is used; the three methods
+the session defines on the path of every request (``commit_then``, ``_perform_one``,
+``_check_mnemonic``) are declared here, so that the path reads top-down in session.py
+(ARCHITECTURE.md "One request, file by file").
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from msc.journal.records import Entry, Kind
 from msc.mnemonics.acp import Allocation
 from msc.mnemonics.directory import Pool, Station, User
 from msc.protocol import framing
-from msc.protocol.codes import Reject
+from msc.protocol.message import Input
 from msc.server import machine as m
 from msc.server.machine import Event, SessionMachine, State
 from msc.server.refusals import RefusalWindow, Tally
@@ -84,7 +86,8 @@ class Connection(asyncio.Protocol):
     @property
     def kind(self) -> str | None:
         """terminal | host | pool | printer (metrics), or None."""
-        return self.machine.role.value
+        kind: str | None = self.machine.role.value
+        return kind
 
     @property
     def user(self) -> str | None:
@@ -112,43 +115,24 @@ class Connection(asyncio.Protocol):
         sw = cfg.switch
         self._perform(self.machine.tick(now, idle_logoff_s=sw.idle_logoff_s, session_max_s=sw.session_max_s))
 
-    def _resume_reading(self) -> None:
-        if self.state is State.DRAINING or self.state is State.CLOSED:
-            return  # closing: it stays paused until closed
-        self.machine.resumed()
-        self.out.resume_reading()
-
-    # -- the journal, then the client ------------------------------------------------------
+    # -- what the session defines (msc.server.session.Session: on the path of every request) -----
 
     def commit_then(self, entries: list[Entry], xid: int, ack_payload: bytes = b"", *,
                     after: Callable[[list[int]], None] | None = None,
                     failed: Callable[[BaseException | None], None] | None = None,
                     category: str | None = None) -> asyncio.Future[list[int]]:
-        """Journal ``entries``; only if they are committed acknowledge the client (``A`` with
-        ``ack_payload``) and call ``after(seqs)``; if not, ``N E501`` and ``failed(exc)`` (fail
-        closed, ARCHITECTURE.md). The one journal-then-acknowledge step of every accepted
-        message: transactions, AM, LOGON, LOGOFF, BIND, PWD."""
-        self._perform(self.machine.committing())
-        fut = self.svc.journal.submit(entries)
+        """Journal, then acknowledge (:meth:`msc.server.session.Session.commit_then`)."""
+        raise NotImplementedError
 
-        def done(f: asyncio.Future[list[int]]) -> None:
-            self._perform(self.machine.committed())
-            if f.cancelled() or f.exception() is not None:
-                self.metrics.reject(Reject.E501.code)
-                if category:
-                    self.metrics.messages.labels(category, "rejected").inc()
-                self._write(framing.nak(xid, Reject.E501.code, Reject.E501.reason))
-                if failed is not None:
-                    failed(None if f.cancelled() else f.exception())
-                return
-            if category:
-                self.metrics.messages.labels(category, "accepted").inc()
-            self._write(framing.ack(xid, ack_payload))
-            if after is not None:
-                after(f.result())
+    def _check_mnemonic(self, inp: Input) -> None:
+        """The header's mnemonic is this connection's (:meth:`msc.server.session.Session._check_mnemonic`)."""
+        raise NotImplementedError
 
-        fut.add_done_callback(done)
-        return fut
+    def _resume_reading(self) -> None:
+        if self.state is State.DRAINING or self.state is State.CLOSED:
+            return  # closing: it stays paused until closed
+        self.machine.resumed()
+        self.out.resume_reading()
 
     # -- output (the delivery Sink) --------------------------------------------------------
 
@@ -191,5 +175,6 @@ class Connection(asyncio.Protocol):
         return Entry(kind=Kind.SESSION, direction="-", peer=self._peer_name() or self.listener.cfg.name,
                      mnemonic=self.mnemonic, user=user or self.user, taf=self.taf, code=code, text=what)
 
-    def _journal_session(self, what: str, *, code: str | None = None, user: str | None = None) -> asyncio.Future:
+    def _journal_session(self, what: str, *, code: str | None = None,
+                         user: str | None = None) -> asyncio.Future[list[int]]:
         return self.svc.journal.submit([self._session_entry(what, code=code, user=user)])

@@ -170,13 +170,6 @@ class Operator(Refusing):
             self.machine.handle(Event.LOGOFF)
             self._pending_again()
 
-    def _check_mnemonic(self, inp: Input) -> None:
-        if self.machine.role is Role.HOST:
-            if self.station is None or inp.mnemonic not in self.station.mnemonics:
-                raise ProtocolError(Reject.E210)
-        elif inp.mnemonic != self.mnemonic:
-            raise ProtocolError(Reject.E210)
-
     def _bind(self, xid: int, inp: Input) -> None:
         st = self.svc.directory().station_of(inp.mnemonic)
         if self.machine.role in (Role.HOST, Role.PRINTER):

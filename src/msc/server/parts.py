@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from msc.config.load import Settings
     from msc.config.model import ListenerSection, UpstreamSection
+    from msc.config.settings import Settings
     from msc.journal.journal import Journal
     from msc.mnemonics.accounts import Accounts
     from msc.mnemonics.acp import AccessControlPoint
@@ -68,7 +68,7 @@ class SwitchParts:
     delivery: Delivery | None
     ops: OpsServer | None
     ledger: Ledger | None
-    verify_failures: list[dict]
+    verify_failures: list[dict[str, Any]]
     last_reload_error: str | None
     last_use: LastUse
     _trimmer: Trimmer

@@ -174,7 +174,7 @@ class Refusing(Connection):
         self._perform(self.machine.committing())
         fut = self.svc.journal.submit([entry])
 
-        def done(f: asyncio.Future) -> None:
+        def done(f: asyncio.Future[list[int]]) -> None:
             self._perform(self.machine.committed())
             if not f.cancelled() and f.exception() is not None:
                 self.metrics.reject(Reject.E501.code)

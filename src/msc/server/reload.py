@@ -15,8 +15,8 @@ import asyncio
 import contextlib
 import dataclasses
 
-from msc.config.load import Settings
 from msc.config.model import ListenerSection
+from msc.config.settings import Settings
 from msc.config.tls import server_ssl_context
 from msc.config.validate import parse_hostport
 from msc.journal.records import Entry, JournalError, Kind
@@ -32,7 +32,8 @@ class ConfigChanges(SwitchParts):
 
     def reload_users(self) -> str | None:
         """Re-read users.toml; apply it if valid. Returns an error text, or None."""
-        from msc.config.load import ConfigIssue, decode_file
+        from msc.config.issues import ConfigIssue
+        from msc.config.load import decode_file
         from msc.config.model import UsersFile
         from msc.config.validate import validate
 
@@ -65,7 +66,8 @@ class ConfigChanges(SwitchParts):
         are logged off, authorizations and routes apply to the next message, listeners and
         upstream links are added, removed or re-bound as their tables changed.
         """
-        from msc.config.load import ConfigError, load
+        from msc.config.issues import ConfigError
+        from msc.config.load import load
 
         try:
             new = await asyncio.to_thread(load, self.settings.config_path)

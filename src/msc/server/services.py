@@ -18,14 +18,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 from msc.journal.records import Entry, Kind
 
 if TYPE_CHECKING:
-    from msc.config.load import Settings
     from msc.config.model import Config
+    from msc.config.settings import Settings
     from msc.mnemonics.accounts import Accounts
     from msc.mnemonics.directory import Directory
     from msc.ops.metrics import Metrics
     from msc.routing.admission import Admission
     from msc.routing.delivery import Delivery
     from msc.routing.router import Router
+    from msc.server.budgets import Budgets
     from msc.server.refusals import RefusalWindow
 
 
@@ -61,7 +62,7 @@ class Attached(Protocol):
 class JournalWriter(Protocol):
     """The journal as a session writes it: records in, a future of their sequence numbers out."""
 
-    def submit(self, entries: list[Entry]) -> asyncio.Future: ...
+    def submit(self, entries: list[Entry]) -> asyncio.Future[list[int]]: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -71,7 +72,7 @@ class Services:
     delivery: Delivery
     journal: JournalWriter
     registry: Registry
-    budgets: Any  # msc.server.refusals.Budgets: what refused and unauthenticated traffic may cost
+    budgets: Budgets  # what refused and unauthenticated traffic may cost
     settings: Callable[[], Settings]
     directory: Callable[[], Directory]
     clock: Callable[[], float]  # wall clock, seconds (journal times, certification dates)

@@ -30,10 +30,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from typing import TYPE_CHECKING, cast
+from collections.abc import Callable
+from typing import cast
 
 import structlog
 
+from msc.journal.records import Entry
 from msc.mnemonics.accounts import Refused
 from msc.protocol import framing
 from msc.protocol.codes import ProtocolError, Reject
@@ -55,9 +57,6 @@ from msc.server.listener import source_of
 from msc.server.machine import Role, State
 from msc.server.operator import Operator
 from msc.server.refusals import iso
-
-if TYPE_CHECKING:
-    pass
 
 log = structlog.get_logger("msc.session")
 
@@ -248,6 +247,13 @@ class Session(Operator):
 
     # -- checks ---------------------------------------------------------------------------
 
+    def _check_mnemonic(self, inp: Input) -> None:
+        if self.machine.role is Role.HOST:
+            if self.station is None or inp.mnemonic not in self.station.mnemonics:
+                raise ProtocolError(Reject.E210)
+        elif inp.mnemonic != self.mnemonic:
+            raise ProtocolError(Reject.E210)
+
     def _sender(self, inp: Input) -> Sender:
         """Who is sending, and the OIF/TAF msc sends upstream (PPP §1.6.7, §1.6.8)."""
         src = self.pool if self.machine.role is Role.POOL else self.station
@@ -279,3 +285,35 @@ class Session(Operator):
             raise ProtocolError(Reject.E105, "TAF DOES NOT MATCH THIS TERMINAL")
         return Sender(user, user.id, taf, src.authorizations, src.serves, mnemonic, peer,
                       self.alloc.id if self.alloc is not None else None)
+
+    # -- the journal, then the client ------------------------------------------------------
+
+    def commit_then(self, entries: list[Entry], xid: int, ack_payload: bytes = b"", *,
+                    after: Callable[[list[int]], None] | None = None,
+                    failed: Callable[[BaseException | None], None] | None = None,
+                    category: str | None = None) -> asyncio.Future[list[int]]:
+        """Journal ``entries``; only if they are committed acknowledge the client (``A`` with
+        ``ack_payload``) and call ``after(seqs)``; if not, ``N E501`` and ``failed(exc)`` (fail
+        closed, ARCHITECTURE.md). The one journal-then-acknowledge step of every accepted
+        message: transactions, AM, LOGON, LOGOFF, BIND, PWD."""
+        self._perform(self.machine.committing())
+        fut = self.svc.journal.submit(entries)
+
+        def done(f: asyncio.Future[list[int]]) -> None:
+            self._perform(self.machine.committed())
+            if f.cancelled() or f.exception() is not None:
+                self.metrics.reject(Reject.E501.code)
+                if category:
+                    self.metrics.messages.labels(category, "rejected").inc()
+                self._write(framing.nak(xid, Reject.E501.code, Reject.E501.reason))
+                if failed is not None:
+                    failed(None if f.cancelled() else f.exception())
+                return
+            if category:
+                self.metrics.messages.labels(category, "accepted").inc()
+            self._write(framing.ack(xid, ack_payload))
+            if after is not None:
+                after(f.result())
+
+        fut.add_done_callback(done)
+        return fut

@@ -20,13 +20,13 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
 from msc.config.files import private_dir, tighten_tree
-from msc.config.load import Settings
 from msc.config.model import UpstreamSection
+from msc.config.settings import Settings
 from msc.config.tls import client_ssl_context
 from msc.journal.journal import Journal
 from msc.journal.records import Entry, JournalError, Kind
@@ -51,7 +51,7 @@ from msc.routing.outbox import OutboxStore
 from msc.routing.recovery import recover_unanswered
 from msc.routing.router import Router
 from msc.routing.upstream import FAILURE_REASONS, UpstreamLink
-from msc.server.background import STARTUP_QUIET_S, BackgroundWork
+from msc.server.background import BackgroundWork
 from msc.server.budgets import Budgets
 from msc.server.control import ControlServer
 from msc.server.controls import ControlOps
@@ -69,8 +69,7 @@ if TYPE_CHECKING:
     from msc.ops.http import OpsServer
 
 log = structlog.get_logger("msc.switch")
-
-__all__ = ["STARTUP_QUIET_S", "StartupError", "Switch"]
+T = TypeVar("T")
 
 
 class StartupError(MscError):
@@ -78,7 +77,7 @@ class StartupError(MscError):
 
 
 class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
-    def __init__(self, settings: Settings, *, clock=time.time) -> None:
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         if settings.config.storage.backend != "sqlite":
             # Fail closed: the switch opens the SQLite files below; it must not while the
             # configuration names PostgreSQL (CONFIG.md "Storage": not wired to the switch yet).
@@ -129,12 +128,12 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         self.services: Services | None = None  # what sessions are given, once the journal is open
         self.ops: OpsServer | None = None
         self.control: ControlServer | None = None
-        self._sweeper: asyncio.Task | None = None
-        self._retention: asyncio.Task | None = None
-        self._ledger_task: asyncio.Task | None = None
-        self._recovery: asyncio.Task | None = None
-        self._watch: asyncio.Task | None = None
-        self.verify_failures: list[dict] = []  # what the background verification found (newest last)
+        self._sweeper: asyncio.Task[None] | None = None
+        self._retention: asyncio.Task[None] | None = None
+        self._ledger_task: asyncio.Task[None] | None = None
+        self._recovery: asyncio.Task[int] | None = None  # how many operators it told
+        self._watch: asyncio.Task[None] | None = None
+        self.verify_failures: list[dict[str, Any]] = []  # what the background verification found (newest last)
         self.ledger: Ledger | None = None
         #: Why the last reload was refused (the running configuration was kept), until a reload
         #: succeeds: shown by /readyz and the control socket's ping (OPERATIONS.md "Reload").
@@ -294,7 +293,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
 
     # -- health ---------------------------------------------------------------------------
 
-    def readiness(self) -> tuple[bool, dict]:
+    def readiness(self) -> tuple[bool, dict[str, str | list[str] | None]]:
         """(ready, reasons it is not). A refused reload is not a reason: the switch goes on
         serving with the configuration it runs (OPERATIONS.md "Reload"); /readyz shows the
         refusal beside the status instead (``last_reload_error``)."""
@@ -384,7 +383,8 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
 
     # -- logon checks ---------------------------------------------------------------------
 
-    async def in_auth_pool(self, fn, *args, **kwargs):
+    async def in_auth_pool(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` in the logon checks' worker threads (KDFs, zxcvbn)."""
         return await asyncio.get_running_loop().run_in_executor(self._auth_pool, lambda: fn(*args, **kwargs))
 
     def _open_totp(self, user: Account) -> bytes:
