@@ -1,20 +1,23 @@
 """What the switch's parts share: the attributes :class:`msc.server.switch.Switch` sets, declared
 once for the classes it is made of (:mod:`msc.server.background`, :mod:`msc.server.reload`,
-:mod:`msc.server.controls`), so that the type checker sees each where it is used.
+:mod:`msc.server.controls`, :mod:`msc.server.roles`), so that the type checker sees each where it
+is used.
 
 Nothing here runs: ``Switch.__init__`` and ``Switch.start`` assign every attribute (those that
-need the journal open are None until ``start``); the two methods at the end are the switch's own.
+need the journal open are None until ``start``); the methods at the end are defined by the switch
+or one of its parts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from msc.config.model import ListenerSection, UpstreamSection
+    from msc.config.model import UpstreamSection
     from msc.config.settings import Settings
     from msc.journal.journal import Journal
+    from msc.memory import Trimmer
     from msc.mnemonics.accounts import Accounts
     from msc.mnemonics.acp import AccessControlPoint
     from msc.mnemonics.auth import AuthService
@@ -23,7 +26,6 @@ if TYPE_CHECKING:
     from msc.mnemonics.throttle import AddressAttempts
     from msc.ops.availability import Ledger
     from msc.ops.http import OpsServer
-    from msc.ops.memory import Trimmer
     from msc.ops.metrics import Metrics
     from msc.routing.admission import LastUse
     from msc.routing.delivery import Delivery
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
     from msc.server.budgets import Budgets
     from msc.server.listener import ListenerRuntime
     from msc.server.logons import LogonGate
-    from msc.server.services import Registry
+    from msc.server.services import Registry, Services
 
 
 T = TypeVar("T")
@@ -66,6 +68,7 @@ class SwitchParts:
     journal: Journal | None
     router: Router | None
     delivery: Delivery | None
+    services: Services | None  # what sessions are given, once the journal is open
     ops: OpsServer | None
     ledger: Ledger | None
     verify_failures: list[dict[str, Any]]
@@ -73,9 +76,14 @@ class SwitchParts:
     last_use: LastUse
     _trimmer: Trimmer
     _queued_before: int
-
-    async def _listen(self, lc: ListenerSection, *, register: bool = True) -> ListenerRuntime:
-        raise NotImplementedError  # msc.server.switch.Switch._listen
+    # One node of an active/standby pair ([node], msc.server.roles); a single node is "active".
+    node_name: str | None
+    role: str
+    lease_epoch: int
+    stepped_down: str | None
+    write_check: Callable[[], None] | None
+    fence: Callable[[Any], Awaitable[None]] | None
+    lease_info: Callable[[], dict[str, str | None]] | None
 
     def _add_link(self, up: UpstreamSection) -> UpstreamLink:
         raise NotImplementedError  # msc.server.switch.Switch._add_link

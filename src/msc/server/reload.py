@@ -177,22 +177,23 @@ class ConfigChanges(SwitchParts):
     async def _listen(self, lc: ListenerSection, *, register: bool = True) -> ListenerRuntime:
         host, port = parse_hostport(lc.bind)
         rt = ListenerRuntime(lc, metrics=self.metrics)
+        services = started(self.services)
         if lc.proxy_protocol:
             # A relay's connections (PROXY header first, proxied.py); TLS, if any, by the event loop.
             from msc.server.proxied import ProxyGate
 
             ctx = server_ssl_context(self.settings, lc.tls) if lc.tls else None
             rt.server = await asyncio.get_running_loop().create_server(
-                lambda: ProxyGate(self.services, rt), host, port, ssl=ctx, backlog=1024, reuse_address=True)
+                lambda: ProxyGate(services, rt), host, port, ssl=ctx, backlog=1024, reuse_address=True)
         elif lc.tls:
             # TLS: accepted here, each handshake holding a slot with its own deadline (listener.py).
             server = TlsServer(rt, server_ssl_context(self.settings, lc.tls),
-                               lambda h: Session(self.services, rt, handshake=h), self.budgets.tls_failed)
+                               lambda h: Session(services, rt, handshake=h), self.budgets.tls_failed)
             server.bind(host, port)
             rt.server = server
         else:
             rt.server = await asyncio.get_running_loop().create_server(
-                lambda: Session(self.services, rt), host, port, backlog=1024, reuse_address=True)
+                lambda: Session(services, rt), host, port, backlog=1024, reuse_address=True)
         rt.configured()
         if register:
             self.listeners.append(rt)
