@@ -27,6 +27,7 @@ from msc.mnemonics.acp import Allocation
 from msc.mnemonics.directory import Pool, Station, User
 from msc.protocol import framing
 from msc.protocol.message import Input
+from msc.server import actions as act
 from msc.server import machine as m
 from msc.server.machine import Event, SessionMachine, State
 from msc.server.refusals import RefusalWindow, Tally
@@ -100,11 +101,11 @@ class Connection(asyncio.Protocol):
 
     # -- performing the machine's actions -------------------------------------------------
 
-    def _perform(self, actions: list[m.Action]) -> None:
+    def _perform(self, actions: list[act.Action]) -> None:
         for a in actions:
             self._perform_one(a)
 
-    def _perform_one(self, a: m.Action) -> None:
+    def _perform_one(self, a: act.Action) -> None:
         """Perform one action of the machine (:class:`msc.server.session.Session` does)."""
         raise NotImplementedError
 

@@ -52,7 +52,7 @@ from msc.protocol.message import (
 )
 from msc.protocol.redact import redact
 from msc.routing.admission import Sender
-from msc.server import machine as m
+from msc.server import actions as act
 from msc.server.listener import source_of
 from msc.server.machine import Role, State
 from msc.server.operator import Operator
@@ -161,39 +161,39 @@ class Session(Operator):
 
     # -- performing the machine's actions -------------------------------------------------
 
-    def _perform_one(self, a: m.Action) -> None:
+    def _perform_one(self, a: act.Action) -> None:
         # A class pattern is checked in C (no isinstance call) and narrows each case for the type
         # checker; the most frequent actions first (a request's Message, an output's OutputAcked).
         match a:
-            case m.Message():
+            case act.Message():
                 self._message(a.xid, a.payload)
-            case m.OutputAcked():
+            case act.OutputAcked():
                 if self.endpoint is not None:
                     self.svc.delivery.acked(self.endpoint, a.osn, self)
-            case m.Send():
+            case act.Send():
                 self._write(a.data)
-            case m.OutputRefused():
+            case act.OutputRefused():
                 if self.endpoint is not None:
                     self.svc.delivery.refused(self.endpoint, a.osn, a.code, a.reason, self)
-            case m.PauseReading():
+            case act.PauseReading():
                 if self.out.pause_reading() and a.resume_after is not None:
                     asyncio.get_running_loop().call_later(a.resume_after, self._resume_reading)
-            case m.ResumeReading():
+            case act.ResumeReading():
                 self._resume_reading()
-            case m.BannerAcknowledged():
+            case act.BannerAcknowledged():
                 self._event("BANNER ACKNOWLEDGED")
-            case m.RateLimited():
+            case act.RateLimited():
                 # A flooding client is told to slow down; the machine's PauseReading follows.
                 self._reject(a.xid, Reject.E307, None, payload=a.payload)
-            case m.FramingFailed():
+            case act.FramingFailed():
                 self.metrics.reject(a.code)
                 self.log.info("session.framing_error", code=a.code)
-            case m.Close():
+            case act.Close():
                 self.out.close()
-            case m.Abort():
+            case act.Abort():
                 self.log.info("session.dead")
                 self.out.abort()
-            case m.Logoff():
+            case act.Logoff():
                 self.logoff(a.why)
 
     # -- messages -------------------------------------------------------------------------
