@@ -14,6 +14,11 @@ out in parts (:mod:`msc.protocol.parts`).
 
 A message that answers no request is unsolicited traffic: it is classified by the unsolicited
 table (:mod:`msc.routing.forwarding`) and lands on the addressed station or a 24 × 7 station.
+
+Why one module of ~750 lines (issue 15: none over ~500 without a reason): a request's whole life
+— sent, answered in parts, timed out, refused, lost with its link, its answer unrecorded and sent
+again — turns on one request table and one order (journal, then deliver) that every method here
+keeps; split, the halves would share that private state.
 """
 
 from __future__ import annotations
