@@ -68,8 +68,30 @@ def short_name(key: tuple[str, int, str]) -> str:
     return f"{file}:{fn}"
 
 
+def process_counters(pid: int) -> dict[str, int]:
+    """System calls that read and write, and context switches, of ``pid`` and its descendants
+    (``msc serve`` and its journal writer): cumulative, from /proc."""
+    out = {"syscr": 0, "syscw": 0, "voluntary_ctxt_switches": 0, "nonvoluntary_ctxt_switches": 0}
+    try:
+        for line in open(f"/proc/{pid}/io"):
+            k, _, v = line.partition(":")
+            if k in out:
+                out[k] += int(v)
+        for line in open(f"/proc/{pid}/status"):
+            k, _, v = line.partition(":")
+            if k in out:
+                out[k] += int(v)
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            for child in open(f"/proc/{pid}/task/{tid}/children").read().split():
+                for k, v in process_counters(int(child)).items():
+                    out[k] += v
+    except FileNotFoundError:
+        pass
+    return out
+
+
 def run(tree: str, hook: str, terminals: int, seconds: float) -> tuple[int, dict[str, tuple[int, float]], dict]:
-    """(requests forwarded, {function: (calls, own seconds)}, gc counts) of one profiled run."""
+    """(requests forwarded, {function: (calls, own seconds)}, gc and process counts) of one profiled run."""
     d = tempfile.mkdtemp(prefix="msc-prof-")
     os.environ["PYTHONPATH"] = f"{tree}:{hook}"
     os.environ["MSC_PROFILE_OUT"] = d
@@ -79,6 +101,9 @@ def run(tree: str, hook: str, terminals: int, seconds: float) -> tuple[int, dict
         del os.environ["PYTHONPATH"], os.environ["MSC_PROFILE_OUT"]
     try:
         run_bench.loadgen("switch", m.port, terminals, seconds, watch=[m.pid])
+        counters = process_counters(m.pid)
+        counters["journal_commits"] = int(run_bench.metrics_value(m.mport, "msc_journal_append_seconds_count"))
+        counters["journal_records"] = int(run_bench.metrics_value(m.mport, "msc_journal_records_total"))
     finally:
         m.stop()
     [f] = glob.glob(f"{d}/serve-*.prof")
@@ -90,7 +115,9 @@ def run(tree: str, hook: str, terminals: int, seconds: float) -> tuple[int, dict
         name = short_name(k)
         calls, own = funcs.get(name, (0, 0.0))
         funcs[name] = (calls + v[1], own + v[2])
-    return requests, funcs, json.loads(Path(g).read_text())
+    gc = json.loads(Path(g).read_text())
+    gc.update({k: [v] for k, v in counters.items()})
+    return requests, funcs, gc
 
 
 def marginal(short: tuple, long: tuple) -> dict:
@@ -124,7 +151,7 @@ def main() -> None:
         calls = sum(c for c, _ in r["functions"].values())
         own = sum(t for _, t in r["functions"].values())
         print(f"{name}: {r['requests']} requests; {calls:.1f} calls and {own:.1f} us own time (profiled) per request; "
-              f"gc per request: collections {r['gc_per_request']['collections']}", flush=True)
+              f"per request: {r['gc_per_request']}", flush=True)
     b, a = result["before"]["functions"], result["after"]["functions"]
     diff = sorted(set(a) | set(b), key=lambda k: -abs(a.get(k, (0, 0))[0] - b.get(k, (0, 0))[0]))
     print("\ncalls per request that differ most (before -> after), own us per request (profiled):")
