@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from msc import memory
-from msc.routing.delivery import PRESENT, READ_BATCH_BYTES, Delivery, Outbox, Output
+from msc.routing.delivery import READ_BATCH_BYTES, Delivery
+from msc.routing.endpoint import PRESENT, Outbox, Output
 
 
 class FakeJournal:

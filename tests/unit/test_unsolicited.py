@@ -76,7 +76,7 @@ def test_configured_rules_add_and_replace_and_specific_beats_general():
 
 
 def test_every_default_kind_is_valid_config_syntax():
-    from msc.config.validate import _KIND_RE
+    from msc.config.check_routes import _KIND_RE
 
     for rule in DEFAULT_RULES:
         for k in rule.kinds:

@@ -4,6 +4,10 @@
 :class:`Input` or raises :class:`ProtocolError` with the §6 code for the first thing wrong.
 ``parse_upstream(payload)`` does the same for what a state/federal system sends msc.
 Formatting functions produce the bytes msc sends. Nothing here does I/O.
+
+Why one module of ~570 lines (issue 15: none over ~500 without a reason): it is the message
+grammar of PROTOCOL.md §2–§4 and §7 as one vocabulary — each body type beside its parser and the
+formats of what msc sends — which a reader checks against the specification section by section.
 """
 
 from __future__ import annotations

@@ -14,6 +14,11 @@ out in parts (:mod:`msc.protocol.parts`).
 
 A message that answers no request is unsolicited traffic: it is classified by the unsolicited
 table (:mod:`msc.routing.forwarding`) and lands on the addressed station or a 24 × 7 station.
+
+Why one module of ~750 lines (issue 15: none over ~500 without a reason): a request's whole life
+— sent, answered in parts, timed out, refused, lost with its link, its answer unrecorded and sent
+again — turns on one request table and one order (journal, then deliver) that every method here
+keeps; split, the halves would share that private state.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import msgspec
 import structlog
 
 from msc.journal.records import Entry, JournalError, Kind
+from msc.mnemonics.acp import AccessControlPoint
 from msc.mnemonics.directory import Directory, Route
 from msc.protocol import framing
 from msc.protocol.codes import ProtocolError, Reject
@@ -70,7 +76,7 @@ class Router:
         delivery.txn_prefix = f"{self._boot}-"  # queued outputs keep the switch's own txns as numbers
         self._txn = itertools.count(1)
         self._sweeper: asyncio.Task | None = None
-        self.acp = None  # the switch's AccessControlPoint (pooled mnemonics)
+        self.acp: AccessControlPoint | None = None  # the switch's AccessControlPoint (pooled mnemonics)
         self.clock = clock
         #: The largest output payload every station can take: the smallest listener max_frame
         #: less the frame's type and xid (PROTOCOL.md §1). Longer outputs go out in parts.

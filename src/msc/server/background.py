@@ -3,9 +3,8 @@ retention, the background verification of the journal (OPERATIONS.md, JOURNAL.md
 once-a-second sweep (session timers, lockouts made by other processes, last use, refusal
 summaries, giving memory back after a burst).
 
-A mixin of :class:`msc.server.switch.Switch` (it works on the switch's ``journal``, ``ledger``,
-``metrics``, ``settings``, ``clock`` and ``log``): the switch starts these tasks and cancels them
-on stop; this module owns what each does.
+A part of :class:`msc.server.switch.Switch` (its attributes: :class:`msc.server.parts.SwitchParts`):
+the switch starts these tasks and cancels them on stop; this module owns what each does.
 """
 
 from __future__ import annotations
@@ -14,10 +13,12 @@ import asyncio
 import contextlib
 import json
 import time
+from typing import Any
 
 from msc.journal.records import Entry, JournalError, Kind
 from msc.journal.retention import PurgeRefused
 from msc.ops.availability import HEARTBEAT_S, WINDOWS, compute
+from msc.server.parts import SwitchParts, started
 
 #: The background verification starts this long after the switch (at most verify_interval_s).
 STARTUP_QUIET_S = 60.0
@@ -25,106 +26,24 @@ STARTUP_QUIET_S = 60.0
 TRIM_EVERY_S = 5
 
 
-class BackgroundWork:
-    """Ledger heartbeat, retention, background verification (see the module docstring)."""
+class BackgroundWork(SwitchParts):
+    """Ledger heartbeat, retention, background verification, memory trims (see the module docstring)."""
 
     async def _ledger_heartbeat(self) -> None:
         ticks = 0
         while True:
             await asyncio.sleep(HEARTBEAT_S)
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.ledger.heartbeat, self.clock())
+                await asyncio.to_thread(started(self.ledger).heartbeat, self.clock())
             if ticks % 12 == 0:
                 self.refresh_availability()
             ticks += 1
 
     def refresh_availability(self) -> None:
-        runs = self.ledger.runs()
+        runs = started(self.ledger).runs()
         for window in WINDOWS:
-            a = compute(runs, self.clock(), window, current=self.ledger.run_id)
+            a = compute(runs, self.clock(), window, current=started(self.ledger).run_id)
             self.metrics.availability.labels(window).set(a.ratio)
-
-    async def _retention_daily(self) -> None:
-        """JOURNAL.md "Retention": purge months older than retention_days once a day."""
-        await asyncio.sleep(60)
-        while True:
-            await self.run_retention()
-            await asyncio.sleep(86400)
-
-    async def run_retention(self) -> list[tuple[str, int, int]]:
-        """One daily retention run: the months purged. A refusal (the clock and the journal's
-        timeline disagree) is journaled by the journal and logged here; nothing is deleted."""
-        done: list[tuple[str, int, int]] = []
-        try:
-            done = await self.journal.purge(self.settings.config.journal.retention_days)
-            for period, first, last in done:
-                self.log.info("journal.purged", period=period, first=first, last=last)
-        except PurgeRefused as exc:
-            self.log.error("journal.purge_refused", reason=str(exc))
-        except JournalError as exc:
-            self.log.error("journal.purge_failed", error=str(exc))
-        with contextlib.suppress(Exception):
-            self.journal.prepare_keys()
-        return done
-
-    async def _background_verification(self) -> None:
-        """JOURNAL.md "Background verification": a low-priority child process re-verifies the
-        whole journal, pass after pass, and follows its tail; each failure raises
-        msc_journal_verify_failures_total, is logged and journaled. If the child dies it is
-        started again (after a pause)."""
-        import sys
-
-        s = self.settings
-        cfg = s.config
-        # Not while the switch starts: a restart's minutes count against availability.
-        await asyncio.sleep(min(STARTUP_QUIET_S, cfg.journal.verify_interval_s))
-        if self.backends.postgresql:  # the same walk over a reader of the database
-            args = [sys.executable, "-m", "msc.storage.watch", "--config", str(s.config_path),
-                    "--interval", str(cfg.journal.verify_interval_s)]
-        else:
-            args = [sys.executable, "-m", "msc.journal.watch", "--journal", str(s.journal_dir), "--keys",
-                    str(s.data_dir / "keys"), "--key-file", str(s.key_file), "--name", cfg.switch.name,
-                    "--interval", str(cfg.journal.verify_interval_s)]
-        while True:
-            # Its own session, like the journal writer's: a terminal's Ctrl-C (SIGINT to the
-            # foreground process group) must not reach it while it is still starting up, before
-            # it ignores SIGINT (a KeyboardInterrupt traceback in the switch's log).
-            proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL,
-                                                        stdout=asyncio.subprocess.PIPE, limit=1 << 20,
-                                                        start_new_session=True)
-            try:
-                async for line in proc.stdout:
-                    try:
-                        event = json.loads(line)
-                    except ValueError:
-                        continue
-                    await self._verification_event(event)
-                await proc.wait()
-                self.log.warning("journal.verification_exited", returncode=proc.returncode)
-            finally:
-                if proc.returncode is None:
-                    proc.kill()
-                    with contextlib.suppress(ProcessLookupError):
-                        await proc.wait()
-            await asyncio.sleep(30)
-
-    async def _verification_event(self, event: dict) -> None:
-        m = self.metrics
-        kind = event.get("event")
-        if kind == "progress":
-            m.journal_verified_size.set(event.get("verified", 0))
-        elif kind == "pass_ok":
-            m.journal_verified_size.set(event.get("records", 0))
-            m.journal_verify_passes.inc()
-            self.log.info("journal.verified", records=event.get("records"), seconds=event.get("seconds"))
-        elif kind in ("failed", "error"):
-            m.journal_verify_failures.inc()
-            self.verify_failures.append(event)
-            self.log.error("journal.verify_failed", first_bad=event.get("first_bad"), reason=event.get("reason"),
-                           background=True)
-            with contextlib.suppress(JournalError):
-                await self.journal.append(Entry(kind=Kind.ADMIN, code="VERIFY", text=(
-                    f"BACKGROUND VERIFICATION FAILED AT SEQ/{event.get('first_bad')}: {event.get('reason')}")))
 
     async def flush_use(self) -> None:
         """Write users' and stations' last use to state.db (CJIS AC-2, PPP §1.6.2)."""
@@ -160,7 +79,7 @@ class BackgroundWork:
     async def _trim_after_bursts(self, ticks: int) -> None:
         """Give freed memory back to the system after a burst (issue 14: memory returns after
         the queue drains)."""
-        queued = self.delivery.pending()
+        queued = started(self.delivery).pending()
         if queued < self._queued_before // 2:
             # The queues drained (by half or more): what they held is free now, so a trim is due
             # at once, however little the last ones gave back.
@@ -174,3 +93,86 @@ class BackgroundWork:
             if trimmed is not None:
                 self.log.info("memory.trimmed", before_mb=round(trimmed[0] / 2**20, 1),
                               after_mb=round(trimmed[1] / 2**20, 1), ms=round(trimmed[2] * 1000, 2))
+
+    async def _retention_daily(self) -> None:
+        """JOURNAL.md "Retention": purge months older than retention_days once a day."""
+        await asyncio.sleep(60)
+        while True:
+            await self.run_retention()
+            await asyncio.sleep(86400)
+
+    async def run_retention(self) -> list[tuple[str, int, int]]:
+        """One daily retention run: the months purged. A refusal (the clock and the journal's
+        timeline disagree) is journaled by the journal and logged here; nothing is deleted."""
+        done: list[tuple[str, int, int]] = []
+        try:
+            done = await started(self.journal).purge(self.settings.config.journal.retention_days)
+            for period, first, last in done:
+                self.log.info("journal.purged", period=period, first=first, last=last)
+        except PurgeRefused as exc:
+            self.log.error("journal.purge_refused", reason=str(exc))
+        except JournalError as exc:
+            self.log.error("journal.purge_failed", error=str(exc))
+        with contextlib.suppress(Exception):
+            started(self.journal).prepare_keys()
+        return done
+
+    async def _background_verification(self) -> None:
+        """JOURNAL.md "Background verification": a low-priority child process re-verifies the
+        whole journal, pass after pass, and follows its tail; each failure raises
+        msc_journal_verify_failures_total, is logged and journaled. If the child dies it is
+        started again (after a pause)."""
+        import sys
+
+        s = self.settings
+        cfg = s.config
+        # Not while the switch starts: a restart's minutes count against availability.
+        await asyncio.sleep(min(STARTUP_QUIET_S, cfg.journal.verify_interval_s))
+        if self.backends.postgresql:  # the same walk over a reader of the database
+            args = [sys.executable, "-m", "msc.storage.watch", "--config", str(s.config_path),
+                    "--interval", str(cfg.journal.verify_interval_s)]
+        else:
+            args = [sys.executable, "-m", "msc.journal.watch", "--journal", str(s.journal_dir), "--keys",
+                    str(s.data_dir / "keys"), "--key-file", str(s.key_file), "--name", cfg.switch.name,
+                    "--interval", str(cfg.journal.verify_interval_s)]
+        while True:
+            # Its own session, like the journal writer's: a terminal's Ctrl-C (SIGINT to the
+            # foreground process group) must not reach it while it is still starting up, before
+            # it ignores SIGINT (a KeyboardInterrupt traceback in the switch's log).
+            proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL,
+                                                        stdout=asyncio.subprocess.PIPE, limit=1 << 20,
+                                                        start_new_session=True)
+            assert proc.stdout is not None  # stdout=PIPE
+            try:
+                async for line in proc.stdout:
+                    try:
+                        event = json.loads(line)
+                    except ValueError:
+                        continue
+                    await self._verification_event(event)
+                await proc.wait()
+                self.log.warning("journal.verification_exited", returncode=proc.returncode)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    with contextlib.suppress(ProcessLookupError):
+                        await proc.wait()
+            await asyncio.sleep(30)
+
+    async def _verification_event(self, event: dict[str, Any]) -> None:
+        m = self.metrics
+        kind = event.get("event")
+        if kind == "progress":
+            m.journal_verified_size.set(event.get("verified", 0))
+        elif kind == "pass_ok":
+            m.journal_verified_size.set(event.get("records", 0))
+            m.journal_verify_passes.inc()
+            self.log.info("journal.verified", records=event.get("records"), seconds=event.get("seconds"))
+        elif kind in ("failed", "error"):
+            m.journal_verify_failures.inc()
+            self.verify_failures.append(event)
+            self.log.error("journal.verify_failed", first_bad=event.get("first_bad"), reason=event.get("reason"),
+                           background=True)
+            with contextlib.suppress(JournalError):
+                await started(self.journal).append(Entry(kind=Kind.ADMIN, code="VERIFY", text=(
+                    f"BACKGROUND VERIFICATION FAILED AT SEQ/{event.get('first_bad')}: {event.get('reason')}")))

@@ -12,18 +12,24 @@ logged-on session's, whatever connection of the link it came on.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from msc.journal.records import Entry, Kind
 from msc.protocol.message import decode_lossy
 from msc.protocol.redact import redact
 from msc.server.refusals import AddressBudget, Form, RefusalLimits, RefusalWindow, SharedWindows, Tally, compact
 
+if TYPE_CHECKING:
+    from msc.config.model import JournalSection
+    from msc.ops.metrics import Metrics
+    from msc.server.listener import Handshake
+
 SUMMARY = "SUMMARY"  # the code of summary records (refusals counted, not recorded one by one)
 
 
 class Budgets:
-    def __init__(self, journal_cfg, *, journal: Callable[[], Any], metrics, clock: Callable[[], float],
+    def __init__(self, journal_cfg: JournalSection, *, journal: Callable[[], Any], metrics: Metrics,
+                 clock: Callable[[], float],
                  taf_for: Callable[[str | None], str]) -> None:
         j = journal_cfg
         self.limits = RefusalLimits(j.refused_full_per_minute, j.refused_full_chars_per_minute,
@@ -40,7 +46,7 @@ class Budgets:
         #: One refusal window per upstream link (by name: it outlives the link's connections).
         self._links: dict[str, RefusalWindow] = {}
 
-    def configure(self, j) -> None:
+    def configure(self, j: JournalSection) -> None:
         """A reload: new limits apply to the next refusal."""
         self.limits = RefusalLimits(j.refused_full_per_minute, j.refused_full_chars_per_minute,
                                     j.refused_records_per_minute)
@@ -126,7 +132,7 @@ class Budgets:
             self._journal().submit([Entry(kind=Kind.SESSION, code=SUMMARY, taf=taf, text=(
                 f"UNAUTHENTICATED SUMMARY FROM {src}: {summary.tally.render(decode_lossy, redact)}"))])
 
-    def tls_failed(self, h, reason: str, detail: str) -> None:
+    def tls_failed(self, h: Handshake, reason: str, detail: str) -> None:
         """A TLS handshake timed out or failed: a record within the address's budget."""
         shown: str | None
         what, shown = {"tls_handshake_timeout": ("TLS HANDSHAKE TIMEOUT", None),

@@ -88,7 +88,7 @@ class ControlServer:
         self.path = path
         self.server: asyncio.AbstractServer | None = None
         sw = switch
-        self.handlers: dict[type, Callable[[Any], Awaitable[dict]]] = {
+        self.handlers: dict[type, Callable[[Any], Awaitable[dict[str, Any]]]] = {
             Ping: sw.control_ping, UsersChanged: sw.control_users_changed, AuthChanged: sw.control_auth_changed,
             Unlock: sw.control_unlock, Station: sw.control_station, Checkpoint: sw.control_checkpoint,
             Purge: sw.control_purge, VerifyFailed: sw.control_verify_failed,
@@ -125,7 +125,7 @@ class ControlServer:
         finally:
             writer.close()
 
-    async def dispatch(self, req: Request) -> dict:
+    async def dispatch(self, req: Request) -> dict[str, Any]:
         if isinstance(req, Record):
             seqs = await self.switch.journal.append(*req.entries)
             return {"ok": True, "seqs": seqs}

@@ -97,7 +97,7 @@ class Handshake:
         self.peer_ip = peer_ip
         self.source = source_of(peer_ip)
         self.started = time.monotonic()
-        self.task: asyncio.Task | None = None
+        self.task: asyncio.Task[None] | None = None
         self.evicted: str | None = None
         self.attached = False  # the event loop owns the socket (and closes it)
 
@@ -124,10 +124,10 @@ class ListenerRuntime:
     cfg: ListenerSection
     server: Any = None
     metrics: Metrics | None = None
-    sessions: set = field(default_factory=set)  # established and pending sessions (not handshakes)
-    members: set = field(default_factory=set)  # everything holding a slot
-    pending: OrderedDict = field(default_factory=OrderedDict)  # member -> None, oldest first
-    by_source: dict = field(default_factory=dict)  # source -> OrderedDict of its pending members
+    sessions: set[Member] = field(default_factory=set)  # established and pending sessions (not handshakes)
+    members: set[Member] = field(default_factory=set)  # everything holding a slot
+    pending: OrderedDict[Member, None] = field(default_factory=OrderedDict)  # member -> None, oldest first
+    by_source: dict[str, OrderedDict[Member, None]] = field(default_factory=dict)  # source -> its pending members
     handshakes: int = 0
 
     def admit(self, m: Member) -> bool:
@@ -157,7 +157,7 @@ class ListenerRuntime:
         self._gauges()
         return True
 
-    def _victim(self, among) -> Member | None:
+    def _victim(self, among: OrderedDict[Member, None]) -> Member | None:
         """The pending connection that gives its slot to a new one (SECURITY.md "Bounded under
         abuse", PROTOCOL §1): never one that acknowledged the banner while one that did not
         remains (a flood of connections that never say anything cannot push out an operator
@@ -253,7 +253,7 @@ class TlsServer:
         self.socks: list[socket.socket] = []
         self._serving = False
         self._retry: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def bind(self, host: str, port: int, backlog: int = 1024) -> None:
         """Listen on every address ``host`` resolves to (as ``create_server`` does; IPv6 sockets
@@ -327,7 +327,7 @@ class TlsServer:
         if self._serving:
             self.loop.add_reader(sock.fileno(), self._accept, sock)
 
-    def _handle(self, conn: socket.socket, addr) -> None:
+    def _handle(self, conn: socket.socket, addr: Any) -> None:
         conn.setblocking(False)
         with contextlib.suppress(OSError):
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -60,7 +60,7 @@ class Busy(Exception):
 
 
 class LogonGate:
-    def __init__(self, executor: Executor, *, checks: int, queue: int, wait_s: float, metrics=None,
+    def __init__(self, executor: Executor, *, checks: int, queue: int, wait_s: float, metrics: Any = None,
                  low_executor: Executor | None = None) -> None:
         """``executor`` runs the checks of known addresses; ``low_executor`` (default: the same)
         the others (made with ``initializer=lower_priority``)."""
@@ -72,7 +72,7 @@ class LogonGate:
         self.metrics = metrics
         self.running = 0
         self.running_unknown = 0  # of them, for keys whose first element is not 0
-        self._heap: list[tuple[Any, int, asyncio.Future]] = []
+        self._heap: list[tuple[Any, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
         self._waiting = 0
 
@@ -91,7 +91,7 @@ class LogonGate:
         if not (isinstance(key, tuple) and key and key[0] == 0):
             self.running_unknown += 1
 
-    async def run(self, key: Any, fn: Callable[..., T], *args) -> T:
+    async def run(self, key: Any, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in the executor once a check slot is free (``key``: lower first;
         a tuple whose first element is 0 may use the slot kept for known addresses)."""
         if self._waiting or not self._room(key):

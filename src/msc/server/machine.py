@@ -38,10 +38,29 @@ from __future__ import annotations
 import enum
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 
 from msc.protocol import framing
 from msc.protocol.codes import FramingError, ProtocolError, Reject
 from msc.protocol.message import SPECIAL_KEYS, parse_nak
+
+# The actions the machine returns (server/actions.py), named here too: the adapter and the tests
+# say ``machine.Send`` and so on.
+from msc.server.actions import (
+    Abort,
+    Action,
+    BannerAcknowledged,
+    Close,
+    FramingFailed,
+    Logoff,
+    Message,
+    OutputAcked,
+    OutputRefused,
+    PauseReading,
+    RateLimited,
+    ResumeReading,
+    Send,
+)
 
 SYS_XID = 0  # msc's own SYS outputs (the banner) are not delivery-tracked: xid 0
 MAX_INFLIGHT = 256  # messages awaiting their journal commit before we stop reading
@@ -130,93 +149,21 @@ class IllegalTransition(RuntimeError):
     """A transition the table does not have: a bug in the session, not the client's doing."""
 
 
-# -- actions: what the adapter does --------------------------------------------------------
+class ConnectionLimits(Protocol):
+    """What the machine reads of its limits: a :class:`Limits`, or a listener's configuration
+    section (``[[listener]]``, which has these and more)."""
 
+    @property
+    def max_frame(self) -> int: ...
 
-@dataclass(frozen=True, slots=True)
-class Send:
-    """Write these bytes (one or more frames) to the client."""
+    @property
+    def rate_limit(self) -> float: ...
 
-    data: bytes
+    @property
+    def heartbeat_s(self) -> float: ...
 
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A complete ``M`` frame for the session's rules (rate-checked, not yet parsed)."""
-
-    xid: int
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimited:
-    """An ``M`` frame over the connection's rate: refuse it (E307); reading is paused with it."""
-
-    xid: int
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class BannerAcknowledged:
-    """The client acknowledged the banner (CJIS AC-8): journal it."""
-
-
-@dataclass(frozen=True, slots=True)
-class OutputAcked:
-    """The client acknowledged output ``osn`` (PROTOCOL.md §5)."""
-
-    osn: int
-
-
-@dataclass(frozen=True, slots=True)
-class OutputRefused:
-    """The client refused output ``osn`` with ``code``/``reason``."""
-
-    osn: int
-    code: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class FramingFailed:
-    """The byte stream broke framing (E101, PROTOCOL.md §1): count it; the ``N`` and the close
-    follow as their own actions."""
-
-    code: str
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class PauseReading:
-    """Stop reading; ``resume_after`` seconds later resume (``None``: when told)."""
-
-    resume_after: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ResumeReading:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Close:
-    """Write what is queued, then close."""
-
-
-@dataclass(frozen=True, slots=True)
-class Abort:
-    """Drop the connection now (a dead peer)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Logoff:
-    """Log the operator off (``why``: IDLE, SESSION MAXIMUM)."""
-
-    why: str
-
-
-Action = (Send | Message | RateLimited | BannerAcknowledged | OutputAcked | OutputRefused | FramingFailed
-          | PauseReading | ResumeReading | Close | Abort | Logoff)
+    @property
+    def read_timeout_s(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +176,7 @@ class Limits:
     read_timeout_s: float = 10.0
 
     @classmethod
-    def of(cls, listener) -> Limits:
+    def of(cls, listener: ConnectionLimits) -> Limits:
         return cls(max_frame=listener.max_frame, rate_limit=listener.rate_limit, heartbeat_s=listener.heartbeat_s,
                    read_timeout_s=listener.read_timeout_s)
 
@@ -241,7 +188,7 @@ class SessionMachine:
     section); it may be replaced while the connection lives (a reload), except ``max_frame``,
     which the frame decoder keeps from the start."""
 
-    def __init__(self, limits: Limits, now: float) -> None:
+    def __init__(self, limits: ConnectionLimits, now: float) -> None:
         self.limits = limits
         self.state = State.BANNER
         self.role = Role.NONE

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Coroutine
+from typing import Any
 
 import structlog
 import uvloop
@@ -102,7 +104,7 @@ async def _run_node(settings: Settings, switch: Switch, stop: asyncio.Event, rea
     return 0
 
 
-async def _first(wanted, other) -> bool:
+async def _first(wanted: Coroutine[Any, Any, Any], other: Coroutine[Any, Any, Any]) -> bool:
     """Wait for the first of two coroutines; True when it was ``wanted``. The other is cancelled."""
     a, b = asyncio.ensure_future(wanted), asyncio.ensure_future(other)
     done, _ = await asyncio.wait({a, b}, return_when=asyncio.FIRST_COMPLETED)

@@ -2,9 +2,9 @@
 PWD, LOGOFF, BIND, a forced logoff, a new directory (PROTOCOL.md §2–§3, PPP §1.6.2, CJIS AC-7,
 AC-11, IA-5).
 
-A mixin of :class:`msc.server.session.Session`. :class:`msc.mnemonics.accounts.Accounts` decides a
-logon or password change; this journals the outcome and answers the client
-(:meth:`~msc.server.session.Session.commit_then`), moves the state machine
+A layer of :class:`msc.server.session.Session`, above :class:`~msc.server.refusing.Refusing`.
+:class:`msc.mnemonics.accounts.Accounts` decides a logon or password change; this journals the
+outcome and answers the client (:meth:`~msc.server.connection.Connection.commit_then`), moves the state machine
 (:data:`msc.server.machine.TRANSITIONS`) and attaches the session to its endpoint
 (:class:`msc.server.services.Registry`).
 """
@@ -16,14 +16,15 @@ import time
 
 from msc.journal.records import Entry, Kind
 from msc.mnemonics.accounts import LoggedOn
-from msc.mnemonics.directory import Pool, Station, User
+from msc.mnemonics.directory import Directory, Pool, Station, User
 from msc.protocol import framing
 from msc.protocol.codes import ProtocolError, Reject
 from msc.protocol.message import Input, Logon, PasswordChange, format_pairs
 from msc.server.machine import Event, Role, State
+from msc.server.refusing import Refusing
 
 
-class Operator:
+class Operator(Refusing):
     """LOGON, PWD, LOGOFF, BIND and their kin (see the module docstring)."""
 
     # -- logon and PWD (decided by msc.mnemonics.accounts) ----------------------------------
@@ -95,7 +96,7 @@ class Operator:
 
         def committed(_seqs: list[int]) -> None:
             if self.state is State.CLOSED:  # gone while the record was written
-                if alloc is not None:
+                if alloc is not None and pool is not None:
                     give_back()
                     self.svc.journal.submit([Entry(kind=Kind.SESSION, peer=pool.name, mnemonic=mnemonic, user=user.id,
                                                    taf=self.taf, text=f"POOL {pool.name} RELEASE {mnemonic} DISCONNECT")])
@@ -202,7 +203,7 @@ class Operator:
         self._unbind("REPLACED")
         self.close("REPLACED")
 
-    def reconfigure(self, directory) -> None:
+    def reconfigure(self, directory: Directory) -> None:
         """A new directory (reload, ``msc station``, ``msc user``): judge the next message by it;
         log off a user it removed or disabled, close a station it removed or disabled."""
         if self.station is not None and self.station.mnemonic in directory.stations:

@@ -78,7 +78,7 @@ class Tally:
     last refused payload's start (rendered compact only when the summary is written)."""
 
     codes: dict[str, list[int]] = field(default_factory=dict)  # code -> [messages, bytes]
-    events: Counter = field(default_factory=Counter)
+    events: Counter[str] = field(default_factory=Counter)
     first: float | None = None
     last: float | None = None
     first_payload: bytes | None = None

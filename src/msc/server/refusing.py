@@ -1,8 +1,8 @@
 """Refusing a message, and a connection that keeps sending what is refused (issue 14's bounds:
 JOURNAL.md "Refused traffic", SECURITY.md "Bounded under abuse").
 
-A mixin of :class:`msc.server.session.Session`. Every refused message is journaled before its
-``N`` — in full, compactly, or counted in a summary record — within the session's refusal
+A layer of :class:`msc.server.session.Session`, above :class:`~msc.server.connection.Connection`.
+Every refused message is journaled before its ``N`` — in full, compactly, or counted in a summary record — within the session's refusal
 window and, while the connection has not logged on, its address's budget. A pending connection
 has ``logon_timeout_s`` to log on, may lose its slot to a newer connection, and is closed at its
 ``max_refused``-th refusal; an established one at ``max_refused_per_minute``.
@@ -11,6 +11,7 @@ has ``logon_timeout_s`` to log on, may lose its slot to a newer connection, and 
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from msc.journal.records import Entry, Kind
 from msc.protocol import framing
@@ -18,13 +19,17 @@ from msc.protocol.codes import Reject
 from msc.protocol.message import Input, Logon, decode_lossy
 from msc.protocol.redact import redact
 from msc.server.budgets import SUMMARY
+from msc.server.connection import Connection
 from msc.server.machine import BOUND_STATES, Event, State
 from msc.server.refusals import Form, Tally, compact, iso, shared_form
+
+if TYPE_CHECKING:
+    from msc.config.model import Config
 
 LINGER_S = 2.0  # a connection closed for its refused traffic waits this long for its peer to close
 
 
-class Refusing:
+class Refusing(Connection):
     """Refusals and the closes they cause (see the module docstring)."""
 
     # -- the connection table (msc.server.listener) ------------------------------------------
@@ -169,7 +174,7 @@ class Refusing:
         self._perform(self.machine.committing())
         fut = self.svc.journal.submit([entry])
 
-        def done(f: asyncio.Future) -> None:
+        def done(f: asyncio.Future[list[int]]) -> None:
             self._perform(self.machine.committed())
             if not f.cancelled() and f.exception() is not None:
                 self.metrics.reject(Reject.E501.code)
@@ -180,6 +185,12 @@ class Refusing:
         fut.add_done_callback(done)
         self.log.info("session.reject", code=reject.code, mnemonic=inp.mnemonic if inp else self.mnemonic,
                       form=form.value)
+
+    def _internal_error(self, xid: int, inp: Input) -> None:
+        """A bug while handling ``inp``: E502 with a correlation id in the log and the N."""
+        corr = self.svc.admission.new_txn()
+        self.log.exception("session.internal_error", correlation=corr)
+        self._reject(xid, Reject.E502, f"INTERNAL ERROR {corr}", inp.journal_text(), inp, always=True)
 
     def _doom(self) -> None:
         """Read nothing more (the connection closes once what it is owed is written)."""
@@ -200,7 +211,7 @@ class Refusing:
         self._write(framing.nak(0, Reject.E307.code, "TOO MANY REFUSED MESSAGES, CONNECTION CLOSED"))
         self.out.flush()
         t = self.transport
-        if t.can_write_eof():
+        if t is not None and t.can_write_eof():
             # A lingering close: closing a socket with the peer's unread data in it sends a reset,
             # and the reset can destroy the N frames before the peer reads them. So: FIN after
             # them, and the close LINGER_S later (reading stays paused: what the peer still
@@ -217,6 +228,12 @@ class Refusing:
         self.svc.journal.submit([Entry(
             kind=Kind.REJECTED, direction="in", peer=self._peer_name(), mnemonic=self.mnemonic, user=self.user,
             taf=self.taf, code=SUMMARY, text=f"SUMMARY {tally.render(decode_lossy, redact)}")])
+
+    def tick(self, now: float, cfg: Config) -> None:
+        """About once a second: the refusal summary of a minute that ended, then the machine's
+        heartbeats and timeouts."""
+        self.summarize_refusals()
+        super().tick(now, cfg)
 
     def summarize_refusals(self, *, force: bool = False) -> None:
         tally = self.refusals.take() if force else self.refusals.roll(self.svc.clock())

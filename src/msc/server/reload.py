@@ -15,23 +15,25 @@ import asyncio
 import contextlib
 import dataclasses
 
-from msc.config.load import Settings
 from msc.config.model import ListenerSection
+from msc.config.settings import Settings
 from msc.config.tls import server_ssl_context
 from msc.config.validate import parse_hostport
 from msc.journal.records import Entry, JournalError, Kind
 from msc.mnemonics.auth import users_file_rehash
 from msc.mnemonics.directory import Directory
 from msc.server.listener import ListenerRuntime, TlsServer
+from msc.server.parts import SwitchParts, started
 from msc.server.session import Session
 
 
-class ConfigChanges:
+class ConfigChanges(SwitchParts):
     """reload_users, apply_directory, reload (see the module docstring)."""
 
     def reload_users(self) -> str | None:
         """Re-read users.toml; apply it if valid. Returns an error text, or None."""
-        from msc.config.load import ConfigIssue, decode_file
+        from msc.config.issues import ConfigIssue
+        from msc.config.load import decode_file
         from msc.config.model import UsersFile
         from msc.config.validate import validate
 
@@ -64,7 +66,8 @@ class ConfigChanges:
         are logged off, authorizations and routes apply to the next message, listeners and
         upstream links are added, removed or re-bound as their tables changed.
         """
-        from msc.config.load import ConfigError, load
+        from msc.config.issues import ConfigError
+        from msc.config.load import load
 
         try:
             new = await asyncio.to_thread(load, self.settings.config_path)
@@ -73,7 +76,7 @@ class ConfigChanges:
             self.metrics.config_reload.labels("error").inc()
             self.log.error("config.reload_failed", errors=len(exc.issues), first=str(exc.issues[0]))
             with contextlib.suppress(JournalError):
-                await self.journal.append(Entry(kind=Kind.ADMIN, code="E502",
+                await started(self.journal).append(Entry(kind=Kind.ADMIN, code="E502",
                                                 text=f"CONFIG RELOAD FAILED: {len(exc.issues)} ERROR(S); RUNNING CONFIG KEPT"))
             return False
         old = self.settings
@@ -82,11 +85,14 @@ class ConfigChanges:
         self.metrics.config_reload.labels("ok").inc()
         self.log.info("config.reloaded", changes=changes)
         with contextlib.suppress(JournalError):
-            await self.journal.append(Entry(kind=Kind.ADMIN, text="CONFIG RELOAD OK" + (f": {'; '.join(changes)}" if changes else "")))
+            await started(self.journal).append(Entry(kind=Kind.ADMIN, text="CONFIG RELOAD OK" + (
+                f": {'; '.join(changes)}" if changes else "")))
         return True
 
     async def _apply_config(self, old: Settings, new: Settings) -> list[str]:
         changes: list[str] = []
+        router, delivery, journal = started(self.router), started(self.delivery), started(self.journal)
+        ops = started(self.ops)
         oc, nc = old.config, new.config
         self.settings = new
         self.apply_directory(Directory(new, disabled_stations=frozenset(self.state.disabled_stations())))
@@ -116,7 +122,7 @@ class ConfigChanges:
         # Upstream links.
         old_up = {u.name: u for u in oc.upstream}
         for u in nc.upstream:
-            link = self.router.links.get(u.name)
+            link = router.links.get(u.name)
             if link is None:
                 self._add_link(u).start()
                 changes.append(f"upstream {u.name} added")
@@ -127,7 +133,7 @@ class ConfigChanges:
             else:
                 link.cfg = u
         for name in set(old_up) - {u.name for u in nc.upstream}:
-            await self.router.links.pop(name).stop()
+            await router.links.pop(name).stop()
             changes.append(f"upstream {name} removed")
         # Everything else that can change at run time.
         self.auth.cost = nc.switch.password_cost
@@ -140,15 +146,15 @@ class ConfigChanges:
         for sess in self.sessions:
             sess.refusals.limits = self.budgets.limits
         self.auth.rehash = users_file_rehash(new.users_path)
-        self.delivery.queue_max = nc.switch.queue_max
-        self.delivery.output_memory_bytes = nc.switch.output_memory_bytes
-        self.delivery.expiry_s = nc.switch.queue_expiry_s
-        self.router.requests.late_answer_s = nc.switch.late_answer_s
-        self.journal.checkpoint_every = nc.journal.checkpoint_every
-        self.journal.checkpoint_interval_s = nc.journal.checkpoint_interval_s
+        delivery.queue_max = nc.switch.queue_max
+        delivery.output_memory_bytes = nc.switch.output_memory_bytes
+        delivery.expiry_s = nc.switch.queue_expiry_s
+        router.requests.late_answer_s = nc.switch.late_answer_s
+        journal.checkpoint_every = nc.journal.checkpoint_every
+        journal.checkpoint_interval_s = nc.journal.checkpoint_interval_s
         if nc.metrics.bind != oc.metrics.bind:
-            await self.ops.stop()
-            await self.ops.start(nc.metrics.bind)
+            await ops.stop()
+            await ops.start(nc.metrics.bind)
             changes.append("metrics endpoint re-bound")
         restart_only = [k for k in ("dir", "key_file", "synchronous") if getattr(oc.journal, k) != getattr(nc.journal, k)]
         if nc.switch.data_dir != oc.switch.data_dir:
@@ -173,22 +179,23 @@ class ConfigChanges:
     async def _listen(self, lc: ListenerSection, *, register: bool = True) -> ListenerRuntime:
         host, port = parse_hostport(lc.bind)
         rt = ListenerRuntime(lc, metrics=self.metrics)
+        services = started(self.services)
         if lc.proxy_protocol:
             # A relay's connections (PROXY header first, proxied.py); TLS, if any, by the event loop.
             from msc.server.proxied import ProxyGate
 
             ctx = server_ssl_context(self.settings, lc.tls) if lc.tls else None
             rt.server = await asyncio.get_running_loop().create_server(
-                lambda: ProxyGate(self.services, rt), host, port, ssl=ctx, backlog=1024, reuse_address=True)
+                lambda: ProxyGate(services, rt), host, port, ssl=ctx, backlog=1024, reuse_address=True)
         elif lc.tls:
             # TLS: accepted here, each handshake holding a slot with its own deadline (listener.py).
             server = TlsServer(rt, server_ssl_context(self.settings, lc.tls),
-                               lambda h: Session(self.services, rt, handshake=h), self.budgets.tls_failed)
+                               lambda h: Session(services, rt, handshake=h), self.budgets.tls_failed)
             server.bind(host, port)
             rt.server = server
         else:
             rt.server = await asyncio.get_running_loop().create_server(
-                lambda: Session(self.services, rt), host, port, backlog=1024, reuse_address=True)
+                lambda: Session(services, rt), host, port, backlog=1024, reuse_address=True)
         rt.configured()
         if register:
             self.listeners.append(rt)

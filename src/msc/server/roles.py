@@ -1,18 +1,20 @@
 """The node's role in an active/standby pair (``[node]``; OPERATIONS.md "Running two nodes"):
 standby start, becoming active, stepping down, and what ``/readyz`` says of the node.
 
-A mixin of :class:`msc.server.switch.Switch`; the lease that drives it is kept by
+A part of :class:`msc.server.switch.Switch` (its attributes: :class:`msc.server.parts.SwitchParts`); the lease that drives it is kept by
 :func:`msc.server.node.keeper_for` (``msc.server.main`` wires the two).
 """
 
 from __future__ import annotations
 
+from typing import Any
 
-class NodeRole:
-    """The node's role in an active/standby pair — a mixin of :class:`msc.server.switch.Switch`
-    (it works on the switch's ``metrics``, ``ops``, ``journal``, ``listeners``, ``sessions``,
-    ``log`` and the node fields set in its ``__init__``): standby start, becoming active,
-    stepping down, and what ``/readyz`` says of the node."""
+from msc.server.parts import SwitchParts
+
+
+class NodeRole(SwitchParts):
+    """The node's role in an active/standby pair — a part of :class:`msc.server.switch.Switch`:
+    standby start, becoming active, stepping down, and what ``/readyz`` says of the node."""
 
     async def start_standby(self) -> None:
         """A standby node: only the operations endpoint (``/readyz`` answers 503 ``standby``,
@@ -53,11 +55,11 @@ class NodeRole:
         for sess in list(self.sessions):
             sess.close("SHUTDOWN")
 
-    def node_status(self) -> dict | None:
+    def node_status(self) -> dict[str, Any] | None:
         """For /readyz: this node's name, role and epoch (None for a single node)."""
         if self.node_name is None:
             return None
-        doc = {"name": self.node_name, "role": self.role, "epoch": self.lease_epoch}
+        doc: dict[str, Any] = {"name": self.node_name, "role": self.role, "epoch": self.lease_epoch}
         if self.lease_info is not None:
             info = self.lease_info()
             if self.role != "active" and info.get("holder"):

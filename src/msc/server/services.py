@@ -18,33 +18,51 @@ from typing import TYPE_CHECKING, Any, Protocol
 from msc.journal.records import Entry, Kind
 
 if TYPE_CHECKING:
-    from msc.config.load import Settings
+    from msc.config.model import Config
+    from msc.config.settings import Settings
     from msc.mnemonics.accounts import Accounts
     from msc.mnemonics.directory import Directory
     from msc.ops.metrics import Metrics
     from msc.routing.admission import Admission
     from msc.routing.delivery import Delivery
     from msc.routing.router import Router
+    from msc.server.budgets import Budgets
+    from msc.server.refusals import RefusalWindow
 
 
 class Attached(Protocol):
-    """What the registry needs of a session (:class:`msc.server.session.Session`)."""
+    """What the registry and the switch may use of a session (:class:`msc.server.session.Session`):
+    its public methods, nothing private."""
 
     mnemonic: str | None
     endpoint: str | None
     alloc: Any
     taf: str | None
+    refusals: RefusalWindow
 
     @property
     def kind(self) -> str | None: ...
 
+    @property
+    def inflight(self) -> int: ...  # messages awaiting their journal commit
+
     def replaced(self) -> None: ...
+
+    def close(self, why: str | None = None) -> None: ...
+
+    def logoff(self, why: str) -> None: ...
+
+    def reconfigure(self, directory: Directory) -> None: ...
+
+    def tick(self, now: float, cfg: Config) -> None: ...
+
+    def summarize_refusals(self, *, force: bool = False) -> None: ...
 
 
 class JournalWriter(Protocol):
     """The journal as a session writes it: records in, a future of their sequence numbers out."""
 
-    def submit(self, entries: list[Entry]) -> asyncio.Future: ...
+    def submit(self, entries: list[Entry]) -> asyncio.Future[list[int]]: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -54,7 +72,7 @@ class Services:
     delivery: Delivery
     journal: JournalWriter
     registry: Registry
-    budgets: Any  # msc.server.refusals.Budgets: what refused and unauthenticated traffic may cost
+    budgets: Budgets  # what refused and unauthenticated traffic may cost
     settings: Callable[[], Settings]
     directory: Callable[[], Directory]
     clock: Callable[[], float]  # wall clock, seconds (journal times, certification dates)

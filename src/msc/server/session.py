@@ -31,14 +31,12 @@ import asyncio
 import ipaddress
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import cast
 
 import structlog
 
-from msc.flow import Outbox
-from msc.journal.records import Entry, Kind
+from msc.journal.records import Entry
 from msc.mnemonics.accounts import Refused
-from msc.mnemonics.directory import Pool, Station, User
 from msc.protocol import framing
 from msc.protocol.codes import ProtocolError, Reject
 from msc.protocol.message import (
@@ -54,22 +52,15 @@ from msc.protocol.message import (
 )
 from msc.protocol.redact import redact
 from msc.routing.admission import Sender
-from msc.server import machine as m
-from msc.server.listener import Handshake, source_of
-from msc.server.machine import Event, Role, SessionMachine, State
+from msc.server import actions as act
+from msc.server.listener import source_of
+from msc.server.machine import Role, State
 from msc.server.operator import Operator
-from msc.server.refusals import RefusalWindow, Tally, iso
-from msc.server.refusing import Refusing
-
-if TYPE_CHECKING:
-    from msc.server.listener import ListenerRuntime
-    from msc.server.services import Services
+from msc.server.refusals import iso
 
 log = structlog.get_logger("msc.session")
 
-SYS_XID = m.SYS_XID
 WRITE_HIGH_WATER = 256 * 1024
-LINGER_S = 2.0  # a connection closed for its refused traffic waits this long for its peer to close
 
 
 def taf_for(peer_ip: str | None) -> str:
@@ -88,66 +79,15 @@ def taf_for(peer_ip: str | None) -> str:
     return f"{int(ip):08X}"
 
 
-class Session(Refusing, Operator, asyncio.Protocol):
-    """asyncio protocol for one client connection (uvloop transports underneath)."""
-
-    def __init__(self, services: Services, listener: ListenerRuntime, *, handshake: Handshake | None = None,
-                 proxied: tuple[str | None, str | None] | None = None) -> None:
-        """``handshake``: the TLS handshake this connection came through (its slot passes to
-        this session). ``proxied``: the (address, certificate CN) of the client a trusted relay
-        named in its PROXY header (:mod:`msc.server.proxied`), used instead of the connection's own."""
-        self.svc = services
-        self.proxied = proxied
-        self.metrics = services.metrics
-        self.listener = listener
-        self.handshake = handshake
-        self.machine = SessionMachine(listener.cfg, time.monotonic())
-        self.out = Outbox()
-        self.transport: asyncio.Transport | None = None
-        self.peer_ip: str | None = None
-        self.peer_cn: str | None = None
-        self.taf: str | None = None
-        self.source = "?"  # the address it is counted under (listener.source_of)
-        self.user_rec: User | None = None  # the logged-on user (terminal/pool)
-        self.mnemonic: str | None = None  # claimed static mnemonic or allocated pooled one
-        self.endpoint: str | None = None  # delivery endpoint while attached
-        self.station: Station | None = None
-        self.pool: Pool | None = None
-        self.alloc = None  # the ACP's loan of a pooled mnemonic (msc.mnemonics.acp.Allocation)
-        self.log = log
-        self.pending = True  # not yet logged on or bound, ever (msc.server.listener)
-        self.checking = False  # a LOGON of this connection is being checked
-        self.refusals = RefusalWindow(services.budgets.limits)
-        self.refused_total = Tally()  # a pending connection's refusals, for its DISCONNECT record
-        self.close_reason: str | None = None
-        self.connect_recorded = False
-        self.connected_wall = services.clock()
-        self._deadline: asyncio.TimerHandle | None = None
-
-    # -- what the machine knows, as the rest of msc asks it --------------------------------
-
-    @property
-    def state(self) -> State:
-        return self.machine.state
-
-    @property
-    def kind(self) -> str | None:
-        """terminal | host | pool | printer (metrics), or None."""
-        return self.machine.role.value
-
-    @property
-    def user(self) -> str | None:
-        """The logged-on user's ID (delivery ``Sink``)."""
-        return self.user_rec.id if self.user_rec is not None else None
-
-    @property
-    def inflight(self) -> int:
-        return self.machine.inflight
+class Session(Operator):
+    """asyncio protocol for one client connection (uvloop transports underneath): the top of
+    :class:`~msc.server.connection.Connection` ← ``Refusing`` ← ``Operator`` ← ``Session``."""
 
     # -- connection events ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = self.out.transport = transport  # type: ignore[assignment]
+        # A stream transport (TCP, or TLS over it): asyncio types the callback's argument wider.
+        self.transport = self.out.transport = t = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if isinstance(peer, tuple) else None
         cert = transport.get_extra_info("peercert")
@@ -166,11 +106,11 @@ class Session(Refusing, Operator, asyncio.Protocol):
         if not self.listener.admit(self):
             # Every slot is held by an established session: refuse at once, before any work.
             self.metrics.reject(Reject.E307.code)
-            transport.write(framing.nak(0, Reject.E307.code, "TOO MANY CONNECTIONS"))
-            transport.close()
+            t.write(framing.nak(0, Reject.E307.code, "TOO MANY CONNECTIONS"))
+            t.close()
             self.machine.lost()
             return
-        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        t.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self.svc.registry.add(self)
         self.connect_recorded = self._event("CONNECT")
         self._deadline = asyncio.get_running_loop().call_later(self.listener.cfg.logon_timeout_s, self._logon_deadline)
@@ -216,55 +156,45 @@ class Session(Refusing, Operator, asyncio.Protocol):
             perform(a)
         if mach.received != before:
             self.metrics.frame("client", "received", mach.received - before)
-        while (a := mach.next_action(now)) is not None:
-            perform(a)
+        while (nxt := mach.next_action(now)) is not None:
+            perform(nxt)
 
     # -- performing the machine's actions -------------------------------------------------
 
-    def _perform(self, actions: list[m.Action]) -> None:
-        for a in actions:
-            self._perform_one(a)
-
-    def _perform_one(self, a: m.Action) -> None:
+    def _perform_one(self, a: act.Action) -> None:
         # A class pattern is checked in C (no isinstance call) and narrows each case for the type
         # checker; the most frequent actions first (a request's Message, an output's OutputAcked).
         match a:
-            case m.Message():
+            case act.Message():
                 self._message(a.xid, a.payload)
-            case m.OutputAcked():
+            case act.OutputAcked():
                 if self.endpoint is not None:
                     self.svc.delivery.acked(self.endpoint, a.osn, self)
-            case m.Send():
+            case act.Send():
                 self._write(a.data)
-            case m.OutputRefused():
+            case act.OutputRefused():
                 if self.endpoint is not None:
                     self.svc.delivery.refused(self.endpoint, a.osn, a.code, a.reason, self)
-            case m.PauseReading():
+            case act.PauseReading():
                 if self.out.pause_reading() and a.resume_after is not None:
                     asyncio.get_running_loop().call_later(a.resume_after, self._resume_reading)
-            case m.ResumeReading():
+            case act.ResumeReading():
                 self._resume_reading()
-            case m.BannerAcknowledged():
+            case act.BannerAcknowledged():
                 self._event("BANNER ACKNOWLEDGED")
-            case m.RateLimited():
+            case act.RateLimited():
                 # A flooding client is told to slow down; the machine's PauseReading follows.
                 self._reject(a.xid, Reject.E307, None, payload=a.payload)
-            case m.FramingFailed():
+            case act.FramingFailed():
                 self.metrics.reject(a.code)
                 self.log.info("session.framing_error", code=a.code)
-            case m.Close():
+            case act.Close():
                 self.out.close()
-            case m.Abort():
+            case act.Abort():
                 self.log.info("session.dead")
                 self.out.abort()
-            case m.Logoff():
+            case act.Logoff():
                 self.logoff(a.why)
-
-    def _resume_reading(self) -> None:
-        if self.state is State.DRAINING or self.state is State.CLOSED:
-            return  # closing: it stays paused until closed
-        self.machine.resumed()
-        self.out.resume_reading()
 
     # -- messages -------------------------------------------------------------------------
 
@@ -280,12 +210,6 @@ class Session(Refusing, Operator, asyncio.Protocol):
             self._reject(xid, exc.reject, exc.detail, inp.journal_text(), inp, payload=payload)
         except Exception:  # a bug: answer E502 with a correlation id, keep serving
             self._internal_error(xid, inp)
-
-    def _internal_error(self, xid: int, inp: Input) -> None:
-        """A bug while handling ``inp``: E502 with a correlation id in the log and the N."""
-        corr = self.svc.admission.new_txn()
-        self.log.exception("session.internal_error", correlation=corr)
-        self._reject(xid, Reject.E502, f"INTERNAL ERROR {corr}", inp.journal_text(), inp, always=True)
 
     def _dispatch(self, xid: int, inp: Input) -> None:
         mach = self.machine
@@ -325,7 +249,7 @@ class Session(Refusing, Operator, asyncio.Protocol):
 
     def _check_mnemonic(self, inp: Input) -> None:
         if self.machine.role is Role.HOST:
-            if inp.mnemonic not in self.station.mnemonics:
+            if self.station is None or inp.mnemonic not in self.station.mnemonics:
                 raise ProtocolError(Reject.E210)
         elif inp.mnemonic != self.mnemonic:
             raise ProtocolError(Reject.E210)
@@ -333,42 +257,41 @@ class Session(Refusing, Operator, asyncio.Protocol):
     def _sender(self, inp: Input) -> Sender:
         """Who is sending, and the OIF/TAF msc sends upstream (PPP §1.6.7, §1.6.8)."""
         src = self.pool if self.machine.role is Role.POOL else self.station
-        peer = self.pool.name if self.machine.role is Role.POOL else (self.station.mnemonic if self.station else None)
+        assert src is not None  # admitted: the machine's table let only a logged-on or bound connection here
+        peer = self._peer_name()
         if self.machine.role is Role.HOST:
+            station = self.station
+            assert station is not None
             if inp.oif is None:
                 raise ProtocolError(Reject.E104, "OIF REQUIRED FROM A HOST")
             if inp.taf is None:
                 raise ProtocolError(Reject.E105, "TAF REQUIRED FROM A HOST")
-            user = self.svc.accounts.host_operator(inp.oif, self.station.serves)
-            if isinstance(user, Refused):
+            operator = self.svc.accounts.host_operator(inp.oif, station.serves)
+            if isinstance(operator, Refused):
                 # One answer whatever the reason (unknown, inactive, locked, role, agency,
                 # certification): a host must not learn which user IDs exist or what they are
                 # (SECURITY.md "Authentication"). A reason about the account is journaled.
-                if user.failed is not None:
-                    self._journal_session(f"OIF REFUSED {user.failed}", code=(user.cause or user.reject).code,
-                                          user=inp.oif)
-                raise ProtocolError(user.reject, user.detail)
-            return Sender(user, inp.oif, inp.taf, src.authorizations, src.serves, self.station.mnemonic, peer)
-        user = self.user_rec
-        assert user is not None
+                if operator.failed is not None:
+                    self._journal_session(f"OIF REFUSED {operator.failed}",
+                                          code=(operator.cause or operator.reject).code, user=inp.oif)
+                raise ProtocolError(operator.reject, operator.detail)
+            return Sender(operator, inp.oif, inp.taf, src.authorizations, src.serves, station.mnemonic, peer)
+        user, mnemonic, taf = self.user_rec, self.mnemonic, self.taf
+        assert user is not None and mnemonic is not None and taf is not None
         # The ACP inserts OIF and TAF itself; if the client sends them they must agree.
         if inp.oif is not None and inp.oif != user.id:
             raise ProtocolError(Reject.E104, "OIF DOES NOT MATCH THE LOGGED-ON USER")
-        if inp.taf is not None and inp.taf != self.taf:
+        if inp.taf is not None and inp.taf != taf:
             raise ProtocolError(Reject.E105, "TAF DOES NOT MATCH THIS TERMINAL")
-        return Sender(user, user.id, self.taf, src.authorizations, src.serves, self.mnemonic, peer,
+        return Sender(user, user.id, taf, src.authorizations, src.serves, mnemonic, peer,
                       self.alloc.id if self.alloc is not None else None)
-
-    def _peer_name(self) -> str | None:
-        if self.machine.role is Role.POOL:
-            return self.pool.name
-        return self.station.mnemonic if self.station else None
 
     # -- the journal, then the client ------------------------------------------------------
 
-    def commit_then(self, entries, xid: int, ack_payload: bytes = b"", *, after: Callable[[list[int]], None] | None = None,
+    def commit_then(self, entries: list[Entry], xid: int, ack_payload: bytes = b"", *,
+                    after: Callable[[list[int]], None] | None = None,
                     failed: Callable[[BaseException | None], None] | None = None,
-                    category: str | None = None) -> asyncio.Future:
+                    category: str | None = None) -> asyncio.Future[list[int]]:
         """Journal ``entries``; only if they are committed acknowledge the client (``A`` with
         ``ack_payload``) and call ``after(seqs)``; if not, ``N E501`` and ``failed(exc)`` (fail
         closed, ARCHITECTURE.md). The one journal-then-acknowledge step of every accepted
@@ -376,7 +299,7 @@ class Session(Refusing, Operator, asyncio.Protocol):
         self._perform(self.machine.committing())
         fut = self.svc.journal.submit(entries)
 
-        def done(f: asyncio.Future) -> None:
+        def done(f: asyncio.Future[list[int]]) -> None:
             self._perform(self.machine.committed())
             if f.cancelled() or f.exception() is not None:
                 self.metrics.reject(Reject.E501.code)
@@ -394,50 +317,3 @@ class Session(Refusing, Operator, asyncio.Protocol):
 
         fut.add_done_callback(done)
         return fut
-
-    # -- output (the delivery Sink) --------------------------------------------------------
-
-    @property
-    def max_output(self) -> int:
-        """The longest output payload this session's client takes (its listener's max_frame)."""
-        return self.listener.cfg.max_frame - 5  # type and xid (PROTOCOL.md §1)
-
-    def send_output(self, osn: int, payload: bytes) -> bool:
-        if not self.out.open or self.out.write_paused:
-            return False
-        self._write(framing.message(osn, payload))
-        return True
-
-    def send_sys(self, text: str) -> None:
-        self._write(framing.message(SYS_XID, f"SYS.{text}".encode("ascii", "replace")))
-
-    def _write(self, data: bytes) -> None:
-        if self.out.write(data):
-            self.metrics.frame("client", "sent")
-
-    def close(self, why: str | None = None) -> None:
-        if why:
-            self.send_sys(f"LOGOFF.{why}")
-        if not self.machine.closing:
-            self.machine.handle(Event.DRAIN)
-        self.out.close()
-
-    def abort(self) -> None:
-        self.out.abort()
-
-    # -- journal helpers ------------------------------------------------------------------
-
-    def _session_entry(self, what: str, *, code: str | None = None, user: str | None = None) -> Entry:
-        return Entry(kind=Kind.SESSION, direction="-", peer=self._peer_name() or self.listener.cfg.name,
-                     mnemonic=self.mnemonic, user=user or self.user, taf=self.taf, code=code, text=what)
-
-    def _journal_session(self, what: str, *, code: str | None = None, user: str | None = None) -> asyncio.Future:
-        return self.svc.journal.submit([self._session_entry(what, code=code, user=user)])
-
-    def tick(self, now: float, cfg) -> None:
-        """About once a second (the switch's sweeper): refusal summaries, heartbeats, timeouts."""
-        self.summarize_refusals()
-        self.machine.limits = self.listener.cfg
-        self.machine.sent(self.out.last_tx)
-        sw = cfg.switch
-        self._perform(self.machine.tick(now, idle_logoff_s=sw.idle_logoff_s, session_max_s=sw.session_max_s))

@@ -20,12 +20,13 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
 from msc.config.files import private_dir, tighten_tree
-from msc.config.load import Settings
+from msc.config.model import UpstreamSection
+from msc.config.settings import Settings
 from msc.config.tls import client_ssl_context
 from msc.journal.journal import Journal
 from msc.journal.records import Entry, JournalError, Kind
@@ -35,8 +36,8 @@ from msc.memory import Trimmer
 from msc.mnemonics import totp
 from msc.mnemonics.accounts import Accounts
 from msc.mnemonics.acp import AccessControlPoint
-from msc.mnemonics.auth import AuthService, users_file_rehash
-from msc.mnemonics.directory import Directory, User
+from msc.mnemonics.auth import Account, AuthService, users_file_rehash
+from msc.mnemonics.directory import Directory
 from msc.mnemonics.throttle import AddressAttempts
 from msc.ops.availability import LedgerBackend
 from msc.ops.metrics import Metrics
@@ -48,12 +49,13 @@ from msc.routing.delivery import Delivery
 from msc.routing.recovery import recover_unanswered
 from msc.routing.router import Router
 from msc.routing.upstream import FAILURE_REASONS, UpstreamLink
-from msc.server.background import STARTUP_QUIET_S, BackgroundWork
+from msc.server.background import BackgroundWork
 from msc.server.budgets import Budgets
 from msc.server.control import ControlServer
 from msc.server.controls import ControlOps
 from msc.server.listener import ListenerRuntime
 from msc.server.logons import Busy, LogonGate, lower_priority
+from msc.server.parts import started
 from msc.server.reload import ConfigChanges
 from msc.server.roles import NodeRole
 from msc.server.services import Registry, Services
@@ -61,37 +63,30 @@ from msc.server.session import taf_for
 from msc.storage.backends import Backends
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     from msc.ops.http import OpsServer
 
 log = structlog.get_logger("msc.switch")
-
-__all__ = ["STARTUP_QUIET_S", "StartupError", "Switch"]
+T = TypeVar("T")
 
 
 class StartupError(MscError):
     pass
 
 
-#: How often (seconds) the switch looks whether a burst left freed memory to give back.
-
-
 class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
-    def __init__(self, settings: Settings, *, clock=time.time) -> None:
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
-        #: Where the durable state is ([storage]: SQLite files or PostgreSQL; CONFIG.md "Storage"):
-        #: the run-time state here, the journal, queues and ledger at start().
-        try:
+        try:  # where the durable state is ([storage]: SQLite files or PostgreSQL; CONFIG.md "Storage")
             self.backends = Backends(settings)
-        except (OSError, ValueError) as exc:
+            self.state = self.backends.runtime_state()  # the journal, queues and ledger at start()
+        except (OSError, ValueError) as exc:  # unreadable password file, database unreachable: nothing starts
             raise StartupError(f"[storage]: {exc}") from None
         self.clock = clock
         self.metrics = Metrics()
         self._trimmer = Trimmer(metrics=self.metrics)  # freed memory back to the system after bursts
         self._queued_before = 0  # outputs waiting at the fullest since the queues last drained
-        try:
-            self.state = self.backends.runtime_state()
-        except Exception as exc:  # the database cannot be reached: nothing starts
-            raise StartupError(f"run-time state on {self.backends.describe()}: {type(exc).__name__}: {exc}") from None
         # AC-7's one count, whichever process checked the password (SECURITY.md), read at scrape.
         self.metrics.count_logons(self.state.auth_counts)
         self.last_use = LastUse()  # users' and stations' last use, flushed to state.db each minute
@@ -122,8 +117,9 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
                                  busy=Busy, attempts=self.logon_attempts, metrics=self.metrics, clock=clock,
                                  reload_users=self.reload_users, settings=lambda: self.settings,
                                  in_pool=self.in_auth_pool)
-        self.sessions = Registry(delivery=lambda: self.delivery, accounts=self.accounts, journal=lambda: self.journal,
-                                 directory=lambda: self.directory, router=lambda: self.router, metrics=self.metrics)
+        self.sessions = Registry(delivery=lambda: started(self.delivery), accounts=self.accounts,
+                                 journal=lambda: self.journal, directory=lambda: self.directory,
+                                 router=lambda: started(self.router), metrics=self.metrics)
         self.listeners: list[ListenerRuntime] = []
         self.journal: Journal | None = None
         self.router: Router | None = None
@@ -131,12 +127,12 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         self.services: Services | None = None  # what sessions are given, once the journal is open
         self.ops: OpsServer | None = None
         self.control: ControlServer | None = None
-        self._sweeper: asyncio.Task | None = None
-        self._retention: asyncio.Task | None = None
-        self._ledger_task: asyncio.Task | None = None
-        self._recovery: asyncio.Task | None = None
-        self._watch: asyncio.Task | None = None
-        self.verify_failures: list[dict] = []  # what the background verification found (newest last)
+        self._sweeper: asyncio.Task[None] | None = None
+        self._retention: asyncio.Task[None] | None = None
+        self._ledger_task: asyncio.Task[None] | None = None
+        self._recovery: asyncio.Task[int] | None = None  # how many operators it told
+        self._watch: asyncio.Task[None] | None = None
+        self.verify_failures: list[dict[str, Any]] = []  # what the background verification found (newest last)
         self.ledger: LedgerBackend | None = None
         #: Why the last reload was refused (the running configuration was kept), until a reload
         #: succeeds: shown by /readyz and the control socket's ping (OPERATIONS.md "Reload").
@@ -156,7 +152,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         self.fence: Callable[[Any], Awaitable[None]] | None = None
         #: what the lease keeper saw last: who holds the lease (a standby), the database's error
         self.lease_info: Callable[[], dict[str, str | None]] | None = None
-        self._users_aead = None
+        self._users_aead: AESGCM | None = None
         self.log = log.bind(switch=settings.config.switch.name)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -175,7 +171,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         # journal's self-check, that a journal existed even if every journal file is gone.
         self.ledger = self.backends.ledger()
         runs = await asyncio.to_thread(self.ledger.runs)
-        evidence = ()
+        evidence: tuple[str, ...] = ()
         if runs:
             first = dt.datetime.fromtimestamp(runs[0].started, dt.UTC).isoformat(timespec="seconds")
             evidence = (f"state.db's availability ledger records {len(runs)} earlier run(s) of the switch since {first}",)
@@ -199,6 +195,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
 
             self.journal.writer = FencedWriter(self.journal.writer, self.write_check)
         check = self.journal.selfcheck
+        assert check is not None  # open() ran it
         self.log.info("journal.self_check", ok=True, seconds=round(check.seconds, 4), records_checked=check.records_checked,
                       months=check.months, size=self.journal.opened_size, boot=m.boot)
         m.journal_selfcheck_seconds.set(check.seconds)
@@ -292,21 +289,18 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
             await asyncio.to_thread(self.ledger.stop, self.clock())
             self.ledger.close()
         if self.backends.postgresql:  # its connection pools, closed cleanly (SQLite's files close at exit)
-            for handle in (self.delivery.store if self.delivery else None, self.state):
-                if handle is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.to_thread(handle.close)
+            await asyncio.to_thread(self.backends.close, self.delivery.store if self.delivery else None, self.state)
         self.log.info("switch.stopped")
 
     # -- health ---------------------------------------------------------------------------
 
-    def readiness(self) -> tuple[bool, dict]:
+    def readiness(self) -> tuple[bool, dict[str, str | list[str] | None]]:
         """(ready, reasons it is not). A refused reload is not a reason: the switch goes on
         serving with the configuration it runs (OPERATIONS.md "Reload"); /readyz shows the
         refusal beside the status instead (``last_reload_error``)."""
         if self.role != "active":
             return False, {"role": self.role}  # a standby: the other node serves (OPERATIONS.md "Running two nodes")
-        reasons = {}
+        reasons: dict[str, str | list[str] | None] = {}
         if self.journal is None or not self.journal.healthy:
             reasons["journal"] = self.journal.last_error if self.journal else "not open"
         unbound = [rt.cfg.name for rt in self.listeners if rt.server is None or not rt.server.is_serving()]
@@ -314,16 +308,16 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
             reasons["listeners"] = unbound or "not started"
         return not reasons, reasons
 
-    def _add_link(self, up) -> UpstreamLink:
-        m = self.metrics
+    def _add_link(self, up: UpstreamSection) -> UpstreamLink:
+        m, router = self.metrics, started(self.router)
         ctx = client_ssl_context(self.settings, up.tls) if up.tls else None
-        link = UpstreamLink(up, ssl_context=ctx, on_message=self.router.on_upstream_message,
-                            on_lost=self.router.on_lost, on_state=self._upstream_state,
+        link = UpstreamLink(up, ssl_context=ctx, on_message=router.on_upstream_message,
+                            on_lost=router.on_lost, on_state=self._upstream_state,
                             on_frame=lambda d: m.frame("upstream", d),
                             on_failure=lambda lk, endpoint, reason: m.upstream_failures.labels(lk.name, endpoint,
                                                                                               reason).inc(),
                             on_pause=lambda lk: m.upstream_paused.labels(lk.name).inc())
-        self.router.add_link(link)
+        router.add_link(link)
         m.upstream_inbound.labels(up.name).set_function(lambda: link.inbound)
         m.upstream_paused.labels(up.name)
         for label in ("primary", "secondary")[: len(up.endpoints)]:
@@ -343,8 +337,9 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         """Work accepted and not finished: messages awaiting their commit, requests awaiting their
         answer or (answered in parts) the rest of it within their answer window, and answers
         written to a terminal but not yet acknowledged by it."""
-        return (sum(sess.inflight for sess in self.sessions) + self.router.outstanding()
-                + self.router.open_answers() + self.delivery.unacknowledged())
+        router = started(self.router)
+        return (sum(sess.inflight for sess in self.sessions) + router.outstanding() + router.open_answers()
+                + started(self.delivery).unacknowledged())
 
     async def drain(self) -> None:
         """SIGTERM: stop accepting, let in-flight work finish (up to drain_timeout_s), then stop."""
@@ -357,21 +352,22 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
             await asyncio.sleep(0.05)
         left = self.in_flight()
         if left:
+            router = started(self.router)
             self.log.warning("switch.drain_timeout", in_flight=left,
                              committing=sum(sess.inflight for sess in self.sessions),
-                             awaiting_answer=self.router.outstanding(), answer_open=self.router.open_answers(),
-                             unacknowledged=self.delivery.unacknowledged())
+                             awaiting_answer=router.outstanding(), answer_open=router.open_answers(),
+                             unacknowledged=started(self.delivery).unacknowledged())
         await self.stop()
 
-    def _journal_committed(self, entries, seconds: float) -> None:
+    def _journal_committed(self, entries: list[Entry], seconds: float) -> None:
         self.metrics.journal_committed(entries, seconds)
-        self.metrics.journal_size(self.journal.committed_size)
+        self.metrics.journal_size(started(self.journal).committed_size)
 
     def _journal_altered(self, text: str) -> None:
         """The journal found records it had committed gone while running: it refuses every
         append from now on (E501, /readyz 503); the off-box alert sees the size go back."""
         self.metrics.journal_verify_failures.inc()
-        self.metrics.journal_size(self.journal.committed_size)
+        self.metrics.journal_size(started(self.journal).committed_size)
         self.log.error("journal.altered", error=text)
 
     def _journal_error(self, exc: Exception) -> None:
@@ -388,11 +384,14 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
 
     # -- logon checks ---------------------------------------------------------------------
 
-    async def in_auth_pool(self, fn, *args, **kwargs):
+    async def in_auth_pool(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` in the logon checks' worker threads (KDFs, zxcvbn)."""
         return await asyncio.get_running_loop().run_in_executor(self._auth_pool, lambda: fn(*args, **kwargs))
 
-    def _open_totp(self, user: User) -> bytes:
-        return totp.open_secret(self._users_aead, user.id, user.totp)
+    def _open_totp(self, user: Account) -> bytes:
+        if user.totp is None:
+            raise ValueError(f"{user.id} has no TOTP secret")
+        return totp.open_secret(started(self._users_aead), user.id, user.totp)
 
     def admin_upstream(self) -> str | None:
         c = self.settings.config

@@ -20,6 +20,7 @@ Each call opens a new handle; the caller closes it (``close()``).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -90,6 +91,14 @@ class Backends:
         from msc.storage.postgres import safe_dsn
 
         return f"PostgreSQL ({safe_dsn(self._pg.dsn)})"
+
+    def close(self, *handles: Any) -> None:
+        """Close each handle's connections (its ``close``), the ``None``s skipped; a handle that
+        fails to close (its database already gone) does not stop the others."""
+        for handle in handles:
+            if handle is not None:
+                with contextlib.suppress(Exception):
+                    handle.close()
 
     # -- run-time state, queues, ledger --------------------------------------------------
 

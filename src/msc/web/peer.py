@@ -21,6 +21,7 @@ reported with ``client_cert_error`` set and never read. :func:`verified_cn` is t
 from __future__ import annotations
 
 import ssl
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -60,7 +61,7 @@ def tls_extension(transport: Any) -> dict[str, Any] | None:
             "cipher_suite": None}
 
 
-def verified_cn(scope: dict[str, Any]) -> str | None:
+def verified_cn(scope: Mapping[str, Any]) -> str | None:
     """The subject CN of the client certificate that verified on this request's connection, or
     None (no TLS extension, no certificate, not verified, no CN). With several CN attributes the
     last one counts — what the switch's own TLS listener takes from the same certificate

@@ -37,7 +37,7 @@ class SwitchLink:
     ``on_closed(why)`` are called on the event loop."""
 
     def __init__(self, *, on_output: Callable[[int, bytes], None], on_sys: Callable[[str], None],
-                 on_closed: Callable[[str], None], max_frame: int = framing.DEFAULT_MAX_FRAME) -> None:
+                 on_closed: Callable[[str], object], max_frame: int = framing.DEFAULT_MAX_FRAME) -> None:
         self.on_output = on_output
         self.on_sys = on_sys
         self.on_closed = on_closed

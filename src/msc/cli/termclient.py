@@ -1,0 +1,338 @@
+"""The ``msc terminal`` client's connection to msc: :class:`Terminal` speaks the client protocol
+(PROTOCOL.md §1–§5: the banner, LOGON, messages with their header references, outputs
+acknowledged once printed, heartbeats) over one or more addresses, and says why a session ended
+(:class:`SessionEnded`). The command around it — prompts, scripts, exit status — is
+:mod:`msc.cli.terminal`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import secrets
+import ssl
+import sys
+from dataclasses import dataclass, field
+
+from msc.protocol import framing
+from msc.protocol.codes import FramingError
+from msc.protocol.framing import Framer
+from msc.protocol.message import parse_pairs
+
+# SYS LOGOFF reasons after which msc closes the connection (server/switch.py stop, a station
+# disabled by a reload, a newer session of the same station: Session.close); after the others
+# (IDLE, SESSION MAXIMUM, USER DISABLED, USER REMOVED) the connection stays open for the next
+# logon. PROTOCOL.md §3.
+CLOSING_REASONS = frozenset(("SHUTDOWN", "STATION DISABLED", "REPLACED"))
+# Closing reasons another node would repeat: no failover to the next address after these.
+FINAL_REASONS = frozenset(("STATION DISABLED", "REPLACED"))
+
+_REF_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+
+@dataclass
+class TerminalOptions:
+    host: str
+    port: int
+    header: str
+    send: list[str] = field(default_factory=list)
+    expect: int = 0
+    user: str | None = None
+    password: str | None = None
+    otp: str | None = None
+    timeout: float = 30.0
+    tls: bool = False
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    interactive: bool = True
+    fail_on_nak: bool = False
+    bind: bool = False
+    #: every address to try, in order (``--connect A,B``); empty: just (host, port)
+    addresses: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def targets(self) -> list[tuple[str, int]]:
+        return self.addresses or [(self.host, self.port)]
+
+
+class SessionEnded(Exception):
+    """The session ended (``reason``) while the client waited; ``closed``: the connection too."""
+
+    def __init__(self, reason: str, closed: bool) -> None:
+        super().__init__(reason)
+        self.reason, self.closed = reason, closed
+
+
+class Terminal:
+    def __init__(self, opts: TerminalOptions, out=sys.stdout) -> None:
+        self.opts = opts
+        self.out = out
+        self.header = opts.header
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.framer = Framer(max_frame=1024 * 1024)
+        self.xid = 0
+        loop = asyncio.get_running_loop()
+        self.answers: dict[int, asyncio.Future] = {}
+        self.banner = loop.create_future()
+        self.seen: set[int] = set()
+        self.naks = 0
+        self.closed = loop.create_future()  # result: why the connection ended
+        self.ended = loop.create_future()  # result: the SYS LOGOFF reason of this session
+        # Header references: 4 random characters, then a counter — unique to this run, so an
+        # answer to an earlier run's message (queued for the station) is never taken for ours.
+        self._ref_base = "".join(secrets.choice(_REF_ALPHABET) for _ in range(4))
+        self._ref_n = 0
+        self.own_headers: set[str] = set()
+        self.expect_left = 0
+        self.count_any = False  # --expect without --send: any output counts (a printer, a watch)
+        self.answered = loop.create_future()
+        self.quiet = False  # stopped taking outputs: neither printed nor acknowledged
+        self.at = 0  # index of the address in opts.targets connected to (or last tried)
+        self.next_send = 0  # index of the first --send message not sent yet
+        self.accepted = 0  # --send messages msc acknowledged (A)
+        self.unknown = 0  # messages whose answer was lost with a connection (not sent again)
+
+    # -- output -----------------------------------------------------------------------------
+
+    def print(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+    def _send(self, data: bytes) -> None:
+        if self.writer is not None and not self.writer.is_closing():
+            self.writer.write(data)
+
+    @property
+    def address(self) -> str:
+        host, port = self.opts.targets[self.at]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    async def connect(self) -> None:
+        """Open a connection to ``opts.targets[self.at]`` (state of any earlier one forgotten)."""
+        ctx = None
+        if self.opts.tls:
+            ctx = ssl.create_default_context(cafile=self.opts.ca)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            if self.opts.cert:
+                ctx.load_cert_chain(self.opts.cert, self.opts.key)
+        loop = asyncio.get_running_loop()
+        # A new connection is a new session: frames, output ids (msc numbers them per connection:
+        # an id printed on the last one says nothing about this one), the banner and how it ends.
+        self.framer = Framer(max_frame=1024 * 1024)
+        self.answers = {}
+        self.seen = set()
+        self.banner = loop.create_future()
+        self.closed = loop.create_future()
+        self.ended = loop.create_future()
+        self.header = self.opts.header  # a pool's mnemonic was this session's
+        self.quiet = self.answered.done()  # after --expect was met, outputs stay queued in msc
+        host, port = self.opts.targets[self.at]
+        self.reader, self.writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=ctx),
+                                                          min(self.opts.timeout, 10.0))
+        self._reader_task = loop.create_task(self._read())
+
+    async def connect_any(self, *, first: int = 0) -> str:
+        """Connect to the first address, from ``first`` on and round again, that sends a banner
+        within ``opts.timeout`` in all; returns the banner. With one address: one try.
+
+        Raises ConnectionError (or OSError, asyncio.TimeoutError with one address) when none did.
+        """
+        targets = self.opts.targets
+        if len(targets) == 1:
+            self.at = 0
+            await self.connect()
+            return await asyncio.wait_for(self.banner, self.opts.timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.opts.timeout
+        # One address that accepts but never sends its banner (a hung node) must not use up the
+        # whole wait: each attempt gets a share of it, 1 to 5 s.
+        per_try = max(1.0, min(5.0, self.opts.timeout / len(targets)))
+        pause, tries = 0.05, 0
+        while True:
+            self.at = (first + tries) % len(targets)
+            tries += 1
+            try:
+                await asyncio.wait_for(self.connect(), max(min(per_try, deadline - loop.time()), 0.01))
+                banner = await asyncio.wait_for(self.banner, max(min(per_try, deadline - loop.time()), 0.01))
+                if len(targets) > 1:
+                    print(f"Connected to msc at {self.address}.", file=sys.stderr, flush=True)
+                return banner
+            except (TimeoutError, OSError, ConnectionError) as exc:
+                self.close()
+                why = _why(exc)
+                if loop.time() >= deadline:
+                    raise ConnectionError(f"msc unreachable at {', '.join(_fmt(a) for a in targets)} "
+                                          f"within {self.opts.timeout:g} s (last: {self.address}: {why})") from None
+                nxt = _fmt(targets[(first + tries) % len(targets)])
+                print(f"msc at {self.address}: {why}; trying {nxt}", file=sys.stderr, flush=True)
+                if tries % len(targets) == 0:  # a whole round refused: wait a little, then again
+                    await asyncio.sleep(min(pause, max(deadline - loop.time(), 0)))
+                    pause = min(pause * 2, 1.0)
+
+    def fails_over(self, e: SessionEnded) -> bool:
+        """Whether this ended session moves on to the next address: the connection went (or msc
+        shut down) and there is another address to go to."""
+        return len(self.opts.targets) > 1 and e.closed and e.reason not in FINAL_REASONS
+
+    async def _read(self) -> None:
+        # This connection's own futures: after a failover ``self`` has the next connection's.
+        reader, framer, banner, closed, answers = self.reader, self.framer, self.banner, self.closed, self.answers
+        assert reader is not None, "_read runs on an open connection"
+        why = "CONNECTION CLOSED BY MSC"
+        try:
+            while data := await reader.read(65536):
+                for f in framer.feed(data):
+                    self._frame(f)
+        except ConnectionResetError:
+            why = "CONNECTION RESET"
+        except (ConnectionError, OSError):
+            why = "CONNECTION LOST"
+        except FramingError as exc:
+            why = f"FRAMING ERROR {exc}"
+        finally:
+            if not banner.done():
+                banner.set_exception(ConnectionError("connection closed before the banner"))
+                banner.exception()  # retrieved: no "never retrieved" warning
+            if not closed.done():
+                closed.set_result(why)
+            for fut in answers.values():
+                if not fut.done():
+                    fut.set_exception(SessionEnded(why, True))
+                    fut.exception()
+
+    def _frame(self, f: framing.Frame) -> None:
+        if f.type == framing.MSG:
+            if self.quiet:
+                return  # not printed, so not acknowledged: msc keeps it for the next session
+            text = f.payload.decode("ascii", "replace")
+            if f.xid == 0 and text.startswith("SYS."):
+                if text.startswith("SYS.BANNER.") and not self.banner.done():
+                    self.banner.set_result(text[len("SYS.BANNER."):])
+                else:
+                    self.print(f"SYS {text[4:]}")
+                    self._send(framing.ack(0))
+                    if text.startswith("SYS.LOGOFF.") and not self.ended.done():
+                        self.ended.set_result(text[len("SYS.LOGOFF."):])
+                return
+            if f.xid in self.seen:
+                self._send(framing.ack(f.xid))  # at-least-once delivery: printed before, discard
+                return
+            try:
+                self.print(f"M {f.xid} {text}")
+            except (BrokenPipeError, ValueError):
+                self.quiet = True  # could not print it: do not acknowledge it
+                return
+            self.seen.add(f.xid)
+            self._send(framing.ack(f.xid))
+            if self.expect_left > 0 and (self.count_any or text.split(".", 1)[0] in self.own_headers):
+                self.expect_left -= 1
+                if self.expect_left == 0:
+                    self.quiet = True  # what was asked for is here; the rest stays queued
+                    if not self.answered.done():
+                        self.answered.set_result(None)
+        elif f.type in (framing.ACK, framing.NAK):
+            kind = "A" if f.type == framing.ACK else "N"
+            payload = f.payload.decode("ascii", "replace")
+            fut = self.answers.pop(f.xid, None)
+            self.print(f"{kind} {f.xid} {payload}".rstrip())
+            if kind == "N":
+                self.naks += 1
+            if fut is not None and not fut.done():
+                fut.set_result((kind, payload))
+        elif f.type == framing.HEARTBEAT:
+            self._send(framing.heartbeat(f.xid))
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def new_session(self) -> None:
+        """Forget how the last session ended (before the next logon)."""
+        if self.ended.done():
+            self.ended = asyncio.get_running_loop().create_future()
+
+    async def until(self, aw, timeout: float | None = None):
+        """Await ``aw`` unless the connection closes or msc ends the session first."""
+        task = asyncio.ensure_future(aw)
+        closed, ended = self.closed, self.ended
+        done, _ = await asyncio.wait([task, closed, ended], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        if not done:
+            raise TimeoutError
+        reason = ended.result() if ended.done() else closed.result()
+        raise SessionEnded(reason, closed.done() or reason in CLOSING_REASONS)
+
+    async def request(self, text: str, *, own: bool = False) -> tuple[str, str]:
+        """Send ``text``; returns msc's (``"A"``|``"N"``, payload). ``own``: its answers count for
+        ``--expect`` (its header carries this run's reference)."""
+        self.xid += 1
+        fut = asyncio.get_running_loop().create_future()
+        self.answers[self.xid] = fut
+        if self.closed.done():
+            raise SessionEnded(self.closed.result(), True)
+        if own:
+            self.own_headers.add(text.split(".", 1)[0])
+        self._send(framing.message(self.xid, text.encode("ascii", "replace")))
+        return await asyncio.wait_for(fut, self.opts.timeout)
+
+    def next_ref(self) -> str:
+        self._ref_n += 1
+        if self._ref_n >= 36 * 36:
+            self._ref_base = "".join(secrets.choice(_REF_ALPHABET) for _ in range(4))
+            self._ref_n = 1
+        n = self._ref_n
+        return self._ref_base + _REF_ALPHABET[n // 36] + _REF_ALPHABET[n % 36]
+
+    def full(self, line: str) -> str:
+        """Add the header (and a fresh message reference) unless the line starts with the
+        header already (with or without its own reference, which is then kept)."""
+        line = line.strip()
+        first, _, rest = line.partition(".")
+        if first == self.header:
+            return f"{self.header}{self.next_ref()}.{rest}"  # a bare header: answers need a reference
+        if first.startswith(self.header) and re.fullmatch(r"[A-Z0-9]{4,10}", first):
+            return line
+        return f"{self.header}{self.next_ref()}.{line}"
+
+    async def logon(self, user: str, otp: str | None, password: str) -> bool:
+        kind, payload = await self.request(f"{self.header}.LOGON.{user}.{otp or '-'}.{password}")
+        if kind == "A":
+            pairs = parse_pairs(payload.encode())
+            if "MNE" in pairs:
+                self.header = pairs["MNE"]
+            return True
+        return False
+
+    async def logoff(self) -> None:
+        with contextlib.suppress(asyncio.TimeoutError, SessionEnded, ConnectionError):
+            await self.until(self.request(f"{self.header}.LOGOFF"), self.opts.timeout)
+
+    def close(self) -> None:
+        self.quiet = True
+        if self.writer is not None:
+            self.writer.close()
+        task = getattr(self, "_reader_task", None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()  # no frame of this connection is taken for the next one's
+
+
+def _fmt(addr: tuple[str, int]) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _why(exc: BaseException) -> str:
+    """A short reason for a failed connection attempt, for the operator."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, asyncio.TimeoutError):
+        return "no answer"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
