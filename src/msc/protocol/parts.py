@@ -17,6 +17,8 @@ Sans-IO: bytes in, bytes out.
 
 from __future__ import annotations
 
+import re
+
 #: The bytes of a frame's ``length`` that are not payload: type (1) and xid (4) (PROTOCOL.md §1).
 FRAME_OVERHEAD = 5
 PART_MARK = b".MSC.PART "
@@ -69,12 +71,25 @@ def split_output(payload: bytes, limit: int) -> list[bytes]:
     return [b"%s%s%d/%d.%s" % (header, PART_MARK, k, total, c) for k, c in enumerate(chunks, 1)]
 
 
+#: A part's payload: HEADER ".MSC.PART " i "/" n "." CHUNK (the header has no ".").
+_PART = re.compile(rb"([^.]*)\.MSC\.PART ([1-9][0-9]*)/([1-9][0-9]*)\.(.*)", re.S)
+
+
 def join_parts(parts: list[bytes]) -> bytes:
-    """The inverse of :func:`split_output` (what a station does with parts 1 … n, in order)."""
-    if len(parts) == 1 and PART_MARK not in parts[0]:
+    """The inverse of :func:`split_output` (what a station does with parts 1 … n, in order).
+
+    One output that is not a part is returned as it is — also when its text merely contains
+    ``MSC.PART`` (an output that fitted is never marked). Raises ValueError if ``parts`` are
+    not parts 1 … n of one output."""
+    if len(parts) == 1 and _PART.fullmatch(parts[0]) is None:
         return parts[0]
-    header = parts[0].split(PART_MARK, 1)[0]
-    return header + b"." + b"".join(p.split(PART_MARK, 1)[1].split(b".", 1)[1] for p in parts)
+    matches = [_PART.fullmatch(p) for p in parts]
+    n = len(parts)
+    header = matches[0].group(1) if matches[0] else None
+    for i, m in enumerate(matches, 1):
+        if m is None or m.group(1) != header or int(m.group(2)) != i or int(m.group(3)) != n:
+            raise ValueError(f"part {i} of {n} is not part {i}/{n} of one output")
+    return b"%s.%s" % (header, b"".join(m.group(4) for m in matches if m))
 
 
 __all__ = ["FRAME_OVERHEAD", "PART_MARK", "join_parts", "max_payload", "split_output"]
