@@ -113,6 +113,17 @@ def feed_all(framer: Framer, chunks: list[bytes]) -> list[Frame]:
 # a. frame round trip
 # --------------------------------------------------------------------------------------------
 
+def _assert_redacted(cut: str, expected: str, payload: str, header: str) -> None:
+    """redact() of a well-formed logon/password change gives what parse_input journals, except
+    after a header spelled like a password key (PASS, PWD0…): redact(), which cannot know it is a
+    header, may keep nothing after the key — the safe side (a field there may be an old
+    password); parse_input, which knows, keeps the rest."""
+    if is_secret_word(header) and cut != expected:
+        assert cut.endswith(".*.*") and payload.startswith(cut[:-4]) and len(cut) - 4 <= len(header)
+    else:
+        assert cut == expected
+
+
 @props(600)
 @given(frames=st.lists(frames_st, max_size=12), data=st.data())
 def test_frames_round_trip_any_chunking(frames, data):
@@ -190,7 +201,7 @@ def test_logon_round_trip(header, oif, taf, user, otp, password):
     assert inp.body == Logon(user=user, otp=otp, password=password)
     expected = f"{header}{ext_headers(oif, taf)}.LOGON.{user}.*.*"
     assert inp.journal_text() == expected
-    assert redact(payload) == expected
+    _assert_redacted(redact(payload), expected, payload, header)
     # repr() does not depend on the secrets at all
     assert repr(inp.body) == repr(Logon(user=user, otp=otp and "000000", password="x"))
     assert repr(inp) == repr(parse_input(f"{header}{ext_headers(oif, taf)}.LOGON.{user}.-.x".encode()))
@@ -212,7 +223,7 @@ def test_pwd_round_trip(header, oif, old, new):
         assert (old, new) in inp.body.candidates()
     expected = f"{header}{ext_headers(oif, None)}.PWD.*.*"
     assert inp.journal_text() == expected
-    assert redact(payload) == expected
+    _assert_redacted(redact(payload), expected, payload, header)
 
 
 @props(200)
