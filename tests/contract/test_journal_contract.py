@@ -150,6 +150,29 @@ async def test_checkpoints_sign_the_merkle_root_of_everything_committed(journal_
     await w.close()
 
 
+async def test_calls_made_at_once_are_served_one_after_another(journal_backend, signing, reader):
+    """The journal calls its writer from several tasks at once — the group commit, the
+    checkpoint timer, a retention purge — so a writer serialises them (none is refused because
+    another is running) and each sees the state the one before it left."""
+    w = await opened(journal_backend, signing)
+    batch = rows(1, 40, NOV)
+    results = await asyncio.gather(w.commit(batch[:10]), w.checkpoint("TEST-MSC", NOV + 1),
+                                   w.commit(batch[10:20]), w.checkpoint("TEST-MSC", NOV + 2), w.commit(batch[20:30]))
+    assert results[0] is None and results[2] is None and results[4] is None
+    signed = [cp.tree_size for cp in (results[1], results[3]) if cp is not None]
+    assert signed == sorted(signed) and all(size in (10, 20, 30) for size in signed) and signed
+    calls = []
+    for i in range(5):  # commits in sequence order, each with a checkpoint asked for beside it
+        calls += [w.commit(batch[30 + 2 * i:32 + 2 * i]), w.checkpoint("TEST-MSC", NOV + 10 + i)]
+    await asyncio.gather(*calls)
+    assert w.last_seq == 40
+    cp = await w.checkpoint("TEST-MSC", NOV + 100)
+    assert cp is None or cp.tree_size == 40
+    await w.close()
+    assert [r.seq for r in reader.records(period(NOV))] == list(range(1, 41))
+    assert reader.last_checkpoint().root == root_of(leaf_hash(b.blob) for b in batch[:reader.last_checkpoint().tree_size])
+
+
 async def test_one_writer_per_journal(journal_backend, signing, writer):
     second = journal_backend.journal_writer(signing)
     with pytest.raises(JournalBusy):

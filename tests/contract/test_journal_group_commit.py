@@ -11,7 +11,7 @@ import asyncio
 import pytest
 
 from msc.journal.journal import Journal
-from msc.journal.records import Entry, JournalError
+from msc.journal.records import Entry
 from msc.journal.verify import verify
 from msc.keyring import KeyRing
 from tests.contract.conftest import PgBackend
@@ -26,13 +26,14 @@ def keyring(tmp_path):
     return ring
 
 
-def journal_on(backend, keyring, tmp_path) -> Journal:
+def journal_on(backend, keyring, tmp_path, **kw) -> Journal:
+    """The Journal on ``backend`` (``kw``: Journal's other arguments, e.g. ``clock``)."""
     if isinstance(backend, PgBackend):
         from msc.storage.pgjournal import PgStorage
 
         # the directory is not used for records: no file may appear there
-        return Journal(tmp_path / "not-used", keyring, name=NAME, storage=PgStorage(backend.settings))
-    return Journal(backend.root / "journal", keyring, name=NAME, writer=backend.writer_kind)
+        return Journal(tmp_path / "not-used", keyring, name=NAME, storage=PgStorage(backend.settings), **kw)
+    return Journal(backend.root / "journal", keyring, name=NAME, writer=backend.writer_kind, **kw)
 
 
 def entry(i: int) -> Entry:
@@ -75,20 +76,3 @@ async def test_group_commit_numbering_restart_and_verification_on_every_backend(
     assert res.records >= 302 and res.checkpoints >= 1  # 301 appended + the checkpoint's own record(s)
     if isinstance(journal_backend, PgBackend):
         assert not (tmp_path / "not-used").exists() and not (tmp_path / "not-used.hwm").exists()
-
-
-async def test_the_switchs_restart_read_backs_refuse_rather_than_answer_from_nothing(journal_backend, keyring,
-                                                                                     tmp_path):
-    """On PostgreSQL the restart read-backs are not implemented yet: they fail closed (JournalError)
-    instead of reading an empty SQLite directory and answering "nothing pending"."""
-    if not isinstance(journal_backend, PgBackend):
-        pytest.skip("implemented on SQLite")
-    j = journal_on(journal_backend, keyring, tmp_path)
-    await j.open()
-    try:
-        for call in (j.unanswered_requests(30.0), j.open_answers({"QW": 30.0}), j.refused_answers(0),
-                     j.output_records_since(0)):
-            with pytest.raises(JournalError):
-                await call
-    finally:
-        await j.close()

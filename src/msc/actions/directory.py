@@ -148,11 +148,11 @@ def unlock_user(settings: Settings, actor: str, uid: str, *, recovery: str = "")
     """``user unlock`` (CJIS AC-7): release a lockout; a running switch re-reads it at once.
     ``recovery``: the service account's unlock while every enabled administrator is locked
     (appended to the record's text; ``actor`` is then ``OS:<account>``)."""
-    from msc.mnemonics.state import StateStore
+    from msc.storage.backends import Backends
 
     uid = uid.upper()
     find_user(settings, uid)
-    store = StateStore(settings.state_db)  # shared with the daemon; it re-reads at once when told
+    store = Backends(settings).runtime_state()  # shared with the daemon; it re-reads at once when told
     try:
         store.unlock(uid)
     finally:
@@ -167,7 +167,7 @@ def unlock_user(settings: Settings, actor: str, uid: str, *, recovery: str = "")
 def set_station_status(settings: Settings, actor: str, mnemonic: str, *, disabled: bool) -> bool:
     """``station disable|enable`` (PPP §1.9.1: a stolen or misplaced terminal, at once): a running
     switch drops the station's session at once. Returns True when a running switch applied it."""
-    from msc.mnemonics.state import StateStore
+    from msc.storage.backends import Backends
 
     mnemonic = mnemonic.upper()
     if mnemonic not in {s.mnemonic for s in settings.config.station}:
@@ -178,9 +178,11 @@ def set_station_status(settings: Settings, actor: str, mnemonic: str, *, disable
             raise ActionRefused(str(reply.get("error")))
         live = True
     except DaemonUnavailable:
-        store = StateStore(settings.state_db)
-        store.set_station(mnemonic, disabled)
-        store.close()
+        store = Backends(settings).runtime_state()
+        try:
+            store.set_station(mnemonic, disabled)
+        finally:
+            store.close()
         live = False
     record_admin(settings, f"STATION {'DISABLE' if disabled else 'ENABLE'} {mnemonic}", user=actor)
     return live
@@ -201,9 +203,9 @@ def disable_inactive(settings: Settings, actor: str, ids: list[str]) -> list[str
 
 def station_rows(settings: Settings) -> list[dict]:
     """Every configured station with its run-time state (disabled by ``station disable``)."""
-    from msc.mnemonics.state import StateStore
+    from msc.storage.backends import Backends
 
-    store = StateStore(settings.state_db)
+    store = Backends(settings).runtime_state()
     try:
         disabled = set(store.disabled_stations())
         last = store.station_last_use()
@@ -223,12 +225,13 @@ def station_rows(settings: Settings) -> list[dict]:
 
 def user_rows(settings: Settings) -> dict:
     """``user list``: users with role, status, lockout, TOTP, certification, last logon."""
-    from msc.mnemonics.state import StateStore
+    from msc.storage.backends import Backends
 
     users = userfile.read(settings.users_path)
     state = {}
-    if settings.data_dir.exists():
-        store = StateStore(settings.state_db)
+    backends = Backends(settings)
+    if backends.postgresql or settings.data_dir.exists():
+        store = backends.runtime_state()
         try:
             state = store.users()
         finally:

@@ -58,7 +58,7 @@ def service(settings: Settings, *, via: str = "cli") -> AuthService:
     from msc.keyring import KeyRing
     from msc.mnemonics import totp
     from msc.mnemonics.directory import Directory
-    from msc.mnemonics.state import StateStore
+    from msc.storage.backends import Backends
 
     users = Directory(settings).users
     ring = KeyRing(settings.data_dir / "keys", settings.key_file)
@@ -69,7 +69,7 @@ def service(settings: Settings, *, via: str = "cli") -> AuthService:
             aead.append(ring.users_aead())
         return totp.open_secret(aead[0], acct.id, acct.totp)
 
-    return AuthService(accounts=users.get, store=StateStore(settings.state_db), open_totp=open_totp,
+    return AuthService(accounts=users.get, store=Backends(settings).runtime_state(), open_totp=open_totp,
                        cost=settings.config.switch.password_cost, rehash=users_file_rehash(settings.users_path),
                        via=via)
 
@@ -129,10 +129,10 @@ def enabled_admins(settings: Settings) -> list[str]:
 
 
 def locked(settings: Settings) -> set[str]:
-    """The accounts locked out now (state.db)."""
-    from msc.mnemonics.state import StateStore
+    """The accounts locked out now (run-time state: state.db or PostgreSQL)."""
+    from msc.storage.backends import Backends
 
-    store = StateStore(settings.state_db)
+    store = Backends(settings).runtime_state()
     try:
         return store.locked_users()
     finally:

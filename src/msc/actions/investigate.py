@@ -60,15 +60,24 @@ def build_query(*, start: str | None = None, end: str | None = None, tokens: Ite
                  tokens=[parse_query(t) for t in tokens], limit=limit, **clean)
 
 
+def journal_source(s: Settings):
+    """The journal to read (a context manager): its SQLite directory or a PostgreSQL reader."""
+    from msc.storage.backends import Backends
+
+    return Backends(s).journal_source()
+
+
 def matches(s: Settings, q: Query) -> list[int]:
-    return [r.seq for r in search(s.journal_dir, keyring(s), q)]
+    with journal_source(s) as src:
+        return [r.seq for r in search(src, keyring(s), q)]
 
 
 def search_records(s: Settings, who: str, case: str, q: Query, *, fmt: str) -> list[Record]:
     """``journal search``: the matching records, after their AUDIT record is committed."""
     seqs = matches(s, q)
     audit(s, who, {"op": "search", "case": case, "filters": q.describe(), "records": len(seqs), "format": fmt})
-    return list(read(s.journal_dir, keyring(s), seqs))
+    with journal_source(s) as src:
+        return list(read(src, keyring(s), seqs))
 
 
 def report_header(s: Settings, case: str, who: str, q: Query, n: int) -> str:
@@ -87,7 +96,8 @@ def ensure_checkpoint(s: Settings, seq: int):
     journal to write one)."""
     from msc.journal.export import covering_checkpoint
 
-    cp = covering_checkpoint(s.journal_dir, seq)
+    with journal_source(s) as src:
+        cp = covering_checkpoint(src, seq)
     if cp is not None:
         return cp
     try:
@@ -104,7 +114,8 @@ def ensure_checkpoint(s: Settings, seq: int):
             await j.close()  # closing writes a final checkpoint
 
         asyncio.run(go())
-    return covering_checkpoint(s.journal_dir, seq)
+    with journal_source(s) as src:
+        return covering_checkpoint(src, seq)
 
 
 @dataclass(frozen=True)
@@ -125,12 +136,15 @@ def export_bundle(s: Settings, who: str, case: str, q: Query, out: Path, *, audi
     audit(s, who, {"op": "export", "case": case, "filters": q.describe(), "records": len(seqs),
                    "out": audited_out or str(Path(out).resolve())})
     if cp is None:
-        cp = covering_checkpoint(s.journal_dir, 1) or ensure_checkpoint(s, 1)
+        with journal_source(s) as src:
+            cp = covering_checkpoint(src, 1)
+        cp = cp or ensure_checkpoint(s, 1)
     manifest = {"switch": s.config.switch.name, "case": case, "investigator": who,
                 "exported": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "filters": json.dumps(q.describe(), sort_keys=True), "checkpoint tree_size": cp.tree_size}
-    n = write_bundle(s.journal_dir, keyring(s), seqs, Path(out), name=s.config.switch.name, checkpoint=cp,
-                     manifest=manifest)
+    with journal_source(s) as src:
+        n = write_bundle(src, keyring(s), seqs, Path(out), name=s.config.switch.name, checkpoint=cp,
+                         manifest=manifest)
     return Exported(n, cp.tree_size, keyring(s).signing_identity().fingerprint)
 
 
@@ -140,7 +154,8 @@ def verify_journal(s: Settings, who: str, *, min_tree_size: int = 0):
     failure is reported to a running switch's metrics. Raises KeyError_."""
     from msc.journal.verify import verify
 
-    res = verify(s.journal_dir, keyring(s), name=s.config.switch.name, min_tree_size=min_tree_size)
+    with journal_source(s) as src:
+        res = verify(src, keyring(s), name=s.config.switch.name, min_tree_size=min_tree_size)
     audited = True
     try:
         audit(s, who, {"op": "verify", "by": who, "outcome": "ok" if res.ok else "failed", "records": res.records,
@@ -159,8 +174,9 @@ def misuse_report(s: Settings, who: str, start: float, end: float) -> dict:
     """``report misuse`` (PPP §1.10): read from the journal's metadata, audited like a search.
     Raises JournalError when the AUDIT record cannot be committed (nothing is shown then)."""
     from msc.ops import reports
+    from msc.storage.backends import Backends
 
-    doc = reports.misuse(s, start, end)
+    doc = reports.misuse(s, start, end, sources=Backends(s))
     record(s, [Entry(kind=Kind.AUDIT, user=who,
                      text=json.dumps({"op": "report misuse", "by": who, "from": doc["from"], "to": doc["to"]}))])
     return doc

@@ -72,7 +72,9 @@ def record(settings: Settings, entries: Sequence[Entry]) -> list[int]:
 
 async def _direct_journal(settings: Settings) -> Journal:
     """Open the journal as its writer (raises JournalBusy if the daemon has it)."""
-    j = Journal.from_settings(settings)
+    from msc.storage.backends import Backends
+
+    j = Backends(settings).journal()
     await j.open()
     return j
 

@@ -224,7 +224,10 @@ def cmd_purge(args) -> int:
     who = authenticate(s, args, "purge", ADMIN)
     days = s.config.journal.retention_days
     if args.dry_run:
-        p = plan(load_timeline(s.journal_dir), days, time.time())
+        from msc.storage.backends import Backends
+
+        with Backends(s).journal_source() as src:
+            p = plan(load_timeline(src), days, time.time())
         if p.refused:
             print(f"retention {days} days: a purge would be REFUSED: {p.refused}")
             return EXIT_PROBLEM
@@ -278,9 +281,11 @@ def cmd_accept(args) -> int:
             print(f"warning: the refused logon could not be journaled: {exc}", file=sys.stderr)
         refused()
     try:
+        from msc.storage.backends import Backends
+
         outcome = accept(s.journal_dir, _ring(s), name=s.config.switch.name, reason=args.reason,
                          actor=attempt.user_id, new_journal=args.new_journal,
-                         synchronous=s.config.journal.synchronous)
+                         synchronous=s.config.journal.synchronous, storage=Backends(s).journal_storage())
     except JournalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         with contextlib.suppress(JournalError):

@@ -410,10 +410,15 @@ def main(argv: list[str] | None = None) -> int:
         from msc.ops.logging import configure
 
         configure(level="warning", json=True)
+    from msc.storage.backends import StorageUnavailable
+
     try:
         return args.func(args) or EXIT_OK
     except KeyboardInterrupt:
         return 130
+    except StorageUnavailable as exc:  # [storage] backend = "postgresql" and its database cannot be reached
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -45,12 +45,15 @@ def cmd_report(args) -> int:
                   file=sys.stderr)
             return 2
         who = logon(s, args, roles=ADMIN if args.kind == "users" else JOURNAL_CHECK, op=f"report {args.kind}")
+    from msc.storage.backends import Backends
+
+    sources = Backends(s)  # state.db and the journal directory, or PostgreSQL ([storage])
     if args.kind == "availability":
-        doc = reports.availability(s, now, running=daemon_running(s))
+        doc = reports.availability(s, now, running=daemon_running(s), sources=sources)
     elif args.kind == "mnemonics":
-        doc = reports.mnemonics(s, now)
+        doc = reports.mnemonics(s, now, sources=sources)
     elif args.kind == "users":
-        doc = reports.users(s, now)
+        doc = reports.users(s, now, sources=sources)
         if args.apply:
             assert who is not None  # --apply logged its administrator on above
             doc["disabled"] = _disable(s, [r["id"] for r in doc["inactive"]], who)

@@ -18,13 +18,4 @@ def load_settings(args: argparse.Namespace) -> Settings:
         for issue in exc.issues:
             print(f"error: {issue}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
-    if settings.config.storage.backend != "sqlite":
-        # Fail closed: never write to the SQLite files while the configuration names PostgreSQL.
-        print(f"error: {settings.config_path}: {NOT_WIRED}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE)
     return settings
-
-
-#: Why a configuration with ``[storage] backend = "postgresql"`` is refused (CONFIG.md "Storage").
-NOT_WIRED = ('[storage] backend = "postgresql": msc serve and the msc command do not run on PostgreSQL yet '
-             '(the backend and its verification exist; CONFIG.md "Storage")')

@@ -24,17 +24,21 @@ import asyncio
 import datetime as dt
 from pathlib import Path
 
+from msc.journal.interfaces import JournalStorage
 from msc.journal.records import JournalError
 from msc.journal.selfcheck import JournalRefused
 from msc.keyring import KeyRing
 
 
 def accept(directory: Path, keyring: KeyRing, *, name: str, reason: str, actor: str, new_journal: bool = False,
-           synchronous: str = "full", high_water: Path | None = None) -> str:
+           synchronous: str = "full", high_water: Path | None = None, storage: JournalStorage | None = None) -> str:
     """Accept what the self-check finds (see the module docstring). Returns what was done.
 
     Raises JournalError when the journal cannot be accepted as asked (an altered journal without
     ``new_journal``), or when the daemon holds the journal (then there is nothing to accept).
+    ``storage``: the journal's backend when it is not the SQLite directory (PostgreSQL); setting
+    an altered journal aside is then the database administrator's (a dump, then an empty
+    database), and ``new_journal`` is refused with a message that says so.
     """
     from msc.journal.journal import Journal
 
@@ -43,7 +47,8 @@ def accept(directory: Path, keyring: KeyRing, *, name: str, reason: str, actor: 
         raise JournalError("give a reason (it is recorded in the journal)")
 
     async def open_accepting(why: str) -> Journal:
-        j = Journal(directory, keyring, name=name, synchronous=synchronous, high_water=high_water, accept=(why, actor))
+        j = Journal(directory, keyring, name=name, synchronous=synchronous, high_water=high_water, accept=(why, actor),
+                    storage=storage)
         await j.open()
         return j
 
@@ -51,6 +56,10 @@ def accept(directory: Path, keyring: KeyRing, *, name: str, reason: str, actor: 
         try:
             j = await open_accepting(reason)
         except JournalRefused as exc:
+            if new_journal and storage is not None:
+                raise JournalError(f"{exc.result.summary()}. On PostgreSQL the journal is not set aside by msc: keep "
+                                   "the database as evidence (pg_dump, or rename it) and point [storage] dsn at a new, "
+                                   "empty database (docs/OPERATIONS.md)") from None
             if not new_journal:
                 raise JournalError(f"{exc.result.summary()}. This is not a loss the journal can continue from: "
                                    "`msc journal accept --new-journal` sets this journal aside (renamed, kept as "

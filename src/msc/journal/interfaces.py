@@ -24,7 +24,7 @@ closed with E501 exactly as for a failed fsync).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
 from msc.journal.schema import Checkpoint, Row, StoredRecord
 
@@ -153,5 +153,55 @@ class JournalReader(Protocol):
     def journal_id(self) -> str | None:
         """The journal's identity, or None (no journal yet)."""
 
+    # -- metadata read-backs (plaintext columns only: nothing is decrypted) -------------------
+
+    def metadata(self, period: str, columns: Sequence[str], *, first_seq: int = 0, last_seq: int | None = None,
+                 start: int | None = None, end: int | None = None, kinds: Sequence[str] | None = None,
+                 where: Mapping[str, object] | None = None, not_null: Sequence[str] = ()) -> Iterator[tuple]:
+        """The metadata ``columns`` (names of :data:`msc.journal.records.META_COLUMNS`) of a
+        month's records, in sequence order: ``first_seq <= seq <= last_seq``, ``start <= ts < end``
+        (µs), ``kind`` one of ``kinds``, the columns of ``where`` equal, those of ``not_null`` set.
+        The switch's restart read-backs and the misuse report use it."""
+
+    def seq_at(self, period: str, ts: int) -> int | None:
+        """The smallest sequence number of the month whose time is ``>= ts`` (µs); one past its
+        last record when all are earlier; None for an empty month (times never decrease)."""
+
+    def end(self, period: str, up_to: int | None = None) -> tuple[int, int] | None:
+        """(``up_to``, or the month's last sequence number, and the time of the newest record at or
+        below it), or None when the month has no such record."""
+
+    def txn_summary(self, period: str, first_seq: int, last_seq: int) -> list[TxnSummary]:
+        """Per transaction id, over the month's ``FORWARDED``, ``RECEIVED`` and ``UNDELIVERED``
+        records with ``first_seq <= seq <= last_seq`` that carry one: one grouped pass in the
+        storage (the restart read-backs of :mod:`msc.journal.search`)."""
+
     def close(self) -> None:
         """Release every connection."""
+
+
+class TxnSummary(NamedTuple):
+    """One transaction's records in a range of the journal (:meth:`JournalReader.txn_summary`)."""
+
+    txn: str
+    fseq: int | None  # the last FORWARDED record
+    fts: int | None  # the latest time of a FORWARDED record
+    fmke: str | None  # the greatest message key of a FORWARDED record
+    request_seq: int | None  # the last FORWARDED record that expects an answer (message key not AM)
+    rseq: int | None  # the last RECEIVED record
+    notices: int  # RECEIVED records of message key MSC (notices msc generated)
+    outputs: int  # RECEIVED records with an OSN (outputs created)
+    landed: int  # UNDELIVERED E501 records (outputs whose record landed while the commit failed)
+
+
+#: :meth:`JournalReader.txn_summary`'s aggregates, in :class:`TxnSummary` order after ``txn``
+#: (standard SQL but for the not-equal test, which the backend gives as ``{ne_am}``).
+TXN_SUMMARY_SQL = (
+    "MAX(CASE WHEN kind = 'FORWARDED' THEN seq END), "
+    "MAX(CASE WHEN kind = 'FORWARDED' THEN ts END), "
+    "MAX(CASE WHEN kind = 'FORWARDED' THEN mke END), "
+    "MAX(CASE WHEN kind = 'FORWARDED' AND {ne_am} THEN seq END), "
+    "MAX(CASE WHEN kind = 'RECEIVED' THEN seq END), "
+    "SUM(CASE WHEN kind = 'RECEIVED' AND mke = 'MSC' THEN 1 ELSE 0 END), "
+    "SUM(CASE WHEN kind = 'RECEIVED' AND osn IS NOT NULL THEN 1 ELSE 0 END), "
+    "SUM(CASE WHEN kind = 'UNDELIVERED' AND code = 'E501' THEN 1 ELSE 0 END)")

@@ -86,10 +86,8 @@ class Journal:
         ``on_integrity(text)``: the journal found itself altered while running (fail closed).
         ``storage``: a backend other than the SQLite files in ``directory`` (PostgreSQL,
         :class:`msc.journal.interfaces.JournalStorage`): the writer, the start-up self-check and
-        the texts of stored outputs go through it; there is no high-water mark file (the
-        database is the record of its own end). The switch's restart read-backs
-        (``unanswered_requests``, ``open_answers``, ``refused_answers``,
-        ``output_records_since``) are SQLite-only yet and refuse with a storage.
+        the texts of stored outputs and the switch's restart read-backs go through it; there is no
+        high-water mark file (the database is the record of its own end).
         """
         self.storage = storage
         self.dir = directory
@@ -420,6 +418,11 @@ class Journal:
 
         return await asyncio.to_thread(self._with_reader, lambda src: texts(src, self.keyring, seqs))
 
+    def with_reader(self, fn):
+        """``fn(source)`` (blocking): ``source`` the journal directory (SQLite), or a reader of
+        the storage, closed after — what the library functions of msc.journal read."""
+        return self._with_reader(fn)
+
     def _with_reader(self, fn):
         """``fn(source)``: the journal directory (SQLite), or a reader of the storage, closed after."""
         if self.storage is None:
@@ -430,37 +433,26 @@ class Journal:
         finally:
             reader.close()
 
-    def _sqlite_only(self, what: str) -> None:
-        if self.storage is not None:
-            raise JournalError(f"{what} is not implemented on this storage backend yet (ARCHITECTURE.md)")
-
     async def unanswered_requests(self, window_s: float, up_to: int | None = None) -> list:
         from msc.journal.search import unanswered_requests
 
-        self._sqlite_only("unanswered_requests")
-
-        return await asyncio.to_thread(unanswered_requests, self.dir, self.keyring, window_s, up_to=up_to)
+        return await asyncio.to_thread(self._with_reader,
+                                       lambda src: unanswered_requests(src, self.keyring, window_s, up_to=up_to))
 
     async def open_answers(self, windows: dict[str, float], up_to: int | None = None) -> list:
         from msc.journal.search import open_answers
 
-        self._sqlite_only("open_answers")
-
-        return await asyncio.to_thread(open_answers, self.dir, self.keyring, windows, up_to=up_to)
+        return await asyncio.to_thread(self._with_reader, lambda src: open_answers(src, self.keyring, windows, up_to=up_to))
 
     async def refused_answers(self, since_seq: int) -> set[str]:
         from msc.journal.search import refused_answers
 
-        self._sqlite_only("refused_answers")
-
-        return await asyncio.to_thread(refused_answers, self.dir, since_seq)
+        return await asyncio.to_thread(self._with_reader, lambda src: refused_answers(src, since_seq))
 
     async def output_records_since(self, since: int) -> list[tuple]:
         from msc.journal.search import output_records_since
 
-        self._sqlite_only("output_records_since")
-
-        return await asyncio.to_thread(lambda: list(output_records_since(self.dir, since)))
+        return await asyncio.to_thread(self._with_reader, lambda src: list(output_records_since(src, since)))
 
     # -- retention ------------------------------------------------------------------------
 

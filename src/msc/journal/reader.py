@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from msc.journal.indexer import index_path
+from msc.journal.interfaces import TXN_SUMMARY_SQL, TxnSummary
 from msc.journal.schema import (
     COLUMNS,
     Checkpoint,
@@ -244,6 +245,52 @@ class Reader:
             if not wanted:
                 break
         return out
+
+    def metadata(self, period: str, columns: Sequence[str], *, first_seq: int = 0, last_seq: int | None = None,
+                 start: int | None = None, end: int | None = None, kinds: Sequence[str] | None = None,
+                 where: Mapping[str, object] | None = None, not_null: Sequence[str] = ()) -> Iterator[tuple]:
+        """Metadata columns of a month's records (see the interface), by the sequence range."""
+        for col in (*columns, *(where or {}), *not_null):
+            if col not in COLUMNS:
+                raise ValueError(f"not a metadata column: {col!r}")
+        conds: list[str] = ["seq >= ?"]
+        params: list[object] = [first_seq]
+        if last_seq is not None:
+            conds.append("seq <= ?")
+            params.append(last_seq)
+        if start is not None:
+            conds.append("ts >= ?")
+            params.append(start)
+        if end is not None:
+            conds.append("ts < ?")
+            params.append(end)
+        if kinds is not None:
+            conds.append(f"kind IN ({','.join('?' * len(kinds))})")
+            params.extend(kinds)
+        for col, value in (where or {}).items():
+            conds.append(f"{col} = ?")
+            params.append(value)
+        conds.extend(f"{col} IS NOT NULL" for col in not_null)
+        yield from self.conn(period).execute(
+            f"SELECT {', '.join(columns)} FROM records WHERE {' AND '.join(conds)} ORDER BY seq", params)
+
+    def seq_at(self, period: str, ts: int) -> int | None:
+        return seq_bound(self.conn(period), ts)
+
+    def end(self, period: str, up_to: int | None = None) -> tuple[int, int] | None:
+        conn = self.conn(period)
+        last = up_to if up_to is not None else conn.execute("SELECT MAX(seq) FROM records").fetchone()[0]
+        if last is None:
+            return None
+        row = conn.execute("SELECT ts FROM records WHERE seq <= ? ORDER BY seq DESC LIMIT 1", (last,)).fetchone()
+        return None if row is None else (last, row[0])
+
+    def txn_summary(self, period: str, first_seq: int, last_seq: int) -> list[TxnSummary]:
+        # One grouped pass (the hot month has no txn index; a correlated subquery would be quadratic).
+        sql = (f"SELECT txn, {TXN_SUMMARY_SQL.format(ne_am='mke IS NOT ' + repr('AM'))} FROM records "
+               "WHERE seq >= ? AND seq <= ? AND txn IS NOT NULL AND kind IN ('FORWARDED', 'RECEIVED', 'UNDELIVERED') "
+               "GROUP BY txn")
+        return [TxnSummary(*r) for r in self.conn(period).execute(sql, (first_seq, last_seq))]
 
     def rows(self, period: str, where: str = "", params: Sequence = (), *, columns: str = "*") -> Iterator[tuple]:
         sql = f"SELECT {columns} FROM records {('WHERE ' + where) if where else ''} ORDER BY seq"

@@ -162,7 +162,7 @@ async def purge(journal: Any, retention_days: int, *, now: float, actor: str | N
     seq, last seq) per month purged.
     """
     await journal.flush()
-    timeline = await asyncio.to_thread(load_timeline, journal.dir)
+    timeline = await asyncio.to_thread(journal.with_reader, load_timeline)
     decision = plan(timeline, retention_days, now)  # raises JournalError below the minimum
     if decision.refused:
         with contextlib.suppress(JournalError):
@@ -194,11 +194,12 @@ def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def load_timeline(directory: Path) -> Timeline:
-    """The journal's timeline from its files (read-only; meta.db's recorded gaps)."""
+def load_timeline(source: Path | JournalReader) -> Timeline:
+    """The journal's timeline (read-only; the writer's recorded gaps): ``source`` a SQLite
+    journal directory or any backend's reader (the caller's to close)."""
     from msc.journal.reader import Reader
 
-    reader = Reader(directory)
+    reader = Reader(source) if isinstance(source, Path) else source
     try:
         months, last_ts = [], 0
         for period in reader.periods():
@@ -209,7 +210,8 @@ def load_timeline(directory: Path) -> Timeline:
             last_ts = next(reader.records(period, r[1])).values[1]
         gaps = reader.gaps()
     finally:
-        reader.close()
+        if isinstance(source, Path):
+            reader.close()
     return Timeline(tuple(months), last_ts / 1e6, tuple((a / 1e6, b / 1e6) for a, b in gaps))
 
 

@@ -11,14 +11,13 @@ candidate is decrypted and confirmed, so a truncated-HMAC collision never produc
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from msc.journal.interfaces import JournalReader
-from msc.journal.reader import Reader, seq_bound
+from msc.journal.interfaces import JournalReader, TxnSummary
+from msc.journal.reader import Reader
 from msc.journal.records import Record, open_sealed, to_record, unseal_meta
 from msc.journal.tokens import matches, token
 from msc.keyring import KeyRing
@@ -129,20 +128,28 @@ def read(source: Path | JournalReader, keyring: KeyRing, seqs: list[int]) -> Ite
             reader.close()
 
 
-def output_records_since(directory: Path, since: int) -> Iterator[tuple[int, int, str, str | None, str | None, int, str | None]]:
+def _reader(source: Path | JournalReader) -> JournalReader:
+    return Reader(source) if isinstance(source, Path) else source
+
+
+OutputRow = tuple[int, int, str, str | None, str | None, int, str | None]
+
+
+def output_records_since(source: Path | JournalReader, since: int) -> Iterator[OutputRow]:
     """(seq, ts, kind, direction, mnemonic, osn, txn) of records after ``since`` that carry an
-    OSN — what store-and-forward replays after a restart. Metadata only; nothing is decrypted."""
-    reader = Reader(directory)
+    OSN — what store-and-forward replays after a restart. Metadata only; nothing is decrypted.
+    ``source`` as for :func:`search`."""
+    reader = _reader(source)
     try:
         for period in reader.periods():
             r = reader.period_range(period)
             if r is None or r[1] <= since:
                 continue
-            yield from reader.conn(period).execute(
-                "SELECT seq, ts, kind, direction, mnemonic, osn, txn FROM records "
-                "WHERE seq > ? AND osn IS NOT NULL ORDER BY seq", (since,))
+            yield from reader.metadata(period, ("seq", "ts", "kind", "direction", "mnemonic", "osn", "txn"),
+                                       first_seq=since + 1, not_null=("osn",))
     finally:
-        reader.close()
+        if isinstance(source, Path):
+            reader.close()
 
 
 def texts(source: Path | JournalReader, keyring: KeyRing, seqs: list[int]) -> dict[int, str]:
@@ -164,121 +171,119 @@ def texts(source: Path | JournalReader, keyring: KeyRing, seqs: list[int]) -> di
             reader.close()
 
 
-def refused_answers(directory: Path, since_seq: int) -> set[str]:
+def refused_answers(source: Path | JournalReader, since_seq: int) -> set[str]:
     """Transaction ids with an answer msc could not record (``REJECTED`` ``E501`` records with a
     txn, from ``since_seq`` on): after a restart their operators are told ``E501``, not ``E302``.
-    Metadata only; a range scan by sequence number."""
-    reader = Reader(directory)
+    Metadata only; a range scan by sequence number. ``source`` as for :func:`search`."""
+    reader = _reader(source)
     try:
         out: set[str] = set()
         for period in reader.periods()[-2:]:
-            out.update(t for (t,) in reader.conn(period).execute(
-                "SELECT DISTINCT txn FROM records WHERE seq >= ? AND kind = 'REJECTED' AND code = 'E501' "
-                "AND txn IS NOT NULL", (since_seq,)))
+            out.update(t for (t,) in reader.metadata(period, ("txn",), first_seq=since_seq, kinds=("REJECTED",),
+                                                     where={"code": "E501"}, not_null=("txn",)))
         return out
     finally:
-        reader.close()
+        if isinstance(source, Path):
+            reader.close()
 
 
-def _journal_end(reader: Reader, periods: list[str], up_to: int | None) -> tuple[int, int] | None:
+def _journal_end(reader: JournalReader, periods: list[str], up_to: int | None) -> tuple[int, int] | None:
     """(last sequence number, its time) of the journal, or of its records up to ``up_to``, from
-    the newest month; None for an empty journal."""
-    if not periods:
-        return None
-    conn = reader.conn(periods[-1])
-    last = up_to if up_to is not None else conn.execute("SELECT MAX(seq) FROM records").fetchone()[0]
-    if last is None:
-        return None
-    row = conn.execute("SELECT ts FROM records WHERE seq <= ? ORDER BY seq DESC LIMIT 1", (last,)).fetchone()
-    return None if row is None else (last, row[0])
+    the newest month that has one; None for an empty journal."""
+    for period in reversed(periods):
+        end = reader.end(period, up_to)
+        if end is not None:
+            return end
+    return None
 
 
-def _open_records(conn: sqlite3.Connection, keyring: KeyRing, period: str, seqs: list[int]) -> list[Record]:
-    """The records ``seqs`` of one month, decrypted (none if the month's key is destroyed)."""
-    keys = keyring.period(period, create=False) if seqs else None
-    if keys is None:
-        return []
+def _open_records(reader: JournalReader, keyring: KeyRing, seqs: list[int]) -> list[Record]:
+    """The records ``seqs``, decrypted, in the order given (none of a month whose key is destroyed)."""
+    found = reader.blobs(seqs) if seqs else {}
     out = []
     for seq in seqs:
-        (blob,) = conn.execute("SELECT blob FROM records WHERE seq = ?", (seq,)).fetchone()
+        if seq not in found:
+            continue
+        period, blob = found[seq]
+        keys = keyring.period(period, create=False)
+        if keys is None:
+            continue
         sealed = unseal_meta(blob)
         out.append(to_record(sealed.meta, open_sealed(keys.aead, sealed)))
     return out
 
 
-def open_answers(directory: Path, keyring: KeyRing, windows: dict[str, float], *, up_to: int | None = None) -> list[Record]:
+def _summaries(reader: JournalReader, since_ts: int, last: int) -> list[TxnSummary]:
+    """The transactions of the records from time ``since_ts`` to sequence number ``last``, over
+    the last two months (a window may straddle a month boundary): each month grouped in the
+    storage, the two merged here — a request forwarded before midnight and answered after it is
+    answered."""
+    merged: dict[str, TxnSummary] = {}
+    for period in reader.periods()[-2:]:
+        lo = reader.seq_at(period, since_ts)
+        if lo is None:
+            continue
+        for t in reader.txn_summary(period, lo, last):
+            old = merged.get(t.txn)
+            merged[t.txn] = t if old is None else TxnSummary(
+                t.txn, *(_max(a, b) for a, b in zip(old[1:6], t[1:6], strict=True)),
+                *(a + b for a, b in zip(old[6:], t[6:], strict=True)))
+    return list(merged.values())
+
+
+def _max(a: Any, b: Any) -> Any:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def open_answers(source: Path | JournalReader, keyring: KeyRing, windows: dict[str, float], *,
+                 up_to: int | None = None) -> list[Record]:
     """FORWARDED requests (up to sequence ``up_to``) that had part of an answer and whose answer
     window — ``windows``: message key → seconds, for keys answered in several parts — had not
     ended by the last record up to ``up_to``, with no notice since (no ``RECEIVED`` record of key
     ``MSC`` for their txn). Used after a restart: further parts may never be linked to them.
+    ``source`` as for :func:`search`.
     """
     if not windows:
         return []
-    reader = Reader(directory)
+    reader = _reader(source)
     try:
-        periods = reader.periods()
-        end = _journal_end(reader, periods, up_to)
+        end = _journal_end(reader, reader.periods(), up_to)
         if end is None:
             return []
         last, stopped = end
         since = stopped - int(max(windows.values()) * 1e6)
-        out = []
-        for period in periods[-2:]:  # the window may straddle a month boundary
-            c = reader.conn(period)
-            lo = seq_bound(c, since)
-            if lo is None:
-                continue
-            rows = c.execute(
-                "SELECT fseq, fts, fmke FROM (SELECT MAX(CASE WHEN kind = 'FORWARDED' THEN seq END) AS fseq, "
-                "MAX(CASE WHEN kind = 'FORWARDED' THEN ts END) AS fts, "
-                "MAX(CASE WHEN kind = 'FORWARDED' THEN mke END) AS fmke, "
-                "MAX(CASE WHEN kind = 'RECEIVED' THEN seq END) AS rseq, "
-                "SUM(kind = 'RECEIVED' AND mke = 'MSC') AS notices FROM records "
-                "WHERE seq >= ? AND seq <= ? AND txn IS NOT NULL AND kind IN ('FORWARDED', 'RECEIVED') "
-                "GROUP BY txn) WHERE fseq IS NOT NULL AND rseq > fseq AND notices = 0 ORDER BY fseq", (lo, last)).fetchall()
-            chosen = [seq for seq, ts, mke in rows if mke in windows and ts + int(windows[mke] * 1e6) > stopped]
-            out.extend(_open_records(c, keyring, period, chosen))
-        return out
+        chosen = sorted(t.fseq for t in _summaries(reader, since, last)
+                        if t.fseq is not None and t.rseq is not None and t.rseq > t.fseq and t.notices == 0
+                        and t.fmke in windows and (t.fts or 0) + int(windows[t.fmke] * 1e6) > stopped)
+        return _open_records(reader, keyring, chosen)
     finally:
-        reader.close()
+        if isinstance(source, Path):
+            reader.close()
 
 
-def unanswered_requests(directory: Path, keyring: KeyRing, window_s: float, *, up_to: int | None = None) -> list[Record]:
+def unanswered_requests(source: Path | JournalReader, keyring: KeyRing, window_s: float, *,
+                        up_to: int | None = None) -> list[Record]:
     """FORWARDED requests in the last ``window_s`` of the journal (up to sequence ``up_to``) that
     nothing answered.
 
     A request is answered by any later ``RECEIVED`` record with its transaction id (a response,
-    or a notice msc generated). Administrative messages expect no answer and are left out. The
-    matching runs in SQL over plaintext metadata; only the unanswered requests are decrypted.
+    or a notice msc generated) — unless every output it created was refused E501 because its
+    record landed in the journal while the commit reported an error (it answered nothing).
+    Administrative messages expect no answer and are left out. The matching runs in the storage
+    over plaintext metadata (one grouped pass); only the unanswered requests are decrypted.
     Used after a restart: the fate of such requests died with the process that sent them.
+    ``source`` as for :func:`search`.
     """
-    reader = Reader(directory)
+    reader = _reader(source)
     try:
-        periods = reader.periods()
-        end = _journal_end(reader, periods, up_to)
+        end = _journal_end(reader, reader.periods(), up_to)
         if end is None:
             return []
         last, stopped = end
         since = stopped - int(window_s * 1e6)
-        out = []
-        for period in periods[-2:]:  # the window may straddle a month boundary
-            c = reader.conn(period)
-            lo = seq_bound(c, since)
-            if lo is None:
-                continue
-            # One grouped pass (the hot month has no txn index; a correlated subquery would be
-            # quadratic): per transaction, its last FORWARDED and its last RECEIVED — and how many
-            # outputs it created against how many of those were refused E501 because their record
-            # landed in the file while the commit reported an error (they answered nothing).
-            unanswered = [row[0] for row in c.execute(
-                "SELECT fseq FROM (SELECT MAX(CASE WHEN kind = 'FORWARDED' AND mke IS NOT 'AM' THEN seq END) AS fseq, "
-                "MAX(CASE WHEN kind = 'RECEIVED' THEN seq END) AS rseq, "
-                "SUM(kind = 'RECEIVED' AND osn IS NOT NULL) AS outs, "
-                "SUM(kind = 'UNDELIVERED' AND code = 'E501') AS landed FROM records "
-                "WHERE seq >= ? AND seq <= ? AND txn IS NOT NULL AND kind IN ('FORWARDED', 'RECEIVED', 'UNDELIVERED') "
-                "GROUP BY txn) "
-                "WHERE fseq IS NOT NULL AND (rseq IS NULL OR rseq < fseq OR outs <= landed) ORDER BY fseq", (lo, last))]
-            out.extend(_open_records(c, keyring, period, unanswered))
-        return out
+        unanswered = sorted(t.request_seq for t in _summaries(reader, since, last) if t.request_seq is not None and (
+            t.rseq is None or t.rseq < t.request_seq or t.outputs <= t.landed))
+        return _open_records(reader, keyring, unanswered)
     finally:
-        reader.close()
+        if isinstance(source, Path):
+            reader.close()

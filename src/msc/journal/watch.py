@@ -31,10 +31,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from msc.journal.verify import Verifier
 from msc.keyring import KeyError_, KeyRing
+
+if TYPE_CHECKING:
+    from msc.journal.interfaces import JournalReader
 
 SLICE = 2000  # records per slice (~20 ms of CPU)
 CPU_SHARE = 0.25  # of one core, at most, while a pass runs
@@ -42,9 +45,12 @@ TAIL_POLL_S = 2.0  # at the end of the journal: look for new records this often
 PROGRESS_S = 5.0  # report progress at most this often
 
 
-def run(directory: Path, keyring: KeyRing, *, name: str, interval_s: float, out: TextIO = sys.stdout,
-        cpu_share: float = CPU_SHARE, passes: int | None = None, stop: Callable[[], bool] = lambda: False) -> None:
-    """Verify pass after pass until ``stop()`` (or ``passes`` passes). Reports to ``out``."""
+def run(directory: Path | Callable[[], JournalReader], keyring: KeyRing, *, name: str, interval_s: float,
+        out: TextIO = sys.stdout, cpu_share: float = CPU_SHARE, passes: int | None = None,
+        stop: Callable[[], bool] = lambda: False) -> None:
+    """Verify pass after pass until ``stop()`` (or ``passes`` passes). Reports to ``out``.
+    ``directory``: the SQLite journal directory, or a function that opens a reader of another
+    backend (PostgreSQL: ``python -m msc.storage.watch``), one per pass, closed after it."""
 
     def say(**event: object) -> None:
         out.write(json.dumps(event) + "\n")
@@ -54,7 +60,8 @@ def run(directory: Path, keyring: KeyRing, *, name: str, interval_s: float, out:
     while not stop() and (passes is None or n < passes):
         n += 1
         started = time.monotonic()
-        v = Verifier(directory, keyring, name=name)
+        source = directory if isinstance(directory, Path) else directory()
+        v = Verifier(source, keyring, name=name)
         reported_end = False
         last_progress = 0.0
         try:
@@ -86,6 +93,8 @@ def run(directory: Path, keyring: KeyRing, *, name: str, interval_s: float, out:
                     _sleep(spent * (1 / cpu_share - 1), stop)
         finally:
             v.close()
+            if not isinstance(directory, Path):
+                source.close()  # type: ignore[union-attr]
         # The next pass no sooner than interval_s after this one started.
         while passes is None and not stop() and time.monotonic() - started < interval_s:
             _sleep(min(TAIL_POLL_S, interval_s), stop)
@@ -105,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", required=True, help="the switch name (checkpoints are signed with it)")
     ap.add_argument("--interval", type=float, default=3600.0, help="seconds between the starts of passes")
     args = ap.parse_args(argv)
+    return serve(args.journal, KeyRing(args.keys, args.key_file), name=args.name, interval_s=args.interval)
+
+
+def serve(source: Path | Callable[[], JournalReader], keyring: KeyRing, *, name: str, interval_s: float) -> int:
+    """The child process's life: signals, priority, :func:`run` until the switch is gone."""
     parent = os.getppid()
     stopping = []
     # Ctrl-C or a SIGTERM to the whole process group is for the switch: it stops this process
@@ -121,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         return bool(stopping) or os.getppid() != parent  # the switch is gone: so are we
 
     try:
-        run(args.journal, KeyRing(args.keys, args.key_file), name=args.name, interval_s=args.interval, stop=stop)
+        run(source, keyring, name=name, interval_s=interval_s, stop=stop)
     except (BrokenPipeError, KeyboardInterrupt):
         pass
     except KeyError_ as exc:

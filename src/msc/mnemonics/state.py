@@ -78,9 +78,15 @@ class RuntimeState(Protocol):
         """One user's state, or None if nothing was ever recorded for it."""
 
     def update_attempts(self, uid: str, step: Callable[[Attempts], tuple[Attempts, T]], *,
-                        logon_at: float | None = None) -> T:
+                        logon_at: float | None = None, via: str | None = None,
+                        failed: bool | Callable[[T], bool] = False, account: bool = True) -> T:
         """Apply ``step`` to the account's logon :class:`Attempts` atomically and store its
-        result; with ``logon_at``, also record a logon then if ``step``'s answer is True."""
+        result; with ``logon_at``, also record a logon then if ``step``'s answer is True. With
+        ``via`` (the path: terminal, cli, web …), count a failure (``failed``, or ``failed(answer)``)
+        and a lockout this step made (``account``) in :meth:`auth_counts`, in the same transaction."""
+
+    def auth_counts(self) -> dict[tuple[str, str], int]:
+        """Logon failures and lockouts by (path, "failure" | "lockout"), across every process."""
 
     def claim_otp_step(self, uid: str, step: int) -> bool:
         """Use TOTP step ``step`` if no step at or after it was used (each code once, IA-2(1))."""

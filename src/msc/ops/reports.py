@@ -10,7 +10,9 @@
   user, and operator traffic outside business hours, from the journal's plaintext metadata (no
   message is decrypted).
 
-Each function returns a plain dict (the JSON form); :func:`render` prints it for people.
+Each function returns a plain dict (the JSON form); :func:`render` prints it for people. What
+they read comes from ``sources`` (:class:`Sources`: ``msc.storage.backends.Backends`` — state.db
+and the journal directory, or PostgreSQL), which the caller opens for the configuration.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from collections import Counter
-from typing import Any
+from typing import Any, Protocol
 
 from msc.config.load import Settings
-from msc.journal.reader import Reader
-from msc.mnemonics.state import StateStore
-from msc.ops.availability import TARGET, WINDOWS, Ledger, compute, fmt_duration, iso
+from msc.journal.interfaces import JournalReader
+from msc.mnemonics.state import RuntimeState
+from msc.ops.availability import TARGET, WINDOWS, LedgerBackend, compute, fmt_duration, iso
 
 DAY = 86400
 MNEMONIC_REPORT_DAYS = 182  # "inactive >= 6 months"
@@ -33,8 +35,19 @@ CERT_WARN_DAYS = 60
 BUSINESS_HOURS = (dt.time(7, 0), dt.time(19, 0))  # Monday to Friday, in [switch] timezone
 
 
-def availability(settings: Settings, now: float, *, running: bool) -> dict:
-    ledger = Ledger(settings.state_db)
+class Sources(Protocol):
+    """Where the reports read (``msc.storage.backends.Backends`` for a configuration); each call
+    opens a handle the report closes."""
+
+    def ledger(self) -> LedgerBackend: ...
+
+    def runtime_state(self) -> RuntimeState: ...
+
+    def journal_reader(self) -> JournalReader: ...
+
+
+def availability(settings: Settings, now: float, *, running: bool, sources: Sources) -> dict:
+    ledger = sources.ledger()
     try:
         runs = ledger.runs()
     finally:
@@ -53,8 +66,8 @@ def availability(settings: Settings, now: float, *, running: bool) -> dict:
     return out
 
 
-def _first_tracked(settings: Settings) -> float | None:
-    ledger = Ledger(settings.state_db)
+def _first_tracked(sources: Sources) -> float | None:
+    ledger = sources.ledger()
     try:
         runs = ledger.runs()
     finally:
@@ -62,14 +75,14 @@ def _first_tracked(settings: Settings) -> float | None:
     return runs[0].started if runs else None
 
 
-def mnemonics(settings: Settings, now: float) -> dict:
+def mnemonics(settings: Settings, now: float, *, sources: Sources) -> dict:
     cfg = settings.config
-    store = StateStore(settings.state_db)
+    store = sources.runtime_state()
     try:
         last = store.station_last_use()
     finally:
         store.close()
-    since = _first_tracked(settings) or now
+    since = _first_tracked(sources) or now
     all_mnemonics: list[tuple[str, str]] = []
     for st in cfg.station:
         for m in (st.mnemonics if st.kind == "host" else (st.mnemonic,)):
@@ -89,14 +102,14 @@ def mnemonics(settings: Settings, now: float) -> dict:
             "tracked_since": iso(since), "mnemonics": sorted(rows, key=lambda r: -r["inactive_days"])}
 
 
-def users(settings: Settings, now: float) -> dict:
-    store = StateStore(settings.state_db)
+def users(settings: Settings, now: float, *, sources: Sources) -> dict:
+    store = sources.runtime_state()
     try:
         state = store.users()
     finally:
         store.close()
     today = dt.datetime.fromtimestamp(now, dt.UTC).date()
-    since = _first_tracked(settings) or now
+    since = _first_tracked(sources) or now
     inactive, expiring = [], []
     for u in settings.users.user:
         st = state.get(u.id)
@@ -115,7 +128,7 @@ def users(settings: Settings, now: float) -> dict:
             "certification_expiring": sorted(expiring, key=lambda r: r["days_left"])}
 
 
-def misuse(settings: Settings, start: float, end: float) -> dict:
+def misuse(settings: Settings, start: float, end: float, *, sources: Sources) -> dict:
     tz = zoneinfo.ZoneInfo(settings.config.switch.timezone)
     upstreams = {u.name for u in settings.config.upstream}
     self_inq: Counter = Counter()
@@ -123,14 +136,18 @@ def misuse(settings: Settings, start: float, end: float) -> dict:
     logon: Counter = Counter()
     after: Counter = Counter()
     total: Counter = Counter()
-    reader = Reader(settings.journal_dir)
+    reader = sources.journal_reader()
     lo, hi = int(start * 1e6), int(end * 1e6)
+    first, last = _period(lo), _period(max(lo, hi - 1))
     try:
         for period in reader.periods():
-            conn = reader.conn(period)
-            for ts, kind, code, user, mke, peer, _direction in conn.execute(
-                    "SELECT ts, kind, code, user, mke, peer, direction FROM records WHERE ts >= ? AND ts < ? "
-                    "AND (kind IN ('REJECTED', 'SESSION') OR (kind = 'RECEIVED' AND direction = 'in'))", (lo, hi)):
+            if not first <= period <= last:
+                continue  # a month's records all have times in that month
+            for ts, kind, code, user, mke, peer, direction in reader.metadata(
+                    period, ("ts", "kind", "code", "user", "mke", "peer", "direction"), start=lo, end=hi,
+                    kinds=("REJECTED", "SESSION", "RECEIVED")):
+                if kind == "RECEIVED" and direction != "in":
+                    continue
                 if kind == "SESSION" and code == "E208":
                     self_inq[user] += 1
                 elif kind == "REJECTED" and code == "E209":
@@ -154,6 +171,11 @@ def misuse(settings: Settings, start: float, end: float) -> dict:
             "business_hours": f"Mon-Fri {BUSINESS_HOURS[0]:%H:%M}-{BUSINESS_HOURS[1]:%H:%M}",
             "self_inquiries": rows(self_inq), "refused_cori_purposes": rows(cori), "logon_failures": rows(logon),
             "after_hours": [{"user": u, "messages": n, "of_total": total[u]} for u, n in after.most_common()]}
+
+
+def _period(ts_us: int) -> str:
+    d = dt.datetime.fromtimestamp(ts_us / 1e6, dt.UTC)
+    return f"{d.year:04d}-{d.month:02d}"
 
 
 def render(kind: str, doc: dict) -> str:

@@ -78,9 +78,13 @@ class BackgroundWork:
         cfg = s.config
         # Not while the switch starts: a restart's minutes count against availability.
         await asyncio.sleep(min(STARTUP_QUIET_S, cfg.journal.verify_interval_s))
-        args = [sys.executable, "-m", "msc.journal.watch", "--journal", str(s.journal_dir), "--keys",
-                str(s.data_dir / "keys"), "--key-file", str(s.key_file), "--name", cfg.switch.name,
-                "--interval", str(cfg.journal.verify_interval_s)]
+        if self.backends.postgresql:  # the same walk over a reader of the database
+            args = [sys.executable, "-m", "msc.storage.watch", "--config", str(s.config_path),
+                    "--interval", str(cfg.journal.verify_interval_s)]
+        else:
+            args = [sys.executable, "-m", "msc.journal.watch", "--journal", str(s.journal_dir), "--keys",
+                    str(s.data_dir / "keys"), "--key-file", str(s.key_file), "--name", cfg.switch.name,
+                    "--interval", str(cfg.journal.verify_interval_s)]
         while True:
             # Its own session, like the journal writer's: a terminal's Ctrl-C (SIGINT to the
             # foreground process group) must not reach it while it is still starting up, before

@@ -155,6 +155,8 @@ class ConfigChanges:
             restart_only.append("data_dir")
         if nc.node != oc.node:
             restart_only.append("node")
+        if nc.storage != oc.storage:  # the journal, state and queues stay where they were opened
+            restart_only.append("storage")
         if restart_only:
             self.log.warning("config.needs_restart", settings=restart_only)
             changes.append(f"needs a restart to apply: {', '.join(restart_only)}")

@@ -37,16 +37,14 @@ from msc.mnemonics.accounts import Accounts
 from msc.mnemonics.acp import AccessControlPoint
 from msc.mnemonics.auth import AuthService, users_file_rehash
 from msc.mnemonics.directory import Directory, User
-from msc.mnemonics.state import StateStore
 from msc.mnemonics.throttle import AddressAttempts
-from msc.ops.availability import Ledger
+from msc.ops.availability import LedgerBackend
 from msc.ops.metrics import Metrics
 from msc.protocol import framing
 from msc.protocol.codes import MscError
 from msc.protocol.parts import max_payload
 from msc.routing.admission import Admission, LastUse
 from msc.routing.delivery import Delivery
-from msc.routing.outbox import OutboxStore
 from msc.routing.recovery import recover_unanswered
 from msc.routing.router import Router
 from msc.routing.upstream import FAILURE_REASONS, UpstreamLink
@@ -60,6 +58,7 @@ from msc.server.reload import ConfigChanges
 from msc.server.roles import NodeRole
 from msc.server.services import Registry, Services
 from msc.server.session import taf_for
+from msc.storage.backends import Backends
 
 if TYPE_CHECKING:
     from msc.ops.http import OpsServer
@@ -78,16 +77,21 @@ class StartupError(MscError):
 
 class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
     def __init__(self, settings: Settings, *, clock=time.time) -> None:
-        if settings.config.storage.backend != "sqlite":
-            # Fail closed: the switch opens the SQLite files below; it must not while the
-            # configuration names PostgreSQL (CONFIG.md "Storage": not wired to the switch yet).
-            raise StartupError('[storage] backend = "postgresql": the switch does not run on PostgreSQL yet')
         self.settings = settings
+        #: Where the durable state is ([storage]: SQLite files or PostgreSQL; CONFIG.md "Storage"):
+        #: the run-time state here, the journal, queues and ledger at start().
+        try:
+            self.backends = Backends(settings)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"[storage]: {exc}") from None
         self.clock = clock
         self.metrics = Metrics()
         self._trimmer = Trimmer(metrics=self.metrics)  # freed memory back to the system after bursts
         self._queued_before = 0  # outputs waiting at the fullest since the queues last drained
-        self.state = StateStore(settings.state_db)
+        try:
+            self.state = self.backends.runtime_state()
+        except Exception as exc:  # the database cannot be reached: nothing starts
+            raise StartupError(f"run-time state on {self.backends.describe()}: {type(exc).__name__}: {exc}") from None
         # AC-7's one count, whichever process checked the password (SECURITY.md), read at scrape.
         self.metrics.count_logons(self.state.auth_counts)
         self.last_use = LastUse()  # users' and stations' last use, flushed to state.db each minute
@@ -133,7 +137,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         self._recovery: asyncio.Task | None = None
         self._watch: asyncio.Task | None = None
         self.verify_failures: list[dict] = []  # what the background verification found (newest last)
-        self.ledger: Ledger | None = None
+        self.ledger: LedgerBackend | None = None
         #: Why the last reload was refused (the running configuration was kept), until a reload
         #: succeeds: shown by /readyz and the control socket's ping (OPERATIONS.md "Reload").
         self.last_reload_error: str | None = None
@@ -169,14 +173,14 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         m = self.metrics
         # The availability ledger (state.db) remembers every earlier run: evidence, for the
         # journal's self-check, that a journal existed even if every journal file is gone.
-        self.ledger = Ledger(s.state_db)
+        self.ledger = self.backends.ledger()
         runs = await asyncio.to_thread(self.ledger.runs)
         evidence = ()
         if runs:
             first = dt.datetime.fromtimestamp(runs[0].started, dt.UTC).isoformat(timespec="seconds")
             evidence = (f"state.db's availability ledger records {len(runs)} earlier run(s) of the switch since {first}",)
-        self.journal = Journal.from_settings(
-            s, keyring, clock=self.clock, on_commit=self._journal_committed, on_error=self._journal_error,
+        self.journal = self.backends.journal(
+            keyring, fence=self.fence, clock=self.clock, on_commit=self._journal_committed, on_error=self._journal_error,
             on_checkpoint=lambda cp: m.journal_tree_size.set(cp.tree_size), on_integrity=self._journal_altered,
             writer="process", prior_evidence=evidence,
         )
@@ -204,7 +208,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         m.journal_tree_size.set(self.journal.tree_size)
         self.delivery = Delivery(self.journal, queue_max=cfg.switch.queue_max, expiry_s=cfg.switch.queue_expiry_s,
                                  output_memory_bytes=cfg.switch.output_memory_bytes,
-                                 metrics=m, clock=self.clock, store=OutboxStore(s.state_db),
+                                 metrics=m, clock=self.clock, store=self.backends.outbox(),
                                  endpoint_of=lambda mnemonic: self.directory.endpoint_of(mnemonic))
         await self.delivery.restore()
         self.delivery.start()

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from msc.journal.bundle_verifier import checkpoint_message
+from msc.journal.interfaces import TXN_SUMMARY_SQL, TxnSummary
 from msc.journal.merkle import Frontier
 from msc.journal.records import META_COLUMNS, JournalError
 from msc.journal.schema import PURGE_CODE, TIMELINE_GAP_S, Checkpoint, Row, StoredRecord
@@ -207,6 +208,11 @@ class PgWriter:
         self.last_checkpoint: Checkpoint | None = None
         self.journal_id: str | None = None
         self._needs_reopen = False
+        #: One operation at a time on the one connection: the journal's group commit, its
+        #: checkpoint timer and a retention purge are separate tasks (the SQLite writers
+        #: serialise them in their thread or process; asyncpg refuses a second operation on a
+        #: connection with "another operation is in progress").
+        self._lock = asyncio.Lock()
 
     @property
     def checkpoint_size(self) -> int:
@@ -357,6 +363,10 @@ class PgWriter:
     async def commit(self, rows: Sequence[Row], poke_indexer: bool = False) -> None:
         """One batch in one transaction (all or nothing, across months). ``poke_indexer`` is
         the SQLite backend's; PostgreSQL keeps its indexes current on every commit."""
+        async with self._lock:
+            await self._commit(rows)
+
+    async def _commit(self, rows: Sequence[Row]) -> None:
         if not rows:
             return
         if self._needs_reopen or self._conn is None or self._conn.is_closed():
@@ -393,6 +403,10 @@ class PgWriter:
     # -- checkpoints ----------------------------------------------------------------------
 
     async def checkpoint(self, name: str, ts: int) -> Checkpoint | None:
+        async with self._lock:
+            return await self._checkpoint(name, ts)
+
+    async def _checkpoint(self, name: str, ts: int) -> Checkpoint | None:
         if self._needs_reopen or self._conn is None or self._conn.is_closed():
             await self._reopen()
         size = self.frontier.size
@@ -414,6 +428,10 @@ class PgWriter:
     async def purge_period(self, period: str, purge_seq: int) -> tuple[int, int] | None:
         """Keep the month's leaf hashes (and its purge records' sealed bytes), mark it purged
         by record ``purge_seq``; :meth:`delete_partition` then drops it (after its key is gone)."""
+        async with self._lock:
+            return await self._purge_period(period, purge_seq)
+
+    async def _purge_period(self, period: str, purge_seq: int) -> tuple[int, int] | None:
         partition("journal_records", period)
         if self._needs_reopen or self._conn is None or self._conn.is_closed():
             await self._reopen()
@@ -429,7 +447,7 @@ class PgWriter:
             await self._after_failure()
             raise JournalError(f"purge failed: {_reason(exc)}") from None
         if not rows:
-            await self.delete_partition(period)
+            await self._delete_partition(period)
             return None
         first, last = rows[0][0], rows[-1][0]
         if len(rows) != last - first + 1:
@@ -451,6 +469,10 @@ class PgWriter:
 
     async def delete_partition(self, period: str) -> None:
         """Drop a purged month's partitions (its records and its blind index)."""
+        async with self._lock:
+            await self._delete_partition(period)
+
+    async def _delete_partition(self, period: str) -> None:
         if self._needs_reopen or self._conn is None or self._conn.is_closed():
             await self._reopen()
         try:
@@ -468,6 +490,10 @@ class PgWriter:
         self._known.discard(period)
 
     async def close(self) -> None:
+        async with self._lock:
+            await self._close()
+
+    async def _close(self) -> None:
         conn = self._conn
         if conn is not None and not conn.is_closed():
             try:
@@ -493,7 +519,11 @@ class PgReader:
 
     async def _connect(self) -> asyncpg.Connection:
         conn = await self.pg.connect()
-        await create_schema(conn, SCHEMA, SCHEMA_LOCK)
+        # The schema is made in one transaction (all of it or nothing): only an empty database
+        # needs it. Not re-run on every open: its CREATE OR REPLACE TRIGGER locks journal_records
+        # against the writer's INSERTs, and readers are opened often (redelivery, each command).
+        if await conn.fetchval("SELECT to_regclass('journal_info')") is None:
+            await create_schema(conn, SCHEMA, SCHEMA_LOCK)
         return conn
 
     def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
@@ -623,6 +653,66 @@ class PgReader:
     def journal_id(self) -> str | None:
         r = self._fetch("SELECT v FROM journal_info WHERE k = 'id'")
         return r[0][0] if r else None
+
+    def metadata(self, period: str, columns: Sequence[str], *, first_seq: int = 0, last_seq: int | None = None,
+                 start: int | None = None, end: int | None = None, kinds: Sequence[str] | None = None,
+                 where: Mapping[str, object] | None = None, not_null: Sequence[str] = ()) -> Iterator[tuple[Any, ...]]:
+        """Metadata columns of a month's records (see the interface), a page at a time."""
+        for col in (*columns, *(where or {}), *not_null):
+            if col not in _Q:
+                raise ValueError(f"not a metadata column: {col!r}")
+        conds: list[str] = ["period = $1"]
+        args: list[object] = [period]
+
+        def arg(value: object) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if last_seq is not None:
+            conds.append(f"seq <= {arg(last_seq)}")
+        if start is not None:
+            conds.append(f"ts >= {arg(start)}")
+        if end is not None:
+            conds.append(f"ts < {arg(end)}")
+        if kinds is not None:
+            conds.append(f"kind = ANY({arg(list(kinds))}::text[])")
+        for col, value in (where or {}).items():
+            conds.append(f"{_Q[col]} = {arg(value)}")
+        conds.extend(f"{_Q[col]} IS NOT NULL" for col in not_null)
+        sql = (f"SELECT seq, {', '.join(_Q[c] for c in columns)} FROM journal_records WHERE {' AND '.join(conds)} "
+               f"AND seq >= ${len(args) + 1} ORDER BY seq LIMIT {PAGE}")
+        nxt = first_seq
+        while True:
+            page = self._fetch(sql, *args, nxt)
+            for r in page:
+                yield tuple(r[1:])
+            if len(page) < PAGE:
+                return
+            nxt = page[-1][0] + 1
+
+    def seq_at(self, period: str, ts: int) -> int | None:
+        r = self._fetch("SELECT (SELECT min(seq) FROM journal_records WHERE period = $1 AND ts >= $2), "
+                        "(SELECT max(seq) FROM journal_records WHERE period = $1)", period, ts)
+        found, last = r[0][0], r[0][1]
+        if last is None:
+            return None
+        return int(found) if found is not None else int(last) + 1
+
+    def end(self, period: str, up_to: int | None = None) -> tuple[int, int] | None:
+        last = up_to
+        if last is None:
+            last = self._fetch("SELECT max(seq) FROM journal_records WHERE period = $1", period)[0][0]
+            if last is None:
+                return None
+        r = self._fetch("SELECT ts FROM journal_records WHERE period = $1 AND seq <= $2 ORDER BY seq DESC LIMIT 1",
+                        period, last)
+        return (last, r[0][0]) if r else None
+
+    def txn_summary(self, period: str, first_seq: int, last_seq: int) -> list[TxnSummary]:
+        sql = (f"SELECT txn, {TXN_SUMMARY_SQL.format(ne_am='mke IS DISTINCT FROM ' + repr('AM'))} "
+               "FROM journal_records WHERE period = $1 AND seq >= $2 AND seq <= $3 AND txn IS NOT NULL "
+               "AND kind IN ('FORWARDED', 'RECEIVED', 'UNDELIVERED') GROUP BY txn")
+        return [TxnSummary(r[0], *r[1:6], *(int(n) for n in r[6:])) for r in self._fetch(sql, period, first_seq, last_seq)]
 
     def tokens(self, token: bytes, period: str | None = None) -> list[int]:
         """Sequence numbers of the records carrying a blind-index token (in sequence order)."""

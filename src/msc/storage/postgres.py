@@ -114,3 +114,17 @@ async def create_schema(conn: asyncpg.Connection, ddl: str, lock_key: int) -> No
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key)
         await conn.execute(ddl)
+
+
+def safe_dsn(dsn: str) -> str:
+    """The servers and database of a connection URI, for an operator's message: no user info,
+    no query (``[storage] dsn`` holds no password — the configuration check refuses one — but a
+    message shows only what it needs)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(dsn)
+        servers = parts.netloc.rpartition("@")[2]
+        return f"{servers}{parts.path}"
+    except ValueError:
+        return "the configured database"

@@ -901,13 +901,19 @@ class WebConsole:
             from msc.web.charts import availability_svg, monthly
 
             running = await asyncio.to_thread(_daemon_running, self.settings)
-            doc = await asyncio.to_thread(reports.availability, self.settings, now, running=running)
+            from msc.storage.backends import Backends
+
+            sources = Backends(self.settings)
+            doc = await asyncio.to_thread(reports.availability, self.settings, now, running=running, sources=sources)
             months = await asyncio.to_thread(monthly, self.settings, now, running)
             return JSONResponse({"doc": doc, "text": reports.render(kind, doc), "months": months,
                                  "chart": availability_svg(months)})
         if kind in ("mnemonics", "users"):
+            from msc.storage.backends import Backends
+
             fn = reports.mnemonics if kind == "mnemonics" else reports.users
-            doc = await asyncio.to_thread(fn, self._reloaded(), now)
+            settings = self._reloaded()
+            doc = await asyncio.to_thread(fn, settings, now, sources=Backends(settings))
             return JSONResponse({"doc": doc, "text": reports.render(kind, doc)})  # the CLI's report
         if kind == "misuse" and request.method == "POST":
             b = await _json(request)

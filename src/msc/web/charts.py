@@ -8,13 +8,18 @@ import datetime as dt
 from urllib.parse import quote
 
 from msc.config.load import Settings
-from msc.ops.availability import TARGET, Ledger, between
+from msc.ops.availability import TARGET, LedgerBackend, between
 
 
-def monthly(settings: Settings, now: float, running: bool, months: int = 12) -> list[dict]:
+def monthly(settings: Settings, now: float, running: bool, months: int = 12, *,
+            ledger: LedgerBackend | None = None) -> list[dict]:
     """``[{"month": "2026-03", "ratio": 0.9991 | None, "down_s": …}, …]`` oldest first; a month
-    before the ledger's first run has ``ratio`` None (nothing to measure)."""
-    ledger = Ledger(settings.state_db)
+    before the ledger's first run has ``ratio`` None (nothing to measure). ``ledger``: the
+    availability ledger to read (default: the configuration's, ``[storage]``); closed after."""
+    if ledger is None:
+        from msc.storage.backends import Backends
+
+        ledger = Backends(settings).ledger()
     try:
         runs = ledger.runs()
     finally:

@@ -1,0 +1,161 @@
+"""The one place that turns ``[storage]`` into storage objects (CONFIG.md "Storage").
+
+Every part of msc that keeps durable state — the switch, the ``msc`` command's actions, the web
+console, the reports — opens it through :class:`Backends`, never by naming ``state.db`` or the
+journal directory itself, so that a configuration with ``backend = "postgresql"`` can never
+write to the SQLite files by accident (and the other way round)::
+
+    b = Backends(settings)
+    state = b.runtime_state()          # msc.mnemonics.state.RuntimeState
+    journal = b.journal(keyring, …)    # msc.journal.journal.Journal on the configured storage
+
+SQLite: ``data_dir/state.db`` (run-time state, delivery queues and OSNs, the availability
+ledger) and the journal directory. PostgreSQL: one database for all of it
+(:mod:`msc.storage.pgjournal`, :mod:`msc.storage.pgstate`); the journal's writer checks the
+node's fence (``fence``: :meth:`msc.ha.keeper.LeaseKeeper.fence`, when ``[node]`` is set) inside
+each commit transaction.
+
+Each call opens a new handle; the caller closes it (``close()``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from msc.journal.journal import Journal
+from msc.journal.reader import Reader
+from msc.journal.records import JournalError
+
+if TYPE_CHECKING:
+    from msc.config.load import Settings
+    from msc.journal.interfaces import JournalReader, JournalStorage
+    from msc.keyring import KeyRing
+    from msc.mnemonics.state import RuntimeState
+    from msc.ops.availability import LedgerBackend
+    from msc.routing.outbox import OutboxBackend
+    from msc.storage.pgjournal import Fence
+    from msc.storage.postgres import PgSettings
+
+T = TypeVar("T")
+
+
+class StorageUnavailable(OSError):
+    """The configured database cannot be reached or refused msc's login: a one-line reason for
+    the operator (the servers and database, never the password), no traceback."""
+
+
+def _opening(what: str, backends: Backends, open_: Callable[[], T]) -> T:
+    try:
+        return open_()
+    except StorageUnavailable:
+        raise
+    except Exception as exc:
+        if backends._pg is None:
+            raise
+        from msc.storage.pgjournal import _reason
+        from msc.storage.postgres import DB_ERRORS
+
+        if isinstance(exc, (*DB_ERRORS, JournalError)):
+            raise StorageUnavailable(f"{what} on {backends.describe()}: {type(exc).__name__}: {_reason(exc)}") from None
+        raise
+
+
+class Backends:
+    """The storage a configuration names: ``[storage] backend`` ("sqlite" or "postgresql").
+
+    Raises ``OSError``/``ValueError`` when PostgreSQL's password file cannot be read (the
+    configuration check has looked at it first). Opening a PostgreSQL handle raises
+    :class:`StorageUnavailable` when the database cannot be reached or refuses the login."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.backend = settings.config.storage.backend
+        self._pg: PgSettings | None = None
+        if self.backend == "postgresql":
+            from msc.storage.postgres import PgSettings
+
+            self._pg = PgSettings.from_settings(settings)
+
+    @property
+    def postgresql(self) -> bool:
+        return self._pg is not None
+
+    def describe(self) -> str:
+        """Where the state is, for an operator's message (never the password)."""
+        if self._pg is None:
+            return f"SQLite ({self.settings.state_db.parent})"
+        from msc.storage.postgres import safe_dsn
+
+        return f"PostgreSQL ({safe_dsn(self._pg.dsn)})"
+
+    # -- run-time state, queues, ledger --------------------------------------------------
+
+    def runtime_state(self) -> RuntimeState:
+        if self._pg is None:
+            from msc.mnemonics.state import StateStore
+
+            return StateStore(self.settings.state_db)
+        from msc.storage.pgstate import PgRuntimeState
+
+        pg = self._pg
+        return _opening("run-time state", self, lambda: PgRuntimeState(pg))
+
+    def outbox(self) -> OutboxBackend:
+        if self._pg is None:
+            from msc.routing.outbox import OutboxStore
+
+            return OutboxStore(self.settings.state_db)
+        from msc.storage.pgstate import PgOutbox
+
+        pg = self._pg
+        return _opening("delivery queues", self, lambda: PgOutbox(pg))
+
+    def ledger(self) -> LedgerBackend:
+        if self._pg is None:
+            from msc.ops.availability import Ledger
+
+            return Ledger(self.settings.state_db)
+        from msc.storage.pgstate import PgLedger
+
+        pg = self._pg
+        return _opening("availability ledger", self, lambda: PgLedger(pg))
+
+    # -- the journal ---------------------------------------------------------------------
+
+    def journal_storage(self, fence: Fence | None = None) -> JournalStorage | None:
+        """None for SQLite (the Journal's own files), else the PostgreSQL journal whose writer
+        runs ``fence(conn)`` first in every durable transaction."""
+        if self._pg is None:
+            return None
+        from msc.storage.pgjournal import PgStorage
+
+        return PgStorage(self._pg, fence=fence)
+
+    def journal(self, keyring: KeyRing | None = None, *, fence: Fence | None = None, **kw: Any) -> Journal:
+        """The journal (:meth:`msc.journal.journal.Journal.from_settings`) on this storage."""
+        return Journal.from_settings(self.settings, keyring, storage=self.journal_storage(fence), **kw)
+
+    @contextmanager
+    def journal_source(self) -> Iterator[Path | JournalReader]:
+        """What the journal's library functions read (``search``, ``verify``, ``write_bundle``
+        …): the SQLite journal directory, or a PostgreSQL reader closed when the block ends."""
+        if self._pg is None:
+            yield self.settings.journal_dir
+            return
+        reader = self.journal_reader()
+        try:
+            yield reader
+        finally:
+            reader.close()
+
+    def journal_reader(self) -> JournalReader:
+        """A reader of the committed journal (search, verify, export, reports); the caller closes it."""
+        if self._pg is None:
+            return Reader(self.settings.journal_dir)
+        from msc.storage.pgjournal import PgReader
+
+        pg = self._pg
+        return _opening("journal", self, lambda: PgReader(pg))
