@@ -690,22 +690,15 @@ def check_journal(args, nodes: list[MscNode], acked: list[str]) -> dict:
     from msc.journal.search import Query, search
     from msc.journal.verify import verify
     from msc.keyring import KeyRing
+    from msc.storage.backends import Backends
 
+    stack = contextlib.ExitStack()
     sources = []
-    readers = []
-    for n in (nodes if args.lease_only else nodes[:1]):
+    for n in (nodes if args.lease_only else nodes[:1]):  # one shared journal: read it once
         s = load(n.cfg)
         ring = KeyRing(s.data_dir / "keys", s.key_file)
-        if args.lease_only:
-            src = s.journal_dir
-        else:
-            from msc.storage.pgjournal import PgReader
-            from msc.storage.postgres import PgSettings
-
-            src = PgReader(PgSettings.from_settings(s))
-            readers.append(src)
-        sources.append((n.name, src, ring, s))
-    try:
+        sources.append((n.name, stack.enter_context(Backends(s).journal_source()), ring, s))
+    with stack:
         received: set[str] = set()
         osns: collections.Counter[tuple[str | None, int]] = collections.Counter()
         finished: set[tuple[str | None, int]] = set()
@@ -720,9 +713,6 @@ def check_journal(args, nodes: list[MscNode], acked: list[str]) -> dict:
                 finished |= {(r.mnemonic, r.osn) for r in search(src, ring, Query(kind=kind)) if r.osn is not None}
             res = verify(src, ring, name=s.config.switch.name)
             verified[name] = {"ok": res.ok, "records": res.records, "reason": None if res.ok else res.reason}
-    finally:
-        for r in readers:
-            r.close()
     dup = {k: c for k, c in osns.items() if c > 1}
     lost = [a for a in acked if a not in received]
     return {"acknowledged_but_lost": len(lost), "acknowledged_but_lost_examples": lost[:10],
