@@ -500,8 +500,7 @@ async def ha_soak(args) -> dict:
     def active() -> MscNode | None:
         return next((n for n in nodes if timeline.up_now(n.name)), None)
 
-    async def fault(kind: str) -> dict:
-        ev: dict = {"fault": kind}
+    async def fault(kind: str, ev: dict) -> dict:
         if kind in ("kill9-active", "sigstop-active"):
             a = await asyncio.to_thread(wait_for, active, "an active msc node before the fault", 120)
             other = next(n for n in nodes if n is not a)
@@ -560,12 +559,16 @@ async def ha_soak(args) -> dict:
                 return
             except TimeoutError:
                 pass
+            if stop.is_set():  # a long fault (a node that would not exit) ran past the end
+                return
             kind = kinds[n % len(kinds)]
             n += 1
+            ev: dict = {"fault": kind}
             try:
-                ev = await fault(kind)
+                await fault(kind, ev)
             except RuntimeError as e:
-                ev = {"fault": kind, "t": time.time(), "error": str(e)}
+                ev.setdefault("t", time.time())
+                ev["error"] = str(e)
             events.append(ev)
             print(f"{time.strftime('%H:%M:%S')} {kind}: " + ", ".join(f"{k}={v}" for k, v in ev.items()
                                                                        if not k.startswith("_") and k != "t"), flush=True)
@@ -626,17 +629,7 @@ async def ha_soak(args) -> dict:
             row["msc_serving_after_promotion_s"] = round(max(0.0, back - promoted), 3)
         rows.append(row)
 
-    def stats(kind: str, key: str) -> dict:
-        xs = [r[key] for r in rows if r["fault"] == kind and r.get(key) is not None]
-        return {"n": len(xs), "median_s": round(statistics.median(xs), 3) if xs else None,
-                "max_s": round(max(xs), 3) if xs else None}
-
-    summary = {k: {"other_serving": stats(k, "other_serving_s"), "service_back": stats(k, "service_back_s"),
-                   "unserved": stats(k, "unserved_s")} for k in sorted({r["fault"] for r in rows})}
-    if any(r["fault"] == "kill9-pg-primary" for r in rows):
-        summary["kill9-pg-primary"]["promoted"] = stats("kill9-pg-primary", "promoted_s")
-        summary["kill9-pg-primary"]["msc_serving_after_promotion"] = stats("kill9-pg-primary",
-                                                                           "msc_serving_after_promotion_s")
+    summary = summarize(rows, duration)
     return {"bench": "ha-soak", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
             "minutes": args.minutes, "mode": "lease-only (SQLite journal per node)" if args.lease_only
             else "shared PostgreSQL journal", "terminals": args.terminals, "fault_every_s": args.fault_every,
@@ -682,6 +675,26 @@ def outage(spans: list[tuple[float, float]], t: float, interval: float) -> tuple
                 max((b for _, b in spans), default=t))
     spent = sum(b - a for a, b in spans if b > t - interval and a < back)
     return back, spent
+
+
+def summarize(rows: list[dict], duration: float) -> dict:
+    """Median and worst per fault kind and measure, over the faults that ran whole inside the run
+    (a fault whose handling failed — its row has ``error`` — or that began after the run's end is
+    listed but not counted)."""
+    ok = [r for r in rows if "error" not in r and r["at_s"] < duration]
+
+    def stats(kind: str, key: str) -> dict:
+        xs = [r[key] for r in ok if r["fault"] == kind and r.get(key) is not None]
+        return {"n": len(xs), "median_s": round(statistics.median(xs), 3) if xs else None,
+                "max_s": round(max(xs), 3) if xs else None}
+
+    summary = {k: {"other_serving": stats(k, "other_serving_s"), "service_back": stats(k, "service_back_s"),
+                   "unserved": stats(k, "unserved_s")} for k in sorted({r["fault"] for r in ok})}
+    if "kill9-pg-primary" in summary:
+        summary["kill9-pg-primary"]["promoted"] = stats("kill9-pg-primary", "promoted_s")
+        summary["kill9-pg-primary"]["msc_serving_after_promotion"] = stats("kill9-pg-primary",
+                                                                           "msc_serving_after_promotion_s")
+    return summary
 
 
 def check_journal(args, nodes: list[MscNode], acked: list[str]) -> dict:
@@ -786,7 +799,15 @@ def main() -> None:
     ap.add_argument("--lease-only", action="store_true", help="SQLite journal per node; only the lease in PostgreSQL")
     ap.add_argument("--workdir")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument("--render", type=Path, help="only re-summarise and re-render a results JSON of this script")
     args = ap.parse_args()
+    if args.render:
+        doc = json.loads(args.render.read_text())
+        doc["summary"] = summarize(doc["faults"], doc["duration_s"])
+        args.render.write_text(json.dumps(doc, indent=1) + "\n")
+        args.render.with_suffix(".md").write_text(render(doc))
+        print(render(doc))
+        return
     for k in args.faults.split(","):
         if k and k not in ("kill9-active", "kill9-pg-primary", "sigstop-active"):
             ap.error(f"unknown fault {k!r}")
