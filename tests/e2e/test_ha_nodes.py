@@ -1,20 +1,25 @@
-"""Two real ``msc serve`` nodes with ``[node]`` and a lease in a real PostgreSQL (issue 16 items 2
-and 5): one active, one standby with its listeners closed and ``/readyz`` 503 ``standby``; a
-clean stop hands over at once; a SIGSTOPped active loses the lease to the standby (epoch + 1)
-and, continued, commits nothing and exits 75 (its supervisor starts it again, as a standby).
+"""Two real ``msc serve`` nodes on one shared PostgreSQL journal (issue 16 items 2 and 5): the
+same configuration but for ``[node] name`` and their ports, ``[storage] backend = "postgresql"``
+on one database (the lease lives there too), one key ring. One node is active, the other a
+standby with its listeners closed and ``/readyz`` 503 ``standby``; a clean stop hands over at
+once; ``kill -9`` of the active under light load: the standby serves, every acknowledged message
+is in the journal exactly once, OSNs continue per mnemonic without a repeat, ``msc journal
+verify`` is ok; a SIGSTOPped active loses the lease to the standby (epoch + 1) and, continued,
+commits nothing to the shared journal and exits 75 (its supervisor starts it again, as a standby).
 
-What waits for the PostgreSQL journal (issue 16 item 1, another branch): here each node has its
-own SQLite journal, queues and OSNs, so this is the lifecycle only — "commits nothing" is checked
-in the stopped node's own journal, and the database's half of the fence (msc_fence in each
-commit transaction) is tested in tests/integration/test_ha_lease_pg.py. The kill -9 failover
-with 0 acknowledged lost and continuing OSNs needs the shared journal.
+The database half of the fence (msc_fence in each commit transaction) is also tested on its own in
+tests/integration/test_ha_lease_pg.py, the writer lock's hand-over in tests/contract.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import time
@@ -27,10 +32,13 @@ import pytest
 from msc.config.load import load
 from msc.journal.search import Query, search
 from msc.keyring import KeyRing
+from msc.storage.backends import Backends
 from tests import pg as pgmod
-from tests.conftest import free_port, make_config
-from tests.e2e.conftest import Proc, start_stub
+from tests.conftest import PASSWORD, free_port, make_config
+from tests.e2e.conftest import Proc, run, start_stub
+from tests.e2e.test_pg_serve import with_storage
 from tests.e2e.test_terminal_failover import QUERY, scripted
+from tests.wire import WireClient
 
 pytestmark = [pytest.mark.timeout(240),
               pytest.mark.skipif(pgmod.missing_reason() is not None, reason=pgmod.missing_reason() or "")]
@@ -38,6 +46,7 @@ pytestmark = [pytest.mark.timeout(240),
 #: Short enough for a test, long enough that a loaded 2-core machine renews in time.
 TTL = 3
 _db = itertools.count(1)
+AS_ADMIN = ("--as", "AD0001", "--password-stdin")
 
 
 def wait_until(cond, what: str, timeout: float = 30.0, proc: Proc | None = None):
@@ -54,23 +63,29 @@ def wait_until(cond, what: str, timeout: float = 30.0, proc: Proc | None = None)
 
 
 class Pair:
-    """Nodes A and B: the same configuration but for [node] name, on one stub, one lease database."""
+    """Nodes A and B: the same configuration but for [node] name and the ports, on one stub, one
+    PostgreSQL database (journal, queues, OSNs, state, lease) and one key ring."""
 
     def __init__(self, tmp: Path, pg, procs: list[Proc]) -> None:
         self.tmp, self.procs = tmp, procs
         up = free_port()
         start_stub(procs, tmp, up)
-        db = f"hanodes{next(_db)}"
+        db = f"hanodes{os.getpid()}_{next(_db)}"
         pg.create_database(db)
-        dsn = f"postgresql://postgres@127.0.0.1:{pg.port}/{db}?passfile={pg.passfile}"
+        dsn = f"postgresql://postgres@127.0.0.1:{pg.port}/{db}"
         self.ports = {n: free_port() for n in "AB"}
         self.metrics = {n: free_port() for n in "AB"}
         self.cfg = {}
         for n in "AB":
             cfg = make_config(tmp / n, upstream_ports=[up], port=self.ports[n], metrics_port=self.metrics[n])
-            cfg.write_text(cfg.read_text() + f'\n[node]\nname = "node-{n.lower()}"\nlease_ttl_s = {TTL}\n'
-                                              f'lease_dsn = "{dsn}"\n')
+            with_storage(cfg, dsn, pg.password)
+            cfg.write_text(cfg.read_text() + f'\n[node]\nname = "node-{n.lower()}"\nlease_ttl_s = {TTL}\n')
             self.cfg[n] = cfg
+        # One key ring for both (OPERATIONS.md "Running two nodes"): a month's key is made by the node
+        # that first writes in that month.
+        keys_b = tmp / "B" / "data" / "keys"
+        shutil.rmtree(keys_b)
+        keys_b.symlink_to(tmp / "A" / "data" / "keys")
         self.proc: dict[str, Proc] = {}
 
     def start(self, n: str, expect: str) -> Proc:
@@ -108,9 +123,16 @@ class Pair:
     def addr(self, *names: str) -> str:
         return ",".join(f"127.0.0.1:{self.ports[n]}" for n in names)
 
-    def journal(self, n: str) -> list:
-        s = load(self.cfg[n])
-        return list(search(s.journal_dir, KeyRing(s.data_dir / "keys", s.key_file), Query()))
+    def journal(self, **query) -> list:
+        """The shared journal's records (read from the database directly, as a test looks)."""
+        s = load(self.cfg["A"])
+        with Backends(s).journal_source() as src:
+            return list(search(src, KeyRing(s.data_dir / "keys", s.key_file), Query(**query)))
+
+    def verify(self) -> None:
+        """``msc journal verify`` as an administrator runs it, from either node's configuration."""
+        r = run("journal", "verify", "--config", str(self.cfg["B"]), *AS_ADMIN, input=PASSWORD + "\n\n", timeout=120)
+        assert r.returncode == 0 and "ok" in r.stdout.lower(), (r.stdout, r.stderr)
 
 
 @pytest.fixture
@@ -152,43 +174,65 @@ def test_the_standby_keeps_its_listeners_closed_and_takes_over_at_the_actives_cl
     assert doc["node"]["epoch"] == 2
     assert pair.accepts("B") and not pair.accepts("A")
     assert "lease.released" in a.log.read_text()
-    wait_until(lambda: any(r.text.startswith("CONFIG RELOAD OK") for r in pair.journal("B")), "B applies the reload")
+    wait_until(lambda: any(r.text.startswith("CONFIG RELOAD OK") for r in pair.journal(kind="ADMIN")),
+               "B applies the reload")
     r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=15)
     assert r.returncode == 0, r.stderr
     assert f"Connected to msc at {pair.addr('B')}." in r.stderr
     print(f"clean handover: B serving {took:.2f} s after A's SIGTERM (lease ttl {TTL} s)")
 
 
+def nondecreasing_times(records: list) -> bool:
+    """In sequence order every record's time is at or after the one before: a record sealed by a
+    node before it was paused and committed after the other node's records would break it."""
+    ts = [r.ts for r in sorted(records, key=lambda r: r.seq)]
+    return all(a <= b for a, b in itertools.pairwise(ts))
+
+
 def test_a_sigstopped_active_loses_the_lease_and_continued_it_commits_nothing_and_exits_75(pair):
     a = pair.start("A", "ready")
     wait_until(lambda: pair.active("A"), "A active")
-    r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=15)  # traffic at A: records to compare
+    r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=15)  # traffic at A: records in the shared journal
     assert r.returncode == 0, r.stderr
     b = pair.start("B", "standby")
 
-    os.kill(a.p.pid, signal.SIGSTOP)
-    try:
-        stopped = time.monotonic()
-        doc = wait_until(lambda: pair.active("B"), "B takes over from the stopped A", timeout=60, proc=b)
-        took = time.monotonic() - stopped
-        assert doc["node"]["epoch"] == 2
-        # A connection and a message to the stopped A wait in its kernel backlog: continued, A
-        # must neither journal their session nor answer them.
-        late = socket.create_connection(("127.0.0.1", pair.ports["A"]), timeout=5)
-        late.sendall(b"\x00\x00\x00\x05HELLO")
-    finally:
-        resumed = time.time()
-        os.kill(a.p.pid, signal.SIGCONT)
-    try:
-        assert a.p.wait(30) == 75
-    finally:
-        late.close()
+    async def stop_take_over_continue() -> tuple[float, float, bool]:
+        # An operator logged on at A while it is stopped: continued, A must journal nothing of the
+        # session's end (it is told SHUTDOWN, or its connection just closes).
+        held = await WireClient.connect(pair.ports["A"])
+        await held.banner()
+        assert (await held.logon("ICS2", "TS0002", PASSWORD)).type == "A"
+        os.kill(a.p.pid, signal.SIGSTOP)
+        try:
+            stopped = time.monotonic()
+            doc = await asyncio.to_thread(wait_until, lambda: pair.active("B"), "B takes over from the stopped A",
+                                          60, b)
+            took = time.monotonic() - stopped
+            assert doc["node"]["epoch"] == 2
+            # A connection and a message to the stopped A wait in its kernel backlog: continued, A
+            # must neither journal their session nor answer them.
+            late = socket.create_connection(("127.0.0.1", pair.ports["A"]), timeout=5)
+            late.sendall(b"\x00\x00\x00\x05HELLO")
+        finally:
+            resumed = time.time()
+            os.kill(a.p.pid, signal.SIGCONT)
+        try:
+            assert await asyncio.to_thread(a.p.wait, 30) == 75
+            await held.wait_closed(10)
+        finally:
+            late.close()
+            held.close()
+        return took, resumed, doc
+
+    took, resumed, _ = asyncio.run(stop_take_over_continue())
     log = a.log.read_text()
     assert "node.stepped_down" in log and "the lease was not renewed in time" in log
-    records = pair.journal("A")
-    assert records, "A journaled its start and the query"
+    records = pair.journal()
+    assert any(rec.mnemonic == "ICS1" for rec in records), "A journaled the query before it was stopped"
     after = [rec for rec in records if rec.ts / 1e6 >= resumed]
-    assert after == [], f"A committed {len(after)} record(s) after it was continued: {[r.text for r in after]}"
+    assert after == [], f"{len(after)} record(s) committed after A was continued: {[r.text for r in after]}"
+    assert not any(rec.mnemonic == "ICS2" and rec.text.startswith(("LOGOFF", "DISCONNECT")) for rec in records)
+    assert nondecreasing_times(records)
     assert not any("STOP node" in rec.text or rec.text.startswith("STOP ") for rec in records)  # no clean stop
 
     assert pair.active("B") and b.p.poll() is None
@@ -200,16 +244,114 @@ def test_a_sigstopped_active_loses_the_lease_and_continued_it_commits_nothing_an
                            "A sees the holder")
     assert code == 503 and doc["node"]["holder"] == "node-b"
     print(f"SIGSTOP of the active: B serving {took:.2f} s later (lease ttl {TTL} s)")
+    pair.verify()
 
-    # kill -9 of B (no release, no STOP record): A takes over once B's lease expires, epoch 3.
-    killed = time.monotonic()
-    b.p.kill()
-    b.p.wait(10)
-    doc = wait_until(lambda: pair.active("A"), "A takes over from the killed B", timeout=60, proc=pair.proc["A"])
-    assert doc["node"]["epoch"] == 3 and pair.accepts("A")
-    r = scripted(pair.addr("B", "A"), QUERY, expect=1, timeout=15)
-    assert r.returncode == 0, r.stderr
-    print(f"kill -9 of the active: A serving {time.monotonic() - killed:.2f} s later")
+
+class Load:
+    """Terminals with both addresses (as ``msc terminal --connect A,B``), each in closed loop: a QW
+    to the stub, the next after its A or N. Records what msc acknowledged and every output each
+    terminal received (its OSN and text), reconnecting to the next address after a loss."""
+
+    def __init__(self, ports: list[int], stations: list[tuple[str, str]]) -> None:
+        self.ports, self.stations = ports, stations
+        self.acked: dict[str, list[str]] = {m: [] for m, _ in stations}
+        self.outputs: dict[str, list[tuple[int, str]]] = {m: [] for m, _ in stations}
+        self.stop = asyncio.Event()
+
+    async def terminal(self, mnemonic: str, user: str) -> None:
+        k, nxt = 0, 0
+        c: WireClient | None = None
+        while not self.stop.is_set():
+            if c is None or c.closed.done():
+                try:
+                    c = await WireClient.connect(self.ports[nxt % len(self.ports)])
+                    await c.banner(timeout=5)
+                    if (await c.logon(mnemonic, user, PASSWORD)).type != "A":
+                        raise ConnectionError("logon refused")
+                    asyncio.get_running_loop().create_task(self.take(mnemonic, c))
+                except (OSError, ConnectionError, TimeoutError, AssertionError):
+                    c, nxt = None, nxt + 1
+                    await asyncio.sleep(0.05)
+                    continue
+            text = f"{mnemonic}L{k:05d}.QW.CA0130000.NAM/LOAD, K{k}.DOB/19800101"
+            try:
+                f = await c.send(text, timeout=10)
+            except (OSError, ConnectionError, TimeoutError):
+                c, nxt = None, nxt + 1
+                continue
+            if f.type == "A":
+                self.acked[mnemonic].append(text)
+            k += 1
+            await asyncio.sleep(0.02)
+        if c is not None:
+            await self.drained(mnemonic, c)
+
+    async def take(self, mnemonic: str, c: WireClient) -> None:
+        while not c.closed.done():
+            with contextlib.suppress(TimeoutError):
+                o = await c.output(timeout=1)
+                self.outputs[mnemonic].append((o.xid, o.text))
+
+    async def drained(self, mnemonic: str, c: WireClient) -> None:
+        """Until every acknowledged request's answer (or its MSC notice) has come, 60 s at most."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not c.closed.done():
+            got = {t.split(".", 1)[0] for _, t in self.outputs[mnemonic]}
+            if all(a.split(".", 1)[0] in got for a in self.acked[mnemonic]):
+                break
+            await asyncio.sleep(0.1)
+        c.close()
+
+
+def test_the_active_killed_under_load_the_standby_serves_and_no_acknowledged_message_is_lost(pair):
+    """kill -9 of the active under light load: the standby takes the lease (epoch 2), restores the
+    queues and OSNs from the shared database, runs the recovery pass and serves; every message a
+    terminal got an A for is in the journal exactly once; every output's OSN is used once per
+    mnemonic and B's continue after A's; every acknowledged request gets its answer or an MSC
+    notice; msc journal verify is ok."""
+    a = pair.start("A", "ready")
+    wait_until(lambda: pair.active("A"), "A active")
+    b = pair.start("B", "standby")
+    load = Load([pair.ports["A"], pair.ports["B"]], [("ICS1", "TS0001"), ("ICS2", "TS0002")])
+
+    async def scenario() -> float:
+        tasks = [asyncio.create_task(load.terminal(m, u)) for m, u in load.stations]
+        await asyncio.to_thread(wait_until, lambda: all(len(v) >= 5 for v in load.acked.values()), "load at A", 60)
+        before = {m: len(v) for m, v in load.acked.items()}
+        a.p.kill()
+        killed = time.monotonic()
+        await asyncio.to_thread(a.p.wait, 10)
+        await asyncio.to_thread(wait_until, lambda: pair.active("B"), "B takes over from the killed A", 60, b)
+        took = time.monotonic() - killed
+        await asyncio.to_thread(wait_until, lambda: all(len(v) >= before[m] + 5 for m, v in load.acked.items()),
+                                "load at B", 60)
+        load.stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 90)
+        return took
+
+    took = asyncio.run(scenario())
+    assert pair.readyz("B")[1]["node"]["epoch"] == 2
+    records = pair.journal()
+    received = collections.Counter(r.text for r in records if r.kind == "RECEIVED" and r.peer in ("ICS1", "ICS2"))
+    for m, texts in load.acked.items():
+        assert texts, m
+        lost = [t for t in texts if received[t] == 0]
+        assert lost == [], f"{m}: {len(lost)} acknowledged message(s) not in the journal: {lost[:3]}"
+        twice = [t for t in texts if received[t] > 1]
+        assert twice == [], f"{m}: journaled more than once: {twice[:3]}"
+        outs = [(r.seq, r.osn, r.text) for r in records if r.kind == "RECEIVED" and r.osn is not None and r.mnemonic == m]
+        osns = [o for _, o, _ in sorted(outs)]
+        assert osns and osns == sorted(set(osns)), f"{m}: OSNs repeat or go back in the journal: {osns}"
+        seen: dict[int, str] = {}
+        for osn, text in load.outputs[m]:  # a redelivered output keeps its OSN; no OSN names two outputs
+            assert seen.setdefault(osn, text) == text, (m, osn)
+        fates = {t.split(".", 1)[0] for _, t in load.outputs[m]}
+        no_fate = [t for t in texts if t.split(".", 1)[0] not in fates]
+        assert no_fate == [], f"{m}: acknowledged requests without an answer or notice: {no_fate[:3]}"
+    assert nondecreasing_times(records)
+    print(f"kill -9 of the active under load: B serving {took:.2f} s later (lease ttl {TTL} s); "
+          f"{sum(map(len, load.acked.values()))} messages acknowledged")
+    pair.verify()
 
 
 def test_a_node_that_cannot_reach_the_lease_database_stays_standby_and_says_why(tmp_path, procs, pg_server):

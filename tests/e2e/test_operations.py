@@ -203,6 +203,8 @@ def test_packaging_files_are_present_and_sane():
     assert "ExecReload=/bin/kill -HUP $MAINPID" in unit and "User=msc" in unit and "Restart=always" in unit
     # SIGTERM to the switch only; it stops its journal writer itself (issue 13 item 5).
     assert re.search(r"^KillMode=mixed$", unit, re.M)
+    # A node of a pair restarts for as long as its database fails over: no start limit (issue 16).
+    assert re.search(r"^StartLimitIntervalSec=0$", unit.split("[Service]")[0], re.M)
     docker = (ROOT / "Dockerfile").read_text()
     assert "USER msc" in docker and "HEALTHCHECK" in docker and "VOLUME" in docker
     dash = json.loads((ROOT / "config" / "grafana" / "msc-dashboard.json").read_text())

@@ -97,6 +97,7 @@ async def _run_node(settings: Settings, switch: Switch, stop: asyncio.Event, rea
         switch.step_down(keeper.lost_reason or "lease lost")
         await keeper.stop(release=False)
         log.error("node.exit", node=switch.node_name, status=EXIT_STEPPED_DOWN, reason=keeper.lost_reason)
+        _exit_within(STEP_DOWN_EXIT_S, EXIT_STEPPED_DOWN)
         return EXIT_STEPPED_DOWN
     log.info("switch.stopping")
     await switch.drain()  # its STOP record is committed under this node's epoch …
@@ -114,6 +115,37 @@ async def _first(wanted: Coroutine[Any, Any, Any], other: Coroutine[Any, Any, An
             with contextlib.suppress(asyncio.CancelledError):
                 await t
     return a in done
+
+
+#: A node that stepped down is out of the process within this long (s), whatever its tasks do.
+STEP_DOWN_EXIT_S = 5.0
+
+
+def _exit_within(seconds: float, status: int) -> None:
+    """A stepped-down node must leave so that its supervisor starts a fresh standby: nothing of it
+    may be journaled any more, so nothing is lost by not waiting. The event loop's teardown
+    cancels every task and waits for each; make ha-soak saw a node that had logged ``node.exit``
+    still waiting there minutes later (a task that did not end on cancellation, with the database
+    just failed over), and a node that never exits is never restarted. A daemon timer ends the
+    process with the same status if the teardown has not finished by then."""
+    import os
+    import sys
+    import threading
+
+    loop = asyncio.get_running_loop()
+
+    def force() -> None:
+        try:  # what the teardown was still waiting for (read from another thread: best effort)
+            pending = sorted({repr(t.get_coro())[:120] for t in asyncio.all_tasks(loop) if not t.done()})
+        except RuntimeError:
+            pending = []
+        log.error("node.exit_forced", status=status, after_s=seconds, pending=pending[:20])
+        sys.stderr.flush()
+        os._exit(status)
+
+    timer = threading.Timer(seconds, force)
+    timer.daemon = True
+    timer.start()
 
 
 def _write_ready(ready_file: str | None, what: str) -> None:
