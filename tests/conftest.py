@@ -396,11 +396,13 @@ def _pg_or_skip():
     return pg
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pg_server():
-    """One throw-away PostgreSQL per test module (initdb in a temporary directory, loopback, run
-    as an unprivileged user under root). Tests that need a clean database call
-    ``pg_server.create_database(name)``."""
+    """One throw-away PostgreSQL for the whole session (initdb in a temporary directory, loopback,
+    run as an unprivileged user under root), shared by every module that asks for it: each test
+    that writes takes a database of its own (``pg_server.create_database(name)``, a name no other
+    module uses), and no test stops, pauses or reconfigures this server (tests that kill or
+    promote one make their own: :func:`tests.pg.primary_with_standby`, :class:`tests.pg.PgCluster`)."""
     pg = _pg_or_skip()
     with pg.PgCluster.create() as cluster:
         yield cluster

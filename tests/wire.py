@@ -68,6 +68,12 @@ class WireClient:
         finally:
             if not self.closed.done():
                 self.closed.set_result(None)
+            # Nothing can answer a request any more: its sender hears so now, not at its timeout
+            # (a test that loads a switch it then kills would otherwise wait out every timeout).
+            for fut in self.answers.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionResetError("the connection closed before the answer"))
+            self.answers.clear()
 
     def _frame(self, f: Frame) -> None:
         self.received.append(f)
@@ -102,7 +108,10 @@ class WireClient:
         self.send_raw(frame("A", xid, payload))
 
     async def send(self, text: str | bytes, timeout: float = 10) -> Frame:
-        """Send one M; return the A or N that answers it."""
+        """Send one M; return the A or N that answers it. Raises TimeoutError when nothing answers
+        within ``timeout`` seconds, ConnectionResetError when the connection closes first."""
+        if self.closed.done():
+            raise ConnectionResetError("the connection is closed")
         self.xid += 1
         fut = asyncio.get_running_loop().create_future()
         self.answers[self.xid] = fut

@@ -207,15 +207,10 @@ TAMPER = {how: (lambda seq, table, mark, how=how: _tamper_statements(how, seq, t
 
 
 @pytest.fixture(scope="session")
-def pg_cluster():
-    """One PostgreSQL cluster for the whole session (each test gets a database of its own)."""
-    from tests import pg
-
-    reason = pg.missing_reason()
-    if reason:
-        pytest.skip(reason)
-    with pg.PgCluster.create(name="contract") as cluster:
-        yield cluster
+def pg_cluster(pg_server):
+    """The session's PostgreSQL cluster (tests/conftest.py ``pg_server``; each test gets a database
+    of its own, ``contract_…``)."""
+    return pg_server
 
 
 _databases = itertools.count(1)

@@ -22,7 +22,7 @@ pytestmark = [
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 
-IDLE_S = 4  # the server's idle logoff for this module: short, so the test waits seconds, not minutes
+IDLE_S = 2  # the server's idle logoff for this module: short, so the test waits seconds, not minutes
 
 
 @pytest.fixture(scope="module")
