@@ -58,7 +58,7 @@ from msc.server.reload import ConfigChanges
 from msc.server.roles import NodeRole
 from msc.server.services import Registry, Services
 from msc.server.session import taf_for
-from msc.storage.backends import Backends
+from msc.storage.backends import Backends, Deferred
 
 if TYPE_CHECKING:
     from msc.ops.http import OpsServer
@@ -78,24 +78,20 @@ class StartupError(MscError):
 class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
     def __init__(self, settings: Settings, *, clock=time.time) -> None:
         self.settings = settings
-        #: Where the durable state is ([storage]: SQLite files or PostgreSQL; CONFIG.md "Storage"):
-        #: the run-time state here, the journal, queues and ledger at start().
-        try:
-            self.backends = Backends(settings)
-        except (OSError, ValueError) as exc:
-            raise StartupError(f"[storage]: {exc}") from None
+        self.backends = Backends(settings)  # [storage]: SQLite files or PostgreSQL (OSError: its password file)
         self.clock = clock
         self.metrics = Metrics()
         self._trimmer = Trimmer(metrics=self.metrics)  # freed memory back to the system after bursts
         self._queued_before = 0  # outputs waiting at the fullest since the queues last drained
-        try:
-            self.state = self.backends.runtime_state()
-        except Exception as exc:  # the database cannot be reached: nothing starts
-            raise StartupError(f"run-time state on {self.backends.describe()}: {type(exc).__name__}: {exc}") from None
-        # AC-7's one count, whichever process checked the password (SECURITY.md), read at scrape.
-        self.metrics.count_logons(self.state.auth_counts)
+        # A node of a pair on PostgreSQL opens its state when it takes over: a standby waits out a
+        # database outage with its /readyz, as for the lease. (StorageUnavailable: nothing starts.)
+        self._state_deferred = settings.config.node is not None and self.backends.postgresql
+        self.state = Deferred(self.backends.runtime_state, until_open={"locked_users": frozenset})
+        if not self._state_deferred:  # AC-7's one count, whichever process checked the password (SECURITY.md)
+            self.metrics.count_logons(self.state.open().auth_counts)
         self.last_use = LastUse()  # users' and stations' last use, flushed to state.db each minute
-        self.directory = Directory(settings, disabled_stations=frozenset(self.state.disabled_stations()))
+        disabled = frozenset() if self._state_deferred else frozenset(self.state.disabled_stations())
+        self.directory = Directory(settings, disabled_stations=disabled)
         # The one authentication service (terminals, pools, hosts' OIF, PWD): its state is
         # state.db, shared with the msc command; the locked set is re-read every second.
         self.auth = AuthService(accounts=lambda uid: self.directory.users.get(uid), store=self.state,
@@ -164,6 +160,12 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
     async def start(self) -> None:
         s = self.settings
         cfg = s.config
+        if self._state_deferred:  # a node of a pair taking over: its run-time state now
+            await asyncio.to_thread(self.state.open)
+            await asyncio.to_thread(self.auth.refresh)  # the accounts locked out, now from the database
+            self.metrics.count_logons(self.state.auth_counts)
+            disabled = await asyncio.to_thread(self.state.disabled_stations)
+            self.directory = Directory(s, disabled_stations=frozenset(disabled))
         private_dir(s.data_dir)
         for tree in {s.data_dir, s.journal_dir, s.key_file.parent}:
             tighten_tree(tree)  # owner-only, also what an older msc left 0755/0644
@@ -291,11 +293,9 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
             # The clean-stop mark: the outage that follows is scheduled (OPERATIONS.md).
             await asyncio.to_thread(self.ledger.stop, self.clock())
             self.ledger.close()
-        if self.backends.postgresql:  # its connection pools, closed cleanly (SQLite's files close at exit)
-            for handle in (self.delivery.store if self.delivery else None, self.state):
-                if handle is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.to_thread(handle.close)
+        for handle in (self.delivery.store if self.delivery else None, self.state) if self.backends.postgresql else ():
+            with contextlib.suppress(Exception):  # its connection pools (SQLite's files close at exit)
+                await asyncio.to_thread(handle.close)  # type: ignore[union-attr]
         self.log.info("switch.stopped")
 
     # -- health ---------------------------------------------------------------------------
