@@ -378,3 +378,51 @@ def test_a_standby_whose_database_is_down_waits_and_says_why(tmp_path, procs):
     assert doc["status"] == "standby" and node.p.poll() is None
     assert node.stop() == 0
     assert sqlite_files(tmp_path) == []
+
+
+def test_a_database_restart_under_the_switch_fails_closed_then_it_goes_on(tmp_path, procs):
+    """PostgreSQL stops while msc serves (a restart, a failover without a standby): a request
+    that cannot be journaled is refused, never forwarded unrecorded; once the database is back the
+    switch reconnects on its own — the next request is answered — and the journal verifies."""
+    from tests import pg
+
+    if pg.missing_reason():
+        pytest.skip(pg.missing_reason())
+    with pg.PgCluster.create(name="restarted") as db:
+        db.create_database("msc")
+        up, port = free_port(), free_port()
+        cfg = make_config(tmp_path, upstream_ports=[up], port=port, metrics_port=free_port())
+        with_storage(cfg, f"postgresql://postgres@127.0.0.1:{db.port}/msc", db.password)
+        procs.append(Proc("stub", "--role", "clets", "--listen", f"127.0.0.1:{up}", log=tmp_path / "stub.err"))
+        wait_port(up)
+        sw = serve(tmp_path, cfg, procs)
+
+        async def session():
+            c = await WireClient.connect(port)
+            await c.banner()
+            assert (await c.logon("ICS1", "TS0001", PASSWORD)).type == "A"
+            assert (await c.send("ICS1Q1.QW.CA0130000.NAM/DOE, JOHN.DOB/19800101")).type == "A"
+            assert (await c.output(timeout=15)).text.startswith("ICS1Q1")
+            db.stop("fast")  # every connection of the switch's is gone
+            refused = await c.send("ICS1Q2.QW.CA0130000.NAM/ROE, JANE.DOB/19900202")
+            db.start()
+            answered = None
+            for i in range(3, 60):  # the next requests, until the switch has reconnected
+                ack = await c.send(f"ICS1Q{i}.QW.CA0130000.NAM/POE, EDGAR.DOB/18090119")
+                if ack.type == "A":
+                    answered = (i, await c.output(timeout=15))
+                    break
+                assert ack.code == "E501", ack
+                await asyncio.sleep(0.5)  # (a client's retry pace, not a wait for the condition)
+            c.close()
+            return refused, answered
+
+        refused, answered = asyncio.run(session())
+        assert refused.type == "N" and refused.code == "E501"  # fail closed: not journaled, not forwarded
+        assert answered is not None and answered[1].text.startswith(f"ICS1Q{answered[0]}")
+        assert sw.p.poll() is None
+        sw.stop()
+        texts = [rec.text for rec in journal(cfg, kind="FORWARDED")]
+        assert not any(t.startswith("ICS1Q2") for t in texts)  # never forwarded
+        r = run("journal", "verify", "--config", str(cfg), *AS_ADMIN, input=ADMIN_LINES, timeout=120)
+        assert r.returncode == 0, (r.stdout, r.stderr)
