@@ -308,3 +308,121 @@ def test_the_web_console_searches_verifies_and_reports_on_postgresql(tmp_path, p
     sessions = [rec.text for rec in journal(cfg, kind="SESSION") if rec.user == "AM0001"]
     assert any("LOGON OK WEB" in t for t in sessions)
     assert sqlite_files(tmp_path) == []
+
+
+def wait_ready_file(ready: Path, proc: Proc, what: str, timeout: float = 60.0) -> None:
+    wait_until(lambda: (proc.p.poll() is None or (_ for _ in ()).throw(AssertionError(proc.log.read_text())))
+               and ready.exists() and ready.read_text().strip() == what, f"ready file {what!r}", timeout)
+
+
+def test_a_node_of_a_pair_on_postgresql_takes_the_lease_in_the_same_database_and_serves(tmp_path, pg_server, procs):
+    """``[node]`` without ``lease_dsn``: the lease lives in ``[storage]``'s database; the node
+    stands by, takes the lease, opens its run-time state, journal and queues there and serves."""
+    db = f"pgnode{os.getpid()}_{next(_db)}"
+    pg_server.create_database(db)
+    up, port = free_port(), free_port()
+    cfg = make_config(tmp_path, upstream_ports=[up], port=port, metrics_port=free_port())
+    with_storage(cfg, f"postgresql://postgres@127.0.0.1:{pg_server.port}/{db}", pg_server.password)
+    cfg.write_text(cfg.read_text() + '\n[node]\nname = "node-a"\nlease_ttl_s = 3\n')
+    procs.append(Proc("stub", "--role", "clets", "--listen", f"127.0.0.1:{up}", log=tmp_path / "stub.err"))
+    wait_port(up)
+    ready = tmp_path / "ready"
+    node = Proc("serve", "--config", str(cfg), "--ready-file", str(ready), log=tmp_path / "serve.err")
+    procs.append(node)
+    wait_ready_file(ready, node, "ready")
+
+    async def query():
+        c = await WireClient.connect(port)
+        await c.banner()
+        assert (await c.logon("ICS1", "TS0001", PASSWORD)).type == "A"
+        assert (await c.send("ICS1Q1.QW.CA0130000.NAM/DOE, JOHN.DOB/19800101")).type == "A"
+        out = await c.output(timeout=15)
+        c.close()
+        return out
+
+    assert asyncio.run(query()).text.startswith("ICS1Q1")
+    r = run("user", "list", "--config", str(cfg), "--format", "json")
+    assert {u["id"]: u for u in json.loads(r.stdout)["users"]}["TS0001"]["last_logon"] is not None
+    assert node.stop() == 0
+    assert any(rec.text.startswith("START ") for rec in journal(cfg, kind="ADMIN"))
+    assert sqlite_files(tmp_path) == []
+
+
+def test_a_standby_whose_database_is_down_waits_and_says_why(tmp_path, procs):
+    """The database of ``[storage]`` (and so of the lease) cannot be reached: a node of a pair
+    stays a standby — /readyz 503 with the lease's error — instead of exiting, as it does when
+    only the lease's database is down (tests/e2e/test_ha_nodes.py)."""
+    import urllib.error
+    import urllib.request
+
+    mport = free_port()
+    cfg = make_config(tmp_path, port=free_port(), metrics_port=mport)
+    with_storage(cfg, f"postgresql://postgres@127.0.0.1:{free_port()}/msc?connect_timeout=1", "not-used")
+    cfg.write_text(cfg.read_text() + '\n[node]\nname = "node-c"\nlease_ttl_s = 3\n')
+    ready = tmp_path / "ready"
+    node = Proc("serve", "--config", str(cfg), "--ready-file", str(ready), log=tmp_path / "serve.err")
+    procs.append(node)
+    wait_ready_file(ready, node, "standby")
+
+    def said_why():
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{mport}/readyz", timeout=5)
+        except urllib.error.HTTPError as e:
+            doc = json.loads(e.read())
+            return doc if "lease_error" in doc.get("node", {}) else None
+        except OSError:
+            return None
+        return None
+
+    doc = wait_until(said_why, "the standby says why it is not active")
+    assert doc["status"] == "standby" and node.p.poll() is None
+    assert node.stop() == 0
+    assert sqlite_files(tmp_path) == []
+
+
+def test_a_database_restart_under_the_switch_fails_closed_then_it_goes_on(tmp_path, procs):
+    """PostgreSQL stops while msc serves (a restart, a failover without a standby): a request
+    that cannot be journaled is refused, never forwarded unrecorded; once the database is back the
+    switch reconnects on its own — the next request is answered — and the journal verifies."""
+    from tests import pg
+
+    if pg.missing_reason():
+        pytest.skip(pg.missing_reason())
+    with pg.PgCluster.create(name="restarted") as db:
+        db.create_database("msc")
+        up, port = free_port(), free_port()
+        cfg = make_config(tmp_path, upstream_ports=[up], port=port, metrics_port=free_port())
+        with_storage(cfg, f"postgresql://postgres@127.0.0.1:{db.port}/msc", db.password)
+        procs.append(Proc("stub", "--role", "clets", "--listen", f"127.0.0.1:{up}", log=tmp_path / "stub.err"))
+        wait_port(up)
+        sw = serve(tmp_path, cfg, procs)
+
+        async def session():
+            c = await WireClient.connect(port)
+            await c.banner()
+            assert (await c.logon("ICS1", "TS0001", PASSWORD)).type == "A"
+            assert (await c.send("ICS1Q1.QW.CA0130000.NAM/DOE, JOHN.DOB/19800101")).type == "A"
+            assert (await c.output(timeout=15)).text.startswith("ICS1Q1")
+            db.stop("fast")  # every connection of the switch's is gone
+            refused = await c.send("ICS1Q2.QW.CA0130000.NAM/ROE, JANE.DOB/19900202")
+            db.start()
+            answered = None
+            for i in range(3, 60):  # the next requests, until the switch has reconnected
+                ack = await c.send(f"ICS1Q{i}.QW.CA0130000.NAM/POE, EDGAR.DOB/18090119")
+                if ack.type == "A":
+                    answered = (i, await c.output(timeout=15))
+                    break
+                assert ack.code == "E501", ack
+                await asyncio.sleep(0.5)  # (a client's retry pace, not a wait for the condition)
+            c.close()
+            return refused, answered
+
+        refused, answered = asyncio.run(session())
+        assert refused.type == "N" and refused.code == "E501"  # fail closed: not journaled, not forwarded
+        assert answered is not None and answered[1].text.startswith(f"ICS1Q{answered[0]}")
+        assert sw.p.poll() is None
+        sw.stop()
+        texts = [rec.text for rec in journal(cfg, kind="FORWARDED")]
+        assert not any(t.startswith("ICS1Q2") for t in texts)  # never forwarded
+        r = run("journal", "verify", "--config", str(cfg), *AS_ADMIN, input=ADMIN_LINES, timeout=120)
+        assert r.returncode == 0, (r.stdout, r.stderr)

@@ -61,7 +61,9 @@ class OpsServer:
             status, ctype, body = 405, "text/plain", b"method not allowed\n"
         elif path == "/metrics":
             self.switch.refresh_gauges() if hasattr(self.switch, "refresh_gauges") else None
-            body, ctype = self.switch.metrics.exposition()
+            # In a worker thread: a collector reads the shared logon counts from the run-time
+            # state, which may be a PostgreSQL database that is slow or restarting.
+            body, ctype = await asyncio.to_thread(self.switch.metrics.exposition)
             status = 200
         elif path == "/healthz":
             status, ctype, body = 200, "application/json", b'{"status":"ok"}\n'

@@ -36,7 +36,10 @@ class BackgroundWork(SwitchParts):
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(started(self.ledger).heartbeat, self.clock())
             if ticks % 12 == 0:
-                self.refresh_availability()
+                # In a worker thread, and never fatal: with the ledger in PostgreSQL a read may
+                # wait for a database that is restarting; the heartbeats must go on after it.
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.refresh_availability)
             ticks += 1
 
     def refresh_availability(self) -> None:

@@ -54,5 +54,6 @@ class ControlOps(SwitchParts):
         """``msc station disable|enable``: applied at once; a disabled station's session is dropped."""
         mnemonic, disabled = req.mnemonic, req.disabled
         await asyncio.to_thread(self.state.set_station, mnemonic, disabled)
-        self.apply_directory(Directory(self.settings, disabled_stations=frozenset(self.state.disabled_stations())))
+        now_disabled = frozenset(await asyncio.to_thread(self.state.disabled_stations))
+        self.apply_directory(Directory(self.settings, disabled_stations=now_disabled))
         return {"ok": True}

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from msc.server.listener import ListenerRuntime
     from msc.server.logons import LogonGate
     from msc.server.services import Registry, Services
-    from msc.storage.backends import Backends
+    from msc.storage.backends import Backends, Deferred
 
 
 T = TypeVar("T")
@@ -58,6 +58,8 @@ class SwitchParts:
     log: Any  # a structlog logger bound to the switch's name
     backends: Backends  # where the durable state is ([storage]: SQLite files or PostgreSQL)
     state: RuntimeState
+    _state: Deferred  # the same handle, opened at first use (a pair's node: at start)
+    _state_deferred: bool
     directory: Directory
     auth: AuthService
     acp: AccessControlPoint

@@ -94,8 +94,10 @@ class ConfigChanges(SwitchParts):
         router, delivery, journal = started(self.router), started(self.delivery), started(self.journal)
         ops = started(self.ops)
         oc, nc = old.config, new.config
+        # (In a worker thread: the run-time state may be a PostgreSQL database.)
+        disabled = frozenset(await asyncio.to_thread(self.state.disabled_stations))
         self.settings = new
-        self.apply_directory(Directory(new, disabled_stations=frozenset(self.state.disabled_stations())))
+        self.apply_directory(Directory(new, disabled_stations=disabled))
         # Listeners: same name and same bind/TLS keep their socket and sessions (limits update in
         # place); anything else is closed and/or bound anew.
         old_by_name = {rt.cfg.name: rt for rt in self.listeners}

@@ -7,8 +7,10 @@ A part of :class:`msc.server.switch.Switch` (its attributes: :class:`msc.server.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from msc.mnemonics.directory import Directory
 from msc.server.parts import SwitchParts
 
 
@@ -26,6 +28,18 @@ class NodeRole(SwitchParts):
         self.ops = OpsServer(self)
         await self.ops.start(self.settings.config.metrics.bind)
         self.log.info("node.standby", node=self.node_name)
+
+    async def open_deferred_state(self) -> None:
+        """A node of a pair on PostgreSQL taking over: its run-time state now (the switch deferred
+        it, so that a standby waits out a database outage): the locked accounts, the logon
+        counts and the disabled stations from the database."""
+        if not self._state_deferred:
+            return
+        await asyncio.to_thread(self._state.open)
+        await asyncio.to_thread(self.auth.refresh)
+        self.metrics.count_logons(self.state.auth_counts)
+        disabled = await asyncio.to_thread(self.state.disabled_stations)
+        self.directory = Directory(self.settings, disabled_stations=frozenset(disabled))
 
     def became_active(self, epoch: int) -> None:
         self.role = "active"

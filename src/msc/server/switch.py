@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import structlog
 
@@ -60,11 +60,12 @@ from msc.server.reload import ConfigChanges
 from msc.server.roles import NodeRole
 from msc.server.services import Registry, Services
 from msc.server.session import taf_for
-from msc.storage.backends import Backends
+from msc.storage.backends import Backends, Deferred
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+    from msc.mnemonics.state import RuntimeState
     from msc.ops.http import OpsServer
 
 log = structlog.get_logger("msc.switch")
@@ -78,19 +79,20 @@ class StartupError(MscError):
 class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
-        try:  # where the durable state is ([storage]: SQLite files or PostgreSQL; CONFIG.md "Storage")
-            self.backends = Backends(settings)
-            self.state = self.backends.runtime_state()  # the journal, queues and ledger at start()
-        except (OSError, ValueError) as exc:  # unreadable password file, database unreachable: nothing starts
-            raise StartupError(f"[storage]: {exc}") from None
+        self.backends = Backends(settings)  # [storage]: SQLite files or PostgreSQL (OSError: its password file)
         self.clock = clock
         self.metrics = Metrics()
         self._trimmer = Trimmer(metrics=self.metrics)  # freed memory back to the system after bursts
         self._queued_before = 0  # outputs waiting at the fullest since the queues last drained
-        # AC-7's one count, whichever process checked the password (SECURITY.md), read at scrape.
-        self.metrics.count_logons(self.state.auth_counts)
+        # A pair's node on PostgreSQL opens its state at takeover (NodeRole.open_deferred_state).
+        self._state_deferred = settings.config.node is not None and self.backends.postgresql
+        self._state = Deferred(self.backends.runtime_state, until_open={"locked_users": frozenset})
+        self.state = cast("RuntimeState", self._state)  # opened here, or by a pair's node at start()
+        if not self._state_deferred:  # AC-7's one count, whichever process checked the password (SECURITY.md)
+            self.metrics.count_logons(self._state.open().auth_counts)
         self.last_use = LastUse()  # users' and stations' last use, flushed to state.db each minute
-        self.directory = Directory(settings, disabled_stations=frozenset(self.state.disabled_stations()))
+        self.directory = Directory(settings, disabled_stations=frozenset(
+            () if self._state_deferred else self.state.disabled_stations()))
         # The one authentication service (terminals, pools, hosts' OIF, PWD): its state is
         # state.db, shared with the msc command; the locked set is re-read every second.
         self.auth = AuthService(accounts=lambda uid: self.directory.users.get(uid), store=self.state,
@@ -160,6 +162,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
     async def start(self) -> None:
         s = self.settings
         cfg = s.config
+        await self.open_deferred_state()
         private_dir(s.data_dir)
         for tree in {s.data_dir, s.journal_dir, s.key_file.parent}:
             tighten_tree(tree)  # owner-only, also what an older msc left 0755/0644
@@ -295,9 +298,8 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
     # -- health ---------------------------------------------------------------------------
 
     def readiness(self) -> tuple[bool, dict[str, str | list[str] | None]]:
-        """(ready, reasons it is not). A refused reload is not a reason: the switch goes on
-        serving with the configuration it runs (OPERATIONS.md "Reload"); /readyz shows the
-        refusal beside the status instead (``last_reload_error``)."""
+        """(ready, reasons it is not). A refused reload is not one: the switch serves on with its
+        configuration; /readyz shows ``last_reload_error`` beside it (OPERATIONS.md "Reload")."""
         if self.role != "active":
             return False, {"role": self.role}  # a standby: the other node serves (OPERATIONS.md "Running two nodes")
         reasons: dict[str, str | list[str] | None] = {}

@@ -78,7 +78,10 @@ class Backends:
         if self.backend == "postgresql":
             from msc.storage.postgres import PgSettings
 
-            self._pg = PgSettings.from_settings(settings)
+            try:
+                self._pg = PgSettings.from_settings(settings)
+            except ValueError as exc:  # its password file's first line is empty
+                raise StorageUnavailable(f"[storage] password_file: {exc}") from None
 
     @property
     def postgresql(self) -> bool:
@@ -168,3 +171,29 @@ class Backends:
 
         pg = self._pg
         return _opening("journal", self, lambda: PgReader(pg))
+
+
+class Deferred:
+    """A storage handle (e.g. :meth:`Backends.runtime_state`) opened at :meth:`open` or at its
+    first use: a standby node of a pair opens its run-time state only when it takes over.
+    ``until_open``: calls answered without opening it, by name (a standby serves no logon, so
+    its view of locked accounts may be empty until then). ``close`` closes it only if opened."""
+
+    def __init__(self, open_: Callable[[], Any], *, until_open: dict[str, Callable[[], Any]] | None = None) -> None:
+        self._open = open_
+        self._handle: Any = None
+        self._until_open = until_open or {}
+
+    def open(self) -> Any:
+        if self._handle is None:
+            self._handle = self._open()
+        return self._handle
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+    def __getattr__(self, name: str) -> Any:
+        if self._handle is None and name in self._until_open:
+            return self._until_open[name]
+        return getattr(self.open(), name)
