@@ -519,10 +519,13 @@ async def ha_soak(args) -> dict:
                                             0.05)
                 ev["exit_status_after_sigcont"] = a.exits[-1]["status"] if len(a.exits) > n_exits else None
                 ev["other_serving_s"] = round(served - ev["t"], 3)
-            else:
+            else:  # the killed node's own restart may win the lease (its supervisor starts it in 1 s)
                 served = await asyncio.to_thread(
-                    lambda: wait_for(lambda: timeline.first_up(other.name, ev["t"]), "the other node serving", 120))
+                    lambda: wait_for(lambda: timeline.first_up({n.name for n in nodes}, ev["t"]), "a node serving",
+                                     120))
                 ev["other_serving_s"] = round(served - ev["t"], 3)
+                ev["served_by"] = next((w for t, w, up in timeline.changes if up and t == served and w.startswith("node-")),
+                                       None)
         elif kind == "kill9-pg-primary":
             await asyncio.to_thread(wait_for, lambda: cluster.primary() is not None, "a PostgreSQL primary", 120)
             i = cluster.primary()
@@ -754,10 +757,11 @@ def render(doc: dict) -> str:
                                                for k, v in doc["journal_verify"].items()),
              "- msc node exits (status × times): " + "; ".join(
                  f"{k}: " + ", ".join(f"{st} × {c}" for st, c in v.items()) for k, v in doc["node_exits"].items()),
-             "", "Per fault: *other node serving* = the fault → the other msc node's /readyz 200; *service back* = "
+             "", "Per fault: *node serving* = the fault → an msc node's /readyz 200 (after a kill -9 the killed node's "
+             "restart may win the lease; after a SIGSTOP it is the other); *service back* = "
              f"the fault → the moment from which probes succeeded for {STABLE_S:g} s without a new gap; *without "
              "service* = the time without a successful probe in between.",
-             "", "| fault | n | other node serving: median / max (s) | service back: median / max (s) "
+             "", "| fault | n | node serving: median / max (s) | service back: median / max (s) "
              "| without service: median / max (s) |", "|---|---|---|---|---|"]
     for k, v in s.items():
         o, f, u = v["other_serving"], v["service_back"], v["unserved"]
@@ -768,10 +772,10 @@ def render(doc: dict) -> str:
         lines += ["", f"PostgreSQL primary killed: a new primary promoted after median {p['median_s']} s (max "
                       f"{p['max_s']}) — Patroni's ttl decides it; msc serving again {m['median_s']} s (max {m['max_s']}) "
                       "after the promotion (goal ≤ 15 s)."]
-    lines += ["", "| at (s) | fault | detail | other serving (s) | service back (s) | without service (s) | "
+    lines += ["", "| at (s) | fault | detail | node serving (s) | service back (s) | without service (s) | "
                   "probes failed |", "|---|---|---|---|---|---|---|"]
     for r in doc["faults"]:
-        detail = ", ".join(f"{k} {r[k]}" for k in ("node", "member", "promoted_s", "msc_serving_after_promotion_s",
+        detail = ", ".join(f"{k} {r[k]}" for k in ("node", "served_by", "member", "promoted_s", "msc_serving_after_promotion_s",
                                                     "exit_status_after_sigcont", "rejoined_s", "error") if k in r)
         lines.append(f"| {r['at_s']} | {r['fault']} | {detail} | {r.get('other_serving_s')} | "
                      f"{r['service_back_s']} | {r['unserved_s']} | {r['probes_failed']} |")

@@ -37,8 +37,12 @@ COMMAND_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 10.0
 
 #: Errors that mean "the database did not do it" (or may not have): the caller re-reads the truth.
+#: InternalClientError is what asyncpg raises on a connection its server died under ("cannot switch
+#: to state 15; another operation is in progress", from a pool's reset): make ha-soak saw it escape
+#: the run-time state as an internal error when the PostgreSQL primary was killed.
 DB_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
-                                              asyncio.TimeoutError, ConnectionError)
+                                              asyncio.TimeoutError, ConnectionError,
+                                              asyncpg.InternalClientError)
 
 
 @dataclass(frozen=True)
