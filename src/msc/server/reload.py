@@ -2,11 +2,12 @@
 ``msc station`` through the control socket).
 
 A part of :class:`msc.server.switch.Switch` (its attributes: :class:`msc.server.parts.SwitchParts`):
-both files are re-read and validated; if either is invalid the switch keeps running as before. A valid change applies without dropping sessions —
-each session re-points what it holds (:meth:`msc.server.session.Session.reconfigure`), removed or
-disabled stations and users are logged off, listeners and upstream links are added, removed or
-re-bound as their tables changed, and every bound and limit that can change at run time does.
-The listeners are opened here too (:meth:`ConfigChanges._listen`), at start and by a reload.
+both files are re-read and validated; if either is invalid the switch keeps running as before. A
+valid change applies without dropping sessions — each session re-points what it holds
+(:meth:`msc.server.session.Session.reconfigure`), removed or disabled stations and users are logged
+off, listeners and upstream links are added, removed or re-bound as their tables changed, and every
+bound and limit that can change at run time does. The listeners are opened here too
+(:meth:`ConfigChanges._listen`), at start and by a reload.
 """
 
 from __future__ import annotations
