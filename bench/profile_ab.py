@@ -4,28 +4,32 @@
     python bench/profile_ab.py --before /tmp/msc-before/src --after src --terminals 16
 
 ``bench/call_count_ab.py`` counts all calls per forwarded request; this one says *which* calls,
-and what the garbage collector does per request. Each tree's ``msc serve`` runs under cProfile
-(a ``sitecustomize`` on ``PYTHONPATH`` that profiles only the ``serve`` process), driven by
-``loadgen.py switch`` as ``make bench`` drives it, a short run and a long one; the long run minus
-the short one over the requests forwarded in between (calls of ``Router.dispatch``) is the
-*marginal* figure per request, so start-up and stop cancel out. Per function: calls and own time
-(cProfile's, inflated by profiling and by whatever else the machine runs — compare the shares,
-not the microseconds); per request: garbage collections by generation and the objects they
-examined (``gc.callbacks``), which more small objects per request would raise.
+and what else each request costs. Each tree's ``msc serve`` runs driven by ``loadgen.py switch``
+as ``make bench`` drives it; a ``sitecustomize`` on ``PYTHONPATH`` starts cProfile in the
+``serve`` process on SIGUSR1 and stops it and writes the profile on SIGUSR2, sent once the load
+is steady and ``--seconds`` later — so the profile holds the steady state only, and the figures
+are per request forwarded in that window (calls of ``Router.dispatch``). Per function: calls
+and own time (cProfile's, inflated by profiling and by whatever else the machine runs — compare
+the shares, not the microseconds); over the same window, per request: the CPU time of
+``msc serve`` and its journal writer (profiled), their read and write system calls and context
+switches (/proc), journal commits and records (its metrics), and the garbage collector's
+collections (``gc.callbacks``) — which more small objects per request would raise.
 
-Prints the functions whose calls per request differ most, then the largest own-time shares of
-each tree, and writes ``bench/results/profile-<stamp>.json``.
+Trees alternate over ``--rounds``. Prints per round, then the functions whose calls per request
+differ most and the largest own-time shares of each tree, and writes
+``bench/results/profile-<stamp>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import pstats
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -38,22 +42,27 @@ SITECUSTOMIZE = '''
 import os, sys
 _out = os.environ.get("MSC_PROFILE_OUT")
 if _out and "serve" in sys.argv:
-    import atexit, cProfile, gc, json
+    import cProfile, gc, json, signal
     _gc = {"collections": [0, 0, 0], "collected": [0, 0, 0]}
+    _on = [False]
     def _count(phase, info):
-        if phase == "stop":
+        if phase == "stop" and _on[0]:
             g = info["generation"]
             _gc["collections"][g] += 1
             _gc["collected"][g] += info["collected"]
     gc.callbacks.append(_count)
     _prof = cProfile.Profile()
-    _prof.enable()
-    def _dump():
+    def _start(*_):
+        _on[0] = True
+        _prof.enable()
+    def _stop(*_):
         _prof.disable()
-        _prof.dump_stats(os.path.join(_out, f"serve-{os.getpid()}.prof"))
-        with open(os.path.join(_out, f"gc-{os.getpid()}.json"), "w") as fh:
+        _on[0] = False
+        _prof.dump_stats(os.path.join(_out, "serve.prof"))
+        with open(os.path.join(_out, "gc.json"), "w") as fh:
             json.dump(_gc, fh)
-    atexit.register(_dump)
+    signal.signal(signal.SIGUSR1, _start)
+    signal.signal(signal.SIGUSR2, _stop)
 '''
 
 
@@ -90,8 +99,8 @@ def process_counters(pid: int) -> dict[str, int]:
     return out
 
 
-def run(tree: str, hook: str, terminals: int, seconds: float) -> tuple[int, dict[str, tuple[int, float]], dict]:
-    """(requests forwarded, {function: (calls, own seconds)}, gc and process counts) of one profiled run."""
+def run(tree: str, hook: str, terminals: int, seconds: float) -> dict:
+    """One profiled steady-state window of ``msc serve`` on ``tree``: per request forwarded."""
     d = tempfile.mkdtemp(prefix="msc-prof-")
     os.environ["PYTHONPATH"] = f"{tree}:{hook}"
     os.environ["MSC_PROFILE_OUT"] = d
@@ -99,37 +108,41 @@ def run(tree: str, hook: str, terminals: int, seconds: float) -> tuple[int, dict
         m = run_bench.Msc(Path(d) / "w", sync="full", latency_ms=0, stations=terminals + 10)
     finally:
         del os.environ["PYTHONPATH"], os.environ["MSC_PROFILE_OUT"]
+    warm = 4.0
+    load = threading.Thread(target=run_bench.loadgen, args=("switch", m.port, terminals, warm + seconds + 2))
     try:
-        run_bench.loadgen("switch", m.port, terminals, seconds, watch=[m.pid])
-        counters = process_counters(m.pid)
-        counters["journal_commits"] = int(run_bench.metrics_value(m.mport, "msc_journal_append_seconds_count"))
-        counters["journal_records"] = int(run_bench.metrics_value(m.mport, "msc_journal_records_total"))
+        load.start()
+        time.sleep(2 + warm)  # loadgen's own warm-up, then the switch's
+        before = process_counters(m.pid)
+        before["cpu_s"] = run_bench.cpu_seconds(m.pid)
+        before["journal_commits"] = run_bench.metrics_value(m.mport, "msc_journal_append_seconds_count")
+        before["journal_records"] = run_bench.metrics_value(m.mport, "msc_journal_records_total")
+        os.kill(m.pid, signal.SIGUSR1)
+        time.sleep(seconds)
+        after = process_counters(m.pid)
+        after["cpu_s"] = run_bench.cpu_seconds(m.pid)
+        after["journal_commits"] = run_bench.metrics_value(m.mport, "msc_journal_append_seconds_count")
+        after["journal_records"] = run_bench.metrics_value(m.mport, "msc_journal_records_total")
+        os.kill(m.pid, signal.SIGUSR2)
+        prof = Path(d) / "serve.prof"
+        deadline = time.monotonic() + 30
+        while not (Path(d) / "gc.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        load.join()
     finally:
         m.stop()
-    [f] = glob.glob(f"{d}/serve-*.prof")
-    [g] = glob.glob(f"{d}/gc-*.json")
-    st = pstats.Stats(f).stats
-    requests = sum(v[1] for k, v in st.items() if k[0].endswith("msc/routing/router.py") and k[2] == "dispatch")
-    funcs: dict[str, tuple[int, float]] = {}
+    st = pstats.Stats(str(prof)).stats
+    n = sum(v[1] for k, v in st.items() if k[0].endswith("msc/routing/router.py") and k[2] == "dispatch")
+    funcs: dict[str, list[float]] = {}
     for k, v in st.items():
-        name = short_name(k)
-        calls, own = funcs.get(name, (0, 0.0))
-        funcs[name] = (calls + v[1], own + v[2])
-    gc = json.loads(Path(g).read_text())
-    gc.update({k: [v] for k, v in counters.items()})
-    return requests, funcs, gc
-
-
-def marginal(short: tuple, long: tuple) -> dict:
-    (r1, f1, g1), (r2, f2, g2) = short, long
-    n = r2 - r1
-    per: dict[str, tuple[float, float]] = {}
-    for name in set(f1) | set(f2):
-        c1, t1 = f1.get(name, (0, 0.0))
-        c2, t2 = f2.get(name, (0, 0.0))
-        per[name] = ((c2 - c1) / n, (t2 - t1) / n * 1e6)
-    gc = {k: [round((b - a) / n, 4) for a, b in zip(g1[k], g2[k], strict=True)] for k in g1}
-    return {"requests": n, "functions": per, "gc_per_request": gc}
+        f = funcs.setdefault(short_name(k), [0.0, 0.0])
+        f[0] += v[1] / n
+        f[1] += v[2] / n * 1e6
+    gc = json.loads((Path(d) / "gc.json").read_text())
+    per = {k: round((after[k] - before[k]) / n, 4) for k in after}
+    per["cpu_us"] = round(per.pop("cpu_s") * 1e6, 1)
+    per.update({f"gc_{k}": [round(x / n, 5) for x in v] for k, v in gc.items()})
+    return {"requests": n, "per_request": per, "functions": funcs}
 
 
 def main() -> None:
@@ -137,42 +150,54 @@ def main() -> None:
     ap.add_argument("--before", required=True, help="the src directory of the 'before' tree")
     ap.add_argument("--after", required=True, help="the src directory of the 'after' tree")
     ap.add_argument("--terminals", type=int, default=16)
-    ap.add_argument("--short", type=float, default=3, help="seconds of the short run")
-    ap.add_argument("--long", type=float, default=15, help="seconds of the long run")
+    ap.add_argument("--seconds", type=float, default=10, help="the profiled window of each run")
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args()
     hook = tempfile.mkdtemp(prefix="msc-prof-hook-")
     Path(hook, "sitecustomize.py").write_text(SITECUSTOMIZE)
     trees = {"before": str(Path(args.before).resolve()), "after": str(Path(args.after).resolve())}
-    result = {}
-    for name, tree in trees.items():
-        result[name] = marginal(run(tree, hook, args.terminals, args.short), run(tree, hook, args.terminals, args.long))
-        r = result[name]
-        calls = sum(c for c, _ in r["functions"].values())
-        own = sum(t for _, t in r["functions"].values())
-        print(f"{name}: {r['requests']} requests; {calls:.1f} calls and {own:.1f} us own time (profiled) per request; "
-              f"per request: {r['gc_per_request']}", flush=True)
-    b, a = result["before"]["functions"], result["after"]["functions"]
-    diff = sorted(set(a) | set(b), key=lambda k: -abs(a.get(k, (0, 0))[0] - b.get(k, (0, 0))[0]))
-    print("\ncalls per request that differ most (before -> after), own us per request (profiled):")
-    for k in diff[: args.top]:
-        cb, tb = b.get(k, (0, 0.0))
-        ca, ta = a.get(k, (0, 0.0))
-        if abs(ca - cb) < 0.05:
-            break
+    runs: dict[str, list[dict]] = {k: [] for k in trees}
+    for r in range(args.rounds):
+        for name in (list(trees) if r % 2 == 0 else list(reversed(trees))):
+            res = run(trees[name], hook, args.terminals, args.seconds)
+            runs[name].append(res)
+            calls = sum(c for c, _ in res["functions"].values())
+            print(f"round {r} {name:>6}: {res['requests']} requests, {calls:.1f} calls/request, "
+                  f"{res['per_request']}", flush=True)
+    # Functions: the sum over the rounds, per request of all the rounds.
+    merged: dict[str, dict[str, list[float]]] = {}
+    for name, rs in runs.items():
+        total = sum(x["requests"] for x in rs)
+        m = merged[name] = {}
+        for x in rs:
+            for k, (c, t) in x["functions"].items():
+                e = m.setdefault(k, [0.0, 0.0])
+                e[0] += c * x["requests"] / total
+                e[1] += t * x["requests"] / total
+    b, a = merged["before"], merged["after"]
+    print("\ncalls per request that differ most: change, before -> after; own us per request (profiled)")
+    for k in sorted(set(a) | set(b), key=lambda k: -abs(a.get(k, [0, 0])[0] - b.get(k, [0, 0])[0]))[: args.top]:
+        cb, tb = b.get(k, [0.0, 0.0])
+        ca, ta = a.get(k, [0.0, 0.0])
         print(f"  {ca - cb:+7.2f}  {cb:7.2f} -> {ca:7.2f}   {tb:7.2f} -> {ta:7.2f} us  {k}")
+    print("\nown us per request that differ most: change, before -> after (profiled)")
+    for k in sorted(set(a) | set(b), key=lambda k: -abs(a.get(k, [0, 0])[1] - b.get(k, [0, 0])[1]))[: args.top]:
+        cb, tb = b.get(k, [0.0, 0.0])
+        ca, ta = a.get(k, [0.0, 0.0])
+        print(f"  {ta - tb:+7.2f} us  {tb:7.2f} -> {ta:7.2f} us   {cb:6.2f} -> {ca:6.2f} calls  {k}")
     for name in trees:
-        f = result[name]["functions"]
+        f = merged[name]
         own = sum(t for _, t in f.values())
-        print(f"\n{name}: largest own-time shares")
+        print(f"\n{name}: {own:.1f} us own time per request (profiled); largest shares")
         for k in sorted(f, key=lambda k: -f[k][1])[: args.top]:
-            print(f"  {f[k][1] / own * 100:5.1f} %  {f[k][0]:7.2f} calls  {k}")
+            print(f"  {f[k][1] / own * 100:5.1f} %  {f[k][1]:7.2f} us  {f[k][0]:7.2f} calls  {k}")
     doc = {"bench": "profile", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "trees": trees,
-           "terminals": args.terminals, "short_s": args.short, "long_s": args.long,
-           "result": {n: {"requests": r["requests"], "gc_per_request": r["gc_per_request"],
-                          "functions": {k: [round(c, 3), round(t, 3)] for k, (c, t) in r["functions"].items()
-                                        if abs(c) >= 0.01}}
-                      for n, r in result.items()},
+           "terminals": args.terminals, "seconds": args.seconds, "rounds": args.rounds,
+           "runs": {n: [{"requests": x["requests"], "per_request": x["per_request"]} for x in rs]
+                    for n, rs in runs.items()},
+           "functions": {n: {k: [round(c, 3), round(t, 3)] for k, (c, t) in f.items() if c >= 0.01 or t >= 0.01}
+                         for n, f in merged.items()},
            "machine": run_bench.machine()}
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)

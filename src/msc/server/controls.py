@@ -1,5 +1,6 @@
 """What the ``msc`` command asks of the running switch through its control socket
-(:mod:`msc.server.control`): ``control_<op>`` handlers, a mixin of :class:`msc.server.switch.Switch`.
+(:mod:`msc.server.control`): ``control_<op>`` handlers, a part of :class:`msc.server.switch.Switch`
+(its attributes: :class:`msc.server.parts.SwitchParts`).
 
 Each applies a change made outside the switch at once — users.toml rewritten, an account
 unlocked, a station disabled — or runs a journal operation the switch must do itself (it is the

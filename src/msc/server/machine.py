@@ -266,7 +266,7 @@ class SessionMachine:
         """Bytes from the client. Their frames wait in the machine; :meth:`next_action` hands
         out what each causes, one frame at a time, so that a frame that starts a logon holds the
         frames behind it. Returns actions due at once (pause reading while too much is held)."""
-        if self.closing:
+        if self.state is State.DRAINING or self.state is State.CLOSED:  # closing (inline: every read)
             return []
         self.last_rx = now
         try:

@@ -1,12 +1,13 @@
 """How a running switch takes a new configuration (CONFIG.md "Reload", SIGHUP; ``msc user``,
 ``msc station`` through the control socket).
 
-A mixin of :class:`msc.server.switch.Switch`: both files are re-read and validated; if either is
-invalid the switch keeps running as before. A valid change applies without dropping sessions —
-each session re-points what it holds (:meth:`msc.server.session.Session.reconfigure`), removed or
-disabled stations and users are logged off, listeners and upstream links are added, removed or
-re-bound as their tables changed, and every bound and limit that can change at run time does.
-The listeners are opened here too (:meth:`ConfigChanges._listen`), at start and by a reload.
+A part of :class:`msc.server.switch.Switch` (its attributes: :class:`msc.server.parts.SwitchParts`):
+both files are re-read and validated; if either is invalid the switch keeps running as before. A
+valid change applies without dropping sessions — each session re-points what it holds
+(:meth:`msc.server.session.Session.reconfigure`), removed or disabled stations and users are logged
+off, listeners and upstream links are added, removed or re-bound as their tables changed, and every
+bound and limit that can change at run time does. The listeners are opened here too
+(:meth:`ConfigChanges._listen`), at start and by a reload.
 """
 
 from __future__ import annotations

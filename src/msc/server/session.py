@@ -296,11 +296,14 @@ class Session(Operator):
         ``ack_payload``) and call ``after(seqs)``; if not, ``N E501`` and ``failed(exc)`` (fail
         closed, ARCHITECTURE.md). The one journal-then-acknowledge step of every accepted
         message: transactions, AM, LOGON, LOGOFF, BIND, PWD."""
-        self._perform(self.machine.committing())
+        mach = self.machine
+        if acts := mach.committing():  # usually nothing to do: no call on the path of every request
+            self._perform(acts)
         fut = self.svc.journal.submit(entries)
 
         def done(f: asyncio.Future[list[int]]) -> None:
-            self._perform(self.machine.committed())
+            if settled := mach.committed():
+                self._perform(settled)
             if f.cancelled() or f.exception() is not None:
                 self.metrics.reject(Reject.E501.code)
                 if category:
