@@ -165,7 +165,9 @@ def _idle(ctx):
 
 ENDINGS = [
     # id, config overrides, action, the reason shown, msc keeps the connection (logon prompt again)
-    ("shutdown", {}, _shutdown, "SHUTDOWN", False),
+    # (a short drain: in the scripted case the request is still upstream, and the ending is the
+    # same whether the drain waits 1 s or the default 10 s for it)
+    ("shutdown", {"switch_extra": "drain_timeout_s = 1"}, _shutdown, "SHUTDOWN", False),
     ("station-disabled", {}, _station_disabled, "STATION DISABLED", False),
     ("replaced", {}, _replaced, "REPLACED", False),
     ("connection-reset", {}, _killed, "CONNECTION (CLOSED BY MSC|RESET|LOST)", False),
