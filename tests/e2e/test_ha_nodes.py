@@ -376,3 +376,50 @@ def test_a_node_that_cannot_reach_the_lease_database_stays_standby_and_says_why(
     assert "holder" not in doc["node"]
     assert c.stop() == 0  # SIGTERM of a standby: a clean exit
     assert c.log.read_text().count("lease.unavailable") == 1  # logged when it began, not at every poll
+
+
+#: ``--as`` commands of every kind (investigative, administrative, the auditor's check): none may
+#: run on a machine whose node is not the active one (issue 16: a newcomer's search and verify on
+#: the standby's configuration).
+NOT_HERE = [
+    ("journal", "verify", *AS_ADMIN),
+    ("journal", "search", "--as", "IN0001", "--password-stdin", "--case", "HA-16-1", "--mke", "QW"),
+    ("journal", "export", "--as", "IN0001", "--password-stdin", "--case", "HA-16-2", "--out", "{tmp}/bundle.zip"),
+    ("station", "disable", "ICS2", *AS_ADMIN),
+    ("user", "disable", "TS0002", *AS_ADMIN),
+]
+
+
+def cli_logons(pair) -> int:
+    return sum(1 for r in pair.journal(kind="SESSION") if " CLI" in r.text)
+
+
+def test_as_commands_on_a_machine_whose_node_is_not_active_refuse_and_name_the_active_node(pair, tmp_path):
+    pair.start("A", "ready")
+    wait_until(lambda: pair.active("A"), "A active")
+    b = pair.start("B", "standby")
+    wait_until(lambda: pair.readyz("B")[1].get("node", {}).get("holder") == "node-a", "B sees the holder")
+    before = cli_logons(pair)
+
+    def refused_here(where: str) -> None:
+        for argv in NOT_HERE:
+            argv = tuple(a.replace("{tmp}", str(tmp_path)) for a in argv)
+            r = run(*argv[:2], "--config", str(pair.cfg["B"]), *argv[2:], input=PASSWORD + "\n\n", timeout=60)
+            lines = r.stderr.strip().splitlines()
+            assert r.returncode == 1, (where, argv, r.stdout, r.stderr)
+            assert r.stdout == "" and len(lines) == 1, (where, argv, r.stdout, r.stderr)
+            assert lines[0] == ("error: this machine's node node-b is the standby (or not running); run the command "
+                                "on the active node node-a — its record must go through it"), (where, argv, lines)
+        assert not (tmp_path / "bundle.zip").exists()
+
+    refused_here("B is the standby")
+    assert b.stop() == 0
+    refused_here("no node runs on B's machine")  # an admin's workstation with the site's configuration
+    assert cli_logons(pair) == before  # nothing was logged on, nothing journaled: nothing ran
+    assert not any(r.text.startswith("STATION") and "ICS2" in r.text for r in pair.journal(kind="ADMIN"))
+
+    # On the active node's machine the same commands run and are journaled.
+    r = run("journal", "verify", "--config", str(pair.cfg["A"]), *AS_ADMIN, input=PASSWORD + "\n\n", timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("OK: "), (r.stdout, r.stderr)
+    assert "warning" not in r.stderr, r.stderr
+    assert cli_logons(pair) == before + 1

@@ -26,6 +26,17 @@ class DaemonUnavailable(Exception):
     pass
 
 
+class NotTheActiveNode(JournalError):
+    """One node of a pair (``[node]``): the journal's writer is another node (or none answers here),
+    so a record made on this machine cannot be committed — the command must run on the active node
+    (OPERATIONS.md "Running two nodes": where commands run). Its text is one line for the operator;
+    ``active`` names the node that is active, when one is (None: none is, or it could not be asked)."""
+
+    def __init__(self, text: str, active: str | None = None) -> None:
+        super().__init__(text)
+        self.active = active
+
+
 def control(settings: Settings, request: dict, timeout: float = 10.0) -> dict:
     """One request to the running daemon's control socket."""
     path = settings.data_dir / "control.sock"
@@ -64,10 +75,59 @@ def record(settings: Settings, entries: Sequence[Entry]) -> list[int]:
     try:
         reply = control(settings, {"op": "record", "entries": msgspec.to_builtins(list(entries))})
     except DaemonUnavailable as exc:
+        if settings.config.node is not None:
+            raise not_the_active_node(settings) from None
         raise JournalError(f"the journal is locked by a process that does not answer: {exc}") from None
     if not reply.get("ok"):
         raise JournalError(reply.get("error", "refused"))
     return reply["seqs"]
+
+
+def not_the_active_node(settings: Settings) -> NotTheActiveNode:
+    """Why a record made here cannot be committed on a pair, naming the node to go to (read from
+    the lease in the database; blocking, bounded by the lease's connection timeout)."""
+    from msc.ha.pglease import LeaseUnavailable
+    from msc.ha.site import lease_for
+
+    node = settings.config.node
+    me = node.name if node is not None else "?"
+    try:
+        lease = lease_for(settings)
+
+        async def current():
+            try:
+                return await lease.current()
+            finally:
+                await lease.close()
+
+        row = asyncio.run(current())
+    except (LeaseUnavailable, ValueError, OSError) as exc:
+        return NotTheActiveNode(f"this machine's node {me} is the standby (or not running) and the lease's database "
+                                f"could not be asked which node is active ({exc}); run the command on the active "
+                                "node — its record must go through it")
+    if row is None or not row.live:
+        return NotTheActiveNode(f"no node is active (this machine's node {me} is not running or still the standby) "
+                                "and the journal is held by a process that does not answer; start a node, or run "
+                                "the command on the node that becomes active — its record must go through it")
+    if row.holder == me:
+        return NotTheActiveNode(f"this machine's node {me} holds the lease (epoch {row.epoch}) but does not answer "
+                                f"here (stopped or paused): wait for the standby to take over (at most "
+                                f"{max(row.remaining_s, 0):.0f} s) and run the command on it — its record must go "
+                                "through the active node", row.holder)
+    return NotTheActiveNode(f"this machine's node {me} is the standby (or not running); run the command on the "
+                            f"active node {row.holder} — its record must go through it", row.holder)
+
+
+def require_active_here(settings: Settings) -> None:
+    """Before an ``--as`` command asks for a password: on a pair, is the node on this machine the
+    active one (its control socket answers)? Raises :class:`NotTheActiveNode` when it is not and
+    another node holds the lease — the command's records could not be committed here. A single
+    node (no ``[node]``) is never refused here. Blocking."""
+    if settings.config.node is None or daemon_running(settings):
+        return
+    refusal = not_the_active_node(settings)
+    if refusal.active is not None:
+        raise refusal
 
 
 async def _direct_journal(settings: Settings) -> Journal:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import getpass
 import sys
 from collections.abc import Iterable
+from typing import NoReturn
 
 from msc.actions.identity import (  # noqa: F401  (the roles and helpers the CLI modules use)
     ADMIN,
@@ -93,13 +94,23 @@ def logon(settings: Settings, args, *, roles: Iterable[str], op: str, audit: dic
 
     The attempt is journaled before anything else happens. A successful logon that cannot be
     journaled exits 1 (fail closed) — unless ``require_journal`` is False: ``journal verify``
-    must be able to examine a journal that cannot be written to, and says so.
+    must be able to examine a journal that cannot be written to, and says so. On a pair
+    (``[node]``) a machine whose node is not the active one exits 1 for every command, before
+    asking for a password: the records could only be committed by the active node, named in the
+    one-line error.
     """
+    from msc.actions.journaling import NotTheActiveNode, require_active_here
     from msc.cli.admin import record
 
+    try:
+        require_active_here(settings)  # on a pair, before a password or one-time password is used up
+    except NotTheActiveNode as exc:
+        not_here(exc)
     attempt, entries = check(settings, args, roles=roles, op=op, audit=audit)
     try:
         record(settings, entries)
+    except NotTheActiveNode as exc:
+        not_here(exc)
     except JournalError as exc:
         print(f"{'error' if require_journal else 'warning'}: the logon could not be journaled: {exc}",
               file=sys.stderr)
@@ -108,6 +119,14 @@ def logon(settings: Settings, args, *, roles: Iterable[str], op: str, audit: dic
     if not attempt.ok:
         refused()
     return attempt.user_id
+
+
+def not_here(exc: Exception) -> NoReturn:
+    """Exit 1 with the one line that says where to run the command: on a pair its records could
+    only be committed by the active node, so it does not run here, whatever it is (``journal
+    verify`` included; OPERATIONS.md "Running two nodes")."""
+    print(f"error: {exc}", file=sys.stderr)
+    raise SystemExit(1) from None
 
 
 def refused():

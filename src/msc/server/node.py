@@ -15,7 +15,7 @@ from typing import Any
 from msc.config.load import Settings
 from msc.ha.keeper import LeaseKeeper
 from msc.ha.lease import LeaseMachine, Role
-from msc.ha.pglease import PgLease, connector
+from msc.ha.site import lease_for
 from msc.journal.records import JournalError
 
 #: ``msc serve``'s exit status after it stepped down (sysexits' EX_TEMPFAIL: "try again"): its
@@ -27,24 +27,8 @@ def keeper_for(settings: Settings, *, on_role: Callable[[Role, int, str], None] 
                on_attempt: Callable[[str], None] | None = None) -> LeaseKeeper:
     """The lease keeper for ``[node]``: its name, lease time and the lease's database. Raises
     ValueError when the configuration names no lease database (validation refuses that first)."""
-    node = settings.config.node
-    if node is None:
-        raise ValueError("no [node] table: a single node is always active")
-    dsn, password_file = node.lease_dsn, node.lease_password_file
-    if dsn is None:
-        # The journal's own database ([storage] backend = "postgresql", issue 16 item 1): the lease
-        # and the records it fences live together.
-        storage = getattr(settings.config, "storage", None)
-        if storage is None or getattr(storage, "backend", None) != "postgresql" or not storage.dsn:
-            raise ValueError("[node] needs lease_dsn, or [storage] backend = \"postgresql\" (CONFIG.md \"Two nodes\")")
-        dsn, password_file = storage.dsn, storage.password_file
-    password = None
-    if password_file is not None:
-        lines = settings.path(password_file).read_text().splitlines()
-        password = lines[0] if lines else ""
-    lease = PgLease(connector(dsn, password=password, timeout_s=min(5.0, node.lease_ttl_s)),
-                    holder=node.name, ttl_s=node.lease_ttl_s, timeout_s=min(5.0, node.lease_ttl_s))
-    return LeaseKeeper(lease, LeaseMachine(node.lease_ttl_s), on_role=on_role, on_attempt=on_attempt)
+    lease = lease_for(settings)
+    return LeaseKeeper(lease, LeaseMachine(lease.ttl_s), on_role=on_role, on_attempt=on_attempt)
 
 
 class FencedWriter:

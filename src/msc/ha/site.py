@@ -1,0 +1,32 @@
+"""The lease a configuration's ``[node]`` names: :func:`lease_for` (used by ``msc serve``'s
+keeper and by the ``msc`` command, which asks who is active before journaling through a node).
+"""
+
+from __future__ import annotations
+
+from msc.config.load import Settings
+from msc.ha.pglease import PgLease, connector
+
+
+def lease_for(settings: Settings) -> PgLease:
+    """This node's handle on the lease (``[node]``: its name, lease time and database — ``lease_dsn``
+    or the journal's own ``[storage]`` database). Raises ValueError when there is no ``[node]`` or
+    the configuration names no lease database (validation refuses that first)."""
+    node = settings.config.node
+    if node is None:
+        raise ValueError("no [node] table: a single node is always active")
+    dsn, password_file = node.lease_dsn, node.lease_password_file
+    if dsn is None:
+        # The journal's own database ([storage] backend = "postgresql", issue 16 item 1): the lease
+        # and the records it fences live together.
+        storage = getattr(settings.config, "storage", None)
+        if storage is None or getattr(storage, "backend", None) != "postgresql" or not storage.dsn:
+            raise ValueError("[node] needs lease_dsn, or [storage] backend = \"postgresql\" (CONFIG.md \"Two nodes\")")
+        dsn, password_file = storage.dsn, storage.password_file
+    password = None
+    if password_file is not None:
+        lines = settings.path(password_file).read_text().splitlines()
+        password = lines[0] if lines else ""
+    timeout_s = min(5.0, node.lease_ttl_s)
+    return PgLease(connector(dsn, password=password, timeout_s=timeout_s),
+                   holder=node.name, ttl_s=node.lease_ttl_s, timeout_s=timeout_s)
