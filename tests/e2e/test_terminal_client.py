@@ -170,7 +170,7 @@ ENDINGS = [
     ("shutdown", {"switch_extra": "drain_timeout_s = 1"}, _shutdown, "SHUTDOWN", False),
     ("station-disabled", {}, _station_disabled, "STATION DISABLED", False),
     ("replaced", {}, _replaced, "REPLACED", False),
-    ("connection-reset", {}, _killed, "CONNECTION (CLOSED BY MSC|RESET|LOST)", False),
+    ("connection-reset", {}, _killed, "CONNECTION (RESET|LOST)", False),  # killed: no LOGOFF, not "closed by msc"
     ("idle", {"idle_logoff_s": 2}, _idle, "IDLE", True),
     ("session-maximum", {"session_max_s": 2}, _idle, "SESSION MAXIMUM", True),
     ("user-disabled", {}, _user_disabled, "USER DISABLED", True),

@@ -31,7 +31,7 @@ class FakeLease:
 def pair_settings(tmp_path_factory):
     cfg = make_config(tmp_path_factory.mktemp("node"))
     cfg.write_text(cfg.read_text() + '\n[node]\nname = "msc-a"\nlease_ttl_s = 5\n'
-                   'lease_dsn = "postgresql://msc@127.0.0.1:9/msc"\n')
+                   '\n[storage]\nbackend = "postgresql"\ndsn = "postgresql://msc@127.0.0.1:9/msc"\n')
     return load(cfg)
 
 
@@ -71,8 +71,16 @@ def test_require_active_here_refuses_only_when_some_node_is_active(pair_settings
         assert e.value.active == active
 
 
-def test_a_single_node_is_never_refused_here(tmp_path, monkeypatch):
-    s = load(make_config(tmp_path))
+@pytest.mark.parametrize("extra", [
+    "",  # a single node on SQLite
+    '\n[storage]\nbackend = "postgresql"\ndsn = "postgresql://msc@127.0.0.1:9/msc"\n',  # one node on PostgreSQL
+    # a pair whose nodes keep their own SQLite journals: a record made here is committed here
+    '\n[node]\nname = "msc-a"\nlease_ttl_s = 5\nlease_dsn = "postgresql://msc@127.0.0.1:9/msc"\n',
+])
+def test_a_node_without_a_shared_journal_is_never_refused_here(tmp_path, monkeypatch, extra):
+    cfg = make_config(tmp_path)
+    cfg.write_text(cfg.read_text() + extra)
+    s = load(cfg)
 
     def no_lease(_s):
         raise AssertionError("a single node has no lease to ask")

@@ -75,12 +75,19 @@ def record(settings: Settings, entries: Sequence[Entry]) -> list[int]:
     try:
         reply = control(settings, {"op": "record", "entries": msgspec.to_builtins(list(entries))})
     except DaemonUnavailable as exc:
-        if settings.config.node is not None:
+        if shared_pair(settings):
             raise not_the_active_node(settings) from None
         raise JournalError(f"the journal is locked by a process that does not answer: {exc}") from None
     if not reply.get("ok"):
         raise JournalError(reply.get("error", "refused"))
     return reply["seqs"]
+
+
+def shared_pair(settings: Settings) -> bool:
+    """One node of a pair (``[node]``) sharing one journal in PostgreSQL (``[storage]``): only the
+    lease's holder may commit to it."""
+    storage = getattr(settings.config, "storage", None)
+    return settings.config.node is not None and getattr(storage, "backend", None) == "postgresql"
 
 
 def not_the_active_node(settings: Settings) -> NotTheActiveNode:
@@ -122,8 +129,9 @@ def require_active_here(settings: Settings) -> None:
     """Before an ``--as`` command asks for a password: on a pair, is the node on this machine the
     active one (its control socket answers)? Raises :class:`NotTheActiveNode` when it is not and
     another node holds the lease — the command's records could not be committed here. A single
-    node (no ``[node]``) is never refused here. Blocking."""
-    if settings.config.node is None or daemon_running(settings):
+    node (no ``[node]``), or a pair whose nodes keep their own SQLite journals (a record made here
+    is committed to this machine's journal), is never refused here. Blocking."""
+    if not shared_pair(settings) or daemon_running(settings):
         return
     refusal = not_the_active_node(settings)
     if refusal.active is not None:

@@ -180,11 +180,15 @@ class Terminal:
         # This connection's own futures: after a failover ``self`` has the next connection's.
         reader, framer, banner, closed, answers = self.reader, self.framer, self.banner, self.closed, self.answers
         assert reader is not None, "_read runs on an open connection"
-        why = "CONNECTION CLOSED BY MSC"
+        why = "CONNECTION LOST"
         try:
             while data := await reader.read(65536):
                 for f in framer.feed(data):
                     self._frame(f)
+            # End of file. After a SYS LOGOFF msc closed it; without one nobody said why — the node
+            # died (kill -9, a crash: the kernel closes its sockets) or the network went — so
+            # "closed by msc" would be untrue (OPERATIONS.md "What an operator sees during a failover").
+            why = "CONNECTION CLOSED BY MSC" if self.ended.done() else "CONNECTION LOST"
         except ConnectionResetError:
             why = "CONNECTION RESET"
         except (ConnectionError, OSError):

@@ -35,7 +35,8 @@ session that ends while the operator is at a prompt ends the client at once.
 Scripted: ``--send TEXT`` (repeatable) sends messages in order after logon, each with its own
 header reference (PROTOCOL.md §2: mnemonic + ref, echoed back by the upstream, §4);
 ``--expect N`` waits for N outputs that answer *these* messages (by header; every part of a
-multi-part answer and an ``MSC.E30x`` notice count), printing and acknowledging any other output
+multi-part answer and an ``MSC.E30x`` notice count — an E302 after a failover is final, so a
+script that expected more parts waits out ``--timeout`` and exits 1), printing and acknowledging any other output
 that arrives meanwhile without counting it (without ``--send``, e.g. a ``--bind`` printer, any
 output counts); then it logs off.
 Outputs that arrive after that are neither printed nor acknowledged: they stay queued in msc for

@@ -56,6 +56,16 @@ TICK_S = 1.0
 ACCEPT_CODE = "ACCEPT"
 
 
+def _fail(fut: asyncio.Future, exc: JournalError) -> None:
+    """Fail an append's future, marked as seen. Whoever awaits it still gets ``exc``; a caller that
+    only fired its records off (a LOGOFF, a budget summary) must not make asyncio print "Future
+    exception was never retrieved" with a traceback into the JSON log — every such failure is
+    already logged once by its cause (``on_error``: ``journal.commit_failed``; :attr:`Journal.refused`:
+    the integrity event or ``node.stepped_down``)."""
+    fut.set_exception(exc)
+    fut.exception()
+
+
 class Journal:
     """Append-only, encrypted, Merkle-checkpointed journal with group commit."""
 
@@ -242,10 +252,10 @@ class Journal:
         """Queue entries for the next commit; the future resolves to their sequence numbers."""
         fut = asyncio.get_running_loop().create_future()
         if self._task is None:
-            fut.set_exception(JournalError("journal is not open"))
+            _fail(fut, JournalError("journal is not open"))
             return fut
         if self.refused is not None:
-            fut.set_exception(JournalError(self.refused))
+            _fail(fut, JournalError(self.refused))
             return fut
         self._pending.append((entries, fut))
         self._wake.set()
@@ -350,9 +360,9 @@ class Journal:
                             # that it can record the fate of any output they created.
                             mine = JournalError(str(err))
                             mine.landed = list(range(seq, seq + len(entries)))
-                            fut.set_exception(mine)
+                            _fail(fut, mine)
                         else:
-                            fut.set_exception(err)
+                            _fail(fut, err)
                     seq += len(entries)
                 if self.on_error:
                     self.on_error(err)
@@ -402,7 +412,7 @@ class Journal:
         self._next_seq = self._committed + 1  # stays above what is lost (nothing more is written)
         for _entries, fut in self._pending:
             if not fut.done():
-                fut.set_exception(JournalError(self.refused))
+                _fail(fut, JournalError(self.refused))
         self._pending.clear()
         self._idle.set()
         if self.on_integrity:

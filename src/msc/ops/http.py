@@ -45,6 +45,17 @@ class OpsServer:
                 await asyncio.wait_for(self.server.wait_closed(), 1.0)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One request. A request still pending when the process ends (a load balancer's
+        ``/readyz`` to a node paused and then stepping down) is cancelled: its connection closes
+        and the task ends quietly — on Python 3.11 asyncio's stream server calls
+        ``task.exception()`` on a cancelled handler and logs a ``CancelledError`` traceback
+        (3.12 checks ``task.cancelled()`` first), a non-JSON line in the JSON log."""
+        try:
+            await self._respond(reader, writer)
+        except asyncio.CancelledError:
+            writer.close()
+
+    async def _respond(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_S)
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):

@@ -122,6 +122,11 @@ class ControlServer:
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
+        except asyncio.CancelledError:
+            # The process is ending with a request pending (its client gets end-of-file: the
+            # outcome is unknown to it). Ended quietly: Python 3.11's stream server would log a
+            # CancelledError traceback for a cancelled handler (ops/http.py says why).
+            pass
         finally:
             writer.close()
 
