@@ -403,10 +403,12 @@ def write_configs(work: Path, args, cluster: PatroniCluster | None, up1: int, up
     out.append(("node-a", cfg, port, mport))
     b = work / "node-b"
     shutil.copytree(a, b)
-    # One key ring for both (OPERATIONS.md "Running two nodes"): a month's key is made by the node that
-    # first writes in that month, so a copy taken now would lack it — share the directory instead.
-    shutil.rmtree(b / "data" / "keys")
-    (b / "data" / "keys").symlink_to(a / "data" / "keys")
+    if not args.lease_only:
+        # One key ring for the one journal (OPERATIONS.md "Running two nodes"): a month's key is made by
+        # the node that first writes in that month, so a copy taken now would lack it — share the
+        # directory. (Two SQLite journals need two rings: a ring remembers the journal it served.)
+        shutil.rmtree(b / "data" / "keys")
+        (b / "data" / "keys").symlink_to(a / "data" / "keys")
     port_b, mport_b = free_port(), free_port()
     text = (b / "msc.toml").read_text()
     text = (text.replace(f"127.0.0.1:{port}\"", f"127.0.0.1:{port_b}\"")
@@ -509,11 +511,13 @@ async def ha_soak(args) -> dict:
             pid = a.signal(signal.SIGKILL if kind == "kill9-active" else signal.SIGSTOP)
             ev["pid"] = pid
             if kind == "sigstop-active":
-                served = await asyncio.to_thread(
-                    lambda: wait_for(lambda: timeline.first_up(other.name, ev["t"]), "the other node serving", 60))
-                ev["continued_after_s"] = round(time.time() - ev["t"], 3)
                 n_exits = len(a.exits)
-                a.signal(signal.SIGCONT)
+                try:
+                    served = await asyncio.to_thread(
+                        lambda: wait_for(lambda: timeline.first_up(other.name, ev["t"]), "the other node serving", 60))
+                finally:  # continued in any case: a node left stopped would spoil the rest of the run
+                    ev["continued_after_s"] = round(time.time() - ev["t"], 3)
+                    a.signal(signal.SIGCONT)
                 with contextlib.suppress(RuntimeError):
                     await asyncio.to_thread(wait_for, lambda: len(a.exits) > n_exits, "the stopped node's exit", 60,
                                             0.05)
