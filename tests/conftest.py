@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import signal
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,13 @@ PASSWORD = "correct horse battery"
 #: The scrypt cost of the test configuration and its users' hashes (production default 15).
 TEST_COST = 4
 TODAY = dt.date.today()
+
+# A test run started in the background by a script (`.ci/run &`, nohup) has SIGINT ignored, and
+# every process it starts would inherit that: `msc demo` and `msc serve` would then not see the
+# Ctrl-C the stop tests send (seen: both demo tests timed out). A handler in this process is
+# reset to the default in each child at exec, as in a shell's foreground job.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # id, name, ori, role, dob, certified_until, status
 USERS = [
