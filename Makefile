@@ -36,8 +36,12 @@ run: $(STAMP)
 	$(BIN)/msc demo --dir $(DEMO_DIR) --port-offset $(PORT_OFFSET)
 
 # pytest's own exit status fails the target: 1 for a failed test, 5 when no test ran.
+# TEST_WORKERS processes (pytest-xdist), each taking whole files (module fixtures stay shared):
+# the suite mostly waits on servers and clocks, so 2 on 2 cores cut its time; TEST_WORKERS=0 runs
+# it in this one process. Ports come from tests/ports.py, so workers never race for one.
+TEST_WORKERS ?= 2
 test: $(STAMP) system-deps lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The architecture's walls and the code's hygiene (pyproject.toml; tests/architecture runs them too).
 lint: $(STAMP)

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import signal
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,9 +48,11 @@ USERS = [
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port for a server the test starts itself (tests/ports.py: below the kernel's
+    ephemeral range and given to no other test process meanwhile)."""
+    from tests.ports import free_port
+
+    return free_port()
 
 
 CONFIG = """

@@ -42,7 +42,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -128,9 +127,10 @@ def _server_user() -> _Account | None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port for a cluster (tests/ports.py: never one the kernel or another test process hands out meanwhile)."""
+    from tests.ports import free_port
+
+    return free_port()
 
 
 _PR_SET_PDEATHSIG = 1

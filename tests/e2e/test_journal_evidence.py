@@ -232,13 +232,15 @@ def test_background_verification_raises_the_metric_on_its_own(tmp_path, procs):
 def test_the_committed_size_alerts_fire_when_it_goes_backwards_also_across_a_restart():
     """config/prometheus/alerts.yml against the series of tests/promtool/journal_alerts.test.yml:
     a tail cut seen across a restart (even when traffic at once takes the size past the old one),
-    a decrease while running, and no alert on a clean restart."""
+    a decrease while running, and no alert on a clean restart; and of journal_alerts_days.test.yml
+    (evaluated hourly): a restart after three days down is still seen, and only for a day."""
     import subprocess
 
-    root = Path(__file__).resolve().parents[2]
-    r = subprocess.run(["promtool", "test", "rules", str(root / "tests" / "promtool" / "journal_alerts.test.yml")],
-                       capture_output=True, text=True, timeout=60)
+    promtool = Path(__file__).resolve().parents[2] / "tests" / "promtool"
+    files = [promtool / "journal_alerts.test.yml", promtool / "journal_alerts_days.test.yml"]
+    r = subprocess.run(["promtool", "test", "rules", *map(str, files)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("SUCCESS") == len(files), r.stdout
 
 
 def test_msc_journal_purge_goes_by_clock_and_journal_and_refuses_when_they_disagree(tmp_path):

@@ -150,22 +150,21 @@ def _demo_port_offset() -> int:
     ports) on a port nothing listens on now: the test runs beside `make run` and other tests."""
     import random
     import re
-    import socket
     from importlib import resources
+
+    from tests.ports import _band, claim
 
     text = resources.files("msc").joinpath("data/msc.toml").read_text()
     ports = {int(p) for p in re.findall(r'"[^"\s]+:(\d+)"', text)}
     ports |= {p + 100 for p in ports}  # the stubs' control ports (msc.cli.demo)
-    rng = random.Random()
+    # Below the kernel's ephemeral range, and reserved (tests/ports.py): no `port 0` socket and no
+    # other test process (pytest -n 2) takes one of them while the demo starts.
+    low, high = _band()
+    rng = random.SystemRandom()
     for _ in range(100):
-        offset = rng.randrange(20000, 50000)
-        try:
-            for port in ports:
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port + offset))
-        except OSError:
-            continue
-        return offset
+        offset = rng.randrange(low - min(ports), high - max(ports))
+        if claim(p + offset for p in ports):
+            return offset
     pytest.skip("no free set of demo ports found")
 
 
