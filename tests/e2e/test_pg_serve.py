@@ -357,7 +357,7 @@ def test_a_standby_whose_database_is_down_waits_and_says_why(tmp_path, procs):
 
     mport = free_port()
     cfg = make_config(tmp_path, port=free_port(), metrics_port=mport)
-    with_storage(cfg, f"postgresql://postgres@127.0.0.1:{free_port()}/msc?connect_timeout=1", "not-used")
+    with_storage(cfg, f"postgresql://postgres@127.0.0.1:{free_port()}/msc", "not-used")  # a closed port: refused at once
     cfg.write_text(cfg.read_text() + '\n[node]\nname = "node-c"\nlease_ttl_s = 3\n')
     ready = tmp_path / "ready"
     node = Proc("serve", "--config", str(cfg), "--ready-file", str(ready), log=tmp_path / "serve.err")
