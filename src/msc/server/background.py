@@ -33,14 +33,29 @@ class BackgroundWork(SwitchParts):
         ticks = 0
         while True:
             await asyncio.sleep(HEARTBEAT_S)
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(started(self.ledger).heartbeat, self.clock())
+            if self.holds_lease():
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(started(self.ledger).heartbeat, self.clock())
             if ticks % 12 == 0:
                 # In a worker thread, and never fatal: with the ledger in PostgreSQL a read may
                 # wait for a database that is restarting; the heartbeats must go on after it.
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self.refresh_availability)
             ticks += 1
+
+    def holds_lease(self) -> bool:
+        """Whether this run may still mark itself up in the availability ledger: always for a
+        single node; a pair's node only while it believes it holds the lease. A node continued
+        after a pause (SIGSTOP) past its lease must not write a heartbeat or a clean-stop mark
+        before it notices: its run would then overlap its successor's and the outage between
+        them would vanish from ``msc report availability``."""
+        if self.write_check is None:
+            return True
+        try:
+            self.write_check()
+        except Exception:
+            return False
+        return True
 
     def refresh_availability(self) -> None:
         runs = started(self.ledger).runs()

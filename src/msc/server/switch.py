@@ -288,8 +288,8 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         self._auth_pool.shutdown(wait=False, cancel_futures=True)
         self._auth_pool_low.shutdown(wait=False, cancel_futures=True)
         if self.ledger is not None:
-            # The clean-stop mark: the outage that follows is scheduled (OPERATIONS.md).
-            await asyncio.to_thread(self.ledger.stop, self.clock())
+            if self.holds_lease():  # the clean-stop mark: the outage that follows is scheduled (OPERATIONS.md)
+                await asyncio.to_thread(self.ledger.stop, self.clock())
             self.ledger.close()
         if self.backends.postgresql:  # its connection pools, closed cleanly (SQLite's files close at exit)
             await asyncio.to_thread(self.backends.close, self.delivery.store if self.delivery else None, self.state)
