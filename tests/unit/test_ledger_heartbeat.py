@@ -46,6 +46,7 @@ class Node(BackgroundWork):
     def __init__(self, ledger) -> None:
         self.ledger = ledger
         self.clock = time.time
+        self.write_check = None  # a single node (a pair's node: tests/unit/test_heartbeat_lease.py)
         self.availability = Gauges()
         self.metrics = SimpleNamespace(availability=self.availability)
 
