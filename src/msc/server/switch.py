@@ -132,7 +132,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         self._sweeper: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
         self._ledger_task: asyncio.Task[None] | None = None
-        self._recovery: asyncio.Task[int] | None = None  # how many operators it told
+        self.recovery: asyncio.Task[int] | None = None  # the restart's notices; result: how many told
         self._watch: asyncio.Task[None] | None = None
         self.verify_failures: list[dict[str, Any]] = []  # what the background verification found (newest last)
         self.ledger: LedgerBackend | None = None
@@ -245,7 +245,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         if cfg.journal.verify_interval_s > 0:
             self._watch = asyncio.create_task(self._background_verification(), name="journal-verification")
         # After the listeners are up: serving does not wait for it (its notices are queued outputs).
-        self._recovery = asyncio.create_task(recover_unanswered(self.journal, self.router, cfg, self.journal.last_seq),
+        self.recovery = asyncio.create_task(recover_unanswered(self.journal, self.router, cfg, self.journal.last_seq),
                                              name="restart-recovery")
         for kind in ("terminal", "host", "pool", "printer"):
             m.sessions.labels(kind).set(0)
@@ -259,7 +259,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         for rt in self.listeners:
             if rt.server:
                 rt.server.close()
-        for task in (self._sweeper, self._retention, self._ledger_task, self._recovery, self._watch):
+        for task in (self._sweeper, self._retention, self._ledger_task, self.recovery, self._watch):
             if task:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
