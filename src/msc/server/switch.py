@@ -259,6 +259,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         for rt in self.listeners:
             if rt.server:
                 rt.server.close()
+        await self.mark_stopped()  # refusing new sessions from now: down in the ledger (PPP §1.7.1)
         for task in (self._sweeper, self._retention, self._ledger_task, self.recovery, self._watch):
             if task:
                 task.cancel()
@@ -287,10 +288,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
             await self.journal.close()
         self._auth_pool.shutdown(wait=False, cancel_futures=True)
         self._auth_pool_low.shutdown(wait=False, cancel_futures=True)
-        if self.ledger is not None:
-            if self.holds_lease():  # the clean-stop mark: the outage that follows is scheduled (OPERATIONS.md)
-                await asyncio.to_thread(self.ledger.stop, self.clock())
-            self.ledger.close()
+        await self.close_ledger()
         if self.backends.postgresql:  # its connection pools, closed cleanly (SQLite's files close at exit)
             await asyncio.to_thread(self.backends.close, self.delivery.store if self.delivery else None, self.state)
         self.log.info("switch.stopped")
@@ -349,6 +347,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         for rt in self.listeners:
             if rt.server:
                 rt.server.close()
+        await self.mark_stopped()  # a draining switch refuses new sessions: down (PPP §1.7.1)
         deadline = asyncio.get_running_loop().time() + self.settings.config.switch.drain_timeout_s
         while self.in_flight() and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
