@@ -129,6 +129,12 @@ class Pair:
         with Backends(s).journal_source() as src:
             return list(search(src, KeyRing(s.data_dir / "keys", s.key_file), Query(**query)))
 
+    def outages(self, n: str) -> list[dict]:
+        """``msc report availability`` on node n's machine: the last 30 days' outages."""
+        r = run("report", "availability", "--config", str(self.cfg[n]), "--format", "json")
+        assert r.returncode in (0, 1), (r.stdout, r.stderr)  # 1: below 98 % (a life of seconds)
+        return json.loads(r.stdout)["windows"]["30d"]["outages"]
+
     def verify(self) -> None:
         """``msc journal verify`` as an administrator runs it, from either node's configuration."""
         r = run("journal", "verify", "--config", str(self.cfg["B"]), *AS_ADMIN, input=PASSWORD + "\n\n", timeout=120)
@@ -179,6 +185,8 @@ def test_the_standby_keeps_its_listeners_closed_and_takes_over_at_the_actives_cl
     r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=15)
     assert r.returncode == 0, r.stderr
     assert f"Connected to msc at {pair.addr('B')}." in r.stderr
+    # The pair's one ledger: the handover, from A's drain to B's start, is one scheduled outage.
+    assert [o["scheduled"] for o in pair.outages("B")] == [True]
     print(f"clean handover: B serving {took:.2f} s after A's SIGTERM (lease ttl {TTL} s)")
 
 
@@ -263,6 +271,9 @@ def test_a_sigstopped_active_loses_the_lease_and_continued_it_commits_nothing_an
     code, doc = wait_until(lambda: (lambda r: r if r[1].get("node", {}).get("holder") else None)(pair.readyz("A")),
                            "A sees the holder")
     assert code == 503 and doc["node"]["holder"] == "node-b"
+    # No stop mark, no heartbeat after the pause: one unscheduled outage, seen from either machine.
+    assert [o["scheduled"] for o in pair.outages("B")] == [False]
+    assert [o["scheduled"] for o in pair.outages("A")] == [False]
     print(f"SIGSTOP of the active: B serving {took:.2f} s later (lease ttl {TTL} s)")
     pair.verify()
 
