@@ -170,14 +170,15 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         if not keyring.exists:
             raise StartupError(f"no key ring in {s.data_dir / 'keys'}: run `msc keys init --config {s.config_path}`")
         m = self.metrics
-        # The availability ledger (state.db) remembers every earlier run: evidence, for the
-        # journal's self-check, that a journal existed even if every journal file is gone.
+        # The availability ledger (state.db, or the runs table in PostgreSQL) remembers every earlier
+        # run: evidence, for the journal's self-check, that a journal existed even if it is gone.
         self.ledger = self.backends.ledger()
         runs = await asyncio.to_thread(self.ledger.runs)
         evidence: tuple[str, ...] = ()
         if runs:
             first = dt.datetime.fromtimestamp(runs[0].started, dt.UTC).isoformat(timespec="seconds")
-            evidence = (f"state.db's availability ledger records {len(runs)} earlier run(s) of the switch since {first}",)
+            where = "the runs table of the PostgreSQL database" if self.backends.postgresql else "state.db"
+            evidence = (f"the availability ledger ({where}) records {len(runs)} earlier run(s) of the switch since {first}",)
         self.journal = self.backends.journal(
             keyring, fence=self.fence, clock=self.clock, on_commit=self._journal_committed, on_error=self._journal_error,
             on_checkpoint=lambda cp: m.journal_tree_size.set(cp.tree_size), on_integrity=self._journal_altered,
