@@ -214,6 +214,25 @@ def test_runs_are_recorded_start_heartbeat_stop(backend):
     assert [r.end for r in runs] == [111.0, 205.0]
 
 
+@pytest.mark.parametrize("calls", [
+    # (what the run calls after start(100), the run's (heartbeat, stopped) after)
+    ([("stop", 110.0), ("stop", 121.0)], (110.0, 110.0)),  # a drain's mark, then the stop's end
+    ([("stop", 110.0), ("heartbeat", 115.0)], (110.0, 110.0)),  # a beat during the drain
+    ([("heartbeat", 105.0), ("stop", 110.0), ("heartbeat", 115.0), ("stop", 120.0)], (110.0, 110.0)),
+    ([("heartbeat", 105.0), ("heartbeat", 110.0)], (110.0, None)),  # no mark: a crash
+])
+def test_the_first_stop_mark_stays(backend, calls):
+    """The stop mark is stamped when the run stops accepting sessions (a drain's start; OPERATIONS.md
+    "Availability and reports"): what the run calls after it changes nothing."""
+    led = backend.ledger()
+    led.start(100.0)
+    for name, at in calls[0]:
+        getattr(led, name)(at)
+    (run,) = [r for r in led.runs() if r.id == led.run_id]
+    led.close()
+    assert (run.heartbeat, run.stopped) == calls[1]
+
+
 def test_runs_come_back_by_start_time(backend):
     starts = [300.0, 100.0, 200.0]
     for s in starts:

@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -66,10 +67,11 @@ class Pair:
     """Nodes A and B: the same configuration but for [node] name and the ports, on one stub, one
     PostgreSQL database (journal, queues, OSNs, state, lease) and one key ring."""
 
-    def __init__(self, tmp: Path, pg, procs: list[Proc]) -> None:
+    def __init__(self, tmp: Path, pg, procs: list[Proc], **overrides) -> None:
         self.tmp, self.procs = tmp, procs
         up = free_port()
-        start_stub(procs, tmp, up)
+        self.stub_control, self.stub_log = free_port(), tmp / "stub.log"  # /hold on|off; what it received
+        start_stub(procs, tmp, up, "--control", f"127.0.0.1:{self.stub_control}", "--log", str(self.stub_log))
         db = f"hanodes{os.getpid()}_{next(_db)}"
         pg.create_database(db)
         dsn = f"postgresql://postgres@127.0.0.1:{pg.port}/{db}"
@@ -77,7 +79,7 @@ class Pair:
         self.metrics = {n: free_port() for n in "AB"}
         self.cfg = {}
         for n in "AB":
-            cfg = make_config(tmp / n, upstream_ports=[up], port=self.ports[n], metrics_port=self.metrics[n])
+            cfg = make_config(tmp / n, upstream_ports=[up], port=self.ports[n], metrics_port=self.metrics[n], **overrides)
             with_storage(cfg, dsn, pg.password)
             cfg.write_text(cfg.read_text() + f'\n[node]\nname = "node-{n.lower()}"\nlease_ttl_s = {TTL}\n')
             self.cfg[n] = cfg
@@ -129,6 +131,12 @@ class Pair:
         with Backends(s).journal_source() as src:
             return list(search(src, KeyRing(s.data_dir / "keys", s.key_file), Query(**query)))
 
+    def outages(self, n: str) -> list[dict]:
+        """``msc report availability`` on node n's machine: the last 30 days' outages."""
+        r = run("report", "availability", "--config", str(self.cfg[n]), "--format", "json")
+        assert r.returncode in (0, 1), (r.stdout, r.stderr)  # 1: below 98 % (a life of seconds)
+        return json.loads(r.stdout)["windows"]["30d"]["outages"]
+
     def verify(self) -> None:
         """``msc journal verify`` as an administrator runs it, from either node's configuration."""
         r = run("journal", "verify", "--config", str(self.cfg["B"]), *AS_ADMIN, input=PASSWORD + "\n\n", timeout=120)
@@ -179,7 +187,53 @@ def test_the_standby_keeps_its_listeners_closed_and_takes_over_at_the_actives_cl
     r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=15)
     assert r.returncode == 0, r.stderr
     assert f"Connected to msc at {pair.addr('B')}." in r.stderr
+    # The pair's one ledger: the handover, from A's drain to B's start, is one scheduled outage.
+    assert [o["scheduled"] for o in pair.outages("B")] == [True]
     print(f"clean handover: B serving {took:.2f} s after A's SIGTERM (lease ttl {TTL} s)")
+
+
+def test_a_planned_switchover_is_one_scheduled_outage_from_the_drains_start(tmp_path, pg_server, procs):
+    """SIGTERM of the active with a terminal's answer held upstream: the node drains (serving that
+    terminal) and only then releases the lease. The pair's report, read on the standby's machine,
+    shows a scheduled outage while the drain is still under way, and afterwards one outage from
+    before the answer came to the other node's start (OPERATIONS.md "Availability and reports":
+    a drain is downtime, PPP §1.7.1; before, the mark came at the drain's end: 0.5 s reported
+    for a 10.8 s switchover)."""
+    from tests.e2e.conftest import MSC
+    from tests.e2e.test_operations import stub_command
+
+    # Bounds for a hang, not speeds: the answer ends the drain, the request never times out (E303).
+    pair = Pair(tmp_path, pg_server, procs, timeout_s=300, switch_extra="drain_timeout_s = 300")
+    a = pair.start("A", "ready")
+    wait_until(lambda: pair.active("A"), "A active")
+    pair.start("B", "standby")
+    assert stub_command(pair.stub_control, "hold on").startswith("OK")  # requests acknowledged, answers kept
+    t = subprocess.Popen([*MSC, "terminal", "--connect", pair.addr("A"), "--header", "ICS1", "--user", "TS0001",
+                          "--password-stdin", "--send", "ICS1D.QV.CA0130000.LIC/7SWITCH", "--expect", "1",
+                          "--timeout", "120"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        t.stdin.write(PASSWORD + "\n")
+        t.stdin.close()
+        wait_until(lambda: pair.stub_log.exists() and "7SWITCH" in pair.stub_log.read_text(), "the request upstream", 60)
+        assert pair.outages("B") == []
+        a.p.send_signal(signal.SIGTERM)
+        during = wait_until(lambda: pair.outages("B"), "an outage reported while A drains", 60)
+        marked_by = time.time()  # A's mark was in the ledger by now, with the answer still held
+        assert [o["scheduled"] for o in during] == [True]
+        assert a.p.poll() is None and t.poll() is None and not pair.active("B")  # A drains, the terminal attached
+        released = time.time()
+        assert stub_command(pair.stub_control, "hold off").startswith("OK")
+        out = t.stdout.read()
+        assert t.wait(timeout=60) == 0, out
+        assert "ICS1D.QV.CA0130000." in out  # served by A during its drain
+    finally:
+        if t.poll() is None:
+            t.kill()
+    assert a.p.wait(timeout=60) == 0
+    wait_until(lambda: pair.active("B"), "B active", 60)
+    (outage,) = pair.outages("B")
+    assert outage["scheduled"]
+    assert outage["seconds"] + 0.1 >= released - marked_by  # B started after A's drain ended, after the release
 
 
 def nondecreasing_times(records: list) -> bool:
@@ -263,6 +317,9 @@ def test_a_sigstopped_active_loses_the_lease_and_continued_it_commits_nothing_an
     code, doc = wait_until(lambda: (lambda r: r if r[1].get("node", {}).get("holder") else None)(pair.readyz("A")),
                            "A sees the holder")
     assert code == 503 and doc["node"]["holder"] == "node-b"
+    # No stop mark, no heartbeat after the pause: one unscheduled outage, seen from either machine.
+    assert [o["scheduled"] for o in pair.outages("B")] == [False]
+    assert [o["scheduled"] for o in pair.outages("A")] == [False]
     print(f"SIGSTOP of the active: B serving {took:.2f} s later (lease ttl {TTL} s)")
     pair.verify()
 

@@ -142,6 +142,71 @@ def test_sigterm_drains_in_flight_work(tmp_path, procs):
     assert '"event": "switch.draining"' in log and '"event": "switch.stopped"' in log
 
 
+def stub_command(cport: int, command: str) -> str:
+    """A /command on a stub's control port (``msc stub --control``): its one-line answer."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", cport), timeout=30) as sk:
+        sk.sendall(f"/{command}\n".encode())
+        return sk.makefile().readline().strip()
+
+
+def availability(cfg) -> dict:
+    r = run("report", "availability", "--config", str(cfg), "--format", "json")
+    assert r.returncode in (0, 1), r.stdout + r.stderr  # 1: below 98 % (a short life): a finding
+    return json.loads(r.stdout)["windows"]["30d"]
+
+
+def test_a_drain_is_reported_as_scheduled_downtime_from_its_start(tmp_path, procs):
+    """SIGTERM with a terminal attached and its answer held upstream: while the switch drains (and
+    still serves that terminal) ``msc report availability`` already shows a scheduled outage under
+    way; after the restart the outage runs from before the answer came to the new start
+    (OPERATIONS.md "Availability and reports": a drain is downtime, PPP §1.7.1)."""
+    up, cport, port, mport = free_port(), free_port(), free_port(), free_port()
+    # Bounds for a hang, not speeds: the answer ends the drain, the request never times out (E303).
+    cfg = make_config(tmp_path, upstream_ports=[up], port=port, metrics_port=mport, timeout_s=300,
+                      switch_extra="drain_timeout_s = 300")
+    stub_log = tmp_path / "stub.log"
+    start_stub(procs, tmp_path, up, "--control", f"127.0.0.1:{cport}", "--log", str(stub_log))
+    assert stub_command(cport, "hold on").startswith("OK")  # requests acknowledged, answers kept
+    serve = start_serve(procs, tmp_path, cfg)
+    t = subprocess.Popen([*__import__("tests.e2e.conftest", fromlist=["MSC"]).MSC, "terminal", "--connect",
+                          f"127.0.0.1:{port}", "--header", "ICS1", "--user", "TS0001", "--password-stdin", "--send",
+                          "ICS1D.QV.CA0130000.LIC/7DRAIN1", "--expect", "1", "--timeout", "120"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        t.stdin.write(PASSWORD + "\n")
+        t.stdin.close()
+        deadline = time.monotonic() + 60
+        while not (stub_log.exists() and "7DRAIN1" in stub_log.read_text()):
+            assert time.monotonic() < deadline and t.poll() is None, "the request never reached the stub"
+            time.sleep(0.05)
+        assert availability(cfg)["outages"] == []  # serving
+        serve.p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while not (during := availability(cfg)["outages"]):  # the drain's mark, while the answer is held
+            assert time.monotonic() < deadline and serve.p.poll() is None, "no outage reported while draining"
+            time.sleep(0.1)
+        marked_by = time.time()  # the mark was in the ledger by now: before the answer was released
+        assert [o["scheduled"] for o in during] == [True]
+        assert serve.p.poll() is None and t.poll() is None  # still draining, the terminal still attached
+        assert stub_command(cport, "hold off").startswith("OK")
+        out = t.stdout.read()
+        assert t.wait(timeout=60) == 0, out
+        assert "ICS1D.QV.CA0130000." in out  # the attached terminal was served during the drain
+    finally:
+        if t.poll() is None:
+            t.kill()
+    assert serve.p.wait(timeout=60) == 0
+    assert '"event": "switch.drain_timeout"' not in (tmp_path / "serve.err").read_text()  # the answer ended it
+    restarted_at = time.time()
+    serve = start_serve(procs, tmp_path, cfg, "serve2.err")
+    assert serve.stop() == 0  # nothing in flight: its drain lasts no time
+    first, last = availability(cfg)["outages"]  # the drain and restart; down now since the second stop
+    assert first["scheduled"] and last["scheduled"]
+    assert first["seconds"] + 0.1 >= restarted_at - marked_by  # from before the answer came to the new start
+
+
 def test_reports_mnemonics_users_misuse(tmp_path, procs):
     cfg, port, mport, serve = start(tmp_path, procs)
     r = terminal(port, "QW.CA0130000.NAM/TEST, TERRY.DOB/19700101", "QH.CA0130000.NAM/X.DOB/19800101.PUR/E.ATN/A",

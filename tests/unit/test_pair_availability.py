@@ -55,8 +55,9 @@ AGES = [(0.0, False), (0.4, False), (HEARTBEAT_S - 0.1, False), (HEARTBEAT_S + 1
 @pytest.mark.parametrize(("age", "down"), AGES)
 def test_on_a_pair_the_other_machines_running_node_is_up(settings, age, down):
     now = T0 + 1000
-    runs = [Run(1, T0, T0 + 400, T0 + 400),              # msc-a, clean stop
-            Run(2, T0 + 401, now - age, None)]            # msc-b, active on the other machine
+    # (every heartbeat at or after its run's start, as the ledger writes them: start() is the first)
+    runs = [Run(1, T0, T0 + 300, T0 + 300),              # msc-a, clean stop
+            Run(2, T0 + 301, now - age, None)]            # msc-b, active on the other machine
     got = outages(settings["pair"], runs, now)
     assert [o["scheduled"] for o in got] == ([True, False] if down else [True])
     if down:

@@ -49,7 +49,7 @@ def test_monthly_from_the_ledger_and_the_chart(tmp_path):
     ledger.start(utc(2026, 10, 11))
     ledger.heartbeat(utc(2026, 11, 15))
     ledger.close()
-    months = monthly(SimpleNamespace(state_db=db), utc(2026, 11, 15), running=True, ledger=Ledger(db))
+    months = monthly(SimpleNamespace(state_db=db, config=SimpleNamespace(node=None)), utc(2026, 11, 15), running=True, ledger=Ledger(db))
     assert [m["month"] for m in months][-3:] == ["2026-09", "2026-10", "2026-11"] and len(months) == 12
     assert months[0]["ratio"] is None  # before the first run: nothing to measure
     sep, octo, nov = months[-3:]

@@ -94,7 +94,7 @@ class Journal:
 
         ``high_water``: the high-water mark file (default: beside the journal directory).
         ``prior_evidence``: the caller's own reasons to believe a journal existed (the daemon:
-        state.db's availability ledger), for the start-up self-check. ``accept``: (reason,
+        its availability ledger's runs), for the start-up self-check. ``accept``: (reason,
         administrator) — an administrator accepts what the self-check found (``msc journal
         accept``): records lost above the last checkpoint, or no journal where one existed.
         ``on_integrity(text)``: the journal found itself altered while running (fail closed).

@@ -9,7 +9,7 @@ append. It costs what the tail since the last checkpoint costs, not what the jou
 * it is not shorter than its high-water mark (:mod:`msc.journal.highwater`), and is the journal
   that mark belongs to;
 * no journal at all where one existed (the mark, signed checkpoints, the key ring's data keys of
-  past months, or the caller's own evidence — the daemon passes state.db's availability ledger);
+  past months, or the caller's own evidence — the daemon passes its availability ledger's runs);
 * the newest signed checkpoint: its Ed25519 signature, its stored Merkle frontier matches its
   signed root, and the journal reaches it (no cut below it);
 * every record from a signed checkpoint at least :data:`RECORDS_BELOW` records before the newest

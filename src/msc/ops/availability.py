@@ -1,14 +1,26 @@
-"""The availability ledger (OPERATIONS.md "Availability"; PPP §1.7.1).
+"""The availability ledger (OPERATIONS.md "Availability and reports"; PPP §1.7.1).
 
 "MSCs shall be maintained with a 98 percent availability and uptime measured over a continuous
 12-month period, including all (scheduled and unscheduled) downtime."
 
-Each run of ``msc serve`` writes a start mark, a heartbeat every few seconds and, when it stops
-cleanly, a stop mark, in ``data_dir/state.db``. Downtime is every gap between the end of one run
-(its stop mark, or its last heartbeat if it crashed) and the start of the next. An outage that
-follows a clean stop is *scheduled* (an administrator stopped the switch); one that follows a
-crash is *unscheduled*. Both count against the 98 %. The window starts at the first run ever
-recorded (a switch installed last week is not charged for the year before).
+Each run of ``msc serve`` (each active period of a pair's node) writes a start mark, a heartbeat
+every few seconds and, when it stops cleanly, a stop mark: in ``data_dir/state.db``, or the
+``runs`` table of ``[storage]``'s PostgreSQL database. A run is up from its start to its stop
+mark, or to its last heartbeat if it crashed (to now if it is still running). Downtime is every
+moment of the window that **no run covers** — the union of the runs' spans, not a walk from
+each run to the next, so runs that overlap (two nodes during a handover, a node's run nested in
+another's) can neither hide a gap nor be counted twice. An outage that follows a clean stop is
+*scheduled* (an administrator stopped the switch); one that follows a crash is *unscheduled*.
+Both count against the 98 %. The window starts at the first run ever recorded (a switch
+installed last week is not charged for the year before).
+
+The stop mark is stamped when the run **stops accepting sessions** — at the start of a drain
+(SIGTERM), not at its end (decision of issue 16 under PPP §1.7.1; OPERATIONS.md): a draining
+switch still serves the sessions attached to it, but refuses every new one (a terminal that
+reconnects, a CAD host whose link dropped, a load balancer's health check), and on a pair the
+other node cannot serve until the drain ends. The PPP measures the MSC's availability to pass
+transactions for its users, not for some of them, so a drain is downtime — scheduled, as it
+begins with an administrator's stop.
 """
 
 from __future__ import annotations
@@ -86,10 +98,11 @@ class LedgerBackend(Protocol):
         """Record the start of this run (epoch seconds); returns its id."""
 
     def heartbeat(self, now: float) -> None:
-        """This run is still up at ``now``."""
+        """This run is still up at ``now`` (nothing once it has a stop mark)."""
 
     def stop(self, now: float) -> None:
-        """This run stopped cleanly at ``now`` (what follows is scheduled downtime)."""
+        """This run stopped accepting sessions cleanly at ``now`` (what follows is scheduled
+        downtime). The first mark stays: a later call (the end of a drain) changes nothing."""
 
     def runs(self) -> list[Run]:
         """Every run ever recorded, by start time."""
@@ -114,11 +127,12 @@ class Ledger:
 
     def heartbeat(self, now: float) -> None:
         with self._lock:
-            self._conn.execute("UPDATE runs SET heartbeat = ? WHERE id = ?", (now, self.run_id))
+            self._conn.execute("UPDATE runs SET heartbeat = ? WHERE id = ? AND stopped IS NULL", (now, self.run_id))
 
     def stop(self, now: float) -> None:
         with self._lock:
-            self._conn.execute("UPDATE runs SET heartbeat = ?, stopped = ? WHERE id = ?", (now, now, self.run_id))
+            self._conn.execute("UPDATE runs SET heartbeat = ?, stopped = ? WHERE id = ? AND stopped IS NULL",
+                               (now, now, self.run_id))
 
     def runs(self) -> list[Run]:
         with self._lock:
@@ -134,32 +148,68 @@ def compute(runs: list[Run], now: float, window: str, *, current: int | None = N
     length = WINDOWS[window]
     if not runs:
         return Availability(window, now - length, now, 0.0, 0.0, [])
-    return between(runs, max(now - length, runs[0].started), now, current=current, window=window)
+    return between(runs, max(now - length, min(r.started for r in runs)), now, current=current, window=window)
+
+
+def current_run(runs: list[Run], now: float, *, running: bool, pair: bool) -> int | None:
+    """The id of the run still going, for a reader outside the switch (``msc report
+    availability``, the web console's chart): the newest run when this machine's switch answers
+    on its control socket (``running``); on a pair also the newest run when it has no stop mark
+    and heartbeated within two beats — the node that serves may be on the other machine, of which
+    this one's control socket says nothing (issue 16: else a phantom "UNSCHEDULED" outage from
+    its last heartbeat to now came and went with the heartbeat's age)."""
+    if not runs:
+        return None
+    newest = max(runs, key=lambda r: r.started)
+    if running or (pair and newest.stopped is None and now - newest.heartbeat < 2 * HEARTBEAT_S):
+        return newest.id
+    return None
+
+
+def span_end(run: Run, now: float, current: int | None) -> float:
+    """Until when ``run`` was up: its stop mark; else now if it is the run still going
+    (``current``); else its last heartbeat (it crashed). Never before its start."""
+    if run.stopped is not None:
+        end = run.stopped  # a stop mark ends the run even if it is the current one (it is draining)
+    elif run.id == current:
+        end = now
+    else:
+        end = run.heartbeat
+    return max(end, run.started)
 
 
 def between(runs: list[Run], since: float, now: float, *, current: int | None = None,
             window: str = "") -> Availability:
-    """Availability from ``since`` to ``now`` (a calendar month for the web console's chart)."""
+    """Availability from ``since`` to ``now`` (epoch seconds; a calendar month for the web
+    console's chart): ``down_s`` is the measure of the time in the window covered by no run's
+    span (:func:`span_end`), each maximal such interval an :class:`Outage`; ``up_s`` the rest.
+    Time before the first run ever recorded is neither. An outage is scheduled when the run
+    whose end began it stopped cleanly (when several ended at that instant, only if all did).
+    Runs may overlap or nest in any way; their order in ``runs`` does not matter."""
     if not runs:
         return Availability(window, since, now, 0.0, 0.0, [])
-    up = 0.0
+    spans = sorted((r.started, span_end(r, now, current), r.stopped is not None) for r in runs)
+    since = max(since, spans[0][0])
+    if now <= since:
+        return Availability(window, since, now, 0.0, 0.0, [])
     outages: list[Outage] = []
-    for i, r in enumerate(runs):
-        end = now if r.id == current else min(r.end, now)
-        s, e = max(r.started, since), min(end, now)
+
+    def gap(start: float, end: float, scheduled: bool) -> None:
+        s, e = max(start, since), min(end, now)
         if e > s:
-            up += e - s
-        if i + 1 < len(runs):
-            gap_start, gap_end = end, runs[i + 1].started
-        elif r.id != current:
-            gap_start, gap_end = end, now  # down now
-        else:
-            continue
-        gs, ge = max(gap_start, since), min(gap_end, now)
-        if ge > gs:
-            outages.append(Outage(gs, ge, r.stopped is not None))
+            outages.append(Outage(s, e, scheduled))
+
+    covered, clean = spans[0][1], spans[0][2]  # everything from the first start to ``covered`` is up
+    for start, end, stopped in spans[1:]:
+        if start > covered:
+            gap(covered, start, clean)
+        if end > covered:
+            covered, clean = end, stopped
+        elif end == covered:
+            clean = clean and stopped  # a crash at the same instant: not scheduled
+    gap(covered, now, clean)  # down now, unless a run covers up to now
     down = sum(o.seconds for o in outages)
-    return Availability(window, since, now, up, down, outages)
+    return Availability(window, since, now, max(0.0, (now - since) - down), down, outages)
 
 
 def fmt_duration(seconds: float) -> str:

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from msc.config.load import Settings
 from msc.journal.interfaces import JournalReader
 from msc.mnemonics.state import RuntimeState
-from msc.ops.availability import HEARTBEAT_S, TARGET, WINDOWS, LedgerBackend, compute, fmt_duration, iso
+from msc.ops.availability import TARGET, WINDOWS, LedgerBackend, compute, current_run, fmt_duration, iso
 
 DAY = 86400
 MNEMONIC_REPORT_DAYS = 182  # "inactive >= 6 months"
@@ -52,13 +52,7 @@ def availability(settings: Settings, now: float, *, running: bool, sources: Sour
         runs = ledger.runs()
     finally:
         ledger.close()
-    current = runs[-1].id if running and runs else None
-    if (current is None and runs and settings.config.node is not None and runs[-1].stopped is None
-            and now - runs[-1].heartbeat < 2 * HEARTBEAT_S):
-        # A pair: the node that serves may be on the other machine (this one's control socket says
-        # nothing of it). Its run, heartbeating within two beats, is running — not an outage
-        # from its last heartbeat to now (issue 16: a phantom "UNSCHEDULED" outage ending now).
-        current = runs[-1].id
+    current = current_run(runs, now, running=running, pair=settings.config.node is not None)
     windows: dict[str, dict[str, Any]] = {}
     out = {"target": TARGET, "now": iso(now), "windows": windows}
     for window in WINDOWS:

@@ -57,6 +57,29 @@ class BackgroundWork(SwitchParts):
             return False
         return True
 
+    async def mark_stopped(self) -> None:
+        """The availability ledger's clean-stop mark, stamped when this run stops accepting
+        sessions: called as the listeners close, at the start of a drain (SIGTERM) or of a stop
+        without one, and again at the stop's end (the ledger keeps the first mark; the second
+        only retries one that could not be written). Decision (issue 16, PPP §1.7.1: "98 percent
+        availability and uptime ... including all (scheduled and unscheduled) downtime"): a
+        draining switch serves its attached sessions but refuses every new one, and on a pair the
+        other node cannot serve until the drain ends, so the drain counts as downtime —
+        scheduled, since an administrator's stop began it (OPERATIONS.md "Availability and
+        reports"). A node no longer holding the lease writes no mark (see :meth:`holds_lease`)."""
+        if self.ledger is None or self.ledger.run_id is None or not self.holds_lease():
+            return
+        try:
+            await asyncio.to_thread(self.ledger.stop, self.clock())
+        except Exception as exc:  # never stands in the stop's way; retried at its end
+            self.log.warning("ledger.stop_mark_failed", error=str(exc))
+
+    async def close_ledger(self) -> None:
+        """At the stop's end: the stop mark if the first attempt failed, then the connection."""
+        if self.ledger is not None:
+            await self.mark_stopped()
+            self.ledger.close()
+
     def refresh_availability(self) -> None:
         runs = started(self.ledger).runs()
         for window in WINDOWS:

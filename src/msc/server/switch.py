@@ -170,14 +170,15 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         if not keyring.exists:
             raise StartupError(f"no key ring in {s.data_dir / 'keys'}: run `msc keys init --config {s.config_path}`")
         m = self.metrics
-        # The availability ledger (state.db) remembers every earlier run: evidence, for the
-        # journal's self-check, that a journal existed even if every journal file is gone.
+        # The availability ledger (state.db, or the runs table in PostgreSQL) remembers every earlier
+        # run: evidence, for the journal's self-check, that a journal existed even if it is gone.
         self.ledger = self.backends.ledger()
         runs = await asyncio.to_thread(self.ledger.runs)
         evidence: tuple[str, ...] = ()
         if runs:
             first = dt.datetime.fromtimestamp(runs[0].started, dt.UTC).isoformat(timespec="seconds")
-            evidence = (f"state.db's availability ledger records {len(runs)} earlier run(s) of the switch since {first}",)
+            where = "the runs table of the PostgreSQL database" if self.backends.postgresql else "state.db"
+            evidence = (f"the availability ledger ({where}) records {len(runs)} earlier run(s) of the switch since {first}",)
         self.journal = self.backends.journal(
             keyring, fence=self.fence, clock=self.clock, on_commit=self._journal_committed, on_error=self._journal_error,
             on_checkpoint=lambda cp: m.journal_tree_size.set(cp.tree_size), on_integrity=self._journal_altered,
@@ -259,6 +260,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         for rt in self.listeners:
             if rt.server:
                 rt.server.close()
+        await self.mark_stopped()  # refusing new sessions from now: down in the ledger (PPP §1.7.1)
         for task in (self._sweeper, self._retention, self._ledger_task, self.recovery, self._watch):
             if task:
                 task.cancel()
@@ -287,10 +289,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
             await self.journal.close()
         self._auth_pool.shutdown(wait=False, cancel_futures=True)
         self._auth_pool_low.shutdown(wait=False, cancel_futures=True)
-        if self.ledger is not None:
-            if self.holds_lease():  # the clean-stop mark: the outage that follows is scheduled (OPERATIONS.md)
-                await asyncio.to_thread(self.ledger.stop, self.clock())
-            self.ledger.close()
+        await self.close_ledger()
         if self.backends.postgresql:  # its connection pools, closed cleanly (SQLite's files close at exit)
             await asyncio.to_thread(self.backends.close, self.delivery.store if self.delivery else None, self.state)
         self.log.info("switch.stopped")
@@ -349,6 +348,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         for rt in self.listeners:
             if rt.server:
                 rt.server.close()
+        await self.mark_stopped()  # a draining switch refuses new sessions: down (PPP §1.7.1)
         deadline = asyncio.get_running_loop().time() + self.settings.config.switch.drain_timeout_s
         while self.in_flight() and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)

@@ -262,10 +262,10 @@ class PgLedger(_Handle):
         return self.run_id
 
     def heartbeat(self, now: float) -> None:
-        self.execute("UPDATE runs SET heartbeat = $1 WHERE id = $2", now, self.run_id)
+        self.execute("UPDATE runs SET heartbeat = $1 WHERE id = $2 AND stopped IS NULL", now, self.run_id)
 
     def stop(self, now: float) -> None:
-        self.execute("UPDATE runs SET heartbeat = $1, stopped = $1 WHERE id = $2", now, self.run_id)
+        self.execute("UPDATE runs SET heartbeat = $1, stopped = $1 WHERE id = $2 AND stopped IS NULL", now, self.run_id)
 
     def runs(self) -> list[Run]:
         return [Run(*r) for r in self.fetch("SELECT id, started, heartbeat, stopped FROM runs ORDER BY started")]

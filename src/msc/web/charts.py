@@ -8,7 +8,7 @@ import datetime as dt
 from urllib.parse import quote
 
 from msc.config.load import Settings
-from msc.ops.availability import TARGET, LedgerBackend, between
+from msc.ops.availability import TARGET, LedgerBackend, between, current_run
 
 
 def monthly(settings: Settings, now: float, running: bool, months: int = 12, *,
@@ -24,7 +24,7 @@ def monthly(settings: Settings, now: float, running: bool, months: int = 12, *,
         runs = ledger.runs()
     finally:
         ledger.close()
-    current = runs[-1].id if running and runs else None
+    current = current_run(runs, now, running=running, pair=settings.config.node is not None)
     today = dt.datetime.fromtimestamp(now, dt.UTC)
     y, m = today.year, today.month
     starts = []
