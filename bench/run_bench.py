@@ -144,6 +144,26 @@ def metrics_value(port: int, name: str) -> float:
     return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)", t, re.M))
 
 
+def histogram(port: int, name: str) -> dict[float, float]:
+    """A Prometheus histogram of msc's /metrics, its labels summed: upper bound (s) → count."""
+    t = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out: dict[float, float] = {}
+    for le, v in re.findall(rf'^{name}_bucket{{(?:[^}}]*,)?le="([^"]+)"[^}}]*}} (\S+)', t, re.M):
+        out[float(le)] = out.get(float(le), 0) + float(v)
+    return out
+
+
+def histogram_quantiles(before: dict[float, float], after: dict[float, float]) -> dict:
+    """p50/p99 (ms, a bucket's upper bound: "at most") and the count observed between two snapshots."""
+    delta = sorted((le, after[le] - before.get(le, 0)) for le in after)
+    n = delta[-1][1] if delta else 0
+
+    def q(p: float) -> float | None:
+        return next((round(le * 1000, 2) for le, c in delta if c >= p * n), None) if n else None
+
+    return {"count": int(n), "p50_le_ms": q(0.5), "p99_le_ms": q(0.99)}
+
+
 def wait_quiet(port: int, *, quiet_s: float = 1.0, bound_s: float = 60.0) -> float:
     """Wait until msc journals nothing for ``quiet_s`` (at most ``bound_s``); returns the s waited.
 
@@ -215,11 +235,15 @@ def run_msc(work: Path, sync: str, latency_ms: float, terminals: list[int], dura
                   file=sys.stderr, flush=True)
         for rate in rates:
             waited = wait_quiet(m.mport)
+            h0 = {k: histogram(m.mport, k) for k in ("msc_journal_append_seconds", "msc_transaction_seconds")}
             res = loadgen("switch", m.port, OPEN_LOOP_TERMINALS, duration, rate=rate, watch=[m.pid])
             res["waited_for_quiet_s"] = waited
+            # Inside msc over the same run (warm-up and grace included): a group commit's duration,
+            # and a request's accept → its answer delivered (msc_transaction_seconds).
+            res["msc"] = {k: histogram_quantiles(h0[k], histogram(m.mport, k)) for k in h0}
             out["open_loop"][str(int(rate))] = res
-            print(f"  msc {label:>6} stub {latency_ms:>3.0f} ms  {rate:.0f}/s open loop: {open_loop_line(res)}",
-                  file=sys.stderr, flush=True)
+            print(f"  msc {label:>6} stub {latency_ms:>3.0f} ms  {rate:.0f}/s open loop: {open_loop_line(res)}; "
+                  f"inside msc {res['msc']}", file=sys.stderr, flush=True)
     finally:
         m.stop()
     return out
@@ -396,9 +420,11 @@ def open_loop_table(doc: dict, runs: list[tuple[str, dict | None]]) -> list[str]
              "(or its N). p99 of all: every offered transaction, one without an end within the grace after the window "
              "counted as infinitely late; late: answered only after the window; missing: no end within the grace; "
              "unsent: due while its terminal was disconnected. The p99 ratio is to the first row of the same rate.", "",
+             "Inside msc (its histograms over the same point, a bucket's upper bound): a group commit's duration, and "
+             "a request from its acceptance to its answer delivered.", "",
              "| rate/s | msc on | achieved/s | p50 ms | p99 ms | max ms | p99 of all | late | missing | unsent + errors | "
-             "send lag p99 ms | p99 ratio | load |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "send lag p99 ms | p99 ratio | commit p50 / p99 ≤ ms | msc p99 ≤ ms | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for rate in rates:
         base = None
         for label, run in runs:
@@ -407,10 +433,14 @@ def open_loop_table(doc: dict, runs: list[tuple[str, dict | None]]) -> list[str]
                 continue
             base = base if base is not None else o
             la = o.get("load_average") or ["-", "-"]
+            inside = o.get("msc") or {}
             lines.append(f"| {rate} | {label} | {o['per_s']} | {o['p50_ms']} | {o['p99_ms']} | {o['max_ms']} | "
                          f"{p99_shown(o)} | {o.get('late', '-')} | {o.get('missing', '-')} | "
                          f"{o.get('unsent', 0) + o.get('errors', 0)} | {o.get('send_lag_p99_ms', '-')} | "
-                         f"{ratio(o.get('p99_ms'), base.get('p99_ms')) or '-'} | {la[0]} → {la[1]} |")
+                         f"{ratio(o.get('p99_ms'), base.get('p99_ms')) or '-'} | "
+                         f"{inside.get('msc_journal_append_seconds', {}).get('p50_le_ms', '-')} / "
+                         f"{inside.get('msc_journal_append_seconds', {}).get('p99_le_ms', '-')} | "
+                         f"{inside.get('msc_transaction_seconds', {}).get('p99_le_ms', '-')} | {la[0]} → {la[1]} |")
     return lines
 
 
