@@ -18,6 +18,23 @@ concurrency go to each target:
 Closed loop (each terminal has one request outstanding) unless ``--rate`` asks for an open-loop
 aggregate rate (for latency at a fixed load).
 
+The open loop offers its rate whether or not the target keeps up, and ends in bounded time:
+transaction *i* is due at ``start + i / rate`` (round-robin over the terminals); those due in the
+measuring window (``--warmup`` s after the start, ``--duration`` s long) are followed to their end,
+and their latency runs from when they were **due** (a generator that falls behind does not hide
+the wait). After the window nothing more is sent; answers are awaited ``--grace`` s more, then
+whatever is outstanding is given up. It reports what it offered and what it achieved:
+``offered`` (due in the window), ``sent``, ``unsent`` (due while the terminal's connection was
+down), ``answered`` (A and the answer, or an N), ``late`` (answered only after the window
+closed), ``missing`` (no end by the window's end + grace), ``errors`` (connection lost);
+``per_s`` (achieved: transactions ended during the window, per second, as in the closed loop),
+``offered_per_s``; ``p50_ms``/``p99_ms``/``max_ms`` of the answered; ``p99_all_ms``, the p99 of
+every offered transaction with the unanswered counted as infinitely late (``null`` when more
+than 1 % went unanswered: the real p99 is then beyond ``grace``); ``send_lag_p99_ms`` (how late
+the generator itself sent). The closed loop likewise waits at most ``--grace`` s for the
+transactions in flight when its window closes, and both report ``connections_lost`` (terminals
+whose connection the target closed during the run).
+
 ``--connect HOST:PORT[,HOST:PORT...]`` instead of ``--port`` (switch mode): the addresses of two
 msc nodes, as terminals configured for two switching centres have. A terminal whose connection
 is refused or lost goes to the next address (and round again), logs on again, and goes on; a
@@ -30,6 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import random
 import struct
 import sys
@@ -141,10 +159,25 @@ class Stats:
         self.errors = 0
         self.messages = 0
         self.counting = False
+        # Open loop only (the transactions due in the measuring window, followed to their end):
+        self.ended = 0  # transactions of any time ended during the window (the achieved rate)
+        self.offered = 0
+        self.sent = 0
+        self.unsent = 0
+        self.late = 0
+        self.lag: list[float] = []  # s each counted transaction was sent after it was due
 
-    def done(self, kind: str, seconds: float, code: str | None, messages: int = 1) -> None:
-        """One transaction finished; ``messages`` durable messages it carried (request, answer)."""
-        if not self.counting:
+    def done(self, kind: str, seconds: float, code: str | None, messages: int = 1, *,
+             member: bool | None = None) -> None:
+        """One transaction finished; ``messages`` durable messages it carried (request, answer).
+
+        ``member``: in the open loop, whether it was due in the measuring window (counted
+        whenever it ends); ``None`` in the closed loop (counted if it ends in the window)."""
+        if member is not None:
+            self.ended += self.counting
+            if not self.counting and member:
+                self.late += 1
+        if not (self.counting if member is None else member):
             return
         self.lat.append(seconds)
         self.messages += messages
@@ -180,7 +213,13 @@ async def open_terminal(port: int | list[tuple[str, int]], i: int, mode: str, at
     return c, mne
 
 
-async def one_txn(c: Conn, mne: str, seq: int, rnd: random.Random, mode: str, stats: Stats) -> None:
+async def one_txn(c: Conn, mne: str, seq: int, rnd: random.Random, mode: str, stats: Stats, *,
+                  due: float | None = None, member: bool | None = None) -> None:
+    """Send one transaction of the mix and wait for its end (30 s each for the A/N and the answer).
+
+    ``due`` (open loop): when it was due — its latency runs from then; ``member``: see
+    :meth:`Stats.done`. A transaction cancelled while waiting (the open loop's grace ran out)
+    just stops: the caller counts it as missing."""
     kind, body, answer = mix(rnd)
     header = f"{mne}{seq % 1000000:06d}"[:10]
     if mode == "direct":
@@ -189,6 +228,10 @@ async def one_txn(c: Conn, mne: str, seq: int, rnd: random.Random, mode: str, st
     else:
         payload = f"{header}.{body}".encode()
     t0 = time.perf_counter()
+    if due is not None:
+        if member:
+            stats.lag.append(t0 - due)
+        t0 = due
     ack, ans = c.send(payload, header if answer and not kind.startswith("E") else None)
     try:
         k, p = await asyncio.wait_for(ack, 30)
@@ -200,13 +243,20 @@ async def one_txn(c: Conn, mne: str, seq: int, rnd: random.Random, mode: str, st
                 messages = 2
             else:
                 c.answers.pop(header, None)
-        stats.done(kind, time.perf_counter() - t0, code, messages)
+        stats.done(kind, time.perf_counter() - t0, code, messages, member=member)
     except (TimeoutError, ConnectionError):
-        stats.errors += 1
+        if member is None or member:
+            stats.errors += 1
+    finally:
+        c.answers.pop(header, None)
 
 
 async def measure(args, stats: Stats, stop: asyncio.Event, workers: list[asyncio.Task]) -> float:
-    """Warm up, count for ``args.duration`` seconds, stop the workers; returns the counted seconds."""
+    """Warm up, count for ``args.duration`` seconds, stop the workers; returns the counted seconds.
+
+    The workers get ``args.grace`` s to finish what they have in flight (a transaction that ends
+    after the window is not counted anyway), then they are cancelled: a target that has stopped
+    answering cannot keep the run going."""
     await asyncio.sleep(args.warmup)
     stats.counting = True
     t0 = time.perf_counter()
@@ -214,8 +264,20 @@ async def measure(args, stats: Stats, stop: asyncio.Event, workers: list[asyncio
     stats.counting = False
     elapsed = time.perf_counter() - t0
     stop.set()
-    await asyncio.gather(*workers, return_exceptions=True)
+    await finish(workers, args.grace)
     return elapsed
+
+
+async def finish(tasks, grace: float) -> int:
+    """Wait up to ``grace`` s for ``tasks``, cancel the rest; returns how many were cancelled."""
+    tasks = [t for t in tasks if not t.done()]
+    if not tasks:
+        return 0
+    _done, pending = await asyncio.wait(tasks, timeout=grace)
+    for t in pending:
+        t.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    return len(pending)
 
 
 async def run_tcp(args, mode: str) -> dict:
@@ -277,37 +339,59 @@ async def run_tcp(args, mode: str) -> dict:
             await one_txn(c, mne, seq, rnd, mode, stats)
             seq += 1
 
-    async def open_loop():
+    async def open_loop() -> float:
+        """Offer ``args.rate`` transactions/s on schedule, whatever the target does; returns the
+        window's length. Bounded: the schedule ends with the window, the wait ``grace`` s later."""
+        loop = asyncio.get_running_loop()
         rnd = random.Random(1)
         interval = 1.0 / args.rate
+        tasks: set[asyncio.Task] = set()
+        # Transactions first..end-1 are the window's (whole numbers: offered is exactly rate × duration).
+        first = math.ceil(args.warmup * args.rate - 1e-9)
+        end = first + max(1, round(args.duration * args.rate))
+        start = time.perf_counter()
+        window = (start + first * interval, start + end * interval)
         seq = 0
-        tasks = set()
-        next_t = time.perf_counter()
-        while not stop.is_set():
-            k = seq % len(conns)
-            if not alive(k):
-                stats.errors += stats.counting  # this transaction's terminal is reconnecting: not served
-                seq += 1
+        while seq < end:
+            due = start + seq * interval
+            now = time.perf_counter()
+            stats.counting = window[0] <= now < window[1]
+            if due > now:
+                await asyncio.sleep(due - now)
                 continue
-            c, mne = conns[k]
-            t = asyncio.get_running_loop().create_task(one_txn(c, mne, seq, rnd, mode, stats))
-            tasks.add(t)
-            t.add_done_callback(tasks.discard)
+            # Due now or overdue (the generator fell behind): send it, and yield to the loop
+            # after each one so answers are read and the deadlines below still run.
+            member = seq >= first
+            stats.offered += member
+            k = seq % len(conns)
+            if alive(k):
+                c, mne = conns[k]
+                stats.sent += member
+                t = loop.create_task(one_txn(c, mne, seq, rnd, mode, stats, due=due, member=member))
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+            else:
+                stats.unsent += member  # its terminal's connection is down (or reconnecting)
             seq += 1
-            next_t += interval
-            delay = next_t - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.sleep(0)
+        while time.perf_counter() < window[1]:  # the window's last answers still count as in it
+            await asyncio.sleep(window[1] - time.perf_counter())
+        stats.counting = False
+        stop.set()
+        members = [t for t in tasks]
+        await finish(members, args.grace)
+        return window[1] - window[0]
 
-    workers = [asyncio.create_task(open_loop())] if args.rate else \
-        [asyncio.create_task(closed_loop(k)) for k in range(len(conns))]
-    elapsed = await measure(args, stats, stop, workers)
+    if args.rate:
+        elapsed = await open_loop()
+    else:
+        elapsed = await measure(args, stats, stop, [asyncio.create_task(closed_loop(k)) for k in range(len(conns))])
     for t in list(reopening.values()):
         t.cancel()
+    stats_lost = sum(1 for c, _ in conns if c.closed.done())
     for c, _ in conns:
         c.transport.close()
-    return summarize(args, mode, stats, elapsed)
+    return summarize(args, mode, stats, elapsed, connections_lost=stats_lost)
 
 
 async def run_nats(args) -> dict:
@@ -343,17 +427,33 @@ async def run_nats(args) -> dict:
     return summarize(args, "nats", stats, elapsed)
 
 
-def summarize(args, mode: str, stats: Stats, elapsed: float) -> dict:
+def quantile_ms(values: list[float], p: float, n: int | None = None) -> float | None:
+    """The ``p`` quantile of ``values`` (seconds, sorted) in ms, among ``n`` ≥ len(values)
+    observations of which the others are infinitely large: ``None`` if it falls among those."""
+    n = len(values) if n is None else n
+    if not n:
+        return None
+    i = min(n - 1, int(p * n))
+    return round(values[i] * 1000, 3) if i < len(values) else None
+
+
+def summarize(args, mode: str, stats: Stats, elapsed: float, *, connections_lost: int = 0) -> dict:
     lat = sorted(stats.lat)
-
-    def q(p):
-        return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 3) if lat else None
-
-    return {"mode": mode, "terminals": args.terminals, "rate": args.rate or None, "seconds": round(elapsed, 2),
-            "transactions": len(lat), "per_s": round(len(lat) / elapsed, 1),
-            "messages": stats.messages, "messages_per_s": round(stats.messages / elapsed, 1), "p50_ms": q(0.5), "p99_ms": q(0.99),
-            "max_ms": round(lat[-1] * 1000, 3) if lat else None, "kinds": stats.kinds, "rejects": stats.rejects,
-            "errors": stats.errors, "reconnects": stats.reconnects}
+    out = {"mode": mode, "terminals": args.terminals, "rate": args.rate or None, "seconds": round(elapsed, 2),
+           "transactions": len(lat), "per_s": round(len(lat) / elapsed, 1),
+           "messages": stats.messages, "messages_per_s": round(stats.messages / elapsed, 1),
+           "p50_ms": quantile_ms(lat, 0.5), "p99_ms": quantile_ms(lat, 0.99),
+           "max_ms": round(lat[-1] * 1000, 3) if lat else None, "kinds": stats.kinds, "rejects": stats.rejects,
+           "errors": stats.errors, "reconnects": stats.reconnects, "connections_lost": connections_lost}
+    if args.rate:
+        missing = stats.sent - len(lat) - stats.errors
+        lag = sorted(stats.lag)
+        out.update(per_s=round(stats.ended / elapsed, 1), offered=stats.offered,
+                   offered_per_s=round(stats.offered / elapsed, 1), sent=stats.sent, unsent=stats.unsent,
+                   answered=len(lat), late=stats.late, missing=missing, grace_s=args.grace,
+                   p99_all_ms=quantile_ms(lat, 0.99, stats.offered),
+                   send_lag_p99_ms=quantile_ms(lag, 0.99), send_lag_max_ms=round(lag[-1] * 1000, 3) if lag else None)
+    return out
 
 
 async def idle_sessions(args) -> dict:
@@ -384,6 +484,8 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--warmup", type=float, default=2)
     ap.add_argument("--rate", type=float, default=0, help="open-loop aggregate rate (transactions/s)")
+    ap.add_argument("--grace", type=float, default=5,
+                    help="s to wait after the window for the answers still outstanding, then given up (missing)")
     args = ap.parse_args()
     if args.port is None and not (args.connect and args.mode in ("switch", "idle")):
         ap.error("--port is required (--connect: switch mode only)")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,6 +40,81 @@ def test_loadgen_against_the_switch_and_the_stub(tmp_path, procs):
     assert set(res["rejects"]) <= {"E301", "E108"}  # the mix's deliberate rejections only
     res = loadgen("direct", "--port", str(up), "--terminals", "4", "--duration", "1", "--warmup", "0.5")
     assert res["transactions"] > 0 and res["errors"] == 0
+    # The open loop accounts for every transaction it offered (the grace is long: on a loaded
+    # machine an answer may be late, and is still counted; none is lost).
+    res = loadgen("switch", "--port", str(port), "--terminals", "4", "--duration", "1", "--warmup", "0.5",
+                  "--rate", "40", "--grace", "30")
+    assert res["offered"] == res["sent"] == 40 and res["unsent"] == 0
+    assert res["answered"] == res["sent"] and res["missing"] == 0 and res["errors"] == 0
+    assert res["transactions"] == res["answered"] and res["p99_all_ms"] == res["p99_ms"] is not None
+    assert res["connections_lost"] == 0 and res["send_lag_p99_ms"] is not None
+
+
+@contextlib.contextmanager
+def unanswering_target(*, close: bool) -> Iterator[int]:
+    """A TCP port on 127.0.0.1 that accepts connections and never answers — or, with ``close``,
+    closes each at once (as msc closes a terminal past a bound): a target that cannot keep up."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(0.1)
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            if close:
+                conn.close()
+            else:
+                held.append(conn)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield srv.getsockname()[1]
+    finally:
+        stop.set()
+        t.join(10)
+        srv.close()
+        for conn in held:
+            conn.close()
+
+
+# (target, mode): what the load generator must report — it ends either way (the test's timeout
+# is only a bound for a hang: the open loop used to spin for ever when every terminal was closed).
+@pytest.mark.parametrize("close", [False, True], ids=["never answers", "closes every connection"])
+@pytest.mark.parametrize("rate", ["0", "30", "400"], ids=["closed loop", "30/s", "400/s"])
+def test_loadgen_ends_and_reports_when_the_target_cannot_keep_up(close, rate):
+    # The grace is what the generator waits for answers after its window: short where none will
+    # come; long where each transaction ends with its connection's loss (the run ends then).
+    with unanswering_target(close=close) as port:
+        res = loadgen("direct", "--port", str(port), "--terminals", "3", "--duration", "0.5", "--warmup", "0.2",
+                      "--grace", "30" if close else "0.3", *(["--rate", rate] if rate != "0" else []))
+    assert res["transactions"] == 0 and res["p50_ms"] is None and res["p99_ms"] is None
+    if close:
+        assert res["connections_lost"] == 3
+    if rate == "0":
+        return
+    assert res["offered"] == round(float(rate) * 0.5) and res["answered"] == 0 and res["late"] == 0
+    assert res["p99_all_ms"] is None  # the p99 of what was offered is beyond the grace: not a number
+    assert res["sent"] + res["unsent"] == res["offered"]
+    if close:  # refused before sending, or cut off after: none waits for an answer
+        assert res["missing"] == 0 and res["unsent"] + res["errors"] == res["offered"]
+    else:
+        assert res["missing"] == res["sent"] == res["offered"] and res["errors"] == 0
+
+
+def test_open_loop_quantiles_count_the_unanswered_as_infinitely_late():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import loadgen as lg
+
+    answered = [i / 1000 for i in range(1, 100)]  # 1 … 99 ms
+    assert lg.quantile_ms(answered, 0.99) == 99.0
+    assert lg.quantile_ms(answered, 0.99, 100) is None  # 1 of 100 unanswered: the p99 is that one
+    assert lg.quantile_ms(answered, 0.5, 100) == 51.0
+    assert lg.quantile_ms([], 0.99, 5) is None and lg.quantile_ms([], 0.5) is None
 
 
 def test_profile_summary_attributes_samples_to_areas_and_processes():
