@@ -49,7 +49,7 @@ from msc.journal.merkle import Frontier
 from msc.journal.records import META_COLUMNS, JournalError
 from msc.journal.schema import PURGE_CODE, TIMELINE_GAP_S, Checkpoint, Row, StoredRecord
 from msc.journal.writer import JournalBusy
-from msc.storage.postgres import DB_ERRORS, Blocking, PgSettings, create_schema
+from msc.storage.postgres import COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S, DB_ERRORS, Blocking, PgSettings, create_schema, reason
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -506,6 +506,30 @@ class PgWriter:
                 pass
         await self._drop_connection()
 
+    async def probe(self) -> None:
+        """Can the journal be written again after failed commits? Reconnect — the writer lock
+        taken again, where the journal ends re-read — if the connection is gone, else one round
+        trip. Raises JournalError. Writes nothing (msc.journal.journal.Journal.probe)."""
+        async with self._lock:
+            if self._needs_reopen or self._conn is None or self._conn.is_closed():
+                await self._reopen()
+                return
+            try:
+                await self._conn.fetchval("SELECT 1")
+            except DB_ERRORS as exc:
+                await self._after_failure()
+                raise JournalError(f"journal database: {type(exc).__name__}: {_reason(exc)}") from None
+
+    def abort(self) -> None:
+        """Cut the connection now, without waiting for the server (a node that stepped down and
+        must leave: msc.server.main). A commit under way fails (its senders are told E501, as
+        for any failed commit); the server rolls back whatever it had not committed, and the
+        writer lock goes with the session. Later calls would reconnect; nothing makes them."""
+        conn, self._conn = self._conn, None
+        self._needs_reopen = True
+        if conn is not None:
+            conn.terminate()
+
 
 class PgReader:
     """Read-only access to the journal on PostgreSQL (:class:`~msc.journal.interfaces.JournalReader`).
@@ -513,7 +537,8 @@ class PgReader:
 
     def __init__(self, pg: PgSettings) -> None:
         self.pg = pg
-        self._run = Blocking("msc-pg-reader")
+        # Bounded like every blocking call, never shorter than a statement may take (a search).
+        self._run = Blocking("msc-pg-reader", timeout=COMMAND_TIMEOUT_S + CONNECT_TIMEOUT_S)
         self._conn: asyncpg.Connection | None = None
         try:
             self._conn = self._run.run(self._connect())
@@ -737,9 +762,7 @@ class PgReader:
         self._run.close()
 
 
-def _reason(exc: BaseException) -> str:
-    """An error's message for a log or JournalError: asyncpg's messages carry no password."""
-    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+_reason = reason  # (the name the journal's modules and backends use)
 
 
 class PgStorage:
