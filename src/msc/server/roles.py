@@ -8,6 +8,7 @@ A part of :class:`msc.server.switch.Switch` (its attributes: :class:`msc.server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from msc.mnemonics.directory import Directory
@@ -68,6 +69,30 @@ class NodeRole(SwitchParts):
                 rt.server.close()
         for sess in list(self.sessions):
             sess.close("SHUTDOWN")
+
+    def abandon_storage(self, why: str) -> None:
+        """A node that stepped down is leaving: give back now every storage call still waiting on
+        the database and cut the journal writer's connection, without waiting for anything.
+
+        Why (issue 16, the hung teardown): the process's teardown joins the worker threads of
+        ``asyncio.to_thread`` and of the logon checks, and each of them may be blocked in a call
+        of the run-time state, the queues or the ledger (the once-a-second lockout refresh, a
+        logon's attempt count, the queues' snapshot). With the database frozen or cut off — no
+        answer, not even a reset — such a call waited for asyncpg's statement timeout, then for
+        its cancellation request, then for a pool connection (minutes), and so did the exit:
+        ``node.exit_forced`` fired. Every call is bounded now (CALL_TIMEOUT_S), and this makes a
+        stepped-down node's teardown not wait even that: nothing of it may be written any more."""
+        handles = (self._state, self.ledger, self.delivery.store if self.delivery is not None else None)
+        for handle in handles:
+            abort = getattr(handle, "abort", None)  # PostgreSQL's handles (SQLite's calls are local)
+            if abort is not None:
+                with contextlib.suppress(Exception):
+                    abort(f"this node stepped down ({why})")
+        writer = self.journal.writer if self.journal is not None else None
+        abort_writer = getattr(writer, "abort", None)  # PostgreSQL's writer: its connection cut
+        if abort_writer is not None:
+            with contextlib.suppress(Exception):
+                abort_writer()
 
     def node_status(self) -> dict[str, Any] | None:
         """For /readyz: this node's name, role and epoch (None for a single node)."""
