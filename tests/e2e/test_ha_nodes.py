@@ -381,7 +381,8 @@ def freeze(cluster) -> list[int]:
     backend — connections stay open and nothing answers, not even a reset."""
     pids = sorted(set(pgmod._pids_with_cwd(cluster.data_dir)) | {cluster.pid or 0} - {0})
     for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
+        with contextlib.suppress(ProcessLookupError):  # a backend that ended meanwhile
+            os.kill(pid, signal.SIGSTOP)
     return pids
 
 

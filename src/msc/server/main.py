@@ -150,13 +150,33 @@ def _exit_within(seconds: float, status: int) -> None:
             pending = sorted({repr(t.get_coro())[:120] for t in asyncio.all_tasks(loop) if not t.done()})
         except RuntimeError:
             pending = []
-        log.error("node.exit_forced", status=status, after_s=seconds, pending=pending[:20])
+        # Tasks alone did not name the hang (the teardown's own task, joining worker threads):
+        # where every other thread is, in msc's code if it is there.
+        log.error("node.exit_forced", status=status, after_s=seconds, pending=pending[:20], threads=_threads()[:20])
         sys.stderr.flush()
         os._exit(status)
 
     timer = threading.Timer(seconds, force)
     timer.daemon = True
     timer.start()
+
+
+def _threads() -> list[str]:
+    """Where each thread but this one is: its innermost frame in msc's code (else its innermost),
+    ``file:line function`` — for ``node.exit_forced``."""
+    import sys
+    import threading
+    import traceback
+
+    me, where = threading.get_ident(), set()
+    for ident, frame in sys._current_frames().items():
+        if ident == me:
+            continue
+        stack = traceback.extract_stack(frame)
+        ours = [f for f in stack if "/msc/" in f.filename]
+        f = (ours or stack)[-1]
+        where.add(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}")
+    return sorted(where)
 
 
 def _write_ready(ready_file: str | None, what: str) -> None:

@@ -77,11 +77,14 @@ class NodeRole(SwitchParts):
         Why (issue 16, the hung teardown): the process's teardown joins the worker threads of
         ``asyncio.to_thread`` and of the logon checks, and each of them may be blocked in a call
         of the run-time state, the queues or the ledger (the once-a-second lockout refresh, a
-        logon's attempt count, the queues' snapshot). With the database frozen or cut off — no
+        logon's attempt count, the queues' snapshot, the recovery pass's journal reads). With the
+        database frozen or cut off — no
         answer, not even a reset — such a call waited for asyncpg's statement timeout, then for
         its cancellation request, then for a pool connection (minutes), and so did the exit:
         ``node.exit_forced`` fired. Every call is bounded now (CALL_TIMEOUT_S), and this makes a
         stepped-down node's teardown not wait even that: nothing of it may be written any more."""
+        if self.backends.postgresql:
+            self._quiet_after_abandon()
         handles = (self._state, self.ledger, self.delivery.store if self.delivery is not None else None)
         for handle in handles:
             abort = getattr(handle, "abort", None)  # PostgreSQL's handles (SQLite's calls are local)
@@ -93,6 +96,31 @@ class NodeRole(SwitchParts):
         if abort_writer is not None:
             with contextlib.suppress(Exception):
                 abort_writer()
+        storage = getattr(self.journal, "storage", None)  # PostgreSQL's readers (the recovery pass …)
+        abort_readers = getattr(storage, "abort", None)
+        if abort_readers is not None:
+            with contextlib.suppress(Exception):
+                abort_readers(f"this node stepped down ({why})")
+
+    @staticmethod
+    def _quiet_after_abandon() -> None:
+        """The database operations cut under their awaiting code end with the driver's errors that
+        nobody retrieves any more (asyncio prints "Future exception was never retrieved" and a
+        traceback): each was abandoned on purpose and the step-down is logged once by its cause."""
+        from msc.storage.postgres import DB_ERRORS
+
+        loop = asyncio.get_running_loop()
+        previous = loop.get_exception_handler()
+
+        def handler(lp: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            if isinstance(context.get("exception"), DB_ERRORS):
+                return
+            if previous is not None:
+                previous(lp, context)
+            else:
+                lp.default_exception_handler(context)
+
+        loop.set_exception_handler(handler)
 
     def node_status(self) -> dict[str, Any] | None:
         """For /readyz: this node's name, role and epoch (None for a single node)."""

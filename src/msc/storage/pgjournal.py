@@ -38,6 +38,7 @@ import asyncio
 import hashlib
 import re
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -535,11 +536,14 @@ class PgReader:
     """Read-only access to the journal on PostgreSQL (:class:`~msc.journal.interfaces.JournalReader`).
     Blocking (its own event loop thread and connection); one caller thread at a time."""
 
-    def __init__(self, pg: PgSettings) -> None:
+    def __init__(self, pg: PgSettings, *, opened: weakref.WeakSet[PgReader] | None = None) -> None:
+        """``opened``: a set this reader joins before it connects (its storage's, for :meth:`abort`)."""
         self.pg = pg
         # Bounded like every blocking call, never shorter than a statement may take (a search).
         self._run = Blocking("msc-pg-reader", timeout=COMMAND_TIMEOUT_S + CONNECT_TIMEOUT_S)
         self._conn: asyncpg.Connection | None = None
+        if opened is not None:
+            opened.add(self)
         try:
             self._conn = self._run.run(self._connect())
         except BaseException:
@@ -761,6 +765,14 @@ class PgReader:
                 conn.terminate()
         self._run.close()
 
+    def abort(self, why: str) -> None:
+        """Give the caller waiting on the database back now and cut the connection, without
+        waiting (a node that stepped down: msc.server.roles.abandon_storage)."""
+        self._run.abort(why)
+        conn = self._conn
+        if conn is not None and not self._run.loop.is_closed():
+            self._run.loop.call_soon_threadsafe(conn.terminate)
+
 
 _reason = reason  # (the name the journal's modules and backends use)
 
@@ -773,9 +785,21 @@ class PgStorage:
     def __init__(self, pg: PgSettings, *, fence: Fence | None = None) -> None:
         self.pg = pg
         self.fence = fence
+        self._readers: weakref.WeakSet[PgReader] = weakref.WeakSet()
+        self._aborted: str | None = None
 
     def journal_writer(self, signing: Ed25519PrivateKey) -> PgWriter:
         return PgWriter(self.pg, signing.sign, fence=self.fence)
 
     def journal_reader(self) -> PgReader:
-        return PgReader(self.pg)
+        if self._aborted is not None:
+            raise JournalError(self._aborted)
+        return PgReader(self.pg, opened=self._readers)
+
+    def abort(self, why: str) -> None:
+        """Every reader of this journal still open (the restart's recovery pass, a queued output's
+        text read back — each in a worker thread) is given back now and later ones are refused:
+        a node that stepped down must not wait for a database that does not answer."""
+        self._aborted = why
+        for reader in list(self._readers):
+            reader.abort(why)

@@ -26,11 +26,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
+import structlog
 
 if TYPE_CHECKING:
     from msc.config.settings import Settings
 
 T = TypeVar("T")
+log = structlog.get_logger("msc.storage")
 
 #: No statement of msc's waits longer than this for the server (s): a server that stopped
 #: answering surfaces as an error (E501 for the journal), never as a hang.
@@ -116,6 +118,7 @@ class Blocking:
     def __init__(self, name: str, *, timeout: float = CALL_TIMEOUT_S) -> None:
         self.timeout = timeout
         self.loop = asyncio.new_event_loop()
+        self.loop.set_exception_handler(self._unretrieved)
         self._pending: set[concurrent.futures.Future[Any]] = set()
         self._lock = threading.Lock()
         self._aborted: str | None = None
@@ -145,6 +148,16 @@ class Blocking:
         finally:
             with self._lock:
                 self._pending.discard(fut)
+
+    def _unretrieved(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """What asyncio would print as "Task exception was never retrieved" (with a traceback, on
+        stderr): the end of a call whose caller stopped waiting — its bound passed, or
+        :meth:`abort` cut its connection under it. Its caller was told already; after an abort
+        nothing more is said, else one log line without a traceback."""
+        if self._aborted is not None:
+            return
+        exc = context.get("exception")
+        log.warning("storage.call_ended_late", error=reason(exc) if exc is not None else context.get("message"))
 
     def abort(self, why: str) -> None:
         """Refuse every later call and give every caller now waiting back at once (their calls
