@@ -87,11 +87,14 @@ class BackgroundWork(SwitchParts):
                 # Lockouts and unlocks made by another process (msc journal … --as, msc user
                 # unlock) reach hosts' OIF checks within a second.
                 await asyncio.to_thread(self.auth.refresh)
-            if self.journal is not None:
+            if self.journal is not None and self.stepped_down is None:
                 # /readyz follows the journal's database within a second, traffic or not: 503 when
-                # it goes away, 200 again by itself when it is back.
+                # it goes away, 200 again by itself when it is back. (asyncio.timeout, not
+                # wait_for: Python 3.11's wait_for loses a cancellation that arrives as the probe
+                # ends — this loop then ran on through the event loop's teardown, for ever.)
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.journal.probe(), PROBE_S)
+                    async with asyncio.timeout(PROBE_S):
+                        await self.journal.probe()
             if ticks % 60 == 0:
                 with contextlib.suppress(Exception):
                     await self.flush_use()
