@@ -301,6 +301,8 @@ def test_a_sigstopped_active_loses_the_lease_and_continued_it_commits_nothing_an
     # One clean event, every line of the log JSON: no "Future exception was never retrieved", no
     # CancelledError traceback of a request pending during the pause.
     assert "Traceback" not in log and "never retrieved" not in log, log[-3000:]
+    # It left by its orderly path (the teardown ended by itself), not by the 5-s backstop.
+    assert '"event": "serve.exited"' in log and "node.exit_forced" not in log, log[-3000:]
     records = pair.journal()
     assert any(rec.mnemonic == "ICS1" for rec in records), "A journaled the query before it was stopped"
     after = [rec for rec in records if rec.ts / 1e6 >= resumed]
@@ -429,6 +431,63 @@ def test_the_active_killed_under_load_the_standby_serves_and_no_acknowledged_mes
     print(f"kill -9 of the active under load: B serving {took:.2f} s later (lease ttl {TTL} s); "
           f"{sum(map(len, load.acked.values()))} messages acknowledged")
     pair.verify()
+
+
+def freeze(cluster) -> list[int]:
+    """A frozen database host (a VM paused, a network cut): SIGSTOP of the postmaster and every
+    backend — connections stay open and nothing answers, not even a reset."""
+    pids = sorted(set(pgmod._pids_with_cwd(cluster.data_dir)) | {cluster.pid or 0} - {0})
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):  # a backend that ended meanwhile
+            os.kill(pid, signal.SIGSTOP)
+    return pids
+
+
+def test_an_active_whose_database_freezes_steps_down_and_leaves_by_its_orderly_path(tmp_path, procs):
+    """The hung teardown after a step-down (issue 16): with its database frozen under it, the
+    active node cannot renew, steps down and must leave — its event loop's teardown used to wait
+    for worker threads blocked in calls of the run-time state and queues that the database never
+    answered, until the forced exit cut it short. Now those calls are given back at the step-down:
+    the node logs ``serve.exited`` (the orderly path's last line) and no ``node.exit_forced``,
+    also with a LOGON being checked (its lockout count waiting on the database) at that moment."""
+    with pgmod.PgCluster.create(name="frozen") as cluster:
+        pair = Pair(tmp_path, cluster, procs)
+        a = pair.start("A", "ready")
+        wait_until(lambda: pair.active("A"), "A active")
+
+        async def freeze_under_traffic() -> int:
+            c = await WireClient.connect(pair.ports["A"])
+            await c.banner()
+            assert (await c.logon("ICS1", "TS0001", PASSWORD)).type == "A"
+            assert (await c.send(QUERY_TEXT)).type == "A"
+            frozen = freeze(cluster)
+            try:
+                late = await WireClient.connect(pair.ports["A"])  # a LOGON checked against the frozen state
+                await late.banner()
+                late.send_raw(frame_logon("ICS2", "TS0002"))
+                status = await asyncio.to_thread(a.p.wait, 120)
+            finally:
+                for pid in frozen:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGCONT)
+            c.close()
+            late.close()
+            return status
+
+        assert asyncio.run(freeze_under_traffic()) == 75
+        log = a.log.read_text()
+    assert "node.stepped_down" in log
+    assert '"event": "serve.exited"' in log and "node.exit_forced" not in log, log[-3000:]
+    assert all(line.startswith("{") for line in log.splitlines() if line.strip()), log[-3000:]
+
+
+QUERY_TEXT = "ICS1Q1.QW.CA0130000.NAM/DOE, JOHN.DOB/19800101"
+
+
+def frame_logon(header: str, user: str) -> bytes:
+    from tests.wire import frame
+
+    return frame("M", 1, f"{header}.LOGON.{user}.-.{PASSWORD}".encode())
 
 
 def test_a_node_that_cannot_reach_the_lease_database_stays_standby_and_says_why(tmp_path, procs, pg_server):

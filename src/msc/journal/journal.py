@@ -264,6 +264,28 @@ class Journal:
     async def append(self, *entries: Entry) -> list[int]:
         return await self.submit(entries)
 
+    async def probe(self) -> bool:
+        """Can the storage be written? Asks the writer's ``probe`` (PostgreSQL's: one round trip,
+        or after a failure it reconnects, takes its lock again and re-reads where the journal
+        ends; it writes nothing). The answer is :attr:`healthy` — ``/readyz`` — at once, traffic
+        or not: 503 when the database goes away, and 200 again when it is back (a node that a
+        load balancer took out of rotation gets no message to commit, and must come back by
+        itself). A writer without a probe (SQLite's) is judged by its commits only."""
+        if self.refused is not None or self._task is None:
+            return False
+        probe = getattr(self.writer, "probe", None)
+        if probe is None:
+            return self.healthy
+        try:
+            await probe()
+        except JournalError as exc:
+            self.healthy = False  # /readyz 503 before a message finds out
+            self.last_error = str(exc)
+            return False
+        self.healthy = True
+        self.last_error = None
+        return True
+
     @property
     def last_seq(self) -> int:
         return self._next_seq - 1

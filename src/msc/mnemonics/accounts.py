@@ -42,6 +42,7 @@ class Refused:
     locked: str | None = None
     delay_s: float = 0.0  # answer only after this long, the connection's frames held meanwhile
     cause: Reject | None = None  # the real reason's code, journaled only (the client is told ``reject``)
+    why: str | None = None  # for the log only: what failed (E503: the storage and its error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +58,13 @@ class Accounts:
     def __init__(self, *, auth: AuthService, directory: Callable[[], Directory], acp: AccessControlPoint,
                  gate: Any, busy: type[Exception], attempts: Any, metrics: Any, clock: Callable[[], float],
                  reload_users: Callable[[], object], settings: Callable[[], Any],
-                 in_pool: Callable[..., Any]) -> None:
+                 in_pool: Callable[..., Any], unavailable: type[Exception] | None = None) -> None:
         """``gate``: runs a check in a worker thread, at a priority, bounded (``gate.run``; raises
         ``busy`` when full); ``attempts``: per-address logon attempts; ``in_pool``: run a call in
-        the checks' worker threads; ``reload_users``: re-read users.toml after a change."""
+        the checks' worker threads; ``reload_users``: re-read users.toml after a change;
+        ``unavailable``: what the run-time state raises when its storage cannot be used now
+        (``msc.storage.errors.StorageUnavailable``): the check is answered ``E503``."""
+        self.unavailable: tuple[type[Exception], ...] = (unavailable,) if unavailable is not None else ()
         self.auth = auth
         self.directory = directory
         self.acp = acp
@@ -125,6 +129,13 @@ class Accounts:
             self.attempts.release(source)
             self.attempts.release_account(body.user)
             return Refused(Reject.E307, "LOGON BUSY, TRY AGAIN")
+        except self.unavailable as exc:
+            # The run-time state (lockout count, TOTP step, last logon) could not be read or
+            # written: the logon is not decided. Like E307 it counts against neither the address
+            # nor the account here (the store may have counted the attempt before it failed).
+            self.attempts.release(source)
+            self.attempts.release_account(body.user)
+            return _unavailable(exc)
         if not attempt.ok:
             return self._tried(attempt)
         self.attempts.succeeded(source, self.clock(), body.user)
@@ -167,6 +178,8 @@ class Accounts:
             attempt = await self.gate.run((0, 0), self.auth.change_password, user.id, body.candidates())
         except self.busy:
             return Refused(Reject.E307, "PASSWORD CHECKS BUSY, TRY AGAIN")
+        except self.unavailable as exc:
+            return _unavailable(exc)
         if not attempt.ok:
             # Wrong old password, locked or disabled account: one answer for all.
             return self._tried(attempt, "PASSWORD CHANGE REFUSED")
@@ -183,3 +196,9 @@ class Accounts:
         await asyncio.to_thread(userfile.update, settings.users_path, change)
         self.reload_users()
         return self.directory().users.get(user.id, user)
+
+
+def _unavailable(exc: Exception) -> Refused:
+    """A LOGON or PWD whose run-time state could not be read or written: E503, nothing decided
+    (PROTOCOL.md §6); ``why`` names the storage and its error for the log."""
+    return Refused(Reject.E503, None, why=str(exc) or type(exc).__name__)

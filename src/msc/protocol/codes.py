@@ -42,6 +42,7 @@ class Reject(Enum):
     E307 = "RATE OR QUEUE LIMIT REACHED, TRY AGAIN"
     E501 = "JOURNAL UNAVAILABLE, NOTHING WAS FORWARDED"
     E502 = "INTERNAL ERROR"
+    E503 = "STORAGE UNAVAILABLE, TRY AGAIN"
 
     @property
     def code(self) -> str:

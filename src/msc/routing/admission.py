@@ -75,6 +75,13 @@ class LastUse:
         users, stations, self.users, self.stations = self.users, self.stations, {}, {}
         return users, stations
 
+    def give_back(self, users: dict[str, float], stations: dict[str, float]) -> None:
+        """What :meth:`take` gave that could not be stored (its database away): kept for the
+        next flush, the later time of each winning."""
+        for mine, theirs in ((self.users, users), (self.stations, stations)):
+            for k, t in theirs.items():
+                mine[k] = max(t, mine.get(k, t))
+
 
 class Admission:
     """The one place a message becomes a request (or is refused with its code)."""

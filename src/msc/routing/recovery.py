@@ -9,6 +9,8 @@ still open is told ``E302`` that the rest may be lost. Only records written befo
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 
 from msc.protocol.codes import Reject
@@ -31,13 +33,34 @@ def answer_window(cfg) -> float:
                + [r.timeout_s + resend for r in cfg.route if r.timeout_s], default=60) + 60
 
 
+#: Between attempts to read what the recovery pass needs while the journal's storage is away (s).
+RETRY_S = (1.0, 2.0, 5.0)
+
+
+async def _read(journal, cfg, windows: dict, up_to: int) -> tuple[list, set, list]:
+    """What the pass needs, read before anything is told (so that a read that fails — the
+    journal's database away for a while just after the start — is simply tried again, with
+    nothing told twice): the unanswered requests, the answers refused, the answers still open."""
+    attempt = 0
+    while True:
+        try:
+            unanswered = await journal.unanswered_requests(answer_window(cfg), up_to)
+            refused = await journal.refused_answers(unanswered[0].seq) if unanswered else set()
+            return unanswered, refused, await journal.open_answers(windows, up_to)
+        except Exception as exc:  # its database away (JournalError, OSError, the driver's errors)
+            log.warning("recovery.read_failed", error=str(exc) or type(exc).__name__, attempt=attempt + 1)
+            await asyncio.sleep(RETRY_S[min(attempt, len(RETRY_S) - 1)])
+            attempt += 1
+
+
 async def recover_unanswered(journal, router: Router, cfg, up_to: int) -> int:
     """Tell the operators of requests unanswered at the last stop; returns how many were told.
     ``up_to``: the journal's last sequence number when this start opened it."""
-    unanswered = await journal.unanswered_requests(answer_window(cfg), up_to)
-    refused = await journal.refused_answers(unanswered[0].seq) if unanswered else set()
-    told = 0
     directory = router.directory
+    windows = {k: r.answer_window_s for k, r in directory.routes.items()
+               if r.answer_window_s is not None and not r.one_way}
+    unanswered, refused, still_open = await _read(journal, cfg, windows, up_to)
+    told = 0
     for rec in unanswered:
         route = directory.routes.get(rec.mke or "")
         if route is not None and route.one_way:
@@ -59,9 +82,7 @@ async def recover_unanswered(journal, router: Router, cfg, up_to: int) -> int:
     # Answered in parts, and the window for the rest was still open when the switch stopped (a
     # drain that timed out, a crash): parts that come now are linked to nothing, so the operator
     # is told the answer may be incomplete (PROTOCOL.md §4).
-    windows = {k: r.answer_window_s for k, r in directory.routes.items()
-               if r.answer_window_s is not None and not r.one_way}
-    for rec in await journal.open_answers(windows, up_to):
+    for rec in still_open:
         header = rec.text.split(".", 1)[0]
         endpoint = directory.endpoint_of(rec.mnemonic) if rec.mnemonic else None
         if endpoint is None:

@@ -24,6 +24,8 @@ from msc.server.parts import SwitchParts, started
 STARTUP_QUIET_S = 60.0
 #: Seconds between checks whether freed memory should go back to the system (ops.memory).
 TRIM_EVERY_S = 5
+#: How long the once-a-second sweep waits for the journal's probe (s).
+PROBE_S = 5.0
 
 
 class BackgroundWork(SwitchParts):
@@ -89,10 +91,15 @@ class BackgroundWork(SwitchParts):
     async def flush_use(self) -> None:
         """Write users' and stations' last use to state.db (CJIS AC-2, PPP §1.6.2)."""
         users, stations = self.last_use.take()
-        if users:
-            await asyncio.to_thread(self.state.used, users)
-        if stations:
-            await asyncio.to_thread(self.state.station_used, stations)
+        try:
+            if users:
+                await asyncio.to_thread(self.state.used, users)
+                users = {}
+            if stations:
+                await asyncio.to_thread(self.state.station_used, stations)
+        except BaseException:  # its database away: not lost, written at the next flush
+            self.last_use.give_back(users, stations)
+            raise
 
     async def _sweep(self) -> None:
         ticks = 0
@@ -103,6 +110,14 @@ class BackgroundWork(SwitchParts):
                 # Lockouts and unlocks made by another process (msc journal … --as, msc user
                 # unlock) reach hosts' OIF checks within a second.
                 await asyncio.to_thread(self.auth.refresh)
+            if self.journal is not None and self.stepped_down is None:
+                # /readyz follows the journal's database within a second, traffic or not: 503 when
+                # it goes away, 200 again by itself when it is back. (asyncio.timeout, not
+                # wait_for: Python 3.11's wait_for loses a cancellation that arrives as the probe
+                # ends — this loop then ran on through the event loop's teardown, for ever.)
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(PROBE_S):
+                        await self.journal.probe()
             if ticks % 60 == 0:
                 with contextlib.suppress(Exception):
                     await self.flush_use()

@@ -20,6 +20,7 @@ import msgspec
 import structlog
 
 from msc.journal.records import Entry, JournalError
+from msc.storage.errors import StorageUnavailable
 
 log = structlog.get_logger("msc.control")
 
@@ -118,6 +119,9 @@ class ControlServer:
                     reply = {"ok": False, "error": f"bad request: {exc}"}
                 except JournalError as exc:
                     reply = {"ok": False, "error": f"journal: {exc}"}
+                except StorageUnavailable as exc:  # the run-time state's database is away: refused, said why
+                    log.warning("control.storage_unavailable", error=str(exc))
+                    reply = {"ok": False, "error": f"storage unavailable: {exc}"}
                 writer.write((json.dumps(reply) + "\n").encode())
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):

@@ -96,6 +96,9 @@ async def _run_node(settings: Settings, switch: Switch, stop: asyncio.Event, rea
     if lost:
         switch.step_down(keeper.lost_reason or "lease lost")
         await keeper.stop(release=False)
+        # Storage calls still waiting on the database are given back now: the teardown below
+        # joins their threads (the hang that ha2's forced exit stood in for: Switch.abandon_storage).
+        switch.abandon_storage(keeper.lost_reason or "lease lost")
         log.error("node.exit", node=switch.node_name, status=EXIT_STEPPED_DOWN, reason=keeper.lost_reason)
         _exit_within(STEP_DOWN_EXIT_S, EXIT_STEPPED_DOWN)
         return EXIT_STEPPED_DOWN
@@ -123,11 +126,19 @@ STEP_DOWN_EXIT_S = 5.0
 
 def _exit_within(seconds: float, status: int) -> None:
     """A stepped-down node must leave so that its supervisor starts a fresh standby: nothing of it
-    may be journaled any more, so nothing is lost by not waiting. The event loop's teardown
-    cancels every task and waits for each; make ha-soak saw a node that had logged ``node.exit``
-    still waiting there minutes later (a task that did not end on cancellation, with the database
-    just failed over), and a node that never exits is never restarted. A daemon timer ends the
-    process with the same status if the teardown has not finished by then."""
+    may be journaled any more, so nothing is lost by not waiting. A daemon timer ends the process
+    with the same status if the orderly teardown has not finished by then (log ``node.exit_forced``
+    with what it still waited for).
+
+    A backstop only. make ha-soak saw a node that had logged ``node.exit`` still in its teardown
+    minutes later; the cause (found by freezing the database under an active node: SIGSTOP of
+    the postmaster and every backend) was the teardown joining worker threads blocked in calls of
+    the run-time state and the queues to a database that answered nothing — each waited for
+    asyncpg's statement timeout, its cancellation request and a pool connection. Every such call
+    is bounded now and a stepped-down node gives them back at once (Switch.abandon_storage), so
+    the teardown ends by itself: 0 forced exits in the frozen-database and SIGSTOP step-downs
+    measured (tests/e2e/test_ha_nodes.py asserts ``serve.exited``, the orderly path's last line).
+    The timer stays for what nobody has seen yet."""
     import os
     import sys
     import threading
@@ -139,13 +150,33 @@ def _exit_within(seconds: float, status: int) -> None:
             pending = sorted({repr(t.get_coro())[:120] for t in asyncio.all_tasks(loop) if not t.done()})
         except RuntimeError:
             pending = []
-        log.error("node.exit_forced", status=status, after_s=seconds, pending=pending[:20])
+        # Tasks alone did not name the hang (the teardown's own task, joining worker threads):
+        # where every other thread is, in msc's code if it is there.
+        log.error("node.exit_forced", status=status, after_s=seconds, pending=pending[:20], threads=_threads()[:20])
         sys.stderr.flush()
         os._exit(status)
 
     timer = threading.Timer(seconds, force)
     timer.daemon = True
     timer.start()
+
+
+def _threads() -> list[str]:
+    """Where each thread but this one is: its innermost frame in msc's code (else its innermost),
+    ``file:line function`` — for ``node.exit_forced``."""
+    import sys
+    import threading
+    import traceback
+
+    me, where = threading.get_ident(), set()
+    for ident, frame in sys._current_frames().items():
+        if ident == me:
+            continue
+        stack = traceback.extract_stack(frame)
+        ours = [f for f in stack if "/msc/" in f.filename]
+        f = (ours or stack)[-1]
+        where.add(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}")
+    return sorted(where)
 
 
 def _write_ready(ready_file: str | None, what: str) -> None:
@@ -164,4 +195,8 @@ def serve(settings: Settings, *, ready_file: str | None = None) -> int:
     from msc.memory import tune_allocator
 
     tune_allocator()
-    return uvloop.run(run(settings, ready_file=ready_file))
+    status = uvloop.run(run(settings, ready_file=ready_file))
+    # The orderly path's last line: the event loop, its tasks and its worker threads are done (a
+    # stepped-down node that got here was not cut short by _exit_within's timer).
+    log.info("serve.exited", status=status)
+    return status

@@ -22,6 +22,7 @@ from msc.protocol.codes import ProtocolError, Reject
 from msc.protocol.message import Input, Logon, PasswordChange, format_pairs
 from msc.server.machine import Event, Role, State
 from msc.server.refusing import Refusing
+from msc.storage.errors import StorageUnavailable
 
 
 class Operator(Refusing):
@@ -76,8 +77,13 @@ class Operator(Refusing):
                     self._journal_session(f"LOGON FAILED {outcome.failed}", code=(outcome.cause or outcome.reject).code,
                                           user=body.user)
                     self.log.info("session.logon", outcome="refused", code=outcome.reject.code)
+                if outcome.why is not None:  # E503: the run-time state could not be used
+                    self._storage_unavailable(xid, inp, outcome.why)
+                    return
                 self._reject(xid, outcome.reject, outcome.detail, inp.journal_text(), inp,
                              always=outcome.failed is not None)
+        except StorageUnavailable as exc:
+            self._storage_unavailable(xid, inp, str(exc))
         except Exception:
             self._internal_error(xid, inp)
         finally:
@@ -132,7 +138,12 @@ class Operator(Refusing):
                 self.log.warning("session.lockout", locked_user=outcome.locked)
             if outcome.failed is not None:
                 self._journal_session(f"PASSWORD CHANGE FAILED {outcome.failed}", code=Reject.E202.code)
+            if outcome.why is not None:  # E503: the run-time state could not be used
+                self._storage_unavailable(xid, inp, outcome.why)
+                return
             self._reject(xid, outcome.reject, outcome.detail, inp.journal_text(), inp)
+        except StorageUnavailable as exc:
+            self._storage_unavailable(xid, inp, str(exc))
         except Exception:
             self._internal_error(xid, inp)
         finally:

@@ -186,6 +186,15 @@ class Refusing(Connection):
         self.log.info("session.reject", code=reject.code, mnemonic=inp.mnemonic if inp else self.mnemonic,
                       form=form.value)
 
+    def _storage_unavailable(self, xid: int, inp: Input, why: str) -> None:
+        """The storage this message needed (the run-time state: an account's lockout count, TOTP
+        step, last logon) could not be used now — its database unreachable, restarting, or not
+        answering within its bound: E503 (PROTOCOL.md §6), nothing was done; a log line names the
+        storage and its error. Not a bug: no correlation id, no traceback. The refusal is
+        journaled like any other (when the journal can be written)."""
+        self.log.warning("session.storage_unavailable", mke=inp.mke, error=why)
+        self._reject(xid, Reject.E503, None, inp.journal_text(), inp, always=True)
+
     def _internal_error(self, xid: int, inp: Input) -> None:
         """A bug while handling ``inp``: E502 with a correlation id in the log and the N."""
         corr = self.svc.admission.new_txn()

@@ -8,6 +8,7 @@ A part of :class:`msc.server.switch.Switch` (its attributes: :class:`msc.server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from msc.mnemonics.directory import Directory
@@ -68,6 +69,65 @@ class NodeRole(SwitchParts):
                 rt.server.close()
         for sess in list(self.sessions):
             sess.close("SHUTDOWN")
+
+    def abandon_storage(self, why: str) -> None:
+        """A node that stepped down is leaving: give back now every storage call still waiting on
+        the database and cut the journal writer's connection, without waiting for anything.
+
+        Why (issue 16, the hung teardown): the process's teardown joins the worker threads of
+        ``asyncio.to_thread`` and of the logon checks, and each of them may be blocked in a call
+        of the run-time state, the queues or the ledger (the once-a-second lockout refresh, a
+        logon's attempt count, the queues' snapshot, the recovery pass's journal reads). With the
+        database frozen or cut off — no
+        answer, not even a reset — such a call waited for asyncpg's statement timeout, then for
+        its cancellation request, then for a pool connection (minutes), and so did the exit:
+        ``node.exit_forced`` fired. Every call is bounded now (CALL_TIMEOUT_S), and this makes a
+        stepped-down node's teardown not wait even that: nothing of it may be written any more."""
+        self._quiet_after_abandon(self.backends.postgresql)
+        handles = (self._state, self.ledger, self.delivery.store if self.delivery is not None else None)
+        for handle in handles:
+            abort = getattr(handle, "abort", None)  # PostgreSQL's handles (SQLite's calls are local)
+            if abort is not None:
+                with contextlib.suppress(Exception):
+                    abort(f"this node stepped down ({why})")
+        writer = self.journal.writer if self.journal is not None else None
+        abort_writer = getattr(writer, "abort", None)  # PostgreSQL's writer: its connection cut
+        if abort_writer is not None:
+            with contextlib.suppress(Exception):
+                abort_writer()
+        storage = getattr(self.journal, "storage", None)  # PostgreSQL's readers (the recovery pass …)
+        abort_readers = getattr(storage, "abort", None)
+        if abort_readers is not None:
+            with contextlib.suppress(Exception):
+                abort_readers(f"this node stepped down ({why})")
+
+    @staticmethod
+    def _quiet_after_abandon(postgresql: bool) -> None:
+        """What a leaving node cuts short ends in errors nobody retrieves any more, which asyncio
+        prints with a traceback: the database operations cut under their awaiting code (the
+        driver's errors: "Future exception was never retrieved"), and a connection handler of the
+        metrics endpoint or control socket accepted just before the teardown and cancelled before
+        its first step — its own ``except CancelledError`` never ran, and Python 3.11's stream
+        server asks the cancelled task for its exception ("Exception in callback …
+        CancelledError", seen in the SIGSTOP e2e under load). Each was abandoned on purpose; the
+        step-down is logged once by its cause."""
+        quiet: tuple[type[BaseException], ...] = (asyncio.CancelledError,)
+        if postgresql:
+            from msc.storage.postgres import DB_ERRORS
+
+            quiet += DB_ERRORS
+        loop = asyncio.get_running_loop()
+        previous = loop.get_exception_handler()
+
+        def handler(lp: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            if isinstance(context.get("exception"), quiet):
+                return
+            if previous is not None:
+                previous(lp, context)
+            else:
+                lp.default_exception_handler(context)
+
+        loop.set_exception_handler(handler)
 
     def node_status(self) -> dict[str, Any] | None:
         """For /readyz: this node's name, role and epoch (None for a single node)."""

@@ -57,6 +57,7 @@ from msc.server.listener import source_of
 from msc.server.machine import Role, State
 from msc.server.operator import Operator
 from msc.server.refusals import iso
+from msc.storage.errors import StorageUnavailable
 
 log = structlog.get_logger("msc.session")
 
@@ -208,6 +209,8 @@ class Session(Operator):
             self._dispatch(xid, inp)
         except ProtocolError as exc:
             self._reject(xid, exc.reject, exc.detail, inp.journal_text(), inp, payload=payload)
+        except StorageUnavailable as exc:  # its database is away: E503, not a bug
+            self._storage_unavailable(xid, inp, str(exc))
         except Exception:  # a bug: answer E502 with a correlation id, keep serving
             self._internal_error(xid, inp)
 

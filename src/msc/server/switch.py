@@ -60,7 +60,7 @@ from msc.server.reload import ConfigChanges
 from msc.server.roles import NodeRole
 from msc.server.services import Registry, Services
 from msc.server.session import taf_for
-from msc.storage.backends import Backends, Deferred
+from msc.storage.backends import Backends, Deferred, StorageUnavailable
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -118,7 +118,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         self.accounts = Accounts(auth=self.auth, directory=lambda: self.directory, acp=self.acp, gate=self.logon_gate,
                                  busy=Busy, attempts=self.logon_attempts, metrics=self.metrics, clock=clock,
                                  reload_users=self.reload_users, settings=lambda: self.settings,
-                                 in_pool=self.in_auth_pool)
+                                 in_pool=self.in_auth_pool, unavailable=StorageUnavailable)
         self.sessions = Registry(delivery=lambda: started(self.delivery), accounts=self.accounts,
                                  journal=lambda: self.journal, directory=lambda: self.directory,
                                  router=lambda: started(self.router), metrics=self.metrics)
@@ -264,7 +264,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         for task in (self._sweeper, self._retention, self._ledger_task, self.recovery, self._watch):
             if task:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(asyncio.CancelledError, Exception):  # (a task that failed)
                     await task
         for sess in list(self.sessions):
             sess.close("SHUTDOWN")

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from msc.journal.journal import Journal
 from msc.journal.reader import Reader
 from msc.journal.records import JournalError
+from msc.storage.errors import StorageUnavailable
 
 if TYPE_CHECKING:
     from msc.config.load import Settings
@@ -43,9 +44,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class StorageUnavailable(OSError):
-    """The configured database cannot be reached or refused msc's login: a one-line reason for
-    the operator (the servers and database, never the password), no traceback."""
+__all__ = ["Backends", "Deferred", "StorageUnavailable"]
 
 
 def _opening(what: str, backends: Backends, open_: Callable[[], T]) -> T:
@@ -192,6 +191,12 @@ class Deferred:
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()
+
+    def abort(self, why: str) -> None:
+        """The opened handle's ``abort(why)`` if it has one (PostgreSQL's: give waiting callers
+        back now); nothing when it was never opened."""
+        if self._handle is not None and hasattr(self._handle, "abort"):
+            self._handle.abort(why)
 
     def __getattr__(self, name: str) -> Any:
         if self._handle is None and name in self._until_open:

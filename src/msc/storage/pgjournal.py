@@ -38,6 +38,7 @@ import asyncio
 import hashlib
 import re
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +50,7 @@ from msc.journal.merkle import Frontier
 from msc.journal.records import META_COLUMNS, JournalError
 from msc.journal.schema import PURGE_CODE, TIMELINE_GAP_S, Checkpoint, Row, StoredRecord
 from msc.journal.writer import JournalBusy
-from msc.storage.postgres import DB_ERRORS, Blocking, PgSettings, create_schema
+from msc.storage.postgres import COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S, DB_ERRORS, Blocking, PgSettings, create_schema, reason
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -506,15 +507,43 @@ class PgWriter:
                 pass
         await self._drop_connection()
 
+    async def probe(self) -> None:
+        """Can the journal be written again after failed commits? Reconnect — the writer lock
+        taken again, where the journal ends re-read — if the connection is gone, else one round
+        trip. Raises JournalError. Writes nothing (msc.journal.journal.Journal.probe)."""
+        async with self._lock:
+            if self._needs_reopen or self._conn is None or self._conn.is_closed():
+                await self._reopen()
+                return
+            try:
+                await self._conn.fetchval("SELECT 1")
+            except DB_ERRORS as exc:
+                await self._after_failure()
+                raise JournalError(f"journal database: {type(exc).__name__}: {_reason(exc)}") from None
+
+    def abort(self) -> None:
+        """Cut the connection now, without waiting for the server (a node that stepped down and
+        must leave: msc.server.main). A commit under way fails (its senders are told E501, as
+        for any failed commit); the server rolls back whatever it had not committed, and the
+        writer lock goes with the session. Later calls would reconnect; nothing makes them."""
+        conn, self._conn = self._conn, None
+        self._needs_reopen = True
+        if conn is not None:
+            conn.terminate()
+
 
 class PgReader:
     """Read-only access to the journal on PostgreSQL (:class:`~msc.journal.interfaces.JournalReader`).
     Blocking (its own event loop thread and connection); one caller thread at a time."""
 
-    def __init__(self, pg: PgSettings) -> None:
+    def __init__(self, pg: PgSettings, *, opened: weakref.WeakSet[PgReader] | None = None) -> None:
+        """``opened``: a set this reader joins before it connects (its storage's, for :meth:`abort`)."""
         self.pg = pg
-        self._run = Blocking("msc-pg-reader")
+        # Bounded like every blocking call, never shorter than a statement may take (a search).
+        self._run = Blocking("msc-pg-reader", timeout=COMMAND_TIMEOUT_S + CONNECT_TIMEOUT_S)
         self._conn: asyncpg.Connection | None = None
+        if opened is not None:
+            opened.add(self)
         try:
             self._conn = self._run.run(self._connect())
         except BaseException:
@@ -736,10 +765,16 @@ class PgReader:
                 conn.terminate()
         self._run.close()
 
+    def abort(self, why: str) -> None:
+        """Give the caller waiting on the database back now and cut the connection, without
+        waiting (a node that stepped down: msc.server.roles.abandon_storage)."""
+        self._run.abort(why)
+        conn = self._conn
+        if conn is not None and not self._run.loop.is_closed():
+            self._run.loop.call_soon_threadsafe(conn.terminate)
 
-def _reason(exc: BaseException) -> str:
-    """An error's message for a log or JournalError: asyncpg's messages carry no password."""
-    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+
+_reason = reason  # (the name the journal's modules and backends use)
 
 
 class PgStorage:
@@ -750,9 +785,21 @@ class PgStorage:
     def __init__(self, pg: PgSettings, *, fence: Fence | None = None) -> None:
         self.pg = pg
         self.fence = fence
+        self._readers: weakref.WeakSet[PgReader] = weakref.WeakSet()
+        self._aborted: str | None = None
 
     def journal_writer(self, signing: Ed25519PrivateKey) -> PgWriter:
         return PgWriter(self.pg, signing.sign, fence=self.fence)
 
     def journal_reader(self) -> PgReader:
-        return PgReader(self.pg)
+        if self._aborted is not None:
+            raise JournalError(self._aborted)
+        return PgReader(self.pg, opened=self._readers)
+
+    def abort(self, why: str) -> None:
+        """Every reader of this journal still open (the restart's recovery pass, a queued output's
+        text read back — each in a worker thread) is given back now and later ones are refused:
+        a node that stepped down must not wait for a database that does not answer."""
+        self._aborted = why
+        for reader in list(self._readers):
+            reader.abort(why)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 import asyncpg
@@ -23,7 +23,8 @@ from msc.mnemonics.lockout import Attempts
 from msc.mnemonics.state import UserRow
 from msc.ops.availability import Run
 from msc.routing.outbox import Stored
-from msc.storage.postgres import Blocking, PgSettings, create_schema
+from msc.storage.errors import StorageUnavailable
+from msc.storage.postgres import DB_ERRORS, Blocking, PgSettings, create_schema, reason, safe_dsn
 
 T = TypeVar("T")
 
@@ -70,10 +71,22 @@ CREATE TABLE IF NOT EXISTS runs(
 """
 
 
+#: How long closing a handle waits for calls still running before it cuts their connections (s).
+CLOSE_TIMEOUT_S = 5.0
+
+
 class _Handle:
-    """A pool on a private loop thread; the schema made on first use."""
+    """A pool on a private loop thread; the schema made on first use.
+
+    Every call is bounded (:data:`msc.storage.postgres.CALL_TIMEOUT_S`) and any failure of the
+    database — unreachable, restarting, a connection ended under the call, no answer in time —
+    raises :class:`~msc.storage.errors.StorageUnavailable` naming what (``what``), where and
+    why; the next call connects again (the pool replaces a broken connection by itself)."""
+
+    what = "PostgreSQL storage"
 
     def __init__(self, pg: PgSettings, name: str, max_size: int = 4) -> None:
+        self._where = safe_dsn(pg.dsn)
         self._run = Blocking(name)
         try:
             self._pool: asyncpg.Pool = self._run.run(self._open(pg, max_size))
@@ -88,23 +101,47 @@ class _Handle:
             await create_schema(conn, SCHEMA, SCHEMA_LOCK)
         return pool
 
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """``coro`` on this handle's loop, bounded; a database failure as StorageUnavailable."""
+        try:
+            return self._run.run(coro)
+        except DB_ERRORS as exc:
+            raise StorageUnavailable(f"{self.what} on PostgreSQL ({self._where}): "
+                                     f"{type(exc).__name__}: {reason(exc)}") from None
+
     def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        return self._run.run(self._pool.fetch(sql, *args))
+        return self.call(self._pool.fetch(sql, *args))
 
     def execute(self, sql: str, *args: Any) -> str:
-        status: str = self._run.run(self._pool.execute(sql, *args))
+        status: str = self.call(self._pool.execute(sql, *args))
         return status
 
+    def abort(self, why: str) -> None:
+        """Give every caller waiting on the database back now (StorageUnavailable) and cut the
+        pool's connections, without waiting for anything: for a node that stepped down and must
+        leave (msc.server.main). Later calls are refused; :meth:`close` still closes the loop."""
+        self._run.abort(why)
+        if not self._run.loop.is_closed():
+            self._run.loop.call_soon_threadsafe(self._pool.terminate)
+
     def close(self) -> None:
+        """Close the pool — waiting at most CLOSE_TIMEOUT_S for calls still running, then
+        cutting their connections (asyncpg's close waits for every connection to come back) —
+        and the loop."""
         if not self._run.loop.is_closed():
             try:
-                self._run.run(self._pool.close())
+                self._run.run(self._pool.close(), timeout=CLOSE_TIMEOUT_S)
+            except Exception:
+                if not self._run.loop.is_closed():
+                    self._run.loop.call_soon_threadsafe(self._pool.terminate)
             finally:
                 self._run.close()
 
 
 class PgRuntimeState(_Handle):
     """The run-time state of users and stations (:class:`~msc.mnemonics.state.RuntimeState`)."""
+
+    what = "run-time state"
 
     def __init__(self, pg: PgSettings) -> None:
         super().__init__(pg, "msc-pg-state")
@@ -144,7 +181,7 @@ class PgRuntimeState(_Handle):
                         await self._count(conn, via, "lockout")
                 return out
 
-        return self._run.run(go())
+        return self.call(go())
 
     @staticmethod
     async def _count(conn: asyncpg.Connection, via: str, what: str) -> None:
@@ -165,7 +202,7 @@ class PgRuntimeState(_Handle):
                                                  "AND (last_otp_step IS NULL OR last_otp_step < $2)", uid, step)
                 return status == "UPDATE 1"
 
-        return self._run.run(go())
+        return self.call(go())
 
     def locked_users(self) -> set[str]:
         return {r[0] for r in self.fetch("SELECT id FROM user_state WHERE locked_at IS NOT NULL")}
@@ -210,6 +247,8 @@ class PgRuntimeState(_Handle):
 class PgOutbox(_Handle):
     """Delivery queues and OSNs (:class:`~msc.routing.outbox.OutboxBackend`)."""
 
+    what = "delivery queues"
+
     def __init__(self, pg: PgSettings) -> None:
         super().__init__(pg, "msc-pg-outbox", max_size=2)
 
@@ -222,7 +261,7 @@ class PgOutbox(_Handle):
                 applied = await conn.fetchval("SELECT seq FROM applied WHERE k = 'journal'")
             return rows, osns, applied or 0
 
-        return self._run.run(go())
+        return self.call(go())
 
     def apply(self, adds: Iterable[Stored], removes: Iterable[tuple[str, int]], osns: dict[str, int],
               applied: int) -> None:
@@ -245,18 +284,20 @@ class PgOutbox(_Handle):
                 await conn.execute("INSERT INTO applied(k, seq) VALUES ('journal', $1) "
                                    "ON CONFLICT (k) DO UPDATE SET seq = excluded.seq", applied)
 
-        self._run.run(go())
+        self.call(go())
 
 
 class PgLedger(_Handle):
     """The availability ledger (:class:`~msc.ops.availability.LedgerBackend`)."""
+
+    what = "availability ledger"
 
     def __init__(self, pg: PgSettings) -> None:
         super().__init__(pg, "msc-pg-ledger", max_size=1)
         self.run_id: int | None = None
 
     def start(self, now: float) -> int:
-        rid = self._run.run(self._pool.fetchval(
+        rid = self.call(self._pool.fetchval(
             "INSERT INTO runs(started, heartbeat, pid) VALUES ($1, $1, $2) RETURNING id", now, os.getpid()))
         self.run_id = int(rid)
         return self.run_id

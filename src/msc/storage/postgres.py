@@ -18,6 +18,7 @@ command calls them directly and the switch from worker threads, as with SQLite.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -25,16 +26,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
+import structlog
 
 if TYPE_CHECKING:
     from msc.config.settings import Settings
 
 T = TypeVar("T")
+log = structlog.get_logger("msc.storage")
 
 #: No statement of msc's waits longer than this for the server (s): a server that stopped
 #: answering surfaces as an error (E501 for the journal), never as a hang.
 COMMAND_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 10.0
+#: A blocking caller (:class:`Blocking`) waits at most this long for one call of the run-time
+#: state, the queues or the ledger — its connection included — and then gets an error, whatever
+#: the database does (a frozen or cut-off server answers nothing, not even a reset). A logon
+#: during a database outage is refused within this long (E503), never left hanging, and a
+#: worker thread is never held for ever: ``msc serve``'s teardown waits for them.
+CALL_TIMEOUT_S = 12.0
 
 #: Errors that mean "the database did not do it" (or may not have): the caller re-reads the truth.
 #: InternalClientError is what asyncpg raises on a connection its server died under ("cannot switch
@@ -71,10 +80,20 @@ class PgSettings:
         return await asyncpg.connect(self.dsn, **kw)
 
     async def pool(self, max_size: int = 4) -> asyncpg.Pool:
+        """A pool without a floor (``min_size=0``): connections are made when a call needs one.
+        With a floor asyncpg redials a database that went away in the background, every 1–60 s,
+        and logs each failure with a traceback on stderr (not msc's log); without one the next
+        call connects by itself, within its own bound."""
         kw: dict[str, Any] = {"timeout": CONNECT_TIMEOUT_S, "command_timeout": COMMAND_TIMEOUT_S}
         if self.password is not None:
             kw["password"] = self.password
-        return await asyncpg.create_pool(self.dsn, min_size=1, max_size=max_size, **kw)
+        return await asyncpg.create_pool(self.dsn, min_size=0, max_size=max_size, **kw)
+
+
+def reason(exc: BaseException) -> str:
+    """An error's message for a log line or an exception msc raises: its first line, at most 300
+    characters (asyncpg's messages carry no password)."""
+    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
 
 
 def read_password(path: Path) -> str:
@@ -90,23 +109,69 @@ class Blocking:
     """An event loop in a daemon thread, for blocking callers of asyncpg.
 
     :meth:`run` may be called from any thread but the loop's own; calls from several threads
-    interleave on the loop (each implementation serialises what must be serialised).
+    interleave on the loop (each implementation serialises what must be serialised). Every call
+    is bounded (``timeout``, default ``CALL_TIMEOUT_S``): the caller's thread is given back by
+    then whatever the database does, with ``TimeoutError``, and the call is cancelled on the
+    loop. :meth:`abort` gives every waiting caller back at once (``ConnectionAbortedError``).
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, timeout: float = CALL_TIMEOUT_S) -> None:
+        self.timeout = timeout
         self.loop = asyncio.new_event_loop()
+        self.loop.set_exception_handler(self._unretrieved)
+        self._pending: set[concurrent.futures.Future[Any]] = set()
+        self._lock = threading.Lock()
+        self._aborted: str | None = None
         self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self._thread.start()
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+    def run(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
+        """``coro`` on the loop; its result, or its exception; ``TimeoutError`` after ``timeout``
+        seconds (default: this runner's); ``ConnectionAbortedError`` once :meth:`abort` ran."""
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("Blocking.run called on its own loop")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        with self._lock:
+            if self._aborted is not None or self.loop.is_closed():
+                coro.close()
+                raise ConnectionAbortedError(self._aborted or "the database handle is closed")
+            fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+            self._pending.add(fut)
+        try:
+            return fut.result(self.timeout if timeout is None else timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()  # the call ends on the loop (asyncpg cancels its statement) without us
+            raise TimeoutError(f"no answer from the database within {self.timeout if timeout is None else timeout:g} s"
+                               ) from None
+        except concurrent.futures.CancelledError:
+            raise ConnectionAbortedError(self._aborted or "the call was cancelled") from None
+        finally:
+            with self._lock:
+                self._pending.discard(fut)
+
+    def _unretrieved(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """What asyncio would print as "Task exception was never retrieved" (with a traceback, on
+        stderr): the end of a call whose caller stopped waiting — its bound passed, or
+        :meth:`abort` cut its connection under it. Its caller was told already; after an abort
+        nothing more is said, else one log line without a traceback."""
+        if self._aborted is not None:
+            return
+        exc = context.get("exception")
+        log.warning("storage.call_ended_late", error=reason(exc) if exc is not None else context.get("message"))
+
+    def abort(self, why: str) -> None:
+        """Refuse every later call and give every caller now waiting back at once (their calls
+        are cancelled on the loop). Does not block: for a process that must end now."""
+        with self._lock:
+            self._aborted = why
+            pending, self._pending = list(self._pending), set()
+        for fut in pending:
+            fut.cancel()
 
     def close(self) -> None:
         if self.loop.is_closed():
             return
+        self.abort("the database handle is closed")
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
         self.loop.close()

@@ -21,6 +21,7 @@ from msc.journal.records import JournalError
 from msc.protocol import framing, grammar
 from msc.protocol.message import parse_pairs
 from msc.protocol.proxy import cn_sendable
+from msc.storage.errors import StorageUnavailable
 from msc.web.api import PASSWORD_RE, client_address, json_body
 from msc.web.parts import ConsoleParts
 from msc.web.peer import verified_cn
@@ -81,9 +82,13 @@ class LogonRoutes(ConsoleParts):
                              otp: str) -> Response:
         roles = CONSOLES[console]
         assert roles is not None  # the investigator's or administrator's console (an operator logs on at the switch)
-        attempt, entries = await asyncio.to_thread(
-            identity.authenticate, self.settings, user, password, otp or None, roles=roles,
-            op=f"{console} console", peer="WEB")
+        try:
+            attempt, entries = await asyncio.to_thread(
+                identity.authenticate, self.settings, user, password, otp or None, roles=roles,
+                op=f"{console} console", peer="WEB")
+        except StorageUnavailable as exc:  # the run-time state's database is away: nothing decided
+            log.warning("web.storage_unavailable", error=str(exc))
+            return JSONResponse({"error": "STORAGE UNAVAILABLE, TRY AGAIN"}, 503)
         try:
             await asyncio.to_thread(record, self.settings, entries)
         except JournalError:

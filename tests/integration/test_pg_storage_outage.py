@@ -1,0 +1,210 @@
+"""Every operation that needs the storage, while msc's PostgreSQL database is away (issue 16): a
+clean refusal with a documented code (PROTOCOL.md §6) and a log line naming the cause — never
+``E502 INTERNAL ERROR``, a traceback or a hang — and the same operation working again by itself
+once the database is back.
+
+A switch (in this process, one node) keeps its journal, run-time state, queues and ledger in a
+real PostgreSQL of its own (tests/pg.py). Two faults: the server **stopped** (every connection
+refused: a primary killed or being promoted) and every msc session **ended under it**
+(``pg_terminate_backend``: a connection lost, the server up). For each operation the table says
+what the client sees while the fault lasts; afterwards every operation must succeed.
+
+A LOGON (terminal, pool, with TOTP) and a PWD need the run-time state: ``E503`` (the pooled
+mnemonic is not lent); a message needs the journal: ``E501``; a request on the control socket
+(what ``msc … --as`` asks of the switch) is refused ``ok: false`` with the cause; ``/readyz`` is
+503 naming the journal's database within a few seconds, and 200 again by itself afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+import pytest
+import structlog
+
+from msc.actions.journaling import control
+from msc.config.load import load
+from msc.mnemonics import totp
+from msc.server.switch import Switch
+from tests.conftest import PASSWORD, Harness, add_totp_user, make_config
+from tests.wire import WireClient
+
+pytestmark = pytest.mark.timeout(300)
+
+QW = "{h}Q{n}.QW.CA0130000.NAM/DOE, JOHN.DOB/19800101"
+OTHER = "another long passphrase seven"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from tests import pg
+
+    reason = pg.missing_reason()
+    if reason:
+        pytest.skip(reason)
+    with pg.PgCluster.create(name="outage") as c:
+        yield c
+
+
+class Site:
+    """The switch on the cluster, its stub, and the clients a test needs."""
+
+    def __init__(self, h: Harness, cluster, switch: Switch, secrets: dict[str, bytes]) -> None:
+        self.h, self.cluster, self.switch = h, cluster, switch
+        self.totp_users = list(secrets.items())  # each TOTP step is accepted once: a user per success
+        self.n = 0
+
+    async def operator(self, header: str = "ICS1", user: str = "TS0001") -> WireClient:
+        c = await self.h.client()
+        assert (await c.logon(header, user, PASSWORD)).type == "A"
+        return c
+
+    async def logon(self, header: str, user: str, otp: str = "-") -> str:
+        c = await self.h.client()
+        try:
+            f = await c.logon(header, user, PASSWORD, otp)
+            return "A" if f.type == "A" else f.code
+        finally:
+            c.close()
+
+    async def message(self, c: WireClient) -> str:
+        self.n += 1
+        f = await c.send(QW.format(h="ICS1", n=self.n), timeout=60)
+        return "A" if f.type == "A" else f.code
+
+    async def control(self, request: dict) -> dict:
+        return await asyncio.to_thread(control, self.switch.settings, request, 60.0)
+
+    async def totp_logon(self) -> str:
+        uid, secret = self.totp_users[0]
+        code = await self.logon("ICS2", uid, totp.code_at(secret, time.time()))
+        if code == "A":
+            self.totp_users.pop(0)
+        return code
+
+    def pool_free(self) -> float:
+        return self.switch.metrics.pool_free.labels("ECMDT")._value.get()
+
+    async def until(self, cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not cond():
+            assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def site(tmp_path, cluster):
+    db = f"outage_{tmp_path.name[-20:].lower().replace('-', '_')}".rstrip("_")
+    db = "".join(ch for ch in db if ch.isalnum() or ch == "_")
+    cluster.create_database(db)
+    h = Harness(tmp_path)
+    stub = await h.start_stub()
+    path = make_config(tmp_path, upstream_ports=[stub.port])
+    secret_file = tmp_path / "pg.password"
+    secret_file.write_text(cluster.password + "\n")
+    secret_file.chmod(0o600)
+    path.write_text(path.read_text() + f'\n[storage]\nbackend = "postgresql"\n'
+                    f'dsn = "postgresql://postgres@127.0.0.1:{cluster.port}/{db}"\npassword_file = "pg.password"\n')
+    secrets = {f"MF000{i}": add_totp_user(path, f"MF000{i}") for i in range(1, 7)}
+    h.switch = Switch(load(path))
+    await h.switch.start()
+    await h.wait_upstream()
+    try:
+        yield Site(h, cluster, h.switch, secrets)
+    finally:
+        if cluster.pid is None:
+            cluster.start()
+        with contextlib.suppress(Exception):
+            await h.stop()
+
+
+def terminate_sessions(cluster, db: str) -> None:
+    """``pg_terminate_backend`` of every session of msc's database (a connection lost, the server up)."""
+    cluster.sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}' "
+                "AND pid <> pg_backend_pid()")
+    deadline = time.monotonic() + 60
+    while cluster.sql(f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND pid <> pg_backend_pid()") != "0":
+        assert time.monotonic() < deadline, "the ended sessions did not go"
+        time.sleep(0.02)
+
+
+async def operations(site: Site, held: WireClient) -> dict[str, str]:
+    """Each operation once, as its client sees it: "A", a reject code, or the control socket's
+    ``ok``/its error's first word."""
+    seen: dict[str, str] = {}
+    seen["terminal LOGON"] = await site.logon("ICS2", "TS0002")
+    before = site.pool_free()
+    seen["pool LOGON"] = await site.logon("ECMDT", "EC0001")
+    if seen["pool LOGON"] != "A":
+        assert site.pool_free() == before, "a refused pool LOGON must not keep the mnemonic"
+    seen["TOTP LOGON"] = await site.totp_logon()
+    f = await held.send(f"ICS1.PWD.{PASSWORD}.{OTHER}", timeout=60)
+    seen["PWD"] = "A" if f.type == "A" else f.code
+    if f.type == "A":  # and back, for the next round
+        assert (await held.send(f"ICS1.PWD.{OTHER}.{PASSWORD}", timeout=60)).type == "A"
+    seen["message"] = await site.message(held)
+    for name, req in (("control unlock", {"op": "unlock", "id": "TS0002"}),
+                      ("control station", {"op": "station", "mnemonic": "ICS9", "disabled": False}),
+                      ("control record", {"op": "record", "entries": [{"kind": "ADMIN", "text": "OUTAGE TEST"}]})):
+        reply = await site.control(req)
+        seen[name] = "ok" if reply.get("ok") else reply.get("error", "?").split(":")[0]
+    return seen
+
+
+#: What a client sees of each operation while the database is stopped.
+STOPPED = {
+    "terminal LOGON": "E503", "pool LOGON": "E503", "TOTP LOGON": "E503", "PWD": "E503",
+    "message": "E501",
+    "control unlock": "storage unavailable", "control station": "storage unavailable", "control record": "journal",
+}
+ALL_WORK = {k: "ok" if k.startswith("control") else "A" for k in STOPPED}
+
+
+async def test_with_the_database_stopped_every_operation_is_refused_cleanly_and_works_again_after(site):
+    held = await site.operator("ICS1", "TS0001")
+    assert (await site.control({"op": "ping"}))["ok"]
+    with structlog.testing.capture_logs() as logs:
+        site.cluster.stop("fast")
+        try:
+            # /readyz follows the database within seconds, with no traffic at all.
+            await site.until(lambda: not site.switch.readiness()[0], "/readyz 503 for the stopped database")
+            ready, reasons = site.switch.readiness()
+            assert "journal" in reasons and "journal database" in str(reasons["journal"]), reasons
+            seen = await asyncio.wait_for(operations(site, held), 240)
+        finally:
+            site.cluster.start()
+    assert seen == STOPPED, seen
+    events = [e for e in logs if e.get("event") == "session.storage_unavailable"]
+    assert {e["mke"] for e in events} == {"LOGON", "PWD"}, events
+    assert all("run-time state on PostgreSQL (127.0.0.1:" in e["error"] for e in events), events
+    assert any(e.get("event") == "control.storage_unavailable" for e in logs)
+    assert not [e for e in logs if e.get("event") == "session.internal_error"]
+    assert site.switch.metrics.registry.get_sample_value("msc_rejects_total", {"code": "E502"}) in (None, 0.0)
+
+    # Back by itself: /readyz 200 with no message sent, then every operation succeeds.
+    await site.until(lambda: site.switch.readiness()[0], "/readyz 200 again once the database is back")
+    held = await site.operator("ICS1", "TS0001") if held.closed.done() else held
+    assert await asyncio.wait_for(operations(site, held), 240) == ALL_WORK
+
+
+async def test_with_msc_sessions_ended_under_it_every_operation_works_again_by_itself(site):
+    """pg_terminate_backend of every session msc has open (the journal writer's, the run-time
+    state's, the queues', the ledger's): the server stays up. A call already on a dead connection
+    may be refused (E501/E503: never an internal error); the next one reconnects — so at most the
+    first of each, and every operation after that succeeds."""
+    held = await site.operator("ICS1", "TS0001")
+    db = site.switch.settings.config.storage.dsn.rsplit("/", 1)[1]
+    with structlog.testing.capture_logs() as logs:
+        for _round in range(2):
+            terminate_sessions(site.cluster, db)
+            first = await asyncio.wait_for(operations(site, held), 240)
+            for op, code in first.items():
+                assert code in (ALL_WORK[op], STOPPED[op]), (op, code)
+            again = await asyncio.wait_for(operations(site, held), 240)
+            assert again == ALL_WORK, (first, again)
+    assert not [e for e in logs if e.get("event") == "session.internal_error"]
+    await site.until(lambda: site.switch.readiness()[0], "/readyz 200")
+
