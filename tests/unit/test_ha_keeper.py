@@ -146,3 +146,45 @@ def lease_calls(k: LeaseKeeper) -> list[str]:
 async def _until(cond) -> None:
     while not cond():
         await asyncio.sleep(0.01)
+
+
+class RefusingLease(FakeLease):
+    """Every acquisition fails with ``errors`` in turn (the last one again and again), then grants."""
+
+    def __init__(self, errors: list[BaseException], *, then_grant: bool = False) -> None:
+        super().__init__()
+        self.errors = errors
+        self.then_grant = then_grant
+
+    async def acquire(self):
+        self.calls.append("acquire")
+        if self.errors and (len(self.errors) > 1 or not self.then_grant):
+            raise self.errors.pop(0) if len(self.errors) > 1 else self.errors[0]
+        self.errors = []
+        return await super().acquire()
+
+
+async def test_a_standby_refused_for_its_configuration_stops_waiting():
+    from msc.ha.pglease import LeaseMisconfigured
+
+    roles: list = []
+    lease = RefusingLease([LeaseUnavailable("lease database: ConnectionRefusedError: …"),
+                           LeaseMisconfigured("lease database: InvalidPasswordError: password authentication failed")])
+    k = keeper(lease, roles)
+    k.start()
+    with pytest.raises(LeaseMisconfigured, match="InvalidPasswordError"):
+        await asyncio.wait_for(k.wait_active(), 10)
+    assert not k.running and roles == []
+    await k.stop(release=True)
+    assert lease.released == []
+
+
+async def test_a_standby_waits_out_an_outage_however_long():
+    roles: list = []
+    lease = RefusingLease([LeaseUnavailable("lease database: ConnectionRefusedError: …")] * 4
+                          + [LeaseUnavailable("lease database: CannotConnectNowError: starting up")], then_grant=True)
+    k = keeper(lease, roles)
+    k.start()
+    assert await asyncio.wait_for(k.wait_active(), 30) == 1
+    assert lease.calls.count("acquire") >= 5 and k.misconfigured is None
+    await k.stop(release=True)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import structlog
 
 from msc.ha.lease import Acquire, LeaseMachine, Renew, Role, StepDown, Wait
-from msc.ha.pglease import Fence, Fenced, Granted, LeaseUnavailable, PgLease
+from msc.ha.pglease import Fence, Fenced, Granted, LeaseMisconfigured, LeaseUnavailable, PgLease
 
 log = structlog.get_logger("msc.ha")
 
@@ -50,6 +50,9 @@ class LeaseKeeper:
         self.lost_reason: str | None = None
         self.last_error: str | None = None
         self.holder_seen: str | None = None  # who held the lease at the last refused acquisition
+        #: Set when the lease's database refused this standby for a reason waiting does not cure
+        #: (:class:`LeaseMisconfigured`): :meth:`wait_active` raises it.
+        self.misconfigured: LeaseMisconfigured | None = None
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -90,8 +93,12 @@ class LeaseKeeper:
         await self.lease.close()
 
     async def wait_active(self) -> int:
-        """Until this node holds the lease; its epoch."""
+        """Until this node holds the lease; its epoch. Raises :class:`LeaseMisconfigured` when the
+        lease's database refused the standby's login, database or permissions (a configuration
+        error: waiting would not help); an outage is waited out."""
         await self._active.wait()
+        if self.misconfigured is not None:
+            raise self.misconfigured
         return self.machine.epoch
 
     async def wait_lost(self) -> str:
@@ -139,7 +146,8 @@ class LeaseKeeper:
                 self._stepped_down(act)
                 return  # one tenure per keeper: the node exits and a new process competes again
             elif isinstance(act, Acquire):
-                await self._acquire(now)
+                if not await self._acquire(now):
+                    return  # misconfigured: wait_active raises
             elif isinstance(act, Renew):
                 await self._renew(now, act.epoch)
 
@@ -151,12 +159,21 @@ class LeaseKeeper:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._kick.wait(), None if math.isinf(delay) else delay)
 
-    async def _acquire(self, sent: float) -> None:
+    async def _acquire(self, sent: float) -> bool:
+        """One acquisition; False when the loop must end (:attr:`misconfigured`)."""
         try:
             result = await asyncio.wait_for(self.lease.acquire(), self.lease.timeout_s * 2)
+        except LeaseMisconfigured as exc:
+            if self.machine.epoch == 0:  # never held it: a start with a wrong configuration
+                log.error("lease.misconfigured", node=self.lease.holder, error=str(exc))
+                self.misconfigured = exc
+                self._active.set()  # wakes wait_active, which raises
+                return False
+            self._error(sent, exc)
+            return True
         except (LeaseUnavailable, TimeoutError) as exc:
             self._error(sent, exc)
-            return
+            return True
         if isinstance(result, Granted):
             self.machine.acquired(sent, result.epoch)
             self._attempt("granted")
@@ -169,6 +186,7 @@ class LeaseKeeper:
             self.holder_seen = result.holder
             self.machine.refused(sent, result.remaining_s)
             self._attempt("held")
+        return True
 
     async def _renew(self, sent: float, epoch: int) -> None:
         budget = self.machine.valid_until - sent

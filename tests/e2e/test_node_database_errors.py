@@ -1,0 +1,106 @@
+"""A node of a pair (``[node]``) whose database refuses it: a configuration error stops ``msc
+serve`` (exit 2, one line ``error: msc serve did not start: <why>``, no secret in it), an outage
+is waited out as a standby (newcomer6 finding 7: a wrong password or a missing database left the
+node a standby for ever, with one warning line, while OPERATIONS.md said exit 2).
+
+A real PostgreSQL (tests/pg.py) and real ``msc serve`` processes. The classification itself —
+which SQLSTATEs are configuration — has its table in tests/unit/test_lease_errors.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests import pg as pgmod
+from tests.conftest import free_port, make_config
+from tests.e2e.conftest import Proc
+from tests.e2e.test_pg_serve import with_storage
+
+pytestmark = [pytest.mark.timeout(240),
+              pytest.mark.skipif(pgmod.missing_reason() is not None, reason=pgmod.missing_reason() or "")]
+
+WRONG = "not-the-password-7f3a"
+
+
+def node_config(tmp, dsn: str, password: str, metrics_port: int = 0):
+    cfg = make_config(tmp, metrics_port=metrics_port or free_port())
+    with_storage(cfg, dsn, password)
+    cfg.write_text(cfg.read_text() + '\n[node]\nname = "node-a"\nlease_ttl_s = 3\n')
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def databases(pg_server):
+    """A database msc may use, and one whose CONNECT privilege its role lacks."""
+    ok, closed = f"nodeerr{os.getpid()}", f"nodeerrclosed{os.getpid()}"
+    pg_server.create_database(ok)
+    pg_server.create_database(closed)
+    pg_server.sql(f"DROP ROLE IF EXISTS nodeerr_limited; CREATE ROLE nodeerr_limited LOGIN PASSWORD "
+                  f"'{pg_server.password}'")
+    pg_server.sql(f"REVOKE CONNECT ON DATABASE {closed} FROM PUBLIC")
+    return ok, closed
+
+
+#: (what is wrong, the dsn's user, its database, the password, what the one line names)
+MISCONFIGURED = [
+    pytest.param("postgres", "ok", WRONG, "InvalidPasswordError", id="wrong password"),
+    pytest.param("postgres", "nosuchdb", None, "InvalidCatalogNameError", id="database does not exist"),
+    pytest.param("nosuchrole", "ok", None, "password authentication failed", id="no such role"),
+    pytest.param("nodeerr_limited", "closed", None, "InsufficientPrivilegeError", id="permission denied (CONNECT)"),
+]
+
+
+@pytest.mark.parametrize(("user", "db", "password", "named"), MISCONFIGURED)
+def test_a_node_whose_database_refuses_its_configuration_exits_2_in_one_line(tmp_path, pg_server, databases,
+                                                                             procs, user, db, password, named):
+    dbname = {"ok": databases[0], "closed": databases[1]}.get(db, db)
+    cfg = node_config(tmp_path, f"postgresql://{user}@127.0.0.1:{pg_server.port}/{dbname}",
+                      password or pg_server.password)
+    p = Proc("serve", "--config", str(cfg), log=tmp_path / "serve.err")
+    procs.append(p)
+    assert p.p.wait(120) == 2
+    err = (tmp_path / "serve.err").read_text()
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert line.startswith("error: msc serve did not start: lease database: "), line
+    assert named in line and "check [storage] dsn and password_file" in line, err
+    assert pg_server.password not in err and WRONG not in err
+    assert "Traceback" not in err
+    # The log said why before it stopped: one error line, not a standby's warning for ever.
+    events = [json.loads(ln) for ln in err.splitlines() if ln.startswith("{")]
+    assert [e["event"] for e in events if e.get("level") == "error"] == ["lease.misconfigured"]
+
+
+def readyz(port: int) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+    except OSError:
+        return 0, {}
+
+
+def test_a_node_whose_database_is_away_waits_as_a_standby_and_stops_cleanly(tmp_path, pg_server, procs):
+    """An outage (nothing listens where the dsn points: connection refused) is not a configuration
+    error: the node stands by, says why in /readyz, and keeps trying until it is stopped."""
+    from tests.e2e.test_ha_nodes import wait_until
+
+    away = pgmod.free_port()
+    metrics = free_port()
+    cfg = node_config(tmp_path, f"postgresql://postgres@127.0.0.1:{away}/msc", pg_server.password, metrics)
+    ready = tmp_path / "ready"
+    p = Proc("serve", "--config", str(cfg), "--ready-file", str(ready), log=tmp_path / "serve.err")
+    procs.append(p)
+    code, doc = wait_until(lambda: (r := readyz(metrics))[0] == 503 and r[1].get("node", {}).get("lease_error") and r,
+                           "a standby with lease_error", timeout=60, proc=p)
+    assert doc["status"] == "standby" and "ConnectionRefusedError" in doc["node"]["lease_error"], doc
+    assert ready.read_text().strip() == "standby"
+    # Several more attempts later it is still there, still a standby.
+    wait_until(lambda: "lease.unavailable" in (tmp_path / "serve.err").read_text(), "logged", proc=p)
+    assert p.p.poll() is None
+    assert p.stop() == 0
