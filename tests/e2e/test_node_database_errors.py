@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import urllib.error
 import urllib.request
 
@@ -104,3 +105,32 @@ def test_a_node_whose_database_is_away_waits_as_a_standby_and_stops_cleanly(tmp_
     wait_until(lambda: "lease.unavailable" in (tmp_path / "serve.err").read_text(), "logged", proc=p)
     assert p.p.poll() is None
     assert p.stop() == 0
+
+
+def test_a_second_node_given_the_same_name_is_refused_at_start(tmp_path, pg_server, procs):
+    """The easy mistake when copying msc.toml: both nodes named node-a. The second sees the lease
+    held under its own name and renewed (not its own dead predecessor's, which runs out): it
+    exits 2 saying so; the first serves on."""
+    from tests.e2e.test_ha_nodes import wait_until
+
+    db = f"nodetwin{os.getpid()}"
+    pg_server.create_database(db)
+    dsn = f"postgresql://postgres@127.0.0.1:{pg_server.port}/{db}"
+    metrics = {n: free_port() for n in "AB"}
+    cfg = {n: node_config(tmp_path / n, dsn, pg_server.password, metrics[n]) for n in "AB"}
+    keys_b = tmp_path / "B" / "data" / "keys"
+    shutil.rmtree(keys_b)
+    keys_b.symlink_to(tmp_path / "A" / "data" / "keys")
+    a = Proc("serve", "--config", str(cfg["A"]), "--ready-file", str(tmp_path / "A.ready"), log=tmp_path / "A.err")
+    procs.append(a)
+    wait_until(lambda: (tmp_path / "A.ready").exists() and (tmp_path / "A.ready").read_text().strip() == "ready",
+               "A active", timeout=120, proc=a)
+    b = Proc("serve", "--config", str(cfg["B"]), log=tmp_path / "B.err")
+    procs.append(b)
+    assert b.p.wait(120) == 2
+    err = (tmp_path / "B.err").read_text()
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert line == ("error: msc serve did not start: another live node is running as 'node-a': it holds the lease "
+                    "(epoch 1) and renews it — each node of a pair needs its own [node] name"), err
+    code, doc = readyz(metrics["A"])
+    assert code == 200 and doc["node"]["role"] == "active" and a.p.poll() is None

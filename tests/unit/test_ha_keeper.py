@@ -188,3 +188,45 @@ async def test_a_standby_waits_out_an_outage_however_long():
     assert await asyncio.wait_for(k.wait_active(), 30) == 1
     assert lease.calls.count("acquire") >= 5 and k.misconfigured is None
     await k.stop(release=True)
+
+
+class HeldUnderMyName(FakeLease):
+    """The lease is held under this node's own name: by a live twin that renews it (its expiry
+    moves on, or its epoch does), or by this node's own dead predecessor (it runs out, then is granted)."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__(grant=5)
+        self.how = how
+        self.t0: float | None = None
+
+    async def acquire(self):
+        self.calls.append("acquire")
+        now = asyncio.get_running_loop().time()
+        self.t0 = now if self.t0 is None else self.t0
+        left = 0.5 - (now - self.t0)
+        if self.how == "dead predecessor" and left <= 0:
+            return await super().acquire()
+        if self.how == "dead predecessor":
+            return Held("node-a", 4, left)
+        if self.how == "twin renews":
+            return Held("node-a", 4, 0.9)  # renewed at every look: its expiry keeps moving
+        return Held("node-a", 4 + len(self.calls) // 3, 0.9)  # "twin re-acquires": new epochs
+
+
+@pytest.mark.parametrize(("how", "twin"), [("dead predecessor", False), ("twin renews", True),
+                                           ("twin re-acquires", True)])
+async def test_a_second_live_node_with_the_same_name_is_refused(how, twin):
+    from msc.ha.pglease import LeaseMisconfigured
+
+    roles: list = []
+    lease = HeldUnderMyName(how)
+    k = keeper(lease, roles)
+    k.start()
+    if twin:
+        with pytest.raises(LeaseMisconfigured, match="another live node is running as 'node-a'"):
+            await asyncio.wait_for(k.wait_active(), 30)
+        assert not k.running and roles == []
+    else:
+        assert await asyncio.wait_for(k.wait_active(), 30) == 5
+        assert k.misconfigured is None
+    await k.stop(release=True)

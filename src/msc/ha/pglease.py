@@ -221,9 +221,11 @@ class PgLease:
                 # (OSError, TimeoutError, PostgresError, InterfaceError; and InternalClientError,
                 # which asyncpg raises on a connection its server died under: seen at a failover)
                 await self._drop()
-                cls = LeaseMisconfigured if is_configuration_error(exc) else LeaseUnavailable
-                why = " ".join(str(exc).split())  # one line: a server's DETAIL comes on its own line
-                raise cls(f"lease database: {type(exc).__name__}: {why}") from None
+                why = f"lease database: {type(exc).__name__}: {' '.join(str(exc).split())}"  # one line (a DETAIL)
+                if is_configuration_error(exc):
+                    raise LeaseMisconfigured(f"{why} — check [storage] dsn and password_file (or [node] lease_dsn)") \
+                        from None
+                raise LeaseUnavailable(why) from None
 
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None

@@ -82,10 +82,9 @@ async def _run_node(settings: Settings, switch: Switch, stop: asyncio.Event, rea
         if switch.ops is not None:
             await switch.ops.stop()
         if keeper.misconfigured is not None:
-            # A wrong password, role or database name waits for nobody (an outage is waited
-            # out as a standby): exit 2 like every refusal to start (OPERATIONS.md, msc serve).
-            raise StartupError(f"{keeper.misconfigured} — check [storage] dsn and password_file "
-                               "(or [node] lease_dsn)")
+            # A wrong password, role or database name, or a second node of this name, waits for
+            # nobody (an outage is waited out as a standby): exit 2 like every refusal to start.
+            raise StartupError(str(keeper.misconfigured))
         return 0
 
     def still_ours() -> None:
