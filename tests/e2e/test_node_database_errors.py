@@ -134,3 +134,49 @@ def test_a_second_node_given_the_same_name_is_refused_at_start(tmp_path, pg_serv
                     "(epoch 1) and renews it — each node of a pair needs its own [node] name"), err
     code, doc = readyz(metrics["A"])
     assert code == 200 and doc["node"]["role"] == "active" and a.p.poll() is None
+
+
+# -- msc status: which node is active ------------------------------------------------------------
+
+
+def test_msc_status_names_the_active_node_from_either_machine(tmp_path, pg_server, procs):
+    from tests.e2e.conftest import run
+    from tests.e2e.test_ha_nodes import Pair, wait_until
+
+    pair = Pair(tmp_path, pg_server, procs)
+    pair.start("A", "ready")
+    pair.start("B", "standby")
+    for n, here in (("A", "node node-a (this machine): active (/readyz 200)"),
+                    ("B", "node node-b (this machine): standby (/readyz 503)")):
+        r = run("status", "--config", str(pair.cfg[n]))
+        assert r.returncode == 0, r.stderr
+        first, second = r.stdout.splitlines()
+        assert first == here
+        assert second.startswith("active node: node-a (lease epoch 1, valid "), second
+    r = run("status", "--config", str(pair.cfg["B"]), "--format", "json")
+    doc = json.loads(r.stdout)
+    assert (doc["node"], doc["active"], doc["lease"]["holder"], doc["lease"]["epoch"], doc["this_node"]["role"]) == (
+        "node-b", "node-a", "node-a", 1, "standby")
+    # A clean stop of the active: the standby takes over; asked on the stopped node's machine.
+    assert pair.proc["A"].stop() == 0
+    wait_until(lambda: pair.active("B"), "B active", timeout=60, proc=pair.proc["B"])
+    r = run("status", "--config", str(pair.cfg["A"]))
+    assert r.returncode == 0
+    assert r.stdout.splitlines()[0] == "node node-a (this machine): not running (nothing answers at its [metrics] bind)"
+    assert r.stdout.splitlines()[1].startswith("active node: node-b (lease epoch 2, ")
+
+
+def test_msc_status_without_an_active_node_exits_1(tmp_path, pg_server, procs):
+    from tests.e2e.conftest import run
+
+    away = pgmod.free_port()
+    cfg = node_config(tmp_path / "away", f"postgresql://postgres@127.0.0.1:{away}/msc", pg_server.password)
+    r = run("status", "--config", str(cfg))
+    assert r.returncode == 1
+    assert r.stdout.splitlines()[1].startswith("active node: unknown — the lease's database could not be asked "
+                                               "(lease database: ConnectionRefusedError"), r.stdout
+    assert pg_server.password not in r.stdout + r.stderr
+    single = make_config(tmp_path / "single", metrics_port=free_port())
+    r = run("status", "--config", str(single))
+    assert (r.returncode, r.stdout) == (1, "single node (no [node] table) on this machine: not running (nothing "
+                                           "answers at its [metrics] bind)\n")

@@ -332,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--key")
     sp.set_defaults(func=cmd_terminal)
 
+    sp = with_config(sub.add_parser("status", help="which node is active (the lease's holder) and this machine's node"))
+    sp.add_argument("--format", choices=("text", "json"), default="text")
+    sp.set_defaults(func=lambda a: __import__("msc.cli.status", fromlist=["cmd_status"]).cmd_status(a, _load(a)))
     cfg = sub.add_parser("config", help="configuration files").add_subparsers(dest="action", required=True)
     sp = with_config(cfg.add_parser("check", help="validate msc.toml and users.toml"))
     sp.set_defaults(func=cmd_config_check)
