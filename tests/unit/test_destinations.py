@@ -93,3 +93,59 @@ def test_the_same_names_serve_both_paths(d):
         assert remote == [] and [m for _e, m in local] == [n for n in names]
         assert [m for _e, m in upstream_destination(d, dest, staffed=False, now=NOW, attached=nobody)] == names
     assert pooled(d, "ECM1") == [("ECP1", "ECP1")]
+
+
+# -- the asker of a request (Router.to_asker): a pooled mnemonic only while its loan lasts ------
+
+#: (mnemonic, the loan that asked — None static, "ended" an earlier run's, "current" the loan
+#: holding it now, "earlier" a loan of this run that ended —, who holds the mnemonic now, where
+#: the output goes or the reject code)
+ASKER = [
+    ("ICS1", None, None, [("ICS1", "ICS1")]),                     # a terminal: always its own queue
+    ("ECC2", None, None, [("ECC1", "ECC2")]),                     # a CAD workstation: its host's
+    ("ECM1", "current", "EC0001", [("ECM1", "ECM1")]),            # the loan that asked, still on
+    ("ECM1", "earlier", "EC0002", [("ECP1", "ECP1")]),            # lent to someone else since
+    ("ECM1", "earlier", "EC0001", [("ECP1", "ECP1")]),            # a relogon: a new loan, same user
+    ("ECM1", "earlier", None, [("ECP1", "ECP1")]),                # nobody holds it: still not its queue
+    ("ECM2", "ended", "EC0002", [("ECP1", "ECP1")]),              # asked in the last run (a failover)
+    ("ECM2", "ended", None, [("ECP1", "ECP1")]),
+    ("LON1", "earlier", None, "E306"),                            # a pool without a printer
+    ("LON1", "ended", "TS0001", "E306"),
+]
+
+
+@pytest.mark.parametrize(("mnemonic", "asked", "holder", "expected"), ASKER)
+def test_an_answer_or_notice_goes_to_the_loan_that_asked_else_the_pool_printer(d, mnemonic, asked, holder, expected):
+    from msc.mnemonics.acp import AccessControlPoint
+    from msc.routing.router import ENDED, Router
+
+    class Delivery:
+        txn_prefix = ""
+
+    router = Router(None, Delivery(), metrics=None, directory=d)  # type: ignore[arg-type]
+    router.acp = acp = AccessControlPoint(d.pools)
+    pool = d.pool_of.get(mnemonic, "")
+    alloc: int | None = None
+    if asked == "ended":
+        alloc = ENDED
+    elif asked is not None:
+        alloc = lend(acp, pool, mnemonic, "EC0001").id
+        if asked == "earlier":
+            acp.release(mnemonic)
+    if holder is not None and asked != "current":
+        lend(acp, pool, mnemonic, holder)
+    endpoint = d.endpoint_of(mnemonic)
+    if isinstance(expected, str):
+        with pytest.raises(ProtocolError) as exc:
+            router.to_asker(endpoint, mnemonic, alloc)
+        assert exc.value.reject.code == expected
+    else:
+        assert router.to_asker(endpoint, mnemonic, alloc) == expected
+
+
+def lend(acp, pool: str, mnemonic: str, user: str):
+    """The ACP's loan of ``mnemonic`` itself to ``user`` (mnemonics lent before it stay lent)."""
+    while (a := acp.allocate(pool, user)) is not None:
+        if a.mnemonic == mnemonic:
+            return a
+    raise AssertionError(f"{mnemonic} is not free in {pool}")

@@ -146,3 +146,87 @@ def lease_calls(k: LeaseKeeper) -> list[str]:
 async def _until(cond) -> None:
     while not cond():
         await asyncio.sleep(0.01)
+
+
+class RefusingLease(FakeLease):
+    """Every acquisition fails with ``errors`` in turn (the last one again and again), then grants."""
+
+    def __init__(self, errors: list[BaseException], *, then_grant: bool = False) -> None:
+        super().__init__()
+        self.errors = errors
+        self.then_grant = then_grant
+
+    async def acquire(self):
+        self.calls.append("acquire")
+        if self.errors and (len(self.errors) > 1 or not self.then_grant):
+            raise self.errors.pop(0) if len(self.errors) > 1 else self.errors[0]
+        self.errors = []
+        return await super().acquire()
+
+
+async def test_a_standby_refused_for_its_configuration_stops_waiting():
+    from msc.ha.pglease import LeaseMisconfigured
+
+    roles: list = []
+    lease = RefusingLease([LeaseUnavailable("lease database: ConnectionRefusedError: …"),
+                           LeaseMisconfigured("lease database: InvalidPasswordError: password authentication failed")])
+    k = keeper(lease, roles)
+    k.start()
+    with pytest.raises(LeaseMisconfigured, match="InvalidPasswordError"):
+        await asyncio.wait_for(k.wait_active(), 10)
+    assert not k.running and roles == []
+    await k.stop(release=True)
+    assert lease.released == []
+
+
+async def test_a_standby_waits_out_an_outage_however_long():
+    roles: list = []
+    lease = RefusingLease([LeaseUnavailable("lease database: ConnectionRefusedError: …")] * 4
+                          + [LeaseUnavailable("lease database: CannotConnectNowError: starting up")], then_grant=True)
+    k = keeper(lease, roles)
+    k.start()
+    assert await asyncio.wait_for(k.wait_active(), 30) == 1
+    assert lease.calls.count("acquire") >= 5 and k.misconfigured is None
+    await k.stop(release=True)
+
+
+class HeldUnderMyName(FakeLease):
+    """The lease is held under this node's own name: by a live twin that renews it (its expiry
+    moves on, or its epoch does), or by this node's own dead predecessor (it runs out, then is granted)."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__(grant=5)
+        self.how = how
+        self.t0: float | None = None
+
+    async def acquire(self):
+        self.calls.append("acquire")
+        now = asyncio.get_running_loop().time()
+        self.t0 = now if self.t0 is None else self.t0
+        left = 0.5 - (now - self.t0)
+        if self.how == "dead predecessor" and left <= 0:
+            return await super().acquire()
+        if self.how == "dead predecessor":
+            return Held("node-a", 4, left)
+        if self.how == "twin renews":
+            return Held("node-a", 4, 0.9)  # renewed at every look: its expiry keeps moving
+        return Held("node-a", 4 + len(self.calls) // 3, 0.9)  # "twin re-acquires": new epochs
+
+
+@pytest.mark.parametrize(("how", "twin"), [("dead predecessor", False), ("twin renews", True),
+                                           ("twin re-acquires", True)])
+async def test_a_second_live_node_with_the_same_name_is_refused(how, twin):
+    from msc.ha.pglease import LeaseMisconfigured
+
+    roles: list = []
+    lease = HeldUnderMyName(how)
+    k = keeper(lease, roles)
+    k.start()
+    if twin:
+        with pytest.raises(LeaseMisconfigured, match="another live node is running as 'node-a'"):
+            await asyncio.wait_for(k.wait_active(), 30)
+        assert not k.running and roles == []
+    else:
+        assert await asyncio.wait_for(k.wait_active(), 30) == 5
+        assert k.misconfigured is None
+    await k.stop(release=True)

@@ -14,6 +14,7 @@ import sys
 from msc import __version__
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_AUTH = 0, 1, 2, 3
+EXIT_SIGPIPE = 141  # 128 + SIGPIPE: the reader of stdout went away (`msc … | head`)
 
 
 def _parts(value: str) -> tuple[str, tuple[int, int, float]]:
@@ -332,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--key")
     sp.set_defaults(func=cmd_terminal)
 
+    sp = with_config(sub.add_parser("status", help="which node is active (the lease's holder) and this machine's node"))
+    sp.add_argument("--format", choices=("text", "json"), default="text")
+    sp.set_defaults(func=lambda a: __import__("msc.cli.status", fromlist=["cmd_status"]).cmd_status(a, _load(a)))
     cfg = sub.add_parser("config", help="configuration files").add_subparsers(dest="action", required=True)
     sp = with_config(cfg.add_parser("check", help="validate msc.toml and users.toml"))
     sp.set_defaults(func=cmd_config_check)
@@ -402,6 +406,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``msc`` command. Whatever a sub-command prints, a reader that went away (``msc user
+    list | head``) ends it quietly with status 141 (128 + SIGPIPE), not a traceback: stdout is
+    flushed here, not at exit, and then pointed at /dev/null so the flush at exit cannot fail
+    again (the Python documentation's "Note on SIGPIPE")."""
+    try:
+        try:
+            return _main(argv)
+        finally:  # (also after argparse's --help and its SystemExit)
+            sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_SIGPIPE
+
+
+def _main(argv: list[str] | None) -> int:
     # Every file and directory any msc command or the daemon creates is owner-only (SECURITY.md
     # "File modes"), whatever the shell's umask; the writer process and stubs inherit it.
     os.umask(0o077)

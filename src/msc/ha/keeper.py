@@ -25,7 +25,7 @@ from collections.abc import Callable
 import structlog
 
 from msc.ha.lease import Acquire, LeaseMachine, Renew, Role, StepDown, Wait
-from msc.ha.pglease import Fence, Fenced, Granted, LeaseUnavailable, PgLease
+from msc.ha.pglease import Fence, Fenced, Granted, Held, LeaseMisconfigured, LeaseUnavailable, PgLease
 
 log = structlog.get_logger("msc.ha")
 
@@ -50,6 +50,10 @@ class LeaseKeeper:
         self.lost_reason: str | None = None
         self.last_error: str | None = None
         self.holder_seen: str | None = None  # who held the lease at the last refused acquisition
+        #: Set when the lease's database refused this standby for a reason waiting does not cure
+        #: (:class:`LeaseMisconfigured`): :meth:`wait_active` raises it.
+        self.misconfigured: LeaseMisconfigured | None = None
+        self._own_seen: tuple[int, float] | None = None  # (epoch, expiry) of the lease first seen under our name
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -90,8 +94,12 @@ class LeaseKeeper:
         await self.lease.close()
 
     async def wait_active(self) -> int:
-        """Until this node holds the lease; its epoch."""
+        """Until this node holds the lease; its epoch. Raises :class:`LeaseMisconfigured` when the
+        lease's database refused the standby's login, database or permissions (a configuration
+        error: waiting would not help); an outage is waited out."""
         await self._active.wait()
+        if self.misconfigured is not None:
+            raise self.misconfigured
         return self.machine.epoch
 
     async def wait_lost(self) -> str:
@@ -139,7 +147,8 @@ class LeaseKeeper:
                 self._stepped_down(act)
                 return  # one tenure per keeper: the node exits and a new process competes again
             elif isinstance(act, Acquire):
-                await self._acquire(now)
+                if not await self._acquire(now):
+                    return  # misconfigured: wait_active raises
             elif isinstance(act, Renew):
                 await self._renew(now, act.epoch)
 
@@ -151,12 +160,21 @@ class LeaseKeeper:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._kick.wait(), None if math.isinf(delay) else delay)
 
-    async def _acquire(self, sent: float) -> None:
+    async def _acquire(self, sent: float) -> bool:
+        """One acquisition; False when the loop must end (:attr:`misconfigured`)."""
         try:
             result = await asyncio.wait_for(self.lease.acquire(), self.lease.timeout_s * 2)
+        except LeaseMisconfigured as exc:
+            if self.machine.epoch == 0:  # never held it: a start with a wrong configuration
+                log.error("lease.misconfigured", node=self.lease.holder, error=str(exc))
+                self.misconfigured = exc
+                self._active.set()  # wakes wait_active, which raises
+                return False
+            self._error(sent, exc)
+            return True
         except (LeaseUnavailable, TimeoutError) as exc:
             self._error(sent, exc)
-            return
+            return True
         if isinstance(result, Granted):
             self.machine.acquired(sent, result.epoch)
             self._attempt("granted")
@@ -169,6 +187,33 @@ class LeaseKeeper:
             self.holder_seen = result.holder
             self.machine.refused(sent, result.remaining_s)
             self._attempt("held")
+            twin = self._same_name(sent, result)
+            if twin is not None:
+                log.error("lease.duplicate_name", node=self.lease.holder, epoch=result.epoch, why=twin)
+                self.misconfigured = LeaseMisconfigured(twin)
+                self._active.set()  # wakes wait_active, which raises
+                return False
+        return True
+
+    def _same_name(self, sent: float, held: Held) -> str | None:
+        """Another live node with this node's ``[node] name``? The lease is held under our name
+        while this process does not hold it: either our own previous process (killed, restarted
+        by its supervisor: its lease runs out unrenewed and we take it) — or a second node given
+        the same name, which renews it. Renewed means: its expiry moved more than twice the ttl
+        beyond the first one seen (no lease call's latency is that long), or its epoch moved on.
+        Returns why, or None."""
+        if held.holder != self.lease.holder or held.epoch is None or held.remaining_s is None:
+            self._own_seen = None
+            return None
+        until = sent + held.remaining_s
+        if self._own_seen is None:
+            self._own_seen = (held.epoch, until)
+            return None
+        epoch, first_until = self._own_seen
+        if held.epoch != epoch or until > first_until + 2 * self.machine.ttl_s:
+            return (f"another live node is running as {self.lease.holder!r}: it holds the lease (epoch "
+                    f"{held.epoch}) and renews it — each node of a pair needs its own [node] name")
+        return None
 
     async def _renew(self, sent: float, epoch: int) -> None:
         budget = self.machine.valid_until - sent

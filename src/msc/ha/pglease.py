@@ -110,6 +110,32 @@ class LeaseUnavailable(MscError):
     """The lease's database could not be reached or answered an error (the outcome is unknown)."""
 
 
+class LeaseMisconfigured(LeaseUnavailable):
+    """The lease's database refused msc for a reason no waiting cures: the login (a wrong password,
+    no such role, pg_hba), a database that does not exist, a permission msc lacks, a connection
+    string libpq cannot use. A standby that meets it does not wait for ever: ``msc serve`` stops
+    (exit 2, OPERATIONS.md)."""
+
+
+#: SQLSTATEs (and their classes) of a configuration the administrator must correct, as opposed
+#: to an outage (connection refused, a timeout, "the database system is starting up" 57P03, a
+#: server shutting down 57P01 …), which a standby waits out. PostgreSQL Appendix A:
+#: 28 invalid authorization specification (28P01 invalid password, 28000 no pg_hba entry or no
+#: such role), 3D000 invalid catalog name (no such database), 42501 insufficient privilege.
+CONFIGURATION_SQLSTATES = frozenset(("3D000", "42501"))
+CONFIGURATION_CLASSES = frozenset(("28",))
+
+
+def is_configuration_error(exc: BaseException) -> bool:
+    """Does ``exc`` say the configuration is wrong (not that the database is away)?"""
+    if isinstance(exc, LeaseMisconfigured):
+        return True
+    if isinstance(exc, asyncpg.exceptions.ClientConfigurationError):
+        return True
+    state = getattr(exc, "sqlstate", None)
+    return isinstance(state, str) and (state in CONFIGURATION_SQLSTATES or state[:2] in CONFIGURATION_CLASSES)
+
+
 @dataclass(frozen=True)
 class Granted:
     epoch: int
@@ -195,7 +221,11 @@ class PgLease:
                 # (OSError, TimeoutError, PostgresError, InterfaceError; and InternalClientError,
                 # which asyncpg raises on a connection its server died under: seen at a failover)
                 await self._drop()
-                raise LeaseUnavailable(f"lease database: {type(exc).__name__}: {exc}") from None
+                why = f"lease database: {type(exc).__name__}: {' '.join(str(exc).split())}"  # one line (a DETAIL)
+                if is_configuration_error(exc):
+                    raise LeaseMisconfigured(f"{why} — check [storage] dsn and password_file (or [node] lease_dsn)") \
+                        from None
+                raise LeaseUnavailable(why) from None
 
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None

@@ -15,7 +15,7 @@ import structlog
 
 from msc.protocol.codes import Reject
 from msc.protocol.message import msc_notice
-from msc.routing.router import MSC_PEER, Router
+from msc.routing.router import ENDED, Router
 
 log = structlog.get_logger("msc.recovery")
 
@@ -53,9 +53,19 @@ async def _read(journal, cfg, windows: dict, up_to: int) -> tuple[list, set, lis
             attempt += 1
 
 
+def redirect_orphaned(router: Router) -> int:
+    """Outputs restored into a pooled mnemonic's queue at start were for a session of the last
+    run: each goes to its pool's defined destination (or is recorded undelivered), unless this run
+    has lent the mnemonic already — then its logon redirected them. Returns how many."""
+    acp = router.acp
+    return sum(router.redirect_waiting(mnemonic) for mnemonic in router.directory.pool_of
+               if acp is None or acp.holder(mnemonic) is None)
+
+
 async def recover_unanswered(journal, router: Router, cfg, up_to: int) -> int:
     """Tell the operators of requests unanswered at the last stop; returns how many were told.
     ``up_to``: the journal's last sequence number when this start opened it."""
+    redirect_orphaned(router)
     directory = router.directory
     windows = {k: r.answer_window_s for k, r in directory.routes.items()
                if r.answer_window_s is not None and not r.one_way}
@@ -76,7 +86,8 @@ async def recover_unanswered(journal, router: Router, cfg, up_to: int) -> int:
             reject, detail = Reject.E302, "SWITCH RESTARTED BEFORE THE ANSWER CAME"
         # Journaled and queued as soon as the mnemonic's queue has room (PROTOCOL.md §5 "Bounds").
         router.notify(endpoint, rec.mnemonic, msc_notice(header, reject, detail),
-                      dict(user=rec.user, taf=rec.taf, ori=rec.ori, mke="MSC", code=reject.code, txn=rec.txn))
+                      dict(user=rec.user, taf=rec.taf, ori=rec.ori, mke="MSC", code=reject.code, txn=rec.txn),
+                      alloc=ENDED if rec.mnemonic in directory.pool_of else None)
         log.warning("switch.unanswered_after_restart", txn=rec.txn, code=reject.code)
         told += 1
     # Answered in parts, and the window for the rest was still open when the switch stopped (a
@@ -87,9 +98,9 @@ async def recover_unanswered(journal, router: Router, cfg, up_to: int) -> int:
         endpoint = directory.endpoint_of(rec.mnemonic) if rec.mnemonic else None
         if endpoint is None:
             continue
-        await router.emit([(endpoint, rec.mnemonic)], msc_notice(header, Reject.E302, REST_OF_ANSWER_LOST), MSC_PEER,
+        await router.tell(endpoint, rec.mnemonic, msc_notice(header, Reject.E302, REST_OF_ANSWER_LOST),
                           dict(user=rec.user, taf=rec.taf, ori=rec.ori, mke="MSC", code=Reject.E302.code,
-                               txn=rec.txn))
+                               txn=rec.txn), alloc=ENDED if rec.mnemonic in directory.pool_of else None)
         log.warning("switch.answer_open_at_restart", txn=rec.txn, code=Reject.E302.code)
         told += 1
     return told

@@ -58,6 +58,9 @@ log = structlog.get_logger("msc.router")
 MSC_PEER = "MSC"  # the peer name of outputs msc generates itself (notices, parts)
 PROBE_MIN_S = 0.25  # first retry of a refusal record while the journal fails; doubles to 5 s
 PROBE_MAX_S = 5.0
+#: The ACP allocation of a request made in an earlier run of the switch: it ended with that run,
+#: and no allocation of this run has its id (ids start at 1).
+ENDED = 0
 SWEEP_S = 0.25  # how often deadlines (E303, answer windows, resends) are looked at
 
 
@@ -313,24 +316,64 @@ class Router:
                         txn=pending.txn)
         asyncio.get_running_loop().create_task(
             self._emit_retrying(pending.endpoint, pending.mnemonic, payload, MSC_PEER, entry_kw, pending.category,
-                                pending=pending))
+                                pending=pending, alloc=pending.alloc))
 
-    def notify(self, endpoint: str, mnemonic: str, payload: bytes, entry_kw: dict) -> None:
-        """Journal and deliver a notice msc generates itself (``peer`` MSC), retried while the
-        journal fails and waiting while the queue is full."""
-        asyncio.get_running_loop().create_task(self._emit_retrying(endpoint, mnemonic, payload, MSC_PEER, entry_kw,
-                                                                   None))
+    def notify(self, endpoint: str, mnemonic: str, payload: bytes, entry_kw: dict, *,
+               alloc: int | None = None) -> None:
+        """Journal and deliver a notice msc generates itself (``peer`` MSC) for the session that
+        asked (``alloc``: see :meth:`to_asker`), retried while the journal fails and waiting while
+        the queue is full."""
+        asyncio.get_running_loop().create_task(self.tell(endpoint, mnemonic, payload, entry_kw, alloc=alloc))
+
+    async def tell(self, endpoint: str, mnemonic: str, payload: bytes, entry_kw: dict, *,
+                   alloc: int | None = None) -> None:
+        """:meth:`notify`, awaited until the notice is journaled (and handed to delivery)."""
+        await self._emit_retrying(endpoint, mnemonic, payload, MSC_PEER, entry_kw, None, alloc=alloc)
+
+    def to_asker(self, endpoint: str, mnemonic: str, alloc: int | None) -> list[tuple[str, str]]:
+        """Where an answer part or msc's notice for the session that asked goes (PROTOCOL.md §4).
+
+        ``alloc``: the ACP allocation of the pooled mnemonic that asked (``None``: a static
+        mnemonic; :data:`ENDED`: an allocation of an earlier run of the switch, ended with it). A
+        pooled mnemonic is the asker only while that allocation still holds it; after that the
+        mnemonic may be lent to someone else, and the output is unsolicited traffic for a pooled
+        mnemonic — its pool's defined destination (PPP §1.6.2 B 1 f). Raises E306 if the pool
+        has none."""
+        if alloc is None or (self.acp is not None and (h := self.acp.holder(mnemonic)) is not None
+                             and h.id == alloc):
+            return [(endpoint, mnemonic)]
+        return pooled(self.directory, mnemonic)
+
+    def redirect_waiting(self, mnemonic: str) -> int:
+        """Everything waiting in a pooled mnemonic's queue belongs to an allocation that ended (a
+        logoff, a lost connection, a restart of the switch): it goes to the pool's defined
+        destination, or is recorded undelivered (:meth:`redirect_pooled`). Returns how many."""
+        outputs = self.delivery.take(mnemonic)  # a pooled mnemonic is its own endpoint
+        if outputs:
+            d = self.directory
+            pool = d.pools.get(d.pool_of.get(mnemonic, ""))
+            target = pool.unsolicited_to if pool else None
+            endpoint = d.endpoint_of(target) if target is not None else None
+            asyncio.get_running_loop().create_task(self.redirect_pooled(mnemonic, outputs, target, endpoint))
+        return len(outputs)
 
     async def _emit_retrying(self, endpoint: str, mnemonic: str, payload: bytes, peer: str, entry_kw: dict,
-                             category: str | None, pending: Pending | None = None) -> None:
+                             category: str | None, pending: Pending | None = None,
+                             alloc: int | None = None) -> None:
         """Journal then deliver an msc-generated output; retry while the journal is failing, and
         wait while its queue has no room (the notice itself is small and waits in memory: at most
-        one per accepted request)."""
+        one per accepted request). Its destination is decided at each try (:meth:`to_asker`): a
+        pooled session that ended meanwhile does not pass its notices to the next holder."""
         delay = 0.1
         while True:
             held = pending.endpoint if pending is not None and pending.slot else None
             try:
-                await self.emit([(endpoint, mnemonic)], payload, peer, entry_kw, category=category, held=held)
+                try:
+                    destinations = self.to_asker(endpoint, mnemonic, alloc)
+                except ProtocolError:
+                    await self._undeliverable(endpoint, mnemonic, payload, peer, entry_kw, held)
+                else:
+                    await self.emit(destinations, payload, peer, entry_kw, category=category, held=held)
             except (JournalError, QueueFull):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -430,6 +473,20 @@ class Router:
         for o in outputs:
             self.delivery.forget(mnemonic, o.osn)
         return fits
+
+    async def _undeliverable(self, endpoint: str, mnemonic: str, payload: bytes, peer: str, entry_kw: dict,
+                             held: str | None) -> None:
+        """msc's notice for a pooled session that ended, in a pool with no defined destination
+        (PROTOCOL.md §4): journaled for its mnemonic and, in the same commit, recorded
+        ``UNDELIVERED … E306`` — in the record, never in the next holder's queue. Raises
+        JournalError if the journal could not record it."""
+        outputs, entries, _at = self.prepare([(endpoint, mnemonic)], payload, peer, entry_kw, None, None)
+        entries += [Entry(kind=Kind.UNDELIVERED, direction="out", peer=mnemonic, mnemonic=o.mnemonic, txn=o.txn,
+                          osn=o.osn, code=Reject.E306.code,
+                          text=f"OSN {o.osn} POOLED SESSION ENDED, NO DEFINED DESTINATION (E306)") for o in outputs]
+        await self.journal.submit(entries)
+        if held is not None:
+            self.delivery.release({held: 1})
 
     def slot_free(self, pending: Pending) -> None:
         """A request ended without an output of its own (an AM the upstream acknowledged): give
@@ -684,15 +741,9 @@ class Router:
             log.warning("router.ambiguous_answer", txn=match.pending.txn if match.pending else None, part=how)
 
     def _answer_destinations(self, pending: Pending) -> list[tuple[str, str]]:
-        """Every part of an answer goes to the mnemonic that asked (its session, or its queue).
-
-        A pooled mnemonic is the asker only while the allocation that asked still holds it; after
-        that the mnemonic may be lent to someone else, and the part is unsolicited traffic for a
-        pooled mnemonic — its pool's defined destination (PPP §1.6.2 B 1 f)."""
-        if pending.alloc is None or (self.acp is not None and (h := self.acp.holder(pending.mnemonic))
-                                     and h.id == pending.alloc):
-            return [(pending.endpoint, pending.mnemonic)]
-        return pooled(self.directory, pending.mnemonic)
+        """Every part of an answer goes to the mnemonic that asked (its session, or its queue) —
+        for a pooled mnemonic, while the allocation that asked holds it (:meth:`to_asker`)."""
+        return self.to_asker(pending.endpoint, pending.mnemonic, pending.alloc)
 
     def _unsolicited_destinations(self, msg: UpstreamMessage) -> tuple[list[tuple[str, str]], str]:
         """Resolve the destination of a message that answers no request: (endpoint, mnemonic)

@@ -75,11 +75,16 @@ async def _run_node(settings: Settings, switch: Switch, stop: asyncio.Event, rea
     await switch.start_standby()
     _write_ready(ready_file, "standby")
     keeper.start()
-    if not await _first(keeper.wait_active(), stop.wait()):
+    active = await _first(keeper.wait_active(), stop.wait())
+    if not active or keeper.misconfigured is not None:
         log.info("node.stopping", node=switch.node_name, role="standby")
         await keeper.stop(release=True)  # (released only if it was granted in the meantime)
         if switch.ops is not None:
             await switch.ops.stop()
+        if keeper.misconfigured is not None:
+            # A wrong password, role or database name, or a second node of this name, waits for
+            # nobody (an outage is waited out as a standby): exit 2 like every refusal to start.
+            raise StartupError(str(keeper.misconfigured))
         return 0
 
     def still_ours() -> None:
@@ -112,6 +117,9 @@ async def _first(wanted: Coroutine[Any, Any, Any], other: Coroutine[Any, Any, An
     """Wait for the first of two coroutines; True when it was ``wanted``. The other is cancelled."""
     a, b = asyncio.ensure_future(wanted), asyncio.ensure_future(other)
     done, _ = await asyncio.wait({a, b}, return_when=asyncio.FIRST_COMPLETED)
+    for t in done:  # a failure is read from the state it left (keeper.misconfigured), not raised here
+        if not t.cancelled():
+            t.exception()
     for t in (a, b):
         if t not in done:
             t.cancel()

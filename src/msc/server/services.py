@@ -117,6 +117,10 @@ class Registry:
         old = self.holders.get(endpoint)
         if old is not None and old is not sess:
             old.replaced()
+        if sess.alloc is not None:
+            # A new loan starts with an empty queue: what waits is an ended allocation's (an
+            # output committed after its session ended, or restored from the last run).
+            self._router().redirect_waiting(endpoint)
         self.holders[endpoint] = sess
         sess.endpoint = endpoint
         self._metrics.sessions.labels(sess.kind).inc()
@@ -144,11 +148,4 @@ class Registry:
         self._accounts.release(alloc)
         self._journal().submit([Entry(kind=Kind.SESSION, peer=alloc.pool, mnemonic=alloc.mnemonic, user=alloc.user,
                                       taf=sess.taf, text=f"POOL {alloc.pool} RELEASE {alloc.mnemonic} {why}")])
-        d = self._directory()
-        pool = d.pools.get(alloc.pool)
-        target = pool.unsolicited_to if pool else None
-        endpoint = d.endpoint_of(target) if target is not None else None
-        outputs = self._delivery().take(alloc.mnemonic)
-        if outputs:
-            asyncio.get_running_loop().create_task(self._router().redirect_pooled(alloc.mnemonic, outputs, target,
-                                                                                  endpoint))
+        self._router().redirect_waiting(alloc.mnemonic)

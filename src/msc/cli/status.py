@@ -1,0 +1,108 @@
+"""``msc status``: which node is active — the lease's holder as the database says — and what this
+machine's node is (OPERATIONS.md "Running two nodes"). Journals nothing; runs on either machine.
+
+    node msc-b (this machine): standby (/readyz 503)
+    active node: msc-a (lease epoch 7, valid 4.1 s more by the database's clock)
+
+Exit 0 when a node is active; 1 when none is (the lease expired or was never held), or the lease's
+database could not be asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from msc.config.load import Settings
+
+READYZ_TIMEOUT_S = 2.0
+
+
+def readyz(bind: str) -> tuple[int, dict[str, Any]]:
+    """(status, body) of this machine's node's ``GET /readyz`` at its ``[metrics] bind``; (0, {})
+    when nothing answers there (the node is not running)."""
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/readyz"
+    try:
+        with urllib.request.urlopen(url, timeout=READYZ_TIMEOUT_S) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        try:
+            return e.code, json.loads(e.read())
+        except ValueError:
+            return e.code, {}
+    except (OSError, ValueError):
+        return 0, {}
+
+
+def lease_row(settings: Settings) -> tuple[Any, str | None]:
+    """(the lease row or None, why it could not be read)."""
+    from msc.ha.pglease import LeaseUnavailable
+    from msc.ha.site import lease_for
+
+    try:
+        lease = lease_for(settings)
+
+        async def current():
+            try:
+                return await lease.current()
+            finally:
+                await lease.close()
+
+        return asyncio.run(current()), None
+    except (LeaseUnavailable, ValueError, OSError) as exc:
+        return None, str(exc)
+
+
+def status(settings: Settings) -> tuple[int, dict[str, Any]]:
+    """The exit status and what ``msc status`` reports."""
+    node = settings.config.node
+    code, body = readyz(settings.config.metrics.bind)
+    here = {"status": code, "role": (body.get("node") or {}).get("role") or body.get("status") if code else None}
+    if node is None:
+        doc: dict[str, Any] = {"node": None, "this_node": here, "active": "this machine" if code == 200 else None}
+        return (0 if code == 200 else 1), doc
+    row, error = lease_row(settings)
+    lease = None if row is None else {"holder": row.holder, "epoch": row.epoch, "live": row.live,
+                                      "remaining_s": round(row.remaining_s, 1)}
+    active = row.holder if row is not None and row.live else None
+    doc = {"node": node.name, "this_node": here, "lease": lease, "active": active}
+    if error is not None:
+        doc["lease_error"] = error
+    return (0 if active else 1), doc
+
+
+def render(doc: dict[str, Any]) -> list[str]:
+    here = doc["this_node"]
+    state = f"{here['role'] or 'not serving'} (/readyz {here['status']})" if here["status"] else \
+        "not running (nothing answers at its [metrics] bind)"
+    if doc["node"] is None:
+        return [f"single node (no [node] table) on this machine: {state}"]
+    lines = [f"node {doc['node']} (this machine): {state}"]
+    lease = doc.get("lease")
+    if doc.get("lease_error"):
+        lines.append(f"active node: unknown — the lease's database could not be asked ({doc['lease_error']})")
+    elif lease is None:
+        lines.append("active node: none — no node has held the lease yet")
+    elif lease["live"]:
+        lines.append(f"active node: {lease['holder']} (lease epoch {lease['epoch']}, valid "
+                     f"{lease['remaining_s']:.1f} s more by the database's clock)")
+    else:
+        lines.append(f"active node: none — the lease of {lease['holder']} (epoch {lease['epoch']}) ran out "
+                     f"{-lease['remaining_s']:.1f} s ago; the standby takes it at its next poll")
+    return lines
+
+
+def cmd_status(args, settings: Settings) -> int:
+    rc, doc = status(settings)
+    if args.format == "json":
+        print(json.dumps(doc, sort_keys=True))
+    else:
+        print("\n".join(render(doc)))
+    return rc
