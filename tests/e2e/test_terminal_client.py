@@ -7,12 +7,15 @@ msc can send (`SYS LOGOFF.<why>`) and a connection that dies are a row of a tabl
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
 import re
 import select
 import signal
+import struct
 import subprocess
+import termios
 import time
 from pathlib import Path
 
@@ -31,6 +34,7 @@ class Tty:
         master, slave = pty.openpty()
         self.p = subprocess.Popen([*MSC, "terminal", *args], stdin=slave, stdout=slave, stderr=slave,
                                   close_fds=True, start_new_session=True)
+        self.slave_name = os.ttyname(slave)
         os.close(slave)
         self.fd = master
         self.text = ""
@@ -62,6 +66,25 @@ class Tty:
 
     def type(self, line: str) -> None:
         os.write(self.fd, line.encode() + b"\n")
+
+    def queued(self) -> int:
+        """Bytes typed and not read by the client yet (the terminal's input queue: complete lines)."""
+        fd = os.open(self.slave_name, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+        finally:
+            os.close(fd)
+
+    def type_ahead(self, lines: list[str]) -> None:
+        """Type ``lines`` and wait until the terminal holds them (typed, not read by the client)."""
+        typed = "".join(line + "\n" for line in lines).encode()
+        before = self.queued()
+        os.write(self.fd, typed)
+        deadline = time.monotonic() + 30
+        # (an end of input, Ctrl-D, ends its line without being a byte of it)
+        while self.queued() < before + len(typed.replace(b"\x04", b"")):
+            assert time.monotonic() < deadline, f"typed-ahead lines not queued ({self.queued()} bytes)"
+            time.sleep(0.02)
 
     def ctrl_d(self) -> None:
         os.write(self.fd, b"\x04")
@@ -301,6 +324,50 @@ def test_ctrl_d_ends_the_client_at_every_prompt(tmp_path, procs, where):
             assert re.search(r"A \d+\s*$", t.text.strip().splitlines()[-1]), t.text  # the LOGOFF was accepted
     finally:
         t.close()
+
+
+# -- only what is typed after a prompt answers it ------------------------------------------------
+
+DIALOG = [("Press Enter to acknowledge", ""), ("User ID: ", "TS0001"), (r"One-time password \(Enter if none\): ", ""),
+          ("Password: ", PASSWORD)]
+TYPED_AHEAD_AT = [
+    # id, the prompt at which more than its answer is typed (in one go), what is typed there
+    ("banner", 0, ["", "TS0001"]),  # the User ID typed before its prompt
+    ("user-id", 1, ["TS0001", "", PASSWORD]),  # the one-time password and password typed ahead
+    ("otp", 2, ["", PASSWORD]),  # the password typed before "Password:" (with echo on): as getpass, not taken
+    ("password", 3, [PASSWORD, "QV.CA0130000.LIC/AHEAD1"]),  # a message typed while the logon is checked
+]
+
+
+@pytest.mark.parametrize("name,at,lines", TYPED_AHEAD_AT, ids=[c[0] for c in TYPED_AHEAD_AT])
+def test_lines_typed_ahead_of_a_logon_prompt_are_discarded(tmp_path, procs, name, at, lines):
+    """Each prompt of the logon dialog takes only what is typed after it appears: a line typed
+    before is discarded (never a credential, never a message of the next session)."""
+    port = free_port()
+    cfg = make_config(tmp_path, port=port, metrics_port=free_port())
+    start_serve(procs, tmp_path, cfg)
+    t = Tty("--connect", f"127.0.0.1:{port}", "--header", "ICS1")
+    try:
+        for i, (prompt, answer) in enumerate(DIALOG):
+            t.expect(prompt)
+            if i == at:
+                os.write(t.fd, "".join(line + "\n" for line in lines).encode())
+            else:
+                t.type(answer)
+        t.expect(r"Logged on as ICS1\.")
+        t.type("LOGOFF")
+        t.expect(r"Logged off\.")
+        t.expect("User ID: ")
+        t.ctrl_d()
+        assert t.wait() == 0, t.text
+    finally:
+        t.close()
+    # One logon, TS0001's; nothing typed ahead was sent (it would be a refusal or a second A).
+    assert re.findall(r"^A \d+.*$", t.text, re.M) == [re.search(r"^A \d+ MNE/ICS1\.USR/TS0001$", t.text, re.M)[0],
+                                                      re.search(r"^A \d+$", t.text, re.M)[0]], t.text
+    assert not re.search(r"^N \d+ ", t.text, re.M) and "Logon refused" not in t.text, t.text
+    if at == 3:
+        assert "AHEAD1" not in t.text  # typed while hushed: not shown either
 
 
 # -- --expect waits for its own answers ----------------------------------------------------------

@@ -9,6 +9,7 @@ that accepts and closes at once (a node that refuses), one that accepts and says
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
@@ -21,7 +22,7 @@ import pytest
 
 from tests.conftest import PASSWORD, free_port, make_config
 from tests.e2e.conftest import MSC, Proc, run, start_serve, wait_port
-from tests.e2e.test_answers_e2e import control
+from tests.e2e.test_answers_e2e import control, search
 from tests.e2e.test_terminal_client import Tty, logon
 
 pytestmark = pytest.mark.timeout(180)
@@ -226,12 +227,57 @@ def test_an_operator_whose_node_dies_is_taken_to_the_next_and_logs_on_again(node
         nodes.serve["A"] = nodes.start("A")
 
 
+# -- typing while the client reconnects (newcomer6 finding 5) -------------------------------------
+
+TYPED_AHEAD = [
+    # id, lines typed while no node serves and no prompt waits for them
+    ("enter-and-password", ["", PASSWORD]),  # the finding: Enter (banner) then the password -> the User ID
+    ("a-whole-logon-dialog", ["", "TS0002", "", PASSWORD]),  # every answer of the dialog, another user's
+    ("a-message", ["QV.CA0130000.LIC/TYPED1"]),  # meant for the session that was lost
+    ("end-of-input", ["\x04"]),  # Ctrl-D typed meanwhile: does not end the next connection's dialog
+]
+
+
+@pytest.mark.parametrize("name,lines", TYPED_AHEAD, ids=[c[0] for c in TYPED_AHEAD])
+def test_what_is_typed_during_a_reconnect_is_neither_shown_nor_sent(nodes, name, lines):
+    """CJIS IA-6: a password typed while the client reconnects is not echoed, and nothing typed
+    then is taken by the next connection's prompts (it would have become the User ID)."""
+    gone = closed_port()
+    t = Tty("--connect", nodes.addr("A", gone), "--header", "ICS1")
+    try:
+        t.expect(f"Connected to msc at 127.0.0.1:{nodes.ports['A']}.")
+        logon(t)
+        nodes.serve["A"].stop(signal.SIGKILL)
+        t.expect(r"Connecting to the next msc address\.")
+        t.expect(r"connection refused; trying")  # no node serves: the client is in its reconnect loop
+        mark = len(t.text)
+        t.type_ahead(lines)  # in the terminal's input queue, unread
+        nodes.serve["A"] = nodes.start("A")
+        t.expect(f"Connected to msc at 127.0.0.1:{nodes.ports['A']}.", timeout=60)
+        logon(t)  # each prompt waits for its own answer: the banner's Enter, TS0001, its password
+        t.type(QUERY)
+        t.expect(r"\nA \d+")
+        t.ctrl_d()
+        assert t.wait() == 0, t.text
+    finally:
+        t.close()
+    shown = t.text[mark:]
+    for line in lines:
+        assert line.strip("\x04") == "" or line not in shown, shown  # not echoed
+    assert PASSWORD not in t.text, t.text
+    assert re.findall(r"^A \d+ MNE/ICS1\.USR/(\w+)", t.text, re.M) == ["TS0001", "TS0001"], t.text
+    assert not re.search(r"^N \d+ ", t.text, re.M) and "Logon refused" not in t.text, t.text
+    # Nothing typed ahead reached msc: no refused logon or message, no session of another user.
+    assert search(nodes.cfg["A"], "--code", "E108") == [] and search(nodes.cfg["A"], "--code", "E202") == []
+    assert search(nodes.cfg["A"], "--user", "TS0002") == []
+    assert not [r for r in search(nodes.cfg["A"], "--mke", "QV") if "TYPED1" in json.dumps(r)]
+
+
 # -- the load generator ---------------------------------------------------------------------------
 
 def test_the_load_generator_moves_its_terminals_to_the_next_node_when_one_is_killed(tmp_path):
     """bench/loadgen.py switch --connect A,B: kill -9 of A under load, every terminal reconnects to
     B and the load goes on there (reconnects = terminals; B acknowledged transactions)."""
-    import json
     import sys
 
     root = Path(__file__).resolve().parents[2]

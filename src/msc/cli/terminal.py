@@ -28,6 +28,11 @@ its ``--expect`` outputs arrive, exits with status 4. ``STATION DISABLED`` and `
 the client as before: another node would say the same. With one address nothing changes (name
 one address twice — a virtual IP — to reconnect to it).
 
+Only what is typed after a prompt appears answers it: on a terminal, what is typed while no
+prompt waits (a reconnect, a logon being checked, a session ending) is not echoed and is
+discarded before each prompt of the logon dialog, so a password typed ahead is never shown in
+clear nor taken as the next User ID (CJIS IA-6; :class:`LineReader`).
+
 Ctrl-D (end of input) at any prompt ends the client: at the banner and logon prompts it
 disconnects, in a session it logs off first. Nothing blocks on the keyboard in a thread, so a
 session that ends while the operator is at a prompt ends the client at once.
@@ -66,6 +71,13 @@ from msc.protocol import framing
 EXIT_OK, EXIT_PROBLEM, EXIT_AUTH, EXIT_ENDED = 0, 1, 3, 4
 
 
+def _isatty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
 def _wake(ready: asyncio.Future[None]) -> None:
     """The reader callback: the descriptor is readable (the first call wins)."""
     if not ready.done():
@@ -84,6 +96,8 @@ class LineReader:
         self.fd = fd
         self.buf = b""
         self.eof = False
+        self.tty = _isatty(fd)
+        self.saved: list | None = None  # the terminal's settings before the client changed them
 
     def _fill(self) -> None:
         try:
@@ -119,26 +133,64 @@ class LineReader:
             return None
         return line.decode("utf-8", "replace").rstrip("\r")
 
-    @contextlib.contextmanager
-    def no_echo(self):
-        """Echo off while a secret is typed, when the input is a terminal (like ``getpass``).
-        Set before the prompt is shown and without flushing, so nothing typed ahead is lost
-        or shown."""
+    # -- the keyboard between prompts (CJIS IA-6: obscure feedback of authentication information) --
+    #
+    # A line the operator types while no prompt waits for it — during a reconnect, while a logon
+    # is checked, as msc ends a session — is meant for a prompt that is gone: on a terminal it is
+    # neither shown (echo off: ``hush``) nor kept (``discard`` before each prompt of the logon
+    # dialog), so a password typed ahead is never shown in clear nor taken as the next User ID.
+    # Lines piped in by a script are not "typed ahead": without a terminal nothing is discarded.
+
+    def _termios(self):
+        """The termios module when the input is a terminal, else None."""
+        if not self.tty:
+            return None
         try:
             import termios
+        except ImportError:  # pragma: no cover - not POSIX
+            return None
+        return termios
 
-            old = termios.tcgetattr(self.fd)
-        except (ImportError, OSError, ValueError):
-            yield
+    def _echo(self, on: bool) -> None:
+        termios = self._termios()
+        if termios is None:
             return
-        new = list(old)
-        new[3] &= ~termios.ECHO
-        termios.tcsetattr(self.fd, termios.TCSANOW, new)
         try:
-            yield
-        finally:
-            termios.tcsetattr(self.fd, termios.TCSANOW, old)
-            print(flush=True)
+            attrs = termios.tcgetattr(self.fd)
+            if self.saved is None:
+                self.saved = termios.tcgetattr(self.fd)
+            lflag = attrs[3] | termios.ECHO if on else attrs[3] & ~termios.ECHO
+            if lflag != attrs[3]:
+                attrs[3] = lflag
+                termios.tcsetattr(self.fd, termios.TCSANOW, attrs)
+        except (termios.error, OSError):
+            pass
+
+    def hush(self) -> None:
+        """Stop showing what is typed (until the next prompt or session): nothing waits for it."""
+        self._echo(False)
+
+    def listen(self) -> None:
+        """Show what is typed again (a prompt or a session reads it)."""
+        self._echo(True)
+
+    def discard(self) -> None:
+        """Drop everything typed and not yet taken: the terminal's input queue
+        (``tcflush(TCIFLUSH)``) and this reader's own buffer. Nothing without a terminal."""
+        termios = self._termios()
+        if termios is None:
+            return
+        self.buf = b""
+        with contextlib.suppress(termios.error, OSError):
+            termios.tcflush(self.fd, termios.TCIFLUSH)
+
+    def restore(self) -> None:
+        """The terminal as it was before the client changed it (at exit)."""
+        termios = self._termios()
+        if termios is None or self.saved is None:
+            return
+        with contextlib.suppress(termios.error, OSError):
+            termios.tcsetattr(self.fd, termios.TCSANOW, self.saved)
 
 
 def _message_key(text: str) -> str:
@@ -150,17 +202,29 @@ def _message_key(text: str) -> str:
 
 
 async def _ask(t: Terminal, stdin: LineReader, prompt: str, *, secret: bool = False) -> str | None:
-    """Prompt and read one line; ``None`` at Ctrl-D. Ends early if the connection closes."""
-    with stdin.no_echo() if secret else contextlib.nullcontext():
+    """Prompt for one answer of the logon dialog and read it; ``None`` at Ctrl-D. Ends early if
+    the connection closes. Only what is typed after the prompt is shown is taken: anything typed
+    ahead is discarded first (as ``getpass`` does), a secret is not echoed, and nothing typed
+    after the answer is shown until the next prompt (:meth:`LineReader.hush`)."""
+    stdin.hush()
+    stdin.discard()
+    if not secret:
+        stdin.listen()
+    try:
         sys.stdout.write(prompt)
         sys.stdout.flush()
         task = asyncio.ensure_future(stdin.readline())
         done, _ = await asyncio.wait([task, t.closed], return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            return task.result()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        if task not in done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    finally:
+        stdin.hush()
+        if secret and stdin.tty:
+            print(flush=True)  # the Enter that ended the secret was not shown either
+    if task in done:
+        return task.result()
     print(flush=True)
     raise SessionEnded(t.ended.result() if t.ended.done() else t.closed.result(), True)
 
@@ -177,12 +241,16 @@ async def run(opts: TerminalOptions) -> int:
     t = Terminal(opts)
     stdin = LineReader(0)
     t.expect_left, t.count_any = opts.expect, not opts.send
+    if opts.interactive:
+        stdin.hush()  # nothing is typed for anyone until the banner's prompt
     try:
         banner = await t.connect_any()
         while True:
             try:
                 return await _run(t, opts, stdin, banner)
             except SessionEnded as e:
+                if opts.interactive:
+                    stdin.hush()  # until the next prompt: what is typed now is for no one
                 if not t.fails_over(e):
                     _ended(e)
                     return EXIT_ENDED
@@ -195,6 +263,7 @@ async def run(opts: TerminalOptions) -> int:
                     return EXIT_ENDED
     finally:
         t.close()
+        stdin.restore()
 
 
 async def _run(t: Terminal, opts: TerminalOptions, stdin: LineReader, banner: str) -> int:
@@ -280,6 +349,7 @@ async def _interactive(t: Terminal, stdin: LineReader, opts: TerminalOptions) ->
         try:
             ok = await t.until(t.logon(user, otp.strip() or None, password), opts.timeout)
         except SessionEnded as e:
+            stdin.hush()
             if e.closed:
                 raise
             _ended(e, again=True)
@@ -287,6 +357,9 @@ async def _interactive(t: Terminal, stdin: LineReader, opts: TerminalOptions) ->
         if not ok:
             print("Logon refused.", file=sys.stderr, flush=True)
             continue
+        # Typed while the logon was checked (not shown): meant for no message of this session.
+        stdin.discard()
+        stdin.listen()
         print(f"Logged on as {t.header}. Type messages (e.g. QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101); "
               "LOGOFF to log off, Ctrl-D to log off and exit.", flush=True)
         try:
@@ -295,6 +368,7 @@ async def _interactive(t: Terminal, stdin: LineReader, opts: TerminalOptions) ->
                 return EXIT_OK
             print("Logged off.", file=sys.stderr, flush=True)
         except SessionEnded as e:
+            stdin.hush()
             if e.closed:
                 raise
             _ended(e, again=True)
