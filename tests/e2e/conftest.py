@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.waiting import START_S
+
 MSC = [sys.executable, "-m", "msc"]
 
 
@@ -32,7 +34,7 @@ class Proc:
             return self.p.wait()
 
 
-def wait_for(path: Path, proc: Proc, timeout: float = 20) -> None:
+def wait_for(path: Path, proc: Proc, timeout: float = START_S) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
         if proc.p.poll() is not None:
@@ -42,7 +44,7 @@ def wait_for(path: Path, proc: Proc, timeout: float = 20) -> None:
         time.sleep(0.05)
 
 
-def wait_port(port: int, timeout: float = 10) -> None:
+def wait_port(port: int, timeout: float = START_S) -> None:
     import socket
 
     deadline = time.monotonic() + timeout

@@ -109,7 +109,7 @@ async def flood(port: int, make, seconds: float) -> dict:
             pass
         if not c.closed.done():
             c.close()
-        await c.wait_closed(10)
+        await c.wait_closed()
         if any(f.type == "N" and f.xid == 0 and f.text.startswith("E307 TOO MANY REFUSED") for f in c.received):
             stats["closed_for_refusals"] += 1
 

@@ -54,7 +54,7 @@ async def load_until(port: int, stop: asyncio.Event, acked: list[str], answers: 
         while not stop.is_set():
             hdr = f"{station}{tag}{i:04d}"[:10]
             try:
-                f = await c.send(f"{hdr}.QV.CA0130000.LIC/{tag}{i}", timeout=5)
+                f = await c.send(f"{hdr}.QV.CA0130000.LIC/{tag}{i}")
             except (TimeoutError, OSError, ConnectionError):
                 break
             if f.type == "A":

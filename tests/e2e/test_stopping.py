@@ -93,7 +93,7 @@ async def light_load(port: int, acked: list[str], stop: asyncio.Event) -> None:
             text = f"{station}S{k}.QV.CA0130000.LIC/{station}X{k}"
             k += 1
             try:
-                f = await c.send(text, timeout=10)
+                f = await c.send(text)
             except (TimeoutError, ConnectionError, OSError):
                 return
             if f.type == "A":

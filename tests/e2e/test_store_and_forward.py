@@ -67,7 +67,7 @@ def test_queued_outputs_survive_kill_9_and_arrive_in_order(tmp_path, procs):
         c = await WireClient.connect(port)
         await c.banner()
         assert (await c.logon("ICS1", "TS0001", PASSWORD)).type == "A"
-        outs = [await c.output(timeout=15) for _ in range(4)]
+        outs = [await c.output() for _ in range(4)]
         c.close()  # each output was acknowledged as it came; their DELIVERED records are waited on below
         return outs
 

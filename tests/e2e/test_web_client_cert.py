@@ -34,6 +34,7 @@ from msc.keyring import KeyRing
 from msc.mnemonics import totp
 from tests.conftest import PASSWORD, add_totp_user, free_port, make_config
 from tests.e2e.conftest import Proc, start_serve, wait_for, wait_port
+from tests.waiting import HANG_S
 from tests.wire import WireClient
 
 CHROMIUM = "/usr/bin/chromium"
@@ -229,7 +230,7 @@ async def tls_terminal_session(site: Site, user: str) -> None:
     assert (await c.logon("ICS7", user, PASSWORD, site.code(user))).type == "A"
     assert (await c.send("ICS7T1.QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101")).type == "A"
     for _ in range(2):  # state file, then NCIC (auto-acknowledged by the client)
-        await asyncio.wait_for(c.outputs.get(), 15)
+        await asyncio.wait_for(c.outputs.get(), HANG_S)
     assert (await c.send("ICS7.LOGOFF")).type == "A"
     c.close()
 

@@ -87,7 +87,7 @@ async def test_every_month_is_indexed_across_rollovers_and_errors_never_reach_st
         await j.flush()
         newest = list_partitions(d)[-1]
         last = j.last_seq
-        await eventually(lambda: indexed_upto(d, newest) >= last, timeout=15)
+        await eventually(lambda: indexed_upto(d, newest) >= last)
     finally:
         await j.close()
     assert len(list_partitions(d)) == len(walk)

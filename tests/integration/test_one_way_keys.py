@@ -9,6 +9,7 @@ from msc.config.load import load
 from msc.journal.search import Query, search
 from msc.server.switch import Switch
 from tests.conftest import PASSWORD, eventually
+from tests.waiting import HANG_S
 
 RESPONSES = 'mke = ["DR", "RR", "KR", "CR"]\nupstream = "clets"\ncategory = "dmv"\n'
 EXTRA = f"[[route]]\n{RESPONSES}"
@@ -83,6 +84,6 @@ async def _ctl(stub, command: str) -> str:
 
     r, w = await asyncio.open_connection("127.0.0.1", stub.control_port)
     w.write(f"/{command}\n".encode())
-    line = (await asyncio.wait_for(r.readline(), 5)).decode().strip()
+    line = (await asyncio.wait_for(r.readline(), HANG_S)).decode().strip()
     w.close()
     return line

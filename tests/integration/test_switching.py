@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import PASSWORD, eventually
 from tests.faults import FaultyWriter
+from tests.waiting import HANG_S
 from tests.wire import frame
 
 pytestmark = pytest.mark.timeout(60)
@@ -246,9 +247,9 @@ async def test_stub_control_pushes_unsolicited_traffic_to_a_terminal(harness):
     c = await harness.operator("ICS1")
     r, w = await asyncio.open_connection("127.0.0.1", stub.control_port)
     w.write(b"ICS1.YQ.CA0130000.NAM/SMITH, JOHN.NIC/W123456789\n")
-    assert (await asyncio.wait_for(r.readline(), 5)).strip() == b"A"
+    assert (await asyncio.wait_for(r.readline(), HANG_S)).strip() == b"A"
     out = await c.output()
     assert out.text == "ICS1.YQ.CA0130000.NAM/SMITH, JOHN.NIC/W123456789"
     w.write(b"ZZZZ.AM.CA0130000.TXT NOBODY\n")  # a destination msc does not host
-    assert (await asyncio.wait_for(r.readline(), 5)).startswith(b"N E304")
+    assert (await asyncio.wait_for(r.readline(), HANG_S)).startswith(b"N E304")
     w.close()
