@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import PASSWORD, free_port, make_config
 from tests.e2e.conftest import run, start_serve, start_stub
+from tests.waiting import HANG_S
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
@@ -60,7 +61,7 @@ def test_metrics_after_traffic_pass_promtool_and_match_the_traffic(tmp_path, pro
     r = run("terminal", "--connect", f"127.0.0.1:{port}", "--header", "ICS1", "--user", "TS0001", "--password-stdin",
             input="wrong\n")
     assert r.returncode == 3
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + HANG_S
     while True:
         status, text = get(mport, "/metrics")
         try:
@@ -134,7 +135,7 @@ def test_sigterm_drains_in_flight_work(tmp_path, procs):
     t.stdin.close()
     # SIGTERM once the request is upstream (the stub has it and answers 1.5 s later): a condition,
     # not a fixed sleep, which a loaded machine outran.
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + HANG_S
     while not (stub_log.exists() and "DRAIN, ME" in stub_log.read_text()):
         assert time.monotonic() < deadline and t.poll() is None, "the request never reached the stub"
         time.sleep(0.02)

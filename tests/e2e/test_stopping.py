@@ -27,6 +27,7 @@ from msc.journal.verify import verify
 from msc.keyring import KeyRing
 from tests.conftest import PASSWORD, free_port, make_config
 from tests.e2e.conftest import MSC, start_stub
+from tests.waiting import START_S
 from tests.wire import WireClient
 
 pytestmark = pytest.mark.timeout(120)
@@ -76,7 +77,7 @@ def start_serve_own_group(tmp_path: Path, cfg: Path, log: str = "serve.err") -> 
     ready.unlink(missing_ok=True)
     p = subprocess.Popen([*MSC, "serve", "--config", str(cfg), "--ready-file", str(ready)],
                          stdout=subprocess.DEVNULL, stderr=open(tmp_path / log, "w"), start_new_session=True)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + START_S
     while not ready.exists():
         assert p.poll() is None and time.monotonic() < deadline, (tmp_path / log).read_text()
         time.sleep(0.05)

@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import PASSWORD, free_port, make_config
 from tests.e2e.conftest import MSC, run, start_serve, start_stub
+from tests.waiting import HANG_S
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -380,7 +381,7 @@ def _wait_queued(mport: int, n: int) -> None:
     """Wait until ``n`` outputs wait in msc's queues (the earlier answers came back upstream)."""
     from tests.e2e.test_operations import get, metric
 
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + HANG_S
     while True:
         _, text = get(mport, "/metrics")
         if metric(text, "msc_delivery_queued") == n:

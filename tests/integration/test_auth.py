@@ -18,6 +18,7 @@ from msc.journal.search import Query, search
 from msc.mnemonics import passwords, totp
 from msc.mnemonics.state import StateStore
 from tests.conftest import PASSWORD, TEST_COST, add_totp_user, eventually, scraped
+from tests.waiting import HANG_S
 from tests.wire import WireClient
 
 pytestmark = pytest.mark.timeout(120)
@@ -208,7 +209,7 @@ async def test_a_hosts_oif_check_sees_a_lockout_made_by_another_process(harness)
     async def refused() -> bool:
         return (await host.send("ECC2X2.*EC0001.#C0A8010A.RQ.CA0130100.LIC/7XYZ999")).code == "E104"
 
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + HANG_S
     while not await refused():
         assert time.monotonic() < deadline, "the lockout did not reach the OIF check"
         await asyncio.sleep(0.1)

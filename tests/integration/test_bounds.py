@@ -53,7 +53,7 @@ async def disconnects(sw, n: int = 1, **q) -> list[str]:
     the connection is gone — after the peer closed too, or a lingering close's LINGER_S later —
     which may be after the client saw the close."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
+    deadline = loop.time() + HANG_S
     while True:
         bye = [r.text for r in await records(sw, kind="SESSION", **q) if r.text.startswith("DISCONNECT")]
         if len(bye) >= n or loop.time() > deadline:
