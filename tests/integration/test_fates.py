@@ -412,6 +412,7 @@ async def test_killed_journal_writer_loses_no_answer(harness):
 
 async def test_unrecorded_answer_across_a_restart_becomes_e501_at_the_next_logon(harness, monkeypatch):
     from msc.config.load import load
+    from msc.server.parts import started
     from msc.server.switch import Switch
 
     stub = await harness.start_stub(resend_s=0)
@@ -431,6 +432,9 @@ async def test_unrecorded_answer_across_a_restart_becomes_e501_at_the_next_logon
     await sw.stop()  # before resend_wait_s ran out
     harness.switch = Switch(load(harness.tmp / "msc.toml"))
     await harness.switch.start()
+    # The restart's pass runs beside serving (its notices are queued outputs): waited for, so that
+    # what comes next is a fact, not a race with it.
+    assert await started(harness.switch.recovery) == 1
     c2 = await harness.client()
     assert (await c2.logon("ICS1", "TS0001", PASSWORD)).type == "A"
     out = await c2.output()
@@ -566,6 +570,7 @@ async def test_a_landed_unsent_answer_and_a_restart_still_end_in_e501(harness, m
     """As above, but the upstream never sends the answer again and the switch restarts within
     resend_wait_s: the landed record does not count as an answer; the operator hears E501."""
     from msc.config.load import load
+    from msc.server.parts import started
     from msc.server.switch import Switch
 
     stub = await harness.start_stub(resend_s=0)
@@ -585,6 +590,9 @@ async def test_a_landed_unsent_answer_and_a_restart_still_end_in_e501(harness, m
     await sw.stop()
     harness.switch = Switch(load(harness.tmp / "msc.toml"))
     await harness.switch.start()
+    # The restart's pass runs beside serving (its notices are queued outputs): waited for, so that
+    # what comes next is a fact, not a race with it.
+    assert await started(harness.switch.recovery) == 1
     c2 = await harness.client()
     assert (await c2.logon("ICS1", "TS0001", PASSWORD)).type == "A"
     out = await c2.output()

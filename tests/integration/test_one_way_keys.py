@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from msc.config.load import load
 from msc.journal.search import Query, search
+from msc.server.parts import started
 from msc.server.switch import Switch
 from tests.conftest import PASSWORD, eventually
 from tests.waiting import HANG_S
@@ -70,6 +71,9 @@ async def test_after_a_restart_a_response_gets_no_e302(harness):
     await sw.stop()
     harness.switch = Switch(load(harness.tmp / "msc.toml"))
     await harness.switch.start()
+    # The restart's pass runs beside serving (its notices are queued outputs): waited for, so that
+    # what comes next is a fact, not a race with it.
+    assert await started(harness.switch.recovery) == 1
     c2 = await harness.client()
     assert (await c2.logon("ICS1", "TS0001", PASSWORD)).type == "A"
     assert (await c2.output()).text == "ICS1Q1.MSC.E302 SWITCH RESTARTED BEFORE THE ANSWER CAME"
