@@ -24,7 +24,7 @@ class Proc:
         self.log = log
         self.p = subprocess.Popen([*MSC, *args], stdout=subprocess.DEVNULL, stderr=open(log, "w"))
 
-    def stop(self, sig=signal.SIGTERM, timeout: float = 15) -> int:
+    def stop(self, sig=signal.SIGTERM, timeout: float = START_S) -> int:
         if self.p.poll() is None:
             self.p.send_signal(sig)
         try:
@@ -38,7 +38,7 @@ def wait_for(path: Path, proc: Proc, timeout: float = START_S) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
         if proc.p.poll() is not None:
-            raise AssertionError(f"process exited early:\n{proc.log.read_text()}")
+            raise AssertionError(f"process exited early (status {proc.p.returncode}):\n{proc.log.read_text()}")
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {path}:\n{proc.log.read_text()}")
         time.sleep(0.05)

@@ -28,6 +28,7 @@ from tests.conftest import PASSWORD, USERS, free_port, make_config
 from tests.e2e.conftest import start_serve, start_stub
 from tests.e2e.test_hostile import Canary, rss_mb
 from tests.tlsutil import PKI
+from tests.waiting import HANG_S
 from tests.wire import WireClient, frame
 
 pytestmark = pytest.mark.timeout(300)
@@ -48,7 +49,7 @@ def metrics(mport: int) -> dict[tuple, float]:
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10) as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=HANG_S) as r:
         text = r.read().decode()
     out = {}
     for family in text_string_to_metric_families(text):

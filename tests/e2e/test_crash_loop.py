@@ -69,7 +69,7 @@ async def load_until(port: int, stop: asyncio.Event, acked: list[str], answers: 
 
 def queued(mport: int) -> float:
     """The running switch's outputs waiting for delivery (msc_delivery_queued), from its /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5) as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=HANG_S) as r:
         text = r.read().decode()
     m = re.search(r"^msc_delivery_queued (\S+)$", text, re.M)
     return float(m.group(1)) if m else 0.0
@@ -77,7 +77,7 @@ def queued(mport: int) -> float:
 
 def delivered_records(mport: int) -> float:
     """The running switch's committed DELIVERED records, from its /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5) as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=HANG_S) as r:
         text = r.read().decode()
     m = re.search(r'^msc_journal_records_total\{kind="DELIVERED"\} (\S+)$', text, re.M)
     return float(m.group(1)) if m else 0.0

@@ -42,7 +42,7 @@ ERRNO = {"EIO on fsync": 5, "ENOSPC on write": 28}
 
 def http(port: int, path: str) -> tuple[int, dict | str]:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=HANG_S) as r:
             body = r.read().decode()
             return r.status, json.loads(body) if path == "/readyz" else body
     except urllib.error.HTTPError as e:

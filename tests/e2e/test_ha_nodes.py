@@ -38,6 +38,7 @@ from tests.conftest import PASSWORD, free_port, make_config
 from tests.e2e.conftest import Proc, run, start_stub
 from tests.e2e.test_pg_serve import with_storage
 from tests.e2e.test_terminal_failover import QUERY, scripted
+from tests.waiting import HANG_S
 from tests.wire import WireClient
 
 pytestmark = [pytest.mark.timeout(240),
@@ -108,7 +109,7 @@ class Pair:
             return 0, {}
 
     def metric(self, n: str, line: str) -> bool:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics[n]}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics[n]}/metrics", timeout=HANG_S) as r:
             return line in r.read().decode().splitlines()
 
     def accepts(self, n: str) -> bool:

@@ -43,7 +43,7 @@ pytestmark = pytest.mark.timeout(180)
 
 def metrics(mport: int) -> dict[str, float]:
     """name → value of the unlabelled (or boot-labelled) journal metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5) as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=HANG_S) as r:
         text = r.read().decode()
     out = {}
     for line in text.splitlines():

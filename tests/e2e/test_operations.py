@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import PASSWORD, free_port, make_config
 from tests.e2e.conftest import run, start_serve, start_stub
-from tests.waiting import HANG_S
+from tests.waiting import HANG_S, START_S
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
@@ -31,7 +31,7 @@ def start(tmp_path, procs, **overrides):
 
 def get(mport: int, path: str) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{mport}{path}", timeout=5) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{mport}{path}", timeout=HANG_S) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
@@ -141,9 +141,9 @@ def test_sigterm_drains_in_flight_work(tmp_path, procs):
         time.sleep(0.02)
     serve.p.send_signal(signal.SIGTERM)
     out = t.stdout.read()
-    assert t.wait(timeout=20) == 0, out
+    assert t.wait(timeout=START_S) == 0, out
     assert "ICS1D.QW.CA0130000." in out  # answered before the switch went away
-    assert serve.p.wait(timeout=20) == 0
+    assert serve.p.wait(timeout=START_S) == 0
     log = (tmp_path / "serve.err").read_text()
     assert '"event": "switch.draining"' in log and '"event": "switch.stopped"' in log
 

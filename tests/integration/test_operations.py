@@ -19,7 +19,7 @@ def get(port: int, path: str) -> tuple[int, dict | str]:
     import urllib.error
 
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=HANG_S) as r:
             body = r.read().decode()
             return r.status, json.loads(body) if path != "/metrics" else body
     except urllib.error.HTTPError as e:
