@@ -148,7 +148,9 @@ async def test_upstream_lost_before_ack_gives_msc_e302(harness):
 
 async def test_upstream_nak_and_timeout_reach_the_operator(harness):
     await harness.start_stub(fail_rate=1.0)
-    await harness.start_switch(timeout_s=0.5)
+    # The route's default timeout_s (30): the NAK is what is tested (E303 is the next test's); a
+    # 0.5-s timeout let a loaded machine's late NAK turn into an E303.
+    await harness.start_switch()
     await harness.wait_upstream()
     c = await harness.operator()
     assert (await c.send("ICS1A1.QW.CA0130000.NAM/X.DOB/19800101")).type == "A"
