@@ -12,6 +12,7 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import hypothesis
 import pytest
 
 from msc.config.load import load
@@ -32,6 +33,13 @@ TODAY = dt.date.today()
 # reset to the default in each child at exec, as in a shell's foreground job.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# Hypothesis fails an example that runs longer than its deadline (200 ms by default) — a timing
+# threshold, which a loaded CI machine trips on a slow moment (and, when the rerun is fast, reports
+# as "Unreliable test timings"). No test here asserts a speed: the whole suite runs without one.
+# A test's own @settings(...) keeps this unless it names a deadline itself.
+hypothesis.settings.register_profile("msc", deadline=None)
+hypothesis.settings.load_profile("msc")
 
 # id, name, ori, role, dob, certified_until, status
 USERS = [
