@@ -22,6 +22,9 @@ from msc.protocol.codes import ALL_CODES
 from tests.conftest import PASSWORD, Harness
 from tests.waiting import HANG_S
 
+# CPU-bound (hundreds of examples): a loaded machine took 45-53 s of pytest-timeout's default 120 s.
+pytestmark = pytest.mark.timeout(300)
+
 ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 PRINTABLE_NO_DOT = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != ".")
 
