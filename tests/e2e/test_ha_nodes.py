@@ -157,7 +157,7 @@ def test_the_standby_keeps_its_listeners_closed_and_takes_over_at_the_actives_cl
     assert pair.metric("B", 'msc_node_role{role="standby"} 1.0')
     assert pair.metric("B", 'msc_node_role{role="active"} 0.0')
 
-    r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=15)
+    r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=HANG_S)
     assert r.returncode == 0, r.stderr
     assert f"Connected to msc at {pair.addr('A')}." in r.stderr
 
@@ -177,7 +177,7 @@ def test_the_standby_keeps_its_listeners_closed_and_takes_over_at_the_actives_cl
     assert "lease.released" in a.log.read_text()
     wait_until(lambda: any(r.text.startswith("CONFIG RELOAD OK") for r in pair.journal(kind="ADMIN")),
                "B applies the reload")
-    r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=15)
+    r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=HANG_S)
     assert r.returncode == 0, r.stderr
     assert f"Connected to msc at {pair.addr('B')}." in r.stderr
     print(f"clean handover: B serving {took:.2f} s after A's SIGTERM (lease ttl {TTL} s)")
@@ -204,7 +204,7 @@ def health_check(port: int) -> int:
 def test_a_sigstopped_active_loses_the_lease_and_continued_it_commits_nothing_and_exits_75(pair):
     a = pair.start("A", "ready")
     wait_until(lambda: pair.active("A"), "A active")
-    r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=15)  # traffic at A: records in the shared journal
+    r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=HANG_S)  # traffic at A: records in the shared journal
     assert r.returncode == 0, r.stderr
     b = pair.start("B", "standby")
 
@@ -235,7 +235,7 @@ def test_a_sigstopped_active_loses_the_lease_and_continued_it_commits_nothing_an
             os.kill(a.p.pid, signal.SIGCONT)
         try:
             assert await asyncio.to_thread(a.p.wait, 30) == 75
-            await held.wait_closed(10)
+            await held.wait_closed()
             await asyncio.gather(*checks, return_exceptions=True)
         finally:
             late.close()
@@ -257,7 +257,7 @@ def test_a_sigstopped_active_loses_the_lease_and_continued_it_commits_nothing_an
     assert not any("STOP node" in rec.text or rec.text.startswith("STOP ") for rec in records)  # no clean stop
 
     assert pair.active("B") and b.p.poll() is None
-    r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=15)
+    r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=HANG_S)
     assert r.returncode == 0, r.stderr
     # Its supervisor starts A again: a standby now, behind node-b.
     pair.start("A", "standby")

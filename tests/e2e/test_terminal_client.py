@@ -50,7 +50,7 @@ class Tty:
         self.text += data.decode("utf-8", "replace").replace("\r\n", "\n")
         return True
 
-    def expect(self, pattern: str, timeout: float = 20) -> str:
+    def expect(self, pattern: str, timeout: float = HANG_S) -> str:
         deadline = time.monotonic() + timeout
         while True:
             m = re.compile(pattern).search(self.text, self.pos)
@@ -67,7 +67,7 @@ class Tty:
     def ctrl_d(self) -> None:
         os.write(self.fd, b"\x04")
 
-    def wait(self, timeout: float = 20) -> int:
+    def wait(self, timeout: float = HANG_S) -> int:
         deadline = time.monotonic() + timeout
         while self.p.poll() is None and time.monotonic() < deadline:
             self._read(0.2)
@@ -98,7 +98,7 @@ def logon(t: Tty, user: str = "TS0001") -> None:
 
 
 def scripted(port: int, *sends: str, expect: int = 0, user: str = "TS0001", header: str = "ICS1",
-             timeout: float = 20) -> subprocess.CompletedProcess:
+             timeout: float = HANG_S) -> subprocess.CompletedProcess:
     return run("terminal", "--connect", f"127.0.0.1:{port}", "--header", header, "--user", user, "--password-stdin",
                *[a for s in sends for a in ("--send", s)], "--expect", str(expect), "--timeout", str(timeout),
                input=PASSWORD + "\n")

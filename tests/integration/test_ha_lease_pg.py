@@ -39,7 +39,7 @@ def node(dsn: str, name: str, ttl: float = 1.0) -> PgLease:
     return PgLease(connector(dsn), holder=name, ttl_s=ttl, timeout_s=5.0)
 
 
-async def until(cond, timeout: float = 20.0, interval: float = 0.02):
+async def until(cond, timeout: float = HANG_S, interval: float = 0.02):
     """Poll an async condition until it is truthy (never a fixed sleep)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

@@ -14,6 +14,7 @@ import pytest
 
 from msc.journal.search import Query, search
 from tests.conftest import PASSWORD, eventually
+from tests.waiting import HANG_S
 from tests.wire import WireClient, frame
 
 pytestmark = pytest.mark.timeout(120)
@@ -152,7 +153,7 @@ async def test_a_logged_on_users_refusals_close_its_next_connection_too(harness)
     assert metric(sw, "msc_connections_closed_total", reason="refused_messages") == 2
 
 
-async def _closed(c, timeout: float = 10) -> list[str]:
+async def _closed(c, timeout: float = HANG_S) -> list[str]:
     await c.wait_closed(timeout)
     return [f.text for f in c.received if f.type == "N" and f.xid == 0]
 
