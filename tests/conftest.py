@@ -12,6 +12,7 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import hypothesis
 import pytest
 
 from msc.config.load import load
@@ -19,6 +20,7 @@ from msc.config.model import UserEntry, UsersFile
 from msc.keyring import KeyRing
 from msc.mnemonics import userfile
 from msc.mnemonics.passwords import hash_password
+from tests.waiting import HANG_S
 
 PASSWORD = "correct horse battery"
 #: The scrypt cost of the test configuration and its users' hashes (production default 15).
@@ -31,6 +33,13 @@ TODAY = dt.date.today()
 # reset to the default in each child at exec, as in a shell's foreground job.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# Hypothesis fails an example that runs longer than its deadline (200 ms by default) — a timing
+# threshold, which a loaded CI machine trips on a slow moment (and, when the rerun is fast, reports
+# as "Unreliable test timings"). No test here asserts a speed: the whole suite runs without one.
+# A test's own @settings(...) keeps this unless it names a deadline itself.
+hypothesis.settings.register_profile("msc", deadline=None)
+hypothesis.settings.load_profile("msc")
 
 # id, name, ori, role, dob, certified_until, status
 USERS = [
@@ -313,7 +322,7 @@ class Harness:
     def port(self) -> int:
         return self.switch.listener_ports()["terminals"]
 
-    async def wait_upstream(self, timeout: float = 5.0) -> None:
+    async def wait_upstream(self, timeout: float = HANG_S) -> None:
         for link in self.switch.router.links.values():
             assert await link.wait_up(timeout), "upstream did not come up"
 
@@ -356,8 +365,9 @@ def journaled(switch, kind: str) -> float:
     return switch.metrics.registry.get_sample_value("msc_journal_records_total", {"kind": kind}) or 0
 
 
-async def eventually(predicate, timeout: float = 5.0, interval: float = 0.02):
-    """Poll until predicate() is truthy (no bare sleeps in tests)."""
+async def eventually(predicate, timeout: float = HANG_S, interval: float = 0.02):
+    """Poll until predicate() is truthy (no bare sleeps in tests). ``timeout`` bounds a hang, not
+    a speed (tests/waiting.py): a test that needs the condition soon asserts an outcome instead."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         value = predicate()

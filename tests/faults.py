@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from msc.journal.interfaces import JournalWriter
 from msc.journal.records import JournalError
 from msc.journal.schema import Checkpoint, Row
+from tests.waiting import HANG_S
 
 
 class FaultyWriter:
@@ -102,7 +103,7 @@ def kill_writer_process(journal) -> None:
 
     pid = journal.writer.pid
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + HANG_S
     while time.monotonic() < deadline:
         try:  # the parent (this process) reaps it on its next call; until then it is a zombie
             with open(f"/proc/{pid}/stat") as f:

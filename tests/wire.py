@@ -10,6 +10,8 @@ import asyncio
 import struct
 from dataclasses import dataclass
 
+from tests.waiting import HANG_S
+
 HEAD = struct.Struct(">IBI")
 
 
@@ -97,7 +99,7 @@ class WireClient:
         if not self.writer.is_closing():
             self.writer.write(data)
 
-    async def banner(self, ack: bool = True, timeout: float = 5) -> str:
+    async def banner(self, ack: bool = True, timeout: float = HANG_S) -> str:
         f = await asyncio.wait_for(self.sys.get(), timeout)
         assert f.text.startswith("SYS.BANNER."), f.text
         if ack:
@@ -107,7 +109,7 @@ class WireClient:
     def ack(self, xid: int, payload: bytes = b"") -> None:
         self.send_raw(frame("A", xid, payload))
 
-    async def send(self, text: str | bytes, timeout: float = 10) -> Frame:
+    async def send(self, text: str | bytes, timeout: float = HANG_S) -> Frame:
         """Send one M; return the A or N that answers it. Raises TimeoutError when nothing answers
         within ``timeout`` seconds, ConnectionResetError when the connection closes first."""
         if self.closed.done():
@@ -118,13 +120,13 @@ class WireClient:
         self.send_raw(frame("M", self.xid, text.encode("ascii") if isinstance(text, str) else text))
         return await asyncio.wait_for(fut, timeout)
 
-    async def output(self, timeout: float = 10) -> Frame:
+    async def output(self, timeout: float = HANG_S) -> Frame:
         return await asyncio.wait_for(self.outputs.get(), timeout)
 
     async def logon(self, header: str, user: str, password: str, otp: str = "-") -> Frame:
         return await self.send(f"{header}.LOGON.{user}.{otp}.{password}")
 
-    async def wait_closed(self, timeout: float = 10) -> None:
+    async def wait_closed(self, timeout: float = HANG_S) -> None:
         await asyncio.wait_for(asyncio.shield(self.closed), timeout)
 
     def close(self) -> None:

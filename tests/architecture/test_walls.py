@@ -20,6 +20,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# The tools get their own 300-s bound (a fresh clone has no mypy cache; a loaded machine is slow):
+# pytest-timeout's default of 120 s would cut them short first.
+pytestmark = pytest.mark.timeout(360)
+
 BIN = Path(sys.executable).parent
 
 

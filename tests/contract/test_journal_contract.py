@@ -15,6 +15,7 @@ from msc.journal.records import JournalError
 from msc.journal.retention import TIMELINE_GAP_S
 from msc.journal.schema import COLUMNS, Row
 from msc.journal.writer import JournalBusy
+from tests.waiting import HANG_S
 
 NOV = int(dt.datetime(2026, 11, 30, 12, tzinfo=dt.UTC).timestamp() * 1_000_000)
 DEC = int(dt.datetime(2026, 12, 1, 0, 0, 1, tzinfo=dt.UTC).timestamp() * 1_000_000)
@@ -359,7 +360,7 @@ async def test_a_node_paused_inside_a_commit_transaction_is_ended_by_the_server(
     w = journal_backend.journal_writer(signing, fence=fence_then_pause)
     await w.start()
     task = asyncio.create_task(w.commit(rows(1, 2, NOV)))
-    await asyncio.wait_for(paused.wait(), 10)
+    await asyncio.wait_for(paused.wait(), HANG_S)
     watcher = await journal_backend.settings.connect()
     try:  # the paused writer's session (the writer lock's holder) is idle in a transaction, then gone
         holder = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = $1"
@@ -374,7 +375,7 @@ async def test_a_node_paused_inside_a_commit_transaction_is_ended_by_the_server(
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, JournalError):
         await task
-    await asyncio.wait_for(w.close(), 10)
+    await asyncio.wait_for(w.close(), HANG_S)
     r = journal_backend.journal_reader()
     try:
         assert list(r.records(period(NOV))) == []

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.waiting import START_S
+
 MSC = [sys.executable, "-m", "msc"]
 
 
@@ -22,7 +24,7 @@ class Proc:
         self.log = log
         self.p = subprocess.Popen([*MSC, *args], stdout=subprocess.DEVNULL, stderr=open(log, "w"))
 
-    def stop(self, sig=signal.SIGTERM, timeout: float = 15) -> int:
+    def stop(self, sig=signal.SIGTERM, timeout: float = START_S) -> int:
         if self.p.poll() is None:
             self.p.send_signal(sig)
         try:
@@ -32,17 +34,17 @@ class Proc:
             return self.p.wait()
 
 
-def wait_for(path: Path, proc: Proc, timeout: float = 20) -> None:
+def wait_for(path: Path, proc: Proc, timeout: float = START_S) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
         if proc.p.poll() is not None:
-            raise AssertionError(f"process exited early:\n{proc.log.read_text()}")
+            raise AssertionError(f"process exited early (status {proc.p.returncode}):\n{proc.log.read_text()}")
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {path}:\n{proc.log.read_text()}")
         time.sleep(0.05)
 
 
-def wait_port(port: int, timeout: float = 10) -> None:
+def wait_port(port: int, timeout: float = START_S) -> None:
     import socket
 
     deadline = time.monotonic() + timeout

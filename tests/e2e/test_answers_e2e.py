@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import PASSWORD, free_port, make_config
 from tests.e2e.conftest import Proc, run, start_serve, wait_port
+from tests.waiting import HANG_S
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -22,7 +23,7 @@ def search(cfg, *filters: str) -> list[dict]:
 
 
 def control(port: int, line: str) -> str:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+    with socket.create_connection(("127.0.0.1", port), timeout=HANG_S) as s:
         s.sendall(line.encode() + b"\n")
         return s.makefile().readline().strip()
 

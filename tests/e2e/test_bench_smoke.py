@@ -152,7 +152,11 @@ def test_soak_sees_the_time_a_kill_9_costs(tmp_path):
     assert doc["faults"].get("kill -9 msc serve") in (1, 2)
     kill = doc["recoveries"][0]
     assert kill["fault"] == "kill -9 msc serve" and kill["recovered_s"] is not None
-    assert kill["unserved_s"] > 0 and kill["probes_failed"] > 0
+    # The restart shows as time without a successful probe. (Not that a probe *failed*: a probe
+    # sent into the restart retries and, when msc is back within its probe timeout, is answered
+    # late — bench/soak.py's unserved() counts service by answer time for exactly that; CI saw
+    # probes_failed 0 with 1.0 s unserved.)
+    assert kill["unserved_s"] > 0, kill
     assert doc["unserved_s"] >= kill["unserved_s"]
     assert doc["availability"] == pytest.approx(1 - doc["unserved_s"] / doc["duration_s"], abs=1e-4)  # both rounded to ms
     assert doc["availability"] < 1.0

@@ -28,6 +28,7 @@ from tests.conftest import PASSWORD, USERS, free_port, make_config
 from tests.e2e.conftest import start_serve, start_stub
 from tests.e2e.test_hostile import Canary, rss_mb
 from tests.tlsutil import PKI
+from tests.waiting import HANG_S
 from tests.wire import WireClient, frame
 
 pytestmark = pytest.mark.timeout(300)
@@ -48,7 +49,7 @@ def metrics(mport: int) -> dict[tuple, float]:
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10) as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=HANG_S) as r:
         text = r.read().decode()
     out = {}
     for family in text_string_to_metric_families(text):
@@ -109,7 +110,7 @@ async def flood(port: int, make, seconds: float) -> dict:
             pass
         if not c.closed.done():
             c.close()
-        await c.wait_closed(10)
+        await c.wait_closed()
         if any(f.type == "N" and f.xid == 0 and f.text.startswith("E307 TOO MANY REFUSED") for f in c.received):
             stats["closed_for_refusals"] += 1
 
@@ -129,16 +130,16 @@ def test_a_flood_before_logon_costs_the_journal_a_bounded_few_records(tmp_path, 
         rss0, wrss0 = rss_mb(serve.p.pid), writer_rss(serve.p.pid)
         t0 = time.monotonic()
         stats = {name: await flood(port, make, FLOOD_S) for name, make in FLOODS.items()}
-        elapsed = time.monotonic() - t0
         rss = (rss_mb(serve.p.pid), writer_rss(serve.p.pid))
         await asyncio.sleep(0.3)
         canary.stop.set()
         await task
-        return canary, stats, elapsed, (rss0, wrss0), rss
+        return canary, stats, t0, (rss0, wrss0), rss
 
-    canary, stats, elapsed, rss0, rss1 = asyncio.run(scenario())
+    canary, stats, t0, rss0, rss1 = asyncio.run(scenario())
     assert canary.failures == [], canary.failures[:5]
     assert serve.stop() == 0
+    until_stop = time.monotonic() - t0  # the last summary is written at the stop
     for name, s in stats.items():
         assert s["messages"] > s["connections"] >= 1, (name, s)
         # Each connection is closed at its 10th refusal (or ends with the flood's time).
@@ -148,8 +149,10 @@ def test_a_flood_before_logon_costs_the_journal_a_bounded_few_records(tmp_path, 
     own = [r for r in mine if r.code != "SUMMARY"]
     # The address's budget: 30 records at once and 30 a minute more; then one summary a minute
     # (and one at the stop) that counts the rest.
-    assert len(own) <= 30 + elapsed / 2 + 1, len(own)
-    assert 1 <= len(summaries) <= elapsed / 60 + 2
+    # (By this test's clock up to the stop: a record the budget allowed may be written after the
+    # flood, and the budget refills meanwhile — a slow machine gets no more than its time allows.)
+    assert len(own) <= 30 + until_stop / 2 + 1, (len(own), until_stop)
+    assert 1 <= len(summaries) <= until_stop / 60 + 2, (len(summaries), until_stop)
     for r in own:
         assert len(r.text) <= 400, r.text[:100]  # compact: no 32 KiB (or 128 KiB of \xff) texts
     counted = sum(int(s.text.split("REFUSED ")[1].split(" MESSAGES")[0]) for s in summaries if "REFUSED " in s.text)

@@ -27,6 +27,7 @@ from msc.journal.verify import verify
 from msc.keyring import KeyRing
 from tests.conftest import PASSWORD, free_port, make_config
 from tests.e2e.conftest import Proc, wait_for, wait_port
+from tests.waiting import HANG_S
 from tests.wire import WireClient
 
 ITERATIONS = int(os.environ.get("MSC_CRASH_ITERATIONS", "3"))
@@ -54,7 +55,7 @@ async def load_until(port: int, stop: asyncio.Event, acked: list[str], answers: 
         while not stop.is_set():
             hdr = f"{station}{tag}{i:04d}"[:10]
             try:
-                f = await c.send(f"{hdr}.QV.CA0130000.LIC/{tag}{i}", timeout=5)
+                f = await c.send(f"{hdr}.QV.CA0130000.LIC/{tag}{i}")
             except (TimeoutError, OSError, ConnectionError):
                 break
             if f.type == "A":
@@ -68,7 +69,7 @@ async def load_until(port: int, stop: asyncio.Event, acked: list[str], answers: 
 
 def queued(mport: int) -> float:
     """The running switch's outputs waiting for delivery (msc_delivery_queued), from its /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5) as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=HANG_S) as r:
         text = r.read().decode()
     m = re.search(r"^msc_delivery_queued (\S+)$", text, re.M)
     return float(m.group(1)) if m else 0.0
@@ -76,7 +77,7 @@ def queued(mport: int) -> float:
 
 def delivered_records(mport: int) -> float:
     """The running switch's committed DELIVERED records, from its /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5) as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=HANG_S) as r:
         text = r.read().decode()
     m = re.search(r'^msc_journal_records_total\{kind="DELIVERED"\} (\S+)$', text, re.M)
     return float(m.group(1)) if m else 0.0
@@ -124,7 +125,7 @@ def test_random_kill_9_loop_loses_nothing(tmp_path, procs):
             await c.banner()
             assert (await c.logon(station, user, PASSWORD)).type == "A"
             clients.append(c)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + HANG_S
         received = 0
         while time.monotonic() < deadline:
             for c in clients:

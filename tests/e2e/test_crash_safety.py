@@ -13,6 +13,7 @@ from msc.journal.verify import verify
 from msc.keyring import KeyRing
 from tests.conftest import PASSWORD, free_port, make_config
 from tests.e2e.conftest import start_serve, start_stub
+from tests.waiting import HANG_S
 from tests.wire import WireClient
 
 pytestmark = pytest.mark.timeout(120)
@@ -31,7 +32,7 @@ async def _load(port: int, acked: list[str], stop: asyncio.Event, n_clients: int
             text = f"{'ICS1' if i == 0 else 'ICS2'}C{i}N{k}.QV.CA0130000.LIC/K{i}X{k}"
             k += 1
             try:
-                f = await c.send(text, timeout=5)
+                f = await c.send(text)
             except (TimeoutError, ConnectionError, OSError):
                 return
             if f.type == "A":
@@ -56,7 +57,7 @@ def test_kill_9_under_load_loses_no_acknowledged_record(tmp_path, procs):
         serve.p.send_signal(signal.SIGKILL)  # no chance to flush anything
         serve.p.wait()
         stop.set()
-        await asyncio.wait_for(task, 10)
+        await asyncio.wait_for(task, HANG_S)
 
     asyncio.run(scenario())
     assert len(acked) >= 300

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -25,6 +26,7 @@ from msc.journal.verify import verify
 from msc.keyring import KeyRing
 from tests.conftest import PASSWORD, free_port, make_config
 from tests.e2e.conftest import Proc, wait_for, wait_port
+from tests.waiting import HANG_S
 from tests.wire import WireClient
 
 pytestmark = [pytest.mark.timeout(180),
@@ -40,7 +42,7 @@ ERRNO = {"EIO on fsync": 5, "ENOSPC on write": 28}
 
 def http(port: int, path: str) -> tuple[int, dict | str]:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=HANG_S) as r:
             body = r.read().decode()
             return r.status, json.loads(body) if path == "/readyz" else body
     except urllib.error.HTTPError as e:
@@ -64,6 +66,17 @@ def fiu(pid: int, action: str, points: list[str], errno: int = 5) -> None:
     for p in points:
         args += ["-c", f"enable name={p},failinfo={errno}" if action == "enable" else f"disable name={p}"]
     subprocess.run([*args, *map(str, tree(pid))], check=True, timeout=10)
+
+
+async def poll(read, ok, *, thread: bool = False):
+    """``read()`` (in a worker thread if ``thread``) until ``ok`` of it holds; the last value once
+    HANG_S has passed (the caller's assertions then say what was seen)."""
+    deadline = time.monotonic() + HANG_S
+    while True:
+        value = await asyncio.to_thread(read) if thread else read()
+        if ok(value) or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.05)
 
 
 def test_disk_faults_fail_closed_and_service_resumes(tmp_path, procs):
@@ -104,7 +117,7 @@ def test_disk_faults_fail_closed_and_service_resumes(tmp_path, procs):
             i = 0
             while not stop.is_set():
                 try:
-                    f = await c.send(f"{header}L{i}.QV.CA0130000.LIC/D{header}{i}", timeout=10)
+                    f = await c.send(f"{header}L{i}.QV.CA0130000.LIC/D{header}{i}")
                 except TimeoutError:
                     counts["other"] += 1
                     continue
@@ -113,22 +126,27 @@ def test_disk_faults_fail_closed_and_service_resumes(tmp_path, procs):
                 await asyncio.sleep(0.003)
 
         tasks = [asyncio.create_task(load(c, h)) for c, h in clients]
-        await asyncio.sleep(0.5)
+        await poll(lambda: counts["A"], lambda n: n > 0)
+
+        async def journal_errors() -> float:
+            _s, text = await asyncio.to_thread(http, mport, "/metrics")
+            return float(next(ln for ln in text.splitlines() if ln.startswith("msc_journal_errors_total ")).split()[1])
+
         for name, points in FAULTS.items():
             before = dict(counts)
-            _s, text = await asyncio.to_thread(http, mport, "/metrics")
-            errors0 = float(next(ln for ln in text.splitlines() if ln.startswith("msc_journal_errors_total ")).split()[1])
+            errors0 = await journal_errors()
             await asyncio.to_thread(fiu, serve.pid, "enable", points, ERRNO[name])
-            await asyncio.sleep(1.0)
-            status, body = await asyncio.to_thread(http, mport, "/readyz")
-            _s, text = await asyncio.to_thread(http, mport, "/metrics")
-            errors1 = float(next(ln for ln in text.splitlines() if ln.startswith("msc_journal_errors_total ")).split()[1])
+            # While the disk fails: requests are refused E501 and /readyz turns 503 — waited for
+            # (a condition, bounded for a hang), not given a second that a loaded machine may need.
+            await poll(lambda b=before: counts["E501"] - b["E501"], lambda n: n > 0)
+            status, body = await poll(lambda: http(mport, "/readyz"), lambda r: r[0] == 503, thread=True)
+            errors1 = await journal_errors()
             during = {k: counts[k] - before[k] for k in counts}
             await asyncio.to_thread(fiu, serve.pid, "disable", points)
-            await asyncio.sleep(1.0)
-            after_status, _ = await asyncio.to_thread(http, mport, "/readyz")
+            # ... and as soon as it clears, ready again and serving.
+            after_status, _ = await poll(lambda: http(mport, "/readyz"), lambda r: r[0] == 200, thread=True)
             resumed = counts["A"]
-            await asyncio.sleep(0.5)
+            await poll(lambda r=resumed: counts["A"] - r, lambda n: n > 0)
             outcome[name] = {"readyz_during": status, "reason": body.get("reasons", {}).get("journal") if isinstance(body, dict) else None,
                              "errors_added": errors1 - errors0, "during": during, "readyz_after": after_status,
                              "accepted_after": counts["A"] - resumed}

@@ -39,6 +39,7 @@ from tests.conftest import PASSWORD, free_port, make_config
 from tests.e2e.conftest import Proc, run, start_stub
 from tests.e2e.test_pg_serve import with_storage
 from tests.e2e.test_terminal_failover import QUERY, scripted
+from tests.waiting import HANG_S
 from tests.wire import WireClient
 
 pytestmark = [pytest.mark.timeout(240),
@@ -110,7 +111,7 @@ class Pair:
             return 0, {}
 
     def metric(self, n: str, line: str) -> bool:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics[n]}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics[n]}/metrics", timeout=HANG_S) as r:
             return line in r.read().decode().splitlines()
 
     def accepts(self, n: str) -> bool:
@@ -164,7 +165,7 @@ def test_the_standby_keeps_its_listeners_closed_and_takes_over_at_the_actives_cl
     assert pair.metric("B", 'msc_node_role{role="standby"} 1.0')
     assert pair.metric("B", 'msc_node_role{role="active"} 0.0')
 
-    r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=15)
+    r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=HANG_S)
     assert r.returncode == 0, r.stderr
     assert f"Connected to msc at {pair.addr('A')}." in r.stderr
 
@@ -184,7 +185,7 @@ def test_the_standby_keeps_its_listeners_closed_and_takes_over_at_the_actives_cl
     assert "lease.released" in a.log.read_text()
     wait_until(lambda: any(r.text.startswith("CONFIG RELOAD OK") for r in pair.journal(kind="ADMIN")),
                "B applies the reload")
-    r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=15)
+    r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=HANG_S)
     assert r.returncode == 0, r.stderr
     assert f"Connected to msc at {pair.addr('B')}." in r.stderr
     # The pair's one ledger: the handover, from A's drain to B's start, is one scheduled outage.
@@ -257,7 +258,7 @@ def health_check(port: int) -> int:
 def test_a_sigstopped_active_loses_the_lease_and_continued_it_commits_nothing_and_exits_75(pair):
     a = pair.start("A", "ready")
     wait_until(lambda: pair.active("A"), "A active")
-    r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=15)  # traffic at A: records in the shared journal
+    r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=HANG_S)  # traffic at A: records in the shared journal
     assert r.returncode == 0, r.stderr
     b = pair.start("B", "standby")
 
@@ -288,7 +289,7 @@ def test_a_sigstopped_active_loses_the_lease_and_continued_it_commits_nothing_an
             os.kill(a.p.pid, signal.SIGCONT)
         try:
             assert await asyncio.to_thread(a.p.wait, 30) == 75
-            await held.wait_closed(10)
+            await held.wait_closed()
             await asyncio.gather(*checks, return_exceptions=True)
         finally:
             late.close()
@@ -312,7 +313,7 @@ def test_a_sigstopped_active_loses_the_lease_and_continued_it_commits_nothing_an
     assert not any("STOP node" in rec.text or rec.text.startswith("STOP ") for rec in records)  # no clean stop
 
     assert pair.active("B") and b.p.poll() is None
-    r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=15)
+    r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=HANG_S)
     assert r.returncode == 0, r.stderr
     # Its supervisor starts A again: a standby now, behind node-b.
     pair.start("A", "standby")

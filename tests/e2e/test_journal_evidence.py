@@ -31,6 +31,7 @@ from msc.journal.search import Query, search
 from msc.keyring import KeyRing
 from tests.conftest import PASSWORD, free_port, make_config
 from tests.e2e.conftest import Proc, run, start_serve, start_stub
+from tests.waiting import HANG_S
 from tests.wire import WireClient
 
 # The test directory's administrator, as a script logs on (password; no TOTP enrolled).
@@ -42,7 +43,7 @@ pytestmark = pytest.mark.timeout(180)
 
 def metrics(mport: int) -> dict[str, float]:
     """name → value of the unlabelled (or boot-labelled) journal metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5) as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=HANG_S) as r:
         text = r.read().decode()
     out = {}
     for line in text.splitlines():
@@ -95,7 +96,7 @@ def kill9(serve: Proc, journal_dir: Path) -> None:
 
     serve.p.send_signal(signal.SIGKILL)
     serve.p.wait()
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + HANG_S
     fd = os.open(journal_dir / ".writer.lock", os.O_RDWR)
     try:
         while True:

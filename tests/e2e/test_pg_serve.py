@@ -119,7 +119,7 @@ def test_serve_on_postgresql_survives_kill_9_with_its_queues_and_osns(tmp_path, 
         await c.banner()
         assert (await c.logon("ICS1", "TS0001", PASSWORD)).type == "A"
         assert (await c.send("ICS1Q1.QW.CA0130000.NAM/DOE, JOHN.DOB/19800101")).type == "A"
-        answer = await c.output(timeout=15)  # the NCIC stub's answer, through the switch
+        answer = await c.output()  # the NCIC stub's answer, through the switch
         for i in range(3):  # answered after the terminal has gone: queued for it
             assert (await c.send(f"ICS1K{i}.QV.CA0130000.LIC/KILL{i}")).type == "A"
         c.close()
@@ -144,9 +144,9 @@ def test_serve_on_postgresql_survives_kill_9_with_its_queues_and_osns(tmp_path, 
         c = await WireClient.connect(port)
         await c.banner()
         assert (await c.logon("ICS1", "TS0001", PASSWORD)).type == "A"
-        outs = [await c.output(timeout=20) for _ in range(4)]
+        outs = [await c.output() for _ in range(4)]
         assert (await c.send("ICS1Q2.QW.CA0130000.NAM/ROE, JANE.DOB/19900202")).type == "A"
-        after = await c.output(timeout=15)
+        after = await c.output()
         c.close()
         return outs, after
 
@@ -336,7 +336,7 @@ def test_a_node_of_a_pair_on_postgresql_takes_the_lease_in_the_same_database_and
         await c.banner()
         assert (await c.logon("ICS1", "TS0001", PASSWORD)).type == "A"
         assert (await c.send("ICS1Q1.QW.CA0130000.NAM/DOE, JOHN.DOB/19800101")).type == "A"
-        out = await c.output(timeout=15)
+        out = await c.output()
         c.close()
         return out
 
@@ -402,7 +402,7 @@ def test_a_database_restart_under_the_switch_fails_closed_then_it_goes_on(tmp_pa
             await c.banner()
             assert (await c.logon("ICS1", "TS0001", PASSWORD)).type == "A"
             assert (await c.send("ICS1Q1.QW.CA0130000.NAM/DOE, JOHN.DOB/19800101")).type == "A"
-            assert (await c.output(timeout=15)).text.startswith("ICS1Q1")
+            assert (await c.output()).text.startswith("ICS1Q1")
             db.stop("fast")  # every connection of the switch's is gone
             refused = await c.send("ICS1Q2.QW.CA0130000.NAM/ROE, JANE.DOB/19900202")
             db.start()
@@ -410,7 +410,7 @@ def test_a_database_restart_under_the_switch_fails_closed_then_it_goes_on(tmp_pa
             for i in range(3, 60):  # the next requests, until the switch has reconnected
                 ack = await c.send(f"ICS1Q{i}.QW.CA0130000.NAM/POE, EDGAR.DOB/18090119")
                 if ack.type == "A":
-                    answered = (i, await c.output(timeout=15))
+                    answered = (i, await c.output())
                     break
                 assert ack.code == "E501", ack
                 await asyncio.sleep(0.5)  # (a client's retry pace, not a wait for the condition)

@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import PASSWORD, free_port, make_config
 from tests.e2e.conftest import start_serve, start_stub, wait_port
+from tests.waiting import HANG_S
 from tests.wire import WireClient
 
 pytestmark = pytest.mark.timeout(300)
@@ -32,7 +33,7 @@ def rss_mb(pid: int) -> float:
 
 
 def metrics(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=HANG_S) as r:
         text = r.read().decode()
     out = {}
     for line in text.splitlines():

@@ -27,6 +27,7 @@ from msc.journal.verify import verify
 from msc.keyring import KeyRing
 from tests.conftest import PASSWORD, free_port, make_config
 from tests.e2e.conftest import MSC, start_stub
+from tests.waiting import HANG_S, START_S
 from tests.wire import WireClient
 
 pytestmark = pytest.mark.timeout(120)
@@ -62,7 +63,7 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def wait_gone(pid: int, timeout: float = 20) -> float:
+def wait_gone(pid: int, timeout: float = HANG_S) -> float:
     t0 = time.monotonic()
     while alive(pid):
         assert time.monotonic() - t0 < timeout, f"process {pid} still running"
@@ -76,7 +77,7 @@ def start_serve_own_group(tmp_path: Path, cfg: Path, log: str = "serve.err") -> 
     ready.unlink(missing_ok=True)
     p = subprocess.Popen([*MSC, "serve", "--config", str(cfg), "--ready-file", str(ready)],
                          stdout=subprocess.DEVNULL, stderr=open(tmp_path / log, "w"), start_new_session=True)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + START_S
     while not ready.exists():
         assert p.poll() is None and time.monotonic() < deadline, (tmp_path / log).read_text()
         time.sleep(0.05)
@@ -93,7 +94,7 @@ async def light_load(port: int, acked: list[str], stop: asyncio.Event) -> None:
             text = f"{station}S{k}.QV.CA0130000.LIC/{station}X{k}"
             k += 1
             try:
-                f = await c.send(text, timeout=10)
+                f = await c.send(text)
             except (TimeoutError, ConnectionError, OSError):
                 return
             if f.type == "A":
@@ -146,7 +147,7 @@ def test_group_signals_under_light_load_lose_nothing(tmp_path, procs, name, stop
             stop(serve, writers[0])
             await asyncio.to_thread(serve.wait, 60)
             halt.set()
-            await asyncio.wait_for(task, 20)
+            await asyncio.wait_for(task, HANG_S)
 
         asyncio.run(scenario())
         assert serve.returncode == 0
@@ -187,7 +188,7 @@ def test_writer_leaves_at_once_when_the_switch_is_killed(tmp_path, procs, capsys
         serve.wait()
         lived = await asyncio.to_thread(wait_gone, writer)
         halt.set()
-        await asyncio.wait_for(task, 20)
+        await asyncio.wait_for(task, HANG_S)
         return lived
 
     lived = asyncio.run(scenario())

@@ -14,6 +14,7 @@ from msc.journal.search import Query, search
 from msc.keyring import KeyRing
 from tests.conftest import PASSWORD, free_port, make_config
 from tests.e2e.conftest import Proc, wait_for, wait_port
+from tests.waiting import HANG_S
 from tests.wire import WireClient
 
 pytestmark = pytest.mark.timeout(120)
@@ -50,7 +51,7 @@ def test_queued_outputs_survive_kill_9_and_arrive_in_order(tmp_path, procs):
         c.close()
 
     asyncio.run(before_crash())
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + HANG_S
     while len(queued()) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     with socket.create_connection(("127.0.0.1", ctl)) as sc:
@@ -67,7 +68,7 @@ def test_queued_outputs_survive_kill_9_and_arrive_in_order(tmp_path, procs):
         c = await WireClient.connect(port)
         await c.banner()
         assert (await c.logon("ICS1", "TS0001", PASSWORD)).type == "A"
-        outs = [await c.output(timeout=15) for _ in range(4)]
+        outs = [await c.output() for _ in range(4)]
         c.close()  # each output was acknowledged as it came; their DELIVERED records are waited on below
         return outs
 
@@ -76,7 +77,7 @@ def test_queued_outputs_survive_kill_9_and_arrive_in_order(tmp_path, procs):
     xids = [o.xid for o in outs]
     assert xids == sorted(xids) and len(set(xids)) == 4
     assert outs[3].text == "ICS1.YQ.CA0130000.NAM/SMITH, JOHN.NIC/W424242"
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + HANG_S
     while time.monotonic() < deadline:
         delivered = {r.osn for r in search(s.journal_dir, ring, Query(kind="DELIVERED", mnemonic="ICS1"))}
         if set(xids) <= delivered:

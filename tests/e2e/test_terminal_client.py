@@ -23,6 +23,7 @@ import pytest
 
 from tests.conftest import PASSWORD, free_port, make_config
 from tests.e2e.conftest import MSC, run, start_serve, start_stub
+from tests.waiting import HANG_S
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -53,7 +54,7 @@ class Tty:
         self.text += data.decode("utf-8", "replace").replace("\r\n", "\n")
         return True
 
-    def expect(self, pattern: str, timeout: float = 20) -> str:
+    def expect(self, pattern: str, timeout: float = HANG_S) -> str:
         deadline = time.monotonic() + timeout
         while True:
             m = re.compile(pattern).search(self.text, self.pos)
@@ -89,7 +90,7 @@ class Tty:
     def ctrl_d(self) -> None:
         os.write(self.fd, b"\x04")
 
-    def wait(self, timeout: float = 20) -> int:
+    def wait(self, timeout: float = HANG_S) -> int:
         deadline = time.monotonic() + timeout
         while self.p.poll() is None and time.monotonic() < deadline:
             self._read(0.2)
@@ -120,7 +121,7 @@ def logon(t: Tty, user: str = "TS0001") -> None:
 
 
 def scripted(port: int, *sends: str, expect: int = 0, user: str = "TS0001", header: str = "ICS1",
-             timeout: float = 20) -> subprocess.CompletedProcess:
+             timeout: float = HANG_S) -> subprocess.CompletedProcess:
     return run("terminal", "--connect", f"127.0.0.1:{port}", "--header", header, "--user", user, "--password-stdin",
                *[a for s in sends for a in ("--send", s)], "--expect", str(expect), "--timeout", str(timeout),
                input=PASSWORD + "\n")
@@ -447,7 +448,7 @@ def _wait_queued(mport: int, n: int) -> None:
     """Wait until ``n`` outputs wait in msc's queues (the earlier answers came back upstream)."""
     from tests.e2e.test_operations import get, metric
 
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + HANG_S
     while True:
         _, text = get(mport, "/metrics")
         if metric(text, "msc_delivery_queued") == n:

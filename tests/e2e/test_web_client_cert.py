@@ -34,6 +34,7 @@ from msc.keyring import KeyRing
 from msc.mnemonics import totp
 from tests.conftest import PASSWORD, add_totp_user, free_port, make_config
 from tests.e2e.conftest import Proc, start_serve, wait_for, wait_port
+from tests.waiting import HANG_S
 from tests.wire import WireClient
 
 CHROMIUM = "/usr/bin/chromium"
@@ -43,6 +44,9 @@ pytestmark = [
 ]
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
+# Playwright's assertions wait 5 s by default, its actions as long as the context says: on a loaded
+# machine a browser is slow, not broken (a bound for a hang: tests/waiting.py).
+expect.set_options(timeout=HANG_S * 1000)
 
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -182,7 +186,7 @@ def browser():
 def new_context(browser, site: Site, cert: str | None):
     kw = {"client_certificates": site.client_cert(cert)} if cert else {}
     ctx = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 900}, **kw)
-    ctx.set_default_timeout(15000)
+    ctx.set_default_timeout(HANG_S * 1000)
     return ctx
 
 
@@ -200,7 +204,7 @@ def logon(site: Site, page, user: str, header: str) -> None:
     page.press("#logon-password", "Enter")
 
 
-def wait(predicate, timeout=10.0):
+def wait(predicate, timeout=HANG_S):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -229,7 +233,7 @@ async def tls_terminal_session(site: Site, user: str) -> None:
     assert (await c.logon("ICS7", user, PASSWORD, site.code(user))).type == "A"
     assert (await c.send("ICS7T1.QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101")).type == "A"
     for _ in range(2):  # state file, then NCIC (auto-acknowledged by the client)
-        await asyncio.wait_for(c.outputs.get(), 15)
+        await asyncio.wait_for(c.outputs.get(), HANG_S)
     assert (await c.send("ICS7.LOGOFF")).type == "A"
     c.close()
 
@@ -315,7 +319,7 @@ def test_a_certificate_from_another_ca_never_completes_the_handshake(site):
     fails (nothing reaches the console, no CN is ever read)."""
     ctx = ssl.create_default_context(cafile=str(site.tls / "web.crt"))
     ctx.load_cert_chain(site.tls / "forged7.crt", site.tls / "forged7.key")
-    with socket.create_connection(("127.0.0.1", site.port), timeout=10) as raw:
+    with socket.create_connection(("127.0.0.1", site.port), timeout=HANG_S) as raw:
         with pytest.raises((ssl.SSLError, ConnectionError)):
             with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
                 tls.sendall(b"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")

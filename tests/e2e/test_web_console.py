@@ -35,6 +35,7 @@ from msc.keyring import KeyRing
 from msc.mnemonics import totp
 from tests.conftest import PASSWORD, add_totp_user, free_port, make_config
 from tests.e2e.conftest import Proc, start_serve, wait_for, wait_port
+from tests.waiting import HANG_S
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [
@@ -43,6 +44,9 @@ pytestmark = [
 ]
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
+# Playwright's assertions wait 5 s by default, its actions as long as the context says: on a loaded
+# machine a browser is slow, not broken (a bound for a hang: tests/waiting.py).
+expect.set_options(timeout=HANG_S * 1000)
 
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -93,7 +97,7 @@ class Site:
 
 
 def control(port: int, line: str) -> str:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+    with socket.create_connection(("127.0.0.1", port), timeout=HANG_S) as s:
         s.sendall(line.encode() + b"\n")
         return s.makefile().readline().strip()
 
@@ -142,7 +146,7 @@ def browser():
 @pytest.fixture
 def context(browser, tmp_path):
     ctx = browser.new_context(ignore_https_errors=True, accept_downloads=True, viewport={"width": 1280, "height": 900})
-    ctx.set_default_timeout(15000)
+    ctx.set_default_timeout(HANG_S * 1000)
     yield ctx
     ctx.close()
 
@@ -212,7 +216,7 @@ def record_logoff_latency(t_click: float, t_returned: float, t_ended: float) -> 
                 f"{row['admin_request_ms']} | {row['loadavg_1min']} |\n")
 
 
-def wait(predicate, timeout=10.0):
+def wait(predicate, timeout=HANG_S):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -618,7 +622,7 @@ def test_session_cookie_flags_and_rotation_in_the_browser(site, context):
 def _client():
     import httpx
 
-    return httpx.Client(verify=False, timeout=10)
+    return httpx.Client(verify=False, timeout=HANG_S)
 
 
 def test_csrf_refusal_and_security_headers_with_a_plain_http_client(site):
@@ -670,8 +674,8 @@ def test_websocket_from_another_origin_is_refused(site, context):
         ctx.verify_mode = ssl.CERT_NONE
         try:
             with connect(f"wss://{host}/api/inbox", ssl=ctx, origin=origin, additional_headers={"Cookie": cookie},
-                         open_timeout=5) as ws:
-                return json.loads(ws.recv(timeout=5))["type"]
+                         open_timeout=HANG_S) as ws:
+                return json.loads(ws.recv(timeout=HANG_S))["type"]
         except websockets.exceptions.WebSocketException:
             return "refused"
 

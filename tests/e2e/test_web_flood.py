@@ -12,13 +12,14 @@ from msc.web.app import BANNER_PER_MINUTE
 from tests.conftest import free_port, make_config
 from tests.e2e.conftest import Proc, wait_for
 from tests.e2e.test_web_console import WEB
+from tests.waiting import HANG_S
 
 httpx = pytest.importorskip("httpx")
 pytestmark = pytest.mark.timeout(120)
 
 
 def _client(address: str):
-    return httpx.Client(verify=False, timeout=10, transport=httpx.HTTPTransport(verify=False, local_address=address))
+    return httpx.Client(verify=False, timeout=HANG_S, transport=httpx.HTTPTransport(verify=False, local_address=address))
 
 
 def test_a_banner_flood_from_one_address_is_refused_and_keeps_no_one_else_out(tmp_path):

@@ -21,6 +21,7 @@ from msc.config.load import load
 from msc.web.app import WebConsole
 from tests.conftest import PASSWORD, free_port, make_config
 from tests.e2e.conftest import Proc, wait_for
+from tests.waiting import HANG_S
 
 pytest.importorskip("httpx")
 
@@ -56,7 +57,7 @@ def _config(tmp: Path) -> tuple[Path, int]:
     return cfg, web_port
 
 
-def _wait(predicate, timeout=20.0):
+def _wait(predicate, timeout=HANG_S):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -70,7 +71,7 @@ def _served_cert(port: int) -> bytes:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+    with socket.create_connection(("127.0.0.1", port), timeout=HANG_S) as raw, \
             ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
         return s.getpeercert(binary_form=True)
 
@@ -102,7 +103,7 @@ def test_sighup_applies_a_valid_change_refuses_a_bad_one_and_serves_a_renewed_ce
     try:
         wait_for(ready, web)
         url = f"https://127.0.0.1:{port}/api/state"
-        with httpx.Client(verify=False, timeout=10) as c:
+        with httpx.Client(verify=False, timeout=HANG_S) as c:
             def banner() -> str:
                 return c.get(url).json()["banner"]
 

@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import free_port, make_config
 from tests.e2e.conftest import Proc, wait_for
 from tests.e2e.test_web_console import CHROMIUM, LAUNCH_ARGS, WEB, Site, logon
+from tests.waiting import HANG_S
 
 pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make system-deps)"),
@@ -21,8 +22,14 @@ pytestmark = [
 ]
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
+# Playwright's assertions wait 5 s by default, its actions as long as the context says: on a loaded
+# machine a browser is slow, not broken (a bound for a hang: tests/waiting.py).
+expect.set_options(timeout=HANG_S * 1000)
 
-IDLE_S = 2  # the server's idle logoff for this module: short, so the test waits seconds, not minutes
+#: The server's idle logoff for this module: short, so the test waits seconds, not minutes — but
+#: each test's steps before it goes idle (a logon, a search, a key press) must each come within it,
+#: and a browser on a loaded machine may take seconds for one (2 s left it little room).
+IDLE_S = 5
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +63,7 @@ def browser():
 @pytest.fixture
 def page(browser):
     ctx = browser.new_context(ignore_https_errors=True)
-    ctx.set_default_timeout(15000)
+    ctx.set_default_timeout(HANG_S * 1000)
     yield ctx.new_page()
     ctx.close()
 
@@ -70,7 +77,7 @@ def test_investigator_page_clears_and_says_idle_when_the_server_logs_it_off(site
     assert "IV0001" in page.inner_text("#report")
     # Nobody touches the page: the server's idle logoff ends the session and the page follows
     # at once (waited on, bound well above IDLE_S; nothing is pressed meanwhile).
-    page.wait_for_selector("#ended-view:not([hidden])", timeout=(IDLE_S + 15) * 1000)
+    page.wait_for_selector("#ended-view:not([hidden])", timeout=(IDLE_S + HANG_S) * 1000)
     expect(page.locator("#ended-why")).to_have_text("Session ended: IDLE.")
     assert page.inner_text("#report") == "" and page.input_value("#q-case") == ""
     assert page.locator("#report table").count() == 0
@@ -82,7 +89,7 @@ def test_administrator_page_clears_and_says_idle_when_the_server_logs_it_off(sit
     page.wait_for_selector("#stations tr#st-ICS1")
     page.keyboard.press("Alt+2")
     page.wait_for_selector("#users tr#user-IV0001")
-    page.wait_for_selector("#ended-view:not([hidden])", timeout=(IDLE_S + 15) * 1000)
+    page.wait_for_selector("#ended-view:not([hidden])", timeout=(IDLE_S + HANG_S) * 1000)
     expect(page.locator("#ended-why")).to_have_text("Session ended: IDLE.")
     assert page.locator("#users tbody tr").count() == 0 and page.locator("#stations tbody tr").count() == 0
 
@@ -92,10 +99,10 @@ def test_a_request_after_the_end_names_the_reason(site, page):
     logon(site, page, "IV0001", console="investigator", otp=site.code("IV0001"))
     page.wait_for_selector("#investigator-view:not([hidden])")
     cookie = next(c for c in page.context.cookies() if c["name"] == "__Host-msc")
-    page.wait_for_selector("#ended-view:not([hidden])", timeout=(IDLE_S + 15) * 1000)
+    page.wait_for_selector("#ended-view:not([hidden])", timeout=(IDLE_S + HANG_S) * 1000)
     import httpx
 
-    with httpx.Client(verify=False, timeout=10, cookies={"__Host-msc": cookie["value"]}) as c:
+    with httpx.Client(verify=False, timeout=HANG_S, cookies={"__Host-msc": cookie["value"]}) as c:
         r = c.post(site.url + "/api/journal/verify", headers={"x-csrftoken": "x"})
         assert r.status_code in (401, 403)
         r = c.get(site.url + "/api/admin/stations")

@@ -11,6 +11,7 @@ import pytest
 
 from msc.journal.search import Query, search
 from tests.conftest import PASSWORD, eventually
+from tests.waiting import HANG_S
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -153,7 +154,7 @@ async def test_no_e303_when_a_first_part_came_and_parts_after_the_timeout_are_li
     await harness.wait_upstream()
     c = await harness.operator("ICS1", "TS0001")
     assert (await c.send("ICS1A7.QW.CA0130000.NAM/DOE, JANE.DOB/19810101")).type == "A"
-    texts = [(await c.output(timeout=10)).text for _ in range(2)]
+    texts = [(await c.output()).text for _ in range(2)]
     assert all(t.startswith("ICS1A7.QW.") for t in texts)
     assert not any(".MSC.E303" in t for t in texts)
     await committed(harness)
@@ -168,7 +169,7 @@ async def test_part_after_the_window_is_late_but_linked_and_e303_only_without_an
     await harness.wait_upstream()
     c = await harness.operator("ICS1", "TS0001")
     assert (await c.send("ICS1A8.QW.CA0130000.NAM/DOE, JANE.DOB/19810101")).type == "A"
-    first, second = (await c.output(timeout=10)).text, (await c.output(timeout=10)).text
+    first, second = (await c.output()).text, (await c.output()).text
     assert first.startswith("ICS1A8.QW.") and second.startswith("ICS1A8.QW.")
     await committed(harness)
     assert metric(harness, "msc_answer_parts_total", part="late") == 1
@@ -227,7 +228,7 @@ async def control(stub, *lines: str) -> list[str]:
     for line in lines:
         w.write((line + "\n").encode())
         await w.drain()
-        out.append((await asyncio.wait_for(r.readline(), 10)).decode().strip())
+        out.append((await asyncio.wait_for(r.readline(), HANG_S)).decode().strip())
     w.close()
     return out
 

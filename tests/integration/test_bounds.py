@@ -15,6 +15,7 @@ from msc.journal.search import Query, search
 from msc.server.session import taf_for
 from tests.conftest import PASSWORD, eventually
 from tests.tlsutil import PKI
+from tests.waiting import HANG_S
 from tests.wire import WireClient, frame
 
 pytestmark = pytest.mark.timeout(120)
@@ -36,7 +37,7 @@ async def records(sw, **q) -> list:
     return list(search(sw.settings.journal_dir, sw.journal.keyring, Query(**q)))
 
 
-async def eventually_records(sw, predicate, timeout: float = 15, **q) -> list:
+async def eventually_records(sw, predicate, timeout: float = HANG_S, **q) -> list:
     """The records matching ``q`` once ``predicate(records)`` holds (or the last ones read)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -52,7 +53,7 @@ async def disconnects(sw, n: int = 1, **q) -> list[str]:
     the connection is gone — after the peer closed too, or a lingering close's LINGER_S later —
     which may be after the client saw the close."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
+    deadline = loop.time() + HANG_S
     while True:
         bye = [r.text for r in await records(sw, kind="SESSION", **q) if r.text.startswith("DISCONNECT")]
         if len(bye) >= n or loop.time() > deadline:
@@ -65,7 +66,7 @@ async def connect_from(port: int, source: str, **kw) -> WireClient:
     return WireClient(r, w)
 
 
-async def closed_with(c: WireClient, timeout: float = 10) -> list[str]:
+async def closed_with(c: WireClient, timeout: float = HANG_S) -> list[str]:
     """Wait until msc closes the connection; the texts of its xid-0 N frames."""
     await c.wait_closed(timeout)
     return [f.text for f in c.received if f.type == "N" and f.xid == 0]
@@ -165,13 +166,13 @@ async def test_tls_handshakes_hold_slots_and_have_their_own_deadline(harness, pk
     assert metric(sw, "msc_connections_closed_total", reason="evicted") == 1
     # The others are closed at their deadline (EOF: no TLS, so no N frame).
     for r, _w in stalled:
-        assert await asyncio.wait_for(r.read(100), 5) == b""
+        assert await asyncio.wait_for(r.read(100), HANG_S) == b""
     await eventually(lambda: metric(sw, "msc_listener_connections", listener="terminals", state="tls_handshake") == 0)
     assert metric(sw, "msc_connections_closed_total", reason="tls_handshake_timeout") == 2
     # Garbage instead of a ClientHello: failed at once, recorded (within its address's budget).
     r, w = await asyncio.open_connection("127.0.0.1", harness.port)
     w.write(b"ICS1.LOGON.TS0001.-.not tls at all\r\n" * 4)
-    assert await asyncio.wait_for(r.read(100), 5) == b""
+    assert await asyncio.wait_for(r.read(100), HANG_S) == b""
     await eventually(lambda: metric(sw, "msc_connections_closed_total", reason="tls_handshake_failed") == 1)
     texts = [x.text for x in await records(sw, kind="SESSION")]
     assert sum(x == "TLS HANDSHAKE TIMEOUT FROM 127.0.0.1" for x in texts) == 2

@@ -22,6 +22,7 @@ from msc.journal.search import Query, search
 from msc.protocol.parts import join_parts
 from tests.conftest import PASSWORD, eventually
 from tests.faults import FaultyWriter, kill_writer_process
+from tests.waiting import HANG_S
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -53,7 +54,7 @@ async def ctl(stub, command: str) -> str:
     return line
 
 
-async def outputs_for(c, headers: set[str], timeout: float = 10) -> dict[str, str]:
+async def outputs_for(c, headers: set[str], timeout: float = HANG_S) -> dict[str, str]:
     """The next output for each header in ``headers`` (other outputs are an error)."""
     got: dict[str, str] = {}
     while set(got) != headers:
@@ -102,7 +103,7 @@ async def test_a_lost_link_tells_every_unanswered_request_e302_at_once(harness, 
     elif loss == "reset":
         next(iter(stub.conns)).transport.abort()
     expected = {f"ICS1K{i}" for i in range(acked)} | {f"ICS1U{i}" for i in range(unacked)}
-    got = await outputs_for(c, expected, timeout=10)
+    got = await outputs_for(c, expected)
     waited = time.monotonic() - t0
     for hdr, text in got.items():
         why = "BEFORE THE ANSWER" if hdr.startswith("ICS1K") else "BEFORE ACKNOWLEDGEMENT"
@@ -142,7 +143,7 @@ async def test_half_dead_primary_from_the_start_traffic_goes_to_the_secondary(ha
     secondary = await harness.start_stub()
     t0 = time.monotonic()
     sw = await harness.start_switch(upstream_extra=FAST_LINK)
-    await harness.wait_upstream(timeout=10)
+    await harness.wait_upstream()
     up_after = time.monotonic() - t0
     link = sw.router.links["clets"]
     assert link.endpoint_label() == "secondary"
@@ -171,7 +172,7 @@ async def test_primary_half_dead_after_a_while_fails_over_and_stays_on_the_secon
     assert (await c.send("ICS1P1.QV.CA0130000.LIC/SWALLOWED")).type == "A"
     # The swallowed request learns its fate when the primary is declared failed …
     assert (await c.output()).text == "ICS1P1.MSC.E302 CLETS LINK LOST BEFORE ACKNOWLEDGEMENT"
-    await eventually(lambda: link.endpoint_label() == "secondary", timeout=10)
+    await eventually(lambda: link.endpoint_label() == "secondary")
     failover = time.monotonic() - t0
     assert metric(sw, "msc_upstream_failures_total", upstream="clets", endpoint="primary", reason="ack_timeout") == 1
     # … and the next ones are answered by the secondary.
@@ -184,7 +185,7 @@ async def test_primary_half_dead_after_a_while_fails_over_and_stays_on_the_secon
     received = primary.stats.received
     old = next(iter(secondary.conns))
     old.transport.abort()
-    await eventually(lambda: old not in secondary.conns and secondary.conns and link.up, timeout=10)
+    await eventually(lambda: old not in secondary.conns and secondary.conns and link.up)
     assert link.endpoint_label() == "secondary"
     for i in range(6, 9):
         assert (await c.send(f"ICS1P{i}.QV.CA0130000.LIC/STAYS{i}")).type == "A"
@@ -203,7 +204,7 @@ async def test_an_idle_half_dead_primary_is_found_by_its_heartbeat(harness):
     assert link.endpoint_label() == "primary"
     assert await ctl(primary, "half-dead on") == "OK"
     t0 = time.monotonic()
-    await eventually(lambda: link.endpoint_label() == "secondary", timeout=10)
+    await eventually(lambda: link.endpoint_label() == "secondary")
     found = time.monotonic() - t0
     assert metric(sw, "msc_upstream_failures_total", upstream="clets", endpoint="primary",
                   reason="heartbeat_timeout") == 1
@@ -219,11 +220,11 @@ async def test_both_half_dead_requests_are_refused_until_one_answers(harness):
     link = sw.router.links["clets"]
     c = await harness.operator()
     await eventually(lambda: metric(sw, "msc_upstream_failures_total", upstream="clets", endpoint="secondary",
-                                    reason="handshake") >= 1, timeout=10)
+                                    reason="handshake") >= 1)
     for i in range(3):  # no endpoint ever answered: refused at once, nothing accepted into the void
         assert (await c.send(f"ICS1B{i}.QW.CA0130000.NAM/BOTH, DEAD.DOB/19800101")).code == "E302"
     assert await ctl(secondary, "half-dead off") == "OK"
-    await eventually(lambda: link.up, timeout=15)
+    await eventually(lambda: link.up)
     assert link.endpoint_label() == "secondary"
     assert (await c.send("ICS1B9.QW.CA0130000.NAM/BACK, AGAIN.DOB/19800101")).type == "A"
     assert (await c.output()).text.startswith("ICS1B9.QW.")
@@ -267,7 +268,7 @@ async def test_other_half_dead_primaries_fail_over_too(harness, behaviour):
         link = sw.router.links["clets"]
         ok = 0
         for i in range(12):
-            await eventually(lambda: link.up, timeout=10)
+            await eventually(lambda: link.up)
             f = await c.send(f"ICS1F{i}.QV.CA0130000.LIC/F{i}")
             assert f.type == "A"
             text = (await c.output()).text
@@ -331,7 +332,7 @@ async def test_an_answer_the_journal_cannot_record_ends_in_the_answer_or_e501(ha
     elif recovery == "after the upstream gave up":
         await eventually(lambda: stub.stats.refused >= 2 * n)
     fault.on = False
-    got = await outputs_for(c, headers, timeout=15)
+    got = await outputs_for(c, headers)
     answered = {h for h, t in got.items() if t.startswith(f"{h}.QW.")}
     if resends and "gave up" not in recovery:
         assert answered == headers, got
@@ -400,7 +401,7 @@ async def test_killed_journal_writer_loses_no_answer(harness):
     await sw.journal.flush()
     kill_writer_process(sw.journal)  # the writer process dies
     assert await ctl(stub, "hold off") == "OK"
-    got = await outputs_for(c, headers, timeout=15)
+    got = await outputs_for(c, headers)
     assert all(t.startswith(f"{h}.QV.") for h, t in got.items()), got
     assert stub.stats.refused >= 1 and stub.stats.resent >= 1
     assert sw.journal.healthy
@@ -411,6 +412,7 @@ async def test_killed_journal_writer_loses_no_answer(harness):
 
 async def test_unrecorded_answer_across_a_restart_becomes_e501_at_the_next_logon(harness, monkeypatch):
     from msc.config.load import load
+    from msc.server.parts import started
     from msc.server.switch import Switch
 
     stub = await harness.start_stub(resend_s=0)
@@ -430,6 +432,9 @@ async def test_unrecorded_answer_across_a_restart_becomes_e501_at_the_next_logon
     await sw.stop()  # before resend_wait_s ran out
     harness.switch = Switch(load(harness.tmp / "msc.toml"))
     await harness.switch.start()
+    # The restart's pass runs beside serving (its notices are queued outputs): waited for, so that
+    # what comes next is a fact, not a race with it.
+    assert await started(harness.switch.recovery) == 1
     c2 = await harness.client()
     assert (await c2.logon("ICS1", "TS0001", PASSWORD)).type == "A"
     out = await c2.output()
@@ -565,6 +570,7 @@ async def test_a_landed_unsent_answer_and_a_restart_still_end_in_e501(harness, m
     """As above, but the upstream never sends the answer again and the switch restarts within
     resend_wait_s: the landed record does not count as an answer; the operator hears E501."""
     from msc.config.load import load
+    from msc.server.parts import started
     from msc.server.switch import Switch
 
     stub = await harness.start_stub(resend_s=0)
@@ -584,6 +590,9 @@ async def test_a_landed_unsent_answer_and_a_restart_still_end_in_e501(harness, m
     await sw.stop()
     harness.switch = Switch(load(harness.tmp / "msc.toml"))
     await harness.switch.start()
+    # The restart's pass runs beside serving (its notices are queued outputs): waited for, so that
+    # what comes next is a fact, not a race with it.
+    assert await started(harness.switch.recovery) == 1
     c2 = await harness.client()
     assert (await c2.logon("ICS1", "TS0001", PASSWORD)).type == "A"
     out = await c2.output()

@@ -79,15 +79,14 @@ async def test_every_month_is_indexed_across_rollovers_and_errors_never_reach_st
             # including the current one, which is what stopped before.
             await j.flush()
             ranges = month_ranges(d)
-            await eventually(lambda ranges=ranges: all(indexed_upto(d, p) >= hi for p, (_lo, hi) in ranges.items()),
-                             timeout=15)
+            await eventually(lambda ranges=ranges: all(indexed_upto(d, p) >= hi for p, (_lo, hi) in ranges.items()))
         # Records keep arriving in the newest month after several rollovers: still indexed.
         for i in range(5):
             await j.append(Entry(kind="RECEIVED", user="LATE01", mnemonic="ICS2", text=f"ICS2.QW.CA0130000.NAM/LATE, R{i}"))
         await j.flush()
         newest = list_partitions(d)[-1]
         last = j.last_seq
-        await eventually(lambda: indexed_upto(d, newest) >= last, timeout=15)
+        await eventually(lambda: indexed_upto(d, newest) >= last)
     finally:
         await j.close()
     assert len(list_partitions(d)) == len(walk)

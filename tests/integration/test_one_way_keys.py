@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from msc.config.load import load
 from msc.journal.search import Query, search
+from msc.server.parts import started
 from msc.server.switch import Switch
 from tests.conftest import PASSWORD, eventually
+from tests.waiting import HANG_S
 
 RESPONSES = 'mke = ["DR", "RR", "KR", "CR"]\nupstream = "clets"\ncategory = "dmv"\n'
 EXTRA = f"[[route]]\n{RESPONSES}"
@@ -69,6 +71,9 @@ async def test_after_a_restart_a_response_gets_no_e302(harness):
     await sw.stop()
     harness.switch = Switch(load(harness.tmp / "msc.toml"))
     await harness.switch.start()
+    # The restart's pass runs beside serving (its notices are queued outputs): waited for, so that
+    # what comes next is a fact, not a race with it.
+    assert await started(harness.switch.recovery) == 1
     c2 = await harness.client()
     assert (await c2.logon("ICS1", "TS0001", PASSWORD)).type == "A"
     assert (await c2.output()).text == "ICS1Q1.MSC.E302 SWITCH RESTARTED BEFORE THE ANSWER CAME"
@@ -83,6 +88,6 @@ async def _ctl(stub, command: str) -> str:
 
     r, w = await asyncio.open_connection("127.0.0.1", stub.control_port)
     w.write(f"/{command}\n".encode())
-    line = (await asyncio.wait_for(r.readline(), 5)).decode().strip()
+    line = (await asyncio.wait_for(r.readline(), HANG_S)).decode().strip()
     w.close()
     return line

@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import PASSWORD
 from tests.faults import FaultyWriter
+from tests.waiting import HANG_S
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -18,7 +19,7 @@ def get(port: int, path: str) -> tuple[int, dict | str]:
     import urllib.error
 
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=HANG_S) as r:
             body = r.read().decode()
             return r.status, json.loads(body) if path != "/metrics" else body
     except urllib.error.HTTPError as e:
@@ -64,7 +65,7 @@ async def test_reload_removing_a_station_and_a_user_logs_them_off(harness):
 
     userfile.update(users, lambda u: userfile.remove_user(u, "TS0002", __import__("datetime").date.today()))
     assert await sw.reload()
-    f = await asyncio.wait_for(ics2.sys.get(), 5)
+    f = await asyncio.wait_for(ics2.sys.get(), HANG_S)
     assert f.text == "SYS.LOGOFF.USER REMOVED"
     assert ics1.sys.empty()
     assert (await ics1.send("ICS1.LOGOFF")).type == "A"
@@ -261,10 +262,10 @@ async def test_the_control_socket_refuses_what_is_not_a_request_and_goes_on_serv
         for line in (b'{"op": "stop"}', b'{"op": "_apply_config"}', b'{"op": "unlock"}', b"not json",
                      b'{"op": "station", "mnemonic": "ICS1", "disabled": "yes"}'):
             w.write(line + b"\n")
-            reply = json.loads(await asyncio.wait_for(r.readline(), 10))
+            reply = json.loads(await asyncio.wait_for(r.readline(), HANG_S))
             assert reply["ok"] is False and reply["error"].startswith("bad request"), (line, reply)
         w.write(b'{"op": "ping"}\n')
-        reply = json.loads(await asyncio.wait_for(r.readline(), 10))
+        reply = json.loads(await asyncio.wait_for(r.readline(), HANG_S))
         assert reply["ok"] is True and reply["switch"] == sw.settings.config.switch.name
     finally:
         w.close()

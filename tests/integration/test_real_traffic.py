@@ -16,6 +16,7 @@ from msc.journal.search import Query, search
 from msc.journal.tokens import normalize
 from msc.protocol.message import wire_text
 from tests.conftest import eventually
+from tests.waiting import HANG_S
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -115,7 +116,7 @@ async def test_upstream_answer_with_any_byte_is_delivered_never_no_response(harn
     assert (await c.send("ICS1T.QV.CA0130000.LIC/7TAB001")).type == "A"
     r, w = await asyncio.open_connection("127.0.0.1", stub.control_port)
     w.write(b"ICS1T.QV.CA0130000.NO NCIC WANT\\tLIC/7TAB001\\f\n")
-    assert (await asyncio.wait_for(r.readline(), 10)) == b"A\n"
+    assert (await asyncio.wait_for(r.readline(), HANG_S)) == b"A\n"
     w.close()
     out = await c.output()
     assert out.payload == b"ICS1T.QV.CA0130000.NO NCIC WANT\tLIC/7TAB001\f"

@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import PASSWORD, eventually
 from tests.faults import FaultyWriter
+from tests.waiting import HANG_S
 from tests.wire import frame
 
 pytestmark = pytest.mark.timeout(60)
@@ -147,7 +148,9 @@ async def test_upstream_lost_before_ack_gives_msc_e302(harness):
 
 async def test_upstream_nak_and_timeout_reach_the_operator(harness):
     await harness.start_stub(fail_rate=1.0)
-    await harness.start_switch(timeout_s=0.5)
+    # The route's default timeout_s (30): the NAK is what is tested (E303 is the next test's); a
+    # 0.5-s timeout let a loaded machine's late NAK turn into an E303.
+    await harness.start_switch()
     await harness.wait_upstream()
     c = await harness.operator()
     assert (await c.send("ICS1A1.QW.CA0130000.NAM/X.DOB/19800101")).type == "A"
@@ -246,9 +249,9 @@ async def test_stub_control_pushes_unsolicited_traffic_to_a_terminal(harness):
     c = await harness.operator("ICS1")
     r, w = await asyncio.open_connection("127.0.0.1", stub.control_port)
     w.write(b"ICS1.YQ.CA0130000.NAM/SMITH, JOHN.NIC/W123456789\n")
-    assert (await asyncio.wait_for(r.readline(), 5)).strip() == b"A"
+    assert (await asyncio.wait_for(r.readline(), HANG_S)).strip() == b"A"
     out = await c.output()
     assert out.text == "ICS1.YQ.CA0130000.NAM/SMITH, JOHN.NIC/W123456789"
     w.write(b"ZZZZ.AM.CA0130000.TXT NOBODY\n")  # a destination msc does not host
-    assert (await asyncio.wait_for(r.readline(), 5)).startswith(b"N E304")
+    assert (await asyncio.wait_for(r.readline(), HANG_S)).startswith(b"N E304")
     w.close()

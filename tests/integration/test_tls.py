@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import PASSWORD
 from tests.tlsutil import PKI
+from tests.waiting import HANG_S
 from tests.wire import WireClient
 
 pytestmark = pytest.mark.timeout(60)
@@ -75,7 +76,7 @@ async def test_required_client_certificate(harness, pki):
     got = b""
     try:
         r, w = await asyncio.open_connection("127.0.0.1", harness.port, ssl=client_ctx(pki))
-        got = await asyncio.wait_for(r.read(1), 10)
+        got = await asyncio.wait_for(r.read(1), HANG_S)
         w.close()
     except (ssl.SSLError, ConnectionError):
         pass

@@ -13,6 +13,7 @@ import pytest
 
 from msc.web.peer import tls_extension, verified_cn
 from tests.unit.test_web_peer import pki  # noqa: F401  (the module's certificates)
+from tests.waiting import HANG_S
 
 
 class _Transport:
@@ -35,7 +36,7 @@ def test_a_resumed_session_keeps_its_verified_certificate(pki, version):  # noqa
     cctx.maximum_version = version
     seen: list[tuple[bool, str | None]] = []
     with socket.create_server(("127.0.0.1", 0)) as ls:
-        ls.settimeout(10)
+        ls.settimeout(HANG_S)
 
         def serve() -> None:
             for _ in range(2):
@@ -49,7 +50,7 @@ def test_a_resumed_session_keeps_its_verified_certificate(pki, version):  # noqa
         th.start()
         session = None
         for _ in range(2):
-            with cctx.wrap_socket(socket.create_connection(ls.getsockname(), timeout=10), server_hostname="127.0.0.1",
+            with cctx.wrap_socket(socket.create_connection(ls.getsockname(), timeout=HANG_S), server_hostname="127.0.0.1",
                                   session=session) as c:
                 c.sendall(b"x")
                 c.recv(1)

@@ -20,6 +20,10 @@ from hypothesis import strategies as st
 
 from msc.protocol.codes import ALL_CODES
 from tests.conftest import PASSWORD, Harness
+from tests.waiting import HANG_S
+
+# CPU-bound (hundreds of examples): a loaded machine took 45-53 s of pytest-timeout's default 120 s.
+pytestmark = pytest.mark.timeout(300)
 
 ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 PRINTABLE_NO_DOT = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != ".")
@@ -75,7 +79,7 @@ class LiveSwitch:
 
 class Client:
     def __init__(self, port: int) -> None:
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=HANG_S)
         self.buf = b""
         self.xid = 0
         f = self.frame()

@@ -24,6 +24,9 @@ from msc.journal.search import open_answers, refused_answers, unanswered_request
 from msc.journal.writer import ThreadWriter
 from msc.keyring import KeyRing, period_of
 
+# CPU-bound (hundreds of examples): a loaded machine took 45-53 s of pytest-timeout's default 120 s.
+pytestmark = pytest.mark.timeout(300)
+
 EXAMPLES = int(os.environ.get("MSC_PROP_EXAMPLES", "30"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=os.environ.get("MSC_PROP_RANDOM") is None,
                     database=None)

@@ -28,6 +28,8 @@ from msc.server.refusals import (
     compact,
     shared_form,
 )
+from tests.conftest import eventually
+from tests.waiting import HANG_S
 
 # -- compact records ---------------------------------------------------------------------------
 
@@ -385,7 +387,7 @@ async def test_gate_runs_at_most_checks_at_once_best_first():
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
-        release.wait(5)
+        release.wait(HANG_S)
         with lock:
             running[0] -= 1
             order.append(name)
@@ -408,7 +410,7 @@ async def test_gate_refuses_the_worst_when_the_queue_is_full_and_waiters_that_wa
     pool = ThreadPoolExecutor(2)
     gate = LogonGate(pool, checks=1, queue=2, wait_s=0.3)
     release = threading.Event()
-    blocker = asyncio.ensure_future(gate.run((0, 0), release.wait, 5))
+    blocker = asyncio.ensure_future(gate.run((0, 0), release.wait, HANG_S))
     await asyncio.sleep(0.05)
     w1 = asyncio.ensure_future(gate.run((1, 9), lambda: "w1"))
     w2 = asyncio.ensure_future(gate.run((1, 1), lambda: "w2"))
@@ -438,17 +440,18 @@ async def test_one_check_slot_is_kept_for_known_addresses():
 
     def check(name):
         started.append(name)
-        release.wait(5)
+        release.wait(HANG_S)
         return name
 
     # Guesses from unknown addresses: only one runs at a time, the other slot stays free …
+    # (waited for: a check starts in a pool thread, which a loaded machine starts late)
     guesses = [asyncio.ensure_future(gate.run((1, 3), check, f"guess{i}")) for i in range(3)]
-    await asyncio.sleep(0.05)
+    await eventually(lambda: started)
     assert started == ["guess0"] and gate.running == 1
-    # … so an operator from a known address starts at once.
+    # … so an operator from a known address starts while the guess still holds its slot.
     op = asyncio.ensure_future(gate.run((0, 0), check, "operator"))
-    await asyncio.sleep(0.05)
-    assert started == ["guess0", "operator"]
+    await eventually(lambda: len(started) > 1)
+    assert started == ["guess0", "operator"] and gate.running == 2
     release.set()
     assert await op == "operator"
     await asyncio.gather(*guesses)

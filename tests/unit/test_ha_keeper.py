@@ -11,6 +11,7 @@ import pytest
 from msc.ha.keeper import LeaseKeeper
 from msc.ha.lease import LeaseMachine, Role
 from msc.ha.pglease import Fenced, Granted, Held, LeaseUnavailable
+from tests.waiting import HANG_S
 
 
 class FakeLease:
@@ -70,9 +71,9 @@ async def test_a_grant_makes_it_active_and_renewals_keep_it_so():
     lease = FakeLease(renewals=[True, True, True])
     k = keeper(lease, roles)
     k.start()
-    assert await asyncio.wait_for(k.wait_active(), 5) == 1
+    assert await asyncio.wait_for(k.wait_active(), HANG_S) == 1
     assert k.role is Role.ACTIVE and roles == [(Role.ACTIVE, 1, "lease acquired")]
-    await asyncio.wait_for(_until(lambda: lease.calls.count("renew") >= 3), 5)
+    await asyncio.wait_for(_until(lambda: lease.calls.count("renew") >= 3), HANG_S)
     assert k.role is Role.ACTIVE
     await k.stop(release=True)
     assert lease.released == [1] and lease.closed
@@ -84,7 +85,7 @@ async def test_a_standby_polls_and_does_not_release_what_it_never_held():
     lease = FakeLease(grant=None)
     k = keeper(lease, roles)
     k.start()
-    await asyncio.wait_for(_until(lambda: lease.calls.count("acquire") >= 2), 5)
+    await asyncio.wait_for(_until(lambda: lease.calls.count("acquire") >= 2), HANG_S)
     assert k.role is Role.STANDBY and k.holder_seen == "node-b" and roles == []
     await k.stop(release=True)
     assert lease.released == []
@@ -99,8 +100,8 @@ async def test_a_renewal_refused_or_failing_steps_it_down(answer, reason):
     lease = FakeLease(renewals=[answer] * 50)
     k = keeper(lease, roles)
     k.start()
-    await asyncio.wait_for(k.wait_active(), 5)
-    why = await asyncio.wait_for(k.wait_lost(), 5)
+    await asyncio.wait_for(k.wait_active(), HANG_S)
+    why = await asyncio.wait_for(k.wait_lost(), HANG_S)
     assert reason in why
     assert k.role is Role.STANDBY
     assert roles[-1][:2] == (Role.STANDBY, 1)
@@ -114,16 +115,16 @@ async def test_a_fenced_commit_steps_it_down_at_once():
     roles: list = []
     k = keeper(FakeLease(), roles)
     k.start()
-    await asyncio.wait_for(k.wait_active(), 5)
+    await asyncio.wait_for(k.wait_active(), HANG_S)
     fence = k.fence()
     await fence("fresh")  # the database agrees: no error
     with pytest.raises(Fenced):
         await fence("stale")
-    why = await asyncio.wait_for(k.wait_lost(), 5)
+    why = await asyncio.wait_for(k.wait_lost(), HANG_S)
     assert "fenced" in why and k.role is Role.STANDBY
     with pytest.raises(Fenced, match="lapsed here"):
         await fence("fresh")  # refused here, before any round trip
-    await asyncio.wait_for(_until(lambda: not k.running), 5)  # one tenure per keeper: it never re-acquires
+    await asyncio.wait_for(_until(lambda: not k.running), HANG_S)  # one tenure per keeper: it never re-acquires
     assert lease_calls(k).count("acquire") == 1 and k.role is Role.STANDBY
     await k.stop(release=False)
 
@@ -132,8 +133,8 @@ async def test_a_keeper_that_fails_unexpectedly_tells_the_node_to_stop_serving()
     roles: list = []
     k = keeper(FakeLease(renewals=[RuntimeError("bug")]), roles)
     k.start()
-    await asyncio.wait_for(k.wait_active(), 5)
-    why = await asyncio.wait_for(k.wait_lost(), 5)
+    await asyncio.wait_for(k.wait_active(), HANG_S)
+    why = await asyncio.wait_for(k.wait_lost(), HANG_S)
     assert "keeper failed" in why and "bug" in why
     assert k.role is Role.STANDBY and roles[-1][0] is Role.STANDBY
     await k.stop(release=False)

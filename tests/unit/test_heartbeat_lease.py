@@ -10,6 +10,7 @@ import pytest
 
 from msc.server import background
 from msc.server.background import BackgroundWork
+from tests.waiting import HANG_S
 
 
 class FakeLedger:
@@ -64,7 +65,7 @@ def test_heartbeats_only_while_the_lease_is_held(monkeypatch, write_check, beats
     async def run() -> None:
         task = asyncio.create_task(node._ledger_heartbeat())
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
+        deadline = loop.time() + HANG_S
         while node.refreshes < 3 and loop.time() < deadline:  # the loop went round 25+ times
             await asyncio.sleep(0.001)
         task.cancel()

@@ -149,10 +149,10 @@ async def test_checkpoints_come_on_time_and_an_idle_journal_still_marks_the_hour
     j = await _journal(tmp_path, ring, checkpoint_interval_s=0.2, clock=lambda: wall[0])
     await j.append(Entry(kind="RECEIVED", text="a"))
     wall[0] -= 3600  # the clock goes back an hour
-    await eventually(lambda: j.tree_size >= 1, timeout=5)
+    await eventually(lambda: j.tree_size >= 1)
     # The checkpoint's own ADMIN record is news only for the hourly heartbeat:
     size = j.tree_size
-    await eventually(lambda: j.tree_size > size, timeout=10)
+    await eventually(lambda: j.tree_size > size)
     assert j.tree_size == size + 1  # exactly the previous checkpoint record, nothing else was written
     await j.close()
 
@@ -176,13 +176,13 @@ async def test_a_record_beside_a_lost_checkpoint_record_is_signed_on_time_not_at
     faults.hold = asyncio.Event()
     before = faults.commits
     landing = j.submit([Entry(kind="RECEIVED", text="e")])  # 4, held on its way to the disk
-    await eventually(lambda: faults.commits == before + 1, timeout=5)
-    await eventually(lambda: j.tree_size == 3, timeout=5)  # the timer signs 1..3; its record waits
+    await eventually(lambda: faults.commits == before + 1)
+    await eventually(lambda: j.tree_size == 3)  # the timer signs 1..3; its record waits
     faults.fail_calls = {faults.commits + 1}  # ... and is lost
     faults.hold.set()
     assert await landing == [4]
-    await eventually(lambda: faults.commits >= before + 2, timeout=5)
-    await eventually(lambda: j.tree_size >= 4, timeout=5)
+    await eventually(lambda: faults.commits >= before + 2)
+    await eventually(lambda: j.tree_size >= 4)
     await j.close()
 
 

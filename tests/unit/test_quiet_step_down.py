@@ -18,6 +18,7 @@ import pytest
 from msc.journal import Entry, Journal, JournalError, KeyRing
 from msc.ops.http import OpsServer
 from msc.server.control import ControlServer
+from tests.waiting import HANG_S
 
 
 @pytest.fixture
@@ -91,7 +92,7 @@ class _Switch:
 async def closed(read) -> bool:
     """The peer closed the connection (end-of-file, or a reset when it closed with data unread)."""
     try:
-        return await asyncio.wait_for(read, 5) == b""
+        return await asyncio.wait_for(read, HANG_S) == b""
     except ConnectionResetError:
         return True
 
