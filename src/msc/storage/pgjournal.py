@@ -751,6 +751,11 @@ class PgStorage:
         self.pg = pg
         self.fence = fence
 
+    def describe(self) -> str:
+        from msc.storage.postgres import safe_dsn
+
+        return f"PostgreSQL ({safe_dsn(self.pg.dsn)})"
+
     def journal_writer(self, signing: Ed25519PrivateKey) -> PgWriter:
         return PgWriter(self.pg, signing.sign, fence=self.fence)
 
