@@ -23,6 +23,11 @@ a month also shreds its index.
 A store keeps the key ring document (the shape of ``keyring.json``: ``version``, ``master`` — the
 id of the master key every entry is wrapped by —, ``periods``, ``users``, ``signing``,
 ``journals``) and does its few changes atomically (:class:`KeyStore`); the crypto stays here.
+
+Why one module of ~560 lines (issue 15: none over ~500 without a reason): the wrapping, the file
+store and the merge of a node's old file into the database's key ring (:func:`merge_key_rings`)
+all decide on the same wrapped entries with the same private helpers; split, the helpers would
+become a public API of secrets handling.
 """
 
 from __future__ import annotations

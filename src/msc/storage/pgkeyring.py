@@ -30,6 +30,7 @@ has the client's command timeout.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Awaitable, Callable
@@ -166,11 +167,21 @@ class PgKeyStore:
         return None if got is None else dict(json.loads(got))
 
     def destroy_period(self, period: str, tombstone: dict[str, str]) -> None:
+        """The month's row keeps only the tombstone (so the month is never made again); the row
+        version that held the wrapped secret is a dead tuple until VACUUM, run here at once
+        (best effort: autovacuum gets it otherwise). The WAL and base backups still hold the
+        wrapped entry — useless without the master key (JOURNAL.md "Retention")."""
         async def work(conn: asyncpg.Connection) -> None:
             await conn.execute("INSERT INTO keyring_periods(period, entry) VALUES ($1, $2) "
                                "ON CONFLICT (period) DO UPDATE SET entry = EXCLUDED.entry", period, json.dumps(tombstone))
 
         self._run(work)
+
+        async def vacuum(conn: asyncpg.Connection) -> None:
+            await conn.execute("VACUUM keyring_periods")
+
+        with contextlib.suppress(KeyError_):  # the destruction is committed; a failed VACUUM only waits for autovacuum
+            self._run(vacuum)
 
     def register_journal(self, journal_id: str, when: str) -> None:
         async def work(conn: asyncpg.Connection) -> None:
