@@ -95,7 +95,8 @@ def test_two_nodes_making_the_same_month_at_once_get_one_secret(nodes, first):
         barrier = threading.Barrier(len(rings))
         got: list[PeriodKeys | None] = [None] * len(rings)
 
-        def make(i: int, month: str = month, barrier: threading.Barrier = barrier) -> None:
+        def make(i: int, month: str = month, barrier: threading.Barrier = barrier,
+                 got: list[PeriodKeys | None] = got) -> None:
             barrier.wait(timeout=60)
             got[i] = rings[i].period(month)
 
