@@ -483,6 +483,9 @@ class KeyRing:
         """
         public = self.public_key_bytes()
         pub_file = self.dir / "signing.pub"
+        if not isinstance(self.store, FileKeyStore) and not pub_file.exists():
+            # A node of a pair that did not run `msc keys init` gets its copy from the shared key ring.
+            self.write_public_file(public)
         try:
             file_matches = _unb64(pub_file.read_text().strip()) == public
         except (OSError, ValueError):

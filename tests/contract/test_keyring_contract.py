@@ -77,6 +77,8 @@ def test_every_node_reads_the_keys_another_made(nodes, first):
     nonce = b"\1" * 12
     assert other.users_aead().decrypt(nonce, first.users_aead().encrypt(nonce, b"totp", None), None) == b"totp"
     assert set(other.periods()) == {"2026-11"} and "created" in other.periods()["2026-11"]
+    ident = other.signing_identity()  # `msc keys show` on the node that did not run `msc keys init`
+    assert ident.public == first.public_key_bytes() and ident.pub_file_matches
 
 
 # Months a node makes in advance or late, and ones near the ends of the calendar.
