@@ -267,7 +267,13 @@ def add_totp_user(config_path: Path, uid: str, name: str = "MFA, MIA", ori: str 
 
     s = load(config_path)
     secret = totp.new_secret()
-    sealed = totp.seal_secret(KeyRing(s.data_dir / "keys", s.key_file).users_aead(), uid, secret)
+    from msc.storage.backends import Backends
+
+    ring = Backends(s).keyring()  # the configured storage's (PostgreSQL: the database's)
+    try:
+        sealed = totp.seal_secret(ring.users_aead(), uid, secret)
+    finally:
+        ring.close()
     users = userfile.read(s.users_path)
     entry = UserEntry(id=uid, name=name, ori=ori, role=role, password=hash_password(PASSWORD, ln=TEST_COST), totp=sealed,
                       certified_until=TODAY + dt.timedelta(days=365))

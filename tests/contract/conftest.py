@@ -97,6 +97,12 @@ class SqliteBackend:
 
         return Ledger(self.state_db)
 
+    def keyring(self, keys_dir: Path, master: Path):
+        """A key ring handle (another process on the same machine: the same file)."""
+        from msc.keyring import KeyRing
+
+        return KeyRing(self.root / "data" / "keys", master)
+
 
 @dataclass
 class PgBackend:
@@ -173,6 +179,31 @@ class PgBackend:
         from msc.storage.pgstate import PgLedger
 
         return PgLedger(self.settings)
+
+    def keyring(self, keys_dir: Path, master: Path):
+        """A key ring handle of a node whose own directory is ``keys_dir`` (two nodes: two
+        directories, one database)."""
+        from msc.keyring import KeyRing
+        from msc.storage.pgkeyring import PgKeyStore
+
+        return KeyRing(keys_dir, master, PgKeyStore(self.settings))
+
+    def sql(self, query: str, *args):
+        """Rows of one statement on the test's database (as its owner)."""
+        from msc.storage.postgres import Blocking
+
+        async def go():
+            conn = await self.settings.connect()
+            try:
+                return await conn.fetch(query, *args)
+            finally:
+                await conn.close()
+
+        runner = Blocking("sql")
+        try:
+            return runner.run(go())
+        finally:
+            runner.close()
 
 
 def _tamper_statements(how: str, seq: int, table: str, mark: str) -> list[tuple[str, tuple]]:

@@ -1,6 +1,7 @@
 """Two real ``msc serve`` nodes on one shared PostgreSQL journal (issue 16 items 2 and 5): the
 same configuration but for ``[node] name`` and their ports, ``[storage] backend = "postgresql"``
-on one database (the lease lives there too), one key ring. One node is active, the other a
+on one database (the lease and the key ring live there too; each node has only a copy of the
+master key file). One node is active, the other a
 standby with its listeners closed and ``/readyz`` 503 ``standby``; a clean stop hands over at
 once; ``kill -9`` of the active under light load: the standby serves, every acknowledged message
 is in the journal exactly once, OSNs continue per mnemonic without a repeat, ``msc journal
@@ -32,7 +33,7 @@ import pytest
 
 from msc.config.load import load
 from msc.journal.search import Query, search
-from msc.keyring import KeyRing
+from msc.keyring import next_period, period_of
 from msc.storage.backends import Backends
 from tests import pg as pgmod
 from tests.conftest import PASSWORD, free_port, make_config
@@ -68,7 +69,12 @@ class Pair:
     """Nodes A and B: the same configuration but for [node] name and the ports, on one stub, one
     PostgreSQL database (journal, queues, OSNs, state, lease) and one key ring."""
 
-    def __init__(self, tmp: Path, pg, procs: list[Proc], **overrides) -> None:
+    def __init__(self, tmp: Path, pg, procs: list[Proc], keys: str = "database", **overrides) -> None:
+        """``keys``: "database" — set up as OPERATIONS.md "Running two nodes" says (``msc keys
+        init`` on A puts the key ring in the database; B gets a copy of A's master key file and
+        users.toml, nothing else); "stale-copy" — as a pair was set up before the key ring moved
+        into the database: B has a copy of A's key ring *file* taken before A's first write.
+        ``overrides``: make_config's settings for both nodes."""
         self.tmp, self.procs = tmp, procs
         up = free_port()
         self.stub_control, self.stub_log = free_port(), tmp / "stub.log"  # /hold on|off; what it received
@@ -84,11 +90,18 @@ class Pair:
             with_storage(cfg, dsn, pg.password)
             cfg.write_text(cfg.read_text() + f'\n[node]\nname = "node-{n.lower()}"\nlease_ttl_s = {TTL}\n')
             self.cfg[n] = cfg
-        # One key ring for both (OPERATIONS.md "Running two nodes"): a month's key is made by the node
-        # that first writes in that month.
-        keys_b = tmp / "B" / "data" / "keys"
+        keys_a, keys_b = tmp / "A" / "data" / "keys", tmp / "B" / "data" / "keys"
         shutil.rmtree(keys_b)
-        keys_b.symlink_to(tmp / "A" / "data" / "keys")
+        if keys == "database":
+            shutil.rmtree(keys_a)
+            r = run("keys", "init", "--config", str(self.cfg["A"]))
+            assert r.returncode == 0, r.stderr
+            assert not (keys_a / "keyring.json").exists()
+            keys_b.mkdir(mode=0o700)
+            shutil.copy2(keys_a / "master.key", keys_b / "master.key")
+        else:
+            shutil.copytree(keys_a, keys_b)
+        shutil.copy2(tmp / "A" / "users.toml", tmp / "B" / "users.toml")
         self.proc: dict[str, Proc] = {}
 
     def start(self, n: str, expect: str) -> Proc:
@@ -129,8 +142,8 @@ class Pair:
     def journal(self, **query) -> list:
         """The shared journal's records (read from the database directly, as a test looks)."""
         s = load(self.cfg["A"])
-        with Backends(s).journal_source() as src:
-            return list(search(src, KeyRing(s.data_dir / "keys", s.key_file), Query(**query)))
+        with Backends(s).journal_source() as src, contextlib.closing(Backends(s).keyring()) as ring:
+            return list(search(src, ring, Query(**query)))
 
     def outages(self, n: str) -> list[dict]:
         """``msc report availability`` on node n's machine: the last 30 days' outages."""
@@ -489,6 +502,46 @@ def frame_logon(header: str, user: str) -> bytes:
     from tests.wire import frame
 
     return frame("M", 1, f"{header}.LOGON.{user}.-.{PASSWORD}".encode())
+
+
+@pytest.mark.parametrize("keys", ["database", "stale-copy"])
+def test_the_standby_takes_over_with_the_month_keys_the_active_made_after_it_was_set_up(tmp_path, pg_server, procs,
+                                                                                         keys):
+    """Issue 16 (newcomer6's blocker): the months' keys the active node makes after the standby
+    was set up — this month's and next month's, made when its journal opens, as at every start
+    and month — are in the database's key ring, so kill -9 of the active leaves a standby that
+    opens every month and serves; ``msc journal verify`` is ok. "stale-copy": B's key ring file
+    was copied from A before A's first write and holds no month (the set-up that failed: the
+    standby died on "the key of 2026-11 was destroyed"); each node imports its file once, at its
+    start as the active node, and sets it aside."""
+    pair = Pair(tmp_path, pg_server, procs, keys=keys)
+    file_b = tmp_path / "B" / "data" / "keys" / "keyring.json"
+    if keys == "stale-copy":
+        assert json.loads(file_b.read_text())["periods"] == {}
+    a = pair.start("A", "ready")
+    wait_until(lambda: pair.active("A"), "A active")
+    r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=15)
+    assert r.returncode == 0, r.stderr
+    with contextlib.closing(Backends(load(pair.cfg["A"])).keyring()) as ring:
+        made = {p for p, e in ring.periods().items() if "wrapped" in e}
+    now = period_of(int(time.time() * 1e6))
+    assert {now, next_period(now)} <= made, made
+    b = pair.start("B", "standby")
+    a.p.kill()
+    assert a.p.wait(10) == -signal.SIGKILL
+    wait_until(lambda: pair.active("B"), "B takes over from the killed A", 60, b)
+    r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=15)
+    assert r.returncode == 0, r.stderr
+    assert f"Connected to msc at {pair.addr('B')}." in r.stderr
+    log_b = b.log.read_text()
+    assert "journal.refused" not in log_b and "no key for" not in log_b
+    if keys == "stale-copy":
+        assert "keyring.imported" in a.log.read_text() and "keyring.imported" in log_b
+        assert not file_b.exists() and file_b.with_name("keyring.json.imported").exists()
+    else:
+        assert not file_b.exists() and "keyring.imported" not in log_b
+    assert {r.mnemonic for r in pair.journal(kind="RECEIVED")} >= {"ICS1"}
+    pair.verify()
 
 
 def test_a_node_that_cannot_reach_the_lease_database_stays_standby_and_says_why(tmp_path, procs, pg_server):

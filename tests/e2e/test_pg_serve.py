@@ -29,7 +29,7 @@ import pytest
 
 from msc.actions.directory import station_rows
 from msc.config.load import load
-from msc.keyring import KeyRing
+from msc.storage.backends import Backends
 from tests.conftest import PASSWORD, free_port, make_config
 from tests.e2e.conftest import Proc, run, wait_for, wait_port
 from tests.wire import WireClient
@@ -84,11 +84,14 @@ def serve(tmp_path: Path, cfg: Path, procs: list[Proc]) -> Proc:
 def journal(cfg: Path, **query) -> list:
     """Records of the journal in the configured database (read directly, as a test looks)."""
     from msc.journal.search import Query, search
-    from msc.storage.backends import Backends
 
     s = load(cfg)
     with Backends(s).journal_source() as src:
-        return list(search(src, KeyRing(s.data_dir / "keys", s.key_file), Query(**query)))
+        ring = Backends(s).keyring()  # the database's key ring (the node imported its file at start)
+        try:
+            return list(search(src, ring, Query(**query)))
+        finally:
+            ring.close()
 
 
 def search(cfg: Path, *filters: str) -> list[dict]:
@@ -209,7 +212,9 @@ def test_the_msc_command_reads_and_writes_the_database(tmp_path, switch_on_pg, p
     with zipfile.ZipFile(bundle) as z:
         z.extract("verify_bundle.py", tmp_path)
     s = load(cfg)
-    fp = KeyRing(s.data_dir / "keys", s.key_file).signing_identity().fingerprint
+    ring = Backends(s).keyring()
+    fp = ring.signing_identity().fingerprint
+    ring.close()
     r = subprocess.run([sys.executable, "-I", "-S", str(tmp_path / "verify_bundle.py"), "--fingerprint", fp, str(bundle)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, (r.stdout, r.stderr)

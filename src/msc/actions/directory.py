@@ -95,8 +95,13 @@ def add_user(settings: Settings, actor: str, *, uid: str, name: str, ori: str, r
     totp_secret = uri = None
     if totp or role in PRIVILEGED:
         from msc.mnemonics.totp import enrol
+        from msc.storage.backends import Backends
 
-        totp_secret, uri = enrol(settings, uid)
+        ring = Backends(settings).keyring()
+        try:
+            totp_secret, uri = enrol(settings, uid, ring)
+        finally:
+            ring.close()
     entry = UserEntry(id=uid, name=name, ori=ori, role=role,  # type: ignore[arg-type]
                       password=hash_password(password, ln=settings.config.switch.password_cost),
                       dob=dob, totp=totp_secret, certified_until=certified_until, created=today)

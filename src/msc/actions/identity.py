@@ -55,21 +55,24 @@ def service_account_problem(settings: Settings) -> str | None:
 def service(settings: Settings, *, via: str = "cli") -> AuthService:
     """An authentication service for this process: state.db shared with the daemon; ``via`` labels
     its attempts in the logon counts (``cli`` or ``web``)."""
-    from msc.keyring import KeyRing
     from msc.mnemonics import totp
     from msc.mnemonics.directory import Directory
     from msc.storage.backends import Backends
 
     users = Directory(settings).users
-    ring = KeyRing(settings.data_dir / "keys", settings.key_file)
+    backends = Backends(settings)
     aead: list[AESGCM] = []
 
     def open_totp(acct) -> bytes:
         if not aead:
-            aead.append(ring.users_aead())
+            ring = backends.keyring()
+            try:
+                aead.append(ring.users_aead())
+            finally:
+                ring.close()
         return totp.open_secret(aead[0], acct.id, acct.totp)
 
-    return AuthService(accounts=users.get, store=Backends(settings).runtime_state(), open_totp=open_totp,
+    return AuthService(accounts=users.get, store=backends.runtime_state(), open_totp=open_totp,
                        cost=settings.config.switch.password_cost, rehash=users_file_rehash(settings.users_path),
                        via=via)
 

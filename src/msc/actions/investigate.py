@@ -8,10 +8,11 @@ The ``msc journal`` command and the web console's investigator page both call th
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +38,17 @@ def valid_case(value: str | None) -> bool:
     return value is not None and CASE_RE.fullmatch(value) is not None
 
 
-def keyring(s: Settings) -> KeyRing:
-    return KeyRing(s.data_dir / "keys", s.key_file)
+@contextlib.contextmanager
+def keyring(s: Settings) -> Iterator[KeyRing]:
+    """The configured storage's key ring (:meth:`msc.storage.backends.Backends.keyring`), closed
+    when the block ends (on PostgreSQL it holds a connection)."""
+    from msc.storage.backends import Backends
+
+    ring = Backends(s).keyring()
+    try:
+        yield ring
+    finally:
+        ring.close()
 
 
 def audit(s: Settings, user: str | None, payload: dict) -> None:
@@ -68,16 +78,16 @@ def journal_source(s: Settings):
 
 
 def matches(s: Settings, q: Query) -> list[int]:
-    with journal_source(s) as src:
-        return [r.seq for r in search(src, keyring(s), q)]
+    with journal_source(s) as src, keyring(s) as ring:
+        return [r.seq for r in search(src, ring, q)]
 
 
 def search_records(s: Settings, who: str, case: str, q: Query, *, fmt: str) -> list[Record]:
     """``journal search``: the matching records, after their AUDIT record is committed."""
     seqs = matches(s, q)
     audit(s, who, {"op": "search", "case": case, "filters": q.describe(), "records": len(seqs), "format": fmt})
-    with journal_source(s) as src:
-        return list(read(src, keyring(s), seqs))
+    with journal_source(s) as src, keyring(s) as ring:
+        return list(read(src, ring, seqs))
 
 
 def report_header(s: Settings, case: str, who: str, q: Query, n: int) -> str:
@@ -142,10 +152,11 @@ def export_bundle(s: Settings, who: str, case: str, q: Query, out: Path, *, audi
     manifest = {"switch": s.config.switch.name, "case": case, "investigator": who,
                 "exported": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "filters": json.dumps(q.describe(), sort_keys=True), "checkpoint tree_size": cp.tree_size}
-    with journal_source(s) as src:
-        n = write_bundle(src, keyring(s), seqs, Path(out), name=s.config.switch.name, checkpoint=cp,
+    with journal_source(s) as src, keyring(s) as ring:
+        n = write_bundle(src, ring, seqs, Path(out), name=s.config.switch.name, checkpoint=cp,
                          manifest=manifest)
-    return Exported(n, cp.tree_size, keyring(s).signing_identity().fingerprint)
+        fingerprint = ring.signing_identity().fingerprint
+    return Exported(n, cp.tree_size, fingerprint)
 
 
 def verify_journal(s: Settings, who: str, *, min_tree_size: int = 0):
@@ -154,8 +165,8 @@ def verify_journal(s: Settings, who: str, *, min_tree_size: int = 0):
     failure is reported to a running switch's metrics. Raises KeyError_."""
     from msc.journal.verify import verify
 
-    with journal_source(s) as src:
-        res = verify(src, keyring(s), name=s.config.switch.name, min_tree_size=min_tree_size)
+    with journal_source(s) as src, keyring(s) as ring:
+        res = verify(src, ring, name=s.config.switch.name, min_tree_size=min_tree_size)
     audited = True
     try:
         audit(s, who, {"op": "verify", "by": who, "outcome": "ok" if res.ok else "failed", "records": res.records,

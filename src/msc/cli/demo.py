@@ -105,7 +105,6 @@ def init(directory: Path, template: str | None, port_offset: int = 0) -> None:
     from msc.config.files import private_dir
     from msc.config.load import load
     from msc.config.model import Role, UserEntry, UsersFile
-    from msc.keyring import KeyRing
     from msc.mnemonics import totp, userfile
     from msc.mnemonics.passwords import hash_password
     from msc.mnemonics.totp import PRIVILEGED
@@ -119,7 +118,9 @@ def init(directory: Path, template: str | None, port_offset: int = 0) -> None:
     self_signed(directory / "tls" / "web.crt", directory / "tls" / "web.key")
     cfg_path.write_text(text)
     settings = load(cfg_path)
-    ring = KeyRing(settings.data_dir / "keys", settings.key_file)
+    from msc.storage.backends import Backends
+
+    ring = Backends(settings).keyring()
     if not ring.exists:
         ring.init()
     aead = ring.users_aead()

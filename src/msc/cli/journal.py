@@ -87,7 +87,13 @@ def _settings(args) -> Settings:
 
 
 def _ring(s: Settings) -> KeyRing:
-    return KeyRing(s.data_dir / "keys", s.key_file)
+    """The configured storage's key ring (SQLite: the file; PostgreSQL: the database's)."""
+    from msc.storage.backends import Backends
+
+    ring = Backends(s).keyring()
+    if ring.imported:
+        print(f"note: {ring.imported}", file=sys.stderr)
+    return ring
 
 
 def case_ref(value: str) -> str:

@@ -198,11 +198,14 @@ def cmd_config_check(args) -> int:
 
 
 def cmd_keys(args) -> int:
-    from msc.keyring import KeyError_, KeyRing
+    from msc.keyring import KeyError_
+    from msc.storage.backends import Backends
 
     s = _load(args)
-    ring = KeyRing(s.data_dir / "keys", s.key_file)
     try:
+        ring = Backends(s).keyring()
+        if ring.imported:
+            print(f"note: {ring.imported}", file=sys.stderr)
         if args.action == "show":
             return show_signing_key(s, ring, args.format)
         if args.action == "init":

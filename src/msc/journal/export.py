@@ -99,7 +99,7 @@ def write_bundle(source: Path | JournalReader, keyring: KeyRing, seqs: list[int]
             period, blob = found
             keys = keyring.period(period, create=False)
             if keys is None:
-                raise ValueError(f"record {seq}: the key of {period} is destroyed (the month was purged)")
+                raise ValueError(f"record {seq}: {keyring.missing_key(period)}")
             sealed = unseal_meta(blob)
             private = open_sealed(keys.aead, sealed)
             from msc.journal.records import to_record

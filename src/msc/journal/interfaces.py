@@ -89,6 +89,9 @@ class JournalStorage(Protocol):
     def journal_reader(self) -> JournalReader:
         """A new reader (the caller closes it)."""
 
+    def describe(self) -> str:
+        """Where the journal is, for an operator's message (never a password)."""
+
 
 @runtime_checkable
 class JournalReader(Protocol):

@@ -212,7 +212,7 @@ class Journal:
             return
         acceptable = res.continuable or all(p.kind == "missing" for p in res.problems)
         if self._accept is None or not acceptable:
-            raise JournalRefused(res, self.dir)
+            raise JournalRefused(res, self.dir if self.storage is None else self.storage.describe())
         self.accepted = [str(p) for p in res.problems]
 
     def prepare_keys(self) -> None:

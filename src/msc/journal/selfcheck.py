@@ -51,7 +51,8 @@ RECORDS_BELOW = 5_000
 
 @dataclass(frozen=True)
 class Problem:
-    """``kind``: missing | shrunk | mark | foreign | truncated | tampered; ``seq``: the first
+    """``kind``: missing | shrunk | mark | foreign | truncated | tampered | key (the key ring has no
+    key for a month whose records are present); ``seq``: the first
     sequence number concerned (None when it is not about one record)."""
 
     kind: str
@@ -89,10 +90,16 @@ class SelfCheck:
 class JournalRefused(JournalError):
     """The journal failed its start-up self-check: nothing may be appended to it."""
 
-    def __init__(self, result: SelfCheck, path: Path) -> None:
+    def __init__(self, result: SelfCheck, where: Path | str) -> None:
+        """``where``: the SQLite journal directory, or where the journal is ("PostgreSQL (host/db)")."""
         self.result = result
-        super().__init__(f"the journal in {path} failed its self-check: {result.summary()} — "
-                         "see JOURNAL.md \"Start-up self-check\" (`msc journal accept` once the cause is known)")
+        if any(p.kind == "key" for p in result.problems):
+            hint = ("— see JOURNAL.md \"Encryption\": no acceptance makes a month readable without its key; give this "
+                    "node the key ring the journal was written with (on PostgreSQL: start the node, or copy here "
+                    "the keyring.json, that still holds it — it is imported into the database)")
+        else:
+            hint = "— see JOURNAL.md \"Start-up self-check\" (`msc journal accept` once the cause is known)"
+        super().__init__(f"the journal in {where} failed its self-check: {result.summary()} {hint}")
 
 
 def check(source: Path | JournalReader, keyring: KeyRing, *, name: str, mark: Mark | None,
@@ -297,7 +304,7 @@ def _check_tail(res: SelfCheck, reader: JournalReader, keyring: KeyRing, name: s
             continue
         keys = keyring.period(period, create=False)
         if keys is None:
-            res.problems.append(Problem("tampered", expected, f"the key of {period} was destroyed but its partition is present"))
+            res.problems.append(Problem("key", expected, keyring.missing_key(period)))
             return
         for rec in reader.records(period, expected):
             row = rec.values

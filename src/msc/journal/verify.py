@@ -199,7 +199,7 @@ class Verifier:
                 continue
             keys = self.keyring.period(period, create=False)
             if keys is None:
-                res.fail(self.expected, f"the key of {period} was destroyed but its partition is still present")
+                res.fail(self.expected, self.keyring.missing_key(period))
                 return 0
             try:
                 records = list(self._reader.records(period, self.expected, budget))

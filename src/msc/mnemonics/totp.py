@@ -63,10 +63,8 @@ def matching_step(secret: bytes, otp: str, now: float, drift_steps: int = 1) -> 
     return None
 
 
-def enrol(settings, user_id: str) -> tuple[str, str]:
-    """A new sealed secret for ``users.toml`` and its provisioning URI (shown once)."""
-    from msc.keyring import KeyRing
-
-    ring = KeyRing(settings.data_dir / "keys", settings.key_file)
+def enrol(settings, user_id: str, ring) -> tuple[str, str]:
+    """A new sealed secret for ``users.toml`` and its provisioning URI (shown once); ``ring``:
+    the configured storage's :class:`msc.keyring.KeyRing` (its users key seals the secret)."""
     secret = new_secret()
     return seal_secret(ring.users_aead(), user_id, secret), provisioning_uri(secret, user_id, settings.config.switch.name)

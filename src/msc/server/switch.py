@@ -31,7 +31,6 @@ from msc.config.tls import client_ssl_context
 from msc.journal.journal import Journal
 from msc.journal.records import Entry, JournalError, Kind
 from msc.journal.selfcheck import JournalRefused
-from msc.keyring import KeyRing
 from msc.memory import Trimmer
 from msc.mnemonics import totp
 from msc.mnemonics.accounts import Accounts
@@ -166,9 +165,9 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         private_dir(s.data_dir)
         for tree in {s.data_dir, s.journal_dir, s.key_file.parent}:
             tighten_tree(tree)  # owner-only, also what an older msc left 0755/0644
-        keyring = KeyRing(s.data_dir / "keys", s.key_file)
-        if not keyring.exists:
-            raise StartupError(f"no key ring in {s.data_dir / 'keys'}: run `msc keys init --config {s.config_path}`")
+        keyring = await asyncio.to_thread(self.backends.keyring, self.log)
+        if not await asyncio.to_thread(lambda: keyring.exists):
+            raise StartupError(f"no key ring in {keyring.describe()}: run `msc keys init --config {s.config_path}`")
         m = self.metrics
         # The availability ledger (state.db, or the runs table in PostgreSQL) remembers every earlier
         # run: evidence, for the journal's self-check, that a journal existed even if it is gone.

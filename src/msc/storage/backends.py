@@ -146,8 +146,36 @@ class Backends:
         return PgStorage(self._pg, fence=fence)
 
     def journal(self, keyring: KeyRing | None = None, *, fence: Fence | None = None, **kw: Any) -> Journal:
-        """The journal (:meth:`msc.journal.journal.Journal.from_settings`) on this storage."""
-        return Journal.from_settings(self.settings, keyring, storage=self.journal_storage(fence), **kw)
+        """The journal (:meth:`msc.journal.journal.Journal.from_settings`) on this storage, its
+        keys from ``keyring`` (default: :meth:`keyring`)."""
+        return Journal.from_settings(self.settings, keyring if keyring is not None else self.keyring(),
+                                     storage=self.journal_storage(fence), **kw)
+
+    # -- the key ring --------------------------------------------------------------------
+
+    def keyring(self, log: Any = None) -> KeyRing:
+        """The key ring (JOURNAL.md "Encryption"): the file ``data_dir/keys/keyring.json`` for
+        SQLite; for PostgreSQL the database's, shared by every node
+        (:class:`msc.storage.pgkeyring.PgKeyStore`) — a key ring file left on this machine from
+        before is imported into it first, once (:meth:`msc.keyring.KeyRing.import_file`; ``log``,
+        a structlog logger, gets ``keyring.imported``). The master key is ``journal.key_file``
+        either way. Raises :class:`msc.keyring.KeyError_` when the file and the database disagree
+        or the database cannot be reached; the caller closes the ring (``close()``)."""
+        from msc.keyring import KeyRing
+
+        keys, master = self.settings.data_dir / "keys", self.settings.key_file
+        if self._pg is None:
+            return KeyRing(keys, master)
+        from msc.storage.pgkeyring import PgKeyStore
+
+        ring = KeyRing(keys, master, PgKeyStore(self._pg))
+        try:
+            if ring.path.exists() and ring.import_file() and log is not None:
+                log.warning("keyring.imported", detail=ring.imported)
+        except BaseException:
+            ring.close()
+            raise
+        return ring
 
     @contextmanager
     def journal_source(self) -> Iterator[Path | JournalReader]:

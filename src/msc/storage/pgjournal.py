@@ -788,6 +788,11 @@ class PgStorage:
         self._readers: weakref.WeakSet[PgReader] = weakref.WeakSet()
         self._aborted: str | None = None
 
+    def describe(self) -> str:
+        from msc.storage.postgres import safe_dsn
+
+        return f"PostgreSQL ({safe_dsn(self.pg.dsn)})"
+
     def journal_writer(self, signing: Ed25519PrivateKey) -> PgWriter:
         return PgWriter(self.pg, signing.sign, fence=self.fence)
 

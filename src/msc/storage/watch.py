@@ -13,7 +13,6 @@ from pathlib import Path
 
 from msc.config.load import ConfigError, load
 from msc.journal.watch import serve
-from msc.keyring import KeyRing
 from msc.storage.backends import Backends
 
 
@@ -28,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError, ValueError) as exc:
         print(json.dumps({"event": "error", "reason": f"configuration: {exc}"}), flush=True)
         return 2
-    return serve(backends.journal_reader, KeyRing(settings.data_dir / "keys", settings.key_file),
+    return serve(backends.journal_reader, backends.keyring(),
                  name=settings.config.switch.name, interval_s=args.interval)
 
 
