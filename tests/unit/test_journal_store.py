@@ -196,7 +196,16 @@ async def test_a_failing_checkpoint_is_logged_and_the_next_one_covers_the_tail(t
     with capture_logs() as logs, pytest.raises(JournalError):
         await j.checkpoint()
     assert [e for e in logs if e["event"] == "journal.checkpoint_failed" and e["unsigned"] == 1]
+    assert not [e for e in logs if e["event"] == "journal.checkpoint_recovered"]
+    with capture_logs() as again, pytest.raises(JournalError):
+        await j.checkpoint()  # failing still: another error, no all-clear
+    assert [e["event"] for e in again if e["event"].startswith("journal.checkpoint")] == ["journal.checkpoint_failed"]
     faults.fail_checkpoints = False
-    cp = await j.checkpoint()
+    with capture_logs() as cleared:
+        cp = await j.checkpoint()
+        await j.checkpoint()  # succeeding again: the all-clear was said once
     assert cp is not None and cp.tree_size == 1
+    # After an error-level checkpoint_failed, the all-clear (newcomer6: the error was never cleared).
+    assert [(e["event"], e["log_level"], e["tree_size"]) for e in cleared
+            if e["event"].startswith("journal.checkpoint")] == [("journal.checkpoint_recovered", "info", 1)]
     await j.close()

@@ -123,6 +123,7 @@ class Journal:
         self._last_ts = 0
         self._since_checkpoint = 0
         self._record_seq = 0  # sequence number of the newest committed checkpoint record
+        self._checkpoint_failing = False  # the last checkpoint attempt failed (the all-clear is logged once)
         self._signing = None
         self._closing = False
         self._idle = asyncio.Event()
@@ -539,7 +540,15 @@ class Journal:
 
             structlog.get_logger("msc.journal").error("journal.checkpoint_failed", error=str(exc),
                                                       unsigned=self.last_seq - self.tree_size)
+            self._checkpoint_failing = True
             raise
+        if self._checkpoint_failing:  # the all-clear after the errors: an operator sees both
+            import structlog
+
+            self._checkpoint_failing = False
+            structlog.get_logger("msc.journal").info(
+                "journal.checkpoint_recovered", tree_size=cp.tree_size if cp is not None else self.tree_size,
+                unsigned=self.last_seq - (cp.tree_size if cp is not None else self.tree_size))
         self._last_checkpoint_mono = time.monotonic()
         if cp is None:
             return None

@@ -22,6 +22,35 @@ def scrub(_logger, _name, event_dict):
     return event_dict
 
 
+def outage(exc: BaseException) -> bool:
+    """Is ``exc`` a database or network outage (expected during a failover: a refused or lost
+    connection, a timeout, "the database system is starting up"), not a bug? SQLSTATE class 08
+    (connection exception) and 57P (operator intervention: shutdown, crash, cannot connect now)."""
+    if isinstance(exc, OSError | TimeoutError):
+        return True
+    state = getattr(exc, "sqlstate", None)
+    return isinstance(state, str) and (state.startswith("08") or state.startswith("57P"))
+
+
+def library_exception(_logger, _name, event_dict):
+    """A library's log record with an exception (asyncpg's pool: "Failed to restore the pool
+    connection floor; retrying" at every retry while PostgreSQL is down) stays one JSON line: an
+    outage is its error's class and message (``error``), anything else keeps its traceback as
+    one string (``exception``) — never a multi-line traceback between the JSON lines."""
+    exc = event_dict.pop("exc_info", None)
+    if exc is True:
+        exc = sys.exc_info()
+    if isinstance(exc, BaseException):
+        exc = (type(exc), exc, exc.__traceback__)
+    if isinstance(exc, tuple) and exc[1] is not None:
+        event_dict["error"] = f"{exc[0].__name__}: {' '.join(str(exc[1]).split())}"
+        if not outage(exc[1]):
+            import traceback
+
+            event_dict["exception"] = "".join(traceback.format_exception(*exc))
+    return event_dict
+
+
 def configure(*, level: str = "info", json: bool | None = None, stream=None) -> None:
     stream = stream or sys.stderr
     if json is None:
@@ -40,3 +69,16 @@ def configure(*, level: str = "info", json: bool | None = None, stream=None) -> 
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+    # Libraries log through the standard library (asyncpg's pool, asyncio): the same stream and
+    # format, warnings and above, one line per record (OPERATIONS.md "Logs").
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name,
+                           structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"), scrub, library_exception],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))
+    handler._msc = True  # type: ignore[attr-defined]  # (a second configure() replaces only its own)
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if getattr(h, "_msc", False)]:
+        root.removeHandler(h)
+    root.addHandler(handler)
+    root.setLevel(max(logging.WARNING, getattr(logging, level.upper(), logging.INFO)))

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 
+from msc.config.diff import changes as config_changes
 from msc.config.model import ListenerSection
 from msc.config.settings import Settings
 from msc.config.tls import server_ssl_context
@@ -175,7 +176,7 @@ class ConfigChanges(SwitchParts):
             changes.append("routes updated")
         if old.users != new.users:
             changes.append("users updated")
-        return changes
+        return changes + config_changes(oc, nc)  # every other setting, by name
 
     # -- listeners ------------------------------------------------------------------------
 
