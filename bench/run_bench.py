@@ -216,7 +216,9 @@ def run_msc(work: Path, sync: str, latency_ms: float, terminals: list[int], dura
     """``extra``: more configuration (``[storage]`` for PostgreSQL); ``db_pids``: the database
     servers whose CPU (with their backends) is counted per transaction."""
     label = label or sync
-    stations = max([*terminals, *([OPEN_LOOP_TERMINALS] if rates else [])]) + 10
+    # Each open-loop point logs on its own stations: outputs left queued for the terminals of a
+    # point the switch could not keep up with are delivered when those stations log on again.
+    stations = max(terminals) + OPEN_LOOP_TERMINALS * len(rates) + 10
     m = Msc(work / f"msc-{label}-{int(latency_ms)}ms", sync=sync, latency_ms=latency_ms, stations=stations, extra=extra)
     out = {"synchronous": sync, "stub_latency_ms": latency_ms, "closed_loop": {}, "open_loop": {}}
     try:
@@ -233,18 +235,23 @@ def run_msc(work: Path, sync: str, latency_ms: float, terminals: list[int], dura
             print(f"  msc {label:>6} stub {latency_ms:>3.0f} ms  {n:>3} terminals: {res['per_s']:>8.1f}/s  "
                   f"p50 {res['p50_ms']} ms  p99 {res['p99_ms']} ms  msc cpu {res['msc_cpu_ms_per_txn']} ms/txn",
                   file=sys.stderr, flush=True)
-        for rate in rates:
-            out["open_loop"][str(int(rate))] = open_point(m, rate, duration, label=f"{label} stub {latency_ms:.0f} ms")
+        for i, rate in enumerate(rates):
+            out["open_loop"][str(int(rate))] = open_point(m, rate, duration, label=f"{label} stub {latency_ms:.0f} ms",
+                                                          first=max(terminals) + i * OPEN_LOOP_TERMINALS)
     finally:
         m.stop()
     return out
 
 
-def open_point(m: Msc, rate: float, duration: float, *, label: str) -> dict:
-    """One open-loop point against ``m``, once it has drained what came before."""
+def open_point(m: Msc, rate: float, duration: float, *, label: str, first: int) -> dict:
+    """One open-loop point against ``m``, once it has drained what came before, on the stations
+    ``first`` … ``first + 63`` — fresh ones: a point the switch could not keep up with leaves
+    answers queued for its terminals (store-and-forward), which would land on the next point's
+    terminals if they were the same stations (the journal is quiet meanwhile)."""
     waited = wait_quiet(m.mport)
     h0 = {k: histogram(m.mport, k) for k in ("msc_journal_append_seconds", "msc_transaction_seconds")}
-    res = loadgen("switch", m.port, OPEN_LOOP_TERMINALS, duration, rate=rate, watch=[m.pid])
+    res = loadgen("switch", m.port, OPEN_LOOP_TERMINALS, duration, rate=rate, first=first, watch=[m.pid])
+    res["stations_first"] = first
     res["waited_for_quiet_s"] = waited
     # Inside msc over the same run (warm-up and grace included): a group commit's duration,
     # and a request's accept → its answer delivered (msc_transaction_seconds).
@@ -287,7 +294,7 @@ def run_open_rounds(work: Path, rates: list[float], duration: float, rounds: int
 
     if pg.missing_reason():
         return None
-    stations = OPEN_LOOP_TERMINALS + 10
+    stations = OPEN_LOOP_TERMINALS * rounds * len(rates) + 10  # fresh stations for every point (open_point)
     with pg.PgCluster.create(durable=True, name="bench-open") as local, pg.primary_with_standby(durable=True) as pair:
         targets: dict[str, Msc] = {}
         try:
@@ -297,11 +304,14 @@ def run_open_rounds(work: Path, rates: list[float], duration: float, rounds: int
             targets["pg_sync_standby"] = Msc(work / "open-pg-sync", sync="full", latency_ms=0, stations=stations,
                                              extra=pg_storage(work, pair[0], "open-pg-sync", "msc_open"))
             out: dict[str, dict[str, list[dict]]] = {k: {str(int(r)): [] for r in rates} for k in targets}
+            point = 0
             for r in range(rounds):
                 print(f"open-loop round {r + 1}/{rounds}", file=sys.stderr, flush=True)
                 for rate in rates:
                     for key, m in targets.items():
-                        out[key][str(int(rate))].append(open_point(m, rate, duration, label=key))
+                        out[key][str(int(rate))].append(open_point(m, rate, duration, label=key,
+                                                                   first=point * OPEN_LOOP_TERMINALS))
+                    point += 1
             return out
         finally:
             for m in targets.values():
