@@ -162,3 +162,31 @@ def test_soak_sees_the_time_a_kill_9_costs(tmp_path):
     assert doc["availability"] < 1.0
     assert doc["acknowledged_but_lost"] == 0 and doc["outputs_lost"] == 0 and doc["journal_verify"] == "ok"
     assert "Availability by time" in (next((tmp_path / "results").glob("soak-*.md")).read_text())
+
+
+def test_bench_report_of_open_loop_rounds():
+    """run_bench's open-loop summary: medians over rounds with an unanswered round counted as
+    infinitely late, ratios to SQLite, msc's histogram quantiles from two snapshots."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import run_bench
+
+    def point(p99_all, per_s=250.0):
+        return {"per_s": per_s, "p50_ms": 3.0, "p99_ms": p99_all or 900.0, "p99_all_ms": p99_all, "grace_s": 5,
+                "late": 0 if p99_all else 40, "missing": 0 if p99_all else 7, "load_average": [1.5, 1.6]}
+
+    assert run_bench.median_p99([point(10.0), point(30.0), point(20.0)]) == 20.0
+    assert run_bench.median_p99([point(10.0), point(None), point(None)]) is None  # the median is unanswered
+    assert run_bench.median_p99([point(10.0), point(20.0), point(None)]) == 20.0
+    assert run_bench.median_p99([point(10.0), point(None)]) is None  # (10 + ∞) / 2
+    doc = {"open_rounds": {"sqlite": {"250": [point(10.0), point(12.0)], "1000": [point(None), point(None)]},
+                           "pg_local": {"250": [point(15.0), point(13.0)], "1000": [point(None), point(40.0)]},
+                           "pg_sync_standby": {"250": [point(22.0), point(22.0)], "1000": [point(None), point(None)]}}}
+    md = "\n".join(run_bench.open_rounds_table(doc))
+    assert "| 250 | SQLite full | 250.0, 250.0 | 3.0, 3.0 | 10.0, 12.0 | 0 / 0, 0 / 0 | 11.0 | 1.0 |" in md
+    assert "| 250 | PostgreSQL local | 250.0, 250.0 | 3.0, 3.0 | 15.0, 13.0 | 0 / 0, 0 / 0 | 14.0 | 1.27 |" in md
+    assert "| 250 | PostgreSQL + sync standby | 250.0, 250.0 | 3.0, 3.0 | 22.0, 22.0 | 0 / 0, 0 / 0 | 22.0 | 2.0 |" in md
+    assert "| 1000 | PostgreSQL local | 250.0, 250.0 | 3.0, 3.0 | > 5 s, 40.0 | 40 / 7, 0 / 0 | > grace | - |" in md
+    before = {0.005: 10.0, 0.01: 10.0, 0.025: 10.0, float("inf"): 10.0}
+    after = {0.005: 60.0, 0.01: 105.0, 0.025: 109.0, float("inf"): 110.0}  # 100 more: 50 ≤ 5 ms, 45 ≤ 10, 4 ≤ 25, 1 above
+    assert run_bench.histogram_quantiles(before, after) == {"count": 100, "p50_le_ms": 5.0, "p99_le_ms": 25.0}
+    assert run_bench.histogram_quantiles(after, after) == {"count": 0, "p50_le_ms": None, "p99_le_ms": None}
