@@ -544,6 +544,25 @@ def test_the_standby_takes_over_with_the_month_keys_the_active_made_after_it_was
     pair.verify()
 
 
+def test_a_standby_whose_master_key_file_is_not_the_key_rings_says_so_while_it_stands_by(pair, tmp_path):
+    """A wrong copy of the master key file on the standby (another machine's, or one from before
+    `msc keys rotate`) is logged when the standby starts, naming the fix — not found at the
+    takeover it would fail. Its key ring is still the database's: nothing is written to a file."""
+    from msc.keyring import create_master_key
+
+    master_b = tmp_path / "B" / "data" / "keys" / "master.key"
+    master_b.unlink()
+    create_master_key(master_b)
+    pair.start("A", "ready")
+    wait_until(lambda: pair.active("A"), "A active")
+    b = pair.start("B", "standby")
+    line = wait_until(lambda: next((json.loads(x) for x in b.log.read_text().splitlines()
+                                    if '"keyring.unusable"' in x), None), "B logs keyring.unusable", 60, b)
+    assert "copy the master key file" in line["reason"] and line["level"] == "error"
+    assert pair.readyz("B")[0] == 503
+    assert not (tmp_path / "B" / "data" / "keys" / "keyring.json").exists()
+
+
 def test_a_node_that_cannot_reach_the_lease_database_stays_standby_and_says_why(tmp_path, procs, pg_server):
     cfg = make_config(tmp_path / "C", port=free_port(), metrics_port=(mport := free_port()))
     dead = f"postgresql://postgres@127.0.0.1:{free_port()}/msc?passfile={pg_server.passfile}"

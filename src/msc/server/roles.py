@@ -19,6 +19,8 @@ class NodeRole(SwitchParts):
     """The node's role in an active/standby pair — a part of :class:`msc.server.switch.Switch`:
     standby start, becoming active, stepping down, and what ``/readyz`` says of the node."""
 
+    _key_ring_check: asyncio.Task[None] | None = None
+
     async def start_standby(self) -> None:
         """A standby node: only the operations endpoint (``/readyz`` answers 503 ``standby``,
         ``/metrics`` says the role); no journal, no listeners, no upstream links until
@@ -29,6 +31,36 @@ class NodeRole(SwitchParts):
         self.ops = OpsServer(self)
         await self.ops.start(self.settings.config.metrics.bind)
         self.log.info("node.standby", node=self.node_name)
+        # Beside standing by, not before it: a database that does not answer must not delay /readyz.
+        self._key_ring_check = asyncio.create_task(self.check_key_ring(), name="standby-key-ring-check")
+
+    async def check_key_ring(self) -> None:
+        """A standby on PostgreSQL opens the shared key ring once (importing a key ring file left
+        on this machine) and unwraps the users key with this machine's master key: a master key
+        file that is not the key ring's, or a file that disagrees with the database, is logged
+        now (``keyring.unusable``, error) — not found at the takeover it would fail. A database
+        that cannot be reached is only noted: the node waits for it anyway."""
+        from msc.keyring import KeyError_
+        from msc.storage.pgkeyring import KeyRingUnavailable
+
+        if not self.backends.postgresql:
+            return
+
+        def check() -> None:
+            ring = self.backends.keyring(self.log)
+            try:
+                ring.users_aead()
+            finally:
+                ring.close()
+
+        try:
+            await asyncio.to_thread(check)
+        except KeyRingUnavailable as exc:
+            self.log.info("keyring.not_checked", node=self.node_name, reason=str(exc))
+        except KeyError_ as exc:
+            self.log.error("keyring.unusable", node=self.node_name, reason=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a file this node cannot read: said, never a task's traceback
+            self.log.error("keyring.unusable", node=self.node_name, reason=f"{type(exc).__name__}: {exc}")
 
     async def open_deferred_state(self) -> None:
         """A node of a pair on PostgreSQL taking over: its run-time state now (the switch deferred

@@ -150,6 +150,11 @@ class PgKeyStore:
 
     def period_entry(self, period: str, make: Callable[[str], dict[str, str]] | None) -> dict[str, Any] | None:
         async def work(conn: asyncpg.Connection) -> str | None:
+            # Most calls find the month: one plain read, no row lock (a lock would make the
+            # commit of a read wait for the WAL flush).
+            found: str | None = await conn.fetchval("SELECT entry FROM keyring_periods WHERE period = $1", period)
+            if found is not None or make is None:
+                return found
             async with conn.transaction():
                 master = await conn.fetchval("SELECT master FROM keyring_meta FOR SHARE")
                 if master is None:
