@@ -16,7 +16,9 @@ The session ends — and the client says so and why — when:
 
 Two or more addresses (``--connect A,B``: two switching centres, or the active and standby
 msc nodes): the client connects to the first that answers with a banner, trying them in order
-and then again from the first, for up to ``--timeout`` seconds. When the connection is lost
+and then again from the first — an operator's terminal until one answers (Ctrl-C stops it), a
+script for ``--reconnect-for`` seconds (default 120: longer than a PostgreSQL failover under
+Patroni). When the connection is lost
 (closed, reset) or msc closes it at a shutdown (``SYS LOGOFF.SHUTDOWN``), the session ends as
 above — said, with its reason — and the client connects to the *next* address instead of exiting:
 the banner is shown again and the operator logs on again (a session does not move between
@@ -52,7 +54,7 @@ Lines printed: ``A xid payload``, ``N xid code reason``, ``M xid text`` (outputs
 ``SYS text``. Exit status: 0; 1 an expected output did not arrive in time, or a message was
 refused with ``--fail-on-nak``, or msc unreachable; 3 logon refused; 4 the session was ended by
 msc or the connection was lost (with several addresses: and no other address answered within
-``--timeout``, or a message's fate was left unknown).
+``--reconnect-for``, or Ctrl-C stopped the trying, or a message's fate was left unknown).
 
 The client connection itself (the protocol, failover between addresses) is
 :class:`msc.cli.termclient.Terminal`; this module is the command around it.
@@ -63,9 +65,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 
-from msc.cli.termclient import SessionEnded, Terminal, TerminalOptions
+from msc.cli.termclient import SessionEnded, StoppedTrying, Terminal, TerminalOptions
 from msc.protocol import framing
 
 EXIT_OK, EXIT_PROBLEM, EXIT_AUTH, EXIT_ENDED = 0, 1, 3, 4
@@ -237,6 +240,40 @@ def _ended(e: SessionEnded, *, again: bool = False) -> None:
         print(f"Session ended by msc: {e.reason}.{tail}", file=sys.stderr, flush=True)
 
 
+async def _find_node(t: Terminal, *, first: int = 0) -> str | None:
+    """:meth:`Terminal.connect_any`, which Ctrl-C (SIGINT) stops: then ``None``."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(t.connect_any(first=first))
+
+    def interrupted() -> None:
+        # Both: the flag stops the loop at its next try even if a cancellation that came as a
+        # try ended were lost (asyncio.wait_for in Python 3.11).
+        t.stop_trying = True
+        task.cancel()
+
+    saved = signal.getsignal(signal.SIGINT)
+    try:
+        loop.add_signal_handler(signal.SIGINT, interrupted)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread: Ctrl-C as before
+        return await task
+    try:
+        return await task
+    except (asyncio.CancelledError, StoppedTrying):
+        if not t.stop_trying or _cancelling():
+            raise  # the client itself is being cancelled
+        print(flush=True)
+        return None
+    finally:
+        t.stop_trying = False
+        loop.remove_signal_handler(signal.SIGINT)
+        signal.signal(signal.SIGINT, saved)
+
+
+def _cancelling() -> bool:
+    current = asyncio.current_task()
+    return current is not None and current.cancelling() > 0
+
+
 async def run(opts: TerminalOptions) -> int:
     t = Terminal(opts)
     stdin = LineReader(0)
@@ -244,7 +281,10 @@ async def run(opts: TerminalOptions) -> int:
     if opts.interactive:
         stdin.hush()  # nothing is typed for anyone until the banner's prompt
     try:
-        banner = await t.connect_any()
+        banner = await _find_node(t)
+        if banner is None:
+            print("Stopped: no msc node answered.", file=sys.stderr, flush=True)
+            return EXIT_PROBLEM
         while True:
             try:
                 return await _run(t, opts, stdin, banner)
@@ -257,9 +297,12 @@ async def run(opts: TerminalOptions) -> int:
                 print(f"Session ended: {e.reason}. Connecting to the next msc address.", file=sys.stderr, flush=True)
                 t.close()
                 try:
-                    banner = await t.connect_any(first=t.at + 1)
+                    banner = await _find_node(t, first=t.at + 1)
                 except ConnectionError as exc:
                     print(f"error: {exc}", file=sys.stderr, flush=True)
+                    return EXIT_ENDED
+                if banner is None:
+                    print("Stopped: no msc node answered.", file=sys.stderr, flush=True)
                     return EXIT_ENDED
     finally:
         t.close()
