@@ -304,6 +304,68 @@ def test_an_operator_whose_node_dies_is_taken_to_the_next_and_logs_on_again(node
         nodes.serve["A"] = nodes.start("A")
 
 
+# -- messages left without an A/N (newcomer6 finding 8) -------------------------------------------
+
+def unread(port: int) -> int:
+    """Bytes that clients sent to the server side of connections on 127.0.0.1:``port`` and the
+    server has not read (its receive queues, /proc/net/tcp)."""
+    total = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, queues = fields[1], fields[3], fields[4]
+        if state == "01" and int(local.split(":")[1], 16) == port:
+            total += int(queues.split(":")[1], 16)
+    return total
+
+
+def wait_unread(port: int, done) -> None:
+    """Wait until ``done(unread(port))``."""
+    deadline = time.monotonic() + 30
+    while not done(unread(port)):
+        assert time.monotonic() < deadline, f"unread bytes at {port}: {unread(port)}"
+        time.sleep(0.02)
+
+
+def test_an_operator_is_told_which_messages_got_no_acknowledgement_when_the_connection_went(nodes):
+    """The docs say the client names a message whose A/N had not arrived when the connection was
+    lost; the interactive terminal said nothing (the finding: a query typed at a paused node just
+    vanished). Table: a message still waiting, and one whose wait timed out ("no answer from
+    msc") before the connection went; an answered one is not named."""
+    t = Tty("--connect", nodes.addr("A", "B"), "--header", "ICS1", "--timeout", "3")
+    port = nodes.ports["A"]
+    try:
+        t.expect(f"Connected to msc at 127.0.0.1:{port}.")
+        logon(t)
+        t.type(QUERY)  # answered: never named
+        t.expect(r"\nA \d+")
+        t.expect(r"M \d+ ICS1\w+\.")
+        wait_unread(port, lambda n: n == 0)  # A has read everything the client sent (its acknowledgements too)
+        nodes.serve["A"].p.send_signal(signal.SIGSTOP)  # a paused node: reads nothing, answers nothing
+        t.type("QV.CA0130000.LIC/PAUSED1")
+        t.expect("no answer from msc", timeout=60)  # its --timeout: the client goes on
+        t.type("QV.CA0130000.LIC/PAUSED2")
+        wait_unread(port, lambda n: n >= 2 * len("ICS1ABCDEF.QV.CA0130000.LIC/PAUSED1"))  # both sent, unread
+        nodes.serve["A"].stop(signal.SIGKILL)  # the connection goes with both messages unanswered
+        t.expect(r"Session ended: CONNECTION (RESET|LOST)\. Connecting to the next msc address\.")
+        t.expect(f"Connected to msc at 127.0.0.1:{nodes.ports['B']}.")
+        logon(t)
+        t.ctrl_d()
+        assert t.wait() == 0, t.text
+    finally:
+        t.close()
+        nodes.serve["A"].stop(signal.SIGKILL)  # (stopped or not)
+        nodes.serve["A"] = nodes.start("A")
+    named = re.findall(r"^no A/N for (ICS1\w+)\.(\S+) before the connection was lost: not sent again "
+                       r"\(msc may have accepted it: look for an answer or an MSC\.E30x notice with header "
+                       r"(ICS1\w+), or msc journal search, before sending it again\)$", t.text, re.M)
+    assert [(text, head == again) for head, text, again in named] == \
+        [("QV.CA0130000.LIC/PAUSED1", True), ("QV.CA0130000.LIC/PAUSED2", True)], t.text
+    assert t.text.index("no A/N for") < t.text.index("Session ended: CONNECTION")
+    assert "FAILOVER" not in "".join(line for line in t.text.splitlines() if line.startswith("no A/N"))
+    # not sent again: the node that serves now never got them
+    assert not [r for r in search(nodes.cfg["B"], "--mke", "QV") if "PAUSED" in json.dumps(r)]
+
+
 # -- typing while the client reconnects (newcomer6 finding 5) -------------------------------------
 
 TYPED_AHEAD = [

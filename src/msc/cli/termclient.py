@@ -110,6 +110,7 @@ class Terminal:
         self.accepted = 0  # --send messages msc acknowledged (A)
         self.unknown = 0  # messages whose answer was lost with a connection (not sent again)
         self.stop_trying = False  # set (Ctrl-C): connect_any stops at its next try
+        self.pending: dict[int, str] = {}  # own messages sent on this connection without an A/N yet
 
     # -- output -----------------------------------------------------------------------------
 
@@ -138,6 +139,7 @@ class Terminal:
         # an id printed on the last one says nothing about this one), the banner and how it ends.
         self.framer = Framer(max_frame=1024 * 1024)
         self.answers = {}
+        self.pending = {}
         self.seen = set()
         self.banner = loop.create_future()
         self.closed = loop.create_future()
@@ -278,6 +280,7 @@ class Terminal:
             kind = "A" if f.type == framing.ACK else "N"
             payload = f.payload.decode("ascii", "replace")
             fut = self.answers.pop(f.xid, None)
+            self.pending.pop(f.xid, None)
             self.print(f"{kind} {f.xid} {payload}".rstrip())
             if kind == "N":
                 self.naks += 1
@@ -318,8 +321,16 @@ class Terminal:
             raise SessionEnded(self.closed.result(), True)
         if own:
             self.own_headers.add(text.split(".", 1)[0])
+            self.pending[self.xid] = text
         self._send(framing.message(self.xid, text.encode("ascii", "replace")))
         return await asyncio.wait_for(fut, self.opts.timeout)
+
+    def take_unanswered(self) -> list[str]:
+        """The own messages sent on the connection that ended without their A/N (in the order
+        sent), forgotten once taken: msc may have accepted them, and they are not sent again."""
+        texts = [self.pending[x] for x in sorted(self.pending)]
+        self.pending = {}
+        return texts
 
     def next_ref(self) -> str:
         self._ref_n += 1

@@ -232,6 +232,18 @@ async def _ask(t: Terminal, stdin: LineReader, prompt: str, *, secret: bool = Fa
     raise SessionEnded(t.ended.result() if t.ended.done() else t.closed.result(), True)
 
 
+def _unanswered(t: Terminal) -> None:
+    """Say which messages the lost connection took without their A/N (OPERATIONS.md "What an
+    operator sees during a failover"): their fate is unknown here — msc may have accepted them —
+    so they are not sent again; their header finds an answer or an ``MSC.E30x`` notice."""
+    for text in t.take_unanswered():
+        t.unknown += 1
+        header = text.split(".", 1)[0]
+        print(f"no A/N for {text} before the connection was lost: not sent again (msc may have accepted it: "
+              f"look for an answer or an MSC.E30x notice with header {header}, or msc journal search, "
+              "before sending it again)", file=sys.stderr, flush=True)
+
+
 def _ended(e: SessionEnded, *, again: bool = False) -> None:
     if e.closed:
         print(f"Session ended: {e.reason}. Disconnected from msc.", file=sys.stderr, flush=True)
@@ -291,6 +303,8 @@ async def run(opts: TerminalOptions) -> int:
             except SessionEnded as e:
                 if opts.interactive:
                     stdin.hush()  # until the next prompt: what is typed now is for no one
+                if e.closed:
+                    _unanswered(t)
                 if not t.fails_over(e):
                     _ended(e)
                     return EXIT_ENDED
@@ -341,14 +355,7 @@ async def _scripted(t: Terminal, opts: TerminalOptions) -> int:
     while t.next_send < len(opts.send):
         text = opts.send[t.next_send]
         t.next_send += 1  # sent at most once, whatever happens to the connection
-        try:
-            kind, _ = await t.until(t.request(t.full(text), own=True), opts.timeout)
-        except SessionEnded as e:
-            if t.fails_over(e):
-                t.unknown += 1
-                print(f"no answer to {text!r} before the connection was lost: not sent again "
-                      "(msc may have accepted it)", file=sys.stderr, flush=True)
-            raise
+        kind, _ = await t.until(t.request(t.full(text), own=True), opts.timeout)  # SessionEnded: run() says so
         if kind == "N" and opts.fail_on_nak:
             return EXIT_PROBLEM
         t.accepted += kind == "A"
