@@ -27,6 +27,9 @@ from msc.protocol.message import parse_pairs
 CLOSING_REASONS = frozenset(("SHUTDOWN", "STATION DISABLED", "REPLACED"))
 # Closing reasons another node would repeat: no failover to the next address after these.
 FINAL_REASONS = frozenset(("STATION DISABLED", "REPLACED"))
+# msc closed a connection that did not log on within the listener's logon_timeout_s: N xid 0
+# "E201 NO LOGON WITHIN 60 S" (PROTOCOL.md §1). Nobody was at the terminal: no failover either.
+LOGON_TIMEOUT = "E201"
 
 # How long a script keeps trying the addresses of a pair when none answers: longer than the
 # documented worst failover — Patroni's promotion (ttl 30 s + loop_wait 10 s in config/patroni/)
@@ -140,6 +143,7 @@ class Terminal:
         self.framer = Framer(max_frame=1024 * 1024)
         self.answers = {}
         self.pending = {}
+        self.refusal: str | None = None  # msc's N xid 0 on this connection: why it closes it
         self.seen = set()
         self.banner = loop.create_future()
         self.closed = loop.create_future()
@@ -213,8 +217,10 @@ class Terminal:
 
     def fails_over(self, e: SessionEnded) -> bool:
         """Whether this ended session moves on to the next address: the connection went (or msc
-        shut down) and there is another address to go to."""
-        return len(self.opts.targets) > 1 and e.closed and e.reason not in FINAL_REASONS
+        shut down) and there is another address to go to — not after msc closed it for want of a
+        logon (E201: the operator was away, another node would do the same)."""
+        return (len(self.opts.targets) > 1 and e.closed and e.reason not in FINAL_REASONS
+                and not e.reason.startswith(LOGON_TIMEOUT))
 
     async def _read(self) -> None:
         # This connection's own futures: after a failover ``self`` has the next connection's.
@@ -236,6 +242,11 @@ class Terminal:
         except FramingError as exc:
             why = f"FRAMING ERROR {exc}"
         finally:
+            if self.refusal is not None:
+                # msc said why it closes the connection (an N with xid 0: E201 no logon in time,
+                # E307 too many connections or refusals, E101 framing): that is the reason, not
+                # "lost" — whether the close then came as an end of file or a reset.
+                why = self.refusal
             if not banner.done():
                 banner.set_exception(ConnectionError("connection closed before the banner"))
                 banner.exception()  # retrieved: no "never retrieved" warning
@@ -281,6 +292,8 @@ class Terminal:
             payload = f.payload.decode("ascii", "replace")
             fut = self.answers.pop(f.xid, None)
             self.pending.pop(f.xid, None)
+            if f.xid == 0 and kind == "N":
+                self.refusal = payload.strip() or "REFUSED"
             self.print(f"{kind} {f.xid} {payload}".rstrip())
             if kind == "N":
                 self.naks += 1

@@ -12,7 +12,11 @@ The session ends — and the client says so and why — when:
 - msc logs the operator off and keeps the connection (``SYS LOGOFF.IDLE``, ``SESSION MAXIMUM``,
   ``USER DISABLED``, ``USER REMOVED``): back to the ``User ID:`` prompt;
 - msc logs off and closes the connection (``SYS LOGOFF.SHUTDOWN``, ``STATION DISABLED``,
-  ``REPLACED``), or the connection is closed or reset: the client exits with status 4.
+  ``REPLACED``), or the connection is closed or reset: the client exits with status 4;
+- msc closes a connection that did not log on in time (``N 0 E201 NO LOGON WITHIN 60 S``: the
+  console was left at a logon prompt): the client says why and waits for Enter to connect again
+  (Ctrl-D exits) — no silent reconnect every minute, no failover; a script exits 4. Any ``N`` of
+  xid 0 before a close (E307, E101) is the reason shown, not "CONNECTION LOST".
 
 Two or more addresses (``--connect A,B``: two switching centres, or the active and standby
 msc nodes): the client connects to the first that answers with a banner, trying them in order
@@ -68,7 +72,7 @@ import os
 import signal
 import sys
 
-from msc.cli.termclient import SessionEnded, StoppedTrying, Terminal, TerminalOptions
+from msc.cli.termclient import LOGON_TIMEOUT, SessionEnded, StoppedTrying, Terminal, TerminalOptions
 from msc.protocol import framing
 
 EXIT_OK, EXIT_PROBLEM, EXIT_AUTH, EXIT_ENDED = 0, 1, 3, 4
@@ -232,6 +236,19 @@ async def _ask(t: Terminal, stdin: LineReader, prompt: str, *, secret: bool = Fa
     raise SessionEnded(t.ended.result() if t.ended.done() else t.closed.result(), True)
 
 
+async def _prompt(stdin: LineReader, prompt: str) -> str | None:
+    """A prompt while no connection is open: only what is typed after it counts (as ``_ask``)."""
+    stdin.hush()
+    stdin.discard()
+    stdin.listen()
+    try:
+        sys.stdout.write(prompt)
+        sys.stdout.flush()
+        return await stdin.readline()
+    finally:
+        stdin.hush()
+
+
 def _unanswered(t: Terminal) -> None:
     """Say which messages the lost connection took without their A/N (OPERATIONS.md "What an
     operator sees during a failover"): their fate is unknown here — msc may have accepted them —
@@ -305,13 +322,24 @@ async def run(opts: TerminalOptions) -> int:
                     stdin.hush()  # until the next prompt: what is typed now is for no one
                 if e.closed:
                     _unanswered(t)
-                if not t.fails_over(e):
+                if e.closed and opts.interactive and e.reason.startswith(LOGON_TIMEOUT):
+                    # Nobody logged on at this terminal in time: no silent reconnect every
+                    # logon_timeout_s (and its CONNECT/DISCONNECT records) — the operator decides.
+                    print(f"msc closed the connection: no logon within its time limit ({e.reason}).",
+                          file=sys.stderr, flush=True)
+                    if await _prompt(stdin, "Press Enter to connect again, or Ctrl-D to exit: ") is None:
+                        print(flush=True)
+                        return EXIT_OK
+                    first = t.at  # the same node: it was not at fault
+                elif not t.fails_over(e):
                     _ended(e)
                     return EXIT_ENDED
-                print(f"Session ended: {e.reason}. Connecting to the next msc address.", file=sys.stderr, flush=True)
+                else:
+                    print(f"Session ended: {e.reason}. Connecting to the next msc address.", file=sys.stderr, flush=True)
+                    first = t.at + 1
                 t.close()
                 try:
-                    banner = await _find_node(t, first=t.at + 1)
+                    banner = await _find_node(t, first=first)
                 except ConnectionError as exc:
                     print(f"error: {exc}", file=sys.stderr, flush=True)
                     return EXIT_ENDED
