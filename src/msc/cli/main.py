@@ -334,8 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--reconnect-for", type=opt.seconds, metavar="SECONDS",
                     help="with several --connect addresses: how long to keep trying them while none answers "
                          "(at the start and after a lost connection); default: an interactive terminal until "
-                         "one answers (a 'still trying' line now and then; Ctrl-C to stop, exit 4), a script "
-                         "(--send/--expect/--user/--bind) 120 s, then exit 4 (1 at the start)")
+                         "one answers (a 'still trying' line now and then; Ctrl-C stops it), a script "
+                         "(--send/--expect/--user/--bind) 120 s; given up: exit 4 (1 at the start)")
     sp.add_argument("--fail-on-nak", action="store_true")
     sp.add_argument("--tls", action="store_true")
     sp.add_argument("--ca")
