@@ -143,7 +143,7 @@ def test_with_every_address_down_a_script_gives_up_after_reconnect_for_and_names
     assert r.stderr.count(f"msc at {b}: connection refused; trying {a}") == 1, r.stderr
 
 
-STILL_TRYING = r"still trying: no msc node has answered for 1\d s \((127\.0\.0\.1:\d+: connection refused(; )?){2}\)"
+STILL_TRYING = r"still trying: no msc node has answered for \d+ s \((127\.0\.0\.1:\d+: connection refused(; )?){2}\)"
 
 
 def test_an_operators_terminal_keeps_trying_past_its_timeout_until_a_node_answers(nodes):
@@ -157,7 +157,7 @@ def test_an_operators_terminal_keeps_trying_past_its_timeout_until_a_node_answer
         logon(t)
         nodes.serve["A"].stop(signal.SIGKILL)
         t.expect(r"Connecting to the next msc address\.")
-        t.expect(STILL_TRYING + "; Ctrl-C to stop", timeout=60)  # 10 s without a node: 5 x its --timeout
+        t.expect(STILL_TRYING + "; Ctrl-C to stop", timeout=60)  # >= 10 s without a node: 5 x its --timeout
         nodes.serve["A"] = nodes.start("A")
         t.expect(f"Connected to msc at 127.0.0.1:{nodes.ports['A']}.", timeout=60)
         logon(t)
