@@ -371,6 +371,92 @@ def test_lines_typed_ahead_of_a_logon_prompt_are_discarded(tmp_path, procs, name
         assert "AHEAD1" not in t.text  # typed while hushed: not shown either
 
 
+# -- a console left at the logon dialog (newcomer6 finding 10) -------------------------------------
+
+@pytest.fixture(scope="module")
+def impatient(tmp_path_factory):
+    """One node whose terminal listener closes a connection not logged on within 2 s (E201)."""
+    from tests.e2e.conftest import Proc
+
+    tmp = tmp_path_factory.mktemp("logon-timeout")
+    port, mport = free_port(), free_port()
+    cfg = make_config(tmp, port=port, metrics_port=mport, listener_extra="logon_timeout_s = 2")
+    started: list[Proc] = []
+    start_serve(started, tmp, cfg)
+    yield port, mport
+    for p in reversed(started):
+        p.stop()
+
+
+LEFT_AT = [
+    # id, the answers given before the operator walks away, typed LOGOFF first
+    ("banner", 0, False),
+    ("user-id", 1, False),
+    ("otp", 2, False),
+    ("password", 3, False),  # the secret prompt: echo comes back for the next one
+    ("after-logoff", 4, True),  # logged off: the connection is pending again, its deadline runs
+]
+
+
+@pytest.mark.parametrize("addresses", [1, 2], ids=["one-address", "two-addresses"])
+@pytest.mark.parametrize("name,answered,logoff", LEFT_AT, ids=[c[0] for c in LEFT_AT])
+def test_a_console_left_at_the_logon_dialog_is_told_why_and_waits_for_enter(impatient, name, answered, logoff,
+                                                                          addresses):
+    """E201 NO LOGON WITHIN n S: the client says msc closed the connection and why (it said
+    CONNECTION LOST) and waits for Enter before it connects again (with two addresses it went
+    on to the next one every 60 s, for ever, each time a CONNECT and a DISCONNECT journaled)."""
+    from tests.e2e.test_operations import get, metric
+
+    port, mport = impatient
+    connect = f"127.0.0.1:{port}" + (f",127.0.0.1:{free_port()}" if addresses == 2 else "")
+    _, before = get(mport, "/metrics")
+    closed_before = metric(before, "msc_connections_closed_total", reason="logon_timeout")
+    t = Tty("--connect", connect, "--header", "ICS1")
+    try:
+        steps = DIALOG[:answered] if not logoff else DIALOG
+        for prompt, answer in steps:
+            t.expect(prompt)
+            t.type(answer)
+        if logoff:
+            t.expect(r"Logged on as ICS1\.")
+            t.type("LOGOFF")
+            t.expect(r"Logged off\.")
+            t.expect("User ID: ")
+        t.expect(r"N 0 E201 NO LOGON WITHIN 2 S", timeout=30)
+        t.expect(r"msc closed the connection: no logon within its time limit \(E201 NO LOGON WITHIN 2 S\)\.")
+        t.expect("Press Enter to connect again, or Ctrl-D to exit: ")
+        deadline = time.monotonic() + 20
+        while metric(get(mport, "/metrics")[1], "msc_connections_closed_total", reason="logon_timeout") \
+                < closed_before + 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        waiting = t.text[t.pos:]
+        t.type("")  # the operator is back
+        t.expect("Press Enter to acknowledge")  # a new connection, its banner
+        t.ctrl_d()
+        assert t.wait() == 0, t.text
+    finally:
+        t.close()
+    assert "Connected to msc" not in waiting and "This is a restricted" not in waiting  # no reconnect by itself
+    assert "CONNECTION LOST" not in t.text and "Connecting to the next msc address" not in t.text, t.text
+    assert t.text.count("N 0 E201") == 1, t.text
+
+
+def test_a_script_closed_for_want_of_a_logon_says_why_and_does_not_fail_over(impatient):
+    """A script whose logon is never sent in time (a --password prompt nobody answers) ends with
+    the reason msc gave, exit 4 — another node would do the same."""
+    port, _ = impatient
+    t = Tty("--connect", f"127.0.0.1:{port},127.0.0.1:{free_port()}", "--header", "ICS1", "--user", "TS0001",
+            "--send", "QV.CA0130000.LIC/NOBODY")
+    try:
+        t.expect("Password: ")
+        t.expect(r"Session ended: E201 NO LOGON WITHIN 2 S\. Disconnected from msc\.", timeout=30)
+        assert t.wait() == 4, t.text
+    finally:
+        t.close()
+    assert "Connecting to the next msc address" not in t.text
+
+
 # -- --expect waits for its own answers ----------------------------------------------------------
 
 def _outputs(stdout: str) -> list[tuple[int, str]]:

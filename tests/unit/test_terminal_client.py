@@ -48,3 +48,34 @@ def test_message_key_skips_oif_and_taf(parts):
     text = ".".join(["ICS1R1", *parts])
     expected = next((p for p in parts if not p.startswith(("*", "#"))), "")
     assert _message_key(text) == expected
+
+
+UNANSWERED = [
+    # id, requests (text, own), answers that came (xid -> A|N), the texts named when the connection went
+    ("none-sent", [], {}, []),
+    ("one-waiting", [("ICS1AA.QV.CA0130000.LIC/ONE", True)], {}, ["ICS1AA.QV.CA0130000.LIC/ONE"]),
+    ("acknowledged", [("ICS1AA.QV.CA0130000.LIC/ONE", True)], {1: "A"}, []),
+    ("refused", [("ICS1AA.QV.CA0130000.LIC/ONE", True)], {1: "N"}, []),
+    ("in-order", [("ICS1AA.QV.X.LIC/1", True), ("ICS1AB.QV.X.LIC/2", True), ("ICS1AC.QV.X.LIC/3", True)], {2: "A"},
+     ["ICS1AA.QV.X.LIC/1", "ICS1AC.QV.X.LIC/3"]),
+    ("logon-not-named", [("ICS1.LOGON.TS0001.-.SECRET", False)], {}, []),  # never a credential on screen
+]
+
+
+@pytest.mark.parametrize("name,requests,answered,named", UNANSWERED, ids=[u[0] for u in UNANSWERED])
+async def test_the_messages_left_without_an_answer_are_named_once(name, requests, answered, named):
+    import asyncio
+
+    from msc.protocol import framing
+
+    t = _terminal()
+    t.print = lambda line: None
+    tasks = [asyncio.ensure_future(t.request(text, own=own)) for text, own in requests]
+    await asyncio.sleep(0)  # each request registered (sent, waiting)
+    for xid, kind in answered.items():
+        t._frame(framing.Frame(framing.ACK if kind == "A" else framing.NAK, xid, b"" if kind == "A" else b"E108 X"))
+    assert t.take_unanswered() == named
+    assert t.take_unanswered() == []  # taken once
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

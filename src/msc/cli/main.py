@@ -154,17 +154,22 @@ def cmd_stub_control(args) -> int:
 
 
 def cmd_terminal(args) -> int:
+    from msc.cli.termclient import SCRIPT_RECONNECT_S
     from msc.cli.terminal import TerminalOptions, run
 
     (host, port), addresses = args.connect[0], args.connect
     password = None
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
+    interactive = not (args.send or args.expect or args.user or args.bind)
+    reconnect_for = args.reconnect_for
+    if reconnect_for is None and not interactive:
+        reconnect_for = SCRIPT_RECONNECT_S  # a script gives up; an operator's terminal keeps trying
     opts = TerminalOptions(
         host=host, port=port, header=args.header, send=args.send or [], expect=args.expect, user=args.user,
         password=password, otp=args.otp, timeout=args.timeout, tls=args.tls, ca=args.ca, cert=args.cert,
-        key=args.key, interactive=not (args.send or args.expect or args.user or args.bind), fail_on_nak=args.fail_on_nak,
-        bind=args.bind, addresses=addresses,
+        key=args.key, interactive=interactive, fail_on_nak=args.fail_on_nak,
+        bind=args.bind, addresses=addresses, reconnect_for=reconnect_for,
     )
     try:
         return asyncio.run(run(opts))
@@ -328,7 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--otp", type=opt.otp, help="one-time password for --user (6 digits)")
     sp.add_argument("--password-stdin", action="store_true", help="read the password from stdin's first line")
     sp.add_argument("--bind", action="store_true", help="send BIND (printers and hosts) instead of logging on")
-    sp.add_argument("--timeout", type=opt.seconds, default=30.0)
+    sp.add_argument("--timeout", type=opt.seconds, default=30.0,
+                    help="how long to wait for msc's answers (seconds; default 30)")
+    sp.add_argument("--reconnect-for", type=opt.seconds, metavar="SECONDS",
+                    help="with several --connect addresses: how long to keep trying them while none answers "
+                         "(at the start and after a lost connection); default: an interactive terminal until "
+                         "one answers (a 'still trying' line now and then; Ctrl-C stops it), a script "
+                         "(--send/--expect/--user/--bind) 120 s; given up: exit 4 (1 at the start)")
     sp.add_argument("--fail-on-nak", action="store_true")
     sp.add_argument("--tls", action="store_true")
     sp.add_argument("--ca")

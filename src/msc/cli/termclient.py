@@ -27,6 +27,17 @@ from msc.protocol.message import parse_pairs
 CLOSING_REASONS = frozenset(("SHUTDOWN", "STATION DISABLED", "REPLACED"))
 # Closing reasons another node would repeat: no failover to the next address after these.
 FINAL_REASONS = frozenset(("STATION DISABLED", "REPLACED"))
+# msc closed a connection that did not log on within the listener's logon_timeout_s: N xid 0
+# "E201 NO LOGON WITHIN 60 S" (PROTOCOL.md §1). Nobody was at the terminal: no failover either.
+LOGON_TIMEOUT = "E201"
+
+# How long a script keeps trying the addresses of a pair when none answers: longer than the
+# documented worst failover — Patroni's promotion (ttl 30 s + loop_wait 10 s in config/patroni/)
+# plus msc's own takeover (lease_ttl_s and the start, ~6 s) — with room for a loaded machine.
+SCRIPT_RECONNECT_S = 120.0
+# While no address answers, one "still trying" line after this long, then at doubling
+# intervals up to once a minute (each address's reason is said when it changes).
+_STILL_TRYING_FIRST_S, _STILL_TRYING_MAX_S = 10.0, 60.0
 
 _REF_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
@@ -51,6 +62,9 @@ class TerminalOptions:
     bind: bool = False
     #: every address to try, in order (``--connect A,B``); empty: just (host, port)
     addresses: list[tuple[str, int]] = field(default_factory=list)
+    #: with several addresses, how long to keep trying them when none answers (``--reconnect-for``,
+    #: seconds); None: until one does (an operator's terminal; Ctrl-C ends it)
+    reconnect_for: float | None = SCRIPT_RECONNECT_S
 
     @property
     def targets(self) -> list[tuple[str, int]]:
@@ -63,6 +77,10 @@ class SessionEnded(Exception):
     def __init__(self, reason: str, closed: bool) -> None:
         super().__init__(reason)
         self.reason, self.closed = reason, closed
+
+
+class StoppedTrying(Exception):
+    """:meth:`Terminal.connect_any` was told to stop (``stop_trying``: Ctrl-C)."""
 
 
 class Terminal:
@@ -94,6 +112,8 @@ class Terminal:
         self.next_send = 0  # index of the first --send message not sent yet
         self.accepted = 0  # --send messages msc acknowledged (A)
         self.unknown = 0  # messages whose answer was lost with a connection (not sent again)
+        self.stop_trying = False  # set (Ctrl-C): connect_any stops at its next try
+        self.pending: dict[int, str] = {}  # own messages sent on this connection without an A/N yet
 
     # -- output -----------------------------------------------------------------------------
 
@@ -122,6 +142,8 @@ class Terminal:
         # an id printed on the last one says nothing about this one), the banner and how it ends.
         self.framer = Framer(max_frame=1024 * 1024)
         self.answers = {}
+        self.pending = {}
+        self.refusal: str | None = None  # msc's N xid 0 on this connection: why it closes it
         self.seen = set()
         self.banner = loop.create_future()
         self.closed = loop.create_future()
@@ -134,8 +156,10 @@ class Terminal:
         self._reader_task = loop.create_task(self._read())
 
     async def connect_any(self, *, first: int = 0) -> str:
-        """Connect to the first address, from ``first`` on and round again, that sends a banner
-        within ``opts.timeout`` in all; returns the banner. With one address: one try.
+        """Connect to the first address, from ``first`` on and round again, that sends a banner;
+        returns the banner. With one address: one try. With several: for up to
+        ``opts.reconnect_for`` seconds (None: until one answers), saying each address's reason
+        when it changes and, while none answers, a rate-limited "still trying" line.
 
         Raises ConnectionError (or OSError, asyncio.TimeoutError with one address) when none did.
         """
@@ -145,36 +169,58 @@ class Terminal:
             await self.connect()
             return await asyncio.wait_for(self.banner, self.opts.timeout)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.opts.timeout
+        start = loop.time()
+        bound = self.opts.reconnect_for
+        deadline = None if bound is None else start + bound
         # One address that accepts but never sends its banner (a hung node) must not use up the
         # whole wait: each attempt gets a share of it, 1 to 5 s.
-        per_try = max(1.0, min(5.0, self.opts.timeout / len(targets)))
+        per_try = 5.0 if bound is None else max(1.0, min(5.0, bound / len(targets)))
+        said: dict[int, str] = {}  # address index -> the reason last shown for it
+        note_every = _STILL_TRYING_FIRST_S
+        next_note = start + note_every
         pause, tries = 0.05, 0
         while True:
+            if self.stop_trying:
+                raise StoppedTrying
             self.at = (first + tries) % len(targets)
             tries += 1
+            left = per_try if deadline is None else max(min(per_try, deadline - loop.time()), 0.01)
             try:
-                await asyncio.wait_for(self.connect(), max(min(per_try, deadline - loop.time()), 0.01))
-                banner = await asyncio.wait_for(self.banner, max(min(per_try, deadline - loop.time()), 0.01))
-                if len(targets) > 1:
-                    print(f"Connected to msc at {self.address}.", file=sys.stderr, flush=True)
+                await asyncio.wait_for(self.connect(), left)
+                left = per_try if deadline is None else max(min(per_try, deadline - loop.time()), 0.01)
+                banner = await asyncio.wait_for(self.banner, left)
+                print(f"Connected to msc at {self.address}.", file=sys.stderr, flush=True)
                 return banner
             except (TimeoutError, OSError, ConnectionError) as exc:
                 self.close()
                 why = _why(exc)
-                if loop.time() >= deadline:
+                now = loop.time()
+                if deadline is not None and now >= deadline:
                     raise ConnectionError(f"msc unreachable at {', '.join(_fmt(a) for a in targets)} "
-                                          f"within {self.opts.timeout:g} s (last: {self.address}: {why})") from None
-                nxt = _fmt(targets[(first + tries) % len(targets)])
-                print(f"msc at {self.address}: {why}; trying {nxt}", file=sys.stderr, flush=True)
+                                          f"within {bound:g} s (last: {self.address}: {why})") from None
+                if said.get(self.at) != why:
+                    said[self.at] = why
+                    nxt = _fmt(targets[(first + tries) % len(targets)])
+                    print(f"msc at {self.address}: {why}; trying {nxt}", file=sys.stderr, flush=True)
+                if now >= next_note:
+                    reasons = "; ".join(f"{_fmt(targets[i])}: {said[i]}" for i in sorted(said))
+                    tail = ("Ctrl-C to stop" if deadline is None
+                            else f"giving up {bound:g} s after the first try")
+                    print(f"still trying: no msc node has answered for {now - start:.0f} s ({reasons}); {tail}",
+                          file=sys.stderr, flush=True)
+                    note_every = min(note_every * 2, _STILL_TRYING_MAX_S)
+                    next_note = now + note_every
                 if tries % len(targets) == 0:  # a whole round refused: wait a little, then again
-                    await asyncio.sleep(min(pause, max(deadline - loop.time(), 0)))
+                    wait = pause if deadline is None else min(pause, max(deadline - loop.time(), 0))
+                    await asyncio.sleep(wait)
                     pause = min(pause * 2, 1.0)
 
     def fails_over(self, e: SessionEnded) -> bool:
         """Whether this ended session moves on to the next address: the connection went (or msc
-        shut down) and there is another address to go to."""
-        return len(self.opts.targets) > 1 and e.closed and e.reason not in FINAL_REASONS
+        shut down) and there is another address to go to — not after msc closed it for want of a
+        logon (E201: the operator was away, another node would do the same)."""
+        return (len(self.opts.targets) > 1 and e.closed and e.reason not in FINAL_REASONS
+                and not e.reason.startswith(LOGON_TIMEOUT))
 
     async def _read(self) -> None:
         # This connection's own futures: after a failover ``self`` has the next connection's.
@@ -196,6 +242,11 @@ class Terminal:
         except FramingError as exc:
             why = f"FRAMING ERROR {exc}"
         finally:
+            if self.refusal is not None:
+                # msc said why it closes the connection (an N with xid 0: E201 no logon in time,
+                # E307 too many connections or refusals, E101 framing): that is the reason, not
+                # "lost" — whether the close then came as an end of file or a reset.
+                why = self.refusal
             if not banner.done():
                 banner.set_exception(ConnectionError("connection closed before the banner"))
                 banner.exception()  # retrieved: no "never retrieved" warning
@@ -240,6 +291,9 @@ class Terminal:
             kind = "A" if f.type == framing.ACK else "N"
             payload = f.payload.decode("ascii", "replace")
             fut = self.answers.pop(f.xid, None)
+            self.pending.pop(f.xid, None)
+            if f.xid == 0 and kind == "N":
+                self.refusal = payload.strip() or "REFUSED"
             self.print(f"{kind} {f.xid} {payload}".rstrip())
             if kind == "N":
                 self.naks += 1
@@ -280,8 +334,16 @@ class Terminal:
             raise SessionEnded(self.closed.result(), True)
         if own:
             self.own_headers.add(text.split(".", 1)[0])
+            self.pending[self.xid] = text
         self._send(framing.message(self.xid, text.encode("ascii", "replace")))
         return await asyncio.wait_for(fut, self.opts.timeout)
+
+    def take_unanswered(self) -> list[str]:
+        """The own messages sent on the connection that ended without their A/N (in the order
+        sent), forgotten once taken: msc may have accepted them, and they are not sent again."""
+        texts = [self.pending[x] for x in sorted(self.pending)]
+        self.pending = {}
+        return texts
 
     def next_ref(self) -> str:
         self._ref_n += 1

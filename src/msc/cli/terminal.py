@@ -12,11 +12,17 @@ The session ends — and the client says so and why — when:
 - msc logs the operator off and keeps the connection (``SYS LOGOFF.IDLE``, ``SESSION MAXIMUM``,
   ``USER DISABLED``, ``USER REMOVED``): back to the ``User ID:`` prompt;
 - msc logs off and closes the connection (``SYS LOGOFF.SHUTDOWN``, ``STATION DISABLED``,
-  ``REPLACED``), or the connection is closed or reset: the client exits with status 4.
+  ``REPLACED``), or the connection is closed or reset: the client exits with status 4;
+- msc closes a connection that did not log on in time (``N 0 E201 NO LOGON WITHIN 60 S``: the
+  console was left at a logon prompt): the client says why and waits for Enter to connect again
+  (Ctrl-D exits) — no silent reconnect every minute, no failover; a script exits 4. Any ``N`` of
+  xid 0 before a close (E307, E101) is the reason shown, not "CONNECTION LOST".
 
 Two or more addresses (``--connect A,B``: two switching centres, or the active and standby
 msc nodes): the client connects to the first that answers with a banner, trying them in order
-and then again from the first, for up to ``--timeout`` seconds. When the connection is lost
+and then again from the first — an operator's terminal until one answers (Ctrl-C stops it), a
+script for ``--reconnect-for`` seconds (default 120: longer than a PostgreSQL failover under
+Patroni). When the connection is lost
 (closed, reset) or msc closes it at a shutdown (``SYS LOGOFF.SHUTDOWN``), the session ends as
 above — said, with its reason — and the client connects to the *next* address instead of exiting:
 the banner is shown again and the operator logs on again (a session does not move between
@@ -52,7 +58,7 @@ Lines printed: ``A xid payload``, ``N xid code reason``, ``M xid text`` (outputs
 ``SYS text``. Exit status: 0; 1 an expected output did not arrive in time, or a message was
 refused with ``--fail-on-nak``, or msc unreachable; 3 logon refused; 4 the session was ended by
 msc or the connection was lost (with several addresses: and no other address answered within
-``--timeout``, or a message's fate was left unknown).
+``--reconnect-for``, or Ctrl-C stopped the trying, or a message's fate was left unknown).
 
 The client connection itself (the protocol, failover between addresses) is
 :class:`msc.cli.termclient.Terminal`; this module is the command around it.
@@ -63,9 +69,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 
-from msc.cli.termclient import SessionEnded, Terminal, TerminalOptions
+from msc.cli.termclient import LOGON_TIMEOUT, SessionEnded, StoppedTrying, Terminal, TerminalOptions
 from msc.protocol import framing
 
 EXIT_OK, EXIT_PROBLEM, EXIT_AUTH, EXIT_ENDED = 0, 1, 3, 4
@@ -229,12 +236,71 @@ async def _ask(t: Terminal, stdin: LineReader, prompt: str, *, secret: bool = Fa
     raise SessionEnded(t.ended.result() if t.ended.done() else t.closed.result(), True)
 
 
+async def _prompt(stdin: LineReader, prompt: str) -> str | None:
+    """A prompt while no connection is open: only what is typed after it counts (as ``_ask``)."""
+    stdin.hush()
+    stdin.discard()
+    stdin.listen()
+    try:
+        sys.stdout.write(prompt)
+        sys.stdout.flush()
+        return await stdin.readline()
+    finally:
+        stdin.hush()
+
+
+def _unanswered(t: Terminal) -> None:
+    """Say which messages the lost connection took without their A/N (OPERATIONS.md "What an
+    operator sees during a failover"): their fate is unknown here — msc may have accepted them —
+    so they are not sent again; their header finds an answer or an ``MSC.E30x`` notice."""
+    for text in t.take_unanswered():
+        t.unknown += 1
+        header = text.split(".", 1)[0]
+        print(f"no A/N for {text} before the connection was lost: not sent again (msc may have accepted it: "
+              f"look for an answer or an MSC.E30x notice with header {header}, or msc journal search, "
+              "before sending it again)", file=sys.stderr, flush=True)
+
+
 def _ended(e: SessionEnded, *, again: bool = False) -> None:
     if e.closed:
         print(f"Session ended: {e.reason}. Disconnected from msc.", file=sys.stderr, flush=True)
     else:
         tail = " Log on again, or Ctrl-D to exit." if again else ""
         print(f"Session ended by msc: {e.reason}.{tail}", file=sys.stderr, flush=True)
+
+
+async def _find_node(t: Terminal, *, first: int = 0) -> str | None:
+    """:meth:`Terminal.connect_any`, which Ctrl-C (SIGINT) stops: then ``None``."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(t.connect_any(first=first))
+
+    def interrupted() -> None:
+        # Both: the flag stops the loop at its next try even if a cancellation that came as a
+        # try ended were lost (asyncio.wait_for in Python 3.11).
+        t.stop_trying = True
+        task.cancel()
+
+    saved = signal.getsignal(signal.SIGINT)
+    try:
+        loop.add_signal_handler(signal.SIGINT, interrupted)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread: Ctrl-C as before
+        return await task
+    try:
+        return await task
+    except (asyncio.CancelledError, StoppedTrying):
+        if not t.stop_trying or _cancelling():
+            raise  # the client itself is being cancelled
+        print(flush=True)
+        return None
+    finally:
+        t.stop_trying = False
+        loop.remove_signal_handler(signal.SIGINT)
+        signal.signal(signal.SIGINT, saved)
+
+
+def _cancelling() -> bool:
+    current = asyncio.current_task()
+    return current is not None and current.cancelling() > 0
 
 
 async def run(opts: TerminalOptions) -> int:
@@ -244,22 +310,41 @@ async def run(opts: TerminalOptions) -> int:
     if opts.interactive:
         stdin.hush()  # nothing is typed for anyone until the banner's prompt
     try:
-        banner = await t.connect_any()
+        banner = await _find_node(t)
+        if banner is None:
+            print("Stopped: no msc node answered.", file=sys.stderr, flush=True)
+            return EXIT_PROBLEM
         while True:
             try:
                 return await _run(t, opts, stdin, banner)
             except SessionEnded as e:
                 if opts.interactive:
                     stdin.hush()  # until the next prompt: what is typed now is for no one
-                if not t.fails_over(e):
+                if e.closed:
+                    _unanswered(t)
+                if e.closed and opts.interactive and e.reason.startswith(LOGON_TIMEOUT):
+                    # Nobody logged on at this terminal in time: no silent reconnect every
+                    # logon_timeout_s (and its CONNECT/DISCONNECT records) — the operator decides.
+                    print(f"msc closed the connection: no logon within its time limit ({e.reason}).",
+                          file=sys.stderr, flush=True)
+                    if await _prompt(stdin, "Press Enter to connect again, or Ctrl-D to exit: ") is None:
+                        print(flush=True)
+                        return EXIT_OK
+                    first = t.at  # the same node: it was not at fault
+                elif not t.fails_over(e):
                     _ended(e)
                     return EXIT_ENDED
-                print(f"Session ended: {e.reason}. Connecting to the next msc address.", file=sys.stderr, flush=True)
+                else:
+                    print(f"Session ended: {e.reason}. Connecting to the next msc address.", file=sys.stderr, flush=True)
+                    first = t.at + 1
                 t.close()
                 try:
-                    banner = await t.connect_any(first=t.at + 1)
+                    banner = await _find_node(t, first=first)
                 except ConnectionError as exc:
                     print(f"error: {exc}", file=sys.stderr, flush=True)
+                    return EXIT_ENDED
+                if banner is None:
+                    print("Stopped: no msc node answered.", file=sys.stderr, flush=True)
                     return EXIT_ENDED
     finally:
         t.close()
@@ -298,14 +383,7 @@ async def _scripted(t: Terminal, opts: TerminalOptions) -> int:
     while t.next_send < len(opts.send):
         text = opts.send[t.next_send]
         t.next_send += 1  # sent at most once, whatever happens to the connection
-        try:
-            kind, _ = await t.until(t.request(t.full(text), own=True), opts.timeout)
-        except SessionEnded as e:
-            if t.fails_over(e):
-                t.unknown += 1
-                print(f"no answer to {text!r} before the connection was lost: not sent again "
-                      "(msc may have accepted it)", file=sys.stderr, flush=True)
-            raise
+        kind, _ = await t.until(t.request(t.full(text), own=True), opts.timeout)  # SessionEnded: run() says so
         if kind == "N" and opts.fail_on_nak:
             return EXIT_PROBLEM
         t.accepted += kind == "A"
