@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 
 from msc.config.load import ConfigError, load
+from msc.journal.records import JournalError
 from msc.journal.watch import serve
 from msc.keyring import KeyRing
-from msc.storage.backends import Backends
+from msc.storage.backends import Backends, StorageUnavailable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,8 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError, ValueError) as exc:
         print(json.dumps({"event": "error", "reason": f"configuration: {exc}"}), flush=True)
         return 2
-    return serve(backends.journal_reader, KeyRing(settings.data_dir / "keys", settings.key_file),
-                 name=settings.config.switch.name, interval_s=args.interval)
+    try:
+        return serve(backends.journal_reader, KeyRing(settings.data_dir / "keys", settings.key_file),
+                     name=settings.config.switch.name, interval_s=args.interval)
+    except (StorageUnavailable, JournalError) as exc:
+        # The database is away (restarting, failing over): not a verification failure — the
+        # switch starts the verifier again after a pause (journal.verification_exited).
+        print(json.dumps({"event": "unavailable", "reason": str(exc)}), flush=True)
+        return 3
 
 
 if __name__ == "__main__":
