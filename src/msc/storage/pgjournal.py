@@ -357,8 +357,11 @@ class PgWriter:
             await self._conn.execute("INSERT INTO journal_periods(period) VALUES ($1) ON CONFLICT DO NOTHING", period)
             self._known.add(period)
 
-    async def _transaction(self, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
-        """``work`` inside one transaction, after the fence. Any failure: re-read, JournalError."""
+    async def _transaction(self, work: Callable[[asyncpg.Connection], Awaitable[Any]], *,
+                           watchdog_s: float | None = WRITE_TIMEOUT_S) -> Any:
+        """``work`` inside one transaction, after the fence. Any failure: re-read, JournalError.
+        ``watchdog_s``: cut the connection if the transaction has not ended by then (None: a
+        retention purge, whose month of leaf hashes may legitimately take longer)."""
         if self._needs_reopen or self._conn is None or self._conn.is_closed():
             await self._reopen()
         conn = self._conn
@@ -367,7 +370,8 @@ class PgWriter:
         # the statement timeout and then as long again for asyncpg's cancel request (60 s seen):
         # past WRITE_TIMEOUT_S the connection is cut, the batch fails (E501) at once, and the
         # next call reconnects — nothing waits here to reconnect to a server that does not answer.
-        watchdog = asyncio.get_running_loop().call_later(WRITE_TIMEOUT_S, conn.terminate)
+        watchdog = (asyncio.get_running_loop().call_later(watchdog_s, conn.terminate) if watchdog_s is not None
+                    else None)
         try:
             async with conn.transaction():
                 if self._fence is not None:
@@ -378,12 +382,13 @@ class PgWriter:
             raise
         except Exception as exc:
             await self._after_failure(watchdog)
-            if self._timed_out(watchdog):
+            if watchdog is not None and self._timed_out(watchdog):
                 raise JournalError(f"journal commit failed: no answer from the database within "
-                                   f"{WRITE_TIMEOUT_S:g} s") from None
+                                   f"{watchdog_s:g} s") from None
             raise JournalError(f"journal commit failed: {type(exc).__name__}: {_reason(exc)}") from None
         finally:
-            watchdog.cancel()
+            if watchdog is not None:
+                watchdog.cancel()
 
     async def commit(self, rows: Sequence[Row], poke_indexer: bool = False) -> None:
         """One batch in one transaction (all or nothing, across months). ``poke_indexer`` is
@@ -489,7 +494,7 @@ class PgWriter:
                                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (period) DO NOTHING",
                                period, first, last, int(time.time() * 1_000_000), purge_seq)
 
-        await self._transaction(work)
+        await self._transaction(work, watchdog_s=None)
         return first, last
 
     async def delete_partition(self, period: str) -> None:
