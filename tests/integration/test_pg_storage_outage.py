@@ -4,10 +4,12 @@ clean refusal with a documented code (PROTOCOL.md §6) and a log line naming the
 once the database is back.
 
 A switch (in this process, one node) keeps its journal, run-time state, queues and ledger in a
-real PostgreSQL of its own (tests/pg.py). Two faults: the server **stopped** (every connection
-refused: a primary killed or being promoted) and every msc session **ended under it**
-(``pg_terminate_backend``: a connection lost, the server up). For each operation the table says
-what the client sees while the fault lasts; afterwards every operation must succeed.
+real PostgreSQL of its own (tests/pg.py). Three faults: the server **stopped** (every connection
+refused: a primary killed or being promoted), every msc session **ended under it**
+(``pg_terminate_backend``: a connection lost, the server up), and the server **frozen** (SIGSTOP
+of every process: nothing answers, not even a reset — each refusal within its bound). For each
+operation the table says what the client sees while the fault lasts; afterwards every operation
+must succeed.
 
 A LOGON (terminal, pool, with TOTP) and a PWD need the run-time state: ``E503`` (the pooled
 mnemonic is not lent); a message needs the journal: ``E501``; a request on the control socket
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import time
 from collections.abc import Callable
 
@@ -208,3 +212,32 @@ async def test_with_msc_sessions_ended_under_it_every_operation_works_again_by_i
     assert not [e for e in logs if e.get("event") == "session.internal_error"]
     await site.until(lambda: site.switch.readiness()[0], "/readyz 200")
 
+
+
+async def test_with_the_database_frozen_nothing_hangs_and_it_all_works_again_after(site):
+    """A frozen database (SIGSTOP of the postmaster and every backend: a paused VM, a cut network)
+    answers nothing, not even a reset. Each waiting operation still ends in its clean refusal
+    within its bounds (a LOGON's run-time state call, a commit's watchdog), asked at once side by
+    side; then, the database continued, both work again and /readyz is 200 by itself."""
+    from tests.e2e.test_ha_nodes import freeze
+
+    held = await site.operator("ICS1", "TS0001")
+    other = await site.h.client()
+
+    async def logon() -> str:
+        f = await other.send(f"ICS2.LOGON.TS0002.-.{PASSWORD}", timeout=120)
+        other.close()
+        return "A" if f.type == "A" else f.code
+
+    frozen = freeze(site.cluster)
+    try:
+        code, message = await asyncio.wait_for(asyncio.gather(logon(), site.message(held)), 120)
+        await site.until(lambda: not site.switch.readiness()[0], "/readyz 503 for the frozen database")
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    assert (code, message) == ("E503", "E501")
+    await site.until(lambda: site.switch.readiness()[0], "/readyz 200 again once the database answers")
+    assert await site.logon("ICS2", "TS0002") == "A"
+    assert await site.message(held) == "A"

@@ -7,6 +7,7 @@ is kept for the next flush."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import types
 
 import pytest
@@ -17,26 +18,30 @@ from msc.ops.metrics import Metrics
 from msc.protocol.codes import Reject
 from msc.protocol.message import Logon, PasswordChange
 from msc.routing.admission import LastUse
-from msc.storage.errors import StorageUnavailable
+from msc.storage.errors import STATE_ERRORS, StorageUnavailable
 from tests.unit.test_auth_service import PASSWORD, SECRET, Clock, FakeStore, make
 
 NEW = "another long passphrase seven"
 
 
-class FailingStore(FakeStore):
-    """The in-memory store whose ``fail_at``-th logon-state call (1-based) raises, as the
-    PostgreSQL store does when its database is away."""
+PG_DOWN = StorageUnavailable("run-time state on PostgreSQL (127.0.0.1:5432/msc): ConnectionRefusedError: refused")
+SQLITE_LOCKED = sqlite3.OperationalError("database is locked")
 
-    def __init__(self, fail_at: int) -> None:
+
+class FailingStore(FakeStore):
+    """The in-memory store whose ``fail_at``-th logon-state call (1-based) raises ``error``, as
+    the PostgreSQL store does when its database is away (SQLite's: state.db locked too long)."""
+
+    def __init__(self, fail_at: int, error: Exception = PG_DOWN) -> None:
         super().__init__()
         self.fail_at = fail_at
+        self.error = error
         self.calls = 0
 
     def _call(self) -> None:
         self.calls += 1
         if self.calls == self.fail_at:
-            raise StorageUnavailable("run-time state on PostgreSQL (127.0.0.1:5432/msc): "
-                                     "ConnectionRefusedError: connection refused")
+            raise self.error
 
     def update_attempts(self, *a, **kw):
         self._call()
@@ -64,7 +69,7 @@ def accounts_on(store: FailingStore) -> tuple[Accounts, AddressAttempts]:
         logon_throttle_delay_s=1.0)))
     acc = Accounts(auth=auth, directory=lambda: None, acp=None, gate=Gate(), busy=Busy, attempts=attempts,
                    metrics=Metrics(), clock=clock, reload_users=lambda: None, settings=lambda: settings,
-                   in_pool=None, unavailable=StorageUnavailable)
+                   in_pool=None, unavailable=STATE_ERRORS)
     return acc, attempts
 
 
@@ -85,16 +90,17 @@ LOGONS = [
 ]
 
 
+@pytest.mark.parametrize("error", [PG_DOWN, SQLITE_LOCKED], ids=["postgresql", "sqlite"])
 @pytest.mark.parametrize(("what", "body", "calls"), LOGONS, ids=[w for w, _, _ in LOGONS])
-def test_a_logon_whose_store_fails_at_any_call_is_refused_e503(what, body, calls):
+def test_a_logon_whose_store_fails_at_any_call_is_refused_e503(what, body, calls, error):
     for fail_at in range(1, calls + 1):
-        store = FailingStore(fail_at)
+        store = FailingStore(fail_at, error)
         acc, attempts = accounts_on(store)
         out = asyncio.run(acc.logon(body(), source="127.0.0.1", station=None, pool=None))
         assert isinstance(out, Refused), (what, fail_at, out)
         assert out.reject is Reject.E503 and out.detail is None, (what, fail_at, out)
         assert out.failed is None and out.locked is None  # nothing journaled as an attempt of the account
-        assert "run-time state on PostgreSQL" in (out.why or "")
+        assert "run-time state" in (out.why or "") and str(error) in (out.why or "")
         # Like E307: the address's allowance is given back (another try now is not a new guess).
         assert attempts.reserve("127.0.0.1", Clock()()), (what, fail_at)
 

@@ -58,13 +58,13 @@ class Accounts:
     def __init__(self, *, auth: AuthService, directory: Callable[[], Directory], acp: AccessControlPoint,
                  gate: Any, busy: type[Exception], attempts: Any, metrics: Any, clock: Callable[[], float],
                  reload_users: Callable[[], object], settings: Callable[[], Any],
-                 in_pool: Callable[..., Any], unavailable: type[Exception] | None = None) -> None:
+                 in_pool: Callable[..., Any], unavailable: tuple[type[Exception], ...] = ()) -> None:
         """``gate``: runs a check in a worker thread, at a priority, bounded (``gate.run``; raises
         ``busy`` when full); ``attempts``: per-address logon attempts; ``in_pool``: run a call in
         the checks' worker threads; ``reload_users``: re-read users.toml after a change;
         ``unavailable``: what the run-time state raises when its storage cannot be used now
-        (``msc.storage.errors.StorageUnavailable``): the check is answered ``E503``."""
-        self.unavailable: tuple[type[Exception], ...] = (unavailable,) if unavailable is not None else ()
+        (``msc.storage.errors.STATE_ERRORS``): the check is answered ``E503``."""
+        self.unavailable = unavailable
         self.auth = auth
         self.directory = directory
         self.acp = acp
@@ -201,4 +201,6 @@ class Accounts:
 def _unavailable(exc: Exception) -> Refused:
     """A LOGON or PWD whose run-time state could not be read or written: E503, nothing decided
     (PROTOCOL.md §6); ``why`` names the storage and its error for the log."""
-    return Refused(Reject.E503, None, why=str(exc) or type(exc).__name__)
+    # PostgreSQL's StorageUnavailable names the store and the server; SQLite's error does not.
+    why = str(exc) if isinstance(exc, OSError) else f"run-time state (state.db): {type(exc).__name__}: {exc}"
+    return Refused(Reject.E503, None, why=why)

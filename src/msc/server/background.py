@@ -154,7 +154,10 @@ class BackgroundWork(SwitchParts):
         """JOURNAL.md "Retention": purge months older than retention_days once a day."""
         await asyncio.sleep(60)
         while True:
-            await self.run_retention()
+            try:
+                await self.run_retention()
+            except Exception as exc:  # its database away (a reader that could not open): tomorrow again
+                self.log.error("journal.purge_failed", error=str(exc) or type(exc).__name__)
             await asyncio.sleep(86400)
 
     async def run_retention(self) -> list[tuple[str, int, int]]:

@@ -59,7 +59,7 @@ from msc.server.reload import ConfigChanges
 from msc.server.roles import NodeRole
 from msc.server.services import Registry, Services
 from msc.server.session import taf_for
-from msc.storage.backends import Backends, Deferred, StorageUnavailable
+from msc.storage.backends import STATE_ERRORS, Backends, Deferred
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -117,7 +117,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         self.accounts = Accounts(auth=self.auth, directory=lambda: self.directory, acp=self.acp, gate=self.logon_gate,
                                  busy=Busy, attempts=self.logon_attempts, metrics=self.metrics, clock=clock,
                                  reload_users=self.reload_users, settings=lambda: self.settings,
-                                 in_pool=self.in_auth_pool, unavailable=StorageUnavailable)
+                                 in_pool=self.in_auth_pool, unavailable=STATE_ERRORS)
         self.sessions = Registry(delivery=lambda: started(self.delivery), accounts=self.accounts,
                                  journal=lambda: self.journal, directory=lambda: self.directory,
                                  router=lambda: started(self.router), metrics=self.metrics)

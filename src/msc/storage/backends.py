@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from msc.journal.journal import Journal
 from msc.journal.reader import Reader
 from msc.journal.records import JournalError
-from msc.storage.errors import StorageUnavailable
+from msc.storage.errors import STATE_ERRORS, StorageUnavailable
 
 if TYPE_CHECKING:
     from msc.config.load import Settings
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-__all__ = ["Backends", "Deferred", "StorageUnavailable"]
+__all__ = ["STATE_ERRORS", "Backends", "Deferred", "StorageUnavailable"]
 
 
 def _opening(what: str, backends: Backends, open_: Callable[[], T]) -> T:

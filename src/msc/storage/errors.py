@@ -1,9 +1,11 @@
 """The one error every durable-state store raises when its storage cannot be used now.
 
-Imports nothing: the server, the ``msc`` command and every storage backend name it.
+Imports nothing of msc: the server, the ``msc`` command and every storage backend name it.
 """
 
 from __future__ import annotations
+
+import sqlite3
 
 
 class StorageUnavailable(OSError):
@@ -18,3 +20,10 @@ class StorageUnavailable(OSError):
     caller's may depend on it. The switch answers a session ``E503`` (PROTOCOL.md §6) and a
     control-socket request ``{"ok": false}``; the ``msc`` command prints the line and exits 2.
     The next call connects again by itself."""
+
+
+#: What the run-time state raises when its storage cannot be used now, whichever backend:
+#: PostgreSQL's :class:`StorageUnavailable`, and SQLite's ``OperationalError`` (``state.db``
+#: locked beyond its busy timeout, a disk I/O error, a file that cannot be opened). A LOGON or PWD
+#: that meets one is answered E503 (msc.mnemonics.accounts.Accounts ``unavailable``).
+STATE_ERRORS: tuple[type[Exception], ...] = (StorageUnavailable, sqlite3.OperationalError)

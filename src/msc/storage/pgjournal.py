@@ -65,6 +65,8 @@ PERIOD_RE = re.compile(r"\d{4}-(0[1-9]|1[0-2])\Z")
 WRITER_LOCK = 0x6D73_6301
 #: How long a node holding the lease tries to take the writer lock from a session it ended (s).
 EVICT_S = 10.0
+#: A commit (or checkpoint) transaction not answered within this long is cut: its senders get E501 (s).
+WRITE_TIMEOUT_S = 15.0
 #: A node of a pair's writer session left idle inside a transaction this long is ended by the server (s).
 IDLE_IN_TRANSACTION_S = 5.0
 SCHEMA_LOCK = 0x6D73_6302
@@ -307,11 +309,19 @@ class PgWriter:
             except DB_ERRORS:
                 conn.terminate()
 
-    async def _after_failure(self) -> None:
+    @staticmethod
+    def _timed_out(watchdog: asyncio.TimerHandle) -> bool:
+        """Did ``watchdog`` (a transaction's WRITE_TIMEOUT_S) fire?"""
+        return watchdog.when() <= asyncio.get_running_loop().time()
+
+    async def _after_failure(self, watchdog: asyncio.TimerHandle | None = None) -> None:
         """After a failed transaction nothing in memory can be trusted to match the database
         (the COMMIT's answer may have been lost): re-read it, reconnecting if the connection is
-        gone; if even that fails, every later call reconnects first."""
+        gone; if even that fails, every later call reconnects first. Not after the transaction's
+        watchdog cut a connection the server did not answer on: the next call reconnects."""
         self._needs_reopen = True
+        if watchdog is not None and self._timed_out(watchdog):
+            return
         try:
             if self._conn is not None and not self._conn.is_closed():
                 await self._reread()
@@ -347,23 +357,38 @@ class PgWriter:
             await self._conn.execute("INSERT INTO journal_periods(period) VALUES ($1) ON CONFLICT DO NOTHING", period)
             self._known.add(period)
 
-    async def _transaction(self, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
-        """``work`` inside one transaction, after the fence. Any failure: re-read, JournalError."""
+    async def _transaction(self, work: Callable[[asyncpg.Connection], Awaitable[Any]], *,
+                           watchdog_s: float | None = WRITE_TIMEOUT_S) -> Any:
+        """``work`` inside one transaction, after the fence. Any failure: re-read, JournalError.
+        ``watchdog_s``: cut the connection if the transaction has not ended by then (None: a
+        retention purge, whose month of leaf hashes may legitimately take longer)."""
         if self._needs_reopen or self._conn is None or self._conn.is_closed():
             await self._reopen()
         conn = self._conn
         assert conn is not None
+        # A database that stops answering (frozen, cut off: no reset) would hold the senders for
+        # the statement timeout and then as long again for asyncpg's cancel request (60 s seen):
+        # past WRITE_TIMEOUT_S the connection is cut, the batch fails (E501) at once, and the
+        # next call reconnects — nothing waits here to reconnect to a server that does not answer.
+        watchdog = (asyncio.get_running_loop().call_later(watchdog_s, conn.terminate) if watchdog_s is not None
+                    else None)
         try:
             async with conn.transaction():
                 if self._fence is not None:
                     await self._fence(conn)
                 return await work(conn)
         except JournalError:
-            await self._after_failure()
+            await self._after_failure(watchdog)
             raise
         except Exception as exc:
-            await self._after_failure()
+            await self._after_failure(watchdog)
+            if watchdog is not None and self._timed_out(watchdog):
+                raise JournalError(f"journal commit failed: no answer from the database within "
+                                   f"{watchdog_s:g} s") from None
             raise JournalError(f"journal commit failed: {type(exc).__name__}: {_reason(exc)}") from None
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
 
     async def commit(self, rows: Sequence[Row], poke_indexer: bool = False) -> None:
         """One batch in one transaction (all or nothing, across months). ``poke_indexer`` is
@@ -469,7 +494,7 @@ class PgWriter:
                                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (period) DO NOTHING",
                                period, first, last, int(time.time() * 1_000_000), purge_seq)
 
-        await self._transaction(work)
+        await self._transaction(work, watchdog_s=None)
         return first, last
 
     async def delete_partition(self, period: str) -> None:
@@ -546,6 +571,9 @@ class PgReader:
             opened.add(self)
         try:
             self._conn = self._run.run(self._connect())
+        except DB_ERRORS as exc:
+            self._run.close()
+            raise JournalError(f"journal database: {type(exc).__name__}: {_reason(exc)}") from None
         except BaseException:
             self._run.close()
             raise

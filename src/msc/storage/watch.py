@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 
 from msc.config.load import ConfigError, load
+from msc.journal.records import JournalError
 from msc.journal.watch import serve
-from msc.storage.backends import Backends
+from msc.storage.backends import Backends, StorageUnavailable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError, ValueError) as exc:
         print(json.dumps({"event": "error", "reason": f"configuration: {exc}"}), flush=True)
         return 2
-    return serve(backends.journal_reader, backends.keyring(),
-                 name=settings.config.switch.name, interval_s=args.interval)
+    try:
+        return serve(backends.journal_reader, backends.keyring(),
+                     name=settings.config.switch.name, interval_s=args.interval)
+    except (StorageUnavailable, JournalError) as exc:
+        # The database is away (restarting, failing over): not a verification failure — the
+        # switch starts the verifier again after a pause (journal.verification_exited).
+        print(json.dumps({"event": "unavailable", "reason": str(exc)}), flush=True)
+        return 3
 
 
 if __name__ == "__main__":
