@@ -15,9 +15,11 @@ from msc.mnemonics.directory import Directory
 from msc.protocol.codes import ProtocolError, Reject
 from msc.protocol.message import parse_input
 from msc.routing.admission import Admission, LastUse, Sender
-from tests.conftest import make_config
+from tests.conftest import TODAY, make_config
 
-NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC).timestamp()
+# Noon of the day the users file's dates are relative to (tests.conftest.TODAY: EX0001's
+# certification ended yesterday) — a fixed date here made E207 pass only on the day it was written.
+NOW = dt.datetime.combine(TODAY, dt.time(12), tzinfo=dt.UTC).timestamp()
 
 
 class FakeRouter:

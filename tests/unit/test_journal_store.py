@@ -76,7 +76,7 @@ async def test_records_decrypt_and_metadata_is_bound(tmp_path, ring):
     j = await _journal(tmp_path, ring)
     await j.append(Entry(kind="RECEIVED", mnemonic="ICS1", user="TS0001", text=SECRET_TEXT))
     await j.close()
-    period = next(p.stem for p in (tmp_path / "journal").glob("*.db") if p.stem != "meta")
+    period = next(p.stem for p in (tmp_path / "journal").glob("[0-9][0-9][0-9][0-9]-[0-9][0-9].db"))  # not meta, not YYYY-MM.idx
     conn = sqlite3.connect(partition_path(tmp_path / "journal", period))
     (blob,) = conn.execute("SELECT blob FROM records WHERE seq = 1").fetchone()
     sealed = unseal_meta(blob)
@@ -95,7 +95,7 @@ async def test_store_refuses_update_and_delete(tmp_path, ring):
     j = await _journal(tmp_path, ring)
     await j.append(Entry(kind="RECEIVED", text="x"))
     await j.close()
-    period = next(p.stem for p in (tmp_path / "journal").glob("*.db") if p.stem != "meta")
+    period = next(p.stem for p in (tmp_path / "journal").glob("[0-9][0-9][0-9][0-9]-[0-9][0-9].db"))  # not meta, not YYYY-MM.idx
     conn = sqlite3.connect(partition_path(tmp_path / "journal", period))
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         conn.execute("UPDATE records SET user = 'X' WHERE seq = 1")
