@@ -18,18 +18,13 @@ import pytest
 from msc.config.load import load
 from msc.journal.search import Query, search
 from tests.conftest import PASSWORD, eventually, make_config
+from tests.integration.test_fates import ctl
 
 pytestmark = pytest.mark.timeout(120)
 
 QW = "QW.CA0130100.NAM/DOE, JOHN.DOB/19800101"
 
 
-async def ctl(stub, command: str) -> str:
-    r, w = await asyncio.open_connection("127.0.0.1", stub.control_port)
-    w.write(f"/{command}\n".encode())
-    line = (await r.readline()).decode().strip()
-    w.close()
-    return line
 
 
 async def pool_logon(c, user: str) -> str:

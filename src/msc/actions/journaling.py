@@ -94,20 +94,12 @@ def not_the_active_node(settings: Settings) -> NotTheActiveNode:
     """Why a record made here cannot be committed on a pair, naming the node to go to (read from
     the lease in the database; blocking, bounded by the lease's connection timeout)."""
     from msc.ha.pglease import LeaseUnavailable
-    from msc.ha.site import lease_for
+    from msc.ha.site import read_lease
 
     node = settings.config.node
     me = node.name if node is not None else "?"
     try:
-        lease = lease_for(settings)
-
-        async def current():
-            try:
-                return await lease.current()
-            finally:
-                await lease.close()
-
-        row = asyncio.run(current())
+        row = read_lease(settings)
     except (LeaseUnavailable, ValueError, OSError) as exc:
         return NotTheActiveNode(f"this machine's node {me} is the standby (or not running) and the lease's database "
                                 f"could not be asked which node is active ({exc}); run the command on the active "

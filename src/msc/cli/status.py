@@ -10,7 +10,6 @@ database could not be asked.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import urllib.error
 import urllib.request
@@ -44,18 +43,10 @@ def readyz(bind: str) -> tuple[int, dict[str, Any]]:
 def lease_row(settings: Settings) -> tuple[Any, str | None]:
     """(the lease row or None, why it could not be read)."""
     from msc.ha.pglease import LeaseUnavailable
-    from msc.ha.site import lease_for
+    from msc.ha.site import read_lease
 
     try:
-        lease = lease_for(settings)
-
-        async def current():
-            try:
-                return await lease.current()
-            finally:
-                await lease.close()
-
-        return asyncio.run(current()), None
+        return read_lease(settings), None
     except (LeaseUnavailable, ValueError, OSError) as exc:
         return None, str(exc)
 

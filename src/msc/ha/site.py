@@ -5,7 +5,7 @@ keeper and by the ``msc`` command, which asks who is active before journaling th
 from __future__ import annotations
 
 from msc.config.load import Settings
-from msc.ha.pglease import PgLease, connector
+from msc.ha.pglease import LeaseRow, PgLease, connector
 
 
 def lease_for(settings: Settings) -> PgLease:
@@ -30,3 +30,20 @@ def lease_for(settings: Settings) -> PgLease:
     timeout_s = min(5.0, node.lease_ttl_s)
     return PgLease(connector(dsn, password=password, timeout_s=timeout_s),
                    holder=node.name, ttl_s=node.lease_ttl_s, timeout_s=timeout_s)
+
+
+def read_lease(settings: Settings) -> LeaseRow | None:
+    """The lease row as the database has it now (or None when none was ever taken), for a command
+    that asks which node is active (``msc status``, a refused ``--as`` record). Blocking, bounded
+    by the lease's connection timeout. Raises LeaseUnavailable, ValueError or OSError."""
+    import asyncio
+
+    lease = lease_for(settings)
+
+    async def current() -> LeaseRow | None:
+        try:
+            return await lease.current()
+        finally:
+            await lease.close()
+
+    return asyncio.run(current())
