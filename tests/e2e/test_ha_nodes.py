@@ -542,6 +542,10 @@ def test_the_standby_takes_over_with_the_month_keys_the_active_made_after_it_was
         assert not file_b.exists() and "keyring.imported" not in log_b
     assert {r.mnemonic for r in pair.journal(kind="RECEIVED")} >= {"ICS1"}
     pair.verify()
+    # The checkpoint key's fingerprint, published from either machine: B never ran `msc keys init`.
+    shown = [json.loads(run("keys", "show", "--config", str(pair.cfg[n]), "--format", "json").stdout) for n in "AB"]
+    assert shown[0]["fingerprint_sha256"] == shown[1]["fingerprint_sha256"]
+    assert shown[1]["public_key_file_matches"] is True
 
 
 def test_a_standby_whose_master_key_file_is_not_the_key_rings_says_so_while_it_stands_by(pair, tmp_path):
