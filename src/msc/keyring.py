@@ -471,6 +471,17 @@ class KeyRing:
         """Remember a journal the first time it is opened with this key ring."""
         self.store.register_journal(journal_id, _now_iso())
 
+    def check_usable(self) -> None:
+        """Whether this machine's master key file still opens the key ring: the users and signing
+        entries are unwrapped (one read of the store) and thrown away. Raises :class:`KeyError_`
+        naming the fix when it does not — another machine rotated the master key (``msc keys
+        rotate``) and this one's file is the old one, a wrong copy, an entry that does not
+        authenticate — or :class:`msc.storage.pgkeyring.KeyRingUnavailable` (a ``KeyError_``) when
+        the key ring's database cannot be asked."""
+        doc = self.store.read(consistent=True)
+        self._unwrap("users", doc["users"])
+        self._unwrap("signing", doc["signing"])
+
     def users_aead(self) -> AESGCM:
         return AESGCM(self._unwrap("users", self.store.read(consistent=True)["users"]))
 
