@@ -11,6 +11,7 @@ import fcntl
 import os
 import pty
 import re
+import resource
 import select
 import signal
 import struct
@@ -31,10 +32,11 @@ pytestmark = pytest.mark.timeout(180)
 class Tty:
     """`msc terminal` on a pseudo-terminal: read what it shows, type to it."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, **popen) -> None:
         master, slave = pty.openpty()
+        self.initial = termios.tcgetattr(slave)  # the terminal's settings before the client ran
         self.p = subprocess.Popen([*MSC, "terminal", *args], stdin=slave, stdout=slave, stderr=slave,
-                                  close_fds=True, start_new_session=True)
+                                  close_fds=True, start_new_session=True, **popen)
         self.slave_name = os.ttyname(slave)
         os.close(slave)
         self.fd = master
@@ -75,6 +77,17 @@ class Tty:
             return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
         finally:
             os.close(fd)
+
+    def attrs(self) -> list:
+        """The terminal's settings now (termios.tcgetattr)."""
+        fd = os.open(self.slave_name, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            return termios.tcgetattr(fd)
+        finally:
+            os.close(fd)
+
+    def echoes(self) -> bool:
+        return bool(self.attrs()[3] & termios.ECHO)
 
     def type_ahead(self, lines: list[str]) -> None:
         """Type ``lines`` and wait until the terminal holds them (typed, not read by the client)."""
@@ -323,6 +336,56 @@ def test_ctrl_d_ends_the_client_at_every_prompt(tmp_path, procs, where):
         assert "Traceback" not in t.text
         if where == "session":
             assert re.search(r"A \d+\s*$", t.text.strip().splitlines()[-1]), t.text  # the LOGOFF was accepted
+    finally:
+        t.close()
+
+
+# -- the terminal's settings on every way out ------------------------------------------------------
+
+def _no_core() -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # SIGQUIT's default action dumps core
+
+
+SIGNALLED = [
+    # id, where the client is when the signal comes, the signal, its exit status (-N: ended by signal N)
+    ("sigterm-while-trying", "trying", signal.SIGTERM, -signal.SIGTERM),  # kill PID during a failover
+    ("sighup-while-trying", "trying", signal.SIGHUP, -signal.SIGHUP),  # the window or SSH session closed
+    ("sigquit-while-trying", "trying", signal.SIGQUIT, -signal.SIGQUIT),  # Ctrl-\
+    ("sigint-while-trying", "trying", signal.SIGINT, 1),  # Ctrl-C: "Stopped: no msc node answered."
+    ("sigterm-at-password", "password", signal.SIGTERM, -signal.SIGTERM),  # echo off for the secret
+    ("sighup-at-password", "password", signal.SIGHUP, -signal.SIGHUP),
+    ("sigterm-in-a-session", "session", signal.SIGTERM, -signal.SIGTERM),  # echo on: left on
+]
+
+
+@pytest.mark.parametrize("name,where,signum,status", SIGNALLED, ids=[c[0] for c in SIGNALLED])
+def test_a_signal_leaves_the_terminal_as_it_was(tmp_path, procs, name, where, signum, status):
+    """A client ended by a signal while echo was off (between prompts, a reconnect, the password)
+    left the operator's terminal without echo (``stty sane`` needed): the settings it found are
+    restored, and it ends as that signal ends a process (a shell's 128 + N)."""
+    if where == "trying":
+        connect = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"  # nothing listens: it keeps trying
+    else:
+        port = free_port()
+        start_serve(procs, tmp_path, make_config(tmp_path, port=port, metrics_port=free_port()))
+        connect = f"127.0.0.1:{port}"
+    t = Tty("--connect", connect, "--header", "ICS1", preexec_fn=_no_core)
+    try:
+        if where == "trying":
+            t.expect("connection refused; trying")
+        else:
+            steps = DIALOG if where == "password" else [*DIALOG, (r"Logged on as ICS1\.", None)]
+            for prompt, answer in steps[:-1]:
+                t.expect(prompt)
+                t.type(answer)
+            t.expect(steps[-1][0])
+        assert t.echoes() == (where == "session"), t.text  # the state the signal finds
+        t.p.send_signal(signum)
+        assert t.wait() == status, t.text
+        assert t.attrs() == t.initial, t.text
+        assert "Traceback" not in t.text
+        if signum == signal.SIGTERM:
+            assert "msc terminal: ended by SIGTERM; the connection to msc is closed." in t.text
     finally:
         t.close()
 

@@ -39,6 +39,10 @@ prompt waits (a reconnect, a logon being checked, a session ending) is not echoe
 discarded before each prompt of the logon dialog, so a password typed ahead is never shown in
 clear nor taken as the next User ID (CJIS IA-6; :class:`LineReader`).
 
+The terminal's settings (echo) are restored on every way out: a return, an exception, Ctrl-C,
+and SIGTERM, SIGHUP or SIGQUIT (:data:`ENDING_SIGNALS`; the client then ends by that signal).
+SIGKILL cannot be caught: after ``kill -9`` the terminal may need ``stty sane``.
+
 Ctrl-D (end of input) at any prompt ends the client: at the banner and logon prompts it
 disconnects, in a session it logs off first. Nothing blocks on the keyboard in a thread, so a
 session that ends while the operator is at a prompt ends the client at once.
@@ -58,7 +62,8 @@ Lines printed: ``A xid payload``, ``N xid code reason``, ``M xid text`` (outputs
 ``SYS text``. Exit status: 0; 1 an expected output did not arrive in time, or a message was
 refused with ``--fail-on-nak``, or msc unreachable; 3 logon refused; 4 the session was ended by
 msc or the connection was lost (with several addresses: and no other address answered within
-``--reconnect-for``, or Ctrl-C stopped the trying, or a message's fate was left unknown).
+``--reconnect-for``, or Ctrl-C stopped the trying, or a message's fate was left unknown); ended
+by a signal of :data:`ENDING_SIGNALS`: by that signal (a shell's 128 + N).
 
 The client connection itself (the protocol, failover between addresses) is
 :class:`msc.cli.termclient.Terminal`; this module is the command around it.
@@ -303,9 +308,57 @@ def _cancelling() -> bool:
     return current is not None and current.cancelling() > 0
 
 
-async def run(opts: TerminalOptions) -> int:
-    t = Terminal(opts)
-    stdin = LineReader(0)
+#: Signals whose default action ends the client (a ``kill``, a closed terminal window or SSH
+#: connection, Ctrl-\): the terminal's settings are restored first (:func:`_restoring`).
+#: SIGKILL cannot be caught: after ``kill -9`` the terminal may be left without echo (``stty sane``).
+ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def _ended_by(signum: int, stdin: LineReader) -> None:
+    """A signal in :data:`ENDING_SIGNALS` came: restore the terminal, then end as that signal's
+    default action would (a shell sees 128 + its number: 143 for SIGTERM, 129 for SIGHUP, 131
+    for SIGQUIT). Done here, at once, rather than by cancelling the client: nothing the client
+    was doing (a reconnect, a logon) can hold it up, and the kernel closes the connection — msc
+    ends the session as for a lost connection."""
+    stdin.restore()
+    name = signal.Signals(signum).name
+    with contextlib.suppress(OSError, ValueError):  # SIGHUP: the terminal may be gone
+        if signum != signal.SIGHUP:
+            print(f"\nmsc terminal: ended by {name}; the connection to msc is closed.", file=sys.stderr)
+        sys.stderr.flush()
+        sys.stdout.flush()
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
+
+
+@contextlib.contextmanager
+def _restoring(stdin: LineReader):
+    """While the client runs: the terminal's settings (echo) come back on every way out — a
+    return, an exception, Ctrl-C, and a signal in :data:`ENDING_SIGNALS`."""
+    loop = asyncio.get_running_loop()
+    handled = []
+    for signum in ENDING_SIGNALS:
+        try:
+            loop.add_signal_handler(signum, _ended_by, signum, stdin)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            continue
+        handled.append(signum)
+    try:
+        yield
+    finally:
+        stdin.restore()
+        for signum in handled:
+            loop.remove_signal_handler(signum)
+
+
+async def run(opts: TerminalOptions, stdin: LineReader | None = None) -> int:
+    """The command: 0–4 as in the module's docstring. ``stdin``: where lines are typed (fd 0)."""
+    stdin = stdin if stdin is not None else LineReader(0)
+    with _restoring(stdin):
+        return await _connected(Terminal(opts), opts, stdin)
+
+
+async def _connected(t: Terminal, opts: TerminalOptions, stdin: LineReader) -> int:
     t.expect_left, t.count_any = opts.expect, not opts.send
     if opts.interactive:
         stdin.hush()  # nothing is typed for anyone until the banner's prompt
@@ -348,7 +401,6 @@ async def run(opts: TerminalOptions) -> int:
                     return EXIT_ENDED
     finally:
         t.close()
-        stdin.restore()
 
 
 async def _run(t: Terminal, opts: TerminalOptions, stdin: LineReader, banner: str) -> int:
