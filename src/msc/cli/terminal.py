@@ -43,6 +43,12 @@ The terminal's settings (echo) are restored on every way out: a return, an excep
 and SIGTERM, SIGHUP or SIGQUIT (:data:`ENDING_SIGNALS`; the client then ends by that signal).
 SIGKILL cannot be caught: after ``kill -9`` the terminal may need ``stty sane``.
 
+A dialog piped in (stdin not a terminal, no ``--user``) is a script's: it is followed as far as the
+script could write it (its own ``LOGOFF`` and next logon), but a prompt it could not foresee is not
+answered with its next line (:data:`PIPED`) — after a refused logon the client exits 3; after msc
+ends the session, a lost connection, a shutdown or E201, it exits 4 instead of logging on, or
+connecting, again.
+
 Ctrl-D (end of input) at any prompt ends the client: at the banner and logon prompts it
 disconnects, in a session it logs off first. Nothing blocks on the keyboard in a thread, so a
 session that ends while the operator is at a prompt ends the client at once.
@@ -266,6 +272,12 @@ def _unanswered(t: Terminal) -> None:
               "before sending it again)", file=sys.stderr, flush=True)
 
 
+#: Why a client whose dialog comes from a pipe or file does not go on to a logon it could not foresee.
+PIPED = ("the input is not a terminal: its next lines were written for {session}, and are not taken as "
+         "another logon's answers (a script logs on with --user ID --password-stdin and --send, and logs on "
+         "again by itself after a failover)")
+
+
 def _ended(e: SessionEnded, *, again: bool = False) -> None:
     if e.closed:
         print(f"Session ended: {e.reason}. Disconnected from msc.", file=sys.stderr, flush=True)
@@ -375,6 +387,13 @@ async def _connected(t: Terminal, opts: TerminalOptions, stdin: LineReader) -> i
                     stdin.hush()  # until the next prompt: what is typed now is for no one
                 if e.closed:
                     _unanswered(t)
+                if opts.interactive and not stdin.tty and (t.fails_over(e) or e.reason.startswith(LOGON_TIMEOUT)):
+                    # Piped lines are a script written for this connection's dialog: another
+                    # connection's banner and logon prompts would take its next lines (a
+                    # message, the next step) as Enter, User ID and password.
+                    print(f"Session ended: {e.reason}. Not connecting again: "
+                          f"{PIPED.format(session='the session that ended')}.", file=sys.stderr, flush=True)
+                    return EXIT_ENDED
                 if e.closed and opts.interactive and e.reason.startswith(LOGON_TIMEOUT):
                     # Nobody logged on at this terminal in time: no silent reconnect every
                     # logon_timeout_s (and its CONNECT/DISCONNECT records) — the operator decides.
@@ -482,9 +501,15 @@ async def _interactive(t: Terminal, stdin: LineReader, opts: TerminalOptions) ->
             stdin.hush()
             if e.closed:
                 raise
+            if not stdin.tty:
+                return _not_again(e)
             _ended(e, again=True)
             continue
         if not ok:
+            if not stdin.tty:  # the script's next lines were for the session, not another try
+                print(f"Logon refused. Not asking again: {PIPED.format(session='the session refused')}.",
+                      file=sys.stderr, flush=True)
+                return EXIT_AUTH
             print("Logon refused.", file=sys.stderr, flush=True)
             continue
         # Typed while the logon was checked (not shown): meant for no message of this session.
@@ -501,7 +526,17 @@ async def _interactive(t: Terminal, stdin: LineReader, opts: TerminalOptions) ->
             stdin.hush()
             if e.closed:
                 raise
+            if not stdin.tty:
+                return _not_again(e)
             _ended(e, again=True)
+
+
+def _not_again(e: SessionEnded) -> int:
+    """msc ended the session and kept the connection, and the input is a pipe: the script's next
+    lines are not the next logon's answers (:data:`PIPED`)."""
+    print(f"Session ended by msc: {e.reason}. Not logging on again: "
+          f"{PIPED.format(session='the session that ended')}.", file=sys.stderr, flush=True)
+    return EXIT_ENDED
 
 
 async def _session(t: Terminal, stdin: LineReader, opts: TerminalOptions) -> str:
