@@ -390,6 +390,29 @@ def test_a_signal_leaves_the_terminal_as_it_was(tmp_path, procs, name, where, si
         t.close()
 
 
+def test_a_signal_ignored_by_whoever_started_the_client_stays_ignored():
+    """``nohup msc terminal …``: SIGHUP ignored by the parent stays ignored (the client goes on);
+    a SIGTERM after it still ends the client, its terminal restored."""
+    connect = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    t = Tty("--connect", connect, "--header", "ICS1", preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    try:
+        t.expect("connection refused; trying")  # (its handlers are in place before the first try)
+        masks = {k: int(v, 16) for k, v in re.findall(r"^(SigIgn|SigCgt):\s*([0-9a-f]+)$",
+                                                       Path(f"/proc/{t.p.pid}/status").read_text(), re.M)}
+
+        def bit(signum: int) -> int:
+            return 1 << (signum - 1)
+
+        assert masks["SigIgn"] & bit(signal.SIGHUP) and not masks["SigCgt"] & bit(signal.SIGHUP), masks
+        assert masks["SigCgt"] & bit(signal.SIGTERM), masks  # (SIGTERM is caught: the check can see one)
+        t.p.send_signal(signal.SIGHUP)  # discarded by the kernel: nothing to handle
+        t.p.send_signal(signal.SIGTERM)
+        assert t.wait() == -signal.SIGTERM, t.text
+        assert t.attrs() == t.initial, t.text
+    finally:
+        t.close()
+
+
 # -- only what is typed after a prompt answers it ------------------------------------------------
 
 DIALOG = [("Press Enter to acknowledge", ""), ("User ID: ", "TS0001"), (r"One-time password \(Enter if none\): ", ""),

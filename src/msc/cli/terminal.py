@@ -350,6 +350,8 @@ def _restoring(stdin: LineReader):
     loop = asyncio.get_running_loop()
     handled = []
     for signum in ENDING_SIGNALS:
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            continue  # ignored by whoever started the client (nohup): it stays ignored
         try:
             loop.add_signal_handler(signum, _ended_by, signum, stdin)
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
