@@ -153,7 +153,13 @@ async def test_open_answers_count_the_parts_that_came(journal_backend, keyring, 
                 await j.append(*entries)
         got = {o.request.txn: o.parts for o in await j.open_answers({"QW": 3600.0})}
         assert got == {txn: parts for txn, _a, parts in PARTS_SCRIPT if parts is not None}
-        assert all(o.request.kind == "FORWARDED" for o in await j.open_answers({"QW": 3600.0}))
+        assert all(o.request.kind == "FORWARDED" and o.last_part is None for o in await j.open_answers({"QW": 3600.0}))
+        # The last part's text, when asked for (a route's answer_ends_on): the upstream's record —
+        # not msc's frame or copy — and none when a part's record landed while its commit failed.
+        last = {o.request.txn: o.last_part for o in await j.open_answers({"QW": 3600.0}, None, frozenset({"QW"}))}
+        assert last == {txn: None if txn == "P4" else f"ANSWER {txn}"
+                        for txn, _a, parts in PARTS_SCRIPT if parts is not None}
+        assert all(o.last_part is None for o in await j.open_answers({"QW": 3600.0}, None, frozenset({"QH"})))
     finally:
         await j.close()
 

@@ -69,16 +69,19 @@ class Pair:
     """Nodes A and B: the same configuration but for [node] name and the ports, on one stub, one
     PostgreSQL database (journal, queues, OSNs, state, lease) and one key ring."""
 
-    def __init__(self, tmp: Path, pg, procs: list[Proc], keys: str = "database", **overrides) -> None:
+    def __init__(self, tmp: Path, pg, procs: list[Proc], keys: str = "database", stub_args: tuple[str, ...] = (),
+                 **overrides) -> None:
         """``keys``: "database" — set up as OPERATIONS.md "Running two nodes" says (``msc keys
         init`` on A puts the key ring in the database; B gets a copy of A's master key file and
         users.toml, nothing else); "stale-copy" — as a pair was set up before the key ring moved
         into the database: B has a copy of A's key ring *file* taken before A's first write.
-        ``overrides``: make_config's settings for both nodes."""
+        ``stub_args``: more ``msc stub`` options (``--parts …``); ``overrides``: make_config's
+        settings for both nodes."""
         self.tmp, self.procs = tmp, procs
         up = free_port()
         self.stub_control, self.stub_log = free_port(), tmp / "stub.log"  # /hold on|off; what it received
-        start_stub(procs, tmp, up, "--control", f"127.0.0.1:{self.stub_control}", "--log", str(self.stub_log))
+        start_stub(procs, tmp, up, "--control", f"127.0.0.1:{self.stub_control}", "--log", str(self.stub_log),
+                   *stub_args)
         db = f"hanodes{os.getpid()}_{next(_db)}"
         pg.create_database(db)
         dsn = f"postgresql://postgres@127.0.0.1:{pg.port}/{db}"
@@ -444,6 +447,59 @@ def test_the_active_killed_under_load_the_standby_serves_and_no_acknowledged_mes
     assert nondecreasing_times(records)
     print(f"kill -9 of the active under load: B serving {took:.2f} s later (lease ttl {TTL} s); "
           f"{sum(map(len, load.acked.values()))} messages acknowledged")
+    pair.verify()
+
+
+def test_after_a_kill_9_only_an_answer_that_may_lack_a_part_is_noticed(tmp_path, pg_server, procs):
+    """The newcomer's kill -9 (issue 16, newcomer6 item 8): before it, after every failover each
+    query answered within its window got ``MSC.E302 … BEFORE THE REST OF THE ANSWER`` — 3 false
+    alarms for 1 real one. With the route's ``answer_parts`` the standby's recovery pass tells
+    only what may be missing: a QW answered in full (both of its declared parts) gets nothing; a
+    QV with 1 of its 2 parts gets ``…; 1 OF 2 PARTS CAME``; a QW held upstream gets ``…BEFORE
+    THE ANSWER CAME``."""
+    from tests.e2e.test_operations import stub_command
+
+    pair = Pair(tmp_path, pg_server, procs, stub_args=("--parts", "QW=2@50", "--parts", "QV=2@600000"),
+                route_extra="answer_window_s = 900\nanswer_parts = { QW = 2, QV = 2 }")
+    a = pair.start("A", "ready")
+    wait_until(lambda: pair.active("A"), "A active")
+    b = pair.start("B", "standby")
+    full, partial, held = "ICS1F", "ICS1P", "ICS1H"
+
+    async def at_a() -> None:
+        c = await WireClient.connect(pair.ports["A"])
+        await c.banner()
+        assert (await c.logon("ICS1", "TS0001", PASSWORD)).type == "A"
+        assert (await c.send(f"{full}.QW.CA0130000.NAM/FULL, FAY.DOB/19800101")).type == "A"
+        assert (await c.send(f"{partial}.QV.CA0130000.LIC/7HALF01")).type == "A"
+        got = [(await c.output()).text for _ in range(3)]  # the QW's two parts, the QV's first
+        assert sorted(t.split(".", 1)[0] for t in got) == [full, full, partial], got
+        assert stub_command(pair.stub_control, "hold on").startswith("OK")
+        assert (await c.send(f"{held}.QW.CA0130000.NAM/HELD, HAL.DOB/19800101")).type == "A"
+        await asyncio.to_thread(wait_until, lambda: "HELD, HAL" in pair.stub_log.read_text(), "held upstream", 60)
+        c.close()
+
+    asyncio.run(at_a())
+    a.p.kill()  # kill -9
+    a.p.wait(10)
+    wait_until(lambda: pair.active("B"), "B takes over from the killed A", 60, b)
+    # The recovery pass decides once for each request (its log lines), then the notices wait for ICS1.
+    events = ("switch.unanswered_after_restart", "switch.answer_open_at_restart", "switch.answer_complete_at_restart")
+    wait_until(lambda: all(e in (tmp_path / "B" / "serve.err").read_text() for e in events), "B's recovery pass", 60)
+    want = {f"{held}.MSC.E302 SWITCH RESTARTED BEFORE THE ANSWER CAME",
+            f"{partial}.MSC.E302 SWITCH RESTARTED BEFORE THE REST OF THE ANSWER; 1 OF 2 PARTS CAME"}
+
+    async def at_b() -> set[str]:
+        c = await WireClient.connect(pair.ports["B"])
+        await c.banner()
+        assert (await c.logon("ICS1", "TS0001", PASSWORD)).type == "A"
+        got = {(await c.output()).text for _ in want}
+        c.close()
+        return got
+
+    assert asyncio.run(at_b()) == want
+    notices = [r.text for r in pair.journal(kind="RECEIVED") if r.mke == "MSC" and r.mnemonic == "ICS1"]
+    assert sorted(notices) == sorted(want)  # and none for the QW answered in full
     pair.verify()
 
 

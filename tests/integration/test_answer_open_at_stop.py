@@ -13,7 +13,7 @@ import pytest
 from msc.config.load import load
 from msc.server.parts import started
 from msc.server.switch import Switch
-from tests.conftest import PASSWORD, eventually
+from tests.conftest import PASSWORD, eventually, make_config
 
 NOTICE = "MSC.E302 SWITCH RESTARTED BEFORE THE REST OF THE ANSWER; "
 UNANSWERED = "MSC.E302 SWITCH RESTARTED BEFORE THE ANSWER CAME"
@@ -93,3 +93,42 @@ async def test_an_answer_still_open_at_a_stop_is_in_flight_and_noticed_after_the
     assert (await c3.logon("ICS1", "TS0001", PASSWORD)).type == "A"
     assert (await c3.send("ICS1Q3.RQ.CA0130000.LIC/7AFTER2")).type == "A"
     assert (await c3.output()).text.startswith("ICS1Q3.RQ.")
+
+
+#: The III route of the test config (QH, QR), given an answer window and, optionally, the field
+#: that ends an answer (CONFIG.md answer_ends_on): the FBI's NO RECORD — then no state answers.
+III_WINDOW = 'category = "cori"\nanswer_window_s = 900'
+III_ENDS = III_WINDOW + '\nanswer_ends_on = ["NO RECORD"]'
+NO_RECORD_QR = "QR.CA0130000.FBI/123456780.NAM/DOE, JOHN.PUR/C.ATN/DET SMITH"  # the stub (seed 1): no record
+RECORD_QR = "QR.CA0130000.CII/A12345678.NAM/DOE, JOHN.PUR/C.ATN/DET SMITH"  # the stub: FBI, then a state
+
+
+@pytest.mark.parametrize(("route", "text", "notice"), [
+    pytest.param(III_ENDS, NO_RECORD_QR, None, id="QR NO RECORD, the route names the end field"),
+    pytest.param(III_ENDS, RECORD_QR, NOTICE + "1 PART CAME", id="QR with a record, 1 part of an unknown count"),
+    # Without answer_ends_on the count of a QR is not known: a NO RECORD is told too (kept noisy).
+    pytest.param(III_WINDOW, NO_RECORD_QR, NOTICE + "1 PART CAME", id="QR NO RECORD, no end field declared"),
+])
+async def test_a_part_that_ends_its_answer_holds_no_drain_and_owes_no_notice(harness, route, text, notice):
+    stub = await harness.start_stub(parts={"QR": (2, 2, 600_000)})
+    path = make_config(harness.tmp, upstream_ports=[stub.port], switch_extra=DRAIN)
+    path.write_text(path.read_text().replace('category = "cori"', route, 1))
+    sw = harness.switch = Switch(load(path))
+    await sw.start()
+    await harness.wait_upstream()
+    c = await harness.operator()
+    assert (await c.send(f"ICS1Q1.{text}")).type == "A"
+    first = (await c.output()).text
+    assert first.startswith("ICS1Q1.QR.CA0130000.") and ("NO RECORD" in first) == (text == NO_RECORD_QR), first
+    await eventually(lambda: sw.in_flight() == (1 if notice else 0))
+    await sw.drain()
+    c.close()
+    harness.switch = Switch(load(path))
+    await harness.switch.start()
+    assert await started(harness.switch.recovery) == (1 if notice else 0)
+    c2 = await harness.operator()
+    if notice:
+        assert (await c2.output()).text == f"ICS1Q1.{notice}"
+    assert (await c2.send("ICS1Q2.RQ.CA0130000.LIC/7AFTER3")).type == "A"
+    first = (await c2.output()).text
+    assert first.startswith("ICS1Q2.RQ."), first  # nothing else before the next answer

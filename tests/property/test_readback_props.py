@@ -90,7 +90,8 @@ def model_groups(records, since_ts: int, last: int) -> dict[str, dict]:
     for seq, ts, e in records:
         if ts < since_ts or seq > last or e.kind not in ("FORWARDED", "RECEIVED", "UNDELIVERED"):
             continue
-        g = groups.setdefault(e.txn, {"f": [], "req": [], "r": [], "notices": 0, "outs": 0, "landed": 0, "peers": 0})
+        g = groups.setdefault(e.txn, {"f": [], "req": [], "r": [], "notices": 0, "outs": 0, "landed": 0, "peers": 0,
+                                      "last": None})
         if e.kind == "FORWARDED":
             g["f"].append((seq, ts, e.mke))
             if e.mke != "AM":
@@ -100,6 +101,8 @@ def model_groups(records, since_ts: int, last: int) -> dict[str, dict]:
             g["notices"] += e.mke == "MSC"
             g["outs"] += e.osn is not None
             g["peers"] += e.peer != "MSC"
+            if e.peer != "MSC":
+                g["last"] = (seq, e.text)
         elif e.code == "E501":
             g["landed"] += 1
     return groups
@@ -135,10 +138,14 @@ def test_read_backs_follow_their_rules(ring, script, window_s, cut):
             fts = max(t for _s, t, _m in g["f"])
             fmke = max((m for _s, _t, m in g["f"] if m is not None), default=None)
             if max(g["r"]) > fseq and g["notices"] == 0 and fmke in windows and fts + int(windows[fmke] * 1e6) > stopped:
-                # the parts that came: the upstream's records, less the requests' own, less those landed E501
-                want_open.append((fseq, max(0, g["peers"] - len(g["f"]) - g["landed"])))
-        got_open = open_answers(directory, ring, windows, up_to=up_to)
-        assert [(o.request.seq, o.parts) for o in got_open] == sorted(want_open)
+                # the parts that came: the upstream's records, less the requests' own, less those landed E501;
+                # the last part's text when nothing landed, a part counts and it is after the forwarding
+                parts = g["peers"] - len(g["f"])
+                last = g["last"][1] if (g["landed"] == 0 and parts > 0 and g["last"] is not None
+                                        and g["last"][0] > fseq) else None
+                want_open.append((fseq, max(0, parts - g["landed"]), last))
+        got_open = open_answers(directory, ring, windows, up_to=up_to, last_part_of=frozenset({"QH"}))
+        assert [(o.request.seq, o.parts, o.last_part) for o in got_open] == sorted(want_open)
 
         # refused answers: REJECTED E501 with a txn, from a sequence number on (the last two months)
         frm = records[len(records) // 2][0]

@@ -44,3 +44,25 @@ def test_config_check_refuses(tmp_path, extra, path, fragment):
         load(make_config(tmp_path, route_extra=extra))
     assert any(i.path.startswith(path) and fragment in i.message for i in exc.value.issues), \
         [str(i) for i in exc.value.issues]
+
+
+@pytest.mark.parametrize(("extra", "path", "fragment"), [
+    ('answer_ends_on = ["NO RECORD"]', "route[0].answer_ends_on", "needs answer_window_s"),
+    ('answer_window_s = 120\nanswer_ends_on = [""]', "route[0].answer_ends_on[0]", "not a field"),
+    ('answer_window_s = 120\nanswer_ends_on = ["  "]', "route[0].answer_ends_on[0]", "not a field"),
+    ('answer_window_s = 120\nanswer_ends_on = ["NO.RECORD"]', "route[0].answer_ends_on[0]", "not a field"),
+    ('answer_window_s = 120\nanswer_ends_on = ["NO\\nRECORD"]', "route[0].answer_ends_on[0]", "not a field"),
+    ('answer_window_s = 120\nanswer_ends_on = [" NO RECORD"]', "route[0].answer_ends_on[0]", "not a field"),
+    ('answer_window_s = 120\nanswer_ends_on = "NO RECORD"', "route[0].answer_ends_on", "Expected"),
+])
+def test_config_check_refuses_an_end_field(tmp_path, extra, path, fragment):
+    with pytest.raises(ConfigError) as exc:
+        load(make_config(tmp_path, route_extra=extra))
+    assert any(i.path.startswith(path) and fragment in i.message for i in exc.value.issues), \
+        [str(i) for i in exc.value.issues]
+
+
+def test_end_fields_apply_to_the_keys_that_await_an_answer(tmp_path):
+    d = Directory(load(make_config(tmp_path, route_extra='answer_window_s = 120\nanswer_ends_on = ["NO RECORD"]')))
+    assert {k for k in KEYS if d.routes[k].answer_ends_on == ("NO RECORD",)} == set(KEYS) - {"YR"}
+    assert d.routes["YR"].answer_ends_on == () and d.routes["QR"].answer_ends_on == ()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from msc.routing.recovery import rest_of_answer_lost
-from msc.routing.requests import Pending, RequestTable, rest_may_be_missing
+from msc.routing.requests import Pending, RequestTable, ends_answer, rest_may_be_missing
 
 
 class Clock:
@@ -99,3 +99,44 @@ def test_a_complete_answer_no_longer_holds_a_drain_but_later_parts_still_link():
         table.part(table.match("ICS1W1").pending)
     assert table.open_answers() == []
     assert table.match("ICS1W1").pending is p and table.part(p) == "further"
+
+
+NO_RECORD = ("NO RECORD",)
+
+# (an answer part after its header, the route's answer_ends_on, does it end the answer?)
+ENDS = [
+    ("QR.CA0130000.NO RECORD.NAM/DOE, JOHN.DOB/19800101", NO_RECORD, True),   # what III and the stub send
+    ("QR.CA0130000.NO RECORD", NO_RECORD, True),                              # the field last
+    ("QR.CA0130000. NO RECORD .NAM/X", NO_RECORD, True),                      # blanks around a field
+    ("QR.CA0130000.NO RECORD\r\nMORE", NO_RECORD, True),                      # on the first line
+    ("QR.CA0130000.CRIMINAL HISTORY.CII/A1\r\nNO RECORD", NO_RECORD, False),  # only the first line counts
+    ("QR.CA0130000.CRIMINAL HISTORY.CII/A1\nNO RECORD", NO_RECORD, False),
+    ("QR.CA0130000.NO RECORDS FOUND.NAM/X", NO_RECORD, False),                # a field, not a substring
+    ("QR.CA0130000.NAM/NO RECORD", NO_RECORD, False),                         # a value is not the field
+    ("QR.CA0130000.NO RECORD.NAM/X", (), False),                              # the route names no field
+    ("QW.CA0130000.NO CALIFORNIA WANT.NAM/X", NO_RECORD, False),              # a state file's "none" is not an end
+    ("QH.CA0130000.III.NO RECORD.NAM/X", ("NO RECORD", "NOT FOUND"), True),
+    ("", NO_RECORD, False),
+]
+
+
+@pytest.mark.parametrize(("text", "markers", "ends"), ENDS)
+def test_a_part_ends_its_answer_by_a_field_of_its_first_line(text, markers, ends):
+    assert ends_answer(text, markers) is ends
+
+
+@pytest.mark.parametrize(("parts", "complete"), [(1, None), (1, 2), (0, None), (1, 3)])
+def test_an_ended_answer_misses_nothing_whatever_its_count(parts, complete):
+    assert rest_may_be_missing(parts, complete, ended=True) is False
+    assert rest_may_be_missing(parts, complete) is True
+
+
+def test_an_ended_answer_holds_no_drain():
+    clock = Clock()
+    table = RequestTable(clock=clock)
+    p = pending("ICS1R1", 900)
+    table.opened(p, 30)
+    table.part(table.match("ICS1R1").pending)
+    assert table.open_answers() == [p]
+    p.answer_ended = True  # (set by the router once the part carrying the field is recorded)
+    assert table.open_answers() == []

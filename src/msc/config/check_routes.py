@@ -106,7 +106,14 @@ def check_routes(c: Checker) -> set[str]:
 
 def _check_answer_parts(c: Checker, p: str, r) -> None:
     """``answer_parts`` (PROTOCOL.md §4): a count of at least 1, for keys of the route that await
-    an answer, on a route whose answer may come in parts (it declares ``answer_window_s``)."""
+    an answer, on a route whose answer may come in parts (it declares ``answer_window_s``);
+    ``answer_ends_on``: fields an answer can carry (no dot, no line break, not blank)."""
+    for k, field in enumerate(r.answer_ends_on):
+        if not field.strip() or any(ch in field for ch in ".\r\n") or field != field.strip():
+            c.add(f"{p}.answer_ends_on[{k}]", f"{field!r} is not a field of an answer's first line "
+                  "(no dot or line break, no blank at either end)")
+    if r.answer_ends_on and r.answer_window_s is None:
+        c.add(f"{p}.answer_ends_on", "needs answer_window_s: without it a route's answer is one part")
     declared = r.answer_parts
     if declared is None:
         return

@@ -232,6 +232,10 @@ class RouteSection(_Table, frozen=True, kw_only=True):
     #: after a restart and keeps no drain waiting (PROTOCOL.md §4 "Stopping with an answer
     #: open"). Default: not known (the notice is given after any part while the window is open).
     answer_parts: int | dict[str, int] | None = None
+    #: Fields that end an answer: a part whose first line carries one of them (between dots,
+    #: after the header) is the whole answer — nothing more comes (III: ``NO RECORD``, no state
+    #: holds anything to send). Same effect as ``answer_parts`` reached (PROTOCOL.md §4).
+    answer_ends_on: tuple[str, ...] = ()
 
 
 class AgencySection(_Table, frozen=True, kw_only=True):

@@ -199,6 +199,7 @@ class TxnSummary(NamedTuple):
     #: (the request's own RECEIVED record, in the FORWARDED record's commit): the answer's parts
     #: as they came from the upstream (an answer split for the station's frames counts once).
     parts: int
+    last_part: int | None  # the last RECEIVED record msc did not make (a part, or the request's own)
 
 
 #: :meth:`JournalReader.txn_summary`'s aggregates, in :class:`TxnSummary` order after ``txn``
@@ -213,4 +214,5 @@ TXN_SUMMARY_SQL = (
     "SUM(CASE WHEN kind = 'RECEIVED' AND mke = 'MSC' THEN 1 ELSE 0 END), "
     "SUM(CASE WHEN kind = 'RECEIVED' AND osn IS NOT NULL THEN 1 ELSE 0 END), "
     "SUM(CASE WHEN kind = 'UNDELIVERED' AND code = 'E501' THEN 1 ELSE 0 END), "
-    "SUM(CASE WHEN kind = 'RECEIVED' AND {ne_msc} THEN 1 WHEN kind = 'FORWARDED' THEN -1 ELSE 0 END)")
+    "SUM(CASE WHEN kind = 'RECEIVED' AND {ne_msc} THEN 1 WHEN kind = 'FORWARDED' THEN -1 ELSE 0 END), "
+    "MAX(CASE WHEN kind = 'RECEIVED' AND {ne_msc} THEN seq END)")

@@ -542,10 +542,12 @@ class Journal:
         return await asyncio.to_thread(self._with_reader,
                                        lambda src: unanswered_requests(src, self.keyring, window_s, up_to=up_to))
 
-    async def open_answers(self, windows: dict[str, float], up_to: int | None = None) -> list:
+    async def open_answers(self, windows: dict[str, float], up_to: int | None = None,
+                           last_part_of: frozenset[str] = frozenset()) -> list:
         from msc.journal.search import open_answers
 
-        return await asyncio.to_thread(self._with_reader, lambda src: open_answers(src, self.keyring, windows, up_to=up_to))
+        return await asyncio.to_thread(self._with_reader, lambda src: open_answers(
+            src, self.keyring, windows, up_to=up_to, last_part_of=last_part_of))
 
     async def refused_answers(self, since_seq: int) -> set[str]:
         from msc.journal.search import refused_answers

@@ -237,8 +237,9 @@ def _summaries(reader: JournalReader, since_ts: int, last: int) -> list[TxnSumma
         for t in reader.txn_summary(period, lo, last):
             old = merged.get(t.txn)
             merged[t.txn] = t if old is None else TxnSummary(
-                t.txn, *(_max(a, b) for a, b in zip(old[1:6], t[1:6], strict=True)),
-                *(a + b for a, b in zip(old[6:], t[6:], strict=True)))
+                t.txn, _max(old.fseq, t.fseq), _max(old.fts, t.fts), _max(old.fmke, t.fmke),
+                _max(old.request_seq, t.request_seq), _max(old.rseq, t.rseq), old.notices + t.notices,
+                old.outputs + t.outputs, old.landed + t.landed, old.parts + t.parts, _max(old.last_part, t.last_part))
     return list(merged.values())
 
 
@@ -253,15 +254,19 @@ class OpenAnswer(NamedTuple):
     #: The parts of its answer that came from the upstream and were recorded (less any whose
     #: record landed while the commit failed: a lower bound, never more than the operator got).
     parts: int
+    #: The text of the last part, for the keys asked for (``last_part_of``) — only when every
+    #: part's record was committed (none landed E501); else None.
+    last_part: str | None = None
 
 
 def open_answers(source: Path | JournalReader, keyring: KeyRing, windows: dict[str, float], *,
-                 up_to: int | None = None) -> list[OpenAnswer]:
+                 up_to: int | None = None, last_part_of: frozenset[str] = frozenset()) -> list[OpenAnswer]:
     """FORWARDED requests (up to sequence ``up_to``) that had part of an answer and whose answer
     window — ``windows``: message key → seconds, for keys answered in several parts — had not
     ended by the last record up to ``up_to``, with no notice since (no ``RECEIVED`` record of key
-    ``MSC`` for their txn), each with how many parts of its answer came. Used after a restart:
-    further parts may never be linked to them. ``source`` as for :func:`search`.
+    ``MSC`` for their txn), each with how many parts of its answer came and, for the message
+    keys of ``last_part_of``, its last part's text. Used after a restart: further parts may
+    never be linked to them. ``source`` as for :func:`search`.
     """
     if not windows:
         return []
@@ -272,10 +277,14 @@ def open_answers(source: Path | JournalReader, keyring: KeyRing, windows: dict[s
             return []
         last, stopped = end
         since = stopped - int(max(windows.values()) * 1e6)
-        parts = {t.fseq: max(0, t.parts - t.landed) for t in _summaries(reader, since, last)
-                 if t.fseq is not None and t.rseq is not None and t.rseq > t.fseq and t.notices == 0
-                 and t.fmke in windows and (t.fts or 0) + int(windows[t.fmke] * 1e6) > stopped}
-        return [OpenAnswer(r, parts[r.seq]) for r in _open_records(reader, keyring, sorted(parts))]
+        chosen = {t.fseq: t for t in _summaries(reader, since, last)
+                  if t.fseq is not None and t.rseq is not None and t.rseq > t.fseq and t.notices == 0
+                  and t.fmke in windows and (t.fts or 0) + int(windows[t.fmke] * 1e6) > stopped}
+        wanted = sorted(t.last_part for t in chosen.values() if t.fmke in last_part_of and t.landed == 0
+                        and t.parts > 0 and t.last_part is not None and t.last_part > (t.fseq or 0))
+        texts = {r.txn: r.text for r in _open_records(reader, keyring, wanted)}
+        return [OpenAnswer(r, max(0, chosen[r.seq].parts - chosen[r.seq].landed), texts.get(r.txn))
+                for r in _open_records(reader, keyring, sorted(chosen))]
     finally:
         if isinstance(source, Path):
             reader.close()

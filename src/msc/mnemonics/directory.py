@@ -85,6 +85,7 @@ class Route:
     timeout_s: float | None = None  # None: the upstream's timeout_s
     one_way: bool = False  # a response or one-way key: no answer awaited (PROTOCOL.md §4)
     answer_parts: int | None = None  # the parts of a complete answer; None: not known (PROTOCOL.md §4)
+    answer_ends_on: tuple[str, ...] = ()  # fields that end an answer (PROTOCOL.md §4)
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ class Directory:
             entries, one_way, parts = entry_keys(r), one_way_keys(r), answer_parts(r)
             for k in r.mke:
                 self.routes[k] = Route(k, r.upstream, r.category, k in entries, r.answer_window_s, r.timeout_s,
-                                       k in one_way, parts.get(k))
+                                       k in one_way, parts.get(k), r.answer_ends_on if k not in one_way else ())
         self.forwards = tuple(
             Forward(f.from_, f.to, frozenset(f.days), _time(f.start), _time(f.end), f.timezone) for f in cfg.forward
         )

@@ -16,7 +16,7 @@ import structlog
 
 from msc.protocol.codes import Reject
 from msc.protocol.message import msc_notice
-from msc.routing.requests import rest_may_be_missing
+from msc.routing.requests import ends_answer, rest_may_be_missing
 from msc.routing.router import ENDED, Router
 
 log = structlog.get_logger("msc.recovery")
@@ -48,7 +48,7 @@ def answer_window(cfg) -> float:
 RETRY_S = (1.0, 2.0, 5.0)
 
 
-async def _read(journal, cfg, windows: dict, up_to: int) -> tuple[list, set, list]:
+async def _read(journal, cfg, windows: dict, up_to: int, last_part_of: frozenset[str]) -> tuple[list, set, list]:
     """What the pass needs, read before anything is told (so that a read that fails — the
     journal's database away for a while just after the start — is simply tried again, with
     nothing told twice): the unanswered requests, the answers refused, the answers still open."""
@@ -57,7 +57,7 @@ async def _read(journal, cfg, windows: dict, up_to: int) -> tuple[list, set, lis
         try:
             unanswered = await journal.unanswered_requests(answer_window(cfg), up_to)
             refused = await journal.refused_answers(unanswered[0].seq) if unanswered else set()
-            return unanswered, refused, await journal.open_answers(windows, up_to)
+            return unanswered, refused, await journal.open_answers(windows, up_to, last_part_of)
         except Exception as exc:  # its database away (JournalError, OSError, the driver's errors)
             log.warning("recovery.read_failed", error=str(exc) or type(exc).__name__, attempt=attempt + 1)
             await asyncio.sleep(RETRY_S[min(attempt, len(RETRY_S) - 1)])
@@ -80,7 +80,8 @@ async def recover_unanswered(journal, router: Router, cfg, up_to: int) -> int:
     directory = router.directory
     windows = {k: r.answer_window_s for k, r in directory.routes.items()
                if r.answer_window_s is not None and not r.one_way}
-    unanswered, refused, still_open = await _read(journal, cfg, windows, up_to)
+    ends_on = frozenset(k for k in windows if directory.routes[k].answer_ends_on)
+    unanswered, refused, still_open = await _read(journal, cfg, windows, up_to, ends_on)
     told = 0
     for rec in unanswered:
         route = directory.routes.get(rec.mke or "")
@@ -105,11 +106,13 @@ async def recover_unanswered(journal, router: Router, cfg, up_to: int) -> int:
     # drain that timed out, a crash): parts that come now are linked to nothing, so the operator
     # is told the answer may be incomplete — unless all the parts its route declares came
     # (PROTOCOL.md §4 "Stopping with an answer open").
-    for rec, parts in still_open:
+    for rec, parts, last_part in still_open:
         route = directory.routes.get(rec.mke or "")
         complete = route.answer_parts if route is not None else None
-        if not rest_may_be_missing(parts, complete):
-            log.info("switch.answer_complete_at_restart", txn=rec.txn, parts=parts)
+        ended = (route is not None and last_part is not None
+                 and ends_answer(last_part.split(".", 1)[-1], route.answer_ends_on))
+        if not rest_may_be_missing(parts, complete, ended=ended):
+            log.info("switch.answer_complete_at_restart", txn=rec.txn, parts=parts, ended=ended)
             continue
         header = rec.text.split(".", 1)[0]
         endpoint = directory.endpoint_of(rec.mnemonic) if rec.mnemonic else None

@@ -77,6 +77,8 @@ class Pending:
     parts_expected: bool = False
     #: How many parts a complete answer has (the route's ``answer_parts``); None: not known.
     parts_complete: int | None = None
+    #: A recorded part carried a field of the route's ``answer_ends_on``: nothing more comes.
+    answer_ended: bool = False
     started: float = field(default_factory=time.perf_counter)  # for the latency metric
     sent_at: float = 0.0  # monotonic, when forwarded
     xid: int = 0
@@ -291,7 +293,8 @@ class RequestTable:
         for q in self._open.values():
             for p in (q if isinstance(q, list) else (q,)):
                 if (p.state == "answered" and p.parts_expected and p.window_s is not None
-                        and now < p.sent_at + p.window_s and rest_may_be_missing(p.parts, p.parts_complete)):
+                        and now < p.sent_at + p.window_s
+                        and rest_may_be_missing(p.parts, p.parts_complete, ended=p.answer_ended)):
                     out.append(p)
         return out
 
@@ -314,17 +317,29 @@ class RequestTable:
             p.state = "finished"
 
 
-def rest_may_be_missing(parts: int, complete: int | None) -> bool:
+def rest_may_be_missing(parts: int, complete: int | None, *, ended: bool = False) -> bool:
     """May an answer that has had ``parts`` parts (and whose window is open) still lack some?
     Yes, unless its route declares how many parts a complete answer has (``complete``, the
-    route's ``answer_parts``: one from each system the upstream asks) and that many came.
+    route's ``answer_parts``: one from each system the upstream asks) and that many came, or a
+    part said that nothing more comes (``ended``: :func:`ends_answer`).
 
     The one rule for what a drain waits for and what the restart's recovery pass tells
     (``MSC.E302 SWITCH RESTARTED BEFORE THE REST OF THE ANSWER``, PROTOCOL.md §4 "Stopping with
-    an answer open"). Neither the NCIC/Nlets answers nor our stubs carry a part count or an end
-    marker, so the count the agency declares for its upstream is all msc can know; without it
-    every part may be followed by another, and the operator is told."""
-    return complete is None or parts < complete
+    an answer open"). Neither the NCIC/Nlets answers nor our stubs carry a part count, so what
+    the agency declares for its upstream is all msc can know; without it every part may be
+    followed by another, and the operator is told."""
+    return not ended and (complete is None or parts < complete)
+
+
+def ends_answer(text: str, markers: tuple[str, ...]) -> bool:
+    """Does an answer part — ``text``, after its header (``QR.CA0130000.NO RECORD.NAM/…``) —
+    end its answer? Yes when a field of its first line (between dots) is one of ``markers``,
+    the route's ``answer_ends_on``: III answers ``NO RECORD`` and then no state sends anything
+    (Nlets Wiki §15; what ``msc stub`` does for a QR with no record)."""
+    if not markers:
+        return False
+    first = text.split("\n", 1)[0].rstrip("\r")
+    return any(field.strip() in markers for field in first.split("."))
 
 
 def _window(p: Pending) -> float:
@@ -362,4 +377,4 @@ def _remove(by_header: dict[str, Pending | list[Pending]], p: Pending) -> None:
             by_header[p.header] = q[0]
 
 
-__all__ = ["LATE_MAX", "Match", "Pending", "RequestTable", "rest_may_be_missing"]
+__all__ = ["LATE_MAX", "Match", "Pending", "RequestTable", "ends_answer", "rest_may_be_missing"]

@@ -50,7 +50,7 @@ from msc.protocol.parts import FRAME_OVERHEAD, split_output
 from msc.routing.delivery import READ_BATCH, Delivery, Output, QueueFull
 from msc.routing.destinations import pooled, upstream_destination
 from msc.routing.forwarding import DELIVER_24X7, UNKNOWN, classifier
-from msc.routing.requests import Match, Pending, RequestTable
+from msc.routing.requests import Match, Pending, RequestTable, ends_answer
 from msc.routing.upstream import Sent, UpstreamLink
 
 log = structlog.get_logger("msc.router")
@@ -684,8 +684,12 @@ class Router:
             return
         entry_kw = dict(ori=msg.ori, mke=msg.mke or msg.kind)
         category = started = how = None
+        ends = False
         if pending is not None:
             how = self.requests.part(pending)
+            route = self.directory.routes.get(pending.mke)
+            # A part that says nothing more comes (route answer_ends_on, PROTOCOL.md §4): once recorded.
+            ends = route is not None and how != "late" and ends_answer(msg.text, route.answer_ends_on)
             if how == "first":
                 # The answer may overtake the upstream's A: the request is no longer in flight.
                 owner = self.links.get(pending.upstream)
@@ -742,6 +746,7 @@ class Router:
                 if how is not None:
                     self._count_part(match, how)  # parts are counted once recorded
                 pending.answered = True
+                pending.answer_ended = pending.answer_ended or ends
                 pending.done = True
                 pending.resend_deadline = None
                 self._unrecorded.pop(pending, None)

@@ -783,7 +783,9 @@ class PgReader:
         sql = (f"SELECT txn, {aggregates} "
                "FROM journal_records WHERE period = $1 AND seq >= $2 AND seq <= $3 AND txn IS NOT NULL "
                "AND kind IN ('FORWARDED', 'RECEIVED', 'UNDELIVERED') GROUP BY txn")
-        return [TxnSummary(r[0], *r[1:6], *(int(n) for n in r[6:])) for r in self._fetch(sql, period, first_seq, last_seq)]
+        # (the SUMs come back as numeric: made int; the MAXes as they are)
+        return [TxnSummary(r[0], r[1], r[2], r[3], r[4], r[5], int(r[6]), int(r[7]), int(r[8]), int(r[9]), r[10])
+                for r in self._fetch(sql, period, first_seq, last_seq)]
 
     def tokens(self, token: bytes, period: str | None = None) -> list[int]:
         """Sequence numbers of the records carrying a blind-index token (in sequence order)."""
