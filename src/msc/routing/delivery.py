@@ -184,7 +184,7 @@ class Delivery:
         """Load the snapshot and replay the journal after it. Returns the outputs waiting.
 
         ``users_at``: endpoints where no one logs on that receive outputs for someone else's
-        request (the pools' printers, :func:`msc.routing.destinations.pool_printers`): each of
+        request (the pools' printers, :meth:`msc.mnemonics.directory.Directory.pool_printers`): each of
         their waiting outputs gets back the user of its record (:attr:`Output.user`), read from
         the journal, so that its delivery record names that operator after a restart as before."""
         if self.store is None:
