@@ -197,11 +197,10 @@ async def test_after_a_restart_a_pooled_mnemonic_s_traffic_goes_to_the_pool_prin
     assert [(r.text, r.txn) for r in on_printer] == [(expected, request.txn)]
     # A redirected output keeps its txn and its user (it kept only the txn: the user was None).
     assert [r.user for r in on_printer] == ["EC0001"]
-    # Its delivery names the user too, unless the copy was made before the stop (the switch's stop
-    # ended the loan: "unacknowledged") and waited at the printer across the restart: a queue
-    # restored at start keeps each output's txn, not its user (PROTOCOL.md §4).
+    # Its delivery names the user too — also when the copy was made before the stop (the switch's
+    # stop ended the loan: "unacknowledged") and waited in the printer's queue across the restart.
     delivered = await printed(sw, on_printer[0].osn)
-    assert delivered.user == ("EC0001" if left == "unanswered" else None)
+    assert (delivered.user, delivered.txn) == ("EC0001", request.txn)
     for c in holders:
         assert not [o.text for o in drain(c) if o.text.startswith(f"{header}.")]
     if left == "unacknowledged":  # the original's fate is written: no run delivers it again

@@ -341,3 +341,62 @@ async def test_the_delivery_record_names_the_session_s_user_else_the_output_s(na
     assert done
     (record,) = [e for e in j.entries if e.kind in ("DELIVERED", "UNDELIVERED")]
     assert (record.kind, record.user, record.txn) == ("DELIVERED" if answer == "A" else "UNDELIVERED", named, txn)
+
+
+class FakeStore:
+    """The outbox snapshot: the rows it was left with, nothing replayed after it."""
+
+    def __init__(self, rows) -> None:
+        self.rows = rows
+
+    def load(self):
+        return self.rows, {}, 0
+
+    def apply(self, adds, removes, osns, applied) -> None:
+        pass
+
+
+RESTORED = [
+    # id, the endpoint's outputs restored (record user), endpoints whose users are read back,
+    # the journal read fails, the users their delivery records name
+    ("printer", ["EC0001", None, "EC0002"], {"P"}, False, ["EC0001", None, "EC0002"]),  # None: unsolicited
+    ("not-a-printer", ["EC0001"], set(), False, [None]),  # nothing read back: as before
+    ("read-fails", ["EC0001", "EC0002"], {"P"}, True, [None, None]),  # the start goes on without them
+]
+
+
+@pytest.mark.parametrize("name,users,users_at,fails,named", RESTORED, ids=[r[0] for r in RESTORED])
+async def test_a_printer_s_queue_restored_at_start_gets_its_users_back(name, users, users_at, fails, named):
+    from msc.routing.outbox import Stored
+
+    j = FakeJournal()
+    seqs = [j.put(f"P{k}.MSC.E302 CLETS LINK LOST BEFORE THE ANSWER") for k in range(len(users))]
+    records = dict(zip(seqs, users, strict=True))
+
+    async def texts_and_users(wanted):
+        if fails:
+            raise OSError("the journal's database is away")
+        return {s: (j.stored[s], records[s]) for s in wanted if s in j.stored}
+
+    async def output_records_since(_applied):
+        return []
+
+    async def flush():
+        pass
+
+    j.texts_and_users, j.output_records_since, j.flush = texts_and_users, output_records_since, flush
+    rows = [Stored("P", k + 1, s, "P", f"OLDRUN-{k}", 0.0) for k, s in enumerate(seqs)]
+    d = Delivery(j, store=FakeStore(rows))
+    assert await d.restore(users_at=users_at) == len(users)
+    sink = Sink()
+    sink.user = None  # a printer: no one logged on
+    d.attach("P", sink)
+    for _ in range(100):
+        if len(sink.sent) == len(users):
+            break
+        await asyncio.sleep(0)
+    assert [osn for osn, _ in sink.sent] == list(range(1, len(users) + 1))
+    for osn, _ in sink.sent:
+        assert d.acked("P", osn, sink)
+    assert [(e.user, e.txn) for e in j.entries if e.kind == "DELIVERED"] == \
+        [(u, f"OLDRUN-{k}") for k, u in enumerate(named)]

@@ -180,8 +180,13 @@ class Delivery:
 
     # -- start and stop -------------------------------------------------------------------
 
-    async def restore(self) -> int:
-        """Load the snapshot and replay the journal after it. Returns the outputs waiting."""
+    async def restore(self, users_at: Iterable[str] = ()) -> int:
+        """Load the snapshot and replay the journal after it. Returns the outputs waiting.
+
+        ``users_at``: endpoints where no one logs on that receive outputs for someone else's
+        request (the pools' printers, :meth:`msc.mnemonics.directory.Directory.pool_printers`): each of
+        their waiting outputs gets back the user of its record (:attr:`Output.user`), read from
+        the journal, so that its delivery record names that operator after a restart as before."""
         if self.store is None:
             return 0
         rows, osns, applied = await asyncio.to_thread(self.store.load)
@@ -209,6 +214,7 @@ class Delivery:
                 self._adds.pop((endpoint, osn), None)
                 self._removes.add((endpoint, osn))
             replayed += 1
+        await self._restore_users(waiting, set(users_at))
         for endpoint, outputs in waiting.items():  # OSN order, whatever order they were found in
             ep = self._ep(endpoint)
             ep.osn = max(ep.osn, max(outputs, default=0))
@@ -221,6 +227,19 @@ class Delivery:
         await self.flush()
         log.info("delivery.restored", waiting=self._count, replayed=replayed)
         return self._count
+
+    async def _restore_users(self, waiting: dict[str, dict[int, Output]], endpoints: set[str]) -> None:
+        outputs = [o for e in endpoints for o in waiting.get(e, {}).values()]
+        for k in range(0, len(outputs), READ_BATCH):
+            batch = outputs[k:k + READ_BATCH]
+            try:
+                found = await self.journal.texts_and_users([o.seq for o in batch])
+            except Exception as exc:  # the start goes on: the records then name no user
+                log.warning("delivery.restore_users_failed", error=str(exc) or type(exc).__name__, outputs=len(outputs))
+                return
+            for o in batch:
+                if o.seq in found:
+                    o.user = found[o.seq][1]
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._flusher(), name="delivery-flush"),

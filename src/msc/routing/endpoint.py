@@ -36,8 +36,9 @@ class Output:
     started: float | None = None  # perf_counter of the request's acceptance (latency metric)
     on_done: Callable[[Output], None] | None = None
     #: The operator whose request it answers, kept only on an output that goes to another station
-    #: than the asker's (a pooled mnemonic's fate at its pool's printer, PROTOCOL.md §4): the
-    #: records of its delivery name them, as no one is logged on at a printer. None otherwise.
+    #: than the asker's (a pooled mnemonic's fate at its pool's printer, PROTOCOL.md §4; read back
+    #: from its record when a printer's queue is restored at start): the records of its delivery
+    #: name them, as no one is logged on at a printer. None otherwise.
     user: str | None = None
 
 
