@@ -44,7 +44,7 @@ class NodeRole(SwitchParts):
         it becomes active (its journal's :meth:`msc.journal.journal.Journal.keys_ahead` goes on
         from there): a wrong master key file shows while the node stands by, and the all-clear
         once the file is fixed — without a restart."""
-        from msc.journal.journal import KEYS_CHECK_S
+        from msc.journal.monthkeys import KEYS_CHECK_S
 
         while True:
             await self.check_key_ring()
