@@ -155,3 +155,36 @@ def test_the_key_ring_alerts_fire_on_an_unusable_key_ring_and_a_next_month_key_n
     r = subprocess.run(["promtool", "test", "rules", str(root / "tests" / "promtool" / "key_ring_alerts.test.yml")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_key_ring_call_waiting_on_a_frozen_database_is_given_back_at_once_by_abort():
+    """A node that steps down leaves at once (Switch.abandon_storage): its journal's look at the
+    key ring, in a worker thread the teardown joins, may be waiting on a frozen database — here a
+    listener that accepts and never answers. ``abort`` gives it back now (KeyRingUnavailable with
+    the reason), not after the client's bound."""
+    import socket
+
+    from msc.storage.pgkeyring import KeyRingUnavailable, PgKeyStore
+    from msc.storage.postgres import PgSettings
+
+    with socket.create_server(("127.0.0.1", 0)) as frozen:
+        store = PgKeyStore(PgSettings(f"postgresql://msc@127.0.0.1:{frozen.getsockname()[1]}/msc", "unused"))
+        got: list[BaseException] = []
+
+        def look() -> None:
+            try:
+                store.exists()
+            except BaseException as exc:  # noqa: BLE001 - what the caller is given, asserted below
+                got.append(exc)
+
+        caller = threading.Thread(target=look)
+        caller.start()
+        frozen.settimeout(HANG_S)
+        conn, _ = frozen.accept()  # the call is waiting for the database's first answer
+        with conn:
+            store.abort("this node stepped down (lease lost)")
+            caller.join(HANG_S)
+            assert not caller.is_alive()
+        store.close()
+    assert len(got) == 1 and isinstance(got[0], KeyRingUnavailable), got
+    assert "this node stepped down" in str(got[0])

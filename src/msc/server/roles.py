@@ -227,6 +227,11 @@ class NodeRole(SwitchParts):
         if abort_writer is not None:
             with contextlib.suppress(Exception):
                 abort_writer()
+        keys = getattr(getattr(self.journal, "keyring", None), "store", None)  # the journal's look at its key ring
+        abort_keys = getattr(keys, "abort", None)  # PostgreSQL's key ring: its one connection cut
+        if abort_keys is not None:
+            with contextlib.suppress(Exception):
+                abort_keys(f"this node stepped down ({why})")
         storage = getattr(self.journal, "storage", None)  # PostgreSQL's readers (the recovery pass …)
         abort_readers = getattr(storage, "abort", None)
         if abort_readers is not None:

@@ -88,6 +88,19 @@ class PgKeyStore:
             self._runner.close()
             self._runner = None
 
+    def abort(self, why: str) -> None:
+        """Give a call waiting on the database back now (:class:`KeyRingUnavailable`) and cut the
+        connection, without waiting for anything: for a node that stepped down and must leave
+        (``Switch.abandon_storage``) while its journal's look at the key ring (``keys_ahead``, in
+        a worker thread the teardown joins) waits on a frozen database. Later calls are refused;
+        :meth:`close` still closes the loop."""
+        runner, conn = self._runner, self._conn
+        if runner is None:
+            return
+        runner.abort(why)
+        if conn is not None and not runner.loop.is_closed():
+            runner.loop.call_soon_threadsafe(conn.terminate)
+
     def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         with self._lock:
             return self._run_unlocked(work)
