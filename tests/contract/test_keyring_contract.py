@@ -345,13 +345,14 @@ async def test_the_journal_makes_the_next_months_key_ahead_and_never_on_the_even
     in a worker thread; the first commit of the month finds its key made (no key is ever made on
     the event loop's thread). Another node reads the key the work made."""
     import msc.journal.journal as journal_mod
+    import msc.journal.monthkeys as monthkeys_mod
     from msc.journal import Entry, Journal
     from msc.journal.schema import list_partitions
     from msc.keyring import next_period, period_of
     from tests.conftest import eventually
 
     monkeypatch.setattr(journal_mod, "TICK_S", 0.02)
-    monkeypatch.setattr(journal_mod, "KEYS_CHECK_S", 3600.0)  # only the rollover makes the work due
+    monkeypatch.setattr(monthkeys_mod, "KEYS_CHECK_S", 3600.0)  # only the rollover makes the work due
     spy = _Spy(first)
     clock = _Clock(_utc(before))
     seen: list[BaseException | None] = []
@@ -384,12 +385,13 @@ async def test_a_key_ring_that_cannot_be_reached_is_tried_again_and_a_month_not_
     its first record makes the key on demand — the fallback — and commits once the key ring
     answers; the work then makes the month after."""
     import msc.journal.journal as journal_mod
+    import msc.journal.monthkeys as monthkeys_mod
     from msc.journal import Entry, Journal
     from msc.journal.schema import list_partitions
     from tests.conftest import eventually
 
     monkeypatch.setattr(journal_mod, "TICK_S", 0.02)
-    monkeypatch.setattr(journal_mod, "KEYS_CHECK_S", 0.2)
+    monkeypatch.setattr(monthkeys_mod, "KEYS_CHECK_S", 0.2)
     spy = _Spy(first)
     clock = _Clock(_utc("2026-03-31T23:00:00"))
     seen: list[BaseException | None] = []
@@ -416,11 +418,12 @@ async def test_a_master_key_rotated_on_another_node_is_found_by_the_next_look_an
     another node ran `msc keys rotate` it reports the fix (copy the master key file) long before a
     month needs a new key, and nothing once the new file is copied here."""
     import msc.journal.journal as journal_mod
+    import msc.journal.monthkeys as monthkeys_mod
     from msc.journal import Journal
     from tests.conftest import eventually
 
     monkeypatch.setattr(journal_mod, "TICK_S", 0.02)
-    monkeypatch.setattr(journal_mod, "KEYS_CHECK_S", 0.1)
+    monkeypatch.setattr(monthkeys_mod, "KEYS_CHECK_S", 0.1)
     other = nodes()
     seen: list[BaseException | None] = []
     j = Journal(tmp_path / "journal", first, clock=_Clock(_utc("2026-06-10T12:00:00")), writer="thread",

@@ -22,6 +22,7 @@ import pytest
 from structlog.testing import capture_logs
 
 import msc.journal.journal as journal_mod
+import msc.journal.monthkeys as monthkeys_mod
 from msc.journal.schema import list_partitions
 from msc.keyring import KeyRing, next_period, period_of
 from tests.conftest import eventually
@@ -100,7 +101,7 @@ async def test_a_switch_running_into_a_new_month_made_its_key_ahead_and_the_firs
 async def test_a_master_key_rotated_on_another_machine_shows_in_readyz_and_the_metric_until_the_file_is_copied(
         harness, monkeypatch, tmp_path):
     monkeypatch.setattr(journal_mod, "TICK_S", 0.02)
-    monkeypatch.setattr(journal_mod, "KEYS_CHECK_S", 0.2)
+    monkeypatch.setattr(monthkeys_mod, "KEYS_CHECK_S", 0.2)
     sw = await harness.start_switch()
     port = sw.ops.port
     status, body = await asyncio.to_thread(get, port, "/readyz")
