@@ -315,11 +315,14 @@ class KeyRing:
             self._master = None
             mk = self.master()
         if mk.id != master_id:
-            raise KeyError_(
-                f"the key ring ({self.describe()}) is wrapped by master key {master_id}, but this machine's master key "
-                f"file {self.master_path} holds {mk.id}: copy the master key file of the machine where the key ring "
-                "was made or last rotated (`msc keys rotate`)")
+            raise self._not_this_master(master_id, mk)
         return mk
+
+    def _not_this_master(self, master_id: str, mk: MasterKey) -> KeyError_:
+        return KeyError_(
+            f"the key ring ({self.describe()}) is wrapped by master key {master_id}, but this machine's master key "
+            f"file {self.master_path} holds {mk.id}: copy the master key file of the machine where the key ring "
+            "was made or last rotated (`msc keys rotate`)")
 
     def _unwrap(self, label: str, entry: dict[str, str]) -> bytes:
         return _unwrap(self._master_for(entry.get("master", "?")), label, entry)
@@ -485,9 +488,17 @@ class KeyRing:
         rotate``) and this one's file is the old one, a wrong copy, an entry that does not
         authenticate — or :class:`msc.storage.pgkeyring.KeyRingUnavailable` (a ``KeyError_``) when
         the key ring's database cannot be asked."""
-        doc = self.store.read(consistent=True)
-        self._unwrap("users", doc["users"])
-        self._unwrap("signing", doc["signing"])
+        for again in (True, False):
+            doc = self.store.read(consistent=True)
+            # The file as it is on disk now, not the copy this ring loaded (kept for its own use):
+            # a file copied over, or replaced by a wrong one, is what a takeover would read.
+            mk = load_master_key(self.master_path)
+            if mk.id == doc["master"]:
+                break
+            if not again:  # (once more first: a rotation on this machine swaps the file just after the ring)
+                raise self._not_this_master(doc["master"], mk)
+        _unwrap(mk, "users", doc["users"])
+        _unwrap(mk, "signing", doc["signing"])
 
     def users_aead(self) -> AESGCM:
         return AESGCM(self._unwrap("users", self.store.read(consistent=True)["users"]))

@@ -479,3 +479,58 @@ async def test_a_master_key_rotated_on_another_node_is_found_by_the_next_look_an
         await eventually(lambda: seen[-1] is None)
     finally:
         await j.close()
+
+
+def _other_key(path: Path) -> None:
+    from msc.keyring import create_master_key
+
+    path.unlink()
+    create_master_key(path)
+
+
+def _same_id_other_key(path: Path) -> None:
+    doc = json.loads(path.read_text())
+    path.write_text(json.dumps({**doc, "key": base64.b64encode(bytes(32)).decode()}))
+
+
+#: What the master key file on a machine may have become while the node ran, and the words of
+#: the reason check_usable gives (the look of a node of a pair every few seconds: newcomer7 #1).
+BAD_MASTER_FILES = [
+    (_other_key, "copy the master key file"),                               # another machine's, or pre-rotation
+    (_same_id_other_key, "does not authenticate under the master key"),     # a damaged copy
+    (lambda p: p.chmod(0o644), "must not be readable by group or others"),  # copied without its mode
+    (lambda p: p.unlink(), "no master key at"),                             # not copied at all
+    (lambda p: p.write_text("{not json"), "is not a master key file"),       # truncated by an editor
+    (lambda p: p.write_text('{"id": "x", "key": "AAAA"}'), "is not a master key file"),  # 3 bytes of key
+]
+
+
+@pytest.mark.parametrize("spoil, says", BAD_MASTER_FILES)
+def test_the_look_at_the_key_ring_reads_the_master_key_file_as_it_is_now(nodes, first, spoil, says):
+    """check_usable reads this machine's master key file afresh at each look, not the copy the
+    handle loaded: a file spoiled under a running node is found before a takeover would read it,
+    and putting the right file back is found by the next look — no restart."""
+    ring = nodes()
+    ring.users_aead()  # the handle has loaded (and keeps) the right master key
+    ring.check_usable()
+    good = ring.master_path.read_bytes()
+    spoil(ring.master_path)
+    with pytest.raises(KeyError_, match=says):
+        ring.check_usable()
+    ring.users_aead()  # what the handle holds still works: a serving node serves on
+    ring.master_path.unlink(missing_ok=True)
+    ring.master_path.write_bytes(good)
+    ring.master_path.chmod(0o600)
+    ring.check_usable()
+
+
+def test_a_rotation_on_another_node_fails_the_look_until_the_file_is_copied(nodes, first):
+    other = nodes()
+    other.check_usable()
+    old, new = first.rotate()
+    if other.master_path == first.master_path:
+        pytest.skip("one machine: both handles read the same (rotated) master key file")
+    with pytest.raises(KeyError_, match=f"wrapped by master key {new}, but this machine's master key file .* holds {old}"):
+        other.check_usable()
+    shutil.copy2(first.master_path, other.master_path)
+    other.check_usable()

@@ -699,3 +699,114 @@ def test_as_commands_on_a_machine_whose_node_is_not_active_refuse_and_name_the_a
     assert r.returncode == 0 and r.stdout.startswith("OK: "), (r.stdout, r.stderr)
     assert "warning" not in r.stderr, r.stderr
     assert cli_logons(pair) == before + 1
+
+
+def log_events(p: Proc) -> list[dict]:
+    out = []
+    for line in p.log.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            doc = json.loads(line)
+            if isinstance(doc, dict) and "event" in doc:
+                out.append(doc)
+    return out
+
+
+def lease_calls(pair: Pair, n: str, outcome: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{pair.metrics[n]}/metrics", timeout=HANG_S) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(f'msc_node_lease_calls_total{{outcome="{outcome}"}} '):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_after_keys_rotate_the_standby_says_so_does_not_take_over_and_takes_over_once_the_file_is_copied(pair, tmp_path):
+    """newcomer7 #1: `msc keys rotate` on the active node; the standby's master key file is the old
+    one. The standby shows it within seconds (/readyz key_ring, held_back, the metric, msc status);
+    with the active killed it does not take the lease — no node serves, and msc status says so and
+    why —; once the file is copied it takes over by itself, in the same process."""
+    a = pair.start("A", "ready")
+    wait_until(lambda: pair.active("A"), "A active")
+    b = pair.start("B", "standby")
+    wait_until(lambda: pair.readyz("B")[1].get("node", {}).get("holder") == "node-a", "B sees the holder")
+    assert "key_ring" not in pair.readyz("B")[1]
+    master_a, master_b = (tmp_path / n / "data" / "keys" / "master.key" for n in "AB")
+
+    r = run("keys", "rotate", "--config", str(pair.cfg["A"]), *AS_ADMIN, input=PASSWORD + "\n\n", timeout=120)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    old, new = r.stdout.split("master key rotated: ", 1)[1].split(";", 1)[0].split(" -> ")
+    notice = r.stdout.split("COPY THE MASTER KEY FILE TO EVERY OTHER NODE NOW", 1)
+    assert len(notice) == 2, r.stdout  # said last, plainly: the file, the key, its digest, the consequence
+    import hashlib
+    assert str(master_a) in notice[1] and f"master key {new}" in notice[1]
+    assert f"sha256 {hashlib.sha256(master_a.read_bytes()).hexdigest()}" in notice[1]
+    assert "not ready" in notice[1] and "takes over" in notice[1]
+
+    # B finds it by its next look (every few seconds): a reason of its /readyz, and it holds back.
+    def b_knows():
+        code, doc = pair.readyz("B")
+        return doc if code == 503 and "key_ring" in doc.get("reasons", {}) and doc["node"].get("held_back") else None
+
+    doc = wait_until(b_knows, "B's /readyz says key_ring and held_back", 60, b)
+    assert f"wrapped by master key {new}" in doc["key_ring"] and f"holds {old}" in doc["key_ring"]
+    assert doc["status"] == "standby" and doc["node"]["holder"] == "node-a"
+    assert pair.metric("B", "msc_key_ring_unusable 1.0") and pair.metric("A", "msc_key_ring_unusable 0.0")
+    unusable = [e for e in log_events(b) if e["event"] == "keyring.unusable"]
+    held = [e for e in log_events(b) if e["event"] == "lease.held_back"]
+    assert len(unusable) == 1 and unusable[0]["level"] == "error" and len(held) == 1, (unusable, held)
+    assert pair.active("A")  # the active serves on
+
+    a.p.kill()  # its machine is gone
+    a.p.wait(10)
+
+    def nobody(n: str = "B"):
+        r = run("status", "--config", str(pair.cfg[n]))
+        return r if r.returncode == 1 and "active node: none — the lease of node-a" in r.stdout else None
+
+    shown = wait_until(nobody, "msc status on B: no node is active", 60, b)
+    assert "node node-b (this machine) will not take it until its master key file opens the key ring" in shown.stdout
+    assert "key ring: unusable on this machine — the key ring" in shown.stdout
+    # B polls on and does not take it: two more looks at the expired lease, still standby.
+    looks = lease_calls(pair, "B", "held_back")
+    wait_until(lambda: lease_calls(pair, "B", "held_back") >= looks + 2, "B keeps looking", 60, b)
+    code, doc = pair.readyz("B")
+    assert code == 503 and doc["status"] == "standby" and "holder" not in doc["node"] and doc["node"]["held_back"]
+    assert not pair.accepts("B") and lease_calls(pair, "B", "granted") == 0
+    assert not any(e["event"] in ("lease.acquired", "node.active") for e in log_events(b))
+    assert nobody() is not None  # still: nobody holds the lease, A's epoch 1 ran out
+
+    shutil.copy2(master_a, master_b)  # the fix: nothing restarted
+    doc = wait_until(lambda: pair.active("B"), "B takes over once the file is copied", 60, b)
+    assert doc["node"]["epoch"] == 2 and "key_ring" not in doc and "held_back" not in doc["node"]
+    assert b.p.poll() is None and sum(e["event"] == "node.standby" for e in log_events(b)) == 1  # the same process
+    events = [e["event"] for e in log_events(b)]
+    assert events.index("keyring.usable") < events.index("lease.competing") < events.index("lease.acquired")
+    assert pair.metric("B", "msc_key_ring_unusable 0.0")
+    r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=HANG_S)
+    assert r.returncode == 0 and f"Connected to msc at {pair.addr('B')}." in r.stderr, r.stderr
+
+
+def test_a_node_that_cannot_open_the_key_ring_never_keeps_the_lease_and_the_other_takes_it(pair, tmp_path):
+    """A node started with a stale master key file while no node is active: whether its first look
+    at the key ring comes before its first grant (it holds back) or after (the look at the takeover
+    refuses: the lease is released at once, node.takeover_refused), it never becomes active and
+    stands by, not ready; the node with the right file then takes the lease."""
+    from msc.keyring import create_master_key
+
+    master_b = tmp_path / "B" / "data" / "keys" / "master.key"
+    master_b.unlink()
+    create_master_key(master_b)
+    b = pair.start("B", "standby")
+    wait_until(lambda: "key_ring" in pair.readyz("B")[1].get("reasons", {}), "B says key_ring", 60, b)
+    wait_until(lambda: pair.readyz("B")[1]["node"].get("held_back"), "B holds back", 60, b)
+    a = pair.start("A", "ready")
+    doc = wait_until(lambda: pair.active("A"), "A active")
+    events = log_events(b)
+    granted = [e["epoch"] for e in events if e["event"] == "lease.acquired"]
+    refused = [e["epoch"] for e in events if e["event"] == "node.takeover_refused"]
+    released = [e["epoch"] for e in events if e["event"] == "lease.released"]
+    assert granted == refused == released, events  # every grant B got, it gave back at once
+    assert doc["node"]["epoch"] == len(granted) + 1
+    assert not any(e["event"] == "node.active" for e in events) and b.p.poll() is None
+    code, doc = pair.readyz("B")
+    assert code == 503 and doc["status"] == "standby" and doc["node"]["holder"] == "node-a" and doc["node"]["held_back"]
+    assert a.p.poll() is None

@@ -91,11 +91,12 @@ class Node:
 # hit; now and then a fraction of one; or a long jump: a SIGSTOP, a GC pause), then each node
 # does one thing. A "roundtrip" is a request answered at once (the common case); "poll",
 # "execute", "deliver" and "drop" take a request apart: sent now, executed by the database later
-# and in any order, answered later, or given up on by the node (and perhaps executed after that).
+# and in any order, answered later, or given up on by the node (and perhaps executed after that);
+# "held_back": a due acquisition not sent (the node may not take the lease now).
 dt = st.one_of(st.integers(0, 8).map(lambda k: k * TTL / 80), st.floats(0, TTL / 80, allow_nan=False),
                st.integers(20, 120).map(lambda k: k * TTL / 40))
 action = st.sampled_from(["idle", "roundtrip", "roundtrip", "roundtrip", "poll", "execute", "execute", "deliver",
-                          "drop", "commit"])
+                          "drop", "commit", "held_back"])
 step = st.tuples(dt, action, action, st.integers(0, 3))
 rate = st.floats(1 - MAX_DRIFT / 2, 1 + MAX_DRIFT / 2, allow_nan=False)
 
@@ -141,6 +142,14 @@ def test_two_nodes_never_both_believe_and_never_share_an_epoch(steps, rates, off
                     r = n.requests.pop()
                     r.executed, r.result = True, execute(db, n.name, r, t)
                     answer(m, r)
+            elif op == "held_back":
+                # The node may not take the lease now (its master key file cannot open the key
+                # ring): a due acquisition is not sent; a due renewal is, as by "poll".
+                act = m.poll(now)
+                if isinstance(act, Acquire):
+                    m.held_back(now)
+                elif isinstance(act, Renew):
+                    n.requests.append(Request("renew", now, act.epoch))
             elif op == "execute":
                 waiting = [r for r in n.requests if not r.executed]
                 if waiting:

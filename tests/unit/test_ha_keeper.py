@@ -26,6 +26,7 @@ class FakeLease:
         self.released: list[int] = []
         self.calls: list[str] = []
         self.closed = False
+        self.row = None  # what current() answers (a LeaseRow, or None: never held)
 
     async def acquire(self):
         self.calls.append("acquire")
@@ -44,6 +45,10 @@ class FakeLease:
     async def release(self, epoch: int) -> bool:
         self.released.append(epoch)
         return True
+
+    async def current(self):
+        self.calls.append("current")
+        return self.row
 
     async def close(self) -> None:
         self.closed = True
@@ -231,3 +236,52 @@ async def test_a_second_live_node_with_the_same_name_is_refused(how, twin):
         assert await asyncio.wait_for(k.wait_active(), 30) == 5
         assert k.misconfigured is None
     await k.stop(release=True)
+
+
+@pytest.mark.parametrize("row, holder", [
+    (("node-b", 4, True, 2.5), "node-b"),   # the other node serves: /readyz names it
+    (("node-b", 4, False, -7.0), None),     # its lease ran out: nobody serves, and this node will not
+    (None, None),                           # nobody ever held it
+])
+async def test_a_node_held_back_never_asks_for_the_lease_and_competes_once_it_may(row, holder):
+    """hold_back() (this machine's master key file cannot open the key ring) keeps the keeper from
+    acquiring — it only reads who holds the lease — and it says so once, not at every poll; once
+    hold_back() says nothing it competes, and wins a free lease."""
+    from structlog.testing import capture_logs
+
+    from msc.ha.pglease import LeaseRow
+
+    roles: list = []
+    lease = FakeLease()
+    lease.row = None if row is None else LeaseRow(*row)
+    why: list[str | None] = ["this machine's master key file cannot open the key ring: copy it"]
+    k = LeaseKeeper(lease, LeaseMachine(1.0), on_role=lambda r, e, w: roles.append((r, e, w)),  # type: ignore[arg-type]
+                    hold_back=lambda: why[0])
+    with capture_logs() as logs:
+        k.start()
+        await asyncio.wait_for(_until(lambda: lease.calls.count("current") >= 3), HANG_S)
+        assert "acquire" not in lease.calls and roles == [] and k.role is Role.STANDBY
+        assert k.held_back == why[0] and k.holder_seen == holder
+        why[0] = None
+        assert await asyncio.wait_for(k.wait_active(), HANG_S) == 1
+    assert k.held_back is None and roles == [(Role.ACTIVE, 1, "lease acquired")]
+    events = [e["event"] for e in logs if e["event"].startswith("lease.")]
+    assert events.count("lease.held_back") == 1 and events.count("lease.competing") == 1
+    assert events.index("lease.held_back") < events.index("lease.competing") < events.index("lease.acquired")
+    await k.stop(release=True)
+    assert lease.released == [1]
+
+
+async def test_a_node_held_back_whose_lease_database_is_away_says_so():
+    class Away(FakeLease):
+        async def current(self):
+            self.calls.append("current")
+            raise LeaseUnavailable("lease database: ConnectionRefusedError: …")
+
+    lease = Away()
+    k = LeaseKeeper(lease, LeaseMachine(1.0), hold_back=lambda: "cannot open the key ring")  # type: ignore[arg-type]
+    k.start()
+    await asyncio.wait_for(_until(lambda: lease.calls.count("current") >= 2), HANG_S)
+    assert k.last_error == "lease database: ConnectionRefusedError: …" and "acquire" not in lease.calls
+    await k.stop(release=True)
+    assert lease.released == []

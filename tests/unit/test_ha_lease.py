@@ -115,12 +115,13 @@ def test_an_answer_after_the_step_down_is_ignored():
     assert m.poll(100.0 + BELIEF + 0.1) == Acquire()
 
 
-@pytest.mark.parametrize("answer", ["acquired", "renewed", "lost", "refused", "failed"])
+@pytest.mark.parametrize("answer", ["acquired", "renewed", "lost", "refused", "failed", "held_back"])
 def test_answers_to_a_request_not_in_flight_are_ignored(answer):
     m = LeaseMachine(TTL)
     m.poll(10.0)  # Acquire in flight, sent at 10
     call = {"acquired": lambda: m.acquired(9.0, 3), "renewed": lambda: m.renewed(9.0), "lost": lambda: m.lost(9.0),
-            "refused": lambda: m.refused(9.0, 1.0), "failed": lambda: m.failed(9.0)}[answer]
+            "refused": lambda: m.refused(9.0, 1.0), "failed": lambda: m.failed(9.0),
+            "held_back": lambda: m.held_back(9.0)}[answer]
     call()
     assert not m.holds(10.0) and m.epoch == 0
     assert m.poll(10.1) == Wait(math.inf)  # still waiting for the request sent at 10
@@ -139,6 +140,22 @@ def test_a_standby_tries_again_when_the_lease_expires_or_after_a_poll(remaining,
     m.refused(50.0, remaining)
     assert m.poll(50.0 + wait - 1e-6) == Wait(50.0 + wait)
     assert m.poll(50.0 + wait) == Acquire()
+
+
+def test_a_standby_held_back_asks_again_after_a_poll_and_never_believes_it_holds():
+    """The node did not send its Acquire (its master key file cannot open the key ring): it is
+    asked again after the poll interval, as after a refusal, and stays standby meanwhile."""
+    m = LeaseMachine(TTL)
+    for n in range(3):
+        at = 50.0 + n * MAX_POLL_S
+        assert m.poll(at) == Acquire()
+        m.held_back(at)
+        assert m.role(at) is Role.STANDBY and m.epoch == 0
+        assert m.poll(at + MAX_POLL_S - 1e-6) == Wait(at + MAX_POLL_S)
+    at = 50.0 + 3 * MAX_POLL_S
+    assert m.poll(at) == Acquire()
+    m.acquired(at, 4)  # no longer held back: it competes and may win
+    assert m.holds(at + 0.1)
 
 
 def test_each_new_grant_must_carry_a_higher_epoch():

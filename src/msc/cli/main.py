@@ -227,11 +227,32 @@ def cmd_keys(args) -> int:
             actor = logon(s, args, roles=ADMIN, op="keys rotate")
             old, new = ring.rotate()
             print(f"master key rotated: {old} -> {new}; data keys re-wrapped, no record re-encrypted")
-            record_admin(s, f"KEYS ROTATE MASTER/{old} TO/{new}", user=actor)
+            try:
+                record_admin(s, f"KEYS ROTATE MASTER/{old} TO/{new}", user=actor)
+            finally:  # rotated either way: the other nodes need the new file now
+                if s.config.node is not None:
+                    print(copy_master_key_notice(s.config.node.name, s.key_file, new))
     except KeyError_ as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_OK
+
+
+def copy_master_key_notice(node: str, key_file, key_id: str) -> str:
+    """What ``msc keys rotate`` says last on a node of a pair (``[node]``): the other nodes' master
+    key files are the old key now, so they cannot open the key ring — not ready, and none takes
+    over — until this file is copied to them (OPERATIONS.md "Rotating the master key on a pair").
+    Names the file, the new key's id (what /readyz ``key_ring`` and ``msc status`` show) and the
+    file's SHA-256, to check the copy with ``sha256sum`` (a digest of a 256-bit random key: no
+    secret)."""
+    import hashlib
+    from pathlib import Path
+
+    digest = hashlib.sha256(Path(key_file).read_bytes()).hexdigest()
+    return (f"COPY THE MASTER KEY FILE TO EVERY OTHER NODE NOW: this is node {node} of a pair. Until {key_file}\n"
+            f"  (master key {key_id}, sha256 {digest}) is copied to the same path on every other node,\n"
+            "  owner-only (chmod 600), those nodes cannot open the key ring: they are not ready (/readyz key_ring)\n"
+            "  and none of them takes over if this node fails. Nothing to restart: each sees the copy within seconds.")
 
 
 def show_signing_key(s, ring, fmt: str) -> int:

@@ -58,6 +58,8 @@ def status(settings: Settings) -> tuple[int, dict[str, Any]]:
     here = {"status": code, "role": (body.get("node") or {}).get("role") or body.get("status") if code else None}
     if body.get("key_ring"):  # keyring.unusable on this machine (OPERATIONS.md "Metrics and health")
         here["key_ring"] = body["key_ring"]
+    if (body.get("node") or {}).get("held_back"):  # it does not take the lease (the key ring)
+        here["held_back"] = body["node"]["held_back"]
     if node is None:
         doc: dict[str, Any] = {"node": None, "this_node": here, "active": "this machine" if code == 200 else None}
         return (0 if code == 200 else 1), doc
@@ -89,7 +91,13 @@ def render(doc: dict[str, Any]) -> list[str]:
                      f"{lease['remaining_s']:.1f} s more by the database's clock)")
     else:
         lines.append(f"active node: none — the lease of {lease['holder']} (epoch {lease['epoch']}) ran out "
-                     f"{-lease['remaining_s']:.1f} s ago; the standby takes it at its next poll")
+                     f"{-lease['remaining_s']:.1f} s ago; " + (
+                         f"node {doc['node']} (this machine) will not take it until its master key file opens "
+                         "the key ring (see the key ring line)" if here.get("held_back") else
+                         "the standby takes it at its next poll"))
+    if lease is not None and lease["live"] and here.get("held_back"):
+        lines.append(f"node {doc['node']} (this machine) would not take over: its master key file cannot open the "
+                     "key ring (see the key ring line)")
     return lines
 
 

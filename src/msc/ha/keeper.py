@@ -2,7 +2,7 @@
 decisions against the database (:class:`PgLease`) and tells the node when it became active and
 when it must stop serving.
 
-    keeper = LeaseKeeper(lease, LeaseMachine(ttl_s), on_role=...)
+    keeper = LeaseKeeper(lease, LeaseMachine(ttl_s), on_role=..., hold_back=...)
     keeper.start()
     epoch = await keeper.wait_active()       # standby until the lease is ours
     fence = keeper.fence()                   # for the journal writer's commit transactions
@@ -33,16 +33,24 @@ log = structlog.get_logger("msc.ha")
 class LeaseKeeper:
     """Runs one node's lease. ``on_role(role, epoch, reason)`` is called on every change
     (``reason`` says why a node stepped down); ``on_attempt(outcome)`` on every database call
-    (``granted``, ``held``, ``renewed``, ``lost``, ``error``) — both for metrics and logs."""
+    (``granted``, ``held``, ``renewed``, ``lost``, ``error``, ``held_back``) — both for metrics
+    and logs. ``hold_back()``, asked before each acquisition, says why this node must not take
+    the lease now (None: it may): a node whose master key file cannot open the key ring would
+    win a failover it cannot serve, and make everyone wait out the lease again (newcomer7 #1).
+    Held back, it only reads the lease (who holds it, for /readyz) at the same pace."""
 
     def __init__(self, lease: PgLease, machine: LeaseMachine, *, clock: Callable[[], float] = time.monotonic,
                  on_role: Callable[[Role, int, str], None] | None = None,
-                 on_attempt: Callable[[str], None] | None = None) -> None:
+                 on_attempt: Callable[[str], None] | None = None,
+                 hold_back: Callable[[], str | None] | None = None) -> None:
         self.lease = lease
         self.machine = machine
         self.clock = clock
         self.on_role = on_role
         self.on_attempt = on_attempt
+        self.hold_back = hold_back
+        #: Why this node does not compete for the lease now (``hold_back``'s answer), or None.
+        self.held_back: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._active = asyncio.Event()
         self._lost = asyncio.Event()
@@ -147,7 +155,9 @@ class LeaseKeeper:
                 self._stepped_down(act)
                 return  # one tenure per keeper: the node exits and a new process competes again
             elif isinstance(act, Acquire):
-                if not await self._acquire(now):
+                if self._holding_back():
+                    await self._look(now)
+                elif not await self._acquire(now):
                     return  # misconfigured: wait_active raises
             elif isinstance(act, Renew):
                 await self._renew(now, act.epoch)
@@ -159,6 +169,29 @@ class LeaseKeeper:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._kick.wait(), None if math.isinf(delay) else delay)
+
+    def _holding_back(self) -> bool:
+        """Ask ``hold_back``; log when holding back begins, changes or ends (not at every poll)."""
+        why = self.hold_back() if self.hold_back is not None else None
+        if why != self.held_back:
+            if why is not None:
+                log.warning("lease.held_back", node=self.lease.holder, reason=why)
+            else:
+                log.info("lease.competing", node=self.lease.holder, was=self.held_back)
+        self.held_back = why
+        return why is not None
+
+    async def _look(self, sent: float) -> None:
+        """Held back: read who holds the lease instead of taking it (holder_seen: None when
+        nobody holds it — a failover this node will not take)."""
+        try:
+            row = await asyncio.wait_for(self.lease.current(), self.lease.timeout_s * 2)
+        except (LeaseUnavailable, TimeoutError) as exc:
+            self._error(sent, exc)
+            return
+        self.holder_seen = row.holder if row is not None and row.live else None
+        self.machine.held_back(sent)
+        self._attempt("held_back")
 
     async def _acquire(self, sent: float) -> bool:
         """One acquisition; False when the loop must end (:attr:`misconfigured`)."""

@@ -166,6 +166,14 @@ class LeaseMachine:
         wait = self.poll_s if remaining_s is None else min(self.poll_s, max(remaining_s, 0.0))
         self._next_at = sent + max(MIN_POLL_S, wait)
 
+    def held_back(self, sent: float) -> None:
+        """The node did not send the :class:`Acquire` of ``sent``: it may not take the lease now
+        (its master key file cannot open the key ring — :class:`msc.ha.keeper.LeaseKeeper`'s
+        ``hold_back``). It asks again after ``poll_s``."""
+        if not self._answer(sent) or self._active:
+            return
+        self._next_at = sent + self.poll_s
+
     def renewed(self, sent: float) -> None:
         """The database extended this node's lease by ``ttl`` from a request sent at ``sent``."""
         if not self._answer(sent) or not self._active:

@@ -155,7 +155,8 @@ class Metrics:
         self.node_lease_epoch = Gauge("msc_node_lease_epoch", "The fencing epoch of the lease this node holds "
                                       "(or held last; 0: none yet)", registry=r)
         self.node_lease_calls = Counter("msc_node_lease_calls_total", "Calls to the lease's database by outcome: "
-                                        "granted, held (another node has it), renewed, lost, error", ["outcome"],
+                                        "granted, held (another node has it), renewed, lost, error, held_back (a read: this node may "
+                                        "not take the lease, /readyz key_ring)", ["outcome"],
                                         registry=r)
         # The key ring (JOURNAL.md "Encryption"; OPERATIONS.md "Metrics and health"): what the last look found.
         self.key_ring_unusable = Gauge(
@@ -203,7 +204,7 @@ class Metrics:
             self.availability.labels(window)
         self.node_role.labels("active").set(1)
         self.node_role.labels("standby").set(0)
-        for outcome in ("granted", "held", "renewed", "lost", "error"):
+        for outcome in ("granted", "held", "renewed", "lost", "error", "held_back"):
             self.node_lease_calls.labels(outcome)
         self._rejects = {c.code: self.rejects.labels(c.code) for c in Reject}
         self._kinds: dict[str, Counter] = {}

@@ -59,35 +59,53 @@ async def _run_node(settings: Settings, switch: Switch, stop: asyncio.Event, rea
     epoch it lost; a fresh process starts from what the database says, as after a crash, and
     the takeover path is then the one path every start takes.
     """
+    from msc.ha.keeper import LeaseKeeper
     from msc.ha.lease import Role
     from msc.server.node import EXIT_STEPPED_DOWN, keeper_for
 
     def on_role(role: Role, epoch: int, reason: str) -> None:
-        if role is Role.ACTIVE:
-            switch.became_active(epoch)
-        else:
+        if role is not Role.ACTIVE:  # (active: once the takeover's look at the key ring agreed, below)
             switch.step_down(reason)  # at once, in the loop iteration that noticed
 
-    try:
-        keeper = keeper_for(settings, on_role=on_role,
-                            on_attempt=lambda outcome: switch.metrics.node_lease_calls.labels(outcome).inc())
-    except ValueError as exc:
-        raise StartupError(str(exc)) from None
-    switch.lease_info = lambda: {"holder": keeper.holder_seen, "error": keeper.last_error}
+    def new_keeper() -> LeaseKeeper:
+        try:
+            k = keeper_for(settings, on_role=on_role, hold_back=switch.lease_hold_back,
+                           on_attempt=lambda outcome: switch.metrics.node_lease_calls.labels(outcome).inc())
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
+        switch.lease_info = lambda: {"holder": k.holder_seen, "error": k.last_error, "held_back": k.held_back}
+        return k
+
+    keeper = new_keeper()
     await switch.start_standby()
     _write_ready(ready_file, "standby")
-    keeper.start()
-    active = await _first(keeper.wait_active(), stop.wait())
-    if not active or keeper.misconfigured is not None:
-        log.info("node.stopping", node=switch.node_name, role="standby")
-        await keeper.stop(release=True)  # (released only if it was granted in the meantime)
-        if switch.ops is not None:
-            await switch.ops.stop()
-        if keeper.misconfigured is not None:
-            # A wrong password, role or database name, or a second node of this name, waits for
-            # nobody (an outage is waited out as a standby): exit 2 like every refusal to start.
-            raise StartupError(str(keeper.misconfigured))
-        return 0
+    while True:
+        keeper.start()
+        active = await _first(keeper.wait_active(), stop.wait())
+        if not active or keeper.misconfigured is not None:
+            log.info("node.stopping", node=switch.node_name, role="standby")
+            await keeper.stop(release=True)  # (released only if it was granted in the meantime)
+            if switch.ops is not None:
+                await switch.ops.stop()
+            if keeper.misconfigured is not None:
+                # A wrong password, role or database name, or a second node of this name, waits for
+                # nobody (an outage is waited out as a standby): exit 2 like every refusal to start.
+                raise StartupError(str(keeper.misconfigured))
+            return 0
+        refused = await switch.takeover_refused()
+        if refused is None:
+            break
+        # This machine's master key file cannot open the key ring (msc keys rotate on the other
+        # machine, not copied here yet): serving would fail at the journal's first key. The lease
+        # is given back at once — the other node need not wait it out — and this node stands by
+        # again, not ready, looking every few seconds: copying the file is the whole fix, no
+        # restart (a refusal to start, exit 2, under Restart=always was a loop that won the lease
+        # again and again: newcomer7 #1).
+        epoch = keeper.machine.epoch
+        await keeper.stop(release=True)
+        log.error("node.takeover_refused", node=switch.node_name, epoch=epoch, reason=refused)
+        keeper = new_keeper()
+    switch.became_active(keeper.machine.epoch)
 
     def still_ours() -> None:
         if not keeper.machine.holds(keeper.clock()):
@@ -95,7 +113,12 @@ async def _run_node(settings: Settings, switch: Switch, stop: asyncio.Event, rea
 
     switch.write_check = still_ours
     switch.fence = keeper.fence()  # the PostgreSQL journal writer's commit fence (issue 16 item 1)
-    await switch.start()  # the journal, queues and OSNs, the recovery pass, the listeners
+    try:
+        await switch.start()  # the journal, queues and OSNs, the recovery pass, the listeners
+    except BaseException:
+        # It will not serve (exit 2): the lease goes back now, not at the end of lease_ttl_s.
+        await keeper.stop(release=True)
+        raise
     if reload_pending.is_set():
         await switch.reload()  # the configuration changed while it stood by
     settle_heap()

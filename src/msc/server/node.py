@@ -24,11 +24,13 @@ EXIT_STEPPED_DOWN = 75
 
 
 def keeper_for(settings: Settings, *, on_role: Callable[[Role, int, str], None] | None = None,
-               on_attempt: Callable[[str], None] | None = None) -> LeaseKeeper:
-    """The lease keeper for ``[node]``: its name, lease time and the lease's database. Raises
-    ValueError when the configuration names no lease database (validation refuses that first)."""
+               on_attempt: Callable[[str], None] | None = None,
+               hold_back: Callable[[], str | None] | None = None) -> LeaseKeeper:
+    """The lease keeper for ``[node]``: its name, lease time and the lease's database (and
+    ``hold_back``: :class:`LeaseKeeper`'s). Raises ValueError when the configuration names no
+    lease database (validation refuses that first)."""
     lease = lease_for(settings)
-    return LeaseKeeper(lease, LeaseMachine(lease.ttl_s), on_role=on_role, on_attempt=on_attempt)
+    return LeaseKeeper(lease, LeaseMachine(lease.ttl_s), on_role=on_role, on_attempt=on_attempt, hold_back=hold_back)
 
 
 class FencedWriter:

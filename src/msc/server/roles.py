@@ -14,6 +14,14 @@ from typing import Any
 from msc.mnemonics.directory import Directory
 from msc.server.parts import SwitchParts
 
+#: How often a node of a pair looks at the key ring with its master key file (seconds; a standby
+#: from its start, the active node too): the lease is not taken while the look fails, so a
+#: rotation on the other machine holds this node back within about this long.
+KEY_RING_RECHECK_S = 2.0
+#: The look at the key ring a node takes right after the lease was granted, before it opens
+#: anything, is given up after this long (seconds): the start then opens the key ring itself.
+TAKEOVER_CHECK_S = 10.0
+
 
 class NodeRole(SwitchParts):
     """The node's role in an active/standby pair — a part of :class:`msc.server.switch.Switch`:
@@ -25,6 +33,8 @@ class NodeRole(SwitchParts):
     #: ``msc_key_ring_unusable`` is 1 while it holds.
     key_ring_problem: str | None = None
     _key_ring_unreachable: str | None = None  # the key ring's database could not be asked (said once)
+    _watch_ring: Any = None  # the watch's own key ring handle (one connection, kept between looks)
+    _watch_lock: Any = None  # threading.Lock: one look at a time (the watch's, the takeover's)
 
     async def start_standby(self) -> None:
         """A standby node: only the operations endpoint (``/readyz`` answers 503 ``standby``,
@@ -37,30 +47,49 @@ class NodeRole(SwitchParts):
         await self.ops.start(self.settings.config.metrics.bind)
         self.log.info("node.standby", node=self.node_name)
         # Beside standing by, not before it: a database that does not answer must not delay /readyz.
-        self._key_ring_watch = asyncio.create_task(self.watch_key_ring(), name="standby-key-ring-check")
+        self._key_ring_watch = asyncio.create_task(self.watch_key_ring(), name="key-ring-watch")
 
     async def watch_key_ring(self) -> None:
-        """A standby looks at the key ring when it starts and then every ``KEYS_CHECK_S`` until
-        it becomes active (its journal's :meth:`msc.journal.journal.Journal.keys_ahead` goes on
-        from there): a wrong master key file shows while the node stands by, and the all-clear
-        once the file is fixed — without a restart."""
-        from msc.journal.monthkeys import KEYS_CHECK_S
+        """A node of a pair looks at the key ring when it starts and then every
+        ``KEY_RING_RECHECK_S``, standby or active (the active journal's
+        :meth:`msc.journal.journal.Journal.keys_ahead` also looks, every minute, as it makes next
+        month's key): a master key rotated on the other machine shows within seconds — and the
+        standby holds back from the lease (:meth:`lease_hold_back`) — and the all-clear once the
+        file is copied, without a restart. Each look is one read of the key ring on the watch's
+        own connection, in a worker thread."""
+        try:
+            while True:
+                await self.check_key_ring()
+                await asyncio.sleep(KEY_RING_RECHECK_S)
+        finally:  # (cancelled: the node leaves or stepped down) its connection is cut, not waited for
+            self._drop_watch_ring("the node is leaving")
 
-        while True:
-            await self.check_key_ring()
-            await asyncio.sleep(KEYS_CHECK_S)
+    def _drop_watch_ring(self, why: str) -> None:
+        ring, self._watch_ring = self._watch_ring, None
+        if ring is None:
+            return
+        abort = getattr(ring.store, "abort", None)  # PostgreSQL's: a look waiting on the database given back
+        with contextlib.suppress(Exception):
+            if abort is not None:
+                abort(why)
+            ring.close()
 
     async def check_key_ring(self) -> None:
         """Open the key ring as a takeover would (on PostgreSQL: the shared one, importing a key
         ring file left on this machine) and unwrap its entries with this machine's master key
-        (:meth:`msc.keyring.KeyRing.check_usable`); what it found goes to :meth:`key_ring_checked`."""
+        file as it is now (:meth:`msc.keyring.KeyRing.check_usable`); what it found goes to
+        :meth:`key_ring_checked`."""
+        import threading
+
+        if self._watch_lock is None:
+            self._watch_lock = threading.Lock()
 
         def check() -> None:
-            ring = self.backends.keyring(self.log)
-            try:
+            with self._watch_lock:
+                ring = self._watch_ring
+                if ring is None:  # (kept between looks: a failed one reconnects by itself)
+                    ring = self._watch_ring = self.backends.keyring(self.log)
                 ring.check_usable()
-            finally:
-                ring.close()
 
         try:
             await asyncio.to_thread(check)
@@ -104,6 +133,24 @@ class NodeRole(SwitchParts):
         self.key_ring_problem = reason
         self.metrics.key_ring_unusable.set(1)
 
+    def lease_hold_back(self) -> str | None:
+        """Why this node must not take the lease now (the lease keeper's ``hold_back``), or None:
+        its master key file cannot open the key ring — it would win a failover it cannot serve
+        and, failing, make the other node wait out the lease again (newcomer7 #1)."""
+        if self.key_ring_problem is None:
+            return None
+        return f"this machine's master key file cannot open the key ring: {self.key_ring_problem}"
+
+    async def takeover_refused(self) -> str | None:
+        """Right after the lease was granted, before anything is opened: one more look at the key
+        ring (the last one may be ``KEY_RING_RECHECK_S`` old — a rotation just before a failover).
+        Why the takeover must not go on (the node releases the lease at once and stands by), or
+        None. A look that cannot be made (the key ring's database, no answer in
+        ``TAKEOVER_CHECK_S``) refuses nothing: the start opens the key ring itself."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.check_key_ring(), TAKEOVER_CHECK_S)
+        return self.lease_hold_back()
+
     def standby_reasons(self) -> dict[str, str | list[str] | None]:
         """For /readyz on a node that is not active: its role, and why the key ring would fail a
         takeover (``key_ring``) if it would."""
@@ -125,8 +172,6 @@ class NodeRole(SwitchParts):
         self.directory = Directory(self.settings, disabled_stations=frozenset(disabled))
 
     def became_active(self, epoch: int) -> None:
-        if self._key_ring_watch is not None:  # from now on the journal's keys ahead looks at the key ring
-            self._key_ring_watch.cancel()
         self.role = "active"
         self.lease_epoch = epoch
         self.metrics.role("active", epoch)
@@ -168,6 +213,9 @@ class NodeRole(SwitchParts):
         ``node.exit_forced`` fired. Every call is bounded now (CALL_TIMEOUT_S), and this makes a
         stepped-down node's teardown not wait even that: nothing of it may be written any more."""
         self._quiet_after_abandon(self.backends.postgresql)
+        if self._key_ring_watch is not None:  # its look may be waiting on the database
+            self._key_ring_watch.cancel()
+        self._drop_watch_ring(f"this node stepped down ({why})")
         handles = (self._state, self.ledger, self.delivery.store if self.delivery is not None else None)
         for handle in handles:
             abort = getattr(handle, "abort", None)  # PostgreSQL's handles (SQLite's calls are local)
@@ -227,6 +275,8 @@ class NodeRole(SwitchParts):
             info = self.lease_info()
             if self.role != "active" and info.get("holder"):
                 doc["holder"] = info["holder"]
+            if self.role != "active" and info.get("held_back"):
+                doc["held_back"] = info["held_back"]  # why it does not take the lease (lease_hold_back)
             if info.get("error"):
                 doc["lease_error"] = info["error"]  # the lease's database cannot be reached
         if self.stepped_down:

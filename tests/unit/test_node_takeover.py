@@ -1,0 +1,123 @@
+"""A node of a pair between the lease's grant and serving (msc.server.main._run_node, newcomer7
+#1): a node whose look at the key ring fails right after the grant gives the lease back at once
+and stands by again in the same process — it competes once the look passes —; a node whose
+start fails for any reason gives the lease back before it exits 2, so the other node need not
+wait out lease_ttl_s. The switch and the lease are stand-ins (the lease keeper is the real one);
+tests/e2e/test_ha_nodes.py runs the same with two real nodes on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+import pytest
+
+from msc.ha.keeper import LeaseKeeper
+from msc.ha.lease import LeaseMachine
+from msc.server import main
+from msc.server.switch import StartupError
+from tests.unit.test_ha_keeper import FakeLease, _until
+from tests.waiting import HANG_S
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def labels(self, outcome: str) -> Counter:
+        self._label = outcome
+        return self
+
+    def inc(self) -> None:
+        self.counts[self._label] += 1
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.node_lease_calls = Counter()
+
+
+class StandInSwitch:
+    """What _run_node asks of the switch. ``looks``: what successive looks at the takeover find
+    (a reason, or None: usable); ``start_error``: raised by start()."""
+
+    node_name = "node-b"
+    ops = None
+
+    def __init__(self, looks: list[str | None], start_error: BaseException | None = None) -> None:
+        self.looks = looks
+        self.start_error = start_error
+        self.key_ring_problem: str | None = None
+        self.metrics = Metrics()
+        self.events: list[object] = []
+        self.lease_info = None
+
+    async def start_standby(self) -> None:
+        self.events.append("standby")
+
+    def lease_hold_back(self) -> str | None:
+        return self.key_ring_problem
+
+    async def takeover_refused(self) -> str | None:
+        self.key_ring_problem = self.looks.pop(0) if self.looks else None
+        return self.key_ring_problem
+
+    def became_active(self, epoch: int) -> None:
+        self.events.append(("active", epoch))
+
+    def step_down(self, reason: str) -> None:
+        self.events.append(("stepped down", reason))
+
+    async def start(self) -> None:
+        if self.start_error is not None:
+            raise self.start_error
+        self.events.append("serving")
+
+    async def drain(self) -> None:
+        self.events.append("drained")
+
+
+@pytest.fixture
+def lease(monkeypatch) -> FakeLease:
+    lease = FakeLease(holder="node-b")
+    monkeypatch.setattr("msc.server.node.keeper_for", lambda settings, **kw: LeaseKeeper(lease, LeaseMachine(1.0), **kw))
+    return lease
+
+
+def run_node(switch: StandInSwitch, stop: asyncio.Event, tmp_path) -> asyncio.Task[int]:
+    return asyncio.create_task(main._run_node(None, switch, stop, str(tmp_path / "ready"), asyncio.Event()))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("refusals", [1, 3])
+async def test_a_takeover_whose_look_at_the_key_ring_fails_gives_the_lease_back_at_once_and_stands_by(
+        lease, tmp_path, refusals):
+    why = "this machine's master key file cannot open the key ring: copy it"
+    switch, stop = StandInSwitch([why] * refusals), asyncio.Event()
+    node = run_node(switch, stop, tmp_path)
+    # The grant is given back (released, not left to run out), and the node then holds back.
+    await asyncio.wait_for(_until(lambda: lease.released == [1] and lease.calls.count("current") >= 2), HANG_S)
+    assert switch.events == ["standby"] and (tmp_path / "ready").read_text() == "standby\n"
+    assert switch.lease_info() == {"holder": None, "error": None, "held_back": why}  # type: ignore[misc]
+    for n in range(2, refusals + 1):  # the file is still wrong at the next grants: the same, each time
+        switch.key_ring_problem = None
+        await asyncio.wait_for(_until(lambda n=n: lease.released == list(range(1, n + 1))), HANG_S)
+    switch.key_ring_problem = None  # the file copied: the next look passes, it competes and serves
+    await asyncio.wait_for(_until(lambda: "serving" in switch.events), HANG_S)
+    assert switch.events == ["standby", ("active", refusals + 1), "serving"]
+    assert (tmp_path / "ready").read_text() == "ready\n" and not node.done()
+    stop.set()
+    assert await asyncio.wait_for(node, HANG_S) == 0
+    assert lease.released == [*range(1, refusals + 1), refusals + 1]
+
+
+@pytest.mark.parametrize("error", [
+    StartupError("the key ring … is wrapped by master key 7cbbf527, but … holds 7400d98d"),  # the race past the look
+    StartupError("journal self-check: record 12 altered"),
+    OSError("[Errno 98] address already in use"),
+])
+async def test_a_node_whose_start_fails_gives_the_lease_back_before_it_exits(lease, tmp_path, error):
+    switch, stop = StandInSwitch([None], start_error=error), asyncio.Event()
+    with pytest.raises(type(error)):
+        await asyncio.wait_for(run_node(switch, stop, tmp_path), HANG_S)
+    assert lease.released == [1] and lease.closed  # at once: the other node takes it at its next poll
+    assert switch.events == ["standby", ("active", 1)]
