@@ -235,6 +235,27 @@ def test_a_throttled_script_tries_again_until_its_budget_runs_out_then_exits_75(
         assert re.search(r"^M \d+ ICS1\w+\.", s.stdout, re.M), s.stdout
 
 
+def test_a_script_whose_retries_outlast_the_logon_time_limit_connects_again_and_goes_on(tmp_path, procs):
+    """msc closes a connection that has not logged on within logon_timeout_s (E201): a script
+    still trying its logon connects again (the same address) and goes on within its budget,
+    instead of ending with exit 4."""
+    node = Node(tmp_path, procs, listener_extra="logon_timeout_s = 2",
+                switch_extra="logon_failures_per_address = 1\nlogon_failures_window_s = 6")
+    r = run("terminal", "--connect", f"127.0.0.1:{node.port}", "--header", "ICS1", "--user", "TS0001",
+            "--password-stdin", "--timeout", str(HANG_S), input="not the password\n")
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    s = Script("--connect", f"127.0.0.1:{node.port}", "--header", "ICS1", "--user", "TS0001", "--password-stdin",
+               "--send", QW_ICS.replace("HELD", "FREE"), "--expect", "1", "--timeout", str(HANG_S))
+    try:
+        assert s.wait() == 0, s.stderr
+    finally:
+        s.kill()
+    assert re.search(r"^Session ended: E201 NO LOGON WITHIN 2 S\. Connecting again to try the logon\.$", s.stderr,
+                     re.M), s.stderr
+    assert re.search(r"^A \d+ MNE/ICS1\.USR/TS0001$", s.stdout, re.M), s.stdout
+    assert re.search(r"^M \d+ ICS1\w+\.", s.stdout, re.M), s.stdout
+
+
 def test_an_operator_refused_try_again_is_not_told_logon_refused_and_is_offered_the_same_logon(throttled):
     """The cosmetic item: "Logon refused." printed under "TRY AGAIN". Now the refusal is said to
     be no wrong password, and Enter tries the same user ID and password again."""
