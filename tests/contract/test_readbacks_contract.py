@@ -119,6 +119,21 @@ async def test_output_records_since(journal):
     assert await j.output_records_since(seqs["answered-late"][0]) == []
 
 
+async def test_texts_and_users(journal):
+    """What a pooled mnemonic's output moved to its pool's printer keeps: its text and the user
+    of its record (the asker's, or none), by sequence number, in either month; a record not in
+    the journal is missing from the answer, as with ``texts``."""
+    j, seqs = journal
+    fwd_nov, answer_nov = seqs["answered"]
+    fwd_dec, answer_dec = seqs["open-multipart"]
+    wanted = [fwd_nov, answer_nov, fwd_dec, answer_dec, 10**6]
+    got = await j.texts_and_users(wanted)
+    assert got == {fwd_nov: ("QW.CA0130000.NAM/DOE,JOHN.DOB/19800101 T1", "TS0001"), answer_nov: ("ANSWER T1", None),
+                   fwd_dec: ("QH.CA0130000.NAM/DOE,JOHN.DOB/19800101 T5", "TS0001"), answer_dec: ("ANSWER T5", None)}
+    assert {seq: text for seq, (text, _user) in got.items()} == await j.texts(wanted)
+    assert await j.texts_and_users([]) == {}
+
+
 async def test_on_an_empty_journal_nothing_is_pending(journal_backend, keyring, tmp_path):
     j: Journal = journal_on(journal_backend, keyring, tmp_path)
     await j.open()

@@ -297,3 +297,106 @@ def test_trimmer_trims_at_once_when_the_queues_drained_whatever_the_back_off(pro
     assert after == 100 << 20 and not t.due_soon
     t.soon()
     assert t.check() is None  # nothing to give back: soon() does not force a useless trim
+
+
+# -- whom a delivery record names ----------------------------------------------------------------
+
+WHO = [
+    # id, the user logged on at the receiving session, the output's user (moved to another station
+    # for that operator), its txn (the switch's own: coded in the arrays; another run's: in meta),
+    # waits in the outbox first, the client's answer, the user the record names
+    ("terminal", "TS0001", None, "T1a", False, "A", "TS0001"),
+    ("terminal-waited", "TS0001", None, "T1a", True, "A", "TS0001"),
+    ("printer-moved", None, "EC0001", "T1b", False, "A", "EC0001"),
+    ("printer-moved-waited", None, "EC0001", "T1b", True, "A", "EC0001"),
+    ("printer-moved-waited-old-txn", None, "EC0001", "OLDRUN-7", True, "A", "EC0001"),
+    ("printer-moved-refused", None, "EC0001", "T1c", True, "N", "EC0001"),
+    ("printer-unsolicited", None, None, "T1d", True, "A", None),  # nobody's request: nobody named
+    ("operator-at-a-terminal-wins", "TS0002", "EC0001", "T1e", True, "A", "TS0002"),
+]
+
+
+@pytest.mark.parametrize("name,session_user,output_user,txn,waits,answer,named", WHO, ids=[w[0] for w in WHO])
+async def test_the_delivery_record_names_the_session_s_user_else_the_output_s(name, session_user, output_user,
+                                                                               txn, waits, answer, named):
+    d, j = make()
+    d.txn_prefix = "T1"
+    sink = Sink()
+    sink.user = session_user
+    o = output(d, j, "P", "P1.MSC.E302 CLETS LINK LOST BEFORE THE ANSWER")
+    o.txn, o.user = txn, output_user
+    if not waits:
+        d.attach("P", sink)
+    d.reserve({"P": 1})
+    d.deliver(o)
+    if waits:
+        d.attach("P", sink)
+        await asyncio.sleep(0)  # (its text read back from the journal)
+        for _ in range(100):
+            if sink.sent:
+                break
+            await asyncio.sleep(0)
+    assert [osn for osn, _ in sink.sent] == [o.osn]
+    done = d.acked("P", o.osn, sink) if answer == "A" else d.refused("P", o.osn, "E108", "NO", sink)
+    assert done
+    (record,) = [e for e in j.entries if e.kind in ("DELIVERED", "UNDELIVERED")]
+    assert (record.kind, record.user, record.txn) == ("DELIVERED" if answer == "A" else "UNDELIVERED", named, txn)
+
+
+class FakeStore:
+    """The outbox snapshot: the rows it was left with, nothing replayed after it."""
+
+    def __init__(self, rows) -> None:
+        self.rows = rows
+
+    def load(self):
+        return self.rows, {}, 0
+
+    def apply(self, adds, removes, osns, applied) -> None:
+        pass
+
+
+RESTORED = [
+    # id, the endpoint's outputs restored (record user), endpoints whose users are read back,
+    # the journal read fails, the users their delivery records name
+    ("printer", ["EC0001", None, "EC0002"], {"P"}, False, ["EC0001", None, "EC0002"]),  # None: unsolicited
+    ("not-a-printer", ["EC0001"], set(), False, [None]),  # nothing read back: as before
+    ("read-fails", ["EC0001", "EC0002"], {"P"}, True, [None, None]),  # the start goes on without them
+]
+
+
+@pytest.mark.parametrize("name,users,users_at,fails,named", RESTORED, ids=[r[0] for r in RESTORED])
+async def test_a_printer_s_queue_restored_at_start_gets_its_users_back(name, users, users_at, fails, named):
+    from msc.routing.outbox import Stored
+
+    j = FakeJournal()
+    seqs = [j.put(f"P{k}.MSC.E302 CLETS LINK LOST BEFORE THE ANSWER") for k in range(len(users))]
+    records = dict(zip(seqs, users, strict=True))
+
+    async def texts_and_users(wanted):
+        if fails:
+            raise OSError("the journal's database is away")
+        return {s: (j.stored[s], records[s]) for s in wanted if s in j.stored}
+
+    async def output_records_since(_applied):
+        return []
+
+    async def flush():
+        pass
+
+    j.texts_and_users, j.output_records_since, j.flush = texts_and_users, output_records_since, flush
+    rows = [Stored("P", k + 1, s, "P", f"OLDRUN-{k}", 0.0) for k, s in enumerate(seqs)]
+    d = Delivery(j, store=FakeStore(rows))
+    assert await d.restore(users_at=users_at) == len(users)
+    sink = Sink()
+    sink.user = None  # a printer: no one logged on
+    d.attach("P", sink)
+    for _ in range(100):
+        if len(sink.sent) == len(users):
+            break
+        await asyncio.sleep(0)
+    assert [osn for osn, _ in sink.sent] == list(range(1, len(users) + 1))
+    for osn, _ in sink.sent:
+        assert d.acked("P", osn, sink)
+    assert [(e.user, e.txn) for e in j.entries if e.kind == "DELIVERED"] == \
+        [(u, f"OLDRUN-{k}") for k, u in enumerate(named)]

@@ -156,15 +156,26 @@ def texts(source: Path | JournalReader, keyring: KeyRing, seqs: list[int]) -> di
     """Decrypted message texts by sequence number (redelivery of stored outputs, read back in
     batches: one query per partition). A record not found, or in a month whose key was
     destroyed, is missing from the answer. ``source`` as for :func:`search`."""
+    return {seq: r.text for seq, r in _records_by_seq(source, keyring, seqs).items()}
+
+
+def texts_and_users(source: Path | JournalReader, keyring: KeyRing,
+                    seqs: list[int]) -> dict[int, tuple[str, str | None]]:
+    """As :func:`texts`, each with its record's ``user`` (the operator whose request an output
+    answers): what an output moved to another station keeps (PROTOCOL.md §4, pooled mnemonics)."""
+    return {seq: (r.text, r.user) for seq, r in _records_by_seq(source, keyring, seqs).items()}
+
+
+def _records_by_seq(source: Path | JournalReader, keyring: KeyRing, seqs: list[int]) -> dict[int, Record]:
     reader: JournalReader = Reader(source) if isinstance(source, Path) else source
     try:
-        out: dict[int, str] = {}
+        out: dict[int, Record] = {}
         for seq, (period, blob) in reader.blobs(seqs).items():
             keys = keyring.period(period, create=False)
             if keys is None:
                 continue
             sealed = unseal_meta(blob)
-            out[seq] = to_record(sealed.meta, open_sealed(keys.aead, sealed)).text
+            out[seq] = to_record(sealed.meta, open_sealed(keys.aead, sealed))
         return out
     finally:
         if isinstance(source, Path):

@@ -181,6 +181,12 @@ class Directory:
             return mnemonic
         return None
 
+    def pool_printers(self) -> set[str]:
+        """The endpoints of the pools' defined destinations (``unsolicited_to``): where a pooled
+        mnemonic's traffic goes once the loan that asked for it ended (PROTOCOL.md §4)."""
+        targets = {p.unsolicited_to for p in self.pools.values() if p.unsolicited_to}
+        return {e for t in targets if (e := self.endpoint_of(t)) is not None}
+
     def station_of(self, mnemonic: str) -> Station | None:
         """The station owning a mnemonic (a host for its workstation mnemonics)."""
         st = self.stations.get(mnemonic)

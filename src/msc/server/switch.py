@@ -210,7 +210,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
                                  output_memory_bytes=cfg.switch.output_memory_bytes,
                                  metrics=m, clock=self.clock, store=self.backends.outbox(),
                                  endpoint_of=lambda mnemonic: self.directory.endpoint_of(mnemonic))
-        await self.delivery.restore()
+        await self.delivery.restore(users_at=self.directory.pool_printers())  # (PROTOCOL.md §4)
         self.delivery.start()
         self.router = Router(self.journal, self.delivery, metrics=m, directory=self.directory, clock=self.clock,
                              late_answer_s=cfg.switch.late_answer_s)
