@@ -288,6 +288,20 @@ def test_an_operator_refused_try_again_is_not_told_logon_refused_and_is_offered_
     assert PASSWORD not in t.text
 
 
+def test_a_dialog_piped_in_refused_try_again_exits_75_without_feeding_its_next_line_to_a_prompt(throttled):
+    """An interactive dialog from a pipe (term7's rule: no answer to a prompt it could not
+    foresee): a logon msc could not decide ends it with 75, not 3, and no second logon."""
+    throttled.fail_once()
+    r = run("terminal", "--connect", f"127.0.0.1:{throttled.port}", "--header", "ICS1",
+            input=f"\nTS0001\n\n{PASSWORD}\nQV.CA0130000.LIC/PIPED1\n", timeout=HANG_S + 30)
+    assert r.returncode == 75, (r.stdout, r.stderr)
+    assert "E307 TOO MANY LOGON ATTEMPTS FROM THIS ADDRESS" in r.stdout
+    assert re.search(r"This is not a wrong password\.\nNot trying again: the input is not a terminal: .* Exit 75: "
+                     r"temporarily unavailable\.$", r.stderr, re.M), r.stderr
+    assert "Logon refused" not in r.stderr and "Press Enter to try again" not in r.stdout + r.stderr
+    assert PASSWORD not in r.stdout + r.stderr
+
+
 # -- accepted, no answer when the connection went (finding 4) -----------------------------------
 
 def test_a_pooled_script_is_told_its_accepted_request_goes_to_the_pools_printer(tmp_path, procs):
