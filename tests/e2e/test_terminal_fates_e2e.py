@@ -333,6 +333,23 @@ def test_a_pooled_script_is_told_its_accepted_request_goes_to_the_pools_printer(
         p.stdout
 
 
+def test_a_pooled_operator_who_logs_off_with_a_request_open_is_told_and_logs_on_again_through_the_pool(tmp_path,
+                                                                                                       procs):
+    """LOGOFF ends the loan (PROTOCOL.md §4): the open QW's answer goes to the printer, and the
+    client says so. The next LOGON names the pool again — it named the mnemonic of the ended
+    loan, which is no station (E210)."""
+    node = Node(tmp_path, procs)
+    assert ctl(node.control, "hold on") == "OK"
+    r = run("terminal", "--connect", f"127.0.0.1:{node.port}", "--header", "ECMDT",
+            input=f"\nEC0001\n\n{PASSWORD}\n{QW}\nLOGOFF\nEC0001\n\n{PASSWORD}\n", timeout=HANG_S + 30)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert len(re.findall(r"\bA \d+ MNE/ECM\d\.USR/EC0001$", r.stdout, re.M)) == 2, r.stdout  # (after a prompt)
+    assert "E210" not in r.stdout
+    assert re.search(r"^ECM\d\w+\.QW\.CA0130100\.NAM/POOLED, HELD\.DOB/19750505: accepted by msc \(A \d+\) but not "
+                     r"answered before the session ended \(LOGOFF\)\. .* goes to the pool's printer", r.stderr, re.M), \
+        r.stderr
+
+
 def test_a_static_station_is_told_its_accepted_request_is_answered_here_after_the_new_logon(tmp_path, procs):
     """A static station's answers go to its mnemonic: the client says the answer will come here,
     and it does (the node went on: only the connection was lost)."""
