@@ -458,6 +458,7 @@ async def _run(t: Terminal, opts: TerminalOptions, stdin: LineReader, banner: st
         kind, _ = await t.until(t.request(f"{t.header}.BIND"), opts.timeout)
         if kind != "A":
             return EXIT_PROBLEM
+        _tell_unanswered(t)  # (bound again after a lost connection: a host's requests are its station's)
     if opts.interactive and opts.user is None and not opts.bind:
         return await _interactive(t, stdin, opts)
     if opts.user is not None:
