@@ -360,7 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with several --connect addresses: how long to keep trying them while none answers "
                          "(at the start and after a lost connection); default: an interactive terminal until "
                          "one answers (a 'still trying' line now and then; Ctrl-C stops it), a script "
-                         "(--send/--expect/--user/--bind) 120 s; given up: exit 4 (1 at the start)")
+                         "(--send/--expect/--user/--bind) 120 s; given up: exit 4 (1 at the start). Also how "
+                         "long a script tries again a logon msc could not decide (E503, E307, E501, E305: "
+                         "not a wrong password), from the first such answer; given up: exit 75")
     sp.add_argument("--fail-on-nak", action="store_true")
     sp.add_argument("--tls", action="store_true")
     sp.add_argument("--ca")

@@ -13,8 +13,10 @@ import re
 import secrets
 import ssl
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from msc.cli.termrules import LogonRefusal, Unanswered, awaits_answer, message_key
 from msc.protocol import framing
 from msc.protocol.codes import FramingError
 from msc.protocol.framing import Framer
@@ -114,6 +116,16 @@ class Terminal:
         self.unknown = 0  # messages whose answer was lost with a connection (not sent again)
         self.stop_trying = False  # set (Ctrl-C): connect_any stops at its next try
         self.pending: dict[int, str] = {}  # own messages sent on this connection without an A/N yet
+        # Own requests msc accepted (A) with no output of their header yet, by header, in this
+        # session; and those of ended sessions with how the session ended, until told (termrules).
+        self.open: dict[str, Unanswered] = {}
+        self.orphans: list[tuple[Unanswered, str]] = []
+        self.pooled = False  # this session's mnemonic was lent by a pool (LOGON's MNE is not the header)
+        self.sent_in_session = 0  # own requests sent since the last logon
+        self.refused: LogonRefusal | None = None  # msc's N to the last LOGON
+        # A script's logon refused "try again" (termrules): when first, and its next waits.
+        self.logon_refused_at: float | None = None
+        self.logon_waits: Iterator[float] | None = None
 
     # -- output -----------------------------------------------------------------------------
 
@@ -138,6 +150,7 @@ class Terminal:
             if self.opts.cert:
                 ctx.load_cert_chain(self.opts.cert, self.opts.key)
         loop = asyncio.get_running_loop()
+        self.session_over("the connection was lost")  # (if the old connection's reader has not said so)
         # A new connection is a new session: frames, output ids (msc numbers them per connection:
         # an id printed on the last one says nothing about this one), the banner and how it ends.
         self.framer = Framer(max_frame=1024 * 1024)
@@ -252,6 +265,9 @@ class Terminal:
                 banner.exception()  # retrieved: no "never retrieved" warning
             if not closed.done():
                 closed.set_result(why)
+            if closed is self.closed:  # (not a connection a failover already left behind)
+                self.session_over(f"msc ended the session ({self.ended.result()})" if self.ended.done()
+                                  else "the connection was lost")
             for fut in answers.values():
                 if not fut.done():
                     fut.set_exception(SessionEnded(why, True))
@@ -270,6 +286,7 @@ class Terminal:
                     self._send(framing.ack(0))
                     if text.startswith("SYS.LOGOFF.") and not self.ended.done():
                         self.ended.set_result(text[len("SYS.LOGOFF."):])
+                        self.session_over(f"msc ended the session ({self.ended.result()})")
                 return
             if f.xid in self.seen:
                 self._send(framing.ack(f.xid))  # at-least-once delivery: printed before, discard
@@ -281,6 +298,7 @@ class Terminal:
                 return
             self.seen.add(f.xid)
             self._send(framing.ack(f.xid))
+            self.answer_came(text.split(".", 1)[0])
             if self.expect_left > 0 and (self.count_any or text.split(".", 1)[0] in self.own_headers):
                 self.expect_left -= 1
                 if self.expect_left == 0:
@@ -291,7 +309,9 @@ class Terminal:
             kind = "A" if f.type == framing.ACK else "N"
             payload = f.payload.decode("ascii", "replace")
             fut = self.answers.pop(f.xid, None)
-            self.pending.pop(f.xid, None)
+            sent = self.pending.pop(f.xid, None)
+            if sent is not None and kind == "A":
+                self.accepted_own(f.xid, sent)
             if f.xid == 0 and kind == "N":
                 self.refusal = payload.strip() or "REFUSED"
             self.print(f"{kind} {f.xid} {payload}".rstrip())
@@ -308,6 +328,39 @@ class Terminal:
         """Forget how the last session ended (before the next logon)."""
         if self.ended.done():
             self.ended = asyncio.get_running_loop().create_future()
+        self.session_over("the session ended")  # a logon ends the one before it, if any
+        self.refused = None
+
+    # -- accepted requests without an answer (what the operator is told: msc.cli.termrules) --
+
+    def accepted_own(self, xid: int, text: str) -> None:
+        """msc acknowledged own request ``text``: until an output with its header comes, it is
+        open (a key answered by its A alone — LOGOFF, PWD, a one-way key — is not)."""
+        key = message_key(text)
+        if key == "LOGOFF":
+            self.session_over("the session ended (LOGOFF)")
+        elif awaits_answer(key):
+            self.open[text.split(".", 1)[0]] = Unanswered(text, xid, self.header, self.pooled)
+
+    def answer_came(self, header: str) -> None:
+        """An output with ``header`` was printed: a part of an answer, or a notice of its fate."""
+        self.open.pop(header, None)
+        if self.orphans:
+            self.orphans = [(u, why) for u, why in self.orphans if u.header != header]
+
+    def session_over(self, why: str) -> None:
+        """The session ended (``why``, e.g. "the connection was lost"): its open requests'
+        answers no longer come to it (termrules.unanswered_notice says where they go)."""
+        self.orphans += [(u, why) for u in self.open.values()]
+        self.open = {}
+        self.pooled = False
+        self.header = self.opts.header  # the next LOGON names the station, or the pool (PROTOCOL.md §3)
+
+    def take_orphans(self) -> list[tuple[Unanswered, str]]:
+        """Accepted requests of ended sessions still without an output of their header (each
+        with how its session ended), forgotten once taken."""
+        taken, self.orphans = self.orphans, []
+        return taken
 
     async def until(self, aw, timeout: float | None = None):
         """Await ``aw`` unless the connection closes or msc ends the session first."""
@@ -335,6 +388,7 @@ class Terminal:
         if own:
             self.own_headers.add(text.split(".", 1)[0])
             self.pending[self.xid] = text
+            self.sent_in_session += 1
         self._send(framing.message(self.xid, text.encode("ascii", "replace")))
         return await asyncio.wait_for(fut, self.opts.timeout)
 
@@ -369,8 +423,12 @@ class Terminal:
         if kind == "A":
             pairs = parse_pairs(payload.encode())
             if "MNE" in pairs:
+                # A pool's session: the Access Control Point lent this mnemonic (PROTOCOL.md §3).
+                self.pooled = pairs["MNE"] != self.header
                 self.header = pairs["MNE"]
+            self.sent_in_session = 0
             return True
+        self.refused = LogonRefusal.parse(payload)
         return False
 
     async def logoff(self) -> None:

@@ -45,7 +45,8 @@ SIGKILL cannot be caught: after ``kill -9`` the terminal may need ``stty sane``.
 
 A dialog piped in (stdin not a terminal, no ``--user``) is a script's: it is followed as far as the
 script could write it (its own ``LOGOFF`` and next logon), but a prompt it could not foresee is not
-answered with its next line (:data:`PIPED`) — after a refused logon the client exits 3; after msc
+answered with its next line (:data:`PIPED`) — after a refused logon the client exits 3 (after
+a logon msc could not decide, 75); after msc
 ends the session, a lost connection, a shutdown or E201, it exits 4 instead of logging on, or
 connecting, again.
 
@@ -64,12 +65,23 @@ Outputs that arrive after that are neither printed nor acknowledged: they stay q
 the station's next session. ``--user ID --password-stdin`` logs on with the password from
 stdin's first line.
 
+A logon msc could not decide — ``E503`` (its database away), ``E307`` (busy, or the address
+throttled), ``E501``, ``E305`` (:mod:`msc.cli.termrules`) — is said to be no wrong password: an
+operator is offered the same logon again; a script tries again after a back-off for
+``--reconnect-for`` seconds from the first such answer, then exits 75 (with ``--otp``, whose code
+may have been used, at once unless the answer was ``E307``). A request msc accepted (``A``)
+whose answer had not come when its session ended is named after the next logon (or when the
+client ends), with where its answer goes: this station, or — a pooled session's loan having
+ended — the pool's printer (PROTOCOL.md §4); a pooled script whose every request went before the
+connection was lost exits 1 at once instead of waiting out ``--timeout``.
+
 Lines printed: ``A xid payload``, ``N xid code reason``, ``M xid text`` (outputs),
-``SYS text``. Exit status: 0; 1 an expected output did not arrive in time, or a message was
-refused with ``--fail-on-nak``, or msc unreachable; 3 logon refused; 4 the session was ended by
-msc or the connection was lost (with several addresses: and no other address answered within
-``--reconnect-for``, or Ctrl-C stopped the trying, or a message's fate was left unknown); ended
-by a signal of :data:`ENDING_SIGNALS`: by that signal (a shell's 128 + N).
+``SYS text``. Exit status: 0; 1 an expected output did not arrive in time (or cannot), or a message was
+refused with ``--fail-on-nak``, or msc unreachable; 3 logon refused (E202, or the station may not
+log on); 4 the session was ended by msc or the connection was lost (with several addresses: and no
+other address answered within ``--reconnect-for``, or Ctrl-C stopped the trying, or a message's
+fate was left unknown); 75 (``EX_TEMPFAIL``) the logon could not be decided within
+``--reconnect-for``; ended by a signal of :data:`ENDING_SIGNALS`: by that signal (a shell's 128 + N).
 
 The client connection itself (the protocol, failover between addresses) is
 :class:`msc.cli.termclient.Terminal`; this module is the command around it.
@@ -83,7 +95,10 @@ import os
 import signal
 import sys
 
+from msc.cli import termrules
 from msc.cli.termclient import LOGON_TIMEOUT, SessionEnded, StoppedTrying, Terminal, TerminalOptions
+from msc.cli.termrules import EXIT_UNAVAILABLE
+from msc.cli.termrules import message_key as _message_key
 from msc.protocol import framing
 
 EXIT_OK, EXIT_PROBLEM, EXIT_AUTH, EXIT_ENDED = 0, 1, 3, 4
@@ -211,14 +226,6 @@ class LineReader:
             termios.tcsetattr(self.fd, termios.TCSANOW, self.saved)
 
 
-def _message_key(text: str) -> str:
-    """The message key of a full input text (after the header and any OIF/TAF)."""
-    for part in text.split(".")[1:]:
-        if not part.startswith(("*", "#")):
-            return part
-    return ""
-
-
 async def _ask(t: Terminal, stdin: LineReader, prompt: str, *, secret: bool = False) -> str | None:
     """Prompt for one answer of the logon dialog and read it; ``None`` at Ctrl-D. Ends early if
     the connection closes. Only what is typed after the prompt is shown is taken: anything typed
@@ -315,6 +322,12 @@ async def _find_node(t: Terminal, *, first: int = 0) -> str | None:
         signal.signal(signal.SIGINT, saved)
 
 
+def _for_retrying(e: SessionEnded) -> bool:
+    """msc closed a connection for how its client kept trying to log on: no logon within its
+    time limit (E201), or too many refused messages (E307, PROTOCOL.md §1)."""
+    return e.reason.startswith(LOGON_TIMEOUT) or e.reason.startswith("E307 TOO MANY REFUSED")
+
+
 def _cancelling() -> bool:
     current = asyncio.current_task()
     return current is not None and current.cancelling() > 0
@@ -396,7 +409,12 @@ async def _connected(t: Terminal, opts: TerminalOptions, stdin: LineReader) -> i
                     print(f"Session ended: {e.reason}. Not connecting again: "
                           f"{PIPED.format(session='the session that ended')}.", file=sys.stderr, flush=True)
                     return EXIT_ENDED
-                if e.closed and opts.interactive and e.reason.startswith(LOGON_TIMEOUT):
+                if e.closed and not opts.interactive and t.logon_refused_at is not None and _for_retrying(e):
+                    # msc closed the connection of a script that kept trying its logon (its logon
+                    # time limit, or its refused messages): the same node again, the budget goes on.
+                    print(f"Session ended: {e.reason}. Connecting again to try the logon.", file=sys.stderr, flush=True)
+                    first = t.at
+                elif e.closed and opts.interactive and e.reason.startswith(LOGON_TIMEOUT):
                     # Nobody logged on at this terminal in time: no silent reconnect every
                     # logon_timeout_s (and its CONNECT/DISCONNECT records) — the operator decides.
                     print(f"msc closed the connection: no logon within its time limit ({e.reason}).",
@@ -422,6 +440,9 @@ async def _connected(t: Terminal, opts: TerminalOptions, stdin: LineReader) -> i
                     return EXIT_ENDED
     finally:
         t.close()
+        if opts.interactive:
+            t.session_over("the client ended")
+        _tell_unanswered(t)
 
 
 async def _run(t: Terminal, opts: TerminalOptions, stdin: LineReader, banner: str) -> int:
@@ -437,6 +458,7 @@ async def _run(t: Terminal, opts: TerminalOptions, stdin: LineReader, banner: st
         kind, _ = await t.until(t.request(f"{t.header}.BIND"), opts.timeout)
         if kind != "A":
             return EXIT_PROBLEM
+        _tell_unanswered(t)  # (bound again after a lost connection: a host's requests are its station's)
     if opts.interactive and opts.user is None and not opts.bind:
         return await _interactive(t, stdin, opts)
     if opts.user is not None:
@@ -446,10 +468,54 @@ async def _run(t: Terminal, opts: TerminalOptions, stdin: LineReader, banner: st
             if password is None:
                 return EXIT_OK
             opts.password = password  # to log on again at the next address after a failover
-        t.new_session()
-        if not await t.until(t.logon(opts.user, opts.otp, password)):
-            return EXIT_AUTH
+        refused = await _script_logon(t, opts, password)
+        if refused is not None:
+            return refused
+        _tell_unanswered(t)
     return await _scripted(t, opts)
+
+
+async def _script_logon(t: Terminal, opts: TerminalOptions, password: str) -> int | None:
+    """Log a script on; ``None`` once logged on, else its exit status. A refusal that decided
+    nothing (E503 the database away, E307 busy or throttled, E501, E305: termrules) is tried
+    again after a back-off, for ``--reconnect-for`` seconds from the first such refusal, then
+    ends the client with :data:`EXIT_UNAVAILABLE` (75) — never with "logon refused" (3), which a
+    wrapper takes for wrong credentials. If msc closes the connection meanwhile (a failover, or
+    its logon time limit), :func:`run` connects again and this goes on where it was."""
+    loop = asyncio.get_running_loop()
+    assert opts.user is not None
+    while True:
+        t.new_session()
+        if await t.until(t.logon(opts.user, opts.otp, password)):
+            t.logon_refused_at, t.logon_waits = None, None
+            return None
+        refusal = t.refused
+        assert refusal is not None, "a logon answered N has its refusal"
+        if not refusal.transient:
+            return EXIT_AUTH
+        now = loop.time()
+        if t.logon_refused_at is None:
+            t.logon_refused_at, t.logon_waits = now, termrules.backoff()
+        assert t.logon_waits is not None
+        wait = termrules.retry_wait(refusal, first_refused=t.logon_refused_at, now=now,
+                                    wait=next(t.logon_waits), budget=opts.reconnect_for,
+                                    otp_given=opts.otp is not None)
+        if wait is None:
+            why = ("the one-time password given may have been used: run again with a new one"
+                   if opts.otp is not None and not refusal.otp_unused
+                   else f"giving up {now - t.logon_refused_at:.0f} s after the first try (--reconnect-for)")
+            print(f"{termrules.explain(refusal)} Not trying again: {why}. Exit {EXIT_UNAVAILABLE}: "
+                  "temporarily unavailable.", file=sys.stderr, flush=True)
+            return EXIT_UNAVAILABLE
+        print(f"{termrules.explain(refusal)} Trying again in {wait:.1f} s.", file=sys.stderr, flush=True)
+        await t.until(asyncio.sleep(wait))  # SessionEnded if msc closes the connection meanwhile
+
+
+def _tell_unanswered(t: Terminal) -> None:
+    """Tell the operator (stderr) about own requests msc had accepted whose answer had not come
+    when their session ended: where their answer or notice goes (termrules.unanswered_notice)."""
+    for u, why in t.take_orphans():
+        print(termrules.unanswered_notice(u, why), file=sys.stderr, flush=True)
 
 
 async def _scripted(t: Terminal, opts: TerminalOptions) -> int:
@@ -463,6 +529,13 @@ async def _scripted(t: Terminal, opts: TerminalOptions) -> int:
     if opts.expect > 0:
         if opts.send and t.accepted + t.unknown == 0:
             print(f"no message was accepted: 0 of {opts.expect} outputs", file=sys.stderr)
+            return EXIT_PROBLEM
+        if t.pooled and not t.count_any and t.sent_in_session == 0 and not t.answered.done():
+            # Every own request was sent in an earlier pooled session (a loan that ended with
+            # its connection): their outputs go to the pool's printer (said above), none here.
+            print(f"{opts.expect - t.expect_left} of {opts.expect} outputs: the rest cannot come to this "
+                  "session (their requests were sent in an earlier pooled session: see above)",
+                  file=sys.stderr, flush=True)
             return EXIT_PROBLEM
         try:
             await t.until(asyncio.shield(t.answered), opts.timeout)
@@ -496,9 +569,8 @@ async def _interactive(t: Terminal, stdin: LineReader, opts: TerminalOptions) ->
         password = await _ask(t, stdin, "Password: ", secret=True)
         if password is None:
             return EXIT_OK
-        t.new_session()
         try:
-            ok = await t.until(t.logon(user, otp.strip() or None, password), opts.timeout)
+            outcome = await _interactive_logon(t, stdin, opts, user, otp.strip() or None, password)
         except SessionEnded as e:
             stdin.hush()
             if e.closed:
@@ -507,18 +579,16 @@ async def _interactive(t: Terminal, stdin: LineReader, opts: TerminalOptions) ->
                 return _not_again(e)
             _ended(e, again=True)
             continue
-        if not ok:
-            if not stdin.tty:  # the script's next lines were for the session, not another try
-                print(f"Logon refused. Not asking again: {PIPED.format(session='the session refused')}.",
-                      file=sys.stderr, flush=True)
-                return EXIT_AUTH
-            print("Logon refused.", file=sys.stderr, flush=True)
+        if outcome == "again":
             continue
+        if isinstance(outcome, int):
+            return outcome
         # Typed while the logon was checked (not shown): meant for no message of this session.
         stdin.discard()
         stdin.listen()
         print(f"Logged on as {t.header}. Type messages (e.g. QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101); "
               "LOGOFF to log off, Ctrl-D to log off and exit.", flush=True)
+        _tell_unanswered(t)
         try:
             if await _session(t, stdin, opts) == "eof":
                 await t.logoff()
@@ -531,6 +601,45 @@ async def _interactive(t: Terminal, stdin: LineReader, opts: TerminalOptions) ->
             if not stdin.tty:
                 return _not_again(e)
             _ended(e, again=True)
+        _tell_unanswered(t)
+
+
+async def _interactive_logon(t: Terminal, stdin: LineReader, opts: TerminalOptions, user: str, otp: str | None,
+                             password: str) -> str | int:
+    """An operator's LOGON: ``"on"`` (logged on), ``"again"`` (refused: back to ``User ID:``), or
+    the client's exit status. A refusal that decided nothing (E503 the database away, E307 busy,
+    E501, E305: termrules) is said to be no wrong password, and the same logon is offered again
+    (with a new one-time password if the last may have been used)."""
+    while True:
+        t.new_session()
+        if await t.until(t.logon(user, otp, password), opts.timeout):
+            return "on"
+        refusal = t.refused
+        if refusal is None or not refusal.transient:
+            if not stdin.tty:  # the script's next lines were for the session, not another try
+                print(f"Logon refused. Not asking again: {PIPED.format(session='the session refused')}.",
+                      file=sys.stderr, flush=True)
+                return EXIT_AUTH
+            print("Logon refused.", file=sys.stderr, flush=True)
+            return "again"
+        print(termrules.explain(refusal), file=sys.stderr, flush=True)
+        if not stdin.tty:  # a dialog piped in: its next line was not written for this question
+            print(f"Not trying again: {PIPED.format(session='the session')}. Exit {EXIT_UNAVAILABLE}: "
+                  "temporarily unavailable.", file=sys.stderr, flush=True)
+            return EXIT_UNAVAILABLE
+        answer = await _ask(t, stdin, f"Press Enter to try again as {user}, or type anything to log on "
+                                      "as another user (Ctrl-D to exit): ")
+        if answer is None:
+            print(flush=True)
+            return EXIT_OK
+        if answer.strip():
+            return "again"
+        if otp is not None and not refusal.otp_unused:
+            otp = await _ask(t, stdin, "One-time password (a new code: the last one may have been used): ")
+            if otp is None:
+                print(flush=True)
+                return EXIT_OK
+            otp = otp.strip() or None
 
 
 def _not_again(e: SessionEnded) -> int:

@@ -1,0 +1,164 @@
+"""What ``msc terminal`` decides and says, without I/O: which logon refusals are "not decided,
+try again" (and how long to wait before trying again), and what an operator is told about a
+request msc accepted whose answer had not come when the session ended.
+
+Pure functions and plain data: :mod:`msc.cli.termclient` (the connection) and
+:mod:`msc.cli.terminal` (the command) do the talking and the waiting.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from msc.protocol.grammar import ONE_WAY_KEYS
+
+#: sysexits.h ``EX_TEMPFAIL``: msc could not decide the logon now (its database away, logon
+#: checks busy, the address throttled, the pool exhausted): try again later. Never the
+#: authentication-refused status (3), which a wrapper reads as "wrong credentials, do not retry".
+EXIT_UNAVAILABLE = 75
+
+# Logon refusals that decided nothing about the credentials (PROTOCOL.md §6):
+#  E503 STORAGE UNAVAILABLE, TRY AGAIN — the run-time state (lockout count, TOTP step) could not
+#       be read or written: the logon was not decided;
+#  E307 LOGON BUSY, TRY AGAIN / TOO MANY LOGON ATTEMPTS FROM THIS ADDRESS, TRY LATER — not
+#       checked at all (no attempt of the account, SECURITY.md "Bounded under abuse");
+#  E501 JOURNAL UNAVAILABLE — the password was right but the logon's record could not be
+#       committed, so no one was logged on (fail closed);
+#  E305 MNEMONIC POOL EXHAUSTED — the password was right, every pooled mnemonic is lent now.
+# Every other refusal is final: E202 (one code for every wrong credential, SECURITY.md
+# "Authentication"), E204/E206/E210 (this station or address may not log on), E502 (a bug).
+TRANSIENT_LOGON_CODES = frozenset(("E503", "E307", "E501", "E305"))
+# Of those, the ones that are answered before any one-time password is looked at: the same code
+# may be sent again. After E503, E501 and E305 the code may have been used (each is good once,
+# SECURITY.md): trying it again could be refused E202 — a failed attempt of the account.
+UNCHECKED_LOGON_CODES = frozenset(("E307",))
+
+# Keys msc answers itself (A/N is the whole answer) and keys that await no answer upstream
+# (PROTOCOL.md §4 "Keys that await no answer": a route may name others, ``one_way``).
+LOCAL_KEYS = frozenset(("LOGON", "LOGOFF", "BIND", "PWD"))
+
+# Back-off between logon tries: doubling from FIRST_S up to MAX_S, each wait drawn from its upper
+# half ("equal jitter"), so that the scripts of a whole agency, refused together while the
+# database was away, do not all come back in the same instant.
+BACKOFF_FIRST_S, BACKOFF_MAX_S = 1.0, 15.0
+
+
+@dataclass(frozen=True)
+class LogonRefusal:
+    """msc's ``N`` to a LOGON: ``code`` (``E503``) and ``reason`` (``STORAGE UNAVAILABLE, TRY AGAIN``)."""
+
+    code: str
+    reason: str
+
+    @classmethod
+    def parse(cls, payload: str) -> LogonRefusal:
+        """From an ``N`` payload ``CODE REASON`` (PROTOCOL.md §1); an unknown shape is final."""
+        code, _, reason = payload.strip().partition(" ")
+        return cls(code.upper(), reason.strip())
+
+    @property
+    def transient(self) -> bool:
+        """Nothing was decided about the credentials: trying again later may log on."""
+        return self.code in TRANSIENT_LOGON_CODES
+
+    @property
+    def otp_unused(self) -> bool:
+        """The one-time password given was certainly not used (the logon was not checked)."""
+        return self.code in UNCHECKED_LOGON_CODES
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.reason}".strip()
+
+
+def explain(refusal: LogonRefusal) -> str:
+    """One line for the operator after a transient refusal: what happened, and that it was not a
+    wrong password (the line "Logon refused." under "TRY AGAIN" read as one)."""
+    what = {
+        "E503": "msc could not reach its database to check the logon",
+        "E307": "msc did not check the logon (too busy, or too many logons from this address just now)",
+        "E501": "msc could not record the logon in its journal, so no one was logged on",
+        "E305": "every mnemonic of the pool is in use",
+    }.get(refusal.code, "msc could not decide the logon now")
+    return f"Logon not decided: {what} ({refusal}). This is not a wrong password."
+
+
+def backoff(rng: Callable[[], float] = random.random, *, first: float = BACKOFF_FIRST_S,
+            most: float = BACKOFF_MAX_S) -> Iterator[float]:
+    """Seconds to wait before each further logon try: ``first``, doubling, at most ``most``;
+    each drawn from the upper half of its step (``rng`` gives [0, 1))."""
+    step = first
+    while True:
+        yield step / 2 + rng() * step / 2
+        step = min(step * 2, most)
+
+
+def retry_wait(refusal: LogonRefusal, *, first_refused: float, now: float, wait: float,
+               budget: float | None, otp_given: bool) -> float | None:
+    """Whether a script tries its logon again after ``refusal``, and after how long: ``wait``
+    (the next back-off step), cut to what is left of ``budget`` seconds counted from the
+    first transient refusal (``first_refused``, same clock as ``now``); ``None``: give up now —
+    the refusal was final, the budget is spent, or the one-time password given on the command
+    line may have been used (another try with it could count as a failed attempt)."""
+    if not refusal.transient:
+        return None
+    if otp_given and not refusal.otp_unused:
+        return None
+    if budget is None:
+        return wait
+    left = first_refused + budget - now
+    if left <= 0:
+        return None
+    return min(wait, left)
+
+
+# -- accepted requests whose answer had not come ------------------------------------------------
+
+def message_key(text: str) -> str:
+    """The message key of a full input text ``HEADER[.*OIF][.#TAF].MKE…`` (PROTOCOL.md §2)."""
+    for part in text.split(".")[1:]:
+        if not part.startswith(("*", "#")):
+            return part
+    return ""
+
+
+def awaits_answer(key: str) -> bool:
+    """Whether a request with message key ``key`` is answered by outputs (not by its A alone)."""
+    return bool(key) and key not in LOCAL_KEYS and key not in ONE_WAY_KEYS
+
+
+@dataclass(frozen=True)
+class Unanswered:
+    """An own request msc acknowledged (``A xid``) with no output of its header yet when the
+    session that sent it ended. ``mnemonic``: the session's; ``pooled``: lent by a pool."""
+
+    text: str
+    xid: int
+    mnemonic: str
+    pooled: bool
+
+    @property
+    def header(self) -> str:
+        return self.text.split(".", 1)[0]
+
+
+def unanswered_notice(u: Unanswered, ended: str) -> str:
+    """What the operator is told about ``u`` once the session ended (``ended``: "the connection
+    was lost", "the session ended") — where its answer goes, per PROTOCOL.md §4:
+
+    - a static station: every part and every ``MSC.E30x`` notice of its fate (after a restart or
+      failover, ``E302 … BEFORE THE ANSWER CAME``) goes to the station's mnemonic — delivered
+      here after the logon, or queued for the station's next session;
+    - a pooled mnemonic: the loan ended with the session, so they go to the pool's
+      ``unsolicited_to`` station (its printer), never to this session nor to the next operator
+      lent the mnemonic.
+    """
+    head = (f"{u.text}: accepted by msc (A {u.xid}) but not answered before {ended}. Its answer, or "
+            "msc's notice of its fate (MSC.E302 if msc restarted or failed over meanwhile), ")
+    if u.pooled:
+        return (head + f"goes to the pool's printer (a pool without one: only to the journal), not to this "
+                f"session: the loan of {u.mnemonic} ended with the session. Look there for header {u.header} "
+                "before sending it again.")
+    return head + (f"will be delivered to station {u.mnemonic} with header {u.header} (here once logged on, "
+                   "else at the station's next logon).")
