@@ -59,8 +59,9 @@ def median(values: list[float | None]) -> float | None:
 
 def table(doc: dict) -> list[str]:
     lines = ["| rate/s | msc on | before: p99 of all, ms (rounds) | median | after | median | after / before "
-             "| p50 before → after, ms (medians) | send lag p99, ms | load |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| p50 before → after, ms (medians) | CPU ms/txn: msc serve before → after; generator; machine "
+             "| send lag p99, ms | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for rate in doc["rates"]:
         for key in doc["backends"]:
             b = doc["points"][key]["before"][rate]
@@ -74,10 +75,17 @@ def table(doc: dict) -> list[str]:
             p50b = statistics.median(o["p50_ms"] for o in b if o["p50_ms"] is not None)
             p50a = statistics.median(o["p50_ms"] for o in a if o["p50_ms"] is not None)
             lag = max(o.get("send_lag_p99_ms") or 0 for o in b + a)
+
+            def cpu(runs, key=None):
+                v = [(o.get(key) if key else next(iter((o.get("cpu_ms_per_txn") or {}).values()), None)) for o in runs]
+                v = [x for x in v if x is not None]
+                return f"{statistics.median(v):.2f}" if v else "—"
+
             loads = [o["load_average"][0] for o in b + a]
             lines.append(
                 f"| {rate} | {NAMES[key]} | {', '.join(shown(o['p99_all_ms']) for o in b)} | {shown(mb)} | "
                 f"{', '.join(shown(o['p99_all_ms']) for o in a)} | {shown(ma)} | {ratio} | {p50b:g} → {p50a:g} | "
+                f"{cpu(b)} → {cpu(a)}; {cpu(b + a, 'loadgen_cpu_ms_per_txn')}; {cpu(b + a, 'machine_cpu_ms_per_txn')} | "
                 f"≤ {lag:g} | {min(loads):.1f}–{max(loads):.1f} |")
     return lines
 

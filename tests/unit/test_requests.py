@@ -250,3 +250,28 @@ def test_waiting_on_an_upstream(table, clock):
     assert set(table.waiting_on("clets")) == {a, am}
     arrive(table, "ICS1A1")
     assert table.waiting_on("clets") == [am]
+
+
+class _Router:
+    """Stands for the router a request refers to (a tracked object, as the real one is)."""
+
+
+@pytest.mark.parametrize("fields", [{}, {"window": 60.0}, {"expects_answer": False}])
+def test_a_remembered_request_is_one_object_for_the_garbage_collector(fields):
+    """Thousands of requests stay in memory (open ones, and the last LATE_MAX closed): each must
+    cost a full collection one object, not two (PERFORMANCE.md "Where the tail came from": a
+    request with a dictionary of its own that holds the router doubled what every generation-2
+    collection walked)."""
+    import gc
+
+    router = _Router()
+    gc.collect()
+    before = len(gc.get_objects())
+    kept = []
+    for i in range(200):
+        p = req(header=f"ICS1A{i}", txn=f"t{i}", **fields)
+        p.router = router
+        p.state, p.done, p.closed_at = "closed", True, 1000.0 + i
+        kept.append(p)
+    gc.collect()
+    assert len(gc.get_objects()) - before == 200 + 1  # the requests, and the list holding them

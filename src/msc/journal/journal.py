@@ -54,6 +54,9 @@ INDEX_BATCH = 20_000  # wake the indexer early once this many records are uninde
 HEARTBEAT_S = 3600.0
 #: How often the timer looks at the checkpoint interval (and whether the key ring's look is due).
 TICK_S = 1.0
+#: A commit that succeeded this recently answers :meth:`Journal.probe` (s): asking the database
+#: again would only put a round trip ahead of the next commit on the writer's one connection.
+PROBE_FRESH_S = 1.0
 ACCEPT_CODE = "ACCEPT"
 
 
@@ -152,6 +155,7 @@ class Journal:
         self._committed = 0  # the highest sequence number known committed by this process
         self.refused: str | None = None  # set when the journal is found altered while running
         self._last_checkpoint_mono = time.monotonic()
+        self._last_commit_mono = float("-inf")  # when a commit last succeeded (monotonic)
 
     @classmethod
     def from_settings(cls, settings: Settings, keyring: KeyRing | None = None, **kw) -> Journal:
@@ -290,12 +294,19 @@ class Journal:
         ends; it writes nothing). The answer is :attr:`healthy` — ``/readyz`` — at once, traffic
         or not: 503 when the database goes away, and 200 again when it is back (a node that a
         load balancer took out of rotation gets no message to commit, and must come back by
-        itself). A writer without a probe (SQLite's) is judged by its commits only."""
+        itself). A writer without a probe (SQLite's) is judged by its commits only.
+
+        Under traffic the commits answer it: while the journal is healthy and a commit succeeded
+        within :data:`PROBE_FRESH_S`, nothing is asked (PostgreSQL's probe shares the writer's
+        connection, so it held up the next group commit by a round trip, once a second —
+        PERFORMANCE.md "Where the tail came from"). A failed commit makes it unhealthy at once."""
         if self.refused is not None or self._task is None:
             return False
         probe = getattr(self.writer, "probe", None)
         if probe is None:
             return self.healthy
+        if self.healthy and time.monotonic() - self._last_commit_mono < PROBE_FRESH_S:
+            return True
         try:
             await probe()
         except JournalError as exc:
@@ -420,6 +431,7 @@ class Journal:
                 continue
             self.healthy = True
             self.last_error = None
+            self._last_commit_mono = time.monotonic()
             if self._landed is not None:
                 lo, hi = self._landed
                 self._landed = None

@@ -48,9 +48,14 @@ State = Literal["waiting", "answered", "closed", "finished"]
 How = Literal["first", "further", "late"]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Pending:
-    """One accepted request on its way upstream, and then its answer parts."""
+    """One accepted request on its way upstream, and then its answer parts.
+
+    Slotted: thousands are alive at once (every open request, and the last :data:`LATE_MAX`
+    closed ones), and with more than 30 attributes each would otherwise carry a dictionary of its
+    own that the garbage collector walks too (it holds the router: a tracked object) — twice the
+    objects in every full collection (PERFORMANCE.md "Where the tail came from")."""
 
     txn: str
     header: str

@@ -111,8 +111,9 @@ class BackgroundWork(SwitchParts):
                 # unlock) reach hosts' OIF checks within a second.
                 await asyncio.to_thread(self.auth.refresh)
             if self.journal is not None and self.stepped_down is None:
-                # /readyz follows the journal's database within a second, traffic or not: 503 when
-                # it goes away, 200 again by itself when it is back. (asyncio.timeout, not
+                # /readyz follows the journal's database within a second or two, traffic or not:
+                # 503 when it goes away, 200 again by itself when it is back (a commit that just
+                # succeeded answers for the database: Journal.probe). (asyncio.timeout, not
                 # wait_for: Python 3.11's wait_for loses a cancellation that arrives as the probe
                 # ends — this loop then ran on through the event loop's teardown, for ever.)
                 with contextlib.suppress(Exception):
