@@ -53,10 +53,9 @@ class Switch:
         self.dir = work / label
         self.up, self.port, self.mport = free_port(), free_port(), free_port()
         cfg = benchconfig.write(self.dir, port=self.port, metrics_port=self.mport, upstream_ports=[self.up],
-                                stations=stations, timeout_s=60)
+                                stations=stations, timeout_s=60, switch_extra=switch_keys)
         # The production default max_in_flight (the bench's own configuration lifts it).
-        text = cfg.read_text().replace("max_in_flight = 100000", f"max_in_flight = 1000\n{upstream_keys}")
-        cfg.write_text(text.replace("queue_max = 100000\n", f"queue_max = 100000\n{switch_keys}\n", 1))
+        cfg.write_text(cfg.read_text().replace("max_in_flight = 100000", f"max_in_flight = 1000\n{upstream_keys}"))
         self.stub = rb.Proc([rb.PY, "-m", "msc", "stub", "--role", "clets", "--listen", f"127.0.0.1:{self.up}"],
                             self.dir / "stub.err")
         wait_port(self.up, 20)

@@ -56,7 +56,7 @@ async def frozen_with_work_in_progress(harness, shed_wait_s: float):
     answer will come during the freeze), then ``shed_wait_s`` is set by a reload: nothing before
     the freeze depends on how fast the machine commits."""
     stub = await harness.start_stub()
-    sw = await harness.start_switch(switch_extra="shed_wait_s = 0\nshed_interval_s = 0",
+    sw = await harness.start_switch(shed_wait_s=0, switch_extra="shed_interval_s = 0",
                                     listener_extra="max_refused_per_minute = 2")
     await harness.wait_upstream()
     terminal = await harness.operator()
