@@ -22,7 +22,9 @@ def mnemonic(i: int) -> str:
 
 
 def write(directory: Path, *, port: int, metrics_port: int, upstream_ports: list[int], stations: int,
-          synchronous: str = "full", timeout_s: float = 30, heartbeat_s: float = 30, extra: str = "") -> Path:
+          synchronous: str = "full", timeout_s: float = 30, heartbeat_s: float = 30, extra: str = "",
+          switch_extra: str = "") -> Path:
+    """``extra``: TOML appended at the end (more tables); ``switch_extra``: more ``[switch]`` keys."""
     directory.mkdir(parents=True, exist_ok=True)
     endpoints = ", ".join(f'"127.0.0.1:{p}"' for p in upstream_ports)
     parts = [f'''[switch]
@@ -34,6 +36,7 @@ password_cost = 4
 # Every bench terminal logs on from 127.0.0.1 at once: the per-address logon bounds (SECURITY.md
 # "Bounded under abuse") would take the load generator for a flood.
 logon_failures_per_address = {stations + 100}
+{switch_extra}
 
 [[listener]]
 name = "terminals"

@@ -28,7 +28,11 @@ whatever is outstanding is given up. It reports what it offered and what it achi
 down), ``answered`` (A and the answer, or an N), ``late`` (answered only after the window
 closed), ``missing`` (no end by the window's end + grace), ``errors`` (connection lost);
 ``per_s`` (achieved: transactions ended during the window, per second, as in the closed loop),
-``offered_per_s``; ``p50_ms``/``p99_ms``/``max_ms`` of the answered; ``p99_all_ms``, the p99 of
+``offered_per_s``; ``good_per_s`` (goodput: transactions *accepted* — not refused with an ``N`` — and
+ended during the window, per second), ``accepted`` and ``p50_accepted_ms``/``p99_accepted_ms`` (the
+latency of the window's accepted transactions alone, a refusal's quick ``N`` left out, one
+accepted but not ended by the end of the grace counted as infinitely late: ``null`` beyond it);
+``p50_ms``/``p99_ms``/``max_ms`` of the answered; ``p99_all_ms``, the p99 of
 every offered transaction with the unanswered counted as infinitely late (``null`` when more
 than 1 % went unanswered: the real p99 is then beyond ``grace``); ``send_lag_p99_ms`` (how late
 the generator itself sent). The closed loop likewise waits at most ``--grace`` s for the
@@ -166,6 +170,9 @@ class Stats:
         self.unsent = 0
         self.late = 0
         self.lag: list[float] = []  # s each counted transaction was sent after it was due
+        self.good = 0  # transactions of any time *accepted* (not refused) and ended during the window
+        self.lat_ok: list[float] = []  # latency of the window's accepted transactions (no N)
+        self.acked = 0  # the window's transactions answered A (accepted), ended or not
 
     def done(self, kind: str, seconds: float, code: str | None, messages: int = 1, *,
              member: bool | None = None) -> None:
@@ -175,8 +182,11 @@ class Stats:
         whenever it ends); ``None`` in the closed loop (counted if it ends in the window)."""
         if member is not None:
             self.ended += self.counting
+            self.good += self.counting and code is None
             if not self.counting and member:
                 self.late += 1
+            if member and code is None:
+                self.lat_ok.append(seconds)
         if not (self.counting if member is None else member):
             return
         self.lat.append(seconds)
@@ -236,6 +246,8 @@ async def one_txn(c: Conn, mne: str, seq: int, rnd: random.Random, mode: str, st
     try:
         k, p = await asyncio.wait_for(ack, 30)
         code = None if k == "A" else p.split(b" ", 1)[0].decode()
+        if member and code is None:
+            stats.acked += 1
         messages = 1
         if ans is not None:
             if k == "A":
@@ -448,10 +460,14 @@ def summarize(args, mode: str, stats: Stats, elapsed: float, *, connections_lost
     if args.rate:
         missing = stats.sent - len(lat) - stats.errors
         lag = sorted(stats.lag)
+        ok = sorted(stats.lat_ok)
         out.update(per_s=round(stats.ended / elapsed, 1), offered=stats.offered,
                    offered_per_s=round(stats.offered / elapsed, 1), sent=stats.sent, unsent=stats.unsent,
                    answered=len(lat), late=stats.late, missing=missing, grace_s=args.grace,
                    p99_all_ms=quantile_ms(lat, 0.99, stats.offered),
+                   good_per_s=round(stats.good / elapsed, 1), accepted=len(ok),
+                   p50_accepted_ms=quantile_ms(ok, 0.5, max(stats.acked, len(ok))),
+                   p99_accepted_ms=quantile_ms(ok, 0.99, max(stats.acked, len(ok))),
                    send_lag_p99_ms=quantile_ms(lag, 0.99), send_lag_max_ms=round(lag[-1] * 1000, 3) if lag else None)
     return out
 

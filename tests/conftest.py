@@ -71,6 +71,7 @@ data_dir = "data"
 users_file = "users.toml"
 idle_logoff_s = {idle_logoff_s}
 session_max_s = {session_max_s}
+shed_wait_s = {shed_wait_s}
 {switch_extra}
 password_cost = {password_cost}
 
@@ -246,6 +247,10 @@ DEFAULTS = dict(
     up_heartbeat_s=30, max_in_flight=1000, extra="", listener_extra="", upstream_extra="",
     switch_extra="", route_extra="", journal_extra="",
     password_cost=TEST_COST,
+    # Overload shedding (PROTOCOL.md §5 "Overload") turns on by how long the journal takes: off
+    # here, so that no test's outcome depends on the machine's speed; tests/integration/
+    # test_overload.py turns it on where the test itself holds the journal.
+    shed_wait_s=0,
 )
 
 

@@ -130,6 +130,30 @@ def test_upstream_link_health_settings_are_checked(tmp_path, new, path, fragment
     assert matching and fragment in matching[0].message, [str(i) for i in err.issues]
 
 
+@pytest.mark.parametrize("new,path,fragment", [
+    ("shed_wait_s = -0.1", "switch.shed_wait_s", "must be 0..60"),
+    ("shed_wait_s = 61", "switch.shed_wait_s", "must be 0..60"),
+    ("shed_wait_s = nan", "switch.shed_wait_s", "must be 0..60"),
+    ("shed_wait_s = inf", "switch.shed_wait_s", "must be 0..60"),
+    ("shed_interval_s = -1", "switch.shed_interval_s", "must be 0..60"),
+    ("shed_interval_s = 3600", "switch.shed_interval_s", "must be 0..60"),
+])
+def test_overload_settings_are_checked(tmp_path, new, path, fragment):
+    """PROTOCOL.md §5 "Overload": the shedding target and interval, in seconds."""
+    err = _bad(tmp_path, "shed_wait_s = 0\n", f"{new}\n" if new.startswith("shed_wait_s") else f"shed_wait_s = 0\n{new}\n")
+    matching = [i for i in err.issues if i.path == path]
+    assert matching and fragment in matching[0].message, [str(i) for i in err.issues]
+
+
+@pytest.mark.parametrize("keys,wait,interval", [("", 0.2, 0.5), ("shed_wait_s = 0", 0.0, 0.5),
+                                                ("shed_wait_s = 0.05\nshed_interval_s = 0", 0.05, 0.0)])
+def test_overload_settings_defaults_and_off(tmp_path, keys, wait, interval):
+    path = make_config(tmp_path)
+    path.write_text(path.read_text().replace("shed_wait_s = 0\n", keys + "\n", 1))  # the tests' own off, replaced
+    sw = load(path).config.switch
+    assert (sw.shed_wait_s, sw.shed_interval_s) == (wait, interval)
+
+
 def test_ack_timeout_defaults_to_10_s_within_the_dead_link_bound(tmp_path):
     s = load(make_config(tmp_path))
     assert s.config.upstream[0].ack_timeout == 10 and s.config.upstream[0].resend_wait_s == 30

@@ -25,6 +25,10 @@ def check_switch(c: Checker) -> None:
             c.add(f"switch.{key}", "must be > 0")
     if sw.queue_max < 1:
         c.add("switch.queue_max", "must be >= 1")
+    if not 0 <= sw.shed_wait_s <= 60:
+        c.add("switch.shed_wait_s", "must be 0..60 (seconds; 0: never shed new requests)")
+    if not 0 <= sw.shed_interval_s <= 60:
+        c.add("switch.shed_interval_s", "must be 0..60 (seconds)")
     if not 1024 * 1024 <= sw.output_memory_bytes <= 1 << 34:
         c.add("switch.output_memory_bytes", "must be 1 MiB to 16 GiB (1048576..17179869184)")
     if not 4 <= sw.password_cost <= 20:

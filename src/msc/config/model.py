@@ -60,6 +60,11 @@ class SwitchSection(_Table, frozen=True, kw_only=True):
     # memory (for sessions that take them now), all mnemonics together.
     output_memory_bytes: int = 32 * 1024 * 1024
     drain_timeout_s: float = 10
+    # PROTOCOL.md §5 "Overload": new requests (not answers, deliveries or logons) are refused E307
+    # while the oldest record waiting for the journal has waited longer than shed_wait_s, once it
+    # has stayed so for shed_interval_s (msc.routing.shedding). shed_wait_s = 0: never shed.
+    shed_wait_s: float = 0.2
+    shed_interval_s: float = 0.5
     timezone: str = "UTC"  # for reports' "after hours"
     admin_upstream: str | None = None  # where AM to remote destinations goes (default: the first upstream)
     # PROTOCOL.md §4: after its answer window, a request is remembered this long (at most 10,000

@@ -122,7 +122,10 @@ class Journal:
         #: The storage backend's writer (:class:`msc.journal.interfaces.JournalWriter`: a
         #: ThreadWriter or a WriterProcess for SQLite), made at :meth:`open`.
         self.writer: JournalWriter | None = None
-        self._pending: list[tuple[Sequence[Entry], asyncio.Future]] = []
+        #: Appends waiting for a batch: (entries, future, time.monotonic() of the submit).
+        self._pending: list[tuple[Sequence[Entry], asyncio.Future, float]] = []
+        #: When the oldest append of the batch being committed (or sealed ahead) was submitted.
+        self._batch_since: float | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._timer: asyncio.Task | None = None
@@ -281,9 +284,21 @@ class Journal:
         if self.refused is not None:
             _fail(fut, JournalError(self.refused))
             return fut
-        self._pending.append((entries, fut))
+        self._pending.append((entries, fut, time.monotonic()))
         self._wake.set()
         return fut
+
+    def oldest_wait_s(self) -> float:
+        """Seconds the oldest append not yet committed has waited (0.0 when none waits): the
+        journal's queue delay, which grows without bound when more is submitted than the storage
+        commits (the switch sheds new requests on it, PROTOCOL.md §5 "Overload"). Cheap: one
+        clock read, no scan."""
+        since = self._batch_since
+        if since is None:
+            if not self._pending:
+                return 0.0
+            since = self._pending[0][2]
+        return max(0.0, time.monotonic() - since)
 
     async def append(self, *entries: Entry) -> list[int]:
         return await self.submit(entries)
@@ -321,7 +336,7 @@ class Journal:
     def last_seq(self) -> int:
         return self._next_seq - 1
 
-    def _seal(self, batch: list[tuple[Sequence[Entry], asyncio.Future]], seq: int) -> list[Row]:
+    def _seal(self, batch: list[tuple[Sequence[Entry], asyncio.Future, float]], seq: int) -> list[Row]:
         now = int(self._clock() * 1_000_000)
         # Timestamps never go backwards (the clock may): sequence order is time order, which
         # lets search turn a time range into a sequence range.
@@ -332,7 +347,7 @@ class Journal:
         keys: PeriodKeys | None = self.keyring.period(period)
         if keys is None:
             raise JournalError(f"the key of {period} was destroyed")
-        for entries, _fut in batch:
+        for entries, _fut, _t in batch:
             toks = ()
             for e in entries:
                 _meta, blob = seal(keys.aead, e, seq, ts, period)
@@ -342,7 +357,7 @@ class Journal:
                 seq += 1
         return rows
 
-    def _take(self, limit: int = MAX_BATCH) -> list[tuple[Sequence[Entry], asyncio.Future]]:
+    def _take(self, limit: int = MAX_BATCH) -> list[tuple[Sequence[Entry], asyncio.Future, float]]:
         """The next batch: whole appends, until ``limit`` records or :data:`MAX_BATCH_CHARS`
         characters of text (at least one append)."""
         k, count, chars = 0, 0, 0
@@ -364,6 +379,7 @@ class Journal:
         ready: tuple[list, list[Row]] | None = None  # a batch sealed ahead, and its rows
         while True:
             if ready is None and not self._pending:
+                self._batch_since = None
                 self._idle.set()
                 await self._wake.wait()
                 self._wake.clear()
@@ -379,6 +395,7 @@ class Journal:
                 else:
                     batch, rows = ready
                     ready = None
+                self._batch_since = batch[0][2]
                 self._unindexed += len(rows)
                 poke = self._unindexed >= INDEX_BATCH  # wake the indexer early on a backlog
                 if poke:
@@ -400,13 +417,14 @@ class Journal:
                 if ready is not None:
                     self._pending[:0] = ready[0]
                     ready = None
+                self._batch_since = None  # the failed batch is answered; the rest is in _pending
                 # The writer re-read what is really on disk; continue from there.
                 failed_first = self._next_seq
                 self._next_seq = self.writer.last_seq + 1
                 self._last_ts = max(self._last_ts, self.writer.last_ts)
                 landed = self.writer.last_seq >= failed_first  # a commit is all or nothing
                 seq = failed_first
-                for entries, fut in batch:
+                for entries, fut, _t in batch:
                     if not fut.done():
                         if landed:
                             # Each caller learns which of its records are in the file anyway, so
@@ -438,19 +456,20 @@ class Journal:
                 self.submit([Entry(kind=Kind.ADMIN, code="E501", text=(
                     f"JOURNAL RECORDS SEQ/{lo}-{hi} WERE WRITTEN WHILE COMMITS REPORTED I/O ERRORS; THEIR SENDERS "
                     "WERE ANSWERED E501 AND NOTHING IN THEM WAS FORWARDED OR DELIVERED"))])
+            self._batch_since = ready[0][0][2] if ready is not None else None
             first = rows[0].values[0]
             self._next_seq = rows[-1].values[0] + 1
             self._committed = max(self._committed, self._next_seq - 1)
             self._last_ts = max(self._last_ts, rows[-1].values[1])
             self._since_checkpoint += len(rows)
             seq = first
-            for entries, fut in batch:
+            for entries, fut, _t in batch:
                 n = len(entries)
                 if not fut.done():
                     fut.set_result(list(range(seq, seq + n)))
                 seq += n
             if self.on_commit:
-                self.on_commit([e for entries, _ in batch for e in entries], time.perf_counter() - t0)
+                self.on_commit([e for entries, _, _t in batch for e in entries], time.perf_counter() - t0)
             if self._since_checkpoint >= self.checkpoint_every:
                 with contextlib.suppress(JournalError):
                     await self._checkpoint()
@@ -464,7 +483,7 @@ class Journal:
         self.healthy = False
         self.last_error = self.refused
         self._next_seq = self._committed + 1  # stays above what is lost (nothing more is written)
-        for _entries, fut in self._pending:
+        for _entries, fut, _t in self._pending:
             if not fut.done():
                 _fail(fut, JournalError(self.refused))
         self._pending.clear()

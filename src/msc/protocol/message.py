@@ -205,6 +205,18 @@ def _routing(value: str) -> str:
     return value
 
 
+def peek_key(payload: bytes) -> str | None:
+    """The message key of a client ``M`` payload, found without parsing or checking it: the
+    field after the header and the optional ``*OIF`` and ``#TAF`` (PROTOCOL.md §2); None when
+    there is none or it is not ASCII. For a decision that must cost less than a parse (a request
+    shed under overload, :mod:`msc.routing.shedding`); :func:`parse_input` still judges the message."""
+    parts = payload.split(b".", 4)
+    for part in parts[1:4]:
+        if not part.startswith((b"*", b"#")):
+            return part.decode("ascii") if part.isascii() else None
+    return None
+
+
 def parse_input(payload: bytes) -> Input:
     """Parse the payload of a client ``M`` frame (PROTOCOL.md §2).
 

@@ -3,8 +3,9 @@
 A session has decided *who* sends (the logged-on operator, or a host's OIF) and hands the rest
 here: the route of the message key (E301), the authorization matrix (E204–E209,
 :mod:`msc.mnemonics.authz`), room in the sender's own output queue (E307), the upstream's
-capacity (E302 down, E307 over ``max_in_flight``), and the request's :class:`Pending` and
-journal records. ``AM`` is admitted the same way, with its destinations resolved by
+capacity (E302 down, E307 over ``max_in_flight``), the switch's own load (E307 ``SWITCH BUSY``
+while the journal's queue delay is above ``shed_wait_s``, :mod:`msc.routing.shedding`), and the
+request's :class:`Pending` and journal records. ``AM`` is admitted the same way, with its destinations resolved by
 :mod:`msc.routing.destinations` (local ones delivered, the rest forwarded upstream).
 
 Nothing here writes to a client or to the journal: the caller journals :attr:`Admitted.entries`
@@ -15,19 +16,22 @@ and, only once they are committed, acknowledges the client and calls :meth:`Admi
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from msc.config.model import SwitchSection
 from msc.journal.records import Entry, Kind
 from msc.mnemonics import authz
 from msc.mnemonics.directory import Directory, User
 from msc.protocol.codes import ProtocolError, Reject
-from msc.protocol.message import AM, AdminText, Input, Transaction
+from msc.protocol.message import AM, BIND, LOGOFF, LOGON, PWD, AdminText, Input, Transaction
 from msc.routing.delivery import Delivery, Output
 from msc.routing.destinations import admin_destinations
 from msc.routing.requests import Pending
 from msc.routing.router import Router
+from msc.routing.shedding import Overload
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +87,18 @@ class LastUse:
                 mine[k] = max(t, mine.get(k, t))
 
 
+#: Keys that are never shed: a session's own control (PROTOCOL.md §2), not new work.
+_NEVER_SHED = frozenset((LOGON, LOGOFF, PWD, BIND))
+
+
 class Admission:
     """The one place a message becomes a request (or is refused with its code)."""
 
     def __init__(self, *, directory: Callable[[], Directory], router: Router, delivery: Delivery,
                  clock: Callable[[], float], metrics, journal, admin_upstream: Callable[[], str | None],
-                 last_use: LastUse) -> None:
+                 last_use: LastUse, switch: Callable[[], SwitchSection] | None = None) -> None:
+        """``switch``: the current ``[switch]`` settings (its ``shed_wait_s`` and ``shed_interval_s``,
+        read at every request, so that a reload applies at once); None: never shed."""
         self.directory = directory
         self.router = router
         self.delivery = delivery
@@ -97,6 +107,11 @@ class Admission:
         self.journal = journal
         self.admin_upstream = admin_upstream
         self.last_use = last_use
+        self.switch = switch
+        self.overload = Overload()
+        if switch is not None:
+            # msc_journal_wait_seconds is the measure the shedding rule reads, at each scrape.
+            metrics.journal_wait = journal.oldest_wait_s
 
     def new_txn(self) -> str:
         return self.router.new_txn()
@@ -150,6 +165,28 @@ class Admission:
                           window_s=route.answer_window_s, timeout_s=route.timeout_s,
                           parts_complete=route.answer_parts, expects_answer=not route.one_way, slot=True)
         return Admitted(entries, route.category, pending, forwarded.encode("ascii"), reserved=slot)
+
+    def shed(self, mke: str | None) -> bool:
+        """Is a message with key ``mke`` from a logged-on or bound connection new work to refuse
+        now (E307 ``SWITCH BUSY``), the switch being overloaded (PROTOCOL.md §5 "Overload")? Asked
+        before the message is parsed: under overload a refusal must cost much less than the work
+        it spares. LOGON, LOGOFF, PWD and BIND are never shed; every other key is new work (a
+        transaction, an AM, an unknown key). Shed while the journal's queue delay stays above
+        ``shed_wait_s``, or while the key's upstream link is held (``max_inbound`` of its answers
+        wait for the journal, :attr:`msc.routing.upstream.UpstreamLink.holding`). Counted in
+        ``msc_requests_shed_total`` by category."""
+        if self.switch is None or mke is None or mke in _NEVER_SHED:
+            return False
+        sw = self.switch()
+        if sw.shed_wait_s <= 0:
+            return False
+        route = self.directory().routes.get(mke)
+        link = self.router.links.get(route.upstream) if route is not None else None
+        if self.overload.admit(time.monotonic(), self.journal.oldest_wait_s(), sw.shed_wait_s, sw.shed_interval_s,
+                               held=link is not None and link.holding):
+            return False
+        self.metrics.shed.labels(route.category if route else ("admin" if mke == AM else "unknown")).inc()
+        return True
 
     def _authorize(self, inp: Input, body, sender: Sender, route, d: Directory) -> None:
         denied = authz.decide(user=sender.user, authorizations=sender.authorizations, serves=sender.serves,

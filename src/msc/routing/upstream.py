@@ -221,6 +221,12 @@ class UpstreamLink:
         """Messages received on the current connection and not answered yet (max_inbound)."""
         return self._proto.inbound if self._proto is not None else 0
 
+    @property
+    def holding(self) -> bool:
+        """msc is not reading this link now: ``max_inbound`` of its messages (answers of requests
+        in flight, unsolicited traffic) wait for their journal commit, the rest in the upstream."""
+        return self._proto is not None and self._proto.paused
+
     def label(self, index: int | None) -> str | None:
         if index is None:
             return None

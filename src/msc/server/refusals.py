@@ -165,7 +165,7 @@ class RefusalWindow:
         self.full = 0
         self.full_chars = 0
         self.records = 0
-        self.refused = 0  # every refusal of the window, whatever its form
+        self.refused = 0  # every refusal of the window, whatever its form (not those of shed requests)
         self.tally = Tally()  # this window's counted refusals
 
     def roll(self, now: float) -> Tally | None:
@@ -191,15 +191,17 @@ class RefusalWindow:
 
 
 def shared_form(windows: list[RefusalWindow], now: float, *, logged_on: bool, chars: Callable[[], int],
-                always: bool = False) -> Form:
+                always: bool = False, counts: bool = True) -> Form:
     """The form of the next refusal counted in every one of ``windows`` at once (a connection's,
     its user's, its address's): whole only while each of them has full-text allowance left, a
     record of its own only while each has records left — so a budget that belongs to a user or
-    an address is not bought again by reconnecting. Call each window's :meth:`RefusalWindow.roll` first."""
+    an address is not bought again by reconnecting. Call each window's :meth:`RefusalWindow.roll` first.
+    ``counts``: the refusal counts towards ``max_refused_per_minute`` (not a request shed for the
+    switch's own overload, :mod:`msc.routing.shedding`); its record takes the budgets all the same."""
     for w in windows:
         if w.start is None:
             w.start = now
-        w.refused += 1
+        w.refused += int(counts)
     if logged_on and all(w.full < w.limits.full for w in windows):
         n = chars()
         if all(w.full_chars + n <= w.limits.full_chars for w in windows):

@@ -110,12 +110,14 @@ class Refusing(Connection):
     # -- rejections -----------------------------------------------------------------------
 
     def _reject(self, xid: int, reject: Reject, detail: str | None, text: str | None = None, inp: Input | None = None,
-                *, payload: bytes | None = None, always: bool = False) -> None:
+                *, payload: bytes | None = None, always: bool = False, counts: bool = True) -> None:
         """Refuse a message: its ``N`` goes to the client once its record is committed — a
         ``REJECTED`` record in full or compact, or no record of its own but a count in a summary
         (JOURNAL.md "Refused traffic", :mod:`msc.server.refusals`). ``text``: the full journal
         text if known (else made from ``payload``: decoded, secrets redacted); ``always``: it
-        gets a record of its own whatever the budgets (a checked LOGON, an internal error)."""
+        gets a record of its own whatever the budgets (a checked LOGON, an internal error);
+        ``counts``: False for the switch's own refusal (a request shed under overload,
+        :mod:`msc.routing.shedding`), which never closes the connection."""
         self.metrics.reject(reject.code)
         category = self.svc.admission.category(inp) if inp is not None else None
         if category:
@@ -143,7 +145,7 @@ class Refusing(Connection):
             # address's windows too: reconnecting does not buy a fresh budget (probe14 case 2).
             windows += budgets.windows(self.user or self._peer_name(), self.source, now)
         form = shared_form(windows, now, logged_on=self.state in BOUND_STATES, chars=lambda: len(full_text()),
-                           always=always)
+                           always=always, counts=counts)
         if form is Form.COMPACT and pending and not always and not budgets.take(self.source, now):
             form = Form.COUNTED
         self.metrics.refusals.labels(form.value).inc()
@@ -151,8 +153,8 @@ class Refusing(Connection):
         # Closed at max_refused while pending (again after a LOGOFF); once logged on, beyond
         # max_refused_per_minute of the connection or of its user (not of its address: a NAT's
         # other users are not closed for one's traffic, only journaled compactly).
-        close = (self.refused_total.messages >= lc.max_refused if pending
-                 else max(w.refused for w in windows[:1] + windows[2:]) >= lc.max_refused_per_minute)
+        close = counts and (self.refused_total.messages >= lc.max_refused if pending
+                            else max(w.refused for w in windows[:1] + windows[2:]) >= lc.max_refused_per_minute)
         if close:
             # Closed once this refusal is answered: nothing more of it is read or recorded.
             self._doom()

@@ -49,12 +49,14 @@ from msc.protocol.message import (
     banner,
     decode_lossy,
     parse_input,
+    peek_key,
 )
 from msc.protocol.redact import redact
 from msc.routing.admission import Sender
+from msc.routing.shedding import SHED_TEXT
 from msc.server import actions as act
 from msc.server.listener import source_of
-from msc.server.machine import Role, State
+from msc.server.machine import TRAFFIC_STATES, Role, State
 from msc.server.operator import Operator
 from msc.server.refusals import iso
 from msc.storage.errors import StorageUnavailable
@@ -200,6 +202,11 @@ class Session(Operator):
     # -- messages -------------------------------------------------------------------------
 
     def _message(self, xid: int, payload: bytes) -> None:
+        if self.state in TRAFFIC_STATES and self.svc.admission.shed(peek_key(payload)):
+            # Overloaded: new work is refused before it costs a parse; the switch's condition,
+            # not the sender's doing (PROTOCOL.md §5 "Overload", msc.routing.shedding).
+            self._reject(xid, Reject.E307, SHED_TEXT, payload=payload, counts=False)
+            return
         try:
             inp = parse_input(payload)
         except ProtocolError as exc:

@@ -222,7 +222,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
             self._add_link(up)
         admission = Admission(directory=lambda: self.directory, router=self.router, delivery=self.delivery,
                               clock=self.clock, metrics=m, journal=self.journal, admin_upstream=self.admin_upstream,
-                              last_use=self.last_use)
+                              last_use=self.last_use, switch=lambda: self.settings.config.switch)
         self.services = Services(accounts=self.accounts, admission=admission, delivery=self.delivery,
                                  journal=self.journal, registry=self.sessions, budgets=self.budgets,
                                  settings=lambda: self.settings, directory=lambda: self.directory, clock=self.clock,
