@@ -15,7 +15,7 @@ import json
 import time
 from typing import Any
 
-from msc.journal.records import Entry, JournalError, Kind
+from msc.journal.records import Entry, JournalError, JournalFenced, Kind
 from msc.journal.retention import PurgeRefused
 from msc.ops.availability import HEARTBEAT_S, WINDOWS, compute
 from msc.server.parts import SwitchParts, started
@@ -157,7 +157,8 @@ class BackgroundWork(SwitchParts):
             try:
                 await self.run_retention()
             except Exception as exc:  # its database away (a reader that could not open): tomorrow again
-                self.log.error("journal.purge_failed", error=str(exc) or type(exc).__name__)
+                if not self._given_up(exc):
+                    self.log.error("journal.purge_failed", error=str(exc) or type(exc).__name__)
             await asyncio.sleep(86400)
 
     async def run_retention(self) -> list[tuple[str, int, int]]:
@@ -171,10 +172,17 @@ class BackgroundWork(SwitchParts):
         except PurgeRefused as exc:
             self.log.error("journal.purge_refused", reason=str(exc))
         except JournalError as exc:
-            self.log.error("journal.purge_failed", error=str(exc))
+            if not self._given_up(exc):
+                self.log.error("journal.purge_failed", error=str(exc))
         with contextlib.suppress(Exception):
             started(self.journal).prepare_keys()
         return done
+
+    def _given_up(self, exc: BaseException) -> bool:
+        """A retention run cut short because this node of a pair stepped down (its reads cut, its
+        writes fenced): not a failed purge — the next active node runs retention on its own day,
+        and the step-down is logged once (``journal.handed_over``)."""
+        return self.stepped_down is not None or isinstance(exc, JournalFenced)
 
     async def _background_verification(self) -> None:
         """JOURNAL.md "Background verification": a low-priority child process re-verifies the

@@ -47,7 +47,7 @@ import asyncpg
 from msc.journal.bundle_verifier import checkpoint_message
 from msc.journal.interfaces import TXN_SUMMARY_SQL, TxnSummary
 from msc.journal.merkle import Frontier
-from msc.journal.records import META_COLUMNS, JournalError
+from msc.journal.records import META_COLUMNS, JournalError, JournalFenced
 from msc.journal.schema import PURGE_CODE, TIMELINE_GAP_S, Checkpoint, Row, StoredRecord
 from msc.journal.writer import JournalBusy
 from msc.storage.postgres import COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S, DB_ERRORS, Blocking, PgSettings, create_schema, reason
@@ -375,7 +375,12 @@ class PgWriter:
         try:
             async with conn.transaction():
                 if self._fence is not None:
-                    await self._fence(conn)
+                    try:
+                        await self._fence(conn)
+                    except DB_ERRORS:
+                        raise
+                    except Exception as exc:  # the fence refused: this node no longer holds the lease
+                        raise JournalFenced(f"not written: {_reason(exc)}") from None
                 return await work(conn)
         except JournalError:
             await self._after_failure(watchdog)
