@@ -50,6 +50,7 @@ from msc.journal.merkle import Frontier
 from msc.journal.records import META_COLUMNS, JournalError, JournalFenced
 from msc.journal.schema import PURGE_CODE, TIMELINE_GAP_S, Checkpoint, Row, StoredRecord
 from msc.journal.writer import JournalBusy
+from msc.reasons import explain
 from msc.storage.postgres import COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S, DB_ERRORS, Blocking, PgSettings, create_schema, reason
 
 if TYPE_CHECKING:
@@ -235,7 +236,7 @@ class PgWriter:
             raise
         except DB_ERRORS as exc:
             await self._drop_connection()
-            raise JournalError(f"journal database: {type(exc).__name__}: {_reason(exc)}") from None
+            raise JournalError(f"journal database: {explain(exc)}") from None
 
     async def _open(self) -> None:
         conn = self._conn = await self.pg.connect()
@@ -390,7 +391,7 @@ class PgWriter:
             if watchdog is not None and self._timed_out(watchdog):
                 raise JournalError(f"journal commit failed: no answer from the database within "
                                    f"{watchdog_s:g} s") from None
-            raise JournalError(f"journal commit failed: {type(exc).__name__}: {_reason(exc)}") from None
+            raise JournalError(f"journal commit failed: {explain(exc)}") from None
         finally:
             if watchdog is not None:
                 watchdog.cancel()
@@ -417,7 +418,7 @@ class PgWriter:
             await self._ensure_partitions({r.period for r in rows})
         except DB_ERRORS as exc:
             await self._after_failure()
-            raise JournalError(f"journal commit failed: {type(exc).__name__}: {_reason(exc)}") from None
+            raise JournalError(f"journal commit failed: {explain(exc)}") from None
         columns: list[list[Any]] = [[r.period for r in rows]]
         columns += [[r.values[i] for r in rows] for i in range(len(COLS))]
         columns += [[r.blob for r in rows], leaves]
@@ -549,7 +550,7 @@ class PgWriter:
                 await self._conn.fetchval("SELECT 1")
             except DB_ERRORS as exc:
                 await self._after_failure()
-                raise JournalError(f"journal database: {type(exc).__name__}: {_reason(exc)}") from None
+                raise JournalError(f"journal database: {explain(exc)}") from None
 
     def abort(self) -> None:
         """Cut the connection now, without waiting for the server (a node that stepped down and
@@ -578,7 +579,7 @@ class PgReader:
             self._conn = self._run.run(self._connect())
         except DB_ERRORS as exc:
             self._run.close()
-            raise JournalError(f"journal database: {type(exc).__name__}: {_reason(exc)}") from None
+            raise JournalError(f"journal database: {explain(exc)}") from None
         except BaseException:
             self._run.close()
             raise
@@ -599,7 +600,7 @@ class PgReader:
         try:
             return self._run.run(self._conn.fetch(sql, *args))
         except DB_ERRORS as exc:
-            raise JournalError(f"journal database: {type(exc).__name__}: {_reason(exc)}") from None
+            raise JournalError(f"journal database: {explain(exc)}") from None
 
     def periods(self) -> list[str]:
         known = [p for (p,) in self._fetch(f"SELECT period FROM journal_periods WHERE {_LIVE} ORDER BY period")]
