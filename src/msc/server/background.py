@@ -45,6 +45,16 @@ class BackgroundWork(SwitchParts):
                     await asyncio.to_thread(self.refresh_availability)
             ticks += 1
 
+    def open_work(self) -> dict[str, int]:
+        """What a drain waits for, by what each count is (``switch.draining``/``drain_timeout``):
+        ``committing`` messages awaiting their journal commit; ``awaiting_answer`` requests sent
+        upstream and not answered; ``answer_open`` requests answered (in part or in full) whose
+        answer window is still open — a further part may come (PROTOCOL.md §4); ``unacknowledged``
+        outputs written to a terminal and not yet acknowledged by it."""
+        router = started(self.router)
+        return {"committing": sum(sess.inflight for sess in self.sessions), "awaiting_answer": router.outstanding(),
+                "answer_open": router.open_answers(), "unacknowledged": started(self.delivery).unacknowledged()}
+
     def holds_lease(self) -> bool:
         """Whether this run may still mark itself up in the availability ledger: always for a
         single node; a pair's node only while it believes it holds the lease. A node continued
