@@ -315,6 +315,9 @@ def test_a_sigstopped_active_loses_the_lease_and_continued_it_commits_nothing_an
     took, resumed, _ = asyncio.run(stop_take_over_continue())
     log = a.log.read_text()
     assert "node.stepped_down" in log and "the lease was not renewed in time" in log
+    # Giving the journal up is said once, at info; no checkpoint or retention error (newcomer7).
+    assert '"event": "journal.handed_over"' in log, log[-3000:]
+    assert "journal.checkpoint_failed" not in log and "journal.purge_failed" not in log, log[-3000:]
     # One clean event, every line of the log JSON: no "Future exception was never retrieved", no
     # CancelledError traceback of a request pending during the pause.
     assert "Traceback" not in log and "never retrieved" not in log, log[-3000:]

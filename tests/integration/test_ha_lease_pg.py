@@ -143,6 +143,47 @@ async def _expired(lease: PgLease) -> bool:
     return row is not None and not row.live
 
 
+@pytest.mark.parametrize("late", ["node-a", "node-b"], ids=["the-old-holder", "the-standby"])
+async def test_an_acquire_that_commits_after_its_node_gave_up_only_delays_the_next_epoch(dsn, journal, late):
+    """newcomer7: after a frozen PostgreSQL a node got epoch 19 and no log had an 18. An acquire
+    sent while the server was frozen times out at the node (its connection is cut; the cancel
+    request cannot reach a frozen server either), but the server, thawed, runs the statement it
+    had already received and commits it: the row says ``late`` holds a new epoch that no node
+    knows of. It is played here by running the same ACQUIRE on a connection of its own — what the
+    thawed backend does. Safe for fencing: no node has a fence for that epoch, so no commit passes;
+    every commit at an older epoch is refused; the row is renewed by nobody and expires after the
+    ttl like any lease; then the next acquire takes the epoch after it (a number is skipped)."""
+    from msc.ha.pglease import ACQUIRE
+
+    a, b = node(dsn, "node-a"), node(dsn, "node-b")
+    try:
+        assert await a.acquire() == Granted(1)
+        await commit(journal, a.fence_for(1), "node-a", 1)
+        await until(lambda: _expired(a))  # A's renewals went unanswered (the database was frozen)
+        thawed = await asyncpg.connect(dsn)
+        try:
+            [row] = await thawed.fetch(ACQUIRE, "msc", late, 1.0)  # the statement the frozen backend held
+        finally:
+            await thawed.close()
+        assert row["won"] == 2  # committed for a node that gave up waiting for its answer
+        for lease, name in ((a, "node-a"), (b, "node-b")):
+            for epoch in (1, 2, 3):  # nobody's fence passes: not the old epoch, not the orphan's
+                if (name, epoch) == (late, 2):
+                    continue  # (the one fence no node holds: it never learned of epoch 2)
+                with pytest.raises(Fenced):
+                    await commit(journal, lease.fence_for(epoch), name, epoch)
+        held = await b.acquire()  # the orphan blocks every node, its own holder's too, until it expires
+        assert isinstance(held, Held) and (held.holder, held.epoch) == (late, 2)
+        assert isinstance(await a.acquire(), Held)
+        granted = await until(lambda: _granted(b))  # expired normally (nobody renewed it)
+        assert granted == Granted(3)
+        await commit(journal, b.fence_for(3), "node-b", 3)
+        assert await journal_rows(dsn) == [("node-a", 1), ("node-b", 3)]  # epoch 2 never committed anything
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_a_takeover_waits_for_a_commit_already_fenced_and_every_later_commit_is_refused(dsn, journal):
     """The fence's share lock orders every commit entirely before or after a takeover: B's
     acquisition waits while A's fenced transaction is open, then gets the next epoch."""

@@ -35,3 +35,50 @@ ERRORS = [
 @pytest.mark.parametrize(("exc", "configuration"), ERRORS, ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v))
 def test_configuration_errors_are_told_from_outages(exc, configuration):
     assert is_configuration_error(exc) is configuration
+
+
+# -- the reason a lease call gives (/readyz lease_error, lease.unavailable): never empty -------------
+
+class _Conn:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def is_closed(self) -> bool:
+        return False
+
+    async def fetch(self, *_a, **_k):
+        raise self.exc
+
+    def terminate(self) -> None:
+        pass
+
+
+#: (what the database did, the reason after "lease database: ")
+CALL_FAILURES = [
+    ("connect-hangs", None, "no answer within 0.05 s while connecting (TimeoutError)"),
+    ("query-times-out", TimeoutError(), "no answer within 0.05 s during the lease query (TimeoutError)"),
+    ("reset", ConnectionResetError(), "the connection was reset during the lease query (ConnectionResetError)"),
+    ("refused", ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)"),
+     "ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', 5432)"),
+    ("shutdown", pgx.AdminShutdownError("terminating connection\nDETAIL: admin"),
+     "AdminShutdownError: terminating connection DETAIL: admin"),
+    ("no-message", pgx.InternalClientError(), "no reason given during the lease query (InternalClientError)"),
+]
+
+
+@pytest.mark.parametrize(("failure", "exc", "reason"), CALL_FAILURES, ids=[c[0] for c in CALL_FAILURES])
+async def test_a_failed_lease_call_says_why_in_words(failure, exc, reason):
+    import asyncio
+
+    from msc.ha.pglease import PgLease
+
+    async def connect():
+        if exc is None:
+            await asyncio.Event().wait()  # a frozen server: the handshake never answers
+        return _Conn(exc)
+
+    lease = PgLease(connect, holder="msc-a", ttl_s=5, timeout_s=0.05)  # the call's bound, not a speed
+    lease._schema_ready = True  # (the schema is the integration tests'; this is the reason's wording)
+    with pytest.raises(LeaseUnavailable) as e:
+        await lease.acquire()
+    assert str(e.value) == f"lease database: {reason}"

@@ -4,6 +4,10 @@ machine's node is (OPERATIONS.md "Running two nodes"). Journals nothing; runs on
     node msc-b (this machine): standby (/readyz 503)
     active node: msc-a (lease epoch 7, valid 4.1 s more by the database's clock)
 
+This machine's node is "not running" when nothing listens at its ``[metrics] bind``, and "not
+answering (process N exists; paused or hung?)" when a process listens there but ``/readyz`` gave
+no answer within READYZ_TIMEOUT_S (SIGSTOP, or a hung loop).
+
 Exit 0 when a node is active; 1 when none is (the lease expired or was never held), or the lease's
 database could not be asked.
 """
@@ -11,6 +15,7 @@ database could not be asked.
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from typing import Any
@@ -22,7 +27,7 @@ READYZ_TIMEOUT_S = 2.0
 
 def readyz(bind: str) -> tuple[int, dict[str, Any]]:
     """(status, body) of this machine's node's ``GET /readyz`` at its ``[metrics] bind``; (0, {})
-    when nothing answers there (the node is not running)."""
+    when nothing answers there (not running — or paused: see :func:`silent_listener`)."""
     host, _, port = bind.rpartition(":")
     host = host.strip("[]")
     if host in ("", "0.0.0.0", "::"):
@@ -40,6 +45,44 @@ def readyz(bind: str) -> tuple[int, dict[str, Any]]:
         return 0, {}
 
 
+def silent_listener(bind: str) -> tuple[bool, int | None]:
+    """When ``/readyz`` did not answer: does a process still listen at ``bind``'s port (a node
+    paused with SIGSTOP, or hung — the kernel accepts connections for it, nobody answers), and
+    which (its PID, or None when this user may not see it)? (False, None): nothing listens —
+    the node is not running. Linux's ``/proc/net/tcp{,6}`` and ``/proc/PID/fd`` (proc(5));
+    elsewhere (False, None)."""
+    try:
+        port = int(bind.rpartition(":")[2])
+    except ValueError:
+        return False, None
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f, None)  # the header line
+                for line in f:
+                    cols = line.split()
+                    # local_address is HEXADDR:HEXPORT, st 0A is LISTEN, inode is the 10th column
+                    if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rpartition(":")[2], 16) == port:
+                        inodes.add(f"socket:[{cols[9]}]")
+        except OSError:
+            continue
+    if not inodes:
+        return False, None
+    for pid in sorted((p for p in os.listdir("/proc") if p.isdigit()), key=int):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:  # another user's process, or gone
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                    return True, int(pid)
+            except OSError:
+                continue
+    return True, None
+
+
 def lease_row(settings: Settings) -> tuple[Any, str | None]:
     """(the lease row or None, why it could not be read)."""
     from msc.ha.pglease import LeaseUnavailable
@@ -55,7 +98,12 @@ def status(settings: Settings) -> tuple[int, dict[str, Any]]:
     """The exit status and what ``msc status`` reports."""
     node = settings.config.node
     code, body = readyz(settings.config.metrics.bind)
-    here = {"status": code, "role": (body.get("node") or {}).get("role") or body.get("status") if code else None}
+    here: dict[str, Any] = {"status": code,
+                            "role": (body.get("node") or {}).get("role") or body.get("status") if code else None}
+    if not code:
+        listening, pid = silent_listener(settings.config.metrics.bind)
+        here["process"] = "not answering" if listening else "not running"
+        here["pid"] = pid
     if body.get("key_ring"):  # keyring.unusable on this machine (OPERATIONS.md "Metrics and health")
         here["key_ring"] = body["key_ring"]
     if (body.get("node") or {}).get("held_back"):  # it does not take the lease (the key ring)
@@ -75,8 +123,13 @@ def status(settings: Settings) -> tuple[int, dict[str, Any]]:
 
 def render(doc: dict[str, Any]) -> list[str]:
     here = doc["this_node"]
-    state = f"{here['role'] or 'not serving'} (/readyz {here['status']})" if here["status"] else \
-        "not running (nothing answers at its [metrics] bind)"
+    if here["status"]:
+        state = f"{here['role'] or 'not serving'} (/readyz {here['status']})"
+    elif here.get("process") == "not answering":
+        who = f"process {here['pid']} exists" if here.get("pid") else "a process listens at its [metrics] bind"
+        state = f"not answering ({who}; paused or hung?)"
+    else:
+        state = "not running (nothing answers at its [metrics] bind)"
     key_ring = [f"key ring: unusable on this machine — {here['key_ring']}"] if here.get("key_ring") else []
     if doc["node"] is None:
         return [f"single node (no [node] table) on this machine: {state}", *key_ring]

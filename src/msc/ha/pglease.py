@@ -35,6 +35,7 @@ from typing import Any
 import asyncpg
 
 from msc.protocol.codes import MscError
+from msc.reasons import explain
 
 #: SQLSTATE of a fenced commit (class "MS": msc's own; PostgreSQL leaves 5-character codes
 #: outside its classes to applications).
@@ -213,15 +214,18 @@ class PgLease:
 
     async def _call(self, sql: str, *args: object) -> list[asyncpg.Record]:
         async with self._lock:
+            doing = "while connecting"
             try:
                 conn = await asyncio.wait_for(self._connection(), self.timeout_s)
+                doing = "during the lease query"
                 rows: list[asyncpg.Record] = await conn.fetch(sql, *args, timeout=self.timeout_s)
                 return rows
             except Exception as exc:  # any failure: the outcome is unknown, the connection suspect
                 # (OSError, TimeoutError, PostgresError, InterfaceError; and InternalClientError,
                 # which asyncpg raises on a connection its server died under: seen at a failover)
                 await self._drop()
-                why = f"lease database: {type(exc).__name__}: {' '.join(str(exc).split())}"  # one line (a DETAIL)
+                # One line (a DETAIL's too); a timeout has no message: "no answer within 5 s … (TimeoutError)"
+                why = f"lease database: {explain(exc, bound_s=self.timeout_s, doing=doing)}"
                 if is_configuration_error(exc):
                     raise LeaseMisconfigured(f"{why} — check [storage] dsn and password_file (or [node] lease_dsn)") \
                         from None

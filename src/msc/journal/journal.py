@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from msc.journal.highwater import HighWater, default_path
 from msc.journal.interfaces import JournalStorage, JournalWriter
 from msc.journal.monthkeys import MonthKeys
-from msc.journal.records import Entry, JournalError, Kind, entry_columns, seal
+from msc.journal.records import Entry, JournalError, JournalFenced, Kind, entry_columns, seal
 from msc.journal.recovery import finish_key_destruction
 from msc.journal.retention import MIN_RETENTION_DAYS, PurgeRefused, month_expired, purge  # noqa: F401 (re-exported)
 from msc.journal.schema import Checkpoint, Row
@@ -492,6 +492,12 @@ class Journal:
             self.on_integrity(self.refused)
 
     @property
+    def unsigned_tail(self) -> int:
+        """Committed records not yet covered by a signed checkpoint (JOURNAL.md: the unsigned
+        tail); a pair's next active node signs what a stepped-down node left."""
+        return max(0, self._committed - self.tree_size)
+
+    @property
     def committed_size(self) -> int:
         """What the files hold as far as this process knows: the committed size, or after the
         journal was found cut while running, the size it was cut to."""
@@ -593,21 +599,26 @@ class Journal:
         ts = max(int(self._clock() * 1_000_000), self._last_ts)
         try:
             cp = await self.writer.checkpoint(self.name, ts)
+        except JournalFenced:
+            # This node is giving the journal up (a pair's step-down): not a failure of the
+            # checkpoint — the step-down says once what it leaves unsigned (unsigned_tail).
+            raise
         except JournalError as exc:
             # The unsigned tail grows past its bound until checkpoints can be written again.
             import structlog
 
             structlog.get_logger("msc.journal").error("journal.checkpoint_failed", error=str(exc),
-                                                      unsigned=self.last_seq - self.tree_size)
+                                                      unsigned=self.unsigned_tail)
             self._checkpoint_failing = True
             raise
         if self._checkpoint_failing:  # the all-clear after the errors: an operator sees both
             import structlog
 
             self._checkpoint_failing = False
+            size = cp.tree_size if cp is not None else self.tree_size
             structlog.get_logger("msc.journal").info(
-                "journal.checkpoint_recovered", tree_size=cp.tree_size if cp is not None else self.tree_size,
-                unsigned=self.last_seq - (cp.tree_size if cp is not None else self.tree_size))
+                "journal.checkpoint_recovered", tree_size=size, signed=size - self.tree_size,
+                unsigned=self.last_seq - size)
         self._last_checkpoint_mono = time.monotonic()
         if cp is None:
             return None

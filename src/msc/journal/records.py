@@ -52,6 +52,13 @@ class JournalError(MscError):
     landed: list[int] | None = None
 
 
+class JournalFenced(JournalError):
+    """A write refused because this node no longer holds the pair's lease (OPERATIONS.md
+    "Running two nodes"): nothing of it was committed, and the node steps down on purpose —
+    the journal is the next active node's now. Not a fault of the journal: callers that log
+    failures log this one below error (the step-down itself is logged once by its cause)."""
+
+
 class Entry(Struct, kw_only=True, array_like=False):
     """A record as a caller appends it; ``seq`` and ``ts`` are added by the journal.
 

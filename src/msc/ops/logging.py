@@ -12,6 +12,8 @@ import sys
 
 import structlog
 
+from msc.reasons import explain
+
 SECRET_KEYS = frozenset(("password", "passwd", "otp", "totp", "secret", "key", "text", "payload", "token"))
 
 
@@ -43,7 +45,7 @@ def library_exception(_logger, _name, event_dict):
     if isinstance(exc, BaseException):
         exc = (type(exc), exc, exc.__traceback__)
     if isinstance(exc, tuple) and exc[1] is not None:
-        event_dict["error"] = f"{exc[0].__name__}: {' '.join(str(exc[1]).split())}"
+        event_dict["error"] = explain(exc[1])
         if not outage(exc[1]):
             import traceback
 

@@ -15,7 +15,7 @@ import json
 import time
 from typing import Any
 
-from msc.journal.records import Entry, JournalError, Kind
+from msc.journal.records import Entry, JournalError, JournalFenced, Kind
 from msc.journal.retention import PurgeRefused
 from msc.ops.availability import HEARTBEAT_S, WINDOWS, compute
 from msc.server.parts import SwitchParts, started
@@ -44,6 +44,16 @@ class BackgroundWork(SwitchParts):
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self.refresh_availability)
             ticks += 1
+
+    def open_work(self) -> dict[str, int]:
+        """What a drain waits for, by what each count is (``switch.draining``/``drain_timeout``):
+        ``committing`` messages awaiting their journal commit; ``awaiting_answer`` requests sent
+        upstream and not answered; ``answer_open`` requests answered (in part or in full) whose
+        answer window is still open — a further part may come (PROTOCOL.md §4); ``unacknowledged``
+        outputs written to a terminal and not yet acknowledged by it."""
+        router = started(self.router)
+        return {"committing": sum(sess.inflight for sess in self.sessions), "awaiting_answer": router.outstanding(),
+                "answer_open": router.open_answers(), "unacknowledged": started(self.delivery).unacknowledged()}
 
     def holds_lease(self) -> bool:
         """Whether this run may still mark itself up in the availability ledger: always for a
@@ -158,7 +168,8 @@ class BackgroundWork(SwitchParts):
             try:
                 await self.run_retention()
             except Exception as exc:  # its database away (a reader that could not open): tomorrow again
-                self.log.error("journal.purge_failed", error=str(exc) or type(exc).__name__)
+                if not self._given_up(exc):
+                    self.log.error("journal.purge_failed", error=str(exc) or type(exc).__name__)
             await asyncio.sleep(86400)
 
     async def run_retention(self) -> list[tuple[str, int, int]]:
@@ -172,8 +183,15 @@ class BackgroundWork(SwitchParts):
         except PurgeRefused as exc:
             self.log.error("journal.purge_refused", reason=str(exc))
         except JournalError as exc:
-            self.log.error("journal.purge_failed", error=str(exc))
+            if not self._given_up(exc):
+                self.log.error("journal.purge_failed", error=str(exc))
         return done
+
+    def _given_up(self, exc: BaseException) -> bool:
+        """A retention run cut short because this node of a pair stepped down (its reads cut, its
+        writes fenced): not a failed purge — the next active node runs retention on its own day,
+        and the step-down is logged once (``journal.handed_over``)."""
+        return self.stepped_down is not None or isinstance(exc, JournalFenced)
 
     async def _background_verification(self) -> None:
         """JOURNAL.md "Background verification": a low-priority child process re-verifies the

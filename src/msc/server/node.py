@@ -16,7 +16,7 @@ from msc.config.load import Settings
 from msc.ha.keeper import LeaseKeeper
 from msc.ha.lease import LeaseMachine, Role
 from msc.ha.site import lease_for
-from msc.journal.records import JournalError
+from msc.journal.records import JournalFenced
 
 #: ``msc serve``'s exit status after it stepped down (sysexits' EX_TEMPFAIL: "try again"): its
 #: supervisor (systemd ``Restart=always``) starts it again, and it comes back as a standby.
@@ -37,7 +37,7 @@ class FencedWriter:
     """A journal writer (:class:`msc.journal.interfaces.JournalWriter`) whose every write first
     asks ``check()``, which raises when this node no longer believes it holds the lease.
 
-    The refusal is a :class:`JournalError` before anything reaches the storage: the journal
+    The refusal is a :class:`JournalFenced` (a :class:`JournalError`) before anything reaches the storage: the journal
     treats it as a failed commit (its senders are answered ``E501``, nothing is forwarded).
     Reads and properties pass through.
     """
@@ -53,7 +53,7 @@ class FencedWriter:
         try:
             self._check()
         except Exception as exc:
-            raise JournalError(f"not written: {exc}") from None
+            raise JournalFenced(f"not written: {exc}") from None
 
     async def commit(self, rows: Sequence[Any], poke_indexer: bool = False) -> None:
         self._fence()

@@ -193,6 +193,12 @@ class NodeRole(SwitchParts):
         if self.journal is not None and self.journal.refused is None:
             # As when the journal finds itself altered: every append is refused from now on.
             self.journal.refused = f"this node stepped down ({reason}): nothing more is journaled here"
+            # Given up on purpose, not failed: one line (info) says what the next active node
+            # signs — no checkpoint or retention error follows (they are JournalFenced or cut).
+            self.log.info("journal.handed_over", node=self.node_name, epoch=self.lease_epoch,
+                          committed=self.journal.committed_size, unsigned=self.journal.unsigned_tail,
+                          note="the next active node signs the unsigned records" if self.journal.unsigned_tail
+                          else "every committed record is signed")
         for rt in self.listeners:
             if rt.server:
                 rt.server.close()

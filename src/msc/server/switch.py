@@ -334,16 +334,12 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         return max_payload(min(frames))
 
     def in_flight(self) -> int:
-        """Work accepted and not finished: messages awaiting their commit, requests awaiting their
-        answer or (answered in parts) the rest of it within their answer window, and answers
-        written to a terminal but not yet acknowledged by it."""
-        router = started(self.router)
-        return (sum(sess.inflight for sess in self.sessions) + router.outstanding() + router.open_answers()
-                + started(self.delivery).unacknowledged())
+        """Work accepted and not finished, in all (:meth:`open_work` counts it by kind)."""
+        return sum(self.open_work().values())
 
     async def drain(self) -> None:
         """SIGTERM: stop accepting, let in-flight work finish (up to drain_timeout_s), then stop."""
-        self.log.info("switch.draining", in_flight=self.in_flight())
+        self.log.info("switch.draining", **self.open_work())
         for rt in self.listeners:
             if rt.server:
                 rt.server.close()
@@ -351,13 +347,8 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         deadline = asyncio.get_running_loop().time() + self.settings.config.switch.drain_timeout_s
         while self.in_flight() and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
-        left = self.in_flight()
-        if left:
-            router = started(self.router)
-            self.log.warning("switch.drain_timeout", in_flight=left,
-                             committing=sum(sess.inflight for sess in self.sessions),
-                             awaiting_answer=router.outstanding(), answer_open=router.open_answers(),
-                             unacknowledged=started(self.delivery).unacknowledged())
+        if self.in_flight():
+            self.log.warning("switch.drain_timeout", **self.open_work())
         await self.stop()
 
     def _journal_committed(self, entries: list[Entry], seconds: float) -> None:

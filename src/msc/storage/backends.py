@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from msc.journal.journal import Journal
 from msc.journal.reader import Reader
 from msc.journal.records import JournalError
+from msc.reasons import explain
 from msc.storage.errors import STATE_ERRORS, StorageUnavailable
 
 if TYPE_CHECKING:
@@ -55,11 +56,10 @@ def _opening(what: str, backends: Backends, open_: Callable[[], T]) -> T:
     except Exception as exc:
         if backends._pg is None:
             raise
-        from msc.storage.pgjournal import _reason
         from msc.storage.postgres import DB_ERRORS
 
         if isinstance(exc, (*DB_ERRORS, JournalError)):
-            raise StorageUnavailable(f"{what} on {backends.describe()}: {type(exc).__name__}: {_reason(exc)}") from None
+            raise StorageUnavailable(f"{what} on {backends.describe()}: {explain(exc)}") from None
         raise
 
 

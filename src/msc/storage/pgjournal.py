@@ -47,9 +47,10 @@ import asyncpg
 from msc.journal.bundle_verifier import checkpoint_message
 from msc.journal.interfaces import TXN_SUMMARY_SQL, TxnSummary
 from msc.journal.merkle import Frontier
-from msc.journal.records import META_COLUMNS, JournalError
+from msc.journal.records import META_COLUMNS, JournalError, JournalFenced
 from msc.journal.schema import PURGE_CODE, TIMELINE_GAP_S, Checkpoint, Row, StoredRecord
 from msc.journal.writer import JournalBusy
+from msc.reasons import explain
 from msc.storage.postgres import COMMAND_TIMEOUT_S, CONNECT_TIMEOUT_S, DB_ERRORS, Blocking, PgSettings, create_schema, reason
 
 if TYPE_CHECKING:
@@ -235,7 +236,7 @@ class PgWriter:
             raise
         except DB_ERRORS as exc:
             await self._drop_connection()
-            raise JournalError(f"journal database: {type(exc).__name__}: {_reason(exc)}") from None
+            raise JournalError(f"journal database: {explain(exc)}") from None
 
     async def _open(self) -> None:
         conn = self._conn = await self.pg.connect()
@@ -384,7 +385,12 @@ class PgWriter:
                 return await work(conn)
             async with conn.transaction():
                 if self._fence is not None:
-                    await self._fence(conn)
+                    try:
+                        await self._fence(conn)
+                    except DB_ERRORS:
+                        raise
+                    except Exception as exc:  # the fence refused: this node no longer holds the lease
+                        raise JournalFenced(f"not written: {_reason(exc)}") from None
                 return await work(conn)
         except JournalError:
             await self._after_failure(watchdog)
@@ -394,7 +400,7 @@ class PgWriter:
             if watchdog is not None and self._timed_out(watchdog):
                 raise JournalError(f"journal commit failed: no answer from the database within "
                                    f"{watchdog_s:g} s") from None
-            raise JournalError(f"journal commit failed: {type(exc).__name__}: {_reason(exc)}") from None
+            raise JournalError(f"journal commit failed: {explain(exc)}") from None
         finally:
             if watchdog is not None:
                 watchdog.cancel()
@@ -421,7 +427,7 @@ class PgWriter:
             await self._ensure_partitions({r.period for r in rows})
         except DB_ERRORS as exc:
             await self._after_failure()
-            raise JournalError(f"journal commit failed: {type(exc).__name__}: {_reason(exc)}") from None
+            raise JournalError(f"journal commit failed: {explain(exc)}") from None
         columns: list[list[Any]] = [[r.period for r in rows]]
         columns += [[r.values[i] for r in rows] for i in range(len(COLS))]
         columns += [[r.blob for r in rows], leaves]
@@ -553,7 +559,7 @@ class PgWriter:
                 await self._conn.fetchval("SELECT 1")
             except DB_ERRORS as exc:
                 await self._after_failure()
-                raise JournalError(f"journal database: {type(exc).__name__}: {_reason(exc)}") from None
+                raise JournalError(f"journal database: {explain(exc)}") from None
 
     def abort(self) -> None:
         """Cut the connection now, without waiting for the server (a node that stepped down and
@@ -582,7 +588,7 @@ class PgReader:
             self._conn = self._run.run(self._connect())
         except DB_ERRORS as exc:
             self._run.close()
-            raise JournalError(f"journal database: {type(exc).__name__}: {_reason(exc)}") from None
+            raise JournalError(f"journal database: {explain(exc)}") from None
         except BaseException:
             self._run.close()
             raise
@@ -603,7 +609,7 @@ class PgReader:
         try:
             return self._run.run(self._conn.fetch(sql, *args))
         except DB_ERRORS as exc:
-            raise JournalError(f"journal database: {type(exc).__name__}: {_reason(exc)}") from None
+            raise JournalError(f"journal database: {explain(exc)}") from None
 
     def periods(self) -> list[str]:
         known = [p for (p,) in self._fetch(f"SELECT period FROM journal_periods WHERE {_LIVE} ORDER BY period")]

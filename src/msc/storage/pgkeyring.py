@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from msc.keyring import KEYRING_VERSION, KeyError_
+from msc.reasons import explain
 from msc.storage.postgres import DB_ERRORS, Blocking, PgSettings, create_schema, safe_dsn
 
 T = TypeVar("T")
@@ -130,8 +131,7 @@ class PgKeyStore:
         try:
             return self._runner.run(go())
         except DB_ERRORS as exc:
-            reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-            raise KeyRingUnavailable(f"the key ring in {self.describe()}: {type(exc).__name__}: {reason}") from None
+            raise KeyRingUnavailable(f"the key ring in {self.describe()}: {explain(exc)}") from None
 
     # -- KeyStore ------------------------------------------------------------------------
 

@@ -22,9 +22,10 @@ import asyncpg
 from msc.mnemonics.lockout import Attempts
 from msc.mnemonics.state import UserRow
 from msc.ops.availability import Run
+from msc.reasons import explain
 from msc.routing.outbox import Stored
 from msc.storage.errors import StorageUnavailable
-from msc.storage.postgres import DB_ERRORS, Blocking, PgSettings, create_schema, reason, safe_dsn
+from msc.storage.postgres import DB_ERRORS, Blocking, PgSettings, create_schema, safe_dsn
 
 T = TypeVar("T")
 
@@ -107,7 +108,7 @@ class _Handle:
             return self._run.run(coro)
         except DB_ERRORS as exc:
             raise StorageUnavailable(f"{self.what} on PostgreSQL ({self._where}): "
-                                     f"{type(exc).__name__}: {reason(exc)}") from None
+                                     f"{explain(exc)}") from None
 
     def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         return self.call(self._pool.fetch(sql, *args))

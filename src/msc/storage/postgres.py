@@ -92,8 +92,11 @@ class PgSettings:
 
 def reason(exc: BaseException) -> str:
     """An error's message for a log line or an exception msc raises: its first line, at most 300
-    characters (asyncpg's messages carry no password)."""
-    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    characters (asyncpg's messages carry no password); for an error without a message (a timeout)
+    what it means and its type (:func:`msc.reasons.explain`)."""
+    from msc.reasons import explain
+
+    return str(exc).splitlines()[0][:300] if str(exc).strip() else explain(exc)
 
 
 def read_password(path: Path) -> str:
