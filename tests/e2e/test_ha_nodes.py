@@ -756,6 +756,7 @@ def test_a_node_that_cannot_open_the_key_ring_never_keeps_the_lease_and_the_othe
     assert granted == refused == released, events  # every grant B got, it gave back at once
     assert doc["node"]["epoch"] == len(granted) + 1
     assert not any(e["event"] == "node.active" for e in events) and b.p.poll() is None
-    code, doc = pair.readyz("B")
+    code, doc = wait_until(lambda: (lambda r: r if r[1]["node"].get("holder") else None)(pair.readyz("B")),
+                           "B sees the holder at its next look", 60, b)
     assert code == 503 and doc["status"] == "standby" and doc["node"]["holder"] == "node-a" and doc["node"]["held_back"]
     assert a.p.poll() is None
