@@ -400,7 +400,8 @@ class KeyRing:
 
         Fail closed: the same month with different secrets in the file and the store, another
         users or signing key, or a file wrapped by another master key raises :class:`KeyError_`
-        and changes nothing. A month destroyed (retention) in either stays destroyed."""
+        and changes nothing. A month destroyed (retention) in either stays destroyed. Several
+        openers on one machine importing at once are safe: one of them reports it."""
         if isinstance(self.store, FileKeyStore):
             return None
         file = FileKeyStore(self.dir)
@@ -418,7 +419,13 @@ class KeyRing:
             return theirs if ours is None else ours
 
         self.store.rewrite(merge)
-        os.replace(file.path, file.path.with_name("keyring.json.imported"))
+        try:
+            os.replace(file.path, file.path.with_name("keyring.json.imported"))
+        except FileNotFoundError:
+            # Another opener on this machine (the standby's look at the key ring as the node takes
+            # over, an `msc` command) imported the same file at the same moment and set it aside
+            # first: the merge is idempotent, it reports.
+            return None
         self._periods.clear()
         self.imported = f"{file.path} imported into {self.describe()}: " + ("; ".join(report) or "nothing new")
         return self.imported

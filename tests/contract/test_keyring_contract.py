@@ -244,6 +244,46 @@ def test_each_nodes_old_key_ring_file_is_imported_once_and_a_destruction_wins(pg
         ring_c.close()
 
 
+def test_openers_on_one_machine_importing_its_file_at_once_all_start_and_one_reports_it(pg, tmp_path):
+    """A node taking over while its standby's look at the key ring imports the same leftover file
+    (or an `msc` command at that moment): every opener goes on — none fails on the file the other
+    set aside first (the e2e saw `msc serve did not start: [Errno 2] … keyring.json ->
+    keyring.json.imported`) —, the file is imported once and set aside, and one opener says so."""
+    master = tmp_path / "master.key"
+    a = KeyRing(tmp_path / "a" / "keys", master)
+    a.init()
+    made = a.period("2026-11")
+    doc = json.loads(a.path.read_text())
+    for attempt in range(8):  # the race is the threads' to lose; several rounds of several openers
+        home = tmp_path / f"node{attempt}"
+        path = _write_file(home, doc)
+        rings = [_pg_ring(pg, home, master) for _ in range(4)]
+        barrier = threading.Barrier(len(rings))
+        said: list[str | None] = []
+        failed: list[BaseException] = []
+
+        def open_it(ring: KeyRing, barrier: threading.Barrier = barrier, said: list = said, failed: list = failed) -> None:
+            barrier.wait(timeout=60)
+            try:
+                said.append(ring.import_file())
+            except BaseException as exc:  # noqa: BLE001 - asserted below
+                failed.append(exc)
+
+        threads = [threading.Thread(target=open_it, args=(r,)) for r in rings]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        try:
+            assert not failed, failed
+            assert len([s for s in said if s]) == 1, said
+            assert not path.exists() and path.with_name("keyring.json.imported").exists()
+            assert _same(made, rings[0].period("2026-11", create=False))
+        finally:
+            for ring in rings:
+                ring.close()
+
+
 # The ways a node's file may disagree with the database: each refused, nothing changed.
 DISAGREEMENTS = {
     "a month with another secret": ("period", "2026-11 has a different secret"),
@@ -434,7 +474,8 @@ async def test_a_master_key_rotated_on_another_node_is_found_by_the_next_look_an
         await eventually(lambda: seen and seen[-1] is not None)
         assert isinstance(seen[-1], KeyError_) and "copy the master key file" in str(seen[-1])
         assert j.keys_ready()  # this month's and next month's keys are in hand: the node serves on
-        shutil.copy2(other.master_path, first.master_path)
+        shutil.copy2(other.master_path, first.master_path.with_name("master.key.copy"))
+        first.master_path.with_name("master.key.copy").replace(first.master_path)  # whole, as an operator's mv
         await eventually(lambda: seen[-1] is None)
     finally:
         await j.close()
