@@ -474,6 +474,12 @@ class Journal:
 
         return await asyncio.to_thread(self._with_reader, lambda src: texts(src, self.keyring, seqs))
 
+    async def texts_and_users(self, seqs: list[int]) -> dict[int, tuple[str, str | None]]:
+        """Texts of committed records, each with its record's user (as :meth:`texts`)."""
+        from msc.journal.search import texts_and_users
+
+        return await asyncio.to_thread(self._with_reader, lambda src: texts_and_users(src, self.keyring, seqs))
+
     def with_reader(self, fn):
         """``fn(source)`` (blocking): ``source`` the journal directory (SQLite), or a reader of
         the storage, closed after — what the library functions of msc.journal read."""
