@@ -135,20 +135,20 @@ def render(doc: dict[str, Any]) -> list[str]:
         return [f"single node (no [node] table) on this machine: {state}", *key_ring]
     lines = [f"node {doc['node']} (this machine): {state}", *key_ring]
     lease = doc.get("lease")
+    # A node whose master key file cannot open the key ring does not take the lease (/readyz node.held_back).
+    wont = f"node {doc['node']} (this machine) will not take it until its master key file opens the key ring " \
+        "(see the key ring line)" if here.get("held_back") else None
     if doc.get("lease_error"):
         lines.append(f"active node: unknown — the lease's database could not be asked ({doc['lease_error']})")
     elif lease is None:
-        lines.append("active node: none — no node has held the lease yet")
+        lines.append("active node: none — no node has held the lease yet" + (f"; {wont}" if wont else ""))
     elif lease["live"]:
         lines.append(f"active node: {lease['holder']} (lease epoch {lease['epoch']}, valid "
                      f"{lease['remaining_s']:.1f} s more by the database's clock)")
     else:
         lines.append(f"active node: none — the lease of {lease['holder']} (epoch {lease['epoch']}) ran out "
-                     f"{-lease['remaining_s']:.1f} s ago; " + (
-                         f"node {doc['node']} (this machine) will not take it until its master key file opens "
-                         "the key ring (see the key ring line)" if here.get("held_back") else
-                         "the standby takes it at its next poll"))
-    if lease is not None and lease["live"] and here.get("held_back"):
+                     f"{-lease['remaining_s']:.1f} s ago; " + (wont or "the standby takes it at its next poll"))
+    if wont and (doc.get("lease_error") or (lease is not None and lease["live"])):
         lines.append(f"node {doc['node']} (this machine) would not take over: its master key file cannot open the "
                      "key ring (see the key ring line)")
     return lines
