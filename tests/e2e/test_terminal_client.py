@@ -343,7 +343,14 @@ def test_ctrl_d_ends_the_client_at_every_prompt(tmp_path, procs, where):
 # -- the terminal's settings on every way out ------------------------------------------------------
 
 def _no_core() -> None:
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # SIGQUIT's default action dumps core
+    """The client as a login shell starts it: no core dump (SIGQUIT's default action dumps
+    core), and the signals under test at their default action. A test run started in the
+    background or under nohup inherits SIGHUP, SIGINT and SIGQUIT ignored (a shell without job
+    control ignores SIGINT and SIGQUIT for ``&``), and the client rightly keeps a signal its
+    parent ignored — which is not what these cases test."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 SIGNALLED = [
@@ -390,11 +397,16 @@ def test_a_signal_leaves_the_terminal_as_it_was(tmp_path, procs, name, where, si
         t.close()
 
 
+def _nohup() -> None:
+    _no_core()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
 def test_a_signal_ignored_by_whoever_started_the_client_stays_ignored():
     """``nohup msc terminal …``: SIGHUP ignored by the parent stays ignored (the client goes on);
     a SIGTERM after it still ends the client, its terminal restored."""
     connect = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
-    t = Tty("--connect", connect, "--header", "ICS1", preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    t = Tty("--connect", connect, "--header", "ICS1", preexec_fn=_nohup)
     try:
         t.expect("connection refused; trying")  # (its handlers are in place before the first try)
         masks = {k: int(v, 16) for k, v in re.findall(r"^(SigIgn|SigCgt):\s*([0-9a-f]+)$",
