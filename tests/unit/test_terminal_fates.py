@@ -226,3 +226,27 @@ async def test_a_refused_logon_keeps_its_refusal():
     assert t.refused == r.LogonRefusal("E503", Reject.E503.reason) and t.refused.transient
     t.new_session()
     assert t.refused is None
+
+
+@pytest.mark.parametrize("pooled", [False, True], ids=["static", "pooled"])
+async def test_a_message_left_without_its_a_n_says_where_its_fate_goes(pooled, capsys):
+    """The "no A/N for …" line names the pool's printer for a pooled session's message (its loan
+    ended with the connection), and nothing more for a static station's (as before)."""
+    from msc.cli.terminal import _unanswered
+
+    t = _terminal("ECMDT" if pooled else "ICS1")
+    if pooled:
+        await _logged_on(t, "ECM2")
+    answered = await _sent(t, t.full(QW))
+    _ack(t, t.xid)
+    waiting = await _sent(t, t.full("QV.CA0130100.LIC/NOAN"))
+    header = t.pending[t.xid].split(".", 1)[0]
+    t.session_over("the connection was lost")
+    _unanswered(t)
+    err = capsys.readouterr().err
+    assert err.count("no A/N for") == 1 and f"no A/N for {header}.QV.CA0130100.LIC/NOAN" in err
+    assert (f"with header {header} at the pool's printer, or msc journal search" in err) is pooled
+    assert (f"with header {header}, or msc journal search" in err) is not pooled
+    assert t.pooled_headers == set()  # nothing kept once said
+    for task in (answered, waiting):
+        task.cancel()

@@ -122,6 +122,7 @@ class Terminal:
         self.orphans: list[tuple[Unanswered, str]] = []
         self.pooled = False  # this session's mnemonic was lent by a pool (LOGON's MNE is not the header)
         self.sent_in_session = 0  # own requests sent since the last logon
+        self.pooled_headers: set[str] = set()  # own headers sent in a pooled session, still without A/N
         self.refused: LogonRefusal | None = None  # msc's N to the last LOGON
         # A script's logon refused "try again" (termrules): when first, and its next waits.
         self.logon_refused_at: float | None = None
@@ -310,8 +311,10 @@ class Terminal:
             payload = f.payload.decode("ascii", "replace")
             fut = self.answers.pop(f.xid, None)
             sent = self.pending.pop(f.xid, None)
-            if sent is not None and kind == "A":
-                self.accepted_own(f.xid, sent)
+            if sent is not None:
+                self.pooled_headers.discard(sent.split(".", 1)[0])  # (kept only while without A/N)
+                if kind == "A":
+                    self.accepted_own(f.xid, sent)
             if f.xid == 0 and kind == "N":
                 self.refusal = payload.strip() or "REFUSED"
             self.print(f"{kind} {f.xid} {payload}".rstrip())
@@ -389,6 +392,8 @@ class Terminal:
             self.own_headers.add(text.split(".", 1)[0])
             self.pending[self.xid] = text
             self.sent_in_session += 1
+            if self.pooled:
+                self.pooled_headers.add(text.split(".", 1)[0])
         self._send(framing.message(self.xid, text.encode("ascii", "replace")))
         return await asyncio.wait_for(fut, self.opts.timeout)
 
@@ -397,6 +402,7 @@ class Terminal:
         sent), forgotten once taken: msc may have accepted them, and they are not sent again."""
         texts = [self.pending[x] for x in sorted(self.pending)]
         self.pending = {}
+        self.pooled_headers = set()
         return texts
 
     def next_ref(self) -> str:

@@ -270,12 +270,16 @@ async def _prompt(stdin: LineReader, prompt: str) -> str | None:
 def _unanswered(t: Terminal) -> None:
     """Say which messages the lost connection took without their A/N (OPERATIONS.md "What an
     operator sees during a failover"): their fate is unknown here — msc may have accepted them —
-    so they are not sent again; their header finds an answer or an ``MSC.E30x`` notice."""
+    so they are not sent again; their header finds an answer or an ``MSC.E30x`` notice (a pooled
+    session's at the pool's printer, PROTOCOL.md §4)."""
+    pooled = set(t.pooled_headers)
     for text in t.take_unanswered():
         t.unknown += 1
         header = text.split(".", 1)[0]
+        # A pooled session's loan ended with the connection: its fate goes to the pool's printer.
+        where = " at the pool's printer" if header in pooled else ""
         print(f"no A/N for {text} before the connection was lost: not sent again (msc may have accepted it: "
-              f"look for an answer or an MSC.E30x notice with header {header}, or msc journal search, "
+              f"look for an answer or an MSC.E30x notice with header {header}{where}, or msc journal search, "
               "before sending it again)", file=sys.stderr, flush=True)
 
 
