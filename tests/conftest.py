@@ -8,7 +8,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
 import signal
+import sys
+import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +24,7 @@ from msc.config.model import UserEntry, UsersFile
 from msc.keyring import KeyRing
 from msc.mnemonics import userfile
 from msc.mnemonics.passwords import hash_password
-from tests.waiting import HANG_S
+from tests.waiting import AFTER_TIMEOUT_S, HANG_S
 
 PASSWORD = "correct horse battery"
 #: The scrypt cost of the test configuration and its users' hashes (production default 15).
@@ -40,6 +44,136 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 # A test's own @settings(...) keeps this unless it names a deadline itself.
 hypothesis.settings.register_profile("msc", deadline=None)
 hypothesis.settings.load_profile("msc")
+
+
+# pytest-timeout's signal method fails a hung test with one SIGALRM: the test's traceback, and
+# the run goes on. Nothing bounds the rest of that test: pytest-timeout cancels its timer at the
+# first failure (pytest_exception_interact, for a debugger), so a teardown that hangs after a
+# timeout, or after any failed assertion, hangs for ever. The CI run that stalled 8 min at test
+# 4,091 had a worker idle in an event loop with no timer: what pytest-asyncio's loop does when,
+# closing, it waits for a default-executor thread that never returns (asyncio.to_thread of a wait
+# nobody ends; Python 3.11's shutdown_default_executor has no bound).
+#
+# So a second bound, AFTER_TIMEOUT_S after the timeout, cancelled only when the test's whole
+# protocol is over: it interrupts the main thread (SIGUSR2, whose handler fails the test with the
+# other threads' stacks), and the test's teardown ends there; the worker then ends its process
+# without waiting for the threads left stuck (os._exit with the session's status, after its
+# report), which would hold the interpreter's exit for ever. A main thread that runs no Python
+# code (a C event loop) is not interrupted: another AFTER_TIMEOUT_S later the process ends as
+# pytest-timeout's thread method ends it, after killing the processes the test started. The
+# worker is not crashed on purpose first: pytest-xdist 3.8's loadfile scheduler runs the test a
+# worker crashed on again on its replacement (pytest-xdist#1371).
+BACKSTOP = pytest.StashKey[list]()
+_interrupted: list[str] = []  # tests of this process whose teardown was interrupted
+
+
+@pytest.hookimpl(hookwrapper=True, optionalhook=True)
+def pytest_timeout_set_timer(item, settings):
+    yield
+    if settings.method != "signal" or threading.current_thread() is not threading.main_thread():
+        return  # the thread method ends the process itself
+    import pytest_timeout
+
+    main = threading.main_thread().ident
+    timers = item.stash[BACKSTOP] = []
+
+    def end_process() -> None:
+        sys.__stderr__.write(f"\n{item.nodeid}: still running after its interrupt: its processes killed, "
+                             "this test process ends\n")
+        if (crashed := _crashed_file()) is not None:
+            with crashed.open("a") as f:
+                f.write(item.nodeid + "\n")
+        _kill_descendants(os.getpid())
+        pytest_timeout.timeout_timer(item, settings)
+
+    def interrupt() -> None:
+        item.stash[STACKS] = (settings.timeout, _other_stacks())
+        last = threading.Timer(AFTER_TIMEOUT_S, end_process)
+        last.daemon = True
+        timers.append(last)
+        last.start()
+        signal.pthread_kill(main, signal.SIGUSR2)
+
+    first = threading.Timer(settings.timeout + AFTER_TIMEOUT_S, interrupt)
+    first.daemon = True
+    first.name = f"after-timeout {item.nodeid}"
+    timers.append(first)
+    first.start()
+
+
+STACKS = pytest.StashKey[tuple]()
+
+
+def _other_stacks() -> str:
+    import traceback
+
+    me = threading.get_ident()
+    names = {t.ident: t.name for t in threading.enumerate()}
+    return "".join(f"--- thread {names.get(ident, ident)}\n" + "".join(traceback.format_stack(frame))
+                   for ident, frame in sys._current_frames().items() if ident not in (me, threading.main_thread().ident))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    def still_running(_signum, _frame):
+        timeout, stacks = item.stash.get(STACKS, (0, ""))
+        _interrupted.append(item.nodeid)
+        pytest.fail(f"still running {AFTER_TIMEOUT_S:g} s after its {timeout:g}-s timeout (pytest-timeout stops at "
+                    f"a first failure): interrupted here. The other threads:\n{stacks}", pytrace=True)
+
+    previous = signal.signal(signal.SIGUSR2, still_running) if threading.current_thread() is threading.main_thread() \
+        else None
+    try:
+        yield
+    finally:
+        for timer in item.stash.get(BACKSTOP, []):
+            timer.cancel()
+        if previous is not None:
+            signal.signal(signal.SIGUSR2, previous)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    if _interrupted:  # threads those tests left stuck would hold the interpreter's exit for ever
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(int(config.stash.get(EXIT_STATUS, 1)))
+
+
+EXIT_STATUS = pytest.StashKey[int]()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config.stash[EXIT_STATUS] = exitstatus
+
+
+def _crashed_file() -> Path | None:
+    """Where this xdist run's workers list the tests that ended their process (None: no xdist)."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    return Path(tempfile.gettempdir()) / f"msc-tests-crashed-{run}" if run else None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    crashed = _crashed_file()
+    if crashed is not None and crashed.exists() and item.nodeid in crashed.read_text().splitlines():
+        pytest.fail("this test ended a test worker's process before (pytest-xdist#1371 runs it again on the "
+                    "replacement): not run again", pytrace=False)
+
+
+def _kill_descendants(pid: int) -> None:
+    """SIGKILL every process below ``pid`` (Linux /proc; elsewhere nothing)."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            with contextlib.suppress(OSError, ValueError):
+                kids = [int(k) for k in task.read_text().split()]
+                found += kids
+                todo += kids
+    for k in found:
+        with contextlib.suppress(OSError):
+            os.kill(k, signal.SIGKILL)
 
 # id, name, ori, role, dob, certified_until, status
 USERS = [

@@ -15,3 +15,9 @@ HANG_S = 30.0
 #: Seconds to wait for a process to start (an `msc` command's ready file, a port it opens):
 #: a Python start-up, a configuration check and a journal's self-check on a loaded machine.
 START_S = 60.0
+
+#: How long past its ``timeout`` (120 s unless marked) a test may still run — pytest-timeout fails
+#: it once and then stops watching, also after any other failure — before its main thread is
+#: interrupted with every thread's stack (tests/conftest.py): a teardown that hangs (an event loop
+#: closing waits for ever for a worker thread that never returns) would otherwise stall the run.
+AFTER_TIMEOUT_S = 60.0
