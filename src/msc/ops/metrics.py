@@ -157,6 +157,15 @@ class Metrics:
         self.node_lease_calls = Counter("msc_node_lease_calls_total", "Calls to the lease's database by outcome: "
                                         "granted, held (another node has it), renewed, lost, error", ["outcome"],
                                         registry=r)
+        # The key ring (JOURNAL.md "Encryption"; OPERATIONS.md "Metrics and health"): what the last look found.
+        self.key_ring_unusable = Gauge(
+            "msc_key_ring_unusable", "1 while this machine's master key file cannot open the key ring (log "
+            "keyring.unusable, /readyz key_ring): another machine rotated the master key, a wrong copy, an entry "
+            "that does not authenticate, the key ring missing; 0 otherwise", registry=r)
+        self.key_ring_next_month_ready = Gauge(
+            "msc_key_ring_next_month_ready", "1 while the journal holds this month's and next month's keys (made "
+            "ahead at the start of each month, off the event loop); 0 when making them failed, and on a standby",
+            registry=r)
         self.build_info = Gauge("msc_build_info", "Build information", ["version"], registry=r)
         self.build_info.labels(__version__).set(1)
         # The event loop stands still while CPython's cyclic collector runs (PERFORMANCE.md "Where

@@ -779,7 +779,8 @@ class PgReader:
         return (last, r[0][0]) if r else None
 
     def txn_summary(self, period: str, first_seq: int, last_seq: int) -> list[TxnSummary]:
-        sql = (f"SELECT txn, {TXN_SUMMARY_SQL.format(ne_am='mke IS DISTINCT FROM ' + repr('AM'))} "
+        aggregates = TXN_SUMMARY_SQL.format(ne_am="mke IS DISTINCT FROM 'AM'", ne_msc="peer IS DISTINCT FROM 'MSC'")
+        sql = (f"SELECT txn, {aggregates} "
                "FROM journal_records WHERE period = $1 AND seq >= $2 AND seq <= $3 AND txn IS NOT NULL "
                "AND kind IN ('FORWARDED', 'RECEIVED', 'UNDELIVERED') GROUP BY txn")
         return [TxnSummary(r[0], *r[1:6], *(int(n) for n in r[6:])) for r in self._fetch(sql, period, first_seq, last_seq)]
