@@ -56,6 +56,8 @@ def status(settings: Settings) -> tuple[int, dict[str, Any]]:
     node = settings.config.node
     code, body = readyz(settings.config.metrics.bind)
     here = {"status": code, "role": (body.get("node") or {}).get("role") or body.get("status") if code else None}
+    if body.get("key_ring"):  # keyring.unusable on this machine (OPERATIONS.md "Metrics and health")
+        here["key_ring"] = body["key_ring"]
     if node is None:
         doc: dict[str, Any] = {"node": None, "this_node": here, "active": "this machine" if code == 200 else None}
         return (0 if code == 200 else 1), doc
@@ -73,9 +75,10 @@ def render(doc: dict[str, Any]) -> list[str]:
     here = doc["this_node"]
     state = f"{here['role'] or 'not serving'} (/readyz {here['status']})" if here["status"] else \
         "not running (nothing answers at its [metrics] bind)"
+    key_ring = [f"key ring: unusable on this machine — {here['key_ring']}"] if here.get("key_ring") else []
     if doc["node"] is None:
-        return [f"single node (no [node] table) on this machine: {state}"]
-    lines = [f"node {doc['node']} (this machine): {state}"]
+        return [f"single node (no [node] table) on this machine: {state}", *key_ring]
+    lines = [f"node {doc['node']} (this machine): {state}", *key_ring]
     lease = doc.get("lease")
     if doc.get("lease_error"):
         lines.append(f"active node: unknown — the lease's database could not be asked ({doc['lease_error']})")

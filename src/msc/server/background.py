@@ -172,8 +172,6 @@ class BackgroundWork(SwitchParts):
             self.log.error("journal.purge_refused", reason=str(exc))
         except JournalError as exc:
             self.log.error("journal.purge_failed", error=str(exc))
-        with contextlib.suppress(Exception):
-            started(self.journal).prepare_keys()
         return done
 
     async def _background_verification(self) -> None:
