@@ -95,8 +95,9 @@ class Shed:
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
 
-    def labels(self, category):
-        return SimpleNamespace(inc=lambda: self.counts.__setitem__(category, self.counts.get(category, 0) + 1))
+    def labels(self, category, reason):
+        key = (category, reason)
+        return SimpleNamespace(inc=lambda: self.counts.__setitem__(key, self.counts.get(key, 0) + 1))
 
 
 def admission(directory, waited: float, *, shed_wait_s=0.2, interval=0.0, held=False):
@@ -129,18 +130,20 @@ SHEDDABLE = [
 def test_new_work_is_shed_and_counted_by_category_control_keys_never(directory, mke, shed, category):
     adm, counts = admission(directory, waited=5.0)
     assert adm.shed(mke) is shed
-    assert counts == ({category: 1} if shed else {})
+    assert counts == ({(category, "journal"): 1} if shed else {})
 
 
-@pytest.mark.parametrize(("waited", "shed_wait_s", "held", "shed"), [
-    (0.1, 0.2, False, False),  # below the target
-    (0.3, 0.2, False, True),  # above it (interval 0)
-    (0.0, 0.2, True, True),  # the upstream link is held: its answers wait for the journal
-    (9.0, 0.0, True, False),  # shed_wait_s = 0: shedding is off
+@pytest.mark.parametrize(("waited", "shed_wait_s", "held", "reason"), [
+    (0.1, 0.2, False, None),  # below the target
+    (0.3, 0.2, False, "journal"),  # above it (interval 0)
+    (0.0, 0.2, True, "upstream"),  # the upstream link is held: its answers wait for the journal
+    (0.5, 0.2, True, "upstream"),  # both: the held link is named
+    (9.0, 0.0, True, None),  # shed_wait_s = 0: shedding is off
 ])
-def test_the_journal_delay_and_the_held_link_decide(directory, waited, shed_wait_s, held, shed):
-    adm, _ = admission(directory, waited, shed_wait_s=shed_wait_s, held=held)
-    assert adm.shed("QW") is shed
+def test_the_journal_delay_and_the_held_link_decide(directory, waited, shed_wait_s, held, reason):
+    adm, counts = admission(directory, waited, shed_wait_s=shed_wait_s, held=held)
+    assert adm.shed("QW") is (reason is not None)
+    assert counts == ({("cjis", reason): 1} if reason else {})
 
 
 def test_without_the_switch_settings_nothing_is_shed(directory):

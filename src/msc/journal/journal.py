@@ -124,8 +124,6 @@ class Journal:
         self.writer: JournalWriter | None = None
         #: Appends waiting for a batch: (entries, future, time.monotonic() of the submit).
         self._pending: list[tuple[Sequence[Entry], asyncio.Future, float]] = []
-        #: When the oldest append of the batch being committed (or sealed ahead) was submitted.
-        self._batch_since: float | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._timer: asyncio.Task | None = None
@@ -289,16 +287,15 @@ class Journal:
         return fut
 
     def oldest_wait_s(self) -> float:
-        """Seconds the oldest append not yet committed has waited (0.0 when none waits): the
-        journal's queue delay, which grows without bound when more is submitted than the storage
-        commits (the switch sheds new requests on it, PROTOCOL.md §5 "Overload"). Cheap: one
-        clock read, no scan."""
-        since = self._batch_since
-        if since is None:
-            if not self._pending:
-                return 0.0
-            since = self._pending[0][2]
-        return max(0.0, time.monotonic() - since)
+        """Seconds the oldest append still queued has waited (0.0 when none waits): the
+        journal's queue delay, not counting the commit in progress or the batch sealed to follow
+        it. With group commit, an append waits at most about one commit for a batch while the
+        storage keeps up, whatever the rate; the delay grows without bound only when more is
+        submitted than batches take (the switch sheds new requests on it, PROTOCOL.md §5
+        "Overload"). Cheap: one clock read, no scan."""
+        if not self._pending:
+            return 0.0
+        return max(0.0, time.monotonic() - self._pending[0][2])
 
     async def append(self, *entries: Entry) -> list[int]:
         return await self.submit(entries)
@@ -379,7 +376,6 @@ class Journal:
         ready: tuple[list, list[Row]] | None = None  # a batch sealed ahead, and its rows
         while True:
             if ready is None and not self._pending:
-                self._batch_since = None
                 self._idle.set()
                 await self._wake.wait()
                 self._wake.clear()
@@ -395,7 +391,6 @@ class Journal:
                 else:
                     batch, rows = ready
                     ready = None
-                self._batch_since = batch[0][2]
                 self._unindexed += len(rows)
                 poke = self._unindexed >= INDEX_BATCH  # wake the indexer early on a backlog
                 if poke:
@@ -417,7 +412,6 @@ class Journal:
                 if ready is not None:
                     self._pending[:0] = ready[0]
                     ready = None
-                self._batch_since = None  # the failed batch is answered; the rest is in _pending
                 # The writer re-read what is really on disk; continue from there.
                 failed_first = self._next_seq
                 self._next_seq = self.writer.last_seq + 1
@@ -456,7 +450,6 @@ class Journal:
                 self.submit([Entry(kind=Kind.ADMIN, code="E501", text=(
                     f"JOURNAL RECORDS SEQ/{lo}-{hi} WERE WRITTEN WHILE COMMITS REPORTED I/O ERRORS; THEIR SENDERS "
                     "WERE ANSWERED E501 AND NOTHING IN THEM WAS FORWARDED OR DELIVERED"))])
-            self._batch_since = ready[0][0][2] if ready is not None else None
             first = rows[0].values[0]
             self._next_seq = rows[-1].values[0] + 1
             self._committed = max(self._committed, self._next_seq - 1)

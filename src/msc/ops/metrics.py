@@ -131,8 +131,9 @@ class Metrics:
         Gauge("msc_journal_wait_seconds", "How long the oldest record not yet committed has waited (the journal's "
               "queue delay; new requests are shed above switch.shed_wait_s)", registry=r).set_function(
             lambda: self.journal_wait())
-        self.shed = Counter("msc_requests_shed_total", "New requests refused E307 SWITCH BUSY because the journal's "
-                            "queue delay stayed above switch.shed_wait_s, by category", ["category"], registry=r)
+        self.shed = Counter("msc_requests_shed_total", "New requests refused E307 SWITCH BUSY, by category and reason: "
+                            "journal (its queue delay stayed above switch.shed_wait_s) or upstream (the request's link "
+                            "held, max_inbound answers waiting for the journal)", ["category", "reason"], registry=r)
         self.journal_verify_failures = Counter("msc_journal_verify_failures_total", "Failed journal verifications", registry=r)
         self.journal_tree_size = Gauge("msc_journal_tree_size", "Latest checkpointed Merkle tree size", registry=r)
         # JOURNAL.md "Integrity": the committed size after every commit, for off-box monitoring.

@@ -174,7 +174,7 @@ class Admission:
         transaction, an AM, an unknown key). Shed while the journal's queue delay stays above
         ``shed_wait_s``, or while the key's upstream link is held (``max_inbound`` of its answers
         wait for the journal, :attr:`msc.routing.upstream.UpstreamLink.holding`). Counted in
-        ``msc_requests_shed_total`` by category."""
+        ``msc_requests_shed_total`` by category and reason (``journal``, ``upstream``)."""
         if self.switch is None or mke is None or mke in _NEVER_SHED:
             return False
         sw = self.switch()
@@ -182,10 +182,12 @@ class Admission:
             return False
         route = self.directory().routes.get(mke)
         link = self.router.links.get(route.upstream) if route is not None else None
+        held = link is not None and link.holding
         if self.overload.admit(time.monotonic(), self.journal.oldest_wait_s(), sw.shed_wait_s, sw.shed_interval_s,
-                               held=link is not None and link.holding):
+                               held=held):
             return False
-        self.metrics.shed.labels(route.category if route else ("admin" if mke == AM else "unknown")).inc()
+        category = route.category if route else ("admin" if mke == AM else "unknown")
+        self.metrics.shed.labels(category, "upstream" if held else "journal").inc()
         return True
 
     def _authorize(self, inp: Input, body, sender: Sender, route, d: Directory) -> None:
