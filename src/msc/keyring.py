@@ -164,8 +164,9 @@ class KeyStore(Protocol):
 
     def exists(self) -> bool: ...
 
-    def read(self) -> dict[str, Any]:
-        """The whole document. Raises :class:`KeyError_` when there is no key ring."""
+    def read(self, *, consistent: bool = False) -> dict[str, Any]:
+        """The whole document. Raises :class:`KeyError_` when there is no key ring.
+        ``consistent``: not while a rotation is half done (an entry is unwrapped right after)."""
         ...
 
     def create(self, doc: dict[str, Any]) -> None:
@@ -186,9 +187,12 @@ class KeyStore(Protocol):
         """Add a journal the key ring served, unless it is there."""
         ...
 
-    def rewrite(self, change: Callable[[dict[str, Any] | None], dict[str, Any]]) -> None:
+    def rewrite(self, change: Callable[[dict[str, Any] | None], dict[str, Any]],
+                then: Callable[[], None] | None = None) -> None:
         """``change(doc)`` (None: no key ring yet) → the new document, stored atomically; nothing
-        else changes the key ring meanwhile. Raising in ``change`` leaves it as it was."""
+        else changes the key ring meanwhile. Raising in ``change`` leaves it as it was. ``then``
+        runs once the new document is stored, before other writers (and, for the file, consistent
+        readers) may go on."""
         ...
 
     def close(self) -> None: ...
@@ -223,7 +227,9 @@ class FileKeyStore:
     def exists(self) -> bool:
         return self.path.exists()
 
-    def read(self) -> dict[str, Any]:
+    def read(self, *, consistent: bool = False) -> dict[str, Any]:
+        if not consistent:  # the file is replaced atomically: a reader never sees half of it
+            return self._read()
         with self._locked():
             return self._read()
 
@@ -256,9 +262,12 @@ class FileKeyStore:
                 journals[journal_id] = when
                 self._write(doc)
 
-    def rewrite(self, change: Callable[[dict[str, Any] | None], dict[str, Any]]) -> None:
+    def rewrite(self, change: Callable[[dict[str, Any] | None], dict[str, Any]],
+                then: Callable[[], None] | None = None) -> None:
         with self._locked():
             self._write(change(self._read() if self.path.exists() else None))
+            if then is not None:
+                then()
 
     def close(self) -> None:
         pass
@@ -375,8 +384,9 @@ class KeyRing:
                 os.close(fd)
             return doc
 
-        self.store.rewrite(rewrap)
-        os.replace(tmp_master, self.master_path)
+        # The new master key file replaces the old once the re-wrapped ring is stored (under the
+        # file's lock: a reader never pairs the new ring with the old key on this machine).
+        self.store.rewrite(rewrap, then=lambda: os.replace(tmp_master, self.master_path))
         self._master = new
         return old.id, new.id
 
@@ -461,11 +471,22 @@ class KeyRing:
         """Remember a journal the first time it is opened with this key ring."""
         self.store.register_journal(journal_id, _now_iso())
 
+    def check_usable(self) -> None:
+        """Whether this machine's master key file still opens the key ring: the users and signing
+        entries are unwrapped (one read of the store) and thrown away. Raises :class:`KeyError_`
+        naming the fix when it does not — another machine rotated the master key (``msc keys
+        rotate``) and this one's file is the old one, a wrong copy, an entry that does not
+        authenticate — or :class:`msc.storage.pgkeyring.KeyRingUnavailable` (a ``KeyError_``) when
+        the key ring's database cannot be asked."""
+        doc = self.store.read(consistent=True)
+        self._unwrap("users", doc["users"])
+        self._unwrap("signing", doc["signing"])
+
     def users_aead(self) -> AESGCM:
-        return AESGCM(self._unwrap("users", self.store.read()["users"]))
+        return AESGCM(self._unwrap("users", self.store.read(consistent=True)["users"]))
 
     def signing_key(self) -> Ed25519PrivateKey:
-        return Ed25519PrivateKey.from_private_bytes(self._unwrap("signing", self.store.read()["signing"]))
+        return Ed25519PrivateKey.from_private_bytes(self._unwrap("signing", self.store.read(consistent=True)["signing"]))
 
     def public_key_bytes(self) -> bytes:
         if self._public is None:  # never changes (a rotation re-wraps only the private half)

@@ -403,3 +403,109 @@ async def test_a_writer_whose_connection_is_cut_refuses_then_goes_on_from_the_tr
         await second.start()
     await second.close()
     await w.close()
+
+
+def _logged_connection_class(sent: list[str]):
+    """An asyncpg connection that notes, in order, each transaction it opens (TRANSACTION) and each
+    statement it is asked to run, by kind (:data:`_STATEMENT`): what the database is sent."""
+    import asyncpg
+
+    class Logged(asyncpg.Connection):
+        def transaction(self, **kw):
+            sent.append("TRANSACTION")
+            return super().transaction(**kw)
+
+        async def execute(self, query, *args, **kw):
+            sent.append(_statement(query))
+            return await super().execute(query, *args, **kw)
+
+    return Logged
+
+
+class _Logged:
+    """The writer's database settings, its connections :func:`_logged_connection_class`'s."""
+
+    def __init__(self, settings, sent: list[str]) -> None:
+        self._settings, self._sent = settings, sent
+
+    def __getattr__(self, name):
+        return getattr(self._settings, name)
+
+    async def connect(self):
+        import asyncpg
+
+        return await asyncpg.connect(self._settings.dsn, password=self._settings.password, timeout=HANG_S,
+                                     connection_class=_logged_connection_class(self._sent))
+
+
+def _statement(sql: str) -> str:
+    """BATCH (records and their tokens: a data-modifying WITH), INSERT (a silence's or a
+    checkpoint's row), or OTHER (a month's first partitions and its journal_periods row)."""
+    words = sql.split(None, 3)
+    if words[0].upper() == "WITH":
+        return "BATCH"
+    if words[0].upper() == "INSERT" and words[2] in ("journal_gaps(seq,", "journal_checkpoints(tree_size,"):
+        return "INSERT"
+    return "OTHER"
+
+
+async def _statements(sent: list[str], call) -> list[str]:
+    """What ``call`` sent the database."""
+    sent.clear()
+    await call
+    return list(sent)
+
+
+_LATER = NOV + 1000 + (TIMELINE_GAP_S + 5) * 1_000_000
+
+
+# (what is committed, what the database is sent without a fence, with one). PERFORMANCE.md "Where
+# the tail came from": a batch is one statement (records and tokens, its own transaction); a
+# transaction (BEGIN … COMMIT) only where more than one statement must land together — a fence's
+# check and the batch, or the batch and a recorded silence (journal_gaps).
+_ROUND_TRIPS = [
+    ("batch", lambda w: w.commit(rows(4, 3, NOV + 10_000)), ["BATCH"], ["TRANSACTION", "FENCE", "BATCH"]),
+    ("one-record", lambda w: w.commit(rows(4, 1, NOV + 10_000)), ["BATCH"], ["TRANSACTION", "FENCE", "BATCH"]),
+    ("two-months", lambda w: w.commit(rows(4, 2, NOV + 10_000) + [row(6, DEC)]), ["BATCH"],
+     ["TRANSACTION", "FENCE", "BATCH"]),
+    ("after-a-silence", lambda w: w.commit(rows(4, 1, _LATER)), ["TRANSACTION", "BATCH", "INSERT"],
+     ["TRANSACTION", "FENCE", "BATCH", "INSERT"]),
+    ("checkpoint", lambda w: w.checkpoint("TEST-MSC", NOV + 20_000), ["INSERT"], ["TRANSACTION", "FENCE", "INSERT"]),
+]
+
+
+@pytest.mark.parametrize("fenced", [False, True], ids=["single-node", "fenced"])
+@pytest.mark.parametrize(("what", "call", "alone", "with_fence"), _ROUND_TRIPS, ids=[c[0] for c in _ROUND_TRIPS])
+async def test_a_commit_without_a_fence_is_one_statement_and_lands_whole(journal_backend, signing, fenced, what, call,
+                                                                         alone, with_fence):
+    fencing(journal_backend, "the SQLite backend sends no statements over a network")
+    sent: list[str] = []
+
+    async def fence(conn):
+        sent.append("FENCE")
+
+    w = PgWriterType()(_Logged(journal_backend.settings, sent), signing.sign, fence=fence if fenced else None)
+    await w.start()
+    try:
+        await w.commit(rows(1, 3, NOV))  # the month's partitions exist before the call measured
+        got = await _statements(sent, call(w))
+        assert [s for s in got if s != "OTHER"] == (with_fence if fenced else alone), what
+    finally:
+        await w.close()
+    r = journal_backend.journal_reader()
+    try:
+        if what == "checkpoint":
+            assert [c.tree_size for c in r.checkpoints()] == [3]
+        else:
+            stored = [x.seq for p in r.periods() for x in r.records(p)]
+            assert stored == list(range(1, w.last_seq + 1)) and w.last_seq > 3
+        if what == "after-a-silence":
+            assert r.gaps() == [(NOV + 2000, _LATER)]
+    finally:
+        r.close()
+
+
+def PgWriterType():  # noqa: N802 - a type, looked up late (PostgreSQL's writer)
+    from msc.storage.pgjournal import PgWriter
+
+    return PgWriter

@@ -286,3 +286,152 @@ def test_a_file_that_disagrees_with_the_database_is_refused_and_nothing_changes(
         assert _same(theirs_key, _pg_ring(pg, tmp_path / "db", master).period("2026-11", create=False))
     finally:
         ring.close()
+
+
+# -- the journal's month keys, made ahead off the event loop (issue 16: month rollover) ----------
+
+
+class _Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _utc(text: str) -> float:
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC).timestamp()
+
+
+class _Spy:
+    """Which threads asked the key ring's store to make a month's key (its ``make`` ran: this
+    handle made it, or raced another that stored first), and which months: wraps one handle's
+    ``store.period_entry``. ``fail``: the store cannot be reached (each call raises)."""
+
+    def __init__(self, ring: KeyRing) -> None:
+        self.made: list[tuple[str, int]] = []
+        self.fail: str | None = None
+        inner = ring.store.period_entry
+
+        def period_entry(period, make):
+            if self.fail is not None:
+                raise KeyError_(self.fail)
+            ran = []
+            wrapped = None if make is None else (lambda master: ran.append(1) or make(master))
+            got = inner(period, wrapped)
+            if ran:
+                self.made.append((period, threading.get_ident()))
+            return got
+
+        ring.store.period_entry = period_entry  # type: ignore[method-assign]
+
+
+# (the clock at open, the clock after the rollover, the month the work must make then): the end
+# of a month, of a year, of a leap February, and a clock that jumped two months (switched off).
+ROLLOVERS = [
+    ("2026-01-31T23:59:00", "2026-02-01T00:00:30", "2026-03"),
+    ("2026-12-31T23:59:59", "2027-01-01T00:00:01", "2027-02"),
+    ("2028-02-29T12:00:00", "2028-03-01T00:00:00", "2028-04"),
+    ("2026-05-20T08:00:00", "2026-07-02T08:00:00", "2026-08"),
+]
+
+
+@pytest.mark.parametrize("before, after, ahead", ROLLOVERS, ids=["month", "year", "leap-february", "jumped"])
+async def test_the_journal_makes_the_next_months_key_ahead_and_never_on_the_event_loop(
+        nodes, first, tmp_path, monkeypatch, before, after, ahead):
+    """A journal running into a new month makes the month after it at the first tick of the month,
+    in a worker thread; the first commit of the month finds its key made (no key is ever made on
+    the event loop's thread). Another node reads the key the work made."""
+    import msc.journal.journal as journal_mod
+    from msc.journal import Entry, Journal
+    from msc.journal.schema import list_partitions
+    from msc.keyring import next_period, period_of
+    from tests.conftest import eventually
+
+    monkeypatch.setattr(journal_mod, "TICK_S", 0.02)
+    monkeypatch.setattr(journal_mod, "KEYS_CHECK_S", 3600.0)  # only the rollover makes the work due
+    spy = _Spy(first)
+    clock = _Clock(_utc(before))
+    seen: list[BaseException | None] = []
+    j = Journal(tmp_path / "journal", first, clock=clock, writer="thread", on_keys=seen.append)
+    loop_thread = threading.get_ident()
+    await j.open()
+    try:
+        opened = period_of(int(clock.t * 1e6))
+        assert {p for p, _ in spy.made} == {opened, next_period(opened)} and seen == [None]
+        await j.append(Entry(kind="RECEIVED", text="the last record of the month"))
+        clock.t = _utc(after)
+        now = period_of(int(clock.t * 1e6))
+        assert next_period(now) == ahead
+        await eventually(lambda: j.keys_ready() and len(seen) == 2)
+        assert seen == [None, None]
+        assert _same(first.period(ahead, create=False), nodes().period(ahead, create=False))
+        await j.append(Entry(kind="RECEIVED", text="the first record of the month"))
+        assert now in list_partitions(tmp_path / "journal")
+        assert {p for p, _ in spy.made} >= {now, ahead}
+        assert all(t != loop_thread for _, t in spy.made), spy.made
+        assert j.keys_ahead() is None  # not due again within the month (KEYS_CHECK_S)
+    finally:
+        await j.close()
+
+
+async def test_a_key_ring_that_cannot_be_reached_is_tried_again_and_a_month_not_made_still_commits(
+        nodes, first, tmp_path, monkeypatch):
+    """The work fails (the key ring's database away): said to ``on_keys``, tried again after
+    KEYS_CHECK_S. The clock went on to a month nobody made (the switch ran through the outage):
+    its first record makes the key on demand — the fallback — and commits once the key ring
+    answers; the work then makes the month after."""
+    import msc.journal.journal as journal_mod
+    from msc.journal import Entry, Journal
+    from msc.journal.schema import list_partitions
+    from tests.conftest import eventually
+
+    monkeypatch.setattr(journal_mod, "TICK_S", 0.02)
+    monkeypatch.setattr(journal_mod, "KEYS_CHECK_S", 0.2)
+    spy = _Spy(first)
+    clock = _Clock(_utc("2026-03-31T23:00:00"))
+    seen: list[BaseException | None] = []
+    j = Journal(tmp_path / "journal", first, clock=clock, writer="thread", on_keys=seen.append)
+    await j.open()
+    try:
+        spy.fail = "the key ring in PostgreSQL (…): ConnectionRefusedError"
+        clock.t = _utc("2026-06-01T00:00:05")
+        await eventually(lambda: any(e is not None for e in seen))
+        assert "ConnectionRefusedError" in str(next(e for e in seen if e is not None)) and not j.keys_ready()
+        assert {nodes().period(m, create=False) for m in ("2026-06", "2026-07")} == {None}
+        spy.fail = None
+        await j.append(Entry(kind="RECEIVED", text="the first record of June"))
+        assert "2026-06" in list_partitions(tmp_path / "journal")
+        await eventually(lambda: j.keys_ready() and seen[-1] is None)
+        assert nodes().period("2026-07", create=False) is not None
+    finally:
+        await j.close()
+
+
+async def test_a_master_key_rotated_on_another_node_is_found_by_the_next_look_and_cleared_by_the_copy(
+        nodes, first, tmp_path, monkeypatch):
+    """The look every KEYS_CHECK_S unwraps the key ring with this machine's master key file: after
+    another node ran `msc keys rotate` it reports the fix (copy the master key file) long before a
+    month needs a new key, and nothing once the new file is copied here."""
+    import msc.journal.journal as journal_mod
+    from msc.journal import Journal
+    from tests.conftest import eventually
+
+    monkeypatch.setattr(journal_mod, "TICK_S", 0.02)
+    monkeypatch.setattr(journal_mod, "KEYS_CHECK_S", 0.1)
+    other = nodes()
+    seen: list[BaseException | None] = []
+    j = Journal(tmp_path / "journal", first, clock=_Clock(_utc("2026-06-10T12:00:00")), writer="thread",
+                on_keys=seen.append)
+    await j.open()
+    try:
+        other.rotate()
+        await eventually(lambda: seen and seen[-1] is not None)
+        assert isinstance(seen[-1], KeyError_) and "copy the master key file" in str(seen[-1])
+        assert j.keys_ready()  # this month's and next month's keys are in hand: the node serves on
+        shutil.copy2(other.master_path, first.master_path)
+        await eventually(lambda: seen[-1] is None)
+    finally:
+        await j.close()

@@ -72,7 +72,7 @@ async def journal(journal_backend, keyring, tmp_path):
 
 
 def texts(records) -> list[str]:
-    return [r.text.rsplit(" ", 1)[-1] for r in records]
+    return [getattr(r, "request", r).text.rsplit(" ", 1)[-1] for r in records]
 
 
 async def test_unanswered_requests(journal):
@@ -98,6 +98,64 @@ async def test_open_answers(journal):
     # With QW as a multi-part key, every QW request with a part and no notice is open; T7's part
     # came before its (second) forwarding, T0 and T8 had none.
     assert texts(await j.open_answers({"QH": 3600.0, "QW": 3600.0})) == ["T1", "T2", "T4", "T5"]
+
+
+def request(txn: str, peer: str | None = "ICS1") -> Entry:
+    """The request's own RECEIVED record, from the station (journaled with its FORWARDED record)."""
+    return Entry(kind="RECEIVED", direction="in", peer=peer, mnemonic="ICS1", user="TS0001", ori="CA0130000",
+                 mke="QW", txn=txn, text=f"QW.CA0130000.NAM/DOE,JOHN.DOB/19800101 {txn}")
+
+
+def frame(txn: str, osn: int) -> Entry:
+    """One frame of an answer too long for the station, or a redirected copy: msc made it."""
+    return Entry(kind="RECEIVED", direction="in", peer="MSC", mnemonic="ICS1", mke="QW", txn=txn, osn=osn,
+                 text=f"FRAME {txn}")
+
+
+# (txn, [(month, entries appended together) …], parts of its answer as the restart pass counts them)
+PARTS_SCRIPT = [
+    ("P1", [("nov", [request("P1"), fwd("P1")]), ("nov", [answer("P1", 1)]), ("nov", [answer("P1", 2)])], 2),
+    ("P2", [("nov", [request("P2"), fwd("P2")]), ("nov", [answer("P2", 3)])], 1),
+    # one part, too long for the station: recorded whole (no OSN) and sent as two frames (peer MSC)
+    ("P3", [("nov", [request("P3"), fwd("P3")]), ("nov", [answer("P3", None), frame("P3", 4), frame("P3", 5)])], 1),
+    # a part whose record landed while its commit failed (UNDELIVERED E501), sent again and recorded
+    ("P4", [("nov", [request("P4"), fwd("P4")]),
+            ("nov", [answer("P4", 6), Entry(kind="UNDELIVERED", mnemonic="ICS1", txn="P4", osn=6, code="E501")]),
+            ("nov", [answer("P4", 7)])], 1),
+    # a request from a sender with no peer name (a NULL peer is not msc's)
+    ("P5", [("nov", [request("P5", None), fwd("P5")]), ("nov", [answer("P5", 8)])], 1),
+    # parts on both sides of midnight
+    ("P6", [("nov", [request("P6"), fwd("P6")]), ("nov", [answer("P6", 9)]), ("dec", [answer("P6", 10)])], 2),
+    # a part redirected to a pool's printer: the copy is msc's, the part counts once
+    ("P7", [("nov", [request("P7"), fwd("P7")]), ("dec", [answer("P7", 11)]),
+            ("dec", [Entry(kind="UNDELIVERED", mnemonic="ICS1", txn="P7", osn=11, text="REDIRECTED"), frame("P7", 12)])],
+     1),
+    # after the last part, a notice: no longer open whatever its count
+    ("P8", [("nov", [request("P8"), fwd("P8")]), ("dec", [answer("P8", 13)]), ("dec", [answer("P8", 14, "MSC", "E302")])],
+     None),
+]
+
+
+async def test_open_answers_count_the_parts_that_came(journal_backend, keyring, tmp_path):
+    """How many parts of each open answer came (PROTOCOL.md §4 "Stopping with an answer open"):
+    the upstream's RECEIVED records, not the request's own, nor msc's frames and copies, less a
+    part whose record landed while its commit failed; summed over a month boundary."""
+    now = [NOV_END]
+    j = journal_on(journal_backend, keyring, tmp_path)
+    j._clock = lambda: now[0]
+    await j.open()
+    try:
+        n = 0
+        for _txn, appends, _parts in PARTS_SCRIPT:
+            for month, entries in appends:
+                n += 1
+                now[0] = (NOV_END if month == "nov" else DEC_START) + n / 10
+                await j.append(*entries)
+        got = {o.request.txn: o.parts for o in await j.open_answers({"QW": 3600.0})}
+        assert got == {txn: parts for txn, _a, parts in PARTS_SCRIPT if parts is not None}
+        assert all(o.request.kind == "FORWARDED" for o in await j.open_answers({"QW": 3600.0}))
+    finally:
+        await j.close()
 
 
 async def test_refused_answers(journal):

@@ -1,7 +1,8 @@
 """The issue's stop, as a user does it (issue 12/13 trial item 2): a QW answered in two parts by
 the stub process (``--parts QW=2@60000``), Ctrl-C on ``msc serve`` after the first part. The
 drain counts the open answer (``switch.draining answer_open 1``), and after ``msc serve`` starts
-again the operator is told ``MSC.E302 SWITCH RESTARTED BEFORE THE REST OF THE ANSWER``."""
+again the operator is told ``MSC.E302 SWITCH RESTARTED BEFORE THE REST OF THE ANSWER; 1 OF 2 PARTS
+CAME`` (the route declares ``answer_parts``: a complete QW answer has two parts, issue 16)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ pytestmark = pytest.mark.timeout(120)
 def test_ctrl_c_with_an_answer_open_tells_the_operator_after_the_restart(tmp_path, procs):
     up, port = free_port(), free_port()
     cfg = make_config(tmp_path, upstream_ports=[up], port=port, metrics_port=free_port(),
-                      route_extra="answer_window_s = 900", switch_extra="drain_timeout_s = 1")
+                      route_extra="answer_window_s = 900\nanswer_parts = { QW = 2 }",
+                      switch_extra="drain_timeout_s = 1")
     start_stub(procs, tmp_path, up, "--parts", "QW=2@60000")
     serve = start_serve_own_group(tmp_path, cfg)
 
@@ -62,5 +64,5 @@ def test_ctrl_c_with_an_answer_open_tells_the_operator_after_the_restart(tmp_pat
     # The restart's notice is queued beside serving (not before the listeners open): it may come
     # before or after the next answer.
     out = asyncio.run(after_restart())
-    assert "ICS1Q1.MSC.E302 SWITCH RESTARTED BEFORE THE REST OF THE ANSWER" in out, out
+    assert "ICS1Q1.MSC.E302 SWITCH RESTARTED BEFORE THE REST OF THE ANSWER; 1 OF 2 PARTS CAME" in out, out
     assert [t for t in out if t.startswith("ICS1Q2.")][0].startswith("ICS1Q2.RQ."), out

@@ -545,12 +545,18 @@ def test_the_standby_takes_over_with_the_month_keys_the_active_made_after_it_was
         assert not file_b.exists() and "keyring.imported" not in log_b
     assert {r.mnemonic for r in pair.journal(kind="RECEIVED")} >= {"ICS1"}
     pair.verify()
+    # The checkpoint key's fingerprint, published from either machine: B never ran `msc keys init`.
+    shown = [json.loads(run("keys", "show", "--config", str(pair.cfg[n]), "--format", "json").stdout) for n in "AB"]
+    assert shown[0]["fingerprint_sha256"] == shown[1]["fingerprint_sha256"]
+    assert shown[1]["public_key_file_matches"] is True
 
 
 def test_a_standby_whose_master_key_file_is_not_the_key_rings_says_so_while_it_stands_by(pair, tmp_path):
     """A wrong copy of the master key file on the standby (another machine's, or one from before
-    `msc keys rotate`) is logged when the standby starts, naming the fix — not found at the
-    takeover it would fail. Its key ring is still the database's: nothing is written to a file."""
+    `msc keys rotate`) is found when the standby starts, naming the fix — not at the takeover it
+    would fail: logged (keyring.unusable), a reason of the standby's /readyz (key_ring), the
+    metric msc_key_ring_unusable 1, and `msc status` on that machine says it. Its key ring is
+    still the database's: nothing is written to a file."""
     from msc.keyring import create_master_key
 
     master_b = tmp_path / "B" / "data" / "keys" / "master.key"
@@ -562,7 +568,12 @@ def test_a_standby_whose_master_key_file_is_not_the_key_rings_says_so_while_it_s
     line = wait_until(lambda: next((json.loads(x) for x in b.log.read_text().splitlines()
                                     if '"keyring.unusable"' in x), None), "B logs keyring.unusable", 60, b)
     assert "copy the master key file" in line["reason"] and line["level"] == "error"
-    assert pair.readyz("B")[0] == 503
+    code, doc = pair.readyz("B")
+    assert code == 503 and doc["status"] == "standby" and doc["reasons"]["key_ring"] == line["reason"] == doc["key_ring"]
+    assert pair.metric("B", "msc_key_ring_unusable 1.0") and pair.metric("A", "msc_key_ring_unusable 0.0")
+    assert "key_ring" not in pair.readyz("A")[1]
+    shown = run("status", "--config", str(pair.cfg["B"]))
+    assert "key ring: unusable on this machine — " in shown.stdout and "copy the master key file" in shown.stdout
     assert not (tmp_path / "B" / "data" / "keys" / "keyring.json").exists()
 
 

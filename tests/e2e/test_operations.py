@@ -85,6 +85,9 @@ def test_metrics_after_traffic_pass_promtool_and_match_the_traffic(tmp_path, pro
     assert metric(text, "msc_frames_received_total", peer="upstream") >= 8
     assert metric(text, "msc_build_info", version="0.1.0") == 1
     assert metric(text, "msc_delivery_queued") == 0
+    # msc serve froze what it started with out of the garbage collector's sight, and counts pauses.
+    assert metric(text, "msc_gc_frozen_objects") > 1000
+    assert metric(text, "msc_gc_pause_seconds_count", generation="0") >= 0
     for name in ("msc_journal_append_seconds_count", "msc_journal_tree_size", "msc_config_reload_total",
                  "msc_availability_ratio", "msc_sessions", "msc_pool_free_mnemonics", "msc_upstream_in_flight",
                  "msc_lockouts_total", "msc_self_inquiry_total", "msc_journal_errors_total",

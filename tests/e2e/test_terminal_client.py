@@ -11,6 +11,7 @@ import fcntl
 import os
 import pty
 import re
+import resource
 import select
 import signal
 import struct
@@ -31,10 +32,11 @@ pytestmark = pytest.mark.timeout(180)
 class Tty:
     """`msc terminal` on a pseudo-terminal: read what it shows, type to it."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, **popen) -> None:
         master, slave = pty.openpty()
+        self.initial = termios.tcgetattr(slave)  # the terminal's settings before the client ran
         self.p = subprocess.Popen([*MSC, "terminal", *args], stdin=slave, stdout=slave, stderr=slave,
-                                  close_fds=True, start_new_session=True)
+                                  close_fds=True, start_new_session=True, **popen)
         self.slave_name = os.ttyname(slave)
         os.close(slave)
         self.fd = master
@@ -75,6 +77,17 @@ class Tty:
             return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
         finally:
             os.close(fd)
+
+    def attrs(self) -> list:
+        """The terminal's settings now (termios.tcgetattr)."""
+        fd = os.open(self.slave_name, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            return termios.tcgetattr(fd)
+        finally:
+            os.close(fd)
+
+    def echoes(self) -> bool:
+        return bool(self.attrs()[3] & termios.ECHO)
 
     def type_ahead(self, lines: list[str]) -> None:
         """Type ``lines`` and wait until the terminal holds them (typed, not read by the client)."""
@@ -327,6 +340,91 @@ def test_ctrl_d_ends_the_client_at_every_prompt(tmp_path, procs, where):
         t.close()
 
 
+# -- the terminal's settings on every way out ------------------------------------------------------
+
+def _no_core() -> None:
+    """The client as a login shell starts it: no core dump (SIGQUIT's default action dumps
+    core), and the signals under test at their default action. A test run started in the
+    background or under nohup inherits SIGHUP, SIGINT and SIGQUIT ignored (a shell without job
+    control ignores SIGINT and SIGQUIT for ``&``), and the client rightly keeps a signal its
+    parent ignored — which is not what these cases test."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+
+
+SIGNALLED = [
+    # id, where the client is when the signal comes, the signal, its exit status (-N: ended by signal N)
+    ("sigterm-while-trying", "trying", signal.SIGTERM, -signal.SIGTERM),  # kill PID during a failover
+    ("sighup-while-trying", "trying", signal.SIGHUP, -signal.SIGHUP),  # the window or SSH session closed
+    ("sigquit-while-trying", "trying", signal.SIGQUIT, -signal.SIGQUIT),  # Ctrl-\
+    ("sigint-while-trying", "trying", signal.SIGINT, 1),  # Ctrl-C: "Stopped: no msc node answered."
+    ("sigterm-at-password", "password", signal.SIGTERM, -signal.SIGTERM),  # echo off for the secret
+    ("sighup-at-password", "password", signal.SIGHUP, -signal.SIGHUP),
+    ("sigterm-in-a-session", "session", signal.SIGTERM, -signal.SIGTERM),  # echo on: left on
+]
+
+
+@pytest.mark.parametrize("name,where,signum,status", SIGNALLED, ids=[c[0] for c in SIGNALLED])
+def test_a_signal_leaves_the_terminal_as_it_was(tmp_path, procs, name, where, signum, status):
+    """A client ended by a signal while echo was off (between prompts, a reconnect, the password)
+    left the operator's terminal without echo (``stty sane`` needed): the settings it found are
+    restored, and it ends as that signal ends a process (a shell's 128 + N)."""
+    if where == "trying":
+        connect = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"  # nothing listens: it keeps trying
+    else:
+        port = free_port()
+        start_serve(procs, tmp_path, make_config(tmp_path, port=port, metrics_port=free_port()))
+        connect = f"127.0.0.1:{port}"
+    t = Tty("--connect", connect, "--header", "ICS1", preexec_fn=_no_core)
+    try:
+        if where == "trying":
+            t.expect("connection refused; trying")
+        else:
+            steps = DIALOG if where == "password" else [*DIALOG, (r"Logged on as ICS1\.", None)]
+            for prompt, answer in steps[:-1]:
+                t.expect(prompt)
+                t.type(answer)
+            t.expect(steps[-1][0])
+        assert t.echoes() == (where == "session"), t.text  # the state the signal finds
+        t.p.send_signal(signum)
+        assert t.wait() == status, t.text
+        assert t.attrs() == t.initial, t.text
+        assert "Traceback" not in t.text
+        if signum == signal.SIGTERM:
+            assert "msc terminal: ended by SIGTERM; the connection to msc is closed." in t.text
+    finally:
+        t.close()
+
+
+def _nohup() -> None:
+    _no_core()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def test_a_signal_ignored_by_whoever_started_the_client_stays_ignored():
+    """``nohup msc terminal …``: SIGHUP ignored by the parent stays ignored (the client goes on);
+    a SIGTERM after it still ends the client, its terminal restored."""
+    connect = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    t = Tty("--connect", connect, "--header", "ICS1", preexec_fn=_nohup)
+    try:
+        t.expect("connection refused; trying")  # (its handlers are in place before the first try)
+        masks = {k: int(v, 16) for k, v in re.findall(r"^(SigIgn|SigCgt):\s*([0-9a-f]+)$",
+                                                       Path(f"/proc/{t.p.pid}/status").read_text(), re.M)}
+
+        def bit(signum: int) -> int:
+            return 1 << (signum - 1)
+
+        assert masks["SigIgn"] & bit(signal.SIGHUP) and not masks["SigCgt"] & bit(signal.SIGHUP), masks
+        assert masks["SigCgt"] & bit(signal.SIGTERM), masks  # (SIGTERM is caught: the check can see one)
+        t.p.send_signal(signal.SIGHUP)  # discarded by the kernel: nothing to handle
+        t.p.send_signal(signal.SIGTERM)
+        assert t.wait() == -signal.SIGTERM, t.text
+        assert t.attrs() == t.initial, t.text
+    finally:
+        t.close()
+
+
 # -- only what is typed after a prompt answers it ------------------------------------------------
 
 DIALOG = [("Press Enter to acknowledge", ""), ("User ID: ", "TS0001"), (r"One-time password \(Enter if none\): ", ""),
@@ -568,3 +666,131 @@ def test_a_refused_logon_shows_only_e202_whatever_the_account(tmp_path, procs, u
     assert "E202" in shown, shown
     for leak in ("E205", "E206", "E207", "ROLE", "INVESTIGATOR", "AGENCY", "CERTIF", "EXPIRED", "UNKNOWN"):
         assert leak not in shown.upper(), shown
+
+
+# -- an interactive dialog piped in by a script (no terminal) ----------------------------------------
+
+LOGON_LINES = ["", "TS0001", "", PASSWORD]  # the banner's Enter, User ID, one-time password, password
+
+
+def piped(connect: str) -> subprocess.Popen:
+    """`msc terminal` without --user/--send, its dialog written to a pipe by a script."""
+    return subprocess.Popen([*MSC, "terminal", "--connect", connect, "--header", "ICS1"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def write(p: subprocess.Popen, lines: list[str]) -> None:
+    p.stdin.write("".join(line + "\n" for line in lines))
+    p.stdin.flush()
+
+
+def until_logged_on(p: subprocess.Popen) -> str:
+    """Read the client's output up to its logon (stdout: ``Logged on as …``)."""
+    out = ""
+    while "Logged on as ICS1." not in out:
+        line = p.stdout.readline()
+        assert line, out + p.stderr.read()
+        out += line
+    return out
+
+
+def finish(p: subprocess.Popen, timeout: float = HANG_S) -> tuple[int, str, str]:
+    """The client's exit status and what it printed, once it ends by itself (the pipe left open:
+    a client that waits for another line fails here, it is not ended by an end of input)."""
+    try:
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        raise AssertionError(f"the client waited for more input; stderr:\n{err}") from None
+    if p.stdin is not None and p.stdin.closed:
+        p.stdin = None  # (closed by the test: nothing more to write)
+    out, err = p.communicate()
+    return p.returncode, out, err
+
+
+def test_a_piped_dialog_whose_logon_is_refused_is_not_asked_again(tmp_path, procs):
+    """The lines after a refused logon were the script's messages: they were taken as the next
+    User ID, one-time password and password. Now the client exits 3, as a --user script does."""
+    port = free_port()
+    cfg = make_config(tmp_path, port=port, metrics_port=free_port())
+    start_serve(procs, tmp_path, cfg)
+    p = piped(f"127.0.0.1:{port}")
+    try:
+        write(p, ["", "TS0001", "", "WRONG-PASSWORD", "QV.CA0130000.LIC/NEXT1", "TS0001", "", PASSWORD,
+                  "QV.CA0130000.LIC/NEXT2"])
+        status, out, err = finish(p)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert status == 3, err
+    assert ("Logon refused. Not asking again: the input is not a terminal: its next lines were written for the "
+            "session refused, and are not taken as another logon's answers") in err, err
+    assert "Logged on" not in out
+    from tests.e2e.test_answers_e2e import search
+
+    assert [r["kind"] for r in search(cfg, "--code", "E202")] == ["SESSION", "REJECTED"]  # one refusal
+    assert not [r for r in search(cfg, "--user", "TS0001") if "LOGON OK" in (r["text"] or "")]
+    assert not [r for r in search(cfg, "--mke", "QV")]
+
+
+PIPED_ENDINGS = [
+    # id, config overrides, action, the reason msc gives (it keeps the connection)
+    ("idle", {"idle_logoff_s": 2}, _idle, "IDLE"),  # a script that waits longer than idle_logoff_s
+    ("user-disabled", {}, _user_disabled, "USER DISABLED"),
+]
+
+
+@pytest.mark.parametrize("name,overrides,action,reason", PIPED_ENDINGS, ids=[e[0] for e in PIPED_ENDINGS])
+def test_a_piped_dialog_ended_by_msc_is_not_logged_on_again(tmp_path, procs, name, overrides, action, reason):
+    """msc ends the session and keeps the connection: at a terminal the next operator logs on at
+    the User ID prompt; a script's next lines (its messages) would become the User ID and
+    password. The client exits 4 and says why."""
+    port = free_port()
+    cfg = make_config(tmp_path, port=port, metrics_port=free_port(), **overrides)
+    serve = start_serve(procs, tmp_path, cfg)
+    p = piped(f"127.0.0.1:{port}")
+    try:
+        write(p, LOGON_LINES)
+        until_logged_on(p)
+        action({"serve": serve, "cfg": cfg, "port": port})
+        status, _out, err = finish(p)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert status == 4, err
+    assert (f"Session ended by msc: {reason}. Not logging on again: the input is not a terminal: its next lines "
+            "were written for the session that ended") in err, err
+
+
+def test_a_piped_dialog_closed_for_want_of_a_logon_does_not_wait_for_enter(impatient):
+    """E201 at a console waits for Enter; from a pipe that Enter would be the script's next line."""
+    port, _mport = impatient
+    p = piped(f"127.0.0.1:{port},127.0.0.1:{free_port()}")
+    try:
+        status, _out, err = finish(p)  # nothing written: the script is slower than logon_timeout_s
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert status == 4, err
+    assert re.search(r"Session ended: E201 NO LOGON WITHIN \d+ S\. Not connecting again: the input is not a "
+                     r"terminal", err), err
+    assert "Press Enter to connect again" not in err
+
+
+def test_a_piped_dialog_may_log_off_and_on_again_itself(tmp_path, procs):
+    """What the script wrote for itself still works: its own LOGOFF, then the next logon."""
+    port = free_port()
+    cfg = make_config(tmp_path, port=port, metrics_port=free_port())
+    start_serve(procs, tmp_path, cfg)
+    p = piped(f"127.0.0.1:{port}")
+    try:
+        write(p, [*LOGON_LINES, "LOGOFF", "TS0002", "", PASSWORD, "LOGOFF"])
+        p.stdin.close()
+        status, out, err = finish(p)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert status == 0, err
+    assert re.findall(r"\bA \d+ MNE/ICS1\.USR/(\w+)$", out, re.M) == ["TS0001", "TS0002"], out
+    assert err.count("Logged off.") == 2, err

@@ -307,6 +307,30 @@ def test_an_operator_whose_node_dies_is_taken_to_the_next_and_logs_on_again(node
         nodes.serve["A"] = nodes.start("A")
 
 
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "shutdown"])
+def test_a_piped_dialog_does_not_go_on_to_the_next_node(nodes, how):
+    """Interactive mode with its dialog piped in (no terminal): after a failover the next node's
+    banner and logon prompts took the script's next lines — its messages — as Enter, User ID and
+    password. It ends instead (exit 4) and says why: scripts log on with --user/--password-stdin."""
+    from tests.e2e.test_terminal_client import LOGON_LINES, finish, piped, until_logged_on, write
+
+    p = piped(nodes.addr("A", "B"))
+    try:
+        write(p, LOGON_LINES)
+        until_logged_on(p)
+        nodes.serve["A"].stop(how)
+        status, _out, err = finish(p)  # its next line not written yet: a client at B's banner waits for it
+    finally:
+        if p.poll() is None:
+            p.kill()
+        nodes.serve["A"] = nodes.start("A")
+    assert status == 4, err
+    assert re.search(r"Session ended: (CONNECTION (CLOSED BY MSC|RESET|LOST)|SHUTDOWN)\. Not connecting again: the "
+                     r"input is not a terminal: its next lines were written for the session that ended, and are not "
+                     r"taken as another logon's answers \(a script logs on with --user ID --password-stdin", err), err
+    assert f"Connected to msc at 127.0.0.1:{nodes.ports['B']}" not in err
+
+
 # -- messages left without an A/N (newcomer6 finding 8) -------------------------------------------
 
 def unread(port: int) -> int:

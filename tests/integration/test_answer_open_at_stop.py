@@ -2,7 +2,9 @@
 an answer open"; issue 12/13 trial item 2). A request answered in part, whose route declares an
 answer window that has not ended, is in flight for a drain (bounded by drain_timeout_s); if it is
 still open when the switch stops, its operator is told after the restart
-``MSC.E302 SWITCH RESTARTED BEFORE THE REST OF THE ANSWER``."""
+``MSC.E302 SWITCH RESTARTED BEFORE THE REST OF THE ANSWER; <n> [OF <m>] PARTS CAME`` — unless
+its route declares how many parts a complete answer has (``answer_parts``) and all came: then it
+holds no drain and owes no notice (issue 16)."""
 
 from __future__ import annotations
 
@@ -13,43 +15,63 @@ from msc.server.parts import started
 from msc.server.switch import Switch
 from tests.conftest import PASSWORD, eventually
 
-NOTICE = "MSC.E302 SWITCH RESTARTED BEFORE THE REST OF THE ANSWER"
+NOTICE = "MSC.E302 SWITCH RESTARTED BEFORE THE REST OF THE ANSWER; "
+UNANSWERED = "MSC.E302 SWITCH RESTARTED BEFORE THE ANSWER CAME"
 WINDOW = "answer_window_s = 900"  # the first route's (QW, QV, EW …): answered in parts
 DRAIN = "drain_timeout_s = 0.2"
 
 SHORT = "timeout_s = 0.5\nanswer_window_s = 1"  # a window that ends before the stop
+#: The route declares how many parts a complete answer has (CONFIG.md answer_parts): the state
+#: file and NCIC for a QW, one part for a QV.
+DECLARED = WINDOW + "\nanswer_parts = { QW = 2, QV = 1 }"
+QW = "QW.CA0130000.NAM/PARTS, PAT.DOB/19800101"
+HELD = {"latency_ms": 600_000}  # the stub answers nothing before the stop
 
-# (stub --parts, request, parts seen before the stop, notice after the restart?[, route's settings])
+# (stub's settings, request, parts seen before the stop, the notice after the restart (None:
+# none)[, route's settings])
 ROWS = [
-    pytest.param({"QW": (2, 2, 600_000)}, "QW.CA0130000.NAM/PARTS, PAT.DOB/19800101", 1, True, id="QW 1 of 2"),
-    pytest.param({"QW": (3, 3, 600_000)}, "QW.CA0130000.NAM/PARTS, PAT.DOB/19800101", 1, True, id="QW 1 of 3"),
-    pytest.param({"QV": (2, 2, 600_000)}, "QV.CA0130000.LIC/7PART01", 1, True, id="QV 1 of 2"),
-    # All parts came, but the window is still open: more may come — the operator is told.
-    pytest.param({"QW": (2, 2, 10)}, "QW.CA0130000.NAM/PARTS, PAT.DOB/19800101", 2, True, id="QW 2 of 2, window open"),
+    pytest.param({"parts": {"QW": (2, 2, 600_000)}}, QW, 1, NOTICE + "1 PART CAME", id="QW 1 of 2"),
+    pytest.param({"parts": {"QW": (3, 3, 600_000)}}, QW, 1, NOTICE + "1 PART CAME", id="QW 1 of 3"),
+    pytest.param({"parts": {"QV": (2, 2, 600_000)}}, "QV.CA0130000.LIC/7PART01", 1, NOTICE + "1 PART CAME",
+                 id="QV 1 of 2"),
+    # All parts came, but the window is still open and the route does not say how many a complete
+    # answer has: more may come — the operator is told (how many came, so they can compare).
+    pytest.param({"parts": {"QW": (2, 2, 10)}}, QW, 2, NOTICE + "2 PARTS CAME", id="QW 2 of 2, window open"),
     # A route with no answer window (QH/QR here): one answer expected, nothing open, no notice.
-    pytest.param({}, "QR.CA0130000.CII/A12345678.NAM/DOE, JOHN.PUR/C.ATN/DET SMITH", 1, False, id="QR, no window"),
-    pytest.param({}, "RQ.CA0130000.LIC/7ONE001", 1, False, id="RQ, no window"),
+    pytest.param({}, "QR.CA0130000.CII/A12345678.NAM/DOE, JOHN.PUR/C.ATN/DET SMITH", 1, None, id="QR, no window"),
+    pytest.param({}, "RQ.CA0130000.LIC/7ONE001", 1, None, id="RQ, no window"),
     # The window ended before the stop: the request is closed, nothing is said.
-    pytest.param({"QW": (2, 2, 600_000)}, "QW.CA0130000.NAM/PARTS, PAT.DOB/19800101", 1, False, SHORT,
-                 id="QW 1 of 2, window over"),
+    pytest.param({"parts": {"QW": (2, 2, 600_000)}}, QW, 1, None, SHORT, id="QW 1 of 2, window over"),
+    # The route declares the parts of a complete answer (issue 16, newcomer6 item 8):
+    # answered in full → nothing is owed; a part missing → the notice, with the count.
+    pytest.param({"parts": {"QW": (2, 2, 10)}}, QW, 2, None, DECLARED, id="QW 2 of 2 declared"),
+    pytest.param({}, "QV.CA0130000.LIC/7PART02", 1, None, DECLARED, id="QV 1 of 1 declared"),
+    pytest.param({"parts": {"QW": (2, 2, 600_000)}}, QW, 1, NOTICE + "1 OF 2 PARTS CAME", DECLARED,
+                 id="QW 1 of 2 declared (two systems, one answered)"),
+    pytest.param({"parts": {"QW": (3, 3, 600_000)}}, QW, 1, NOTICE + "1 OF 3 PARTS CAME",
+                 WINDOW + "\nanswer_parts = 3", id="QW 1 of 3 declared"),
+    pytest.param(HELD, QW, 0, UNANSWERED, DECLARED, id="QW not answered, declared"),
+    pytest.param(HELD, "QV.CA0130000.LIC/7PART03", 0, UNANSWERED, DECLARED, id="QV not answered, declared"),
 ]
 
 
-@pytest.mark.parametrize(("parts", "text", "seen", "notice", "route"),
+@pytest.mark.parametrize(("stub", "text", "seen", "notice", "route"),
                          [pytest.param(*r.values, *((WINDOW,) if len(r.values) == 4 else ()), id=r.id) for r in ROWS])
 async def test_an_answer_still_open_at_a_stop_is_in_flight_and_noticed_after_the_restart(
-        harness, parts, text, seen, notice, route):
-    await harness.start_stub(parts=parts)
+        harness, stub, text, seen, notice, route):
+    await harness.start_stub(**stub)
     sw = await harness.start_switch(route_extra=route, switch_extra=DRAIN)
     await harness.wait_upstream()
     c = await harness.operator()
     assert (await c.send(f"ICS1Q1.{text}")).type == "A"
     for _ in range(seen):
         assert (await c.output()).text.startswith("ICS1Q1.")
-    # What the drain waits for: the open answer (and nothing once a one-answer request is answered).
+    # What the drain waits for: the open answer, or the answer not come (and nothing once a
+    # one-answer request is answered, or an answer has every part its route declares).
     await eventually(lambda: sw.in_flight() == (1 if notice else 0))
     await sw.drain()  # times out (drain_timeout_s) with the window open, then stops
     c.close()
+    harness.stubs[0].cfg.latency_ms = 0  # (a held stub answers what comes after the restart at once)
     harness.switch = Switch(load(harness.tmp / "msc.toml"))
     await harness.switch.start()
     # The restart's pass runs beside serving (its notices are queued outputs): wait for it, so
@@ -58,7 +80,7 @@ async def test_an_answer_still_open_at_a_stop_is_in_flight_and_noticed_after_the
     c2 = await harness.client()
     assert (await c2.logon("ICS1", "TS0001", PASSWORD)).type == "A"
     if notice:
-        assert (await c2.output()).text == f"ICS1Q1.{NOTICE}"
+        assert (await c2.output()).text == f"ICS1Q1.{notice}"
     assert (await c2.send("ICS1Q2.RQ.CA0130000.LIC/7AFTER1")).type == "A"
     first = (await c2.output()).text
     assert first.startswith("ICS1Q2.RQ."), first  # nothing else before the next answer

@@ -117,10 +117,34 @@ async def test_the_fate_of_an_ended_pool_session_s_request_goes_to_the_pool_prin
     (request,) = [r for r in journal if r.kind == "FORWARDED"]
     (record,) = [r for r in journal if r.kind == "RECEIVED" and r.text == expected]
     assert (record.mnemonic, record.user, record.txn) == ("ECP1", "EC0001", request.txn)
+    # Its delivery at the printer (no one logged on there) names the operator whose request it
+    # answers, so a search by user finds where it went.
+    delivered = await printed(sw, record.osn)
+    assert (delivered.user, delivered.txn) == ("EC0001", request.txn)
+    assert {(r.kind, r.osn) for r in await by_user(sw, "EC0001") if r.mnemonic == "ECP1"} == \
+        {("RECEIVED", record.osn), ("DELIVERED", record.osn)}
     # Nothing of it reached the next holder of the mnemonic, nor waits in its queue.
     assert not [r for r in journal if r.mnemonic == mne and r.kind == "RECEIVED"
                 and (r.text == expected or r.peer == "MSC")]
     assert not [o.text for o in drain(holder) if o.text.startswith(f"{header}.")]
+
+
+async def printed(sw, osn: int):
+    """The DELIVERED record of the printer's output ``osn`` (its acknowledgement is written after
+    the printer got it: waited for)."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while not (found := [r for r in await records(sw) if r.kind == "DELIVERED" and r.mnemonic == "ECP1"
+                         and r.osn == osn]):
+        assert asyncio.get_running_loop().time() < deadline, f"no DELIVERED record for ECP1 OSN {osn}"
+        await asyncio.sleep(0.05)
+    (record,) = found
+    return record
+
+
+async def by_user(sw, user: str) -> list:
+    """What ``msc journal search --user`` finds."""
+    await sw.journal.flush()
+    return list(search(sw.settings.journal_dir, sw.journal.keyring, Query(user=user)))
 
 
 def drain(c) -> list:
@@ -171,12 +195,18 @@ async def test_after_a_restart_a_pooled_mnemonic_s_traffic_goes_to_the_pool_prin
     (request,) = [r for r in journal if r.kind == "FORWARDED"]
     on_printer = [r for r in journal if r.kind == "RECEIVED" and r.mnemonic == "ECP1"]
     assert [(r.text, r.txn) for r in on_printer] == [(expected, request.txn)]
-    # (A redirected output keeps its txn, not its user: the txn leads to the request and its user.)
-    assert [r.user for r in on_printer] == ["EC0001" if left == "unanswered" else None]
+    # A redirected output keeps its txn and its user (it kept only the txn: the user was None).
+    assert [r.user for r in on_printer] == ["EC0001"]
+    # Its delivery names the user too, unless the copy was made before the stop (the switch's stop
+    # ended the loan: "unacknowledged") and waited at the printer across the restart: a queue
+    # restored at start keeps each output's txn, not its user (PROTOCOL.md §4).
+    delivered = await printed(sw, on_printer[0].osn)
+    assert delivered.user == ("EC0001" if left == "unanswered" else None)
     for c in holders:
         assert not [o.text for o in drain(c) if o.text.startswith(f"{header}.")]
     if left == "unacknowledged":  # the original's fate is written: no run delivers it again
-        assert [r for r in journal if r.kind == "UNDELIVERED" and r.mnemonic == mne and "REDIRECTED TO ECP1" in r.text]
+        (moved,) = [r for r in journal if r.kind == "UNDELIVERED" and r.mnemonic == mne and "REDIRECTED TO ECP1" in r.text]
+        assert (moved.user, moved.txn) == ("EC0001", request.txn)
 
 
 # A pool with no defined destination: msc's notice for an ended session is journaled and recorded
@@ -213,7 +243,61 @@ async def test_a_notice_for_an_ended_session_of_a_pool_without_printer_is_record
     assert notice.text == f"{mne}K7.MSC.E302 CLETS LINK LOST BEFORE THE ANSWER"
     assert (notice.user, notice.mnemonic) == ("EC0001", mne)
     assert undelivered[0].text == f"OSN {notice.osn} POOLED SESSION ENDED, NO DEFINED DESTINATION (E306)"
+    assert (undelivered[0].user, undelivered[0].txn) == ("EC0001", notice.txn)  # found by --user, as the notice
     # The next loan of that mnemonic starts with nothing of it.
     again = await harness.client()
     assert await pool_logon(again, "EC0002") == mne
     assert not [o.text for o in drain(holder) + drain(again) if o.text.startswith(f"{mne}K7.")]
+
+
+# An answer printed at the pooled terminal and not acknowledged when its loan ends waits in the
+# mnemonic's queue; the end of the loan moves it to the printer (Services.release_pooled, or the
+# new loan's Services.bound). The move, the copy and its delivery keep the asker's user.
+LEFT_WAITING = [
+    pytest.param("disconnect", id="the connection drops"),
+    pytest.param("logoff", id="LOGOFF"),
+    pytest.param("relogon", id="a relogon of the same connection: a new loan"),
+    pytest.param("idle-printer", id="the printer binds only after the move"),
+]
+
+
+@pytest.mark.parametrize("ending", LEFT_WAITING)
+async def test_an_output_moved_from_a_pooled_queue_keeps_the_user_it_answered(harness, ending):
+    from tests.wire import WireClient
+
+    await harness.start_stub()
+    sw = await harness.start_switch()
+    await harness.wait_upstream()
+    prn = await printer(harness) if ending != "idle-printer" else None
+    other = await harness.client()
+    await pool_logon(other, "EC0002")  # holds the other mnemonic: a relogon gets the same one again
+    asker = await WireClient.connect(harness.port, auto_ack=False)
+    await asker.banner()
+    mne = await pool_logon(asker, "EC0001")
+    header = f"{mne}W1"
+    assert (await asker.send(f"{header}.QV.CA0130100.LIC/1ABC234")).type == "A"
+    expected = (await asker.output(timeout=30)).text  # printed, not acknowledged: it waits
+    if ending == "logoff":
+        assert (await asker.send(f"{mne}.LOGOFF")).type == "A"
+    elif ending == "relogon":
+        assert await pool_logon(asker, "EC0001") == mne
+    else:
+        asker.close()
+        await asker.wait_closed()
+    if prn is None:
+        await eventually(lambda: sw.acp.holder(mne) is None, timeout=30)
+        prn = await printer(harness)
+    assert (await prn.output(timeout=30)).text == expected
+    journal = await records(sw)
+    (request,) = [r for r in journal if r.kind == "FORWARDED"]
+    (original,) = [r for r in journal if r.kind == "RECEIVED" and r.mnemonic == mne and r.text == expected]
+    (moved,) = [r for r in journal if r.kind == "UNDELIVERED" and r.mnemonic == mne]
+    (copy,) = [r for r in journal if r.kind == "RECEIVED" and r.mnemonic == "ECP1"]
+    assert moved.text == f"OSN {original.osn} POOLED SESSION ENDED, REDIRECTED TO ECP1 AS OSN {copy.osn}"
+    delivered = await printed(sw, copy.osn)
+    for r in (original, moved, copy, delivered):
+        assert (r.user, r.txn) == ("EC0001", request.txn), r
+    found = {(r.kind, r.mnemonic, r.osn) for r in await by_user(sw, "EC0001")}
+    assert {("UNDELIVERED", mne, original.osn), ("RECEIVED", "ECP1", copy.osn),
+            ("DELIVERED", "ECP1", copy.osn)} <= found
+    assert not [o.text for o in drain(asker) + drain(other) if o.text == expected]  # only the printer got it

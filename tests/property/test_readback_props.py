@@ -34,12 +34,14 @@ SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=os.environ
 MIDNIGHT = dt.datetime(2026, 12, 1, tzinfo=dt.UTC).timestamp()
 TXNS = ["T0", "T1", "T2", "T3"]
 
-# (kind, mke, osn?, code) of one record with a transaction id
+# (kind, mke, osn?, code[, peer]) of one record with a transaction id (peer default NCIC)
 EVENTS = st.sampled_from([
     ("FORWARDED", "QW", False, None), ("FORWARDED", "QH", False, None), ("FORWARDED", "AM", False, None),
     ("FORWARDED", None, False, None), ("RECEIVED", "QW", True, None), ("RECEIVED", "QH", True, None),
-    ("RECEIVED", "QW", False, None), ("RECEIVED", "MSC", True, "E302"), ("UNDELIVERED", None, True, "E501"),
+    ("RECEIVED", "QW", False, None), ("RECEIVED", "MSC", True, "E302", "MSC"), ("UNDELIVERED", None, True, "E501"),
     ("REJECTED", None, False, "E501"), ("QUEUED", None, True, None),
+    ("RECEIVED", "QH", False, None, "ICS1"), ("RECEIVED", "QH", False, None, None),  # a request's own record
+    ("RECEIVED", "QH", True, None, "MSC"),  # a frame of a long answer, a redirected copy
 ])
 SCRIPTS = st.lists(st.tuples(EVENTS, st.sampled_from(TXNS), st.integers(0, 40)), min_size=1, max_size=14)
 
@@ -57,12 +59,13 @@ def build(ring: KeyRing, directory: Path, script) -> list[tuple[int, int, Entry]
     t = MIDNIGHT - 60
     out, rows = [], []
     osn = 0
-    for seq, ((kind, mke, has_osn, code), txn, step) in enumerate(script, start=1):
+    for seq, ((kind, mke, has_osn, code, *peer), txn, step) in enumerate(script, start=1):
         t += step
         ts = int(t * 1_000_000)
         if has_osn:
             osn += 1
-        e = Entry(kind=kind, direction="out" if kind == "FORWARDED" else "in", peer="NCIC", mnemonic="ICS1", mke=mke,
+        e = Entry(kind=kind, direction="out" if kind == "FORWARDED" else "in", peer=peer[0] if peer else "NCIC",
+                  mnemonic="ICS1", mke=mke,
                   txn=txn, code=code, osn=osn if has_osn else None, text=f"{kind} {txn} {seq}")
         period = period_of(ts)
         keys = ring.period(period)
@@ -87,7 +90,7 @@ def model_groups(records, since_ts: int, last: int) -> dict[str, dict]:
     for seq, ts, e in records:
         if ts < since_ts or seq > last or e.kind not in ("FORWARDED", "RECEIVED", "UNDELIVERED"):
             continue
-        g = groups.setdefault(e.txn, {"f": [], "req": [], "r": [], "notices": 0, "outs": 0, "landed": 0})
+        g = groups.setdefault(e.txn, {"f": [], "req": [], "r": [], "notices": 0, "outs": 0, "landed": 0, "peers": 0})
         if e.kind == "FORWARDED":
             g["f"].append((seq, ts, e.mke))
             if e.mke != "AM":
@@ -96,6 +99,7 @@ def model_groups(records, since_ts: int, last: int) -> dict[str, dict]:
             g["r"].append(seq)
             g["notices"] += e.mke == "MSC"
             g["outs"] += e.osn is not None
+            g["peers"] += e.peer != "MSC"
         elif e.code == "E501":
             g["landed"] += 1
     return groups
@@ -131,8 +135,10 @@ def test_read_backs_follow_their_rules(ring, script, window_s, cut):
             fts = max(t for _s, t, _m in g["f"])
             fmke = max((m for _s, _t, m in g["f"] if m is not None), default=None)
             if max(g["r"]) > fseq and g["notices"] == 0 and fmke in windows and fts + int(windows[fmke] * 1e6) > stopped:
-                want_open.append(fseq)
-        assert [r.seq for r in open_answers(directory, ring, windows, up_to=up_to)] == sorted(want_open)
+                # the parts that came: the upstream's records, less the requests' own, less those landed E501
+                want_open.append((fseq, max(0, g["peers"] - len(g["f"]) - g["landed"])))
+        got_open = open_answers(directory, ring, windows, up_to=up_to)
+        assert [(o.request.seq, o.parts) for o in got_open] == sorted(want_open)
 
         # refused answers: REJECTED E501 with a txn, from a sequence number on (the last two months)
         frm = records[len(records) // 2][0]

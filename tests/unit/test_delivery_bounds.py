@@ -297,3 +297,47 @@ def test_trimmer_trims_at_once_when_the_queues_drained_whatever_the_back_off(pro
     assert after == 100 << 20 and not t.due_soon
     t.soon()
     assert t.check() is None  # nothing to give back: soon() does not force a useless trim
+
+
+# -- whom a delivery record names ----------------------------------------------------------------
+
+WHO = [
+    # id, the user logged on at the receiving session, the output's user (moved to another station
+    # for that operator), its txn (the switch's own: coded in the arrays; another run's: in meta),
+    # waits in the outbox first, the client's answer, the user the record names
+    ("terminal", "TS0001", None, "T1a", False, "A", "TS0001"),
+    ("terminal-waited", "TS0001", None, "T1a", True, "A", "TS0001"),
+    ("printer-moved", None, "EC0001", "T1b", False, "A", "EC0001"),
+    ("printer-moved-waited", None, "EC0001", "T1b", True, "A", "EC0001"),
+    ("printer-moved-waited-old-txn", None, "EC0001", "OLDRUN-7", True, "A", "EC0001"),
+    ("printer-moved-refused", None, "EC0001", "T1c", True, "N", "EC0001"),
+    ("printer-unsolicited", None, None, "T1d", True, "A", None),  # nobody's request: nobody named
+    ("operator-at-a-terminal-wins", "TS0002", "EC0001", "T1e", True, "A", "TS0002"),
+]
+
+
+@pytest.mark.parametrize("name,session_user,output_user,txn,waits,answer,named", WHO, ids=[w[0] for w in WHO])
+async def test_the_delivery_record_names_the_session_s_user_else_the_output_s(name, session_user, output_user,
+                                                                               txn, waits, answer, named):
+    d, j = make()
+    d.txn_prefix = "T1"
+    sink = Sink()
+    sink.user = session_user
+    o = output(d, j, "P", "P1.MSC.E302 CLETS LINK LOST BEFORE THE ANSWER")
+    o.txn, o.user = txn, output_user
+    if not waits:
+        d.attach("P", sink)
+    d.reserve({"P": 1})
+    d.deliver(o)
+    if waits:
+        d.attach("P", sink)
+        await asyncio.sleep(0)  # (its text read back from the journal)
+        for _ in range(100):
+            if sink.sent:
+                break
+            await asyncio.sleep(0)
+    assert [osn for osn, _ in sink.sent] == [o.osn]
+    done = d.acked("P", o.osn, sink) if answer == "A" else d.refused("P", o.osn, "E108", "NO", sink)
+    assert done
+    (record,) = [e for e in j.entries if e.kind in ("DELIVERED", "UNDELIVERED")]
+    assert (record.kind, record.user, record.txn) == ("DELIVERED" if answer == "A" else "UNDELIVERED", named, txn)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import pty
+import termios
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from msc.cli.terminal import Terminal, TerminalOptions, _message_key
+from msc.cli.terminal import LineReader, Terminal, TerminalOptions, _message_key, run
 from msc.protocol import grammar as g
 
 
@@ -64,8 +69,6 @@ UNANSWERED = [
 
 @pytest.mark.parametrize("name,requests,answered,named", UNANSWERED, ids=[u[0] for u in UNANSWERED])
 async def test_the_messages_left_without_an_answer_are_named_once(name, requests, answered, named):
-    import asyncio
-
     from msc.protocol import framing
 
     t = _terminal()
@@ -79,3 +82,35 @@ async def test_the_messages_left_without_an_answer_are_named_once(name, requests
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+ENDINGS = [
+    # id, what ends the client while echo is off (it is off from the start until the banner's prompt)
+    ("a-bug", RuntimeError("a bug in the client")),
+    ("connection-error", ConnectionError("refused")),
+    ("ctrl-c", KeyboardInterrupt()),
+    ("cancelled", asyncio.CancelledError()),
+]
+
+
+@pytest.mark.parametrize("name,exc", ENDINGS, ids=[e[0] for e in ENDINGS])
+def test_the_terminal_is_restored_whatever_ends_the_client(monkeypatch, name, exc):
+    """Every way out of the client gives the operator's terminal back as it was (echo on), not
+    only a return: an exception, Ctrl-C, a cancellation (signals: tests/e2e/test_terminal_client)."""
+    master, slave = pty.openpty()
+    try:
+        before = termios.tcgetattr(slave)
+        seen = []
+
+        async def connect_any(self, *, first: int = 0):
+            seen.append(termios.tcgetattr(slave)[3] & termios.ECHO)
+            raise exc
+
+        monkeypatch.setattr(Terminal, "connect_any", connect_any)
+        with pytest.raises(type(exc)):
+            asyncio.run(run(TerminalOptions(host="127.0.0.1", port=1, header="ICS1"), LineReader(slave)))
+        assert seen == [0]  # echo was off when it ended
+        assert termios.tcgetattr(slave) == before
+    finally:
+        os.close(master)
+        os.close(slave)

@@ -104,6 +104,8 @@ def status(settings: Settings) -> tuple[int, dict[str, Any]]:
         listening, pid = silent_listener(settings.config.metrics.bind)
         here["process"] = "not answering" if listening else "not running"
         here["pid"] = pid
+    if body.get("key_ring"):  # keyring.unusable on this machine (OPERATIONS.md "Metrics and health")
+        here["key_ring"] = body["key_ring"]
     if node is None:
         doc: dict[str, Any] = {"node": None, "this_node": here, "active": "this machine" if code == 200 else None}
         return (0 if code == 200 else 1), doc
@@ -126,9 +128,10 @@ def render(doc: dict[str, Any]) -> list[str]:
         state = f"not answering ({who}; paused or hung?)"
     else:
         state = "not running (nothing answers at its [metrics] bind)"
+    key_ring = [f"key ring: unusable on this machine — {here['key_ring']}"] if here.get("key_ring") else []
     if doc["node"] is None:
-        return [f"single node (no [node] table) on this machine: {state}"]
-    lines = [f"node {doc['node']} (this machine): {state}"]
+        return [f"single node (no [node] table) on this machine: {state}", *key_ring]
+    lines = [f"node {doc['node']} (this machine): {state}", *key_ring]
     lease = doc.get("lease")
     if doc.get("lease_error"):
         lines.append(f"active node: unknown — the lease's database could not be asked ({doc['lease_error']})")

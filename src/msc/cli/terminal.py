@@ -39,6 +39,16 @@ prompt waits (a reconnect, a logon being checked, a session ending) is not echoe
 discarded before each prompt of the logon dialog, so a password typed ahead is never shown in
 clear nor taken as the next User ID (CJIS IA-6; :class:`LineReader`).
 
+The terminal's settings (echo) are restored on every way out: a return, an exception, Ctrl-C,
+and SIGTERM, SIGHUP or SIGQUIT (:data:`ENDING_SIGNALS`; the client then ends by that signal).
+SIGKILL cannot be caught: after ``kill -9`` the terminal may need ``stty sane``.
+
+A dialog piped in (stdin not a terminal, no ``--user``) is a script's: it is followed as far as the
+script could write it (its own ``LOGOFF`` and next logon), but a prompt it could not foresee is not
+answered with its next line (:data:`PIPED`) — after a refused logon the client exits 3; after msc
+ends the session, a lost connection, a shutdown or E201, it exits 4 instead of logging on, or
+connecting, again.
+
 Ctrl-D (end of input) at any prompt ends the client: at the banner and logon prompts it
 disconnects, in a session it logs off first. Nothing blocks on the keyboard in a thread, so a
 session that ends while the operator is at a prompt ends the client at once.
@@ -58,7 +68,8 @@ Lines printed: ``A xid payload``, ``N xid code reason``, ``M xid text`` (outputs
 ``SYS text``. Exit status: 0; 1 an expected output did not arrive in time, or a message was
 refused with ``--fail-on-nak``, or msc unreachable; 3 logon refused; 4 the session was ended by
 msc or the connection was lost (with several addresses: and no other address answered within
-``--reconnect-for``, or Ctrl-C stopped the trying, or a message's fate was left unknown).
+``--reconnect-for``, or Ctrl-C stopped the trying, or a message's fate was left unknown); ended
+by a signal of :data:`ENDING_SIGNALS`: by that signal (a shell's 128 + N).
 
 The client connection itself (the protocol, failover between addresses) is
 :class:`msc.cli.termclient.Terminal`; this module is the command around it.
@@ -261,6 +272,12 @@ def _unanswered(t: Terminal) -> None:
               "before sending it again)", file=sys.stderr, flush=True)
 
 
+#: Why a client whose dialog comes from a pipe or file does not go on to a logon it could not foresee.
+PIPED = ("the input is not a terminal: its next lines were written for {session}, and are not taken as "
+         "another logon's answers (a script logs on with --user ID --password-stdin and --send, and logs on "
+         "again by itself after a failover)")
+
+
 def _ended(e: SessionEnded, *, again: bool = False) -> None:
     if e.closed:
         print(f"Session ended: {e.reason}. Disconnected from msc.", file=sys.stderr, flush=True)
@@ -303,9 +320,59 @@ def _cancelling() -> bool:
     return current is not None and current.cancelling() > 0
 
 
-async def run(opts: TerminalOptions) -> int:
-    t = Terminal(opts)
-    stdin = LineReader(0)
+#: Signals whose default action ends the client (a ``kill``, a closed terminal window or SSH
+#: connection, Ctrl-\): the terminal's settings are restored first (:func:`_restoring`).
+#: SIGKILL cannot be caught: after ``kill -9`` the terminal may be left without echo (``stty sane``).
+ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def _ended_by(signum: int, stdin: LineReader) -> None:
+    """A signal in :data:`ENDING_SIGNALS` came: restore the terminal, then end as that signal's
+    default action would (a shell sees 128 + its number: 143 for SIGTERM, 129 for SIGHUP, 131
+    for SIGQUIT). Done here, at once, rather than by cancelling the client: nothing the client
+    was doing (a reconnect, a logon) can hold it up, and the kernel closes the connection — msc
+    ends the session as for a lost connection."""
+    stdin.restore()
+    name = signal.Signals(signum).name
+    with contextlib.suppress(OSError, ValueError):  # SIGHUP: the terminal may be gone
+        if signum != signal.SIGHUP:
+            print(f"\nmsc terminal: ended by {name}; the connection to msc is closed.", file=sys.stderr)
+        sys.stderr.flush()
+        sys.stdout.flush()
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
+
+
+@contextlib.contextmanager
+def _restoring(stdin: LineReader):
+    """While the client runs: the terminal's settings (echo) come back on every way out — a
+    return, an exception, Ctrl-C, and a signal in :data:`ENDING_SIGNALS`."""
+    loop = asyncio.get_running_loop()
+    handled = []
+    for signum in ENDING_SIGNALS:
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            continue  # ignored by whoever started the client (nohup): it stays ignored
+        try:
+            loop.add_signal_handler(signum, _ended_by, signum, stdin)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            continue
+        handled.append(signum)
+    try:
+        yield
+    finally:
+        stdin.restore()
+        for signum in handled:
+            loop.remove_signal_handler(signum)
+
+
+async def run(opts: TerminalOptions, stdin: LineReader | None = None) -> int:
+    """The command: 0–4 as in the module's docstring. ``stdin``: where lines are typed (fd 0)."""
+    stdin = stdin if stdin is not None else LineReader(0)
+    with _restoring(stdin):
+        return await _connected(Terminal(opts), opts, stdin)
+
+
+async def _connected(t: Terminal, opts: TerminalOptions, stdin: LineReader) -> int:
     t.expect_left, t.count_any = opts.expect, not opts.send
     if opts.interactive:
         stdin.hush()  # nothing is typed for anyone until the banner's prompt
@@ -322,6 +389,13 @@ async def run(opts: TerminalOptions) -> int:
                     stdin.hush()  # until the next prompt: what is typed now is for no one
                 if e.closed:
                     _unanswered(t)
+                if opts.interactive and not stdin.tty and (t.fails_over(e) or e.reason.startswith(LOGON_TIMEOUT)):
+                    # Piped lines are a script written for this connection's dialog: another
+                    # connection's banner and logon prompts would take its next lines (a
+                    # message, the next step) as Enter, User ID and password.
+                    print(f"Session ended: {e.reason}. Not connecting again: "
+                          f"{PIPED.format(session='the session that ended')}.", file=sys.stderr, flush=True)
+                    return EXIT_ENDED
                 if e.closed and opts.interactive and e.reason.startswith(LOGON_TIMEOUT):
                     # Nobody logged on at this terminal in time: no silent reconnect every
                     # logon_timeout_s (and its CONNECT/DISCONNECT records) — the operator decides.
@@ -348,7 +422,6 @@ async def run(opts: TerminalOptions) -> int:
                     return EXIT_ENDED
     finally:
         t.close()
-        stdin.restore()
 
 
 async def _run(t: Terminal, opts: TerminalOptions, stdin: LineReader, banner: str) -> int:
@@ -430,9 +503,15 @@ async def _interactive(t: Terminal, stdin: LineReader, opts: TerminalOptions) ->
             stdin.hush()
             if e.closed:
                 raise
+            if not stdin.tty:
+                return _not_again(e)
             _ended(e, again=True)
             continue
         if not ok:
+            if not stdin.tty:  # the script's next lines were for the session, not another try
+                print(f"Logon refused. Not asking again: {PIPED.format(session='the session refused')}.",
+                      file=sys.stderr, flush=True)
+                return EXIT_AUTH
             print("Logon refused.", file=sys.stderr, flush=True)
             continue
         # Typed while the logon was checked (not shown): meant for no message of this session.
@@ -449,7 +528,17 @@ async def _interactive(t: Terminal, stdin: LineReader, opts: TerminalOptions) ->
             stdin.hush()
             if e.closed:
                 raise
+            if not stdin.tty:
+                return _not_again(e)
             _ended(e, again=True)
+
+
+def _not_again(e: SessionEnded) -> int:
+    """msc ended the session and kept the connection, and the input is a pipe: the script's next
+    lines are not the next logon's answers (:data:`PIPED`)."""
+    print(f"Session ended by msc: {e.reason}. Not logging on again: "
+          f"{PIPED.format(session='the session that ended')}.", file=sys.stderr, flush=True)
+    return EXIT_ENDED
 
 
 async def _session(t: Terminal, stdin: LineReader, opts: TerminalOptions) -> str:

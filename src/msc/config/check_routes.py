@@ -83,6 +83,7 @@ def check_routes(c: Checker) -> set[str]:
             for k, key in enumerate(r.one_way):
                 if key not in r.mke:
                     c.add(f"{p}.one_way[{k}]", f"{key} is not one of this route's keys")
+        _check_answer_parts(c, p, r)
 
     _check_edits(c, cfg, seen_keys)
     timeouts = {u.name: u.timeout_s for u in cfg.upstream}
@@ -101,6 +102,25 @@ def check_routes(c: Checker) -> set[str]:
     if sw.admin_upstream is not None and sw.admin_upstream not in upstreams:
         c.add("switch.admin_upstream", f"no [[upstream]] named {sw.admin_upstream!r}")
     return categories
+
+
+def _check_answer_parts(c: Checker, p: str, r) -> None:
+    """``answer_parts`` (PROTOCOL.md §4): a count of at least 1, for keys of the route that await
+    an answer, on a route whose answer may come in parts (it declares ``answer_window_s``)."""
+    declared = r.answer_parts
+    if declared is None:
+        return
+    if r.answer_window_s is None:
+        c.add(f"{p}.answer_parts", "needs answer_window_s: without it a route's answer is one part")
+    one_way = set(r.one_way) if r.one_way is not None else {k for k in r.mke if k in g.ONE_WAY_KEYS}
+    for key, n in (declared.items() if isinstance(declared, dict) else [(None, declared)]):
+        where = f"{p}.answer_parts" + (f".{key}" if key is not None else "")
+        if key is not None and key not in r.mke:
+            c.add(where, f"{key} is not one of this route's keys")
+        elif key is not None and key in one_way:
+            c.add(where, f"{key} is one-way: no answer is awaited")
+        if isinstance(n, bool) or not n >= 1:
+            c.add(where, "must be a whole number >= 1 (the parts of a complete answer)")
 
 
 def _check_edits(c: Checker, cfg, routed: dict[str, int]) -> None:

@@ -226,6 +226,12 @@ class RouteSection(_Table, frozen=True, kw_only=True):
     #: ``msc.protocol.grammar.ONE_WAY_KEYS`` names (YR, DR, RR, KR, CR, IR, FR, BR, AR, AM);
     #: ``[]``: every key awaits an answer.
     one_way: tuple[str, ...] | None = None
+    #: How many parts a complete answer has — one from each system the upstream asks (a QW: the
+    #: state file and NCIC) — for every key of the route, or by key (``{ QW = 2, QV = 1 }``);
+    #: the largest if it varies. A request that had that many parts owes its operator no notice
+    #: after a restart and keeps no drain waiting (PROTOCOL.md §4 "Stopping with an answer
+    #: open"). Default: not known (the notice is given after any part while the window is open).
+    answer_parts: int | dict[str, int] | None = None
 
 
 class AgencySection(_Table, frozen=True, kw_only=True):

@@ -21,7 +21,7 @@ from msc.config.issues import ConfigIssue
 from msc.config.settings import Settings
 from msc.protocol import grammar as g
 
-__all__ = ["MIN_RETENTION_DAYS", "dsn_problems", "entry_keys", "one_way_keys", "parse_hostport", "validate"]
+__all__ = ["MIN_RETENTION_DAYS", "answer_parts", "dsn_problems", "entry_keys", "one_way_keys", "parse_hostport", "validate"]
 
 NCIC_UPDATE_PREFIXES = ("E", "M", "X", "C", "L")
 
@@ -32,6 +32,19 @@ def one_way_keys(route) -> frozenset[str]:
     if route.one_way is not None:
         return frozenset(route.one_way)
     return frozenset(k for k in route.mke if k in g.ONE_WAY_KEYS)
+
+
+def answer_parts(route) -> dict[str, int]:
+    """Message key → how many parts a complete answer to it has (``route.answer_parts``: one
+    number for every key of the route that awaits an answer, or a table by key); a key not
+    here has an answer of unknown length (PROTOCOL.md §4 "Stopping with an answer open")."""
+    declared = route.answer_parts
+    if declared is None:
+        return {}
+    one_way = one_way_keys(route)
+    if isinstance(declared, int):
+        return {k: declared for k in route.mke if k not in one_way}
+    return {k: n for k, n in declared.items() if k in route.mke and k not in one_way}
 
 
 def entry_keys(route) -> frozenset[str]:

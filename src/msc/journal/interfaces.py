@@ -195,10 +195,15 @@ class TxnSummary(NamedTuple):
     notices: int  # RECEIVED records of message key MSC (notices msc generated)
     outputs: int  # RECEIVED records with an OSN (outputs created)
     landed: int  # UNDELIVERED E501 records (outputs whose record landed while the commit failed)
+    #: RECEIVED records msc did not make (peer other than MSC), less one per FORWARDED record
+    #: (the request's own RECEIVED record, in the FORWARDED record's commit): the answer's parts
+    #: as they came from the upstream (an answer split for the station's frames counts once).
+    parts: int
 
 
 #: :meth:`JournalReader.txn_summary`'s aggregates, in :class:`TxnSummary` order after ``txn``
-#: (standard SQL but for the not-equal test, which the backend gives as ``{ne_am}``).
+#: (standard SQL but for the null-safe not-equal tests, which the backend gives as ``{ne_am}``,
+#: ``mke`` not AM, and ``{ne_msc}``, ``peer`` not MSC).
 TXN_SUMMARY_SQL = (
     "MAX(CASE WHEN kind = 'FORWARDED' THEN seq END), "
     "MAX(CASE WHEN kind = 'FORWARDED' THEN ts END), "
@@ -207,4 +212,5 @@ TXN_SUMMARY_SQL = (
     "MAX(CASE WHEN kind = 'RECEIVED' THEN seq END), "
     "SUM(CASE WHEN kind = 'RECEIVED' AND mke = 'MSC' THEN 1 ELSE 0 END), "
     "SUM(CASE WHEN kind = 'RECEIVED' AND osn IS NOT NULL THEN 1 ELSE 0 END), "
-    "SUM(CASE WHEN kind = 'UNDELIVERED' AND code = 'E501' THEN 1 ELSE 0 END)")
+    "SUM(CASE WHEN kind = 'UNDELIVERED' AND code = 'E501' THEN 1 ELSE 0 END), "
+    "SUM(CASE WHEN kind = 'RECEIVED' AND {ne_msc} THEN 1 WHEN kind = 'FORWARDED' THEN -1 ELSE 0 END)")

@@ -51,8 +51,12 @@ INDEX_BATCH = 20_000  # wake the indexer early once this many records are uninde
 #: the journal's own timeline then has no silence longer than this while the switch runs
 #: (retention.TIMELINE_GAP_S is twice as long).
 HEARTBEAT_S = 3600.0
-#: How often the timer looks at the checkpoint interval.
+#: How often the timer looks at the checkpoint interval (and whether the key ring's work is due).
 TICK_S = 1.0
+#: The key ring's work (:meth:`Journal.keys_ahead`) is done this often (seconds), and at the first
+#: tick of each month: this month's and next month's keys made if missing, this machine's master key
+#: file checked against the key ring. Also the pause before a failed attempt is tried again.
+KEYS_CHECK_S = 60.0
 ACCEPT_CODE = "ACCEPT"
 
 
@@ -83,6 +87,7 @@ class Journal:
         on_error: Callable[[Exception], None] | None = None,
         on_checkpoint: Callable[[Checkpoint], None] | None = None,
         on_integrity: Callable[[str], None] | None = None,
+        on_keys: Callable[[BaseException | None], None] | None = None,
         writer: str = "thread",
         high_water: Path | None = None,
         prior_evidence: Sequence[str] = (),
@@ -98,6 +103,8 @@ class Journal:
         administrator) — an administrator accepts what the self-check found (``msc journal
         accept``): records lost above the last checkpoint, or no journal where one existed.
         ``on_integrity(text)``: the journal found itself altered while running (fail closed).
+        ``on_keys(error)``: what each look at the key ring found (:meth:`keys_ahead`; None: the
+        month keys are in hand and this machine's master key file opens the key ring).
         ``storage``: a backend other than the SQLite files in ``directory`` (PostgreSQL,
         :class:`msc.journal.interfaces.JournalStorage`): the writer, the start-up self-check and
         the texts of stored outputs and the switch's restart read-backs go through it; there is no
@@ -136,6 +143,10 @@ class Journal:
         self.on_error = on_error
         self.on_checkpoint = on_checkpoint
         self.on_integrity = on_integrity
+        self.on_keys = on_keys
+        self._keys_month: str | None = None  # the month whose keys, and the next month's, are in hand
+        self._keys_tried: tuple[str, float] = ("", -KEYS_CHECK_S)  # the last look at the key ring: month, monotonic
+        self._keys_task: asyncio.Future[None] | None = None
         self._unindexed = 0
         self._landed: tuple[int, int] | None = None  # seqs written while commits reported errors
         self._hwm = HighWater(high_water or default_path(directory))
@@ -190,7 +201,10 @@ class Journal:
         self.tree_size = self.writer.checkpoint_size
         self._since_checkpoint = self.writer.last_seq - self.tree_size
         self._last_checkpoint_mono = time.monotonic()
-        await loop.run_in_executor(None, self.prepare_keys)
+        month = await loop.run_in_executor(None, self.prepare_keys)
+        self._keys_month, self._keys_tried = month, (month, time.monotonic())
+        if self.on_keys:
+            self.on_keys(None)
         await asyncio.to_thread(self._with_reader, lambda src: finish_key_destruction(src, self.keyring))
         if self.writer.journal_id:
             await asyncio.to_thread(self.keyring.register_journal, self.writer.journal_id)
@@ -216,11 +230,55 @@ class Journal:
             raise JournalRefused(res, self.dir if self.storage is None else self.storage.describe())
         self.accepted = [str(p) for p in res.problems]
 
-    def prepare_keys(self) -> None:
-        """Make sure this month's and next month's keys exist (so sealing never waits on disk)."""
+    def prepare_keys(self) -> str:
+        """Make sure this month's and next month's keys exist, so that sealing never waits on the
+        key ring (its file, or its database). Blocking: called in a worker thread. Returns this
+        month (``YYYY-MM`` by the journal's clock)."""
         now = period_of(int(self._clock() * 1e6))
         self.keyring.period(now)
         self.keyring.period(next_period(now))
+        return now
+
+    def keys_ahead(self) -> asyncio.Future[None] | None:
+        """The key ring's periodic work, off the event loop (a worker thread), when it is due — at
+        the first tick of each month and every :data:`KEYS_CHECK_S` (the timer calls this each
+        tick): :meth:`prepare_keys`, then :meth:`msc.keyring.KeyRing.check_usable`. So a month's
+        key is made about a month before its first record (at the start of the month before),
+        and the first commit of a month finds it in memory instead of making it on the event
+        loop — one database round trip on PostgreSQL, up to its timeout when the database is
+        away. Making a key stays race-free between nodes (the store's own rule: both read back
+        the one stored). The key made on demand by :meth:`_seal` remains the fallback for a
+        month the work could not prepare (the key ring unreachable all month, a clock that
+        jumped). What it found goes to ``on_keys``. Returns the work started, or None."""
+        if self._task is None or self._closing or (self._keys_task is not None and not self._keys_task.done()):
+            return None
+        month, mono = period_of(int(self._clock() * 1e6)), time.monotonic()
+        tried_month, tried_at = self._keys_tried
+        if mono - tried_at < KEYS_CHECK_S and (month == self._keys_month or month == tried_month):
+            return None
+        self._keys_tried = (month, mono)
+
+        def work() -> None:
+            self.keyring.period(month)
+            self.keyring.period(next_period(month))
+            self.keyring.check_usable()
+
+        self._keys_task = task = asyncio.ensure_future(asyncio.to_thread(work))
+        task.add_done_callback(lambda t: self._keys_done(month, t))
+        return task
+
+    def _keys_done(self, month: str, task: asyncio.Future[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            self._keys_month = month
+        if self.on_keys:
+            self.on_keys(exc)
+
+    def keys_ready(self) -> bool:
+        """Whether this month's and next month's keys (by the journal's clock) are in hand."""
+        return self._keys_month == period_of(int(self._clock() * 1e6))
 
     async def close(self) -> None:
         """Commit what is pending, write a final checkpoint, release the files."""
@@ -228,6 +286,8 @@ class Journal:
             return
         self._closing = True
         await self.flush()
+        if self._keys_task is not None:
+            self._keys_task.cancel()  # not waited for: its worker thread ends by itself
         if self._timer:
             self._timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -461,6 +521,12 @@ class Journal:
 
         return await asyncio.to_thread(self._with_reader, lambda src: texts(src, self.keyring, seqs))
 
+    async def texts_and_users(self, seqs: list[int]) -> dict[int, tuple[str, str | None]]:
+        """Texts of committed records, each with its record's user (as :meth:`texts`)."""
+        from msc.journal.search import texts_and_users
+
+        return await asyncio.to_thread(self._with_reader, lambda src: texts_and_users(src, self.keyring, seqs))
+
     def with_reader(self, fn):
         """``fn(source)`` (blocking): ``source`` the journal directory (SQLite), or a reader of
         the storage, closed after — what the library functions of msc.journal read."""
@@ -516,6 +582,7 @@ class Journal:
         """
         while True:
             await asyncio.sleep(min(self.checkpoint_interval_s, TICK_S))
+            self.keys_ahead()
             mono = time.monotonic()
             elapsed = mono - self._last_checkpoint_mono
             if elapsed < self.checkpoint_interval_s:

@@ -287,7 +287,8 @@ class Reader:
 
     def txn_summary(self, period: str, first_seq: int, last_seq: int) -> list[TxnSummary]:
         # One grouped pass (the hot month has no txn index; a correlated subquery would be quadratic).
-        sql = (f"SELECT txn, {TXN_SUMMARY_SQL.format(ne_am='mke IS NOT ' + repr('AM'))} FROM records "
+        aggregates = TXN_SUMMARY_SQL.format(ne_am="mke IS NOT 'AM'", ne_msc="peer IS NOT 'MSC'")
+        sql = (f"SELECT txn, {aggregates} FROM records "
                "WHERE seq >= ? AND seq <= ? AND txn IS NOT NULL AND kind IN ('FORWARDED', 'RECEIVED', 'UNDELIVERED') "
                "GROUP BY txn")
         return [TxnSummary(*r) for r in self.conn(period).execute(sql, (first_seq, last_seq))]

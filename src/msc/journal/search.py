@@ -14,7 +14,7 @@ import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from msc.journal.interfaces import JournalReader, TxnSummary
 from msc.journal.reader import Reader
@@ -156,15 +156,26 @@ def texts(source: Path | JournalReader, keyring: KeyRing, seqs: list[int]) -> di
     """Decrypted message texts by sequence number (redelivery of stored outputs, read back in
     batches: one query per partition). A record not found, or in a month whose key was
     destroyed, is missing from the answer. ``source`` as for :func:`search`."""
+    return {seq: r.text for seq, r in _records_by_seq(source, keyring, seqs).items()}
+
+
+def texts_and_users(source: Path | JournalReader, keyring: KeyRing,
+                    seqs: list[int]) -> dict[int, tuple[str, str | None]]:
+    """As :func:`texts`, each with its record's ``user`` (the operator whose request an output
+    answers): what an output moved to another station keeps (PROTOCOL.md §4, pooled mnemonics)."""
+    return {seq: (r.text, r.user) for seq, r in _records_by_seq(source, keyring, seqs).items()}
+
+
+def _records_by_seq(source: Path | JournalReader, keyring: KeyRing, seqs: list[int]) -> dict[int, Record]:
     reader: JournalReader = Reader(source) if isinstance(source, Path) else source
     try:
-        out: dict[int, str] = {}
+        out: dict[int, Record] = {}
         for seq, (period, blob) in reader.blobs(seqs).items():
             keys = keyring.period(period, create=False)
             if keys is None:
                 continue
             sealed = unseal_meta(blob)
-            out[seq] = to_record(sealed.meta, open_sealed(keys.aead, sealed)).text
+            out[seq] = to_record(sealed.meta, open_sealed(keys.aead, sealed))
         return out
     finally:
         if isinstance(source, Path):
@@ -235,13 +246,22 @@ def _max(a: Any, b: Any) -> Any:
     return b if a is None else a if b is None else max(a, b)
 
 
+class OpenAnswer(NamedTuple):
+    """A request whose answer was still open at the last stop (:func:`open_answers`)."""
+
+    request: Record  # its FORWARDED record
+    #: The parts of its answer that came from the upstream and were recorded (less any whose
+    #: record landed while the commit failed: a lower bound, never more than the operator got).
+    parts: int
+
+
 def open_answers(source: Path | JournalReader, keyring: KeyRing, windows: dict[str, float], *,
-                 up_to: int | None = None) -> list[Record]:
+                 up_to: int | None = None) -> list[OpenAnswer]:
     """FORWARDED requests (up to sequence ``up_to``) that had part of an answer and whose answer
     window — ``windows``: message key → seconds, for keys answered in several parts — had not
     ended by the last record up to ``up_to``, with no notice since (no ``RECEIVED`` record of key
-    ``MSC`` for their txn). Used after a restart: further parts may never be linked to them.
-    ``source`` as for :func:`search`.
+    ``MSC`` for their txn), each with how many parts of its answer came. Used after a restart:
+    further parts may never be linked to them. ``source`` as for :func:`search`.
     """
     if not windows:
         return []
@@ -252,10 +272,10 @@ def open_answers(source: Path | JournalReader, keyring: KeyRing, windows: dict[s
             return []
         last, stopped = end
         since = stopped - int(max(windows.values()) * 1e6)
-        chosen = sorted(t.fseq for t in _summaries(reader, since, last)
-                        if t.fseq is not None and t.rseq is not None and t.rseq > t.fseq and t.notices == 0
-                        and t.fmke in windows and (t.fts or 0) + int(windows[t.fmke] * 1e6) > stopped)
-        return _open_records(reader, keyring, chosen)
+        parts = {t.fseq: max(0, t.parts - t.landed) for t in _summaries(reader, since, last)
+                 if t.fseq is not None and t.rseq is not None and t.rseq > t.fseq and t.notices == 0
+                 and t.fmke in windows and (t.fts or 0) + int(windows[t.fmke] * 1e6) > stopped}
+        return [OpenAnswer(r, parts[r.seq]) for r in _open_records(reader, keyring, sorted(parts))]
     finally:
         if isinstance(source, Path):
             reader.close()

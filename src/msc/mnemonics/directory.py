@@ -11,7 +11,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from msc.config.load import Settings
-from msc.config.validate import entry_keys, one_way_keys
+from msc.config.validate import answer_parts, entry_keys, one_way_keys
 from msc.protocol import edits
 from msc.protocol.edits import KeyEdit
 
@@ -84,6 +84,7 @@ class Route:
     answer_window_s: float | None = None  # PROTOCOL.md §4; None: the timeout
     timeout_s: float | None = None  # None: the upstream's timeout_s
     one_way: bool = False  # a response or one-way key: no answer awaited (PROTOCOL.md §4)
+    answer_parts: int | None = None  # the parts of a complete answer; None: not known (PROTOCOL.md §4)
 
 
 @dataclass(frozen=True)
@@ -150,10 +151,10 @@ class Directory:
         self.groups = {g.name: tuple(g.members) for g in cfg.group}
         self.routes: dict[str, Route] = {}
         for r in cfg.route:
-            entries, one_way = entry_keys(r), one_way_keys(r)
+            entries, one_way, parts = entry_keys(r), one_way_keys(r), answer_parts(r)
             for k in r.mke:
                 self.routes[k] = Route(k, r.upstream, r.category, k in entries, r.answer_window_s, r.timeout_s,
-                                       k in one_way)
+                                       k in one_way, parts.get(k))
         self.forwards = tuple(
             Forward(f.from_, f.to, frozenset(f.days), _time(f.start), _time(f.end), f.timezone) for f in cfg.forward
         )

@@ -87,6 +87,8 @@ class OpsServer:
             doc = {"status": "ready" if ready else "standby" if standby else "not ready", "reasons": reasons}
             if node is not None:
                 doc["node"] = node
+            if (key_ring := getattr(self.switch, "key_ring_problem", None)) is not None:
+                doc["key_ring"] = key_ring  # keyring.unusable; an active node serves on with the keys it holds
             if (refused := getattr(self.switch, "last_reload_error", None)) is not None:
                 doc["last_reload_error"] = refused  # the running configuration was kept
             body = (json.dumps(doc) + "\n").encode()

@@ -7,7 +7,9 @@ from JOURNAL.md — never a user or a mnemonic.
 
 from __future__ import annotations
 
+import gc
 import secrets
+import time
 from collections.abc import Callable, Iterator
 
 import structlog
@@ -34,6 +36,8 @@ CLOSE_REASONS = ("refused", "evicted", "address_limit", "logon_timeout", "tls_ha
 #: to its printer when its session ended.
 REFUSAL_PATHS = ("unsolicited", "answer", "request", "admin", "redirect")
 JOURNAL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+#: The cyclic garbage collector's generations (``msc_gc_pause_seconds{generation}``).
+GC_GENERATIONS = ("0", "1", "2")
 
 
 class Metrics:
@@ -153,8 +157,27 @@ class Metrics:
         self.node_lease_calls = Counter("msc_node_lease_calls_total", "Calls to the lease's database by outcome: "
                                         "granted, held (another node has it), renewed, lost, error", ["outcome"],
                                         registry=r)
+        # The key ring (JOURNAL.md "Encryption"; OPERATIONS.md "Metrics and health"): what the last look found.
+        self.key_ring_unusable = Gauge(
+            "msc_key_ring_unusable", "1 while this machine's master key file cannot open the key ring (log "
+            "keyring.unusable, /readyz key_ring): another machine rotated the master key, a wrong copy, an entry "
+            "that does not authenticate, the key ring missing; 0 otherwise", registry=r)
+        self.key_ring_next_month_ready = Gauge(
+            "msc_key_ring_next_month_ready", "1 while the journal holds this month's and next month's keys (made "
+            "ahead at the start of each month, off the event loop); 0 when making them failed, and on a standby",
+            registry=r)
         self.build_info = Gauge("msc_build_info", "Build information", ["version"], registry=r)
         self.build_info.labels(__version__).set(1)
+        # The event loop stands still while CPython's cyclic collector runs (PERFORMANCE.md "Where
+        # the tail came from"): its pauses, and what msc serve froze out of its sight at start.
+        self.gc_pause = Histogram("msc_gc_pause_seconds", "Pauses of the cyclic garbage collector (the event loop "
+                                  "waits meanwhile), by generation (2: a full collection)", ["generation"],
+                                  buckets=JOURNAL_BUCKETS, registry=r)
+        self.gc_frozen = Gauge("msc_gc_frozen_objects", "Objects alive at start that the garbage collector no longer "
+                               "walks (gc.freeze once the switch serves)", registry=r)
+        self.gc_frozen.set_function(gc.get_freeze_count)
+        for generation in GC_GENERATIONS:
+            self.gc_pause.labels(generation)
         # Pre-create children so the series exist (at 0) before the first event.
         for peer in ("client", "upstream"):
             self.frames_received.labels(peer)
@@ -219,6 +242,29 @@ class Metrics:
             self.node_role.labels(r).set(1 if r == role else 0)
         if epoch is not None:
             self.node_lease_epoch.set(epoch)
+
+    def watch_gc(self) -> Callable[[], None]:
+        """Observe every collection of this process in ``msc_gc_pause_seconds`` (``gc.callbacks``;
+        the callback runs in whichever thread's allocation started the collection, and
+        collections never overlap). Returns the function that stops watching. ``msc serve`` calls
+        it once: the collector is the process's, so two switches in one process would both count
+        every pause."""
+        children = [self.gc_pause.labels(g) for g in GC_GENERATIONS]
+        started = [0.0]
+
+        def callback(phase: str, info: dict) -> None:
+            if phase == "start":
+                started[0] = time.perf_counter()
+            else:
+                children[min(info["generation"], 2)].observe(time.perf_counter() - started[0])
+
+        gc.callbacks.append(callback)
+
+        def stop() -> None:
+            if callback in gc.callbacks:
+                gc.callbacks.remove(callback)
+
+        return stop
 
     def journal_size(self, committed: int) -> None:
         self._committed_size.set(committed)

@@ -148,7 +148,7 @@ class Admission:
                           alloc=sender.alloc, user=oif, taf=taf, ori=body.ori, mke=mke, category=route.category,
                           upstream=link.name, purpose=purpose, requester=requester, recipient=recipient,
                           window_s=route.answer_window_s, timeout_s=route.timeout_s,
-                          expects_answer=not route.one_way, slot=True)
+                          parts_complete=route.answer_parts, expects_answer=not route.one_way, slot=True)
         return Admitted(entries, route.category, pending, forwarded.encode("ascii"), reserved=slot)
 
     def _authorize(self, inp: Input, body, sender: Sender, route, d: Directory) -> None:

@@ -149,9 +149,9 @@ class Delivery:
         cori = o.cori if o.cori != (None, None, None) else None
         meta: tuple | None
         if o.on_done is not None:  # the latency metric, when the request's last part is delivered
-            meta = (o.txn if not code else None, cori, o.category, o.started, o.on_done)
-        elif cori is not None or (o.txn is not None and not code):
-            meta = (o.txn if not code else None, cori, None, None, None)
+            meta = (o.txn if not code else None, cori, o.category, o.started, o.on_done, o.user)
+        elif cori is not None or (o.txn is not None and not code) or o.user is not None:
+            meta = (o.txn if not code else None, cori, None, None, None, o.user)
         else:
             meta = None
         x = ep.xosn(o.osn)
@@ -163,14 +163,14 @@ class Delivery:
         """A (transient) Output for the one at position ``i``."""
         ob = ep.outbox
         x = ob.xosn[i]
-        txn, cori, category, started, on_done = ob.meta.get(x) or (None, None, None, None, None)
+        txn, cori, category, started, on_done, user = ob.meta.get(x) or (None, None, None, None, None, None)
         code = ob.txn[i]
         if code:
             txn = f"{self.txn_prefix}{code - 1:x}"
         return Output(ep.name, x & _MASK32, ob.mnemonics[ob.mn[i]], None, txn=txn, created=ob.created[i],
                       seq=ob.seq[i], size=ob.size[i], sent=bool(ob.flags[i] & SENT),
                       queued_recorded=bool(ob.flags[i] & QUEUED), category=category,
-                      cori=cori or (None, None, None), started=started, on_done=on_done)
+                      cori=cori or (None, None, None), started=started, on_done=on_done, user=user)
 
     def _remove(self, ep: EndpointState, i: int) -> None:
         ob = ep.outbox
@@ -418,6 +418,14 @@ class Delivery:
 
     # -- reading texts back -----------------------------------------------------------------
 
+    async def texts_and_users(self, outputs: Iterable[Output]) -> dict[int, tuple[bytes, str | None]]:
+        """As :meth:`texts`, each with the user of the record that made the output (the operator
+        whose request it answers, or None)."""
+        outputs = list(outputs)
+        found = await self.journal.texts_and_users([o.seq for o in outputs])
+        self._count_read(len(found), sum(len(t) for t, _u in found.values()))
+        return {o.osn: (output_bytes(found[o.seq][0]), found[o.seq][1]) for o in outputs if o.seq in found}
+
     async def texts(self, outputs: Iterable[Output]) -> dict[int, bytes]:
         """The bytes of outputs (by OSN) from the journal, in a worker thread; an output whose
         text cannot be read (its month purged) is missing from the answer."""
@@ -564,14 +572,16 @@ class Delivery:
         return output
 
     def acked(self, endpoint: str, osn: int, sink: Sink) -> bool:
-        """The client answered ``A`` for an output: it is delivered."""
+        """The client answered ``A`` for an output: it is delivered. The record names the user
+        logged on at ``sink``; at a station where no one logs on (a printer) the operator the
+        output was moved there for (:attr:`Output.user`), if any."""
         output = self._take_one(endpoint, osn)
         if output is None:
             return False  # a duplicate or stale ack (at-least-once delivery)
         purpose, requester, recipient = output.cori
         self._finished(endpoint, osn, Entry(kind=Kind.DELIVERED, direction="out", peer=endpoint,
-                                            mnemonic=output.mnemonic, user=sink.user, taf=sink.taf, txn=output.txn,
-                                            osn=osn, purpose=purpose, requester=requester, recipient=recipient,
+                                            mnemonic=output.mnemonic, user=sink.user or output.user, taf=sink.taf,
+                                            txn=output.txn, osn=osn, purpose=purpose, requester=requester, recipient=recipient,
                                             text=f"OSN {osn}"))
         if output.on_done is not None:
             output.on_done(output)
@@ -583,8 +593,8 @@ class Delivery:
         if output is None:
             return False
         self._finished(endpoint, osn, Entry(kind=Kind.UNDELIVERED, direction="out", peer=endpoint,
-                                            mnemonic=output.mnemonic, user=sink.user, taf=sink.taf, txn=output.txn,
-                                            osn=osn, code=code, text=f"OSN {osn} REFUSED BY CLIENT: {reason}"))
+                                            mnemonic=output.mnemonic, user=sink.user or output.user, taf=sink.taf,
+                                            txn=output.txn, osn=osn, code=code, text=f"OSN {osn} REFUSED BY CLIENT: {reason}"))
         return True
 
     def take(self, endpoint: str) -> list[Output]:

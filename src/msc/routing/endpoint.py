@@ -35,6 +35,10 @@ class Output:
     cori: tuple[str | None, str | None, str | None] = (None, None, None)  # purpose, requester, recipient
     started: float | None = None  # perf_counter of the request's acceptance (latency metric)
     on_done: Callable[[Output], None] | None = None
+    #: The operator whose request it answers, kept only on an output that goes to another station
+    #: than the asker's (a pooled mnemonic's fate at its pool's printer, PROTOCOL.md §4): the
+    #: records of its delivery name them, as no one is logged on at a printer. None otherwise.
+    user: str | None = None
 
 
 
@@ -73,7 +77,7 @@ class Outbox:
         self.txn = array("Q")  # the switch's own txn counter + 1 (see Delivery._txn_code); 0: in meta or none
         self.mn = array("H")  # index into mnemonics
         self.flags = bytearray()
-        self.meta: dict[int, tuple] = {}  # xosn → (txn, cori, category, started, on_done)
+        self.meta: dict[int, tuple] = {}  # xosn → (txn, cori, category, started, on_done, user)
         self.mnemonics: list[str] = []
         self.head = 0
         self.count = 0

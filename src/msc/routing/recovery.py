@@ -4,7 +4,8 @@ never came (PROTOCOL.md §4 "Every accepted request ends in exactly one of …")
 The process that would have told their operators is gone, so the next start tells them: ``E302``
 (the switch restarted before the answer came), or ``E501`` when the answer came but could not be
 recorded (the upstream was told ``N E501``); a request answered in parts whose answer window was
-still open is told ``E302`` that the rest may be lost. Only records written before this start count.
+still open, and whose answer may lack parts (:func:`msc.routing.requests.rest_may_be_missing`),
+is told ``E302`` that the rest may be lost. Only records written before this start count.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import structlog
 
 from msc.protocol.codes import Reject
 from msc.protocol.message import msc_notice
+from msc.routing.requests import rest_may_be_missing
 from msc.routing.router import ENDED, Router
 
 log = structlog.get_logger("msc.recovery")
@@ -22,6 +24,15 @@ log = structlog.get_logger("msc.recovery")
 #: The notice, after a restart, for a request answered in parts whose answer window was still
 #: open when the switch stopped (PROTOCOL.md §4, §6 E302): the rest of its answer may be lost.
 REST_OF_ANSWER_LOST = "SWITCH RESTARTED BEFORE THE REST OF THE ANSWER"
+
+
+def rest_of_answer_lost(parts: int, complete: int | None) -> str:
+    """The notice's text: :data:`REST_OF_ANSWER_LOST` and how many parts came — of how many, when
+    the route declares it — so that the operator can tell which answers to look for (PROTOCOL.md
+    §4). ``parts``: the parts recorded before the stop; ``complete``: the route's answer_parts."""
+    came = f"{parts} OF {complete} PARTS CAME" if complete is not None else \
+        f"{parts} PART{'' if parts == 1 else 'S'} CAME"
+    return f"{REST_OF_ANSWER_LOST}; {came}"
 
 
 def answer_window(cfg) -> float:
@@ -92,15 +103,23 @@ async def recover_unanswered(journal, router: Router, cfg, up_to: int) -> int:
         told += 1
     # Answered in parts, and the window for the rest was still open when the switch stopped (a
     # drain that timed out, a crash): parts that come now are linked to nothing, so the operator
-    # is told the answer may be incomplete (PROTOCOL.md §4).
-    for rec in still_open:
+    # is told the answer may be incomplete — unless all the parts its route declares came
+    # (PROTOCOL.md §4 "Stopping with an answer open").
+    for rec, parts in still_open:
+        route = directory.routes.get(rec.mke or "")
+        complete = route.answer_parts if route is not None else None
+        if not rest_may_be_missing(parts, complete):
+            log.info("switch.answer_complete_at_restart", txn=rec.txn, parts=parts)
+            continue
         header = rec.text.split(".", 1)[0]
         endpoint = directory.endpoint_of(rec.mnemonic) if rec.mnemonic else None
         if endpoint is None:
             continue
-        await router.tell(endpoint, rec.mnemonic, msc_notice(header, Reject.E302, REST_OF_ANSWER_LOST),
+        await router.tell(endpoint, rec.mnemonic,
+                          msc_notice(header, Reject.E302, rest_of_answer_lost(parts, complete)),
                           dict(user=rec.user, taf=rec.taf, ori=rec.ori, mke="MSC", code=Reject.E302.code,
                                txn=rec.txn), alloc=ENDED if rec.mnemonic in directory.pool_of else None)
-        log.warning("switch.answer_open_at_restart", txn=rec.txn, code=Reject.E302.code)
+        log.warning("switch.answer_open_at_restart", txn=rec.txn, code=Reject.E302.code, parts=parts,
+                    complete=complete)
         told += 1
     return told

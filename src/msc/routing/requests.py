@@ -72,8 +72,11 @@ class Pending:
     window_s: float | None = None  # the route's answer window; None: the upstream's timeout_s
     timeout_s: float | None = None  # the route's wait for a first part (E303); None: the upstream's
     #: The route declares an answer window: further parts are expected until it ends (set by
-    #: RequestTable.opened). Such a request, answered and inside its window, is still in flight.
+    #: RequestTable.opened). Such a request, answered and inside its window, is still in flight
+    #: — unless its answer is complete (:func:`rest_may_be_missing`).
     parts_expected: bool = False
+    #: How many parts a complete answer has (the route's ``answer_parts``); None: not known.
+    parts_complete: int | None = None
     started: float = field(default_factory=time.perf_counter)  # for the latency metric
     sent_at: float = 0.0  # monotonic, when forwarded
     xid: int = 0
@@ -288,7 +291,7 @@ class RequestTable:
         for q in self._open.values():
             for p in (q if isinstance(q, list) else (q,)):
                 if (p.state == "answered" and p.parts_expected and p.window_s is not None
-                        and now < p.sent_at + p.window_s):
+                        and now < p.sent_at + p.window_s and rest_may_be_missing(p.parts, p.parts_complete)):
                     out.append(p)
         return out
 
@@ -309,6 +312,19 @@ class RequestTable:
             p = closed.popleft()
             _remove(self._closed_by_header, p)
             p.state = "finished"
+
+
+def rest_may_be_missing(parts: int, complete: int | None) -> bool:
+    """May an answer that has had ``parts`` parts (and whose window is open) still lack some?
+    Yes, unless its route declares how many parts a complete answer has (``complete``, the
+    route's ``answer_parts``: one from each system the upstream asks) and that many came.
+
+    The one rule for what a drain waits for and what the restart's recovery pass tells
+    (``MSC.E302 SWITCH RESTARTED BEFORE THE REST OF THE ANSWER``, PROTOCOL.md §4 "Stopping with
+    an answer open"). Neither the NCIC/Nlets answers nor our stubs carry a part count or an end
+    marker, so the count the agency declares for its upstream is all msc can know; without it
+    every part may be followed by another, and the operator is told."""
+    return complete is None or parts < complete
 
 
 def _window(p: Pending) -> float:
@@ -346,4 +362,4 @@ def _remove(by_header: dict[str, Pending | list[Pending]], p: Pending) -> None:
             by_header[p.header] = q[0]
 
 
-__all__ = ["LATE_MAX", "Match", "Pending", "RequestTable"]
+__all__ = ["LATE_MAX", "Match", "Pending", "RequestTable", "rest_may_be_missing"]

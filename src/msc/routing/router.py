@@ -373,7 +373,8 @@ class Router:
                 except ProtocolError:
                     await self._undeliverable(endpoint, mnemonic, payload, peer, entry_kw, held)
                 else:
-                    await self.emit(destinations, payload, peer, entry_kw, category=category, held=held)
+                    await self.emit(destinations, payload, peer, entry_kw, category=category, held=held,
+                                    keep_user=destinations != [(endpoint, mnemonic)])
             except (JournalError, QueueFull):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -384,7 +385,7 @@ class Router:
 
     async def emit(self, destinations: list[tuple[str, str]], payload: bytes, peer: str, entry_kw: dict,
                    *, category: str | None = None, started: float | None = None, held: str | None = None,
-                   path: str | None = None) -> list[Output]:
+                   path: str | None = None, keep_user: bool = False) -> list[Output]:
         """Journal an output for each (endpoint, mnemonic), then hand them to delivery.
 
         Every destination's queue must have room for all its outputs (the parts of a long
@@ -398,7 +399,8 @@ class Router:
             need[held] -= 1
         if not self.delivery.reserve(need, path=path):
             raise QueueFull(destinations)
-        outputs, entries, at = self.prepare(destinations, payload, peer, entry_kw, category, started, split=split)
+        outputs, entries, at = self.prepare(destinations, payload, peer, entry_kw, category, started, split=split,
+                                            keep_user=keep_user)
         try:
             seqs = await self.journal.submit(entries)
         except BaseException as exc:
@@ -424,7 +426,14 @@ class Router:
     async def _redirect_batch(self, mnemonic: str, outputs: list[Output], target: str | None, endpoint: str | None,
                               room: bool) -> bool:
         router = self
-        texts = await self.delivery.texts(outputs) if endpoint is not None else {}
+        # Each output's text and the user of its record (the operator whose request it answers):
+        # the records of the move, the copy and its delivery name them, as they did the original.
+        try:
+            found = await self.delivery.texts_and_users(outputs)
+        except Exception:
+            if endpoint is not None:
+                raise  # (as before: the outputs stay open in the journal; a restart redirects them)
+            found = {}  # no printer: their fates are written without the user rather than not at all
         delay = 0.1
         while True:
             entries: list[Entry] = []
@@ -433,7 +442,7 @@ class Router:
             counts: dict[str, int] = {}
             fits = room
             for o in outputs:
-                payload = texts.get(o.osn)
+                payload, user = found.get(o.osn, (None, None))
                 why, code = "POOLED SESSION ENDED", None
                 if target is None or endpoint is None:
                     pass
@@ -447,9 +456,10 @@ class Router:
                     if fits:
                         counts[endpoint] = counts.get(endpoint, 0) + n
                         outs, ents, pos = router.prepare([(endpoint, target)], payload, MSC_PEER,
-                                                          dict(txn=o.txn, code=None), None, None, split=split)
+                                                          dict(txn=o.txn, user=user, code=None), None, None,
+                                                          split=split, keep_user=True)
                         entries.append(Entry(kind=Kind.UNDELIVERED, direction="out", peer=mnemonic,
-                                             mnemonic=o.mnemonic, txn=o.txn, osn=o.osn,
+                                             mnemonic=o.mnemonic, user=user, txn=o.txn, osn=o.osn,
                                              text=f"OSN {o.osn} {why}, REDIRECTED TO {target} AS OSN {outs[0].osn}"))
                         at += [len(entries) + i for i in pos]
                         entries += ents
@@ -457,7 +467,7 @@ class Router:
                         continue
                     why, code = why + f", QUEUE OF {target} FULL, NOT REDIRECTED", Reject.E307.code
                 entries.append(Entry(kind=Kind.UNDELIVERED, direction="out", peer=mnemonic, mnemonic=o.mnemonic,
-                                     txn=o.txn, osn=o.osn, code=code, text=f"OSN {o.osn} {why}"))
+                                     user=user, txn=o.txn, osn=o.osn, code=code, text=f"OSN {o.osn} {why}"))
             try:
                 seqs = await self.journal.submit(entries)
             except JournalError as exc:
@@ -481,8 +491,8 @@ class Router:
         ``UNDELIVERED … E306`` — in the record, never in the next holder's queue. Raises
         JournalError if the journal could not record it."""
         outputs, entries, _at = self.prepare([(endpoint, mnemonic)], payload, peer, entry_kw, None, None)
-        entries += [Entry(kind=Kind.UNDELIVERED, direction="out", peer=mnemonic, mnemonic=o.mnemonic, txn=o.txn,
-                          osn=o.osn, code=Reject.E306.code,
+        entries += [Entry(kind=Kind.UNDELIVERED, direction="out", peer=mnemonic, mnemonic=o.mnemonic,
+                          user=entry_kw.get("user"), txn=o.txn, osn=o.osn, code=Reject.E306.code,
                           text=f"OSN {o.osn} POOLED SESSION ENDED, NO DEFINED DESTINATION (E306)") for o in outputs]
         await self.journal.submit(entries)
         if held is not None:
@@ -550,16 +560,19 @@ class Router:
             counts[endpoint] = counts.get(endpoint, 0) + n
         return counts
 
-    def prepare(self, destinations, payload, peer, entry_kw, category, started, *, split=None):
+    def prepare(self, destinations, payload, peer, entry_kw, category, started, *, split=None, keep_user=False):
         """The outputs of ``payload`` for each destination and the journal entries that create them.
 
         Returns (outputs, entries, at): ``at[k]`` is the index in ``entries`` of the record that
         creates ``outputs[k]``. A payload longer than a station can take
         (:attr:`output_limit`) is journaled once, whole and as received (a RECEIVED record
         without OSN), and goes out as parts (:mod:`msc.protocol.parts`): one RECEIVED record
-        per part, peer ``MSC``, each with its own OSN.
+        per part, peer ``MSC``, each with its own OSN. ``keep_user``: the outputs go to another
+        station than the asker's (a pooled mnemonic's fate at its pool's printer): each keeps the
+        asker's user (:attr:`Output.user`) for the records of its delivery.
         """
         outputs, entries, at = [], [], []
+        user = entry_kw.get("user") if keep_user else None
         text, parts = split if split is not None else self._split(payload)
         cori = (entry_kw.get("purpose"), entry_kw.get("requester"), entry_kw.get("recipient"))
         for endpoint, mnemonic in destinations:
@@ -569,7 +582,7 @@ class Router:
             for k, part in enumerate(parts):
                 osn = self.delivery.next_osn(endpoint)
                 o = Output(endpoint, osn, mnemonic, part, txn=entry_kw.get("txn"), category=category, started=started,
-                           created=self.clock(), cori=cori)
+                           created=self.clock(), cori=cori, user=user)
                 if started is not None and category is not None and k == len(parts) - 1:
                     o.on_done = self._observe_latency
                 outputs.append(o)
@@ -595,8 +608,8 @@ class Router:
         if payload is None:
             payload = (await self.delivery.texts([output])).get(output.osn, b"")
         parts = split_output(payload, min(limit, self.output_limit()))
-        entry_kw: dict[str, Any] = dict(txn=output.txn, purpose=output.cori[0], requester=output.cori[1],
-                                        recipient=output.cori[2])
+        entry_kw: dict[str, Any] = dict(txn=output.txn, user=output.user, purpose=output.cori[0],
+                                        requester=output.cori[1], recipient=output.cori[2])
         delay = 0.1
         # The output's own slot stays reserved for its first part; the others wait for room.
         while len(parts) > 1 and not self.delivery.reserve({output.endpoint: len(parts) - 1}):
@@ -612,7 +625,7 @@ class Router:
                 osn = self.delivery.next_osn(output.endpoint)
                 first = first or osn
                 o = Output(output.endpoint, osn, output.mnemonic, part, txn=output.txn, created=output.created,
-                           cori=output.cori)
+                           cori=output.cori, user=output.user)
                 outputs.append(o)
                 at.append(len(entries) + 1)
                 entries.append(Entry(kind=Kind.RECEIVED, direction="in", peer=MSC_PEER, mnemonic=output.mnemonic,
@@ -689,7 +702,9 @@ class Router:
                 self.metrics.answer_ambiguous.inc()
             self.metrics.unsolicited.labels(unsolicited_class).inc()
             entry_kw["txn"] = self.new_txn()
-        outputs, entries, at = self.prepare(destinations, payload, link.name, entry_kw, category, started, split=split)
+        outputs, entries, at = self.prepare(destinations, payload, link.name, entry_kw, category, started, split=split,
+                                            keep_user=pending is not None
+                                            and destinations != [(pending.endpoint, pending.mnemonic)])
         del split
         refusal = pending if (pending is not None and pending in self._unrecorded
                               and not (pending.refusal_recorded or pending.refusal_sending)) else None

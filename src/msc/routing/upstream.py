@@ -154,10 +154,11 @@ class _LinkProtocol(asyncio.Protocol):
     def last_tx(self) -> float:
         return self.outbox.last_tx
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> bool:
         """Frames written in one event-loop iteration go out in one write() (one syscall): many
-        terminals' requests share the link, so under load this saves most of its syscalls."""
-        self.outbox.write(data)
+        terminals' requests share the link, so under load this saves most of its syscalls.
+        False: the connection is gone or closing (nothing was written)."""
+        return self.outbox.write(data)
 
     def fail(self, reason: str) -> None:
         """Declare this connection failed and drop it (the next dial goes to the other endpoint)."""
@@ -371,15 +372,20 @@ class UpstreamLink:
         return sent
 
     def reply(self, frame: bytes, generation: _LinkProtocol | None) -> bool:
-        """Answer an upstream ``M`` (A or N) on the connection it arrived on (once per M)."""
-        if generation is not None:
-            generation.inbound -= 1
-            if generation.paused and generation.inbound <= self.cfg.max_inbound // 2:
-                generation.resume()
-        proto = self._proto
-        if proto is None or proto is not generation:
+        """Answer an upstream ``M`` (A or N) on the connection it arrived on (once per M), while
+        that connection is open — whether or not :meth:`_run` has made it the link's current one
+        yet: an upstream may send the moment it accepts (a centre flushing its backlog after an
+        outage), before msc's dial has returned, and an answer given at once (a refusal past the
+        link's journal budget) was dropped then, leaving the upstream waiting for it. False when
+        the connection is gone (an ``xid`` means nothing on another connection: the upstream
+        sends the message again)."""
+        if generation is None:
             return False
-        proto.write(frame)
+        generation.inbound -= 1
+        if generation.paused and generation.inbound <= self.cfg.max_inbound // 2:
+            generation.resume()
+        if not generation.write(frame):
+            return False
         if self.on_frame:
             self.on_frame("sent")
         return True

@@ -184,8 +184,6 @@ class BackgroundWork(SwitchParts):
         except JournalError as exc:
             if not self._given_up(exc):
                 self.log.error("journal.purge_failed", error=str(exc))
-        with contextlib.suppress(Exception):
-            started(self.journal).prepare_keys()
         return done
 
     def _given_up(self, exc: BaseException) -> bool:

@@ -19,7 +19,12 @@ class NodeRole(SwitchParts):
     """The node's role in an active/standby pair — a part of :class:`msc.server.switch.Switch`:
     standby start, becoming active, stepping down, and what ``/readyz`` says of the node."""
 
-    _key_ring_check: asyncio.Task[None] | None = None
+    _key_ring_watch: asyncio.Task[None] | None = None
+    #: Why this machine's master key file cannot open the key ring (``keyring.unusable``), or None:
+    #: ``/readyz`` shows it as ``key_ring`` (a standby: among its reasons), and
+    #: ``msc_key_ring_unusable`` is 1 while it holds.
+    key_ring_problem: str | None = None
+    _key_ring_unreachable: str | None = None  # the key ring's database could not be asked (said once)
 
     async def start_standby(self) -> None:
         """A standby node: only the operations endpoint (``/readyz`` answers 503 ``standby``,
@@ -32,35 +37,80 @@ class NodeRole(SwitchParts):
         await self.ops.start(self.settings.config.metrics.bind)
         self.log.info("node.standby", node=self.node_name)
         # Beside standing by, not before it: a database that does not answer must not delay /readyz.
-        self._key_ring_check = asyncio.create_task(self.check_key_ring(), name="standby-key-ring-check")
+        self._key_ring_watch = asyncio.create_task(self.watch_key_ring(), name="standby-key-ring-check")
+
+    async def watch_key_ring(self) -> None:
+        """A standby looks at the key ring when it starts and then every ``KEYS_CHECK_S`` until
+        it becomes active (its journal's :meth:`msc.journal.journal.Journal.keys_ahead` goes on
+        from there): a wrong master key file shows while the node stands by, and the all-clear
+        once the file is fixed — without a restart."""
+        from msc.journal.journal import KEYS_CHECK_S
+
+        while True:
+            await self.check_key_ring()
+            await asyncio.sleep(KEYS_CHECK_S)
 
     async def check_key_ring(self) -> None:
-        """A standby on PostgreSQL opens the shared key ring once (importing a key ring file left
-        on this machine) and unwraps the users key with this machine's master key: a master key
-        file that is not the key ring's, or a file that disagrees with the database, is logged
-        now (``keyring.unusable``, error) — not found at the takeover it would fail. A database
-        that cannot be reached is only noted: the node waits for it anyway."""
-        from msc.keyring import KeyError_
-        from msc.storage.pgkeyring import KeyRingUnavailable
-
-        if not self.backends.postgresql:
-            return
+        """Open the key ring as a takeover would (on PostgreSQL: the shared one, importing a key
+        ring file left on this machine) and unwrap its entries with this machine's master key
+        (:meth:`msc.keyring.KeyRing.check_usable`); what it found goes to :meth:`key_ring_checked`."""
 
         def check() -> None:
             ring = self.backends.keyring(self.log)
             try:
-                ring.users_aead()
+                ring.check_usable()
             finally:
                 ring.close()
 
         try:
             await asyncio.to_thread(check)
-        except KeyRingUnavailable as exc:
-            self.log.info("keyring.not_checked", node=self.node_name, reason=str(exc))
-        except KeyError_ as exc:
-            self.log.error("keyring.unusable", node=self.node_name, reason=str(exc))
-        except Exception as exc:  # noqa: BLE001 - a file this node cannot read: said, never a task's traceback
-            self.log.error("keyring.unusable", node=self.node_name, reason=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - whatever it is, said (key_ring_checked), never a task's traceback
+            self.key_ring_checked(exc)
+        else:
+            self.key_ring_checked(None)
+
+    def key_ring_checked(self, exc: BaseException | None) -> None:
+        """What a look at the key ring found — the standby's :meth:`check_key_ring`, the active
+        journal's keys ahead (``on_keys``): None, usable (after a problem: ``keyring.usable``,
+        info); the key ring's database not answering, only noted (``keyring.not_checked``, once:
+        the node waits for its database anyway, and /readyz shows the journal's); anything else
+        — this machine's master key file is not the key ring's, an entry that does not
+        authenticate, no key ring, a file that cannot be read — is ``keyring.unusable`` (error,
+        naming the fix, logged when it begins or changes), ``/readyz`` ``key_ring`` and
+        ``msc_key_ring_unusable`` 1, until a look finds it usable again (OPERATIONS.md "Metrics
+        and health")."""
+        from msc.keyring import KeyError_
+
+        if self.journal is not None:
+            self.metrics.key_ring_next_month_ready.set(1 if self.journal.keys_ready() else 0)
+        if exc is None:
+            self._key_ring_unreachable = None
+            if self.key_ring_problem is not None:
+                self.log.info("keyring.usable", node=self.node_name, was=self.key_ring_problem)
+            self.key_ring_problem = None
+            self.metrics.key_ring_unusable.set(0)
+            return
+        if self.backends.postgresql:
+            from msc.storage.pgkeyring import KeyRingUnavailable
+
+            if isinstance(exc, KeyRingUnavailable):
+                if self._key_ring_unreachable is None:
+                    self.log.info("keyring.not_checked", node=self.node_name, reason=str(exc))
+                self._key_ring_unreachable = str(exc)
+                return
+        reason = str(exc) if isinstance(exc, KeyError_) else f"{type(exc).__name__}: {exc}"
+        if reason != self.key_ring_problem:
+            self.log.error("keyring.unusable", node=self.node_name, reason=reason)
+        self.key_ring_problem = reason
+        self.metrics.key_ring_unusable.set(1)
+
+    def standby_reasons(self) -> dict[str, str | list[str] | None]:
+        """For /readyz on a node that is not active: its role, and why the key ring would fail a
+        takeover (``key_ring``) if it would."""
+        reasons: dict[str, str | list[str] | None] = {"role": self.role}
+        if self.key_ring_problem is not None:
+            reasons["key_ring"] = self.key_ring_problem
+        return reasons
 
     async def open_deferred_state(self) -> None:
         """A node of a pair on PostgreSQL taking over: its run-time state now (the switch deferred
@@ -75,6 +125,8 @@ class NodeRole(SwitchParts):
         self.directory = Directory(self.settings, disabled_stations=frozenset(disabled))
 
     def became_active(self, epoch: int) -> None:
+        if self._key_ring_watch is not None:  # from now on the journal's keys ahead looks at the key ring
+            self._key_ring_watch.cancel()
         self.role = "active"
         self.lease_epoch = epoch
         self.metrics.role("active", epoch)
@@ -133,6 +185,11 @@ class NodeRole(SwitchParts):
         if abort_writer is not None:
             with contextlib.suppress(Exception):
                 abort_writer()
+        keys = getattr(getattr(self.journal, "keyring", None), "store", None)  # the journal's look at its key ring
+        abort_keys = getattr(keys, "abort", None)  # PostgreSQL's key ring: its one connection cut
+        if abort_keys is not None:
+            with contextlib.suppress(Exception):
+                abort_keys(f"this node stepped down ({why})")
         storage = getattr(self.journal, "storage", None)  # PostgreSQL's readers (the recovery pass …)
         abort_readers = getattr(storage, "abort", None)
         if abort_readers is not None:

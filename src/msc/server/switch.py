@@ -181,7 +181,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         self.journal = self.backends.journal(
             keyring, fence=self.fence, clock=self.clock, on_commit=self._journal_committed, on_error=self._journal_error,
             on_checkpoint=lambda cp: m.journal_tree_size.set(cp.tree_size), on_integrity=self._journal_altered,
-            writer="process", prior_evidence=evidence,
+            on_keys=self.key_ring_checked, writer="process", prior_evidence=evidence,
         )
         try:
             # JOURNAL.md "Start-up self-check": before any listener opens.
@@ -299,7 +299,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         """(ready, reasons it is not). A refused reload is not one: the switch serves on with its
         configuration; /readyz shows ``last_reload_error`` beside it (OPERATIONS.md "Reload")."""
         if self.role != "active":
-            return False, {"role": self.role}  # a standby: the other node serves (OPERATIONS.md "Running two nodes")
+            return False, self.standby_reasons()  # the other node serves (OPERATIONS.md "Running two nodes")
         reasons: dict[str, str | list[str] | None] = {}
         if self.journal is None or not self.journal.healthy:
             reasons["journal"] = self.journal.last_error if self.journal else "not open"

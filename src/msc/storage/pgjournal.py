@@ -359,10 +359,17 @@ class PgWriter:
             self._known.add(period)
 
     async def _transaction(self, work: Callable[[asyncpg.Connection], Awaitable[Any]], *,
-                           watchdog_s: float | None = WRITE_TIMEOUT_S) -> Any:
+                           watchdog_s: float | None = WRITE_TIMEOUT_S, one_statement: bool = False) -> Any:
         """``work`` inside one transaction, after the fence. Any failure: re-read, JournalError.
         ``watchdog_s``: cut the connection if the transaction has not ended by then (None: a
-        retention purge, whose month of leaf hashes may legitimately take longer)."""
+        retention purge, whose month of leaf hashes may legitimately take longer).
+
+        ``one_statement``: ``work`` runs a single statement, which PostgreSQL runs as a
+        transaction of its own — all or nothing, and durable (flushed, and on a synchronous
+        standby) when its answer comes, as a COMMIT's. Then, unless there is a fence to run
+        first, no BEGIN and COMMIT are sent: one round trip per commit instead of three, each a
+        wake-up of this process and of the server's backend (on a busy machine each of them may
+        wait for a core; PERFORMANCE.md "Where the tail came from")."""
         if self._needs_reopen or self._conn is None or self._conn.is_closed():
             await self._reopen()
         conn = self._conn
@@ -374,6 +381,8 @@ class PgWriter:
         watchdog = (asyncio.get_running_loop().call_later(watchdog_s, conn.terminate) if watchdog_s is not None
                     else None)
         try:
+            if one_statement and self._fence is None:
+                return await work(conn)
             async with conn.transaction():
                 if self._fence is not None:
                     try:
@@ -431,7 +440,7 @@ class PgWriter:
                 await conn.execute("INSERT INTO journal_gaps(seq, from_ts, to_ts) VALUES ($1, $2, $3) "
                                    "ON CONFLICT (seq) DO NOTHING", *gap)
 
-        await self._transaction(work)
+        await self._transaction(work, one_statement=gap is None)
         for leaf in leaves:
             self.frontier.append(leaf)
         self.last_seq, self.last_ts = rows[-1].seq, rows[-1].ts
@@ -455,7 +464,7 @@ class PgWriter:
             await conn.execute("INSERT INTO journal_checkpoints(tree_size, root, ts, signature, frontier) "
                                "VALUES ($1, $2, $3, $4, $5)", cp.tree_size, cp.root, cp.ts, cp.signature, cp.frontier)
 
-        await self._transaction(work)
+        await self._transaction(work, one_statement=True)
         self.last_checkpoint = cp
         return cp
 
@@ -776,7 +785,8 @@ class PgReader:
         return (last, r[0][0]) if r else None
 
     def txn_summary(self, period: str, first_seq: int, last_seq: int) -> list[TxnSummary]:
-        sql = (f"SELECT txn, {TXN_SUMMARY_SQL.format(ne_am='mke IS DISTINCT FROM ' + repr('AM'))} "
+        aggregates = TXN_SUMMARY_SQL.format(ne_am="mke IS DISTINCT FROM 'AM'", ne_msc="peer IS DISTINCT FROM 'MSC'")
+        sql = (f"SELECT txn, {aggregates} "
                "FROM journal_records WHERE period = $1 AND seq >= $2 AND seq <= $3 AND txn IS NOT NULL "
                "AND kind IN ('FORWARDED', 'RECEIVED', 'UNDELIVERED') GROUP BY txn")
         return [TxnSummary(r[0], *r[1:6], *(int(n) for n in r[6:])) for r in self._fetch(sql, period, first_seq, last_seq)]

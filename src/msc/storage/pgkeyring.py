@@ -71,7 +71,7 @@ class PgKeyStore:
         self.pg = pg
         self._runner: Blocking | None = None
         self._conn: asyncpg.Connection | None = None
-        self._lock = threading.Lock()  # one statement sequence at a time on the one connection
+        self._lock = threading.RLock()  # one statement sequence at a time on the one connection
 
     def describe(self) -> str:
         return f"PostgreSQL ({safe_dsn(self.pg.dsn)})"
@@ -89,33 +89,49 @@ class PgKeyStore:
             self._runner.close()
             self._runner = None
 
+    def abort(self, why: str) -> None:
+        """Give a call waiting on the database back now (:class:`KeyRingUnavailable`) and cut the
+        connection, without waiting for anything: for a node that stepped down and must leave
+        (``Switch.abandon_storage``) while its journal's look at the key ring (``keys_ahead``, in
+        a worker thread the teardown joins) waits on a frozen database. Later calls are refused;
+        :meth:`close` still closes the loop."""
+        runner, conn = self._runner, self._conn
+        if runner is None:
+            return
+        runner.abort(why)
+        if conn is not None and not runner.loop.is_closed():
+            runner.loop.call_soon_threadsafe(conn.terminate)
+
     def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         with self._lock:
-            if self._runner is None:
-                self._runner = Blocking("msc-keyring")
+            return self._run_unlocked(work)
 
-            async def go() -> T:
-                if self._conn is None or self._conn.is_closed():
-                    self._conn = None
-                    conn = await self.pg.connect()
-                    try:
-                        await create_schema(conn, SCHEMA, SCHEMA_LOCK)
-                    except BaseException:
-                        conn.terminate()
-                        raise
-                    self._conn = conn
+    def _run_unlocked(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        if self._runner is None:
+            self._runner = Blocking("msc-keyring")
+
+        async def go() -> T:
+            if self._conn is None or self._conn.is_closed():
+                self._conn = None
+                conn = await self.pg.connect()
                 try:
-                    return await work(self._conn)
-                except DB_ERRORS:
-                    conn, self._conn = self._conn, None  # the next call reconnects
-                    if conn is not None:
-                        conn.terminate()
+                    await create_schema(conn, SCHEMA, SCHEMA_LOCK)
+                except BaseException:
+                    conn.terminate()
                     raise
-
+                self._conn = conn
             try:
-                return self._runner.run(go())
-            except DB_ERRORS as exc:
-                raise KeyRingUnavailable(f"the key ring in {self.describe()}: {explain(exc)}") from None
+                return await work(self._conn)
+            except DB_ERRORS:
+                conn, self._conn = self._conn, None  # the next call reconnects
+                if conn is not None:
+                    conn.terminate()
+                raise
+
+        try:
+            return self._runner.run(go())
+        except DB_ERRORS as exc:
+            raise KeyRingUnavailable(f"the key ring in {self.describe()}: {explain(exc)}") from None
 
     # -- KeyStore ------------------------------------------------------------------------
 
@@ -125,7 +141,8 @@ class PgKeyStore:
 
         return self._run(work)
 
-    def read(self) -> dict[str, Any]:
+    def read(self, *, consistent: bool = False) -> dict[str, Any]:
+        """One snapshot (REPEATABLE READ): always consistent."""
         async def work(conn: asyncpg.Connection) -> dict[str, Any] | None:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 return await _read(conn)
@@ -195,7 +212,8 @@ class PgKeyStore:
 
         self._run(work)
 
-    def rewrite(self, change: Callable[[dict[str, Any] | None], dict[str, Any]]) -> None:
+    def rewrite(self, change: Callable[[dict[str, Any] | None], dict[str, Any]],
+                then: Callable[[], None] | None = None) -> None:
         async def work(conn: asyncpg.Connection) -> None:
             async with conn.transaction():
                 # Everything else waits: period_entry holds keyring_meta FOR SHARE, a second
@@ -206,7 +224,10 @@ class PgKeyStore:
                 before = None if old is None else json.loads(json.dumps(old))
                 await _write(conn, before, change(old))
 
-        self._run(work)
+        with self._lock:  # this process's other key ring calls wait for `then` (another node cannot anyway)
+            self._run_unlocked(work)
+            if then is not None:
+                then()
 
 
 async def _read(conn: asyncpg.Connection) -> dict[str, Any] | None:
