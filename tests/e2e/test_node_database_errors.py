@@ -130,10 +130,48 @@ def test_a_second_node_given_the_same_name_is_refused_at_start(tmp_path, pg_serv
     assert b.p.wait(120) == 2
     err = (tmp_path / "B.err").read_text()
     (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert line == ("error: msc serve did not start: another live node is running as 'node-a': it holds the lease "
-                    "(epoch 1) and renews it — each node of a pair needs its own [node] name"), err
+    assert line.startswith("error: msc serve did not start: another live node is running as 'node-a' (host "), err
+    assert line.endswith(f", process {a.p.pid}, seen " + line.split(", seen ")[1]), err
+    assert "each node of a pair needs its own [node] name" in line, err
     code, doc = readyz(metrics["A"])
     assert code == 200 and doc["node"]["role"] == "active" and a.p.poll() is None
+
+
+def test_a_third_node_given_the_standbys_name_is_refused_at_start(tmp_path, pg_server, procs):
+    """newcomer7: a node started with the *standby's* name ran unnoticed until a failover, and then
+    the real node was the one refused. Now the name is said alive by each node: the third one
+    exits 2 at its start, naming the live node's host and process; the pair serves on."""
+    from tests.e2e.test_ha_nodes import wait_until
+
+    db = f"nodetriplet{os.getpid()}"
+    pg_server.create_database(db)
+    dsn = f"postgresql://postgres@127.0.0.1:{pg_server.port}/{db}"
+    metrics = {n: free_port() for n in "ABC"}
+    cfg = {n: node_config(tmp_path / n, dsn, pg_server.password, metrics[n]) for n in "ABC"}
+    for n in "BC":  # B and C both say name = "node-b"; all share A's keys
+        text = cfg[n].read_text()
+        cfg[n].write_text(text.replace('name = "node-a"', 'name = "node-b"'))
+        keys = tmp_path / n / "data" / "keys"
+        shutil.rmtree(keys)
+        keys.symlink_to(tmp_path / "A" / "data" / "keys")
+    a = Proc("serve", "--config", str(cfg["A"]), "--ready-file", str(tmp_path / "A.ready"), log=tmp_path / "A.err")
+    procs.append(a)
+    wait_until(lambda: (tmp_path / "A.ready").exists() and (tmp_path / "A.ready").read_text().strip() == "ready",
+               "A active", timeout=120, proc=a)
+    b = Proc("serve", "--config", str(cfg["B"]), "--ready-file", str(tmp_path / "B.ready"), log=tmp_path / "B.err")
+    procs.append(b)
+    wait_until(lambda: (tmp_path / "B.ready").exists() and (tmp_path / "B.ready").read_text().strip() == "standby",
+               "B standby", timeout=120, proc=b)
+    c = Proc("serve", "--config", str(cfg["C"]), log=tmp_path / "C.err")
+    procs.append(c)
+    assert c.p.wait(120) == 2
+    err = (tmp_path / "C.err").read_text()
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert line.startswith("error: msc serve did not start: another live node is running as 'node-b' (host "), err
+    assert f", process {b.p.pid}, seen " in line, err
+    assert b.p.poll() is None and readyz(metrics["B"])[1]["node"]["role"] == "standby"
+    assert readyz(metrics["A"])[0] == 200
+    assert "duplicate_name" not in (tmp_path / "B.err").read_text()  # the live node is not the one refused
 
 
 # -- msc status: which node is active ------------------------------------------------------------

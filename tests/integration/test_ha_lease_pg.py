@@ -451,3 +451,52 @@ async def test_the_lease_and_its_epoch_survive_a_postgresql_failover():
         finally:
             await a.close()
             await b.close()
+
+
+# -- a node's name, alive in the database (PgLease.announce): a twin refused whichever is active --
+
+
+async def test_a_name_is_one_live_processs_and_a_dead_or_silent_ones_is_taken_over(dsn):
+    """Who may say "I am node-b": the process that said it last, while it keeps saying it; after
+    it stopped (not seen for live_s) anyone; at once its successor on the same host when its
+    process is gone (a supervisor's restart after a kill -9)."""
+    first, twin, other = node(dsn, "node-b"), node(dsn, "node-b"), node(dsn, "node-a")
+    try:
+        assert await first.announce(30) is None
+        assert await first.announce(30) is None  # its own again
+        assert await other.announce(30) is None  # another name: no conflict
+        twin.host = "other-host"  # a second machine given the same name
+        why = await twin.announce(30)
+        assert why is not None and why.startswith(f"another live node is running as 'node-b' (host {first.host}, "
+                                                  f"process {first.pid}, seen ")
+        assert await first.announce(30) is None  # the live one keeps its name
+        # The same host, its process gone (as after kill -9 and a restart): taken at once.
+        dead = await _dead_pid()
+        first.pid = dead
+        assert await first.announce(30) is None
+        restarted = node(dsn, "node-b")
+        try:
+            assert await restarted.announce(30) is None
+            assert (await node_seen(dsn, "node-b"))["instance"] == restarted.instance
+        finally:
+            await restarted.close()
+        # Silent for live_s (paused, cut off): anyone may take it; the silent one then meets a twin.
+        assert await twin.announce(0.0) is None
+        assert (await node_seen(dsn, "node-b"))["instance"] == twin.instance
+    finally:
+        for x in (first, twin, other):
+            await x.close()
+
+
+async def _dead_pid() -> int:
+    proc = await asyncio.create_subprocess_exec("true")
+    await proc.wait()
+    return proc.pid
+
+
+async def node_seen(dsn: str, name: str):
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchrow("SELECT * FROM msc_node_seen WHERE name = $1", f"msc/{name}")
+    finally:
+        await conn.close()

@@ -23,8 +23,8 @@ _COMMAND_RE = re.compile(r"(?<![\w/.-])msc((?: [a-z][a-z0-9-]*)+)")
 _OPTION_RE = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)")
 _METRIC_RE = re.compile(r"(?<![A-Za-z0-9_])(msc_[a-z0-9_]*[a-z0-9])(?![A-Za-z0-9_])")
 #: msc_… words that are not metrics: the HAProxy frontend/backend of OPERATIONS.md's example; the
-#: node lease's table and fence function in PostgreSQL (msc.ha.pglease).
-NOT_METRICS = frozenset({"msc_terminals", "msc_nodes", "msc_lease", "msc_fence"})
+#: node lease's tables and fence function in PostgreSQL (msc.ha.pglease).
+NOT_METRICS = frozenset({"msc_terminals", "msc_nodes", "msc_lease", "msc_fence", "msc_node_seen"})
 
 
 def _subcommands(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -27,6 +27,7 @@ class FakeLease:
         self.calls: list[str] = []
         self.closed = False
         self.row = None  # what current() answers (a LeaseRow, or None: never held)
+        self.twin: str | None = None  # what announce() says: another live node of this name
 
     async def acquire(self):
         self.calls.append("acquire")
@@ -49,6 +50,9 @@ class FakeLease:
     async def current(self):
         self.calls.append("current")
         return self.row
+    async def announce(self, live_s: float) -> str | None:
+        self.calls.append("announce")
+        return self.twin
 
     async def close(self) -> None:
         self.closed = True
@@ -272,6 +276,49 @@ async def test_a_node_held_back_never_asks_for_the_lease_and_competes_once_it_ma
     assert lease.released == [1]
 
 
+# -- a second live node of this name, whichever node is active (PgLease.announce) -------------------
+
+TWIN = "another live node is running as 'node-a' (host h1, process 4242, seen 0.3 s ago) — each node of a pair needs its own [node] name"
+
+
+@pytest.mark.parametrize("active_is", ["the other node", "nobody yet"])
+async def test_a_standby_started_under_a_live_nodes_name_is_refused_at_once(active_is):
+    """newcomer7: a third node given the *standby's* name ran unnoticed until a failover. Its
+    announce finds the name live: refused before it asks for the lease."""
+    from msc.ha.pglease import LeaseMisconfigured
+
+    roles: list = []
+    lease = FakeLease(grant=None if active_is == "the other node" else 1)
+    lease.twin = TWIN
+    k = keeper(lease, roles)
+    k.start()
+    with pytest.raises(LeaseMisconfigured, match="another live node is running as 'node-a' \\(host h1"):
+        await asyncio.wait_for(k.wait_active(), HANG_S)
+    assert lease.calls == ["announce"] and roles == [] and not k.running
+    await k.stop(release=True)
+    assert lease.released == []
+
+
+async def test_an_active_node_that_meets_a_twin_says_so_once_and_serves_on():
+    from structlog.testing import capture_logs
+
+    roles: list = []
+    lease = FakeLease()
+    k = keeper(lease, roles)
+    with capture_logs() as logs:
+        k.start()
+        assert await asyncio.wait_for(k.wait_active(), HANG_S) == 1
+        lease.twin = TWIN  # a twin took the name while this one could not say it was alive
+        await asyncio.wait_for(_until(lambda: lease.calls.count("announce") >= 3), HANG_S)
+        assert k.role is Role.ACTIVE and k.misconfigured is None
+        lease.twin = None
+        await asyncio.wait_for(_until(lambda: lease.calls.count("announce") >= 5), HANG_S)
+    twins = [e for e in logs if e["event"] == "lease.duplicate_name"]
+    assert len(twins) == 1 and twins[0]["log_level"] == "error" and twins[0]["why"] == TWIN
+    await k.stop(release=True)
+    assert lease.released == [1]
+
+
 async def test_a_node_held_back_whose_lease_database_is_away_says_so():
     class Away(FakeLease):
         async def current(self):
@@ -285,3 +332,23 @@ async def test_a_node_held_back_whose_lease_database_is_away_says_so():
     assert k.last_error == "lease database: ConnectionRefusedError: …" and "acquire" not in lease.calls
     await k.stop(release=True)
     assert lease.released == []
+
+
+async def test_an_announce_the_database_does_not_answer_is_an_outage_not_a_twin():
+    roles: list = []
+    lease = FakeLease()
+    answers = [LeaseUnavailable("lease database: no answer within 1 s (TimeoutError)"), None]
+
+    async def announce(live_s: float):
+        lease.calls.append("announce")
+        a = answers.pop(0) if answers else None
+        if isinstance(a, BaseException):
+            raise a
+        return a
+
+    lease.announce = announce  # type: ignore[method-assign]
+    k = keeper(lease, roles)
+    k.start()
+    assert await asyncio.wait_for(k.wait_active(), HANG_S) == 1
+    assert k.misconfigured is None
+    await k.stop(release=True)

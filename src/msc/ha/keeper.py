@@ -26,8 +26,15 @@ import structlog
 
 from msc.ha.lease import Acquire, LeaseMachine, Renew, Role, StepDown, Wait
 from msc.ha.pglease import Fence, Fenced, Granted, Held, LeaseMisconfigured, LeaseUnavailable, PgLease
+from msc.reasons import explain
 
 log = structlog.get_logger("msc.ha")
+
+#: A node's name is another process's while that process said it was alive (it does every
+#: ``ttl / 3``) within this many ttls — long enough for a renewal's pause, short enough that a
+#: node restarted on another machine after a crash is let in soon (a restart on the same machine
+#: at once: PgLease.announce).
+NAME_LIVE_TTLS = 3
 
 
 class LeaseKeeper:
@@ -62,6 +69,9 @@ class LeaseKeeper:
         #: (:class:`LeaseMisconfigured`): :meth:`wait_active` raises it.
         self.misconfigured: LeaseMisconfigured | None = None
         self._own_seen: tuple[int, float] | None = None  # (epoch, expiry) of the lease first seen under our name
+        self._stopping = False
+        self._announce_due = -math.inf  # at once: a second node of this name is refused at its start
+        self._twin_logged = False
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -88,6 +98,10 @@ class LeaseKeeper:
     async def stop(self, *, release: bool) -> None:
         """Stop keeping the lease; with ``release``, give it up if this node still holds it."""
         if self._task is not None:
+            # The flag too: a cancellation that arrives as a timeout inside the loop fires may be
+            # lost (Python 3.11's wait_for/timeout); the loop then ends at its next turn.
+            self._stopping = True
+            self._kick.set()
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):  # (a failure was logged by _ended)
                 await self._task
@@ -146,8 +160,10 @@ class LeaseKeeper:
     async def _run(self) -> None:
         """Acquire, renew, until the one step-down; then stop (never re-acquire: the node that
         stepped down is gone by then, and its successor process makes a keeper of its own)."""
-        while True:
+        while not self._stopping:
             now = self.clock()
+            if now >= self._announce_due and not await self._announce(now):
+                return  # a second live node of this name, and this one a standby: wait_active raises
             act = self.machine.poll(now)
             if isinstance(act, Wait):
                 await self._sleep_until(act.until)
@@ -167,8 +183,11 @@ class LeaseKeeper:
         delay = until - self.clock()
         if delay <= 0:
             return
+        # (asyncio.timeout, not wait_for: Python 3.11's wait_for can lose a cancellation that
+        # arrives as its timeout fires — stop() then waited for ever; seen in test_ha_keeper)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._kick.wait(), None if math.isinf(delay) else delay)
+            async with asyncio.timeout(None if math.isinf(delay) else delay):
+                await self._kick.wait()
 
     def _holding_back(self) -> bool:
         """Ask ``hold_back``; log when holding back begins, changes or ends (not at every poll)."""
@@ -206,7 +225,7 @@ class LeaseKeeper:
             self._error(sent, exc)
             return True
         except (LeaseUnavailable, TimeoutError) as exc:
-            self._error(sent, exc)
+            self._error(sent, exc, self.lease.timeout_s * 2)
             return True
         if isinstance(result, Granted):
             self.machine.acquired(sent, result.epoch)
@@ -227,6 +246,31 @@ class LeaseKeeper:
                 self._active.set()  # wakes wait_active, which raises
                 return False
         return True
+
+    async def _announce(self, now: float) -> bool:
+        """This node is alive under its name (PgLease.announce), every ``ttl / 3``; False when the
+        loop must end: another live node runs under this name and this one is a standby — at its
+        start (exit 2), or later if the other took the name while this one could not say it was
+        alive (a database outage, a pause). An active node that meets a twin logs it and serves
+        on: its fence already keeps the twin from committing, and stopping it would stop service."""
+        try:
+            twin = await asyncio.wait_for(self.lease.announce(NAME_LIVE_TTLS * self.machine.ttl_s),
+                                          self.lease.timeout_s * 2)
+        except (LeaseUnavailable, TimeoutError):
+            return True  # an outage: the lease calls report it; said again when the database answers
+        self._announce_due = now + self.machine.ttl_s / 3
+        if twin is None:
+            self._twin_logged = False
+            return True
+        if self.machine.holds(self.clock()):
+            if not self._twin_logged:
+                log.error("lease.duplicate_name", node=self.lease.holder, epoch=self.machine.epoch, why=twin)
+                self._twin_logged = True
+            return True
+        log.error("lease.duplicate_name", node=self.lease.holder, epoch=self.machine.epoch, why=twin)
+        self.misconfigured = LeaseMisconfigured(twin)
+        self._active.set()  # wakes wait_active, which raises
+        return False
 
     def _same_name(self, sent: float, held: Held) -> str | None:
         """Another live node with this node's ``[node] name``? The lease is held under our name
@@ -253,7 +297,7 @@ class LeaseKeeper:
         try:
             ok = await asyncio.wait_for(self.lease.renew(epoch), max(budget, 0.001))
         except (LeaseUnavailable, TimeoutError) as exc:
-            self._error(sent, exc)
+            self._error(sent, exc, max(budget, 0.001))
             return
         if ok:
             self.machine.renewed(sent)
@@ -262,8 +306,9 @@ class LeaseKeeper:
             self.machine.lost(sent)
             self._attempt("lost")
 
-    def _error(self, sent: float, exc: BaseException) -> None:
-        error = str(exc) or type(exc).__name__
+    def _error(self, sent: float, exc: BaseException, bound_s: float | None = None) -> None:
+        # (a LeaseUnavailable says its own reason; this loop's own bound ran out: "no answer within …")
+        error = str(exc) or f"lease database: {explain(exc, bound_s=bound_s)}"
         if error != self.last_error:  # logged when it starts or changes, not at every poll
             log.warning("lease.unavailable", node=self.lease.holder, error=error)
         self.last_error = error

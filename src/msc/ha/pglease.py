@@ -28,6 +28,9 @@ from a file or ``passfile=``, never from the string (CONFIG.md ``[node]``).
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +53,13 @@ CREATE TABLE IF NOT EXISTS msc_lease (
     epoch       bigint NOT NULL CHECK (epoch > 0),
     expires_at  timestamptz NOT NULL,
     acquired_at timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS msc_node_seen (
+    name        text PRIMARY KEY,
+    instance    text NOT NULL,
+    host        text NOT NULL,
+    pid         integer NOT NULL,
+    seen_at     timestamptz NOT NULL
 );
 CREATE OR REPLACE FUNCTION msc_fence(p_name text, p_holder text, p_epoch bigint) RETURNS boolean
 LANGUAGE plpgsql AS $$
@@ -93,6 +103,23 @@ RELEASE = """
 UPDATE msc_lease SET expires_at = statement_timestamp()
 WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > statement_timestamp()
 RETURNING epoch
+"""
+
+#: A node's "I am alive under this name": taken when it is this process's already, or the last
+#: process's that was seen more than ``$5`` seconds ago (by the database's clock).
+ANNOUNCE = """
+INSERT INTO msc_node_seen AS s (name, instance, host, pid, seen_at)
+VALUES ($1, $2, $3, $4, statement_timestamp())
+ON CONFLICT (name) DO UPDATE
+    SET instance = EXCLUDED.instance, host = EXCLUDED.host, pid = EXCLUDED.pid, seen_at = EXCLUDED.seen_at
+    WHERE s.instance = EXCLUDED.instance OR s.instance = $6
+          OR s.seen_at <= statement_timestamp() - make_interval(secs => $5)
+RETURNING instance
+"""
+
+SEEN = """
+SELECT instance, host, pid, extract(epoch FROM statement_timestamp() - seen_at)::float8 AS ago
+FROM msc_node_seen WHERE name = $1
 """
 
 CURRENT = """
@@ -200,6 +227,10 @@ class PgLease:
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
         self._schema_ready = False
+        #: This process's identity beside its name (announce): another process is another instance.
+        self.instance = uuid.uuid4().hex
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -239,6 +270,35 @@ class PgLease:
     async def close(self) -> None:
         async with self._lock:
             await self._drop()
+
+    # -- this node's name ------------------------------------------------------------------------
+
+    async def announce(self, live_s: float) -> str | None:
+        """Say in the database that this process is alive as ``holder`` (a row per name, with a
+        random instance ID per process, its host and PID, the database's time). None when the name
+        is this process's — or free: never announced, not seen for ``live_s`` seconds, or last
+        announced by a process of this host that no longer runs (a restart after a crash, a
+        ``kill -9``). Otherwise why: another live node runs under this name — whether it or this
+        one is active (OPERATIONS.md "Running two nodes": each node needs its own [node] name).
+        Raises :class:`LeaseUnavailable` as the other calls."""
+        args = (self.name_key, self.instance, self.host, self.pid, live_s)
+        if await self._call(ANNOUNCE, *args, ""):
+            return None
+        rows = await self._call(SEEN, self.name_key)
+        if not rows:  # gone in between: ours at the next announce
+            return None
+        r = rows[0]
+        if r["host"] == self.host and (r["pid"] == self.pid or not pid_alive(r["pid"])):
+            # This host's earlier process of this name (dead; or this very PID: a container restarted)
+            if await self._call(ANNOUNCE, *args, r["instance"]):
+                return None
+        return (f"another live node is running as {self.holder!r} (host {r['host']}, process {r['pid']}, seen "
+                f"{max(r['ago'], 0.0):.1f} s ago) — each node of a pair needs its own [node] name")
+
+    @property
+    def name_key(self) -> str:
+        """The node's row in ``msc_node_seen``: its name within this lease."""
+        return f"{self.name}/{self.holder}"
 
     # -- the lease -----------------------------------------------------------------------------
 
@@ -293,6 +353,17 @@ class PgLease:
                 raise Fenced(str(exc)) from None
 
         return fence
+
+
+def pid_alive(pid: int) -> bool:
+    """Does a process ``pid`` run on this host? (``kill(pid, 0)``: a process of another user counts.)"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return pid > 0
 
 
 async def ensure_schema(conn: asyncpg.Connection) -> None:
