@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from msc.keyring import KeyError_, KeyRing, PeriodKeys, load_master_key
+from tests.keyspy import KeyMaking
+from tests.timeline import Clock
 
 
 def _same(a: PeriodKeys | None, b: PeriodKeys | None) -> bool:
@@ -331,41 +333,10 @@ def test_a_file_that_disagrees_with_the_database_is_refused_and_nothing_changes(
 # -- the journal's month keys, made ahead off the event loop (issue 16: month rollover) ----------
 
 
-class _Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def _utc(text: str) -> float:
     import datetime as dt
 
     return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC).timestamp()
-
-
-class _Spy:
-    """Which threads asked the key ring's store to make a month's key (its ``make`` ran: this
-    handle made it, or raced another that stored first), and which months: wraps one handle's
-    ``store.period_entry``. ``fail``: the store cannot be reached (each call raises)."""
-
-    def __init__(self, ring: KeyRing) -> None:
-        self.made: list[tuple[str, int]] = []
-        self.fail: str | None = None
-        inner = ring.store.period_entry
-
-        def period_entry(period, make):
-            if self.fail is not None:
-                raise KeyError_(self.fail)
-            ran = []
-            wrapped = None if make is None else (lambda master: ran.append(1) or make(master))
-            got = inner(period, wrapped)
-            if ran:
-                self.made.append((period, threading.get_ident()))
-            return got
-
-        ring.store.period_entry = period_entry  # type: ignore[method-assign]
 
 
 # (the clock at open, the clock after the rollover, the month the work must make then): the end
@@ -393,8 +364,8 @@ async def test_the_journal_makes_the_next_months_key_ahead_and_never_on_the_even
 
     monkeypatch.setattr(journal_mod, "TICK_S", 0.02)
     monkeypatch.setattr(monthkeys_mod, "KEYS_CHECK_S", 3600.0)  # only the rollover makes the work due
-    spy = _Spy(first)
-    clock = _Clock(_utc(before))
+    spy = KeyMaking(first)
+    clock = Clock(_utc(before))
     seen: list[BaseException | None] = []
     j = Journal(tmp_path / "journal", first, clock=clock, writer="thread", on_keys=seen.append)
     loop_thread = threading.get_ident()
@@ -432,8 +403,8 @@ async def test_a_key_ring_that_cannot_be_reached_is_tried_again_and_a_month_not_
 
     monkeypatch.setattr(journal_mod, "TICK_S", 0.02)
     monkeypatch.setattr(monthkeys_mod, "KEYS_CHECK_S", 0.2)
-    spy = _Spy(first)
-    clock = _Clock(_utc("2026-03-31T23:00:00"))
+    spy = KeyMaking(first)
+    clock = Clock(_utc("2026-03-31T23:00:00"))
     seen: list[BaseException | None] = []
     j = Journal(tmp_path / "journal", first, clock=clock, writer="thread", on_keys=seen.append)
     await j.open()
@@ -466,7 +437,7 @@ async def test_a_master_key_rotated_on_another_node_is_found_by_the_next_look_an
     monkeypatch.setattr(monthkeys_mod, "KEYS_CHECK_S", 0.1)
     other = nodes()
     seen: list[BaseException | None] = []
-    j = Journal(tmp_path / "journal", first, clock=_Clock(_utc("2026-06-10T12:00:00")), writer="thread",
+    j = Journal(tmp_path / "journal", first, clock=Clock(_utc("2026-06-10T12:00:00")), writer="thread",
                 on_keys=seen.append)
     await j.open()
     try:

@@ -27,6 +27,7 @@ import msc.journal.monthkeys as monthkeys_mod
 from msc.journal.schema import list_partitions
 from msc.keyring import KeyRing, next_period, period_of
 from tests.conftest import eventually
+from tests.keyspy import KeyMaking
 from tests.timeline import Clock, utc
 from tests.waiting import HANG_S
 
@@ -47,25 +48,6 @@ def sample(text: str, name: str) -> float | None:
         if line.startswith(name + " "):
             return float(line.split()[1])
     return None
-
-
-class KeyMaking:
-    """The threads that made a month's key through the switch's key ring (its store's ``make``
-    ran), by month."""
-
-    def __init__(self, ring: KeyRing) -> None:
-        self.made: list[tuple[str, int]] = []
-        inner = ring.store.period_entry
-
-        def period_entry(period, make):
-            ran: list[int] = []
-            wrapped = None if make is None else (lambda master: ran.append(1) or make(master))
-            got = inner(period, wrapped)
-            if ran:
-                self.made.append((period, threading.get_ident()))
-            return got
-
-        ring.store.period_entry = period_entry  # type: ignore[method-assign]
 
 
 # (the clock at start, after the month ends): a 31-day month, a 30-day month, a year (a leap
