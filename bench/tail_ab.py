@@ -122,6 +122,8 @@ def main() -> None:
                     primary = stack.enter_context(pg.PgCluster.create(durable=True, name="tail-ab"))
                 elif key == "pg_sync_standby":
                     primary = stack.enter_context(pg.primary_with_standby(durable=True))[0]
+                if primary is not None:
+                    run_bench.in_service(primary)
                 for t, tree in trees.items():
                     extra = run_bench.pg_storage(work, primary, f"{key}-{t}", f"msc_{t}") if primary else ""
                     switches[key, t] = start(work / f"{key}-{t}", tree, stations, extra)
