@@ -294,11 +294,17 @@ def pg_storage(work: Path, primary, label: str, db: str) -> str:
             f'password_file = "{secret}"\n')
 
 
-def run_open_rounds(work: Path, rates: list[float], duration: float, rounds: int) -> dict | None:
+def run_open_rounds(work: Path, rates: list[float], duration: float, rounds: int, *,
+                    remote_write: bool = False) -> dict | None:
     """SQLite (synchronous=full), PostgreSQL local and PostgreSQL with a synchronous standby, all
     three switches up at once; each rate offered to each in turn, ``rounds`` times — on a shared
     machine points minutes apart are not comparable, seconds apart they are. Returns
-    {backend: {rate: [the result of each round]}}."""
+    {backend: {rate: [the result of each round]}}.
+
+    ``remote_write``: a fourth switch, labelled apart (``pg_sync_remote_write``), on another
+    database of the same pair whose commits wait for the standby to have *written* the WAL, not
+    flushed it (``ALTER DATABASE … SET synchronous_commit = remote_write``): what the standby's
+    flush costs, and a trade-off OPERATIONS.md explains — never the goal's figure."""
     from tests import pg
 
     if pg.missing_reason():
@@ -313,6 +319,11 @@ def run_open_rounds(work: Path, rates: list[float], duration: float, rounds: int
                                       extra=pg_storage(work, local, "open-pg-local", "msc_open"))
             targets["pg_sync_standby"] = Msc(work / "open-pg-sync", sync="full", latency_ms=0, stations=stations,
                                              extra=pg_storage(work, pair[0], "open-pg-sync", "msc_open"))
+            if remote_write:
+                extra = pg_storage(work, pair[0], "open-pg-sync-rw", "msc_open_rw")
+                pair[0].sql("ALTER DATABASE msc_open_rw SET synchronous_commit = remote_write")
+                targets["pg_sync_remote_write"] = Msc(work / "open-pg-sync-rw", sync="full", latency_ms=0,
+                                                      stations=stations, extra=extra)
             out: dict[str, dict[str, list[dict]]] = {k: {str(int(r)): [] for r in rates} for k in targets}
             point = 0
             for r in range(rounds):
@@ -329,7 +340,8 @@ def run_open_rounds(work: Path, rates: list[float], duration: float, rounds: int
 
 
 OPEN_ROUND_NAMES = {"sqlite": "SQLite full", "pg_local": "PostgreSQL local",
-                    "pg_sync_standby": "PostgreSQL + sync standby"}
+                    "pg_sync_standby": "PostgreSQL + sync standby",
+                    "pg_sync_remote_write": "PostgreSQL + sync standby, remote_write (not flushed there; not the goal's)"}
 
 
 def median_p99(runs: list[dict]) -> float | None:
@@ -350,7 +362,10 @@ def open_rounds_table(doc: dict) -> list[str]:
         return []
     rates = sorted({int(r) for per in rounds.values() for r in per})
     n = max(len(v) for per in rounds.values() for v in per.values())
-    lines = ["", f"### Open loop, {n} rounds interleaved (each rate offered to the three in turn, 64 terminals)", "",
+    arms = {"three": 3, "four": 4}
+    k = sum(1 for key in OPEN_ROUND_NAMES if rounds.get(key))
+    lines = ["", f"### Open loop, {n} rounds interleaved (each rate offered to the "
+             f"{next((w for w, v in arms.items() if v == k), k)} in turn, 64 terminals)", "",
              "p99 of all offered (an unanswered transaction counts as infinitely late: \"> grace\"); the median is "
              "over the rounds; the ratio is the median p99 to SQLite's at the same rate. Load: the 1-minute load "
              "average before each point.", "",
@@ -727,6 +742,9 @@ def main() -> None:
     ap.add_argument("--open-rounds", type=int, default=0,
                     help="with --only-pg: the open-loop rates on the three switches up at once, each rate offered to "
                          "each in turn, this many times (instead of after each one's closed loop)")
+    ap.add_argument("--remote-write-arm", action="store_true",
+                    help="with --open-rounds: a fourth switch on the standby pair with synchronous_commit = "
+                         "remote_write, reported apart (the goal quotes synchronous_commit = on)")
     args = ap.parse_args()
     terminals = [int(x) for x in args.terminals.split(",")]
     if args.quick:
@@ -739,7 +757,8 @@ def main() -> None:
         open_rounds = args.open_rounds if args.only_pg and rates and not args.no_pg else 0
         if open_rounds:
             print(f"open loop, {open_rounds} rounds interleaved: {rates}", file=sys.stderr)
-            doc["open_rounds"] = run_open_rounds(work, rates, args.duration, open_rounds)
+            doc["open_rounds"] = run_open_rounds(work, rates, args.duration, open_rounds,
+                                                 remote_write=args.remote_write_arm)
             rates = []
         print("msc, synchronous=full, stub 0 ms", file=sys.stderr)
         doc["msc"]["full_0ms"] = run_msc(work, "full", 0, terminals, args.duration, rates)
