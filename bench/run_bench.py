@@ -194,6 +194,7 @@ class Msc:
 
     def __init__(self, work: Path, *, sync: str, latency_ms: float, stations: int, extra: str = "") -> None:
         self.dir = work
+        self.database: tuple | None = None  # (tests.pg cluster, dbname) when msc is on PostgreSQL
         if work.exists():
             shutil.rmtree(work)
         self.up, self.port, self.mport = free_port(), free_port(), free_port()
@@ -259,7 +260,10 @@ def open_point(m: Msc, rate: float, duration: float, *, label: str, first: int) 
     terminals if they were the same stations (the journal is quiet meanwhile)."""
     waited = wait_quiet(m.mport)
     h0 = {k: histogram(m.mport, k) for k in ("msc_journal_append_seconds", "msc_transaction_seconds")}
+    pg0 = database_work(m.database) if m.database else None
     res = loadgen("switch", m.port, OPEN_LOOP_TERMINALS, duration, rate=rate, first=first, watch=[m.pid])
+    if pg0 is not None:  # what PostgreSQL did besides msc's commits during the point
+        res["postgresql"] = {k: v - pg0[k] for k, v in database_work(m.database).items()}
     res["stations_first"] = first
     res["waited_for_quiet_s"] = waited
     # Inside msc over the same run (warm-up and grace included): a group commit's duration,
@@ -268,6 +272,16 @@ def open_point(m: Msc, rate: float, duration: float, *, label: str, first: int) 
     print(f"  msc {label} {rate:.0f}/s open loop: {open_loop_line(res)}; inside msc {res['msc']}",
           file=sys.stderr, flush=True)
     return res
+
+
+def database_work(database: tuple) -> dict[str, int]:
+    """Counters of the work a PostgreSQL server does on its own, for ``(cluster, dbname)``:
+    autovacuum and autoanalyze runs on msc's tables, checkpoints (the whole server)."""
+    cluster, db = database
+    av = cluster.sql("SELECT coalesce(sum(autovacuum_count), 0), coalesce(sum(autoanalyze_count), 0) "
+                     "FROM pg_stat_user_tables", dbname=db).split("|")
+    ck = cluster.sql("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")
+    return {"autovacuum": int(av[0]), "autoanalyze": int(av[1]), "checkpoints": int(ck)}
 
 
 def open_loop_line(o: dict) -> str:
@@ -319,11 +333,13 @@ def run_open_rounds(work: Path, rates: list[float], duration: float, rounds: int
                                       extra=pg_storage(work, local, "open-pg-local", "msc_open"))
             targets["pg_sync_standby"] = Msc(work / "open-pg-sync", sync="full", latency_ms=0, stations=stations,
                                              extra=pg_storage(work, pair[0], "open-pg-sync", "msc_open"))
+            targets["pg_local"].database, targets["pg_sync_standby"].database = (local, "msc_open"), (pair[0], "msc_open")
             if remote_write:
                 extra = pg_storage(work, pair[0], "open-pg-sync-rw", "msc_open_rw")
                 pair[0].sql("ALTER DATABASE msc_open_rw SET synchronous_commit = remote_write")
                 targets["pg_sync_remote_write"] = Msc(work / "open-pg-sync-rw", sync="full", latency_ms=0,
                                                       stations=stations, extra=extra)
+                targets["pg_sync_remote_write"].database = (pair[0], "msc_open_rw")
             out: dict[str, dict[str, list[dict]]] = {k: {str(int(r)): [] for r in rates} for k in targets}
             point = 0
             for r in range(rounds):
@@ -384,6 +400,17 @@ def open_rounds_table(doc: dict) -> list[str]:
                          f"{', '.join(str(o.get('late')) + ' / ' + str(o.get('missing')) for o in runs)} | "
                          f"{'> grace' if med is None else med} | {ratio(med, base) or '-'} | "
                          f"{', '.join(str((o.get('load_average') or ['-'])[0]) for o in runs)} |")
+    seen = []
+    for key, label in OPEN_ROUND_NAMES.items():
+        for rate in rates:
+            runs = rounds.get(key, {}).get(str(rate), [])
+            if any(o.get("postgresql") for o in runs):
+                seen.append(f"{label} at {rate}/s: " + ", ".join(
+                    "{autovacuum}/{autoanalyze}/{checkpoints}".format(**o["postgresql"]) if o.get("postgresql") else "-"
+                    for o in runs))
+    if seen:
+        lines += ["", "PostgreSQL's own work during each point (autovacuum / autoanalyze runs on msc's tables / "
+                  "checkpoints, per round): " + "; ".join(seen) + "."]
     return lines
 
 
