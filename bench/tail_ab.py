@@ -17,6 +17,11 @@ the bench configuration are this tree's, the same for both.
 Writes ``bench/results/tail-ab-<stamp>.{json,md}``: per backend and rate, each round's p99 of all
 offered for both trees, their medians and the ratio, the p50s, the generator's send lag and the
 1-minute load average before each point.
+
+``--new-wal-before``: the trees' PostgreSQL switches on clusters of their own, the 'before' ones as
+``initdb`` left them and the 'after' ones in service (``run_bench.in_service``: recycled WAL
+segments ready) — with the same tree twice, what new WAL segments cost (PERFORMANCE.md "Where the
+tail came from").
 """
 
 from __future__ import annotations
@@ -98,6 +103,10 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--backends", default=",".join(BACKENDS))
+    ap.add_argument("--new-wal-before", action="store_true",
+                    help="the 'before' switches on PostgreSQL clusters of their own as initdb left them (no WAL "
+                         "segment to recycle), the 'after' ones on clusters in service (run_bench.in_service); "
+                         "with --before and --after the same tree this measures that alone")
     args = ap.parse_args()
     from tests import pg
 
@@ -117,12 +126,16 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         try:
             for key in backends:
-                primary = None
-                if key == "pg_local":
-                    primary = stack.enter_context(pg.PgCluster.create(durable=True, name="tail-ab"))
-                elif key == "pg_sync_standby":
-                    primary = stack.enter_context(pg.primary_with_standby(durable=True))[0]
+                primaries: dict[str, object] = {}
+                for t in (trees if args.new_wal_before else ["both"]):
+                    if key == "pg_local":
+                        primaries[t] = stack.enter_context(pg.PgCluster.create(durable=True, name="tail-ab"))
+                    elif key == "pg_sync_standby":
+                        primaries[t] = stack.enter_context(pg.primary_with_standby(durable=True))[0]
+                    if t != "before" and t in primaries:
+                        run_bench.in_service(primaries[t])
                 for t, tree in trees.items():
+                    primary = primaries.get(t, primaries.get("both"))
                     extra = run_bench.pg_storage(work, primary, f"{key}-{t}", f"msc_{t}") if primary else ""
                     switches[key, t] = start(work / f"{key}-{t}", tree, stations, extra)
             point = 0
@@ -144,7 +157,8 @@ def main() -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     md = [f"# Latency at fixed rates, two trees interleaved ({doc['started']})", "",
           f"`bench/tail_ab.py --before {args.before} --after {args.after} --rates {args.rates} "
-          f"--duration {args.duration:g} --rounds {args.rounds}`; 64 terminals, stub 0 ms, {args.duration:g} s per point "
+          f"--duration {args.duration:g} --rounds {args.rounds}"
+          f"{' --new-wal-before' if args.new_wal_before else ''}`; 64 terminals, stub 0 ms, {args.duration:g} s per point "
           f"after 2 s of warm-up; p99 of all offered (unanswered: infinitely late). 1-minute load average "
           f"{doc['uptime_before'][0]:.2f} before, {doc['uptime_after'][0]:.2f} after.", "", *table(doc), ""]
     (out / f"tail-ab-{stamp}.json").write_text(json.dumps(doc, indent=1) + "\n")

@@ -77,6 +77,14 @@ BASE_SETTINGS = {
 #: Tests do not survive an OS crash anyway; ``kill -9`` of the server loses nothing with fsync
 #: off (the page cache stays). Benchmarks pass ``durable=True`` to measure real commits.
 FAST_SETTINGS = {"fsync": "off", "full_page_writes": "off"}
+#: Benchmarks (``durable=True``) run with the WAL sizing docs/OPERATIONS.md recommends to an agency
+#: ("PostgreSQL settings"): ``min_wal_size`` keeps that much WAL as recycled segments at each
+#: checkpoint, so that a burst of traffic writes into a segment that exists instead of having a
+#: commit create and zero-fill a new 16-MB file (and fsync it) on the primary and again on each
+#: standby; ``max_wal_size`` spaces checkpoints by time (checkpoint_timeout) at 1,000 msg/s.
+DURABLE_SETTINGS = {"min_wal_size": "1GB", "max_wal_size": "4GB"}
+#: PostgreSQL's WAL segment size (initdb's default), bytes.
+WAL_SEGMENT = 16 * 1024 * 1024
 
 
 def find_bindir() -> Path | None:
@@ -196,7 +204,7 @@ class PgCluster:
                      "--no-sync", "--no-instructions"])
             pwfile.unlink()
             pg._write_owned(pg.passfile, f"*:*:*:{SUPERUSER}:{pg.password}\n")
-            conf = {**BASE_SETTINGS, **({} if durable else FAST_SETTINGS), **(settings or {})}
+            conf = {**BASE_SETTINGS, **(DURABLE_SETTINGS if durable else FAST_SETTINGS), **(settings or {})}
             with open(pg.data_dir / "postgresql.conf", "a") as f:
                 f.write("\n# msc test cluster (tests/pg.py)\n")
                 f.writelines(f"{k} = {v}\n" for k, v in conf.items())
@@ -352,6 +360,38 @@ class PgCluster:
             cond += f" AND sync_state = '{sync_state}'"
         self._wait(lambda: self.sql(f"SELECT count(*) FROM pg_stat_replication WHERE {cond}") == "1",
                    f"replication of {application_name} {state} {sync_state or ''}".strip(), deadline_s)
+
+    def recycle_wal(self, megabytes: int = 1024) -> int:
+        """Bring this primary and its standbys to the WAL state of a server that has run a while.
+
+        A new cluster has no WAL segment to recycle: until its first checkpoints each 16 MB of
+        WAL makes a commit create and zero-fill the next segment file and fsync it — on the
+        primary, then on every standby before it acknowledges — a stall of 10-50 ms every few
+        seconds at 1,000 msg/s that a server in service does not have (its checkpoints rename
+        old segments for reuse, up to ``min_wal_size``; PERFORMANCE.md "Where the tail came
+        from"). So: ``megabytes`` of segments are written (a row and ``pg_switch_wal()`` each) on
+        top of the ``wal_keep_size`` that checkpoints keep as it is for the standbys, then a
+        checkpoint on the primary and a restartpoint on each standby once it has replayed them
+        turn them into recycled segments (up to ``min_wal_size``). Returns the number of
+        segments written.
+        """
+        keep_mb = int(self.sql("SELECT setting FROM pg_settings WHERE name = 'wal_keep_size'") or 0)  # unit: MB
+        n = -(-(megabytes + keep_mb) * 1024 * 1024 // WAL_SEGMENT) + 1
+        self.sql("CREATE TABLE IF NOT EXISTS msc_wal_warmup (x int)")
+        for _ in range(n):
+            self.sql("INSERT INTO msc_wal_warmup VALUES (1)")
+            self.sql("SELECT pg_switch_wal()")
+        self.sql("DROP TABLE msc_wal_warmup")
+        self.sql("CHECKPOINT")
+        lsn = self.sql("SELECT pg_current_wal_lsn()")
+        for sb in self.standbys:
+            if sb.proc is None:
+                continue
+            self._wait(lambda sb=sb: self.sql(f"SELECT count(*) FROM pg_stat_replication WHERE application_name = "
+                                              f"'{sb.name}' AND replay_lsn >= '{lsn}'") == "1",
+                       f"{sb.name} to replay up to {lsn}", DEADLINE_S)
+            sb.sql("CHECKPOINT")
+        return n
 
     # --- clients --------------------------------------------------------------------------------
 

@@ -194,6 +194,25 @@ def test_bench_report_of_open_loop_rounds():
     assert "| 250 | PostgreSQL local | 250.0, 250.0 | 3.0, 3.0 | 15.0, 13.0 | 0 / 0, 0 / 0 | 14.0 | 1.27 |" in md
     assert "| 250 | PostgreSQL + sync standby | 250.0, 250.0 | 3.0, 3.0 | 22.0, 22.0 | 0 / 0, 0 / 0 | 22.0 | 2.0 |" in md
     assert "| 1000 | PostgreSQL local | 250.0, 250.0 | 3.0, 3.0 | > 5 s, 40.0 | 40 / 7, 0 / 0 | > grace | - |" in md
+    assert "each rate offered to the three in turn" in md and "remote_write" not in md
+    assert "PostgreSQL's own work" not in md  # not measured in these points
+    for o, work in zip(doc["open_rounds"]["pg_local"]["1000"], ({"autovacuum": 1, "autoanalyze": 2, "checkpoints": 0},
+                                                               {"autovacuum": 0, "autoanalyze": 0, "checkpoints": 1}), strict=True):
+        o["postgresql"] = work
+    md = "\n".join(run_bench.open_rounds_table(doc))
+    assert ("PostgreSQL's own work during each point (autovacuum / autoanalyze runs on msc's tables / checkpoints, "
+            "per round): PostgreSQL local at 1000/s: 1/2/0, 0/0/1.") in md
+    # The remote_write arm (--remote-write-arm) is a row of its own, labelled; the goal quotes the flush one.
+    doc["open_rounds"]["pg_sync_remote_write"] = {"250": [point(16.0), point(18.0)], "1000": [point(19.0), point(19.0)]}
+    md = "\n".join(run_bench.open_rounds_table(doc))
+    assert "each rate offered to the four in turn" in md
+    assert ("| 1000 | PostgreSQL + sync standby, remote_write (not flushed there; not the goal's) | 250.0, 250.0 | "
+            "3.0, 3.0 | 19.0, 19.0 | 0 / 0, 0 / 0 | 19.0 | - |") in md
+    report = dict(doc, terminals=[64], goals={}, msc={"full_0ms": {"closed_loop": {}, "open_loop": {}}},
+                  msc_pg={"local": {"closed_loop": {}}, "sync_standby": {"closed_loop": {}}})
+    goal = [x for x in run_bench.pg_summary(report).splitlines() if "p99 ≤ 20 ms" in x]
+    assert goal and all("remote_write" not in x for x in goal)
+    assert any("synchronous standby: **> grace**" in x for x in goal), goal
     before = {0.005: 10.0, 0.01: 10.0, 0.025: 10.0, float("inf"): 10.0}
     after = {0.005: 60.0, 0.01: 105.0, 0.025: 109.0, float("inf"): 110.0}  # 100 more: 50 ≤ 5 ms, 45 ≤ 10, 4 ≤ 25, 1 above
     assert run_bench.histogram_quantiles(before, after) == {"count": 100, "p50_le_ms": 5.0, "p99_le_ms": 25.0}

@@ -208,3 +208,35 @@ def test_after_kill_9_of_the_primary_the_promoted_standby_has_every_commit_and_t
         standby.wait_replication(second.name, sync_state="sync")
         standby.sql("SET synchronous_commit = remote_apply; INSERT INTO acked VALUES (21)")
         assert second.sql("SELECT count(*), max(id) FROM acked") == "22|21"
+
+
+# --- WAL as a server in service has it (the benchmarks' warm-up) ------------------------------
+
+
+def segments_ahead(server: pgmod.PgCluster, *, standby: bool) -> int:
+    """How many WAL segment files exist beyond the one WAL is being written (received) into."""
+    fn = "pg_last_wal_receive_lsn()" if standby else "pg_current_wal_lsn()"
+    hi, lo = server.sql(f"SELECT {fn}").split("/")
+    current = ((int(hi, 16) << 32) + int(lo, 16)) // pgmod.WAL_SEGMENT
+    names = server.sql("SELECT name FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'").split()
+    per_id = 0x1_0000_0000 // pgmod.WAL_SEGMENT
+    return sum(int(n[8:16], 16) * per_id + int(n[16:24], 16) > current for n in names)
+
+
+@pytest.mark.parametrize("megabytes", [32, 48])
+def test_recycle_wal_leaves_the_next_segments_waiting_on_the_primary_and_the_standby(megabytes):
+    """A new cluster has no WAL segment to reuse: every 16 MB of WAL a commit creates and zero-fills
+    the next file, on the primary and again on the synchronous standby (the 10-50 ms stalls of
+    PERFORMANCE.md "Where the tail came from"). After recycle_wal the next segments are there on
+    both, as on a server that has run past its checkpoints; benchmark clusters get the WAL sizing
+    docs/OPERATIONS.md recommends."""
+    with pgmod.PgCluster.create(durable=True, settings={"wal_keep_size": "0"}) as primary:
+        standby = primary.add_standby(synchronous=True)
+        assert primary.sql("SHOW min_wal_size") == pgmod.DURABLE_SETTINGS["min_wal_size"]
+        assert standby.sql("SHOW max_wal_size") == pgmod.DURABLE_SETTINGS["max_wal_size"]
+        before = segments_ahead(primary, standby=False), segments_ahead(standby, standby=True)
+        written = primary.recycle_wal(megabytes)
+        assert written == megabytes // 16 + 1
+        after = segments_ahead(primary, standby=False), segments_ahead(standby, standby=True)
+        assert after[0] >= before[0] + megabytes // 16 and after[0] >= megabytes // 16, (before, after)
+        assert after[1] >= before[1] + megabytes // 16 and after[1] >= megabytes // 16, (before, after)

@@ -113,3 +113,14 @@ def test_each_etcd_member_serves_the_json_gateway_patroni_speaks(name):
     default): Patroni's etcd3 client then gets 404 on /v3/… and waits on etcd forever — found when
     bench/ha_soak.py first started the example cluster."""
     assert load(name)["enable-grpc-gateway"] is True
+
+
+def test_the_bench_measures_postgresql_with_the_wal_sizing_the_example_recommends():
+    """bench/ (tests/pg.py, durable clusters) must run PostgreSQL as docs/ tell an agency to:
+    the example's WAL sizing is the one the benchmarks' clusters get (OPERATIONS.md)."""
+    from tests import pg
+
+    for n in NODES:
+        params = load(n)["bootstrap"]["dcs"]["postgresql"]["parameters"]
+        for key, value in pg.DURABLE_SETTINGS.items():
+            assert params[key] == value, (n, key)
