@@ -485,12 +485,17 @@ def test_ctrl_z_gives_the_shell_the_terminal_as_it_was_and_fg_gives_the_prompt_b
                 t.type(answer)
             t.expect(steps[-1][0])
             if where == "password-half":
-                os.write(t.fd, b"NOT-THE-PASSWORD")  # half a line, then Ctrl-Z
+                # Half a line, then Ctrl-Z. (The kill stands for the key: a Ctrl-Z typed comes
+                # through the terminal after the half line, which is then read with echo off; a
+                # kill can overtake the terminal's handling of the half line, so what the screen
+                # shows before the stop is not what this row asserts.)
+                os.write(t.fd, b"NOT-THE-PASSWORD")
         _until(lambda: t.echoes() == echo, "the state Ctrl-Z finds", t)
         t.p.send_signal(signal.SIGTSTP)
         _until(lambda: _state(t.p.pid) == "T", "stopped", t)
         assert t.attrs() == t.initial, t.text  # the shell's terminal: echo on
         t.p.send_signal(signal.SIGCONT)  # fg
+        resumed = len(t.text)
         if prompt is not None:
             t.expect(re.escape(prompt))  # shown again
         _until(lambda: t.echoes() == echo and _state(t.p.pid) != "T", "the client's settings again", t)
@@ -508,7 +513,7 @@ def test_ctrl_z_gives_the_shell_the_terminal_as_it_was_and_fg_gives_the_prompt_b
             assert t.wait() == 0, t.text
         assert t.attrs() == t.initial, t.text
         assert "Traceback" not in t.text
-        assert "NOT-THE-PASSWORD" not in t.text
+        assert "NOT-THE-PASSWORD" not in t.text[resumed:]  # not shown after fg (nor taken: logged on above)
     finally:
         t.close()
 

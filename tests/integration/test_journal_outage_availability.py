@@ -72,13 +72,14 @@ KINDS = [
 
 async def _outage(sw, c, faults, kind: Kind, ref: str) -> tuple[float, float, float]:
     """One outage of ``kind``; (when its first message was sent, the latest its commit can have
-    begun, when the journal committed again at the earliest) — epoch seconds."""
+    begun, the earliest a commit can have succeeded again) — epoch seconds."""
     if kind.first == "fails":
         faults.fail_commits = True
         sent = time.time()
         f = await c.send(AM.format(ref=ref + "F"))
         began_by = time.time()
         assert f.type == "N" and f.code == "E501"
+        back = time.time()  # (no commit can succeed before the fault is let go)
         faults.fail_commits = False
     else:
         faults.hold = asyncio.Event()
@@ -88,10 +89,10 @@ async def _outage(sw, c, faults, kind: Kind, ref: str) -> tuple[float, float, fl
         began_by = time.time() - STALL_S  # (down_since: the commit began at least STALL_S ago)
         if kind.first == "stalls, then fails":
             faults.fail_next_commits = 1
+        back = time.time()  # (no commit can succeed before the hold is let go)
         faults.hold.set()
         f = await answer
         assert (f.type, f.code) == (("A", None) if kind.first == "stalls, then commits" else ("N", "E501"))
-    back = time.time()
     if kind.first != "stalls, then commits":
         assert (await c.send(AM.format(ref=ref + "A"))).type == "A"  # the journal commits again
     return sent, began_by, back
