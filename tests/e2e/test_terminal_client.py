@@ -35,8 +35,11 @@ class Tty:
     def __init__(self, *args: str, **popen) -> None:
         master, slave = pty.openpty()
         self.initial = termios.tcgetattr(slave)  # the terminal's settings before the client ran
+        # Its own session, unless the popen arguments say otherwise (process_group=0: a job of
+        # this session, whose process group is not orphaned, so SIGTSTP stops it as in a shell).
+        popen.setdefault("start_new_session", "process_group" not in popen)
         self.p = subprocess.Popen([*MSC, "terminal", *args], stdin=slave, stdout=slave, stderr=slave,
-                                  close_fds=True, start_new_session=True, **popen)
+                                  close_fds=True, **popen)
         self.slave_name = os.ttyname(slave)
         os.close(slave)
         self.fd = master
@@ -421,6 +424,96 @@ def test_a_signal_ignored_by_whoever_started_the_client_stays_ignored():
         t.p.send_signal(signal.SIGTERM)
         assert t.wait() == -signal.SIGTERM, t.text
         assert t.attrs() == t.initial, t.text
+    finally:
+        t.close()
+
+
+# -- Ctrl-Z: the terminal is the shell's while the client is stopped -------------------------------
+
+def _job() -> None:
+    """The client as a shell's job: SIGTSTP at its default action (a test run in the background
+    may inherit it ignored), no core dump."""
+    _no_core()
+    signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+
+
+def _state(pid: int) -> str:
+    """The process's state letter (/proc/PID/stat): ``T`` stopped."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2]
+
+
+def _until(what, why: str, t: Tty) -> None:
+    deadline = time.monotonic() + HANG_S
+    while not what():
+        assert time.monotonic() < deadline, f"{why}; screen:\n{t.text}"
+        t._read(0.05)
+
+
+STOPPED = [
+    # id, where Ctrl-Z comes, echo there (what fg must give back), the prompt shown again at fg
+    ("at-password", "password", False, "Password: "),  # the secret: echo off
+    ("at-password-half-typed", "password-half", False, "Password: "),  # part of it typed, not shown
+    ("at-user-id", "user", True, "User ID: "),
+    ("while-trying", "trying", False, None),  # between prompts: nothing typed is for anyone
+    ("in-a-session", "session", True, None),
+]
+
+
+@pytest.mark.parametrize("name,where,echo,prompt", STOPPED, ids=[c[0] for c in STOPPED])
+def test_ctrl_z_gives_the_shell_the_terminal_as_it_was_and_fg_gives_the_prompt_back(
+        tmp_path, procs, name, where, echo, prompt):
+    """Stopped by Ctrl-Z (SIGTSTP) at the password prompt, the client left the shell a terminal
+    without echo: the operator's commands were not shown. While stopped the terminal is as the
+    client found it; at ``fg`` (SIGCONT) echo is as the client had it, a waiting prompt is shown
+    again, and what was typed at it before is not taken."""
+    if where == "trying":
+        connect = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    else:
+        port = free_port()
+        start_serve(procs, tmp_path, make_config(tmp_path, port=port, metrics_port=free_port()))
+        connect = f"127.0.0.1:{port}"
+    t = Tty("--connect", connect, "--header", "ICS1", preexec_fn=_job, process_group=0)
+    try:
+        if where == "trying":
+            t.expect("connection refused; trying")
+        else:
+            upto = {"user": 2, "password": 4, "password-half": 4, "session": 5}[where]
+            steps = [*DIALOG, (r"Logged on as ICS1\.", None)][:upto]
+            for p, answer in steps[:-1]:
+                t.expect(p)
+                t.type(answer)
+            t.expect(steps[-1][0])
+            if where == "password-half":
+                # Half a line, then Ctrl-Z. (The kill stands for the key: a Ctrl-Z typed comes
+                # through the terminal after the half line, which is then read with echo off; a
+                # kill can overtake the terminal's handling of the half line, so what the screen
+                # shows before the stop is not what this row asserts.)
+                os.write(t.fd, b"NOT-THE-PASSWORD")
+        _until(lambda: t.echoes() == echo, "the state Ctrl-Z finds", t)
+        t.p.send_signal(signal.SIGTSTP)
+        _until(lambda: _state(t.p.pid) == "T", "stopped", t)
+        assert t.attrs() == t.initial, t.text  # the shell's terminal: echo on
+        t.p.send_signal(signal.SIGCONT)  # fg
+        resumed = len(t.text)
+        if prompt is not None:
+            t.expect(re.escape(prompt))  # shown again
+        _until(lambda: t.echoes() == echo and _state(t.p.pid) != "T", "the client's settings again", t)
+        if where in ("password", "password-half"):
+            t.type(PASSWORD)  # (the half typed before Ctrl-Z is not part of it)
+            t.expect(r"Logged on as ICS1\.")
+        elif where == "user":
+            t.type("TS0001")
+            t.expect(r"One-time password")
+        if where == "trying":
+            t.p.send_signal(signal.SIGINT)
+            assert t.wait() == 1, t.text
+        else:
+            t.ctrl_d()
+            assert t.wait() == 0, t.text
+        assert t.attrs() == t.initial, t.text
+        assert "Traceback" not in t.text
+        assert "NOT-THE-PASSWORD" not in t.text[resumed:]  # not shown after fg (nor taken: logged on above)
     finally:
         t.close()
 

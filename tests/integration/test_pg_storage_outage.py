@@ -31,8 +31,11 @@ import structlog
 
 from msc.actions.journaling import control
 from msc.config.load import load
+from msc.journal.journal import STALL_S
 from msc.mnemonics import totp
+from msc.ops.availability import between
 from msc.server.switch import Switch
+from msc.storage.backends import Backends
 from tests.conftest import PASSWORD, Harness, add_totp_user, make_config
 from tests.wire import WireClient
 
@@ -229,15 +232,32 @@ async def test_with_the_database_frozen_nothing_hangs_and_it_all_works_again_aft
         other.close()
         return "A" if f.type == "A" else f.code
 
+    frozen_at = time.time()
     frozen = freeze(site.cluster)
     try:
         code, message = await asyncio.wait_for(asyncio.gather(logon(), site.message(held)), 120)
         await site.until(lambda: not site.switch.readiness()[0], "/readyz 503 for the frozen database")
+        stalled_by = time.time() - STALL_S  # (journal.down_since was set: its call began STALL_S before)
+        assert site.switch.journal.down_since() is not None
     finally:
         for pid in frozen:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
+    thawed = time.time()
     assert (code, message) == ("E503", "E501")
     await site.until(lambda: site.switch.readiness()[0], "/readyz 200 again once the database answers")
     assert await site.logon("ICS2", "TS0002") == "A"
     assert await site.message(held) == "A"
+    # The availability ledger (its runs table in the same database): the freeze is an unscheduled
+    # outage from the first journal call that stalled — the probe or the message's commit — not
+    # from a heartbeat written during the freeze that landed after the thaw (newcomer7: 2.4 s late).
+    ledger = Backends(site.switch.settings).ledger()
+    try:
+        await site.until(lambda: len(ledger.runs()) >= 2, "the run split at the outage", timeout=120)
+        rs = ledger.runs()
+    finally:
+        ledger.close()
+    (o,) = between(rs, rs[0].started, time.time(), current=max(rs, key=lambda r: r.started).id).outages
+    print(f"\nfrozen {thawed - frozen_at:.1f} s: outage {o.start - frozen_at:+.3f} s after the freeze, "
+          f"{o.seconds:.1f} s long, ended {o.end - thawed:+.3f} s after the thaw")
+    assert frozen_at - 0.01 <= o.start <= stalled_by + 0.01 and o.end >= thawed - 0.01 and not o.scheduled

@@ -352,3 +352,88 @@ async def test_an_announce_the_database_does_not_answer_is_an_outage_not_a_twin(
     assert await asyncio.wait_for(k.wait_active(), HANG_S) == 1
     assert k.misconfigured is None
     await k.stop(release=True)
+
+
+# -- one outage of the lease's database, one lease.unavailable -------------------------------------
+
+REFUSED = LeaseUnavailable("lease database: ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', 5432)")
+SHUTDOWN = LeaseUnavailable("lease database: AdminShutdownError: terminating connection due to administrator command")
+STARTING = LeaseUnavailable("lease database: CannotConnectNowError: the database system is starting up")
+HELD = "held"  # the database answered (another node holds the lease): the outage is over
+
+#: (name, what successive lease calls meet, the outages they make, the reason changes within them)
+OUTAGES = [
+    ("one reason, many polls", [REFUSED] * 5, 1, 0),
+    ("a stopped server: shut down, then refused (newcomer7: logged twice 0.5 s apart)", [SHUTDOWN] + [REFUSED] * 3, 1, 1),
+    ("a restart: shut down, refused, starting up", [SHUTDOWN, REFUSED, REFUSED, STARTING], 1, 2),
+    ("a frozen server: no answer in time, then refused", [TimeoutError(), REFUSED, TimeoutError()], 1, 2),
+    ("two reasons taking turns", [REFUSED, STARTING] * 3, 1, 5),
+    ("two outages with an answer between", [REFUSED, REFUSED, HELD, SHUTDOWN, REFUSED], 2, 1),
+    ("three short outages", [REFUSED, HELD, REFUSED, HELD, REFUSED], 3, 0),
+]
+
+
+class ScriptedLease(FakeLease):
+    """Each acquisition (or, held back, each read of the lease) meets the next item of ``script``:
+    an exception to raise, or ``HELD`` (the database answers: another node holds it); then HELD."""
+
+    def __init__(self, script: list) -> None:
+        super().__init__(grant=None)
+        self.script = list(script)
+
+    def _next(self):
+        item = self.script.pop(0) if self.script else HELD
+        if isinstance(item, BaseException):
+            raise item
+        return Held("node-b", 4, 0.3)
+
+    async def acquire(self):
+        self.calls.append("acquire")
+        return self._next()
+
+    async def current(self):
+        self.calls.append("current")
+        self._next()
+        return None
+
+
+@pytest.mark.parametrize("held_back", [False, True], ids=["competing", "held back"])
+@pytest.mark.parametrize(("name", "script", "outages", "changes"), OUTAGES, ids=[o[0] for o in OUTAGES])
+async def test_one_outage_of_the_lease_database_is_logged_once(name, script, outages, changes, held_back):
+    from structlog.testing import capture_logs
+
+    call = "current" if held_back else "acquire"
+    lease = ScriptedLease(script)
+    k = LeaseKeeper(lease, LeaseMachine(1.0, poll_s=0.05),  # type: ignore[arg-type]
+                    hold_back=(lambda: "cannot open the key ring") if held_back else None)
+    with capture_logs() as logs:
+        k.start()
+        # every scripted call made, and one more (the database answers: the last outage ends)
+        await asyncio.wait_for(_until(lambda: lease.calls.count(call) > len(script)), HANG_S)
+        await k.stop(release=False)
+    events = [e["event"] for e in logs]
+    assert events.count("lease.unavailable") == outages
+    assert events.count("lease.reachable") == outages
+    assert events.count("lease.still_unavailable") == changes
+    first = next(e for e in logs if e["event"] == "lease.unavailable")
+    assert first["log_level"] == "warning" and first["error"].startswith("lease database: ")
+    assert all(e["log_level"] == "info" for e in logs if e["event"] == "lease.still_unavailable")
+    assert k.last_error is None
+
+
+async def test_an_active_nodes_failing_renewals_are_one_outage():
+    """Renewals that fail for different reasons before the node steps down: one warning."""
+    from structlog.testing import capture_logs
+
+    roles: list = []
+    lease = FakeLease(renewals=[SHUTDOWN, REFUSED, TimeoutError()] + [REFUSED] * 20)
+    k = LeaseKeeper(lease, LeaseMachine(1.0), on_role=lambda r, e, why: roles.append((r, e, why)))  # type: ignore[arg-type]
+    with capture_logs() as logs:
+        k.start()
+        await asyncio.wait_for(k.wait_active(), HANG_S)
+        await asyncio.wait_for(k.wait_lost(), HANG_S)  # 2/3 of the ttl without a renewal: stepped down
+        await k.stop(release=False)
+    events = [e["event"] for e in logs]
+    assert lease.calls.count("renew") >= 3
+    assert events.count("lease.unavailable") == 1 and "lease.reachable" not in events
+    assert events.count("lease.still_unavailable") >= 1

@@ -41,6 +41,7 @@ class FakeLedger:
 class Node(BackgroundWork):
     def __init__(self, write_check) -> None:
         self.ledger = FakeLedger()
+        self.journal = None  # (its outages: tests/unit/test_ledger_heartbeat.py)
         self.write_check = write_check
         self.ticks = 0
         self.refreshes = 0  # once every 12 rounds of the heartbeat loop

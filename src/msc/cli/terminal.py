@@ -40,8 +40,10 @@ discarded before each prompt of the logon dialog, so a password typed ahead is n
 clear nor taken as the next User ID (CJIS IA-6; :class:`LineReader`).
 
 The terminal's settings (echo) are restored on every way out: a return, an exception, Ctrl-C,
-and SIGTERM, SIGHUP or SIGQUIT (:data:`ENDING_SIGNALS`; the client then ends by that signal).
-SIGKILL cannot be caught: after ``kill -9`` the terminal may need ``stty sane``.
+and SIGTERM, SIGHUP or SIGQUIT (:data:`ENDING_SIGNALS`; the client then ends by that signal);
+and while it is stopped by Ctrl-Z (SIGTSTP): at ``fg`` echo is off again where it was, and the
+prompt that was waiting is shown again. SIGKILL cannot be caught: after ``kill -9`` the terminal
+may need ``stty sane``.
 
 A dialog piped in (stdin not a terminal, no ``--user``) is a script's: it is followed as far as the
 script could write it (its own ``LOGOFF`` and next logon), but a prompt it could not foresee is not
@@ -131,6 +133,7 @@ class LineReader:
         self.eof = False
         self.tty = _isatty(fd)
         self.saved: list | None = None  # the terminal's settings before the client changed them
+        self.prompt: str | None = None  # the prompt of the logon dialog waiting for its answer, if any
 
     def _fill(self) -> None:
         try:
@@ -218,12 +221,38 @@ class LineReader:
             termios.tcflush(self.fd, termios.TCIFLUSH)
 
     def restore(self) -> None:
-        """The terminal as it was before the client changed it (at exit)."""
+        """The terminal as it was before the client changed it (at exit, and while stopped)."""
         termios = self._termios()
         if termios is None or self.saved is None:
             return
         with contextlib.suppress(termios.error, OSError):
             termios.tcsetattr(self.fd, termios.TCSANOW, self.saved)
+
+    def settings(self) -> list | None:
+        """The terminal's settings now (None: not a terminal): to put back after a stop."""
+        termios = self._termios()
+        if termios is None:
+            return None
+        try:
+            return termios.tcgetattr(self.fd)
+        except (termios.error, OSError):
+            return None
+
+    def resumed(self, settings: list | None) -> None:
+        """Continued after a stop (SIGCONT): the client's settings again (``settings``, from
+        :meth:`settings` before the stop: echo off at a secret prompt or between prompts), and a
+        prompt that was waiting shown again — what was typed at it before the stop is dropped,
+        neither shown nor taken (a half-typed password the operator cannot see)."""
+        termios = self._termios()
+        if termios is None or settings is None:
+            return
+        with contextlib.suppress(termios.error, OSError):
+            termios.tcsetattr(self.fd, termios.TCSANOW, settings)
+        if self.prompt is not None:
+            self.discard()
+            with contextlib.suppress(OSError, ValueError):
+                sys.stdout.write("\n" + self.prompt)
+                sys.stdout.flush()
 
 
 async def _ask(t: Terminal, stdin: LineReader, prompt: str, *, secret: bool = False) -> str | None:
@@ -238,6 +267,7 @@ async def _ask(t: Terminal, stdin: LineReader, prompt: str, *, secret: bool = Fa
     try:
         sys.stdout.write(prompt)
         sys.stdout.flush()
+        stdin.prompt = prompt
         task = asyncio.ensure_future(stdin.readline())
         done, _ = await asyncio.wait([task, t.closed], return_when=asyncio.FIRST_COMPLETED)
         if task not in done:
@@ -245,6 +275,7 @@ async def _ask(t: Terminal, stdin: LineReader, prompt: str, *, secret: bool = Fa
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     finally:
+        stdin.prompt = None
         stdin.hush()
         if secret and stdin.tty:
             print(flush=True)  # the Enter that ended the secret was not shown either
@@ -262,8 +293,10 @@ async def _prompt(stdin: LineReader, prompt: str) -> str | None:
     try:
         sys.stdout.write(prompt)
         sys.stdout.flush()
+        stdin.prompt = prompt
         return await stdin.readline()
     finally:
+        stdin.prompt = None
         stdin.hush()
 
 
@@ -360,17 +393,42 @@ def _ended_by(signum: int, stdin: LineReader) -> None:
     signal.raise_signal(signum)
 
 
+def _stopped(stdin: LineReader) -> None:
+    """Ctrl-Z (SIGTSTP): the shell gets the terminal back as the client found it — echo on, also
+    at the password prompt — and the client stops as SIGTSTP's default action stops it; when it is
+    continued (``fg``: SIGCONT) its own settings come back (echo off again where it was off) and a
+    waiting prompt is shown again (:meth:`LineReader.resumed`). Done in the handler, as
+    :func:`_ended_by`: the stop happens here, and the client goes on from here. (SIGSTOP cannot be
+    caught: the terminal keeps the client's settings while it is stopped that way.)"""
+    mine = stdin.settings()
+    stdin.restore()
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    loop = asyncio.get_running_loop()
+    loop.remove_signal_handler(signal.SIGTSTP)  # (SIG_DFL: its default action, stop)
+    try:
+        signal.raise_signal(signal.SIGTSTP)  # stopped here until SIGCONT
+    finally:
+        loop.add_signal_handler(signal.SIGTSTP, _stopped, stdin)
+        stdin.resumed(mine)
+
+
 @contextlib.contextmanager
 def _restoring(stdin: LineReader):
     """While the client runs: the terminal's settings (echo) come back on every way out — a
-    return, an exception, Ctrl-C, and a signal in :data:`ENDING_SIGNALS`."""
+    return, an exception, Ctrl-C, and a signal in :data:`ENDING_SIGNALS` — and while it is
+    stopped by Ctrl-Z (SIGTSTP, :func:`_stopped`)."""
     loop = asyncio.get_running_loop()
     handled = []
-    for signum in ENDING_SIGNALS:
+    for signum in (*ENDING_SIGNALS, signal.SIGTSTP):
         if signal.getsignal(signum) == signal.SIG_IGN:
-            continue  # ignored by whoever started the client (nohup): it stays ignored
+            continue  # ignored by whoever started the client (nohup, a shell without job control)
         try:
-            loop.add_signal_handler(signum, _ended_by, signum, stdin)
+            if signum == signal.SIGTSTP:
+                loop.add_signal_handler(signum, _stopped, stdin)
+            else:
+                loop.add_signal_handler(signum, _ended_by, signum, stdin)
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
             continue
         handled.append(signum)

@@ -197,7 +197,9 @@ class UpstreamSection(_Table, frozen=True, kw_only=True):
     ack_timeout_s: float | None = None
     #: A request whose answer msc could not journal (the upstream was told N E501) waits this
     #: long, once the journal records again, for the upstream to send the answer again; then the
-    #: operator gets MSC.E501 (PROTOCOL.md §4 "Every request learns its fate").
+    #: operator gets MSC.E501 (PROTOCOL.md §4 "Every request learns its fate"). A message msc
+    #: journaled and could not acknowledge is known by its resend this long after the link's next
+    #: connection came up (PROTOCOL.md §4 "Messages msc journaled and could not acknowledge").
     resend_wait_s: float = 30
     max_in_flight: int = 1000
     #: Messages from this upstream (answers, unsolicited traffic) waiting for their journal commit

@@ -309,8 +309,14 @@ class LeaseKeeper:
     def _error(self, sent: float, exc: BaseException, bound_s: float | None = None) -> None:
         # (a LeaseUnavailable says its own reason; this loop's own bound ran out: "no answer within …")
         error = str(exc) or f"lease database: {explain(exc, bound_s=bound_s)}"
-        if error != self.last_error:  # logged when it starts or changes, not at every poll
+        # One outage, one warning: from the first failed call to the first answer (lease.reachable).
+        # A renewal that timed out and the acquisition after it that was refused are the same
+        # outage (newcomer7 saw it logged twice, 0.5 s apart); a new reason is told at info level
+        # and in /readyz's lease_error (last_error), never at every poll.
+        if self.last_error is None:
             log.warning("lease.unavailable", node=self.lease.holder, error=error)
+        elif error != self.last_error:
+            log.info("lease.still_unavailable", node=self.lease.holder, error=error, was=self.last_error)
         self.last_error = error
         self.machine.failed(sent)
         self._attempt("error")

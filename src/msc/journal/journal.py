@@ -21,6 +21,7 @@ retention and recovery are their own modules already.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from collections.abc import Callable, Sequence
@@ -57,6 +58,13 @@ TICK_S = 1.0
 #: A commit that succeeded this recently answers :meth:`Journal.probe` (s): asking the database
 #: again would only put a round trip ahead of the next commit on the writer's one connection.
 PROBE_FRESH_S = 1.0
+#: A commit (or a probe of the storage) that has not come back after this long (s) is a
+#: *stalled* one: the journal is not serving, and the availability ledger counts it down from the
+#: moment that commit began (OPERATIONS.md "Availability and reports": a frozen database, a
+#: disk that hangs). Shorter waits are a slow commit, not an outage.
+STALL_S = 2.0
+#: Ended outages kept for the availability ledger until it has taken them (the oldest dropped).
+OUTAGES_KEPT = 64
 ACCEPT_CODE = "ACCEPT"
 
 
@@ -157,6 +165,14 @@ class Journal:
         self.refused: str | None = None  # set when the journal is found altered while running
         self._last_checkpoint_mono = time.monotonic()
         self._last_commit_mono = float("-inf")  # when a commit last succeeded (monotonic)
+        # -- when the journal could not commit (monotonic; down_since, serving_until, outages) --
+        self._commit_started: float | None = None  # the commit in progress began
+        self._probe_started: float | None = None  # the probe in progress began
+        self._failing_since: float | None = None  # the first failed commit (or probe) of a streak began
+        #: Ended outages, (start, end) monotonic, oldest first: from the start of the first commit
+        #: that failed or stalled to the first that succeeded after it. The availability ledger
+        #: takes them (:meth:`msc.server.background.BackgroundWork._ledger_beat`).
+        self.outages: collections.deque[tuple[float, float]] = collections.deque(maxlen=OUTAGES_KEPT)
 
     @classmethod
     def from_settings(cls, settings: Settings, keyring: KeyRing | None = None, **kw) -> Journal:
@@ -300,6 +316,39 @@ class Journal:
     async def append(self, *entries: Entry) -> list[int]:
         return await self.submit(entries)
 
+    # -- is it serving? (the availability ledger, OPERATIONS.md "Availability and reports") --------
+
+    def down_since(self, now: float | None = None) -> float | None:
+        """Monotonic time since which the journal has not been able to commit — the start of the
+        first commit (or probe) of a run of failures, or of the commit or probe in progress once
+        it has taken :data:`STALL_S` — or None while it serves."""
+        if self._failing_since is not None:
+            return self._failing_since
+        now = time.monotonic() if now is None else now
+        started = [t for t in (self._commit_started, self._probe_started) if t is not None and now - t >= STALL_S]
+        return min(started) if started else None
+
+    def serving_until(self, now: float | None = None) -> float:
+        """Monotonic time up to which everything submitted has been committed or is committing
+        normally: ``now``, or the start of the commit or probe in progress, or of a failing run
+        — what a run's heartbeat in the ledger may claim (a heartbeat that is itself held up by a
+        frozen database and lands after the thaw must not claim the freeze)."""
+        now = time.monotonic() if now is None else now
+        return min(t for t in (now, self._commit_started, self._probe_started, self._failing_since) if t is not None)
+
+    def _served(self, started: float, ended: float) -> None:
+        """A commit (or probe) begun at ``started`` succeeded at ``ended``: an outage ended if a
+        run of failures was going on, or if this one stalled."""
+        if self._failing_since is not None:
+            self.outages.append((self._failing_since, ended))
+            self._failing_since = None
+        elif ended - started >= STALL_S:
+            self.outages.append((started, ended))
+
+    def _failed(self, started: float) -> None:
+        if self._failing_since is None:
+            self._failing_since = started
+
     async def probe(self) -> bool:
         """Can the storage be written? Asks the writer's ``probe`` (PostgreSQL's: one round trip,
         or after a failure it reconnects, takes its lock again and re-reads where the journal
@@ -319,14 +368,23 @@ class Journal:
             return self.healthy
         if self.healthy and time.monotonic() - self._last_commit_mono < PROBE_FRESH_S:
             return True
+        started = self._probe_started = time.monotonic()
         try:
             await probe()
         except JournalError as exc:
             self.healthy = False  # /readyz 503 before a message finds out
             self.last_error = str(exc)
+            self._failed(started)
             return False
+        except asyncio.CancelledError:
+            if time.monotonic() - started >= STALL_S:  # given up on (its caller's bound): it stalled
+                self._failed(started)
+            raise
+        finally:
+            self._probe_started = None
         self.healthy = True
         self.last_error = None
+        self._served(started, time.monotonic())
         return True
 
     @property
@@ -396,6 +454,7 @@ class Journal:
                 if poke:
                     self._unindexed = 0
                 commit = asyncio.ensure_future(self.writer.commit(rows, poke))
+                self._commit_started = time.monotonic()
                 if self._pending and room - len(rows) > 0:  # else a checkpoint comes first
                     nxt = self._take(room - len(rows))
                     try:
@@ -406,6 +465,8 @@ class Journal:
                 await commit
             except Exception as exc:  # JournalError, or a key problem while sealing
                 err = exc if isinstance(exc, JournalError) else JournalError(str(exc))
+                self._failed(self._commit_started if self._commit_started is not None else time.monotonic())
+                self._commit_started = None
                 self.healthy = False
                 self.last_error = str(err)
                 self.errors_total += 1
@@ -444,6 +505,9 @@ class Journal:
             self.healthy = True
             self.last_error = None
             self._last_commit_mono = time.monotonic()
+            if self._commit_started is not None:
+                self._served(self._commit_started, self._last_commit_mono)
+            self._commit_started = None
             if self._landed is not None:
                 lo, hi = self._landed
                 self._landed = None

@@ -14,6 +14,11 @@ another's) can neither hide a gap nor be counted twice. An outage that follows a
 Both count against the 98 %. The window starts at the first run ever recorded (a switch
 installed last week is not charged for the year before).
 
+A switch whose journal cannot commit passes no transaction (fail closed), so an outage of the
+journal splits its run: the run ends where the first failed or stalled commit began and a new run
+of the same process starts where a commit succeeded again (``Journal.outages``, written by
+``msc.server.background``'s heartbeat) — an unscheduled outage, as a crash would be.
+
 The stop mark is stamped when the run **stops accepting sessions** — at the start of a drain
 (SIGTERM), not at its end (decision of issue 16 under PPP §1.7.1; OPERATIONS.md): a draining
 switch still serves the sessions attached to it, but refuses every new one (a terminal that

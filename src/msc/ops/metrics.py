@@ -83,6 +83,9 @@ class Metrics:
         self.answers_unrecorded = Counter(
             "msc_answers_unrecorded_total", "Answers to requests the journal could not record (upstream told E501)",
             registry=r)
+        self.upstream_resends = Counter(
+            "msc_upstream_resends_total", "Messages an upstream sent again that msc had journaled without acknowledging "
+            "(their connection was gone): answered A, not journaled or delivered again", ["upstream"], registry=r)
         self.upstream_in_flight = Gauge("msc_upstream_in_flight", "Requests sent and not yet answered", ["upstream"], registry=r)
         self.upstream_inbound = Gauge("msc_upstream_inbound", "Messages from the upstream waiting for their journal "
                                       "commit (at most max_inbound)", ["upstream"], registry=r)

@@ -17,7 +17,10 @@ A request (:class:`Pending`) goes through these states::
   over Nlets as ``CR`` "Triple I responses", Nlets Wiki §15 CHRI); a ``QW`` by the state file and
   then by NCIC, or NCIC and III for a combined ``QWI`` (NCIC 2000 Operating Manual, Wanted Person
   File §5.7). The request stays open for further parts until ``answer_window_s`` (a route
-  setting, never shorter than ``timeout_s``) after it was forwarded.
+  setting, never shorter than ``timeout_s``) after it was forwarded. Its answer is *complete*
+  once it has the parts its route's ``answer_parts`` declares, or a part carrying a field of
+  ``answer_ends_on`` (:func:`rest_may_be_missing`): it still takes parts, but no drain waits
+  for it and no restart notice is owed for it.
 * **closed**: its window ended, or its fate notice (E302/E303) was sent. Closed requests are
   remembered for ``late_answer_s`` (at most :data:`LATE_MAX` of them, oldest forgotten first):
   a part with the header of exactly one of them, and of no open request, is still linked to it

@@ -51,6 +51,7 @@ from msc.routing.delivery import READ_BATCH, Delivery, Output, QueueFull
 from msc.routing.destinations import pooled, upstream_destination
 from msc.routing.forwarding import DELIVER_24X7, UNKNOWN, classifier
 from msc.routing.requests import Match, Pending, RequestTable, ends_answer
+from msc.routing.resends import COMMITTING, Resends
 from msc.routing.upstream import Sent, UpstreamLink
 
 log = structlog.get_logger("msc.router")
@@ -88,6 +89,10 @@ class Router:
         #: they wait for the upstream to send it again (insertion-ordered set).
         self._unrecorded: dict[Pending, None] = {}
         self._recording = 0  # upstream traffic whose journal commit is under way
+        #: Messages each upstream may send again: journaled, their A not written (msc.routing.resends).
+        self.resends = Resends(wait_s=lambda name: self.links[name].cfg.resend_wait_s if name in self.links else 30.0,
+                               up_at=lambda name: link.up_at if (link := self.links.get(name)) else None,
+                               clock=monotonic)
         self._probe_at = 0.0
         self._probe_backoff = PROBE_MIN_S
         self._probing = False
@@ -652,6 +657,8 @@ class Router:
     # -- traffic from upstream --------------------------------------------------------------
 
     def on_upstream_message(self, link: UpstreamLink, generation: Any, xid: int, payload: bytes) -> None:
+        if self.resends.may_hold(link.name, generation) and self._resent(link, generation, xid, payload):
+            return
         unsolicited_class = None
         pending = None
         try:
@@ -721,6 +728,9 @@ class Router:
         # Until its record is committed, this traffic is neither awaited (a request that has its
         # first part is answered) nor queued: it is in flight for a drain (outstanding()).
         self._recording += 1
+        # Its A (or N) goes where the upstream sent it last: a resend on a later connection while
+        # this commit is under way takes it over (msc.routing.resends).
+        copy = self.resends.committing(link.name, generation, xid, payload)
 
         def committed(f: asyncio.Future) -> None:
             self._recording -= 1
@@ -733,11 +743,15 @@ class Router:
                 self.delivery.release(need)  # (a held fate slot stays with its request)
                 self.landed_undelivered(outputs, at, None if f.cancelled() else f.exception())
                 self.metrics.reject(Reject.E501.code)
-                link.reply(framing.nak(xid, Reject.E501.code, Reject.E501.reason), generation)
+                link.reply(framing.nak(copy.xid, Reject.E501.code, Reject.E501.reason), copy.connection)
+                self.resends.committed(link.name, copy, acknowledged=False, recorded=False)
                 if pending is not None:
                     self._answer_unrecorded(pending, link)
                 return
-            link.reply(framing.ack(xid), generation)
+            # Journaled, and delivered below; if its connection is gone the A cannot be written and
+            # the upstream sends the message again: kept to know that resend (msc.routing.resends).
+            acked = link.reply(framing.ack(copy.xid), copy.connection)
+            self.resends.committed(link.name, copy, acknowledged=acked, recorded=True)
             if pending is not None:
                 if held is not None:
                     if not held_used:  # the answer went elsewhere (a pool's printer)
@@ -753,6 +767,19 @@ class Router:
             self.deliver_committed(outputs, at, f.result())
 
         fut.add_done_callback(committed)
+
+    def _resent(self, link: UpstreamLink, generation: Any, xid: int, payload: bytes) -> bool:
+        """Is ``payload`` the resend of a message journaled without its A (PROTOCOL.md §4 "Messages
+        msc journaled and could not acknowledge")? Then it is answered as that message: ``A`` once
+        its record is committed (now, if it is) — one record, one delivery — and True."""
+        found = self.resends.match(link.name, generation, xid, payload)
+        if found is None:
+            return False
+        self.metrics.upstream_resends.labels(link.name).inc()
+        log.info("upstream.resend_recognised", upstream=link.name, first=found)
+        if found != COMMITTING and not link.reply(framing.ack(xid), generation):
+            self.resends.orphan(link.name, payload)  # this connection is gone too: the next resend
+        return True
 
     def _count_part(self, match: Match, how: str) -> None:
         self.metrics.answer_parts.labels(how).inc()

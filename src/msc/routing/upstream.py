@@ -25,6 +25,10 @@ Link health (PROTOCOL.md §4 "Link health and failover"):
   not in msc's memory (the acknowledgement and silence rules do not count the time msc itself
   was not reading).
 
+A message whose ``A`` could not be written (its connection was gone when its journal commit
+ended) is sent again by the upstream on a later connection: the router knows that resend
+(:mod:`msc.routing.resends`) and answers it without a second record.
+
 When a connection that carried traffic is lost, :attr:`on_lost` is called at once with the
 requests the upstream had not acknowledged; the router tells the operators of every request
 still without an answer (acknowledged or not) ``E302`` — never silently dropped, never silently
@@ -164,6 +168,7 @@ class _LinkProtocol(asyncio.Protocol):
         """Declare this connection failed and drop it (the next dial goes to the other endpoint)."""
         if self.failed is None:
             self.failed = reason
+        self.outbox.flush()  # the A of a message committed in this iteration goes first (msc.routing.resends)
         if self.transport is not None:
             self.transport.abort()
 
@@ -203,6 +208,8 @@ class UpstreamLink:
         self._hb_task: asyncio.Task | None = None
         self._stopping = False
         self._connected = asyncio.Event()
+        #: Monotonic time the current connection answered its handshake; None while down.
+        self.up_at: float | None = None
         self.log = log.bind(upstream=self.name)
 
     # -- state ----------------------------------------------------------------------------
@@ -301,6 +308,7 @@ class UpstreamLink:
                 if proto.transport is None or proto.transport.is_closing():
                     continue
                 self.endpoint_index = index
+                self.up_at = time.monotonic()
                 self._connected.set()
                 self.log.info("upstream.up", endpoint=self.label(index))
                 if self.on_state:
@@ -384,7 +392,7 @@ class UpstreamLink:
         outage), before msc's dial has returned, and an answer given at once (a refusal past the
         link's journal budget) was dropped then, leaving the upstream waiting for it. False when
         the connection is gone (an ``xid`` means nothing on another connection: the upstream
-        sends the message again)."""
+        sends the message again, and :mod:`msc.routing.resends` knows it)."""
         if generation is None:
             return False
         generation.inbound -= 1
@@ -437,6 +445,7 @@ class UpstreamLink:
             return
         self._proto = None
         self._connected.clear()
+        self.up_at = None
         label = self.label(proto.index)
         self.endpoint_index = None
         was_up = proto.proven.done() and proto.proven.result() is True
