@@ -182,7 +182,10 @@ def user_remove(args, settings: Settings) -> int:
     _find(settings, uid)
     actor = _admin(settings, args, "user remove")
     today = dt.date.today()
-    userfile.update(settings.users_path, lambda users: userfile.remove_user(users, uid, today))
+    try:
+        directory.update_users(settings, lambda users: userfile.remove_user(users, uid, today))
+    except ActionRefused as exc:
+        raise SystemExit(f"error: {exc}") from None
     from msc.cli.admin import notify_users_changed
 
     notify_users_changed(settings, f"USER REMOVE {uid}", user=actor)
@@ -201,8 +204,9 @@ def user_list(args, settings: Settings) -> int:
     for r in doc["users"]:
         print(f"{r['id']:<7} {r['role']:<13} {r['ori']:<10} {r['status']:<9} {'yes' if r['locked'] else 'no':<7} "
               f"{'yes' if r['totp'] else 'no':<5} {r['certified_until'] or '-':<11} {r['last_logon'] or '-':<26} {r['name']}")
-    for r in userfile.read(settings.users_path).removed:
-        print(f"{r.id:<7} (removed {r.removed}; not reassignable until {r.removed + dt.timedelta(days=ID_REUSE_DAYS)})")
+    for r in doc["removed"]:
+        removed = dt.date.fromisoformat(r["removed"])
+        print(f"{r['id']:<7} (removed {removed}; not reassignable until {removed + dt.timedelta(days=ID_REUSE_DAYS)})")
     return EXIT_OK
 
 
