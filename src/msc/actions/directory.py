@@ -271,9 +271,8 @@ def station_rows(settings: Settings) -> list[dict]:
 
 def user_rows(settings: Settings) -> dict:
     """``user list``: users with role, status, lockout, TOTP, certification, last logon."""
-    from msc.storage.backends import Backends
-
     from msc.actions.userdir import read_users
+    from msc.storage.backends import Backends
 
     users = read_users(settings)  # (StorageUnavailable: the msc command says it in one line)
     state = {}
