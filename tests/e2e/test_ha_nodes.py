@@ -819,3 +819,61 @@ def test_a_node_that_cannot_open_the_key_ring_never_keeps_the_lease_and_the_othe
                            "B sees the holder at its next look", 60, b)
     assert code == 503 and doc["status"] == "standby" and doc["node"]["holder"] == "node-a" and doc["node"]["held_back"]
     assert a.p.poll() is None
+
+
+def wire_logon(port: int, header: str, user: str, password: str) -> str:
+    """One terminal LOGON: "A", or the reject code the terminal is answered."""
+    async def go() -> str:
+        c = await WireClient.connect(port)
+        try:
+            await c.banner()
+            f = await c.logon(header, user, password)
+            return "A" if f.type == "A" else f.code
+        finally:
+            c.close()
+
+    return asyncio.run(go())
+
+
+def user_in(path: Path, uid: str) -> dict | None:
+    import tomllib
+
+    return next((u for u in tomllib.loads(path.read_text()).get("user", []) if u["id"] == uid), None)
+
+
+def test_users_changed_on_the_active_are_enforced_by_the_standby_after_a_kill_9(pair):
+    """newcomer8 #1: ``msc user disable|add|passwd`` on the active node's machine; the standby's
+    users.toml follows within seconds; the active killed, the standby enforces them — the
+    disabled user refused, the new password the one that works, the new user let in (before,
+    the standby enforced its own stale copy: the disabled user logged on again)."""
+    new = "a brand new pair passphrase"
+    pair.start("A", "ready")
+    wait_until(lambda: pair.active("A"), "A active")
+    b = pair.start("B", "standby")
+    cfg_a = str(pair.cfg["A"])
+    r = run("user", "disable", "TS0002", "--config", cfg_a, *AS_ADMIN, input=PASSWORD + "\n\n", timeout=60)
+    assert r.returncode == 0 and "every node enforces it" in r.stdout, (r.stdout, r.stderr)
+    r = run("user", "add", "--config", cfg_a, "--id", "TS0009", "--name", "NINE, NED", "--ori", "CA0130000",
+            "--role", "full", *AS_ADMIN, input=f"{PASSWORD}\n\n{new}\n", timeout=60)
+    assert r.returncode == 0 and "PostgreSQL" in r.stdout, (r.stdout, r.stderr)
+    r = run("user", "passwd", "TS0001", "--config", cfg_a, *AS_ADMIN, input=f"{PASSWORD}\n\n{new}\n", timeout=60)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert wire_logon(pair.ports["A"], "ICS2", "TS0002", PASSWORD) == "E202"
+
+    users_b = pair.tmp / "B" / "users.toml"
+    wait_until(lambda: (lambda u2, u9: u2 and u2["status"] == "disabled" and u9)(user_in(users_b, "TS0002"),
+                                                                                  user_in(users_b, "TS0009")),
+               "the standby's users.toml follows the database's copy", proc=b)
+    assert users_b.read_text() == (pair.tmp / "A" / "users.toml").read_text()
+    r = run("user", "list", "--config", str(pair.cfg["B"]), "--format", "json")  # on the standby's machine
+    assert r.returncode == 0, r.stderr
+    assert {u["id"]: u["status"] for u in json.loads(r.stdout)["users"]}["TS0002"] == "disabled"
+
+    pair.proc["A"].p.kill()
+    pair.proc["A"].p.wait(10)
+    wait_until(lambda: pair.active("B"), "B takes over from the killed A", 60, b)
+    port = pair.ports["B"]
+    assert wire_logon(port, "ICS2", "TS0002", PASSWORD) == "E202"  # disabled on A: refused by B
+    assert wire_logon(port, "ICS2", "TS0009", new) == "A"  # added on A
+    assert wire_logon(port, "ICS1", "TS0001", PASSWORD) == "E202"  # its password changed on A …
+    assert wire_logon(port, "ICS1", "TS0001", new) == "A"  # … to this one

@@ -9,6 +9,7 @@ Refusals raise :class:`ActionRefused` with the text a person reads (the CLI prin
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlparse
 
@@ -50,12 +51,53 @@ def validate_users(settings: Settings, users: UsersFile) -> None:
         raise ConfigError(issues)
 
 
+def update_users(settings: Settings, change: Callable[[UsersFile], UsersFile],
+                 validate: Callable[[UsersFile], None] | None = None) -> UsersFile:
+    """Every change of the user directory the ``msc`` command and the web console make
+    (:func:`msc.mnemonics.userfile.update`): with ``[storage] backend = "postgresql"`` committed
+    to the database's copy first — every node of a pair enforces it — then written to this
+    machine's users.toml. Fail closed: a database that cannot take it refuses the change
+    (:class:`ActionRefused`, nothing changed anywhere)."""
+    from msc.storage.backends import Backends, StorageUnavailable
+
+    store = None
+    try:
+        store = Backends(settings).users_store()
+        return userfile.update(settings.users_path, change, validate, store=store)
+    except StorageUnavailable as exc:
+        raise ActionRefused(f"nothing was changed: {exc}") from None
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _read(settings: Settings) -> UsersFile:
+    from msc.actions.userdir import read_users
+    from msc.storage.backends import StorageUnavailable
+
+    try:
+        return read_users(settings)
+    except StorageUnavailable as exc:
+        raise ActionRefused(str(exc)) from None
+
+
+def users_where(settings: Settings) -> str:
+    """Where a change of the user directory went, for the person who made it: the file, or
+    (PostgreSQL) the database's copy that every node enforces, and this machine's copy."""
+    if settings.config.storage.backend != "postgresql":
+        return str(settings.users_path)
+    from msc.storage.backends import Backends
+
+    return (f"the user directory in {Backends(settings).describe()} (every node enforces it; "
+            f"this machine's copy: {settings.users_path})")
+
+
 def check_new_user(settings: Settings, uid: str, ori: str, role: str, today: dt.date) -> None:
     """What refuses ``user add`` before any password is asked for: the ID's form, an existing or
     recently removed ID (CJIS IA-4d), an unknown agency or role."""
     if grammar.USER_ID_RE.match(uid) is None:
         raise ActionRefused("a user ID is 6 characters [A-Z0-9] (PPP §1.6.7)")
-    current = userfile.read(settings.users_path)
+    current = _read(settings)
     if any(u.id == uid for u in current.user):
         raise ActionRefused(f"user {uid} already exists")
     for r in current.removed:
@@ -113,7 +155,7 @@ def add_user(settings: Settings, actor: str, *, uid: str, name: str, ori: str, r
         return msgspec.structs.replace(users, user=(*users.user, entry), removed=kept)
 
     try:
-        userfile.update(settings.users_path, change, lambda u: validate_users(settings, u))
+        update_users(settings, change, lambda u: validate_users(settings, u))
     except ConfigError as exc:
         raise ActionRefused("; ".join(str(i) for i in exc.issues)) from None
     text = f"USER ADD {uid} ROLE/{role} ORI/{ori}" + (" TOTP" if totp_secret else "")
@@ -124,7 +166,7 @@ def add_user(settings: Settings, actor: str, *, uid: str, name: str, ori: str, r
 
 
 def find_user(settings: Settings, uid: str) -> UserEntry:
-    u = next((u for u in userfile.read(settings.users_path).user if u.id == uid), None)
+    u = next((u for u in _read(settings).user if u.id == uid), None)
     if u is None:
         raise ActionRefused(f"no user {uid} in {settings.users_path}")
     return u
@@ -132,8 +174,7 @@ def find_user(settings: Settings, uid: str) -> UserEntry:
 
 def change_user(settings: Settings, uid: str, fn) -> None:
     try:
-        userfile.update(settings.users_path, lambda users: userfile.replace_user(users, uid, fn),
-                        lambda u: validate_users(settings, u))
+        update_users(settings, lambda users: userfile.replace_user(users, uid, fn), lambda u: validate_users(settings, u))
     except LookupError:
         raise ActionRefused(f"no user {uid} in {settings.users_path}") from None
     except ConfigError as exc:
@@ -200,7 +241,7 @@ def disable_inactive(settings: Settings, actor: str, ids: list[str]) -> list[str
         def disable(users: UsersFile, uid: str = uid) -> UsersFile:
             return userfile.replace_user(users, uid, lambda u: msgspec.structs.replace(u, status="disabled"))
 
-        userfile.update(settings.users_path, disable)
+        update_users(settings, disable)
         notify_users_changed(settings, f"USER DISABLE {uid} INACTIVE 90 DAYS (CJIS AC-2)", user=actor)
         done.append(uid)
     return done
@@ -230,9 +271,10 @@ def station_rows(settings: Settings) -> list[dict]:
 
 def user_rows(settings: Settings) -> dict:
     """``user list``: users with role, status, lockout, TOTP, certification, last logon."""
+    from msc.actions.userdir import read_users
     from msc.storage.backends import Backends
 
-    users = userfile.read(settings.users_path)
+    users = read_users(settings)  # (StorageUnavailable: the msc command says it in one line)
     state = {}
     backends = Backends(settings)
     if backends.postgresql or settings.data_dir.exists():

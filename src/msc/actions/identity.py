@@ -55,11 +55,12 @@ def service_account_problem(settings: Settings) -> str | None:
 def service(settings: Settings, *, via: str = "cli") -> AuthService:
     """An authentication service for this process: state.db shared with the daemon; ``via`` labels
     its attempts in the logon counts (``cli`` or ``web``)."""
+    from msc.actions.userdir import current
     from msc.mnemonics import totp
     from msc.mnemonics.directory import Directory
     from msc.storage.backends import Backends
 
-    users = Directory(settings).users
+    users = Directory(current(settings)).users  # (PostgreSQL: the database's copy, every node's)
     backends = Backends(settings)
     aead: list[AESGCM] = []
 
@@ -72,9 +73,9 @@ def service(settings: Settings, *, via: str = "cli") -> AuthService:
                 ring.close()
         return totp.open_secret(aead[0], acct.id, acct.totp)
 
+    rehash = users_file_rehash(settings.users_path, backends.users_store(), close=True)
     return AuthService(accounts=users.get, store=backends.runtime_state(), open_totp=open_totp,
-                       cost=settings.config.switch.password_cost, rehash=users_file_rehash(settings.users_path),
-                       via=via)
+                       cost=settings.config.switch.password_cost, rehash=rehash, via=via)
 
 
 def authenticate(settings: Settings, user_id: str, password: str | None, otp: str | None, *,
@@ -126,9 +127,9 @@ def enabled_admins(settings: Settings) -> list[str]:
     not: a locked account still exists — another administrator unlocks it, or, when every one is
     locked, the service account does (:func:`os_actor`, docs/OPERATIONS.md "The first
     administrator")."""
-    from msc.mnemonics import userfile
+    from msc.actions.userdir import read_users
 
-    return [u.id for u in userfile.read(settings.users_path).user if u.role == "admin" and u.status == "active"]
+    return [u.id for u in read_users(settings).user if u.role == "admin" and u.status == "active"]
 
 
 def locked(settings: Settings) -> set[str]:

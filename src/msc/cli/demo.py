@@ -100,12 +100,13 @@ header = "ICSWEB"
 
 
 def init(directory: Path, template: str | None, port_offset: int = 0) -> None:
+    from msc.actions.directory import update_users
     from msc.cli.admin import record_admin
     from msc.cli.auth import os_actor
     from msc.config.files import private_dir
     from msc.config.load import load
     from msc.config.model import Role, UserEntry, UsersFile
-    from msc.mnemonics import totp, userfile
+    from msc.mnemonics import totp
     from msc.mnemonics.passwords import hash_password
     from msc.mnemonics.totp import PRIVILEGED
 
@@ -137,7 +138,9 @@ def init(directory: Path, template: str | None, port_offset: int = 0) -> None:
                                dob=dt.date.fromisoformat(dob) if dob else None, totp=sealed,
                                certified_until=today + dt.timedelta(days=730), created=today))
         shown.append((uid, name, ori, role, pw, secret))
-    userfile.write(settings.users_path, UsersFile(user=tuple(users)))
+    # (PostgreSQL: the database's copy too, which every node of a pair installs — the pair recipe's
+    # "the users go into PostgreSQL", OPERATIONS.md "Running two nodes".)
+    update_users(settings, lambda _old: UsersFile(user=tuple(users)))
     # The demo's administrator is made the way the first administrator is (docs/OPERATIONS.md):
     # a BOOTSTRAP record whose actor is the OS account that ran it (OS:<account>).
     record_admin(settings, f"BOOTSTRAP DEMO USERS {' '.join(u for u, *_ in DEMO_USERS)} "

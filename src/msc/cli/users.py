@@ -97,7 +97,7 @@ def add_user(args, settings: Settings) -> int:
     except ActionRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"added {uid} ({args.role}, {args.ori}) to {settings.users_path}" +
+    print(f"added {uid} ({args.role}, {args.ori}) to {directory.users_where(settings)}" +
           (f" — the first administrator (bootstrap by {actor}, journaled)" if bootstrap else ""))
     if added.totp_uri:
         print("TOTP provisioning URI (shown once; enrol it in the user's authenticator now):")
@@ -134,7 +134,8 @@ def user_passwd(args, settings: Settings) -> int:
     from msc.cli.admin import notify_users_changed
 
     notify_users_changed(settings, f"USER PASSWD {uid}", user=actor)
-    print(f"password of {uid} changed")
+    print(f"password of {uid} changed" + (f" in {directory.users_where(settings)}"
+                                           if settings.config.storage.backend == "postgresql" else ""))
     return EXIT_OK
 
 
@@ -147,8 +148,13 @@ def user_status(args, settings: Settings) -> int:
         directory.set_user_status(settings, actor, uid, disabled=disabled)
     except ActionRefused as exc:
         raise SystemExit(f"error: {exc}") from None
-    print(f"{uid} {'disabled' if disabled else 'active'}" +
-          (" (logged off within a second if the switch is running)" if disabled else ""))
+    if settings.config.storage.backend == "postgresql":
+        # A pair: the database's copy, which every node applies within its next look (USERS_RECHECK_S).
+        print(f"{uid} {'disabled' if disabled else 'active'} in {directory.users_where(settings)}" +
+              (" — logged off within a few seconds on whichever node serves them" if disabled else ""))
+    else:
+        print(f"{uid} {'disabled' if disabled else 'active'}" +
+              (" (logged off within a second if the switch is running)" if disabled else ""))
     return EXIT_OK
 
 
@@ -182,11 +188,15 @@ def user_remove(args, settings: Settings) -> int:
     _find(settings, uid)
     actor = _admin(settings, args, "user remove")
     today = dt.date.today()
-    userfile.update(settings.users_path, lambda users: userfile.remove_user(users, uid, today))
+    try:
+        directory.update_users(settings, lambda users: userfile.remove_user(users, uid, today))
+    except ActionRefused as exc:
+        raise SystemExit(f"error: {exc}") from None
     from msc.cli.admin import notify_users_changed
 
     notify_users_changed(settings, f"USER REMOVE {uid}", user=actor)
-    print(f"{uid} removed; the ID cannot be reassigned before {today + dt.timedelta(days=ID_REUSE_DAYS)} (CJIS IA-4d)")
+    where = f" from {directory.users_where(settings)}" if settings.config.storage.backend == "postgresql" else ""
+    print(f"{uid} removed{where}; the ID cannot be reassigned before {today + dt.timedelta(days=ID_REUSE_DAYS)} (CJIS IA-4d)")
     return EXIT_OK
 
 
@@ -201,8 +211,9 @@ def user_list(args, settings: Settings) -> int:
     for r in doc["users"]:
         print(f"{r['id']:<7} {r['role']:<13} {r['ori']:<10} {r['status']:<9} {'yes' if r['locked'] else 'no':<7} "
               f"{'yes' if r['totp'] else 'no':<5} {r['certified_until'] or '-':<11} {r['last_logon'] or '-':<26} {r['name']}")
-    for r in userfile.read(settings.users_path).removed:
-        print(f"{r.id:<7} (removed {r.removed}; not reassignable until {r.removed + dt.timedelta(days=ID_REUSE_DAYS)})")
+    for r in doc["removed"]:
+        removed = dt.date.fromisoformat(r["removed"])
+        print(f"{r['id']:<7} (removed {removed}; not reassignable until {removed + dt.timedelta(days=ID_REUSE_DAYS)})")
     return EXIT_OK
 
 

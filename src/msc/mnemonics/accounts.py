@@ -58,13 +58,17 @@ class Accounts:
     def __init__(self, *, auth: AuthService, directory: Callable[[], Directory], acp: AccessControlPoint,
                  gate: Any, busy: type[Exception], attempts: Any, metrics: Any, clock: Callable[[], float],
                  reload_users: Callable[[], object], settings: Callable[[], Any],
-                 in_pool: Callable[..., Any], unavailable: tuple[type[Exception], ...] = ()) -> None:
+                 in_pool: Callable[..., Any], unavailable: tuple[type[Exception], ...] = (),
+                 users_store: userfile.UsersStore | None = None) -> None:
         """``gate``: runs a check in a worker thread, at a priority, bounded (``gate.run``; raises
         ``busy`` when full); ``attempts``: per-address logon attempts; ``in_pool``: run a call in
         the checks' worker threads; ``reload_users``: re-read users.toml after a change;
         ``unavailable``: what the run-time state raises when its storage cannot be used now
-        (``msc.storage.errors.STATE_ERRORS``): the check is answered ``E503``."""
+        (``msc.storage.errors.STATE_ERRORS``): the check is answered ``E503``; ``users_store``:
+        the database's copy of the user directory a ``PWD`` is committed to (PostgreSQL;
+        :func:`msc.mnemonics.userfile.update`)."""
         self.unavailable = unavailable
+        self.users_store = users_store
         self.auth = auth
         self.directory = directory
         self.acp = acp
@@ -193,7 +197,12 @@ class Accounts:
         def change(users):
             return userfile.replace_user(users, user.id, lambda u: msgspec.structs.replace(u, password=hashed))
 
-        await asyncio.to_thread(userfile.update, settings.users_path, change)
+        try:
+            # PostgreSQL: committed to the user directory every node enforces first (fail closed:
+            # a database that cannot take it refuses the change, E503, nothing changed).
+            await asyncio.to_thread(userfile.update, settings.users_path, change, store=self.users_store)
+        except self.unavailable as exc:
+            return _unavailable(exc)
         self.reload_users()
         return self.directory().users.get(user.id, user)
 

@@ -30,12 +30,15 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
 from msc.mnemonics import passwords, totp
 from msc.mnemonics.lockout import Attempts, LockoutRule
+
+if TYPE_CHECKING:
+    from msc.mnemonics.userfile import UsersStore
 
 log = structlog.get_logger("msc.auth")
 
@@ -100,10 +103,14 @@ class Attempt:
                 f"locked_now={self.locked_now})")
 
 
-def users_file_rehash(path: Path) -> Callable[[str, str, str], bool]:
+def users_file_rehash(path: Path, store: UsersStore | None = None, *, close: bool = False) -> Callable[[str, str, str], bool]:
     """A ``rehash`` callback for :class:`AuthService` that rewrites ``users.toml`` atomically,
     replacing the hash only if it is still the one that was checked (a concurrent ``PWD`` or
-    ``msc user passwd`` wins)."""
+    ``msc user passwd`` wins). ``store`` (PostgreSQL): the change is committed to the database's
+    copy of the user directory first (:func:`msc.mnemonics.userfile.update`); a database that
+    cannot take it leaves the hash as it was (the rehash is not made: False) — the old hash still
+    checks, the next logon tries again. ``close``: close ``store`` after each rehash (a
+    short-lived service's, not the switch's)."""
     import msgspec
 
     from msc.mnemonics import userfile
@@ -121,9 +128,12 @@ def users_file_rehash(path: Path) -> Callable[[str, str, str], bool]:
             return userfile.replace_user(users, uid, swap)
 
         try:
-            userfile.update(path, change)
-        except LookupError:
+            userfile.update(path, change, store=store)
+        except (LookupError, OSError):  # (OSError: the store's StorageUnavailable; nothing changed)
             return False
+        finally:
+            if close and store is not None:
+                store.close()
         return bool(done)
 
     return rehash

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from msc.protocol.codes import MscError
+
 if TYPE_CHECKING:
     from msc.config.model import UpstreamSection
     from msc.config.settings import Settings
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from msc.mnemonics.directory import Directory
     from msc.mnemonics.state import RuntimeState
     from msc.mnemonics.throttle import AddressAttempts
+    from msc.mnemonics.userfile import UsersStore
     from msc.ops.availability import LedgerBackend
     from msc.ops.http import OpsServer
     from msc.ops.metrics import Metrics
@@ -39,6 +42,10 @@ if TYPE_CHECKING:
 
 
 T = TypeVar("T")
+
+
+class StartupError(MscError):
+    """The switch refuses to start (``msc serve`` says why and exits 2)."""
 
 
 def started(part: T | None) -> T:
@@ -88,12 +95,22 @@ class SwitchParts:
     write_check: Callable[[], None] | None
     fence: Callable[[Any], Awaitable[None]] | None
     lease_info: Callable[[], dict[str, str | None]] | None
+    users_store: UsersStore | None  # PostgreSQL: the user directory every node enforces (userdir.py)
 
     def _add_link(self, up: UpstreamSection) -> UpstreamLink:
         raise NotImplementedError  # msc.server.switch.Switch._add_link
 
     def reload_users(self) -> str | None:
         raise NotImplementedError  # msc.server.reload.ConfigChanges.reload_users
+
+    def watch_users(self) -> None:
+        raise NotImplementedError  # msc.server.userdir.UserDirectory.watch_users
+
+    def users_rehash(self, settings: Settings) -> Callable[[str, str, str], bool]:
+        raise NotImplementedError  # msc.server.userdir.UserDirectory.users_rehash
+
+    async def publish_users(self) -> str | None:
+        raise NotImplementedError  # msc.server.userdir.UserDirectory.publish_users
 
     def apply_directory(self, directory: Directory) -> None:
         raise NotImplementedError  # msc.server.reload.ConfigChanges.apply_directory

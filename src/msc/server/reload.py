@@ -22,7 +22,6 @@ from msc.config.settings import Settings
 from msc.config.tls import server_ssl_context
 from msc.config.validate import parse_hostport
 from msc.journal.records import Entry, JournalError, Kind
-from msc.mnemonics.auth import users_file_rehash
 from msc.mnemonics.directory import Directory
 from msc.server.listener import ListenerRuntime, TlsServer
 from msc.server.parts import SwitchParts, started
@@ -80,6 +79,15 @@ class ConfigChanges(SwitchParts):
             with contextlib.suppress(JournalError):
                 await started(self.journal).append(Entry(kind=Kind.ADMIN, code="E502",
                                                 text=f"CONFIG RELOAD FAILED: {len(exc.issues)} ERROR(S); RUNNING CONFIG KEPT"))
+            return False
+        refused = await self.publish_users()  # (PostgreSQL, a hand edit of users.toml: userdir.py)
+        if refused is not None:
+            self.last_reload_error = refused[:2000]
+            self.metrics.config_reload.labels("error").inc()
+            self.log.error("config.reload_failed", errors=1, first=refused)
+            with contextlib.suppress(JournalError):
+                await started(self.journal).append(Entry(kind=Kind.ADMIN, code="E502",
+                                                text="CONFIG RELOAD FAILED: USERS.TOML NOT PUBLISHED; RUNNING CONFIG KEPT"))
             return False
         old = self.settings
         changes = await self._apply_config(old, new)
@@ -149,7 +157,7 @@ class ConfigChanges(SwitchParts):
         self.budgets.configure(nc.journal)
         for sess in self.sessions:
             sess.refusals.limits = self.budgets.limits
-        self.auth.rehash = users_file_rehash(new.users_path)
+        self.auth.rehash = self.users_rehash(new)
         delivery.queue_max = nc.switch.queue_max
         delivery.output_memory_bytes = nc.switch.output_memory_bytes
         delivery.expiry_s = nc.switch.queue_expiry_s

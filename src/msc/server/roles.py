@@ -48,6 +48,7 @@ class NodeRole(SwitchParts):
         self.log.info("node.standby", node=self.node_name)
         # Beside standing by, not before it: a database that does not answer must not delay /readyz.
         self._key_ring_watch = asyncio.create_task(self.watch_key_ring(), name="key-ring-watch")
+        self.watch_users()  # (PostgreSQL: this machine's users.toml kept the database's copy, userdir.py)
 
     async def watch_key_ring(self) -> None:
         """A node of a pair looks at the key ring when it starts and then every
@@ -222,7 +223,8 @@ class NodeRole(SwitchParts):
         if self._key_ring_watch is not None:  # its look may be waiting on the database
             self._key_ring_watch.cancel()
         self._drop_watch_ring(f"this node stepped down ({why})")
-        handles = (self._state, self.ledger, self.delivery.store if self.delivery is not None else None)
+        handles = (self._state, self.ledger, self.delivery.store if self.delivery is not None else None,
+                   self.users_store)
         for handle in handles:
             abort = getattr(handle, "abort", None)  # PostgreSQL's handles (SQLite's calls are local)
             if abort is not None:

@@ -35,13 +35,12 @@ from msc.memory import Trimmer
 from msc.mnemonics import totp
 from msc.mnemonics.accounts import Accounts
 from msc.mnemonics.acp import AccessControlPoint
-from msc.mnemonics.auth import Account, AuthService, users_file_rehash
+from msc.mnemonics.auth import Account, AuthService
 from msc.mnemonics.directory import Directory
 from msc.mnemonics.throttle import AddressAttempts
 from msc.ops.availability import LedgerBackend
 from msc.ops.metrics import Metrics
 from msc.protocol import framing
-from msc.protocol.codes import MscError
 from msc.protocol.parts import max_payload
 from msc.routing.admission import Admission, LastUse
 from msc.routing.delivery import Delivery
@@ -54,11 +53,13 @@ from msc.server.control import ControlServer
 from msc.server.controls import ControlOps
 from msc.server.listener import ListenerRuntime
 from msc.server.logons import Busy, LogonGate, lower_priority
+from msc.server.parts import StartupError as StartupError  # (StartupError: msc.server.main, msc.cli)
 from msc.server.parts import started
 from msc.server.reload import ConfigChanges
 from msc.server.roles import NodeRole
 from msc.server.services import Registry, Services
 from msc.server.session import taf_for
+from msc.server.userdir import UserDirectory
 from msc.storage.backends import STATE_ERRORS, Backends, Deferred
 
 if TYPE_CHECKING:
@@ -71,11 +72,7 @@ log = structlog.get_logger("msc.switch")
 T = TypeVar("T")
 
 
-class StartupError(MscError):
-    pass
-
-
-class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
+class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole, UserDirectory):
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.backends = Backends(settings)  # [storage]: SQLite files or PostgreSQL (OSError: its password file)
@@ -96,7 +93,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         # state.db, shared with the msc command; the locked set is re-read every second.
         self.auth = AuthService(accounts=lambda uid: self.directory.users.get(uid), store=self.state,
                                 open_totp=self._open_totp, cost=settings.config.switch.password_cost,
-                                clock=clock, rehash=users_file_rehash(settings.users_path))
+                                clock=clock, rehash=self.users_rehash(settings))
         # KDF checks run here, not in the default executor: a burst of LOGONs (an attack, or every
         # terminal after a restart) queues behind its own pool and starves no other worker thread.
         sw = settings.config.switch
@@ -117,7 +114,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
         self.accounts = Accounts(auth=self.auth, directory=lambda: self.directory, acp=self.acp, gate=self.logon_gate,
                                  busy=Busy, attempts=self.logon_attempts, metrics=self.metrics, clock=clock,
                                  reload_users=self.reload_users, settings=lambda: self.settings,
-                                 in_pool=self.in_auth_pool, unavailable=STATE_ERRORS)
+                                 in_pool=self.in_auth_pool, unavailable=STATE_ERRORS, users_store=self.users_store)
         self.sessions = Registry(delivery=lambda: started(self.delivery), accounts=self.accounts,
                                  journal=lambda: self.journal, directory=lambda: self.directory,
                                  router=lambda: started(self.router), metrics=self.metrics)
@@ -161,6 +158,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
     async def start(self) -> None:
         s = self.settings
         cfg = s.config
+        await self.users_at_start()  # (PostgreSQL: the user directory every node enforces, userdir.py)
         await self.open_deferred_state()
         private_dir(s.data_dir)
         for tree in {s.data_dir, s.journal_dir, s.key_file.parent}:
@@ -288,6 +286,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole):
             await self.journal.close()
         self._auth_pool.shutdown(wait=False, cancel_futures=True)
         self._auth_pool_low.shutdown(wait=False, cancel_futures=True)
+        self.stop_users()
         await self.close_ledger()
         if self.backends.postgresql:  # its connection pools, closed cleanly (SQLite's files close at exit)
             await asyncio.to_thread(self.backends.close, self.delivery.store if self.delivery else None, self.state)

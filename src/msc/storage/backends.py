@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from msc.journal.interfaces import JournalReader, JournalStorage
     from msc.keyring import KeyRing
     from msc.mnemonics.state import RuntimeState
+    from msc.mnemonics.userfile import UsersStore
     from msc.ops.availability import LedgerBackend
     from msc.routing.outbox import OutboxBackend
     from msc.storage.pgjournal import Fence
@@ -150,6 +151,19 @@ class Backends:
         keys from ``keyring`` (default: :meth:`keyring`)."""
         return Journal.from_settings(self.settings, keyring if keyring is not None else self.keyring(),
                                      storage=self.journal_storage(fence), **kw)
+
+    # -- the user directory ----------------------------------------------------------------
+
+    def users_store(self) -> UsersStore | None:
+        """Where the authoritative user directory is besides ``users.toml``: None for SQLite (the
+        file is the directory); for PostgreSQL the database's copy every node enforces
+        (:class:`msc.storage.pgusers.PgUsersStore`, connected at its first call; the caller closes
+        it). Every writer of users.toml passes it to :func:`msc.mnemonics.userfile.update`."""
+        if self._pg is None:
+            return None
+        from msc.storage.pgusers import PgUsersStore
+
+        return PgUsersStore(self._pg)
 
     # -- the key ring --------------------------------------------------------------------
 
