@@ -877,3 +877,118 @@ def test_users_changed_on_the_active_are_enforced_by_the_standby_after_a_kill_9(
     assert wire_logon(port, "ICS2", "TS0009", new) == "A"  # added on A
     assert wire_logon(port, "ICS1", "TS0001", PASSWORD) == "E202"  # its password changed on A …
     assert wire_logon(port, "ICS1", "TS0001", new) == "A"  # … to this one
+
+
+class Relay:
+    """A TCP relay 127.0.0.1:port → PostgreSQL, run in a thread by this test (newcomer8 step 9's
+    network cut between the active node only and its database). :meth:`cut` makes it a blackhole,
+    as a SIGSTOPped relay, a dead switch port or a firewall drop is: open connections stay open and
+    nothing more crosses in either direction; a new connection is accepted (the kernel's handshake)
+    and then hears nothing. Nothing is reset, nothing refused."""
+
+    def __init__(self, target_port: int) -> None:
+        import threading
+
+        self.target = target_port
+        self.loop = asyncio.new_event_loop()
+        self.open = asyncio.Event()
+        self.port = 0
+        started = threading.Event()
+
+        def serve() -> None:
+            asyncio.set_event_loop(self.loop)
+            server = self.loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", 0))
+            self.port = server.sockets[0].getsockname()[1]
+            self.open.set()
+            started.set()
+            self.loop.run_forever()
+            server.close()
+            tasks = asyncio.all_tasks(self.loop)  # the connections it still relays (or holds, cut)
+            for task in tasks:
+                task.cancel()
+            self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            self.loop.close()
+
+        self.thread = threading.Thread(target=serve, name="pg-relay", daemon=True)
+        self.thread.start()
+        started.wait(HANG_S)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self.open.wait()
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await src.read(65536):
+                    await self.open.wait()  # cut: what was read goes nowhere, and nothing more is read
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    def cut(self) -> None:
+        self.loop.call_soon_threadsafe(self.open.clear)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(HANG_S)
+
+
+def test_an_active_cut_off_from_the_database_is_not_ready_before_the_other_node_is(tmp_path, pg_server, procs):
+    """newcomer8 #3: the active node's database traffic goes through a relay the test cuts; the
+    standby still reaches the database and takes the lease when it expires. A load balancer polling
+    both ``/readyz`` in turn (B, then A, one answer before the next question) must never see A
+    ready after it saw B ready: A's belief in the lease ends ``lease_ttl_s × 0.99`` after the send
+    of its last successful renewal — before the database lets B in — whatever its database calls
+    are waiting on. (It saw both ready for 6–10 s: A's step-down waited for those calls.) A then
+    leaves by the step-down path a SIGSTOP takes: exit 75, nothing of it committed after the cut."""
+    relay = Relay(pg_server.port)
+    try:
+        pair = Pair(tmp_path, pg_server, procs)
+        cfg_a = pair.cfg["A"]
+        cfg_a.write_text(cfg_a.read_text().replace(f"@127.0.0.1:{pg_server.port}/", f"@127.0.0.1:{relay.port}/"))
+        a = pair.start("A", "ready")
+        wait_until(lambda: pair.active("A"), "A active")
+        b = pair.start("B", "standby")
+        wait_until(lambda: pair.readyz("B")[1].get("node", {}).get("holder") == "node-a", "B sees A hold the lease")
+
+        seen: list[tuple[float, str, int, int]] = []  # (when, node, /readyz status, epoch) in the order asked
+
+        def ask(n: str) -> tuple[int, dict]:
+            code, doc = pair.readyz(n)
+            seen.append((time.monotonic(), n, code, doc.get("node", {}).get("epoch", 0)))
+            return code, doc
+
+        assert ask("A")[0] == 200 and ask("B")[0] == 503
+        relay.cut()
+        cut_at = time.monotonic()
+        b_ready = None
+        deadline = cut_at + 120
+        while time.monotonic() < deadline:
+            code_b, _ = ask("B")
+            code_a, _ = ask("A")
+            if code_b == 200 and b_ready is None:
+                b_ready = len(seen)
+            if b_ready is not None and code_a != 200 and len(seen) > b_ready + 4:
+                break
+            time.sleep(0.02)  # (a poller's pace, not a wait for something)
+        else:
+            raise AssertionError(f"B did not take over, or A stayed ready: {seen[-6:]}")
+        b_first = next(i for i, (_t, n, code, _e) in enumerate(seen) if n == "B" and code == 200)
+        a_last = max(t for t, n, code, _e in seen if n == "A" and code == 200)
+        print(f"relay cut: A last ready {a_last - cut_at:.2f} s after the cut, B first ready "
+              f"{seen[b_first][0] - cut_at:.2f} s after it (both ready at once: "
+              f"{max(0.0, a_last - seen[b_first][0]):.2f} s; lease ttl {TTL} s)")
+        a_late = [s for s in seen[b_first:] if s[1] == "A" and s[2] == 200]
+        assert a_late == [], f"A still answered ready after B did: {a_late[:3]} (B ready at {seen[b_first]})"
+        assert seen[b_first][3] == 2  # B serves epoch 2
+        assert a.p.wait(HANG_S) == 75  # it left by the step-down path (its supervisor starts it again)
+        log = a.log.read_text()
+        assert "node.stepped_down" in log and "the lease was not renewed in time" in log, log[-3000:]
+        assert "Traceback" not in log, log[-3000:]
+        r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=HANG_S)
+        assert r.returncode == 0 and f"Connected to msc at {pair.addr('B')}." in r.stderr, r.stderr
+        assert b.p.poll() is None
+    finally:
+        relay.close()

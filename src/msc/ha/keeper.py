@@ -12,6 +12,16 @@ when it must stop serving.
 Every database call is bounded: a renewal by the end of the node's belief (it cannot help
 after that), an acquisition by the lease's own ``timeout_s``. A call's outcome is reported to
 the machine with the monotonic time it was sent.
+
+The end of the belief does not wait for any of them: a timer armed at each grant and renewal
+for :attr:`LeaseMachine.valid_until` (``sent + ttl × 0.99``) steps the node down when it fires,
+whatever the loop is awaiting then — a renewal the database never answers, a connect that hangs,
+the lease's connection busy with another statement — and cancels the loop (one tenure per
+keeper). :meth:`check` does the same at once for a caller that must not say "active" past the
+end (``/readyz``, on a busy event loop whose timer has not run yet). Issue 16, newcomer8 #2/#3:
+the step-down was given only when the loop came back to the machine, and a name announcement
+that waited 5 s on a cut-off database came first, twice — the node believed itself active ~14 s
+after its last renewal, ~10 s after the other node took over.
 """
 
 from __future__ import annotations
@@ -72,6 +82,7 @@ class LeaseKeeper:
         self._stopping = False
         self._announce_due = -math.inf  # at once: a second node of this name is refused at its start
         self._twin_logged = False
+        self._deadline: asyncio.TimerHandle | None = None  # the end of the belief (_arm)
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -87,6 +98,7 @@ class LeaseKeeper:
             return
         exc = task.exception()
         log.error("lease.keeper_failed", node=self.lease.holder, error=repr(exc))
+        self._disarm()
         was_active = self.machine.holds(self.clock())
         self.machine.fenced(f"the lease keeper failed: {exc!r}")
         self.lost_reason = f"the lease keeper failed: {exc!r}"
@@ -97,6 +109,7 @@ class LeaseKeeper:
 
     async def stop(self, *, release: bool) -> None:
         """Stop keeping the lease; with ``release``, give it up if this node still holds it."""
+        self._disarm()
         if self._task is not None:
             # The flag too: a cancellation that arrives as a timeout inside the loop fires may be
             # lost (Python 3.11's wait_for/timeout); the loop then ends at its next turn.
@@ -151,9 +164,49 @@ class LeaseKeeper:
         return self.lease.fence_for(epoch, before=before, on_fenced=self.fenced)
 
     def fenced(self, reason: str) -> None:
-        """A commit was refused by the fence: step down now (the loop gives the StepDown)."""
+        """A commit was refused by the fence: step down now — at the loop's next turn, or, if the
+        loop is waiting on the database, by :meth:`check` at the event loop's next iteration (not
+        inside the journal writer's commit that was refused)."""
         self.machine.fenced(f"a commit was fenced: {reason}")
         self._kick.set()
+        with contextlib.suppress(RuntimeError):  # (no running loop: the loop's next turn does it)
+            asyncio.get_running_loop().call_soon(self.check)
+
+    # -- the end of the belief -------------------------------------------------------------------
+
+    def check(self) -> Role:
+        """The node's role now, after stepping it down if its belief has ended (or a refusal or a
+        fenced commit is pending) and the step-down was not given yet — the same step-down the
+        loop gives: ``on_role(STANDBY)``, :meth:`wait_lost` returns, the loop ends. Synchronous,
+        bounded, no database call: for the deadline timer, and for whoever reports the role."""
+        act = self.machine.expire(self.clock())
+        if act is not None:
+            self._stepped_down(act)
+            task = self._task
+            if task is not None and not task.done() and task is not asyncio.current_task():
+                task.cancel()  # a database call still awaited cannot help any more
+        return self.role
+
+    def _arm(self) -> None:
+        """(Re)arm the timer for the end of the belief (none while the node is not active)."""
+        self._disarm()
+        until = self.machine.valid_until
+        if math.isinf(until):
+            return
+        delay = max(until - self.clock(), 0.0)
+        self._deadline = asyncio.get_running_loop().call_later(delay, self._deadline_due)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _deadline_due(self) -> None:
+        self._deadline = None
+        if self.machine.holds(self.clock()):
+            self._arm()  # (the event loop's clock ran a little ahead of ours: the rest of it)
+            return
+        self.check()
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -162,8 +215,10 @@ class LeaseKeeper:
         stepped down is gone by then, and its successor process makes a keeper of its own)."""
         while not self._stopping:
             now = self.clock()
-            if now >= self._announce_due and not await self._announce(now):
-                return  # a second live node of this name, and this one a standby: wait_active raises
+            if now >= self._announce_due:
+                if not await self._announce(now):
+                    return  # a second live node of this name, and this one a standby: wait_active raises
+                now = self.clock()  # the send time of what follows: not before the announcement's wait
             act = self.machine.poll(now)
             if isinstance(act, Wait):
                 await self._sleep_until(act.until)
@@ -231,6 +286,7 @@ class LeaseKeeper:
             self.machine.acquired(sent, result.epoch)
             self._attempt("granted")
             if self.machine.holds(self.clock()):
+                self._arm()
                 log.info("lease.acquired", node=self.lease.holder, epoch=result.epoch)
                 self._active.set()
                 if self.on_role:
@@ -253,9 +309,11 @@ class LeaseKeeper:
         start (exit 2), or later if the other took the name while this one could not say it was
         alive (a database outage, a pause). An active node that meets a twin logs it and serves
         on: its fence already keeps the twin from committing, and stopping it would stop service."""
+        bound = self.lease.timeout_s * 2
+        if self.machine.holds(now):  # an active node's renewal waits behind it: not past the belief's end
+            bound = min(bound, max(self.machine.valid_until - now, 0.001))
         try:
-            twin = await asyncio.wait_for(self.lease.announce(NAME_LIVE_TTLS * self.machine.ttl_s),
-                                          self.lease.timeout_s * 2)
+            twin = await asyncio.wait_for(self.lease.announce(NAME_LIVE_TTLS * self.machine.ttl_s), bound)
         except (LeaseUnavailable, TimeoutError):
             return True  # an outage: the lease calls report it; said again when the database answers
         self._announce_due = now + self.machine.ttl_s / 3
@@ -301,6 +359,7 @@ class LeaseKeeper:
             return
         if ok:
             self.machine.renewed(sent)
+            self._arm()
             self._attempt("renewed")
         else:
             self.machine.lost(sent)
@@ -329,6 +388,7 @@ class LeaseKeeper:
             self.on_attempt(outcome)
 
     def _stepped_down(self, act: StepDown) -> None:
+        self._disarm()
         self.lost_reason = act.reason
         log.error("lease.lost", node=self.lease.holder, epoch=act.epoch, reason=act.reason)
         self._active.clear()

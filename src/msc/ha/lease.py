@@ -129,11 +129,9 @@ class LeaseMachine:
 
     def poll(self, now: float) -> Action:
         """The next action at ``now``. A :class:`StepDown` is given once, as soon as it is due."""
-        if self._active and now >= self._valid_until:
-            self._lose("the lease was not renewed in time")
-        if self._step_down is not None:
-            why, self._step_down = self._step_down, None
-            return StepDown(self.epoch, why)
+        step_down = self.expire(now)
+        if step_down is not None:
+            return step_down
         if self._in_flight is not None:
             # Waiting for an answer; an active node gives up at the end of its belief.
             return Wait(self._valid_until if self._active else math.inf)
@@ -141,6 +139,18 @@ class LeaseMachine:
             return Wait(min(self._next_at, self._valid_until) if self._active else self._next_at)
         self._in_flight = now
         return Renew(self.epoch) if self._active else Acquire()
+
+    def expire(self, now: float) -> StepDown | None:
+        """The step-down due at ``now`` — the belief ended (``now`` at or past :attr:`valid_until`),
+        or a refusal or a fenced commit was reported — or None. Given once, here or by
+        :meth:`poll`, whichever asks first: the caller's deadline timer asks at
+        :attr:`valid_until` without waiting for any database call to return."""
+        if self._active and now >= self._valid_until:
+            self._lose("the lease was not renewed in time")
+        if self._step_down is None:
+            return None
+        why, self._step_down = self._step_down, None
+        return StepDown(self.epoch, why)
 
     def abandon(self, sent: float) -> None:
         """The caller gave up waiting for the request sent at ``sent`` (its outcome is unknown)."""

@@ -74,6 +74,7 @@ async def _run_node(settings: Settings, switch: Switch, stop: asyncio.Event, rea
         except ValueError as exc:
             raise StartupError(str(exc)) from None
         switch.lease_info = lambda: {"holder": k.holder_seen, "error": k.last_error, "held_back": k.held_back}
+        switch.lease_check = k.check  # /readyz and /metrics never say "active" past the belief's end
         return k
 
     keeper = new_keeper()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from msc.mnemonics.directory import Directory
@@ -35,6 +36,9 @@ class NodeRole(SwitchParts):
     _key_ring_unreachable: str | None = None  # the key ring's database could not be asked (said once)
     _watch_ring: Any = None  # the watch's own key ring handle (one connection, kept between looks)
     _watch_lock: Any = None  # threading.Lock: one look at a time (the watch's, the takeover's)
+    #: The lease keeper's :meth:`msc.ha.keeper.LeaseKeeper.check` (``msc.server.main`` sets it):
+    #: steps the node down now if its belief in the lease has ended and its timer has not run yet.
+    lease_check: Callable[[], object] | None = None
 
     async def start_standby(self) -> None:
         """A standby node: only the operations endpoint (``/readyz`` answers 503 ``standby``,
@@ -171,6 +175,20 @@ class NodeRole(SwitchParts):
         self.metrics.count_logons(self.state.auth_counts)
         disabled = await asyncio.to_thread(self.state.disabled_stations)
         self.directory = Directory(self.settings, disabled_stations=frozenset(disabled))
+
+    def confirm_role(self) -> str:
+        """The node's role, once the lease keeper has had its say: an active node whose belief in
+        the lease has ended is stepped down first (:meth:`step_down`, by the keeper's own path).
+        Its deadline timer does that when the belief ends; this covers a report asked for before
+        the timer ran — an event loop busy past the end, answering ``/readyz`` first — so that no
+        answer says ``active`` after ``lease_ttl_s × 0.99`` from the last renewal's send."""
+        if self.role == "active" and self.lease_check is not None:
+            self.lease_check()
+        return self.role
+
+    def refresh_gauges(self) -> None:
+        """Before ``/metrics`` is rendered (msc.ops.http): ``msc_node_role`` as :meth:`confirm_role` has it."""
+        self.confirm_role()
 
     def became_active(self, epoch: int) -> None:
         self.role = "active"

@@ -297,7 +297,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole, UserDirectory)
     def readiness(self) -> tuple[bool, dict[str, str | list[str] | None]]:
         """(ready, reasons it is not). A refused reload is not one: the switch serves on with its
         configuration; /readyz shows ``last_reload_error`` beside it (OPERATIONS.md "Reload")."""
-        if self.role != "active":
+        if self.confirm_role() != "active":
             return False, self.standby_reasons()  # the other node serves (OPERATIONS.md "Running two nodes")
         reasons: dict[str, str | list[str] | None] = {}
         if self.journal is None or not self.journal.healthy:
