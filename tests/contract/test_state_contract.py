@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from msc.mnemonics.lockout import Attempts, LockoutRule
-from msc.mnemonics.state import RuntimeState
+from msc.mnemonics.state import OpenSession, RuntimeState
 from msc.ops.availability import LedgerBackend
 from msc.routing.outbox import OutboxBackend, Stored
 
@@ -147,6 +147,45 @@ def test_stations_disabled_at_run_time(backend, state):
     assert other.disabled_stations() == {"T1"}
     other.close()
     assert set(state.station_last_use()) == {"T1", "T2", "T3"}
+
+
+# -- sessions open in the journal (msc.server.orphans) ----------------------------------------
+
+def opened(seq: int, kind: str = "terminal", **kw) -> OpenSession:
+    base = dict(peer="ICS1", mnemonic="ICS1", pool=None, user="TS0001", taf="7F000001", opened=1000.0 + seq)
+    return OpenSession(seq, kind, **(base | kw))
+
+
+# Rows of each kind of session, and what the store gives back: every field as stored.
+OPEN_ROWS = [
+    opened(7),
+    opened(8, "pool", peer="ECMDT", mnemonic="ECM2", pool="ECMDT", user="EC0002"),
+    opened(9, "host", peer="CAD1", mnemonic="CAD1", user=None, taf="0A000001"),
+    opened(10, "printer", peer="ECP1", mnemonic="ECP1", user=None, taf=None),
+]
+
+
+def test_open_sessions_are_kept_until_their_end_then_forgotten(backend, state):
+    assert state.open_sessions() == []
+    for row in reversed(OPEN_ROWS):
+        state.session_opened(row)
+    state.session_opened(opened(7, user="SOMEONE ELSE"))  # the same opening record again: kept as first stored
+    other = backend.runtime_state()  # the other node of a pair sees them (another process)
+    assert other.open_sessions() == OPEN_ROWS  # by sequence number
+    state.sessions_ended([8, 10, 99])  # an unknown one is ignored
+    state.sessions_ended([])
+    assert [r.seq for r in other.open_sessions()] == [7, 9]
+    other.close()
+
+
+def test_sessions_marked_closing_carry_the_journal_position(state):
+    for row in OPEN_ROWS:
+        state.session_opened(row)
+    state.sessions_closing([7, 9], 1234)
+    state.sessions_closing([], 99)
+    assert {r.seq: r.closing_after for r in state.open_sessions()} == {7: 1234, 8: None, 9: 1234, 10: None}
+    state.sessions_closing([9], 2000)  # a later start marks it again
+    assert {r.seq: r.closing_after for r in state.open_sessions()}[9] == 2000
 
 
 # -- delivery queues and OSNs ------------------------------------------------------------------

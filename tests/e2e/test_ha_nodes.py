@@ -327,7 +327,13 @@ def test_a_sigstopped_active_loses_the_lease_and_continued_it_commits_nothing_an
     assert any(rec.mnemonic == "ICS1" for rec in records), "A journaled the query before it was stopped"
     after = [rec for rec in records if rec.ts / 1e6 >= resumed]
     assert after == [], f"{len(after)} record(s) committed after A was continued: {[r.text for r in after]}"
-    assert not any(rec.mnemonic == "ICS2" and rec.text.startswith(("LOGOFF", "DISCONNECT")) for rec in records)
+    # The session's end is B's to journal, once, at its takeover, before its START — which names
+    # the node and the lease epoch (newcomer8 steps 5 and 14).
+    ends = [rec for rec in records if rec.mnemonic == "ICS2" and rec.text.startswith(("LOGOFF", "DISCONNECT"))]
+    starts = [rec for rec in records if rec.kind == "ADMIN" and rec.text.startswith("START ")]
+    assert [rec.text for rec in starts][-1].endswith(" NODE/node-b EPOCH/2"), [rec.text for rec in starts]
+    assert [(rec.text, rec.user) for rec in ends] == [("LOGOFF FAILOVER", "TS0002")]
+    assert starts[-2].seq < ends[0].seq < starts[-1].seq
     assert nondecreasing_times(records)
     assert not any("STOP node" in rec.text or rec.text.startswith("STOP ") for rec in records)  # no clean stop
 

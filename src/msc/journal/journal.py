@@ -145,6 +145,9 @@ class Journal:
         self._idle = asyncio.Event()
         self._idle.set()
         self.healthy = True
+        #: The future of the newest append: appends commit in order, so when it is done every
+        #: earlier one is (a session's end waits on it: msc.server.services.Registry.unbound).
+        self.last_submitted: asyncio.Future | None = None
         self.last_error: str | None = None
         self.errors_total = 0
         self.tree_size = 0
@@ -292,6 +295,7 @@ class Journal:
     def submit(self, entries: Sequence[Entry]) -> asyncio.Future:
         """Queue entries for the next commit; the future resolves to their sequence numbers."""
         fut = asyncio.get_running_loop().create_future()
+        self.last_submitted = fut
         if self._task is None:
             _fail(fut, JournalError("journal is not open"))
             return fut
@@ -606,6 +610,13 @@ class Journal:
         from msc.journal.search import refused_answers
 
         return await asyncio.to_thread(self._with_reader, lambda src: refused_answers(src, since_seq))
+
+    async def starts_after(self, seq: int) -> list[int]:
+        """Sequence numbers of the switch's ``START`` records after ``seq`` (a start that
+        ended sessions of the run before it wrote them in its START's commit)."""
+        from msc.journal.search import starts_after
+
+        return await asyncio.to_thread(self._with_reader, lambda src: starts_after(src, self.keyring, seq))
 
     async def output_records_since(self, since: int) -> list[tuple]:
         from msc.journal.search import output_records_since

@@ -198,6 +198,20 @@ def refused_answers(source: Path | JournalReader, since_seq: int) -> set[str]:
             reader.close()
 
 
+def starts_after(source: Path | JournalReader, keyring: KeyRing, seq: int) -> list[int]:
+    """Sequence numbers of the ``ADMIN`` ``START`` records after ``seq``: only the ``ADMIN``
+    records after it are decrypted (a start looks just after where an interrupted start's
+    append would be: a few records). ``source`` as for :func:`search`."""
+    reader = _reader(source)
+    try:
+        seqs = [s for period in reader.periods()
+                for (s,) in reader.metadata(period, ("seq",), first_seq=seq + 1, kinds=("ADMIN",))]
+        return [r.seq for r in _open_records(reader, keyring, seqs) if r.text.startswith("START ")]
+    finally:
+        if isinstance(source, Path):
+            reader.close()
+
+
 def _journal_end(reader: JournalReader, periods: list[str], up_to: int | None) -> tuple[int, int] | None:
     """(last sequence number, its time) of the journal, or of its records up to ``up_to``, from
     the newest month that has one; None for an empty journal."""

@@ -47,6 +47,13 @@ CREATE TABLE IF NOT EXISTS station_state(
     changed_at REAL,
     last_use REAL
 );
+CREATE TABLE IF NOT EXISTS open_sessions(
+    seq INTEGER PRIMARY KEY,               -- the journal record that opened it (LOGON OK, BIND)
+    kind TEXT NOT NULL,                    -- terminal | pool | host | printer
+    peer TEXT, mnemonic TEXT NOT NULL, pool TEXT, user TEXT, taf TEXT,
+    opened REAL NOT NULL,
+    closing_after INTEGER                  -- a start journaling its end: the journal's last seq then
+);
 """
 
 
@@ -58,6 +65,25 @@ class UserRow:
     last_logon: float | None
     last_use: float | None
     last_otp_step: int | None
+
+
+@dataclass(frozen=True)
+class OpenSession:
+    """A logon (a terminal's, a pooled mnemonic's loan) or a bound host or printer, open in the
+    journal: its opening record (``LOGON OK …``, ``BIND``) is committed and no end of it is yet
+    (JOURNAL.md "Sessions a node's end left open"). ``seq``: that record's sequence number (the
+    key); ``closing_after``: set by a start that is journaling its end — the journal's last
+    sequence number then — so that a start interrupted after that commit does not end it twice."""
+
+    seq: int
+    kind: str  # terminal | pool | host | printer
+    peer: str | None
+    mnemonic: str
+    pool: str | None
+    user: str | None
+    taf: str | None
+    opened: float  # epoch seconds
+    closing_after: int | None = None
 
 
 @runtime_checkable
@@ -111,6 +137,19 @@ class RuntimeState(Protocol):
 
     def station_last_use(self) -> dict[str, float | None]:
         """Last use of every station with state."""
+
+    def session_opened(self, row: OpenSession) -> None:
+        """Remember a session whose opening record is committed (idempotent by ``row.seq``)."""
+
+    def sessions_ended(self, seqs: list[int]) -> None:
+        """Forget sessions whose end is committed in the journal (unknown ones are ignored)."""
+
+    def open_sessions(self) -> list[OpenSession]:
+        """The sessions remembered as open, by ``seq``: at a start, those a previous run left."""
+
+    def sessions_closing(self, seqs: list[int], after: int) -> None:
+        """Mark sessions whose end a start is about to journal: ``after`` the journal's last
+        sequence number before that append (:attr:`OpenSession.closing_after`)."""
 
     def close(self) -> None:
         """Release the connection."""
@@ -243,3 +282,22 @@ class StateStore:
 
     def station_last_use(self) -> dict[str, float | None]:
         return {r[0]: r[1] for r in self._exec("SELECT mnemonic, last_use FROM station_state")}
+
+    # -- open sessions --------------------------------------------------------------------
+
+    def session_opened(self, row: OpenSession) -> None:
+        self._exec("INSERT OR IGNORE INTO open_sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (row.seq, row.kind, row.peer, row.mnemonic, row.pool, row.user, row.taf, row.opened,
+                    row.closing_after))
+
+    def sessions_ended(self, seqs: list[int]) -> None:
+        with self._lock:
+            self._conn.executemany("DELETE FROM open_sessions WHERE seq = ?", [(s,) for s in seqs])
+
+    def open_sessions(self) -> list[OpenSession]:
+        return [OpenSession(*r) for r in self._exec(
+            "SELECT seq, kind, peer, mnemonic, pool, user, taf, opened, closing_after FROM open_sessions ORDER BY seq")]
+
+    def sessions_closing(self, seqs: list[int], after: int) -> None:
+        with self._lock:
+            self._conn.executemany("UPDATE open_sessions SET closing_after = ? WHERE seq = ?", [(after, s) for s in seqs])

@@ -100,7 +100,7 @@ class Operator(Refusing):
             if alloc is not None:
                 self.svc.accounts.release(alloc)
 
-        def committed(_seqs: list[int]) -> None:
+        def committed(seqs: list[int]) -> None:
             if self.state is State.CLOSED:  # gone while the record was written
                 if alloc is not None and pool is not None:
                     give_back()
@@ -117,6 +117,7 @@ class Operator(Refusing):
             self.log = self.log.bind(mnemonic=mnemonic, user=user.id)
             self._established()
             self.svc.registry.bound(self)
+            self.svc.registry.opened(self, seqs[0])  # open in the journal until its end is committed
             self.log.info("session.logon", outcome="ok")
 
         fut = self.commit_then([entry], xid, format_pairs(MNE=mnemonic, USR=user.id), after=committed, failed=give_back)
@@ -202,7 +203,8 @@ class Operator(Refusing):
         self.log = self.log.bind(mnemonic=st.mnemonic)
         self._established()
         self.svc.registry.bound(self)
-        self._journal_session("BIND")
+        self._journal_session("BIND").add_done_callback(
+            lambda f: None if f.cancelled() or f.exception() is not None else self.svc.registry.opened(self, f.result()[0]))
 
     def _unbind(self, why: str) -> None:
         if self.endpoint is not None or self.user_rec is not None or self.machine.role in (Role.HOST, Role.PRINTER):

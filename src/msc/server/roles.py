@@ -164,6 +164,11 @@ class NodeRole(SwitchParts):
             reasons["key_ring"] = self.key_ring_problem
         return reasons
 
+    def run_words(self) -> str:
+        """What the ``START`` and ``STOP`` records of a pair's node add (JOURNAL.md): which
+        node, under which lease epoch — `` NODE/msc-b EPOCH/17``; nothing for a single node."""
+        return f" NODE/{self.node_name} EPOCH/{self.lease_epoch}" if self.node_name is not None else ""
+
     async def open_deferred_state(self) -> None:
         """A node of a pair on PostgreSQL taking over: its run-time state now (the switch deferred
         it, so that a standby waits out a database outage): the locked accounts, the logon

@@ -11,23 +11,32 @@ switch, in turn, reaches a session only through its public methods (``close``, `
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+import structlog
+
 from msc.journal.records import Entry, Kind
+from msc.mnemonics.state import OpenSession
 
 if TYPE_CHECKING:
     from msc.config.model import Config
     from msc.config.settings import Settings
     from msc.mnemonics.accounts import Accounts
     from msc.mnemonics.directory import Directory
+    from msc.mnemonics.state import RuntimeState
     from msc.ops.metrics import Metrics
     from msc.routing.admission import Admission
     from msc.routing.delivery import Delivery
     from msc.routing.router import Router
     from msc.server.budgets import Budgets
     from msc.server.refusals import RefusalWindow
+
+
+log = structlog.get_logger("msc.sessions")
 
 
 class Attached(Protocol):
@@ -39,6 +48,9 @@ class Attached(Protocol):
     alloc: Any
     taf: str | None
     refusals: RefusalWindow
+
+    @property
+    def user(self) -> str | None: ...
 
     @property
     def kind(self) -> str | None: ...
@@ -81,12 +93,23 @@ class Services:
 
 class Registry:
     """The switch's connections, and which session holds each delivery endpoint (a station's
-    mnemonic, a pooled mnemonic lent to a session)."""
+    mnemonic, a pooled mnemonic lent to a session).
+
+    It also keeps, in the run-time state, the sessions open in the journal
+    (:class:`~msc.mnemonics.state.OpenSession`): one row from the commit of a session's opening
+    record (``LOGON OK``, ``BIND``) until the commit of its end, so that the next start — this
+    node's after a crash, the other node's at a takeover — journals the end of each session this
+    run could not (:mod:`msc.server.orphans`, JOURNAL.md "Sessions a node's end left open"). Its
+    writes go through one worker thread, in order."""
 
     def __init__(self, *, delivery: Callable[[], Delivery], accounts: Accounts, journal: Callable[[], Any],
-                 directory: Callable[[], Directory], router: Callable[[], Router], metrics: Metrics) -> None:
+                 directory: Callable[[], Directory], router: Callable[[], Router], metrics: Metrics,
+                 state: Callable[[], RuntimeState] | None = None) -> None:
         self.sessions: set[Attached] = set()
         self.holders: dict[str, Attached] = {}  # endpoint → the session it is attached to
+        self.opened_at: dict[Attached, int] = {}  # session → the sequence number of its opening record
+        self._state = state
+        self._writes: ThreadPoolExecutor | None = None
         self._delivery = delivery
         self._accounts = accounts
         self._journal = journal
@@ -126,8 +149,70 @@ class Registry:
         self._metrics.sessions.labels(sess.kind).inc()
         self._delivery().attach(endpoint, sess)  # type: ignore[arg-type]  # a Session is a Sink
 
+    def opened(self, sess: Attached, seq: int) -> None:
+        """``sess``'s opening record (``LOGON OK …``, ``BIND``) is committed as ``seq``: remember
+        the session as open (unless it ended meanwhile)."""
+        endpoint = sess.endpoint
+        if endpoint is None or self.holders.get(endpoint) is not sess or sess in self.opened_at:
+            return
+        self.opened_at[sess] = seq
+        alloc = sess.alloc
+        row = OpenSession(seq=seq, kind=sess.kind or "terminal", peer=alloc.pool if alloc else endpoint,
+                          mnemonic=endpoint, pool=alloc.pool if alloc else None, user=sess.user, taf=sess.taf,
+                          opened=time.time())
+        self._remember(lambda st: st.session_opened(row))
+
+    def _ended(self, sess: Attached) -> None:
+        """``sess`` ended (its end's records are submitted within this loop iteration): forget it
+        once they are committed — the newest append is done and no commit failed since. A failed
+        or refused commit (the journal away, this node fenced or stepped down) keeps the row: the
+        next start journals the end."""
+        seq = self.opened_at.pop(sess, None)
+        if seq is None or self._state is None:
+            return
+        journal = self._journal()
+        errors = journal.errors_total if journal is not None else 0
+
+        def after_records() -> None:
+            fut = journal.last_submitted if journal is not None else None
+            if fut is None:
+                return
+
+            def done(f: asyncio.Future[Any]) -> None:
+                if f.cancelled() or f.exception() is not None or journal.errors_total != errors:
+                    log.warning("session.end_not_journaled", seq=seq, note="the next start journals its end")
+                    return
+                self._remember(lambda st: st.sessions_ended([seq]))
+
+            fut.add_done_callback(done)
+
+        asyncio.get_running_loop().call_soon(after_records)
+
+    def _remember(self, fn: Callable[[RuntimeState], None]) -> None:
+        """Run ``fn(state)`` in the registry's one worker thread (after every earlier write)."""
+        if self._state is None:
+            return
+        if self._writes is None:
+            self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="msc-open-sessions")
+        state = self._state()
+        fut = asyncio.get_running_loop().run_in_executor(self._writes, fn, state)
+
+        def done(f: asyncio.Future[None]) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                log.warning("session.state_write_failed", error=str(f.exception()) or type(f.exception()).__name__)
+
+        fut.add_done_callback(done)
+
+    async def flush(self) -> None:
+        """Wait for the open-session writes made so far (a stop, before the state closes)."""
+        if self._writes is not None:
+            await asyncio.get_running_loop().run_in_executor(self._writes, lambda: None)
+            self._writes.shutdown(wait=False)
+            self._writes = None
+
     def unbound(self, sess: Attached, why: str) -> None:
         endpoint = sess.endpoint
+        self._ended(sess)
         if sess.alloc is not None:
             self.release_pooled(sess, why)
         if endpoint is None:

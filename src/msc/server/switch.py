@@ -54,6 +54,7 @@ from msc.server.controls import ControlOps
 from msc.server.listener import ListenerRuntime
 from msc.server.logons import Busy, LogonGate, lower_priority
 from msc.server.parts import StartupError as StartupError  # (StartupError: msc.server.main, msc.cli)
+from msc.server.orphans import end_left_open
 from msc.server.parts import started
 from msc.server.reload import ConfigChanges
 from msc.server.roles import NodeRole
@@ -117,7 +118,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole, UserDirectory)
                                  in_pool=self.in_auth_pool, unavailable=STATE_ERRORS, users_store=self.users_store)
         self.sessions = Registry(delivery=lambda: started(self.delivery), accounts=self.accounts,
                                  journal=lambda: self.journal, directory=lambda: self.directory,
-                                 router=lambda: started(self.router), metrics=self.metrics)
+                                 router=lambda: started(self.router), metrics=self.metrics, state=lambda: self.state)
         self.listeners: list[ListenerRuntime] = []
         self.journal: Journal | None = None
         self.router: Router | None = None
@@ -226,7 +227,9 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole, UserDirectory)
                                  settings=lambda: self.settings, directory=lambda: self.directory, clock=self.clock,
                                  metrics=m)
         self.router.start()
-        await self.journal.append(Entry(kind=Kind.ADMIN, text=f"START {cfg.switch.name} PID/{os.getpid()}"))
+        # Before any listener: the end of every session the last run left open, then START.
+        await end_left_open(self.journal, self.state, Entry(kind=Kind.ADMIN, text=(
+            f"START {cfg.switch.name} PID/{os.getpid()}{self.run_words()}")), "RESTART" if self.node_name is None else "FAILOVER")
         for lc in cfg.listener:
             await self._listen(lc)
         if self.ops is None:  # (a standby node has it running already)
@@ -282,8 +285,10 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole, UserDirectory)
                     sess.summarize_refusals(force=True)
                 self.budgets.summaries(force=True)
             with contextlib.suppress(JournalError):
-                await self.journal.append(Entry(kind=Kind.ADMIN, text=f"STOP {self.settings.config.switch.name}"))
+                await self.journal.append(Entry(kind=Kind.ADMIN, text=f"STOP {self.settings.config.switch.name}"
+                                                                      f"{self.run_words()}"))
             await self.journal.close()
+        await self.sessions.flush()  # the ends just committed, forgotten before the state closes
         self._auth_pool.shutdown(wait=False, cancel_futures=True)
         self._auth_pool_low.shutdown(wait=False, cancel_futures=True)
         self.stop_users()

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from msc.mnemonics.lockout import Attempts
-from msc.mnemonics.state import UserRow
+from msc.mnemonics.state import OpenSession, UserRow
 from msc.ops.availability import Run
 from msc.reasons import explain
 from msc.routing.outbox import Stored
@@ -59,6 +59,13 @@ CREATE TABLE IF NOT EXISTS outbox(
     txn text,
     created double precision NOT NULL,
     PRIMARY KEY (endpoint, osn)
+);
+CREATE TABLE IF NOT EXISTS open_sessions(
+    seq bigint PRIMARY KEY,
+    kind text NOT NULL,
+    peer text, mnemonic text NOT NULL, pool text, "user" text, taf text,
+    opened double precision NOT NULL,
+    closing_after bigint
 );
 CREATE TABLE IF NOT EXISTS osn(endpoint text PRIMARY KEY, last bigint NOT NULL);
 CREATE TABLE IF NOT EXISTS applied(k text PRIMARY KEY, seq bigint NOT NULL);
@@ -243,6 +250,25 @@ class PgRuntimeState(_Handle):
 
     def station_last_use(self) -> dict[str, float | None]:
         return {r[0]: r[1] for r in self.fetch("SELECT mnemonic, last_use FROM station_state")}
+
+    # -- open sessions --------------------------------------------------------------------
+
+    def session_opened(self, row: OpenSession) -> None:
+        self.execute("INSERT INTO open_sessions VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (seq) DO NOTHING",
+                     row.seq, row.kind, row.peer, row.mnemonic, row.pool, row.user, row.taf, row.opened,
+                     row.closing_after)
+
+    def sessions_ended(self, seqs: list[int]) -> None:
+        if seqs:
+            self.execute("DELETE FROM open_sessions WHERE seq = ANY($1::bigint[])", list(seqs))
+
+    def open_sessions(self) -> list[OpenSession]:
+        return [OpenSession(*r) for r in self.fetch(
+            'SELECT seq, kind, peer, mnemonic, pool, "user", taf, opened, closing_after FROM open_sessions ORDER BY seq')]
+
+    def sessions_closing(self, seqs: list[int], after: int) -> None:
+        if seqs:
+            self.execute("UPDATE open_sessions SET closing_after = $1 WHERE seq = ANY($2::bigint[])", after, list(seqs))
 
 
 class PgOutbox(_Handle):
