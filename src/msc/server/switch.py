@@ -53,8 +53,8 @@ from msc.server.control import ControlServer
 from msc.server.controls import ControlOps
 from msc.server.listener import ListenerRuntime
 from msc.server.logons import Busy, LogonGate, lower_priority
-from msc.server.parts import StartupError as StartupError  # (StartupError: msc.server.main, msc.cli)
 from msc.server.orphans import end_left_open
+from msc.server.parts import StartupError as StartupError  # (StartupError: msc.server.main, msc.cli)
 from msc.server.parts import started
 from msc.server.reload import ConfigChanges
 from msc.server.roles import NodeRole
