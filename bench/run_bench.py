@@ -263,7 +263,8 @@ def open_point(m: Msc, rate: float, duration: float, *, label: str, first: int) 
     pg0 = database_work(m.database) if m.database else None
     res = loadgen("switch", m.port, OPEN_LOOP_TERMINALS, duration, rate=rate, first=first, watch=[m.pid])
     if pg0 is not None:  # what PostgreSQL did besides msc's commits during the point
-        res["postgresql"] = {k: v - pg0[k] for k, v in database_work(m.database).items()}
+        pg1 = database_work(m.database)
+        res["postgresql"] = {k: len(v - pg0[k]) if isinstance(v, frozenset) else v - pg0[k] for k, v in pg1.items()}
     res["stations_first"] = first
     res["waited_for_quiet_s"] = waited
     # Inside msc over the same run (warm-up and grace included): a group commit's duration,
@@ -274,14 +275,19 @@ def open_point(m: Msc, rate: float, duration: float, *, label: str, first: int) 
     return res
 
 
-def database_work(database: tuple) -> dict[str, int]:
-    """Counters of the work a PostgreSQL server does on its own, for ``(cluster, dbname)``:
-    autovacuum and autoanalyze runs on msc's tables, checkpoints (the whole server)."""
+def database_work(database: tuple) -> dict[str, int | frozenset[str]]:
+    """What a PostgreSQL server does on its own, for ``(cluster, dbname)``: autovacuum and
+    autoanalyze runs on msc's tables, checkpoints (the whole server) — counters — and
+    ``wal_files``, the names of the WAL segment files of the server and of its standbys: a name
+    that appears during a point is a segment created inside a commit (or, after a checkpoint,
+    one recycled under a new name)."""
     cluster, db = database
     av = cluster.sql("SELECT coalesce(sum(autovacuum_count), 0), coalesce(sum(autoanalyze_count), 0) "
                      "FROM pg_stat_user_tables", dbname=db).split("|")
     ck = cluster.sql("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")
-    return {"autovacuum": int(av[0]), "autoanalyze": int(av[1]), "checkpoints": int(ck)}
+    files = frozenset(f"{server.name}/{name}" for server in (cluster, *cluster.standbys) if server.pid
+                      for name in server.sql("SELECT name FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'").split())
+    return {"autovacuum": int(av[0]), "autoanalyze": int(av[1]), "checkpoints": int(ck), "wal_files": files}
 
 
 def open_loop_line(o: dict) -> str:
@@ -406,11 +412,13 @@ def open_rounds_table(doc: dict) -> list[str]:
             runs = rounds.get(key, {}).get(str(rate), [])
             if any(o.get("postgresql") for o in runs):
                 seen.append(f"{label} at {rate}/s: " + ", ".join(
-                    "{autovacuum}/{autoanalyze}/{checkpoints}".format(**o["postgresql"]) if o.get("postgresql") else "-"
-                    for o in runs))
+                    "/".join(str(o["postgresql"].get(k, "-")) for k in ("autovacuum", "autoanalyze", "checkpoints",
+                                                                        "wal_files"))
+                    if o.get("postgresql") else "-" for o in runs))
     if seen:
         lines += ["", "PostgreSQL's own work during each point (autovacuum / autoanalyze runs on msc's tables / "
-                  "checkpoints, per round): " + "; ".join(seen) + "."]
+                  "checkpoints / new WAL segment file names on the primary and its standby, per round): "
+                  + "; ".join(seen) + "."]
     return lines
 
 

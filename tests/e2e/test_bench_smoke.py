@@ -196,12 +196,14 @@ def test_bench_report_of_open_loop_rounds():
     assert "| 1000 | PostgreSQL local | 250.0, 250.0 | 3.0, 3.0 | > 5 s, 40.0 | 40 / 7, 0 / 0 | > grace | - |" in md
     assert "each rate offered to the three in turn" in md and "remote_write" not in md
     assert "PostgreSQL's own work" not in md  # not measured in these points
-    for o, work in zip(doc["open_rounds"]["pg_local"]["1000"], ({"autovacuum": 1, "autoanalyze": 2, "checkpoints": 0},
-                                                               {"autovacuum": 0, "autoanalyze": 0, "checkpoints": 1}), strict=True):
+    for o, work in zip(doc["open_rounds"]["pg_local"]["1000"],
+                       ({"autovacuum": 1, "autoanalyze": 2, "checkpoints": 0, "wal_files": 3},
+                        {"autovacuum": 0, "autoanalyze": 0, "checkpoints": 1, "wal_files": 0}), strict=True):
         o["postgresql"] = work
     md = "\n".join(run_bench.open_rounds_table(doc))
-    assert ("PostgreSQL's own work during each point (autovacuum / autoanalyze runs on msc's tables / checkpoints, "
-            "per round): PostgreSQL local at 1000/s: 1/2/0, 0/0/1.") in md
+    assert ("PostgreSQL's own work during each point (autovacuum / autoanalyze runs on msc's tables / checkpoints / "
+            "new WAL segment file names on the primary and its standby, per round): PostgreSQL local at 1000/s: "
+            "1/2/0/3, 0/0/1/0.") in md
     # The remote_write arm (--remote-write-arm) is a row of its own, labelled; the goal quotes the flush one.
     doc["open_rounds"]["pg_sync_remote_write"] = {"250": [point(16.0), point(18.0)], "1000": [point(19.0), point(19.0)]}
     md = "\n".join(run_bench.open_rounds_table(doc))

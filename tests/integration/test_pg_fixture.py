@@ -234,9 +234,31 @@ def test_recycle_wal_leaves_the_next_segments_waiting_on_the_primary_and_the_sta
         standby = primary.add_standby(synchronous=True)
         assert primary.sql("SHOW min_wal_size") == pgmod.DURABLE_SETTINGS["min_wal_size"]
         assert standby.sql("SHOW max_wal_size") == pgmod.DURABLE_SETTINGS["max_wal_size"]
+        primary.sql("CREATE TABLE w (x int)")
+
+        def wal_files() -> set[str]:
+            return {f"{s.name}/{n}" for s in (primary, standby)
+                    for n in s.sql("SELECT name FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'").split()}
+
+        def cross_segments(n: int) -> set[str]:
+            """Commit into the next ``n`` segments; the file names that appeared meanwhile."""
+            seen = wal_files()
+            for _ in range(n):
+                primary.sql("INSERT INTO w VALUES (1)")
+                primary.sql("SELECT pg_switch_wal()")
+            primary.sql("INSERT INTO w VALUES (1)")
+            lsn = primary.sql("SELECT pg_current_wal_lsn()")
+            wait_for(lambda: primary.sql(f"SELECT count(*) FROM pg_stat_replication WHERE flush_lsn >= '{lsn}'") == "1",
+                     "the standby's flush", 60)
+            return wal_files() - seen
+
+        new = cross_segments(2)  # as initdb left it: each segment is created, on both servers
+        assert len([f for f in new if f.startswith(primary.name)]) >= 2, new
+        assert len([f for f in new if f.startswith(standby.name)]) >= 2, new
         before = segments_ahead(primary, standby=False), segments_ahead(standby, standby=True)
         written = primary.recycle_wal(megabytes)
         assert written == megabytes // 16 + 1
         after = segments_ahead(primary, standby=False), segments_ahead(standby, standby=True)
         assert after[0] >= before[0] + megabytes // 16 and after[0] >= megabytes // 16, (before, after)
         assert after[1] >= before[1] + megabytes // 16 and after[1] >= megabytes // 16, (before, after)
+        assert cross_segments(megabytes // 16 - 1) == set()  # in service: WAL goes into files that exist
