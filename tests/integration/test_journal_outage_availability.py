@@ -154,3 +154,25 @@ async def test_a_heartbeat_during_a_stall_claims_no_time_after_the_commit_began(
     assert runs(sw)[-1].heartbeat < seen
     faults.hold.set()
     assert (await answer).type == "A"
+
+
+async def test_a_stop_while_the_journal_is_down_is_unscheduled_until_the_stop_and_scheduled_after(harness, switch):
+    """An administrator stops a switch whose journal is down (a full disk, a dead database): the
+    time since the first stalled commit was unscheduled downtime, only what follows the stop is
+    scheduled — not one scheduled outage from the stop mark hiding the stall."""
+    sw, c, faults = switch
+    faults.hold = asyncio.Event()
+    sent = time.time()
+    answer = asyncio.ensure_future(c.send(AM.format(ref="STOP")))
+    await eventually(lambda: sw.journal.down_since() is not None)
+    began_by = time.time() - STALL_S
+    stopping = asyncio.ensure_future(sw.stop())
+    await eventually(lambda: runs(sw)[-1].stopped is not None)  # the stop mark, written as the stop began
+    faults.hold.set()  # (the stop then closes the journal: the held commit may end)
+    await asyncio.wait_for(stopping, 60)
+    answer.cancel()
+    harness.switch = None
+    rs = runs(sw)
+    unscheduled, scheduled = between(rs, rs[0].started, time.time(), current=None).outages
+    assert sent <= unscheduled.start <= began_by + 0.01 and not unscheduled.scheduled
+    assert scheduled.scheduled and scheduled.start == unscheduled.end

@@ -273,3 +273,40 @@ async def test_a_first_copy_the_journal_refused_is_journaled_when_it_comes_again
     finally:
         centre.close()
     assert len(records(harness, kind="RECEIVED", peer="clets")) == 1
+
+
+# -- msc stub --redeliver: the simulator does what a centre does -----------------------------------
+
+@pytest.mark.parametrize("what", ["a pushed APB", "an answer"])
+async def test_msc_stub_redelivers_what_a_lost_connection_left_unanswered_and_msc_journals_it_once(harness, what):
+    stub = await harness.start_stub(redeliver=True)
+    sw = await harness.start_switch(upstream_extra=ACK_TIMEOUT)
+    await harness.wait_upstream()
+    faults = FaultyWriter.install(sw.journal)
+    pushed = None
+    if what == "an answer":
+        assert stub.command("hold on") == "OK"  # the stub acknowledges the request, keeps its answer
+        c = await harness.operator()
+        assert (await c.send("ICS1R1.QV.CA0130000.LIC/REDELIV")).type == "A"
+        await eventually(lambda: len(stub.held) == 1)
+    before = faults.commits
+    faults.hold = asyncio.Event()  # the journal freezes: the message's commit waits
+    try:
+        if what == "an answer":
+            assert stub.command("hold off") == "OK"  # the answer goes
+        else:
+            pushed = asyncio.ensure_future(stub.push("ICS2.AM.CA0130000.TXT REDELIVERED APB", timeout=60))
+        await eventually(lambda: faults.commits > before
+                         and sum(len(x.responses) + len(x.waiting) for x in stub.conns) == 1)
+        for x in list(stub.conns):
+            x.transport.close()  # the connection ends before msc's A: the stub keeps the message …
+        await eventually(lambda: resends(sw) >= 1)  # … and sends it on msc's next connection
+        faults.hold.set()
+        if pushed is not None:
+            assert await pushed == "A"  # answered on the connection that carried the resend
+    finally:
+        faults.hold.set()
+    await eventually(lambda: not stub.unanswered and all(not x.responses and not x.waiting for x in stub.conns))
+    mark = "REDELIVERED" if what == "a pushed APB" else "ICS1R1."
+    received = [r for r in records(harness, kind="RECEIVED", peer="clets") if mark in r.text]
+    assert len(received) == 1

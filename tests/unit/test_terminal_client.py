@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import pty
+import struct
 import termios
+import time
 
 import pytest
 from hypothesis import given
@@ -13,6 +16,7 @@ from hypothesis import strategies as st
 
 from msc.cli.terminal import LineReader, Terminal, TerminalOptions, _message_key, run
 from msc.protocol import grammar as g
+from tests.waiting import HANG_S
 
 
 def _terminal() -> Terminal:
@@ -111,6 +115,53 @@ def test_the_terminal_is_restored_whatever_ends_the_client(monkeypatch, name, ex
             asyncio.run(run(TerminalOptions(host="127.0.0.1", port=1, header="ICS1"), LineReader(slave)))
         assert seen == [0]  # echo was off when it ended
         assert termios.tcgetattr(slave) == before
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def _queued(fd: int) -> int:
+    """Bytes in the terminal's input queue (complete lines)."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+#: (id, the prompt waiting when Ctrl-Z came (None: between prompts, a session), echo there)
+STOPS = [
+    ("at-password", "Password: ", False),
+    ("at-user-id", "User ID: ", True),
+    ("between-prompts", None, False),
+    ("in-a-session", None, True),
+]
+
+
+@pytest.mark.parametrize("name,prompt,echo", STOPS, ids=[s[0] for s in STOPS])
+def test_after_a_stop_the_clients_settings_and_its_prompt_come_back(capsys, name, prompt, echo):
+    """The pieces of Ctrl-Z (msc.cli.terminal._stopped) on a real pty: the operator's settings while
+    stopped, the client's again at SIGCONT, the waiting prompt shown again and what was half typed at
+    it dropped (the stop itself, a job's SIGTSTP: tests/e2e/test_terminal_client.py)."""
+    master, slave = pty.openpty()
+    try:
+        before = termios.tcgetattr(slave)
+        reader = LineReader(slave)
+        reader.hush()  # as the client: echo off until a prompt wants it
+        if echo:
+            reader.listen()
+        reader.prompt = prompt
+        os.write(master, b"TYPED\n")  # typed at the prompt before Ctrl-Z, not read yet
+        deadline = time.monotonic() + HANG_S
+        while _queued(slave) < len(b"TYPED\n"):  # (the terminal handles typed bytes in its own time)
+            assert time.monotonic() < deadline, "the typed line never reached the terminal's input queue"
+            time.sleep(0.01)
+        mine = reader.settings()
+        reader.restore()  # stopped: the shell's terminal
+        assert termios.tcgetattr(slave) == before
+        reader.resumed(mine)  # fg
+        assert bool(termios.tcgetattr(slave)[3] & termios.ECHO) is echo
+        out = capsys.readouterr().out
+        assert out == ("" if prompt is None else "\n" + prompt)
+        os.write(master, b"ANSWER\n")
+        line = asyncio.run(reader.readline())
+        assert line == ("ANSWER" if prompt is not None else "TYPED")  # dropped only at a prompt
     finally:
         os.close(master)
         os.close(slave)

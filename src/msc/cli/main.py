@@ -107,7 +107,7 @@ def cmd_stub(args) -> int:
                      latency_ms=args.latency_ms, fail_rate=args.fail_rate, seed=args.seed,
                      heartbeat_s=args.heartbeat_s, tls_cert=args.tls_cert, tls_key=args.tls_key,
                      half_dead=args.half_dead, resend_s=args.resend_s, resend_max=args.resend_max,
-                     parts=dict(args.parts))
+                     parts=dict(args.parts), redeliver=args.redeliver)
 
     def ready(stub) -> None:
         ctl = f" control {stub.cfg.control[0]}:{stub.control_port}" if stub.cfg.control else ""
@@ -328,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--resend-s", type=opt.non_negative, default=2.0,
                     help="send a response the switch refused E501/E307 again after this many seconds (0: never)")
     sp.add_argument("--resend-max", type=opt.count, default=5, help="at most this many times")
+    sp.add_argument("--redeliver", action="store_true",
+                    help="keep what the switch left unanswered (no A/N) when a connection ended, and send it "
+                         "again on its next connection, as a switching centre does")
     sp.add_argument("--ready-file", metavar="FILE", help="write this file once the stub listens")
     sp.set_defaults(func=cmd_stub)
 

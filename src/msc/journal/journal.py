@@ -61,8 +61,9 @@ PROBE_FRESH_S = 1.0
 #: A commit (or a probe of the storage) that has not come back after this long (s) is a
 #: *stalled* one: the journal is not serving, and the availability ledger counts it down from the
 #: moment that commit began (OPERATIONS.md "Availability and reports": a frozen database, a
-#: disk that hangs). Shorter waits are a slow commit, not an outage.
-STALL_S = 2.0
+#: disk that hangs). Shorter waits are a slow commit on a loaded machine, not an outage. (The
+#: switch gives up on a probe after as long: msc.server.background.PROBE_S.)
+STALL_S = 5.0
 #: Ended outages kept for the availability ledger until it has taken them (the oldest dropped).
 OUTAGES_KEPT = 64
 ACCEPT_CODE = "ACCEPT"

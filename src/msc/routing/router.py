@@ -776,7 +776,7 @@ class Router:
         if found is None:
             return False
         self.metrics.upstream_resends.labels(link.name).inc()
-        log.info("upstream.resend_recognised", upstream=link.name, first=found)
+        log.info("upstream.resend_recognised", upstream=link.name, first_copy=found)
         if found != COMMITTING and not link.reply(framing.ack(xid), generation):
             self.resends.orphan(link.name, payload)  # this connection is gone too: the next resend
         return True

@@ -109,7 +109,19 @@ class BackgroundWork(SwitchParts):
         if self.ledger is None or self.ledger.run_id is None or not self.holds_lease():
             return
         try:
-            await asyncio.to_thread(self.ledger.stop, self.clock())
+            at: float | None = None
+            journal = self.journal
+            if (journal is not None and (journal.outages or journal.down_since() is not None)
+                    and self.ledger.run_id != self.stop_split):
+                # The journal's outages first, and the run's end where an ongoing one began: if the
+                # journal is down now, that time was unscheduled downtime, and only what follows the
+                # stop is scheduled — a run of no length at the stop carries the stop mark.
+                await self._ledger_beat()
+                if journal.down_since() is not None:
+                    at = self.clock()
+                    await asyncio.to_thread(self.ledger.start, at)
+                    self.stop_split = self.ledger.run_id
+            await asyncio.to_thread(self.ledger.stop, self.clock() if at is None else at)
         except Exception as exc:  # never stands in the stop's way; retried at its end
             self.log.warning("ledger.stop_mark_failed", error=str(exc))
 

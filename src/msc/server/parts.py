@@ -82,6 +82,7 @@ class SwitchParts:
     services: Services | None  # what sessions are given, once the journal is open
     ops: OpsServer | None
     ledger: LedgerBackend | None
+    stop_split: int | None  # the run of no length that carries a stop mark after a journal outage
     verify_failures: list[dict[str, Any]]
     last_reload_error: str | None
     last_use: LastUse

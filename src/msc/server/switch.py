@@ -133,6 +133,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole, UserDirectory)
         self._watch: asyncio.Task[None] | None = None
         self.verify_failures: list[dict[str, Any]] = []  # what the background verification found (newest last)
         self.ledger: LedgerBackend | None = None
+        self.stop_split: int | None = None  # (msc.server.background.BackgroundWork.mark_stopped)
         #: Why the last reload was refused (the running configuration was kept), until a reload
         #: succeeds: shown by /readyz and the control socket's ping (OPERATIONS.md "Reload").
         self.last_reload_error: str | None = None

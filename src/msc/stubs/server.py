@@ -19,6 +19,12 @@ A response the switch refuses with a transient code (``E501`` journal unavailabl
 queue full) is sent again after ``--resend-s`` seconds, up to ``--resend-max`` times, as an
 upstream switching centre retries a delivery (0 turns that off).
 
+``--redeliver``: what the stub sent (responses and pushed traffic) and the switch had not
+answered ``A`` or ``N`` when its connection ended is kept and sent again, with new xids, on the
+next connection the switch makes — as a switching centre keeps what it has not had acknowledged
+(PROTOCOL.md §4 "Messages msc journaled and could not acknowledge"). Without it such messages are
+dropped with their connection.
+
 Faults it can play, from the command line or as control-port commands (a line starting with
 ``/``; answered ``OK`` or ``ERR <why>``):
 
@@ -68,6 +74,7 @@ class StubConfig:
     half_dead: bool = False  # accept and read, never answer (see the module doc)
     resend_s: float = 2.0  # send a response refused E501/E307 again after this long (0: never)
     resend_max: int = 5
+    redeliver: bool = False  # keep what a lost connection left unanswered; send it on the next one
     #: Message key → (fewest parts, most parts, milliseconds between parts): answers in parts.
     parts: dict[str, tuple[int, int, float]] = field(default_factory=dict)
 
@@ -111,19 +118,35 @@ class _Conn(asyncio.Protocol):
         self.xid = 0
         self.waiting: dict[int, asyncio.Future] = {}
         self.responses: dict[int, tuple[bytes, int]] = {}  # xid -> (response, times sent again)
+        self.pushed: dict[int, bytes] = {}  # xid -> pushed text, until answered (--redeliver)
         self.hb_probe: int | None = None
         self.last_rx = self.last_tx = time.monotonic()
 
     def connection_made(self, transport) -> None:
         self.transport = transport
         self.stub.conns.add(self)
+        if self.stub.unanswered:  # --redeliver: what the last connection left unanswered, first
+            unanswered, self.stub.unanswered = self.stub.unanswered, []
+            for text, fut, attempts in unanswered:
+                if fut is None:
+                    self.respond(text, attempts)
+                else:
+                    self._push(text, fut)
 
     def connection_lost(self, exc) -> None:
         self.stub.conns.discard(self)
+        if self.stub.cfg.redeliver:
+            # Kept in the order sent (xids rise), answered or not by the next connection.
+            kept: list[tuple[int, bytes, asyncio.Future | None, int]] = [
+                (xid, text, None, attempts) for xid, (text, attempts) in self.responses.items()]
+            kept += [(xid, self.pushed[xid], fut, 0) for xid, fut in self.waiting.items() if not fut.done()]
+            self.stub.unanswered += [(text, fut, attempts) for _x, text, fut, attempts in sorted(kept, key=lambda k: k[0])]
+            self.responses.clear()
         for fut in self.waiting.values():
-            if not fut.done():
+            if not fut.done() and not self.stub.cfg.redeliver:
                 fut.set_result("NOCONN")
         self.waiting.clear()
+        self.pushed.clear()
 
     def close(self) -> None:
         if self.transport is not None:
@@ -155,6 +178,7 @@ class _Conn(asyncio.Protocol):
                 else:
                     out.append(framing.heartbeat(f.xid))
             elif f.type in (framing.ACK, framing.NAK):
+                self.pushed.pop(f.xid, None)
                 fut = self.waiting.pop(f.xid, None)
                 if fut is not None and not fut.done():
                     fut.set_result("A" if f.type == framing.ACK else "N " + f.payload.decode("ascii", "replace"))
@@ -174,11 +198,16 @@ class _Conn(asyncio.Protocol):
         self.write(framing.message(self.xid, response))
 
     def push(self, text: bytes) -> asyncio.Future:
-        self.xid = (self.xid % framing.MAX_XID) + 1
         fut = asyncio.get_running_loop().create_future()
-        self.waiting[self.xid] = fut
-        self.write(framing.message(self.xid, text))
+        self._push(text, fut)
         return fut
+
+    def _push(self, text: bytes, fut: asyncio.Future) -> None:
+        self.xid = (self.xid % framing.MAX_XID) + 1
+        self.waiting[self.xid] = fut
+        if self.stub.cfg.redeliver:
+            self.pushed[self.xid] = text
+        self.write(framing.message(self.xid, text))
 
 
 class Stub:
@@ -198,6 +227,9 @@ class Stub:
         self.held: list[tuple[_Conn, bytes]] = []
         self.answer_size = 0
         self._notified = 0
+        #: --redeliver: (text, the push's future or None for a response, times resent) left
+        #: unanswered by a lost connection, for the next one.
+        self.unanswered: list[tuple[bytes, asyncio.Future | None, int]] = []
 
     async def start(self) -> None:
         if self.cfg.log_path:
@@ -279,7 +311,15 @@ class Stub:
                 out.append(framing.message(conn.xid, response))
 
     def _respond(self, conn: _Conn, response: bytes, attempts: int = 0) -> None:
-        if conn.transport is None or conn.transport.is_closing() or self.half_dead:
+        if self.half_dead:
+            return
+        if conn.transport is None or conn.transport.is_closing():
+            if self.cfg.redeliver:  # its connection is gone: the next one takes it
+                live = [c for c in self.conns if c.transport and not c.transport.is_closing()]
+                if live:
+                    live[0].respond(response, attempts)
+                else:
+                    self.unanswered.append((response, None, attempts))
             return
         conn.respond(response, attempts)
 
