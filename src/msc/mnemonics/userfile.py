@@ -158,8 +158,13 @@ def _install(path: Path, text: str) -> None:
 
 
 def keep_aside(path: Path, stamp: str) -> Path:
-    """Copy ``path`` to ``users.toml.replaced-<stamp>`` (0600) before it is replaced."""
+    """Copy ``path`` to ``users.toml.replaced-<stamp>`` (0600; ``-2``, ``-3`` … after it when a
+    file of that name exists: two replacements within a second) before it is replaced."""
     aside = path.with_name(f"{path.name}.replaced-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.replaced-{stamp}-{n}")
     atomic_write(aside, path.read_bytes(), 0o600)
     return aside
 
