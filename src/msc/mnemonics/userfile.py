@@ -130,8 +130,10 @@ def update(path: Path, change: Callable[[UsersFile], UsersFile], validate: Calla
             write(path, new)
             return new
         made: list[UsersFile] = []
+        before: list[str | None] = []
 
         def on_document(doc: Document | None) -> str | None:
+            before.append(None if doc is None else doc.text)
             new = change(loads(doc.text) if doc is not None else read(path))
             if validate is not None:
                 validate(new)
@@ -141,6 +143,11 @@ def update(path: Path, change: Callable[[UsersFile], UsersFile], validate: Calla
 
         doc, _ = store.update(on_document)
         assert doc is not None
+        mine = file_text(path)
+        if mine is not None and mine != doc.text and before[-1] is not None and mine != before[-1]:
+            # This file was not the database's copy (a hand edit not yet published, a stale copy):
+            # kept beside it, never dropped unseen.
+            keep_aside(path, dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ"))
         _install(path, doc.text)
         return made[-1]
 
