@@ -132,7 +132,8 @@ class UserDirectory(SwitchParts):
         try:
             doc = await asyncio.to_thread(userfile.publish, path, store, last=self.users_doc)
         except userfile.UsersConflict as exc:
-            await self.sync_users(keep_edits=False)  # the database's copy installed, the edit kept beside it
+            with contextlib.suppress(Exception):  # (if it fails now, the next look installs it)
+                await self.sync_users(keep_edits=False)  # the database's copy installed, the edit kept beside it
             return f"{exc}; it was kept beside users.toml and the database's copy installed: edit that and reload again"
         except OSError as exc:
             return f"users.toml was not published, the running configuration kept: {exc}"
