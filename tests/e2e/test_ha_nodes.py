@@ -867,13 +867,21 @@ def test_users_changed_on_the_active_are_enforced_by_the_standby_after_a_kill_9(
     assert wire_logon(pair.ports["A"], "ICS2", "TS0002", PASSWORD) == "E202"
 
     users_b = pair.tmp / "B" / "users.toml"
-    wait_until(lambda: (lambda u2, u9: u2 and u2["status"] == "disabled" and u9)(user_in(users_b, "TS0002"),
-                                                                                  user_in(users_b, "TS0009")),
+    # (A's copy is the database's after the last command: B's follows it within its next looks.)
+    wait_until(lambda: users_b.read_text() == (pair.tmp / "A" / "users.toml").read_text(),
                "the standby's users.toml follows the database's copy", proc=b)
-    assert users_b.read_text() == (pair.tmp / "A" / "users.toml").read_text()
+    assert user_in(users_b, "TS0002")["status"] == "disabled" and user_in(users_b, "TS0009") is not None
     r = run("user", "list", "--config", str(pair.cfg["B"]), "--format", "json")  # on the standby's machine
     assert r.returncode == 0, r.stderr
     assert {u["id"]: u["status"] for u in json.loads(r.stdout)["users"]}["TS0002"] == "disabled"
+    # A hand edit on the standby's machine (TS0002 enabled again) is replaced, and kept beside it.
+    hand = users_b.read_text().replace('status = "disabled"', 'status = "active"')
+    users_b.write_text(hand)
+    wait_until(lambda: users_b.read_text() == (pair.tmp / "A" / "users.toml").read_text(), "the edit replaced", proc=b)
+    # (B's first look may also have kept its copy of A's first file, when a command had changed the
+    # database's before it: a file that was not the database's copy is never dropped unseen.)
+    assert hand in [p.read_text() for p in users_b.parent.glob("users.toml.replaced-*")]
+    assert any(e.get("event") == "users.file_replaced" for e in log_events(b))
 
     pair.proc["A"].p.kill()
     pair.proc["A"].p.wait(10)

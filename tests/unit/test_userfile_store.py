@@ -196,3 +196,23 @@ def test_publish_refuses_an_edit_made_while_the_database_changed(path):
         userfile.publish(path, store, last=last)
     assert store.doc.version == 2 and status(path, "TS0002") == "disabled"  # (the caller installs the database's)
     assert "TS0002" not in [u.id for u in userfile.loads(store.doc.text).user if u.status == "disabled"]
+
+
+def test_two_replacements_within_one_second_keep_both_files(path):
+    first = path.read_text()
+    a = userfile.keep_aside(path, "T")
+    userfile.write(path, disable("TS0001")(userfile.read(path)))
+    second = path.read_text()
+    b = userfile.keep_aside(path, "T")
+    assert a != b and a.read_text() == first and b.read_text() == second
+
+
+def test_a_change_over_a_file_that_was_not_the_databases_copy_keeps_that_file(path, tmp_path):
+    store = Memory(path.read_text())
+    userfile.write(path, disable("TS0001")(userfile.read(path)))  # a hand edit, not published
+    edit = path.read_text()
+    userfile.update(path, disable("TS0002"), store=store)
+    assert status(path, "TS0002") == "disabled" and status(path, "TS0001") == "active"  # the database's copy, changed
+    assert [p.read_text() for p in tmp_path.glob("users.toml.replaced-*")] == [edit]
+    userfile.update(path, disable("TS0001"), store=store)  # the file is the database's copy now: nothing kept
+    assert len(list(tmp_path.glob("users.toml.replaced-*"))) == 1

@@ -79,4 +79,7 @@ def cmd_report(args) -> int:
 
 
 def _disable(s, ids: list[str], actor: str) -> list[str]:
-    return directory.disable_inactive(s, actor, ids)
+    try:
+        return directory.disable_inactive(s, actor, ids)
+    except directory.ActionRefused as exc:  # (PostgreSQL: the user directory's database refused it)
+        raise SystemExit(f"error: {exc}") from None

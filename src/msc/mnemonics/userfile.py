@@ -130,8 +130,10 @@ def update(path: Path, change: Callable[[UsersFile], UsersFile], validate: Calla
             write(path, new)
             return new
         made: list[UsersFile] = []
+        before: list[str | None] = []
 
         def on_document(doc: Document | None) -> str | None:
+            before.append(None if doc is None else doc.text)
             new = change(loads(doc.text) if doc is not None else read(path))
             if validate is not None:
                 validate(new)
@@ -141,6 +143,11 @@ def update(path: Path, change: Callable[[UsersFile], UsersFile], validate: Calla
 
         doc, _ = store.update(on_document)
         assert doc is not None
+        mine = file_text(path)
+        if mine is not None and mine != doc.text and before[-1] is not None and mine != before[-1]:
+            # This file was not the database's copy (a hand edit not yet published, a stale copy):
+            # kept beside it, never dropped unseen.
+            keep_aside(path, dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ"))
         _install(path, doc.text)
         return made[-1]
 
@@ -158,8 +165,13 @@ def _install(path: Path, text: str) -> None:
 
 
 def keep_aside(path: Path, stamp: str) -> Path:
-    """Copy ``path`` to ``users.toml.replaced-<stamp>`` (0600) before it is replaced."""
+    """Copy ``path`` to ``users.toml.replaced-<stamp>`` (0600; ``-2``, ``-3`` … after it when a
+    file of that name exists: two replacements within a second) before it is replaced."""
     aside = path.with_name(f"{path.name}.replaced-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.replaced-{stamp}-{n}")
     atomic_write(aside, path.read_bytes(), 0o600)
     return aside
 

@@ -292,7 +292,7 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole, UserDirectory)
         await self.sessions.flush()  # the ends just committed, forgotten before the state closes
         self._auth_pool.shutdown(wait=False, cancel_futures=True)
         self._auth_pool_low.shutdown(wait=False, cancel_futures=True)
-        self.stop_users()
+        await self.stop_users()
         await self.close_ledger()
         if self.backends.postgresql:  # its connection pools, closed cleanly (SQLite's files close at exit)
             await asyncio.to_thread(self.backends.close, self.delivery.store if self.delivery else None, self.state)

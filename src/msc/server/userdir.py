@@ -24,6 +24,7 @@ SQLite (a single node): nothing here runs; users.toml is the directory, as befor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from typing import TYPE_CHECKING
 
@@ -58,7 +59,7 @@ class UserDirectory(SwitchParts):
     def _stamp(self) -> str:
         return dt.datetime.fromtimestamp(self.clock(), dt.UTC).strftime("%Y%m%dT%H%M%SZ")
 
-    async def sync_users(self, *, keep_edits: bool) -> str | None:
+    async def sync_users(self, *, keep_edits: bool, apply: bool = False) -> str | None:
         """Install the database's copy (:func:`msc.mnemonics.userfile.sync`) and, when it is a new
         one, apply it (:meth:`reload_users`). Returns why this node's configuration refused to
         apply it (logged), or None. Raises the store's ``OSError``."""
@@ -76,7 +77,7 @@ class UserDirectory(SwitchParts):
                              version=done.doc.version, why="users.toml differed from the user directory in the database")
         new = self.users_doc is None or done.doc.version != self.users_doc.version
         self.users_doc = done.doc
-        if not new:
+        if not (new or apply):
             return None
         err = self.reload_users()
         if err is not None:
@@ -92,9 +93,8 @@ class UserDirectory(SwitchParts):
         store = self.users_store
         if store is None:
             return
-        self.users_doc = None  # (applied again even if the standby's look installed it)
         try:
-            err = await self.sync_users(keep_edits=False)
+            err = await self.sync_users(keep_edits=False, apply=True)  # (even if the standby's look installed it)
         except Exception as exc:  # noqa: BLE001 - the store's OSError, or a users file that does not decode
             raise StartupError(f"the user directory could not be installed from {store.describe()}: {exc}") from None
         if err is not None:
@@ -132,7 +132,8 @@ class UserDirectory(SwitchParts):
         try:
             doc = await asyncio.to_thread(userfile.publish, path, store, last=self.users_doc)
         except userfile.UsersConflict as exc:
-            await self.sync_users(keep_edits=False)  # the database's copy installed, the edit kept beside it
+            with contextlib.suppress(Exception):  # (if it fails now, the next look installs it)
+                await self.sync_users(keep_edits=False)  # the database's copy installed, the edit kept beside it
             return f"{exc}; it was kept beside users.toml and the database's copy installed: edit that and reload again"
         except OSError as exc:
             return f"users.toml was not published, the running configuration kept: {exc}"
@@ -142,11 +143,13 @@ class UserDirectory(SwitchParts):
                              store=store.describe())
         return None
 
-    def stop_users(self) -> None:
+    async def stop_users(self) -> None:
+        """The switch stops: the look ends, the store's connection is closed (bounded)."""
         if self._users_watch is not None:
             self._users_watch.cancel()
-        store = self.users_store
-        if store is not None:
-            abort = getattr(store, "abort", None)
-            if abort is not None:
-                abort("the switch is stopping")
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._users_watch
+            self._users_watch = None
+        if self.users_store is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.users_store.close)
