@@ -359,6 +359,47 @@ async def test_two_keepers_one_cut_off_the_other_takes_over_and_the_cut_off_one_
         await kb.stop(release=True)
 
 
+async def test_a_keeper_cut_off_by_a_blackhole_says_standby_before_the_other_is_granted(dsn, journal, pg_server):
+    """newcomer8 #3 at the keeper's level: node A's lease connection goes through a relay that is
+    cut (nothing crosses, nothing is reset: asyncpg's calls just wait); node B still reaches the
+    database. When B is granted the lease, A — asked then, as a load balancer's /readyz asks it —
+    already says standby and has stepped down (its belief ended ttl × 0.99 after its last renewal's
+    send, before the database's expiry let B in), whatever its own calls still wait on. Order of
+    events, not timings."""
+    from tests.relay import Relay
+
+    relay = Relay(pg_server.port)
+    events: list[tuple] = []
+    lease_a = node(dsn.replace(f":{pg_server.port}/", f":{relay.port}/"), "node-a")
+    ka = LeaseKeeper(lease_a, LeaseMachine(1.0), on_role=lambda r, e, _why: events.append(("a", r, e)))
+    kb = LeaseKeeper(node(dsn, "node-b"), LeaseMachine(1.0),
+                     on_role=lambda r, e, _why: events.append(("b", r, e, ka.check())))
+    try:
+        ka.start()
+        epoch_a = await asyncio.wait_for(ka.wait_active(), HANG_S)
+        kb.start()
+        await until(lambda: _holder_seen(kb, "node-a"))
+        fence_a = ka.fence()
+        await commit(journal, fence_a, "node-a", epoch_a)
+        relay.cut()
+        epoch_b = await asyncio.wait_for(kb.wait_active(), HANG_S)
+        assert epoch_b == epoch_a + 1
+        assert events == [("a", Role.ACTIVE, epoch_a), ("a", Role.STANDBY, epoch_a), ("b", Role.ACTIVE, epoch_b, Role.STANDBY)]
+        assert "not renewed in time" in await asyncio.wait_for(ka.wait_lost(), HANG_S)
+        with pytest.raises(Fenced):
+            await commit(journal, fence_a, "node-a", epoch_a)
+        await commit(journal, kb.fence(), "node-b", epoch_b)
+        assert await journal_rows(dsn) == [("node-a", epoch_a), ("node-b", epoch_b)]
+    finally:
+        await ka.stop(release=False)
+        await kb.stop(release=True)
+        relay.close()
+
+
+async def _holder_seen(k: LeaseKeeper, holder: str) -> bool:
+    return k.holder_seen == holder
+
+
 async def test_a_fence_refused_by_the_database_makes_the_keeper_step_down(dsn, journal):
     """The local belief has time left but the database says another node holds the lease (an
     operator cleared it, a clock ran fast): the fence raises, the keeper steps down at once."""

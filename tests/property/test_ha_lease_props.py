@@ -82,6 +82,12 @@ class Node:
     offset: float
     requests: list[Request] = field(default_factory=list)
     epochs: list[int] = field(default_factory=list)
+    step_downs: list[int] = field(default_factory=list)  # the epochs a StepDown was given for
+
+    def stepped_down(self, act: StepDown, now: float) -> None:
+        assert not self.machine.holds(now)
+        assert act.epoch not in self.step_downs, f"a second StepDown for epoch {act.epoch}"
+        self.step_downs.append(act.epoch)
 
     def local(self, t: float) -> float:
         return self.offset + self.rate * t
@@ -92,11 +98,12 @@ class Node:
 # does one thing. A "roundtrip" is a request answered at once (the common case); "poll",
 # "execute", "deliver" and "drop" take a request apart: sent now, executed by the database later
 # and in any order, answered later, or given up on by the node (and perhaps executed after that);
-# "held_back": a due acquisition not sent (the node may not take the lease now).
+# "held_back": a due acquisition not sent (the node may not take the lease now); "expire": the
+# keeper's deadline timer or a /readyz asks between the loop's turns (LeaseMachine.expire).
 dt = st.one_of(st.integers(0, 8).map(lambda k: k * TTL / 80), st.floats(0, TTL / 80, allow_nan=False),
                st.integers(20, 120).map(lambda k: k * TTL / 40))
 action = st.sampled_from(["idle", "roundtrip", "roundtrip", "roundtrip", "poll", "execute", "execute", "deliver",
-                          "drop", "commit", "held_back"])
+                          "drop", "commit", "held_back", "expire"])
 step = st.tuples(dt, action, action, st.integers(0, 3))
 rate = st.floats(1 - MAX_DRIFT / 2, 1 + MAX_DRIFT / 2, allow_nan=False)
 
@@ -137,7 +144,7 @@ def test_two_nodes_never_both_believe_and_never_share_an_epoch(steps, rates, off
                 elif isinstance(act, Renew):
                     n.requests.append(Request("renew", now, act.epoch))
                 elif isinstance(act, StepDown):
-                    assert not m.holds(now)
+                    n.stepped_down(act, now)
                 if op == "roundtrip" and isinstance(act, Acquire | Renew):
                     r = n.requests.pop()
                     r.executed, r.result = True, execute(db, n.name, r, t)
@@ -150,6 +157,12 @@ def test_two_nodes_never_both_believe_and_never_share_an_epoch(steps, rates, off
                     m.held_back(now)
                 elif isinstance(act, Renew):
                     n.requests.append(Request("renew", now, act.epoch))
+            elif op == "expire":
+                sd = m.expire(now)
+                if sd is not None:
+                    n.stepped_down(sd, now)
+                else:
+                    assert m.holds(now) or m.valid_until == float("-inf")
             elif op == "execute":
                 waiting = [r for r in n.requests if not r.executed]
                 if waiting:

@@ -15,6 +15,7 @@ import pytest
 from msc.ha.keeper import LeaseKeeper
 from msc.ha.lease import LeaseMachine
 from msc.server import main
+from msc.server.node import EXIT_STEPPED_DOWN
 from msc.server.switch import StartupError
 from tests.unit.test_ha_keeper import FakeLease, _until
 from tests.waiting import HANG_S
@@ -121,3 +122,35 @@ async def test_a_node_whose_start_fails_gives_the_lease_back_before_it_exits(lea
         await asyncio.wait_for(run_node(switch, stop, tmp_path), HANG_S)
     assert lease.released == [1] and lease.closed  # at once: the other node takes it at its next poll
     assert switch.events == ["standby", ("active", 1)]
+
+
+async def test_a_node_whose_belief_ends_during_the_takeovers_look_never_calls_itself_active(lease, tmp_path,
+                                                                                           monkeypatch):
+    """The database stops answering right after the grant, while the takeover looks at the key
+    ring (longer than the lease): the keeper's deadline steps the node down during the look, and
+    the node then leaves by the step-down path (exit 75) — it never became active, opened nothing,
+    and /readyz never said active (issue 16, newcomer8 #2: the belief ends whatever is awaited)."""
+    exits: list[int] = []
+    monkeypatch.setattr(main, "_exit_within", lambda _s, status: exits.append(status))
+
+    async def renew_never_answered(epoch: int) -> bool:
+        lease.calls.append("renew")
+        await asyncio.Event().wait()
+        return True
+
+    lease.renew = renew_never_answered  # type: ignore[method-assign]
+
+    class SlowLook(StandInSwitch):
+        async def takeover_refused(self) -> str | None:
+            await _until(lambda: any(isinstance(e, tuple) and e[0] == "stepped down" for e in self.events))
+            return None
+
+        def abandon_storage(self, why: str) -> None:
+            self.events.append("abandoned")
+
+    switch, stop = SlowLook([]), asyncio.Event()
+    assert await asyncio.wait_for(run_node(switch, stop, tmp_path), HANG_S) == EXIT_STEPPED_DOWN
+    assert exits == [EXIT_STEPPED_DOWN] and lease.released == []
+    assert switch.events[0] == "standby" and "abandoned" in switch.events
+    assert not any(isinstance(e, tuple) and e[0] == "active" for e in switch.events) and "serving" not in switch.events
+    assert all("not renewed in time" in e[1] for e in switch.events if isinstance(e, tuple))

@@ -6,13 +6,16 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import uvloop
 
 from msc.config.load import Settings
 from msc.server.switch import StartupError, Switch
+
+if TYPE_CHECKING:
+    from msc.ha.keeper import LeaseKeeper
 
 log = structlog.get_logger("msc.serve")
 SWITCH_INTERVAL_S = 0.0005
@@ -59,9 +62,8 @@ async def _run_node(settings: Settings, switch: Switch, stop: asyncio.Event, rea
     epoch it lost; a fresh process starts from what the database says, as after a crash, and
     the takeover path is then the one path every start takes.
     """
-    from msc.ha.keeper import LeaseKeeper
     from msc.ha.lease import Role
-    from msc.server.node import EXIT_STEPPED_DOWN, keeper_for
+    from msc.server.node import keeper_for
 
     def on_role(role: Role, epoch: int, reason: str) -> None:
         if role is not Role.ACTIVE:  # (active: once the takeover's look at the key ring agreed, below)
@@ -106,6 +108,11 @@ async def _run_node(settings: Settings, switch: Switch, stop: asyncio.Event, rea
         await keeper.stop(release=True)
         log.error("node.takeover_refused", node=switch.node_name, epoch=epoch, reason=refused)
         keeper = new_keeper()
+    if keeper.check() is not Role.ACTIVE:
+        # Its belief ended during the takeover's look at the key ring (the database went away
+        # meanwhile): the keeper stepped it down already; nothing was opened — it leaves as any
+        # node that stepped down does, never calling itself active.
+        return await _stepped_down(switch, keeper)
     switch.became_active(keeper.machine.epoch)
 
     def still_ours() -> None:
@@ -126,18 +133,27 @@ async def _run_node(settings: Settings, switch: Switch, stop: asyncio.Event, rea
     _write_ready(ready_file, "ready")
     lost = await _first(keeper.wait_lost(), stop.wait())
     if lost:
-        switch.step_down(keeper.lost_reason or "lease lost")
-        await keeper.stop(release=False)
-        # Storage calls still waiting on the database are given back now: the teardown below
-        # joins their threads (the hang that ha2's forced exit stood in for: Switch.abandon_storage).
-        switch.abandon_storage(keeper.lost_reason or "lease lost")
-        log.error("node.exit", node=switch.node_name, status=EXIT_STEPPED_DOWN, reason=keeper.lost_reason)
-        _exit_within(STEP_DOWN_EXIT_S, EXIT_STEPPED_DOWN)
-        return EXIT_STEPPED_DOWN
+        return await _stepped_down(switch, keeper)
     log.info("switch.stopping")
     await switch.drain()  # its STOP record is committed under this node's epoch …
     await keeper.stop(release=True)  # … then the lease is released: the standby takes over at once
     return 0
+
+
+async def _stepped_down(switch: Switch, keeper: LeaseKeeper) -> int:
+    """The lease is lost (``keeper.wait_lost``): stop serving at once and leave with
+    ``EXIT_STEPPED_DOWN`` — the one path of every step-down (a lapsed belief, a refused renewal, a
+    fenced commit; a SIGSTOP continued, a cut, a frozen database)."""
+    from msc.server.node import EXIT_STEPPED_DOWN
+
+    switch.step_down(keeper.lost_reason or "lease lost")
+    await keeper.stop(release=False)
+    # Storage calls still waiting on the database are given back now: the teardown below
+    # joins their threads (the hang that ha2's forced exit stood in for: Switch.abandon_storage).
+    switch.abandon_storage(keeper.lost_reason or "lease lost")
+    log.error("node.exit", node=switch.node_name, status=EXIT_STEPPED_DOWN, reason=keeper.lost_reason)
+    _exit_within(STEP_DOWN_EXIT_S, EXIT_STEPPED_DOWN)
+    return EXIT_STEPPED_DOWN
 
 
 async def _first(wanted: Coroutine[Any, Any, Any], other: Coroutine[Any, Any, Any]) -> bool:
