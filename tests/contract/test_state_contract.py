@@ -167,20 +167,21 @@ OPEN_ROWS = [
 
 def test_open_sessions_are_kept_until_their_end_then_forgotten(backend, state):
     assert state.open_sessions() == []
-    for row in reversed(OPEN_ROWS):
-        state.session_opened(row)
-    state.session_opened(opened(7, user="SOMEONE ELSE"))  # the same opening record again: kept as first stored
+    state.sessions_changed(list(reversed(OPEN_ROWS)))
+    state.sessions_changed([opened(7, user="SOMEONE ELSE")])  # the same opening record again: kept as first stored
     other = backend.runtime_state()  # the other node of a pair sees them (another process)
     assert other.open_sessions() == OPEN_ROWS  # by sequence number
-    state.sessions_ended([8, 10, 99])  # an unknown one is ignored
-    state.sessions_ended([])
+    state.sessions_changed(ended=[8, 10, 99])  # an unknown one is ignored
+    state.sessions_changed()
     assert [r.seq for r in other.open_sessions()] == [7, 9]
+    # One step: opened and ended at once (a short session whose both changes were batched).
+    state.sessions_changed([opened(11), opened(12)], [11, 7])
+    assert [r.seq for r in other.open_sessions()] == [9, 12]
     other.close()
 
 
 def test_sessions_marked_closing_carry_the_journal_position(state):
-    for row in OPEN_ROWS:
-        state.session_opened(row)
+    state.sessions_changed(OPEN_ROWS)
     state.sessions_closing([7, 9], 1234)
     state.sessions_closing([], 99)
     assert {r.seq: r.closing_after for r in state.open_sessions()} == {7: 1234, 8: None, 9: 1234, 10: None}

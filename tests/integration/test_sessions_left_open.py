@@ -181,11 +181,11 @@ async def test_a_start_interrupted_after_its_commit_does_not_end_them_twice(harn
     for c, _m in clients:
         c.close()
 
-    def dies(self, seqs):
+    def dies(self, opened=(), ended=()):
         raise OSError("the process died here")
 
     with monkeypatch.context() as m:
-        m.setattr(StateStore, "sessions_ended", dies)
+        m.setattr(StateStore, "sessions_changed", dies)
         from msc.server.switch import Switch
 
         harness.switch = sw = Switch(load(harness.tmp / "msc.toml"))

@@ -72,14 +72,20 @@ class State:
         self.rows: dict[int, OpenSession] = {}
         self.journal = journal
 
-    def session_opened(self, row: OpenSession) -> None:
+    def opened(self, row: OpenSession) -> None:  # what a run that serves writes (it does not die here)
         self.rows.setdefault(row.seq, row)
 
     def open_sessions(self) -> list[OpenSession]:
         return self.journal.fate(lambda: sorted(self.rows.values(), key=lambda r: r.seq))
 
-    def sessions_ended(self, seqs: list[int]) -> None:
-        self.journal.fate(lambda: [self.rows.pop(s, None) for s in seqs])
+    def sessions_changed(self, opened=(), ended=()) -> None:
+        def change() -> None:
+            for r in opened:
+                self.rows.setdefault(r.seq, r)
+            for s in ended:
+                self.rows.pop(s, None)
+
+        self.journal.fate(change)
 
     def sessions_closing(self, seqs: list[int], after: int) -> None:
         def mark() -> None:
@@ -112,7 +118,7 @@ def test_every_session_left_open_is_ended_exactly_once(history):
                 for _ in range(n):
                     mnemonic = f"M{len(opened) + 1}"
                     (seq,) = await journal.append(Entry(kind="SESSION", mnemonic=mnemonic, text="LOGON OK"))
-                    state.session_opened(OpenSession(seq, "pool" if pooled else "terminal", "P", mnemonic,
+                    state.opened(OpenSession(seq, "pool" if pooled else "terminal", "P", mnemonic,
                                                      "P" if pooled else None, "U", None, 0.0))
                     opened.append(mnemonic)
             journal.fate = Fate(dies_at, after)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar, runtime_checkable
@@ -138,16 +138,15 @@ class RuntimeState(Protocol):
     def station_last_use(self) -> dict[str, float | None]:
         """Last use of every station with state."""
 
-    def session_opened(self, row: OpenSession) -> None:
-        """Remember a session whose opening record is committed (idempotent by ``row.seq``)."""
-
-    def sessions_ended(self, seqs: list[int]) -> None:
-        """Forget sessions whose end is committed in the journal (unknown ones are ignored)."""
+    def sessions_changed(self, opened: Sequence[OpenSession] = (), ended: Sequence[int] = ()) -> None:
+        """One atomic step: remember sessions whose opening record is committed (a ``seq``
+        already stored keeps its first row), then forget those whose end is (by ``seq``; unknown
+        ones are ignored). The switch batches what came meanwhile into one step."""
 
     def open_sessions(self) -> list[OpenSession]:
         """The sessions remembered as open, by ``seq``: at a start, those a previous run left."""
 
-    def sessions_closing(self, seqs: list[int], after: int) -> None:
+    def sessions_closing(self, seqs: Sequence[int], after: int) -> None:
         """Mark sessions whose end a start is about to journal: ``after`` the journal's last
         sequence number before that append (:attr:`OpenSession.closing_after`)."""
 
@@ -285,19 +284,32 @@ class StateStore:
 
     # -- open sessions --------------------------------------------------------------------
 
-    def session_opened(self, row: OpenSession) -> None:
-        self._exec("INSERT OR IGNORE INTO open_sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (row.seq, row.kind, row.peer, row.mnemonic, row.pool, row.user, row.taf, row.opened,
-                    row.closing_after))
-
-    def sessions_ended(self, seqs: list[int]) -> None:
+    def sessions_changed(self, opened: Sequence[OpenSession] = (), ended: Sequence[int] = ()) -> None:
+        if not opened and not ended:
+            return
         with self._lock:
-            self._conn.executemany("DELETE FROM open_sessions WHERE seq = ?", [(s,) for s in seqs])
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany("INSERT OR IGNORE INTO open_sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                       [(r.seq, r.kind, r.peer, r.mnemonic, r.pool, r.user, r.taf, r.opened,
+                                         r.closing_after) for r in opened])
+                self._conn.executemany("DELETE FROM open_sessions WHERE seq = ?", [(s,) for s in ended])
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
 
     def open_sessions(self) -> list[OpenSession]:
         return [OpenSession(*r) for r in self._exec(
             "SELECT seq, kind, peer, mnemonic, pool, user, taf, opened, closing_after FROM open_sessions ORDER BY seq")]
 
-    def sessions_closing(self, seqs: list[int], after: int) -> None:
+    def sessions_closing(self, seqs: Sequence[int], after: int) -> None:
         with self._lock:
-            self._conn.executemany("UPDATE open_sessions SET closing_after = ? WHERE seq = ?", [(after, s) for s in seqs])
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany("UPDATE open_sessions SET closing_after = ? WHERE seq = ?",
+                                       [(after, s) for s in seqs])
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")

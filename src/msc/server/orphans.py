@@ -57,11 +57,11 @@ async def end_left_open(journal: Any, state: RuntimeState, start: Entry, reason:
         if await journal.starts_after(after):  # that start's commit ended them
             ended.update(r.seq for r in rows if r.closing_after == after)
     if ended:
-        await asyncio.to_thread(state.sessions_ended, sorted(ended))
+        await asyncio.to_thread(state.sessions_changed, (), sorted(ended))
     todo = [r for r in rows if r.seq not in ended]
     if todo:
         await asyncio.to_thread(state.sessions_closing, [r.seq for r in todo], journal.last_seq)
     await journal.append(*[e for r in todo for e in end_records(r, reason)], start)
     if todo:
-        await asyncio.to_thread(state.sessions_ended, [r.seq for r in todo])
+        await asyncio.to_thread(state.sessions_changed, (), [r.seq for r in todo])
     return todo

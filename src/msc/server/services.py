@@ -11,6 +11,7 @@ switch, in turn, reaches a session only through its public methods (``close``, `
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -110,6 +111,11 @@ class Registry:
         self.opened_at: dict[Attached, int] = {}  # session → the sequence number of its opening record
         self._state = state
         self._writes: ThreadPoolExecutor | None = None
+        # Changes not yet written (sessions opened, sequence numbers of those ended): one write
+        # takes all that came meanwhile (a burst of logons after a failover is a few commits).
+        self._pending: tuple[list[OpenSession], list[int]] = ([], [])
+        self._pending_lock = threading.Lock()
+        self._write_queued = False
         self._delivery = delivery
         self._accounts = accounts
         self._journal = journal
@@ -160,7 +166,7 @@ class Registry:
         row = OpenSession(seq=seq, kind=sess.kind or "terminal", peer=alloc.pool if alloc else endpoint,
                           mnemonic=endpoint, pool=alloc.pool if alloc else None, user=sess.user, taf=sess.taf,
                           opened=time.time())
-        self._remember(lambda st: st.session_opened(row))
+        self._changed(opened=row)
 
     def _ended(self, sess: Attached) -> None:
         """``sess`` ended (its end's records are submitted within this loop iteration): forget it
@@ -182,20 +188,29 @@ class Registry:
                 if f.cancelled() or f.exception() is not None or journal.errors_total != errors:
                     log.warning("session.end_not_journaled", seq=seq, note="the next start journals its end")
                     return
-                self._remember(lambda st: st.sessions_ended([seq]))
+                self._changed(ended=seq)
 
             fut.add_done_callback(done)
 
         asyncio.get_running_loop().call_soon(after_records)
 
-    def _remember(self, fn: Callable[[RuntimeState], None]) -> None:
-        """Run ``fn(state)`` in the registry's one worker thread (after every earlier write)."""
+    def _changed(self, *, opened: OpenSession | None = None, ended: int | None = None) -> None:
+        """Note a change of the open sessions for the registry's one worker thread, which
+        writes every change noted before it runs in one step (in order: a session's row is
+        always written before, or in the same step as, its removal)."""
         if self._state is None:
             return
+        with self._pending_lock:
+            if opened is not None:
+                self._pending[0].append(opened)
+            if ended is not None:
+                self._pending[1].append(ended)
+            if self._write_queued:
+                return
+            self._write_queued = True
         if self._writes is None:
             self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="msc-open-sessions")
-        state = self._state()
-        fut = asyncio.get_running_loop().run_in_executor(self._writes, fn, state)
+        fut = asyncio.get_running_loop().run_in_executor(self._writes, self._write_pending, self._state())
 
         def done(f: asyncio.Future[None]) -> None:
             if not f.cancelled() and f.exception() is not None:
@@ -203,12 +218,30 @@ class Registry:
 
         fut.add_done_callback(done)
 
+    def _write_pending(self, state: RuntimeState) -> None:
+        with self._pending_lock:
+            opened, ended = self._pending
+            self._pending = ([], [])
+            self._write_queued = False
+        if not opened and not ended:
+            return
+        try:
+            state.sessions_changed(opened, ended)
+        except BaseException:
+            with self._pending_lock:  # written with the next change (or at the stop), in order
+                self._pending = (opened + self._pending[0], ended + self._pending[1])
+            raise
+
     async def flush(self) -> None:
-        """Wait for the open-session writes made so far (a stop, before the state closes)."""
-        if self._writes is not None:
-            await asyncio.get_running_loop().run_in_executor(self._writes, lambda: None)
-            self._writes.shutdown(wait=False)
-            self._writes = None
+        """Write what is noted and not yet written (a stop, before the state closes)."""
+        if self._writes is None or self._state is None:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._writes, self._write_pending, self._state())
+        except Exception as exc:  # the state away: the next start journals these sessions' ends
+            log.warning("session.state_write_failed", error=str(exc) or type(exc).__name__)
+        self._writes.shutdown(wait=False)
+        self._writes = None
 
     def unbound(self, sess: Attached, why: str) -> None:
         endpoint = sess.endpoint

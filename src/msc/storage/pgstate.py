@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -253,20 +253,26 @@ class PgRuntimeState(_Handle):
 
     # -- open sessions --------------------------------------------------------------------
 
-    def session_opened(self, row: OpenSession) -> None:
-        self.execute("INSERT INTO open_sessions VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (seq) DO NOTHING",
-                     row.seq, row.kind, row.peer, row.mnemonic, row.pool, row.user, row.taf, row.opened,
-                     row.closing_after)
+    def sessions_changed(self, opened: Sequence[OpenSession] = (), ended: Sequence[int] = ()) -> None:
+        if not opened and not ended:
+            return
+        rows = [(r.seq, r.kind, r.peer, r.mnemonic, r.pool, r.user, r.taf, r.opened, r.closing_after) for r in opened]
 
-    def sessions_ended(self, seqs: list[int]) -> None:
-        if seqs:
-            self.execute("DELETE FROM open_sessions WHERE seq = ANY($1::bigint[])", list(seqs))
+        async def go() -> None:
+            async with self._pool.acquire() as conn, conn.transaction():
+                if rows:
+                    await conn.executemany("INSERT INTO open_sessions VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+                                           "ON CONFLICT (seq) DO NOTHING", rows)
+                if ended:
+                    await conn.execute("DELETE FROM open_sessions WHERE seq = ANY($1::bigint[])", list(ended))
+
+        self.call(go())
 
     def open_sessions(self) -> list[OpenSession]:
         return [OpenSession(*r) for r in self.fetch(
             'SELECT seq, kind, peer, mnemonic, pool, "user", taf, opened, closing_after FROM open_sessions ORDER BY seq')]
 
-    def sessions_closing(self, seqs: list[int], after: int) -> None:
+    def sessions_closing(self, seqs: Sequence[int], after: int) -> None:
         if seqs:
             self.execute("UPDATE open_sessions SET closing_after = $1 WHERE seq = ANY($2::bigint[])", after, list(seqs))
 
