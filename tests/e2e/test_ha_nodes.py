@@ -630,6 +630,7 @@ def test_a_standby_whose_master_key_file_is_not_the_key_rings_says_so_while_it_s
     assert "key_ring" not in pair.readyz("A")[1]
     shown = run("status", "--config", str(pair.cfg["B"]))
     assert "key ring: unusable on this machine — " in shown.stdout and "copy the master key file" in shown.stdout
+    assert shown.returncode == 3 and "the pair cannot fail over (exit 3)" in shown.stdout  # A serves: not 0 (newcomer8)
     assert not (tmp_path / "B" / "data" / "keys" / "keyring.json").exists()
 
 

@@ -370,7 +370,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--key")
     sp.set_defaults(func=cmd_terminal)
 
-    sp = with_config(sub.add_parser("status", help="which node is active (the lease's holder) and this machine's node"))
+    sp = with_config(sub.add_parser(
+        "status", help="which node is active (the lease's holder) and this machine's node",
+        description="Which node of a pair is active (the lease's holder, as the database says) and what this "
+                    "machine's node is (its /readyz). Journals nothing; runs on either machine.",
+        epilog="exit status: 0 a node is active, and this machine's node is it or a standby that could take over; "
+               "1 no node is active, or the lease's database could not be asked (a single node: it does not "
+               "serve); 3 a node is active but this machine's node could not take over if it failed (not "
+               "running, not answering, held back by its key ring, or unable to reach the lease's database): "
+               "the pair cannot fail over. A monitoring check alerts on anything but 0."))
     sp.add_argument("--format", choices=("text", "json"), default="text")
     sp.set_defaults(func=lambda a: __import__("msc.cli.status", fromlist=["cmd_status"]).cmd_status(a, _load(a)))
     cfg = sub.add_parser("config", help="configuration files").add_subparsers(dest="action", required=True)
