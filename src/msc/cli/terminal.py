@@ -27,7 +27,10 @@ Patroni). When the connection is lost
 above — said, with its reason — and the client connects to the *next* address instead of exiting:
 the banner is shown again and the operator logs on again (a session does not move between
 nodes). A script logs on again with the same credentials, sends the messages it had not sent yet
-and goes on waiting for ``--expect``: the outputs wait in msc's queue for the station. A message
+and goes on waiting for ``--expect``: the outputs wait in msc's queue for the station — except
+with ``--otp``: the session that ended used that code, and each is good once on every node, so
+the client exits 4 instead of sending it again (an operator who logged on with a one-time password
+is told to wait for the next code: :data:`msc.cli.termrules.OTP_USED_AFTER_FAILOVER`). A message
 whose answer (A/N) had not arrived when the connection went is not sent again (msc may have
 accepted it: sending it again could make a second transaction); the client says so and, unless
 its ``--expect`` outputs arrive, exits with status 4. ``STATION DISABLED`` and ``REPLACED`` end
@@ -432,6 +435,8 @@ async def _connected(t: Terminal, opts: TerminalOptions, stdin: LineReader) -> i
                     return EXIT_ENDED
                 else:
                     print(f"Session ended: {e.reason}. Connecting to the next msc address.", file=sys.stderr, flush=True)
+                    if opts.interactive and t.otp_session:
+                        print(termrules.OTP_USED_AFTER_FAILOVER, file=sys.stderr, flush=True)
                     first = t.at + 1
                 t.close()
                 try:
@@ -466,6 +471,10 @@ async def _run(t: Terminal, opts: TerminalOptions, stdin: LineReader, banner: st
     if opts.interactive and opts.user is None and not opts.bind:
         return await _interactive(t, stdin, opts)
     if opts.user is not None:
+        if opts.otp is not None and t.otp_session:
+            # A failover: the session that ended logged on with this very code (each is good once).
+            print(termrules.OTP_USED_SCRIPT, file=sys.stderr, flush=True)
+            return EXIT_ENDED
         password = opts.password
         if password is None:
             password = await _ask(t, stdin, "Password: ", secret=True)
