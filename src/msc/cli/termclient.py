@@ -86,9 +86,9 @@ class StoppedTrying(Exception):
 
 
 class Terminal:
-    def __init__(self, opts: TerminalOptions, out=sys.stdout) -> None:
+    def __init__(self, opts: TerminalOptions, out=None) -> None:
         self.opts = opts
-        self.out = out
+        self.out = out if out is not None else sys.stdout  # (the stdout of now, not of the import)
         self.header = opts.header
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None

@@ -63,7 +63,10 @@ header reference (PROTOCOL.md §2: mnemonic + ref, echoed back by the upstream, 
 multi-part answer and an ``MSC.E30x`` notice count — an E302 after a failover is final, so a
 script that expected more parts waits out ``--timeout`` and exits 1), printing and acknowledging any other output
 that arrives meanwhile without counting it (without ``--send``, e.g. a ``--bind`` printer, any
-output counts); then it logs off.
+output counts); then it logs off. ``--bind`` with neither ``--send`` nor ``--expect`` is a printer
+(:func:`stays_bound`): it stays bound and prints every output as it comes, until a signal, Ctrl-D
+at a terminal, or its session ends (then: the next address, bound again; with one address, exit 4),
+and by default keeps trying its addresses like an operator's terminal.
 Outputs that arrive after that are neither printed nor acknowledged: they stay queued in msc for
 the station's next session. ``--user ID --password-stdin`` logs on with the password from
 stdin's first line.
@@ -485,7 +488,7 @@ async def _run(t: Terminal, opts: TerminalOptions, stdin: LineReader, banner: st
         if refused is not None:
             return refused
         _tell_unanswered(t)
-    return await _scripted(t, opts)
+    return await _scripted(t, opts, stdin)
 
 
 async def _script_logon(t: Terminal, opts: TerminalOptions, password: str) -> int | None:
@@ -531,7 +534,32 @@ def _tell_unanswered(t: Terminal) -> None:
         print(termrules.unanswered_notice(u, why), file=sys.stderr, flush=True)
 
 
-async def _scripted(t: Terminal, opts: TerminalOptions) -> int:
+def stays_bound(opts: TerminalOptions) -> bool:
+    """``--bind`` with neither ``--send`` nor ``--expect``: a printer (or a host's monitor) that stays
+    attached and prints what comes, rather than a script that binds, waits for N outputs and leaves."""
+    return opts.bind and not opts.send and opts.expect == 0
+
+
+async def _printing(t: Terminal, stdin: LineReader) -> int:
+    """A bound printer: every output is printed and acknowledged as it comes (the connection's
+    reader does that), for as long as the session lasts. It ends by a signal (Ctrl-C: 0; SIGTERM,
+    SIGHUP, SIGQUIT: by that signal), by Ctrl-D when its input is a terminal, or with its
+    session — raised as :class:`SessionEnded`, which :func:`_connected` handles by the
+    reconnect rules: with several addresses it connects to the next and binds again; with one,
+    or ``STATION DISABLED``/``REPLACED``, it exits 4. Its input is not read otherwise (a service
+    manager's ``/dev/null`` is at its end at once: that ends nothing)."""
+    print(f"Bound as {t.header}: printing its outputs as they come ("
+          + ("Ctrl-D, " if stdin.tty else "") + "Ctrl-C or SIGTERM ends it).", file=sys.stderr, flush=True)
+    if not stdin.tty:
+        await t.until(asyncio.get_running_loop().create_future())  # until the session ends (SessionEnded)
+    while True:
+        if await t.until(stdin.readline()) is None:
+            return EXIT_OK  # Ctrl-D; a typed line is not sent: a printer sends nothing
+
+
+async def _scripted(t: Terminal, opts: TerminalOptions, stdin: LineReader) -> int:
+    if stays_bound(opts):
+        return await _printing(t, stdin)
     while t.next_send < len(opts.send):
         text = opts.send[t.next_send]
         t.next_send += 1  # sent at most once, whatever happens to the connection
