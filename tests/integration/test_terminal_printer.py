@@ -151,7 +151,7 @@ async def test_bind_with_expect_is_still_a_script_that_leaves_after_its_outputs(
 ])
 def test_a_printer_keeps_trying_its_addresses_by_default(monkeypatch, argv, printer_, reconnect_for):
     import msc.cli.terminal as terminal
-    from msc.cli.main import main
+    from msc.cli.main import build_parser, cmd_terminal
 
     seen = {}
 
@@ -160,6 +160,8 @@ def test_a_printer_keeps_trying_its_addresses_by_default(monkeypatch, argv, prin
         return 0
 
     monkeypatch.setattr(terminal, "run", fake_run)
-    assert main(["terminal", "--connect", "127.0.0.1:1,127.0.0.1:2", "--header", "ECP1", *argv]) == 0
+    # (The command's parser and handler, not main(): main configures the process's logging.)
+    args = build_parser().parse_args(["terminal", "--connect", "127.0.0.1:1,127.0.0.1:2", "--header", "ECP1", *argv])
+    assert cmd_terminal(args) == 0
     assert terminal.stays_bound(seen["opts"]) is printer_
     assert seen["opts"].reconnect_for == reconnect_for
