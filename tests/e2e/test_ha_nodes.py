@@ -181,17 +181,35 @@ def test_the_standby_keeps_its_listeners_closed_and_takes_over_at_the_actives_cl
     assert not pair.accepts("B")  # no listener: a load balancer and a two-address client skip it
     assert pair.metric("B", 'msc_node_role{role="standby"} 1.0')
     assert pair.metric("B", 'msc_node_role{role="active"} 0.0')
+    # The alert rules' view (newcomer8): the standby exports no availability figure (its 0.0 fired
+    # MscAvailabilityBelowTarget for ever), both nodes name their pair, the lease's database answers.
+    with urllib.request.urlopen(f"http://127.0.0.1:{pair.metrics['B']}/metrics", timeout=HANG_S) as resp:
+        exported = resp.read().decode().splitlines()
+    assert not [x for x in exported if x.startswith("msc_availability_ratio")]
+    assert [x for x in exported if x.startswith('msc_node_info{node="node-b",switch=')] and "msc_node_lease_unreachable 0.0" in exported
+    wait_until(lambda: [x for x in urllib.request.urlopen(f"http://127.0.0.1:{pair.metrics['A']}/metrics", timeout=HANG_S)
+                        .read().decode().splitlines() if x.startswith('msc_availability_ratio{window="365d"}')],
+               "A exports the ledger's figure")
 
     r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=HANG_S)
     assert r.returncode == 0, r.stderr
     assert f"Connected to msc at {pair.addr('A')}." in r.stderr
 
-    # A SIGHUP to the standby (its configuration changed) is applied once it has taken over.
+    # A SIGHUP to the standby with a file that does not validate: said at once — not at the
+    # takeover (newcomer8) — and nothing applied; a restart would fail, so the alert fires now.
     cfg_b = pair.cfg["B"]
-    cfg_b.write_text(cfg_b.read_text().replace("idle_logoff_s = 1800", "idle_logoff_s = 1700"))
+    good = cfg_b.read_text()
+    cfg_b.write_text(good.replace("idle_logoff_s = 1800", 'idle_logoff_s = "soon"'))
+    pair.proc["B"].p.send_signal(signal.SIGHUP)
+    wait_until(lambda: '"config.reload_failed"' in pair.proc["B"].log.read_text(), "B refuses the file at the SIGHUP")
+    assert pair.metric("B", 'msc_config_reload_total{outcome="error"} 1.0')
+    assert "idle_logoff_s" in pair.readyz("B")[1]["last_reload_error"]
+    # Fixed and changed: applied once it has taken over.
+    cfg_b.write_text(good.replace("idle_logoff_s = 1800", "idle_logoff_s = 1700"))
     pair.proc["B"].p.send_signal(signal.SIGHUP)
     wait_until(lambda: "config.reload_deferred" in pair.proc["B"].log.read_text(), "B defers the reload")
-    assert pair.readyz("B")[0] == 503
+    code, doc = pair.readyz("B")
+    assert code == 503 and "last_reload_error" not in doc
 
     t0 = time.monotonic()
     assert a.stop() == 0  # SIGTERM: drain, journal closed, lease released
@@ -637,6 +655,7 @@ def test_a_standby_whose_master_key_file_is_not_the_key_rings_says_so_while_it_s
     assert "key_ring" not in pair.readyz("A")[1]
     shown = run("status", "--config", str(pair.cfg["B"]))
     assert "key ring: unusable on this machine — " in shown.stdout and "copy the master key file" in shown.stdout
+    assert shown.returncode == 3 and "the pair cannot fail over (exit 3)" in shown.stdout  # A serves: not 0 (newcomer8)
     assert not (tmp_path / "B" / "data" / "keys" / "keyring.json").exists()
 
 

@@ -198,10 +198,13 @@ def test_msc_status_names_the_active_node_from_either_machine(tmp_path, pg_serve
     # A clean stop of the active: the standby takes over; asked on the stopped node's machine.
     assert pair.proc["A"].stop() == 0
     wait_until(lambda: pair.active("B"), "B active", timeout=60, proc=pair.proc["B"])
+    # (Exit 3, was 0: B serves, but nothing on A's machine could take over if B failed — newcomer8.)
     r = run("status", "--config", str(pair.cfg["A"]))
-    assert r.returncode == 0
+    assert r.returncode == 3
     assert r.stdout.splitlines()[0] == "node node-a (this machine): not running (nothing answers at its [metrics] bind)"
     assert r.stdout.splitlines()[1].startswith("active node: node-b (lease epoch 2, ")
+    assert r.stdout.splitlines()[2] == ("node node-a (this machine) could not take over if node-b failed: it is not "
+                                        "running — the pair cannot fail over (exit 3)")
 
 
 def test_msc_status_without_an_active_node_exits_1(tmp_path, pg_server, procs):

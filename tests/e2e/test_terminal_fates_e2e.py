@@ -375,3 +375,36 @@ def test_a_static_station_is_told_its_accepted_request_is_answered_here_after_th
         relay.close()
     assert re.search(rf"^M \d+ {m.group(1)}\.", s.stdout, re.M), s.stdout
     assert "printer" not in s.stderr
+
+
+# -- a printer stays bound (newcomer8) ----------------------------------------------------------
+
+def test_a_bound_printer_stays_prints_what_comes_binds_again_after_a_kill_and_ends_by_sigterm(tmp_path, procs):
+    """`msc terminal --connect A,B --header ECP1 --bind`, stdin at its end (as under a service
+    manager): it bound and exited 0 at once, and the administrator's first printer printed nothing.
+    Now it stays, prints each output, binds again after its node is killed, and ends by SIGTERM."""
+    node = Node(tmp_path, procs)
+    addr = f"127.0.0.1:{node.port}"
+    printer = Script("--connect", f"{addr},{addr}", "--header", "ECP1", "--bind", password="")
+
+    def notice(text: str) -> None:
+        r = run("terminal", "--connect", addr, "--header", "ICS1", "--user", "TS0001", "--password-stdin",
+                "--send", f"AM.CA0130000.ECP1.TXT {text}", input=PASSWORD + "\n", timeout=HANG_S + 30)
+        assert r.returncode == 0, r.stderr
+
+    try:
+        printer.wait_line(printer.err, r"^Bound as ECP1: printing its outputs as they come")
+        notice("FIRST NOTICE")
+        printer.wait_line(printer.out, r"^M \d+ ECP1\.AM\.CA0130000\.ICS1\.TXT FIRST NOTICE$")
+        node.restart()  # kill -9, and the node comes back: the printer connects again and binds
+        deadline = time.monotonic() + HANG_S
+        while sum(x.startswith("Bound as ECP1") for x in printer.err) < 2:
+            assert printer.p.poll() is None and time.monotonic() < deadline, printer.stderr
+            time.sleep(0.05)
+        notice("SECOND NOTICE")
+        printer.wait_line(printer.out, r"^M \d+ ECP1\.AM\.CA0130000\.ICS1\.TXT SECOND NOTICE$")
+        assert printer.p.poll() is None
+        printer.p.send_signal(signal.SIGTERM)
+        assert printer.wait(HANG_S) == -signal.SIGTERM  # ended by that signal (143 in a shell)
+    finally:
+        printer.kill()

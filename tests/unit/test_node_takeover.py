@@ -37,6 +37,9 @@ class Metrics:
     def __init__(self) -> None:
         self.node_lease_calls = Counter()
 
+    def lease_call(self, outcome: str) -> None:  # (msc.ops.metrics.Metrics.lease_call)
+        self.node_lease_calls.labels(outcome).inc()
+
 
 class StandInSwitch:
     """What _run_node asks of the switch. ``looks``: what successive looks at the takeover find

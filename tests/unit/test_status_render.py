@@ -49,3 +49,59 @@ def test_status_says_who_serves_and_whether_this_node_would_take_over(d, says, n
         assert s in out, out
     for s in never:
         assert s not in out, out
+
+
+# -- the exit status a monitoring check reads (newcomer8: exit 0 while the standby was held back) --
+
+from msc.cli import status as status_mod  # noqa: E402
+
+
+def here(status: int, role: str | None, **extra) -> dict:
+    return {"status": status, "role": role, **extra}
+
+
+#: (this machine's node per its /readyz and /proc, the lease, exit status, a line it prints or None)
+CASES = [
+    (here(200, "active"), {**LIVE, "holder": "msc-b"}, 0, None),
+    (here(503, "standby"), LIVE, 0, None),
+    (here(0, None, process="not running", pid=None), LIVE, 3,
+     "node msc-b (this machine) could not take over if msc-a failed: it is not running — the pair cannot fail over (exit 3)"),
+    (here(0, None, process="not answering", pid=4242), LIVE, 3, "it is not answering (paused or hung?)"),
+    (here(503, "standby", key_ring=KEY, held_back="this machine's master key file cannot open the key ring: " + KEY),
+     LIVE, 3, "would not take over: its master key file cannot open the key ring (see the key ring line) — the pair "
+              "cannot fail over (exit 3)"),
+    (here(503, "standby", key_ring=KEY), LIVE, 3, "key ring: unusable on this machine"),
+    (here(503, "standby", lease_error="lease database: no answer within 5 s (TimeoutError)"), LIVE, 3,
+     "it cannot reach the lease's database (lease database: no answer within 5 s (TimeoutError))"),
+    (here(503, "not_ready"), LIVE, 3, "it is not a standby (/readyz 503: not_ready)"),
+    # No node active: 1 whatever this machine's node is (unchanged).
+    (here(0, None, process="not running", pid=None), EXPIRED, 1, "active node: none"),
+    (here(503, "standby", key_ring=KEY, held_back="…"), EXPIRED, 1, "will not take it"),
+    (here(503, "standby"), None, 1, "no node has held the lease yet"),
+]
+
+
+@pytest.mark.parametrize("this, lease, rc, line", CASES)
+def test_status_exit_tells_a_pair_that_cannot_fail_over(monkeypatch, this, lease, rc, line):
+    from types import SimpleNamespace
+
+    body = {"node": {"role": this["role"], **({"held_back": this["held_back"]} if "held_back" in this else {}),
+                     **({"lease_error": this["lease_error"]} if "lease_error" in this else {})}}
+    if "key_ring" in this:
+        body["key_ring"] = this["key_ring"]
+    if this["role"] == "not_ready":
+        body = {"status": "not_ready"}
+    monkeypatch.setattr(status_mod, "readyz", lambda bind: (this["status"], body if this["status"] else {}))
+    monkeypatch.setattr(status_mod, "silent_listener",
+                        lambda bind: (this.get("process") == "not answering", this.get("pid")))
+    row = None if lease is None else SimpleNamespace(**lease)
+    monkeypatch.setattr(status_mod, "lease_row", lambda settings: (row, None))
+    config = SimpleNamespace(node=SimpleNamespace(name="msc-b"), metrics=SimpleNamespace(bind="127.0.0.1:9400"))
+    code, d = status_mod.status(SimpleNamespace(config=config))
+    out = "\n".join(render(d))
+    assert code == rc, out
+    assert (code == status_mod.EXIT_CANNOT_FAIL_OVER) == ("cannot_take_over" in d)
+    if line is not None:
+        assert line in out, out
+    if code != 3:
+        assert "cannot fail over" not in out

@@ -162,9 +162,11 @@ def cmd_terminal(args) -> int:
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     interactive = not (args.send or args.expect or args.user or args.bind)
+    printer = args.bind and not (args.send or args.expect)  # stays bound and prints what comes
     reconnect_for = args.reconnect_for
-    if reconnect_for is None and not interactive:
-        reconnect_for = SCRIPT_RECONNECT_S  # a script gives up; an operator's terminal keeps trying
+    if reconnect_for is None and not interactive and not printer:
+        # A script gives up; an operator's terminal and a printer keep trying.
+        reconnect_for = SCRIPT_RECONNECT_S
     opts = TerminalOptions(
         host=host, port=port, header=args.header, send=args.send or [], expect=args.expect, user=args.user,
         password=password, otp=args.otp, timeout=args.timeout, tls=args.tls, ca=args.ca, cert=args.cert,
@@ -356,14 +358,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--user", type=opt.user_id, help="log on as this user (scripts)")
     sp.add_argument("--otp", type=opt.otp, help="one-time password for --user (6 digits)")
     sp.add_argument("--password-stdin", action="store_true", help="read the password from stdin's first line")
-    sp.add_argument("--bind", action="store_true", help="send BIND (printers and hosts) instead of logging on")
+    sp.add_argument("--bind", action="store_true",
+                    help="send BIND (printers and hosts) instead of logging on; without --send/--expect it stays "
+                         "bound and prints every output as it comes (a printer) until Ctrl-C, a signal or "
+                         "(at a terminal) Ctrl-D, connecting to the next --connect address if the connection goes")
     sp.add_argument("--timeout", type=opt.seconds, default=30.0,
                     help="how long to wait for msc's answers (seconds; default 30)")
     sp.add_argument("--reconnect-for", type=opt.seconds, metavar="SECONDS",
                     help="with several --connect addresses: how long to keep trying them while none answers "
-                         "(at the start and after a lost connection); default: an interactive terminal until "
-                         "one answers (a 'still trying' line now and then; Ctrl-C stops it), a script "
-                         "(--send/--expect/--user/--bind) 120 s; given up: exit 4 (1 at the start). Also how "
+                         "(at the start and after a lost connection); default: an interactive terminal and a "
+                         "--bind printer until one answers (a 'still trying' line now and then; Ctrl-C stops it), "
+                         "a script (--send/--expect/--user) 120 s; given up: exit 4 (1 at the start). Also how "
                          "long a script tries again a logon msc could not decide (E503, E307, E501, E305: "
                          "not a wrong password), from the first such answer; given up: exit 75")
     sp.add_argument("--fail-on-nak", action="store_true")
@@ -373,7 +378,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--key")
     sp.set_defaults(func=cmd_terminal)
 
-    sp = with_config(sub.add_parser("status", help="which node is active (the lease's holder) and this machine's node"))
+    sp = with_config(sub.add_parser(
+        "status", help="which node is active (the lease's holder) and this machine's node",
+        description="Which node of a pair is active (the lease's holder, as the database says) and what this "
+                    "machine's node is (its /readyz). Journals nothing; runs on either machine.",
+        epilog="exit status: 0 a node is active, and this machine's node is it or a standby that could take over; "
+               "1 no node is active, or the lease's database could not be asked (a single node: it does not "
+               "serve); 3 a node is active but this machine's node could not take over if it failed (not "
+               "running, not answering, held back by its key ring, or unable to reach the lease's database): "
+               "the pair cannot fail over. A monitoring check alerts on anything but 0."))
     sp.add_argument("--format", choices=("text", "json"), default="text")
     sp.set_defaults(func=lambda a: __import__("msc.cli.status", fromlist=["cmd_status"]).cmd_status(a, _load(a)))
     cfg = sub.add_parser("config", help="configuration files").add_subparsers(dest="action", required=True)

@@ -8,8 +8,14 @@ This machine's node is "not running" when nothing listens at its ``[metrics] bin
 answering (process N exists; paused or hung?)" when a process listens there but ``/readyz`` gave
 no answer within READYZ_TIMEOUT_S (SIGSTOP, or a hung loop).
 
-Exit 0 when a node is active; 1 when none is (the lease expired or was never held), or the lease's
-database could not be asked.
+Exit status (for a monitoring check; OPERATIONS.md "Running two nodes"):
+
+- 0 — a node is active, and this machine's node is it or a standby that could take over;
+- 1 — no node is active (the lease expired or was never held), or the lease's database could not
+  be asked (a single node: it does not serve);
+- 3 (:data:`EXIT_CANNOT_FAIL_OVER`) — a node is active, but this machine's node could not take
+  over if it failed: not running, not answering, held back by its key ring (its master key file
+  cannot open the key ring), or unable to reach the lease's database. The pair serves, on one leg.
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ from typing import Any
 from msc.config.load import Settings
 
 READYZ_TIMEOUT_S = 2.0
+#: ``msc status``'s exit status when a node is active but this machine's node could not take over
+#: (newcomer8: exit 0 while the standby was held back by its key ring hid a pair that could not
+#: fail over from a check on exit codes). Not 2: argparse's and msc's own "cannot start" status.
+EXIT_CANNOT_FAIL_OVER = 3
 
 
 def readyz(bind: str) -> tuple[int, dict[str, Any]]:
@@ -108,6 +118,8 @@ def status(settings: Settings) -> tuple[int, dict[str, Any]]:
         here["key_ring"] = body["key_ring"]
     if (body.get("node") or {}).get("held_back"):  # it does not take the lease (the key ring)
         here["held_back"] = body["node"]["held_back"]
+    if (body.get("node") or {}).get("lease_error"):  # it cannot reach the lease's database
+        here["lease_error"] = body["node"]["lease_error"]
     if node is None:
         doc: dict[str, Any] = {"node": None, "this_node": here, "active": "this machine" if code == 200 else None}
         return (0 if code == 200 else 1), doc
@@ -118,7 +130,30 @@ def status(settings: Settings) -> tuple[int, dict[str, Any]]:
     doc = {"node": node.name, "this_node": here, "lease": lease, "active": active}
     if error is not None:
         doc["lease_error"] = error
-    return (0 if active else 1), doc
+    if not active:
+        return 1, doc
+    why = cannot_take_over(doc)
+    if why is not None:
+        doc["cannot_take_over"] = why
+        return EXIT_CANNOT_FAIL_OVER, doc
+    return 0, doc
+
+
+def cannot_take_over(doc: dict[str, Any]) -> str | None:
+    """While another node is active: why this machine's node could not take over if it failed
+    (:data:`EXIT_CANNOT_FAIL_OVER`), or None — it is the active node, or a standby that would."""
+    here = doc["this_node"]
+    if here.get("role") == "active" or doc.get("active") == doc.get("node"):
+        return None
+    if not here["status"]:
+        return "it is not answering (paused or hung?)" if here.get("process") == "not answering" else "it is not running"
+    if here.get("held_back") or here.get("key_ring"):
+        return "its master key file cannot open the key ring (see the key ring line)"
+    if here.get("lease_error"):
+        return f"it cannot reach the lease's database ({here['lease_error']})"
+    if here.get("role") != "standby":
+        return f"it is not a standby (/readyz {here['status']}: {here.get('role') or 'not serving'})"
+    return None
 
 
 def render(doc: dict[str, Any]) -> list[str]:
@@ -150,7 +185,11 @@ def render(doc: dict[str, Any]) -> list[str]:
                      f"{-lease['remaining_s']:.1f} s ago; " + (wont or "the standby takes it at its next poll"))
     if wont and (doc.get("lease_error") or (lease is not None and lease["live"])):
         lines.append(f"node {doc['node']} (this machine) would not take over: its master key file cannot open the "
-                     "key ring (see the key ring line)")
+                     "key ring (see the key ring line)" + (
+                         f" — the pair cannot fail over (exit {EXIT_CANNOT_FAIL_OVER})" if doc.get("cannot_take_over") else ""))
+    elif doc.get("cannot_take_over"):
+        lines.append(f"node {doc['node']} (this machine) could not take over if {doc['active']} failed: "
+                     f"{doc['cannot_take_over']} — the pair cannot fail over (exit {EXIT_CANNOT_FAIL_OVER})")
     return lines
 
 

@@ -86,9 +86,9 @@ class StoppedTrying(Exception):
 
 
 class Terminal:
-    def __init__(self, opts: TerminalOptions, out=sys.stdout) -> None:
+    def __init__(self, opts: TerminalOptions, out=None) -> None:
         self.opts = opts
-        self.out = out
+        self.out = out if out is not None else sys.stdout  # (the stdout of now, not of the import)
         self.header = opts.header
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
@@ -124,6 +124,7 @@ class Terminal:
         self.sent_in_session = 0  # own requests sent since the last logon
         self.pooled_headers: set[str] = set()  # own headers sent in a pooled session, still without A/N
         self.refused: LogonRefusal | None = None  # msc's N to the last LOGON
+        self.otp_session = False  # the last successful logon gave a one-time password (now used)
         # A script's logon refused "try again" (termrules): when first, and its next waits.
         self.logon_refused_at: float | None = None
         self.logon_waits: Iterator[float] | None = None
@@ -433,6 +434,7 @@ class Terminal:
                 self.pooled = pairs["MNE"] != self.header
                 self.header = pairs["MNE"]
             self.sent_in_session = 0
+            self.otp_session = otp is not None  # its code is used now (termrules.OTP_USED_AFTER_FAILOVER)
             return True
         self.refused = LogonRefusal.parse(payload)
         return False

@@ -27,7 +27,10 @@ Patroni). When the connection is lost
 above — said, with its reason — and the client connects to the *next* address instead of exiting:
 the banner is shown again and the operator logs on again (a session does not move between
 nodes). A script logs on again with the same credentials, sends the messages it had not sent yet
-and goes on waiting for ``--expect``: the outputs wait in msc's queue for the station. A message
+and goes on waiting for ``--expect``: the outputs wait in msc's queue for the station — except
+with ``--otp``: the session that ended used that code, and each is good once on every node, so
+the client exits 4 instead of sending it again (an operator who logged on with a one-time password
+is told to wait for the next code: :data:`msc.cli.termrules.OTP_USED_AFTER_FAILOVER`). A message
 whose answer (A/N) had not arrived when the connection went is not sent again (msc may have
 accepted it: sending it again could make a second transaction); the client says so and, unless
 its ``--expect`` outputs arrive, exits with status 4. ``STATION DISABLED`` and ``REPLACED`` end
@@ -62,7 +65,10 @@ header reference (PROTOCOL.md §2: mnemonic + ref, echoed back by the upstream, 
 multi-part answer and an ``MSC.E30x`` notice count — an E302 after a failover is final, so a
 script that expected more parts waits out ``--timeout`` and exits 1), printing and acknowledging any other output
 that arrives meanwhile without counting it (without ``--send``, e.g. a ``--bind`` printer, any
-output counts); then it logs off.
+output counts); then it logs off. ``--bind`` with neither ``--send`` nor ``--expect`` is a printer
+(:func:`stays_bound`): it stays bound and prints every output as it comes, until a signal, Ctrl-D
+at a terminal, or its session ends (then: the next address, bound again; with one address, exit 4),
+and by default keeps trying its addresses like an operator's terminal.
 Outputs that arrive after that are neither printed nor acknowledged: they stay queued in msc for
 the station's next session. ``--user ID --password-stdin`` logs on with the password from
 stdin's first line.
@@ -490,6 +496,8 @@ async def _connected(t: Terminal, opts: TerminalOptions, stdin: LineReader) -> i
                     return EXIT_ENDED
                 else:
                     print(f"Session ended: {e.reason}. Connecting to the next msc address.", file=sys.stderr, flush=True)
+                    if opts.interactive and t.otp_session:
+                        print(termrules.OTP_USED_AFTER_FAILOVER, file=sys.stderr, flush=True)
                     first = t.at + 1
                 t.close()
                 try:
@@ -524,6 +532,10 @@ async def _run(t: Terminal, opts: TerminalOptions, stdin: LineReader, banner: st
     if opts.interactive and opts.user is None and not opts.bind:
         return await _interactive(t, stdin, opts)
     if opts.user is not None:
+        if opts.otp is not None and t.otp_session:
+            # A failover: the session that ended logged on with this very code (each is good once).
+            print(termrules.OTP_USED_SCRIPT, file=sys.stderr, flush=True)
+            return EXIT_ENDED
         password = opts.password
         if password is None:
             password = await _ask(t, stdin, "Password: ", secret=True)
@@ -534,7 +546,7 @@ async def _run(t: Terminal, opts: TerminalOptions, stdin: LineReader, banner: st
         if refused is not None:
             return refused
         _tell_unanswered(t)
-    return await _scripted(t, opts)
+    return await _scripted(t, opts, stdin)
 
 
 async def _script_logon(t: Terminal, opts: TerminalOptions, password: str) -> int | None:
@@ -580,7 +592,32 @@ def _tell_unanswered(t: Terminal) -> None:
         print(termrules.unanswered_notice(u, why), file=sys.stderr, flush=True)
 
 
-async def _scripted(t: Terminal, opts: TerminalOptions) -> int:
+def stays_bound(opts: TerminalOptions) -> bool:
+    """``--bind`` with neither ``--send`` nor ``--expect``: a printer (or a host's monitor) that stays
+    attached and prints what comes, rather than a script that binds, waits for N outputs and leaves."""
+    return opts.bind and not opts.send and opts.expect == 0
+
+
+async def _printing(t: Terminal, stdin: LineReader) -> int:
+    """A bound printer: every output is printed and acknowledged as it comes (the connection's
+    reader does that), for as long as the session lasts. It ends by a signal (Ctrl-C: 0; SIGTERM,
+    SIGHUP, SIGQUIT: by that signal), by Ctrl-D when its input is a terminal, or with its
+    session — raised as :class:`SessionEnded`, which :func:`_connected` handles by the
+    reconnect rules: with several addresses it connects to the next and binds again; with one,
+    or ``STATION DISABLED``/``REPLACED``, it exits 4. Its input is not read otherwise (a service
+    manager's ``/dev/null`` is at its end at once: that ends nothing)."""
+    print(f"Bound as {t.header}: printing its outputs as they come ("
+          + ("Ctrl-D, " if stdin.tty else "") + "Ctrl-C or SIGTERM ends it).", file=sys.stderr, flush=True)
+    if not stdin.tty:
+        await t.until(asyncio.get_running_loop().create_future())  # until the session ends (SessionEnded)
+    while True:
+        if await t.until(stdin.readline()) is None:
+            return EXIT_OK  # Ctrl-D; a typed line is not sent: a printer sends nothing
+
+
+async def _scripted(t: Terminal, opts: TerminalOptions, stdin: LineReader) -> int:
+    if stays_bound(opts):
+        return await _printing(t, stdin)
     while t.next_send < len(opts.send):
         text = opts.send[t.next_send]
         t.next_send += 1  # sent at most once, whatever happens to the connection

@@ -35,6 +35,17 @@ TRANSIENT_LOGON_CODES = frozenset(("E503", "E307", "E501", "E305"))
 # SECURITY.md): trying it again could be refused E202 — a failed attempt of the account.
 UNCHECKED_LOGON_CODES = frozenset(("E307",))
 
+#: Said after a failover (a new connection, a new logon) when the session that ended was logged
+#: on with a one-time password: that code is used — each is good once, on every node (the TOTP
+#: step is in the shared database, SECURITY.md) — and typing it again is refused E202, an attempt
+#: that counts toward the account's lockout (newcomer8).
+OTP_USED_AFTER_FAILOVER = ("The one-time password you logged on with has been used (each code is good once, on "
+                           "every msc node): if your authenticator still shows it, wait for the next code before "
+                           "logging on again.")
+#: A script's ``--otp`` after a failover: the same code would be refused E202 (and count against the account).
+OTP_USED_SCRIPT = ("Not logging on again: the one-time password given (--otp) was used by the session that "
+                   "ended, and each code is good once; run again with a new one.")
+
 # Keys msc answers itself (A/N is the whole answer) and keys that await no answer upstream
 # (PROTOCOL.md §4 "Keys that await no answer": a route may name others, ``one_way``).
 LOCAL_KEYS = frozenset(("LOGON", "LOGOFF", "BIND", "PWD"))

@@ -7,8 +7,10 @@ defence, :func:`scrub` drops any event key that names a secret.
 
 from __future__ import annotations
 
+import json as _json
 import logging
 import sys
+from typing import Any
 
 import structlog
 
@@ -53,6 +55,22 @@ def library_exception(_logger, _name, event_dict):
     return event_dict
 
 
+def utf8_dumps(obj: Any, **kw: Any) -> str:
+    """``json.dumps`` for the JSON log lines: non-ASCII text as itself, in UTF-8 (``"a → b"``,
+    ``"José"``), so that ``grep '→'`` finds a ``config.reloaded`` change — not ``\\u2192``.
+    Control characters (a newline in a reason) stay escaped, so an event is always one line. A
+    string that is not valid Unicode (a lone surrogate: bytes of a file name decoded with
+    ``surrogateescape``) cannot be written as UTF-8: that line falls back to ASCII escapes, never an
+    encoding error on the log stream."""
+    text = _json.dumps(obj, ensure_ascii=False, **kw)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return _json.dumps(obj, **kw)
+    return text
+
+
 def configure(*, level: str = "info", json: bool | None = None, stream=None) -> None:
     stream = stream or sys.stderr
     if json is None:
@@ -64,7 +82,7 @@ def configure(*, level: str = "info", json: bool | None = None, stream=None) -> 
         scrub,
         structlog.processors.format_exc_info,
     ]
-    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    renderer = structlog.processors.JSONRenderer(utf8_dumps) if json else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),

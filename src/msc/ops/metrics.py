@@ -158,7 +158,11 @@ class Metrics:
                                              "Background verification passes completed without a problem", registry=r)
         self._committed_size = self.journal_committed_size.labels(self.boot)
         self.config_reload = Counter("msc_config_reload_total", "Configuration reloads", ["outcome"], registry=r)
-        self.availability = Gauge("msc_availability_ratio", "Availability from the ledger", ["window"], registry=r)
+        # Exported once computed from the ledger — by a single node and a pair's active node; a
+        # standby exports none (it runs no ledger: a 0 here fired the availability alerts for
+        # every standby, newcomer8), and the rules count only the active node's.
+        self.availability = Gauge("msc_availability_ratio", "Availability from the ledger (the active node's; "
+                                  "a standby exports none)", ["window"], registry=r)
         # Issue 16: one node of an active/standby pair (OPERATIONS.md "Running two nodes"); a
         # single node (no [node] table) is always active.
         self.node_role = Gauge("msc_node_role", "1 for this node's role: active (serving) or standby (listeners "
@@ -169,6 +173,13 @@ class Metrics:
                                         "granted, held (another node has it), renewed, lost, error, held_back (a read: this node may "
                                         "not take the lease, /readyz key_ring)", ["outcome"],
                                         registry=r)
+        self.node_lease_unreachable = Gauge(
+            "msc_node_lease_unreachable", "1 while this node's last call to the lease's database failed (an outage: "
+            "refused, no answer; /readyz node.lease_error), 0 otherwise — a standby at 1 could not take over",
+            registry=r)
+        self.node_info = Gauge("msc_node_info", "1 on a node of an active/standby pair: its [node] name and the "
+                               "[switch] name the pair's nodes share (the alert rules count a pair's active nodes "
+                               "by switch); absent on a single node", ["node", "switch"], registry=r)
         # The key ring (JOURNAL.md "Encryption"; OPERATIONS.md "Metrics and health"): what the last look found.
         self.key_ring_unusable = Gauge(
             "msc_key_ring_unusable", "1 while this machine's master key file cannot open the key ring (log "
@@ -211,8 +222,6 @@ class Metrics:
             self.logon_checks.labels(state)
         for path in REFUSAL_PATHS:
             self.delivery_refused.labels(path)
-        for window in ("30d", "365d"):
-            self.availability.labels(window)
         self.node_role.labels("active").set(1)
         self.node_role.labels("standby").set(0)
         for outcome in ("granted", "held", "renewed", "lost", "error", "held_back"):
@@ -254,6 +263,16 @@ class Metrics:
             self.node_role.labels(r).set(1 if r == role else 0)
         if epoch is not None:
             self.node_lease_epoch.set(epoch)
+
+    def pair_node(self, node: str, switch: str) -> None:
+        """This process is node ``node`` of the pair of switch ``switch`` (``msc_node_info``)."""
+        self.node_info.labels(node, switch).set(1)
+
+    def lease_call(self, outcome: str) -> None:
+        """One call to the lease's database (the lease keeper's ``on_attempt``): counted by outcome,
+        and ``msc_node_lease_unreachable`` says whether it was answered."""
+        self.node_lease_calls.labels(outcome).inc()
+        self.node_lease_unreachable.set(1 if outcome == "error" else 0)
 
     def watch_gc(self) -> Callable[[], None]:
         """Observe every collection of this process in ``msc_gc_pause_seconds`` (``gc.callbacks``;

@@ -32,7 +32,11 @@ class BackgroundWork(SwitchParts):
     """Ledger heartbeat, retention, background verification, memory trims (see the module docstring)."""
 
     async def _ledger_heartbeat(self) -> None:
-        ticks = 0
+        # The figures at once, not a heartbeat later: until computed, msc_availability_ratio is
+        # not exported (OPERATIONS.md "Availability and reports").
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.refresh_availability)
+        ticks = 1
         while True:
             await asyncio.sleep(HEARTBEAT_S)
             if self.holds_lease():

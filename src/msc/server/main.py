@@ -28,14 +28,17 @@ async def run(settings: Settings, *, ready_file: str | None = None) -> int:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    reload_pending = asyncio.Event()  # a SIGHUP to a standby: applied once it has started
+    reload_pending = asyncio.Event()  # a SIGHUP to a standby: checked now, applied once it has started
+    hup_tasks: set[asyncio.Task[bool]] = set()
 
     def on_hup() -> None:
         if switch.started.is_set():
-            asyncio.ensure_future(switch.reload())
+            task = asyncio.ensure_future(switch.reload())
         else:
             reload_pending.set()
-            log.info("config.reload_deferred", why="not serving yet: applied once the switch has started")
+            task = asyncio.ensure_future(switch.check_deferred_reload())
+        hup_tasks.add(task)
+        task.add_done_callback(hup_tasks.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     if settings.config.node is not None:
@@ -72,7 +75,7 @@ async def _run_node(settings: Settings, switch: Switch, stop: asyncio.Event, rea
     def new_keeper() -> LeaseKeeper:
         try:
             k = keeper_for(settings, on_role=on_role, hold_back=switch.lease_hold_back,
-                           on_attempt=lambda outcome: switch.metrics.node_lease_calls.labels(outcome).inc())
+                           on_attempt=switch.metrics.lease_call)
         except ValueError as exc:
             raise StartupError(str(exc)) from None
         switch.lease_info = lambda: {"holder": k.holder_seen, "error": k.last_error, "held_back": k.held_back}

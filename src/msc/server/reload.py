@@ -99,6 +99,32 @@ class ConfigChanges(SwitchParts):
                 f": {'; '.join(changes)}" if changes else "")))
         return True
 
+    async def check_deferred_reload(self) -> bool:
+        """A SIGHUP to a node not serving yet (a pair's standby, or a switch still starting): the
+        files are read and validated now, their changes applied once it serves (``msc serve``
+        calls :meth:`reload` then). A file that does not validate is said at once, as by a
+        serving switch — log ``config.reload_failed`` (error), ``msc_config_reload_total{outcome=
+        "error"}``, ``/readyz`` ``last_reload_error`` — not at the takeover (newcomer8: it showed
+        only when the standby took over, and a restart of that standby, exit 2, would have left the
+        pair without one). Nothing is journaled: a standby has no journal; the takeover's reload
+        journals its outcome. A file that validates is ``config.reload_deferred`` (info) and
+        clears an earlier refusal. True when the files validate."""
+        from msc.config.issues import ConfigError
+        from msc.config.load import load
+
+        try:
+            await asyncio.to_thread(load, self.settings.config_path)
+        except ConfigError as exc:
+            self.last_reload_error = "; ".join(str(i) for i in exc.issues)[:2000]
+            self.metrics.config_reload.labels("error").inc()
+            self.log.error("config.reload_failed", errors=len(exc.issues), first=str(exc.issues[0]),
+                           deferred="not serving yet: if it takes over, it keeps its previous configuration; "
+                                    "a restart with these files would fail")
+            return False
+        self.last_reload_error = None
+        self.log.info("config.reload_deferred", why="not serving yet: applied once the switch has started")
+        return True
+
     async def _apply_config(self, old: Settings, new: Settings) -> list[str]:
         changes: list[str] = []
         router, delivery, journal = started(self.router), started(self.delivery), started(self.journal)

@@ -47,6 +47,7 @@ class NodeRole(SwitchParts):
         from msc.ops.http import OpsServer
 
         self.metrics.role("standby")
+        self.metrics.pair_node(str(self.node_name), self.settings.config.switch.name)
         self.ops = OpsServer(self)
         await self.ops.start(self.settings.config.metrics.bind)
         self.log.info("node.standby", node=self.node_name)

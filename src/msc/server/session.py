@@ -35,7 +35,7 @@ from typing import cast
 
 import structlog
 
-from msc.journal.records import Entry
+from msc.journal.records import Entry, JournalFenced
 from msc.mnemonics.accounts import Refused
 from msc.protocol import framing
 from msc.protocol.codes import ProtocolError, Reject
@@ -60,6 +60,12 @@ from msc.server.machine import TRAFFIC_STATES, Role, State
 from msc.server.operator import Operator
 from msc.server.refusals import iso
 from msc.storage.errors import StorageUnavailable
+
+#: ``E501``'s text when the commit was refused because this node of a pair no longer holds the
+#: lease (:class:`JournalFenced`: paused or cut off past it; PROTOCOL.md §6 E501) rather than
+#: because the journal failed — nothing was journaled or forwarded, and the node is about to end
+#: the session (``SYS LOGOFF.SHUTDOWN``): send it again after logging on to the active node.
+FENCED_TEXT = "NODE NO LONGER ACTIVE, NOTHING WAS FORWARDED"
 
 log = structlog.get_logger("msc.session")
 
@@ -318,7 +324,10 @@ class Session(Operator):
                 self.metrics.reject(Reject.E501.code)
                 if category:
                     self.metrics.messages.labels(category, "rejected").inc()
-                self._write(framing.nak(xid, Reject.E501.code, Reject.E501.reason))
+                # A pair's node past its lease (paused, cut off): the journal is fine, the node is
+                # not the active one any more — said so; the client reconnects at the SHUTDOWN.
+                fenced = not f.cancelled() and isinstance(f.exception(), JournalFenced)
+                self._write(framing.nak(xid, Reject.E501.code, FENCED_TEXT if fenced else Reject.E501.reason))
                 if failed is not None:
                     failed(None if f.cancelled() else f.exception())
                 return

@@ -1,0 +1,63 @@
+"""JSON log lines carry non-ASCII text as UTF-8, not ``\\uXXXX`` escapes (newcomer8: ``config.reloaded``
+wrote ``"switch.drain_timeout_s: 10 \\u2192 2"`` and ``grep '→'`` found nothing), and stay one valid
+JSON line each whatever the text: control characters escaped, text that is not valid Unicode
+written with ASCII escapes instead of failing."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+import structlog
+
+from msc.ops.logging import configure
+
+#: (a value logged, what must appear literally in the line — None: nothing in particular)
+VALUES = [
+    ("switch.drain_timeout_s: 10 → 2", "10 → 2"),           # config.reloaded's changes
+    ("José Müller-Øster", "José Müller-Øster"),             # a person's name in a reason
+    ("東京 / Ελλάδα / Россия", "東京 / Ελλάδα / Россия"),  # other scripts
+    ("printer 🖨 jammed", "🖨"),                             # outside the BMP
+    ("quote \" and backslash \\", None),                    # JSON's own escapes still apply
+    ("two\nlines\rand\ttab\x00nul\x1b[31m", None),          # control characters: escaped, one line
+    ("line\u2028separator\u2029para", None),
+    ("lone \udcff surrogate", "\\udcff"),                   # not valid Unicode: ASCII escapes
+]
+
+
+def _lines(emit) -> list[str]:
+    stream = io.StringIO()
+    configure(level="info", json=True, stream=stream)
+    try:
+        emit()
+    finally:
+        root = logging.getLogger()
+        for h in [h for h in root.handlers if getattr(h, "_msc", False)]:
+            root.removeHandler(h)
+    return stream.getvalue().split("\n")[:-1]
+
+
+@pytest.mark.parametrize(("value", "literal"), VALUES)
+def test_msc_events_keep_their_text(value, literal):
+    (line,) = _lines(lambda: structlog.get_logger("msc.test").info("config.reloaded", changes=[value]))
+    assert json.loads(line)["changes"] == [value]  # the same text back, whatever it is
+    if literal is not None:
+        assert literal in line
+    line.encode("utf-8")  # writable to a UTF-8 log stream
+
+
+@pytest.mark.parametrize(("value", "literal"), VALUES)
+def test_library_records_keep_their_text(value, literal):
+    (line,) = _lines(lambda: logging.getLogger("asyncpg.pool").warning("pool: %s", value))
+    assert json.loads(line)["event"] == f"pool: {value}"
+    if literal is not None:
+        assert literal in line
+    line.encode("utf-8")
+
+
+def test_a_line_in_utf8_has_no_unicode_escapes():
+    (line,) = _lines(lambda: structlog.get_logger("msc.test").info("config.reloaded",
+                                                                   changes=["a → b", "é"]))
+    assert "\\u" not in line
