@@ -251,7 +251,7 @@ async def _ask(t: Terminal, stdin: LineReader, prompt: str, *, secret: bool = Fa
     if task in done:
         return task.result()
     print(flush=True)
-    raise SessionEnded(t.ended.result() if t.ended.done() else t.closed.result(), True)
+    raise t.ending()
 
 
 async def _prompt(stdin: LineReader, prompt: str) -> str | None:
@@ -582,6 +582,7 @@ async def _interactive(t: Terminal, stdin: LineReader, opts: TerminalOptions) ->
             if not stdin.tty:
                 return _not_again(e)
             _ended(e, again=True)
+            t.forget_ended()  # told: a later end of the connection is said with its own reason
             continue
         if outcome == "again":
             continue
@@ -605,6 +606,7 @@ async def _interactive(t: Terminal, stdin: LineReader, opts: TerminalOptions) ->
             if not stdin.tty:
                 return _not_again(e)
             _ended(e, again=True)
+            t.forget_ended()  # told: a later end of the connection is said with its own reason
         _tell_unanswered(t)
 
 
