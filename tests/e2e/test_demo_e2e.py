@@ -57,10 +57,12 @@ def demo(tmp_path_factory):
     try:
         _until(lambda: "Press Ctrl-C to stop." in demo.out.read_text() or demo.p.poll() is not None, 90, "the demo")
         assert demo.p.poll() is None, demo.stderr()
+        assert (d / ".demo.lock").read_text().strip() == str(demo.p.pid)  # held while it runs
         yield demo
     finally:
         assert demo.stop() == 0, demo.stderr()
     assert "Traceback" not in demo.stderr()
+    assert not (d / ".demo.lock").exists()  # gone with the demo: a copy of DIR carries no lock
 
 
 def _one_line(r: subprocess.CompletedProcess) -> str:
@@ -103,10 +105,12 @@ def test_a_taken_port_is_named_before_anything_starts(tmp_path, taken):
         assert not (d / "msc.toml").exists() and not (d / "logs").exists()  # nothing made, nothing started
         # An existing demo directory keeps its ports: it says to use another directory.
         assert run("demo", "--dir", str(d), "--port-offset", str(offset), "--init-only").returncode == 0
+        assert not (d / ".demo.lock").exists()  # --init-only leaves no run lock (newcomer8: `cp -a a b` copied it)
         r = run("demo", "--dir", str(d))
         line = _one_line(r)
         assert r.returncode == 2 and f"port {port + offset}" in line and "DEMO_DIR=" in line
         assert not (d / "logs").exists()
+        assert not (d / ".demo.lock").exists()  # nor a refused run
 
 
 def test_a_stub_that_cannot_listen_says_why_in_one_line(tmp_path):

@@ -526,7 +526,7 @@ TYPED_AHEAD_AT = [
     # id, the prompt at which more than its answer is typed (in one go), what is typed there
     ("banner", 0, ["", "TS0001"]),  # the User ID typed before its prompt
     ("user-id", 1, ["TS0001", "", PASSWORD]),  # the one-time password and password typed ahead
-    ("otp", 2, ["", PASSWORD]),  # the password typed before "Password:" (with echo on): as getpass, not taken
+    ("otp", 2, ["", PASSWORD]),  # the password typed before "Password:" (echo off too): as getpass, not taken
     ("password", 3, [PASSWORD, "QV.CA0130000.LIC/AHEAD1"]),  # a message typed while the logon is checked
 ]
 

@@ -250,3 +250,37 @@ async def test_a_message_left_without_its_a_n_says_where_its_fate_goes(pooled, c
     assert t.pooled_headers == set()  # nothing kept once said
     for task in (answered, waiting):
         task.cancel()
+
+
+# -- what is typed at the one-time password prompt (newcomer8) -----------------------------------
+
+OTP_ANSWERS = [
+    # typed, the LOGON field it becomes (None: no code; "refused": not a code, never sent)
+    ("", None), ("   ", None), ("-", None),  # Enter: the account has no TOTP
+    ("343002", "343002"), (" 343002 ", "343002"), ("343 002", "343002"), ("343\t002", "343002"),
+    ("000000", "000000"),
+    ("Tsecret-Pass-8x", "refused"),  # the password at the wrong prompt
+    ("12345", "refused"), ("1234567", "refused"), ("12345678", "refused"), ("34300a", "refused"),
+    ("343-002", "refused"), ("--", "refused"), ("\u0663\u0664\u0663\u0660\u0660\u0662", "refused"),
+    ("343002.", "refused"),  # a dot would split LOGON's fields
+]
+
+
+@pytest.mark.parametrize("typed,field", OTP_ANSWERS)
+def test_an_answer_at_the_otp_prompt_is_a_code_none_or_not_sent(typed, field):
+    if field == "refused":
+        with pytest.raises(ValueError, match="not a one-time password"):
+            r.one_time_password(typed)
+    else:
+        assert r.one_time_password(typed) == field
+
+
+@given(st.text(max_size=20))
+def test_what_is_sent_as_a_code_is_always_a_logon_otp_field(typed):
+    from msc.protocol.grammar import OTP_RE
+
+    try:
+        code = r.one_time_password(typed)
+    except ValueError:
+        return
+    assert code is None or OTP_RE.fullmatch(code)

@@ -63,15 +63,34 @@ def require_service_account(settings: Settings) -> None:
         raise SystemExit(EXIT_USAGE)
 
 
-def read_line(args, prompt: str, *, echo: bool = False) -> str | None:
+def read_line(args, prompt: str) -> str | None:
     """The next secret: a line of stdin with ``--password-stdin``, else asked on the terminal
-    (None when there is no terminal to ask)."""
+    without echo (None when there is no terminal to ask)."""
     if args.password_stdin:
         line = sys.stdin.readline()
         return line.rstrip("\r\n") if line else None
     if not sys.stdin.isatty():
         return None
-    return input(prompt) if echo else getpass.getpass(prompt)
+    return getpass.getpass(prompt)
+
+
+def read_otp(args, prompt: str) -> str | None:
+    """The one-time password: stdin's next line with ``--password-stdin`` (as it is: a script's
+    dialog is not second-guessed), else asked on the terminal **without echo**, like the
+    password (CJIS IA-6) — whoever types the password there by mistake does not show it — and
+    asked again until it is a code or empty (:func:`msc.cli.termrules.one_time_password`): an
+    answer that is not a code is not used."""
+    from msc.cli.termrules import NOT_A_CODE, one_time_password
+
+    if args.password_stdin or not sys.stdin.isatty():
+        return read_line(args, prompt)
+    while True:
+        typed = getpass.getpass(prompt)
+        try:
+            return one_time_password(typed) or ""
+        except ValueError:
+            print(f"{NOT_A_CODE} (if it was your password, it was neither shown nor used). Type the code your "
+                  "authenticator shows.", file=sys.stderr)
 
 
 def check(settings: Settings, args, *, roles: Iterable[str], op: str,
@@ -81,7 +100,7 @@ def check(settings: Settings, args, *, roles: Iterable[str], op: str,
     require_service_account(settings)
     uid = (args.as_user or "").upper()
     password = read_line(args, f"Password for {uid}: ")
-    otp = read_line(args, f"One-time password for {uid} (empty if none): ", echo=True)
+    otp = read_otp(args, f"One-time password for {uid} (empty if none): ")
     attempt, entries = authenticate(settings, uid, password, otp, roles=roles, op=op, peer="CLI", audit=audit)
     if not attempt.ok and password is None:
         print("error: no terminal to ask for the password: use --password-stdin", file=sys.stderr)

@@ -10,8 +10,9 @@ addresses the configuration says), and stops all three cleanly on Ctrl-C: the th
 sessions, so the terminal's Ctrl-C reaches only this process, which then stops the switch first
 (SIGTERM: drain, flush the journal, clean-stop record) and the stubs after it.
 
-One demo per directory (``DIR/.demo.lock``, held while it runs): a second one on the same
-directory says so and touches nothing of the first. Before starting anything it checks that every
+One demo per directory (``DIR/.demo.lock``, held while it runs and removed when it ends — also
+after ``--init-only`` — so a copy of the directory, as the pair recipe makes, carries no lock): a
+second one on the same directory says so and touches nothing of the first. Before starting anything it checks that every
 port it will listen on is free, and it starts the switch only once both of its own stubs say they
 listen (their ready files): the switch never talks to somebody else's stub. A stub that exits
 (killed to exercise failover) is reported with the command that starts it again; the demo stops
@@ -206,25 +207,48 @@ def port_in_use(host: str, port: int) -> bool:
 
 
 def _lock(directory: Path):
-    """Hold DIR/.demo.lock for this demo's life; None (and a message) when another demo holds it."""
+    """Hold DIR/.demo.lock for this demo's life (:func:`_unlock` removes it); None (and a
+    message) when another demo holds it.
+
+    The file exists only while a demo holds it. A demo that opened the file just before the
+    holder removed it may lock that removed file: it then finds that the name no longer leads
+    to what it locked, and tries again with the name's file — two demos never both believe
+    they hold the directory."""
     import fcntl
 
-    fh = open(directory / LOCK_NAME, "a+")
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.seek(0)
-        pid = fh.read().strip() or "?"
-        fh.close()
-        print(f"error: a demo is already running in {directory} (pid {pid}); use it, stop it with Ctrl-C in its "
-              f"terminal, or start another beside it: make run DEMO_DIR={directory.name}2 "
-              f"PORT_OFFSET={NEW_DEMO_HINT_OFFSET}", file=sys.stderr)
-        return None
+    path = directory / LOCK_NAME
+    while True:
+        fh = open(path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            pid = fh.read().strip() or "?"
+            fh.close()
+            print(f"error: a demo is already running in {directory} (pid {pid}); use it, stop it with Ctrl-C in "
+                  f"its terminal, or start another beside it: make run DEMO_DIR={directory.name}2 "
+                  f"PORT_OFFSET={NEW_DEMO_HINT_OFFSET}", file=sys.stderr)
+            return None
+        try:
+            same = os.path.samestat(os.fstat(fh.fileno()), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        fh.close()  # the holder removed it as it ended: lock the file the name leads to now
     fh.seek(0)
     fh.truncate()
     fh.write(f"{os.getpid()}\n")
     fh.flush()
     return fh
+
+
+def _unlock(directory: Path, fh) -> None:
+    """Give up DIR/.demo.lock: removed while still held (so nobody takes a name about to go),
+    then closed — nothing of a demo's run is left for a copy of the directory to carry."""
+    with contextlib.suppress(OSError):
+        (directory / LOCK_NAME).unlink()
+    fh.close()
 
 
 def _last_error(path: Path, since: int) -> str:
@@ -266,10 +290,7 @@ def main(args) -> int:
     try:
         return _run(args, directory)
     finally:
-        with contextlib.suppress(OSError):
-            lock.seek(0)
-            lock.truncate()
-        lock.close()
+        _unlock(directory, lock)
 
 
 def _run(args, directory: Path) -> int:

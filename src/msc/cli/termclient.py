@@ -100,7 +100,10 @@ class Terminal:
         self.seen: set[int] = set()
         self.naks = 0
         self.closed = loop.create_future()  # result: why the connection ended
-        self.ended = loop.create_future()  # result: the SYS LOGOFF reason of this session
+        # result: the SYS LOGOFF reason of this session — forgotten once taken (forget_ended), so
+        # that it is never the reason given for a later session's end or a later lost connection.
+        self.ended = loop.create_future()
+        self.closing: str | None = None  # a closing SYS LOGOFF (SHUTDOWN …) msc sent on this connection
         # Header references: 4 random characters, then a counter — unique to this run, so an
         # answer to an earlier run's message (queued for the station) is never taken for ours.
         self._ref_base = "".join(secrets.choice(_REF_ALPHABET) for _ in range(4))
@@ -159,6 +162,7 @@ class Terminal:
         self.answers = {}
         self.pending = {}
         self.refusal: str | None = None  # msc's N xid 0 on this connection: why it closes it
+        self.closing = None
         self.seen = set()
         self.banner = loop.create_future()
         self.closed = loop.create_future()
@@ -241,15 +245,21 @@ class Terminal:
         # This connection's own futures: after a failover ``self`` has the next connection's.
         reader, framer, banner, closed, answers = self.reader, self.framer, self.banner, self.closed, self.answers
         assert reader is not None, "_read runs on an open connection"
+
+        def closing() -> str | None:  # this connection's closing SYS LOGOFF (not a later one's)
+            return self.closing if closed is self.closed else None
+
         why = "CONNECTION LOST"
         try:
             while data := await reader.read(65536):
                 for f in framer.feed(data):
                     self._frame(f)
-            # End of file. After a SYS LOGOFF msc closed it; without one nobody said why — the node
-            # died (kill -9, a crash: the kernel closes its sockets) or the network went — so
-            # "closed by msc" would be untrue (OPERATIONS.md "What an operator sees during a failover").
-            why = "CONNECTION CLOSED BY MSC" if self.ended.done() else "CONNECTION LOST"
+            # End of file. After a closing SYS LOGOFF (SHUTDOWN, STATION DISABLED, REPLACED) msc
+            # closed it; without one nobody said why — the node died (kill -9, a crash: the kernel
+            # closes its sockets) or the network went — so "closed by msc" would be untrue
+            # (OPERATIONS.md "What an operator sees during a failover"). A SYS LOGOFF that kept the
+            # connection (USER DISABLED, IDLE …) says nothing about a close that came later.
+            why = "CONNECTION CLOSED BY MSC" if closing() else "CONNECTION LOST"
         except ConnectionResetError:
             why = "CONNECTION RESET"
         except (ConnectionError, OSError):
@@ -267,12 +277,12 @@ class Terminal:
                 banner.exception()  # retrieved: no "never retrieved" warning
             if not closed.done():
                 closed.set_result(why)
+            said = closing()
             if closed is self.closed:  # (not a connection a failover already left behind)
-                self.session_over(f"msc ended the session ({self.ended.result()})" if self.ended.done()
-                                  else "the connection was lost")
+                self.session_over(f"msc ended the session ({said})" if said else "the connection was lost")
             for fut in answers.values():
                 if not fut.done():
-                    fut.set_exception(SessionEnded(why, True))
+                    fut.set_exception(SessionEnded(said or why, True))
                     fut.exception()
 
     def _frame(self, f: framing.Frame) -> None:
@@ -286,9 +296,8 @@ class Terminal:
                 else:
                     self.print(f"SYS {text[4:]}")
                     self._send(framing.ack(0))
-                    if text.startswith("SYS.LOGOFF.") and not self.ended.done():
-                        self.ended.set_result(text[len("SYS.LOGOFF."):])
-                        self.session_over(f"msc ended the session ({self.ended.result()})")
+                    if text.startswith("SYS.LOGOFF."):
+                        self._logged_off(text[len("SYS.LOGOFF."):])
                 return
             if f.xid in self.seen:
                 self._send(framing.ack(f.xid))  # at-least-once delivery: printed before, discard
@@ -328,10 +337,38 @@ class Terminal:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def new_session(self) -> None:
-        """Forget how the last session ended (before the next logon)."""
+    def _logged_off(self, reason: str) -> None:
+        """msc's ``SYS LOGOFF.reason``: this session ended (PROTOCOL.md §3). Each one is the reason
+        of the session it ends: one still untaken from an earlier session (which a prompt kept)
+        gives way to it."""
+        if reason in CLOSING_REASONS:
+            self.closing = reason
         if self.ended.done():
             self.ended = asyncio.get_running_loop().create_future()
+        self.ended.set_result(reason)
+        self.session_over(f"msc ended the session ({reason})")
+
+    def forget_ended(self) -> None:
+        """The end of the last session was told (the client is back at ``User ID:``): its
+        reason is forgotten, so that what ends the connection later — lost, msc's SHUTDOWN, its
+        logon time limit (E201) — is said with its own reason, not the old session's."""
+        if self.ended.done():
+            self.ended = asyncio.get_running_loop().create_future()
+
+    def ending(self) -> SessionEnded:
+        """Why the session or its connection ended, as of now (the connection closed, or a SYS
+        LOGOFF came). Once the connection is closed, its own reason: the closing SYS LOGOFF msc
+        sent on it (SHUTDOWN, STATION DISABLED, REPLACED), else how it went (CONNECTION LOST,
+        CONNECTION RESET, msc's ``N 0`` such as E201) — never a session's logoff that had kept
+        the connection open (USER DISABLED, IDLE …), which was told when it came."""
+        if self.closed.done():
+            return SessionEnded(self.closing or self.closed.result(), True)
+        reason = self.ended.result()
+        return SessionEnded(reason, reason in CLOSING_REASONS)
+
+    def new_session(self) -> None:
+        """Forget how the last session ended (before the next logon)."""
+        self.forget_ended()
         self.session_over("the session ended")  # a logon ends the one before it, if any
         self.refused = None
 
@@ -378,8 +415,7 @@ class Terminal:
             await task
         if not done:
             raise TimeoutError
-        reason = ended.result() if ended.done() else closed.result()
-        raise SessionEnded(reason, closed.done() or reason in CLOSING_REASONS)
+        raise self.ending()
 
     async def request(self, text: str, *, own: bool = False) -> tuple[str, str]:
         """Send ``text``; returns msc's (``"A"``|``"N"``, payload). ``own``: its answers count for
@@ -388,7 +424,7 @@ class Terminal:
         fut = asyncio.get_running_loop().create_future()
         self.answers[self.xid] = fut
         if self.closed.done():
-            raise SessionEnded(self.closed.result(), True)
+            raise self.ending()
         if own:
             self.own_headers.add(text.split(".", 1)[0])
             self.pending[self.xid] = text

@@ -1,7 +1,9 @@
 """``msc terminal``: a line-mode terminal for operators and scripts.
 
 Interactive: shows the banner and asks the operator to acknowledge it (CJIS AC-8), asks for the
-user ID, one-time password and password (without echo), then sends each typed line as a message
+user ID, one-time password and password (neither of those two echoed; an answer at the
+one-time password prompt that is not a code — most often the password typed there — is not sent:
+:func:`termrules.one_time_password`), then sends each typed line as a message
 (the header and a message reference are added unless the line already starts with the header)
 and prints every output as it arrives, acknowledging it once it is printed.
 
@@ -288,7 +290,7 @@ async def _ask(t: Terminal, stdin: LineReader, prompt: str, *, secret: bool = Fa
     if task in done:
         return task.result()
     print(flush=True)
-    raise SessionEnded(t.ended.result() if t.ended.done() else t.closed.result(), True)
+    raise t.ending()
 
 
 async def _prompt(stdin: LineReader, prompt: str) -> str | None:
@@ -661,15 +663,14 @@ async def _interactive(t: Terminal, stdin: LineReader, opts: TerminalOptions) ->
         user = user.strip().upper()
         if not user:
             continue
-        otp = await _ask(t, stdin, "One-time password (Enter if none): ")
-        if otp is None:
-            print(flush=True)
-            return EXIT_OK
+        otp = await _ask_otp(t, stdin, "One-time password (Enter if none): ")
+        if otp is None or isinstance(otp, int):
+            return EXIT_OK if otp is None else otp
         password = await _ask(t, stdin, "Password: ", secret=True)
         if password is None:
             return EXIT_OK
         try:
-            outcome = await _interactive_logon(t, stdin, opts, user, otp.strip() or None, password)
+            outcome = await _interactive_logon(t, stdin, opts, user, otp or None, password)
         except SessionEnded as e:
             stdin.hush()
             if e.closed:
@@ -677,6 +678,7 @@ async def _interactive(t: Terminal, stdin: LineReader, opts: TerminalOptions) ->
             if not stdin.tty:
                 return _not_again(e)
             _ended(e, again=True)
+            t.forget_ended()  # told: a later end of the connection is said with its own reason
             continue
         if outcome == "again":
             continue
@@ -700,6 +702,7 @@ async def _interactive(t: Terminal, stdin: LineReader, opts: TerminalOptions) ->
             if not stdin.tty:
                 return _not_again(e)
             _ended(e, again=True)
+            t.forget_ended()  # told: a later end of the connection is said with its own reason
         _tell_unanswered(t)
 
 
@@ -734,11 +737,33 @@ async def _interactive_logon(t: Terminal, stdin: LineReader, opts: TerminalOptio
         if answer.strip():
             return "again"
         if otp is not None and not refusal.otp_unused:
-            otp = await _ask(t, stdin, "One-time password (a new code: the last one may have been used): ")
-            if otp is None:
-                print(flush=True)
-                return EXIT_OK
-            otp = otp.strip() or None
+            again = await _ask_otp(t, stdin, "One-time password (a new code: the last one may have been used): ")
+            if again is None or isinstance(again, int):
+                return EXIT_OK if again is None else again
+            otp = again or None
+
+
+async def _ask_otp(t: Terminal, stdin: LineReader, prompt: str) -> str | int | None:
+    """Ask for the one-time password: the code (``""`` for none), ``None`` at Ctrl-D, or the
+    exit status when a piped dialog's line is not a code.
+
+    Not echoed, as the password (CJIS IA-6: authentication information is obscured while it is
+    typed): an operator who types the password there by mistake does not show it. An answer
+    that is not a code (:func:`termrules.one_time_password`) is not sent — a typed one is asked
+    for again, a piped one ends the client with status 3 (the logon was not made)."""
+    while True:
+        typed = await _ask(t, stdin, prompt, secret=True)
+        if typed is None:
+            return None
+        try:
+            return termrules.one_time_password(typed) or ""
+        except ValueError:
+            if not stdin.tty:
+                print(f"{termrules.NOT_A_CODE}. Not asking again: {PIPED.format(session='the logon')}.",
+                      file=sys.stderr, flush=True)
+                return EXIT_AUTH
+            print(f"{termrules.NOT_A_CODE} (if it was your password, it was neither shown nor sent). "
+                  "Type the code your authenticator shows.", file=sys.stderr, flush=True)
 
 
 def _not_again(e: SessionEnded) -> int:

@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from msc.protocol.grammar import ONE_WAY_KEYS
+from msc.protocol.grammar import ONE_WAY_KEYS, OTP_RE
 
 #: sysexits.h ``EX_TEMPFAIL``: msc could not decide the logon now (its database away, logon
 #: checks busy, the address throttled, the pool exhausted): try again later. Never the
@@ -122,6 +122,27 @@ def retry_wait(refusal: LogonRefusal, *, first_refused: float, now: float, wait:
     if left <= 0:
         return None
     return min(wait, left)
+
+
+# -- the one-time password typed at its prompt --------------------------------------------------
+
+#: Said when an answer at a one-time password prompt is not a code (it is not sent).
+NOT_A_CODE = "That is not a one-time password (6 digits; Enter if none): it was not sent"
+
+
+def one_time_password(typed: str) -> str | None:
+    """What was typed at a one-time password prompt, as LOGON's OTP field (PROTOCOL.md §2: six
+    digits, or ``-`` for an account without TOTP): ``None`` for no code (nothing typed, or
+    ``-``); the six digits, without the spaces an authenticator app groups them by
+    (``123 456``). ``ValueError`` for anything else: it is not sent — most often it is the
+    password typed at the wrong prompt (many systems ask for the password first), and a
+    password must not travel in a field msc does not treat as one, nor be shown (CJIS IA-6)."""
+    code = "".join(typed.split())
+    if code in ("", "-"):
+        return None
+    if OTP_RE.fullmatch(code) is None:
+        raise ValueError(NOT_A_CODE)
+    return code
 
 
 # -- accepted requests whose answer had not come ------------------------------------------------
