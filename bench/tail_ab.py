@@ -95,6 +95,23 @@ def table(doc: dict) -> list[str]:
     return lines
 
 
+def database_lines(doc: dict) -> list[str]:
+    """PostgreSQL's own work during each point (run_bench.database_work), per backend, tree and rate."""
+    seen = []
+    for key in doc["backends"]:
+        for t, per in doc["points"][key].items():
+            for rate, runs in per.items():
+                if any(o.get("postgresql") for o in runs):
+                    seen.append(f"{NAMES[key]} {t} at {rate}/s: " + ", ".join(
+                        "/".join(str(o["postgresql"].get(k, "-")) for k in ("autovacuum", "autoanalyze", "checkpoints",
+                                                                            "wal_files"))
+                        if o.get("postgresql") else "-" for o in runs))
+    if not seen:
+        return []
+    return ["PostgreSQL's own work during each point (autovacuum / autoanalyze runs on msc's tables / checkpoints / "
+            "new WAL segment file names on the primary and its standby, per round): " + "; ".join(seen) + ".", ""]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--before", required=True, help="the src directory of the 'before' tree")
@@ -138,6 +155,8 @@ def main() -> None:
                     primary = primaries.get(t, primaries.get("both"))
                     extra = run_bench.pg_storage(work, primary, f"{key}-{t}", f"msc_{t}") if primary else ""
                     switches[key, t] = start(work / f"{key}-{t}", tree, stations, extra)
+                    if primary is not None:  # each point then says what PostgreSQL did on its own
+                        switches[key, t].database = (primary, f"msc_{t}")
             point = 0
             for r in range(args.rounds):
                 for rate in rates:
@@ -160,7 +179,8 @@ def main() -> None:
           f"--duration {args.duration:g} --rounds {args.rounds}"
           f"{' --new-wal-before' if args.new_wal_before else ''}`; 64 terminals, stub 0 ms, {args.duration:g} s per point "
           f"after 2 s of warm-up; p99 of all offered (unanswered: infinitely late). 1-minute load average "
-          f"{doc['uptime_before'][0]:.2f} before, {doc['uptime_after'][0]:.2f} after.", "", *table(doc), ""]
+          f"{doc['uptime_before'][0]:.2f} before, {doc['uptime_after'][0]:.2f} after.", "", *table(doc), "",
+          *database_lines(doc)]
     (out / f"tail-ab-{stamp}.json").write_text(json.dumps(doc, indent=1) + "\n")
     (out / f"tail-ab-{stamp}.md").write_text("\n".join(md))
     print("\n".join(md))

@@ -78,7 +78,7 @@ BASE_SETTINGS = {
 #: off (the page cache stays). Benchmarks pass ``durable=True`` to measure real commits.
 FAST_SETTINGS = {"fsync": "off", "full_page_writes": "off"}
 #: Benchmarks (``durable=True``) run with the WAL sizing docs/OPERATIONS.md recommends to an agency
-#: ("PostgreSQL settings"): ``min_wal_size`` keeps that much WAL as recycled segments at each
+#: ("Setting up a pair on PostgreSQL"): ``min_wal_size`` keeps that much WAL as recycled segments at each
 #: checkpoint, so that a burst of traffic writes into a segment that exists instead of having a
 #: commit create and zero-fill a new 16-MB file (and fsync it) on the primary and again on each
 #: standby; ``max_wal_size`` spaces checkpoints by time (checkpoint_timeout) at 1,000 msg/s.

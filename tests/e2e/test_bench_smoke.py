@@ -219,3 +219,24 @@ def test_bench_report_of_open_loop_rounds():
     after = {0.005: 60.0, 0.01: 105.0, 0.025: 109.0, float("inf"): 110.0}  # 100 more: 50 ≤ 5 ms, 45 ≤ 10, 4 ≤ 25, 1 above
     assert run_bench.histogram_quantiles(before, after) == {"count": 100, "p50_le_ms": 5.0, "p99_le_ms": 25.0}
     assert run_bench.histogram_quantiles(after, after) == {"count": 0, "p50_le_ms": None, "p99_le_ms": None}
+
+
+def test_tail_ab_says_what_postgresql_did_during_each_point():
+    """bench/tail_ab.py --new-wal-before: under the table, each point's autovacuum / autoanalyze /
+    checkpoints / new WAL files per tree — new clusters make WAL files during a point, clusters in
+    service none — and nothing for a backend without PostgreSQL."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import tail_ab
+
+    def work(files):
+        return {"postgresql": {"autovacuum": 0, "autoanalyze": 1, "checkpoints": 0, "wal_files": files}}
+
+    doc = {"backends": ["sqlite", "pg_sync_standby"],
+           "points": {"sqlite": {"before": {"1000": [{}, {}]}, "after": {"1000": [{}, {}]}},
+                      "pg_sync_standby": {"before": {"1000": [work(8), work(6)]}, "after": {"1000": [work(0), {}]}}}}
+    assert tail_ab.database_lines(doc) == [
+        "PostgreSQL's own work during each point (autovacuum / autoanalyze runs on msc's tables / checkpoints / new WAL "
+        "segment file names on the primary and its standby, per round): PostgreSQL + sync standby before at 1000/s: "
+        "0/1/0/8, 0/1/0/6; PostgreSQL + sync standby after at 1000/s: 0/1/0/0, -.", ""]
+    doc["backends"] = ["sqlite"]
+    assert tail_ab.database_lines(doc) == []
