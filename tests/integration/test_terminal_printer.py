@@ -165,3 +165,30 @@ def test_a_printer_keeps_trying_its_addresses_by_default(monkeypatch, argv, prin
     assert cmd_terminal(args) == 0
     assert terminal.stays_bound(seen["opts"]) is printer_
     assert seen["opts"].reconnect_for == reconnect_for
+
+
+async def test_a_printer_whose_bind_was_not_decided_tries_again_and_a_script_does_not(harness, capsys):
+    """BIND answered E501 (the journal could not record it — a node that has just taken over,
+    its database away): a printer tries again after a back-off and binds once the journal
+    works; ``--bind --expect`` is a script and exits 1 as before."""
+    from tests.faults import FaultyWriter
+
+    sw = await harness.start_switch()
+    faults = FaultyWriter.install(sw.journal)
+    faults.fail_commits = True
+    assert await asyncio.wait_for(run(printer(harness.port, expect=1), devnull()), HANG_S) == 1
+    screen = Screen(capsys)
+    client = asyncio.create_task(run(printer(harness.port), devnull()))
+    try:
+        await screen.expect(r"^BIND not decided \(E501 JOURNAL UNAVAILABLE, NOTHING WAS FORWARDED\): trying again in "
+                            r"\d+\.\d s\.$", "err")
+        assert not client.done()
+        faults.fail_commits = False
+        await bound(sw)
+        op = await harness.operator("ICS1", "TS0001")
+        await send_to_printer(harness, op, "AFTER THE OUTAGE")
+        await screen.expect(r"^M \d+ ECP1.*AFTER THE OUTAGE")
+    finally:
+        client.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await client

@@ -527,8 +527,7 @@ async def _run(t: Terminal, opts: TerminalOptions, stdin: LineReader, banner: st
         print(banner, file=sys.stderr, flush=True)
     t._send(framing.ack(0))
     if opts.bind:
-        kind, _ = await t.until(t.request(f"{t.header}.BIND"), opts.timeout)
-        if kind != "A":
+        if not await _bind(t, opts):
             return EXIT_PROBLEM
         _tell_unanswered(t)  # (bound again after a lost connection: a host's requests are its station's)
     if opts.interactive and opts.user is None and not opts.bind:
@@ -549,6 +548,31 @@ async def _run(t: Terminal, opts: TerminalOptions, stdin: LineReader, banner: st
             return refused
         _tell_unanswered(t)
     return await _scripted(t, opts, stdin)
+
+
+#: A BIND refusal that decided nothing — the journal could not record it (E501, at a node that has
+#: just taken over or whose database is away), msc busy (E307), its database away (E503): a
+#: printer that stays bound tries again (:func:`_bind`); anything else (E204 the station disabled,
+#: E210 not this address) is final.
+BIND_TRY_AGAIN = frozenset(("E501", "E307", "E503"))
+
+
+async def _bind(t: Terminal, opts: TerminalOptions) -> bool:
+    """``BIND``; True once bound. A printer (:func:`stays_bound`) refused with a code of
+    :data:`BIND_TRY_AGAIN` tries again after the logon back-off, on the same connection, for as
+    long as it runs (``SessionEnded`` if msc closes it meanwhile: the reconnect rules); a script
+    (``--expect``) and a final refusal: False (exit 1), as before."""
+    waits = termrules.backoff()
+    while True:
+        kind, payload = await t.until(t.request(f"{t.header}.BIND"), opts.timeout)
+        if kind == "A":
+            return True
+        code = payload.strip().split(" ", 1)[0].upper()
+        if not stays_bound(opts) or code not in BIND_TRY_AGAIN:
+            return False
+        wait = next(waits)
+        print(f"BIND not decided ({payload.strip()}): trying again in {wait:.1f} s.", file=sys.stderr, flush=True)
+        await t.until(asyncio.sleep(wait))
 
 
 async def _script_logon(t: Terminal, opts: TerminalOptions, password: str) -> int | None:
