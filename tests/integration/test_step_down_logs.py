@@ -149,3 +149,31 @@ async def test_a_journal_that_fails_for_itself_is_still_journal_unavailable(harn
     faults.fail_commits = True  # the lease is held: the disk fails
     reply = await c.send(text)
     assert (reply.type, reply.text) == ("N", "E501 JOURNAL UNAVAILABLE, NOTHING WAS FORWARDED"), reply
+
+
+async def test_a_listener_opened_after_a_step_down_during_the_start_accepts_nobody(harness, monkeypatch):
+    """The lease lost while a taking-over node starts — after its START record, as its listeners
+    open (issue 16: the keeper's deadline timer steps down whatever the node awaits): step_down
+    closed what was open then; a listener bound after it is closed at once, so no terminal is
+    accepted by a node that no longer believes it is active, and /readyz stays 503."""
+    import socket
+
+    from msc.server.switch import Switch
+    from tests.conftest import free_port
+
+    listen = Switch._listen
+
+    async def lost_first(self, lc, **kw):
+        if self.stepped_down is None:
+            self.step_down("the lease was not renewed in time")
+        return await listen(self, lc, **kw)
+
+    monkeypatch.setattr(Switch, "_listen", lost_first)
+    port = free_port()
+    sw = await harness.start_switch(port=port)  # the terminals' listener
+    assert sw.listeners and sw.stepped_down is not None
+    with socket.socket() as s:
+        s.settimeout(5)
+        assert s.connect_ex(("127.0.0.1", port)) != 0, "a terminal was accepted by a node that stepped down"
+    ready, reasons = sw.readiness()
+    assert not ready and reasons.get("role") == "standby"

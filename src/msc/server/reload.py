@@ -234,6 +234,10 @@ class ConfigChanges(SwitchParts):
         else:
             rt.server = await asyncio.get_running_loop().create_server(
                 lambda: Session(services, rt), host, port, backlog=1024, reuse_address=True)
+        if self.stepped_down is not None:
+            # The lease was lost while this node was starting (a takeover's journal open or START
+            # record): Switch.step_down closed what was open then; what opens after it serves nothing.
+            rt.server.close()
         rt.configured()
         if register:
             self.listeners.append(rt)
