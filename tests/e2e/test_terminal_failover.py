@@ -320,8 +320,8 @@ def test_a_node_lost_after_msc_ended_the_session_is_said_as_lost_not_with_the_ol
     t = Tty("--connect", nodes.addr("A", "B"), "--header", "ICS1")
     try:
         t.expect(f"Connected to msc at 127.0.0.1:{nodes.ports['A']}.")
-        logon(t, "TS0002")
-        set_user(nodes.cfg["A"], "TS0002")
+        logon(t)
+        set_user(nodes.cfg["A"], "TS0001")  # (TS0001: the module's other tests look for no TS0002 on A)
         nodes.serve["A"].p.send_signal(signal.SIGHUP)
         t.expect(r"Session ended by msc: USER DISABLED\. Log on again, or Ctrl-D to exit\.")
         t.expect("User ID: ")
