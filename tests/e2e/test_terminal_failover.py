@@ -307,6 +307,38 @@ def test_an_operator_whose_node_dies_is_taken_to_the_next_and_logs_on_again(node
         nodes.serve["A"] = nodes.start("A")
 
 
+@pytest.mark.parametrize("how,said", [(signal.SIGKILL, r"CONNECTION (LOST|RESET)"), (signal.SIGTERM, "SHUTDOWN")],
+                         ids=["kill-9", "shutdown"])
+def test_a_node_lost_after_msc_ended_the_session_is_said_as_lost_not_with_the_old_reason(nodes, how, said):
+    """newcomer8: the user disabled on the active node (SYS LOGOFF.USER DISABLED), the terminal
+    back at User ID:, then the node killed — the client said "Session ended: USER DISABLED.
+    Connecting to the next msc address.", the reason of the session before."""
+    from tests.e2e.test_terminal_client import set_user
+
+    users = nodes.cfg["A"].parent / "users.toml"
+    kept = users.read_bytes()
+    t = Tty("--connect", nodes.addr("A", "B"), "--header", "ICS1")
+    try:
+        t.expect(f"Connected to msc at 127.0.0.1:{nodes.ports['A']}.")
+        logon(t)
+        set_user(nodes.cfg["A"], "TS0001")  # (TS0001: the module's other tests look for no TS0002 on A)
+        nodes.serve["A"].p.send_signal(signal.SIGHUP)
+        t.expect(r"Session ended by msc: USER DISABLED\. Log on again, or Ctrl-D to exit\.")
+        t.expect("User ID: ")
+        nodes.serve["A"].stop(how)
+        t.expect(rf"Session ended: {said}\. Connecting to the next msc address\.")
+        t.expect(f"Connected to msc at 127.0.0.1:{nodes.ports['B']}.")
+        t.expect("Press Enter to acknowledge")
+        t.ctrl_d()
+        assert t.wait() == 0, t.text
+    finally:
+        t.close()
+        users.write_bytes(kept)
+        nodes.serve["A"].stop(signal.SIGTERM)
+        nodes.serve["A"] = nodes.start("A")
+    assert len(re.findall(r"USER DISABLED", t.text)) == 2, t.text  # the SYS line and its one "Session ended"
+
+
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "shutdown"])
 def test_a_piped_dialog_does_not_go_on_to_the_next_node(nodes, how):
     """Interactive mode with its dialog piped in (no terminal): after a failover the next node's

@@ -20,6 +20,11 @@ The session ends — and the client says so and why — when:
   (Ctrl-D exits) — no silent reconnect every minute, no failover; a script exits 4. Any ``N`` of
   xid 0 before a close (E307, E101) is the reason shown, not "CONNECTION LOST".
 
+Each reason is said once, for the session or connection that just ended
+(:meth:`Terminal.ending`): after msc ended a session and the client is back at ``User ID:``, a
+lost connection is "CONNECTION LOST" (a shutdown "SHUTDOWN", the logon time limit E201), never
+the ended session's "USER DISABLED".
+
 Two or more addresses (``--connect A,B``: two switching centres, or the active and standby
 msc nodes): the client connects to the first that answers with a banner, trying them in order
 and then again from the first — an operator's terminal until one answers (Ctrl-C stops it), a
