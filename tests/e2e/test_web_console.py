@@ -116,6 +116,7 @@ def site(tmp_path_factory):
         ("OP0004", "OPERATOR, FOUR", "full"), ("OP0005", "OPERATOR, FIVE", "full"),
         ("OP0006", "OPERATOR, SIX", "full"), ("OP0007", "OPERATOR, SEVEN", "full"),
         ("IV0001", "INVESTIGATOR, IVAN", "investigator"), ("IV0002", "INVESTIGATOR, IRIS", "investigator"),
+        ("IV0003", "INVESTIGATOR, INES", "investigator"),
         ("AM0001", "ADMINISTRATOR, ANN", "admin"))}
     procs: list[Proc] = []
     try:
@@ -605,8 +606,19 @@ def test_session_cookie_flags_and_rotation_in_the_browser(site, context):
     # A password manager is told which field is which (and never offers the one-time code's field).
     assert page.get_attribute("#logon-password", "autocomplete") == "current-password"
     assert page.get_attribute("#logon-otp", "autocomplete") == "one-time-code"
+    # The one-time password is obscured like the password (CJIS IA-6: a password typed there by
+    # mistake is not shown) and offers a phone's digit keypad; nothing typed there is cut short.
+    assert page.eval_on_selector("#logon-otp", "e => e.type") == "password"
+    assert page.get_attribute("#logon-otp", "inputmode") == "numeric"
     page.check("input[name=console][value=investigator]")
     page.fill("#logon-user", "IV0001")
+    page.fill("#logon-password", PASSWORD)
+    page.fill("#logon-otp", PASSWORD)  # the password typed in the wrong field: whole, refused, unchecked
+    assert page.input_value("#logon-otp") == PASSWORD
+    page.press("#logon-otp", "Enter")
+    expect(page.locator("#logon-error")).to_contain_text("That is not a one-time password")
+    expect(page.locator("#logon-otp")).to_be_focused()
+    assert page.input_value("#logon-otp") == "" and PASSWORD not in page.inner_text("#logon-error")
     page.fill("#logon-password", PASSWORD)
     page.fill("#logon-otp", site.code("IV0001"))
     page.press("#logon-password", "Enter")
@@ -658,6 +670,34 @@ def test_csrf_refusal_and_security_headers_with_a_plain_http_client(site):
 
         with pytest.raises(httpx.HTTPError):
             httpx.get(site.url.replace("https://", "http://") + "/api/state", timeout=5)
+
+
+# Not a one-time password: refused by the server before the logon check (the rule's table of
+# inputs is tests/unit/test_web_logon_otp.py; these are the kinds, through HTTP).
+NOT_CODES = [PASSWORD, "123456" + PASSWORD, "12345", "1234567", "12-34-56", "１２３４５６", 123456, None]
+
+
+def test_a_one_time_password_field_without_a_code_is_refused_unchecked(site):
+    with _client() as c:
+        token = c.get(site.url + "/api/state").json()["csrf"]
+        assert c.post(site.url + "/api/banner", json={}, headers={"x-csrftoken": token}).status_code == 200
+        # More refusals than the lockout's 5 failures, with the right password each time.
+        for otp in NOT_CODES:
+            r = c.post(site.url + "/api/logon", headers={"x-csrftoken": token},
+                       json={"console": "investigator", "user": "IV0003", "password": PASSWORD, "otp": otp})
+            assert r.status_code == 400, otp
+            assert r.json()["field"] == "otp" and r.json()["error"].startswith("That is not a one-time password")
+            assert PASSWORD not in r.text
+        # Nothing was checked: no failure journaled, no lockout — the code, grouped as an app shows
+        # it, logs on at once.
+        code = site.code("IV0003")
+        r = c.post(site.url + "/api/logon", headers={"x-csrftoken": token},
+                   json={"console": "investigator", "user": "IV0003", "password": PASSWORD,
+                         "otp": f"{code[:3]} {code[3:]}"})
+        assert r.status_code == 200, r.text
+    texts = [r.text for r in site.records(kind="SESSION", user="IV0003")]
+    assert not [t for t in texts if t.startswith("LOGON FAILED") or t == "LOCKOUT"], texts
+    assert [t for t in texts if t.startswith("LOGON OK")], texts
 
 
 def test_websocket_from_another_origin_is_refused(site, context):

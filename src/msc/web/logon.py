@@ -29,7 +29,28 @@ from msc.web.relay import LinkClosed, SwitchLink
 from msc.web.sessions import CONSOLES, SESSION_COOKIE, WebSession
 
 log = structlog.get_logger("msc.web")
-_OTP = re.compile(r"[0-9]{6}\Z")
+_OTP = re.compile(r"[0-9]{6}")
+NOT_A_CODE = ("That is not a one-time password (6 digits, spaces allowed; empty if your account has none): "
+              "it was not checked (if it was your password, it was neither shown nor kept). "
+              "Type the code your authenticator shows.")
+
+
+def one_time_password(typed: object) -> str | None:
+    """What was typed in the logon form's one-time password field, as the OTP of ``LOGON``
+    (PROTOCOL.md §2: six digits, or ``-`` for an account without TOTP) and of the authentication
+    service: ``None`` for no code (nothing typed, or ``-``); the six ASCII digits, without the
+    spaces an authenticator app groups them by (``123 456``). ``ValueError`` (:data:`NOT_A_CODE`)
+    for anything else, a non-string JSON value included: it is refused before any check — most
+    often it is the password typed in the wrong field, which must not travel in a field msc does
+    not treat as one nor count toward a lockout (CJIS IA-6; ``msc terminal`` has the same rule)."""
+    if not isinstance(typed, str):
+        raise ValueError(NOT_A_CODE)
+    code = "".join(typed.split())
+    if code in ("", "-"):
+        return None
+    if _OTP.fullmatch(code) is None:
+        raise ValueError(NOT_A_CODE)
+    return code
 
 
 class LogonRoutes(ConsoleParts):
@@ -47,9 +68,10 @@ class LogonRoutes(ConsoleParts):
             log.warning("web.logon_rate_limited")
             return JSONResponse({"error": "too many failed logons from this address; wait a minute"}, 429)
         resp = await self._logon(request, s)
-        if resp.status_code == 200 or resp.status_code in (409, 503):
-            # Only failures count: a logon that succeeded, or one never checked (the notification
-            # changed, msc unreachable), is taken back.
+        if resp.status_code in (200, 400, 409, 503):
+            # Only failures count: a logon that succeeded, or one never checked (a field that is not
+            # a user ID, password or one-time password; the notification changed; msc unreachable),
+            # is taken back.
             self.limiter.forgive(client, stamp)
         return resp
 
@@ -58,15 +80,17 @@ class LogonRoutes(ConsoleParts):
         console = body.get("console", "operator")
         user = str(body.get("user", "")).strip().upper()
         password = str(body.get("password", ""))
-        otp = str(body.get("otp", "")).strip()
+        typed_otp = body.get("otp", "")
         if console not in CONSOLES:
             return JSONResponse({"error": "unknown console"}, 400)
         if grammar.USER_ID_RE.match(user) is None:
             return JSONResponse({"error": "a user ID is 6 letters or digits", "field": "user"}, 400)
         if PASSWORD_RE.match(password) is None:
             return JSONResponse({"error": "a password is 1-256 printable characters", "field": "password"}, 400)
-        if otp and _OTP.match(otp) is None:
-            return JSONResponse({"error": "a one-time password is 6 digits", "field": "otp"}, 400)
+        try:
+            otp = one_time_password(typed_otp) or ""
+        except ValueError:
+            return JSONResponse({"error": NOT_A_CODE, "field": "otp"}, 400)
         s.busy = True
         try:
             if console == "operator":

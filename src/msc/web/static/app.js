@@ -93,7 +93,9 @@ $("#logon-form").addEventListener("submit", async (ev) => {
     if (body.console === "operator" && why.startsWith("E202")) {
       why += ` — a wrong user ID, password or one-time password, a locked account, or a station or pool (${body.header || "?"}) that does not serve your agency`;
     }
-    $("#logon-error").textContent = why; $("#logon-password").focus(); return;
+    // A field the server named (a one-time password field holding no code) gets the focus.
+    const field = r.data.field && document.getElementById(`logon-${r.data.field}`);
+    $("#logon-error").textContent = why; (field || $("#logon-password")).focus(); return;
   }
   const s = await api("/api/state", null, "GET");
   state.csrf = s.data.csrf;
