@@ -12,7 +12,8 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from msc.protocol.grammar import ONE_WAY_KEYS, OTP_RE
+from msc.protocol import grammar
+from msc.protocol.grammar import ONE_WAY_KEYS
 
 #: sysexits.h ``EX_TEMPFAIL``: msc could not decide the logon now (its database away, logon
 #: checks busy, the address throttled, the pool exhausted): try again later. Never the
@@ -137,12 +138,10 @@ def one_time_password(typed: str) -> str | None:
     (``123 456``). ``ValueError`` for anything else: it is not sent — most often it is the
     password typed at the wrong prompt (many systems ask for the password first), and a
     password must not travel in a field msc does not treat as one, nor be shown (CJIS IA-6)."""
-    code = "".join(typed.split())
-    if code in ("", "-"):
-        return None
-    if OTP_RE.fullmatch(code) is None:
-        raise ValueError(NOT_A_CODE)
-    return code
+    try:
+        return grammar.typed_otp(typed)
+    except ValueError:
+        raise ValueError(NOT_A_CODE) from None
 
 
 # -- accepted requests whose answer had not come ------------------------------------------------

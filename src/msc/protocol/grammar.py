@@ -118,6 +118,23 @@ DEST_LIST_RE = _full(DEST_LIST)
 CONTROL_RE = _full(CONTROL)
 OTP_RE = _full(OTP)
 NCIC_NOTIFICATION_RE = re.compile(NCIC_NOTIFICATION)  # match() at the start of a message text
+
+
+def typed_otp(typed: object) -> str | None:
+    """What an operator typed for a ``LOGON``'s one-time password (the terminal's prompt, the web
+    console's field), as the OTP field (§2: six digits, or ``-`` for an account without TOTP):
+    ``None`` for no code (nothing typed, or ``-``); the six ASCII digits, without the spaces an
+    authenticator app groups them by (``123 456``). ``ValueError`` for anything else, a
+    non-string included — most often the password typed in the wrong place, which must be
+    neither sent nor checked (CJIS IA-6). The callers say why in their own words."""
+    if not isinstance(typed, str):
+        raise ValueError("not a one-time password")
+    code = "".join(typed.split())
+    if code in ("", "-"):
+        return None
+    if OTP_RE.fullmatch(code) is None:
+        raise ValueError("not a one-time password")
+    return code
 ORI_AT_START_RE = re.compile(rf"({ORI})(?=[. \r\n]|\Z)")
 
 # --- the byte policy (PROTOCOL.md §1, "Characters") ------------------------------------------

@@ -29,7 +29,6 @@ from msc.web.relay import LinkClosed, SwitchLink
 from msc.web.sessions import CONSOLES, SESSION_COOKIE, WebSession
 
 log = structlog.get_logger("msc.web")
-_OTP = re.compile(r"[0-9]{6}")
 NOT_A_CODE = ("That is not a one-time password (6 digits, spaces allowed; empty if your account has none): "
               "it was not checked (if it was your password, it was neither shown nor kept). "
               "Type the code your authenticator shows.")
@@ -43,14 +42,10 @@ def one_time_password(typed: object) -> str | None:
     for anything else, a non-string JSON value included: it is refused before any check — most
     often it is the password typed in the wrong field, which must not travel in a field msc does
     not treat as one nor count toward a lockout (CJIS IA-6; ``msc terminal`` has the same rule)."""
-    if not isinstance(typed, str):
-        raise ValueError(NOT_A_CODE)
-    code = "".join(typed.split())
-    if code in ("", "-"):
-        return None
-    if _OTP.fullmatch(code) is None:
-        raise ValueError(NOT_A_CODE)
-    return code
+    try:
+        return grammar.typed_otp(typed)
+    except ValueError:
+        raise ValueError(NOT_A_CODE) from None
 
 
 class LogonRoutes(ConsoleParts):
