@@ -29,13 +29,17 @@ VALUES = [
 
 def _lines(emit) -> list[str]:
     stream = io.StringIO()
+    root = logging.getLogger()
+    before = root.handlers[:]
     configure(level="info", json=True, stream=stream)
+    # Only msc's handler while the text is emitted: pytest's own capture handlers would put a lone
+    # surrogate into the test's report, which pytest-xdist cannot send to its controller as UTF-8
+    # (INTERNALERROR: the whole run lost).
+    root.handlers = [h for h in root.handlers if getattr(h, "_msc", False)]
     try:
         emit()
     finally:
-        root = logging.getLogger()
-        for h in [h for h in root.handlers if getattr(h, "_msc", False)]:
-            root.removeHandler(h)
+        root.handlers = [h for h in before if not getattr(h, "_msc", False)]
     return stream.getvalue().split("\n")[:-1]
 
 
