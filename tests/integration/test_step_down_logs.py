@@ -121,36 +121,6 @@ async def test_a_checkpoint_failing_in_service_is_an_error_and_its_all_clear_cou
     assert clear["signed"] == cp.tree_size - signed_before >= 2 and clear["unsigned"] == 0
 
 
-# What a terminal of a node past its lease is told (newcomer8: `E501 JOURNAL UNAVAILABLE` read as
-# a database fault when the node had lost its lease): every message whose commit the fence
-# refused — a query, an administrative message, a LOGOFF — `E501 NODE NO LONGER ACTIVE, NOTHING
-# WAS FORWARDED`; a journal that fails for itself keeps `JOURNAL UNAVAILABLE`.
-MESSAGES = ["ICS1.QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101", "ICS1.AM.CA0130000.ICS2.TXT SHIFT CHANGE", "ICS1.LOGOFF"]
-
-
-@pytest.mark.parametrize("text", MESSAGES, ids=["query", "admin", "logoff"])
-async def test_a_message_the_fence_refused_is_told_the_node_is_no_longer_active(harness, text):
-    await harness.start_stub()
-    sw, lease, faults = await fenced_switch(harness)
-    await harness.wait_upstream()
-    c = await harness.operator("ICS1", "TS0001")
-    lease.held = False
-    reply = await c.send(text)
-    assert (reply.type, reply.text) == ("N", "E501 NODE NO LONGER ACTIVE, NOTHING WAS FORWARDED"), reply
-    assert not any(text.split(".", 1)[1] in line for line in harness.stub_log())  # nothing forwarded
-
-
-@pytest.mark.parametrize("text", MESSAGES, ids=["query", "admin", "logoff"])
-async def test_a_journal_that_fails_for_itself_is_still_journal_unavailable(harness, text):
-    await harness.start_stub()
-    sw, lease, faults = await fenced_switch(harness)
-    await harness.wait_upstream()
-    c = await harness.operator("ICS1", "TS0001")
-    faults.fail_commits = True  # the lease is held: the disk fails
-    reply = await c.send(text)
-    assert (reply.type, reply.text) == ("N", "E501 JOURNAL UNAVAILABLE, NOTHING WAS FORWARDED"), reply
-
-
 async def test_a_listener_opened_after_a_step_down_during_the_start_accepts_nobody(harness, monkeypatch):
     """The lease lost while a taking-over node starts — after its START record, as its listeners
     open (issue 16: the keeper's deadline timer steps down whatever the node awaits): step_down
