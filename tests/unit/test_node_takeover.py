@@ -80,11 +80,16 @@ class StandInSwitch:
     async def drain(self) -> None:
         self.events.append("drained")
 
+    def abandon_storage(self, why: str) -> None:
+        self.events.append("abandoned")
+
 
 @pytest.fixture
 def lease(monkeypatch) -> FakeLease:
     lease = FakeLease(holder="node-b")
-    monkeypatch.setattr("msc.server.node.keeper_for", lambda settings, **kw: LeaseKeeper(lease, LeaseMachine(1.0), **kw))
+    # A lease long enough that a loaded machine's stalls never end a belief the test did not mean to
+    # end (a 1-s lease ran out under load 13 and took the step-down path mid-test).
+    monkeypatch.setattr("msc.server.node.keeper_for", lambda settings, **kw: LeaseKeeper(lease, LeaseMachine(30.0), **kw))
     return lease
 
 
@@ -142,14 +147,13 @@ async def test_a_node_whose_belief_ends_during_the_takeovers_look_never_calls_it
         return True
 
     lease.renew = renew_never_answered  # type: ignore[method-assign]
+    # This test means the belief to end: a 1-s lease, not the fixture's 30 s.
+    monkeypatch.setattr("msc.server.node.keeper_for", lambda settings, **kw: LeaseKeeper(lease, LeaseMachine(1.0), **kw))
 
     class SlowLook(StandInSwitch):
         async def takeover_refused(self) -> str | None:
             await _until(lambda: any(isinstance(e, tuple) and e[0] == "stepped down" for e in self.events))
             return None
-
-        def abandon_storage(self, why: str) -> None:
-            self.events.append("abandoned")
 
     switch, stop = SlowLook([]), asyncio.Event()
     assert await asyncio.wait_for(run_node(switch, stop, tmp_path), HANG_S) == EXIT_STEPPED_DOWN
