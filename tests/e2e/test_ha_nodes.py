@@ -78,13 +78,14 @@ class Pair:
         into the database: B has a copy of A's key ring *file* taken before A's first write.
         ``stub_args``: more ``msc stub`` options (``--parts …``); ``overrides``: make_config's
         settings for both nodes."""
-        self.tmp, self.procs = tmp, procs
+        self.tmp, self.procs, self.pg = tmp, procs, pg
         up = free_port()
         self.stub_control, self.stub_log = free_port(), tmp / "stub.log"  # /hold on|off; what it received
         start_stub(procs, tmp, up, "--control", f"127.0.0.1:{self.stub_control}", "--log", str(self.stub_log),
                    *stub_args)
         db = f"hanodes{os.getpid()}_{next(_db)}"
         pg.create_database(db)
+        self.db = db
         dsn = f"postgresql://postgres@127.0.0.1:{pg.port}/{db}"
         self.ports = {n: free_port() for n in "AB"}
         self.metrics = {n: free_port() for n in "AB"}
@@ -142,6 +143,10 @@ class Pair:
 
     def addr(self, *names: str) -> str:
         return ",".join(f"127.0.0.1:{self.ports[n]}" for n in names)
+
+    def open_sessions(self) -> list[str]:
+        """The mnemonics of the sessions the run-time state holds open (read from the database)."""
+        return self.pg.sql("SELECT mnemonic FROM open_sessions ORDER BY seq", self.db).split()
 
     def journal(self, **query) -> list:
         """The shared journal's records (read from the database directly, as a test looks)."""
@@ -304,6 +309,9 @@ def test_a_sigstopped_active_loses_the_lease_and_continued_it_commits_nothing_an
         held = await WireClient.connect(pair.ports["A"])
         await held.banner()
         assert (await held.logon("ICS2", "TS0002", PASSWORD)).type == "A"
+        # The state notes the session just after the A (a stop before that leaves the session
+        # without an end: JOURNAL.md "Limits"); the test stops A after it.
+        await asyncio.to_thread(wait_until, lambda: "ICS2" in pair.open_sessions(), "A noted ICS2's session")
         os.kill(a.p.pid, signal.SIGSTOP)
         try:
             stopped = time.monotonic()

@@ -9,6 +9,7 @@ Switch started on the same storage, as a restarted process (or the other node) w
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -137,6 +138,13 @@ async def test_a_crash_leaves_open_sessions_that_the_next_start_ends_once(harnes
             c.close()
         held.append(mne)
     still_open = {mne for (_h, _u, how, _t), mne in zip(SESSIONS, held, strict=True) if how == "open"}
+    ended = {mne for (_h, _u, how, _t), mne in zip(SESSIONS, held, strict=True) if how != "open"}
+    # The switch has seen every end (a client's close reaches it later than the close itself):
+    # their records are submitted, and once committed (the flush, then one turn of the loop for
+    # the commits' callbacks) the state is told; the crash writes what it was told.
+    await eventually(lambda: not ended & set(sw.sessions.holders))
+    await sw.journal.flush()
+    await asyncio.sleep(0)
     # The state holds each open session until its end is committed (the ones that ended are
     # forgotten once their LOGOFF/DISCONNECT is in the journal).
     await eventually(lambda: sorted(r.mnemonic for r in sw.state.open_sessions()) == sorted(still_open))
