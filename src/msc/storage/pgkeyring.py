@@ -40,7 +40,7 @@ import asyncpg
 
 from msc.keyring import KEYRING_VERSION, KeyError_
 from msc.reasons import explain
-from msc.storage.postgres import DB_ERRORS, Blocking, PgSettings, create_schema, safe_dsn
+from msc.storage.postgres import DB_ERRORS, OneConnection, PgSettings, safe_dsn
 
 T = TypeVar("T")
 
@@ -69,8 +69,7 @@ class PgKeyStore:
 
     def __init__(self, pg: PgSettings) -> None:
         self.pg = pg
-        self._runner: Blocking | None = None
-        self._conn: asyncpg.Connection | None = None
+        self._db = OneConnection(pg, "msc-keyring", SCHEMA, SCHEMA_LOCK)
         self._lock = threading.RLock()  # one statement sequence at a time on the one connection
 
     def describe(self) -> str:
@@ -78,16 +77,7 @@ class PgKeyStore:
 
     def close(self) -> None:
         with self._lock:
-            if self._runner is None:
-                return
-            conn, self._conn = self._conn, None
-            if conn is not None and not conn.is_closed():
-                try:
-                    self._runner.run(conn.close(timeout=5))
-                except Exception:  # noqa: BLE001 - its server may be gone; the socket closes with the loop
-                    conn.terminate()
-            self._runner.close()
-            self._runner = None
+            self._db.close()
 
     def abort(self, why: str) -> None:
         """Give a call waiting on the database back now (:class:`KeyRingUnavailable`) and cut the
@@ -95,41 +85,15 @@ class PgKeyStore:
         (``Switch.abandon_storage``) while its journal's look at the key ring (``keys_ahead``, in
         a worker thread the teardown joins) waits on a frozen database. Later calls are refused;
         :meth:`close` still closes the loop."""
-        runner, conn = self._runner, self._conn
-        if runner is None:
-            return
-        runner.abort(why)
-        if conn is not None and not runner.loop.is_closed():
-            runner.loop.call_soon_threadsafe(conn.terminate)
+        self._db.abort(why)
 
     def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         with self._lock:
             return self._run_unlocked(work)
 
     def _run_unlocked(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        if self._runner is None:
-            self._runner = Blocking("msc-keyring")
-
-        async def go() -> T:
-            if self._conn is None or self._conn.is_closed():
-                self._conn = None
-                conn = await self.pg.connect()
-                try:
-                    await create_schema(conn, SCHEMA, SCHEMA_LOCK)
-                except BaseException:
-                    conn.terminate()
-                    raise
-                self._conn = conn
-            try:
-                return await work(self._conn)
-            except DB_ERRORS:
-                conn, self._conn = self._conn, None  # the next call reconnects
-                if conn is not None:
-                    conn.terminate()
-                raise
-
         try:
-            return self._runner.run(go())
+            return self._db.run(work)
         except DB_ERRORS as exc:
             raise KeyRingUnavailable(f"the key ring in {self.describe()}: {explain(exc)}") from None
 

@@ -33,7 +33,7 @@ import asyncpg
 from msc.mnemonics.userfile import Document
 from msc.reasons import explain
 from msc.storage.errors import StorageUnavailable
-from msc.storage.postgres import DB_ERRORS, Blocking, PgSettings, create_schema, safe_dsn
+from msc.storage.postgres import DB_ERRORS, OneConnection, PgSettings, safe_dsn
 
 T = TypeVar("T")
 
@@ -59,8 +59,7 @@ class PgUsersStore:
 
     def __init__(self, pg: PgSettings) -> None:
         self.pg = pg
-        self._runner: Blocking | None = None
-        self._conn: asyncpg.Connection | None = None
+        self._db = OneConnection(pg, "msc-users", SCHEMA, SCHEMA_LOCK)
         self._lock = threading.Lock()  # one statement sequence at a time on the one connection
 
     def describe(self) -> str:
@@ -68,51 +67,16 @@ class PgUsersStore:
 
     def close(self) -> None:
         with self._lock:
-            runner, self._runner = self._runner, None
-            conn, self._conn = self._conn, None
-            if runner is None:
-                return
-            if conn is not None and not conn.is_closed():
-                try:
-                    runner.run(conn.close(timeout=5))
-                except Exception:  # noqa: BLE001 - its server may be gone; the socket closes with the loop
-                    conn.terminate()
-            runner.close()
+            self._db.close()
 
     def abort(self, why: str) -> None:
         """Give a waiting call back now and refuse later ones (a node that stepped down)."""
-        runner, conn = self._runner, self._conn
-        if runner is None:
-            return
-        runner.abort(why)
-        if conn is not None and not runner.loop.is_closed():
-            runner.loop.call_soon_threadsafe(conn.terminate)
+        self._db.abort(why)
 
     def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         with self._lock:
-            if self._runner is None:
-                self._runner = Blocking("msc-users")
-
-            async def go() -> T:
-                if self._conn is None or self._conn.is_closed():
-                    self._conn = None
-                    conn = await self.pg.connect()
-                    try:
-                        await create_schema(conn, SCHEMA, SCHEMA_LOCK)
-                    except BaseException:
-                        conn.terminate()
-                        raise
-                    self._conn = conn
-                try:
-                    return await work(self._conn)
-                except DB_ERRORS:
-                    conn, self._conn = self._conn, None  # the next call reconnects
-                    if conn is not None:
-                        conn.terminate()
-                    raise
-
             try:
-                return self._runner.run(go())
+                return self._db.run(work)
             except DB_ERRORS as exc:
                 raise UsersUnavailable(f"the user directory in {self.describe()}: {explain(exc)}") from None
 

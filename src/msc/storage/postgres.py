@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -178,6 +178,68 @@ class Blocking:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
         self.loop.close()
+
+
+class OneConnection:
+    """One asyncpg connection for blocking callers (the key ring, the user directory): opened on
+    a :class:`Blocking` loop named ``name`` at the first :meth:`run`, its schema created then
+    (``ddl`` under ``lock_key``: :func:`create_schema`), and opened again at the next call after a
+    database error cut it. Not locked: its owner runs one statement sequence at a time."""
+
+    def __init__(self, pg: PgSettings, name: str, ddl: str, lock_key: int) -> None:
+        self.pg, self.name, self.ddl, self.lock_key = pg, name, ddl, lock_key
+        self._runner: Blocking | None = None
+        self._conn: asyncpg.Connection | None = None
+
+    def run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """``work(connection)`` on the loop; its result, or its exception (``DB_ERRORS`` as the
+        database or the client raised them; the connection is then dropped)."""
+        if self._runner is None:
+            self._runner = Blocking(self.name)
+
+        async def go() -> T:
+            if self._conn is None or self._conn.is_closed():
+                self._conn = None
+                conn = await self.pg.connect()
+                try:
+                    await create_schema(conn, self.ddl, self.lock_key)
+                except BaseException:
+                    conn.terminate()
+                    raise
+                self._conn = conn
+            try:
+                return await work(self._conn)
+            except DB_ERRORS:
+                conn, self._conn = self._conn, None  # the next call reconnects
+                if conn is not None:
+                    conn.terminate()
+                raise
+
+        return self._runner.run(go())
+
+    def abort(self, why: str) -> None:
+        """Give a waiting call back now (``ConnectionAbortedError``), refuse later ones and cut
+        the connection, without waiting for anything (a node that stepped down)."""
+        runner, conn = self._runner, self._conn
+        if runner is None:
+            return
+        runner.abort(why)
+        if conn is not None and not runner.loop.is_closed():
+            runner.loop.call_soon_threadsafe(conn.terminate)
+
+    def close(self) -> None:
+        """Close the connection (at most 5 s; else it is cut) and the loop. A later :meth:`run`
+        opens both again."""
+        runner, self._runner = self._runner, None
+        conn, self._conn = self._conn, None
+        if runner is None:
+            return
+        if conn is not None and not conn.is_closed():
+            try:
+                runner.run(conn.close(timeout=5))
+            except Exception:  # noqa: BLE001 - its server may be gone; the socket closes with the loop
+                conn.terminate()
+        runner.close()
 
 
 async def create_schema(conn: asyncpg.Connection, ddl: str, lock_key: int) -> None:
