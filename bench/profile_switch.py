@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import gzip
 import re
 import shutil
@@ -26,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run_bench import PY, ROOT, Msc  # noqa: E402
+from run_bench import PY, ROOT, Msc, in_service, pg_storage  # noqa: E402
 
 AREAS = (  # (label, substring of the frame's file) — first match wins
     ("protocol (parse, format, framing)", "msc/protocol/"),
@@ -110,17 +111,41 @@ def main() -> None:
     ap.add_argument("--terminals", type=int, default=64)
     ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    ap.add_argument("--open-rate", type=float, default=0,
+                    help="offer this many transactions/s (open loop) instead of the closed loop")
+    ap.add_argument("--postgresql", choices=("local", "sync-standby"),
+                    help="msc on PostgreSQL (a throw-away cluster, tests/pg.py; in service as run_bench's) "
+                         "instead of SQLite")
     args = ap.parse_args()
+    with contextlib.ExitStack() as stack:
+        extra, what = "", "SQLite, synchronous = full"
+        if args.postgresql:
+            from tests import pg
+
+            if reason := pg.missing_reason():
+                sys.exit(f"PostgreSQL: {reason}")
+            if args.postgresql == "sync-standby":
+                primary, _standby = stack.enter_context(pg.primary_with_standby(durable=True))
+            else:
+                primary = stack.enter_context(pg.PgCluster.create(durable=True, name="profile"))
+            in_service(primary)
+            extra = pg_storage(Path(tempfile.mkdtemp(prefix="msc-profile-pg-")), primary, "profile", "msc")
+            what = f"PostgreSQL ({args.postgresql})"
+        profile(args, extra, what)
+
+
+def profile(args: argparse.Namespace, extra: str, what: str) -> None:
     spy = Path(PY).parent / "py-spy"
     if not spy.exists():
         sys.exit("py-spy is not installed: run `make bench` once (it installs the bench extras)")
     work = Path(tempfile.mkdtemp(prefix="msc-profile-"))
-    m = Msc(work / "msc", sync="full", latency_ms=0, stations=args.terminals + 10)
+    m = Msc(work / "msc", sync="full", latency_ms=0, stations=args.terminals + 10, extra=extra)
     raw = work / "stacks.folded"
     try:
         load = subprocess.Popen([PY, str(ROOT / "bench" / "loadgen.py"), "switch", "--port", str(m.port),
                                  "--terminals", str(args.terminals), "--duration", str(args.seconds + 4),
-                                 "--warmup", "2"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                 "--warmup", "2"] + (["--rate", str(args.open_rate)] if args.open_rate else []),
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         time.sleep(3)
         subprocess.run([str(spy), "record", "--pid", str(m.pid), "--subprocesses", "--nonblocking", "--format", "raw",
                         "--rate", str(args.rate), "--duration", str(args.seconds), "--output", str(raw)],
@@ -136,7 +161,8 @@ def main() -> None:
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     md = (f"# Profile of `msc serve` {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n\n"
-          f"{args.terminals} closed-loop terminals, stub 0 ms, synchronous = full; py-spy {args.rate} Hz for "
+          f"{args.terminals} terminals, {f'{args.open_rate:g}/s offered' if args.open_rate else 'closed loop'}, stub 0 ms, "
+          f"{what}; py-spy {args.rate} Hz for "
           f"{args.seconds} s (`bench/profile_switch.py`). Load generator result: `{tps}`\n\n{body}")
     (out / f"profile-{stamp}.md").write_text(md)
     with gzip.open(out / f"profile-{stamp}.folded.gz", "wt") as f:
