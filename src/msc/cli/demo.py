@@ -49,6 +49,10 @@ DEMO_USERS = (
 )
 STUB_LABELS = ("primary", "secondary")
 CONTROL_PORT_DISTANCE = 100  # a stub's control port: its own port + 100 (7501 -> 7601)
+#: How the demo's stubs answer in several parts, as III and the state file + NCIC send them
+#: (PROTOCOL.md §4): QW as config/msc.toml's answer_parts expects (the state file, then NCIC);
+#: QR as the FBI and one state. OPERATIONS.md's pair recipe starts its stub with the same.
+DEMO_STUB_PARTS = ("QR=2@1500", "QW=2@300")
 WEB_PORT = 8443  # the web console's HTTPS (moved by --port-offset like every other port)
 
 # A quoted "HOST:PORT" in msc.toml (listener and metrics binds, upstream endpoints).
@@ -369,8 +373,7 @@ def _run(args, directory: Path) -> int:
         for endpoint, control_at, label in stubs:
             cmd = [*exe, "stub", "--role", "clets", "--listen", endpoint, "--control", control_at,
                    "--log", str(logs / f"stub-{label}.log"), "--seed", "1",
-                   # answers in several parts, as III and the state file + NCIC send them (PROTOCOL.md §4)
-                   "--parts", "QR=2@1500", "--parts", "QW=2@300"]
+                   *(a for parts in DEMO_STUB_PARTS for a in ("--parts", parts))]
             _spawn(procs, f"the {label} CLETS stub ({endpoint})", cmd, logs / f"stub-{label}.err",
                    directory / f".ready-stub-{label}")
         # Our own stubs must listen before the switch dials their addresses: else it could reach
