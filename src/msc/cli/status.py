@@ -224,7 +224,7 @@ def render(doc: dict[str, Any]) -> list[str]:
                      f"{lease['remaining_s']:.1f} s more by the database's clock)")
     else:
         lines.append(f"active node: none — the lease of {lease['holder']} (epoch {lease['epoch']}) ran out "
-                     f"{-lease['remaining_s']:.1f} s ago; " + (wont or "the standby takes it at its next poll"))
+                     f"{-lease['remaining_s']:.1f} s ago; " + (wont or "a standby takes it at its next poll"))
     if wont and (doc.get("lease_error") or (lease is not None and lease["live"])):
         lines.append(f"node {doc['node']} (this machine) would not take over: its master key file cannot open the "
                      "key ring (see the key ring line)" + (
