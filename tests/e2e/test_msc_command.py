@@ -254,3 +254,28 @@ def test_user_lifecycle_commands(tmp_path):
     for t in ("USER DISABLE TS0001", "USER ENABLE TS0001", "USER PASSWD TS0001", "USER UNLOCK TS0001",
               "USER REMOVE TS0002", "STATION DISABLE ICS1"):
         assert ("AD0001", t) in admin, (t, admin)
+
+
+def test_a_refused_new_password_does_not_spend_the_administrators_one_time_code(tmp_path):
+    """newcomer9: `msc user passwd` logged the administrator on — using up their one-time code —
+    and only then refused a new password containing the user ID (exit 2), so the corrected command
+    needed a new code (30 s away). The new password is checked first now; so in `user add`."""
+    from msc.mnemonics import totp
+    from tests.conftest import add_totp_user
+
+    cfg = make_config(tmp_path)
+    c = str(cfg)
+    secret = add_totp_user(cfg, "MF0001", name="ADMIN, ALMA", role="admin")
+    code = totp.code_at(secret, time.time())
+    admin = ("--as", "MF0001", "--password-stdin")
+    r = run("user", "passwd", "TS0001", "--config", c, *admin, input=f"{PASSWORD}\n{code}\nNew-ts0001-secret-x\n")
+    assert (r.returncode, r.stderr.strip()) == (2, "error: a password may not contain the user ID"), r.stderr
+    r = run("user", "add", "--config", c, "--id", "TS0009", "--name", "NEW, NED", "--ori", "CA0130000", "--role",
+            "full", *admin, input=f"{PASSWORD}\n{code}\nqwerty123\n")
+    assert r.returncode == 2 and "too easy to guess" in r.stderr, r.stderr
+    # The same code still logs the administrator on: neither refusal used it.
+    r = run("user", "passwd", "TS0001", "--config", c, *admin, input=f"{PASSWORD}\n{code}\na new and long secret\n")
+    assert r.returncode == 0, r.stderr
+    # ... and now it is used (each code is good once).
+    r = run("user", "passwd", "TS0001", "--config", c, *admin, input=f"{PASSWORD}\n{code}\nanother long secret\n")
+    assert r.returncode == 3 and "authentication refused" in r.stderr, r.stderr

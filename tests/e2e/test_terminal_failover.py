@@ -9,6 +9,7 @@ that accepts and closes at once (a node that refuses), one that accepts and says
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import signal
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from msc.cli.status import proc_address
 from tests.conftest import PASSWORD, free_port, make_config
 from tests.e2e.conftest import MSC, Proc, run, start_serve, wait_port
 from tests.e2e.test_answers_e2e import control, search
@@ -365,14 +367,19 @@ def test_a_piped_dialog_does_not_go_on_to_the_next_node(nodes, how):
 
 # -- messages left without an A/N (newcomer6 finding 8) -------------------------------------------
 
+LOOPBACK = ipaddress.ip_address("127.0.0.1")
+
+
 def unread(port: int) -> int:
     """Bytes that clients sent to the server side of connections on 127.0.0.1:``port`` and the
-    server has not read (its receive queues, /proc/net/tcp)."""
+    server has not read (its receive queues, /proc/net/tcp). The address too, not the port alone
+    (as ``msc status`` matches its node's: newcomer9 F2)."""
     total = 0
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         local, state, queues = fields[1], fields[3], fields[4]
-        if state == "01" and int(local.split(":")[1], 16) == port:
+        address, _, hexport = local.rpartition(":")
+        if state == "01" and int(hexport, 16) == port and proc_address(address) == LOOPBACK:
             total += int(queues.split(":")[1], 16)
     return total
 

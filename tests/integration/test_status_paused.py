@@ -98,3 +98,75 @@ def test_a_listener_that_never_answers_is_this_process(family, host, monkeypatch
 @pytest.mark.parametrize("bind", ["127.0.0.1:notaport", "127.0.0.1:", "nohost"])
 def test_a_bind_without_a_port_is_not_running(bind):
     assert st.silent_listener(bind) == (False, None)
+
+
+# newcomer9 F2: the one-machine pair recipe gives both nodes the same port numbers on different
+# loopback addresses (msc-a 127.0.0.1:P, msc-b 127.0.0.2:P). With msc-a stopped, `msc status` on
+# a said "not answering (process <msc-b's PID> exists; paused or hung?)": it matched the port
+# alone, and named the serving node as the one to look at (or kill).
+LISTENER = """
+import socket, sys
+s = socket.socket()
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(8)  # never accepted: a node that does not answer
+print("listening", flush=True)
+sys.stdin.read()  # until the test closes our stdin (or kills us)
+"""
+
+
+def _listen_in_process(host: str, port: int) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, "-c", LISTENER, host, str(port)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "listening"
+    return p
+
+
+def _loopback_2_works() -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.2", 0))
+        except OSError:
+            return False
+    return True
+
+
+def test_a_node_is_told_from_another_on_the_same_port_of_another_address(monkeypatch):
+    if not _loopback_2_works():
+        pytest.skip("127.0.0.2 is not a loopback address here (Linux's is 127.0.0.0/8)")
+    from tests.ports import free_port
+
+    port = free_port()
+    monkeypatch.setattr(st, "READYZ_TIMEOUT_S", 0.5)  # the probe's bound, not a speed
+    a = _listen_in_process("127.0.0.1", port)
+    b = _listen_in_process("127.0.0.2", port)
+    try:
+        assert st.silent_listener(f"127.0.0.1:{port}") == (True, a.pid)
+        assert st.silent_listener(f"127.0.0.2:{port}") == (True, b.pid)
+        a.kill()
+        a.wait(HANG_S)
+        # Nothing listens where msc-a's /readyz is asked: not running — never msc-b's process.
+        assert st.silent_listener(f"127.0.0.1:{port}") == (False, None)
+        assert here(f"127.0.0.1:{port}") == ("single node (no [node] table) on this machine: not running "
+                                             "(nothing answers at its [metrics] bind)")
+        assert st.silent_listener(f"127.0.0.2:{port}") == (True, b.pid)
+        # A bind on every address is asked at 127.0.0.1 (readyz): what listens there, not b.
+        assert st.silent_listener(f"0.0.0.0:{port}") == (False, None)
+    finally:
+        for p in (a, b):
+            p.kill()
+            p.wait(HANG_S)
+
+
+def test_a_listener_on_every_address_answers_for_the_loopback_bind(monkeypatch):
+    """A process bound to 0.0.0.0:P is the one a probe of 127.0.0.1:P reaches: it is named."""
+    from tests.ports import free_port
+
+    port = free_port()
+    p = _listen_in_process("0.0.0.0", port)
+    try:
+        assert st.silent_listener(f"127.0.0.1:{port}") == (True, p.pid)
+        assert st.silent_listener(f"0.0.0.0:{port}") == (True, p.pid)
+        assert st.silent_listener(f"localhost:{port}")[0] in (True, False)  # a name: resolved, no traceback
+    finally:
+        p.kill()
+        p.wait(HANG_S)

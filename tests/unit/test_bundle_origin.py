@@ -11,6 +11,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -222,9 +223,12 @@ def test_keys_show_prints_the_fingerprint_and_flags_a_replaced_public_key_file(t
     assert r.returncode == 0, r.stderr
     ring = KeyRing(tmp_path / "data" / "keys", tmp_path / "data" / "keys" / "master.key")
     fp = ring.signing_identity().fingerprint
-    assert f"fingerprint:  {fp}" in r.stdout and f"--fingerprint {fp}" in r.stdout
+    assert f"fingerprint_sha256:  {fp}" in r.stdout and f"--fingerprint {fp}" in r.stdout
     doc = json.loads(run("keys", "show", "--config", str(cfg), "--format", "json").stdout)
     assert doc["fingerprint_sha256"] == fp and base64.b64decode(doc["public_key"]) == ring.public_key_bytes()
+    # The text names each value as the JSON does (newcomer9: "fingerprint:" there, "fingerprint_sha256" here).
+    labelled = dict(re.findall(r"^  ([a-z_0-9]+):\s+(\S+)", r.stdout, re.MULTILINE))
+    assert labelled == {k: str(doc[k]) for k in ("public_key", "fingerprint_sha256", "public_key_file")}
     # Someone replaces signing.pub on the box: show still prints the key ring's key, and says so.
     other = Ed25519PrivateKey.generate().public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     (tmp_path / "data" / "keys" / "signing.pub").write_text(base64.b64encode(other).decode() + "\n")
@@ -243,4 +247,4 @@ def test_keys_init_prints_the_fingerprint(tmp_path):
     r = run("keys", "init", "--config", str(cfg))
     assert r.returncode == 0, r.stderr
     fp = KeyRing(keys, keys / "master.key").signing_identity().fingerprint
-    assert f"fingerprint:  {fp}" in r.stdout
+    assert f"fingerprint_sha256:  {fp}" in r.stdout

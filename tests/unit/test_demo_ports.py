@@ -98,3 +98,41 @@ def test_demo_ports_of_unreadable_configs_raise_what_the_demo_reports(text):
 
     with pytest.raises((ValueError, KeyError, TypeError)):
         demo_ports(text)
+
+
+# newcomer9: `msc demo --init-only --template T` appended `[web] bind = "127.0.0.1:8443"` whatever T's
+# ports: the pair recipe's user (ports moved to 26xxx) had to edit it by hand — and a template with
+# its own (uncommented) [web] got a second one, which is not TOML at all.
+PACKAGED = resources.files("msc").joinpath("data/msc.toml").read_text()
+
+
+def _template(tmp_path, text: str) -> str:
+    path = tmp_path / "pair.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_a_templates_own_web_table_is_kept(tmp_path):
+    from msc.cli.demo import config_text
+
+    own = PACKAGED.replace('# [web]  ', '[web]    ', 1).replace('# bind = "127.0.0.1:8443"', 'bind = "127.0.0.2:26443"', 1)
+    for line in ('# tls = { cert = "tls/web.crt"', '# listener = "web"', '# header = "ICSWEB"'):
+        own = own.replace(line, line[2:], 1)
+    assert tomllib.loads(own)["web"]["bind"] == "127.0.0.2:26443"  # the template is what this test means
+    doc = tomllib.loads(config_text(_template(tmp_path, own)))
+    assert doc["web"] == tomllib.loads(own)["web"]
+    assert tomllib.loads(config_text(_template(tmp_path, own), 1000))["web"]["bind"] == "127.0.0.2:27443"  # --port-offset
+
+
+def test_a_templates_moved_ports_move_the_web_console_added_to_it(tmp_path):
+    """No [web] in the template: the one added binds where the template's web listener does, its
+    port moved from 8443 as far as the template's first listener was moved from the demo's."""
+    from msc.cli.demo import config_text
+
+    moved = shift_ports(PACKAGED, 19000).replace('"127.0.0.1:26410"', '"127.0.0.2:26410"')  # the web listener
+    doc = tomllib.loads(config_text(_template(tmp_path, moved)))
+    assert doc["web"]["bind"] == "127.0.0.2:27443"
+    assert doc["web"]["listener"] == "web" and doc["web"]["tls"] == {"cert": "tls/web.crt", "key": "tls/web.key"}
+    # The packaged template, and one a user did not move: 8443 as before.
+    assert tomllib.loads(config_text(None))["web"]["bind"] == "127.0.0.1:8443"
+    assert tomllib.loads(config_text(_template(tmp_path, PACKAGED)))["web"]["bind"] == "127.0.0.1:8443"

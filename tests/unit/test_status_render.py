@@ -27,7 +27,7 @@ EXPIRED = {"holder": "msc-a", "epoch": 7, "live": False, "remaining_s": -12.0}
 
 @pytest.mark.parametrize("d, says, never", [
     (doc(lease=LIVE), ["active node: msc-a (lease epoch 7, valid 4.1 s more"], ["would not take over", "key ring"]),
-    (doc(lease=EXPIRED), ["active node: none — the lease of msc-a (epoch 7) ran out 12.0 s ago; the standby takes it"],
+    (doc(lease=EXPIRED), ["active node: none — the lease of msc-a (epoch 7) ran out 12.0 s ago; a standby takes it at its next poll"],
      ["will not take it"]),
     (doc(lease=LIVE, held_back=True), ["active node: msc-a", "key ring: unusable on this machine — " + KEY,
                                        "node msc-b (this machine) would not take over: its master key file cannot"],

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import getpass
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NoReturn
 
 from msc.actions.identity import (  # noqa: F401  (the roles and helpers the CLI modules use)
@@ -94,13 +94,24 @@ def read_otp(args, prompt: str) -> str | None:
 
 
 def check(settings: Settings, args, *, roles: Iterable[str], op: str,
-          audit: dict | None = None) -> tuple[Attempt, list[Entry]]:
+          audit: dict | None = None, first: Callable[[], None] | None = None) -> tuple[Attempt, list[Entry]]:
     """Authenticate ``--as`` for ``op`` with one of ``roles`` without journaling: the attempt and
-    the journal records it needs (with ``audit``, also an AUDIT record of a refusal)."""
+    the journal records it needs (with ``audit``, also an AUDIT record of a refusal).
+
+    ``first``: what the command must read and check before anyone is authenticated (``msc user
+    passwd``'s new password) — it may exit, and then no one-time code was used up and no logon
+    counted (newcomer9: a new password refused after the logon cost the administrator a code).
+    On a terminal it is asked before the administrator's password and code (the code is then
+    checked while fresh); with ``--password-stdin`` the lines keep their documented order — the
+    administrator's two, then the command's — and it is read after them, before they are checked."""
     require_service_account(settings)
     uid = (args.as_user or "").upper()
+    if first is not None and not args.password_stdin:
+        first()
     password = read_line(args, f"Password for {uid}: ")
     otp = read_otp(args, f"One-time password for {uid} (empty if none): ")
+    if first is not None and args.password_stdin:
+        first()
     attempt, entries = authenticate(settings, uid, password, otp, roles=roles, op=op, peer="CLI", audit=audit)
     if not attempt.ok and password is None:
         print("error: no terminal to ask for the password: use --password-stdin", file=sys.stderr)
@@ -108,7 +119,7 @@ def check(settings: Settings, args, *, roles: Iterable[str], op: str,
 
 
 def logon(settings: Settings, args, *, roles: Iterable[str], op: str, audit: dict | None = None,
-          require_journal: bool = True) -> str:
+          require_journal: bool = True, first: Callable[[], None] | None = None) -> str:
     """Authenticate ``--as`` for ``op`` with one of ``roles``; return the user ID, or exit 3.
 
     The attempt is journaled before anything else happens. A successful logon that cannot be
@@ -125,7 +136,7 @@ def logon(settings: Settings, args, *, roles: Iterable[str], op: str, audit: dic
         require_active_here(settings)  # on a pair, before a password or one-time password is used up
     except NotTheActiveNode as exc:
         not_here(exc)
-    attempt, entries = check(settings, args, roles=roles, op=op, audit=audit)
+    attempt, entries = check(settings, args, roles=roles, op=op, audit=audit, first=first)
     try:
         record(settings, entries)
     except NotTheActiveNode as exc:

@@ -34,6 +34,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import cast
@@ -49,6 +50,10 @@ DEMO_USERS = (
 )
 STUB_LABELS = ("primary", "secondary")
 CONTROL_PORT_DISTANCE = 100  # a stub's control port: its own port + 100 (7501 -> 7601)
+#: How the demo's stubs answer in several parts, as III and the state file + NCIC send them
+#: (PROTOCOL.md §4): QW as config/msc.toml's answer_parts expects (the state file, then NCIC);
+#: QR as the FBI and one state. OPERATIONS.md's pair recipe starts its stub with the same.
+DEMO_STUB_PARTS = ("QR=2@1500", "QW=2@300")
 WEB_PORT = 8443  # the web console's HTTPS (moved by --port-offset like every other port)
 
 # A quoted "HOST:PORT" in msc.toml (listener and metrics binds, upstream endpoints).
@@ -86,13 +91,44 @@ def shift_ports(text: str, offset: int) -> str:
     return _ADDRESS_RE.sub(shifted, text)
 
 
+def _packaged_text() -> str:
+    return resources.files("msc").joinpath("data/msc.toml").read_text()
+
+
+def web_bind(doc: dict) -> str:
+    """Where the ``[web]`` table ``msc demo`` adds to a template without one binds: at the host of
+    the template's ``web`` listener (else its first), on WEB_PORT moved as far as the template's
+    first listener is from the packaged demo's — as ``--port-offset`` moves every port — so a
+    template whose ports a user moved gets a web console beside them (newcomer9: 8443 whatever
+    the template said). WEB_PORT itself when that is out of range or the template has no listener."""
+    from msc.config.validate import parse_hostport
+
+    listeners = [ln for ln in doc.get("listener") or [] if isinstance(ln, dict) and "bind" in ln]
+    try:
+        first_packaged = parse_hostport(tomllib.loads(_packaged_text())["listener"][0]["bind"])[1]
+        host, port = parse_hostport(listeners[0]["bind"])
+        host = next((parse_hostport(ln["bind"])[0] for ln in listeners if ln.get("name") == "web"), host)
+    except (IndexError, KeyError, TypeError, ValueError):
+        return f"127.0.0.1:{WEB_PORT}"
+    moved = WEB_PORT + port - first_packaged if port else WEB_PORT
+    if not 1 <= moved <= 65535:
+        moved = WEB_PORT
+    return f"{f'[{host}]' if ':' in host else host}:{moved}"
+
+
 def config_text(template: str | None, port_offset: int = 0) -> str:
     """The ``msc.toml`` a new demo gets: the template (default: the packaged demo configuration),
-    the ``[web]`` table, every port moved by ``port_offset``. Raises ValueError (a port out of range)."""
-    text = Path(template).read_text() if template else resources.files("msc").joinpath("data/msc.toml").read_text()
-    text += f'''
+    with a ``[web]`` table added when it has none (its own is kept: :func:`web_bind`), every port
+    moved by ``port_offset``. Raises ValueError (a port out of range)."""
+    text = Path(template).read_text() if template else _packaged_text()
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        doc = {}  # msc.toml's load says what is wrong with it, naming the file and line
+    if "web" not in doc:
+        text += f'''
 [web]                                  # added by msc demo (docs/WEB.md)
-bind = "127.0.0.1:{WEB_PORT}"
+bind = "{web_bind(doc)}"
 tls = {{ cert = "tls/web.crt", key = "tls/web.key" }}
 listener = "web"
 header = "ICSWEB"
@@ -164,6 +200,8 @@ one-time password from an authenticator app (or `oathtool --totp -b SECRET`), e.
   .venv/bin/msc journal verify --config {shown_cfg} --as ADM001
   .venv/bin/msc journal search --config {shown_cfg} --as INV001 --case DEMO-1 --user JD1234
 """)
+    if settings.config.web is not None:  # the template's own [web], or the one added (web_bind)
+        print(f"The web console (msc web) listens at https://{settings.config.web.bind}/ ([web] bind in {shown_cfg}).")
 
 
 LOCK_NAME = ".demo.lock"
@@ -369,8 +407,7 @@ def _run(args, directory: Path) -> int:
         for endpoint, control_at, label in stubs:
             cmd = [*exe, "stub", "--role", "clets", "--listen", endpoint, "--control", control_at,
                    "--log", str(logs / f"stub-{label}.log"), "--seed", "1",
-                   # answers in several parts, as III and the state file + NCIC send them (PROTOCOL.md §4)
-                   "--parts", "QR=2@1500", "--parts", "QW=2@300"]
+                   *(a for parts in DEMO_STUB_PARTS for a in ("--parts", parts))]
             _spawn(procs, f"the {label} CLETS stub ({endpoint})", cmd, logs / f"stub-{label}.err",
                    directory / f".ready-stub-{label}")
         # Our own stubs must listen before the switch dials their addresses: else it could reach

@@ -268,10 +268,12 @@ def show_signing_key(s, ring, fmt: str) -> int:
                           "fingerprint_sha256": ident.fingerprint, "public_key_file": str(ident.pub_file),
                           "public_key_file_matches": ident.pub_file_matches}))
     else:
+        # Each line's label is its --format json key (newcomer9: "fingerprint:" here, "fingerprint_sha256"
+        # there — a script written from one read nothing from the other).
         print(f"checkpoint signing key of switch {s.config.switch.name} (Ed25519)")
-        print(f"  public key:   {ident.public_b64}")
-        print(f"  fingerprint:  {ident.fingerprint}   (SHA-256 of the 32-byte public key)")
-        print(f"  key file:     {ident.pub_file}")
+        print(f"  public_key:          {ident.public_b64}")
+        print(f"  fingerprint_sha256:  {ident.fingerprint}   (SHA-256 of the 32-byte public key)")
+        print(f"  public_key_file:     {ident.pub_file}")
         print("Publish the fingerprint (or the key file) where courts and the state can find it, apart from any "
               "bundle;")
         print(f"they check an export with:  python3 verify_bundle.py --fingerprint {ident.fingerprint} bundle.zip")

@@ -20,8 +20,11 @@ Exit status (for a monitoring check; OPERATIONS.md "Running two nodes"):
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import socket
+import sys
 import urllib.error
 import urllib.request
 from typing import Any
@@ -35,13 +38,20 @@ READYZ_TIMEOUT_S = 2.0
 EXIT_CANNOT_FAIL_OVER = 3
 
 
-def readyz(bind: str) -> tuple[int, dict[str, Any]]:
-    """(status, body) of this machine's node's ``GET /readyz`` at its ``[metrics] bind``; (0, {})
-    when nothing answers there (not running — or paused: see :func:`silent_listener`)."""
+def probe_address(bind: str) -> tuple[str, str]:
+    """(host, port) that ``msc status`` asks for this machine's node at its ``[metrics] bind``: the
+    bind itself, or 127.0.0.1 for a bind on every address."""
     host, _, port = bind.rpartition(":")
     host = host.strip("[]")
     if host in ("", "0.0.0.0", "::"):
         host = "127.0.0.1"
+    return host, port
+
+
+def readyz(bind: str) -> tuple[int, dict[str, Any]]:
+    """(status, body) of this machine's node's ``GET /readyz`` at its ``[metrics] bind``; (0, {})
+    when nothing answers there (not running — or paused: see :func:`silent_listener`)."""
+    host, port = probe_address(bind)
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/readyz"
     try:
         with urllib.request.urlopen(url, timeout=READYZ_TIMEOUT_S) as r:
@@ -55,15 +65,42 @@ def readyz(bind: str) -> tuple[int, dict[str, Any]]:
         return 0, {}
 
 
+def proc_address(hexaddr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """``/proc/net/tcp{,6}``'s local address (without the port): 32-bit words in the host's byte
+    order (``0100007F`` is 127.0.0.1 on a little-endian machine)."""
+    raw = b"".join(int(hexaddr[i:i + 8], 16).to_bytes(4, sys.byteorder) for i in range(0, len(hexaddr), 8))
+    return ipaddress.ip_address(raw)
+
+
+def _reaches(listener: ipaddress.IPv4Address | ipaddress.IPv6Address,
+             targets: set[ipaddress.IPv4Address | ipaddress.IPv6Address]) -> bool:
+    """Is a socket listening at ``listener`` the one a connection to any of ``targets`` reaches?
+    Its own address, or every address (0.0.0.0; :: also for IPv4, unless IPV6_V6ONLY — which
+    /proc does not show, and then nothing else could listen on that port's IPv4 side anyway)."""
+    if isinstance(listener, ipaddress.IPv6Address) and listener.ipv4_mapped is not None:
+        listener = listener.ipv4_mapped
+    if listener in targets:
+        return True
+    if listener.is_unspecified:
+        return any(t.version == listener.version or listener.version == 6 for t in targets)
+    return False
+
+
 def silent_listener(bind: str) -> tuple[bool, int | None]:
-    """When ``/readyz`` did not answer: does a process still listen at ``bind``'s port (a node
+    """When ``/readyz`` did not answer: does a process still listen where it was asked (a node
     paused with SIGSTOP, or hung — the kernel accepts connections for it, nobody answers), and
     which (its PID, or None when this user may not see it)? (False, None): nothing listens —
-    the node is not running. Linux's ``/proc/net/tcp{,6}`` and ``/proc/PID/fd`` (proc(5));
-    elsewhere (False, None)."""
+    the node is not running. The listener must be the one a connection to :func:`probe_address`
+    reaches — that address (or every address), not only that port: on one machine a pair's nodes
+    may use the same port on 127.0.0.1 and 127.0.0.2, and the other node is not this one
+    (newcomer9: the serving node was named "paused or hung?"). Linux's ``/proc/net/tcp{,6}`` and
+    ``/proc/PID/fd`` (proc(5)); elsewhere (False, None)."""
+    host, port_text = probe_address(bind)
     try:
-        port = int(bind.rpartition(":")[2])
-    except ValueError:
+        port = int(port_text)
+        targets = {ipaddress.ip_address(str(info[4][0]).partition("%")[0])
+                   for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+    except (ValueError, OSError, UnicodeError):  # no port, or a name that does not resolve
         return False, None
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -72,9 +109,14 @@ def silent_listener(bind: str) -> tuple[bool, int | None]:
                 next(f, None)  # the header line
                 for line in f:
                     cols = line.split()
-                    # local_address is HEXADDR:HEXPORT, st 0A is LISTEN, inode is the 10th column
-                    if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rpartition(":")[2], 16) == port:
-                        inodes.add(f"socket:[{cols[9]}]")
+                    if len(cols) <= 9 or cols[3] != "0A":  # st 0A is LISTEN; inode is the 10th column
+                        continue
+                    address, _, hexport = cols[1].rpartition(":")  # local_address HEXADDR:HEXPORT
+                    try:
+                        if int(hexport, 16) == port and _reaches(proc_address(address), targets):
+                            inodes.add(f"socket:[{cols[9]}]")
+                    except ValueError:
+                        continue
         except OSError:
             continue
     if not inodes:
@@ -182,7 +224,7 @@ def render(doc: dict[str, Any]) -> list[str]:
                      f"{lease['remaining_s']:.1f} s more by the database's clock)")
     else:
         lines.append(f"active node: none — the lease of {lease['holder']} (epoch {lease['epoch']}) ran out "
-                     f"{-lease['remaining_s']:.1f} s ago; " + (wont or "the standby takes it at its next poll"))
+                     f"{-lease['remaining_s']:.1f} s ago; " + (wont or "a standby takes it at its next poll"))
     if wont and (doc.get("lease_error") or (lease is not None and lease["live"])):
         lines.append(f"node {doc['node']} (this machine) would not take over: its master key file cannot open the "
                      "key ring (see the key ring line)" + (

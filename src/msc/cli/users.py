@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import sys
+from collections.abc import Callable
 
 import msgspec
 
@@ -55,10 +56,27 @@ def read_new_password(args, uid: str) -> str:
     return pw
 
 
-def _admin(settings: Settings, args, op: str) -> str:
+def _admin(settings: Settings, args, op: str, first: Callable[[], None] | None = None) -> str:
     from msc.cli.auth import ADMIN, logon
 
-    return logon(settings, args, roles=ADMIN, op=op)
+    return logon(settings, args, roles=ADMIN, op=op, first=first)
+
+
+class _NewPassword:
+    """``logon``'s ``first`` for a command that sets a password: reads the new password and
+    refuses one the policy refuses (exit 2) before the administrator's one-time code is used up."""
+
+    def __init__(self, args, settings: Settings, uid: str, name: str, ori: str) -> None:
+        self.args, self.settings, self.uid, self.name, self.ori = args, settings, uid, name, ori
+        self.value = ""
+
+    def __call__(self) -> None:
+        pw = read_new_password(self.args, self.uid)
+        problem = password_problem(pw, self.uid, self.name, self.settings, self.ori)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            raise SystemExit(EXIT_USAGE)
+        self.value = pw
 
 
 def add_user(args, settings: Settings) -> int:
@@ -86,9 +104,11 @@ def add_user(args, settings: Settings) -> int:
             return EXIT_USAGE
         bootstrap = True
         actor = os_actor()
+        pw = read_new_password(args, uid)
     else:
-        actor = _admin(settings, args, "user add")
-    pw = read_new_password(args, uid)
+        new = _NewPassword(args, settings, uid, args.name, args.ori)
+        actor = _admin(settings, args, "user add", first=new)
+        pw = new.value
     try:
         added = directory.add_user(settings, actor, uid=uid, name=args.name, ori=args.ori, role=args.role,
                                    password=pw, dob=_date(args.dob, "--dob"),
@@ -123,13 +143,9 @@ def _change(settings: Settings, uid: str, fn) -> None:
 def user_passwd(args, settings: Settings) -> int:
     uid = args.id.upper()
     u = _find(settings, uid)
-    actor = _admin(settings, args, "user passwd")
-    pw = read_new_password(args, uid)
-    problem = password_problem(pw, uid, u.name, settings, u.ori)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return EXIT_USAGE
-    hashed = hash_password(pw, ln=settings.config.switch.password_cost)
+    new = _NewPassword(args, settings, uid, u.name, u.ori)
+    actor = _admin(settings, args, "user passwd", first=new)
+    hashed = hash_password(new.value, ln=settings.config.switch.password_cost)
     _change(settings, uid, lambda e: msgspec.structs.replace(e, password=hashed))
     from msc.cli.admin import notify_users_changed
 
