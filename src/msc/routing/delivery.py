@@ -43,6 +43,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from msc.aio import spawn
 from msc.journal.records import Entry, Kind
 from msc.protocol.message import output_bytes
 from msc.routing.endpoint import PRESENT, QUEUED, SENT, EndpointState, Output
@@ -461,7 +462,7 @@ class Delivery:
     def _read(self, ep: EndpointState) -> None:
         """Read the next unsent outputs' texts back from the journal, then go on sending."""
         ep.reading = True
-        asyncio.get_running_loop().create_task(self._read_batch(ep))
+        spawn(self._read_batch(ep), event="delivery.read_failed", logger=log, endpoint=ep.name)
 
     def _batch(self, ep: EndpointState) -> list[tuple[int, int]]:
         """(extended OSN, journal seq) of the next unsent outputs whose bytes are not in memory:

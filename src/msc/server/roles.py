@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
+from msc.aio import bounded
 from msc.mnemonics.directory import Directory
 from msc.server.parts import SwitchParts
 
@@ -154,7 +155,7 @@ class NodeRole(SwitchParts):
         None. A look that cannot be made (the key ring's database, no answer in
         ``TAKEOVER_CHECK_S``) refuses nothing: the start opens the key ring itself."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.check_key_ring(), TAKEOVER_CHECK_S)
+            await bounded(self.check_key_ring(), TAKEOVER_CHECK_S)
         return self.lease_hold_back()
 
     def standby_reasons(self) -> dict[str, str | list[str] | None]:
