@@ -20,6 +20,7 @@ mnemonic is not lent); a message needs the journal: ``E501``; a request on the c
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import signal
@@ -261,3 +262,78 @@ async def test_with_the_database_frozen_nothing_hangs_and_it_all_works_again_aft
     print(f"\nfrozen {thawed - frozen_at:.1f} s: outage {o.start - frozen_at:+.3f} s after the freeze, "
           f"{o.seconds:.1f} s long, ended {o.end - thawed:+.3f} s after the thaw")
     assert frozen_at - 0.01 <= o.start <= stalled_by + 0.01 and o.end >= thawed - 0.01 and not o.scheduled
+
+
+# -- what the log says: one outage, one warning, however often it is scraped or looked at -------
+
+def scrape(port: int) -> tuple[int, str]:
+    """``GET /metrics`` as Prometheus does, from a thread (the switch's loop answers it)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as r:
+        return r.status, r.read().decode()
+
+
+class Calls:
+    """Counts the calls of an instance's method (the periodic looks whose ticks a test waits for)."""
+
+    def __init__(self, obj: object, name: str) -> None:
+        self.n = 0
+        inner = getattr(obj, name)
+
+        async def counted(*a, **k):
+            self.n += 1
+            return await inner(*a, **k)
+
+        setattr(obj, name, counted)
+
+
+async def test_an_outage_is_said_once_however_often_it_is_scraped_and_again_after_it_came_back(site):
+    """newcomer9 F3: ``metrics.logon_counts_unreadable`` at level error with a traceback at every
+    /metrics scrape while the database was away; the user directory's look (every 2 s) and the
+    queues' snapshot (every 0.5 s) likewise said their failure at every tick. Each is now a warning
+    with its reason, once per outage, an info line when it works again, and said again at the next
+    outage; every scrape is answered, without the two logon counters while they cannot be read."""
+    sw = site.switch
+    port = sw.ops.port
+    held = await site.operator("ICS1", "TS0001")
+    assert await site.message(held) == "A"  # records in the journal: a checkpoint is due at some tick
+    looks, flushes = Calls(sw, "sync_users"), Calls(sw.delivery, "flush")
+    complaints: list[dict] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: complaints.append(ctx))
+    counted = 'msc_logon_failures_total{path="terminal"}'
+
+    async def outage() -> None:
+        site.cluster.stop("fast")
+        try:
+            await site.until(lambda: not sw.readiness()[0], "/readyz 503 for the stopped database")
+            first_look, first_flush = looks.n, flushes.n
+            for _ in range(3):  # scraped at Prometheus's pace or faster: each answered
+                status, body = await asyncio.to_thread(scrape, port)
+                assert status == 200 and counted not in body
+            # several ticks of each periodic look meet the stopped database
+            await site.until(lambda: looks.n >= first_look + 3 and flushes.n >= first_flush + 3,
+                             "three looks at the user directory and three snapshots during the outage")
+        finally:
+            site.cluster.start()
+        await site.until(lambda: sw.readiness()[0], "/readyz 200 again once the database is back")
+        back_look, back_flush = looks.n, flushes.n
+        await site.until(lambda: looks.n > back_look + 1 and flushes.n > back_flush + 1, "a look and a flush after")
+        status, body = await asyncio.to_thread(scrape, port)
+        assert status == 200 and counted in body
+
+    with structlog.testing.capture_logs() as logs:
+        await outage()
+        await outage()  # a second outage is said again
+    said = collections.Counter(e["event"] for e in logs)
+    for event, recovered in [("metrics.logon_counts_unreadable", "metrics.logon_counts_readable"),
+                             ("users.not_synced", "users.synced"),
+                             ("delivery.flush_failed", "delivery.flush_recovered")]:
+        assert said[event] == 2 and said[recovered] == 2, (event, said[event], recovered, said[recovered])
+        for e in logs:
+            if e["event"] == event:
+                assert e["log_level"] == "warning" and "PostgreSQL (127.0.0.1:" in (e.get("error") or e["reason"]), e
+    assert said["journal.checkpoint_failed"] <= 2
+    assert not [e for e in logs if "exc_info" in e or e.get("log_level") == "critical"], \
+        [e for e in logs if "exc_info" in e]
+    assert complaints == [], [c.get("message") for c in complaints]

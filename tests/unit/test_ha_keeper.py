@@ -437,3 +437,52 @@ async def test_an_active_nodes_failing_renewals_are_one_outage():
     assert lease.calls.count("renew") >= 3
     assert events.count("lease.unavailable") == 1 and "lease.reachable" not in events
     assert events.count("lease.still_unavailable") >= 1
+
+
+# -- a step-down while a lease call is pending: nothing left for asyncio to complain about -------
+
+class LateFailingLease(FakeLease):
+    """Granted, then every name announcement after the first waits on the database for ever — and,
+    cancelled, ends with a LeaseUnavailable instead (as PgLease's call does when the cancellation
+    meets a connect that failed in the same turn of the loop, or a broken connection's rollback:
+    newcomer9 F4, ``Task exception was never retrieved … PgLease.announce() …
+    exception=LeaseUnavailable('lease database: … Connection refused')``)."""
+
+    def __init__(self) -> None:
+        super().__init__(renewals=[LeaseUnavailable("lease database: ConnectionRefusedError: refused")] * 50)
+        self.announced = 0
+
+    async def announce(self, live_s: float) -> str | None:
+        self.calls.append("announce")
+        self.announced += 1
+        if self.announced == 1:
+            return None
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise LeaseUnavailable("lease database: ConnectionRefusedError: [Errno 111] Connection refused") from None
+        return None
+
+
+async def test_a_step_down_during_a_pending_lease_call_leaves_no_unretrieved_task_and_never_takes_the_lease_again():
+    import gc
+
+    complaints: list[dict] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: complaints.append(ctx))
+    roles: list = []
+    lease = LateFailingLease()
+    k = keeper(lease, roles)
+    k.start()
+    assert await asyncio.wait_for(k.wait_active(), HANG_S) == 1
+    await asyncio.wait_for(_until(lambda: lease.announced >= 2), HANG_S)  # its second announcement hangs
+    why = await asyncio.wait_for(k.wait_lost(), HANG_S)  # the belief's end (its timer) cancels it
+    assert "not renewed in time" in why
+    for _ in range(20):  # the loop's turns in which a keeper that went on would ask again
+        await asyncio.sleep(0)
+    gc.collect()
+    await asyncio.sleep(0)
+    assert lease.calls.count("acquire") == 1, lease.calls  # one tenure per keeper
+    assert [r[0] for r in roles] == [Role.ACTIVE, Role.STANDBY]
+    await k.stop(release=True)
+    assert lease.released == []
+    assert complaints == [], [c.get("message") for c in complaints]

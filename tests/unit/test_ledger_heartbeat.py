@@ -144,3 +144,16 @@ async def test_an_outage_is_kept_until_its_marks_are_written():
     assert len(node.journal.outages) == 1
     await node._ledger_beat()
     assert [(w, round(t - T, 1)) for w, t in node.ledger.marks] == [("beat", -10.0), ("start", -4.0), ("beat", 0.0)]
+
+
+async def test_two_beats_at_once_write_each_outage_once():
+    """The heartbeat's beat and a stop's (mark_stopped) at the same moment, after a database outage:
+    each outage's marks are written once and no beat fails (two at once wrote the outage twice and
+    the second popped an empty deque: ``ledger.stop_mark_failed … pop from an empty deque``)."""
+    mono = time.monotonic()
+    node = Node(Marks())
+    node.clock = lambda: T
+    node.journal = Journal([(mono - 10.0, mono - 4.0)], None)
+    await asyncio.gather(node._ledger_beat(), node._ledger_beat())
+    marks = [(w, round(t - T, 1)) for w, t in node.ledger.marks]
+    assert marks == [("beat", -10.0), ("start", -4.0), ("beat", 0.0), ("beat", 0.0)], marks

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from msc.aio import bounded
 from msc.cli.termrules import LogonRefusal, Unanswered, awaits_answer, message_key
 from msc.protocol import framing
 from msc.protocol.codes import FramingError
@@ -170,8 +171,8 @@ class Terminal:
         self.header = self.opts.header  # a pool's mnemonic was this session's
         self.quiet = self.answered.done()  # after --expect was met, outputs stay queued in msc
         host, port = self.opts.targets[self.at]
-        self.reader, self.writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=ctx),
-                                                          min(self.opts.timeout, 10.0))
+        self.reader, self.writer = await bounded(asyncio.open_connection(host, port, ssl=ctx),
+                                                  min(self.opts.timeout, 10.0))
         self._reader_task = loop.create_task(self._read())
 
     async def connect_any(self, *, first: int = 0) -> str:
@@ -205,7 +206,7 @@ class Terminal:
             tries += 1
             left = per_try if deadline is None else max(min(per_try, deadline - loop.time()), 0.01)
             try:
-                await asyncio.wait_for(self.connect(), left)
+                await bounded(self.connect(), left)
                 left = per_try if deadline is None else max(min(per_try, deadline - loop.time()), 0.01)
                 banner = await asyncio.wait_for(self.banner, left)
                 print(f"Connected to msc at {self.address}.", file=sys.stderr, flush=True)

@@ -34,6 +34,7 @@ from collections.abc import Callable
 
 import structlog
 
+from msc.aio import bounded
 from msc.ha.lease import Acquire, LeaseMachine, Renew, Role, StepDown, Wait
 from msc.ha.pglease import Fence, Fenced, Granted, Held, LeaseMisconfigured, LeaseUnavailable, PgLease
 from msc.reasons import explain
@@ -212,12 +213,20 @@ class LeaseKeeper:
 
     async def _run(self) -> None:
         """Acquire, renew, until the one step-down; then stop (never re-acquire: the node that
-        stepped down is gone by then, and its successor process makes a keeper of its own)."""
-        while not self._stopping:
+        stepped down is gone by then, and its successor process makes a keeper of its own).
+
+        Every call runs in this task (:func:`msc.aio.bounded`, not ``asyncio.wait_for``'s task of
+        its own): when the belief's end cancels the loop, what the pending call ends with — the
+        cancellation, or the ``LeaseUnavailable`` its failed connect raised in the same turn —
+        is this loop's, never a task left for asyncio to report "never retrieved" (newcomer9 F4).
+        A call that swallowed the cancellation returns here: the loop ends all the same."""
+        while not self._stopping and not self._lost.is_set():
             now = self.clock()
             if now >= self._announce_due:
                 if not await self._announce(now):
                     return  # a second live node of this name, and this one a standby: wait_active raises
+                if self._lost.is_set():
+                    return  # stepped down while it waited (its timer): nothing more is asked
                 now = self.clock()  # the send time of what follows: not before the announcement's wait
             act = self.machine.poll(now)
             if isinstance(act, Wait):
@@ -259,7 +268,7 @@ class LeaseKeeper:
         """Held back: read who holds the lease instead of taking it (holder_seen: None when
         nobody holds it — a failover this node will not take)."""
         try:
-            row = await asyncio.wait_for(self.lease.current(), self.lease.timeout_s * 2)
+            row = await bounded(self.lease.current(), self.lease.timeout_s * 2)
         except (LeaseUnavailable, TimeoutError) as exc:
             self._error(sent, exc)
             return
@@ -270,7 +279,7 @@ class LeaseKeeper:
     async def _acquire(self, sent: float) -> bool:
         """One acquisition; False when the loop must end (:attr:`misconfigured`)."""
         try:
-            result = await asyncio.wait_for(self.lease.acquire(), self.lease.timeout_s * 2)
+            result = await bounded(self.lease.acquire(), self.lease.timeout_s * 2)
         except LeaseMisconfigured as exc:
             if self.machine.epoch == 0:  # never held it: a start with a wrong configuration
                 log.error("lease.misconfigured", node=self.lease.holder, error=str(exc))
@@ -313,7 +322,7 @@ class LeaseKeeper:
         if self.machine.holds(now):  # an active node's renewal waits behind it: not past the belief's end
             bound = min(bound, max(self.machine.valid_until - now, 0.001))
         try:
-            twin = await asyncio.wait_for(self.lease.announce(NAME_LIVE_TTLS * self.machine.ttl_s), bound)
+            twin = await bounded(self.lease.announce(NAME_LIVE_TTLS * self.machine.ttl_s), bound)
         except (LeaseUnavailable, TimeoutError):
             return True  # an outage: the lease calls report it; said again when the database answers
         self._announce_due = now + self.machine.ttl_s / 3
@@ -353,7 +362,7 @@ class LeaseKeeper:
     async def _renew(self, sent: float, epoch: int) -> None:
         budget = self.machine.valid_until - sent
         try:
-            ok = await asyncio.wait_for(self.lease.renew(epoch), max(budget, 0.001))
+            ok = await bounded(self.lease.renew(epoch), max(budget, 0.001))
         except (LeaseUnavailable, TimeoutError) as exc:
             self._error(sent, exc, max(budget, 0.001))
             return

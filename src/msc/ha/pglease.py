@@ -37,6 +37,7 @@ from typing import Any
 
 import asyncpg
 
+from msc.aio import bounded
 from msc.protocol.codes import MscError
 from msc.reasons import explain
 
@@ -237,17 +238,23 @@ class PgLease:
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is not None and not self._conn.is_closed():
             return self._conn
-        self._conn = await self._connect()
-        if not self._schema_ready:
-            await ensure_schema(self._conn)
-            self._schema_ready = True
-        return self._conn
+        conn = await self._connect()
+        try:
+            if not self._schema_ready:
+                await ensure_schema(conn)
+                self._schema_ready = True
+        except BaseException:  # (cancelled too: a connection whose schema step was cut is not kept)
+            conn.terminate()
+            raise
+        self._conn = conn
+        return conn
 
     async def _call(self, sql: str, *args: object) -> list[asyncpg.Record]:
         async with self._lock:
             doing = "while connecting"
             try:
-                conn = await asyncio.wait_for(self._connection(), self.timeout_s)
+                # (in this task, not wait_for's own: msc.aio — a cancelled call leaves no task behind)
+                conn = await bounded(self._connection(), self.timeout_s)
                 doing = "during the lease query"
                 rows: list[asyncpg.Record] = await conn.fetch(sql, *args, timeout=self.timeout_s)
                 return rows

@@ -673,11 +673,14 @@ class Journal:
             # checkpoint — the step-down says once what it leaves unsigned (unsigned_tail).
             raise
         except JournalError as exc:
-            # The unsigned tail grows past its bound until checkpoints can be written again.
-            import structlog
+            # The unsigned tail grows past its bound until checkpoints can be written again. Said
+            # once until journal.checkpoint_recovered, not at every tick that tries again (every
+            # TICK_S while its database is away: newcomer9's "an error at every tick").
+            if not self._checkpoint_failing:
+                import structlog
 
-            structlog.get_logger("msc.journal").error("journal.checkpoint_failed", error=str(exc),
-                                                      unsigned=self.unsigned_tail)
+                structlog.get_logger("msc.journal").error("journal.checkpoint_failed", error=str(exc),
+                                                          unsigned=self.unsigned_tail)
             self._checkpoint_failing = True
             raise
         if self._checkpoint_failing:  # the all-clear after the errors: an operator sees both

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import msgspec
 
+from msc.aio import bounded
 from msc.journal.records import JournalError
 from msc.journal.schema import Checkpoint, Row
 
@@ -396,7 +397,7 @@ class WriterProcess:
         if self._writer is None:
             return
         try:
-            await asyncio.wait_for(self.call(Close(), Done), 60)
+            await bounded(self.call(Close(), Done), 60)
         except (TimeoutError, JournalError):
             pass
         self._writer.close()

@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from msc.aio import bounded
 from msc.config.validate import parse_hostport
 
 log = structlog.get_logger("msc.ops")
@@ -42,7 +43,7 @@ class OpsServer:
         if self.server is not None:
             self.server.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.server.wait_closed(), 1.0)
+                await bounded(self.server.wait_closed(), 1.0)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One request. A request still pending when the process ends (a load balancer's
@@ -57,7 +58,7 @@ class OpsServer:
 
     async def _respond(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_S)
+            head = await bounded(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_S)
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             writer.close()
             return

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gc
 import secrets
+import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -19,6 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from msc import __version__
+from msc.outage import Outage
 from msc.protocol.codes import Reject
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -54,6 +57,7 @@ class Metrics:
         self.pool_free = Gauge("msc_pool_free_mnemonics", "Free mnemonics per pool", ["pool"], registry=r)
         # msc_logon_failures_total / msc_lockouts_total: read from state.db at scrape (count_logons).
         self._logon_counts: Callable[[], dict[tuple[str, str], int]] | None = None
+        self._counting_logons = False  # the collector is registered (once)
         self.proxy_refused = Counter("msc_proxy_refused_total", "Connections closed on a proxy_protocol listener "
                                      "(reason: untrusted peer, bad header, header timeout)", ["reason"], registry=r)
         # Issue 14: the bounds that keep unauthenticated and misbehaving peers from filling the
@@ -309,9 +313,15 @@ class Metrics:
         """Export ``msc_logon_failures_total`` and ``msc_lockouts_total`` by ``path`` from ``read``
         (``StateStore.auth_counts``: the counts every process — the switch, each ``msc`` command,
         the web console — keeps in state.db in the attempt's own transaction), read at each scrape."""
-        if self._logon_counts is None:
+        if self._logon_counts is None and not self._counting_logons:
             self.registry.register(_LogonCounts(self))
+            self._counting_logons = True
         self._logon_counts = read
+
+    def stop_counting_logons(self) -> None:
+        """A node that stepped down gave its run-time state back: the two counters are left out of
+        the scrapes from now on (as on a standby), without a word — nothing failed."""
+        self._logon_counts = None
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
@@ -322,6 +332,11 @@ class _LogonCounts(Collector):
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        # One outage of the run-time state's database, one warning (msc.outage), however often
+        # Prometheus scrapes meanwhile (newcomer9 F3: an error with a traceback at every scrape).
+        self.outage = Outage("metrics.logon_counts_unreadable", "metrics.logon_counts_readable",
+                             logger=structlog.get_logger("msc.metrics"))
+        self._lock = threading.Lock()  # (scrapes run in worker threads, possibly two at once)
 
     def describe(self) -> list:
         return [CounterMetricFamily("msc_logon_failures", _FAILURES_HELP, labels=["path"]),
@@ -329,11 +344,23 @@ class _LogonCounts(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         read = self.metrics._logon_counts
-        try:
-            counts = read() if read is not None else {}
-        except Exception:  # a scrape must not fail because state.db is busy or gone
-            structlog.get_logger("msc.metrics").exception("metrics.logon_counts_unreadable")
+        if read is None:  # a node that stepped down: nothing to read them from
             return
+        try:
+            counts = read()
+        except (OSError, sqlite3.Error) as exc:
+            # The scrape answers without the two counters (absent, not zero: a counter never goes
+            # down) while state.db is locked or failing, or its PostgreSQL database is away
+            # (StorageUnavailable is an OSError; so is a stepped-down node's ConnectionAbortedError).
+            with self._lock:
+                self.outage.failed(str(exc) or type(exc).__name__)
+            return
+        except Exception as exc:  # a fault of msc: said with its traceback, still once until it reads again
+            with self._lock:
+                self.outage.failed(exc, unexpected=True)
+            return
+        with self._lock:
+            self.outage.ok()
         paths = sorted(set(LOGON_PATHS) | {p for p, _ in counts})
         failures = CounterMetricFamily("msc_logon_failures", _FAILURES_HELP, labels=["path"])
         lockouts = CounterMetricFamily("msc_lockouts", _LOCKOUTS_HELP, labels=["path"])

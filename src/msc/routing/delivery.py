@@ -43,7 +43,9 @@ from typing import Any, Protocol
 
 import structlog
 
+from msc.aio import spawn
 from msc.journal.records import Entry, Kind
+from msc.outage import Outage
 from msc.protocol.message import output_bytes
 from msc.routing.endpoint import PRESENT, QUEUED, SENT, EndpointState, Output
 from msc.routing.outbox import OutboxBackend, Stored
@@ -115,6 +117,10 @@ class Delivery:
         self._osn_dirty: dict[str, int] = {}
         self._safe_seq = 0  # every committed effect up to this journal seq is registered
         self._tasks: list[asyncio.Task] = []
+        # One outage of the queues' or the journal's database, one warning each (msc.outage): the
+        # snapshot is tried every FLUSH_INTERVAL_S, a read-back every READ_RETRY_S.
+        self._flush_outage = Outage("delivery.flush_failed", "delivery.flush_recovered", logger=log)
+        self._read_outage = Outage("delivery.read_failed", "delivery.read_recovered", logger=log)
         self._readers: asyncio.Semaphore | None = None
         self._queued_entries: list[Entry] = []
         #: Called with an output taken out of its outbox because it is longer than the attached
@@ -261,7 +267,15 @@ class Delivery:
             try:
                 await self.flush()
             except Exception as exc:  # the snapshot lags; the journal still has everything
-                log.warning("delivery.flush_failed", error=str(exc))
+                self._flush_outage.failed(str(exc) or type(exc).__name__)
+            else:
+                self._flush_outage.ok()
+
+    def abandon(self) -> None:
+        """A node that stepped down is leaving: the snapshot and the expiry stop now, without a
+        last flush (its storage is given back: nothing more of it may be written)."""
+        for t in self._tasks:
+            t.cancel()
 
     async def flush(self) -> None:
         """Write the snapshot. ``applied`` lags one interval behind the journal so that every
@@ -461,7 +475,7 @@ class Delivery:
     def _read(self, ep: EndpointState) -> None:
         """Read the next unsent outputs' texts back from the journal, then go on sending."""
         ep.reading = True
-        asyncio.get_running_loop().create_task(self._read_batch(ep))
+        spawn(self._read_batch(ep), event="delivery.read_failed", logger=log, endpoint=ep.name)
 
     def _batch(self, ep: EndpointState) -> list[tuple[int, int]]:
         """(extended OSN, journal seq) of the next unsent outputs whose bytes are not in memory:
@@ -490,12 +504,13 @@ class Delivery:
                 if not batch:
                     return
                 texts = await self.journal.texts([seq for _x, seq in batch])
-        except Exception as exc:
-            log.error("delivery.read_failed", endpoint=ep.name, error=str(exc))
+        except Exception as exc:  # the journal's database away: said once per outage, retried
+            self._read_outage.failed(str(exc) or type(exc).__name__)
             asyncio.get_running_loop().call_later(READ_RETRY_S, self.resume, ep.name)
             return
         finally:
             ep.reading = False
+        self._read_outage.ok()
         self._count_read(len(texts), sum(len(t) for t in texts.values()))
         ob = ep.outbox
         for x, seq in batch:

@@ -33,6 +33,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from msc.aio import spawn
 from msc.journal.records import Entry, JournalError, Kind
 from msc.mnemonics.acp import AccessControlPoint
 from msc.mnemonics.directory import Directory, Route
@@ -319,16 +320,15 @@ class Router:
         payload = msc_notice(pending.header, reject, detail)
         entry_kw = dict(user=pending.user, taf=pending.taf, ori=pending.ori, mke="MSC", code=reject.code,
                         txn=pending.txn)
-        asyncio.get_running_loop().create_task(
-            self._emit_retrying(pending.endpoint, pending.mnemonic, payload, MSC_PEER, entry_kw, pending.category,
-                                pending=pending, alloc=pending.alloc))
+        spawn(self._emit_retrying(pending.endpoint, pending.mnemonic, payload, MSC_PEER, entry_kw, pending.category,
+                                  pending=pending, alloc=pending.alloc), event="router.notice_failed", logger=log)
 
     def notify(self, endpoint: str, mnemonic: str, payload: bytes, entry_kw: dict, *,
                alloc: int | None = None) -> None:
         """Journal and deliver a notice msc generates itself (``peer`` MSC) for the session that
         asked (``alloc``: see :meth:`to_asker`), retried while the journal fails and waiting while
         the queue is full."""
-        asyncio.get_running_loop().create_task(self.tell(endpoint, mnemonic, payload, entry_kw, alloc=alloc))
+        spawn(self.tell(endpoint, mnemonic, payload, entry_kw, alloc=alloc), event="router.notice_failed", logger=log)
 
     async def tell(self, endpoint: str, mnemonic: str, payload: bytes, entry_kw: dict, *,
                    alloc: int | None = None) -> None:
@@ -359,7 +359,10 @@ class Router:
             pool = d.pools.get(d.pool_of.get(mnemonic, ""))
             target = pool.unsolicited_to if pool else None
             endpoint = d.endpoint_of(target) if target is not None else None
-            asyncio.get_running_loop().create_task(self.redirect_pooled(mnemonic, outputs, target, endpoint))
+            # (its outputs' texts unreadable — the journal's database away —: they stay open in the
+            # journal and the next start redirects them; said once, a warning, not a task's traceback)
+            spawn(self.redirect_pooled(mnemonic, outputs, target, endpoint), event="router.redirect_failed",
+                  expected=(JournalError, OSError), logger=log, mnemonic=mnemonic, outputs=len(outputs))
         return len(outputs)
 
     async def _emit_retrying(self, endpoint: str, mnemonic: str, payload: bytes, peer: str, entry_kw: dict,
@@ -538,7 +541,7 @@ class Router:
                     self.delivery.forget(o.endpoint, o.osn)
                 return
 
-        asyncio.get_running_loop().create_task(record())
+        spawn(record(), event="router.record_failed", logger=log)
 
     def deliver_committed(self, outputs: list[Output], at: list[int], seqs: list[int]) -> None:
         """Hand outputs whose records committed (``at``: each output's index in ``seqs``) to delivery."""
@@ -606,7 +609,7 @@ class Router:
         after it was made): record it UNDELIVERED and send it again as parts of at most ``limit``
         bytes, with new OSNs, in one commit (retried while the journal fails). Until that commit
         the original stays the journal's open output, so a crash meanwhile loses nothing."""
-        asyncio.get_running_loop().create_task(self._resplit(output, limit))
+        spawn(self._resplit(output, limit), event="router.record_failed", logger=log)
 
     async def _resplit(self, output: Output, limit: int) -> None:
         payload, output.payload = output.payload, None

@@ -49,6 +49,7 @@ from typing import Any
 
 import structlog
 
+from msc.aio import bounded
 from msc.config.model import UpstreamSection
 from msc.config.validate import parse_hostport
 from msc.flow import Outbox
@@ -244,7 +245,7 @@ class UpstreamLink:
 
     async def wait_up(self, timeout: float) -> bool:
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._connected.wait(), timeout)
+            await bounded(self._connected.wait(), timeout)
         return self.up
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -268,7 +269,7 @@ class UpstreamLink:
         loop = asyncio.get_running_loop()
         server_hostname = (self.cfg.tls.server_name or host) if self.ssl_context and self.cfg.tls else None
         try:
-            _t, proto = await asyncio.wait_for(
+            _t, proto = await bounded(
                 loop.create_connection(lambda: _LinkProtocol(self), host, port, ssl=self.ssl_context,
                                        server_hostname=server_hostname),
                 CONNECT_TIMEOUT_S,

@@ -31,6 +31,8 @@ PROBE_S = 5.0
 class BackgroundWork(SwitchParts):
     """Ledger heartbeat, retention, background verification, memory trims (see the module docstring)."""
 
+    _ledger_lock: asyncio.Lock | None = None  # one ledger beat at a time (_ledger_beat)
+
     async def _ledger_heartbeat(self) -> None:
         # The figures at once, not a heartbeat later: until computed, msc_availability_ratio is
         # not exported (OPERATIONS.md "Availability and reports").
@@ -68,13 +70,19 @@ class BackgroundWork(SwitchParts):
         def wall(t: float) -> float:
             return now - (mono - t)
 
-        while journal.outages:
-            down, up = journal.outages[0]
-            await asyncio.to_thread(ledger.heartbeat, wall(down))  # this run ended when the journal stopped
-            await asyncio.to_thread(ledger.start, wall(up))  # and a new one began when it committed again
-            self.log.warning("ledger.journal_outage", down_s=round(up - down, 3))
-            journal.outages.popleft()
-        await asyncio.to_thread(ledger.heartbeat, wall(journal.serving_until(mono)))
+        # One beat at a time: the heartbeat's and a stop's (mark_stopped) both write the journal's
+        # outages — two at once wrote one twice and popped an empty deque ("ledger.stop_mark_failed
+        # … pop from an empty deque" at a stop after a database outage).
+        if self._ledger_lock is None:
+            self._ledger_lock = asyncio.Lock()
+        async with self._ledger_lock:
+            while journal.outages:
+                down, up = journal.outages[0]
+                await asyncio.to_thread(ledger.heartbeat, wall(down))  # this run ended when the journal stopped
+                await asyncio.to_thread(ledger.start, wall(up))  # and a new one began when it committed again
+                self.log.warning("ledger.journal_outage", down_s=round(up - down, 3))
+                journal.outages.popleft()
+            await asyncio.to_thread(ledger.heartbeat, wall(journal.serving_until(mono)))
 
     def open_work(self) -> dict[str, int]:
         """What a drain waits for, by what each count is (``switch.draining``/``drain_timeout``):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 import uvloop
 
+from msc.aio import spawn
 from msc.config.load import Settings
 from msc.server.switch import StartupError, Switch
 
@@ -29,16 +30,14 @@ async def run(settings: Settings, *, ready_file: str | None = None) -> int:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     reload_pending = asyncio.Event()  # a SIGHUP to a standby: checked now, applied once it has started
-    hup_tasks: set[asyncio.Task[bool]] = set()
 
     def on_hup() -> None:
+        # (kept until it ends, and its end retrieved: msc.aio.spawn — a reload logs its own refusals)
         if switch.started.is_set():
-            task = asyncio.ensure_future(switch.reload())
+            spawn(switch.reload(), event="config.reload_failed", logger=log)
         else:
             reload_pending.set()
-            task = asyncio.ensure_future(switch.check_deferred_reload())
-        hup_tasks.add(task)
-        task.add_done_callback(hup_tasks.discard)
+            spawn(switch.check_deferred_reload(), event="config.reload_failed", logger=log)
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     if settings.config.node is not None:
@@ -154,6 +153,11 @@ async def _stepped_down(switch: Switch, keeper: LeaseKeeper) -> int:
     # Storage calls still waiting on the database are given back now: the teardown below
     # joins their threads (the hang that ha2's forced exit stood in for: Switch.abandon_storage).
     switch.abandon_storage(keeper.lost_reason or "lease lost")
+    if switch.ops is not None and switch.ops.server is not None:
+        # Its endpoint closes now, as a process that has gone: a scrape or health check accepted
+        # during the event loop's teardown found the worker threads shut down ("Unhandled
+        # exception in client_connected_cb … Executor shutdown has been called", a traceback).
+        switch.ops.server.close()
     log.error("node.exit", node=switch.node_name, status=EXIT_STEPPED_DOWN, reason=keeper.lost_reason)
     _exit_within(STEP_DOWN_EXIT_S, EXIT_STEPPED_DOWN)
     return EXIT_STEPPED_DOWN

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from msc.aio import spawn
 from msc.journal.records import Entry, Kind
 from msc.mnemonics.accounts import LoggedOn
 from msc.mnemonics.directory import Directory, Pool, Station, User
@@ -52,7 +53,7 @@ class Operator(Refusing):
             self.station, self.mnemonic = st, st.mnemonic
         mach.hold()  # further frames wait until the logon is decided
         self.checking = True  # its slot is not taken meanwhile (msc.server.listener)
-        asyncio.get_running_loop().create_task(self._logon(xid, inp, body, pool))
+        spawn(self._logon(xid, inp, body, pool), event="session.internal_error", logger=self.log)
 
     async def _logon(self, xid: int, inp: Input, body: Logon, pool: Pool | None) -> None:
         try:

@@ -107,6 +107,9 @@ class SwitchParts:
     def watch_users(self) -> None:
         raise NotImplementedError  # msc.server.userdir.UserDirectory.watch_users
 
+    def abandon_users(self) -> None:
+        raise NotImplementedError  # msc.server.userdir.UserDirectory.abandon_users
+
     def users_rehash(self, settings: Settings) -> Callable[[str, str, str], bool]:
         raise NotImplementedError  # msc.server.userdir.UserDirectory.users_rehash
 

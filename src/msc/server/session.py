@@ -35,6 +35,7 @@ from typing import cast
 
 import structlog
 
+from msc.aio import spawn
 from msc.journal.records import Entry, JournalFenced
 from msc.mnemonics.accounts import Refused
 from msc.protocol import framing
@@ -254,7 +255,7 @@ class Session(Operator):
             if mach.role is Role.HOST:
                 raise ProtocolError(Reject.E204, "A HOST CHANGES ITS OPERATORS' PASSWORDS ITSELF")
             mach.hold()
-            asyncio.get_running_loop().create_task(self._change_password(xid, inp, body, sender.user))
+            spawn(self._change_password(xid, inp, body, sender.user), event="session.internal_error", logger=self.log)
             return
         adm = self.svc.admission
         admitted = adm.admin(inp, body, sender) if isinstance(body, AdminText) else adm.request(inp, body, sender)

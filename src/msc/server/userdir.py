@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from msc.mnemonics import userfile
 from msc.mnemonics.auth import users_file_rehash
+from msc.outage import Outage
 from msc.server.parts import StartupError, SwitchParts
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class UserDirectory(SwitchParts):
     users_store: UsersStore | None = None
     users_doc: Document | None = None  # the database's copy this node installed last
     _users_watch: asyncio.Task[None] | None = None
-    _users_problem: str | None = None  # why the last look failed (logged when it begins)
+    _users_outage: Outage | None = None  # the look's failures: one warning per outage (msc.outage)
 
     def users_rehash(self, settings: Settings) -> Callable[[str, str, str], bool]:
         """The authentication service's ``rehash``, committed to the database's copy first."""
@@ -108,18 +109,19 @@ class UserDirectory(SwitchParts):
             self._users_watch = asyncio.create_task(self._watch_users(), name="users-watch")
 
     async def _watch_users(self) -> None:
+        """Every ``USERS_RECHECK_S``. A look that fails — the database away — is said once per
+        outage (``users.not_synced``, warning, with its reason; ``users.synced`` when a look works
+        again), not at every look (newcomer9: at every reason's change, a stopped server's too)."""
+        outage = self._users_outage = Outage("users.not_synced", "users.synced", logger=self.log, field="reason",
+                                             node=self.node_name)
         while True:
             await asyncio.sleep(USERS_RECHECK_S)
             try:
                 await self.sync_users(keep_edits=self.role == "active")
             except Exception as exc:  # noqa: BLE001 - said once, never a task's traceback; the next look retries
-                if str(exc) != self._users_problem:
-                    self.log.warning("users.not_synced", node=self.node_name, reason=str(exc)[:500])
-                self._users_problem = str(exc)
+                outage.failed(str(exc)[:500] or type(exc).__name__)
             else:
-                if self._users_problem is not None:
-                    self.log.info("users.synced", node=self.node_name)
-                self._users_problem = None
+                outage.ok()
 
     async def publish_users(self) -> str | None:
         """SIGHUP on the active node, its users.toml validated: a hand edit becomes the
@@ -142,6 +144,12 @@ class UserDirectory(SwitchParts):
             self.log.warning("users.published", node=self.node_name, file=str(path), version=doc.version,
                              store=store.describe())
         return None
+
+    def abandon_users(self) -> None:
+        """A node that stepped down is leaving: the look stops now (its store is given back), and
+        says nothing of a failure the step-down itself made."""
+        if self._users_watch is not None:
+            self._users_watch.cancel()
 
     async def stop_users(self) -> None:
         """The switch stops: the look ends, the store's connection is closed (bounded)."""

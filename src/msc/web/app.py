@@ -38,6 +38,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from msc.actions.journaling import record
+from msc.aio import spawn
 from msc.config.load import Settings
 from msc.journal.records import Entry, JournalError, Kind
 from msc.mnemonics.directory import Directory
@@ -241,6 +242,13 @@ class WebConsole(LogonRoutes, OperatorRoutes, InvestigatorRoutes, AdministratorR
             return True
         log.warning("web.certificate_differs_from_logon", console=s.console)
         return False
+
+    def end_later(self, s: WebSession, why: str) -> None:
+        """:meth:`end`, from a callback (the switch link closed, a ``LOGOFF.`` notice): fired off,
+        its end retrieved — the console's logoff record refused by a journal database that is away
+        is one warning (``web.session_end_failed``), not a task's traceback."""
+        spawn(self.end(s, why), event="web.session_end_failed", expected=(JournalError, OSError), logger=log,
+              console=s.console)
 
     async def end(self, s: WebSession, why: str, *, logoff: bool = False) -> None:
         """End a web session: tell its pages, log off at the switch (operator) or journal the

@@ -142,7 +142,7 @@ class LogonRoutes(ConsoleParts):
         web_tls = self.web.switch_tls
         ctx = client_ssl_context(self.settings, web_tls) if self.listener.tls is not None and web_tls else None
         link = SwitchLink(on_output=lambda osn, p: self._output(s, osn, p), on_sys=lambda t: self._sys(s, t),
-                          on_closed=lambda why: asyncio.get_running_loop().create_task(self.end(s, why)),
+                          on_closed=lambda why: self.end_later(s, why),
                           max_frame=self.listener.max_frame)
         client = (request.client.host, request.client.port) if request.client else ("0.0.0.0", 0)
         server = self.server_address or ("127.0.0.1", 0)

@@ -6,7 +6,6 @@ sent on the session's own relayed connection, the password change, and the inbox
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import time
 
@@ -15,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from msc.aio import spawn
 from msc.protocol import framing
 from msc.web import forms
 from msc.web.api import PASSWORD_RE, json_body, ws_send
@@ -49,13 +49,13 @@ class OperatorRoutes(ConsoleParts):
 
     def _sys(self, s: WebSession, text: str) -> None:
         if text.startswith("LOGOFF."):
-            asyncio.get_running_loop().create_task(self.end(s, text[len("LOGOFF."):]))
+            self.end_later(s, text[len("LOGOFF."):])
         else:
             self._push(s, {"type": "sys", "text": text})
 
     def _push(self, s: WebSession, item: dict) -> None:
         for ws in list(s.sockets):
-            asyncio.get_running_loop().create_task(ws_send(ws, item))
+            spawn(ws_send(ws, item), event="web.send_failed", logger=log)
 
     async def forms(self, request: Request) -> Response:
         self.authed(request, "operator")

@@ -54,6 +54,9 @@ class ConsoleParts:
     async def end(self, s: WebSession, why: str, *, logoff: bool = False) -> None:
         raise NotImplementedError  # msc.web.app.WebConsole.end
 
+    def end_later(self, s: WebSession, why: str) -> None:
+        raise NotImplementedError  # msc.web.app.WebConsole.end_later
+
     def _output(self, s: WebSession, osn: int, payload: bytes) -> None:
         raise NotImplementedError  # msc.web.operator.OperatorRoutes._output
 

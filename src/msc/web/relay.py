@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import structlog
 
+from msc.aio import bounded
 from msc.protocol import framing
 from msc.protocol.codes import FramingError
 from msc.protocol.framing import Frame, Framer
@@ -59,7 +60,7 @@ class SwitchLink:
         certificate, PROXY ``PP2_TYPE_SSL``); None sends no SSL TLV — no certificate identity.
         Raises ValueError (before connecting) for an address or CN a header cannot carry."""
         header = format_v2(client, server, ssl_cn=client_cn)
-        self.reader, self.writer = await asyncio.wait_for(
+        self.reader, self.writer = await bounded(
             asyncio.open_connection(host, port, ssl=ssl, server_hostname=server_hostname if ssl else None), timeout)
         assert self.writer is not None
         self.writer.write(header)

@@ -1,0 +1,67 @@
+"""One outage, one warning: what a periodic task or a scrape says when its storage is away.
+
+A look repeated every few seconds (the user directory's every 2 s, the queues' snapshot every
+0.5 s, a read-back retried every second) or at every ``/metrics`` scrape meets a database that is
+away again and again; logging each failure made one line per tick — at error, with a traceback,
+for the logon counts at every scrape (newcomer9 F3). The lease keeper's ``lease.unavailable``
+set the pattern this generalises:
+
+- the first failure after success (or since the start) is logged once, ``event`` at warning
+  with its reason (``error``, or the caller's ``field``) and the caller's context, no traceback;
+- later failures of the same outage say nothing (whatever their reason: a stopped server is
+  "shutting down", then "connection refused", then "starting up");
+- the first success after it is logged once at info (``recovered``, with ``was``: the first
+  failure's reason); the next failure is a new outage and is said again.
+
+An unexpected error (not an outage: a fault of msc) is logged at error with its traceback, also
+once until a success — never at every tick. Pure: importable from every msc package.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from msc.reasons import explain
+
+
+class Outage:
+    """The state of one repeated call (one per store and caller): :meth:`failed` at each
+    failure, :meth:`ok` at each success."""
+
+    def __init__(self, event: str, recovered: str, *, logger: Any = None, field: str = "error",
+                 **context: Any) -> None:
+        self.event = event
+        self.recovered = recovered
+        self.field = field  # the reason's key in the log line
+        self.log = logger if logger is not None else structlog.get_logger("msc")
+        self.context = context
+        #: The reason of the failure that began the current outage; None while the calls succeed.
+        self.reason: str | None = None
+
+    @property
+    def down(self) -> bool:
+        return self.reason is not None
+
+    def failed(self, exc: BaseException | str, *, unexpected: bool = False) -> bool:
+        """A call failed (``exc``: the exception or a reason already said in words). Logs when it
+        begins an outage; True then. ``unexpected``: a fault of msc, not the storage being away
+        — said at error with its traceback."""
+        if self.reason is not None:
+            return False
+        self.reason = exc if isinstance(exc, str) else explain(exc)
+        if unexpected:
+            self.log.error(self.event, exc_info=exc if isinstance(exc, BaseException) else None,
+                           **{self.field: self.reason}, **self.context)
+        else:
+            self.log.warning(self.event, **{self.field: self.reason}, **self.context)
+        return True
+
+    def ok(self) -> bool:
+        """A call succeeded: ends an outage (logged at info); True when one ended."""
+        if self.reason is None:
+            return False
+        was, self.reason = self.reason, None
+        self.log.info(self.recovered, was=was, **self.context)
+        return True

@@ -1,0 +1,113 @@
+"""What a pair's logs say while its PostgreSQL is stopped, as OPERATIONS.md "When the database is
+away" lists it — with ``/metrics`` scraped all along, as Prometheus does (newcomer9 F3, F4).
+
+The database is stopped under a pair (``pg_ctl stop -m fast``): the active node A steps down and
+exits 75; the standby B waits the outage out; the database started again, B takes over. Every
+``/metrics`` scrape of either node is answered meanwhile. Neither log has a traceback or an
+asyncio "Task exception was never retrieved" (F4: the lease's name announcement left behind at
+the step-down), and no warning or error is said twice for the one outage (F3:
+``metrics.logon_counts_unreadable`` was an error with a traceback at every scrape; the user
+directory's look every 2 s, the queues' snapshot every 0.5 s likewise).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests import pg as pgmod
+from tests.e2e.test_ha_nodes import Pair, lease_calls, log_events, wait_until
+from tests.e2e.test_terminal_failover import QUERY, scripted
+from tests.waiting import HANG_S
+
+pytestmark = [pytest.mark.timeout(300),
+              pytest.mark.skipif(pgmod.missing_reason() is not None, reason=pgmod.missing_reason() or "")]
+
+#: The events a node of a pair may log at warning or above for one outage of its database and the
+#: step-down it causes (OPERATIONS.md "When the database is away" and "What an operator sees
+#: during a failover"), each once. (``node.active``: B's takeover once it is back.)
+ONCE = {"lease.unavailable", "lease.lost", "node.stepped_down", "node.exit", "users.not_synced",
+        "metrics.logon_counts_unreadable", "delivery.flush_failed", "delivery.read_failed", "journal.commit_failed",
+        "session.end_not_journaled", "node.active", "keyring.not_checked"}
+
+
+COUNTED = 'msc_logon_failures_total{path="terminal"}'
+
+
+def scrape(port: int) -> tuple[int, str]:
+    """One ``GET /metrics`` as Prometheus does it: (status, body); (0, "") when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=HANG_S) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, ""
+    except OSError:
+        return 0, ""
+
+
+def loud(events: list[dict]) -> list[dict]:
+    return [e for e in events if e.get("level") in ("warning", "error", "critical")]
+
+
+def said_twice(events: list[dict]) -> dict[str, int]:
+    counts = collections.Counter(e["event"] for e in loud(events))
+    return {name: n for name, n in counts.items() if n > 1}
+
+
+def test_a_stopped_database_under_a_scraped_pair_is_logged_once_without_tracebacks(tmp_path, procs):
+    with pgmod.PgCluster.create(name="away") as cluster:
+        pair = Pair(tmp_path, cluster, procs)
+        a = pair.start("A", "ready")
+        wait_until(lambda: pair.active("A"), "A active")
+        b = pair.start("B", "standby")
+        wait_until(lambda: pair.readyz("B")[1].get("node", {}).get("holder") == "node-a", "B sees A hold the lease")
+        r = scripted(pair.addr("A", "B"), QUERY, expect=1, timeout=HANG_S)  # records A has yet to sign
+        assert r.returncode == 0, r.stderr
+        status, body = scrape(pair.metrics["A"])
+        assert status == 200 and COUNTED in body
+        before = {n: len(log_events(p)) for n, p in (("A", a), ("B", b))}
+
+        cluster.stop("fast")
+        # A: scraped until it has stepped down and left (its lease runs out within lease_ttl_s).
+        answered = without = 0
+        while a.p.poll() is None:
+            status, body = scrape(pair.metrics["A"])
+            if status:  # (0: it has closed its endpoint, leaving)
+                assert status == 200, status  # every scrape answers …
+                answered += 1
+                without += COUNTED not in body  # … without the counts it cannot read (never 0)
+        assert a.p.wait(HANG_S) == 75
+        assert answered >= 1 and without >= 1, (answered, without)
+        # B stands by through the outage: several of its lease polls fail, and its look at the user
+        # directory every 2 s with them; scraped at each.
+        failed = lease_calls(pair, "B", "error")
+
+        def scraped_b() -> bool:
+            assert scrape(pair.metrics["B"])[0] == 200
+            return lease_calls(pair, "B", "error") >= failed + 8
+
+        wait_until(scraped_b, "eight of B's lease polls fail, B scraped at each", 120, b)
+
+        cluster.start()
+        wait_until(lambda: pair.active("B"), "B takes over once the database is back", 60, b)
+        for _ in range(3):
+            status, body = scrape(pair.metrics["B"])
+            assert status == 200 and COUNTED in body
+        assert pair.proc["B"].stop() == 0  # (while its database is there: a clean stop)
+
+        logs = {"A": a.log.read_text(), "B": b.log.read_text()}
+        events = {n: log_events(p)[before[n]:] for n, p in (("A", a), ("B", b))}
+        for n in "AB":
+            assert "Traceback" not in logs[n], (n, logs[n][-6000:])
+            assert "never retrieved" not in logs[n], (n, logs[n][-6000:])
+            assert said_twice(events[n]) == {}, (n, said_twice(events[n]))
+            unknown = {e["event"] for e in loud(events[n])} - ONCE
+            assert unknown == set(), (n, unknown, json.dumps(loud(events[n]))[-3000:])
+        for e in loud(events["A"]) + loud(events["B"]):
+            if e["event"] in ("metrics.logon_counts_unreadable", "users.not_synced"):
+                assert e["level"] == "warning" and (e.get("reason") or e.get("error")), e
+        assert "lease.unavailable" in {e["event"] for e in events["B"]}
