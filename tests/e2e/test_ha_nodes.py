@@ -500,6 +500,34 @@ def test_the_active_killed_under_load_the_standby_serves_and_no_acknowledged_mes
     pair.verify()
 
 
+def test_the_active_killed_and_restarted_at_once_leaves_the_lease_to_the_waiting_standby(pair):
+    """kill -9 of the active under a supervisor that starts it again at once (the shipped unit's
+    Restart=always; newcomer9 F5): back as a standby before its own lease runs out, it no longer
+    races the node that was already waiting for it — B takes over (epoch 2), A stands by behind it.
+    (Before, A won it back about half the time; the keeper's unit tests, tests/unit/test_ha_defer.py,
+    show the deferral and its bound on a virtual clock.)"""
+    pair.start("A", "ready")
+    wait_until(lambda: pair.active("A"), "A active")
+    b = pair.start("B", "standby")
+    a = pair.proc["A"]
+    a.p.kill()
+    a.p.wait(HANG_S)  # (reaped, as its supervisor does: a zombie's PID would look alive)
+    pair.start("A", "standby")  # its supervisor restarts it
+
+    def b_took_over() -> dict | None:
+        if pair.active("A"):
+            raise AssertionError("the restarted A took its lease back from the waiting B")
+        return pair.active("B")
+
+    wait_until(b_took_over, "B takes over from the killed and restarted A", 60, b)
+    assert pair.readyz("B")[1]["node"]["epoch"] == 2
+    code, doc = wait_until(lambda: (lambda r: r if r[1].get("node", {}).get("holder") else None)(pair.readyz("A")),
+                           "A sees the holder", proc=pair.proc["A"])
+    assert code == 503 and doc["node"]["role"] == "standby" and doc["node"]["holder"] == "node-b"
+    deferred = "lease.deferring" in (pair.tmp / "A" / "serve.err").read_text()
+    print(f"kill -9 and restart of the active: B took over; A {'deferred to it' if deferred else 'did not need to defer (B asked first)'}")
+
+
 def test_after_a_kill_9_only_an_answer_that_may_lack_a_part_is_noticed(tmp_path, pg_server, procs):
     """The newcomer's kill -9 (issue 16, newcomer6 item 8): before it, after every failover each
     query answered within its window got ``MSC.E302 … BEFORE THE REST OF THE ANSWER`` — 3 false

@@ -162,7 +162,7 @@ async def test_an_acquire_that_commits_after_its_node_gave_up_only_delays_the_ne
         await until(lambda: _expired(a))  # A's renewals went unanswered (the database was frozen)
         thawed = await asyncpg.connect(dsn)
         try:
-            [row] = await thawed.fetch(ACQUIRE, "msc", late, 1.0)  # the statement the frozen backend held
+            [row] = await thawed.fetch(ACQUIRE, "msc", late, 1.0, None)  # the statement the frozen backend held
         finally:
             await thawed.close()
         assert row["won"] == 2  # committed for a node that gave up waiting for its answer
@@ -275,6 +275,41 @@ async def test_a_released_lease_is_taken_at_once_with_the_next_epoch(dsn):
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_restarted_nodes_own_expired_lease_is_left_to_a_node_seen_waiting(dsn):
+    """The ACQUIRE of a node restarted less than a ttl ago (``defer_within_s``, newcomer9 F5): its
+    own name's expired lease is refused to it while another node of this lease announced itself
+    within that time — and only then: a first start, a lease of another name, its own announce,
+    another lease's node, or a node seen too long ago do not hold it back."""
+    a, b = node(dsn, "node-a", ttl=30), node(dsn, "node-b", ttl=30)
+    elsewhere = PgLease(connector(dsn), holder="node-b", ttl_s=30, name="msc2", timeout_s=5.0)
+    try:
+        assert await a.announce(90) is None and await elsewhere.announce(90) is None
+        assert await a.acquire(defer_within_s=20) == Granted(1)  # first start: nobody else seen
+        assert await a.release(1)
+        assert await a.acquire(defer_within_s=20) == Granted(2)  # its own row and another lease's do not count
+        assert await a.release(2)
+        assert await b.announce(90) is None  # node-b is waiting
+        held = await a.acquire(defer_within_s=20)
+        assert isinstance(held, Held) and (held.holder, held.epoch) == ("node-a", 2), held
+        assert held.remaining_s is not None and held.remaining_s <= 0  # expired, its own: deferred
+        assert await a.acquire() == Granted(3)  # the deferral over: taken if still free
+        assert await a.release(3)
+        assert await b.acquire(defer_within_s=20) == Granted(4)  # the waiting node is never held back
+        assert await b.release(4)
+        assert await a.acquire(defer_within_s=20) == Granted(5)  # the other name's lease: no deferral
+        assert await a.release(5)
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("UPDATE msc_node_seen SET seen_at = seen_at - interval '25 seconds' "
+                               "WHERE name = 'msc/node-b'")
+        finally:
+            await conn.close()
+        assert await a.acquire(defer_within_s=20) == Granted(6)  # node-b not seen for 25 s
+    finally:
+        for lease in (a, b, elsewhere):
+            await lease.close()
 
 
 async def test_an_unreachable_database_is_an_unknown_outcome_not_a_grant(pg_server):

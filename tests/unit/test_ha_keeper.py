@@ -29,7 +29,7 @@ class FakeLease:
         self.row = None  # what current() answers (a LeaseRow, or None: never held)
         self.twin: str | None = None  # what announce() says: another live node of this name
 
-    async def acquire(self):
+    async def acquire(self, *, defer_within_s=None):
         self.calls.append("acquire")
         if not self.grant:
             return Held("node-b", 4, 0.3)
@@ -166,7 +166,7 @@ class RefusingLease(FakeLease):
         self.errors = errors
         self.then_grant = then_grant
 
-    async def acquire(self):
+    async def acquire(self, *, defer_within_s=None):
         self.calls.append("acquire")
         if self.errors and (len(self.errors) > 1 or not self.then_grant):
             raise self.errors.pop(0) if len(self.errors) > 1 else self.errors[0]
@@ -209,7 +209,7 @@ class HeldUnderMyName(FakeLease):
         self.how = how
         self.t0: float | None = None
 
-    async def acquire(self):
+    async def acquire(self, *, defer_within_s=None):
         self.calls.append("acquire")
         now = asyncio.get_running_loop().time()
         self.t0 = now if self.t0 is None else self.t0
@@ -387,7 +387,7 @@ class ScriptedLease(FakeLease):
             raise item
         return Held("node-b", 4, 0.3)
 
-    async def acquire(self):
+    async def acquire(self, *, defer_within_s=None):
         self.calls.append("acquire")
         return self._next()
 

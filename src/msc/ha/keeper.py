@@ -46,6 +46,9 @@ log = structlog.get_logger("msc.ha")
 #: node restarted on another machine after a crash is let in soon (a restart on the same machine
 #: at once: PgLease.announce).
 NAME_LIVE_TTLS = 3
+#: A node restarted less than a ttl ago defers to another node seen (announced, every ``ttl / 3``
+#: and at the next poll after it) within this many ttls: one that is waiting now.
+DEFER_SEEN_TTLS = 2 / 3
 
 
 class LeaseKeeper:
@@ -55,18 +58,28 @@ class LeaseKeeper:
     and logs. ``hold_back()``, asked before each acquisition, says why this node must not take
     the lease now (None: it may): a node whose master key file cannot open the key ring would
     win a failover it cannot serve, and make everyone wait out the lease again (newcomer7 #1).
-    Held back, it only reads the lease (who holds it, for /readyz) at the same pace."""
+    Held back, it only reads the lease (who holds it, for /readyz) at the same pace.
+
+    ``started``: when this node's process started (default: when the keeper was made, at the
+    start of ``msc serve``). For ``ttl`` after it, a lease that expired under the node's own name
+    — its previous process's: killed, restarted at once by its supervisor — is left to another
+    node waiting for it (seen within ``DEFER_SEEN_TTLS × ttl``) for one poll interval, then
+    taken if still free (newcomer9 F5: the killed node raced the waiting one and won half the
+    time). The waiting node is never delayed; a lone node, a first start, a lease of another name
+    are taken at once."""
 
     def __init__(self, lease: PgLease, machine: LeaseMachine, *, clock: Callable[[], float] = time.monotonic,
                  on_role: Callable[[Role, int, str], None] | None = None,
                  on_attempt: Callable[[str], None] | None = None,
-                 hold_back: Callable[[], str | None] | None = None) -> None:
+                 hold_back: Callable[[], str | None] | None = None, started: float | None = None) -> None:
         self.lease = lease
         self.machine = machine
         self.clock = clock
         self.on_role = on_role
         self.on_attempt = on_attempt
         self.hold_back = hold_back
+        self.started = clock() if started is None else started
+        self._defer_until: float | None = None  # the end of the one deferral (_deferred), once begun
         #: Why this node does not compete for the lease now (``hold_back``'s answer), or None.
         self.held_back: str | None = None
         self._task: asyncio.Task[None] | None = None
@@ -278,8 +291,9 @@ class LeaseKeeper:
 
     async def _acquire(self, sent: float) -> bool:
         """One acquisition; False when the loop must end (:attr:`misconfigured`)."""
+        defer = self._defer_within(sent)
         try:
-            result = await bounded(self.lease.acquire(), self.lease.timeout_s * 2)
+            result = await bounded(self.lease.acquire(defer_within_s=defer), self.lease.timeout_s * 2)
         except LeaseMisconfigured as exc:
             if self.machine.epoch == 0:  # never held it: a start with a wrong configuration
                 log.error("lease.misconfigured", node=self.lease.holder, error=str(exc))
@@ -300,6 +314,8 @@ class LeaseKeeper:
                 self._active.set()
                 if self.on_role:
                     self.on_role(Role.ACTIVE, result.epoch, "lease acquired")
+        elif defer is not None and self._deferred(sent, result):
+            self._attempt("held")
         else:
             self.holder_seen = result.holder
             self.machine.refused(sent, result.remaining_s)
@@ -310,6 +326,30 @@ class LeaseKeeper:
                 self.misconfigured = LeaseMisconfigured(twin)
                 self._active.set()  # wakes wait_active, which raises
                 return False
+        return True
+
+    def _defer_within(self, sent: float) -> float | None:
+        """How recently another node must have been seen for this one to leave its own expired
+        lease to it (PgLease.acquire's ``defer_within_s``); None: no deferral — this process has
+        run for a ttl, or its one deferral is over."""
+        if sent - self.started >= self.machine.ttl_s:
+            return None
+        if self._defer_until is not None and sent >= self._defer_until:
+            return None
+        return DEFER_SEEN_TTLS * self.machine.ttl_s
+
+    def _deferred(self, sent: float, held: Held) -> bool:
+        """Was ``held`` the database leaving our own expired lease to a waiting node? Then poll
+        again at the end of the deferral (one poll interval from the first), when this node takes
+        it if it is still free."""
+        if held.holder != self.lease.holder or held.remaining_s is None or held.remaining_s > 0:
+            return False
+        if self._defer_until is None:
+            self._defer_until = sent + self.machine.poll_s
+            log.info("lease.deferring", node=self.lease.holder, epoch=held.epoch, for_s=self.machine.poll_s,
+                     why="restarted while its own lease ran out: another node is waiting for it")
+        self.holder_seen = None  # nobody holds it
+        self.machine.refused(sent, self._defer_until - sent)
         return True
 
     async def _announce(self, now: float) -> bool:

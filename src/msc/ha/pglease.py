@@ -9,6 +9,11 @@ statement is one atomic statement on its own (autocommit); every time is the dat
   statement. Two nodes racing: the second waits for the first's row lock, re-checks the
   condition against the new row (READ COMMITTED's rule for ``ON CONFLICT DO UPDATE``) and gets
   nothing. A refusal returns who holds it and how long it has left.
+  With ``defer_within_s`` (a node restarted less than a ttl ago: :class:`msc.ha.keeper.LeaseKeeper`)
+  an expired lease still under the caller's own name — its previous process's, killed — is left
+  alone while another node of this lease announced itself (``msc_node_seen``) within that many
+  seconds: that node was waiting for it and takes it (newcomer9 F5). The refusal says the lease
+  is the caller's, expired (``remaining <= 0``). Decided in the same statement: no window.
 - **renew**: ``UPDATE … SET expires_at = now + ttl WHERE holder AND epoch match AND not expired``.
 - **release** (clean stop): ``expires_at = now`` if still ours — a standby takes over at once.
 - **fence** (inside each commit transaction, before its inserts): ``msc_fence(name, holder,
@@ -85,6 +90,10 @@ WITH won AS (
         SET holder = EXCLUDED.holder, epoch = l.epoch + 1,
             expires_at = EXCLUDED.expires_at, acquired_at = EXCLUDED.acquired_at
         WHERE l.expires_at <= statement_timestamp()
+          AND NOT (l.holder = EXCLUDED.holder AND $4::float8 IS NOT NULL AND EXISTS (
+              SELECT 1 FROM msc_node_seen s
+              WHERE starts_with(s.name, $1 || '/') AND s.name <> $1 || '/' || $2
+                AND s.seen_at > statement_timestamp() - make_interval(secs => $4::float8)))
     RETURNING l.epoch
 )
 SELECT (SELECT epoch FROM won) AS won,
@@ -309,9 +318,12 @@ class PgLease:
 
     # -- the lease -----------------------------------------------------------------------------
 
-    async def acquire(self) -> Granted | Held:
-        """Take the lease if it is free or expired (a new epoch), else say who holds it."""
-        row = (await self._call(ACQUIRE, self.name, self.holder, self.ttl_s))[0]
+    async def acquire(self, *, defer_within_s: float | None = None) -> Granted | Held:
+        """Take the lease if it is free or expired (a new epoch), else say who holds it. With
+        ``defer_within_s``, an expired lease of this node's own name is not taken while another
+        node of this lease was seen (announced) within that many seconds: ``Held(own name, epoch,
+        remaining <= 0)``."""
+        row = (await self._call(ACQUIRE, self.name, self.holder, self.ttl_s, defer_within_s))[0]
         if row["won"] is not None:
             return Granted(int(row["won"]))
         return Held(row["holder"], row["epoch"], row["remaining"])
