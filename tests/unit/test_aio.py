@@ -4,31 +4,12 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 
 import pytest
 from structlog.testing import capture_logs
 
 from msc.aio import bounded, spawn
-
-
-@pytest.fixture
-def complaints() -> list[dict]:
-    seen: list[dict] = []
-    asyncio.get_event_loop_policy()
-    return seen
-
-
-def watch(seen: list[dict]) -> None:
-    asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: seen.append(ctx))
-
-
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
-    gc.collect()
-    for _ in range(5):
-        await asyncio.sleep(0)
+from tests.loopwatch import settle, watch
 
 
 async def fails_when_cancelled() -> None:
@@ -49,11 +30,11 @@ async def test_bounded_returns_and_times_out():
         await bounded(asyncio.Event().wait(), 0.01)
 
 
-async def test_a_bounded_call_cancelled_from_outside_leaves_no_task_behind(complaints):
+async def test_a_bounded_call_cancelled_from_outside_leaves_no_task_behind():
     """The keeper's shape: its task cancelled (the end of the lease's belief) while it awaits a
     call that ends in an error instead — the error is the caller's, nothing is left over.
     (``asyncio.wait_for`` on Python 3.11 left it in a task of its own.)"""
-    watch(complaints)
+    complaints = watch()
     seen: list[BaseException] = []
 
     async def caller() -> None:
@@ -76,8 +57,8 @@ async def test_a_bounded_call_cancelled_from_outside_leaves_no_task_behind(compl
     ("expected", [("warning", "ConnectionRefusedError: [Errno 111] Connection refused", False)]),
     ("fault", [("error", "KeyError: 'x'", True)]),
 ])
-async def test_a_spawned_tasks_end_is_retrieved_and_said_once(complaints, ending, logged):
-    watch(complaints)
+async def test_a_spawned_tasks_end_is_retrieved_and_said_once(ending, logged):
+    complaints = watch()
 
     async def work() -> None:
         if ending == "expected":

@@ -8,7 +8,6 @@ JSON log."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import re
 import socket
@@ -18,27 +17,8 @@ import pytest
 from msc.journal import Entry, Journal, JournalError, KeyRing
 from msc.ops.http import OpsServer
 from msc.server.control import ControlServer
+from tests.loopwatch import settle, watch
 from tests.waiting import HANG_S
-
-
-@pytest.fixture
-def complaints():
-    """What reaches the running loop's exception handler (where asyncio's tracebacks come from)."""
-    seen: list[dict] = []
-    asyncio.get_event_loop_policy()  # the loop is made per test by pytest-asyncio
-    return seen
-
-
-def watch(seen: list[dict]) -> None:
-    asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: seen.append(ctx))
-
-
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
-    gc.collect()
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 @pytest.mark.parametrize("refusal", [
@@ -46,8 +26,8 @@ async def settle() -> None:
     "this node stepped down (the lease was not renewed in time): nothing more is journaled here",
     "journal records 5..9 were committed and are gone from the files: the journal was altered",
 ])
-async def test_a_refused_append_that_nobody_awaits_is_not_a_traceback(tmp_path, complaints, refusal):
-    watch(complaints)
+async def test_a_refused_append_that_nobody_awaits_is_not_a_traceback(tmp_path, refusal):
+    complaints = watch()
     ring = KeyRing(tmp_path / "keys", tmp_path / "keys" / "master.key")
     ring.init()
     j = Journal(tmp_path / "journal", ring)
@@ -111,8 +91,8 @@ async def end_the_process() -> None:
     b"GET /readyz HTTP/1.1\r\nHost: x\r\n",  # a request whose head has not ended
     b"GET /re",  # a request line cut short
 ])
-async def test_an_http_request_pending_when_the_process_ends_is_not_a_traceback(complaints, sent):
-    watch(complaints)
+async def test_an_http_request_pending_when_the_process_ends_is_not_a_traceback(sent):
+    complaints = watch()
     ops = OpsServer(_Switch())
     await ops.start("127.0.0.1:0")
     try:
@@ -136,8 +116,8 @@ async def test_an_http_request_pending_when_the_process_ends_is_not_a_traceback(
     {"op": "record", "entries": [{"kind": "ADMIN", "text": "STATION DISABLE ICS2"}]},  # awaiting the journal
     None,  # connected, nothing sent
 ])
-async def test_a_control_request_pending_when_the_process_ends_is_not_a_traceback(tmp_path, complaints, request_):
-    watch(complaints)
+async def test_a_control_request_pending_when_the_process_ends_is_not_a_traceback(tmp_path, request_):
+    complaints = watch()
     ctl = ControlServer(_Switch(), tmp_path / "control.sock")
     await ctl.start()
     try:
