@@ -58,10 +58,11 @@ class Outage:
             self.log.warning(self.event, **{self.field: self.reason}, **self.context)
         return True
 
-    def ok(self) -> bool:
-        """A call succeeded: ends an outage (logged at info); True when one ended."""
+    def ok(self, **extra: Any) -> bool:
+        """A call succeeded: ends an outage (logged at info, with ``extra``: what the outage
+        cost, say); True when one ended."""
         if self.reason is None:
             return False
         was, self.reason = self.reason, None
-        self.log.info(self.recovered, was=was, **self.context)
+        self.log.info(self.recovered, was=was, **extra, **self.context)
         return True

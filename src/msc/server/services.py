@@ -22,6 +22,7 @@ import structlog
 
 from msc.journal.records import Entry, Kind
 from msc.mnemonics.state import OpenSession
+from msc.outage import Outage
 
 if TYPE_CHECKING:
     from msc.config.model import Config
@@ -116,6 +117,9 @@ class Registry:
         self._pending: tuple[list[OpenSession], list[int]] = ([], [])
         self._pending_lock = threading.Lock()
         self._write_queued = False
+        # During a database outage every logon and every end fails its write: said once, and once
+        # at the first write that succeeds again (msc.outage). Only the loop's thread uses it.
+        self._write_outage = Outage("session.state_write_failed", "session.state_write_recovered", logger=log)
         self._delivery = delivery
         self._accounts = accounts
         self._journal = journal
@@ -212,34 +216,46 @@ class Registry:
             self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="msc-open-sessions")
         fut = asyncio.get_running_loop().run_in_executor(self._writes, self._write_pending, self._state())
 
-        def done(f: asyncio.Future[None]) -> None:
-            if not f.cancelled() and f.exception() is not None:
-                log.warning("session.state_write_failed", error=str(f.exception()) or type(f.exception()).__name__)
+        def done(f: asyncio.Future[bool]) -> None:
+            if f.cancelled():
+                return
+            exc = f.exception()
+            if exc is not None:
+                self._write_outage.failed(str(exc) or type(exc).__name__)
+            elif f.result():
+                self._write_outage.ok()
 
         fut.add_done_callback(done)
 
-    def _write_pending(self, state: RuntimeState) -> None:
+    def _write_pending(self, state: RuntimeState) -> bool:
+        """Write every change noted; True when there was one (False: an earlier write took them)."""
         with self._pending_lock:
             opened, ended = self._pending
             self._pending = ([], [])
             self._write_queued = False
         if not opened and not ended:
-            return
+            return False
         try:
             state.sessions_changed(opened, ended)
         except BaseException:
             with self._pending_lock:  # written with the next change (or at the stop), in order
                 self._pending = (opened + self._pending[0], ended + self._pending[1])
             raise
+        return True
 
     async def flush(self) -> None:
-        """Write what is noted and not yet written (a stop, before the state closes)."""
+        """Write what is noted and not yet written (a stop, before the state closes). What stays
+        unwritten is said here even when its outage was said already: this is its last chance."""
         if self._writes is None or self._state is None:
             return
         try:
-            await asyncio.get_running_loop().run_in_executor(self._writes, self._write_pending, self._state())
+            if await asyncio.get_running_loop().run_in_executor(self._writes, self._write_pending, self._state()):
+                self._write_outage.ok()
         except Exception as exc:  # the state away: the next start journals these sessions' ends
-            log.warning("session.state_write_failed", error=str(exc) or type(exc).__name__)
+            with self._pending_lock:
+                unwritten = len(self._pending[0]) + len(self._pending[1])
+            log.warning("session.state_write_failed", error=str(exc) or type(exc).__name__, at="stop",
+                        unwritten=unwritten)
         self._writes.shutdown(wait=False)
         self._writes = None
 

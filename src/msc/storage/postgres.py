@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import asyncpg
 import structlog
 
+from msc.outage import Outage
+
 if TYPE_CHECKING:
     from msc.config.settings import Settings
 
@@ -125,6 +127,14 @@ class Blocking:
         self._pending: set[concurrent.futures.Future[Any]] = set()
         self._lock = threading.Lock()
         self._aborted: str | None = None
+        # Calls that ended after their callers stopped waiting — during an outage, one per call
+        # that ran out of time: the first said, the rest counted, and the next call answered says
+        # how many. Under a lock of their own, reentrant: asyncio reports an unretrieved end when
+        # its task is collected, in the loop's thread or in whichever thread the collector runs —
+        # possibly one holding this lock already (or _lock, hence not that one).
+        self._late = Outage("storage.call_ended_late", "storage.calls_answered", logger=log)
+        self._late_count = 0
+        self._late_lock = threading.RLock()
         self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self._thread.start()
 
@@ -141,7 +151,7 @@ class Blocking:
             fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
             self._pending.add(fut)
         try:
-            return fut.result(self.timeout if timeout is None else timeout)
+            result = fut.result(self.timeout if timeout is None else timeout)
         except concurrent.futures.TimeoutError:
             fut.cancel()  # the call ends on the loop (asyncpg cancels its statement) without us
             raise TimeoutError(f"no answer from the database within {self.timeout if timeout is None else timeout:g} s"
@@ -151,16 +161,29 @@ class Blocking:
         finally:
             with self._lock:
                 self._pending.discard(fut)
+        if self._late.down:  # (read without the lock: a late end missed here is seen at the next call)
+            self._answered()
+        return result
+
+    def _answered(self) -> None:
+        """A call was answered: the calls that ended late before it are said (and forgotten)."""
+        with self._late_lock:
+            late, self._late_count = self._late_count, 0
+            self._late.ok(late=late)
 
     def _unretrieved(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         """What asyncio would print as "Task exception was never retrieved" (with a traceback, on
         stderr): the end of a call whose caller stopped waiting — its bound passed, or
         :meth:`abort` cut its connection under it. Its caller was told already; after an abort
-        nothing more is said, else one log line without a traceback."""
+        nothing more is said, else one log line without a traceback — once until a call is
+        answered again (:meth:`_answered` says how many ended late meanwhile)."""
         if self._aborted is not None:
             return
         exc = context.get("exception")
-        log.warning("storage.call_ended_late", error=reason(exc) if exc is not None else context.get("message"))
+        why = reason(exc) if exc is not None else str(context.get("message"))
+        with self._late_lock:
+            self._late_count += 1
+            self._late.failed(why)
 
     def abort(self, why: str) -> None:
         """Refuse every later call and give every caller now waiting back at once (their calls
