@@ -561,8 +561,9 @@ def test_after_a_kill_9_only_an_answer_that_may_lack_a_part_is_noticed(tmp_path,
     a.p.kill()  # kill -9
     a.p.wait(10)
     wait_until(lambda: pair.active("B"), "B takes over from the killed A", 60, b)
-    # The recovery pass decides once for each request (its log lines), then the notices wait for ICS1.
-    events = ("switch.unanswered_after_restart", "switch.answer_open_at_restart", "switch.answer_complete_at_restart")
+    # The recovery pass has decided (a warning for each notice, one line for the complete answers);
+    # then the notices wait for ICS1.
+    events = ("switch.unanswered_after_restart", "switch.answer_open_at_restart", "switch.answers_complete_at_restart")
     wait_until(lambda: all(e in (tmp_path / "B" / "serve.err").read_text() for e in events), "B's recovery pass", 60)
     want = {f"{held}.MSC.E302 SWITCH RESTARTED BEFORE THE ANSWER CAME",
             f"{partial}.MSC.E302 SWITCH RESTARTED BEFORE THE REST OF THE ANSWER; 1 OF 2 PARTS CAME"}
