@@ -29,10 +29,11 @@ pytestmark = [pytest.mark.timeout(300),
 
 #: The events a node of a pair may log at warning or above for one outage of its database and the
 #: step-down it causes (OPERATIONS.md "When the database is away" and "What an operator sees
-#: during a failover"), each once. (``node.active``: B's takeover once it is back.)
+#: during a failover"), each once. (``node.active``: B's takeover once it is back;
+#: ``journal.checkpoint_failed``: A's, when a checkpoint falls due before it steps down.)
 ONCE = {"lease.unavailable", "lease.lost", "node.stepped_down", "node.exit", "users.not_synced",
         "metrics.logon_counts_unreadable", "delivery.flush_failed", "delivery.read_failed", "journal.commit_failed",
-        "session.end_not_journaled", "node.active", "keyring.not_checked"}
+        "session.end_not_journaled", "node.active", "keyring.not_checked", "journal.checkpoint_failed"}
 
 
 COUNTED = 'msc_logon_failures_total{path="terminal"}'
