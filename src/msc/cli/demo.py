@@ -106,11 +106,12 @@ def web_bind(doc: dict) -> str:
     """Where the ``[web]`` table ``msc demo`` adds to a template without one binds: at the host of
     the template's ``web`` listener (else its first), on a port the template does not use — its
     listeners', metrics', upstream endpoints', the demo's stubs' control ports (+100), its
-    database's — the lowest free one in the span of the ports the demo listens on (lowest to
-    highest), else the first free one above it (newcomer9: 8443 whatever the template said;
-    issue 16: 8443 moved by the first listener's distance from 7400 could fall outside the
+    database's: WEB_PORT (8443, where README and the docs show the console) when it is free and
+    inside the span of the ports the demo listens on (lowest to highest), else the lowest free
+    port in that span, else the first free one above it (newcomer9: 8443 whatever the template
+    said; issue 16: 8443 moved by the first listener's distance from 7400 could fall outside the
     template's ports or on one of them). WEB_PORT when the template has no listener to go by.
-    ``--port-offset`` then moves it with every other port."""
+    ``--port-offset`` then moves it with every other port (8443 + N)."""
     from msc.config.validate import parse_hostport
 
     try:
@@ -123,8 +124,12 @@ def web_bind(doc: dict) -> str:
             used |= _dsn_ports(dsn) if isinstance(dsn, str) else set()
     except (IndexError, KeyError, TypeError, ValueError, AttributeError):
         return f"127.0.0.1:{WEB_PORT}"
-    # (No port to go by — every listener on port 0, "any free port" —: WEB_PORT.)
-    port = next((p for p in range(min(listened), 65536) if p not in used), WEB_PORT) if listened else WEB_PORT
+    if not listened:  # no port to go by (every listener on port 0, "any free port")
+        port = WEB_PORT
+    elif min(listened) <= WEB_PORT <= max(listened) and WEB_PORT not in used:
+        port = WEB_PORT  # the packaged file used as a template (the pair recipe): where the docs say
+    else:
+        port = next((p for p in range(min(listened), 65536) if p not in used), WEB_PORT)
     return f"{f'[{host}]' if ':' in host else host}:{port}"
 
 
