@@ -561,9 +561,18 @@ def test_after_a_kill_9_only_an_answer_that_may_lack_a_part_is_noticed(tmp_path,
     a.p.kill()  # kill -9
     a.p.wait(10)
     wait_until(lambda: pair.active("B"), "B takes over from the killed A", 60, b)
-    # The recovery pass decides once for each request (its log lines), then the notices wait for ICS1.
-    events = ("switch.unanswered_after_restart", "switch.answer_open_at_restart", "switch.answer_complete_at_restart")
-    wait_until(lambda: all(e in (tmp_path / "B" / "serve.err").read_text() for e in events), "B's recovery pass", 60)
+    # The recovery pass has decided: one line for each kind of record, not one per record (issue
+    # 16) — the held QW told E302, the QV's missing part, the full QW; then the notices wait for ICS1.
+    events = ("switch.unanswered_after_restart", "switch.answer_open_at_restart", "switch.answers_complete_at_restart")
+
+    def recovery_lines() -> dict[str, dict] | None:
+        lines = {e["event"]: e for e in log_events(b) if e["event"] in events}
+        return lines if len(lines) == len(events) else None
+
+    lines = wait_until(recovery_lines, "B's recovery pass", 60, b)
+    assert {k: (e["count"], e.get("codes")) for k, e in lines.items()} == {
+        "switch.unanswered_after_restart": (1, {"E302": 1}), "switch.answer_open_at_restart": (1, None),
+        "switch.answers_complete_at_restart": (1, None)}, lines
     want = {f"{held}.MSC.E302 SWITCH RESTARTED BEFORE THE ANSWER CAME",
             f"{partial}.MSC.E302 SWITCH RESTARTED BEFORE THE REST OF THE ANSWER; 1 OF 2 PARTS CAME"}
 
@@ -576,8 +585,12 @@ def test_after_a_kill_9_only_an_answer_that_may_lack_a_part_is_noticed(tmp_path,
         return got
 
     assert asyncio.run(at_b()) == want
-    notices = [r.text for r in pair.journal(kind="RECEIVED") if r.mke == "MSC" and r.mnemonic == "ICS1"]
-    assert sorted(notices) == sorted(want)  # and none for the QW answered in full
+    notices = [r for r in pair.journal(kind="RECEIVED") if r.mke == "MSC" and r.mnemonic == "ICS1"]
+    assert sorted(r.text for r in notices) == sorted(want)  # and none for the QW answered in full
+    # The log names the journaled notices' txns (the journal is the record of each).
+    told = {r.text.split(".", 1)[0]: r.txn for r in notices}
+    assert lines["switch.unanswered_after_restart"]["txns"] == [told[held]]
+    assert lines["switch.answer_open_at_restart"]["txns"] == [told[partial]]
     pair.verify()
 
 

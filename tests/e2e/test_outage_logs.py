@@ -29,13 +29,14 @@ pytestmark = [pytest.mark.timeout(300),
 
 #: The events a node of a pair may log at warning or above for one outage of its database and the
 #: step-down it causes (OPERATIONS.md "When the database is away" and "What an operator sees
-#: during a failover"), each once. (``node.active``: B's takeover once it is back.)
+#: during a failover"), each once. (``node.active``: B's takeover once it is back;
+#: ``journal.checkpoint_failed``: A's, when a checkpoint falls due before it steps down.)
 #: ``session.state_write_failed`` may be said once more by a stop (``at="stop"``: what stays
 #: unwritten, its last chance) — a line of its own for :func:`said_twice`.
 ONCE = {"lease.unavailable", "lease.lost", "node.stepped_down", "node.exit", "users.not_synced",
         "metrics.logon_counts_unreadable", "delivery.flush_failed", "delivery.read_failed", "journal.commit_failed",
         "session.end_not_journaled", "node.active", "keyring.not_checked", "session.state_write_failed",
-        "storage.call_ended_late"}
+        "storage.call_ended_late", "journal.checkpoint_failed"}
 
 
 COUNTED = 'msc_logon_failures_total{path="terminal"}'

@@ -9,6 +9,7 @@ holds no drain and owes no notice (issue 16)."""
 from __future__ import annotations
 
 import pytest
+from structlog.testing import capture_logs
 
 from msc.config.load import load
 from msc.server.parts import started
@@ -26,6 +27,13 @@ SHORT = "timeout_s = 0.5\nanswer_window_s = 1"  # a window that ends before the 
 DECLARED = WINDOW + "\nanswer_parts = { QW = 2, QV = 1 }"
 QW = "QW.CA0130000.NAM/PARTS, PAT.DOB/19800101"
 HELD = {"latency_ms": 600_000}  # the stub answers nothing before the stop
+#: The pass's warnings: one per pass for each kind of notice, with the count (issue 16).
+TOLD_LOGS = {NOTICE: "switch.answer_open_at_restart", UNANSWERED: "switch.unanswered_after_restart"}
+
+
+def told_logs(logs: list[dict]) -> dict[str, tuple]:
+    """The recovery pass's warnings: event → (count, codes, txns)."""
+    return {e["event"]: (e["count"], e.get("codes"), e["txns"]) for e in logs if e["event"] in TOLD_LOGS.values()}
 
 # (stub's settings, request, parts seen before the stop, the notice after the restart (None:
 # none)[, route's settings])
@@ -72,11 +80,19 @@ async def test_an_answer_still_open_at_a_stop_is_in_flight_and_noticed_after_the
     await sw.drain()  # times out (drain_timeout_s) with the window open, then stops
     c.close()
     harness.stubs[0].cfg.latency_ms = 0  # (a held stub answers what comes after the restart at once)
-    harness.switch = Switch(load(harness.tmp / "msc.toml"))
-    await harness.switch.start()
-    # The restart's pass runs beside serving (its notices are queued outputs): wait for it, so
-    # that "no notice" is a fact and not a race with the next answer.
-    assert await started(harness.switch.recovery) == (1 if notice else 0)
+    with capture_logs() as logs:
+        harness.switch = Switch(load(harness.tmp / "msc.toml"))
+        await harness.switch.start()
+        # The restart's pass runs beside serving (its notices are queued outputs): wait for it, so
+        # that "no notice" is a fact and not a race with the next answer.
+        assert await started(harness.switch.recovery) == (1 if notice else 0)
+    told = told_logs(logs)  # the pass's one warning for the notice (none without one)
+    if notice:
+        [(event, (count, codes, [txn]))] = told.items()
+        assert event == TOLD_LOGS[NOTICE if notice.startswith(NOTICE) else UNANSWERED] and count == 1, told
+        assert codes == ({"E302": 1} if notice == UNANSWERED else None) and txn, told
+    else:
+        assert told == {}, told
     c2 = await harness.client()
     assert (await c2.logon("ICS1", "TS0001", PASSWORD)).type == "A"
     if notice:
@@ -86,9 +102,11 @@ async def test_an_answer_still_open_at_a_stop_is_in_flight_and_noticed_after_the
     assert first.startswith("ICS1Q2.RQ."), first  # nothing else before the next answer
     # A second restart says nothing more: the notice is journaled with the request's txn.
     await harness.switch.stop()
-    harness.switch = Switch(load(harness.tmp / "msc.toml"))
-    await harness.switch.start()
-    assert await started(harness.switch.recovery) == 0
+    with capture_logs() as logs:
+        harness.switch = Switch(load(harness.tmp / "msc.toml"))
+        await harness.switch.start()
+        assert await started(harness.switch.recovery) == 0
+    assert told_logs(logs) == {}
     c3 = await harness.client()
     assert (await c3.logon("ICS1", "TS0001", PASSWORD)).type == "A"
     assert (await c3.send("ICS1Q3.RQ.CA0130000.LIC/7AFTER2")).type == "A"

@@ -124,15 +124,92 @@ def test_a_templates_own_web_table_is_kept(tmp_path):
     assert tomllib.loads(config_text(_template(tmp_path, own), 1000))["web"]["bind"] == "127.0.0.2:27443"  # --port-offset
 
 
-def test_a_templates_moved_ports_move_the_web_console_added_to_it(tmp_path):
-    """No [web] in the template: the one added binds where the template's web listener does, its
-    port moved from 8443 as far as the template's first listener was moved from the demo's."""
+def _web(tmp_path, text: str, offset: int = 0) -> str:
     from msc.cli.demo import config_text
 
-    moved = shift_ports(PACKAGED, 19000).replace('"127.0.0.1:26410"', '"127.0.0.2:26410"')  # the web listener
-    doc = tomllib.loads(config_text(_template(tmp_path, moved)))
-    assert doc["web"]["bind"] == "127.0.0.2:27443"
-    assert doc["web"]["listener"] == "web" and doc["web"]["tls"] == {"cert": "tls/web.crt", "key": "tls/web.key"}
-    # The packaged template, and one a user did not move: 8443 as before.
+    return tomllib.loads(config_text(_template(tmp_path, text), offset))["web"]["bind"]
+
+
+def test_the_packaged_demo_keeps_8443():
+    from msc.cli.demo import config_text
+
     assert tomllib.loads(config_text(None))["web"]["bind"] == "127.0.0.1:8443"
-    assert tomllib.loads(config_text(_template(tmp_path, PACKAGED)))["web"]["bind"] == "127.0.0.1:8443"
+    assert tomllib.loads(config_text(None, 1000))["web"]["bind"] == "127.0.0.1:9443"  # --port-offset
+
+
+def test_a_templates_web_console_is_added_in_its_span_at_its_web_listeners_host(tmp_path):
+    """No [web] in the template: the one added binds where the template's web listener does; 8443
+    is outside this template's span (its lowest to its highest port: 26400-28400), so on the
+    lowest port of the span that it does not use."""
+    moved = shift_ports(PACKAGED, 19000).replace('"127.0.0.1:26410"', '"127.0.0.2:26410"')  # the web listener
+    doc = tomllib.loads(config_text_of(tmp_path, moved))
+    assert doc["web"]["bind"] == "127.0.0.2:26401"  # 26400 is the terminals' listener
+    assert doc["web"]["listener"] == "web" and doc["web"]["tls"] == {"cert": "tls/web.crt", "key": "tls/web.key"}
+    assert _web(tmp_path, moved, 1000) == "127.0.0.2:27401"  # then moved with every port by --port-offset
+
+
+def test_the_packaged_file_as_a_template_gets_8443_as_the_docs_show(tmp_path):
+    """The pair recipe copies config/msc.toml (no [web]; ports 7400-9400): 8443 is free and inside
+    its span, so its console is where README and the docs show the demo's — 8443, + N with
+    --port-offset N — not on 7401."""
+    assert _web(tmp_path, PACKAGED) == "127.0.0.1:8443"
+    assert _web(tmp_path, PACKAGED, 1000) == "127.0.0.1:9443"
+
+
+def config_text_of(tmp_path, text: str) -> str:
+    from msc.cli.demo import config_text
+
+    return config_text(_template(tmp_path, text))
+
+
+def _ports(listeners=(), metrics=None, upstream=(), extra="") -> str:
+    text = "".join(f'[[listener]]\nname = "l{i}"\nbind = "127.0.0.1:{p}"\n' for i, p in enumerate(listeners))
+    if metrics:
+        text += f'[metrics]\nbind = "127.0.0.1:{metrics}"\n'
+    if upstream:
+        text += '[[upstream]]\nname = "clets"\nendpoints = [' + ", ".join(f'"127.0.0.1:{p}"' for p in upstream) + "]\n"
+    return text + extra
+
+
+# newcomer's trial (issue 16, N4): 8443 moved by the first listener's distance from 7400 fell
+# outside the template's range, or on one of its ports. The rule: 8443 when the template does not
+# use it and it is inside its span; else the lowest free port of the span; else the first above.
+@pytest.mark.parametrize(("template", "port"), [
+    # 8443 free and inside the span (8000-9000): 8443
+    (_ports([8000, 8010], 9000), 8443),
+    # 8443 inside the span but the template's: the lowest free port of the span
+    (_ports([8400, 8443], 8500), 8401),
+    (_ports([8400, 8401], 8500, [8443]), 8402),  # an upstream endpoint (a stub's port)
+    (_ports([8300, 8301], 8500, [8343]), 8302),  # a stub's control port (8343 + 100)
+    (_ports([8400, 8401], 8500, extra='[storage]\nbackend = "postgresql"\n'
+                                       'dsn = "postgresql://msc@127.0.0.1:8443/msc"\n'), 8402),  # its database
+    # 8443 outside the span: the lowest free port of the span
+    # ports moved unevenly: 8443 + 10000 = 18443 is the metrics port
+    (_ports([17400, 17410], 18443, [17501, 17511]), 17401),
+    # a block 20000-20004 (the stubs' control ports 20103-20104): 8443 + 20000 - 7400 is outside it
+    (_ports([20000, 20001], 20002, [20003, 20004]), 20005),
+    # every port of the span taken: the first above it
+    (_ports([30000, 30002], 30001), 30003),
+    (_ports([8442, 8443], 8444), 8445),  # 8443 inside it, but taken
+    # the lowest free one, not the first gap after the listeners
+    (_ports([7400, 7402], 7401, [7403]), 7404),
+    # a single listener: no span, the next port
+    (_ports([5000]), 5001),
+    # the database's port is avoided too
+    (_ports([16430, 16433], extra='[storage]\nbackend = "postgresql"\n'
+                                  'dsn = "postgresql://msc@127.0.0.1:16431,db2:16432/msc"\n'), 16434),
+])
+def test_the_web_console_added_to_a_template_avoids_its_ports(tmp_path, template, port):
+    from msc.cli.demo import CONTROL_PORT_DISTANCE, demo_ports
+
+    bind = _web(tmp_path, template)
+    assert bind == f"127.0.0.1:{port}"
+    doc = tomllib.loads(template)
+    used = {int(a.rsplit(":", 1)[1]) for a in [*(ln["bind"] for ln in doc.get("listener", [])),
+                                                   *([doc["metrics"]["bind"]] if "metrics" in doc else []),
+                                                   *(e for u in doc.get("upstream", []) for e in u["endpoints"])]}
+    used |= {p + CONTROL_PORT_DISTANCE for u in doc.get("upstream", []) for p in
+             (int(e.rsplit(":", 1)[1]) for e in u["endpoints"])}
+    assert port not in used
+    ports = [p for what, _h, p in demo_ports(config_text_of(tmp_path, template)) if what == "web console"]
+    assert ports == [port]

@@ -95,30 +95,48 @@ def _packaged_text() -> str:
     return resources.files("msc").joinpath("data/msc.toml").read_text()
 
 
+def _dsn_ports(dsn: str) -> set[int]:
+    """The ports of a libpq URI's hosts (``postgresql://user@h1:5432,[::1]:5433/db``)."""
+    hosts = dsn.partition("://")[2].split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+    ports = (h.rpartition(":")[2] for h in hosts.split(",") if not h.endswith("]"))
+    return {int(p) for p in ports if p.isdigit()}
+
+
 def web_bind(doc: dict) -> str:
     """Where the ``[web]`` table ``msc demo`` adds to a template without one binds: at the host of
-    the template's ``web`` listener (else its first), on WEB_PORT moved as far as the template's
-    first listener is from the packaged demo's — as ``--port-offset`` moves every port — so a
-    template whose ports a user moved gets a web console beside them (newcomer9: 8443 whatever
-    the template said). WEB_PORT itself when that is out of range or the template has no listener."""
+    the template's ``web`` listener (else its first), on a port the template does not use — its
+    listeners', metrics', upstream endpoints', the demo's stubs' control ports (+100), its
+    database's: WEB_PORT (8443, where README and the docs show the console) when it is free and
+    inside the span of the ports the demo listens on (lowest to highest), else the lowest free
+    port in that span, else the first free one above it (newcomer9: 8443 whatever the template
+    said; issue 16: 8443 moved by the first listener's distance from 7400 could fall outside the
+    template's ports or on one of them). WEB_PORT when the template has no listener to go by.
+    ``--port-offset`` then moves it with every other port (8443 + N)."""
     from msc.config.validate import parse_hostport
 
-    listeners = [ln for ln in doc.get("listener") or [] if isinstance(ln, dict) and "bind" in ln]
     try:
-        first_packaged = parse_hostport(tomllib.loads(_packaged_text())["listener"][0]["bind"])[1]
-        host, port = parse_hostport(listeners[0]["bind"])
+        listeners = [ln for ln in doc.get("listener") or [] if isinstance(ln, dict) and "bind" in ln]
+        host = parse_hostport(listeners[0]["bind"])[0]
         host = next((parse_hostport(ln["bind"])[0] for ln in listeners if ln.get("name") == "web"), host)
-    except (IndexError, KeyError, TypeError, ValueError):
+        listened = {port for _what, _host, port in _ports_of(doc)}
+        used = listened | {parse_hostport(e)[1] for u in doc.get("upstream") or [] for e in u.get("endpoints", [])}
+        for dsn in ((doc.get("storage") or {}).get("dsn"), (doc.get("node") or {}).get("lease_dsn")):
+            used |= _dsn_ports(dsn) if isinstance(dsn, str) else set()
+    except (IndexError, KeyError, TypeError, ValueError, AttributeError):
         return f"127.0.0.1:{WEB_PORT}"
-    moved = WEB_PORT + port - first_packaged if port else WEB_PORT
-    if not 1 <= moved <= 65535:
-        moved = WEB_PORT
-    return f"{f'[{host}]' if ':' in host else host}:{moved}"
+    if not listened:  # no port to go by (every listener on port 0, "any free port")
+        port = WEB_PORT
+    elif min(listened) <= WEB_PORT <= max(listened) and WEB_PORT not in used:
+        port = WEB_PORT  # the packaged file used as a template (the pair recipe): where the docs say
+    else:
+        port = next((p for p in range(min(listened), 65536) if p not in used), WEB_PORT)
+    return f"{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def config_text(template: str | None, port_offset: int = 0) -> str:
     """The ``msc.toml`` a new demo gets: the template (default: the packaged demo configuration),
-    with a ``[web]`` table added when it has none (its own is kept: :func:`web_bind`), every port
+    with a ``[web]`` table added when it has none (its own is kept; :data:`WEB_PORT` for the
+    packaged one, :func:`web_bind` for a template), every port
     moved by ``port_offset``. Raises ValueError (a port out of range)."""
     text = Path(template).read_text() if template else _packaged_text()
     try:
@@ -126,9 +144,11 @@ def config_text(template: str | None, port_offset: int = 0) -> str:
     except tomllib.TOMLDecodeError:
         doc = {}  # msc.toml's load says what is wrong with it, naming the file and line
     if "web" not in doc:
+        # The packaged demo's on WEB_PORT (README's https://127.0.0.1:8443/), a template's beside its ports.
+        bind = web_bind(doc) if template else f"127.0.0.1:{WEB_PORT}"
         text += f'''
 [web]                                  # added by msc demo (docs/WEB.md)
-bind = "{web_bind(doc)}"
+bind = "{bind}"
 tls = {{ cert = "tls/web.crt", key = "tls/web.key" }}
 listener = "web"
 header = "ICSWEB"
@@ -212,11 +232,13 @@ def demo_ports(text: str) -> list[tuple[str, str, int]]:
     """(what, host, port) of every port the demo listens on, from a configuration's text: the
     terminal listeners, the metrics endpoint, the two stubs of the first upstream and their control
     ports (port + 100). Port 0 ("any free port") is left out."""
-    import tomllib
+    return _ports_of(tomllib.loads(text))
 
+
+def _ports_of(doc: dict) -> list[tuple[str, str, int]]:
+    """:func:`demo_ports` of a configuration read."""
     from msc.config.validate import parse_hostport
 
-    doc = tomllib.loads(text)
     out = []
     for i, lc in enumerate(doc.get("listener", [])):
         out.append((f"terminal listener {i + 1}", *parse_hostport(lc["bind"])))
