@@ -112,11 +112,9 @@ import sys
 
 from msc.cli import termrules
 from msc.cli.termclient import LOGON_TIMEOUT, SessionEnded, StoppedTrying, Terminal, TerminalOptions
-from msc.cli.termrules import EXIT_UNAVAILABLE
+from msc.cli.termrules import EXIT_AUTH, EXIT_ENDED, EXIT_OK, EXIT_PROBLEM, EXIT_UNAVAILABLE
 from msc.cli.termrules import message_key as _message_key
 from msc.protocol import framing
-
-EXIT_OK, EXIT_PROBLEM, EXIT_AUTH, EXIT_ENDED = 0, 1, 3, 4
 
 
 def _isatty(fd: int) -> bool:
@@ -670,7 +668,10 @@ async def _scripted(t: Terminal, opts: TerminalOptions, stdin: LineReader) -> in
         try:
             await t.until(asyncio.shield(t.answered), opts.timeout)
         except TimeoutError:
-            print(f"timed out: {opts.expect - t.expect_left} of {opts.expect} outputs", file=sys.stderr)
+            if t.count_any:  # --expect without --send: whatever came counted, notices or not
+                print(f"timed out: {opts.expect - t.expect_left} of {opts.expect} outputs", file=sys.stderr)
+            else:  # (naming any notice that came: why the rest may never come)
+                print(termrules.expect_said(t.counted, opts.expect), file=sys.stderr)
             return EXIT_PROBLEM
     t.quiet = True
     if opts.user is not None:
@@ -679,6 +680,13 @@ async def _scripted(t: Terminal, opts: TerminalOptions, stdin: LineReader) -> in
         print(f"{t.unknown} message(s) sent without an answer before a connection was lost: their fate is "
               "unknown", file=sys.stderr, flush=True)
         return EXIT_ENDED
+    if opts.expect > 0 and not t.count_any:
+        # Its own outputs came — but msc's notice of a request's fate counts as one (an E302 after a
+        # failover can complete the count while the answer lacks parts): 5 then (termrules.EXIT_NOTICE).
+        said = termrules.expect_said(t.counted, opts.expect)
+        if said is not None:
+            print(said, file=sys.stderr, flush=True)
+        return termrules.expect_status(t.counted, opts.expect)
     return EXIT_OK
 
 
