@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from msc.cli import termrules as r
 from msc.cli import terminal
+from msc.cli import termrules as r
 from msc.cli.termclient import Terminal, TerminalOptions
 from msc.protocol import framing
 from msc.protocol.codes import Reject
