@@ -355,8 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--send", action="append", metavar="TEXT", help="send this message (repeatable)")
     sp.add_argument("--expect", type=opt.count, default=0, metavar="N",
                     help="wait for N outputs answering the --send messages (each part of an answer counts, "
-                         "and so does an MSC.E30x notice: after an E302 no more parts come, so the wait ends "
-                         "at --timeout, exit 1)")
+                         "and so does msc's MSC.Exxx notice of a request's fate: after an E302 no more parts "
+                         "come, so the wait ends at --timeout, exit 1; a notice among the N outputs: exit 5)")
     sp.add_argument("--user", type=opt.user_id, help="log on as this user (scripts)")
     sp.add_argument("--otp", type=opt.otp, help="one-time password for --user (6 digits)")
     sp.add_argument("--password-stdin", action="store_true", help="read the password from stdin's first line")

@@ -112,6 +112,7 @@ class Terminal:
         self.own_headers: set[str] = set()
         self.expect_left = 0
         self.count_any = False  # --expect without --send: any output counts (a printer, a watch)
+        self.counted: list[str] = []  # the outputs that counted towards --expect, as they came (every session)
         self.answered = loop.create_future()
         self.quiet = False  # stopped taking outputs: neither printed nor acknowledged
         self.at = 0  # index of the address in opts.targets connected to (or last tried)
@@ -313,6 +314,7 @@ class Terminal:
             self.answer_came(text.split(".", 1)[0])
             if self.expect_left > 0 and (self.count_any or text.split(".", 1)[0] in self.own_headers):
                 self.expect_left -= 1
+                self.counted.append(text)
                 if self.expect_left == 0:
                     self.quiet = True  # what was asked for is here; the rest stays queued
                     if not self.answered.done():

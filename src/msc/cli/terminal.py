@@ -69,13 +69,17 @@ session that ends while the operator is at a prompt ends the client at once.
 Scripted: ``--send TEXT`` (repeatable) sends messages in order after logon, each with its own
 header reference (PROTOCOL.md §2: mnemonic + ref, echoed back by the upstream, §4);
 ``--expect N`` waits for N outputs that answer *these* messages (by header; every part of a
-multi-part answer and an ``MSC.E30x`` notice count — an E302 after a failover is final, so a
-script that expected more parts waits out ``--timeout`` and exits 1), printing and acknowledging any other output
+multi-part answer and msc's notice of a request's fate, ``MSC.Exxx``, count — an E302 after a
+failover is final, so a script that expected more parts waits out ``--timeout`` and exits 1, its
+``timed out`` line naming the notice; when a notice completes the count — ``--expect 2``, part 1
+and ``E302 … 1 OF 2 PARTS CAME`` — it exits 5, :data:`termrules.EXIT_NOTICE`, with one stderr line
+naming each notice: :func:`termrules.expect_status`), printing and acknowledging any other output
 that arrives meanwhile without counting it (without ``--send``, e.g. a ``--bind`` printer, any
-output counts); then it logs off. ``--bind`` with neither ``--send`` nor ``--expect`` is a printer
-(:func:`stays_bound`): it stays bound and prints every output as it comes, until a signal, Ctrl-D
-at a terminal, or its session ends (then: the next address, bound again; with one address, exit 4),
-and by default keeps trying its addresses like an operator's terminal.
+output counts, a notice too, and the exit status is 0 as before); then it logs off. ``--bind``
+with neither ``--send`` nor ``--expect`` is a printer (:func:`stays_bound`): it stays bound and
+prints every output as it comes, until a signal, Ctrl-D at a terminal, or its session ends
+(then: the next address, bound again; with one address, exit 4), and by default keeps trying its
+addresses like an operator's terminal.
 Outputs that arrive after that are neither printed nor acknowledged: they stay queued in msc for
 the station's next session. ``--user ID --password-stdin`` logs on with the password from
 stdin's first line.
@@ -95,7 +99,8 @@ Lines printed: ``A xid payload``, ``N xid code reason``, ``M xid text`` (outputs
 refused with ``--fail-on-nak``, or msc unreachable; 3 logon refused (E202, or the station may not
 log on); 4 the session was ended by msc or the connection was lost (with several addresses: and no
 other address answered within ``--reconnect-for``, or Ctrl-C stopped the trying, or a message's
-fate was left unknown); 75 (``EX_TEMPFAIL``) the logon could not be decided within
+fate was left unknown); 5 the ``--expect`` outputs of ``--send`` messages came, but one or more is
+msc's notice of a request's fate (``MSC.Exxx``) instead of its answer; 75 (``EX_TEMPFAIL``) the logon could not be decided within
 ``--reconnect-for``; ended by a signal of :data:`ENDING_SIGNALS`: by that signal (a shell's 128 + N).
 
 The client connection itself (the protocol, failover between addresses) is
@@ -112,11 +117,9 @@ import sys
 
 from msc.cli import termrules
 from msc.cli.termclient import LOGON_TIMEOUT, SessionEnded, StoppedTrying, Terminal, TerminalOptions
-from msc.cli.termrules import EXIT_UNAVAILABLE
+from msc.cli.termrules import EXIT_AUTH, EXIT_ENDED, EXIT_OK, EXIT_PROBLEM, EXIT_UNAVAILABLE
 from msc.cli.termrules import message_key as _message_key
 from msc.protocol import framing
-
-EXIT_OK, EXIT_PROBLEM, EXIT_AUTH, EXIT_ENDED = 0, 1, 3, 4
 
 
 def _isatty(fd: int) -> bool:
@@ -454,7 +457,7 @@ def _restoring(stdin: LineReader):
 
 
 async def run(opts: TerminalOptions, stdin: LineReader | None = None) -> int:
-    """The command: 0–4 as in the module's docstring. ``stdin``: where lines are typed (fd 0)."""
+    """The command: its exit status as in the module's docstring. ``stdin``: where lines are typed (fd 0)."""
     stdin = stdin if stdin is not None else LineReader(0)
     with _restoring(stdin):
         return await _connected(Terminal(opts), opts, stdin)
@@ -670,7 +673,10 @@ async def _scripted(t: Terminal, opts: TerminalOptions, stdin: LineReader) -> in
         try:
             await t.until(asyncio.shield(t.answered), opts.timeout)
         except TimeoutError:
-            print(f"timed out: {opts.expect - t.expect_left} of {opts.expect} outputs", file=sys.stderr)
+            if t.count_any:  # --expect without --send: whatever came counted, notices or not
+                print(f"timed out: {opts.expect - t.expect_left} of {opts.expect} outputs", file=sys.stderr)
+            else:  # (naming any notice that came: why the rest may never come)
+                print(termrules.expect_said(t.counted, opts.expect), file=sys.stderr)
             return EXIT_PROBLEM
     t.quiet = True
     if opts.user is not None:
@@ -679,6 +685,13 @@ async def _scripted(t: Terminal, opts: TerminalOptions, stdin: LineReader) -> in
         print(f"{t.unknown} message(s) sent without an answer before a connection was lost: their fate is "
               "unknown", file=sys.stderr, flush=True)
         return EXIT_ENDED
+    if opts.expect > 0 and not t.count_any:
+        # Its own outputs came — but msc's notice of a request's fate counts as one (an E302 after a
+        # failover can complete the count while the answer lacks parts): 5 then (termrules.EXIT_NOTICE).
+        said = termrules.expect_said(t.counted, opts.expect)
+        if said is not None:
+            print(said, file=sys.stderr, flush=True)
+        return termrules.expect_status(t.counted, opts.expect)
     return EXIT_OK
 
 

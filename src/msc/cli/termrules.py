@@ -9,12 +9,21 @@ Pure functions and plain data: :mod:`msc.cli.termclient` (the connection) and
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from msc.protocol import grammar
 from msc.protocol.grammar import ONE_WAY_KEYS
+from msc.protocol.message import parse_notice
 
+#: ``msc terminal``'s exit statuses (its module docstring and OPERATIONS.md "msc terminal" say when).
+EXIT_OK, EXIT_PROBLEM, EXIT_AUTH, EXIT_ENDED = 0, 1, 3, 4
+#: A script's ``--expect`` outputs came, but one or more of them is msc's notice of a request's
+#: fate (``HEADER.MSC.Exxx …``: a refusal upstream, no answer in time, the rest of an answer lost
+#: to a restart or a failover) rather than its answer: an answer is missing or incomplete. Not 0
+#: (a wrapper checking only the status would take the answer as complete), not 1 (nothing timed
+#: out: msc said what happened), not 2 (the command line's usage errors).
+EXIT_NOTICE = 5
 #: sysexits.h ``EX_TEMPFAIL``: msc could not decide the logon now (its database away, logon
 #: checks busy, the address throttled, the pool exhausted): try again later. Never the
 #: authentication-refused status (3), which a wrapper reads as "wrong credentials, do not retry".
@@ -193,3 +202,37 @@ def unanswered_notice(u: Unanswered, ended: str) -> str:
                 "before sending it again.")
     return head + (f"will be delivered to station {u.mnemonic} with header {u.header} (here once logged on, "
                    "else at the station's next logon).")
+
+
+# -- what --expect waited for -------------------------------------------------------------------
+
+def notices(counted: Sequence[str]) -> list[str]:
+    """The outputs among ``counted`` (``HEADER.TEXT``, as they came) that are msc's notice of a
+    request's fate — ``HEADER.MSC.<code> <reason>``, any code (PROTOCOL.md §4) — not an answer."""
+    return [text for text in counted if parse_notice(text) is not None]
+
+
+def expect_status(counted: Sequence[str], expected: int) -> int:
+    """A script's exit status from the outputs that counted towards its ``--expect expected``
+    (its own requests' outputs, in the order they came): fewer than expected — the wait timed out,
+    or the rest cannot come — :data:`EXIT_PROBLEM`; all came and one or more is msc's notice of a
+    request's fate instead of its answer (an ``MSC.E302`` after a failover counts as an output, and
+    can complete the count while an answer lacks parts) :data:`EXIT_NOTICE`; else :data:`EXIT_OK`."""
+    if len(counted) < expected:
+        return EXIT_PROBLEM
+    return EXIT_NOTICE if notices(counted) else EXIT_OK
+
+
+def expect_said(counted: Sequence[str], expected: int) -> str | None:
+    """The stderr line of a script whose ``--expect`` wait ended (:func:`expect_status`), naming
+    every notice that counted by its text — code and reason, with the header that ties it to its
+    request (``ICS1K3QZ1.MSC.E302 SWITCH RESTARTED …``); None when there is nothing to say (every
+    expected output came, and none is a notice)."""
+    found = notices(counted)
+    named = ("msc's notice " if len(found) == 1 else "msc's notices ") + " | ".join(found)
+    if len(counted) < expected:
+        return f"timed out: {len(counted)} of {expected} outputs" + (f"; among them {named}" if found else "")
+    if not found:
+        return None
+    return (f"{len(counted)} of {expected} outputs came, but not all are answers: {named}. "
+            f"Exit {EXIT_NOTICE}: an answer is missing or incomplete.")

@@ -32,6 +32,7 @@ from msc.protocol.message import (
     output_bytes,
     parse_input,
     parse_nak,
+    parse_notice,
     parse_pairs,
     parse_upstream,
     redact,
@@ -43,5 +44,5 @@ __all__ = [
     "AdminText", "Bind", "Frame", "Framer", "FramingError", "Input", "Logoff", "Logon",
     "MscError", "PasswordChange", "ProtocolError", "Reject", "Transaction", "UpstreamMessage",
     "banner", "encode_frame", "format_output", "format_pairs", "format_upstream", "msc_notice", "output_bytes",
-    "parse_input", "parse_nak", "parse_pairs", "parse_upstream", "redact", "wire_text",
+    "parse_input", "parse_nak", "parse_notice", "parse_pairs", "parse_upstream", "redact", "wire_text",
 ]

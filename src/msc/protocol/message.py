@@ -465,6 +465,20 @@ def msc_notice(header: str, reject: Reject, detail: str | None = None) -> bytes:
     return format_output(header, f"MSC.{reject.code} {detail or reject.reason}")
 
 
+# msc's notice as an output's text: HEADER "." "MSC." code [" " reason]. Any "E" and three digits:
+# an upstream's N passes its own code through (E1xx, E2xx as well as E3xx), and a code msc does not
+# know yet is still msc's notice, not an answer. "MSC.PART i/n." is a part of an answer, never a notice.
+_NOTICE = re.compile(r"[^.]*\.MSC\.(E\d{3})(?: (.*))?", re.S)
+
+
+def parse_notice(text: str) -> tuple[str, str] | None:
+    """``(code, reason)`` when the output ``text`` (``HEADER.TEXT``) is msc's notice of a request's
+    fate, ``HEADER.MSC.<code> <reason>`` (:func:`msc_notice`, PROTOCOL.md §4); else None (an answer,
+    a part of one, unsolicited traffic)."""
+    m = _NOTICE.fullmatch(text)
+    return (m.group(1), m.group(2) or "") if m else None
+
+
 def format_pairs(**pairs: str) -> bytes:
     """``KEY/VALUE.KEY/VALUE`` — the payload of an ``A`` frame (PROTOCOL.md §1)."""
     return ".".join(f"{k}/{v}" for k, v in pairs.items()).encode("ascii")
