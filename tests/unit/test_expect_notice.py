@@ -51,6 +51,7 @@ NOTICES = [
     ("ICS1K.QW.CA0130000.MSC.E302 IN THE ANSWER'S TEXT", None),  # MSC.E302 not right after the header
     ("ICS1K.MSC.E3021 FOUR DIGITS", None),
     ("ICS1K.MSC.E30 TWO DIGITS", None),
+    ("ICS1K.MSC.E3\u0660\u0662 ARABIC-INDIC DIGITS", None),  # three digits: ASCII ones (str's \d takes any)
     ("ICS1K.MSC.E30x NOTICE", None),
     ("ICS1K.MSC.W302 NOT AN E", None),
     ("ICS1K.msc.e302 lower case", None),
