@@ -9,6 +9,9 @@ code and text (:func:`termrules.expect_said`); a timeout stays 1 and names the n
 
 from __future__ import annotations
 
+import inspect
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,6 +22,7 @@ from msc.cli.termclient import Terminal, TerminalOptions
 from msc.protocol import framing
 from msc.protocol.codes import Reject
 from msc.protocol.message import msc_notice, parse_notice
+from msc.routing import recovery, router
 
 E302_PART = "ICS1K3QZ1.MSC.E302 SWITCH RESTARTED BEFORE THE REST OF THE ANSWER; 1 OF 2 PARTS CAME"
 E302_NONE = "ICS1K3QZ2.MSC.E302 SWITCH RESTARTED BEFORE THE ANSWER CAME"
@@ -51,6 +55,7 @@ NOTICES = [
     ("ICS1K.QW.CA0130000.MSC.E302 IN THE ANSWER'S TEXT", None),  # MSC.E302 not right after the header
     ("ICS1K.MSC.E3021 FOUR DIGITS", None),
     ("ICS1K.MSC.E30 TWO DIGITS", None),
+    ("ICS1K.MSC.E3\u0660\u0662 ARABIC-INDIC DIGITS", None),  # three digits: ASCII ones (str's \d takes any)
     ("ICS1K.MSC.E30x NOTICE", None),
     ("ICS1K.MSC.W302 NOT AN E", None),
     ("ICS1K.msc.e302 lower case", None),
@@ -156,3 +161,59 @@ async def test_the_outputs_that_count_are_kept_across_sessions_notices_included(
     assert t.answered.done()
     assert r.expect_status(t.counted, 2) == r.EXIT_NOTICE
 
+
+
+# -- the pooled script whose outputs cannot come here (exit 1 at once) -------------------------
+# Its line said "1 of 3 outputs: the rest cannot come …" and no more, while the timed-out and the
+# exit-5 lines name every notice that counted: one that came (an E302 that ended a request's
+# answer) is why the rest may never come, wherever it goes.
+
+CUT_SHORT = [
+    # the outputs that counted, --expect N, the notices named
+    ([], 3, []),
+    ([PART1], 3, []),
+    ([PART1, E302_PART], 3, [E302_PART]),
+    ([E303, MSC_PART, E501], 4, [E303, E501]),
+]
+
+
+@pytest.mark.parametrize("counted,expected,named", CUT_SHORT)
+def test_the_pooled_cut_short_line_names_the_notices_that_came(counted, expected, named):
+    said = r.expect_cut_short(counted, expected)
+    assert said.startswith(f"{len(counted)} of {expected} outputs: the rest cannot come to this session (their "
+                           "requests were sent in an earlier pooled session: see above)")
+    assert "\n" not in said
+    for text in counted:
+        assert (text in said) is (text in named)
+    if named:  # as the timed-out line says them
+        assert said.endswith(r.expect_said(counted, len(counted) + 1).split("; ", 1)[1])
+
+
+async def test_a_pooled_script_cut_short_names_the_notice_that_came(capsys):
+    """``_scripted`` itself: every request sent in an earlier pooled session (its loan ended with
+    the connection), an E302 among the outputs that came before: exit 1 at once, the E302 named."""
+    t = Terminal(TerminalOptions(host="127.0.0.1", port=1, header="ECMDT", send=["QW.X", "QV.Y"], expect=3))
+    t.print = lambda line: None
+    t.next_send, t.accepted = 2, 2  # both sent and accepted, in the earlier session
+    t.pooled, t.sent_in_session = True, 0  # logged on again: a new loan, nothing sent in it
+    t.expect_left, t.counted = 1, [PART1, E302_PART]
+    assert await terminal._scripted(t, t.opts, None) == r.EXIT_PROBLEM
+    err = capsys.readouterr().err
+    assert err.startswith("2 of 3 outputs: the rest cannot come to this session")
+    assert E302_PART in err and PART1 not in err  # the notice named, by its text; the answer's part not
+    assert err == r.expect_cut_short([PART1, E302_PART], 3) + "\n"
+
+
+# -- the "no A/N" line names the notices that can end a request ------------------------------------
+
+def test_the_fate_notices_named_are_those_msc_sends():
+    """:data:`termrules.FATE_CODES` (the "no A/N" line's ``MSC.Exxx`` codes) are the codes msc
+    itself ends an accepted request with — the router's and the restart's recovery pass's — the
+    upstream's own codes aside. It said "an MSC.E30x notice": no E501 (an answer the journal could
+    not record), no E307 (max_in_flight, an output queue full)."""
+    sent = set(re.findall(r"_resolve_failed\(\w+, Reject\.(E\d{3})", inspect.getsource(router)))
+    sent |= set(re.findall(r"(?:reject, detail = |msc_notice\(header, )Reject\.(E\d{3})", inspect.getsource(recovery)))
+    assert sent == set(r.FATE_CODES) == {"E302", "E303", "E307", "E501"}
+    for code in r.FATE_CODES:
+        assert code in r.FATE_NOTICE
+    assert "the upstream's own code" in r.FATE_NOTICE

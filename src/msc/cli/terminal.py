@@ -92,7 +92,8 @@ may have been used, at once unless the answer was ``E307``). A request msc accep
 whose answer had not come when its session ended is named after the next logon (or when the
 client ends), with where its answer goes: this station, or — a pooled session's loan having
 ended — the pool's printer (PROTOCOL.md §4); a pooled script whose every request went before the
-connection was lost exits 1 at once instead of waiting out ``--timeout``.
+connection was lost exits 1 at once instead of waiting out ``--timeout`` (its line, like the
+``timed out`` one, naming each notice that came: :func:`termrules.expect_cut_short`).
 
 Lines printed: ``A xid payload``, ``N xid code reason``, ``M xid text`` (outputs),
 ``SYS text``. Exit status: 0; 1 an expected output did not arrive in time (or cannot), or a message was
@@ -319,8 +320,8 @@ async def _prompt(stdin: LineReader, prompt: str) -> str | None:
 def _unanswered(t: Terminal) -> None:
     """Say which messages the lost connection took without their A/N (OPERATIONS.md "What an
     operator sees during a failover"): their fate is unknown here — msc may have accepted them —
-    so they are not sent again; their header finds an answer or an ``MSC.E30x`` notice (a pooled
-    session's at the pool's printer, PROTOCOL.md §4)."""
+    so they are not sent again; their header finds an answer or an ``MSC.Exxx`` notice of its fate
+    (:data:`termrules.FATE_NOTICE`; a pooled session's at the pool's printer, PROTOCOL.md §4)."""
     pooled = set(t.pooled_headers)
     for text in t.take_unanswered():
         t.unknown += 1
@@ -328,7 +329,7 @@ def _unanswered(t: Terminal) -> None:
         # A pooled session's loan ended with the connection: its fate goes to the pool's printer.
         where = " at the pool's printer" if header in pooled else ""
         print(f"no A/N for {text} before the connection was lost: not sent again (msc may have accepted it: "
-              f"look for an answer or an MSC.E30x notice with header {header}{where}, or msc journal search, "
+              f"look for an answer or {termrules.FATE_NOTICE} with header {header}{where}, or msc journal search, "
               "before sending it again)", file=sys.stderr, flush=True)
 
 
@@ -666,9 +667,8 @@ async def _scripted(t: Terminal, opts: TerminalOptions, stdin: LineReader) -> in
         if t.pooled and not t.count_any and t.sent_in_session == 0 and not t.answered.done():
             # Every own request was sent in an earlier pooled session (a loan that ended with
             # its connection): their outputs go to the pool's printer (said above), none here.
-            print(f"{opts.expect - t.expect_left} of {opts.expect} outputs: the rest cannot come to this "
-                  "session (their requests were sent in an earlier pooled session: see above)",
-                  file=sys.stderr, flush=True)
+            # (naming any notice that came, as the timed-out line does)
+            print(termrules.expect_cut_short(t.counted, opts.expect), file=sys.stderr, flush=True)
             return EXIT_PROBLEM
         try:
             await t.until(asyncio.shield(t.answered), opts.timeout)

@@ -19,11 +19,21 @@ from msc.protocol.message import parse_notice
 #: ``msc terminal``'s exit statuses (its module docstring and OPERATIONS.md "msc terminal" say when).
 EXIT_OK, EXIT_PROBLEM, EXIT_AUTH, EXIT_ENDED = 0, 1, 3, 4
 #: A script's ``--expect`` outputs came, but one or more of them is msc's notice of a request's
-#: fate (``HEADER.MSC.Exxx …``: a refusal upstream, no answer in time, the rest of an answer lost
-#: to a restart or a failover) rather than its answer: an answer is missing or incomplete. Not 0
+#: fate (``HEADER.MSC.Exxx …``, :data:`FATE_NOTICE`: a refusal upstream, no answer in time, the
+#: answer or its rest lost with the link or to a restart or a failover, no room for it, an answer the
+#: journal could not record) rather than its answer: an answer is missing or incomplete. Not 0
 #: (a wrapper checking only the status would take the answer as complete), not 1 (nothing timed
 #: out: msc said what happened), not 2 (the command line's usage errors).
 EXIT_NOTICE = 5
+#: The notices of msc's own that can end an accepted request in place of (the rest of) its answer —
+#: PROTOCOL.md §4 "Every accepted request learns its fate" and §6: E302 (the link lost before the
+#: answer, or a restart or failover before it or its rest), E303 (no answer within the route's
+#: timeout_s), E307 (the upstream at max_in_flight, or an answer refused for a full output queue
+#: and not sent again), E501 (an answer the journal could not record and that was not sent again);
+#: and an upstream's ``N`` passes on its own code, whatever it is.
+FATE_CODES = ("E302", "E303", "E307", "E501")
+#: How the client's lines name such a notice.
+FATE_NOTICE = f"an MSC.Exxx notice ({', '.join(FATE_CODES)}, or the upstream's own code)"
 #: sysexits.h ``EX_TEMPFAIL``: msc could not decide the logon now (its database away, logon
 #: checks busy, the address throttled, the pool exhausted): try again later. Never the
 #: authentication-refused status (3), which a wrapper reads as "wrong credentials, do not retry".
@@ -187,7 +197,7 @@ def unanswered_notice(u: Unanswered, ended: str) -> str:
     """What the operator is told about ``u`` once the session ended (``ended``: "the connection
     was lost", "the session ended") — where its answer goes, per PROTOCOL.md §4:
 
-    - a static station: every part and every ``MSC.E30x`` notice of its fate (after a restart or
+    - a static station: every part and every ``MSC.Exxx`` notice of its fate (after a restart or
       failover, ``E302 … BEFORE THE ANSWER CAME``) goes to the station's mnemonic — delivered
       here after the logon, or queued for the station's next session;
     - a pooled mnemonic: the loan ended with the session, so they go to the pool's
@@ -223,6 +233,13 @@ def expect_status(counted: Sequence[str], expected: int) -> int:
     return EXIT_NOTICE if notices(counted) else EXIT_OK
 
 
+def _among(found: Sequence[str]) -> str:
+    """``; among them msc's notice(s) …`` naming every notice in ``found`` by its text, or ``""``."""
+    if not found:
+        return ""
+    return "; among them " + ("msc's notice " if len(found) == 1 else "msc's notices ") + " | ".join(found)
+
+
 def expect_said(counted: Sequence[str], expected: int) -> str | None:
     """The stderr line of a script whose ``--expect`` wait ended (:func:`expect_status`), naming
     every notice that counted by its text — code and reason, with the header that ties it to its
@@ -231,8 +248,17 @@ def expect_said(counted: Sequence[str], expected: int) -> str | None:
     found = notices(counted)
     named = ("msc's notice " if len(found) == 1 else "msc's notices ") + " | ".join(found)
     if len(counted) < expected:
-        return f"timed out: {len(counted)} of {expected} outputs" + (f"; among them {named}" if found else "")
+        return f"timed out: {len(counted)} of {expected} outputs" + _among(found)
     if not found:
         return None
     return (f"{len(counted)} of {expected} outputs came, but not all are answers: {named}. "
             f"Exit {EXIT_NOTICE}: an answer is missing or incomplete.")
+
+
+def expect_cut_short(counted: Sequence[str], expected: int) -> str:
+    """The stderr line of a script in a pooled session whose every request was sent in an earlier
+    pooled session (a loan that ended with its connection): the rest of its ``--expect expected``
+    outputs goes to the pool's printer, never here — exit :data:`EXIT_PROBLEM` at once. Like
+    :func:`expect_said`'s ``timed out`` line it names every notice that counted, by its text."""
+    return (f"{len(counted)} of {expected} outputs: the rest cannot come to this session (their requests were "
+            "sent in an earlier pooled session: see above)" + _among(notices(counted)))

@@ -465,10 +465,12 @@ def msc_notice(header: str, reject: Reject, detail: str | None = None) -> bytes:
     return format_output(header, f"MSC.{reject.code} {detail or reject.reason}")
 
 
-# msc's notice as an output's text: HEADER "." "MSC." code [" " reason]. Any "E" and three digits:
-# an upstream's N passes its own code through (E1xx, E2xx as well as E3xx), and a code msc does not
-# know yet is still msc's notice, not an answer. "MSC.PART i/n." is a part of an answer, never a notice.
-_NOTICE = re.compile(r"[^.]*\.MSC\.(E\d{3})(?: (.*))?", re.S)
+# msc's notice as an output's text: HEADER "." "MSC." code [" " reason]. Any "E" and three digits
+# (ASCII: str's \d would take any script's): an upstream's N passes its own code through (E1xx, E2xx
+# as well as E3xx), and a code msc does not know yet is still msc's notice, not an answer.
+# "MSC.PART i/n." is a part of an answer, never a notice. The one reader: the terminal and the web
+# inbox ask parse_notice, never a pattern of their own.
+_NOTICE = re.compile(r"[^.]*\.MSC\.(E[0-9]{3})(?: (.*))?", re.S)
 
 
 def parse_notice(text: str) -> tuple[str, str] | None:

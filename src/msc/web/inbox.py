@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import re
 
-from msc.protocol.message import output_bytes  # noqa: F401  (the byte policy the switch applied)
+from msc.protocol.message import (
+    output_bytes,  # noqa: F401  (the byte policy the switch applied)
+    parse_notice,
+)
 
 _HIT = re.compile(r"(?<![A-Z])(?<!NO )HIT(?![A-Z])")
-_NOTICE = re.compile(r"MSC\.(E\d{3}) ?(.*)", re.S)
 _FIELD = re.compile(r"[A-Z]{3}/")
 _PART = re.compile(r"MSC\.PART (\d+)/(\d+)\.(.*)", re.S)
 
@@ -32,14 +34,14 @@ def classify(payload: bytes, mnemonic: str, own_refs: set[str] | frozenset[str])
     ref = header[4:] if header[:4] == mnemonic and header[4:] in own_refs else None
     out: dict[str, object] = {"header": header, "ref": ref, "text": rest, "kind": "answer" if ref else "unsolicited",
            "alert": None, "code": None, "part": None}
+    notice = parse_notice(text)  # the switch's one reader of its notices (a part is never one)
+    if notice is not None:
+        out["kind"], out["code"] = "notice", notice[0]
+        return out
     m = _PART.match(rest)
     if m:
         out["part"] = [int(m.group(1)), int(m.group(2))]
         rest = m.group(3)
-    n = _NOTICE.match(rest)
-    if n and not m:
-        out["kind"], out["code"] = "notice", n.group(1)
-        return out
     first = rest.split("\r", 1)[0].split("\n", 1)[0]
     key = first.split(".", 1)[0]
     # The result words of an NCIC answer stand between the ORI and the data fields; a hit is
