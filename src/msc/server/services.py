@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
@@ -95,6 +95,10 @@ class Services:
     directory: Callable[[], Directory]
     clock: Callable[[], float]  # wall clock, seconds (journal times, certification dates)
     metrics: Metrics
+    #: The run-time state a LOGON or PWD needs, away (E503): said once per outage for all the
+    #: sessions, not at each logon (msc.outage), and once when a logon or PWD is decided again.
+    storage: Outage = field(default_factory=lambda: Outage(
+        "session.storage_unavailable", "session.storage_available", logger=structlog.get_logger("msc.session")))
 
 
 class Registry:
