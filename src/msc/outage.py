@@ -44,18 +44,19 @@ class Outage:
     def down(self) -> bool:
         return self.reason is not None
 
-    def failed(self, exc: BaseException | str, *, unexpected: bool = False) -> bool:
+    def failed(self, exc: BaseException | str, *, unexpected: bool = False, **extra: Any) -> bool:
         """A call failed (``exc``: the exception or a reason already said in words). Logs when it
-        begins an outage; True then. ``unexpected``: a fault of msc, not the storage being away
-        — said at error with its traceback."""
+        begins an outage, with ``extra`` (what this call was: a session's peer and message key,
+        say); True then. ``unexpected``: a fault of msc, not the storage being away — said at
+        error with its traceback."""
         if self.reason is not None:
             return False
         self.reason = exc if isinstance(exc, str) else explain(exc)
         if unexpected:
             self.log.error(self.event, exc_info=exc if isinstance(exc, BaseException) else None,
-                           **{self.field: self.reason}, **self.context)
+                           **{self.field: self.reason}, **extra, **self.context)
         else:
-            self.log.warning(self.event, **{self.field: self.reason}, **self.context)
+            self.log.warning(self.event, **{self.field: self.reason}, **extra, **self.context)
         return True
 
     def ok(self, **extra: Any) -> bool:

@@ -185,17 +185,25 @@ async def test_with_the_database_stopped_every_operation_is_refused_cleanly_and_
         finally:
             site.cluster.start()
     assert seen == STOPPED, seen
+    # Four logons and a PWD refused E503: said once for the outage, not per message (msc.outage).
     events = [e for e in logs if e.get("event") == "session.storage_unavailable"]
-    assert {e["mke"] for e in events} == {"LOGON", "PWD"}, events
-    assert all("run-time state on PostgreSQL (127.0.0.1:" in e["error"] for e in events), events
+    assert [(e["mke"], e["log_level"]) for e in events] == [("LOGON", "warning")], events
+    assert "run-time state on PostgreSQL (127.0.0.1:" in events[0]["error"], events
+    # Every refusal above tried its record (the message, the refusals' REJECTED, the control's
+    # record): each counted, said once.
+    failed = [e for e in logs if e.get("event") == "journal.commit_failed"]
+    assert [e["log_level"] for e in failed] == ["warning"], failed
+    assert site.switch.metrics.journal_errors._value.get() >= 3
     assert any(e.get("event") == "control.storage_unavailable" for e in logs)
     assert not [e for e in logs if e.get("event") == "session.internal_error"]
     assert site.switch.metrics.registry.get_sample_value("msc_rejects_total", {"code": "E502"}) in (None, 0.0)
 
     # Back by itself: /readyz 200 with no message sent, then every operation succeeds.
     await site.until(lambda: site.switch.readiness()[0], "/readyz 200 again once the database is back")
-    held = await site.operator("ICS1", "TS0001") if held.closed.done() else held
-    assert await asyncio.wait_for(operations(site, held), 240) == ALL_WORK
+    with structlog.testing.capture_logs() as logs:
+        held = await site.operator("ICS1", "TS0001") if held.closed.done() else held
+        assert await asyncio.wait_for(operations(site, held), 240) == ALL_WORK
+    assert [e["was"] for e in logs if e.get("event") == "session.storage_available"] == [events[0]["error"]]
 
 
 async def test_with_msc_sessions_ended_under_it_every_operation_works_again_by_itself(site):

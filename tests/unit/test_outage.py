@@ -64,6 +64,19 @@ def test_a_fault_of_msc_is_an_error_with_its_traceback_still_once():
     assert isinstance(logs[0]["exc_info"], KeyError) and logs[0]["error"] == "KeyError: 'x'"
 
 
+def test_the_failure_that_begins_an_outage_is_said_with_its_own_context():
+    """Per-event callers (a session's refused LOGON: its message key and peer) name the one call
+    said; the later calls of the outage are not said, whatever their context."""
+    o = Outage("session.storage_unavailable", "session.storage_available", logger=None)
+    with capture_logs() as logs:
+        o.failed(str(REFUSED), mke="LOGON", peer="10.0.0.7")
+        o.failed(str(STARTING), mke="PWD", peer="10.0.0.8")
+        o.ok()
+    assert [(e["event"], e.get("mke"), e.get("peer"), e.get("error") or e.get("was")) for e in logs] == [
+        ("session.storage_unavailable", "LOGON", "10.0.0.7", str(REFUSED)),
+        ("session.storage_available", None, None, str(REFUSED))]
+
+
 class Counts:
     """The run-time state's ``auth_counts`` as a scrape reads it: each read meets the next item."""
 

@@ -1,7 +1,8 @@
 """The switch's background work: the availability ledger's heartbeat, the daily journal
-retention, the background verification of the journal (OPERATIONS.md, JOURNAL.md), and the
+retention, the background verification of the journal (OPERATIONS.md, JOURNAL.md), the
 once-a-second sweep (session timers, lockouts made by other processes, last use, refusal
-summaries, giving memory back after a burst).
+summaries, giving memory back after a burst), and what the journal's commits tell the metrics
+and the log (a refused commit: once per outage, msc.outage).
 
 A part of :class:`msc.server.switch.Switch` (its attributes: :class:`msc.server.parts.SwitchParts`):
 the switch starts these tasks and cancels them on stop; this module owns what each does.
@@ -13,11 +14,13 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from msc.journal.records import Entry, JournalError, JournalFenced, Kind
 from msc.journal.retention import PurgeRefused
 from msc.ops.availability import HEARTBEAT_S, WINDOWS, compute
+from msc.outage import Outage
 from msc.server.parts import SwitchParts, started
 
 #: The background verification starts this long after the switch (at most verify_interval_s).
@@ -32,6 +35,37 @@ class BackgroundWork(SwitchParts):
     """Ledger heartbeat, retention, background verification, memory trims (see the module docstring)."""
 
     _ledger_lock: asyncio.Lock | None = None  # one ledger beat at a time (_ledger_beat)
+    _commit_outage: Outage | None = None  # the journal's refused commits (_journal_error)
+    _commits_refused = 0  # … since the current outage began
+
+    # -- the journal's callbacks (Journal's on_commit, on_error, on_integrity) -------------------
+
+    def _journal_committed(self, entries: Sequence[Entry], seconds: float) -> None:
+        self.metrics.journal_committed(entries, seconds)
+        self.metrics.journal_size(started(self.journal).committed_size)
+        if self._commit_outage is not None and self._commit_outage.ok(refused=self._commits_refused):
+            self.sessions.say_not_journaled()  # the ends refused meanwhile, in one line
+
+    def _journal_error(self, exc: Exception) -> None:
+        """A commit failed: every append in it was refused (``E501``; nothing forwarded). Each is
+        counted (``msc_journal_errors_total``); the log says it once per outage — at 1,000 msg/s a
+        line per refused commit was thousands of error lines (a storage outage, a warning: the
+        integrity faults are ``journal.altered``) — and once more, with ``refused`` (how many
+        commits, the counter's rise), at the next commit that succeeds."""
+        self.metrics.journal_errors.inc()
+        if self._commit_outage is None:
+            self._commit_outage = Outage("journal.commit_failed", "journal.commit_recovered", logger=self.log)
+        if not self._commit_outage.down:
+            self._commits_refused = 0
+        self._commits_refused += 1
+        self._commit_outage.failed(str(exc) or type(exc).__name__)
+
+    def _journal_altered(self, text: str) -> None:
+        """The journal found records it had committed gone while running: it refuses every
+        append from now on (E501, /readyz 503); the off-box alert sees the size go back."""
+        self.metrics.journal_verify_failures.inc()
+        self.metrics.journal_size(started(self.journal).committed_size)
+        self.log.error("journal.altered", error=text)
 
     async def _ledger_heartbeat(self) -> None:
         # The figures at once, not a heartbeat later: until computed, msc_availability_ratio is

@@ -60,6 +60,8 @@ class Operator(Refusing):
             release = (lambda: self.svc.registry.release_pooled(self, "RELOGON")) if self.alloc is not None else None
             outcome = await self.svc.accounts.logon(body, source=self.source, station=self.station, pool=pool,
                                                     release_previous=release)
+            if isinstance(outcome, LoggedOn) or outcome.why is None:
+                self.svc.storage.ok()  # decided: the run-time state answers (again)
             if isinstance(outcome, LoggedOn):
                 await self._logged_on(xid, outcome, pool)
             else:
@@ -127,6 +129,8 @@ class Operator(Refusing):
     async def _change_password(self, xid: int, inp: Input, body: PasswordChange, user: User) -> None:
         try:
             outcome = await self.svc.accounts.change_password(user, body)
+            if isinstance(outcome, User) or outcome.why is None:
+                self.svc.storage.ok()
             if isinstance(outcome, User):
                 if self.user_rec is not None and self.user_rec.id == outcome.id:
                     self.user_rec = outcome

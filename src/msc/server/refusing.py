@@ -192,9 +192,10 @@ class Refusing(Connection):
         """The storage this message needed (the run-time state: an account's lockout count, TOTP
         step, last logon) could not be used now — its database unreachable, restarting, or not
         answering within its bound: E503 (PROTOCOL.md §6), nothing was done; a log line names the
-        storage and its error. Not a bug: no correlation id, no traceback. The refusal is
-        journaled like any other (when the journal can be written)."""
-        self.log.warning("session.storage_unavailable", mke=inp.mke, error=why)
+        storage and its error, once per outage for every session (``Services.storage``: a line per
+        logon was one per terminal trying again). Not a bug: no correlation id, no traceback. The
+        refusal is journaled like any other (when the journal can be written)."""
+        self.svc.storage.failed(why, mke=inp.mke, peer=self.peer_ip)
         self._reject(xid, Reject.E503, None, inp.journal_text(), inp, always=True)
 
     def _internal_error(self, xid: int, inp: Input) -> None:

@@ -225,6 +225,8 @@ class NodeRole(SwitchParts):
                           committed=self.journal.committed_size, unsigned=self.journal.unsigned_tail,
                           note="the next active node signs the unsigned records" if self.journal.unsigned_tail
                           else "every committed record is signed")
+        # Their ends are refused from now (the next active node journals them): one line for all.
+        self.sessions.ends_refused()
         for rt in self.listeners:
             if rt.server:
                 rt.server.close()

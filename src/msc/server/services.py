@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 
 
 log = structlog.get_logger("msc.sessions")
+
+#: The opening records' sequence numbers a ``session.end_not_journaled`` line names (its ``count``
+#: says how many sessions in all): a busy node's step-down ends hundreds at once.
+SEQS_LOGGED = 10
 
 
 class Attached(Protocol):
@@ -91,6 +95,10 @@ class Services:
     directory: Callable[[], Directory]
     clock: Callable[[], float]  # wall clock, seconds (journal times, certification dates)
     metrics: Metrics
+    #: The run-time state a LOGON or PWD needs, away (E503): said once per outage for all the
+    #: sessions, not at each logon (msc.outage), and once when a logon or PWD is decided again.
+    storage: Outage = field(default_factory=lambda: Outage(
+        "session.storage_unavailable", "session.storage_available", logger=structlog.get_logger("msc.session")))
 
 
 class Registry:
@@ -120,6 +128,12 @@ class Registry:
         # During a database outage every logon and every end fails its write: said once, and once
         # at the first write that succeeds again (msc.outage). Only the loop's thread uses it.
         self._write_outage = Outage("session.state_write_failed", "session.state_write_recovered", logger=log)
+        # Sessions whose end the journal refused (their opening records' seqs), not yet said: one
+        # line per occasion, not one per session (_not_journaled). After a step-down every end is
+        # refused and was said at once (ends_refused): nothing more is gathered.
+        self._unjournaled: list[int] = []
+        self._ending: set[int] = set()  # sessions whose end's records are being committed
+        self._ends_said = False
         self._delivery = delivery
         self._accounts = accounts
         self._journal = journal
@@ -182,21 +196,53 @@ class Registry:
             return
         journal = self._journal()
         errors = journal.errors_total if journal is not None else 0
+        self._ending.add(seq)
 
         def after_records() -> None:
             fut = journal.last_submitted if journal is not None else None
             if fut is None:
+                self._ending.discard(seq)
                 return
 
             def done(f: asyncio.Future[Any]) -> None:
+                self._ending.discard(seq)
                 if f.cancelled() or f.exception() is not None or journal.errors_total != errors:
-                    log.warning("session.end_not_journaled", seq=seq, note="the next start journals its end")
+                    self._not_journaled(seq, journal)
                     return
                 self._changed(ended=seq)
+                self.say_not_journaled()  # an end journaled: the journal's outage is over
 
             fut.add_done_callback(done)
 
         asyncio.get_running_loop().call_soon(after_records)
+
+    def _not_journaled(self, seq: int, journal: Any) -> None:
+        """The end of the session opened at ``seq`` was not journaled (its row stays: the next
+        start journals it). Gathered while the journal refuses commits and said in one line when
+        it commits again (:meth:`say_not_journaled`; or at the stop, or the step-down) — a line per
+        session was hundreds at a busy node's step-down."""
+        if self._ends_said:
+            return
+        self._unjournaled.append(seq)
+        if journal is None or journal.healthy:  # (a commit since: the outage is over already)
+            self.say_not_journaled()
+
+    def say_not_journaled(self, also: list[int] | None = None) -> None:
+        """One ``session.end_not_journaled`` for the ends gathered (and ``also``), if any: ``count``
+        and the first :data:`SEQS_LOGGED` opening records' ``seqs``."""
+        seqs = sorted(self._unjournaled + (also or []))
+        self._unjournaled = []
+        if seqs:
+            log.warning("session.end_not_journaled", count=len(seqs), seqs=seqs[:SEQS_LOGGED],
+                        note="the next start journals their ends")
+
+    def ends_refused(self) -> None:
+        """This node stepped down (its journal refuses every append from now on): the end of
+        every session still open, or whose end is still being committed, will not be journaled
+        here — said now, in one line with those gathered before; the refusals that follow say
+        nothing more."""
+        self.say_not_journaled([*self.opened_at.values(), *self._ending])
+        self._ends_said = True
 
     def _changed(self, *, opened: OpenSession | None = None, ended: int | None = None) -> None:
         """Note a change of the open sessions for the registry's one worker thread, which
@@ -245,7 +291,9 @@ class Registry:
 
     async def flush(self) -> None:
         """Write what is noted and not yet written (a stop, before the state closes). What stays
-        unwritten is said here even when its outage was said already: this is its last chance."""
+        unwritten is said here even when its outage was said already: this is its last chance.
+        The ends the journal refused that are not said yet are said now."""
+        self.say_not_journaled()
         if self._writes is None or self._state is None:
             return
         try:

@@ -356,21 +356,6 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole, UserDirectory)
             self.log.warning("switch.drain_timeout", **self.open_work())
         await self.stop()
 
-    def _journal_committed(self, entries: list[Entry], seconds: float) -> None:
-        self.metrics.journal_committed(entries, seconds)
-        self.metrics.journal_size(started(self.journal).committed_size)
-
-    def _journal_altered(self, text: str) -> None:
-        """The journal found records it had committed gone while running: it refuses every
-        append from now on (E501, /readyz 503); the off-box alert sees the size go back."""
-        self.metrics.journal_verify_failures.inc()
-        self.metrics.journal_size(started(self.journal).committed_size)
-        self.log.error("journal.altered", error=text)
-
-    def _journal_error(self, exc: Exception) -> None:
-        self.metrics.journal_errors.inc()
-        self.log.error("journal.commit_failed", error=str(exc))
-
     def _upstream_state(self, link: UpstreamLink) -> None:
         labels = ("primary", "secondary")[: len(link.endpoints)]
         for i, label in enumerate(labels):
