@@ -271,6 +271,7 @@ def test_a_planned_switchover_is_one_scheduled_outage_from_the_drains_start(tmp_
         if t.poll() is None:
             t.kill()
     assert a.p.wait(timeout=60) == 0
+    assert not (pair.tmp / "A" / "ready").exists()  # a clean stop removes it too (newcomer trial F5)
     wait_until(lambda: pair.active("B"), "B active", 60)
     (outage,) = pair.outages("B")
     assert outage["scheduled"]
@@ -345,6 +346,8 @@ def test_a_sigstopped_active_loses_the_lease_and_continued_it_commits_nothing_an
         return took, resumed, doc
 
     took, resumed, _ = asyncio.run(stop_take_over_continue())
+    # Its ready file no longer says "ready" (newcomer trial F5: it did after the exit 75).
+    assert not (pair.tmp / "A" / "ready").exists()
     log = a.log.read_text()
     assert "node.stepped_down" in log and "the lease was not renewed in time" in log
     # Giving the journal up is said once, at info; no checkpoint or retention error (newcomer7).
