@@ -233,6 +233,28 @@ def test_the_standby_keeps_its_listeners_closed_and_takes_over_at_the_actives_cl
     print(f"clean handover: B serving {took:.2f} s after A's SIGTERM (lease ttl {TTL} s)")
 
 
+def test_msc_status_with_both_nodes_down_says_no_node_is_running_not_that_a_standby_takes_it(pair):
+    """Newcomer trial F7: with the active killed and the standby stopped, ``msc status`` said "a
+    standby takes it at its next poll". Once no node has said it is alive for the lease time
+    (msc_node_seen), it says that none is running and the lease stays as it is."""
+    a = pair.start("A", "ready")
+    wait_until(lambda: pair.active("A"), "A active")
+    b = pair.start("B", "standby")
+    b.p.send_signal(signal.SIGTERM)
+    assert b.p.wait(HANG_S) == 0
+    a.p.kill()
+    a.p.wait(HANG_S)
+
+    def says(text: str):
+        r = run("status", "--config", str(pair.cfg["B"]))
+        return r if r.returncode == 1 and text in r.stdout else None
+
+    r = wait_until(lambda: says("no node is running"), "msc status: no node is running", 60)
+    assert "active node: none — the lease of node-a (epoch 1) ran out" in r.stdout, r.stdout
+    assert "the lease stays as it is until one starts" in r.stdout and "takes it at its next poll" not in r.stdout
+    pair.start("B", "ready")  # a node started: it takes the lease (epoch 2)
+
+
 def test_a_planned_switchover_is_one_scheduled_outage_from_the_drains_start(tmp_path, pg_server, procs):
     """SIGTERM of the active with a terminal's answer held upstream: the node drains (serving that
     terminal) and only then releases the lease. The pair's report, read on the standby's machine,
