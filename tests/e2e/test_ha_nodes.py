@@ -667,6 +667,33 @@ def test_an_active_whose_database_freezes_steps_down_and_leaves_by_its_orderly_p
     assert all(line.startswith("{") for line in log.splitlines() if line.strip()), log[-3000:]
 
 
+def test_a_stopped_database_the_active_exits_75_started_again_it_stands_by_and_a_node_serves_after(tmp_path, procs):
+    """OPERATIONS.md "Trying a pair on one machine" (newcomer trial F1: it said both nodes stand
+    by and serve again, but the active exits 75 and only a supervisor brings it back): PostgreSQL
+    stopped under the pair, the active steps down and exits 75, its ready file gone; started again
+    (the recipe's loop, the shipped unit) it waits out the outage as a standby beside the other,
+    both with lease_error; PostgreSQL back, a node takes the next epoch and serves."""
+    with pgmod.PgCluster.create(name="outage") as cluster:
+        pair = Pair(tmp_path, cluster, procs)
+        a = pair.start("A", "ready")
+        wait_until(lambda: pair.active("A"), "A active")
+        pair.start("B", "standby")
+        cluster.stop()
+        assert a.p.wait(HANG_S * 2) == 75
+        assert not (tmp_path / "A" / "ready").exists()
+        pair.start("A", "standby")  # what run_node's loop does after an exit 75
+
+        def both_say_lease_error():
+            docs = [pair.readyz(n) for n in "AB"]
+            return docs if all(code == 503 and "lease_error" in doc.get("node", {}) for code, doc in docs) else None
+
+        wait_until(both_say_lease_error, "both nodes stand by with lease_error", 60)
+        cluster.start()
+        wait_until(lambda: pair.active("A") or pair.active("B"), "a node serves again", 60)
+        (doc,) = [d for d in (pair.active("A"), pair.active("B")) if d]
+        assert doc["node"]["epoch"] == 2
+
+
 QUERY_TEXT = "ICS1Q1.QW.CA0130000.NAM/DOE, JOHN.DOB/19800101"
 
 
