@@ -101,14 +101,17 @@ def test_a_taken_port_is_named_before_anything_starts(tmp_path, taken):
         r = run("demo", "--dir", str(d), "--port-offset", str(offset))
         line = _one_line(r)
         assert r.returncode == 2 and f"port {port + offset} ({what}" in line and "in use" in line
-        assert "make run PORT_OFFSET=" in line and "--port-offset" in line
+        # Its directory was given as an absolute path: the msc demo line that moves it, that path kept
+        # (newcomer trial F6: make run's line, relative to the repository, was given).
+        assert f"run this demo on other ports: msc demo --dir {d} --port-offset 1000" in line and "make run" not in line
         assert not (d / "msc.toml").exists() and not (d / "logs").exists()  # nothing made, nothing started
         # An existing demo directory keeps its ports: it says to use another directory.
         assert run("demo", "--dir", str(d), "--port-offset", str(offset), "--init-only").returncode == 0
         assert not (d / ".demo.lock").exists()  # --init-only leaves no run lock (newcomer8: `cp -a a b` copied it)
         r = run("demo", "--dir", str(d))
         line = _one_line(r)
-        assert r.returncode == 2 and f"port {port + offset}" in line and "DEMO_DIR=" in line
+        assert r.returncode == 2 and f"port {port + offset}" in line and f"change that port in {d / 'msc.toml'}" in line
+        assert f"msc demo --dir {d}2 --template {d / 'msc.toml'} --port-offset 1000" in line and "make run" not in line
         assert not (d / "logs").exists()
         assert not (d / ".demo.lock").exists()  # nor a refused run
 

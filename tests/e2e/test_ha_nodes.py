@@ -233,6 +233,28 @@ def test_the_standby_keeps_its_listeners_closed_and_takes_over_at_the_actives_cl
     print(f"clean handover: B serving {took:.2f} s after A's SIGTERM (lease ttl {TTL} s)")
 
 
+def test_msc_status_with_both_nodes_down_says_no_node_is_running_not_that_a_standby_takes_it(pair):
+    """Newcomer trial F7: with the active killed and the standby stopped, ``msc status`` said "a
+    standby takes it at its next poll". Once no node has said it is alive for the lease time
+    (msc_node_seen), it says that none is running and the lease stays as it is."""
+    a = pair.start("A", "ready")
+    wait_until(lambda: pair.active("A"), "A active")
+    b = pair.start("B", "standby")
+    b.p.send_signal(signal.SIGTERM)
+    assert b.p.wait(HANG_S) == 0
+    a.p.kill()
+    a.p.wait(HANG_S)
+
+    def says(text: str):
+        r = run("status", "--config", str(pair.cfg["B"]))
+        return r if r.returncode == 1 and text in r.stdout else None
+
+    r = wait_until(lambda: says("no node is running"), "msc status: no node is running", 60)
+    assert "active node: none — the lease of node-a (epoch 1) ran out" in r.stdout, r.stdout
+    assert "the lease stays as it is until one starts" in r.stdout and "takes it at its next poll" not in r.stdout
+    pair.start("B", "ready")  # a node started: it takes the lease (epoch 2)
+
+
 def test_a_planned_switchover_is_one_scheduled_outage_from_the_drains_start(tmp_path, pg_server, procs):
     """SIGTERM of the active with a terminal's answer held upstream: the node drains (serving that
     terminal) and only then releases the lease. The pair's report, read on the standby's machine,
@@ -271,6 +293,7 @@ def test_a_planned_switchover_is_one_scheduled_outage_from_the_drains_start(tmp_
         if t.poll() is None:
             t.kill()
     assert a.p.wait(timeout=60) == 0
+    assert not (pair.tmp / "A" / "ready").exists()  # a clean stop removes it too (newcomer trial F5)
     wait_until(lambda: pair.active("B"), "B active", 60)
     (outage,) = pair.outages("B")
     assert outage["scheduled"]
@@ -345,6 +368,8 @@ def test_a_sigstopped_active_loses_the_lease_and_continued_it_commits_nothing_an
         return took, resumed, doc
 
     took, resumed, _ = asyncio.run(stop_take_over_continue())
+    # Its ready file no longer says "ready" (newcomer trial F5: it did after the exit 75).
+    assert not (pair.tmp / "A" / "ready").exists()
     log = a.log.read_text()
     assert "node.stepped_down" in log and "the lease was not renewed in time" in log
     # Giving the journal up is said once, at info; no checkpoint or retention error (newcomer7).
@@ -640,6 +665,33 @@ def test_an_active_whose_database_freezes_steps_down_and_leaves_by_its_orderly_p
     assert "node.stepped_down" in log
     assert '"event": "serve.exited"' in log and "node.exit_forced" not in log, log[-3000:]
     assert all(line.startswith("{") for line in log.splitlines() if line.strip()), log[-3000:]
+
+
+def test_a_stopped_database_the_active_exits_75_started_again_it_stands_by_and_a_node_serves_after(tmp_path, procs):
+    """OPERATIONS.md "Trying a pair on one machine" (newcomer trial F1: it said both nodes stand
+    by and serve again, but the active exits 75 and only a supervisor brings it back): PostgreSQL
+    stopped under the pair, the active steps down and exits 75, its ready file gone; started again
+    (the recipe's loop, the shipped unit) it waits out the outage as a standby beside the other,
+    both with lease_error; PostgreSQL back, a node takes the next epoch and serves."""
+    with pgmod.PgCluster.create(name="outage") as cluster:
+        pair = Pair(tmp_path, cluster, procs)
+        a = pair.start("A", "ready")
+        wait_until(lambda: pair.active("A"), "A active")
+        pair.start("B", "standby")
+        cluster.stop()
+        assert a.p.wait(HANG_S * 2) == 75
+        assert not (tmp_path / "A" / "ready").exists()
+        pair.start("A", "standby")  # what run_node's loop does after an exit 75
+
+        def both_say_lease_error():
+            docs = [pair.readyz(n) for n in "AB"]
+            return docs if all(code == 503 and "lease_error" in doc.get("node", {}) for code, doc in docs) else None
+
+        wait_until(both_say_lease_error, "both nodes stand by with lease_error", 60)
+        cluster.start()
+        wait_until(lambda: pair.active("A") or pair.active("B"), "a node serves again", 60)
+        (doc,) = [d for d in (pair.active("A"), pair.active("B")) if d]
+        assert doc["node"]["epoch"] == 2
 
 
 QUERY_TEXT = "ICS1Q1.QW.CA0130000.NAM/DOE, JOHN.DOB/19800101"

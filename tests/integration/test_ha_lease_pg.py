@@ -576,3 +576,22 @@ async def node_seen(dsn: str, name: str):
         return await conn.fetchrow("SELECT * FROM msc_node_seen WHERE name = $1", f"msc/{name}")
     finally:
         await conn.close()
+
+
+async def test_the_nodes_seen_alive_are_those_of_this_lease_announced_within_the_time(dsn):
+    """``msc status`` with no node active asks who is running to take the lease (newcomer trial F7:
+    "a standby takes it at its next poll" with both nodes down): the nodes of this lease that
+    announced themselves within the time asked, by name — none when none has."""
+    a, b = node(dsn, "node-a", ttl=30), node(dsn, "node-b", ttl=30)
+    elsewhere = PgLease(connector(dsn), holder="node-c", ttl_s=30, name="msc2", timeout_s=5.0)
+    try:
+        assert await a.seen_alive(30) == []  # nobody ever announced (the table made on the way)
+        assert await a.announce(90) is None and await b.announce(90) is None and await elsewhere.announce(90) is None
+        seen = await a.seen_alive(30)
+        assert [(s.node, s.host, s.pid) for s in seen] == [("node-a", a.host, a.pid), ("node-b", b.host, b.pid)]
+        assert all(0 <= s.ago_s < 30 for s in seen)
+        assert [s.node for s in await elsewhere.seen_alive(30)] == ["node-c"]  # another lease's nodes are not these
+        assert await a.seen_alive(0.0) == []  # none within no time: as after every node stopped
+    finally:
+        for n in (a, b, elsewhere):
+            await n.close()

@@ -106,12 +106,21 @@ def test_demo_ports_of_unreadable_configs_raise_what_the_demo_reports(text):
 PACKAGED = resources.files("msc").joinpath("data/msc.toml").read_text()
 
 
+@pytest.fixture
+def ports_free_here(monkeypatch):
+    """The tests that pin which port the web console gets (8443, 26401 …) do not depend on what
+    else this machine listens on: every port is free to the bind test (newcomer trial F6's own
+    tests hold a real socket)."""
+    monkeypatch.setattr("msc.cli.demo.port_in_use", lambda host, port: False)
+
+
 def _template(tmp_path, text: str) -> str:
     path = tmp_path / "pair.toml"
     path.write_text(text)
     return str(path)
 
 
+@pytest.mark.usefixtures("ports_free_here")
 def test_a_templates_own_web_table_is_kept(tmp_path):
     from msc.cli.demo import config_text
 
@@ -137,6 +146,7 @@ def test_the_packaged_demo_keeps_8443():
     assert tomllib.loads(config_text(None, 1000))["web"]["bind"] == "127.0.0.1:9443"  # --port-offset
 
 
+@pytest.mark.usefixtures("ports_free_here")
 def test_a_templates_web_console_is_added_in_its_span_at_its_web_listeners_host(tmp_path):
     """No [web] in the template: the one added binds where the template's web listener does; 8443
     is outside this template's span (its lowest to its highest port: 26400-28400), so on the
@@ -148,6 +158,7 @@ def test_a_templates_web_console_is_added_in_its_span_at_its_web_listeners_host(
     assert _web(tmp_path, moved, 1000) == "127.0.0.2:27401"  # then moved with every port by --port-offset
 
 
+@pytest.mark.usefixtures("ports_free_here")
 def test_the_packaged_file_as_a_template_gets_8443_as_the_docs_show(tmp_path):
     """The pair recipe copies config/msc.toml (no [web]; ports 7400-9400): 8443 is free and inside
     its span, so its console is where README and the docs show the demo's — 8443, + N with
@@ -199,6 +210,7 @@ def _ports(listeners=(), metrics=None, upstream=(), extra="") -> str:
     (_ports([16430, 16433], extra='[storage]\nbackend = "postgresql"\n'
                                   'dsn = "postgresql://msc@127.0.0.1:16431,db2:16432/msc"\n'), 16434),
 ])
+@pytest.mark.usefixtures("ports_free_here")
 def test_the_web_console_added_to_a_template_avoids_its_ports(tmp_path, template, port):
     from msc.cli.demo import CONTROL_PORT_DISTANCE, demo_ports
 
@@ -213,3 +225,74 @@ def test_the_web_console_added_to_a_template_avoids_its_ports(tmp_path, template
     assert port not in used
     ports = [p for what, _h, p in demo_ports(config_text_of(tmp_path, template)) if what == "web console"]
     assert ports == [port]
+
+
+# -- newcomer trial F6: `msc demo --init-only --template T` printed a [web] port another program --
+# -- held on this machine; the next start refused it, with advice that dropped T and the directory --
+
+@pytest.fixture
+def held():
+    """A real listening socket on 127.0.0.1 (another program's), and its port."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("offset", [0, 1000])
+def test_the_web_console_added_to_a_template_skips_a_port_this_machine_cannot_bind(tmp_path, held, offset):
+    """The template's span P-1 … P+2 leaves P (the lowest port it does not use) to the web console,
+    but another program listens on it (at its --port-offset place: P + N taken, the template's
+    P - N): the console goes to a port the machine can bind now."""
+    from msc.cli.demo import port_in_use
+
+    p = held - offset
+    template = _ports([p - 1, p + 1], p + 2)
+    bind = _web(tmp_path, template, offset)
+    host, port = bind.rsplit(":", 1)
+    assert host == "127.0.0.1" and int(port) != held, bind
+    assert int(port) - offset not in (p - 1, p + 1, p + 2)  # none of the template's own
+    assert not port_in_use("127.0.0.1", int(port))
+
+
+def test_the_pair_recipes_template_skips_8443_when_another_program_holds_it(tmp_path):
+    """config/msc.toml as the template (OPERATIONS.md's pair recipe): 8443 when it is free; with
+    8443 held on 127.0.0.1 by another program, the lowest port of the span this machine can bind."""
+    import socket
+
+    from msc.cli.demo import port_in_use
+
+    with socket.socket() as sock:
+        if not port_in_use("127.0.0.1", 8443):  # (held already by something else here: the same case)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", 8443))
+            sock.listen()
+        bind = _web(tmp_path, PACKAGED)
+        assert bind != "127.0.0.1:8443" and not port_in_use("127.0.0.1", int(bind.rsplit(":", 1)[1])), bind
+
+
+@pytest.mark.parametrize(("dir_arg", "template", "beside", "says"), [
+    # make run's own case: its DEMO_DIR, relative to the repository, no template
+    ("var", None, False, "make run PORT_OFFSET=1000 (msc demo --dir var --port-offset 1000)"),
+    ("var", None, True, "make run DEMO_DIR=var2 PORT_OFFSET=1000 (msc demo --dir var2 --port-offset 1000)"),
+    ("demo/a", None, True, "make run DEMO_DIR=demo/a2 PORT_OFFSET=1000"),
+    # an absolute directory or a template: the msc demo line, as the user ran it
+    ("/srv/msc-try/a", "/srv/msc-try/pair.toml", False,
+     "msc demo --dir /srv/msc-try/a --template /srv/msc-try/pair.toml --port-offset 1000"),
+    ("/srv/msc-try/a", None, False, "msc demo --dir /srv/msc-try/a --port-offset 1000"),
+    # beside an existing one: a new directory made from its own msc.toml (the template it came from)
+    ("/srv/msc-try/a", None, True, "msc demo --dir /srv/msc-try/a2 --template /srv/msc-try/a/msc.toml --port-offset 1000"),
+    ("/srv/msc-try/a", "/srv/msc-try/pair.toml", True,
+     "msc demo --dir /srv/msc-try/a2 --template /srv/msc-try/a/msc.toml --port-offset 1000"),
+])
+def test_the_advice_to_move_keeps_the_users_directory_and_template(dir_arg, template, beside, says):
+    from pathlib import Path
+
+    from msc.cli.demo import move_command
+
+    got = move_command(dir_arg, template, Path(dir_arg).resolve(), beside=beside)
+    assert got == says if says.startswith("msc") or "(" in says else says in got, got
+    if template is not None or dir_arg.startswith("/"):
+        assert "make run" not in got

@@ -117,6 +117,7 @@ async def test_a_takeover_whose_look_at_the_key_ring_fails_gives_the_lease_back_
     stop.set()
     assert await asyncio.wait_for(node, HANG_S) == 0
     assert lease.released == [*range(1, refusals + 1), refusals + 1]
+    assert not (tmp_path / "ready").exists()  # stopped: it says "ready" no more (newcomer trial F5)
 
 
 @pytest.mark.parametrize("error", [
@@ -161,3 +162,60 @@ async def test_a_node_whose_belief_ends_during_the_takeovers_look_never_calls_it
     assert switch.events[0] == "standby" and "abandoned" in switch.events
     assert not any(isinstance(e, tuple) and e[0] == "active" for e in switch.events) and "serving" not in switch.events
     assert all("not renewed in time" in e[1] for e in switch.events if isinstance(e, tuple))
+
+
+# -- the ready file says what is true when the node stops serving (newcomer trial F5: a node that --
+# -- had exited 75 still said "ready") ---------------------------------------------------------
+
+async def test_a_node_that_steps_down_removes_its_ready_file_before_its_teardown(tmp_path, monkeypatch):
+    exits: list[int] = []
+    monkeypatch.setattr(main, "_exit_within", lambda _s, status: exits.append(status))
+    lease = FakeLease(holder="node-b", renewals=[False])  # its first renewal is refused: another took it
+    monkeypatch.setattr("msc.server.node.keeper_for", lambda settings, **kw: LeaseKeeper(lease, LeaseMachine(1.0), **kw))
+    ready = tmp_path / "ready"
+
+    class Watched(StandInSwitch):
+        async def start(self) -> None:
+            await super().start()
+            self.events.append(("file at start", ready.read_text()))
+
+        def abandon_storage(self, why: str) -> None:  # the teardown's first step after the step-down
+            self.events.append(("file at teardown", ready.exists()))
+
+    switch = Watched([None])
+    assert await asyncio.wait_for(run_node(switch, asyncio.Event(), tmp_path), HANG_S) == EXIT_STEPPED_DOWN
+    assert exits == [EXIT_STEPPED_DOWN] and "serving" in switch.events
+    assert ("file at teardown", False) in switch.events and not ready.exists()
+
+
+async def test_a_standby_that_stops_removes_its_ready_file(tmp_path, monkeypatch):
+    lease = FakeLease(holder="node-b", grant=None)  # another node holds it: this one stands by
+    monkeypatch.setattr("msc.server.node.keeper_for", lambda settings, **kw: LeaseKeeper(lease, LeaseMachine(30.0), **kw))
+    switch, stop = StandInSwitch([]), asyncio.Event()
+    node = run_node(switch, stop, tmp_path)
+    await asyncio.wait_for(_until(lambda: "acquire" in lease.calls), HANG_S)
+    assert (tmp_path / "ready").read_text() == "standby\n"
+    stop.set()
+    assert await asyncio.wait_for(node, HANG_S) == 0
+    assert not (tmp_path / "ready").exists()
+
+
+@pytest.mark.parametrize("wrote", [True, False])
+def test_serve_removes_the_ready_file_it_wrote_whatever_ends_it(tmp_path, monkeypatch, wrote):
+    """A start refused after ``standby`` was written (exit 2), or any exception: the file goes. A
+    file this process never wrote — the running node's, when a second ``msc serve`` is refused
+    at its start — is left as it is."""
+    ready = tmp_path / "ready"
+    ready.write_text("ready\n")  # the running node's
+
+    async def refused(settings, *, ready_file=None) -> int:
+        if wrote:
+            main._write_ready(ready_file, "standby")
+        raise StartupError("journal self-check: record 12 altered")
+
+    monkeypatch.setattr(main, "run", refused)
+    with pytest.raises(StartupError):
+        main.serve(None, ready_file=str(ready))  # type: ignore[arg-type]
+    assert ready.exists() is not wrote
+    if not wrote:
+        assert ready.read_text() == "ready\n"

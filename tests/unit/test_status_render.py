@@ -11,14 +11,14 @@ from msc.cli.status import render
 KEY = "the key ring (PostgreSQL (db)) is wrapped by master key 7cbbf527, but … holds 7400d98d: copy the master key file …"
 
 
-def doc(*, role="standby", held_back: bool = False, lease=None, error=None) -> dict:
+def doc(*, role="standby", held_back: bool = False, lease=None, error=None, **extra) -> dict:
     here = {"status": 503, "role": role}
     if held_back:
         here |= {"key_ring": KEY, "held_back": "this machine's master key file cannot open the key ring: " + KEY}
     d = {"node": "msc-b", "this_node": here, "lease": lease, "active": None}
     if error:
         d["lease_error"] = error
-    return d
+    return d | extra
 
 
 LIVE = {"holder": "msc-a", "epoch": 7, "live": True, "remaining_s": 4.1}
@@ -27,8 +27,8 @@ EXPIRED = {"holder": "msc-a", "epoch": 7, "live": False, "remaining_s": -12.0}
 
 @pytest.mark.parametrize("d, says, never", [
     (doc(lease=LIVE), ["active node: msc-a (lease epoch 7, valid 4.1 s more"], ["would not take over", "key ring"]),
-    (doc(lease=EXPIRED), ["active node: none — the lease of msc-a (epoch 7) ran out 12.0 s ago; a standby takes it at its next poll"],
-     ["will not take it"]),
+    (doc(lease=EXPIRED), ["active node: none — the lease of msc-a (epoch 7) ran out 12.0 s ago; node msc-b (this "
+                          "machine), a standby, takes it at its next poll"], ["will not take it", "no node is running"]),
     (doc(lease=LIVE, held_back=True), ["active node: msc-a", "key ring: unusable on this machine — " + KEY,
                                        "node msc-b (this machine) would not take over: its master key file cannot"],
      ["the standby takes it"]),
@@ -44,6 +44,31 @@ EXPIRED = {"holder": "msc-a", "epoch": 7, "live": False, "remaining_s": -12.0}
     (doc(error="lease database: TimeoutError"), ["active node: unknown"], ["would not take over"]),
 ])
 def test_status_says_who_serves_and_whether_this_node_would_take_over(d, says, never):
+    out = "\n".join(render(d))
+    for s in says:
+        assert s in out, out
+    for s in never:
+        assert s not in out, out
+
+
+# -- who takes an expired lease when this machine's node is not a standby (newcomer trial F7: "a --
+# -- standby takes it at its next poll" with both nodes down) -----------------------------------
+
+DOWN = {"status": 0, "role": None, "process": "not running", "pid": None}
+
+
+@pytest.mark.parametrize("alive, says, never", [
+    ([], ["ran out 12.0 s ago; no node is running — none has said it is alive to the database within the lease time "
+          "— and the lease stays as it is until one starts"], ["takes it at its next poll"]),
+    ([{"node": "msc-a", "host": "hosta", "pid": 41, "seen_s_ago": 1.2}],
+     ["ran out 12.0 s ago; running: msc-a (host hosta, seen 1.2 s ago) — a standby takes it at its next poll"],
+     ["no node is running"]),
+    (None, ["ran out 12.0 s ago; a standby, if one runs, takes it at its next poll (the nodes alive could not be asked)"],
+     ["no node is running"]),
+])
+def test_an_expired_lease_says_whether_any_node_is_running_to_take_it(alive, says, never):
+    d = doc(lease=EXPIRED, alive=alive)
+    d["this_node"] = dict(DOWN)
     out = "\n".join(render(d))
     for s in says:
         assert s in out, out
@@ -76,6 +101,7 @@ CASES = [
     (here(503, "not_ready"), LIVE, 3, "it is not a standby (/readyz 503: not_ready)"),
     # No node active: 1 whatever this machine's node is (unchanged).
     (here(0, None, process="not running", pid=None), EXPIRED, 1, "active node: none"),
+    (here(0, None, process="not running", pid=None), EXPIRED, 1, "no node is running"),  # both down: nobody seen
     (here(503, "standby", key_ring=KEY, held_back="…"), EXPIRED, 1, "will not take it"),
     (here(503, "standby"), None, 1, "no node has held the lease yet"),
 ]
@@ -96,6 +122,8 @@ def test_status_exit_tells_a_pair_that_cannot_fail_over(monkeypatch, this, lease
                         lambda bind: (this.get("process") == "not answering", this.get("pid")))
     row = None if lease is None else SimpleNamespace(**lease)
     monkeypatch.setattr(status_mod, "lease_row", lambda settings: (row, None))
+    asked: list[object] = []  # the nodes alive: asked only when no node is active and a lease ran out
+    monkeypatch.setattr(status_mod, "nodes_alive", lambda settings: asked.append(settings) or [])
     config = SimpleNamespace(node=SimpleNamespace(name="msc-b"), metrics=SimpleNamespace(bind="127.0.0.1:9400"))
     code, d = status_mod.status(SimpleNamespace(config=config))
     out = "\n".join(render(d))
@@ -105,3 +133,4 @@ def test_status_exit_tells_a_pair_that_cannot_fail_over(monkeypatch, this, lease
         assert line in out, out
     if code != 3:
         assert "cannot fail over" not in out
+    assert bool(asked) == (lease is not None and not lease["live"])

@@ -102,7 +102,7 @@ def _dsn_ports(dsn: str) -> set[int]:
     return {int(p) for p in ports if p.isdigit()}
 
 
-def web_bind(doc: dict) -> str:
+def web_bind(doc: dict, port_offset: int = 0) -> str:
     """Where the ``[web]`` table ``msc demo`` adds to a template without one binds: at the host of
     the template's ``web`` listener (else its first), on a port the template does not use — its
     listeners', metrics', upstream endpoints', the demo's stubs' control ports (+100), its
@@ -111,7 +111,10 @@ def web_bind(doc: dict) -> str:
     port in that span, else the first free one above it (newcomer9: 8443 whatever the template
     said; issue 16: 8443 moved by the first listener's distance from 7400 could fall outside the
     template's ports or on one of them). WEB_PORT when the template has no listener to go by.
-    ``--port-offset`` then moves it with every other port (8443 + N)."""
+    ``--port-offset`` then moves it with every other port (8443 + N). A port this machine cannot
+    bind at that host now (another program listens there, :func:`port_in_use` — tried at the
+    port it will have, ``port_offset`` added) is skipped like one of the template's: printed by
+    ``--init-only``, it is one the next start can listen on (newcomer trial F6)."""
     from msc.config.validate import parse_hostport
 
     try:
@@ -124,12 +127,16 @@ def web_bind(doc: dict) -> str:
             used |= _dsn_ports(dsn) if isinstance(dsn, str) else set()
     except (IndexError, KeyError, TypeError, ValueError, AttributeError):
         return f"127.0.0.1:{WEB_PORT}"
+
+    def free(p: int) -> bool:
+        return p not in used and not (0 < p + port_offset < 65536 and port_in_use(host, p + port_offset))
+
     if not listened:  # no port to go by (every listener on port 0, "any free port")
         port = WEB_PORT
-    elif min(listened) <= WEB_PORT <= max(listened) and WEB_PORT not in used:
+    elif min(listened) <= WEB_PORT <= max(listened) and free(WEB_PORT):
         port = WEB_PORT  # the packaged file used as a template (the pair recipe): where the docs say
     else:
-        port = next((p for p in range(min(listened), 65536) if p not in used), WEB_PORT)
+        port = next((p for p in range(min(listened), 65536) if free(p)), WEB_PORT)
     return f"{f'[{host}]' if ':' in host else host}:{port}"
 
 
@@ -145,7 +152,7 @@ def config_text(template: str | None, port_offset: int = 0) -> str:
         doc = {}  # msc.toml's load says what is wrong with it, naming the file and line
     if "web" not in doc:
         # The packaged demo's on WEB_PORT (README's https://127.0.0.1:8443/), a template's beside its ports.
-        bind = web_bind(doc) if template else f"127.0.0.1:{WEB_PORT}"
+        bind = web_bind(doc, port_offset) if template else f"127.0.0.1:{WEB_PORT}"
         text += f'''
 [web]                                  # added by msc demo (docs/WEB.md)
 bind = "{bind}"
@@ -266,9 +273,36 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def _lock(directory: Path):
+def move_command(dir_arg: str, template: str | None, directory: Path, *, beside: bool) -> str:
+    """The command that runs a demo on ports NEW_DEMO_HINT_OFFSET higher, as the user ran this one
+    (newcomer trial F6: the advice was ``make run DEMO_DIR=<name>2 …`` — a path relative to the
+    repository, and no template — after ``msc demo --dir /srv/… --template T``).
+
+    ``beside``: ``directory`` exists (its ``msc.toml`` keeps its ports), so a new demo beside it,
+    ``DIR2``; else this very demo, created on other ports. ``make run``'s form (with the ``msc
+    demo`` line it runs) only when it is the same command: no ``--template``, a directory named
+    relative to where ``make`` runs (the repository). Else the ``msc demo`` line with absolute
+    paths, its template kept: this run's ``--template``, or — beside an existing directory — that
+    directory's own ``msc.toml`` (what it was made from, every port then moved by N)."""
+    offset = NEW_DEMO_HINT_OFFSET
+    if template is None and not Path(dir_arg).is_absolute():
+        name = dir_arg.rstrip("/") + ("2" if beside else "")
+        make_dir = "" if name == "var" else f"DEMO_DIR={shlex.quote(name)} "
+        return f"make run {make_dir}PORT_OFFSET={offset} (msc demo --dir {shlex.quote(name)} --port-offset {offset})"
+    if beside:
+        cmd = ["msc", "demo", "--dir", str(directory.with_name(directory.name + "2")),
+               "--template", str(directory / "msc.toml")]
+    else:
+        cmd = ["msc", "demo", "--dir", str(directory)]
+        if template is not None:
+            cmd += ["--template", str(Path(template).resolve())]
+    return shlex.join([*cmd, "--port-offset", str(offset)])
+
+
+def _lock(directory: Path, beside: str = ""):
     """Hold DIR/.demo.lock for this demo's life (:func:`_unlock` removes it); None (and a
-    message) when another demo holds it.
+    message, with ``beside``: the command that starts another demo beside it) when another demo
+    holds it.
 
     The file exists only while a demo holds it. A demo that opened the file just before the
     holder removed it may lock that removed file: it then finds that the name no longer leads
@@ -286,8 +320,7 @@ def _lock(directory: Path):
             pid = fh.read().strip() or "?"
             fh.close()
             print(f"error: a demo is already running in {directory} (pid {pid}); use it, stop it with Ctrl-C in "
-                  f"its terminal, or start another beside it: make run DEMO_DIR={directory.name}2 "
-                  f"PORT_OFFSET={NEW_DEMO_HINT_OFFSET}", file=sys.stderr)
+                  f"its terminal" + (f", or start another beside it: {beside}" if beside else ""), file=sys.stderr)
             return None
         try:
             same = os.path.samestat(os.fstat(fh.fileno()), os.stat(path))
@@ -344,7 +377,7 @@ def main(args) -> int:
 
     directory = Path(args.dir).resolve()
     private_dir(directory)
-    lock = _lock(directory)
+    lock = _lock(directory, move_command(args.dir, args.template, directory, beside=True))
     if lock is None:
         return 2
     try:
@@ -375,13 +408,12 @@ def _run(args, directory: Path) -> int:
             return 2
         for what, host, port in ports:
             if port_in_use(host, port):
+                again = move_command(args.dir, args.template, directory, beside=created)
                 if created:
-                    how = (f"{cfg_path} keeps the ports it was created with: start a new demo beside it with "
-                           f"make run DEMO_DIR={directory.name}2 PORT_OFFSET={NEW_DEMO_HINT_OFFSET}, or stop what "
-                           f"listens on {port}")
+                    how = (f"{cfg_path} keeps the ports it was created with: stop what listens on {port}, change "
+                           f"that port in {cfg_path}, or start a new demo beside it: {again}")
                 else:
-                    how = (f"run this demo on other ports: make run PORT_OFFSET={NEW_DEMO_HINT_OFFSET} "
-                           f"(msc demo --port-offset {NEW_DEMO_HINT_OFFSET})")
+                    how = f"run this demo on other ports: {again}"
                 print(f"error: port {port} ({what}, {host}:{port}) is in use by another program or demo; {how}",
                       file=sys.stderr)
                 return 2

@@ -146,6 +146,22 @@ def lease_row(settings: Settings) -> tuple[Any, str | None]:
         return None, str(exc)
 
 
+def nodes_alive(settings: Settings) -> list[dict[str, Any]] | None:
+    """The pair's nodes that said they were alive (``msc_node_seen``) within the lease time —
+    every running node says so every ``lease_ttl_s / 3`` —, or None when the database could not
+    be asked. Asked only when no node is active: is any node running to take the lease?"""
+    from msc.ha.pglease import LeaseUnavailable
+    from msc.ha.site import read_nodes_alive
+
+    node = settings.config.node
+    assert node is not None
+    try:
+        seen = read_nodes_alive(settings, node.lease_ttl_s)
+    except (LeaseUnavailable, ValueError, OSError):
+        return None
+    return [{"node": s.node, "host": s.host, "pid": s.pid, "seen_s_ago": round(s.ago_s, 1)} for s in seen]
+
+
 def status(settings: Settings) -> tuple[int, dict[str, Any]]:
     """The exit status and what ``msc status`` reports."""
     node = settings.config.node
@@ -173,6 +189,8 @@ def status(settings: Settings) -> tuple[int, dict[str, Any]]:
     if error is not None:
         doc["lease_error"] = error
     if not active:
+        if row is not None:  # expired: is a node running to take it? (newcomer trial F7)
+            doc["alive"] = nodes_alive(settings)
         return 1, doc
     why = cannot_take_over(doc)
     if why is not None:
@@ -224,7 +242,7 @@ def render(doc: dict[str, Any]) -> list[str]:
                      f"{lease['remaining_s']:.1f} s more by the database's clock)")
     else:
         lines.append(f"active node: none — the lease of {lease['holder']} (epoch {lease['epoch']}) ran out "
-                     f"{-lease['remaining_s']:.1f} s ago; " + (wont or "a standby takes it at its next poll"))
+                     f"{-lease['remaining_s']:.1f} s ago; " + (wont or who_takes_it(doc)))
     if wont and (doc.get("lease_error") or (lease is not None and lease["live"])):
         lines.append(f"node {doc['node']} (this machine) would not take over: its master key file cannot open the "
                      "key ring (see the key ring line)" + (
@@ -233,6 +251,24 @@ def render(doc: dict[str, Any]) -> list[str]:
         lines.append(f"node {doc['node']} (this machine) could not take over if {doc['active']} failed: "
                      f"{doc['cannot_take_over']} — the pair cannot fail over (exit {EXIT_CANNOT_FAIL_OVER})")
     return lines
+
+
+def who_takes_it(doc: dict[str, Any]) -> str:
+    """Who takes an expired lease (newcomer trial F7: "a standby takes it at its next poll" with
+    no node running): this machine's standby; else the nodes the database saw alive within the
+    lease time (``alive``: their announcements); none seen — no node is running (or none reaches
+    the database): the lease stays as it is until one starts."""
+    here = doc["this_node"]
+    if here["status"] and here.get("role") == "standby" and not here.get("lease_error"):
+        return f"node {doc['node']} (this machine), a standby, takes it at its next poll"
+    alive = doc.get("alive")
+    if alive is None:
+        return "a standby, if one runs, takes it at its next poll (the nodes alive could not be asked)"
+    if not alive:
+        return ("no node is running — none has said it is alive to the database within the lease time — "
+                "and the lease stays as it is until one starts")
+    names = ", ".join(f"{n['node']} (host {n['host']}, seen {n['seen_s_ago']:.1f} s ago)" for n in alive)
+    return f"running: {names} — a standby takes it at its next poll"
 
 
 def cmd_status(args, settings: Settings) -> int:

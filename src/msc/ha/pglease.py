@@ -132,6 +132,15 @@ SELECT instance, host, pid, extract(epoch FROM statement_timestamp() - seen_at):
 FROM msc_node_seen WHERE name = $1
 """
 
+#: The nodes of a lease that said they were alive (announce) within ``$2`` seconds: ``msc status``.
+SEEN_ALIVE = """
+SELECT substr(name, length($1) + 2) AS node, host, pid,
+       extract(epoch FROM statement_timestamp() - seen_at)::float8 AS ago
+FROM msc_node_seen
+WHERE starts_with(name, $1 || '/') AND seen_at > statement_timestamp() - make_interval(secs => $2::float8)
+ORDER BY name
+"""
+
 CURRENT = """
 SELECT holder, epoch, expires_at > statement_timestamp() AS live,
        extract(epoch FROM expires_at - statement_timestamp())::float8 AS remaining, acquired_at
@@ -194,6 +203,16 @@ class LeaseRow:
     epoch: int
     live: bool
     remaining_s: float
+
+
+@dataclass(frozen=True)
+class SeenNode:
+    """A node that announced itself (``msc_node_seen``): its name, host, PID, and how long ago."""
+
+    node: str
+    host: str
+    pid: int
+    ago_s: float
 
 
 def is_fenced(exc: BaseException) -> bool:
@@ -335,6 +354,12 @@ class PgLease:
     async def release(self, epoch: int) -> bool:
         """Give the lease up (clean stop): it expires now, a standby takes it at its next poll."""
         return bool(await self._call(RELEASE, self.name, self.holder, epoch))
+
+    async def seen_alive(self, within_s: float) -> list[SeenNode]:
+        """The nodes of this lease (any name) that announced themselves within ``within_s``
+        seconds by the database's clock — every running node does, every ``ttl / 3``."""
+        return [SeenNode(r["node"], r["host"], int(r["pid"]), max(float(r["ago"]), 0.0))
+                for r in await self._call(SEEN_ALIVE, self.name, within_s)]
 
     async def current(self) -> LeaseRow | None:
         """The lease row as the database sees it now (for /readyz and operators), or None."""

@@ -5,7 +5,7 @@ keeper and by the ``msc`` command, which asks who is active before journaling th
 from __future__ import annotations
 
 from msc.config.load import Settings
-from msc.ha.pglease import LeaseRow, PgLease, connector
+from msc.ha.pglease import LeaseRow, PgLease, SeenNode, connector
 
 
 def lease_for(settings: Settings) -> PgLease:
@@ -47,3 +47,20 @@ def read_lease(settings: Settings) -> LeaseRow | None:
             await lease.close()
 
     return asyncio.run(current())
+
+
+def read_nodes_alive(settings: Settings, within_s: float) -> list[SeenNode]:
+    """The nodes of this configuration's lease that said they were alive within ``within_s``
+    seconds (``msc status``: is any node running to take an expired lease?). Blocking, bounded
+    like :func:`read_lease`; raises as it does."""
+    import asyncio
+
+    lease = lease_for(settings)
+
+    async def seen() -> list[SeenNode]:
+        try:
+            return await lease.seen_alive(within_s)
+        finally:
+            await lease.close()
+
+    return asyncio.run(seen())

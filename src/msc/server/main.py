@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,7 @@ async def run(settings: Settings, *, ready_file: str | None = None) -> int:
     _write_ready(ready_file, "ready")
     await stop.wait()
     log.info("switch.stopping")
+    _clear_ready()  # it no longer serves: drain closes its listeners first
     await switch.drain()
     return 0
 
@@ -89,6 +91,7 @@ async def _run_node(settings: Settings, switch: Switch, stop: asyncio.Event, rea
         active = await _first(keeper.wait_active(), stop.wait())
         if not active or keeper.misconfigured is not None:
             log.info("node.stopping", node=switch.node_name, role="standby")
+            _clear_ready()
             await keeper.stop(release=True)  # (released only if it was granted in the meantime)
             if switch.ops is not None:
                 await switch.ops.stop()
@@ -137,6 +140,7 @@ async def _run_node(settings: Settings, switch: Switch, stop: asyncio.Event, rea
     if lost:
         return await _stepped_down(switch, keeper)
     log.info("switch.stopping")
+    _clear_ready()
     await switch.drain()  # its STOP record is committed under this node's epoch …
     await keeper.stop(release=True)  # … then the lease is released: the standby takes over at once
     return 0
@@ -149,6 +153,7 @@ async def _stepped_down(switch: Switch, keeper: LeaseKeeper) -> int:
     from msc.server.node import EXIT_STEPPED_DOWN
 
     switch.step_down(keeper.lost_reason or "lease lost")
+    _clear_ready()  # at once: it serves no more (its teardown may take seconds)
     await keeper.stop(release=False)
     # Storage calls still waiting on the database are given back now: the teardown below
     # joins their threads (the hang that ha2's forced exit stood in for: Switch.abandon_storage).
@@ -197,7 +202,6 @@ def _exit_within(seconds: float, status: int) -> None:
     the teardown ends by itself: 0 forced exits in the frozen-database and SIGSTOP step-downs
     measured (tests/e2e/test_ha_nodes.py asserts ``serve.exited``, the orderly path's last line).
     The timer stays for what nobody has seen yet."""
-    import os
     import sys
     import threading
 
@@ -256,10 +260,28 @@ def settle_heap() -> None:
     gc.freeze()
 
 
+#: The ready files this process wrote (``--ready-file``): removed when it stops serving.
+_written: set[str] = set()
+
+
 def _write_ready(ready_file: str | None, what: str) -> None:
+    """``--ready-file``: ``standby`` (a node of a pair whose /readyz answers) or ``ready`` (serving)."""
     if ready_file:
         with open(ready_file, "w") as fh:
             fh.write(what + "\n")
+        _written.add(ready_file)
+
+
+def _clear_ready() -> None:
+    """The ready file says only what is true: removed as soon as this process stops serving (a
+    SIGTERM's drain, a step-down) and, whatever else ends it (a start refused after ``standby``,
+    an exception), as it exits — :func:`serve`; only ``kill -9`` leaves it (newcomer trial F5: a
+    node that had exited 75 still said ``ready``). A file this process never wrote is not touched:
+    a second ``msc serve`` refused at its start leaves the running one's alone."""
+    for path in sorted(_written):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        _written.discard(path)
 
 
 def serve(settings: Settings, *, ready_file: str | None = None) -> int:
@@ -272,7 +294,10 @@ def serve(settings: Settings, *, ready_file: str | None = None) -> int:
     from msc.memory import tune_allocator
 
     tune_allocator()
-    status = uvloop.run(run(settings, ready_file=ready_file))
+    try:
+        status = uvloop.run(run(settings, ready_file=ready_file))
+    finally:
+        _clear_ready()  # every exit the process can act on: a refusal to start, an exception
     # The orderly path's last line: the event loop, its tasks and its worker threads are done (a
     # stepped-down node that got here was not cut short by _exit_within's timer).
     log.info("serve.exited", status=status)
