@@ -167,3 +167,22 @@ async def test_a_step_down_says_every_session_whose_end_is_refused_in_one_line(s
     [line] = said(logs, ENDS)
     assert line["count"] == n and line["seqs"] == list(range(1, SEQS_LOGGED + 1))
     assert said(logs, *COMMITS) == []  # a refusal after a step-down is no commit that failed
+
+
+async def test_a_fault_of_msc_while_sealing_is_said_at_error_with_its_traceback_once(switch, monkeypatch):
+    """Not every refused commit is the storage away: a fault while sealing (a period's key
+    missing, a bug) is msc's own — at error, with the traceback that finds it; once, too."""
+    def broken(*_a, **_k):
+        raise ValueError("no key for period 2026-12")
+
+    monkeypatch.setattr("msc.journal.journal.seal", broken)
+    with capture_logs() as logs:
+        await refused(switch, 3)
+        monkeypatch.undo()
+        await switch.journal.append(Entry(kind="RECEIVED", text="ok"))
+    lines = said(logs, *COMMITS)
+    assert [(e["event"], e["log_level"]) for e in lines] == [
+        ("journal.commit_failed", "error"), ("journal.commit_recovered", "info")]
+    assert isinstance(lines[0]["exc_info"], JournalError)
+    assert isinstance(lines[0]["exc_info"].__cause__, ValueError)
+    assert lines[1]["refused"] == 3

@@ -470,6 +470,8 @@ class Journal:
                 await commit
             except Exception as exc:  # JournalError, or a key problem while sealing
                 err = exc if isinstance(exc, JournalError) else JournalError(str(exc))
+                if err is not exc:
+                    err.__cause__ = exc  # a fault of msc (a key, sealing), not storage: on_error tells them apart
                 self._failed(self._commit_started if self._commit_started is not None else time.monotonic())
                 self._commit_started = None
                 self.healthy = False

@@ -58,7 +58,12 @@ class BackgroundWork(SwitchParts):
         if not self._commit_outage.down:
             self._commits_refused = 0
         self._commits_refused += 1
-        self._commit_outage.failed(str(exc) or type(exc).__name__)
+        # A commit refused by its storage (the writer's JournalError, an OSError) is an outage; a
+        # fault of msc while sealing (a period's key missing, a bug: wrapped by the journal, its
+        # cause kept) is said at error with its traceback — still once until a commit succeeds.
+        cause = exc.__cause__
+        unexpected = cause is not None and not isinstance(cause, JournalError | OSError)
+        self._commit_outage.failed(exc if unexpected else (str(exc) or type(exc).__name__), unexpected=unexpected)
 
     def _journal_altered(self, text: str) -> None:
         """The journal found records it had committed gone while running: it refuses every
