@@ -39,8 +39,12 @@ pytestmark = [pytest.mark.timeout(300),
 
 #: The events a node of a pair may log at warning or above for one outage of its database and the
 #: step-down it causes (OPERATIONS.md "When the database is away" and "What an operator sees
-#: during a failover"), each once. (``node.active``: B's takeover once it is back;
-#: ``journal.checkpoint_failed``: A's, when a checkpoint falls due before it steps down.)
+#: during a failover"), each once — per process: A's one process, which steps down and exits 75 and
+#: is not restarted here (a restarted A is a new process that says its outage lines again, and the
+#: one that exited never says the "works again" lines: OPERATIONS.md "One outage, one warning"),
+#: and B's one process. (``node.active``: B's takeover once it is back — a failover, A's lease ran
+#: out: a warning; an ordinary start says it at info; ``journal.checkpoint_failed``: A's, when a
+#: checkpoint falls due before it steps down.)
 #: ``session.state_write_failed`` may be said once more by a stop (``at="stop"``: what stays
 #: unwritten, its last chance) — a line of its own for :func:`said_twice`. (``journal.commit_failed``,
 #: ``session.storage_unavailable``: A's, for the connections and logons tried during the outage;
@@ -165,6 +169,11 @@ def test_a_stopped_database_under_a_scraped_pair_is_logged_once_without_tracebac
             if e["event"] in ("metrics.logon_counts_unreadable", "users.not_synced"):
                 assert e["level"] == "warning" and (e.get("reason") or e.get("error")), e
         assert "lease.unavailable" in {e["event"] for e in events["B"]}
+        # node.active (newcomer trial F8): B took A's lease that ran out — a failover, a warning;
+        # A's own first start took a free lease — info, no warning alert in normal operation.
+        active_b = [e for e in events["B"] if e["event"] == "node.active"]
+        assert [(e["level"], e["taken"], e["previous"]) for e in active_b] == [("warning", "failover", "node-a")]
+        assert [(e["level"], e["taken"]) for e in log_events(a) if e["event"] == "node.active"] == [("info", "free")]
         said_a = {e["event"]: e for e in loud(events["A"])}
         assert {"journal.commit_failed", "session.storage_unavailable"} <= set(said_a), sorted(said_a)
         assert said_a["journal.commit_failed"]["level"] == "warning"

@@ -595,3 +595,61 @@ async def test_the_nodes_seen_alive_are_those_of_this_lease_announced_within_the
     finally:
         for n in (a, b, elsewhere):
             await n.close()
+
+
+async def test_a_clean_stop_takes_back_its_alive_mark_and_says_the_lease_was_released(dsn):
+    """Newcomer trial F1: both nodes stopped cleanly, and ``msc status`` still counted them running
+    (their marks in ``msc_node_seen``) and said the released lease "ran out". A keeper's clean stop
+    — the active node's, releasing the lease, and a standby's — deletes the process's own mark (a
+    newer process's of the same name is left), and the lease row says it was released."""
+    ka = LeaseKeeper(node(dsn, "node-a", ttl=30), LeaseMachine(30.0))
+    kb = LeaseKeeper(node(dsn, "node-b", ttl=30), LeaseMachine(30.0))
+    probe = node(dsn, "probe", ttl=30)
+    try:
+        ka.start()
+        await asyncio.wait_for(ka.wait_active(), HANG_S)
+        kb.start()
+        await until(lambda: _seen_names(probe, {"node-a", "node-b"}))
+        await ka.stop(release=True)
+        row = await probe.current()
+        assert row is not None and (row.holder, row.live, row.released) == ("node-a", False, True), row
+        assert [s.node for s in await probe.seen_alive(90)] == ["node-b"]  # at once, not after the lease time
+        await kb.stop(release=True)  # a standby's stop
+        assert await probe.seen_alive(90) == []
+        # A later process of the name announced meanwhile: an old process's stop leaves its mark.
+        old, new = node(dsn, "node-c", ttl=30), node(dsn, "node-c", ttl=30)
+        assert await old.announce(90) is None
+        await probe._call("UPDATE msc_node_seen SET seen_at = seen_at - interval '100 s' WHERE name = 'msc/node-c'")
+        assert await new.announce(90) is None
+        assert await old.depart() is False and [s.node for s in await probe.seen_alive(90)] == ["node-c"]
+        await old.close()
+        await new.close()
+    finally:
+        await probe.close()
+
+
+async def _seen_names(lease: PgLease, names: set[str]) -> bool:
+    return {s.node for s in await lease.seen_alive(90)} == names
+
+
+async def test_a_grant_says_how_the_lease_was_taken(dsn):
+    """Newcomer trial F8: ``node.active`` is a warning only at a failover — so the grant says whether
+    the lease was free, released, the node's own, or another node's that ran out."""
+    a, b = node(dsn, "node-a"), node(dsn, "node-b")
+    try:
+        g = await a.acquire()
+        assert isinstance(g, Granted) and (g.taken, g.previous) == ("free", None)
+        assert await a.release(g.epoch)
+        g = await b.acquire()  # released by node-a: taken at once, an ordinary hand-over
+        assert isinstance(g, Granted) and (g.taken, g.previous) == ("released", "node-a")
+        await until(lambda: _expired(b))
+        g = await until(lambda: _granted(a))  # node-b's lease ran out unrenewed: a failover
+        assert (g.taken, g.previous) == ("failover", "node-b")
+        await until(lambda: _expired(a))
+        g = await until(lambda: _granted(a))  # its own (a restart after a crash)
+        assert (g.taken, g.previous) == ("own", "node-a")
+        row = await a.current()
+        assert row is not None and row.live and not row.released
+    finally:
+        await a.close()
+        await b.close()

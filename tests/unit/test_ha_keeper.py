@@ -47,6 +47,10 @@ class FakeLease:
         self.released.append(epoch)
         return True
 
+    async def depart(self) -> bool:
+        self.calls.append("depart")
+        return True
+
     async def current(self):
         self.calls.append("current")
         return self.row
@@ -486,3 +490,43 @@ async def test_a_step_down_during_a_pending_lease_call_leaves_no_unretrieved_tas
     await k.stop(release=True)
     assert lease.released == []
     assert complaints == [], [c.get("message") for c in complaints]
+
+
+# -- newcomer trial F1: every clean exit takes back the node's "alive" (msc status stops counting it) --
+
+async def test_a_clean_stop_takes_back_the_alive_mark_active_or_standby():
+    for lease in (FakeLease(), FakeLease(grant=None)):
+        k = keeper(lease, [])
+        k.start()
+        await asyncio.wait_for(_until(lambda lease=lease: "acquire" in lease.calls), HANG_S)
+        await k.stop(release=True)
+        assert lease.calls[-1] == "depart" and lease.closed
+
+
+async def test_a_step_down_takes_back_the_alive_mark_only_while_the_database_answers():
+    lease = FakeLease()
+    k = keeper(lease, [])
+    k.start()
+    await asyncio.wait_for(k.wait_active(), HANG_S)
+    await k.stop(release=False)  # a step-down (exit 75) that can still reach the database
+    assert lease.calls.count("depart") == 1 and lease.released == []
+    lease = FakeLease(renewals=[LeaseUnavailable("lease database: down")] * 50)
+    k = keeper(lease, [])
+    k.start()
+    await asyncio.wait_for(k.wait_lost(), HANG_S)
+    await k.stop(release=False)  # the database is away: the exit does not wait on it
+    assert "depart" not in lease.calls
+
+
+async def test_the_keeper_keeps_how_its_lease_was_granted():
+    class FromAnother(FakeLease):
+        async def acquire(self, *, defer_within_s=None):
+            self.calls.append("acquire")
+            return Granted(5, "failover", "node-b")
+
+    lease = FromAnother()
+    k = keeper(lease, [])
+    k.start()
+    await asyncio.wait_for(k.wait_active(), HANG_S)
+    assert k.granted is not None and (k.granted.taken, k.granted.previous) == ("failover", "node-b")
+    await k.stop(release=True)

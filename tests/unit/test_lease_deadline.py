@@ -130,10 +130,12 @@ class Database:
         now = self.loop.time()  # the database's clock (its statement_timestamp ~ arrival)
         if kind == "acquire":
             if self.expires_at <= arrival:
+                before = {"before_holder": "node-a" if self.epoch else None, "before_released": False,
+                          "before_expired": True}
                 self.epoch += 1
                 self.expires_at = arrival + TTL
                 self.last_ok_arrival = arrival
-                return [{"won": self.epoch, "holder": "node-a", "epoch": self.epoch, "remaining": TTL}]
+                return [{"won": self.epoch, "holder": "node-a", "epoch": self.epoch, "remaining": TTL, **before}]
             return [{"won": None, "holder": "node-a", "epoch": self.epoch, "remaining": self.expires_at - now}]
         if kind == "renew":
             if self.expires_at > arrival:

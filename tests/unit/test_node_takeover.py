@@ -66,7 +66,7 @@ class StandInSwitch:
         self.key_ring_problem = self.looks.pop(0) if self.looks else None
         return self.key_ring_problem
 
-    def became_active(self, epoch: int) -> None:
+    def became_active(self, epoch: int, taken: str = "free", previous: str | None = None) -> None:
         self.events.append(("active", epoch))
 
     def step_down(self, reason: str) -> None:

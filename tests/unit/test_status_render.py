@@ -134,3 +134,39 @@ def test_status_exit_tells_a_pair_that_cannot_fail_over(monkeypatch, this, lease
     if code != 3:
         assert "cannot fail over" not in out
     assert bool(asked) == (lease is not None and not lease["live"])
+
+
+# -- newcomer trial F1: both nodes stopped cleanly — a released lease is said as released, and this --
+# -- machine's node, not running by its [metrics] bind, is never listed as running by its alive mark --
+
+RELEASED = {"holder": "msc-a", "epoch": 4, "live": False, "remaining_s": -0.5, "released": True}
+
+
+def test_a_released_lease_is_said_as_released_not_run_out():
+    d = doc(lease=RELEASED, alive=[])
+    d["this_node"] = dict(DOWN)
+    out = "\n".join(render(d))
+    assert "active node: none — the lease (epoch 4) was released by msc-a at its stop 0.5 s ago; no node is " \
+           "running" in out, out
+    assert "ran out" not in out, out
+
+
+def test_this_machines_node_not_running_is_not_listed_as_running_by_its_alive_mark(monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(status_mod, "readyz", lambda bind: (0, {}))
+    monkeypatch.setattr(status_mod, "silent_listener", lambda bind: (False, None))
+    monkeypatch.setattr(status_mod, "lease_row", lambda settings: (SimpleNamespace(**RELEASED), None))
+    seen = [{"node": "msc-a", "host": "vm", "pid": 41, "seen_s_ago": 0.6},
+            {"node": "msc-b", "host": "vm", "pid": 42, "seen_s_ago": 0.7}]
+    monkeypatch.setattr(status_mod, "nodes_alive", lambda settings: list(seen))
+    config = SimpleNamespace(node=SimpleNamespace(name="msc-a"), metrics=SimpleNamespace(bind="127.0.0.1:9400"))
+    code, d = status_mod.status(SimpleNamespace(config=config))
+    out = "\n".join(render(d))
+    assert code == 1
+    assert "node msc-a (this machine): not running" in out, out
+    assert "running: msc-b (host vm, seen 0.7 s ago) — a standby takes it at its next poll" in out, out
+    assert "running: msc-a" not in out and ", msc-a (" not in out, out
+    assert "node msc-a (this machine): its alive mark in the database (host vm, process 41, seen 0.6 s ago) is " \
+           "stale — it is not running" in out, out
+    assert [n["node"] for n in d["alive"]] == ["msc-b"] and [n["node"] for n in d["alive_stale"]] == ["msc-a"]

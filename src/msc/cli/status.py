@@ -6,7 +6,9 @@ machine's node is (OPERATIONS.md "Running two nodes"). Journals nothing; runs on
 
 This machine's node is "not running" when nothing listens at its ``[metrics] bind``, and "not
 answering (process N exists; paused or hung?)" when a process listens there but ``/readyz`` gave
-no answer within READYZ_TIMEOUT_S (SIGSTOP, or a hung loop).
+no answer within READYZ_TIMEOUT_S (SIGSTOP, or a hung loop). A node not running is never listed as
+running by its alive mark in the database (``msc_node_seen``: a killed process's, until it ages
+out) — that mark is said to be stale; a node that stops cleanly takes its mark back itself.
 
 Exit status (for a monitoring check; OPERATIONS.md "Running two nodes"):
 
@@ -183,14 +185,24 @@ def status(settings: Settings) -> tuple[int, dict[str, Any]]:
         return (0 if code == 200 else 1), doc
     row, error = lease_row(settings)
     lease = None if row is None else {"holder": row.holder, "epoch": row.epoch, "live": row.live,
-                                      "remaining_s": round(row.remaining_s, 1)}
+                                      "remaining_s": round(row.remaining_s, 1),
+                                      "released": bool(getattr(row, "released", False))}
     active = row.holder if row is not None and row.live else None
     doc = {"node": node.name, "this_node": here, "lease": lease, "active": active}
     if error is not None:
         doc["lease_error"] = error
     if not active:
         if row is not None:  # expired: is a node running to take it? (newcomer trial F7)
-            doc["alive"] = nodes_alive(settings)
+            alive = nodes_alive(settings)
+            if alive is not None and here.get("process") == "not running":
+                # This machine's node is not running (nothing at its [metrics] bind): an alive mark
+                # under its name is stale — a process that was killed, or seen just before it
+                # stopped — and never counts it as running (newcomer trial F1).
+                stale = [n for n in alive if n["node"] == node.name]
+                alive = [n for n in alive if n["node"] != node.name]
+                if stale:
+                    doc["alive_stale"] = stale
+            doc["alive"] = alive
         return 1, doc
     why = cannot_take_over(doc)
     if why is not None:
@@ -240,9 +252,15 @@ def render(doc: dict[str, Any]) -> list[str]:
     elif lease["live"]:
         lines.append(f"active node: {lease['holder']} (lease epoch {lease['epoch']}, valid "
                      f"{lease['remaining_s']:.1f} s more by the database's clock)")
+    elif lease.get("released"):  # given up (a clean stop): not "ran out" (newcomer trial F1)
+        lines.append(f"active node: none — the lease (epoch {lease['epoch']}) was released by {lease['holder']} at "
+                     f"its stop {-lease['remaining_s']:.1f} s ago; " + (wont or who_takes_it(doc)))
     else:
         lines.append(f"active node: none — the lease of {lease['holder']} (epoch {lease['epoch']}) ran out "
                      f"{-lease['remaining_s']:.1f} s ago; " + (wont or who_takes_it(doc)))
+    for n in doc.get("alive_stale") or ():
+        lines.append(f"node {n['node']} (this machine): its alive mark in the database (host {n['host']}, process "
+                     f"{n['pid']}, seen {n['seen_s_ago']:.1f} s ago) is stale — it is not running")
     if wont and (doc.get("lease_error") or (lease is not None and lease["live"])):
         lines.append(f"node {doc['node']} (this machine) would not take over: its master key file cannot open the "
                      "key ring (see the key ring line)" + (

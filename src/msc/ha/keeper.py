@@ -49,6 +49,8 @@ NAME_LIVE_TTLS = 3
 #: A node restarted less than a ttl ago defers to another node seen (announced, every ``ttl / 3``
 #: and at the next poll after it) within this many ttls: one that is waiting now.
 DEFER_SEEN_TTLS = 2 / 3
+#: How long a node that stepped down waits for the database to take back its "alive" (stop).
+DEPART_STEPPED_DOWN_S = 1.0
 
 
 class LeaseKeeper:
@@ -89,6 +91,8 @@ class LeaseKeeper:
         self.lost_reason: str | None = None
         self.last_error: str | None = None
         self.holder_seen: str | None = None  # who held the lease at the last refused acquisition
+        #: How this node's lease was granted (:class:`Granted`): FREE, RELEASED, OWN or FAILOVER.
+        self.granted: Granted | None = None
         #: Set when the lease's database refused this standby for a reason waiting does not cure
         #: (:class:`LeaseMisconfigured`): :meth:`wait_active` raises it.
         self.misconfigured: LeaseMisconfigured | None = None
@@ -140,6 +144,12 @@ class LeaseKeeper:
             with contextlib.suppress(LeaseUnavailable):
                 await self.lease.release(epoch)
                 log.info("lease.released", node=self.lease.holder, epoch=epoch)
+        # Every exit that runs this (a clean stop, a standby's, a step-down) takes back the node's
+        # "alive", so ``msc status`` stops counting it at once (newcomer trial F1). A step-down
+        # asks only while the database answered, and briefly: its exit must not wait on an outage.
+        if release or self.last_error is None:
+            with contextlib.suppress(LeaseUnavailable, TimeoutError):
+                await bounded(self.lease.depart(), self.lease.timeout_s if release else DEPART_STEPPED_DOWN_S)
         await self.lease.close()
 
     async def wait_active(self) -> int:
@@ -307,10 +317,12 @@ class LeaseKeeper:
             return True
         if isinstance(result, Granted):
             self.machine.acquired(sent, result.epoch)
+            self.granted = result
             self._attempt("granted")
             if self.machine.holds(self.clock()):
                 self._arm()
-                log.info("lease.acquired", node=self.lease.holder, epoch=result.epoch)
+                log.info("lease.acquired", node=self.lease.holder, epoch=result.epoch, taken=result.taken,
+                         previous=result.previous)
                 self._active.set()
                 if self.on_role:
                     self.on_role(Role.ACTIVE, result.epoch, "lease acquired")

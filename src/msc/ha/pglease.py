@@ -15,7 +15,9 @@ statement is one atomic statement on its own (autocommit); every time is the dat
   seconds: that node was waiting for it and takes it (newcomer9 F5). The refusal says the lease
   is the caller's, expired (``remaining <= 0``). Decided in the same statement: no window.
 - **renew**: ``UPDATE … SET expires_at = now + ttl WHERE holder AND epoch match AND not expired``.
-- **release** (clean stop): ``expires_at = now`` if still ours — a standby takes over at once.
+- **release** (clean stop): ``expires_at = now`` if still ours — a standby takes over at once —
+  and ``released_at = now``, so that the row says it was given up, not that it ran out (``msc
+  status``; the next acquisition clears it, and says whose lease it took and how: :class:`Granted`).
 - **fence** (inside each commit transaction, before its inserts): ``msc_fence(name, holder,
   epoch)`` locks the row ``FOR SHARE`` and raises SQLSTATE ``MSC01`` unless holder and epoch are
   still this node's and the lease has not expired. The share lock is held until the commit: an
@@ -37,7 +39,7 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -60,6 +62,13 @@ CREATE TABLE IF NOT EXISTS msc_lease (
     expires_at  timestamptz NOT NULL,
     acquired_at timestamptz NOT NULL
 );
+DO $$ BEGIN
+    -- (looked up first: ALTER TABLE locks the table even when the column is there already)
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'msc_lease'::regclass
+                   AND attname = 'released_at' AND NOT attisdropped) THEN
+        ALTER TABLE msc_lease ADD COLUMN released_at timestamptz;
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS msc_node_seen (
     name        text PRIMARY KEY,
     instance    text NOT NULL,
@@ -83,12 +92,15 @@ END $$;
 """
 
 ACQUIRE = """
-WITH won AS (
-    INSERT INTO msc_lease AS l (name, holder, epoch, expires_at, acquired_at)
-    VALUES ($1, $2, 1, statement_timestamp() + make_interval(secs => $3), statement_timestamp())
+WITH before AS (
+    SELECT holder, released_at IS NOT NULL AS released, expires_at <= statement_timestamp() AS expired
+    FROM msc_lease WHERE name = $1
+), won AS (
+    INSERT INTO msc_lease AS l (name, holder, epoch, expires_at, acquired_at, released_at)
+    VALUES ($1, $2, 1, statement_timestamp() + make_interval(secs => $3), statement_timestamp(), NULL)
     ON CONFLICT (name) DO UPDATE
         SET holder = EXCLUDED.holder, epoch = l.epoch + 1,
-            expires_at = EXCLUDED.expires_at, acquired_at = EXCLUDED.acquired_at
+            expires_at = EXCLUDED.expires_at, acquired_at = EXCLUDED.acquired_at, released_at = NULL
         WHERE l.expires_at <= statement_timestamp()
           AND NOT (l.holder = EXCLUDED.holder AND $4::float8 IS NOT NULL AND EXISTS (
               SELECT 1 FROM msc_node_seen s
@@ -100,7 +112,10 @@ SELECT (SELECT epoch FROM won) AS won,
        (SELECT holder FROM msc_lease WHERE name = $1) AS holder,
        (SELECT epoch FROM msc_lease WHERE name = $1) AS epoch,
        (SELECT extract(epoch FROM expires_at - statement_timestamp())::float8 FROM msc_lease WHERE name = $1)
-           AS remaining
+           AS remaining,
+       (SELECT holder FROM before) AS before_holder,
+       (SELECT released FROM before) AS before_released,
+       (SELECT expired FROM before) AS before_expired
 """
 
 RENEW = """
@@ -110,7 +125,7 @@ RETURNING epoch
 """
 
 RELEASE = """
-UPDATE msc_lease SET expires_at = statement_timestamp()
+UPDATE msc_lease SET expires_at = statement_timestamp(), released_at = statement_timestamp()
 WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > statement_timestamp()
 RETURNING epoch
 """
@@ -141,9 +156,13 @@ WHERE starts_with(name, $1 || '/') AND seen_at > statement_timestamp() - make_in
 ORDER BY name
 """
 
+#: A process that stops cleanly takes back its "alive" (its own row only: not a successor's).
+DEPART = "DELETE FROM msc_node_seen WHERE name = $1 AND instance = $2 RETURNING instance"
+
 CURRENT = """
 SELECT holder, epoch, expires_at > statement_timestamp() AS live,
-       extract(epoch FROM expires_at - statement_timestamp())::float8 AS remaining, acquired_at
+       extract(epoch FROM expires_at - statement_timestamp())::float8 AS remaining, acquired_at,
+       released_at IS NOT NULL AND expires_at <= statement_timestamp() AS released
 FROM msc_lease WHERE name = $1
 """
 
@@ -183,9 +202,19 @@ def is_configuration_error(exc: BaseException) -> bool:
     return isinstance(state, str) and (state in CONFIGURATION_SQLSTATES or state[:2] in CONFIGURATION_CLASSES)
 
 
+#: How a granted lease was taken (:attr:`Granted.taken`): nobody had held it, its holder had
+#: released it, it was this node's own (a restart), or another node's that ran out — a failover.
+FREE, RELEASED, OWN, FAILOVER = "free", "released", "own", "failover"
+
+
 @dataclass(frozen=True)
 class Granted:
+    """The lease is this node's at ``epoch``; ``taken``: how (FREE, RELEASED, OWN, FAILOVER), and
+    ``previous``: the node that held it before (None when nobody had)."""
+
     epoch: int
+    taken: str = field(default=FREE, compare=False)
+    previous: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -203,6 +232,8 @@ class LeaseRow:
     epoch: int
     live: bool
     remaining_s: float
+    #: Given up by its holder (a clean stop), not run out; False while it is live.
+    released: bool = False
 
 
 @dataclass(frozen=True)
@@ -344,7 +375,8 @@ class PgLease:
         remaining <= 0)``."""
         row = (await self._call(ACQUIRE, self.name, self.holder, self.ttl_s, defer_within_s))[0]
         if row["won"] is not None:
-            return Granted(int(row["won"]))
+            return Granted(int(row["won"]), *taken_from(row["before_holder"], row["before_released"],
+                                                         row["before_expired"], self.holder))
         return Held(row["holder"], row["epoch"], row["remaining"])
 
     async def renew(self, epoch: int) -> bool:
@@ -354,6 +386,11 @@ class PgLease:
     async def release(self, epoch: int) -> bool:
         """Give the lease up (clean stop): it expires now, a standby takes it at its next poll."""
         return bool(await self._call(RELEASE, self.name, self.holder, epoch))
+
+    async def depart(self) -> bool:
+        """This process stops (cleanly): its "alive" row goes, so that ``msc status`` no longer
+        counts it as running (a row of a newer process of this name is left). Bounded as every call."""
+        return bool(await self._call(DEPART, self.name_key, self.instance))
 
     async def seen_alive(self, within_s: float) -> list[SeenNode]:
         """The nodes of this lease (any name) that announced themselves within ``within_s``
@@ -367,7 +404,7 @@ class PgLease:
         if not rows:
             return None
         r = rows[0]
-        return LeaseRow(r["holder"], int(r["epoch"]), bool(r["live"]), float(r["remaining"]))
+        return LeaseRow(r["holder"], int(r["epoch"]), bool(r["live"]), float(r["remaining"]), bool(r["released"]))
 
     def fence_for(self, epoch: int, *, before: Callable[[], None] | None = None,
                   on_fenced: Callable[[str], None] | None = None) -> Fence:
@@ -397,6 +434,19 @@ class PgLease:
                 raise Fenced(str(exc)) from None
 
         return fence
+
+
+def taken_from(holder: str | None, released: bool | None, expired: bool | None, me: str) -> tuple[str, str | None]:
+    """(how, previous holder) of a granted lease, from the row as the acquisition's snapshot saw it.
+    A row that was still live in that snapshot and was taken all the same was released (or ran
+    out) in the instant between: not called a failover."""
+    if holder is None:
+        return FREE, None
+    if holder == me:
+        return OWN, holder
+    if released or not expired:
+        return RELEASED, holder
+    return FAILOVER, holder
 
 
 def pid_alive(pid: int) -> bool:

@@ -118,7 +118,9 @@ async def _run_node(settings: Settings, switch: Switch, stop: asyncio.Event, rea
         # meanwhile): the keeper stepped it down already; nothing was opened — it leaves as any
         # node that stepped down does, never calling itself active.
         return await _stepped_down(switch, keeper)
-    switch.became_active(keeper.machine.epoch)
+    granted = keeper.granted  # (how: a failover is a warning, an ordinary start is not)
+    switch.became_active(keeper.machine.epoch, taken=granted.taken if granted else "free",
+                         previous=granted.previous if granted else None)
 
     def still_ours() -> None:
         if not keeper.machine.holds(keeper.clock()):

@@ -11,6 +11,7 @@ has ``logon_timeout_s`` to log on, may lose its slot to a newer connection, and 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Container
 from typing import TYPE_CHECKING
 
 from msc.journal.records import Entry, Kind
@@ -27,6 +28,20 @@ if TYPE_CHECKING:
     from msc.config.model import Config
 
 LINGER_S = 2.0  # a connection closed for its refused traffic waits this long for its peer to close
+
+
+def sent_by(inp: Input | None, mnemonic: str | None, pools: Container[str]) -> dict[str, str | None]:
+    """Who sent a refused message, for its ``session.reject`` line: the ``header`` as sent and the
+    ``mnemonic`` it names (its first 4 characters; the rest is the client's message reference,
+    PROTOCOL.md §2). A header that is a pool's name is no mnemonic — a pooled client's ``LOGON``
+    (``ECMDT.LOGON…``) names the pool ``ECMDT``, not mnemonic ``ECMD`` with reference ``T`` (newcomer
+    trial F9) —: ``pool`` says it, and ``mnemonic`` is the session's own (the one lent; None before).
+    Without a parsed message: the session's mnemonic."""
+    if inp is None:
+        return {"mnemonic": mnemonic}
+    if inp.header in pools:
+        return {"header": inp.header, "pool": inp.header, "mnemonic": mnemonic}
+    return {"header": inp.header, "mnemonic": inp.mnemonic}
 
 
 class Refusing(Connection):
@@ -185,7 +200,7 @@ class Refusing(Connection):
                 self._close_refused()
 
         fut.add_done_callback(done)
-        self.log.info("session.reject", code=reject.code, mnemonic=inp.mnemonic if inp else self.mnemonic,
+        self.log.info("session.reject", code=reject.code, **sent_by(inp, self.mnemonic, self.svc.directory().pools),
                       form=form.value)
 
     def _storage_unavailable(self, xid: int, inp: Input, why: str) -> None:

@@ -197,11 +197,16 @@ class NodeRole(SwitchParts):
         """Before ``/metrics`` is rendered (msc.ops.http): ``msc_node_role`` as :meth:`confirm_role` has it."""
         self.confirm_role()
 
-    def became_active(self, epoch: int) -> None:
+    def became_active(self, epoch: int, taken: str = "free", previous: str | None = None) -> None:
+        """The node serves under ``epoch``. ``node.active`` is a warning only for a failover — the
+        lease of another node (``previous``) ran out and this one took it (``taken`` "failover");
+        a lease that was free, released or this node's own is an ordinary start: info (newcomer
+        trial F8: a warning alert fired at every start)."""
         self.role = "active"
         self.lease_epoch = epoch
         self.metrics.role("active", epoch)
-        self.log.warning("node.active", node=self.node_name, epoch=epoch)
+        level = self.log.warning if taken == "failover" else self.log.info
+        level("node.active", node=self.node_name, epoch=epoch, taken=taken, previous=previous)
 
     def step_down(self, reason: str) -> None:
         """The lease is lost (not renewed in time, refused, or a commit was fenced): stop serving
