@@ -95,12 +95,20 @@ def test_nothing_is_said_when_8443_is_free_or_the_web_table_is_the_templates(tmp
     assert demo.web_port_moved(own) is None
 
 
+@pytest.fixture
+def logging_untouched(monkeypatch):
+    """``msc`` configures the process's logging for a command (warnings as JSON on stderr): not
+    this test process's, which later tests read."""
+    monkeypatch.setattr("msc.ops.logging.configure", lambda **kw: None)
+
+
 @pytest.mark.parametrize("argv", [
     ["demo", "--init-only", "--dir", "{tmp}/d", "--template", "/no/such/file.toml"],
     ["terminal", "--connect", "127.0.0.1:9", "--header", "ICS1", "--tls", "--ca", "/no/such/file.toml"],
     ["terminal", "--connect", "127.0.0.1:9", "--header", "ICS1", "--tls", "--cert", "/no/such/file.toml",
      "--key", "/no/such/file.toml"],
 ], ids=["demo-template", "terminal-ca", "terminal-cert"])
+@pytest.mark.usefixtures("logging_untouched")
 def test_a_file_argument_that_cannot_be_read_is_one_line_and_exit_2(tmp_path, capsys, argv):
     status = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
     err = capsys.readouterr().err
@@ -109,6 +117,7 @@ def test_a_file_argument_that_cannot_be_read_is_one_line_and_exit_2(tmp_path, ca
     assert not (tmp_path / "d").exists()  # the demo made nothing
 
 
+@pytest.mark.usefixtures("logging_untouched")
 def test_an_unreadable_template_is_named_too(tmp_path, capsys):
     status = main(["demo", "--init-only", "--dir", str(tmp_path / "d"), "--template", str(tmp_path)])
     assert status == 2
