@@ -856,6 +856,52 @@ def test_a_piped_dialog_ended_by_msc_is_not_logged_on_again(tmp_path, procs, nam
             "were written for the session that ended") in err, err
 
 
+@pytest.mark.parametrize("second", [False, True], ids=["one-address", "two-addresses"])
+def test_a_piped_dialog_of_a_node_that_shuts_down_exits_4(tmp_path, procs, second):
+    """Newcomer trial F2: the dialog written into a shell pipeline through a fifo — the banner's
+    Enter, the logon, a message answered — then the only node SIGTERMed (SYS LOGOFF.SHUTDOWN):
+    the client ends with status 4 ("the session was ended by msc"), never 0, as OPERATIONS.md
+    says; with a second address it does not connect to it. The status is the client's own, as
+    the shell reports the pipeline's (its last command)."""
+    up, port = free_port(), free_port()
+    start_stub(procs, tmp_path, up)
+    cfg = make_config(tmp_path, upstream_ports=[up], port=port, metrics_port=free_port())
+    serve = start_serve(procs, tmp_path, cfg)
+    fifo = tmp_path / "dialog"
+    os.mkfifo(fifo)
+    connect = f"127.0.0.1:{port}" + (f",127.0.0.1:{free_port()}" if second else "")
+    script = ("(printf '\\n%s\\n\\n%s\\nQV.CA0130000.LIC/DURING1\\n' TS0001 \"$PW\"; cat \"$FIFO\") | "
+              "\"$PY\" -m msc terminal --connect \"$CONNECT\" --header ICS1")
+    p = subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PW": PASSWORD, "FIFO": str(fifo), "CONNECT": connect,
+                              "PY": MSC[0]})
+    writer = open(fifo, "w")  # the rest of the dialog, not written yet: the pipe stays open
+    try:
+        out = ""
+        while not re.search(r"^M \d+ ICS1\w+\.QV\.", out, re.M):  # logged on, the message answered
+            line = p.stdout.readline()
+            assert line, out + p.stderr.read()
+            out += line
+        serve.stop(signal.SIGTERM)
+        err = ""
+        while "Session ended: SHUTDOWN" not in err:  # the client has ended; its pipeline ends with cat
+            line = p.stderr.readline()
+            assert line, err
+            err += line
+        writer.close()
+        status, _out, rest = finish(p)
+        err += rest
+    finally:
+        if not writer.closed:
+            writer.close()
+        if p.poll() is None:
+            p.kill()
+    assert status == 4, err
+    said = "Not connecting again: the input is not a terminal" if second else "Disconnected from msc."
+    assert f"Session ended: SHUTDOWN. {said}" in err, err
+    assert err.count("Connected to msc at") <= 1, err  # (said with two addresses): the second not tried
+
+
 def test_a_piped_dialog_closed_for_want_of_a_logon_does_not_wait_for_enter(impatient):
     """E201 at a console waits for Enter; from a pipe that Enter would be the script's next line."""
     port, _mport = impatient

@@ -165,3 +165,51 @@ def test_after_a_stop_the_clients_settings_and_its_prompt_come_back(capsys, name
     finally:
         os.close(master)
         os.close(slave)
+
+
+# -- what the client does when a session or its connection ended (newcomer trial F2) --------------
+
+def _ends(**kw) -> str:
+    from msc.cli import termrules
+
+    base = dict(closed=True, fails_over=False, logon_timeout=False, for_retrying=False, interactive=True,
+                piped=False, retrying_logon=False)
+    return termrules.after_end(**{**base, **kw})
+
+
+# Every way msc ends a piped dialog's session (OPERATIONS.md "msc terminal"): (reason, closed,
+# fails_over with two addresses, E201, for_retrying)
+PIPED_ENDS = [
+    ("SHUTDOWN", True), ("CONNECTION CLOSED BY MSC", True), ("CONNECTION LOST", True), ("CONNECTION RESET", True),
+    ("E201 NO LOGON WITHIN 60 S", True), ("E307 TOO MANY REFUSED MESSAGES", True), ("STATION DISABLED", True),
+    ("REPLACED", True), ("IDLE", False), ("USER DISABLED", False), ("USER REMOVED", False),
+    ("SESSION MAXIMUM", False),
+]
+
+
+@pytest.mark.parametrize("reason,closed", PIPED_ENDS, ids=[r for r, _ in PIPED_ENDS])
+@pytest.mark.parametrize("several", [False, True], ids=["one-address", "two-addresses"])
+def test_a_piped_dialog_ends_with_status_4_whatever_ended_its_session(reason, closed, several):
+    from msc.cli import termrules
+    from msc.cli.termclient import FINAL_REASONS, LOGON_TIMEOUT
+
+    e201 = reason.startswith(LOGON_TIMEOUT)
+    action = _ends(closed=closed, piped=True, logon_timeout=e201,
+                   fails_over=several and closed and reason not in FINAL_REASONS and not e201,
+                   for_retrying=e201 or reason.startswith("E307"))
+    assert action in termrules.ENDS
+    # never another connection, never "Press Enter to connect again" (its Enter: the script's next line)
+    assert action not in (termrules.NEXT, termrules.ASK, termrules.RETRY_LOGON)
+
+
+def test_at_a_terminal_the_same_ends_go_on_as_documented():
+    from msc.cli import termrules
+
+    assert _ends(fails_over=True) == termrules.NEXT  # a failover: the next address
+    assert _ends(logon_timeout=True, for_retrying=True) == termrules.ASK  # E201: Enter to connect again
+    assert _ends() == termrules.END  # one address: exit 4
+    assert _ends(closed=False) == termrules.END
+    # a script (--user) refused "try again" and closed for it: the same node, the logon budget goes on
+    assert _ends(interactive=False, retrying_logon=True, for_retrying=True) == termrules.RETRY_LOGON
+    assert _ends(interactive=False, fails_over=True) == termrules.NEXT
+    assert _ends(interactive=False, piped=True, fails_over=True) == termrules.NEXT  # --user reads no dialog

@@ -29,6 +29,7 @@ import os
 import re
 import secrets
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -215,20 +216,20 @@ def init(directory: Path, template: str | None, port_offset: int = 0) -> None:
         if secret is not None:
             print(f"          TOTP secret {base64.b32encode(secret).decode()}  "
                   f"({totp.provisioning_uri(secret, uid, settings.config.switch.name)})")
-    try:  # the path as the user typed it (var/msc.toml), else the absolute one
-        shown_cfg = cfg_path.relative_to(Path.cwd())
-    except ValueError:
-        shown_cfg = cfg_path
+    msc, cfg = msc_command(), shlex.quote(str(cfg_path.absolute()))  # absolute: runnable from any directory
     print(f"""
 The administrator and the investigator log on to msc commands with their password and a
 one-time password from an authenticator app (or `oathtool --totp -b SECRET`), e.g.:
 
-  .venv/bin/msc user list --config {shown_cfg}
-  .venv/bin/msc journal verify --config {shown_cfg} --as ADM001
-  .venv/bin/msc journal search --config {shown_cfg} --as INV001 --case DEMO-1 --user JD1234
+  {msc} user list --config {cfg}
+  {msc} journal verify --config {cfg} --as ADM001
+  {msc} journal search --config {cfg} --as INV001 --case DEMO-1 --user JD1234
 """)
     if settings.config.web is not None:  # the template's own [web], or the one added (web_bind)
-        print(f"The web console (msc web) listens at https://{settings.config.web.bind}/ ([web] bind in {shown_cfg}).")
+        moved = web_port_moved(text, port_offset)
+        if moved is not None:
+            print(moved)
+        print(f"The web console (msc web) listens at https://{settings.config.web.bind}/ ([web] bind in {cfg_path.absolute()}).")
 
 
 LOCK_NAME = ".demo.lock"
@@ -271,6 +272,39 @@ def port_in_use(host: str, port: int) -> bool:
         except OSError as exc:
             return exc.errno == errno.EADDRINUSE
     return False
+
+
+def msc_command(argv0: str | None = None) -> str:
+    """The ``msc`` command as the user can run it from any directory (newcomer trial F5: the demo
+    printed ``.venv/bin/msc …``, relative to the repository — from elsewhere ``No such file``):
+    plain ``msc`` when that is on PATH and is the command running now, else the running one's
+    absolute path (``python -m msc``: the interpreter's, ``-m msc``). ``argv0``: ``sys.argv[0]``."""
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    if not argv0 or Path(argv0).name == "__main__.py":  # python -m msc
+        return f"{shlex.quote(os.path.abspath(sys.executable))} -m msc"
+    running = Path(os.path.abspath(argv0))
+    on_path = shutil.which("msc")
+    if on_path is not None and Path(on_path).resolve() == running.resolve():
+        return "msc"
+    return shlex.quote(str(running))
+
+
+def web_port_moved(text: str, port_offset: int = 0) -> str | None:
+    """One line when the ``[web]`` table the demo added (:func:`config_text`) is not on
+    :data:`WEB_PORT` (+ ``port_offset``) because another program listens there now — where the
+    docs show the console, so the user is told (newcomer trial F5); else None."""
+    from msc.config.validate import parse_hostport
+
+    try:
+        doc = tomllib.loads(text)
+        host, port = parse_hostport(doc["web"]["bind"])
+    except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError):
+        return None
+    wanted = WEB_PORT + port_offset
+    if "# added by msc demo" not in text or port == wanted or not port_in_use(host, wanted):
+        return None
+    return (f"note: port {wanted} is in use on {host} (another program listens there): the web console's "
+            f"[web] bind is {host}:{port} instead.")
 
 
 def move_command(dir_arg: str, template: str | None, directory: Path, *, beside: bool) -> str:
@@ -375,6 +409,10 @@ def _exit_status(code: int) -> str:
 def main(args) -> int:
     from msc.config.files import private_dir
 
+    if args.template is not None:
+        # Before anything is made: a template that cannot be read is one error line, exit 2
+        # (msc.cli.main's file errors), not a traceback after DIR was created (newcomer trial F4).
+        Path(args.template).read_bytes()
     directory = Path(args.dir).resolve()
     private_dir(directory)
     lock = _lock(directory, move_command(args.dir, args.template, directory, beside=True))
@@ -477,19 +515,20 @@ def _run(args, directory: Path) -> int:
                          directory / ".web-ready")
             if not _all_ready(procs[-1:], time.monotonic() + 15):
                 return 1
+        msc = msc_command()
         print(f"""msc is running (switch log: {logs / "msc.log"}, stub logs: {logs}/stub-*.log)
 
   Terminal listener   {listen}     metrics http://{config.metrics.bind}/metrics
   CLETS stubs         {', '.join(f"{e} ({lab}, control {c})" for e, c, lab in stubs)}
                       push unsolicited traffic through a stub's control port:
-    .venv/bin/msc stub-control {stubs[0][1]} 'ICS1.YQ.CA0130000.NAM/SMITH, JOHN'
-    .venv/bin/msc stub-control {stubs[0][1]} 'NOTIFY $.L. ICS2 CA0130000'     (a generated NCIC notice)
+    {msc} stub-control {stubs[0][1]} 'ICS1.YQ.CA0130000.NAM/SMITH, JOHN'
+    {msc} stub-control {stubs[0][1]} 'NOTIFY $.L. ICS2 CA0130000'     (a generated NCIC notice)
                       Kill a stub to exercise failover: the switch keeps running and this
                       demo prints the command that starts it again.
 
 Connect a terminal and log on as JD1234 with the password shown when the demo was created:
 
-  .venv/bin/msc terminal --connect {listen} --header ICS1
+  {msc} terminal --connect {listen} --header ICS1
 
 then type, for example:  QW.CA0130000.NAM/SMITH, JOHN.DOB/19800101
 """, flush=True)

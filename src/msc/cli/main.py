@@ -158,6 +158,10 @@ def cmd_terminal(args) -> int:
     from msc.cli.terminal import TerminalOptions, run
 
     (host, port), addresses = args.connect[0], args.connect
+    for path in (args.ca, args.cert, args.key):
+        if path is not None:  # before connecting: a file that cannot be read is named, exit 2 (_main)
+            with open(path, "rb"):
+                pass
     password = None
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -497,6 +501,20 @@ def _main(argv: list[str] | None) -> int:
     except StorageUnavailable as exc:  # [storage] backend = "postgresql" and its database cannot be reached
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:
+        if exc.filename is None:
+            raise  # not a file named on the command line or in the configuration: a fault, its traceback
+        # A file a command was given that cannot be read or written (msc demo --template, a TLS
+        # file, …): one line naming it and exit 2, like a --config that cannot be read — never a
+        # traceback (newcomer trial F4). Each command's own handling, where it has one, comes first.
+        print(f"error: {file_error(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def file_error(exc: OSError) -> str:
+    """``PATH: No such file or directory`` for an OSError about a file (its ``filename``)."""
+    what = exc.strerror or type(exc).__name__
+    return f"{exc.filename}: {what}" if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}: {what}"
 
 
 if __name__ == "__main__":

@@ -481,19 +481,23 @@ async def _connected(t: Terminal, opts: TerminalOptions, stdin: LineReader) -> i
                     stdin.hush()  # until the next prompt: what is typed now is for no one
                 if e.closed:
                     _unanswered(t)
-                if opts.interactive and not stdin.tty and (t.fails_over(e) or e.reason.startswith(LOGON_TIMEOUT)):
+                action = termrules.after_end(
+                    closed=e.closed, fails_over=t.fails_over(e), logon_timeout=e.reason.startswith(LOGON_TIMEOUT),
+                    for_retrying=_for_retrying(e), interactive=opts.interactive, piped=not stdin.tty,
+                    retrying_logon=t.logon_refused_at is not None)
+                if action == termrules.NOT_AGAIN:
                     # Piped lines are a script written for this connection's dialog: another
                     # connection's banner and logon prompts would take its next lines (a
                     # message, the next step) as Enter, User ID and password.
                     print(f"Session ended: {e.reason}. Not connecting again: "
                           f"{PIPED.format(session='the session that ended')}.", file=sys.stderr, flush=True)
                     return EXIT_ENDED
-                if e.closed and not opts.interactive and t.logon_refused_at is not None and _for_retrying(e):
+                if action == termrules.RETRY_LOGON:
                     # msc closed the connection of a script that kept trying its logon (its logon
                     # time limit, or its refused messages): the same node again, the budget goes on.
                     print(f"Session ended: {e.reason}. Connecting again to try the logon.", file=sys.stderr, flush=True)
                     first = t.at
-                elif e.closed and opts.interactive and e.reason.startswith(LOGON_TIMEOUT):
+                elif action == termrules.ASK:
                     # Nobody logged on at this terminal in time: no silent reconnect every
                     # logon_timeout_s (and its CONNECT/DISCONNECT records) — the operator decides.
                     print(f"msc closed the connection: no logon within its time limit ({e.reason}).",
@@ -502,7 +506,7 @@ async def _connected(t: Terminal, opts: TerminalOptions, stdin: LineReader) -> i
                         print(flush=True)
                         return EXIT_OK
                     first = t.at  # the same node: it was not at fault
-                elif not t.fails_over(e):
+                elif action == termrules.END:
                     _ended(e)
                     return EXIT_ENDED
                 else:

@@ -262,3 +262,37 @@ def expect_cut_short(counted: Sequence[str], expected: int) -> str:
     :func:`expect_said`'s ``timed out`` line it names every notice that counted, by its text."""
     return (f"{len(counted)} of {expected} outputs: the rest cannot come to this session (their requests were "
             "sent in an earlier pooled session: see above)" + _among(notices(counted)))
+
+
+# -- a session, or its connection, that ended: what the client does next ----------------------
+
+#: :func:`after_end`'s answers. ``NOT_AGAIN``: a dialog piped in, whose next lines were written for
+#: the session that ended, ends rather than connect or log on again (exit 4); ``RETRY_LOGON``: a
+#: script that kept trying its logon connects to the same node again; ``ASK``: an operator left at
+#: a logon prompt (E201) is asked before connecting again; ``END``: the client ends (exit 4);
+#: ``NEXT``: the next ``--connect`` address.
+NOT_AGAIN, RETRY_LOGON, ASK, END, NEXT = "not again", "retry logon", "ask", "end", "next"
+#: The answers that end the client, with :data:`EXIT_ENDED`.
+ENDS = frozenset((NOT_AGAIN, END))
+
+
+def after_end(*, closed: bool, fails_over: bool, logon_timeout: bool, for_retrying: bool, interactive: bool,
+              piped: bool, retrying_logon: bool) -> str:
+    """What ``msc terminal`` does when msc ended the session or the connection went (a
+    ``SessionEnded`` that reached the command, :func:`msc.cli.terminal._connected`): ``closed``
+    the connection too; ``fails_over`` there is another address to go to and the reason lets it
+    (``Terminal.fails_over``); ``logon_timeout`` msc closed it for want of a logon (E201);
+    ``for_retrying`` for how the client kept trying to log on (E201, E307 TOO MANY REFUSED);
+    ``interactive`` the logon dialog (no ``--user``, ``--send``, ``--bind``); ``piped`` its input
+    is not a terminal; ``retrying_logon`` a script's logon was refused "try again" meanwhile.
+
+    A dialog piped in always ends (:data:`ENDS`, exit 4) — whatever ended it: a shutdown, a
+    step-down, a lost or reset connection, E201, or a logoff that kept the connection
+    (OPERATIONS.md "msc terminal": "a lost connection, a shutdown or E201 exits 4")."""
+    if interactive and piped:
+        return NOT_AGAIN if fails_over or logon_timeout else END
+    if closed and not interactive and retrying_logon and for_retrying:
+        return RETRY_LOGON
+    if closed and interactive and logon_timeout:
+        return ASK
+    return NEXT if fails_over else END
