@@ -160,6 +160,11 @@ async def test_pooled_sessions_get_their_own_mnemonics_and_give_them_back(harnes
     c = await harness.client()
     assert (await c.logon("ECMDT", "TS0002", PASSWORD)).code == "E202"  # not an agency the pool serves (journaled only)
     assert (await c.logon("ECMDT", "EC0001", PASSWORD)).code == "E305"  # pool exhausted
+    await sw.journal.flush()
+    # The refusals' REJECTED records name the pool the LOGON was sent to, and no mnemonic (none
+    # was lent) — not "ECMD", the pool's name cut to a mnemonic's 4 characters (newcomer trial F9).
+    refused = [(r.code, r.peer, r.mnemonic, r.user) for r in journal(harness, kind="REJECTED")]
+    assert ("E202", "ECMDT", None, "TS0002") in refused and ("E305", "ECMDT", None, "EC0001") in refused, refused
     # The ACP inserts OIF and TAF; the client sends neither.
     assert (await a.send(f"{mne_a}A1.QW.CA0130100.NAM/ONE, A.DOB/19800101")).type == "A"
     assert (await b.send(f"{mne_b}B1.RQ.CA0130100.LIC/TWO")).type == "A"

@@ -183,8 +183,11 @@ class Refusing(Connection):
         if inp is not None:
             # A refused LOGON is recorded under the user ID it tried (logon failures by user).
             user = inp.body.user if isinstance(inp.body, Logon) else (inp.oif or self.user)
-        entry = Entry(kind=Kind.REJECTED, direction="in", peer=self._peer_name(),
-                      mnemonic=inp.mnemonic if inp else self.mnemonic,
+        # Who sent it, as session.reject says it: a pooled client's LOGON under the pool's header
+        # (ECMDT) names the pool — its peer — and no mnemonic yet, not "ECMD" (newcomer trial F9).
+        who = sent_by(inp, self.mnemonic, self.svc.directory().pools)
+        entry = Entry(kind=Kind.REJECTED, direction="in", peer=self._peer_name() or who.get("pool"),
+                      mnemonic=who["mnemonic"],
                       user=user, taf=(inp.taf if inp and inp.taf else self.taf),
                       ori=inp.ori if inp else None, mke=inp.mke if inp else None, code=reject.code,
                       text=full_text() if form is Form.FULL else compact(full_text()))
@@ -200,8 +203,7 @@ class Refusing(Connection):
                 self._close_refused()
 
         fut.add_done_callback(done)
-        self.log.info("session.reject", code=reject.code, **sent_by(inp, self.mnemonic, self.svc.directory().pools),
-                      form=form.value)
+        self.log.info("session.reject", code=reject.code, **who, form=form.value)
 
     def _storage_unavailable(self, xid: int, inp: Input, why: str) -> None:
         """The storage this message needed (the run-time state: an account's lockout count, TOTP
