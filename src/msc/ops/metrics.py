@@ -349,6 +349,8 @@ class _LogonCounts(Collector):
         try:
             counts = read()
         except (OSError, sqlite3.Error) as exc:
+            if self.metrics._logon_counts is None:
+                return  # the node stepped down while this read waited: its state was given back, nothing failed
             # The scrape answers without the two counters (absent, not zero: a counter never goes
             # down) while state.db is locked or failing, or its PostgreSQL database is away
             # (StorageUnavailable is an OSError; so is a stepped-down node's ConnectionAbortedError).

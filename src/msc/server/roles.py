@@ -220,6 +220,9 @@ class NodeRole(SwitchParts):
         self.stepped_down = reason
         self.role = "standby"
         self.metrics.role("standby")
+        # The logon counts are left out of scrapes from now (as on a standby), before anything is
+        # given back: a scrape's read failing on the given-back state is then no outage to report.
+        self.metrics.stop_counting_logons()
         self.log.error("node.stepped_down", node=self.node_name, epoch=self.lease_epoch, reason=reason)
         if self.journal is not None and self.journal.refused is None:
             # As when the journal finds itself altered: every append is refused from now on.
