@@ -123,6 +123,17 @@ async def main(args) -> dict:
             int(statistics.mean(len(b) for _c, b, _t in sources["sqlite"].pool)), "cells": cells}
 
 
+def save(prefix: str, doc: dict, render) -> None:
+    """``doc`` to bench/results/<prefix>-<UTC stamp>.json and, as ``render`` writes it, .md; the
+    markdown is printed too."""
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    (out / f"{prefix}-{stamp}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    (out / f"{prefix}-{stamp}.md").write_text(render(doc))
+    print(render(doc))
+
+
 def markdown(doc: dict) -> str:
     lines = [f"# Journal writers: SQLite vs PostgreSQL ({doc['when']})", "",
              f"`bench/pg_journal_bench.py --seconds {doc['seconds']} --rounds {doc['rounds']}`; PostgreSQL "
@@ -143,10 +154,4 @@ if __name__ == "__main__":
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--batches", default="1,16,128,1024")
     a = ap.parse_args()
-    doc = asyncio.run(main(a))
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    (out / f"pg-journal-{stamp}.json").write_text(json.dumps(doc, indent=1) + "\n")
-    (out / f"pg-journal-{stamp}.md").write_text(markdown(doc))
-    print(markdown(doc))
+    save("pg-journal", asyncio.run(main(a)), markdown)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
 import statistics
 import sys
@@ -38,7 +37,7 @@ from tests.pg import PgCluster, PgError  # noqa: E402
 from msc.keyring import KeyRing  # noqa: E402
 from msc.storage.pgjournal import PgWriter  # noqa: E402
 from msc.storage.postgres import PgSettings  # noqa: E402
-from pg_journal_bench import Source  # noqa: E402
+from pg_journal_bench import Source, save  # noqa: E402
 
 SETTINGS = ("off", "pglz", "lz4", "zstd")
 
@@ -138,10 +137,4 @@ if __name__ == "__main__":
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=2)
     a = ap.parse_args()
-    doc = asyncio.run(main(a))
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    (out / f"pg-wal-{stamp}.json").write_text(json.dumps(doc, indent=1) + "\n")
-    (out / f"pg-wal-{stamp}.md").write_text(markdown(doc))
-    print(markdown(doc))
+    save("pg-wal", asyncio.run(main(a)), markdown)
