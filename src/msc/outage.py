@@ -31,10 +31,15 @@ class Outage:
     failure, :meth:`ok` at each success."""
 
     def __init__(self, event: str, recovered: str, *, logger: Any = None, field: str = "error",
-                 **context: Any) -> None:
+                 counted: str | None = None, **context: Any) -> None:
         self.event = event
         self.recovered = recovered
         self.field = field  # the reason's key in the log line
+        #: With ``counted``, the recovery line says under that key how many calls failed in the
+        #: outage, the first included (``refused``: the journal's commits; ``late``: calls that
+        #: ended after their callers stopped waiting).
+        self.counted = counted
+        self.failures = 0
         self.log = logger if logger is not None else structlog.get_logger("msc")
         self.context = context
         #: The reason of the failure that began the current outage; None while the calls succeed.
@@ -50,7 +55,9 @@ class Outage:
         say); True then. ``unexpected``: a fault of msc, not the storage being away — said at
         error with its traceback."""
         if self.reason is not None:
+            self.failures += 1
             return False
+        self.failures = 1
         self.reason = exc if isinstance(exc, str) else explain(exc)
         if unexpected:
             self.log.error(self.event, exc_info=exc if isinstance(exc, BaseException) else None,
@@ -65,5 +72,7 @@ class Outage:
         if self.reason is None:
             return False
         was, self.reason = self.reason, None
+        if self.counted is not None:
+            extra[self.counted] = self.failures
         self.log.info(self.recovered, was=was, **extra, **self.context)
         return True

@@ -36,14 +36,13 @@ class BackgroundWork(SwitchParts):
 
     _ledger_lock: asyncio.Lock | None = None  # one ledger beat at a time (_ledger_beat)
     _commit_outage: Outage | None = None  # the journal's refused commits (_journal_error)
-    _commits_refused = 0  # … since the current outage began
 
     # -- the journal's callbacks (Journal's on_commit, on_error, on_integrity) -------------------
 
     def _journal_committed(self, entries: Sequence[Entry], seconds: float) -> None:
         self.metrics.journal_committed(entries, seconds)
         self.metrics.journal_size(started(self.journal).committed_size)
-        if self._commit_outage is not None and self._commit_outage.ok(refused=self._commits_refused):
+        if self._commit_outage is not None and self._commit_outage.ok():
             self.sessions.say_not_journaled()  # the ends refused meanwhile, in one line
 
     def _journal_error(self, exc: Exception) -> None:
@@ -54,10 +53,8 @@ class BackgroundWork(SwitchParts):
         commits, the counter's rise), at the next commit that succeeds."""
         self.metrics.journal_errors.inc()
         if self._commit_outage is None:
-            self._commit_outage = Outage("journal.commit_failed", "journal.commit_recovered", logger=self.log)
-        if not self._commit_outage.down:
-            self._commits_refused = 0
-        self._commits_refused += 1
+            self._commit_outage = Outage("journal.commit_failed", "journal.commit_recovered", logger=self.log,
+                                         counted="refused")
         # A commit refused by its storage (the writer's JournalError, an OSError) is an outage; a
         # fault of msc while sealing (a period's key missing, a bug: wrapped by the journal, its
         # cause kept) is said at error with its traceback — still once until a commit succeeds.

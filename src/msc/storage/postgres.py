@@ -132,8 +132,7 @@ class Blocking:
         # how many. Under a lock of their own, reentrant: asyncio reports an unretrieved end when
         # its task is collected, in the loop's thread or in whichever thread the collector runs —
         # possibly one holding this lock already (or _lock, hence not that one).
-        self._late = Outage("storage.call_ended_late", "storage.calls_answered", logger=log)
-        self._late_count = 0
+        self._late = Outage("storage.call_ended_late", "storage.calls_answered", logger=log, counted="late")
         self._late_lock = threading.RLock()
         self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self._thread.start()
@@ -168,8 +167,7 @@ class Blocking:
     def _answered(self) -> None:
         """A call was answered: the calls that ended late before it are said (and forgotten)."""
         with self._late_lock:
-            late, self._late_count = self._late_count, 0
-            self._late.ok(late=late)
+            self._late.ok()
 
     def _unretrieved(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         """What asyncio would print as "Task exception was never retrieved" (with a traceback, on
@@ -182,7 +180,6 @@ class Blocking:
         exc = context.get("exception")
         why = reason(exc) if exc is not None else str(context.get("message"))
         with self._late_lock:
-            self._late_count += 1
             self._late.failed(why)
 
     def abort(self, why: str) -> None:
