@@ -255,7 +255,8 @@ def test_operator_logs_on_with_totp_sends_qw_sees_answer_and_it_is_delivered(sit
     assert fwd and fwd[0].taf == "7F000001"  # the browser's own address, passed on in the PROXY header
     page.keyboard.press("Alt+l")
     page.wait_for_selector("#ended-view:not([hidden])")
-    assert any(r.text == "LOGOFF" for r in site.records(kind="SESSION", user="OP0001"))
+    # The page is cleared first (WEB.md "Security"), the LOGOFF at the switch follows: wait for it.
+    assert wait(lambda: any(r.text == "LOGOFF" for r in site.records(kind="SESSION", user="OP0001")))
 
 
 def test_refused_field_shown_inline_and_nothing_sent(site, context):
@@ -701,23 +702,36 @@ def test_a_one_time_password_field_without_a_code_is_refused_unchecked(site):
 
 
 def test_websocket_from_another_origin_is_refused(site, context):
+    import asyncio
+    import concurrent.futures
+
     import websockets
-    from websockets.sync.client import connect
+    from websockets.asyncio.client import connect
 
     page = operator(site, context, "OP0001")
     sid = next(c["value"] for c in context.cookies() if c["name"] == "__Host-msc")
     host = site.url.removeprefix("https://")
 
-    def attempt(origin: str, cookie: str = f"__Host-msc={sid}") -> str:
+    async def opening(origin: str, cookie: str) -> str:
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         try:
-            with connect(f"wss://{host}/api/inbox", ssl=ctx, origin=origin, additional_headers={"Cookie": cookie},
-                         open_timeout=HANG_S) as ws:
-                return json.loads(ws.recv(timeout=HANG_S))["type"]
+            async with connect(f"wss://{host}/api/inbox", ssl=ctx, origin=origin, additional_headers={"Cookie": cookie},
+                               open_timeout=HANG_S) as ws:
+                return json.loads(await asyncio.wait_for(ws.recv(), HANG_S))["type"]
         except websockets.exceptions.WebSocketException:
             return "refused"
+
+    def attempt(origin: str, cookie: str = f"__Host-msc={sid}") -> str:
+        # The asyncio client, one thread. The sync client reads its TLS socket on a thread of its
+        # own while the caller writes the opening request on it: OpenSSL forbids SSL_read and
+        # SSL_write on one SSL object from two threads (openssl/openssl#20446), and with TLS 1.3's
+        # session tickets arriving just then the request was sometimes never sent — the client
+        # waited out its handshake, then hung joining its thread (CI, 2026-12-02; 2 runs of 3 here).
+        # (On a thread of its own: Playwright's sync API keeps an event loop running in this one.)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, asyncio.wait_for(opening(origin, cookie), 2 * HANG_S)).result()
 
     assert attempt("https://evil.example") == "refused"  # cross-site WebSocket hijacking
     assert attempt(site.url, cookie="__Host-msc=forged") == "refused"
