@@ -62,8 +62,9 @@ def cmd_serve(args) -> int:
     configure(level=args.log_level)
     settings = _load(args)
     # Every refusal to start is one line and exit 2 (OPERATIONS.md, msc serve): nothing of a
-    # running instance is touched — its journal lock is what refuses a second one, before any
-    # listener, control socket or ready file of this process exists.
+    # running instance is touched — its data_dir's serve.lock (or its ready file's lock) is what
+    # refuses a second one, before this process opens, binds or writes anything
+    # (msc.server.instance).
     try:
         return serve(settings, ready_file=args.ready_file)
     except JournalBusy as exc:
