@@ -91,7 +91,12 @@ async def _run_node(settings: Settings, switch: Switch, stop: asyncio.Event, rea
 
     keeper = new_keeper()
     await switch.start_standby()
-    _write_ready(ready_file, "standby")
+    keeper.start()
+    # "standby" once the database has taken this node's name as this process's (or could not be
+    # asked: an outage is waited out as a standby): a second node of a running node's name, refused
+    # just below, never says it stands by.
+    if await _first(keeper.wait_named(), stop.wait()) and keeper.misconfigured is None:
+        _write_ready(ready_file, "standby")
     while True:
         keeper.start()
         active = await _first(keeper.wait_active(), stop.wait())
