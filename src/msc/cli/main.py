@@ -311,7 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = with_config(sub.add_parser("serve", help="run the switch in the foreground"))
     sp.add_argument("--log-level", default="info", type=str.lower,
                     choices=("debug", "info", "warning", "error", "critical"))
-    sp.add_argument("--ready-file", help="write this file once every listener is bound")
+    sp.add_argument("--ready-file", help="write 'ready' in this file once every listener is bound ('standby' "
+                    "first on a node of a pair) and remove it when it stops serving; refused (exit 2) while "
+                    "another running msc serve holds it")
     sp.set_defaults(func=cmd_serve)
 
     sp = with_config(sub.add_parser("web", help="run the web console (HTTPS) in the foreground (docs/WEB.md)"))
