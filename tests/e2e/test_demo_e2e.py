@@ -82,7 +82,9 @@ def test_a_second_demo_or_serve_on_the_same_directory_leaves_the_running_one_alo
     r = run("serve", "--config", str(demo.dir / "msc.toml"), timeout=60)
     line = _one_line(r)
     assert r.returncode == 2 and line.startswith("error: msc serve did not start:")
-    assert "being written by another process" in line and "already running" in line
+    # (refused by the node's data_dir/serve.lock, first: before it opened anything of the running one's)
+    assert "another msc serve of this node is running (process " in line
+    assert f"holding {demo.dir / 'data' / 'serve.lock'}" in line, line
     assert _running_files(demo) == before  # the ready file and the control socket are the first demo's
     assert demo.p.poll() is None
     wait_port(7400 + demo.offset)  # ... and it still listens

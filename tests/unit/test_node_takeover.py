@@ -219,3 +219,21 @@ def test_serve_removes_the_ready_file_it_wrote_whatever_ends_it(tmp_path, monkey
     assert ready.exists() is not wrote
     if not wrote:
         assert ready.read_text() == "ready\n"
+
+
+async def test_a_standby_whose_name_is_another_live_nodes_never_writes_its_ready_file(tmp_path, monkeypatch):
+    """Its first "alive" finds the name taken: it exits 2 without having said ``standby`` (before,
+    the file said it for the moment between the metrics endpoint and the database's answer)."""
+    ready, seen = tmp_path / "ready", []
+
+    class Taken(FakeLease):
+        async def announce(self, live_s: float) -> str | None:
+            seen.append(ready.exists())  # what the file said while the database was asked
+            return await super().announce(live_s)
+
+    lease = Taken(holder="node-b", grant=None)
+    lease.twin = "another live node is running as 'node-b' (host h, process 7, seen 0.2 s ago)"
+    monkeypatch.setattr("msc.server.node.keeper_for", lambda settings, **kw: LeaseKeeper(lease, LeaseMachine(30.0), **kw))
+    with pytest.raises(StartupError, match="another live node is running as 'node-b'"):
+        await asyncio.wait_for(run_node(StandInSwitch([]), asyncio.Event(), tmp_path), HANG_S)
+    assert seen == [False] and "acquire" not in lease.calls and not ready.exists()

@@ -62,8 +62,9 @@ def cmd_serve(args) -> int:
     configure(level=args.log_level)
     settings = _load(args)
     # Every refusal to start is one line and exit 2 (OPERATIONS.md, msc serve): nothing of a
-    # running instance is touched — its journal lock is what refuses a second one, before any
-    # listener, control socket or ready file of this process exists.
+    # running instance is touched — its data_dir's serve.lock (or its ready file's lock) is what
+    # refuses a second one, before this process opens, binds or writes anything
+    # (msc.server.instance).
     try:
         return serve(settings, ready_file=args.ready_file)
     except JournalBusy as exc:
@@ -310,7 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = with_config(sub.add_parser("serve", help="run the switch in the foreground"))
     sp.add_argument("--log-level", default="info", type=str.lower,
                     choices=("debug", "info", "warning", "error", "critical"))
-    sp.add_argument("--ready-file", help="write this file once every listener is bound")
+    sp.add_argument("--ready-file", help="write 'ready' in this file once every listener is bound ('standby' "
+                    "first on a node of a pair) and remove it when it stops serving; refused (exit 2) while "
+                    "another running msc serve holds it")
     sp.set_defaults(func=cmd_serve)
 
     sp = with_config(sub.add_parser("web", help="run the web console (HTTPS) in the foreground (docs/WEB.md)"))

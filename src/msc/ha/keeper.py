@@ -86,6 +86,7 @@ class LeaseKeeper:
         self.held_back: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._active = asyncio.Event()
+        self._named = asyncio.Event()  # the first announcement was answered, or could not be made (wait_named)
         self._lost = asyncio.Event()
         self._kick = asyncio.Event()
         self.lost_reason: str | None = None
@@ -112,6 +113,7 @@ class LeaseKeeper:
     def _ended(self, task: asyncio.Task[None]) -> None:
         """The loop ended by itself (a bug, an unexpected error): nobody renews any more, so the
         node must not go on serving — it is told it lost the lease, as if the renewal lapsed."""
+        self._named.set()  # (however the loop ended: wait_named never waits for ever)
         if task.cancelled() or task.exception() is None:
             return
         exc = task.exception()
@@ -160,6 +162,14 @@ class LeaseKeeper:
         if self.misconfigured is not None:
             raise self.misconfigured
         return self.machine.epoch
+
+    async def wait_named(self) -> None:
+        """Until the database has answered this node's first "alive" under its name — its name is
+        this process's now, or :attr:`misconfigured` says whose it is — or could not be asked (an
+        outage: a standby waits it out, and the name is checked when it answers). ``msc serve``
+        writes ``standby`` in its ready file only then: a second node of a running node's name
+        never says it stands by (the loop's end sets it too: nobody waits for ever)."""
+        await self._named.wait()
 
     async def wait_lost(self) -> str:
         """Until this node must stop serving; why."""
@@ -246,7 +256,9 @@ class LeaseKeeper:
         while not self._stopping and not self._lost.is_set():
             now = self.clock()
             if now >= self._announce_due:
-                if not await self._announce(now):
+                named = await self._announce(now)
+                self._named.set()
+                if not named:
                     return  # a second live node of this name, and this one a standby: wait_active raises
                 if self._lost.is_set():
                     return  # stepped down while it waited (its timer): nothing more is asked

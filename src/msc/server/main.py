@@ -14,6 +14,7 @@ import uvloop
 
 from msc.aio import spawn
 from msc.config.load import Settings
+from msc.server.instance import ReadyFile, claim_node
 from msc.server.switch import StartupError, Switch
 
 if TYPE_CHECKING:
@@ -24,6 +25,11 @@ SWITCH_INTERVAL_S = 0.0005
 
 
 async def run(settings: Settings, *, ready_file: str | None = None) -> int:
+    global _node_lock
+    # First, before this process opens, binds, writes or logs anything: a second msc serve of a
+    # node that runs (its data_dir, or its ready file, held) stops here, exit 2 (msc.server.instance).
+    _node_lock = claim_node(settings.data_dir)
+    ReadyFile(ready_file).check()
     switch = Switch(settings)
     switch.metrics.watch_gc()  # this process's collector pauses in /metrics (one switch per process)
     stop = asyncio.Event()
@@ -85,7 +91,12 @@ async def _run_node(settings: Settings, switch: Switch, stop: asyncio.Event, rea
 
     keeper = new_keeper()
     await switch.start_standby()
-    _write_ready(ready_file, "standby")
+    keeper.start()
+    # "standby" once the database has taken this node's name as this process's (or could not be
+    # asked: an outage is waited out as a standby): a second node of a running node's name, refused
+    # just below, never says it stands by.
+    if await _first(keeper.wait_named(), stop.wait()) and keeper.misconfigured is None:
+        _write_ready(ready_file, "standby")
     while True:
         keeper.start()
         active = await _first(keeper.wait_active(), stop.wait())
@@ -262,16 +273,21 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-#: The ready files this process wrote (``--ready-file``): removed when it stops serving.
-_written: set[str] = set()
+#: The ready files this process writes (``--ready-file``), by path: removed when it stops serving.
+_ready: dict[str, ReadyFile] = {}
+#: ``data_dir/serve.lock``'s descriptor while this process is the node's ``msc serve`` (:func:`run`).
+_node_lock: int | None = None
 
 
 def _write_ready(ready_file: str | None, what: str) -> None:
-    """``--ready-file``: ``standby`` (a node of a pair whose /readyz answers) or ``ready`` (serving)."""
-    if ready_file:
-        with open(ready_file, "w") as fh:
-            fh.write(what + "\n")
-        _written.add(ready_file)
+    """``--ready-file``: ``standby`` (a node of a pair whose /readyz answers) or ``ready`` (serving).
+    Written only while this process holds the file's lock (:class:`msc.server.instance.ReadyFile`):
+    a file another running process took meanwhile is left to it (log ``serve.ready_file_taken``)."""
+    if not ready_file:
+        return
+    ready = _ready.setdefault(ready_file, ReadyFile(ready_file))
+    if not ready.write(what):
+        log.error("serve.ready_file_taken", path=ready_file, state=what, reason=ready.taken)
 
 
 def _clear_ready() -> None:
@@ -279,11 +295,18 @@ def _clear_ready() -> None:
     SIGTERM's drain, a step-down) and, whatever else ends it (a start refused after ``standby``,
     an exception), as it exits — :func:`serve`; only ``kill -9`` leaves it (newcomer trial F5: a
     node that had exited 75 still said ``ready``). A file this process never wrote is not touched:
-    a second ``msc serve`` refused at its start leaves the running one's alone."""
-    for path in sorted(_written):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        _written.discard(path)
+    a second ``msc serve`` refused at its start leaves the running one's alone, and so does a
+    process whose file another one took (:class:`msc.server.instance.ReadyFile`)."""
+    for path in sorted(_ready):
+        _ready.pop(path).clear()
+
+
+def _release_node() -> None:
+    """Give up ``data_dir/serve.lock`` (the process is leaving: its ready file is gone already)."""
+    global _node_lock
+    fd, _node_lock = _node_lock, None
+    if fd is not None:
+        os.close(fd)
 
 
 def serve(settings: Settings, *, ready_file: str | None = None) -> int:
@@ -300,6 +323,7 @@ def serve(settings: Settings, *, ready_file: str | None = None) -> int:
         status = uvloop.run(run(settings, ready_file=ready_file))
     finally:
         _clear_ready()  # every exit the process can act on: a refusal to start, an exception
+        _release_node()  # (last: a successor may start once this one has let go of everything)
     # The orderly path's last line: the event loop, its tasks and its worker threads are done (a
     # stepped-down node that got here was not cut short by _exit_within's timer).
     log.info("serve.exited", status=status)
