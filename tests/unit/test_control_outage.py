@@ -100,3 +100,20 @@ async def test_a_second_outage_is_said_again():
     assert said(logs) == [("control.storage_unavailable", "warning"), ("control.storage_available", "info")] * 2
     assert [e.get("refused") for e in logs if e["event"] == "control.storage_available"] == [1, 2]
 
+
+
+async def test_state_db_locked_or_failing_is_refused_and_said_once_like_postgresql():
+    """The embedded SQLite backend: ``state.db`` locked beyond its busy timeout, or its disk
+    failing, raises ``sqlite3.OperationalError`` — refused ``storage unavailable`` naming
+    state.db, said once per outage (it escaped the handler: asyncio's "Unhandled exception in
+    client_connected_cb" with a traceback per request, and no answer for the client)."""
+    import sqlite3
+
+    locked = sqlite3.OperationalError("database is locked")
+    server = ControlServer(Switch([locked, sqlite3.OperationalError("disk I/O error"), locked]), Path("/nonexistent"))
+    with capture_logs() as logs:
+        replies = await ask(server, UNLOCK, STATION, UNLOCK, UNLOCK)
+    assert [r["ok"] for r in replies] == [False, False, False, True]
+    assert replies[0]["error"] == "storage unavailable: run-time state (state.db): OperationalError: database is locked"
+    assert said(logs) == [("control.storage_unavailable", "warning"), ("control.storage_available", "info")]
+    assert [e.get("refused") for e in logs if e["event"] == "control.storage_available"] == [3]

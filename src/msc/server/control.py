@@ -21,7 +21,8 @@ import structlog
 
 from msc.journal.records import Entry, JournalError
 from msc.outage import Outage
-from msc.storage.errors import StorageUnavailable
+from msc.reasons import explain
+from msc.storage.errors import STATE_ERRORS
 
 log = structlog.get_logger("msc.control")
 
@@ -136,9 +137,13 @@ class ControlServer:
                     reply = {"ok": False, "error": f"bad request: {exc}"}
                 except JournalError as exc:
                     reply = {"ok": False, "error": f"journal: {exc}"}
-                except StorageUnavailable as exc:  # the run-time state's database is away: refused, said why
-                    self.storage.failed(str(exc), op=_op(req))
-                    reply = {"ok": False, "error": f"storage unavailable: {exc}"}
+                except STATE_ERRORS as exc:  # the run-time state's database is away: refused, said why
+                    # (PostgreSQL's StorageUnavailable names the store and the server; SQLite's
+                    # OperationalError — state.db locked or failing — does not: it escaped here, a
+                    # traceback per request and the client left with no answer.)
+                    why = str(exc) if isinstance(exc, OSError) else f"run-time state (state.db): {explain(exc)}"
+                    self.storage.failed(why, op=_op(req))
+                    reply = {"ok": False, "error": f"storage unavailable: {why}"}
                 else:
                     if isinstance(req, STATE_OPS) and reply.get("ok"):
                         self.storage.ok(op=_op(req))
