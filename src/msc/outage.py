@@ -7,7 +7,7 @@ for the logon counts at every scrape (newcomer9 F3). The lease keeper's ``lease.
 set the pattern this generalises:
 
 - the first failure after success (or since the start) is logged once, ``event`` at warning
-  with its reason (``error``, or the caller's ``field``) and the caller's context, no traceback;
+  (or the caller's ``level``) with its reason (``error``, or the caller's ``field``) and the caller's context, no traceback;
 - later failures of the same outage say nothing (whatever their reason: a stopped server is
   "shutting down", then "connection refused", then "starting up");
 - the first success after it is logged once at info (``recovered``, with ``was``: the first
@@ -31,8 +31,12 @@ class Outage:
     failure, :meth:`ok` at each success."""
 
     def __init__(self, event: str, recovered: str, *, logger: Any = None, field: str = "error",
-                 counted: str | None = None, **context: Any) -> None:
+                 counted: str | None = None, level: str = "warning", **context: Any) -> None:
         self.event = event
+        #: The level the start of an outage is said at: ``warning``, or ``error`` for a line that
+        #: was an error before it was said once per outage (``web.logon_not_journaled``: a logon
+        #: refused because the journal could not record it).
+        self.level = level
         self.recovered = recovered
         self.field = field  # the reason's key in the log line
         #: With ``counted``, the recovery line says under that key how many calls failed in the
@@ -63,7 +67,7 @@ class Outage:
             self.log.error(self.event, exc_info=exc if isinstance(exc, BaseException) else None,
                            **{self.field: self.reason}, **extra, **self.context)
         else:
-            self.log.warning(self.event, **{self.field: self.reason}, **extra, **self.context)
+            getattr(self.log, self.level)(self.event, **{self.field: self.reason}, **extra, **self.context)
         return True
 
     def ok(self, **extra: Any) -> bool:

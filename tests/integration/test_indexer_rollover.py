@@ -139,3 +139,46 @@ def test_indexer_passes_over_many_months_without_error(tmp_path):
     assert ix.errors == 0
     for p, (_lo, hi) in month_ranges(d).items():
         assert indexed_upto(d, p) == hi, p
+
+
+def test_an_index_that_cannot_be_written_is_said_once_until_a_pass_succeeds(tmp_path):
+    """A failing disk under the index (here: a month's index file that cannot be opened — a
+    directory where the file should be): the indexer tries every second, and each pass failed was a
+    warning of its own. Now one warning for the outage (``journal.indexer_error``, with the month),
+    every failure still counted, and one ``journal.indexer_recovered`` when a pass succeeds."""
+    import asyncio
+    import shutil
+
+    from structlog.testing import capture_logs
+
+    ring = KeyRing(tmp_path / "keys", tmp_path / "keys" / "master.key")
+    ring.init()
+    clock = Clock(month_start(2026, 1))
+    d = tmp_path / "journal"
+
+    async def build():
+        j = Journal(d, ring, clock=clock)
+        await j.open()
+        await j.append(*[Entry(kind="RECEIVED", user="TS0001", text=f"r {i}") for i in range(3)])
+        await j.close()
+
+    asyncio.run(build())
+    for f in d.glob("*.idx.db*"):
+        f.unlink()
+    [period] = list_partitions(d)
+    blocker = d / f"{period}.idx.db"
+    blocker.mkdir()
+    ix = Indexer(d)
+    with capture_logs() as logs:
+        for _ in range(5):
+            ix.run_once()
+        assert ix.errors == 5
+        shutil.rmtree(blocker)
+        ix.run_once()
+        ix.run_once()
+    said = [(e["event"], e["log_level"]) for e in logs if e["event"].startswith("journal.indexer")]
+    assert said == [("journal.indexer_error", "warning"), ("journal.indexer_recovered", "info")], said
+    began, ended = (e for e in logs if e["event"].startswith("journal.indexer"))
+    assert began["period"] == period and began["error"] and "exc_info" not in began
+    assert ended["failed"] == 5 and ended["was"] == began["error"]
+    assert indexed_upto(d, period) == month_ranges(d)[period][1]

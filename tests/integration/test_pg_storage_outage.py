@@ -37,7 +37,7 @@ from msc.mnemonics import totp
 from msc.ops.availability import between
 from msc.server.switch import Switch
 from msc.storage.backends import Backends
-from tests.conftest import PASSWORD, Harness, add_totp_user, make_config
+from tests.conftest import PASSWORD, Harness, add_totp_user, free_port, make_config
 from tests.wire import WireClient
 
 pytestmark = pytest.mark.timeout(300)
@@ -194,7 +194,10 @@ async def test_with_the_database_stopped_every_operation_is_refused_cleanly_and_
     failed = [e for e in logs if e.get("event") == "journal.commit_failed"]
     assert [e["log_level"] for e in failed] == ["warning"], failed
     assert site.switch.metrics.journal_errors._value.get() >= 3
-    assert any(e.get("event") == "control.storage_unavailable" for e in logs)
+    # The control socket's two requests that need the run-time state (unlock, station): refused
+    # each, said once for the outage (a script retrying was a warning per request).
+    control_said = [e for e in logs if e.get("event") == "control.storage_unavailable"]
+    assert [(e.get("op"), e["log_level"]) for e in control_said] == [("unlock", "warning")], control_said
     assert not [e for e in logs if e.get("event") == "session.internal_error"]
     assert site.switch.metrics.registry.get_sample_value("msc_rejects_total", {"code": "E502"}) in (None, 0.0)
 
@@ -204,6 +207,8 @@ async def test_with_the_database_stopped_every_operation_is_refused_cleanly_and_
         held = await site.operator("ICS1", "TS0001") if held.closed.done() else held
         assert await asyncio.wait_for(operations(site, held), 240) == ALL_WORK
     assert [e["was"] for e in logs if e.get("event") == "session.storage_available"] == [events[0]["error"]]
+    assert [(e["was"], e["refused"]) for e in logs if e.get("event") == "control.storage_available"] == [
+        (control_said[0]["error"], 2)]
 
 
 async def test_with_msc_sessions_ended_under_it_every_operation_works_again_by_itself(site):
@@ -345,3 +350,56 @@ async def test_an_outage_is_said_once_however_often_it_is_scraped_and_again_afte
     assert not [e for e in logs if "exc_info" in e or e.get("log_level") == "critical"], \
         [e for e in logs if "exc_info" in e]
     assert complaints == [], [c.get("message") for c in complaints]
+
+
+WEB = """
+[[listener]]
+name = "web"
+bind = "127.0.0.1:0"
+proxy_protocol = true
+trusted_proxies = ["127.0.0.1"]
+
+[web]
+bind = "127.0.0.1:{port}"
+tls = {{ cert = "tls/web.crt", key = "tls/web.key" }}
+listener = "web"
+header = "ICS1"
+"""
+
+
+async def test_the_web_consoles_logons_while_the_database_is_stopped_are_said_once(site, tmp_path):
+    """The web console (``msc web``: a process of its own, opening the run-time state for each
+    logon) beside the switch on the same database: its investigator's logons while the database is
+    stopped are answered 503 as before, ``web.storage_unavailable`` said once for all of them (it
+    was a warning per attempt), and ``web.storage_available`` with how many were refused once a
+    logon is decided again."""
+    from msc.web.app import WebConsole
+    from msc.web.sessions import WebSession
+
+    (tmp_path / "tls").mkdir(exist_ok=True)
+    for f in ("web.crt", "web.key"):
+        (tmp_path / "tls" / f).write_text("x")
+    web_toml = tmp_path / "web.toml"  # the switch's configuration and a [web] table: msc web's
+    web_toml.write_text((tmp_path / "msc.toml").read_text() + WEB.format(port=free_port()))  # (never bound)
+    console = WebConsole(load(web_toml))
+
+    async def logon() -> int:
+        s = WebSession(sid="x", created=time.monotonic(), banner="b")
+        resp = await console._console_logon(None, s, "investigator", "TS0001", "not the password", "")  # type: ignore[arg-type]
+        return resp.status_code
+
+    with structlog.testing.capture_logs() as logs:
+        site.cluster.stop("fast")
+        try:
+            stopped = [await logon() for _ in range(3)]
+        finally:
+            site.cluster.start()
+        await site.until(lambda: site.switch.readiness()[0], "/readyz 200 again once the database is back")
+        decided = await logon()
+    assert stopped == [503] * 3 and decided == 403  # refused for a wrong password once it can be decided
+    said = [e for e in logs if e.get("event", "").startswith("web.storage_")]
+    assert [(e["event"], e["log_level"]) for e in said] == [
+        ("web.storage_unavailable", "warning"), ("web.storage_available", "info")], said
+    assert "PostgreSQL (127.0.0.1:" in said[0]["error"], said
+    assert said[1]["refused"] == 3 and said[1]["was"] == said[0]["error"]
+    assert not [e for e in logs if "exc_info" in e]

@@ -138,3 +138,16 @@ def test_a_read_in_flight_when_the_node_steps_down_says_nothing():
     with capture_logs() as logs:
         assert scraped(m) == []
     assert logs == []
+
+
+def test_a_line_that_was_an_error_stays_one_once_per_outage():
+    """``level``: a caller whose line was at error (``web.logon_not_journaled``: a logon refused,
+    fail closed) keeps that level, said once per outage like every other."""
+    o = Outage("web.logon_not_journaled", "web.logon_journaled", level="error", counted="refused")
+    with capture_logs() as logs:
+        for _ in range(3):
+            o.failed(str(REFUSED))
+        o.ok()
+    assert [(e["event"], e["log_level"]) for e in logs] == [
+        ("web.logon_not_journaled", "error"), ("web.logon_journaled", "info")]
+    assert "exc_info" not in logs[0] and logs[1]["refused"] == 3

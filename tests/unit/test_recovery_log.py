@@ -144,3 +144,37 @@ async def test_a_pass_with_all_three_kinds_logs_three_lines():
         ("switch.unanswered_after_restart", 1, ["HELD"]),
         ("switch.answer_open_at_restart", 1, ["HALF"]),
         ("switch.answers_complete_at_restart", 1, ["FULL"])]
+
+
+class AwayJournal(Journal):
+    """The journal's database away for the first ``away`` reads (each read of the pass fails)."""
+
+    def __init__(self, away: list[BaseException], still_open: list) -> None:
+        super().__init__(still_open)
+        self.away = list(away)
+
+    async def unanswered_requests(self, _window, _up_to):
+        if self.away:
+            raise self.away.pop(0)
+        return self.unanswered
+
+
+async def test_reads_failing_while_the_database_is_away_are_said_once_and_their_end_once(monkeypatch):
+    """The pass reads again every few seconds while the journal's database is away (just after a
+    start or a takeover): one warning for the outage, whatever its number of attempts and their
+    reasons, and one line when a read succeeds (OPERATIONS.md "One outage, one warning")."""
+    from msc.routing import recovery
+
+    monkeypatch.setattr(recovery, "RETRY_S", (0.0,))
+    refused = OSError("journal database: ConnectionRefusedError: refused")
+    starting = OSError("journal database: CannotConnectNowError: the database system is starting up")
+    router = Router()
+    with capture_logs() as logs:
+        told = await recover_unanswered(AwayJournal([refused, starting, refused, refused], [answer("HALF1", 1)]),
+                                        router, CFG, up_to=1000)
+    assert told == 1 and router.told == ["HALF1"]  # the pass went on once it could read
+    said = [(e["event"], e["log_level"]) for e in logs if e["event"].startswith("recovery.")]
+    assert said == [("recovery.read_failed", "warning"), ("recovery.read_recovered", "info")]
+    began, ended = (e for e in logs if e["event"].startswith("recovery."))
+    assert began["error"] == str(refused) and "exc_info" not in began
+    assert ended["was"] == str(refused) and ended["failed"] == 4

@@ -22,6 +22,7 @@ import structlog
 
 from msc.config.files import private_db
 from msc.journal.schema import list_partitions, partition_path
+from msc.outage import Outage
 
 log = structlog.get_logger("msc.journal.indexer")
 
@@ -126,7 +127,8 @@ class Indexer:
     Only the two newest months can still receive records (timestamps never go backwards), so only
     they keep a connection open between passes. An older month is indexed with a connection of its
     own, closed after the pass, and once its index has caught up it is not looked at again (it
-    cannot grow). A failure in one month is logged and counted and does not stop the others.
+    cannot grow). A failure in one month is counted and does not stop the others; the log says
+    once that passes fail (``journal.indexer_error``) and once that one succeeds again.
     """
 
     LIVE_MONTHS = 2
@@ -140,6 +142,10 @@ class Indexer:
         self._conns: dict[str, sqlite3.Connection] = {}
         self._complete: set[str] = set()  # older months whose index has caught up
         self.errors = 0
+        # A pass every interval_s (1 s) while the disk fails: said once, and once when a whole
+        # pass succeeds again (with ``failed``: how many failures between), not at every pass.
+        # Only the indexer's thread uses it.
+        self._outage = Outage("journal.indexer_error", "journal.indexer_recovered", logger=log, counted="failed")
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="msc-journal-indexer", daemon=True)
@@ -162,6 +168,7 @@ class Indexer:
         new record in tiny batches (each pass has a fixed cost; under steady traffic there is
         always something new). Returns how many records were indexed."""
         done = 0
+        failed = False
         periods = list_partitions(self.dir)
         live = set(periods[-self.LIVE_MONTHS:])
         for stale in set(self._conns) - live:
@@ -174,11 +181,14 @@ class Indexer:
                 n = self._index_month(period, keep_open=period in live)
             except (sqlite3.DatabaseError, OSError) as exc:
                 self.errors += 1
-                log.warning("journal.indexer_error", period=period, error=str(exc))
+                failed = True
+                self._outage.failed(str(exc), period=period)
                 continue
             done += n
             if period not in live and n < self.BATCH and not self._stop:
                 self._complete.add(period)
+        if not failed:
+            self._outage.ok()
         return done
 
     def _index_month(self, period: str, *, keep_open: bool) -> int:
@@ -220,7 +230,7 @@ class Indexer:
                 self.run_once()
             except (sqlite3.DatabaseError, OSError) as exc:
                 self.errors += 1
-                log.warning("journal.indexer_error", error=str(exc))
+                self._outage.failed(str(exc))
         try:
             self.run_once()  # leave the index close behind on a clean stop
         except (sqlite3.DatabaseError, OSError):

@@ -19,6 +19,7 @@ from collections import Counter
 
 import structlog
 
+from msc.outage import Outage
 from msc.protocol.codes import Reject
 from msc.protocol.message import msc_notice
 from msc.routing.requests import ends_answer, rest_may_be_missing
@@ -75,15 +76,21 @@ async def _read(journal, cfg, windows: dict, up_to: int, last_part_of: frozenset
     journal's database away for a while just after the start — is simply tried again, with
     nothing told twice): the unanswered requests, the answers refused, the answers still open."""
     attempt = 0
+    # Tried again every few seconds while the database is away: said once, and once when a read
+    # succeeds (with ``failed``: how many reads failed), not at every attempt (msc.outage).
+    outage = Outage("recovery.read_failed", "recovery.read_recovered", logger=log, counted="failed")
     while True:
         try:
             unanswered = await journal.unanswered_requests(answer_window(cfg), up_to)
             refused = await journal.refused_answers(unanswered[0].seq) if unanswered else set()
-            return unanswered, refused, await journal.open_answers(windows, up_to, last_part_of)
+            found = unanswered, refused, await journal.open_answers(windows, up_to, last_part_of)
         except Exception as exc:  # its database away (JournalError, OSError, the driver's errors)
-            log.warning("recovery.read_failed", error=str(exc) or type(exc).__name__, attempt=attempt + 1)
+            outage.failed(str(exc) or type(exc).__name__)
             await asyncio.sleep(RETRY_S[min(attempt, len(RETRY_S) - 1)])
             attempt += 1
+        else:
+            outage.ok()
+            return found
 
 
 def redirect_orphaned(router: Router) -> int:

@@ -20,7 +20,9 @@ import msgspec
 import structlog
 
 from msc.journal.records import Entry, JournalError
-from msc.storage.errors import StorageUnavailable
+from msc.outage import Outage
+from msc.reasons import explain
+from msc.storage.errors import STATE_ERRORS
 
 log = structlog.get_logger("msc.control")
 
@@ -77,10 +79,19 @@ class VerifyFailed(_Op, tag="verify_failed"):
 Request = Record | Ping | UsersChanged | AuthChanged | Unlock | Station | Checkpoint | Purge | VerifyFailed
 _decoder = msgspec.json.Decoder(Request)
 
+#: The requests that use the run-time state (an account's lockout, a station's status): one that
+#: succeeds shows that its database answers again (``control.storage_available``).
+STATE_OPS = (Unlock, Station, AuthChanged)
+
 
 def decode(line: bytes) -> Request:
     """One request line. Raises ``msgspec.ValidationError``/``DecodeError`` for anything else."""
     return _decoder.decode(line)
+
+
+def _op(req: Request | None) -> str | None:
+    """A request's ``op`` (its tag), for a log line."""
+    return None if req is None else type(req).__struct_config__.tag  # type: ignore[return-value]
 
 
 class ControlServer:
@@ -94,6 +105,11 @@ class ControlServer:
             Unlock: sw.control_unlock, Station: sw.control_station, Checkpoint: sw.control_checkpoint,
             Purge: sw.control_purge, VerifyFailed: sw.control_verify_failed,
         }
+        #: The run-time state's database away: every request that needs it is refused ``ok:
+        #: false``, but said once per outage (a script or the web console retrying was a line per
+        #: request), and once when a request that needs it succeeds again (msc.outage).
+        self.storage = Outage("control.storage_unavailable", "control.storage_available", logger=log,
+                              counted="refused")
 
     async def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -113,15 +129,24 @@ class ControlServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while line := await reader.readline():
+                req: Request | None = None
                 try:
-                    reply = await self.dispatch(decode(line))
+                    req = decode(line)
+                    reply = await self.dispatch(req)
                 except (ValueError, KeyError, TypeError, msgspec.ValidationError, msgspec.DecodeError) as exc:
                     reply = {"ok": False, "error": f"bad request: {exc}"}
                 except JournalError as exc:
                     reply = {"ok": False, "error": f"journal: {exc}"}
-                except StorageUnavailable as exc:  # the run-time state's database is away: refused, said why
-                    log.warning("control.storage_unavailable", error=str(exc))
-                    reply = {"ok": False, "error": f"storage unavailable: {exc}"}
+                except STATE_ERRORS as exc:  # the run-time state's database is away: refused, said why
+                    # (PostgreSQL's StorageUnavailable names the store and the server; SQLite's
+                    # OperationalError — state.db locked or failing — does not: it escaped here, a
+                    # traceback per request and the client left with no answer.)
+                    why = str(exc) if isinstance(exc, OSError) else f"run-time state (state.db): {explain(exc)}"
+                    self.storage.failed(why, op=_op(req))
+                    reply = {"ok": False, "error": f"storage unavailable: {why}"}
+                else:
+                    if isinstance(req, STATE_OPS) and reply.get("ok"):
+                        self.storage.ok(op=_op(req))
                 writer.write((json.dumps(reply) + "\n").encode())
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):

@@ -42,6 +42,7 @@ from msc.aio import spawn
 from msc.config.load import Settings
 from msc.journal.records import Entry, JournalError, Kind
 from msc.mnemonics.directory import Directory
+from msc.outage import Outage
 from msc.web.administrator import AdministratorRoutes
 from msc.web.api import Refused, client_address, refused_json
 from msc.web.investigator import InvestigatorRoutes
@@ -94,6 +95,15 @@ class WebConsole(LogonRoutes, OperatorRoutes, InvestigatorRoutes, AdministratorR
         self._sweeper: asyncio.Task | None = None
         self.listener = next(lc for lc in settings.config.listener if lc.name == self.web.listener)
         self.bound = self.web.bind  # what the server listens on until a restart
+        # The storage this process opens for each request (msc.actions: the run-time state, the
+        # journal through the switch or directly) away: every request refused as before, but each
+        # source said once per outage of this process, not per request — a browser retrying its
+        # logon flooded the log (msc.outage; OPERATIONS.md "One outage, one warning").
+        self.storage = Outage("web.storage_unavailable", "web.storage_available", logger=log, counted="refused")
+        self.logon_journal = Outage("web.logon_not_journaled", "web.logon_journaled", logger=log, counted="refused",
+                                    level="error")
+        self.logoff_journal = Outage("web.session_end_failed", "web.session_end_journaled", logger=log,
+                                     counted="refused")
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -246,7 +256,7 @@ class WebConsole(LogonRoutes, OperatorRoutes, InvestigatorRoutes, AdministratorR
     def end_later(self, s: WebSession, why: str) -> None:
         """:meth:`end`, from a callback (the switch link closed, a ``LOGOFF.`` notice): fired off,
         its end retrieved — the console's logoff record refused by a journal database that is away
-        is one warning (``web.session_end_failed``), not a task's traceback."""
+        is said by :meth:`end` once per outage (``web.session_end_failed``), not a task's traceback."""
         spawn(self.end(s, why), event="web.session_end_failed", expected=(JournalError, OSError), logger=log,
               console=s.console)
 
@@ -274,8 +284,15 @@ class WebConsole(LogonRoutes, OperatorRoutes, InvestigatorRoutes, AdministratorR
             await link.close()
         elif s.console in ("investigator", "admin"):
             entry = Entry(kind=Kind.SESSION, peer="WEB", user=s.user, text=f"LOGOFF WEB {why}")
-            with contextlib.suppress(JournalError):
+            try:
                 await asyncio.to_thread(record, self.settings, [entry])
+            except (JournalError, OSError) as exc:
+                # The journal (or its database, opened here when no switch runs) away: the logoff
+                # record is refused — said once per outage, not per session (every idle session the
+                # sweep ended said it again, an OSError as a traceback).
+                self.logoff_journal.failed(str(exc) or type(exc).__name__, console=s.console)
+            else:
+                self.logoff_journal.ok()
         log.info("web.session_ended", console=s.console, why=why)
 
     # -- pages and state -------------------------------------------------------------------------

@@ -106,13 +106,15 @@ class LogonRoutes(ConsoleParts):
                 identity.authenticate, self.settings, user, password, otp or None, roles=roles,
                 op=f"{console} console", peer="WEB")
         except StorageUnavailable as exc:  # the run-time state's database is away: nothing decided
-            log.warning("web.storage_unavailable", error=str(exc))
+            self.storage.failed(str(exc), console=console)  # once per outage, not per logon
             return JSONResponse({"error": "STORAGE UNAVAILABLE, TRY AGAIN"}, 503)
+        self.storage.ok(console=console)  # decided: the run-time state answers (again)
         try:
             await asyncio.to_thread(record, self.settings, entries)
-        except JournalError:
-            log.error("web.logon_not_journaled")
+        except JournalError as exc:
+            self.logon_journal.failed(str(exc), console=console)  # once per outage, not per logon
             return JSONResponse({"error": "the journal cannot record the logon: refused (fail closed)"}, 503)
+        self.logon_journal.ok(console=console)
         if not attempt.ok:
             return JSONResponse({"error": "LOGON REFUSED"}, 403)
         acct = self.directory.users.get(attempt.user_id)

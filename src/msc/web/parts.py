@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from msc.config.model import ListenerSection, WebSection
     from msc.config.settings import Settings
     from msc.mnemonics.directory import Directory
+    from msc.outage import Outage
     from msc.web.sessions import LogonLimiter, WebSession
 
 
@@ -33,6 +34,9 @@ class ConsoleParts:
     server_address: tuple[str, int] | None
     limiter: LogonLimiter
     ended_why: OrderedDict[str, str]
+    storage: Outage  # the run-time state a console's logon needs (web.storage_unavailable)
+    logon_journal: Outage  # the journal a console's logon is recorded in (web.logon_not_journaled)
+    logoff_journal: Outage  # the journal a console's logoff is recorded in (web.session_end_failed)
 
     def session_of(self, conn: HTTPConnection) -> WebSession | None:
         raise NotImplementedError  # msc.web.app.WebConsole.session_of
