@@ -403,3 +403,78 @@ async def test_the_web_consoles_logons_while_the_database_is_stopped_are_said_on
     assert "PostgreSQL (127.0.0.1:" in said[0]["error"], said
     assert said[1]["refused"] == 3 and said[1]["was"] == said[0]["error"]
     assert not [e for e in logs if "exc_info" in e]
+
+
+async def test_the_web_consoles_routes_while_the_database_is_stopped_are_503_and_said_once(site, tmp_path):
+    """A real ``msc web`` beside the switch on the same database, an administrator and an
+    investigator logged on; the database stopped. Every route they use (the stations and users
+    lists, an unlock, a station enabled — refused by the switch's control socket —, the reports,
+    a search, a verification, the export form) and a new logon: 503 with ``Retry-After`` and the
+    console's words, never a 500 with "Exception in ASGI application" per request (before: every
+    one of them but the logon). The log says each source once — ``web.storage_unavailable``
+    (the administrator's routes and logons), ``web.journal_unavailable`` (the investigator's) —
+    and once when it works again, with how many were refused; the sessions go on afterwards."""
+    from msc.web.certs import self_signed
+    from tests.integration.test_web_storage_outage import (
+        WEB as WEB_TABLE,
+    )
+    from tests.integration.test_web_storage_outage import (
+        Browser,
+        assert_no_traceback,
+        assert_unavailable,
+        events,
+        start_web,
+    )
+
+    self_signed(tmp_path / "tls" / "web.crt", tmp_path / "tls" / "web.key")
+    port = free_port()
+    web_toml = tmp_path / "web.toml"  # the switch's configuration and a [web] table: msc web's
+    web_toml.write_text((tmp_path / "msc.toml").read_text() + WEB_TABLE.format(web_listener=free_port(), web_port=port))
+    log = tmp_path / "web.err"
+    web = start_web(web_toml, log)
+    admin, investigator, late = (Browser(f"https://127.0.0.1:{port}") for _ in range(3))
+    try:
+        assert (await admin.logon("admin", "AD0001")).status_code == 200
+        assert (await investigator.logon("investigator", "IN0001")).status_code == 200
+        site.cluster.stop("fast")
+        try:
+            seen = {
+                "stations": await admin.get("/api/admin/stations"),
+                "users": await admin.get("/api/admin/users"),
+                "unlock": await admin.post("/api/admin/user/status", {"id": "TS0002", "action": "unlock"}),
+                "station": await admin.post("/api/admin/station", {"mnemonic": "ICS9", "action": "enable"}),
+                "availability": await admin.get("/api/admin/report/availability"),
+                "report users": await admin.get("/api/admin/report/users", accept="text/html"),
+                "search": await investigator.post("/api/journal/search", {"case": "OUTAGE-1"}),
+                "verify": await investigator.post("/api/journal/verify", {}),
+                "export": await investigator.export("OUTAGE-1"),
+                "logon": await late.logon("admin", "AD0001"),
+            }
+        finally:
+            site.cluster.start()
+        await site.until(lambda: site.switch.readiness()[0], "/readyz 200 again once the database is back")
+        for name, r in seen.items():
+            if name == "logon":
+                assert (r.status_code, r.json()) == (503, {"error": "STORAGE UNAVAILABLE, TRY AGAIN"}), r.text
+            else:
+                assert_unavailable(r, changing=name in ("unlock", "station"))
+        assert seen["export"].headers["content-type"].startswith("text/html")  # the form's navigation
+        assert not list((tmp_path / "data" / "web-exports").glob("*")), "a partial bundle was left"
+        # Back by itself; the sessions are the same.
+        stations = await admin.get("/api/admin/stations")
+        search = await investigator.post("/api/journal/search", {"case": "OUTAGE-1"})
+        assert (stations.status_code, search.status_code) == (200, 200), (stations.text, search.text)
+    finally:
+        for b in (admin, investigator, late):
+            await b.close()
+        web.stop()
+    said = [e for e in events(log) if e["event"].startswith(("web.storage_", "web.journal_"))]
+    assert [(e["event"], e["level"]) for e in said] == [
+        ("web.storage_unavailable", "warning"), ("web.journal_unavailable", "warning"),
+        ("web.storage_available", "info"), ("web.journal_available", "info")], said
+    by = {e["event"]: e for e in said}
+    assert by["web.storage_unavailable"]["path"] == "/api/admin/stations"
+    assert "PostgreSQL (127.0.0.1:" in by["web.storage_unavailable"]["error"], by
+    assert by["web.journal_unavailable"]["path"] == "/api/journal/search"
+    assert by["web.storage_available"]["refused"] == 7 and by["web.journal_available"]["refused"] == 3, said
+    assert_no_traceback(log)

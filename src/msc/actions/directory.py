@@ -3,7 +3,9 @@
 control socket) — the ``msc user|station`` commands and the web console's administrator page.
 
 Refusals raise :class:`ActionRefused` with the text a person reads (the CLI prints it as
-``error: …`` and exits 2; the web shows it next to the form).
+``error: …`` and exits 2; the web shows it next to the form); a refusal because the storage is
+away (nothing wrong with the request) is its subclass :class:`ActionUnavailable` (the web console
+answers it 503 like any storage outage, docs/WEB.md "When the storage is away").
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ ROLES = ("full", "ltfa", "practitioner", "admin", "investigator")
 
 class ActionRefused(Exception):
     """The action was not done; ``str()`` says why (for the person who asked)."""
+
+
+class ActionUnavailable(ActionRefused):
+    """The action was not done because the storage it needs is away (PostgreSQL's
+    :class:`~msc.storage.errors.StorageUnavailable`, or the running switch's control reply
+    ``storage unavailable: …``): the same request may succeed later. ``str()`` names the store."""
 
 
 def password_problem(pw: str, user_id: str, name: str, settings: Settings | None = None,
@@ -65,7 +73,7 @@ def update_users(settings: Settings, change: Callable[[UsersFile], UsersFile],
         store = Backends(settings).users_store()
         return userfile.update(settings.users_path, change, validate, store=store)
     except StorageUnavailable as exc:
-        raise ActionRefused(f"nothing was changed: {exc}") from None
+        raise ActionUnavailable(f"nothing was changed: {exc}") from None
     finally:
         if store is not None:
             store.close()
@@ -78,7 +86,7 @@ def _read(settings: Settings) -> UsersFile:
     try:
         return read_users(settings)
     except StorageUnavailable as exc:
-        raise ActionRefused(str(exc)) from None
+        raise ActionUnavailable(str(exc)) from None
 
 
 def users_where(settings: Settings) -> str:
@@ -221,7 +229,9 @@ def set_station_status(settings: Settings, actor: str, mnemonic: str, *, disable
     try:
         reply = control(settings, {"op": "station", "mnemonic": mnemonic, "disabled": disabled})
         if not reply.get("ok"):
-            raise ActionRefused(str(reply.get("error")))
+            why = str(reply.get("error"))
+            # (msc.server.control: the switch's run-time state away is "storage unavailable: …")
+            raise (ActionUnavailable if why.startswith("storage unavailable") else ActionRefused)(why)
         live = True
     except DaemonUnavailable:
         store = Backends(settings).runtime_state()

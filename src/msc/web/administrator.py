@@ -1,6 +1,7 @@
 """The administrator's console (docs/WEB.md "Administrator"): stations enabled and disabled, users
 added, disabled, enabled and unlocked, the reports — each journaled by ``msc.actions`` under the
-person logged on. A part of :class:`msc.web.app.WebConsole`.
+person logged on. A part of :class:`msc.web.app.WebConsole`. The storage away (PostgreSQL stopped,
+state.db locked …) is not caught here: the app's handler answers it 503 (msc.web.api.STORAGE_AWAY).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class AdministratorRoutes(ConsoleParts):
         try:
             live = await asyncio.to_thread(admin_actions.set_station_status, self.settings, s.who,
                                            str(body.get("mnemonic", "")), disabled=action == "disable")
+        except admin_actions.ActionUnavailable:
+            raise  # the storage away: 503 (msc.web.api.STORAGE_AWAY), not a refusal of the request
         except admin_actions.ActionRefused as exc:
             raise Refused(400, str(exc)) from None
         except JournalError as exc:
@@ -80,6 +83,8 @@ class AdministratorRoutes(ConsoleParts):
                 admin_actions.add_user, self._reloaded(), s.who, uid=str(b.get("id", "")), name=str(b.get("name", "")),
                 ori=str(b.get("ori", "")), role=str(b.get("role", "")), password=str(b.get("password", "")), dob=dob,
                 certified_until=cert, totp=bool(b.get("totp")))
+        except admin_actions.ActionUnavailable:
+            raise  # the storage away: 503 (msc.web.api.STORAGE_AWAY), not a refusal of the request
         except admin_actions.ActionRefused as exc:
             raise Refused(400, str(exc)) from None
         except JournalError as exc:
@@ -105,6 +110,8 @@ class AdministratorRoutes(ConsoleParts):
                                         disabled=action == "disable")
             else:
                 raise Refused(400, "action is disable, enable or unlock")
+        except admin_actions.ActionUnavailable:
+            raise  # the storage away: 503 (msc.web.api.STORAGE_AWAY), not a refusal of the request
         except admin_actions.ActionRefused as exc:
             raise Refused(400, str(exc)) from None
         except JournalError as exc:

@@ -44,7 +44,7 @@ from msc.journal.records import Entry, JournalError, Kind
 from msc.mnemonics.directory import Directory
 from msc.outage import Outage
 from msc.web.administrator import AdministratorRoutes
-from msc.web.api import Refused, client_address, refused_json
+from msc.web.api import STORAGE_AWAY, Refused, client_address, refused_json, storage_reason, storage_unavailable
 from msc.web.investigator import InvestigatorRoutes
 from msc.web.logon import LogonRoutes
 from msc.web.middleware import body_limit, security_headers
@@ -98,8 +98,13 @@ class WebConsole(LogonRoutes, OperatorRoutes, InvestigatorRoutes, AdministratorR
         # The storage this process opens for each request (msc.actions: the run-time state, the
         # journal through the switch or directly) away: every request refused as before, but each
         # source said once per outage of this process, not per request — a browser retrying its
-        # logon flooded the log (msc.outage; OPERATIONS.md "One outage, one warning").
+        # logon flooded the log (msc.outage; OPERATIONS.md "One outage, one warning"). ``storage``:
+        # the console logons' and the administrator's routes' (the run-time state, the user
+        # directory, the ledger); ``journal``: the investigator's routes' (the journal read and
+        # audited) — two, so that on SQLite a locked state.db and a journal that reads well do not
+        # end each other's outage at every request (_storage_away, _stored).
         self.storage = Outage("web.storage_unavailable", "web.storage_available", logger=log, counted="refused")
+        self.journal = Outage("web.journal_unavailable", "web.journal_available", logger=log, counted="refused")
         self.logon_journal = Outage("web.logon_not_journaled", "web.logon_journaled", logger=log, counted="refused",
                                     level="error")
         self.logoff_journal = Outage("web.session_end_failed", "web.session_end_journaled", logger=log,
@@ -321,9 +326,35 @@ class WebConsole(LogonRoutes, OperatorRoutes, InvestigatorRoutes, AdministratorR
         s.banner = self.settings.config.switch.banner
         return self.set_cookie(JSONResponse({"ok": True}), s)
 
+    # -- the storage away ------------------------------------------------------------------------
+
+    async def _storage_away(self, request: Request, exc: Exception) -> Response:
+        """Starlette's handler for :data:`msc.web.api.STORAGE_AWAY` raised by any route: 503
+        (``Retry-After``), said once per outage (``web.storage_unavailable``), never a 500 and
+        uvicorn's "Exception in ASGI application" per request. The session, its cookie and the
+        CSRF cookie are left as they were: the page goes on once the storage is back."""
+        self._outage_of(request).failed(storage_reason(exc), path=request.url.path)
+        return storage_unavailable(request)
+
+    def _outage_of(self, request: Request) -> Outage:
+        return self.journal if request.url.path.startswith("/api/journal/") else self.storage
+
+    def _stored(self, endpoint):
+        """``endpoint`` (a route that uses the storage) whose success ends its outage: the
+        ``web.storage_available`` / ``web.journal_available`` line (with ``refused``) when it
+        answers below 400 again."""
+        async def run(request: Request) -> Response:
+            resp = await endpoint(request)
+            if resp.status_code < 400:
+                self._outage_of(request).ok(path=request.url.path)
+            return resp
+
+        return run
+
     # -- the application -------------------------------------------------------------------------
 
     def app(self):
+        stored = self._stored
         routes = [
             Route("/", self.index), Route("/operator", self.index), Route("/investigator", self.index),
             Route("/admin", self.index),
@@ -334,14 +365,15 @@ class WebConsole(LogonRoutes, OperatorRoutes, InvestigatorRoutes, AdministratorR
             Route("/api/forms", self.forms), Route("/api/check", self.check, methods=["POST"]),
             Route("/api/send", self.send, methods=["POST"]), WebSocketRoute("/api/inbox", self.inbox),
             Route("/api/password", self.password, methods=["POST"]),
-            Route("/api/journal/search", self.journal_search, methods=["POST"]),
+            Route("/api/journal/search", stored(self.journal_search), methods=["POST"]),
             Route("/api/journal/check", self.journal_check, methods=["POST"]),
-            Route("/api/journal/export", self.journal_export, methods=["POST"]),
-            Route("/api/journal/verify", self.journal_verify, methods=["POST"]),
-            Route("/api/admin/stations", self.stations), Route("/api/admin/station", self.station, methods=["POST"]),
-            Route("/api/admin/users", self.users), Route("/api/admin/user", self.user_add, methods=["POST"]),
-            Route("/api/admin/user/status", self.user_status, methods=["POST"]),
-            Route("/api/admin/report/{kind}", self.report, methods=["GET", "POST"]),
+            Route("/api/journal/export", stored(self.journal_export), methods=["POST"]),
+            Route("/api/journal/verify", stored(self.journal_verify), methods=["POST"]),
+            Route("/api/admin/stations", stored(self.stations)),
+            Route("/api/admin/station", stored(self.station), methods=["POST"]),
+            Route("/api/admin/users", stored(self.users)), Route("/api/admin/user", stored(self.user_add), methods=["POST"]),
+            Route("/api/admin/user/status", stored(self.user_status), methods=["POST"]),
+            Route("/api/admin/report/{kind}", stored(self.report), methods=["GET", "POST"]),
         ]
         @contextlib.asynccontextmanager
         async def lifespan(_app):
@@ -351,7 +383,8 @@ class WebConsole(LogonRoutes, OperatorRoutes, InvestigatorRoutes, AdministratorR
             finally:
                 await self.shutdown()
 
-        app = Starlette(routes=routes, exception_handlers={Refused: refused_json}, lifespan=lifespan)
+        handlers = {Refused: refused_json, **dict.fromkeys(STORAGE_AWAY, self._storage_away)}
+        app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
         protected = asgi_csrf(app, signing_secret=secrets.token_hex(32), cookie_name=CSRF_COOKIE,
                               cookie_secure=True, cookie_samesite="Strict",
                               always_protect={"/api/logon", "/api/banner"})

@@ -79,6 +79,9 @@ class InvestigatorRoutes(ConsoleParts):
         except (JournalError, ValueError) as exc:
             path.unlink(missing_ok=True)
             return JSONResponse({"error": f"export refused: {exc}"}, 503)
+        except BaseException:  # the storage away (answered 503 by the app's handler): no partial bundle left
+            path.unlink(missing_ok=True)
+            raise
         safe = re.sub(r"[^A-Za-z0-9_-]", "_", case)[:32]
         log.info("web.export", records=done.records)
         return FileResponse(path, media_type="application/zip", filename=f"msc-export-{safe}.zip",

@@ -17,12 +17,10 @@ from starlette.responses import JSONResponse, Response
 
 from msc.actions import identity
 from msc.actions.journaling import record
-from msc.journal.records import JournalError
 from msc.protocol import framing, grammar
 from msc.protocol.message import parse_pairs
 from msc.protocol.proxy import cn_sendable
-from msc.storage.errors import StorageUnavailable
-from msc.web.api import PASSWORD_RE, client_address, json_body
+from msc.web.api import PASSWORD_RE, RETRY_AFTER_S, STORAGE_AWAY, UNAVAILABLE, client_address, json_body, storage_reason
 from msc.web.parts import ConsoleParts
 from msc.web.peer import verified_cn
 from msc.web.relay import LinkClosed, SwitchLink
@@ -105,14 +103,15 @@ class LogonRoutes(ConsoleParts):
             attempt, entries = await asyncio.to_thread(
                 identity.authenticate, self.settings, user, password, otp or None, roles=roles,
                 op=f"{console} console", peer="WEB")
-        except StorageUnavailable as exc:  # the run-time state's database is away: nothing decided
-            self.storage.failed(str(exc), console=console)  # once per outage, not per logon
-            return JSONResponse({"error": "STORAGE UNAVAILABLE, TRY AGAIN"}, 503)
+        except STORAGE_AWAY as exc:  # the run-time state away (PostgreSQL, or state.db locked or
+            # failing — a 500 and a traceback per attempt once): nothing decided
+            self.storage.failed(storage_reason(exc), console=console)  # once per outage, not per logon
+            return JSONResponse({"error": UNAVAILABLE}, 503, headers={"retry-after": str(RETRY_AFTER_S)})
         self.storage.ok(console=console)  # decided: the run-time state answers (again)
         try:
             await asyncio.to_thread(record, self.settings, entries)
-        except JournalError as exc:
-            self.logon_journal.failed(str(exc), console=console)  # once per outage, not per logon
+        except STORAGE_AWAY as exc:  # JournalError, or the journal's database opened here and away
+            self.logon_journal.failed(storage_reason(exc), console=console)  # once per outage, not per logon
             return JSONResponse({"error": "the journal cannot record the logon: refused (fail closed)"}, 503)
         self.logon_journal.ok(console=console)
         if not attempt.ok:

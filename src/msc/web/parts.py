@@ -34,7 +34,8 @@ class ConsoleParts:
     server_address: tuple[str, int] | None
     limiter: LogonLimiter
     ended_why: OrderedDict[str, str]
-    storage: Outage  # the run-time state a console's logon needs (web.storage_unavailable)
+    storage: Outage  # the run-time state a console's logon and the administrator need (web.storage_unavailable)
+    journal: Outage  # the journal the investigator's routes read and audit in (web.journal_unavailable)
     logon_journal: Outage  # the journal a console's logon is recorded in (web.logon_not_journaled)
     logoff_journal: Outage  # the journal a console's logoff is recorded in (web.session_end_failed)
 

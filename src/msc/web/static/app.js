@@ -634,6 +634,7 @@ async function verifyJournal() {
   $("#q-status").textContent = "Verifying every record, tag, checkpoint and signature…";
   const r = await api("/api/journal/verify", {});
   const d = r.data;
+  if (!r.ok) { $("#q-status").textContent = ""; $("#q-error").textContent = d.error || ""; return; }
   $("#q-status").textContent = d.ok ? `Journal verified: ${d.records} records, ${d.checkpoints} signed checkpoints, tree size ${d.tree_size} (${d.seconds} s).`
                                     : `VERIFICATION FAILED at sequence ${d.first_bad}: ${d.reason || d.error}`;
 }
@@ -674,6 +675,7 @@ async function loadStations() {
   const r = await api("/api/admin/stations", null, "GET");
   const tb = $("#stations tbody");
   tb.textContent = "";
+  if (!r.ok) { $("#admin-error").textContent = r.data.error || ""; return; }  // e.g. 503 STORAGE UNAVAILABLE
   for (const s of r.data.stations || []) {
     const act = s.status === "active"
       ? actionButton(`Disable ${s.mnemonic}`, async () => { if (await adminDo("/api/admin/station", { mnemonic: s.mnemonic, action: "disable" }, `Station ${s.mnemonic} disabled (journaled with your name).`)) loadStations(); })
@@ -688,6 +690,7 @@ async function loadUsers() {
   const r = await api("/api/admin/users", null, "GET");
   const tb = $("#users tbody");
   tb.textContent = "";
+  if (!r.ok) { $("#admin-error").textContent = r.data.error || ""; return; }
   for (const u of r.data.users || []) {
     const acts = el("td");
     acts.append(u.status === "active"
@@ -735,6 +738,8 @@ async function loadReports() {
     const w = a.data.doc.windows["365d"];
     $("#avail-text").textContent = a.data.text;
     $("#avail-summary").textContent = `Last 365 days: ${(w.ratio * 100).toFixed(3)} % (target 98 %) — ${w.meets_target ? "meets the target" : "BELOW THE TARGET"}; ${w.outages.length} outage(s).`;
+  } else {
+    $("#avail-summary").textContent = a.data.error || "";
   }
   const m = await api("/api/admin/report/mnemonics", null, "GET");
   $("#rep-mnemonics").textContent = m.data.text || m.data.error || "";
