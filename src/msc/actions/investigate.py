@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from msc.actions.journaling import DaemonUnavailable, control, record
+from msc.actions.journaling import DaemonNoAnswer, DaemonUnavailable, control, record
 from msc.config.load import Settings
 from msc.journal.records import Entry, JournalError, Kind, Record
 from msc.journal.search import Query, parse_time, read, search
@@ -114,14 +114,16 @@ def ensure_checkpoint(s: Settings, seq: int):
         reply = control(s, {"op": "checkpoint"})
         if not reply.get("ok"):
             raise JournalError(reply.get("error"))
-    except DaemonUnavailable:
+    except DaemonNoAnswer as exc:
+        raise JournalError(f"the running switch did not answer the checkpoint request: {exc}") from None
+    except DaemonUnavailable:  # no daemon answers: the journal opened here, and closed
         import asyncio
 
-        from msc.actions.journaling import _direct_journal
+        from msc.actions.journaling import direct_journal
 
         async def go():
-            j = await _direct_journal(s)
-            await j.close()  # closing writes a final checkpoint
+            async with direct_journal(s):
+                pass  # closing writes a final checkpoint
 
         asyncio.run(go())
     with journal_source(s) as src:

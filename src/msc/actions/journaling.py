@@ -1,18 +1,35 @@
 """Journaling outside the switch (the ``msc`` command, the web console): through the running
 daemon if there is one, else directly.
 
-The journal has one writer at a time (a lock file in the journal directory). When ``msc serve``
-runs it is that writer, and these processes ask it over the control socket; otherwise they open
-the journal themselves for the moment they need. Blocking: call from a worker thread in an
-event loop.
+The journal has one writer at a time. When ``msc serve`` runs it is that writer, and these
+processes ask it over the control socket; only when no daemon answers there do they open the
+journal themselves for the moment they need (OPERATIONS.md "The msc command"). The daemon is
+asked *first*: the journal's writer lock alone cannot say that a daemon runs — on PostgreSQL it is
+a session lock on the daemon's connection, free whenever that connection is down (a database
+restart, a failover), and a command that took it then wrote beside the running daemon (JOURNAL.md
+"One writer"). What guards each moment:
+
+- the daemon answers: the record goes through it; its refusal is the command's (never followed
+  by a direct write). Asked and not answered in time: the outcome is unknown — refused, not
+  written again directly;
+- no daemon answers but ``msc serve`` of this node holds ``data_dir/serve.lock`` (starting, its
+  socket not up yet; stopping, its socket gone and its last records still being written; stuck):
+  refused, nothing written (:func:`msc.server.instance.no_daemon_here`);
+- none holds it: the command holds it shared while it writes, so a ``msc serve`` starting
+  meanwhile waits for it; and the journal's writer lock stays the backstop (a daemon on another
+  machine sharing the database, a process that does not follow these rules: the daemon tells
+  their records from its own, :meth:`msc.journal.journal.Journal._foreign`).
+
+Blocking: call from a worker thread in an event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import msgspec
 
@@ -23,7 +40,19 @@ from msc.journal.writer import JournalBusy
 
 
 class DaemonUnavailable(Exception):
-    pass
+    """No daemon answers on the control socket (none to connect to): nothing was asked."""
+
+
+class DaemonNoAnswer(DaemonUnavailable):
+    """The request was sent and no answer came (a timeout, the connection dropped): what the
+    daemon did with it is unknown. For a request that writes the journal, never to be done again
+    directly (it may have been committed)."""
+
+
+#: How long a record request waits for the daemon's answer (s): longer than the PostgreSQL
+#: writer's bound on a commit (msc.storage.pgjournal.WRITE_TIMEOUT_S), so that a commit that
+#: fails is answered as a refusal rather than left unknown.
+RECORD_TIMEOUT_S = 30.0
 
 
 class NotTheActiveNode(JournalError):
@@ -40,21 +69,24 @@ class NotTheActiveNode(JournalError):
 def control(settings: Settings, request: dict, timeout: float = 10.0) -> dict:
     """One request to the running daemon's control socket."""
     path = settings.data_dir / "control.sock"
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
             s.connect(str(path))
+        except OSError as exc:  # (FileNotFoundError, ConnectionRefusedError, TimeoutError …): nothing sent
+            raise DaemonUnavailable(str(exc)) from None
+        buf = b""
+        try:
             s.sendall((json.dumps(request) + "\n").encode())
-            buf = b""
             while not buf.endswith(b"\n"):
                 chunk = s.recv(65536)
                 if not chunk:
                     break
                 buf += chunk
-    except (TimeoutError, FileNotFoundError, ConnectionRefusedError, OSError) as exc:
-        raise DaemonUnavailable(str(exc)) from None
-    if not buf:
-        raise DaemonUnavailable("no answer")
+        except OSError as exc:
+            raise DaemonNoAnswer(str(exc) or type(exc).__name__) from None
+    if not buf.endswith(b"\n"):
+        raise DaemonNoAnswer("no answer")
     return json.loads(buf)
 
 
@@ -67,20 +99,36 @@ def daemon_running(settings: Settings) -> bool:
 
 
 def record(settings: Settings, entries: Sequence[Entry]) -> list[int]:
-    """Journal entries durably; returns their sequence numbers. Raises JournalError."""
+    """Journal entries durably; returns their sequence numbers. Raises JournalError.
+
+    Through the running daemon if one answers on the control socket (its refusal is raised as it
+    is), else directly — see the module's docstring for what guards each moment."""
+    try:
+        reply = control(settings, {"op": "record", "entries": msgspec.to_builtins(list(entries))},
+                        timeout=RECORD_TIMEOUT_S)
+    except DaemonNoAnswer as exc:
+        raise JournalError(f"the running switch did not answer the record request ({exc}): it may or may not "
+                           "have been journaled (search the journal before doing it again)") from None
+    except DaemonUnavailable:
+        pass  # no daemon answers here: directly, below
+    else:
+        if not reply.get("ok"):
+            raise JournalError(reply.get("error", "refused"))
+        return reply["seqs"]
+    if shared_pair(settings):
+        # Another node is active (its lease is live): the record must go through it — even
+        # while its connection to the database, and so the writer lock, is down.
+        refusal = not_the_active_node(settings)
+        if refusal.active is not None:
+            raise refusal
     try:
         return asyncio.run(_direct(settings, entries))
-    except JournalBusy:
-        pass
-    try:
-        reply = control(settings, {"op": "record", "entries": msgspec.to_builtins(list(entries))})
-    except DaemonUnavailable as exc:
+    except JournalBusy as exc:
         if shared_pair(settings):
             raise not_the_active_node(settings) from None
+        if isinstance(exc, DaemonRunning):
+            raise
         raise JournalError(f"the journal is locked by a process that does not answer: {exc}") from None
-    if not reply.get("ok"):
-        raise JournalError(reply.get("error", "refused"))
-    return reply["seqs"]
 
 
 def shared_pair(settings: Settings) -> bool:
@@ -130,21 +178,37 @@ def require_active_here(settings: Settings) -> None:
         raise refusal
 
 
-async def _direct_journal(settings: Settings) -> Journal:
-    """Open the journal as its writer (raises JournalBusy if the daemon has it)."""
+class DaemonRunning(JournalBusy):
+    """``msc serve`` of this node runs (it holds ``serve.lock``) but did not answer on its control
+    socket: the journal is not opened beside it."""
+
+
+@contextlib.asynccontextmanager
+async def direct_journal(settings: Settings) -> AsyncIterator[Journal]:
+    """The journal opened as its writer by this process, for a moment, closed after — only when
+    no ``msc serve`` of this node runs (:func:`msc.server.instance.no_daemon_here`, held
+    throughout; else :class:`DaemonRunning`) and no other process holds the writer lock
+    (else :class:`JournalBusy`). Callers ask the daemon first (:func:`control`) and come here
+    when none answers."""
+    from msc.server.instance import DaemonHere, no_daemon_here
     from msc.storage.backends import Backends
 
-    j = Backends(settings).journal()
-    await j.open()
-    return j
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(no_daemon_here(settings.data_dir))
+        except DaemonHere as exc:
+            raise DaemonRunning(str(exc)) from None
+        j = Backends(settings).journal()
+        await j.open()
+        try:
+            yield j
+        finally:
+            await j.close()
 
 
 async def _direct(settings: Settings, entries: Sequence[Entry]) -> list[int]:
-    j = await _direct_journal(settings)
-    try:
+    async with direct_journal(settings) as j:
         return await j.append(*entries)
-    finally:
-        await j.close()
 
 
 def record_admin(settings: Settings, text: str, *, user: str | None = None) -> list[int]:

@@ -17,7 +17,7 @@ import sys
 
 from msc.actions import investigate
 from msc.actions.investigate import CASE_RE, CASE_RULE  # noqa: F401
-from msc.cli.admin import DaemonUnavailable, control
+from msc.cli.admin import DaemonNoAnswer, DaemonUnavailable, control
 from msc.config.load import Settings
 from msc.journal.export import JSON_KEYS
 from msc.journal.records import JournalError, Record
@@ -248,15 +248,16 @@ def cmd_purge(args) -> int:
                 print(f"error: {reply.get('error')}", file=sys.stderr)
                 return EXIT_PROBLEM
             purged = reply["purged"]
-        except DaemonUnavailable:
-            from msc.cli.admin import _direct_journal
+        except DaemonNoAnswer as exc:
+            print(f"error: the running switch did not answer the purge request ({exc}): it may still be purging "
+                  "— see its log", file=sys.stderr)
+            return EXIT_PROBLEM
+        except DaemonUnavailable:  # no daemon answers: the journal opened here
+            from msc.cli.admin import direct_journal
 
             async def go():
-                j = await _direct_journal(s)
-                try:
+                async with direct_journal(s) as j:
                     return await j.purge(days, actor=who)
-                finally:
-                    await j.close()
 
             purged = asyncio.run(go())
     except JournalError as exc:

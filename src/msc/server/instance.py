@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from msc.config.files import PRIVATE_FILE, private_dir
@@ -43,18 +44,81 @@ def claim_node(data_dir: Path) -> int:
     path = data_dir / NODE_LOCK
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"  # (written just after its lock)
-        os.close(fd)
-        raise StartupError(f"another msc serve of this node is running (process {holder}, holding {path}): it is "
-                           "left as it is — stop it first") from None
+        if not _claim_past_commands(fd):
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"  # (written just after its lock)
+            os.close(fd)
+            raise StartupError(f"another msc serve of this node is running (process {holder}, holding {path}): it "
+                               "is left as it is — stop it first")
     except BaseException:
-        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
         raise
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+#: How long a starting ``msc serve`` waits for ``msc`` commands that write the journal directly
+#: (each holds ``serve.lock`` shared for that moment: :func:`no_daemon_here`) to finish (s).
+COMMANDS_WAIT_S = 60.0
+
+
+def _claim_past_commands(fd: int) -> bool:
+    """The exclusive ``flock`` on ``serve.lock``; False when another ``msc serve`` holds it.
+    While only commands hold it (shared: each is writing the journal directly, no daemon
+    running), wait for them — up to :data:`COMMANDS_WAIT_S` — rather than being refused as if
+    another ``msc serve`` ran (or starting, and then being refused by the journal's writer lock)."""
+    import time
+
+    deadline = time.monotonic() + COMMANDS_WAIT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            pass
+        try:  # a shared lock granted: no msc serve holds it, only commands (or nobody, by now)
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # held exclusively: another msc serve
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+class DaemonHere(Exception):
+    """An ``msc serve`` of this node holds ``data_dir/serve.lock`` (starting, running or stopping)."""
+
+
+@contextlib.contextmanager
+def no_daemon_here(data_dir: Path) -> Iterator[None]:
+    """For a command about to write the journal *directly* (no daemon answered on the control
+    socket): hold ``data_dir/serve.lock`` shared while it does, or raise :class:`DaemonHere` when
+    an ``msc serve`` of this node holds it — one that is starting (its journal open, its control
+    socket not yet), stopping (its socket gone, its last records still being written) or stuck
+    must not get a second writer beside it, whatever the journal's writer lock says at that
+    moment (on PostgreSQL that lock is lost with the daemon's connection). A ``msc serve``
+    starting meanwhile waits for the shared holders (:func:`claim_node`).
+
+    The file is opened read-only and never created (a command run as root must not leave a
+    root-owned ``serve.lock`` the service account cannot open); no file: no daemon ever ran here."""
+    try:
+        fd = os.open(data_dir / NODE_LOCK, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            raise DaemonHere(f"msc serve of this node is running (process {holder}) but did not answer on its "
+                             "control socket (starting, stopping or stuck): nothing was written — try again "
+                             "once it answers") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 class ReadyFile:
