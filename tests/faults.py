@@ -75,6 +75,9 @@ class FaultyWriter:
             self.fail_after_write -= 1
             raise JournalError("injected: fsync failed after the write")
 
+    async def leaves(self, first: int, last: int) -> dict[int, bytes]:
+        return await self.inner.leaves(first, last)
+
     async def checkpoint(self, name: str, ts: int) -> Checkpoint | None:
         if self.fail_checkpoints:
             raise JournalError("injected: meta.db is read-only")

@@ -509,3 +509,40 @@ def PgWriterType():  # noqa: N802 - a type, looked up late (PostgreSQL's writer)
     from msc.storage.pgjournal import PgWriter
 
     return PgWriter
+
+
+async def test_leaves_are_read_back_from_the_storage(writer):
+    """What the storage holds at some sequence numbers, by leaf hash (the journal tells its own
+    batch from another process's records with it after a failed commit): every month, nothing
+    for a number it does not hold."""
+    batch = rows(1, 3, NOV) + rows(4, 3, DEC)
+    await writer.commit(batch)
+    assert await writer.leaves(2, 9) == {b.seq: leaf_hash(b.blob) for b in batch[1:]}
+    assert await writer.leaves(7, 9) == {}
+
+
+async def test_records_another_writer_made_while_the_lock_was_lost_are_not_taken_for_the_batch(journal_backend,
+                                                                                                signing):
+    """PostgreSQL's writer lock is a session lock: while the writer's connection is down another
+    writer can take it and commit (a command on another machine, an older msc). The first
+    writer's next batch then fails, it re-reads where the journal ends — past its batch's first
+    number — and what the database holds there is the other writer's, not its batch: told by the
+    leaf hashes, not by the count."""
+    fencing(journal_backend, "the SQLite backend's lock is a file lock held for the writer's life")
+    w = await opened(journal_backend, signing)
+    await w.commit(rows(1, 3, NOV))
+    assert journal_backend.cut_connections() >= 1
+    other = await opened(journal_backend, signing)  # the lock is free: another writer takes it
+    theirs = [Row(r.period, r.values, b"another writer's %d" % r.seq, r.tokens)
+              for r in (row(4, NOV + 10_000, txn="THEIRS4"), row(5, NOV + 11_000, txn="THEIRS5"))]
+    await other.commit(theirs)
+    await other.close()
+    mine = rows(4, 3, NOV + 20_000)
+    with pytest.raises(JournalError):
+        await w.commit(mine)
+    assert w.last_seq == 5
+    held = await w.leaves(4, 6)
+    assert held == {t.seq: leaf_hash(t.blob) for t in theirs}
+    assert all(held.get(m.seq) != leaf_hash(m.blob) for m in mine)
+    await w.commit(rows(6, 2, NOV + 30_000))  # numbered after them, it lands
+    await w.close()

@@ -12,6 +12,7 @@ import pytest
 
 from msc.journal.journal import Journal
 from msc.journal.records import Entry
+from msc.journal.schema import COLUMNS
 from msc.journal.verify import verify
 from msc.keyring import KeyRing
 from tests.contract.conftest import PgBackend
@@ -76,3 +77,71 @@ async def test_group_commit_numbering_restart_and_verification_on_every_backend(
     assert res.records >= 302 and res.checkpoints >= 1  # 301 appended + the checkpoint's own record(s)
     if isinstance(journal_backend, PgBackend):
         assert not (tmp_path / "not-used").exists() and not (tmp_path / "not-used.hwm").exists()
+
+
+@pytest.mark.parametrize("found", ["its own batch", "another process's records"])
+async def test_a_failed_commit_is_landed_only_if_the_storage_holds_its_own_records(journal_backend, keyring,
+                                                                                    tmp_path, found):
+    """A commit reports an error and the writer, re-reading, finds the journal longer than before
+    the batch. Either the batch reached the storage anyway (a failed fsync after the WAL write, a
+    COMMIT whose answer was lost): its senders learn their ``landed`` numbers and the journal says
+    so (E501 record) — or another process wrote there while this writer's lock was lost (on
+    PostgreSQL, a session lock gone with the connection): then nothing is claimed landed, no E501
+    statement is made about records that are not the switch's, the next append is numbered after
+    them and the journal names them once. Told by content (the leaf hashes the storage holds), on
+    every backend — before, by count: any record past the end counted as the batch."""
+    import structlog
+
+    from msc.journal.records import JournalError, Kind
+
+    j = journal_on(journal_backend, keyring, tmp_path)
+    await j.open()
+    await j.append(entry(0))
+    inner = j.writer.commit
+    elsewhere = [Entry(kind=Kind.ADMIN, user="AD0009", text="WRITTEN ELSEWHERE 1"),
+                 Entry(kind=Kind.ADMIN, user="AD0009", text="WRITTEN ELSEWHERE 2")]
+    trap = {"armed": True}
+
+    async def commit(rows, poke_indexer=False):
+        if not trap["armed"]:
+            return await inner(rows, poke_indexer)
+        trap["armed"] = False
+        if found == "its own batch":
+            await inner(rows, poke_indexer)  # written, then the error (EIO on fsync, a lost COMMIT answer)
+        else:  # another process, sealing with the same keys, took these numbers first
+            await inner(j._seal([(elsewhere, None, 0.0)], rows[0].seq), poke_indexer)
+        raise JournalError("injected: commit failed")
+
+    j.writer.commit = commit  # the Journal's public writer, observed (tests/faults.py does the same)
+    with structlog.testing.capture_logs() as logs:
+        with pytest.raises(JournalError) as failed:
+            await j.append(entry(1))
+        after = await j.append(entry(2))
+        await j.flush()
+    end = j.last_seq
+    texts = await j.texts(list(range(1, end + 1)))
+    statements = [t for t in texts.values() if "WRITTEN WHILE COMMITS REPORTED I/O ERRORS" in t]
+    named = [t for t in texts.values() if "WRITTEN BY ANOTHER PROCESS" in t]
+    if found == "its own batch":
+        assert failed.value.landed == [2] and texts[2] == entry(1).text and after == [3]
+        assert len(statements) == 1 and "SEQ/2-2" in statements[0] and named == []
+    else:
+        assert getattr(failed.value, "landed", None) in (None, []), "another process's records taken for its own"
+        assert (texts[2], texts[3]) == ("WRITTEN ELSEWHERE 1", "WRITTEN ELSEWHERE 2")
+        assert after == [4] and texts[4] == entry(2).text  # numbered after them
+        assert statements == [] and len(named) == 1 and "SEQ/2-3" in named[0], texts
+        said = [e for e in logs if e.get("event") == "journal.foreign_records"]
+        assert [(e["first"], e["last"]) for e in said] == [(2, 3)], said
+        r = journal_backend.journal_reader()
+        try:
+            codes = [rec.values[COLUMNS.index("code")] for p in r.periods() for rec in r.records(p)]
+        finally:
+            r.close()
+        assert codes.count("FOREIGN") == 1
+    await j.close()
+    r = journal_backend.journal_reader()
+    try:
+        res = verify(r, keyring, name=NAME)
+    finally:
+        r.close()
+    assert res.ok, res.problems

@@ -21,8 +21,10 @@ follows the foreign records, and the journal says plainly which records another 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
+import structlog
 
 from msc.actions import journaling
 from msc.journal.records import Entry, JournalError, Kind
@@ -75,4 +77,46 @@ async def test_a_record_made_outside_while_the_switchs_connection_is_down_goes_t
     texts = await journal_texts(sw)
     assert not [t for t in texts.values() if LANDED_WORDS in t], texts
     assert [s for s, t in texts.items() if t == "UNLOCK TS0002 BY AD0001"] == seqs  # once, if acknowledged
+    verified(sw.settings)
+
+
+async def test_records_another_process_wrote_while_the_connection_was_down_are_not_taken_for_the_switchs_own(site):
+    """A process that does not go through the switch (a command on another machine, an older
+    msc) writes two records directly while the switch's connection is down. The switch's next
+    commit fails on the dead connection; what the database holds at its batch's numbers is not its
+    batch: the sender gets E501 with nothing landed, no E501-landed statement is journaled, the
+    next message is numbered after the foreign records, and the journal says once which records
+    another process wrote."""
+    sw = site.switch
+    held = await site.operator("ICS1", "TS0001")
+    assert await site.message(held) == "A"
+    db = sw.settings.config.storage.dsn.rsplit("/", 1)[1]
+    before = sw.journal.last_seq
+    landed: list = []
+    with structlog.testing.capture_logs() as logs:
+        async with sw.journal.writer._lock:
+            outage.terminate_sessions(site.cluster, db)
+            foreign = await asyncio.to_thread(lambda: asyncio.run(journaling._direct(sw.settings, [
+                Entry(kind=Kind.ADMIN, user="AD0009", text="WRITTEN ELSEWHERE 1"),
+                Entry(kind=Kind.ADMIN, user="AD0009", text="WRITTEN ELSEWHERE 2")])))
+        assert foreign == [before + 1, before + 2]
+        fut = sw.journal.submit([Entry(kind=Kind.ADMIN, text="THE SWITCH'S OWN")])
+        with contextlib.suppress(JournalError):
+            await asyncio.wait_for(fut, 60)
+        if fut.exception() is not None:
+            landed = getattr(fut.exception(), "landed", [])
+        assert landed == [], f"the switch took another process's records for its own: {landed}"
+        await site.until(lambda: sw.readiness()[0], "/readyz 200 again")
+        assert await site.message(held) == "A"
+        await sw.journal.flush()
+    texts = await journal_texts(sw)
+    assert texts[before + 1] == "WRITTEN ELSEWHERE 1" and texts[before + 2] == "WRITTEN ELSEWHERE 2"
+    assert not [t for t in texts.values() if LANDED_WORDS in t], texts
+    said = [t for t in texts.values() if "WRITTEN BY ANOTHER PROCESS" in t]
+    assert len(said) == 1 and f"SEQ/{before + 1}-{before + 2}" in said[0], said
+    own = [s for s, t in texts.items() if t == "THE SWITCH'S OWN"]
+    # refused (the batch that met the foreign records): not in the journal; else after them, once
+    assert own == ([] if fut.exception() is not None else fut.result()) and all(s > before + 2 for s in own), own
+    events = [e for e in logs if e.get("event") == "journal.foreign_records"]
+    assert [(e["first"], e["last"]) for e in events] == [(before + 1, before + 2)], events
     verified(sw.settings)

@@ -64,6 +64,14 @@ class JournalWriter(Protocol):
         """Make ``rows`` durable, in order (one transaction per month touched). Raises
         :class:`~msc.journal.records.JournalError` on any failure; never a partial month."""
 
+    async def leaves(self, first: int, last: int) -> dict[int, bytes]:
+        """The Merkle leaf hashes of the records ``first..last`` the storage holds, by sequence
+        number (a number it does not hold is missing from the answer), read from the storage
+        itself. After a failed commit the journal compares them with its batch's: a batch that
+        landed although its commit reported an error, or records another process wrote while this
+        writer's lock was lost (JOURNAL.md "Storage and durability": one writer). Raises
+        :class:`~msc.journal.records.JournalError` when the storage cannot be read."""
+
     async def checkpoint(self, name: str, ts: int) -> Checkpoint | None:
         """Sign and store a checkpoint of everything committed (None: nothing new since the last)."""
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from msc.journal.highwater import HighWater, default_path
 from msc.journal.interfaces import JournalStorage, JournalWriter
+from msc.journal.merkle import leaf_hash
 from msc.journal.monthkeys import MonthKeys
 from msc.journal.records import Entry, JournalError, JournalFenced, Kind, entry_columns, seal
 from msc.journal.recovery import finish_key_destruction
@@ -67,6 +68,8 @@ STALL_S = 5.0
 #: Ended outages kept for the availability ledger until it has taken them (the oldest dropped).
 OUTAGES_KEPT = 64
 ACCEPT_CODE = "ACCEPT"
+#: The code of the ADMIN record naming records another process wrote (:meth:`Journal._landed_by_content`).
+FOREIGN_CODE = "FOREIGN"
 
 
 def _fail(fut: asyncio.Future, exc: JournalError) -> None:
@@ -159,6 +162,7 @@ class Journal:
         self.month_keys = MonthKeys(keyring, clock, on_keys)  # made ahead, off the event loop
         self._unindexed = 0
         self._landed: tuple[int, int] | None = None  # seqs written while commits reported errors
+        self._foreign: list[tuple[int, int]] = []  # seqs another process wrote (to be journaled)
         self._hwm = HighWater(high_water or default_path(directory))
         self._prior_evidence = tuple(prior_evidence)
         self._accept = accept
@@ -445,6 +449,7 @@ class Journal:
                 continue
             self._idle.clear()
             t0 = time.perf_counter()
+            rows: list[Row] | None = None  # the batch being committed (None: none reached the writer)
             try:
                 # A batch stops at the checkpoint mark (the unsigned tail bound, JOURNAL.md).
                 room = self.checkpoint_every - self._since_checkpoint
@@ -484,11 +489,15 @@ class Journal:
                 failed_first = self._next_seq
                 self._next_seq = self.writer.last_seq + 1
                 self._last_ts = max(self._last_ts, self.writer.last_ts)
-                landed = self.writer.last_seq >= failed_first  # a commit is all or nothing
+                # What the storage holds past where this journal ended: its own batch (landed
+                # although the commit reported an error), records another process wrote, or
+                # nothing — told apart by content, never by count (JOURNAL.md "Storage and
+                # durability").
+                landed_to = await self._landed_by_content(rows, failed_first)
                 seq = failed_first
                 for entries, fut, _t in batch:
                     if not fut.done():
-                        if landed:
+                        if seq + len(entries) - 1 <= landed_to:
                             # Each caller learns which of its records are in the file anyway, so
                             # that it can record the fate of any output they created.
                             mine = JournalError(str(err))
@@ -502,12 +511,12 @@ class Journal:
                 if self.writer.last_seq < self._committed:
                     self._shrunk()
                     return
-                if self.writer.last_seq >= failed_first:
+                if landed_to >= failed_first:
                     # The batch reached the disk although its commit reported an error (a failed
                     # fsync after the WAL write). Its senders were told E501 and nothing in it was
                     # forwarded or delivered: the journal will say so once it is healthy again.
                     lo = failed_first if self._landed is None else min(self._landed[0], failed_first)
-                    self._landed = (lo, self.writer.last_seq)
+                    self._landed = (lo, landed_to)
                 continue
             self.healthy = True
             self.last_error = None
@@ -521,6 +530,11 @@ class Journal:
                 self.submit([Entry(kind=Kind.ADMIN, code="E501", text=(
                     f"JOURNAL RECORDS SEQ/{lo}-{hi} WERE WRITTEN WHILE COMMITS REPORTED I/O ERRORS; THEIR SENDERS "
                     "WERE ANSWERED E501 AND NOTHING IN THEM WAS FORWARDED OR DELIVERED"))])
+            for lo, hi in self._foreign:
+                self.submit([Entry(kind=Kind.ADMIN, code=FOREIGN_CODE, text=(
+                    f"JOURNAL RECORDS SEQ/{lo}-{hi} WERE WRITTEN BY ANOTHER PROCESS WHILE THIS SWITCH'S CONNECTION "
+                    "TO THE JOURNAL WAS DOWN; THEY ARE NOT THIS SWITCH'S RECORDS"))])
+            self._foreign.clear()
             first = rows[0].values[0]
             self._next_seq = rows[-1].values[0] + 1
             self._committed = max(self._committed, self._next_seq - 1)
@@ -537,6 +551,46 @@ class Journal:
             if self._since_checkpoint >= self.checkpoint_every:
                 with contextlib.suppress(JournalError):
                     await self._checkpoint()
+
+    async def _landed_by_content(self, rows: list[Row] | None, first: int) -> int:
+        """After a failed commit (``rows``: the batch that reached the writer, numbered from
+        ``first``; None: none did), the writer has re-read where the storage ends. Which of the
+        records past ``first - 1`` are this journal's own batch? The highest of its sequence
+        numbers that the storage holds *with the batch's content* (its leaf hashes: the writers'
+        :meth:`~msc.journal.interfaces.JournalWriter.leaves`), or ``first - 1`` for none.
+
+        Records after that are not this process's: another process wrote them while this
+        writer's lock was lost (on PostgreSQL a session lock, gone with the connection) — said
+        once in the log (``journal.foreign_records``, an error) and in an ``ADMIN`` record after
+        the next commit; the next batch is numbered after them. (Before, any record past the end
+        was taken for the batch having landed: its senders were told ``landed`` numbers that were
+        not theirs and the journal said so in an E501 record.) When the storage cannot be read
+        back, nothing is claimed: ``journal.landed_unknown`` says which numbers are unexplained."""
+        end = self.writer.last_seq
+        if end < first:
+            return first - 1
+        landed_to = first - 1
+        if rows:
+            try:
+                held = await self.writer.leaves(first, min(end, rows[-1].seq))
+            except JournalError as exc:
+                import structlog
+
+                structlog.get_logger("msc.journal").error("journal.landed_unknown", first=first, last=end,
+                                                          error=str(exc))
+                return first - 1
+            for r in rows:
+                if r.seq > end or held.get(r.seq) != leaf_hash(r.blob):
+                    break
+                landed_to = r.seq
+        if end > landed_to:
+            import structlog
+
+            structlog.get_logger("msc.journal").error(
+                "journal.foreign_records", first=landed_to + 1, last=end,
+                note="written by another process while this switch's writer lock was lost; not its own")
+            self._foreign.append((landed_to + 1, end))
+        return landed_to
 
     def _shrunk(self) -> None:
         """Records this process committed are gone (the files were cut while the writer was being

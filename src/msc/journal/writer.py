@@ -239,6 +239,25 @@ class Writer:
         self._write_mark()
         return leaves
 
+    def leaves(self, first: int, last: int) -> dict[int, bytes]:
+        """The leaf hashes the files hold for ``first..last`` (see the interface), newest month
+        first until the month that holds ``first``. Raises JournalError."""
+        if self._needs_reopen:
+            self._reopen()
+        found: dict[int, bytes] = {}
+        try:
+            for period in reversed(list_partitions(self.dir)):
+                conn = self._conn(period)
+                for seq, leaf in conn.execute("SELECT seq, leaf FROM records WHERE seq BETWEEN ? AND ?", (first, last)):
+                    found[seq] = bytes(leaf)
+                low = conn.execute("SELECT min(seq) FROM records").fetchone()[0]
+                if low is not None and low <= first:
+                    break
+        except (sqlite3.Error, OSError) as exc:
+            self._reset_after_failure()
+            raise JournalError(f"journal read failed: {exc}") from exc
+        return found
+
     def _write_mark(self, *, sync: bool = False) -> None:
         """The high-water mark after every commit (a pwrite), durably at checkpoints and close."""
         from msc.journal.highwater import Mark
@@ -373,6 +392,9 @@ class ThreadWriter:
         await self._run(self.writer.commit, rows)
         if poke_indexer:
             self._indexer.poke()
+
+    async def leaves(self, first: int, last: int) -> dict[int, bytes]:
+        return await self._run(self.writer.leaves, first, last)
 
     async def checkpoint(self, name: str, ts: int):
         return await self._run(self.writer.checkpoint, name, self._signing.sign, ts)

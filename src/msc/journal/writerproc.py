@@ -80,11 +80,16 @@ class DeletePartition(msgspec.Struct, tag="delete_partition", array_like=True):
     period: str
 
 
+class Leaves(msgspec.Struct, tag="leaves", array_like=True):
+    first: int
+    last: int
+
+
 class Close(msgspec.Struct, tag="close", array_like=True):
     pass
 
 
-Request = Open | Commit | CheckpointRequest | PurgePeriod | DeletePartition | Close
+Request = Open | Commit | CheckpointRequest | PurgePeriod | DeletePartition | Leaves | Close
 
 
 class Opened(msgspec.Struct, tag="opened", array_like=True):
@@ -125,7 +130,11 @@ class Busy(msgspec.Struct, tag="busy", array_like=True):
     error: str
 
 
-Reply = Opened | Committed | Signed | Purged | Done | Failed | Busy
+class LeafHashes(msgspec.Struct, tag="leaf_hashes", array_like=True):
+    leaves: dict[int, bytes]
+
+
+Reply = Opened | Committed | Signed | Purged | Done | LeafHashes | Failed | Busy
 
 _encoder = msgspec.msgpack.Encoder()
 request_decoder = msgspec.msgpack.Decoder(Request)
@@ -166,6 +175,8 @@ def handle(state: dict, req: Request) -> Reply:
     if isinstance(req, DeletePartition):
         writer.delete_partition(req.period)
         return Done()
+    if isinstance(req, Leaves):
+        return LeafHashes(writer.leaves(req.first, req.last))
     raise ValueError(f"unexpected request {type(req).__name__}")
 
 
@@ -392,6 +403,9 @@ class WriterProcess:
 
     async def delete_partition(self, period: str) -> None:
         await self.call(DeletePartition(period), Done)
+
+    async def leaves(self, first: int, last: int) -> dict[int, bytes]:
+        return (await self.call(Leaves(first, last), LeafHashes)).leaves
 
     async def close(self) -> None:
         if self._writer is None:

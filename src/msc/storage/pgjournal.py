@@ -445,6 +445,21 @@ class PgWriter:
             self.frontier.append(leaf)
         self.last_seq, self.last_ts = rows[-1].seq, rows[-1].ts
 
+    async def leaves(self, first: int, last: int) -> dict[int, bytes]:
+        """The leaf hashes the database holds for ``first..last`` (see the interface): the
+        ``leaf`` column, as the writer that committed them stored it (this one, or another)."""
+        async with self._lock:
+            if self._needs_reopen or self._conn is None or self._conn.is_closed():
+                await self._reopen()
+            assert self._conn is not None
+            try:
+                rows = await self._conn.fetch(f"SELECT seq, leaf FROM journal_records WHERE seq BETWEEN $1 AND $2 "
+                                              f"AND {_LIVE}", first, last)
+            except DB_ERRORS as exc:
+                await self._after_failure()
+                raise JournalError(f"journal database: {explain(exc)}") from None
+            return {seq: bytes(leaf) for seq, leaf in rows}
+
     # -- checkpoints ----------------------------------------------------------------------
 
     async def checkpoint(self, name: str, ts: int) -> Checkpoint | None:
