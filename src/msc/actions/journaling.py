@@ -7,7 +7,7 @@ journal themselves for the moment they need (OPERATIONS.md "The msc command"). T
 asked *first*: the journal's writer lock alone cannot say that a daemon runs — on PostgreSQL it is
 a session lock on the daemon's connection, free whenever that connection is down (a database
 restart, a failover), and a command that took it then wrote beside the running daemon (JOURNAL.md
-"One writer"). What guards each moment:
+"Storage and durability": one writer). What guards each moment:
 
 - the daemon answers: the record goes through it; its refusal is the command's (never followed
   by a direct write). Asked and not answered in time: the outcome is unknown — refused, not
@@ -18,7 +18,7 @@ restart, a failover), and a command that took it then wrote beside the running d
 - none holds it: the command holds it shared while it writes, so a ``msc serve`` starting
   meanwhile waits for it; and the journal's writer lock stays the backstop (a daemon on another
   machine sharing the database, a process that does not follow these rules: the daemon tells
-  their records from its own, :meth:`msc.journal.journal.Journal._foreign`).
+  their records from its own, :meth:`msc.journal.journal.Journal._landed_by_content`).
 
 Blocking: call from a worker thread in an event loop.
 """
