@@ -1,7 +1,7 @@
 """A second ``msc serve`` of a node that runs (the same configuration, or the same ``[node] name``
 and the same ``--ready-file``) is refused at its start — exit 2, one line naming the conflict — and
 alters nothing of the running node: its ready file, its lease and "alive" rows, what ``msc status``
-says, its listeners and metrics endpoint (msc.server.instance).
+says, its listeners and metrics endpoint (msc.instance).
 
 Before: a pair's node whose metrics endpoint was free for the second process (a port-0 bind, or a
 copy of the node's directory) had its ``ready`` overwritten with ``standby`` and then removed by

@@ -19,9 +19,8 @@ import pytest
 
 from msc.actions import journaling
 from msc.config.load import load
+from msc.instance import NODE_LOCK, NodeInUse, claim_node
 from msc.journal.records import Entry, JournalError, Kind
-from msc.server.instance import NODE_LOCK, claim_node
-from msc.server.parts import StartupError
 from tests.conftest import make_config
 
 ENTRY = [Entry(kind=Kind.ADMIN, user="AD0001", text="UNLOCK TS0002")]
@@ -130,7 +129,7 @@ def test_a_serve_starting_while_a_command_writes_directly_waits_for_it(settings,
     """The command holds serve.lock shared while it writes: a ``msc serve`` starting then waits
     for it (it was refused, or refused later by the journal's writer lock), and is still refused
     at once by another ``msc serve``."""
-    from msc.server import instance
+    from msc import instance
 
     data = settings.data_dir
     os.close(claim_node(data))  # a daemon ran here once (the file exists)
@@ -144,7 +143,7 @@ def test_a_serve_starting_while_a_command_writes_directly_waits_for_it(settings,
     th.join(10)
     assert got and time.monotonic() - t0 >= 0.3
     try:
-        with pytest.raises(StartupError, match="another msc serve of this node is running"):
+        with pytest.raises(NodeInUse, match="another msc serve of this node is running"):
             claim_node(data)
         with pytest.raises(instance.DaemonHere):
             with instance.no_daemon_here(data):
@@ -156,7 +155,7 @@ def test_a_serve_starting_while_a_command_writes_directly_waits_for_it(settings,
 def test_a_command_never_creates_serve_lock(settings):
     """Run as root, a created serve.lock would be root's and the service account's msc serve could
     not open it: the command opens it read-only, and no file means no daemon ever ran here."""
-    from msc.server import instance
+    from msc import instance
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with instance.no_daemon_here(settings.data_dir):
@@ -165,7 +164,7 @@ def test_a_command_never_creates_serve_lock(settings):
 
 
 def test_a_shared_holder_left_alone_does_not_block_a_serve_for_ever(tmp_path, monkeypatch):
-    from msc.server import instance
+    from msc import instance
 
     monkeypatch.setattr(instance, "COMMANDS_WAIT_S", 0.2)
     data = tmp_path / "data"
@@ -173,7 +172,7 @@ def test_a_shared_holder_left_alone_does_not_block_a_serve_for_ever(tmp_path, mo
     fd = os.open(data / NODE_LOCK, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_SH)
     try:
-        with pytest.raises(StartupError):
+        with pytest.raises(NodeInUse):
             claim_node(data)
     finally:
         os.close(fd)

@@ -1,4 +1,4 @@
-"""What one ``msc serve`` owns (msc.server.instance): its node's ``data_dir/serve.lock`` and its
+"""What one ``msc serve`` owns (msc.instance): its node's ``data_dir/serve.lock`` and its
 ready file, each by a ``flock`` the kernel drops when the process ends. A second open file
 description in this process stands for a second process here (``flock`` locks belong to the open
 file, not the process); tests/e2e/test_duplicate_serve.py runs real processes."""
@@ -10,8 +10,7 @@ import os
 
 import pytest
 
-from msc.server.instance import NODE_LOCK, ReadyFile, claim_node
-from msc.server.parts import StartupError
+from msc.instance import NODE_LOCK, NodeInUse, ReadyFile, claim_node
 
 
 def held(path) -> int:
@@ -25,7 +24,7 @@ def test_a_node_is_claimed_once_and_free_again_when_its_holder_lets_go(tmp_path)
     data = tmp_path / "data"
     fd = claim_node(data)  # (made 0700 if missing, as the switch would)
     assert (data / NODE_LOCK).read_text() == f"{os.getpid()}\n" and oct(data.stat().st_mode & 0o777) == "0o700"
-    with pytest.raises(StartupError) as refused:
+    with pytest.raises(NodeInUse) as refused:
         claim_node(data)
     assert str(refused.value) == (f"another msc serve of this node is running (process {os.getpid()}, holding "
                                   f"{data / NODE_LOCK}): it is left as it is — stop it first")
@@ -37,7 +36,7 @@ def test_a_ready_file_another_process_holds_is_refused_at_the_start_and_never_wr
     path = tmp_path / "ready"
     path.write_text("ready\n")
     other = held(path)
-    with pytest.raises(StartupError) as refused:
+    with pytest.raises(NodeInUse) as refused:
         ReadyFile(path).check()
     assert str(refused.value) == (f"the ready file {path} is another running process's (process {os.getpid()}, "
                                   "which holds its lock): it is left as it is — give each msc serve its own --ready-file")
@@ -55,7 +54,7 @@ def test_a_ready_file_nobody_holds_is_written_over_and_removed_by_its_new_owner(
     ready.check()
     assert ready.write("standby") and path.read_text() == "standby\n"
     assert ready.write("ready") and path.read_text() == "ready\n"
-    with pytest.raises(StartupError):
+    with pytest.raises(NodeInUse):
         ReadyFile(path).check()  # held while its owner runs
     ready.clear()
     assert not path.exists()

@@ -14,7 +14,7 @@ restart, a failover), and a command that took it then wrote beside the running d
   written again directly;
 - no daemon answers but ``msc serve`` of this node holds ``data_dir/serve.lock`` (starting, its
   socket not up yet; stopping, its socket gone and its last records still being written; stuck):
-  refused, nothing written (:func:`msc.server.instance.no_daemon_here`);
+  refused, nothing written (:func:`msc.instance.no_daemon_here`);
 - none holds it: the command holds it shared while it writes, so a ``msc serve`` starting
   meanwhile waits for it; and the journal's writer lock stays the backstop (a daemon on another
   machine sharing the database, a process that does not follow these rules: the daemon tells
@@ -186,11 +186,11 @@ class DaemonRunning(JournalBusy):
 @contextlib.asynccontextmanager
 async def direct_journal(settings: Settings) -> AsyncIterator[Journal]:
     """The journal opened as its writer by this process, for a moment, closed after — only when
-    no ``msc serve`` of this node runs (:func:`msc.server.instance.no_daemon_here`, held
+    no ``msc serve`` of this node runs (:func:`msc.instance.no_daemon_here`, held
     throughout; else :class:`DaemonRunning`) and no other process holds the writer lock
     (else :class:`JournalBusy`). Callers ask the daemon first (:func:`control`) and come here
     when none answers."""
-    from msc.server.instance import DaemonHere, no_daemon_here
+    from msc.instance import DaemonHere, no_daemon_here
     from msc.storage.backends import Backends
 
     with contextlib.ExitStack() as held:

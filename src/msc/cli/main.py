@@ -64,7 +64,7 @@ def cmd_serve(args) -> int:
     # Every refusal to start is one line and exit 2 (OPERATIONS.md, msc serve): nothing of a
     # running instance is touched — its data_dir's serve.lock (or its ready file's lock) is what
     # refuses a second one, before this process opens, binds or writes anything
-    # (msc.server.instance).
+    # (msc.instance).
     try:
         return serve(settings, ready_file=args.ready_file)
     except JournalBusy as exc:

@@ -14,7 +14,7 @@ import uvloop
 
 from msc.aio import spawn
 from msc.config.load import Settings
-from msc.server.instance import ReadyFile, claim_node
+from msc.instance import NodeInUse, ReadyFile, claim_node
 from msc.server.switch import StartupError, Switch
 
 if TYPE_CHECKING:
@@ -27,9 +27,12 @@ SWITCH_INTERVAL_S = 0.0005
 async def run(settings: Settings, *, ready_file: str | None = None) -> int:
     global _node_lock
     # First, before this process opens, binds, writes or logs anything: a second msc serve of a
-    # node that runs (its data_dir, or its ready file, held) stops here, exit 2 (msc.server.instance).
-    _node_lock = claim_node(settings.data_dir)
-    ReadyFile(ready_file).check()
+    # node that runs (its data_dir, or its ready file, held) stops here, exit 2 (msc.instance).
+    try:
+        _node_lock = claim_node(settings.data_dir)
+        ReadyFile(ready_file).check()
+    except NodeInUse as exc:
+        raise StartupError(str(exc)) from None
     switch = Switch(settings)
     switch.metrics.watch_gc()  # this process's collector pauses in /metrics (one switch per process)
     stop = asyncio.Event()
@@ -281,7 +284,7 @@ _node_lock: int | None = None
 
 def _write_ready(ready_file: str | None, what: str) -> None:
     """``--ready-file``: ``standby`` (a node of a pair whose /readyz answers) or ``ready`` (serving).
-    Written only while this process holds the file's lock (:class:`msc.server.instance.ReadyFile`):
+    Written only while this process holds the file's lock (:class:`msc.instance.ReadyFile`):
     a file another running process took meanwhile is left to it (log ``serve.ready_file_taken``)."""
     if not ready_file:
         return
@@ -296,7 +299,7 @@ def _clear_ready() -> None:
     an exception), as it exits — :func:`serve`; only ``kill -9`` leaves it (newcomer trial F5: a
     node that had exited 75 still said ``ready``). A file this process never wrote is not touched:
     a second ``msc serve`` refused at its start leaves the running one's alone, and so does a
-    process whose file another one took (:class:`msc.server.instance.ReadyFile`)."""
+    process whose file another one took (:class:`msc.instance.ReadyFile`)."""
     for path in sorted(_ready):
         _ready.pop(path).clear()
 

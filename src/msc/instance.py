@@ -28,17 +28,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from msc.config.files import PRIVATE_FILE, private_dir
-from msc.server.parts import StartupError
+from msc.protocol.codes import MscError
 
 #: In ``data_dir``: held by the ``msc serve`` of that directory for its life (its PID inside).
 NODE_LOCK = "serve.lock"
+
+
+class NodeInUse(MscError):
+    """Another live process holds what this ``msc serve`` would own (the node's ``data_dir``, or
+    its ready file): ``msc serve`` refuses to start (exit 2, as a
+    :class:`msc.server.parts.StartupError`). Here, not in :mod:`msc.server`, because the ``msc``
+    command and the web console (:mod:`msc.actions.journaling`) use the same lock and may not import
+    the switch (ARCHITECTURE.md's walls)."""
 
 
 def claim_node(data_dir: Path) -> int:
     """Take ``data_dir/serve.lock`` for this process's life (an exclusive ``flock``, not waited
     for) and write this PID in it; the descriptor (close it, or exit, to give the node up).
 
-    Raises :class:`StartupError` naming the process that holds it — another ``msc serve`` of
+    Raises :class:`NodeInUse` naming the process that holds it — another ``msc serve`` of
     this node — and the lock file. Creates ``data_dir`` (0700) if missing; touches nothing else."""
     private_dir(data_dir)
     path = data_dir / NODE_LOCK
@@ -47,7 +55,7 @@ def claim_node(data_dir: Path) -> int:
         if not _claim_past_commands(fd):
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"  # (written just after its lock)
             os.close(fd)
-            raise StartupError(f"another msc serve of this node is running (process {holder}, holding {path}): it "
+            raise NodeInUse(f"another msc serve of this node is running (process {holder}, holding {path}): it "
                                "is left as it is — stop it first")
     except BaseException:
         with contextlib.suppress(OSError):
@@ -133,7 +141,7 @@ class ReadyFile:
         self.taken: str | None = None
 
     def check(self) -> None:
-        """At the start, before anything else: refuse (:class:`StartupError`) when another live
+        """At the start, before anything else: refuse (:class:`NodeInUse`) when another live
         process holds the file. A file nobody holds (``kill -9`` left it) is left as it is until
         this process writes it."""
         if self.path is None:
@@ -145,7 +153,7 @@ class ReadyFile:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise StartupError(self._taken(fd)) from None
+            raise NodeInUse(self._taken(fd)) from None
         finally:
             os.close(fd)
 
