@@ -420,6 +420,23 @@ def add_totp_user(config_path: Path, uid: str, name: str = "MFA, MIA", ori: str 
     return secret
 
 
+#: The web console behind its own PROXY-protocol listener, for ``make_config(extra=…)``:
+#: ``WEB_CONSOLE.format(web_listener=PORT, web_port=PORT)`` (0 for a listener never bound).
+WEB_CONSOLE = """
+[[listener]]
+name = "web"
+bind = "127.0.0.1:{web_listener}"
+proxy_protocol = true
+trusted_proxies = ["127.0.0.1"]
+
+[web]
+bind = "127.0.0.1:{web_port}"
+tls = {{ cert = "tls/web.crt", key = "tls/web.key" }}
+listener = "web"
+header = "ICS1"
+"""
+
+
 def make_config(directory: Path, *, upstream_ports=(), port=0, metrics_port=0, **overrides) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     values = {**DEFAULTS, **overrides}

@@ -30,7 +30,7 @@ import pytest
 from msc.actions.directory import station_rows
 from msc.config.load import load
 from msc.storage.backends import Backends
-from tests.conftest import PASSWORD, free_port, make_config
+from tests.conftest import PASSWORD, WEB_CONSOLE, free_port, make_config
 from tests.e2e.conftest import Proc, run, wait_for, wait_port
 from tests.wire import WireClient
 
@@ -243,19 +243,7 @@ def test_an_unreachable_database_is_one_line_and_nothing_starts(tmp_path, argv):
     assert sqlite_files(tmp_path) == []
 
 
-WEB = """
-[[listener]]
-name = "web"
-bind = "127.0.0.1:{web_listener}"
-proxy_protocol = true
-trusted_proxies = ["127.0.0.1"]
-
-[web]
-bind = "127.0.0.1:{web_port}"
-tls = {{ cert = "tls/web.crt", key = "tls/web.key" }}
-listener = "web"
-header = "ICS1"
-"""
+WEB = WEB_CONSOLE
 
 
 def test_the_web_console_searches_verifies_and_reports_on_postgresql(tmp_path, pg_server, procs):

@@ -33,7 +33,7 @@ from msc.config.load import load
 from msc.journal.search import Query, search
 from msc.keyring import KeyRing
 from msc.mnemonics import totp
-from tests.conftest import PASSWORD, add_totp_user, free_port, make_config
+from tests.conftest import PASSWORD, WEB_CONSOLE, add_totp_user, free_port, make_config
 from tests.e2e.conftest import Proc, start_serve, wait_for, wait_port
 from tests.waiting import HANG_S
 
@@ -52,20 +52,7 @@ LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", 
                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 HIT_DOB = "19800327"  # with seed 1, NAM/DOE, JOHN + this DOB is an NCIC wanted-person hit
 
-WEB = """
-[[listener]]
-name = "web"
-bind = "127.0.0.1:{web_listener}"
-proxy_protocol = true
-trusted_proxies = ["127.0.0.1"]
-
-[web]
-bind = "127.0.0.1:{web_port}"
-tls = {{ cert = "tls/web.crt", key = "tls/web.key" }}
-listener = "web"
-header = "ICS1"
-logon_attempts_per_minute = 30
-"""
+WEB = WEB_CONSOLE + "logon_attempts_per_minute = 30\n"
 
 
 class Site:

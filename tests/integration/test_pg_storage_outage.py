@@ -37,7 +37,7 @@ from msc.mnemonics import totp
 from msc.ops.availability import between
 from msc.server.switch import Switch
 from msc.storage.backends import Backends
-from tests.conftest import PASSWORD, Harness, add_totp_user, free_port, make_config
+from tests.conftest import PASSWORD, WEB_CONSOLE, Harness, add_totp_user, free_port, make_config
 from tests.wire import WireClient
 
 pytestmark = pytest.mark.timeout(300)
@@ -352,19 +352,6 @@ async def test_an_outage_is_said_once_however_often_it_is_scraped_and_again_afte
     assert complaints == [], [c.get("message") for c in complaints]
 
 
-WEB = """
-[[listener]]
-name = "web"
-bind = "127.0.0.1:0"
-proxy_protocol = true
-trusted_proxies = ["127.0.0.1"]
-
-[web]
-bind = "127.0.0.1:{port}"
-tls = {{ cert = "tls/web.crt", key = "tls/web.key" }}
-listener = "web"
-header = "ICS1"
-"""
 
 
 async def test_the_web_consoles_logons_while_the_database_is_stopped_are_said_once(site, tmp_path):
@@ -380,7 +367,7 @@ async def test_the_web_consoles_logons_while_the_database_is_stopped_are_said_on
     for f in ("web.crt", "web.key"):
         (tmp_path / "tls" / f).write_text("x")
     web_toml = tmp_path / "web.toml"  # the switch's configuration and a [web] table: msc web's
-    web_toml.write_text((tmp_path / "msc.toml").read_text() + WEB.format(port=free_port()))  # (never bound)
+    web_toml.write_text((tmp_path / "msc.toml").read_text() + WEB_CONSOLE.format(web_listener=0, web_port=free_port()))  # (never bound)
     console = WebConsole(load(web_toml))
 
     async def logon() -> int:

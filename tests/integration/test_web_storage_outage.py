@@ -23,25 +23,13 @@ from pathlib import Path
 import pytest
 
 from msc.config.load import load
-from tests.conftest import PASSWORD, free_port, make_config
+from tests.conftest import PASSWORD, WEB_CONSOLE, free_port, make_config
 from tests.e2e.conftest import Proc, wait_for
 
 httpx = pytest.importorskip("httpx")
 pytestmark = pytest.mark.timeout(240)
 
-WEB = """
-[[listener]]
-name = "web"
-bind = "127.0.0.1:{web_listener}"
-proxy_protocol = true
-trusted_proxies = ["127.0.0.1"]
-
-[web]
-bind = "127.0.0.1:{web_port}"
-tls = {{ cert = "tls/web.crt", key = "tls/web.key" }}
-listener = "web"
-header = "ICS1"
-"""
+WEB = WEB_CONSOLE
 #: What the page's own requests are told (the logon keeps its shorter, older words).
 UNAVAILABLE = "STORAGE UNAVAILABLE, TRY AGAIN: msc's storage (its database) cannot be used right now"
 MAYBE_DONE = "check whether it was done before you repeat it"
