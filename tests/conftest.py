@@ -420,6 +420,22 @@ def add_totp_user(config_path: Path, uid: str, name: str = "MFA, MIA", ori: str 
     return secret
 
 
+def readyz(port: int, timeout: float = 5.0) -> tuple[int, dict]:
+    """``GET /readyz`` on ``[metrics]``'s port: its status and JSON body; ``(0, {})`` when nothing
+    answers there (the node not up yet, or gone)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+    except OSError:
+        return 0, {}
+
+
 #: The web console behind its own PROXY-protocol listener, for ``make_config(extra=…)``:
 #: ``WEB_CONSOLE.format(web_listener=PORT, web_port=PORT)`` (0 for a listener never bound).
 WEB_CONSOLE = """

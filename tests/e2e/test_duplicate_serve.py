@@ -14,18 +14,15 @@ Real processes on loopback, a real PostgreSQL (tests/pg.py) for the pair.
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests import pg as pgmod
-from tests.conftest import free_port, make_config
+from tests.conftest import free_port, make_config, readyz
 from tests.e2e.conftest import Proc, run, start_serve
 from tests.waiting import HANG_S, START_S
 
@@ -59,14 +56,6 @@ class Watched:
         self._stop.set()
         self._thread.join(HANG_S)
         return self.seen
-
-
-def readyz(port: int) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
 
 
 def accepts(port: int) -> bool:

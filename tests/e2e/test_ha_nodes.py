@@ -36,7 +36,7 @@ from msc.journal.search import Query, search
 from msc.keyring import next_period, period_of
 from msc.storage.backends import Backends
 from tests import pg as pgmod
-from tests.conftest import PASSWORD, free_port, make_config
+from tests.conftest import PASSWORD, free_port, make_config, readyz
 from tests.e2e.conftest import Proc, run, start_stub
 from tests.e2e.test_pg_serve import with_storage
 from tests.e2e.test_terminal_failover import QUERY, scripted
@@ -120,13 +120,7 @@ class Pair:
         return p
 
     def readyz(self, n: str) -> tuple[int, dict]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics[n]}/readyz", timeout=5) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
-        except OSError:
-            return 0, {}
+        return readyz(self.metrics[n])
 
     def metric(self, n: str, line: str) -> bool:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics[n]}/metrics", timeout=HANG_S) as r:

@@ -12,13 +12,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import urllib.error
-import urllib.request
 
 import pytest
 
 from tests import pg as pgmod
-from tests.conftest import free_port, make_config
+from tests.conftest import free_port, make_config, readyz
 from tests.e2e.conftest import Proc
 from tests.e2e.test_pg_serve import with_storage
 
@@ -74,16 +72,6 @@ def test_a_node_whose_database_refuses_its_configuration_exits_2_in_one_line(tmp
     # The log said why before it stopped: one error line, not a standby's warning for ever.
     events = [json.loads(ln) for ln in err.splitlines() if ln.startswith("{")]
     assert [e["event"] for e in events if e.get("level") == "error"] == ["lease.misconfigured"]
-
-
-def readyz(port: int) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-    except OSError:
-        return 0, {}
 
 
 def test_a_node_whose_database_is_away_waits_as_a_standby_and_stops_cleanly(tmp_path, pg_server, procs):
