@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlparse
 
 import msgspec
 
-from msc.actions.journaling import DaemonUnavailable, control, notify_users_changed, record_admin
+from msc.actions.journaling import DaemonNoAnswer, DaemonUnavailable, control, notify_users_changed, record_admin
 from msc.config.load import ConfigError, Settings
 from msc.config.model import UserEntry, UsersFile
 from msc.mnemonics import userfile
@@ -233,12 +233,27 @@ def set_station_status(settings: Settings, actor: str, mnemonic: str, *, disable
             # (msc.server.control: the switch's run-time state away is "storage unavailable: …")
             raise (ActionUnavailable if why.startswith("storage unavailable") else ActionRefused)(why)
         live = True
+    except DaemonNoAnswer as exc:
+        # The switch took the request and did not answer (its run-time state locked or slow): it
+        # may have applied it or not — never written here behind its back, where a running switch
+        # would not see it (a "disabled" station that still logs on; newcomer trial nc20 #1).
+        raise ActionUnavailable(f"the running switch took the request and did not answer ({exc}): station "
+                                f"{mnemonic} may or may not be {'disabled' if disabled else 'enabled'} — look at "
+                                "its status (the web console's Stations tab) before repeating") from None
     except DaemonUnavailable:
-        store = Backends(settings).runtime_state()
+        # Nobody at the control socket: written where the next start reads it — only while no msc
+        # serve of this node holds data_dir/serve.lock (one starting or stopping would not see it).
+        from msc.instance import DaemonHere, no_daemon_here
+
         try:
-            store.set_station(mnemonic, disabled)
-        finally:
-            store.close()
+            with no_daemon_here(settings.data_dir):
+                store = Backends(settings).runtime_state()
+                try:
+                    store.set_station(mnemonic, disabled)
+                finally:
+                    store.close()
+        except DaemonHere as exc:
+            raise ActionUnavailable(f"nothing was changed: {exc}") from None
         live = False
     record_admin(settings, f"STATION {'DISABLE' if disabled else 'ENABLE'} {mnemonic}", user=actor)
     return live

@@ -495,6 +495,8 @@ def _main(argv: list[str] | None) -> int:
         from msc.ops.logging import configure
 
         configure(level="warning", json=True)
+    import sqlite3
+
     from msc.storage.backends import StorageUnavailable
 
     try:
@@ -503,6 +505,12 @@ def _main(argv: list[str] | None) -> int:
         return 130
     except StorageUnavailable as exc:  # [storage] backend = "postgresql" and its database cannot be reached
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except sqlite3.OperationalError as exc:  # state.db (or a journal file) locked or failing: one line, no traceback
+        from msc.reasons import explain
+
+        print(f"error: run-time state (state.db) unavailable, nothing was changed by this step: {explain(exc)}",
+              file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
         if exc.filename is None:
