@@ -84,6 +84,10 @@ def test_a_locked_state_db_is_one_line_from_the_msc_command_not_a_traceback(tmp_
 
     from msc.cli import main as cli
 
+    # ``msc`` configures the process's logging for a command: not this test process's, which later
+    # tests read (test_demo_advice.py's logging_untouched).
+    monkeypatch.setattr("msc.ops.logging.configure", lambda **kw: None)
+
     def locked(args):
         raise sqlite3.OperationalError("database is locked")
 
