@@ -11,7 +11,11 @@ set the pattern this generalises:
 - later failures of the same outage say nothing (whatever their reason: a stopped server is
   "shutting down", then "connection refused", then "starting up");
 - the first success after it is logged once at info (``recovered``, with ``was``: the first
-  failure's reason); the next failure is a new outage and is said again.
+  failure's reason); the next failure is a new outage and is said again;
+- an outage that began with a failed *write* is ended only by a write that succeeds: on SQLite a
+  ``state.db`` held by another process's transaction still lets reads through (WAL), and each
+  read that worked ended the outage the next write began again — two warning/recovery pairs for
+  one 40-s lock (the web console's routes; ``failed(write=True)``, ``ok(write=False)``).
 
 An unexpected error (not an outage: a fault of msc) is logged at error with its traceback, also
 once until a success — never at every tick. Pure: importable from every msc package.
@@ -48,20 +52,26 @@ class Outage:
         self.context = context
         #: The reason of the failure that began the current outage; None while the calls succeed.
         self.reason: str | None = None
+        #: Whether the failure that began the current outage was a write's: then a read's success
+        #: does not end it (``ok(write=False)``).
+        self.began_by_write = False
 
     @property
     def down(self) -> bool:
         return self.reason is not None
 
-    def failed(self, exc: BaseException | str, *, unexpected: bool = False, **extra: Any) -> bool:
+    def failed(self, exc: BaseException | str, *, unexpected: bool = False, write: bool = False,
+               **extra: Any) -> bool:
         """A call failed (``exc``: the exception or a reason already said in words). Logs when it
         begins an outage, with ``extra`` (what this call was: a session's peer and message key,
         say); True then. ``unexpected``: a fault of msc, not the storage being away — said at
-        error with its traceback."""
+        error with its traceback. ``write``: the call changes the storage (a read's success will
+        not end an outage a write began)."""
         if self.reason is not None:
             self.failures += 1
             return False
         self.failures = 1
+        self.began_by_write = write
         self.reason = exc if isinstance(exc, str) else explain(exc)
         if unexpected:
             self.log.error(self.event, exc_info=exc if isinstance(exc, BaseException) else None,
@@ -70,10 +80,11 @@ class Outage:
             getattr(self.log, self.level)(self.event, **{self.field: self.reason}, **extra, **self.context)
         return True
 
-    def ok(self, **extra: Any) -> bool:
+    def ok(self, *, write: bool = True, **extra: Any) -> bool:
         """A call succeeded: ends an outage (logged at info, with ``extra``: what the outage
-        cost, say); True when one ended."""
-        if self.reason is None:
+        cost, say); True when one ended. ``write=False``: the call only read — it ends an outage
+        a read began, not one a write began (the storage may still refuse writes)."""
+        if self.reason is None or (self.began_by_write and not write):
             return False
         was, self.reason = self.reason, None
         if self.counted is not None:

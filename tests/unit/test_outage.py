@@ -151,3 +151,37 @@ def test_a_line_that_was_an_error_stays_one_once_per_outage():
     assert [(e["event"], e["log_level"]) for e in logs] == [
         ("web.logon_not_journaled", "error"), ("web.logon_journaled", "info")]
     assert "exc_info" not in logs[0] and logs[1]["refused"] == 3
+
+
+#: (name, what successive calls meet: ("r"|"w", OK or a failure), (outages begun, ended))
+RW_SCRIPTS = [
+    ("a write refused, reads work, a write works: one outage", [("w", REFUSED), ("r", OK), ("r", OK), ("w", REFUSED),
+                                                               ("w", OK)], (1, 1)),
+    ("a write refused, only reads after: still down", [("w", REFUSED), ("r", OK), ("r", OK)], (1, 0)),
+    ("a read refused, a read works: ended", [("r", REFUSED), ("r", OK), ("w", OK)], (1, 1)),
+    ("a read refused, a write works: ended", [("r", REFUSED), ("w", OK)], (1, 1)),
+    ("a read began it, a write refused later, a read works: ended", [("r", REFUSED), ("w", REFUSED), ("r", OK)], (1, 1)),
+    ("two write outages with a write between", [("w", REFUSED), ("r", OK), ("w", OK), ("w", STARTING), ("r", OK)],
+     (2, 1)),
+]
+
+
+@pytest.mark.parametrize(("name", "script", "counts"), RW_SCRIPTS, ids=[s[0] for s in RW_SCRIPTS])
+def test_an_outage_a_write_began_is_ended_by_a_write_not_by_a_read(name, script, counts):
+    """On SQLite a ``state.db`` another process holds lets reads through (WAL) while writes wait
+    out the busy timeout and fail: a read that worked ended the outage and the next refused write
+    said it again — two warning/recovery pairs for one 40-s lock in the web console. The outage
+    a write began is over when a write works; one a read began, when anything works."""
+    o = Outage("web.storage_unavailable", "web.storage_available", counted="refused")
+    with capture_logs() as logs:
+        for kind, item in script:
+            if item is OK:
+                o.ok(write=kind == "w")
+            else:
+                o.failed(str(item), write=kind == "w")
+    said = [e["event"] for e in logs]
+    assert (said.count("web.storage_unavailable"), said.count("web.storage_available")) == counts
+    if counts[1]:
+        ended = next(e for e in logs if e["event"] == "web.storage_available")
+        first_ok_that_ends = script.index(next(x for x in script if x[1] is OK and (x[0] == "w" or script[0][0] == "r")))
+        assert ended["refused"] == sum(1 for _k, x in script[:first_ok_that_ends] if x is not OK)

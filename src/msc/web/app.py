@@ -333,20 +333,25 @@ class WebConsole(LogonRoutes, OperatorRoutes, InvestigatorRoutes, AdministratorR
         (``Retry-After``), said once per outage (``web.storage_unavailable``), never a 500 and
         uvicorn's "Exception in ASGI application" per request. The session, its cookie and the
         CSRF cookie are left as they were: the page goes on once the storage is back."""
-        self._outage_of(request).failed(storage_reason(exc), path=request.url.path)
+        self._outage_of(request).failed(storage_reason(exc), path=request.url.path,
+                                        write=getattr(request.state, "write", True))
         return storage_unavailable(request)
 
     def _outage_of(self, request: Request) -> Outage:
         return self.journal if request.url.path.startswith("/api/journal/") else self.storage
 
-    def _stored(self, endpoint):
+    def _stored(self, endpoint, *, write: bool = False):
         """``endpoint`` (a route that uses the storage) whose success ends its outage: the
         ``web.storage_available`` / ``web.journal_available`` line (with ``refused``) when it
-        answers below 400 again."""
+        answers below 400 again. ``write``: the route changes the storage; a route that only reads
+        does not end an outage a write began (on SQLite the stations' list reads through a
+        ``state.db`` another process holds while a station change is refused: msc.outage).
+        A route not wrapped here counts as a write when it fails."""
         async def run(request: Request) -> Response:
+            request.state.write = write
             resp = await endpoint(request)
             if resp.status_code < 400:
-                self._outage_of(request).ok(path=request.url.path)
+                self._outage_of(request).ok(path=request.url.path, write=write)
             return resp
 
         return run
@@ -365,14 +370,16 @@ class WebConsole(LogonRoutes, OperatorRoutes, InvestigatorRoutes, AdministratorR
             Route("/api/forms", self.forms), Route("/api/check", self.check, methods=["POST"]),
             Route("/api/send", self.send, methods=["POST"]), WebSocketRoute("/api/inbox", self.inbox),
             Route("/api/password", self.password, methods=["POST"]),
-            Route("/api/journal/search", stored(self.journal_search), methods=["POST"]),
+            # The investigator's routes each journal the act (an audit record): writes.
+            Route("/api/journal/search", stored(self.journal_search, write=True), methods=["POST"]),
             Route("/api/journal/check", self.journal_check, methods=["POST"]),
-            Route("/api/journal/export", stored(self.journal_export), methods=["POST"]),
-            Route("/api/journal/verify", stored(self.journal_verify), methods=["POST"]),
+            Route("/api/journal/export", stored(self.journal_export, write=True), methods=["POST"]),
+            Route("/api/journal/verify", stored(self.journal_verify, write=True), methods=["POST"]),
             Route("/api/admin/stations", stored(self.stations)),
-            Route("/api/admin/station", stored(self.station), methods=["POST"]),
-            Route("/api/admin/users", stored(self.users)), Route("/api/admin/user", stored(self.user_add), methods=["POST"]),
-            Route("/api/admin/user/status", stored(self.user_status), methods=["POST"]),
+            Route("/api/admin/station", stored(self.station, write=True), methods=["POST"]),
+            Route("/api/admin/users", stored(self.users)),
+            Route("/api/admin/user", stored(self.user_add, write=True), methods=["POST"]),
+            Route("/api/admin/user/status", stored(self.user_status, write=True), methods=["POST"]),
             Route("/api/admin/report/{kind}", stored(self.report), methods=["GET", "POST"]),
         ]
         @contextlib.asynccontextmanager

@@ -105,7 +105,8 @@ class LogonRoutes(ConsoleParts):
                 op=f"{console} console", peer="WEB")
         except STORAGE_AWAY as exc:  # the run-time state away (PostgreSQL, or state.db locked or
             # failing — a 500 and a traceback per attempt once): nothing decided
-            self.storage.failed(storage_reason(exc), console=console)  # once per outage, not per logon
+            # once per outage, not per logon; a write (the attempt is counted toward the lockout)
+            self.storage.failed(storage_reason(exc), console=console, write=True)
             return JSONResponse({"error": UNAVAILABLE}, 503, headers={"retry-after": str(RETRY_AFTER_S)})
         self.storage.ok(console=console)  # decided: the run-time state answers (again)
         try:
