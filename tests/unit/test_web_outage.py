@@ -121,3 +121,54 @@ async def test_console_logoffs_the_journal_refuses_are_said_once_per_outage(cons
     assert began["error"] == str(REFUSED) and began["console"] == "admin" and "exc_info" not in began
     assert (ended["was"], ended["refused"]) == (str(REFUSED), 4)
     assert [e["why"] for e in logs if e["event"] == "web.session_ended"] == ["IDLE"] * 4 + ["SESSION MAXIMUM", "IDLE"]
+
+
+async def test_operator_logons_to_a_closed_switch_are_said_once_per_outage(console, monkeypatch):
+    """The operator's logon is relayed to this machine's node: its listeners closed (the standby's
+    ``msc web``, a stopped switch) answered each attempt 503 and said ``web.switch_unreachable``
+    each time — a browser retrying flooded the log. Now once per outage, with why, and once when
+    a logon reaches the switch again (``web.switch_reachable``, with ``refused``)."""
+    from starlette.requests import Request
+
+    from tests.conftest import free_port
+
+    closed = ("127.0.0.1", free_port())  # nothing listens there
+    monkeypatch.setattr(console, "switch_address", lambda: closed)
+    request = Request({"type": "http", "method": "POST", "path": "/api/logon", "headers": [],
+                       "client": ("127.0.0.1", 40000)})
+
+    async def attempt() -> tuple[int, dict]:
+        s = WebSession(sid="x", created=time.monotonic(), banner="b")
+        resp = await console._operator_logon(request, s, "TS0001", "a password", "", "ABCD")
+        return resp.status_code, json.loads(bytes(resp.body))
+
+    with capture_logs() as logs:
+        answers = [await attempt() for _ in range(4)]
+    assert answers == [(503, {"error": "msc is not reachable; try again shortly"})] * 4
+    assert said(logs) == [("web.switch_unreachable", "warning")]
+    began = next(e for e in logs if e["event"] == "web.switch_unreachable")
+    assert "ConnectionRefusedError" in began["error"] and began["console"] == "operator" and "exc_info" not in began
+    assert console.switch.failures == 4
+
+    # A switch that answers again (its banner differs from what this session acknowledged: the
+    # logon stops there, 409, but the switch was reached) ends the outage.
+    import asyncio
+
+    async def banner_then_close(reader, writer):
+        from msc.protocol import framing
+
+        writer.write(framing.message(0, b"SYS.BANNER.ANOTHER BANNER"))
+        await writer.drain()
+        await reader.read()  # until the console closes its side
+        writer.close()
+
+    server = await asyncio.start_server(banner_then_close, "127.0.0.1", closed[1])
+    try:
+        with capture_logs() as logs:
+            code, _body = await attempt()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert code == 409 and said(logs) == [("web.switch_reachable", "info")], (code, logs)
+    ended = next(e for e in logs if e["event"] == "web.switch_reachable")
+    assert ended["refused"] == 4 and "ConnectionRefusedError" in ended["was"]

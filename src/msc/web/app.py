@@ -109,6 +109,9 @@ class WebConsole(LogonRoutes, OperatorRoutes, InvestigatorRoutes, AdministratorR
                                     level="error")
         self.logoff_journal = Outage("web.session_end_failed", "web.session_end_journaled", logger=log,
                                      counted="refused")
+        # An operator's logon relayed to this machine's node: its listeners closed (a standby, a
+        # stopped switch) was a warning per attempt — a browser retrying flooded the log.
+        self.switch = Outage("web.switch_unreachable", "web.switch_reachable", logger=log, counted="refused")
 
     # -- lifecycle -------------------------------------------------------------------------------
 

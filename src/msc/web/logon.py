@@ -163,6 +163,7 @@ class LogonRoutes(ConsoleParts):
             await link.connect(host, port, client=browser, server=here, client_cn=cert_cn,
                                ssl=ctx, server_hostname=web_tls.server_name if web_tls else None)
             banner = await link.wait_banner()
+            self.switch.ok(console="operator")  # the switch answered (whatever the logon comes to)
             if banner != s.banner:
                 # The switch now says something else: the person acknowledges that first (AC-8).
                 await link.close()
@@ -171,9 +172,9 @@ class LogonRoutes(ConsoleParts):
                                      "banner": banner}, 409)
             link.ack_banner()
             f = await link.request(f"{header}.LOGON.{user}.{otp or '-'}.{password}")
-        except (TimeoutError, OSError, LinkClosed):
+        except (TimeoutError, OSError, LinkClosed) as exc:
             await link.close()
-            log.warning("web.switch_unreachable")
+            self.switch.failed(exc, console="operator")  # once per outage, not per logon (msc.outage)
             return JSONResponse({"error": "msc is not reachable; try again shortly"}, 503)
         if f.type != framing.ACK:
             await link.close()
