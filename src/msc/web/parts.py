@@ -38,6 +38,7 @@ class ConsoleParts:
     journal: Outage  # the journal the investigator's routes read and audit in (web.journal_unavailable)
     logon_journal: Outage  # the journal a console's logon is recorded in (web.logon_not_journaled)
     logoff_journal: Outage  # the journal a console's logoff is recorded in (web.session_end_failed)
+    switch: Outage  # this machine's node an operator's logon is relayed to (web.switch_unreachable)
 
     def session_of(self, conn: HTTPConnection) -> WebSession | None:
         raise NotImplementedError  # msc.web.app.WebConsole.session_of
