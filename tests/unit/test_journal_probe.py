@@ -78,3 +78,34 @@ async def test_a_fresh_successful_commit_answers_the_probe(journal, monkeypatch,
     assert journal.healthy is answer
     if not answer:
         assert journal.last_error == "journal database: connection refused"
+
+
+async def test_a_probe_without_an_answer_makes_the_journal_not_ready_before_it_gives_up(journal):
+    """A frozen database (SIGSTOP of PostgreSQL, a paused VM, a cut network) answers nothing: the
+    probe waits its 5 s (msc.server.background.PROBE_S) and ``healthy`` stays True meanwhile, so
+    ``/readyz`` said 200 for ~5 s while nothing could be committed (newcomer trial hA). A call
+    unanswered for READY_WAIT_S is reason enough to be not ready; it is no outage yet for the
+    availability ledger (STALL_S)."""
+    import asyncio
+    import time
+
+    from msc.journal.journal import READY_WAIT_S, STALL_S
+
+    answer = asyncio.Event()
+
+    async def frozen() -> None:
+        await answer.wait()
+
+    journal.writer.probe = frozen
+    asked = asyncio.create_task(journal.probe())
+    while journal._probe_started is None:
+        await asyncio.sleep(0)
+    began = journal._probe_started
+    assert journal.unanswered(now=began + READY_WAIT_S / 2) is None  # a slow answer is not a reason
+    why = journal.unanswered(now=began + READY_WAIT_S + 1)
+    assert why is not None and why.startswith("no answer from the journal's storage for 3 s"), why
+    assert journal.healthy and journal.down_since(now=began + READY_WAIT_S + 1) is None  # no outage yet
+    assert journal.down_since(now=began + STALL_S) == began
+    answer.set()
+    assert await asked is True
+    assert journal.unanswered(now=time.monotonic() + 60) is None  # answered: nothing waits

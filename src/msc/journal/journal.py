@@ -65,6 +65,12 @@ PROBE_FRESH_S = 1.0
 #: disk that hangs). Shorter waits are a slow commit on a loaded machine, not an outage. (The
 #: switch gives up on a probe after as long: msc.server.background.PROBE_S.)
 STALL_S = 5.0
+#: A commit or probe unanswered this long (s) makes the journal not ready (``/readyz`` 503:
+#: :meth:`Journal.unanswered`) before it is called stalled or fails: a frozen database (a paused
+#: VM, a cut network) answers nothing, not even a refusal, and a load balancer kept sending new
+#: sessions to the node for the 5 s the probe waits (newcomer trial hA). A loaded machine's slow
+#: commit takes tens of milliseconds, not seconds.
+READY_WAIT_S = 2.0
 #: Ended outages kept for the availability ledger until it has taken them (the oldest dropped).
 OUTAGES_KEPT = 64
 ACCEPT_CODE = "ACCEPT"
@@ -336,6 +342,18 @@ class Journal:
         now = time.monotonic() if now is None else now
         started = [t for t in (self._commit_started, self._probe_started) if t is not None and now - t >= STALL_S]
         return min(started) if started else None
+
+    def unanswered(self, now: float | None = None) -> str | None:
+        """Why the journal is not ready although no call failed yet: the commit or probe in
+        progress has had no answer for :data:`READY_WAIT_S` or more (``"no answer from the
+        journal's storage for 3 s"``), else None. For ``/readyz``; the availability ledger counts
+        an outage only from :data:`STALL_S` (:meth:`down_since`)."""
+        now = time.monotonic() if now is None else now
+        waiting = [now - t for t in (self._commit_started, self._probe_started) if t is not None]
+        longest = max(waiting, default=0.0)
+        if longest < READY_WAIT_S:
+            return None
+        return f"no answer from the journal's storage for {longest:.0f} s"
 
     def serving_until(self, now: float | None = None) -> float:
         """Monotonic time up to which everything submitted has been committed or is committing

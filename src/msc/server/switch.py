@@ -308,6 +308,8 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole, UserDirectory)
         reasons: dict[str, str | list[str] | None] = {}
         if self.journal is None or not self.journal.healthy:
             reasons["journal"] = self.journal.last_error if self.journal else "not open"
+        elif (waiting := self.journal.unanswered()) is not None:
+            reasons["journal"] = waiting  # a frozen database answers nothing: not ready before the probe gives up
         unbound = [rt.cfg.name for rt in self.listeners if rt.server is None or not rt.server.is_serving()]
         if unbound or len(self.listeners) != len(self.settings.config.listener):
             reasons["listeners"] = unbound or "not started"
