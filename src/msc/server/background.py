@@ -29,6 +29,9 @@ STARTUP_QUIET_S = 60.0
 TRIM_EVERY_S = 5
 #: How long the once-a-second sweep waits for the journal's probe (s).
 PROBE_S = 5.0
+#: The exit status of the PostgreSQL journal's verification child whose database is away
+#: (msc.storage.watch): not a failure of the journal.
+WATCH_UNAVAILABLE = 3
 
 
 class BackgroundWork(SwitchParts):
@@ -36,6 +39,7 @@ class BackgroundWork(SwitchParts):
 
     _ledger_lock: asyncio.Lock | None = None  # one ledger beat at a time (_ledger_beat)
     _commit_outage: Outage | None = None  # the journal's refused commits (_journal_error)
+    _verify_outage: Outage | None = None  # the verification child's database away (_verification_event)
 
     # -- the journal's callbacks (Journal's on_commit, on_error, on_integrity) -------------------
 
@@ -314,7 +318,8 @@ class BackgroundWork(SwitchParts):
                         continue
                     await self._verification_event(event)
                 await proc.wait()
-                self.log.warning("journal.verification_exited", returncode=proc.returncode)
+                if proc.returncode != WATCH_UNAVAILABLE:  # (that one said why: journal.verification_paused)
+                    self.log.warning("journal.verification_exited", returncode=proc.returncode)
             finally:
                 if proc.returncode is None:
                     proc.kill()
@@ -325,6 +330,17 @@ class BackgroundWork(SwitchParts):
     async def _verification_event(self, event: dict[str, Any]) -> None:
         m = self.metrics
         kind = event.get("event")
+        if kind == "unavailable":
+            # Its database away (restarting, failing over): no verification failure — the child
+            # ends (WATCH_UNAVAILABLE) and is started again 30 s later; said once per outage, not
+            # at every restart with a bare exit status that read like a failed check (newcomer hA).
+            if self._verify_outage is None:
+                self._verify_outage = Outage("journal.verification_paused", "journal.verification_resumed",
+                                             logger=self.log, field="reason", counted="restarts")
+            self._verify_outage.failed(str(event.get("reason", "")))
+            return
+        if self._verify_outage is not None:
+            self._verify_outage.ok()  # it reads again
         if kind == "progress":
             m.journal_verified_size.set(event.get("verified", 0))
         elif kind == "pass_ok":
