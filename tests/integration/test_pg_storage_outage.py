@@ -193,6 +193,7 @@ async def test_with_the_database_stopped_every_operation_is_refused_cleanly_and_
     # record): each counted, said once.
     failed = [e for e in logs if e.get("event") == "journal.commit_failed"]
     assert [e["log_level"] for e in failed] == ["warning"], failed
+    assert failed[0]["storage"].startswith("PostgreSQL (127.0.0.1:"), failed  # where, never a password
     assert site.switch.metrics.journal_errors._value.get() >= 3
     # The control socket's two requests that need the run-time state (unlock, station): refused
     # each, said once for the outage (a script retrying was a warning per request).

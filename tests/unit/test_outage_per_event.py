@@ -11,6 +11,7 @@ the sessions' registry the switch's (msc.server.services.Registry)."""
 from __future__ import annotations
 
 import asyncio
+import types
 
 import pytest
 import structlog
@@ -42,6 +43,7 @@ class Switch(BackgroundWork):
         self.metrics = Metrics()
         self.log = structlog.get_logger("msc").bind(switch="MSC")
         self.journal = journal
+        self.backends = types.SimpleNamespace(describe=lambda: f"SQLite ({tmp_path})")
         self.state = State([])
         self.sessions = Registry(delivery=Delivery, accounts=None, journal=lambda: self.journal,  # type: ignore[arg-type]
                                  directory=lambda: None, router=lambda: None, metrics=self.metrics,  # type: ignore[arg-type]

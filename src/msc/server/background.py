@@ -57,8 +57,10 @@ class BackgroundWork(SwitchParts):
         commits, the counter's rise), at the next commit that succeeds."""
         self.metrics.journal_errors.inc()
         if self._commit_outage is None:
+            # ``storage``: where the journal is (its servers and database; never a password) — with a
+            # multi-host URI the line an operator needs most named no server (newcomer trial hA).
             self._commit_outage = Outage("journal.commit_failed", "journal.commit_recovered", logger=self.log,
-                                         counted="refused")
+                                         counted="refused", storage=self.backends.describe())
         # A commit refused by its storage (the writer's JournalError, an OSError) is an outage; a
         # fault of msc while sealing (a period's key missing, a bug: wrapped by the journal, its
         # cause kept) is said at error with its traceback — still once until a commit succeeds.
