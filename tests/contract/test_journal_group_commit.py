@@ -145,3 +145,58 @@ async def test_a_failed_commit_is_landed_only_if_the_storage_holds_its_own_recor
     finally:
         r.close()
     assert res.ok, res.problems
+
+
+async def test_an_earlier_failed_batch_that_lands_late_is_its_own_not_another_process(journal_backend, keyring,
+                                                                                       tmp_path):
+    """A frozen PostgreSQL (SIGSTOP) holds a batch's statement; the watchdog gives up on it (its
+    senders are told E501) and the next attempts fail too; continued, the server runs the
+    statement it had and the records land — under numbers the next batch then also tries. The
+    writer, re-reading, finds records past the end with the content of the *earlier* batch: the
+    switch's own, landed late. Before, only the failing batch was compared, so they were called
+    another process's (``journal.foreign_records`` and a FOREIGN record naming the switch's own
+    RECEIVED and FORWARDED records: probe hB, 2 of 2 runs). Now they are said as landed late
+    (the E501 record: their senders were answered E501, nothing in them was forwarded or
+    delivered), and nothing is called foreign."""
+    import structlog
+
+    from msc.journal.records import JournalError
+
+    j = journal_on(journal_backend, keyring, tmp_path)
+    await j.open()
+    await j.append(entry(0))
+    inner = j.writer.commit
+    held: list = []  # the statement the frozen server received and had not run
+
+    async def commit(rows, poke_indexer=False):
+        if not held and rows[0].values[COLUMNS.index("txn")] == "X1":
+            held.append(rows)
+            raise JournalError("journal database: TimeoutError: no answer from the database within 15 s")
+        if held:  # the server continued: it runs what it had, then this batch's numbers are taken
+            await inner(held.pop(), poke_indexer)
+            raise JournalError("journal database: the batch starts at 2 but the journal ends at 2")
+        return await inner(rows, poke_indexer)
+
+    j.writer.commit = commit
+    with structlog.testing.capture_logs() as logs:
+        with pytest.raises(JournalError) as first:
+            await j.append(entry(1))
+        with pytest.raises(JournalError) as second:
+            await j.append(entry(2))
+        after = await j.append(entry(3))
+        await j.flush()
+    assert getattr(first.value, "landed", None) in (None, []) and getattr(second.value, "landed", None) in (None, [])
+    texts = await j.texts(list(range(1, j.last_seq + 1)))
+    assert texts[2] == entry(1).text and after == [3] and texts[3] == entry(3).text
+    statements = [t for t in texts.values() if "WRITTEN WHILE COMMITS REPORTED I/O ERRORS" in t]
+    named = [t for t in texts.values() if "WRITTEN BY ANOTHER PROCESS" in t]
+    assert named == [] and len(statements) == 1 and "SEQ/2-2" in statements[0], texts
+    events = [e["event"] for e in logs if e["event"].startswith("journal.")]
+    assert "journal.foreign_records" not in events and "journal.landed_late" in events, events
+    await j.close()
+    r = journal_backend.journal_reader()
+    try:
+        res = verify(r, keyring, name=NAME)
+    finally:
+        r.close()
+    assert res.ok, res.problems

@@ -263,6 +263,13 @@ async def test_with_the_database_frozen_nothing_hangs_and_it_all_works_again_aft
     await site.until(lambda: site.switch.readiness()[0], "/readyz 200 again once the database answers")
     assert await site.logon("ICS2", "TS0002") == "A"
     assert await site.message(held) == "A"
+    # The message's commit the watchdog gave up on ran when the server was continued (its
+    # statement had reached it): those records are the switch's own, landed late — never called
+    # another process's (probe hB: a FOREIGN record naming the switch's own RECEIVED record).
+    j = site.switch.journal
+    await j.flush()
+    texts = await j.texts(list(range(1, j.last_seq + 1)))
+    assert not [t for t in texts.values() if "WRITTEN BY ANOTHER PROCESS" in t], texts
     # The availability ledger (its runs table in the same database): the freeze is an unscheduled
     # outage from the first journal call that stalled — the probe or the message's commit — not
     # from a heartbeat written during the freeze that landed after the thaw (newcomer7: 2.4 s late).

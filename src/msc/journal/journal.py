@@ -74,6 +74,9 @@ READY_WAIT_S = 2.0
 #: Ended outages kept for the availability ledger until it has taken them (the oldest dropped).
 OUTAGES_KEPT = 64
 ACCEPT_CODE = "ACCEPT"
+#: At most this many leaf hashes of records whose commit failed are remembered, to tell them
+#: from another process's if they land late (Journal._unsure): ~10 MB at worst during an outage.
+UNSURE_MAX = 100_000
 #: The code of the ADMIN record naming records another process wrote (:meth:`Journal._landed_by_content`).
 FOREIGN_CODE = "FOREIGN"
 
@@ -169,6 +172,16 @@ class Journal:
         self._unindexed = 0
         self._landed: tuple[int, int] | None = None  # seqs written while commits reported errors
         self._foreign: list[tuple[int, int]] = []  # seqs another process wrote (to be journaled)
+        # The leaf hashes of this process's records whose commit failed with its outcome unknown,
+        # by sequence number (several failed batches may have had the same numbers): a frozen
+        # PostgreSQL runs the statement it had received once it is continued, after the watchdog
+        # gave up on it, and those records then turn up past the end — this process's own, not
+        # another's (probe hB). Forgotten at the next commit that succeeds: the writer then holds
+        # the lock the old session held, so nothing of that session can land any more.
+        # Bounded (UNSURE_MAX leaves, the earliest kept: the batch in flight when the server froze
+        # is the first to fail; the attempts after it reach no server while it is frozen).
+        self._unsure: dict[int, set[bytes]] = {}
+        self._unsure_n = 0
         self._hwm = HighWater(high_water or default_path(directory))
         self._prior_evidence = tuple(prior_evidence)
         self._accept = accept
@@ -533,11 +546,12 @@ class Journal:
                     # The batch reached the disk although its commit reported an error (a failed
                     # fsync after the WAL write). Its senders were told E501 and nothing in it was
                     # forwarded or delivered: the journal will say so once it is healthy again.
-                    lo = failed_first if self._landed is None else min(self._landed[0], failed_first)
-                    self._landed = (lo, landed_to)
+                    self._note_landed(failed_first, landed_to)
                 continue
             self.healthy = True
             self.last_error = None
+            self._unsure.clear()
+            self._unsure_n = 0
             self._last_commit_mono = time.monotonic()
             if self._commit_started is not None:
                 self._served(self._commit_started, self._last_commit_mono)
@@ -573,42 +587,70 @@ class Journal:
     async def _landed_by_content(self, rows: list[Row] | None, first: int) -> int:
         """After a failed commit (``rows``: the batch that reached the writer, numbered from
         ``first``; None: none did), the writer has re-read where the storage ends. Which of the
-        records past ``first - 1`` are this journal's own batch? The highest of its sequence
-        numbers that the storage holds *with the batch's content* (its leaf hashes: the writers'
-        :meth:`~msc.journal.interfaces.JournalWriter.leaves`), or ``first - 1`` for none.
+        records past ``first - 1`` are this journal's own? Returns the highest of the batch's
+        sequence numbers that the storage holds *with the batch's content* (its leaf hashes: the
+        writers' :meth:`~msc.journal.interfaces.JournalWriter.leaves`), or ``first - 1`` for none.
 
-        Records after that are not this process's: another process wrote them while this
-        writer's lock was lost (on PostgreSQL a session lock, gone with the connection) — said
-        once in the log (``journal.foreign_records``, an error) and in an ``ADMIN`` record after
-        the next commit; the next batch is numbered after them. (Before, any record past the end
-        was taken for the batch having landed: its senders were told ``landed`` numbers that were
-        not theirs and the journal said so in an E501 record.) When the storage cannot be read
-        back, nothing is claimed: ``journal.landed_unknown`` says which numbers are unexplained."""
+        Records there with the content of an *earlier* batch whose commit failed are this
+        process's too, landed late (a frozen server continued runs the statement the watchdog
+        gave up on): their senders were told E501 and nothing in them was forwarded or delivered —
+        said in the ``E501`` ``ADMIN`` record like a batch that landed although its commit
+        reported an error (:meth:`_note_landed`). Records after those are not this process's:
+        another process wrote them while this writer's lock was lost (on PostgreSQL a session
+        lock, gone with the connection) — said once in the log (``journal.foreign_records``, an
+        error) and in an ``ADMIN`` record after the next commit; the next batch is numbered after
+        them. When the storage cannot be read back, nothing is claimed: ``journal.landed_unknown``
+        says which numbers are unexplained. What did not land is remembered as unsure."""
+        import structlog
+
         end = self.writer.last_seq
-        if end < first:
-            return first - 1
-        landed_to = first - 1
-        if rows:
+        mine = {r.seq: leaf_hash(r.blob) for r in rows} if rows else {}
+        try:
+            if end < first:
+                return first - 1
+            top = min(end, max([*mine, *self._unsure], default=first - 1))
             try:
-                held = await self.writer.leaves(first, min(end, rows[-1].seq))
+                held = await self.writer.leaves(first, top) if top >= first else {}
             except JournalError as exc:
-                import structlog
-
                 structlog.get_logger("msc.journal").error("journal.landed_unknown", first=first, last=end,
                                                           error=str(exc))
                 return first - 1
-            for r in rows:
-                if r.seq > end or held.get(r.seq) != leaf_hash(r.blob):
+            landed_to = own_to = first - 1  # this batch's records / this process's records, from first on
+            for seq in range(first, end + 1):
+                leaf = held.get(seq)
+                if leaf is None:
                     break
-                landed_to = r.seq
-        if end > landed_to:
-            import structlog
+                if landed_to == seq - 1 and mine.get(seq) == leaf:
+                    landed_to = seq
+                elif leaf not in self._unsure.get(seq, ()):
+                    break
+                own_to = seq
+            if own_to > landed_to:
+                self._note_landed(landed_to + 1, own_to)
+                structlog.get_logger("msc.journal").warning(
+                    "journal.landed_late", first=landed_to + 1, last=own_to,
+                    note="this switch's records whose commit had failed: their senders were told E501")
+            if end > own_to:
+                structlog.get_logger("msc.journal").error(
+                    "journal.foreign_records", first=own_to + 1, last=end,
+                    note="written by another process while this switch's writer lock was lost; not its own")
+                self._foreign.append((own_to + 1, end))
+            for seq in range(first, landed_to + 1):
+                mine.pop(seq, None)
+            return landed_to
+        finally:
+            for seq, leaf in mine.items():  # what did not land (yet): it may still
+                if self._unsure_n >= UNSURE_MAX:
+                    break
+                self._unsure.setdefault(seq, set()).add(leaf)
+                self._unsure_n += 1
 
-            structlog.get_logger("msc.journal").error(
-                "journal.foreign_records", first=landed_to + 1, last=end,
-                note="written by another process while this switch's writer lock was lost; not its own")
-            self._foreign.append((landed_to + 1, end))
-        return landed_to
+    def _note_landed(self, lo: int, hi: int) -> None:
+        """Records ``lo..hi`` of this process reached the storage although their commits reported
+        errors: one ``E501`` ``ADMIN`` record names them all once the journal commits again."""
+        if self._landed is not None:
+            lo, hi = min(self._landed[0], lo), max(self._landed[1], hi)
+        self._landed = (lo, hi)
 
     def _shrunk(self) -> None:
         """Records this process committed are gone (the files were cut while the writer was being
