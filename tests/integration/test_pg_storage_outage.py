@@ -103,19 +103,22 @@ class Site:
             await asyncio.sleep(0.05)
 
 
-@pytest.fixture
-async def site(tmp_path, cluster):
+@contextlib.asynccontextmanager
+async def switch_on(tmp_path, cluster, *, user: str = "postgres", password: str | None = None):
+    """The switch on a fresh database of ``cluster``, connecting as ``user``."""
     db = f"outage_{tmp_path.name[-20:].lower().replace('-', '_')}".rstrip("_")
     db = "".join(ch for ch in db if ch.isalnum() or ch == "_")
     cluster.create_database(db)
+    if user != "postgres":
+        cluster.sql(f"ALTER DATABASE {db} OWNER TO {user}")
     h = Harness(tmp_path)
     stub = await h.start_stub()
     path = make_config(tmp_path, upstream_ports=[stub.port])
     secret_file = tmp_path / "pg.password"
-    secret_file.write_text(cluster.password + "\n")
+    secret_file.write_text((password or cluster.password) + "\n")
     secret_file.chmod(0o600)
     path.write_text(path.read_text() + f'\n[storage]\nbackend = "postgresql"\n'
-                    f'dsn = "postgresql://postgres@127.0.0.1:{cluster.port}/{db}"\npassword_file = "pg.password"\n')
+                    f'dsn = "postgresql://{user}@127.0.0.1:{cluster.port}/{db}"\npassword_file = "pg.password"\n')
     secrets = {f"MF000{i}": add_totp_user(path, f"MF000{i}") for i in range(1, 7)}
     h.switch = Switch(load(path))
     await h.switch.start()
@@ -127,6 +130,12 @@ async def site(tmp_path, cluster):
             cluster.start()
         with contextlib.suppress(Exception):
             await h.stop()
+
+
+@pytest.fixture
+async def site(tmp_path, cluster):
+    async with switch_on(tmp_path, cluster) as s:
+        yield s
 
 
 def terminate_sessions(cluster, db: str) -> None:
@@ -473,3 +482,45 @@ async def test_the_web_consoles_routes_while_the_database_is_stopped_are_503_and
     assert by["web.journal_unavailable"]["path"] == "/api/journal/search"
     assert by["web.storage_available"]["refused"] == 7 and by["web.journal_available"]["refused"] == 3, said
     assert_no_traceback(log)
+
+
+async def test_a_journal_its_role_may_no_longer_write_is_not_ready_without_traffic_and_does_not_flap(tmp_path,
+                                                                                                    cluster):
+    """``REVOKE INSERT ON journal_records`` from msc's role: every commit is refused (``permission
+    denied``), but the once-a-second probe was ``SELECT 1``, which still worked — ``/readyz`` said
+    200 with no traffic, and with traffic flapped 503/200 (each probe undid the failed commit's
+    503), a ``ledger.journal_outage`` warning and an availability outage per flap (probe hB: 31
+    in 30 s). The probe now asks what a commit needs (the INSERT privileges, a primary, a
+    read-write session): 503 with the reason at once, traffic or not, and one outage."""
+    import structlog
+
+    cluster.sql("DROP ROLE IF EXISTS msc_writer")
+    cluster.sql(f"CREATE ROLE msc_writer LOGIN PASSWORD '{cluster.password}'")
+    async with switch_on(tmp_path, cluster, user="msc_writer") as site:
+        db = site.switch.settings.config.storage.dsn.rsplit("/", 1)[1]
+        held = await site.operator("ICS1", "TS0001")
+        assert await site.message(held) == "A"
+        with structlog.testing.capture_logs() as logs:
+            cluster.sql("REVOKE INSERT ON journal_records FROM msc_writer", dbname=db)
+            await site.until(lambda: not site.switch.readiness()[0], "/readyz 503 with no message sent")
+            assert "journal_records" in str(site.switch.readiness()[1]["journal"])  # the probe's or a commit's reason
+            journal = site.switch.journal
+            asked, inner = [], journal.probe
+
+            async def probe():  # the once-a-second look (msc.server.background), observed
+                try:
+                    return await inner()
+                finally:
+                    asked.append(site.switch.readiness()[0])  # what /readyz said after this probe
+
+            journal.probe = probe  # type: ignore[method-assign]
+            codes = [await site.message(held) for _ in range(3)]
+            await site.until(lambda: len(asked) >= 3, "three probes after the refused messages")
+            del journal.probe
+            assert not any(asked), asked  # no probe made it 200 again (it flapped: 503, 200, 503 …)
+            cluster.sql("GRANT INSERT ON journal_records TO msc_writer", dbname=db)
+            await site.until(lambda: site.switch.readiness()[0], "/readyz 200 again once it may write")
+            assert await site.message(held) == "A"
+        assert codes == ["E501"] * 3, codes
+        outages = [e for e in logs if e.get("event") == "ledger.journal_outage"]
+        assert len(outages) <= 1, outages

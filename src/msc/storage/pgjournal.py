@@ -563,18 +563,32 @@ class PgWriter:
         await self._drop_connection()
 
     async def probe(self) -> None:
-        """Can the journal be written again after failed commits? Reconnect — the writer lock
+        """Can the journal be written (again, after failed commits)? Reconnect — the writer lock
         taken again, where the journal ends re-read — if the connection is gone, else one round
-        trip. Raises JournalError. Writes nothing (msc.journal.journal.Journal.probe)."""
+        trip that asks whether a commit could be refused for what a connection alone does not
+        show: the role's INSERT privilege on the records and their tokens, a server in recovery
+        (a standby), a read-only session. Raises JournalError. Writes nothing
+        (msc.journal.journal.Journal.probe). (``SELECT 1`` alone answered yes while every commit
+        was refused ``permission denied``: ``/readyz`` said 200 without traffic, and flapped
+        200/503 with it — a warning and an availability outage per flap: probe hB.)"""
         async with self._lock:
             if self._needs_reopen or self._conn is None or self._conn.is_closed():
                 await self._reopen()
-                return
+            assert self._conn is not None
             try:
-                await self._conn.fetchval("SELECT 1")
+                row = await self._conn.fetchrow(_WRITABLE)
             except DB_ERRORS as exc:
                 await self._after_failure()
                 raise JournalError(f"journal database: {explain(exc)}") from None
+            assert row is not None
+            refusals = [why for ok, why in (
+                (row["records"], "this role may not insert into journal_records"),
+                (row["tokens"], "this role may not insert into journal_tokens"),
+                (not row["standby"], "the server is a standby (in recovery)"),
+                (row["read_only"] == "off", "the session is read-only (default_transaction_read_only)"),
+            ) if not ok]
+            if refusals:
+                raise JournalError(f"journal database: {'; '.join(refusals)}")
 
     def abort(self) -> None:
         """Cut the connection now, without waiting for the server (a node that stepped down and
@@ -585,6 +599,13 @@ class PgWriter:
         self._needs_reopen = True
         if conn is not None:
             conn.terminate()
+
+
+#: One round trip: could a commit of the journal be refused for a reason the connection does not
+#: show (PgWriter.probe)?
+_WRITABLE = ("SELECT has_table_privilege('journal_records', 'INSERT') AS records, "
+             "has_table_privilege('journal_tokens', 'INSERT') AS tokens, "
+             "pg_is_in_recovery() AS standby, current_setting('transaction_read_only') AS read_only")
 
 
 class PgReader:
