@@ -109,3 +109,32 @@ async def test_a_probe_without_an_answer_makes_the_journal_not_ready_before_it_g
     answer.set()
     assert await asked is True
     assert journal.unanswered(now=time.monotonic() + 60) is None  # answered: nothing waits
+
+
+@pytest.mark.parametrize("refuse", [True, False], ids=["an owner that probes", "no prober"])
+async def test_while_the_writer_has_no_connection_a_batch_is_refused_at_once_where_a_probe_reconnects(
+        journal, refuse):
+    """After a failed commit left the writer to reconnect (PostgreSQL's ``connected`` False: the
+    watchdog cut a frozen server's connection, the server refused), each later batch reconnected
+    by itself — with a frozen database each waited for the one ahead, then for its own attempt:
+    E501 after 15, 25, 35 s (probe hB). Where the owner probes every second (the switch:
+    ``refuse_while_away``) a batch is refused at once instead, with the outage's reason, and the
+    writer is not asked; once the probe has reconnected, commits go through. Without a prober
+    (an msc command's journal) a batch still reconnects by itself."""
+    calls: list[int] = []
+    inner = journal.writer.commit
+
+    async def commit(rows, poke_indexer=False):
+        calls.append(len(rows))
+        return await inner(rows, poke_indexer)
+
+    journal.writer.commit = commit
+    journal.writer.connected = False  # a failure left it without a trusted connection
+    journal.refuse_while_away = refuse
+    journal.healthy, journal.last_error = False, "journal database cannot be reopened: connection refused"
+    if refuse:
+        with pytest.raises(JournalError, match="connection refused"):
+            await journal.append(entry(1))
+        assert calls == []  # refused before the writer: nothing could land
+        journal.writer.connected = True  # the probe reconnected
+    assert await journal.append(entry(2)) and calls == [1] and journal.healthy

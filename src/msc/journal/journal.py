@@ -182,6 +182,13 @@ class Journal:
         # is the first to fail; the attempts after it reach no server while it is frozen).
         self._unsure: dict[int, set[bytes]] = {}
         self._unsure_n = 0
+        #: Set by an owner that calls :meth:`probe` every second (the switch): while a failed
+        #: commit has left the writer without a connection (``writer.connected`` False) a batch is
+        #: refused at once — its senders answered E501 at once — and the probe reconnects. Else
+        #: each batch reconnected itself: with a frozen database each waited for the batch ahead
+        #: (its 15-s watchdog), then for its own connection attempt (E501 after 15, 25, 35 s: probe
+        #: hB; the writer's lock is shared by the probe's reconnection too).
+        self.refuse_while_away = False
         self._hwm = HighWater(high_water or default_path(directory))
         self._prior_evidence = tuple(prior_evidence)
         self._accept = accept
@@ -484,8 +491,12 @@ class Journal:
             try:
                 # A batch stops at the checkpoint mark (the unsigned tail bound, JOURNAL.md).
                 room = self.checkpoint_every - self._since_checkpoint
+                if ready is None and self.writer.last_seq >= self._next_seq:
+                    await self._resync()
                 if ready is None:
                     batch = self._take(room)
+                    if self.refuse_while_away and not self.healthy and getattr(self.writer, "connected", True) is False:
+                        raise JournalError(self.last_error or "journal database: not connected")
                     rows = self._seal(batch, self._next_seq)
                 else:
                     batch, rows = ready
@@ -644,6 +655,17 @@ class Journal:
                     break
                 self._unsure.setdefault(seq, set()).add(leaf)
                 self._unsure_n += 1
+
+    async def _resync(self) -> None:
+        """The writer, reconnected (by :meth:`probe`), found the storage ending past this
+        journal's next number: records of a failed commit that landed late, or another
+        process's. Tell them apart (:meth:`_landed_by_content`) and number the next batch after
+        them — before it is sealed, so that it commits instead of failing on the numbers (a
+        refused batch, E501 to its senders and a second outage in the availability ledger)."""
+        first = self._next_seq
+        self._next_seq = self.writer.last_seq + 1
+        self._last_ts = max(self._last_ts, self.writer.last_ts)
+        await self._landed_by_content(None, first)
 
     def _note_landed(self, lo: int, hi: int) -> None:
         """Records ``lo..hi`` of this process reached the storage although their commits reported

@@ -183,6 +183,9 @@ class Switch(BackgroundWork, ConfigChanges, ControlOps, NodeRole, UserDirectory)
             on_checkpoint=lambda cp: m.journal_tree_size.set(cp.tree_size), on_integrity=self._journal_altered,
             on_keys=self.key_ring_checked, writer="process", prior_evidence=evidence,
         )
+        # The sweep probes it every second (msc.server.background): while its database is away a
+        # batch is refused at once rather than waiting for its own reconnection.
+        self.journal.refuse_while_away = True
         try:
             # JOURNAL.md "Start-up self-check": before any listener opens.
             await self.journal.open()

@@ -562,6 +562,11 @@ class PgWriter:
                 pass
         await self._drop_connection()
 
+    @property
+    def connected(self) -> bool:
+        """Has the writer a connection it trusts (False after a failure left it to reconnect)?"""
+        return not self._needs_reopen and self._conn is not None and not self._conn.is_closed()
+
     async def probe(self) -> None:
         """Can the journal be written (again, after failed commits)? Reconnect — the writer lock
         taken again, where the journal ends re-read — if the connection is gone, else one round
