@@ -47,6 +47,9 @@ class FakeLease:
         self.released.append(epoch)
         return True
 
+    async def confirm(self, epoch: int) -> bool:
+        return True
+
     async def depart(self) -> bool:
         self.calls.append("depart")
         return True

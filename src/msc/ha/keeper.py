@@ -338,6 +338,7 @@ class LeaseKeeper:
                 self._active.set()
                 if self.on_role:
                     self.on_role(Role.ACTIVE, result.epoch, "lease acquired")
+                await self._confirm(result.epoch)
         elif defer is not None and self._deferred(sent, result):
             self._attempt("held")
         else:
@@ -351,6 +352,16 @@ class LeaseKeeper:
                 self._active.set()  # wakes wait_active, which raises
                 return False
         return True
+
+    async def _confirm(self, epoch: int) -> None:
+        """Tell the database this node knows it holds ``epoch`` (PgLease.confirm): a take it never
+        heard of is skipped by the next take's report. Best effort, briefly — the first renewal
+        says it too; its failure is the renewal's to report."""
+        bound = min(self.lease.timeout_s, self.machine.renew_every_s, self.machine.valid_until - self.clock())
+        if bound <= 0:
+            return
+        with contextlib.suppress(LeaseUnavailable, TimeoutError):
+            await bounded(self.lease.confirm(epoch), bound)
 
     def _defer_within(self, sent: float) -> float | None:
         """How recently another node must have been seen for this one to leave its own expired
