@@ -22,6 +22,8 @@ class Relay:
         self.target = target_port
         self.loop = asyncio.new_event_loop()
         self.open = asyncio.Event()
+        self.answering = asyncio.Event()  # the server's bytes reach the client (cut_answers clears it)
+        self.answering.set()
         self.port = 0
         started = threading.Event()
 
@@ -47,18 +49,31 @@ class Relay:
         await self.open.wait()
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
 
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, *gates: asyncio.Event) -> None:
             with contextlib.suppress(ConnectionError, OSError):
                 while data := await src.read(65536):
-                    await self.open.wait()  # cut: what was read goes nowhere, and nothing more is read
+                    for gate in gates:  # cut: what was read goes nowhere, and nothing more is read
+                        await gate.wait()
                     dst.write(data)
                     await dst.drain()
             dst.close()
 
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        await asyncio.gather(pump(reader, up_writer, self.open), pump(up_reader, writer, self.open, self.answering))
 
     def cut(self) -> None:
         self.loop.call_soon_threadsafe(self.open.clear)
+
+    def cut_answers(self) -> None:
+        """Only the server's side goes nowhere: what a client sends still reaches the server, which
+        runs it and commits — and the answer never comes back (a network path lost one way, a
+        reply dropped): the client sees a timeout for a statement that took effect."""
+        self.loop.call_soon_threadsafe(self.answering.clear)
+
+    def mend(self) -> None:
+        """Both directions cross again (for connections opened from now on: a connection whose
+        answers were held is ended by its client, which gave up on it)."""
+        self.loop.call_soon_threadsafe(self.open.set)
+        self.loop.call_soon_threadsafe(self.answering.set)
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -642,9 +642,11 @@ async def test_a_grant_says_how_the_lease_was_taken(dsn):
         assert await a.release(g.epoch)
         g = await b.acquire()  # released by node-a: taken at once, an ordinary hand-over
         assert isinstance(g, Granted) and (g.taken, g.previous) == ("released", "node-a")
+        assert await b.confirm(g.epoch)  # (as its keeper does: it knows it holds it)
         await until(lambda: _expired(b))
         g = await until(lambda: _granted(a))  # node-b's lease ran out unrenewed: a failover
         assert (g.taken, g.previous) == ("failover", "node-b")
+        assert await a.confirm(g.epoch)
         await until(lambda: _expired(a))
         g = await until(lambda: _granted(a))  # its own (a restart after a crash)
         assert (g.taken, g.previous) == ("own", "node-a")
@@ -653,3 +655,93 @@ async def test_a_grant_says_how_the_lease_was_taken(dsn):
     finally:
         await a.close()
         await b.close()
+
+
+@pytest.mark.parametrize("then", ["the same process retries", "its node restarted", "the other node"])
+async def test_a_take_whose_answer_was_lost_is_reported_as_the_take_it_was(dsn, pg_server, then):
+    """Newcomer trial (frozen database): node-b held the lease and ran out; node-a's take committed
+    at the database but its answer never came back (here: a relay that drops what the server
+    sends — the statement ran and committed, node-a's call timed out). The row names node-a at an
+    epoch node-a never knew. Whoever takes the lease next must say what really happened, never
+    that node-a restarted: node-a's retry — or a restart of node-a — took node-b's lease over
+    (a failover: ``node.active`` is a warning), and node-b taking it back is node-b's own lease
+    again (nobody served in between)."""
+    from tests.relay import Relay
+
+    relay = Relay(pg_server.port)
+    via_relay = dsn.replace(f":{pg_server.port}/", f":{relay.port}/")
+    a = PgLease(connector(via_relay, timeout_s=2.0), holder="node-a", ttl_s=1.0, timeout_s=2.0)
+    b = node(dsn, "node-b")
+    watcher = node(dsn, "watcher")
+    try:
+        g = await b.acquire()
+        assert isinstance(g, Granted) and await b.confirm(g.epoch)  # node-b knew: it served
+        # node-a, a standby, polls (its connection through the relay, the statement prepared on it)
+        assert isinstance(await a.acquire(), Held)
+        await until(lambda: _expired(b))  # node-b paused: its lease ran out
+        relay.cut_answers()
+        with pytest.raises(LeaseUnavailable):
+            await a.acquire()  # committed at the database; node-a heard nothing
+        row = await until(lambda: _held_by(watcher, "node-a"))
+        assert (row.epoch, row.heard) == (g.epoch + 1, False)  # the lost take
+        relay.mend()
+        if then == "the same process retries":
+            taker, expect = a, ("failover", "node-b")
+        elif then == "its node restarted":  # killed before it heard: a new process of node-a
+            await a.close()
+            taker, expect = node(dsn, "node-a"), ("failover", "node-b")
+        else:
+            taker, expect = b, ("own", "node-b")
+        granted = await until(lambda: _granted(taker))  # once the unheard epoch ran out (nobody renews it)
+        assert granted.epoch == g.epoch + 2
+        assert (granted.taken, granted.previous) == expect
+        if taker is not a and taker is not b:
+            await taker.close()
+    finally:
+        await a.close()
+        await b.close()
+        await watcher.close()
+        relay.close()
+
+
+async def _held_by(lease: PgLease, holder: str):
+    row = await lease.current()
+    return row if row is not None and row.holder == holder else None
+
+
+async def test_a_node_restarted_after_it_served_takes_its_own_lease_back_as_own(dsn):
+    """The kill -9 of an active node (it had heard of its grant) restarted at once: its old lease
+    runs out and the new process takes it — its own (info), not a failover."""
+    a1, a2 = node(dsn, "node-a"), node(dsn, "node-a")
+    try:
+        g = await a1.acquire()
+        assert isinstance(g, Granted) and (g.taken, g.previous) == ("free", None)
+        assert await a1.confirm(g.epoch)
+        await a1.close()  # killed
+        granted = await until(lambda: _granted(a2))
+        assert (granted.epoch, granted.taken, granted.previous) == (g.epoch + 1, "own", "node-a")
+    finally:
+        await a1.close()
+        await a2.close()
+
+
+async def test_a_keeper_says_at_once_that_it_heard_of_its_grant(dsn):
+    """The keeper confirms its grant right after it (long before its first renewal, at ttl / 3),
+    so a take of this node's is never mistaken for one whose answer was lost."""
+    ka = LeaseKeeper(node(dsn, "node-a", ttl=600), LeaseMachine(600.0))
+    watcher = node(dsn, "watcher")
+    try:
+        ka.start()
+        epoch = await asyncio.wait_for(ka.wait_active(), HANG_S)
+        row = await until(lambda: _held_by(watcher, "node-a"))
+        assert row.epoch == epoch
+        await until(lambda: _heard(watcher))
+        assert ka.lease.ttl_s / 3 > HANG_S  # (not by a renewal: none is due yet)
+    finally:
+        await ka.stop(release=True)
+        await watcher.close()
+
+
+async def _heard(lease: PgLease) -> bool:
+    row = await lease.current()
+    return row is not None and row.heard

@@ -78,6 +78,9 @@ class ModelLease:
     async def release(self, epoch: int) -> bool:
         return False
 
+    async def confirm(self, epoch: int) -> bool:
+        return True
+
     async def depart(self) -> bool:
         return True
 

@@ -47,6 +47,9 @@ class FakeLease:
         self.released.append(epoch)
         return True
 
+    async def confirm(self, epoch: int) -> bool:
+        return True
+
     async def depart(self) -> bool:
         self.calls.append("depart")
         return True
@@ -530,3 +533,68 @@ async def test_the_keeper_keeps_how_its_lease_was_granted():
     await asyncio.wait_for(k.wait_active(), HANG_S)
     assert k.granted is not None and (k.granted.taken, k.granted.previous) == ("failover", "node-b")
     await k.stop(release=True)
+
+
+# -- newcomer trial #2: a standby's /readyz names a holder only while it is known to hold the lease --
+
+
+class Scripted(FakeLease):
+    """Acquisitions answered from ``answers`` (a Granted, a Held, or an exception to raise)."""
+
+    def __init__(self, answers) -> None:
+        super().__init__()
+        self.answers = list(answers)
+
+    async def acquire(self, *, defer_within_s=None):
+        answer = self.answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+
+async def _polls(answers, steps):
+    """Run the keeper's acquisitions by hand on a clock the test moves: ``steps`` are
+    (seconds later, what /readyz is then told: lease_view()) after each answer."""
+    now = [100.0]
+    k = LeaseKeeper(Scripted(answers), LeaseMachine(3.0), clock=lambda: now[0], started=0.0)
+    views = []
+    for later in steps:
+        assert await k._acquire(now[0])
+        now[0] += later
+        if k.machine.holds(now[0]):
+            k._disarm()
+        else:
+            k.machine.poll(now[0])  # (what its loop does: the step-down, the next attempt due)
+        views.append(k.lease_view())
+    k._disarm()
+    return views
+
+
+async def test_a_holder_is_named_only_while_its_lease_is_valid_by_the_last_answer():
+    down = LeaseUnavailable("lease database: no answer within 5 s while connecting (TimeoutError)")
+    views = await _polls([Held("node-b", 4, 2.0), down, down], [0.1, 1.0, 1.5])
+    assert views[0] == {"holder": "node-b"}
+    assert views[1] == {"holder": "node-b"}  # 1.1 s of its 2 s: still valid, whatever the error since
+    assert views[2] == {"holder": None, "lease": "unknown: " + str(down)}  # ran out by our count: not known
+
+
+async def test_a_node_that_held_the_lease_and_stepped_down_names_nobody_it_saw_before():
+    """b saw a before its own tenure; after its step-down with the database frozen it must not
+    name a (newcomer trial: b said "holder": "msc-a" while nobody could hold the lease)."""
+    down = LeaseUnavailable("lease database: no answer within 5 s while connecting (TimeoutError)")
+    views = await _polls([Held("node-b", 4, 0.05), Granted(5), down], [0.1, 0.1, 5.0])
+    assert views[0]["holder"] is None and views[0]["lease"].startswith("expired")
+    assert views[1] == {}  # active: it holds it itself
+    assert views[2] == {"holder": None, "lease": "unknown: " + str(down)}
+
+
+async def test_a_restarted_node_never_names_itself_as_the_holder():
+    """kill -9 and an immediate restart: the lease is still its previous process's, under its own
+    name — the restarted process is a standby and says so, it does not call itself the holder."""
+    views = await _polls([Held("node-a", 7, 2.0)], [0.1])
+    assert views[0]["holder"] is None and "this node's own name holds it (epoch 7" in views[0]["lease"]
+
+
+async def test_a_take_whose_node_has_not_said_it_knows_is_not_called_the_holder():
+    views = await _polls([Held("node-b", 8, 2.0, heard=False)], [0.1])
+    assert views[0]["holder"] is None and "taken by node-b (epoch 8), which has not said it knows" in views[0]["lease"]

@@ -130,13 +130,13 @@ class Database:
         now = self.loop.time()  # the database's clock (its statement_timestamp ~ arrival)
         if kind == "acquire":
             if self.expires_at <= arrival:
-                before = {"before_holder": "node-a" if self.epoch else None, "before_released": False,
-                          "before_expired": True}
+                before = {"prev_holder": "node-a" if self.epoch else None, "prev_ended": "expired"}
                 self.epoch += 1
                 self.expires_at = arrival + TTL
                 self.last_ok_arrival = arrival
                 return [{"won": self.epoch, "holder": "node-a", "epoch": self.epoch, "remaining": TTL, **before}]
-            return [{"won": None, "holder": "node-a", "epoch": self.epoch, "remaining": self.expires_at - now}]
+            return [{"won": None, "holder": "node-a", "epoch": self.epoch, "remaining": self.expires_at - now,
+                     "heard": True}]
         if kind == "renew":
             if self.expires_at > arrival:
                 self.expires_at = arrival + TTL

@@ -104,6 +104,15 @@ CASES = [
     (here(0, None, process="not running", pid=None), EXPIRED, 1, "no node is running"),  # both down: nobody seen
     (here(503, "standby", key_ring=KEY, held_back="…"), EXPIRED, 1, "will not take it"),
     (here(503, "standby"), None, 1, "no node has held the lease yet"),
+    # newcomer trial #3: this machine's node holds the lease and does not serve — nobody serves (1, not 0)
+    (here(0, None, process="not answering", pid=24006), {**LIVE, "holder": "msc-b"}, 1,
+     "active node: none serving — msc-b (this machine) holds the lease (epoch 7, valid 4.1 s more by the database's "
+     "clock) but it does not answer (paused or hung?); a standby takes it over when it runs out (exit 1)"),
+    (here(0, None, process="not running", pid=None), {**LIVE, "holder": "msc-b"}, 1, "but it is not running"),
+    (here(503, "standby"), {**LIVE, "holder": "msc-b"}, 1, "but it does not serve (/readyz 503: standby)"),
+    # a take whose node never heard of it (a lost answer): not called the active node
+    (here(503, "standby"), {**LIVE, "heard": False}, 1, "msc-a holds the lease (epoch 7, valid 4.1 s more by the "
+     "database's clock) but its node has not said it knows it holds it"),
 ]
 
 

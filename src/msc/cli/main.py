@@ -392,8 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Which node of a pair is active (the lease's holder, as the database says) and what this "
                     "machine's node is (its /readyz). Journals nothing; runs on either machine.",
         epilog="exit status: 0 a node is active, and this machine's node is it or a standby that could take over; "
-               "1 no node is active, or the lease's database could not be asked (a single node: it does not "
-               "serve); 3 a node is active but this machine's node could not take over if it failed (not "
+               "1 no node is active — none holds the lease, or its holder is known not to serve (this machine's "
+               "node holding it while not answering, not running or not active; a take its node never heard of) "
+               "—, or the lease's database could not be asked (a single node: it does not serve); "
+               "3 a node is active but this machine's node could not take over if it failed (not "
                "running, not answering, held back by its key ring, or unable to reach the lease's database): "
                "the pair cannot fail over. A monitoring check alerts on anything but 0."))
     sp.add_argument("--format", choices=("text", "json"), default="text")

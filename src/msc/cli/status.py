@@ -13,7 +13,9 @@ out) — that mark is said to be stale; a node that stops cleanly takes its mark
 Exit status (for a monitoring check; OPERATIONS.md "Running two nodes"):
 
 - 0 — a node is active, and this machine's node is it or a standby that could take over;
-- 1 — no node is active (the lease expired or was never held), or the lease's database could not
+- 1 — no node is active (the lease expired or was never held), or the node holding the lease is
+  known not to serve (this machine's node, not answering — paused or hung —, not running or not
+  active; or a holder that never said it knows it holds it), or the lease's database could not
   be asked (a single node: it does not serve);
 - 3 (:data:`EXIT_CANNOT_FAIL_OVER`) — a node is active, but this machine's node could not take
   over if it failed: not running, not answering, held back by its key ring (its master key file
@@ -186,11 +188,19 @@ def status(settings: Settings) -> tuple[int, dict[str, Any]]:
     row, error = lease_row(settings)
     lease = None if row is None else {"holder": row.holder, "epoch": row.epoch, "live": row.live,
                                       "remaining_s": round(row.remaining_s, 1),
-                                      "released": bool(getattr(row, "released", False))}
+                                      "released": bool(getattr(row, "released", False)),
+                                      "heard": bool(getattr(row, "heard", True))}
     active = row.holder if row is not None and row.live else None
     doc = {"node": node.name, "this_node": here, "lease": lease, "active": active}
     if error is not None:
         doc["lease_error"] = error
+    why = not_serving(node.name, active, here, lease)
+    if why is not None:
+        # The lease is held but its holder does not serve (newcomer trial #3: exit 0 while this
+        # machine's active node was SIGSTOPped): no node serves until it runs out.
+        doc["active"] = None
+        doc["not_serving"] = why
+        return 1, doc
     if not active:
         if row is not None:  # expired: is a node running to take it? (newcomer trial F7)
             alive = nodes_alive(settings)
@@ -209,6 +219,24 @@ def status(settings: Settings) -> tuple[int, dict[str, Any]]:
         doc["cannot_take_over"] = why
         return EXIT_CANNOT_FAIL_OVER, doc
     return 0, doc
+
+
+def not_serving(name: str, holder: str | None, here: dict[str, Any], lease: dict[str, Any] | None) -> str | None:
+    """Why the node holding a live lease is known not to serve, or None: it is this machine's node
+    and its /readyz does not say active (not answering — paused or hung —, not running — a killed
+    process's lease runs out —, or a standby: restarted while its previous process's lease runs
+    out), or its node never said it knows it holds it (a take whose answer was lost: OPERATIONS.md
+    "Epochs may skip a number")."""
+    if holder is None or lease is None:
+        return None
+    if holder == name and here.get("role") != "active":
+        if not here["status"]:
+            return ("it does not answer (paused or hung?)" if here.get("process") == "not answering"
+                    else "it is not running (a killed process's lease, running out unrenewed)")
+        return f"it does not serve (/readyz {here['status']}: {here.get('role') or 'not serving'})"
+    if not lease.get("heard", True):
+        return "its node has not said it knows it holds it (a take whose answer was lost?)"
+    return None
 
 
 def cannot_take_over(doc: dict[str, Any]) -> str | None:
@@ -249,6 +277,11 @@ def render(doc: dict[str, Any]) -> list[str]:
         lines.append(f"active node: unknown — the lease's database could not be asked ({doc['lease_error']})")
     elif lease is None:
         lines.append("active node: none — no node has held the lease yet" + (f"; {wont}" if wont else ""))
+    elif lease["live"] and doc.get("not_serving"):
+        who = f"{lease['holder']} (this machine)" if lease["holder"] == doc["node"] else lease["holder"]
+        lines.append(f"active node: none serving — {who} holds the lease (epoch {lease['epoch']}, valid "
+                     f"{lease['remaining_s']:.1f} s more by the database's clock) but {doc['not_serving']}; "
+                     "a standby takes it over when it runs out (exit 1)")
     elif lease["live"]:
         lines.append(f"active node: {lease['holder']} (lease epoch {lease['epoch']}, valid "
                      f"{lease['remaining_s']:.1f} s more by the database's clock)")

@@ -31,11 +31,12 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import structlog
 
 from msc.aio import bounded
-from msc.ha.lease import Acquire, LeaseMachine, Renew, Role, StepDown, Wait
+from msc.ha.lease import MAX_DRIFT, Acquire, LeaseMachine, Renew, Role, StepDown, Wait
 from msc.ha.pglease import Fence, Fenced, Granted, Held, LeaseMisconfigured, LeaseUnavailable, PgLease
 from msc.reasons import explain
 
@@ -51,6 +52,19 @@ NAME_LIVE_TTLS = 3
 DEFER_SEEN_TTLS = 2 / 3
 #: How long a node that stepped down waits for the database to take back its "alive" (stop).
 DEPART_STEPPED_DOWN_S = 1.0
+
+
+@dataclass(frozen=True)
+class LeaseSeen:
+    """One answered read of the lease: sent at ``at`` (monotonic), ``holder`` (None: nobody
+    holds it) at ``epoch``, valid by this node's clock until ``until``; ``heard``: its node said it
+    knows it holds it."""
+
+    at: float
+    holder: str | None
+    epoch: int | None
+    until: float
+    heard: bool = True
 
 
 class LeaseKeeper:
@@ -91,7 +105,9 @@ class LeaseKeeper:
         self._kick = asyncio.Event()
         self.lost_reason: str | None = None
         self.last_error: str | None = None
-        self.holder_seen: str | None = None  # who held the lease at the last refused acquisition
+        #: What the last answered read of the lease said (a refused acquisition, a held-back look):
+        #: :meth:`lease_view` reports a holder only while that read says its lease is still valid.
+        self._seen: LeaseSeen | None = None
         #: How this node's lease was granted (:class:`Granted`): FREE, RELEASED, OWN or FAILOVER.
         self.granted: Granted | None = None
         #: Set when the lease's database refused this standby for a reason waiting does not cure
@@ -184,6 +200,57 @@ class LeaseKeeper:
     @property
     def role(self) -> Role:
         return self.machine.role(self.clock())
+
+    # -- who holds the lease, as far as this node knows ------------------------------------------
+
+    @property
+    def holder_seen(self) -> str | None:
+        """The active node as far as this node knows (:meth:`lease_view`), or None."""
+        return self.lease_view().get("holder")
+
+    def lease_view(self) -> dict[str, str | None]:
+        """Who holds the lease, for /readyz of a node that is not active: ``{"holder": name}`` only
+        for another node whose lease the last answered read says is valid now (its remaining time
+        counted from when that read was sent, less the clocks' drift) and whose node said it knows
+        it holds it; else ``{"holder": None, "lease": why}`` — ``unknown: …`` (not read yet, not
+        since this node held it, or the database not answering), ``free: …``, ``expired: …``,
+        this node's own name (a previous process's lease, or a take whose answer was lost — never
+        called the holder: this node is not active), or a take its node has not said it knows of.
+        ``{}`` while this node is active. Newcomer trial #2: a node that had just stepped down
+        named the node it saw before its own tenure, and a node restarted after ``kill -9`` named
+        itself."""
+        now = self.clock()
+        if self.machine.holds(now):
+            return {}
+        seen = self._seen
+        if seen is None:
+            why = self.last_error or ("not read since this node held it" if self.machine.epoch else "not read yet")
+            return {"holder": None, "lease": f"unknown: {why}"}
+        left = seen.until - now
+        if seen.holder is not None and left > 0:
+            if seen.holder == self.lease.holder:
+                return {"holder": None, "lease": f"this node's own name holds it (epoch {seen.epoch}: a previous "
+                        f"process of this node, or a take whose answer was lost) — not active here; it runs out "
+                        f"within {left:.1f} s"}
+            if not seen.heard:
+                return {"holder": None, "lease": f"taken by {seen.holder} (epoch {seen.epoch}), which has not said it "
+                        f"knows (its answer may have been lost); it runs out within {left:.1f} s unless renewed"}
+            return {"holder": seen.holder}
+        if self.last_error is not None:
+            return {"holder": None, "lease": f"unknown: {self.last_error}"}
+        ago = now - seen.at
+        if ago > self.lease.timeout_s * 2 + self.machine.poll_s:
+            return {"holder": None, "lease": f"unknown: not read for {ago:.1f} s"}
+        if seen.holder is None:
+            return {"holder": None, "lease": "free: nobody holds it (it ran out or was released)"}
+        return {"holder": None, "lease": f"expired: the lease of {seen.holder} (epoch {seen.epoch}) ran out"}
+
+    def _saw(self, sent: float, holder: str | None, epoch: int | None, remaining_s: float | None,
+             heard: bool = True) -> None:
+        """A read answered (sent at ``sent``): ``holder`` (None: nobody) holds it for ``remaining_s``
+        more by the database's clock — valid by ours until ``sent`` plus that, less the drift."""
+        until = sent + max(remaining_s or 0.0, 0.0) * (1 - MAX_DRIFT)
+        self._seen = LeaseSeen(sent, holder, epoch, until, heard)
 
     # -- the fence -----------------------------------------------------------------------------
 
@@ -307,7 +374,10 @@ class LeaseKeeper:
         except (LeaseUnavailable, TimeoutError) as exc:
             self._error(sent, exc)
             return
-        self.holder_seen = row.holder if row is not None and row.live else None
+        if row is None or not row.live:
+            self._saw(sent, None, None if row is None else row.epoch, None)
+        else:
+            self._saw(sent, row.holder, row.epoch, row.remaining_s, row.heard)
         self.machine.held_back(sent)
         self._attempt("held_back")
 
@@ -330,6 +400,7 @@ class LeaseKeeper:
         if isinstance(result, Granted):
             self.machine.acquired(sent, result.epoch)
             self.granted = result
+            self._seen = None  # (what it read before its tenure says nothing after it)
             self._attempt("granted")
             if self.machine.holds(self.clock()):
                 self._arm()
@@ -338,10 +409,11 @@ class LeaseKeeper:
                 self._active.set()
                 if self.on_role:
                     self.on_role(Role.ACTIVE, result.epoch, "lease acquired")
+                await self._confirm(result.epoch)
         elif defer is not None and self._deferred(sent, result):
             self._attempt("held")
         else:
-            self.holder_seen = result.holder
+            self._saw(sent, result.holder, result.epoch, result.remaining_s, result.heard)
             self.machine.refused(sent, result.remaining_s)
             self._attempt("held")
             twin = self._same_name(sent, result)
@@ -351,6 +423,16 @@ class LeaseKeeper:
                 self._active.set()  # wakes wait_active, which raises
                 return False
         return True
+
+    async def _confirm(self, epoch: int) -> None:
+        """Tell the database this node knows it holds ``epoch`` (PgLease.confirm): a take it never
+        heard of is skipped by the next take's report. Best effort, briefly — the first renewal
+        says it too; its failure is the renewal's to report."""
+        bound = min(self.lease.timeout_s, self.machine.renew_every_s, self.machine.valid_until - self.clock())
+        if bound <= 0:
+            return
+        with contextlib.suppress(LeaseUnavailable, TimeoutError):
+            await bounded(self.lease.confirm(epoch), bound)
 
     def _defer_within(self, sent: float) -> float | None:
         """How recently another node must have been seen for this one to leave its own expired
@@ -372,7 +454,7 @@ class LeaseKeeper:
             self._defer_until = sent + self.machine.poll_s
             log.info("lease.deferring", node=self.lease.holder, epoch=held.epoch, for_s=self.machine.poll_s,
                      why="restarted while its own lease ran out: another node is waiting for it")
-        self.holder_seen = None  # nobody holds it
+        self._saw(sent, None, held.epoch, None)  # nobody holds it: left to the node waiting for it
         self.machine.refused(sent, self._defer_until - sent)
         return True
 

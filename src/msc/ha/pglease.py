@@ -14,6 +14,12 @@ statement is one atomic statement on its own (autocommit); every time is the dat
   alone while another node of this lease announced itself (``msc_node_seen``) within that many
   seconds: that node was waiting for it and takes it (newcomer9 F5). The refusal says the lease
   is the caller's, expired (``remaining <= 0``). Decided in the same statement: no window.
+  The new row records the tenure it followed (``prev_holder``, ``prev_ended``) and is not yet
+  ``heard``: its node says it knows of the grant at once (**confirm**; a renewal and a release say
+  it too). A take whose answer never reached its node (the database frozen, the connection cut,
+  while it committed: OPERATIONS.md "Epochs may skip a number") stays unheard, and the next take
+  follows the tenure before it — so a node's retry that finds its own name on an epoch it never
+  knew reports what its take really was: ``Granted.taken`` and ``previous``.
 - **renew**: ``UPDATE … SET expires_at = now + ttl WHERE holder AND epoch match AND not expired``.
 - **release** (clean stop): ``expires_at = now`` if still ours — a standby takes over at once —
   and ``released_at = now``, so that the row says it was given up, not that it ran out (``msc
@@ -62,12 +68,22 @@ CREATE TABLE IF NOT EXISTS msc_lease (
     expires_at  timestamptz NOT NULL,
     acquired_at timestamptz NOT NULL
 );
-DO $$ BEGIN
-    -- (looked up first: ALTER TABLE locks the table even when the column is there already)
-    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'msc_lease'::regclass
-                   AND attname = 'released_at' AND NOT attisdropped) THEN
-        ALTER TABLE msc_lease ADD COLUMN released_at timestamptz;
-    END IF;
+DO $$ DECLARE
+    col text[];
+BEGIN
+    -- Columns added since the table's first version (an older msc_lease gets them at the next start;
+    -- looked up first: ALTER TABLE locks the table even when the column is there already).
+    -- heard: the holder has said it knows it holds this epoch (confirm, renew, release) — false from
+    -- the take until then, NULL on a row written before this column (taken as heard). prev_holder,
+    -- prev_ended: the tenure this take followed (its holder, and "released" or "expired"); a take
+    -- never heard is skipped over, so a retry of a take whose answer was lost says what it followed.
+    FOREACH col SLICE 1 IN ARRAY ARRAY[['released_at', 'timestamptz'], ['heard', 'boolean'],
+                                       ['prev_holder', 'text'], ['prev_ended', 'text']] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'msc_lease'::regclass
+                       AND attname = col[1] AND NOT attisdropped) THEN
+            EXECUTE format('ALTER TABLE msc_lease ADD COLUMN %I %s', col[1], col[2]);
+        END IF;
+    END LOOP;
 END $$;
 CREATE TABLE IF NOT EXISTS msc_node_seen (
     name        text PRIMARY KEY,
@@ -92,41 +108,54 @@ END $$;
 """
 
 ACQUIRE = """
-WITH before AS (
-    SELECT holder, released_at IS NOT NULL AS released, expires_at <= statement_timestamp() AS expired
-    FROM msc_lease WHERE name = $1
-), won AS (
-    INSERT INTO msc_lease AS l (name, holder, epoch, expires_at, acquired_at, released_at)
-    VALUES ($1, $2, 1, statement_timestamp() + make_interval(secs => $3), statement_timestamp(), NULL)
+WITH won AS (
+    INSERT INTO msc_lease AS l (name, holder, epoch, expires_at, acquired_at, released_at, heard,
+                                prev_holder, prev_ended)
+    VALUES ($1, $2, 1, statement_timestamp() + make_interval(secs => $3), statement_timestamp(), NULL, false,
+            NULL, NULL)
     ON CONFLICT (name) DO UPDATE
         SET holder = EXCLUDED.holder, epoch = l.epoch + 1,
-            expires_at = EXCLUDED.expires_at, acquired_at = EXCLUDED.acquired_at, released_at = NULL
+            expires_at = EXCLUDED.expires_at, acquired_at = EXCLUDED.acquired_at, released_at = NULL,
+            heard = false,
+            -- the tenure taken over: the row's own — or, when its holder never heard it held it
+            -- (its answer lost), the one that take followed (the row as locked: no snapshot's view)
+            prev_holder = CASE WHEN l.heard IS FALSE THEN l.prev_holder ELSE l.holder END,
+            prev_ended = CASE WHEN l.heard IS FALSE THEN l.prev_ended
+                              WHEN l.released_at IS NOT NULL THEN 'released' ELSE 'expired' END
         WHERE l.expires_at <= statement_timestamp()
           AND NOT (l.holder = EXCLUDED.holder AND $4::float8 IS NOT NULL AND EXISTS (
               SELECT 1 FROM msc_node_seen s
               WHERE starts_with(s.name, $1 || '/') AND s.name <> $1 || '/' || $2
                 AND s.seen_at > statement_timestamp() - make_interval(secs => $4::float8)))
-    RETURNING l.epoch
+    RETURNING l.epoch, l.prev_holder, l.prev_ended
 )
 SELECT (SELECT epoch FROM won) AS won,
+       (SELECT prev_holder FROM won) AS prev_holder,
+       (SELECT prev_ended FROM won) AS prev_ended,
        (SELECT holder FROM msc_lease WHERE name = $1) AS holder,
        (SELECT epoch FROM msc_lease WHERE name = $1) AS epoch,
        (SELECT extract(epoch FROM expires_at - statement_timestamp())::float8 FROM msc_lease WHERE name = $1)
            AS remaining,
-       (SELECT holder FROM before) AS before_holder,
-       (SELECT released FROM before) AS before_released,
-       (SELECT expired FROM before) AS before_expired
+       (SELECT heard IS NOT FALSE FROM msc_lease WHERE name = $1) AS heard
 """
 
 RENEW = """
-UPDATE msc_lease SET expires_at = statement_timestamp() + make_interval(secs => $4)
+UPDATE msc_lease SET expires_at = statement_timestamp() + make_interval(secs => $4), heard = true
 WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > statement_timestamp()
 RETURNING epoch
 """
 
 RELEASE = """
-UPDATE msc_lease SET expires_at = statement_timestamp(), released_at = statement_timestamp()
+UPDATE msc_lease SET expires_at = statement_timestamp(), released_at = statement_timestamp(),
+    heard = true
 WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > statement_timestamp()
+RETURNING epoch
+"""
+
+#: The holder heard of its grant (LeaseKeeper, at once): a later take follows this tenure, not the one before.
+CONFIRM = """
+UPDATE msc_lease SET heard = true
+WHERE name = $1 AND holder = $2 AND epoch = $3 AND heard IS FALSE
 RETURNING epoch
 """
 
@@ -162,7 +191,8 @@ DEPART = "DELETE FROM msc_node_seen WHERE name = $1 AND instance = $2 RETURNING 
 CURRENT = """
 SELECT holder, epoch, expires_at > statement_timestamp() AS live,
        extract(epoch FROM expires_at - statement_timestamp())::float8 AS remaining, acquired_at,
-       released_at IS NOT NULL AND expires_at <= statement_timestamp() AS released
+       released_at IS NOT NULL AND expires_at <= statement_timestamp() AS released,
+       heard IS NOT FALSE AS heard
 FROM msc_lease WHERE name = $1
 """
 
@@ -224,6 +254,9 @@ class Held:
     holder: str | None
     epoch: int | None
     remaining_s: float | None
+    #: False: the holder has not said it knows of this epoch (its take's answer may have been lost:
+    #: a frozen database, a cut connection — OPERATIONS.md "Epochs may skip a number").
+    heard: bool = field(default=True, compare=False)
 
 
 @dataclass(frozen=True)
@@ -234,6 +267,8 @@ class LeaseRow:
     remaining_s: float
     #: Given up by its holder (a clean stop), not run out; False while it is live.
     released: bool = False
+    #: False: its holder has not said it knows it holds this epoch (see :attr:`Held.heard`).
+    heard: bool = True
 
 
 @dataclass(frozen=True)
@@ -375,9 +410,15 @@ class PgLease:
         remaining <= 0)``."""
         row = (await self._call(ACQUIRE, self.name, self.holder, self.ttl_s, defer_within_s))[0]
         if row["won"] is not None:
-            return Granted(int(row["won"]), *taken_from(row["before_holder"], row["before_released"],
-                                                         row["before_expired"], self.holder))
-        return Held(row["holder"], row["epoch"], row["remaining"])
+            return Granted(int(row["won"]), *taken_from(row["prev_holder"], row["prev_ended"], self.holder))
+        return Held(row["holder"], row["epoch"], row["remaining"], heard=row["heard"] is not False)
+
+    async def confirm(self, epoch: int) -> bool:
+        """Say in the lease row that this node knows it holds ``epoch`` (right after the grant):
+        a take whose answer never reached its node — the database frozen or the connection cut
+        while it committed — stays unheard, and the next take, the same node's retry included,
+        reports the tenure before it (:func:`taken_from`), not that phantom. False: not ours."""
+        return bool(await self._call(CONFIRM, self.name, self.holder, epoch))
 
     async def renew(self, epoch: int) -> bool:
         """Extend the lease by ``ttl`` from the database's now; False: it is no longer ours."""
@@ -404,7 +445,8 @@ class PgLease:
         if not rows:
             return None
         r = rows[0]
-        return LeaseRow(r["holder"], int(r["epoch"]), bool(r["live"]), float(r["remaining"]), bool(r["released"]))
+        return LeaseRow(r["holder"], int(r["epoch"]), bool(r["live"]), float(r["remaining"]), bool(r["released"]),
+                        bool(r["heard"]))
 
     def fence_for(self, epoch: int, *, before: Callable[[], None] | None = None,
                   on_fenced: Callable[[str], None] | None = None) -> Fence:
@@ -436,15 +478,17 @@ class PgLease:
         return fence
 
 
-def taken_from(holder: str | None, released: bool | None, expired: bool | None, me: str) -> tuple[str, str | None]:
-    """(how, previous holder) of a granted lease, from the row as the acquisition's snapshot saw it.
-    A row that was still live in that snapshot and was taken all the same was released (or ran
-    out) in the instant between: not called a failover."""
+def taken_from(holder: str | None, ended: str | None, me: str) -> tuple[str, str | None]:
+    """(how, previous holder) of a granted lease, from the tenure it followed as the acquisition
+    recorded it (``prev_holder``, ``prev_ended``: "released" or "expired"). A take its holder never
+    heard of (its answer lost) is not a tenure: the database skips it, so a node that finds its
+    own name on an epoch it never knew — its own lost take, retried — reports the tenure that take
+    followed (a failover stays a failover), and "own" means the node held it and knew (a restart)."""
     if holder is None:
         return FREE, None
     if holder == me:
         return OWN, holder
-    if released or not expired:
+    if ended == "released":
         return RELEASED, holder
     return FAILOVER, holder
 

@@ -88,7 +88,7 @@ async def _run_node(settings: Settings, switch: Switch, stop: asyncio.Event, rea
                            on_attempt=switch.metrics.lease_call)
         except ValueError as exc:
             raise StartupError(str(exc)) from None
-        switch.lease_info = lambda: {"holder": k.holder_seen, "error": k.last_error, "held_back": k.held_back}
+        switch.lease_info = lambda: {**k.lease_view(), "error": k.last_error, "held_back": k.held_back}
         switch.lease_check = k.check  # /readyz and /metrics never say "active" past the belief's end
         return k
 

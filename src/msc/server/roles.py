@@ -325,7 +325,9 @@ class NodeRole(SwitchParts):
         if self.lease_info is not None:
             info = self.lease_info()
             if self.role != "active" and info.get("holder"):
-                doc["holder"] = info["holder"]
+                doc["holder"] = info["holder"]  # another node, its lease valid by the last answered read
+            elif self.role != "active" and info.get("lease"):
+                doc["lease"] = info["lease"]  # no holder known: why (unknown, free, expired, its own name …)
             if self.role != "active" and info.get("held_back"):
                 doc["held_back"] = info["held_back"]  # why it does not take the lease (lease_hold_back)
             if info.get("error"):
