@@ -22,12 +22,12 @@ import concurrent.futures
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import structlog
 
+from msc.config.secrets import configured_password
 from msc.outage import Outage
 
 if TYPE_CHECKING:
@@ -65,14 +65,15 @@ class PgSettings:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PgSettings:
-        """``[storage]`` of a validated configuration (backend = "postgresql")."""
+        """``[storage]`` of a validated configuration (backend = "postgresql"). Raises ValueError
+        (the message names the setting and the file) when its ``password_file`` is not usable
+        (:func:`msc.config.secrets.read_password`), or, without one, when the libpq password file
+        the client would read is readable by others (the client would ignore it, and the login
+        fail as a wrong password); OSError when the file cannot be read."""
         st = settings.config.storage
         if st.backend != "postgresql" or not st.dsn:
             raise ValueError('[storage] backend is not "postgresql"')
-        password = None
-        if st.password_file is not None:
-            password = read_password(settings.path(st.password_file))
-        return cls(st.dsn, password)
+        return cls(st.dsn, configured_password(settings, st.dsn, st.password_file, "[storage] password_file"))
 
     async def connect(self) -> asyncpg.Connection:
         """One connection (the first host of the URI that matches its target_session_attrs)."""
@@ -99,15 +100,6 @@ def reason(exc: BaseException) -> str:
     from msc.reasons import explain
 
     return str(exc).splitlines()[0][:300] if str(exc).strip() else explain(exc)
-
-
-def read_password(path: Path) -> str:
-    """The first line of a password file (without its line end). Raises OSError/ValueError."""
-    with open(path, encoding="utf-8") as f:
-        line = f.readline().rstrip("\r\n")
-    if not line:
-        raise ValueError(f"{path}: the first line (the password) is empty")
-    return line
 
 
 class Blocking:
