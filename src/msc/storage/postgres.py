@@ -80,7 +80,11 @@ class PgSettings:
         kw: dict[str, Any] = {"timeout": CONNECT_TIMEOUT_S, "command_timeout": COMMAND_TIMEOUT_S}
         if self.password is not None:
             kw["password"] = self.password
-        return await asyncpg.connect(self.dsn, **kw)
+        try:
+            return await asyncpg.connect(self.dsn, **kw)
+        except TimeoutError:  # (asyncpg's has no message: say which bound ran out)
+            raise TimeoutError(f"no answer from the database within {CONNECT_TIMEOUT_S:g} s while connecting"
+                               ) from None
 
     async def pool(self, max_size: int = 4) -> asyncpg.Pool:
         """A pool without a floor (``min_size=0``): connections are made when a call needs one.
@@ -143,7 +147,11 @@ class Blocking:
             self._pending.add(fut)
         try:
             result = fut.result(self.timeout if timeout is None else timeout)
-        except concurrent.futures.TimeoutError:
+        except concurrent.futures.TimeoutError:  # (the builtin TimeoutError since Python 3.11)
+            if fut.done() and not fut.cancelled():
+                # The call's own TimeoutError (its connect's bound, a statement's), not this
+                # wait's: raised as it is, saying the bound that ran out — not this one.
+                raise
             fut.cancel()  # the call ends on the loop (asyncpg cancels its statement) without us
             raise TimeoutError(f"no answer from the database within {self.timeout if timeout is None else timeout:g} s"
                                ) from None
