@@ -236,7 +236,7 @@ class PgWriter:
             raise
         except DB_ERRORS as exc:
             await self._drop_connection()
-            raise JournalUnavailable(f"journal database: {explain(exc)}") from None
+            raise JournalUnavailable(f"journal database: {explain(exc, bound_s=COMMAND_TIMEOUT_S)}") from None
 
     async def _open(self) -> None:
         conn = self._conn = await self.pg.connect()
@@ -457,7 +457,7 @@ class PgWriter:
                                               f"AND {_LIVE}", first, last)
             except DB_ERRORS as exc:
                 await self._after_failure()
-                raise JournalUnavailable(f"journal database: {explain(exc)}") from None
+                raise JournalUnavailable(f"journal database: {explain(exc, bound_s=COMMAND_TIMEOUT_S)}") from None
             return {seq: bytes(leaf) for seq, leaf in rows}
 
     # -- checkpoints ----------------------------------------------------------------------
@@ -574,7 +574,7 @@ class PgWriter:
                 await self._conn.fetchval("SELECT 1")
             except DB_ERRORS as exc:
                 await self._after_failure()
-                raise JournalUnavailable(f"journal database: {explain(exc)}") from None
+                raise JournalUnavailable(f"journal database: {explain(exc, bound_s=COMMAND_TIMEOUT_S)}") from None
 
     def abort(self) -> None:
         """Cut the connection now, without waiting for the server (a node that stepped down and
@@ -603,7 +603,7 @@ class PgReader:
             self._conn = self._run.run(self._connect())
         except DB_ERRORS as exc:
             self._run.close()
-            raise JournalUnavailable(f"journal database: {explain(exc)}") from None
+            raise JournalUnavailable(f"journal database: {explain(exc, bound_s=COMMAND_TIMEOUT_S)}") from None
         except BaseException:
             self._run.close()
             raise
@@ -624,7 +624,7 @@ class PgReader:
         try:
             return self._run.run(self._conn.fetch(sql, *args))
         except DB_ERRORS as exc:
-            raise JournalUnavailable(f"journal database: {explain(exc)}") from None
+            raise JournalUnavailable(f"journal database: {explain(exc, bound_s=COMMAND_TIMEOUT_S)}") from None
 
     def periods(self) -> list[str]:
         known = [p for (p,) in self._fetch(f"SELECT period FROM journal_periods WHERE {_LIVE} ORDER BY period")]
