@@ -250,7 +250,8 @@ _databases = itertools.count(1)
 def pg_backend(request, tmp_path: Path) -> PgBackend:
     """A database of its own for this test on the session's cluster, dropped after it (so the
     cluster stays small: a database is a copy of template1)."""
-    from msc.storage.postgres import PgSettings, read_password
+    from msc.config.secrets import read_password
+    from msc.storage.postgres import PgSettings
 
     cluster = request.getfixturevalue("pg_cluster")
     name = f"contract_{os.getpid()}_{next(_databases)}"

@@ -92,3 +92,46 @@ def test_abort_gives_every_waiting_caller_back_and_refuses_later_calls(callers):
     with pytest.raises(ConnectionAbortedError):
         b.run(value(1))
     b.close()
+
+
+def test_a_timeout_of_the_call_itself_says_its_own_bound_not_the_runners():
+    """Probe hB finding 9: a frozen database's connect ran out of its 10 s and the message said
+    "no answer from the database within 12 s" (the runner's bound, which had not run out): the
+    runner took the call's own TimeoutError for its own (one class since Python 3.11)."""
+    import time
+
+    b = Blocking("test-own-timeout", timeout=5)
+
+    async def connect_timed_out() -> None:
+        await asyncio.sleep(0.05)
+        raise TimeoutError("no answer from the database within 0.05 s while connecting")
+
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError) as info:
+            b.run(connect_timed_out())
+        assert str(info.value) == "no answer from the database within 0.05 s while connecting"
+        assert time.monotonic() - t0 < 4
+    finally:
+        b.close()
+
+
+def test_a_connect_that_gets_no_answer_says_the_connect_bound(monkeypatch):
+    """A server that accepts the TCP connection and answers nothing (SIGSTOPped): the connect's
+    bound is what runs out, and what the message says."""
+    import socket
+
+    from msc.storage import postgres
+
+    monkeypatch.setattr(postgres, "CONNECT_TIMEOUT_S", 0.3)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        b = Blocking("test-connect-bound", timeout=5)
+        try:
+            pg = postgres.PgSettings(f"postgresql://msc@127.0.0.1:{port}/msc?sslmode=disable", "x")
+            with pytest.raises(TimeoutError, match=r"^no answer from the database within 0\.3 s while connecting$"):
+                b.run(pg.connect())
+        finally:
+            b.close()

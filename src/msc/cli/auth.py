@@ -42,6 +42,9 @@ from msc.journal.records import Entry, JournalError
 from msc.mnemonics.auth import Attempt
 
 EXIT_USAGE, EXIT_AUTH = 2, 3
+#: The storage (the journal's or the run-time state's database) cannot be used now: the same status
+#: as a usage or configuration error (OPERATIONS.md "Exit codes"), never 1 ("a problem was found").
+EXIT_UNAVAILABLE = EXIT_USAGE
 
 
 def add_arguments(sp, *, required: bool = True, roles: Iterable[str] = ADMIN) -> None:
@@ -122,9 +125,14 @@ def logon(settings: Settings, args, *, roles: Iterable[str], op: str, audit: dic
           require_journal: bool = True, first: Callable[[], None] | None = None) -> str:
     """Authenticate ``--as`` for ``op`` with one of ``roles``; return the user ID, or exit 3.
 
-    The attempt is journaled before anything else happens. A successful logon that cannot be
-    journaled exits 1 (fail closed) — unless ``require_journal`` is False: ``journal verify``
-    must be able to examine a journal that cannot be written to, and says so. On a pair
+    The attempt is journaled before anything else happens. An attempt that cannot be journaled
+    — the journal's database away or not answering, the running switch refusing or not answering
+    the record request — ends the command there, with one line and exit 2 (fail closed; the
+    storage is unavailable: OPERATIONS.md "Exit codes"), whatever the attempt's outcome. The one
+    exception, with ``require_journal`` False (``journal verify``): a journal whose start-up
+    self-check refuses appends (:class:`msc.journal.selfcheck.JournalRefused`) must still be
+    examined — that is what an administrator needs before ``journal accept`` — and the warning
+    says its logon was not journaled. On a pair
     (``[node]``) a machine whose node is not the active one exits 1 for every command, before
     asking for a password: the records could only be committed by the active node, named in the
     one-line error.
@@ -142,10 +150,12 @@ def logon(settings: Settings, args, *, roles: Iterable[str], op: str, audit: dic
     except NotTheActiveNode as exc:
         not_here(exc)
     except JournalError as exc:
-        print(f"{'error' if require_journal else 'warning'}: the logon could not be journaled: {exc}",
-              file=sys.stderr)
-        if attempt.ok and require_journal:
-            raise SystemExit(1) from None
+        from msc.journal.selfcheck import JournalRefused
+
+        if require_journal or not isinstance(exc, JournalRefused):
+            print(f"error: the logon could not be journaled, so nothing was done: {exc}", file=sys.stderr)
+            raise SystemExit(EXIT_UNAVAILABLE) from None
+        print(f"warning: the logon could not be journaled (the journal refuses appends): {exc}", file=sys.stderr)
     if not attempt.ok:
         refused()
     return attempt.user_id

@@ -20,7 +20,7 @@ from msc.actions.investigate import CASE_RE, CASE_RULE  # noqa: F401
 from msc.cli.admin import DaemonNoAnswer, DaemonUnavailable, control
 from msc.config.load import Settings
 from msc.journal.export import JSON_KEYS
-from msc.journal.records import JournalError, Record
+from msc.journal.records import JournalError, JournalUnavailable, Record
 from msc.journal.search import Query, iso
 from msc.keyring import KeyError_, KeyRing
 from msc.protocol.message import output_bytes
@@ -132,8 +132,7 @@ def cmd_search(args) -> int:
     try:
         records = investigate.search_records(s, who, args.case, q, fmt=args.format)
     except (JournalError, KeyError_) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_PROBLEM
+        return failed(exc)
     seqs = [r.seq for r in records]
     out = sys.stdout
     if args.format == "jsonl":
@@ -155,6 +154,14 @@ def cmd_search(args) -> int:
             out.write(text_block(r))
         out.write(f"=== end of report: {len(seqs)} record(s) ===\n")
     return EXIT_OK
+
+
+def failed(exc: Exception) -> int:
+    """One line for an error of the journal or the key ring, and the exit status: 2 when the
+    storage is unavailable (its database away or not answering: nothing is known, nothing was
+    shown — OPERATIONS.md "Exit codes"), else 1 (the operation found a problem)."""
+    print(f"error: {exc}", file=sys.stderr)
+    return EXIT_USAGE if isinstance(exc, JournalUnavailable) else EXIT_PROBLEM
 
 
 def report_header(s: Settings, args, q: Query, n: int) -> str:
@@ -188,8 +195,7 @@ def cmd_export(args) -> int:
     try:
         done = investigate.export_bundle(s, who, args.case, q, Path(args.out))
     except (JournalError, KeyError_, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_PROBLEM
+        return failed(exc)
     print(f"exported {done.records} record(s) to {args.out} (checkpoint tree_size {done.tree_size}); "
           f"check it with: python3 verify_bundle.py --fingerprint {done.fingerprint} {args.out}")
     return EXIT_OK
@@ -199,12 +205,16 @@ def cmd_verify(args) -> int:
     from msc.cli.auth import JOURNAL_CHECK
 
     s = _settings(args)
-    # A journal that cannot be written to (its self-check failed) must still be verifiable.
+    # A journal whose self-check refuses appends must still be verifiable (msc.cli.auth.logon);
+    # one that cannot be reached is refused like any other command, before anything is read.
     who = authenticate(s, args, "verify", JOURNAL_CHECK, require_journal=False)
     try:
         res, audited = investigate.verify_journal(s, who, min_tree_size=args.min_tree_size)
     except KeyError_ as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except JournalError as exc:  # (its database away while it read: not a failed verification)
+        print(f"error: the journal could not be verified: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if not audited:
         print("warning: the verification could not be journaled", file=sys.stderr)
@@ -261,8 +271,7 @@ def cmd_purge(args) -> int:
 
             purged = asyncio.run(go())
     except JournalError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_PROBLEM
+        return failed(exc)
     if not purged:
         print(f"retention {days} days: no month is old enough to purge")
     for period, first, last in purged:

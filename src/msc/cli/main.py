@@ -1,7 +1,7 @@
 """The ``msc`` command (OPERATIONS.md "The msc command"). Thin: parse arguments, call packages.
 
-Exit codes: 0 ok, 1 the operation found a problem, 2 usage or configuration error,
-3 authentication refused.
+Exit codes: 0 ok, 1 the operation found a problem, 2 usage or configuration error (or the storage
+unavailable now: nothing was done), 3 authentication refused.
 """
 
 from __future__ import annotations
@@ -499,6 +499,7 @@ def _main(argv: list[str] | None) -> int:
         configure(level="warning", json=True)
     import sqlite3
 
+    from msc.journal.records import JournalError, JournalUnavailable
     from msc.storage.backends import StorageUnavailable
 
     try:
@@ -507,6 +508,14 @@ def _main(argv: list[str] | None) -> int:
         return 130
     except StorageUnavailable as exc:  # [storage] backend = "postgresql" and its database cannot be reached
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except JournalError as exc:  # one a command did not handle itself: one line, never a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, JournalUnavailable) else EXIT_PROBLEM
+    except TimeoutError as exc:  # a bound that ran out (a database that does not answer) unhandled below
+        from msc.reasons import explain
+
+        print(f"error: {explain(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except sqlite3.OperationalError as exc:  # state.db (or a journal file) locked or failing: one line, no traceback
         from msc.reasons import explain

@@ -8,7 +8,7 @@ import time
 
 from msc.actions import directory, investigate
 from msc.cli.admin import daemon_running
-from msc.journal.records import JournalError
+from msc.journal.records import JournalError, JournalUnavailable
 from msc.ops import reports
 
 EXIT_OK, EXIT_PROBLEM = 0, 1
@@ -68,7 +68,7 @@ def cmd_report(args) -> int:
             doc = investigate.misuse_report(s, who, start, end)
         except JournalError as exc:
             print(f"error: the report could not be audited: {exc}", file=sys.stderr)
-            return EXIT_PROBLEM
+            return 2 if isinstance(exc, JournalUnavailable) else EXIT_PROBLEM
     if args.format == "json":
         print(json.dumps(doc, indent=1))
     else:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import stat
 import urllib.parse
 
 from msc.config.checker import Checker, check_tz, parse_hostport
+from msc.config.secrets import libpq_passfile_problem, password_file_problem
 
 MIN_RETENTION_DAYS = 1096  # PPP §1.7.1 A: three years of journals
 
@@ -194,15 +194,35 @@ def _check_node(c: Checker, settings, cfg) -> None:
         for problem in dsn_problems(n.lease_dsn):
             c.add("node.lease_dsn", problem)
     if n.lease_password_file is not None:
-        pw = settings.path(n.lease_password_file)
-        if not pw.is_file():
-            c.add("node.lease_password_file", f"file not found: {n.lease_password_file}")
-        elif pw.stat().st_mode & 0o077:
-            c.add("node.lease_password_file", f"{n.lease_password_file} is readable by others: chmod 600 (a password)")
+        bad = password_file_problem(settings.path(n.lease_password_file))
+        if bad is not None:
+            c.add("node.lease_password_file", bad)
+    elif n.lease_dsn is not None:
+        bad = libpq_passfile_problem(n.lease_dsn)
+        if bad is not None:
+            c.add("node.lease_dsn", bad)
 
 
 #: target_session_attrs values asyncpg (the PostgreSQL client) understands.
 SESSION_ATTRS = frozenset(("any", "primary", "standby", "prefer-standby", "read-write", "read-only"))
+#: Those that let msc write: it journals, so it must reach the primary (``any`` only with one host).
+WRITABLE_ATTRS = ("read-write", "primary")
+#: The query parameters msc's client (asyncpg) takes as libpq does (libpq "Parameter Key Words";
+#: lowercase, as libpq spells them). Any other goes to the server as a run-time setting —
+#: ``?foo=bar`` fails every connection (``unrecognized configuration parameter "foo"``) — except
+#: application_name, which libpq and the server both know.
+KNOWN_PARAMS = frozenset((
+    "host", "port", "dbname", "user", "passfile", "sslmode", "sslcert", "sslkey", "sslrootcert", "sslcrl",
+    "sslnegotiation", "ssl_min_protocol_version", "ssl_max_protocol_version", "target_session_attrs",
+    "krbsrvname", "gsslib", "application_name"))
+#: Allowed values of the parameters that have a fixed set (asyncpg refuses the rest at connect time).
+PARAM_VALUES = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "ssl_min_protocol_version": ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"),
+    "ssl_max_protocol_version": ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"),
+    "sslnegotiation": ("postgres", "direct"),
+    "gsslib": ("gssapi", "sspi"),
+}
 #: libpq connection parameters (libpq "Parameter Key Words") that asyncpg's URI parser does not take:
 #: it passes every unknown query parameter on to the server as a run-time setting, and the server
 #: refuses the connection (FATAL: unrecognized configuration parameter "connect_timeout") — found
@@ -228,17 +248,15 @@ def _check_storage(c: Checker, settings, st) -> None:
         for problem in dsn_problems(st.dsn):
             c.add("storage.dsn", problem)
     if st.password_file is not None:
-        path = settings.path(st.password_file)
-        try:
-            mode = path.stat().st_mode
-        except OSError:
-            c.add("storage.password_file", f"file not found: {st.password_file}")
-        else:
-            if not stat.S_ISREG(mode):
-                c.add("storage.password_file", "must be a regular file")
-            elif mode & 0o077:
-                c.add("storage.password_file", f"mode {stat.S_IMODE(mode):04o}: must not be readable by group or others "
-                                               "(chmod 600)")
+        # What msc serve would refuse (msc.config.secrets.read_password, the one reader of it):
+        # missing, not a file, readable by others, its first line empty, not UTF-8, or padded.
+        bad = password_file_problem(settings.path(st.password_file))
+        if bad is not None:
+            c.add("storage.password_file", bad)
+    elif st.dsn:
+        bad = libpq_passfile_problem(st.dsn)  # the client's own (passfile=, PGPASSFILE, ~/.pgpass)
+        if bad is not None:
+            c.add("storage.dsn", bad)
 
 
 NO_PASSWORD = ("no password in the connection string: give it in a file (storage.password_file, "
@@ -266,7 +284,12 @@ def dsn_problems(dsn: str) -> list[str]:
     # one of them makes "user:pass/word@host" parse as host "user", port "pass" and a path);
     # "??password=" parses as the key "?password"; libpq's keys are case-insensitive.
     after_server = dsn.partition("//")[2][len(parts.netloc):]
-    if "password" in urllib.parse.unquote(parts.query).lower() or "@" in after_server:
+    # (a key that names a password, however written; not a value — a passfile's path may say "password")
+    password_param = (any("password" in k.lower() for k in query)
+                      or "password=" in urllib.parse.unquote(parts.query).lower())
+    if password_param:
+        problems.append(NO_PASSWORD)
+    elif "@" in after_server:
         problems.append(NO_PASSWORD + " (an '@' in a database name or parameter is written %40)")
     if parts.fragment or dsn.endswith("#"):
         problems.append("a connection URI has no '#' part")
@@ -293,11 +316,32 @@ def dsn_problems(dsn: str) -> list[str]:
                         "reach the server as a run-time parameter and every connection would be refused; leave "
                         "it out (asyncpg reads host, port, dbname, user, passfile, sslmode, sslcert, sslkey, "
                         "sslrootcert, sslcrl, target_session_attrs, …)")
+    if any(k.lower() == "service" for k in query):
+        problems.append("service: msc's client (asyncpg) does not read a service file as libpq does (an unknown "
+                        "service is ignored, not refused): name the host, port, database and user in the URI")
+    named = {k.lower() for k in query} & (LIBPQ_ONLY_PARAMS | {"service"})
+    strange = sorted(k for k in query if k not in KNOWN_PARAMS and k.lower() not in named and "password" not in k.lower())
+    if strange:
+        problems.append(f"{', '.join(strange)}: not a connection parameter msc's client knows — it would reach the "
+                        "server as a run-time setting and the connection be refused; known: "
+                        f"{', '.join(sorted(KNOWN_PARAMS))}")
+    for key, allowed in PARAM_VALUES.items():
+        values = query.get(key, [])
+        if values and values[-1] not in allowed:
+            problems.append(f"{key} must be one of {', '.join(allowed)}")
     attrs = query.get("target_session_attrs", [])
     if attrs and attrs[-1] not in SESSION_ATTRS:
         problems.append(f"target_session_attrs must be one of {', '.join(sorted(SESSION_ATTRS))}")
-    if len(hosts) > 1 and (not attrs or attrs[-1] not in ("read-write", "primary")):
+    elif len(hosts) > 1 and (not attrs or attrs[-1] not in WRITABLE_ATTRS):
         problems.append("several hosts need target_session_attrs=read-write (else a standby may be chosen)")
+    elif attrs and attrs[-1] not in (*WRITABLE_ATTRS, "any"):
+        problems.append(f"target_session_attrs={attrs[-1]}: msc writes (its journal), so it needs the primary — "
+                        "read-write (or primary; with one host, any)")
+    if dsn != dsn.strip() or any(ch.isspace() for ch in dsn):
+        # A leading one is dropped by the URI parser, a trailing one becomes part of the
+        # database's name ("msc "): neither is what was meant.
+        problems.append("has a space (or another blank) in it — a leading or trailing one included: remove it "
+                        "(a space inside a name is written %20)")
     return problems
 
 

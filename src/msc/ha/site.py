@@ -5,6 +5,7 @@ keeper and by the ``msc`` command, which asks who is active before journaling th
 from __future__ import annotations
 
 from msc.config.load import Settings
+from msc.config.secrets import configured_password
 from msc.ha.pglease import LeaseRow, PgLease, SeenNode, connector
 
 
@@ -23,10 +24,9 @@ def lease_for(settings: Settings) -> PgLease:
         if storage is None or getattr(storage, "backend", None) != "postgresql" or not storage.dsn:
             raise ValueError("[node] needs lease_dsn, or [storage] backend = \"postgresql\" (CONFIG.md \"Two nodes\")")
         dsn, password_file = storage.dsn, storage.password_file
-    password = None
-    if password_file is not None:
-        lines = settings.path(password_file).read_text().splitlines()
-        password = lines[0] if lines else ""
+    # Read as the storage reads it (one function: a file that works for one works for the other).
+    password = configured_password(settings, dsn, password_file,
+                                   "[node] lease_password_file" if node.lease_dsn is not None else "[storage] password_file")
     timeout_s = min(5.0, node.lease_ttl_s)
     return PgLease(connector(dsn, password=password, timeout_s=timeout_s),
                    holder=node.name, ttl_s=node.lease_ttl_s, timeout_s=timeout_s)

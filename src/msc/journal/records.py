@@ -52,6 +52,14 @@ class JournalError(MscError):
     landed: list[int] | None = None
 
 
+class JournalUnavailable(JournalError):
+    """The journal's storage cannot be used now — its database does not answer, refuses the
+    connection, or a call ran out of its bound (``[storage] backend = "postgresql"``): an outage,
+    not something wrong with the journal. A reader that meets it says the journal is
+    *unavailable*, never that a record is bad (``msc journal verify`` does not fail on it), and
+    the ``msc`` command exits 2 with one line, as for :class:`msc.storage.errors.StorageUnavailable`."""
+
+
 class JournalFenced(JournalError):
     """A write refused because this node no longer holds the pair's lease (OPERATIONS.md
     "Running two nodes"): nothing of it was committed, and the node steps down on purpose —

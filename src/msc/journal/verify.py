@@ -37,7 +37,7 @@ from msc.journal.bundle_verifier import checkpoint_message, commitment
 from msc.journal.interfaces import JournalReader
 from msc.journal.merkle import Frontier
 from msc.journal.reader import Reader
-from msc.journal.records import JournalError, open_sealed, unseal_meta
+from msc.journal.records import JournalError, JournalUnavailable, open_sealed, unseal_meta
 from msc.journal.retention import PURGE_CODE, TIMELINE_GAP_S, PurgeClaim, claim_of, judge
 from msc.journal.schema import COLUMNS
 from msc.keyring import KeyRing, PeriodKeys
@@ -203,6 +203,8 @@ class Verifier:
                 return 0
             try:
                 records = list(self._reader.records(period, self.expected, budget))
+            except JournalUnavailable:
+                raise  # the database away: nothing is known about the records (not a failure of theirs)
             except (sqlite3.DatabaseError, JournalError) as exc:
                 res.fail(self.expected, f"partition {period} is unreadable: {exc}")
                 return 0

@@ -80,8 +80,8 @@ class Backends:
 
             try:
                 self._pg = PgSettings.from_settings(settings)
-            except ValueError as exc:  # its password file's first line is empty
-                raise StorageUnavailable(f"[storage] password_file: {exc}") from None
+            except ValueError as exc:  # a password file that cannot be used (the message names it)
+                raise StorageUnavailable(str(exc)) from None
 
     @property
     def postgresql(self) -> bool:

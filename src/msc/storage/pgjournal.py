@@ -47,7 +47,7 @@ import asyncpg
 from msc.journal.bundle_verifier import checkpoint_message
 from msc.journal.interfaces import TXN_SUMMARY_SQL, TxnSummary
 from msc.journal.merkle import Frontier
-from msc.journal.records import META_COLUMNS, JournalError, JournalFenced
+from msc.journal.records import META_COLUMNS, JournalError, JournalFenced, JournalUnavailable
 from msc.journal.schema import PURGE_CODE, TIMELINE_GAP_S, Checkpoint, Row, StoredRecord
 from msc.journal.writer import JournalBusy
 from msc.reasons import explain
@@ -236,7 +236,7 @@ class PgWriter:
             raise
         except DB_ERRORS as exc:
             await self._drop_connection()
-            raise JournalError(f"journal database: {explain(exc)}") from None
+            raise JournalUnavailable(f"journal database: {explain(exc, bound_s=COMMAND_TIMEOUT_S)}") from None
 
     async def _open(self) -> None:
         conn = self._conn = await self.pg.connect()
@@ -343,7 +343,7 @@ class PgWriter:
             raise
         except DB_ERRORS as exc:
             await self._drop_connection()
-            raise JournalError(f"journal database cannot be reopened: {_reason(exc)}") from None
+            raise JournalUnavailable(f"journal database cannot be reopened: {_reason(exc)}") from None
 
     # -- appending ------------------------------------------------------------------------
 
@@ -457,7 +457,7 @@ class PgWriter:
                                               f"AND {_LIVE}", first, last)
             except DB_ERRORS as exc:
                 await self._after_failure()
-                raise JournalError(f"journal database: {explain(exc)}") from None
+                raise JournalUnavailable(f"journal database: {explain(exc, bound_s=COMMAND_TIMEOUT_S)}") from None
             return {seq: bytes(leaf) for seq, leaf in rows}
 
     # -- checkpoints ----------------------------------------------------------------------
@@ -584,7 +584,7 @@ class PgWriter:
                 row = await self._conn.fetchrow(_WRITABLE)
             except DB_ERRORS as exc:
                 await self._after_failure()
-                raise JournalError(f"journal database: {explain(exc)}") from None
+                raise JournalUnavailable(f"journal database: {explain(exc, bound_s=COMMAND_TIMEOUT_S)}") from None
             assert row is not None
             refusals = [why for ok, why in (
                 (row["records"], "this role may not insert into journal_records"),
@@ -629,7 +629,7 @@ class PgReader:
             self._conn = self._run.run(self._connect())
         except DB_ERRORS as exc:
             self._run.close()
-            raise JournalError(f"journal database: {explain(exc)}") from None
+            raise JournalUnavailable(f"journal database: {explain(exc, bound_s=COMMAND_TIMEOUT_S)}") from None
         except BaseException:
             self._run.close()
             raise
@@ -650,7 +650,7 @@ class PgReader:
         try:
             return self._run.run(self._conn.fetch(sql, *args))
         except DB_ERRORS as exc:
-            raise JournalError(f"journal database: {explain(exc)}") from None
+            raise JournalUnavailable(f"journal database: {explain(exc, bound_s=COMMAND_TIMEOUT_S)}") from None
 
     def periods(self) -> list[str]:
         known = [p for (p,) in self._fetch(f"SELECT period FROM journal_periods WHERE {_LIVE} ORDER BY period")]

@@ -22,12 +22,12 @@ import concurrent.futures
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import structlog
 
+from msc.config.secrets import configured_password
 from msc.outage import Outage
 
 if TYPE_CHECKING:
@@ -65,21 +65,26 @@ class PgSettings:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PgSettings:
-        """``[storage]`` of a validated configuration (backend = "postgresql")."""
+        """``[storage]`` of a validated configuration (backend = "postgresql"). Raises ValueError
+        (the message names the setting and the file) when its ``password_file`` is not usable
+        (:func:`msc.config.secrets.read_password`), or, without one, when the libpq password file
+        the client would read is readable by others (the client would ignore it, and the login
+        fail as a wrong password); OSError when the file cannot be read."""
         st = settings.config.storage
         if st.backend != "postgresql" or not st.dsn:
             raise ValueError('[storage] backend is not "postgresql"')
-        password = None
-        if st.password_file is not None:
-            password = read_password(settings.path(st.password_file))
-        return cls(st.dsn, password)
+        return cls(st.dsn, configured_password(settings, st.dsn, st.password_file, "[storage] password_file"))
 
     async def connect(self) -> asyncpg.Connection:
         """One connection (the first host of the URI that matches its target_session_attrs)."""
         kw: dict[str, Any] = {"timeout": CONNECT_TIMEOUT_S, "command_timeout": COMMAND_TIMEOUT_S}
         if self.password is not None:
             kw["password"] = self.password
-        return await asyncpg.connect(self.dsn, **kw)
+        try:
+            return await asyncpg.connect(self.dsn, **kw)
+        except TimeoutError:  # (asyncpg's has no message: say which bound ran out)
+            raise TimeoutError(f"no answer from the database within {CONNECT_TIMEOUT_S:g} s while connecting"
+                               ) from None
 
     async def pool(self, max_size: int = 4) -> asyncpg.Pool:
         """A pool without a floor (``min_size=0``): connections are made when a call needs one.
@@ -99,15 +104,6 @@ def reason(exc: BaseException) -> str:
     from msc.reasons import explain
 
     return str(exc).splitlines()[0][:300] if str(exc).strip() else explain(exc)
-
-
-def read_password(path: Path) -> str:
-    """The first line of a password file (without its line end). Raises OSError/ValueError."""
-    with open(path, encoding="utf-8") as f:
-        line = f.readline().rstrip("\r\n")
-    if not line:
-        raise ValueError(f"{path}: the first line (the password) is empty")
-    return line
 
 
 class Blocking:
@@ -151,7 +147,11 @@ class Blocking:
             self._pending.add(fut)
         try:
             result = fut.result(self.timeout if timeout is None else timeout)
-        except concurrent.futures.TimeoutError:
+        except concurrent.futures.TimeoutError:  # (the builtin TimeoutError since Python 3.11)
+            if fut.done() and not fut.cancelled():
+                # The call's own TimeoutError (its connect's bound, a statement's), not this
+                # wait's: raised as it is, saying the bound that ran out — not this one.
+                raise
             fut.cancel()  # the call ends on the loop (asyncpg cancels its statement) without us
             raise TimeoutError(f"no answer from the database within {self.timeout if timeout is None else timeout:g} s"
                                ) from None
