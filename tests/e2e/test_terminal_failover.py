@@ -424,7 +424,8 @@ def test_an_operator_is_told_which_messages_got_no_acknowledgement_when_the_conn
     named = re.findall(r"^no A/N for (ICS1\w+)\.(\S+) before the connection was lost: not sent again "
                        r"\(msc may have accepted it: look for an answer or an MSC\.Exxx notice \(E302, E303, E307, E501, "
                        r"or the upstream's own code\) with header "
-                       r"(ICS1\w+), or msc journal search, before sending it again\)$", t.text, re.M)
+                       r"(ICS1\w+), or ask your agency's MSC administrator or an investigator to check the journal "
+                       r"for it, before sending it again\)$", t.text, re.M)
     assert [(text, head == again) for head, text, again in named] == \
         [("QV.CA0130000.LIC/PAUSED1", True), ("QV.CA0130000.LIC/PAUSED2", True)], t.text
     assert t.text.index("no A/N for") < t.text.index("Session ended: CONNECTION")

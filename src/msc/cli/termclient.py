@@ -121,6 +121,8 @@ class Terminal:
         self.unknown = 0  # messages whose answer was lost with a connection (not sent again)
         self.stop_trying = False  # set (Ctrl-C): connect_any stops at its next try
         self.pending: dict[int, str] = {}  # own messages sent on this connection without an A/N yet
+        self.not_sent: list[str] = []  # lines typed in a session that ended before they were sent
+        self.not_taken = 0  # lines typed after a LOGOFF among those (a logon's answers): counted only
         # Own requests msc accepted (A) with no output of their header yet, by header, in this
         # session; and those of ended sessions with how the session ended, until told (termrules).
         self.open: dict[str, Unanswered] = {}
