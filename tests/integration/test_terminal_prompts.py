@@ -148,3 +148,38 @@ async def test_every_line_without_an_a_or_n_is_named_after_a_pause(monkeypatch, 
             assert f"not sent: {line} — typed before the connection was lost, it never left this terminal: " \
                    "type it again" in shown, shown
         assert not any("PAUSED2" in t or "PAUSED3" in t for t in s.node.texts)
+
+
+class Undecided(Paused):
+    """A node whose database is away: every LOGON is answered E503."""
+
+    async def _serve(self, reader, writer) -> None:
+        self.conns.append((reader, writer))
+        writer.write(framing.message(0, b"SYS.BANNER.AUTHORIZED USE ONLY"))
+        framer = framing.Framer()
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await reader.read(65536):
+                for f in framer.feed(data):
+                    if f.type == framing.MSG:
+                        self.texts.append(f.payload.decode())
+                        writer.write(framing.nak(f.xid, "E503", "STORAGE UNAVAILABLE, TRY AGAIN"))
+
+
+async def test_msc_s_own_line_at_an_open_prompt_starts_a_new_line_and_no_session_is_said_to_end(monkeypatch):
+    async with Started(monkeypatch, Undecided) as s:
+        monkeypatch.undo()  # (msc's lines through Terminal.print itself: on_screen patched it)
+        monkeypatch.setattr("sys.stdout", s.screen)
+        monkeypatch.setattr("sys.stderr", s.screen)
+        await s.op.answer("Press Enter to acknowledge", "")
+        await s.op.answer("User ID: ", "JD1234")
+        await s.op.answer("One-time password", "")
+        await s.op.answer("Password: ", PASSWORD)
+        prompt = "Press Enter to try again as JD1234, or type anything to log on as another user (Ctrl-D to exit): "
+        await s.screen.shows(prompt)
+        s.node.logoff("SHUTDOWN")
+        s.node.close()
+        assert await asyncio.wait_for(s.client, HANG_S) == termrules.EXIT_ENDED
+        shown = s.screen.getvalue()
+        assert prompt + "\nSYS LOGOFF.SHUTDOWN\n" in shown, shown
+        assert "Session ended" not in shown, shown
+        assert "Connection to msc ended (no one was logged on): SHUTDOWN. Disconnected from msc." in shown, shown

@@ -152,6 +152,7 @@ class LineReader:
         self.tty = _isatty(fd)
         self.saved: list | None = None  # the terminal's settings before the client changed them
         self.prompt: str | None = None  # the prompt of the logon dialog waiting for its answer, if any
+        self.at_prompt = False  # the cursor is just after that prompt (msc's own lines start a new line)
 
     def _fill(self) -> None:
         try:
@@ -290,6 +291,7 @@ class LineReader:
             with contextlib.suppress(OSError, ValueError):
                 sys.stdout.write("\n" + self.prompt)
                 sys.stdout.flush()
+                self.at_prompt = True
 
 
 async def _ask(t: Terminal, stdin: LineReader, prompt: str, *, secret: bool = False) -> str | None:
@@ -301,10 +303,12 @@ async def _ask(t: Terminal, stdin: LineReader, prompt: str, *, secret: bool = Fa
     stdin.discard()
     if not secret:
         stdin.listen()
+    done: set = set()
+    task: asyncio.Future | None = None
     try:
         sys.stdout.write(prompt)
         sys.stdout.flush()
-        stdin.prompt = prompt
+        stdin.prompt, stdin.at_prompt = prompt, True
         task = asyncio.ensure_future(stdin.readline())
         done, _ = await asyncio.wait([task, t.closed], return_when=asyncio.FIRST_COMPLETED)
         if task not in done:
@@ -313,12 +317,14 @@ async def _ask(t: Terminal, stdin: LineReader, prompt: str, *, secret: bool = Fa
                 await task
     finally:
         stdin.prompt = None
+        at_prompt, stdin.at_prompt = stdin.at_prompt, False
         stdin.hush()
-        if secret and stdin.tty:
+        if secret and stdin.tty and task in done:
             print(flush=True)  # the Enter that ended the secret was not shown either
-    if task in done:
+    if task is not None and task in done:
         return task.result()
-    print(flush=True)
+    if at_prompt:
+        print(flush=True)  # (msc's own line, if one came, started a new line already)
     raise t.ending()
 
 
@@ -331,10 +337,10 @@ async def _prompt(stdin: LineReader, prompt: str, *, secret: bool = False) -> st
     try:
         sys.stdout.write(prompt)
         sys.stdout.flush()
-        stdin.prompt = prompt
+        stdin.prompt, stdin.at_prompt = prompt, True
         return await stdin.readline()
     finally:
-        stdin.prompt = None
+        stdin.prompt, stdin.at_prompt = None, False
         stdin.hush()
         if secret and stdin.tty:
             print(flush=True)
@@ -392,9 +398,15 @@ PIPED = ("the input is not a terminal: its next lines were written for {session}
          "again by itself after a failover)")
 
 
-def _ended(e: SessionEnded, *, again: bool = False) -> None:
+def _what_ended(t: Terminal) -> str:
+    """How the client names what just ended: "Session ended" when someone was logged on (or the
+    station bound); else no session ended — only the connection did."""
+    return "Session ended" if t.was_logged_on else "Connection to msc ended (no one was logged on)"
+
+
+def _ended(e: SessionEnded, *, again: bool = False, what: str = "Session ended") -> None:
     if e.closed:
-        print(f"Session ended: {e.reason}. Disconnected from msc.", file=sys.stderr, flush=True)
+        print(f"{what}: {e.reason}. Disconnected from msc.", file=sys.stderr, flush=True)
     else:
         tail = " Log on again, or Ctrl-D to exit." if again else ""
         print(f"Session ended by msc: {e.reason}.{tail}", file=sys.stderr, flush=True)
@@ -514,7 +526,9 @@ async def run(opts: TerminalOptions, stdin: LineReader | None = None) -> int:
     """The command: its exit status as in the module's docstring. ``stdin``: where lines are typed (fd 0)."""
     stdin = stdin if stdin is not None else LineReader(0)
     with _restoring(stdin):
-        return await _connected(Terminal(opts), opts, stdin)
+        t = Terminal(opts)
+        t.keyboard = stdin  # msc's own lines start on a line of their own when a prompt is open
+        return await _connected(t, opts, stdin)
 
 
 async def _connected(t: Terminal, opts: TerminalOptions, stdin: LineReader) -> int:
@@ -543,13 +557,14 @@ async def _connected(t: Terminal, opts: TerminalOptions, stdin: LineReader) -> i
                     # Piped lines are a script written for this connection's dialog: another
                     # connection's banner and logon prompts would take its next lines (a
                     # message, the next step) as Enter, User ID and password.
-                    print(f"Session ended: {e.reason}. Not connecting again: "
+                    print(f"{_what_ended(t)}: {e.reason}. Not connecting again: "
                           f"{PIPED.format(session='the session that ended')}.", file=sys.stderr, flush=True)
                     return EXIT_ENDED
                 if action == termrules.RETRY_LOGON:
                     # msc closed the connection of a script that kept trying its logon (its logon
                     # time limit, or its refused messages): the same node again, the budget goes on.
-                    print(f"Session ended: {e.reason}. Connecting again to try the logon.", file=sys.stderr, flush=True)
+                    print(f"{_what_ended(t)}: {e.reason}. Connecting again to try the logon.", file=sys.stderr,
+                          flush=True)
                     first = t.at
                 elif action == termrules.ASK:
                     # Nobody logged on at this terminal in time: no silent reconnect every
@@ -562,10 +577,11 @@ async def _connected(t: Terminal, opts: TerminalOptions, stdin: LineReader) -> i
                         return EXIT_OK
                     first = t.at  # the same node: it was not at fault
                 elif action == termrules.END:
-                    _ended(e)
+                    _ended(e, what=_what_ended(t))
                     return EXIT_ENDED
                 else:
-                    print(f"Session ended: {e.reason}. Connecting to the next msc address.", file=sys.stderr, flush=True)
+                    print(f"{_what_ended(t)}: {e.reason}. Connecting to the next msc address.", file=sys.stderr,
+                          flush=True)
                     if opts.interactive and t.otp_session:
                         print(termrules.OTP_USED_AFTER_FAILOVER, file=sys.stderr, flush=True)
                     first = t.at + 1
@@ -598,6 +614,7 @@ async def _run(t: Terminal, opts: TerminalOptions, stdin: LineReader, banner: st
     if opts.bind:
         if not await _bind(t, opts):
             return EXIT_PROBLEM
+        t.logged_on = True  # (a bound station's connection ending is a session that ended)
         _tell_unanswered(t)  # (bound again after a lost connection: a host's requests are its station's)
     if opts.interactive and opts.user is None and not opts.bind:
         return await _interactive(t, stdin, opts)
