@@ -641,7 +641,8 @@ def test_a_script_closed_for_want_of_a_logon_says_why_and_does_not_fail_over(imp
             "--send", "QV.CA0130000.LIC/NOBODY")
     try:
         t.expect("Password: ")
-        t.expect(r"Session ended: E201 NO LOGON WITHIN 2 S\. Disconnected from msc\.", timeout=30)
+        t.expect(r"Connection to msc ended \(no one was logged on\): E201 NO LOGON WITHIN 2 S\. Disconnected from msc\.",
+                 timeout=30)
         assert t.wait() == 4, t.text
     finally:
         t.close()
@@ -912,8 +913,8 @@ def test_a_piped_dialog_closed_for_want_of_a_logon_does_not_wait_for_enter(impat
         if p.poll() is None:
             p.kill()
     assert status == 4, err
-    assert re.search(r"Session ended: E201 NO LOGON WITHIN \d+ S\. Not connecting again: the input is not a "
-                     r"terminal", err), err
+    assert re.search(r"Connection to msc ended \(no one was logged on\): E201 NO LOGON WITHIN \d+ S\. "
+                     r"Not connecting again: the input is not a terminal", err), err
     assert "Press Enter to connect again" not in err
 
 

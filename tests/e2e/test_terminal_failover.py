@@ -328,7 +328,8 @@ def test_a_node_lost_after_msc_ended_the_session_is_said_as_lost_not_with_the_ol
         t.expect(r"Session ended by msc: USER DISABLED\. Log on again, or Ctrl-D to exit\.")
         t.expect("User ID: ")
         nodes.serve["A"].stop(how)
-        t.expect(rf"Session ended: {said}\. Connecting to the next msc address\.")
+        # (at User ID: no one is logged on: the connection ended, not a session)
+        t.expect(rf"Connection to msc ended \(no one was logged on\): {said}\. Connecting to the next msc address\.")
         t.expect(f"Connected to msc at 127.0.0.1:{nodes.ports['B']}.")
         t.expect("Press Enter to acknowledge")
         t.ctrl_d()
@@ -424,7 +425,8 @@ def test_an_operator_is_told_which_messages_got_no_acknowledgement_when_the_conn
     named = re.findall(r"^no A/N for (ICS1\w+)\.(\S+) before the connection was lost: not sent again "
                        r"\(msc may have accepted it: look for an answer or an MSC\.Exxx notice \(E302, E303, E307, E501, "
                        r"or the upstream's own code\) with header "
-                       r"(ICS1\w+), or msc journal search, before sending it again\)$", t.text, re.M)
+                       r"(ICS1\w+), or ask your agency's MSC administrator or an investigator to check the journal "
+                       r"for it, before sending it again\)$", t.text, re.M)
     assert [(text, head == again) for head, text, again in named] == \
         [("QV.CA0130000.LIC/PAUSED1", True), ("QV.CA0130000.LIC/PAUSED2", True)], t.text
     assert t.text.index("no A/N for") < t.text.index("Session ended: CONNECTION")

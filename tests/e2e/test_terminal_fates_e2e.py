@@ -250,7 +250,8 @@ def test_a_script_whose_retries_outlast_the_logon_time_limit_connects_again_and_
         assert s.wait() == 0, s.stderr
     finally:
         s.kill()
-    assert re.search(r"^Session ended: E201 NO LOGON WITHIN 2 S\. Connecting again to try the logon\.$", s.stderr,
+    assert re.search(r"^Connection to msc ended \(no one was logged on\): E201 NO LOGON WITHIN 2 S\. Connecting again to try the "
+                     r"logon\.$", s.stderr,
                      re.M), s.stderr
     assert re.search(r"^A \d+ MNE/ICS1\.USR/TS0001$", s.stdout, re.M), s.stdout
     assert re.search(r"^M \d+ ICS1\w+\.", s.stdout, re.M), s.stdout

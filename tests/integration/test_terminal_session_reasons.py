@@ -152,6 +152,9 @@ THEN = {
     "next-session-replaced": ("REPLACED", False),
 }
 
+#: What the client says when the connection ends while no one is logged on (at ``User ID:``).
+ENDED_AT_PROMPT = "Connection to msc ended (no one was logged on)"
+
 CASES = [(f, t, "static", 2) for f in FIRST for t in THEN] + [(f, t, "pooled", 1) for f in FIRST for t in THEN]
 
 
@@ -219,12 +222,14 @@ async def test_the_reason_said_is_the_one_of_the_connection_that_just_ended(monk
             await op.ctrl_d("User ID: ")
             status = 0
         elif fails_over and addresses > 1:
-            await screen.shows(f"Session ended: {reason}. Connecting to the next msc address.")
+            # At the User ID prompt no one is logged on: the connection ended, not a session.
+            await screen.shows(f"{ENDED_AT_PROMPT}: {reason}. Connecting to the next msc address.")
             await screen.shows(f"Connected to msc at 127.0.0.1:{ports[1]}.")
             await op.ctrl_d("Press Enter to acknowledge")
             status = 0
         else:
-            await screen.shows(f"Session ended: {reason}. Disconnected from msc.")
+            what = ENDED_AT_PROMPT if then in ("lost", "reset", "shutdown") else "Session ended"
+            await screen.shows(f"{what}: {reason}. Disconnected from msc.")
             status = 4
         assert await asyncio.wait_for(client, HANG_S) == status
     finally:
@@ -237,7 +242,8 @@ async def test_the_reason_said_is_the_one_of_the_connection_that_just_ended(monk
         os.close(slave)
 
     shown = screen.getvalue()
-    ends = re.findall(r"^(?:Session ended(?: by msc)?: .*|msc closed the connection: .*)$", shown, re.M)
+    ends = re.findall(r"^(?:Session ended(?: by msc)?: .*|msc closed the connection: .*|"
+                      r"Connection to msc ended \(no one was logged on\): .*)$", shown, re.M)
     # The first session's end is said once, when it came; what ended next is said with its own reason.
     assert len(ends) == (1 if first == "LOGOFF" else 2), shown
     assert reason in ends[-1], shown

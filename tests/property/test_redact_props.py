@@ -49,7 +49,7 @@ password_st = st.text(PRINTABLE + "äöüßéñ€\u3000", min_size=8, max_size=
 
 @st.composite
 def logon_text(draw):
-    """(text, kept prefix, password, otp) of a mangled logon."""
+    """(text, kept prefix, password, otp, the text up to the key) of a mangled logon."""
     sep = draw(st.sampled_from(SEPARATORS))
     seps = [sep if draw(st.booleans()) else draw(st.sampled_from(SEPARATORS)) for _ in range(6)]
     word = case_mix(draw, draw(st.sampled_from(LOGON_SPELLINGS)))
@@ -62,11 +62,16 @@ def logon_text(draw):
         parts += ["#" + draw(st.sampled_from(["C0A8010A", "7F000001", "C0-A8-01-0A", "FE80:0:0:1"])), seps[2]]
     user = draw(user_st)
     parts += [word, seps[3], case_mix(draw, user)]
+    keyed = "".join(parts[:-2])  # the text up to and with the key
     kept = "".join(parts)
     otp = draw(st.one_of(st.just("-"), otp_st))
     password = draw(password_st)
     text = kept + seps[4] + otp + seps[5] + password
-    return text, kept, password, otp
+    # The user ID is kept only from a well-formed LOGON body (PROTOCOL.md §2): '.USERID.OTP.PASSWORD',
+    # a user ID of the grammar; else nothing after the key (redact's rule 3, fail safe).
+    well_formed = (seps[3] == seps[4] == seps[5] == "." and re.fullmatch("[A-Z0-9]{6}", parts[-1]) is not None
+                   and password.strip("\r\n\x0c\x7f") != "")
+    return text, (kept if well_formed else keyed), password, otp, keyed
 
 
 def redacted_at_or_before(out: str, kept: str) -> bool:
@@ -86,7 +91,7 @@ def redacted_at_or_before(out: str, kept: str) -> bool:
 @props(500)
 @given(logon_text())
 def test_a_mangled_logon_keeps_the_user_and_loses_the_secrets(case):
-    text, kept, password, otp = case
+    text, kept, password, otp, _keyed = case
     out = redact(text)
     assert redacted_at_or_before(out, kept), out
     assert redact(out) == out
@@ -95,14 +100,15 @@ def test_a_mangled_logon_keeps_the_user_and_loses_the_secrets(case):
 @props(500)
 @given(logon_text(), st.data())
 def test_a_truncated_logon_never_shows_a_part_of_its_secrets(case, data):
-    text, kept, _password, _otp = case
+    text, kept, _password, _otp, keyed = case
     cut = data.draw(st.integers(len(kept), len(text)))
     t = text[:cut]
     out = redact(t)
-    # Whatever the cut, what follows the user ID is the fixed mark or nothing at all.
-    assert out == t or redacted_at_or_before(out, kept), out
+    # Whatever the cut, what follows the user ID (or the key, once the body is cut short and so
+    # no longer well-formed) is the fixed mark or nothing at all.
+    assert out == t or redacted_at_or_before(out, kept) or redacted_at_or_before(out, keyed), out
     if out == t:
-        assert t[len(kept):].strip(" .\t") == ""
+        assert t[len(keyed):].strip(" .\t") == ""
 
 
 @st.composite

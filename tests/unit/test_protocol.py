@@ -532,11 +532,11 @@ def test_journal_text(payload, journal):
 @pytest.mark.parametrize(
     ("text", "redacted"),
     [
-        ("ICS1.LOGON.JD12.99.secret", "ICS1.LOGON.JD12.*.*"),
-        ("ICS1.*JD1234.LOGON.JD12.99.secret", "ICS1.*JD1234.LOGON.JD12.*.*"),
-        ("ICS1.*JD12.#BAD.LOGON.JD12.99.sec.ret", "ICS1.*JD12.#BAD.LOGON.JD12.*.*"),
-        ("ICS1.LOGON.TS0001.123456", "ICS1.LOGON.TS0001.*.*"),
-        ("ICS1.LOGON.TS0001.123456.", "ICS1.LOGON.TS0001.*.*"),
+        ("ICS1.LOGON.JD12.99.secret", "ICS1.LOGON.*.*"),
+        ("ICS1.*JD1234.LOGON.JD12.99.secret", "ICS1.*JD1234.LOGON.*.*"),
+        ("ICS1.*JD12.#BAD.LOGON.JD12.99.sec.ret", "ICS1.*JD12.#BAD.LOGON.*.*"),
+        ("ICS1.LOGON.TS0001.123456", "ICS1.LOGON.*.*"),
+        ("ICS1.LOGON.TS0001.123456.", "ICS1.LOGON.*.*"),
         ("ICS1.LOGON.TS0001.-.pass\\x0dword", "ICS1.LOGON.TS0001.*.*"),
         ("ics1.LOGON.TS0001.-.secret", "ics1.LOGON.TS0001.*.*"),
         ("ICS1.PWD.secret", "ICS1.PWD.*.*"),

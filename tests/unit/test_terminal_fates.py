@@ -245,8 +245,8 @@ async def test_a_message_left_without_its_a_n_says_where_its_fate_goes(pooled, c
     _unanswered(t)
     err = capsys.readouterr().err
     assert err.count("no A/N for") == 1 and f"no A/N for {header}.QV.CA0130100.LIC/NOAN" in err
-    assert (f"with header {header} at the pool's printer, or msc journal search" in err) is pooled
-    assert (f"with header {header}, or msc journal search" in err) is not pooled
+    assert (f"with header {header} at the pool's printer, or ask your agency" in err) is pooled
+    assert (f"with header {header}, or ask your agency" in err) is not pooled
     # the notices that can end it, all named: it said "an MSC.E30x notice" (no E501, no E307)
     assert ("look for an answer or an MSC.Exxx notice (E302, E303, E307, E501, or the upstream's own code) "
             f"with header {header}") in err and "E30x" not in err

@@ -359,7 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="msc's address; several (comma-separated): tried in order, and the next one is "
                          "connected to when the connection is refused or lost (the active and standby node)")
     sp.add_argument("--header", type=opt.header, required=True, help="the mnemonic (or pool name) to use")
-    sp.add_argument("--send", action="append", metavar="TEXT", help="send this message (repeatable)")
+    sp.add_argument("--send", action="append", type=opt.message_text, metavar="TEXT",
+                    help="send this message (repeatable; not a LOGON or PWD: a secret is never given on the "
+                         "command line)")
     sp.add_argument("--expect", type=opt.count, default=0, metavar="N",
                     help="wait for N outputs answering the --send messages (each part of an answer counts, "
                          "and so does msc's MSC.Exxx notice of a request's fate: after an E302 no more parts "

@@ -105,7 +105,8 @@ OS_ACTOR_RE = re.compile(r"OS:[A-Za-z0-9._-]{1,32}")
 def user_id(value: str) -> str:
     v = value.strip().upper()
     if _grammar().USER_ID_RE.fullmatch(v) is None:
-        raise _fail(f"{value!r} is not a user ID: 6 characters A-Z 0-9 (PPP §1.6.7)")
+        # (the value is not repeated: it may be a password given in the wrong place)
+        raise _fail("that is not a user ID: 6 characters A-Z 0-9 (PPP §1.6.7)")
     return v
 
 
@@ -234,8 +235,21 @@ def otp(value: str) -> str:
     """``--otp``: six digits, or ``-`` for an account without TOTP (PROTOCOL.md §2 LOGON)."""
     v = value.strip()
     if _grammar().OTP_RE.fullmatch(v) is None:
-        raise _fail(f"{value!r} is not a one-time password: 6 digits")
+        raise _fail("that is not a one-time password: 6 digits")  # (not repeated: it may be a password)
     return v
+
+
+def message_text(value: str) -> str:
+    """``msc terminal --send``: a message text that carries no secret. A ``LOGON`` or ``PWD`` (in
+    any spelling msc's journal would redact, PROTOCOL.md §7) would put a password on the command
+    line — in ``ps``, the shell's history, the client's own lines — so it is refused; a script
+    logs on with ``--user ID --password-stdin``. The text is not repeated."""
+    from msc.protocol.redact import redact
+
+    if redact(value) != value:
+        raise _fail("a LOGON or password change carries a secret and is not given on the command line "
+                    "(log on with --user ID --password-stdin; change a password at an interactive terminal)")
+    return value
 
 
 def person_name(value: str) -> str:

@@ -15,6 +15,7 @@ import ssl
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from msc.aio import bounded
 from msc.cli.termrules import LogonRefusal, Unanswered, awaits_answer, message_key
@@ -121,6 +122,13 @@ class Terminal:
         self.unknown = 0  # messages whose answer was lost with a connection (not sent again)
         self.stop_trying = False  # set (Ctrl-C): connect_any stops at its next try
         self.pending: dict[int, str] = {}  # own messages sent on this connection without an A/N yet
+        self.not_sent: list[str] = []  # lines typed in a session that ended before they were sent
+        self.not_taken = 0  # lines typed after a LOGOFF among those (a logon's answers): counted only
+        #: the LineReader whose prompt may be open (msc terminal's keyboard): msc's own lines start on
+        #: a new line of their own, never after the prompt (``at_prompt``)
+        self.keyboard: Any = None
+        self.logged_on = False  # an operator is logged on (or a station bound) on this connection
+        self.was_logged_on = False  # ... when the session or connection that just ended ended
         # Own requests msc accepted (A) with no output of their header yet, by header, in this
         # session; and those of ended sessions with how the session ended, until told (termrules).
         self.open: dict[str, Unanswered] = {}
@@ -137,6 +145,10 @@ class Terminal:
     # -- output -----------------------------------------------------------------------------
 
     def print(self, line: str) -> None:
+        kb = self.keyboard
+        if kb is not None and getattr(kb, "at_prompt", False):
+            kb.at_prompt = False  # the prompt still waits; its answer is typed below this line
+            line = "\n" + line
         print(line, file=self.out, flush=True)
 
     def _send(self, data: bytes) -> None:
@@ -281,6 +293,9 @@ class Terminal:
                 closed.set_result(why)
             said = closing()
             if closed is self.closed:  # (not a connection a failover already left behind)
+                if not said:  # (after a closing SYS LOGOFF: as that said)
+                    self.was_logged_on = self.logged_on
+                self.logged_on = False
                 self.session_over(f"msc ended the session ({said})" if said else "the connection was lost")
             for fut in answers.values():
                 if not fut.done():
@@ -349,6 +364,7 @@ class Terminal:
         if self.ended.done():
             self.ended = asyncio.get_running_loop().create_future()
         self.ended.set_result(reason)
+        self.was_logged_on, self.logged_on = self.logged_on, False
         self.session_over(f"msc ended the session ({reason})")
 
     def forget_ended(self) -> None:
@@ -382,6 +398,7 @@ class Terminal:
         open (a key answered by its A alone — LOGOFF, PWD, a one-way key — is not)."""
         key = message_key(text)
         if key == "LOGOFF":
+            self.logged_on = False
             self.session_over("the session ended (LOGOFF)")
         elif awaits_answer(key):
             self.open[text.split(".", 1)[0]] = Unanswered(text, xid, self.header, self.pooled)
@@ -474,6 +491,7 @@ class Terminal:
                 self.header = pairs["MNE"]
             self.sent_in_session = 0
             self.otp_session = otp is not None  # its code is used now (termrules.OTP_USED_AFTER_FAILOVER)
+            self.logged_on = True
             return True
         self.refused = LogonRefusal.parse(payload)
         return False

@@ -121,6 +121,7 @@ from msc.cli.termclient import LOGON_TIMEOUT, SessionEnded, StoppedTrying, Termi
 from msc.cli.termrules import EXIT_AUTH, EXIT_ENDED, EXIT_OK, EXIT_PROBLEM, EXIT_UNAVAILABLE
 from msc.cli.termrules import message_key as _message_key
 from msc.protocol import framing
+from msc.protocol.redact import redact
 
 
 def _isatty(fd: int) -> bool:
@@ -151,6 +152,7 @@ class LineReader:
         self.tty = _isatty(fd)
         self.saved: list | None = None  # the terminal's settings before the client changed them
         self.prompt: str | None = None  # the prompt of the logon dialog waiting for its answer, if any
+        self.at_prompt = False  # the cursor is just after that prompt (msc's own lines start a new line)
 
     def _fill(self) -> None:
         try:
@@ -237,6 +239,25 @@ class LineReader:
         with contextlib.suppress(termios.error, OSError):
             termios.tcflush(self.fd, termios.TCIFLUSH)
 
+    def take_typed(self) -> list[str]:
+        """The whole lines typed and not yet read — this reader's buffer and, without blocking,
+        what waits in the terminal's input queue — taken (they are no longer there to read). For a
+        session that ended with lines typed for it that were never sent: each is named
+        (:func:`_not_sent`), never dropped without a word. A line not ended by Enter is left."""
+        import select
+
+        with contextlib.suppress(OSError, ValueError):
+            while not self.eof and select.select([self.fd], [], [], 0)[0]:
+                before = len(self.buf)
+                self._fill()
+                if len(self.buf) == before:
+                    break
+        lines: list[str] = []
+        while b"\n" in self.buf:
+            line, self.buf = self.buf.split(b"\n", 1)
+            lines.append(line.decode("utf-8", "replace").rstrip("\r"))
+        return lines
+
     def restore(self) -> None:
         """The terminal as it was before the client changed it (at exit, and while stopped)."""
         termios = self._termios()
@@ -270,6 +291,7 @@ class LineReader:
             with contextlib.suppress(OSError, ValueError):
                 sys.stdout.write("\n" + self.prompt)
                 sys.stdout.flush()
+                self.at_prompt = True
 
 
 async def _ask(t: Terminal, stdin: LineReader, prompt: str, *, secret: bool = False) -> str | None:
@@ -281,10 +303,12 @@ async def _ask(t: Terminal, stdin: LineReader, prompt: str, *, secret: bool = Fa
     stdin.discard()
     if not secret:
         stdin.listen()
+    done: set = set()
+    task: asyncio.Future | None = None
     try:
         sys.stdout.write(prompt)
         sys.stdout.flush()
-        stdin.prompt = prompt
+        stdin.prompt, stdin.at_prompt = prompt, True
         task = asyncio.ensure_future(stdin.readline())
         done, _ = await asyncio.wait([task, t.closed], return_when=asyncio.FIRST_COMPLETED)
         if task not in done:
@@ -293,28 +317,48 @@ async def _ask(t: Terminal, stdin: LineReader, prompt: str, *, secret: bool = Fa
                 await task
     finally:
         stdin.prompt = None
+        at_prompt, stdin.at_prompt = stdin.at_prompt, False
         stdin.hush()
-        if secret and stdin.tty:
+        if secret and stdin.tty and task in done:
             print(flush=True)  # the Enter that ended the secret was not shown either
-    if task in done:
+    if task is not None and task in done:
         return task.result()
-    print(flush=True)
+    if at_prompt:
+        print(flush=True)  # (msc's own line, if one came, started a new line already)
     raise t.ending()
 
 
-async def _prompt(stdin: LineReader, prompt: str) -> str | None:
+async def _prompt(stdin: LineReader, prompt: str, *, secret: bool = False) -> str | None:
     """A prompt while no connection is open: only what is typed after it counts (as ``_ask``)."""
     stdin.hush()
     stdin.discard()
-    stdin.listen()
+    if not secret:
+        stdin.listen()
     try:
         sys.stdout.write(prompt)
         sys.stdout.flush()
-        stdin.prompt = prompt
+        stdin.prompt, stdin.at_prompt = prompt, True
         return await stdin.readline()
     finally:
-        stdin.prompt = None
+        stdin.prompt, stdin.at_prompt = None, False
         stdin.hush()
+        if secret and stdin.tty:
+            print(flush=True)
+
+
+async def _press_enter(stdin: LineReader, ask) -> bool:
+    """A prompt only Enter answers (the banner's, "connect again"): True at Enter, False at Ctrl-D.
+    On a terminal what is typed there is not shown, and anything but Enter is not taken — said
+    (:data:`termrules.NOT_ENTER`, without repeating it) and asked again — so an answer meant for
+    the next prompt (a user ID, a password) never moves every later answer one prompt on. A dialog
+    piped in is taken as before (its lines were written for these prompts)."""
+    while True:
+        answer = await ask(secret=stdin.tty)
+        if answer is None:
+            return False
+        if not answer.strip() or not stdin.tty:
+            return True
+        print(f"{termrules.NOT_ENTER}.", file=sys.stderr, flush=True)
 
 
 def _unanswered(t: Terminal) -> None:
@@ -328,9 +372,24 @@ def _unanswered(t: Terminal) -> None:
         header = text.split(".", 1)[0]
         # A pooled session's loan ended with the connection: its fate goes to the pool's printer.
         where = " at the pool's printer" if header in pooled else ""
-        print(f"no A/N for {text} before the connection was lost: not sent again (msc may have accepted it: "
-              f"look for an answer or {termrules.FATE_NOTICE} with header {header}{where}, or msc journal search, "
-              "before sending it again)", file=sys.stderr, flush=True)
+        print(f"no A/N for {redact(text)} before the connection was lost: not sent again (msc may have accepted "
+              f"it: look for an answer or {termrules.FATE_NOTICE} with header {header}{where}, or ask your "
+              f"agency's MSC administrator or an investigator to check the journal for it, before sending it "
+              "again)", file=sys.stderr, flush=True)
+
+
+def _not_sent(t: Terminal, why: str) -> None:
+    """Name each line typed in the session that ended (``why``) that never left this terminal
+    (:func:`_session`): it was not sent — type it again once logged on. (Said after the lines
+    sent without an A/N, :func:`_unanswered`.)"""
+    for line in t.not_sent:
+        print(f"not sent: {redact(line.strip())} — typed before {why}, it never left this terminal: type it "
+              "again once logged on", file=sys.stderr, flush=True)
+    t.not_sent = []
+    if t.not_taken:
+        print(f"{t.not_taken} more line(s) typed after that LOGOFF were not taken (not shown: they may be a "
+              "logon's answers)", file=sys.stderr, flush=True)
+    t.not_taken = 0
 
 
 #: Why a client whose dialog comes from a pipe or file does not go on to a logon it could not foresee.
@@ -339,9 +398,15 @@ PIPED = ("the input is not a terminal: its next lines were written for {session}
          "again by itself after a failover)")
 
 
-def _ended(e: SessionEnded, *, again: bool = False) -> None:
+def _what_ended(t: Terminal) -> str:
+    """How the client names what just ended: "Session ended" when someone was logged on (or the
+    station bound); else no session ended — only the connection did."""
+    return "Session ended" if t.was_logged_on else "Connection to msc ended (no one was logged on)"
+
+
+def _ended(e: SessionEnded, *, again: bool = False, what: str = "Session ended") -> None:
     if e.closed:
-        print(f"Session ended: {e.reason}. Disconnected from msc.", file=sys.stderr, flush=True)
+        print(f"{what}: {e.reason}. Disconnected from msc.", file=sys.stderr, flush=True)
     else:
         tail = " Log on again, or Ctrl-D to exit." if again else ""
         print(f"Session ended by msc: {e.reason}.{tail}", file=sys.stderr, flush=True)
@@ -461,7 +526,9 @@ async def run(opts: TerminalOptions, stdin: LineReader | None = None) -> int:
     """The command: its exit status as in the module's docstring. ``stdin``: where lines are typed (fd 0)."""
     stdin = stdin if stdin is not None else LineReader(0)
     with _restoring(stdin):
-        return await _connected(Terminal(opts), opts, stdin)
+        t = Terminal(opts)
+        t.keyboard = stdin  # msc's own lines start on a line of their own when a prompt is open
+        return await _connected(t, opts, stdin)
 
 
 async def _connected(t: Terminal, opts: TerminalOptions, stdin: LineReader) -> int:
@@ -481,6 +548,7 @@ async def _connected(t: Terminal, opts: TerminalOptions, stdin: LineReader) -> i
                     stdin.hush()  # until the next prompt: what is typed now is for no one
                 if e.closed:
                     _unanswered(t)
+                _not_sent(t, "the connection was lost" if e.closed else "the session ended")
                 action = termrules.after_end(
                     closed=e.closed, fails_over=t.fails_over(e), logon_timeout=e.reason.startswith(LOGON_TIMEOUT),
                     for_retrying=_for_retrying(e), interactive=opts.interactive, piped=not stdin.tty,
@@ -489,28 +557,31 @@ async def _connected(t: Terminal, opts: TerminalOptions, stdin: LineReader) -> i
                     # Piped lines are a script written for this connection's dialog: another
                     # connection's banner and logon prompts would take its next lines (a
                     # message, the next step) as Enter, User ID and password.
-                    print(f"Session ended: {e.reason}. Not connecting again: "
+                    print(f"{_what_ended(t)}: {e.reason}. Not connecting again: "
                           f"{PIPED.format(session='the session that ended')}.", file=sys.stderr, flush=True)
                     return EXIT_ENDED
                 if action == termrules.RETRY_LOGON:
                     # msc closed the connection of a script that kept trying its logon (its logon
                     # time limit, or its refused messages): the same node again, the budget goes on.
-                    print(f"Session ended: {e.reason}. Connecting again to try the logon.", file=sys.stderr, flush=True)
+                    print(f"{_what_ended(t)}: {e.reason}. Connecting again to try the logon.", file=sys.stderr,
+                          flush=True)
                     first = t.at
                 elif action == termrules.ASK:
                     # Nobody logged on at this terminal in time: no silent reconnect every
                     # logon_timeout_s (and its CONNECT/DISCONNECT records) — the operator decides.
                     print(f"msc closed the connection: no logon within its time limit ({e.reason}).",
                           file=sys.stderr, flush=True)
-                    if await _prompt(stdin, "Press Enter to connect again, or Ctrl-D to exit: ") is None:
+                    if not await _press_enter(stdin, lambda secret: _prompt(
+                            stdin, "Press Enter to connect again, or Ctrl-D to exit: ", secret=secret)):
                         print(flush=True)
                         return EXIT_OK
                     first = t.at  # the same node: it was not at fault
                 elif action == termrules.END:
-                    _ended(e)
+                    _ended(e, what=_what_ended(t))
                     return EXIT_ENDED
                 else:
-                    print(f"Session ended: {e.reason}. Connecting to the next msc address.", file=sys.stderr, flush=True)
+                    print(f"{_what_ended(t)}: {e.reason}. Connecting to the next msc address.", file=sys.stderr,
+                          flush=True)
                     if opts.interactive and t.otp_session:
                         print(termrules.OTP_USED_AFTER_FAILOVER, file=sys.stderr, flush=True)
                     first = t.at + 1
@@ -533,7 +604,8 @@ async def _connected(t: Terminal, opts: TerminalOptions, stdin: LineReader) -> i
 async def _run(t: Terminal, opts: TerminalOptions, stdin: LineReader, banner: str) -> int:
     if opts.interactive:
         print(banner, flush=True)
-        if await _ask(t, stdin, "Press Enter to acknowledge this notice and continue: ") is None:
+        if not await _press_enter(stdin, lambda secret: _ask(
+                t, stdin, "Press Enter to acknowledge this notice and continue: ", secret=secret)):
             print(flush=True)
             return EXIT_OK  # Ctrl-D: the notice was not acknowledged; nothing was sent
     else:
@@ -542,6 +614,7 @@ async def _run(t: Terminal, opts: TerminalOptions, stdin: LineReader, banner: st
     if opts.bind:
         if not await _bind(t, opts):
             return EXIT_PROBLEM
+        t.logged_on = True  # (a bound station's connection ending is a session that ended)
         _tell_unanswered(t)  # (bound again after a lost connection: a host's requests are its station's)
     if opts.interactive and opts.user is None and not opts.bind:
         return await _interactive(t, stdin, opts)
@@ -706,8 +779,18 @@ async def _interactive(t: Terminal, stdin: LineReader, opts: TerminalOptions) ->
         if user is None:
             print(flush=True)
             return EXIT_OK
-        user = user.strip().upper()
-        if not user:
+        if not user.strip():
+            continue
+        try:
+            user = termrules.user_id(user)
+        except ValueError:
+            # Not sent, not repeated: most often a password typed at the wrong prompt, or a user
+            # ID with a '.' that would split the LOGON's fields (PROTOCOL.md §2, §7).
+            if not stdin.tty:
+                print(f"{termrules.NOT_A_USER_ID}. Not asking again: {PIPED.format(session='the logon')}.",
+                      file=sys.stderr, flush=True)
+                return EXIT_AUTH
+            print(f"{termrules.NOT_A_USER_ID}. Type your user ID.", file=sys.stderr, flush=True)
             continue
         otp = await _ask_otp(t, stdin, "One-time password (Enter if none): ")
         if otp is None or isinstance(otp, int):
@@ -745,6 +828,7 @@ async def _interactive(t: Terminal, stdin: LineReader, opts: TerminalOptions) ->
             stdin.hush()
             if e.closed:
                 raise
+            _not_sent(t, "the session ended")
             if not stdin.tty:
                 return _not_again(e)
             _ended(e, again=True)
@@ -822,7 +906,23 @@ def _not_again(e: SessionEnded) -> int:
 
 async def _session(t: Terminal, stdin: LineReader, opts: TerminalOptions) -> str:
     """Send typed lines until the operator logs off ("logoff") or ends input ("eof");
-    raises SessionEnded when msc ends the session."""
+    raises SessionEnded when msc ends the session — after taking the lines typed for it that
+    were not sent yet (the client sends a line only after the last one's A/N): they are named
+    with the lines sent without an A/N (:func:`_not_sent`), never dropped without a word."""
+    try:
+        return await _sending(t, stdin, opts)
+    except SessionEnded:
+        if stdin.tty:  # (a dialog piped in ends here: its next lines were for the session, PIPED)
+            typed = [line for line in stdin.take_typed() if line.strip()]
+            # Lines after a typed LOGOFF were meant for the logon prompts (a user ID, a password):
+            # counted, never shown (CJIS IA-6).
+            cut = next((i + 1 for i, line in enumerate(typed) if line.strip().upper() == "LOGOFF"), len(typed))
+            t.not_sent += typed[:cut]
+            t.not_taken += len(typed) - cut
+        raise
+
+
+async def _sending(t: Terminal, stdin: LineReader, opts: TerminalOptions) -> str:
     while True:
         line = await t.until(stdin.readline())
         if line is None:

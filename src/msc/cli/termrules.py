@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from msc.protocol import grammar
 from msc.protocol.grammar import ONE_WAY_KEYS
 from msc.protocol.message import parse_notice
+from msc.protocol.redact import redact
 
 #: ``msc terminal``'s exit statuses (its module docstring and OPERATIONS.md "msc terminal" say when).
 EXIT_OK, EXIT_PROBLEM, EXIT_AUTH, EXIT_ENDED = 0, 1, 3, 4
@@ -163,6 +164,31 @@ def one_time_password(typed: str) -> str | None:
         raise ValueError(NOT_A_CODE) from None
 
 
+# -- the user ID typed at its prompt --------------------------------------------------------------
+
+#: Said when an answer at the ``User ID:`` prompt is not a user ID (it is not sent, nor repeated).
+NOT_A_USER_ID = "That is not a user ID (6 letters A-Z or digits 0-9, e.g. JD1234): it was not sent"
+
+
+def user_id(typed: str) -> str:
+    """What was typed at the ``User ID:`` prompt, as LOGON's user ID (upper case): the grammar's
+    (:data:`msc.protocol.grammar.USER_ID`, six letters and digits) — the switch's own check.
+    ``ValueError`` for anything else: it is not sent. A user ID with a ``.`` in it would split the
+    LOGON's fields (``LOGON.PASS.WORD-123.-.…``), and what is typed there by mistake is most often
+    the password: it must not travel in a field msc does not treat as one."""
+    v = typed.strip().upper()
+    if grammar.USER_ID_RE.fullmatch(v) is None:
+        raise ValueError(NOT_A_USER_ID)
+    return v
+
+
+#: Said when something other than Enter is typed at a prompt only Enter answers (the banner's,
+#: "connect again"): it is not taken — the next prompt would otherwise get the line meant for this
+#: one, and every later answer would go to the wrong prompt (a password typed at ``User ID:``).
+NOT_ENTER = ("Only Enter answers this prompt: what was typed was not taken (and not shown). Press Enter, "
+             "then answer each prompt as it comes")
+
+
 # -- accepted requests whose answer had not come ------------------------------------------------
 
 def message_key(text: str) -> str:
@@ -204,7 +230,7 @@ def unanswered_notice(u: Unanswered, ended: str) -> str:
       ``unsolicited_to`` station (its printer), never to this session nor to the next operator
       lent the mnemonic.
     """
-    head = (f"{u.text}: accepted by msc (A {u.xid}) but not answered before {ended}. Its answer, or "
+    head = (f"{redact(u.text)}: accepted by msc (A {u.xid}) but not answered before {ended}. Its answer, or "
             "msc's notice of its fate (MSC.E302 if msc restarted or failed over meanwhile), ")
     if u.pooled:
         return (head + f"goes to the pool's printer (a pool without one: only to the journal), not to this "

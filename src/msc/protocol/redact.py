@@ -16,9 +16,13 @@ separates):
 2. the **key** is the first of the next :data:`KEY_WINDOW` fields that is a secret word
    (:data:`SECRET_WORDS`, also glued to a header or a user ID, or a two-word form such as
    ``LOG ON``): the header may be missing, mistyped or split;
-3. after a logon word, a following field that can be a user ID (1–6 letters and digits; all
-   digits only when an OTP slot follows, since six digits may be the OTP itself) is kept — the
-   user ID is not a secret (§7);
+3. after a logon word, the user ID is kept — it is not a secret (§7) — only when what follows
+   the key is a well-formed ``LOGON`` body (PROTOCOL.md §2): ``.USERID.OTP.PASSWORD`` with a user
+   ID of the grammar (:data:`msc.protocol.grammar.USER_ID`: six upper-case letters and digits),
+   an OTP of six digits or ``-`` and a password that is not empty (or the ``.*.*`` of a text
+   redacted already). Anything else — a wrong field count, a user ID out of the grammar, another
+   separator — keeps nothing after the key: a user ID typed with a ``.`` in it (or a password
+   typed at the ``User ID:`` prompt) splits the fields, and its first piece may be a password's;
 4. everything after that is replaced by ``.*.*`` (a fixed mark: not even the length of the
    secret survives). Text with no key is returned unchanged.
 
@@ -33,6 +37,8 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+from msc.protocol import grammar
 
 #: Words that start a logon (the user ID after them is kept).
 LOGON_WORDS = ("logon", "login", "signon", "signin")
@@ -57,7 +63,11 @@ MARK = ".*.*"
 
 _ESCAPE_RE = re.compile(r"\\x([0-9a-fA-F]{2})")
 _BLANK = " \t\r\n."
-_OTP_SLOT_RE = re.compile(r"[^0-9A-Za-z*#]+(?:-|\*|[0-9]{6})(?![0-9A-Za-z])")
+#: What follows the key of a well-formed ``LOGON`` (PROTOCOL.md §2), or of one redacted already:
+#: only then is the user ID kept (the module docstring, rule 3).
+_LOGON_BODY_RE = re.compile(rf"\.(?P<user>{grammar.USER_ID})\.(?:(?:{grammar.OTP})\.(?P<password>.*)|\*\.\*\Z)",
+                            re.DOTALL)
+_LAYOUT = "\r\n\x0c\x7f"
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,14 +200,17 @@ def _fold_all(s: str) -> str:
     return "".join(_fold(c) for c in s)
 
 
-def _user_like(f: _Field, text: str) -> bool:
-    """Can this field be the user ID of a logon? 1–6 ASCII letters and digits; all digits only
-    when an OTP slot (``-``, six digits, or the ``*`` of a redacted one) follows, else it may
-    be the OTP itself."""
-    w = f.norm
-    if not (1 <= len(w) <= 6 and w.isascii() and w.isalnum()):
-        return False
-    return not w.isdigit() or _OTP_SLOT_RE.match(text, f.end) is not None
+def _kept_user_end(text: str, key_end: int) -> int | None:
+    """Where the user ID ends when what follows a logon key (at ``key_end``) is a well-formed
+    ``LOGON`` body (``.USERID.OTP.PASSWORD``, PROTOCOL.md §2; or ``.USERID.*.*``, redacted), else
+    None: nothing after the key is kept (fail safe, the module docstring's rule 3)."""
+    m = _LOGON_BODY_RE.match(text, key_end)
+    if m is None:
+        return None
+    password = m.group("password")
+    if password is not None and not password.strip(_LAYOUT):
+        return None
+    return m.end("user")
 
 
 def redact(text: str) -> str:
@@ -244,17 +257,9 @@ def redact(text: str) -> str:
         return text
     kind, cut, field = key
     if kind == "logon" and cut == field.end:
-        following = _first_after(text, field)
-        if following is not None and following.norm[0] not in "*#" and _user_like(following, text):
-            cut = following.end
+        user_end = _kept_user_end(text, cut)
+        if user_end is not None:
+            cut = user_end
     if not text[cut:].strip(_BLANK):
         return text
     return text[:cut] + MARK
-
-
-def _first_after(text: str, field: _Field) -> _Field | None:
-    """The field that follows ``field`` in the text (OIF/TAF-looking ones included)."""
-    f = next(_fields(text[field.end:field.end + SCAN_LIMIT]), None)
-    if f is None:
-        return None
-    return f.shifted(field.end)

@@ -16,6 +16,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from msc.aio import spawn
 from msc.protocol import framing
+from msc.protocol.redact import redact
 from msc.web import forms
 from msc.web.api import PASSWORD_RE, json_body, ws_send
 from msc.web.inbox import classify
@@ -75,10 +76,13 @@ class OperatorRoutes(ConsoleParts):
         if s.link is None:
             return JSONResponse({"error": "not connected to msc"}, 409)
         mke = text.split(".", 1)[0].strip().upper()
-        if mke in SESSION_KEYS:
+        if mke in SESSION_KEYS or redact(text) != text:
             # The page logs on and off itself; a password is never typed into a message here (it
-            # would be shown in the sent list and kept in this process's memory).
-            return JSONResponse({"error": f"{mke} is not sent from the web console (log on/off with its buttons; "
+            # would be shown in the sent list and kept in this process's memory). Any spelling the
+            # journal would redact (PROTOCOL.md §7: "logon JD1234 …", "ICS1.LOGON.…", "PASSWORD …")
+            # is refused as well, and not repeated.
+            what = mke if mke in SESSION_KEYS else "A logon or password change"
+            return JSONResponse({"error": f"{what} is not sent from the web console (log on/off with its buttons; "
                                           "change your password with the Password form, Alt+W)"}, 400)
         ref = s.next_ref()
         s.requests[ref] = {"ref": ref, "mke": mke, "text": text, "status": "sending", "code": None, "reason": None,
