@@ -37,6 +37,17 @@ def journal_on(backend, keyring, tmp_path, **kw) -> Journal:
     return Journal(backend.root / "journal", keyring, name=NAME, writer=backend.writer_kind, **kw)
 
 
+def verified(backend, keyring):
+    """``msc journal verify``'s result for the journal on ``backend``, asserted ok."""
+    r = backend.journal_reader()
+    try:
+        res = verify(r, keyring, name=NAME)
+    finally:
+        r.close()
+    assert res.ok, res.problems
+    return res
+
+
 def entry(i: int) -> Entry:
     return Entry(kind="RECEIVED", direction="in", peer="ICS1", mnemonic="ICS1", user="TS0001", ori="CA0130000",
                  mke="QW", txn=f"X{i}", text=f"QW.CA0130000.NAM/DOE,JOHN {i}.DOB/19800101")
@@ -68,12 +79,7 @@ async def test_group_commit_numbering_restart_and_verification_on_every_backend(
     assert await again.append(entry(300)) == [again.opened_size + 1]
     await again.close()
 
-    r = journal_backend.journal_reader()
-    try:
-        res = verify(r, keyring, name=NAME)
-    finally:
-        r.close()
-    assert res.ok, res.problems
+    res = verified(journal_backend, keyring)
     assert res.records >= 302 and res.checkpoints >= 1  # 301 appended + the checkpoint's own record(s)
     if isinstance(journal_backend, PgBackend):
         assert not (tmp_path / "not-used").exists() and not (tmp_path / "not-used.hwm").exists()
@@ -139,12 +145,7 @@ async def test_a_failed_commit_is_landed_only_if_the_storage_holds_its_own_recor
             r.close()
         assert codes.count("FOREIGN") == 1
     await j.close()
-    r = journal_backend.journal_reader()
-    try:
-        res = verify(r, keyring, name=NAME)
-    finally:
-        r.close()
-    assert res.ok, res.problems
+    verified(journal_backend, keyring)
 
 
 async def test_an_earlier_failed_batch_that_lands_late_is_its_own_not_another_process(journal_backend, keyring,
@@ -194,9 +195,4 @@ async def test_an_earlier_failed_batch_that_lands_late_is_its_own_not_another_pr
     events = [e["event"] for e in logs if e["event"].startswith("journal.")]
     assert "journal.foreign_records" not in events and "journal.landed_late" in events, events
     await j.close()
-    r = journal_backend.journal_reader()
-    try:
-        res = verify(r, keyring, name=NAME)
-    finally:
-        r.close()
-    assert res.ok, res.problems
+    verified(journal_backend, keyring)

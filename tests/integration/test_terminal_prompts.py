@@ -106,19 +106,9 @@ async def test_after_e201_every_answer_goes_to_the_prompt_shown(monkeypatch):
 class Paused(Node):
     """A node that answers the logon, then nothing (a SIGSTOP): the test ends the connection."""
 
-    async def _serve(self, reader, writer) -> None:
-        self.conns.append((reader, writer))
-        writer.write(framing.message(0, b"SYS.BANNER.AUTHORIZED USE ONLY"))
-        framer = framing.Framer()
-        with contextlib.suppress(ConnectionError, OSError):
-            while data := await reader.read(65536):
-                for f in framer.feed(data):
-                    if f.type != framing.MSG:
-                        continue
-                    text = f.payload.decode()
-                    self.texts.append(text)
-                    if text.split(".")[1] == "LOGON":
-                        writer.write(framing.ack(f.xid, b"MNE/ICS1.USR/TS0001"))
+    def answer(self, writer, xid: int, text: str) -> None:
+        if text.split(".")[1] == "LOGON":
+            writer.write(framing.ack(xid, b"MNE/ICS1.USR/TS0001"))
 
 
 @pytest.mark.parametrize("end", ["shutdown", "lost"])
@@ -153,16 +143,8 @@ async def test_every_line_without_an_a_or_n_is_named_after_a_pause(monkeypatch, 
 class Undecided(Paused):
     """A node whose database is away: every LOGON is answered E503."""
 
-    async def _serve(self, reader, writer) -> None:
-        self.conns.append((reader, writer))
-        writer.write(framing.message(0, b"SYS.BANNER.AUTHORIZED USE ONLY"))
-        framer = framing.Framer()
-        with contextlib.suppress(ConnectionError, OSError):
-            while data := await reader.read(65536):
-                for f in framer.feed(data):
-                    if f.type == framing.MSG:
-                        self.texts.append(f.payload.decode())
-                        writer.write(framing.nak(f.xid, "E503", "STORAGE UNAVAILABLE, TRY AGAIN"))
+    def answer(self, writer, xid: int, text: str) -> None:
+        writer.write(framing.nak(xid, "E503", "STORAGE UNAVAILABLE, TRY AGAIN"))
 
 
 async def test_msc_s_own_line_at_an_open_prompt_starts_a_new_line_and_no_session_is_said_to_end(monkeypatch):

@@ -72,14 +72,18 @@ class Node:
                         continue  # the client's acknowledgements
                     text = f.payload.decode()
                     self.texts.append(text)
-                    key = text.split(".")[1]
-                    if key == "LOGON":
-                        self.logons += 1
-                        header = text.split(".")[0]
-                        mne = f"ECM{self.logons}" if header == "ECMDT" else header
-                        writer.write(framing.ack(f.xid, f"MNE/{mne}.USR/TS0001".encode()))
-                    elif key == "LOGOFF":
-                        writer.write(framing.ack(f.xid))
+                    self.answer(writer, f.xid, text)
+
+    def answer(self, writer: asyncio.StreamWriter, xid: int, text: str) -> None:
+        """What this node says to the client's message ``text`` (a subclass scripts another)."""
+        key = text.split(".")[1]
+        if key == "LOGON":
+            self.logons += 1
+            header = text.split(".")[0]
+            mne = f"ECM{self.logons}" if header == "ECMDT" else header
+            writer.write(framing.ack(xid, f"MNE/{mne}.USR/TS0001".encode()))
+        elif key == "LOGOFF":
+            writer.write(framing.ack(xid))
 
     @property
     def writer(self) -> asyncio.StreamWriter:
