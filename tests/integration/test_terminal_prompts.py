@@ -165,3 +165,31 @@ async def test_msc_s_own_line_at_an_open_prompt_starts_a_new_line_and_no_session
         assert prompt + "\nSYS LOGOFF.SHUTDOWN\n" in shown, shown
         assert "Session ended" not in shown, shown
         assert "Connection to msc ended (no one was logged on): SHUTDOWN. Disconnected from msc." in shown, shown
+
+
+def test_a_prompt_says_how_many_lines_typed_ahead_it_dropped_never_what(capsys):
+    """Lines typed while no prompt waits (a reconnect, a logon being checked) are dropped before
+    the next prompt of the logon dialog — one may be a password typed ahead. Dropped without a
+    word, an operator who typed a message during a reconnect never learnt it was not sent
+    (newcomer trial hF). The prompt now says how many, never what."""
+    import select
+
+    from msc.cli import terminal
+
+    master, slave = pty.openpty()
+    try:
+        os.write(master, b"QV.CA0130000.LIC/AHEAD1\nsecret-passw0rd\nhalf a line")
+        assert select.select([slave], [], [], HANG_S)[0]
+        reader = LineReader(slave)
+        dropped = reader.discard()
+        terminal._dropped(dropped)
+        said = capsys.readouterr()
+        assert dropped == 2
+        assert "2 line(s) typed before this prompt were not taken" in said.err
+        assert "AHEAD1" not in said.err + said.out and "secret" not in said.err + said.out
+        assert reader.take_typed() == [] and reader.buf == b""  # the half line went too
+        terminal._dropped(reader.discard())  # nothing typed: nothing said
+        assert capsys.readouterr().err == ""
+    finally:
+        os.close(master)
+        os.close(slave)

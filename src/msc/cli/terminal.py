@@ -229,15 +229,19 @@ class LineReader:
         """Show what is typed again (a prompt or a session reads it)."""
         self._echo(True)
 
-    def discard(self) -> None:
+    def discard(self) -> int:
         """Drop everything typed and not yet taken: the terminal's input queue
-        (``tcflush(TCIFLUSH)``) and this reader's own buffer. Nothing without a terminal."""
+        (``tcflush(TCIFLUSH)``) and this reader's own buffer. Nothing without a terminal. Returns
+        how many whole lines were dropped — a prompt says so (:func:`_dropped`), never what they
+        were (typed ahead of a logon's prompt, one may be a password)."""
         termios = self._termios()
         if termios is None:
-            return
+            return 0
+        dropped = len(self.take_typed())
         self.buf = b""
         with contextlib.suppress(termios.error, OSError):
             termios.tcflush(self.fd, termios.TCIFLUSH)
+        return dropped
 
     def take_typed(self) -> list[str]:
         """The whole lines typed and not yet read — this reader's buffer and, without blocking,
@@ -300,7 +304,7 @@ async def _ask(t: Terminal, stdin: LineReader, prompt: str, *, secret: bool = Fa
     ahead is discarded first (as ``getpass`` does), a secret is not echoed, and nothing typed
     after the answer is shown until the next prompt (:meth:`LineReader.hush`)."""
     stdin.hush()
-    stdin.discard()
+    _dropped(stdin.discard())
     if not secret:
         stdin.listen()
     done: set = set()
@@ -331,7 +335,7 @@ async def _ask(t: Terminal, stdin: LineReader, prompt: str, *, secret: bool = Fa
 async def _prompt(stdin: LineReader, prompt: str, *, secret: bool = False) -> str | None:
     """A prompt while no connection is open: only what is typed after it counts (as ``_ask``)."""
     stdin.hush()
-    stdin.discard()
+    _dropped(stdin.discard())
     if not secret:
         stdin.listen()
     try:
@@ -376,6 +380,15 @@ def _unanswered(t: Terminal) -> None:
               f"it: look for an answer or {termrules.FATE_NOTICE} with header {header}{where}, or ask your "
               f"agency's MSC administrator or an investigator to check the journal for it, before sending it "
               "again)", file=sys.stderr, flush=True)
+
+
+def _dropped(lines: int) -> None:
+    """Lines typed before a prompt — while the client reconnected, or ahead of the dialog — are
+    not taken, so that nothing typed ahead is shown or sent in a place it was not meant for: say
+    how many, never what (newcomer trial hF: a line typed while reconnecting went without a word)."""
+    if lines:
+        print(f"{lines} line(s) typed before this prompt were not taken (not shown: one may be a logon's "
+              "answer): type again what is still to be sent once logged on", file=sys.stderr, flush=True)
 
 
 def _not_sent(t: Terminal, why: str) -> None:
