@@ -193,3 +193,28 @@ def test_a_prompt_says_how_many_lines_typed_ahead_it_dropped_never_what(capsys):
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_a_refused_user_id_is_erased_from_a_terminal_screen(monkeypatch):
+    """An answer refused at ``User ID:`` is most often a password typed at the wrong prompt; it
+    was echoed as typed and stayed on screen (newcomer trial hF, after an E201). On a terminal the
+    answered line is erased (ECMA-48: cursor up, erase line); elsewhere nothing is written."""
+    import io
+    import select
+
+    from msc.cli import terminal
+
+    master, slave = pty.openpty()
+    screen = os.fdopen(slave, "w")
+    try:
+        monkeypatch.setattr("sys.stdout", screen)
+        terminal._unshow_answer()
+        assert select.select([master], [], [], HANG_S)[0]
+        assert os.read(master, 100).endswith(b"\x1b[1A\x1b[2K\r")
+        text = io.StringIO()
+        monkeypatch.setattr("sys.stdout", text)
+        terminal._unshow_answer()
+        assert text.getvalue() == ""
+    finally:
+        screen.close()
+        os.close(master)

@@ -382,6 +382,24 @@ def _unanswered(t: Terminal) -> None:
               "again)", file=sys.stderr, flush=True)
 
 
+#: Cursor up one line, then erase that line (ECMA-48 CUU and EL): the echoed answer of a prompt.
+UNSHOW = "\x1b[1A\x1b[2K\r"
+
+
+def _unshow_answer() -> None:
+    """Erase the line just answered (its prompt and what was echoed) when stdout is a terminal:
+    an answer refused at ``User ID:`` is most often a password typed at the wrong prompt, and it
+    was shown as it was typed (newcomer trial hF). A terminal that ignores the sequence shows it
+    as before."""
+    try:
+        tty = os.isatty(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a file (a test's screen)
+        tty = False
+    if tty:
+        sys.stdout.write(UNSHOW)
+        sys.stdout.flush()
+
+
 def _dropped(lines: int) -> None:
     """Lines typed before a prompt — while the client reconnected, or ahead of the dialog — are
     not taken, so that nothing typed ahead is shown or sent in a place it was not meant for: say
@@ -803,6 +821,7 @@ async def _interactive(t: Terminal, stdin: LineReader, opts: TerminalOptions) ->
                 print(f"{termrules.NOT_A_USER_ID}. Not asking again: {PIPED.format(session='the logon')}.",
                       file=sys.stderr, flush=True)
                 return EXIT_AUTH
+            _unshow_answer()  # echoed as typed: if it was a password, it does not stay on screen
             print(f"{termrules.NOT_A_USER_ID}. Type your user ID.", file=sys.stderr, flush=True)
             continue
         otp = await _ask_otp(t, stdin, "One-time password (Enter if none): ")
