@@ -709,15 +709,18 @@ def check_journal(args, nodes: list[MscNode], acked: list[str]) -> dict:
     from msc.config.load import load
     from msc.journal.search import Query, search
     from msc.journal.verify import verify
-    from msc.keyring import KeyRing
     from msc.storage.backends import Backends
 
     stack = contextlib.ExitStack()
     sources = []
     for n in (nodes if args.lease_only else nodes[:1]):  # one shared journal: read it once
         s = load(n.cfg)
-        ring = KeyRing(s.data_dir / "keys", s.key_file)
-        sources.append((n.name, stack.enter_context(Backends(s).journal_source()), ring, s))
+        backends = Backends(s)
+        # The key ring where the switch keeps it: in the database on PostgreSQL (a file ring here
+        # has no keys: the soak's check failed with "no key ring at …/keyring.json").
+        ring = backends.keyring()
+        stack.callback(ring.close)
+        sources.append((n.name, stack.enter_context(backends.journal_source()), ring, s))
     with stack:
         received: set[str] = set()
         osns: collections.Counter[tuple[str | None, int]] = collections.Counter()
