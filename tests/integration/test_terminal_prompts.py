@@ -218,3 +218,20 @@ def test_a_refused_user_id_is_erased_from_a_terminal_screen(monkeypatch):
     finally:
         screen.close()
         os.close(master)
+
+
+def test_a_ctrl_d_typed_ahead_is_dropped_with_the_lines_not_taken_as_the_end(capsys):
+    """A Ctrl-D typed while no prompt waits is dropped like the lines around it: counting what is
+    dropped reads the terminal's queue, and the end of input read there must not end the next
+    prompt's dialog."""
+    import select
+
+    master, slave = pty.openpty()
+    try:
+        os.write(master, b"TYPED1\n\x04")
+        assert select.select([slave], [], [], HANG_S)[0]
+        reader = LineReader(slave)
+        assert reader.discard() == 1 and not reader.eof
+    finally:
+        os.close(master)
+        os.close(slave)

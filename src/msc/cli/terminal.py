@@ -237,7 +237,10 @@ class LineReader:
         termios = self._termios()
         if termios is None:
             return 0
-        dropped = len(self.take_typed())
+        eof, dropped = self.eof, len(self.take_typed())
+        # A Ctrl-D typed ahead (read as the end of input) is dropped with the rest: it must not
+        # end the prompt's dialog (tests/e2e/test_terminal_failover.py, "end-of-input").
+        self.eof = eof
         self.buf = b""
         with contextlib.suppress(termios.error, OSError):
             termios.tcflush(self.fd, termios.TCIFLUSH)
